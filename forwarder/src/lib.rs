@@ -1,0 +1,2 @@
+//! The tokio driver for the sans-IO SSH cores, and the pieces of the `forwarder` command.
+#![forbid(unsafe_code)]

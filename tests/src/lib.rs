@@ -1,0 +1,1 @@
+//! Test support: a throwaway lab of real servers on loopback.

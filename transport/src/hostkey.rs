@@ -1,0 +1,463 @@
+//! Public keys as SSH encodes them (RFC 4253 6.6, RFC 5656, RFC 8332, RFC 8709), fingerprints,
+//! and signature verification. Used for server host keys here and for user keys by `ssh-auth`.
+//!
+//! A signature is only checked with the algorithm the caller expected: the key blob's type,
+//! the negotiated algorithm and the name inside the signature must all agree, so a server
+//! cannot steer an `rsa-sha2-512` negotiation into a SHA-1 signature.
+
+use core::fmt;
+
+use base64::Engine as _;
+use ring::signature;
+
+use crate::wire::{DecodeError, Reader, Writer};
+
+/// Key types we can parse, by their blob name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyType {
+    /// `ssh-ed25519`
+    Ed25519,
+    /// `ssh-rsa` (the key; signatures may be rsa-sha2-256/512 or ssh-rsa)
+    Rsa,
+    /// `ecdsa-sha2-nistp256`
+    EcdsaP256,
+    /// `ecdsa-sha2-nistp384`
+    EcdsaP384,
+}
+
+impl KeyType {
+    /// The name in a key blob and in known_hosts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ed25519 => "ssh-ed25519",
+            Self::Rsa => "ssh-rsa",
+            Self::EcdsaP256 => "ecdsa-sha2-nistp256",
+            Self::EcdsaP384 => "ecdsa-sha2-nistp384",
+        }
+    }
+
+    /// Looks a blob name up.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "ssh-ed25519" => Self::Ed25519,
+            "ssh-rsa" => Self::Rsa,
+            "ecdsa-sha2-nistp256" => Self::EcdsaP256,
+            "ecdsa-sha2-nistp384" => Self::EcdsaP384,
+            _ => return None,
+        })
+    }
+}
+
+/// A signature algorithm (the name inside a signature blob, and a host key algorithm name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SignatureAlgorithm {
+    /// `ssh-ed25519`
+    Ed25519,
+    /// `rsa-sha2-512`
+    RsaSha512,
+    /// `rsa-sha2-256`
+    RsaSha256,
+    /// `ssh-rsa` with SHA-1: never offered or accepted unless configured.
+    RsaSha1,
+    /// `ecdsa-sha2-nistp256`
+    EcdsaP256,
+    /// `ecdsa-sha2-nistp384`
+    EcdsaP384,
+}
+
+impl SignatureAlgorithm {
+    /// Every algorithm, strongest preference first.
+    pub const ALL: &'static [Self] = &[
+        Self::Ed25519,
+        Self::EcdsaP256,
+        Self::EcdsaP384,
+        Self::RsaSha512,
+        Self::RsaSha256,
+        Self::RsaSha1,
+    ];
+
+    /// The algorithm's SSH name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ed25519 => "ssh-ed25519",
+            Self::RsaSha512 => "rsa-sha2-512",
+            Self::RsaSha256 => "rsa-sha2-256",
+            Self::RsaSha1 => "ssh-rsa",
+            Self::EcdsaP256 => "ecdsa-sha2-nistp256",
+            Self::EcdsaP384 => "ecdsa-sha2-nistp384",
+        }
+    }
+
+    /// Looks an SSH name up.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|a| a.name() == name)
+    }
+
+    /// The key type that signs with this algorithm.
+    pub fn key_type(self) -> KeyType {
+        match self {
+            Self::Ed25519 => KeyType::Ed25519,
+            Self::RsaSha512 | Self::RsaSha256 | Self::RsaSha1 => KeyType::Rsa,
+            Self::EcdsaP256 => KeyType::EcdsaP256,
+            Self::EcdsaP384 => KeyType::EcdsaP384,
+        }
+    }
+}
+
+impl fmt::Display for SignatureAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a key or signature was not accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The blob did not decode.
+    Malformed(DecodeError),
+    /// The blob names a key type we do not support.
+    UnsupportedKeyType(String),
+    /// The key's parameters are unusable (an RSA modulus below 2048 bits, a point not on the curve).
+    BadKey(&'static str),
+    /// The signature names another algorithm than the one expected.
+    AlgorithmMismatch {
+        /// The algorithm that was negotiated or asked for.
+        expected: &'static str,
+        /// The name the signature carried.
+        got: String,
+    },
+    /// The key cannot sign with the expected algorithm.
+    KeyTypeMismatch {
+        /// The algorithm asked for.
+        algorithm: &'static str,
+        /// The key's type.
+        key_type: &'static str,
+    },
+    /// The signature does not verify.
+    BadSignature,
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed(e) => write!(f, "malformed key or signature: {e}"),
+            Self::UnsupportedKeyType(t) => write!(f, "unsupported key type {t:?}"),
+            Self::BadKey(why) => write!(f, "unusable key: {why}"),
+            Self::AlgorithmMismatch { expected, got } => {
+                write!(f, "signature algorithm {got:?} does not match the expected {expected}")
+            }
+            Self::KeyTypeMismatch {
+                algorithm,
+                key_type,
+            } => write!(f, "a {key_type} key cannot make {algorithm} signatures"),
+            Self::BadSignature => f.write_str("signature does not verify"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+impl From<DecodeError> for KeyError {
+    fn from(e: DecodeError) -> Self {
+        Self::Malformed(e)
+    }
+}
+
+/// A decoded public key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    kind: KeyType,
+    blob: Vec<u8>,
+    /// Ed25519: the 32-byte key. RSA: unused. ECDSA: the uncompressed point.
+    point: Vec<u8>,
+    rsa_e: Vec<u8>,
+    rsa_n: Vec<u8>,
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({} {})", self.kind.name(), self.fingerprint())
+    }
+}
+
+impl PublicKey {
+    /// Decodes an SSH public key blob, checking every field and the key's parameters.
+    pub fn from_blob(blob: &[u8]) -> Result<Self, KeyError> {
+        let mut r = Reader::new(blob);
+        let name = r.utf8()?;
+        let kind =
+            KeyType::from_name(name).ok_or_else(|| KeyError::UnsupportedKeyType(name.into()))?;
+        let mut key = Self {
+            kind,
+            blob: blob.to_vec(),
+            point: Vec::new(),
+            rsa_e: Vec::new(),
+            rsa_n: Vec::new(),
+        };
+        match kind {
+            KeyType::Ed25519 => {
+                let k = r.string()?;
+                if k.len() != 32 {
+                    return Err(KeyError::BadKey("Ed25519 key is not 32 bytes"));
+                }
+                key.point = k.to_vec();
+            }
+            KeyType::Rsa => {
+                let e = r.mpint_positive()?;
+                let n = r.mpint_positive()?;
+                let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+                if bits < 2048 {
+                    return Err(KeyError::BadKey("RSA modulus is shorter than 2048 bits"));
+                }
+                if bits > 16384 {
+                    return Err(KeyError::BadKey("RSA modulus is longer than 16384 bits"));
+                }
+                if e.is_empty() || e.len() > 4 {
+                    return Err(KeyError::BadKey("RSA public exponent out of range"));
+                }
+                key.rsa_e = e.to_vec();
+                key.rsa_n = n.to_vec();
+            }
+            KeyType::EcdsaP256 | KeyType::EcdsaP384 => {
+                let (curve, len) = match kind {
+                    KeyType::EcdsaP256 => ("nistp256", 65),
+                    _ => ("nistp384", 97),
+                };
+                if r.string()? != curve.as_bytes() {
+                    return Err(KeyError::BadKey("ECDSA curve name does not match the key type"));
+                }
+                let q = r.string()?;
+                if q.len() != len || q.first() != Some(&4) {
+                    return Err(KeyError::BadKey("ECDSA point is not an uncompressed point"));
+                }
+                key.point = q.to_vec();
+            }
+        }
+        r.finish()?;
+        Ok(key)
+    }
+
+    /// Builds an Ed25519 key from its 32 bytes.
+    pub fn ed25519(key: &[u8; 32]) -> Self {
+        let mut blob = Vec::with_capacity(51);
+        blob.put_str("ssh-ed25519");
+        blob.put_string(key);
+        Self {
+            kind: KeyType::Ed25519,
+            blob,
+            point: key.to_vec(),
+            rsa_e: Vec::new(),
+            rsa_n: Vec::new(),
+        }
+    }
+
+    /// The key's type.
+    pub fn key_type(&self) -> KeyType {
+        self.kind
+    }
+
+    /// The SSH wire encoding.
+    pub fn blob(&self) -> &[u8] {
+        &self.blob
+    }
+
+    /// The RSA modulus size in bits (0 for other key types).
+    pub fn rsa_bits(&self) -> usize {
+        let n = &self.rsa_n;
+        (n.len() * 8).saturating_sub(n.first().map_or(0, |b| b.leading_zeros() as usize))
+    }
+
+    /// `SHA256:` and the unpadded base64 of the blob's SHA-256, as `ssh-keygen -l` prints.
+    pub fn fingerprint(&self) -> String {
+        fingerprint_sha256(&self.blob)
+    }
+
+    /// The key as one line of authorized_keys / known_hosts: `type base64`.
+    pub fn to_openssh_line(&self) -> String {
+        format!(
+            "{} {}",
+            self.kind.name(),
+            base64::engine::general_purpose::STANDARD.encode(&self.blob)
+        )
+    }
+
+    /// Verifies an SSH signature blob (`string algorithm, string signature`) over `data`,
+    /// requiring the algorithm `expected`.
+    pub fn verify(
+        &self,
+        expected: SignatureAlgorithm,
+        data: &[u8],
+        signature_blob: &[u8],
+    ) -> Result<(), KeyError> {
+        if expected.key_type() != self.kind {
+            return Err(KeyError::KeyTypeMismatch {
+                algorithm: expected.name(),
+                key_type: self.kind.name(),
+            });
+        }
+        let mut r = Reader::new(signature_blob);
+        let name = r.utf8()?;
+        if name != expected.name() {
+            return Err(KeyError::AlgorithmMismatch {
+                expected: expected.name(),
+                got: name.chars().take(64).collect(),
+            });
+        }
+        let sig = r.string()?;
+        r.finish()?;
+        match expected {
+            SignatureAlgorithm::Ed25519 => {
+                signature::UnparsedPublicKey::new(&signature::ED25519, &self.point)
+                    .verify(data, sig)
+                    .map_err(|_| KeyError::BadSignature)
+            }
+            SignatureAlgorithm::RsaSha256
+            | SignatureAlgorithm::RsaSha512
+            | SignatureAlgorithm::RsaSha1 => {
+                let params: &signature::RsaParameters = match expected {
+                    SignatureAlgorithm::RsaSha256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+                    SignatureAlgorithm::RsaSha512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+                    _ => &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+                };
+                // Some signers drop leading zero bytes; the signature must be as long as the
+                // modulus for verification, so pad it back (OpenSSH does the same).
+                let n_len = self.rsa_n.len();
+                if sig.len() > n_len {
+                    return Err(KeyError::BadSignature);
+                }
+                let mut padded = vec![0u8; n_len - sig.len()];
+                padded.extend_from_slice(sig);
+                signature::RsaPublicKeyComponents {
+                    n: &self.rsa_n,
+                    e: &self.rsa_e,
+                }
+                .verify(params, data, &padded)
+                .map_err(|_| KeyError::BadSignature)
+            }
+            SignatureAlgorithm::EcdsaP256 | SignatureAlgorithm::EcdsaP384 => {
+                let (alg, scalar_len): (&signature::EcdsaVerificationAlgorithm, usize) =
+                    match expected {
+                        SignatureAlgorithm::EcdsaP256 => (&signature::ECDSA_P256_SHA256_FIXED, 32),
+                        _ => (&signature::ECDSA_P384_SHA384_FIXED, 48),
+                    };
+                let mut inner = Reader::new(sig);
+                let r_int = inner.mpint_positive()?;
+                let s_int = inner.mpint_positive()?;
+                inner.finish()?;
+                if r_int.len() > scalar_len || s_int.len() > scalar_len {
+                    return Err(KeyError::BadSignature);
+                }
+                let mut fixed = vec![0u8; 2 * scalar_len];
+                let (r_out, s_out) = fixed.split_at_mut(scalar_len);
+                copy_right_aligned(r_out, r_int);
+                copy_right_aligned(s_out, s_int);
+                signature::UnparsedPublicKey::new(alg, &self.point)
+                    .verify(data, &fixed)
+                    .map_err(|_| KeyError::BadSignature)
+            }
+        }
+    }
+}
+
+fn copy_right_aligned(out: &mut [u8], v: &[u8]) {
+    let start = out.len().saturating_sub(v.len());
+    if let Some(dst) = out.get_mut(start..) {
+        dst.copy_from_slice(v.get(v.len().saturating_sub(dst.len())..).unwrap_or_default());
+    }
+}
+
+/// `SHA256:` and the unpadded base64 of SHA-256 over a key blob, as OpenSSH prints it.
+pub fn fingerprint_sha256(blob: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, blob);
+    format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest.as_ref())
+    )
+}
+
+/// The key type name at the start of a blob, without decoding the rest.
+pub fn blob_key_type(blob: &[u8]) -> Result<&str, DecodeError> {
+    Reader::new(blob).utf8()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::KeyPair as _;
+
+    fn ed_pair() -> ring::signature::Ed25519KeyPair {
+        let seed = [7u8; 32];
+        ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed).unwrap_or_else(|_| unreachable!())
+    }
+
+    fn sig_blob(alg: &str, sig: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.put_str(alg);
+        v.put_string(sig);
+        v
+    }
+
+    #[test]
+    fn ed25519_verify_and_fingerprint_shape() {
+        let kp = ed_pair();
+        let pk_bytes: [u8; 32] = kp.public_key().as_ref().try_into().unwrap_or([0; 32]);
+        let key = PublicKey::ed25519(&pk_bytes);
+        let decoded = PublicKey::from_blob(key.blob());
+        assert_eq!(decoded.as_ref(), Ok(&key));
+        let sig = kp.sign(b"hello");
+        let blob = sig_blob("ssh-ed25519", sig.as_ref());
+        assert_eq!(key.verify(SignatureAlgorithm::Ed25519, b"hello", &blob), Ok(()));
+        assert_eq!(
+            key.verify(SignatureAlgorithm::Ed25519, b"hellO", &blob),
+            Err(KeyError::BadSignature)
+        );
+        assert!(matches!(
+            key.verify(SignatureAlgorithm::RsaSha512, b"hello", &blob),
+            Err(KeyError::KeyTypeMismatch { .. })
+        ));
+        let fp = key.fingerprint();
+        assert!(fp.starts_with("SHA256:") && fp.len() == 7 + 43, "{fp}");
+    }
+
+    #[test]
+    fn signature_with_other_algorithm_name_is_refused() {
+        let kp = ed_pair();
+        let pk: [u8; 32] = kp.public_key().as_ref().try_into().unwrap_or([0; 32]);
+        let key = PublicKey::ed25519(&pk);
+        let blob = sig_blob("ssh-ed25519x", kp.sign(b"m").as_ref());
+        assert!(matches!(
+            key.verify(SignatureAlgorithm::Ed25519, b"m", &blob),
+            Err(KeyError::AlgorithmMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_short_rsa_and_trailing_bytes() {
+        let mut blob = Vec::new();
+        blob.put_str("ssh-rsa");
+        blob.put_mpint(&[1, 0, 1]);
+        blob.put_mpint(&[0xc5; 128]);
+        assert!(matches!(PublicKey::from_blob(&blob), Err(KeyError::BadKey(_))));
+        let kp = ed_pair();
+        let mut ed = PublicKey::ed25519(&[9; 32]).blob().to_vec();
+        ed.push(0);
+        assert_eq!(
+            PublicKey::from_blob(&ed),
+            Err(KeyError::Malformed(DecodeError::TrailingBytes))
+        );
+        drop(kp);
+    }
+
+    #[test]
+    fn unknown_key_type_is_named() {
+        let mut blob = Vec::new();
+        blob.put_str("ssh-dss");
+        assert_eq!(
+            PublicKey::from_blob(&blob),
+            Err(KeyError::UnsupportedKeyType("ssh-dss".into()))
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! The SSH transport layer (RFC 4253) as a sans-IO state machine.
+//!
+//! ```text
+//!  socket bytes ──> handle_input ──> deframe ─> open in place ─> seq += 1 ──┬─> kex messages (kept here)
+//!                                                                            └─> poll_event: Payload(&[u8])
+//!  send_with(payload) ─> [queued while keys change] ─> pad ─> seal in place ─> output() ──> socket
+//! ```
+//!
+//! No sockets, no clock, no global randomness: time is passed to `handle_timeout`, random bytes
+//! come from an injected [`random::SecureRandom`].
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod hostkey;
+pub mod msg;
+pub mod random;
+pub mod sink;
+pub mod text;
+pub mod wire;
+
+pub use msg::{DisconnectReason, MessageType};
+pub use sink::PayloadSink;
