@@ -1,0 +1,1 @@
+//! The OpenSSH-compatible command line.
