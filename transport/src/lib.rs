@@ -28,3 +28,12 @@ pub mod wire;
 
 pub use msg::{DisconnectReason, MessageType};
 pub use sink::PayloadSink;
+pub mod cipher;
+pub mod packet;
+pub mod kex;
+pub mod client;
+pub mod error;
+pub mod version;
+
+pub use client::{ClientConfig, ClientTransport, Event};
+pub use error::Error;

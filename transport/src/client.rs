@@ -1,0 +1,857 @@
+//! The client side of the transport: version exchange, key exchange states, rekeying and the
+//! payload path, as one sans-IO object.
+//!
+//! ```text
+//!            new(): our version line + KEXINIT queued
+//!  ExpectKexInit ──KEXINIT──> ExpectEcdhReply ──ECDH_REPLY──> HostKeyPending (first kex only;
+//!       ^                                        │             the application decides)
+//!       │ rekey: bytes, time,                    └──(rekey: same key)──┐     │ accept_host_key
+//!       │ or the server's KEXINIT                                      v     v
+//!     Idle <─────────────────────NEWKEYS (theirs)──────────────── ExpectNewKeys (ours sent)
+//! ```
+//! From the moment we send KEXINIT until we send NEWKEYS, payloads from the layers above are
+//! queued (as OpenSSH's `ssh_packet_send2` does) and flushed, in order, right after our
+//! NEWKEYS, so a rekey is invisible above the transport.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, trace};
+
+use crate::cipher::{self, CipherAlgorithm, PacketOpener, PacketSealer};
+use crate::error::Error;
+use crate::hostkey::{PublicKey, SignatureAlgorithm};
+use crate::kex::{
+    self, Curve25519, DebugMsg, Disconnect, EcdhInit, EcdhReply, ExtInfo, KexAlgorithm, KexInit,
+    Negotiated, Unimplemented,
+};
+use crate::msg::{DisconnectReason, MessageType};
+use crate::packet::{Received, Rx, Tx};
+use crate::random::SecureRandom;
+use crate::sink::PayloadSink;
+use crate::text::sanitize;
+use crate::version::{Line, VersionReader};
+use crate::wire::DecodeError;
+
+/// What the client offers and how it behaves.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Our identification line, without CR LF.
+    pub version: String,
+    /// Key exchange methods, in preference order.
+    pub kex_algorithms: Vec<KexAlgorithm>,
+    /// Host key algorithms, in preference order.
+    pub host_key_algorithms: Vec<SignatureAlgorithm>,
+    /// Ciphers, in preference order (both directions).
+    pub ciphers: Vec<CipherAlgorithm>,
+    /// Start a key exchange after this many bytes in either direction. `None` uses the
+    /// cipher's own limit, as OpenSSH does (1 GiB for ChaCha20-Poly1305, 64 GiB for AES-GCM).
+    pub rekey_limit: Option<u64>,
+    /// Start a key exchange after this much time.
+    pub rekey_interval: Option<Duration>,
+    /// The version exchange and first key exchange must finish within this.
+    pub handshake_timeout: Option<Duration>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            version: concat!("SSH-2.0-forwarder_", env!("CARGO_PKG_VERSION")).into(),
+            kex_algorithms: KexAlgorithm::ALL.to_vec(),
+            host_key_algorithms: vec![
+                SignatureAlgorithm::Ed25519,
+                SignatureAlgorithm::EcdsaP256,
+                SignatureAlgorithm::RsaSha512,
+                SignatureAlgorithm::RsaSha256,
+            ],
+            ciphers: cipher::ALL.to_vec(),
+            rekey_limit: None,
+            rekey_interval: None,
+            handshake_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// What the transport has for the application.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The server's host key, already proven by its signature over the exchange hash. The
+    /// application must call [`ClientTransport::accept_host_key`] or
+    /// [`ClientTransport::reject_host_key`]; nothing else happens until it does.
+    VerifyHostKey(&'a PublicKey),
+    /// The first key exchange is complete: user authentication may start.
+    Established,
+    /// A later key exchange completed.
+    Rekeyed,
+    /// A payload for the layers above (SERVICE_ACCEPT and message numbers 50 and up).
+    Payload {
+        /// The message, number first.
+        data: &'a [u8],
+        /// The packet's sequence number, for SSH_MSG_UNIMPLEMENTED.
+        seq: u32,
+    },
+}
+
+enum Kex {
+    Idle,
+    ExpectKexInit(ExpectKexInit),
+    ExpectEcdhReply(Box<ExpectEcdhReply>),
+    HostKeyPending(Box<HostKeyPending>),
+    ExpectNewKeys(ExpectNewKeys),
+}
+
+impl Kex {
+    fn expected(&self) -> &'static str {
+        match self {
+            Self::Idle => "no key exchange message",
+            Self::ExpectKexInit(_) => "SSH_MSG_KEXINIT",
+            Self::ExpectEcdhReply(_) => "SSH_MSG_KEX_ECDH_REPLY",
+            Self::HostKeyPending(_) => "nothing while the host key is checked",
+            Self::ExpectNewKeys(_) => "SSH_MSG_NEWKEYS",
+        }
+    }
+}
+
+/// Our KEXINIT is sent; the server's has not arrived.
+struct ExpectKexInit {
+    ours: KexInit,
+    ours_bytes: Vec<u8>,
+}
+
+/// Both KEXINITs are known and our ephemeral key was sent.
+struct ExpectEcdhReply {
+    ours_bytes: Vec<u8>,
+    theirs_bytes: Vec<u8>,
+    negotiated: Negotiated,
+    ecdh: Curve25519,
+}
+
+/// The exchange is done and proven; the host key awaits the application's decision.
+struct HostKeyPending {
+    negotiated: Negotiated,
+    host_key: PublicKey,
+    keys: NewKeys,
+}
+
+struct NewKeys {
+    sealer: Box<dyn PacketSealer>,
+    opener: Box<dyn PacketOpener>,
+}
+
+/// Our NEWKEYS was sent; the server's is next.
+struct ExpectNewKeys {
+    negotiated: Negotiated,
+    opener: Box<dyn PacketOpener>,
+}
+
+enum Phase {
+    Version(VersionReader),
+    Packets,
+}
+
+/// The client transport. See the module docs for the states.
+pub struct ClientTransport {
+    config: ClientConfig,
+    rng: Box<dyn SecureRandom>,
+    rx: Rx,
+    tx: Tx,
+    phase: Phase,
+    kex: Kex,
+    client_version: Vec<u8>,
+    server_version: Option<Vec<u8>>,
+    session_id: Option<Vec<u8>>,
+    host_key: Option<PublicKey>,
+    negotiated: Option<Negotiated>,
+    strict: bool,
+    established: bool,
+    /// Payloads from above, each preceded by its u32 length, held while keys change.
+    queued: Vec<u8>,
+    events: VecDeque<Pending>,
+    error: Option<Error>,
+    server_sig_algs: Option<Vec<String>>,
+    ignore_next_kex_packet: bool,
+    handshake_deadline: Option<Instant>,
+    rekey_deadline: Option<Instant>,
+    kex_finished_since_tick: bool,
+    rekey_limit: u64,
+    kex_count: u64,
+}
+
+#[derive(Debug)]
+enum Pending {
+    VerifyHostKey,
+    Established,
+    Rekeyed,
+}
+
+impl core::fmt::Debug for ClientTransport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ClientTransport")
+            .field("established", &self.established)
+            .field("kex", &self.kex.expected())
+            .field("rx", &self.rx)
+            .field("tx", &self.tx)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl ClientTransport {
+    /// A transport that has queued our version line and first KEXINIT.
+    pub fn new(config: ClientConfig, rng: Box<dyn SecureRandom>, now: Instant) -> Self {
+        let client_version = config.version.clone().into_bytes();
+        let mut t = Self {
+            handshake_deadline: config.handshake_timeout.map(|d| now + d),
+            config,
+            rng,
+            rx: Rx::default(),
+            tx: Tx::default(),
+            phase: Phase::Version(VersionReader::default()),
+            kex: Kex::Idle,
+            client_version,
+            server_version: None,
+            session_id: None,
+            host_key: None,
+            negotiated: None,
+            strict: false,
+            established: false,
+            queued: Vec::new(),
+            events: VecDeque::new(),
+            error: None,
+            server_sig_algs: None,
+            ignore_next_kex_packet: false,
+            rekey_deadline: None,
+            kex_finished_since_tick: false,
+            rekey_limit: u64::MAX,
+            kex_count: 0,
+        };
+        let mut line = t.client_version.clone();
+        line.extend_from_slice(b"\r\n");
+        t.tx.raw(&line);
+        t.start_kex();
+        t
+    }
+
+    // ---- getters -------------------------------------------------------------------------
+
+    /// The session identifier (the first exchange hash), once the first exchange is done.
+    pub fn session_id(&self) -> Option<&[u8]> {
+        self.session_id.as_deref()
+    }
+
+    /// The algorithms of the most recent key exchange.
+    pub fn negotiated(&self) -> Option<&Negotiated> {
+        self.negotiated.as_ref()
+    }
+
+    /// The server's identification line, sanitized.
+    pub fn server_version(&self) -> Option<String> {
+        self.server_version
+            .as_deref()
+            .map(|v| sanitize(v, false, 255))
+    }
+
+    /// The server's `server-sig-algs` (RFC 8308), if it sent them.
+    pub fn server_sig_algs(&self) -> Option<&[String]> {
+        self.server_sig_algs.as_deref()
+    }
+
+    /// The host key accepted at connection time.
+    pub fn host_key(&self) -> Option<&PublicKey> {
+        self.host_key.as_ref()
+    }
+
+    /// Whether the first key exchange has completed.
+    pub fn is_established(&self) -> bool {
+        self.established
+    }
+
+    /// How many key exchanges have completed (the first included).
+    pub fn kex_count(&self) -> u64 {
+        self.kex_count
+    }
+
+    /// Whether a key exchange is running.
+    pub fn is_rekeying(&self) -> bool {
+        !matches!(self.kex, Kex::Idle)
+    }
+
+    /// The error that ended the transport, if any.
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+
+    /// Bytes waiting to be written to the socket.
+    pub fn output(&self) -> &[u8] {
+        self.tx.output()
+    }
+
+    /// Bytes not yet written, including payloads held while keys change. The driver stops
+    /// reading local sockets while this is large.
+    pub fn pending_output(&self) -> usize {
+        self.tx.output().len() + self.queued.len()
+    }
+
+    /// The earliest time [`handle_timeout`](Self::handle_timeout) must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.error.is_some() {
+            return None;
+        }
+        match (self.handshake_deadline, self.rekey_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---- input ---------------------------------------------------------------------------
+
+    /// Bytes received from the socket.
+    pub fn handle_input(&mut self, data: &[u8]) {
+        self.rx.append(data);
+    }
+
+    /// The receive buffer, for reading from the socket without a copy: append to it only.
+    pub fn read_buffer(&mut self, spare: usize) -> &mut Vec<u8> {
+        self.rx.read_buffer(spare)
+    }
+
+    /// The socket reached end of file.
+    pub fn handle_eof(&mut self) {
+        if self.error.is_none() {
+            self.error = Some(Error::ConnectionLost);
+        }
+    }
+
+    /// Time has passed: enforces the handshake timeout and time-based rekeying.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.kex_finished_since_tick {
+            self.kex_finished_since_tick = false;
+            self.rekey_deadline = self.config.rekey_interval.map(|d| now + d);
+        }
+        if let Some(deadline) = self.handshake_deadline {
+            if now >= deadline && !self.established {
+                let d = self.config.handshake_timeout.unwrap_or_default();
+                self.fail(Error::HandshakeTimeout(d));
+                return;
+            }
+        }
+        if let Some(deadline) = self.rekey_deadline {
+            if now >= deadline && matches!(self.kex, Kex::Idle) && self.established {
+                self.rekey_deadline = None;
+                debug!("rekeying: RekeyLimit time reached");
+                self.start_kex();
+            }
+        }
+    }
+
+    /// The next thing for the application, processing received bytes as needed.
+    pub fn poll_event(&mut self) -> Result<Option<Event<'_>>, Error> {
+        let payload = loop {
+            if let Some(e) = &self.error {
+                return Err(e.clone());
+            }
+            if let Some(p) = self.events.pop_front() {
+                match p {
+                    Pending::Established => return Ok(Some(Event::Established)),
+                    Pending::Rekeyed => return Ok(Some(Event::Rekeyed)),
+                    Pending::VerifyHostKey => break None,
+                }
+            }
+            if matches!(self.kex, Kex::HostKeyPending(_)) {
+                return Ok(None);
+            }
+            if let Phase::Version(reader) = &mut self.phase {
+                match reader.read(self.rx.unconsumed()) {
+                    Ok(None) => return Ok(None),
+                    Ok(Some(Line::Banner(line, n))) => {
+                        debug!(line = %sanitize(line, false, 200), "server banner line");
+                        self.rx.consume_raw(n);
+                    }
+                    Ok(Some(Line::Version(v, n))) => {
+                        let v = v.to_vec();
+                        debug!(version = %sanitize(&v, false, 255), "server version");
+                        self.server_version = Some(v);
+                        self.rx.consume_raw(n);
+                        self.phase = Phase::Packets;
+                    }
+                    Err(e) => {
+                        self.fail(e.into());
+                    }
+                }
+                continue;
+            }
+            let received = match self.rx.next_packet() {
+                Ok(Some(r)) => r,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    self.fail(e.into());
+                    continue;
+                }
+            };
+            match self.dispatch(&received) {
+                Ok(true) => break Some(received),
+                Ok(false) => {}
+                Err(e) => self.fail(e),
+            }
+        };
+        let Some(payload) = payload else {
+            return Ok(match &self.kex {
+                Kex::HostKeyPending(p) => Some(Event::VerifyHostKey(&p.host_key)),
+                _ => None,
+            });
+        };
+        self.maybe_rekey();
+        Ok(Some(Event::Payload {
+            data: self.rx.payload(&payload.payload),
+            seq: payload.seq,
+        }))
+    }
+
+    /// Handles one opened packet. `Ok(true)` means it is for the layers above.
+    fn dispatch(&mut self, received: &Received) -> Result<bool, Error> {
+        let payload = self.rx.payload(&received.payload);
+        let msg = MessageType::of(payload).unwrap_or(MessageType(0));
+        trace!(%msg, len = payload.len(), seq = received.seq, "received");
+        let initial = !self.established;
+
+        if msg == MessageType::DISCONNECT {
+            let d = Disconnect::decode(payload).map_err(|error| Error::Decode {
+                message: msg,
+                error,
+            })?;
+            return Err(Error::Disconnected {
+                reason: d.reason,
+                description: sanitize(&d.description, false, 512),
+            });
+        }
+
+        // OpenSSH's strict kex: during the first exchange only the expected kex messages may
+        // arrive. (Whether the server is strict is known once its KEXINIT is read; packets
+        // before that KEXINIT are caught by its sequence number in on_kexinit.)
+        if initial && self.strict && !msg.is_kex() {
+            return Err(Error::StrictKex(format!(
+                "the server sent {msg} during the initial key exchange while we expected {}",
+                self.kex.expected()
+            )));
+        }
+
+        if msg.is_kex() {
+            if self.ignore_next_kex_packet {
+                self.ignore_next_kex_packet = false;
+                debug!(%msg, "ignoring the server's wrongly guessed kex packet");
+                return Ok(false);
+            }
+            let payload = payload.to_vec();
+            self.handle_kex(msg, &payload)?;
+            return Ok(false);
+        }
+
+        // A server that has sent KEXINIT may only send kex and generic messages until its
+        // NEWKEYS (RFC 4253 7.1).
+        let peer_in_kex = matches!(
+            self.kex,
+            Kex::ExpectEcdhReply(_) | Kex::HostKeyPending(_) | Kex::ExpectNewKeys(_)
+        );
+        match msg {
+            MessageType::IGNORE => Ok(false),
+            MessageType::DEBUG => {
+                let d = DebugMsg::decode(payload).map_err(|error| Error::Decode {
+                    message: msg,
+                    error,
+                })?;
+                debug!(message = %sanitize(&d.message, false, 512), "server debug message");
+                Ok(false)
+            }
+            MessageType::UNIMPLEMENTED => {
+                let u = Unimplemented::decode(payload).map_err(|error| Error::Decode {
+                    message: msg,
+                    error,
+                })?;
+                debug!(seq = u.seq, "the server did not understand one of our packets");
+                Ok(false)
+            }
+            _ if initial || peer_in_kex => Err(Error::UnexpectedMessage {
+                message: msg,
+                expected: self.kex.expected(),
+            }),
+            MessageType::EXT_INFO => {
+                let info = ExtInfo::decode(payload).map_err(|error| Error::Decode {
+                    message: msg,
+                    error,
+                })?;
+                if let Some(algs) = info.server_sig_algs() {
+                    let algs = algs.map_err(|error| Error::Decode {
+                        message: msg,
+                        error,
+                    })?;
+                    debug!(server_sig_algs = %algs.join(","), "server-sig-algs");
+                    self.server_sig_algs = Some(algs);
+                }
+                Ok(false)
+            }
+            MessageType::SERVICE_REQUEST => Err(Error::UnexpectedMessage {
+                message: msg,
+                expected: "no service request from a server",
+            }),
+            m if m.0 < 50 && m != MessageType::SERVICE_ACCEPT => {
+                // Unknown transport-generic message: tell the server, as RFC 4253 11.4 asks.
+                self.send_unimplemented(received.seq);
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
+    }
+
+    fn handle_kex(&mut self, msg: MessageType, payload: &[u8]) -> Result<(), Error> {
+        let decode_err = |error: DecodeError| Error::Decode {
+            message: msg,
+            error,
+        };
+        let state = core::mem::replace(&mut self.kex, Kex::Idle);
+        self.kex = match (state, msg) {
+            (Kex::Idle, MessageType::KEXINIT) => {
+                // The server starts a rekey: answer with our KEXINIT first.
+                debug!("the server started a key exchange");
+                self.start_kex();
+                let Kex::ExpectKexInit(ours) = core::mem::replace(&mut self.kex, Kex::Idle) else {
+                    return Err(Error::Closed);
+                };
+                self.on_kexinit(ours, payload)?
+            }
+            (Kex::ExpectKexInit(ours), MessageType::KEXINIT) => self.on_kexinit(ours, payload)?,
+            (Kex::ExpectEcdhReply(st), MessageType::KEX_ECDH_REPLY) => {
+                let reply = EcdhReply::decode(payload).map_err(decode_err)?;
+                self.on_ecdh_reply(*st, &reply)?
+            }
+            (Kex::ExpectNewKeys(st), MessageType::NEWKEYS) => {
+                if payload.len() != 1 {
+                    return Err(decode_err(DecodeError::TrailingBytes));
+                }
+                self.on_newkeys(st);
+                Kex::Idle
+            }
+            (state, _) => {
+                let expected = state.expected();
+                self.kex = state;
+                return Err(if self.strict && !self.established {
+                    Error::StrictKex(format!(
+                        "the server sent {msg} during the initial key exchange while we expected {expected}"
+                    ))
+                } else {
+                    Error::UnexpectedMessage {
+                        message: msg,
+                        expected,
+                    }
+                });
+            }
+        };
+        Ok(())
+    }
+
+    fn on_kexinit(&mut self, ours: ExpectKexInit, payload: &[u8]) -> Result<Kex, Error> {
+        let theirs = KexInit::decode(payload).map_err(|error| Error::Decode {
+            message: MessageType::KEXINIT,
+            error,
+        })?;
+        let initial = !self.established;
+        let negotiated = kex::negotiate(&ours.ours, &theirs, initial)?;
+        if initial {
+            self.strict = negotiated.strict;
+            // The Terrapin countermeasure: with strict kex the server's KEXINIT must be the
+            // first packet it sent.
+            if self.strict && self.rx.seq != 1 {
+                return Err(Error::StrictKex(
+                    "the server's KEXINIT was not the first packet it sent".into(),
+                ));
+            }
+        }
+        if theirs.first_kex_packet_follows && kex::guess_was_wrong(&ours.ours, &theirs) {
+            self.ignore_next_kex_packet = true;
+        }
+        debug!(%negotiated, "negotiated");
+        let ecdh = Curve25519::generate(self.rng.as_mut());
+        let init = EcdhInit {
+            q_c: ecdh.public.to_vec(),
+        };
+        self.send_internal(&mut |b| init.encode(b));
+        Ok(Kex::ExpectEcdhReply(Box::new(ExpectEcdhReply {
+            ours_bytes: ours.ours_bytes,
+            theirs_bytes: payload.to_vec(),
+            negotiated,
+            ecdh,
+        })))
+    }
+
+    fn on_ecdh_reply(&mut self, st: ExpectEcdhReply, reply: &EcdhReply) -> Result<Kex, Error> {
+        let n = st.negotiated;
+        let host_key = PublicKey::from_blob(&reply.host_key).map_err(Error::HostKey)?;
+        if host_key.key_type() != n.host_key.key_type() {
+            return Err(Error::HostKey(crate::hostkey::KeyError::KeyTypeMismatch {
+                algorithm: n.host_key.name(),
+                key_type: host_key.key_type().name(),
+            }));
+        }
+        let k = st.ecdh.agree(&reply.q_s).map_err(|e| {
+            Error::KeyExchange(match e {
+                kex::AgreementError::BadPublicKey => {
+                    "the server's ephemeral public key is not 32 bytes".into()
+                }
+                kex::AgreementError::ZeroSharedSecret => {
+                    "the shared secret is zero (the server sent a low-order point)".into()
+                }
+            })
+        })?;
+        let server_version = self.server_version.as_deref().unwrap_or_default();
+        let h = kex::exchange_hash(
+            n.kex.hash(),
+            &kex::HashInputs {
+                v_c: &self.client_version,
+                v_s: server_version,
+                i_c: &st.ours_bytes,
+                i_s: &st.theirs_bytes,
+                k_s: &reply.host_key,
+                q_c: &st.ecdh.public,
+                q_s: &reply.q_s,
+                k: &k,
+            },
+        );
+        host_key
+            .verify(n.host_key, &h, &reply.signature)
+            .map_err(Error::HostKey)?;
+        let session_id = self.session_id.get_or_insert_with(|| h.clone()).clone();
+        let (c2s, s2c) = kex::derive_directions(&n, &k, &h, &session_id);
+        let keys = NewKeys {
+            sealer: n
+                .cipher_c2s
+                .sealer(&c2s.key, &c2s.iv)
+                .ok_or_else(|| Error::KeyExchange("bad key length".into()))?,
+            opener: n
+                .cipher_s2c
+                .opener(&s2c.key, &s2c.iv)
+                .ok_or_else(|| Error::KeyExchange("bad key length".into()))?,
+        };
+        if let Some(first) = &self.host_key {
+            if first.blob() != host_key.blob() {
+                return Err(Error::HostKeyChangedInRekey {
+                    first: first.fingerprint(),
+                    now: host_key.fingerprint(),
+                });
+            }
+            return Ok(self.send_newkeys(n, keys));
+        }
+        self.events.push_back(Pending::VerifyHostKey);
+        Ok(Kex::HostKeyPending(Box::new(HostKeyPending {
+            negotiated: n,
+            host_key,
+            keys,
+        })))
+    }
+
+    fn send_newkeys(&mut self, negotiated: Negotiated, keys: NewKeys) -> Kex {
+        self.send_internal(&mut |b| b.push(MessageType::NEWKEYS.0));
+        self.tx.set_sealer(keys.sealer);
+        if self.strict {
+            self.tx.seq = 0;
+        }
+        // Payloads held during the exchange go out now, in order, under the new keys.
+        let queued = core::mem::take(&mut self.queued);
+        let mut at = queued.as_slice();
+        while let Some((len, rest)) = at.split_first_chunk::<4>() {
+            let len = u32::from_be_bytes(*len) as usize;
+            let Some(p) = rest.get(..len) else { break };
+            self.tx.frame(self.rng.as_mut(), &mut |b| b.extend_from_slice(p));
+            at = rest.get(len..).unwrap_or_default();
+        }
+        Kex::ExpectNewKeys(ExpectNewKeys {
+            negotiated,
+            opener: keys.opener,
+        })
+    }
+
+    fn on_newkeys(&mut self, st: ExpectNewKeys) {
+        self.rx.set_opener(st.opener);
+        if self.strict {
+            self.rx.seq = 0;
+        }
+        self.rekey_limit = self.config.rekey_limit.unwrap_or(u64::MAX).min(
+            cipher_rekey_limit(&st.negotiated.cipher_c2s)
+                .min(cipher_rekey_limit(&st.negotiated.cipher_s2c)),
+        );
+        self.negotiated = Some(st.negotiated);
+        self.kex_count += 1;
+        self.kex_finished_since_tick = true;
+        if self.established {
+            self.events.push_back(Pending::Rekeyed);
+        } else {
+            self.established = true;
+            self.handshake_deadline = None;
+            self.events.push_back(Pending::Established);
+        }
+    }
+
+    // ---- commands ------------------------------------------------------------------------
+
+    /// The application accepts the server's host key (first exchange only).
+    pub fn accept_host_key(&mut self) {
+        if let Kex::HostKeyPending(p) = core::mem::replace(&mut self.kex, Kex::Idle) {
+            let HostKeyPending {
+                negotiated,
+                host_key,
+                keys,
+            } = *p;
+            self.host_key = Some(host_key);
+            self.kex = self.send_newkeys(negotiated, keys);
+        }
+    }
+
+    /// The application refuses the server's host key; `why` becomes the error.
+    pub fn reject_host_key(&mut self, why: String) {
+        if matches!(self.kex, Kex::HostKeyPending(_)) {
+            self.fail(Error::HostKeyRejected(why));
+        }
+    }
+
+    /// Starts a key exchange now, unless one is running or the transport is not established.
+    pub fn rekey(&mut self) {
+        if self.established && matches!(self.kex, Kex::Idle) && self.error.is_none() {
+            self.start_kex();
+        }
+    }
+
+    /// The driver wrote `n` bytes of [`output`](Self::output).
+    pub fn consume_output(&mut self, n: usize) {
+        self.tx.consume(n);
+    }
+
+    /// Replies SSH_MSG_UNIMPLEMENTED for a packet the layers above did not understand.
+    pub fn send_unimplemented(&mut self, seq: u32) {
+        let m = Unimplemented { seq };
+        self.send_with(&mut |b| m.encode(b));
+    }
+
+    /// Sends SSH_MSG_DISCONNECT and closes the transport.
+    pub fn disconnect(&mut self, reason: DisconnectReason, description: &str) {
+        if self.error.is_some() {
+            return;
+        }
+        if matches!(self.phase, Phase::Packets) {
+            let d = Disconnect {
+                reason,
+                description: description.as_bytes().to_vec(),
+            };
+            self.send_internal(&mut |b| d.encode(b));
+        }
+        self.error = Some(Error::Closed);
+    }
+
+    // ---- internals -----------------------------------------------------------------------
+
+    fn start_kex(&mut self) {
+        let mut kex: Vec<String> = self
+            .config
+            .kex_algorithms
+            .iter()
+            .map(|k| k.name().to_owned())
+            .collect();
+        if !self.established {
+            kex.push(kex::EXT_INFO_C.into());
+            kex.push(kex::STRICT_KEX_C.into());
+        }
+        let host_key = self
+            .config
+            .host_key_algorithms
+            .iter()
+            .map(|a| a.name().to_owned())
+            .collect();
+        let ciphers = self
+            .config
+            .ciphers
+            .iter()
+            .map(|c| c.name.to_owned())
+            .collect();
+        let ours = KexInit::new(self.rng.as_mut(), kex, host_key, ciphers, Vec::new());
+        let mut ours_bytes = Vec::new();
+        ours.encode(&mut ours_bytes);
+        self.send_internal(&mut |b| b.extend_from_slice(&ours_bytes));
+        self.kex = Kex::ExpectKexInit(ExpectKexInit { ours, ours_bytes });
+    }
+
+    fn maybe_rekey(&mut self) {
+        if self.established
+            && matches!(self.kex, Kex::Idle)
+            && self.error.is_none()
+            && (self.tx.bytes >= self.rekey_limit || self.rx.bytes >= self.rekey_limit)
+        {
+            debug!(
+                sent = self.tx.bytes,
+                received = self.rx.bytes,
+                "rekeying: byte limit reached"
+            );
+            self.start_kex();
+        }
+    }
+
+    /// Whether payloads from above must wait: from our KEXINIT until our NEWKEYS.
+    fn holding(&self) -> bool {
+        matches!(
+            self.kex,
+            Kex::ExpectKexInit(_) | Kex::ExpectEcdhReply(_) | Kex::HostKeyPending(_)
+        )
+    }
+
+    fn send_internal(&mut self, build: &mut dyn FnMut(&mut Vec<u8>)) {
+        self.tx.frame(self.rng.as_mut(), build);
+    }
+
+    fn fail(&mut self, e: Error) {
+        if self.error.is_some() {
+            return;
+        }
+        debug!(error = %e, "transport failed");
+        if let (Some(reason), Phase::Packets) = (e.disconnect_reason(), &self.phase) {
+            let description = e.to_string();
+            let d = Disconnect {
+                reason,
+                description: description.into_bytes(),
+            };
+            self.send_internal(&mut |b| d.encode(b));
+        }
+        self.error = Some(e);
+    }
+}
+
+impl PayloadSink for ClientTransport {
+    fn send_with(&mut self, build: &mut dyn FnMut(&mut Vec<u8>)) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.holding() {
+            let start = self.queued.len();
+            self.queued.extend_from_slice(&[0; 4]);
+            build(&mut self.queued);
+            let len = u32::try_from(self.queued.len() - start - 4).unwrap_or(u32::MAX);
+            if let Some(l) = self.queued.get_mut(start..start + 4) {
+                l.copy_from_slice(&len.to_be_bytes());
+            }
+            return;
+        }
+        if self.tx.frame(self.rng.as_mut(), build).is_none() {
+            self.fail(Error::Closed);
+            return;
+        }
+        self.maybe_rekey();
+    }
+}
+
+/// OpenSSH's default rekey limits: 2^(2·block bits/8) blocks for 16-byte block ciphers,
+/// 1 GiB for 8-byte ones.
+fn cipher_rekey_limit(c: &CipherAlgorithm) -> u64 {
+    if c.name.starts_with("aes") {
+        (1u64 << 32) * 16
+    } else {
+        1 << 30
+    }
+}

@@ -1,0 +1,786 @@
+//! Key exchange pieces shared by both roles: the transport messages, algorithm negotiation
+//! (RFC 4253 section 7.1), the ECDH exchange hash (RFC 5656 section 4, RFC 8731) and key
+//! derivation (RFC 4253 section 7.2).
+
+use core::fmt;
+
+use ring::digest;
+use zeroize::Zeroizing;
+
+use crate::cipher::{self, CipherAlgorithm};
+use crate::hostkey::SignatureAlgorithm;
+use crate::msg::{DisconnectReason, MessageType};
+use crate::random::SecureRandom;
+use crate::wire::{DecodeError, Reader, Writer};
+
+/// Our pseudo-algorithm asking the server for SSH_MSG_EXT_INFO (RFC 8308).
+pub const EXT_INFO_C: &str = "ext-info-c";
+/// The server's pseudo-algorithm announcing it sends SSH_MSG_EXT_INFO.
+pub const EXT_INFO_S: &str = "ext-info-s";
+/// OpenSSH's strict key exchange (the Terrapin countermeasure), client side.
+pub const STRICT_KEX_C: &str = "kex-strict-c-v00@openssh.com";
+/// OpenSSH's strict key exchange, server side.
+pub const STRICT_KEX_S: &str = "kex-strict-s-v00@openssh.com";
+
+/// A key exchange method we implement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KexAlgorithm {
+    /// `curve25519-sha256` (RFC 8731)
+    Curve25519Sha256,
+    /// `curve25519-sha256@libssh.org`, the same method under its original name
+    Curve25519Sha256Libssh,
+}
+
+impl KexAlgorithm {
+    /// Every method, in our default preference order.
+    pub const ALL: &'static [Self] = &[Self::Curve25519Sha256, Self::Curve25519Sha256Libssh];
+
+    /// The SSH name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Curve25519Sha256 => "curve25519-sha256",
+            Self::Curve25519Sha256Libssh => "curve25519-sha256@libssh.org",
+        }
+    }
+
+    /// Looks a name up.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.name() == name)
+    }
+
+    /// The exchange hash function.
+    pub fn hash(self) -> &'static digest::Algorithm {
+        &digest::SHA256
+    }
+}
+
+impl fmt::Display for KexAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// SSH_MSG_KEXINIT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KexInit {
+    /// Random bytes that make each exchange hash unique.
+    pub cookie: [u8; 16],
+    /// Key exchange methods (with pseudo-algorithms such as `ext-info-c`).
+    pub kex: Vec<String>,
+    /// Host key algorithms.
+    pub host_key: Vec<String>,
+    /// Ciphers client to server.
+    pub cipher_c2s: Vec<String>,
+    /// Ciphers server to client.
+    pub cipher_s2c: Vec<String>,
+    /// MACs client to server.
+    pub mac_c2s: Vec<String>,
+    /// MACs server to client.
+    pub mac_s2c: Vec<String>,
+    /// Compression client to server.
+    pub comp_c2s: Vec<String>,
+    /// Compression server to client.
+    pub comp_s2c: Vec<String>,
+    /// Languages client to server.
+    pub lang_c2s: Vec<String>,
+    /// Languages server to client.
+    pub lang_s2c: Vec<String>,
+    /// Whether a guessed key exchange packet follows.
+    pub first_kex_packet_follows: bool,
+}
+
+/// Bounds on a received KEXINIT so that a hostile one cannot make us hold much.
+const MAX_NAMES: usize = 128;
+
+fn names(r: &mut Reader<'_>) -> Result<Vec<String>, DecodeError> {
+    let list = r.name_list()?;
+    let v: Vec<String> = list.iter().take(MAX_NAMES + 1).map(str::to_owned).collect();
+    if v.len() > MAX_NAMES {
+        return Err(DecodeError::InvalidValue("name-list with too many names"));
+    }
+    Ok(v)
+}
+
+impl KexInit {
+    /// Decodes a KEXINIT payload (message number included).
+    pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(payload);
+        if r.u8()? != MessageType::KEXINIT.0 {
+            return Err(DecodeError::InvalidValue("message number"));
+        }
+        let msg = Self {
+            cookie: r.array()?,
+            kex: names(&mut r)?,
+            host_key: names(&mut r)?,
+            cipher_c2s: names(&mut r)?,
+            cipher_s2c: names(&mut r)?,
+            mac_c2s: names(&mut r)?,
+            mac_s2c: names(&mut r)?,
+            comp_c2s: names(&mut r)?,
+            comp_s2c: names(&mut r)?,
+            lang_c2s: names(&mut r)?,
+            lang_s2c: names(&mut r)?,
+            first_kex_packet_follows: r.bool()?,
+        };
+        let _reserved = r.u32()?;
+        r.finish()?;
+        Ok(msg)
+    }
+
+    /// Encodes the payload.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u8(MessageType::KEXINIT.0);
+        out.put_raw(&self.cookie);
+        for list in [
+            &self.kex,
+            &self.host_key,
+            &self.cipher_c2s,
+            &self.cipher_s2c,
+            &self.mac_c2s,
+            &self.mac_s2c,
+            &self.comp_c2s,
+            &self.comp_s2c,
+            &self.lang_c2s,
+            &self.lang_s2c,
+        ] {
+            out.put_name_list(list);
+        }
+        out.put_bool(self.first_kex_packet_follows);
+        out.put_u32(0);
+    }
+
+    /// A KEXINIT with a fresh cookie.
+    pub fn new(
+        rng: &mut dyn SecureRandom,
+        kex: Vec<String>,
+        host_key: Vec<String>,
+        ciphers: Vec<String>,
+        macs: Vec<String>,
+    ) -> Self {
+        let mut cookie = [0u8; 16];
+        rng.fill(&mut cookie);
+        Self {
+            cookie,
+            kex,
+            host_key,
+            cipher_c2s: ciphers.clone(),
+            cipher_s2c: ciphers,
+            mac_c2s: macs.clone(),
+            mac_s2c: macs,
+            comp_c2s: vec!["none".into()],
+            comp_s2c: vec!["none".into()],
+            lang_c2s: Vec::new(),
+            lang_s2c: Vec::new(),
+            first_kex_packet_follows: false,
+        }
+    }
+}
+
+/// Which list failed to agree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoCommonAlgorithm {
+    /// What was being negotiated ("key exchange", "host key", "cipher client to server", ...).
+    pub what: &'static str,
+    /// Our list.
+    pub ours: String,
+    /// The peer's list.
+    pub theirs: String,
+}
+
+/// What both sides agreed on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Key exchange method.
+    pub kex: KexAlgorithm,
+    /// Host key (signature) algorithm.
+    pub host_key: SignatureAlgorithm,
+    /// Cipher client to server.
+    pub cipher_c2s: CipherAlgorithm,
+    /// Cipher server to client.
+    pub cipher_s2c: CipherAlgorithm,
+    /// Whether both sides run OpenSSH's strict key exchange.
+    pub strict: bool,
+}
+
+impl fmt::Display for Negotiated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "kex {}, host key {}, cipher {}",
+            self.kex, self.host_key, self.cipher_c2s.name
+        )?;
+        if self.cipher_s2c != self.cipher_c2s {
+            write!(f, "/{}", self.cipher_s2c.name)?;
+        }
+        if self.strict {
+            f.write_str(", strict kex")?;
+        }
+        Ok(())
+    }
+}
+
+fn is_pseudo(name: &str) -> bool {
+    name == EXT_INFO_C || name == EXT_INFO_S || name == STRICT_KEX_C || name == STRICT_KEX_S
+}
+
+fn choose<'a>(
+    what: &'static str,
+    client: &'a [String],
+    server: &[String],
+) -> Result<&'a str, NoCommonAlgorithm> {
+    client
+        .iter()
+        .filter(|c| !is_pseudo(c))
+        .find(|c| server.contains(c))
+        .map(String::as_str)
+        .ok_or_else(|| NoCommonAlgorithm {
+            what,
+            ours: client.iter().filter(|c| !is_pseudo(c)).cloned().collect::<Vec<_>>().join(","),
+            theirs: server.join(","),
+        })
+}
+
+/// The client's list decides (RFC 4253 7.1). Names we chose are ones we implement, since
+/// the client list is ours; the lookups only fail if the lists were built wrong.
+pub fn negotiate(
+    client: &KexInit,
+    server: &KexInit,
+    initial: bool,
+) -> Result<Negotiated, NoCommonAlgorithm> {
+    let unknown = |what: &'static str, name: &str| NoCommonAlgorithm {
+        what,
+        ours: name.to_owned(),
+        theirs: "(not implemented here)".into(),
+    };
+    let kex_name = choose("key exchange", &client.kex, &server.kex)?;
+    let kex = KexAlgorithm::from_name(kex_name).ok_or_else(|| unknown("key exchange", kex_name))?;
+    let hk_name = choose("host key", &client.host_key, &server.host_key)?;
+    let host_key =
+        SignatureAlgorithm::from_name(hk_name).ok_or_else(|| unknown("host key", hk_name))?;
+    let c2s = choose("cipher client to server", &client.cipher_c2s, &server.cipher_c2s)?;
+    let s2c = choose("cipher server to client", &client.cipher_s2c, &server.cipher_s2c)?;
+    let cipher_c2s = cipher::by_name(c2s).ok_or_else(|| unknown("cipher", c2s))?;
+    let cipher_s2c = cipher::by_name(s2c).ok_or_else(|| unknown("cipher", s2c))?;
+    // Only AEAD ciphers are implemented, so the MAC lists are not consulted (as RFC 5647 and
+    // OpenSSH do for AEAD ciphers).
+    choose("compression client to server", &client.comp_c2s, &server.comp_c2s)?;
+    choose("compression server to client", &client.comp_s2c, &server.comp_s2c)?;
+    let strict = initial
+        && client.kex.iter().any(|k| k == STRICT_KEX_C)
+        && server.kex.iter().any(|k| k == STRICT_KEX_S);
+    Ok(Negotiated {
+        kex,
+        host_key,
+        cipher_c2s,
+        cipher_s2c,
+        strict,
+    })
+}
+
+/// Whether the peer's guessed first kex packet must be ignored: it guessed wrong when its
+/// first kex or host key algorithm is not what was negotiated (OpenSSH compares both lists'
+/// first entries, which is the same test for a well-formed guess).
+pub fn guess_was_wrong(client: &KexInit, server: &KexInit) -> bool {
+    client.kex.first() != server.kex.first() || client.host_key.first() != server.host_key.first()
+}
+
+/// SSH_MSG_KEX_ECDH_INIT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EcdhInit {
+    /// The client's ephemeral public key.
+    pub q_c: Vec<u8>,
+}
+
+impl EcdhInit {
+    /// Decodes the payload.
+    pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(payload);
+        expect_type(&mut r, MessageType::KEX_ECDH_INIT)?;
+        let q_c = r.string()?.to_vec();
+        r.finish()?;
+        Ok(Self { q_c })
+    }
+    /// Encodes the payload.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u8(MessageType::KEX_ECDH_INIT.0);
+        out.put_string(&self.q_c);
+    }
+}
+
+/// SSH_MSG_KEX_ECDH_REPLY.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EcdhReply {
+    /// The server's host key blob.
+    pub host_key: Vec<u8>,
+    /// The server's ephemeral public key.
+    pub q_s: Vec<u8>,
+    /// The signature over the exchange hash.
+    pub signature: Vec<u8>,
+}
+
+impl EcdhReply {
+    /// Decodes the payload.
+    pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(payload);
+        expect_type(&mut r, MessageType::KEX_ECDH_REPLY)?;
+        let host_key = r.string()?.to_vec();
+        let q_s = r.string()?.to_vec();
+        let signature = r.string()?.to_vec();
+        r.finish()?;
+        Ok(Self {
+            host_key,
+            q_s,
+            signature,
+        })
+    }
+    /// Encodes the payload.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u8(MessageType::KEX_ECDH_REPLY.0);
+        out.put_string(&self.host_key);
+        out.put_string(&self.q_s);
+        out.put_string(&self.signature);
+    }
+}
+
+/// SSH_MSG_DISCONNECT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disconnect {
+    /// Reason code.
+    pub reason: DisconnectReason,
+    /// Description, as sent (sanitize before showing).
+    pub description: Vec<u8>,
+}
+
+impl Disconnect {
+    /// Decodes the payload; the language tag is read and ignored.
+    pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(payload);
+        expect_type(&mut r, MessageType::DISCONNECT)?;
+        let reason = DisconnectReason(r.u32()?);
+        let description = r.string()?.to_vec();
+        // Some implementations omit the language tag; accept that.
+        if !r.is_empty() {
+            r.string()?;
+        }
+        r.finish()?;
+        Ok(Self {
+            reason,
+            description,
+        })
+    }
+    /// Encodes the payload.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u8(MessageType::DISCONNECT.0);
+        out.put_u32(self.reason.0);
+        out.put_string(&self.description);
+        out.put_str("");
+    }
+}
+
+/// SSH_MSG_DEBUG.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebugMsg {
+    /// Whether the sender wants it shown.
+    pub always_display: bool,
+    /// The text (sanitize before showing).
+    pub message: Vec<u8>,
+}
+
+impl DebugMsg {
+    /// Decodes the payload.
+    pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(payload);
+        expect_type(&mut r, MessageType::DEBUG)?;
+        let always_display = r.bool()?;
+        let message = r.string()?.to_vec();
+        if !r.is_empty() {
+            r.string()?;
+        }
+        r.finish()?;
+        Ok(Self {
+            always_display,
+            message,
+        })
+    }
+    /// Encodes the payload.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u8(MessageType::DEBUG.0);
+        out.put_bool(self.always_display);
+        out.put_string(&self.message);
+        out.put_str("");
+    }
+}
+
+/// SSH_MSG_UNIMPLEMENTED.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unimplemented {
+    /// Sequence number of the packet that was not understood.
+    pub seq: u32,
+}
+
+impl Unimplemented {
+    /// Decodes the payload.
+    pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(payload);
+        expect_type(&mut r, MessageType::UNIMPLEMENTED)?;
+        let seq = r.u32()?;
+        r.finish()?;
+        Ok(Self { seq })
+    }
+    /// Encodes the payload.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u8(MessageType::UNIMPLEMENTED.0);
+        out.put_u32(self.seq);
+    }
+}
+
+/// SSH_MSG_EXT_INFO (RFC 8308).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtInfo {
+    /// Extension names and values.
+    pub extensions: Vec<(String, Vec<u8>)>,
+}
+
+const MAX_EXTENSIONS: u32 = 64;
+
+impl ExtInfo {
+    /// Decodes the payload.
+    pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(payload);
+        expect_type(&mut r, MessageType::EXT_INFO)?;
+        let count = r.u32()?;
+        if count > MAX_EXTENSIONS {
+            return Err(DecodeError::InvalidValue("extension count"));
+        }
+        let mut extensions = Vec::new();
+        for _ in 0..count {
+            let name = r.utf8()?.to_owned();
+            let value = r.string()?.to_vec();
+            extensions.push((name, value));
+        }
+        r.finish()?;
+        Ok(Self { extensions })
+    }
+
+    /// Encodes the payload.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u8(MessageType::EXT_INFO.0);
+        out.put_u32(u32::try_from(self.extensions.len()).unwrap_or(u32::MAX));
+        for (name, value) in &self.extensions {
+            out.put_str(name);
+            out.put_string(value);
+        }
+    }
+
+    /// The `server-sig-algs` extension's names, if present and well formed.
+    pub fn server_sig_algs(&self) -> Option<Result<Vec<String>, DecodeError>> {
+        let (_, value) = self.extensions.iter().find(|(n, _)| n == "server-sig-algs")?;
+        Some(crate::wire::NameList::parse(value).map(|l| {
+            l.iter().take(MAX_NAMES).map(str::to_owned).collect()
+        }))
+    }
+}
+
+fn expect_type(r: &mut Reader<'_>, t: MessageType) -> Result<(), DecodeError> {
+    if r.u8()? == t.0 {
+        Ok(())
+    } else {
+        Err(DecodeError::InvalidValue("message number"))
+    }
+}
+
+/// The inputs of the ECDH exchange hash, in wire order.
+#[derive(Debug)]
+pub struct HashInputs<'a> {
+    /// Client version line without CR LF.
+    pub v_c: &'a [u8],
+    /// Server version line without CR LF.
+    pub v_s: &'a [u8],
+    /// Client KEXINIT payload.
+    pub i_c: &'a [u8],
+    /// Server KEXINIT payload.
+    pub i_s: &'a [u8],
+    /// Server host key blob.
+    pub k_s: &'a [u8],
+    /// Client ephemeral public key.
+    pub q_c: &'a [u8],
+    /// Server ephemeral public key.
+    pub q_s: &'a [u8],
+    /// The shared secret, encoded as an mpint (with its length).
+    pub k: &'a [u8],
+}
+
+/// H = HASH(V_C || V_S || I_C || I_S || K_S || Q_C || Q_S || K).
+pub fn exchange_hash(alg: &'static digest::Algorithm, h: &HashInputs<'_>) -> Vec<u8> {
+    let mut ctx = digest::Context::new(alg);
+    let mut len = |v: &[u8]| {
+        ctx.update(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_be_bytes());
+        ctx.update(v);
+    };
+    for v in [h.v_c, h.v_s, h.i_c, h.i_s, h.k_s, h.q_c, h.q_s] {
+        len(v);
+    }
+    ctx.update(h.k);
+    ctx.finish().as_ref().to_vec()
+}
+
+/// Derives `len` bytes of key material for `letter` ('A'..='F').
+pub fn derive_key(
+    alg: &'static digest::Algorithm,
+    k: &[u8],
+    h: &[u8],
+    letter: u8,
+    session_id: &[u8],
+    len: usize,
+) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(len + alg.output_len()));
+    let mut ctx = digest::Context::new(alg);
+    ctx.update(k);
+    ctx.update(h);
+    ctx.update(&[letter]);
+    ctx.update(session_id);
+    out.extend_from_slice(ctx.finish().as_ref());
+    while out.len() < len {
+        let mut ctx = digest::Context::new(alg);
+        ctx.update(k);
+        ctx.update(h);
+        ctx.update(&out);
+        out.extend_from_slice(ctx.finish().as_ref());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The key material for one direction.
+pub struct DirectionKeys {
+    /// Cipher key.
+    pub key: Zeroizing<Vec<u8>>,
+    /// Cipher IV.
+    pub iv: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for DirectionKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DirectionKeys(..)")
+    }
+}
+
+/// Derives both directions' keys (IV c2s 'A', s2c 'B', key c2s 'C', s2c 'D').
+pub fn derive_directions(
+    n: &Negotiated,
+    k: &[u8],
+    h: &[u8],
+    session_id: &[u8],
+) -> (DirectionKeys, DirectionKeys) {
+    let alg = n.kex.hash();
+    let c2s = DirectionKeys {
+        iv: derive_key(alg, k, h, b'A', session_id, n.cipher_c2s.iv_len),
+        key: derive_key(alg, k, h, b'C', session_id, n.cipher_c2s.key_len),
+    };
+    let s2c = DirectionKeys {
+        iv: derive_key(alg, k, h, b'B', session_id, n.cipher_s2c.iv_len),
+        key: derive_key(alg, k, h, b'D', session_id, n.cipher_s2c.key_len),
+    };
+    (c2s, s2c)
+}
+
+/// An X25519 key pair for one exchange; the secret is zeroized when dropped.
+pub struct Curve25519 {
+    secret: x25519_dalek::StaticSecret,
+    /// Our public value, sent as Q_C or Q_S.
+    pub public: [u8; 32],
+}
+
+impl fmt::Debug for Curve25519 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Curve25519(..)")
+    }
+}
+
+/// Why an ECDH agreement failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgreementError {
+    /// The peer's public value is not 32 bytes.
+    BadPublicKey,
+    /// The shared secret is all zeros (a low-order point): RFC 8731 requires aborting.
+    ZeroSharedSecret,
+}
+
+impl Curve25519 {
+    /// A fresh key pair from the injected generator.
+    pub fn generate(rng: &mut dyn SecureRandom) -> Self {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        rng.fill(bytes.as_mut());
+        let secret = x25519_dalek::StaticSecret::from(*bytes);
+        let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
+        Self { secret, public }
+    }
+
+    /// The shared secret K, already encoded as an SSH mpint (length included).
+    pub fn agree(&self, peer_public: &[u8]) -> Result<Zeroizing<Vec<u8>>, AgreementError> {
+        let peer: [u8; 32] = peer_public
+            .try_into()
+            .map_err(|_| AgreementError::BadPublicKey)?;
+        let shared = self
+            .secret
+            .diffie_hellman(&x25519_dalek::PublicKey::from(peer));
+        if !shared.was_contributory() {
+            return Err(AgreementError::ZeroSharedSecret);
+        }
+        let mut k = Zeroizing::new(Vec::with_capacity(37));
+        k.put_mpint(shared.as_bytes());
+        Ok(k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn names_strategy() -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::vec("[a-z0-9@.-]{1,20}", 0..5)
+    }
+
+    proptest! {
+        #[test]
+        fn kexinit_round_trips(cookie in any::<[u8; 16]>(), lists in proptest::collection::vec(names_strategy(), 10), follows in any::<bool>()) {
+            let m = KexInit {
+                cookie,
+                kex: lists[0].clone(), host_key: lists[1].clone(),
+                cipher_c2s: lists[2].clone(), cipher_s2c: lists[3].clone(),
+                mac_c2s: lists[4].clone(), mac_s2c: lists[5].clone(),
+                comp_c2s: lists[6].clone(), comp_s2c: lists[7].clone(),
+                lang_c2s: lists[8].clone(), lang_s2c: lists[9].clone(),
+                first_kex_packet_follows: follows,
+            };
+            let mut buf = Vec::new();
+            m.encode(&mut buf);
+            prop_assert_eq!(KexInit::decode(&buf), Ok(m));
+            buf.push(0);
+            prop_assert_eq!(KexInit::decode(&buf), Err(DecodeError::TrailingBytes));
+        }
+
+        #[test]
+        fn small_messages_round_trip(a in proptest::collection::vec(any::<u8>(), 0..80),
+                                     b in proptest::collection::vec(any::<u8>(), 0..80),
+                                     c in proptest::collection::vec(any::<u8>(), 0..80),
+                                     n in any::<u32>(), flag in any::<bool>()) {
+            let mut buf = Vec::new();
+            let m = EcdhInit { q_c: a.clone() };
+            m.encode(&mut buf);
+            prop_assert_eq!(EcdhInit::decode(&buf), Ok(m));
+            buf.clear();
+            let m = EcdhReply { host_key: a.clone(), q_s: b.clone(), signature: c };
+            m.encode(&mut buf);
+            prop_assert_eq!(EcdhReply::decode(&buf), Ok(m));
+            buf.clear();
+            let m = Disconnect { reason: DisconnectReason(n), description: b.clone() };
+            m.encode(&mut buf);
+            prop_assert_eq!(Disconnect::decode(&buf), Ok(m));
+            buf.clear();
+            let m = DebugMsg { always_display: flag, message: a.clone() };
+            m.encode(&mut buf);
+            prop_assert_eq!(DebugMsg::decode(&buf), Ok(m));
+            buf.clear();
+            let m = Unimplemented { seq: n };
+            m.encode(&mut buf);
+            prop_assert_eq!(Unimplemented::decode(&buf), Ok(m));
+            buf.clear();
+            let m = ExtInfo { extensions: vec![("server-sig-algs".into(), b"rsa-sha2-256".to_vec()), ("x".into(), b)] };
+            m.encode(&mut buf);
+            prop_assert_eq!(ExtInfo::decode(&buf), Ok(m));
+        }
+
+        #[test]
+        fn decoders_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = KexInit::decode(&data);
+            let _ = EcdhReply::decode(&data);
+            let _ = ExtInfo::decode(&data);
+            let _ = Disconnect::decode(&data);
+            let _ = DebugMsg::decode(&data);
+        }
+    }
+
+    fn kexinit(kex: &[&str], hk: &[&str], ciphers: &[&str]) -> KexInit {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        KexInit {
+            cookie: [0; 16],
+            kex: s(kex),
+            host_key: s(hk),
+            cipher_c2s: s(ciphers),
+            cipher_s2c: s(ciphers),
+            mac_c2s: vec![],
+            mac_s2c: vec![],
+            comp_c2s: s(&["none"]),
+            comp_s2c: s(&["none"]),
+            lang_c2s: vec![],
+            lang_s2c: vec![],
+            first_kex_packet_follows: false,
+        }
+    }
+
+    #[test]
+    fn client_preference_wins_and_pseudo_algorithms_are_never_chosen() {
+        let c = kexinit(
+            &[EXT_INFO_C, "curve25519-sha256", "curve25519-sha256@libssh.org", STRICT_KEX_C],
+            &["ssh-ed25519", "rsa-sha2-512"],
+            &["chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com"],
+        );
+        let s = kexinit(
+            &["curve25519-sha256@libssh.org", "curve25519-sha256", EXT_INFO_C, STRICT_KEX_S],
+            &["rsa-sha2-512", "ssh-ed25519"],
+            &["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"],
+        );
+        let n = negotiate(&c, &s, true).unwrap();
+        assert_eq!(n.kex, KexAlgorithm::Curve25519Sha256);
+        assert_eq!(n.host_key, SignatureAlgorithm::Ed25519);
+        assert_eq!(n.cipher_c2s, cipher::CHACHA20_POLY1305);
+        assert!(n.strict);
+        assert!(!negotiate(&c, &s, false).unwrap().strict);
+    }
+
+    #[test]
+    fn no_common_algorithm_names_both_lists() {
+        let c = kexinit(&["curve25519-sha256", EXT_INFO_C], &["ssh-ed25519"], &["aes128-gcm@openssh.com"]);
+        let s = kexinit(&["diffie-hellman-group14-sha256", EXT_INFO_C], &["ssh-ed25519"], &["aes128-gcm@openssh.com"]);
+        let e = negotiate(&c, &s, true).unwrap_err();
+        assert_eq!(e.what, "key exchange");
+        assert_eq!(e.ours, "curve25519-sha256");
+        assert_eq!(e.theirs, "diffie-hellman-group14-sha256,ext-info-c");
+    }
+
+    #[test]
+    fn x25519_rfc7748_vector_and_zero_secret() {
+        struct Fixed([u8; 32]);
+        impl SecureRandom for Fixed {
+            fn fill(&mut self, d: &mut [u8]) {
+                d.copy_from_slice(&self.0);
+            }
+        }
+        // RFC 7748 section 6.1.
+        let hex = |s: &str| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect::<Vec<u8>>();
+        let a_priv: [u8; 32] = hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a").try_into().unwrap();
+        let b_pub = hex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
+        let a = Curve25519::generate(&mut Fixed(a_priv));
+        assert_eq!(a.public.to_vec(), hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"));
+        let k = a.agree(&b_pub).unwrap();
+        let mut expect = vec![0, 0, 0, 32];
+        expect.extend(hex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"));
+        assert_eq!(&k[..], &expect[..]);
+        assert_eq!(a.agree(&[0u8; 32]), Err(AgreementError::ZeroSharedSecret));
+        assert_eq!(a.agree(&[1u8; 31]), Err(AgreementError::BadPublicKey));
+    }
+
+    #[test]
+    fn derive_key_extends_beyond_one_hash() {
+        let k = derive_key(&digest::SHA256, b"K", b"H", b'C', b"S", 64);
+        assert_eq!(k.len(), 64);
+        let first = digest::digest(&digest::SHA256, b"KHCS");
+        assert_eq!(&k[..32], first.as_ref());
+        let mut cat = b"KH".to_vec();
+        cat.extend_from_slice(first.as_ref());
+        assert_eq!(&k[32..], digest::digest(&digest::SHA256, &cat).as_ref());
+    }
+}
