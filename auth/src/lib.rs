@@ -9,3 +9,9 @@
         clippy::indexing_slicing
     )
 )]
+
+mod error;
+pub mod keys;
+
+pub use error::{AuthError, KeyFileError, KeyReport, Refusal, SignError, SkipReason};
+pub use keys::PrivateKey;

@@ -1,0 +1,403 @@
+//! Errors of this crate: [`AuthError`] from the authentication state machine, with
+//! [`KeyFileError`] and [`SignError`] for the two things a caller can do with a key outside it.
+//! Every message says what happened and what to do about it.
+
+use core::fmt;
+
+use ssh_transport::DisconnectReason;
+use ssh_transport::hostkey::{KeyType, SignatureAlgorithm};
+
+/// Why a private key file could not be loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyFileError {
+    /// The file is larger than any supported key file could be.
+    TooLarge {
+        /// The file's size in bytes.
+        len: usize,
+        /// The largest size accepted.
+        max: usize,
+    },
+    /// The file holds a public key (a `.pub` file or a `PUBLIC KEY` block), not a private key.
+    PublicKeyInstead,
+    /// No `-----BEGIN ... PRIVATE KEY-----` block was found.
+    NotAPrivateKey,
+    /// A private key container this crate does not read (PuTTY, SSH.COM, ...).
+    UnsupportedFormat(&'static str),
+    /// The key is protected by a passphrase.
+    Encrypted,
+    /// The key is of a type this crate cannot sign with; the type's name is kept.
+    UnsupportedKeyType(String),
+    /// An RSA key outside the sizes this crate can sign with.
+    UnsupportedRsaSize {
+        /// The modulus size in bits.
+        bits: usize,
+    },
+    /// The file's structure is broken: what was wrong is in the text.
+    Malformed(String),
+    /// The structure is fine but the key's numbers are not a usable key pair.
+    InvalidKey(String),
+}
+
+impl fmt::Display for KeyFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge { len, max } => write!(
+                f,
+                "the file is {len} bytes, too large for a private key (at most {max} bytes); \
+                 check that the path names a private key file"
+            ),
+            Self::PublicKeyInstead => f.write_str(
+                "this is a public key; give the private key file instead \
+                 (the one without the .pub suffix)",
+            ),
+            Self::NotAPrivateKey => f.write_str(
+                "no private key found: expected an OpenSSH or PEM private key file \
+                 (a \"-----BEGIN ... PRIVATE KEY-----\" block) as ssh-keygen writes it",
+            ),
+            Self::UnsupportedFormat(what) => write!(
+                f,
+                "{what} key files are not supported; convert the key to OpenSSH format \
+                 (for example with `ssh-keygen -i` or PuTTYgen's OpenSSH export)"
+            ),
+            Self::Encrypted => f.write_str(
+                "the private key is protected by a passphrase, and passphrase-protected keys \
+                 are not supported yet; remove the passphrase on a copy of the key with \
+                 `ssh-keygen -p -N \"\" -f <file>` (where <file> is the copy) and use that copy",
+            ),
+            Self::UnsupportedKeyType(name) => write!(
+                f,
+                "key type {name} is not supported yet; use an Ed25519 key \
+                 (`ssh-keygen -t ed25519`) or an RSA key of 2048 to 4096 bits"
+            ),
+            Self::UnsupportedRsaSize { bits } => write!(
+                f,
+                "the RSA key is {bits} bits; RSA keys of 2048 to 4096 bits are supported \
+                 (make one with `ssh-keygen -t rsa -b 4096`, or use an Ed25519 key)"
+            ),
+            Self::Malformed(what) => write!(
+                f,
+                "the private key file is malformed: {what}; check that the file is complete \
+                 and was not edited or truncated"
+            ),
+            Self::InvalidKey(what) => write!(
+                f,
+                "the private key's numbers are not a valid key pair: {what}; \
+                 regenerate the key with ssh-keygen"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for KeyFileError {}
+
+/// Why a key could not sign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The key cannot make this kind of signature (another key type, or SHA-1 RSA, which is
+    /// never made here).
+    UnsupportedAlgorithm {
+        /// The algorithm asked for.
+        algorithm: SignatureAlgorithm,
+        /// The key's type.
+        key_type: KeyType,
+    },
+    /// The cryptographic library refused to sign (it reports no detail).
+    Failed,
+}
+
+impl fmt::Display for SignError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnsupportedAlgorithm {
+                algorithm,
+                key_type,
+            } => write!(
+                f,
+                "a {} key cannot make {algorithm} signatures here",
+                key_type.name()
+            ),
+            Self::Failed => f.write_str("signing failed inside the crypto library"),
+        }
+    }
+}
+
+impl std::error::Error for SignError {}
+
+/// Why a key was not offered to the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// The server's `server-sig-algs` lists none of the algorithms the key can sign with.
+    NoAllowedAlgorithm {
+        /// What the key could have signed with.
+        key_can_sign: &'static [SignatureAlgorithm],
+    },
+    /// Signing failed.
+    SignFailed(SignError),
+    /// The server stopped offering publickey authentication before this key's turn.
+    NotTried,
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoAllowedAlgorithm { key_can_sign } => {
+                f.write_str("skipped: the server's server-sig-algs lists none of ")?;
+                write_algorithms(f, key_can_sign)
+            }
+            Self::SignFailed(e) => write!(f, "skipped: {e}"),
+            Self::NotTried => f.write_str("not tried"),
+        }
+    }
+}
+
+/// What happened to one key during authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyReport {
+    /// Where the key came from, as the caller named it (usually a file path).
+    pub source: String,
+    /// The public key's `SHA256:` fingerprint.
+    pub fingerprint: String,
+    /// The signature algorithms the server refused this key with, in the order tried.
+    pub refused_with: Vec<SignatureAlgorithm>,
+    /// Why the key (or its remaining algorithms) was not offered, if so.
+    pub skipped: Option<SkipReason>,
+}
+
+impl fmt::Display for KeyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.source, self.fingerprint)?;
+        if !self.refused_with.is_empty() {
+            f.write_str(" with ")?;
+            write_algorithms(f, &self.refused_with)?;
+        }
+        match &self.skipped {
+            Some(reason) if self.refused_with.is_empty() => write!(f, " {reason}"),
+            Some(reason) => write!(f, ", then {reason}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Everything tried before the server refused the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The user name authentication was for.
+    pub user: String,
+    /// One entry per identity, in the order given.
+    pub keys: Vec<KeyReport>,
+    /// The methods the server's last USERAUTH_FAILURE allowed (sanitized), if one came.
+    pub server_allows: Option<String>,
+}
+
+impl Refusal {
+    fn server_allows_publickey(&self) -> bool {
+        self.server_allows
+            .as_deref()
+            .is_none_or(|m| m.split(',').any(|n| n == "publickey"))
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user = &self.user;
+        if self.keys.is_empty() {
+            write!(
+                f,
+                "authentication as {user:?} failed: no private key was given to try"
+            )?;
+        } else if self.keys.iter().all(|k| k.refused_with.is_empty()) {
+            write!(
+                f,
+                "authentication as {user:?} failed: no key could be offered: "
+            )?;
+            write_reports(f, &self.keys)?;
+        } else {
+            write!(
+                f,
+                "authentication as {user:?} failed: the server refused every key: "
+            )?;
+            write_reports(f, &self.keys)?;
+        }
+        match &self.server_allows {
+            Some(m) => write!(f, ". The server allows: {m}")?,
+            None => f.write_str(". The server did not say which methods it allows")?,
+        }
+        if self.server_allows_publickey() {
+            write!(
+                f,
+                ". Check that the public key is in ~/.ssh/authorized_keys of user {user:?} \
+                 on the server"
+            )
+        } else {
+            f.write_str(
+                ", but not publickey for this user, and this client only supports publickey \
+                 authentication so far",
+            )
+        }
+    }
+}
+
+fn write_reports(f: &mut fmt::Formatter<'_>, keys: &[KeyReport]) -> fmt::Result {
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            f.write_str("; ")?;
+        }
+        write!(f, "{k}")?;
+    }
+    Ok(())
+}
+
+fn write_algorithms(f: &mut fmt::Formatter<'_>, algs: &[SignatureAlgorithm]) -> fmt::Result {
+    for (i, a) in algs.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        f.write_str(a.name())?;
+    }
+    Ok(())
+}
+
+/// Why user authentication failed. Once a [`crate::ClientAuth`] returns one, it returns the
+/// same error for every later input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The server broke the protocol: the text says which message and what was wrong.
+    Protocol(String),
+    /// The server refused every key (details in the [`Refusal`]).
+    Refused(Refusal),
+    /// The server accepted a key but requires another method this client does not have yet.
+    OtherMethodRequired {
+        /// The user name authentication was for.
+        user: String,
+        /// The key the server accepted: source and fingerprint.
+        accepted_key: String,
+        /// The methods the server still allows (sanitized).
+        server_allows: String,
+    },
+}
+
+impl AuthError {
+    /// The reason code to send in SSH_MSG_DISCONNECT when giving up because of this error.
+    pub fn disconnect_reason(&self) -> DisconnectReason {
+        match self {
+            Self::Protocol(_) => DisconnectReason::PROTOCOL_ERROR,
+            Self::Refused(_) | Self::OtherMethodRequired { .. } => {
+                DisconnectReason::NO_MORE_AUTH_METHODS_AVAILABLE
+            }
+        }
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Protocol(what) => write!(
+                f,
+                "the server broke the authentication protocol: {what}; this is a server bug \
+                 or an attack, report it to the server's administrator"
+            ),
+            Self::Refused(r) => write!(f, "{r}"),
+            Self::OtherMethodRequired {
+                user,
+                accepted_key,
+                server_allows,
+            } => write!(
+                f,
+                "the server accepted {accepted_key} for user {user:?} but requires another \
+                 authentication method as well (it allows: {server_allows}); this client only \
+                 supports publickey authentication so far"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(source: &str, refused: &[SignatureAlgorithm], skip: Option<SkipReason>) -> KeyReport {
+        KeyReport {
+            source: source.into(),
+            fingerprint: "SHA256:abc".into(),
+            refused_with: refused.to_vec(),
+            skipped: skip,
+        }
+    }
+
+    #[test]
+    fn refusal_lists_keys_algorithms_and_methods() {
+        let r = Refusal {
+            user: "deploy".into(),
+            keys: vec![
+                report(
+                    "/k/id_rsa",
+                    &[SignatureAlgorithm::RsaSha512, SignatureAlgorithm::RsaSha256],
+                    None,
+                ),
+                report(
+                    "/k/id_ed25519",
+                    &[],
+                    Some(SkipReason::NoAllowedAlgorithm {
+                        key_can_sign: &[SignatureAlgorithm::Ed25519],
+                    }),
+                ),
+            ],
+            server_allows: Some("publickey,password".into()),
+        };
+        assert_eq!(
+            r.to_string(),
+            "authentication as \"deploy\" failed: the server refused every key: /k/id_rsa \
+             (SHA256:abc) with rsa-sha2-512, rsa-sha2-256; /k/id_ed25519 (SHA256:abc) skipped: \
+             the server's server-sig-algs lists none of ssh-ed25519. The server allows: \
+             publickey,password. Check that the public key is in ~/.ssh/authorized_keys of \
+             user \"deploy\" on the server"
+        );
+    }
+
+    #[test]
+    fn refusal_without_publickey_says_the_method_is_missing() {
+        let r = Refusal {
+            user: "u".into(),
+            keys: vec![report("a", &[SignatureAlgorithm::Ed25519], None)],
+            server_allows: Some("password".into()),
+        };
+        let text = r.to_string();
+        assert!(
+            text.ends_with(
+                "The server allows: password, but not publickey for this user, and this client \
+                 only supports publickey authentication so far"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn encrypted_key_message_suggests_removing_the_passphrase() {
+        let text = KeyFileError::Encrypted.to_string();
+        assert!(text.contains("passphrase-protected keys are not supported yet"));
+        assert!(text.contains("ssh-keygen -p -N \"\" -f <file>"));
+    }
+
+    #[test]
+    fn disconnect_reasons() {
+        assert_eq!(
+            AuthError::Protocol("x".into()).disconnect_reason(),
+            DisconnectReason::PROTOCOL_ERROR
+        );
+        let r = AuthError::Refused(Refusal {
+            user: "u".into(),
+            keys: Vec::new(),
+            server_allows: None,
+        });
+        assert_eq!(
+            r.disconnect_reason(),
+            DisconnectReason::NO_MORE_AUTH_METHODS_AVAILABLE
+        );
+    }
+}

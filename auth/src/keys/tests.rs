@@ -1,0 +1,723 @@
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine as _;
+use proptest::prelude::*;
+use ssh_transport::hostkey::{KeyType, PublicKey, SignatureAlgorithm};
+use ssh_transport::wire::Writer as _;
+
+use super::*;
+
+const ED25519: &str = include_str!("../../testdata/ed25519");
+const ED25519_PUB: &str = include_str!("../../testdata/ed25519.pub");
+const RSA2048: &str = include_str!("../../testdata/rsa2048");
+const RSA2048_PUB: &str = include_str!("../../testdata/rsa2048.pub");
+const RSA2048_PEM: &str = include_str!("../../testdata/rsa2048.pem");
+const RSA2048_PEM_PUB: &str = include_str!("../../testdata/rsa2048.pem.pub");
+const ED25519_PASSPHRASE: &str = include_str!("../../testdata/ed25519-passphrase");
+const ECDSA_P256: &str = include_str!("../../testdata/ecdsa-p256");
+
+fn load(text: &str) -> PrivateKey {
+    PrivateKey::from_file_contents(text.as_bytes()).unwrap()
+}
+
+fn load_err(data: &[u8]) -> KeyFileError {
+    PrivateKey::from_file_contents(data).unwrap_err()
+}
+
+/// `type base64` of a `.pub` line, without the comment.
+fn pub_line(pub_file: &str) -> String {
+    pub_file
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Signs with every algorithm the key offers and checks each signature with the transport's
+/// verifier, and that a changed message does not verify.
+fn assert_signs(key: &PrivateKey) {
+    let data = b"session id and request";
+    for &alg in key.signature_algorithms() {
+        let blob = key.sign(alg, data).unwrap();
+        assert_eq!(key.public_key().verify(alg, data, &blob), Ok(()), "{alg}");
+        assert!(
+            key.public_key().verify(alg, b"other", &blob).is_err(),
+            "{alg}"
+        );
+    }
+}
+
+#[test]
+fn fixed_ed25519_key_loads_signs_and_matches_its_pub_file() {
+    let key = load(ED25519);
+    assert_eq!(key.public_key().key_type(), KeyType::Ed25519);
+    assert_eq!(key.comment(), "fixture-ed25519");
+    assert_eq!(
+        key.fingerprint(),
+        "SHA256:jFzW/Soy0Z4hFvrj1tZrJeSaKxOx/K6SaN9QrxeKQSw"
+    );
+    assert_eq!(key.public_key().to_openssh_line(), pub_line(ED25519_PUB));
+    assert_eq!(key.signature_algorithms(), &[SignatureAlgorithm::Ed25519]);
+    assert_signs(&key);
+}
+
+#[test]
+fn fixed_rsa_keys_load_sign_and_match_their_pub_files() {
+    let key = load(RSA2048);
+    assert_eq!(key.comment(), "fixture-rsa-openssh");
+    assert_eq!(
+        key.fingerprint(),
+        "SHA256:ZJjNpBFoq0d0XNz72SjFn3QWqaTOH27eK/s2lg94oW8"
+    );
+    assert_eq!(key.public_key().to_openssh_line(), pub_line(RSA2048_PUB));
+    assert_eq!(
+        key.signature_algorithms(),
+        &[SignatureAlgorithm::RsaSha512, SignatureAlgorithm::RsaSha256]
+    );
+    assert_signs(&key);
+
+    let pem = load(RSA2048_PEM);
+    assert_eq!(pem.comment(), "");
+    assert_eq!(
+        pem.fingerprint(),
+        "SHA256:o+49XEr0uV/SSQcLbXjG6tey3uslR0VsAxncA+GsPP8"
+    );
+    assert_eq!(
+        pem.public_key().to_openssh_line(),
+        pub_line(RSA2048_PEM_PUB)
+    );
+    assert_signs(&pem);
+}
+
+#[test]
+fn rsa_signature_is_modulus_sized_and_deterministic() {
+    let key = load(RSA2048);
+    let a = key.sign(SignatureAlgorithm::RsaSha256, b"m").unwrap();
+    let b = key.sign(SignatureAlgorithm::RsaSha256, b"m").unwrap();
+    assert_eq!(a, b, "PKCS#1 v1.5 signatures do not depend on the RNG");
+    let mut r = ssh_transport::wire::Reader::new(&a);
+    assert_eq!(r.utf8().unwrap(), "rsa-sha2-256");
+    assert_eq!(r.string().unwrap().len(), 256);
+    assert!(r.finish().is_ok());
+}
+
+#[test]
+fn refuses_algorithms_the_key_cannot_make() {
+    let rsa = load(RSA2048);
+    for alg in [SignatureAlgorithm::RsaSha1, SignatureAlgorithm::Ed25519] {
+        assert_eq!(
+            rsa.sign(alg, b"x"),
+            Err(SignError::UnsupportedAlgorithm {
+                algorithm: alg,
+                key_type: KeyType::Rsa
+            })
+        );
+    }
+    let ed = load(ED25519);
+    assert!(matches!(
+        ed.sign(SignatureAlgorithm::RsaSha512, b"x"),
+        Err(SignError::UnsupportedAlgorithm { .. })
+    ));
+}
+
+#[test]
+fn debug_shows_no_secret() {
+    let key = load(ED25519);
+    let text = format!("{key:?}");
+    assert_eq!(
+        text,
+        "PrivateKey { type: \"ssh-ed25519\", fingerprint: \"SHA256:jFzW/Soy0Z4hFvrj1tZrJeSaKxOx/K6SaN9QrxeKQSw\", comment: \"fixture-ed25519\", .. }"
+    );
+}
+
+#[test]
+fn ed25519_from_seed_round_trips_through_signing() {
+    let key = PrivateKey::from_ed25519_seed(&[42; 32], "test").unwrap();
+    assert_eq!(key.comment(), "test");
+    assert_signs(&key);
+}
+
+#[test]
+fn passphrase_protected_fixture_is_reported_as_encrypted() {
+    let err = load_err(ED25519_PASSPHRASE.as_bytes());
+    assert_eq!(err, KeyFileError::Encrypted);
+    assert!(err.to_string().contains("ssh-keygen -p -N \"\" -f"));
+}
+
+#[test]
+fn ecdsa_fixture_names_its_type() {
+    let err = load_err(ECDSA_P256.as_bytes());
+    assert_eq!(
+        err,
+        KeyFileError::UnsupportedKeyType("ecdsa-sha2-nistp256".into())
+    );
+    assert!(err.to_string().contains("ecdsa-sha2-nistp256"));
+}
+
+#[test]
+fn crlf_and_bom_are_accepted() {
+    let crlf = format!("\u{feff}{}", ED25519.replace('\n', "\r\n"));
+    assert_eq!(load(&crlf).fingerprint(), load(ED25519).fingerprint());
+}
+
+// --- keys made by the real ssh-keygen ---------------------------------------------------------
+
+struct Generated {
+    private: Vec<u8>,
+    pub_line: String,
+    fingerprint: String,
+}
+
+/// Runs `ssh-keygen` (it must be installed: these tests check our parser against the real
+/// tool, so a missing tool is a failure, not a skip).
+fn keygen(dir: &Path, name: &str, passphrase: &str, args: &[&str]) -> Generated {
+    let path = dir.join(name);
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-N", passphrase, "-C", "generated"])
+        .args(args)
+        .arg("-f")
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen must be on PATH for these tests");
+    assert!(status.success(), "ssh-keygen {args:?} failed");
+    let pub_path = dir.join(format!("{name}.pub"));
+    let out = Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(&pub_path)
+        .output()
+        .expect("ssh-keygen -l");
+    assert!(out.status.success());
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let fingerprint = listing.split_whitespace().nth(1).unwrap().to_owned();
+    Generated {
+        private: std::fs::read(&path).unwrap(),
+        pub_line: pub_line(&std::fs::read_to_string(&pub_path).unwrap()),
+        fingerprint,
+    }
+}
+
+#[test]
+fn keys_from_ssh_keygen_load_with_its_fingerprints_and_sign() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "rsa2048pem",
+            &["-t", "rsa", "-b", "2048", "-m", "PEM"],
+            "-----BEGIN RSA PRIVATE KEY-----",
+        ),
+        (
+            "rsa3072",
+            &["-t", "rsa", "-b", "3072"],
+            "-----BEGIN OPENSSH PRIVATE KEY-----",
+        ),
+        (
+            "rsa4096",
+            &["-t", "rsa", "-b", "4096"],
+            "-----BEGIN OPENSSH PRIVATE KEY-----",
+        ),
+        (
+            "rsa2048pkcs8",
+            &["-t", "rsa", "-b", "2048", "-m", "PKCS8"],
+            "-----BEGIN PRIVATE KEY-----",
+        ),
+        (
+            "ed25519",
+            &["-t", "ed25519"],
+            "-----BEGIN OPENSSH PRIVATE KEY-----",
+        ),
+    ];
+    for (name, args, begin) in cases {
+        let g = keygen(dir.path(), name, "", args);
+        assert!(g.private.starts_with(begin.as_bytes()), "{name}");
+        let key =
+            PrivateKey::from_file_contents(&g.private).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(key.fingerprint(), g.fingerprint, "{name}");
+        assert_eq!(key.public_key().to_openssh_line(), g.pub_line, "{name}");
+        assert_signs(&key);
+    }
+}
+
+#[test]
+fn passphrase_protected_keys_from_ssh_keygen_are_reported_as_encrypted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[&str])] = &[
+        ("openssh", &["-t", "ed25519"]),
+        ("pem", &["-t", "rsa", "-b", "2048", "-m", "PEM"]),
+        ("pkcs8", &["-t", "rsa", "-b", "2048", "-m", "PKCS8"]),
+    ];
+    for (name, args) in cases {
+        let g = keygen(dir.path(), name, "correct horse", args);
+        assert_eq!(
+            PrivateKey::from_file_contents(&g.private).err(),
+            Some(KeyFileError::Encrypted),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn unsupported_keys_from_ssh_keygen_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = keygen(dir.path(), "rsa1024", "", &["-t", "rsa", "-b", "1024"]);
+    let err = load_err(&small.private);
+    assert_eq!(err, KeyFileError::UnsupportedRsaSize { bits: 1024 });
+    assert!(err.to_string().contains("1024 bits"));
+
+    let ec = keygen(dir.path(), "ecdsa384", "", &["-t", "ecdsa", "-b", "384"]);
+    assert_eq!(
+        load_err(&ec.private),
+        KeyFileError::UnsupportedKeyType("ecdsa-sha2-nistp384".into())
+    );
+    let ec_pem = keygen(dir.path(), "ecdsapem", "", &["-t", "ecdsa", "-m", "PEM"]);
+    assert_eq!(
+        load_err(&ec_pem.private),
+        KeyFileError::UnsupportedKeyType("ECDSA".into())
+    );
+    let ec_pkcs8 = keygen(dir.path(), "ecdsap8", "", &["-t", "ecdsa", "-m", "PKCS8"]);
+    assert_eq!(
+        load_err(&ec_pkcs8.private),
+        KeyFileError::UnsupportedKeyType("ECDSA".into())
+    );
+    // The public half given by mistake.
+    assert_eq!(
+        load_err(
+            std::fs::read(dir.path().join("rsa1024.pub"))
+                .unwrap()
+                .as_slice()
+        ),
+        KeyFileError::PublicKeyInstead
+    );
+}
+
+// --- hand-built and damaged OpenSSH keys -------------------------------------------------------
+
+/// The decoded body of an armored file.
+fn body(text: &str) -> Vec<u8> {
+    armor::parse(text).unwrap().decode().unwrap().to_vec()
+}
+
+fn armor_openssh(bin: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bin);
+    let mut out = String::from("-----BEGIN OPENSSH PRIVATE KEY-----\n");
+    for chunk in b64.as_bytes().chunks(70) {
+        out.push_str(core::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    out.push_str("-----END OPENSSH PRIVATE KEY-----\n");
+    out
+}
+
+/// The pieces of an `openssh-key-v1` file, to be changed one at a time.
+#[derive(Clone)]
+struct OpensshFile {
+    cipher: Vec<u8>,
+    kdf: Vec<u8>,
+    kdf_options: Vec<u8>,
+    count: u32,
+    public: Vec<u8>,
+    checks: (u32, u32),
+    /// The key-type-specific part of the private section, including its type name.
+    private_key: Vec<u8>,
+    comment: Vec<u8>,
+    /// None: correct padding.
+    padding: Option<Vec<u8>>,
+    trailing: Vec<u8>,
+}
+
+impl OpensshFile {
+    /// Splits a well-formed unencrypted file into its pieces.
+    fn parse(bin: &[u8]) -> Self {
+        let mut r = ssh_transport::wire::Reader::new(bin.strip_prefix(openssh::MAGIC).unwrap());
+        let cipher = r.string().unwrap().to_vec();
+        let kdf = r.string().unwrap().to_vec();
+        let kdf_options = r.string().unwrap().to_vec();
+        let count = r.u32().unwrap();
+        let public = r.string().unwrap().to_vec();
+        let private = r.string().unwrap();
+        let mut p = ssh_transport::wire::Reader::new(private);
+        let checks = (p.u32().unwrap(), p.u32().unwrap());
+        let all = p.rest();
+        // The comment is the last string before the padding; find it by walking the fields.
+        let mut walk = ssh_transport::wire::Reader::new(all);
+        let type_name = walk.string().unwrap();
+        let fields = if type_name == b"ssh-ed25519" { 2 } else { 6 };
+        for _ in 0..fields {
+            walk.string().unwrap();
+        }
+        let key_len = all.len() - walk.remaining();
+        let comment = walk.string().unwrap().to_vec();
+        Self {
+            cipher,
+            kdf,
+            kdf_options,
+            count,
+            public,
+            checks,
+            private_key: all[..key_len].to_vec(),
+            comment,
+            padding: None,
+            trailing: Vec::new(),
+        }
+    }
+
+    fn build(&self) -> Vec<u8> {
+        let mut private = Vec::new();
+        private.put_u32(self.checks.0);
+        private.put_u32(self.checks.1);
+        private.put_raw(&self.private_key);
+        private.put_string(&self.comment);
+        match &self.padding {
+            Some(p) => private.put_raw(p),
+            None => {
+                let mut i = 1u8;
+                while private.len() % 8 != 0 {
+                    private.push(i);
+                    i += 1;
+                }
+            }
+        }
+        let mut out = openssh::MAGIC.to_vec();
+        out.put_string(&self.cipher);
+        out.put_string(&self.kdf);
+        out.put_string(&self.kdf_options);
+        out.put_u32(self.count);
+        out.put_string(&self.public);
+        out.put_string(&private);
+        out.put_raw(&self.trailing);
+        out
+    }
+
+    fn load(&self) -> Result<PrivateKey, KeyFileError> {
+        PrivateKey::from_file_contents(armor_openssh(&self.build()).as_bytes())
+    }
+}
+
+fn malformed(r: Result<PrivateKey, KeyFileError>) -> bool {
+    matches!(r, Err(KeyFileError::Malformed(_)))
+}
+
+#[test]
+fn rebuilt_fixture_loads_so_the_builder_is_faithful() {
+    for text in [ED25519, RSA2048] {
+        let f = OpensshFile::parse(&body(text));
+        assert_eq!(f.build(), body(text));
+        assert_eq!(f.load().unwrap().fingerprint(), load(text).fingerprint());
+    }
+}
+
+#[test]
+fn damaged_openssh_keys_are_refused() {
+    let good = OpensshFile::parse(&body(ED25519));
+    let mut cases: Vec<(&str, OpensshFile)> = Vec::new();
+    let mut f = good.clone();
+    f.checks.1 ^= 1;
+    cases.push(("check-ints differ", f));
+    let mut f = good.clone();
+    f.padding = Some(vec![1, 2, 4, 3, 5, 6, 7]);
+    cases.push(("padding out of order", f));
+    let mut f = good.clone();
+    f.padding = Some(vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    cases.push(("padding not to a block", f));
+    let mut f = good.clone();
+    f.trailing = vec![0];
+    cases.push(("byte after the private section", f));
+    let mut f = good.clone();
+    f.count = 2;
+    cases.push(("two keys", f));
+    let mut f = good.clone();
+    f.kdf_options = b"x".to_vec();
+    cases.push(("kdf options with kdf none", f));
+    let mut f = good.clone();
+    // Another valid Ed25519 public key in the public blob.
+    f.public = PrivateKey::from_ed25519_seed(&[1; 32], "")
+        .unwrap()
+        .public_key()
+        .blob()
+        .to_vec();
+    cases.push(("public key from another key", f));
+    let mut f = good.clone();
+    let last = f.private_key.len() - 1;
+    f.private_key[last] ^= 0x80;
+    cases.push(("public copy inside the secret changed", f));
+    let mut f = good.clone();
+    f.private_key.truncate(f.private_key.len() - 10);
+    cases.push(("secret cut short", f));
+    for (what, f) in cases {
+        assert!(malformed(f.load()), "{what}: {:?}", f.load());
+    }
+
+    // The seed changed but both public copies kept: ring notices they no longer agree.
+    let mut f = good.clone();
+    let seed_at = f.private_key.len() - 64 - 4 + 4;
+    f.private_key[seed_at] ^= 1;
+    assert!(
+        matches!(f.load(), Err(KeyFileError::InvalidKey(_))),
+        "{:?}",
+        f.load()
+    );
+}
+
+#[test]
+fn damaged_rsa_numbers_are_refused() {
+    let good = OpensshFile::parse(&body(RSA2048));
+    let mut r = ssh_transport::wire::Reader::new(&good.private_key);
+    let type_name = r.string().unwrap().to_vec();
+    let mut n = r.mpint_positive().unwrap().to_vec();
+    let e = r.mpint_positive().unwrap().to_vec();
+    let d = r.mpint_positive().unwrap().to_vec();
+    let iqmp = r.mpint_positive().unwrap().to_vec();
+    let p = r.mpint_positive().unwrap().to_vec();
+    let q = r.mpint_positive().unwrap().to_vec();
+    let rebuild = |n: &[u8], e: &[u8], d: &[u8], p: &[u8], q: &[u8]| {
+        let mut f = good.clone();
+        f.private_key.clear();
+        f.private_key.put_string(&type_name);
+        for x in [n, e, d, &iqmp[..], p, q] {
+            f.private_key.put_mpint(x);
+        }
+        f
+    };
+    assert!(rebuild(&n, &e, &d, &p, &q).load().is_ok());
+    // A prime of 1 makes p·q = n trivially true; it must be refused, not divide by zero.
+    assert!(matches!(
+        rebuild(&n, &e, &d, &[1], &n).load(),
+        Err(KeyFileError::InvalidKey(_))
+    ));
+    assert!(matches!(
+        rebuild(&n, &e, &d, &q, &p).load(),
+        Ok(_) | Err(KeyFileError::InvalidKey(_))
+    ));
+    let mut d2 = d.clone();
+    let last = d2.len() - 1;
+    d2[last] ^= 2;
+    assert!(matches!(
+        rebuild(&n, &e, &d2, &p, &q).load(),
+        Err(KeyFileError::InvalidKey(_))
+    ));
+    // The private numbers of one key with the public blob unchanged but n altered.
+    let last = n.len() - 1;
+    n[last] ^= 2;
+    assert!(matches!(
+        rebuild(&n, &e, &d, &p, &q).load(),
+        Err(KeyFileError::InvalidKey(_))
+    ));
+}
+
+#[test]
+fn rsa_sizes_outside_2048_to_4096_are_named_before_any_arithmetic() {
+    let mut f = OpensshFile::parse(&body(RSA2048));
+    for (bits, n_len) in [(8192usize, 1024usize), (1024, 128), (2047, 256)] {
+        let mut n = vec![0xff; n_len];
+        if bits % 8 != 0 {
+            n[0] = 0x7f;
+        }
+        f.private_key.clear();
+        f.private_key.put_str("ssh-rsa");
+        for x in [&n[..], &[1, 0, 1], &[3], &[3], &[3], &[3]] {
+            f.private_key.put_mpint(x);
+        }
+        assert_eq!(
+            f.load().err(),
+            Some(KeyFileError::UnsupportedRsaSize { bits }),
+            "{bits}"
+        );
+    }
+}
+
+#[test]
+fn other_openssh_key_types_are_named() {
+    let mut f = OpensshFile::parse(&body(ED25519));
+    for name in [
+        "ssh-dss",
+        "sk-ssh-ed25519@openssh.com",
+        "ssh-ed25519-cert-v01@openssh.com",
+    ] {
+        f.public.clear();
+        f.public.put_str(name);
+        assert_eq!(
+            f.load().err(),
+            Some(KeyFileError::UnsupportedKeyType(name.into()))
+        );
+    }
+    f.public.clear();
+    f.public.put_str("evil\x1b[31m");
+    assert_eq!(
+        f.load().err(),
+        Some(KeyFileError::UnsupportedKeyType("evil\\x1b[31m".into()))
+    );
+}
+
+#[test]
+fn encrypted_openssh_header_is_reported_before_the_rest_is_read() {
+    let mut bin = openssh::MAGIC.to_vec();
+    bin.put_str("aes256-ctr");
+    bin.put_str("bcrypt");
+    // Nothing more: the cipher alone decides.
+    assert_eq!(
+        PrivateKey::from_file_contents(armor_openssh(&bin).as_bytes()).err(),
+        Some(KeyFileError::Encrypted)
+    );
+}
+
+#[test]
+fn truncations_at_every_length_are_errors() {
+    for text in [ED25519, RSA2048, RSA2048_PEM] {
+        for cut in 0..text.len() - 1 {
+            let r = PrivateKey::from_file_contents(&text.as_bytes()[..cut]);
+            assert!(r.is_err(), "cut at {cut} loaded");
+        }
+    }
+    for text in [ED25519, RSA2048] {
+        let bin = body(text);
+        for cut in 0..bin.len() {
+            let r = PrivateKey::from_file_contents(armor_openssh(&bin[..cut]).as_bytes());
+            assert!(malformed(r), "binary cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn huge_lengths_and_oversized_files_are_refused_without_allocating() {
+    let mut bin = openssh::MAGIC.to_vec();
+    bin.put_str("none");
+    bin.put_str("none");
+    bin.put_string(b"");
+    bin.put_u32(1);
+    bin.put_u32(0xffff_fff0);
+    assert!(malformed(PrivateKey::from_file_contents(
+        armor_openssh(&bin).as_bytes()
+    )));
+    let big = vec![b'A'; MAX_KEY_FILE_LEN + 1];
+    assert_eq!(
+        load_err(&big),
+        KeyFileError::TooLarge {
+            len: MAX_KEY_FILE_LEN + 1,
+            max: MAX_KEY_FILE_LEN
+        }
+    );
+    assert_eq!(load_err(&[0xff, 0xfe, 0x00]), KeyFileError::NotAPrivateKey);
+}
+
+#[test]
+fn bad_base64_and_text_after_the_block_are_refused() {
+    let bad = ED25519.replacen("b3Bl", "b3B!", 1);
+    assert!(malformed(PrivateKey::from_file_contents(bad.as_bytes())));
+    let trailing = format!("{ED25519}junk\n");
+    assert!(malformed(PrivateKey::from_file_contents(
+        trailing.as_bytes()
+    )));
+    let wrong_magic = armor_openssh(b"openssh-key-v2\0");
+    assert!(malformed(PrivateKey::from_file_contents(
+        wrong_magic.as_bytes()
+    )));
+}
+
+#[test]
+fn pem_with_trailing_der_bytes_is_refused() {
+    let mut der = body(RSA2048_PEM);
+    der.push(0);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    let text = format!("-----BEGIN RSA PRIVATE KEY-----\n{b64}\n-----END RSA PRIVATE KEY-----\n");
+    assert!(malformed(PrivateKey::from_file_contents(text.as_bytes())));
+}
+
+#[test]
+fn pkcs8_ed25519_is_read() {
+    // RFC 8410 section 10.3's example private key.
+    let text = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n";
+    let key = load(text);
+    assert_eq!(key.public_key().key_type(), KeyType::Ed25519);
+    // RFC 8410 section 10.1 gives this key's public half.
+    let public = base64::engine::general_purpose::STANDARD
+        .decode("Gb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=")
+        .unwrap();
+    assert_eq!(&key.public_key().blob()[19..], &public[..]);
+    assert_signs(&key);
+}
+
+#[test]
+fn other_pem_labels() {
+    let wrap = |label: &str| format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n");
+    assert_eq!(
+        load_err(wrap("DSA PRIVATE KEY").as_bytes()),
+        KeyFileError::UnsupportedKeyType("ssh-dss (DSA)".into())
+    );
+    assert_eq!(
+        load_err(wrap("ENCRYPTED PRIVATE KEY").as_bytes()),
+        KeyFileError::Encrypted
+    );
+    assert_eq!(
+        load_err(wrap("PUBLIC KEY").as_bytes()),
+        KeyFileError::PublicKeyInstead
+    );
+    assert_eq!(
+        load_err(wrap("CERTIFICATE").as_bytes()),
+        KeyFileError::NotAPrivateKey
+    );
+}
+
+#[test]
+fn bit_len_counts_from_the_top_set_bit() {
+    assert_eq!(bit_len(&[]), 0);
+    assert_eq!(bit_len(&[0, 0]), 0);
+    assert_eq!(bit_len(&[0, 1]), 1);
+    assert_eq!(bit_len(&[0x80, 0]), 16);
+    assert_eq!(bit_len(&[0, 0x7f, 0]), 15);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = PrivateKey::from_file_contents(&data);
+        let _ = PrivateKey::from_file_contents(armor_openssh(&data).as_bytes());
+    }
+
+    #[test]
+    fn mutated_keys_never_panic(
+        which in 0usize..3,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+    ) {
+        let text = [ED25519, RSA2048, RSA2048_PEM][which];
+        let mut bin = body(text);
+        for (at, byte) in &edits {
+            let i = at.index(bin.len());
+            bin[i] = *byte;
+        }
+        let label = if which == 2 { "RSA PRIVATE KEY" } else { "OPENSSH PRIVATE KEY" };
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&bin);
+        let text = format!("-----BEGIN {label}-----\n{b64}\n-----END {label}-----\n");
+        if let Ok(key) = PrivateKey::from_file_contents(text.as_bytes()) {
+            // Whatever still loads must still be a working key pair.
+            for &alg in key.signature_algorithms() {
+                let sig = key.sign(alg, b"data");
+                prop_assert!(sig.is_ok());
+                let sig = sig.unwrap_or_default();
+                prop_assert!(key.public_key().verify(alg, b"data", &sig).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_text_never_panics(
+        which in 0usize..3,
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let mut text = [ED25519, RSA2048, RSA2048_PEM][which].as_bytes().to_vec();
+        let i = at.index(text.len());
+        text[i] = byte;
+        let _ = PrivateKey::from_file_contents(&text);
+    }
+}
+
+#[test]
+fn parsed_public_key_equals_transport_decoding() {
+    let key = load(RSA2048);
+    assert_eq!(
+        PublicKey::from_blob(key.public_key().blob()).as_ref(),
+        Ok(key.public_key())
+    );
+}
