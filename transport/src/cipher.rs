@@ -41,6 +41,9 @@ pub trait PacketOpener: Send {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IntegrityError;
 
+type SealerFactory = fn(&[u8], &[u8]) -> Option<Box<dyn PacketSealer>>;
+type OpenerFactory = fn(&[u8], &[u8]) -> Option<Box<dyn PacketOpener>>;
+
 /// A cipher we can negotiate.
 #[derive(Clone, Copy)]
 pub struct CipherAlgorithm {
@@ -52,8 +55,8 @@ pub struct CipherAlgorithm {
     pub iv_len: usize,
     /// Whether this cipher authenticates by itself (no MAC is negotiated with it).
     pub aead: bool,
-    make_sealer: fn(&[u8], &[u8]) -> Option<Box<dyn PacketSealer>>,
-    make_opener: fn(&[u8], &[u8]) -> Option<Box<dyn PacketOpener>>,
+    make_sealer: SealerFactory,
+    make_opener: OpenerFactory,
 }
 
 impl fmt::Debug for CipherAlgorithm {
@@ -232,9 +235,7 @@ impl PacketOpener for AesGcm {
     }
     fn open(&mut self, _seq: u32, packet: &mut [u8]) -> Result<(), IntegrityError> {
         let nonce = self.next_nonce();
-        let (len, rest) = packet
-            .split_first_chunk_mut::<4>()
-            .ok_or(IntegrityError)?;
+        let (len, rest) = packet.split_first_chunk_mut::<4>().ok_or(IntegrityError)?;
         self.key
             .open_in_place(nonce, aead::Aad::from(*len), rest)
             .map(|_| ())
@@ -332,7 +333,12 @@ mod tests {
 
     #[test]
     fn gcm_counter_increments_big_endian_and_wraps() {
-        let mut g = AesGcm::new(&aead::AES_128_GCM, &[0; 16], &[0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap();
+        let mut g = AesGcm::new(
+            &aead::AES_128_GCM,
+            &[0; 16],
+            &[0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        )
+        .unwrap();
         let _ = g.next_nonce();
         assert_eq!(g.nonce, [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
         let _ = g.next_nonce();

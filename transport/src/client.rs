@@ -331,19 +331,22 @@ impl ClientTransport {
             self.kex_finished_since_tick = false;
             self.rekey_deadline = self.config.rekey_interval.map(|d| now + d);
         }
-        if let Some(deadline) = self.handshake_deadline {
-            if now >= deadline && !self.established {
-                let d = self.config.handshake_timeout.unwrap_or_default();
-                self.fail(Error::HandshakeTimeout(d));
-                return;
-            }
+        if let Some(deadline) = self.handshake_deadline
+            && now >= deadline
+            && !self.established
+        {
+            let d = self.config.handshake_timeout.unwrap_or_default();
+            self.fail(Error::HandshakeTimeout(d));
+            return;
         }
-        if let Some(deadline) = self.rekey_deadline {
-            if now >= deadline && matches!(self.kex, Kex::Idle) && self.established {
-                self.rekey_deadline = None;
-                debug!("rekeying: RekeyLimit time reached");
-                self.start_kex();
-            }
+        if let Some(deadline) = self.rekey_deadline
+            && now >= deadline
+            && matches!(self.kex, Kex::Idle)
+            && self.established
+        {
+            self.rekey_deadline = None;
+            debug!("rekeying: RekeyLimit time reached");
+            self.start_kex();
         }
     }
 
@@ -470,7 +473,10 @@ impl ClientTransport {
                     message: msg,
                     error,
                 })?;
-                debug!(seq = u.seq, "the server did not understand one of our packets");
+                debug!(
+                    seq = u.seq,
+                    "the server did not understand one of our packets"
+                );
                 Ok(false)
             }
             _ if initial || peer_in_kex => Err(Error::UnexpectedMessage {
@@ -662,7 +668,8 @@ impl ClientTransport {
         while let Some((len, rest)) = at.split_first_chunk::<4>() {
             let len = u32::from_be_bytes(*len) as usize;
             let Some(p) = rest.get(..len) else { break };
-            self.tx.frame(self.rng.as_mut(), &mut |b| b.extend_from_slice(p));
+            self.tx
+                .frame(self.rng.as_mut(), &mut |b| b.extend_from_slice(p));
             at = rest.get(len..).unwrap_or_default();
         }
         Kex::ExpectNewKeys(ExpectNewKeys {

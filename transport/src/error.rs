@@ -109,7 +109,10 @@ impl fmt::Display for Error {
                 write!(f, "the server sent a packet with an invalid length ({n})")
             }
             Self::Packet(PacketError::BadPadding(n)) => {
-                write!(f, "the server sent a packet with invalid padding ({n} bytes)")
+                write!(
+                    f,
+                    "the server sent a packet with invalid padding ({n} bytes)"
+                )
             }
             Self::Packet(PacketError::Integrity) => f.write_str(
                 "a packet from the server failed its integrity check (MAC error): the data was \
@@ -125,8 +128,16 @@ impl fmt::Display for Error {
                 f,
                 "no {} algorithm in common with the server: we offer {}; the server offers {}",
                 e.what,
-                if e.ours.is_empty() { "(nothing)" } else { &e.ours },
-                if e.theirs.is_empty() { "(nothing)" } else { &e.theirs },
+                if e.ours.is_empty() {
+                    "(nothing)"
+                } else {
+                    &e.ours
+                },
+                if e.theirs.is_empty() {
+                    "(nothing)"
+                } else {
+                    &e.theirs
+                },
             ),
             Self::KeyExchange(why) => write!(f, "key exchange failed: {why}"),
             Self::HostKey(e) => write!(f, "the server's host key is not acceptable: {e}"),
@@ -137,7 +148,10 @@ impl fmt::Display for Error {
                  disconnecting"
             ),
             Self::UnexpectedMessage { message, expected } => {
-                write!(f, "protocol error: the server sent {message} while we expected {expected}")
+                write!(
+                    f,
+                    "protocol error: the server sent {message} while we expected {expected}"
+                )
             }
             Self::StrictKex(why) => write!(f, "strict key exchange violated: {why}"),
             Self::Disconnected {

@@ -236,7 +236,12 @@ fn choose<'a>(
         .map(String::as_str)
         .ok_or_else(|| NoCommonAlgorithm {
             what,
-            ours: client.iter().filter(|c| !is_pseudo(c)).cloned().collect::<Vec<_>>().join(","),
+            ours: client
+                .iter()
+                .filter(|c| !is_pseudo(c))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(","),
             theirs: server.join(","),
         })
 }
@@ -258,14 +263,30 @@ pub fn negotiate(
     let hk_name = choose("host key", &client.host_key, &server.host_key)?;
     let host_key =
         SignatureAlgorithm::from_name(hk_name).ok_or_else(|| unknown("host key", hk_name))?;
-    let c2s = choose("cipher client to server", &client.cipher_c2s, &server.cipher_c2s)?;
-    let s2c = choose("cipher server to client", &client.cipher_s2c, &server.cipher_s2c)?;
+    let c2s = choose(
+        "cipher client to server",
+        &client.cipher_c2s,
+        &server.cipher_c2s,
+    )?;
+    let s2c = choose(
+        "cipher server to client",
+        &client.cipher_s2c,
+        &server.cipher_s2c,
+    )?;
     let cipher_c2s = cipher::by_name(c2s).ok_or_else(|| unknown("cipher", c2s))?;
     let cipher_s2c = cipher::by_name(s2c).ok_or_else(|| unknown("cipher", s2c))?;
     // Only AEAD ciphers are implemented, so the MAC lists are not consulted (as RFC 5647 and
     // OpenSSH do for AEAD ciphers).
-    choose("compression client to server", &client.comp_c2s, &server.comp_c2s)?;
-    choose("compression server to client", &client.comp_s2c, &server.comp_s2c)?;
+    choose(
+        "compression client to server",
+        &client.comp_c2s,
+        &server.comp_c2s,
+    )?;
+    choose(
+        "compression server to client",
+        &client.comp_s2c,
+        &server.comp_s2c,
+    )?;
     let strict = initial
         && client.kex.iter().any(|k| k == STRICT_KEX_C)
         && server.kex.iter().any(|k| k == STRICT_KEX_S);
@@ -475,10 +496,14 @@ impl ExtInfo {
 
     /// The `server-sig-algs` extension's names, if present and well formed.
     pub fn server_sig_algs(&self) -> Option<Result<Vec<String>, DecodeError>> {
-        let (_, value) = self.extensions.iter().find(|(n, _)| n == "server-sig-algs")?;
-        Some(crate::wire::NameList::parse(value).map(|l| {
-            l.iter().take(MAX_NAMES).map(str::to_owned).collect()
-        }))
+        let (_, value) = self
+            .extensions
+            .iter()
+            .find(|(n, _)| n == "server-sig-algs")?;
+        Some(
+            crate::wire::NameList::parse(value)
+                .map(|l| l.iter().take(MAX_NAMES).map(str::to_owned).collect()),
+        )
     }
 }
 
@@ -724,12 +749,22 @@ mod tests {
     #[test]
     fn client_preference_wins_and_pseudo_algorithms_are_never_chosen() {
         let c = kexinit(
-            &[EXT_INFO_C, "curve25519-sha256", "curve25519-sha256@libssh.org", STRICT_KEX_C],
+            &[
+                EXT_INFO_C,
+                "curve25519-sha256",
+                "curve25519-sha256@libssh.org",
+                STRICT_KEX_C,
+            ],
             &["ssh-ed25519", "rsa-sha2-512"],
             &["chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com"],
         );
         let s = kexinit(
-            &["curve25519-sha256@libssh.org", "curve25519-sha256", EXT_INFO_C, STRICT_KEX_S],
+            &[
+                "curve25519-sha256@libssh.org",
+                "curve25519-sha256",
+                EXT_INFO_C,
+                STRICT_KEX_S,
+            ],
             &["rsa-sha2-512", "ssh-ed25519"],
             &["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"],
         );
@@ -743,8 +778,16 @@ mod tests {
 
     #[test]
     fn no_common_algorithm_names_both_lists() {
-        let c = kexinit(&["curve25519-sha256", EXT_INFO_C], &["ssh-ed25519"], &["aes128-gcm@openssh.com"]);
-        let s = kexinit(&["diffie-hellman-group14-sha256", EXT_INFO_C], &["ssh-ed25519"], &["aes128-gcm@openssh.com"]);
+        let c = kexinit(
+            &["curve25519-sha256", EXT_INFO_C],
+            &["ssh-ed25519"],
+            &["aes128-gcm@openssh.com"],
+        );
+        let s = kexinit(
+            &["diffie-hellman-group14-sha256", EXT_INFO_C],
+            &["ssh-ed25519"],
+            &["aes128-gcm@openssh.com"],
+        );
         let e = negotiate(&c, &s, true).unwrap_err();
         assert_eq!(e.what, "key exchange");
         assert_eq!(e.ours, "curve25519-sha256");
@@ -760,14 +803,27 @@ mod tests {
             }
         }
         // RFC 7748 section 6.1.
-        let hex = |s: &str| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect::<Vec<u8>>();
-        let a_priv: [u8; 32] = hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a").try_into().unwrap();
+        let hex = |s: &str| {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>()
+        };
+        let a_priv: [u8; 32] =
+            hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+                .try_into()
+                .unwrap();
         let b_pub = hex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
         let a = Curve25519::generate(&mut Fixed(a_priv));
-        assert_eq!(a.public.to_vec(), hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"));
+        assert_eq!(
+            a.public.to_vec(),
+            hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+        );
         let k = a.agree(&b_pub).unwrap();
         let mut expect = vec![0, 0, 0, 32];
-        expect.extend(hex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"));
+        expect.extend(hex(
+            "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742",
+        ));
         assert_eq!(&k[..], &expect[..]);
         assert_eq!(a.agree(&[0u8; 32]), Err(AgreementError::ZeroSharedSecret));
         assert_eq!(a.agree(&[1u8; 31]), Err(AgreementError::BadPublicKey));

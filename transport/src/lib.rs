@@ -29,11 +29,17 @@ pub mod wire;
 pub use msg::{DisconnectReason, MessageType};
 pub use sink::PayloadSink;
 pub mod cipher;
-pub mod packet;
-pub mod kex;
 pub mod client;
 pub mod error;
+pub mod kex;
+pub mod packet;
 pub mod version;
 
 pub use client::{ClientConfig, ClientTransport, Event};
 pub use error::Error;
+
+#[cfg(any(test, feature = "test-server"))]
+pub mod server;
+
+#[cfg(test)]
+mod tests;

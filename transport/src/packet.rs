@@ -315,8 +315,8 @@ impl Tx {
         }
         let packet_len = 1 + payload_len + pad;
         if let Some(header) = self.out.get_mut(start..start + 5) {
-            header[..4].copy_from_slice(&(packet_len as u32).to_be_bytes());
-            header[4] = pad as u8;
+            let [l0, l1, l2, l3] = (packet_len as u32).to_be_bytes();
+            header.copy_from_slice(&[l0, l1, l2, l3, pad as u8]);
         }
         self.pad.take(rng, pad, &mut self.out);
         let tag = self.sealer.tag_len();
@@ -361,10 +361,14 @@ mod tests {
     #[test]
     fn packets_round_trip_byte_by_byte_for_every_cipher() {
         let mut rng = Counter(0);
-        for alg in [None].into_iter().chain(cipher::ALL.iter().copied().map(Some)) {
+        for alg in [None]
+            .into_iter()
+            .chain(cipher::ALL.iter().copied().map(Some))
+        {
             let (mut tx, mut rx) = pair(alg);
-            let payloads: Vec<Vec<u8>> =
-                (1..40usize).map(|n| (0..n * 37).map(|i| i as u8).collect()).collect();
+            let payloads: Vec<Vec<u8>> = (1..40usize)
+                .map(|n| (0..n * 37).map(|i| i as u8).collect())
+                .collect();
             for p in &payloads {
                 tx.frame(&mut rng, &mut |b| b.extend_from_slice(p)).unwrap();
             }
@@ -387,7 +391,10 @@ mod tests {
     fn oversized_length_is_refused_before_the_body_arrives() {
         let (_, mut rx) = pair(None);
         rx.append(&(MAX_PACKET_LEN + 4).to_be_bytes());
-        assert_eq!(rx.next_packet(), Err(PacketError::TooLong(MAX_PACKET_LEN + 4)));
+        assert_eq!(
+            rx.next_packet(),
+            Err(PacketError::TooLong(MAX_PACKET_LEN + 4))
+        );
         let (_, mut rx) = pair(None);
         rx.append(&0xffff_fff0u32.to_be_bytes());
         assert!(matches!(rx.next_packet(), Err(PacketError::TooLong(_))));
@@ -417,11 +424,17 @@ mod tests {
         let mut rng = Counter(0);
         for alg in cipher::ALL {
             let (mut tx, mut rx) = pair(Some(*alg));
-            tx.frame(&mut rng, &mut |b| b.extend_from_slice(b"\x5ehello")).unwrap();
+            tx.frame(&mut rng, &mut |b| b.extend_from_slice(b"\x5ehello"))
+                .unwrap();
             let mut wire = tx.output().to_vec();
             wire[9] ^= 0x80;
             rx.append(&wire);
-            assert_eq!(rx.next_packet(), Err(PacketError::Integrity), "{}", alg.name);
+            assert_eq!(
+                rx.next_packet(),
+                Err(PacketError::Integrity),
+                "{}",
+                alg.name
+            );
         }
     }
 
@@ -432,7 +445,8 @@ mod tests {
         tx.seq = u32::MAX;
         rx.seq = u32::MAX;
         for _ in 0..2 {
-            tx.frame(&mut rng, &mut |b| b.extend_from_slice(b"\x02x")).unwrap();
+            tx.frame(&mut rng, &mut |b| b.extend_from_slice(b"\x02x"))
+                .unwrap();
         }
         rx.append(tx.output());
         assert_eq!(rx.next_packet().unwrap().unwrap().seq, u32::MAX);
@@ -445,7 +459,8 @@ mod tests {
         let (mut tx, _) = pair(None);
         assert_eq!(tx.frame(&mut rng, &mut |_| {}), None);
         assert_eq!(
-            tx.frame(&mut rng, &mut |b| b.resize(b.len() + MAX_SEND_PAYLOAD + 1, 0)),
+            tx.frame(&mut rng, &mut |b| b
+                .resize(b.len() + MAX_SEND_PAYLOAD + 1, 0)),
             None
         );
         assert!(tx.output().is_empty());

@@ -46,7 +46,10 @@ mod tests {
         );
         assert_eq!(sanitize(b"a\r\nb", true, 100), "a\nb");
         assert_eq!(sanitize(b"a\r\nb", false, 100), "a\\x0d\\x0ab");
-        assert_eq!(sanitize("x\u{202e}y".as_bytes(), false, 100), "x\\xe2\\x80\\xaey");
+        assert_eq!(
+            sanitize("x\u{202e}y".as_bytes(), false, 100),
+            "x\\xe2\\x80\\xaey"
+        );
     }
 
     #[test]

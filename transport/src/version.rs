@@ -40,7 +40,10 @@ impl core::fmt::Display for VersionError {
                 "the server only speaks SSH protocol 1 ({l:?}), which is insecure and not supported"
             ),
             Self::UnsupportedVersion(l) => {
-                write!(f, "the server speaks an unsupported SSH protocol version ({l:?})")
+                write!(
+                    f,
+                    "the server speaks an unsupported SSH protocol version ({l:?})"
+                )
             }
         }
     }
@@ -138,21 +141,36 @@ mod tests {
             run(b"hello\r\nworld\nSSH-2.0-OpenSSH_9.2p1 Debian-2\r\nrest").unwrap(),
             Some(b"SSH-2.0-OpenSSH_9.2p1 Debian-2".to_vec())
         );
-        assert_eq!(run(b"SSH-1.99-Old\n").unwrap(), Some(b"SSH-1.99-Old".to_vec()));
+        assert_eq!(
+            run(b"SSH-1.99-Old\n").unwrap(),
+            Some(b"SSH-1.99-Old".to_vec())
+        );
         assert_eq!(run(b"SSH-2.0-x").unwrap(), None);
     }
 
     #[test]
     fn refuses_protocol_1_and_others() {
-        assert!(matches!(run(b"SSH-1.5-Old\r\n"), Err(VersionError::Protocol1(_))));
-        assert!(matches!(run(b"SSH-3.0-New\r\n"), Err(VersionError::UnsupportedVersion(_))));
-        assert!(matches!(run(b"SSH-2.0-\r\n"), Err(VersionError::BadVersionLine(_))));
+        assert!(matches!(
+            run(b"SSH-1.5-Old\r\n"),
+            Err(VersionError::Protocol1(_))
+        ));
+        assert!(matches!(
+            run(b"SSH-3.0-New\r\n"),
+            Err(VersionError::UnsupportedVersion(_))
+        ));
+        assert!(matches!(
+            run(b"SSH-2.0-\r\n"),
+            Err(VersionError::BadVersionLine(_))
+        ));
     }
 
     #[test]
     fn bounds_banner_and_version_lengths() {
         let long_version = [b"SSH-2.0-".as_slice(), &[b'a'; 300]].concat();
-        assert!(matches!(run(&long_version), Err(VersionError::BadVersionLine(_))));
+        assert!(matches!(
+            run(&long_version),
+            Err(VersionError::BadVersionLine(_))
+        ));
         let long_line = vec![b'x'; MAX_LINE_LEN + 1];
         assert_eq!(run(&long_line), Err(VersionError::BannerTooLong));
         let many: Vec<u8> = b"x\n".repeat(MAX_PRE_VERSION_LINES + 1);

@@ -325,7 +325,10 @@ mod tests {
         assert_eq!(NameList::parse(b",a"), Err(DecodeError::InvalidNameList));
         assert_eq!(NameList::parse(b"a,"), Err(DecodeError::InvalidNameList));
         assert_eq!(NameList::parse(b"a b"), Err(DecodeError::InvalidNameList));
-        assert_eq!(NameList::parse(b"a\xc3\xa9"), Err(DecodeError::InvalidNameList));
+        assert_eq!(
+            NameList::parse(b"a\xc3\xa9"),
+            Err(DecodeError::InvalidNameList)
+        );
         let l = NameList::parse(b"x,y,z").unwrap_or(NameList { raw: "" });
         assert_eq!(l.iter().collect::<Vec<_>>(), ["x", "y", "z"]);
         assert!(l.contains("y") && !l.contains("w"));
