@@ -1,0 +1,790 @@
+//! The channel table and everything that happens to a channel.
+//!
+//! # Channel lifecycle
+//!
+//! ```text
+//!  open_direct_tcpip ─> Opening ──OPEN_FAILURE──────────────────────────> OpenFailed (id free)
+//!                          │
+//!                 OPEN_CONFIRMATION ─> Opened
+//!                          ▼
+//!                        Open ── send_eof ─> EOF sent     peer EOF ─> Eof (drain, then shut
+//!                          │                                              down the write side)
+//!                          │  both EOFs and received(id) drained ─> we send CLOSE
+//!                          │  close() ─────────────────────────────> we send CLOSE
+//!                          │  peer CLOSE ─> we send CLOSE at once (Eof first if data is left)
+//!                          ▼
+//!       CLOSE sent and received, received(id) drained (or close() called) ─> Closed (id free)
+//! ```
+//!
+//! Every id returned by `open_direct_tcpip` ends with exactly one `OpenFailed` or `Closed`
+//! event, and the id is only handed out again after that event has been polled, so an event
+//! can never be mistaken for one about a newer channel with the same number.
+
+use std::collections::VecDeque;
+
+use ssh_transport::MessageType;
+use ssh_transport::PayloadSink;
+use ssh_transport::text::sanitize;
+
+use crate::ConnectionError;
+use crate::buffer::RecvBuffer;
+use crate::msg::{
+    ChannelClose, ChannelData, ChannelEof, ChannelFailure, ChannelOpen, ChannelOpenFailure,
+    ConnectionMessage, GlobalRequest, KEEPALIVE, Message, OpenFailureReason, OpenKind,
+    RequestFailure, TcpipEndpoints, WindowAdjust,
+};
+use crate::window::{ReceiveWindow, Window};
+
+/// Our number for a channel: the index into the channel table, and the `recipient channel`
+/// of every message the server sends about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId(pub u32);
+
+/// The largest CHANNEL_DATA we send, whatever the server allows. RFC 4253 section 6.1 only
+/// promises that packets with 32768 bytes of payload get through, and the transport's packet
+/// limit is not visible from here.
+pub const MAX_OUTGOING_DATA: u32 = 32768;
+
+/// Longest open failure description kept, in characters.
+const MAX_DESCRIPTION_CHARS: usize = 256;
+
+/// What we tell the server about the channels we open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Our receive window per channel: the most the server may send before we have written
+    /// it to the local socket, and so the most each channel buffers. A value of 0 is raised
+    /// to 1.
+    pub initial_window: u32,
+    /// The largest CHANNEL_DATA we accept. A value of 0 is raised to 1.
+    pub max_packet: u32,
+}
+
+impl Default for Config {
+    /// 2 MiB window and 32 KiB packets, as OpenSSH uses for TCP forwards.
+    fn default() -> Self {
+        Self {
+            initial_window: 2 * 1024 * 1024,
+            max_packet: 32 * 1024,
+        }
+    }
+}
+
+/// Something the driver must act on; drained with [`Connection::poll_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The server opened the channel: start moving data.
+    Opened(ChannelId),
+    /// The server refused the channel. The id is free again; drop the local socket.
+    OpenFailed {
+        /// Which channel.
+        id: ChannelId,
+        /// The server's reason code.
+        reason: OpenFailureReason,
+        /// The server's explanation, sanitised and shortened, safe to log.
+        description: String,
+    },
+    /// `received(id)` grew. Queued at most once until polled, however many messages came.
+    Data(ChannelId),
+    /// The server will send no more data: once `received(id)` is drained, shut down the
+    /// write side of the local socket.
+    Eof(ChannelId),
+    /// Both sides closed the channel and `received(id)` is empty (or `close` was called). The
+    /// id is free again; drop the local socket.
+    Closed(ChannelId),
+    /// A WINDOW_ADJUST made room: `send_data` takes more now. Queued at most once until polled.
+    SendCapacity(ChannelId),
+    /// An answer (success or failure) to one of our keepalives.
+    KeepaliveReply,
+    /// The server sent a connection-range message number that RFC 4254 does not assign; RFC
+    /// 4253 section 11.4 wants SSH_MSG_UNIMPLEMENTED (with the packet's sequence number, which
+    /// only the transport knows) in reply. Nothing else happened.
+    Unimplemented(MessageType),
+}
+
+#[derive(Debug)]
+struct Channel {
+    /// The server's number for the channel; meaningless until confirmed.
+    remote_id: u32,
+    confirmed: bool,
+    /// What we may still send.
+    send_window: Window,
+    /// The largest CHANNEL_DATA we send on it.
+    send_max: u32,
+    recv_window: ReceiveWindow,
+    received: RecvBuffer,
+    /// `send_eof` was called before the open was confirmed.
+    eof_wanted: bool,
+    eof_sent: bool,
+    eof_received: bool,
+    close_sent: bool,
+    close_received: bool,
+    /// `close` was called: the local socket is gone, incoming data goes nowhere.
+    local_closed: bool,
+    /// A `Data` event is queued and not yet polled.
+    data_queued: bool,
+    /// A `SendCapacity` event is queued and not yet polled.
+    capacity_queued: bool,
+}
+
+impl Channel {
+    fn new(config: &Config) -> Self {
+        Self {
+            remote_id: 0,
+            confirmed: false,
+            send_window: Window::new(0),
+            send_max: 0,
+            recv_window: ReceiveWindow::new(config.initial_window),
+            received: RecvBuffer::default(),
+            eof_wanted: false,
+            eof_sent: false,
+            eof_received: false,
+            close_sent: false,
+            close_received: false,
+            local_closed: false,
+            data_queued: false,
+            capacity_queued: false,
+        }
+    }
+
+    fn can_send(&self) -> bool {
+        self.confirmed
+            && !self.eof_sent
+            && !self.close_sent
+            && !self.close_received
+            && !self.local_closed
+    }
+
+    /// Whether WINDOW_ADJUST still makes sense: the server may still send data we will read.
+    fn wants_data(&self) -> bool {
+        !self.eof_received && !self.close_sent && !self.close_received && !self.local_closed
+    }
+
+    /// Checks that the server may still send `message` about this channel at all.
+    fn check_live(&self, message: MessageType, channel: u32) -> Result<(), ConnectionError> {
+        if !self.confirmed {
+            return Err(ConnectionError::NotYetConfirmed { message, channel });
+        }
+        if self.close_received {
+            return Err(ConnectionError::AfterClose { message, channel });
+        }
+        Ok(())
+    }
+
+    fn send_close(&mut self, sink: &mut dyn PayloadSink) {
+        if !self.close_sent {
+            self.close_sent = true;
+            let msg = ChannelClose {
+                recipient: self.remote_id,
+            };
+            sink.send_with(&mut |buf| msg.encode(buf));
+        }
+    }
+
+    fn send_eof(&mut self, sink: &mut dyn PayloadSink) {
+        if !self.eof_sent && !self.close_sent {
+            self.eof_sent = true;
+            let msg = ChannelEof {
+                recipient: self.remote_id,
+            };
+            sink.send_with(&mut |buf| msg.encode(buf));
+        }
+    }
+
+    /// Once both sides sent EOF and everything received is delivered, nothing more can
+    /// happen on the channel, so close it as OpenSSH does.
+    fn close_if_done(&mut self, sink: &mut dyn PayloadSink) {
+        if self.confirmed && self.eof_sent && self.eof_received && self.received.is_empty() {
+            self.send_close(sink);
+        }
+    }
+
+    /// Whether the channel can be freed: CLOSE went both ways and nobody still needs the
+    /// received data.
+    fn finished(&self) -> bool {
+        self.close_sent && self.close_received && (self.local_closed || self.received.is_empty())
+    }
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// On the free list.
+    Free,
+    Live(Box<Channel>),
+    /// Finished; the id goes back on the free list when its last event is polled.
+    Retiring,
+}
+
+/// The client side of the SSH connection protocol: a table of `direct-tcpip` channels and
+/// the keepalive bookkeeping. See the [crate docs](crate) for how it is driven.
+#[derive(Debug)]
+pub struct Connection {
+    config: Config,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+    events: VecDeque<Event>,
+    keepalives: u32,
+    failed: Option<ConnectionError>,
+}
+
+impl Connection {
+    /// A connection with no channels.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config: Config {
+                initial_window: config.initial_window.max(1),
+                max_packet: config.max_packet.max(1),
+            },
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            events: VecDeque::new(),
+            keepalives: 0,
+            failed: None,
+        }
+    }
+
+    // ----- getters -----
+
+    /// The configuration in use (after zero values were raised).
+    pub fn config(&self) -> Config {
+        self.config
+    }
+
+    /// The fatal error the connection stopped on, if any.
+    pub fn error(&self) -> Option<&ConnectionError> {
+        self.failed.as_ref()
+    }
+
+    /// Channels opened and not yet reported `Closed` or `OpenFailed`.
+    pub fn channel_count(&self) -> usize {
+        self.live
+    }
+
+    /// Whether the channel is confirmed and neither side has closed it.
+    pub fn is_open(&self, id: ChannelId) -> bool {
+        self.channel(id)
+            .is_some_and(|c| c.confirmed && !c.close_sent && !c.close_received)
+    }
+
+    /// Whether the server has sent EOF (or CLOSE) on the channel.
+    pub fn peer_eof(&self, id: ChannelId) -> bool {
+        self.channel(id).is_some_and(|c| c.eof_received)
+    }
+
+    /// Bytes `send_data` would accept now: the server's window, or 0 until the open is
+    /// confirmed, after `send_eof` or `close`, after the server's CLOSE, or once failed.
+    pub fn send_capacity(&self, id: ChannelId) -> usize {
+        if self.failed.is_some() {
+            return 0;
+        }
+        match self.channel(id) {
+            Some(c) if c.can_send() => c.send_window.allowance(usize::MAX),
+            _ => 0,
+        }
+    }
+
+    /// Data received on the channel, in order, waiting to be written to the local socket;
+    /// empty for an unknown channel. Stays readable after the server's EOF or CLOSE until it
+    /// is consumed.
+    pub fn received(&self, id: ChannelId) -> &[u8] {
+        self.channel(id).map_or(&[], |c| c.received.as_slice())
+    }
+
+    /// Global requests of ours still waiting for an answer.
+    pub fn outstanding_keepalives(&self) -> u32 {
+        self.keepalives
+    }
+
+    fn channel(&self, id: ChannelId) -> Option<&Channel> {
+        match self.slots.get(usize::try_from(id.0).ok()?)? {
+            Slot::Live(c) => Some(c),
+            Slot::Free | Slot::Retiring => None,
+        }
+    }
+
+    fn slot_mut(&mut self, id: u32) -> Option<&mut Slot> {
+        self.slots.get_mut(usize::try_from(id).ok()?)
+    }
+
+    fn channel_mut(&mut self, id: u32) -> Option<&mut Channel> {
+        match self.slot_mut(id)? {
+            Slot::Live(c) => Some(c),
+            Slot::Free | Slot::Retiring => None,
+        }
+    }
+
+    // ----- commands -----
+
+    /// Opens a `direct-tcpip` channel to `host:port` on the server's side; `originator` and
+    /// `originator_port` say where the local connection came from. The channel is usable
+    /// after [`Event::Opened`]; [`Event::OpenFailed`] says it never will be.
+    pub fn open_direct_tcpip(
+        &mut self,
+        host: &str,
+        port: u32,
+        originator: &str,
+        originator_port: u32,
+        sink: &mut dyn PayloadSink,
+    ) -> Result<ChannelId, ConnectionError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let channel = Box::new(Channel::new(&self.config));
+        let id = match self.free.pop() {
+            Some(id) => {
+                if let Some(slot) = self.slot_mut(id) {
+                    *slot = Slot::Live(channel);
+                }
+                id
+            }
+            None => {
+                let id = u32::try_from(self.slots.len())
+                    .map_err(|_| ConnectionError::TooManyChannels)?;
+                self.slots.push(Slot::Live(channel));
+                id
+            }
+        };
+        self.live = self.live.saturating_add(1);
+        let msg = ChannelOpen {
+            sender: id,
+            initial_window: self.config.initial_window,
+            max_packet: self.config.max_packet,
+            kind: OpenKind::DirectTcpip(TcpipEndpoints {
+                address: host.as_bytes(),
+                port,
+                originator_address: originator.as_bytes(),
+                originator_port,
+            }),
+        };
+        sink.send_with(&mut |buf| msg.encode(buf));
+        Ok(ChannelId(id))
+    }
+
+    /// Sends as much of `data` as the server's window allows, in CHANNEL_DATA messages of at
+    /// most the server's maximum packet size (and [`MAX_OUTGOING_DATA`]), each built directly
+    /// in the sink's buffer. Returns how many bytes were taken; 0 means blocked: wait for
+    /// [`Event::SendCapacity`] (or, if the channel is closing, for [`Event::Closed`]).
+    ///
+    /// Errors: the fatal error if the connection has failed, or
+    /// [`ConnectionError::NoSuchChannel`] for an id that is not in use.
+    pub fn send_data(
+        &mut self,
+        id: ChannelId,
+        data: &[u8],
+        sink: &mut dyn PayloadSink,
+    ) -> Result<usize, ConnectionError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let channel = match self.slot_mut(id.0) {
+            Some(Slot::Live(c)) => c,
+            Some(Slot::Retiring) => return Ok(0),
+            Some(Slot::Free) | None => return Err(ConnectionError::NoSuchChannel(id)),
+        };
+        if !channel.can_send() {
+            return Ok(0);
+        }
+        let take = channel.send_window.allowance(data.len());
+        let Some(data) = data.get(..take) else {
+            return Ok(0);
+        };
+        let chunk_len = usize::try_from(channel.send_max.max(1)).unwrap_or(usize::MAX);
+        let recipient = channel.remote_id;
+        for chunk in data.chunks(chunk_len) {
+            let msg = ChannelData {
+                recipient,
+                data: chunk,
+            };
+            sink.send_with(&mut |buf| msg.encode(buf));
+        }
+        // Cannot fail: `take` came from the window.
+        channel
+            .send_window
+            .take(take)
+            .map_err(|e| ConnectionError::window(id.0, e))?;
+        Ok(take)
+    }
+
+    /// The local socket will send no more (it read EOF): sends CHANNEL_EOF, at once or as
+    /// soon as the open is confirmed. Does nothing for an unknown or closing channel.
+    pub fn send_eof(&mut self, id: ChannelId, sink: &mut dyn PayloadSink) {
+        if self.failed.is_some() {
+            return;
+        }
+        let Some(channel) = self.channel_mut(id.0) else {
+            return;
+        };
+        if channel.local_closed {
+            return;
+        }
+        if !channel.confirmed {
+            channel.eof_wanted = true;
+            return;
+        }
+        channel.send_eof(sink);
+        channel.close_if_done(sink);
+    }
+
+    /// The local socket is gone: drops what was received and not consumed, and sends
+    /// CHANNEL_CLOSE (for a channel still opening, once the open is confirmed). The channel
+    /// ends with [`Event::Closed`] when the server's CLOSE has come too, or with
+    /// [`Event::OpenFailed`] if the server refuses the open. Does nothing for an unknown
+    /// channel or a second call.
+    pub fn close(&mut self, id: ChannelId, sink: &mut dyn PayloadSink) {
+        if self.failed.is_some() {
+            return;
+        }
+        let Some(channel) = self.channel_mut(id.0) else {
+            return;
+        };
+        if channel.local_closed {
+            return;
+        }
+        channel.local_closed = true;
+        channel.received.discard();
+        if !channel.confirmed {
+            return;
+        }
+        channel.send_close(sink);
+        if channel.finished() {
+            self.retire(id.0, Event::Closed(id));
+        }
+    }
+
+    /// Sends a `keepalive@openssh.com` global request asking for a reply; the reply comes as
+    /// [`Event::KeepaliveReply`]. Servers answer it with REQUEST_FAILURE, which counts.
+    pub fn send_keepalive(&mut self, sink: &mut dyn PayloadSink) {
+        if self.failed.is_some() {
+            return;
+        }
+        let msg = GlobalRequest {
+            name: KEEPALIVE,
+            want_reply: true,
+            data: &[],
+        };
+        sink.send_with(&mut |buf| msg.encode(buf));
+        self.keepalives = self.keepalives.saturating_add(1);
+    }
+
+    /// The driver wrote `n` bytes of `received(id)` to the local socket: drops them, and
+    /// credits the server's window with a WINDOW_ADJUST once at least half of our window has
+    /// been consumed. `n` beyond what is held is clamped. May send CLOSE (both EOFs done) and
+    /// queue [`Event::Closed`] (the server had closed and this drained the rest).
+    pub fn consume(&mut self, id: ChannelId, n: usize, sink: &mut dyn PayloadSink) {
+        if self.failed.is_some() {
+            return;
+        }
+        let Some(channel) = self.channel_mut(id.0) else {
+            return;
+        };
+        let n = channel.received.consume(n);
+        if channel.wants_data()
+            && let Some(add) = channel.recv_window.consume(n)
+        {
+            let msg = WindowAdjust {
+                recipient: channel.remote_id,
+                bytes: add,
+            };
+            sink.send_with(&mut |buf| msg.encode(buf));
+        }
+        if channel.received.is_empty() {
+            channel.close_if_done(sink);
+            if channel.finished() {
+                self.retire(id.0, Event::Closed(id));
+            }
+        }
+    }
+
+    // ----- input -----
+
+    /// Handles one payload from the server (message numbers 80 to 127), replying through
+    /// `sink` where the protocol asks for it and queueing events. Every error is fatal: the
+    /// connection keeps returning it, and the session should be disconnected with
+    /// [`ConnectionError::disconnect_reason`].
+    pub fn handle_payload(
+        &mut self,
+        payload: &[u8],
+        sink: &mut dyn PayloadSink,
+    ) -> Result<(), ConnectionError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = Message::decode(payload).and_then(|m| self.handle_message(m, sink));
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    fn handle_message(
+        &mut self,
+        message: Message<'_>,
+        sink: &mut dyn PayloadSink,
+    ) -> Result<(), ConnectionError> {
+        let kind = message.message_type();
+        match message {
+            Message::Data(m) => {
+                let max = self.config.max_packet;
+                let channel = lookup(&mut self.slots, m.recipient, kind)?;
+                let deliver = accept_data(channel, kind, m.recipient, m.data.len(), max)?;
+                if deliver && !m.data.is_empty() {
+                    channel.received.push(m.data);
+                    if !channel.data_queued {
+                        channel.data_queued = true;
+                        self.events.push_back(Event::Data(ChannelId(m.recipient)));
+                    }
+                }
+            }
+            Message::ExtendedData(m) => {
+                // Nobody reads stderr of a TCP forward; the bytes still used window, so
+                // credit them as if they had been written out.
+                let max = self.config.max_packet;
+                let channel = lookup(&mut self.slots, m.recipient, kind)?;
+                if accept_data(channel, kind, m.recipient, m.data.len(), max)?
+                    && let Some(add) = channel.recv_window.consume(m.data.len())
+                {
+                    let msg = WindowAdjust {
+                        recipient: channel.remote_id,
+                        bytes: add,
+                    };
+                    sink.send_with(&mut |buf| msg.encode(buf));
+                }
+            }
+            Message::WindowAdjust(m) => {
+                let channel = lookup(&mut self.slots, m.recipient, kind)?;
+                channel.check_live(kind, m.recipient)?;
+                if channel.local_closed {
+                    return Ok(());
+                }
+                channel
+                    .send_window
+                    .grow(m.bytes)
+                    .map_err(|e| ConnectionError::window(m.recipient, e))?;
+                if m.bytes > 0 && channel.can_send() && !channel.capacity_queued {
+                    channel.capacity_queued = true;
+                    self.events
+                        .push_back(Event::SendCapacity(ChannelId(m.recipient)));
+                }
+            }
+            Message::ChannelOpenConfirmation(m) => {
+                let channel = lookup(&mut self.slots, m.recipient, kind)?;
+                if channel.confirmed {
+                    return Err(ConnectionError::UnexpectedOpenReply {
+                        message: kind,
+                        channel: m.recipient,
+                    });
+                }
+                if m.max_packet == 0 {
+                    return Err(ConnectionError::ZeroMaxPacket {
+                        channel: m.recipient,
+                    });
+                }
+                channel.confirmed = true;
+                channel.remote_id = m.sender;
+                channel.send_window = Window::new(m.initial_window);
+                channel.send_max = m.max_packet.min(MAX_OUTGOING_DATA);
+                if channel.local_closed {
+                    channel.send_close(sink);
+                } else {
+                    self.events.push_back(Event::Opened(ChannelId(m.recipient)));
+                    if channel.eof_wanted {
+                        channel.send_eof(sink);
+                    }
+                }
+            }
+            Message::ChannelOpenFailure(m) => {
+                let channel = lookup(&mut self.slots, m.recipient, kind)?;
+                if channel.confirmed {
+                    return Err(ConnectionError::UnexpectedOpenReply {
+                        message: kind,
+                        channel: m.recipient,
+                    });
+                }
+                let id = ChannelId(m.recipient);
+                let description = sanitize(m.description, false, MAX_DESCRIPTION_CHARS);
+                self.retire(
+                    m.recipient,
+                    Event::OpenFailed {
+                        id,
+                        reason: m.reason,
+                        description,
+                    },
+                );
+            }
+            Message::Eof(m) => {
+                let channel = lookup(&mut self.slots, m.recipient, kind)?;
+                channel.check_live(kind, m.recipient)?;
+                if channel.eof_received {
+                    return Err(ConnectionError::AfterEof {
+                        message: kind,
+                        channel: m.recipient,
+                    });
+                }
+                channel.eof_received = true;
+                if !channel.local_closed {
+                    self.events.push_back(Event::Eof(ChannelId(m.recipient)));
+                    channel.close_if_done(sink);
+                }
+            }
+            Message::Close(m) => {
+                let channel = lookup(&mut self.slots, m.recipient, kind)?;
+                channel.check_live(kind, m.recipient)?;
+                channel.close_received = true;
+                channel.send_close(sink);
+                if channel.finished() {
+                    self.retire(m.recipient, Event::Closed(ChannelId(m.recipient)));
+                } else if !channel.eof_received {
+                    // Data is still waiting for the local socket: have the driver drain it
+                    // and shut down the write side; Closed follows when it is consumed.
+                    channel.eof_received = true;
+                    self.events.push_back(Event::Eof(ChannelId(m.recipient)));
+                }
+            }
+            Message::ChannelRequest(m) => {
+                let channel = lookup(&mut self.slots, m.recipient, kind)?;
+                channel.check_live(kind, m.recipient)?;
+                tracing::debug!(
+                    channel = m.recipient,
+                    request = %sanitize(m.request_type, false, 64),
+                    "refusing channel request"
+                );
+                // After our CLOSE nothing more may be sent on the channel; the server will
+                // not wait for the answer once it sees the CLOSE.
+                if m.want_reply && !channel.close_sent {
+                    let msg = ChannelFailure {
+                        recipient: channel.remote_id,
+                    };
+                    sink.send_with(&mut |buf| msg.encode(buf));
+                }
+            }
+            Message::ChannelSuccess(_) | Message::ChannelFailure(_) => {
+                // We never send channel requests, so there is nothing to match these with;
+                // like OpenSSH with no pending request, ignore them.
+            }
+            Message::GlobalRequest(m) => {
+                tracing::debug!(
+                    request = %sanitize(m.name, false, 64),
+                    want_reply = m.want_reply,
+                    "refusing global request"
+                );
+                if m.want_reply {
+                    sink.send_with(&mut |buf| RequestFailure.encode(buf));
+                }
+            }
+            Message::RequestSuccess(_) | Message::RequestFailure(_) => {
+                self.keepalives = self
+                    .keepalives
+                    .checked_sub(1)
+                    .ok_or(ConnectionError::UnexpectedRequestReply { message: kind })?;
+                self.events.push_back(Event::KeepaliveReply);
+            }
+            Message::ChannelOpen(m) => {
+                tracing::debug!(
+                    channel_type = %sanitize(m.kind.channel_type(), false, 64),
+                    "refusing channel opened by the server"
+                );
+                let msg = ChannelOpenFailure {
+                    recipient: m.sender,
+                    reason: OpenFailureReason::ADMINISTRATIVELY_PROHIBITED,
+                    description: b"open refused",
+                    language: b"",
+                };
+                sink.send_with(&mut |buf| msg.encode(buf));
+            }
+            Message::Unassigned { message, .. } => {
+                self.events.push_back(Event::Unimplemented(message));
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees a channel's state and queues its last event; the id itself is reused only
+    /// after that event is polled.
+    fn retire(&mut self, id: u32, last: Event) {
+        if let Some(slot) = self.slot_mut(id)
+            && matches!(slot, Slot::Live(_))
+        {
+            *slot = Slot::Retiring;
+            self.live = self.live.saturating_sub(1);
+            self.events.push_back(last);
+        }
+    }
+
+    // ----- output -----
+
+    /// The next thing the driver must act on, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let event = self.events.pop_front()?;
+        match &event {
+            Event::Data(id) => {
+                if let Some(c) = self.channel_mut(id.0) {
+                    c.data_queued = false;
+                }
+            }
+            Event::SendCapacity(id) => {
+                if let Some(c) = self.channel_mut(id.0) {
+                    c.capacity_queued = false;
+                }
+            }
+            Event::Closed(id) | Event::OpenFailed { id, .. } => {
+                if let Some(slot) = self.slot_mut(id.0)
+                    && matches!(slot, Slot::Retiring)
+                {
+                    *slot = Slot::Free;
+                    self.free.push(id.0);
+                }
+            }
+            Event::Opened(_) | Event::Eof(_) | Event::KeepaliveReply | Event::Unimplemented(_) => {}
+        }
+        Some(event)
+    }
+}
+
+/// The live channel a server message names, or the error for naming another. A free
+/// function so the caller can still queue events while holding the channel.
+fn lookup(
+    slots: &mut [Slot],
+    id: u32,
+    message: MessageType,
+) -> Result<&mut Channel, ConnectionError> {
+    match usize::try_from(id).ok().and_then(|i| slots.get_mut(i)) {
+        Some(Slot::Live(c)) => Ok(c),
+        _ => Err(ConnectionError::UnknownChannel {
+            message,
+            channel: id,
+        }),
+    }
+}
+
+/// Checks CHANNEL_DATA or CHANNEL_EXTENDED_DATA of `len` bytes against the channel's state,
+/// our maximum packet size and our window, and takes it from the window. Returns whether
+/// anyone will read the bytes (not after `close`).
+fn accept_data(
+    channel: &mut Channel,
+    message: MessageType,
+    id: u32,
+    len: usize,
+    max_packet: u32,
+) -> Result<bool, ConnectionError> {
+    channel.check_live(message, id)?;
+    if channel.eof_received {
+        return Err(ConnectionError::AfterEof {
+            message,
+            channel: id,
+        });
+    }
+    if !u32::try_from(len).is_ok_and(|l| l <= max_packet) {
+        return Err(ConnectionError::PacketTooLarge {
+            channel: id,
+            len,
+            max: max_packet,
+        });
+    }
+    channel
+        .recv_window
+        .receive(len)
+        .map_err(|e| ConnectionError::window(id, e))?;
+    Ok(!channel.local_closed)
+}
