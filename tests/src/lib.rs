@@ -1,1 +1,40 @@
 //! Test support: a throwaway lab of real servers on loopback.
+//!
+//! ```text
+//!  test / demo / bench
+//!     |  starts                                     all on 127.0.0.1, free ports
+//!     v
+//!  client (forwarder or ssh -N -L) --SSH--> Sshd (real sshd, temp config + keys)
+//!     ^ local port                              | direct-tcpip
+//!     |                                         v
+//!  psql / pgbench / transfer helpers       Postgres | EchoServer | SinkServer | SourceServer
+//! ```
+//!
+//! Every server lives in its own temp dir and is killed, with everything it forked, when its
+//! handle drops, which also happens when a test panics. Every wait is bounded and fails the
+//! test with what did not come up and the tail of the relevant log. Failures to set up the lab
+//! panic: this crate is for tests, where a panic with a clear message is the error report.
+//!
+//! The lab needs the real tools: `ssh`, `ssh-keygen`, `sshd` (Debian package
+//! `openssh-server`), and PostgreSQL 15's `initdb`, `postgres`, `pg_ctl`, `psql`, `pgbench`.
+//! As root, PostgreSQL runs as the system user [`postgres::LAB_OS_USER`] (created on first
+//! use), since it refuses to run as root.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod keys;
+pub mod net;
+pub mod postgres;
+pub mod process;
+pub mod servers;
+pub mod sshd;
+
+pub use client::{ClientKind, Forward, Tunnel, TunnelBuilder, forwarder_binary, openssh_binary};
+pub use keys::{KeyFormat, KeyKind, UserKey};
+pub use net::{free_port, port_listening};
+pub use postgres::{Postgres, expected_customers, psql, try_psql};
+pub use servers::{
+    EchoServer, Pattern, SinkResult, SinkServer, SourceServer, Transfer, download, echo_one_byte,
+    echo_round_trip, upload,
+};
+pub use sshd::{HostKey, Sshd, SshdBuilder, known_hosts_line};

@@ -1,0 +1,463 @@
+//! SSH clients under test: our `forwarder` and OpenSSH's `ssh`, started with the same
+//! `-N -L` command line against a lab [`Sshd`].
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::keys::UserKey;
+use crate::net::{free_port, port_listening};
+use crate::process::{self, LabChild, file_tail, find_program};
+use crate::sshd::Sshd;
+
+/// How long a client may take from start to listening on all its forwards.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which client program to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientKind {
+    /// This project's `forwarder` binary.
+    Forwarder,
+    /// OpenSSH's `ssh`, the reference.
+    OpenSsh,
+}
+
+impl ClientKind {
+    /// Parses `forwarder` or `openssh` (also `ssh`).
+    pub fn parse(name: &str) -> Option<ClientKind> {
+        match name {
+            "forwarder" => Some(ClientKind::Forwarder),
+            "openssh" | "ssh" => Some(ClientKind::OpenSsh),
+            _ => None,
+        }
+    }
+
+    /// `forwarder` or `openssh`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientKind::Forwarder => "forwarder",
+            ClientKind::OpenSsh => "openssh",
+        }
+    }
+
+    /// The program to run: see [`forwarder_binary`] and [`openssh_binary`].
+    pub fn program(self) -> PathBuf {
+        match self {
+            ClientKind::Forwarder => forwarder_binary(),
+            ClientKind::OpenSsh => openssh_binary(),
+        }
+    }
+}
+
+impl fmt::Display for ClientKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The `forwarder` binary: `$FORWARDER_BIN` if set, else the one cargo built into the same
+/// target directory as the running program (`target/<profile>/forwarder`; test binaries live
+/// one level down in `deps/`).
+pub fn forwarder_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("FORWARDER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the running program's path");
+    let mut dir = exe.parent().map(Path::to_path_buf);
+    while let Some(d) = dir {
+        let candidate = d.join("forwarder");
+        if candidate.is_file() {
+            return candidate;
+        }
+        if d.file_name().is_some_and(|n| n == "target") {
+            break;
+        }
+        dir = d.parent().map(Path::to_path_buf);
+    }
+    panic!(
+        "no forwarder binary next to {}; build it (`cargo build -p forwarder`, add --release \
+         for release runs) or set FORWARDER_BIN",
+        exe.display()
+    )
+}
+
+/// OpenSSH's `ssh`: `$OPENSSH_BIN` if set, else `ssh` on PATH.
+pub fn openssh_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("OPENSSH_BIN") {
+        return PathBuf::from(path);
+    }
+    find_program("ssh", &[]).unwrap_or_else(|| {
+        panic!(
+            "`ssh` not found on PATH; install the OpenSSH client (apt-get install openssh-client)"
+        )
+    })
+}
+
+/// One `-L` forward.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forward {
+    /// Port on 127.0.0.1 the client listens on.
+    pub local_port: u16,
+    /// Host the server connects to.
+    pub host: String,
+    /// Port the server connects to.
+    pub port: u16,
+}
+
+impl Forward {
+    /// `127.0.0.1:local:host:port`. The explicit bind address keeps the listener on IPv4
+    /// loopback only, so a busy `[::1]` port cannot interfere.
+    pub fn spec(&self) -> String {
+        format!("127.0.0.1:{}:{}:{}", self.local_port, self.host, self.port)
+    }
+}
+
+/// Builds the command line of a client and starts it as a [`Tunnel`].
+///
+/// Both clients get the same arguments: `-N -p PORT -i KEY -o UserKnownHostsFile=FILE
+/// -o StrictHostKeyChecking=yes -o BatchMode=yes -o ExitOnForwardFailure=yes
+/// [-o Ciphers=..] [-v..] [-o extra..] -L 127.0.0.1:LPORT:HOST:HPORT.. user@127.0.0.1`.
+/// OpenSSH also gets `-F none -o IdentitiesOnly=yes -o IdentityAgent=none
+/// -o GlobalKnownHostsFile=/dev/null`, which only keep this machine's ssh config, agent and
+/// global known hosts out of the comparison; they change nothing on the wire.
+#[derive(Clone, Debug)]
+pub struct TunnelBuilder {
+    kind: ClientKind,
+    program: Option<PathBuf>,
+    port: u16,
+    user: String,
+    identity: PathBuf,
+    known_hosts: PathBuf,
+    forwards: Vec<Forward>,
+    cipher: Option<String>,
+    verbosity: u8,
+    options: Vec<String>,
+}
+
+impl TunnelBuilder {
+    /// A client of `kind` for `sshd`, logging in with `key` and trusting sshd's host keys.
+    pub fn new(kind: ClientKind, sshd: &Sshd, key: &UserKey) -> TunnelBuilder {
+        TunnelBuilder {
+            kind,
+            program: None,
+            port: sshd.port(),
+            user: sshd.user().to_owned(),
+            identity: key.private_key_path().to_path_buf(),
+            known_hosts: sshd.known_hosts_path().to_path_buf(),
+            forwards: Vec::new(),
+            cipher: None,
+            verbosity: 0,
+            options: Vec::new(),
+        }
+    }
+
+    /// Adds `-L 127.0.0.1:local_port:host:port`.
+    pub fn forward(mut self, local_port: u16, host: &str, port: u16) -> Self {
+        self.forwards.push(Forward {
+            local_port,
+            host: host.to_owned(),
+            port,
+        });
+        self
+    }
+
+    /// Adds a forward from a free local port to 127.0.0.1:`port` on the server side.
+    pub fn forward_to(self, port: u16) -> Self {
+        self.forward(free_port(), "127.0.0.1", port)
+    }
+
+    /// Uses another known_hosts file.
+    pub fn known_hosts(mut self, path: &Path) -> Self {
+        self.known_hosts = path.to_path_buf();
+        self
+    }
+
+    /// Uses another identity file.
+    pub fn identity(mut self, path: &Path) -> Self {
+        self.identity = path.to_path_buf();
+        self
+    }
+
+    /// Logs in as another user.
+    pub fn user(mut self, user: &str) -> Self {
+        self.user = user.to_owned();
+        self
+    }
+
+    /// Offers only this cipher (`-o Ciphers=...`).
+    pub fn cipher(mut self, cipher: &str) -> Self {
+        self.cipher = Some(cipher.to_owned());
+        self
+    }
+
+    /// Adds `-v` (repeatable).
+    pub fn verbose(mut self) -> Self {
+        self.verbosity = self.verbosity.saturating_add(1);
+        self
+    }
+
+    /// Adds `-o KEY=VALUE` for either client.
+    pub fn option(mut self, key_value: &str) -> Self {
+        self.options.push(key_value.to_owned());
+        self
+    }
+
+    /// Runs this program instead of the kind's default.
+    pub fn program(mut self, path: &Path) -> Self {
+        self.program = Some(path.to_path_buf());
+        self
+    }
+
+    /// The forwards, in `-L` order.
+    pub fn forwards(&self) -> &[Forward] {
+        &self.forwards
+    }
+
+    /// The client's kind.
+    pub fn kind(&self) -> ClientKind {
+        self.kind
+    }
+
+    /// The arguments after the program name.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec!["-N".to_owned()];
+        if self.kind == ClientKind::OpenSsh {
+            for isolation in [
+                "-F",
+                "none",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "IdentityAgent=none",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+            ] {
+                args.push(isolation.to_owned());
+            }
+        }
+        args.extend(["-p".to_owned(), self.port.to_string()]);
+        args.extend(["-i".to_owned(), self.identity.display().to_string()]);
+        for option in [
+            format!("UserKnownHostsFile={}", self.known_hosts.display()),
+            "StrictHostKeyChecking=yes".to_owned(),
+            "BatchMode=yes".to_owned(),
+            "ExitOnForwardFailure=yes".to_owned(),
+        ] {
+            args.extend(["-o".to_owned(), option]);
+        }
+        if let Some(cipher) = &self.cipher {
+            args.extend(["-o".to_owned(), format!("Ciphers={cipher}")]);
+        }
+        if self.verbosity > 0 {
+            args.push(format!("-{}", "v".repeat(usize::from(self.verbosity))));
+        }
+        for option in &self.options {
+            args.extend(["-o".to_owned(), option.clone()]);
+        }
+        for forward in &self.forwards {
+            args.extend(["-L".to_owned(), forward.spec()]);
+        }
+        args.push(format!("{}@127.0.0.1", self.user));
+        args
+    }
+
+    /// The whole command line, for printing.
+    pub fn command_line(&self) -> String {
+        let program = self.program.clone().unwrap_or_else(|| self.kind.program());
+        std::iter::once(program.display().to_string())
+            .chain(self.args())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Starts the client without waiting for it; its stderr goes to [`Tunnel::log`].
+    pub fn spawn(&self) -> Tunnel {
+        let dir = tempfile::Builder::new()
+            .prefix("lab-client-")
+            .tempdir()
+            .expect("create a temp dir for a client");
+        let log_path = dir.path().join(format!("{}.log", self.kind.name()));
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("create the client log");
+        let program = self.program.clone().unwrap_or_else(|| self.kind.program());
+        let mut cmd = Command::new(&program);
+        cmd.args(self.args()).stdout(Stdio::null()).stderr(log);
+        let started = Instant::now();
+        let child = LabChild::spawn(self.kind.name(), &mut cmd);
+        Tunnel {
+            child,
+            log_path,
+            _dir: dir,
+            kind: self.kind,
+            forwards: self.forwards.clone(),
+            command_line: self.command_line(),
+            started,
+        }
+    }
+
+    /// Starts the client and waits until every forward listens.
+    pub fn start(&self) -> Tunnel {
+        let mut tunnel = self.spawn();
+        tunnel.wait_ready(READY_TIMEOUT);
+        tunnel
+    }
+}
+
+/// A running client process; killed on drop.
+#[derive(Debug)]
+pub struct Tunnel {
+    child: LabChild,
+    log_path: PathBuf,
+    _dir: TempDir,
+    kind: ClientKind,
+    forwards: Vec<Forward>,
+    command_line: String,
+    started: Instant,
+}
+
+impl Tunnel {
+    /// Waits until every forward's local port listens; returns the time since spawn. Fails
+    /// the test with the client's log if it exits or the time runs out.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Duration {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.exited() {
+                panic!(
+                    "{} exited ({status}) before its forwards were listening\ncommand: {}\nits log ends with:\n{}",
+                    self.kind,
+                    self.command_line,
+                    file_tail(&self.log_path, 40)
+                );
+            }
+            if self.forwards.iter().all(|f| port_listening(f.local_port)) {
+                return self.started.elapsed();
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} did not listen on {:?} within {timeout:?}\ncommand: {}\nits log ends with:\n{}",
+                    self.kind,
+                    self.local_ports(),
+                    self.command_line,
+                    file_tail(&self.log_path, 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The local port of the first forward.
+    pub fn local_port(&self) -> u16 {
+        self.forwards
+            .first()
+            .map(|f| f.local_port)
+            .expect("the tunnel has no -L forward")
+    }
+
+    /// The local ports, in `-L` order.
+    pub fn local_ports(&self) -> Vec<u16> {
+        self.forwards.iter().map(|f| f.local_port).collect()
+    }
+
+    /// Which client this is.
+    pub fn kind(&self) -> ClientKind {
+        self.kind
+    }
+
+    /// The command line it was started with.
+    pub fn command_line(&self) -> &str {
+        &self.command_line
+    }
+
+    /// When it was spawned.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The client's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// The client's stderr so far (its `-v` log and errors).
+    pub fn log(&self) -> String {
+        fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The file its stderr goes to.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// CPU seconds the client process has used so far (user + system, all its threads;
+    /// not sshd's, not its children's).
+    pub fn cpu_seconds(&self) -> f64 {
+        process::cpu_seconds(self.pid()).unwrap_or_else(|| {
+            panic!(
+                "{} is gone; its log ends with:\n{}",
+                self.kind,
+                file_tail(&self.log_path, 20)
+            )
+        })
+    }
+
+    /// Peak resident memory so far, in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        process::peak_rss_kib(self.pid())
+    }
+
+    /// The exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.exited()
+    }
+
+    /// Waits up to `timeout` for the client to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.child.wait_timeout(timeout)
+    }
+
+    /// Asks the client to stop (SIGTERM) and waits up to `timeout`; kills it if it does not.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.child.terminate();
+        let status = self.child.wait_timeout(timeout);
+        if status.is_none() {
+            self.child.kill();
+        }
+        status
+    }
+
+    /// Kills the client.
+    pub fn kill(&mut self) {
+        self.child.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_kinds_parse() {
+        assert_eq!(ClientKind::parse("forwarder"), Some(ClientKind::Forwarder));
+        assert_eq!(ClientKind::parse("openssh"), Some(ClientKind::OpenSsh));
+        assert_eq!(ClientKind::parse("putty"), None);
+    }
+
+    #[test]
+    fn forward_spec_binds_ipv4_loopback() {
+        let f = Forward {
+            local_port: 15432,
+            host: "db".into(),
+            port: 5432,
+        };
+        assert_eq!(f.spec(), "127.0.0.1:15432:db:5432");
+    }
+}

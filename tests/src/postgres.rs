@@ -1,0 +1,430 @@
+//! A real PostgreSQL cluster on a loopback port, with a known role, database and table.
+
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::net::{free_port, port_listening};
+use crate::process::{
+    LabChild, file_tail, find_program, is_root, require_program, run_bounded, run_ok, tail,
+};
+
+/// The login role tests connect as.
+pub const APP_USER: &str = "app";
+/// Its password (scram-sha-256 over TCP).
+pub const APP_PASSWORD: &str = "lab-app-password";
+/// The database it owns.
+pub const APP_DB: &str = "appdb";
+/// The rows of `appdb.public.customers(id, name)`.
+pub const CUSTOMERS: [(i32, &str); 3] =
+    [(1, "Ada Lovelace"), (2, "Grace Hopper"), (3, "Alan Turing")];
+/// The query whose answer [`expected_customers`] gives.
+pub const CUSTOMERS_QUERY: &str = "SELECT id, name FROM customers ORDER BY id";
+
+/// The system user PostgreSQL runs as when the tests run as root (the server refuses root).
+pub const LAB_OS_USER: &str = "forwarder-lab";
+
+/// The bootstrap superuser, reachable only over the Unix socket in the temp dir.
+const ADMIN: &str = "labadmin";
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+const PORT_ATTEMPTS: usize = 5;
+/// Debian keeps the server binaries off PATH in a versioned directory.
+const PG_DIRS: [&str; 1] = ["/usr/lib/postgresql/15/bin"];
+const INSTALL_HINT: &str =
+    "install PostgreSQL 15 (Debian: apt-get install -y postgresql-15 postgresql-client-15)";
+
+/// What `psql -At` prints for [`CUSTOMERS_QUERY`]: `id|name` lines.
+pub fn expected_customers() -> String {
+    CUSTOMERS
+        .iter()
+        .map(|(id, name)| format!("{id}|{name}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A PostgreSQL 15 cluster in a temp dir, listening on 127.0.0.1 only; stopped and removed on
+/// drop.
+#[derive(Debug)]
+pub struct Postgres {
+    // Declared first so the server is gone before the temp dir is removed.
+    server: Option<LabChild>,
+    dir: TempDir,
+    port: u16,
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    log_path: PathBuf,
+    run_as: Option<String>,
+    pg_ctl: PathBuf,
+}
+
+impl Postgres {
+    /// Creates the cluster, starts it, and sets up the `app` role, `appdb` and `customers`.
+    pub fn start() -> Postgres {
+        let initdb = require_program("initdb", &PG_DIRS, INSTALL_HINT);
+        let postgres = require_program("postgres", &PG_DIRS, INSTALL_HINT);
+        let pg_ctl = require_program("pg_ctl", &PG_DIRS, INSTALL_HINT);
+        let run_as = is_root().then(|| {
+            ensure_lab_os_user();
+            LAB_OS_USER.to_owned()
+        });
+
+        let dir = tempfile::Builder::new()
+            .prefix("lab-pg-")
+            .tempdir()
+            .expect("create a temp dir for PostgreSQL");
+        let data_dir = dir.path().join("data");
+        let socket_dir = dir.path().join("sock");
+        let log_path = dir.path().join("postgres.log");
+        let pwfile = dir.path().join("admin-password");
+        fs::create_dir(&socket_dir).expect("create the socket dir");
+        fs::write(&pwfile, "lab-admin-password\n").expect("write the admin password file");
+        fs::write(&log_path, "").expect("create the PostgreSQL log");
+        if let Some(user) = &run_as {
+            let (uid, gid) = os_user_ids(user);
+            for path in [dir.path(), &socket_dir, &pwfile, &log_path] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .unwrap_or_else(|e| panic!("chown {} to {user}: {e}", path.display()));
+            }
+        }
+
+        let mut init = as_user(run_as.as_deref(), &initdb);
+        init.arg("-D")
+            .arg(&data_dir)
+            .args(["--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C"])
+            .args([
+                "-U",
+                ADMIN,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()));
+        run_ok(&mut init, SETUP_TIMEOUT, "initdb");
+
+        let settings = format!(
+            "\n# Test lab: loopback only, fast and unsafe.\n\
+             listen_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{}'\n\
+             fsync = off\n\
+             synchronous_commit = off\n\
+             full_page_writes = off\n\
+             max_connections = 200\n\
+             shared_buffers = '64MB'\n",
+            socket_dir.display()
+        );
+        let mut conf = OpenOptions::new()
+            .append(true)
+            .open(data_dir.join("postgresql.conf"))
+            .expect("open postgresql.conf");
+        std::io::Write::write_all(&mut conf, settings.as_bytes()).expect("append postgresql.conf");
+
+        let mut pg = Postgres {
+            server: None,
+            dir,
+            port: free_port(),
+            data_dir,
+            socket_dir,
+            log_path,
+            run_as,
+            pg_ctl,
+        };
+        for attempt in 1..=PORT_ATTEMPTS {
+            match pg.launch(&postgres) {
+                Ok(()) => break,
+                Err(log) if attempt < PORT_ATTEMPTS && log.contains("Address already in use") => {
+                    pg.port = free_port();
+                }
+                Err(log) => panic!("PostgreSQL exited during startup; its log ends with:\n{log}"),
+            }
+        }
+        pg.create_app_database();
+        pg
+    }
+
+    /// Runs the server in the foreground as our child (not daemonized by `pg_ctl start`), so
+    /// that it stays in the test's process group and dies with it even if the test process is
+    /// killed before any destructor runs.
+    fn launch(&mut self, postgres: &Path) -> Result<(), String> {
+        let log = OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .expect("open the PostgreSQL log");
+        let mut cmd = as_user(self.run_as.as_deref(), postgres);
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .stdout(log.try_clone().expect("clone a file handle"))
+            .stderr(log);
+        let mut child = LabChild::spawn("postgres", &mut cmd);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if child.exited().is_some() {
+                return Err(file_tail(&self.log_path, 30));
+            }
+            let log = fs::read_to_string(&self.log_path).unwrap_or_default();
+            if port_listening(self.port) && log.contains("ready to accept connections") {
+                self.server = Some(child);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                drop(child);
+                panic!(
+                    "PostgreSQL on 127.0.0.1:{} not ready within {START_TIMEOUT:?}; its log ends with:\n{}",
+                    self.port,
+                    file_tail(&self.log_path, 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn create_app_database(&self) {
+        self.admin_sql(
+            "postgres",
+            ADMIN,
+            &[
+                &format!("CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}'"),
+                &format!("CREATE DATABASE {APP_DB} OWNER {APP_USER}"),
+            ],
+        );
+        // Created by the app role itself so it owns the table.
+        let rows = CUSTOMERS
+            .iter()
+            .map(|(id, name)| format!("({id}, '{name}')"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.admin_sql(
+            APP_DB,
+            APP_USER,
+            &[
+                "CREATE TABLE customers (id integer PRIMARY KEY, name text NOT NULL)",
+                &format!("INSERT INTO customers (id, name) VALUES {rows}"),
+            ],
+        );
+    }
+
+    /// Runs statements over the Unix socket (trust auth), each in its own transaction.
+    fn admin_sql(&self, db: &str, role: &str, statements: &[&str]) -> String {
+        let mut cmd = Command::new(psql_binary());
+        cmd.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.socket_dir)
+            .args(["-p", &self.port.to_string(), "-U", role, "-d", db]);
+        for statement in statements {
+            cmd.args(["-c", statement]);
+        }
+        let out = run_ok(&mut cmd, SETUP_TIMEOUT, "psql (setup over the Unix socket)");
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    }
+
+    /// Runs SQL as the bootstrap superuser over the Unix socket and returns `psql -At` output.
+    pub fn superuser_sql(&self, sql: &str) -> String {
+        self.admin_sql(APP_DB, ADMIN, &[sql])
+    }
+
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The temp dir holding the data directory, socket and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// `psql` as `app` over TCP, straight to the server.
+    pub fn psql(&self, sql: &str) -> String {
+        psql(self.port, sql)
+    }
+
+    /// Creates the pgbench tables in `appdb` (`pgbench -i -s scale`), straight to the server.
+    pub fn pgbench_init(&self, scale: u32) {
+        let mut cmd = pgbench_command(self.port);
+        cmd.args(["-i", "-q", "-s", &scale.to_string()]).arg(APP_DB);
+        run_ok(&mut cmd, SETUP_TIMEOUT, "pgbench -i");
+    }
+
+    /// Stops the server (`pg_ctl stop -m immediate`, then SIGKILL if it lingers).
+    pub fn stop(&mut self) {
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        let mut cmd = as_user(self.run_as.as_deref(), &self.pg_ctl);
+        cmd.args(["stop", "-m", "immediate", "-w", "-t", "10", "-D"])
+            .arg(&self.data_dir);
+        let out = run_bounded(&mut cmd, Duration::from_secs(20), "pg_ctl stop");
+        if !out.status.success() {
+            eprintln!(
+                "lab: pg_ctl stop failed, killing the server: {}",
+                tail(&String::from_utf8_lossy(&out.stderr), 5)
+            );
+        }
+        if server.wait_timeout(Duration::from_secs(10)).is_none() {
+            server.kill();
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // The files belong to the lab user; root may still remove them when the TempDir drops.
+        self.stop();
+    }
+}
+
+/// `psql -h 127.0.0.1 -p PORT -U app -d appdb -At -c SQL` with the app password; returns the
+/// output without its trailing newline. Point it at a tunnel's local port to query through
+/// the tunnel. Fails the test with psql's error if the query fails.
+pub fn psql(port: u16, sql: &str) -> String {
+    try_psql(port, sql).unwrap_or_else(|e| panic!("psql on 127.0.0.1:{port} failed: {e}"))
+}
+
+/// [`psql`], returning psql's error text instead of failing the test.
+pub fn try_psql(port: u16, sql: &str) -> Result<String, String> {
+    let mut cmd = Command::new(psql_binary());
+    cmd.args([
+        "-X",
+        "-w",
+        "-At",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        "127.0.0.1",
+    ])
+    .args([
+        "-p",
+        &port.to_string(),
+        "-U",
+        APP_USER,
+        "-d",
+        APP_DB,
+        "-c",
+        sql,
+    ])
+    .envs(client_env());
+    let out: Output = run_bounded(&mut cmd, QUERY_TIMEOUT, "psql");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// A `pgbench` command aimed at 127.0.0.1:`port` as `app`, without the database argument.
+pub fn pgbench_command(port: u16) -> Command {
+    let bin = require_program("pgbench", &PG_DIRS, INSTALL_HINT);
+    let mut cmd = Command::new(bin);
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", APP_USER])
+        .envs(client_env())
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn client_env() -> [(&'static str, &'static str); 3] {
+    [
+        ("PGPASSWORD", APP_PASSWORD),
+        ("PGCONNECT_TIMEOUT", "10"),
+        // No ~/.pgpass or service file from the machine may change who we log in as.
+        ("PGPASSFILE", "/dev/null"),
+    ]
+}
+
+fn psql_binary() -> PathBuf {
+    require_program("psql", &PG_DIRS, INSTALL_HINT)
+}
+
+/// A command for `program`, run as `user` through `runuser` when given.
+fn as_user(user: Option<&str>, program: &Path) -> Command {
+    match user {
+        Some(user) => {
+            let runuser = find_program("runuser", &["/usr/sbin", "/sbin"])
+                .unwrap_or_else(|| PathBuf::from("runuser"));
+            let mut cmd = Command::new(runuser);
+            cmd.args(["-u", user, "--"]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Creates [`LAB_OS_USER`] as a system user if it does not exist. Parallel tests may race to
+/// create it, so a failed `useradd` is fine as long as the user exists afterwards.
+fn ensure_lab_os_user() {
+    for attempt in 0..10 {
+        if user_exists(LAB_OS_USER) {
+            return;
+        }
+        let useradd = find_program("useradd", &["/usr/sbin", "/sbin"])
+            .unwrap_or_else(|| PathBuf::from("useradd"));
+        let mut cmd = Command::new(useradd);
+        cmd.args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+        ])
+        .arg(LAB_OS_USER);
+        let out = run_bounded(&mut cmd, Duration::from_secs(30), "useradd");
+        if out.status.success() || user_exists(LAB_OS_USER) {
+            return;
+        }
+        if attempt == 9 {
+            panic!(
+                "could not create the system user {LAB_OS_USER} for PostgreSQL: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        // useradd fails while another process holds the passwd lock.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn user_exists(user: &str) -> bool {
+    let mut cmd = Command::new("id");
+    cmd.arg("-u").arg(user);
+    run_bounded(&mut cmd, Duration::from_secs(10), "id")
+        .status
+        .success()
+}
+
+fn os_user_ids(user: &str) -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let mut cmd = Command::new("id");
+        cmd.arg(flag).arg(user);
+        let out = run_ok(&mut cmd, Duration::from_secs(10), "id");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("id {flag} {user} printed no number: {e}"))
+    };
+    (id("-u"), id("-g"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_customers_matches_psql_unaligned_output() {
+        assert_eq!(
+            expected_customers(),
+            "1|Ada Lovelace\n2|Grace Hopper\n3|Alan Turing"
+        );
+    }
+}

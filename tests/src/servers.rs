@@ -1,0 +1,592 @@
+//! Small TCP servers on 127.0.0.1 to put behind a tunnel: echo, sink (count and hash what
+//! arrives) and source (send N known bytes), plus the client side of each transfer.
+//!
+//! Data sent by the source and the uploader is a fixed pseudo-random [`Pattern`] repeated;
+//! its length is not a power of two, so a tunnel that drops, repeats or reorders a buffer's
+//! worth of bytes changes the SHA-256 of the stream.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use ring::digest::{Context, SHA256};
+
+use crate::net::{self, LOCALHOST};
+
+/// A connection that moves no byte for this long is abandoned rather than hanging a test.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const BUFFER: usize = 256 * 1024;
+
+/// The repeating byte pattern for transfers.
+#[derive(Debug)]
+pub struct Pattern {
+    bytes: Vec<u8>,
+}
+
+impl Pattern {
+    /// 1 MiB plus an odd prime number of bytes.
+    pub const LEN: usize = (1 << 20) + 4099;
+
+    /// The one pattern every server and client uses.
+    pub fn get() -> &'static Pattern {
+        static PATTERN: OnceLock<Pattern> = OnceLock::new();
+        PATTERN.get_or_init(|| {
+            // xorshift64*: any fixed seed gives the same bytes on every run.
+            let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+            let mut bytes = Vec::with_capacity(Pattern::LEN + 8);
+            while bytes.len() < Pattern::LEN {
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                bytes.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+            }
+            bytes.truncate(Pattern::LEN);
+            Pattern { bytes }
+        })
+    }
+
+    /// The bytes at stream offset `offset`, at most `max` of them (never empty for max > 0).
+    pub fn chunk(&self, offset: u64, max: usize) -> &[u8] {
+        let start = (offset % Pattern::LEN as u64) as usize;
+        let end = Pattern::LEN.min(start + max);
+        &self.bytes[start..end]
+    }
+
+    /// Writes the first `n` bytes of the stream.
+    pub fn write_stream(&self, out: &mut impl Write, n: u64) -> io::Result<()> {
+        let mut sent = 0u64;
+        while sent < n {
+            let want = usize::try_from(n - sent).unwrap_or(usize::MAX).min(BUFFER);
+            let chunk = self.chunk(sent, want);
+            out.write_all(chunk)?;
+            sent += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Hex SHA-256 of the first `n` bytes of the stream.
+    pub fn sha256(&self, n: u64) -> String {
+        let mut hasher = Context::new(&SHA256);
+        let mut done = 0u64;
+        while done < n {
+            let want = usize::try_from(n - done)
+                .unwrap_or(usize::MAX)
+                .min(Pattern::LEN);
+            let chunk = self.chunk(done, want);
+            hasher.update(chunk);
+            done += chunk.len() as u64;
+        }
+        hex(hasher.finish().as_ref())
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(ring::digest::digest(&SHA256, data).as_ref())
+}
+
+type Handler = Arc<dyn Fn(TcpStream) + Send + Sync>;
+
+/// Accepts connections on a thread and runs a handler per connection on its own thread.
+/// Dropping it stops accepting and shuts down the open connections, which ends the handlers.
+struct Acceptor {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    open: Arc<Mutex<HashMap<u64, TcpStream>>>,
+    accepted: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Acceptor {
+    fn start(name: &str, handler: Handler) -> Acceptor {
+        // The listener is ours from the start, so the kernel may pick the port.
+        let listener = TcpListener::bind((LOCALHOST, 0)).expect("bind a lab server on 127.0.0.1");
+        let port = listener.local_addr().expect("local addr").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(HashMap::new()));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (stop, open, accepted) = (stop.clone(), open.clone(), accepted.clone());
+            thread::Builder::new()
+                .name(format!("lab-{name}-accept"))
+                .spawn(move || accept_loop(&listener, &stop, &open, &accepted, &handler))
+                .expect("spawn an accept thread")
+        };
+        Acceptor {
+            port,
+            stop,
+            open,
+            accepted,
+            thread: Some(thread),
+        }
+    }
+}
+
+fn accept_loop(
+    listener: &TcpListener,
+    stop: &AtomicBool,
+    open: &Arc<Mutex<HashMap<u64, TcpStream>>>,
+    accepted: &AtomicUsize,
+    handler: &Handler,
+) {
+    let next_id = AtomicU64::new(0);
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        accepted.fetch_add(1, Ordering::SeqCst);
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(clone) = stream.try_clone() {
+            lock(open).insert(id, clone);
+        }
+        let (open, handler) = (open.clone(), handler.clone());
+        let spawned = thread::Builder::new()
+            .name("lab-conn".into())
+            .spawn(move || {
+                handler(stream);
+                lock(&open).remove(&id);
+            });
+        if spawned.is_err() {
+            eprintln!("lab: could not spawn a connection thread");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept so the thread sees the flag.
+        let _ = net::connect(self.port);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        for (_, stream) in lock(&self.open).drain() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Echoes every byte back; on EOF from the client, finishes sending and closes.
+pub struct EchoServer {
+    acceptor: Acceptor,
+}
+
+impl EchoServer {
+    /// Starts listening on a free 127.0.0.1 port.
+    pub fn start() -> EchoServer {
+        let handler: Handler = Arc::new(|mut stream: TcpStream| {
+            let Ok(mut reader) = stream.try_clone() else {
+                return;
+            };
+            let _ = io::copy(&mut reader, &mut stream);
+            let _ = stream.shutdown(Shutdown::Write);
+        });
+        EchoServer {
+            acceptor: Acceptor::start("echo", handler),
+        }
+    }
+
+    /// The port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.acceptor.port
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.acceptor.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl std::fmt::Debug for EchoServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EchoServer")
+            .field("port", &self.port())
+            .finish()
+    }
+}
+
+/// What a [`SinkServer`] received on one connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkResult {
+    /// Bytes read before EOF.
+    pub bytes: u64,
+    /// Hex SHA-256 of them, when the sink hashes.
+    pub sha256: Option<String>,
+    /// Whether the connection ended with a clean EOF (not an error or timeout).
+    pub clean: bool,
+}
+
+#[derive(Default)]
+struct SinkState {
+    results: Mutex<Vec<SinkResult>>,
+    changed: Condvar,
+}
+
+/// Reads each connection to EOF, then answers one line, `<bytes> <sha256 hex or ->\n`, and
+/// closes; the line lets an uploader know its last byte arrived and what arrived.
+pub struct SinkServer {
+    acceptor: Acceptor,
+    state: Arc<SinkState>,
+}
+
+impl SinkServer {
+    /// A sink that hashes what it receives (SHA-256).
+    pub fn start() -> SinkServer {
+        SinkServer::start_with(true)
+    }
+
+    /// A sink that only counts, for benchmarks where hashing would compete for the CPU.
+    pub fn counting() -> SinkServer {
+        SinkServer::start_with(false)
+    }
+
+    fn start_with(hash: bool) -> SinkServer {
+        let state = Arc::new(SinkState::default());
+        let handler: Handler = {
+            let state = state.clone();
+            Arc::new(move |stream: TcpStream| sink_connection(stream, hash, &state))
+        };
+        SinkServer {
+            acceptor: Acceptor::start("sink", handler),
+            state,
+        }
+    }
+
+    /// The port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.acceptor.port
+    }
+
+    /// Results of the connections finished so far, in finishing order.
+    pub fn results(&self) -> Vec<SinkResult> {
+        lock(&self.state.results).clone()
+    }
+
+    /// Waits until `n` connections have finished and returns their results.
+    pub fn wait_for_results(&self, n: usize, timeout: Duration) -> Vec<SinkResult> {
+        let deadline = Instant::now() + timeout;
+        let mut results = lock(&self.state.results);
+        while results.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "sink: {} of {n} connections finished within {timeout:?}",
+                    results.len()
+                );
+            }
+            results = self
+                .state
+                .changed
+                .wait_timeout(results, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        results.clone()
+    }
+}
+
+impl std::fmt::Debug for SinkServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkServer")
+            .field("port", &self.port())
+            .finish()
+    }
+}
+
+fn sink_connection(mut stream: TcpStream, hash: bool, state: &SinkState) {
+    let mut hasher = hash.then(|| Context::new(&SHA256));
+    let mut buf = vec![0u8; BUFFER];
+    let mut bytes = 0u64;
+    let clean = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => {
+                bytes += n as u64;
+                if let (Some(h), Some(data)) = (hasher.as_mut(), buf.get(..n)) {
+                    h.update(data);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break false,
+        }
+    };
+    let sha256 = hasher.map(|h| hex(h.finish().as_ref()));
+    if clean {
+        let line = format!("{bytes} {}\n", sha256.as_deref().unwrap_or("-"));
+        let _ = stream.write_all(line.as_bytes());
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+    lock(&state.results).push(SinkResult {
+        bytes,
+        sha256,
+        clean,
+    });
+    state.changed.notify_all();
+}
+
+/// Sends the first `n` bytes of the [`Pattern`] stream on every connection, then closes.
+pub struct SourceServer {
+    acceptor: Acceptor,
+    bytes: u64,
+}
+
+impl SourceServer {
+    /// Starts listening on a free 127.0.0.1 port.
+    pub fn start(bytes: u64) -> SourceServer {
+        let handler: Handler = Arc::new(move |mut stream: TcpStream| {
+            if Pattern::get().write_stream(&mut stream, bytes).is_ok() {
+                let _ = stream.shutdown(Shutdown::Write);
+                // Closing with unread input would reset the connection and could discard the
+                // tail of what we sent, so wait for the client to close first.
+                let mut sink = [0u8; 1024];
+                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+            }
+        });
+        SourceServer {
+            acceptor: Acceptor::start("source", handler),
+            bytes,
+        }
+    }
+
+    /// The port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.acceptor.port
+    }
+
+    /// How many bytes each connection gets.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Hex SHA-256 of what each connection gets.
+    pub fn expected_sha256(&self) -> String {
+        Pattern::get().sha256(self.bytes)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.acceptor.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl std::fmt::Debug for SourceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceServer")
+            .field("port", &self.port())
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+/// One transfer as the client saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transfer {
+    /// Bytes that made it through (for an upload, as counted by the sink).
+    pub bytes: u64,
+    /// From connect to the last byte (download) or to the sink's answer (upload).
+    pub elapsed: Duration,
+    /// Hex SHA-256 of the bytes, when hashed.
+    pub sha256: Option<String>,
+}
+
+impl Transfer {
+    /// Throughput in MiB/s.
+    pub fn mib_per_sec(&self) -> f64 {
+        self.bytes as f64 / (1024.0 * 1024.0) / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+fn connect_for_transfer(port: u16) -> io::Result<TcpStream> {
+    let stream = net::connect(port)?;
+    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Connects to 127.0.0.1:`port` (a tunnel to a [`SourceServer`]) and reads to EOF, hashing
+/// when `hash` is set.
+pub fn download(port: u16, hash: bool) -> io::Result<Transfer> {
+    let start = Instant::now();
+    let mut stream = connect_for_transfer(port)?;
+    let mut hasher = hash.then(|| Context::new(&SHA256));
+    let mut buf = vec![0u8; BUFFER];
+    let mut bytes = 0u64;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                bytes += n as u64;
+                if let (Some(h), Some(data)) = (hasher.as_mut(), buf.get(..n)) {
+                    h.update(data);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Transfer {
+        bytes,
+        elapsed: start.elapsed(),
+        sha256: hasher.map(|h| hex(h.finish().as_ref())),
+    })
+}
+
+/// Connects to 127.0.0.1:`port` (a tunnel to a [`SinkServer`]), sends `n` pattern bytes,
+/// half-closes and waits for the sink's answer line, which the result reports.
+pub fn upload(port: u16, n: u64) -> io::Result<Transfer> {
+    let start = Instant::now();
+    let mut stream = connect_for_transfer(port)?;
+    Pattern::get().write_stream(&mut stream, n)?;
+    stream.shutdown(Shutdown::Write)?;
+    let mut line = String::new();
+    BufReader::new(&stream).take(256).read_line(&mut line)?;
+    let elapsed = start.elapsed();
+    let mut fields = line.split_whitespace();
+    let bytes = fields.next().and_then(|f| f.parse().ok()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("sink answered {line:?}"),
+        )
+    })?;
+    let sha256 = fields.next().filter(|f| *f != "-").map(str::to_owned);
+    Ok(Transfer {
+        bytes,
+        elapsed,
+        sha256,
+    })
+}
+
+/// Sends `data` to 127.0.0.1:`port` (a tunnel to an [`EchoServer`]), half-closes, and
+/// returns everything that comes back.
+pub fn echo_round_trip(port: u16, data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut stream = connect_for_transfer(port)?;
+    // Write on another thread: a large payload would otherwise fill both directions'
+    // buffers and deadlock against the echo.
+    let mut writer = stream.try_clone()?;
+    let data_owned = data.to_vec();
+    let sender = thread::spawn(move || -> io::Result<()> {
+        writer.write_all(&data_owned)?;
+        writer.shutdown(Shutdown::Write)
+    });
+    let mut back = Vec::with_capacity(data.len());
+    let read = stream.read_to_end(&mut back);
+    let sent = sender
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("echo writer thread panicked")));
+    sent?;
+    read?;
+    Ok(back)
+}
+
+/// Connects to `port` and echoes one byte; `Ok` once the byte came back. Used to time how
+/// soon a tunnel carries data.
+pub fn echo_one_byte(port: u16) -> io::Result<()> {
+    let mut stream = net::connect(port)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_nodelay(true)?;
+    stream.write_all(b"x")?;
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte)?;
+    if &byte == b"x" {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "echo returned another byte",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_chunks_wrap_around() {
+        let p = Pattern::get();
+        assert_eq!(p.chunk(0, 10), p.chunk(Pattern::LEN as u64, 10));
+        assert_eq!(p.chunk(Pattern::LEN as u64 - 3, 10).len(), 3);
+        let mut streamed = Vec::new();
+        p.write_stream(&mut streamed, 3 * Pattern::LEN as u64 + 17)
+            .expect("write to a Vec");
+        assert_eq!(streamed.len(), 3 * Pattern::LEN + 17);
+        assert_eq!(sha256_hex(&streamed), p.sha256(streamed.len() as u64));
+    }
+
+    #[test]
+    fn pattern_is_not_constant() {
+        let p = Pattern::get();
+        assert_ne!(p.chunk(0, 4096), p.chunk(4096, 4096));
+    }
+
+    #[test]
+    fn echo_returns_what_was_sent() {
+        let echo = EchoServer::start();
+        let data: Vec<u8> = Pattern::get().chunk(0, 3_000_000).to_vec();
+        assert_eq!(echo_round_trip(echo.port(), &data).expect("echo"), data);
+        echo_one_byte(echo.port()).expect("one byte");
+        assert_eq!(echo.connections(), 2);
+    }
+
+    #[test]
+    fn source_download_has_expected_digest() {
+        let source = SourceServer::start(5 * Pattern::LEN as u64 + 1);
+        let got = download(source.port(), true).expect("download");
+        assert_eq!(got.bytes, source.bytes());
+        assert_eq!(got.sha256, Some(source.expected_sha256()));
+    }
+
+    #[test]
+    fn sink_reports_count_and_digest() {
+        let sink = SinkServer::start();
+        let n = 2 * Pattern::LEN as u64 + 5;
+        let sent = upload(sink.port(), n).expect("upload");
+        assert_eq!(sent.bytes, n);
+        assert_eq!(sent.sha256, Some(Pattern::get().sha256(n)));
+        let results = sink.wait_for_results(1, Duration::from_secs(10));
+        assert_eq!(
+            results,
+            vec![SinkResult {
+                bytes: n,
+                sha256: Some(Pattern::get().sha256(n)),
+                clean: true
+            }]
+        );
+        let counting = SinkServer::counting();
+        assert_eq!(upload(counting.port(), 10).expect("upload").sha256, None);
+    }
+
+    #[test]
+    fn dropping_a_server_closes_its_connections() {
+        let echo = EchoServer::start();
+        let mut stream = net::connect(echo.port()).expect("connect");
+        stream.write_all(b"hi").expect("write");
+        let mut two = [0u8; 2];
+        stream.read_exact(&mut two).expect("echo");
+        drop(echo);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut rest = Vec::new();
+        let n = stream.read_to_end(&mut rest).unwrap_or(0);
+        assert_eq!(n, 0, "the server closed the connection");
+    }
+}
