@@ -310,9 +310,15 @@ impl ClientTransport {
         self.rx.append(data);
     }
 
-    /// The receive buffer, for reading from the socket without a copy: append to it only.
-    pub fn read_buffer(&mut self, spare: usize) -> &mut Vec<u8> {
-        self.rx.read_buffer(spare)
+    /// Room to read at least `min` bytes from the socket into, without a copy; report how
+    /// many arrived with [`commit_input`](Self::commit_input).
+    pub fn read_space(&mut self, min: usize) -> &mut [u8] {
+        self.rx.read_space(min)
+    }
+
+    /// `n` bytes were read into [`read_space`](Self::read_space).
+    pub fn commit_input(&mut self, n: usize) {
+        self.rx.commit(n);
     }
 
     /// The socket reached end of file.

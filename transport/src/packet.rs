@@ -45,10 +45,12 @@ pub struct Received {
     pub seq: u32,
 }
 
-/// The receive half.
+/// The receive half. `buf[start..end]` holds bytes received and not yet taken; the rest of
+/// `buf` is initialized spare room that the driver reads into directly.
 pub struct Rx {
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     opener: Box<dyn PacketOpener>,
     /// Sequence number of the next packet.
     pub seq: u32,
@@ -62,7 +64,7 @@ pub struct Rx {
 impl core::fmt::Debug for Rx {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Rx")
-            .field("buffered", &(self.buf.len() - self.start))
+            .field("buffered", &(self.end - self.start))
             .field("seq", &self.seq)
             .finish()
     }
@@ -73,6 +75,7 @@ impl Default for Rx {
         Self {
             buf: Vec::new(),
             start: 0,
+            end: 0,
             opener: Box::new(Plaintext),
             seq: 0,
             bytes: 0,
@@ -85,36 +88,43 @@ impl Default for Rx {
 impl Rx {
     /// Bytes received but not yet taken as packets or lines.
     pub fn unconsumed(&self) -> &[u8] {
-        self.buf.get(self.start..).unwrap_or_default()
+        self.buf.get(self.start..self.end).unwrap_or_default()
     }
 
     /// Takes `n` raw bytes (the version exchange reads lines this way).
     pub fn consume_raw(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.buf.len());
+        self.start = (self.start + n).min(self.end);
     }
 
-    /// The buffer to append freshly received bytes to, compacted first so that appending
-    /// `spare` bytes will not move data already there more than once.
-    pub fn read_buffer(&mut self, spare: usize) -> &mut Vec<u8> {
-        self.compact(spare);
-        &mut self.buf
+    /// Room for at least `min` more received bytes: read into it, then call
+    /// [`commit`](Self::commit) with the count. Data already there moves at most once.
+    pub fn read_space(&mut self, min: usize) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 && self.buf.len() - self.end < min {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < min {
+            self.buf.resize(self.end + min, 0);
+        }
+        self.buf.get_mut(self.end..).unwrap_or_default()
+    }
+
+    /// `n` bytes were written into [`read_space`](Self::read_space).
+    pub fn commit(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
     }
 
     /// Appends received bytes.
     pub fn append(&mut self, data: &[u8]) {
-        self.compact(data.len());
-        self.buf.extend_from_slice(data);
-    }
-
-    fn compact(&mut self, spare: usize) {
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > 0 && self.buf.capacity() - self.buf.len() < spare {
-            self.buf.drain(..self.start);
-            self.start = 0;
+        let space = self.read_space(data.len());
+        if let Some(dst) = space.get_mut(..data.len()) {
+            dst.copy_from_slice(data);
         }
-        self.buf.reserve(spare);
+        self.commit(data.len());
     }
 
     /// Keys for the packets after the current one.
@@ -132,13 +142,13 @@ impl Rx {
 
     /// Opens the next whole packet, if it has arrived.
     pub fn next_packet(&mut self) -> Result<Option<Received>, PacketError> {
-        let avail = self.buf.len() - self.start;
+        let avail = self.end - self.start;
         let len = match self.pending_len {
             Some(len) => len,
             None => {
                 let Some(head) = self
                     .buf
-                    .get(self.start..)
+                    .get(self.start..self.end)
                     .and_then(|b| b.first_chunk::<4>())
                 else {
                     return Ok(None);
@@ -385,6 +395,41 @@ mod tests {
             assert_eq!(got, payloads, "{alg:?}");
             assert_eq!(rx.seq, payloads.len() as u32);
         }
+    }
+
+    #[test]
+    fn reading_in_place_with_compaction_keeps_every_packet() {
+        let mut rng = Counter(0);
+        let (mut tx, mut rx) = pair(Some(cipher::AES128_GCM));
+        let payloads: Vec<Vec<u8>> = (0..200usize)
+            .map(|n| vec![n as u8 | 1; 1 + n * 91 % 5000])
+            .collect();
+        for p in &payloads {
+            tx.frame(&mut rng, &mut |b| b.extend_from_slice(p)).unwrap();
+        }
+        let wire = tx.output().to_vec();
+        let mut got = Vec::new();
+        let mut at = 0;
+        for step in [1usize, 7, 4096, 333, 65536].iter().cycle() {
+            if at == wire.len() {
+                break;
+            }
+            let n = (*step).min(wire.len() - at);
+            let space = rx.read_space(1024);
+            let n = n.min(space.len());
+            space[..n].copy_from_slice(&wire[at..at + n]);
+            rx.commit(n);
+            at += n;
+            while let Some(r) = rx.next_packet().unwrap() {
+                got.push(rx.payload(&r.payload).to_vec());
+            }
+        }
+        assert_eq!(got, payloads);
+        assert!(
+            rx.buf.len() < 64 * 1024,
+            "buffer stays small: {}",
+            rx.buf.len()
+        );
     }
 
     #[test]
