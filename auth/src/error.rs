@@ -162,6 +162,9 @@ pub struct KeyReport {
     pub fingerprint: String,
     /// The signature algorithms the server refused this key with, in the order tried.
     pub refused_with: Vec<SignatureAlgorithm>,
+    /// The algorithm the server accepted this key with as one step of several (partial
+    /// success), if it did.
+    pub accepted_with: Option<SignatureAlgorithm>,
     /// Why the key (or its remaining algorithms) was not offered, if so.
     pub skipped: Option<SkipReason>,
 }
@@ -173,8 +176,20 @@ impl fmt::Display for KeyReport {
             f.write_str(" with ")?;
             write_algorithms(f, &self.refused_with)?;
         }
+        if let Some(alg) = self.accepted_with {
+            let sep = if self.refused_with.is_empty() {
+                ""
+            } else {
+                ","
+            };
+            write!(
+                f,
+                "{sep} accepted with {alg} as one of several required keys"
+            )?;
+        }
+        let tried = !self.refused_with.is_empty() || self.accepted_with.is_some();
         match &self.skipped {
-            Some(reason) if self.refused_with.is_empty() => write!(f, " {reason}"),
+            Some(reason) if !tried => write!(f, " {reason}"),
             Some(reason) => write!(f, ", then {reason}"),
             None => Ok(()),
         }
@@ -208,6 +223,13 @@ impl fmt::Display for Refusal {
                 f,
                 "authentication as {user:?} failed: no private key was given to try"
             )?;
+        } else if self.keys.iter().any(|k| k.accepted_with.is_some()) {
+            write!(
+                f,
+                "authentication as {user:?} failed: the server accepted a key but requires \
+                 more keys than were accepted: "
+            )?;
+            write_reports(f, &self.keys)?;
         } else if self.keys.iter().all(|k| k.refused_with.is_empty()) {
             write!(
                 f,
@@ -225,16 +247,27 @@ impl fmt::Display for Refusal {
             Some(m) => write!(f, ". The server allows: {m}")?,
             None => f.write_str(". The server did not say which methods it allows")?,
         }
-        if self.server_allows_publickey() {
+        let offered_any = self
+            .keys
+            .iter()
+            .any(|k| !k.refused_with.is_empty() || k.accepted_with.is_some());
+        if !self.server_allows_publickey() {
+            f.write_str(
+                ", but not publickey for this user, and this client only supports publickey \
+                 authentication so far",
+            )
+        } else if self.keys.is_empty() {
+            f.write_str(". Give the private key whose public key the server has authorized")
+        } else if !offered_any {
+            f.write_str(
+                ". Use a key the server accepts: an Ed25519 key, or an RSA key if the server \
+                 lists rsa-sha2-256 or rsa-sha2-512",
+            )
+        } else {
             write!(
                 f,
                 ". Check that the public key is in ~/.ssh/authorized_keys of user {user:?} \
                  on the server"
-            )
-        } else {
-            f.write_str(
-                ", but not publickey for this user, and this client only supports publickey \
-                 authentication so far",
             )
         }
     }
@@ -326,6 +359,7 @@ mod tests {
             source: source.into(),
             fingerprint: "SHA256:abc".into(),
             refused_with: refused.to_vec(),
+            accepted_with: None,
             skipped: skip,
         }
     }
