@@ -1,5 +1,14 @@
 //! The tokio driver for the sans-IO SSH cores, and the pieces of the `forwarder` command.
+//!
+//! ```text
+//!  local client ──TCP──> tunnel::serve ──ChannelStream──> driver::Driver ──TCP──> bastion sshd ──> database
+//!                                                           │
+//!                                         session::Session (transport + auth + connection, sans-IO)
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod driver;
 pub mod known_hosts;
+pub mod session;
+pub mod tunnel;

@@ -347,12 +347,13 @@ impl ClientTransport {
         }
         if let Some(deadline) = self.rekey_deadline
             && now >= deadline
-            && matches!(self.kex, Kex::Idle)
-            && self.established
         {
+            // Cleared even when an exchange is already running: that one renews the keys.
             self.rekey_deadline = None;
-            debug!("rekeying: RekeyLimit time reached");
-            self.start_kex();
+            if matches!(self.kex, Kex::Idle) && self.established {
+                debug!("rekeying: RekeyLimit time reached");
+                self.start_kex();
+            }
         }
     }
 

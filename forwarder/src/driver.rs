@@ -1,0 +1,839 @@
+//! The tokio driver: one future per SSH session owns the byte stream and the sans-IO
+//! [`Session`]; channels are [`ChannelStream`]s (`AsyncRead + AsyncWrite`) that share the
+//! session through a mutex, as quinn's streams share their connection.
+//!
+//! ```text
+//!   server socket ──poll_read──> Session (decrypt in place, route) ──> channel buffers ──> ChannelStream::poll_read
+//!   ChannelStream::poll_write ──> Session::send_data (sealed into the output buffer) ──poll_write──> server socket
+//! ```
+//! Backpressure is a return value plus a waker: a channel writer waits (Pending) while the
+//! peer's window is closed or while the session's unsent output is above a high-water mark,
+//! and the driver wakes it when that changes. Nothing here queues without bound, and the
+//! driver never awaits anything the same loop must drain.
+//!
+//! The driver runs over any `AsyncRead + AsyncWrite`, so a session can run inside a channel
+//! of another session (a jump host).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use ssh_auth::AuthEvent;
+use ssh_connection::{ChannelId, OpenFailureReason};
+use ssh_transport::hostkey::PublicKey;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
+use tokio::time::Sleep;
+use tracing::{debug, info, warn};
+
+use crate::session::{Session, SessionError, SessionEvent};
+
+/// Unsent output above which channel writers wait.
+const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
+/// Unsent output below which waiting writers are woken.
+const OUTPUT_LOW_WATER: usize = 256 * 1024;
+/// How much to ask the socket for in one read.
+const READ_CHUNK: usize = 256 * 1024;
+/// Rounds of read/process/write per poll before yielding to other tasks.
+const POLL_BUDGET: usize = 32;
+
+/// Decides whether a server's host key is trusted. Called once per session, from the
+/// driver, after the key has proven itself by signing the exchange hash.
+pub trait HostKeyVerifier: Send + Sync {
+    /// `Ok` to trust the key; `Err` with the message the user should read.
+    fn verify(&self, key: &PublicKey) -> Result<(), String>;
+}
+
+/// Keepalive settings (OpenSSH's ServerAliveInterval and ServerAliveCountMax).
+#[derive(Clone, Copy, Debug)]
+pub struct DriverConfig {
+    /// Send a keepalive after this long without hearing from the server.
+    pub server_alive_interval: Option<Duration>,
+    /// Give up after this many unanswered keepalives.
+    pub server_alive_count_max: u32,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            server_alive_interval: None,
+            server_alive_count_max: 3,
+        }
+    }
+}
+
+/// Why a channel could not be opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The server refused it.
+    Refused {
+        /// Its reason code.
+        reason: OpenFailureReason,
+        /// Its explanation, sanitized.
+        description: String,
+    },
+    /// The session ended first.
+    Session(SessionError),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused {
+                reason,
+                description,
+            } => {
+                write!(f, "the server refused the channel ({reason})")?;
+                if !description.is_empty() {
+                    write!(f, ": {description}")?;
+                }
+                Ok(())
+            }
+            Self::Session(e) => write!(f, "the SSH session ended: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+enum SlotState {
+    Opening(Option<oneshot::Sender<Result<u64, OpenError>>>),
+    Open,
+    Closed,
+}
+
+struct Slot {
+    serial: u64,
+    state: SlotState,
+    peer_eof: bool,
+    stream_alive: bool,
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+}
+
+struct PendingOpen {
+    host: String,
+    port: u32,
+    originator: String,
+    originator_port: u32,
+    reply: oneshot::Sender<Result<u64, OpenError>>,
+    serial: u64,
+}
+
+struct State {
+    session: Session,
+    verifier: Arc<dyn HostKeyVerifier>,
+    channels: HashMap<ChannelId, Slot>,
+    pending_opens: Vec<PendingOpen>,
+    next_serial: u64,
+    driver_waker: Option<Waker>,
+    auth_waiters: Vec<Waker>,
+    output_waiters: Vec<Waker>,
+    error: Option<SessionError>,
+    finished: bool,
+    started: Instant,
+    log: SessionLog,
+}
+
+/// What happened during the handshake, for `-v` output and the demo.
+#[derive(Clone, Debug, Default)]
+pub struct SessionLog {
+    /// The server's version line.
+    pub server_version: Option<String>,
+    /// The negotiated algorithms.
+    pub algorithms: Option<String>,
+    /// The host key's type and fingerprint.
+    pub host_key: Option<String>,
+    /// Time from start to keys in place.
+    pub kex_time: Option<Duration>,
+    /// Time from start to authenticated.
+    pub auth_time: Option<Duration>,
+    /// How many key exchanges completed.
+    pub kex_count: u64,
+}
+
+impl State {
+    fn wake_driver(&mut self) {
+        if let Some(w) = &self.driver_waker {
+            w.wake_by_ref();
+        }
+    }
+
+    fn fail_all(&mut self, e: &SessionError) {
+        for slot in self.channels.values_mut() {
+            if let SlotState::Opening(reply) = &mut slot.state
+                && let Some(tx) = reply.take()
+            {
+                let _ = tx.send(Err(OpenError::Session(e.clone())));
+            }
+            if let Some(w) = slot.read_waker.take() {
+                w.wake();
+            }
+            if let Some(w) = slot.write_waker.take() {
+                w.wake();
+            }
+        }
+        for p in self.pending_opens.drain(..) {
+            let _ = p.reply.send(Err(OpenError::Session(e.clone())));
+        }
+        for w in self.auth_waiters.drain(..).chain(self.output_waiters.drain(..)) {
+            w.wake();
+        }
+    }
+
+    fn open_now(&mut self, p: PendingOpen) {
+        match self
+            .session
+            .open_direct_tcpip(&p.host, p.port, &p.originator, p.originator_port)
+        {
+            Ok(id) => {
+                self.channels.insert(
+                    id,
+                    Slot {
+                        serial: p.serial,
+                        state: SlotState::Opening(Some(p.reply)),
+                        peer_eof: false,
+                        stream_alive: true,
+                        read_waker: None,
+                        write_waker: None,
+                    },
+                );
+            }
+            Err(e) => {
+                let _ = p.reply.send(Err(OpenError::Session(e)));
+            }
+        }
+    }
+
+    /// Drains session events, acting on each. Errors end the session.
+    fn process(&mut self) -> Result<(), SessionError> {
+        while let Some(ev) = self.session.poll()? {
+            match ev {
+                SessionEvent::VerifyHostKey(key) => {
+                    self.log.host_key = Some(format!(
+                        "{} {}",
+                        key.key_type().name(),
+                        key.fingerprint()
+                    ));
+                    match self.verifier.verify(&key) {
+                        Ok(()) => self.session.accept_host_key(),
+                        Err(why) => self.session.reject_host_key(why),
+                    }
+                }
+                SessionEvent::Established => {
+                    let t = self.session.transport();
+                    self.log.server_version = t.server_version();
+                    self.log.algorithms = t.negotiated().map(ToString::to_string);
+                    self.log.kex_time = Some(self.started.elapsed());
+                    self.log.kex_count = t.kex_count();
+                    info!(
+                        server = %self.log.server_version.as_deref().unwrap_or("?"),
+                        algorithms = %self.log.algorithms.as_deref().unwrap_or("?"),
+                        host_key = %self.log.host_key.as_deref().unwrap_or("?"),
+                        elapsed_ms = self.started.elapsed().as_millis() as u64,
+                        "key exchange complete"
+                    );
+                }
+                SessionEvent::Rekeyed => {
+                    self.log.kex_count = self.session.transport().kex_count();
+                    debug!(count = self.log.kex_count, "rekeyed");
+                }
+                SessionEvent::Authenticated => {
+                    self.log.auth_time = Some(self.started.elapsed());
+                    info!(
+                        elapsed_ms = self.started.elapsed().as_millis() as u64,
+                        "authenticated"
+                    );
+                    for p in core::mem::take(&mut self.pending_opens) {
+                        self.open_now(p);
+                    }
+                    for w in self.auth_waiters.drain(..) {
+                        w.wake();
+                    }
+                }
+                SessionEvent::Auth(ev) => match ev {
+                    AuthEvent::Banner(text) => {
+                        // Shown like OpenSSH shows a pre-login banner.
+                        eprint!("{text}");
+                        if !text.ends_with('\n') {
+                            eprintln!();
+                        }
+                    }
+                    AuthEvent::Attempt {
+                        source,
+                        fingerprint,
+                        algorithm,
+                    } => info!(%source, %fingerprint, %algorithm, "offering public key"),
+                    AuthEvent::Skipped {
+                        source,
+                        fingerprint,
+                        reason,
+                    } => info!(%source, %fingerprint, %reason, "not offering key"),
+                    other => debug!(?other, "authentication"),
+                },
+                SessionEvent::Channel(ev) => self.channel_event(ev),
+            }
+        }
+        Ok(())
+    }
+
+    fn channel_event(&mut self, ev: ssh_connection::Event) {
+        use ssh_connection::Event as E;
+        match ev {
+            E::Opened(id) => {
+                let mut close = false;
+                if let Some(slot) = self.channels.get_mut(&id) {
+                    if let SlotState::Opening(reply) = &mut slot.state {
+                        let delivered = reply
+                            .take()
+                            .is_some_and(|tx| tx.send(Ok(slot.serial)).is_ok());
+                        slot.state = SlotState::Open;
+                        if !delivered {
+                            slot.stream_alive = false;
+                            close = true;
+                        }
+                    }
+                    if let Some(w) = slot.write_waker.take() {
+                        w.wake();
+                    }
+                }
+                if close {
+                    self.session.close(id);
+                }
+            }
+            E::OpenFailed {
+                id,
+                reason,
+                description,
+            } => {
+                if let Some(mut slot) = self.channels.remove(&id)
+                    && let SlotState::Opening(reply) = &mut slot.state
+                    && let Some(tx) = reply.take()
+                {
+                    let _ = tx.send(Err(OpenError::Refused {
+                        reason,
+                        description,
+                    }));
+                }
+            }
+            E::Data(id) | E::Eof(id) | E::Closed(id) | E::SendCapacity(id) => {
+                let remove = if let Some(slot) = self.channels.get_mut(&id) {
+                    match ev {
+                        E::Eof(_) => slot.peer_eof = true,
+                        E::Closed(_) => {
+                            slot.peer_eof = true;
+                            slot.state = SlotState::Closed;
+                        }
+                        _ => {}
+                    }
+                    if !matches!(ev, E::SendCapacity(_))
+                        && let Some(w) = slot.read_waker.take()
+                    {
+                        w.wake();
+                    }
+                    if matches!(ev, E::SendCapacity(_) | E::Closed(_))
+                        && let Some(w) = slot.write_waker.take()
+                    {
+                        w.wake();
+                    }
+                    matches!(slot.state, SlotState::Closed) && !slot.stream_alive
+                } else {
+                    false
+                };
+                if remove {
+                    self.channels.remove(&id);
+                }
+            }
+            E::KeepaliveReply => {}
+            other => debug!(?other, "channel event"),
+        }
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug; the state is still consistent
+        // enough to report errors, so keep going rather than poison every stream.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A handle on a running session: opens channels, waits for authentication, ends the session.
+#[derive(Clone)]
+pub struct SessionHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionHandle")
+    }
+}
+
+/// Starts driving `session` over `stream`. Spawn the returned [`Driver`] (it completes when the
+/// session ends) and use the [`SessionHandle`] to open channels.
+pub fn start<S>(
+    stream: S,
+    session: Session,
+    verifier: Arc<dyn HostKeyVerifier>,
+    config: DriverConfig,
+) -> (SessionHandle, Driver<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let now = Instant::now();
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            session,
+            verifier,
+            channels: HashMap::new(),
+            pending_opens: Vec::new(),
+            next_serial: 1,
+            driver_waker: None,
+            auth_waiters: Vec::new(),
+            output_waiters: Vec::new(),
+            error: None,
+            finished: false,
+            started: now,
+            log: SessionLog::default(),
+        }),
+    });
+    let driver = Driver {
+        shared: shared.clone(),
+        stream,
+        config,
+        sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+        read_eof: false,
+        last_heard: now,
+        missed_keepalives: 0,
+        flush_needed: false,
+    };
+    (SessionHandle { shared }, driver)
+}
+
+impl SessionHandle {
+    /// Opens a `direct-tcpip` channel to `host:port`; waits for authentication first if
+    /// needed. `originator` is the address of the local client, as OpenSSH reports it.
+    pub async fn open_direct_tcpip(
+        &self,
+        host: &str,
+        port: u16,
+        originator: &str,
+        originator_port: u16,
+    ) -> Result<ChannelStream, OpenError> {
+        let (tx, rx) = oneshot::channel();
+        let serial = {
+            let mut st = self.shared.lock();
+            if let Some(e) = &st.error {
+                return Err(OpenError::Session(e.clone()));
+            }
+            let serial = st.next_serial;
+            st.next_serial += 1;
+            let p = PendingOpen {
+                host: host.to_owned(),
+                port: u32::from(port),
+                originator: originator.to_owned(),
+                originator_port: u32::from(originator_port),
+                reply: tx,
+                serial,
+            };
+            if st.session.is_authenticated() {
+                st.open_now(p);
+                st.wake_driver();
+            } else {
+                st.pending_opens.push(p);
+            }
+            serial
+        };
+        match rx.await {
+            Ok(Ok(s)) => {
+                let st = self.shared.lock();
+                let id = st
+                    .channels
+                    .iter()
+                    .find(|(_, slot)| slot.serial == s)
+                    .map(|(id, _)| *id);
+                drop(st);
+                match id {
+                    Some(id) => Ok(ChannelStream {
+                        shared: self.shared.clone(),
+                        id,
+                        serial,
+                    }),
+                    None => Err(OpenError::Session(SessionError::Protocol(
+                        "channel vanished while opening".into(),
+                    ))),
+                }
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                let st = self.shared.lock();
+                Err(OpenError::Session(st.error.clone().unwrap_or_else(|| {
+                    SessionError::Protocol("the session ended".into())
+                })))
+            }
+        }
+    }
+
+    /// Waits until the server has accepted us, or the session failed.
+    pub async fn authenticated(&self) -> Result<(), SessionError> {
+        std::future::poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if let Some(e) = &st.error {
+                return Poll::Ready(Err(e.clone()));
+            }
+            if st.session.is_authenticated() {
+                return Poll::Ready(Ok(()));
+            }
+            if st.finished {
+                return Poll::Ready(Err(SessionError::Protocol("the session ended".into())));
+            }
+            st.auth_waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The session's error, once it has failed.
+    pub fn error(&self) -> Option<SessionError> {
+        self.shared.lock().error.clone()
+    }
+
+    /// What happened during the handshake.
+    pub fn log(&self) -> SessionLog {
+        self.shared.lock().log.clone()
+    }
+
+    /// Ends the session with SSH_MSG_DISCONNECT; the driver finishes once it is sent.
+    pub fn disconnect(&self, description: &str) {
+        let mut st = self.shared.lock();
+        st.session.disconnect(description);
+        st.wake_driver();
+    }
+
+    /// How many channels are open or opening.
+    pub fn channel_count(&self) -> usize {
+        self.shared.lock().session.connection().channel_count()
+    }
+}
+
+/// A `direct-tcpip` channel as a byte stream. Shutting down the write side sends
+/// CHANNEL_EOF; dropping the stream closes the channel.
+pub struct ChannelStream {
+    shared: Arc<Shared>,
+    id: ChannelId,
+    serial: u64,
+}
+
+impl std::fmt::Debug for ChannelStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChannelStream({})", self.id.0)
+    }
+}
+
+fn session_io_error(e: &SessionError) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string())
+}
+
+impl ChannelStream {
+    /// Our channel number.
+    pub fn id(&self) -> ChannelId {
+        self.id
+    }
+
+    fn slot<'a>(&self, st: &'a mut State) -> Option<&'a mut Slot> {
+        st.channels
+            .get_mut(&self.id)
+            .filter(|s| s.serial == self.serial)
+    }
+}
+
+impl AsyncRead for ChannelStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut guard = self.shared.lock();
+        let st = &mut *guard;
+        if self.slot(st).is_none() {
+            return Poll::Ready(Ok(()));
+        }
+        let data = st.session.connection().received(self.id);
+        if !data.is_empty() {
+            let n = data.len().min(buf.remaining());
+            if let Some(d) = data.get(..n) {
+                buf.put_slice(d);
+            }
+            st.session.consume(self.id, n);
+            if !st.session.output().is_empty() {
+                st.wake_driver();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = &st.error {
+            return Poll::Ready(Err(session_io_error(e)));
+        }
+        let Some(slot) = self.slot(st) else {
+            return Poll::Ready(Ok(()));
+        };
+        if slot.peer_eof || matches!(slot.state, SlotState::Closed) {
+            return Poll::Ready(Ok(()));
+        }
+        match &slot.read_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => slot.read_waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for ChannelStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut guard = self.shared.lock();
+        let st = &mut *guard;
+        if let Some(e) = &st.error {
+            return Poll::Ready(Err(session_io_error(e)));
+        }
+        let Some(slot) = self.slot(st) else {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        };
+        if matches!(slot.state, SlotState::Closed) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if st.session.pending_output() > OUTPUT_HIGH_WATER {
+            st.output_waiters.push(cx.waker().clone());
+            st.wake_driver();
+            return Poll::Pending;
+        }
+        match st.session.send_data(self.id, buf) {
+            Ok(0) => {
+                if let Some(slot) = self.slot(st) {
+                    slot.write_waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Ok(n) => {
+                st.wake_driver();
+                Poll::Ready(Ok(n))
+            }
+            Err(e) => Poll::Ready(Err(session_io_error(&e))),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = self.shared.lock();
+        if self.slot(&mut st).is_some() {
+            st.session.send_eof(self.id);
+            st.wake_driver();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for ChannelStream {
+    fn drop(&mut self) {
+        let mut guard = self.shared.lock();
+        let st = &mut *guard;
+        let Some(slot) = self.slot(st) else { return };
+        slot.stream_alive = false;
+        let closed = matches!(slot.state, SlotState::Closed);
+        if closed {
+            st.channels.remove(&self.id);
+        } else {
+            st.session.close(self.id);
+        }
+        st.wake_driver();
+    }
+}
+
+/// The future that runs a session: reads and writes the server socket, processes events and
+/// timers. It completes with the error that ended the session (or `Ok` after a disconnect
+/// we asked for).
+pub struct Driver<S> {
+    shared: Arc<Shared>,
+    stream: S,
+    config: DriverConfig,
+    sleep: Pin<Box<Sleep>>,
+    read_eof: bool,
+    last_heard: Instant,
+    missed_keepalives: u32,
+    flush_needed: bool,
+}
+
+impl<S> std::fmt::Debug for Driver<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Driver")
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    fn keepalive_deadline(&self) -> Option<Instant> {
+        self.config
+            .server_alive_interval
+            .map(|i| self.last_heard + i * (self.missed_keepalives + 1))
+    }
+
+    /// One round of reading, processing and writing. Returns whether anything moved.
+    fn round(&mut self, cx: &mut Context<'_>, st: &mut State) -> io::Result<bool> {
+        let mut progress = false;
+        if !self.read_eof {
+            let space = st.session.read_space(READ_CHUNK);
+            let mut rb = ReadBuf::new(space);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        self.read_eof = true;
+                        st.session.handle_eof();
+                    } else {
+                        st.session.commit_input(n);
+                        self.last_heard = Instant::now();
+                        self.missed_keepalives = 0;
+                    }
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    self.read_eof = true;
+                    debug!(error = %e, "reading from the server failed");
+                    st.session.handle_eof();
+                    progress = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        if let Err(e) = st.process() {
+            if st.error.is_none() {
+                st.fail_all(&e);
+                st.error = Some(e);
+            }
+        }
+        while !st.session.output().is_empty() {
+            match Pin::new(&mut self.stream).poll_write(cx, st.session.output()) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    st.session.consume_output(n);
+                    self.flush_needed = true;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        if self.flush_needed {
+            match Pin::new(&mut self.stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.flush_needed = false,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {}
+            }
+        }
+        if st.session.pending_output() < OUTPUT_LOW_WATER && !st.output_waiters.is_empty() {
+            for w in st.output_waiters.drain(..) {
+                w.wake();
+            }
+        }
+        Ok(progress)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
+    type Output = Result<(), SessionError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let shared = this.shared.clone();
+        let mut guard = shared.lock();
+        let st = &mut *guard;
+        match &st.driver_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.driver_waker = Some(cx.waker().clone()),
+        }
+        for _ in 0..POLL_BUDGET {
+            let progress = match this.round(cx, st) {
+                Ok(p) => p,
+                Err(e) => {
+                    let err = st.error.clone().unwrap_or_else(|| {
+                        SessionError::Transport(if e.kind() == io::ErrorKind::UnexpectedEof {
+                            ssh_transport::Error::ConnectionLost
+                        } else {
+                            debug!(error = %e, "writing to the server failed");
+                            ssh_transport::Error::ConnectionLost
+                        })
+                    });
+                    st.fail_all(&err);
+                    st.error = Some(err.clone());
+                    st.finished = true;
+                    return Poll::Ready(Err(err));
+                }
+            };
+            if let Some(err) = st.error.clone() {
+                // Give the DISCONNECT a chance to leave, then end.
+                if st.session.output().is_empty() || this.read_eof || !progress {
+                    st.finished = true;
+                    st.fail_all(&err);
+                    let polite = matches!(
+                        err,
+                        SessionError::Transport(ssh_transport::Error::Closed)
+                    );
+                    return Poll::Ready(if polite { Ok(()) } else { Err(err) });
+                }
+                continue;
+            }
+            if !progress {
+                // Timers: the transport's (handshake timeout, time-based rekey) and keepalives.
+                let deadline = match (st.session.poll_timeout(), this.keepalive_deadline()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let Some(deadline) = deadline else {
+                    return Poll::Pending;
+                };
+                let now = Instant::now();
+                if now < deadline {
+                    this.sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::from_std(deadline));
+                    if this.sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+                st.session.handle_timeout(now);
+                if let Some(k) = this.keepalive_deadline()
+                    && now >= k
+                {
+                    if this.missed_keepalives >= this.config.server_alive_count_max {
+                        let e = SessionError::ServerNotResponding {
+                            missed: this.missed_keepalives,
+                        };
+                        warn!("{e}");
+                        st.session.abort(e);
+                    } else {
+                        this.missed_keepalives += 1;
+                        debug!(missed = this.missed_keepalives, "sending keepalive");
+                        st.session.send_keepalive();
+                    }
+                }
+            }
+        }
+        // Out of budget with work left: let other tasks run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

@@ -1,0 +1,402 @@
+//! One SSH session as a sans-IO object: the transport, user authentication and the
+//! connection protocol, with the router between them. No tokio here; the driver feeds it
+//! socket bytes and drains its output and events.
+//!
+//! ```text
+//!               ┌──── SERVICE_ACCEPT, 50..=79 (before authentication) ───> ClientAuth
+//!  transport ───┤
+//!  payloads     ├──── 80..=127 (after authentication) ─────────────────> Connection
+//!               └──── anything else: protocol error, or UNIMPLEMENTED for unassigned numbers
+//! ```
+//! Replies the upper layers make while a received payload is still borrowed from the
+//! transport's buffer go to a small outbox and are handed to the transport right after.
+
+use std::fmt;
+use std::time::Instant;
+
+use ssh_auth::{AuthContext, AuthError, AuthEvent, ClientAuth, Identity};
+use ssh_connection::{ChannelId, Connection, ConnectionError};
+use ssh_transport::hostkey::PublicKey;
+use ssh_transport::random::SecureRandom;
+use ssh_transport::{ClientConfig, ClientTransport, DisconnectReason, Event, MessageType, PayloadSink};
+
+/// What a session needs to start.
+#[derive(Debug)]
+pub struct SessionConfig {
+    /// Transport algorithms and limits.
+    pub transport: ClientConfig,
+    /// Channel window and packet sizes.
+    pub connection: ssh_connection::Config,
+    /// The user to authenticate as.
+    pub user: String,
+    /// Keys to try, in order.
+    pub identities: Vec<Identity>,
+}
+
+/// Something for the driver.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// The server's host key, proven by its signature: call
+    /// [`Session::accept_host_key`] or [`Session::reject_host_key`].
+    VerifyHostKey(PublicKey),
+    /// Keys are in place for the first time.
+    Established,
+    /// The server accepted us: channels may be opened.
+    Authenticated,
+    /// Progress of user authentication (banner, attempts), for the log.
+    Auth(AuthEvent),
+    /// Something happened to a channel.
+    Channel(ssh_connection::Event),
+    /// A later key exchange completed.
+    Rekeyed,
+}
+
+/// Why a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The transport failed or the server disconnected.
+    Transport(ssh_transport::Error),
+    /// Authentication failed.
+    Auth(AuthError),
+    /// The connection protocol failed.
+    Connection(ConnectionError),
+    /// A message arrived in the wrong phase.
+    Protocol(String),
+    /// The server did not answer keepalives.
+    ServerNotResponding {
+        /// How many keepalives went unanswered.
+        missed: u32,
+    },
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Transport(e) => e.fmt(f),
+            Self::Auth(e) => e.fmt(f),
+            Self::Connection(e) => e.fmt(f),
+            Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::ServerNotResponding { missed } => write!(
+                f,
+                "the server did not answer {missed} keepalives in a row (ServerAliveInterval): \
+                 the connection is dead or the server is hung"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+impl SessionError {
+    fn disconnect_reason(&self) -> Option<DisconnectReason> {
+        match self {
+            Self::Transport(e) => e.disconnect_reason(),
+            Self::Auth(e) => Some(e.disconnect_reason()),
+            Self::Connection(e) => e.disconnect_reason(),
+            Self::Protocol(_) => Some(DisconnectReason::PROTOCOL_ERROR),
+            Self::ServerNotResponding { .. } => Some(DisconnectReason::CONNECTION_LOST),
+        }
+    }
+}
+
+/// Payloads made while the transport's receive buffer is borrowed, each after its u32 length.
+#[derive(Debug, Default)]
+struct Outbox(Vec<u8>);
+
+impl PayloadSink for Outbox {
+    fn send_with(&mut self, build: &mut dyn FnMut(&mut Vec<u8>)) {
+        let start = self.0.len();
+        self.0.extend_from_slice(&[0; 4]);
+        build(&mut self.0);
+        let len = u32::try_from(self.0.len() - start - 4).unwrap_or(u32::MAX);
+        if let Some(l) = self.0.get_mut(start..start + 4) {
+            l.copy_from_slice(&len.to_be_bytes());
+        }
+    }
+}
+
+impl Outbox {
+    fn flush_into(&mut self, sink: &mut dyn PayloadSink) {
+        let mut at = self.0.as_slice();
+        while let Some((len, rest)) = at.split_first_chunk::<4>() {
+            let len = u32::from_be_bytes(*len) as usize;
+            let Some(p) = rest.get(..len) else { break };
+            sink.send(p);
+            at = rest.get(len..).unwrap_or_default();
+        }
+        self.0.clear();
+    }
+}
+
+/// Message numbers RFC 4254 assigns in the connection range.
+fn is_assigned_connection_message(m: MessageType) -> bool {
+    matches!(m.0, 80..=82 | 90..=100)
+}
+
+/// One SSH session.
+#[derive(Debug)]
+pub struct Session {
+    transport: ClientTransport,
+    auth: ClientAuth,
+    conn: Connection,
+    outbox: Outbox,
+    scratch: Vec<u8>,
+    authenticated: bool,
+    error: Option<SessionError>,
+}
+
+enum Routed {
+    Nothing,
+    Auth,
+    Unimplemented(u32),
+    Error(SessionError),
+}
+
+impl Session {
+    /// A session whose version line and first KEXINIT are already in [`output`](Self::output).
+    pub fn new(config: SessionConfig, rng: Box<dyn SecureRandom>, now: Instant) -> Self {
+        Self {
+            transport: ClientTransport::new(config.transport, rng, now),
+            auth: ClientAuth::new(config.user, config.identities),
+            conn: Connection::new(config.connection),
+            outbox: Outbox::default(),
+            scratch: Vec::new(),
+            authenticated: false,
+            error: None,
+        }
+    }
+
+    // ---- getters ---------------------------------------------------------------------------
+
+    /// The transport, for its getters (negotiated algorithms, server version).
+    pub fn transport(&self) -> &ClientTransport {
+        &self.transport
+    }
+
+    /// The connection protocol, for its getters (`received`, `send_capacity`, ...).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Whether the server accepted us.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+
+    /// The error that ended the session.
+    pub fn error(&self) -> Option<&SessionError> {
+        self.error.as_ref()
+    }
+
+    /// Bytes to write to the socket.
+    pub fn output(&self) -> &[u8] {
+        self.transport.output()
+    }
+
+    /// Bytes not yet written, queued payloads included.
+    pub fn pending_output(&self) -> usize {
+        self.transport.pending_output()
+    }
+
+    /// The next time [`handle_timeout`](Self::handle_timeout) is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.transport.poll_timeout()
+    }
+
+    // ---- input -----------------------------------------------------------------------------
+
+    /// Room to read socket bytes into.
+    pub fn read_space(&mut self, min: usize) -> &mut [u8] {
+        self.transport.read_space(min)
+    }
+
+    /// `n` bytes were read into [`read_space`](Self::read_space).
+    pub fn commit_input(&mut self, n: usize) {
+        self.transport.commit_input(n);
+    }
+
+    /// Bytes from the socket (copying variant).
+    pub fn handle_input(&mut self, data: &[u8]) {
+        self.transport.handle_input(data);
+    }
+
+    /// The socket closed.
+    pub fn handle_eof(&mut self) {
+        self.transport.handle_eof();
+    }
+
+    /// Time passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.transport.handle_timeout(now);
+    }
+
+    /// Processes received bytes and returns the next event.
+    pub fn poll(&mut self) -> Result<Option<SessionEvent>, SessionError> {
+        loop {
+            if let Some(e) = &self.error {
+                return Err(e.clone());
+            }
+            if let Some(ev) = self.auth.poll_event() {
+                if ev == AuthEvent::Success {
+                    self.authenticated = true;
+                    return Ok(Some(SessionEvent::Authenticated));
+                }
+                return Ok(Some(SessionEvent::Auth(ev)));
+            }
+            if let Some(ev) = self.conn.poll_event() {
+                if matches!(ev, ssh_connection::Event::Unimplemented(_)) {
+                    // The router answers these itself, with the sequence number.
+                    continue;
+                }
+                return Ok(Some(SessionEvent::Channel(ev)));
+            }
+            let routed = match self.transport.poll_event() {
+                Err(e) => {
+                    self.error = Some(SessionError::Transport(e));
+                    continue;
+                }
+                Ok(None) => return Ok(None),
+                Ok(Some(Event::VerifyHostKey(k))) => {
+                    return Ok(Some(SessionEvent::VerifyHostKey(k.clone())));
+                }
+                Ok(Some(Event::Rekeyed)) => return Ok(Some(SessionEvent::Rekeyed)),
+                Ok(Some(Event::Established)) => {
+                    self.auth.start(&mut self.transport);
+                    return Ok(Some(SessionEvent::Established));
+                }
+                Ok(Some(Event::Payload { data, seq })) => {
+                    let msg = MessageType::of(data).unwrap_or(MessageType(0));
+                    if msg.is_connection() && self.authenticated {
+                        if is_assigned_connection_message(msg) {
+                            match self.conn.handle_payload(data, &mut self.outbox) {
+                                Ok(()) => Routed::Nothing,
+                                Err(e) => Routed::Error(SessionError::Connection(e)),
+                            }
+                        } else {
+                            Routed::Unimplemented(seq)
+                        }
+                    } else if (msg.is_userauth() || msg == MessageType::SERVICE_ACCEPT)
+                        && !self.authenticated
+                    {
+                        // Authentication needs the transport's session id while it answers,
+                        // so its few small messages are copied out of the receive buffer.
+                        self.scratch.clear();
+                        self.scratch.extend_from_slice(data);
+                        Routed::Auth
+                    } else if msg.0 >= 128 {
+                        Routed::Unimplemented(seq)
+                    } else {
+                        Routed::Error(SessionError::Protocol(format!(
+                            "the server sent {msg} {}",
+                            if self.authenticated {
+                                "after authentication succeeded"
+                            } else {
+                                "before authentication succeeded"
+                            }
+                        )))
+                    }
+                }
+            };
+            self.outbox.flush_into(&mut self.transport);
+            match routed {
+                Routed::Nothing => {}
+                Routed::Unimplemented(seq) => self.transport.send_unimplemented(seq),
+                Routed::Error(e) => self.fail(e),
+                Routed::Auth => {
+                    let session_id = self.transport.session_id().unwrap_or_default().to_vec();
+                    let algs = self.transport.server_sig_algs().map(<[String]>::to_vec);
+                    let ctx = AuthContext {
+                        session_id: &session_id,
+                        server_sig_algs: algs.as_deref(),
+                    };
+                    if let Err(e) =
+                        self.auth
+                            .handle_payload(&self.scratch, &ctx, &mut self.transport)
+                    {
+                        self.fail(SessionError::Auth(e));
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, e: SessionError) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(reason) = e.disconnect_reason() {
+            let text = e.to_string();
+            self.transport.disconnect(reason, &text);
+        }
+        self.error = Some(e);
+    }
+
+    // ---- commands --------------------------------------------------------------------------
+
+    /// Trusts the server's host key.
+    pub fn accept_host_key(&mut self) {
+        self.transport.accept_host_key();
+    }
+
+    /// Refuses the server's host key; `why` is what the user reads.
+    pub fn reject_host_key(&mut self, why: String) {
+        self.transport.reject_host_key(why);
+    }
+
+    /// The driver wrote `n` bytes of [`output`](Self::output).
+    pub fn consume_output(&mut self, n: usize) {
+        self.transport.consume_output(n);
+    }
+
+    /// Opens a `direct-tcpip` channel (after authentication).
+    pub fn open_direct_tcpip(
+        &mut self,
+        host: &str,
+        port: u32,
+        originator: &str,
+        originator_port: u32,
+    ) -> Result<ChannelId, SessionError> {
+        self.conn
+            .open_direct_tcpip(host, port, originator, originator_port, &mut self.transport)
+            .map_err(SessionError::Connection)
+    }
+
+    /// Sends what the channel's window allows of `data`; returns how much was taken.
+    pub fn send_data(&mut self, id: ChannelId, data: &[u8]) -> Result<usize, SessionError> {
+        self.conn
+            .send_data(id, data, &mut self.transport)
+            .map_err(SessionError::Connection)
+    }
+
+    /// The local side will send no more.
+    pub fn send_eof(&mut self, id: ChannelId) {
+        self.conn.send_eof(id, &mut self.transport);
+    }
+
+    /// The local side is gone.
+    pub fn close(&mut self, id: ChannelId) {
+        self.conn.close(id, &mut self.transport);
+    }
+
+    /// `n` bytes of `received(id)` were written to the local socket.
+    pub fn consume(&mut self, id: ChannelId, n: usize) {
+        self.conn.consume(id, n, &mut self.transport);
+    }
+
+    /// Sends a keepalive request.
+    pub fn send_keepalive(&mut self) {
+        self.conn.send_keepalive(&mut self.transport);
+    }
+
+    /// Ends the session politely.
+    pub fn disconnect(&mut self, description: &str) {
+        self.transport
+            .disconnect(DisconnectReason::BY_APPLICATION, description);
+    }
+
+    /// Ends the session with an error (keepalive timeout and the like).
+    pub fn abort(&mut self, e: SessionError) {
+        self.fail(e);
+    }
+}
