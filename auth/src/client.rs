@@ -445,10 +445,11 @@ impl ClientAuth {
     }
 }
 
-/// The algorithms to try a key with. With the server's `server-sig-algs`, the first of the
-/// key's algorithms (best first) that the server lists: the server accepts or refuses the key,
-/// not the hash, so one is enough. Without it, every algorithm the key has, since the server
-/// may support only one of them.
+/// The algorithms to try a key with, best first: those the server's `server-sig-algs`
+/// lists, or all of the key's when the server sent none. Every listed one is tried, not just
+/// the first: OpenSSH servers up to at least 9.2 list every algorithm they know there, even
+/// those `PubkeyAcceptedAlgorithms` turns off, so a refusal of `rsa-sha2-512` does not mean
+/// `rsa-sha2-256` will be refused too.
 fn choose_algorithms(
     offered: &[SignatureAlgorithm],
     server_sig_algs: Option<&[String]>,
@@ -462,7 +463,6 @@ fn choose_algorithms(
         None => usable.collect(),
         Some(listed) => usable
             .filter(|a| listed.iter().any(|name| name == a.name()))
-            .take(1)
             .collect(),
     }
 }

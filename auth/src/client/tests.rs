@@ -179,11 +179,28 @@ fn scripted_servers() {
         &["ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"];
     let cases = vec![
         Case {
-            name: "first key refused, second accepted",
+            name: "first key refused with each listed algorithm, second accepted",
             keys: &[0, 1],
             sig_algs: Some(all_algs),
-            replies: vec![failure("publickey,password", false), success()],
-            requests: &[Expect::Key(0, RsaSha512), Expect::Key(1, Ed25519)],
+            replies: vec![
+                failure("publickey,password", false),
+                failure("publickey,password", false),
+                success(),
+            ],
+            requests: &[
+                Expect::Key(0, RsaSha512),
+                Expect::Key(0, RsaSha256),
+                Expect::Key(1, Ed25519),
+            ],
+            outcome: Outcome::Authenticated,
+        },
+        Case {
+            // OpenSSH 9.2 lists rsa-sha2-512 even when PubkeyAcceptedAlgorithms excludes it.
+            name: "rsa-sha2-512 refused, rsa-sha2-256 accepted",
+            keys: &[0],
+            sig_algs: Some(all_algs),
+            replies: vec![failure("publickey", false), success()],
+            requests: &[Expect::Key(0, RsaSha512), Expect::Key(0, RsaSha256)],
             outcome: Outcome::Authenticated,
         },
         Case {
