@@ -564,3 +564,11 @@ fn methods_in_errors_are_bounded() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn state_machine_and_keys_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() -> bool {
+        true
+    }
+    assert!(send_sync::<ClientAuth>() && send_sync::<PrivateKey>() && send_sync::<AuthError>());
+}
