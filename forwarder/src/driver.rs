@@ -28,7 +28,7 @@ use ssh_transport::hostkey::PublicKey;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::session::{Session, SessionError, SessionEvent};
 
@@ -231,7 +231,7 @@ impl State {
                     self.log.algorithms = t.negotiated().map(ToString::to_string);
                     self.log.kex_time = Some(self.started.elapsed());
                     self.log.kex_count = t.kex_count();
-                    info!(
+                    debug!(
                         server = %self.log.server_version.as_deref().unwrap_or("?"),
                         algorithms = %self.log.algorithms.as_deref().unwrap_or("?"),
                         host_key = %self.log.host_key.as_deref().unwrap_or("?"),
@@ -245,7 +245,7 @@ impl State {
                 }
                 SessionEvent::Authenticated => {
                     self.log.auth_time = Some(self.started.elapsed());
-                    info!(
+                    debug!(
                         elapsed_ms = self.started.elapsed().as_millis() as u64,
                         "authenticated"
                     );
@@ -268,12 +268,12 @@ impl State {
                         source,
                         fingerprint,
                         algorithm,
-                    } => info!(%source, %fingerprint, %algorithm, "offering public key"),
+                    } => debug!(%source, %fingerprint, %algorithm, "offering public key"),
                     AuthEvent::Skipped {
                         source,
                         fingerprint,
                         reason,
-                    } => info!(%source, %fingerprint, %reason, "not offering key"),
+                    } => debug!(%source, %fingerprint, %reason, "not offering key"),
                     other => debug!(?other, "authentication"),
                 },
                 SessionEvent::Channel(ev) => self.channel_event(ev),

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::driver::{ChannelStream, SessionHandle};
 
@@ -57,7 +57,7 @@ pub async fn forward(
             return Ok(());
         }
     };
-    info!(
+    debug!(
         channel = channel.id().0,
         %peer,
         "forwarding to {}:{}",

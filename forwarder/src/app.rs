@@ -1,0 +1,466 @@
+//! The `forwarder` command: options to configs, keys from files, host key policy, the TCP
+//! connection, listeners, and exit codes (255 on failure, as `ssh` uses).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ssh_auth::{Identity, PrivateKey};
+use ssh_transport::cipher::{self, CipherAlgorithm};
+use ssh_transport::hostkey::{PublicKey, SignatureAlgorithm};
+use ssh_transport::kex::KexAlgorithm;
+use ssh_transport::random::OsRandom;
+use ssh_transport::ClientConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use crate::cli::{self, BindTarget, Command, Options};
+use crate::driver::{self, DriverConfig, HostKeyVerifier};
+use crate::known_hosts::{self, Decision, KnownHosts};
+use crate::session::{Session, SessionConfig};
+use crate::tunnel::{self, Target};
+
+/// Exit status for every failure, as `ssh` uses.
+pub const EXIT_FAILURE: i32 = 255;
+
+/// A failure that ends the program, with the message to print.
+#[derive(Debug)]
+pub struct Fatal(pub String);
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<std::io::Error> for Fatal {
+    fn from(e: std::io::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<ssh_auth::KeyFileError> for Fatal {
+    fn from(e: ssh_auth::KeyFileError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// Runs the command line; returns the exit status.
+pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
+    let opts = match cli::parse_args(args) {
+        Ok(Command::Help) => {
+            print!("{}", cli::usage());
+            return 0;
+        }
+        Ok(Command::Version) => {
+            println!("{}", cli::version_text());
+            return 0;
+        }
+        Ok(Command::Run(o)) => o,
+        Err(e) => {
+            eprintln!("forwarder: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    init_logging(&opts);
+    for w in &opts.warnings {
+        eprintln!("forwarder: warning: {w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("forwarder: cannot start the async runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    match runtime.block_on(run_async(opts)) {
+        Ok(()) => 0,
+        Err(Fatal(msg)) => {
+            eprintln!("forwarder: {msg}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn init_logging(opts: &Options) {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(opts.log_level.tracing_filter())
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .try_init();
+}
+
+/// Algorithm lists from the options, with host key algorithms ordered to prefer the types
+/// already known for this host (as OpenSSH does), so a known host never fails over a type.
+pub fn transport_config(opts: &Options, known_types: &[String]) -> Result<ClientConfig, Fatal> {
+    let mut cfg = ClientConfig::default();
+    if let Some(list) = &opts.ciphers {
+        cfg.ciphers = pick(list, "cipher", cipher::ALL, |c: &CipherAlgorithm| c.name)?;
+    }
+    if let Some(list) = &opts.kex_algorithms {
+        cfg.kex_algorithms = pick(list, "key exchange", KexAlgorithm::ALL, |k| k.name())?;
+    }
+    if let Some(list) = &opts.host_key_algorithms {
+        cfg.host_key_algorithms = pick(
+            list,
+            "host key",
+            &default_host_key_algorithms(),
+            |a: &SignatureAlgorithm| a.name(),
+        )?;
+    }
+    let (known, rest): (Vec<_>, Vec<_>) = cfg
+        .host_key_algorithms
+        .iter()
+        .partition(|a| known_types.iter().any(|t| t == a.key_type().name()));
+    cfg.host_key_algorithms = known.into_iter().chain(rest).collect();
+    if let Some(limit) = &opts.rekey_limit {
+        let (bytes, time) = parse_rekey_limit(limit)?;
+        cfg.rekey_limit = bytes;
+        cfg.rekey_interval = time;
+    }
+    cfg.handshake_timeout = Some(opts.connect_timeout.unwrap_or(Duration::from_secs(30)));
+    Ok(cfg)
+}
+
+fn default_host_key_algorithms() -> Vec<SignatureAlgorithm> {
+    ClientConfig::default().host_key_algorithms
+}
+
+fn pick<T: Copy>(
+    list: &str,
+    what: &str,
+    supported: &[T],
+    name: impl Fn(&T) -> &'static str,
+) -> Result<Vec<T>, Fatal> {
+    let mut out = Vec::new();
+    for n in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some(v) = supported.iter().find(|s| name(s) == n) else {
+            let all: Vec<&str> = supported.iter().map(&name).collect();
+            return Err(Fatal(format!(
+                "unsupported {what} algorithm {n:?}; supported: {}",
+                all.join(",")
+            )));
+        };
+        out.push(*v);
+    }
+    if out.is_empty() {
+        return Err(Fatal(format!("the {what} algorithm list is empty")));
+    }
+    Ok(out)
+}
+
+/// `RekeyLimit bytes [time]`: sizes with K, M or G; `default` or `none` for no byte limit;
+/// times with s, m, h, d or w (seconds without a unit).
+pub fn parse_rekey_limit(s: &str) -> Result<(Option<u64>, Option<Duration>), Fatal> {
+    let mut parts = s.split_whitespace();
+    let bad = || Fatal(format!("bad RekeyLimit {s:?}: expected a size such as 1G and optionally a time such as 1h"));
+    let size = parts.next().ok_or_else(bad)?;
+    let bytes = match size {
+        "default" | "none" => None,
+        _ => {
+            let (num, mult) = match size.chars().last() {
+                Some('K' | 'k') => (&size[..size.len() - 1], 1u64 << 10),
+                Some('M' | 'm') => (&size[..size.len() - 1], 1 << 20),
+                Some('G' | 'g') => (&size[..size.len() - 1], 1 << 30),
+                _ => (size, 1),
+            };
+            let n: u64 = num.parse().map_err(|_| bad())?;
+            let b = n.checked_mul(mult).ok_or_else(bad)?;
+            if b < 16 {
+                return Err(bad());
+            }
+            Some(b)
+        }
+    };
+    let time = match parts.next() {
+        None | Some("none") => None,
+        Some(t) => {
+            let (num, mult) = match t.chars().last() {
+                Some('s' | 'S') => (&t[..t.len() - 1], 1u64),
+                Some('m' | 'M') => (&t[..t.len() - 1], 60),
+                Some('h' | 'H') => (&t[..t.len() - 1], 3600),
+                Some('d' | 'D') => (&t[..t.len() - 1], 86400),
+                Some('w' | 'W') => (&t[..t.len() - 1], 604_800),
+                _ => (t, 1),
+            };
+            let n: u64 = num.parse().map_err(|_| bad())?;
+            let secs = n.checked_mul(mult).ok_or_else(bad)?;
+            (secs > 0).then(|| Duration::from_secs(secs))
+        }
+    };
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok((bytes, time))
+}
+
+/// Reads the identity files. Missing default files are skipped quietly; a missing file that
+/// was named is a warning, as in OpenSSH; a file that cannot be used is a warning naming why.
+pub fn load_identities(opts: &Options) -> Vec<Identity> {
+    let mut out = Vec::new();
+    for path in &opts.identity_files {
+        match load_identity(path) {
+            Ok(Some(key)) => out.push(Identity {
+                key,
+                source: path.display().to_string(),
+            }),
+            Ok(None) => {
+                if !opts.default_identity_files {
+                    eprintln!(
+                        "forwarder: warning: identity file {} not accessible: no such file",
+                        path.display()
+                    );
+                }
+            }
+            Err(e) => eprintln!("forwarder: warning: cannot use {}: {e}", path.display()),
+        }
+    }
+    out
+}
+
+fn load_identity(path: &Path) -> Result<Option<PrivateKey>, Fatal> {
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Some(PrivateKey::from_file_contents(&data)?))
+}
+
+/// Checks server host keys against known_hosts under StrictHostKeyChecking.
+#[derive(Debug)]
+pub struct KnownHostsVerifier {
+    known: KnownHosts,
+    host: String,
+    port: u16,
+    policy: cli::StrictHostKeyChecking,
+    record_file: Option<PathBuf>,
+    hash: bool,
+}
+
+impl HostKeyVerifier for KnownHostsVerifier {
+    fn verify(&self, key: &PublicKey) -> Result<(), String> {
+        let status = self.known.check(&self.host, self.port, key);
+        match known_hosts::decide(
+            status,
+            self.policy,
+            &self.host,
+            self.port,
+            key,
+            self.record_file.as_deref(),
+        ) {
+            Decision::Trusted => Ok(()),
+            Decision::TrustAndRecord { file } => {
+                let mut salt = [0u8; 20];
+                ssh_transport::random::SecureRandom::fill(&mut OsRandom, &mut salt);
+                let line = known_hosts::entry_line(&self.host, self.port, key, self.hash, &salt);
+                match known_hosts::append(&file, &line) {
+                    Ok(()) => eprintln!(
+                        "forwarder: warning: {}",
+                        known_hosts::added_notice(&self.host, self.port, key, &file)
+                    ),
+                    Err(e) => eprintln!(
+                        "forwarder: warning: could not record the host key in {}: {e}",
+                        file.display()
+                    ),
+                }
+                Ok(())
+            }
+            Decision::Refused(e) => Err(e.to_string()),
+        }
+    }
+}
+
+async fn bind(target: &BindTarget, port: u16) -> std::io::Result<Vec<TcpListener>> {
+    let addrs: Vec<SocketAddr> = match target {
+        BindTarget::Loopback => vec![SocketAddr::from(([127, 0, 0, 1], port))],
+        BindTarget::AllInterfaces => vec![SocketAddr::from(([0, 0, 0, 0], port))],
+        BindTarget::Address(a) => tokio::net::lookup_host((a.as_str(), port)).await?.collect(),
+    };
+    let mut out = Vec::new();
+    for a in addrs {
+        out.push(TcpListener::bind(a).await?);
+    }
+    Ok(out)
+}
+
+async fn connect(opts: &Options) -> Result<TcpStream, Fatal> {
+    let host = opts.destination_host.as_str();
+    let port = opts.port;
+    let attempt = async {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| Fatal(format!("could not resolve hostname {host}: {e}")))?
+            .filter(|a| match opts.address_family {
+                cli::AddressFamily::Any => true,
+                cli::AddressFamily::Inet => a.is_ipv4(),
+                cli::AddressFamily::Inet6 => a.is_ipv6(),
+            })
+            .collect();
+        let mut last = None;
+        for a in &addrs {
+            debug!(address = %a, "connecting");
+            match TcpStream::connect(a).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(Fatal(match last {
+            Some(e) => format!("connect to host {host} port {port}: {e}"),
+            None => format!("could not resolve hostname {host}: no usable address"),
+        }))
+    };
+    match opts.connect_timeout {
+        Some(t) => tokio::time::timeout(t, attempt).await.map_err(|_| {
+            Fatal(format!(
+                "connect to host {host} port {port}: timed out after {} s (ConnectTimeout)",
+                t.as_secs()
+            ))
+        })?,
+        None => attempt.await,
+    }
+}
+
+async fn run_async(opts: Options) -> Result<(), Fatal> {
+    let started = Instant::now();
+    let (known, warnings) = KnownHosts::load(&opts.user_known_hosts_files)?;
+    for w in warnings {
+        warn!("{w}");
+    }
+    let known_types = known.known_key_types(&opts.destination_host, opts.port);
+    let transport = transport_config(&opts, &known_types)?;
+    let identities = load_identities(&opts);
+    if identities.is_empty() {
+        return Err(Fatal(format!(
+            "no usable private key: tried {}; give one with -i",
+            opts.identity_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+
+    // Listen first: a port that cannot be bound is known before any network traffic, and a
+    // client that connects early waits for the session instead of being refused.
+    let mut listeners = Vec::new();
+    for fwd in &opts.local_forwards {
+        match bind(&fwd.bind_target(opts.gateway_ports), fwd.bind_port).await {
+            Ok(ls) => {
+                for l in ls {
+                    debug!(listen = ?l.local_addr().ok(), forward = %fwd, "listening");
+                    listeners.push((l, fwd.clone()));
+                }
+            }
+            Err(e) => {
+                let msg = format!("cannot listen for -L {fwd}: {e}");
+                if opts.exit_on_forward_failure {
+                    return Err(Fatal(format!("{msg} (ExitOnForwardFailure)")));
+                }
+                eprintln!("forwarder: warning: {msg}");
+            }
+        }
+    }
+
+    let stream = connect(&opts).await?;
+    let _ = stream.set_nodelay(true);
+    debug!(elapsed_ms = started.elapsed().as_millis() as u64, "connected");
+    let verifier = Arc::new(KnownHostsVerifier {
+        known,
+        host: opts.destination_host.clone(),
+        port: opts.port,
+        policy: opts.strict_host_key_checking,
+        record_file: opts.known_hosts_record_file().map(Path::to_path_buf),
+        hash: opts.hash_known_hosts,
+    });
+    let session = Session::new(
+        SessionConfig {
+            transport,
+            connection: ssh_connection::Config::default(),
+            user: opts.user.clone(),
+            identities,
+        },
+        Box::new(OsRandom),
+        Instant::now(),
+    );
+    let (handle, driver) = driver::start(
+        stream,
+        session,
+        verifier,
+        DriverConfig {
+            server_alive_interval: opts.server_alive_interval,
+            server_alive_count_max: opts.server_alive_count_max,
+        },
+    );
+    let mut driver = tokio::spawn(driver);
+    for (listener, fwd) in listeners {
+        let target = Target {
+            host: fwd.host.clone(),
+            port: fwd.host_port,
+        };
+        tokio::spawn(tunnel::serve(listener, handle.clone(), target));
+    }
+    tokio::select! {
+        auth = handle.authenticated() => {
+            if let Err(e) = auth {
+                return Err(Fatal(e.to_string()));
+            }
+            let log = handle.log();
+            debug!(
+                "authenticated to {}:{} as {} in {} ms",
+                opts.destination_host,
+                opts.port,
+                opts.user,
+                log.auth_time.unwrap_or_default().as_millis()
+            );
+        }
+        r = &mut driver => {
+            return Err(Fatal(match r {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => "the session ended".into(),
+                Err(e) => format!("the session task failed: {e}"),
+            }));
+        }
+    }
+    tokio::select! {
+        r = &mut driver => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Fatal(e.to_string())),
+            Err(e) => Err(Fatal(format!("the session task failed: {e}"))),
+        },
+        _ = shutdown_signal() => {
+            debug!("signal received, disconnecting");
+            handle.disconnect("forwarder exiting");
+            let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
