@@ -260,6 +260,41 @@ impl Postgres {
         run_ok(&mut cmd, SETUP_TIMEOUT, "pgbench -i");
     }
 
+    /// Lets TCP connections from 127.0.0.1 in without a password (a `trust` line ahead of
+    /// the scram-sha-256 ones), for benchmarks where SCRAM's deliberately slow key derivation
+    /// would dominate the cost of a connection. Returns once the server applies it.
+    pub fn trust_host_connections(&self) {
+        let hba = self.data_dir.join("pg_hba.conf");
+        let old = fs::read_to_string(&hba).expect("read pg_hba.conf");
+        fs::write(&hba, format!("host all all 127.0.0.1/32 trust\n{old}"))
+            .expect("write pg_hba.conf");
+        self.superuser_sql("SELECT pg_reload_conf()");
+        crate::process::wait_until(
+            Duration::from_secs(30),
+            "PostgreSQL accepting password-less TCP logins after reload",
+            || {
+                let mut cmd = Command::new(psql_binary());
+                cmd.args([
+                    "-X",
+                    "-w",
+                    "-At",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                ])
+                .args(["-U", APP_USER, "-d", APP_DB, "-c", "SELECT 1"])
+                .env_remove("PGPASSWORD")
+                .env("PGPASSFILE", "/dev/null");
+                run_bounded(&mut cmd, QUERY_TIMEOUT, "psql")
+                    .status
+                    .success()
+                    .then_some(())
+            },
+            || format!("log ends with:\n{}", file_tail(&self.log_path, 20)),
+        );
+    }
+
     /// Stops the server (`pg_ctl stop -m immediate`, then SIGKILL if it lingers).
     pub fn stop(&mut self) {
         let Some(mut server) = self.server.take() else {
