@@ -1,1 +1,844 @@
 //! The OpenSSH-compatible command line.
+//!
+//! ```text
+//!  argv ──> scan (getopt rules: grouped flags, attached or separate values, `--`)
+//!             ├─ flags and -o Key=Value ──> Parsed (one slot per setting, first value wins)
+//!             └─ [user@]host | ssh://[user@]host[:port] ──> Parsed
+//!  Parsed + Environment ($HOME, $USER) ──> resolve (defaults, `~`, %-tokens) ──> Options
+//! ```
+//!
+//! The precedence rules are OpenSSH's: for a single-valued setting the first value seen on the
+//! command line wins, whether it came from a flag (`-p`, `-l`), from `-o`, or from the
+//! destination (`user@`, `ssh://...:port`); list settings (`-i`, `-L`) accumulate. A few
+//! flags override unconditionally, as in `ssh`: `-v`/`-q` over `LogLevel`, `-c` over `Ciphers`,
+//! `-4`/`-6` over `AddressFamily`. Options may come before and right after the destination;
+//! the first word after the destination that is not an option starts a remote command, which
+//! forwarder refuses since it only forwards ports.
+//!
+//! Parsing and defaults resolution are separate steps ([`parse_args_with_env`] takes the
+//! environment) so tests do not depend on the machine they run on. No ssh_config file is read.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+mod config;
+mod destination;
+mod env;
+mod forward;
+#[cfg(test)]
+mod tests;
+
+use core::fmt;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use env::Environment;
+
+/// What the command line asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+// One value per process, so boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Command {
+    /// Connect and forward.
+    Run(Options),
+    /// `--help` or `-h`: print [`usage`] to standard output and exit 0.
+    Help,
+    /// `--version` or `-V`: print [`version_text`] to standard output and exit 0.
+    Version,
+}
+
+/// Everything the forwarder needs from the command line, with defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// The host to connect to and to look up in known_hosts, lowercased: `HostName` if given
+    /// (with `%h` expanded), else the destination's host. IPv6 literals carry no brackets.
+    pub destination_host: String,
+    /// The host as written in the destination, before `HostName` (OpenSSH's `%n`).
+    pub original_host: String,
+    /// Port on the server; 22 unless given.
+    pub port: u16,
+    /// The user to log in as.
+    pub user: String,
+    /// Private key files to try, in order.
+    pub identity_files: Vec<PathBuf>,
+    /// True when `identity_files` are the defaults (`~/.ssh/id_ed25519`, `~/.ssh/id_rsa`)
+    /// because none were given: missing defaults are skipped quietly, missing given files are
+    /// an error.
+    pub default_identity_files: bool,
+    /// `-L` and `LocalForward`, in command-line order.
+    pub local_forwards: Vec<LocalForward>,
+    /// How much to log.
+    pub log_level: LogLevel,
+    /// known_hosts files to read; new keys are recorded in the first. Empty for
+    /// `UserKnownHostsFile none`.
+    pub user_known_hosts_files: Vec<PathBuf>,
+    /// What to do with unknown and changed host keys.
+    pub strict_host_key_checking: StrictHostKeyChecking,
+    /// `-c` or `Ciphers`, unparsed (OpenSSH's `+`/`-`/`^` list syntax is applied later).
+    pub ciphers: Option<String>,
+    /// `KexAlgorithms`, unparsed.
+    pub kex_algorithms: Option<String>,
+    /// `HostKeyAlgorithms`, unparsed.
+    pub host_key_algorithms: Option<String>,
+    /// `ConnectTimeout`; `None` waits as long as the system does.
+    pub connect_timeout: Option<Duration>,
+    /// `ServerAliveInterval`; `None` (or 0) sends no keepalives.
+    pub server_alive_interval: Option<Duration>,
+    /// `ServerAliveCountMax`: unanswered keepalives before giving up (default 3).
+    pub server_alive_count_max: u32,
+    /// `ExitOnForwardFailure`.
+    pub exit_on_forward_failure: bool,
+    /// `BatchMode` (forwarder never prompts anyway).
+    pub batch_mode: bool,
+    /// `RekeyLimit`, unparsed (`"1G 1h"`).
+    pub rekey_limit: Option<String>,
+    /// `-C` or `Compression yes`.
+    pub compression: bool,
+    /// `-g` or `GatewayPorts yes`: forwards without a bind address listen on all interfaces.
+    pub gateway_ports: bool,
+    /// `-4`, `-6` or `AddressFamily`.
+    pub address_family: AddressFamily,
+    /// `HashKnownHosts`: record new host keys with hashed names.
+    pub hash_known_hosts: bool,
+    /// Things the user should be told before connecting (an option taken differently from
+    /// OpenSSH, for instance). Print each on standard error.
+    pub warnings: Vec<String>,
+}
+
+impl Options {
+    /// The file new host keys are recorded in (the first known_hosts file), if any.
+    pub fn known_hosts_record_file(&self) -> Option<&std::path::Path> {
+        self.user_known_hosts_files.first().map(PathBuf::as_path)
+    }
+}
+
+/// One `-L [bind_address:]port:host:hostport`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LocalForward {
+    /// `None` when not given; `Some("*")` for `*` and for an empty bind address (both mean all
+    /// interfaces); otherwise the address or name as given, brackets removed.
+    pub bind_address: Option<String>,
+    /// Local port; 0 lets the system pick one.
+    pub bind_port: u16,
+    /// Host the server connects to (brackets removed from IPv6 literals).
+    pub host: String,
+    /// Port the server connects to.
+    pub host_port: u16,
+}
+
+/// Where a local forward listens, after OpenSSH's rules for the client side.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BindTarget {
+    /// 127.0.0.1 and ::1 only.
+    Loopback,
+    /// Every interface (0.0.0.0 and ::).
+    AllInterfaces,
+    /// This address or name.
+    Address(String),
+}
+
+impl LocalForward {
+    /// Where to listen: no bind address means loopback only unless `gateway_ports` is set;
+    /// `*` or empty means all interfaces; `localhost` means loopback.
+    pub fn bind_target(&self, gateway_ports: bool) -> BindTarget {
+        match self.bind_address.as_deref() {
+            None if gateway_ports => BindTarget::AllInterfaces,
+            None => BindTarget::Loopback,
+            Some("*") => BindTarget::AllInterfaces,
+            Some(a) if a.eq_ignore_ascii_case("localhost") => BindTarget::Loopback,
+            Some(a) => BindTarget::Address(a.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for LocalForward {
+    /// The `-L` form, brackets around addresses that contain `:`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn part(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+            if s.contains(':') {
+                write!(f, "[{s}]")
+            } else {
+                f.write_str(s)
+            }
+        }
+        if let Some(b) = &self.bind_address {
+            part(f, b)?;
+            f.write_str(":")?;
+        }
+        write!(f, "{}:", self.bind_port)?;
+        part(f, &self.host)?;
+        write!(f, ":{}", self.host_port)
+    }
+}
+
+/// `StrictHostKeyChecking`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum StrictHostKeyChecking {
+    /// Refuse unknown and changed keys (also what `ask` means here: forwarder never prompts).
+    #[default]
+    Yes,
+    /// Record unknown keys, refuse changed ones.
+    AcceptNew,
+    /// `no` / `off`: record unknown keys. A changed key is still refused, because OpenSSH too
+    /// turns port forwarding off in that case.
+    No,
+}
+
+impl fmt::Display for StrictHostKeyChecking {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Yes => "yes",
+            Self::AcceptNew => "accept-new",
+            Self::No => "no",
+        })
+    }
+}
+
+/// `LogLevel`, `-v` and `-q`, ordered from quietest to noisiest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum LogLevel {
+    /// `-q`, `QUIET`
+    Quiet,
+    /// `FATAL`
+    Fatal,
+    /// `ERROR`
+    Error,
+    /// `INFO`, the default
+    #[default]
+    Info,
+    /// `VERBOSE`
+    Verbose,
+    /// `-v`, `DEBUG`, `DEBUG1`
+    Debug1,
+    /// `-vv`, `DEBUG2`
+    Debug2,
+    /// `-vvv`, `DEBUG3`
+    Debug3,
+}
+
+impl LogLevel {
+    /// How many `-v` this level amounts to (0 below DEBUG1).
+    pub fn verbosity(self) -> u8 {
+        match self {
+            Self::Debug1 => 1,
+            Self::Debug2 => 2,
+            Self::Debug3 => 3,
+            _ => 0,
+        }
+    }
+
+    /// The matching `tracing` filter: QUIET is off, FATAL and ERROR are errors, INFO and
+    /// VERBOSE include warnings and info, DEBUG1 is debug, DEBUG2 and DEBUG3 are trace.
+    pub fn tracing_filter(self) -> tracing::level_filters::LevelFilter {
+        use tracing::level_filters::LevelFilter;
+        match self {
+            Self::Quiet => LevelFilter::OFF,
+            Self::Fatal | Self::Error => LevelFilter::ERROR,
+            Self::Info | Self::Verbose => LevelFilter::INFO,
+            Self::Debug1 => LevelFilter::DEBUG,
+            Self::Debug2 | Self::Debug3 => LevelFilter::TRACE,
+        }
+    }
+
+    fn more_verbose(self) -> Self {
+        match self {
+            Self::Quiet => Self::Fatal,
+            Self::Fatal => Self::Error,
+            Self::Error => Self::Info,
+            Self::Info => Self::Verbose,
+            Self::Verbose => Self::Debug1,
+            Self::Debug1 => Self::Debug2,
+            Self::Debug2 | Self::Debug3 => Self::Debug3,
+        }
+    }
+}
+
+/// `AddressFamily`, `-4`, `-6`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum AddressFamily {
+    /// IPv4 or IPv6.
+    #[default]
+    Any,
+    /// IPv4 only.
+    Inet,
+    /// IPv6 only.
+    Inet6,
+}
+
+/// A command line that cannot be used. The messages say what is wrong and what it should look
+/// like; print them on standard error and exit with status 255 as `ssh` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CliError {
+    /// An argument is not valid UTF-8.
+    NotUtf8 {
+        /// The argument, lossily converted.
+        argument: String,
+    },
+    /// An option letter or long option that neither ssh nor forwarder knows.
+    UnknownOption {
+        /// The option as written (`-Z`, `--foo`).
+        option: String,
+    },
+    /// An ssh option that forwarder does not implement.
+    UnsupportedOption {
+        /// The option (`-R`).
+        option: String,
+        /// Why, and what to use instead.
+        why: &'static str,
+    },
+    /// An option that takes a value came last.
+    MissingArgument {
+        /// The option letter.
+        option: char,
+        /// How it is used.
+        example: &'static str,
+    },
+    /// No destination was given.
+    MissingDestination,
+    /// Words after the destination that are not options.
+    RemoteCommand {
+        /// The words, joined by spaces.
+        command: String,
+    },
+    /// The destination does not parse.
+    BadDestination {
+        /// The destination as given.
+        destination: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A port that is not a number from 1 to 65535.
+    BadPort {
+        /// The value as given.
+        value: String,
+        /// Where it came from (`-p`, `Port`, `the ssh:// destination`).
+        source: &'static str,
+    },
+    /// A `-L` or `LocalForward` value that does not parse.
+    BadForward {
+        /// The specification as given.
+        spec: String,
+        /// `-L` or `LocalForward`.
+        form: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// An `-o` argument without a key and value.
+    BadConfigSyntax {
+        /// The argument as given.
+        option: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// An `-o` key that OpenSSH does not know either.
+    UnknownKey {
+        /// The key as given.
+        key: String,
+    },
+    /// An `-o` key that OpenSSH knows and forwarder does not implement.
+    UnsupportedKey {
+        /// The key as given.
+        key: String,
+    },
+    /// A value that does not fit its key.
+    BadValue {
+        /// The key or option (`StrictHostKeyChecking`, `-l`).
+        key: String,
+        /// The value as given.
+        value: String,
+        /// What would be accepted.
+        expected: &'static str,
+    },
+    /// No user was given and none could be found in the environment.
+    NoUser,
+    /// A path needs `~` expanded but the home directory is unknown.
+    NoHome {
+        /// The path as given.
+        path: String,
+    },
+    /// A path that cannot be expanded.
+    BadPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// Makes user-supplied text safe to print inside an error message.
+fn shown(s: &str) -> String {
+    ssh_transport::text::sanitize(s.as_bytes(), false, 200)
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotUtf8 { argument } => write!(
+                f,
+                "argument '{}' is not valid UTF-8; hosts, users and paths must be UTF-8 text",
+                shown(argument)
+            ),
+            Self::UnknownOption { option } => write!(
+                f,
+                "unknown option {}; run 'forwarder --help' for the options it takes",
+                shown(option)
+            ),
+            Self::UnsupportedOption { option, why } => {
+                write!(f, "option {option} is not supported by forwarder: {why}")
+            }
+            Self::MissingArgument { option, example } => {
+                write!(f, "option -{option} needs a value, as in {example}")
+            }
+            Self::MissingDestination => f.write_str(
+                "no destination given: expected [user@]host or ssh://[user@]host[:port] \
+                 (run 'forwarder --help' for usage)",
+            ),
+            Self::RemoteCommand { command } => write!(
+                f,
+                "forwarder only forwards ports and never runs a remote command, but '{}' \
+                 follows the destination; remove it (options may come before the destination \
+                 or right after it)",
+                shown(command)
+            ),
+            Self::BadDestination { destination, why } => write!(
+                f,
+                "bad destination '{}': {why}; expected [user@]host or ssh://[user@]host[:port]",
+                shown(destination)
+            ),
+            Self::BadPort { value, source } => write!(
+                f,
+                "bad port '{}' in {source}: expected a number from 1 to 65535",
+                shown(value)
+            ),
+            Self::BadForward { spec, form, why } => {
+                let expected = if *form == "-L" {
+                    "[bind_address:]port:host:hostport"
+                } else {
+                    "[bind_address:]port host:hostport"
+                };
+                write!(
+                    f,
+                    "bad {form} specification '{}': expected {expected} ({why})",
+                    shown(spec)
+                )
+            }
+            Self::BadConfigSyntax { option, why } => write!(
+                f,
+                "bad -o '{}': {why}; expected -o Key=Value or -o \"Key Value\"",
+                shown(option)
+            ),
+            Self::UnknownKey { key } => write!(
+                f,
+                "unknown -o option '{}'; forwarder takes {} (see 'forwarder --help')",
+                shown(key),
+                config::SUPPORTED_KEYS
+            ),
+            Self::UnsupportedKey { key } => write!(
+                f,
+                "-o {} is an OpenSSH option that forwarder does not support; it takes {}",
+                shown(key),
+                config::SUPPORTED_KEYS
+            ),
+            Self::BadValue {
+                key,
+                value,
+                expected,
+            } => write!(
+                f,
+                "bad value '{}' for {}: expected {expected}",
+                shown(value),
+                shown(key)
+            ),
+            Self::NoUser => f.write_str(
+                "cannot tell which user to log in as: $USER is not set and the current user \
+                 has no name; give one with -l user or user@host",
+            ),
+            Self::NoHome { path } => write!(
+                f,
+                "cannot expand '~' in '{}': $HOME is not set; give the full path",
+                shown(path)
+            ),
+            Self::BadPath { path, why } => write!(f, "cannot use path '{}': {why}", shown(path)),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// `forwarder <version>`, for `--version`.
+pub fn version_text() -> String {
+    format!("forwarder {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The `--help` text.
+pub fn usage() -> &'static str {
+    "\
+forwarder: forward local TCP ports through an SSH server, like `ssh -N -L`.
+
+usage: forwarder [options] [user@]host
+       forwarder [options] ssh://[user@]host[:port]
+
+Every connection to a local port is carried over one SSH session to the server, which
+connects onward to host:hostport. Nothing runs on the server; forwarder stays in the
+foreground until it is stopped.
+
+options:
+  -L [bind_address:]port:host:hostport
+                 listen on the local port and forward connections to host:hostport as seen
+                 from the server; repeatable. Without a bind address only loopback listens;
+                 '*' or an empty address means every interface. IPv6 goes in brackets:
+                 -L '[::1]:15432:db.internal:5432'
+  -p port        server port (default 22)
+  -l user        user to log in as (default: the local user name)
+  -i file        private key to try; repeatable (default ~/.ssh/id_ed25519, ~/.ssh/id_rsa)
+  -o Key=Value   an ssh_config setting; see below
+  -N             accepted for ssh compatibility: forwarder never runs commands
+  -v             more logging; repeat for more (-vvv)
+  -q             log nothing but fatal errors
+  -C             compress the session
+  -g             listen on every interface when -L has no bind address
+  -4, -6         use IPv4 or IPv6 only
+  -c ciphers     cipher list (as Ciphers)
+  -h, --help     print this text
+  -V, --version  print the version
+
+-o settings (keys are case-insensitive, the first value given wins, as in ssh):
+  Port, User, HostName, IdentityFile, UserKnownHostsFile (space-separated list, or none),
+  StrictHostKeyChecking (yes, accept-new, no; ask is treated as yes since forwarder never
+  prompts), Ciphers, KexAlgorithms, HostKeyAlgorithms, ConnectTimeout, ServerAliveInterval,
+  ServerAliveCountMax, ExitOnForwardFailure, BatchMode, LocalForward (\"15432 db:5432\"),
+  RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts.
+  IdentitiesOnly, PasswordAuthentication, KbdInteractiveAuthentication,
+  ChallengeResponseAuthentication and CheckHostIP are accepted and have no effect:
+  forwarder only uses the key files it is given and checks host names, not addresses.
+
+Host keys are checked against ~/.ssh/known_hosts unless UserKnownHostsFile says otherwise.
+No ssh_config file is read.
+
+example:
+  forwarder -N -p 2222 -i ~/.ssh/id_rsa -L 15432:db.internal:5432 analytics@bastion.example.com
+"
+}
+
+/// Parses the arguments (without the program name) and fills in defaults from this process's
+/// environment ([`Environment::from_process`]).
+pub fn parse_args<I, S>(args: I) -> Result<Command, CliError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    match scan(args)? {
+        Scanned::Run(parsed) => Ok(Command::Run(env::resolve(
+            *parsed,
+            &Environment::from_process(),
+        )?)),
+        Scanned::Help => Ok(Command::Help),
+        Scanned::Version => Ok(Command::Version),
+    }
+}
+
+/// [`parse_args`] with the environment given, for tests and embedding.
+pub fn parse_args_with_env<I, S>(args: I, env: &Environment) -> Result<Command, CliError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    match scan(args)? {
+        Scanned::Run(parsed) => Ok(Command::Run(env::resolve(*parsed, env)?)),
+        Scanned::Help => Ok(Command::Help),
+        Scanned::Version => Ok(Command::Version),
+    }
+}
+
+enum Scanned {
+    Run(Box<Parsed>),
+    Help,
+    Version,
+}
+
+/// The command line as given, before defaults. `None` slots were not set; each is set once,
+/// by the first value seen.
+#[derive(Debug, Default)]
+struct Parsed {
+    host: Option<String>,
+    port: Option<u16>,
+    user: Option<String>,
+    hostname: Option<String>,
+    identity_files: Vec<String>,
+    local_forwards: Vec<LocalForward>,
+    flag_log_level: Option<LogLevel>,
+    seen_v: bool,
+    log_level: Option<LogLevel>,
+    known_hosts_files: Option<Vec<String>>,
+    strict: Option<StrictHostKeyChecking>,
+    flag_ciphers: Option<String>,
+    ciphers: Option<String>,
+    kex_algorithms: Option<String>,
+    host_key_algorithms: Option<String>,
+    connect_timeout: Option<Option<Duration>>,
+    server_alive_interval: Option<Option<Duration>>,
+    server_alive_count_max: Option<u32>,
+    exit_on_forward_failure: Option<bool>,
+    batch_mode: Option<bool>,
+    rekey_limit: Option<String>,
+    compression: Option<bool>,
+    gateway_ports: Option<bool>,
+    flag_address_family: Option<AddressFamily>,
+    address_family: Option<AddressFamily>,
+    hash_known_hosts: Option<bool>,
+    warnings: Vec<String>,
+}
+
+/// Stores `value` unless the slot already has one; says whether it was stored.
+fn set_first<T>(slot: &mut Option<T>, value: T) -> bool {
+    if slot.is_none() {
+        *slot = Some(value);
+        true
+    } else {
+        false
+    }
+}
+
+/// A port from 1 to 65535, digits only.
+fn parse_port(value: &str, source: &'static str) -> Result<u16, CliError> {
+    parse_port_allowing_zero(value)
+        .filter(|p| *p != 0)
+        .ok_or_else(|| CliError::BadPort {
+            value: value.to_owned(),
+            source,
+        })
+}
+
+fn parse_port_allowing_zero(value: &str) -> Option<u16> {
+    if value.is_empty() || value.len() > 5 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse::<u16>().ok()
+}
+
+/// A user name: not empty, no whitespace or control characters.
+fn check_user(value: &str, key: &str) -> Result<String, CliError> {
+    if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(CliError::BadValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected: "a user name without spaces or control characters",
+        });
+    }
+    Ok(value.to_owned())
+}
+
+fn scan<I, S>(args: I) -> Result<Scanned, CliError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    let args = args
+        .into_iter()
+        .map(|a| {
+            a.into().into_string().map_err(|bad| CliError::NotUtf8 {
+                argument: bad.to_string_lossy().into_owned(),
+            })
+        })
+        .collect::<Result<Vec<String>, CliError>>()?;
+    let mut p = Parsed::default();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if arg == "--" {
+            // `--` ends one run of options. Before the destination, the next word is the
+            // destination and options may follow it; after it, the rest is a command.
+            if p.host.is_some() {
+                if rest.as_slice().is_empty() {
+                    break;
+                }
+                return Err(remote_command(rest.as_slice()));
+            }
+            match rest.next() {
+                Some(dest) => p.destination(dest)?,
+                None => break,
+            }
+            continue;
+        }
+        match arg.as_str() {
+            "--help" => return Ok(Scanned::Help),
+            "--version" => return Ok(Scanned::Version),
+            _ => {}
+        }
+        if arg.starts_with("--") {
+            return Err(CliError::UnknownOption {
+                option: arg.clone(),
+            });
+        }
+        if let Some(cluster) = arg.strip_prefix('-').filter(|c| !c.is_empty()) {
+            if let Some(early) = p.cluster(cluster, &mut rest)? {
+                return Ok(early);
+            }
+            continue;
+        }
+        if p.host.is_some() {
+            let mut words = vec![arg.clone()];
+            words.extend(rest.cloned());
+            return Err(remote_command(&words));
+        }
+        p.destination(arg)?;
+    }
+    if p.host.is_none() {
+        return Err(CliError::MissingDestination);
+    }
+    Ok(Scanned::Run(Box::new(p)))
+}
+
+fn remote_command(words: &[String]) -> CliError {
+    CliError::RemoteCommand {
+        command: words.join(" "),
+    }
+}
+
+impl Parsed {
+    fn destination(&mut self, arg: &str) -> Result<(), CliError> {
+        let dest = destination::parse(arg)?;
+        if let Some(user) = dest.user {
+            set_first(&mut self.user, user);
+        }
+        if let Some(port) = dest.port {
+            set_first(&mut self.port, port);
+        }
+        self.host = Some(dest.host);
+        Ok(())
+    }
+
+    /// One argument of grouped option letters (without the leading `-`). An option that takes
+    /// a value uses the rest of the argument, or the next argument if nothing is left.
+    fn cluster(
+        &mut self,
+        cluster: &str,
+        rest: &mut std::slice::Iter<'_, String>,
+    ) -> Result<Option<Scanned>, CliError> {
+        for (at, letter) in cluster.char_indices() {
+            match letter {
+                // Things forwarder never does anyway: run a command, read stdin, allocate a
+                // terminal, forward X11 or the agent, delegate GSSAPI credentials.
+                'N' | 'n' | 'T' | 'x' | 'a' | 'k' => {}
+                'v' => {
+                    self.flag_log_level = Some(match self.flag_log_level {
+                        Some(level) if self.seen_v => level.more_verbose(),
+                        _ => LogLevel::Debug1,
+                    });
+                    self.seen_v = true;
+                }
+                'q' => self.flag_log_level = Some(LogLevel::Quiet),
+                'C' => self.compression = Some(true),
+                'g' => self.gateway_ports = Some(true),
+                '4' => self.flag_address_family = Some(AddressFamily::Inet),
+                '6' => self.flag_address_family = Some(AddressFamily::Inet6),
+                'V' => return Ok(Some(Scanned::Version)),
+                'h' => return Ok(Some(Scanned::Help)),
+                'p' | 'l' | 'i' | 'L' | 'o' | 'c' => {
+                    let attached = cluster.get(at + letter.len_utf8()..).unwrap_or_default();
+                    let value = if attached.is_empty() {
+                        rest.next()
+                            .map(String::as_str)
+                            .ok_or(CliError::MissingArgument {
+                                option: letter,
+                                example: example_for(letter),
+                            })?
+                    } else {
+                        attached
+                    };
+                    self.option_value(letter, value)?;
+                    return Ok(None);
+                }
+                other => {
+                    return Err(match unsupported_reason(other) {
+                        Some(why) => CliError::UnsupportedOption {
+                            option: format!("-{other}"),
+                            why,
+                        },
+                        None => CliError::UnknownOption {
+                            option: format!("-{other}"),
+                        },
+                    });
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn option_value(&mut self, letter: char, value: &str) -> Result<(), CliError> {
+        match letter {
+            'p' => {
+                let port = parse_port(value, "-p")?;
+                set_first(&mut self.port, port);
+            }
+            'l' => {
+                let user = check_user(value, "-l")?;
+                set_first(&mut self.user, user);
+            }
+            'i' => {
+                if value.is_empty() {
+                    return Err(CliError::BadValue {
+                        key: "-i".into(),
+                        value: String::new(),
+                        expected: "the path of a private key file",
+                    });
+                }
+                self.identity_files.push(value.to_owned());
+            }
+            'L' => self.local_forwards.push(forward::parse_dash_l(value)?),
+            'c' => {
+                // As in ssh, -c replaces any Ciphers setting, wherever it appears.
+                self.flag_ciphers = Some(config::algorithm_list(value, "-c")?);
+            }
+            _ => config::apply(self, value)?,
+        }
+        Ok(())
+    }
+}
+
+fn example_for(letter: char) -> &'static str {
+    match letter {
+        'p' => "-p 2222",
+        'l' => "-l alice",
+        'i' => "-i ~/.ssh/id_ed25519",
+        'L' => "-L 15432:db.internal:5432",
+        'c' => "-c aes256-gcm@openssh.com",
+        _ => "-o StrictHostKeyChecking=accept-new",
+    }
+}
+
+/// Why an ssh option letter that forwarder does not take is left out.
+fn unsupported_reason(letter: char) -> Option<&'static str> {
+    Some(match letter {
+        'R' => "remote forwarding is not supported; forwarder only does -L",
+        'D' => "dynamic (SOCKS) forwarding is not supported; forwarder only does -L",
+        'W' => "forwarding standard input and output is not supported; use -L",
+        'J' => "jump hosts are not supported yet",
+        'F' => "ssh_config files are not read; give settings with -o Key=Value",
+        'f' => "forwarder stays in the foreground; run it under a service manager instead",
+        't' => "forwarder never allocates a terminal",
+        's' => "subsystems are not supported: forwarder never runs anything on the server",
+        'A' => "agent forwarding is not supported",
+        'X' | 'Y' => "X11 forwarding is not supported",
+        'G' => "printing the configuration is not supported",
+        'M' | 'S' | 'O' => "connection sharing (ControlMaster) is not supported",
+        'E' => "logging to a file is not supported; redirect standard error instead",
+        'y' => "logging to syslog is not supported; redirect standard error instead",
+        'b' | 'B' => "choosing the local source address is not supported",
+        'e' => "escape characters need a terminal, which forwarder never has",
+        'I' => "PKCS#11 tokens are not supported; use a key file with -i",
+        'K' => "GSSAPI authentication is not supported; use a key file with -i",
+        'm' => "choosing MAC algorithms is not supported yet",
+        'Q' => "querying supported algorithms is not supported",
+        'P' => "tags for configuration matching are not supported",
+        'w' => "tunnel devices are not supported",
+        _ => return None,
+    })
+}

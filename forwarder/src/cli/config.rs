@@ -1,0 +1,487 @@
+//! `-o` settings, read the way ssh_config lines are: a case-insensitive keyword, then `=` or
+//! whitespace, then the value's words (double or single quotes group words).
+
+use std::time::Duration;
+
+use super::{
+    AddressFamily, CliError, LogLevel, Parsed, StrictHostKeyChecking, check_user, forward,
+    parse_port, set_first,
+};
+
+/// The keys forwarder implements, for error messages.
+pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, UserKnownHostsFile, \
+     StrictHostKeyChecking, Ciphers, KexAlgorithms, HostKeyAlgorithms, ConnectTimeout, \
+     ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, BatchMode, LocalForward, \
+     RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily and HashKnownHosts";
+
+/// ssh_config keywords OpenSSH knows that forwarder does not implement (lowercase), so that an
+/// unsupported key gets a different message from a misspelt one.
+const OPENSSH_KEYS: &[&str] = &[
+    "addkeystoagent",
+    "bindaddress",
+    "bindinterface",
+    "canonicaldomains",
+    "canonicalizefallbacklocal",
+    "canonicalizehostname",
+    "canonicalizemaxdots",
+    "canonicalizepermittedcnames",
+    "casignaturealgorithms",
+    "certificatefile",
+    "channeltimeout",
+    "clearallforwardings",
+    "connectionattempts",
+    "controlmaster",
+    "controlpath",
+    "controlpersist",
+    "dynamicforward",
+    "enableescapecommandline",
+    "enablesshkeysign",
+    "escapechar",
+    "fingerprinthash",
+    "forkafterauthentication",
+    "forwardagent",
+    "forwardx11",
+    "forwardx11timeout",
+    "forwardx11trusted",
+    "globalknownhostsfile",
+    "gssapiauthentication",
+    "gssapidelegatecredentials",
+    "gssapikeyexchange",
+    "gssapikexalgorithms",
+    "gssapirenewalforcesrekey",
+    "gssapitrustdns",
+    "host",
+    "hostbasedacceptedalgorithms",
+    "hostbasedauthentication",
+    "hostkeyalias",
+    "identityagent",
+    "ignoreunknown",
+    "include",
+    "ipqos",
+    "kbdinteractivedevices",
+    "knownhostscommand",
+    "localcommand",
+    "logverbose",
+    "macs",
+    "match",
+    "nohostauthenticationforlocalhost",
+    "numberofpasswordprompts",
+    "obscurekeystroketiming",
+    "permitlocalcommand",
+    "permitremoteopen",
+    "pkcs11provider",
+    "preferredauthentications",
+    "proxycommand",
+    "proxyjump",
+    "proxyusefdpass",
+    "pubkeyacceptedalgorithms",
+    "pubkeyacceptedkeytypes",
+    "remotecommand",
+    "remoteforward",
+    "requestty",
+    "requiredrsasize",
+    "revokedhostkeys",
+    "securitykeyprovider",
+    "sendenv",
+    "sessiontype",
+    "setenv",
+    "stdinnull",
+    "streamlocalbindmask",
+    "streamlocalbindunlink",
+    "syslogfacility",
+    "tag",
+    "tcpkeepalive",
+    "tunnel",
+    "tunneldevice",
+    "updatehostkeys",
+    "verifyhostkeydns",
+    "visualhostkey",
+    "xauthlocation",
+];
+
+/// Applies one `-o` argument.
+pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
+    let syntax = |why| CliError::BadConfigSyntax {
+        option: raw.to_owned(),
+        why,
+    };
+    let (key, value) = split_key_value(raw).ok_or_else(|| syntax("no key"))?;
+    let args = split_words(value).ok_or_else(|| syntax("a quote is not closed"))?;
+    if args.is_empty() {
+        return Err(syntax("the value is missing"));
+    }
+    let lower = key.to_ascii_lowercase();
+    match lower.as_str() {
+        "port" => {
+            let port = parse_port(one(key, &args)?, "Port")?;
+            set_first(&mut p.port, port);
+        }
+        "user" => {
+            let user = check_user(one(key, &args)?, key)?;
+            set_first(&mut p.user, user);
+        }
+        "hostname" => {
+            let name = one(key, &args)?;
+            // %h is filled in once the destination is known; check the rest now.
+            let sample = name.replace("%%", "").replace("%h", "h");
+            if sample.contains('%') {
+                return Err(bad_value(key, name, "a host name (%h and %% may be used)"));
+            }
+            super::destination::check_host(&sample)
+                .map_err(|_| bad_value(key, name, "a host name or address"))?;
+            set_first(&mut p.hostname, name.to_owned());
+        }
+        "identityfile" => p.identity_files.push(one(key, &args)?.to_owned()),
+        "userknownhostsfile" => {
+            let files = if args.len() == 1 && args.iter().any(|a| a.eq_ignore_ascii_case("none")) {
+                Vec::new()
+            } else {
+                args
+            };
+            set_first(&mut p.known_hosts_files, files);
+        }
+        "stricthostkeychecking" => {
+            let v = one(key, &args)?;
+            let (policy, ask) = match v.to_ascii_lowercase().as_str() {
+                "yes" | "true" => (StrictHostKeyChecking::Yes, false),
+                "ask" => (StrictHostKeyChecking::Yes, true),
+                "accept-new" => (StrictHostKeyChecking::AcceptNew, false),
+                "no" | "false" | "off" => (StrictHostKeyChecking::No, false),
+                _ => return Err(bad_value(key, v, "yes, accept-new, no, off or ask")),
+            };
+            if set_first(&mut p.strict, policy) && ask {
+                p.warnings.push(
+                    "StrictHostKeyChecking=ask is taken as yes: forwarder never prompts, so an \
+                     unknown host key is refused; use accept-new to record it instead"
+                        .into(),
+                );
+            }
+        }
+        "ciphers" => {
+            let list = algorithm_list(one(key, &args)?, key)?;
+            set_first(&mut p.ciphers, list);
+        }
+        "kexalgorithms" => {
+            let list = algorithm_list(one(key, &args)?, key)?;
+            set_first(&mut p.kex_algorithms, list);
+        }
+        "hostkeyalgorithms" => {
+            let list = algorithm_list(one(key, &args)?, key)?;
+            set_first(&mut p.host_key_algorithms, list);
+        }
+        "connecttimeout" => {
+            let v = one(key, &args)?;
+            let timeout = if v.eq_ignore_ascii_case("none") {
+                None
+            } else {
+                let secs = parse_time(v).ok_or_else(|| bad_value(key, v, TIME_FORMS))?;
+                (secs > 0).then(|| Duration::from_secs(secs))
+            };
+            set_first(&mut p.connect_timeout, timeout);
+        }
+        "serveraliveinterval" => {
+            let v = one(key, &args)?;
+            let secs = parse_time(v).ok_or_else(|| bad_value(key, v, TIME_FORMS))?;
+            set_first(
+                &mut p.server_alive_interval,
+                (secs > 0).then(|| Duration::from_secs(secs)),
+            );
+        }
+        "serveralivecountmax" => {
+            let v = one(key, &args)?;
+            let count = v
+                .parse::<u32>()
+                .ok()
+                .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
+                .filter(|n| i32::try_from(*n).is_ok())
+                .ok_or_else(|| bad_value(key, v, "a whole number such as 3"))?;
+            set_first(&mut p.server_alive_count_max, count);
+        }
+        "exitonforwardfailure" => {
+            let f = flag(key, &args)?;
+            set_first(&mut p.exit_on_forward_failure, f);
+        }
+        "batchmode" => {
+            let f = flag(key, &args)?;
+            set_first(&mut p.batch_mode, f);
+        }
+        "compression" => {
+            let f = flag(key, &args)?;
+            set_first(&mut p.compression, f);
+        }
+        "gatewayports" => {
+            let f = flag(key, &args)?;
+            set_first(&mut p.gateway_ports, f);
+        }
+        "hashknownhosts" => {
+            let f = flag(key, &args)?;
+            set_first(&mut p.hash_known_hosts, f);
+        }
+        "localforward" => p.local_forwards.push(forward::parse_config(&args)?),
+        "rekeylimit" => {
+            if args.len() > 2 {
+                return Err(bad_value(
+                    key,
+                    &args.join(" "),
+                    "a data limit and an optional time, as in \"1G 1h\"",
+                ));
+            }
+            set_first(&mut p.rekey_limit, args.join(" "));
+        }
+        "loglevel" => {
+            let v = one(key, &args)?;
+            let level = match v.to_ascii_uppercase().as_str() {
+                "QUIET" => LogLevel::Quiet,
+                "FATAL" => LogLevel::Fatal,
+                "ERROR" => LogLevel::Error,
+                "INFO" => LogLevel::Info,
+                "VERBOSE" => LogLevel::Verbose,
+                "DEBUG" | "DEBUG1" => LogLevel::Debug1,
+                "DEBUG2" => LogLevel::Debug2,
+                "DEBUG3" => LogLevel::Debug3,
+                _ => {
+                    return Err(bad_value(
+                        key,
+                        v,
+                        "QUIET, FATAL, ERROR, INFO, VERBOSE, DEBUG, DEBUG1, DEBUG2 or DEBUG3",
+                    ));
+                }
+            };
+            set_first(&mut p.log_level, level);
+        }
+        "addressfamily" => {
+            let v = one(key, &args)?;
+            let family = match v.to_ascii_lowercase().as_str() {
+                "any" => AddressFamily::Any,
+                "inet" => AddressFamily::Inet,
+                "inet6" => AddressFamily::Inet6,
+                _ => return Err(bad_value(key, v, "any, inet or inet6")),
+            };
+            set_first(&mut p.address_family, family);
+        }
+        // forwarder only uses the key files it is given, never passwords or an agent, and
+        // checks host names rather than addresses: these settings change nothing.
+        "identitiesonly"
+        | "passwordauthentication"
+        | "kbdinteractiveauthentication"
+        | "challengeresponseauthentication"
+        | "checkhostip" => {
+            flag(key, &args)?;
+        }
+        "pubkeyauthentication" => {
+            if !flag(key, &args)? {
+                return Err(bad_value(
+                    key,
+                    &args.join(" "),
+                    "yes: public key authentication is the only kind forwarder has",
+                ));
+            }
+        }
+        k if OPENSSH_KEYS.contains(&k) => {
+            return Err(CliError::UnsupportedKey {
+                key: key.to_owned(),
+            });
+        }
+        _ => {
+            return Err(CliError::UnknownKey {
+                key: key.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+const TIME_FORMS: &str = "seconds, or a time such as 30s, 5m, 1h30m";
+
+fn bad_value(key: &str, value: &str, expected: &'static str) -> CliError {
+    CliError::BadValue {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        expected,
+    }
+}
+
+/// The single word of a one-word setting.
+fn one<'a>(key: &str, args: &'a [String]) -> Result<&'a str, CliError> {
+    match args {
+        [only] => Ok(only),
+        _ => Err(bad_value(key, &args.join(" "), "a single value")),
+    }
+}
+
+/// `yes`/`true` or `no`/`false`, any case.
+fn flag(key: &str, args: &[String]) -> Result<bool, CliError> {
+    let v = one(key, args)?;
+    match v.to_ascii_lowercase().as_str() {
+        "yes" | "true" => Ok(true),
+        "no" | "false" => Ok(false),
+        _ => Err(bad_value(key, v, "yes or no")),
+    }
+}
+
+/// An algorithm list is kept as written, but it must be one comma-separated word.
+pub(super) fn algorithm_list(value: &str, key: &str) -> Result<String, CliError> {
+    let ok = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\''));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(bad_value(
+            key,
+            value,
+            "a comma-separated list of algorithm names, optionally starting with +, - or ^",
+        ))
+    }
+}
+
+/// Splits `Key=Value`, `Key Value` or `Key = Value`. `None` when there is no key.
+fn split_key_value(raw: &str) -> Option<(&str, &str)> {
+    let raw = raw.trim_matches(is_blank);
+    let end = raw.find(|c: char| is_blank(c) || c == '=')?;
+    let (key, rest) = raw.split_at(end);
+    if key.is_empty() {
+        return None;
+    }
+    let rest = rest.trim_start_matches(is_blank);
+    let rest = rest.strip_prefix('=').unwrap_or(rest);
+    Some((key, rest.trim_start_matches(is_blank)))
+}
+
+fn is_blank(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
+/// Splits a value into words. Double or single quotes group a word; a backslash escapes a
+/// quote, a backslash, or (outside quotes) a space. `None` if a quote is left open.
+fn split_words(value: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut chars = value.chars().peekable();
+    loop {
+        while chars.next_if(|c| is_blank(*c)).is_some() {}
+        if chars.peek().is_none() {
+            return Some(words);
+        }
+        let mut word = String::new();
+        let mut quote = None;
+        while let Some(c) = chars.next() {
+            match (c, quote) {
+                ('\\', _) => match chars.peek().copied() {
+                    Some(next @ ('\\' | '"' | '\'')) => {
+                        word.push(next);
+                        chars.next();
+                    }
+                    Some(' ') if quote.is_none() => {
+                        word.push(' ');
+                        chars.next();
+                    }
+                    _ => word.push('\\'),
+                },
+                ('"' | '\'', None) => quote = Some(c),
+                (c, Some(q)) if c == q => quote = None,
+                (c, None) if is_blank(c) => break,
+                (c, _) => word.push(c),
+            }
+        }
+        if quote.is_some() {
+            return None;
+        }
+        words.push(word);
+    }
+}
+
+/// OpenSSH's time format: seconds, or numbers with s/m/h/d/w units added up (`1h30m`).
+/// Capped at `i32::MAX` seconds as OpenSSH does.
+pub(super) fn parse_time(text: &str) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut total: u64 = 0;
+    let mut number: Option<u64> = None;
+    for c in text.chars() {
+        if let Some(d) = c.to_digit(10) {
+            number = Some(
+                number
+                    .unwrap_or(0)
+                    .checked_mul(10)?
+                    .checked_add(u64::from(d))?,
+            );
+            continue;
+        }
+        let scale = match c.to_ascii_lowercase() {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => return None,
+        };
+        total = total.checked_add(number.take()?.checked_mul(scale)?)?;
+    }
+    if let Some(n) = number {
+        total = total.checked_add(n)?;
+    }
+    (total <= i32::MAX as u64).then_some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_forms() {
+        assert_eq!(split_key_value("Port=2222"), Some(("Port", "2222")));
+        assert_eq!(split_key_value("Port 2222"), Some(("Port", "2222")));
+        assert_eq!(split_key_value("  port  =  7 "), Some(("port", "7")));
+        assert_eq!(split_key_value("Port\t2222"), Some(("Port", "2222")));
+        assert_eq!(split_key_value("Port"), None);
+        assert_eq!(split_key_value("=2222"), None);
+        assert_eq!(split_key_value(""), None);
+        assert_eq!(split_key_value("Port="), Some(("Port", "")));
+    }
+
+    #[test]
+    fn words_and_quotes() {
+        let w = |s: &str| split_words(s);
+        let v = |words: &[&str]| Some(words.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(w("a b"), v(&["a", "b"]));
+        assert_eq!(w("\"x y\" z"), v(&["x y", "z"]));
+        assert_eq!(w("'x y'"), v(&["x y"]));
+        assert_eq!(w("a\\ b"), v(&["a b"]));
+        assert_eq!(w("\"a\\\"b\""), v(&["a\"b"]));
+        assert_eq!(w("C:\\dir"), v(&["C:\\dir"]));
+        assert_eq!(w("\"\""), v(&[""]));
+        assert_eq!(w("   "), v(&[]));
+        assert_eq!(w("\"open"), None);
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("0"), Some(0));
+        assert_eq!(parse_time("90"), Some(90));
+        assert_eq!(parse_time("1m30s"), Some(90));
+        assert_eq!(parse_time("2M"), Some(120));
+        assert_eq!(parse_time("1h"), Some(3600));
+        assert_eq!(parse_time("1w1d"), Some(691_200));
+        assert_eq!(parse_time("2147483647"), Some(2_147_483_647));
+        assert_eq!(parse_time("2147483648"), None);
+        assert_eq!(parse_time("99999999999999999999999"), None);
+        assert_eq!(parse_time(""), None);
+        assert_eq!(parse_time("s"), None);
+        assert_eq!(parse_time("1x"), None);
+        assert_eq!(parse_time("-1"), None);
+        assert_eq!(parse_time("1 m"), None);
+    }
+
+    #[test]
+    fn algorithm_lists_are_one_word() {
+        assert_eq!(
+            algorithm_list("+ssh-rsa,rsa-sha2-256", "HostKeyAlgorithms"),
+            Ok("+ssh-rsa,rsa-sha2-256".into())
+        );
+        assert!(algorithm_list("", "Ciphers").is_err());
+        assert!(algorithm_list("a b", "Ciphers").is_err());
+        assert!(algorithm_list("aes\u{1b}", "Ciphers").is_err());
+    }
+}

@@ -1,0 +1,230 @@
+//! Defaults from the environment, and `~` / `%`-token expansion in paths.
+
+use std::path::PathBuf;
+
+use super::{CliError, Options, Parsed, StrictHostKeyChecking};
+
+/// What defaults are taken from. Tests build one by hand; the program uses
+/// [`Environment::from_process`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Environment {
+    /// The home directory `~` stands for.
+    pub home: Option<PathBuf>,
+    /// The local user name: the default remote user and `%u`.
+    pub user: Option<String>,
+}
+
+impl Environment {
+    /// `$HOME` and `$USER` (then `$LOGNAME`); where those are unset or empty, the current
+    /// user's entry in /etc/passwd.
+    pub fn from_process() -> Self {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let mut home = var("HOME").map(PathBuf::from);
+        let mut user = var("USER")
+            .or_else(|| var("LOGNAME"))
+            .and_then(|u| u.into_string().ok());
+        if (home.is_none() || user.is_none())
+            && let Some((name, dir)) = passwd_entry()
+        {
+            user = user.or(Some(name));
+            home = home.or(Some(dir));
+        }
+        Self { home, user }
+    }
+}
+
+/// The current user's name and home directory from /etc/passwd, found by uid. The uid is the
+/// owner of /proc/self, which avoids calling into libc.
+#[cfg(unix)]
+fn passwd_entry() -> Option<(String, PathBuf)> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
+    let mut text = String::new();
+    // A passwd file is small; the bound keeps a strange one from exhausting memory.
+    std::fs::File::open("/etc/passwd")
+        .ok()?
+        .take(16 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let _password = fields.next()?;
+        (fields.next()? == uid).then_some(())?;
+        let dir = fields.nth(2)?;
+        Some((name.to_owned(), PathBuf::from(dir)))
+    })
+}
+
+#[cfg(not(unix))]
+fn passwd_entry() -> Option<(String, PathBuf)> {
+    None
+}
+
+/// Fills in defaults and expands paths.
+pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError> {
+    let original_host = p.host.ok_or(CliError::MissingDestination)?;
+    let user = p
+        .user
+        .or_else(|| env.user.clone())
+        .ok_or(CliError::NoUser)?;
+    let port = p.port.unwrap_or(22);
+    let destination_host = match &p.hostname {
+        Some(name) => {
+            let expanded = expand_hostname(name, &original_host);
+            super::destination::check_host(&expanded).map_err(|_| CliError::BadValue {
+                key: "HostName".into(),
+                value: expanded.clone(),
+                expected: "a host name or address once %h is replaced",
+            })?
+        }
+        None => original_host.clone(),
+    }
+    .to_ascii_lowercase();
+    let tokens = Tokens {
+        env,
+        host: &destination_host,
+        original_host: &original_host,
+        port,
+        remote_user: &user,
+    };
+    let default_identity_files = p.identity_files.is_empty();
+    let identity_files = if default_identity_files {
+        vec!["~/.ssh/id_ed25519".to_owned(), "~/.ssh/id_rsa".to_owned()]
+    } else {
+        p.identity_files
+    };
+    let identity_files = identity_files
+        .iter()
+        .map(|f| tokens.expand_path(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let user_known_hosts_files = p
+        .known_hosts_files
+        .unwrap_or_else(|| vec!["~/.ssh/known_hosts".to_owned()])
+        .iter()
+        .map(|f| tokens.expand_path(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Options {
+        destination_host,
+        original_host,
+        port,
+        user,
+        identity_files,
+        default_identity_files,
+        local_forwards: p.local_forwards,
+        log_level: p.flag_log_level.or(p.log_level).unwrap_or_default(),
+        user_known_hosts_files,
+        strict_host_key_checking: p.strict.unwrap_or(StrictHostKeyChecking::Yes),
+        ciphers: p.flag_ciphers.or(p.ciphers),
+        kex_algorithms: p.kex_algorithms,
+        host_key_algorithms: p.host_key_algorithms,
+        connect_timeout: p.connect_timeout.flatten(),
+        server_alive_interval: p.server_alive_interval.flatten(),
+        server_alive_count_max: p.server_alive_count_max.unwrap_or(3),
+        exit_on_forward_failure: p.exit_on_forward_failure.unwrap_or(false),
+        batch_mode: p.batch_mode.unwrap_or(false),
+        rekey_limit: p.rekey_limit,
+        compression: p.compression.unwrap_or(false),
+        gateway_ports: p.gateway_ports.unwrap_or(false),
+        address_family: p
+            .flag_address_family
+            .or(p.address_family)
+            .unwrap_or_default(),
+        hash_known_hosts: p.hash_known_hosts.unwrap_or(false),
+        warnings: p.warnings,
+    })
+}
+
+/// HostName knows two tokens: `%h` (the destination's host) and `%%`.
+fn expand_hostname(pattern: &str, host: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + host.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('%', Some('h')) => {
+                out.push_str(host);
+                chars.next();
+            }
+            ('%', Some('%')) => {
+                out.push('%');
+                chars.next();
+            }
+            (c, _) => out.push(c),
+        }
+    }
+    out
+}
+
+struct Tokens<'a> {
+    env: &'a Environment,
+    host: &'a str,
+    original_host: &'a str,
+    port: u16,
+    remote_user: &'a str,
+}
+
+impl Tokens<'_> {
+    /// `~` or `~/...` becomes the home directory; then `%%`, `%d` (home), `%h` (host), `%n`
+    /// (host as given), `%p` (port), `%r` (remote user) and `%u` (local user) are replaced, as
+    /// OpenSSH does for IdentityFile and UserKnownHostsFile.
+    fn expand_path(&self, raw: &str) -> Result<PathBuf, CliError> {
+        let bad = |why: String| CliError::BadPath {
+            path: raw.to_owned(),
+            why,
+        };
+        if raw.is_empty() {
+            return Err(bad("the path is empty".into()));
+        }
+        let home = || {
+            self.env
+                .home
+                .as_ref()
+                .map(|h| h.to_string_lossy().into_owned())
+                .ok_or_else(|| CliError::NoHome {
+                    path: raw.to_owned(),
+                })
+        };
+        let mut out = String::with_capacity(raw.len());
+        let rest = if raw == "~" {
+            out.push_str(&home()?);
+            ""
+        } else if let Some(rest) = raw.strip_prefix("~/") {
+            out.push_str(home()?.trim_end_matches('/'));
+            out.push('/');
+            rest
+        } else if raw.starts_with('~') {
+            return Err(bad(
+                "only ~ and ~/ are understood, not ~user; give the full path".into(),
+            ));
+        } else {
+            raw
+        };
+        let mut chars = rest.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('%') => out.push('%'),
+                Some('d') => out.push_str(&home()?),
+                Some('h') => out.push_str(self.host),
+                Some('n') => out.push_str(self.original_host),
+                Some('p') => out.push_str(&self.port.to_string()),
+                Some('r') => out.push_str(self.remote_user),
+                Some('u') => match &self.env.user {
+                    Some(u) => out.push_str(u),
+                    None => return Err(CliError::NoUser),
+                },
+                other => {
+                    let token = other.map(|c| format!("%{c}")).unwrap_or_else(|| "%".into());
+                    return Err(bad(format!(
+                        "unknown token '{token}'; known tokens are %%, %d, %h, %n, %p, %r, %u"
+                    )));
+                }
+            }
+        }
+        Ok(PathBuf::from(out))
+    }
+}

@@ -1,0 +1,801 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn env() -> Environment {
+    Environment {
+        home: Some(PathBuf::from("/home/tester")),
+        user: Some("tester".into()),
+    }
+}
+
+fn parse(args: &[&str]) -> Result<Command, CliError> {
+    parse_args_with_env(args.iter().copied(), &env())
+}
+
+fn run(args: &[&str]) -> Options {
+    match parse(args) {
+        Ok(Command::Run(o)) => o,
+        other => panic!("{args:?} gave {other:?}"),
+    }
+}
+
+fn err(args: &[&str]) -> String {
+    match parse(args) {
+        Err(e) => e.to_string(),
+        other => panic!("{args:?} should fail, gave {other:?}"),
+    }
+}
+
+fn fwd(bind: Option<&str>, port: u16, host: &str, host_port: u16) -> LocalForward {
+    LocalForward {
+        bind_address: bind.map(str::to_owned),
+        bind_port: port,
+        host: host.into(),
+        host_port,
+    }
+}
+
+#[test]
+fn the_issue_command_line() {
+    let o = run(&[
+        "-N",
+        "-p",
+        "2222",
+        "-i",
+        "~/.ssh/id_rsa",
+        "-o",
+        "UserKnownHostsFile=./known_hosts",
+        "-L",
+        "15432:db.internal:5432",
+        "analytics@bastion.example.com",
+    ]);
+    assert_eq!(o.destination_host, "bastion.example.com");
+    assert_eq!(o.original_host, "bastion.example.com");
+    assert_eq!(o.port, 2222);
+    assert_eq!(o.user, "analytics");
+    assert_eq!(
+        o.identity_files,
+        vec![PathBuf::from("/home/tester/.ssh/id_rsa")]
+    );
+    assert!(!o.default_identity_files);
+    assert_eq!(
+        o.user_known_hosts_files,
+        vec![PathBuf::from("./known_hosts")]
+    );
+    assert_eq!(
+        o.known_hosts_record_file(),
+        Some(std::path::Path::new("./known_hosts"))
+    );
+    assert_eq!(
+        o.local_forwards,
+        vec![fwd(None, 15432, "db.internal", 5432)]
+    );
+    assert_eq!(
+        o.local_forwards[0].bind_target(o.gateway_ports),
+        BindTarget::Loopback
+    );
+    assert_eq!(o.strict_host_key_checking, StrictHostKeyChecking::Yes);
+    assert!(o.warnings.is_empty());
+}
+
+#[test]
+fn defaults_come_from_the_environment() {
+    let o = run(&["bastion"]);
+    assert_eq!(o.user, "tester");
+    assert_eq!(o.port, 22);
+    assert!(o.default_identity_files);
+    assert_eq!(
+        o.identity_files,
+        vec![
+            PathBuf::from("/home/tester/.ssh/id_ed25519"),
+            PathBuf::from("/home/tester/.ssh/id_rsa")
+        ]
+    );
+    assert_eq!(
+        o.user_known_hosts_files,
+        vec![PathBuf::from("/home/tester/.ssh/known_hosts")]
+    );
+    assert_eq!(o.log_level, LogLevel::Info);
+    assert_eq!(o.strict_host_key_checking, StrictHostKeyChecking::Yes);
+    assert_eq!(o.connect_timeout, None);
+    assert_eq!(o.server_alive_interval, None);
+    assert_eq!(o.server_alive_count_max, 3);
+    assert!(!o.exit_on_forward_failure && !o.batch_mode && !o.compression);
+    assert!(!o.gateway_ports && !o.hash_known_hosts);
+    assert_eq!(o.address_family, AddressFamily::Any);
+    assert_eq!(o.ciphers, None);
+    assert_eq!(o.rekey_limit, None);
+    assert!(o.local_forwards.is_empty());
+}
+
+#[test]
+fn missing_user_and_home_are_explained() {
+    let no_user = Environment {
+        home: Some("/h".into()),
+        user: None,
+    };
+    let e = parse_args_with_env(["host"], &no_user);
+    assert_eq!(e, Err(CliError::NoUser));
+    assert!(
+        e.err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+            .contains("-l user")
+    );
+    // A user from the command line is enough.
+    assert!(matches!(
+        parse_args_with_env(["u@host"], &no_user),
+        Ok(Command::Run(_))
+    ));
+    let no_home = Environment {
+        home: None,
+        user: Some("me".into()),
+    };
+    let e = parse_args_with_env(["host"], &no_home);
+    assert_eq!(
+        e.err().map(|e| e.to_string()).as_deref(),
+        Some("cannot expand '~' in '~/.ssh/id_ed25519': $HOME is not set; give the full path")
+    );
+    let ok = parse_args_with_env(
+        ["-i", "/k", "-o", "UserKnownHostsFile=/kh", "host"],
+        &no_home,
+    );
+    assert!(matches!(ok, Ok(Command::Run(_))), "{ok:?}");
+}
+
+#[test]
+fn grouped_flags_and_attached_values() {
+    let o = run(&["-Nvp2222", "host"]);
+    assert_eq!((o.port, o.log_level), (2222, LogLevel::Debug1));
+    let o = run(&["-vvv", "host"]);
+    assert_eq!(o.log_level, LogLevel::Debug3);
+    assert_eq!(o.log_level.verbosity(), 3);
+    let o = run(&["-vvvvvv", "host"]);
+    assert_eq!(o.log_level, LogLevel::Debug3);
+    let o = run(&["-Nv", "-v", "host"]);
+    assert_eq!(o.log_level, LogLevel::Debug2);
+    let o = run(&["-L15432:db:5432", "-lalice", "-oPort=7", "host"]);
+    assert_eq!(o.local_forwards, vec![fwd(None, 15432, "db", 5432)]);
+    assert_eq!((o.user.as_str(), o.port), ("alice", 7));
+    // "-ooPort=7" is -o with the value "oPort=7": an unknown key, as in ssh.
+    let e = err(&["-ooPort=7", "host"]);
+    assert!(e.contains("unknown -o option 'oPort'"), "{e}");
+    let o = run(&["-NCg46", "-p", "2", "host"]);
+    assert!(o.compression && o.gateway_ports);
+    assert_eq!(o.address_family, AddressFamily::Inet6);
+    // A value may itself start with '-'.
+    assert_eq!(run(&["-l", "-p", "host"]).user, "-p");
+    let o = run(&["-i", "-weird-name", "host"]);
+    assert_eq!(o.identity_files, vec![PathBuf::from("-weird-name")]);
+}
+
+#[test]
+fn harmless_ssh_flags_are_accepted() {
+    let o = run(&["-N", "-n", "-T", "-x", "-a", "-k", "host"]);
+    assert_eq!(o.destination_host, "host");
+}
+
+#[test]
+fn repeated_options_accumulate_or_keep_the_first() {
+    let o = run(&[
+        "-i",
+        "a",
+        "-i",
+        "b",
+        "-o",
+        "IdentityFile c",
+        "-L",
+        "1:h:2",
+        "-o",
+        "LocalForward 3 h:4",
+        "-L",
+        "5:h:6",
+        "host",
+    ]);
+    assert_eq!(
+        o.identity_files,
+        vec![PathBuf::from("a"), PathBuf::from("b"), PathBuf::from("c")]
+    );
+    assert_eq!(
+        o.local_forwards,
+        vec![
+            fwd(None, 1, "h", 2),
+            fwd(None, 3, "h", 4),
+            fwd(None, 5, "h", 6)
+        ]
+    );
+    let o = run(&["-p", "1", "-p", "2", "host"]);
+    assert_eq!(o.port, 1);
+}
+
+#[test]
+fn first_value_wins_as_in_openssh() {
+    // Checked against `ssh -G`.
+    assert_eq!(run(&["-p", "2200", "-o", "Port=2300", "host"]).port, 2200);
+    assert_eq!(run(&["-o", "Port=2300", "-p", "2200", "host"]).port, 2300);
+    assert_eq!(run(&["-l", "alice", "bob@host"]).user, "alice");
+    assert_eq!(run(&["bob@host", "-l", "alice"]).user, "bob");
+    assert_eq!(run(&["-o", "User=x", "-l", "y", "host"]).user, "x");
+    assert_eq!(run(&["-o", "User=x", "y@host"]).user, "x");
+    assert_eq!(run(&["-p", "1", "ssh://u@h:2022"]).port, 1);
+    assert_eq!(run(&["ssh://u@h:2022", "-p", "1"]).port, 2022);
+    assert_eq!(run(&["ssh://h", "-p", "1"]).port, 1);
+    let o = run(&[
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "ConnectTimeout=5",
+        "-o",
+        "ConnectTimeout=6",
+        "h",
+    ]);
+    assert_eq!(o.strict_host_key_checking, StrictHostKeyChecking::No);
+    assert_eq!(o.connect_timeout, Some(Duration::from_secs(5)));
+    // Later values are still checked.
+    let e = err(&["-o", "Port=1", "-o", "Port=x", "h"]);
+    assert!(e.contains("bad port 'x' in Port"), "{e}");
+}
+
+#[test]
+fn flags_that_override_settings() {
+    // -c replaces Ciphers wherever it is; -v/-q replace LogLevel; -4/-6 AddressFamily.
+    let o = run(&["-o", "Ciphers=aes128-ctr", "-c", "aes256-ctr", "h"]);
+    assert_eq!(o.ciphers.as_deref(), Some("aes256-ctr"));
+    let o = run(&["-c", "aes256-ctr", "-o", "Ciphers=aes128-ctr", "h"]);
+    assert_eq!(o.ciphers.as_deref(), Some("aes256-ctr"));
+    let o = run(&["-o", "LogLevel=ERROR", "-v", "h"]);
+    assert_eq!(o.log_level, LogLevel::Debug1);
+    let o = run(&["-v", "-o", "LogLevel=ERROR", "h"]);
+    assert_eq!(o.log_level, LogLevel::Debug1);
+    let o = run(&["-o", "LogLevel=error", "h"]);
+    assert_eq!(o.log_level, LogLevel::Error);
+    let o = run(&["-q", "h"]);
+    assert_eq!(o.log_level, LogLevel::Quiet);
+    assert_eq!(
+        o.log_level.tracing_filter(),
+        tracing::level_filters::LevelFilter::OFF
+    );
+    let o = run(&["-v", "-q", "h"]);
+    assert_eq!(o.log_level, LogLevel::Quiet);
+    let o = run(&["-o", "AddressFamily=inet6", "-4", "h"]);
+    assert_eq!(o.address_family, AddressFamily::Inet);
+    let o = run(&["-o", "AddressFamily=inet", "h"]);
+    assert_eq!(o.address_family, AddressFamily::Inet);
+}
+
+#[test]
+fn log_levels_map_to_tracing() {
+    use tracing::level_filters::LevelFilter;
+    for (word, level, filter) in [
+        ("QUIET", LogLevel::Quiet, LevelFilter::OFF),
+        ("fatal", LogLevel::Fatal, LevelFilter::ERROR),
+        ("Error", LogLevel::Error, LevelFilter::ERROR),
+        ("INFO", LogLevel::Info, LevelFilter::INFO),
+        ("VERBOSE", LogLevel::Verbose, LevelFilter::INFO),
+        ("DEBUG", LogLevel::Debug1, LevelFilter::DEBUG),
+        ("DEBUG1", LogLevel::Debug1, LevelFilter::DEBUG),
+        ("DEBUG2", LogLevel::Debug2, LevelFilter::TRACE),
+        ("debug3", LogLevel::Debug3, LevelFilter::TRACE),
+    ] {
+        let o = run(&["-o", &format!("LogLevel {word}"), "h"]);
+        assert_eq!(o.log_level, level, "{word}");
+        assert_eq!(o.log_level.tracing_filter(), filter, "{word}");
+    }
+    let e = err(&["-o", "LogLevel=LOUD", "h"]);
+    assert!(
+        e.contains("bad value 'LOUD' for LogLevel: expected QUIET"),
+        "{e}"
+    );
+}
+
+#[test]
+fn options_after_the_destination_and_remote_commands() {
+    let o = run(&["host", "-p", "5", "-L", "1:db:2"]);
+    assert_eq!(o.port, 5);
+    assert_eq!(o.local_forwards.len(), 1);
+    let e = err(&["host", "ls", "-l"]);
+    assert_eq!(
+        e,
+        "forwarder only forwards ports and never runs a remote command, but 'ls -l' follows \
+         the destination; remove it (options may come before the destination or right after it)"
+    );
+    assert!(err(&["host", "-N", "uptime"]).contains("'uptime'"));
+    // `--` before the destination: options may still follow the destination.
+    assert_eq!(run(&["--", "host", "-p", "7"]).port, 7);
+    // `--` after the destination: the rest is a command.
+    assert!(err(&["host", "--", "-p", "7"]).contains("'-p 7'"));
+    assert_eq!(run(&["host", "--"]).port, 22);
+    assert_eq!(err(&["--"]), CliError::MissingDestination.to_string());
+}
+
+#[test]
+fn destination_is_required() {
+    assert_eq!(parse(&[]), Err(CliError::MissingDestination));
+    assert_eq!(parse(&["-N", "-v"]), Err(CliError::MissingDestination));
+    assert!(err(&["-N"]).contains("no destination given: expected [user@]host"));
+}
+
+#[test]
+fn destination_forms() {
+    let o = run(&["ssh://deploy@Bastion.Example.com:2222"]);
+    assert_eq!(
+        (o.user.as_str(), o.destination_host.as_str(), o.port),
+        ("deploy", "bastion.example.com", 2222)
+    );
+    assert_eq!(o.original_host, "Bastion.Example.com");
+    let o = run(&["u@[::1]"]);
+    assert_eq!(o.destination_host, "::1");
+    let o = run(&["ssh://[2001:DB8::1]:2200"]);
+    assert_eq!((o.destination_host.as_str(), o.port), ("2001:db8::1", 2200));
+    assert!(err(&["host:22"]).contains("give a port with -p"));
+    assert!(err(&["-p", "22", "a,b"]).contains("bad destination 'a,b'"));
+}
+
+#[test]
+fn hostname_setting() {
+    let o = run(&["-o", "HostName=10.1.2.3", "bastion"]);
+    assert_eq!(o.destination_host, "10.1.2.3");
+    assert_eq!(o.original_host, "bastion");
+    let o = run(&["-o", "Hostname %h.corp.example", "Bastion"]);
+    assert_eq!(o.destination_host, "bastion.corp.example");
+    let o = run(&["-o", "hostname=a", "-o", "HostName=b", "h"]);
+    assert_eq!(o.destination_host, "a");
+    assert!(err(&["-o", "HostName=%x", "h"]).contains("bad value '%x' for HostName"));
+    assert!(err(&["-o", "HostName=a b", "h"]).contains("a single value"));
+    assert!(err(&["-o", "HostName=%h.x", "::1"]).contains("'::1.x'"));
+    assert!(err(&["-o", "HostName=*", "h"]).contains("HostName"));
+}
+
+#[test]
+fn help_and_version() {
+    assert_eq!(parse(&["--help"]), Ok(Command::Help));
+    assert_eq!(parse(&["-h"]), Ok(Command::Help));
+    assert_eq!(parse(&["-N", "--help", "-Z"]), Ok(Command::Help));
+    assert_eq!(parse(&["--version"]), Ok(Command::Version));
+    assert_eq!(parse(&["-V"]), Ok(Command::Version));
+    assert_eq!(
+        version_text(),
+        format!("forwarder {}", env!("CARGO_PKG_VERSION"))
+    );
+    let text = usage();
+    for needle in [
+        "-L [bind_address:]port:host:hostport",
+        "-o Key=Value",
+        "StrictHostKeyChecking",
+    ] {
+        assert!(text.contains(needle), "{needle}");
+    }
+}
+
+#[test]
+fn unknown_and_unsupported_options_are_named() {
+    assert_eq!(
+        err(&["-Z", "h"]),
+        "unknown option -Z; run 'forwarder --help' for the options it takes"
+    );
+    assert_eq!(
+        err(&["--frobnicate", "h"]),
+        "unknown option --frobnicate; run 'forwarder --help' for the options it takes"
+    );
+    assert!(err(&["-Nvé", "h"]).contains("unknown option -é"));
+    for (flag, needle) in [
+        ("-R", "remote forwarding"),
+        ("-D", "SOCKS"),
+        ("-J", "jump hosts"),
+        ("-F", "ssh_config files are not read"),
+        ("-f", "foreground"),
+        ("-t", "terminal"),
+        ("-A", "agent forwarding"),
+        ("-W", "standard input"),
+    ] {
+        let e = err(&[flag, "x", "h"]);
+        assert!(
+            e.starts_with(&format!("option {flag} is not supported by forwarder")),
+            "{e}"
+        );
+        assert!(e.contains(needle), "{e}");
+    }
+}
+
+#[test]
+fn missing_option_values() {
+    assert_eq!(err(&["h", "-p"]), "option -p needs a value, as in -p 2222");
+    assert!(err(&["-L"]).contains("-L 15432:db.internal:5432"));
+    assert!(err(&["h", "-o"]).contains("option -o needs a value"));
+    assert!(err(&["h", "-Nvi"]).contains("option -i needs a value"));
+}
+
+#[test]
+fn bad_ports() {
+    assert_eq!(
+        err(&["-p", "0", "h"]),
+        "bad port '0' in -p: expected a number from 1 to 65535"
+    );
+    for bad in ["65536", "x", "", "+22", " 22", "-1", "222222"] {
+        assert!(err(&["-p", bad, "h"]).contains("bad port"), "{bad}");
+    }
+    assert_eq!(run(&["-p", "65535", "h"]).port, 65535);
+    assert_eq!(run(&["-p", "022", "h"]).port, 22);
+    assert!(err(&["-o", "Port=0", "h"]).contains("in Port"));
+}
+
+#[test]
+fn bad_forward_message_shows_the_expected_form() {
+    assert_eq!(
+        err(&["-L", "15432:db", "h"]),
+        "bad -L specification '15432:db': expected [bind_address:]port:host:hostport \
+         (it has 2 fields, not 3 or 4)"
+    );
+    assert!(err(&["-o", "LocalForward=5", "h"]).starts_with(
+        "bad LocalForward specification '5': expected [bind_address:]port host:hostport"
+    ));
+}
+
+#[test]
+fn bind_targets() {
+    let o = run(&[
+        "-L",
+        "1:h:2",
+        "-L",
+        "*:3:h:4",
+        "-L",
+        ":5:h:6",
+        "-L",
+        "localhost:7:h:8",
+        "-L",
+        "[::1]:9:h:10",
+        "-L",
+        "192.0.2.1:11:h:12",
+        "host",
+    ]);
+    let targets: Vec<_> = o
+        .local_forwards
+        .iter()
+        .map(|f| f.bind_target(false))
+        .collect();
+    assert_eq!(
+        targets,
+        vec![
+            BindTarget::Loopback,
+            BindTarget::AllInterfaces,
+            BindTarget::AllInterfaces,
+            BindTarget::Loopback,
+            BindTarget::Address("::1".into()),
+            BindTarget::Address("192.0.2.1".into()),
+        ]
+    );
+    // -g only changes forwards without a bind address.
+    let o = run(&["-g", "-L", "1:h:2", "-L", "localhost:3:h:4", "host"]);
+    assert_eq!(
+        o.local_forwards[0].bind_target(o.gateway_ports),
+        BindTarget::AllInterfaces
+    );
+    assert_eq!(
+        o.local_forwards[1].bind_target(o.gateway_ports),
+        BindTarget::Loopback
+    );
+    assert!(run(&["-o", "GatewayPorts=yes", "h"]).gateway_ports);
+}
+
+#[test]
+fn dash_o_syntax() {
+    for arg in [
+        "Port=2222",
+        "Port 2222",
+        "port = 2222",
+        "PORT\t2222",
+        " Port=2222 ",
+    ] {
+        assert_eq!(run(&["-o", arg, "h"]).port, 2222, "{arg}");
+    }
+    assert_eq!(
+        err(&["-o", "Port", "h"]),
+        "bad -o 'Port': no key; expected -o Key=Value or -o \"Key Value\""
+    );
+    assert!(err(&["-o", "Port=", "h"]).contains("the value is missing"));
+    assert!(err(&["-o", "=5", "h"]).contains("no key"));
+    assert!(err(&["-o", "UserKnownHostsFile=\"a", "h"]).contains("quote is not closed"));
+    assert!(err(&["-o", "Port=1 2", "h"]).contains("expected a single value"));
+}
+
+#[test]
+fn unknown_and_unsupported_keys() {
+    let e = err(&["-o", "Bogus=1", "h"]);
+    assert!(
+        e.starts_with("unknown -o option 'Bogus'; forwarder takes Port, User"),
+        "{e}"
+    );
+    let e = err(&["-o", "ProxyJump=jump", "h"]);
+    assert!(
+        e.starts_with("-o ProxyJump is an OpenSSH option that forwarder does not support"),
+        "{e}"
+    );
+    assert!(err(&["-o", "remoteforward=1 h:2", "h"]).contains("-o remoteforward is an OpenSSH"));
+    assert!(err(&["-o", "Macs=hmac-sha2-256", "h"]).contains("does not support"));
+}
+
+#[test]
+fn strict_host_key_checking_values() {
+    for (word, want) in [
+        ("yes", StrictHostKeyChecking::Yes),
+        ("True", StrictHostKeyChecking::Yes),
+        ("accept-new", StrictHostKeyChecking::AcceptNew),
+        ("no", StrictHostKeyChecking::No),
+        ("off", StrictHostKeyChecking::No),
+        ("OFF", StrictHostKeyChecking::No),
+        ("false", StrictHostKeyChecking::No),
+    ] {
+        let o = run(&["-o", &format!("StrictHostKeyChecking={word}"), "h"]);
+        assert_eq!(o.strict_host_key_checking, want, "{word}");
+        assert!(o.warnings.is_empty());
+    }
+    let o = run(&["-o", "StrictHostKeyChecking=ask", "h"]);
+    assert_eq!(o.strict_host_key_checking, StrictHostKeyChecking::Yes);
+    assert_eq!(o.warnings.len(), 1);
+    assert!(
+        o.warnings[0].contains("ask is taken as yes"),
+        "{:?}",
+        o.warnings
+    );
+    // A later ask that does not win says nothing.
+    let o = run(&[
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "-o",
+        "StrictHostKeyChecking=ask",
+        "h",
+    ]);
+    assert!(o.warnings.is_empty());
+    assert_eq!(
+        err(&["-o", "StrictHostKeyChecking=maybe", "h"]),
+        "bad value 'maybe' for StrictHostKeyChecking: expected yes, accept-new, no, off or ask"
+    );
+    assert_eq!(StrictHostKeyChecking::AcceptNew.to_string(), "accept-new");
+}
+
+#[test]
+fn known_hosts_files() {
+    let o = run(&["-o", "UserKnownHostsFile=~/a /b %d/c", "h"]);
+    assert_eq!(
+        o.user_known_hosts_files,
+        vec![
+            PathBuf::from("/home/tester/a"),
+            PathBuf::from("/b"),
+            PathBuf::from("/home/tester/c")
+        ]
+    );
+    let o = run(&["-o", "UserKnownHostsFile \"/with space/kh\" other", "h"]);
+    assert_eq!(
+        o.user_known_hosts_files,
+        vec![PathBuf::from("/with space/kh"), PathBuf::from("other")]
+    );
+    let o = run(&["-o", "UserKnownHostsFile=none", "h"]);
+    assert!(o.user_known_hosts_files.is_empty());
+    assert_eq!(o.known_hosts_record_file(), None);
+    let o = run(&[
+        "-o",
+        "UserKnownHostsFile=a b",
+        "-o",
+        "UserKnownHostsFile=c",
+        "h",
+    ]);
+    assert_eq!(
+        o.user_known_hosts_files,
+        vec![PathBuf::from("a"), PathBuf::from("b")]
+    );
+}
+
+#[test]
+fn path_tokens() {
+    let o = run(&[
+        "-i",
+        "~/keys/%r@%h:%p-%n-%u-%%",
+        "-o",
+        "HostName=real.example",
+        "-p",
+        "2022",
+        "-l",
+        "deploy",
+        "Alias",
+    ]);
+    assert_eq!(
+        o.identity_files,
+        vec![PathBuf::from(
+            "/home/tester/keys/deploy@real.example:2022-Alias-tester-%"
+        )]
+    );
+    let o = run(&["-i", "~", "h"]);
+    assert_eq!(o.identity_files, vec![PathBuf::from("/home/tester")]);
+    let e = err(&["-i", "~root/.ssh/id", "h"]);
+    assert!(e.contains("not ~user"), "{e}");
+    let e = err(&["-i", "k%z", "h"]);
+    assert!(e.contains("unknown token '%z'"), "{e}");
+    let e = err(&["-i", "k%", "h"]);
+    assert!(e.contains("unknown token '%'"), "{e}");
+    assert!(err(&["-i", "", "h"]).contains("-i"));
+    let e = err(&["-o", "UserKnownHostsFile=\"\"", "h"]);
+    assert!(e.contains("the path is empty"), "{e}");
+}
+
+#[test]
+fn times_and_counts() {
+    let o = run(&[
+        "-o",
+        "ConnectTimeout=1m30s",
+        "-o",
+        "ServerAliveInterval 15",
+        "-o",
+        "ServerAliveCountMax=5",
+        "h",
+    ]);
+    assert_eq!(o.connect_timeout, Some(Duration::from_secs(90)));
+    assert_eq!(o.server_alive_interval, Some(Duration::from_secs(15)));
+    assert_eq!(o.server_alive_count_max, 5);
+    let o = run(&["-o", "ConnectTimeout=0", "-o", "ServerAliveInterval=0", "h"]);
+    assert_eq!((o.connect_timeout, o.server_alive_interval), (None, None));
+    let o = run(&["-o", "ConnectTimeout=none", "-o", "ConnectTimeout=5", "h"]);
+    assert_eq!(o.connect_timeout, None);
+    assert_eq!(
+        run(&["-o", "ServerAliveCountMax=0", "h"]).server_alive_count_max,
+        0
+    );
+    assert!(
+        err(&["-o", "ConnectTimeout=soon", "h"])
+            .contains("expected seconds, or a time such as 30s")
+    );
+    assert!(err(&["-o", "ServerAliveCountMax=-1", "h"]).contains("a whole number"));
+    assert!(err(&["-o", "ServerAliveCountMax=+1", "h"]).contains("a whole number"));
+    assert!(err(&["-o", "ServerAliveCountMax=99999999999", "h"]).contains("a whole number"));
+}
+
+#[test]
+fn flags_and_raw_settings() {
+    let o = run(&[
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "Compression=yes",
+        "-o",
+        "HashKnownHosts=yes",
+        "-o",
+        "Ciphers=aes256-gcm@openssh.com,aes128-ctr",
+        "-o",
+        "KexAlgorithms=-diffie-hellman-group14-sha256",
+        "-o",
+        "HostKeyAlgorithms=+ssh-rsa",
+        "-o",
+        "RekeyLimit 1G 1h",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "PasswordAuthentication=no",
+        "-o",
+        "CheckHostIP=no",
+        "-o",
+        "PubkeyAuthentication=yes",
+        "h",
+    ]);
+    assert!(o.exit_on_forward_failure && o.batch_mode && o.compression && o.hash_known_hosts);
+    assert_eq!(
+        o.ciphers.as_deref(),
+        Some("aes256-gcm@openssh.com,aes128-ctr")
+    );
+    assert_eq!(
+        o.kex_algorithms.as_deref(),
+        Some("-diffie-hellman-group14-sha256")
+    );
+    assert_eq!(o.host_key_algorithms.as_deref(), Some("+ssh-rsa"));
+    assert_eq!(o.rekey_limit.as_deref(), Some("1G 1h"));
+    let o = run(&[
+        "-o",
+        "ExitOnForwardFailure=no",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "h",
+    ]);
+    assert!(!o.exit_on_forward_failure);
+    assert_eq!(
+        err(&["-o", "BatchMode=sure", "h"]),
+        "bad value 'sure' for BatchMode: expected yes or no"
+    );
+    assert!(err(&["-o", "PubkeyAuthentication=no", "h"]).contains("only kind forwarder has"));
+    assert!(err(&["-o", "RekeyLimit=1G 1h 2", "h"]).contains("RekeyLimit"));
+    assert!(err(&["-o", "Ciphers=a b", "h"]).contains("a single value"));
+}
+
+#[test]
+fn local_forward_setting() {
+    let o = run(&["-o", "LocalForward=15432 db:5432", "h"]);
+    assert_eq!(o.local_forwards, vec![fwd(None, 15432, "db", 5432)]);
+    let o = run(&["-o", "localforward \"127.0.0.1:1\" [::1]:2", "h"]);
+    assert_eq!(o.local_forwards, vec![fwd(Some("127.0.0.1"), 1, "::1", 2)]);
+    assert!(err(&["-o", "LocalForward=15432:db:5432", "h"]).contains("target host:hostport"));
+}
+
+#[cfg(unix)]
+#[test]
+fn non_utf8_arguments_are_refused() {
+    use std::os::unix::ffi::OsStringExt as _;
+    let bad = OsString::from_vec(vec![b'h', 0xff]);
+    let e = parse_args_with_env([OsString::from("-N"), bad], &env());
+    assert!(matches!(e, Err(CliError::NotUtf8 { .. })), "{e:?}");
+    assert!(
+        e.err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+            .contains("UTF-8")
+    );
+}
+
+#[test]
+fn error_messages_escape_control_characters() {
+    let e = err(&["-o", "Bogus\u{1b}[2J=1", "h"]);
+    assert!(!e.contains('\u{1b}'), "{e:?}");
+    assert!(e.contains("\\x1b"), "{e:?}");
+}
+
+#[test]
+fn environment_from_process_is_usable() {
+    // Whatever this machine has, the call must not fail, and a set $HOME must be used.
+    let env = Environment::from_process();
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        assert_eq!(env.home, Some(PathBuf::from(home)));
+    }
+}
+
+fn arg_strategy() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("-N".to_owned()),
+        Just("-p".to_owned()),
+        Just("-L".to_owned()),
+        Just("-o".to_owned()),
+        Just("--".to_owned()),
+        Just("-vvv".to_owned()),
+        Just("-i".to_owned()),
+        Just("host".to_owned()),
+        Just("ssh://u@[::1]:22".to_owned()),
+        Just("Port=22".to_owned()),
+        Just("LocalForward 1 h:2".to_owned()),
+        Just("UserKnownHostsFile ~/%h".to_owned()),
+        Just("[::1]:1:[::2]:3".to_owned()),
+        "-[a-zA-Z0-9]{1,4}",
+        "[-a-z:\\[\\]@%~/=\" ]{0,20}",
+        any::<String>(),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn random_argument_vectors_never_panic(args in proptest::collection::vec(arg_strategy(), 0..8)) {
+        let result = parse_args_with_env(args.iter().cloned(), &env());
+        match result {
+            Ok(Command::Run(o)) => {
+                prop_assert!(!o.destination_host.is_empty());
+                prop_assert!(o.port != 0);
+            }
+            Ok(_) => {}
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+
+    #[test]
+    fn forward_display_parses_back(
+        bind in proptest::option::of(prop_oneof![Just("*".to_owned()), Just("::1".to_owned()), "[a-z0-9.]{1,10}"]),
+        port in any::<u16>(),
+        host in prop_oneof![Just("fd00::1".to_owned()), "[a-z0-9.-]{1,12}"],
+        host_port in 1u16..,
+    ) {
+        let f = LocalForward { bind_address: bind, bind_port: port, host, host_port };
+        let shown = f.to_string();
+        let back = run(&["-L", &shown, "h"]);
+        prop_assert_eq!(back.local_forwards, vec![f]);
+    }
+}
