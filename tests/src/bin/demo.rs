@@ -227,7 +227,12 @@ fn interesting(line: &str) -> bool {
     let lower = line.to_ascii_lowercase();
     // OpenSSH echoes the server's authorized_keys options ("port-forwarding") and channel
     // bookkeeping, which mention forwarding without telling anything new.
-    const NOISE: [&str; 3] = ["kex_input_ext_info", "remote: ", "channel "];
+    const NOISE: [&str; 4] = [
+        "kex_input_ext_info",
+        "remote: ",
+        "server debug message",
+        "channel ",
+    ];
     WORDS.iter().any(|w| lower.contains(w)) && !NOISE.iter().any(|n| lower.contains(n))
 }
 
