@@ -70,8 +70,10 @@ impl Default for Config {
 }
 
 /// Something the driver must act on; drained with [`Connection::poll_event`].
+///
+/// Deliberately exhaustive: a driver should fail to compile, not silently ignore, when a new
+/// kind of event appears.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Event {
     /// The server opened the channel: start moving data.
     Opened(ChannelId),

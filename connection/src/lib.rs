@@ -29,6 +29,43 @@
 //! more, or sends on a channel it closed, gets a [`ConnectionError`], never a bigger buffer.
 //! After the first such error the connection stays failed.
 //!
+//! # Driving it
+//!
+//! - [`Event::Opened`]: start reading the local socket; pass what it reads to
+//!   [`Connection::send_data`], which takes at most [`Connection::send_capacity`] bytes. When it
+//!   takes less than offered, keep the rest and wait for [`Event::SendCapacity`].
+//! - [`Event::Data`]: write [`Connection::received`] to the local socket and report each write
+//!   with [`Connection::consume`], which is what re-opens the server's window.
+//! - Local socket read EOF: [`Connection::send_eof`]. Local socket error or gone:
+//!   [`Connection::close`].
+//! - [`Event::Eof`]: once `received` is drained, shut down the local socket's write side.
+//! - [`Event::Closed`] / [`Event::OpenFailed`]: drop the local socket; the id is free. Every
+//!   id ends with exactly one of the two, and only after it has been polled can a new channel
+//!   get the same id.
+//! - [`Event::KeepaliveReply`]: the server is alive (compare with
+//!   [`Connection::outstanding_keepalives`] to detect a dead one).
+//! - [`Event::Unimplemented`]: have the transport send SSH_MSG_UNIMPLEMENTED for that packet.
+//! - An error from [`Connection::handle_payload`]: disconnect with
+//!   [`ConnectionError::disconnect_reason`].
+//!
+//! ```
+//! use ssh_connection::{Config, Connection, Event};
+//!
+//! let mut conn = Connection::new(Config::default());
+//! let mut out: Vec<Vec<u8>> = Vec::new(); // the transport's PayloadSink in real use
+//! let id = conn.open_direct_tcpip("db.internal", 5432, "127.0.0.1", 50000, &mut out)?;
+//! // The server confirms: its channel 9, a 64 KiB window, 32 KiB packets.
+//! let mut confirm = vec![91];
+//! for n in [id.0, 9, 65536, 32768] {
+//!     confirm.extend_from_slice(&n.to_be_bytes());
+//! }
+//! conn.handle_payload(&confirm, &mut out)?;
+//! assert_eq!(conn.poll_event(), Some(Event::Opened(id)));
+//! assert_eq!(conn.send_data(id, b"SELECT 1", &mut out)?, 8);
+//! assert_eq!(out.last().map(|p| p[0]), Some(94)); // SSH_MSG_CHANNEL_DATA
+//! # Ok::<(), ssh_connection::ConnectionError>(())
+//! ```
+//!
 //! The data path does not allocate per packet: received bytes go into a reused per-channel
 //! buffer, channel lookup is an index into a table, and outgoing CHANNEL_DATA is encoded
 //! straight into the transport's buffer.
