@@ -392,6 +392,11 @@ impl Connection {
         let Some(data) = data.get(..take) else {
             return Ok(0);
         };
+        // Cannot fail: `take` came from the window.
+        channel
+            .send_window
+            .take(take)
+            .map_err(|e| ConnectionError::window(id.0, e))?;
         let chunk_len = usize::try_from(channel.send_max.max(1)).unwrap_or(usize::MAX);
         let recipient = channel.remote_id;
         for chunk in data.chunks(chunk_len) {
@@ -401,11 +406,6 @@ impl Connection {
             };
             sink.send_with(&mut |buf| msg.encode(buf));
         }
-        // Cannot fail: `take` came from the window.
-        channel
-            .send_window
-            .take(take)
-            .map_err(|e| ConnectionError::window(id.0, e))?;
         Ok(take)
     }
 
