@@ -9,7 +9,7 @@ use tempfile::TempDir;
 
 use crate::net::{free_port, port_listening};
 use crate::process::{
-    LabChild, file_tail, find_program, is_root, require_program, run_bounded, run_ok, tail,
+    LabChild, file_tail, find_program, is_root, require_program, run_bounded, run_ok, run_quietly,
 };
 
 /// The login role tests connect as.
@@ -303,12 +303,10 @@ impl Postgres {
         let mut cmd = as_user(self.run_as.as_deref(), &self.pg_ctl);
         cmd.args(["stop", "-m", "immediate", "-w", "-t", "10", "-D"])
             .arg(&self.data_dir);
-        let out = run_bounded(&mut cmd, Duration::from_secs(20), "pg_ctl stop");
-        if !out.status.success() {
-            eprintln!(
-                "lab: pg_ctl stop failed, killing the server: {}",
-                tail(&String::from_utf8_lossy(&out.stderr), 5)
-            );
+        // Must not panic: this runs from Drop, possibly while a failed test unwinds.
+        let stopped = run_quietly(&mut cmd, Duration::from_secs(20)).is_some_and(|s| s.success());
+        if !stopped {
+            eprintln!("lab: pg_ctl stop failed; killing PostgreSQL");
         }
         if server.wait_timeout(Duration::from_secs(10)).is_none() {
             server.kill();

@@ -86,6 +86,22 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration, what: &str) -> Output {
     }
 }
 
+/// Runs a command within `timeout` without ever panicking, for clean-up paths that may run
+/// while a test is already unwinding (a second panic there would abort the whole process).
+/// `None` if it could not start or had to be killed.
+pub fn run_quietly(cmd: &mut Command, timeout: Duration) -> Option<ExitStatus> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().ok()?;
+    let status = wait_bounded(&mut child, timeout);
+    if status.is_none() {
+        kill_tree(child.id());
+        let _ = wait_bounded(&mut child, Duration::from_secs(5));
+    }
+    status
+}
+
 /// [`run_bounded`], and a non-zero exit fails the test with the tail of the command's output.
 pub fn run_ok(cmd: &mut Command, timeout: Duration, what: &str) -> Output {
     let out = run_bounded(cmd, timeout, what);

@@ -172,9 +172,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Drop for Acceptor {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept so the thread sees the flag.
-        let _ = net::connect(self.port);
-        if let Some(thread) = self.thread.take() {
+        // Wake the blocking accept so the thread sees the flag. If even that fails, leave the
+        // thread be rather than wait for it forever.
+        let woken = net::connect(self.port).is_ok();
+        if let Some(thread) = self.thread.take().filter(|_| woken) {
             let _ = thread.join();
         }
         for (_, stream) in lock(&self.open).drain() {

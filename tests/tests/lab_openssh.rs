@@ -263,3 +263,27 @@ fn interop_lab_teardown_removes_processes_and_files() {
     assert!(!pg_dir.exists());
     assert!(try_psql(pg_port, "SELECT 1").is_err());
 }
+
+#[test]
+fn interop_lab_servers_are_cleaned_up_when_a_test_panics() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let seen = std::sync::Mutex::new(None);
+    let result = std::panic::catch_unwind(|| {
+        let sshd = Sshd::start(&key);
+        let pg = Postgres::start();
+        *seen.lock().expect("lock") = Some((
+            sshd.pid().expect("running"),
+            sshd.port(),
+            sshd.dir().to_path_buf(),
+            pg.port(),
+            pg.dir().to_path_buf(),
+        ));
+        panic!("a failing test");
+    });
+    assert!(result.is_err());
+    let (pid, sshd_port, sshd_dir, pg_port, pg_dir) =
+        seen.lock().expect("lock").take().expect("servers started");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    assert!(!port_listening(sshd_port) && !port_listening(pg_port));
+    assert!(!sshd_dir.exists() && !pg_dir.exists());
+}
