@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ssh_auth::{Identity, PrivateKey};
+use ssh_transport::ClientConfig;
 use ssh_transport::cipher::{self, CipherAlgorithm};
 use ssh_transport::hostkey::{PublicKey, SignatureAlgorithm};
 use ssh_transport::kex::KexAlgorithm;
 use ssh_transport::random::OsRandom;
-use ssh_transport::ClientConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
@@ -159,7 +159,11 @@ fn pick<T: Copy>(
 /// times with s, m, h, d or w (seconds without a unit).
 pub fn parse_rekey_limit(s: &str) -> Result<(Option<u64>, Option<Duration>), Fatal> {
     let mut parts = s.split_whitespace();
-    let bad = || Fatal(format!("bad RekeyLimit {s:?}: expected a size such as 1G and optionally a time such as 1h"));
+    let bad = || {
+        Fatal(format!(
+            "bad RekeyLimit {s:?}: expected a size such as 1G and optionally a time such as 1h"
+        ))
+    };
     let size = parts.next().ok_or_else(bad)?;
     let bytes = match size {
         "default" | "none" => None,
@@ -370,7 +374,10 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
 
     let stream = connect(&opts).await?;
     let _ = stream.set_nodelay(true);
-    debug!(elapsed_ms = started.elapsed().as_millis() as u64, "connected");
+    debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "connected"
+    );
     let verifier = Arc::new(KnownHostsVerifier {
         known,
         host: opts.destination_host.clone(),

@@ -181,7 +181,11 @@ impl State {
         for p in self.pending_opens.drain(..) {
             let _ = p.reply.send(Err(OpenError::Session(e.clone())));
         }
-        for w in self.auth_waiters.drain(..).chain(self.output_waiters.drain(..)) {
+        for w in self
+            .auth_waiters
+            .drain(..)
+            .chain(self.output_waiters.drain(..))
+        {
             w.wake();
         }
     }
@@ -215,11 +219,8 @@ impl State {
         while let Some(ev) = self.session.poll()? {
             match ev {
                 SessionEvent::VerifyHostKey(key) => {
-                    self.log.host_key = Some(format!(
-                        "{} {}",
-                        key.key_type().name(),
-                        key.fingerprint()
-                    ));
+                    self.log.host_key =
+                        Some(format!("{} {}", key.key_type().name(), key.fingerprint()));
                     match self.verifier.verify(&key) {
                         Ok(()) => self.session.accept_host_key(),
                         Err(why) => self.session.reject_host_key(why),
@@ -719,11 +720,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Poll::Pending => {}
             }
         }
-        if let Err(e) = st.process() {
-            if st.error.is_none() {
-                st.fail_all(&e);
-                st.error = Some(e);
-            }
+        if let Err(e) = st.process()
+            && st.error.is_none()
+        {
+            st.fail_all(&e);
+            st.error = Some(e);
         }
         while !st.session.output().is_empty() {
             match Pin::new(&mut self.stream).poll_write(cx, st.session.output()) {
@@ -788,10 +789,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
                 if st.session.output().is_empty() || this.read_eof || !progress {
                     st.finished = true;
                     st.fail_all(&err);
-                    let polite = matches!(
-                        err,
-                        SessionError::Transport(ssh_transport::Error::Closed)
-                    );
+                    let polite =
+                        matches!(err, SessionError::Transport(ssh_transport::Error::Closed));
                     return Poll::Ready(if polite { Ok(()) } else { Err(err) });
                 }
                 continue;

@@ -18,7 +18,9 @@ use ssh_auth::{AuthContext, AuthError, AuthEvent, ClientAuth, Identity};
 use ssh_connection::{ChannelId, Connection, ConnectionError};
 use ssh_transport::hostkey::PublicKey;
 use ssh_transport::random::SecureRandom;
-use ssh_transport::{ClientConfig, ClientTransport, DisconnectReason, Event, MessageType, PayloadSink};
+use ssh_transport::{
+    ClientConfig, ClientTransport, DisconnectReason, Event, MessageType, PayloadSink,
+};
 
 /// What a session needs to start.
 #[derive(Debug)]

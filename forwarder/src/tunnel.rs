@@ -23,7 +23,11 @@ pub struct Target {
 }
 
 /// Accepts connections on `listener` forever, forwarding each through `session` to `target`.
-pub async fn serve(listener: TcpListener, session: SessionHandle, target: Target) -> io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    session: SessionHandle,
+    target: Target,
+) -> io::Result<()> {
     loop {
         let (socket, peer) = listener.accept().await?;
         let session = session.clone();
@@ -45,7 +49,12 @@ pub async fn forward(
 ) -> io::Result<()> {
     let _ = socket.set_nodelay(true);
     let channel = match session
-        .open_direct_tcpip(&target.host, target.port, &peer.ip().to_string(), peer.port())
+        .open_direct_tcpip(
+            &target.host,
+            target.port,
+            &peer.ip().to_string(),
+            peer.port(),
+        )
         .await
     {
         Ok(c) => c,
