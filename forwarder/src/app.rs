@@ -281,17 +281,83 @@ impl HostKeyVerifier for KnownHostsVerifier {
     }
 }
 
-async fn bind(target: &BindTarget, port: u16) -> std::io::Result<Vec<TcpListener>> {
-    let addrs: Vec<SocketAddr> = match target {
-        BindTarget::Loopback => vec![SocketAddr::from(([127, 0, 0, 1], port))],
-        BindTarget::AllInterfaces => vec![SocketAddr::from(([0, 0, 0, 0], port))],
-        BindTarget::Address(a) => tokio::net::lookup_host((a.as_str(), port)).await?.collect(),
+/// Binds the listeners for one forward. Loopback means 127.0.0.1 and, where the system has
+/// IPv6, ::1; all interfaces means 0.0.0.0 and ::. IPv6 sockets are IPv6-only so that both
+/// families can share the port, as OpenSSH does. The first address must bind; a missing IPv6
+/// stack only drops the IPv6 listener.
+async fn bind(
+    target: &BindTarget,
+    port: u16,
+    family: cli::AddressFamily,
+) -> std::io::Result<Vec<TcpListener>> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let (addrs, best_effort_after): (Vec<SocketAddr>, usize) = match target {
+        BindTarget::Loopback => (
+            vec![
+                (Ipv4Addr::LOCALHOST, port).into(),
+                (Ipv6Addr::LOCALHOST, port).into(),
+            ],
+            1,
+        ),
+        BindTarget::AllInterfaces => (
+            vec![
+                (Ipv4Addr::UNSPECIFIED, port).into(),
+                (Ipv6Addr::UNSPECIFIED, port).into(),
+            ],
+            1,
+        ),
+        BindTarget::Address(a) => {
+            let v: Vec<SocketAddr> = tokio::net::lookup_host((a.as_str(), port)).await?.collect();
+            let n = v.len();
+            (v, n)
+        }
     };
+    let addrs: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| match family {
+            cli::AddressFamily::Any => true,
+            cli::AddressFamily::Inet => a.is_ipv4(),
+            cli::AddressFamily::Inet6 => a.is_ipv6(),
+        })
+        .collect();
     let mut out = Vec::new();
-    for a in addrs {
-        out.push(TcpListener::bind(a).await?);
+    let mut port = port;
+    for (i, mut a) in addrs.into_iter().enumerate() {
+        // With port 0 the second family listens on the port the first one got.
+        a.set_port(port);
+        match listen(a) {
+            Ok(l) => {
+                if port == 0 {
+                    port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+                }
+                out.push(l);
+            }
+            Err(e) if i >= best_effort_after && !out.is_empty() => {
+                debug!(address = %a, error = %e, "not listening on this address");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if out.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            "no address of the requested family",
+        ));
     }
     Ok(out)
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 async fn connect(opts: &Options) -> Result<TcpStream, Fatal> {
@@ -355,7 +421,13 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
     // client that connects early waits for the session instead of being refused.
     let mut listeners = Vec::new();
     for fwd in &opts.local_forwards {
-        match bind(&fwd.bind_target(opts.gateway_ports), fwd.bind_port).await {
+        match bind(
+            &fwd.bind_target(opts.gateway_ports),
+            fwd.bind_port,
+            opts.address_family,
+        )
+        .await
+        {
             Ok(ls) => {
                 for l in ls {
                     debug!(listen = ?l.local_addr().ok(), forward = %fwd, "listening");
