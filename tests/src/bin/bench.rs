@@ -35,6 +35,8 @@ usage: bench [options]
   --client-b NAME        second client, the yardstick (default: openssh)
   --forwarder PATH       forwarder binary (default: $FORWARDER_BIN, else next to this program)
   --cipher NAME          cipher for both clients (default: aes128-gcm@openssh.com)
+  --kex NAME             key exchange for both clients (default: each client's own choice;
+                         OpenSSH 9.2 prefers sntrup761x25519-sha512, which is slower)
   --size SIZE            bytes per transfer, with K/M/G suffix (default: 1G)
   --reps N               runs per client for throughput and pgbench (default: 3)
   --ttfb-reps N          runs per client for time to first byte (default: 9)
@@ -51,6 +53,7 @@ struct Args {
     clients: [ClientKind; 2],
     forwarder: Option<PathBuf>,
     cipher: String,
+    kex: Option<String>,
     size: u64,
     reps: usize,
     ttfb_reps: usize,
@@ -69,6 +72,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         clients: [ClientKind::Forwarder, ClientKind::OpenSsh],
         forwarder: None,
         cipher: "aes128-gcm@openssh.com".to_owned(),
+        kex: None,
         size: 1 << 30,
         reps: 3,
         ttfb_reps: 9,
@@ -106,6 +110,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             }
             "--forwarder" => args.forwarder = Some(PathBuf::from(value()?)),
             "--cipher" => args.cipher = value()?,
+            "--kex" => args.kex = Some(value()?),
             "--size" => args.size = parse_size(&value()?)?,
             "--reps" => args.reps = number(value()?)?.max(1) as usize,
             "--ttfb-reps" => args.ttfb_reps = number(value()?)?.max(1) as usize,
@@ -170,8 +175,11 @@ struct Lab {
 }
 
 impl Lab {
-    fn tunnel(&self, c: &Contender, cipher: &str) -> TunnelBuilder {
-        let mut b = TunnelBuilder::new(c.kind, &self.sshd, &self.key).cipher(cipher);
+    fn tunnel(&self, c: &Contender, args: &Args) -> TunnelBuilder {
+        let mut b = TunnelBuilder::new(c.kind, &self.sshd, &self.key).cipher(&args.cipher);
+        if let Some(kex) = &args.kex {
+            b = b.option(&format!("KexAlgorithms={kex}"));
+        }
         if let Some(p) = &c.program {
             b = b.program(p);
         }
@@ -340,7 +348,7 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
         for i in order(round) {
             let c = &contenders[i];
             let mut tunnel = lab
-                .tunnel(c, &args.cipher)
+                .tunnel(c, args)
                 .forward_to(lab.source.port())
                 .forward_to(lab.sink.port())
                 .start();
@@ -405,7 +413,7 @@ fn bench_first_byte(lab: &Lab, contenders: &[Contender], args: &Args) -> Figure 
             let c = &contenders[i];
             let local = free_port();
             let mut tunnel = lab
-                .tunnel(c, &args.cipher)
+                .tunnel(c, args)
                 .forward(local, "127.0.0.1", lab.echo.port())
                 .spawn();
             let deadline = tunnel.started() + Duration::from_secs(30);
@@ -451,7 +459,7 @@ fn bench_pgbench(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Figure
         connect.direct.push(tps_c);
         for i in order(round) {
             let c = &contenders[i];
-            let mut tunnel = lab.tunnel(c, &args.cipher).forward_to(pg.port()).start();
+            let mut tunnel = lab.tunnel(c, args).forward_to(pg.port()).start();
             let port = tunnel.local_port();
             let tps = pgbench_tps(Some(&tunnel), port, args, false);
             let tps_c = pgbench_tps(Some(&tunnel), port, args, true);
@@ -548,8 +556,10 @@ fn print_report(args: &Args, contenders: &[Contender], figures: &[Figure]) {
         args.pgbench_clients
     );
     println!(
-        "cipher {}, user key {}, {ssh_version}, {cpus} x {cpu_model}",
-        args.cipher, args.key
+        "cipher {}, kex {}, user key {}, {ssh_version}, {cpus} x {cpu_model}",
+        args.cipher,
+        args.kex.as_deref().unwrap_or("each client's default"),
+        args.key
     );
     if args.pgbench {
         let auth = if args.pg_scram {
