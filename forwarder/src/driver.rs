@@ -469,6 +469,7 @@ impl SessionHandle {
                         shared: self.shared.clone(),
                         id,
                         serial,
+                        yield_next: false,
                     }),
                     None => Err(OpenError::Session(SessionError::Protocol(
                         "channel vanished while opening".into(),
@@ -533,6 +534,10 @@ pub struct ChannelStream {
     shared: Arc<Shared>,
     id: ChannelId,
     serial: u64,
+    /// A WINDOW_ADJUST was just queued: step aside once so the driver sends it before this
+    /// reader drains the rest of the buffer (on a single-threaded runtime it would otherwise
+    /// wait, and the server with it).
+    yield_next: bool,
 }
 
 impl std::fmt::Debug for ChannelStream {
@@ -560,11 +565,17 @@ impl ChannelStream {
 
 impl AsyncRead for ChannelStream {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut guard = self.shared.lock();
+        if self.yield_next {
+            self.yield_next = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let shared = self.shared.clone();
+        let mut guard = shared.lock();
         let st = &mut *guard;
         if self.slot(st).is_none() {
             return Poll::Ready(Ok(()));
@@ -575,9 +586,11 @@ impl AsyncRead for ChannelStream {
             if let Some(d) = data.get(..n) {
                 buf.put_slice(d);
             }
+            let before = st.session.output().len();
             st.session.consume(self.id, n);
-            if !st.session.output().is_empty() {
+            if st.session.output().len() > before {
                 st.wake_driver();
+                self.yield_next = true;
             }
             return Poll::Ready(Ok(()));
         }
