@@ -59,11 +59,20 @@ impl fmt::Display for ClientKind {
     }
 }
 
-/// The `forwarder` binary: `$FORWARDER_BIN` if set, else the one cargo built into the same
-/// target directory as the running program (`target/<profile>/forwarder`; test binaries live
-/// one level down in `deps/`).
+/// The environment variable cargo and nextest set, when they run this package's integration
+/// tests, to the `lab-forwarder` bin: forwarder's own `main.rs` built as part of this package
+/// (see `Cargo.toml`), so it is always built and never stale when the tests run.
+pub const FORWARDER_UNDER_TEST_ENV: &str = "CARGO_BIN_EXE_lab-forwarder";
+
+/// The `forwarder` binary: `$FORWARDER_BIN` if set; else, in this package's integration tests,
+/// the `lab-forwarder` bin cargo built for them ([`FORWARDER_UNDER_TEST_ENV`]); else the
+/// `forwarder` cargo built into the same target directory as the running program
+/// (`target/<profile>/forwarder`; test binaries live one level down in `deps/`).
 pub fn forwarder_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("FORWARDER_BIN") {
+        return PathBuf::from(path);
+    }
+    if let Some(path) = std::env::var_os(FORWARDER_UNDER_TEST_ENV) {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("the running program's path");
@@ -118,9 +127,11 @@ impl Forward {
 
 /// Builds the command line of a client and starts it as a [`Tunnel`].
 ///
-/// Both clients get the same arguments: `-N -p PORT -i KEY -o UserKnownHostsFile=FILE
-/// -o StrictHostKeyChecking=yes -o BatchMode=yes -o ExitOnForwardFailure=yes
-/// [-o Ciphers=..] [-v..] [-o extra..] -L 127.0.0.1:LPORT:HOST:HPORT.. user@127.0.0.1`.
+/// Both clients get the same arguments: `-N -p PORT -i KEY [-o extra..]
+/// -o UserKnownHostsFile=FILE -o StrictHostKeyChecking=yes -o BatchMode=yes
+/// -o ExitOnForwardFailure=yes [-o Ciphers=..] [-v..] -L 127.0.0.1:LPORT:HOST:HPORT..
+/// user@127.0.0.1`. Both clients keep the first value given for a setting, so the extra
+/// options, which come first, override the lab's defaults after them.
 /// OpenSSH also gets `-F none -o IdentitiesOnly=yes -o IdentityAgent=none
 /// -o GlobalKnownHostsFile=/dev/null`, which only keep this machine's ssh config, agent and
 /// global known hosts out of the comparison; they change nothing on the wire.
@@ -141,13 +152,25 @@ pub struct TunnelBuilder {
 impl TunnelBuilder {
     /// A client of `kind` for `sshd`, logging in with `key` and trusting sshd's host keys.
     pub fn new(kind: ClientKind, sshd: &Sshd, key: &UserKey) -> TunnelBuilder {
+        TunnelBuilder::to_port(kind, sshd.port(), sshd.user(), key, sshd.known_hosts_path())
+    }
+
+    /// A client of `kind` for whatever listens on 127.0.0.1:`port` (a scripted or hostile
+    /// server rather than a lab [`Sshd`]), as `user` with `key`, trusting `known_hosts`.
+    pub fn to_port(
+        kind: ClientKind,
+        port: u16,
+        user: &str,
+        key: &UserKey,
+        known_hosts: &Path,
+    ) -> TunnelBuilder {
         TunnelBuilder {
             kind,
             program: None,
-            port: sshd.port(),
-            user: sshd.user().to_owned(),
+            port,
+            user: user.to_owned(),
             identity: key.private_key_path().to_path_buf(),
-            known_hosts: sshd.known_hosts_path().to_path_buf(),
+            known_hosts: known_hosts.to_path_buf(),
             forwards: Vec::new(),
             cipher: None,
             verbosity: 0,
@@ -200,7 +223,8 @@ impl TunnelBuilder {
         self
     }
 
-    /// Adds `-o KEY=VALUE` for either client.
+    /// Adds `-o KEY=VALUE` for either client. It goes before the lab's default options, so
+    /// it may override them (`StrictHostKeyChecking=accept-new`, `ExitOnForwardFailure=no`).
     pub fn option(mut self, key_value: &str) -> Self {
         self.options.push(key_value.to_owned());
         self
@@ -241,6 +265,9 @@ impl TunnelBuilder {
         }
         args.extend(["-p".to_owned(), self.port.to_string()]);
         args.extend(["-i".to_owned(), self.identity.display().to_string()]);
+        for option in &self.options {
+            args.extend(["-o".to_owned(), option.clone()]);
+        }
         for option in [
             format!("UserKnownHostsFile={}", self.known_hosts.display()),
             "StrictHostKeyChecking=yes".to_owned(),
@@ -254,9 +281,6 @@ impl TunnelBuilder {
         }
         if self.verbosity > 0 {
             args.push(format!("-{}", "v".repeat(usize::from(self.verbosity))));
-        }
-        for option in &self.options {
-            args.extend(["-o".to_owned(), option.clone()]);
         }
         for forward in &self.forwards {
             args.extend(["-L".to_owned(), forward.spec()]);
@@ -390,6 +414,20 @@ impl Tunnel {
         fs::read(&self.log_path)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
+    }
+
+    /// Waits until the client's log contains `needle` and returns the whole log. Fails the
+    /// test with the log's tail if it does not appear within `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        process::wait_until(
+            timeout,
+            &format!("{} log line containing {needle:?}", self.kind),
+            || {
+                let log = self.log();
+                log.contains(needle).then_some(log)
+            },
+            || format!("its log ends with:\n{}", file_tail(&self.log_path, 40)),
+        )
     }
 
     /// The file its stderr goes to.

@@ -413,6 +413,22 @@ impl Sshd {
         )
     }
 
+    /// Waits until the part of the log after byte `offset` (a length of [`Sshd::log`] taken
+    /// earlier, say before a client started) contains `needle`, and returns that part: the
+    /// lines about the connections since then only.
+    pub fn wait_for_log_after(&self, offset: usize, needle: &str, timeout: Duration) -> String {
+        wait_until(
+            timeout,
+            &format!("sshd log line containing {needle:?} after byte {offset}"),
+            || {
+                let log = self.log();
+                let since = log.get(offset..).unwrap_or_default();
+                since.contains(needle).then(|| since.to_owned())
+            },
+            || format!("sshd log ends with:\n{}", file_tail(&self.log_path, 30)),
+        )
+    }
+
     /// The per-connection sshd processes (one per client session).
     pub fn session_pids(&self) -> Vec<u32> {
         self.pid().map(children_of).unwrap_or_default()
