@@ -1,0 +1,123 @@
+//! Public key authentication against the real sshd: the key types and file formats data
+//! platforms hand out, the refusals a person must be able to act on, and RSA with SHA-2 only.
+
+use std::time::Duration;
+
+use ssh_interop_tests::{
+    ClientKind, EchoServer, KeyFormat, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip,
+};
+
+fn forwarder(sshd: &Sshd, key: &UserKey) -> TunnelBuilder {
+    TunnelBuilder::new(ClientKind::Forwarder, sshd, key)
+}
+
+#[test]
+fn interop_auth_rsa4096_openssh_rsa_pem_and_ed25519_keys_log_in() {
+    let keys = [
+        UserKey::generate(KeyKind::Rsa4096),
+        UserKey::generate_pem(KeyKind::Rsa2048),
+        UserKey::generate(KeyKind::Ed25519),
+    ];
+    assert_eq!(keys[0].format(), KeyFormat::OpenSsh);
+    assert_eq!(keys[1].format(), KeyFormat::Pem);
+    let sshd = keys
+        .iter()
+        .fold(Sshd::builder(), |b, k| b.authorize(k))
+        .start();
+    let echo = EchoServer::start();
+    for key in &keys {
+        let what = format!("{} key in {:?} format", key.kind(), key.format());
+        let log_start = sshd.log().len();
+        let tunnel = forwarder(&sshd, key).forward_to(echo.port()).start();
+        assert_eq!(
+            echo_round_trip(tunnel.local_port(), what.as_bytes())
+                .unwrap_or_else(|e| panic!("{what}: {e}\n{}", tunnel.log())),
+            what.as_bytes()
+        );
+        // sshd names the key that got in by its fingerprint.
+        let ours =
+            sshd.wait_for_log_after(log_start, "Accepted publickey for", Duration::from_secs(10));
+        let accepted = ours
+            .lines()
+            .find(|l| l.contains("Accepted publickey for"))
+            .unwrap_or_default();
+        assert!(
+            accepted.ends_with(key.fingerprint()),
+            "{what}: sshd accepted another key: {accepted}"
+        );
+    }
+}
+
+#[test]
+fn interop_auth_unauthorized_key_fails_naming_the_key_and_its_fingerprint() {
+    let authorized = UserKey::generate(KeyKind::Ed25519);
+    let stranger = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&authorized);
+    let echo = EchoServer::start();
+    let mut tunnel = forwarder(&sshd, &stranger).forward_to(echo.port()).spawn();
+    let status = tunnel
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the forwarder still runs:\n{}", tunnel.log()));
+    let log = tunnel.log();
+    assert_eq!(status.code(), Some(255), "{status}; log:\n{log}");
+    let path = stranger.private_key_path().display().to_string();
+    assert!(
+        log.contains(&path) && log.contains(stranger.fingerprint()),
+        "the message should list the key tried ({path}) and its fingerprint ({}):\n{log}",
+        stranger.fingerprint()
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    sshd.wait_for_log("Failed publickey", Duration::from_secs(10));
+    assert_eq!(echo.connections(), 0);
+}
+
+#[test]
+fn interop_auth_passphrase_protected_key_is_reported_as_not_supported() {
+    let key = UserKey::generate_with(KeyKind::Ed25519, KeyFormat::OpenSsh, Some("s3cret"));
+    let sshd = Sshd::start(&key);
+    let mut tunnel = forwarder(&sshd, &key).forward_to(1).spawn();
+    let status = tunnel
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the forwarder still runs:\n{}", tunnel.log()));
+    let log = tunnel.log();
+    assert_eq!(status.code(), Some(255), "{status}; log:\n{log}");
+    assert!(
+        log.contains(&key.private_key_path().display().to_string())
+            && log.contains("passphrase")
+            && log.contains("not supported"),
+        "the message should name the key file and say passphrases are not supported:\n{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn interop_auth_rsa_with_only_rsa_sha2_256_accepted_never_uses_ssh_rsa() {
+    let key = UserKey::generate(KeyKind::Rsa2048);
+    // DEBUG2 makes sshd log the signature algorithm of every attempt.
+    let sshd = Sshd::builder()
+        .config("PubkeyAcceptedAlgorithms rsa-sha2-256")
+        .config("LogLevel DEBUG2")
+        .authorize(&key)
+        .start();
+    let echo = EchoServer::start();
+    let tunnel = forwarder(&sshd, &key).forward_to(echo.port()).start();
+    assert_eq!(
+        echo_round_trip(tunnel.local_port(), b"sha2 only").expect("echo"),
+        b"sha2 only"
+    );
+    let log = sshd.wait_for_log(
+        "userauth_pubkey: authenticated 1 pkalg rsa-sha2-256",
+        Duration::from_secs(10),
+    );
+    let attempts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("attempting public key") || l.contains("querying public key"))
+        .collect();
+    assert!(!attempts.is_empty(), "{log}");
+    assert!(
+        attempts.iter().all(|l| !l.contains(" ssh-rsa ")),
+        "the forwarder tried the SHA-1 ssh-rsa signature:\n{}",
+        attempts.join("\n")
+    );
+    assert!(!log.contains("pkalg ssh-rsa"), "{log}");
+}
