@@ -1,0 +1,43 @@
+//! The command line: `forwarder::cli::parse_args_with_env`.
+//!
+//! Input: the arguments, separated by NUL bytes (which cannot occur inside a real argument),
+//! passed as raw `OsString`s so that non-UTF-8 arguments are covered too. The environment is
+//! fixed, so a crash reproduces on any machine (`parse_args` differs only in reading it from
+//! the process).
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::PathBuf;
+
+use forwarder::cli::{Command, Environment, parse_args_with_env};
+
+/// Arguments per input; a real command line has a handful.
+const MAX_ARGS: usize = 256;
+
+/// Fuzz entry point.
+pub fn run(data: &[u8]) {
+    let args: Vec<OsString> = data
+        .split(|&b| b == 0)
+        .take(MAX_ARGS)
+        .map(|a| std::ffi::OsStr::from_bytes(a).to_owned())
+        .collect();
+    let env = Environment {
+        home: Some(PathBuf::from("/home/fuzz")),
+        user: Some("fuzz".into()),
+    };
+    let Ok(Command::Run(options)) = parse_args_with_env(args.clone(), &env) else {
+        return;
+    };
+    assert!(options.port != 0, "port 0 accepted");
+    assert!(!options.user.is_empty(), "empty user accepted");
+    assert!(!options.destination_host.is_empty(), "empty host accepted");
+    for f in &options.local_forwards {
+        let _ = f.bind_target(options.gateway_ports);
+    }
+    // Parsing is a pure function of the arguments and the environment.
+    assert_eq!(
+        parse_args_with_env(args, &env),
+        Ok(Command::Run(options)),
+        "the same arguments parsed differently"
+    );
+}

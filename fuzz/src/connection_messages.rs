@@ -1,0 +1,303 @@
+//! The connection protocol: the message decoder and the `Connection` channel table.
+//!
+//! Input: `setup, operations`. `setup & 1` picks a small window and packet size (so limits are
+//! reached with small inputs) over the defaults; `(setup >> 1) & 3` channels are opened
+//! first. Each operation is one byte and its arguments: a server payload (`u16` length and
+//! bytes) through `handle_payload`, or one of `consume`, `send_data`, `send_eof`, `close`,
+//! `send_keepalive`, `open_direct_tcpip`, or draining `poll_event`.
+//!
+//! Beside a decoder round trip for every payload, a small model follows what the server sent
+//! and checks the table against it: `received` holds exactly the accepted data not yet
+//! consumed; no channel ends while it still holds data; ids end with exactly one
+//! `Closed`/`OpenFailed` and are reused only after it; nothing is sent on a channel after our
+//! EOF or CLOSE, nor before it is confirmed, nor beyond the window; every payload we send
+//! decodes; errors are sticky.
+
+use std::collections::HashMap;
+
+use ssh_connection::{ChannelId, Config, Connection, Event, MAX_OUTGOING_DATA, Message, decode};
+
+use crate::input::Input;
+
+/// Operations per input, so one input costs bounded time.
+const MAX_OPS: usize = 512;
+
+/// What the harness knows about one of our channel ids.
+#[derive(Debug, Default, Clone)]
+struct Model {
+    /// Opened and its `Closed`/`OpenFailed` not yet polled.
+    live: bool,
+    confirmed: bool,
+    remote_id: u32,
+    /// `send_eof` or `close` was called.
+    done_sending: bool,
+    local_closed: bool,
+    /// Accepted CHANNEL_DATA not yet consumed.
+    received: Vec<u8>,
+}
+
+struct Harness {
+    conn: Connection,
+    sink: Vec<Vec<u8>>,
+    channels: HashMap<u32, Model>,
+    keepalives_sent: u32,
+    keepalive_replies: u32,
+}
+
+/// Fuzz entry point.
+pub fn run(data: &[u8]) {
+    let mut input = Input::new(data);
+    let Some(setup) = input.byte() else {
+        return;
+    };
+    let config = if setup & 1 != 0 {
+        Config {
+            initial_window: 4096,
+            max_packet: 1024,
+        }
+    } else {
+        Config::default()
+    };
+    let mut h = Harness {
+        conn: Connection::new(config),
+        sink: Vec::new(),
+        channels: HashMap::new(),
+        keepalives_sent: 0,
+        keepalive_replies: 0,
+    };
+    for _ in 0..(setup >> 1) & 3 {
+        h.open();
+    }
+    for _ in 0..MAX_OPS {
+        let Some(op) = input.byte() else { break };
+        match op % 8 {
+            0 => {
+                let payload = input.payload().unwrap_or_default();
+                if !h.handle(payload) {
+                    h.check_sent();
+                    // Errors are sticky: the next payload must get the same one.
+                    let again = input.payload().unwrap_or_default();
+                    let first = h.conn.error().cloned();
+                    assert!(first.is_some(), "handle_payload failed but error() is None");
+                    assert_eq!(h.conn.handle_payload(again, &mut h.sink).err(), first);
+                    assert!(h.sink.is_empty(), "a failed connection sent something");
+                    return;
+                }
+            }
+            1 => {
+                let id = channel_id(&mut input);
+                let n = usize::from(input.u16().unwrap_or(0));
+                h.conn.consume(id, n, &mut h.sink);
+                if let Some(m) = h.channels.get_mut(&id.0) {
+                    let n = n.min(m.received.len());
+                    m.received.drain(..n);
+                }
+            }
+            2 => {
+                let id = channel_id(&mut input);
+                let n = usize::from(input.u16().unwrap_or(0));
+                h.send_data(id, n);
+            }
+            3 => {
+                let id = channel_id(&mut input);
+                h.conn.send_eof(id, &mut h.sink);
+                if let Some(m) = h.channels.get_mut(&id.0).filter(|m| m.live) {
+                    m.done_sending = true;
+                }
+            }
+            4 => {
+                let id = channel_id(&mut input);
+                h.conn.close(id, &mut h.sink);
+                if let Some(m) = h.channels.get_mut(&id.0).filter(|m| m.live) {
+                    m.done_sending = true;
+                    m.local_closed = true;
+                    m.received.clear();
+                }
+            }
+            5 => {
+                h.conn.send_keepalive(&mut h.sink);
+                h.keepalives_sent += 1;
+            }
+            6 => h.open(),
+            _ => h.poll(),
+        }
+        h.check_sent();
+        h.check_buffers();
+    }
+    h.poll();
+}
+
+/// A channel id from the input: small ones name channels we opened, 255 one never used.
+fn channel_id(input: &mut Input<'_>) -> ChannelId {
+    match input.byte().unwrap_or(0) {
+        0xff => ChannelId(u32::MAX),
+        b => ChannelId(u32::from(b % 8)),
+    }
+}
+
+impl Harness {
+    fn open(&mut self) {
+        let Ok(id) =
+            self.conn
+                .open_direct_tcpip("db.internal", 5432, "127.0.0.1", 50000, &mut self.sink)
+        else {
+            return;
+        };
+        let m = self.channels.entry(id.0).or_default();
+        assert!(!m.live, "{id:?} handed out again before its end was polled");
+        *m = Model {
+            live: true,
+            ..Model::default()
+        };
+        self.check_sent();
+    }
+
+    /// Returns `false` if the connection refused the payload.
+    fn handle(&mut self, payload: &[u8]) -> bool {
+        let decoded = decode(payload);
+        if let Ok(msg) = &decoded {
+            let mut wire = Vec::new();
+            msg.encode(&mut wire);
+            match decode(&wire) {
+                Ok(again) => assert_eq!(&again, msg, "decode(encode(m)) != m"),
+                Err(e) => panic!("{msg:?} encodes to bytes that do not decode: {e}"),
+            }
+            assert_eq!(wire.first(), Some(&msg.message_type().0));
+        }
+        let result = self.conn.handle_payload(payload, &mut self.sink);
+        if let Err(e) = &result {
+            assert_eq!(self.conn.error(), Some(e), "error() disagrees");
+            return false;
+        }
+        let Ok(msg) = decoded else {
+            panic!("handle_payload accepted a payload that does not decode");
+        };
+        match msg {
+            Message::Data(d) => {
+                let m = self.channels.get_mut(&d.recipient);
+                let Some(m) = m.filter(|m| m.live && m.confirmed) else {
+                    panic!("data accepted on channel {} that is not open", d.recipient);
+                };
+                if !m.local_closed {
+                    m.received.extend_from_slice(d.data);
+                }
+            }
+            Message::ChannelOpenConfirmation(c) => {
+                let m = self.channels.get_mut(&c.recipient);
+                let Some(m) = m.filter(|m| m.live && !m.confirmed) else {
+                    panic!("confirmation accepted for channel {}", c.recipient);
+                };
+                m.confirmed = true;
+                m.remote_id = c.sender;
+            }
+            _ => {}
+        }
+        true
+    }
+
+    fn send_data(&mut self, id: ChannelId, n: usize) {
+        let data: Vec<u8> = (0..n).map(|i| i as u8).collect();
+        let capacity = self.conn.send_capacity(id);
+        let before = self.sink.len();
+        let Ok(taken) = self.conn.send_data(id, &data, &mut self.sink) else {
+            return;
+        };
+        assert!(
+            taken <= n && taken <= capacity,
+            "took {taken} of {n} with capacity {capacity}"
+        );
+        let model = self.channels.get(&id.0).cloned().unwrap_or_default();
+        if !model.confirmed || model.done_sending || !model.live {
+            assert_eq!(taken, 0, "data sent on {id:?} in state {model:?}");
+        }
+        let mut sent = Vec::new();
+        for payload in self.sink.get(before..).unwrap_or_default() {
+            let Ok(Message::Data(d)) = decode(payload) else {
+                panic!("send_data sent something other than CHANNEL_DATA: {payload:?}");
+            };
+            assert_eq!(
+                d.recipient, model.remote_id,
+                "data sent to the wrong channel"
+            );
+            assert!(!d.data.is_empty() && d.data.len() <= MAX_OUTGOING_DATA as usize);
+            sent.extend_from_slice(d.data);
+        }
+        assert_eq!(
+            sent,
+            data.get(..taken).unwrap_or_default(),
+            "bytes sent differ from bytes taken"
+        );
+    }
+
+    fn poll(&mut self) {
+        while let Some(event) = self.conn.poll_event() {
+            let id = match &event {
+                Event::KeepaliveReply => {
+                    self.keepalive_replies += 1;
+                    assert!(
+                        self.keepalive_replies <= self.keepalives_sent,
+                        "unasked keepalive reply"
+                    );
+                    continue;
+                }
+                Event::Unimplemented(n) => {
+                    assert!((80..=127).contains(&n.0), "Unimplemented({n:?})");
+                    continue;
+                }
+                Event::Opened(id)
+                | Event::OpenFailed { id, .. }
+                | Event::Data(id)
+                | Event::Eof(id)
+                | Event::Closed(id)
+                | Event::SendCapacity(id) => *id,
+            };
+            let Some(m) = self.channels.get_mut(&id.0).filter(|m| m.live) else {
+                panic!("{event:?} for a channel that is not open");
+            };
+            match &event {
+                Event::Closed(_) | Event::OpenFailed { .. } => {
+                    assert!(
+                        m.received.is_empty(),
+                        "{event:?} while {} bytes were unread",
+                        m.received.len()
+                    );
+                    m.live = false;
+                }
+                Event::Opened(_) => assert!(m.confirmed),
+                _ => {}
+            }
+        }
+    }
+
+    /// Everything sent must decode, and stay within what a server accepts.
+    fn check_sent(&mut self) {
+        for payload in self.sink.drain(..) {
+            match decode(&payload) {
+                Ok(Message::Data(d)) => assert!(d.data.len() <= MAX_OUTGOING_DATA as usize),
+                Ok(_) => {}
+                Err(e) => {
+                    panic!("the connection sent a payload that does not decode ({e}): {payload:?}")
+                }
+            }
+        }
+    }
+
+    fn check_buffers(&self) {
+        let window = self.conn.config().initial_window as usize;
+        for (&id, m) in &self.channels {
+            let got = self.conn.received(ChannelId(id));
+            assert!(
+                got.len() <= window,
+                "{} bytes buffered, window {window}",
+                got.len()
+            );
+            if m.live {
+                assert_eq!(
+                    got,
+                    &m.received[..],
+                    "received({id}) differs from the data accepted"
+                );
+            }
+        }
+    }
+}

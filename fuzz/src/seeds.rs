@@ -1,0 +1,878 @@
+//! Seed inputs: a few valid inputs per target, built with the crates' own encoders and the
+//! test server, so the fuzzer starts from messages and sessions that get all the way through.
+//!
+//! They are checked in under `fuzz/seeds/<target>/` (regenerate with
+//! `cargo run --manifest-path fuzz/Cargo.toml --example write_seeds`); a unit test keeps the
+//! files and this generator in step. Key files for `auth_keyfile` are not here: `scripts/fuzz`
+//! has the real `ssh-keygen` write them into the corpus when it runs.
+
+use std::time::Instant;
+
+use ssh_auth::msg::{
+    SERVICE_USERAUTH, ServerMessage, ServiceAccept, UserauthBanner, UserauthFailure, UserauthPkOk,
+    UserauthSuccess,
+};
+use ssh_connection::msg::{
+    ChannelClose, ChannelData, ChannelEof, ChannelOpenConfirmation, ChannelOpenFailure,
+    ChannelRequest, ConnectionMessage, ExtendedData, GlobalRequest, RequestFailure, WindowAdjust,
+};
+use ssh_connection::{ExtendedDataType, OpenFailureReason};
+use ssh_transport::cipher::{self, CipherAlgorithm};
+use ssh_transport::hostkey::SignatureAlgorithm;
+use ssh_transport::kex::{
+    DebugMsg, Disconnect, EcdhInit, EcdhReply, ExtInfo, KexAlgorithm, KexInit, Unimplemented,
+};
+use ssh_transport::packet::Tx;
+use ssh_transport::server::{SeededRandom, ServerConfig, ServerTransport};
+use ssh_transport::wire::Writer as _;
+use ssh_transport::{DisconnectReason, Event, MessageType, PayloadSink};
+
+use crate::fixtures::{self, HOSTS, SIGNED_DATA};
+use crate::input::put_payload;
+use crate::transport_client::SERVER_VERSION;
+
+/// One seed file.
+#[derive(Clone, Debug)]
+pub struct Seed {
+    /// The fuzz target it is for.
+    pub target: &'static str,
+    /// Its file name.
+    pub name: String,
+    /// Its contents.
+    pub data: Vec<u8>,
+}
+
+/// Every seed, for every target.
+pub fn all() -> Vec<Seed> {
+    let mut out = Vec::new();
+    let mut add = |target: &'static str, name: &str, data: Vec<u8>| {
+        out.push(Seed {
+            target,
+            name: name.to_owned(),
+            data,
+        });
+    };
+    for (name, data) in deframer() {
+        add("transport_deframer", &name, data);
+    }
+    for (name, data) in messages() {
+        add("transport_messages", &name, data);
+    }
+    for (name, data) in client() {
+        add("transport_client", &name, data);
+    }
+    for (name, data) in auth() {
+        add("auth_messages", &name, data);
+    }
+    for (name, data) in connection() {
+        add("connection_messages", &name, data);
+    }
+    for (name, data) in known_hosts() {
+        add("known_hosts", &name, data);
+    }
+    for (name, data) in cli() {
+        add("cli_args", &name, data);
+    }
+    out
+}
+
+fn encoded(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut v = Vec::new();
+    f(&mut v);
+    v
+}
+
+fn sample_kexinit(seed: u64, server: bool) -> KexInit {
+    let mut rng = SeededRandom::new(seed);
+    let mut kex: Vec<String> = KexAlgorithm::ALL.iter().map(|k| k.name().into()).collect();
+    kex.push(if server { "ext-info-s" } else { "ext-info-c" }.into());
+    kex.push(
+        if server {
+            "kex-strict-s-v00@openssh.com"
+        } else {
+            "kex-strict-c-v00@openssh.com"
+        }
+        .into(),
+    );
+    KexInit::new(
+        &mut rng,
+        kex,
+        vec!["ssh-ed25519".into(), "rsa-sha2-512".into()],
+        cipher::ALL.iter().map(|c| c.name.into()).collect(),
+        vec!["hmac-sha2-256-etm@openssh.com".into()],
+    )
+}
+
+// ---- transport_deframer ---------------------------------------------------------------------
+
+fn cipher_bits(c: Option<CipherAlgorithm>) -> u8 {
+    match c {
+        None => 0,
+        Some(c) => cipher::ALL
+            .iter()
+            .position(|a| *a == c)
+            .map_or(0, |i| i as u8 + 1),
+    }
+}
+
+fn deframer() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let kexinit = encoded(|b| sample_kexinit(3, true).encode(b));
+    let payloads: Vec<Vec<u8>> = vec![
+        kexinit.clone(),
+        vec![MessageType::IGNORE.0, 0, 0, 0, 3, b'a', b'b', b'c'],
+        vec![94, 0, 0, 0, 0, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'],
+        vec![MessageType::NEWKEYS.0],
+    ];
+    let ciphers = [None]
+        .into_iter()
+        .chain(cipher::ALL.iter().copied().map(Some));
+    for c in ciphers {
+        let name = c.map_or("plain", |c| c.name.split('@').next().unwrap_or(c.name));
+        // Raw: packets sealed under the harness's fixed key, so they open.
+        let mut tx = Tx::default();
+        if let Some(alg) = c {
+            let (k, iv) = crate::transport_deframer::key(&alg);
+            if let Some(sealer) = alg.sealer(&k, &iv) {
+                tx.set_sealer(sealer);
+            }
+        }
+        let mut rng = SeededRandom::new(9);
+        for p in &payloads {
+            tx.frame(&mut rng, &mut |b| b.extend_from_slice(p));
+        }
+        for (chunking, suffix) in [(0u8, "whole"), (2, "small-chunks"), (0x1d, "ragged")] {
+            let mut seed = vec![cipher_bits(c), chunking];
+            seed.extend_from_slice(tx.output());
+            out.push((format!("raw-{name}-{suffix}"), seed));
+        }
+        let mut seed = vec![cipher_bits(c) | 16, 3];
+        seed.extend_from_slice(tx.output());
+        out.push((format!("raw-{name}-read-space"), seed));
+
+        // Framed: payloads for the harness to seal, then with one byte flipped.
+        let mut list = Vec::new();
+        list.push(0u8); // not the big-payload marker
+        for p in &payloads {
+            put_payload(&mut list, p);
+        }
+        put_payload(&mut list, b"");
+        let mut seed = vec![cipher_bits(c) | 4, 1];
+        seed.extend_from_slice(&list);
+        out.push((format!("framed-{name}"), seed));
+        let mut seed = vec![cipher_bits(c) | 4 | 8, 4, 0, 40, 0x20];
+        seed.extend_from_slice(&list);
+        out.push((format!("framed-{name}-flipped"), seed));
+    }
+    out.push(("framed-limits".into(), vec![4 | 1, 0, 0xff]));
+    out
+}
+
+// ---- transport_messages ---------------------------------------------------------------------
+
+fn selector(name: &str) -> u8 {
+    crate::transport_messages::PARSERS
+        .iter()
+        .position(|p| *p == name)
+        .map_or(0, |i| i as u8)
+}
+
+fn alg_index(alg: SignatureAlgorithm) -> u8 {
+    SignatureAlgorithm::ALL
+        .iter()
+        .position(|a| *a == alg)
+        .map_or(0, |i| i as u8)
+}
+
+fn ecdsa_blob(curve: &str, point_len: usize) -> Vec<u8> {
+    let mut point = vec![0x11; point_len];
+    point[0] = 4;
+    encoded(|b| {
+        b.put_str(&format!("ecdsa-sha2-{curve}"));
+        b.put_str(curve);
+        b.put_string(&point);
+    })
+}
+
+fn messages() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    // Message seeds: the selector, then the payload without its number (the harness adds
+    // it back), and once whole with the 0x80 bit.
+    let mut msg = |name: &str, file: &str, payload: Vec<u8>| {
+        let s = selector(name);
+        let mut seed = vec![s];
+        seed.extend_from_slice(payload.get(1..).unwrap_or_default());
+        out.push((file.to_owned(), seed));
+        let mut whole = vec![s | 0x80];
+        whole.extend_from_slice(&payload);
+        out.push((format!("{file}-whole"), whole));
+    };
+    msg(
+        "KexInit",
+        "kexinit-server",
+        encoded(|b| sample_kexinit(1, true).encode(b)),
+    );
+    msg(
+        "KexInit",
+        "kexinit-client",
+        encoded(|b| sample_kexinit(2, false).encode(b)),
+    );
+    let server = ServerTransport::new(ServerConfig::default(), Box::new(SeededRandom::new(5)));
+    let host_key = server.host_public_key();
+    let ed = fixtures::ed25519(1);
+    let signature = ed
+        .sign(SignatureAlgorithm::Ed25519, SIGNED_DATA)
+        .unwrap_or_default();
+    msg(
+        "EcdhInit",
+        "ecdh-init",
+        encoded(|b| EcdhInit { q_c: vec![9; 32] }.encode(b)),
+    );
+    msg(
+        "EcdhReply",
+        "ecdh-reply",
+        encoded(|b| {
+            EcdhReply {
+                host_key: host_key.blob().to_vec(),
+                q_s: vec![7; 32],
+                signature: signature.clone(),
+            }
+            .encode(b)
+        }),
+    );
+    msg(
+        "Disconnect",
+        "disconnect",
+        encoded(|b| {
+            Disconnect {
+                reason: DisconnectReason::BY_APPLICATION,
+                description: b"bye \x1b[31mred\x1b[0m \xe2\x80\xae".to_vec(),
+            }
+            .encode(b)
+        }),
+    );
+    msg(
+        "DebugMsg",
+        "debug",
+        encoded(|b| {
+            DebugMsg {
+                always_display: true,
+                message: b"debug\r\nline".to_vec(),
+            }
+            .encode(b)
+        }),
+    );
+    msg(
+        "Unimplemented",
+        "unimplemented",
+        encoded(|b| Unimplemented { seq: 7 }.encode(b)),
+    );
+    msg(
+        "ExtInfo",
+        "ext-info",
+        encoded(|b| {
+            ExtInfo {
+                extensions: vec![
+                    (
+                        "server-sig-algs".into(),
+                        b"ssh-ed25519,rsa-sha2-512,rsa-sha2-256".to_vec(),
+                    ),
+                    ("publickey-hostbound@openssh.com".into(), b"0".to_vec()),
+                ],
+            }
+            .encode(b)
+        }),
+    );
+
+    let rsa = fixtures::rsa();
+    let blobs: Vec<(&str, Vec<u8>)> = vec![
+        ("ed25519", ed.public_key().blob().to_vec()),
+        ("rsa", rsa.public_key().blob().to_vec()),
+        ("ecdsa-p256", ecdsa_blob("nistp256", 65)),
+        ("ecdsa-p384", ecdsa_blob("nistp384", 97)),
+    ];
+    for (name, blob) in &blobs {
+        let mut seed = vec![selector("PublicKey::from_blob")];
+        seed.extend_from_slice(blob);
+        out.push((format!("blob-{name}"), seed));
+    }
+
+    let mut verify = |file: &str, alg: SignatureAlgorithm, blob: &[u8], sig: &[u8]| {
+        let mut seed = vec![selector("PublicKey::verify"), alg_index(alg)];
+        seed.extend_from_slice(&(blob.len() as u16).to_be_bytes());
+        seed.extend_from_slice(blob);
+        seed.extend_from_slice(sig);
+        out.push((file.to_owned(), seed));
+    };
+    verify(
+        "verify-ed25519",
+        SignatureAlgorithm::Ed25519,
+        ed.public_key().blob(),
+        &signature,
+    );
+    for alg in [SignatureAlgorithm::RsaSha256, SignatureAlgorithm::RsaSha512] {
+        let sig = rsa.sign(alg, SIGNED_DATA).unwrap_or_default();
+        verify(
+            &format!("verify-{}", alg.name()),
+            alg,
+            rsa.public_key().blob(),
+            &sig,
+        );
+    }
+    let ecdsa_sig = |alg: &str, len: usize| {
+        encoded(|b| {
+            b.put_str(alg);
+            b.put_string(&encoded(|inner| {
+                inner.put_mpint(&vec![0x42; len]);
+                inner.put_mpint(&vec![0x24; len]);
+            }));
+        })
+    };
+    verify(
+        "verify-ecdsa-p256",
+        SignatureAlgorithm::EcdsaP256,
+        &blobs[2].1,
+        &ecdsa_sig("ecdsa-sha2-nistp256", 32),
+    );
+    verify(
+        "verify-ecdsa-p384",
+        SignatureAlgorithm::EcdsaP384,
+        &blobs[3].1,
+        &ecdsa_sig("ecdsa-sha2-nistp384", 48),
+    );
+
+    let version = selector("VersionReader");
+    for (file, chunking, text) in [
+        (
+            "version-openssh",
+            0u8,
+            &b"SSH-2.0-OpenSSH_9.6p1 Debian-3\r\n"[..],
+        ),
+        (
+            "version-after-banner",
+            2,
+            b"Welcome\r\nauthorized use only\nSSH-2.0-dropbear_2022.83\r\n",
+        ),
+        ("version-1.99", 1, b"SSH-1.99-Cisco-1.25\r\n"),
+        ("version-protocol-1", 0, b"SSH-1.5-old\r\n"),
+        ("version-no-newline", 3, b"SSH-2.0-partial"),
+    ] {
+        let mut seed = vec![version, chunking];
+        seed.extend_from_slice(text);
+        out.push((file.into(), seed));
+    }
+    let mut seed = vec![selector("text::sanitize"), 41];
+    seed.extend_from_slice("tab\there\r\nesc\x1b]0;title\x07 \u{202e}bidi é".as_bytes());
+    out.push(("sanitize".into(), seed));
+    out
+}
+
+// ---- transport_client -----------------------------------------------------------------------
+
+/// Records what the test server sends to the harness's own client over a whole session:
+/// handshake, a few payloads, a rekey, more payloads. Fed back to the same seeded client it
+/// replays exactly, encrypted packets included.
+fn recorded_session(config: ServerConfig, rekey: bool) -> Vec<u8> {
+    let mut client = crate::transport_client::client(Instant::now());
+    let mut server = ServerTransport::new(config, Box::new(SeededRandom::new(1)));
+    let mut recorded = Vec::new();
+    let exchange = |client: &mut ssh_transport::ClientTransport,
+                    server: &mut ServerTransport,
+                    recorded: &mut Vec<u8>| {
+        for _ in 0..6 {
+            let out = server.output().to_vec();
+            server.consume_output(out.len());
+            recorded.extend_from_slice(&out);
+            client.handle_input(&out);
+            loop {
+                match client.poll_event() {
+                    Ok(Some(Event::VerifyHostKey(_))) => client.accept_host_key(),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let back = client.output().to_vec();
+            client.consume_output(back.len());
+            server.handle_input(&back);
+            while let Ok(Some(_)) = server.poll_event() {}
+        }
+    };
+    exchange(&mut client, &mut server, &mut recorded);
+    let payloads: Vec<Vec<u8>> = vec![
+        encoded(|b| {
+            ServiceAccept {
+                service: SERVICE_USERAUTH,
+            }
+            .encode(b)
+        }),
+        encoded(|b| UserauthSuccess.encode(b)),
+        encoded(|b| {
+            ChannelData {
+                recipient: 0,
+                data: b"select 1",
+            }
+            .encode(b)
+        }),
+        vec![MessageType::IGNORE.0, 0, 0, 0, 0],
+    ];
+    for p in &payloads {
+        server.send_with(&mut |b| b.extend_from_slice(p));
+    }
+    exchange(&mut client, &mut server, &mut recorded);
+    if rekey {
+        server.rekey();
+        exchange(&mut client, &mut server, &mut recorded);
+        for p in &payloads {
+            server.send_with(&mut |b| b.extend_from_slice(p));
+        }
+        exchange(&mut client, &mut server, &mut recorded);
+    }
+    let line = format!("{SERVER_VERSION}\r\n");
+    recorded
+        .strip_prefix(line.as_bytes())
+        .map(<[u8]>::to_vec)
+        .unwrap_or(recorded)
+}
+
+fn client() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let base = ServerConfig {
+        version: SERVER_VERSION.into(),
+        ..ServerConfig::default()
+    };
+    let sessions = [
+        ("session", base.clone(), true),
+        (
+            "session-chacha",
+            ServerConfig {
+                ciphers: vec![cipher::CHACHA20_POLY1305],
+                ..base.clone()
+            },
+            true,
+        ),
+        (
+            "session-aes256-not-strict",
+            ServerConfig {
+                ciphers: vec![cipher::AES256_GCM],
+                strict_kex: false,
+                server_sig_algs: None,
+                ..base.clone()
+            },
+            false,
+        ),
+        (
+            "session-ignore-first",
+            ServerConfig {
+                strict_kex: false,
+                ignore_before_kexinit: true,
+                ..base.clone()
+            },
+            false,
+        ),
+    ];
+    for (name, config, rekey) in sessions {
+        let stream = recorded_session(config, rekey);
+        for (control, how) in [(0u8, "whole"), (3, "chunks"), (0x12, "small-chunks")] {
+            let mut seed = vec![control];
+            seed.extend_from_slice(&stream);
+            out.push((format!("{name}-{how}"), seed));
+        }
+    }
+    let stream = recorded_session(base, false);
+    let mut seed = vec![0x40];
+    seed.extend_from_slice(&stream);
+    out.push(("session-host-key-refused".into(), seed));
+
+    // Pair mode: operations after a real handshake.
+    let data = encoded(|b| {
+        ChannelData {
+            recipient: 0,
+            data: b"0123456789",
+        }
+        .encode(b)
+    });
+    let mut ops = vec![4, data.len() as u8];
+    ops.extend_from_slice(&data);
+    ops.extend_from_slice(&[0, 5, 3, 94, 1, 2, 0]);
+    let mut rekeys = ops.clone();
+    rekeys.extend_from_slice(&[6, 0, 4, 2, 80, 1, 0, 7, 0, 5, 2, 90, 9, 0]);
+    let mut flipped = ops.clone();
+    flipped.extend_from_slice(&[4, 3, 94, 1, 2, 1, 0, 20, 0x40]);
+    let mut inserted = ops.clone();
+    inserted.extend_from_slice(&[4, 3, 94, 1, 2, 2, 0, 3, 3, 0, 0, 0]);
+    let mut deleted = ops.clone();
+    deleted.extend_from_slice(&[4, 3, 94, 1, 2, 3, 0, 9, 1]);
+    let mut split = ops.clone();
+    split.extend_from_slice(&[4, 3, 94, 1, 2, 8, 0, 7, 5, 1, 60, 0]);
+    for (name, control, ops) in [
+        ("pair", 0x80u8, ops),
+        ("pair-rekeys", 0x80 | 0x10, rekeys.clone()),
+        ("pair-rekeys-chacha", 0x80 | 3 | 4, rekeys),
+        ("pair-flipped", 0x81, flipped),
+        ("pair-inserted", 0x82 | 8, inserted),
+        ("pair-deleted", 0x80 | 0x20, deleted),
+        ("pair-split", 0x80 | 0x40, split),
+    ] {
+        let mut seed = vec![control];
+        seed.extend_from_slice(&ops);
+        out.push((name.into(), seed));
+    }
+    out
+}
+
+// ---- auth_messages ----------------------------------------------------------------------------
+
+fn auth() -> Vec<(String, Vec<u8>)> {
+    let failure = |methods: &'static str, partial: bool| {
+        encoded(|b| {
+            ServerMessage::Failure(UserauthFailure {
+                methods: ssh_transport::wire::NameList::parse(methods.as_bytes())
+                    .unwrap_or_else(|_| unreachable!("a valid name-list")),
+                partial_success: partial,
+            })
+            .encode(b)
+        })
+    };
+    let success = encoded(|b| UserauthSuccess.encode(b));
+    let banner = encoded(|b| {
+        UserauthBanner {
+            message: b"Authorized use only.\r\n\x1b[2J",
+            language: b"",
+        }
+        .encode(b)
+    });
+    let pk_ok = encoded(|b| {
+        UserauthPkOk {
+            algorithm: "ssh-ed25519",
+            key_blob: fixtures::ed25519(7).public_key().blob(),
+        }
+        .encode(b)
+    });
+    let cases: Vec<(&str, u8, Vec<Vec<u8>>)> = vec![
+        ("success", 0, vec![success.clone()]),
+        ("banner-success", 4, vec![banner.clone(), success.clone()]),
+        (
+            "refused",
+            1 | 2 | 8,
+            vec![
+                failure("publickey,password", false),
+                failure("publickey", false),
+                failure("publickey", false),
+                failure("publickey", false),
+                failure("publickey", false),
+            ],
+        ),
+        (
+            "partial",
+            2 | 4,
+            vec![failure("publickey", true), success.clone()],
+        ),
+        (
+            "no-publickey",
+            12,
+            vec![failure("password,keyboard-interactive", false)],
+        ),
+        ("pk-ok", 0, vec![pk_ok]),
+        ("success-then-more", 0, vec![success.clone(), banner]),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, flags, payloads)| {
+            let mut seed = vec![flags];
+            for p in &payloads {
+                put_payload(&mut seed, p);
+            }
+            (format!("auth-{name}"), seed)
+        })
+        .collect()
+}
+
+// ---- connection_messages ----------------------------------------------------------------------
+
+fn connection() -> Vec<(String, Vec<u8>)> {
+    fn msg<'a, M: ConnectionMessage<'a>>(m: M) -> Vec<u8> {
+        encoded(|b| m.encode(b))
+    }
+    fn server(ops: &mut Vec<u8>, payload: &[u8]) {
+        ops.push(0);
+        put_payload(ops, payload);
+    }
+    let confirm = |recipient: u32, window: u32| {
+        msg(ChannelOpenConfirmation {
+            recipient,
+            sender: 100 + recipient,
+            initial_window: window,
+            max_packet: 512,
+        })
+    };
+    let mut out = Vec::new();
+
+    // Open, data both ways, window, EOF and CLOSE in order.
+    let mut ops = Vec::new();
+    server(&mut ops, &confirm(0, 2048));
+    server(&mut ops, &confirm(1, 0));
+    server(
+        &mut ops,
+        &msg(ChannelData {
+            recipient: 0,
+            data: b"row 1\n",
+        }),
+    );
+    ops.extend_from_slice(&[7, 1, 0, 0, 3, 2, 0, 5, 0]);
+    server(
+        &mut ops,
+        &msg(WindowAdjust {
+            recipient: 1,
+            bytes: 4096,
+        }),
+    );
+    ops.extend_from_slice(&[2, 1, 2, 0, 7]);
+    server(
+        &mut ops,
+        &msg(ExtendedData {
+            recipient: 0,
+            data_type: ExtendedDataType(1),
+            data: b"stderr",
+        }),
+    );
+    server(&mut ops, &msg(ChannelEof { recipient: 0 }));
+    ops.extend_from_slice(&[3, 0, 7]);
+    server(&mut ops, &msg(ChannelClose { recipient: 0 }));
+    ops.extend_from_slice(&[7, 6, 7]);
+    let mut seed = vec![1 | (2 << 1)];
+    seed.extend_from_slice(&ops);
+    out.push(("conn-lifecycle".to_owned(), seed));
+
+    // Refusals, requests and keepalives.
+    let mut ops = Vec::new();
+    server(
+        &mut ops,
+        &msg(ChannelOpenFailure {
+            recipient: 0,
+            reason: OpenFailureReason::CONNECT_FAILED,
+            description: b"connect failed: \x1b[1mNo route",
+            language: b"",
+        }),
+    );
+    ops.extend_from_slice(&[7, 6]);
+    server(&mut ops, &confirm(1, 65536));
+    server(
+        &mut ops,
+        &msg(GlobalRequest {
+            name: b"hostkeys-00@openssh.com",
+            want_reply: true,
+            data: b"",
+        }),
+    );
+    server(
+        &mut ops,
+        &msg(ChannelRequest {
+            recipient: 1,
+            request_type: b"exit-status",
+            want_reply: true,
+            data: &[0, 0, 0, 0],
+        }),
+    );
+    ops.push(5);
+    server(&mut ops, &msg(RequestFailure));
+    server(&mut ops, &[100, 1, 2, 3]);
+    ops.extend_from_slice(&[4, 1, 7]);
+    server(&mut ops, &msg(ChannelClose { recipient: 1 }));
+    ops.push(7);
+    let mut seed = vec![2 << 1];
+    seed.extend_from_slice(&ops);
+    out.push(("conn-refusals".to_owned(), seed));
+
+    // A window overrun: more data than the small window allows.
+    let mut ops = Vec::new();
+    server(&mut ops, &confirm(0, 1024));
+    let chunk = vec![b'x'; 1024];
+    for _ in 0..5 {
+        server(
+            &mut ops,
+            &msg(ChannelData {
+                recipient: 0,
+                data: &chunk,
+            }),
+        );
+    }
+    ops.extend_from_slice(&[1, 0, 0x10, 0]);
+    let mut seed = vec![1 | (1 << 1)];
+    seed.extend_from_slice(&ops);
+    out.push(("conn-window".to_owned(), seed));
+    out
+}
+
+// ---- known_hosts --------------------------------------------------------------------------
+
+fn known_hosts() -> Vec<(String, Vec<u8>)> {
+    let keys = fixtures::host_keys();
+    let [a, b, rsa] = keys;
+    let (host, port) = HOSTS[0];
+    let (ip, ip_port) = HOSTS[1];
+    let plain = format!(
+        "# comment line\n\
+         {host},192.0.2.1 {}\n\
+         [{ip}]:{ip_port} {} a comment\n\
+         *.example.com,!evil.example.com {}\n\
+         \n\
+         @revoked * {}\n\
+         @cert-authority *.internal {}\n\
+         db?.internal ssh-dss AAAAB3NzaC1kc3MAAACBAP\n\
+         broken line without a key\n\
+         ::1 sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAIA==\n",
+        a.to_openssh_line(),
+        rsa.to_openssh_line(),
+        b.to_openssh_line(),
+        b.to_openssh_line(),
+        a.to_openssh_line(),
+    );
+    let hashed = [
+        forwarder::known_hosts::entry_line(host, port, a, true, &[1; 20]),
+        forwarder::known_hosts::entry_line(ip, ip_port, rsa, true, &[2; 20]),
+        forwarder::known_hosts::entry_line("Db.Internal", 2200, b, false, &[3; 20]),
+    ]
+    .join("\n");
+    let crlf = plain.replace('\n', "\r\n");
+    let changed = format!(
+        "{host} {}\n{host} {}\n",
+        b.to_openssh_line(),
+        rsa.to_openssh_line()
+    );
+    vec![
+        ("plain".into(), plain.into_bytes()),
+        ("hashed".into(), hashed.into_bytes()),
+        ("crlf".into(), crlf.into_bytes()),
+        ("changed".into(), changed.into_bytes()),
+    ]
+}
+
+// ---- cli_args -----------------------------------------------------------------------------
+
+fn cli() -> Vec<(String, Vec<u8>)> {
+    let lines: &[(&str, &[&str])] = &[
+        (
+            "basic",
+            &[
+                "-N",
+                "-L",
+                "15432:db.internal:5432",
+                "analytics@bastion.example.com",
+            ],
+        ),
+        (
+            "many",
+            &[
+                "-N",
+                "-p",
+                "2222",
+                "-i",
+                "~/.ssh/id_rsa",
+                "-i",
+                "%d/.ssh/id_ed25519",
+                "-L",
+                "[::1]:8080:[2001:db8::5]:80",
+                "-L",
+                "*:3306:mysql:3306",
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                "-o",
+                "UserKnownHostsFile ~/.ssh/kh /tmp/kh2",
+                "-o",
+                "ServerAliveInterval=15",
+                "-vvv",
+                "-4",
+                "-g",
+                "-C",
+                "bastion",
+            ],
+        ),
+        (
+            "ssh-url",
+            &[
+                "-oHostName=%h.example.com",
+                "-oLocalForward=15439 redshift:5439",
+                "-c",
+                "aes128-gcm@openssh.com",
+                "-oRekeyLimit=1G 1h",
+                "ssh://deploy@10.1.2.3:2200",
+            ],
+        ),
+        (
+            "clustered",
+            &["-NgqL5432:db:5432", "-l", "u", "-p22", "host"],
+        ),
+        ("help", &["--help"]),
+        ("version", &["-V"]),
+        ("missing-host", &["-L", "1:h:2"]),
+        ("bad-option", &["-o", "NoSuchOption=yes", "-X", "host"]),
+    ];
+    lines
+        .iter()
+        .map(|(name, args)| (format!("cli-{name}"), args.join("\0").into_bytes()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn every_seed_runs_through_its_target_without_a_panic() {
+        let seeds = all();
+        for (target, run) in crate::TARGETS {
+            let mine: Vec<&Seed> = seeds.iter().filter(|s| s.target == *target).collect();
+            if *target != "auth_keyfile" {
+                assert!(mine.len() >= 3, "{target} has only {} seeds", mine.len());
+            }
+            for s in mine {
+                run(&s.data);
+            }
+        }
+    }
+
+    #[test]
+    fn checked_in_seeds_match_the_generator() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+        for s in all() {
+            let path = dir.join(s.target).join(&s.name);
+            let on_disk = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}; run the write_seeds example", path.display()));
+            assert!(
+                on_disk == s.data,
+                "{} is stale; run the write_seeds example",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn recorded_sessions_take_the_client_to_the_payloads() {
+        let config = ServerConfig {
+            version: SERVER_VERSION.into(),
+            ..ServerConfig::default()
+        };
+        let stream = recorded_session(config, true);
+        let mut client = crate::transport_client::client(Instant::now());
+        client.handle_input(format!("{SERVER_VERSION}\r\n").as_bytes());
+        client.handle_input(&stream);
+        let mut payloads = Vec::new();
+        loop {
+            match client.poll_event() {
+                Ok(Some(Event::VerifyHostKey(_))) => client.accept_host_key(),
+                Ok(Some(Event::Payload { data, .. })) => payloads.push(data.to_vec()),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => panic!("the replayed session failed: {e}"),
+            }
+        }
+        assert!(client.is_established());
+        assert_eq!(client.kex_count(), 2, "the rekey was replayed too");
+        assert_eq!(
+            payloads.len(),
+            6,
+            "three payloads before and after the rekey"
+        );
+    }
+}
