@@ -101,7 +101,8 @@ pub fn openssh_binary() -> PathBuf {
     }
     find_program("ssh", &[]).unwrap_or_else(|| {
         panic!(
-            "`ssh` not found on PATH; install the OpenSSH client (apt-get install openssh-client)"
+            "`ssh` not found on PATH; install the OpenSSH client (apt-get install openssh-client; \
+             scripts/test does this)"
         )
     })
 }

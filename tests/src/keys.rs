@@ -275,7 +275,7 @@ fn ssh_keygen() -> PathBuf {
     require_program(
         "ssh-keygen",
         &[],
-        "install the OpenSSH client (Debian: apt-get install openssh-client)",
+        "install the OpenSSH client (Debian: apt-get install openssh-client; scripts/test does this)",
     )
 }
 

@@ -35,8 +35,8 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 const PORT_ATTEMPTS: usize = 5;
 /// Debian keeps the server binaries off PATH in a versioned directory.
 const PG_DIRS: [&str; 1] = ["/usr/lib/postgresql/15/bin"];
-const INSTALL_HINT: &str =
-    "install PostgreSQL 15 (Debian: apt-get install -y postgresql-15 postgresql-client-15)";
+const INSTALL_HINT: &str = "install PostgreSQL 15 (Debian: apt-get install -y postgresql-15 postgresql-client-15; \
+     scripts/test does this)";
 
 /// What `psql -At` prints for [`CUSTOMERS_QUERY`]: `id|name` lines.
 pub fn expected_customers() -> String {

@@ -79,7 +79,12 @@ fn e2e_postgres_wrong_password_and_slow_query_pass_through_and_tunnel_stays_up()
     let port = tunnel.local_port();
 
     // A wrong database password fails inside PostgreSQL's protocol, end to end, and says so.
-    let mut wrong = std::process::Command::new("psql");
+    let psql_program = ssh_interop_tests::process::require_program(
+        "psql",
+        &[],
+        "install the PostgreSQL 15 client (apt-get install postgresql-client-15; scripts/test does this)",
+    );
+    let mut wrong = std::process::Command::new(psql_program);
     wrong
         .args(["-X", "-w", "-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-U", "app", "-d", "appdb", "-c", "SELECT 1"])

@@ -4,6 +4,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
+use ssh_interop_tests::process::wait_until;
 use ssh_interop_tests::{
     ClientKind, KeyKind, Pattern, SinkServer, SourceServer, Sshd, TunnelBuilder, UserKey, download,
     upload,
@@ -21,13 +22,9 @@ fn rekeys_in_sshd_log(log: &str) -> usize {
 }
 
 /// Downloads `bytes` from a source and uploads as many to a sink through one tunnel at the
-/// same time, checking both by SHA-256; returns how long it took and the forwarder's log.
-fn transfer_both_ways(
-    sshd: &Sshd,
-    key: &UserKey,
-    extra: &[&str],
-    bytes: u64,
-) -> (Duration, String) {
+/// same time, checking both by SHA-256; returns how long it took and how many rekeys both
+/// ends counted.
+fn transfer_both_ways(sshd: &Sshd, key: &UserKey, extra: &[&str], bytes: u64) -> (Duration, usize) {
     let source = SourceServer::start(bytes);
     let sink = SinkServer::start();
     let mut builder = TunnelBuilder::new(ClientKind::Forwarder, sshd, key)
@@ -82,7 +79,25 @@ fn transfer_both_ways(
     // And the session still carries new connections after all those key exchanges.
     let again = upload(up_port, MIB).expect("a second upload");
     assert_eq!(again.sha256, Some(Pattern::get().sha256(MIB)));
-    (elapsed, tunnel.log())
+
+    // A rekey the last bytes started may still be finishing; once it has, both ends must
+    // have counted the same key exchanges.
+    let rekeys = wait_until(
+        Duration::from_secs(10),
+        "the forwarder and sshd count the same rekeys",
+        || {
+            let ours = rekeys_in_forwarder_log(&tunnel.log());
+            (ours == rekeys_in_sshd_log(&sshd.log())).then_some(ours)
+        },
+        || {
+            format!(
+                "forwarder: {}, sshd: {}",
+                rekeys_in_forwarder_log(&tunnel.log()),
+                rekeys_in_sshd_log(&sshd.log())
+            )
+        },
+    );
+    (elapsed, rekeys)
 }
 
 /// Rekeys the forwarder reports at `-v` ("rekeyed count=N", N counting the first exchange).
@@ -102,13 +117,7 @@ fn interop_rekey_server_initiated_every_mebibyte_while_256_mib_pass_each_way() {
         .authorize(&key)
         .start();
     let bytes = 256 * MIB;
-    let (elapsed, log) = transfer_both_ways(&sshd, &key, &[], bytes);
-    let rekeys = rekeys_in_sshd_log(&sshd.log());
-    assert_eq!(
-        rekeys_in_forwarder_log(&log),
-        rekeys,
-        "the forwarder and sshd count the same rekeys"
-    );
+    let (elapsed, rekeys) = transfer_both_ways(&sshd, &key, &[], bytes);
     eprintln!(
         "{} MiB each way in {elapsed:?} with {rekeys} server-initiated rekeys",
         bytes / MIB
@@ -127,13 +136,7 @@ fn interop_rekey_client_initiated_every_mebibyte_while_64_mib_pass_each_way() {
     let key = UserKey::generate(KeyKind::Ed25519);
     let sshd = Sshd::start(&key);
     let bytes = 64 * MIB;
-    let (elapsed, log) = transfer_both_ways(&sshd, &key, &["RekeyLimit=1M"], bytes);
-    let rekeys = rekeys_in_sshd_log(&sshd.log());
-    assert_eq!(
-        rekeys_in_forwarder_log(&log),
-        rekeys,
-        "the forwarder and sshd count the same rekeys"
-    );
+    let (elapsed, rekeys) = transfer_both_ways(&sshd, &key, &["RekeyLimit=1M"], bytes);
     eprintln!(
         "{} MiB each way in {elapsed:?} with {rekeys} client-initiated rekeys",
         bytes / MIB
