@@ -19,6 +19,10 @@
 //! `openssh-server`), and PostgreSQL 15's `initdb`, `postgres`, `pg_ctl`, `psql`, `pgbench`.
 //! As root, PostgreSQL runs as the system user [`postgres::LAB_OS_USER`] (created on first
 //! use), since it refuses to run as root.
+//!
+//! The `forwarder` the integration tests run is this package's `lab-forwarder` bin: the
+//! forwarder's own `main.rs`, built by cargo before it runs these tests, so a test never runs
+//! a stale or missing binary (see [`forwarder_binary`]).
 #![forbid(unsafe_code)]
 
 pub mod client;

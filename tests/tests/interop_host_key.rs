@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ssh_interop_tests::process::{run_ok, wait_until};
+use ssh_interop_tests::process::{require_program, run_ok, wait_until};
 use ssh_interop_tests::{
     ClientKind, EchoServer, KeyKind, Sshd, Tunnel, TunnelBuilder, UserKey, echo_round_trip,
 };
@@ -236,7 +236,14 @@ fn interop_host_key_accept_new_records_the_key_and_the_next_run_trusts_it() {
 
 fn hash_known_hosts(path: &Path) {
     run_ok(
-        Command::new("ssh-keygen").arg("-H").arg("-f").arg(path),
+        Command::new(require_program(
+            "ssh-keygen",
+            &[],
+            "install the OpenSSH client (apt-get install openssh-client; scripts/test does this)",
+        ))
+        .arg("-H")
+        .arg("-f")
+        .arg(path),
         Duration::from_secs(30),
         "ssh-keygen -H",
     );
