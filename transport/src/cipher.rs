@@ -256,7 +256,8 @@ impl PacketSealer for ChaChaSealer {
         chapoly::TAG_LEN
     }
     fn length_excluded_from_alignment(&self) -> bool {
-        false
+        // OpenSSH leaves the length out of the alignment for every AEAD cipher.
+        true
     }
     fn seal(&mut self, seq: u32, packet: &mut [u8]) {
         let body_len = packet.len().saturating_sub(chapoly::TAG_LEN);
@@ -277,7 +278,8 @@ impl PacketOpener for ChaChaOpener {
         chapoly::TAG_LEN
     }
     fn length_excluded_from_alignment(&self) -> bool {
-        false
+        // OpenSSH leaves the length out of the alignment for every AEAD cipher.
+        true
     }
     fn packet_length(&mut self, seq: u32, head: [u8; 4]) -> u32 {
         u32::from_be_bytes(self.0.decrypt_packet_length(seq, head))

@@ -432,6 +432,28 @@ mod tests {
         );
     }
 
+    /// OpenSSH aligns `padding_length || payload || padding` for every AEAD cipher, leaving the
+    /// 4-byte length out; ChaCha20-Poly1305 once counted it and sshd refused our packets.
+    #[test]
+    fn aead_packets_align_without_the_length_field_like_openssh() {
+        let mut rng = Counter(0);
+        for alg in cipher::ALL {
+            let (mut tx, mut rx) = pair(Some(*alg));
+            for n in 1..100usize {
+                tx.frame(&mut rng, &mut |b| b.resize(b.len() + n, 7))
+                    .unwrap();
+                let out = tx.output().to_vec();
+                tx.consume(out.len());
+                let head: [u8; 4] = out[..4].try_into().unwrap();
+                let len = rx.opener.packet_length(rx.seq, head);
+                assert_eq!(len % 8, 0, "{} payload {n}", alg.name);
+                assert_eq!(len as usize + 4 + rx.opener.tag_len(), out.len());
+                rx.append(&out);
+                assert!(rx.next_packet().unwrap().is_some());
+            }
+        }
+    }
+
     #[test]
     fn oversized_length_is_refused_before_the_body_arrives() {
         let (_, mut rx) = pair(None);
