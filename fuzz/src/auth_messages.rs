@@ -23,11 +23,30 @@ use crate::input::Input;
 /// Payloads handed to the client per input, so one input costs bounded time.
 const MAX_PAYLOADS: usize = 64;
 
+/// What a run did, so tests can tell that the seeds reach what they are meant to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// Signed requests sent (each one's signature verified).
+    pub signed_requests: usize,
+    /// Banners shown.
+    pub banners: usize,
+    /// The client ended authenticated.
+    pub authenticated: bool,
+    /// The client ended in an error.
+    pub failed: bool,
+}
+
 /// Fuzz entry point.
 pub fn run(data: &[u8]) {
+    drive(data);
+}
+
+/// The harness, returning what happened.
+pub fn drive(data: &[u8]) -> Report {
+    let mut report = Report::default();
     let mut input = Input::new(data);
     let Some(flags) = input.byte() else {
-        return;
+        return report;
     };
     let sig_algs: Option<Vec<String>> = match (flags >> 2) & 3 {
         0 => None,
@@ -68,26 +87,46 @@ pub fn run(data: &[u8]) {
     let mut auth = ClientAuth::new(USER.into(), identities);
     let mut sink: Vec<Vec<u8>> = Vec::new();
     auth.start(&mut sink);
-    check_sent(&mut sink, &public);
+    check_sent(&mut sink, &public, &mut report);
 
     let mut accept = Vec::new();
     ServiceAccept {
         service: SERVICE_USERAUTH,
     }
     .encode(&mut accept);
-    let mut failed = step(&mut auth, &accept, &ctx, &mut sink, &public, None);
+    let mut failed = step(
+        &mut auth,
+        &accept,
+        &ctx,
+        &mut sink,
+        &public,
+        None,
+        &mut report,
+    );
 
     for _ in 0..MAX_PAYLOADS {
         let Some(payload) = input.payload() else {
             break;
         };
         round_trip(payload);
-        failed = step(&mut auth, payload, &ctx, &mut sink, &public, failed);
+        failed = step(
+            &mut auth,
+            payload,
+            &ctx,
+            &mut sink,
+            &public,
+            failed,
+            &mut report,
+        );
     }
+    report.authenticated = auth.is_authenticated();
+    report.failed = failed.is_some();
+    report
 }
 
 /// Hands one payload over and checks what came of it. Returns the error the client is
 /// stuck on, if any.
+#[allow(clippy::too_many_arguments)]
 fn step(
     auth: &mut ClientAuth,
     payload: &[u8],
@@ -95,6 +134,7 @@ fn step(
     sink: &mut Vec<Vec<u8>>,
     public: &[PublicKey],
     failed: Option<ssh_auth::AuthError>,
+    report: &mut Report,
 ) -> Option<ssh_auth::AuthError> {
     let was_authenticated = auth.is_authenticated();
     let result = auth.handle_payload(payload, ctx, sink);
@@ -105,9 +145,10 @@ fn step(
     if was_authenticated {
         assert!(result.is_err(), "a message after success was accepted");
     }
-    check_sent(sink, public);
+    check_sent(sink, public, report);
     while let Some(event) = auth.poll_event() {
         if let AuthEvent::Banner(text) = &event {
+            report.banners += 1;
             assert!(
                 !text
                     .chars()
@@ -137,7 +178,7 @@ fn step(
 }
 
 /// Every payload the client sent must be a well-formed request from us, properly signed.
-fn check_sent(sink: &mut Vec<Vec<u8>>, public: &[PublicKey]) {
+fn check_sent(sink: &mut Vec<Vec<u8>>, public: &[PublicKey], report: &mut Report) {
     for payload in sink.drain(..) {
         if let Ok(req) = ServiceRequest::decode(&payload) {
             assert_eq!(req.service, SERVICE_USERAUTH);
@@ -176,6 +217,7 @@ fn check_sent(sink: &mut Vec<Vec<u8>>, public: &[PublicKey]) {
                 if let Err(e) = key.verify(alg, &signed, signature) {
                     panic!("the client's {algorithm} signature does not verify: {e}");
                 }
+                report.signed_requests += 1;
             }
             AuthMethod::Other { name, .. } => panic!("the client used method {name:?}"),
         }
@@ -198,4 +240,40 @@ fn round_trip(payload: &[u8]) {
         Some(&msg.message_type().0),
         "encoded with the wrong message number"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(name: &str) -> Report {
+        let seeds = crate::seeds::all();
+        match seeds
+            .iter()
+            .find(|s| s.target == "auth_messages" && s.name == name)
+        {
+            Some(seed) => drive(&seed.data),
+            None => panic!("no seed {name}"),
+        }
+    }
+
+    #[test]
+    fn seeds_reach_success_refusal_and_errors() {
+        let r = report("auth-success");
+        assert!(
+            r.authenticated && !r.failed && r.signed_requests == 1,
+            "{r:?}"
+        );
+        let r = report("auth-banner-success");
+        assert!(r.authenticated && r.banners == 1, "{r:?}");
+        let r = report("auth-partial");
+        assert!(r.authenticated && r.signed_requests == 2, "{r:?}");
+        let r = report("auth-refused");
+        assert!(r.failed && !r.authenticated, "{r:?}");
+        assert!(r.signed_requests >= 3, "every key was tried: {r:?}");
+        for name in ["auth-pk-ok", "auth-success-then-more", "auth-no-publickey"] {
+            let r = report(name);
+            assert!(r.failed && !r.authenticated, "{name}: {r:?}");
+        }
+    }
 }

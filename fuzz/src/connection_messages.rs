@@ -41,14 +41,34 @@ struct Harness {
     sink: Vec<Vec<u8>>,
     channels: HashMap<u32, Model>,
     keepalives_sent: u32,
-    keepalive_replies: u32,
+    report: Report,
+}
+
+/// What a run did, so tests can tell that the seeds reach what they are meant to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// CHANNEL_DATA bytes accepted into channel buffers.
+    pub data_accepted: usize,
+    /// `Closed` events polled.
+    pub closed: usize,
+    /// `OpenFailed` events polled.
+    pub open_failed: usize,
+    /// Keepalive replies polled.
+    pub keepalive_replies: u32,
+    /// The connection refused a payload (and stayed failed).
+    pub failed: bool,
 }
 
 /// Fuzz entry point.
 pub fn run(data: &[u8]) {
+    drive(data);
+}
+
+/// The harness, returning what happened.
+pub fn drive(data: &[u8]) -> Report {
     let mut input = Input::new(data);
     let Some(setup) = input.byte() else {
-        return;
+        return Report::default();
     };
     let config = if setup & 1 != 0 {
         Config {
@@ -63,7 +83,7 @@ pub fn run(data: &[u8]) {
         sink: Vec::new(),
         channels: HashMap::new(),
         keepalives_sent: 0,
-        keepalive_replies: 0,
+        report: Report::default(),
     };
     for _ in 0..(setup >> 1) & 3 {
         h.open();
@@ -81,7 +101,8 @@ pub fn run(data: &[u8]) {
                     assert!(first.is_some(), "handle_payload failed but error() is None");
                     assert_eq!(h.conn.handle_payload(again, &mut h.sink).err(), first);
                     assert!(h.sink.is_empty(), "a failed connection sent something");
-                    return;
+                    h.report.failed = true;
+                    return h.report;
                 }
             }
             1 => {
@@ -125,6 +146,7 @@ pub fn run(data: &[u8]) {
         h.check_buffers();
     }
     h.poll();
+    h.report
 }
 
 /// A channel id from the input: small ones name channels we opened, 255 one never used.
@@ -180,6 +202,7 @@ impl Harness {
                 };
                 if !m.local_closed {
                     m.received.extend_from_slice(d.data);
+                    self.report.data_accepted += d.data.len();
                 }
             }
             Message::ChannelOpenConfirmation(c) => {
@@ -233,9 +256,9 @@ impl Harness {
         while let Some(event) = self.conn.poll_event() {
             let id = match &event {
                 Event::KeepaliveReply => {
-                    self.keepalive_replies += 1;
+                    self.report.keepalive_replies += 1;
                     assert!(
-                        self.keepalive_replies <= self.keepalives_sent,
+                        self.report.keepalive_replies <= self.keepalives_sent,
                         "unasked keepalive reply"
                     );
                     continue;
@@ -256,6 +279,11 @@ impl Harness {
             };
             match &event {
                 Event::Closed(_) | Event::OpenFailed { .. } => {
+                    if matches!(event, Event::Closed(_)) {
+                        self.report.closed += 1;
+                    } else {
+                        self.report.open_failed += 1;
+                    }
                     assert!(
                         m.received.is_empty(),
                         "{event:?} while {} bytes were unread",
@@ -299,5 +327,43 @@ impl Harness {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(name: &str) -> Report {
+        let seeds = crate::seeds::all();
+        match seeds
+            .iter()
+            .find(|s| s.target == "connection_messages" && s.name == name)
+        {
+            Some(seed) => drive(&seed.data),
+            None => panic!("no seed {name}"),
+        }
+    }
+
+    #[test]
+    fn lifecycle_seed_moves_data_and_closes_a_channel() {
+        let r = report("conn-lifecycle");
+        assert!(!r.failed, "{r:?}");
+        assert_eq!(r.data_accepted, 6);
+        assert_eq!(r.closed, 1);
+    }
+
+    #[test]
+    fn refusals_seed_refuses_an_open_and_answers_a_keepalive() {
+        let r = report("conn-refusals");
+        assert!(!r.failed, "{r:?}");
+        assert_eq!((r.open_failed, r.keepalive_replies), (1, 1));
+    }
+
+    #[test]
+    fn window_seed_overruns_the_window_and_fails() {
+        let r = report("conn-window");
+        assert!(r.failed, "{r:?}");
+        assert_eq!(r.data_accepted, 4096, "exactly the window is accepted");
     }
 }

@@ -501,7 +501,8 @@ fn client() -> Vec<(String, Vec<u8>)> {
     let mut inserted = ops.clone();
     inserted.extend_from_slice(&[4, 3, 94, 1, 2, 2, 0, 3, 3, 0, 0, 0]);
     let mut deleted = ops.clone();
-    deleted.extend_from_slice(&[4, 3, 94, 1, 2, 3, 0, 9, 1]);
+    // The deletion leaves the client waiting; the next packet shows the damage.
+    deleted.extend_from_slice(&[4, 3, 94, 1, 2, 3, 0, 9, 1, 4, 3, 94, 5, 6, 0]);
     let mut split = ops.clone();
     split.extend_from_slice(&[4, 3, 94, 1, 2, 8, 0, 7, 5, 1, 60, 0]);
     for (name, control, ops) in [
@@ -589,13 +590,57 @@ fn auth() -> Vec<(String, Vec<u8>)> {
 
 // ---- connection_messages ----------------------------------------------------------------------
 
+/// Builds `connection_messages` inputs operation by operation.
+#[derive(Default)]
+struct ConnOps(Vec<u8>);
+
+impl ConnOps {
+    fn server(&mut self, payload: &[u8]) -> &mut Self {
+        self.0.push(0);
+        put_payload(&mut self.0, payload);
+        self
+    }
+    fn consume(&mut self, id: u8, n: u16) -> &mut Self {
+        self.0.extend_from_slice(&[1, id]);
+        self.0.extend_from_slice(&n.to_be_bytes());
+        self
+    }
+    fn send(&mut self, id: u8, n: u16) -> &mut Self {
+        self.0.extend_from_slice(&[2, id]);
+        self.0.extend_from_slice(&n.to_be_bytes());
+        self
+    }
+    fn eof(&mut self, id: u8) -> &mut Self {
+        self.0.extend_from_slice(&[3, id]);
+        self
+    }
+    fn close(&mut self, id: u8) -> &mut Self {
+        self.0.extend_from_slice(&[4, id]);
+        self
+    }
+    fn keepalive(&mut self) -> &mut Self {
+        self.0.push(5);
+        self
+    }
+    fn open(&mut self) -> &mut Self {
+        self.0.push(6);
+        self
+    }
+    fn poll(&mut self) -> &mut Self {
+        self.0.push(7);
+        self
+    }
+    /// The input: `small` picks the small window, `channels` are opened first.
+    fn input(&self, small: bool, channels: u8) -> Vec<u8> {
+        let mut seed = vec![u8::from(small) | (channels << 1)];
+        seed.extend_from_slice(&self.0);
+        seed
+    }
+}
+
 fn connection() -> Vec<(String, Vec<u8>)> {
     fn msg<'a, M: ConnectionMessage<'a>>(m: M) -> Vec<u8> {
         encoded(|b| m.encode(b))
-    }
-    fn server(ops: &mut Vec<u8>, payload: &[u8]) {
-        ops.push(0);
-        put_payload(ops, payload);
     }
     let confirm = |recipient: u32, window: u32| {
         msg(ChannelOpenConfirmation {
@@ -607,99 +652,80 @@ fn connection() -> Vec<(String, Vec<u8>)> {
     };
     let mut out = Vec::new();
 
-    // Open, data both ways, window, EOF and CLOSE in order.
-    let mut ops = Vec::new();
-    server(&mut ops, &confirm(0, 2048));
-    server(&mut ops, &confirm(1, 0));
-    server(
-        &mut ops,
-        &msg(ChannelData {
+    // Open, data both ways, window, EOF both ways, CLOSE both ways, then the id again.
+    let mut ops = ConnOps::default();
+    ops.server(&confirm(0, 2048))
+        .server(&confirm(1, 0))
+        .server(&msg(ChannelData {
             recipient: 0,
             data: b"row 1\n",
-        }),
-    );
-    ops.extend_from_slice(&[7, 1, 0, 0, 3, 2, 0, 5, 0]);
-    server(
-        &mut ops,
-        &msg(WindowAdjust {
+        }))
+        .poll()
+        .consume(0, 6)
+        .send(1, 16)
+        .server(&msg(WindowAdjust {
             recipient: 1,
             bytes: 4096,
-        }),
-    );
-    ops.extend_from_slice(&[2, 1, 2, 0, 7]);
-    server(
-        &mut ops,
-        &msg(ExtendedData {
+        }))
+        .send(1, 600)
+        .poll()
+        .server(&msg(ExtendedData {
             recipient: 0,
             data_type: ExtendedDataType(1),
             data: b"stderr",
-        }),
-    );
-    server(&mut ops, &msg(ChannelEof { recipient: 0 }));
-    ops.extend_from_slice(&[3, 0, 7]);
-    server(&mut ops, &msg(ChannelClose { recipient: 0 }));
-    ops.extend_from_slice(&[7, 6, 7]);
-    let mut seed = vec![1 | (2 << 1)];
-    seed.extend_from_slice(&ops);
-    out.push(("conn-lifecycle".to_owned(), seed));
+        }))
+        .server(&msg(ChannelEof { recipient: 0 }))
+        .eof(0)
+        .poll()
+        .server(&msg(ChannelClose { recipient: 0 }))
+        .poll()
+        .open()
+        .poll();
+    out.push(("conn-lifecycle".to_owned(), ops.input(true, 2)));
 
-    // Refusals, requests and keepalives.
-    let mut ops = Vec::new();
-    server(
-        &mut ops,
-        &msg(ChannelOpenFailure {
-            recipient: 0,
-            reason: OpenFailureReason::CONNECT_FAILED,
-            description: b"connect failed: \x1b[1mNo route",
-            language: b"",
-        }),
-    );
-    ops.extend_from_slice(&[7, 6]);
-    server(&mut ops, &confirm(1, 65536));
-    server(
-        &mut ops,
-        &msg(GlobalRequest {
-            name: b"hostkeys-00@openssh.com",
-            want_reply: true,
-            data: b"",
-        }),
-    );
-    server(
-        &mut ops,
-        &msg(ChannelRequest {
-            recipient: 1,
-            request_type: b"exit-status",
-            want_reply: true,
-            data: &[0, 0, 0, 0],
-        }),
-    );
-    ops.push(5);
-    server(&mut ops, &msg(RequestFailure));
-    server(&mut ops, &[100, 1, 2, 3]);
-    ops.extend_from_slice(&[4, 1, 7]);
-    server(&mut ops, &msg(ChannelClose { recipient: 1 }));
-    ops.push(7);
-    let mut seed = vec![2 << 1];
-    seed.extend_from_slice(&ops);
-    out.push(("conn-refusals".to_owned(), seed));
+    // A refused open, requests from the server, a keepalive, an unassigned number.
+    let mut ops = ConnOps::default();
+    ops.server(&msg(ChannelOpenFailure {
+        recipient: 0,
+        reason: OpenFailureReason::CONNECT_FAILED,
+        description: b"connect failed: \x1b[1mNo route",
+        language: b"",
+    }))
+    .poll()
+    .open()
+    .server(&confirm(1, 65536))
+    .server(&msg(GlobalRequest {
+        name: b"hostkeys-00@openssh.com",
+        want_reply: true,
+        data: b"",
+    }))
+    .server(&msg(ChannelRequest {
+        recipient: 1,
+        request_type: b"exit-status",
+        want_reply: true,
+        data: &[0, 0, 0, 0],
+    }))
+    .keepalive()
+    .server(&msg(RequestFailure))
+    .server(&[120, 1, 2, 3])
+    .close(1)
+    .poll()
+    .server(&msg(ChannelClose { recipient: 1 }))
+    .poll();
+    out.push(("conn-refusals".to_owned(), ops.input(false, 2)));
 
     // A window overrun: more data than the small window allows.
-    let mut ops = Vec::new();
-    server(&mut ops, &confirm(0, 1024));
+    let mut ops = ConnOps::default();
+    ops.server(&confirm(0, 1024));
     let chunk = vec![b'x'; 1024];
     for _ in 0..5 {
-        server(
-            &mut ops,
-            &msg(ChannelData {
-                recipient: 0,
-                data: &chunk,
-            }),
-        );
+        ops.server(&msg(ChannelData {
+            recipient: 0,
+            data: &chunk,
+        }));
     }
-    ops.extend_from_slice(&[1, 0, 0x10, 0]);
-    let mut seed = vec![1 | (1 << 1)];
-    seed.extend_from_slice(&ops);
-    out.push(("conn-window".to_owned(), seed));
+    ops.consume(0, 4096);
+    out.push(("conn-window".to_owned(), ops.input(true, 1)));
     out
 }
 

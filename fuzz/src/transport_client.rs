@@ -45,6 +45,21 @@ pub fn run(data: &[u8]) {
     }
 }
 
+/// What a pair-mode run did, so tests can tell that the properties were really exercised.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PairReport {
+    /// Payloads the client delivered (each checked against what the server sent).
+    pub delivered_to_client: usize,
+    /// Payloads the server delivered (each checked against what the client sent).
+    pub delivered_to_server: usize,
+    /// Completed key exchanges on the client, the first included.
+    pub client_kex_count: u64,
+    /// The client ended in an error.
+    pub client_failed: bool,
+    /// The session was unaltered, so "everything arrives" was checked at the end.
+    pub checked_all_arrived: bool,
+}
+
 /// The client the server-bytes mode uses; the seed generator records sessions against the
 /// very same one.
 pub fn client(now: Instant) -> ClientTransport {
@@ -160,6 +175,7 @@ struct Pair {
     to_client: VecDeque<Vec<u8>>,
     /// Payloads the client sent that the server must deliver, in order.
     to_server: VecDeque<Vec<u8>>,
+    report: PairReport,
 }
 
 impl Pair {
@@ -200,6 +216,7 @@ impl Pair {
             server_established: false,
             to_client: VecDeque::new(),
             to_server: VecDeque::new(),
+            report: PairReport::default(),
         }
     }
 
@@ -221,19 +238,18 @@ impl Pair {
         space[..bytes.len()].copy_from_slice(bytes);
         self.client.commit_input(bytes.len());
         let expected = &mut self.to_client;
-        pump_client(
-            &mut self.client,
-            &mut self.sticky,
-            false,
-            &mut |p| match expected.pop_front() {
+        let delivered = &mut self.report.delivered_to_client;
+        pump_client(&mut self.client, &mut self.sticky, false, &mut |p| {
+            *delivered += 1;
+            match expected.pop_front() {
                 Some(want) => assert_eq!(
                     p,
                     &want[..],
                     "the client delivered a payload the server did not send"
                 ),
                 None => panic!("the client delivered {p:?}, which the server never sent"),
-            },
-        );
+            }
+        });
     }
 
     /// Moves all of the client's output to the server and processes it.
@@ -252,6 +268,7 @@ impl Pair {
                 Ok(Some(ServerEvent::Payload(p))) => {
                     // The client's own DISCONNECT and UNIMPLEMENTED also arrive here.
                     if p.first().is_some_and(|&n| n >= 50) {
+                        self.report.delivered_to_server += 1;
                         match self.to_server.pop_front() {
                             Some(want) => assert_eq!(
                                 p,
@@ -285,7 +302,9 @@ impl Pair {
     }
 }
 
-fn pair(control: u8, input: &mut Input<'_>) {
+/// Pair mode on its own: `control` as in [`run`] (the 0x80 bit is implied), then the
+/// operations.
+pub fn pair(control: u8, input: &mut Input<'_>) -> PairReport {
     let mut p = Pair::new(control);
     for _ in 0..8 {
         p.round();
@@ -400,5 +419,67 @@ fn pair(control: u8, input: &mut Input<'_>) {
             "{} payloads from the client were never delivered",
             p.to_server.len()
         );
+        p.report.checked_all_arrived = true;
+    }
+    p.report.client_kex_count = p.client.kex_count();
+    p.report.client_failed = p.sticky.failed();
+    p.report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(name: &str) -> PairReport {
+        let seeds = crate::seeds::all();
+        let Some(seed) = seeds
+            .iter()
+            .find(|s| s.target == "transport_client" && s.name == name)
+        else {
+            panic!("no seed {name}");
+        };
+        let mut input = Input::new(&seed.data);
+        let control = input.byte().unwrap_or(0);
+        pair(control, &mut input)
+    }
+
+    #[test]
+    fn an_unaltered_session_delivers_everything_both_ways() {
+        let r = report("pair");
+        assert!(r.checked_all_arrived && !r.client_failed, "{r:?}");
+        assert_eq!((r.delivered_to_client, r.delivered_to_server), (1, 1));
+    }
+
+    #[test]
+    fn rekeys_from_either_side_keep_every_payload() {
+        for name in ["pair-rekeys", "pair-rekeys-chacha"] {
+            let r = report(name);
+            assert!(r.checked_all_arrived && !r.client_failed, "{name}: {r:?}");
+            assert!(r.client_kex_count >= 3, "{name}: {r:?}");
+            assert_eq!(
+                (r.delivered_to_client, r.delivered_to_server),
+                (2, 2),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn altered_bytes_end_the_session_without_delivering_them() {
+        for name in ["pair-flipped", "pair-inserted", "pair-deleted"] {
+            let r = report(name);
+            assert!(r.client_failed && !r.checked_all_arrived, "{name}: {r:?}");
+            assert_eq!(
+                r.delivered_to_client, 1,
+                "{name}: only the payload before the damage"
+            );
+        }
+    }
+
+    #[test]
+    fn a_packet_split_across_reads_still_arrives() {
+        let r = report("pair-split");
+        assert!(r.checked_all_arrived && !r.client_failed, "{r:?}");
+        assert_eq!(r.delivered_to_client, 2);
     }
 }
