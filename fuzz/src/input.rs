@@ -89,6 +89,10 @@ impl Xorshift {
     }
 }
 
+/// At most this many chunks: past it the rest arrives in one piece, so a long input fed byte
+/// by byte costs bounded time.
+pub const MAX_CHUNKS: usize = 2048;
+
 /// Splits `data` into chunks whose sizes follow from `control`, so that one control byte
 /// makes the same stream arrive all at once, byte by byte, or in ragged pieces.
 pub fn chunks(data: &[u8], control: u8) -> Vec<&[u8]> {
@@ -98,6 +102,7 @@ pub fn chunks(data: &[u8], control: u8) -> Vec<&[u8]> {
     let mut flip = false;
     while !rest.is_empty() {
         let size = match control & 7 {
+            _ if out.len() + 1 >= MAX_CHUNKS => rest.len(),
             0 => rest.len(),
             1 => 1,
             2 => rng.up_to(16),
@@ -129,7 +134,8 @@ mod tests {
             assert_eq!(parts.concat(), data, "control {control}");
         }
         assert_eq!(chunks(&data, 0).len(), 1);
-        assert_eq!(chunks(&data, 1).len(), data.len());
+        assert_eq!(chunks(&data[..100], 1).len(), 100);
+        assert_eq!(chunks(&data, 1).len(), MAX_CHUNKS);
     }
 
     #[test]
