@@ -211,7 +211,8 @@ impl PublicKey {
             KeyType::Rsa => {
                 let e = r.mpint_positive()?;
                 let n = r.mpint_positive()?;
-                let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+                let bits = (n.len() * 8)
+                    .saturating_sub(n.first().map_or(0, |b| b.leading_zeros() as usize));
                 if bits < 2048 {
                     return Err(KeyError::BadKey("RSA modulus is shorter than 2048 bits"));
                 }
@@ -462,6 +463,19 @@ mod tests {
             PublicKey::from_blob(&ed),
             Err(KeyError::Malformed(DecodeError::TrailingBytes))
         );
+    }
+
+    /// Found by the fuzzer: an empty modulus underflowed the bit count.
+    #[test]
+    fn empty_rsa_modulus_is_refused_not_a_panic() {
+        let mut blob = Vec::new();
+        blob.put_str("ssh-rsa");
+        blob.put_mpint(&[1, 0, 1]);
+        blob.put_mpint(&[]);
+        assert!(matches!(
+            PublicKey::from_blob(&blob),
+            Err(KeyError::BadKey(_))
+        ));
     }
 
     #[test]
