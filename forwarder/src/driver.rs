@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -114,6 +115,9 @@ struct Slot {
     stream_alive: bool,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
+    /// The local socket, when the channel forwards to one: data for an empty channel buffer
+    /// is written to it straight from the decrypted packet.
+    direct: Option<Arc<tokio::net::TcpStream>>,
 }
 
 struct PendingOpen {
@@ -205,6 +209,7 @@ impl State {
                         stream_alive: true,
                         read_waker: None,
                         write_waker: None,
+                        direct: None,
                     },
                 );
             }
@@ -216,7 +221,15 @@ impl State {
 
     /// Drains session events, acting on each. Errors end the session.
     fn process(&mut self) -> Result<(), SessionError> {
-        while let Some(ev) = self.session.poll()? {
+        loop {
+            let channels = &self.channels;
+            let ev = self.session.poll_with(&mut |id, data| {
+                let Some(sock) = channels.get(&id).and_then(|s| s.direct.as_ref()) else {
+                    return 0;
+                };
+                sock.try_write(data).unwrap_or(0)
+            })?;
+            let Some(ev) = ev else { break };
             match ev {
                 SessionEvent::VerifyHostKey(key) => {
                     self.log.host_key =
@@ -469,7 +482,7 @@ impl SessionHandle {
                         shared: self.shared.clone(),
                         id,
                         serial,
-                        yield_next: false,
+                        yield_next: AtomicBool::new(false),
                     }),
                     None => Err(OpenError::Session(SessionError::Protocol(
                         "channel vanished while opening".into(),
@@ -537,7 +550,16 @@ pub struct ChannelStream {
     /// A WINDOW_ADJUST was just queued: step aside once so the driver sends it before this
     /// reader drains the rest of the buffer (on a single-threaded runtime it would otherwise
     /// wait, and the server with it).
-    yield_next: bool,
+    yield_next: AtomicBool,
+}
+
+/// What [`ChannelStream::poll_send_to`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// This many bytes went to the socket.
+    Bytes(usize),
+    /// The server sent EOF (or closed) and everything before it has been written.
+    Eof,
 }
 
 impl std::fmt::Debug for ChannelStream {
@@ -556,6 +578,116 @@ impl ChannelStream {
         self.id
     }
 
+    /// Lets the driver write this channel's data straight to `sock` when nothing is buffered
+    /// (see [`ChannelStream::poll_send_to`], which must then be the only reader).
+    pub fn set_direct_writer(&self, sock: Arc<tokio::net::TcpStream>) {
+        let mut st = self.shared.lock();
+        if let Some(slot) = self.slot(&mut st) {
+            slot.direct = Some(sock);
+        }
+    }
+
+    /// Writes buffered channel data to `sock`, straight from the channel buffer under the
+    /// session lock, so no copy is made and nothing is held outside the buffer (which keeps
+    /// the driver's direct writes in order). `Ok(Sent::Eof)` once the server's EOF is reached.
+    pub fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        sock: &tokio::net::TcpStream,
+    ) -> Poll<io::Result<Sent>> {
+        if self.yield_next.swap(false, Ordering::Relaxed) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        loop {
+            let mut guard = self.shared.lock();
+            let st = &mut *guard;
+            if self.slot(st).is_none() {
+                return Poll::Ready(Ok(Sent::Eof));
+            }
+            let data = st.session.connection().received(self.id);
+            if data.is_empty() {
+                if let Some(e) = &st.error {
+                    return Poll::Ready(Err(session_io_error(e)));
+                }
+                let Some(slot) = self.slot(st) else {
+                    return Poll::Ready(Ok(Sent::Eof));
+                };
+                if slot.peer_eof || matches!(slot.state, SlotState::Closed) {
+                    return Poll::Ready(Ok(Sent::Eof));
+                }
+                match &slot.read_waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => slot.read_waker = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            }
+            match sock.try_write(data) {
+                Ok(n) => {
+                    let before = st.session.output().len();
+                    st.session.consume(self.id, n);
+                    if st.session.output().len() > before {
+                        st.wake_driver();
+                        self.yield_next.store(true, Ordering::Relaxed);
+                    }
+                    return Poll::Ready(Ok(Sent::Bytes(n)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drop(guard);
+                    match sock.poll_write_ready(cx) {
+                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Sends what the window allows of `data` (see `AsyncWrite::poll_write`), through a
+    /// shared reference so that one task can read and write the channel at once.
+    pub fn poll_send(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let mut guard = self.shared.lock();
+        let st = &mut *guard;
+        if let Some(e) = &st.error {
+            return Poll::Ready(Err(session_io_error(e)));
+        }
+        let Some(slot) = self.slot(st) else {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        };
+        if matches!(slot.state, SlotState::Closed) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if st.session.pending_output() > OUTPUT_HIGH_WATER {
+            st.output_waiters.push(cx.waker().clone());
+            st.wake_driver();
+            return Poll::Pending;
+        }
+        match st.session.send_data(self.id, data) {
+            Ok(0) => {
+                if let Some(slot) = self.slot(st) {
+                    slot.write_waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Ok(n) => {
+                st.wake_driver();
+                Poll::Ready(Ok(n))
+            }
+            Err(e) => Poll::Ready(Err(session_io_error(&e))),
+        }
+    }
+
+    /// Sends CHANNEL_EOF: the local side will send nothing more.
+    pub fn send_eof(&self) {
+        let mut st = self.shared.lock();
+        if self.slot(&mut st).is_some() {
+            st.session.send_eof(self.id);
+            st.wake_driver();
+        }
+    }
+
     fn slot<'a>(&self, st: &'a mut State) -> Option<&'a mut Slot> {
         st.channels
             .get_mut(&self.id)
@@ -565,12 +697,11 @@ impl ChannelStream {
 
 impl AsyncRead for ChannelStream {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.yield_next {
-            self.yield_next = false;
+        if self.yield_next.swap(false, Ordering::Relaxed) {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
@@ -590,7 +721,7 @@ impl AsyncRead for ChannelStream {
             st.session.consume(self.id, n);
             if st.session.output().len() > before {
                 st.wake_driver();
-                self.yield_next = true;
+                self.yield_next.store(true, Ordering::Relaxed);
             }
             return Poll::Ready(Ok(()));
         }
@@ -617,35 +748,7 @@ impl AsyncWrite for ChannelStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut guard = self.shared.lock();
-        let st = &mut *guard;
-        if let Some(e) = &st.error {
-            return Poll::Ready(Err(session_io_error(e)));
-        }
-        let Some(slot) = self.slot(st) else {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        };
-        if matches!(slot.state, SlotState::Closed) {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        if st.session.pending_output() > OUTPUT_HIGH_WATER {
-            st.output_waiters.push(cx.waker().clone());
-            st.wake_driver();
-            return Poll::Pending;
-        }
-        match st.session.send_data(self.id, buf) {
-            Ok(0) => {
-                if let Some(slot) = self.slot(st) {
-                    slot.write_waker = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-            Ok(n) => {
-                st.wake_driver();
-                Poll::Ready(Ok(n))
-            }
-            Err(e) => Poll::Ready(Err(session_io_error(&e))),
-        }
+        self.poll_send(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -653,11 +756,7 @@ impl AsyncWrite for ChannelStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut st = self.shared.lock();
-        if self.slot(&mut st).is_some() {
-            st.session.send_eof(self.id);
-            st.wake_driver();
-        }
+        self.send_eof();
         Poll::Ready(Ok(()))
     }
 }
@@ -668,6 +767,7 @@ impl Drop for ChannelStream {
         let st = &mut *guard;
         let Some(slot) = self.slot(st) else { return };
         slot.stream_alive = false;
+        slot.direct = None;
         let closed = matches!(slot.state, SlotState::Closed);
         if closed {
             st.channels.remove(&self.id);

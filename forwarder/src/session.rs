@@ -235,6 +235,15 @@ impl Session {
 
     /// Processes received bytes and returns the next event.
     pub fn poll(&mut self) -> Result<Option<SessionEvent>, SessionError> {
+        self.poll_with(&mut |_, _| 0)
+    }
+
+    /// Like [`poll`](Self::poll), offering channel data to `deliver` first (see
+    /// [`Connection::handle_payload_with`]): bytes it takes skip the channel buffer.
+    pub fn poll_with(
+        &mut self,
+        deliver: &mut dyn FnMut(ChannelId, &[u8]) -> usize,
+    ) -> Result<Option<SessionEvent>, SessionError> {
         loop {
             if let Some(e) = &self.error {
                 return Err(e.clone());
@@ -271,7 +280,7 @@ impl Session {
                     let msg = MessageType::of(data).unwrap_or(MessageType(0));
                     if msg.is_connection() && self.authenticated {
                         if is_assigned_connection_message(msg) {
-                            match self.conn.handle_payload(data, &mut self.outbox) {
+                            match self.conn.handle_payload_with(data, &mut self.outbox, deliver) {
                                 Ok(()) => Routed::Nothing,
                                 Err(e) => Routed::Error(SessionError::Connection(e)),
                             }

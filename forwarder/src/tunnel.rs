@@ -4,11 +4,12 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use crate::driver::{ChannelStream, SessionHandle};
+use std::sync::Arc;
+
+use crate::driver::{ChannelStream, Sent, SessionHandle};
 
 /// Bytes moved per read; large reads mean fewer wakeups and packets of the full 32 KiB.
 const COPY_BUFFER: usize = 128 * 1024;
@@ -41,20 +42,20 @@ pub async fn serve(
 }
 
 /// Forwards one accepted connection.
+///
+/// Server to client, channel data goes to the socket without a copy of ours: the driver
+/// writes it straight from the decrypted packet when the channel buffer is empty, and
+/// [`ChannelStream::poll_send_to`] writes from the buffer otherwise. Client to server, reads
+/// go through one buffer into the packet being built.
 pub async fn forward(
-    mut socket: TcpStream,
+    socket: TcpStream,
     peer: SocketAddr,
     session: &SessionHandle,
     target: &Target,
 ) -> io::Result<()> {
     let _ = socket.set_nodelay(true);
     let channel = match session
-        .open_direct_tcpip(
-            &target.host,
-            target.port,
-            &peer.ip().to_string(),
-            peer.port(),
-        )
+        .open_direct_tcpip(&target.host, target.port, &peer.ip().to_string(), peer.port())
         .await
     {
         Ok(c) => c,
@@ -73,41 +74,48 @@ pub async fn forward(
         target.host,
         target.port
     );
-    let (mut local_r, mut local_w) = socket.split();
-    let (mut chan_r, mut chan_w) = tokio::io::split(channel);
-    let up = pump(&mut local_r, &mut chan_w);
-    let down = pump(&mut chan_r, &mut local_w);
-    let (a, b) = tokio::join!(up, down);
+    let socket = Arc::new(socket);
+    channel.set_direct_writer(socket.clone());
+    let (a, b) = tokio::join!(upload(&socket, &channel), download(&socket, &channel));
     debug!(%peer, sent = ?a, received = ?b, "connection finished");
     a.and(b).map(|_| ())
 }
 
-/// Copies until end of file, then shuts the writer down (half-close).
-async fn pump<R, W>(r: &mut R, w: &mut W) -> io::Result<u64>
-where
-    R: AsyncRead + Unpin + ?Sized,
-    W: AsyncWrite + Unpin + ?Sized,
-{
+/// Local socket to channel, then CHANNEL_EOF at the socket's end of file.
+async fn upload(socket: &TcpStream, channel: &ChannelStream) -> io::Result<u64> {
     let mut buf = vec![0u8; COPY_BUFFER];
     let mut total = 0u64;
     loop {
-        let n = match r.read(&mut buf).await {
+        socket.readable().await?;
+        let n = match socket.try_read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
-                let _ = w.shutdown().await;
+                channel.send_eof();
                 return Err(e);
             }
         };
-        w.write_all(buf.get(..n).unwrap_or_default()).await?;
+        let mut at = 0;
+        while at < n {
+            let chunk = buf.get(at..n).unwrap_or_default();
+            at += std::future::poll_fn(|cx| channel.poll_send(cx, chunk)).await?;
+        }
         total += n as u64;
     }
-    w.shutdown().await?;
+    channel.send_eof();
     Ok(total)
 }
 
-/// The type a channel's halves are split into.
-pub type ChannelHalves = (
-    tokio::io::ReadHalf<ChannelStream>,
-    tokio::io::WriteHalf<ChannelStream>,
-);
+/// Channel to local socket, then a half-close of the socket at the server's EOF.
+async fn download(socket: &TcpStream, channel: &ChannelStream) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        match std::future::poll_fn(|cx| channel.poll_send_to(cx, socket)).await? {
+            Sent::Bytes(n) => total += n as u64,
+            Sent::Eof => break,
+        }
+    }
+    let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write);
+    Ok(total)
+}
