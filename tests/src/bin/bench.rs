@@ -324,6 +324,12 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
     let mut up = Figure::new("upload MiB/s", Better::Higher);
     let mut down_cpu = Figure::new("download client CPU s/GiB", Better::Lower);
     let mut up_cpu = Figure::new("upload client CPU s/GiB", Better::Lower);
+    // Everything on the machine (client, sshd, source and sink): on a saturated machine this,
+    // not the client's share alone, is what sets the throughput.
+    let mut down_sys = Figure::new("download machine CPU s/GiB", Better::Lower);
+    let mut up_sys = Figure::new("upload machine CPU s/GiB", Better::Lower);
+    let mut down_sshd = Figure::new("download sshd CPU s/GiB", Better::Lower);
+    let mut up_sshd = Figure::new("upload sshd CPU s/GiB", Better::Lower);
     let mut rss = Figure::new("client peak RSS MiB", Better::Lower);
     let gib = args.size as f64 / f64::from(1u32 << 30);
     let expected_sha = args.verify.then(|| lab.source.expected_sha256());
@@ -355,9 +361,13 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
             let ports = tunnel.local_ports();
 
             let cpu0 = tunnel.cpu_seconds();
+            let sys0 = machine_busy_seconds();
+            let sshd0 = sshd_cpu_seconds(&lab.sshd);
             let d = download(ports[0], args.verify)
                 .unwrap_or_else(|e| fail(&tunnel, &format!("download: {e}")));
             let cpu1 = tunnel.cpu_seconds();
+            let sys1 = machine_busy_seconds();
+            let sshd1 = sshd_cpu_seconds(&lab.sshd);
             if d.bytes != args.size || (args.verify && d.sha256 != expected_sha) {
                 fail(
                     &tunnel,
@@ -370,6 +380,8 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
             let u = upload(ports[1], args.size)
                 .unwrap_or_else(|e| fail(&tunnel, &format!("upload: {e}")));
             let cpu2 = tunnel.cpu_seconds();
+            let sys2 = machine_busy_seconds();
+            let sshd2 = sshd_cpu_seconds(&lab.sshd);
             let expected_up = args.verify.then(|| Pattern::get().sha256(args.size));
             if u.bytes != args.size || u.sha256 != expected_up {
                 fail(
@@ -400,10 +412,16 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
             up.samples[i].push(u.mib_per_sec());
             down_cpu.samples[i].push((cpu1 - cpu0) / gib);
             up_cpu.samples[i].push((cpu2 - cpu1) / gib);
+            down_sys.samples[i].push((sys1 - sys0) / gib);
+            down_sshd.samples[i].push((sshd1 - sshd0) / gib);
+            up_sshd.samples[i].push((sshd2 - sshd1) / gib);
+            up_sys.samples[i].push((sys2 - sys1) / gib);
             rss.samples[i].push(peak);
         }
     }
-    vec![down, up, down_cpu, up_cpu, rss]
+    vec![
+        down, up, down_cpu, up_cpu, down_sshd, up_sshd, down_sys, up_sys, rss,
+    ]
 }
 
 fn bench_first_byte(lab: &Lab, contenders: &[Contender], args: &Args) -> Figure {
@@ -656,4 +674,36 @@ mod tests {
         assert_eq!(args.cipher, "chacha20-poly1305@openssh.com");
         assert!(parse_args(["--bogus".to_owned()]).is_err());
     }
+}
+
+/// CPU seconds the whole machine has spent busy (all CPUs: user, nice, system, irq, softirq),
+/// from /proc/stat, in the kernel's clock ticks of 1/100 s.
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return f64::NAN;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = [0usize, 1, 2, 5, 6]
+        .iter()
+        .filter_map(|&i| v.get(i))
+        .sum();
+    busy as f64 / 100.0
+}
+
+/// CPU seconds used by sshd's session processes (every process below the listener).
+fn sshd_cpu_seconds(sshd: &Sshd) -> f64 {
+    fn tree(pid: u32) -> f64 {
+        ssh_interop_tests::process::cpu_seconds(pid).unwrap_or(0.0)
+            + ssh_interop_tests::process::children_of(pid)
+                .into_iter()
+                .map(tree)
+                .sum::<f64>()
+    }
+    sshd.session_pids().into_iter().map(tree).sum()
 }
