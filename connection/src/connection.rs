@@ -136,7 +136,10 @@ impl Channel {
             confirmed: false,
             send_window: Window::new(0),
             send_max: 0,
-            recv_window: ReceiveWindow::new(config.initial_window),
+            recv_window: ReceiveWindow::with_threshold(
+                config.initial_window,
+                config.max_packet.saturating_mul(3),
+            ),
             received: RecvBuffer::default(),
             eof_wanted: false,
             eof_sent: false,
@@ -528,8 +531,7 @@ impl Connection {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let result =
-            Message::decode(payload).and_then(|m| self.handle_message(m, sink, deliver));
+        let result = Message::decode(payload).and_then(|m| self.handle_message(m, sink, deliver));
         if let Err(e) = &result {
             self.failed = Some(e.clone());
         }

@@ -103,6 +103,7 @@ pub struct ReceiveWindow {
     window: Window,
     max: u32,
     uncredited: u32,
+    threshold: u32,
 }
 
 impl ReceiveWindow {
@@ -112,6 +113,20 @@ impl ReceiveWindow {
             window: Window::new(max),
             max,
             uncredited: 0,
+            threshold: max / 2,
+        }
+    }
+
+    /// A window of `max` bytes that is credited back once `threshold` bytes (at most half
+    /// the window) have been delivered. OpenSSH credits after three maximum-size packets, so
+    /// the sender's window stays nearly full and it never waits on us.
+    pub const fn with_threshold(max: u32, threshold: u32) -> Self {
+        let half = max / 2;
+        Self {
+            window: Window::new(max),
+            max,
+            uncredited: 0,
+            threshold: if threshold < half { threshold } else { half },
         }
     }
 
@@ -131,8 +146,8 @@ impl ReceiveWindow {
     }
 
     /// `n` received bytes left our hands. Returns the number of bytes to credit with a
-    /// WINDOW_ADJUST once at least half the window has been delivered (so the peer sees
-    /// few, large adjustments, as with OpenSSH), and `None` until then.
+    /// WINDOW_ADJUST once the threshold (half the window unless set lower) has been
+    /// delivered, and `None` until then.
     ///
     /// `n` is clamped to the bytes received and not yet delivered, so a confused caller can
     /// never make us grant more than `max`.
@@ -143,7 +158,7 @@ impl ReceiveWindow {
             .saturating_sub(self.uncredited);
         let n = u32::try_from(n).unwrap_or(u32::MAX).min(in_flight);
         self.uncredited = self.uncredited.checked_add(n)?;
-        if self.uncredited == 0 || self.uncredited < self.max / 2 {
+        if self.uncredited == 0 || self.uncredited < self.threshold {
             return None;
         }
         let add = self.uncredited;
@@ -279,5 +294,20 @@ mod tests {
                 prop_assert!(u64::from(r.available()) + buffered + u64::from(r.uncredited) == u64::from(max));
             }
         }
+    }
+
+    #[test]
+    fn threshold_credits_early_but_never_above_half_the_window() {
+        // OpenSSH's rule: credit after three 32 KiB packets of a 2 MiB window.
+        let mut r = ReceiveWindow::with_threshold(2 << 20, 3 * 32768);
+        r.receive(100_000).unwrap();
+        assert_eq!(r.consume(98_303), None);
+        assert_eq!(r.consume(1), Some(98_304));
+        assert_eq!(r.available(), (2 << 20) - 100_000 + 98_304);
+        // A threshold above half the window is lowered to half.
+        let mut r = ReceiveWindow::with_threshold(1000, 900);
+        r.receive(600).unwrap();
+        assert_eq!(r.consume(499), None);
+        assert_eq!(r.consume(1), Some(500));
     }
 }

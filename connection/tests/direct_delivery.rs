@@ -61,7 +61,10 @@ fn direct_delivery_takes_what_it_can_and_buffers_the_rest_in_order() {
     let mut expect = vec![1u8; 200];
     expect.extend([2u8; 50]);
     assert_eq!(conn.received(ChannelId(0)), &expect[..]);
-    assert!(sink.is_empty(), "no window adjust before half the window is consumed");
+    assert!(
+        sink.is_empty(),
+        "no window adjust before half the window is consumed"
+    );
 }
 
 #[test]
