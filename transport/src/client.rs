@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!            new(): our version line + KEXINIT queued
-//!  ExpectKexInit ──KEXINIT──> ExpectEcdhReply ──ECDH_REPLY──> HostKeyPending (first kex only;
+//!  ExpectKexInit ──KEXINIT──> ExpectKexReply ──(method's messages)──> HostKeyPending (first kex only;
 //!       ^                                        │             the application decides)
 //!       │ rekey: bytes, time,                    └──(rekey: same key)──┐     │ accept_host_key
 //!       │ or the server's KEXINIT                                      v     v
@@ -22,8 +22,8 @@ use crate::cipher::{self, CipherAlgorithm, PacketOpener, PacketSealer};
 use crate::error::Error;
 use crate::hostkey::{PublicKey, SignatureAlgorithm};
 use crate::kex::{
-    self, Curve25519, DebugMsg, Disconnect, EcdhInit, EcdhReply, ExtInfo, KexAlgorithm, KexInit,
-    Negotiated, Unimplemented,
+    self, ClientKex, ClientStep, DebugMsg, Disconnect, ExtInfo, KexAlgorithm, KexError, KexInit,
+    KexOutcome, Negotiated, Unimplemented,
 };
 use crate::msg::{DisconnectReason, MessageType};
 use crate::packet::{Received, Rx, Tx};
@@ -95,7 +95,7 @@ pub enum Event<'a> {
 enum Kex {
     Idle,
     ExpectKexInit(ExpectKexInit),
-    ExpectEcdhReply(Box<ExpectEcdhReply>),
+    ExpectKexReply(Box<ExpectKexReply>),
     HostKeyPending(Box<HostKeyPending>),
     ExpectNewKeys(ExpectNewKeys),
 }
@@ -105,7 +105,7 @@ impl Kex {
         match self {
             Self::Idle => "no key exchange message",
             Self::ExpectKexInit(_) => "SSH_MSG_KEXINIT",
-            Self::ExpectEcdhReply(_) => "SSH_MSG_KEX_ECDH_REPLY",
+            Self::ExpectKexReply(_) => "the key exchange method's reply",
             Self::HostKeyPending(_) => "nothing while the host key is checked",
             Self::ExpectNewKeys(_) => "SSH_MSG_NEWKEYS",
         }
@@ -118,12 +118,12 @@ struct ExpectKexInit {
     ours_bytes: Vec<u8>,
 }
 
-/// Both KEXINITs are known and our ephemeral key was sent.
-struct ExpectEcdhReply {
+/// Both KEXINITs are known and the method's first message was sent.
+struct ExpectKexReply {
     ours_bytes: Vec<u8>,
     theirs_bytes: Vec<u8>,
     negotiated: Negotiated,
-    ecdh: Curve25519,
+    method: Box<dyn ClientKex>,
 }
 
 /// The exchange is done and proven; the host key awaits the application's decision.
@@ -463,7 +463,7 @@ impl ClientTransport {
         // NEWKEYS (RFC 4253 7.1).
         let peer_in_kex = matches!(
             self.kex,
-            Kex::ExpectEcdhReply(_) | Kex::HostKeyPending(_) | Kex::ExpectNewKeys(_)
+            Kex::ExpectKexReply(_) | Kex::HostKeyPending(_) | Kex::ExpectNewKeys(_)
         );
         match msg {
             MessageType::IGNORE => Ok(false),
@@ -535,9 +535,40 @@ impl ClientTransport {
                 self.on_kexinit(ours, payload)?
             }
             (Kex::ExpectKexInit(ours), MessageType::KEXINIT) => self.on_kexinit(ours, payload)?,
-            (Kex::ExpectEcdhReply(st), MessageType::KEX_ECDH_REPLY) => {
-                let reply = EcdhReply::decode(payload).map_err(decode_err)?;
-                self.on_ecdh_reply(*st, &reply)?
+            (Kex::ExpectKexReply(mut st), m)
+                if m != MessageType::KEXINIT && m != MessageType::NEWKEYS =>
+            {
+                let server_version = self.server_version.clone().unwrap_or_default();
+                let prefix = kex::HashPrefix {
+                    v_c: &self.client_version,
+                    v_s: &server_version,
+                    i_c: &st.ours_bytes,
+                    i_s: &st.theirs_bytes,
+                };
+                match st.method.handle(payload, &prefix, self.rng.as_mut()) {
+                    Ok(ClientStep::Send(next)) => {
+                        self.send_internal(&mut |b| b.extend_from_slice(&next));
+                        Kex::ExpectKexReply(st)
+                    }
+                    Ok(ClientStep::Done(outcome)) => self.on_kex_done(st.negotiated, outcome)?,
+                    Err(KexError::Unexpected(_)) => {
+                        let expected = "the key exchange method's next message";
+                        return Err(if self.strict && !self.established {
+                            Error::StrictKex(format!(
+                                "the server sent {msg} during the initial key exchange while we expected {expected}"
+                            ))
+                        } else {
+                            Error::UnexpectedMessage {
+                                message: msg,
+                                expected,
+                            }
+                        });
+                    }
+                    Err(KexError::Decode(message, error)) => {
+                        return Err(Error::Decode { message, error });
+                    }
+                    Err(e) => return Err(Error::KeyExchange(e.to_string())),
+                }
             }
             (Kex::ExpectNewKeys(st), MessageType::NEWKEYS) => {
                 if payload.len() != 1 {
@@ -585,54 +616,36 @@ impl ClientTransport {
             self.ignore_next_kex_packet = true;
         }
         debug!(%negotiated, "negotiated");
-        let ecdh = Curve25519::generate(self.rng.as_mut());
-        let init = EcdhInit {
-            q_c: ecdh.public.to_vec(),
-        };
-        self.send_internal(&mut |b| init.encode(b));
-        Ok(Kex::ExpectEcdhReply(Box::new(ExpectEcdhReply {
+        let mut method = negotiated.kex.client();
+        let first = method
+            .start(self.rng.as_mut())
+            .map_err(|e| Error::KeyExchange(e.to_string()))?;
+        self.send_internal(&mut |b| b.extend_from_slice(&first));
+        Ok(Kex::ExpectKexReply(Box::new(ExpectKexReply {
             ours_bytes: ours.ours_bytes,
             theirs_bytes: payload.to_vec(),
             negotiated,
-            ecdh,
+            method,
         })))
     }
 
-    fn on_ecdh_reply(&mut self, st: ExpectEcdhReply, reply: &EcdhReply) -> Result<Kex, Error> {
-        let n = st.negotiated;
-        let host_key = PublicKey::from_blob(&reply.host_key).map_err(Error::HostKey)?;
+    /// The method finished: check the host key and its signature over H, derive the keys.
+    fn on_kex_done(&mut self, n: Negotiated, outcome: KexOutcome) -> Result<Kex, Error> {
+        let KexOutcome {
+            host_key: k_s,
+            signature,
+            h,
+            k,
+        } = outcome;
+        let host_key = PublicKey::from_blob(&k_s).map_err(Error::HostKey)?;
         if host_key.key_type() != n.host_key.key_type() {
             return Err(Error::HostKey(crate::hostkey::KeyError::KeyTypeMismatch {
                 algorithm: n.host_key.name(),
                 key_type: host_key.key_type().name(),
             }));
         }
-        let k = st.ecdh.agree(&reply.q_s).map_err(|e| {
-            Error::KeyExchange(match e {
-                kex::AgreementError::BadPublicKey => {
-                    "the server's ephemeral public key is not 32 bytes".into()
-                }
-                kex::AgreementError::ZeroSharedSecret => {
-                    "the shared secret is zero (the server sent a low-order point)".into()
-                }
-            })
-        })?;
-        let server_version = self.server_version.as_deref().unwrap_or_default();
-        let h = kex::exchange_hash(
-            n.kex.hash(),
-            &kex::HashInputs {
-                v_c: &self.client_version,
-                v_s: server_version,
-                i_c: &st.ours_bytes,
-                i_s: &st.theirs_bytes,
-                k_s: &reply.host_key,
-                q_c: &st.ecdh.public,
-                q_s: &reply.q_s,
-                k: &k,
-            },
-        );
         host_key
-            .verify(n.host_key, &h, &reply.signature)
+            .verify(n.host_key, &h, &signature)
             .map_err(Error::HostKey)?;
         let session_id = self.session_id.get_or_insert_with(|| h.clone()).clone();
         let (c2s, s2c) = kex::derive_directions(&n, &k, &h, &session_id);
@@ -812,7 +825,7 @@ impl ClientTransport {
     fn holding(&self) -> bool {
         matches!(
             self.kex,
-            Kex::ExpectKexInit(_) | Kex::ExpectEcdhReply(_) | Kex::HostKeyPending(_)
+            Kex::ExpectKexInit(_) | Kex::ExpectKexReply(_) | Kex::HostKeyPending(_)
         )
     }
 

@@ -9,9 +9,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use crate::cipher::{self, CipherAlgorithm, PacketOpener};
 use crate::error::Error;
 use crate::hostkey::{PublicKey, SignatureAlgorithm};
-use crate::kex::{
-    self, Curve25519, EcdhInit, EcdhReply, ExtInfo, KexAlgorithm, KexInit, Negotiated,
-};
+use crate::kex::{self, ExtInfo, KexAlgorithm, KexInit, Negotiated, ServerKex, ServerStep};
 use crate::msg::MessageType;
 use crate::packet::{Rx, Tx};
 use crate::random::SecureRandom;
@@ -76,10 +74,11 @@ enum Kex {
         ours: KexInit,
         ours_bytes: Vec<u8>,
     },
-    ExpectEcdhInit {
+    ExpectKexMessage {
         ours_bytes: Vec<u8>,
         theirs_bytes: Vec<u8>,
         negotiated: Negotiated,
+        method: Box<dyn ServerKex>,
     },
     ExpectNewKeys {
         opener: Box<dyn PacketOpener>,
@@ -255,48 +254,56 @@ impl ServerTransport {
                 if !self.established {
                     self.strict = negotiated.strict;
                 }
-                self.kex = Kex::ExpectEcdhInit {
+                let method = negotiated.kex.server();
+                self.kex = Kex::ExpectKexMessage {
                     ours_bytes,
                     theirs_bytes: payload.to_vec(),
                     negotiated,
+                    method,
                 };
             }
             (
-                Kex::ExpectEcdhInit {
+                Kex::ExpectKexMessage {
                     ours_bytes,
                     theirs_bytes,
                     negotiated: n,
+                    mut method,
                 },
-                MessageType::KEX_ECDH_INIT,
-            ) => {
-                let init = EcdhInit::decode(payload).map_err(decode)?;
-                let ecdh = Curve25519::generate(self.rng.as_mut());
-                let k = ecdh
-                    .agree(&init.q_c)
-                    .map_err(|_| Error::KeyExchange("bad client public value".into()))?;
+                m,
+            ) if m != MessageType::KEXINIT && m != MessageType::NEWKEYS => {
                 let k_s = self.host_public_key().blob().to_vec();
-                let h = kex::exchange_hash(
-                    n.kex.hash(),
-                    &kex::HashInputs {
-                        v_c: &self.client_version,
-                        v_s: self.config.version.as_bytes(),
-                        i_c: &theirs_bytes,
-                        i_s: &ours_bytes,
-                        k_s: &k_s,
-                        q_c: &init.q_c,
-                        q_s: &ecdh.public,
-                        k: &k,
-                    },
-                );
-                let mut signature = Vec::new();
-                signature.put_str(SignatureAlgorithm::Ed25519.name());
-                signature.put_string(self.host_key.sign(&h).as_ref());
-                let reply = EcdhReply {
-                    host_key: k_s,
-                    q_s: ecdh.public.to_vec(),
-                    signature,
+                let prefix = kex::HashPrefix {
+                    v_c: &self.client_version,
+                    v_s: self.config.version.as_bytes(),
+                    i_c: &theirs_bytes,
+                    i_s: &ours_bytes,
                 };
-                self.tx.frame(self.rng.as_mut(), &mut |b| reply.encode(b));
+                let host_key = &self.host_key;
+                let mut sign = |h: &[u8]| {
+                    let mut signature = Vec::new();
+                    signature.put_str(SignatureAlgorithm::Ed25519.name());
+                    signature.put_string(host_key.sign(h).as_ref());
+                    signature
+                };
+                let step = method
+                    .handle(payload, &prefix, &k_s, &mut sign, self.rng.as_mut())
+                    .map_err(|e| Error::KeyExchange(e.to_string()))?;
+                let (reply, h, k) = match step {
+                    ServerStep::Send(next) => {
+                        self.tx
+                            .frame(self.rng.as_mut(), &mut |b| b.extend_from_slice(&next));
+                        self.kex = Kex::ExpectKexMessage {
+                            ours_bytes,
+                            theirs_bytes,
+                            negotiated: n,
+                            method,
+                        };
+                        return Ok(());
+                    }
+                    ServerStep::Done { reply, h, k } => (reply, h, k),
+                };
+                self.tx
+                    .frame(self.rng.as_mut(), &mut |b| b.extend_from_slice(&reply));
                 let session_id = self.session_id.get_or_insert_with(|| h.clone()).clone();
                 let (c2s, s2c) = kex::derive_directions(&n, &k, &h, &session_id);
                 self.tx
@@ -345,7 +352,7 @@ impl ServerTransport {
                 let expected = match &state {
                     Kex::Idle => "no kex message",
                     Kex::ExpectKexInit { .. } => "KEXINIT",
-                    Kex::ExpectEcdhInit { .. } => "KEX_ECDH_INIT",
+                    Kex::ExpectKexMessage { .. } => "the key exchange method's message",
                     Kex::ExpectNewKeys { .. } => "NEWKEYS",
                 };
                 self.kex = state;

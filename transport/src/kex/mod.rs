@@ -7,6 +7,12 @@ use core::fmt;
 use ring::digest;
 use zeroize::Zeroizing;
 
+mod curve25519;
+mod single;
+
+pub use curve25519::{AgreementError, Curve25519, X25519Agreement};
+pub use single::SinglePass;
+
 use crate::cipher::{self, CipherAlgorithm};
 use crate::hostkey::SignatureAlgorithm;
 use crate::msg::{DisconnectReason, MessageType};
@@ -51,8 +57,193 @@ impl KexAlgorithm {
 
     /// The exchange hash function.
     pub fn hash(self) -> &'static digest::Algorithm {
-        &digest::SHA256
+        match self {
+            Self::Curve25519Sha256 | Self::Curve25519Sha256Libssh => &digest::SHA256,
+        }
     }
+
+    /// The client side of one exchange with this method.
+    pub fn client(self) -> Box<dyn ClientKex> {
+        match self {
+            Self::Curve25519Sha256 | Self::Curve25519Sha256Libssh => {
+                Box::new(SinglePass::new(self.hash(), X25519Agreement::default()))
+            }
+        }
+    }
+
+    /// The server side, for the in-memory test server.
+    pub fn server(self) -> Box<dyn ServerKex> {
+        match self {
+            Self::Curve25519Sha256 | Self::Curve25519Sha256Libssh => {
+                Box::new(SinglePass::new(self.hash(), X25519Agreement::default()))
+            }
+        }
+    }
+}
+
+/// Why a key exchange method failed. The transport turns it into its `KeyExchange` or
+/// `Decode` error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KexError {
+    /// A message did not decode.
+    Decode(MessageType, DecodeError),
+    /// A kex message other than the one this method expects next.
+    Unexpected(MessageType),
+    /// A value was unusable: a point not on the curve, a DH value out of range, a zero secret.
+    Invalid(String),
+    /// The method was driven out of order (a bug in the caller).
+    OutOfOrder,
+}
+
+impl fmt::Display for KexError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Decode(m, e) => write!(f, "malformed {m}: {e}"),
+            Self::Unexpected(m) => write!(f, "unexpected {m}"),
+            Self::Invalid(why) => f.write_str(why),
+            Self::OutOfOrder => f.write_str("key exchange driven out of order"),
+        }
+    }
+}
+
+/// The inputs every exchange hash starts with.
+#[derive(Clone, Copy, Debug)]
+pub struct HashPrefix<'a> {
+    /// Client version line without CR LF.
+    pub v_c: &'a [u8],
+    /// Server version line without CR LF.
+    pub v_s: &'a [u8],
+    /// Client KEXINIT payload.
+    pub i_c: &'a [u8],
+    /// Server KEXINIT payload.
+    pub i_s: &'a [u8],
+}
+
+impl HashPrefix<'_> {
+    /// A hash context that has absorbed V_C, V_S, I_C and I_S, each as a string.
+    pub fn start(&self, alg: &'static digest::Algorithm) -> digest::Context {
+        let mut ctx = digest::Context::new(alg);
+        for v in [self.v_c, self.v_s, self.i_c, self.i_s] {
+            hash_string(&mut ctx, v);
+        }
+        ctx
+    }
+}
+
+/// Adds `v` to a hash as an SSH string.
+pub fn hash_string(ctx: &mut digest::Context, v: &[u8]) {
+    ctx.update(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_be_bytes());
+    ctx.update(v);
+}
+
+/// Adds a non-negative integer to a hash as an SSH mpint.
+pub fn hash_mpint(ctx: &mut digest::Context, magnitude: &[u8]) {
+    let mut v = Vec::with_capacity(magnitude.len() + 5);
+    v.put_mpint(magnitude);
+    ctx.update(&v);
+}
+
+/// What a finished exchange gives the client.
+pub struct KexOutcome {
+    /// The server's host key blob (K_S).
+    pub host_key: Vec<u8>,
+    /// The server's signature over `h`.
+    pub signature: Vec<u8>,
+    /// The exchange hash H.
+    pub h: Vec<u8>,
+    /// The shared secret K as it enters the hash and the key derivation (an mpint, or a
+    /// string for the post-quantum hybrids), length included.
+    pub k: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for KexOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KexOutcome(..)")
+    }
+}
+
+/// The client's next move.
+#[derive(Debug)]
+pub enum ClientStep {
+    /// Send this kex message and wait for the next server message.
+    Send(Vec<u8>),
+    /// The exchange is complete.
+    Done(KexOutcome),
+}
+
+/// The client side of one key exchange method: the messages after both KEXINITs and before
+/// NEWKEYS.
+pub trait ClientKex: Send {
+    /// The client's first message (KEX_ECDH_INIT, KEXDH_INIT or KEX_DH_GEX_REQUEST).
+    fn start(&mut self, rng: &mut dyn SecureRandom) -> Result<Vec<u8>, KexError>;
+    /// One server message (a number in 30..=49).
+    fn handle(
+        &mut self,
+        payload: &[u8],
+        prefix: &HashPrefix<'_>,
+        rng: &mut dyn SecureRandom,
+    ) -> Result<ClientStep, KexError>;
+}
+
+/// The server's next move.
+pub enum ServerStep {
+    /// Send this message and wait for the client's next.
+    Send(Vec<u8>),
+    /// Send this reply; the exchange is complete with this H and K.
+    Done {
+        /// The reply message.
+        reply: Vec<u8>,
+        /// The exchange hash.
+        h: Vec<u8>,
+        /// The encoded shared secret.
+        k: Zeroizing<Vec<u8>>,
+    },
+}
+
+impl fmt::Debug for ServerStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Send(_) => f.write_str("ServerStep::Send(..)"),
+            Self::Done { .. } => f.write_str("ServerStep::Done(..)"),
+        }
+    }
+}
+
+/// The server side of a method, for in-memory tests. `sign` signs H with the host key and
+/// returns the SSH signature blob.
+pub trait ServerKex: Send {
+    /// One client message.
+    fn handle(
+        &mut self,
+        payload: &[u8],
+        prefix: &HashPrefix<'_>,
+        host_key: &[u8],
+        sign: &mut dyn FnMut(&[u8]) -> Vec<u8>,
+        rng: &mut dyn SecureRandom,
+    ) -> Result<ServerStep, KexError>;
+}
+
+/// A key agreement with ECDH's message shape (RFC 5656 section 4; RFC 4253 section 8 for
+/// finite-field DH): the client sends one public value, the server answers with its host key,
+/// its own value and a signature, and H = HASH(V_C || V_S || I_C || I_S || K_S || Q_C || Q_S ||
+/// K). [`SinglePass`] turns one into a [`ClientKex`] and a [`ServerKex`].
+pub trait Agreement: Send {
+    /// Whether the public values travel as mpints (finite-field DH) rather than strings.
+    fn values_are_mpints(&self) -> bool {
+        false
+    }
+    /// The client's public value (for mpints: the big-endian magnitude).
+    fn client_public(&mut self, rng: &mut dyn SecureRandom) -> Result<Vec<u8>, KexError>;
+    /// The shared secret from the server's value, encoded as it enters the hash (mpint or
+    /// string, length included).
+    fn client_finish(&mut self, server_public: &[u8]) -> Result<Zeroizing<Vec<u8>>, KexError>;
+    /// Server side: its public value and the encoded shared secret.
+    fn server_respond(
+        &mut self,
+        client_public: &[u8],
+        rng: &mut dyn SecureRandom,
+    ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), KexError>;
 }
 
 impl fmt::Display for KexAlgorithm {
@@ -515,41 +706,6 @@ fn expect_type(r: &mut Reader<'_>, t: MessageType) -> Result<(), DecodeError> {
     }
 }
 
-/// The inputs of the ECDH exchange hash, in wire order.
-#[derive(Debug)]
-pub struct HashInputs<'a> {
-    /// Client version line without CR LF.
-    pub v_c: &'a [u8],
-    /// Server version line without CR LF.
-    pub v_s: &'a [u8],
-    /// Client KEXINIT payload.
-    pub i_c: &'a [u8],
-    /// Server KEXINIT payload.
-    pub i_s: &'a [u8],
-    /// Server host key blob.
-    pub k_s: &'a [u8],
-    /// Client ephemeral public key.
-    pub q_c: &'a [u8],
-    /// Server ephemeral public key.
-    pub q_s: &'a [u8],
-    /// The shared secret, encoded as an mpint (with its length).
-    pub k: &'a [u8],
-}
-
-/// H = HASH(V_C || V_S || I_C || I_S || K_S || Q_C || Q_S || K).
-pub fn exchange_hash(alg: &'static digest::Algorithm, h: &HashInputs<'_>) -> Vec<u8> {
-    let mut ctx = digest::Context::new(alg);
-    let mut len = |v: &[u8]| {
-        ctx.update(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_be_bytes());
-        ctx.update(v);
-    };
-    for v in [h.v_c, h.v_s, h.i_c, h.i_s, h.k_s, h.q_c, h.q_s] {
-        len(v);
-    }
-    ctx.update(h.k);
-    ctx.finish().as_ref().to_vec()
-}
-
 /// Derives `len` bytes of key material for `letter` ('A'..='F').
 pub fn derive_key(
     alg: &'static digest::Algorithm,
@@ -608,55 +764,6 @@ pub fn derive_directions(
         key: derive_key(alg, k, h, b'D', session_id, n.cipher_s2c.key_len),
     };
     (c2s, s2c)
-}
-
-/// An X25519 key pair for one exchange; the secret is zeroized when dropped.
-pub struct Curve25519 {
-    secret: x25519_dalek::StaticSecret,
-    /// Our public value, sent as Q_C or Q_S.
-    pub public: [u8; 32],
-}
-
-impl fmt::Debug for Curve25519 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Curve25519(..)")
-    }
-}
-
-/// Why an ECDH agreement failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AgreementError {
-    /// The peer's public value is not 32 bytes.
-    BadPublicKey,
-    /// The shared secret is all zeros (a low-order point): RFC 8731 requires aborting.
-    ZeroSharedSecret,
-}
-
-impl Curve25519 {
-    /// A fresh key pair from the injected generator.
-    pub fn generate(rng: &mut dyn SecureRandom) -> Self {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        rng.fill(bytes.as_mut());
-        let secret = x25519_dalek::StaticSecret::from(*bytes);
-        let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
-        Self { secret, public }
-    }
-
-    /// The shared secret K, already encoded as an SSH mpint (length included).
-    pub fn agree(&self, peer_public: &[u8]) -> Result<Zeroizing<Vec<u8>>, AgreementError> {
-        let peer: [u8; 32] = peer_public
-            .try_into()
-            .map_err(|_| AgreementError::BadPublicKey)?;
-        let shared = self
-            .secret
-            .diffie_hellman(&x25519_dalek::PublicKey::from(peer));
-        if !shared.was_contributory() {
-            return Err(AgreementError::ZeroSharedSecret);
-        }
-        let mut k = Zeroizing::new(Vec::with_capacity(37));
-        k.put_mpint(shared.as_bytes());
-        Ok(k)
-    }
 }
 
 #[cfg(test)]
