@@ -24,8 +24,28 @@ pub enum KeyFileError {
     NotAPrivateKey,
     /// A private key container this crate does not read (PuTTY, SSH.COM, ...).
     UnsupportedFormat(&'static str),
-    /// The key is protected by a passphrase.
-    Encrypted,
+    /// The key is protected by a passphrase and none was given: ask for one and load the key
+    /// again with [`crate::PrivateKey::from_file_contents_with_passphrase`].
+    PassphraseRequired,
+    /// The passphrase given does not decrypt the key (or the encrypted part of the file is
+    /// damaged: the two cannot be told apart).
+    WrongPassphrase,
+    /// The key is encrypted with a cipher or key derivation this crate does not implement;
+    /// its name (sanitized) is kept.
+    UnsupportedEncryption(String),
+    /// The key derivation asks for more work or memory than any honest key file does; the
+    /// text says what was asked and the limit.
+    KdfTooCostly(String),
+    /// The key file can be read or written by other users (unix permissions), so it is not
+    /// used, as OpenSSH refuses it too.
+    InsecurePermissions {
+        /// The file, as the caller named it.
+        path: String,
+        /// The file's permission bits (`mode & 0o7777`).
+        mode: u32,
+    },
+    /// The key file's permissions could not be read.
+    Io(String),
     /// The key is of a type this crate cannot sign with; the type's name is kept.
     UnsupportedKeyType(String),
     /// An RSA key outside the sizes this crate can sign with.
@@ -60,19 +80,42 @@ impl fmt::Display for KeyFileError {
                 "{what} key files are not supported; convert the key to OpenSSH format \
                  (for example with `ssh-keygen -i` or PuTTYgen's OpenSSH export)"
             ),
-            Self::Encrypted => f.write_str(
-                "the private key is protected by a passphrase, and passphrase-protected keys \
-                 are not supported yet; remove the passphrase on a copy of the key with \
-                 `ssh-keygen -p -N \"\" -f <file>` (where <file> is the copy) and use that copy",
+            Self::PassphraseRequired => f.write_str(
+                "the private key is protected by a passphrase and none was given; \
+                 supply the key's passphrase",
             ),
+            Self::WrongPassphrase => f.write_str(
+                "wrong passphrase: the key does not decrypt with it (or the file's encrypted \
+                 part is damaged); check the passphrase, for example with `ssh-keygen -y -f \
+                 <file>`, which asks for it",
+            ),
+            Self::UnsupportedEncryption(what) => write!(
+                f,
+                "the private key is encrypted with {what}, which is not supported; re-encrypt \
+                 it in OpenSSH's format with `ssh-keygen -p -f <file>` (bcrypt and aes256-ctr)"
+            ),
+            Self::KdfTooCostly(what) => write!(
+                f,
+                "the private key's passphrase derivation asks for {what}; a file asking for \
+                 that much is damaged or hostile, so it is refused; if you made it yourself, \
+                 re-encrypt it with `ssh-keygen -p -f <file>` (16 bcrypt rounds by default)"
+            ),
+            Self::InsecurePermissions { path, mode } => write!(
+                f,
+                "unprotected private key file {path}: its permissions {mode:04o} are too open; \
+                 a private key must not be readable or writable by anyone but its owner, so \
+                 this key is ignored; fix it with `chmod 600 {path}`"
+            ),
+            Self::Io(what) => write!(f, "cannot check the private key file: {what}"),
             Self::UnsupportedKeyType(name) => write!(
                 f,
-                "key type {name} is not supported yet; use an Ed25519 key \
-                 (`ssh-keygen -t ed25519`) or an RSA key of 2048 to 4096 bits"
+                "key type {name} is not supported; use an Ed25519 key \
+                 (`ssh-keygen -t ed25519`), an ECDSA key (nistp256, nistp384 or nistp521) \
+                 or an RSA key of 2048 to 16384 bits"
             ),
             Self::UnsupportedRsaSize { bits } => write!(
                 f,
-                "the RSA key is {bits} bits; RSA keys of 2048 to 4096 bits are supported \
+                "the RSA key is {bits} bits; RSA keys of 2048 to 16384 bits are supported \
                  (make one with `ssh-keygen -t rsa -b 4096`, or use an Ed25519 key)"
             ),
             Self::Malformed(what) => write!(
@@ -412,10 +455,21 @@ mod tests {
     }
 
     #[test]
-    fn encrypted_key_message_suggests_removing_the_passphrase() {
-        let text = KeyFileError::Encrypted.to_string();
-        assert!(text.contains("passphrase-protected keys are not supported yet"));
-        assert!(text.contains("ssh-keygen -p -N \"\" -f <file>"));
+    fn key_file_messages_say_what_to_do() {
+        let text = KeyFileError::WrongPassphrase.to_string();
+        assert!(text.starts_with("wrong passphrase"), "{text}");
+        let text = KeyFileError::InsecurePermissions {
+            path: "/k/id".into(),
+            mode: 0o644,
+        }
+        .to_string();
+        assert!(text.contains("permissions 0644 are too open"), "{text}");
+        assert!(text.contains("chmod 600 /k/id"), "{text}");
+        assert!(
+            KeyFileError::PassphraseRequired
+                .to_string()
+                .contains("passphrase")
+        );
     }
 
     #[test]

@@ -36,5 +36,5 @@ pub mod msg;
 
 pub use client::{AuthContext, AuthEvent, ClientAuth, Identity};
 pub use error::{AuthError, KeyFileError, KeyReport, Refusal, SignError, SkipReason};
-pub use keys::PrivateKey;
+pub use keys::{PrivateKey, check_key_file_permissions, is_encrypted};
 pub use msg::decode_server_message;

@@ -12,6 +12,8 @@ pub(super) struct Armor<'a> {
     pub(super) label: &'a str,
     /// Whether a `Proc-Type: 4,ENCRYPTED` or `DEK-Info` header was present.
     pub(super) encrypted_headers: bool,
+    /// The value of the `DEK-Info` header (`cipher,hex-iv`), if there was one.
+    pub(super) dek_info: Option<&'a str>,
     /// The base64 body, not yet decoded: an encrypted block is reported without decoding it.
     body: Zeroizing<String>,
 }
@@ -55,6 +57,7 @@ pub(super) fn parse(text: &str) -> Result<Armor<'_>, KeyFileError> {
 
     let mut body = Zeroizing::new(String::new());
     let mut encrypted_headers = false;
+    let mut dek_info = None;
     let mut found_end = false;
     for line in lines.by_ref() {
         if let Some(end) = line
@@ -73,9 +76,11 @@ pub(super) fn parse(text: &str) -> Result<Armor<'_>, KeyFileError> {
         // Base64 has no ':', so a line with one is an RFC 1421 header.
         if let Some((name, value)) = line.split_once(':') {
             let name = name.trim();
-            if name.eq_ignore_ascii_case("DEK-Info")
-                || (name.eq_ignore_ascii_case("Proc-Type") && value.contains("ENCRYPTED"))
-            {
+            if name.eq_ignore_ascii_case("DEK-Info") {
+                dek_info = Some(value.trim());
+                encrypted_headers = true;
+            }
+            if name.eq_ignore_ascii_case("Proc-Type") && value.contains("ENCRYPTED") {
                 encrypted_headers = true;
             }
             continue;
@@ -95,6 +100,7 @@ pub(super) fn parse(text: &str) -> Result<Armor<'_>, KeyFileError> {
     Ok(Armor {
         label,
         encrypted_headers,
+        dek_info,
         body,
     })
 }
@@ -130,6 +136,7 @@ mod tests {
         let a = parse(text).unwrap();
         assert_eq!(a.label, "RSA PRIVATE KEY");
         assert!(a.encrypted_headers);
+        assert_eq!(a.dek_info, Some("AES-128-CBC,00"));
         assert_eq!(&a.decode().unwrap()[..], &[0, 1, 2]);
     }
 

@@ -1,42 +1,67 @@
-//! User private keys: loading them from the files `ssh-keygen` writes, and signing.
+//! User private keys: loading them from the files `ssh-keygen` and `openssl` write (with or
+//! without a passphrase), signing, and making new ones.
 //!
 //! ```text
-//!  file bytes ─> armor (BEGIN/END, headers, base64) ─┬─ OPENSSH PRIVATE KEY ─> openssh ─┐
-//!                                                    ├─ RSA PRIVATE KEY ─────> pkcs1 ───┤
-//!                                                    └─ PRIVATE KEY ─────────> pkcs8 ───┤
-//!            Ed25519: seed + public key ─> ring Ed25519KeyPair <──────────────────────┤
-//!            RSA: n e d p q ─> rsa (validate, derive dP dQ qInv) ─> PKCS#1 DER ─> ring RsaKeyPair
+//!  file bytes ─> armor (BEGIN/END, headers, base64)
+//!    ├─ OPENSSH PRIVATE KEY ─> openssh: header ─[passphrase: bcrypt-pbkdf, AES-CTR/CBC/GCM]─┐
+//!    ├─ RSA PRIVATE KEY ─┬─[DEK-Info: EVP_BytesToKey(MD5), AES/3DES-CBC]─> pkcs1 ──────────┤
+//!    ├─ EC PRIVATE KEY ──┘                                              └─> sec1 ───────────┤
+//!    ├─ ENCRYPTED PRIVATE KEY ─[passphrase: PBES2 (PBKDF2 or scrypt)]─┐                      │
+//!    └─ PRIVATE KEY ─────────────────────────────────────────────────┴─> pkcs8 ────────────┤
+//!                                                                                           v
+//!   PrivateKey { public, comment, signer }  signer = Ed25519 (ring) | RSA ≤ 4096 (ring)
+//!                                                  | RSA > 4096 (rsa 0.10) | ECDSA (RustCrypto)
+//!   PrivateKey::generate_* ─> to_openssh_file ─> the text `ssh-keygen -N ""` would write
 //! ```
 //!
-//! Signing is done by ring only, whose RSA is constant time and blinded; the `rsa` crate is
-//! only used to turn OpenSSH's components into the PKCS#1 form ring imports. Every
-//! intermediate copy of secret bytes is held in `Zeroizing` buffers. ring keeps its own copy
-//! inside the key pair and does not wipe it when dropped; that copy lives as long as the
-//! [`PrivateKey`].
+//! Nothing here reads files or prompts: callers pass the file's bytes and, when
+//! [`is_encrypted`] says so (or loading returns [`KeyFileError::PassphraseRequired`]), a
+//! passphrase they got from a terminal prompt or from a file or environment variable the user
+//! named (never from the command line, where other users can see it). They should keep the
+//! passphrase in a `zeroize::Zeroizing` buffer; every buffer here that holds derived keys or
+//! decrypted key material is one too. [`check_key_file_permissions`] is the one function that
+//! looks at the file system, to refuse key files other users can read, as OpenSSH does.
+//!
+//! What a hostile file can cost is bounded: at most [`MAX_KEY_FILE_LEN`] bytes are parsed,
+//! bcrypt at most 4096 rounds, PBKDF2 at most ten million iterations, scrypt at most 256 MiB.
+//!
+//! ring keeps its own copy of an Ed25519 or RSA key inside its key pair and does not wipe it
+//! when dropped; that copy lives as long as the [`PrivateKey`].
 
 mod armor;
 mod der;
+mod ecdsa;
 mod openssh;
+mod pem;
+mod perms;
+mod rsa_key;
+mod sym;
 
 use core::fmt;
 
-use ring::signature::{Ed25519KeyPair, KeyPair as _, RsaKeyPair};
-use rsa::BigUint;
-use rsa::pkcs1::EncodeRsaPrivateKey as _;
-use ssh_transport::hostkey::{KeyType, PublicKey, SignatureAlgorithm};
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use ssh_transport::hostkey::{PublicKey, SignatureAlgorithm};
 use ssh_transport::wire::Writer as _;
+use zeroize::Zeroizing;
 
 use crate::error::{KeyFileError, SignError};
+use ecdsa::{Curve, EcdsaKey};
+use rsa_key::{RsaKey, SystemRng};
+
+pub use perms::check_key_file_permissions;
 
 /// Larger files are refused before any parsing: an OpenSSH RSA-16384 key file is about 13 KiB.
 pub const MAX_KEY_FILE_LEN: usize = 64 * 1024;
 
-/// RSA key sizes ring signs with.
-const RSA_BITS: core::ops::RangeInclusive<usize> = 2048..=4096;
+/// The RSA size [`PrivateKey::generate_rsa`] is usually given, as `forwarder keygen` does:
+/// what platforms hand their customers today.
+pub const DEFAULT_RSA_BITS: usize = 4096;
 
 const RSA_ALGORITHMS: &[SignatureAlgorithm] =
     &[SignatureAlgorithm::RsaSha512, SignatureAlgorithm::RsaSha256];
 const ED25519_ALGORITHMS: &[SignatureAlgorithm] = &[SignatureAlgorithm::Ed25519];
+const ECDSA_P256_ALGORITHMS: &[SignatureAlgorithm] = &[SignatureAlgorithm::EcdsaP256];
+const ECDSA_P384_ALGORITHMS: &[SignatureAlgorithm] = &[SignatureAlgorithm::EcdsaP384];
 
 /// A user's private key, ready to sign.
 pub struct PrivateKey {
@@ -46,43 +71,99 @@ pub struct PrivateKey {
 }
 
 enum Signer {
-    Rsa(RsaKeyPair),
-    Ed25519(Ed25519KeyPair),
+    Rsa(Box<RsaKey>),
+    Ed25519 {
+        pair: Ed25519KeyPair,
+        /// Kept for [`PrivateKey::to_openssh_file`]: ring does not give it back.
+        seed: Zeroizing<[u8; 32]>,
+    },
+    Ecdsa(EcdsaKey),
 }
 
-/// Big-endian magnitudes of an RSA key's numbers, borrowed from a decoded file.
-pub(crate) struct RsaParts<'a> {
-    pub(crate) n: &'a [u8],
-    pub(crate) e: &'a [u8],
-    pub(crate) d: &'a [u8],
-    pub(crate) p: &'a [u8],
-    pub(crate) q: &'a [u8],
+/// Whether a key file needs a passphrase: an OpenSSH key with a cipher other than `none`, a
+/// PEM block with `Proc-Type: 4,ENCRYPTED` / `DEK-Info` headers, or an `ENCRYPTED PRIVATE KEY`
+/// block. `false` for anything else, including files that are not keys at all (loading them
+/// then says what is wrong).
+pub fn is_encrypted(data: &[u8]) -> bool {
+    let Some(block) = text_of(data).ok().and_then(|t| armor::parse(t).ok()) else {
+        return false;
+    };
+    match block.label {
+        "OPENSSH PRIVATE KEY" => block.decode().is_ok_and(|bin| openssh::is_encrypted(&bin)),
+        "ENCRYPTED PRIVATE KEY" => true,
+        _ => block.encrypted_headers,
+    }
+}
+
+fn text_of(data: &[u8]) -> Result<&str, KeyFileError> {
+    if data.len() > MAX_KEY_FILE_LEN {
+        return Err(KeyFileError::TooLarge {
+            len: data.len(),
+            max: MAX_KEY_FILE_LEN,
+        });
+    }
+    let text = core::str::from_utf8(data).map_err(|_| KeyFileError::NotAPrivateKey)?;
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
 }
 
 impl PrivateKey {
-    /// Loads a key from the contents of a key file: OpenSSH format, PEM PKCS#1
-    /// (`RSA PRIVATE KEY`) or unencrypted PKCS#8 (`PRIVATE KEY`). Supported keys are Ed25519 and
-    /// RSA of 2048 to 4096 bits; anything else, and any passphrase-protected key, is a clear
-    /// error. The caller should wipe `data` when done with it.
+    /// Loads an unencrypted key from the contents of a key file: OpenSSH format, PEM PKCS#1
+    /// (`RSA PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`) or PKCS#8 (`PRIVATE KEY`). Supported keys
+    /// are Ed25519, ECDSA on nistp256/384/521 and RSA of 2048 to 16384 bits. A key protected
+    /// by a passphrase gives [`KeyFileError::PassphraseRequired`] (once the rest of what can
+    /// be checked without it is fine); load it with
+    /// [`Self::from_file_contents_with_passphrase`]. The caller should wipe `data` when done.
     pub fn from_file_contents(data: &[u8]) -> Result<Self, KeyFileError> {
-        if data.len() > MAX_KEY_FILE_LEN {
-            return Err(KeyFileError::TooLarge {
-                len: data.len(),
-                max: MAX_KEY_FILE_LEN,
-            });
-        }
-        let text = core::str::from_utf8(data).map_err(|_| KeyFileError::NotAPrivateKey)?;
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let block = armor::parse(text)?;
+        Self::load(data, None)
+    }
+
+    /// Like [`Self::from_file_contents`], decrypting an encrypted key with `passphrase`:
+    /// OpenSSH's bcrypt-pbkdf with `aes{128,192,256}-{ctr,cbc}`, `aes{128,256}-gcm@openssh.com`
+    /// or `3des-cbc`; legacy PEM `DEK-Info` with AES-128/192/256-CBC or DES-EDE3-CBC; PKCS#8
+    /// PBES2 with PBKDF2 (HMAC-SHA-1 or SHA-2) or scrypt and AES-CBC, AES-GCM or DES-EDE3-CBC.
+    /// An unencrypted key loads as it is; the passphrase is then not used. A passphrase that
+    /// does not decrypt the key gives [`KeyFileError::WrongPassphrase`].
+    pub fn from_file_contents_with_passphrase(
+        data: &[u8],
+        passphrase: &[u8],
+    ) -> Result<Self, KeyFileError> {
+        Self::load(data, Some(passphrase))
+    }
+
+    fn load(data: &[u8], passphrase: Option<&[u8]>) -> Result<Self, KeyFileError> {
+        let block = armor::parse(text_of(data)?)?;
         match block.label {
-            "OPENSSH PRIVATE KEY" => openssh::parse(&block.decode()?),
-            "RSA PRIVATE KEY" if block.encrypted_headers => Err(KeyFileError::Encrypted),
-            "RSA PRIVATE KEY" => der::pkcs1(&block.decode()?),
-            "ENCRYPTED PRIVATE KEY" => Err(KeyFileError::Encrypted),
+            "OPENSSH PRIVATE KEY" => openssh::parse(&block.decode()?, passphrase),
+            "RSA PRIVATE KEY" | "EC PRIVATE KEY" => {
+                let body = block.decode()?;
+                let der = match block.dek_info {
+                    Some(dek) => pem::decrypt(dek, &body, passphrase)?,
+                    None if block.encrypted_headers => {
+                        return Err(KeyFileError::Malformed(
+                            "the block is marked encrypted but has no DEK-Info header".into(),
+                        ));
+                    }
+                    None => body,
+                };
+                let parsed = if block.label == "RSA PRIVATE KEY" {
+                    der::pkcs1(&der)
+                } else {
+                    der::sec1(&der, None)
+                };
+                match parsed {
+                    // Bytes decrypted with a wrong key that happened to pad correctly.
+                    Err(KeyFileError::Malformed(_)) if block.dek_info.is_some() => {
+                        Err(KeyFileError::WrongPassphrase)
+                    }
+                    other => other,
+                }
+            }
+            "ENCRYPTED PRIVATE KEY" => der::encrypted_pkcs8(&block.decode()?, passphrase),
             // Named before the passphrase: removing it would not make these usable.
             "DSA PRIVATE KEY" => Err(KeyFileError::UnsupportedKeyType("ssh-dss (DSA)".into())),
-            "EC PRIVATE KEY" => Err(KeyFileError::UnsupportedKeyType("ECDSA".into())),
-            _ if block.encrypted_headers => Err(KeyFileError::Encrypted),
+            _ if block.encrypted_headers => Err(KeyFileError::UnsupportedEncryption(
+                "legacy PEM encryption of a PKCS#8 block".into(),
+            )),
             "PRIVATE KEY" => der::pkcs8(&block.decode()?),
             "PUBLIC KEY" | "RSA PUBLIC KEY" | "SSH2 PUBLIC KEY" => {
                 Err(KeyFileError::PublicKeyInstead)
@@ -103,8 +184,27 @@ impl PrivateKey {
         Ok(Self {
             public: PublicKey::ed25519(&public),
             comment: comment.to_owned(),
-            signer: Signer::Ed25519(pair),
+            signer: Signer::Ed25519 {
+                pair,
+                seed: Zeroizing::new(*seed),
+            },
         })
+    }
+
+    /// A new Ed25519 key from the operating system's random numbers.
+    pub fn generate_ed25519() -> Result<Self, KeyFileError> {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        SystemRng::default().fill(&mut *seed)?;
+        Self::from_ed25519_seed(&seed, "")
+    }
+
+    /// A new RSA key of `bits` bits (2048 to 16384; [`DEFAULT_RSA_BITS`] is the usual choice)
+    /// with public exponent 65537, generated by the `rsa` crate from the operating system's
+    /// random numbers. Takes seconds for 4096 bits and far longer for the largest sizes.
+    /// Generation is done once, on the user's machine, so its timing is no remote attack
+    /// surface.
+    pub fn generate_rsa(bits: usize) -> Result<Self, KeyFileError> {
+        Self::from_rsa(RsaKey::generate(bits)?, String::new())
     }
 
     /// An Ed25519 key whose file carries the public key too; ring checks that they agree.
@@ -121,44 +221,36 @@ impl PrivateKey {
         Ok(Self {
             public: PublicKey::ed25519(public),
             comment,
-            signer: Signer::Ed25519(pair),
+            signer: Signer::Ed25519 {
+                pair,
+                seed: Zeroizing::new(*seed),
+            },
         })
     }
 
-    fn rsa_parts(parts: &RsaParts<'_>, comment: String) -> Result<Self, KeyFileError> {
-        let bits = bit_len(parts.n);
-        if !RSA_BITS.contains(&bits) {
-            return Err(KeyFileError::UnsupportedRsaSize { bits });
-        }
-        // The rsa crate validates the numbers (p·q = n, d·e ≡ 1) and derives dP, dQ and qInv,
-        // which ring needs and OpenSSH's format does not store. Its BigUints wipe themselves
-        // when the RsaPrivateKey is dropped, and the DER is a zeroizing SecretDocument.
-        let key = rsa::RsaPrivateKey::from_components(
-            BigUint::from_bytes_be(parts.n),
-            BigUint::from_bytes_be(parts.e),
-            BigUint::from_bytes_be(parts.d),
-            vec![
-                BigUint::from_bytes_be(parts.p),
-                BigUint::from_bytes_be(parts.q),
-            ],
-        )
-        .map_err(|e| KeyFileError::InvalidKey(format!("RSA key check failed: {e}")))?;
-        let der = key
-            .to_pkcs1_der()
-            .map_err(|e| KeyFileError::InvalidKey(format!("RSA key could not be encoded: {e}")))?;
-        drop(key);
-        let pair = RsaKeyPair::from_der(der.as_bytes())
-            .map_err(|e| KeyFileError::InvalidKey(format!("ring rejected the RSA key: {e}")))?;
-        let mut blob = Vec::with_capacity(parts.n.len() + parts.e.len() + 32);
-        blob.put_str(KeyType::Rsa.name());
-        blob.put_mpint(parts.e);
-        blob.put_mpint(parts.n);
-        let public = PublicKey::from_blob(&blob)
+    fn from_rsa(key: RsaKey, comment: String) -> Result<Self, KeyFileError> {
+        let public = PublicKey::from_blob(&key.public_blob())
             .map_err(|e| KeyFileError::InvalidKey(format!("RSA public key: {e}")))?;
         Ok(Self {
             public,
             comment,
-            signer: Signer::Rsa(pair),
+            signer: Signer::Rsa(Box::new(key)),
+        })
+    }
+
+    fn from_ecdsa(key: EcdsaKey, comment: String) -> Result<Self, KeyFileError> {
+        let public = match PublicKey::from_blob(&key.public_blob()) {
+            Ok(p) => p,
+            // The transport does not know this curve: the key cannot be offered.
+            Err(ssh_transport::hostkey::KeyError::UnsupportedKeyType(name)) => {
+                return Err(KeyFileError::UnsupportedKeyType(name));
+            }
+            Err(e) => return Err(KeyFileError::InvalidKey(format!("ECDSA public key: {e}"))),
+        };
+        Ok(Self {
+            public,
+            comment,
+            signer: Signer::Ecdsa(key),
         })
     }
 
@@ -178,48 +270,77 @@ impl PrivateKey {
     }
 
     /// Signature algorithms this key can make, in our preference order: RSA gives
-    /// `[RsaSha512, RsaSha256]` (SHA-1 `ssh-rsa` never), Ed25519 gives `[Ed25519]`.
+    /// `[RsaSha512, RsaSha256]` (SHA-1 `ssh-rsa` never), Ed25519 gives `[Ed25519]`, an ECDSA
+    /// key its curve's one algorithm.
     pub fn signature_algorithms(&self) -> &'static [SignatureAlgorithm] {
-        match self.signer {
+        match &self.signer {
             Signer::Rsa(_) => RSA_ALGORITHMS,
-            Signer::Ed25519(_) => ED25519_ALGORITHMS,
+            Signer::Ed25519 { .. } => ED25519_ALGORITHMS,
+            Signer::Ecdsa(k) => match k.curve() {
+                Curve::P256 => ECDSA_P256_ALGORITHMS,
+                Curve::P384 => ECDSA_P384_ALGORITHMS,
+                Curve::P521 => &[],
+            },
         }
     }
 
     /// Signs `data`, returning a whole SSH signature blob: `string algorithm-name,
     /// string signature`.
     pub fn sign(&self, alg: SignatureAlgorithm, data: &[u8]) -> Result<Vec<u8>, SignError> {
-        let unsupported = SignError::UnsupportedAlgorithm {
-            algorithm: alg,
-            key_type: self.public.key_type(),
+        if !self.signature_algorithms().contains(&alg) {
+            return Err(SignError::UnsupportedAlgorithm {
+                algorithm: alg,
+                key_type: self.public.key_type(),
+            });
+        }
+        let sig = match &self.signer {
+            Signer::Ed25519 { pair, .. } => pair.sign(data).as_ref().to_vec(),
+            Signer::Rsa(key) => key.sign(alg, data)?,
+            Signer::Ecdsa(key) => key.sign(data)?,
         };
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(sig.len() + 32);
+        out.put_str(alg.name());
+        out.put_string(&sig);
+        Ok(out)
+    }
+
+    /// The key in OpenSSH's format, unencrypted, exactly as `ssh-keygen -N ""` writes it
+    /// (a random check number, padding 1, 2, 3, ..., base64 in lines of 70), with `comment`
+    /// (OpenSSH's default is `user@host`). The text is wiped when dropped; write it to a
+    /// file created with mode 0600.
+    pub fn to_openssh_file(&self, comment: &str) -> Result<Zeroizing<String>, KeyFileError> {
+        let mut check = [0u8; 4];
+        SystemRng::default().fill(&mut check)?;
+        openssh::encode(self, comment, u32::from_ne_bytes(check))
+    }
+
+    /// Appends the type-specific private fields of OpenSSH's format.
+    fn write_openssh_private(&self, out: &mut Vec<u8>) -> Result<(), KeyFileError> {
         match &self.signer {
-            Signer::Ed25519(pair) => {
-                if alg != SignatureAlgorithm::Ed25519 {
-                    return Err(unsupported);
-                }
-                let sig = pair.sign(data);
-                out.put_str(alg.name());
-                out.put_string(sig.as_ref());
+            Signer::Ed25519 { pair, seed } => {
+                let public = pair.public_key().as_ref();
+                out.put_string(public);
+                out.put_u32(64);
+                out.put_raw(&**seed);
+                out.put_raw(public);
             }
-            Signer::Rsa(pair) => {
-                let encoding: &'static dyn ring::signature::RsaEncoding = match alg {
-                    SignatureAlgorithm::RsaSha512 => &ring::signature::RSA_PKCS1_SHA512,
-                    SignatureAlgorithm::RsaSha256 => &ring::signature::RSA_PKCS1_SHA256,
-                    _ => return Err(unsupported),
-                };
-                // ring wants an RNG for blinding; PKCS#1 v1.5 signatures are deterministic,
-                // so this randomness never reaches the wire.
-                let rng = ring::rand::SystemRandom::new();
-                let mut sig = vec![0u8; pair.public().modulus_len()];
-                pair.sign(encoding, &rng, data, &mut sig)
-                    .map_err(|_| SignError::Failed)?;
-                out.put_str(alg.name());
-                out.put_string(&sig);
+            Signer::Rsa(key) => key.write_openssh_private(out)?,
+            Signer::Ecdsa(key) => {
+                out.put_str(key.curve().ssh_name());
+                out.put_string(&key.public_point());
+                out.put_mpint(&key.scalar());
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// More than the bytes [`Self::write_openssh_private`] appends.
+    fn private_len_bound(&self) -> usize {
+        match &self.signer {
+            Signer::Ed25519 { .. } => 128,
+            Signer::Rsa(key) => key.private_len_bound(),
+            Signer::Ecdsa(_) => 256,
+        }
     }
 }
 
@@ -231,19 +352,6 @@ impl fmt::Debug for PrivateKey {
             .field("fingerprint", &self.public.fingerprint())
             .field("comment", &self.comment)
             .finish_non_exhaustive()
-    }
-}
-
-/// The bit length of a big-endian magnitude.
-fn bit_len(magnitude: &[u8]) -> usize {
-    let digits = magnitude
-        .iter()
-        .position(|&b| b != 0)
-        .and_then(|start| magnitude.get(start..))
-        .unwrap_or_default();
-    match digits.first() {
-        Some(&top) => digits.len() * 8 - top.leading_zeros() as usize,
-        None => 0,
     }
 }
 
