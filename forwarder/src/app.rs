@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use ssh_auth::{Identity, PrivateKey};
 use ssh_transport::ClientConfig;
-use ssh_transport::cipher::{self, CipherAlgorithm};
+use ssh_transport::cipher;
 use ssh_transport::hostkey::{PublicKey, SignatureAlgorithm};
 use ssh_transport::kex::KexAlgorithm;
 use ssh_transport::random::OsRandom;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
+use crate::algorithms;
 use crate::cli::{self, BindTarget, Command, Options};
 use crate::driver::{self, DriverConfig, HostKeyVerifier};
 use crate::known_hosts::{self, Decision, KnownHosts};
@@ -58,6 +59,28 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
             return 0;
         }
         Ok(Command::Run(o)) => o,
+        Ok(Command::Query(what)) => {
+            return match algorithms::query(&what) {
+                Some(names) => {
+                    for n in names {
+                        println!("{n}");
+                    }
+                    0
+                }
+                None => {
+                    eprintln!(
+                        "forwarder: -Q {what:?}: unknown query; try one of {}",
+                        algorithms::QUERY_KINDS
+                    );
+                    EXIT_FAILURE
+                }
+            };
+        }
+        Ok(Command::Keygen(_)) => {
+            // Wired to crate::keygen once ssh-auth can generate keys (in progress).
+            eprintln!("forwarder keygen: key generation is being built; not available yet");
+            return EXIT_FAILURE;
+        }
         Err(e) => {
             eprintln!("forwarder: {e}");
             return EXIT_FAILURE;
@@ -100,19 +123,30 @@ fn init_logging(opts: &Options) {
 /// already known for this host (as OpenSSH does), so a known host never fails over a type.
 pub fn transport_config(opts: &Options, known_types: &[String]) -> Result<ClientConfig, Fatal> {
     let mut cfg = ClientConfig::default();
-    if let Some(list) = &opts.ciphers {
-        cfg.ciphers = pick(list, "cipher", cipher::ALL, |c: &CipherAlgorithm| c.name)?;
+    if let Some(spec) = &opts.ciphers {
+        let default: Vec<&str> = cfg.ciphers.iter().map(|c| c.name).collect();
+        let all: Vec<&str> = cipher::ALL.iter().map(|c| c.name).collect();
+        let names = algorithms::resolve("Ciphers", spec, &default, &all).map_err(fatal)?;
+        cfg.ciphers = names.iter().filter_map(|n| cipher::by_name(n)).collect();
     }
-    if let Some(list) = &opts.kex_algorithms {
-        cfg.kex_algorithms = pick(list, "key exchange", KexAlgorithm::ALL, |k| k.name())?;
+    if let Some(spec) = &opts.kex_algorithms {
+        let default: Vec<&str> = cfg.kex_algorithms.iter().map(|k| k.name()).collect();
+        let all: Vec<&str> = KexAlgorithm::ALL.iter().map(|k| k.name()).collect();
+        let names = algorithms::resolve("KexAlgorithms", spec, &default, &all).map_err(fatal)?;
+        cfg.kex_algorithms = names
+            .iter()
+            .filter_map(|n| KexAlgorithm::from_name(n))
+            .collect();
     }
-    if let Some(list) = &opts.host_key_algorithms {
-        cfg.host_key_algorithms = pick(
-            list,
-            "host key",
-            &default_host_key_algorithms(),
-            |a: &SignatureAlgorithm| a.name(),
-        )?;
+    if let Some(spec) = &opts.host_key_algorithms {
+        let default: Vec<&str> = cfg.host_key_algorithms.iter().map(|a| a.name()).collect();
+        let all: Vec<&str> = SignatureAlgorithm::ALL.iter().map(|a| a.name()).collect();
+        let names =
+            algorithms::resolve("HostKeyAlgorithms", spec, &default, &all).map_err(fatal)?;
+        cfg.host_key_algorithms = names
+            .iter()
+            .filter_map(|n| SignatureAlgorithm::from_name(n))
+            .collect();
     }
     let (known, rest): (Vec<_>, Vec<_>) = cfg
         .host_key_algorithms
@@ -128,31 +162,8 @@ pub fn transport_config(opts: &Options, known_types: &[String]) -> Result<Client
     Ok(cfg)
 }
 
-fn default_host_key_algorithms() -> Vec<SignatureAlgorithm> {
-    ClientConfig::default().host_key_algorithms
-}
-
-fn pick<T: Copy>(
-    list: &str,
-    what: &str,
-    supported: &[T],
-    name: impl Fn(&T) -> &'static str,
-) -> Result<Vec<T>, Fatal> {
-    let mut out = Vec::new();
-    for n in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let Some(v) = supported.iter().find(|s| name(s) == n) else {
-            let all: Vec<&str> = supported.iter().map(&name).collect();
-            return Err(Fatal(format!(
-                "unsupported {what} algorithm {n:?}; supported: {}",
-                all.join(",")
-            )));
-        };
-        out.push(*v);
-    }
-    if out.is_empty() {
-        return Err(Fatal(format!("the {what} algorithm list is empty")));
-    }
-    Ok(out)
+fn fatal(e: impl std::fmt::Display) -> Fatal {
+    Fatal(e.to_string())
 }
 
 /// `RekeyLimit bytes [time]`: sizes with K, M or G; `default` or `none` for no byte limit;

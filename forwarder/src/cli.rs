@@ -31,6 +31,7 @@ mod config;
 mod destination;
 mod env;
 mod forward;
+pub mod keygen;
 #[cfg(test)]
 mod tests;
 
@@ -52,6 +53,10 @@ pub enum Command {
     Help,
     /// `--version` or `-V`: print [`version_text`] to standard output and exit 0.
     Version,
+    /// `-Q what`: print the algorithms of one kind, one per line, like `ssh -Q`.
+    Query(String),
+    /// `forwarder keygen ...`: make a key pair for a bastion's authorized_keys.
+    Keygen(keygen::KeygenOptions),
 }
 
 /// Everything the forwarder needs from the command line, with defaults filled in.
@@ -85,6 +90,10 @@ pub struct Options {
     pub ciphers: Option<String>,
     /// `KexAlgorithms`, unparsed.
     pub kex_algorithms: Option<String>,
+    /// `-m` or `MACs`, unparsed.
+    pub macs: Option<String>,
+    /// `PubkeyAcceptedAlgorithms` (or its old name `PubkeyAcceptedKeyTypes`), unparsed.
+    pub pubkey_accepted_algorithms: Option<String>,
     /// `HostKeyAlgorithms`, unparsed.
     pub host_key_algorithms: Option<String>,
     /// `ConnectTimeout`; `None` waits as long as the system does.
@@ -535,14 +544,7 @@ where
     I: IntoIterator<Item = S>,
     S: Into<OsString>,
 {
-    match scan(args)? {
-        Scanned::Run(parsed) => Ok(Command::Run(env::resolve(
-            *parsed,
-            &Environment::from_process(),
-        )?)),
-        Scanned::Help => Ok(Command::Help),
-        Scanned::Version => Ok(Command::Version),
-    }
+    parse_args_with_env(args, &Environment::from_process())
 }
 
 /// [`parse_args`] with the environment given, for tests and embedding.
@@ -551,10 +553,22 @@ where
     I: IntoIterator<Item = S>,
     S: Into<OsString>,
 {
+    let args = args
+        .into_iter()
+        .map(|a| {
+            a.into().into_string().map_err(|bad| CliError::NotUtf8 {
+                argument: bad.to_string_lossy().into_owned(),
+            })
+        })
+        .collect::<Result<Vec<String>, CliError>>()?;
+    if let Some(("keygen", rest)) = args.split_first().map(|(a, r)| (a.as_str(), r)) {
+        return Ok(Command::Keygen(keygen::parse(rest, env)?));
+    }
     match scan(args)? {
         Scanned::Run(parsed) => Ok(Command::Run(env::resolve(*parsed, env)?)),
         Scanned::Help => Ok(Command::Help),
         Scanned::Version => Ok(Command::Version),
+        Scanned::Query(what) => Ok(Command::Query(what)),
     }
 }
 
@@ -562,6 +576,7 @@ enum Scanned {
     Run(Box<Parsed>),
     Help,
     Version,
+    Query(String),
 }
 
 /// The command line as given, before defaults. `None` slots were not set; each is set once,
@@ -581,6 +596,9 @@ struct Parsed {
     strict: Option<StrictHostKeyChecking>,
     flag_ciphers: Option<String>,
     ciphers: Option<String>,
+    flag_macs: Option<String>,
+    macs: Option<String>,
+    pubkey_accepted_algorithms: Option<String>,
     kex_algorithms: Option<String>,
     host_key_algorithms: Option<String>,
     connect_timeout: Option<Option<Duration>>,
@@ -636,19 +654,7 @@ fn check_user(value: &str, key: &str) -> Result<String, CliError> {
     Ok(value.to_owned())
 }
 
-fn scan<I, S>(args: I) -> Result<Scanned, CliError>
-where
-    I: IntoIterator<Item = S>,
-    S: Into<OsString>,
-{
-    let args = args
-        .into_iter()
-        .map(|a| {
-            a.into().into_string().map_err(|bad| CliError::NotUtf8 {
-                argument: bad.to_string_lossy().into_owned(),
-            })
-        })
-        .collect::<Result<Vec<String>, CliError>>()?;
+fn scan(args: Vec<String>) -> Result<Scanned, CliError> {
     let mut p = Parsed::default();
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -741,7 +747,7 @@ impl Parsed {
                 '6' => self.flag_address_family = Some(AddressFamily::Inet6),
                 'V' => return Ok(Some(Scanned::Version)),
                 'h' => return Ok(Some(Scanned::Help)),
-                'p' | 'l' | 'i' | 'L' | 'o' | 'c' => {
+                'p' | 'l' | 'i' | 'L' | 'o' | 'c' | 'm' | 'Q' => {
                     let attached = cluster.get(at + letter.len_utf8()..).unwrap_or_default();
                     let value = if attached.is_empty() {
                         rest.next()
@@ -753,6 +759,9 @@ impl Parsed {
                     } else {
                         attached
                     };
+                    if letter == 'Q' {
+                        return Ok(Some(Scanned::Query(value.to_owned())));
+                    }
                     self.option_value(letter, value)?;
                     return Ok(None);
                 }
@@ -797,6 +806,10 @@ impl Parsed {
                 // As in ssh, -c replaces any Ciphers setting, wherever it appears.
                 self.flag_ciphers = Some(config::algorithm_list(value, "-c")?);
             }
+            'm' => {
+                // Likewise -m replaces any MACs setting.
+                self.flag_macs = Some(config::algorithm_list(value, "-m")?);
+            }
             _ => config::apply(self, value)?,
         }
         Ok(())
@@ -810,6 +823,8 @@ fn example_for(letter: char) -> &'static str {
         'i' => "-i ~/.ssh/id_ed25519",
         'L' => "-L 15432:db.internal:5432",
         'c' => "-c aes256-gcm@openssh.com",
+        'm' => "-m hmac-sha2-256-etm@openssh.com",
+        'Q' => "-Q cipher",
         _ => "-o StrictHostKeyChecking=accept-new",
     }
 }
@@ -835,8 +850,6 @@ fn unsupported_reason(letter: char) -> Option<&'static str> {
         'e' => "escape characters need a terminal, which forwarder never has",
         'I' => "PKCS#11 tokens are not supported; use a key file with -i",
         'K' => "GSSAPI authentication is not supported; use a key file with -i",
-        'm' => "choosing MAC algorithms is not supported yet",
-        'Q' => "querying supported algorithms is not supported",
         'P' => "tags for configuration matching are not supported",
         'w' => "tunnel devices are not supported",
         _ => return None,

@@ -7,6 +7,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod algorithms;
 pub mod app;
 pub mod cli;
 pub mod driver;

@@ -55,7 +55,12 @@ pub async fn forward(
 ) -> io::Result<()> {
     let _ = socket.set_nodelay(true);
     let channel = match session
-        .open_direct_tcpip(&target.host, target.port, &peer.ip().to_string(), peer.port())
+        .open_direct_tcpip(
+            &target.host,
+            target.port,
+            &peer.ip().to_string(),
+            peer.port(),
+        )
         .await
     {
         Ok(c) => c,
@@ -110,11 +115,8 @@ async fn upload(socket: &TcpStream, channel: &ChannelStream) -> io::Result<u64> 
 /// Channel to local socket, then a half-close of the socket at the server's EOF.
 async fn download(socket: &TcpStream, channel: &ChannelStream) -> io::Result<u64> {
     let mut total = 0u64;
-    loop {
-        match std::future::poll_fn(|cx| channel.poll_send_to(cx, socket)).await? {
-            Sent::Bytes(n) => total += n as u64,
-            Sent::Eof => break,
-        }
+    while let Sent::Bytes(n) = std::future::poll_fn(|cx| channel.poll_send_to(cx, socket)).await? {
+        total += n as u64;
     }
     let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write);
     Ok(total)

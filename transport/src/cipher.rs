@@ -4,10 +4,22 @@
 //! padding || tag space` and protects it in place; an opener learns the packet length from the
 //! first bytes, then authenticates and decrypts the whole packet in place. Nothing here
 //! allocates per packet.
+//!
+//! ```text
+//!  AEAD (AES-GCM, ChaCha20-Poly1305)   the cipher seals and opens; no MAC is negotiated
+//!  AES-CTR + MAC, encrypt-and-MAC      length encrypted; tag over seq || plaintext
+//!  AES-CTR + MAC, encrypt-then-MAC     length in clear; tag over seq || length || ciphertext,
+//!                                      checked before anything is decrypted
+//! ```
+//! A cipher that needs a MAC is only ever built with one: there is no `none` MAC.
 
 use core::fmt;
 
+use aes::{Aes128, Aes192, Aes256};
+use ctr::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use ring::aead::{self, chacha20_poly1305_openssh as chapoly};
+
+use crate::mac::{Mac, MacAlgorithm};
 
 /// Protects outgoing packets.
 pub trait PacketSealer: Send {
@@ -41,8 +53,8 @@ pub trait PacketOpener: Send {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IntegrityError;
 
-type SealerFactory = fn(&[u8], &[u8]) -> Option<Box<dyn PacketSealer>>;
-type OpenerFactory = fn(&[u8], &[u8]) -> Option<Box<dyn PacketOpener>>;
+type SealerFactory = fn(&[u8], &[u8], Option<Mac>) -> Option<Box<dyn PacketSealer>>;
+type OpenerFactory = fn(&[u8], &[u8], Option<Mac>) -> Option<Box<dyn PacketOpener>>;
 
 /// A cipher we can negotiate.
 #[derive(Clone, Copy)]
@@ -74,14 +86,46 @@ impl PartialEq for CipherAlgorithm {
 impl Eq for CipherAlgorithm {}
 
 impl CipherAlgorithm {
-    /// A sealer from derived key material; `None` if the lengths are wrong (a bug).
+    /// A sealer for an AEAD cipher from derived key material; `None` if the lengths are
+    /// wrong (a bug) or the cipher needs a MAC (use [`sealer_with_mac`](Self::sealer_with_mac)).
     pub fn sealer(&self, key: &[u8], iv: &[u8]) -> Option<Box<dyn PacketSealer>> {
-        (self.make_sealer)(key, iv)
+        (self.make_sealer)(key, iv, None)
     }
 
-    /// An opener from derived key material.
+    /// An opener for an AEAD cipher; see [`sealer`](Self::sealer).
     pub fn opener(&self, key: &[u8], iv: &[u8]) -> Option<Box<dyn PacketOpener>> {
-        (self.make_opener)(key, iv)
+        (self.make_opener)(key, iv, None)
+    }
+
+    /// A sealer with the negotiated MAC and its key: `mac` must be `Some` exactly when the
+    /// cipher is not AEAD, otherwise (or with wrong lengths) the result is `None`.
+    pub fn sealer_with_mac(
+        &self,
+        key: &[u8],
+        iv: &[u8],
+        mac: Option<(MacAlgorithm, &[u8])>,
+    ) -> Option<Box<dyn PacketSealer>> {
+        (self.make_sealer)(key, iv, self.keyed_mac(mac)?)
+    }
+
+    /// An opener with the negotiated MAC; see [`sealer_with_mac`](Self::sealer_with_mac).
+    pub fn opener_with_mac(
+        &self,
+        key: &[u8],
+        iv: &[u8],
+        mac: Option<(MacAlgorithm, &[u8])>,
+    ) -> Option<Box<dyn PacketOpener>> {
+        (self.make_opener)(key, iv, self.keyed_mac(mac)?)
+    }
+
+    /// `Some(None)` for AEAD without a MAC, `Some(Some(mac))` for a cipher with its MAC,
+    /// `None` for every other combination.
+    fn keyed_mac(&self, mac: Option<(MacAlgorithm, &[u8])>) -> Option<Option<Mac>> {
+        match (self.aead, mac) {
+            (true, None) => Some(None),
+            (false, Some((alg, key))) => Some(Some(alg.key(key)?)),
+            _ => None,
+        }
     }
 }
 
@@ -91,8 +135,8 @@ pub const AES128_GCM: CipherAlgorithm = CipherAlgorithm {
     key_len: 16,
     iv_len: 12,
     aead: true,
-    make_sealer: |k, iv| AesGcm::new(&aead::AES_128_GCM, k, iv).map(|c| Box::new(c) as _),
-    make_opener: |k, iv| AesGcm::new(&aead::AES_128_GCM, k, iv).map(|c| Box::new(c) as _),
+    make_sealer: |k, iv, _| AesGcm::new(&aead::AES_128_GCM, k, iv).map(|c| Box::new(c) as _),
+    make_opener: |k, iv, _| AesGcm::new(&aead::AES_128_GCM, k, iv).map(|c| Box::new(c) as _),
 };
 
 /// `aes256-gcm@openssh.com`
@@ -101,8 +145,8 @@ pub const AES256_GCM: CipherAlgorithm = CipherAlgorithm {
     key_len: 32,
     iv_len: 12,
     aead: true,
-    make_sealer: |k, iv| AesGcm::new(&aead::AES_256_GCM, k, iv).map(|c| Box::new(c) as _),
-    make_opener: |k, iv| AesGcm::new(&aead::AES_256_GCM, k, iv).map(|c| Box::new(c) as _),
+    make_sealer: |k, iv, _| AesGcm::new(&aead::AES_256_GCM, k, iv).map(|c| Box::new(c) as _),
+    make_opener: |k, iv, _| AesGcm::new(&aead::AES_256_GCM, k, iv).map(|c| Box::new(c) as _),
 };
 
 /// `chacha20-poly1305@openssh.com`
@@ -111,20 +155,58 @@ pub const CHACHA20_POLY1305: CipherAlgorithm = CipherAlgorithm {
     key_len: chapoly::KEY_LEN,
     iv_len: 0,
     aead: true,
-    make_sealer: |k, _| {
+    make_sealer: |k, _, _| {
         let key: &[u8; chapoly::KEY_LEN] = k.try_into().ok()?;
         Some(Box::new(ChaChaSealer(chapoly::SealingKey::new(key))) as _)
     },
-    make_opener: |k, _| {
+    make_opener: |k, _, _| {
         let key: &[u8; chapoly::KEY_LEN] = k.try_into().ok()?;
         Some(Box::new(ChaChaOpener(chapoly::OpeningKey::new(key))) as _)
     },
 };
 
+/// `aes128-ctr` (RFC 4344), with a MAC.
+pub const AES128_CTR: CipherAlgorithm = CipherAlgorithm {
+    name: "aes128-ctr",
+    key_len: 16,
+    iv_len: 16,
+    aead: false,
+    make_sealer: |k, iv, mac| CtrMac::<Aes128>::new(k, iv, mac).map(|c| Box::new(c) as _),
+    make_opener: |k, iv, mac| CtrMac::<Aes128>::new(k, iv, mac).map(|c| Box::new(c) as _),
+};
+
+/// `aes192-ctr` (RFC 4344), with a MAC.
+pub const AES192_CTR: CipherAlgorithm = CipherAlgorithm {
+    name: "aes192-ctr",
+    key_len: 24,
+    iv_len: 16,
+    aead: false,
+    make_sealer: |k, iv, mac| CtrMac::<Aes192>::new(k, iv, mac).map(|c| Box::new(c) as _),
+    make_opener: |k, iv, mac| CtrMac::<Aes192>::new(k, iv, mac).map(|c| Box::new(c) as _),
+};
+
+/// `aes256-ctr` (RFC 4344), with a MAC.
+pub const AES256_CTR: CipherAlgorithm = CipherAlgorithm {
+    name: "aes256-ctr",
+    key_len: 32,
+    iv_len: 16,
+    aead: false,
+    make_sealer: |k, iv, mac| CtrMac::<Aes256>::new(k, iv, mac).map(|c| Box::new(c) as _),
+    make_opener: |k, iv, mac| CtrMac::<Aes256>::new(k, iv, mac).map(|c| Box::new(c) as _),
+};
+
 /// Every cipher we implement, in our default preference order. AES-GCM comes first because
 /// AES-NI makes it the cheapest per byte on the machines this runs on; OpenSSH prefers
-/// ChaCha20-Poly1305, which we also offer.
-pub const ALL: &[CipherAlgorithm] = &[AES128_GCM, AES256_GCM, CHACHA20_POLY1305];
+/// ChaCha20-Poly1305, which we also offer. AES-CTR with a MAC comes last: it costs two
+/// passes per packet and is there for servers that offer nothing else.
+pub const ALL: &[CipherAlgorithm] = &[
+    AES128_GCM,
+    AES256_GCM,
+    CHACHA20_POLY1305,
+    AES128_CTR,
+    AES192_CTR,
+    AES256_CTR,
+];
 
 /// Looks a cipher up by its SSH name.
 pub fn by_name(name: &str) -> Option<CipherAlgorithm> {
@@ -298,18 +380,149 @@ impl PacketOpener for ChaChaOpener {
     }
 }
 
+/// AES in counter mode (RFC 4344: the IV is a 128-bit big-endian counter that runs on across
+/// packets) with a MAC in either of its two modes.
+struct CtrMac<C: CtrBlockCipher> {
+    stream: ctr::Ctr128BE<C>,
+    mac: Mac,
+}
+
+const AES_BLOCK: usize = 16;
+
+/// The AES key sizes, as block ciphers that `ctr` can run.
+trait CtrBlockCipher:
+    ctr::cipher::BlockCipherEncrypt
+    + ctr::cipher::BlockSizeUser<BlockSize = ctr::cipher::consts::U16>
+    + ctr::cipher::KeyInit
+    + Send
+{
+}
+
+impl CtrBlockCipher for Aes128 {}
+impl CtrBlockCipher for Aes192 {}
+impl CtrBlockCipher for Aes256 {}
+
+impl<C: CtrBlockCipher> CtrMac<C> {
+    fn new(key: &[u8], iv: &[u8], mac: Option<Mac>) -> Option<Self> {
+        let stream = ctr::Ctr128BE::<C>::new_from_slices(key, iv).ok()?;
+        Some(Self { stream, mac: mac? })
+    }
+
+    fn etm(&self) -> bool {
+        self.mac.algorithm().etm
+    }
+
+    fn tag_len(&self) -> usize {
+        self.mac.algorithm().tag_len
+    }
+
+    /// XORs the keystream into `data`. The keystream is 2^128 blocks long and we rekey long
+    /// before 2^36 bytes, so running out cannot happen; if it ever did, the data is wiped
+    /// rather than left in the clear.
+    fn apply(&mut self, data: &mut [u8]) -> bool {
+        if self.stream.try_apply_keystream(data).is_err() {
+            data.fill(0);
+            return false;
+        }
+        true
+    }
+}
+
+impl<C: CtrBlockCipher> PacketSealer for CtrMac<C> {
+    fn block_size(&self) -> usize {
+        AES_BLOCK
+    }
+    fn tag_len(&self) -> usize {
+        CtrMac::tag_len(self)
+    }
+    fn length_excluded_from_alignment(&self) -> bool {
+        self.etm()
+    }
+    fn seal(&mut self, seq: u32, packet: &mut [u8]) {
+        let body_len = packet.len().saturating_sub(self.tag_len());
+        let (body, tag) = packet.split_at_mut(body_len);
+        if self.etm() {
+            let Some((len, rest)) = body.split_first_chunk_mut::<4>() else {
+                return;
+            };
+            self.apply(rest);
+            self.mac.sign(seq, len, rest, tag);
+        } else {
+            self.mac.sign(seq, body, &[], tag);
+            self.apply(body);
+        }
+    }
+}
+
+impl<C: CtrBlockCipher> PacketOpener for CtrMac<C> {
+    fn block_size(&self) -> usize {
+        AES_BLOCK
+    }
+    fn tag_len(&self) -> usize {
+        CtrMac::tag_len(self)
+    }
+    fn length_excluded_from_alignment(&self) -> bool {
+        self.etm()
+    }
+    fn packet_length(&mut self, _seq: u32, head: [u8; 4]) -> u32 {
+        if self.etm() {
+            return u32::from_be_bytes(head);
+        }
+        // Decrypt the length with the keystream's next four bytes, then step back so that
+        // `open` decrypts the whole packet from its start (and MACs the plaintext length).
+        let mut head = head;
+        let Ok(pos) = self.stream.try_current_pos::<u64>() else {
+            return u32::MAX;
+        };
+        if !self.apply(&mut head) || self.stream.try_seek(pos).is_err() {
+            return u32::MAX;
+        }
+        u32::from_be_bytes(head)
+    }
+    fn open(&mut self, seq: u32, packet: &mut [u8]) -> Result<(), IntegrityError> {
+        let body_len = packet
+            .len()
+            .checked_sub(self.tag_len())
+            .ok_or(IntegrityError)?;
+        let (body, tag) = packet.split_at_mut(body_len);
+        if self.etm() {
+            let (len, rest) = body.split_first_chunk_mut::<4>().ok_or(IntegrityError)?;
+            if !self.mac.verify(seq, len, rest, tag) {
+                return Err(IntegrityError);
+            }
+            self.apply(rest);
+            Ok(())
+        } else {
+            self.apply(body);
+            if self.mac.verify(seq, body, &[], tag) {
+                Ok(())
+            } else {
+                Err(IntegrityError)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn round_trip(alg: CipherAlgorithm) {
+    fn round_trip(alg: CipherAlgorithm, mac: Option<MacAlgorithm>) {
         let key = vec![0x42; alg.key_len];
         let iv = vec![0x24; alg.iv_len];
+        let mac_key = vec![0x17; mac.map_or(0, |m| m.key_len)];
+        let mac = mac.map(|m| (m, &mac_key[..]));
         for seq in [0u32, 1, u32::MAX] {
-            let mut s = alg.sealer(&key, &iv).unwrap();
-            let mut o = alg.opener(&key, &iv).unwrap();
-            let mut tampered_opener = alg.opener(&key, &iv).unwrap();
-            let body = b"\x0athe payload!!!!".to_vec(); // padding length byte + 16 bytes
+            let mut s = alg.sealer_with_mac(&key, &iv, mac).unwrap();
+            let mut o = alg.opener_with_mac(&key, &iv, mac).unwrap();
+            let mut tampered_opener = alg.opener_with_mac(&key, &iv, mac).unwrap();
+            // Length, padding length byte and 27 bytes: whole blocks with or without the
+            // length field, as each mode aligns.
+            let body = if s.length_excluded_from_alignment() {
+                b"\x0athe payload, 32 bytes long!!!".to_vec()
+            } else {
+                b"\x0athe payload, 28 bytes!!!".to_vec()
+            };
             let mut pkt = (body.len() as u32).to_be_bytes().to_vec();
             pkt.extend_from_slice(&body);
             pkt.extend_from_slice(&vec![0; s.tag_len()]);
@@ -329,8 +542,55 @@ mod tests {
     #[test]
     fn every_cipher_round_trips_and_detects_tampering() {
         for alg in ALL {
-            round_trip(*alg);
+            if alg.aead {
+                round_trip(*alg, None);
+            } else {
+                for mac in crate::mac::ALL {
+                    round_trip(*alg, Some(*mac));
+                }
+            }
         }
+    }
+
+    /// RFC 4344's counter mode is NIST SP 800-38A's CTR-AES128.Encrypt (F.5.1) with the IV as
+    /// the initial counter block; an encrypt-then-MAC packet leaves the length clear and
+    /// encrypts the rest, so the vector's first block appears right after the length.
+    #[test]
+    fn aes128_ctr_matches_sp800_38a() {
+        let hex = |s: &str| {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>()
+        };
+        let key = hex("2b7e151628aed2a6abf7158809cf4f3c");
+        let iv = hex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff");
+        let plain = hex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51");
+        let cipher = hex("874d6191b620e3261bef6864990db6ce9806f66b7970fdff8617187bb9fffdff");
+        let mac_key = [0u8; 32];
+        let mut s = AES128_CTR
+            .sealer_with_mac(&key, &iv, Some((crate::mac::HMAC_SHA2_256_ETM, &mac_key)))
+            .unwrap();
+        let mut pkt = (plain.len() as u32).to_be_bytes().to_vec();
+        pkt.extend_from_slice(&plain);
+        pkt.extend_from_slice(&[0; 32]);
+        s.seal(0, &mut pkt);
+        assert_eq!(&pkt[4..36], &cipher[..]);
+    }
+
+    #[test]
+    fn ciphers_and_macs_only_pair_as_they_must() {
+        let mac = Some((crate::mac::HMAC_SHA2_256, &[0u8; 32][..]));
+        assert!(AES128_CTR.sealer(&[0; 16], &[0; 16]).is_none());
+        assert!(AES128_CTR.opener_with_mac(&[0; 16], &[0; 16], None).is_none());
+        assert!(AES128_GCM.sealer_with_mac(&[0; 16], &[0; 12], mac).is_none());
+        assert!(AES192_CTR.sealer_with_mac(&[0; 24], &[0; 16], mac).is_some());
+        assert!(AES192_CTR.sealer_with_mac(&[0; 24], &[0; 15], mac).is_none());
+        assert!(
+            AES256_CTR
+                .sealer_with_mac(&[0; 32], &[0; 16], Some((crate::mac::HMAC_SHA2_256, &[0; 31])))
+                .is_none()
+        );
     }
 
     #[test]

@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace};
 
 use crate::cipher::{self, CipherAlgorithm, PacketOpener, PacketSealer};
+use crate::compress::Compression;
 use crate::error::Error;
 use crate::hostkey::{PublicKey, SignatureAlgorithm};
+use crate::mac::{self, MacAlgorithm};
 use crate::kex::{
     self, ClientKex, ClientStep, DebugMsg, Disconnect, ExtInfo, KexAlgorithm, KexError, KexInit,
     KexOutcome, Negotiated, Unimplemented,
@@ -44,6 +46,13 @@ pub struct ClientConfig {
     pub host_key_algorithms: Vec<SignatureAlgorithm>,
     /// Ciphers, in preference order (both directions).
     pub ciphers: Vec<CipherAlgorithm>,
+    /// MACs, in preference order (both directions), used only with a cipher that is not
+    /// AEAD. SHA-1 MACs are never in the defaults; `none` is never a MAC.
+    pub macs: Vec<MacAlgorithm>,
+    /// Compression methods, in preference order (both directions). The default offers only
+    /// `none`; [`Compression::PREFERRED`] is what `-C` asks for. With `zlib@openssh.com` the
+    /// application must call [`ClientTransport::auth_succeeded`].
+    pub compression: Vec<Compression>,
     /// Start a key exchange after this many bytes in either direction. `None` uses the
     /// cipher's own limit, as OpenSSH does (1 GiB for ChaCha20-Poly1305, 64 GiB for AES-GCM).
     pub rekey_limit: Option<u64>,
@@ -58,13 +67,19 @@ impl Default for ClientConfig {
         Self {
             version: concat!("SSH-2.0-forwarder_", env!("CARGO_PKG_VERSION")).into(),
             kex_algorithms: KexAlgorithm::ALL.to_vec(),
+            // The NIST curves come after the others but stay, for FIPS-mode bastions; SHA-1
+            // (`ssh-rsa`) is never offered unless configured.
             host_key_algorithms: vec![
                 SignatureAlgorithm::Ed25519,
-                SignatureAlgorithm::EcdsaP256,
                 SignatureAlgorithm::RsaSha512,
                 SignatureAlgorithm::RsaSha256,
+                SignatureAlgorithm::EcdsaP256,
+                SignatureAlgorithm::EcdsaP384,
+                SignatureAlgorithm::EcdsaP521,
             ],
             ciphers: cipher::ALL.to_vec(),
+            macs: mac::DEFAULT.to_vec(),
+            compression: vec![Compression::None],
             rekey_limit: None,
             rekey_interval: None,
             handshake_timeout: Some(Duration::from_secs(30)),
@@ -175,6 +190,8 @@ pub struct ClientTransport {
     kex_finished_since_tick: bool,
     rekey_limit: u64,
     kex_count: u64,
+    /// User authentication succeeded (delayed compression may run).
+    authenticated: bool,
 }
 
 #[derive(Debug)]
@@ -224,6 +241,7 @@ impl ClientTransport {
             kex_finished_since_tick: false,
             rekey_limit: u64::MAX,
             kex_count: 0,
+            authenticated: false,
         };
         let mut line = t.client_version.clone();
         line.extend_from_slice(b"\r\n");
@@ -415,14 +433,14 @@ impl ClientTransport {
         };
         self.maybe_rekey();
         Ok(Some(Event::Payload {
-            data: self.rx.payload(&payload.payload),
+            data: self.rx.payload(&payload),
             seq: payload.seq,
         }))
     }
 
     /// Handles one opened packet. `Ok(true)` means it is for the layers above.
     fn dispatch(&mut self, received: &Received) -> Result<bool, Error> {
-        let payload = self.rx.payload(&received.payload);
+        let payload = self.rx.payload(received);
         let msg = MessageType::of(payload).unwrap_or(MessageType(0));
         trace!(%msg, len = payload.len(), seq = received.seq, "received");
         let initial = !self.established;
@@ -652,11 +670,11 @@ impl ClientTransport {
         let keys = NewKeys {
             sealer: n
                 .cipher_c2s
-                .sealer(&c2s.key, &c2s.iv)
+                .sealer_with_mac(&c2s.key, &c2s.iv, c2s.mac(n.mac_c2s))
                 .ok_or_else(|| Error::KeyExchange("bad key length".into()))?,
             opener: n
                 .cipher_s2c
-                .opener(&s2c.key, &s2c.iv)
+                .opener_with_mac(&s2c.key, &s2c.iv, s2c.mac(n.mac_s2c))
                 .ok_or_else(|| Error::KeyExchange("bad key length".into()))?,
         };
         if let Some(first) = &self.host_key {
@@ -679,6 +697,9 @@ impl ClientTransport {
     fn send_newkeys(&mut self, negotiated: Negotiated, keys: NewKeys) -> Kex {
         self.send_internal(&mut |b| b.push(MessageType::NEWKEYS.0));
         self.tx.set_sealer(keys.sealer);
+        // As OpenSSH does: every NEWKEYS with compression starts a fresh stream.
+        self.tx
+            .set_compression(negotiated.compression_c2s, self.authenticated);
         if self.strict {
             self.tx.seq = 0;
         }
@@ -700,6 +721,8 @@ impl ClientTransport {
 
     fn on_newkeys(&mut self, st: ExpectNewKeys) {
         self.rx.set_opener(st.opener);
+        self.rx
+            .set_compression(st.negotiated.compression_s2c, self.authenticated);
         if self.strict {
             self.rx.seq = 0;
         }
@@ -738,6 +761,23 @@ impl ClientTransport {
     pub fn reject_host_key(&mut self, why: String) {
         if matches!(self.kex, Kex::HostKeyPending(_)) {
             self.fail(Error::HostKeyRejected(why));
+        }
+    }
+
+    /// User authentication succeeded: the session router calls this when it has processed
+    /// SSH_MSG_USERAUTH_SUCCESS, before it polls for the next event. Delayed compression
+    /// (`zlib@openssh.com`) starts here for both directions, exactly at the packet boundary:
+    /// packets are opened one at a time, so the next one received is the server's first
+    /// compressed packet, and the next one sent is our first.
+    pub fn auth_succeeded(&mut self) {
+        if self.authenticated {
+            return;
+        }
+        self.authenticated = true;
+        self.tx.start_delayed_compression();
+        self.rx.start_delayed_compression();
+        if self.tx.is_compressing() || self.rx.is_compressing() {
+            debug!("user authentication succeeded: delayed compression starts");
         }
     }
 
@@ -799,7 +839,21 @@ impl ClientTransport {
             .iter()
             .map(|c| c.name.to_owned())
             .collect();
-        let ours = KexInit::new(self.rng.as_mut(), kex, host_key, ciphers, Vec::new());
+        let macs = self.config.macs.iter().map(|m| m.name.to_owned()).collect();
+        let compression = self
+            .config
+            .compression
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect();
+        let ours = KexInit::new(
+            self.rng.as_mut(),
+            kex,
+            host_key,
+            ciphers,
+            macs,
+            compression,
+        );
         let mut ours_bytes = Vec::new();
         ours.encode(&mut ours_bytes);
         self.send_internal(&mut |b| b.extend_from_slice(&ours_bytes));

@@ -77,6 +77,7 @@ impl Error {
             }
             Self::StrictKex(_) => DisconnectReason::PROTOCOL_ERROR,
             Self::Packet(PacketError::Integrity) => DisconnectReason::MAC_ERROR,
+            Self::Packet(PacketError::Decompress(_)) => DisconnectReason::COMPRESSION_ERROR,
             Self::Packet(_) => DisconnectReason::PROTOCOL_ERROR,
             Self::NoCommonAlgorithm(_) | Self::KeyExchange(_) => {
                 DisconnectReason::KEY_EXCHANGE_FAILED
@@ -121,6 +122,11 @@ impl fmt::Display for Error {
             Self::Packet(PacketError::EmptyPayload) => {
                 f.write_str("the server sent a packet with an empty payload")
             }
+            Self::Packet(PacketError::Decompress(e)) => write!(
+                f,
+                "the server sent a packet that does not decompress: {e}; the connection is \
+                 corrupt or the server is hostile (connecting without compression avoids this)"
+            ),
             Self::Decode { message, error } => {
                 write!(f, "malformed {message} from the server: {error}")
             }

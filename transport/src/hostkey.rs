@@ -24,6 +24,8 @@ pub enum KeyType {
     EcdsaP256,
     /// `ecdsa-sha2-nistp384`
     EcdsaP384,
+    /// `ecdsa-sha2-nistp521`
+    EcdsaP521,
 }
 
 impl KeyType {
@@ -34,6 +36,7 @@ impl KeyType {
             Self::Rsa => "ssh-rsa",
             Self::EcdsaP256 => "ecdsa-sha2-nistp256",
             Self::EcdsaP384 => "ecdsa-sha2-nistp384",
+            Self::EcdsaP521 => "ecdsa-sha2-nistp521",
         }
     }
 
@@ -44,6 +47,7 @@ impl KeyType {
             "ssh-rsa" => Self::Rsa,
             "ecdsa-sha2-nistp256" => Self::EcdsaP256,
             "ecdsa-sha2-nistp384" => Self::EcdsaP384,
+            "ecdsa-sha2-nistp521" => Self::EcdsaP521,
             _ => return None,
         })
     }
@@ -65,14 +69,18 @@ pub enum SignatureAlgorithm {
     EcdsaP256,
     /// `ecdsa-sha2-nistp384`
     EcdsaP384,
+    /// `ecdsa-sha2-nistp521`
+    EcdsaP521,
 }
 
 impl SignatureAlgorithm {
-    /// Every algorithm, strongest preference first.
+    /// Every algorithm we implement, including `ssh-rsa` (SHA-1), which is never in a
+    /// default list.
     pub const ALL: &'static [Self] = &[
         Self::Ed25519,
         Self::EcdsaP256,
         Self::EcdsaP384,
+        Self::EcdsaP521,
         Self::RsaSha512,
         Self::RsaSha256,
         Self::RsaSha1,
@@ -87,6 +95,7 @@ impl SignatureAlgorithm {
             Self::RsaSha1 => "ssh-rsa",
             Self::EcdsaP256 => "ecdsa-sha2-nistp256",
             Self::EcdsaP384 => "ecdsa-sha2-nistp384",
+            Self::EcdsaP521 => "ecdsa-sha2-nistp521",
         }
     }
 
@@ -102,6 +111,7 @@ impl SignatureAlgorithm {
             Self::RsaSha512 | Self::RsaSha256 | Self::RsaSha1 => KeyType::Rsa,
             Self::EcdsaP256 => KeyType::EcdsaP256,
             Self::EcdsaP384 => KeyType::EcdsaP384,
+            Self::EcdsaP521 => KeyType::EcdsaP521,
         }
     }
 }
@@ -225,10 +235,11 @@ impl PublicKey {
                 key.rsa_e = e.to_vec();
                 key.rsa_n = n.to_vec();
             }
-            KeyType::EcdsaP256 | KeyType::EcdsaP384 => {
+            KeyType::EcdsaP256 | KeyType::EcdsaP384 | KeyType::EcdsaP521 => {
                 let (curve, len) = match kind {
                     KeyType::EcdsaP256 => ("nistp256", 65),
-                    _ => ("nistp384", 97),
+                    KeyType::EcdsaP384 => ("nistp384", 97),
+                    _ => ("nistp521", 133),
                 };
                 if r.string()? != curve.as_bytes() {
                     return Err(KeyError::BadKey(
@@ -238,6 +249,13 @@ impl PublicKey {
                 let q = r.string()?;
                 if q.len() != len || q.first() != Some(&4) {
                     return Err(KeyError::BadKey("ECDSA point is not an uncompressed point"));
+                }
+                // ring checks P-256/P-384 points when it verifies; P-521 is checked here, so
+                // a point off the curve is refused when the key is read.
+                if kind == KeyType::EcdsaP521
+                    && p521::ecdsa::VerifyingKey::from_sec1_bytes(q).is_err()
+                {
+                    return Err(KeyError::BadKey("ECDSA P-521 point is not on the curve"));
                 }
                 key.point = q.to_vec();
             }
@@ -364,8 +382,34 @@ impl PublicKey {
                     .verify(data, &fixed)
                     .map_err(|_| KeyError::BadSignature)
             }
+            SignatureAlgorithm::EcdsaP521 => verify_p521(&self.point, data, sig),
         }
     }
+}
+
+/// ECDSA over P-521 with SHA-512 (RFC 5656 section 3.1.2): the signature is two mpints, r
+/// and s, each at most 66 bytes.
+fn verify_p521(point: &[u8], data: &[u8], sig: &[u8]) -> Result<(), KeyError> {
+    use p521::ecdsa::signature::hazmat::PrehashVerifier as _;
+    const SCALAR: usize = 66;
+    let mut inner = Reader::new(sig);
+    let r_int = inner.mpint_positive()?;
+    let s_int = inner.mpint_positive()?;
+    inner.finish()?;
+    if r_int.len() > SCALAR || s_int.len() > SCALAR {
+        return Err(KeyError::BadSignature);
+    }
+    let mut r_fixed = [0u8; SCALAR];
+    let mut s_fixed = [0u8; SCALAR];
+    copy_right_aligned(&mut r_fixed, r_int);
+    copy_right_aligned(&mut s_fixed, s_int);
+    let key = p521::ecdsa::VerifyingKey::from_sec1_bytes(point)
+        .map_err(|_| KeyError::BadKey("ECDSA P-521 point is not on the curve"))?;
+    let signature = p521::ecdsa::Signature::from_scalars(r_fixed, s_fixed)
+        .map_err(|_| KeyError::BadSignature)?;
+    let digest = ring::digest::digest(&ring::digest::SHA512, data);
+    key.verify_prehash(digest.as_ref(), &signature)
+        .map_err(|_| KeyError::BadSignature)
 }
 
 fn copy_right_aligned(out: &mut [u8], v: &[u8]) {

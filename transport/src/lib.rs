@@ -29,6 +29,8 @@ pub mod wire;
 pub use msg::{DisconnectReason, MessageType};
 pub use sink::PayloadSink;
 pub mod cipher;
+pub mod compress;
+pub mod mac;
 pub mod client;
 pub mod error;
 pub mod kex;

@@ -2,16 +2,20 @@
 //! and the in-memory test server.
 //!
 //! Receive: bytes are appended to one buffer; a packet's length is read (and decrypted, for
-//! ChaCha20-Poly1305) and bound-checked before we wait for the rest, then the packet is opened
-//! in place and its payload handed out as a range of that buffer. Nothing is allocated per
-//! packet and a hostile length costs nothing.
+//! ChaCha20-Poly1305 and encrypt-and-MAC AES-CTR) and bound-checked before we wait for the
+//! rest, then the packet is opened in place and its payload handed out as a range of that
+//! buffer. Nothing is allocated per packet and a hostile length costs nothing. With
+//! compression on, the payload is inflated (bounded) into a second buffer that is reused for
+//! every packet.
 //!
-//! Send: the payload is written straight into the output buffer behind a reserved header,
+//! Send: the payload is written straight into the output buffer behind a reserved header
+//! (with compression on: into a reused scratch buffer, then deflated behind the header),
 //! padded and sealed in place, so several packets queue up back to back for one write.
 
 use core::ops::Range;
 
 use crate::cipher::{PacketOpener, PacketSealer, Plaintext};
+use crate::compress::{Compression, DecompressError, Deflater, Inflater};
 use crate::random::SecureRandom;
 
 /// Packets longer than this are refused (OpenSSH's limit is also 256 KiB). RFC 4253 requires
@@ -34,13 +38,18 @@ pub enum PacketError {
     Integrity,
     /// A packet with no message number at all.
     EmptyPayload,
+    /// A compressed payload did not inflate, or inflated beyond the bound.
+    Decompress(DecompressError),
 }
 
-/// A packet that has been opened, as offsets into the receive buffer.
+/// A packet that has been opened: where its payload is, without a copy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Received {
-    /// The payload, message number first.
+    /// The payload, message number first: a range of the receive buffer, or of the inflate
+    /// buffer when `inflated`. Read it with [`Rx::payload`].
     pub payload: Range<usize>,
+    /// Whether the payload was decompressed (and lives in the inflate buffer).
+    pub inflated: bool,
     /// The sequence number it was received with (for SSH_MSG_UNIMPLEMENTED).
     pub seq: u32,
 }
@@ -59,6 +68,7 @@ pub struct Rx {
     /// Packets received under the current keys.
     pub packets: u64,
     pending_len: Option<u32>,
+    inflater: Inflater,
 }
 
 impl core::fmt::Debug for Rx {
@@ -81,6 +91,7 @@ impl Default for Rx {
             bytes: 0,
             packets: 0,
             pending_len: None,
+            inflater: Inflater::default(),
         }
     }
 }
@@ -135,9 +146,29 @@ impl Rx {
         self.pending_len = None;
     }
 
-    /// The bytes of an opened packet's payload.
-    pub fn payload(&self, r: &Range<usize>) -> &[u8] {
-        self.buf.get(r.clone()).unwrap_or_default()
+    /// New keys negotiated `method` for the packets after the current one.
+    pub fn set_compression(&mut self, method: Compression, authenticated: bool) {
+        self.inflater.new_keys(method, authenticated);
+    }
+
+    /// User authentication succeeded: delayed compression starts with the next packet.
+    pub fn start_delayed_compression(&mut self) {
+        self.inflater.authenticated();
+    }
+
+    /// Whether received payloads are being inflated.
+    pub fn is_compressing(&self) -> bool {
+        self.inflater.is_active()
+    }
+
+    /// The bytes of an opened packet's payload. Valid until the next packet is opened.
+    pub fn payload(&self, r: &Received) -> &[u8] {
+        let buf: &[u8] = if r.inflated {
+            self.inflater.output()
+        } else {
+            &self.buf
+        };
+        buf.get(r.payload.clone()).unwrap_or_default()
     }
 
     /// Opens the next whole packet, if it has arrived.
@@ -181,13 +212,29 @@ impl Rx {
         if payload_len == 0 {
             return Err(PacketError::EmptyPayload);
         }
-        let payload = self.start + 5..self.start + 5 + payload_len;
+        let mut payload = self.start + 5..self.start + 5 + payload_len;
+        let inflated = self.inflater.is_active();
+        if inflated {
+            let compressed = self.buf.get(payload).unwrap_or_default();
+            self.inflater
+                .inflate(compressed)
+                .map_err(PacketError::Decompress)?;
+            let n = self.inflater.output().len();
+            if n == 0 {
+                return Err(PacketError::EmptyPayload);
+            }
+            payload = 0..n;
+        }
         self.start += total;
         self.seq = self.seq.wrapping_add(1);
         self.bytes += total as u64;
         self.packets += 1;
         self.pending_len = None;
-        Ok(Some(Received { payload, seq }))
+        Ok(Some(Received {
+            payload,
+            inflated,
+            seq,
+        }))
     }
 
     fn check_length(&self, len: u32) -> Result<(), PacketError> {
@@ -238,6 +285,9 @@ pub struct Tx {
     /// Packets sent under the current keys.
     pub packets: u64,
     pad: PadPool,
+    deflater: Deflater,
+    /// Where a payload is built before it is compressed; reused.
+    scratch: Vec<u8>,
 }
 
 impl core::fmt::Debug for Tx {
@@ -262,6 +312,8 @@ impl Default for Tx {
                 bytes: [0; 512],
                 used: 512,
             },
+            deflater: Deflater::default(),
+            scratch: Vec::new(),
         }
     }
 }
@@ -272,6 +324,21 @@ impl Tx {
         self.sealer = sealer;
         self.bytes = 0;
         self.packets = 0;
+    }
+
+    /// New keys negotiated `method` for the packets after the current one.
+    pub fn set_compression(&mut self, method: Compression, authenticated: bool) {
+        self.deflater.new_keys(method, authenticated);
+    }
+
+    /// User authentication succeeded: delayed compression starts with the next packet.
+    pub fn start_delayed_compression(&mut self) {
+        self.deflater.authenticated();
+    }
+
+    /// Whether sent payloads are being compressed.
+    pub fn is_compressing(&self) -> bool {
+        self.deflater.is_active()
     }
 
     /// Bytes waiting to be written to the socket.
@@ -307,23 +374,40 @@ impl Tx {
         }
         let start = self.out.len();
         self.out.extend_from_slice(&[0; 5]);
-        build(&mut self.out);
-        let payload_len = self.out.len() - start - 5;
-        if payload_len == 0 || payload_len > MAX_SEND_PAYLOAD {
-            self.out.truncate(start);
-            return None;
-        }
+        let payload_len = if self.deflater.is_active() {
+            self.scratch.clear();
+            build(&mut self.scratch);
+            let raw_len = self.scratch.len();
+            if raw_len == 0
+                || raw_len > MAX_SEND_PAYLOAD
+                || !self.deflater.compress(&self.scratch, &mut self.out)
+            {
+                self.out.truncate(start);
+                return None;
+            }
+            raw_len
+        } else {
+            build(&mut self.out);
+            let n = self.out.len() - start - 5;
+            if n == 0 || n > MAX_SEND_PAYLOAD {
+                self.out.truncate(start);
+                return None;
+            }
+            n
+        };
+        // What goes on the wire: the payload as built, or compressed.
+        let wire_len = self.out.len() - start - 5;
         let bs = self.sealer.block_size();
         let covered = if self.sealer.length_excluded_from_alignment() {
-            1 + payload_len
+            1 + wire_len
         } else {
-            5 + payload_len
+            5 + wire_len
         };
         let mut pad = bs - covered % bs;
         if pad < 4 {
             pad += bs;
         }
-        let packet_len = 1 + payload_len + pad;
+        let packet_len = 1 + wire_len + pad;
         if let Some(header) = self.out.get_mut(start..start + 5) {
             let [l0, l1, l2, l3] = (packet_len as u32).to_be_bytes();
             header.copy_from_slice(&[l0, l1, l2, l3, pad as u8]);
@@ -345,6 +429,7 @@ impl Tx {
 mod tests {
     use super::*;
     use crate::cipher;
+    use crate::mac::{self, MacAlgorithm};
 
     struct Counter(u8);
     impl SecureRandom for Counter {
@@ -357,25 +442,42 @@ mod tests {
     }
 
     fn pair(alg: Option<cipher::CipherAlgorithm>) -> (Tx, Rx) {
+        pair_with_mac(alg, mac::HMAC_SHA2_256_ETM)
+    }
+
+    /// `mac` is used only when the cipher needs one.
+    fn pair_with_mac(alg: Option<cipher::CipherAlgorithm>, mac: MacAlgorithm) -> (Tx, Rx) {
         let mut tx = Tx::default();
         let mut rx = Rx::default();
         if let Some(alg) = alg {
             let key = vec![1; alg.key_len];
             let iv = vec![2; alg.iv_len];
-            tx.set_sealer(alg.sealer(&key, &iv).unwrap());
-            rx.set_opener(alg.opener(&key, &iv).unwrap());
+            let mac_key = vec![3; mac.key_len];
+            let mac = (!alg.aead).then_some((mac, &mac_key[..]));
+            tx.set_sealer(alg.sealer_with_mac(&key, &iv, mac).unwrap());
+            rx.set_opener(alg.opener_with_mac(&key, &iv, mac).unwrap());
         }
         (tx, rx)
     }
 
+    /// Every cipher, and every MAC with each cipher that takes one.
+    fn every_protection() -> Vec<(Option<cipher::CipherAlgorithm>, MacAlgorithm)> {
+        let mut v = vec![(None, mac::HMAC_SHA2_256)];
+        for c in cipher::ALL {
+            if c.aead {
+                v.push((Some(*c), mac::HMAC_SHA2_256));
+            } else {
+                v.extend(mac::ALL.iter().map(|m| (Some(*c), *m)));
+            }
+        }
+        v
+    }
+
     #[test]
-    fn packets_round_trip_byte_by_byte_for_every_cipher() {
+    fn packets_round_trip_byte_by_byte_for_every_cipher_and_mac() {
         let mut rng = Counter(0);
-        for alg in [None]
-            .into_iter()
-            .chain(cipher::ALL.iter().copied().map(Some))
-        {
-            let (mut tx, mut rx) = pair(alg);
+        for (alg, mac) in every_protection() {
+            let (mut tx, mut rx) = pair_with_mac(alg, mac);
             let payloads: Vec<Vec<u8>> = (1..40usize)
                 .map(|n| (0..n * 37).map(|i| i as u8).collect())
                 .collect();
@@ -389,10 +491,10 @@ mod tests {
             for b in &wire {
                 rx.append(std::slice::from_ref(b));
                 while let Some(r) = rx.next_packet().unwrap() {
-                    got.push(rx.payload(&r.payload).to_vec());
+                    got.push(rx.payload(&r).to_vec());
                 }
             }
-            assert_eq!(got, payloads, "{alg:?}");
+            assert_eq!(got, payloads, "{alg:?} {mac:?}");
             assert_eq!(rx.seq, payloads.len() as u32);
         }
     }
@@ -421,7 +523,8 @@ mod tests {
             rx.commit(n);
             at += n;
             while let Some(r) = rx.next_packet().unwrap() {
-                got.push(rx.payload(&r.payload).to_vec());
+                assert!(!r.inflated);
+                got.push(rx.payload(&r).to_vec());
             }
         }
         assert_eq!(got, payloads);
@@ -437,7 +540,7 @@ mod tests {
     #[test]
     fn aead_packets_align_without_the_length_field_like_openssh() {
         let mut rng = Counter(0);
-        for alg in cipher::ALL {
+        for alg in cipher::ALL.iter().filter(|c| c.aead) {
             let (mut tx, mut rx) = pair(Some(*alg));
             for n in 1..100usize {
                 tx.frame(&mut rng, &mut |b| b.resize(b.len() + n, 7))
@@ -489,20 +592,140 @@ mod tests {
     #[test]
     fn flipped_byte_is_an_integrity_error_and_nothing_is_delivered() {
         let mut rng = Counter(0);
-        for alg in cipher::ALL {
-            let (mut tx, mut rx) = pair(Some(*alg));
+        for (alg, mac) in every_protection().into_iter().filter(|(a, _)| a.is_some()) {
+            let (mut tx, _) = pair_with_mac(alg, mac);
             tx.frame(&mut rng, &mut |b| b.extend_from_slice(b"\x5ehello"))
                 .unwrap();
-            let mut wire = tx.output().to_vec();
-            wire[9] ^= 0x80;
-            rx.append(&wire);
-            assert_eq!(
-                rx.next_packet(),
-                Err(PacketError::Integrity),
-                "{}",
-                alg.name
-            );
+            let wire = tx.output().to_vec();
+            // Every byte after the length: payload, padding and the tag itself.
+            for at in 4..wire.len() {
+                let (_, mut rx) = pair_with_mac(alg, mac);
+                let mut bad = wire.clone();
+                bad[at] ^= 0x80;
+                rx.append(&bad);
+                assert_eq!(
+                    rx.next_packet(),
+                    Err(PacketError::Integrity),
+                    "{alg:?} {mac:?} byte {at}"
+                );
+            }
         }
+    }
+
+    /// Encrypt-and-MAC: the length is inside the first encrypted block, and reading it must not
+    /// consume keystream that the packet body needs. Encrypt-then-MAC: the length is clear and
+    /// only the rest is aligned, as OpenSSH does.
+    #[test]
+    fn ctr_lengths_encrypted_or_clear_by_mac_mode() {
+        let mut rng = Counter(0);
+        for mac in mac::ALL {
+            let (mut tx, mut rx) = pair_with_mac(Some(cipher::AES128_CTR), *mac);
+            for n in 1..60usize {
+                tx.frame(&mut rng, &mut |b| b.resize(b.len() + n, 9)).unwrap();
+                let out = tx.output().to_vec();
+                tx.consume(out.len());
+                let clear = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
+                let len = out.len() - 4 - mac.tag_len;
+                if mac.etm {
+                    assert_eq!(clear, len, "{mac:?}");
+                    assert_eq!(len % 16, 0);
+                } else {
+                    assert_ne!(clear, len, "{mac:?}: the length is encrypted");
+                    assert_eq!((len + 4) % 16, 0);
+                }
+                // Asking for the length twice gives the same answer and costs nothing.
+                let head: [u8; 4] = out[..4].try_into().unwrap();
+                assert_eq!(rx.opener.packet_length(rx.seq, head) as usize, len);
+                assert_eq!(rx.opener.packet_length(rx.seq, head) as usize, len);
+                rx.append(&out);
+                let r = rx.next_packet().unwrap().unwrap();
+                assert_eq!(rx.payload(&r), &vec![9u8; n][..]);
+            }
+        }
+    }
+
+    /// Encrypt-then-MAC checks the tag before decrypting: a packet with a bad tag is refused
+    /// even when its (clear) length is valid, and E&M refuses a packet whose length decrypts
+    /// to something out of bounds before waiting for the body.
+    #[test]
+    fn ctr_mac_failures_are_refused_in_both_modes() {
+        let mut rng = Counter(0);
+        let (mut tx, mut rx) = pair_with_mac(Some(cipher::AES256_CTR), mac::HMAC_SHA2_512_ETM);
+        tx.frame(&mut rng, &mut |b| b.extend_from_slice(b"\x5eabc")).unwrap();
+        let mut wire = tx.output().to_vec();
+        let last = wire.len() - 1;
+        wire[last] ^= 1;
+        rx.append(&wire);
+        assert_eq!(rx.next_packet(), Err(PacketError::Integrity));
+        let (_, mut rx) = pair_with_mac(Some(cipher::AES256_CTR), mac::HMAC_SHA2_512);
+        rx.append(&[0xde, 0xad, 0xbe, 0xef]);
+        assert!(matches!(
+            rx.next_packet(),
+            Err(PacketError::TooLong(_) | PacketError::BadLength(_))
+        ));
+    }
+
+    #[test]
+    fn compressed_packets_round_trip_and_uncompressed_stay_in_place() {
+        let mut rng = Counter(0);
+        for (alg, mac) in every_protection() {
+            let (mut tx, mut rx) = pair_with_mac(alg, mac);
+            let plain = b"\x5eNOT COMPRESSED YET".to_vec();
+            tx.frame(&mut rng, &mut |b| b.extend_from_slice(&plain)).unwrap();
+            tx.set_compression(Compression::ZlibOpenssh, false);
+            rx.append(tx.output());
+            tx.consume(tx.output().len());
+            let r = rx.next_packet().unwrap().unwrap();
+            assert!(!r.inflated);
+            assert_eq!(rx.payload(&r), &plain[..]);
+            rx.set_compression(Compression::ZlibOpenssh, false);
+            tx.start_delayed_compression();
+            rx.start_delayed_compression();
+            assert!(tx.is_compressing() && rx.is_compressing());
+            let payloads: Vec<Vec<u8>> = (0..50usize)
+                .map(|i| {
+                    let mut p = b"\x5e".to_vec();
+                    p.extend(std::iter::repeat_n(b"row of a table, ", i * 40).flatten());
+                    p
+                })
+                .collect();
+            let mut raw = 0;
+            for p in &payloads {
+                assert_eq!(tx.frame(&mut rng, &mut |b| b.extend_from_slice(p)), Some(p.len()));
+                raw += p.len();
+            }
+            let wire = tx.output().to_vec();
+            assert!(wire.len() * 10 < raw, "{} for {raw}", wire.len());
+            let mut got = Vec::new();
+            for chunk in wire.chunks(1000) {
+                rx.append(chunk);
+                while let Some(r) = rx.next_packet().unwrap() {
+                    assert!(r.inflated);
+                    got.push(rx.payload(&r).to_vec());
+                }
+            }
+            assert_eq!(got, payloads, "{alg:?} {mac:?}");
+        }
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused() {
+        let mut rng = Counter(0);
+        let (mut tx, mut rx) = pair(Some(cipher::AES128_GCM));
+        // The sender's own limit does not apply to what a hostile peer sends: compress a huge
+        // payload by hand and frame the result as an uncompressed packet.
+        let mut d = Deflater::default();
+        d.new_keys(Compression::Zlib, true);
+        let mut bomb = Vec::new();
+        assert!(d.compress(&vec![0x5e; 10 * 1024 * 1024], &mut bomb));
+        assert!(bomb.len() < 20 * 1024, "{}", bomb.len());
+        tx.frame(&mut rng, &mut |b| b.extend_from_slice(&bomb)).unwrap();
+        rx.set_compression(Compression::Zlib, true);
+        rx.append(tx.output());
+        assert_eq!(
+            rx.next_packet(),
+            Err(PacketError::Decompress(DecompressError::TooLarge))
+        );
     }
 
     #[test]

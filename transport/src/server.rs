@@ -1,12 +1,18 @@
 //! A minimal server-side transport, built from the same codecs as the client, for in-memory
-//! tests of this crate and of the layers above. It is not a server product: one Ed25519 host
-//! key, no user-facing policy, and switches to misbehave on purpose.
+//! tests of this crate and of the layers above. It is not a server product: one host key
+//! (Ed25519 or ECDSA), no user-facing policy, and switches to misbehave on purpose.
+//!
+//! Delayed compression starts the way OpenSSH's server starts it: right after it sends
+//! SSH_MSG_USERAUTH_SUCCESS, which a test sends as a payload like any other.
 
 use std::collections::VecDeque;
 
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use p521::ecdsa::signature::hazmat::PrehashSigner as _;
+use ring::signature::{self as ring_sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
 
 use crate::cipher::{self, CipherAlgorithm, PacketOpener};
+use crate::compress::Compression;
+use crate::mac::{self, MacAlgorithm};
 use crate::error::Error;
 use crate::hostkey::{PublicKey, SignatureAlgorithm};
 use crate::kex::{self, ExtInfo, KexAlgorithm, KexInit, Negotiated, ServerKex, ServerStep};
@@ -28,6 +34,12 @@ pub struct ServerConfig {
     pub kex: Vec<KexAlgorithm>,
     /// Ciphers offered.
     pub ciphers: Vec<CipherAlgorithm>,
+    /// MACs offered (both directions).
+    pub macs: Vec<MacAlgorithm>,
+    /// Compression methods offered (both directions).
+    pub compression: Vec<Compression>,
+    /// The host key's type; the key itself comes from `host_key_seed`.
+    pub host_key_type: TestHostKey,
     /// Offer OpenSSH's strict kex.
     pub strict_kex: bool,
     /// Offer and send EXT_INFO with this server-sig-algs list.
@@ -45,6 +57,9 @@ impl Default for ServerConfig {
             banner_lines: Vec::new(),
             kex: KexAlgorithm::ALL.to_vec(),
             ciphers: cipher::ALL.to_vec(),
+            macs: mac::ALL.to_vec(),
+            compression: Compression::ALL.to_vec(),
+            host_key_type: TestHostKey::Ed25519,
             strict_kex: true,
             server_sig_algs: Some(vec![
                 "ssh-ed25519".into(),
@@ -54,6 +69,129 @@ impl Default for ServerConfig {
             host_key_seed: [0x11; 32],
             ignore_before_kexinit: false,
         }
+    }
+}
+
+/// The host key types the test server can sign with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TestHostKey {
+    /// `ssh-ed25519`
+    Ed25519,
+    /// `ecdsa-sha2-nistp256`
+    EcdsaP256,
+    /// `ecdsa-sha2-nistp384`
+    EcdsaP384,
+    /// `ecdsa-sha2-nistp521`
+    EcdsaP521,
+}
+
+impl TestHostKey {
+    /// The host key algorithm it signs with.
+    pub fn algorithm(self) -> SignatureAlgorithm {
+        match self {
+            Self::Ed25519 => SignatureAlgorithm::Ed25519,
+            Self::EcdsaP256 => SignatureAlgorithm::EcdsaP256,
+            Self::EcdsaP384 => SignatureAlgorithm::EcdsaP384,
+            Self::EcdsaP521 => SignatureAlgorithm::EcdsaP521,
+        }
+    }
+}
+
+/// A host key pair. The ECDSA keys from ring are random (ring makes its own); the others
+/// derive from the configured seed.
+enum HostKeyPair {
+    Ed25519(Ed25519KeyPair),
+    Ring(EcdsaKeyPair, SignatureAlgorithm, &'static str),
+    P521(Box<p521::ecdsa::SigningKey>),
+}
+
+impl HostKeyPair {
+    fn new(kind: TestHostKey, seed: [u8; 32]) -> Option<Self> {
+        let ring_ecdsa = |alg: &'static ring_sig::EcdsaSigningAlgorithm, sig, curve| {
+            let rng = ring::rand::SystemRandom::new();
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).ok()?;
+            let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).ok()?;
+            Some(Self::Ring(pair, sig, curve))
+        };
+        match kind {
+            TestHostKey::Ed25519 => Ed25519KeyPair::from_seed_unchecked(&seed)
+                .ok()
+                .map(Self::Ed25519),
+            TestHostKey::EcdsaP256 => ring_ecdsa(
+                &ring_sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+                SignatureAlgorithm::EcdsaP256,
+                "nistp256",
+            ),
+            TestHostKey::EcdsaP384 => ring_ecdsa(
+                &ring_sig::ECDSA_P384_SHA384_FIXED_SIGNING,
+                SignatureAlgorithm::EcdsaP384,
+                "nistp384",
+            ),
+            TestHostKey::EcdsaP521 => {
+                // SHA-512 of the seed is below the group order with a 2-byte zero prefix.
+                let mut scalar = [0u8; 66];
+                let d = ring::digest::digest(&ring::digest::SHA512, &seed);
+                scalar.get_mut(2..)?.copy_from_slice(d.as_ref());
+                let key = p521::ecdsa::SigningKey::from_slice(&scalar).ok()?;
+                Some(Self::P521(Box::new(key)))
+            }
+        }
+    }
+
+    fn algorithm(&self) -> SignatureAlgorithm {
+        match self {
+            Self::Ed25519(_) => SignatureAlgorithm::Ed25519,
+            Self::Ring(_, alg, _) => *alg,
+            Self::P521(_) => SignatureAlgorithm::EcdsaP521,
+        }
+    }
+
+    fn public_key(&self) -> Option<PublicKey> {
+        let ecdsa_blob = |curve: &str, point: &[u8]| {
+            let mut blob = Vec::new();
+            blob.put_str(&format!("ecdsa-sha2-{curve}"));
+            blob.put_str(curve);
+            blob.put_string(point);
+            PublicKey::from_blob(&blob).ok()
+        };
+        match self {
+            Self::Ed25519(pair) => {
+                let pk: [u8; 32] = pair.public_key().as_ref().try_into().ok()?;
+                Some(PublicKey::ed25519(&pk))
+            }
+            Self::Ring(pair, _, curve) => ecdsa_blob(curve, pair.public_key().as_ref()),
+            Self::P521(key) => ecdsa_blob("nistp521", &key.verifying_key().to_sec1_bytes()),
+        }
+    }
+
+    /// The SSH signature blob over `h`.
+    fn sign(&self, h: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.put_str(self.algorithm().name());
+        let mut inner = Vec::new();
+        match self {
+            Self::Ed25519(pair) => inner.extend_from_slice(pair.sign(h).as_ref()),
+            Self::Ring(pair, _, _) => {
+                let rng = ring::rand::SystemRandom::new();
+                if let Ok(sig) = pair.sign(&rng, h) {
+                    let (r, s) = sig.as_ref().split_at(sig.as_ref().len() / 2);
+                    inner.put_mpint(r);
+                    inner.put_mpint(s);
+                }
+            }
+            Self::P521(key) => {
+                let digest = ring::digest::digest(&ring::digest::SHA512, h);
+                let sig: Result<p521::ecdsa::Signature, _> = key.sign_prehash(digest.as_ref());
+                if let Ok(sig) = sig {
+                    let (r, s) = sig.split_bytes();
+                    inner.put_mpint(&r);
+                    inner.put_mpint(&s);
+                }
+            }
+        }
+        out.put_string(&inner);
+        out
     }
 }
 
@@ -82,13 +220,14 @@ enum Kex {
     },
     ExpectNewKeys {
         opener: Box<dyn PacketOpener>,
+        compression: Compression,
     },
 }
 
 /// The server side of one connection.
 pub struct ServerTransport {
     config: ServerConfig,
-    host_key: Ed25519KeyPair,
+    host_key: HostKeyPair,
     rng: Box<dyn SecureRandom>,
     rx: Rx,
     tx: Tx,
@@ -101,6 +240,8 @@ pub struct ServerTransport {
     queued: Vec<Vec<u8>>,
     events: VecDeque<bool>,
     error: Option<Error>,
+    /// Whether USERAUTH_SUCCESS was sent (delayed compression may run).
+    authenticated: bool,
     /// How many key exchanges completed.
     pub kex_count: u64,
 }
@@ -116,8 +257,8 @@ impl core::fmt::Debug for ServerTransport {
 impl ServerTransport {
     /// A server that has queued its banner, version line and KEXINIT.
     pub fn new(config: ServerConfig, rng: Box<dyn SecureRandom>) -> Self {
-        let host_key = Ed25519KeyPair::from_seed_unchecked(&config.host_key_seed)
-            .unwrap_or_else(|_| unreachable!("any 32-byte seed is a valid Ed25519 key"));
+        let host_key = HostKeyPair::new(config.host_key_type, config.host_key_seed)
+            .unwrap_or_else(|| unreachable!("test host keys are always valid"));
         let mut s = Self {
             config,
             host_key,
@@ -133,6 +274,7 @@ impl ServerTransport {
             queued: Vec::new(),
             events: VecDeque::new(),
             error: None,
+            authenticated: false,
             kex_count: 0,
         };
         for line in s.config.banner_lines.clone() {
@@ -152,9 +294,14 @@ impl ServerTransport {
 
     /// The server's host public key.
     pub fn host_public_key(&self) -> PublicKey {
-        let mut pk = [0u8; 32];
-        pk.copy_from_slice(self.host_key.public_key().as_ref());
-        PublicKey::ed25519(&pk)
+        self.host_key
+            .public_key()
+            .unwrap_or_else(|| unreachable!("test host keys always encode"))
+    }
+
+    /// Whether the server compresses what it sends now, and inflates what it receives.
+    pub fn is_compressing(&self) -> (bool, bool) {
+        (self.tx.is_compressing(), self.rx.is_compressing())
     }
 
     /// The session identifier.
@@ -218,7 +365,7 @@ impl ServerTransport {
                     continue;
                 }
             };
-            let payload = self.rx.payload(&r.payload).to_vec();
+            let payload = self.rx.payload(&r).to_vec();
             let msg = MessageType::of(&payload).unwrap_or(MessageType(0));
             if msg.is_kex() {
                 if let Err(e) = self.handle_kex(msg, &payload) {
@@ -229,7 +376,7 @@ impl ServerTransport {
             if msg == MessageType::IGNORE || msg == MessageType::DEBUG {
                 continue;
             }
-            break r.payload;
+            break r;
         };
         Ok(Some(ServerEvent::Payload(self.rx.payload(&range))))
     }
@@ -279,12 +426,7 @@ impl ServerTransport {
                     i_s: &ours_bytes,
                 };
                 let host_key = &self.host_key;
-                let mut sign = |h: &[u8]| {
-                    let mut signature = Vec::new();
-                    signature.put_str(SignatureAlgorithm::Ed25519.name());
-                    signature.put_string(host_key.sign(h).as_ref());
-                    signature
-                };
+                let mut sign = |h: &[u8]| host_key.sign(h);
                 let step = method
                     .handle(payload, &prefix, &k_s, &mut sign, self.rng.as_mut())
                     .map_err(|e| Error::KeyExchange(e.to_string()))?;
@@ -310,9 +452,11 @@ impl ServerTransport {
                     .frame(self.rng.as_mut(), &mut |b| b.push(MessageType::NEWKEYS.0));
                 let sealer = n
                     .cipher_s2c
-                    .sealer(&s2c.key, &s2c.iv)
+                    .sealer_with_mac(&s2c.key, &s2c.iv, s2c.mac(n.mac_s2c))
                     .ok_or_else(|| Error::KeyExchange("key length".into()))?;
                 self.tx.set_sealer(sealer);
+                self.tx
+                    .set_compression(n.compression_s2c, self.authenticated);
                 if self.strict {
                     self.tx.seq = 0;
                 }
@@ -330,17 +474,26 @@ impl ServerTransport {
                     }
                 }
                 for p in core::mem::take(&mut self.queued) {
-                    self.tx
-                        .frame(self.rng.as_mut(), &mut |b| b.extend_from_slice(&p));
+                    self.frame_payload(&p);
                 }
                 let opener = n
                     .cipher_c2s
-                    .opener(&c2s.key, &c2s.iv)
+                    .opener_with_mac(&c2s.key, &c2s.iv, c2s.mac(n.mac_c2s))
                     .ok_or_else(|| Error::KeyExchange("key length".into()))?;
-                self.kex = Kex::ExpectNewKeys { opener };
+                self.kex = Kex::ExpectNewKeys {
+                    opener,
+                    compression: n.compression_c2s,
+                };
             }
-            (Kex::ExpectNewKeys { opener }, MessageType::NEWKEYS) => {
+            (
+                Kex::ExpectNewKeys {
+                    opener,
+                    compression,
+                },
+                MessageType::NEWKEYS,
+            ) => {
                 self.rx.set_opener(opener);
+                self.rx.set_compression(compression, self.authenticated);
                 if self.strict {
                     self.rx.seq = 0;
                 }
@@ -383,12 +536,14 @@ impl ServerTransport {
             .iter()
             .map(|c| c.name.to_owned())
             .collect();
+        let names = |v: Vec<&str>| v.into_iter().map(str::to_owned).collect();
         let ours = KexInit::new(
             self.rng.as_mut(),
             kex,
-            vec![SignatureAlgorithm::Ed25519.name().into()],
+            vec![self.host_key.algorithm().name().into()],
             ciphers,
-            vec!["hmac-sha2-256".into()],
+            names(self.config.macs.iter().map(|m| m.name).collect()),
+            names(self.config.compression.iter().map(|c| c.name()).collect()),
         );
         let mut ours_bytes = Vec::new();
         ours.encode(&mut ours_bytes);
@@ -398,13 +553,27 @@ impl ServerTransport {
     }
 }
 
+impl ServerTransport {
+    /// Frames one payload; after USERAUTH_SUCCESS, delayed compression starts both ways, as
+    /// OpenSSH's server starts it once that message is on its way.
+    fn frame_payload(&mut self, p: &[u8]) {
+        self.tx
+            .frame(self.rng.as_mut(), &mut |b| b.extend_from_slice(p));
+        if p.first() == Some(&MessageType::USERAUTH_SUCCESS.0) && !self.authenticated {
+            self.authenticated = true;
+            self.tx.start_delayed_compression();
+            self.rx.start_delayed_compression();
+        }
+    }
+}
+
 impl PayloadSink for ServerTransport {
     fn send_with(&mut self, build: &mut dyn FnMut(&mut Vec<u8>)) {
+        let mut p = Vec::new();
+        build(&mut p);
         if matches!(self.kex, Kex::Idle | Kex::ExpectNewKeys { .. }) {
-            self.tx.frame(self.rng.as_mut(), build);
+            self.frame_payload(&p);
         } else {
-            let mut p = Vec::new();
-            build(&mut p);
             self.queued.push(p);
         }
     }
@@ -446,7 +615,7 @@ impl ServerTransport {
     /// Test hook: a different host key for the next key exchange.
     pub fn replace_host_key(&mut self, seed: [u8; 32]) {
         self.config.host_key_seed = seed;
-        self.host_key = Ed25519KeyPair::from_seed_unchecked(&seed)
-            .unwrap_or_else(|_| unreachable!("any 32-byte seed is a valid Ed25519 key"));
+        self.host_key = HostKeyPair::new(self.config.host_key_type, seed)
+            .unwrap_or_else(|| unreachable!("test host keys are always valid"));
     }
 }

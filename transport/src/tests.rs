@@ -376,6 +376,7 @@ fn server_kexinit(strict: bool) -> Vec<u8> {
         vec!["ssh-ed25519".into()],
         vec!["aes128-gcm@openssh.com".into()],
         vec![],
+        vec!["none".into()],
     );
     let mut b = Vec::new();
     k.encode(&mut b);

@@ -10,7 +10,8 @@ use super::{
 
 /// The keys forwarder implements, for error messages.
 pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, UserKnownHostsFile, \
-     StrictHostKeyChecking, Ciphers, KexAlgorithms, HostKeyAlgorithms, ConnectTimeout, \
+     StrictHostKeyChecking, Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, \
+     PubkeyAcceptedAlgorithms, ConnectTimeout, \
      ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, BatchMode, LocalForward, \
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily and HashKnownHosts";
 
@@ -62,7 +63,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "knownhostscommand",
     "localcommand",
     "logverbose",
-    "macs",
     "match",
     "nohostauthenticationforlocalhost",
     "numberofpasswordprompts",
@@ -74,8 +74,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "proxycommand",
     "proxyjump",
     "proxyusefdpass",
-    "pubkeyacceptedalgorithms",
-    "pubkeyacceptedkeytypes",
     "remotecommand",
     "remoteforward",
     "requestty",
@@ -160,6 +158,14 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
         "ciphers" => {
             let list = algorithm_list(one(key, &args)?, key)?;
             set_first(&mut p.ciphers, list);
+        }
+        "macs" => {
+            let list = algorithm_list(one(key, &args)?, key)?;
+            set_first(&mut p.macs, list);
+        }
+        "pubkeyacceptedalgorithms" | "pubkeyacceptedkeytypes" => {
+            let list = algorithm_list(one(key, &args)?, key)?;
+            set_first(&mut p.pubkey_accepted_algorithms, list);
         }
         "kexalgorithms" => {
             let list = algorithm_list(one(key, &args)?, key)?;

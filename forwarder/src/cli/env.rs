@@ -118,6 +118,8 @@ pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError>
         strict_host_key_checking: p.strict.unwrap_or(StrictHostKeyChecking::Yes),
         ciphers: p.flag_ciphers.or(p.ciphers),
         kex_algorithms: p.kex_algorithms,
+        macs: p.flag_macs.or(p.macs),
+        pubkey_accepted_algorithms: p.pubkey_accepted_algorithms,
         host_key_algorithms: p.host_key_algorithms,
         connect_timeout: p.connect_timeout.flatten(),
         server_alive_interval: p.server_alive_interval.flatten(),

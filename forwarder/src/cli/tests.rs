@@ -517,7 +517,50 @@ fn unknown_and_unsupported_keys() {
         "{e}"
     );
     assert!(err(&["-o", "remoteforward=1 h:2", "h"]).contains("-o remoteforward is an OpenSSH"));
-    assert!(err(&["-o", "Macs=hmac-sha2-256", "h"]).contains("does not support"));
+    assert!(err(&["-o", "ProxyCommand=nc %h %p", "h"]).contains("does not support"));
+}
+
+#[test]
+fn macs_and_pubkey_algorithms_are_taken_raw() {
+    let o = run(&[
+        "-o",
+        "MACs=+hmac-sha1",
+        "-o",
+        "PubkeyAcceptedAlgorithms=-ssh-rsa",
+        "h",
+    ]);
+    assert_eq!(o.macs.as_deref(), Some("+hmac-sha1"));
+    assert_eq!(o.pubkey_accepted_algorithms.as_deref(), Some("-ssh-rsa"));
+    // -m wins over -o MACs wherever it appears, as -c does over Ciphers.
+    let o = run(&["-o", "MACs=hmac-sha2-512", "h", "-m", "hmac-sha2-256"]);
+    assert_eq!(o.macs.as_deref(), Some("hmac-sha2-256"));
+    let o = run(&["-o", "PubkeyAcceptedKeyTypes=rsa-sha2-256", "h"]);
+    assert_eq!(
+        o.pubkey_accepted_algorithms.as_deref(),
+        Some("rsa-sha2-256")
+    );
+}
+
+#[test]
+fn query_and_keygen_commands() {
+    assert!(matches!(parse(&["-Q", "cipher"]), Ok(Command::Query(q)) if q == "cipher"));
+    assert!(matches!(parse(&["-Qkex"]), Ok(Command::Query(q)) if q == "kex"));
+    match parse(&[
+        "keygen",
+        "-t",
+        "ed25519",
+        "-f",
+        "/tmp/x",
+        "--permit-open",
+        "db:5432",
+    ]) {
+        Ok(Command::Keygen(k)) => {
+            assert_eq!(k.key_type, crate::cli::keygen::KeygenType::Ed25519);
+            assert_eq!(k.permit_open, ["db:5432"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(parse(&["keygen", "-t", "dsa"]).is_err());
 }
 
 #[test]

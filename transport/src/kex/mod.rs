@@ -14,6 +14,8 @@ pub use curve25519::{AgreementError, Curve25519, X25519Agreement};
 pub use single::SinglePass;
 
 use crate::cipher::{self, CipherAlgorithm};
+use crate::compress::Compression;
+use crate::mac::{self, MacAlgorithm};
 use crate::hostkey::SignatureAlgorithm;
 use crate::msg::{DisconnectReason, MessageType};
 use crate::random::SecureRandom;
@@ -341,13 +343,14 @@ impl KexInit {
         out.put_u32(0);
     }
 
-    /// A KEXINIT with a fresh cookie.
+    /// A KEXINIT with a fresh cookie and the same lists for both directions.
     pub fn new(
         rng: &mut dyn SecureRandom,
         kex: Vec<String>,
         host_key: Vec<String>,
         ciphers: Vec<String>,
         macs: Vec<String>,
+        compression: Vec<String>,
     ) -> Self {
         let mut cookie = [0u8; 16];
         rng.fill(&mut cookie);
@@ -359,8 +362,8 @@ impl KexInit {
             cipher_s2c: ciphers,
             mac_c2s: macs.clone(),
             mac_s2c: macs,
-            comp_c2s: vec!["none".into()],
-            comp_s2c: vec!["none".into()],
+            comp_c2s: compression.clone(),
+            comp_s2c: compression,
             lang_c2s: Vec::new(),
             lang_s2c: Vec::new(),
             first_kex_packet_follows: false,
@@ -390,6 +393,14 @@ pub struct Negotiated {
     pub cipher_c2s: CipherAlgorithm,
     /// Cipher server to client.
     pub cipher_s2c: CipherAlgorithm,
+    /// MAC client to server; `None` with an AEAD cipher, which authenticates by itself.
+    pub mac_c2s: Option<MacAlgorithm>,
+    /// MAC server to client; `None` with an AEAD cipher.
+    pub mac_s2c: Option<MacAlgorithm>,
+    /// Compression client to server.
+    pub compression_c2s: Compression,
+    /// Compression server to client.
+    pub compression_s2c: Compression,
     /// Whether both sides run OpenSSH's strict key exchange.
     pub strict: bool,
 }
@@ -404,6 +415,20 @@ impl fmt::Display for Negotiated {
         if self.cipher_s2c != self.cipher_c2s {
             write!(f, "/{}", self.cipher_s2c.name)?;
         }
+        if self.mac_c2s.is_some() || self.mac_s2c.is_some() {
+            let name = |m: Option<MacAlgorithm>| m.map_or("(cipher's own)", |m| m.name);
+            write!(f, ", MAC {}", name(self.mac_c2s))?;
+            if self.mac_s2c != self.mac_c2s {
+                write!(f, "/{}", name(self.mac_s2c))?;
+            }
+        }
+        if self.compression_c2s != Compression::None || self.compression_s2c != Compression::None
+        {
+            write!(f, ", compression {}", self.compression_c2s)?;
+            if self.compression_s2c != self.compression_c2s {
+                write!(f, "/{}", self.compression_s2c)?;
+            }
+        }
         if self.strict {
             f.write_str(", strict kex")?;
         }
@@ -413,6 +438,29 @@ impl fmt::Display for Negotiated {
 
 fn is_pseudo(name: &str) -> bool {
     name == EXT_INFO_C || name == EXT_INFO_S || name == STRICT_KEX_C || name == STRICT_KEX_S
+}
+
+/// The MAC for a direction: none for an AEAD cipher (the lists are not consulted, as in
+/// OpenSSH), otherwise the client's first choice the server also offers, never `none`.
+fn choose_mac(
+    what: &'static str,
+    cipher: &CipherAlgorithm,
+    client: &[String],
+    server: &[String],
+) -> Result<Option<MacAlgorithm>, NoCommonAlgorithm> {
+    if cipher.aead {
+        return Ok(None);
+    }
+    // `none` is dropped from both lists: a cipher that needs a MAC never runs without one,
+    // whatever either side offers.
+    let real = |l: &[String]| -> Vec<String> { l.iter().filter(|m| *m != "none").cloned().collect() };
+    let (client, server) = (real(client), real(server));
+    let name = choose(what, &client, &server)?;
+    mac::by_name(name).map(Some).ok_or_else(|| NoCommonAlgorithm {
+        what,
+        ours: name.to_owned(),
+        theirs: "(not implemented here)".into(),
+    })
 }
 
 fn choose<'a>(
@@ -466,14 +514,28 @@ pub fn negotiate(
     )?;
     let cipher_c2s = cipher::by_name(c2s).ok_or_else(|| unknown("cipher", c2s))?;
     let cipher_s2c = cipher::by_name(s2c).ok_or_else(|| unknown("cipher", s2c))?;
-    // Only AEAD ciphers are implemented, so the MAC lists are not consulted (as RFC 5647 and
-    // OpenSSH do for AEAD ciphers).
-    choose(
+    let mac_c2s = choose_mac(
+        "MAC client to server",
+        &cipher_c2s,
+        &client.mac_c2s,
+        &server.mac_c2s,
+    )?;
+    let mac_s2c = choose_mac(
+        "MAC server to client",
+        &cipher_s2c,
+        &client.mac_s2c,
+        &server.mac_s2c,
+    )?;
+    let comp = |what: &'static str, c: &[String], s: &[String]| {
+        let name = choose(what, c, s)?;
+        Compression::from_name(name).ok_or_else(|| unknown(what, name))
+    };
+    let compression_c2s = comp(
         "compression client to server",
         &client.comp_c2s,
         &server.comp_c2s,
     )?;
-    choose(
+    let compression_s2c = comp(
         "compression server to client",
         &client.comp_s2c,
         &server.comp_s2c,
@@ -486,6 +548,10 @@ pub fn negotiate(
         host_key,
         cipher_c2s,
         cipher_s2c,
+        mac_c2s,
+        mac_s2c,
+        compression_c2s,
+        compression_s2c,
         strict,
     })
 }
@@ -739,6 +805,8 @@ pub struct DirectionKeys {
     pub key: Zeroizing<Vec<u8>>,
     /// Cipher IV.
     pub iv: Zeroizing<Vec<u8>>,
+    /// Integrity (MAC) key; empty with an AEAD cipher.
+    pub mac_key: Zeroizing<Vec<u8>>,
 }
 
 impl fmt::Debug for DirectionKeys {
@@ -747,7 +815,15 @@ impl fmt::Debug for DirectionKeys {
     }
 }
 
-/// Derives both directions' keys (IV c2s 'A', s2c 'B', key c2s 'C', s2c 'D').
+impl DirectionKeys {
+    /// The MAC and its key, as [`CipherAlgorithm::sealer_with_mac`] takes them.
+    pub fn mac(&self, mac: Option<MacAlgorithm>) -> Option<(MacAlgorithm, &[u8])> {
+        mac.map(|m| (m, &self.mac_key[..]))
+    }
+}
+
+/// Derives both directions' keys (IV c2s 'A', s2c 'B', key c2s 'C', s2c 'D', integrity c2s
+/// 'E', s2c 'F').
 pub fn derive_directions(
     n: &Negotiated,
     k: &[u8],
@@ -755,13 +831,16 @@ pub fn derive_directions(
     session_id: &[u8],
 ) -> (DirectionKeys, DirectionKeys) {
     let alg = n.kex.hash();
+    let mac_len = |m: Option<MacAlgorithm>| m.map_or(0, |m| m.key_len);
     let c2s = DirectionKeys {
         iv: derive_key(alg, k, h, b'A', session_id, n.cipher_c2s.iv_len),
         key: derive_key(alg, k, h, b'C', session_id, n.cipher_c2s.key_len),
+        mac_key: derive_key(alg, k, h, b'E', session_id, mac_len(n.mac_c2s)),
     };
     let s2c = DirectionKeys {
         iv: derive_key(alg, k, h, b'B', session_id, n.cipher_s2c.iv_len),
         key: derive_key(alg, k, h, b'D', session_id, n.cipher_s2c.key_len),
+        mac_key: derive_key(alg, k, h, b'F', session_id, mac_len(n.mac_s2c)),
     };
     (c2s, s2c)
 }
