@@ -17,9 +17,9 @@ use tracing::{debug, warn};
 
 use crate::algorithms;
 use crate::cli::{self, BindTarget, Command, Options};
-use crate::driver::{self, DriverConfig, HostKeyVerifier};
+use crate::driver::{self, HostKeyVerifier};
 use crate::known_hosts::{self, Decision, KnownHosts};
-use crate::session::{Session, SessionConfig};
+use crate::session::{ServerAlive, Session, SessionConfig};
 use crate::tunnel::{self, Target};
 
 /// Exit status for every failure, as `ssh` uses.
@@ -475,19 +475,15 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
             connection: ssh_connection::Config::default(),
             user: opts.user.clone(),
             identities,
+            server_alive: opts.server_alive_interval.map(|interval| ServerAlive {
+                interval,
+                count_max: opts.server_alive_count_max,
+            }),
         },
         Box::new(OsRandom),
         Instant::now(),
     );
-    let (handle, driver) = driver::start(
-        stream,
-        session,
-        verifier,
-        DriverConfig {
-            server_alive_interval: opts.server_alive_interval,
-            server_alive_count_max: opts.server_alive_count_max,
-        },
-    );
+    let (handle, driver) = driver::start(stream, session, verifier);
     let mut driver = tokio::spawn(driver);
     for (listener, fwd) in listeners {
         let target = Target {

@@ -29,7 +29,7 @@ use ssh_transport::hostkey::PublicKey;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::session::{Session, SessionError, SessionEvent};
 
@@ -47,24 +47,6 @@ const POLL_BUDGET: usize = 32;
 pub trait HostKeyVerifier: Send + Sync {
     /// `Ok` to trust the key; `Err` with the message the user should read.
     fn verify(&self, key: &PublicKey) -> Result<(), String>;
-}
-
-/// Keepalive settings (OpenSSH's ServerAliveInterval and ServerAliveCountMax).
-#[derive(Clone, Copy, Debug)]
-pub struct DriverConfig {
-    /// Send a keepalive after this long without hearing from the server.
-    pub server_alive_interval: Option<Duration>,
-    /// Give up after this many unanswered keepalives.
-    pub server_alive_count_max: u32,
-}
-
-impl Default for DriverConfig {
-    fn default() -> Self {
-        Self {
-            server_alive_interval: None,
-            server_alive_count_max: 3,
-        }
-    }
 }
 
 /// Why a channel could not be opened.
@@ -399,7 +381,6 @@ pub fn start<S>(
     stream: S,
     session: Session,
     verifier: Arc<dyn HostKeyVerifier>,
-    config: DriverConfig,
 ) -> (SessionHandle, Driver<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -424,11 +405,8 @@ where
     let driver = Driver {
         shared: shared.clone(),
         stream,
-        config,
         sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
         read_eof: false,
-        last_heard: now,
-        missed_keepalives: 0,
         flush_needed: false,
     };
     (SessionHandle { shared }, driver)
@@ -784,11 +762,8 @@ impl Drop for ChannelStream {
 pub struct Driver<S> {
     shared: Arc<Shared>,
     stream: S,
-    config: DriverConfig,
     sleep: Pin<Box<Sleep>>,
     read_eof: bool,
-    last_heard: Instant,
-    missed_keepalives: u32,
     flush_needed: bool,
 }
 
@@ -799,12 +774,6 @@ impl<S> std::fmt::Debug for Driver<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
-    fn keepalive_deadline(&self) -> Option<Instant> {
-        self.config
-            .server_alive_interval
-            .map(|i| self.last_heard + i * (self.missed_keepalives + 1))
-    }
-
     /// One round of reading, processing and writing. Returns whether anything moved.
     fn round(&mut self, cx: &mut Context<'_>, st: &mut State) -> io::Result<bool> {
         let mut progress = false;
@@ -818,9 +787,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         self.read_eof = true;
                         st.session.handle_eof();
                     } else {
-                        st.session.commit_input(n);
-                        self.last_heard = Instant::now();
-                        self.missed_keepalives = 0;
+                        st.session.commit_input(n, Instant::now());
                     }
                     progress = true;
                 }
@@ -909,12 +876,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
                 continue;
             }
             if !progress {
-                // Timers: the transport's (handshake timeout, time-based rekey) and keepalives.
-                let deadline = match (st.session.poll_timeout(), this.keepalive_deadline()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                let Some(deadline) = deadline else {
+                // Timers: handshake timeout, time-based rekeying, keepalives.
+                let Some(deadline) = st.session.poll_timeout() else {
                     return Poll::Pending;
                 };
                 let now = Instant::now();
@@ -927,21 +890,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
                     }
                 }
                 st.session.handle_timeout(now);
-                if let Some(k) = this.keepalive_deadline()
-                    && now >= k
-                {
-                    if this.missed_keepalives >= this.config.server_alive_count_max {
-                        let e = SessionError::ServerNotResponding {
-                            missed: this.missed_keepalives,
-                        };
-                        warn!("{e}");
-                        st.session.abort(e);
-                    } else {
-                        this.missed_keepalives += 1;
-                        debug!(missed = this.missed_keepalives, "sending keepalive");
-                        st.session.send_keepalive();
-                    }
-                }
             }
         }
         // Out of budget with work left: let other tasks run, then continue.

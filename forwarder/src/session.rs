@@ -12,7 +12,7 @@
 //! transport's buffer go to a small outbox and are handed to the transport right after.
 
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ssh_auth::{AuthContext, AuthError, AuthEvent, ClientAuth, Identity};
 use ssh_connection::{ChannelId, Connection, ConnectionError};
@@ -33,6 +33,18 @@ pub struct SessionConfig {
     pub user: String,
     /// Keys to try, in order.
     pub identities: Vec<Identity>,
+    /// OpenSSH's ServerAliveInterval and ServerAliveCountMax: after `interval` without a byte
+    /// from the server send a keepalive, and give up when `count_max` go unanswered.
+    pub server_alive: Option<ServerAlive>,
+}
+
+/// Keepalive policy (see [`SessionConfig::server_alive`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerAlive {
+    /// Quiet time before a keepalive.
+    pub interval: Duration,
+    /// Unanswered keepalives before the session is declared dead.
+    pub count_max: u32,
 }
 
 /// Something for the driver.
@@ -146,6 +158,9 @@ pub struct Session {
     scratch: Vec<u8>,
     authenticated: bool,
     error: Option<SessionError>,
+    server_alive: Option<ServerAlive>,
+    last_heard: Instant,
+    missed_keepalives: u32,
 }
 
 enum Routed {
@@ -166,6 +181,9 @@ impl Session {
             scratch: Vec::new(),
             authenticated: false,
             error: None,
+            server_alive: config.server_alive,
+            last_heard: now,
+            missed_keepalives: 0,
         }
     }
 
@@ -203,7 +221,19 @@ impl Session {
 
     /// The next time [`handle_timeout`](Self::handle_timeout) is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.transport.poll_timeout()
+        if self.error.is_some() {
+            return None;
+        }
+        match (self.transport.poll_timeout(), self.keepalive_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn keepalive_deadline(&self) -> Option<Instant> {
+        self.server_alive
+            .filter(|_| self.authenticated)
+            .map(|k| self.last_heard + k.interval * (self.missed_keepalives + 1))
     }
 
     // ---- input -----------------------------------------------------------------------------
@@ -213,14 +243,24 @@ impl Session {
         self.transport.read_space(min)
     }
 
-    /// `n` bytes were read into [`read_space`](Self::read_space).
-    pub fn commit_input(&mut self, n: usize) {
+    /// `n` bytes were read into [`read_space`](Self::read_space) at `now`.
+    pub fn commit_input(&mut self, n: usize, now: Instant) {
         self.transport.commit_input(n);
+        self.heard(n, now);
     }
 
-    /// Bytes from the socket (copying variant).
-    pub fn handle_input(&mut self, data: &[u8]) {
+    /// Bytes from the socket at `now` (copying variant).
+    pub fn handle_input(&mut self, data: &[u8], now: Instant) {
         self.transport.handle_input(data);
+        self.heard(data.len(), now);
+    }
+
+    /// Any byte from the server shows it is alive, as OpenSSH counts it.
+    fn heard(&mut self, n: usize, now: Instant) {
+        if n > 0 {
+            self.last_heard = now;
+            self.missed_keepalives = 0;
+        }
     }
 
     /// The socket closed.
@@ -228,9 +268,28 @@ impl Session {
         self.transport.handle_eof();
     }
 
-    /// Time passed.
+    /// Time passed: the transport's timers (handshake timeout, time-based rekeying) and
+    /// keepalives.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.transport.handle_timeout(now);
+        let (Some(policy), Some(deadline)) = (self.server_alive, self.keepalive_deadline()) else {
+            return;
+        };
+        // Keepalives belong to the connection protocol, after authentication (as in
+        // OpenSSH's client loop); before it, the handshake timeout and the server's
+        // LoginGraceTime bound the wait.
+        if now < deadline || self.error.is_some() || !self.authenticated {
+            return;
+        }
+        if self.missed_keepalives >= policy.count_max {
+            self.fail(SessionError::ServerNotResponding {
+                missed: self.missed_keepalives,
+            });
+        } else {
+            self.missed_keepalives += 1;
+            tracing::debug!(missed = self.missed_keepalives, "sending keepalive");
+            self.conn.send_keepalive(&mut self.transport);
+        }
     }
 
     /// Processes received bytes and returns the next event.
@@ -280,7 +339,10 @@ impl Session {
                     let msg = MessageType::of(data).unwrap_or(MessageType(0));
                     if msg.is_connection() && self.authenticated {
                         if is_assigned_connection_message(msg) {
-                            match self.conn.handle_payload_with(data, &mut self.outbox, deliver) {
+                            match self
+                                .conn
+                                .handle_payload_with(data, &mut self.outbox, deliver)
+                            {
                                 Ok(()) => Routed::Nothing,
                                 Err(e) => Routed::Error(SessionError::Connection(e)),
                             }
