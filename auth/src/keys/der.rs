@@ -133,13 +133,20 @@ pub(super) fn encrypted_pkcs8(
     passphrase: Option<&[u8]>,
 ) -> Result<PrivateKey, KeyFileError> {
     let info = pkcs8::EncryptedPrivateKeyInfoRef::from_der(der).map_err(|e| {
-        KeyFileError::Malformed(format!("the encrypted PKCS#8 key does not decode: {e}"))
+        match scheme_oid(der) {
+            // The structure is sound; its scheme is one the decoder does not know.
+            Some(oid) => {
+                KeyFileError::UnsupportedEncryption(format!("the scheme {}", scheme_name(oid)))
+            }
+            None => {
+                KeyFileError::Malformed(format!("the encrypted PKCS#8 key does not decode: {e}"))
+            }
+        }
     })?;
     let Some(params) = info.encryption_algorithm.pbes2() else {
         return Err(KeyFileError::UnsupportedEncryption(format!(
-            "the PKCS#5 scheme {} (re-encrypt the key with `openssl pkcs8 -topk8 -v2 aes256`, \
-             or in OpenSSH's format)",
-            info.encryption_algorithm.oid()
+            "the scheme {}",
+            scheme_name(info.encryption_algorithm.oid())
         )));
     };
     check_pbes2_cost(params)?;
@@ -153,6 +160,29 @@ pub(super) fn encrypted_pkcs8(
         return Err(KeyFileError::WrongPassphrase);
     }
     pkcs8(plain.as_bytes())
+}
+
+/// The algorithm OID of an `EncryptedPrivateKeyInfo` (`SEQUENCE { AlgorithmIdentifier,
+/// OCTET STRING }`) read without understanding its parameters.
+fn scheme_oid(der: &[u8]) -> Option<ObjectIdentifier> {
+    use pkcs8::der::Reader as _;
+    let outer = pkcs8::der::asn1::AnyRef::from_der(der).ok()?;
+    let mut reader = pkcs8::der::SliceReader::new(outer.value()).ok()?;
+    let alg: pkcs8::spki::AlgorithmIdentifierRef<'_> = reader.decode().ok()?;
+    Some(alg.oid)
+}
+
+/// A readable name for an encryption scheme's OID.
+fn scheme_name(oid: ObjectIdentifier) -> String {
+    const PKCS12_PBE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.1");
+    const PKCS5: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.5");
+    if oid.parent() == Some(PKCS12_PBE) {
+        format!("PKCS#12 PBE {oid}")
+    } else if oid.parent() == Some(PKCS5) {
+        format!("PKCS#5 {oid}")
+    } else {
+        oid.to_string()
+    }
 }
 
 /// Refuses key derivations that would take minutes or gigabytes, and parameters the

@@ -62,6 +62,7 @@ const RSA_ALGORITHMS: &[SignatureAlgorithm] =
 const ED25519_ALGORITHMS: &[SignatureAlgorithm] = &[SignatureAlgorithm::Ed25519];
 const ECDSA_P256_ALGORITHMS: &[SignatureAlgorithm] = &[SignatureAlgorithm::EcdsaP256];
 const ECDSA_P384_ALGORITHMS: &[SignatureAlgorithm] = &[SignatureAlgorithm::EcdsaP384];
+const ECDSA_P521_ALGORITHMS: &[SignatureAlgorithm] = &[SignatureAlgorithm::EcdsaP521];
 
 /// A user's private key, ready to sign.
 pub struct PrivateKey {
@@ -279,7 +280,7 @@ impl PrivateKey {
             Signer::Ecdsa(k) => match k.curve() {
                 Curve::P256 => ECDSA_P256_ALGORITHMS,
                 Curve::P384 => ECDSA_P384_ALGORITHMS,
-                Curve::P521 => &[],
+                Curve::P521 => ECDSA_P521_ALGORITHMS,
             },
         }
     }
