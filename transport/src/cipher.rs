@@ -582,13 +582,33 @@ mod tests {
     fn ciphers_and_macs_only_pair_as_they_must() {
         let mac = Some((crate::mac::HMAC_SHA2_256, &[0u8; 32][..]));
         assert!(AES128_CTR.sealer(&[0; 16], &[0; 16]).is_none());
-        assert!(AES128_CTR.opener_with_mac(&[0; 16], &[0; 16], None).is_none());
-        assert!(AES128_GCM.sealer_with_mac(&[0; 16], &[0; 12], mac).is_none());
-        assert!(AES192_CTR.sealer_with_mac(&[0; 24], &[0; 16], mac).is_some());
-        assert!(AES192_CTR.sealer_with_mac(&[0; 24], &[0; 15], mac).is_none());
+        assert!(
+            AES128_CTR
+                .opener_with_mac(&[0; 16], &[0; 16], None)
+                .is_none()
+        );
+        assert!(
+            AES128_GCM
+                .sealer_with_mac(&[0; 16], &[0; 12], mac)
+                .is_none()
+        );
+        assert!(
+            AES192_CTR
+                .sealer_with_mac(&[0; 24], &[0; 16], mac)
+                .is_some()
+        );
+        assert!(
+            AES192_CTR
+                .sealer_with_mac(&[0; 24], &[0; 15], mac)
+                .is_none()
+        );
         assert!(
             AES256_CTR
-                .sealer_with_mac(&[0; 32], &[0; 16], Some((crate::mac::HMAC_SHA2_256, &[0; 31])))
+                .sealer_with_mac(
+                    &[0; 32],
+                    &[0; 16],
+                    Some((crate::mac::HMAC_SHA2_256, &[0; 31]))
+                )
                 .is_none()
         );
     }

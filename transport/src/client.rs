@@ -22,11 +22,11 @@ use crate::cipher::{self, CipherAlgorithm, PacketOpener, PacketSealer};
 use crate::compress::Compression;
 use crate::error::Error;
 use crate::hostkey::{PublicKey, SignatureAlgorithm};
-use crate::mac::{self, MacAlgorithm};
 use crate::kex::{
     self, ClientKex, ClientStep, DebugMsg, Disconnect, ExtInfo, KexAlgorithm, KexError, KexInit,
     KexOutcome, Negotiated, Unimplemented,
 };
+use crate::mac::{self, MacAlgorithm};
 use crate::msg::{DisconnectReason, MessageType};
 use crate::packet::{Received, Rx, Tx};
 use crate::random::SecureRandom;
@@ -287,6 +287,11 @@ impl ClientTransport {
     /// How many key exchanges have completed (the first included).
     pub fn kex_count(&self) -> u64 {
         self.kex_count
+    }
+
+    /// Whether payloads are compressed now: (what we send, what we receive).
+    pub fn compressing(&self) -> (bool, bool) {
+        (self.tx.is_compressing(), self.rx.is_compressing())
     }
 
     /// Whether a key exchange is running.
@@ -846,14 +851,7 @@ impl ClientTransport {
             .iter()
             .map(|c| c.name().to_owned())
             .collect();
-        let ours = KexInit::new(
-            self.rng.as_mut(),
-            kex,
-            host_key,
-            ciphers,
-            macs,
-            compression,
-        );
+        let ours = KexInit::new(self.rng.as_mut(), kex, host_key, ciphers, macs, compression);
         let mut ours_bytes = Vec::new();
         ours.encode(&mut ours_bytes);
         self.send_internal(&mut |b| b.extend_from_slice(&ours_bytes));

@@ -128,9 +128,10 @@ impl Deflater {
         self.state = match method {
             Compression::None => State::Off,
             Compression::ZlibOpenssh if !authenticated => State::Waiting,
-            Compression::ZlibOpenssh | Compression::Zlib => {
-                State::On(Box::new(Compress::new(flate2::Compression::new(LEVEL), true)))
-            }
+            Compression::ZlibOpenssh | Compression::Zlib => State::On(Box::new(Compress::new(
+                flate2::Compression::new(LEVEL),
+                true,
+            ))),
         };
     }
 
@@ -157,10 +158,7 @@ impl Deflater {
             // Room for what this call may write; compress_vec never grows the vector itself.
             out.reserve(input.len() / 2 + 64);
             let before_in = z.total_in();
-            if z
-                .compress_vec(input, out, FlushCompress::Partial)
-                .is_err()
-            {
+            if z.compress_vec(input, out, FlushCompress::Partial).is_err() {
                 return false;
             }
             let used = usize::try_from(z.total_in() - before_in).unwrap_or(usize::MAX);
@@ -287,7 +285,11 @@ mod tests {
         let mut total_out = 0;
         for n in 0..200usize {
             let payload: Vec<u8> = (0..n * 97 % 40_000).map(|j| (j % 13) as u8).collect();
-            let payload = if payload.is_empty() { vec![94] } else { payload };
+            let payload = if payload.is_empty() {
+                vec![94]
+            } else {
+                payload
+            };
             let mut wire = Vec::new();
             assert!(d.compress(&payload, &mut wire));
             i.inflate(&wire).unwrap();

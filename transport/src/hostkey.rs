@@ -522,6 +522,171 @@ mod tests {
         ));
     }
 
+    fn unhex(parts: &[&str]) -> Vec<u8> {
+        let s: String = parts.concat();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    const KNOWN_ANSWER_MESSAGE: &[u8] = b"ssh-rsa host key signature known answer";
+
+    /// A signature made by `openssl dgst -sha1 -sign` with a 2048-bit key: `ssh-rsa` verifies
+    /// when it is the algorithm asked for, and only then.
+    #[test]
+    fn ssh_rsa_sha1_known_answer_verifies_only_when_asked_for() {
+        let n = unhex(&[
+            "b181ae46e7df5f68a1305ed2ea0bf356b2700400db592b1599ac4f216f0df1d3",
+            "a7b43f9303ff6bbfd1ecdf2f25c68a388ee05cbe0aab43207063cfa0d192ece6",
+            "c1818f684bf266379c720c7500c87c5d5b18165f85373fe2969b11abbf3d5901",
+            "fd74e6475382587d7703578d5290d45089db583bbeec3e37bcb163ae1144ea83",
+            "9d181e2dc1b1ee18b18cd3a00e1e81814c97d7705144c0d4d3b60e9b252d906c",
+            "1de93a4af12bc3e36b5211f83d64d72c041470b21f1b388f870f348966c7dd10",
+            "4c743ed760f91874b324ed895439650bbece5fb1a66cd3139b261187984c4d5f",
+            "39d6935179e8c3212870fbc71997defdb72cb32a857b841e1fba10dcca9b2e85",
+        ]);
+        let sig = unhex(&[
+            "64e8c67e4dac25ce85ad828142fe5245e3bd33b82c17d1b113f8e8a5565aa445",
+            "691acfe87ec2fe692c530689d11b8658115ad5ae50531f73d71ef3882e0fe815",
+            "cce2762a1e110649bdd50a4854fda69a5a8983088db9192e38a08fa86b073ef4",
+            "e7ddda51f725be7ba023e8e883d5edba50a398b320f4b64895602596ed013eaf",
+            "5b4a35a8286dd130b2841da1b38c4af840e0eb6884fd288c221d82185c06674e",
+            "456743c02b30676e568a03dc6125f1cf15e1591ece8fed0fec4d88230390a427",
+            "76fd7b9c107e5351438e0410f31557261b2dc35f08827897610e626459c3158b",
+            "45748fa06450507a0f13f179e7541f0d821790d9da9a02d75dcce5e98e1a4998",
+        ]);
+        let mut blob = Vec::new();
+        blob.put_str("ssh-rsa");
+        blob.put_mpint(&[1, 0, 1]);
+        blob.put_mpint(&n);
+        let key = PublicKey::from_blob(&blob).unwrap();
+        assert_eq!(key.rsa_bits(), 2048);
+        let good = sig_blob("ssh-rsa", &sig);
+        assert_eq!(
+            key.verify(SignatureAlgorithm::RsaSha1, KNOWN_ANSWER_MESSAGE, &good),
+            Ok(())
+        );
+        assert_eq!(
+            key.verify(SignatureAlgorithm::RsaSha1, b"another message", &good),
+            Err(KeyError::BadSignature)
+        );
+        // A SHA-1 signature never passes where SHA-2 was negotiated, whatever it is named.
+        assert!(matches!(
+            key.verify(SignatureAlgorithm::RsaSha256, KNOWN_ANSWER_MESSAGE, &good),
+            Err(KeyError::AlgorithmMismatch { .. })
+        ));
+        assert_eq!(
+            key.verify(
+                SignatureAlgorithm::RsaSha512,
+                KNOWN_ANSWER_MESSAGE,
+                &sig_blob("rsa-sha2-512", &sig)
+            ),
+            Err(KeyError::BadSignature)
+        );
+    }
+
+    /// `openssl dgst -sha512 -sign` with a P-521 key; s is 65 bytes, so it travels as an mpint
+    /// shorter than the scalar and must be right-aligned.
+    #[test]
+    fn ecdsa_p521_known_answer_verifies() {
+        let point = unhex(&[
+            "04000b01fdbd8231e29cf13cab9895525d9a20fbe7c66f46302e750a32073282",
+            "2c8f6c85f980c5508a24ff158772fcc35b23a83d01363470ff8b488b2db8a186",
+            "84f787005f97990a856a1b4a7e991db5512c61d48ec87c2bdcfa6b5f11a88c2a",
+            "29af48ca09ac15f22550e077f856d04fa8550755d3b7b7a7b9cb755f586b8efb",
+            "00518c9398",
+        ]);
+        let r = unhex(&[
+            "018c121d32b1a409e57f1216cdeab2707f649bad0ab8c7d55f099cdd1a760ab5",
+            "77044ad7660b798345c7b9f7ba37b19896fee0ea768c3c7e525f3a2982fb8976",
+            "443f",
+        ]);
+        let s = unhex(&[
+            "c784e40970bd3e984e3471ec14eba55464e4ea8c68f53ae8baf8147207edb612",
+            "566baeb07ecdb41362cba14451ea30675e54dd94f3c7060dbe5d26f90dc50265",
+            "1d",
+        ]);
+        assert_eq!((r.len(), s.len()), (66, 65));
+        let mut blob = Vec::new();
+        blob.put_str("ecdsa-sha2-nistp521");
+        blob.put_str("nistp521");
+        blob.put_string(&point);
+        let key = PublicKey::from_blob(&blob).unwrap();
+        assert_eq!(key.key_type(), KeyType::EcdsaP521);
+        assert_eq!(
+            KeyType::from_name("ecdsa-sha2-nistp521"),
+            Some(KeyType::EcdsaP521)
+        );
+        let mut inner = Vec::new();
+        inner.put_mpint(&r);
+        inner.put_mpint(&s);
+        let good = sig_blob("ecdsa-sha2-nistp521", &inner);
+        assert_eq!(
+            key.verify(SignatureAlgorithm::EcdsaP521, KNOWN_ANSWER_MESSAGE, &good),
+            Ok(())
+        );
+        assert_eq!(
+            key.verify(SignatureAlgorithm::EcdsaP521, b"tampered", &good),
+            Err(KeyError::BadSignature)
+        );
+        let mut swapped = Vec::new();
+        swapped.put_mpint(&s);
+        swapped.put_mpint(&r);
+        assert_eq!(
+            key.verify(
+                SignatureAlgorithm::EcdsaP521,
+                KNOWN_ANSWER_MESSAGE,
+                &sig_blob("ecdsa-sha2-nistp521", &swapped)
+            ),
+            Err(KeyError::BadSignature)
+        );
+        let mut long = Vec::new();
+        long.put_mpint(&[[1u8].as_slice(), &r].concat());
+        long.put_mpint(&s);
+        assert_eq!(
+            key.verify(
+                SignatureAlgorithm::EcdsaP521,
+                KNOWN_ANSWER_MESSAGE,
+                &sig_blob("ecdsa-sha2-nistp521", &long)
+            ),
+            Err(KeyError::BadSignature)
+        );
+        assert!(matches!(
+            key.verify(SignatureAlgorithm::EcdsaP384, KNOWN_ANSWER_MESSAGE, &good),
+            Err(KeyError::KeyTypeMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn p521_point_off_the_curve_or_wrong_curve_name_is_refused() {
+        let mut point = unhex(&[
+            "04000b01fdbd8231e29cf13cab9895525d9a20fbe7c66f46302e750a32073282",
+            "2c8f6c85f980c5508a24ff158772fcc35b23a83d01363470ff8b488b2db8a186",
+            "84f787005f97990a856a1b4a7e991db5512c61d48ec87c2bdcfa6b5f11a88c2a",
+            "29af48ca09ac15f22550e077f856d04fa8550755d3b7b7a7b9cb755f586b8efb",
+            "00518c9398",
+        ]);
+        let last = point.len() - 1;
+        point[last] ^= 1;
+        let mut blob = Vec::new();
+        blob.put_str("ecdsa-sha2-nistp521");
+        blob.put_str("nistp521");
+        blob.put_string(&point);
+        assert!(matches!(
+            PublicKey::from_blob(&blob),
+            Err(KeyError::BadKey(_))
+        ));
+        let mut blob = Vec::new();
+        blob.put_str("ecdsa-sha2-nistp521");
+        blob.put_str("nistp384");
+        blob.put_string(&point);
+        assert!(matches!(
+            PublicKey::from_blob(&blob),
+            Err(KeyError::BadKey(_))
+        ));
+    }
+
     #[test]
     fn unknown_key_type_is_named() {
         let mut blob = Vec::new();

@@ -29,11 +29,11 @@ pub mod wire;
 pub use msg::{DisconnectReason, MessageType};
 pub use sink::PayloadSink;
 pub mod cipher;
-pub mod compress;
-pub mod mac;
 pub mod client;
+pub mod compress;
 pub mod error;
 pub mod kex;
+pub mod mac;
 pub mod packet;
 pub mod version;
 
@@ -45,3 +45,5 @@ pub mod server;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ciphers;

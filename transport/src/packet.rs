@@ -621,7 +621,8 @@ mod tests {
         for mac in mac::ALL {
             let (mut tx, mut rx) = pair_with_mac(Some(cipher::AES128_CTR), *mac);
             for n in 1..60usize {
-                tx.frame(&mut rng, &mut |b| b.resize(b.len() + n, 9)).unwrap();
+                tx.frame(&mut rng, &mut |b| b.resize(b.len() + n, 9))
+                    .unwrap();
                 let out = tx.output().to_vec();
                 tx.consume(out.len());
                 let clear = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
@@ -651,7 +652,8 @@ mod tests {
     fn ctr_mac_failures_are_refused_in_both_modes() {
         let mut rng = Counter(0);
         let (mut tx, mut rx) = pair_with_mac(Some(cipher::AES256_CTR), mac::HMAC_SHA2_512_ETM);
-        tx.frame(&mut rng, &mut |b| b.extend_from_slice(b"\x5eabc")).unwrap();
+        tx.frame(&mut rng, &mut |b| b.extend_from_slice(b"\x5eabc"))
+            .unwrap();
         let mut wire = tx.output().to_vec();
         let last = wire.len() - 1;
         wire[last] ^= 1;
@@ -671,7 +673,8 @@ mod tests {
         for (alg, mac) in every_protection() {
             let (mut tx, mut rx) = pair_with_mac(alg, mac);
             let plain = b"\x5eNOT COMPRESSED YET".to_vec();
-            tx.frame(&mut rng, &mut |b| b.extend_from_slice(&plain)).unwrap();
+            tx.frame(&mut rng, &mut |b| b.extend_from_slice(&plain))
+                .unwrap();
             tx.set_compression(Compression::ZlibOpenssh, false);
             rx.append(tx.output());
             tx.consume(tx.output().len());
@@ -691,7 +694,10 @@ mod tests {
                 .collect();
             let mut raw = 0;
             for p in &payloads {
-                assert_eq!(tx.frame(&mut rng, &mut |b| b.extend_from_slice(p)), Some(p.len()));
+                assert_eq!(
+                    tx.frame(&mut rng, &mut |b| b.extend_from_slice(p)),
+                    Some(p.len())
+                );
                 raw += p.len();
             }
             let wire = tx.output().to_vec();
@@ -719,7 +725,8 @@ mod tests {
         let mut bomb = Vec::new();
         assert!(d.compress(&vec![0x5e; 10 * 1024 * 1024], &mut bomb));
         assert!(bomb.len() < 20 * 1024, "{}", bomb.len());
-        tx.frame(&mut rng, &mut |b| b.extend_from_slice(&bomb)).unwrap();
+        tx.frame(&mut rng, &mut |b| b.extend_from_slice(&bomb))
+            .unwrap();
         rx.set_compression(Compression::Zlib, true);
         rx.append(tx.output());
         assert_eq!(

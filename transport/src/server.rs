@@ -12,10 +12,10 @@ use ring::signature::{self as ring_sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair as
 
 use crate::cipher::{self, CipherAlgorithm, PacketOpener};
 use crate::compress::Compression;
-use crate::mac::{self, MacAlgorithm};
 use crate::error::Error;
 use crate::hostkey::{PublicKey, SignatureAlgorithm};
 use crate::kex::{self, ExtInfo, KexAlgorithm, KexInit, Negotiated, ServerKex, ServerStep};
+use crate::mac::{self, MacAlgorithm};
 use crate::msg::MessageType;
 use crate::packet::{Rx, Tx};
 use crate::random::SecureRandom;
@@ -297,6 +297,15 @@ impl ServerTransport {
         self.host_key
             .public_key()
             .unwrap_or_else(|| unreachable!("test host keys always encode"))
+    }
+
+    /// Test hook: sends `bytes` as one packet's payload exactly as given, bypassing (and from
+    /// then on switching off) compression, to play a peer whose compressed stream is hostile.
+    pub fn send_raw_payload(&mut self, bytes: &[u8]) {
+        self.tx
+            .set_compression(Compression::None, self.authenticated);
+        self.tx
+            .frame(self.rng.as_mut(), &mut |b| b.extend_from_slice(bytes));
     }
 
     /// Whether the server compresses what it sends now, and inflates what it receives.

@@ -13,18 +13,23 @@ use crate::server::{SeededRandom, ServerConfig, ServerEvent, ServerTransport};
 use crate::sink::PayloadSink;
 use crate::wire::Writer;
 
-struct Pair {
-    client: ClientTransport,
-    server: ServerTransport,
-    to_client: Vec<Vec<u8>>,
-    to_server: Vec<Vec<u8>>,
-    client_events: Vec<String>,
-    accept_host_key: bool,
-    client_error: Option<Error>,
+/// A client and the test server joined in memory. Like the session router, it tells the
+/// client transport that authentication succeeded as soon as it is handed USERAUTH_SUCCESS.
+pub(crate) struct Pair {
+    pub(crate) client: ClientTransport,
+    pub(crate) server: ServerTransport,
+    pub(crate) to_client: Vec<Vec<u8>>,
+    pub(crate) to_server: Vec<Vec<u8>>,
+    pub(crate) client_events: Vec<String>,
+    pub(crate) accept_host_key: bool,
+    pub(crate) client_error: Option<Error>,
+    /// Bytes moved each way, for compression ratios.
+    pub(crate) wire_to_server: usize,
+    pub(crate) wire_to_client: usize,
 }
 
 impl Pair {
-    fn new(client: ClientConfig, server: ServerConfig) -> Self {
+    pub(crate) fn new(client: ClientConfig, server: ServerConfig) -> Self {
         Self {
             client: ClientTransport::new(client, Box::new(SeededRandom::new(1)), Instant::now()),
             server: ServerTransport::new(server, Box::new(SeededRandom::new(2))),
@@ -33,23 +38,27 @@ impl Pair {
             client_events: Vec::new(),
             accept_host_key: true,
             client_error: None,
+            wire_to_server: 0,
+            wire_to_client: 0,
         }
     }
 
     /// Moves bytes both ways and collects events until nothing moves.
-    fn drive(&mut self) {
+    pub(crate) fn drive(&mut self) {
         for _ in 0..10_000 {
             let mut moved = false;
             let out = self.client.output().to_vec();
             if !out.is_empty() {
                 self.client.consume_output(out.len());
                 self.server.handle_input(&out);
+                self.wire_to_server += out.len();
                 moved = true;
             }
             let out = self.server.output().to_vec();
             if !out.is_empty() {
                 self.server.consume_output(out.len());
                 self.client.handle_input(&out);
+                self.wire_to_client += out.len();
                 moved = true;
             }
             loop {
@@ -61,8 +70,10 @@ impl Pair {
                 moved = true;
             }
             loop {
+                let mut auth_success = false;
                 let decision = match self.client.poll_event() {
                     Ok(Some(Event::Payload { data, .. })) => {
+                        auth_success = data.first() == Some(&MessageType::USERAUTH_SUCCESS.0);
                         self.to_client.push(data.to_vec());
                         None
                     }
@@ -81,6 +92,9 @@ impl Pair {
                         break;
                     }
                 };
+                if auth_success {
+                    self.client.auth_succeeded();
+                }
                 if let Some(fp) = decision {
                     self.client_events.push(format!("hostkey {fp}"));
                     if self.accept_host_key {
@@ -138,7 +152,7 @@ fn handshake_completes_for_every_kex_and_cipher() {
     }
 }
 
-fn payload(i: u32, len: usize) -> Vec<u8> {
+pub(crate) fn payload(i: u32, len: usize) -> Vec<u8> {
     let mut p = vec![94u8];
     p.extend_from_slice(&i.to_be_bytes());
     p.extend((0..len).map(|j| (j as u32 ^ i) as u8));
@@ -338,7 +352,7 @@ fn no_common_cipher_names_both_lists() {
 // ---- scripted hostile peers ------------------------------------------------------------
 
 /// A client fed `bytes` as the whole server stream.
-fn client_fed(bytes: &[u8]) -> (ClientTransport, Result<(), Error>) {
+pub(crate) fn client_fed(bytes: &[u8]) -> (ClientTransport, Result<(), Error>) {
     let mut c = ClientTransport::new(
         ClientConfig::default(),
         Box::new(SeededRandom::new(3)),
@@ -356,7 +370,7 @@ fn client_fed(bytes: &[u8]) -> (ClientTransport, Result<(), Error>) {
     (c, r)
 }
 
-fn plaintext_packets(payloads: &[Vec<u8>]) -> Vec<u8> {
+pub(crate) fn plaintext_packets(payloads: &[Vec<u8>]) -> Vec<u8> {
     let mut tx = Tx::default();
     let mut rng = SeededRandom::new(9);
     for p in payloads {

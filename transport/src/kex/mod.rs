@@ -422,8 +422,7 @@ impl fmt::Display for Negotiated {
                 write!(f, "/{}", name(self.mac_s2c))?;
             }
         }
-        if self.compression_c2s != Compression::None || self.compression_s2c != Compression::None
-        {
+        if self.compression_c2s != Compression::None || self.compression_s2c != Compression::None {
             write!(f, ", compression {}", self.compression_c2s)?;
             if self.compression_s2c != self.compression_c2s {
                 write!(f, "/{}", self.compression_s2c)?;
@@ -453,14 +452,21 @@ fn choose_mac(
     }
     // `none` is dropped from both lists: a cipher that needs a MAC never runs without one,
     // whatever either side offers.
-    let real = |l: &[String]| -> Vec<String> { l.iter().filter(|m| *m != "none").cloned().collect() };
-    let (client, server) = (real(client), real(server));
-    let name = choose(what, &client, &server)?;
-    mac::by_name(name).map(Some).ok_or_else(|| NoCommonAlgorithm {
-        what,
-        ours: name.to_owned(),
-        theirs: "(not implemented here)".into(),
-    })
+    let real =
+        |l: &[String]| -> Vec<String> { l.iter().filter(|m| *m != "none").cloned().collect() };
+    let ours = real(client);
+    let name = choose(what, &ours, &real(server)).map_err(|mut e| {
+        // Show what the server really offered, `none` included.
+        e.theirs = server.join(",");
+        e
+    })?;
+    mac::by_name(name)
+        .map(Some)
+        .ok_or_else(|| NoCommonAlgorithm {
+            what,
+            ours: name.to_owned(),
+            theirs: "(not implemented here)".into(),
+        })
 }
 
 fn choose<'a>(
