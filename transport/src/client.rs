@@ -639,7 +639,7 @@ impl ClientTransport {
             self.ignore_next_kex_packet = true;
         }
         debug!(%negotiated, "negotiated");
-        let mut method = negotiated.kex.client();
+        let mut method = negotiated.kex.client_for(&negotiated);
         let first = method
             .start(self.rng.as_mut())
             .map_err(|e| Error::KeyExchange(e.to_string()))?;

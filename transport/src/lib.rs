@@ -46,4 +46,6 @@ pub mod server;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_kex;
+#[cfg(test)]
 mod tests_ciphers;

@@ -55,6 +55,9 @@ wire_number! {
         NEWKEYS = 21 => "SSH_MSG_NEWKEYS",
         KEX_ECDH_INIT = 30 => "SSH_MSG_KEX_ECDH_INIT",
         KEX_ECDH_REPLY = 31 => "SSH_MSG_KEX_ECDH_REPLY",
+        KEX_DH_GEX_INIT = 32 => "SSH_MSG_KEX_DH_GEX_INIT",
+        KEX_DH_GEX_REPLY = 33 => "SSH_MSG_KEX_DH_GEX_REPLY",
+        KEX_DH_GEX_REQUEST = 34 => "SSH_MSG_KEX_DH_GEX_REQUEST",
         USERAUTH_REQUEST = 50 => "SSH_MSG_USERAUTH_REQUEST",
         USERAUTH_FAILURE = 51 => "SSH_MSG_USERAUTH_FAILURE",
         USERAUTH_SUCCESS = 52 => "SSH_MSG_USERAUTH_SUCCESS",
@@ -75,6 +78,17 @@ wire_number! {
         CHANNEL_SUCCESS = 99 => "SSH_MSG_CHANNEL_SUCCESS",
         CHANNEL_FAILURE = 100 => "SSH_MSG_CHANNEL_FAILURE",
     }
+}
+
+/// Key exchange methods reuse 30 and 31 under other names; the table above can print only
+/// one name per number, so these are plain aliases.
+impl MessageType {
+    /// SSH_MSG_KEXDH_INIT (RFC 4253 section 8): the same number as KEX_ECDH_INIT.
+    pub const KEXDH_INIT: Self = Self(30);
+    /// SSH_MSG_KEXDH_REPLY: the same number as KEX_ECDH_REPLY.
+    pub const KEXDH_REPLY: Self = Self(31);
+    /// SSH_MSG_KEX_DH_GEX_GROUP (RFC 4419): the same number as KEX_ECDH_REPLY.
+    pub const KEX_DH_GEX_GROUP: Self = Self(31);
 }
 
 impl MessageType {

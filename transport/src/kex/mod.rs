@@ -8,10 +8,20 @@ use ring::digest;
 use zeroize::Zeroizing;
 
 mod curve25519;
+pub mod dh;
+pub mod ecdh_nist;
+pub mod gex;
+pub(crate) mod groups;
+pub mod hybrid;
+mod mlkem;
 mod single;
+mod sntrup;
 
 pub use curve25519::{AgreementError, Curve25519, X25519Agreement};
+pub use hybrid::Hybrid;
+pub use mlkem::MlKem768Kem;
 pub use single::SinglePass;
+pub use sntrup::Sntrup761Kem;
 
 use crate::cipher::{self, CipherAlgorithm};
 use crate::compress::Compression;
@@ -34,21 +44,66 @@ pub const STRICT_KEX_S: &str = "kex-strict-s-v00@openssh.com";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KexAlgorithm {
+    /// `mlkem768x25519-sha256`: ML-KEM-768 with X25519 (draft-ietf-sshm-mlkem-hybrid-kex)
+    MlKem768X25519Sha256,
+    /// `sntrup761x25519-sha512`: Streamlined NTRU Prime 761 with X25519
+    Sntrup761X25519Sha512,
+    /// `sntrup761x25519-sha512@openssh.com`, the same method under OpenSSH's original name
+    Sntrup761X25519Sha512OpenSsh,
     /// `curve25519-sha256` (RFC 8731)
     Curve25519Sha256,
     /// `curve25519-sha256@libssh.org`, the same method under its original name
     Curve25519Sha256Libssh,
+    /// `ecdh-sha2-nistp256` (RFC 5656)
+    EcdhNistP256,
+    /// `ecdh-sha2-nistp384` (RFC 5656)
+    EcdhNistP384,
+    /// `ecdh-sha2-nistp521` (RFC 5656)
+    EcdhNistP521,
+    /// `diffie-hellman-group-exchange-sha256` (RFC 4419)
+    DhGexSha256,
+    /// `diffie-hellman-group16-sha512` (RFC 8268: 4096-bit MODP group)
+    DhGroup16Sha512,
+    /// `diffie-hellman-group18-sha512` (RFC 8268: 8192-bit MODP group)
+    DhGroup18Sha512,
+    /// `diffie-hellman-group14-sha256` (RFC 8268: 2048-bit MODP group)
+    DhGroup14Sha256,
 }
 
 impl KexAlgorithm {
-    /// Every method, in our default preference order.
-    pub const ALL: &'static [Self] = &[Self::Curve25519Sha256, Self::Curve25519Sha256Libssh];
+    /// Every method, in our default preference order: post-quantum hybrids first, then
+    /// X25519, then the NIST curves (for FIPS-mode bastions), then finite-field
+    /// Diffie-Hellman, strongest group first. There is no SHA-1 method.
+    pub const ALL: &'static [Self] = &[
+        Self::MlKem768X25519Sha256,
+        Self::Sntrup761X25519Sha512,
+        Self::Sntrup761X25519Sha512OpenSsh,
+        Self::Curve25519Sha256,
+        Self::Curve25519Sha256Libssh,
+        Self::EcdhNistP256,
+        Self::EcdhNistP384,
+        Self::EcdhNistP521,
+        Self::DhGexSha256,
+        Self::DhGroup16Sha512,
+        Self::DhGroup18Sha512,
+        Self::DhGroup14Sha256,
+    ];
 
     /// The SSH name.
     pub fn name(self) -> &'static str {
         match self {
+            Self::MlKem768X25519Sha256 => "mlkem768x25519-sha256",
+            Self::Sntrup761X25519Sha512 => "sntrup761x25519-sha512",
+            Self::Sntrup761X25519Sha512OpenSsh => "sntrup761x25519-sha512@openssh.com",
             Self::Curve25519Sha256 => "curve25519-sha256",
             Self::Curve25519Sha256Libssh => "curve25519-sha256@libssh.org",
+            Self::EcdhNistP256 => "ecdh-sha2-nistp256",
+            Self::EcdhNistP384 => "ecdh-sha2-nistp384",
+            Self::EcdhNistP521 => "ecdh-sha2-nistp521",
+            Self::DhGexSha256 => "diffie-hellman-group-exchange-sha256",
+            Self::DhGroup16Sha512 => "diffie-hellman-group16-sha512",
+            Self::DhGroup18Sha512 => "diffie-hellman-group18-sha512",
+            Self::DhGroup14Sha256 => "diffie-hellman-group14-sha256",
         }
     }
 
@@ -60,26 +115,102 @@ impl KexAlgorithm {
     /// The exchange hash function.
     pub fn hash(self) -> &'static digest::Algorithm {
         match self {
-            Self::Curve25519Sha256 | Self::Curve25519Sha256Libssh => &digest::SHA256,
+            Self::MlKem768X25519Sha256
+            | Self::Curve25519Sha256
+            | Self::Curve25519Sha256Libssh
+            | Self::EcdhNistP256
+            | Self::DhGexSha256
+            | Self::DhGroup14Sha256 => &digest::SHA256,
+            Self::EcdhNistP384 => &digest::SHA384,
+            Self::Sntrup761X25519Sha512
+            | Self::Sntrup761X25519Sha512OpenSsh
+            | Self::EcdhNistP521
+            | Self::DhGroup16Sha512
+            | Self::DhGroup18Sha512 => &digest::SHA512,
         }
     }
 
-    /// The client side of one exchange with this method.
+    /// The client side of one exchange with this method. Group exchange asks for a group
+    /// sized for the strongest keys we could derive; [`client_for`](Self::client_for) sizes
+    /// it for the ciphers actually negotiated.
     pub fn client(self) -> Box<dyn ClientKex> {
-        match self {
-            Self::Curve25519Sha256 | Self::Curve25519Sha256Libssh => {
-                Box::new(SinglePass::new(self.hash(), X25519Agreement::default()))
-            }
+        self.client_with_strength(256)
+    }
+
+    /// The client side, sized for the negotiated algorithms (only group exchange uses them:
+    /// its preferred group size follows the ciphers' strength, as OpenSSH's does).
+    pub fn client_for(self, negotiated: &Negotiated) -> Box<dyn ClientKex> {
+        let strength = |c: &CipherAlgorithm| {
+            // ChaCha20-Poly1305 takes 64 key bytes but has 256-bit security.
+            let key = if c.name.starts_with("chacha20-poly1305") {
+                32
+            } else {
+                c.key_len
+            };
+            key.max(c.iv_len).max(16)
+        };
+        let bytes = strength(&negotiated.cipher_c2s).max(strength(&negotiated.cipher_s2c));
+        self.client_with_strength(u32::try_from(bytes * 8).unwrap_or(256))
+    }
+
+    fn client_with_strength(self, strength_bits: u32) -> Box<dyn ClientKex> {
+        match self.agreement() {
+            Some(a) => Box::new(SinglePass::new(self.hash(), a)),
+            None => Box::new(gex::GexClient::new(
+                self.hash(),
+                gex::preferred_bits(strength_bits),
+            )),
         }
     }
 
     /// The server side, for the in-memory test server.
     pub fn server(self) -> Box<dyn ServerKex> {
-        match self {
-            Self::Curve25519Sha256 | Self::Curve25519Sha256Libssh => {
-                Box::new(SinglePass::new(self.hash(), X25519Agreement::default()))
-            }
+        match self.agreement() {
+            Some(a) => Box::new(SinglePass::new(self.hash(), a)),
+            None => Box::new(gex::GexServer::new(self.hash())),
         }
+    }
+
+    /// The method as a one-round-trip [`Agreement`]; `None` for group exchange, which takes
+    /// two round trips.
+    fn agreement(self) -> Option<Box<dyn Agreement>> {
+        let hash = self.hash();
+        let bits = dh::exponent_bits(hash);
+        Some(match self {
+            Self::MlKem768X25519Sha256 => Box::new(Hybrid::<MlKem768Kem>::new(hash)),
+            Self::Sntrup761X25519Sha512 | Self::Sntrup761X25519Sha512OpenSsh => {
+                Box::new(Hybrid::<Sntrup761Kem>::new(hash))
+            }
+            Self::Curve25519Sha256 | Self::Curve25519Sha256Libssh => {
+                Box::new(X25519Agreement::default())
+            }
+            Self::EcdhNistP256 => Box::new(ecdh_nist::NistEcdh::<ecdh_nist::P256>::default()),
+            Self::EcdhNistP384 => Box::new(ecdh_nist::NistEcdh::<ecdh_nist::P384>::default()),
+            Self::EcdhNistP521 => Box::new(ecdh_nist::NistEcdh::<ecdh_nist::P521>::default()),
+            Self::DhGroup14Sha256 => Box::new(dh::FixedGroupDh::group14(bits)),
+            Self::DhGroup16Sha512 => Box::new(dh::FixedGroupDh::group16(bits)),
+            Self::DhGroup18Sha512 => Box::new(dh::FixedGroupDh::group18(bits)),
+            Self::DhGexSha256 => return None,
+        })
+    }
+}
+
+impl<A: Agreement + ?Sized> Agreement for Box<A> {
+    fn values_are_mpints(&self) -> bool {
+        (**self).values_are_mpints()
+    }
+    fn client_public(&mut self, rng: &mut dyn SecureRandom) -> Result<Vec<u8>, KexError> {
+        (**self).client_public(rng)
+    }
+    fn client_finish(&mut self, server_public: &[u8]) -> Result<Zeroizing<Vec<u8>>, KexError> {
+        (**self).client_finish(server_public)
+    }
+    fn server_respond(
+        &mut self,
+        client_public: &[u8],
+        rng: &mut dyn SecureRandom,
+    ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), KexError> {
+        (**self).server_respond(client_public, rng)
     }
 }
 
