@@ -7,9 +7,9 @@ use pkcs8::der::Decode as _;
 use pkcs8::der::asn1::ObjectIdentifier;
 use pkcs8::pkcs5::pbes2;
 
-use super::PrivateKey;
 use super::ecdsa::{Curve, EcdsaKey};
 use super::rsa_key::{RsaKey, RsaParts};
+use super::{KdfLimits, PrivateKey};
 use crate::error::KeyFileError;
 
 const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
@@ -17,14 +17,6 @@ const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112"
 const OID_ED448: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.113");
 const OID_EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const OID_DSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10040.4.1");
-
-/// PBKDF2 iterations accepted from a file: OpenSSL writes 2048 by default and the most
-/// cautious current advice is 600 000 for HMAC-SHA-256; ten million take seconds.
-pub(super) const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
-/// scrypt memory accepted from a file (128·r·N bytes): OpenSSL's `-scrypt` uses 16 MiB.
-pub(super) const MAX_SCRYPT_MEMORY: u64 = 256 * 1024 * 1024;
-/// scrypt work accepted from a file (N·r·p block mixes): sixteen times OpenSSL's default.
-const MAX_SCRYPT_WORK: u64 = 16 * 16384 * 8;
 
 /// Parses the DER of a PKCS#1 `RSAPrivateKey`.
 pub(super) fn pkcs1(der: &[u8]) -> Result<PrivateKey, KeyFileError> {
@@ -131,6 +123,7 @@ pub(super) fn pkcs8(der: &[u8]) -> Result<PrivateKey, KeyFileError> {
 pub(super) fn encrypted_pkcs8(
     der: &[u8],
     passphrase: Option<&[u8]>,
+    limits: &KdfLimits,
 ) -> Result<PrivateKey, KeyFileError> {
     let info = pkcs8::EncryptedPrivateKeyInfoRef::from_der(der).map_err(|e| {
         match scheme_oid(der) {
@@ -149,7 +142,7 @@ pub(super) fn encrypted_pkcs8(
             scheme_name(info.encryption_algorithm.oid())
         )));
     };
-    check_pbes2_cost(params)?;
+    check_pbes2_cost(params, limits)?;
     let passphrase = passphrase.ok_or(KeyFileError::PassphraseRequired)?;
     // A padding failure is what a wrong passphrase gives; 1 in 256 wrong passphrases pads
     // correctly by chance and fails as DER instead. Both read as a wrong passphrase.
@@ -187,16 +180,16 @@ fn scheme_name(oid: ObjectIdentifier) -> String {
 
 /// Refuses key derivations that would take minutes or gigabytes, and parameters the
 /// decryption library would trip over (scrypt's N must be a power of two above 1).
-fn check_pbes2_cost(params: &pbes2::Parameters) -> Result<(), KeyFileError> {
+fn check_pbes2_cost(params: &pbes2::Parameters, limits: &KdfLimits) -> Result<(), KeyFileError> {
     match &params.kdf {
         pbes2::Kdf::Pbkdf2(p) => {
             if p.iteration_count == 0 {
                 return Err(KeyFileError::Malformed("PBKDF2 with 0 iterations".into()));
             }
-            if p.iteration_count > MAX_PBKDF2_ITERATIONS {
+            if p.iteration_count > limits.pbkdf2_iterations {
                 return Err(KeyFileError::KdfTooCostly(format!(
-                    "{} PBKDF2 iterations (at most {MAX_PBKDF2_ITERATIONS} are accepted)",
-                    p.iteration_count
+                    "{} PBKDF2 iterations (at most {} are accepted)",
+                    p.iteration_count, limits.pbkdf2_iterations
                 )));
             }
         }
@@ -211,12 +204,13 @@ fn check_pbes2_cost(params: &pbes2::Parameters) -> Result<(), KeyFileError> {
             }
             let memory = n.saturating_mul(r).saturating_mul(128);
             let work = n.saturating_mul(r).saturating_mul(par);
-            if memory > MAX_SCRYPT_MEMORY || work > MAX_SCRYPT_WORK {
+            if memory > limits.scrypt_memory || work > limits.scrypt_work {
                 return Err(KeyFileError::KdfTooCostly(format!(
                     "scrypt with N={n} r={r} p={par} ({} MiB of memory; at most {} MiB and \
-                     N·r·p of {MAX_SCRYPT_WORK} are accepted)",
+                     N·r·p of {} are accepted)",
                     memory / (1024 * 1024),
-                    MAX_SCRYPT_MEMORY / (1024 * 1024)
+                    limits.scrypt_memory / (1024 * 1024),
+                    limits.scrypt_work
                 )));
             }
         }

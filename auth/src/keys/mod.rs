@@ -22,8 +22,9 @@
 //! decrypted key material is one too. [`check_key_file_permissions`] is the one function that
 //! looks at the file system, to refuse key files other users can read, as OpenSSH does.
 //!
-//! What a hostile file can cost is bounded: at most [`MAX_KEY_FILE_LEN`] bytes are parsed,
-//! bcrypt at most 4096 rounds, PBKDF2 at most ten million iterations, scrypt at most 256 MiB.
+//! What a hostile file can cost is bounded: at most [`MAX_KEY_FILE_LEN`] bytes are parsed, and
+//! the passphrase derivation by [`KdfLimits`] (by default bcrypt at most 4096 rounds, PBKDF2
+//! at most ten million iterations, scrypt at most 256 MiB).
 //!
 //! ring keeps its own copy of an Ed25519 or RSA key inside its key pair and does not wipe it
 //! when dropped; that copy lives as long as the [`PrivateKey`].
@@ -52,6 +53,44 @@ pub use perms::check_key_file_permissions;
 
 /// Larger files are refused before any parsing: an OpenSSH RSA-16384 key file is about 13 KiB.
 pub const MAX_KEY_FILE_LEN: usize = 64 * 1024;
+
+/// How much work and memory deriving a key from a passphrase may cost: key files say how much
+/// they want, and a hostile one could otherwise ask for hours or gigabytes. A file asking for
+/// more is refused with [`KeyFileError::KdfTooCostly`] before any work, and before a
+/// passphrase is needed. The defaults are far above what `ssh-keygen` and `openssl` write and
+/// bound one key to about half a minute of one core and 256 MiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KdfLimits {
+    /// bcrypt rounds of OpenSSH's format. `ssh-keygen` uses 16 unless told otherwise with
+    /// `-a` (guides suggest 100 or so); a round of deriving an AES-256 key and IV takes about
+    /// 8 ms on a current x86 core. Default 4096.
+    pub bcrypt_rounds: u32,
+    /// PBKDF2 iterations of PKCS#8. OpenSSL writes 2048 by default; the most cautious current
+    /// advice for HMAC-SHA-256 is 600 000. Default ten million (seconds).
+    pub pbkdf2_iterations: u32,
+    /// scrypt memory of PKCS#8, 128·r·N bytes. OpenSSL's `-scrypt` uses 16 MiB. Default
+    /// 256 MiB.
+    pub scrypt_memory: u64,
+    /// scrypt work of PKCS#8, N·r·p block mixes. Default sixteen times OpenSSL's 16384·8·1.
+    pub scrypt_work: u64,
+}
+
+impl KdfLimits {
+    /// The defaults, as a constant.
+    pub const DEFAULT: Self = Self {
+        bcrypt_rounds: 4096,
+        pbkdf2_iterations: 10_000_000,
+        scrypt_memory: 256 * 1024 * 1024,
+        scrypt_work: 16 * 16384 * 8,
+    };
+}
+
+impl Default for KdfLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
 
 /// The RSA size [`PrivateKey::generate_rsa`] is usually given, as `forwarder keygen` does:
 /// what platforms hand their customers today.
@@ -115,7 +154,7 @@ impl PrivateKey {
     /// be checked without it is fine); load it with
     /// [`Self::from_file_contents_with_passphrase`]. The caller should wipe `data` when done.
     pub fn from_file_contents(data: &[u8]) -> Result<Self, KeyFileError> {
-        Self::load(data, None)
+        Self::load(data, None, &KdfLimits::DEFAULT)
     }
 
     /// Like [`Self::from_file_contents`], decrypting an encrypted key with `passphrase`:
@@ -128,13 +167,27 @@ impl PrivateKey {
         data: &[u8],
         passphrase: &[u8],
     ) -> Result<Self, KeyFileError> {
-        Self::load(data, Some(passphrase))
+        Self::load(data, Some(passphrase), &KdfLimits::DEFAULT)
     }
 
-    fn load(data: &[u8], passphrase: Option<&[u8]>) -> Result<Self, KeyFileError> {
+    /// Like [`Self::from_file_contents_with_passphrase`] with other bounds on the passphrase
+    /// derivation than the defaults (a fuzzer, for one, wants far smaller ones).
+    pub fn from_file_contents_with_passphrase_limited(
+        data: &[u8],
+        passphrase: &[u8],
+        limits: &KdfLimits,
+    ) -> Result<Self, KeyFileError> {
+        Self::load(data, Some(passphrase), limits)
+    }
+
+    fn load(
+        data: &[u8],
+        passphrase: Option<&[u8]>,
+        limits: &KdfLimits,
+    ) -> Result<Self, KeyFileError> {
         let block = armor::parse(text_of(data)?)?;
         match block.label {
-            "OPENSSH PRIVATE KEY" => openssh::parse(&block.decode()?, passphrase),
+            "OPENSSH PRIVATE KEY" => openssh::parse(&block.decode()?, passphrase, limits),
             "RSA PRIVATE KEY" | "EC PRIVATE KEY" => {
                 let body = block.decode()?;
                 let der = match block.dek_info {
@@ -159,7 +212,7 @@ impl PrivateKey {
                     other => other,
                 }
             }
-            "ENCRYPTED PRIVATE KEY" => der::encrypted_pkcs8(&block.decode()?, passphrase),
+            "ENCRYPTED PRIVATE KEY" => der::encrypted_pkcs8(&block.decode()?, passphrase, limits),
             // Named before the passphrase: removing it would not make these usable.
             "DSA PRIVATE KEY" => Err(KeyFileError::UnsupportedKeyType("ssh-dss (DSA)".into())),
             _ if block.encrypted_headers => Err(KeyFileError::UnsupportedEncryption(

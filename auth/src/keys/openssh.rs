@@ -18,17 +18,12 @@ use zeroize::Zeroizing;
 
 use super::ecdsa::{Curve, EcdsaKey};
 use super::rsa_key::{RsaKey, RsaParts};
-use super::{PrivateKey, sym};
+use super::{KdfLimits, PrivateKey, sym};
 use crate::error::KeyFileError;
 
 pub(super) const MAGIC: &[u8] = b"openssh-key-v1\0";
 /// Comments longer than this are cut: they are only ever shown to a person.
 const MAX_COMMENT_CHARS: usize = 256;
-/// The most bcrypt rounds a key file may ask for. `ssh-keygen` uses 16 unless told otherwise
-/// with `-a` (guides suggest 100 or so); a round of deriving an AES-256 key and IV takes about
-/// 8 ms on a current x86 core, so this bounds what a hostile file can cost to about half a
-/// minute, and only once a passphrase is typed for it.
-pub(super) const MAX_BCRYPT_ROUNDS: u32 = 4096;
 /// Longer bcrypt salts serve no purpose; OpenSSH writes 16 bytes.
 const MAX_SALT_LEN: usize = 1024;
 /// Base64 characters per line, as `ssh-keygen` writes them.
@@ -56,7 +51,7 @@ pub(super) fn is_encrypted(bin: &[u8]) -> bool {
 }
 
 /// Reads and checks everything outside the private section.
-fn header(bin: &[u8]) -> Result<Header<'_>, KeyFileError> {
+fn header<'a>(bin: &'a [u8], limits: &KdfLimits) -> Result<Header<'a>, KeyFileError> {
     let rest = bin.strip_prefix(MAGIC).ok_or_else(|| {
         KeyFileError::Malformed("the key does not start with the openssh-key-v1 marker".into())
     })?;
@@ -96,9 +91,10 @@ fn header(bin: &[u8]) -> Result<Header<'_>, KeyFileError> {
         if rounds == 0 {
             return Err(KeyFileError::Malformed("bcrypt with 0 rounds".into()));
         }
-        if rounds > MAX_BCRYPT_ROUNDS {
+        if rounds > limits.bcrypt_rounds {
             return Err(KeyFileError::KdfTooCostly(format!(
-                "{rounds} bcrypt rounds (at most {MAX_BCRYPT_ROUNDS} are accepted)"
+                "{rounds} bcrypt rounds (at most {} are accepted)",
+                limits.bcrypt_rounds
             )));
         }
         Some((salt, rounds))
@@ -146,8 +142,12 @@ fn header(bin: &[u8]) -> Result<Header<'_>, KeyFileError> {
 
 /// Parses the decoded body of an `OPENSSH PRIVATE KEY` block, decrypting it with `passphrase`
 /// if it is encrypted.
-pub(super) fn parse(bin: &[u8], passphrase: Option<&[u8]>) -> Result<PrivateKey, KeyFileError> {
-    let h = header(bin)?;
+pub(super) fn parse(
+    bin: &[u8],
+    passphrase: Option<&[u8]>,
+    limits: &KdfLimits,
+) -> Result<PrivateKey, KeyFileError> {
+    let h = header(bin, limits)?;
     let Some((salt, rounds)) = h.kdf else {
         return parse_private(h.private, h.public_blob, false);
     };

@@ -848,3 +848,418 @@ fn generated_rsa_2048_round_trips() {
         key.sign(SignatureAlgorithm::RsaSha256, b"x").unwrap()
     );
 }
+
+// --- encrypted files built here, to damage them in ways no tool writes -------------------------
+
+const PW: &[u8] = b"test passphrase";
+
+/// An `openssh-key-v1` file encrypted with bcrypt and aes256-ctr, its private section built
+/// from `f` (padded to 16 bytes) and changed by `damage` before encryption.
+fn encrypted_openssh(f: &OpensshFile, rounds: u32, damage: impl Fn(&mut Vec<u8>)) -> String {
+    let mut private = Vec::new();
+    private.put_u32(f.checks.0);
+    private.put_u32(f.checks.1);
+    private.put_raw(&f.private_key);
+    private.put_string(&f.comment);
+    let mut i = 1u8;
+    while private.len() % 16 != 0 {
+        private.push(i);
+        i += 1;
+    }
+    damage(&mut private);
+    let salt = [7u8; 16];
+    let mut key_iv = [0u8; 48];
+    bcrypt_pbkdf::bcrypt_pbkdf(PW, &salt, rounds.clamp(1, 4), &mut key_iv).unwrap();
+    let (key, iv) = key_iv.split_at(32);
+    // Counter mode: decrypting is encrypting.
+    sym::openssh(b"aes256-ctr")
+        .unwrap()
+        .decrypt(key, iv, &mut private, &[])
+        .unwrap();
+    let mut options = Vec::new();
+    options.put_string(&salt);
+    options.put_u32(rounds);
+    assemble("aes256-ctr", "bcrypt", &options, &f.public, &private, &[])
+}
+
+fn assemble(
+    cipher: &str,
+    kdf: &str,
+    options: &[u8],
+    public: &[u8],
+    private: &[u8],
+    tag: &[u8],
+) -> String {
+    let mut bin = openssh::MAGIC.to_vec();
+    bin.put_str(cipher);
+    bin.put_str(kdf);
+    bin.put_string(options);
+    bin.put_u32(1);
+    bin.put_string(public);
+    bin.put_string(private);
+    bin.put_raw(tag);
+    armor_openssh(&bin)
+}
+
+fn with_pw(text: &str) -> Result<PrivateKey, KeyFileError> {
+    PrivateKey::from_file_contents_with_passphrase(text.as_bytes(), PW)
+}
+
+#[test]
+fn openssh_encryption_built_here_round_trips() {
+    for fixture in [ED25519, RSA2048, ECDSA_P256] {
+        let f = OpensshFile::parse(&body(fixture));
+        let text = encrypted_openssh(&f, 4, |_| {});
+        assert!(is_encrypted(text.as_bytes()));
+        assert_eq!(
+            PrivateKey::from_file_contents(text.as_bytes()).err(),
+            Some(KeyFileError::PassphraseRequired)
+        );
+        assert_eq!(
+            with_pw(&text).unwrap().fingerprint(),
+            load(fixture).fingerprint()
+        );
+        assert_eq!(
+            PrivateKey::from_file_contents_with_passphrase(text.as_bytes(), b"other").err(),
+            Some(KeyFileError::WrongPassphrase)
+        );
+    }
+}
+
+#[test]
+fn damaged_encrypted_openssh_keys_are_refused() {
+    let f = OpensshFile::parse(&body(ED25519));
+    // Check numbers that differ after decryption are how a wrong passphrase shows.
+    let text = encrypted_openssh(&f, 4, |p| p[4] ^= 1);
+    assert_eq!(with_pw(&text).err(), Some(KeyFileError::WrongPassphrase));
+    let text = encrypted_openssh(&f, 4, |p| {
+        let last = p.len() - 1;
+        p[last] ^= 0x40;
+    });
+    assert!(malformed(with_pw(&text)));
+    let text = encrypted_openssh(&f, 4, |p| p.truncate(p.len() - 1));
+    assert!(malformed(with_pw(&text)), "not a whole number of blocks");
+
+    // The header is checked before a passphrase is asked for.
+    let mut options = Vec::new();
+    options.put_string(&[1; 16]);
+    options.put_u32(4);
+    let private = vec![0u8; 32];
+    let cases = [
+        ("aes256-ctr", "scrypt", options.clone(), &[][..]),
+        ("none", "bcrypt", options.clone(), &[][..]),
+        ("aes256-ctr", "none", Vec::new(), &[][..]),
+        (
+            "aes256-gcm@openssh.com",
+            "bcrypt",
+            options.clone(),
+            &[0u8; 15][..],
+        ),
+        ("aes256-ctr", "bcrypt", options[..10].to_vec(), &[][..]),
+        (
+            "aes256-ctr",
+            "bcrypt",
+            [&options[..], &[0]].concat(),
+            &[][..],
+        ),
+        (
+            "aes256-ctr",
+            "bcrypt",
+            vec![0, 0, 0, 0, 0, 0, 0, 4],
+            &[][..],
+        ),
+        (
+            "chacha20-poly1305@openssh.com",
+            "bcrypt",
+            options.clone(),
+            &[0u8; 16][..],
+        ),
+    ];
+    for (cipher, kdf, options, tag) in cases {
+        let text = assemble(cipher, kdf, &options, &f.public, &private, tag);
+        let without = PrivateKey::from_file_contents(text.as_bytes()).unwrap_err();
+        let with = with_pw(&text).unwrap_err();
+        assert_eq!(without, with, "{cipher} {kdf}");
+        assert!(
+            matches!(
+                with,
+                KeyFileError::Malformed(_) | KeyFileError::UnsupportedEncryption(_)
+            ),
+            "{cipher} {kdf}: {with:?}"
+        );
+    }
+
+    // A GCM tag that does not verify.
+    let text = assemble(
+        "aes256-gcm@openssh.com",
+        "bcrypt",
+        &options,
+        &f.public,
+        &private,
+        &[0u8; 16],
+    );
+    assert_eq!(with_pw(&text).err(), Some(KeyFileError::WrongPassphrase));
+}
+
+#[test]
+fn absurd_bcrypt_rounds_are_refused_before_any_work() {
+    let f = OpensshFile::parse(&body(ED25519));
+    for rounds in [4097, u32::MAX] {
+        let text = encrypted_openssh(&f, rounds, |_| {});
+        let started = std::time::Instant::now();
+        let err = with_pw(&text).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(
+            PrivateKey::from_file_contents(text.as_bytes()).err(),
+            Some(err.clone())
+        );
+        match &err {
+            KeyFileError::KdfTooCostly(what) => assert!(what.contains(&rounds.to_string())),
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("damaged or hostile"), "{err}");
+    }
+    let text = encrypted_openssh(&f, 0, |_| {});
+    assert!(malformed(with_pw(&text)));
+}
+
+/// `RSA PRIVATE KEY` PEM encrypted here as OpenSSL does, with the given DEK-Info cipher.
+fn encrypted_pem(der: &[u8], cipher: &str, iv: &[u8], damage: impl Fn(&mut Vec<u8>)) -> String {
+    use cbc::cipher::block_padding::Pkcs7;
+    use cbc::cipher::{BlockModeEncrypt as _, KeyIvInit as _};
+    use md5::Digest as _;
+    let c = sym::pem(cipher).unwrap();
+    // EVP_BytesToKey, written out again independently of the crate's.
+    let mut key = Vec::new();
+    let mut prev: Vec<u8> = Vec::new();
+    while key.len() < c.key_len {
+        let mut h = md5::Md5::new();
+        h.update(&prev);
+        h.update(PW);
+        h.update(&iv[..8]);
+        prev = h.finalize().to_vec();
+        key.extend_from_slice(&prev);
+    }
+    key.truncate(c.key_len);
+    let mut buf = der.to_vec();
+    let len = buf.len();
+    buf.resize(len + 16, 0);
+    let out_len = match cipher {
+        "AES-256-CBC" => cbc::Encryptor::<aes::Aes256>::new_from_slices(&key, iv)
+            .unwrap()
+            .encrypt_padded::<Pkcs7>(&mut buf, len)
+            .unwrap()
+            .len(),
+        "DES-EDE3-CBC" => cbc::Encryptor::<des::TdesEde3>::new_from_slices(&key, iv)
+            .unwrap()
+            .encrypt_padded::<Pkcs7>(&mut buf, len)
+            .unwrap()
+            .len(),
+        _ => unreachable!(),
+    };
+    buf.truncate(out_len);
+    damage(&mut buf);
+    let hex: String = iv.iter().map(|b| format!("{b:02X}")).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&buf);
+    format!(
+        "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: {cipher},{hex}\n\n\
+         {b64}\n-----END RSA PRIVATE KEY-----\n"
+    )
+}
+
+#[test]
+fn legacy_pem_encryption_built_here_loads_and_refuses_damage() {
+    let der = body(RSA2048_PEM);
+    let expected = load(RSA2048_PEM).fingerprint();
+    for (cipher, iv) in [
+        ("AES-256-CBC", &[3u8; 16][..]),
+        ("DES-EDE3-CBC", &[5u8; 8][..]),
+    ] {
+        let text = encrypted_pem(&der, cipher, iv, |_| {});
+        assert!(is_encrypted(text.as_bytes()));
+        assert_eq!(
+            PrivateKey::from_file_contents(text.as_bytes()).err(),
+            Some(KeyFileError::PassphraseRequired)
+        );
+        assert_eq!(with_pw(&text).unwrap().fingerprint(), expected, "{cipher}");
+        let wrong = PrivateKey::from_file_contents_with_passphrase(text.as_bytes(), b"nope");
+        assert_eq!(wrong.err(), Some(KeyFileError::WrongPassphrase), "{cipher}");
+        // Damage in the last block spoils the padding, in the first the DER structure: both
+        // read as a wrong passphrase. Damage inside a number leaves a key that fails its check.
+        for at in [0usize, usize::MAX] {
+            let text = encrypted_pem(&der, cipher, iv, |b| {
+                let i = at.min(b.len() - 1);
+                b[i] ^= 0x55;
+            });
+            assert_eq!(
+                with_pw(&text).err(),
+                Some(KeyFileError::WrongPassphrase),
+                "{cipher} at {at}"
+            );
+        }
+        let text = encrypted_pem(&der, cipher, iv, |b| b[400] ^= 0x55);
+        assert!(
+            matches!(with_pw(&text), Err(KeyFileError::InvalidKey(_))),
+            "{cipher}"
+        );
+        let text = encrypted_pem(&der, cipher, iv, |b| b.truncate(b.len() - 1));
+        assert!(malformed(with_pw(&text)), "{cipher}");
+    }
+}
+
+/// An `ENCRYPTED PRIVATE KEY` block around garbage, with the given PBES2 parameters.
+fn encrypted_pkcs8(kdf: pkcs8::pkcs5::pbes2::Kdf) -> String {
+    use pkcs8::der::Encode as _;
+    use pkcs8::pkcs5::{EncryptionScheme, pbes2};
+    let params = pbes2::Parameters {
+        kdf,
+        encryption: pbes2::EncryptionScheme::Aes256Cbc { iv: [9; 16] },
+    };
+    let data = [0u8; 32];
+    let info = pkcs8::EncryptedPrivateKeyInfoRef {
+        encryption_algorithm: EncryptionScheme::Pbes2(params),
+        encrypted_data: (&data[..]).try_into().unwrap(),
+    };
+    let der = info.to_der().unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    format!("-----BEGIN ENCRYPTED PRIVATE KEY-----\n{b64}\n-----END ENCRYPTED PRIVATE KEY-----\n")
+}
+
+#[test]
+fn costly_or_invalid_pkcs8_derivations_are_refused_before_any_work() {
+    use pkcs8::pkcs5::pbes2::{Kdf, Pbkdf2Params, Pbkdf2Prf, ScryptParams};
+    let salt = pkcs8::pkcs5::pbes2::Salt::new([1u8; 16]).unwrap();
+    let pbkdf2 = |iteration_count| {
+        Kdf::Pbkdf2(Pbkdf2Params {
+            salt,
+            iteration_count,
+            key_length: None,
+            prf: Pbkdf2Prf::HmacWithSha256,
+        })
+    };
+    let scrypt = |n: u64, r: u16, p: u16| {
+        Kdf::Scrypt(ScryptParams {
+            salt,
+            cost_parameter: n,
+            block_size: r,
+            parallelization: p,
+            key_length: None,
+        })
+    };
+    let costly = [
+        pbkdf2(10_000_001),
+        pbkdf2(u32::MAX),
+        scrypt(1 << 20, 8, 1),
+        scrypt(1 << 14, 8, 1000),
+        scrypt(1 << 40, 1, 1),
+    ];
+    for kdf in costly {
+        let text = encrypted_pkcs8(kdf.clone());
+        let started = std::time::Instant::now();
+        let err = with_pw(&text).unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{kdf:?}"
+        );
+        assert!(
+            matches!(err, KeyFileError::KdfTooCostly(_)),
+            "{kdf:?}: {err:?}"
+        );
+        assert_eq!(
+            PrivateKey::from_file_contents(text.as_bytes()).err(),
+            Some(err)
+        );
+    }
+    for kdf in [scrypt(0, 8, 1), scrypt(1000, 8, 1), scrypt(1 << 14, 0, 1)] {
+        let text = encrypted_pkcs8(kdf.clone());
+        assert!(malformed(with_pw(&text)), "{kdf:?}");
+    }
+    // Cheap parameters: the garbage ciphertext reads as a wrong passphrase.
+    for kdf in [pbkdf2(1000), scrypt(1 << 10, 8, 1)] {
+        let text = encrypted_pkcs8(kdf.clone());
+        assert_eq!(
+            with_pw(&text).err(),
+            Some(KeyFileError::WrongPassphrase),
+            "{kdf:?}"
+        );
+        assert_eq!(
+            PrivateKey::from_file_contents(text.as_bytes()).err(),
+            Some(KeyFileError::PassphraseRequired)
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn mutated_encrypted_keys_never_panic(
+        which in 0usize..3,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+    ) {
+        let f = OpensshFile::parse(&body([ED25519, RSA2048, ECDSA_P256][which]));
+        let text = encrypted_openssh(&f, 1, |_| {});
+        let mut bin = body(&text);
+        for (at, byte) in &edits {
+            let i = at.index(bin.len());
+            bin[i] = *byte;
+        }
+        if let Ok(key) = with_pw(&armor_openssh(&bin)) {
+            for &alg in key.signature_algorithms() {
+                let sig = key.sign(alg, b"data");
+                prop_assert!(sig.is_ok());
+                let sig = sig.unwrap_or_default();
+                prop_assert!(key.public_key().verify(alg, b"data", &sig).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_encrypted_pem_never_panics(
+        cipher in 0usize..2,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let (name, iv) = [("AES-256-CBC", &[3u8; 16][..]), ("DES-EDE3-CBC", &[5u8; 8][..])][cipher];
+        let text = encrypted_pem(&body(RSA2048_PEM), name, iv, |b| {
+            for (at, byte) in &edits {
+                let i = at.index(b.len());
+                b[i] = *byte;
+            }
+        });
+        let _ = with_pw(&text);
+    }
+}
+
+#[test]
+fn tighter_kdf_limits_refuse_what_the_defaults_allow() {
+    let f = OpensshFile::parse(&body(ED25519));
+    let text = encrypted_openssh(&f, 4, |_| {});
+    let mut limits = KdfLimits::default();
+    assert_eq!(limits, KdfLimits::DEFAULT);
+    limits.bcrypt_rounds = 3;
+    let err = PrivateKey::from_file_contents_with_passphrase_limited(text.as_bytes(), PW, &limits)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        KeyFileError::KdfTooCostly("4 bcrypt rounds (at most 3 are accepted)".into())
+    );
+    limits.bcrypt_rounds = 4;
+    assert!(
+        PrivateKey::from_file_contents_with_passphrase_limited(text.as_bytes(), PW, &limits)
+            .is_ok()
+    );
+    limits.pbkdf2_iterations = 999;
+    let salt = pkcs8::pkcs5::pbes2::Salt::new([1u8; 16]).unwrap();
+    let text = encrypted_pkcs8(pkcs8::pkcs5::pbes2::Kdf::Pbkdf2(
+        pkcs8::pkcs5::pbes2::Pbkdf2Params {
+            salt,
+            iteration_count: 1000,
+            key_length: None,
+            prf: pkcs8::pkcs5::pbes2::Pbkdf2Prf::HmacWithSha1,
+        },
+    ));
+    assert!(matches!(
+        PrivateKey::from_file_contents_with_passphrase_limited(text.as_bytes(), PW, &limits),
+        Err(KeyFileError::KdfTooCostly(_))
+    ));
+}
