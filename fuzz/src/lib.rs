@@ -21,6 +21,7 @@ pub mod cli_args;
 pub mod connection_messages;
 pub mod fixtures;
 pub mod input;
+pub mod kex_replies;
 pub mod known_hosts;
 pub mod seeds;
 pub mod transport_client;
@@ -40,4 +41,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("connection_messages", connection_messages::run),
     ("known_hosts", known_hosts::run),
     ("cli_args", cli_args::run),
+    ("kex_replies", kex_replies::run),
 ];

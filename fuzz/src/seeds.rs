@@ -73,6 +73,9 @@ pub fn all() -> Vec<Seed> {
     for (name, data) in cli() {
         add("cli_args", &name, data);
     }
+    for (name, data) in crate::kex_replies::seeds() {
+        add("kex_replies", &name, data);
+    }
     out
 }
 
