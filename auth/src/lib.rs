@@ -1,23 +1,30 @@
-//! SSH user authentication (RFC 4252, RFC 8332) as a sans-IO state machine, and the user keys
-//! it signs with.
+//! SSH user authentication (RFC 4252, RFC 4256, RFC 8332, OpenSSH certificates) as a sans-IO
+//! state machine, the user keys it signs with, and the ssh-agent protocol's codec.
 //!
 //! ```text
-//!  key file bytes ──> PrivateKey::from_file_contents ──> Identity { key, source } ─┐
-//!                                                                                  v
+//!  key file bytes ──> PrivateKey::from_file_contents ──> Identity::new(key, source) ──┐
+//!  -cert.pub text ──> Certificate::from_openssh_line ──> Identity::certified ─────────┤
+//!  agent socket ──agent::AgentResponse──> key blobs ──> Identity::from_agent ─────────┤
+//!                                                                                     v
 //!  router: msg 6, 50..=79 ──> ClientAuth::handle_payload(payload, AuthContext) ──> decode wholly
 //!      (session id, server-sig-algs) ─────────────┘          │
-//!                                                            ├─> PayloadSink: SERVICE_REQUEST,
-//!                                                            │     signed USERAUTH_REQUESTs
+//!  caller: provide_signature / provide_password /            ├─> PayloadSink: SERVICE_REQUEST,
+//!          provide_responses ──> ClientAuth ─────────────────┤     USERAUTH_REQUESTs, INFO_RESPONSEs
 //!                                                            └─> poll_event: Banner (sanitized),
-//!                                                                  Attempt, Skipped, Success
+//!                                                                  Attempt, Query, Skipped,
+//!                                                                  SignRequest, PasswordRequest,
+//!                                                                  InfoRequest, Success
 //! ```
 //!
-//! Nothing here touches a socket or a file: callers read key files and pass their bytes, and
-//! the transport passes payloads in and takes payloads out. Signing uses ring only (RSA with
-//! `rsa-sha2-512` / `rsa-sha2-256`, never SHA-1; Ed25519).
+//! Nothing here touches a socket, a file, a terminal or a clock: callers read key files and
+//! pass their bytes, talk to the agent with [`agent`]'s codec, answer the machine's requests
+//! for signatures, passwords and prompts, and pass the time to check certificates with; the
+//! transport passes payloads in and takes payloads out. Keys held here never make SHA-1
+//! signatures; RSA uses `rsa-sha2-512` / `rsa-sha2-256`.
 //!
-//! Entry points for fuzzing: [`PrivateKey::from_file_contents`] and
-//! [`msg::decode_server_message`].
+//! Entry points for fuzzing: [`PrivateKey::from_file_contents`],
+//! [`msg::decode_server_message_for`], [`Certificate::from_blob`] and
+//! [`agent::AgentResponse::decode`].
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -29,12 +36,19 @@
     )
 )]
 
+pub mod agent;
+pub mod cert;
 mod client;
 mod error;
 pub mod keys;
 pub mod msg;
 
-pub use client::{AuthContext, AuthEvent, ClientAuth, Identity};
-pub use error::{AuthError, KeyFileError, KeyReport, Refusal, SignError, SkipReason};
+pub use cert::{CertError, Certificate};
+pub use client::{
+    AuthConfig, AuthContext, AuthEvent, ClientAuth, DEFAULT_PUBKEY_ALGORITHMS, Identity,
+    InfoRequest, PasswordRequest, Prompt, SUPPORTED_PUBKEY_ALGORITHMS, SignRequest,
+    check_certificate,
+};
+pub use error::{AuthError, KeyFileError, KeyReport, MethodReport, Refusal, SignError, SkipReason};
 pub use keys::{KdfLimits, PrivateKey, check_key_file_permissions, is_encrypted};
-pub use msg::decode_server_message;
+pub use msg::{decode_server_message, decode_server_message_for};

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ssh_auth::{Identity, PrivateKey};
 use ssh_transport::ClientConfig;
 use ssh_transport::cipher;
 use ssh_transport::hostkey::{PublicKey, SignatureAlgorithm};
@@ -21,6 +20,7 @@ use crate::driver::{self, HostKeyVerifier};
 use crate::known_hosts::{self, Decision, KnownHosts};
 use crate::session::{ServerAlive, Session, SessionConfig};
 use crate::tunnel::{self, Target};
+use crate::userauth;
 
 /// Exit status for every failure, as `ssh` uses.
 pub const EXIT_FAILURE: i32 = 255;
@@ -76,11 +76,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
                 }
             };
         }
-        Ok(Command::Keygen(_)) => {
-            // Wired to crate::keygen once ssh-auth can generate keys (in progress).
-            eprintln!("forwarder keygen: key generation is being built; not available yet");
-            return EXIT_FAILURE;
-        }
+        Ok(Command::Keygen(k)) => return crate::keygen::run(&k),
         Err(e) => {
             eprintln!("forwarder: {e}");
             return EXIT_FAILURE;
@@ -100,7 +96,12 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    match runtime.block_on(run_async(opts)) {
+    let result = runtime.block_on(run_async(opts));
+    // A prompt still waiting (the session ended under it) must not leave echo off, nor keep
+    // the program from exiting.
+    crate::prompt::restore_terminal();
+    runtime.shutdown_background();
+    match result {
         Ok(()) => 0,
         Err(Fatal(msg)) => {
             eprintln!("forwarder: {msg}");
@@ -213,39 +214,6 @@ pub fn parse_rekey_limit(s: &str) -> Result<(Option<u64>, Option<Duration>), Fat
         return Err(bad());
     }
     Ok((bytes, time))
-}
-
-/// Reads the identity files. Missing default files are skipped quietly; a missing file that
-/// was named is a warning, as in OpenSSH; a file that cannot be used is a warning naming why.
-pub fn load_identities(opts: &Options) -> Vec<Identity> {
-    let mut out = Vec::new();
-    for path in &opts.identity_files {
-        match load_identity(path) {
-            Ok(Some(key)) => out.push(Identity {
-                key,
-                source: path.display().to_string(),
-            }),
-            Ok(None) => {
-                if !opts.default_identity_files {
-                    eprintln!(
-                        "forwarder: warning: identity file {} not accessible: no such file",
-                        path.display()
-                    );
-                }
-            }
-            Err(e) => eprintln!("forwarder: warning: cannot use {}: {e}", path.display()),
-        }
-    }
-    out
-}
-
-fn load_identity(path: &Path) -> Result<Option<PrivateKey>, Fatal> {
-    let data = match std::fs::read(path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(Some(PrivateKey::from_file_contents(&data)?))
 }
 
 /// Checks server host keys against known_hosts under StrictHostKeyChecking.
@@ -416,17 +384,15 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
     }
     let known_types = known.known_key_types(&opts.destination_host, opts.port);
     let transport = transport_config(&opts, &known_types)?;
-    let identities = load_identities(&opts);
-    if identities.is_empty() {
-        return Err(Fatal(format!(
-            "no usable private key: tried {}; give one with -i",
-            opts.identity_files
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
+    // Certificates' validity is judged by this clock; the auth crate has none.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (password, passphrase) = userauth::secret_sources(&opts);
+    let prepared = userauth::prepare(&opts, &passphrase, now).await;
+    let auth_helper = userauth::Helper::new(&opts, &prepared, password, passphrase);
+    let auth = userauth::auth_config(&opts, prepared.identities, now).map_err(Fatal)?;
 
     // Listen first: a port that cannot be bound is known before any network traffic, and a
     // client that connects early waits for the session instead of being refused.
@@ -473,8 +439,7 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
         SessionConfig {
             transport,
             connection: ssh_connection::Config::default(),
-            user: opts.user.clone(),
-            identities,
+            auth,
             server_alive: opts.server_alive_interval.map(|interval| ServerAlive {
                 interval,
                 count_max: opts.server_alive_count_max,
@@ -483,7 +448,8 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
         Box::new(OsRandom),
         Instant::now(),
     );
-    let (handle, driver) = driver::start(stream, session, verifier);
+    let (handle, driver) =
+        driver::start_with_auth(stream, session, verifier, Arc::new(auth_helper));
     let mut driver = tokio::spawn(driver);
     for (listener, fwd) in listeners {
         let target = Target {
@@ -512,6 +478,13 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
                 Ok(Ok(())) => "the session ended".into(),
                 Err(e) => format!("the session task failed: {e}"),
             }));
+        }
+        _ = shutdown_signal() => {
+            // Perhaps at a password prompt: put the terminal back and leave politely.
+            crate::prompt::restore_terminal();
+            handle.disconnect("forwarder exiting");
+            let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+            return Err(Fatal("interrupted during authentication".into()));
         }
     }
     tokio::select! {

@@ -7,10 +7,14 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod algorithms;
 pub mod app;
 pub mod cli;
 pub mod driver;
+pub mod keygen;
 pub mod known_hosts;
+pub mod prompt;
 pub mod session;
 pub mod tunnel;
+pub mod userauth;

@@ -1,0 +1,135 @@
+//! `forwarder keygen`: the key pair a platform hands its customers, and the authorized_keys
+//! line that lets it reach exactly the databases it needs and nothing else.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use ssh_auth::PrivateKey;
+
+use crate::cli::keygen::{KeygenOptions, KeygenType};
+
+/// The authorized_keys line for `public_line` (`type base64 comment`): `restrict` turns off
+/// pty allocation, agent and X11 forwarding and the user's rc file, `port-forwarding` turns
+/// local forwarding back on, each `permitopen` names a destination it may reach, and
+/// `command="/bin/false"` makes any shell or command the key asks for fail at once
+/// (`restrict` alone would still run commands without a terminal). Forwarding with `-N`
+/// opens no session, so the forced command never runs for the tunnel itself.
+pub fn authorized_keys_line(public_line: &str, permit_open: &[String]) -> String {
+    let mut options = String::from("restrict,port-forwarding");
+    for dest in permit_open {
+        options.push_str(&format!(",permitopen=\"{dest}\""));
+    }
+    options.push_str(",command=\"/bin/false\"");
+    format!("{options} {public_line}")
+}
+
+fn pub_path(file: &Path) -> PathBuf {
+    let mut p = file.as_os_str().to_owned();
+    p.push(".pub");
+    PathBuf::from(p)
+}
+
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = options.open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+/// Runs `forwarder keygen`; returns the exit status.
+pub fn run(opts: &KeygenOptions) -> i32 {
+    match generate(opts) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("forwarder keygen: {e}");
+            crate::app::EXIT_FAILURE
+        }
+    }
+}
+
+/// Makes and writes the key pair; returns what to print.
+pub fn generate(opts: &KeygenOptions) -> Result<String, String> {
+    let public_file = pub_path(&opts.file);
+    for p in [&opts.file, &public_file] {
+        if p.exists() {
+            return Err(format!(
+                "{} already exists; choose another file with -f (keygen never overwrites a key)",
+                p.display()
+            ));
+        }
+    }
+    if let Some(dir) = opts.file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            }
+        }
+    }
+    let key = match opts.key_type {
+        KeygenType::Rsa(bits) => PrivateKey::generate_rsa(bits as usize),
+        KeygenType::Ed25519 => PrivateKey::generate_ed25519(),
+    }
+    .map_err(|e| format!("key generation failed: {e}"))?;
+    let private = key
+        .to_openssh_file(&opts.comment)
+        .map_err(|e| format!("cannot encode the key: {e}"))?;
+    let public_line = format!("{} {}", key.public_key().to_openssh_line(), opts.comment);
+    write_new(&opts.file, private.as_bytes(), 0o600)
+        .map_err(|e| format!("cannot write {}: {e}", opts.file.display()))?;
+    write_new(&public_file, format!("{public_line}\n").as_bytes(), 0o644)
+        .map_err(|e| format!("cannot write {}: {e}", public_file.display()))?;
+
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Wrote {} and {} ({}).\n",
+        opts.file.display(),
+        public_file.display(),
+        key.fingerprint()
+    ));
+    out.push_str(
+        "\nAsk the bastion's admin to add this line to ~/.ssh/authorized_keys of the user \
+         the platform logs in as:\n\n",
+    );
+    out.push_str(&authorized_keys_line(&public_line, &opts.permit_open));
+    out.push('\n');
+    if opts.permit_open.is_empty() {
+        out.push_str(
+            "\nWarning: without --permit-open this key may forward to any host the bastion \
+             can reach; give --permit-open host:port for each database.\n",
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_restricts_everything_but_the_named_forwards() {
+        assert_eq!(
+            authorized_keys_line(
+                "ssh-ed25519 AAAA c",
+                &["db.internal:5432".into(), "[::1]:6432".into()]
+            ),
+            "restrict,port-forwarding,permitopen=\"db.internal:5432\",permitopen=\"[::1]:6432\",\
+             command=\"/bin/false\" ssh-ed25519 AAAA c"
+        );
+    }
+}
