@@ -70,8 +70,12 @@ pub fn generate(opts: &KeygenOptions) -> Result<String, String> {
             ));
         }
     }
-    if let Some(dir) = opts.file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
+    if let Some(dir) = opts
+        .file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             #[cfg(unix)]
