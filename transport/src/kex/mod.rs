@@ -138,9 +138,10 @@ impl KexAlgorithm {
     }
 
     /// The client side, sized for the negotiated algorithms (only group exchange uses them:
-    /// its preferred group size follows the ciphers' strength, as OpenSSH's does).
+    /// its preferred group size follows the strength the derived keys need, as OpenSSH's
+    /// does: the largest of the cipher's security, block and IV sizes and the MAC key).
     pub fn client_for(self, negotiated: &Negotiated) -> Box<dyn ClientKex> {
-        let strength = |c: &CipherAlgorithm| {
+        let cipher_need = |c: &CipherAlgorithm| {
             // ChaCha20-Poly1305 takes 64 key bytes but has 256-bit security.
             let key = if c.name.starts_with("chacha20-poly1305") {
                 32
@@ -149,7 +150,11 @@ impl KexAlgorithm {
             };
             key.max(c.iv_len).max(16)
         };
-        let bytes = strength(&negotiated.cipher_c2s).max(strength(&negotiated.cipher_s2c));
+        let mac_need = |m: Option<&MacAlgorithm>| m.map_or(0, |m| m.key_len);
+        let bytes = cipher_need(&negotiated.cipher_c2s)
+            .max(cipher_need(&negotiated.cipher_s2c))
+            .max(mac_need(negotiated.mac_c2s.as_ref()))
+            .max(mac_need(negotiated.mac_s2c.as_ref()));
         self.client_with_strength(u32::try_from(bytes * 8).unwrap_or(256))
     }
 
