@@ -168,17 +168,40 @@ impl fmt::Display for SignError {
 
 impl std::error::Error for SignError {}
 
-/// Why a key was not offered to the server.
+/// Why a key was not offered to the server (or not with all its algorithms).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SkipReason {
     /// The server's `server-sig-algs` lists none of the algorithms the key can sign with.
     NoAllowedAlgorithm {
+        /// What the key could have signed with (as configured).
+        key_can_sign: Vec<SignatureAlgorithm>,
+    },
+    /// The client's own PubkeyAcceptedAlgorithms allows none of them.
+    NotInAcceptedAlgorithms {
         /// What the key could have signed with.
-        key_can_sign: &'static [SignatureAlgorithm],
+        key_can_sign: Vec<SignatureAlgorithm>,
     },
     /// Signing failed.
     SignFailed(SignError),
+    /// The signer outside this crate (an agent, or a key file that needed its passphrase)
+    /// could not sign; its explanation is kept.
+    SignerFailed(String),
+    /// The signer outside this crate returned a signature of another algorithm, or one that
+    /// does not verify with the key.
+    BadSignature(String),
+    /// The certificate's validity starts later (seconds since the Unix epoch).
+    CertificateNotYetValid {
+        /// `valid after`.
+        valid_after: u64,
+    },
+    /// The certificate's validity has ended (seconds since the Unix epoch).
+    CertificateExpired {
+        /// `valid before`.
+        valid_before: u64,
+    },
+    /// Public key authentication is turned off (`PubkeyAuthentication no`).
+    PublickeyDisabled,
     /// The server stopped offering publickey authentication before this key's turn.
     NotTried,
 }
@@ -190,7 +213,24 @@ impl fmt::Display for SkipReason {
                 f.write_str("skipped: the server's server-sig-algs lists none of ")?;
                 write_algorithms(f, key_can_sign)
             }
+            Self::NotInAcceptedAlgorithms { key_can_sign } => {
+                f.write_str("skipped: PubkeyAcceptedAlgorithms allows none of ")?;
+                write_algorithms(f, key_can_sign)
+            }
             Self::SignFailed(e) => write!(f, "skipped: {e}"),
+            Self::SignerFailed(e) => write!(f, "skipped: could not sign: {e}"),
+            Self::BadSignature(e) => write!(f, "skipped: {e}"),
+            Self::CertificateNotYetValid { valid_after } => write!(
+                f,
+                "skipped: the certificate is not valid before {}; check the clock, or wait",
+                crate::cert::utc(*valid_after)
+            ),
+            Self::CertificateExpired { valid_before } => write!(
+                f,
+                "skipped: the certificate expired at {}; have it signed again",
+                crate::cert::utc(*valid_before)
+            ),
+            Self::PublickeyDisabled => f.write_str("skipped: PubkeyAuthentication is off"),
             Self::NotTried => f.write_str("not tried"),
         }
     }
@@ -198,11 +238,16 @@ impl fmt::Display for SkipReason {
 
 /// What happened to one key during authentication.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyReport {
     /// Where the key came from, as the caller named it (usually a file path).
     pub source: String,
-    /// The public key's `SHA256:` fingerprint.
+    /// The public key's `SHA256:` fingerprint (the certified key's, for a certificate).
     pub fingerprint: String,
+    /// Whether an agent holds the key (else the client signs with it itself).
+    pub from_agent: bool,
+    /// For a certificate, its description (key id, serial, validity).
+    pub certificate: Option<String>,
     /// The signature algorithms the server refused this key with, in the order tried.
     pub refused_with: Vec<SignatureAlgorithm>,
     /// The algorithm the server accepted this key with as one step of several (partial
@@ -212,12 +257,46 @@ pub struct KeyReport {
     pub skipped: Option<SkipReason>,
 }
 
+impl KeyReport {
+    /// A report of nothing yet for a key.
+    pub fn new(source: String, fingerprint: String) -> Self {
+        Self {
+            source,
+            fingerprint,
+            from_agent: false,
+            certificate: None,
+            refused_with: Vec::new(),
+            accepted_with: None,
+            skipped: None,
+        }
+    }
+
+    fn algorithm_name(&self, alg: SignatureAlgorithm) -> &'static str {
+        if self.certificate.is_some() {
+            crate::cert::certificate_algorithm_name(alg)
+        } else {
+            alg.name()
+        }
+    }
+
+    fn tried(&self) -> bool {
+        !self.refused_with.is_empty() || self.accepted_with.is_some()
+    }
+}
+
 impl fmt::Display for KeyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.source, self.fingerprint)?;
-        if !self.refused_with.is_empty() {
-            f.write_str(" with ")?;
-            write_algorithms(f, &self.refused_with)?;
+        write!(f, "{} ({}", self.source, self.fingerprint)?;
+        if self.from_agent {
+            f.write_str(", in the agent")?;
+        }
+        if let Some(cert) = &self.certificate {
+            write!(f, ", {cert}")?;
+        }
+        f.write_str(")")?;
+        for (i, alg) in self.refused_with.iter().enumerate() {
+            f.write_str(if i == 0 { " with " } else { ", " })?;
+            f.write_str(self.algorithm_name(*alg))?;
         }
         if let Some(alg) = self.accepted_with {
             let sep = if self.refused_with.is_empty() {
@@ -227,97 +306,159 @@ impl fmt::Display for KeyReport {
             };
             write!(
                 f,
-                "{sep} accepted with {alg} as one of several required keys"
+                "{sep} accepted with {} as one of several required steps",
+                self.algorithm_name(alg)
             )?;
         }
-        let tried = !self.refused_with.is_empty() || self.accepted_with.is_some();
         match &self.skipped {
-            Some(reason) if !tried => write!(f, " {reason}"),
+            Some(reason) if !self.tried() => write!(f, " {reason}"),
             Some(reason) => write!(f, ", then {reason}"),
             None => Ok(()),
         }
     }
 }
 
+/// What happened to one method other than publickey (password, keyboard-interactive).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MethodReport {
+    /// The method name.
+    pub method: &'static str,
+    /// How many attempts the server refused.
+    pub refused: u32,
+    /// Whether the server accepted it as one step of several (partial success).
+    pub accepted: bool,
+    /// Why it was not tried (again): turned off, or nothing to answer with.
+    pub skipped: Option<String>,
+}
+
+impl MethodReport {
+    /// A report of nothing yet for a method.
+    pub fn new(method: &'static str) -> Self {
+        Self {
+            method,
+            refused: 0,
+            accepted: false,
+            skipped: None,
+        }
+    }
+}
+
+impl fmt::Display for MethodReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.method)?;
+        match self.refused {
+            0 => {}
+            1 => f.write_str(" refused once")?,
+            n => write!(f, " refused {n} times")?,
+        }
+        if self.accepted {
+            let sep = if self.refused > 0 { "," } else { "" };
+            write!(f, "{sep} accepted as one of several required steps")?;
+        }
+        match &self.skipped {
+            Some(why) if self.refused == 0 && !self.accepted => write!(f, " not tried: {why}"),
+            Some(why) => write!(f, ", then not tried again: {why}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The methods this client can use, for messages.
+const CLIENT_METHODS: [&str; 3] = ["publickey", "keyboard-interactive", "password"];
+
 /// Everything tried before the server refused the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Refusal {
     /// The user name authentication was for.
     pub user: String,
     /// One entry per identity, in the order given.
     pub keys: Vec<KeyReport>,
+    /// Password and keyboard-interactive, when the server allowed them.
+    pub methods: Vec<MethodReport>,
     /// The methods the server's last USERAUTH_FAILURE allowed (sanitized), if one came.
     pub server_allows: Option<String>,
 }
 
 impl Refusal {
-    fn server_allows_publickey(&self) -> bool {
+    /// A refusal of `user` with these reports.
+    pub fn new(user: String, keys: Vec<KeyReport>, server_allows: Option<String>) -> Self {
+        Self {
+            user,
+            keys,
+            methods: Vec::new(),
+            server_allows,
+        }
+    }
+
+    fn server_allows(&self, method: &str) -> bool {
         self.server_allows
             .as_deref()
-            .is_none_or(|m| m.split(',').any(|n| n == "publickey"))
+            .is_none_or(|m| m.split(',').any(|n| n == method))
     }
 }
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let user = &self.user;
-        if self.keys.is_empty() {
-            write!(
-                f,
-                "authentication as {user:?} failed: no private key was given to try"
+        write!(f, "authentication as {user:?} failed: ")?;
+        let accepted_part = self.keys.iter().any(|k| k.accepted_with.is_some())
+            || self.methods.iter().any(|m| m.accepted);
+        let offered_any = self.keys.iter().any(KeyReport::tried);
+        if accepted_part {
+            f.write_str(
+                "the server accepted part of the authentication but requires more than was \
+                 accepted",
             )?;
-        } else if self.keys.iter().any(|k| k.accepted_with.is_some()) {
-            write!(
-                f,
-                "authentication as {user:?} failed: the server accepted a key but requires \
-                 more keys than were accepted: "
-            )?;
-            write_reports(f, &self.keys)?;
-        } else if self.keys.iter().all(|k| k.refused_with.is_empty()) {
-            write!(
-                f,
-                "authentication as {user:?} failed: no key could be offered: "
-            )?;
-            write_reports(f, &self.keys)?;
+        } else if self.keys.is_empty() {
+            f.write_str("no private key was given to try")?;
+        } else if !offered_any {
+            f.write_str("no key could be offered")?;
         } else {
-            write!(
-                f,
-                "authentication as {user:?} failed: the server refused every key: "
-            )?;
-            write_reports(f, &self.keys)?;
+            f.write_str("the server refused every key")?;
+        }
+        if !self.keys.is_empty() {
+            f.write_str(": ")?;
+            write_list(f, &self.keys)?;
+        }
+        if !self.methods.is_empty() {
+            f.write_str(if self.keys.is_empty() { ": " } else { "; " })?;
+            write_list(f, &self.methods)?;
         }
         match &self.server_allows {
             Some(m) => write!(f, ". The server allows: {m}")?,
             None => f.write_str(". The server did not say which methods it allows")?,
         }
-        let offered_any = self
-            .keys
-            .iter()
-            .any(|k| !k.refused_with.is_empty() || k.accepted_with.is_some());
-        if !self.server_allows_publickey() {
+        let usable = CLIENT_METHODS.iter().any(|m| self.server_allows(m));
+        if !usable {
             f.write_str(
-                ", but not publickey for this user, and this client only supports publickey \
-                 authentication so far",
+                ", none of which this client supports (publickey, keyboard-interactive and \
+                 password)",
             )
+        } else if !self.server_allows("publickey") {
+            f.write_str(", but not publickey for this user")
         } else if self.keys.is_empty() {
             f.write_str(". Give the private key whose public key the server has authorized")
-        } else if !offered_any {
+        } else if !offered_any && !accepted_part {
             f.write_str(
                 ". Use a key the server accepts: an Ed25519 key, or an RSA key if the server \
                  lists rsa-sha2-256 or rsa-sha2-512",
             )
+        } else if accepted_part {
+            Ok(())
         } else {
             write!(
                 f,
                 ". Check that the public key is in ~/.ssh/authorized_keys of user {user:?} \
-                 on the server"
+                 on the server (or that its certificate's authority is in TrustedUserCAKeys)"
             )
         }
     }
 }
 
-fn write_reports(f: &mut fmt::Formatter<'_>, keys: &[KeyReport]) -> fmt::Result {
-    for (i, k) in keys.iter().enumerate() {
+fn write_list<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::Result {
+    for (i, k) in items.iter().enumerate() {
         if i > 0 {
             f.write_str("; ")?;
         }
@@ -343,16 +484,14 @@ fn write_algorithms(f: &mut fmt::Formatter<'_>, algs: &[SignatureAlgorithm]) -> 
 pub enum AuthError {
     /// The server broke the protocol: the text says which message and what was wrong.
     Protocol(String),
-    /// The server refused every key (details in the [`Refusal`]).
+    /// The server refused every key and method (details in the [`Refusal`]).
     Refused(Refusal),
-    /// The server accepted a key but requires another method this client does not have yet.
-    OtherMethodRequired {
+    /// The server wants the password changed before it lets the user in.
+    PasswordChangeRequired {
         /// The user name authentication was for.
         user: String,
-        /// The key the server accepted: source and fingerprint.
-        accepted_key: String,
-        /// The methods the server still allows (sanitized).
-        server_allows: String,
+        /// The server's explanation (sanitized).
+        prompt: String,
     },
 }
 
@@ -361,7 +500,7 @@ impl AuthError {
     pub fn disconnect_reason(&self) -> DisconnectReason {
         match self {
             Self::Protocol(_) => DisconnectReason::PROTOCOL_ERROR,
-            Self::Refused(_) | Self::OtherMethodRequired { .. } => {
+            Self::Refused(_) | Self::PasswordChangeRequired { .. } => {
                 DisconnectReason::NO_MORE_AUTH_METHODS_AVAILABLE
             }
         }
@@ -377,16 +516,19 @@ impl fmt::Display for AuthError {
                  or an attack, report it to the server's administrator"
             ),
             Self::Refused(r) => write!(f, "{r}"),
-            Self::OtherMethodRequired {
-                user,
-                accepted_key,
-                server_allows,
-            } => write!(
-                f,
-                "the server accepted {accepted_key} for user {user:?} but requires another \
-                 authentication method as well (it allows: {server_allows}); this client only \
-                 supports publickey authentication so far"
-            ),
+            Self::PasswordChangeRequired { user, prompt } => {
+                write!(
+                    f,
+                    "the password of user {user:?} has expired and the server wants it changed"
+                )?;
+                if !prompt.is_empty() {
+                    write!(f, " ({prompt:?})")?;
+                }
+                f.write_str(
+                    "; this client does not change passwords: log in once with ssh to set a \
+                     new one, or ask the server's administrator",
+                )
+            }
         }
     }
 }
@@ -398,13 +540,10 @@ mod tests {
     use super::*;
 
     fn report(source: &str, refused: &[SignatureAlgorithm], skip: Option<SkipReason>) -> KeyReport {
-        KeyReport {
-            source: source.into(),
-            fingerprint: "SHA256:abc".into(),
-            refused_with: refused.to_vec(),
-            accepted_with: None,
-            skipped: skip,
-        }
+        let mut r = KeyReport::new(source.into(), "SHA256:abc".into());
+        r.refused_with = refused.to_vec();
+        r.skipped = skip;
+        r
     }
 
     #[test]
@@ -421,10 +560,11 @@ mod tests {
                     "/k/id_ed25519",
                     &[],
                     Some(SkipReason::NoAllowedAlgorithm {
-                        key_can_sign: &[SignatureAlgorithm::Ed25519],
+                        key_can_sign: vec![SignatureAlgorithm::Ed25519],
                     }),
                 ),
             ],
+            methods: Vec::new(),
             server_allows: Some("publickey,password".into()),
         };
         assert_eq!(
@@ -433,7 +573,72 @@ mod tests {
              (SHA256:abc) with rsa-sha2-512, rsa-sha2-256; /k/id_ed25519 (SHA256:abc) skipped: \
              the server's server-sig-algs lists none of ssh-ed25519. The server allows: \
              publickey,password. Check that the public key is in ~/.ssh/authorized_keys of \
-             user \"deploy\" on the server"
+             user \"deploy\" on the server (or that its certificate's authority is in \
+             TrustedUserCAKeys)"
+        );
+    }
+
+    #[test]
+    fn refusal_names_agent_keys_certificates_and_other_methods() {
+        let mut agent = report("agent: me@laptop", &[SignatureAlgorithm::Ed25519], None);
+        agent.from_agent = true;
+        let mut cert = report("/k/id-cert.pub", &[SignatureAlgorithm::RsaSha512], None);
+        cert.certificate = Some("certificate ID \"ci\" serial 3 valid forever".into());
+        let mut expired = report(
+            "/k/old-cert.pub",
+            &[],
+            Some(SkipReason::CertificateExpired {
+                valid_before: 1_609_459_200,
+            }),
+        );
+        expired.certificate = Some("certificate ID \"old\" serial 1".into());
+        let mut password = MethodReport::new("password");
+        password.refused = 2;
+        password.skipped = Some("the password file was already tried".into());
+        let mut kbd = MethodReport::new("keyboard-interactive");
+        kbd.skipped = Some("KbdInteractiveAuthentication is off".into());
+        let r = Refusal {
+            user: "u".into(),
+            keys: vec![agent, cert, expired],
+            methods: vec![kbd, password],
+            server_allows: Some("publickey,password,keyboard-interactive".into()),
+        };
+        assert_eq!(
+            r.to_string(),
+            "authentication as \"u\" failed: the server refused every key: agent: me@laptop \
+             (SHA256:abc, in the agent) with ssh-ed25519; /k/id-cert.pub (SHA256:abc, \
+             certificate ID \"ci\" serial 3 valid forever) with \
+             rsa-sha2-512-cert-v01@openssh.com; /k/old-cert.pub (SHA256:abc, certificate ID \
+             \"old\" serial 1) skipped: the certificate expired at 2021-01-01T00:00:00Z; have \
+             it signed again; keyboard-interactive not tried: KbdInteractiveAuthentication is \
+             off; password refused 2 times, then not tried again: the password file was \
+             already tried. The server allows: publickey,password,keyboard-interactive. Check \
+             that the public key is in ~/.ssh/authorized_keys of user \"u\" on the server (or \
+             that its certificate's authority is in TrustedUserCAKeys)"
+        );
+    }
+
+    #[test]
+    fn refusal_after_partial_success_says_more_was_required() {
+        let mut key = report("/k/id", &[], None);
+        key.accepted_with = Some(SignatureAlgorithm::Ed25519);
+        let mut password = MethodReport::new("password");
+        password.skipped = Some("no terminal to ask on".into());
+        let r = Refusal {
+            user: "u".into(),
+            keys: vec![key],
+            methods: vec![password],
+            server_allows: Some("password".into()),
+        };
+        let text = r.to_string();
+        assert!(
+            text.starts_with(
+                "authentication as \"u\" failed: the server accepted part of the \
+                 authentication but requires more than was accepted: /k/id (SHA256:abc) \
+                 accepted with ssh-ed25519 as one of several required steps; password not \
+                 tried: no terminal to ask on. The server allows: password"
+            ),
+            "{text}"
         );
     }
 
@@ -442,15 +647,43 @@ mod tests {
         let r = Refusal {
             user: "u".into(),
             keys: vec![report("a", &[SignatureAlgorithm::Ed25519], None)],
+            methods: Vec::new(),
             server_allows: Some("password".into()),
         };
         let text = r.to_string();
         assert!(
+            text.ends_with("The server allows: password, but not publickey for this user"),
+            "{text}"
+        );
+        let r = Refusal {
+            server_allows: Some("gssapi-with-mic,hostbased".into()),
+            ..r
+        };
+        let text = r.to_string();
+        assert!(
             text.ends_with(
-                "The server allows: password, but not publickey for this user, and this client \
-                 only supports publickey authentication so far"
+                "The server allows: gssapi-with-mic,hostbased, none of which this client \
+                 supports (publickey, keyboard-interactive and password)"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn password_change_requests_say_what_to_do() {
+        let e = AuthError::PasswordChangeRequired {
+            user: "u".into(),
+            prompt: "Password expired".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the password of user \"u\" has expired and the server wants it changed \
+             (\"Password expired\"); this client does not change passwords: log in once with \
+             ssh to set a new one, or ask the server's administrator"
+        );
+        assert_eq!(
+            e.disconnect_reason(),
+            DisconnectReason::NO_MORE_AUTH_METHODS_AVAILABLE
         );
     }
 
@@ -478,11 +711,7 @@ mod tests {
             AuthError::Protocol("x".into()).disconnect_reason(),
             DisconnectReason::PROTOCOL_ERROR
         );
-        let r = AuthError::Refused(Refusal {
-            user: "u".into(),
-            keys: Vec::new(),
-            server_allows: None,
-        });
+        let r = AuthError::Refused(Refusal::new("u".into(), Vec::new(), None));
         assert_eq!(
             r.disconnect_reason(),
             DisconnectReason::NO_MORE_AUTH_METHODS_AVAILABLE
