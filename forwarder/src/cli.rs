@@ -104,7 +104,7 @@ pub struct Options {
     pub server_alive_count_max: u32,
     /// `ExitOnForwardFailure`.
     pub exit_on_forward_failure: bool,
-    /// `BatchMode` (forwarder never prompts anyway).
+    /// `BatchMode`: never ask for a password, passphrase or answer on the terminal.
     pub batch_mode: bool,
     /// `RekeyLimit`, unparsed (`"1G 1h"`).
     pub rekey_limit: Option<String>,
@@ -116,6 +116,29 @@ pub struct Options {
     pub address_family: AddressFamily,
     /// `HashKnownHosts`: record new host keys with hashed names.
     pub hash_known_hosts: bool,
+    /// `IdentityAgent`: which ssh-agent to ask for keys.
+    pub identity_agent: IdentityAgent,
+    /// `IdentitiesOnly`: offer only the agent's keys that match an identity file.
+    pub identities_only: bool,
+    /// `CertificateFile`: user certificates to offer, besides each identity file's
+    /// `-cert.pub`.
+    pub certificate_files: Vec<PathBuf>,
+    /// `PubkeyAuthentication`.
+    pub pubkey_authentication: bool,
+    /// `PasswordAuthentication`.
+    pub password_authentication: bool,
+    /// `KbdInteractiveAuthentication` (or its old name `ChallengeResponseAuthentication`).
+    pub kbd_interactive_authentication: bool,
+    /// `NumberOfPasswordPrompts`: password (and keyboard-interactive) attempts.
+    pub number_of_password_prompts: u32,
+    /// `PasswordFile` (forwarder's own): the password is the file's first line.
+    pub password_file: Option<PathBuf>,
+    /// `PasswordEnv` (forwarder's own): the password is this environment variable's value.
+    pub password_env: Option<String>,
+    /// `PassphraseFile` (forwarder's own): key passphrases are the file's first line.
+    pub passphrase_file: Option<PathBuf>,
+    /// `PassphraseEnv` (forwarder's own): key passphrases are this variable's value.
+    pub passphrase_env: Option<String>,
     /// Things the user should be told before connecting (an option taken differently from
     /// OpenSSH, for instance). Print each on standard error.
     pub warnings: Vec<String>,
@@ -267,6 +290,20 @@ impl LogLevel {
             Self::Debug2 | Self::Debug3 => Self::Debug3,
         }
     }
+}
+
+/// `IdentityAgent`: where the ssh-agent's socket is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum IdentityAgent {
+    /// `SSH_AUTH_SOCK` (the default): the socket named by that environment variable.
+    #[default]
+    AuthSock,
+    /// `none`: no agent.
+    None,
+    /// `$VAR` or `${VAR}`: the socket named by this environment variable.
+    Env(String),
+    /// A socket path (`~` and %-tokens expanded).
+    Path(PathBuf),
 }
 
 /// `AddressFamily`, `-4`, `-6`.
@@ -522,12 +559,21 @@ options:
 -o settings (keys are case-insensitive, the first value given wins, as in ssh):
   Port, User, HostName, IdentityFile, UserKnownHostsFile (space-separated list, or none),
   StrictHostKeyChecking (yes, accept-new, no; ask is treated as yes since forwarder never
-  prompts), Ciphers, KexAlgorithms, HostKeyAlgorithms, ConnectTimeout, ServerAliveInterval,
-  ServerAliveCountMax, ExitOnForwardFailure, BatchMode, LocalForward (\"15432 db:5432\"),
-  RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts.
-  IdentitiesOnly, PasswordAuthentication, KbdInteractiveAuthentication,
-  ChallengeResponseAuthentication and CheckHostIP are accepted and have no effect:
-  forwarder only uses the key files it is given and checks host names, not addresses.
+  asks about host keys), Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms,
+  PubkeyAcceptedAlgorithms, ConnectTimeout, ServerAliveInterval, ServerAliveCountMax,
+  ExitOnForwardFailure, BatchMode, LocalForward (\"15432 db:5432\"), RekeyLimit, LogLevel,
+  Compression, GatewayPorts, AddressFamily, HashKnownHosts.
+  Authentication, as in ssh: IdentityAgent (a socket path, SSH_AUTH_SOCK (the default),
+  $VAR or none), IdentitiesOnly (only agent keys that match an IdentityFile),
+  CertificateFile (repeatable; id-cert.pub beside each key is used too),
+  PubkeyAuthentication, PasswordAuthentication, KbdInteractiveAuthentication
+  (or ChallengeResponseAuthentication), NumberOfPasswordPrompts.
+  forwarder's own, for running without a terminal (never put a secret on the command
+  line): PasswordFile=path and PasswordEnv=VAR give the password (also the answer to a
+  lone keyboard-interactive password prompt); PassphraseFile=path and PassphraseEnv=VAR
+  give the passphrase of encrypted key files. The first line of the file is used.
+  Without them, forwarder asks on the terminal unless BatchMode is yes.
+  CheckHostIP is accepted and has no effect: forwarder checks host names, not addresses.
 
 Host keys are checked against ~/.ssh/known_hosts unless UserKnownHostsFile says otherwise.
 No ssh_config file is read.
@@ -612,6 +658,17 @@ struct Parsed {
     flag_address_family: Option<AddressFamily>,
     address_family: Option<AddressFamily>,
     hash_known_hosts: Option<bool>,
+    identity_agent: Option<String>,
+    identities_only: Option<bool>,
+    certificate_files: Vec<String>,
+    pubkey_authentication: Option<bool>,
+    password_authentication: Option<bool>,
+    kbd_interactive_authentication: Option<bool>,
+    number_of_password_prompts: Option<u32>,
+    password_file: Option<String>,
+    password_env: Option<String>,
+    passphrase_file: Option<String>,
+    passphrase_env: Option<String>,
     warnings: Vec<String>,
 }
 

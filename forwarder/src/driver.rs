@@ -13,6 +13,10 @@
 //!
 //! The driver runs over any `AsyncRead + AsyncWrite`, so a session can run inside a channel
 //! of another session (a jump host).
+//!
+//! What user authentication asks of the program (a signature from an agent, a password, a
+//! passphrase, answers to prompts) goes to an [`AuthHelper`] in a task of its own: a prompt
+//! may wait for a person, and the session keeps running (banners, keepalives) meanwhile.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,13 +27,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use ssh_auth::AuthEvent;
+use ssh_auth::{AuthEvent, InfoRequest, PasswordRequest, SignRequest};
 use ssh_connection::{ChannelId, OpenFailureReason};
 use ssh_transport::hostkey::PublicKey;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
-use tracing::debug;
+use tracing::{debug, info};
+use zeroize::Zeroizing;
 
 use crate::session::{Session, SessionError, SessionEvent};
 
@@ -47,6 +52,40 @@ const POLL_BUDGET: usize = 32;
 pub trait HostKeyVerifier: Send + Sync {
     /// `Ok` to trust the key; `Err` with the message the user should read.
     fn verify(&self, key: &PublicKey) -> Result<(), String>;
+}
+
+/// What an [`AuthHelper`] answer is: the value, or why there is none (which the
+/// authentication error will report).
+pub type AuthFuture<T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send>>;
+
+/// Answers what user authentication asks of the program. Each answer may take as long as
+/// it needs; the driver keeps the session running meanwhile.
+pub trait AuthHelper: Send + Sync {
+    /// A signature by a key the session does not hold (an agent's, or a key file still
+    /// locked by its passphrase): a whole SSH signature blob of `request.algorithm`.
+    fn sign(&self, request: SignRequest) -> AuthFuture<Vec<u8>>;
+    /// A password.
+    fn password(&self, request: PasswordRequest) -> AuthFuture<Zeroizing<String>>;
+    /// Answers to keyboard-interactive prompts, one per prompt.
+    fn respond(&self, request: InfoRequest) -> AuthFuture<Vec<Zeroizing<String>>>;
+}
+
+/// An [`AuthHelper`] with nothing to give: public keys held by the session only.
+#[derive(Debug, Default)]
+pub struct NoAuthHelper;
+
+impl AuthHelper for NoAuthHelper {
+    fn sign(&self, _: SignRequest) -> AuthFuture<Vec<u8>> {
+        Box::pin(async { Err("no agent or key file to sign with".to_owned()) })
+    }
+
+    fn password(&self, _: PasswordRequest) -> AuthFuture<Zeroizing<String>> {
+        Box::pin(async { Err("no password was given".to_owned()) })
+    }
+
+    fn respond(&self, _: InfoRequest) -> AuthFuture<Vec<Zeroizing<String>>> {
+        Box::pin(async { Err("no answers were given".to_owned()) })
+    }
 }
 
 /// Why a channel could not be opened.
@@ -120,6 +159,8 @@ struct State {
     driver_waker: Option<Waker>,
     auth_waiters: Vec<Waker>,
     output_waiters: Vec<Waker>,
+    /// Requests from authentication for the driver to hand to its [`AuthHelper`].
+    auth_requests: Vec<AuthEvent>,
     error: Option<SessionError>,
     finished: bool,
     started: Instant,
@@ -264,12 +305,34 @@ impl State {
                         source,
                         fingerprint,
                         algorithm,
-                    } => debug!(%source, %fingerprint, %algorithm, "offering public key"),
+                        certificate,
+                    } => debug!(
+                        %source, %fingerprint, %algorithm, certificate, "offering public key"
+                    ),
+                    AuthEvent::Query {
+                        source,
+                        fingerprint,
+                        algorithm,
+                        certificate,
+                    } => debug!(
+                        %source, %fingerprint, %algorithm, certificate,
+                        "asking whether the server accepts this key"
+                    ),
                     AuthEvent::Skipped {
                         source,
                         fingerprint,
                         reason,
                     } => debug!(%source, %fingerprint, %reason, "not offering key"),
+                    AuthEvent::Method { method, attempt } => {
+                        debug!(method, attempt, "trying authentication method")
+                    }
+                    AuthEvent::PartialSuccess { accepted } => info!(
+                        %accepted,
+                        "authenticated with partial success: the server wants another method"
+                    ),
+                    ev @ (AuthEvent::SignRequest(_)
+                    | AuthEvent::PasswordRequest(_)
+                    | AuthEvent::InfoRequest(_)) => self.auth_requests.push(ev),
                     other => debug!(?other, "authentication"),
                 },
                 SessionEvent::Channel(ev) => self.channel_event(ev),
@@ -385,6 +448,20 @@ pub fn start<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    start_with_auth(stream, session, verifier, Arc::new(NoAuthHelper))
+}
+
+/// Like [`start`], with `auth` answering authentication's requests (agent signatures,
+/// passwords, passphrases, prompts).
+pub fn start_with_auth<S>(
+    stream: S,
+    session: Session,
+    verifier: Arc<dyn HostKeyVerifier>,
+    auth: Arc<dyn AuthHelper>,
+) -> (SessionHandle, Driver<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let now = Instant::now();
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
@@ -396,6 +473,7 @@ where
             driver_waker: None,
             auth_waiters: Vec::new(),
             output_waiters: Vec::new(),
+            auth_requests: Vec::new(),
             error: None,
             finished: false,
             started: now,
@@ -405,6 +483,7 @@ where
     let driver = Driver {
         shared: shared.clone(),
         stream,
+        auth,
         sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
         read_eof: false,
         flush_needed: false,
@@ -762,6 +841,7 @@ impl Drop for ChannelStream {
 pub struct Driver<S> {
     shared: Arc<Shared>,
     stream: S,
+    auth: Arc<dyn AuthHelper>,
     sleep: Pin<Box<Sleep>>,
     read_eof: bool,
     flush_needed: bool,
@@ -806,6 +886,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             st.fail_all(&e);
             st.error = Some(e);
         }
+        for request in st.auth_requests.drain(..) {
+            spawn_auth_answer(self.shared.clone(), self.auth.clone(), request);
+        }
         while !st.session.output().is_empty() {
             match Pin::new(&mut self.stream).poll_write(cx, st.session.output()) {
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
@@ -832,6 +915,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         Ok(progress)
     }
+}
+
+/// Runs one authentication request through `helper` in a task of its own and hands the
+/// answer to the session, waking the driver to send what follows.
+fn spawn_auth_answer(shared: Arc<Shared>, helper: Arc<dyn AuthHelper>, request: AuthEvent) {
+    tokio::spawn(async move {
+        match request {
+            AuthEvent::SignRequest(r) => {
+                let id = r.id;
+                let answer = helper.sign(r).await;
+                let mut st = shared.lock();
+                st.session.provide_signature(id, answer);
+                st.wake_driver();
+            }
+            AuthEvent::PasswordRequest(r) => {
+                let id = r.id;
+                let answer = helper.password(r).await;
+                let mut st = shared.lock();
+                st.session.provide_password(id, answer);
+                st.wake_driver();
+            }
+            AuthEvent::InfoRequest(r) => {
+                let id = r.id;
+                let answer = helper.respond(r).await;
+                let mut st = shared.lock();
+                st.session.provide_responses(id, answer);
+                st.wake_driver();
+            }
+            _ => {}
+        }
+    });
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {

@@ -7,6 +7,8 @@
 //!  transport ───┤
 //!  payloads     ├──── 80..=127 (after authentication) ─────────────────> Connection
 //!               └──── anything else: protocol error, or UNIMPLEMENTED for unassigned numbers
+//!
+//!  driver: signatures (agent), passwords, prompt answers ──provide_*──> ClientAuth
 //! ```
 //! Replies the upper layers make while a received payload is still borrowed from the
 //! transport's buffer go to a small outbox and are handed to the transport right after.
@@ -14,13 +16,14 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use ssh_auth::{AuthContext, AuthError, AuthEvent, ClientAuth, Identity};
+use ssh_auth::{AuthConfig, AuthContext, AuthError, AuthEvent, ClientAuth};
 use ssh_connection::{ChannelId, Connection, ConnectionError};
 use ssh_transport::hostkey::PublicKey;
 use ssh_transport::random::SecureRandom;
 use ssh_transport::{
     ClientConfig, ClientTransport, DisconnectReason, Event, MessageType, PayloadSink,
 };
+use zeroize::Zeroizing;
 
 /// What a session needs to start.
 #[derive(Debug)]
@@ -29,10 +32,8 @@ pub struct SessionConfig {
     pub transport: ClientConfig,
     /// Channel window and packet sizes.
     pub connection: ssh_connection::Config,
-    /// The user to authenticate as.
-    pub user: String,
-    /// Keys to try, in order.
-    pub identities: Vec<Identity>,
+    /// Who to authenticate as, with which keys and methods.
+    pub auth: AuthConfig,
     /// OpenSSH's ServerAliveInterval and ServerAliveCountMax: after `interval` without a byte
     /// from the server send a keepalive, and give up when `count_max` go unanswered.
     pub server_alive: Option<ServerAlive>,
@@ -57,7 +58,9 @@ pub enum SessionEvent {
     Established,
     /// The server accepted us: channels may be opened.
     Authenticated,
-    /// Progress of user authentication (banner, attempts), for the log.
+    /// Progress of user authentication (banner, attempts) for the log, and its requests
+    /// for signatures, passwords and answers, for the driver to answer with
+    /// [`Session::provide_signature`] and the like.
     Auth(AuthEvent),
     /// Something happened to a channel.
     Channel(ssh_connection::Event),
@@ -175,7 +178,7 @@ impl Session {
     pub fn new(config: SessionConfig, rng: Box<dyn SecureRandom>, now: Instant) -> Self {
         Self {
             transport: ClientTransport::new(config.transport, rng, now),
-            auth: ClientAuth::new(config.user, config.identities),
+            auth: ClientAuth::with_config(config.auth),
             conn: Connection::new(config.connection),
             outbox: Outbox::default(),
             scratch: Vec::new(),
@@ -406,6 +409,43 @@ impl Session {
     }
 
     // ---- commands --------------------------------------------------------------------------
+
+    /// Answers an [`AuthEvent::SignRequest`]: a whole signature blob, or why there is none.
+    pub fn provide_signature(&mut self, id: u64, signature: Result<Vec<u8>, String>) {
+        if self.error.is_none()
+            && let Err(e) = self
+                .auth
+                .provide_signature(id, signature, &mut self.transport)
+        {
+            self.fail(SessionError::Auth(e));
+        }
+    }
+
+    /// Answers an [`AuthEvent::PasswordRequest`]: the password, or why there is none.
+    pub fn provide_password(&mut self, id: u64, password: Result<Zeroizing<String>, String>) {
+        if self.error.is_none()
+            && let Err(e) = self
+                .auth
+                .provide_password(id, password, &mut self.transport)
+        {
+            self.fail(SessionError::Auth(e));
+        }
+    }
+
+    /// Answers an [`AuthEvent::InfoRequest`]: one answer per prompt, or why there are none.
+    pub fn provide_responses(
+        &mut self,
+        id: u64,
+        responses: Result<Vec<Zeroizing<String>>, String>,
+    ) {
+        if self.error.is_none()
+            && let Err(e) = self
+                .auth
+                .provide_responses(id, responses, &mut self.transport)
+        {
+            self.fail(SessionError::Auth(e));
+        }
+    }
 
     /// Trusts the server's host key.
     pub fn accept_host_key(&mut self) {

@@ -13,7 +13,10 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      StrictHostKeyChecking, Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, \
      PubkeyAcceptedAlgorithms, ConnectTimeout, \
      ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, BatchMode, LocalForward, \
-     RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily and HashKnownHosts";
+     RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
+     IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
+     PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
+     and forwarder's own PasswordFile, PasswordEnv, PassphraseFile and PassphraseEnv";
 
 /// ssh_config keywords OpenSSH knows that forwarder does not implement (lowercase), so that an
 /// unsupported key gets a different message from a misspelt one.
@@ -27,7 +30,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "canonicalizemaxdots",
     "canonicalizepermittedcnames",
     "casignaturealgorithms",
-    "certificatefile",
     "channeltimeout",
     "clearallforwardings",
     "connectionattempts",
@@ -55,7 +57,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "hostbasedacceptedalgorithms",
     "hostbasedauthentication",
     "hostkeyalias",
-    "identityagent",
     "ignoreunknown",
     "include",
     "ipqos",
@@ -65,7 +66,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "logverbose",
     "match",
     "nohostauthenticationforlocalhost",
-    "numberofpasswordprompts",
     "obscurekeystroketiming",
     "permitlocalcommand",
     "permitremoteopen",
@@ -265,23 +265,56 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
             };
             set_first(&mut p.address_family, family);
         }
-        // forwarder only uses the key files it is given, never passwords or an agent, and
-        // checks host names rather than addresses: these settings change nothing.
-        "identitiesonly"
-        | "passwordauthentication"
-        | "kbdinteractiveauthentication"
-        | "challengeresponseauthentication"
-        | "checkhostip" => {
-            flag(key, &args)?;
+        "identityagent" => {
+            let v = one(key, &args)?;
+            set_first(&mut p.identity_agent, v.to_owned());
         }
+        "identitiesonly" => {
+            let f = flag(key, &args)?;
+            set_first(&mut p.identities_only, f);
+        }
+        "certificatefile" => p.certificate_files.push(one(key, &args)?.to_owned()),
         "pubkeyauthentication" => {
-            if !flag(key, &args)? {
-                return Err(bad_value(
-                    key,
-                    &args.join(" "),
-                    "yes: public key authentication is the only kind forwarder has",
-                ));
-            }
+            let f = flag(key, &args)?;
+            set_first(&mut p.pubkey_authentication, f);
+        }
+        "passwordauthentication" => {
+            let f = flag(key, &args)?;
+            set_first(&mut p.password_authentication, f);
+        }
+        "kbdinteractiveauthentication" | "challengeresponseauthentication" => {
+            let f = flag(key, &args)?;
+            set_first(&mut p.kbd_interactive_authentication, f);
+        }
+        "numberofpasswordprompts" => {
+            let v = one(key, &args)?;
+            let n = v
+                .parse::<u32>()
+                .ok()
+                .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
+                .filter(|n| *n <= 100)
+                .ok_or_else(|| bad_value(key, v, "a whole number from 0 to 100, such as 3"))?;
+            set_first(&mut p.number_of_password_prompts, n);
+        }
+        "passwordfile" => {
+            let v = one(key, &args)?;
+            set_first(&mut p.password_file, v.to_owned());
+        }
+        "passphrasefile" => {
+            let v = one(key, &args)?;
+            set_first(&mut p.passphrase_file, v.to_owned());
+        }
+        "passwordenv" => {
+            let v = env_var_name(key, one(key, &args)?)?;
+            set_first(&mut p.password_env, v);
+        }
+        "passphraseenv" => {
+            let v = env_var_name(key, one(key, &args)?)?;
+            set_first(&mut p.passphrase_env, v);
+        }
+        // forwarder checks host names rather than addresses: this changes nothing.
+        "checkhostip" => {
+            flag(key, &args)?;
         }
         k if OPENSSH_KEYS.contains(&k) => {
             return Err(CliError::UnsupportedKey {
@@ -312,6 +345,24 @@ fn one<'a>(key: &str, args: &'a [String]) -> Result<&'a str, CliError> {
     match args {
         [only] => Ok(only),
         _ => Err(bad_value(key, &args.join(" "), "a single value")),
+    }
+}
+
+/// An environment variable's name: letters, digits and `_`, not starting with a digit.
+fn env_var_name(key: &str, v: &str) -> Result<String, CliError> {
+    let ok = v
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err(bad_value(
+            key,
+            v,
+            "the name of an environment variable (letters, digits and _), not its value",
+        ))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{CliError, Options, Parsed, StrictHostKeyChecking};
+use super::{CliError, IdentityAgent, Options, Parsed, StrictHostKeyChecking};
 
 /// What defaults are taken from. Tests build one by hand; the program uses
 /// [`Environment::from_process`].
@@ -105,6 +105,42 @@ pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError>
         .iter()
         .map(|f| tokens.expand_path(f))
         .collect::<Result<Vec<_>, _>>()?;
+    let certificate_files = p
+        .certificate_files
+        .iter()
+        .map(|f| tokens.expand_path(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let identity_agent = match p.identity_agent.as_deref() {
+        None => IdentityAgent::AuthSock,
+        Some(v) if v.eq_ignore_ascii_case("none") => IdentityAgent::None,
+        Some("SSH_AUTH_SOCK") => IdentityAgent::AuthSock,
+        Some(v) if v.starts_with('$') => {
+            let name = v.trim_start_matches('$');
+            let name = name
+                .strip_prefix('{')
+                .and_then(|n| n.strip_suffix('}'))
+                .unwrap_or(name);
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(CliError::BadValue {
+                    key: "IdentityAgent".into(),
+                    value: v.to_owned(),
+                    expected: "a socket path, SSH_AUTH_SOCK, $VARIABLE or none",
+                });
+            }
+            IdentityAgent::Env(name.to_owned())
+        }
+        Some(v) => IdentityAgent::Path(tokens.expand_path(v)?),
+    };
+    let password_file = p
+        .password_file
+        .as_deref()
+        .map(|f| tokens.expand_path(f))
+        .transpose()?;
+    let passphrase_file = p
+        .passphrase_file
+        .as_deref()
+        .map(|f| tokens.expand_path(f))
+        .transpose()?;
     Ok(Options {
         destination_host,
         original_host,
@@ -134,6 +170,17 @@ pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError>
             .or(p.address_family)
             .unwrap_or_default(),
         hash_known_hosts: p.hash_known_hosts.unwrap_or(false),
+        identity_agent,
+        identities_only: p.identities_only.unwrap_or(false),
+        certificate_files,
+        pubkey_authentication: p.pubkey_authentication.unwrap_or(true),
+        password_authentication: p.password_authentication.unwrap_or(true),
+        kbd_interactive_authentication: p.kbd_interactive_authentication.unwrap_or(true),
+        number_of_password_prompts: p.number_of_password_prompts.unwrap_or(3),
+        password_file,
+        password_env: p.password_env,
+        passphrase_file,
+        passphrase_env: p.passphrase_env,
         warnings: p.warnings,
     })
 }

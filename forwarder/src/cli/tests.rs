@@ -749,7 +749,7 @@ fn flags_and_raw_settings() {
         err(&["-o", "BatchMode=sure", "h"]),
         "bad value 'sure' for BatchMode: expected yes or no"
     );
-    assert!(err(&["-o", "PubkeyAuthentication=no", "h"]).contains("only kind forwarder has"));
+    assert!(o_flags_default_on(&run(&["h"])));
     assert!(err(&["-o", "RekeyLimit=1G 1h 2", "h"]).contains("RekeyLimit"));
     assert!(err(&["-o", "Ciphers=a b", "h"]).contains("a single value"));
 }
@@ -840,5 +840,105 @@ proptest! {
         let shown = f.to_string();
         let back = run(&["-L", &shown, "h"]);
         prop_assert_eq!(back.local_forwards, vec![f]);
+    }
+}
+
+fn o_flags_default_on(o: &Options) -> bool {
+    o.pubkey_authentication && o.password_authentication && o.kbd_interactive_authentication
+}
+
+#[test]
+fn authentication_settings() {
+    let o = run(&["h"]);
+    assert_eq!(o.identity_agent, IdentityAgent::AuthSock);
+    assert!(!o.identities_only && o.certificate_files.is_empty());
+    assert_eq!(o.number_of_password_prompts, 3);
+    assert_eq!(
+        (o.password_file.as_ref(), o.password_env.as_ref()),
+        (None, None)
+    );
+    let o = run(&[
+        "-o",
+        "IdentityAgent=~/agent.sock",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "CertificateFile=~/.ssh/id-cert.pub",
+        "-o",
+        "CertificateFile=/etc/ssh/%r-cert.pub",
+        "-o",
+        "PubkeyAuthentication=no",
+        "-o",
+        "PasswordAuthentication=no",
+        "-o",
+        "ChallengeResponseAuthentication=no",
+        "-o",
+        "NumberOfPasswordPrompts=1",
+        "-o",
+        "PasswordFile=~/pw",
+        "-o",
+        "PassphraseEnv=KEY_PASS",
+        "-l",
+        "deploy",
+        "h",
+    ]);
+    assert_eq!(
+        o.identity_agent,
+        IdentityAgent::Path(PathBuf::from("/home/tester/agent.sock"))
+    );
+    assert!(o.identities_only);
+    assert_eq!(
+        o.certificate_files,
+        [
+            PathBuf::from("/home/tester/.ssh/id-cert.pub"),
+            PathBuf::from("/etc/ssh/deploy-cert.pub")
+        ]
+    );
+    assert!(
+        !o.pubkey_authentication && !o.password_authentication && !o.kbd_interactive_authentication
+    );
+    assert_eq!(o.number_of_password_prompts, 1);
+    assert_eq!(o.password_file, Some(PathBuf::from("/home/tester/pw")));
+    assert_eq!(o.passphrase_env.as_deref(), Some("KEY_PASS"));
+    for (v, expected) in [
+        ("none", IdentityAgent::None),
+        ("SSH_AUTH_SOCK", IdentityAgent::AuthSock),
+        ("$MY_SOCK", IdentityAgent::Env("MY_SOCK".into())),
+        ("${MY_SOCK}", IdentityAgent::Env("MY_SOCK".into())),
+    ] {
+        let o = run(&["-o", &format!("IdentityAgent={v}"), "h"]);
+        assert_eq!(o.identity_agent, expected, "{v}");
+    }
+    assert!(err(&["-o", "IdentityAgent=$", "h"]).contains("IdentityAgent"));
+    let o = run(&[
+        "-o",
+        "KbdInteractiveAuthentication=no",
+        "-o",
+        "PassphraseFile=/k/pass",
+        "h",
+    ]);
+    assert!(!o.kbd_interactive_authentication);
+    assert_eq!(o.passphrase_file, Some(PathBuf::from("/k/pass")));
+}
+
+#[test]
+fn secrets_are_named_never_given() {
+    // An environment variable's name is wanted, not a password.
+    let e = err(&["-o", "PasswordEnv=hunter 2", "h"]);
+    assert!(e.contains("a single value"), "{e}");
+    let e = err(&["-o", "PasswordEnv=p@ss", "h"]);
+    assert!(e.contains("the name of an environment variable"), "{e}");
+    assert!(err(&["-o", "PassphraseEnv=1ABC", "h"]).contains("environment variable"));
+    assert!(err(&["-o", "NumberOfPasswordPrompts=many", "h"]).contains("whole number"));
+    assert!(err(&["-o", "NumberOfPasswordPrompts=1000", "h"]).contains("whole number"));
+    let help = usage();
+    for key in [
+        "PasswordFile",
+        "PasswordEnv",
+        "PassphraseFile",
+        "PassphraseEnv",
+        "IdentityAgent",
+    ] {
+        assert!(help.contains(key), "--help does not mention {key}");
     }
 }

@@ -1,0 +1,640 @@
+//! Which keys to offer, in which order, and who signs with each; and the [`AuthHelper`] that
+//! answers authentication's requests: agent signatures, passphrases of key files, passwords
+//! and keyboard-interactive answers.
+//!
+//! ```text
+//!  CertificateFile ─────────────────────────────┐
+//!  agent keys ── matching an IdentityFile ───────┤ (in this order, as OpenSSH offers them;
+//!            └── others (unless IdentitiesOnly) ─┤  a certificate goes before its key)
+//!  IdentityFile (+ its -cert.pub) not in agent ──┘
+//!       unencrypted: loaded now, signed in the session
+//!       encrypted with a .pub beside it: queried first, unlocked only if the server would
+//!         accept it (passphrase from PassphraseFile/Env or the terminal)
+//!       encrypted without a .pub: unlocked now
+//! ```
+//! A key the agent holds is signed by the agent even when its file is given too, so its
+//! passphrase is never needed, as in OpenSSH.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ssh_auth::{
+    AuthConfig, Certificate, Identity, InfoRequest, PasswordRequest, PrivateKey, SignRequest,
+    check_key_file_permissions, is_encrypted,
+};
+use ssh_transport::hostkey::PublicKey;
+use tracing::debug;
+use zeroize::Zeroizing;
+
+use crate::agent::{self, AgentClient, AgentKey};
+use crate::algorithms;
+use crate::cli::{IdentityAgent, Options};
+use crate::driver::{AuthFuture, AuthHelper};
+use crate::prompt::{self, SecretSource};
+
+/// Passphrase attempts on the terminal before a key is given up, as in ssh.
+const PASSPHRASE_ATTEMPTS: u32 = 3;
+
+/// Who signs for one identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signer {
+    /// The session holds the private key.
+    Session,
+    /// The agent.
+    Agent,
+    /// This key file, unlocked on first use.
+    LockedFile(PathBuf),
+}
+
+/// The identities to offer and how to sign with each; build with [`prepare`].
+#[derive(Debug)]
+pub struct Prepared {
+    /// Identities in the order to offer them.
+    pub identities: Vec<Identity>,
+    /// One per identity.
+    pub signers: Vec<Signer>,
+    /// The agent, if one answered.
+    pub agent: Option<AgentClient>,
+}
+
+/// One IdentityFile, as far as it could be read.
+struct FileKey {
+    path: PathBuf,
+    public: PublicKey,
+    /// The private key when it is loaded; `None` while locked (or absent: a `.pub` only).
+    key: Option<Arc<PrivateKey>>,
+    /// Whether the private key file exists (else only the agent can sign for it).
+    has_private: bool,
+    certificates: Vec<(Certificate, String)>,
+    used: bool,
+}
+
+/// The public key of a `.pub` line (`type base64 [comment]`).
+fn parse_public_line(text: &str) -> Option<PublicKey> {
+    use base64::Engine as _;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))?;
+    let b64 = line.split_whitespace().nth(1)?;
+    let blob = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    PublicKey::from_blob(&blob).ok()
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Reads a certificate file; `None` (with a warning, unless it is simply missing) if unusable.
+fn read_certificate(path: &Path, warn_missing: bool) -> Option<Certificate> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => match Certificate::from_openssh_line(&text) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!(
+                    "forwarder: warning: ignoring certificate {}: {e}",
+                    path.display()
+                );
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !warn_missing => None,
+        Err(e) => {
+            eprintln!(
+                "forwarder: warning: cannot read certificate {}: {e}",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Warns about a certificate that cannot work for this tunnel.
+fn check_certificate_use(cert: &Certificate, source: &str, user: &str, now: u64) {
+    if !cert.permits_port_forwarding() {
+        eprintln!(
+            "forwarder: warning: certificate {source} ({}) lacks the permit-port-forwarding \
+             extension, so the server will refuse every forward made with it; have it signed \
+             without -O no-port-forwarding",
+            cert.key_id()
+        );
+    }
+    if !cert.allows_principal(user) {
+        debug!(
+            %source, principals = ?cert.principals(), %user,
+            "the certificate does not name this user; the server may still map it"
+        );
+    }
+    if cert.validity_at(now) != ssh_auth::cert::Validity::Valid {
+        debug!(%source, validity = %cert.describe(), "certificate not valid now");
+    }
+}
+
+/// Reads an identity file: the key itself when unencrypted (or when it has no `.pub` to
+/// query with, after asking for its passphrase), else its public key from `.pub`.
+fn read_identity_file(path: &Path, passphrase: &SecretSource) -> Result<Option<FileKey>, String> {
+    let pub_path = with_suffix(path, ".pub");
+    let data = match std::fs::read(path) {
+        Ok(d) => Zeroizing::new(d),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A public key alone still picks a key in the agent, as in OpenSSH.
+            return Ok(std::fs::read_to_string(&pub_path)
+                .ok()
+                .and_then(|t| parse_public_line(&t))
+                .map(|public| FileKey {
+                    path: path.to_path_buf(),
+                    public,
+                    key: None,
+                    has_private: false,
+                    certificates: Vec::new(),
+                    used: false,
+                }));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    check_key_file_permissions(path).map_err(|e| e.to_string())?;
+    let (public, key) = if is_encrypted(&data) {
+        match std::fs::read_to_string(&pub_path)
+            .ok()
+            .and_then(|t| parse_public_line(&t))
+        {
+            Some(public) => (public, None),
+            None => {
+                debug!(path = %path.display(), "encrypted key without a .pub: unlocking it now");
+                let key = unlock(path, &data, passphrase)?;
+                (key.public_key().clone(), Some(key))
+            }
+        }
+    } else {
+        let key = PrivateKey::from_file_contents(&data).map_err(|e| e.to_string())?;
+        (key.public_key().clone(), Some(Arc::new(key)))
+    };
+    Ok(Some(FileKey {
+        path: path.to_path_buf(),
+        public,
+        key,
+        has_private: true,
+        certificates: Vec::new(),
+        used: false,
+    }))
+}
+
+/// Decrypts a key file with its passphrase: a file's or variable's once, the terminal's up
+/// to three times.
+fn unlock(path: &Path, data: &[u8], passphrase: &SecretSource) -> Result<Arc<PrivateKey>, String> {
+    let prompt = format!("Enter passphrase for key '{}': ", path.display());
+    let attempts = if passphrase.is_terminal() {
+        PASSPHRASE_ATTEMPTS
+    } else {
+        1
+    };
+    let mut last = String::new();
+    for _ in 0..attempts {
+        let secret = passphrase.read(&prompt).map_err(|why| {
+            format!(
+                "the key file {} is protected by a passphrase: {why}",
+                path.display()
+            )
+        })?;
+        match PrivateKey::from_file_contents_with_passphrase(data, secret.as_bytes()) {
+            Ok(key) => return Ok(Arc::new(key)),
+            Err(ssh_auth::KeyFileError::WrongPassphrase) => {
+                last = format!(
+                    "wrong passphrase for {} (from {passphrase})",
+                    path.display()
+                );
+                if passphrase.is_terminal() {
+                    let _ = prompt::show("Bad passphrase, try again.");
+                }
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    }
+    Err(last)
+}
+
+/// The sources of passwords and passphrases the options call for.
+pub fn secret_sources(opts: &Options) -> (SecretSource, SecretSource) {
+    let terminal = !opts.batch_mode && prompt::terminal_available();
+    let password = SecretSource::choose(
+        "password",
+        opts.password_file.as_deref(),
+        opts.password_env.as_deref(),
+        ("PasswordFile", "PasswordEnv"),
+        opts.batch_mode,
+        terminal,
+    );
+    let passphrase = SecretSource::choose(
+        "passphrase",
+        opts.passphrase_file.as_deref(),
+        opts.passphrase_env.as_deref(),
+        ("PassphraseFile", "PassphraseEnv"),
+        opts.batch_mode,
+        terminal,
+    );
+    (password, passphrase)
+}
+
+/// The agent's keys, or none (quietly if no agent is configured or running).
+async fn agent_keys(opts: &Options) -> (Option<AgentClient>, Vec<AgentKey>) {
+    let Some(path) = agent::socket_path(&opts.identity_agent, &|n| std::env::var_os(n)) else {
+        return (None, Vec::new());
+    };
+    let client = AgentClient::new(path);
+    match client.list_identities().await {
+        Ok(keys) => {
+            debug!(agent = %client.path().display(), keys = keys.len(), "agent keys");
+            (Some(client), keys)
+        }
+        Err(e) => {
+            // SSH_AUTH_SOCK left over from an old agent is common and harmless; an agent
+            // named with IdentityAgent is expected to be there.
+            if matches!(opts.identity_agent, IdentityAgent::AuthSock) {
+                debug!("no agent: {e}");
+            } else {
+                eprintln!("forwarder: warning: {e}");
+            }
+            (None, Vec::new())
+        }
+    }
+}
+
+/// Builds the identities to offer, in OpenSSH's order, and who signs for each.
+pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Prepared {
+    let mut out = Prepared {
+        identities: Vec::new(),
+        signers: Vec::new(),
+        agent: None,
+    };
+    if !opts.pubkey_authentication {
+        return out;
+    }
+    let (agent, agent_keys) = agent_keys(opts).await;
+    out.agent = agent;
+
+    let mut files: Vec<FileKey> = Vec::new();
+    for path in &opts.identity_files {
+        match read_identity_file(path, passphrase) {
+            Ok(Some(mut file)) => {
+                let cert_path = with_suffix(path, "-cert.pub");
+                if let Some(cert) = read_certificate(&cert_path, false) {
+                    if cert.public_key() == &file.public {
+                        file.certificates
+                            .push((cert, cert_path.display().to_string()));
+                    } else {
+                        eprintln!(
+                            "forwarder: warning: ignoring certificate {}: it is for key {}, \
+                             not for {} ({})",
+                            cert_path.display(),
+                            cert.public_key().fingerprint(),
+                            path.display(),
+                            file.public.fingerprint()
+                        );
+                    }
+                }
+                files.push(file);
+            }
+            Ok(None) => {
+                if !opts.default_identity_files {
+                    eprintln!(
+                        "forwarder: warning: identity file {} not accessible: no such file",
+                        path.display()
+                    );
+                }
+            }
+            Err(e) => eprintln!("forwarder: warning: cannot use {}: {e}", path.display()),
+        }
+    }
+    let agent_public: Vec<Option<PublicKey>> = agent_keys
+        .iter()
+        .map(|k| match Identity::from_agent(&k.blob, "agent") {
+            Ok(id) => Some(id.public_key().clone()),
+            Err(e) => {
+                debug!(comment = %k.comment, error = %e, "ignoring an agent key");
+                None
+            }
+        })
+        .collect();
+    let in_agent = |public: &PublicKey| agent_public.iter().flatten().any(|p| p == public);
+
+    // 1. CertificateFile certificates, each with the key that can sign for it.
+    for path in &opts.certificate_files {
+        let Some(cert) = read_certificate(path, true) else {
+            continue;
+        };
+        let source = path.display().to_string();
+        check_certificate_use(&cert, &source, &opts.user, now);
+        if in_agent(cert.public_key()) {
+            push(
+                &mut out,
+                Identity::external_certified(cert, source, true),
+                Signer::Agent,
+            );
+        } else if let Some(file) = files.iter().find(|f| &f.public == cert.public_key()) {
+            push_file_certificate(&mut out, file, cert, source);
+        } else {
+            eprintln!(
+                "forwarder: warning: no private key for certificate {source} (key {}): give \
+                 the key with -i or load it into the agent",
+                cert.public_key().fingerprint()
+            );
+        }
+    }
+
+    // 2. The agent's keys: those that match an identity file (with its certificates), then
+    //    the others unless IdentitiesOnly.
+    for (key, public) in agent_keys.iter().zip(&agent_public) {
+        let Some(public) = public else { continue };
+        let source = if key.comment.is_empty() {
+            "agent key".to_owned()
+        } else {
+            format!("agent key {}", key.comment)
+        };
+        let file = files.iter_mut().find(|f| &f.public == public);
+        let Ok(identity) = Identity::from_agent(&key.blob, source.clone()) else {
+            continue;
+        };
+        match file {
+            Some(file) => {
+                file.used = true;
+                for (cert, cert_source) in &file.certificates {
+                    check_certificate_use(cert, cert_source, &opts.user, now);
+                    push(
+                        &mut out,
+                        Identity::external_certified(cert.clone(), cert_source.clone(), true),
+                        Signer::Agent,
+                    );
+                }
+                push(&mut out, identity, Signer::Agent);
+            }
+            None if opts.identities_only => {
+                debug!(%source, "IdentitiesOnly: not offering an agent key with no identity file");
+            }
+            None => push(&mut out, identity, Signer::Agent),
+        }
+    }
+
+    // 3. Identity files the agent does not hold.
+    for file in files.iter().filter(|f| !f.used && f.has_private) {
+        for (cert, cert_source) in &file.certificates {
+            check_certificate_use(cert, cert_source, &opts.user, now);
+            push_file_certificate(&mut out, file, cert.clone(), cert_source.clone());
+        }
+        let source = file.path.display().to_string();
+        match &file.key {
+            Some(key) => push(
+                &mut out,
+                Identity::from_shared(key.clone(), source),
+                Signer::Session,
+            ),
+            None => push(
+                &mut out,
+                Identity::external(file.public.clone(), source, false),
+                Signer::LockedFile(file.path.clone()),
+            ),
+        }
+    }
+    out
+}
+
+fn push(out: &mut Prepared, identity: Identity, signer: Signer) {
+    out.identities.push(identity);
+    out.signers.push(signer);
+}
+
+/// A certificate whose key is an identity file (loaded or locked).
+fn push_file_certificate(out: &mut Prepared, file: &FileKey, cert: Certificate, source: String) {
+    match &file.key {
+        Some(key) => match Identity::certified(key.clone(), cert, source.clone()) {
+            Ok(id) => push(out, id, Signer::Session),
+            Err(e) => eprintln!("forwarder: warning: ignoring certificate {source}: {e}"),
+        },
+        None if file.has_private => push(
+            out,
+            Identity::external_certified(cert, source, false),
+            Signer::LockedFile(file.path.clone()),
+        ),
+        None => {}
+    }
+}
+
+/// The authentication settings for a session.
+pub fn auth_config(
+    opts: &Options,
+    identities: Vec<Identity>,
+    now: u64,
+) -> Result<AuthConfig, String> {
+    let mut config = AuthConfig::new(opts.user.clone(), identities);
+    if let Some(spec) = &opts.pubkey_accepted_algorithms {
+        let names = algorithms::resolve(
+            "PubkeyAcceptedAlgorithms",
+            spec,
+            ssh_auth::DEFAULT_PUBKEY_ALGORITHMS,
+            ssh_auth::SUPPORTED_PUBKEY_ALGORITHMS,
+        )
+        .map_err(|e| e.to_string())?;
+        config.pubkey_algorithms = names.into_iter().map(str::to_owned).collect();
+    }
+    config.publickey = opts.pubkey_authentication;
+    config.password = opts.password_authentication;
+    config.keyboard_interactive = opts.kbd_interactive_authentication;
+    config.attempts = opts.number_of_password_prompts;
+    config.now = Some(now);
+    Ok(config)
+}
+
+/// The forwarder's [`AuthHelper`].
+#[derive(Debug, Clone)]
+pub struct Helper {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    user: String,
+    host: String,
+    signers: Vec<Signer>,
+    agent: Option<AgentClient>,
+    password: SecretSource,
+    passphrase: SecretSource,
+    /// Key files unlocked so far, by path.
+    unlocked: Mutex<HashMap<PathBuf, Arc<PrivateKey>>>,
+    /// One terminal prompt at a time.
+    terminal: Arc<Mutex<()>>,
+}
+
+impl Helper {
+    /// A helper for `prepared`'s identities.
+    pub fn new(
+        opts: &Options,
+        prepared: &Prepared,
+        password: SecretSource,
+        passphrase: SecretSource,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                user: opts.user.clone(),
+                host: opts.destination_host.clone(),
+                signers: prepared.signers.clone(),
+                agent: prepared.agent.clone(),
+                password,
+                passphrase,
+                unlocked: Mutex::new(HashMap::new()),
+                terminal: Arc::new(Mutex::new(())),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    fn cached(&self, path: &Path) -> Option<Arc<PrivateKey>> {
+        self.unlocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .cloned()
+    }
+}
+
+/// Runs a blocking step (a prompt, a key derivation) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("the task failed: {e}"))?
+}
+
+impl AuthHelper for Helper {
+    fn sign(&self, request: SignRequest) -> AuthFuture<Vec<u8>> {
+        let this = self.inner.clone();
+        Box::pin(async move {
+            match this.signers.get(request.identity) {
+                Some(Signer::Agent) => {
+                    let agent = this
+                        .agent
+                        .as_ref()
+                        .ok_or_else(|| "the agent is gone".to_owned())?;
+                    agent
+                        .sign(&request.key_blob, &request.data, request.algorithm)
+                        .await
+                }
+                Some(Signer::LockedFile(path)) => {
+                    let path = path.clone();
+                    let key = match this.cached(&path) {
+                        Some(key) => key,
+                        None => {
+                            let source = this.passphrase.clone();
+                            let terminal = this.terminal.clone();
+                            let p = path.clone();
+                            let key = blocking(move || {
+                                let _one_at_a_time = terminal.lock();
+                                let data = Zeroizing::new(
+                                    std::fs::read(&p)
+                                        .map_err(|e| format!("{}: {e}", p.display()))?,
+                                );
+                                unlock(&p, &data, &source)
+                            })
+                            .await?;
+                            this.unlocked
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(path.clone(), key.clone());
+                            key
+                        }
+                    };
+                    let alg = request.algorithm;
+                    blocking(move || key.sign(alg, &request.data).map_err(|e| e.to_string())).await
+                }
+                _ => Err("no signer for this key".to_owned()),
+            }
+        })
+    }
+
+    fn password(&self, request: PasswordRequest) -> AuthFuture<Zeroizing<String>> {
+        let this = self.inner.clone();
+        Box::pin(async move {
+            if request.attempt > 1 && !this.password.is_terminal() {
+                return Err(format!(
+                    "the password from {} was refused and there is no other",
+                    this.password
+                ));
+            }
+            let source = this.password.clone();
+            let prompt = format!("{}@{}'s password: ", this.user, this.host);
+            let retry = request.attempt > 1;
+            let terminal = this.terminal.clone();
+            blocking(move || {
+                let _one_at_a_time = terminal.lock();
+                if retry {
+                    let _ = prompt::show("Permission denied, please try again.");
+                }
+                source.read(&prompt)
+            })
+            .await
+        })
+    }
+
+    fn respond(&self, request: InfoRequest) -> AuthFuture<Vec<Zeroizing<String>>> {
+        let this = self.inner.clone();
+        Box::pin(async move {
+            if this.password.is_terminal() {
+                let terminal = this.terminal.clone();
+                return blocking(move || {
+                    let _one_at_a_time = terminal.lock();
+                    for text in [&request.name, &request.instruction] {
+                        if !text.is_empty() {
+                            prompt::show(text)?;
+                        }
+                    }
+                    request
+                        .prompts
+                        .iter()
+                        .map(|p| prompt::ask(&p.text, p.echo))
+                        .collect()
+                })
+                .await;
+            }
+            // Without a terminal, the configured password answers the one hidden prompt a
+            // PAM password check asks, once.
+            match (&this.password, request.prompts.as_slice()) {
+                (SecretSource::Unavailable(why), _) => Err(why.clone()),
+                (source, [only]) if !only.echo && request.attempt == 1 && request.round == 1 => {
+                    let source = source.clone();
+                    blocking(move || source.read("").map(|p| vec![p])).await
+                }
+                (_, prompts) => Err(format!(
+                    "the server asks {} question(s) ({}) that only a person at a terminal \
+                     can answer",
+                    prompts.len(),
+                    prompts
+                        .iter()
+                        .map(|p| format!("{:?}", p.text))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_lines_and_suffixes() {
+        let line = include_str!("../../auth/testdata/ed25519.pub");
+        let key = parse_public_line(&format!("# comment\n\n{line}")).unwrap();
+        assert_eq!(key.key_type().name(), "ssh-ed25519");
+        assert!(parse_public_line("ssh-ed25519 !!!").is_none());
+        assert!(parse_public_line("").is_none());
+        assert_eq!(
+            with_suffix(Path::new("/k/id_rsa"), "-cert.pub"),
+            PathBuf::from("/k/id_rsa-cert.pub")
+        );
+    }
+}
