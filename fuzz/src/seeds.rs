@@ -17,7 +17,8 @@ use ssh_connection::msg::{
     ChannelRequest, ConnectionMessage, ExtendedData, GlobalRequest, RequestFailure, WindowAdjust,
 };
 use ssh_connection::{ExtendedDataType, OpenFailureReason};
-use ssh_transport::cipher::{self, CipherAlgorithm};
+use ssh_transport::cipher;
+use ssh_transport::compress::Compression;
 use ssh_transport::hostkey::SignatureAlgorithm;
 use ssh_transport::kex::{
     DebugMsg, Disconnect, EcdhInit, EcdhReply, ExtInfo, KexAlgorithm, KexInit, Unimplemented,
@@ -103,22 +104,14 @@ fn sample_kexinit(seed: u64, server: bool) -> KexInit {
         vec!["ssh-ed25519".into(), "rsa-sha2-512".into()],
         cipher::ALL.iter().map(|c| c.name.into()).collect(),
         vec!["hmac-sha2-256-etm@openssh.com".into()],
+        vec!["none".into(), "zlib@openssh.com".into()],
     )
 }
 
 // ---- transport_deframer ---------------------------------------------------------------------
 
-fn cipher_bits(c: Option<CipherAlgorithm>) -> u8 {
-    match c {
-        None => 0,
-        Some(c) => cipher::ALL
-            .iter()
-            .position(|a| *a == c)
-            .map_or(0, |i| i as u8 + 1),
-    }
-}
-
 fn deframer() -> Vec<(String, Vec<u8>)> {
+    use crate::transport_deframer::{COMPRESSED, FLIP, FRAMED, PROTECTIONS, READ_SPACE};
     let mut out = Vec::new();
     let kexinit = encoded(|b| sample_kexinit(3, true).encode(b));
     let payloads: Vec<Vec<u8>> = vec![
@@ -127,47 +120,78 @@ fn deframer() -> Vec<(String, Vec<u8>)> {
         vec![94, 0, 0, 0, 0, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'],
         vec![MessageType::NEWKEYS.0],
     ];
-    let ciphers = [None]
-        .into_iter()
-        .chain(cipher::ALL.iter().copied().map(Some));
-    for c in ciphers {
-        let name = c.map_or("plain", |c| c.name.split('@').next().unwrap_or(c.name));
-        // Raw: packets sealed under the harness's fixed key, so they open.
-        let mut tx = Tx::default();
-        if let Some(alg) = c {
-            let (k, iv) = crate::transport_deframer::key(&alg);
-            if let Some(sealer) = alg.sealer(&k, &iv) {
-                tx.set_sealer(sealer);
+    for (bits, protection) in PROTECTIONS.iter().enumerate() {
+        let bits = bits as u8;
+        let name = protection.map_or("plain".to_owned(), |(c, m)| {
+            let c = c.name.split('@').next().unwrap_or(c.name);
+            match m {
+                Some(m) => format!("{c}-{}", m.name.split('@').next().unwrap_or(m.name)),
+                None => c.to_owned(),
             }
-        }
-        let mut rng = SeededRandom::new(9);
-        for p in &payloads {
-            tx.frame(&mut rng, &mut |b| b.extend_from_slice(p));
-        }
-        for (chunking, suffix) in [(0u8, "whole"), (2, "small-chunks"), (0x1d, "ragged")] {
-            let mut seed = vec![cipher_bits(c), chunking];
-            seed.extend_from_slice(tx.output());
-            out.push((format!("raw-{name}-{suffix}"), seed));
-        }
-        let mut seed = vec![cipher_bits(c) | 16, 3];
-        seed.extend_from_slice(tx.output());
-        out.push((format!("raw-{name}-read-space"), seed));
+        });
+        for compressed in [false, true] {
+            let (name, bits) = if compressed {
+                (format!("{name}-zlib"), bits | COMPRESSED)
+            } else {
+                (name.clone(), bits)
+            };
+            // Raw: packets sealed (and compressed) under the harness's fixed keys, so they open.
+            let mut tx = Tx::default();
+            if let Some(p) = protection {
+                tx.set_sealer(crate::transport_deframer::sealer(p));
+            }
+            if compressed {
+                tx.set_compression(Compression::Zlib, true);
+            }
+            let mut rng = SeededRandom::new(9);
+            for p in &payloads {
+                tx.frame(&mut rng, &mut |b| b.extend_from_slice(p));
+            }
+            for (chunking, suffix) in [(0u8, "whole"), (2, "small-chunks"), (0x1d, "ragged")] {
+                if compressed && chunking != 0x1d {
+                    continue;
+                }
+                let mut seed = vec![bits, chunking];
+                seed.extend_from_slice(tx.output());
+                out.push((format!("raw-{name}-{suffix}"), seed));
+            }
+            if !compressed {
+                let mut seed = vec![bits | READ_SPACE, 3];
+                seed.extend_from_slice(tx.output());
+                out.push((format!("raw-{name}-read-space"), seed));
+            }
 
-        // Framed: payloads for the harness to seal, then with one byte flipped.
-        let mut list = Vec::new();
-        list.push(0u8); // not the big-payload marker
-        for p in &payloads {
-            put_payload(&mut list, p);
+            // Framed: payloads for the harness to seal, then with one byte flipped.
+            let mut list = Vec::new();
+            list.push(0u8); // not the big-payload marker
+            for p in &payloads {
+                put_payload(&mut list, p);
+            }
+            put_payload(&mut list, b"");
+            let mut seed = vec![bits | FRAMED, 1];
+            seed.extend_from_slice(&list);
+            out.push((format!("framed-{name}"), seed));
+            let mut seed = vec![bits | FRAMED | FLIP, 4, 0, 40, 0x20];
+            seed.extend_from_slice(&list);
+            out.push((format!("framed-{name}-flipped"), seed));
         }
-        put_payload(&mut list, b"");
-        let mut seed = vec![cipher_bits(c) | 4, 1];
-        seed.extend_from_slice(&list);
-        out.push((format!("framed-{name}"), seed));
-        let mut seed = vec![cipher_bits(c) | 4 | 8, 4, 0, 40, 0x20];
-        seed.extend_from_slice(&list);
-        out.push((format!("framed-{name}-flipped"), seed));
     }
-    out.push(("framed-limits".into(), vec![4 | 1, 0, 0xff]));
+    out.push(("framed-limits".into(), vec![FRAMED | 1, 0, 0xff]));
+    out.push((
+        "framed-limits-zlib".into(),
+        vec![FRAMED | COMPRESSED | 4, 0, 0xff],
+    ));
+    // A plaintext packet whose payload is a zlib bomb: 1 MiB of one byte, about 1 KiB
+    // compressed.
+    let mut deflater = ssh_transport::compress::Deflater::default();
+    deflater.new_keys(Compression::Zlib, true);
+    let mut bomb = Vec::new();
+    deflater.compress(&vec![0x5e; 1 << 20], &mut bomb);
+    let mut bomb_tx = Tx::default();
+    bomb_tx.frame(&mut SeededRandom::new(9), &mut |b| b.extend_from_slice(&bomb));
+    let mut seed = vec![COMPRESSED, 0];
+    seed.extend_from_slice(bomb_tx.output());
+    out.push(("raw-plain-zlib-bomb".into(), seed));
     out
 }
 
@@ -511,7 +535,9 @@ fn client() -> Vec<(String, Vec<u8>)> {
     for (name, control, ops) in [
         ("pair", 0x80u8, ops),
         ("pair-rekeys", 0x80 | 0x10, rekeys.clone()),
-        ("pair-rekeys-chacha", 0x80 | 3 | 4, rekeys),
+        ("pair-rekeys-chacha", 0x80 | 3 | 4, rekeys.clone()),
+        ("pair-rekeys-ctr-etm-zlib", 0x80 | 0x30, rekeys.clone()),
+        ("pair-rekeys-ctr-sha1-zlib", 0x80 | 0x30 | 3, rekeys),
         ("pair-flipped", 0x81, flipped),
         ("pair-inserted", 0x82 | 8, inserted),
         ("pair-deleted", 0x80 | 0x20, deleted),

@@ -9,7 +9,9 @@
 //! - `control & 0x80 != 0`, a real pair: the client and the crate's test server complete a
 //!   handshake, then `rest` is a list of operations: payloads either way, rekeys started by
 //!   either side, and bytes of the server's output flipped, inserted or deleted before the
-//!   client sees them.
+//!   client sees them. `control & 3` picks the cipher, `(control >> 4) & 3` a rekey limit;
+//!   its value 3 instead runs AES-CTR with one of four MACs (by `control & 3`) and zlib
+//!   compression both ways, rekeying every 4 KiB.
 //!
 //! Properties: no panic; memory stays bounded (output is drained as a driver would); once
 //! `poll_event` fails it keeps failing with the same error; a payload goes up only after the
@@ -21,6 +23,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use ssh_transport::cipher;
+use ssh_transport::compress::Compression;
+use ssh_transport::mac;
 use ssh_transport::server::{SeededRandom, ServerConfig, ServerEvent, ServerTransport};
 use ssh_transport::{ClientConfig, ClientTransport, Error, Event, PayloadSink};
 
@@ -189,10 +193,22 @@ impl Pair {
             config.ciphers = vec![*c];
         }
         config.rekey_limit = match (control >> 4) & 3 {
-            1 => Some(4096),
+            1 | 3 => Some(4096),
             2 => Some(256),
             _ => None,
         };
+        if (control >> 4) & 3 == 3 {
+            // AES-CTR with a MAC in either mode, and zlib both ways: `control & 3` picks.
+            let (c, m) = [
+                (cipher::AES128_CTR, mac::HMAC_SHA2_256_ETM),
+                (cipher::AES256_CTR, mac::HMAC_SHA2_512),
+                (cipher::AES192_CTR, mac::HMAC_SHA1_ETM),
+                (cipher::AES128_CTR, mac::HMAC_SHA1),
+            ][usize::from(control & 3)];
+            config.ciphers = vec![c];
+            config.macs = vec![m];
+            config.compression = vec![Compression::Zlib];
+        }
         let server_config = ServerConfig {
             version: SERVER_VERSION.into(),
             strict_kex: control & 4 == 0,
@@ -452,7 +468,12 @@ mod tests {
 
     #[test]
     fn rekeys_from_either_side_keep_every_payload() {
-        for name in ["pair-rekeys", "pair-rekeys-chacha"] {
+        for name in [
+            "pair-rekeys",
+            "pair-rekeys-chacha",
+            "pair-rekeys-ctr-etm-zlib",
+            "pair-rekeys-ctr-sha1-zlib",
+        ] {
             let r = report(name);
             assert!(r.checked_all_arrived && !r.client_failed, "{name}: {r:?}");
             assert!(r.client_kex_count >= 3, "{name}: {r:?}");
