@@ -1,10 +1,13 @@
 //! The SSH transport layer (RFC 4253) as a sans-IO state machine.
 //!
 //! ```text
-//!  socket bytes ──> handle_input ──> deframe ─> open in place ─> seq += 1 ──┬─> kex messages (kept here)
-//!                                                                            └─> poll_event: Payload(&[u8])
-//!  send_with(payload) ─> [queued while keys change] ─> pad ─> seal in place ─> output() ──> socket
+//!  socket bytes ──> handle_input ──> deframe ─> open in place ─> [inflate, bounded] ─> seq += 1 ──┬─> kex messages (kept here)
+//!                                                                                                 └─> poll_event: Payload(&[u8])
+//!  send_with(payload) ─> [queued while keys change] ─> [deflate] ─> pad ─> seal in place ─> output() ──> socket
 //! ```
+//! "Open" and "seal" are one AEAD cipher (AES-GCM, ChaCha20-Poly1305) or AES-CTR with an HMAC,
+//! encrypt-then-MAC or encrypt-and-MAC ([`cipher`], [`mac`]); compression ([`compress`]) is
+//! off unless configured, and `zlib@openssh.com` waits for [`ClientTransport::auth_succeeded`].
 //!
 //! No sockets, no clock, no global randomness: time is passed to `handle_timeout`, random bytes
 //! come from an injected [`random::SecureRandom`].
@@ -46,6 +49,6 @@ pub mod server;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_kex;
-#[cfg(test)]
 mod tests_ciphers;
+#[cfg(test)]
+mod tests_kex;
