@@ -835,7 +835,15 @@ impl ClientAuth {
                 };
                 self.handle_failure(Sent::Key(step), &refused, sink)
             }
-            (State::ExpectInfoRequest { .. }, ServerMessage::Failure(failure)) => {
+            (State::ExpectInfoRequest { rounds }, ServerMessage::Failure(failure)) => {
+                if rounds == 0 && !failure.partial_success {
+                    // Refused without a single question (sshd without PAM has no device):
+                    // another attempt would go the same way, so stop, as OpenSSH does.
+                    let kbd = &mut self.keyboard_interactive;
+                    kbd.done = true;
+                    kbd.report.skipped =
+                        Some("the server asked no question, so it has nothing to ask with".into());
+                }
                 self.handle_failure(Sent::KeyboardInteractive, &failure, sink)
             }
             (State::ExpectPkOk(step), ServerMessage::PkOk(ok)) => {

@@ -142,12 +142,13 @@ pub struct TunnelBuilder {
     program: Option<PathBuf>,
     port: u16,
     user: String,
-    identity: PathBuf,
+    identity: Option<PathBuf>,
     known_hosts: PathBuf,
     forwards: Vec<Forward>,
     cipher: Option<String>,
     verbosity: u8,
     options: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl TunnelBuilder {
@@ -170,12 +171,13 @@ impl TunnelBuilder {
             program: None,
             port,
             user: user.to_owned(),
-            identity: key.private_key_path().to_path_buf(),
+            identity: Some(key.private_key_path().to_path_buf()),
             known_hosts: known_hosts.to_path_buf(),
             forwards: Vec::new(),
             cipher: None,
             verbosity: 0,
             options: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -202,7 +204,25 @@ impl TunnelBuilder {
 
     /// Uses another identity file.
     pub fn identity(mut self, path: &Path) -> Self {
-        self.identity = path.to_path_buf();
+        self.identity = Some(path.to_path_buf());
+        self
+    }
+
+    /// Gives no `-i` at all (the client falls back to its defaults under `$HOME/.ssh` and
+    /// to the agent).
+    pub fn without_identity(mut self) -> Self {
+        self.identity = None;
+        self
+    }
+
+    /// Sets an environment variable for the client (`SSH_AUTH_SOCK`, `HOME`, a password
+    /// variable). Without one, the forwarder runs with `SSH_AUTH_SOCK` removed, so that the
+    /// agent of whoever runs the tests stays out of them.
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.env.push((
+            key.to_owned(),
+            value.as_ref().to_string_lossy().into_owned(),
+        ));
         self
     }
 
@@ -265,7 +285,9 @@ impl TunnelBuilder {
             }
         }
         args.extend(["-p".to_owned(), self.port.to_string()]);
-        args.extend(["-i".to_owned(), self.identity.display().to_string()]);
+        if let Some(identity) = &self.identity {
+            args.extend(["-i".to_owned(), identity.display().to_string()]);
+        }
         for option in &self.options {
             args.extend(["-o".to_owned(), option.clone()]);
         }
@@ -314,6 +336,10 @@ impl TunnelBuilder {
         let program = self.program.clone().unwrap_or_else(|| self.kind.program());
         let mut cmd = Command::new(&program);
         cmd.args(self.args()).stdout(Stdio::null()).stderr(log);
+        cmd.env_remove("SSH_AUTH_SOCK");
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
         let started = Instant::now();
         let child = LabChild::spawn(self.kind.name(), &mut cmd);
         Tunnel {

@@ -72,9 +72,10 @@ fn interop_auth_unauthorized_key_fails_naming_the_key_and_its_fingerprint() {
 }
 
 #[test]
-fn interop_auth_passphrase_protected_key_is_reported_as_not_supported() {
+fn interop_auth_passphrase_protected_key_without_a_passphrase_source_says_how_to_give_one() {
     let key = UserKey::generate_with(KeyKind::Ed25519, KeyFormat::OpenSsh, Some("s3cret"));
     let sshd = Sshd::start(&key);
+    // BatchMode (the lab's default): no terminal prompt, and no PassphraseFile.
     let mut tunnel = forwarder(&sshd, &key).forward_to(1).spawn();
     let status = tunnel
         .wait_exit(Duration::from_secs(30))
@@ -83,11 +84,50 @@ fn interop_auth_passphrase_protected_key_is_reported_as_not_supported() {
     assert_eq!(status.code(), Some(255), "{status}; log:\n{log}");
     assert!(
         log.contains(&key.private_key_path().display().to_string())
-            && log.contains("passphrase")
-            && log.contains("not supported"),
-        "the message should name the key file and say passphrases are not supported:\n{log}"
+            && log.contains("is protected by a passphrase")
+            && log.contains("-o PassphraseFile=FILE"),
+        "the message should name the key file and say how to give its passphrase:\n{log}"
     );
     assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn interop_auth_passphrase_from_passphrase_file_and_a_wrong_one() {
+    let key = UserKey::generate_with(KeyKind::Ed25519, KeyFormat::OpenSsh, Some("s3cret"));
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let right = dir.path().join("right");
+    std::fs::write(&right, "s3cret\n").expect("passphrase file");
+    let tunnel = forwarder(&sshd, &key)
+        .option(&format!("PassphraseFile={}", right.display()))
+        .forward_to(echo.port())
+        .start();
+    assert_eq!(
+        echo_round_trip(tunnel.local_port(), b"unlocked").expect("echo"),
+        b"unlocked"
+    );
+    drop(tunnel);
+
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "guess\n").expect("passphrase file");
+    let mut tunnel = forwarder(&sshd, &key)
+        .option(&format!("PassphraseFile={}", wrong.display()))
+        .forward_to(1)
+        .spawn();
+    let status = tunnel
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the forwarder still runs:\n{}", tunnel.log()));
+    let log = tunnel.log();
+    assert_eq!(status.code(), Some(255), "{log}");
+    assert!(
+        log.contains(&format!(
+            "wrong passphrase for {}",
+            key.private_key_path().display()
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("guess"), "the passphrase leaked:\n{log}");
 }
 
 #[test]

@@ -864,6 +864,27 @@ fn scripted_servers_password_and_keyboard_interactive() {
             outcome: Outcome::Authenticated,
         },
         Case {
+            name: "keyboard-interactive refused without a question is not tried again",
+            keys: &[],
+            sig_algs: None,
+            config: default_config,
+            caller: Caller {
+                passwords: vec!["pw"],
+                ..Caller::default()
+            },
+            replies: vec![
+                failure("password,keyboard-interactive", false),
+                failure("password,keyboard-interactive", false),
+                failure("password,keyboard-interactive", false),
+            ],
+            sent: &[Expect::Probe, Expect::Kbd, Expect::Password("pw")],
+            outcome: Outcome::Error(vec![
+                "keyboard-interactive refused once, then not tried again: the server asked no \
+                 question",
+                "password refused once",
+            ]),
+        },
+        Case {
             name: "no answers for keyboard-interactive: a password request abandons it",
             keys: &[],
             sig_algs: None,

@@ -1,0 +1,247 @@
+//! Keys held by the real `ssh-agent`, loaded with the real `ssh-add`, against the real sshd:
+//! the forwarder finds the agent through SSH_AUTH_SOCK, asks sshd before signing (PK_OK),
+//! has the agent sign with rsa-sha2-512, and honours IdentitiesOnly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ssh_interop_tests::process::{LabChild, require_program, run_ok};
+use ssh_interop_tests::{
+    ClientKind, EchoServer, KeyFormat, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip,
+};
+
+/// A real `ssh-agent -D` on a socket in its own temp dir, killed on drop.
+struct Agent {
+    _process: LabChild,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start() -> Agent {
+        let program = require_program(
+            "ssh-agent",
+            &[],
+            "install the OpenSSH client (apt-get install openssh-client; scripts/test does this)",
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("lab-agent-")
+            .tempdir()
+            .expect("a temp dir for the agent");
+        let socket = dir.path().join("agent.sock");
+        let mut cmd = Command::new(program);
+        cmd.arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let process = LabChild::spawn("ssh-agent", &mut cmd);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "ssh-agent did not create {}",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Agent {
+            _process: process,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    /// `ssh-add` of each key, in order (the agent lists them in that order).
+    fn add(&self, keys: &[&UserKey]) {
+        let program = require_program("ssh-add", &[], "install the OpenSSH client");
+        for key in keys {
+            let mut cmd = Command::new(&program);
+            cmd.arg(key.private_key_path())
+                .env("SSH_AUTH_SOCK", &self.socket)
+                .env("SSH_ASKPASS_REQUIRE", "never");
+            run_ok(&mut cmd, Duration::from_secs(30), "ssh-add");
+        }
+        let mut list = Command::new(&program);
+        list.arg("-l").env("SSH_AUTH_SOCK", &self.socket);
+        let out = run_ok(&mut list, Duration::from_secs(30), "ssh-add -l");
+        let listed = String::from_utf8_lossy(&out.stdout);
+        for key in keys {
+            assert!(
+                listed.contains(key.fingerprint()),
+                "ssh-add -l does not list {}:\n{listed}",
+                key.fingerprint()
+            );
+        }
+    }
+}
+
+/// A home directory with no `.ssh`, so the default identity files do not exist.
+fn empty_home() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("lab-home-")
+        .tempdir()
+        .expect("a temp home")
+}
+
+fn forwarder(sshd: &Sshd, key: &UserKey) -> TunnelBuilder {
+    TunnelBuilder::new(ClientKind::Forwarder, sshd, key)
+}
+
+/// The lines of sshd's log about publickey attempts since `offset`.
+fn pubkey_lines(sshd: &Sshd, offset: usize) -> String {
+    sshd.log()
+        .get(offset..)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("publickey") || l.contains("public key"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn interop_agent_keys_log_in_with_no_identity_file() {
+    let unauthorized = UserKey::generate(KeyKind::Ed25519);
+    let authorized = UserKey::generate(KeyKind::Rsa2048);
+    let agent = Agent::start();
+    agent.add(&[&unauthorized, &authorized]);
+    // DEBUG2 makes sshd log queries and the signature algorithm of every attempt.
+    let sshd = Sshd::builder()
+        .config("LogLevel DEBUG2")
+        .authorize(&authorized)
+        .start();
+    let echo = EchoServer::start();
+    let home = empty_home();
+    let offset = sshd.log().len();
+    let tunnel = forwarder(&sshd, &authorized)
+        .without_identity()
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .env("HOME", home.path())
+        .verbose()
+        .forward_to(echo.port())
+        .start();
+    assert_eq!(
+        echo_round_trip(tunnel.local_port(), b"signed by the agent")
+            .unwrap_or_else(|e| panic!("{e}\n{}", tunnel.log())),
+        b"signed by the agent"
+    );
+    let log = sshd.wait_for_log_after(offset, "Accepted publickey for", Duration::from_secs(10));
+    let accepted = log
+        .lines()
+        .find(|l| l.contains("Accepted publickey for"))
+        .unwrap_or_default();
+    assert!(
+        accepted.ends_with(authorized.fingerprint()),
+        "sshd accepted another key than the agent's RSA key: {accepted}"
+    );
+    let attempts = pubkey_lines(&sshd, offset);
+    // Both agent keys were first offered without a signature (sshd logs these as
+    // "test pkalg" queries), and the RSA key was signed with SHA-512.
+    assert!(
+        attempts.contains(unauthorized.fingerprint()) && attempts.contains("test pkalg"),
+        "the agent's Ed25519 key should have been queried first:\n{attempts}"
+    );
+    assert!(
+        log.contains("pkalg rsa-sha2-512"),
+        "the agent should sign with rsa-sha2-512:\n{attempts}"
+    );
+    assert!(
+        !log.contains("pkalg ssh-rsa "),
+        "SHA-1 was used:\n{attempts}"
+    );
+    let client_log = tunnel.log();
+    assert!(
+        client_log.contains("asking whether the server accepts this key"),
+        "{client_log}"
+    );
+}
+
+#[test]
+fn interop_agent_identities_only_offers_only_keys_named_with_i() {
+    let in_agent = UserKey::generate(KeyKind::Ed25519);
+    let named = UserKey::generate(KeyKind::Ed25519);
+    let agent = Agent::start();
+    agent.add(&[&in_agent]);
+    // Only the agent's key is authorized: with IdentitiesOnly and another -i, it must not
+    // be offered, so the login fails.
+    let sshd = Sshd::builder()
+        .config("LogLevel DEBUG2")
+        .authorize(&in_agent)
+        .start();
+    let home = empty_home();
+    let offset = sshd.log().len();
+    let mut tunnel = forwarder(&sshd, &named)
+        .option("IdentitiesOnly=yes")
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .env("HOME", home.path())
+        .forward_to(1)
+        .spawn();
+    let status = tunnel
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the forwarder still runs:\n{}", tunnel.log()));
+    let log = tunnel.log();
+    assert_eq!(status.code(), Some(255), "{log}");
+    assert!(log.contains(named.fingerprint()), "{log}");
+    assert!(
+        !log.contains(in_agent.fingerprint()),
+        "the agent's key was offered despite IdentitiesOnly:\n{log}"
+    );
+    sshd.wait_for_log_after(offset, "Received disconnect", Duration::from_secs(10));
+    let attempts = pubkey_lines(&sshd, offset);
+    assert!(
+        !attempts.contains(in_agent.fingerprint()),
+        "sshd saw the agent's key:\n{attempts}"
+    );
+
+    // The control: without IdentitiesOnly the same command line gets in with the agent key.
+    let echo = EchoServer::start();
+    let tunnel = forwarder(&sshd, &named)
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .env("HOME", home.path())
+        .forward_to(echo.port())
+        .start();
+    assert_eq!(
+        echo_round_trip(tunnel.local_port(), b"x").expect("echo"),
+        b"x"
+    );
+}
+
+#[test]
+fn interop_agent_signs_for_an_encrypted_key_file_so_no_passphrase_is_needed() {
+    let key = UserKey::generate_with(KeyKind::Ed25519, KeyFormat::OpenSsh, Some("s3cret"));
+    let agent = Agent::start();
+    add_with_passphrase(&agent.socket, key.private_key_path(), "s3cret");
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let home = empty_home();
+    // BatchMode (the lab's default) and no PassphraseFile: only the agent can sign.
+    let tunnel = forwarder(&sshd, &key)
+        .option("IdentitiesOnly=yes")
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .env("HOME", home.path())
+        .forward_to(echo.port())
+        .start();
+    assert_eq!(
+        echo_round_trip(tunnel.local_port(), b"no passphrase asked").expect("echo"),
+        b"no passphrase asked"
+    );
+    assert!(!tunnel.log().contains("passphrase"), "{}", tunnel.log());
+}
+
+/// `ssh-add` of an encrypted key, its passphrase given through SSH_ASKPASS.
+fn add_with_passphrase(socket: &Path, key: &Path, passphrase: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let askpass = dir.path().join("askpass");
+    std::fs::write(&askpass, format!("#!/bin/sh\necho '{passphrase}'\n")).expect("askpass");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let program = require_program("ssh-add", &[], "install the OpenSSH client");
+    let mut cmd = Command::new(program);
+    cmd.arg(key)
+        .env("SSH_AUTH_SOCK", socket)
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0");
+    run_ok(&mut cmd, Duration::from_secs(30), "ssh-add (with askpass)");
+}

@@ -1,0 +1,208 @@
+//! OpenSSH user certificates against the real sshd: a certificate authority made and used by
+//! the real `ssh-keygen -s`, sshd trusting it with `TrustedUserCAKeys` and authorizing no key
+//! at all; the forwarder finds `-cert.pub` beside the key, or takes `CertificateFile`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use ssh_interop_tests::process::{require_program, run_ok};
+use ssh_interop_tests::{
+    ClientKind, EchoServer, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip,
+};
+
+/// A certificate authority: an Ed25519 key pair in a temp dir.
+struct Ca {
+    dir: tempfile::TempDir,
+}
+
+fn ssh_keygen() -> PathBuf {
+    require_program(
+        "ssh-keygen",
+        &[],
+        "install the OpenSSH client (apt-get install openssh-client; scripts/test does this)",
+    )
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let dir = tempfile::Builder::new()
+            .prefix("lab-ca-")
+            .tempdir()
+            .expect("a temp dir for the CA");
+        let mut cmd = Command::new(ssh_keygen());
+        cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", "lab-ca", "-f"])
+            .arg(dir.path().join("ca"));
+        run_ok(&mut cmd, Duration::from_secs(30), "ssh-keygen (CA)");
+        Ca { dir }
+    }
+
+    fn public_key_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pub")
+    }
+
+    /// Signs `key`'s public key for `principal` with extra `ssh-keygen -s` arguments; the
+    /// certificate is written beside the key as `<key>-cert.pub`. Returns its path.
+    fn sign(&self, key: &UserKey, id: &str, principal: &str, extra: &[&str]) -> PathBuf {
+        let mut cmd = Command::new(ssh_keygen());
+        cmd.arg("-q")
+            .arg("-s")
+            .arg(self.dir.path().join("ca"))
+            .args(["-I", id, "-n", principal])
+            .args(extra)
+            .arg(key.public_key_path());
+        run_ok(&mut cmd, Duration::from_secs(30), "ssh-keygen -s");
+        let mut cert = key.private_key_path().as_os_str().to_owned();
+        cert.push("-cert.pub");
+        let cert = PathBuf::from(cert);
+        assert!(cert.exists(), "ssh-keygen did not write {}", cert.display());
+        cert
+    }
+}
+
+/// sshd that trusts `ca` for user certificates and has an empty authorized_keys.
+fn sshd_trusting(ca: &Ca) -> Sshd {
+    Sshd::builder()
+        .config(format!(
+            "TrustedUserCAKeys {}",
+            ca.public_key_path().display()
+        ))
+        .config("LogLevel DEBUG2")
+        .start()
+}
+
+fn forwarder(sshd: &Sshd, key: &UserKey) -> TunnelBuilder {
+    TunnelBuilder::new(ClientKind::Forwarder, sshd, key)
+}
+
+fn accepted_line(sshd: &Sshd, offset: usize) -> String {
+    let log = sshd.wait_for_log_after(offset, "Accepted publickey for", Duration::from_secs(10));
+    log.lines()
+        .find(|l| l.contains("Accepted publickey for"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn interop_cert_beside_the_key_logs_in_with_no_authorized_key() {
+    let ca = Ca::new();
+    let sshd = sshd_trusting(&ca);
+    let echo = EchoServer::start();
+    for kind in [KeyKind::Ed25519, KeyKind::Rsa2048, KeyKind::EcdsaP256] {
+        let key = UserKey::generate(kind);
+        let id = format!("lab-{kind}");
+        ca.sign(&key, &id, sshd.user(), &[]);
+        let offset = sshd.log().len();
+        let tunnel = forwarder(&sshd, &key).forward_to(echo.port()).start();
+        assert_eq!(
+            echo_round_trip(tunnel.local_port(), id.as_bytes())
+                .unwrap_or_else(|e| panic!("{kind}: {e}\n{}", tunnel.log())),
+            id.as_bytes()
+        );
+        let accepted = accepted_line(&sshd, offset);
+        // sshd names the certificate: "... ED25519-CERT SHA256:... ID lab-ed25519 (serial 0)
+        // CA ED25519 SHA256:...".
+        assert!(
+            accepted.contains("-CERT ") && accepted.contains(&format!("ID {id} ")),
+            "{kind}: sshd did not accept the certificate: {accepted}"
+        );
+        assert!(accepted.contains(key.fingerprint()), "{kind}: {accepted}");
+        let log = sshd.log();
+        if kind == KeyKind::Rsa2048 {
+            assert!(
+                log.get(offset..)
+                    .unwrap_or_default()
+                    .contains("rsa-sha2-512-cert-v01@openssh.com"),
+                "the RSA certificate should be offered with SHA-512:\n{}",
+                log.get(offset..).unwrap_or_default()
+            );
+        }
+    }
+}
+
+#[test]
+fn interop_cert_from_certificate_file() {
+    let ca = Ca::new();
+    let sshd = sshd_trusting(&ca);
+    let echo = EchoServer::start();
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let beside = ca.sign(&key, "lab-certificate-file", sshd.user(), &[]);
+    // Move it away from the key, so only CertificateFile can find it.
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let moved: PathBuf = elsewhere.path().join("issued.pub");
+    std::fs::rename(&beside, &moved).expect("move the certificate");
+    let offset = sshd.log().len();
+    let tunnel = forwarder(&sshd, &key)
+        .option(&format!("CertificateFile={}", moved.display()))
+        .forward_to(echo.port())
+        .start();
+    assert_eq!(
+        echo_round_trip(tunnel.local_port(), b"cert file").expect("echo"),
+        b"cert file"
+    );
+    let accepted = accepted_line(&sshd, offset);
+    assert!(
+        accepted.contains("ID lab-certificate-file "),
+        "sshd did not accept the certificate: {accepted}"
+    );
+}
+
+#[test]
+fn interop_cert_expired_is_skipped_with_a_note_and_the_login_fails() {
+    let ca = Ca::new();
+    let sshd = sshd_trusting(&ca);
+    let key = UserKey::generate(KeyKind::Ed25519);
+    ca.sign(
+        &key,
+        "lab-expired",
+        sshd.user(),
+        &["-V", "20200101:20210101"],
+    );
+    let offset = sshd.log().len();
+    let mut tunnel = forwarder(&sshd, &key).forward_to(1).spawn();
+    let status = tunnel
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the forwarder still runs:\n{}", tunnel.log()));
+    let log = tunnel.log();
+    assert_eq!(status.code(), Some(255), "{log}");
+    assert!(
+        log.contains("certificate ID \"lab-expired\"")
+            && log.contains("skipped: the certificate expired at 2021-01-01T"),
+        "the error should name the expired certificate:\n{log}"
+    );
+    // The plain key was still offered (and refused: nothing authorizes it).
+    assert!(log.contains(key.fingerprint()), "{log}");
+    let sshd_log = sshd.log();
+    let since = sshd_log.get(offset..).unwrap_or_default();
+    assert!(
+        !since.contains("ID lab-expired"),
+        "the expired certificate reached sshd:\n{since}"
+    );
+}
+
+#[test]
+fn interop_cert_without_port_forwarding_is_warned_about() {
+    let ca = Ca::new();
+    let sshd = sshd_trusting(&ca);
+    let key = UserKey::generate(KeyKind::Ed25519);
+    ca.sign(
+        &key,
+        "lab-no-forwarding",
+        sshd.user(),
+        &["-O", "no-port-forwarding"],
+    );
+    let echo = EchoServer::start();
+    let tunnel = forwarder(&sshd, &key)
+        .option("ExitOnForwardFailure=no")
+        .forward_to(echo.port())
+        .start();
+    let log = tunnel.wait_for_log("permit-port-forwarding", Duration::from_secs(10));
+    assert!(
+        log.contains("will refuse every forward made with it"),
+        "{log}"
+    );
+    // And indeed sshd refuses the forward.
+    let refused = echo_round_trip(tunnel.local_port(), b"x");
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(echo.connections(), 0);
+}
