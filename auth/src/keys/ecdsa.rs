@@ -141,9 +141,9 @@ impl EcdsaKey {
     /// The private scalar, big-endian, of the curve's scalar length.
     pub(super) fn scalar(&self) -> Zeroizing<Vec<u8>> {
         Zeroizing::new(match self {
-            Self::P256(k) => k.to_bytes().to_vec(),
-            Self::P384(k) => k.to_bytes().to_vec(),
-            Self::P521(k) => k.to_bytes().to_vec(),
+            Self::P256(k) => Zeroizing::new(k.to_bytes()).to_vec(),
+            Self::P384(k) => Zeroizing::new(k.to_bytes()).to_vec(),
+            Self::P521(k) => Zeroizing::new(k.to_bytes()).to_vec(),
         })
     }
 
