@@ -466,6 +466,21 @@ fn traditional_pem_made_by_openssl_with_each_dek_info_cipher() {
 }
 
 #[test]
+fn openssl_ecparam_genkey_output_with_its_parameters_block() {
+    let dir = tempfile::tempdir().unwrap();
+    for curve in ["prime256v1", "secp384r1", "secp521r1"] {
+        let made = openssl(
+            dir.path(),
+            curve,
+            None,
+            &["ecparam", "-name", curve, "-genkey"],
+        );
+        assert!(made.bytes().starts_with(b"-----BEGIN EC PARAMETERS-----"));
+        check(&made, curve);
+    }
+}
+
+#[test]
 fn pkcs5_v1_schemes_are_named_as_unsupported() {
     let dir = tempfile::tempdir().unwrap();
     let pass = format!("pass:{PASSPHRASE}");

@@ -34,7 +34,9 @@ impl Armor<'_> {
 }
 
 /// Finds the first BEGIN/END block. Text before it is ignored (tools such as openssl write
-/// "Bag Attributes" there); text after it is refused, since a second block would be ambiguous.
+/// "Bag Attributes" there), and so is an `EC PARAMETERS` block (`openssl ecparam -genkey`
+/// writes one before the key, whose own DER names the curve again); text after it is refused,
+/// since a second block would be ambiguous.
 pub(super) fn parse(text: &str) -> Result<Armor<'_>, KeyFileError> {
     let mut lines = text.lines().map(str::trim);
     let label = loop {
@@ -51,6 +53,14 @@ pub(super) fn parse(text: &str) -> Result<Armor<'_>, KeyFileError> {
             .strip_prefix("-----BEGIN ")
             .and_then(|l| l.strip_suffix("-----"))
         {
+            if label == "EC PARAMETERS" {
+                if !lines.by_ref().any(|l| l == "-----END EC PARAMETERS-----") {
+                    return Err(KeyFileError::Malformed(
+                        "there is no \"-----END EC PARAMETERS-----\" line".into(),
+                    ));
+                }
+                continue;
+            }
             break label;
         }
     };
@@ -138,6 +148,20 @@ mod tests {
         assert!(a.encrypted_headers);
         assert_eq!(a.dek_info, Some("AES-128-CBC,00"));
         assert_eq!(&a.decode().unwrap()[..], &[0, 1, 2]);
+    }
+
+    #[test]
+    fn skips_ec_parameters_before_the_key() {
+        let text = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n\
+                    -----BEGIN EC PRIVATE KEY-----\nAAEC\n-----END EC PRIVATE KEY-----\n";
+        let a = parse(text).unwrap();
+        assert_eq!(a.label, "EC PRIVATE KEY");
+        assert_eq!(&a.decode().unwrap()[..], &[0, 1, 2]);
+        let unterminated = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n";
+        assert!(matches!(
+            parse(unterminated),
+            Err(KeyFileError::Malformed(_))
+        ));
     }
 
     #[test]
