@@ -44,7 +44,8 @@ pub enum KeyFileError {
         /// The file's permission bits (`mode & 0o7777`).
         mode: u32,
     },
-    /// The key file's permissions could not be read.
+    /// The operating system failed: the key file's permissions could not be read, or no
+    /// random numbers could be had to make a key. The text says which.
     Io(String),
     /// The key is of a type this crate cannot sign with; the type's name is kept.
     UnsupportedKeyType(String),
@@ -106,7 +107,7 @@ impl fmt::Display for KeyFileError {
                  a private key must not be readable or writable by anyone but its owner, so \
                  this key is ignored; fix it with `chmod 600 {path}`"
             ),
-            Self::Io(what) => write!(f, "cannot check the private key file: {what}"),
+            Self::Io(what) => f.write_str(what),
             Self::UnsupportedKeyType(name) => write!(
                 f,
                 "key type {name} is not supported; use an Ed25519 key \

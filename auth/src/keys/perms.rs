@@ -18,8 +18,13 @@ pub fn check_key_file_permissions(path: &Path) -> Result<(), KeyFileError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt as _;
-        let meta = std::fs::metadata(path)
-            .map_err(|e| KeyFileError::Io(format!("{}: {e}", path.display())))?;
+        let meta = std::fs::metadata(path).map_err(|e| {
+            KeyFileError::Io(format!(
+                "cannot read the permissions of the private key file {}: {e}; check the \
+                     path",
+                path.display()
+            ))
+        })?;
         let me = rustix::process::getuid().as_raw();
         check_mode(path, meta.uid(), me, meta.mode())
     }

@@ -203,7 +203,10 @@ pub(super) struct RngFailed;
 
 impl core::fmt::Display for RngFailed {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("the operating system's random number generator failed")
+        f.write_str(
+            "the operating system's random number generator failed, so no key or check \
+             number could be made; try again, and check the system's entropy source",
+        )
     }
 }
 
