@@ -15,6 +15,8 @@
 //! property of the code under test is broken; any error the code returns is a normal outcome.
 #![forbid(unsafe_code)]
 
+pub mod auth_agent;
+pub mod auth_certificate;
 pub mod auth_keyfile;
 pub mod auth_messages;
 pub mod cli_args;
@@ -38,6 +40,8 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("transport_client", transport_client::run),
     ("auth_messages", auth_messages::run),
     ("auth_keyfile", auth_keyfile::run),
+    ("auth_certificate", auth_certificate::run),
+    ("auth_agent", auth_agent::run),
     ("connection_messages", connection_messages::run),
     ("known_hosts", known_hosts::run),
     ("cli_args", cli_args::run),

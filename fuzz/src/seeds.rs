@@ -65,6 +65,12 @@ pub fn all() -> Vec<Seed> {
     for (name, data) in auth() {
         add("auth_messages", &name, data);
     }
+    for (name, data) in certificates() {
+        add("auth_certificate", &name, data);
+    }
+    for (name, data) in agent() {
+        add("auth_agent", &name, data);
+    }
     for (name, data) in connection() {
         add("connection_messages", &name, data);
     }
@@ -188,7 +194,9 @@ fn deframer() -> Vec<(String, Vec<u8>)> {
     let mut bomb = Vec::new();
     deflater.compress(&vec![0x5e; 1 << 20], &mut bomb);
     let mut bomb_tx = Tx::default();
-    bomb_tx.frame(&mut SeededRandom::new(9), &mut |b| b.extend_from_slice(&bomb));
+    bomb_tx.frame(&mut SeededRandom::new(9), &mut |b| {
+        b.extend_from_slice(&bomb)
+    });
     let mut seed = vec![COMPRESSED, 0];
     seed.extend_from_slice(bomb_tx.output());
     out.push(("raw-plain-zlib-bomb".into(), seed));
@@ -578,6 +586,28 @@ fn auth() -> Vec<(String, Vec<u8>)> {
         }
         .encode(b)
     });
+    let info_request = |prompts: &[(&str, bool)], count: Option<u32>| {
+        encoded(|b| {
+            b.put_u8(60);
+            b.put_string(b"");
+            b.put_string(b"");
+            b.put_string(b"");
+            b.put_u32(count.unwrap_or(u32::try_from(prompts.len()).unwrap_or(0)));
+            for (p, echo) in prompts {
+                b.put_str(p);
+                b.put_bool(*echo);
+            }
+        })
+    };
+    let agent_pk_ok = encoded(|b| {
+        UserauthPkOk {
+            algorithm: "ssh-ed25519",
+            key_blob: fixtures::ed25519(9).public_key().blob(),
+        }
+        .encode(b)
+    });
+    // Flags: 1 RSA, 2 second Ed25519, 4/8 server-sig-algs, 16 an agent key, 32 a
+    // certificate, 64 the harness gives a password and answers.
     let cases: Vec<(&str, u8, Vec<Vec<u8>>)> = vec![
         ("success", 0, vec![success.clone()]),
         ("banner-success", 4, vec![banner.clone(), success.clone()]),
@@ -599,11 +629,39 @@ fn auth() -> Vec<(String, Vec<u8>)> {
         ),
         (
             "no-publickey",
-            12,
-            vec![failure("password,keyboard-interactive", false)],
+            12 | 64,
+            vec![
+                failure("password,keyboard-interactive", false),
+                info_request(&[("Password: ", false)], None),
+                success.clone(),
+            ],
         ),
         ("pk-ok", 0, vec![pk_ok]),
         ("success-then-more", 0, vec![success.clone(), banner]),
+        (
+            "agent",
+            16,
+            vec![failure("publickey", false), agent_pk_ok, success.clone()],
+        ),
+        ("certificate", 32, vec![success.clone()]),
+        (
+            "partial-password",
+            64,
+            vec![failure("password", true), success.clone()],
+        ),
+        (
+            "password-declined",
+            0,
+            vec![failure("password", false), failure("password", false)],
+        ),
+        (
+            "kbd-huge-count",
+            64,
+            vec![
+                failure("keyboard-interactive", false),
+                info_request(&[("Code: ", true)], Some(u32::MAX)),
+            ],
+        ),
     ];
     cases
         .into_iter()
@@ -615,6 +673,81 @@ fn auth() -> Vec<(String, Vec<u8>)> {
             (format!("auth-{name}"), seed)
         })
         .collect()
+}
+
+// ---- auth_certificate -------------------------------------------------------------------------
+
+fn certificates() -> Vec<(String, Vec<u8>)> {
+    let files = [
+        (
+            "ed25519",
+            include_str!("../../auth/testdata/certs/ed25519-cert.pub"),
+        ),
+        (
+            "rsa",
+            include_str!("../../auth/testdata/certs/rsa2048-cert.pub"),
+        ),
+        (
+            "ecdsa",
+            include_str!("../../auth/testdata/certs/ecdsa-p256-cert.pub"),
+        ),
+        (
+            "noforward",
+            include_str!("../../auth/testdata/certs/ed25519-noforward-cert.pub"),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, line) in files {
+        let cert = ssh_auth::Certificate::from_openssh_line(line)
+            .unwrap_or_else(|e| unreachable!("a fixture certificate parses: {e}"));
+        let mut seed = vec![0];
+        seed.extend_from_slice(cert.blob());
+        out.push((format!("cert-blob-{name}"), seed));
+        let mut seed = vec![1];
+        seed.extend_from_slice(line.as_bytes());
+        out.push((format!("cert-line-{name}"), seed));
+    }
+    out
+}
+
+// ---- auth_agent -------------------------------------------------------------------------------
+
+fn agent() -> Vec<(String, Vec<u8>)> {
+    use ssh_auth::agent::{AgentIdentity, AgentResponse};
+    let rsa = fixtures::rsa();
+    let ed = fixtures::ed25519(9);
+    let cert_line = include_str!("../../auth/testdata/certs/ed25519-cert.pub");
+    let cert = ssh_auth::Certificate::from_openssh_line(cert_line)
+        .unwrap_or_else(|e| unreachable!("the fixture certificate parses: {e}"));
+    let frame = |r: AgentResponse<'_>| encoded(|b| r.encode_frame(b));
+    let identities = frame(AgentResponse::Identities(vec![
+        AgentIdentity {
+            key_blob: rsa.public_key().blob(),
+            comment: b"rsa@laptop",
+        },
+        AgentIdentity {
+            key_blob: ed.public_key().blob(),
+            comment: b"ed25519@laptop",
+        },
+        AgentIdentity {
+            key_blob: cert.blob(),
+            comment: b"certificate",
+        },
+    ]));
+    let signature = ed
+        .sign(SignatureAlgorithm::Ed25519, SIGNED_DATA)
+        .unwrap_or_else(|e| unreachable!("the fixture signs: {e}"));
+    let mut sign_then_failure = frame(AgentResponse::Signature(&signature));
+    sign_then_failure.extend_from_slice(&frame(AgentResponse::Failure));
+    vec![
+        ("agent-identities".into(), identities),
+        ("agent-sign-then-failure".into(), sign_then_failure),
+        ("agent-huge-frame".into(), vec![0x7f, 0xff, 0xff, 0xff, 12]),
+        (
+            "agent-huge-count".into(),
+            vec![0, 0, 0, 9, 12, 0, 0x0f, 0x42, 0x40, 0, 0, 0, 0],
+        ),
+    ]
 }
 
 // ---- connection_messages ----------------------------------------------------------------------

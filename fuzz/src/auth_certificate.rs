@@ -1,0 +1,114 @@
+//! OpenSSH user certificates: `Certificate::from_blob` and `from_openssh_line`.
+//!
+//! Input: `mode, rest`. Mode 0 parses `rest` as a certificate blob, mode 1 as the text of a
+//! `-cert.pub` file, mode 2 as the base64 body of one line behind the Ed25519 certificate
+//! type name.
+//!
+//! Properties: what parses keeps its blob exactly and parses again to the same certificate;
+//! its key is a valid plain key of the type its name says; principals stay within their
+//! bound; validity agrees with `valid after <= now < valid before` at the edges; a
+//! certified identity made from it offers the blob and the certificate algorithm names.
+
+use ssh_auth::Identity;
+use ssh_auth::cert::{
+    Certificate, MAX_PRINCIPALS, Validity, certificate_algorithm_from_name,
+    certificate_algorithm_name, certificate_type_name,
+};
+use ssh_transport::hostkey::PublicKey;
+
+/// Fuzz entry point.
+pub fn run(data: &[u8]) {
+    drive(data);
+}
+
+/// The harness; returns the certificate that parsed, if any.
+pub fn drive(data: &[u8]) -> Option<Certificate> {
+    let (&mode, rest) = data.split_first()?;
+    let cert = match mode % 3 {
+        0 => Certificate::from_blob(rest).ok()?,
+        1 => Certificate::from_openssh_line(core::str::from_utf8(rest).ok()?).ok()?,
+        _ => {
+            let text = format!(
+                "ssh-ed25519-cert-v01@openssh.com {}",
+                String::from_utf8_lossy(rest)
+            );
+            Certificate::from_openssh_line(&text).ok()?
+        }
+    };
+    check(&cert, mode == 0, rest);
+    Some(cert)
+}
+
+fn check(cert: &Certificate, from_blob: bool, input: &[u8]) {
+    if from_blob {
+        assert_eq!(cert.blob(), input, "the blob was not kept as given");
+    }
+    let again = match Certificate::from_blob(cert.blob()) {
+        Ok(c) => c,
+        Err(e) => panic!("a certificate's own blob does not parse again: {e}"),
+    };
+    assert_eq!(again.blob(), cert.blob());
+    assert_eq!(again.public_key(), cert.public_key());
+    assert_eq!(again.key_id(), cert.key_id());
+    // The certified key is a plain key of the certificate's type.
+    assert_eq!(cert.public_key().key_type(), cert.key_type());
+    assert_eq!(cert.type_name(), certificate_type_name(cert.key_type()));
+    assert!(
+        PublicKey::from_blob(cert.public_key().blob()).is_ok(),
+        "the certified key's blob does not parse"
+    );
+    assert!(cert.principals().len() <= MAX_PRINCIPALS);
+    for text in cert
+        .principals()
+        .iter()
+        .chain(cert.extensions())
+        .chain(cert.critical_options())
+        .chain([&cert.key_id().to_owned()])
+    {
+        assert!(
+            !text.chars().any(char::is_control),
+            "certificate text not sanitized: {text:?}"
+        );
+    }
+    let (after, before) = (cert.valid_after(), cert.valid_before());
+    if after > 0 {
+        assert_eq!(cert.validity_at(after - 1), Validity::NotYetValid);
+    }
+    if after < before {
+        assert_eq!(cert.validity_at(after), Validity::Valid);
+        assert_eq!(cert.validity_at(before - 1), Validity::Valid);
+    }
+    assert_ne!(cert.validity_at(before), Validity::Valid);
+    let _ = cert.describe();
+    let id = Identity::external_certified(cert.clone(), "fuzz", false);
+    assert_eq!(id.key_blob(), cert.blob());
+    for alg in ssh_transport::hostkey::SignatureAlgorithm::ALL {
+        if alg.key_type() == cert.key_type() {
+            let name = id.algorithm_name(*alg);
+            assert_eq!(name, certificate_algorithm_name(*alg));
+            assert_eq!(certificate_algorithm_from_name(name), Some(*alg));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_seed_parses() {
+        let seeds = crate::seeds::all();
+        let mine: Vec<_> = seeds
+            .iter()
+            .filter(|s| s.target == "auth_certificate")
+            .collect();
+        assert!(mine.len() >= 4);
+        for seed in mine {
+            assert!(
+                drive(&seed.data).is_some(),
+                "seed {} does not parse",
+                seed.name
+            );
+        }
+    }
+}
