@@ -74,45 +74,59 @@ struct Key {
     private: PrivateKey,
 }
 
-fn keys(flags: u8) -> Vec<Key> {
-    let mut out = vec![Key {
-        identity: Identity::new(fixtures::ed25519(7), "ed25519-a"),
-        private: fixtures::ed25519(7),
-    }];
-    if flags & 1 != 0 {
-        out.push(Key {
-            identity: Identity::new(fixtures::rsa(), "rsa2048"),
-            private: fixtures::rsa(),
-        });
-    }
-    if flags & 2 != 0 {
-        out.push(Key {
-            identity: Identity::new(fixtures::ed25519(8), "ed25519-b"),
-            private: fixtures::ed25519(8),
-        });
-    }
-    if flags & 16 != 0 {
-        out.push(Key {
-            identity: Identity::external(
-                fixtures::ed25519(9).public_key().clone(),
-                "agent key",
-                true,
-            ),
-            private: fixtures::ed25519(9),
-        });
-    }
-    if flags & 32 != 0 {
+/// Every identity the harness may use, built once (key parsing is slow next to a run).
+fn all_keys() -> &'static [Key; 5] {
+    static KEYS: std::sync::OnceLock<[Key; 5]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
         let cert = match Certificate::from_openssh_line(ED25519_CERT) {
             Ok(c) => c,
             Err(e) => panic!("the certificate fixture does not parse: {e}"),
         };
-        let key = ed25519_file_key();
-        match Identity::certified(std::sync::Arc::new(key), cert, "ed25519-cert") {
-            Ok(identity) => out.push(Key {
-                identity,
-                private: ed25519_file_key(),
-            }),
+        let certified = match Identity::certified(
+            std::sync::Arc::new(ed25519_file_key()),
+            cert,
+            "ed25519-cert",
+        ) {
+            Ok(identity) => identity,
             Err(e) => panic!("the certificate fixture is not for its key: {e}"),
+        };
+        [
+            Key {
+                identity: Identity::new(fixtures::ed25519(7), "ed25519-a"),
+                private: fixtures::ed25519(7),
+            },
+            Key {
+                identity: Identity::new(fixtures::rsa(), "rsa2048"),
+                private: fixtures::rsa(),
+            },
+            Key {
+                identity: Identity::new(fixtures::ed25519(8), "ed25519-b"),
+                private: fixtures::ed25519(8),
+            },
+            Key {
+                identity: Identity::external(
+                    fixtures::ed25519(9).public_key().clone(),
+                    "agent key",
+                    true,
+                ),
+                private: fixtures::ed25519(9),
+            },
+            Key {
+                identity: certified,
+                private: ed25519_file_key(),
+            },
+        ]
+    })
+}
+
+/// The identities `flags` choose: Ed25519 always; 1 RSA, 2 a second Ed25519, 16 an agent
+/// key, 32 a certificate.
+fn keys(flags: u8) -> Vec<&'static Key> {
+    let all = all_keys();
+    let mut out = vec![&all[0]];
+    for (bit, key) in [(1, &all[1]), (2, &all[2]), (16, &all[3]), (32, &all[4])] {
+        if flags & bit != 0 {
+            out.push(key);
         }
     }
     out
@@ -181,7 +195,7 @@ pub fn drive(data: &[u8]) -> Report {
 }
 
 struct Run<'a> {
-    keys: &'a [Key],
+    keys: &'a [&'static Key],
     answers: bool,
     sink: Vec<Vec<u8>>,
     /// The error the client is stuck on, if any.
@@ -269,7 +283,7 @@ impl Run<'_> {
                     );
                     for p in &req.prompts {
                         assert!(
-                            !p.text.chars().any(char::is_control),
+                            !p.text.chars().any(|c| c.is_control() && c != '\t'),
                             "prompt not sanitized: {:?}",
                             p.text
                         );
