@@ -346,6 +346,7 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
 
     // 2. The agent's keys: those that match an identity file (with its certificates), then
     //    the others unless IdentitiesOnly.
+    let mut unnamed = Vec::new();
     for (key, public) in agent_keys.iter().zip(&agent_public) {
         let Some(public) = public else { continue };
         let source = if key.comment.is_empty() {
@@ -373,8 +374,12 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
             None if opts.identities_only => {
                 debug!(%source, "IdentitiesOnly: not offering an agent key with no identity file");
             }
-            None => push(&mut out, identity, Signer::Agent),
+            // As OpenSSH does: after every agent key named by an identity file.
+            None => unnamed.push(identity),
         }
+    }
+    for identity in unnamed {
+        push(&mut out, identity, Signer::Agent);
     }
 
     // 3. Identity files the agent does not hold.
@@ -583,6 +588,8 @@ impl AuthHelper for Helper {
         Box::pin(async move {
             if this.password.is_terminal() {
                 let terminal = this.terminal.clone();
+                // Named like OpenSSH names them, so a prompt cannot pass for a local one.
+                let whose = format!("({}@{}) ", this.user, this.host);
                 return blocking(move || {
                     let _one_at_a_time = terminal.lock();
                     for text in [&request.name, &request.instruction] {
@@ -593,7 +600,7 @@ impl AuthHelper for Helper {
                     request
                         .prompts
                         .iter()
-                        .map(|p| prompt::ask(&p.text, p.echo))
+                        .map(|p| prompt::ask(&format!("{whose}{}", p.text), p.echo))
                         .collect()
                 })
                 .await;
@@ -624,11 +631,37 @@ impl AuthHelper for Helper {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Command, Environment, parse_args_with_env};
+    use ssh_auth::Prompt;
+
+    const ED25519: &str = include_str!("../../auth/testdata/ed25519");
+    const ED25519_PUB: &str = include_str!("../../auth/testdata/ed25519.pub");
+    const ED25519_CERT: &str = include_str!("../../auth/testdata/certs/ed25519-cert.pub");
+    const LOCKED: &str = include_str!("../../auth/testdata/ed25519-passphrase");
+    const RSA: &str = include_str!("../../auth/testdata/rsa2048");
+
+    fn options(args: &[&str]) -> Options {
+        let env = Environment {
+            home: Some(PathBuf::from("/nonexistent-home")),
+            user: Some("tester".into()),
+        };
+        match parse_args_with_env(args.iter().copied(), &env) {
+            Ok(Command::Run(o)) => o,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn write_private(dir: &Path, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
 
     #[test]
     fn public_lines_and_suffixes() {
-        let line = include_str!("../../auth/testdata/ed25519.pub");
-        let key = parse_public_line(&format!("# comment\n\n{line}")).unwrap();
+        let key = parse_public_line(&format!("# comment\n\n{ED25519_PUB}")).unwrap();
         assert_eq!(key.key_type().name(), "ssh-ed25519");
         assert!(parse_public_line("ssh-ed25519 !!!").is_none());
         assert!(parse_public_line("").is_none());
@@ -636,5 +669,245 @@ mod tests {
             with_suffix(Path::new("/k/id_rsa"), "-cert.pub"),
             PathBuf::from("/k/id_rsa-cert.pub")
         );
+    }
+
+    #[tokio::test]
+    async fn files_certificates_and_locked_keys_in_offer_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ed = write_private(dir.path(), "id_ed25519", ED25519);
+        std::fs::write(dir.path().join("id_ed25519-cert.pub"), ED25519_CERT).unwrap();
+        let locked = write_private(dir.path(), "id_locked", LOCKED);
+        // The locked key's public half, made from it with its passphrase.
+        let key = PrivateKey::from_file_contents_with_passphrase(LOCKED.as_bytes(), b"password1")
+            .unwrap();
+        std::fs::write(
+            dir.path().join("id_locked.pub"),
+            key.public_key().to_openssh_line(),
+        )
+        .unwrap();
+        let opts = options(&[
+            "-o",
+            "IdentityAgent=none",
+            "-i",
+            ed.to_str().unwrap(),
+            "-i",
+            locked.to_str().unwrap(),
+            "-l",
+            "deploy",
+            "h",
+        ]);
+        let prepared = prepare(&opts, &SecretSource::Unavailable("none".into()), 0).await;
+        let sources: Vec<&str> = prepared.identities.iter().map(Identity::source).collect();
+        let cert_path = dir.path().join("id_ed25519-cert.pub");
+        assert_eq!(
+            sources,
+            [
+                cert_path.to_str().unwrap(),
+                ed.to_str().unwrap(),
+                locked.to_str().unwrap()
+            ]
+        );
+        assert!(prepared.identities[0].certificate().is_some());
+        assert_eq!(
+            prepared.signers,
+            [
+                Signer::Session,
+                Signer::Session,
+                Signer::LockedFile(locked.clone())
+            ]
+        );
+        assert!(prepared.identities[2].is_external() && !prepared.identities[2].is_from_agent());
+        assert_eq!(prepared.identities[2].public_key(), key.public_key());
+
+        // The helper unlocks the locked key when asked to sign, with the passphrase file.
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "password1\n").unwrap();
+        let helper = Helper::new(
+            &opts,
+            &prepared,
+            SecretSource::Unavailable("none".into()),
+            SecretSource::File {
+                path: pass,
+                option: "PassphraseFile",
+            },
+        );
+        let blob = helper
+            .sign(SignRequest {
+                id: 1,
+                identity: 2,
+                source: locked.display().to_string(),
+                key_blob: key.public_key().blob().to_vec(),
+                data: b"data".to_vec(),
+                algorithm: ssh_transport::hostkey::SignatureAlgorithm::Ed25519,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            key.public_key().verify(
+                ssh_transport::hostkey::SignatureAlgorithm::Ed25519,
+                b"data",
+                &blob
+            ),
+            Ok(())
+        );
+    }
+
+    #[tokio::test]
+    async fn unusable_files_are_skipped_and_pubkey_off_offers_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let open_key = dir.path().join("id_open");
+        std::fs::write(&open_key, RSA).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let garbage = write_private(dir.path(), "id_garbage", "not a key");
+        let opts = options(&[
+            "-o",
+            "IdentityAgent=none",
+            "-i",
+            open_key.to_str().unwrap(),
+            "-i",
+            garbage.to_str().unwrap(),
+            "h",
+        ]);
+        let prepared = prepare(&opts, &SecretSource::Unavailable("none".into()), 0).await;
+        // A key others can read is ignored, as OpenSSH ignores it (unless run as another
+        // user than the file's owner, which tests do not do).
+        assert!(prepared.identities.is_empty(), "{:?}", prepared.identities);
+        let ed = write_private(dir.path(), "id_ed25519", ED25519);
+        let off = options(&[
+            "-o",
+            "PubkeyAuthentication=no",
+            "-i",
+            ed.to_str().unwrap(),
+            "h",
+        ]);
+        let prepared = prepare(&off, &SecretSource::Unavailable("none".into()), 0).await;
+        assert!(prepared.identities.is_empty());
+    }
+
+    #[tokio::test]
+    async fn agent_keys_come_first_and_identities_only_keeps_the_named_ones() {
+        use ssh_auth::agent::{AgentIdentity, AgentResponse};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let dir = tempfile::tempdir().unwrap();
+        let named = write_private(dir.path(), "id_ed25519", ED25519);
+        let ed = PrivateKey::from_file_contents(ED25519.as_bytes()).unwrap();
+        let rsa = PrivateKey::from_file_contents(RSA.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        AgentResponse::Identities(vec![
+            AgentIdentity {
+                key_blob: rsa.public_key().blob(),
+                comment: b"other",
+            },
+            AgentIdentity {
+                key_blob: ed.public_key().blob(),
+                comment: b"named",
+            },
+        ])
+        .encode_frame(&mut answer);
+        let socket = dir.path().join("agent.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let agent = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut req = [0u8; 5];
+                s.read_exact(&mut req).await.unwrap();
+                s.write_all(&answer).await.unwrap();
+            }
+        });
+        let agent_opt = format!("IdentityAgent={}", socket.display());
+        for (only, expected) in [
+            (false, vec!["agent key named", "agent key other"]),
+            (true, vec!["agent key named"]),
+        ] {
+            let mut args = vec!["-o", agent_opt.as_str(), "-i", named.to_str().unwrap()];
+            if only {
+                args.extend(["-o", "IdentitiesOnly=yes"]);
+            }
+            args.push("h");
+            let prepared = prepare(
+                &options(&args),
+                &SecretSource::Unavailable("none".into()),
+                0,
+            )
+            .await;
+            let sources: Vec<&str> = prepared.identities.iter().map(Identity::source).collect();
+            assert_eq!(sources, expected, "IdentitiesOnly={only}");
+            // The named file is signed for by the agent, never loaded twice.
+            assert!(prepared.signers.iter().all(|s| *s == Signer::Agent));
+        }
+        agent.await.unwrap();
+    }
+
+    fn helper(password: SecretSource) -> Helper {
+        let prepared = Prepared {
+            identities: Vec::new(),
+            signers: Vec::new(),
+            agent: None,
+        };
+        Helper::new(
+            &options(&["-l", "deploy", "bastion"]),
+            &prepared,
+            password,
+            SecretSource::Unavailable("none".into()),
+        )
+    }
+
+    fn info(prompts: &[(&str, bool)], attempt: u32) -> InfoRequest {
+        InfoRequest {
+            id: 1,
+            name: String::new(),
+            instruction: String::new(),
+            prompts: prompts
+                .iter()
+                .map(|(t, echo)| Prompt {
+                    text: (*t).into(),
+                    echo: *echo,
+                })
+                .collect(),
+            attempt,
+            round: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_terminal_the_password_file_answers_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let h = helper(SecretSource::File {
+            path,
+            option: "PasswordFile",
+        });
+        let req = |attempt| PasswordRequest {
+            id: 1,
+            user: "deploy".into(),
+            attempt,
+        };
+        assert_eq!(h.password(req(1)).await.unwrap().as_str(), "s3cret");
+        let again = h.password(req(2)).await.unwrap_err();
+        assert!(
+            again.contains("was refused and there is no other"),
+            "{again}"
+        );
+        // A lone hidden prompt (PAM's "Password: ") gets the password, once.
+        let answers = h.respond(info(&[("Password: ", false)], 1)).await.unwrap();
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].as_str(), "s3cret");
+        assert!(h.respond(info(&[("Password: ", false)], 2)).await.is_err());
+        let e = h
+            .respond(info(&[("Password: ", false), ("Code: ", true)], 1))
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("2 question(s)") && e.contains("\"Code: \""),
+            "{e}"
+        );
+        let none = helper(SecretSource::Unavailable("BatchMode is on".into()));
+        assert_eq!(
+            none.respond(info(&[("P: ", false)], 1)).await.unwrap_err(),
+            "BatchMode is on"
+        );
+        assert!(none.password(req(1)).await.is_err());
     }
 }

@@ -74,14 +74,17 @@ pub fn report(data: &[u8]) -> Report {
         return Report::default();
     };
     let chunking = input.byte().unwrap_or(0);
-    let protection = PROTECTIONS
-        .get(usize::from(control & 7))
-        .copied()
-        .flatten();
+    let protection = PROTECTIONS.get(usize::from(control & 7)).copied().flatten();
     let via_read_space = control & READ_SPACE != 0;
     let compressed = control & COMPRESSED != 0;
     if control & FRAMED == 0 {
-        raw(protection, input.rest(), chunking, via_read_space, compressed)
+        raw(
+            protection,
+            input.rest(),
+            chunking,
+            via_read_space,
+            compressed,
+        )
     } else {
         framed(protection, &mut input, control, chunking, via_read_space)
     }

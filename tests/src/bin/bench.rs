@@ -624,6 +624,35 @@ fn show(value: Option<f64>) -> String {
     }
 }
 
+/// CPU seconds the whole machine has spent busy (all CPUs: user, nice, system, irq, softirq),
+/// from /proc/stat, in the kernel's clock ticks of 1/100 s.
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return f64::NAN;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = [0usize, 1, 2, 5, 6].iter().filter_map(|&i| v.get(i)).sum();
+    busy as f64 / 100.0
+}
+
+/// CPU seconds used by sshd's session processes (every process below the listener).
+fn sshd_cpu_seconds(sshd: &Sshd) -> f64 {
+    fn tree(pid: u32) -> f64 {
+        ssh_interop_tests::process::cpu_seconds(pid).unwrap_or(0.0)
+            + ssh_interop_tests::process::children_of(pid)
+                .into_iter()
+                .map(tree)
+                .sum::<f64>()
+    }
+    sshd.session_pids().into_iter().map(tree).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,36 +703,4 @@ mod tests {
         assert_eq!(args.cipher, "chacha20-poly1305@openssh.com");
         assert!(parse_args(["--bogus".to_owned()]).is_err());
     }
-}
-
-/// CPU seconds the whole machine has spent busy (all CPUs: user, nice, system, irq, softirq),
-/// from /proc/stat, in the kernel's clock ticks of 1/100 s.
-fn machine_busy_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return f64::NAN;
-    };
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let busy: u64 = [0usize, 1, 2, 5, 6]
-        .iter()
-        .filter_map(|&i| v.get(i))
-        .sum();
-    busy as f64 / 100.0
-}
-
-/// CPU seconds used by sshd's session processes (every process below the listener).
-fn sshd_cpu_seconds(sshd: &Sshd) -> f64 {
-    fn tree(pid: u32) -> f64 {
-        ssh_interop_tests::process::cpu_seconds(pid).unwrap_or(0.0)
-            + ssh_interop_tests::process::children_of(pid)
-                .into_iter()
-                .map(tree)
-                .sum::<f64>()
-    }
-    sshd.session_pids().into_iter().map(tree).sum()
 }

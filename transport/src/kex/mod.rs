@@ -25,8 +25,8 @@ pub use sntrup::Sntrup761Kem;
 
 use crate::cipher::{self, CipherAlgorithm};
 use crate::compress::Compression;
-use crate::mac::{self, MacAlgorithm};
 use crate::hostkey::SignatureAlgorithm;
+use crate::mac::{self, MacAlgorithm};
 use crate::msg::{DisconnectReason, MessageType};
 use crate::random::SecureRandom;
 use crate::wire::{DecodeError, Reader, Writer};
