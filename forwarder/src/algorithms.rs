@@ -13,8 +13,10 @@ use core::fmt;
 
 use ssh_transport::ClientConfig;
 use ssh_transport::cipher;
+use ssh_transport::compress::Compression;
 use ssh_transport::hostkey::SignatureAlgorithm;
 use ssh_transport::kex::KexAlgorithm;
+use ssh_transport::mac;
 
 /// A list specification that cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,6 +162,8 @@ pub fn query(what: &str) -> Option<Vec<&'static str>> {
             .filter(|c| c.aead)
             .map(|c| c.name)
             .collect(),
+        "mac" | "macs" => mac::ALL.iter().map(|m| m.name).collect(),
+        "compression" => Compression::ALL.iter().map(|c| c.name()).collect(),
         "kex" | "kexalgorithms" => KexAlgorithm::ALL.iter().map(|k| k.name()).collect(),
         "key" | "key-plain" => {
             let mut types: Vec<&'static str> = Vec::new();
@@ -178,7 +182,7 @@ pub fn query(what: &str) -> Option<Vec<&'static str>> {
 }
 
 /// What `-Q` knows about, for its error message.
-pub const QUERY_KINDS: &str = "cipher, cipher-auth, kex, key, sig";
+pub const QUERY_KINDS: &str = "cipher, cipher-auth, compression, kex, key, mac, sig";
 
 /// Default lists, as names, for the settings that take list syntax.
 pub fn defaults() -> ClientConfig {
@@ -251,10 +255,24 @@ mod tests {
 
     #[test]
     fn query_lists_every_kind() {
-        for k in ["cipher", "kex", "key", "sig"] {
+        for k in [
+            "cipher",
+            "cipher-auth",
+            "compression",
+            "kex",
+            "key",
+            "mac",
+            "sig",
+        ] {
             assert!(query(k).is_some_and(|v| !v.is_empty()), "{k}");
         }
         assert!(query("bogus").is_none());
         assert!(query("sig").unwrap().contains(&"ssh-rsa"));
+        assert!(
+            query("mac")
+                .unwrap()
+                .contains(&"hmac-sha2-256-etm@openssh.com")
+        );
+        assert!(query("compression").unwrap().contains(&"zlib@openssh.com"));
     }
 }

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use ssh_transport::ClientConfig;
 use ssh_transport::cipher;
+use ssh_transport::compress::Compression;
 use ssh_transport::hostkey::{PublicKey, SignatureAlgorithm};
 use ssh_transport::kex::KexAlgorithm;
+use ssh_transport::mac;
 use ssh_transport::random::OsRandom;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
@@ -148,6 +150,16 @@ pub fn transport_config(opts: &Options, known_types: &[String]) -> Result<Client
             .iter()
             .filter_map(|n| SignatureAlgorithm::from_name(n))
             .collect();
+    }
+    if let Some(spec) = &opts.macs {
+        let default: Vec<&str> = cfg.macs.iter().map(|m| m.name).collect();
+        let all: Vec<&str> = mac::ALL.iter().map(|m| m.name).collect();
+        let names = algorithms::resolve("MACs", spec, &default, &all).map_err(fatal)?;
+        cfg.macs = names.iter().filter_map(|n| mac::by_name(n)).collect();
+    }
+    if opts.compression {
+        // As OpenSSH's `Compression yes`: delayed zlib first, `none` still accepted.
+        cfg.compression = Compression::PREFERRED.to_vec();
     }
     let (known, rest): (Vec<_>, Vec<_>) = cfg
         .host_key_algorithms

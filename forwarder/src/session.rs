@@ -313,6 +313,8 @@ impl Session {
             if let Some(ev) = self.auth.poll_event() {
                 if ev == AuthEvent::Success {
                     self.authenticated = true;
+                    // Delayed compression (zlib@openssh.com) starts at this packet boundary.
+                    self.transport.auth_succeeded();
                     return Ok(Some(SessionEvent::Authenticated));
                 }
                 return Ok(Some(SessionEvent::Auth(ev)));

@@ -38,7 +38,7 @@ pub use keys::{KeyFormat, KeyKind, UserKey};
 pub use net::{free_port, port_listening};
 pub use postgres::{Postgres, expected_customers, psql, try_psql};
 pub use servers::{
-    EchoServer, Pattern, SinkResult, SinkServer, SourceServer, Transfer, download, echo_one_byte,
-    echo_round_trip, upload,
+    CountingProxy, EchoServer, Pattern, SinkResult, SinkServer, SourceServer, Transfer, download,
+    echo_one_byte, echo_round_trip, upload,
 };
 pub use sshd::{HostKey, Sshd, SshdBuilder, known_hosts_line};

@@ -223,6 +223,83 @@ impl std::fmt::Debug for EchoServer {
     }
 }
 
+/// Relays every connection to a port on 127.0.0.1 and counts the bytes it carries each way,
+/// as they are on the wire: to see what compression saved, for instance.
+pub struct CountingProxy {
+    acceptor: Acceptor,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+}
+
+impl CountingProxy {
+    /// Starts listening on a free 127.0.0.1 port, relaying to `target` on 127.0.0.1.
+    pub fn start(target: u16) -> CountingProxy {
+        let up = Arc::new(AtomicU64::new(0));
+        let down = Arc::new(AtomicU64::new(0));
+        let handler: Handler = {
+            let (up, down) = (up.clone(), down.clone());
+            Arc::new(move |client: TcpStream| {
+                let Ok(server) = net::connect(target) else {
+                    return;
+                };
+                let _ = server.set_nodelay(true);
+                let _ = server.set_read_timeout(Some(IDLE_TIMEOUT));
+                let (Ok(client_r), Ok(server_r)) = (client.try_clone(), server.try_clone()) else {
+                    return;
+                };
+                let down = down.clone();
+                let back = thread::spawn(move || relay(server_r, client, &down));
+                relay(client_r, server, &up);
+                let _ = back.join();
+            })
+        };
+        CountingProxy {
+            acceptor: Acceptor::start("proxy", handler),
+            up,
+            down,
+        }
+    }
+
+    /// The port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.acceptor.port
+    }
+
+    /// Bytes relayed so far: (client to target, target to client).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.up.load(Ordering::SeqCst),
+            self.down.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl std::fmt::Debug for CountingProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountingProxy")
+            .field("port", &self.port())
+            .field("bytes", &self.bytes())
+            .finish()
+    }
+}
+
+/// Copies `from` to `to` until EOF or an error, counting, then half-closes `to`.
+fn relay(mut from: TcpStream, mut to: TcpStream, count: &AtomicU64) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                count.fetch_add(n as u64, Ordering::SeqCst);
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
 /// What a [`SinkServer`] received on one connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SinkResult {
