@@ -535,3 +535,115 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Environment, parse_args_with_env};
+    use ssh_transport::compress::Compression;
+
+    fn options(args: &[&str]) -> Options {
+        let env = Environment {
+            home: Some(PathBuf::from("/nonexistent-home")),
+            user: Some("tester".into()),
+        };
+        let mut all = args.to_vec();
+        all.push("bastion");
+        match parse_args_with_env(all, &env) {
+            Ok(Command::Run(o)) => o,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn config(args: &[&str], known: &[&str]) -> ClientConfig {
+        let known: Vec<String> = known.iter().map(|s| (*s).to_owned()).collect();
+        transport_config(&options(args), &known).unwrap()
+    }
+
+    fn host_keys(cfg: &ClientConfig) -> Vec<&'static str> {
+        cfg.host_key_algorithms.iter().map(|a| a.name()).collect()
+    }
+
+    #[test]
+    fn defaults_have_no_sha1_no_compression_and_post_quantum_kex_first() {
+        let cfg = config(&[], &[]);
+        assert_eq!(cfg.kex_algorithms[0].name(), "mlkem768x25519-sha256");
+        assert!(cfg.macs.iter().all(|m| !m.is_sha1()));
+        assert!(!host_keys(&cfg).contains(&"ssh-rsa"));
+        assert_eq!(cfg.compression, [Compression::None]);
+        assert_eq!(host_keys(&cfg)[0], "ssh-ed25519");
+    }
+
+    #[test]
+    fn host_key_types_known_for_the_host_go_first_in_their_own_order() {
+        let cfg = config(&[], &["ecdsa-sha2-nistp384", "ssh-rsa"]);
+        assert_eq!(
+            host_keys(&cfg)[..3],
+            ["rsa-sha2-512", "rsa-sha2-256", "ecdsa-sha2-nistp384"]
+        );
+        assert_eq!(
+            host_keys(&cfg).len(),
+            config(&[], &[]).host_key_algorithms.len()
+        );
+        // A known type outside the configured list is not added back.
+        let cfg = config(&["-o", "HostKeyAlgorithms=ssh-ed25519"], &["ssh-rsa"]);
+        assert_eq!(host_keys(&cfg), ["ssh-ed25519"]);
+    }
+
+    #[test]
+    fn macs_compression_and_lists_reach_the_transport() {
+        let cfg = config(&["-m", "+hmac-sha1"], &[]);
+        assert_eq!(cfg.macs.last().unwrap().name, "hmac-sha1");
+        let cfg = config(&["-o", "MACs=^hmac-sha2-512"], &[]);
+        assert_eq!(cfg.macs[0].name, "hmac-sha2-512");
+        assert_eq!(cfg.macs.len(), 4);
+        let cfg = config(&["-o", "MACs=-*-etm@openssh.com"], &[]);
+        assert!(cfg.macs.iter().all(|m| !m.etm), "{:?}", cfg.macs);
+        assert_eq!(
+            config(&["-C"], &[]).compression,
+            [
+                Compression::ZlibOpenssh,
+                Compression::Zlib,
+                Compression::None
+            ]
+        );
+        assert_eq!(
+            config(&["-o", "Compression=yes"], &[]).compression,
+            Compression::PREFERRED
+        );
+        let cfg = config(&["-o", "KexAlgorithms=-sntrup*,mlkem*"], &[]);
+        assert_eq!(cfg.kex_algorithms[0].name(), "curve25519-sha256");
+        let cfg = config(&["-c", "aes256-ctr"], &[]);
+        assert_eq!(cfg.ciphers.len(), 1);
+        let bad = transport_config(&options(&["-m", "hmac-md5"]), &[]).unwrap_err();
+        assert!(bad.0.contains("hmac-md5"), "{}", bad.0);
+    }
+
+    #[test]
+    fn rekey_limit_in_openssh_units() {
+        let mib = |n: u64| n << 20;
+        assert_eq!(parse_rekey_limit("1G").unwrap(), (Some(1 << 30), None));
+        assert_eq!(
+            parse_rekey_limit("512M 1h").unwrap(),
+            (Some(mib(512)), Some(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            parse_rekey_limit("default 30m").unwrap(),
+            (None, Some(Duration::from_secs(1800)))
+        );
+        assert_eq!(
+            parse_rekey_limit("64K none").unwrap(),
+            (Some(64 << 10), None)
+        );
+        assert_eq!(
+            parse_rekey_limit("100 2w").unwrap().1,
+            Some(Duration::from_secs(1_209_600))
+        );
+        for bad in ["", "lots", "1T", "8", "1G 1y", "1G 1h 3", "99999999999999G"] {
+            assert!(parse_rekey_limit(bad).is_err(), "{bad:?}");
+        }
+        let cfg = config(&["-o", "RekeyLimit=4M 10s"], &[]);
+        assert_eq!(cfg.rekey_limit, Some(mib(4)));
+        assert_eq!(cfg.rekey_interval, Some(Duration::from_secs(10)));
+    }
+}

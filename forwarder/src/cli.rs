@@ -531,6 +531,8 @@ forwarder: forward local TCP ports through an SSH server, like `ssh -N -L`.
 
 usage: forwarder [options] [user@]host
        forwarder [options] ssh://[user@]host[:port]
+       forwarder -Q cipher|cipher-auth|mac|kex|key|sig|compression
+       forwarder keygen [-t rsa|ed25519] [--permit-open host:port]...  (keygen --help)
 
 Every connection to a local port is carried over one SSH session to the server, which
 connects onward to host:hostport. Nothing runs on the server; forwarder stays in the
@@ -553,6 +555,8 @@ options:
   -g             listen on every interface when -L has no bind address
   -4, -6         use IPv4 or IPv6 only
   -c ciphers     cipher list (as Ciphers)
+  -m macs        MAC list (as MACs)
+  -Q kind        list the algorithms supported of a kind, one per line, like ssh -Q
   -h, --help     print this text
   -V, --version  print the version
 
@@ -563,6 +567,9 @@ options:
   PubkeyAcceptedAlgorithms, ConnectTimeout, ServerAliveInterval, ServerAliveCountMax,
   ExitOnForwardFailure, BatchMode, LocalForward (\"15432 db:5432\"), RekeyLimit, LogLevel,
   Compression, GatewayPorts, AddressFamily, HashKnownHosts.
+  Algorithm lists take OpenSSH's syntax: a plain list replaces the default, +list appends,
+  -list removes, ^list puts first; * and ? are wildcards. SHA-1 (ssh-rsa, hmac-sha1) is
+  never in a default list and is used only when named.
   Authentication, as in ssh: IdentityAgent (a socket path, SSH_AUTH_SOCK (the default),
   $VAR or none), IdentitiesOnly (only agent keys that match an IdentityFile),
   CertificateFile (repeatable; id-cert.pub beside each key is used too),

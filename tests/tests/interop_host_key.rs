@@ -297,3 +297,52 @@ fn interop_host_key_hashed_known_hosts_entries_match() {
     );
     assert_eq!(echo.connections(), 1, "only the trusted run forwarded");
 }
+
+#[test]
+fn interop_host_key_known_type_is_preferred_so_a_known_host_never_fails_over_a_key_type() {
+    // sshd offers every type; our default order would pick Ed25519 first. A known_hosts that
+    // holds only one other type must make the forwarder ask for that type, as OpenSSH does,
+    // instead of failing on an "unknown" Ed25519 key.
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder()
+        .host_keys(&[
+            KeyKind::Ed25519,
+            KeyKind::EcdsaP256,
+            KeyKind::EcdsaP384,
+            KeyKind::Rsa3072,
+        ])
+        .authorize(&key)
+        .start();
+    let echo = EchoServer::start();
+    for (kind, algorithm) in [
+        (KeyKind::EcdsaP256, "ecdsa-sha2-nistp256"),
+        (KeyKind::EcdsaP384, "ecdsa-sha2-nistp384"),
+        (KeyKind::Rsa3072, "rsa-sha2-512"),
+    ] {
+        let known_hosts = sshd.dir().join(format!("known_hosts_{algorithm}"));
+        let host_key = sshd.host_key(kind).expect("sshd has the key");
+        fs::write(
+            &known_hosts,
+            host_key.known_hosts_line("127.0.0.1", sshd.port()) + "\n",
+        )
+        .expect("write known_hosts");
+        let tunnel = forwarder(&sshd, &key, &known_hosts)
+            .verbose()
+            .forward_to(echo.port())
+            .start();
+        assert_eq!(
+            echo_round_trip(tunnel.local_port(), algorithm.as_bytes())
+                .unwrap_or_else(|e| panic!("{algorithm}: {e}\n{}", tunnel.log())),
+            algorithm.as_bytes()
+        );
+        let log = tunnel.log();
+        assert!(
+            log.contains(&format!("host key {algorithm},")),
+            "{algorithm} was not the negotiated host key algorithm:\n{log}"
+        );
+        assert!(
+            log.contains(host_key.fingerprint()),
+            "{algorithm}: the log names the verified key:\n{log}"
+        );
+    }
+}

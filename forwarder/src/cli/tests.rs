@@ -368,6 +368,10 @@ fn help_and_version() {
         "-L [bind_address:]port:host:hostport",
         "-o Key=Value",
         "StrictHostKeyChecking",
+        "-m macs",
+        "-Q kind",
+        "forwarder keygen",
+        "+list appends",
     ] {
         assert!(text.contains(needle), "{needle}");
     }
