@@ -147,3 +147,34 @@ fn interop_rekey_client_initiated_every_mebibyte_while_64_mib_pass_each_way() {
         tail(&sshd.log())
     );
 }
+
+#[test]
+fn interop_rekey_client_initiated_by_time_on_an_idle_session_then_data_still_flows() {
+    // `RekeyLimit default 1s`: no byte limit of our own, a new key every second, even while
+    // nothing is sent (as OpenSSH's client does), and the tunnel works after.
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let source = SourceServer::start(MIB);
+    let tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .verbose()
+        .option("RekeyLimit=default 1s")
+        .forward_to(source.port())
+        .start();
+    wait_until(
+        Duration::from_secs(20),
+        "three time-based rekeys in sshd's log",
+        || (rekeys_in_sshd_log(&sshd.log()) >= 3).then_some(()),
+        || tail(&sshd.log()),
+    );
+    assert!(
+        rekeys_in_forwarder_log(&tunnel.log()) >= 3,
+        "the forwarder does not report its rekeys:\n{}",
+        tail(&tunnel.log())
+    );
+    let down = download(tunnel.local_port(), true).expect("download after the rekeys");
+    assert_eq!(down.bytes, MIB);
+    assert_eq!(
+        down.sha256.as_deref(),
+        Some(Pattern::get().sha256(MIB).as_str())
+    );
+}

@@ -188,6 +188,9 @@ pub struct ClientTransport {
     handshake_deadline: Option<Instant>,
     rekey_deadline: Option<Instant>,
     kex_finished_since_tick: bool,
+    /// The latest time the application gave us ([`ClientTransport::new`] or
+    /// [`ClientTransport::handle_timeout`]).
+    last_tick: Instant,
     rekey_limit: u64,
     kex_count: u64,
     /// User authentication succeeded (delayed compression may run).
@@ -239,6 +242,7 @@ impl ClientTransport {
             ignore_next_kex_packet: false,
             rekey_deadline: None,
             kex_finished_since_tick: false,
+            last_tick: now,
             rekey_limit: u64::MAX,
             kex_count: 0,
             authenticated: false,
@@ -320,6 +324,11 @@ impl ClientTransport {
         if self.error.is_some() {
             return None;
         }
+        if self.kex_finished_since_tick && self.config.rekey_interval.is_some() {
+            // A key exchange finished: the next time-based rekey counts from now, which only
+            // the application's clock knows. Ask for a tick at once.
+            return Some(self.last_tick);
+        }
         match (self.handshake_deadline, self.rekey_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -356,6 +365,7 @@ impl ClientTransport {
         if self.error.is_some() {
             return;
         }
+        self.last_tick = self.last_tick.max(now);
         if self.kex_finished_since_tick {
             self.kex_finished_since_tick = false;
             self.rekey_deadline = self.config.rekey_interval.map(|d| now + d);

@@ -234,11 +234,26 @@ fn time_limit_triggers_a_rekey() {
     let t0 = Instant::now();
     let mut p = Pair::new(cfg, ServerConfig::default());
     p.drive();
+    // The exchange finished with no clock at hand: the transport asks for a tick at once
+    // (an idle session has nothing else that would give it one), then counts from it.
+    let due = p.client.poll_timeout().expect("a tick is asked for");
+    assert!(due <= Instant::now());
     p.client.handle_timeout(t0 + Duration::from_secs(1));
     assert_eq!(p.client.poll_timeout(), Some(t0 + Duration::from_secs(61)));
     p.client.handle_timeout(t0 + Duration::from_secs(62));
     p.drive();
     assert_eq!(p.client.kex_count(), 2);
+    // And again after the rekey, from the tick that follows it.
+    assert_eq!(p.client.poll_timeout(), Some(t0 + Duration::from_secs(62)));
+    p.client.handle_timeout(t0 + Duration::from_secs(63));
+    assert_eq!(p.client.poll_timeout(), Some(t0 + Duration::from_secs(123)));
+}
+
+#[test]
+fn without_a_time_limit_an_established_transport_wants_no_timer() {
+    let mut p = Pair::new(ClientConfig::default(), ServerConfig::default());
+    p.drive();
+    assert_eq!(p.client.poll_timeout(), None);
 }
 
 #[test]
