@@ -56,6 +56,15 @@ impl Pattern {
         &self.bytes[start..end]
     }
 
+    /// `n` bytes of the stream from `offset`, wrapping around the pattern as often as needed.
+    pub fn bytes_at(&self, offset: u64, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            out.extend_from_slice(self.chunk(offset + out.len() as u64, n - out.len()));
+        }
+        out
+    }
+
     /// Writes the first `n` bytes of the stream.
     pub fn write_stream(&self, out: &mut impl Write, n: u64) -> io::Result<()> {
         let mut sent = 0u64;
@@ -607,6 +616,11 @@ mod tests {
             .expect("write to a Vec");
         assert_eq!(streamed.len(), 3 * Pattern::LEN + 17);
         assert_eq!(sha256_hex(&streamed), p.sha256(streamed.len() as u64));
+        assert_eq!(p.bytes_at(0, streamed.len()), streamed);
+        assert_eq!(
+            p.bytes_at(5, 2 * Pattern::LEN),
+            streamed[5..5 + 2 * Pattern::LEN]
+        );
     }
 
     #[test]
@@ -618,7 +632,7 @@ mod tests {
     #[test]
     fn echo_returns_what_was_sent() {
         let echo = EchoServer::start();
-        let data: Vec<u8> = Pattern::get().chunk(0, 3_000_000).to_vec();
+        let data = Pattern::get().bytes_at(0, 3_000_000);
         assert_eq!(echo_round_trip(echo.port(), &data).expect("echo"), data);
         echo_one_byte(echo.port()).expect("one byte");
         assert_eq!(echo.connections(), 2);

@@ -1,5 +1,6 @@
 //! Every cipher, key exchange and host key algorithm the forwarder offers, negotiated one at a
-//! time against the real OpenSSH sshd, each carrying a few MiB both ways.
+//! time against the real OpenSSH sshd, each carrying a few MiB both ways while sshd's
+//! `RekeyLimit 1M` forces key exchanges with the same algorithms during the transfer.
 //!
 //! One sshd per host key type serves all of that type's cases. Each case pins one algorithm
 //! of each kind with `-o`, trusts a known_hosts file holding only that server's one key, and
@@ -11,6 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use ring::digest::{SHA256, digest};
+use ssh_interop_tests::process::wait_until;
 use ssh_interop_tests::{
     ClientKind, EchoServer, KeyKind, Pattern, Sshd, TunnelBuilder, UserKey, echo_round_trip,
 };
@@ -67,7 +69,7 @@ impl Case<'_> {
             )
         };
 
-        let sent = Pattern::get().chunk(self.offset, TRANSFER).to_vec();
+        let sent = Pattern::get().bytes_at(self.offset, TRANSFER);
         let back = echo_round_trip(tunnel.local_port(), &sent)
             .unwrap_or_else(|e| panic!("echo through the tunnel failed: {e}\n{}", diagnose()));
         assert_eq!(back.len(), sent.len(), "bytes echoed\n{}", diagnose());
@@ -106,6 +108,22 @@ impl Case<'_> {
                 "sshd did not log {expected:?}; its log for this connection:\n{ours}"
             );
         }
+        // Rekeys during the transfer (the first exchange logs no "rekeying in" line). sshd's
+        // session process logs through its monitor, so the lines may come a little later.
+        let rekeys = || {
+            sshd.log()
+                .get(log_start..)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("debug1: ssh_set_newkeys: rekeying in,"))
+                .count()
+        };
+        wait_until(
+            Duration::from_secs(10),
+            "two rekeys in sshd's log for this connection",
+            || (rekeys() >= 2).then_some(()),
+            diagnose,
+        );
     }
 }
 
@@ -113,7 +131,11 @@ impl Case<'_> {
 /// host key is of `kind`, then fails listing every case that failed.
 fn run_matrix(kind: KeyKind, host_key_algorithms: &[&str]) {
     let key = UserKey::generate(KeyKind::Ed25519);
-    let sshd = Sshd::builder().host_keys(&[kind]).authorize(&key).start();
+    let sshd = Sshd::builder()
+        .host_keys(&[kind])
+        .config("RekeyLimit 1M")
+        .authorize(&key)
+        .start();
     let known_hosts = fs::read_to_string(sshd.known_hosts_path()).expect("known_hosts");
     assert_eq!(
         known_hosts.lines().count(),
