@@ -294,13 +294,15 @@ impl State {
                     }
                 }
                 SessionEvent::Auth(ev) => match ev {
-                    AuthEvent::Banner(text) => {
-                        // Shown like OpenSSH shows a pre-login banner.
+                    // Shown like OpenSSH shows a pre-login banner (already sanitized),
+                    // unless the log level is below INFO (`-q`).
+                    AuthEvent::Banner(text) if tracing::enabled!(tracing::Level::INFO) => {
                         eprint!("{text}");
                         if !text.ends_with('\n') {
                             eprintln!();
                         }
                     }
+                    AuthEvent::Banner(_) => {}
                     AuthEvent::Attempt {
                         source,
                         fingerprint,
