@@ -34,6 +34,8 @@ ensure_lab_tools() {
     command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 \
         || missing+=(openssh-client)
     [ -x /usr/sbin/sshd ] || [ -x /usr/local/sbin/sshd ] || missing+=(openssh-server)
+    # The key file tests make PKCS#8 keys with openssl.
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     local pgbin=/usr/lib/postgresql/15/bin tool
     for tool in initdb postgres pg_ctl; do
         command -v "$tool" >/dev/null 2>&1 || [ -x "$pgbin/$tool" ] || { missing+=(postgresql-15); break; }

@@ -132,21 +132,37 @@ fn interop_auth_passphrase_from_passphrase_file_and_a_wrong_one() {
 
 #[test]
 fn interop_auth_rsa_with_only_rsa_sha2_256_accepted_never_uses_ssh_rsa() {
+    rsa_logs_in_with_only(SHA2_256);
+}
+
+#[test]
+fn interop_auth_rsa_with_only_rsa_sha2_512_accepted_never_uses_ssh_rsa() {
+    rsa_logs_in_with_only(SHA2_512);
+}
+
+const SHA2_256: &str = "rsa-sha2-256";
+const SHA2_512: &str = "rsa-sha2-512";
+
+/// sshd accepts RSA signatures with `accepted` only: the forwarder logs in with that
+/// algorithm and never tries the SHA-1 `ssh-rsa`. OpenSSH 9.2's server-sig-algs lists every
+/// algorithm sshd knows whatever PubkeyAcceptedAlgorithms says, so with `rsa-sha2-256` only
+/// the forwarder first tries `rsa-sha2-512`, is refused, and tries `rsa-sha2-256`.
+fn rsa_logs_in_with_only(accepted: &str) {
     let key = UserKey::generate(KeyKind::Rsa2048);
     // DEBUG2 makes sshd log the signature algorithm of every attempt.
     let sshd = Sshd::builder()
-        .config("PubkeyAcceptedAlgorithms rsa-sha2-256")
+        .config(format!("PubkeyAcceptedAlgorithms {accepted}"))
         .config("LogLevel DEBUG2")
         .authorize(&key)
         .start();
     let echo = EchoServer::start();
     let tunnel = forwarder(&sshd, &key).forward_to(echo.port()).start();
     assert_eq!(
-        echo_round_trip(tunnel.local_port(), b"sha2 only").expect("echo"),
-        b"sha2 only"
+        echo_round_trip(tunnel.local_port(), accepted.as_bytes()).expect("echo"),
+        accepted.as_bytes()
     );
     let log = sshd.wait_for_log(
-        "userauth_pubkey: authenticated 1 pkalg rsa-sha2-256",
+        &format!("userauth_pubkey: authenticated 1 pkalg {accepted}"),
         Duration::from_secs(10),
     );
     let attempts: Vec<&str> = log
@@ -160,4 +176,8 @@ fn interop_auth_rsa_with_only_rsa_sha2_256_accepted_never_uses_ssh_rsa() {
         attempts.join("\n")
     );
     assert!(!log.contains("pkalg ssh-rsa"), "{log}");
+    assert!(
+        !log.contains("signature algorithm ssh-rsa"),
+        "the forwarder offered ssh-rsa:\n{log}"
+    );
 }
