@@ -283,6 +283,18 @@ impl KeyReport {
     fn tried(&self) -> bool {
         !self.refused_with.is_empty() || self.accepted_with.is_some()
     }
+
+    /// The key was fit to offer but its signer failed (a wrong passphrase, an agent error).
+    fn could_not_sign(&self) -> bool {
+        matches!(
+            self.skipped,
+            Some(
+                SkipReason::SignFailed(_)
+                    | SkipReason::SignerFailed(_)
+                    | SkipReason::BadSignature(_)
+            )
+        )
+    }
 }
 
 impl fmt::Display for KeyReport {
@@ -380,6 +392,10 @@ pub struct Refusal {
     pub methods: Vec<MethodReport>,
     /// The methods the server's last USERAUTH_FAILURE allowed (sanitized), if one came.
     pub server_allows: Option<String>,
+    /// Keys the application could not use at all (a key file with a wrong passphrase, an
+    /// unreadable or unprotected file), each with why; filled in by the application, which
+    /// is the one that read them.
+    pub unusable: Vec<String>,
 }
 
 impl Refusal {
@@ -390,6 +406,7 @@ impl Refusal {
             keys,
             methods: Vec::new(),
             server_allows,
+            unusable: Vec::new(),
         }
     }
 
@@ -412,6 +429,8 @@ impl fmt::Display for Refusal {
                 "the server accepted part of the authentication but requires more than was \
                  accepted",
             )?;
+        } else if self.keys.is_empty() && !self.unusable.is_empty() {
+            f.write_str("no key could be used")?;
         } else if self.keys.is_empty() {
             f.write_str("no private key was given to try")?;
         } else if !offered_any {
@@ -423,8 +442,13 @@ impl fmt::Display for Refusal {
             f.write_str(": ")?;
             write_list(f, &self.keys)?;
         }
-        if !self.methods.is_empty() {
+        if !self.unusable.is_empty() {
             f.write_str(if self.keys.is_empty() { ": " } else { "; " })?;
+            write_list(f, &self.unusable)?;
+        }
+        if !self.methods.is_empty() {
+            let first = self.keys.is_empty() && self.unusable.is_empty();
+            f.write_str(if first { ": " } else { "; " })?;
             write_list(f, &self.methods)?;
         }
         match &self.server_allows {
@@ -439,8 +463,13 @@ impl fmt::Display for Refusal {
             )
         } else if !self.server_allows("publickey") {
             f.write_str(", but not publickey for this user")
+        } else if self.keys.is_empty() && !self.unusable.is_empty() {
+            f.write_str(". Fix what is named above for each key, or give another key")
         } else if self.keys.is_empty() {
             f.write_str(". Give the private key whose public key the server has authorized")
+        } else if !offered_any && !accepted_part && self.keys.iter().any(KeyReport::could_not_sign)
+        {
+            f.write_str(". No key could sign: fix what is named above for each key")
         } else if !offered_any && !accepted_part {
             f.write_str(
                 ". Use a key the server accepts: an Ed25519 key, or an RSA key if the server \
@@ -567,6 +596,7 @@ mod tests {
             ],
             methods: Vec::new(),
             server_allows: Some("publickey,password".into()),
+            unusable: Vec::new(),
         };
         assert_eq!(
             r.to_string(),
@@ -603,6 +633,7 @@ mod tests {
             keys: vec![agent, cert, expired],
             methods: vec![kbd, password],
             server_allows: Some("publickey,password,keyboard-interactive".into()),
+            unusable: Vec::new(),
         };
         assert_eq!(
             r.to_string(),
@@ -630,6 +661,7 @@ mod tests {
             keys: vec![key],
             methods: vec![password],
             server_allows: Some("password".into()),
+            unusable: Vec::new(),
         };
         let text = r.to_string();
         assert!(
@@ -644,12 +676,42 @@ mod tests {
     }
 
     #[test]
+    fn refusal_names_key_files_that_could_not_be_used_and_keys_that_could_not_sign() {
+        let mut r = Refusal::new("u".into(), Vec::new(), Some("publickey".into()));
+        r.unusable = vec!["/k/id_locked: wrong passphrase (from PassphraseFile /p)".into()];
+        assert_eq!(
+            r.to_string(),
+            "authentication as \"u\" failed: no key could be used: /k/id_locked: wrong \
+             passphrase (from PassphraseFile /p). The server allows: publickey. Fix what is \
+             named above for each key, or give another key"
+        );
+        let locked = report(
+            "/k/id_ed25519",
+            &[],
+            Some(SkipReason::SignerFailed(
+                "wrong passphrase for /k/id_ed25519".into(),
+            )),
+        );
+        let r = Refusal::new("u".into(), vec![locked], Some("publickey".into()));
+        let text = r.to_string();
+        assert!(
+            text.ends_with("No key could sign: fix what is named above for each key"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wrong passphrase for /k/id_ed25519"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn refusal_without_publickey_says_the_method_is_missing() {
         let r = Refusal {
             user: "u".into(),
             keys: vec![report("a", &[SignatureAlgorithm::Ed25519], None)],
             methods: Vec::new(),
             server_allows: Some("password".into()),
+            unusable: Vec::new(),
         };
         let text = r.to_string();
         assert!(

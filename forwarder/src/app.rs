@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ssh_auth::AuthError;
 use ssh_transport::ClientConfig;
 use ssh_transport::cipher;
 use ssh_transport::compress::Compression;
@@ -20,7 +21,7 @@ use crate::algorithms;
 use crate::cli::{self, BindTarget, Command, Options};
 use crate::driver::{self, HostKeyVerifier};
 use crate::known_hosts::{self, Decision, KnownHosts};
-use crate::session::{ServerAlive, Session, SessionConfig};
+use crate::session::{ServerAlive, Session, SessionConfig, SessionError};
 use crate::tunnel::{self, Target};
 use crate::userauth;
 
@@ -404,6 +405,7 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
     let (password, passphrase) = userauth::secret_sources(&opts);
     let prepared = userauth::prepare(&opts, &passphrase, now).await;
     let auth_helper = userauth::Helper::new(&opts, &prepared, password, passphrase);
+    let unusable = prepared.unusable.clone();
     let auth = userauth::auth_config(&opts, prepared.identities, now).map_err(Fatal)?;
 
     // Listen first: a port that cannot be bound is known before any network traffic, and a
@@ -470,11 +472,17 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
         };
         tokio::spawn(tunnel::serve(listener, handle.clone(), target));
     }
+    // A refusal names the key files that could not even be offered, too.
+    let failed = |e: SessionError| match e {
+        SessionError::Auth(AuthError::Refused(mut refusal)) => {
+            refusal.unusable = unusable.clone();
+            Fatal(refusal.to_string())
+        }
+        e => Fatal(e.to_string()),
+    };
     tokio::select! {
         auth = handle.authenticated() => {
-            if let Err(e) = auth {
-                return Err(Fatal(e.to_string()));
-            }
+            auth.map_err(failed)?;
             let log = handle.log();
             debug!(
                 "authenticated to {}:{} as {} in {} ms",
@@ -485,11 +493,11 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
             );
         }
         r = &mut driver => {
-            return Err(Fatal(match r {
-                Ok(Err(e)) => e.to_string(),
-                Ok(Ok(())) => "the session ended".into(),
-                Err(e) => format!("the session task failed: {e}"),
-            }));
+            return Err(match r {
+                Ok(Err(e)) => failed(e),
+                Ok(Ok(())) => Fatal("the session ended".into()),
+                Err(e) => Fatal(format!("the session task failed: {e}")),
+            });
         }
         _ = shutdown_signal() => {
             // Perhaps at a password prompt: put the terminal back and leave politely.

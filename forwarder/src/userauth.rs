@@ -56,6 +56,8 @@ pub struct Prepared {
     pub signers: Vec<Signer>,
     /// The agent, if one answered.
     pub agent: Option<AgentClient>,
+    /// Identity files given that could not be used, each with why, for the final error.
+    pub unusable: Vec<String>,
 }
 
 /// One IdentityFile, as far as it could be read.
@@ -268,6 +270,7 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
         identities: Vec::new(),
         signers: Vec::new(),
         agent: None,
+        unusable: Vec::new(),
     };
     if !opts.pubkey_authentication {
         return out;
@@ -303,9 +306,14 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
                         "forwarder: warning: identity file {} not accessible: no such file",
                         path.display()
                     );
+                    out.unusable
+                        .push(format!("{}: no such file", path.display()));
                 }
             }
-            Err(e) => eprintln!("forwarder: warning: cannot use {}: {e}", path.display()),
+            Err(e) => {
+                eprintln!("forwarder: warning: cannot use {}: {e}", path.display());
+                out.unusable.push(format!("{}: {e}", path.display()));
+            }
         }
     }
     let agent_public: Vec<Option<PublicKey>> = agent_keys
@@ -844,6 +852,7 @@ mod tests {
             identities: Vec::new(),
             signers: Vec::new(),
             agent: None,
+            unusable: Vec::new(),
         };
         Helper::new(
             &options(&["-l", "deploy", "bastion"]),

@@ -857,6 +857,17 @@ fn interop_keyfiles_wrong_passphrase_for_pem_and_pkcs8_keys_names_the_file_and_h
             failures.push(failure(case, &tunnel, "a passphrase appears in the log"));
         } else if log.contains("panicked") {
             failures.push(failure(case, &tunnel, "panicked"));
+        } else if !(log.contains("Fix what is named above for each key")
+            || log.contains("No key could sign: fix what is named above"))
+            || log.contains("no private key was given")
+            || log.contains("Use a key the server accepts")
+        {
+            // The final error must point at the passphrase, not at the server or the key type.
+            failures.push(failure(
+                case,
+                &tunnel,
+                "the final error gives the wrong advice",
+            ));
         }
         let since = sshd.log().get(log_start..).unwrap_or_default().to_owned();
         if since.contains("Accepted publickey") {
