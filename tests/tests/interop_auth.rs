@@ -181,3 +181,78 @@ fn rsa_logs_in_with_only(accepted: &str) {
         "the forwarder offered ssh-rsa:\n{log}"
     );
 }
+
+#[test]
+fn interop_auth_key_files_sign_at_once_without_asking_the_server_first() {
+    // A key from a file costs nothing to sign with, so the forwarder sends the signature in
+    // its first request (one round trip fewer than a PK_OK query), even for a key the server
+    // then refuses. sshd logs a query without a signature as "test pkalg".
+    let stranger = UserKey::generate(KeyKind::Ed25519);
+    let authorized = UserKey::generate(KeyKind::Rsa2048);
+    let sshd = Sshd::start(&authorized);
+    let echo = EchoServer::start();
+    let offset = sshd.log().len();
+    let tunnel = forwarder(&sshd, &stranger)
+        .option(&format!(
+            "IdentityFile={}",
+            authorized.private_key_path().display()
+        ))
+        .verbose()
+        .forward_to(echo.port())
+        .start();
+    assert_eq!(
+        echo_round_trip(tunnel.local_port(), b"second key").expect("echo"),
+        b"second key"
+    );
+    let log = sshd.wait_for_log_after(offset, "Accepted publickey for", Duration::from_secs(10));
+    let failed = log
+        .lines()
+        .find(|l| l.contains("Failed publickey"))
+        .unwrap_or_else(|| panic!("sshd refused nothing first:\n{log}"));
+    assert!(failed.ends_with(stranger.fingerprint()), "{failed}");
+    let accepted = log
+        .lines()
+        .find(|l| l.contains("Accepted publickey for"))
+        .unwrap_or_default();
+    assert!(accepted.ends_with(authorized.fingerprint()), "{accepted}");
+    assert!(
+        !log.contains("test pkalg"),
+        "a key from a file was queried before signing:\n{log}"
+    );
+}
+
+#[test]
+fn interop_auth_key_file_readable_by_others_is_refused_with_openssh_warning() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let key = UserKey::generate(KeyKind::Ed25519);
+    std::fs::set_permissions(
+        key.private_key_path(),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod 0644");
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let offset = sshd.log().len();
+    let mut tunnel = forwarder(&sshd, &key).forward_to(echo.port()).spawn();
+    let status = tunnel
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the forwarder still runs:\n{}", tunnel.log()));
+    let log = tunnel.log();
+    assert_eq!(status.code(), Some(255), "{status}; log:\n{log}");
+    let path = key.private_key_path().display().to_string();
+    assert!(
+        log.contains(&path) && log.contains("0644 are too open"),
+        "the refusal names the file and its permissions:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .last()
+            .is_some_and(|l| l.contains("no key could be used") && l.contains(&path)),
+        "the final error names the unusable key:\n{log}"
+    );
+    assert!(
+        !sshd.log()[offset..].contains("Accepted publickey"),
+        "the key was used anyway"
+    );
+    assert_eq!(echo.connections(), 0);
+}
