@@ -294,6 +294,10 @@ pub struct AuthConfig {
     pub keyboard_interactive: bool,
     /// Whether to use password (PasswordAuthentication).
     pub password: bool,
+    /// The methods to use, in the order to try them (OpenSSH's PreferredAuthentications):
+    /// a method not listed is not used, names this crate does not implement are ignored.
+    /// The default is `publickey`, `keyboard-interactive`, `password`.
+    pub preferred: Vec<String>,
     /// Password and keyboard-interactive attempts each (NumberOfPasswordPrompts).
     pub attempts: u32,
     /// The current time in seconds since the Unix epoch, to skip certificates that are not
@@ -314,11 +318,20 @@ impl AuthConfig {
             publickey: true,
             keyboard_interactive: true,
             password: true,
+            preferred: METHODS.iter().map(|m| (*m).to_owned()).collect(),
             attempts: 3,
             now: None,
         }
     }
 }
+
+/// The methods this client implements, in its default order (OpenSSH's, less the ones it
+/// does not implement).
+const METHODS: [&str; 3] = [
+    METHOD_PUBLICKEY,
+    METHOD_KEYBOARD_INTERACTIVE,
+    METHOD_PASSWORD,
+];
 
 /// What the transport knows that authentication needs, passed with every message.
 #[derive(Clone, Copy, Debug)]
@@ -498,6 +511,8 @@ enum State {
 #[derive(Debug)]
 struct MethodState {
     enabled: bool,
+    /// Left out of PreferredAuthentications (so not enabled).
+    unlisted: bool,
     /// Attempts sent (refused or pending).
     attempts: u32,
     /// No more attempts: accepted as a step, out of attempts, or the caller had nothing.
@@ -506,9 +521,10 @@ struct MethodState {
 }
 
 impl MethodState {
-    fn new(name: &'static str, enabled: bool) -> Self {
+    fn new(name: &'static str, enabled: bool, listed: bool) -> Self {
         Self {
-            enabled,
+            enabled: enabled && listed,
+            unlisted: !listed,
             attempts: 0,
             done: false,
             report: MethodReport::new(name),
@@ -528,6 +544,9 @@ pub struct ClientAuth {
     reports: Vec<KeyReport>,
     pubkey_algorithms: Vec<String>,
     publickey: bool,
+    publickey_unlisted: bool,
+    /// The methods in the order to try them.
+    order: Vec<&'static str>,
     max_attempts: u32,
     now: Option<u64>,
     keyboard_interactive: MethodState,
@@ -555,19 +574,31 @@ impl ClientAuth {
     /// Authenticates as `config` says.
     pub fn with_config(config: AuthConfig) -> Self {
         let reports = config.identities.iter().map(Identity::report).collect();
+        let mut order: Vec<&'static str> = Vec::new();
+        for name in &config.preferred {
+            if let Some(m) = METHODS.into_iter().find(|m| m == name)
+                && !order.contains(&m)
+            {
+                order.push(m);
+            }
+        }
+        let listed = |m: &str| order.contains(&m);
         Self {
             user: config.user,
             identities: config.identities,
             reports,
             pubkey_algorithms: config.pubkey_algorithms,
-            publickey: config.publickey,
+            publickey: config.publickey && listed(METHOD_PUBLICKEY),
+            publickey_unlisted: !listed(METHOD_PUBLICKEY),
             max_attempts: config.attempts,
             now: config.now,
             keyboard_interactive: MethodState::new(
                 METHOD_KEYBOARD_INTERACTIVE,
                 config.keyboard_interactive,
+                listed(METHOD_KEYBOARD_INTERACTIVE),
             ),
-            password: MethodState::new(METHOD_PASSWORD, config.password),
+            password: MethodState::new(METHOD_PASSWORD, config.password, listed(METHOD_PASSWORD)),
+            order,
             plan: VecDeque::new(),
             state: State::Idle,
             events: VecDeque::new(),
@@ -975,7 +1006,11 @@ impl ClientAuth {
             return Err(SkipReason::NotTried);
         };
         if !self.publickey {
-            return Err(SkipReason::PublickeyDisabled);
+            return Err(if self.publickey_unlisted {
+                SkipReason::PublickeyNotPreferred
+            } else {
+                SkipReason::PublickeyDisabled
+            });
         }
         if let (Some(cert), Some(now)) = (&identity.certificate, self.now) {
             match cert.validity_at(now) {
@@ -1070,72 +1105,33 @@ impl ClientAuth {
             .is_some_and(|list| list.iter().any(|m| m == method))
     }
 
-    /// Sends the next request the plan and the server's methods allow, or gives up.
+    /// Sends the next request the plan and the server's methods allow, trying the methods
+    /// in the preferred order, or gives up.
     fn next(&mut self, sink: &mut dyn PayloadSink) -> Result<(), AuthError> {
-        if self.may_use(METHOD_PUBLICKEY) {
-            while let Some(step) = self.plan.pop_front() {
-                if self.send_key_step(step, sink) {
-                    return Ok(());
-                }
-            }
-        }
-        let max = self.max_attempts;
-        let kbd = &mut self.keyboard_interactive;
-        if kbd.enabled
-            && !kbd.done
-            && self
-                .allowed
-                .as_ref()
-                .is_some_and(|l| l.iter().any(|m| m == METHOD_KEYBOARD_INTERACTIVE))
-        {
-            if kbd.attempts < max {
-                kbd.attempts += 1;
-                let attempt = kbd.attempts;
-                let request = UserauthRequest {
-                    user: &self.user,
-                    service: SERVICE_CONNECTION,
-                    method: AuthMethod::KeyboardInteractive {
-                        language: "",
-                        submethods: "",
-                    },
+        for i in 0..self.order.len() {
+            let method = self.order.get(i).copied().unwrap_or_default();
+            let sent = if method == METHOD_PUBLICKEY {
+                self.next_publickey(sink)
+            } else {
+                let state = if method == METHOD_KEYBOARD_INTERACTIVE {
+                    &self.keyboard_interactive
+                } else {
+                    &self.password
                 };
-                sink.send_with(&mut |buf| request.encode(buf));
-                self.events.push_back(AuthEvent::Method {
-                    method: METHOD_KEYBOARD_INTERACTIVE,
-                    attempt,
-                });
-                self.state = State::ExpectInfoRequest { rounds: 0 };
+                if state.enabled && !state.done && self.allowed.is_none() && !self.probed {
+                    // Whether the server takes this method is not known yet, and it comes
+                    // before any that might be: ask for the list first.
+                    break;
+                }
+                if method == METHOD_KEYBOARD_INTERACTIVE {
+                    self.next_keyboard_interactive(sink)
+                } else {
+                    self.next_password()
+                }
+            };
+            if sent {
                 return Ok(());
             }
-            kbd.done = true;
-        }
-        let pw = &mut self.password;
-        if pw.enabled
-            && !pw.done
-            && self
-                .allowed
-                .as_ref()
-                .is_some_and(|l| l.iter().any(|m| m == METHOD_PASSWORD))
-        {
-            if pw.attempts < max {
-                pw.attempts += 1;
-                let attempt = pw.attempts;
-                let request = self.next_request;
-                self.next_request += 1;
-                self.events.push_back(AuthEvent::Method {
-                    method: METHOD_PASSWORD,
-                    attempt,
-                });
-                self.events
-                    .push_back(AuthEvent::PasswordRequest(PasswordRequest {
-                        id: request,
-                        user: self.user.clone(),
-                        attempt,
-                    }));
-                self.state = State::AwaitPassword { request };
-                return Ok(());
-            }
-            pw.done = true;
         }
         if self.allowed.is_none() && !self.probed {
             self.probed = true;
@@ -1150,6 +1146,80 @@ impl ClientAuth {
             return Ok(());
         }
         Err(self.refusal())
+    }
+
+    /// The next key step, if publickey may be used and a key is left.
+    fn next_publickey(&mut self, sink: &mut dyn PayloadSink) -> bool {
+        if self.may_use(METHOD_PUBLICKEY) {
+            while let Some(step) = self.plan.pop_front() {
+                if self.send_key_step(step, sink) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// A keyboard-interactive attempt, if the server allows one and attempts are left.
+    fn next_keyboard_interactive(&mut self, sink: &mut dyn PayloadSink) -> bool {
+        let max = self.max_attempts;
+        let kbd = &self.keyboard_interactive;
+        if !kbd.enabled || kbd.done || !self.server_offers(METHOD_KEYBOARD_INTERACTIVE) {
+            return false;
+        }
+        let kbd = &mut self.keyboard_interactive;
+        if kbd.attempts >= max {
+            kbd.done = true;
+            return false;
+        }
+        kbd.attempts += 1;
+        let attempt = kbd.attempts;
+        let request = UserauthRequest {
+            user: &self.user,
+            service: SERVICE_CONNECTION,
+            method: AuthMethod::KeyboardInteractive {
+                language: "",
+                submethods: "",
+            },
+        };
+        sink.send_with(&mut |buf| request.encode(buf));
+        self.events.push_back(AuthEvent::Method {
+            method: METHOD_KEYBOARD_INTERACTIVE,
+            attempt,
+        });
+        self.state = State::ExpectInfoRequest { rounds: 0 };
+        true
+    }
+
+    /// A password attempt (asking the caller for the password), if the server allows one
+    /// and attempts are left.
+    fn next_password(&mut self) -> bool {
+        let max = self.max_attempts;
+        let pw = &self.password;
+        if !pw.enabled || pw.done || !self.server_offers(METHOD_PASSWORD) {
+            return false;
+        }
+        let pw = &mut self.password;
+        if pw.attempts >= max {
+            pw.done = true;
+            return false;
+        }
+        pw.attempts += 1;
+        let attempt = pw.attempts;
+        let request = self.next_request;
+        self.next_request += 1;
+        self.events.push_back(AuthEvent::Method {
+            method: METHOD_PASSWORD,
+            attempt,
+        });
+        self.events
+            .push_back(AuthEvent::PasswordRequest(PasswordRequest {
+                id: request,
+                user: self.user.clone(),
+                attempt,
+            }));
+        self.state = State::AwaitPassword { request };
+        true
     }
 
     /// Sends one publickey request: signed at once for a key held here, a query for one the
@@ -1375,7 +1445,9 @@ impl ClientAuth {
             let name = state.report.method;
             let offered = self.server_offers(name);
             let mut report = state.report.clone();
-            if !state.enabled && offered {
+            if state.unlisted && offered {
+                report.skipped = Some("not in PreferredAuthentications".into());
+            } else if !state.enabled && offered {
                 report.skipped = Some(format!("turned off ({switch} no)"));
             } else if report.skipped.is_none() && state.enabled && offered && state.attempts >= max
             {

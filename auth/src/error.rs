@@ -203,6 +203,8 @@ pub enum SkipReason {
     },
     /// Public key authentication is turned off (`PubkeyAuthentication no`).
     PublickeyDisabled,
+    /// `publickey` is not in the methods to use (`PreferredAuthentications`).
+    PublickeyNotPreferred,
     /// The server stopped offering publickey authentication before this key's turn.
     NotTried,
 }
@@ -232,6 +234,9 @@ impl fmt::Display for SkipReason {
                 crate::cert::utc(*valid_before)
             ),
             Self::PublickeyDisabled => f.write_str("skipped: PubkeyAuthentication is off"),
+            Self::PublickeyNotPreferred => {
+                f.write_str("skipped: publickey is not in PreferredAuthentications")
+            }
             Self::NotTried => f.write_str("not tried"),
         }
     }

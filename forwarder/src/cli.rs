@@ -131,6 +131,9 @@ pub struct Options {
     pub kbd_interactive_authentication: bool,
     /// `NumberOfPasswordPrompts`: password (and keyboard-interactive) attempts.
     pub number_of_password_prompts: u32,
+    /// PreferredAuthentications: the methods to use, in order (unknown names are kept and
+    /// ignored, as OpenSSH does); `None` for the default order.
+    pub preferred_authentications: Option<Vec<String>>,
     /// `PasswordFile` (forwarder's own): the password is the file's first line.
     pub password_file: Option<PathBuf>,
     /// `PasswordEnv` (forwarder's own): the password is this environment variable's value.
@@ -574,7 +577,8 @@ options:
   $VAR or none), IdentitiesOnly (only agent keys that match an IdentityFile),
   CertificateFile (repeatable; id-cert.pub beside each key is used too),
   PubkeyAuthentication, PasswordAuthentication, KbdInteractiveAuthentication
-  (or ChallengeResponseAuthentication), NumberOfPasswordPrompts.
+  (or ChallengeResponseAuthentication), NumberOfPasswordPrompts, PreferredAuthentications
+  (the methods to use, in order; default publickey,keyboard-interactive,password).
   forwarder's own, for running without a terminal (never put a secret on the command
   line): PasswordFile=path and PasswordEnv=VAR give the password (also the answer to a
   lone keyboard-interactive password prompt); PassphraseFile=path and PassphraseEnv=VAR
@@ -672,6 +676,7 @@ struct Parsed {
     password_authentication: Option<bool>,
     kbd_interactive_authentication: Option<bool>,
     number_of_password_prompts: Option<u32>,
+    preferred_authentications: Option<Vec<String>>,
     password_file: Option<String>,
     password_env: Option<String>,
     passphrase_file: Option<String>,

@@ -272,7 +272,11 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
         agent: None,
         unusable: Vec::new(),
     };
-    if !opts.pubkey_authentication {
+    let publickey_preferred = opts
+        .preferred_authentications
+        .as_ref()
+        .is_none_or(|m| m.iter().any(|m| m == "publickey"));
+    if !opts.pubkey_authentication || !publickey_preferred {
         return out;
     }
     let (agent, agent_keys) = agent_keys(opts).await;
@@ -455,6 +459,9 @@ pub fn auth_config(
     config.password = opts.password_authentication;
     config.keyboard_interactive = opts.kbd_interactive_authentication;
     config.attempts = opts.number_of_password_prompts;
+    if let Some(methods) = &opts.preferred_authentications {
+        config.preferred.clone_from(methods);
+    }
     config.now = Some(now);
     Ok(config)
 }

@@ -265,3 +265,33 @@ fn interop_keyboard_interactive_without_pam_falls_through_to_password() {
         "the forwarder should have tried keyboard-interactive first:\n{log}"
     );
 }
+
+#[test]
+fn interop_password_first_with_preferred_authentications_even_with_an_authorized_key() {
+    // PreferredAuthentications=password,publickey: the password is used although the key
+    // would be accepted, and the key is never offered once the password gets in.
+    let user = password_user();
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = sshd_with_passwords().authorize(&key).start();
+    let echo = EchoServer::start();
+    let offset = sshd.log().len();
+    let tunnel = forwarder(&sshd, &key, user)
+        .option("PreferredAuthentications=password,publickey")
+        .option("PasswordEnv=LAB_BASTION_PASSWORD")
+        .env("LAB_BASTION_PASSWORD", PASSWORD)
+        .forward_to(echo.port())
+        .start();
+    assert_eq!(
+        echo_round_trip(tunnel.local_port(), b"preferred").expect("echo"),
+        b"preferred"
+    );
+    let log = sshd.wait_for_log_after(
+        offset,
+        &format!("Accepted password for {user}"),
+        Duration::from_secs(10),
+    );
+    assert!(
+        !log.contains("method publickey"),
+        "the key was offered although password came first:\n{log}"
+    );
+}

@@ -1427,3 +1427,78 @@ fn state_machine_and_keys_can_move_between_threads() {
         .unwrap();
     assert!(!moved);
 }
+
+#[test]
+fn preferred_authentications_orders_and_limits_the_methods() {
+    fn password_first(c: &mut AuthConfig) {
+        c.preferred = vec!["password".into(), "publickey".into()];
+    }
+    fn password_only(c: &mut AuthConfig) {
+        c.preferred = vec!["gssapi-with-mic".into(), "password".into()];
+    }
+    fn keyboard_interactive_only(c: &mut AuthConfig) {
+        c.preferred = vec!["keyboard-interactive".into()];
+    }
+    let cases = vec![
+        Case {
+            name: "password before the key: a probe learns the methods, then password",
+            keys: &[1],
+            sig_algs: None,
+            config: password_first,
+            caller: Caller {
+                passwords: vec!["pw"],
+                ..Caller::default()
+            },
+            replies: vec![failure("publickey,password", false), success()],
+            sent: &[Expect::Probe, Expect::Password("pw")],
+            outcome: Outcome::Authenticated,
+        },
+        Case {
+            name: "password before the key: the key once the password is refused",
+            keys: &[1],
+            sig_algs: None,
+            config: password_first,
+            caller: Caller {
+                passwords: vec!["wrong"],
+                ..Caller::default()
+            },
+            replies: vec![
+                failure("publickey,password", false),
+                failure("publickey,password", false),
+                success(),
+            ],
+            sent: &[
+                Expect::Probe,
+                Expect::Password("wrong"),
+                Expect::Key(1, Ed25519),
+            ],
+            outcome: Outcome::Authenticated,
+        },
+        Case {
+            name: "password only: the key is never offered, unknown names are ignored",
+            keys: &[1],
+            sig_algs: None,
+            config: password_only,
+            caller: Caller::default(),
+            replies: vec![failure("publickey,password", false)],
+            sent: &[Expect::Probe],
+            outcome: Outcome::Error(vec![
+                "skipped: publickey is not in PreferredAuthentications",
+                "password not tried: no password to give",
+            ]),
+        },
+        Case {
+            name: "keyboard-interactive only: password is not used even when offered",
+            keys: &[],
+            sig_algs: None,
+            config: keyboard_interactive_only,
+            caller: Caller::default(),
+            replies: vec![failure("password", false)],
+            sent: &[Expect::Probe],
+            outcome: Outcome::Error(vec!["password not tried: not in PreferredAuthentications"]),
+        },
+    ];
+    for case in cases {
+        run(case);
+    }
+}

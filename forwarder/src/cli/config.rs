@@ -16,6 +16,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
+     PreferredAuthentications, \
      and forwarder's own PasswordFile, PasswordEnv, PassphraseFile and PassphraseEnv";
 
 /// ssh_config keywords OpenSSH knows that forwarder does not implement (lowercase), so that an
@@ -70,7 +71,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "permitlocalcommand",
     "permitremoteopen",
     "pkcs11provider",
-    "preferredauthentications",
     "proxycommand",
     "proxyjump",
     "proxyusefdpass",
@@ -285,6 +285,24 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
         "kbdinteractiveauthentication" | "challengeresponseauthentication" => {
             let f = flag(key, &args)?;
             set_first(&mut p.kbd_interactive_authentication, f);
+        }
+        "preferredauthentications" => {
+            let v = one(key, &args)?;
+            let methods: Vec<String> = v
+                .split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .collect();
+            const OURS: [&str; 3] = ["publickey", "keyboard-interactive", "password"];
+            if !methods.iter().any(|m| OURS.contains(&m.as_str())) {
+                return Err(bad_value(
+                    key,
+                    v,
+                    "a list with at least one of publickey, keyboard-interactive and password",
+                ));
+            }
+            set_first(&mut p.preferred_authentications, methods);
         }
         "numberofpasswordprompts" => {
             let v = one(key, &args)?;

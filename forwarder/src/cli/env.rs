@@ -177,6 +177,7 @@ pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError>
         password_authentication: p.password_authentication.unwrap_or(true),
         kbd_interactive_authentication: p.kbd_interactive_authentication.unwrap_or(true),
         number_of_password_prompts: p.number_of_password_prompts.unwrap_or(3),
+        preferred_authentications: p.preferred_authentications,
         password_file,
         password_env: p.password_env,
         passphrase_file,

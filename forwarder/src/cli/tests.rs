@@ -946,3 +946,29 @@ fn secrets_are_named_never_given() {
         assert!(help.contains(key), "--help does not mention {key}");
     }
 }
+
+#[test]
+fn preferred_authentications_is_a_list_with_a_method_we_have() {
+    let o = run(&["h"]);
+    assert_eq!(o.preferred_authentications, None);
+    let o = run(&[
+        "-o",
+        "PreferredAuthentications=gssapi-with-mic,password,publickey",
+        "h",
+    ]);
+    assert_eq!(
+        o.preferred_authentications.as_deref(),
+        Some(
+            &[
+                "gssapi-with-mic".to_owned(),
+                "password".into(),
+                "publickey".into()
+            ][..]
+        )
+    );
+    let e = err(&["-o", "PreferredAuthentications=hostbased", "h"]);
+    assert!(
+        e.contains("PreferredAuthentications") && e.contains("keyboard-interactive"),
+        "{e}"
+    );
+}
