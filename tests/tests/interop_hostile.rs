@@ -205,10 +205,16 @@ fn run_against(script: Script, options: &[&str], limit: Duration) -> (String, Du
         Some(255),
         "{script:?}: exit status {status} (a signal means an abort); log:\n{log}"
     );
+    // A forwarder that gives up within a millisecond or two may be gone before the first
+    // sample; the data-segment limit it ran under still bounded it (going over it fails an
+    // allocation, which aborts: not exit status 255, checked above).
     assert!(
-        peak_kib > 0 && peak_kib < MEMORY_LIMIT_KIB,
-        "{script:?}: peak RSS {peak_kib} KiB (0: never sampled)"
+        peak_kib < MEMORY_LIMIT_KIB,
+        "{script:?}: peak RSS {peak_kib} KiB"
     );
+    if peak_kib == 0 {
+        eprintln!("{script:?}: exited in {took:?}, before its memory could be sampled");
+    }
     let message = log
         .lines()
         .find(|l| l.starts_with("forwarder: ") && !l.starts_with("forwarder: warning"))
