@@ -521,6 +521,25 @@ struct MethodState {
 }
 
 impl MethodState {
+    /// Turned on and not finished.
+    fn usable(&self) -> bool {
+        self.enabled && !self.done
+    }
+
+    /// Counts one more attempt and returns its number, if the method is usable, the server
+    /// `offered` it, and fewer than `max` were made; out of attempts, it is done.
+    fn take_attempt(&mut self, offered: bool, max: u32) -> Option<u32> {
+        if !self.usable() || !offered {
+            return None;
+        }
+        if self.attempts >= max {
+            self.done = true;
+            return None;
+        }
+        self.attempts += 1;
+        Some(self.attempts)
+    }
+
     fn new(name: &'static str, enabled: bool, listed: bool) -> Self {
         Self {
             enabled: enabled && listed,
@@ -1118,7 +1137,7 @@ impl ClientAuth {
                 } else {
                     &self.password
                 };
-                if state.enabled && !state.done && self.allowed.is_none() && !self.probed {
+                if state.usable() && self.allowed.is_none() && !self.probed {
                     // Whether the server takes this method is not known yet, and it comes
                     // before any that might be: ask for the list first.
                     break;
@@ -1162,18 +1181,13 @@ impl ClientAuth {
 
     /// A keyboard-interactive attempt, if the server allows one and attempts are left.
     fn next_keyboard_interactive(&mut self, sink: &mut dyn PayloadSink) -> bool {
-        let max = self.max_attempts;
-        let kbd = &self.keyboard_interactive;
-        if !kbd.enabled || kbd.done || !self.server_offers(METHOD_KEYBOARD_INTERACTIVE) {
+        let offered = self.server_offers(METHOD_KEYBOARD_INTERACTIVE);
+        let Some(attempt) = self
+            .keyboard_interactive
+            .take_attempt(offered, self.max_attempts)
+        else {
             return false;
-        }
-        let kbd = &mut self.keyboard_interactive;
-        if kbd.attempts >= max {
-            kbd.done = true;
-            return false;
-        }
-        kbd.attempts += 1;
-        let attempt = kbd.attempts;
+        };
         let request = UserauthRequest {
             user: &self.user,
             service: SERVICE_CONNECTION,
@@ -1194,18 +1208,10 @@ impl ClientAuth {
     /// A password attempt (asking the caller for the password), if the server allows one
     /// and attempts are left.
     fn next_password(&mut self) -> bool {
-        let max = self.max_attempts;
-        let pw = &self.password;
-        if !pw.enabled || pw.done || !self.server_offers(METHOD_PASSWORD) {
+        let offered = self.server_offers(METHOD_PASSWORD);
+        let Some(attempt) = self.password.take_attempt(offered, self.max_attempts) else {
             return false;
-        }
-        let pw = &mut self.password;
-        if pw.attempts >= max {
-            pw.done = true;
-            return false;
-        }
-        pw.attempts += 1;
-        let attempt = pw.attempts;
+        };
         let request = self.next_request;
         self.next_request += 1;
         self.events.push_back(AuthEvent::Method {

@@ -489,6 +489,18 @@ impl Tunnel {
         self.child.wait_timeout(timeout)
     }
 
+    /// For a client that must give up: waits up to 30 s for it to exit with status 255 (a
+    /// fatal error, for ssh as for forwarder) and returns its log; panics with the log
+    /// otherwise.
+    pub fn expect_failure(&mut self) -> String {
+        let status = self
+            .wait_exit(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("the client still runs after 30 s:\n{}", self.log()));
+        let log = self.log();
+        assert_eq!(status.code(), Some(255), "{status}; log:\n{log}");
+        log
+    }
+
     /// Asks the client to stop (SIGTERM) and waits up to `timeout`; kills it if it does not.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
         self.child.terminate();

@@ -55,11 +55,7 @@ fn interop_auth_unauthorized_key_fails_naming_the_key_and_its_fingerprint() {
     let sshd = Sshd::start(&authorized);
     let echo = EchoServer::start();
     let mut tunnel = forwarder(&sshd, &stranger).forward_to(echo.port()).spawn();
-    let status = tunnel
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("the forwarder still runs:\n{}", tunnel.log()));
-    let log = tunnel.log();
-    assert_eq!(status.code(), Some(255), "{status}; log:\n{log}");
+    let log = tunnel.expect_failure();
     let path = stranger.private_key_path().display().to_string();
     assert!(
         log.contains(&path) && log.contains(stranger.fingerprint()),
@@ -77,11 +73,7 @@ fn interop_auth_passphrase_protected_key_without_a_passphrase_source_says_how_to
     let sshd = Sshd::start(&key);
     // BatchMode (the lab's default): no terminal prompt, and no PassphraseFile.
     let mut tunnel = forwarder(&sshd, &key).forward_to(1).spawn();
-    let status = tunnel
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("the forwarder still runs:\n{}", tunnel.log()));
-    let log = tunnel.log();
-    assert_eq!(status.code(), Some(255), "{status}; log:\n{log}");
+    let log = tunnel.expect_failure();
     assert!(
         log.contains(&key.private_key_path().display().to_string())
             && log.contains("is protected by a passphrase")
@@ -115,11 +107,7 @@ fn interop_auth_passphrase_from_passphrase_file_and_a_wrong_one() {
         .option(&format!("PassphraseFile={}", wrong.display()))
         .forward_to(1)
         .spawn();
-    let status = tunnel
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("the forwarder still runs:\n{}", tunnel.log()));
-    let log = tunnel.log();
-    assert_eq!(status.code(), Some(255), "{log}");
+    let log = tunnel.expect_failure();
     assert!(
         log.contains(&format!(
             "wrong passphrase for {}",
@@ -234,11 +222,7 @@ fn interop_auth_key_file_readable_by_others_is_refused_with_openssh_warning() {
     let echo = EchoServer::start();
     let offset = sshd.log().len();
     let mut tunnel = forwarder(&sshd, &key).forward_to(echo.port()).spawn();
-    let status = tunnel
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("the forwarder still runs:\n{}", tunnel.log()));
-    let log = tunnel.log();
-    assert_eq!(status.code(), Some(255), "{status}; log:\n{log}");
+    let log = tunnel.expect_failure();
     let path = key.private_key_path().display().to_string();
     assert!(
         log.contains(&path) && log.contains("0644 are too open"),

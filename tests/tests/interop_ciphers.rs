@@ -201,11 +201,7 @@ fn interop_ciphers_sha1_macs_are_never_offered_unless_asked_for() {
     let mut tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
         .forward_to(1)
         .spawn();
-    let status = tunnel
-        .wait_exit(Duration::from_secs(30))
-        .expect("the forwarder gives up");
-    assert!(!status.success());
-    let log = tunnel.log();
+    let log = tunnel.expect_failure();
     assert!(
         log.contains("no MAC client to server algorithm in common")
             && log.contains("hmac-sha2-256-etm@openssh.com")
@@ -416,11 +412,7 @@ fn interop_ciphers_ssh_rsa_host_key_only_when_asked_for() {
     let mut tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sha1_only, &key)
         .forward_to(1)
         .spawn();
-    let status = tunnel
-        .wait_exit(Duration::from_secs(30))
-        .expect("the forwarder gives up");
-    assert!(!status.success());
-    let log = tunnel.log();
+    let log = tunnel.expect_failure();
     assert!(
         log.contains("no host key algorithm in common")
             && log.contains("rsa-sha2-512")

@@ -152,11 +152,7 @@ fn interop_password_wrong_one_fails_listing_what_was_tried() {
         .option(&format!("PasswordFile={}", wrong.path().display()))
         .forward_to(1)
         .spawn();
-    let status = tunnel
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("the forwarder still runs:\n{}", tunnel.log()));
-    let log = tunnel.log();
-    assert_eq!(status.code(), Some(255), "{log}");
+    let log = tunnel.expect_failure();
     for needle in [
         key.fingerprint(),
         "password refused once",
@@ -187,11 +183,7 @@ fn interop_password_is_not_used_when_password_authentication_is_off() {
         .option("KbdInteractiveAuthentication=no")
         .forward_to(1)
         .spawn();
-    let status = tunnel
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("the forwarder still runs:\n{}", tunnel.log()));
-    let log = tunnel.log();
-    assert_eq!(status.code(), Some(255), "{log}");
+    let log = tunnel.expect_failure();
     assert!(
         log.contains("password not tried: turned off (PasswordAuthentication no)"),
         "{log}"

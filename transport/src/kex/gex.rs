@@ -19,8 +19,8 @@ use zeroize::Zeroizing;
 
 use super::dh::{self, Group, Secret};
 use super::{
-    ClientKex, ClientStep, HashPrefix, KexError, KexOutcome, ServerKex, ServerStep, groups,
-    hash_mpint, hash_string,
+    ClientKex, ClientStep, HashPrefix, KexError, KexOutcome, ServerKex, ServerStep, expect_type,
+    groups, hash_mpint, hash_string,
 };
 use crate::msg::MessageType;
 use crate::random::SecureRandom;
@@ -57,9 +57,7 @@ impl GexRequest {
     /// Decodes the payload.
     pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(payload);
-        if r.u8()? != MessageType::KEX_DH_GEX_REQUEST.0 {
-            return Err(DecodeError::InvalidValue("message number"));
-        }
+        expect_type(&mut r, MessageType::KEX_DH_GEX_REQUEST)?;
         let m = Self {
             min: r.u32()?,
             n: r.u32()?,
@@ -90,9 +88,7 @@ impl GexGroup {
     /// Decodes the payload.
     pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(payload);
-        if r.u8()? != MessageType::KEX_DH_GEX_GROUP.0 {
-            return Err(DecodeError::InvalidValue("message number"));
-        }
+        expect_type(&mut r, MessageType::KEX_DH_GEX_GROUP)?;
         let p = r.mpint_positive()?.to_vec();
         let g = r.mpint_positive()?.to_vec();
         r.finish()?;
@@ -121,9 +117,7 @@ impl GexReply {
     /// Decodes the payload.
     pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(payload);
-        if r.u8()? != MessageType::KEX_DH_GEX_REPLY.0 {
-            return Err(DecodeError::InvalidValue("message number"));
-        }
+        expect_type(&mut r, MessageType::KEX_DH_GEX_REPLY)?;
         let host_key = r.string()?.to_vec();
         let f = r.mpint_positive()?.to_vec();
         let signature = r.string()?.to_vec();
@@ -146,9 +140,7 @@ impl GexReply {
 /// Decodes the single mpint of SSH_MSG_KEX_DH_GEX_INIT.
 fn decode_init(payload: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let mut r = Reader::new(payload);
-    if r.u8()? != MessageType::KEX_DH_GEX_INIT.0 {
-        return Err(DecodeError::InvalidValue("message number"));
-    }
+    expect_type(&mut r, MessageType::KEX_DH_GEX_INIT)?;
     let e = r.mpint_positive()?.to_vec();
     r.finish()?;
     Ok(e)

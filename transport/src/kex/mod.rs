@@ -435,9 +435,7 @@ impl KexInit {
     /// Decodes a KEXINIT payload (message number included).
     pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(payload);
-        if r.u8()? != MessageType::KEXINIT.0 {
-            return Err(DecodeError::InvalidValue("message number"));
-        }
+        expect_type(&mut r, MessageType::KEXINIT)?;
         let msg = Self {
             cookie: r.array()?,
             kex: names(&mut r)?,
@@ -906,7 +904,7 @@ impl ExtInfo {
     }
 }
 
-fn expect_type(r: &mut Reader<'_>, t: MessageType) -> Result<(), DecodeError> {
+pub(crate) fn expect_type(r: &mut Reader<'_>, t: MessageType) -> Result<(), DecodeError> {
     if r.u8()? == t.0 {
         Ok(())
     } else {
