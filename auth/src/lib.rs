@@ -50,5 +50,5 @@ pub use client::{
     check_certificate,
 };
 pub use error::{AuthError, KeyFileError, KeyReport, MethodReport, Refusal, SignError, SkipReason};
-pub use keys::{KdfLimits, PrivateKey, check_key_file_permissions, is_encrypted};
+pub use keys::{KdfLimits, PrivateKey, check_key_file_mode, is_encrypted};
 pub use msg::{decode_server_message, decode_server_message_for};

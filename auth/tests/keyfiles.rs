@@ -554,8 +554,14 @@ fn key_files_readable_by_others_are_refused() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let made = ssh_keygen(dir.path(), "perm", None, &["-t", "ed25519"]);
-    assert_eq!(ssh_auth::check_key_file_permissions(&made.path), Ok(()));
+    use std::os::unix::fs::MetadataExt as _;
+    let check = |path: &std::path::Path| {
+        let meta = std::fs::metadata(path).unwrap();
+        ssh_auth::check_key_file_mode("k", meta.uid(), meta.uid(), meta.mode())
+    };
+    // ssh-keygen writes 0600, which passes.
+    assert_eq!(check(&made.path), Ok(()));
     std::fs::set_permissions(&made.path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = ssh_auth::check_key_file_permissions(&made.path).unwrap_err();
+    let err = check(&made.path).unwrap_err();
     assert!(err.to_string().contains("0644 are too open"), "{err}");
 }

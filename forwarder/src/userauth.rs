@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use ssh_auth::{
     AuthConfig, Certificate, Identity, InfoRequest, PasswordRequest, PrivateKey, SignRequest,
-    check_key_file_permissions, is_encrypted,
+    check_key_file_mode, is_encrypted,
 };
 use ssh_transport::hostkey::PublicKey;
 use tracing::debug;
@@ -135,13 +135,39 @@ fn check_certificate_use(cert: &Certificate, source: &str, user: &str, now: u64)
     }
 }
 
+/// Reads a private key file, refusing it first (as OpenSSH does) when its owner is us and
+/// other users may read or write it; the check looks at the opened file, so what is
+/// checked is what is read. `Ok(None)` when there is no such file.
+fn read_private_key_file(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+    use std::io::Read as _;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("cannot read the permissions of {}: {e}", path.display()))?;
+        let me = rustix::process::getuid().as_raw();
+        check_key_file_mode(&path.display().to_string(), meta.uid(), me, meta.mode())
+            .map_err(|e| e.to_string())?;
+    }
+    let mut data = Zeroizing::new(Vec::new());
+    file.read_to_end(&mut data)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(data))
+}
+
 /// Reads an identity file: the key itself when unencrypted (or when it has no `.pub` to
 /// query with, after asking for its passphrase), else its public key from `.pub`.
 fn read_identity_file(path: &Path, passphrase: &SecretSource) -> Result<Option<FileKey>, String> {
     let pub_path = with_suffix(path, ".pub");
-    let data = match std::fs::read(path) {
-        Ok(d) => Zeroizing::new(d),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let data = match read_private_key_file(path)? {
+        Some(d) => d,
+        None => {
             // A public key alone still picks a key in the agent, as in OpenSSH.
             return Ok(std::fs::read_to_string(&pub_path)
                 .ok()
@@ -155,9 +181,7 @@ fn read_identity_file(path: &Path, passphrase: &SecretSource) -> Result<Option<F
                     used: false,
                 }));
         }
-        Err(e) => return Err(e.to_string()),
     };
-    check_key_file_permissions(path).map_err(|e| e.to_string())?;
     let (public, key) = if is_encrypted(&data) {
         match std::fs::read_to_string(&pub_path)
             .ok()
@@ -552,10 +576,9 @@ impl AuthHelper for Helper {
                             let p = path.clone();
                             let key = blocking(move || {
                                 let _one_at_a_time = terminal.lock();
-                                let data = Zeroizing::new(
-                                    std::fs::read(&p)
-                                        .map_err(|e| format!("{}: {e}", p.display()))?,
-                                );
+                                let data = read_private_key_file(&p)?.ok_or_else(|| {
+                                    format!("{}: the key file is gone", p.display())
+                                })?;
                                 unlock(&p, &data, &source)
                             })
                             .await?;
@@ -672,6 +695,19 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         path
+    }
+
+    #[test]
+    fn key_files_others_can_read_are_refused_and_missing_ones_are_none() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_private(dir.path(), "id_ed25519", ED25519);
+        let data = read_private_key_file(&path).unwrap().unwrap();
+        assert_eq!(&data[..], ED25519.as_bytes());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = read_private_key_file(&path).unwrap_err();
+        assert!(e.contains("0640 are too open") && e.contains("chmod 600"), "{e}");
+        assert_eq!(read_private_key_file(&dir.path().join("none")), Ok(None));
     }
 
     #[test]

@@ -19,8 +19,8 @@
 //! passphrase they got from a terminal prompt or from a file or environment variable the user
 //! named (never from the command line, where other users can see it). They should keep the
 //! passphrase in a `zeroize::Zeroizing` buffer; every buffer here that holds derived keys or
-//! decrypted key material is one too. [`check_key_file_permissions`] is the one function that
-//! looks at the file system, to refuse key files other users can read, as OpenSSH does.
+//! decrypted key material is one too. [`check_key_file_mode`] is OpenSSH's rule for refusing
+//! key files other users can read; the caller gives it the file's owner and mode.
 //!
 //! What a hostile file can cost is bounded: at most [`MAX_KEY_FILE_LEN`] bytes are parsed, and
 //! the passphrase derivation by [`KdfLimits`] (by default bcrypt at most 4096 rounds, PBKDF2
@@ -49,7 +49,7 @@ use crate::error::{KeyFileError, SignError};
 use ecdsa::{Curve, EcdsaKey};
 use rsa_key::{RsaKey, SystemRng};
 
-pub use perms::check_key_file_permissions;
+pub use perms::check_key_file_mode;
 
 /// Larger files are refused before any parsing: an OpenSSH RSA-16384 key file is about 13 KiB.
 pub const MAX_KEY_FILE_LEN: usize = 64 * 1024;
