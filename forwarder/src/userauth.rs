@@ -706,7 +706,10 @@ mod tests {
         assert_eq!(&data[..], ED25519.as_bytes());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let e = read_private_key_file(&path).unwrap_err();
-        assert!(e.contains("0640 are too open") && e.contains("chmod 600"), "{e}");
+        assert!(
+            e.contains("0640 are too open") && e.contains("chmod 600"),
+            "{e}"
+        );
         assert_eq!(read_private_key_file(&dir.path().join("none")), Ok(None));
     }
 
