@@ -1,4 +1,5 @@
-//! The command line: `forwarder::cli::parse_args_with_env`.
+//! The command line: `forwarder::cli::parse_args_with_env`, then the transport settings it
+//! resolves (`forwarder::app::transport_config`: algorithm list syntax, RekeyLimit).
 //!
 //! Input: the arguments, separated by NUL bytes (which cannot occur inside a real argument),
 //! passed as raw `OsString`s so that non-UTF-8 arguments are covered too. The environment is
@@ -33,6 +34,15 @@ pub fn run(data: &[u8]) {
     assert!(!options.destination_host.is_empty(), "empty host accepted");
     for f in &options.local_forwards {
         let _ = f.bind_target(options.gateway_ports);
+    }
+    // The algorithm lists (OpenSSH's + - ^ and wildcard syntax) and RekeyLimit are resolved
+    // after parsing: an error is fine, an empty list is not.
+    if let Ok(cfg) = forwarder::app::transport_config(&options, &["ssh-rsa".to_owned()]) {
+        assert!(!cfg.ciphers.is_empty(), "no cipher");
+        assert!(!cfg.kex_algorithms.is_empty(), "no key exchange");
+        assert!(!cfg.host_key_algorithms.is_empty(), "no host key algorithm");
+        assert!(!cfg.macs.is_empty(), "no MAC");
+        assert!(!cfg.compression.is_empty(), "no compression method");
     }
     // Parsing is a pure function of the arguments and the environment.
     assert_eq!(

@@ -994,6 +994,37 @@ fn cli() -> Vec<(String, Vec<u8>)> {
         ("version", &["-V"]),
         ("missing-host", &["-L", "1:h:2"]),
         ("bad-option", &["-o", "NoSuchOption=yes", "-X", "host"]),
+        (
+            "algorithm-lists",
+            &[
+                "-o",
+                "Ciphers=^aes256-ctr",
+                "-m",
+                "+hmac-sha1*",
+                "-o",
+                "KexAlgorithms=-sntrup*,ecdh-sha2-nistp???",
+                "-o",
+                "HostKeyAlgorithms=+ssh-rsa",
+                "-o",
+                "PubkeyAcceptedAlgorithms=rsa-sha2-512",
+                "-o",
+                "PreferredAuthentications=password,publickey",
+                "-C",
+                "h",
+            ],
+        ),
+        (
+            "keygen",
+            &[
+                "keygen",
+                "-t",
+                "ed25519",
+                "--permit-open",
+                "db.internal:5432",
+                "-f",
+                "/tmp/k",
+            ],
+        ),
     ];
     lines
         .iter()
