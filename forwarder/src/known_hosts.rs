@@ -142,7 +142,7 @@ impl KnownHosts {
         let mut known = KnownHosts::default();
         let mut warnings = Vec::new();
         for path in paths {
-            let bytes = match read_bounded(path) {
+            let bytes = match crate::files::read_bounded(path, MAX_FILE_SIZE) {
                 Ok(bytes) => bytes,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
@@ -403,17 +403,4 @@ pub fn append(path: &Path, line: &str) -> io::Result<()> {
     // One write, so a concurrent appender cannot interleave inside the line (O_APPEND).
     file.write_all(text.as_bytes())?;
     file.flush()
-}
-
-fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
-    let file = std::fs::File::open(path)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("the file is larger than {} MiB", MAX_FILE_SIZE >> 20),
-        ));
-    }
-    Ok(bytes)
 }

@@ -12,6 +12,7 @@ pub mod algorithms;
 pub mod app;
 pub mod cli;
 pub mod driver;
+pub mod files;
 pub mod keygen;
 pub mod known_hosts;
 pub mod prompt;

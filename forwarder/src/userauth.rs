@@ -31,7 +31,11 @@ use crate::agent::{self, AgentClient, AgentKey};
 use crate::algorithms;
 use crate::cli::{IdentityAgent, Options};
 use crate::driver::{AuthFuture, AuthHelper};
+use crate::files;
 use crate::prompt::{self, SecretSource};
+
+/// The most read of a `.pub` or certificate file (an RSA-16384 certificate is under 5 KiB).
+const MAX_PUBLIC_FILE_LEN: u64 = 64 * 1024;
 
 /// Passphrase attempts on the terminal before a key is given up, as in ssh.
 const PASSPHRASE_ATTEMPTS: u32 = 3;
@@ -92,7 +96,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 /// Reads a certificate file; `None` (with a warning, unless it is simply missing) if unusable.
 fn read_certificate(path: &Path, warn_missing: bool) -> Option<Certificate> {
-    match std::fs::read_to_string(path) {
+    match files::read_text_bounded(path, MAX_PUBLIC_FILE_LEN) {
         Ok(text) => match Certificate::from_openssh_line(&text) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -139,8 +143,7 @@ fn check_certificate_use(cert: &Certificate, source: &str, user: &str, now: u64)
 /// other users may read or write it; the check looks at the opened file, so what is
 /// checked is what is read. `Ok(None)` when there is no such file.
 fn read_private_key_file(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
-    use std::io::Read as _;
-    let mut file = match std::fs::File::open(path) {
+    let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -156,7 +159,7 @@ fn read_private_key_file(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, Stri
             .map_err(|e| e.to_string())?;
     }
     let mut data = Zeroizing::new(Vec::new());
-    file.read_to_end(&mut data)
+    files::read_to_end_bounded(file, ssh_auth::keys::MAX_KEY_FILE_LEN as u64, &mut data)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Some(data))
 }
@@ -169,7 +172,7 @@ fn read_identity_file(path: &Path, passphrase: &SecretSource) -> Result<Option<F
         Some(d) => d,
         None => {
             // A public key alone still picks a key in the agent, as in OpenSSH.
-            return Ok(std::fs::read_to_string(&pub_path)
+            return Ok(files::read_text_bounded(&pub_path, MAX_PUBLIC_FILE_LEN)
                 .ok()
                 .and_then(|t| parse_public_line(&t))
                 .map(|public| FileKey {
@@ -183,7 +186,7 @@ fn read_identity_file(path: &Path, passphrase: &SecretSource) -> Result<Option<F
         }
     };
     let (public, key) = if is_encrypted(&data) {
-        match std::fs::read_to_string(&pub_path)
+        match files::read_text_bounded(&pub_path, MAX_PUBLIC_FILE_LEN)
             .ok()
             .and_then(|t| parse_public_line(&t))
         {
@@ -711,6 +714,10 @@ mod tests {
             "{e}"
         );
         assert_eq!(read_private_key_file(&dir.path().join("none")), Ok(None));
+        // A wrong path to something huge is refused after the limit, not read whole.
+        let huge = write_private(dir.path(), "huge", &"A".repeat(1 << 20));
+        let e = read_private_key_file(&huge).unwrap_err();
+        assert!(e.contains("larger than 64 KiB"), "{e}");
     }
 
     #[test]
