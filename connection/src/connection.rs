@@ -229,7 +229,12 @@ pub struct Connection {
     free: Vec<u32>,
     live: usize,
     events: VecDeque<Event>,
-    keepalives: u32,
+    /// Global requests of ours the server still owes a reply; a reply beyond these is a
+    /// protocol error. Only the server's replies change it.
+    replies_due: u32,
+    /// Keepalives sent since the server last showed it is alive: what a keepalive policy
+    /// reads. Replies and [`Connection::heard_from_server`] bring it down.
+    unanswered_keepalives: u32,
     failed: Option<ConnectionError>,
 }
 
@@ -245,7 +250,8 @@ impl Connection {
             free: Vec::new(),
             live: 0,
             events: VecDeque::new(),
-            keepalives: 0,
+            replies_due: 0,
+            unanswered_keepalives: 0,
             failed: None,
         }
     }
@@ -297,9 +303,12 @@ impl Connection {
         self.channel(id).map_or(&[], |c| c.received.as_slice())
     }
 
-    /// Global requests of ours still waiting for an answer.
+    /// Keepalives sent since the server last showed it is alive: each reply takes one off,
+    /// and [`heard_from_server`](Self::heard_from_server) clears them all. A keepalive
+    /// policy (OpenSSH's ServerAliveCountMax) declares the server dead when this reaches its
+    /// limit; this is the only count of unanswered keepalives, so the policy keeps none.
     pub fn outstanding_keepalives(&self) -> u32 {
-        self.keepalives
+        self.unanswered_keepalives
     }
 
     fn channel(&self, id: ChannelId) -> Option<&Channel> {
@@ -470,7 +479,16 @@ impl Connection {
             data: &[],
         };
         sink.send_with(&mut |buf| msg.encode(buf));
-        self.keepalives = self.keepalives.saturating_add(1);
+        self.replies_due = self.replies_due.saturating_add(1);
+        self.unanswered_keepalives = self.unanswered_keepalives.saturating_add(1);
+    }
+
+    /// Bytes came from the server: it is alive, so no keepalive counts as unanswered any
+    /// more ([`outstanding_keepalives`](Self::outstanding_keepalives) drops to 0), as OpenSSH
+    /// counts any packet from the server. The replies still due are kept: when they come
+    /// they are matched as usual, and one too many is still a protocol error.
+    pub fn heard_from_server(&mut self) {
+        self.unanswered_keepalives = 0;
     }
 
     /// The driver wrote `n` bytes of `received(id)` to the local socket: drops them, and
@@ -713,10 +731,11 @@ impl Connection {
                 }
             }
             Message::RequestSuccess(_) | Message::RequestFailure(_) => {
-                self.keepalives = self
-                    .keepalives
+                self.replies_due = self
+                    .replies_due
                     .checked_sub(1)
                     .ok_or(ConnectionError::UnexpectedRequestReply { message: kind })?;
+                self.unanswered_keepalives = self.unanswered_keepalives.saturating_sub(1);
                 self.events.push_back(Event::KeepaliveReply);
             }
             Message::ChannelOpen(m) => {
@@ -826,4 +845,82 @@ fn accept_data(
         .receive(len)
         .map_err(|e| ConnectionError::window(id, e))?;
     Ok(!channel.local_closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ASSIGNED: [u8; 14] = [80, 81, 82, 90, 91, 92, 93, 94, 95, 96, 97, 98, 99, 100];
+
+    /// The router leaves UNIMPLEMENTED for the connection range to this crate, so every
+    /// number RFC 4254 leaves unassigned must come back as `Unimplemented`, queued by the
+    /// very `handle_payload` call that took it, with no reply and no error.
+    #[test]
+    fn every_unassigned_connection_number_is_unimplemented_during_handle_payload() {
+        let unassigned: Vec<u8> = (80..=127).filter(|n| !ASSIGNED.contains(n)).collect();
+        assert_eq!(unassigned.len(), 48 - ASSIGNED.len());
+        assert!(unassigned.contains(&83) && unassigned.contains(&89));
+        assert!(unassigned.contains(&101) && unassigned.contains(&127));
+        let mut conn = Connection::new(Config::default());
+        let mut sink: Vec<Vec<u8>> = Vec::new();
+        for n in unassigned {
+            assert_eq!(conn.handle_payload(&[n, 0, 0, 0, 7], &mut sink), Ok(()));
+            assert_eq!(
+                conn.poll_event(),
+                Some(Event::Unimplemented(MessageType(n)))
+            );
+            assert_eq!(conn.poll_event(), None);
+        }
+        assert!(sink.is_empty());
+        assert_eq!(conn.error(), None);
+    }
+
+    #[test]
+    fn numbers_outside_the_connection_range_are_refused_not_unimplemented() {
+        for n in [0, 1, 50, 79, 128, 255] {
+            let mut conn = Connection::new(Config::default());
+            let mut sink: Vec<Vec<u8>> = Vec::new();
+            assert_eq!(
+                conn.handle_payload(&[n], &mut sink),
+                Err(ConnectionError::NotConnectionMessage(MessageType(n)))
+            );
+            assert_eq!(conn.poll_event(), None);
+        }
+    }
+
+    #[test]
+    fn hearing_from_the_server_clears_unanswered_keepalives_but_not_replies_due() {
+        let mut conn = Connection::new(Config::default());
+        let mut sink: Vec<Vec<u8>> = Vec::new();
+        conn.send_keepalive(&mut sink);
+        conn.send_keepalive(&mut sink);
+        assert_eq!(conn.outstanding_keepalives(), 2);
+        conn.heard_from_server();
+        assert_eq!(conn.outstanding_keepalives(), 0);
+        // Both replies are still expected and matched; the count stays at 0.
+        for _ in 0..2 {
+            assert_eq!(conn.handle_payload(&[82], &mut sink), Ok(()));
+            assert_eq!(conn.poll_event(), Some(Event::KeepaliveReply));
+            assert_eq!(conn.outstanding_keepalives(), 0);
+        }
+        // A third reply answers nothing we sent.
+        assert_eq!(
+            conn.handle_payload(&[82], &mut sink),
+            Err(ConnectionError::UnexpectedRequestReply {
+                message: MessageType::REQUEST_FAILURE
+            })
+        );
+    }
+
+    #[test]
+    fn a_reply_takes_one_unanswered_keepalive_off() {
+        let mut conn = Connection::new(Config::default());
+        let mut sink: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..3 {
+            conn.send_keepalive(&mut sink);
+        }
+        assert_eq!(conn.handle_payload(&[81], &mut sink), Ok(()));
+        assert_eq!(conn.outstanding_keepalives(), 2);
+    }
 }

@@ -42,8 +42,10 @@
 //! - [`Event::Closed`] / [`Event::OpenFailed`]: drop the local socket; the id is free. Every
 //!   id ends with exactly one of the two, and only after it has been polled can a new channel
 //!   get the same id.
-//! - [`Event::KeepaliveReply`]: the server is alive (compare with
-//!   [`Connection::outstanding_keepalives`] to detect a dead one).
+//! - Any bytes from the server: [`Connection::heard_from_server`]. A keepalive policy sends
+//!   [`Connection::send_keepalive`] after a quiet interval and gives up when
+//!   [`Connection::outstanding_keepalives`] reaches its limit; [`Event::KeepaliveReply`] is
+//!   for the log.
 //! - [`Event::Unimplemented`]: have the transport send SSH_MSG_UNIMPLEMENTED for that packet.
 //! - An error from [`Connection::handle_payload`]: disconnect with
 //!   [`ConnectionError::disconnect_reason`].

@@ -7,22 +7,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ssh_auth::AuthError;
-use ssh_transport::ClientConfig;
-use ssh_transport::cipher;
-use ssh_transport::compress::Compression;
-use ssh_transport::hostkey::{PublicKey, SignatureAlgorithm};
-use ssh_transport::kex::KexAlgorithm;
-use ssh_transport::mac;
+use ssh_transport::hostkey::PublicKey;
 use ssh_transport::random::OsRandom;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::algorithms;
 use crate::cli::{self, BindTarget, Command, Options};
+use crate::config::{self, SessionSpec, TunnelConfig};
 use crate::driver::{self, HostKeyVerifier};
 use crate::known_hosts::{self, Decision, KnownHosts};
-use crate::session::{ServerAlive, Session, SessionConfig, SessionError};
-use crate::tunnel::{self, Target};
+use crate::session::{Session, SessionConfig, SessionError};
+use crate::supervisor::{
+    BastionGate, ConnectError, Connected, Connector, Outcome, Supervisor, SupervisorConfig,
+    WaitError,
+};
+use crate::tunnel::{Target, Tunnel};
 use crate::userauth;
 
 /// Exit status for every failure, as `ssh` uses.
@@ -121,112 +121,6 @@ fn init_logging(opts: &Options) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .try_init();
-}
-
-/// Algorithm lists from the options, with host key algorithms ordered to prefer the types
-/// already known for this host (as OpenSSH does), so a known host never fails over a type.
-pub fn transport_config(opts: &Options, known_types: &[String]) -> Result<ClientConfig, Fatal> {
-    let mut cfg = ClientConfig::default();
-    if let Some(spec) = &opts.ciphers {
-        let default: Vec<&str> = cfg.ciphers.iter().map(|c| c.name).collect();
-        let all: Vec<&str> = cipher::ALL.iter().map(|c| c.name).collect();
-        let names = algorithms::resolve("Ciphers", spec, &default, &all).map_err(fatal)?;
-        cfg.ciphers = names.iter().filter_map(|n| cipher::by_name(n)).collect();
-    }
-    if let Some(spec) = &opts.kex_algorithms {
-        let default: Vec<&str> = cfg.kex_algorithms.iter().map(|k| k.name()).collect();
-        let all: Vec<&str> = KexAlgorithm::ALL.iter().map(|k| k.name()).collect();
-        let names = algorithms::resolve("KexAlgorithms", spec, &default, &all).map_err(fatal)?;
-        cfg.kex_algorithms = names
-            .iter()
-            .filter_map(|n| KexAlgorithm::from_name(n))
-            .collect();
-    }
-    if let Some(spec) = &opts.host_key_algorithms {
-        let default: Vec<&str> = cfg.host_key_algorithms.iter().map(|a| a.name()).collect();
-        let all: Vec<&str> = SignatureAlgorithm::ALL.iter().map(|a| a.name()).collect();
-        let names =
-            algorithms::resolve("HostKeyAlgorithms", spec, &default, &all).map_err(fatal)?;
-        cfg.host_key_algorithms = names
-            .iter()
-            .filter_map(|n| SignatureAlgorithm::from_name(n))
-            .collect();
-    }
-    if let Some(spec) = &opts.macs {
-        let default: Vec<&str> = cfg.macs.iter().map(|m| m.name).collect();
-        let all: Vec<&str> = mac::ALL.iter().map(|m| m.name).collect();
-        let names = algorithms::resolve("MACs", spec, &default, &all).map_err(fatal)?;
-        cfg.macs = names.iter().filter_map(|n| mac::by_name(n)).collect();
-    }
-    if opts.compression {
-        // As OpenSSH's `Compression yes`: delayed zlib first, `none` still accepted.
-        cfg.compression = Compression::PREFERRED.to_vec();
-    }
-    let (known, rest): (Vec<_>, Vec<_>) = cfg
-        .host_key_algorithms
-        .iter()
-        .partition(|a| known_types.iter().any(|t| t == a.key_type().name()));
-    cfg.host_key_algorithms = known.into_iter().chain(rest).collect();
-    if let Some(limit) = &opts.rekey_limit {
-        let (bytes, time) = parse_rekey_limit(limit)?;
-        cfg.rekey_limit = bytes;
-        cfg.rekey_interval = time;
-    }
-    cfg.handshake_timeout = Some(opts.connect_timeout.unwrap_or(Duration::from_secs(30)));
-    Ok(cfg)
-}
-
-fn fatal(e: impl std::fmt::Display) -> Fatal {
-    Fatal(e.to_string())
-}
-
-/// `RekeyLimit bytes [time]`: sizes with K, M or G; `default` or `none` for no byte limit;
-/// times with s, m, h, d or w (seconds without a unit).
-pub fn parse_rekey_limit(s: &str) -> Result<(Option<u64>, Option<Duration>), Fatal> {
-    let mut parts = s.split_whitespace();
-    let bad = || {
-        Fatal(format!(
-            "bad RekeyLimit {s:?}: expected a size such as 1G and optionally a time such as 1h"
-        ))
-    };
-    let size = parts.next().ok_or_else(bad)?;
-    let bytes = match size {
-        "default" | "none" => None,
-        _ => {
-            let (num, mult) = match size.chars().last() {
-                Some('K' | 'k') => (&size[..size.len() - 1], 1u64 << 10),
-                Some('M' | 'm') => (&size[..size.len() - 1], 1 << 20),
-                Some('G' | 'g') => (&size[..size.len() - 1], 1 << 30),
-                _ => (size, 1),
-            };
-            let n: u64 = num.parse().map_err(|_| bad())?;
-            let b = n.checked_mul(mult).ok_or_else(bad)?;
-            if b < 16 {
-                return Err(bad());
-            }
-            Some(b)
-        }
-    };
-    let time = match parts.next() {
-        None | Some("none") => None,
-        Some(t) => {
-            let (num, mult) = match t.chars().last() {
-                Some('s' | 'S') => (&t[..t.len() - 1], 1u64),
-                Some('m' | 'M') => (&t[..t.len() - 1], 60),
-                Some('h' | 'H') => (&t[..t.len() - 1], 3600),
-                Some('d' | 'D') => (&t[..t.len() - 1], 86400),
-                Some('w' | 'W') => (&t[..t.len() - 1], 604_800),
-                _ => (t, 1),
-            };
-            let n: u64 = num.parse().map_err(|_| bad())?;
-            let secs = n.checked_mul(mult).ok_or_else(bad)?;
-            (secs > 0).then(|| Duration::from_secs(secs))
-        }
-    };
-    if parts.next().is_some() {
-        return Err(bad());
-    }
-    Ok((bytes, time))
 }
 
 /// Checks server host keys against known_hosts under StrictHostKeyChecking.
@@ -352,14 +246,105 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-async fn connect(opts: &Options) -> Result<TcpStream, Fatal> {
-    let host = opts.destination_host.as_str();
-    let port = opts.port;
+/// Makes the command line's sessions: TCP to the bastion, known_hosts read afresh, the
+/// identities prepared once at start-up.
+struct CliConnector {
+    spec: SessionSpec,
+    identities: Vec<ssh_auth::Identity>,
+    helper: Arc<userauth::Helper>,
+    unusable: Vec<String>,
+}
+
+impl std::fmt::Debug for CliConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CliConnector")
+    }
+}
+
+impl CliConnector {
+    async fn start(&self) -> Result<Connected, ConnectError> {
+        let spec = &self.spec;
+        let opts = &spec.options;
+        let started = Instant::now();
+        // Read each time: a host key that is no longer trusted is not trusted on reconnect.
+        let (known, warnings) = KnownHosts::load(&opts.user_known_hosts_files)
+            .map_err(|e| ConnectError::Permanent(e.to_string()))?;
+        for w in warnings {
+            warn!("{w}");
+        }
+        let known_types = known.known_key_types(&spec.host, spec.port);
+        let transport = config::prefer_known_host_key_types(spec.transport.clone(), &known_types);
+        // Certificates' validity is judged by this clock; the auth crate has none.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let auth = userauth::auth_config(opts, self.identities.clone(), now)
+            .map_err(ConnectError::Permanent)?;
+        let stream = connect(spec).await?;
+        debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "connected"
+        );
+        let verifier = Arc::new(KnownHostsVerifier {
+            known,
+            host: spec.host.clone(),
+            port: spec.port,
+            policy: opts.strict_host_key_checking,
+            record_file: opts.known_hosts_record_file().map(Path::to_path_buf),
+            hash: opts.hash_known_hosts,
+        });
+        let session = Session::new(
+            SessionConfig {
+                transport,
+                connection: ssh_connection::Config::default(),
+                auth,
+                server_alive: spec.server_alive,
+            },
+            Box::new(OsRandom),
+            Instant::now(),
+        );
+        let (handle, driver) =
+            driver::start_with_auth(stream, session, verifier, self.helper.clone());
+        Ok(Connected {
+            handle,
+            driver: Box::pin(driver),
+        })
+    }
+}
+
+impl Connector for CliConnector {
+    fn connect(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Connected, ConnectError>> + Send + '_>,
+    > {
+        Box::pin(self.start())
+    }
+
+    fn describe(&self, e: &SessionError) -> String {
+        // A refusal names the key files that could not even be offered, too.
+        match e {
+            SessionError::Auth(AuthError::Refused(refusal)) => {
+                let mut refusal = refusal.clone();
+                refusal.unusable = self.unusable.clone();
+                refusal.to_string()
+            }
+            e => e.to_string(),
+        }
+    }
+}
+
+/// TCP to the bastion, with ConnectTimeout, TCP_NODELAY and (unless `TCPKeepAlive no`) TCP
+/// keepalive probes, which also keep NAT mappings alive on an idle tunnel.
+async fn connect(spec: &SessionSpec) -> Result<TcpStream, ConnectError> {
+    let host = spec.host.as_str();
+    let port = spec.port;
     let attempt = async {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| Fatal(format!("could not resolve hostname {host}: {e}")))?
-            .filter(|a| match opts.address_family {
+            .map_err(|e| ConnectError::Network(format!("could not resolve hostname {host}: {e}")))?
+            .filter(|a| match spec.address_family {
                 cli::AddressFamily::Any => true,
                 cli::AddressFamily::Inet => a.is_ipv4(),
                 cli::AddressFamily::Inet6 => a.is_ipv6(),
@@ -373,49 +358,58 @@ async fn connect(opts: &Options) -> Result<TcpStream, Fatal> {
                 Err(e) => last = Some(e),
             }
         }
-        Err(Fatal(match last {
+        Err(ConnectError::Network(match last {
             Some(e) => format!("connect to host {host} port {port}: {e}"),
             None => format!("could not resolve hostname {host}: no usable address"),
         }))
     };
-    match opts.connect_timeout {
+    let stream = match spec.connect_timeout {
         Some(t) => tokio::time::timeout(t, attempt).await.map_err(|_| {
-            Fatal(format!(
+            ConnectError::Network(format!(
                 "connect to host {host} port {port}: timed out after {} s (ConnectTimeout)",
                 t.as_secs()
             ))
-        })?,
-        None => attempt.await,
+        })??,
+        None => attempt.await?,
+    };
+    let _ = stream.set_nodelay(true);
+    if spec.tcp_keep_alive {
+        let probes = socket2::TcpKeepalive::new()
+            .with_time(TCP_KEEPALIVE_IDLE)
+            .with_interval(TCP_KEEPALIVE_INTERVAL);
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&probes) {
+            debug!(error = %e, "could not turn on TCP keepalive");
+        }
     }
+    Ok(stream)
 }
 
+/// Idle time before the first TCP keepalive probe (`TCPKeepAlive yes`).
+const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Time between TCP keepalive probes.
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
 async fn run_async(opts: Options) -> Result<(), Fatal> {
-    let started = Instant::now();
-    let (known, warnings) = KnownHosts::load(&opts.user_known_hosts_files)?;
-    for w in warnings {
-        warn!("{w}");
-    }
-    let known_types = known.known_key_types(&opts.destination_host, opts.port);
-    let transport = transport_config(&opts, &known_types)?;
-    // Certificates' validity is judged by this clock; the auth crate has none.
+    let tunnel_config = TunnelConfig::from_options(&opts).map_err(|e| Fatal(e.0))?;
+    let spec = tunnel_config.session;
+    let (password, passphrase) = userauth::secret_sources(&opts);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let (password, passphrase) = userauth::secret_sources(&opts);
     let prepared = userauth::prepare(&opts, &passphrase, now).await;
-    let auth_helper = userauth::Helper::new(&opts, &prepared, password, passphrase);
-    let unusable = prepared.unusable.clone();
-    let auth = userauth::auth_config(&opts, prepared.identities, now).map_err(Fatal)?;
+    let helper = Arc::new(userauth::Helper::new(
+        &opts, &prepared, password, passphrase,
+    ));
 
     // Listen first: a port that cannot be bound is known before any network traffic, and a
     // client that connects early waits for the session instead of being refused.
     let mut listeners = Vec::new();
-    for fwd in &opts.local_forwards {
+    for fwd in &tunnel_config.forwards {
         match bind(
-            &fwd.bind_target(opts.gateway_ports),
+            &fwd.bind_target(tunnel_config.gateway_ports),
             fwd.bind_port,
-            opts.address_family,
+            spec.address_family,
         )
         .await
         {
@@ -427,7 +421,7 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
             }
             Err(e) => {
                 let msg = format!("cannot listen for -L {fwd}: {e}");
-                if opts.exit_on_forward_failure {
+                if tunnel_config.exit_on_forward_failure {
                     return Err(Fatal(format!("{msg} (ExitOnForwardFailure)")));
                 }
                 eprintln!("forwarder: warning: {msg}");
@@ -435,90 +429,71 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
         }
     }
 
-    let stream = connect(&opts).await?;
-    let _ = stream.set_nodelay(true);
-    debug!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "connected"
-    );
-    let verifier = Arc::new(KnownHostsVerifier {
-        known,
-        host: opts.destination_host.clone(),
-        port: opts.port,
-        policy: opts.strict_host_key_checking,
-        record_file: opts.known_hosts_record_file().map(Path::to_path_buf),
-        hash: opts.hash_known_hosts,
+    let label = spec.label();
+    let reconnect = spec.reconnect;
+    let connector = Arc::new(CliConnector {
+        spec,
+        identities: prepared.identities.clone(),
+        helper,
+        unusable: prepared.unusable.clone(),
     });
-    let session = Session::new(
-        SessionConfig {
-            transport,
-            connection: ssh_connection::Config::default(),
-            auth,
-            server_alive: opts.server_alive_interval.map(|interval| ServerAlive {
-                interval,
-                count_max: opts.server_alive_count_max,
-            }),
+    let mut supervisor = Supervisor::spawn(
+        connector,
+        SupervisorConfig {
+            label,
+            reconnect,
+            first_attempt_fatal: true,
         },
-        Box::new(OsRandom),
-        Instant::now(),
+        BastionGate::new(),
     );
-    let (handle, driver) =
-        driver::start_with_auth(stream, session, verifier, Arc::new(auth_helper));
-    let mut driver = tokio::spawn(driver);
+    let sessions = supervisor.handle();
+    let mut tunnel = Tunnel::new();
     for (listener, fwd) in listeners {
         let target = Target {
             host: fwd.host.clone(),
             port: fwd.host_port,
         };
-        tokio::spawn(tunnel::serve(listener, handle.clone(), target));
+        tunnel.listen(
+            listener,
+            sessions.clone(),
+            target,
+            tunnel_config.session_wait_timeout,
+        );
     }
-    // A refusal names the key files that could not even be offered, too.
-    let failed = |e: SessionError| match e {
-        SessionError::Auth(AuthError::Refused(mut refusal)) => {
-            refusal.unusable = unusable.clone();
-            Fatal(refusal.to_string())
-        }
-        e => Fatal(e.to_string()),
-    };
+
+    // The first session fails fast, as ssh does, so a mistake is seen at once.
     tokio::select! {
-        auth = handle.authenticated() => {
-            auth.map_err(failed)?;
-            let log = handle.log();
-            debug!(
-                "authenticated to {}:{} as {} in {} ms",
-                opts.destination_host,
-                opts.port,
-                opts.user,
-                log.auth_time.unwrap_or_default().as_millis()
-            );
-        }
-        r = &mut driver => {
-            return Err(match r {
-                Ok(Err(e)) => failed(e),
-                Ok(Ok(())) => Fatal("the session ended".into()),
-                Err(e) => Fatal(format!("the session task failed: {e}")),
-            });
-        }
+        r = sessions.first_session() => match r {
+            Ok(handle) => {
+                let log = handle.log();
+                debug!(
+                    "authenticated in {} ms",
+                    log.auth_time.unwrap_or_default().as_millis()
+                );
+            }
+            Err(WaitError::Failed(msg)) => return Err(Fatal(msg)),
+            Err(e) => return Err(Fatal(e.to_string())),
+        },
         _ = shutdown_signal() => {
             // Perhaps at a password prompt: put the terminal back and leave politely.
             crate::prompt::restore_terminal();
-            handle.disconnect("forwarder exiting");
-            let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+            supervisor.shutdown(Duration::from_secs(2)).await;
             return Err(Fatal("interrupted during authentication".into()));
         }
     }
-    tokio::select! {
-        r = &mut driver => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Fatal(e.to_string())),
-            Err(e) => Err(Fatal(format!("the session task failed: {e}"))),
-        },
+    let outcome = tokio::select! {
+        o = supervisor.finished() => o,
         _ = shutdown_signal() => {
             debug!("signal received, disconnecting");
-            handle.disconnect("forwarder exiting");
-            let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
-            Ok(())
+            tunnel.close();
+            supervisor.shutdown(Duration::from_secs(2)).await;
+            return Ok(());
         }
+    };
+    tunnel.close();
+    match outcome {
+        Outcome::Stopped => Ok(()),
+        Outcome::Failed(msg) => Err(Fatal(msg)),
     }
 }
 
@@ -541,117 +516,5 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cli::{Environment, parse_args_with_env};
-    use ssh_transport::compress::Compression;
-
-    fn options(args: &[&str]) -> Options {
-        let env = Environment {
-            home: Some(PathBuf::from("/nonexistent-home")),
-            user: Some("tester".into()),
-        };
-        let mut all = args.to_vec();
-        all.push("bastion");
-        match parse_args_with_env(all, &env) {
-            Ok(Command::Run(o)) => o,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn config(args: &[&str], known: &[&str]) -> ClientConfig {
-        let known: Vec<String> = known.iter().map(|s| (*s).to_owned()).collect();
-        transport_config(&options(args), &known).unwrap()
-    }
-
-    fn host_keys(cfg: &ClientConfig) -> Vec<&'static str> {
-        cfg.host_key_algorithms.iter().map(|a| a.name()).collect()
-    }
-
-    #[test]
-    fn defaults_have_no_sha1_no_compression_and_post_quantum_kex_first() {
-        let cfg = config(&[], &[]);
-        assert_eq!(cfg.kex_algorithms[0].name(), "mlkem768x25519-sha256");
-        assert!(cfg.macs.iter().all(|m| !m.is_sha1()));
-        assert!(!host_keys(&cfg).contains(&"ssh-rsa"));
-        assert_eq!(cfg.compression, [Compression::None]);
-        assert_eq!(host_keys(&cfg)[0], "ssh-ed25519");
-    }
-
-    #[test]
-    fn host_key_types_known_for_the_host_go_first_in_their_own_order() {
-        let cfg = config(&[], &["ecdsa-sha2-nistp384", "ssh-rsa"]);
-        assert_eq!(
-            host_keys(&cfg)[..3],
-            ["rsa-sha2-512", "rsa-sha2-256", "ecdsa-sha2-nistp384"]
-        );
-        assert_eq!(
-            host_keys(&cfg).len(),
-            config(&[], &[]).host_key_algorithms.len()
-        );
-        // A known type outside the configured list is not added back.
-        let cfg = config(&["-o", "HostKeyAlgorithms=ssh-ed25519"], &["ssh-rsa"]);
-        assert_eq!(host_keys(&cfg), ["ssh-ed25519"]);
-    }
-
-    #[test]
-    fn macs_compression_and_lists_reach_the_transport() {
-        let cfg = config(&["-m", "+hmac-sha1"], &[]);
-        assert_eq!(cfg.macs.last().unwrap().name, "hmac-sha1");
-        let cfg = config(&["-o", "MACs=^hmac-sha2-512"], &[]);
-        assert_eq!(cfg.macs[0].name, "hmac-sha2-512");
-        assert_eq!(cfg.macs.len(), 4);
-        let cfg = config(&["-o", "MACs=-*-etm@openssh.com"], &[]);
-        assert!(cfg.macs.iter().all(|m| !m.etm), "{:?}", cfg.macs);
-        assert_eq!(
-            config(&["-C"], &[]).compression,
-            [
-                Compression::ZlibOpenssh,
-                Compression::Zlib,
-                Compression::None
-            ]
-        );
-        assert_eq!(
-            config(&["-o", "Compression=yes"], &[]).compression,
-            Compression::PREFERRED
-        );
-        let cfg = config(&["-o", "KexAlgorithms=-sntrup*,mlkem*"], &[]);
-        assert_eq!(cfg.kex_algorithms[0].name(), "curve25519-sha256");
-        let cfg = config(&["-c", "aes256-ctr"], &[]);
-        assert_eq!(cfg.ciphers.len(), 1);
-        let bad = transport_config(&options(&["-m", "hmac-md5"]), &[]).unwrap_err();
-        assert!(bad.0.contains("hmac-md5"), "{}", bad.0);
-    }
-
-    #[test]
-    fn rekey_limit_in_openssh_units() {
-        let mib = |n: u64| n << 20;
-        assert_eq!(parse_rekey_limit("1G").unwrap(), (Some(1 << 30), None));
-        assert_eq!(
-            parse_rekey_limit("512M 1h").unwrap(),
-            (Some(mib(512)), Some(Duration::from_secs(3600)))
-        );
-        assert_eq!(
-            parse_rekey_limit("default 30m").unwrap(),
-            (None, Some(Duration::from_secs(1800)))
-        );
-        assert_eq!(
-            parse_rekey_limit("64K none").unwrap(),
-            (Some(64 << 10), None)
-        );
-        assert_eq!(
-            parse_rekey_limit("100 2w").unwrap().1,
-            Some(Duration::from_secs(1_209_600))
-        );
-        for bad in ["", "lots", "1T", "8", "1G 1y", "1G 1h 3", "99999999999999G"] {
-            assert!(parse_rekey_limit(bad).is_err(), "{bad:?}");
-        }
-        let cfg = config(&["-o", "RekeyLimit=4M 10s"], &[]);
-        assert_eq!(cfg.rekey_limit, Some(mib(4)));
-        assert_eq!(cfg.rekey_interval, Some(Duration::from_secs(10)));
     }
 }

@@ -98,7 +98,8 @@ pub struct Options {
     pub host_key_algorithms: Option<String>,
     /// `ConnectTimeout`; `None` waits as long as the system does.
     pub connect_timeout: Option<Duration>,
-    /// `ServerAliveInterval`; `None` (or 0) sends no keepalives.
+    /// `ServerAliveInterval` (default 15 s, unlike ssh, so that a dead session is noticed);
+    /// `None` (set to 0) sends no keepalives.
     pub server_alive_interval: Option<Duration>,
     /// `ServerAliveCountMax`: unanswered keepalives before giving up (default 3).
     pub server_alive_count_max: u32,
@@ -106,8 +107,19 @@ pub struct Options {
     pub exit_on_forward_failure: bool,
     /// `BatchMode`: never ask for a password, passphrase or answer on the terminal.
     pub batch_mode: bool,
-    /// `RekeyLimit`, unparsed (`"1G 1h"`).
-    pub rekey_limit: Option<String>,
+    /// `RekeyLimit` (`"1G 1h"`), parsed.
+    pub rekey_limit: Option<RekeyLimit>,
+    /// `TCPKeepAlive` (default yes): TCP keepalive probes on the connection to the server.
+    pub tcp_keep_alive: bool,
+    /// `Reconnect` (forwarder's own, default yes): connect again after a session that was up
+    /// ends; `no` exits with 255 as ssh does.
+    pub reconnect: bool,
+    /// `ReconnectBackoffMax` (forwarder's own, default 30 s): the cap of the delay between
+    /// attempts, and the delay after a refused authentication.
+    pub reconnect_backoff_max: Duration,
+    /// `SessionWaitTimeout` (forwarder's own, default 60 s): how long an accepted connection
+    /// waits for a session while none is up, before it is closed.
+    pub session_wait_timeout: Duration,
     /// `-C` or `Compression yes`.
     pub compression: bool,
     /// `-g` or `GatewayPorts yes`: forwards without a bind address listen on all interfaces.
@@ -153,6 +165,24 @@ impl Options {
         self.user_known_hosts_files.first().map(PathBuf::as_path)
     }
 }
+
+/// `RekeyLimit`: rekey after this much data, this much time, or either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RekeyLimit {
+    /// Bytes either way; `None` leaves the cipher's own limit.
+    pub bytes: Option<u64>,
+    /// Time since the last key exchange; `None` for no time limit.
+    pub interval: Option<Duration>,
+}
+
+/// ServerAliveInterval when none is given: unlike ssh (which sends none), so that a dead
+/// session is noticed within about a minute with the default count of 3.
+pub const DEFAULT_SERVER_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// ReconnectBackoffMax when none is given.
+pub const DEFAULT_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// SessionWaitTimeout when none is given: longer than the backoff cap, so a connection made
+/// during a reconnect is served by the next session.
+pub const DEFAULT_SESSION_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One `-L [bind_address:]port:host:hostport`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -569,7 +599,14 @@ options:
   asks about host keys), Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms,
   PubkeyAcceptedAlgorithms, ConnectTimeout, ServerAliveInterval, ServerAliveCountMax,
   ExitOnForwardFailure, BatchMode, LocalForward (\"15432 db:5432\"), RekeyLimit, LogLevel,
-  Compression, GatewayPorts, AddressFamily, HashKnownHosts.
+  Compression, GatewayPorts, AddressFamily, HashKnownHosts, TCPKeepAlive.
+  Tunnels that stay up: ServerAliveInterval is 15 s unless set (0 turns keepalives off),
+  so with ServerAliveCountMax 3 a dead session is noticed within about a minute.
+  forwarder's own: Reconnect (yes: after a session that was up ends, connect again with
+  backoff while the local ports stay bound; no: exit 255 as ssh does), ReconnectBackoffMax
+  (the backoff's cap, default 30s; also the delay after a refused login), SessionWaitTimeout
+  (how long a connection accepted while no session is up waits for one, default 60s).
+  A changed host key is never retried. The first connection still fails at once.
   Algorithm lists take OpenSSH's syntax: a plain list replaces the default, +list appends,
   -list removes, ^list puts first; * and ? are wildcards. SHA-1 (ssh-rsa, hmac-sha1) is
   never in a default list and is used only when named.
@@ -663,7 +700,11 @@ struct Parsed {
     server_alive_count_max: Option<u32>,
     exit_on_forward_failure: Option<bool>,
     batch_mode: Option<bool>,
-    rekey_limit: Option<String>,
+    rekey_limit: Option<RekeyLimit>,
+    tcp_keep_alive: Option<bool>,
+    reconnect: Option<bool>,
+    reconnect_backoff_max: Option<Duration>,
+    session_wait_timeout: Option<Duration>,
     compression: Option<bool>,
     gateway_ports: Option<bool>,
     flag_address_family: Option<AddressFamily>,

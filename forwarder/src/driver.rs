@@ -152,6 +152,8 @@ struct PendingOpen {
 
 struct State {
     session: Session,
+    /// Set once, with the error that ended the session, for [`SessionHandle::ended`].
+    ended: tokio::sync::watch::Sender<Option<SessionError>>,
     verifier: Arc<dyn HostKeyVerifier>,
     channels: HashMap<ChannelId, Slot>,
     pending_opens: Vec<PendingOpen>,
@@ -192,6 +194,14 @@ impl State {
     }
 
     fn fail_all(&mut self, e: &SessionError) {
+        self.ended.send_if_modified(|v| {
+            if v.is_none() {
+                *v = Some(e.clone());
+                true
+            } else {
+                false
+            }
+        });
         for slot in self.channels.values_mut() {
             if let SlotState::Opening(reply) = &mut slot.state
                 && let Some(tx) = reply.take()
@@ -465,9 +475,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let now = Instant::now();
+    let (ended, _) = tokio::sync::watch::channel(None);
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             session,
+            ended,
             verifier,
             channels: HashMap::new(),
             pending_opens: Vec::new(),
@@ -543,17 +555,15 @@ impl SessionHandle {
                         serial,
                         yield_next: AtomicBool::new(false),
                     }),
-                    None => Err(OpenError::Session(SessionError::Protocol(
-                        "channel vanished while opening".into(),
-                    ))),
+                    None => Err(OpenError::Session(SessionError::Ended)),
                 }
             }
             Ok(Err(e)) => Err(e),
             Err(_) => {
                 let st = self.shared.lock();
-                Err(OpenError::Session(st.error.clone().unwrap_or_else(|| {
-                    SessionError::Protocol("the session ended".into())
-                })))
+                Err(OpenError::Session(
+                    st.error.clone().unwrap_or_else(|| SessionError::Ended),
+                ))
             }
         }
     }
@@ -569,12 +579,22 @@ impl SessionHandle {
                 return Poll::Ready(Ok(()));
             }
             if st.finished {
-                return Poll::Ready(Err(SessionError::Protocol("the session ended".into())));
+                return Poll::Ready(Err(SessionError::Ended));
             }
             st.auth_waiters.push(cx.waker().clone());
             Poll::Pending
         })
         .await
+    }
+
+    /// Waits until the session has ended, and says why.
+    pub async fn ended(&self) -> SessionError {
+        let mut rx = self.shared.lock().ended.subscribe();
+        let result = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or(SessionError::Ended),
+            Err(_) => SessionError::Ended,
+        };
+        result
     }
 
     /// The session's error, once it has failed.
@@ -948,6 +968,22 @@ fn spawn_auth_answer(shared: Arc<Shared>, helper: Arc<dyn AuthHelper>, request: 
             _ => {}
         }
     });
+}
+
+impl<S> Drop for Driver<S> {
+    /// A driver dropped before its session ended (its task aborted) still ends the session
+    /// for everyone holding a channel, so no stream waits for data that cannot come.
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        if !st.finished {
+            st.finished = true;
+            let e = st.error.clone().unwrap_or(SessionError::Ended);
+            st.fail_all(&e);
+            if st.error.is_none() {
+                st.error = Some(e);
+            }
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {

@@ -1,9 +1,13 @@
 //! The tokio driver for the sans-IO SSH cores, and the pieces of the `forwarder` command.
 //!
 //! ```text
-//!  local client ──TCP──> tunnel::serve ──ChannelStream──> driver::Driver ──TCP──> bastion sshd ──> database
-//!                                                           │
-//!                                         session::Session (transport + auth + connection, sans-IO)
+//!  argv ──cli──> Options ──config──> TunnelConfig ─┬─> supervisor::Supervisor (one per session: connect,
+//!                                                  │     watch, reconnect with backoff) ──watch──┐
+//!                                                  └─> tunnel::Tunnel (owns the listeners)       │
+//!                                                                                                ▼
+//!  local client ──TCP──> tunnel::serve ──session(wait)──> SessionHandle ──ChannelStream──> driver::Driver ──TCP──> bastion sshd ──> database
+//!                                                                                           │
+//!                                                  ssh_session::Session (transport + auth + connection, sans-IO)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -11,11 +15,13 @@ pub mod agent;
 pub mod algorithms;
 pub mod app;
 pub mod cli;
+pub mod config;
 pub mod driver;
 pub mod files;
 pub mod keygen;
 pub mod known_hosts;
 pub mod prompt;
 pub mod session;
+pub mod supervisor;
 pub mod tunnel;
 pub mod userauth;

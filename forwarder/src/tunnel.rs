@@ -1,18 +1,35 @@
-//! Local port forwarding: a listener per `-L`, and for each accepted connection a channel
-//! through the session with bytes copied both ways and half-closes passed on.
+//! Local port forwarding: the listeners belong to the tunnel, not to a session. Each accepted
+//! connection asks the supervisor for a live session (waiting, bounded, while a reconnect is
+//! under way), becomes a `direct-tcpip` channel, and has its bytes copied both ways with
+//! half-closes passed on.
+//!
+//! ```text
+//!  TcpListener ──accept──> connection task ──SupervisorHandle::session(wait)──> SessionHandle
+//!     │ (errors: logged, rate-limited;                 │ open_direct_tcpip
+//!     │  a short pause, never the end)                 ▼
+//!     └── owned by Tunnel (JoinHandles)        ChannelStream <──copy both ways──> socket
+//!                                                      │ session died: socket reset at once
+//! ```
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, warn};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
 
-use std::sync::Arc;
-
-use crate::driver::{ChannelStream, Sent, SessionHandle};
+use crate::driver::{ChannelStream, OpenError, Sent, SessionHandle};
+use crate::supervisor::SupervisorHandle;
 
 /// Bytes moved per read; large reads mean fewer wakeups and packets of the full 32 KiB.
 const COPY_BUFFER: usize = 128 * 1024;
+/// The pause after a failed `accept()` (EMFILE and the like), so a listener out of
+/// descriptors does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// At most one log line per this long about failing accepts.
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Where a forward goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,25 +40,184 @@ pub struct Target {
     pub port: u16,
 }
 
-/// Accepts connections on `listener` forever, forwarding each through `session` to `target`.
-pub async fn serve(
-    listener: TcpListener,
-    session: SessionHandle,
-    target: Target,
-) -> io::Result<()> {
-    loop {
-        let (socket, peer) = listener.accept().await?;
-        let session = session.clone();
-        let target = target.clone();
-        tokio::spawn(async move {
-            if let Err(e) = forward(socket, peer, &session, &target).await {
-                debug!(%peer, error = %e, "forwarded connection ended with an error");
-            }
-        });
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
     }
 }
 
-/// Forwards one accepted connection.
+/// The listeners of one tunnel and their tasks; dropping it stops them.
+#[derive(Debug, Default)]
+pub struct Tunnel {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Tunnel {
+    /// An empty tunnel.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves `listener`, forwarding every connection through the sessions of `sessions` to
+    /// `target`; a connection waits up to `wait` for a session.
+    pub fn listen(
+        &mut self,
+        listener: TcpListener,
+        sessions: SupervisorHandle,
+        target: Target,
+        wait: Duration,
+    ) {
+        self.tasks
+            .push(tokio::spawn(serve(listener, sessions, target, wait)));
+    }
+
+    /// How many listeners it serves.
+    pub fn listeners(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Stops every listener (connections already accepted carry on until they end).
+    pub fn close(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Rate-limits the log of failing accepts: the first at once, then a summary at most every
+/// [`ACCEPT_ERROR_LOG_EVERY`].
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    last_logged: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    /// Whether to log this one now, and how many were not logged since the last line.
+    fn should_log(&mut self, now: Instant) -> Option<u64> {
+        match self.last_logged {
+            Some(t) if now.duration_since(t) < ACCEPT_ERROR_LOG_EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last_logged = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// Accepts connections on `listener` until the task is aborted. A failed accept is logged
+/// (rate-limited) and retried after a short pause; it never ends the listener.
+pub async fn serve(
+    listener: TcpListener,
+    sessions: SupervisorHandle,
+    target: Target,
+    wait: Duration,
+) {
+    let local = listener.local_addr().ok();
+    let mut errors = AcceptErrors::default();
+    loop {
+        match listener.accept().await {
+            Ok((socket, peer)) => {
+                let sessions = sessions.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_connection(socket, peer, &sessions, &target, wait).await {
+                        debug!(%peer, error = %e, "forwarded connection ended with an error");
+                    }
+                });
+            }
+            Err(e) => {
+                if let Some(suppressed) = errors.should_log(Instant::now()) {
+                    let more = if suppressed > 0 {
+                        format!(" ({suppressed} more since the last report)")
+                    } else {
+                        String::new()
+                    };
+                    warn!(
+                        "accepting a connection on {} failed: {e}{more}; retrying",
+                        local.map_or_else(|| "?".to_owned(), |a| a.to_string())
+                    );
+                }
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// Serves one accepted connection: waits (up to `wait` in all) for a live session, opens a
+/// channel (again on the next session if this one dies while opening), and forwards.
+pub async fn serve_connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    sessions: &SupervisorHandle,
+    target: &Target,
+    wait: Duration,
+) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let channel = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let session = match sessions.session(left).await {
+            Ok(s) => s,
+            Err(e) => {
+                info!("connection from {peer} to {target} closed: {e}");
+                reset(&socket);
+                return Ok(());
+            }
+        };
+        match open(&session, &socket, peer, target).await {
+            Ok(c) => break (session, c),
+            Err(OpenError::Session(e)) => {
+                debug!(%peer, error = %e, "the session ended while opening a channel; waiting for the next");
+                continue;
+            }
+            Err(e) => {
+                warn!("channel to {target} for {peer} failed: {e}");
+                return Ok(());
+            }
+        }
+    };
+    let (session, channel) = channel;
+    forward(socket, peer, &session, channel).await
+}
+
+async fn open(
+    session: &SessionHandle,
+    socket: &TcpStream,
+    peer: SocketAddr,
+    target: &Target,
+) -> Result<ChannelStream, OpenError> {
+    let _ = socket.set_nodelay(true);
+    session
+        .open_direct_tcpip(
+            &target.host,
+            target.port,
+            &peer.ip().to_string(),
+            peer.port(),
+        )
+        .await
+}
+
+/// Closes `socket` with a reset, so the program on the other end sees a failure rather than
+/// a clean end of data that a database driver might take for a complete answer.
+fn reset(socket: &TcpStream) {
+    let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+}
+
+/// Forwards one connection over `channel`; if the session dies meanwhile, the socket is
+/// reset at once.
 ///
 /// Server to client, channel data goes to the socket without a copy of ours: the driver
 /// writes it straight from the decrypted packet when the channel buffer is empty, and
@@ -51,39 +227,25 @@ pub async fn forward(
     socket: TcpStream,
     peer: SocketAddr,
     session: &SessionHandle,
-    target: &Target,
+    channel: ChannelStream,
 ) -> io::Result<()> {
-    let _ = socket.set_nodelay(true);
-    let channel = match session
-        .open_direct_tcpip(
-            &target.host,
-            target.port,
-            &peer.ip().to_string(),
-            peer.port(),
-        )
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(
-                "channel to {}:{} for {peer} failed: {e}",
-                target.host, target.port
-            );
-            return Ok(());
-        }
-    };
-    debug!(
-        channel = channel.id().0,
-        %peer,
-        "forwarding to {}:{}",
-        target.host,
-        target.port
-    );
+    debug!(channel = channel.id().0, %peer, "forwarding");
     let socket = Arc::new(socket);
     channel.set_direct_writer(socket.clone());
-    let (a, b) = tokio::join!(upload(&socket, &channel), download(&socket, &channel));
-    debug!(%peer, sent = ?a, received = ?b, "connection finished");
-    a.and(b).map(|_| ())
+    let copy = async { tokio::try_join!(upload(&socket, &channel), download(&socket, &channel)) };
+    let result = tokio::select! {
+        r = copy => r.map(|(sent, received)| {
+            debug!(%peer, sent, received, "connection finished");
+        }),
+        e = session.ended() => Err(io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string())),
+    };
+    if result.is_err()
+        && let Some(e) = session.error()
+    {
+        info!("connection from {peer} reset: the SSH session ended ({e})");
+        reset(&socket);
+    }
+    result
 }
 
 /// Local socket to channel, then CHANNEL_EOF at the socket's end of file.
@@ -120,4 +282,35 @@ async fn download(socket: &TcpStream, channel: &ChannelStream) -> io::Result<u64
     }
     let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write);
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_are_logged_at_most_once_per_period_with_a_count() {
+        let t0 = Instant::now();
+        let mut e = AcceptErrors::default();
+        assert_eq!(e.should_log(t0), Some(0));
+        for i in 1..=50 {
+            assert_eq!(e.should_log(t0 + Duration::from_millis(100 * i)), None);
+        }
+        assert_eq!(e.should_log(t0 + ACCEPT_ERROR_LOG_EVERY), Some(50));
+        assert_eq!(e.should_log(t0 + ACCEPT_ERROR_LOG_EVERY), None);
+    }
+
+    #[test]
+    fn targets_print_as_ssh_does() {
+        let t = Target {
+            host: "db.internal".into(),
+            port: 5432,
+        };
+        assert_eq!(t.to_string(), "db.internal:5432");
+        let t = Target {
+            host: "fd00::5".into(),
+            port: 5432,
+        };
+        assert_eq!(t.to_string(), "[fd00::5]:5432");
+    }
 }

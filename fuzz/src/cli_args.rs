@@ -1,5 +1,6 @@
 //! The command line: `forwarder::cli::parse_args_with_env`, then the transport settings it
-//! resolves (`forwarder::app::transport_config`: algorithm list syntax, RekeyLimit).
+//! resolves (`forwarder::config::TunnelConfig::from_options`: algorithm list syntax, RekeyLimit,
+//! keepalive and reconnect settings).
 //!
 //! Input: the arguments, separated by NUL bytes (which cannot occur inside a real argument),
 //! passed as raw `OsString`s so that non-UTF-8 arguments are covered too. The environment is
@@ -37,7 +38,13 @@ pub fn run(data: &[u8]) {
     }
     // The algorithm lists (OpenSSH's + - ^ and wildcard syntax) and RekeyLimit are resolved
     // after parsing: an error is fine, an empty list is not.
-    if let Ok(cfg) = forwarder::app::transport_config(&options, &["ssh-rsa".to_owned()]) {
+    if let Ok(tunnel) = forwarder::config::TunnelConfig::from_options(&options) {
+        let cfg = forwarder::config::prefer_known_host_key_types(
+            tunnel.session.transport,
+            &["ssh-rsa".to_owned()],
+        );
+        assert!(!tunnel.session_wait_timeout.is_zero(), "no wait for a session");
+        assert!(!tunnel.session.reconnect.max.is_zero(), "no backoff cap");
         assert!(!cfg.ciphers.is_empty(), "no cipher");
         assert!(!cfg.kex_algorithms.is_empty(), "no key exchange");
         assert!(!cfg.host_key_algorithms.is_empty(), "no host key algorithm");

@@ -93,12 +93,14 @@ impl Drop for Frozen {
 }
 
 #[test]
-fn interop_keepalive_forwarder_gives_up_on_a_server_that_stops_answering() {
+fn interop_keepalive_forwarder_without_reconnect_gives_up_on_a_server_that_stops_answering() {
     let key = UserKey::generate(KeyKind::Ed25519);
     let sshd = Sshd::start(&key);
     let echo = EchoServer::start();
+    // Reconnect=no keeps ssh's behaviour: a dead session ends the program (exit 255).
     let mut tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
         .verbose()
+        .option("Reconnect=no")
         .option("ServerAliveInterval=1")
         .option("ServerAliveCountMax=2")
         .forward_to(echo.port())

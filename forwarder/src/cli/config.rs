@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::{
-    AddressFamily, CliError, LogLevel, Parsed, StrictHostKeyChecking, check_user, forward,
-    parse_port, set_first,
+    AddressFamily, CliError, LogLevel, Parsed, RekeyLimit, StrictHostKeyChecking, check_user,
+    forward, parse_port, set_first,
 };
 
 /// The keys forwarder implements, for error messages.
@@ -16,8 +16,9 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
-     PreferredAuthentications, \
-     and forwarder's own PasswordFile, PasswordEnv, PassphraseFile and PassphraseEnv";
+     PreferredAuthentications, TCPKeepAlive, \
+     and forwarder's own PasswordFile, PasswordEnv, PassphraseFile, PassphraseEnv, Reconnect, \
+     ReconnectBackoffMax and SessionWaitTimeout";
 
 /// ssh_config keywords OpenSSH knows that forwarder does not implement (lowercase), so that an
 /// unsupported key gets a different message from a misspelt one.
@@ -88,7 +89,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "streamlocalbindunlink",
     "syslogfacility",
     "tag",
-    "tcpkeepalive",
     "tunnel",
     "tunneldevice",
     "updatehostkeys",
@@ -225,14 +225,37 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
         }
         "localforward" => p.local_forwards.push(forward::parse_config(&args)?),
         "rekeylimit" => {
-            if args.len() > 2 {
-                return Err(bad_value(
+            let v = args.join(" ");
+            let limit = parse_rekey_limit(&v).ok_or_else(|| {
+                bad_value(
                     key,
-                    &args.join(" "),
-                    "a data limit and an optional time, as in \"1G 1h\"",
-                ));
-            }
-            set_first(&mut p.rekey_limit, args.join(" "));
+                    &v,
+                    "a data limit (such as 1G, or default) and an optional time (such as 1h)",
+                )
+            })?;
+            set_first(&mut p.rekey_limit, limit);
+        }
+        "tcpkeepalive" => {
+            let f = flag(key, &args)?;
+            set_first(&mut p.tcp_keep_alive, f);
+        }
+        "reconnect" => {
+            let f = flag(key, &args)?;
+            set_first(&mut p.reconnect, f);
+        }
+        "reconnectbackoffmax" => {
+            let v = one(key, &args)?;
+            let secs = parse_time(v)
+                .filter(|s| *s > 0)
+                .ok_or_else(|| bad_value(key, v, TIME_FORMS))?;
+            set_first(&mut p.reconnect_backoff_max, Duration::from_secs(secs));
+        }
+        "sessionwaittimeout" => {
+            let v = one(key, &args)?;
+            let secs = parse_time(v)
+                .filter(|s| *s > 0)
+                .ok_or_else(|| bad_value(key, v, TIME_FORMS))?;
+            set_first(&mut p.session_wait_timeout, Duration::from_secs(secs));
         }
         "loglevel" => {
             let v = one(key, &args)?;
@@ -464,6 +487,43 @@ fn split_words(value: &str) -> Option<Vec<String>> {
         }
         words.push(word);
     }
+}
+
+/// `RekeyLimit bytes [time]`, as OpenSSH reads it: a size with K, M or G (at least 16
+/// bytes), or `default`/`none` for no byte limit; then optionally a time in [`parse_time`]'s
+/// format, or `none` (0 is none too).
+pub(crate) fn parse_rekey_limit(text: &str) -> Option<RekeyLimit> {
+    let mut parts = text.split_whitespace();
+    let size = parts.next()?;
+    let bytes = match size {
+        "default" | "none" => None,
+        _ => {
+            let (num, mult) = match size.as_bytes().last()? {
+                b'K' | b'k' => (size.get(..size.len() - 1)?, 1u64 << 10),
+                b'M' | b'm' => (size.get(..size.len() - 1)?, 1 << 20),
+                b'G' | b'g' => (size.get(..size.len() - 1)?, 1 << 30),
+                _ => (size, 1),
+            };
+            if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let b = num.parse::<u64>().ok()?.checked_mul(mult)?;
+            if b < 16 {
+                return None;
+            }
+            Some(b)
+        }
+    };
+    let interval = match parts.next() {
+        None | Some("none") => None,
+        Some(t) => Some(parse_time(t)?)
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(RekeyLimit { bytes, interval })
 }
 
 /// OpenSSH's time format: seconds, or numbers with s/m/h/d/w units added up (`1h30m`).

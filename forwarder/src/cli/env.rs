@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
-use super::{CliError, IdentityAgent, Options, Parsed, StrictHostKeyChecking};
+use super::{
+    CliError, DEFAULT_RECONNECT_BACKOFF_MAX, DEFAULT_SERVER_ALIVE_INTERVAL,
+    DEFAULT_SESSION_WAIT_TIMEOUT, IdentityAgent, Options, Parsed, StrictHostKeyChecking,
+};
 
 /// What defaults are taken from. Tests build one by hand; the program uses
 /// [`Environment::from_process`].
@@ -158,11 +161,21 @@ pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError>
         pubkey_accepted_algorithms: p.pubkey_accepted_algorithms,
         host_key_algorithms: p.host_key_algorithms,
         connect_timeout: p.connect_timeout.flatten(),
-        server_alive_interval: p.server_alive_interval.flatten(),
+        server_alive_interval: p
+            .server_alive_interval
+            .unwrap_or(Some(DEFAULT_SERVER_ALIVE_INTERVAL)),
         server_alive_count_max: p.server_alive_count_max.unwrap_or(3),
         exit_on_forward_failure: p.exit_on_forward_failure.unwrap_or(false),
         batch_mode: p.batch_mode.unwrap_or(false),
         rekey_limit: p.rekey_limit,
+        tcp_keep_alive: p.tcp_keep_alive.unwrap_or(true),
+        reconnect: p.reconnect.unwrap_or(true),
+        reconnect_backoff_max: p
+            .reconnect_backoff_max
+            .unwrap_or(DEFAULT_RECONNECT_BACKOFF_MAX),
+        session_wait_timeout: p
+            .session_wait_timeout
+            .unwrap_or(DEFAULT_SESSION_WAIT_TIMEOUT),
         compression: p.compression.unwrap_or(false),
         gateway_ports: p.gateway_ports.unwrap_or(false),
         address_family: p

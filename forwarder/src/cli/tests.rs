@@ -102,8 +102,12 @@ fn defaults_come_from_the_environment() {
     assert_eq!(o.log_level, LogLevel::Info);
     assert_eq!(o.strict_host_key_checking, StrictHostKeyChecking::Yes);
     assert_eq!(o.connect_timeout, None);
-    assert_eq!(o.server_alive_interval, None);
+    // Keepalives on by default (unlike ssh), so a dead session is noticed.
+    assert_eq!(o.server_alive_interval, Some(Duration::from_secs(15)));
     assert_eq!(o.server_alive_count_max, 3);
+    assert!(o.reconnect && o.tcp_keep_alive);
+    assert_eq!(o.reconnect_backoff_max, Duration::from_secs(30));
+    assert_eq!(o.session_wait_timeout, Duration::from_secs(60));
     assert!(!o.exit_on_forward_failure && !o.batch_mode && !o.compression);
     assert!(!o.gateway_ports && !o.hash_known_hosts);
     assert_eq!(o.address_family, AddressFamily::Any);
@@ -740,7 +744,13 @@ fn flags_and_raw_settings() {
         Some("-diffie-hellman-group14-sha256")
     );
     assert_eq!(o.host_key_algorithms.as_deref(), Some("+ssh-rsa"));
-    assert_eq!(o.rekey_limit.as_deref(), Some("1G 1h"));
+    assert_eq!(
+        o.rekey_limit,
+        Some(crate::cli::RekeyLimit {
+            bytes: Some(1 << 30),
+            interval: Some(std::time::Duration::from_secs(3600))
+        })
+    );
     let o = run(&[
         "-o",
         "ExitOnForwardFailure=no",

@@ -1,0 +1,416 @@
+//! The typed, validated configuration of a tunnel, resolved once before anything runs.
+//!
+//! ```text
+//!  argv ──cli::parse_args──> Options ──TunnelConfig::from_options──> TunnelConfig
+//!                                                                      ├─ SessionSpec: what decides an SSH session
+//!                                                                      │    (bastion, user, algorithms, keepalive,
+//!                                                                      │     reconnect policy, auth options)
+//!                                                                      └─ forwards + how long a connection waits
+//! ```
+//! Every algorithm list, RekeyLimit and time interval is parsed by the command line's one
+//! parser and checked here, so a supervisor that reconnects for months never meets a
+//! setting it cannot use. The same types are meant to come from a file later.
+
+use std::time::Duration;
+
+use ssh_transport::ClientConfig;
+use ssh_transport::cipher;
+use ssh_transport::compress::Compression;
+use ssh_transport::hostkey::SignatureAlgorithm;
+use ssh_transport::kex::KexAlgorithm;
+use ssh_transport::mac;
+
+use crate::algorithms;
+use crate::cli::{AddressFamily, LocalForward, Options};
+use crate::session::ServerAlive;
+
+/// The handshake limit when ConnectTimeout is not given.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A setting that cannot be used, with what to write instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How a supervisor waits between connection attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    /// Connect again after a session that was up ends (`Reconnect`).
+    pub enabled: bool,
+    /// The first backoff step; the delay before attempt n is drawn uniformly from
+    /// `[0, min(max, initial * 2^n)]` (full jitter).
+    pub initial: Duration,
+    /// The cap (`ReconnectBackoffMax`), and the delay after a refused authentication.
+    pub max: Duration,
+    /// A session that stayed up this long resets the backoff.
+    pub reset_after: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial: Duration::from_millis(500),
+            max: crate::cli::DEFAULT_RECONNECT_BACKOFF_MAX,
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything that decides one SSH session: two tunnels with equal specs may share it.
+#[derive(Clone, Debug)]
+pub struct SessionSpec {
+    /// The bastion's host name or address, as connected to and looked up in known_hosts.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// Who to log in as.
+    pub user: String,
+    /// Transport algorithms and limits (host key algorithms before the per-host reordering
+    /// each attempt does from known_hosts).
+    pub transport: ClientConfig,
+    /// Keepalives (`ServerAliveInterval`, `ServerAliveCountMax`); `None` for none.
+    pub server_alive: Option<ServerAlive>,
+    /// `ConnectTimeout` for the TCP connect; the handshake has its own limit in `transport`.
+    pub connect_timeout: Option<Duration>,
+    /// TCP keepalive probes on the socket (`TCPKeepAlive`).
+    pub tcp_keep_alive: bool,
+    /// `-4` / `-6`.
+    pub address_family: AddressFamily,
+    /// Reconnection.
+    pub reconnect: ReconnectPolicy,
+    /// The options authentication and host key checking read (keys, agent, known_hosts).
+    pub options: Options,
+}
+
+impl SessionSpec {
+    /// `user@host:port`, for logs.
+    pub fn label(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+/// One tunnel: a session and the local forwards through it.
+#[derive(Clone, Debug)]
+pub struct TunnelConfig {
+    /// The session.
+    pub session: SessionSpec,
+    /// `-L` forwards.
+    pub forwards: Vec<LocalForward>,
+    /// How long a connection accepted while no session is up waits for one.
+    pub session_wait_timeout: Duration,
+    /// Exit when a listener cannot be bound.
+    pub exit_on_forward_failure: bool,
+    /// `-g`.
+    pub gateway_ports: bool,
+}
+
+impl TunnelConfig {
+    /// Resolves and checks the command line's options.
+    pub fn from_options(opts: &Options) -> Result<Self, ConfigError> {
+        let transport = transport_config(opts)?;
+        Ok(Self {
+            session: SessionSpec {
+                host: opts.destination_host.clone(),
+                port: opts.port,
+                user: opts.user.clone(),
+                transport,
+                server_alive: opts.server_alive_interval.map(|interval| ServerAlive {
+                    interval,
+                    count_max: opts.server_alive_count_max,
+                }),
+                connect_timeout: opts.connect_timeout,
+                tcp_keep_alive: opts.tcp_keep_alive,
+                address_family: opts.address_family,
+                reconnect: ReconnectPolicy {
+                    enabled: opts.reconnect,
+                    max: opts.reconnect_backoff_max,
+                    ..ReconnectPolicy::default()
+                },
+                options: opts.clone(),
+            },
+            forwards: opts.local_forwards.clone(),
+            session_wait_timeout: opts.session_wait_timeout,
+            exit_on_forward_failure: opts.exit_on_forward_failure,
+            gateway_ports: opts.gateway_ports,
+        })
+    }
+}
+
+/// The transport settings from the options: algorithm lists in OpenSSH's syntax, compression,
+/// RekeyLimit and the handshake limit.
+pub fn transport_config(opts: &Options) -> Result<ClientConfig, ConfigError> {
+    let mut cfg = ClientConfig::default();
+    if let Some(spec) = &opts.ciphers {
+        let default: Vec<&str> = cfg.ciphers.iter().map(|c| c.name).collect();
+        let all: Vec<&str> = cipher::ALL.iter().map(|c| c.name).collect();
+        let names = algorithms::resolve("Ciphers", spec, &default, &all)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        cfg.ciphers = names.iter().filter_map(|n| cipher::by_name(n)).collect();
+    }
+    if let Some(spec) = &opts.kex_algorithms {
+        let default: Vec<&str> = cfg.kex_algorithms.iter().map(|k| k.name()).collect();
+        let all: Vec<&str> = KexAlgorithm::ALL.iter().map(|k| k.name()).collect();
+        let names = algorithms::resolve("KexAlgorithms", spec, &default, &all)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        cfg.kex_algorithms = names
+            .iter()
+            .filter_map(|n| KexAlgorithm::from_name(n))
+            .collect();
+    }
+    if let Some(spec) = &opts.host_key_algorithms {
+        let default: Vec<&str> = cfg.host_key_algorithms.iter().map(|a| a.name()).collect();
+        let all: Vec<&str> = SignatureAlgorithm::ALL.iter().map(|a| a.name()).collect();
+        let names = algorithms::resolve("HostKeyAlgorithms", spec, &default, &all)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        cfg.host_key_algorithms = names
+            .iter()
+            .filter_map(|n| SignatureAlgorithm::from_name(n))
+            .collect();
+    }
+    if let Some(spec) = &opts.macs {
+        let default: Vec<&str> = cfg.macs.iter().map(|m| m.name).collect();
+        let all: Vec<&str> = mac::ALL.iter().map(|m| m.name).collect();
+        let names = algorithms::resolve("MACs", spec, &default, &all)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        cfg.macs = names.iter().filter_map(|n| mac::by_name(n)).collect();
+    }
+    if opts.compression {
+        // As OpenSSH's `Compression yes`: delayed zlib first, `none` still accepted.
+        cfg.compression = Compression::PREFERRED.to_vec();
+    }
+    if let Some(limit) = opts.rekey_limit {
+        cfg.rekey_limit = limit.bytes;
+        cfg.rekey_interval = limit.interval;
+    }
+    cfg.handshake_timeout = Some(opts.connect_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT));
+    Ok(cfg)
+}
+
+/// `cfg` with the host key algorithms of types already known for the host first (in their
+/// configured order), as OpenSSH orders them, so a known host never fails over a key type.
+pub fn prefer_known_host_key_types(mut cfg: ClientConfig, known_types: &[String]) -> ClientConfig {
+    let (known, rest): (Vec<_>, Vec<_>) = cfg
+        .host_key_algorithms
+        .iter()
+        .partition(|a| known_types.iter().any(|t| t == a.key_type().name()));
+    cfg.host_key_algorithms = known.into_iter().chain(rest).collect();
+    cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Command, Environment, RekeyLimit, parse_args_with_env};
+    use std::path::PathBuf;
+
+    fn options(args: &[&str]) -> Options {
+        let env = Environment {
+            home: Some(PathBuf::from("/nonexistent-home")),
+            user: Some("tester".into()),
+        };
+        let mut all = args.to_vec();
+        all.push("bastion");
+        match parse_args_with_env(all, &env) {
+            Ok(Command::Run(o)) => o,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn config(args: &[&str], known: &[&str]) -> ClientConfig {
+        let known: Vec<String> = known.iter().map(|s| (*s).to_owned()).collect();
+        prefer_known_host_key_types(transport_config(&options(args)).unwrap(), &known)
+    }
+
+    fn host_keys(cfg: &ClientConfig) -> Vec<&'static str> {
+        cfg.host_key_algorithms.iter().map(|a| a.name()).collect()
+    }
+
+    #[test]
+    fn defaults_have_no_sha1_no_compression_and_post_quantum_kex_first() {
+        let cfg = config(&[], &[]);
+        assert_eq!(cfg.kex_algorithms[0].name(), "mlkem768x25519-sha256");
+        assert!(cfg.macs.iter().all(|m| !m.is_sha1()));
+        assert!(!host_keys(&cfg).contains(&"ssh-rsa"));
+        assert_eq!(cfg.compression, [Compression::None]);
+        assert_eq!(host_keys(&cfg)[0], "ssh-ed25519");
+    }
+
+    #[test]
+    fn host_key_types_known_for_the_host_go_first_in_their_own_order() {
+        let cfg = config(&[], &["ecdsa-sha2-nistp384", "ssh-rsa"]);
+        assert_eq!(
+            host_keys(&cfg)[..3],
+            ["rsa-sha2-512", "rsa-sha2-256", "ecdsa-sha2-nistp384"]
+        );
+        assert_eq!(
+            host_keys(&cfg).len(),
+            config(&[], &[]).host_key_algorithms.len()
+        );
+        // A known type outside the configured list is not added back.
+        let cfg = config(&["-o", "HostKeyAlgorithms=ssh-ed25519"], &["ssh-rsa"]);
+        assert_eq!(host_keys(&cfg), ["ssh-ed25519"]);
+    }
+
+    #[test]
+    fn macs_compression_and_lists_reach_the_transport() {
+        let cfg = config(&["-m", "+hmac-sha1"], &[]);
+        assert_eq!(cfg.macs.last().unwrap().name, "hmac-sha1");
+        let cfg = config(&["-o", "MACs=^hmac-sha2-512"], &[]);
+        assert_eq!(cfg.macs[0].name, "hmac-sha2-512");
+        assert_eq!(cfg.macs.len(), 4);
+        let cfg = config(&["-o", "MACs=-*-etm@openssh.com"], &[]);
+        assert!(cfg.macs.iter().all(|m| !m.etm), "{:?}", cfg.macs);
+        assert_eq!(
+            config(&["-C"], &[]).compression,
+            [
+                Compression::ZlibOpenssh,
+                Compression::Zlib,
+                Compression::None
+            ]
+        );
+        assert_eq!(
+            config(&["-o", "Compression=yes"], &[]).compression,
+            Compression::PREFERRED
+        );
+        let cfg = config(&["-o", "KexAlgorithms=-sntrup*,mlkem*"], &[]);
+        assert_eq!(cfg.kex_algorithms[0].name(), "curve25519-sha256");
+        let cfg = config(&["-c", "aes256-ctr"], &[]);
+        assert_eq!(cfg.ciphers.len(), 1);
+        let bad = transport_config(&options(&["-m", "hmac-md5"])).unwrap_err();
+        assert!(bad.0.contains("hmac-md5"), "{}", bad.0);
+    }
+
+    #[test]
+    fn rekey_limit_in_openssh_units_reaches_the_transport() {
+        let mib = |n: u64| n << 20;
+        let limit = |s: &str| options(&["-o", &format!("RekeyLimit={s}")]).rekey_limit;
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(
+            limit("1G"),
+            Some(RekeyLimit {
+                bytes: Some(1 << 30),
+                interval: None
+            })
+        );
+        assert_eq!(
+            limit("512M 1h"),
+            Some(RekeyLimit {
+                bytes: Some(mib(512)),
+                interval: secs(3600)
+            })
+        );
+        assert_eq!(limit("default 30m").unwrap().interval, secs(1800));
+        assert_eq!(limit("default 1h30m").unwrap().interval, secs(5400));
+        assert_eq!(limit("64K none").unwrap().bytes, Some(64 << 10));
+        assert_eq!(limit("100 2w").unwrap().interval, secs(1_209_600));
+        let env = Environment {
+            home: Some(PathBuf::from("/nonexistent-home")),
+            user: Some("tester".into()),
+        };
+        for bad in [
+            "",
+            "lots",
+            "1T",
+            "8",
+            "1G 1y",
+            "1G 1h 3",
+            "99999999999999G",
+            "K",
+            "-1G",
+        ] {
+            let arg = format!("RekeyLimit={bad}");
+            let r = parse_args_with_env(["-o", arg.as_str(), "bastion"], &env);
+            assert!(
+                matches!(&r, Err(e) if e.to_string().contains("RekeyLimit")),
+                "{bad:?}: {r:?}"
+            );
+        }
+        let cfg = config(&["-o", "RekeyLimit=4M 10s"], &[]);
+        assert_eq!(cfg.rekey_limit, Some(mib(4)));
+        assert_eq!(cfg.rekey_interval, Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn keepalive_and_reconnect_defaults_and_settings() {
+        let t = TunnelConfig::from_options(&options(&[])).unwrap();
+        assert_eq!(
+            t.session.server_alive,
+            Some(ServerAlive {
+                interval: Duration::from_secs(15),
+                count_max: 3
+            })
+        );
+        assert!(t.session.tcp_keep_alive);
+        assert_eq!(t.session.reconnect, ReconnectPolicy::default());
+        assert_eq!(t.session.reconnect.max, Duration::from_secs(30));
+        assert_eq!(t.session_wait_timeout, Duration::from_secs(60));
+        assert_eq!(
+            t.session.transport.handshake_timeout,
+            Some(DEFAULT_HANDSHAKE_TIMEOUT)
+        );
+
+        let t = TunnelConfig::from_options(&options(&[
+            "-o",
+            "ServerAliveInterval=0",
+            "-o",
+            "Reconnect=no",
+            "-o",
+            "ReconnectBackoffMax=2",
+            "-o",
+            "SessionWaitTimeout=1m30s",
+            "-o",
+            "TCPKeepAlive=no",
+        ]))
+        .unwrap();
+        assert_eq!(t.session.server_alive, None);
+        assert!(!t.session.reconnect.enabled);
+        assert_eq!(t.session.reconnect.max, Duration::from_secs(2));
+        assert_eq!(t.session_wait_timeout, Duration::from_secs(90));
+        assert!(!t.session.tcp_keep_alive);
+
+        let t = TunnelConfig::from_options(&options(&[
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=2",
+        ]))
+        .unwrap();
+        assert_eq!(
+            t.session.server_alive,
+            Some(ServerAlive {
+                interval: Duration::from_secs(5),
+                count_max: 2
+            })
+        );
+    }
+
+    #[test]
+    fn bad_reconnect_settings_are_refused_by_name() {
+        let env = Environment {
+            home: Some(PathBuf::from("/nonexistent-home")),
+            user: Some("tester".into()),
+        };
+        for (arg, key) in [
+            ("Reconnect=maybe", "Reconnect"),
+            ("ReconnectBackoffMax=0", "ReconnectBackoffMax"),
+            ("ReconnectBackoffMax=soon", "ReconnectBackoffMax"),
+            ("SessionWaitTimeout=0", "SessionWaitTimeout"),
+            ("SessionWaitTimeout=1y", "SessionWaitTimeout"),
+            ("TCPKeepAlive=sometimes", "TCPKeepAlive"),
+        ] {
+            let r = parse_args_with_env(["-o", arg, "bastion"], &env);
+            assert!(
+                matches!(&r, Err(e) if e.to_string().contains(key)),
+                "{arg}: {r:?}"
+            );
+        }
+    }
+}

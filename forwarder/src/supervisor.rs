@@ -1,0 +1,689 @@
+//! One supervisor per SSH session: it connects, watches the session, and connects again
+//! when the session ends, publishing the current session to everyone who needs one.
+//!
+//! ```text
+//!             ┌────────────── BastionGate (one handshake at a time; PerSourcePenalties ledger)
+//!             ▼
+//!  Connector::connect ──> handshake ──authenticated──> Up(SessionHandle) ──watch──> tunnels, dialers
+//!       ▲       │ failed                                   │ driver ended (server closed, network
+//!       │       ▼                                          │ error, keepalive timeout, protocol error)
+//!       └── Waiting (backoff with full jitter) <───────────┘
+//!               │ host key changed / not trusted, or Reconnect=no
+//!               ▼
+//!             Failed (never retried)            stop() ──> DISCONNECT, Stopped
+//! ```
+//! The first attempt fails fast unless told otherwise, so a mistake on the command line is
+//! seen at once. A refused authentication waits the backoff cap (an admin may be fixing
+//! `authorized_keys`); the same failure is logged in full once, not once per attempt.
+//!
+//! The backoff and the penalty ledger are plain values fed the time, tested without tokio.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ssh_transport::random::{OsRandom, SecureRandom};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::config::ReconnectPolicy;
+use crate::driver::SessionHandle;
+use crate::session::SessionError;
+
+/// A future the supervisor owns: the session's driver.
+pub type DriverFuture = Pin<Box<dyn Future<Output = Result<(), SessionError>> + Send>>;
+
+/// A session that has been started (TCP connected, driver ready to run) but not yet
+/// authenticated: the supervisor runs `driver` and waits on `handle`.
+pub struct Connected {
+    /// The running session's handle.
+    pub handle: SessionHandle,
+    /// The driver; the supervisor polls it for the life of the session.
+    pub driver: DriverFuture,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connected")
+    }
+}
+
+/// Why an attempt failed before a session could start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectError {
+    /// Nothing reached an SSH server (name resolution, TCP connect): sshd keeps no penalty.
+    Network(String),
+    /// Something only a person can fix (a known_hosts file that cannot be read, a key file
+    /// gone): never retried.
+    Permanent(String),
+}
+
+/// Makes sessions: the part of an attempt that knows about sockets and keys.
+pub trait Connector: Send + Sync + 'static {
+    /// Connects and starts a session (its driver not yet polled).
+    fn connect(&self)
+    -> Pin<Box<dyn Future<Output = Result<Connected, ConnectError>> + Send + '_>>;
+
+    /// How a session's failure reads for a person.
+    fn describe(&self, error: &SessionError) -> String {
+        error.to_string()
+    }
+}
+
+/// What the supervisor is doing, as published to tunnels and dialers.
+#[derive(Clone, Debug)]
+pub enum SessionState {
+    /// An attempt is under way (the first one is attempt 1).
+    Connecting {
+        /// Attempt number since the supervisor started.
+        attempt: u32,
+    },
+    /// A session is up.
+    Up(SessionHandle),
+    /// Waiting before the next attempt.
+    Waiting {
+        /// Why the last session or attempt ended.
+        cause: String,
+        /// When the next attempt starts.
+        retry_at: Instant,
+    },
+    /// Given up: only a person can fix this (or reconnecting is off).
+    Failed(String),
+    /// Stopped on request.
+    Stopped,
+}
+
+/// Why [`SupervisorHandle::session`] returned no session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WaitError {
+    /// No session came up within the wait.
+    Timeout(Duration),
+    /// The supervisor gave up.
+    Failed(String),
+    /// The supervisor was stopped.
+    Stopped,
+}
+
+impl std::fmt::Display for WaitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout(d) => write!(
+                f,
+                "no SSH session came up within {} s (SessionWaitTimeout)",
+                d.as_secs()
+            ),
+            Self::Failed(why) => write!(f, "the tunnel has stopped: {why}"),
+            Self::Stopped => f.write_str("the tunnel is stopping"),
+        }
+    }
+}
+
+impl std::error::Error for WaitError {}
+
+/// How a supervisor ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped on request.
+    Stopped,
+    /// Gave up, with the message a person reads.
+    Failed(String),
+}
+
+/// Exponential backoff with full jitter: attempt n waits a uniformly random time in
+/// `[0, min(max, initial * 2^n)]`.
+#[derive(Debug)]
+pub struct Backoff {
+    policy: ReconnectPolicy,
+    step: u32,
+}
+
+impl Backoff {
+    /// A backoff at its first step.
+    pub fn new(policy: ReconnectPolicy) -> Self {
+        Self { policy, step: 0 }
+    }
+
+    /// The ceiling of the next delay, before jitter.
+    pub fn ceiling(&self) -> Duration {
+        let factor = 1u32.checked_shl(self.step.min(20)).unwrap_or(u32::MAX);
+        self.policy
+            .initial
+            .checked_mul(factor)
+            .unwrap_or(self.policy.max)
+            .min(self.policy.max)
+    }
+
+    /// The next delay, `unit` in `[0, 1)` being the jitter draw.
+    pub fn next_delay(&mut self, unit: f64) -> Duration {
+        let d = self.ceiling().mul_f64(unit.clamp(0.0, 1.0));
+        self.step = self.step.saturating_add(1);
+        d
+    }
+
+    /// Back to the first step (after a session that stayed up long enough).
+    pub fn reset(&mut self) {
+        self.step = 0;
+    }
+}
+
+/// What an attempt cost with sshd's PerSourcePenalties (OpenSSH 9.8 and later).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Penalty {
+    /// A failed authentication (`authfail`, 5 s by default).
+    AuthFail,
+    /// A connection closed before authentication (`noauth`, 1 s by default).
+    NoAuth,
+}
+
+impl Penalty {
+    /// sshd's default for it.
+    pub fn duration(self) -> Duration {
+        match self {
+            Self::AuthFail => Duration::from_secs(5),
+            Self::NoAuth => Duration::from_secs(1),
+        }
+    }
+}
+
+/// A model of the penalty sshd holds against our address: penalties add up (each one
+/// extends the expiry by its length), they run out in real time, and sshd refuses the
+/// source while what is outstanding reaches `min` (15 s by default). We keep what is
+/// outstanding, plus the worst next penalty, under [`PenaltyLedger::LIMIT`], so that sshd
+/// never blocks the platform's address.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PenaltyLedger {
+    expiry: Option<Instant>,
+}
+
+impl PenaltyLedger {
+    /// Outstanding penalty plus the next attempt's worst are kept at or under this: 3 s
+    /// under sshd's default `min` of 15 s, for clock differences.
+    pub const LIMIT: Duration = Duration::from_secs(12);
+
+    /// An attempt at `now` cost `penalty`.
+    pub fn record(&mut self, now: Instant, penalty: Penalty) {
+        let base = self.expiry.filter(|e| *e > now).unwrap_or(now);
+        self.expiry = Some(base + penalty.duration());
+    }
+
+    /// What sshd would still hold against us at `now`.
+    pub fn outstanding(&self, now: Instant) -> Duration {
+        self.expiry
+            .map(|e| e.saturating_duration_since(now))
+            .unwrap_or_default()
+    }
+
+    /// How long to wait from `now` before an attempt that may fail authentication.
+    pub fn wait_before_attempt(&self, now: Instant) -> Duration {
+        (self.outstanding(now) + Penalty::AuthFail.duration()).saturating_sub(Self::LIMIT)
+    }
+}
+
+/// What all supervisors of one bastion share: one handshake at a time (so a reconnect storm
+/// cannot trip sshd's `MaxStartups`) and the penalty ledger of our address there.
+#[derive(Debug, Default)]
+pub struct BastionGate {
+    handshake: tokio::sync::Mutex<()>,
+    ledger: Mutex<PenaltyLedger>,
+}
+
+impl BastionGate {
+    /// A gate for a bastion nobody has connected to yet.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, PenaltyLedger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A cloneable handle on a supervisor: the current session, waits, and stop.
+#[derive(Clone, Debug)]
+pub struct SupervisorHandle {
+    state: watch::Receiver<SessionState>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl SupervisorHandle {
+    /// The current state.
+    pub fn state(&self) -> SessionState {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver of every state change.
+    pub fn subscribe(&self) -> watch::Receiver<SessionState> {
+        self.state.clone()
+    }
+
+    /// A live session, waiting up to `wait` for one while a reconnect is under way.
+    pub async fn session(&self, wait: Duration) -> Result<SessionHandle, WaitError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut rx = self.state.clone();
+        loop {
+            match &*rx.borrow_and_update() {
+                SessionState::Up(h) if h.error().is_none() => return Ok(h.clone()),
+                SessionState::Failed(why) => return Err(WaitError::Failed(why.clone())),
+                SessionState::Stopped => return Err(WaitError::Stopped),
+                _ => {}
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Err(_) => return Err(WaitError::Timeout(wait)),
+                Ok(Err(_)) => return Err(WaitError::Stopped),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    /// Waits for the first attempt's result: `Ok` once a session is up.
+    pub async fn first_session(&self) -> Result<SessionHandle, WaitError> {
+        self.session(Duration::from_secs(u64::from(u32::MAX))).await
+    }
+
+    /// Stops the supervisor: the session (if any) is disconnected and no attempt follows.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// A running supervisor task.
+#[derive(Debug)]
+pub struct Supervisor {
+    handle: SupervisorHandle,
+    task: tokio::task::JoinHandle<Outcome>,
+}
+
+/// How a supervisor runs.
+#[derive(Clone, Debug)]
+pub struct SupervisorConfig {
+    /// The session's name in logs (`user@host:port`).
+    pub label: String,
+    /// Reconnection.
+    pub reconnect: ReconnectPolicy,
+    /// Whether a failure of the very first attempt ends the supervisor (the command line's
+    /// fail-fast start) instead of being retried.
+    pub first_attempt_fatal: bool,
+}
+
+impl Supervisor {
+    /// Starts supervising the sessions `connector` makes.
+    pub fn spawn(
+        connector: Arc<dyn Connector>,
+        config: SupervisorConfig,
+        gate: Arc<BastionGate>,
+    ) -> Self {
+        let (state_tx, state_rx) = watch::channel(SessionState::Connecting { attempt: 1 });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(connector, config, gate, state_tx, stop_rx));
+        Self {
+            handle: SupervisorHandle {
+                state: state_rx,
+                stop: Arc::new(stop_tx),
+            },
+            task,
+        }
+    }
+
+    /// A handle for tunnels and dialers.
+    pub fn handle(&self) -> SupervisorHandle {
+        self.handle.clone()
+    }
+
+    /// Waits for the supervisor to end.
+    pub async fn finished(&mut self) -> Outcome {
+        match (&mut self.task).await {
+            Ok(o) => o,
+            Err(e) => Outcome::Failed(format!("the session supervisor failed: {e}")),
+        }
+    }
+
+    /// Stops it and waits (up to `grace`) for the DISCONNECT to leave.
+    pub async fn shutdown(mut self, grace: Duration) -> Outcome {
+        self.handle.stop();
+        match tokio::time::timeout(grace, self.finished()).await {
+            Ok(o) => o,
+            Err(_) => {
+                self.task.abort();
+                Outcome::Stopped
+            }
+        }
+    }
+}
+
+/// How an attempt ended before a session was up.
+enum AttemptFailure {
+    /// Retry after the backoff; `penalty` is what sshd charged, if it saw us.
+    Retry {
+        message: String,
+        penalty: Option<Penalty>,
+        auth: bool,
+    },
+    /// Never retried.
+    Permanent(String),
+}
+
+/// Whether only a person can fix this session error.
+pub fn is_permanent(e: &SessionError) -> bool {
+    use ssh_transport::Error as T;
+    matches!(
+        e,
+        SessionError::Transport(
+            T::HostKey(_) | T::HostKeyRejected(_) | T::HostKeyChangedInRekey { .. }
+        )
+    )
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // A dropped sender (every handle gone) stops the supervisor too.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn jitter() -> f64 {
+    let mut b = [0u8; 8];
+    OsRandom.fill(&mut b);
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+async fn attempt(
+    connector: &dyn Connector,
+) -> Result<(SessionHandle, DriverFuture, Duration), AttemptFailure> {
+    let started = Instant::now();
+    let Connected { handle, mut driver } = match connector.connect().await {
+        Ok(c) => c,
+        Err(ConnectError::Network(message)) => {
+            return Err(AttemptFailure::Retry {
+                message,
+                penalty: None,
+                auth: false,
+            });
+        }
+        Err(ConnectError::Permanent(message)) => return Err(AttemptFailure::Permanent(message)),
+    };
+    let failed = |e: SessionError| {
+        let message = connector.describe(&e);
+        if is_permanent(&e) {
+            AttemptFailure::Permanent(message)
+        } else {
+            let auth = matches!(e, SessionError::Auth(_));
+            AttemptFailure::Retry {
+                message,
+                penalty: Some(if auth {
+                    Penalty::AuthFail
+                } else {
+                    Penalty::NoAuth
+                }),
+                auth,
+            }
+        }
+    };
+    tokio::select! {
+        r = handle.authenticated() => match r {
+            Ok(()) => Ok((handle, driver, started.elapsed())),
+            Err(e) => {
+                // Let the DISCONNECT leave.
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut driver).await;
+                Err(failed(e))
+            }
+        },
+        r = &mut driver => Err(failed(match r {
+            Err(e) => e,
+            Ok(()) => SessionError::Ended,
+        })),
+    }
+}
+
+async fn run(
+    connector: Arc<dyn Connector>,
+    config: SupervisorConfig,
+    gate: Arc<BastionGate>,
+    state: watch::Sender<SessionState>,
+    mut stop: watch::Receiver<bool>,
+) -> Outcome {
+    let label = config.label.as_str();
+    let policy = config.reconnect;
+    let mut backoff = Backoff::new(policy);
+    let mut last_failure: Option<String> = None;
+    let mut attempts: u32 = 0;
+    let fail = |why: String| {
+        let _ = state.send(SessionState::Failed(why.clone()));
+        Outcome::Failed(why)
+    };
+    let stop_now = || {
+        let _ = state.send(SessionState::Stopped);
+        Outcome::Stopped
+    };
+    loop {
+        attempts = attempts.saturating_add(1);
+        state.send_replace(SessionState::Connecting { attempt: attempts });
+        let result = {
+            let permit = tokio::select! {
+                p = gate.handshake.lock() => p,
+                _ = stopped(&mut stop) => return stop_now(),
+            };
+            // Spaced so sshd's PerSourcePenalties never block the address; the handshake
+            // permit is held meanwhile, as every other attempt to this bastion would wait too.
+            let wait = gate.ledger().wait_before_attempt(Instant::now());
+            if !wait.is_zero() {
+                debug!(
+                    wait_ms = wait.as_millis() as u64,
+                    "spacing logins to {label} under sshd's PerSourcePenalties"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stopped(&mut stop) => return stop_now(),
+                }
+            }
+            let r = tokio::select! {
+                r = attempt(&*connector) => r,
+                _ = stopped(&mut stop) => return stop_now(),
+            };
+            if let Err(AttemptFailure::Retry {
+                penalty: Some(p), ..
+            }) = &r
+            {
+                gate.ledger().record(Instant::now(), *p);
+            }
+            drop(permit);
+            r
+        };
+        let (cause, delay) = match result {
+            Ok((handle, mut driver, handshake)) => {
+                info!(
+                    "session up: {label} (handshake {} ms{})",
+                    handshake.as_millis(),
+                    if attempts > 1 {
+                        format!(", attempt {attempts}")
+                    } else {
+                        String::new()
+                    }
+                );
+                last_failure = None;
+                let up_at = Instant::now();
+                state.send_replace(SessionState::Up(handle.clone()));
+                let end = tokio::select! {
+                    r = &mut driver => r,
+                    _ = stopped(&mut stop) => {
+                        handle.disconnect("forwarder exiting");
+                        let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+                        return stop_now();
+                    }
+                };
+                let error = end.err().unwrap_or(SessionError::Ended);
+                let cause = connector.describe(&error);
+                info!("session lost: {cause}");
+                if is_permanent(&error) {
+                    return fail(cause);
+                }
+                if !policy.enabled {
+                    return fail(cause);
+                }
+                if up_at.elapsed() >= policy.reset_after {
+                    backoff.reset();
+                }
+                (cause, backoff.next_delay(jitter()))
+            }
+            Err(AttemptFailure::Permanent(message)) => {
+                warn!("attempt {attempts} failed: {message}");
+                return fail(message);
+            }
+            Err(AttemptFailure::Retry { message, auth, .. }) => {
+                if attempts == 1 && config.first_attempt_fatal {
+                    return fail(message);
+                }
+                if last_failure.as_deref() == Some(message.as_str()) {
+                    info!("attempt {attempts} failed again, for the same reason");
+                } else {
+                    warn!("attempt {attempts} failed: {message}");
+                    last_failure = Some(message.clone());
+                }
+                // A refused login waits the cap: an admin is needed, and sshd penalises it.
+                let delay = if auth {
+                    policy.max
+                } else {
+                    backoff.next_delay(jitter())
+                };
+                (message, delay)
+            }
+        };
+        info!(
+            "next attempt in {:.1} s (attempt {})",
+            delay.as_secs_f64(),
+            attempts.saturating_add(1)
+        );
+        state.send_replace(SessionState::Waiting {
+            cause,
+            retry_at: Instant::now() + delay,
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped(&mut stop) => return stop_now(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(max_secs: u64) -> ReconnectPolicy {
+        ReconnectPolicy {
+            max: Duration::from_secs(max_secs),
+            ..ReconnectPolicy::default()
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_half_a_second_to_the_cap_with_full_jitter() {
+        let mut b = Backoff::new(policy(30));
+        let ceilings: Vec<u64> = (0..9)
+            .map(|_| {
+                let c = b.ceiling().as_millis() as u64;
+                b.next_delay(0.5);
+                c
+            })
+            .collect();
+        assert_eq!(
+            ceilings,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+        // Full jitter: anything from 0 to the ceiling.
+        let mut b = Backoff::new(policy(30));
+        assert_eq!(b.next_delay(0.0), Duration::ZERO);
+        assert_eq!(
+            b.next_delay(0.999_999),
+            Duration::from_millis(999) + Duration::from_nanos(999_000)
+        );
+        for _ in 0..100 {
+            b.next_delay(1.0);
+        }
+        assert_eq!(b.ceiling(), Duration::from_secs(30));
+        b.reset();
+        assert_eq!(b.ceiling(), Duration::from_millis(500));
+        // Out-of-range draws are clamped, never past the cap.
+        assert!(b.next_delay(7.0) <= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn jitter_draws_are_in_the_unit_interval() {
+        for _ in 0..1000 {
+            let j = jitter();
+            assert!((0.0..1.0).contains(&j), "{j}");
+        }
+    }
+
+    #[test]
+    fn penalty_ledger_keeps_sshd_from_blocking_us() {
+        let t0 = Instant::now();
+        let mut l = PenaltyLedger::default();
+        assert_eq!(l.wait_before_attempt(t0), Duration::ZERO);
+        // Simulate a client that retries as soon as the ledger allows and always fails
+        // authentication: what sshd holds must stay under its 15 s block threshold.
+        let mut now = t0;
+        for _ in 0..50 {
+            now += l.wait_before_attempt(now);
+            assert!(
+                l.outstanding(now) + Penalty::AuthFail.duration() <= PenaltyLedger::LIMIT,
+                "an attempt would push sshd's penalty to {:?}",
+                l.outstanding(now) + Penalty::AuthFail.duration()
+            );
+            l.record(now, Penalty::AuthFail);
+            assert!(l.outstanding(now) < Duration::from_secs(15));
+            now += Duration::from_millis(100);
+        }
+        // In steady state that is one failed login per 5 s, sshd's own rate.
+        let before = now;
+        for _ in 0..10 {
+            now += l.wait_before_attempt(now);
+            l.record(now, Penalty::AuthFail);
+        }
+        let per_attempt = (now - before) / 10;
+        assert!(
+            per_attempt >= Duration::from_millis(4900),
+            "{per_attempt:?}"
+        );
+    }
+
+    #[test]
+    fn penalties_add_up_and_run_out() {
+        let t0 = Instant::now();
+        let mut l = PenaltyLedger::default();
+        l.record(t0, Penalty::NoAuth);
+        l.record(t0, Penalty::NoAuth);
+        assert_eq!(l.outstanding(t0), Duration::from_secs(2));
+        assert_eq!(
+            l.outstanding(t0 + Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(l.outstanding(t0 + Duration::from_secs(3)), Duration::ZERO);
+        // An expired penalty does not carry into the next one.
+        l.record(t0 + Duration::from_secs(10), Penalty::AuthFail);
+        assert_eq!(
+            l.outstanding(t0 + Duration::from_secs(10)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            l.wait_before_attempt(t0 + Duration::from_secs(10)),
+            Duration::ZERO
+        );
+        l.record(t0 + Duration::from_secs(10), Penalty::AuthFail);
+        // 10 s outstanding + 5 s for the next: wait until 7 s remain.
+        assert_eq!(
+            l.wait_before_attempt(t0 + Duration::from_secs(10)),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn only_host_key_failures_are_permanent() {
+        use ssh_transport::Error as T;
+        assert!(is_permanent(&SessionError::Transport(T::HostKeyRejected(
+            "changed".into()
+        ))));
+        assert!(!is_permanent(&SessionError::Transport(T::ConnectionLost)));
+        assert!(!is_permanent(&SessionError::ServerNotResponding {
+            missed: 3
+        }));
+        assert!(!is_permanent(&SessionError::Ended));
+    }
+}

@@ -1,0 +1,525 @@
+//! One SSH client session as a sans-IO object: the transport, user authentication and the
+//! connection protocol, with the router between them. No sockets, clock or tasks here; a
+//! driver feeds it socket bytes and the time, and drains its output and events.
+//!
+//! ```text
+//!  socket bytes ─> read_space / commit_input ─> transport (deframe, decrypt, kex inside)
+//!                                                   │ payloads, with their sequence numbers
+//!               ┌──── SERVICE_ACCEPT, 50..=79 (before authentication) ───> ClientAuth
+//!  router ──────┤
+//!               ├──── 80..=127 (after authentication) ─────────────────> Connection
+//!               │       Connection says Unimplemented ─> UNIMPLEMENTED(seq of that payload)
+//!               ├──── 128..=255 ───────────────────────────────────────> UNIMPLEMENTED(seq)
+//!               └──── anything else out of place ──────────────────────> protocol error
+//!
+//!  driver: signatures (agent), passwords, prompt answers ──provide_*──> ClientAuth
+//!  driver: open_direct_tcpip, send_data, consume, send_eof, close ────> Connection
+//!  ClientAuth, Connection replies ─> transport (seal) ─> output / consume_output ─> socket
+//!  poll_with ─> SessionEvent: VerifyHostKey | Established | Auth | Authenticated | Channel
+//! ```
+//!
+//! Which numbers the connection protocol assigns is the `ssh_connection` crate's business:
+//! the router hands it the whole 80..=127 range and answers SSH_MSG_UNIMPLEMENTED when it
+//! reports [`ssh_connection::Event::Unimplemented`], because only the router knows the
+//! packet's sequence number.
+//!
+//! Keepalives (OpenSSH's ServerAliveInterval and ServerAliveCountMax) run after
+//! authentication. The count of unanswered ones lives in the [`Connection`] alone
+//! ([`Connection::outstanding_keepalives`]); any byte from the server clears it.
+//!
+//! Replies the upper layers make while a received payload is still borrowed from the
+//! transport's buffer go to a small outbox and are handed to the transport right after.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use ssh_auth::{AuthConfig, AuthContext, AuthError, AuthEvent, ClientAuth};
+use ssh_connection::{ChannelId, Connection, ConnectionError};
+use ssh_transport::hostkey::PublicKey;
+use ssh_transport::random::SecureRandom;
+use ssh_transport::{
+    ClientConfig, ClientTransport, DisconnectReason, Event, MessageType, PayloadSink,
+};
+use zeroize::Zeroizing;
+
+/// What a session needs to start.
+#[derive(Debug)]
+pub struct SessionConfig {
+    /// Transport algorithms and limits.
+    pub transport: ClientConfig,
+    /// Channel window and packet sizes.
+    pub connection: ssh_connection::Config,
+    /// Who to authenticate as, with which keys and methods.
+    pub auth: AuthConfig,
+    /// OpenSSH's ServerAliveInterval and ServerAliveCountMax: after `interval` without a byte
+    /// from the server send a keepalive, and give up when `count_max` go unanswered.
+    pub server_alive: Option<ServerAlive>,
+}
+
+/// Keepalive policy (see [`SessionConfig::server_alive`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerAlive {
+    /// Quiet time before a keepalive.
+    pub interval: Duration,
+    /// Unanswered keepalives before the session is declared dead.
+    pub count_max: u32,
+}
+
+/// Something for the driver.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// The server's host key, proven by its signature: call
+    /// [`Session::accept_host_key`] or [`Session::reject_host_key`].
+    VerifyHostKey(PublicKey),
+    /// Keys are in place for the first time.
+    Established,
+    /// The server accepted us: channels may be opened.
+    Authenticated,
+    /// Progress of user authentication (banner, attempts) for the log, and its requests
+    /// for signatures, passwords and answers, for the driver to answer with
+    /// [`Session::provide_signature`] and the like.
+    Auth(AuthEvent),
+    /// Something happened to a channel.
+    Channel(ssh_connection::Event),
+    /// A later key exchange completed.
+    Rekeyed,
+}
+
+/// Why a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The transport failed or the server disconnected.
+    Transport(ssh_transport::Error),
+    /// Authentication failed.
+    Auth(AuthError),
+    /// The connection protocol failed.
+    Connection(ConnectionError),
+    /// A message arrived in the wrong phase.
+    Protocol(String),
+    /// The session is gone (closed, or ended by another error already reported) and the
+    /// request cannot be served. Not a fault of the server: nothing is sent on the wire.
+    Ended,
+    /// The server did not answer keepalives.
+    ServerNotResponding {
+        /// How many keepalives went unanswered.
+        missed: u32,
+    },
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Transport(e) => e.fmt(f),
+            Self::Auth(e) => e.fmt(f),
+            Self::Connection(e) => e.fmt(f),
+            Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::Ended => f.write_str("the session ended"),
+            Self::ServerNotResponding { missed } => write!(
+                f,
+                "the server did not answer {missed} keepalives in a row (ServerAliveInterval): \
+                 the connection is dead or the server is hung"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+impl SessionError {
+    fn disconnect_reason(&self) -> Option<DisconnectReason> {
+        match self {
+            Self::Transport(e) => e.disconnect_reason(),
+            Self::Auth(e) => Some(e.disconnect_reason()),
+            Self::Connection(e) => e.disconnect_reason(),
+            Self::Protocol(_) => Some(DisconnectReason::PROTOCOL_ERROR),
+            Self::Ended => None,
+            Self::ServerNotResponding { .. } => Some(DisconnectReason::CONNECTION_LOST),
+        }
+    }
+}
+
+/// Payloads made while the transport's receive buffer is borrowed, each after its u32 length.
+#[derive(Debug, Default)]
+struct Outbox(Vec<u8>);
+
+impl PayloadSink for Outbox {
+    fn send_with(&mut self, build: &mut dyn FnMut(&mut Vec<u8>)) {
+        let start = self.0.len();
+        self.0.extend_from_slice(&[0; 4]);
+        build(&mut self.0);
+        let len = u32::try_from(self.0.len() - start - 4).unwrap_or(u32::MAX);
+        if let Some(l) = self.0.get_mut(start..start + 4) {
+            l.copy_from_slice(&len.to_be_bytes());
+        }
+    }
+}
+
+impl Outbox {
+    fn flush_into(&mut self, sink: &mut dyn PayloadSink) {
+        let mut at = self.0.as_slice();
+        while let Some((len, rest)) = at.split_first_chunk::<4>() {
+            let len = u32::from_be_bytes(*len) as usize;
+            let Some(p) = rest.get(..len) else { break };
+            sink.send(p);
+            at = rest.get(len..).unwrap_or_default();
+        }
+        self.0.clear();
+    }
+}
+
+/// One SSH session.
+#[derive(Debug)]
+pub struct Session {
+    transport: ClientTransport,
+    auth: ClientAuth,
+    conn: Connection,
+    outbox: Outbox,
+    scratch: Vec<u8>,
+    authenticated: bool,
+    error: Option<SessionError>,
+    server_alive: Option<ServerAlive>,
+    /// When the last byte came from the server.
+    last_heard: Instant,
+    /// Sequence number of the payload last handed to the connection: an
+    /// `Event::Unimplemented` is queued by that very call, and the queue is drained before
+    /// the next payload is handed over, so this is the packet it is about.
+    conn_seq: u32,
+}
+
+enum Routed {
+    Nothing,
+    Auth,
+    Unimplemented(u32),
+    Error(SessionError),
+}
+
+impl Session {
+    /// A session whose version line and first KEXINIT are already in [`output`](Self::output).
+    pub fn new(config: SessionConfig, rng: Box<dyn SecureRandom>, now: Instant) -> Self {
+        Self {
+            transport: ClientTransport::new(config.transport, rng, now),
+            auth: ClientAuth::with_config(config.auth),
+            conn: Connection::new(config.connection),
+            outbox: Outbox::default(),
+            scratch: Vec::new(),
+            authenticated: false,
+            error: None,
+            server_alive: config.server_alive,
+            last_heard: now,
+            conn_seq: 0,
+        }
+    }
+
+    // ---- getters ---------------------------------------------------------------------------
+
+    /// The transport, for its getters (negotiated algorithms, server version).
+    pub fn transport(&self) -> &ClientTransport {
+        &self.transport
+    }
+
+    /// The connection protocol, for its getters (`received`, `send_capacity`, ...).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Whether the server accepted us.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+
+    /// Bytes to write to the socket.
+    pub fn output(&self) -> &[u8] {
+        self.transport.output()
+    }
+
+    /// Bytes not yet written, queued payloads included.
+    pub fn pending_output(&self) -> usize {
+        self.transport.pending_output()
+    }
+
+    /// The next time [`handle_timeout`](Self::handle_timeout) is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.error.is_some() {
+            return None;
+        }
+        match (self.transport.poll_timeout(), self.keepalive_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// One interval after the last byte from the server, and one more for each keepalive
+    /// already sent since. None before authentication, or if it lies beyond any clock.
+    fn keepalive_deadline(&self) -> Option<Instant> {
+        let policy = self.server_alive.filter(|_| self.authenticated)?;
+        let intervals = self.conn.outstanding_keepalives().saturating_add(1);
+        self.last_heard
+            .checked_add(policy.interval.checked_mul(intervals)?)
+    }
+
+    // ---- input -----------------------------------------------------------------------------
+
+    /// Room to read socket bytes into.
+    pub fn read_space(&mut self, min: usize) -> &mut [u8] {
+        self.transport.read_space(min)
+    }
+
+    /// `n` bytes were read into [`read_space`](Self::read_space) at `now`.
+    pub fn commit_input(&mut self, n: usize, now: Instant) {
+        self.transport.commit_input(n);
+        // Any byte from the server shows it is alive, as OpenSSH counts it.
+        if n > 0 {
+            self.last_heard = now;
+            self.conn.heard_from_server();
+        }
+    }
+
+    /// The socket closed.
+    pub fn handle_eof(&mut self) {
+        self.transport.handle_eof();
+    }
+
+    /// Time passed: the transport's timers (handshake timeout, time-based rekeying) and
+    /// keepalives.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.transport.handle_timeout(now);
+        let (Some(policy), Some(deadline)) = (self.server_alive, self.keepalive_deadline()) else {
+            return;
+        };
+        // Keepalives belong to the connection protocol, after authentication (as in
+        // OpenSSH's client loop); before it, the handshake timeout and the server's
+        // LoginGraceTime bound the wait.
+        if now < deadline || self.error.is_some() || !self.authenticated {
+            return;
+        }
+        let missed = self.conn.outstanding_keepalives();
+        if missed >= policy.count_max {
+            self.fail(SessionError::ServerNotResponding { missed });
+        } else {
+            tracing::debug!(missed = missed + 1, "sending keepalive");
+            self.conn.send_keepalive(&mut self.transport);
+        }
+    }
+
+    /// Processes received bytes and returns the next event, offering channel data to
+    /// `deliver` first (see [`Connection::handle_payload_with`]): bytes it takes skip the
+    /// channel buffer.
+    pub fn poll_with(
+        &mut self,
+        deliver: &mut dyn FnMut(ChannelId, &[u8]) -> usize,
+    ) -> Result<Option<SessionEvent>, SessionError> {
+        loop {
+            if let Some(e) = &self.error {
+                return Err(e.clone());
+            }
+            if let Some(ev) = self.auth.poll_event() {
+                if ev == AuthEvent::Success {
+                    self.authenticated = true;
+                    // Delayed compression (zlib@openssh.com) starts at this packet boundary.
+                    self.transport.auth_succeeded();
+                    return Ok(Some(SessionEvent::Authenticated));
+                }
+                return Ok(Some(SessionEvent::Auth(ev)));
+            }
+            if let Some(ev) = self.conn.poll_event() {
+                if let ssh_connection::Event::Unimplemented(m) = ev {
+                    // Only the router knows the packet's sequence number.
+                    tracing::debug!(message = %m, seq = self.conn_seq, "unimplemented");
+                    self.transport.send_unimplemented(self.conn_seq);
+                    continue;
+                }
+                return Ok(Some(SessionEvent::Channel(ev)));
+            }
+            let routed = match self.transport.poll_event() {
+                Err(e) => {
+                    self.error = Some(SessionError::Transport(e));
+                    continue;
+                }
+                Ok(None) => return Ok(None),
+                Ok(Some(Event::VerifyHostKey(k))) => {
+                    return Ok(Some(SessionEvent::VerifyHostKey(k.clone())));
+                }
+                Ok(Some(Event::Rekeyed)) => return Ok(Some(SessionEvent::Rekeyed)),
+                Ok(Some(Event::Established)) => {
+                    self.auth.start(&mut self.transport);
+                    return Ok(Some(SessionEvent::Established));
+                }
+                Ok(Some(Event::Payload { data, seq })) => {
+                    let msg = MessageType::of(data).unwrap_or(MessageType(0));
+                    if msg.is_connection() && self.authenticated {
+                        // The connection classifies the whole range, unassigned numbers
+                        // included (see `conn_seq`).
+                        self.conn_seq = seq;
+                        match self
+                            .conn
+                            .handle_payload_with(data, &mut self.outbox, deliver)
+                        {
+                            Ok(()) => Routed::Nothing,
+                            Err(e) => Routed::Error(SessionError::Connection(e)),
+                        }
+                    } else if (msg.is_userauth() || msg == MessageType::SERVICE_ACCEPT)
+                        && !self.authenticated
+                    {
+                        // Authentication needs the transport's session id while it answers,
+                        // so its few small messages are copied out of the receive buffer.
+                        self.scratch.clear();
+                        self.scratch.extend_from_slice(data);
+                        Routed::Auth
+                    } else if msg.0 >= 128 {
+                        Routed::Unimplemented(seq)
+                    } else {
+                        Routed::Error(SessionError::Protocol(format!(
+                            "the server sent {msg} {}",
+                            if self.authenticated {
+                                "after authentication succeeded"
+                            } else {
+                                "before authentication succeeded"
+                            }
+                        )))
+                    }
+                }
+            };
+            self.outbox.flush_into(&mut self.transport);
+            match routed {
+                Routed::Nothing => {}
+                Routed::Unimplemented(seq) => self.transport.send_unimplemented(seq),
+                Routed::Error(e) => self.fail(e),
+                Routed::Auth => {
+                    let session_id = self.transport.session_id().unwrap_or_default().to_vec();
+                    let algs = self.transport.server_sig_algs().map(<[String]>::to_vec);
+                    let ctx = AuthContext {
+                        session_id: &session_id,
+                        server_sig_algs: algs.as_deref(),
+                    };
+                    if let Err(e) =
+                        self.auth
+                            .handle_payload(&self.scratch, &ctx, &mut self.transport)
+                    {
+                        self.fail(SessionError::Auth(e));
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, e: SessionError) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(reason) = e.disconnect_reason() {
+            let text = e.to_string();
+            self.transport.disconnect(reason, &text);
+        }
+        self.error = Some(e);
+    }
+
+    // ---- commands --------------------------------------------------------------------------
+
+    /// Answers an [`AuthEvent::SignRequest`]: a whole signature blob, or why there is none.
+    pub fn provide_signature(&mut self, id: u64, signature: Result<Vec<u8>, String>) {
+        if self.error.is_none()
+            && let Err(e) = self
+                .auth
+                .provide_signature(id, signature, &mut self.transport)
+        {
+            self.fail(SessionError::Auth(e));
+        }
+    }
+
+    /// Answers an [`AuthEvent::PasswordRequest`]: the password, or why there is none.
+    pub fn provide_password(&mut self, id: u64, password: Result<Zeroizing<String>, String>) {
+        if self.error.is_none()
+            && let Err(e) = self
+                .auth
+                .provide_password(id, password, &mut self.transport)
+        {
+            self.fail(SessionError::Auth(e));
+        }
+    }
+
+    /// Answers an [`AuthEvent::InfoRequest`]: one answer per prompt, or why there are none.
+    pub fn provide_responses(
+        &mut self,
+        id: u64,
+        responses: Result<Vec<Zeroizing<String>>, String>,
+    ) {
+        if self.error.is_none()
+            && let Err(e) = self
+                .auth
+                .provide_responses(id, responses, &mut self.transport)
+        {
+            self.fail(SessionError::Auth(e));
+        }
+    }
+
+    /// Trusts the server's host key.
+    pub fn accept_host_key(&mut self) {
+        self.transport.accept_host_key();
+    }
+
+    /// Refuses the server's host key; `why` is what the user reads.
+    pub fn reject_host_key(&mut self, why: String) {
+        self.transport.reject_host_key(why);
+    }
+
+    /// The driver wrote `n` bytes of [`output`](Self::output).
+    pub fn consume_output(&mut self, n: usize) {
+        self.transport.consume_output(n);
+    }
+
+    /// Opens a `direct-tcpip` channel (after authentication).
+    pub fn open_direct_tcpip(
+        &mut self,
+        host: &str,
+        port: u32,
+        originator: &str,
+        originator_port: u32,
+    ) -> Result<ChannelId, SessionError> {
+        self.conn
+            .open_direct_tcpip(host, port, originator, originator_port, &mut self.transport)
+            .map_err(SessionError::Connection)
+    }
+
+    /// Sends what the channel's window allows of `data`; returns how much was taken.
+    pub fn send_data(&mut self, id: ChannelId, data: &[u8]) -> Result<usize, SessionError> {
+        self.conn
+            .send_data(id, data, &mut self.transport)
+            .map_err(SessionError::Connection)
+    }
+
+    /// The local side will send no more.
+    pub fn send_eof(&mut self, id: ChannelId) {
+        self.conn.send_eof(id, &mut self.transport);
+    }
+
+    /// The local side is gone.
+    pub fn close(&mut self, id: ChannelId) {
+        self.conn.close(id, &mut self.transport);
+    }
+
+    /// `n` bytes of `received(id)` were written to the local socket.
+    pub fn consume(&mut self, id: ChannelId, n: usize) {
+        self.conn.consume(id, n, &mut self.transport);
+    }
+
+    /// Ends the session politely.
+    pub fn disconnect(&mut self, description: &str) {
+        self.transport
+            .disconnect(DisconnectReason::BY_APPLICATION, description);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,365 @@
+//! A session against the transport's in-memory test server, driven through key exchange and
+//! a `none` authentication that the server accepts, with a simulated clock.
+
+use std::time::{Duration, Instant};
+
+use ssh_auth::AuthConfig;
+use ssh_transport::server::{SeededRandom, ServerConfig, ServerEvent, ServerTransport};
+use ssh_transport::{ClientConfig, DisconnectReason, MessageType, PayloadSink};
+
+use super::*;
+
+const ALIVE: ServerAlive = ServerAlive {
+    interval: Duration::from_secs(10),
+    count_max: 3,
+};
+
+/// A session and the test server joined in memory. The server answers SERVICE_REQUEST and
+/// accepts the first USERAUTH_REQUEST when `answer_auth` is set, and does nothing else by
+/// itself: keepalives stay unanswered unless a test answers them.
+struct Pair {
+    session: Session,
+    server: ServerTransport,
+    now: Instant,
+    answer_auth: bool,
+    /// Payloads the server received.
+    to_server: Vec<Vec<u8>>,
+    /// Payloads the test server sent after the first key exchange. With strict kex (both
+    /// sides' default) sequence numbers restart at 0 after NEWKEYS, and the server sends no
+    /// EXT_INFO here, so the n-th of these has sequence number n.
+    sent_after_kex: u32,
+    established: bool,
+    events: Vec<String>,
+    error: Option<SessionError>,
+}
+
+impl Pair {
+    fn new(server_alive: Option<ServerAlive>) -> Self {
+        let now = Instant::now();
+        let mut auth = AuthConfig::new("tester".into(), Vec::new());
+        auth.publickey = false;
+        auth.password = false;
+        auth.keyboard_interactive = false;
+        let config = SessionConfig {
+            transport: ClientConfig::default(),
+            connection: ssh_connection::Config::default(),
+            auth,
+            server_alive,
+        };
+        let server = ServerConfig {
+            server_sig_algs: None,
+            ..ServerConfig::default()
+        };
+        Self {
+            session: Session::new(config, Box::new(SeededRandom::new(1)), now),
+            server: ServerTransport::new(server, Box::new(SeededRandom::new(2))),
+            now,
+            answer_auth: true,
+            to_server: Vec::new(),
+            sent_after_kex: 0,
+            established: false,
+            events: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// A pair that has authenticated.
+    fn authenticated(server_alive: Option<ServerAlive>) -> Self {
+        let mut pair = Self::new(server_alive);
+        pair.drive();
+        assert_eq!(pair.error, None);
+        assert!(pair.session.is_authenticated(), "events: {:?}", pair.events);
+        pair
+    }
+
+    /// Sends `payload` from the server, counting it for sequence numbers.
+    fn server_sends(&mut self, payload: &[u8]) {
+        self.server.send(payload);
+        if self.established {
+            self.sent_after_kex += 1;
+        }
+    }
+
+    /// Moves bytes both ways, at `self.now`, until nothing moves.
+    fn drive(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            let out = self.session.output().to_vec();
+            if !out.is_empty() {
+                self.session.consume_output(out.len());
+                self.server.handle_input(&out);
+                moved = true;
+            }
+            let out = self.server.output().to_vec();
+            if !out.is_empty() {
+                self.server.consume_output(out.len());
+                let space = self.session.read_space(out.len());
+                space[..out.len()].copy_from_slice(&out);
+                self.session.commit_input(out.len(), self.now);
+                moved = true;
+            }
+            let mut received = Vec::new();
+            loop {
+                match self.server.poll_event() {
+                    Ok(Some(ServerEvent::Payload(p))) => received.push(p.to_vec()),
+                    Ok(Some(ServerEvent::Established)) => self.established = true,
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+                moved = true;
+            }
+            for p in received {
+                if self.answer_auth {
+                    match p.first() {
+                        Some(5) => {
+                            let mut accept = vec![6, 0, 0, 0, 12];
+                            accept.extend_from_slice(b"ssh-userauth");
+                            self.server_sends(&accept);
+                        }
+                        Some(50) => self.server_sends(&[MessageType::USERAUTH_SUCCESS.0]),
+                        _ => {}
+                    }
+                }
+                self.to_server.push(p);
+            }
+            if self.error.is_none() {
+                loop {
+                    match self.session.poll_with(&mut |_, _| 0) {
+                        Ok(None) => break,
+                        Ok(Some(SessionEvent::VerifyHostKey(_))) => {
+                            self.session.accept_host_key();
+                        }
+                        Ok(Some(ev)) => self.events.push(format!("{ev:?}")),
+                        Err(e) => {
+                            self.error = Some(e);
+                            break;
+                        }
+                    }
+                    moved = true;
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the pair did not settle");
+    }
+
+    /// Payloads the server received since the last call.
+    fn take_received(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.to_server)
+    }
+
+    /// Lets time pass to `at` and fires the session's timers.
+    fn advance_to(&mut self, at: Instant) {
+        self.now = at;
+        self.session.handle_timeout(at);
+        self.drive();
+    }
+}
+
+fn unimplemented(seq: u32) -> Vec<u8> {
+    let mut p = vec![MessageType::UNIMPLEMENTED.0];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p
+}
+
+fn is_keepalive(p: &[u8]) -> bool {
+    p.first() == Some(&80)
+        && p.get(5..5 + ssh_connection::msg::KEEPALIVE.len())
+            == Some(ssh_connection::msg::KEEPALIVE)
+}
+
+fn disconnect_reason(p: &[u8]) -> Option<u32> {
+    (p.first() == Some(&MessageType::DISCONNECT.0))
+        .then(|| p.get(1..5)?.try_into().ok().map(u32::from_be_bytes))
+        .flatten()
+}
+
+/// GLOBAL_REQUEST "x" without want_reply: assigned, handled by the connection, no answer.
+const QUIET_GLOBAL_REQUEST: [u8; 7] = [80, 0, 0, 0, 1, b'x', 0];
+
+#[test]
+fn unassigned_connection_number_after_authentication_gets_unimplemented_with_its_seq() {
+    let mut pair = Pair::authenticated(None);
+    pair.take_received();
+    let first = pair.sent_after_kex;
+    pair.server_sends(&QUIET_GLOBAL_REQUEST);
+    pair.server_sends(&[85, 1, 2, 3]);
+    pair.server_sends(&QUIET_GLOBAL_REQUEST);
+    pair.server_sends(&[127]);
+    pair.drive();
+    assert_eq!(pair.error, None);
+    assert_eq!(
+        pair.take_received(),
+        vec![unimplemented(first + 1), unimplemented(first + 3)]
+    );
+    // The router swallowed the connection's Unimplemented events.
+    assert!(
+        !pair.events.iter().any(|e| e.contains("Unimplemented")),
+        "{:?}",
+        pair.events
+    );
+}
+
+#[test]
+fn every_unassigned_connection_number_is_answered_in_order() {
+    let mut pair = Pair::authenticated(None);
+    pair.take_received();
+    let unassigned: Vec<u8> = (80..=127)
+        .filter(|n| !matches!(n, 80..=82 | 90..=100))
+        .collect();
+    let mut expected = Vec::new();
+    for &n in &unassigned {
+        expected.push(unimplemented(pair.sent_after_kex));
+        pair.server_sends(&[n]);
+    }
+    pair.drive();
+    assert_eq!(pair.error, None);
+    assert_eq!(pair.take_received(), expected);
+}
+
+#[test]
+fn number_above_the_connection_range_gets_unimplemented_from_the_router() {
+    let mut pair = Pair::authenticated(None);
+    pair.take_received();
+    let seq = pair.sent_after_kex;
+    pair.server_sends(&[192, 0]);
+    pair.drive();
+    assert_eq!(pair.error, None);
+    assert_eq!(pair.take_received(), vec![unimplemented(seq)]);
+}
+
+#[test]
+fn connection_message_before_authentication_is_a_protocol_error() {
+    let mut pair = Pair::new(None);
+    pair.answer_auth = false;
+    pair.drive();
+    assert!(pair.established && !pair.session.is_authenticated());
+    pair.take_received();
+    pair.server_sends(&[85]);
+    pair.drive();
+    match &pair.error {
+        Some(SessionError::Protocol(why)) => {
+            assert!(why.contains("before authentication"), "{why}");
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    let sent = pair.take_received();
+    assert_eq!(
+        sent.iter()
+            .filter_map(|p| disconnect_reason(p))
+            .collect::<Vec<_>>(),
+        vec![DisconnectReason::PROTOCOL_ERROR.0],
+        "{sent:?}"
+    );
+    assert!(
+        !sent
+            .iter()
+            .any(|p| p.first() == Some(&MessageType::UNIMPLEMENTED.0))
+    );
+}
+
+#[test]
+fn no_keepalives_before_authentication() {
+    let mut pair = Pair::new(Some(ALIVE));
+    pair.answer_auth = false;
+    pair.drive();
+    assert!(pair.established && !pair.session.is_authenticated());
+    assert_eq!(pair.session.keepalive_deadline(), None);
+    pair.take_received();
+    let at = pair.now + Duration::from_secs(35);
+    pair.advance_to(at);
+    assert!(!pair.take_received().iter().any(|p| is_keepalive(p)));
+    assert_eq!(pair.error, None);
+}
+
+#[test]
+fn unanswered_keepalives_end_the_session_after_count_max() {
+    let mut pair = Pair::authenticated(Some(ALIVE));
+    pair.take_received();
+    let t0 = pair.now;
+    for n in 1..=3u32 {
+        let due = t0 + ALIVE.interval * n;
+        assert_eq!(pair.session.keepalive_deadline(), Some(due));
+        assert!(pair.session.poll_timeout().is_some_and(|t| t <= due));
+        // Not yet: nothing happens a moment before the deadline.
+        pair.advance_to(due - Duration::from_millis(1));
+        assert!(pair.take_received().is_empty());
+        pair.advance_to(due);
+        let sent = pair.take_received();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(is_keepalive(&sent[0]), "{sent:?}");
+        assert_eq!(pair.session.connection().outstanding_keepalives(), n);
+    }
+    pair.advance_to(t0 + ALIVE.interval * 4);
+    assert_eq!(
+        pair.error,
+        Some(SessionError::ServerNotResponding { missed: 3 })
+    );
+    let sent = pair.take_received();
+    assert_eq!(
+        sent.iter()
+            .filter_map(|p| disconnect_reason(p))
+            .collect::<Vec<_>>(),
+        vec![DisconnectReason::CONNECTION_LOST.0],
+        "{sent:?}"
+    );
+    assert_eq!(pair.session.poll_timeout(), None);
+}
+
+#[test]
+fn any_byte_from_the_server_resets_the_keepalive_count() {
+    let mut pair = Pair::authenticated(Some(ALIVE));
+    pair.take_received();
+    let t0 = pair.now;
+    pair.advance_to(t0 + ALIVE.interval);
+    pair.advance_to(t0 + ALIVE.interval * 2);
+    assert_eq!(
+        pair.take_received()
+            .iter()
+            .filter(|p| is_keepalive(p))
+            .count(),
+        2
+    );
+    assert_eq!(pair.session.connection().outstanding_keepalives(), 2);
+
+    // Not a reply, just traffic (SSH_MSG_IGNORE): the server is alive.
+    let heard = t0 + Duration::from_secs(25);
+    pair.now = heard;
+    pair.server_sends(&[MessageType::IGNORE.0, 0, 0, 0, 0]);
+    pair.drive();
+    assert_eq!(pair.session.connection().outstanding_keepalives(), 0);
+    assert_eq!(
+        pair.session.keepalive_deadline(),
+        Some(heard + ALIVE.interval)
+    );
+
+    // The two replies still due come late and are matched, not a protocol error.
+    pair.server_sends(&[MessageType::REQUEST_FAILURE.0]);
+    pair.server_sends(&[MessageType::REQUEST_FAILURE.0]);
+    pair.drive();
+    assert_eq!(pair.error, None);
+    assert_eq!(pair.session.connection().outstanding_keepalives(), 0);
+
+    // A full count_max again from the last byte heard.
+    for n in 1..=3u32 {
+        pair.advance_to(heard + ALIVE.interval * n);
+        assert_eq!(pair.error, None);
+    }
+    pair.advance_to(heard + ALIVE.interval * 4);
+    assert_eq!(
+        pair.error,
+        Some(SessionError::ServerNotResponding { missed: 3 })
+    );
+}
+
+#[test]
+fn ended_is_not_a_protocol_fault() {
+    assert_eq!(SessionError::Ended.to_string(), "the session ended");
+    assert_eq!(SessionError::Ended.disconnect_reason(), None);
+    assert_eq!(
+        SessionError::Protocol("x".into()).disconnect_reason(),
+        Some(DisconnectReason::PROTOCOL_ERROR)
+    );
+}
