@@ -43,6 +43,8 @@ ensure_lab_tools() {
     for tool in psql pgbench; do
         command -v "$tool" >/dev/null 2>&1 || { missing+=(postgresql-client-15); break; }
     done
+    # bench/run's recovery figures keep OpenSSH's ssh up with autossh.
+    command -v autossh >/dev/null 2>&1 || missing+=(autossh)
     if [ "$(id -u)" -eq 0 ]; then
         # As root the lab runs PostgreSQL as a system user through runuser, and adds the
         # user with useradd (both in Debian's essential packages, checked for clarity).

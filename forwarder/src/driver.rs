@@ -562,7 +562,7 @@ impl SessionHandle {
             Err(_) => {
                 let st = self.shared.lock();
                 Err(OpenError::Session(
-                    st.error.clone().unwrap_or_else(|| SessionError::Ended),
+                    st.error.clone().unwrap_or(SessionError::Ended),
                 ))
             }
         }
@@ -590,11 +590,10 @@ impl SessionHandle {
     /// Waits until the session has ended, and says why.
     pub async fn ended(&self) -> SessionError {
         let mut rx = self.shared.lock().ended.subscribe();
-        let result = match rx.wait_for(Option::is_some).await {
+        match rx.wait_for(Option::is_some).await {
             Ok(v) => v.clone().unwrap_or(SessionError::Ended),
             Err(_) => SessionError::Ended,
-        };
-        result
+        }
     }
 
     /// The session's error, once it has failed.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use ssh_transport::random::{OsRandom, SecureRandom};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::ReconnectPolicy;
 use crate::driver::SessionHandle;
@@ -159,6 +159,19 @@ impl Backoff {
         let d = self.ceiling().mul_f64(unit.clamp(0.0, 1.0));
         self.step = self.step.saturating_add(1);
         d
+    }
+
+    /// The delay after a session that was up ended. Most losses are one dropped connection,
+    /// so with the backoff at its first step the first try is at once (the handshake gate
+    /// and the penalty ledger still apply); a session that keeps dropping soon after coming
+    /// up (the backoff resets only after one stayed up) gets the growing delays instead.
+    pub fn after_loss(&mut self, unit: f64) -> Duration {
+        if self.step == 0 {
+            self.step = 1;
+            Duration::ZERO
+        } else {
+            self.next_delay(unit)
+        }
     }
 
     /// Back to the first step (after a session that stayed up long enough).
@@ -446,11 +459,11 @@ async fn run(
     let mut last_failure: Option<String> = None;
     let mut attempts: u32 = 0;
     let fail = |why: String| {
-        let _ = state.send(SessionState::Failed(why.clone()));
+        state.send_replace(SessionState::Failed(why.clone()));
         Outcome::Failed(why)
     };
     let stop_now = || {
-        let _ = state.send(SessionState::Stopped);
+        state.send_replace(SessionState::Stopped);
         Outcome::Stopped
     };
     loop {
@@ -465,9 +478,10 @@ async fn run(
             // permit is held meanwhile, as every other attempt to this bastion would wait too.
             let wait = gate.ledger().wait_before_attempt(Instant::now());
             if !wait.is_zero() {
-                debug!(
-                    wait_ms = wait.as_millis() as u64,
-                    "spacing logins to {label} under sshd's PerSourcePenalties"
+                info!(
+                    "waiting {:.1} s more before attempt {attempts}: failed logins to {label} \
+                     are spaced so that sshd's PerSourcePenalties never block this address",
+                    wait.as_secs_f64()
                 );
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
@@ -521,10 +535,10 @@ async fn run(
                 if up_at.elapsed() >= policy.reset_after {
                     backoff.reset();
                 }
-                (cause, backoff.next_delay(jitter()))
+                (cause, backoff.after_loss(jitter()))
             }
             Err(AttemptFailure::Permanent(message)) => {
-                warn!("attempt {attempts} failed: {message}");
+                warn!("attempt failed: {message} (attempt {attempts})");
                 return fail(message);
             }
             Err(AttemptFailure::Retry { message, auth, .. }) => {
@@ -532,9 +546,9 @@ async fn run(
                     return fail(message);
                 }
                 if last_failure.as_deref() == Some(message.as_str()) {
-                    info!("attempt {attempts} failed again, for the same reason");
+                    info!("attempt failed again, for the same reason (attempt {attempts})");
                 } else {
-                    warn!("attempt {attempts} failed: {message}");
+                    warn!("attempt failed: {message} (attempt {attempts})");
                     last_failure = Some(message.clone());
                 }
                 // A refused login waits the cap: an admin is needed, and sshd penalises it.
@@ -602,6 +616,19 @@ mod tests {
         assert_eq!(b.ceiling(), Duration::from_millis(500));
         // Out-of-range draws are clamped, never past the cap.
         assert!(b.next_delay(7.0) <= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_lost_session_is_retried_at_once_unless_it_keeps_dropping() {
+        let mut b = Backoff::new(policy(30));
+        assert_eq!(b.after_loss(0.9), Duration::ZERO);
+        // The attempt failed: the backoff goes on from its second step.
+        assert_eq!(b.ceiling(), Duration::from_secs(1));
+        b.next_delay(0.5);
+        // Up again briefly, then lost again: no immediate try this time.
+        assert_eq!(b.after_loss(1.0), Duration::from_secs(2));
+        b.reset();
+        assert_eq!(b.after_loss(1.0), Duration::ZERO);
     }
 
     #[test]

@@ -149,6 +149,7 @@ pub struct TunnelBuilder {
     verbosity: u8,
     options: Vec<String>,
     env: Vec<(String, String)>,
+    max_open_files: Option<u64>,
 }
 
 impl TunnelBuilder {
@@ -178,6 +179,7 @@ impl TunnelBuilder {
             verbosity: 0,
             options: Vec::new(),
             env: Vec::new(),
+            max_open_files: None,
         }
     }
 
@@ -257,6 +259,14 @@ impl TunnelBuilder {
         self
     }
 
+    /// Runs the client with at most `n` open file descriptors (soft and hard
+    /// `RLIMIT_NOFILE`, as `ulimit -n` sets), through `prlimit --nofile=n:n -- program`.
+    /// prlimit execs the client, so [`Tunnel::pid`] is still the client's.
+    pub fn max_open_files(mut self, n: u64) -> Self {
+        self.max_open_files = Some(n);
+        self
+    }
+
     /// The forwards, in `-L` order.
     pub fn forwards(&self) -> &[Forward] {
         &self.forwards
@@ -315,7 +325,9 @@ impl TunnelBuilder {
     /// The whole command line, for printing.
     pub fn command_line(&self) -> String {
         let program = self.program.clone().unwrap_or_else(|| self.kind.program());
-        std::iter::once(program.display().to_string())
+        self.wrapper()
+            .into_iter()
+            .chain(std::iter::once(program.display().to_string()))
             .chain(self.args())
             .collect::<Vec<_>>()
             .join(" ")
@@ -334,7 +346,15 @@ impl TunnelBuilder {
             .open(&log_path)
             .expect("create the client log");
         let program = self.program.clone().unwrap_or_else(|| self.kind.program());
-        let mut cmd = Command::new(&program);
+        let wrapper = self.wrapper();
+        let mut cmd = match wrapper.split_first() {
+            Some((wrapper_program, wrapper_args)) => {
+                let mut cmd = Command::new(wrapper_program);
+                cmd.args(wrapper_args).arg(&program);
+                cmd
+            }
+            None => Command::new(&program),
+        };
         cmd.args(self.args()).stdout(Stdio::null()).stderr(log);
         cmd.env_remove("SSH_AUTH_SOCK");
         for (key, value) in &self.env {
@@ -350,6 +370,26 @@ impl TunnelBuilder {
             forwards: self.forwards.clone(),
             command_line: self.command_line(),
             started,
+        }
+    }
+
+    /// The program and arguments the client runs under, if any (`prlimit` for
+    /// [`TunnelBuilder::max_open_files`]).
+    fn wrapper(&self) -> Vec<String> {
+        match self.max_open_files {
+            Some(n) => {
+                let prlimit = process::require_program(
+                    "prlimit",
+                    &["/usr/bin", "/bin"],
+                    "install util-linux (apt-get install util-linux)",
+                );
+                vec![
+                    prlimit.display().to_string(),
+                    format!("--nofile={n}:{n}"),
+                    "--".to_owned(),
+                ]
+            }
+            None => Vec::new(),
         }
     }
 
@@ -452,6 +492,25 @@ impl Tunnel {
             || {
                 let log = self.log();
                 log.contains(needle).then_some(log)
+            },
+            || format!("its log ends with:\n{}", file_tail(&self.log_path, 40)),
+        )
+    }
+
+    /// How many lines of the client's log so far contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until at least `n` lines of the client's log contain `needle` and returns the
+    /// whole log. Fails the test with the log's tail if they do not appear within `timeout`.
+    pub fn wait_for_log_count(&self, needle: &str, n: usize, timeout: Duration) -> String {
+        process::wait_until(
+            timeout,
+            &format!("{n} {} log lines containing {needle:?}", self.kind),
+            || {
+                let log = self.log();
+                (log.lines().filter(|l| l.contains(needle)).count() >= n).then_some(log)
             },
             || format!("its log ends with:\n{}", file_tail(&self.log_path, 40)),
         )

@@ -270,6 +270,52 @@ pub fn kill_tree(pid: u32) {
     }
 }
 
+/// Processes stopped with SIGSTOP, continued (SIGCONT) when dropped, so a failing test
+/// leaves no frozen process behind. Freezing an sshd session makes the server stop
+/// answering on a connection that stays open, as a hung host or a dead network path would.
+#[derive(Debug)]
+pub struct Frozen(Vec<u32>);
+
+impl Frozen {
+    /// Stops `root` and everything it forked (sshd's monitor and its unprivileged child both
+    /// take part in a session).
+    pub fn tree(root: u32) -> Frozen {
+        Frozen::trees(&[root])
+    }
+
+    /// Stops each of `roots` and everything they forked.
+    pub fn trees(roots: &[u32]) -> Frozen {
+        let mut pids = roots.to_vec();
+        let mut seen: HashSet<u32> = pids.iter().copied().collect();
+        let mut i = 0;
+        while let Some(&pid) = pids.get(i) {
+            for child in children_of(pid) {
+                if seen.insert(child) {
+                    pids.push(child);
+                }
+            }
+            i += 1;
+        }
+        for &pid in &pids {
+            signal(pid, Signal::STOP);
+        }
+        Frozen(pids)
+    }
+
+    /// The stopped processes.
+    pub fn pids(&self) -> &[u32] {
+        &self.0
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            signal(pid, Signal::CONT);
+        }
+    }
+}
+
 /// The direct children of `pid`, from `/proc`.
 pub fn children_of(pid: u32) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {

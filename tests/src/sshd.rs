@@ -466,6 +466,39 @@ impl Sshd {
             );
         }
     }
+
+    /// Stops sshd (the listener and every session: the clients see their connections
+    /// drop) if it runs, generates new host keys of the same kinds, and starts it again on
+    /// the same port with them, as a reinstalled or impersonated server would be. Returns
+    /// the new keys. [`Sshd::known_hosts_path`] is rewritten to list the new keys, so a
+    /// client that should still know the old ones needs its own copy, taken before.
+    pub fn restart_with_new_host_keys(&mut self) -> Vec<HostKey> {
+        self.stop();
+        let dir = self.dir.path().to_path_buf();
+        self.host_keys = self
+            .host_keys
+            .iter()
+            .map(|old| {
+                let mut generation = 2;
+                let path = loop {
+                    let candidate =
+                        dir.join(format!("ssh_host_{}_key_{generation}", old.kind.label()));
+                    if !candidate.exists() {
+                        break candidate;
+                    }
+                    generation += 1;
+                };
+                generate_host_key_at(old.kind, path)
+            })
+            .collect();
+        if let Err(log) = self.launch() {
+            panic!(
+                "sshd did not restart with new host keys on 127.0.0.1:{}; its log ends with:\n{log}",
+                self.port
+            );
+        }
+        self.host_keys.clone()
+    }
 }
 
 impl Drop for Sshd {
@@ -475,7 +508,10 @@ impl Drop for Sshd {
 }
 
 fn generate_host_key(dir: &Path, kind: KeyKind) -> HostKey {
-    let private_key = dir.join(format!("ssh_host_{}_key", kind.label()));
+    generate_host_key_at(kind, dir.join(format!("ssh_host_{}_key", kind.label())))
+}
+
+fn generate_host_key_at(kind: KeyKind, private_key: PathBuf) -> HostKey {
     generate_key_file(kind, KeyFormat::OpenSsh, None, "lab-host-key", &private_key);
     let public_path = private_key.with_extension("pub");
     let public = fs::read_to_string(&public_path).expect("read a host public key");

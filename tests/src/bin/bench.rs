@@ -9,7 +9,12 @@
 //! - the client's peak resident memory after the transfers;
 //! - time from process start to the first byte echoed through the tunnel;
 //! - pgbench select-only TPS through the tunnel, with persistent connections and with a new
-//!   connection (a new channel) per transaction (`pgbench -C`).
+//!   connection (a new channel) per transaction (`pgbench -C`);
+//! - recovery: how soon the tunnel serves again after sshd restarts, and after the session's
+//!   sshd processes freeze (see [`bench_restart`] and [`bench_freeze`]). Here OpenSSH runs
+//!   under `autossh -M 0`, the usual way to keep `ssh -N -L` up, and forwarder with its own
+//!   reconnect, each with its default settings apart from the keepalive OpenSSH lacks by
+//!   default (ServerAliveInterval 15, ServerAliveCountMax 3 for both).
 //!
 //! Where it means something, the same load is also run straight to the server without a
 //! tunnel ("direct"), which shows the ceiling this machine puts on both clients. PostgreSQL
@@ -17,16 +22,23 @@
 //! deliberately slow key derivation would otherwise dominate `pgbench -C` and hide the
 //! tunnel's share.
 
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
 use ssh_interop_tests::postgres::pgbench_command;
-use ssh_interop_tests::process::{run_bounded, run_ok};
+use ssh_interop_tests::process::{
+    children_of, file_tail, find_program, run_bounded, run_ok, signal, wait_until,
+};
 use ssh_interop_tests::{
     ClientKind, EchoServer, KeyKind, Pattern, Postgres, SinkServer, SourceServer, Sshd, Tunnel,
-    TunnelBuilder, UserKey, download, echo_one_byte, free_port, upload,
+    TunnelBuilder, UserKey, download, echo_one_byte, free_port, openssh_binary, port_listening,
+    upload,
 };
+use tempfile::TempDir;
 
 const USAGE: &str = "\
 usage: bench [options]
@@ -45,8 +57,15 @@ usage: bench [options]
   --key KIND             user key: rsa4096 (default), rsa2048, ed25519, ecdsa256, ...
   --pg-scram             keep scram-sha-256 password logins for pgbench (default: trust)
   --verify               SHA-256 every transfer end to end (costs CPU on the same machine)
-  --skip-throughput, --skip-ttfb, --skip-pgbench
-  --quick                64M transfers, 1 rep, 3 ttfb reps, 3 s pgbench";
+  --restart-reps N       recovery runs per client after an sshd restart (default: 5)
+  --restart-outage SECS  how long sshd stays down before it starts again (default: 0)
+  --freeze-reps N        recovery runs per client after a frozen session (default: 1; each
+                         takes the keepalive's 45-60 s)
+  --recovery-timeout SECS  longest wait for one recovery (default: 120)
+  --recovery             only the recovery figures (sshd restart and frozen session)
+  --skip-throughput, --skip-ttfb, --skip-pgbench, --skip-recovery, --skip-freeze
+  --quick                64M transfers, 1 rep, 3 ttfb reps, 3 s pgbench, 3 restart reps and
+                         no frozen-session runs";
 
 #[derive(Debug)]
 struct Args {
@@ -65,6 +84,12 @@ struct Args {
     throughput: bool,
     ttfb: bool,
     pgbench: bool,
+    /// Recovery runs per client after an sshd restart; 0 skips them.
+    restart_reps: usize,
+    restart_outage: Duration,
+    /// Recovery runs per client after a frozen session; 0 skips them.
+    freeze_reps: usize,
+    recovery_timeout: Duration,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -84,6 +109,10 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         throughput: true,
         ttfb: true,
         pgbench: true,
+        restart_reps: 5,
+        restart_outage: Duration::ZERO,
+        freeze_reps: 1,
+        recovery_timeout: Duration::from_secs(120),
     };
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
@@ -100,6 +129,12 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         let number = |v: String| {
             v.parse::<u32>()
                 .map_err(|_| format!("{flag}: not a number: {v:?}"))
+        };
+        let seconds = |v: String| {
+            v.parse::<f64>()
+                .ok()
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .ok_or_else(|| format!("{flag}: not a number of seconds: {v:?}"))
         };
         match flag.as_str() {
             "--client-a" | "--client-b" => {
@@ -125,11 +160,29 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--skip-throughput" => args.throughput = false,
             "--skip-ttfb" => args.ttfb = false,
             "--skip-pgbench" => args.pgbench = false,
+            "--restart-reps" => args.restart_reps = number(value()?)?.max(1) as usize,
+            "--restart-outage" => args.restart_outage = seconds(value()?)?,
+            "--freeze-reps" => args.freeze_reps = number(value()?)?.max(1) as usize,
+            "--recovery-timeout" => {
+                args.recovery_timeout = seconds(value()?)?.max(Duration::from_secs(1));
+            }
+            "--recovery" => {
+                args.throughput = false;
+                args.ttfb = false;
+                args.pgbench = false;
+            }
+            "--skip-recovery" => {
+                args.restart_reps = 0;
+                args.freeze_reps = 0;
+            }
+            "--skip-freeze" => args.freeze_reps = 0,
             "--quick" => {
                 args.size = 64 << 20;
                 args.reps = 1;
                 args.ttfb_reps = 3;
                 args.pgbench_seconds = 3;
+                args.restart_reps = args.restart_reps.min(3);
+                args.freeze_reps = 0;
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -199,6 +252,8 @@ struct Figure {
     samples: [Vec<f64>; 2],
     /// The same load without a tunnel, where that means something.
     direct: Vec<f64>,
+    /// Runs of each client that gave no figure (a recovery that never came).
+    failed: [usize; 2],
 }
 
 impl Figure {
@@ -208,6 +263,7 @@ impl Figure {
             better,
             samples: [Vec::new(), Vec::new()],
             direct: Vec::new(),
+            failed: [0, 0],
         }
     }
 }
@@ -279,7 +335,7 @@ fn run(args: &Args) {
         }
         pg
     });
-    let lab = Lab {
+    let mut lab = Lab {
         key,
         sshd,
         echo: EchoServer::start(),
@@ -302,7 +358,25 @@ fn run(args: &Args) {
     if args.pgbench {
         figures.extend(bench_pgbench(&lab, &contenders, args));
     }
-    print_report(args, &contenders, &figures);
+    // Last: these restart sshd and leave frozen sessions behind (killed, but still).
+    let mut notes = Vec::new();
+    if args.restart_reps > 0 || args.freeze_reps > 0 {
+        let autossh = contenders
+            .iter()
+            .any(|c| c.kind == ClientKind::OpenSsh)
+            .then(Autossh::prepare);
+        let mut down = Vec::new();
+        if args.restart_reps > 0 {
+            let (figure, outages) = bench_restart(&mut lab, &contenders, args, autossh.as_ref());
+            figures.push(figure);
+            down = outages;
+        }
+        if args.freeze_reps > 0 {
+            figures.push(bench_freeze(&lab, &contenders, args, autossh.as_ref()));
+        }
+        notes = recovery_notes(args, &contenders, autossh.as_ref(), median(&down));
+    }
+    print_report(args, &contenders, &figures, &notes);
 }
 
 fn progress(text: &str) {
@@ -536,17 +610,473 @@ fn parse_tps(output: &str) -> Option<f64> {
         .ok()
 }
 
+/// The ssh options OpenSSH gets under autossh in the recovery runs: the keepalive forwarder
+/// has by default (OpenSSH has none by default, so a frozen session would go unnoticed), and
+/// ExitOnForwardFailure, without which an ssh that cannot listen would stay up uselessly
+/// instead of exiting for autossh to restart it.
+const AUTOSSH_SSH_OPTIONS: [&str; 3] = [
+    "ServerAliveInterval=15",
+    "ServerAliveCountMax=3",
+    "ExitOnForwardFailure=yes",
+];
+
+/// `autossh -M 0`: OpenSSH's ssh kept up the usual way. Without a monitor port (`-M 0`)
+/// autossh restarts ssh whenever ssh exits, which with a keepalive is when the session is
+/// lost. `AUTOSSH_GATETIME=0` makes it retry even when the very first ssh fails early (it
+/// would give up otherwise). `AUTOSSH_POLL` keeps its default of 600 s, which with `-M 0`
+/// only sets the back-off: autossh restarts ssh at once five times in a row, then, while ssh
+/// keeps dying within `max(POLL/10, 10 s)` (60 s) of its start, sleeps 2, 8, 18, 32, ...
+/// (`POLL/100 * n*n/3`) seconds up to POLL before each further start.
+#[derive(Debug)]
+struct Autossh {
+    /// A two-line script that runs `autossh -M 0 "$@"`: the lab's client builder runs one
+    /// program with ssh's arguments.
+    wrapper: PathBuf,
+    version: String,
+    _dir: TempDir,
+}
+
+impl Autossh {
+    fn prepare() -> Autossh {
+        let autossh = find_program("autossh", &[]).unwrap_or_else(|| {
+            panic!(
+                "`autossh` not found on PATH; the recovery figures run OpenSSH under it: \
+                 install it with `apt-get install autossh` (bench/run does this) or use \
+                 --skip-recovery"
+            )
+        });
+        let out = run_ok(
+            Command::new(&autossh).arg("-V"),
+            Duration::from_secs(10),
+            "autossh -V",
+        );
+        let version = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .trim()
+        .to_owned();
+        let dir = tempfile::Builder::new()
+            .prefix("bench-autossh-")
+            .tempdir()
+            .expect("create a temp dir for the autossh wrapper");
+        let wrapper = dir.path().join("autossh-m0");
+        let quoted = autossh.display().to_string().replace('\'', r"'\''");
+        std::fs::write(
+            &wrapper,
+            format!("#!/bin/sh\nexec '{quoted}' -M 0 \"$@\"\n"),
+        )
+        .expect("write the autossh wrapper");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+            .expect("make the autossh wrapper executable");
+        Autossh {
+            wrapper,
+            version,
+            _dir: dir,
+        }
+    }
+
+    /// Runs `b`'s ssh under autossh. autossh's own log (when it starts ssh, why ssh exited)
+    /// goes to the same log as ssh's stderr.
+    fn wrap(&self, mut b: TunnelBuilder) -> TunnelBuilder {
+        for option in AUTOSSH_SSH_OPTIONS {
+            b = b.option(option);
+        }
+        b.program(&self.wrapper)
+            .env("AUTOSSH_GATETIME", "0")
+            .env("AUTOSSH_PATH", openssh_binary())
+            .env("AUTOSSH_LOGFILE", "/dev/stderr")
+    }
+}
+
+/// The lines above the table that say how the recovery figures were taken.
+fn recovery_notes(
+    args: &Args,
+    contenders: &[Contender],
+    autossh: Option<&Autossh>,
+    down_ms: Option<f64>,
+) -> Vec<String> {
+    let mut notes =
+        vec!["recovery: each client keeps a tunnel to the echo server up on its own:".to_owned()];
+    for c in contenders {
+        let how = match (c.kind, autossh) {
+            (ClientKind::OpenSsh, Some(a)) => format!(
+                "ssh under `{}`: autossh -M 0 (no monitor port: it restarts ssh when ssh \
+                 exits), AUTOSSH_GATETIME=0, AUTOSSH_POLL default (600 s: 5 immediate \
+                 restarts, then sleeps of 2, 8, 18, ... s while ssh keeps failing within \
+                 60 s), ssh -o {}",
+                a.version,
+                AUTOSSH_SSH_OPTIONS.join(" -o ")
+            ),
+            _ => "forwarder's own reconnect with its defaults (keepalive 15 s x 3, back-off \
+                  from 0.5 s with full jitter, capped at 30 s)"
+                .to_owned(),
+        };
+        if !notes.iter().any(|n| n.ends_with(&how)) {
+            notes.push(format!("  {}: {how}", c.kind));
+        }
+    }
+    notes.push(
+        "  probe: right after the kill or freeze a connection to the tunnel sends one byte; \
+         another is made whenever the last one failed (10 ms later) or after 1 s without an \
+         answer, earlier ones kept open; the time ends when a byte first comes back"
+            .to_owned(),
+    );
+    if args.restart_reps > 0 {
+        notes.push(format!(
+            "  sshd restart: listener and sessions killed, started again on the same port with \
+             the same host keys after {:.1} s; timed from listening again to the first byte; \
+             {} runs per client (median)",
+            args.restart_outage.as_secs_f64(),
+            args.restart_reps
+        ));
+        if let Some(ms) = down_ms {
+            notes.push(format!(
+                "  sshd was down {ms:.0} ms (median) per restart, from the kill to listening again"
+            ));
+        }
+    }
+    if args.freeze_reps > 0 {
+        notes.push(format!(
+            "  frozen session: the session's sshd processes SIGSTOPped (the listener keeps \
+             accepting); timed from the freeze to the first byte; {} run(s) per client, each \
+             45-60 s by the keepalive",
+            args.freeze_reps
+        ));
+    }
+    notes
+}
+
+/// A client of `c`'s kind forwarding a free local port to the echo server, as the recovery
+/// runs keep it: OpenSSH under autossh.
+fn recovery_tunnel(
+    lab: &Lab,
+    c: &Contender,
+    args: &Args,
+    autossh: Option<&Autossh>,
+) -> TunnelBuilder {
+    let b = lab
+        .tunnel(c, args)
+        .forward(free_port(), "127.0.0.1", lab.echo.port());
+    match (c.kind, autossh) {
+        (ClientKind::OpenSsh, Some(a)) => a.wrap(b),
+        _ => b,
+    }
+}
+
+/// Starts the client and makes sure its session is up and carries data before the outage.
+fn start_recovery_tunnel(b: &TunnelBuilder, sshd: &Sshd) -> Tunnel {
+    let tunnel = b.start();
+    if let Err(e) = echo_one_byte(tunnel.local_port()) {
+        fail(&tunnel, &format!("no echo before the outage: {e}"));
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "an sshd session process for the client",
+        || (!sshd.session_pids().is_empty()).then_some(()),
+        || format!("sshd log ends with:\n{}", file_tail(sshd.log_path(), 20)),
+    );
+    tunnel
+}
+
+/// When the tunnel served again.
+struct Recovery {
+    /// When sshd listened again (restart runs only).
+    listening: Option<Instant>,
+    served: Instant,
+    /// Probe connections made.
+    attempts: usize,
+}
+
+/// Probes `tunnel` (see [`Probe`]) until a byte comes back, the client exits or `deadline`
+/// passes. With `sshd_port`, also notes when sshd listens on it again.
+fn await_recovery(
+    tunnel: &mut Tunnel,
+    deadline: Instant,
+    sshd_port: Option<u16>,
+) -> Result<Recovery, String> {
+    let mut probe = Probe::new(tunnel.local_port());
+    let mut listening = None;
+    loop {
+        if listening.is_none()
+            && let Some(port) = sshd_port
+            && port_listening(port)
+        {
+            listening = Some(Instant::now());
+        }
+        if let Some(served) = probe.poll() {
+            return Ok(Recovery {
+                listening: sshd_port.map(|_| listening.unwrap_or(served)),
+                served,
+                attempts: probe.attempts,
+            });
+        }
+        if let Some(status) = tunnel.exited() {
+            return Err(format!(
+                "the client exited ({status}) after {} probe connections",
+                probe.attempts
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no byte came back before the deadline ({} probe connections)",
+                probe.attempts
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Connections to a tunnel's local port, each sending one byte for the echo server behind
+/// it. A new one is made when there is none waiting (10 ms after the last attempt: a client
+/// that is not listening refuses at once) or when the newest has waited 1 s (a client may
+/// hold a connection it cannot serve yet, or keep one it opened on a dead session); all are
+/// kept until one gets its byte back. So a client that holds connections through an outage
+/// is timed by the first one, and one that refuses them by the first try after it listens.
+struct Probe {
+    port: u16,
+    open: Vec<TcpStream>,
+    last_attempt: Option<Instant>,
+    attempts: usize,
+}
+
+impl Probe {
+    const RETRY: Duration = Duration::from_millis(10);
+    const ANOTHER: Duration = Duration::from_secs(1);
+
+    fn new(port: u16) -> Probe {
+        Probe {
+            port,
+            open: Vec::new(),
+            last_attempt: None,
+            attempts: 0,
+        }
+    }
+
+    /// One round; `Some(when)` once a byte came back.
+    fn poll(&mut self) -> Option<Instant> {
+        let due = self.last_attempt.is_none_or(|t| {
+            let waited = t.elapsed();
+            waited >= Self::ANOTHER || (self.open.is_empty() && waited >= Self::RETRY)
+        });
+        if due {
+            self.attempt();
+        }
+        let mut served = None;
+        self.open.retain_mut(|stream| {
+            let mut byte = [0u8; 1];
+            match stream.read(&mut byte) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => true,
+                Ok(1) if byte == *b"x" => {
+                    served.get_or_insert_with(Instant::now);
+                    false
+                }
+                // Closed, reset, or not the byte sent: this one failed.
+                _ => false,
+            }
+        });
+        served
+    }
+
+    fn attempt(&mut self) {
+        self.attempts += 1;
+        self.last_attempt = Some(Instant::now());
+        let addr = SocketAddr::from((ssh_interop_tests::net::LOCALHOST, self.port));
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+            return;
+        };
+        let sent = stream
+            .set_nodelay(true)
+            .and_then(|()| stream.write_all(b"x"))
+            .and_then(|()| stream.set_nonblocking(true));
+        if sent.is_ok() {
+            self.open.push(stream);
+        }
+    }
+}
+
+/// sshd restart: the listener and every session are killed (the client's connection
+/// drops), and sshd starts again on the same port with the same host keys after
+/// `--restart-outage`. Timed from sshd listening again to the first byte echoed through the
+/// tunnel. Returns the figure and how long sshd was down each time, in ms.
+fn bench_restart(
+    lab: &mut Lab,
+    contenders: &[Contender],
+    args: &Args,
+    autossh: Option<&Autossh>,
+) -> (Figure, Vec<f64>) {
+    let mut figure = Figure::new("recovery after sshd restart ms", Better::Lower);
+    let mut down = Vec::new();
+    for round in 0..args.restart_reps {
+        for i in order(round) {
+            let c = &contenders[i];
+            let builder = recovery_tunnel(lab, c, args, autossh);
+            let mut tunnel = start_recovery_tunnel(&builder, &lab.sshd);
+            let tries_before = connection_attempts(&tunnel);
+            lab.sshd.stop();
+            let killed = Instant::now();
+            let deadline = killed + args.recovery_timeout;
+            let port = lab.sshd.port();
+            let sshd = &mut lab.sshd;
+            let outcome = std::thread::scope(|s| {
+                s.spawn(|| {
+                    std::thread::sleep(args.restart_outage);
+                    sshd.restart();
+                });
+                await_recovery(&mut tunnel, deadline, Some(port))
+            });
+            let line = match outcome {
+                Ok(r) => {
+                    let listening = r.listening.unwrap_or(r.served);
+                    let ms = r.served.saturating_duration_since(listening).as_secs_f64() * 1000.0;
+                    let down_ms = listening.duration_since(killed).as_secs_f64() * 1000.0;
+                    figure.samples[i].push(ms);
+                    down.push(down_ms);
+                    format!(
+                        "{ms:.1} ms after sshd listened again (down {down_ms:.0} ms; {} \
+                         tries to log in, {} probe connections)",
+                        connection_attempts(&tunnel).saturating_sub(tries_before),
+                        r.attempts
+                    )
+                }
+                Err(e) => {
+                    figure.failed[i] += 1;
+                    failed_run(&tunnel, &e)
+                }
+            };
+            tunnel.terminate(Duration::from_secs(5));
+            progress(&format!(
+                "recovery after sshd restart {}/{} {:<12} {line}",
+                round + 1,
+                args.restart_reps,
+                c.label
+            ));
+        }
+    }
+    (figure, down)
+}
+
+/// Frozen session: the sshd processes serving the client's session are stopped (SIGSTOP),
+/// so its connection stays open but nothing answers, as with a hung server or a dead network
+/// path, while the listener keeps accepting. Only the client's keepalive can tell, so this
+/// takes 45-60 s with 15 s x 3. Timed from the freeze to the first byte echoed through the
+/// tunnel.
+fn bench_freeze(
+    lab: &Lab,
+    contenders: &[Contender],
+    args: &Args,
+    autossh: Option<&Autossh>,
+) -> Figure {
+    let mut figure = Figure::new("recovery after frozen session s", Better::Lower);
+    for round in 0..args.freeze_reps {
+        for i in order(round) {
+            let c = &contenders[i];
+            let builder = recovery_tunnel(lab, c, args, autossh);
+            let mut tunnel = start_recovery_tunnel(&builder, &lab.sshd);
+            progress(&format!(
+                "recovery after frozen session {}/{} {:<12} freezing its session (45-60 s)",
+                round + 1,
+                args.freeze_reps,
+                c.label
+            ));
+            let tries_before = connection_attempts(&tunnel);
+            let frozen = FrozenSessions::freeze(&lab.sshd);
+            let start = Instant::now();
+            let outcome = await_recovery(&mut tunnel, start + args.recovery_timeout, None);
+            let line = match outcome {
+                Ok(r) => {
+                    let s = r.served.duration_since(start).as_secs_f64();
+                    figure.samples[i].push(s);
+                    format!(
+                        "{s:.2} s after the freeze ({} tries to log in, {} probe \
+                         connections)",
+                        connection_attempts(&tunnel).saturating_sub(tries_before),
+                        r.attempts
+                    )
+                }
+                Err(e) => {
+                    figure.failed[i] += 1;
+                    failed_run(&tunnel, &e)
+                }
+            };
+            tunnel.terminate(Duration::from_secs(5));
+            drop(frozen);
+            progress(&format!(
+                "recovery after frozen session {}/{} {:<12} {line}",
+                round + 1,
+                args.freeze_reps,
+                c.label
+            ));
+        }
+    }
+    figure
+}
+
+/// sshd's session processes (every process below the listener), stopped with SIGSTOP and
+/// killed when dropped, so no frozen process outlives its run, even on a panic.
+struct FrozenSessions(Vec<u32>);
+
+impl FrozenSessions {
+    fn freeze(sshd: &Sshd) -> FrozenSessions {
+        let mut pids = sshd.session_pids();
+        let mut i = 0;
+        while let Some(&pid) = pids.get(i) {
+            for child in children_of(pid) {
+                if !pids.contains(&child) {
+                    pids.push(child);
+                }
+            }
+            i += 1;
+        }
+        for &pid in &pids {
+            signal(pid, Signal::STOP);
+        }
+        FrozenSessions(pids)
+    }
+}
+
+impl Drop for FrozenSessions {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            signal(pid, Signal::KILL);
+        }
+    }
+}
+
+/// How many times the client has connected to sshd so far, from its log: the lines where
+/// autossh starts ssh, or where forwarder says when its next attempt comes (one per lost
+/// session or failed attempt) plus its first connection.
+fn connection_attempts(tunnel: &Tunnel) -> usize {
+    let log = tunnel.log();
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    match tunnel.kind() {
+        ClientKind::OpenSsh => count("starting ssh (count"),
+        ClientKind::Forwarder => 1 + count("next attempt in"),
+    }
+}
+
+/// The progress line of a recovery run that gave no figure, with the client's log tail.
+fn failed_run(tunnel: &Tunnel, what: &str) -> String {
+    format!(
+        "FAILED: {what}\n  command: {}\n  its log ends with:\n{}",
+        tunnel.command_line(),
+        file_tail(tunnel.log_path(), 15)
+    )
+}
+
 fn fail(tunnel: &Tunnel, what: &str) -> ! {
     panic!(
         "{} ({}): {what}\ncommand: {}\nits log ends with:\n{}",
         tunnel.kind(),
         tunnel.pid(),
         tunnel.command_line(),
-        ssh_interop_tests::process::file_tail(tunnel.log_path(), 30)
+        file_tail(tunnel.log_path(), 30)
     )
 }
 
-fn print_report(args: &Args, contenders: &[Contender], figures: &[Figure]) {
+fn print_report(args: &Args, contenders: &[Contender], figures: &[Figure], notes: &[String]) {
     let ssh_version = {
         let mut cmd = std::process::Command::new(ssh_interop_tests::openssh_binary());
         cmd.arg("-V");
@@ -565,14 +1095,16 @@ fn print_report(args: &Args, contenders: &[Contender], figures: &[Figure]) {
         })
         .unwrap_or_else(|| "unknown CPU".to_owned());
     println!();
-    println!(
-        "transfers of {} MiB, {} reps (median), first byte {} reps, pgbench {} s x {} clients",
-        args.size >> 20,
-        args.reps,
-        args.ttfb_reps,
-        args.pgbench_seconds,
-        args.pgbench_clients
-    );
+    if args.throughput || args.ttfb || args.pgbench {
+        println!(
+            "transfers of {} MiB, {} reps (median), first byte {} reps, pgbench {} s x {} clients",
+            args.size >> 20,
+            args.reps,
+            args.ttfb_reps,
+            args.pgbench_seconds,
+            args.pgbench_clients
+        );
+    }
     println!(
         "cipher {}, kex {}, user key {}, {ssh_version}, {cpus} x {cpu_model}",
         args.cipher,
@@ -587,6 +1119,9 @@ fn print_report(args: &Args, contenders: &[Contender], figures: &[Figure]) {
         };
         println!("pgbench logins over loopback TCP use {auth} authentication");
     }
+    for note in notes {
+        println!("{note}");
+    }
     println!();
     let (a, b) = (&contenders[0].label, &contenders[1].label);
     let ratio = format!("{a}/{b}");
@@ -600,10 +1135,18 @@ fn print_report(args: &Args, contenders: &[Contender], figures: &[Figure]) {
             (Some(x), Some(y)) if y != 0.0 => format!("{:.2}", x / y),
             _ => "-".to_owned(),
         };
-        let note = match f.better {
+        let mut note = match f.better {
             Better::Higher => "higher is better",
             Better::Lower => "lower is better",
-        };
+        }
+        .to_owned();
+        for (i, c) in contenders.iter().enumerate() {
+            let failed = f.failed[i];
+            if failed > 0 {
+                let runs = failed + f.samples[i].len();
+                note.push_str(&format!("; {} failed {failed} of {runs}", c.label));
+            }
+        }
         println!(
             "{:<32} {:>14} {:>14} {:>16} {:>10}  {note}",
             f.name,
@@ -702,5 +1245,21 @@ mod tests {
         assert_eq!(args.size, 64 << 20);
         assert_eq!(args.cipher, "chacha20-poly1305@openssh.com");
         assert!(parse_args(["--bogus".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn recovery_options_parse() {
+        let args = parse_args(
+            ["--recovery", "--restart-outage=0.5", "--freeze-reps", "2"].map(String::from),
+        )
+        .expect("parses");
+        assert!(!args.throughput && !args.ttfb && !args.pgbench);
+        assert_eq!(args.restart_outage, Duration::from_millis(500));
+        assert_eq!((args.restart_reps, args.freeze_reps), (5, 2));
+        let quick = parse_args(["--quick".to_owned()]).expect("parses");
+        assert_eq!((quick.restart_reps, quick.freeze_reps), (3, 0));
+        let none = parse_args(["--skip-recovery".to_owned()]).expect("parses");
+        assert_eq!((none.restart_reps, none.freeze_reps), (0, 0));
+        assert!(parse_args(["--restart-outage=-1".to_owned()]).is_err());
     }
 }

@@ -1,0 +1,676 @@
+//! The tokio driver (`forwarder::driver`) against the in-memory test server of
+//! `support`, over `tokio::io::duplex`: echo, backpressure, rekeying, channel number reuse,
+//! a session dying under open channels, refused channels and keepalive death detection.
+//!
+//! Timing: the driver runs the session clock on `std::time::Instant::now()` and converts its
+//! deadlines with `tokio::time::Instant::from_std`, so a paused tokio clock would fire the
+//! driver's sleep while the session, reading the real clock, still sees the deadline ahead
+//! (the driver would spin until real time caught up). The keepalive tests therefore run on
+//! real time with a one-second interval, and every wait is bounded.
+
+mod support;
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use forwarder::driver::{ChannelStream, OpenError};
+use forwarder::session::{ServerAlive, SessionError};
+use ssh_connection::OpenFailureReason;
+use support::{
+    ClientOptions, KeepaliveAnswer, STEP, ServerOptions, connected, echo_check, pattern, within,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MIB: usize = 1024 * 1024;
+
+async fn open(handle: &forwarder::driver::SessionHandle, host: &str) -> ChannelStream {
+    within(
+        STEP,
+        "open_direct_tcpip",
+        handle.open_direct_tcpip(host, 5432, "127.0.0.1", 40000),
+    )
+    .await
+    .expect("channel opens")
+}
+
+fn assert_clean(stats: &support::ServerStats, window: u32) {
+    assert_eq!(stats.window_violations, 0, "{stats:?}");
+    assert_eq!(stats.packet_violations, 0, "{stats:?}");
+    assert_eq!(stats.unknown_channel, 0, "{stats:?}");
+    assert!(stats.max_pending <= window as usize, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn echo_several_mib_both_ways_at_once() {
+    let (_server, conn, client) =
+        connected(ServerOptions::default(), ClientOptions::default()).await;
+    let h = &client.handle;
+
+    // One channel, 8 MiB written while its echo is read.
+    let data = pattern(1, 8 * MIB);
+    let ch = open(h, "db.internal").await;
+    within(Duration::from_secs(60), "8 MiB echo", echo_check(ch, &data))
+        .await
+        .expect("echo intact");
+
+    // Four channels at once, 2 MiB each.
+    let mut tasks = Vec::new();
+    for i in 0..4u64 {
+        let ch = open(h, "db.internal").await;
+        tasks.push(tokio::spawn(async move {
+            let data = pattern(10 + i, 2 * MIB + i as usize * 777);
+            echo_check(ch, &data).await
+        }));
+    }
+    for t in tasks {
+        within(Duration::from_secs(60), "parallel echo", t)
+            .await
+            .unwrap()
+            .expect("echo intact");
+    }
+    let s = conn.stats();
+    assert_eq!(s.bytes_in, s.bytes_out);
+    assert!(s.bytes_in >= (16 * MIB) as u64, "{s:?}");
+    assert_clean(&s, ServerOptions::default().window);
+    assert!(client.handle.error().is_none());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn echo_on_a_single_threaded_runtime() {
+    let (_server, conn, client) =
+        connected(ServerOptions::default(), ClientOptions::default()).await;
+    let data = pattern(2, 3 * MIB);
+    let ch = open(&client.handle, "db.internal").await;
+    within(Duration::from_secs(60), "3 MiB echo", echo_check(ch, &data))
+        .await
+        .expect("echo intact");
+    assert_clean(&conn.stats(), ServerOptions::default().window);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_that_does_not_read_stops_the_writer_and_then_it_resumes() {
+    const SERVER_WINDOW: u32 = 128 * 1024;
+    const CLIENT_WINDOW: u32 = 256 * 1024;
+    let server = ServerOptions {
+        window: SERVER_WINDOW,
+        ..ServerOptions::default()
+    };
+    let client = ClientOptions {
+        connection: ssh_connection::Config {
+            initial_window: CLIENT_WINDOW,
+            max_packet: 32 * 1024,
+        },
+        ..ClientOptions::default()
+    };
+    let (_server, conn, client) = connected(server, client).await;
+    let ch = open(&client.handle, "db.internal").await;
+    let (mut r, mut w) = tokio::io::split(ch);
+    let data = pattern(3, 4 * MIB);
+
+    // Write without reading: the echo fills our window, the unechoed rest fills the
+    // server's, and then a write stays Pending.
+    let mut sent = 0;
+    loop {
+        let end = (sent + 16 * 1024).min(data.len());
+        match tokio::time::timeout(Duration::from_millis(500), w.write(&data[sent..end])).await {
+            Ok(Ok(n)) => {
+                assert!(n > 0);
+                sent += n;
+                assert!(
+                    sent <= (SERVER_WINDOW + CLIENT_WINDOW) as usize,
+                    "the writer got {sent} bytes past both windows"
+                );
+            }
+            Ok(Err(e)) => panic!("write failed: {e}"),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        sent >= CLIENT_WINDOW as usize,
+        "stalled after only {sent} bytes"
+    );
+    // Still stalled a moment later, and the server never got past its window.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), w.write(&data[sent..sent + 1]))
+            .await
+            .is_err(),
+        "a write went through while nothing was read"
+    );
+    let s = conn.stats();
+    assert!(s.bytes_in <= sent as u64);
+    assert_eq!(s.bytes_out, u64::from(CLIENT_WINDOW), "{s:?}");
+    assert_clean(&s, SERVER_WINDOW);
+
+    // Read: everything flows again, in order.
+    let rest = &data[sent..];
+    let write = async {
+        w.write_all(rest).await?;
+        w.shutdown().await
+    };
+    let read = async {
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await?;
+        Ok::<_, io::Error>(got)
+    };
+    let (wrote, got) = within(Duration::from_secs(60), "the rest of the transfer", async {
+        tokio::join!(write, read)
+    })
+    .await;
+    wrote.expect("write");
+    let got = got.expect("read");
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "echo differs");
+    assert_clean(&conn.stats(), SERVER_WINDOW);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_rekeys_in_the_middle_of_a_transfer() {
+    let server = ServerOptions {
+        rekey_every: Some(512 * 1024),
+        ..ServerOptions::default()
+    };
+    let (_server, conn, client) = connected(server, ClientOptions::default()).await;
+    assert_eq!(client.handle.log().kex_count, 1);
+    let data = pattern(4, 4 * MIB + 12345);
+    let ch = open(&client.handle, "db.internal").await;
+    within(
+        Duration::from_secs(60),
+        "echo across rekeys",
+        echo_check(ch, &data),
+    )
+    .await
+    .expect("echo intact");
+    // A rekey started by the last megabyte may still be finishing.
+    let t0 = Instant::now();
+    loop {
+        let (c, s) = (client.handle.log().kex_count, conn.stats().kex_count);
+        if c == s && c >= 3 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < STEP,
+            "key exchanges: client {c}, server {s}: {:?} {:?}",
+            conn.stats(),
+            client.handle.error()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let s = conn.stats();
+    // At least two completed while data was still coming in.
+    let mid = s
+        .rekeyed_at
+        .iter()
+        .filter(|&&at| at < data.len() as u64)
+        .count();
+    assert!(mid >= 2, "{s:?}");
+    assert_clean(&s, ServerOptions::default().window);
+    // One more, asked for by hand while idle, and data still flows.
+    let before = client.handle.log().kex_count;
+    conn.rekey();
+    within(STEP, "the idle rekey", async {
+        while client.handle.log().kex_count == before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let ch = open(&client.handle, "db.internal").await;
+    echo_check(ch, b"after the rekey").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn channel_numbers_are_reused_in_sequence_and_in_parallel() {
+    let (_server, conn, client) =
+        connected(ServerOptions::default(), ClientOptions::default()).await;
+    let h = client.handle.clone();
+
+    let mut max_id = 0;
+    for i in 0..200u64 {
+        let ch = open(&h, "db.internal").await;
+        max_id = max_id.max(ch.id().0);
+        let data = pattern(100 + i, 1 + (i as usize * 97) % 4096);
+        within(STEP, "sequential echo", echo_check(ch, &data))
+            .await
+            .unwrap_or_else(|e| panic!("channel {i}: {e}"));
+    }
+    // One channel at a time: a number is free again as soon as its close completes.
+    assert!(max_id < 4, "client channel numbers went up to {max_id}");
+    let s = conn.stats();
+    assert_eq!(s.opened, 200);
+    assert!(s.max_server_id.unwrap() < 4, "{s:?}");
+
+    for round in 0..2u64 {
+        let mut tasks = Vec::new();
+        for i in 0..50u64 {
+            let h = h.clone();
+            tasks.push(tokio::spawn(async move {
+                let ch = open(&h, "db.internal").await;
+                let id = ch.id().0;
+                let data = pattern(1000 * round + i, 20_000 + i as usize * 311);
+                echo_check(ch, &data).await.map(|()| id)
+            }));
+        }
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(
+                within(STEP, "parallel echo", t)
+                    .await
+                    .unwrap()
+                    .expect("echo intact"),
+            );
+        }
+        let top = ids.iter().copied().max().unwrap();
+        assert!(
+            top < 60,
+            "round {round}: client channel numbers up to {top}"
+        );
+    }
+    within(STEP, "every channel to be closed", async {
+        while h.channel_count() != 0 || conn.stats().open_now != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let s = conn.stats();
+    assert_eq!(s.opened, 300);
+    assert!(s.max_server_id.unwrap() < 60, "{s:?}");
+    assert!(s.max_open <= 50, "{s:?}");
+    assert_clean(&s, ServerOptions::default().window);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_session_fails_every_open_channel_promptly() {
+    let (_server, conn, client) =
+        connected(ServerOptions::default(), ClientOptions::default()).await;
+    let mut chans = Vec::new();
+    for _ in 0..10 {
+        chans.push(open(&client.handle, "db.internal").await);
+    }
+    // Each channel works, then sits idle.
+    for ch in &mut chans {
+        ch.write_all(b"ping").await.unwrap();
+        let mut b = [0u8; 4];
+        within(STEP, "ping echo", ch.read_exact(&mut b))
+            .await
+            .unwrap();
+        assert_eq!(&b, b"ping");
+    }
+
+    conn.kill();
+    let t0 = Instant::now();
+    let mut reads = Vec::new();
+    for mut ch in chans {
+        reads.push(tokio::spawn(async move {
+            let mut b = [0u8; 16];
+            let r = tokio::time::timeout(Duration::from_secs(1), ch.read(&mut b)).await;
+            (r, ch)
+        }));
+    }
+    let mut kept = Vec::new();
+    for t in reads {
+        let (r, ch) = t.await.unwrap();
+        match r {
+            Err(_) => panic!("a channel read did not end within 1 s of the session dying"),
+            Ok(Ok(n)) => panic!("a channel read returned Ok({n}) instead of an error"),
+            Ok(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted, "{e}"),
+        }
+        kept.push(ch);
+    }
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    // Writes fail too.
+    let e = kept[0].write(b"x").await.unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted, "{e}");
+
+    let opened = within(
+        Duration::from_secs(1),
+        "open after death",
+        client
+            .handle
+            .open_direct_tcpip("db.internal", 5432, "127.0.0.1", 1),
+    )
+    .await;
+    assert!(
+        matches!(opened, Err(OpenError::Session(_))),
+        "open after death: {opened:?}"
+    );
+    assert!(client.handle.error().is_some());
+    let end = client.finished(STEP).await;
+    assert_eq!(
+        end,
+        Err(SessionError::Transport(
+            ssh_transport::Error::ConnectionLost
+        ))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_channel_reports_the_servers_reason() {
+    let server = ServerOptions {
+        refuse_hosts: vec!["forbidden.internal".into()],
+        ..ServerOptions::default()
+    };
+    let (_server, conn, client) = connected(server, ClientOptions::default()).await;
+    let r = within(
+        STEP,
+        "refused open",
+        client
+            .handle
+            .open_direct_tcpip("forbidden.internal", 5432, "127.0.0.1", 1),
+    )
+    .await;
+    match r {
+        Err(OpenError::Refused {
+            reason,
+            description,
+        }) => {
+            assert_eq!(reason, OpenFailureReason::ADMINISTRATIVELY_PROHIBITED);
+            assert!(
+                description.contains("forbidden.internal:5432 refused by the test server"),
+                "{description}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(conn.stats().refused, 1);
+    assert_eq!(client.handle.channel_count(), 0);
+    // The session goes on.
+    let ch = open(&client.handle, "db.internal").await;
+    echo_check(ch, b"still here").await.unwrap();
+    assert!(client.handle.error().is_none());
+}
+
+const ALIVE: ServerAlive = ServerAlive {
+    interval: Duration::from_secs(1),
+    count_max: 2,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_ends_the_session_as_not_responding() {
+    let client = ClientOptions {
+        server_alive: Some(ALIVE),
+        ..ClientOptions::default()
+    };
+    let (_server, conn, client) = connected(ServerOptions::default(), client).await;
+    let ch = open(&client.handle, "db.internal").await;
+    conn.freeze();
+    let t0 = Instant::now();
+    let end = client.finished(Duration::from_secs(10)).await;
+    let took = t0.elapsed();
+    assert_eq!(end, Err(SessionError::ServerNotResponding { missed: 2 }));
+    // Two keepalives at 1 s and 2 s go unanswered; the third deadline (3 s) ends it.
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    drop(ch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_keepalives_keep_an_idle_session_alive() {
+    let client = ClientOptions {
+        server_alive: Some(ALIVE),
+        ..ClientOptions::default()
+    };
+    let (_server, conn, client) = connected(ServerOptions::default(), client).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(!client.driver.is_finished(), "{:?}", client.handle.error());
+    assert!(conn.stats().keepalives >= 2, "{:?}", conn.stats());
+    let ch = open(&client.handle, "db.internal").await;
+    echo_check(ch, b"alive").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_keepalives_end_the_session_even_though_the_server_reads() {
+    let server = ServerOptions {
+        keepalive: KeepaliveAnswer::Silent,
+        ..ServerOptions::default()
+    };
+    let client = ClientOptions {
+        server_alive: Some(ALIVE),
+        ..ClientOptions::default()
+    };
+    let (_server, conn, client) = connected(server, client).await;
+    let end = client.finished(Duration::from_secs(10)).await;
+    assert_eq!(end, Err(SessionError::ServerNotResponding { missed: 2 }));
+    assert!(conn.stats().keepalives >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_connection_attempt_gets_a_fresh_server() {
+    // What a supervisor's reconnect tests build on: the same server, a new pipe per attempt.
+    let server = support::TestServer::new(ServerOptions::default());
+    for attempt in 0..3 {
+        let client = support::start_client(
+            server.connect(),
+            server.host_key(),
+            &ClientOptions::default(),
+        );
+        within(STEP, "authentication", client.handle.authenticated())
+            .await
+            .unwrap();
+        let ch = open(&client.handle, "db.internal").await;
+        echo_check(ch, format!("attempt {attempt}").as_bytes())
+            .await
+            .unwrap();
+        server.last().unwrap().kill();
+        assert!(client.finished(STEP).await.is_err());
+    }
+    assert_eq!(server.connections().len(), 3);
+    assert!(server.connections().iter().all(|c| c.stats().authenticated));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_frozen_mid_transfer_fails_blocked_writers_and_readers() {
+    let client = ClientOptions {
+        server_alive: Some(ALIVE),
+        ..ClientOptions::default()
+    };
+    let (_server, conn, client) = connected(ServerOptions::default(), client).await;
+    let ch = open(&client.handle, "db.internal").await;
+    let (mut r, mut w) = tokio::io::split(ch);
+    conn.freeze();
+    // Write until blocked (the pipe and the windows fill), then wait: the keepalives cannot
+    // even be sent, and the session is declared dead.
+    let writer = tokio::spawn(async move {
+        let data = pattern(5, 64 * 1024);
+        loop {
+            if let Err(e) = w.write_all(&data).await {
+                return e;
+            }
+        }
+    });
+    let reader = tokio::spawn(async move {
+        let mut b = vec![0u8; 64 * 1024];
+        loop {
+            match r.read(&mut b).await {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(e),
+            }
+        }
+    });
+    let end = client.finished(Duration::from_secs(10)).await;
+    assert_eq!(end, Err(SessionError::ServerNotResponding { missed: 2 }));
+    let e = within(Duration::from_secs(1), "the blocked writer", writer)
+        .await
+        .unwrap();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted, "{e}");
+    let e = within(Duration::from_secs(1), "the reader", reader)
+        .await
+        .unwrap();
+    assert_eq!(e.map(|e| e.kind()), Some(io::ErrorKind::ConnectionAborted));
+    assert!(conn.stats().window_violations == 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_session_fails_a_writer_blocked_on_the_window() {
+    let server = ServerOptions {
+        window: 64 * 1024,
+        ..ServerOptions::default()
+    };
+    let client = ClientOptions {
+        connection: ssh_connection::Config {
+            initial_window: 64 * 1024,
+            max_packet: 32 * 1024,
+        },
+        ..ClientOptions::default()
+    };
+    let (_server, conn, client) = connected(server, client).await;
+    let mut ch = open(&client.handle, "db.internal").await;
+    let data = pattern(6, 16 * 1024);
+    // Nothing is read: the writer blocks once both windows are full.
+    let mut sent = 0;
+    while let Ok(r) = tokio::time::timeout(Duration::from_millis(300), ch.write(&data)).await {
+        sent += r.unwrap();
+        assert!(sent <= 128 * 1024, "{sent}");
+    }
+    let writer = tokio::spawn(async move { ch.write(&data).await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!writer.is_finished());
+    conn.kill();
+    let r = within(Duration::from_secs(1), "the blocked writer", writer)
+        .await
+        .unwrap();
+    assert_eq!(r.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_before_authentication_wait_for_it_or_fail_with_the_session() {
+    // Waits, then works.
+    let server = support::TestServer::new(ServerOptions::default());
+    let client = support::start_client(
+        server.connect(),
+        server.host_key(),
+        &ClientOptions::default(),
+    );
+    let ch = open(&client.handle, "db.internal").await;
+    echo_check(ch, b"opened before authentication")
+        .await
+        .unwrap();
+
+    // The server dies during the handshake: the pending open and `authenticated` fail.
+    let server = support::TestServer::new(ServerOptions {
+        start_frozen: true,
+        ..ServerOptions::default()
+    });
+    let (stream, conn) = server.connect_with_handle();
+    let client = support::start_client(stream, server.host_key(), &ClientOptions::default());
+    let h = client.handle.clone();
+    let pending = tokio::spawn(async move {
+        h.open_direct_tcpip("db.internal", 5432, "127.0.0.1", 1)
+            .await
+            .map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!pending.is_finished());
+    conn.kill();
+    let r = within(Duration::from_secs(1), "the pending open", pending)
+        .await
+        .unwrap();
+    assert!(matches!(r, Err(OpenError::Session(_))), "{r:?}");
+    let a = within(
+        Duration::from_secs(1),
+        "authenticated()",
+        client.handle.authenticated(),
+    )
+    .await;
+    assert!(a.is_err(), "{a:?}");
+    assert!(client.finished(STEP).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_hits_the_handshake_timeout() {
+    let server = ServerOptions {
+        start_frozen: true,
+        ..ServerOptions::default()
+    };
+    let mut opts = ClientOptions::default();
+    opts.transport.handshake_timeout = Some(Duration::from_secs(1));
+    let server = support::TestServer::new(server);
+    let client = support::start_client(server.connect(), server.host_key(), &opts);
+    let t0 = Instant::now();
+    let end = client.finished(Duration::from_secs(5)).await;
+    assert!(
+        matches!(
+            end,
+            Err(SessionError::Transport(
+                ssh_transport::Error::HandshakeTimeout(_)
+            ))
+        ),
+        "{end:?}"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_ends_the_driver_politely_and_the_channels_with_it() {
+    let (_server, conn, client) =
+        connected(ServerOptions::default(), ClientOptions::default()).await;
+    let mut ch = open(&client.handle, "db.internal").await;
+    client.handle.disconnect("bye");
+    let end = client.finished(STEP).await;
+    assert_eq!(end, Ok(()));
+    let mut b = [0u8; 4];
+    let r = within(
+        Duration::from_secs(1),
+        "read after disconnect",
+        ch.read(&mut b),
+    )
+    .await;
+    assert!(r.is_err(), "{r:?}");
+    within(STEP, "the server to see the end", async {
+        while conn.stats().ended.is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_driver_task_fails_its_channels() {
+    let (_server, _conn, client) =
+        connected(ServerOptions::default(), ClientOptions::default()).await;
+    let mut ch = open(&client.handle, "db.internal").await;
+    client.driver.abort();
+    let mut b = [0u8; 4];
+    let r = within(Duration::from_secs(1), "read after abort", ch.read(&mut b)).await;
+    assert!(r.is_err(), "{r:?}");
+    let o = within(
+        Duration::from_secs(1),
+        "open after abort",
+        client
+            .handle
+            .open_direct_tcpip("db.internal", 1, "127.0.0.1", 1),
+    )
+    .await;
+    assert!(matches!(o, Err(OpenError::Session(_))), "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_given_up_before_confirmation_is_closed() {
+    let (_server, conn, client) =
+        connected(ServerOptions::default(), ClientOptions::default()).await;
+    for _ in 0..20 {
+        let h = client.handle.clone();
+        let t = tokio::spawn(async move {
+            h.open_direct_tcpip("db.internal", 5432, "127.0.0.1", 1)
+                .await
+                .map(|_| ())
+        });
+        tokio::task::yield_now().await;
+        t.abort();
+        let _ = t.await;
+    }
+    within(STEP, "abandoned channels to close", async {
+        while client.handle.channel_count() != 0 || conn.stats().open_now != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let ch = open(&client.handle, "db.internal").await;
+    echo_check(ch, b"after the abandoned opens").await.unwrap();
+    assert_clean(&conn.stats(), ServerOptions::default().window);
+}
