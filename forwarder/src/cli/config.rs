@@ -244,18 +244,12 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
             set_first(&mut p.reconnect, f);
         }
         "reconnectbackoffmax" => {
-            let v = one(key, &args)?;
-            let secs = parse_time(v)
-                .filter(|s| *s > 0)
-                .ok_or_else(|| bad_value(key, v, TIME_FORMS))?;
-            set_first(&mut p.reconnect_backoff_max, Duration::from_secs(secs));
+            let d = positive_time(key, &args)?;
+            set_first(&mut p.reconnect_backoff_max, d);
         }
         "sessionwaittimeout" => {
-            let v = one(key, &args)?;
-            let secs = parse_time(v)
-                .filter(|s| *s > 0)
-                .ok_or_else(|| bad_value(key, v, TIME_FORMS))?;
-            set_first(&mut p.session_wait_timeout, Duration::from_secs(secs));
+            let d = positive_time(key, &args)?;
+            set_first(&mut p.session_wait_timeout, d);
         }
         "loglevel" => {
             let v = one(key, &args)?;
@@ -372,6 +366,15 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
 }
 
 const TIME_FORMS: &str = "seconds, or a time such as 30s, 5m, 1h30m";
+
+/// A single time in [`parse_time`]'s format that must not be zero.
+fn positive_time(key: &str, args: &[String]) -> Result<Duration, CliError> {
+    let v = one(key, args)?;
+    parse_time(v)
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+        .ok_or_else(|| bad_value(key, v, TIME_FORMS))
+}
 
 fn bad_value(key: &str, value: &str, expected: &'static str) -> CliError {
     CliError::BadValue {
