@@ -11,6 +11,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod agent;
 pub mod algorithms;
 pub mod app;
@@ -18,10 +19,15 @@ pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod files;
+pub mod fleet;
 pub mod keygen;
 pub mod known_hosts;
+pub mod metrics;
+pub mod probe;
 pub mod prompt;
 pub mod session;
+pub mod shard;
+pub mod status;
 pub mod supervisor;
 pub mod tunnel;
 pub mod userauth;

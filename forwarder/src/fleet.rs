@@ -1,0 +1,1 @@
+//! `forwarder serve`: a fleet of tunnels from one file. (Being written.)

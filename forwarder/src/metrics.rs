@@ -1,0 +1,1 @@
+//! The fleet's Prometheus metrics. (Being written.)

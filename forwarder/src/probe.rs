@@ -1,0 +1,1 @@
+//! Probes: does the expected database answer at a tunnel's remote? (Being written.)

@@ -1,0 +1,1 @@
+//! `--shard i/n`: which replica serves which tunnel. (Being written.)
