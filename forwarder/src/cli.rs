@@ -40,6 +40,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use config::parse_time;
 pub use env::Environment;
 
 /// What the command line asks for.

@@ -17,6 +17,7 @@ pub mod algorithms;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod driver;
 pub mod files;
 pub mod fleet;

@@ -531,7 +531,7 @@ pub(crate) fn parse_rekey_limit(text: &str) -> Option<RekeyLimit> {
 
 /// OpenSSH's time format: seconds, or numbers with s/m/h/d/w units added up (`1h30m`).
 /// Capped at `i32::MAX` seconds as OpenSSH does.
-pub(super) fn parse_time(text: &str) -> Option<u64> {
+pub fn parse_time(text: &str) -> Option<u64> {
     if text.is_empty() {
         return None;
     }

@@ -1,0 +1,315 @@
+//! Making sessions and listeners: the TCP connection to the bastion (ConnectTimeout, TCP
+//! keepalive), known_hosts checking, the identities, and binding local listeners as OpenSSH
+//! does. Shared by the command line and the fleet.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ssh_auth::AuthError;
+use ssh_transport::hostkey::PublicKey;
+use ssh_transport::random::OsRandom;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use crate::cli::{self, BindTarget};
+use crate::config::{self, SessionSpec};
+use crate::driver::{self, HostKeyVerifier};
+use crate::known_hosts::{self, Decision, KnownHosts};
+use crate::session::{Session, SessionConfig, SessionError};
+use crate::supervisor::{ConnectError, Connected, Connector};
+use crate::userauth;
+
+/// Checks server host keys against known_hosts under StrictHostKeyChecking.
+#[derive(Debug)]
+pub struct KnownHostsVerifier {
+    known: KnownHosts,
+    host: String,
+    port: u16,
+    policy: cli::StrictHostKeyChecking,
+    record_file: Option<PathBuf>,
+    hash: bool,
+}
+
+impl HostKeyVerifier for KnownHostsVerifier {
+    fn verify(&self, key: &PublicKey) -> Result<(), String> {
+        let status = self.known.check(&self.host, self.port, key);
+        match known_hosts::decide(
+            status,
+            self.policy,
+            &self.host,
+            self.port,
+            key,
+            self.record_file.as_deref(),
+        ) {
+            Decision::Trusted => Ok(()),
+            Decision::TrustAndRecord { file } => {
+                let mut salt = [0u8; 20];
+                ssh_transport::random::SecureRandom::fill(&mut OsRandom, &mut salt);
+                let line = known_hosts::entry_line(&self.host, self.port, key, self.hash, &salt);
+                match known_hosts::append(&file, &line) {
+                    Ok(()) => eprintln!(
+                        "forwarder: warning: {}",
+                        known_hosts::added_notice(&self.host, self.port, key, &file)
+                    ),
+                    Err(e) => eprintln!(
+                        "forwarder: warning: could not record the host key in {}: {e}",
+                        file.display()
+                    ),
+                }
+                Ok(())
+            }
+            Decision::Refused(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Binds the listeners for one forward. Loopback means 127.0.0.1 and, where the system has
+/// IPv6, ::1; all interfaces means 0.0.0.0 and ::. IPv6 sockets are IPv6-only so that both
+/// families can share the port, as OpenSSH does. The first address must bind; a missing IPv6
+/// stack only drops the IPv6 listener.
+pub async fn bind(
+    target: &BindTarget,
+    port: u16,
+    family: cli::AddressFamily,
+) -> std::io::Result<Vec<TcpListener>> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let (addrs, best_effort_after): (Vec<SocketAddr>, usize) = match target {
+        BindTarget::Loopback => (
+            vec![
+                (Ipv4Addr::LOCALHOST, port).into(),
+                (Ipv6Addr::LOCALHOST, port).into(),
+            ],
+            1,
+        ),
+        BindTarget::AllInterfaces => (
+            vec![
+                (Ipv4Addr::UNSPECIFIED, port).into(),
+                (Ipv6Addr::UNSPECIFIED, port).into(),
+            ],
+            1,
+        ),
+        BindTarget::Address(a) => {
+            let v: Vec<SocketAddr> = tokio::net::lookup_host((a.as_str(), port)).await?.collect();
+            let n = v.len();
+            (v, n)
+        }
+    };
+    let addrs: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| match family {
+            cli::AddressFamily::Any => true,
+            cli::AddressFamily::Inet => a.is_ipv4(),
+            cli::AddressFamily::Inet6 => a.is_ipv6(),
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut port = port;
+    for (i, mut a) in addrs.into_iter().enumerate() {
+        // With port 0 the second family listens on the port the first one got.
+        a.set_port(port);
+        match listen(a) {
+            Ok(l) => {
+                if port == 0 {
+                    port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+                }
+                out.push(l);
+            }
+            Err(e) if i >= best_effort_after && !out.is_empty() => {
+                debug!(address = %a, error = %e, "not listening on this address");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if out.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            "no address of the requested family",
+        ));
+    }
+    Ok(out)
+}
+
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Makes a tunnel's sessions: TCP to the bastion, known_hosts read afresh on every attempt,
+/// the identities prepared once at start-up ([`SshConnector::prepare`]).
+pub struct SshConnector {
+    spec: SessionSpec,
+    identities: Vec<ssh_auth::Identity>,
+    helper: Arc<userauth::Helper>,
+    unusable: Vec<String>,
+}
+
+impl SshConnector {
+    /// Reads the identities `spec` names (keys, certificates, the agent) and the secret
+    /// sources its options call for.
+    pub async fn prepare(spec: SessionSpec) -> Self {
+        let opts = &spec.options;
+        let (password, passphrase) = userauth::secret_sources(opts);
+        let prepared = userauth::prepare(opts, &passphrase, unix_now()).await;
+        let helper = Arc::new(userauth::Helper::new(opts, &prepared, password, passphrase));
+        Self {
+            identities: prepared.identities.clone(),
+            unusable: prepared.unusable.clone(),
+            helper,
+            spec,
+        }
+    }
+
+    /// The session it makes.
+    pub fn spec(&self) -> &SessionSpec {
+        &self.spec
+    }
+}
+
+/// Seconds since the Unix epoch; certificates' validity is judged by this clock.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl std::fmt::Debug for SshConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SshConnector")
+    }
+}
+
+impl SshConnector {
+    async fn start(&self) -> Result<Connected, ConnectError> {
+        let spec = &self.spec;
+        let opts = &spec.options;
+        let started = Instant::now();
+        // Read each time: a host key that is no longer trusted is not trusted on reconnect.
+        let (known, warnings) = KnownHosts::load(&opts.user_known_hosts_files)
+            .map_err(|e| ConnectError::Permanent(e.to_string()))?;
+        for w in warnings {
+            warn!("{w}");
+        }
+        let known_types = known.known_key_types(&spec.host, spec.port);
+        let transport = config::prefer_known_host_key_types(spec.transport.clone(), &known_types);
+        // Certificates' validity is judged by this clock; the auth crate has none.
+        let auth = userauth::auth_config(opts, self.identities.clone(), unix_now())
+            .map_err(ConnectError::Permanent)?;
+        let stream = connect(spec).await?;
+        debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "connected"
+        );
+        let verifier = Arc::new(KnownHostsVerifier {
+            known,
+            host: spec.host.clone(),
+            port: spec.port,
+            policy: opts.strict_host_key_checking,
+            record_file: opts.known_hosts_record_file().map(Path::to_path_buf),
+            hash: opts.hash_known_hosts,
+        });
+        let session = Session::new(
+            SessionConfig {
+                transport,
+                connection: ssh_connection::Config::default(),
+                auth,
+                server_alive: spec.server_alive,
+            },
+            Box::new(OsRandom),
+            Instant::now(),
+        );
+        let (handle, driver) =
+            driver::start_with_auth(stream, session, verifier, self.helper.clone());
+        Ok(Connected {
+            handle,
+            driver: Box::pin(driver),
+        })
+    }
+}
+
+impl Connector for SshConnector {
+    fn connect(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Connected, ConnectError>> + Send + '_>,
+    > {
+        Box::pin(self.start())
+    }
+
+    fn describe(&self, e: &SessionError) -> String {
+        // A refusal names the key files that could not even be offered, too.
+        match e {
+            SessionError::Auth(AuthError::Refused(refusal)) => {
+                let mut refusal = refusal.clone();
+                refusal.unusable = self.unusable.clone();
+                refusal.to_string()
+            }
+            e => e.to_string(),
+        }
+    }
+}
+
+/// TCP to the bastion, with ConnectTimeout, TCP_NODELAY and (unless `TCPKeepAlive no`) TCP
+/// keepalive probes, which also keep NAT mappings alive on an idle tunnel.
+async fn connect(spec: &SessionSpec) -> Result<TcpStream, ConnectError> {
+    let host = spec.host.as_str();
+    let port = spec.port;
+    let attempt = async {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| ConnectError::Network(format!("could not resolve hostname {host}: {e}")))?
+            .filter(|a| match spec.address_family {
+                cli::AddressFamily::Any => true,
+                cli::AddressFamily::Inet => a.is_ipv4(),
+                cli::AddressFamily::Inet6 => a.is_ipv6(),
+            })
+            .collect();
+        let mut last = None;
+        for a in &addrs {
+            debug!(address = %a, "connecting");
+            match TcpStream::connect(a).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(ConnectError::Network(match last {
+            Some(e) => format!("connect to host {host} port {port}: {e}"),
+            None => format!("could not resolve hostname {host}: no usable address"),
+        }))
+    };
+    let stream = match spec.connect_timeout {
+        Some(t) => tokio::time::timeout(t, attempt).await.map_err(|_| {
+            ConnectError::Network(format!(
+                "connect to host {host} port {port}: timed out after {} s (ConnectTimeout)",
+                t.as_secs()
+            ))
+        })??,
+        None => attempt.await?,
+    };
+    let _ = stream.set_nodelay(true);
+    if spec.tcp_keep_alive {
+        let probes = socket2::TcpKeepalive::new()
+            .with_time(TCP_KEEPALIVE_IDLE)
+            .with_interval(TCP_KEEPALIVE_INTERVAL);
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&probes) {
+            debug!(error = %e, "could not turn on TCP keepalive");
+        }
+    }
+    Ok(stream)
+}
+
+/// Idle time before the first TCP keepalive probe (`TCPKeepAlive yes`).
+const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Time between TCP keepalive probes.
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
