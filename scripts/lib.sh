@@ -45,6 +45,7 @@ ensure_lab_tools() {
     done
     # bench/run's recovery figures keep OpenSSH's ssh up with autossh.
     command -v autossh >/dev/null 2>&1 || missing+=(autossh)
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # the admin endpoint tests
     if [ "$(id -u)" -eq 0 ]; then
         # As root the lab runs PostgreSQL as a system user through runuser, and adds the
         # user with useradd (both in Debian's essential packages, checked for clarity).
