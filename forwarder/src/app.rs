@@ -40,6 +40,9 @@ impl From<ssh_auth::KeyFileError> for Fatal {
 
 /// Runs the command line; returns the exit status.
 pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
+    if args.first().is_some_and(|a| a == "serve") {
+        return run_serve(&args[1..]);
+    }
     let opts = match cli::parse_args(args) {
         Ok(Command::Help) => {
             print!("{}", cli::usage());
@@ -97,6 +100,26 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
         Err(Fatal(msg)) => {
             eprintln!("forwarder: {msg}");
             EXIT_FAILURE
+        }
+    }
+}
+
+/// `forwarder serve ...`.
+fn run_serve(args: &[std::ffi::OsString]) -> i32 {
+    let args: Option<Vec<String>> = args.iter().map(|a| a.clone().into_string().ok()).collect();
+    let Some(args) = args else {
+        eprintln!("forwarder: serve: arguments must be UTF-8");
+        return crate::fleet::EXIT_USAGE;
+    };
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{}", crate::fleet::usage());
+        return 0;
+    }
+    match crate::fleet::parse_args(&args) {
+        Ok(opts) => crate::fleet::run(opts),
+        Err(e) => {
+            eprintln!("forwarder: {e}");
+            crate::fleet::EXIT_USAGE
         }
     }
 }

@@ -167,7 +167,12 @@ struct State {
     finished: bool,
     started: Instant,
     log: SessionLog,
+    /// Keepalive round trips not yet taken by [`SessionHandle::take_keepalive_rtts`].
+    keepalive_rtts: Vec<Duration>,
 }
+
+/// How many keepalive round trips are kept until someone takes them.
+pub const MAX_KEEPALIVE_RTTS: usize = 64;
 
 /// What happened during the handshake, for `-v` output and the demo.
 #[derive(Clone, Debug, Default)]
@@ -347,6 +352,14 @@ impl State {
                     | AuthEvent::InfoRequest(_)) => self.auth_requests.push(ev),
                     other => debug!(?other, "authentication"),
                 },
+                SessionEvent::Channel(ssh_connection::Event::KeepaliveReply) => {
+                    if let Some(rtt) = self.session.keepalive_answered(Instant::now()) {
+                        if self.keepalive_rtts.len() >= MAX_KEEPALIVE_RTTS {
+                            self.keepalive_rtts.remove(0);
+                        }
+                        self.keepalive_rtts.push(rtt);
+                    }
+                }
                 SessionEvent::Channel(ev) => self.channel_event(ev),
             }
         }
@@ -492,6 +505,7 @@ where
             finished: false,
             started: now,
             log: SessionLog::default(),
+            keepalive_rtts: Vec::new(),
         }),
     });
     let driver = Driver {
@@ -611,6 +625,12 @@ impl SessionHandle {
         let mut st = self.shared.lock();
         st.session.disconnect(description);
         st.wake_driver();
+    }
+
+    /// The keepalive round trips measured since the last call (at most the last
+    /// [`MAX_KEEPALIVE_RTTS`]), for metrics.
+    pub fn take_keepalive_rtts(&self) -> Vec<Duration> {
+        std::mem::take(&mut self.shared.lock().keepalive_rtts)
     }
 
     /// How many channels are open or opening.

@@ -328,7 +328,10 @@ impl Supervisor {
     ) -> Self {
         let (state_tx, state_rx) = watch::channel(SessionState::Connecting { attempt: 1 });
         let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(connector, config, gate, state_tx, stop_rx));
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            run(connector, config, gate, state_tx, stop_rx),
+            tracing::Span::current(),
+        ));
         Self {
             handle: SupervisorHandle {
                 state: state_rx,

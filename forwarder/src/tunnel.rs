@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::driver::{ChannelStream, OpenError, Sent, SessionHandle};
 use crate::supervisor::SupervisorHandle;
@@ -50,16 +51,81 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// The listeners of one tunnel and their tasks; dropping it stops them.
-#[derive(Debug, Default)]
+/// What a tunnel reports of its traffic as it happens (the fleet's metrics); the command line
+/// uses [`NoObserver`].
+pub trait TrafficObserver: Send + Sync + std::fmt::Debug + 'static {
+    /// A connection was accepted.
+    fn opened(&self) {}
+    /// A connection ended (however it ended).
+    fn closed(&self) {}
+    /// Bytes read from a local client and sent to the remote.
+    fn to_remote(&self, _bytes: u64) {}
+    /// Bytes from the remote written to a local client.
+    fn from_remote(&self, _bytes: u64) {}
+}
+
+/// Observes nothing.
+#[derive(Debug)]
+pub struct NoObserver;
+
+impl TrafficObserver for NoObserver {}
+
+/// The connections of one tunnel: how many are open, and the switch that cuts them.
+#[derive(Debug)]
+struct Connections {
+    active: watch::Sender<usize>,
+    cut: watch::Sender<bool>,
+    observer: Arc<dyn TrafficObserver>,
+}
+
+/// Counts one open connection while it lives.
+struct Open(Arc<Connections>);
+
+impl Open {
+    fn new(conns: &Arc<Connections>) -> Self {
+        conns.active.send_modify(|n| *n += 1);
+        conns.observer.opened();
+        Self(conns.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.active.send_modify(|n| *n = n.saturating_sub(1));
+        self.0.observer.closed();
+    }
+}
+
+/// The listeners of one tunnel, their tasks, and the connections they accepted; dropping it
+/// stops the listeners (connections carry on until they end or [`Tunnel::drain`] cuts them).
+#[derive(Debug)]
 pub struct Tunnel {
     tasks: Vec<JoinHandle<()>>,
+    conns: Arc<Connections>,
+}
+
+impl Default for Tunnel {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Tunnel {
-    /// An empty tunnel.
+    /// An empty tunnel that reports its traffic to nobody.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_observer(Arc::new(NoObserver))
+    }
+
+    /// An empty tunnel that reports its traffic to `observer`.
+    pub fn with_observer(observer: Arc<dyn TrafficObserver>) -> Self {
+        Self {
+            tasks: Vec::new(),
+            conns: Arc::new(Connections {
+                active: watch::channel(0).0,
+                cut: watch::channel(false).0,
+                observer,
+            }),
+        }
     }
 
     /// Serves `listener`, forwarding every connection through the sessions of `sessions` to
@@ -71,8 +137,11 @@ impl Tunnel {
         target: Target,
         wait: Duration,
     ) {
-        self.tasks
-            .push(tokio::spawn(serve(listener, sessions, target, wait)));
+        let conns = self.conns.clone();
+        // The caller's span (the fleet's tunnel name) follows the listener and its connections.
+        self.tasks.push(tokio::spawn(
+            serve(listener, sessions, target, wait, conns).instrument(tracing::Span::current()),
+        ));
     }
 
     /// How many listeners it serves.
@@ -80,11 +149,46 @@ impl Tunnel {
         self.tasks.len()
     }
 
+    /// How many accepted connections are open.
+    pub fn active(&self) -> usize {
+        *self.conns.active.borrow()
+    }
+
     /// Stops every listener (connections already accepted carry on until they end).
     pub fn close(&mut self) {
         for t in self.tasks.drain(..) {
             t.abort();
         }
+    }
+
+    /// Stops every listener and returns once their sockets are closed, so the addresses can
+    /// be bound again at once.
+    pub async fn close_listeners(&mut self) {
+        let tasks: Vec<_> = self.tasks.drain(..).collect();
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Stops the listeners, lets open connections finish for up to `grace`, then resets the
+    /// ones still open. Returns how many were cut.
+    pub async fn drain(&mut self, grace: Duration) -> usize {
+        self.close_listeners().await;
+        let mut active = self.conns.active.subscribe();
+        if tokio::time::timeout(grace, active.wait_for(|n| *n == 0))
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let left = *active.borrow();
+        let _ = self.conns.cut.send(true);
+        // Bounded: each connection task resets its socket as soon as it sees the switch.
+        let _ = tokio::time::timeout(Duration::from_secs(5), active.wait_for(|n| *n == 0)).await;
+        left
     }
 }
 
@@ -120,11 +224,12 @@ impl AcceptErrors {
 
 /// Accepts connections on `listener` until the task is aborted. A failed accept is logged
 /// (rate-limited) and retried after a short pause; it never ends the listener.
-pub async fn serve(
+async fn serve(
     listener: TcpListener,
     sessions: SupervisorHandle,
     target: Target,
     wait: Duration,
+    conns: Arc<Connections>,
 ) {
     let local = listener.local_addr().ok();
     let mut errors = AcceptErrors::default();
@@ -133,11 +238,30 @@ pub async fn serve(
             Ok((socket, peer)) => {
                 let sessions = sessions.clone();
                 let target = target.clone();
+                let open = Open::new(&conns);
                 tokio::spawn(async move {
-                    if let Err(e) = serve_connection(socket, peer, &sessions, &target, wait).await {
-                        debug!(%peer, error = %e, "forwarded connection ended with an error");
+                    let conns = open.0.clone();
+                    let mut cut = conns.cut.subscribe();
+                    let socket = Arc::new(socket);
+                    let served = serve_connection(
+                        socket.clone(),
+                        peer,
+                        &sessions,
+                        &target,
+                        wait,
+                        &*conns.observer,
+                    );
+                    tokio::select! {
+                        r = served => if let Err(e) = r {
+                            debug!(%peer, error = %e, "forwarded connection ended with an error");
+                        },
+                        _ = cut.wait_for(|c| *c) => {
+                            info!("connection from {peer} to {target} cut: the drain time is over");
+                            reset(&socket);
+                        }
                     }
-                });
+                    drop(open);
+                }.instrument(tracing::Span::current()));
             }
             Err(e) => {
                 if let Some(suppressed) = errors.should_log(Instant::now()) {
@@ -160,11 +284,12 @@ pub async fn serve(
 /// Serves one accepted connection: waits (up to `wait` in all) for a live session, opens a
 /// channel (again on the next session if this one dies while opening), and forwards.
 pub async fn serve_connection(
-    socket: TcpStream,
+    socket: Arc<TcpStream>,
     peer: SocketAddr,
     sessions: &SupervisorHandle,
     target: &Target,
     wait: Duration,
+    observer: &dyn TrafficObserver,
 ) -> io::Result<()> {
     let deadline = tokio::time::Instant::now() + wait;
     let channel = loop {
@@ -190,7 +315,7 @@ pub async fn serve_connection(
         }
     };
     let (session, channel) = channel;
-    forward(socket, peer, &session, channel).await
+    forward(socket, peer, &session, channel, observer).await
 }
 
 async fn open(
@@ -224,15 +349,20 @@ fn reset(socket: &TcpStream) {
 /// [`ChannelStream::poll_send_to`] writes from the buffer otherwise. Client to server, reads
 /// go through one buffer into the packet being built.
 pub async fn forward(
-    socket: TcpStream,
+    socket: Arc<TcpStream>,
     peer: SocketAddr,
     session: &SessionHandle,
     channel: ChannelStream,
+    observer: &dyn TrafficObserver,
 ) -> io::Result<()> {
     debug!(channel = channel.id().0, %peer, "forwarding");
-    let socket = Arc::new(socket);
     channel.set_direct_writer(socket.clone());
-    let copy = async { tokio::try_join!(upload(&socket, &channel), download(&socket, &channel)) };
+    let copy = async {
+        tokio::try_join!(
+            upload(&socket, &channel, observer),
+            download(&socket, &channel, observer)
+        )
+    };
     let result = tokio::select! {
         r = copy => r.map(|(sent, received)| {
             debug!(%peer, sent, received, "connection finished");
@@ -249,7 +379,11 @@ pub async fn forward(
 }
 
 /// Local socket to channel, then CHANNEL_EOF at the socket's end of file.
-async fn upload(socket: &TcpStream, channel: &ChannelStream) -> io::Result<u64> {
+async fn upload(
+    socket: &TcpStream,
+    channel: &ChannelStream,
+    observer: &dyn TrafficObserver,
+) -> io::Result<u64> {
     let mut buf = vec![0u8; COPY_BUFFER];
     let mut total = 0u64;
     loop {
@@ -269,16 +403,22 @@ async fn upload(socket: &TcpStream, channel: &ChannelStream) -> io::Result<u64> 
             at += std::future::poll_fn(|cx| channel.poll_send(cx, chunk)).await?;
         }
         total += n as u64;
+        observer.to_remote(n as u64);
     }
     channel.send_eof();
     Ok(total)
 }
 
 /// Channel to local socket, then a half-close of the socket at the server's EOF.
-async fn download(socket: &TcpStream, channel: &ChannelStream) -> io::Result<u64> {
+async fn download(
+    socket: &TcpStream,
+    channel: &ChannelStream,
+    observer: &dyn TrafficObserver,
+) -> io::Result<u64> {
     let mut total = 0u64;
     while let Sent::Bytes(n) = std::future::poll_fn(|cx| channel.poll_send_to(cx, socket)).await? {
         total += n as u64;
+        observer.from_remote(n as u64);
     }
     let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write);
     Ok(total)

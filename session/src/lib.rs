@@ -53,6 +53,9 @@ use ssh_transport::{
 };
 use zeroize::Zeroizing;
 
+/// How many unanswered keepalives are timed (the session ends long before this many).
+const MAX_KEEPALIVES_TIMED: usize = 64;
+
 /// What a session needs to start.
 #[derive(Debug)]
 pub struct SessionConfig {
@@ -196,6 +199,8 @@ pub struct Session {
     /// `Event::Unimplemented` is queued by that very call, and the queue is drained before
     /// the next payload is handed over, so this is the packet it is about.
     conn_seq: u32,
+    /// When each keepalive still unanswered went out, oldest first (bounded).
+    keepalives_sent: std::collections::VecDeque<Instant>,
 }
 
 enum Routed {
@@ -219,7 +224,16 @@ impl Session {
             server_alive: config.server_alive,
             last_heard: now,
             conn_seq: 0,
+            keepalives_sent: std::collections::VecDeque::new(),
         }
+    }
+
+    /// A keepalive reply ([`ssh_connection::Event::KeepaliveReply`]) came: the round trip of
+    /// the oldest keepalive not yet answered. Replies come in the order the requests went.
+    pub fn keepalive_answered(&mut self, now: Instant) -> Option<Duration> {
+        self.keepalives_sent
+            .pop_front()
+            .map(|sent| now.saturating_duration_since(sent))
     }
 
     // ---- getters ---------------------------------------------------------------------------
@@ -310,6 +324,10 @@ impl Session {
         } else {
             tracing::debug!(missed = missed + 1, "sending keepalive");
             self.conn.send_keepalive(&mut self.transport);
+            if self.keepalives_sent.len() >= MAX_KEEPALIVES_TIMED {
+                self.keepalives_sent.pop_front();
+            }
+            self.keepalives_sent.push_back(now);
         }
     }
 

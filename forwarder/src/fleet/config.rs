@@ -1,0 +1,646 @@
+//! The fleet file: TOML read with serde, checked whole before anything runs.
+//!
+//! ```text
+//!  tunnels.toml ──toml + serde (unknown keys refused, spans kept)──> Document
+//!     Document ──[defaults] merged into each [[tunnel]]──> the tunnel as command-line arguments
+//!        (-l user -p port -i key -o UserKnownHostsFile=… -o Key=Value … -L local:remote host)
+//!     arguments ──cli::parse_args_with_env──> Options ──TunnelConfig::from_options──> TunnelConfig
+//! ```
+//!
+//! Going through the command line's own parser means every `-o` setting means in the file what
+//! it means on the command line, with the same checks and defaults, and a tunnel of the file is
+//! the same thing as `forwarder -L`. Every error names the file, the line and the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::cli::{self, Command, Environment};
+use crate::config::TunnelConfig;
+use crate::probe::ProbeKind;
+use crate::tunnel::Target;
+
+/// The admin endpoint's address when `[admin]` gives none.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often each tunnel's remote is probed when `probe_interval` is not given.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long one probe may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest fleet file read (a wrong path to something huge is an error, not a hang).
+pub const MAX_FILE_SIZE: u64 = 16 * 1024 * 1024;
+
+/// A file that cannot be used: where, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileError {
+    /// The file.
+    pub file: String,
+    /// 1-based line, when the error is about one place.
+    pub line: Option<usize>,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{l}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for FileError {}
+
+/// The `[admin]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where the HTTP endpoint listens; `None` for no endpoint.
+    pub listen: Option<std::net::SocketAddr>,
+    /// How long open connections of a stopping tunnel may finish.
+    pub drain_timeout: Duration,
+    /// How often each tunnel's remote is probed.
+    pub probe_interval: Duration,
+}
+
+/// One `[[tunnel]]`, resolved.
+#[derive(Clone, Debug)]
+pub struct TunnelEntry {
+    /// Its unique name.
+    pub name: String,
+    /// 1-based line of its `[[tunnel]]` header.
+    pub line: usize,
+    /// The listen address as written (`127.0.0.1:15432`).
+    pub local: String,
+    /// Where the bastion connects.
+    pub remote: Target,
+    /// What answers there.
+    pub probe: ProbeKind,
+    /// MySQL probe credentials: the user and the file holding the password.
+    pub probe_login: Option<(String, PathBuf)>,
+    /// Whether it may share a session with equal tunnels.
+    pub share_session: bool,
+    /// The session and the forward, as the command line would resolve them.
+    pub config: TunnelConfig,
+    /// The arguments it was resolved from, without the `-L`: equal for tunnels whose sessions
+    /// are the same thing (user, bastion, port, identities, known_hosts, every option).
+    pub session_args: Vec<String>,
+}
+
+impl TunnelEntry {
+    /// Whether `other` is the same tunnel with nothing changed (a reload leaves it running).
+    pub fn same_as(&self, other: &TunnelEntry) -> bool {
+        self.name == other.name
+            && self.local == other.local
+            && self.remote == other.remote
+            && self.probe == other.probe
+            && self.probe_login == other.probe_login
+            && self.share_session == other.share_session
+            && self.session_args == other.session_args
+    }
+}
+
+/// A whole fleet file, checked.
+#[derive(Clone, Debug)]
+pub struct FleetConfig {
+    /// `[admin]`.
+    pub admin: AdminConfig,
+    /// Every tunnel, in the file's order.
+    pub tunnels: Vec<TunnelEntry>,
+}
+
+/// A path or a list of paths.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+enum Paths {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Paths {
+    fn list(&self) -> Vec<String> {
+        match self {
+            Paths::One(p) => vec![p.clone()],
+            Paths::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// An `-o` value: TOML strings, integers and booleans all say what `-o Key=Value` would.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+enum OptionValue {
+    Text(String),
+    Integer(i64),
+    Bool(bool),
+}
+
+impl OptionValue {
+    fn text(&self) -> String {
+        match self {
+            OptionValue::Text(s) => s.clone(),
+            OptionValue::Integer(i) => i.to_string(),
+            OptionValue::Bool(true) => "yes".into(),
+            OptionValue::Bool(false) => "no".into(),
+        }
+    }
+}
+
+/// A duration: OpenSSH's time format in a string (`"30s"`, `"1m30s"`) or seconds.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+enum Time {
+    Text(String),
+    Seconds(u64),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    admin: Option<Spanned<AdminDoc>>,
+    defaults: Option<Spanned<Settings>>,
+    #[serde(default)]
+    tunnel: Vec<Spanned<TunnelDoc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminDoc {
+    listen: Option<Spanned<String>>,
+    drain_timeout: Option<Spanned<Time>>,
+    probe_interval: Option<Spanned<Time>>,
+}
+
+/// The keys `[defaults]` and `[[tunnel]]` share.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    bastion: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    identity_file: Option<Spanned<Paths>>,
+    known_hosts: Option<Spanned<Paths>>,
+    probe: Option<Spanned<String>>,
+    probe_user: Option<Spanned<String>>,
+    probe_password_file: Option<Spanned<String>>,
+    share_session: Option<bool>,
+    options: Option<BTreeMap<String, Spanned<OptionValue>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TunnelDoc {
+    name: Spanned<String>,
+    local: Spanned<String>,
+    remote: Spanned<String>,
+    // The keys of [`Settings`], written out: serde's `flatten` would lose the spans.
+    bastion: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    identity_file: Option<Spanned<Paths>>,
+    known_hosts: Option<Spanned<Paths>>,
+    probe: Option<Spanned<String>>,
+    probe_user: Option<Spanned<String>>,
+    probe_password_file: Option<Spanned<String>>,
+    share_session: Option<bool>,
+    options: Option<BTreeMap<String, Spanned<OptionValue>>>,
+}
+
+impl TunnelDoc {
+    fn settings(&self) -> Settings {
+        Settings {
+            bastion: self.bastion.clone(),
+            user: self.user.clone(),
+            identity_file: self.identity_file.clone(),
+            known_hosts: self.known_hosts.clone(),
+            probe: self.probe.clone(),
+            probe_user: self.probe_user.clone(),
+            probe_password_file: self.probe_password_file.clone(),
+            share_session: self.share_session,
+            options: self.options.clone(),
+        }
+    }
+}
+
+/// Maps byte offsets to 1-based lines.
+struct Lines<'a>(&'a str);
+
+impl Lines<'_> {
+    fn of(&self, offset: usize) -> usize {
+        let end = offset.min(self.0.len());
+        self.0
+            .as_bytes()
+            .get(..end)
+            .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+            + 1
+    }
+}
+
+/// Reads and checks the fleet file at `path`.
+pub fn load(path: &Path, env: &Environment) -> Result<FleetConfig, FileError> {
+    let file = path.display().to_string();
+    let bytes = crate::files::read_bounded(path, MAX_FILE_SIZE).map_err(|e| FileError {
+        file: file.clone(),
+        line: None,
+        message: format!("cannot read the file: {e}"),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| FileError {
+        file: file.clone(),
+        line: None,
+        message: "not UTF-8 text".into(),
+    })?;
+    parse(&file, &text, env, &|p| check_readable(p))
+}
+
+/// Whether a key or password file can be opened for reading.
+fn check_readable(path: &Path) -> Result<(), String> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses and checks a fleet file's text; `file` names it in errors; `readable` says whether
+/// a key file can be read (the fuzz target passes one that always says yes).
+pub fn parse(
+    file: &str,
+    text: &str,
+    env: &Environment,
+    readable: &dyn Fn(&Path) -> Result<(), String>,
+) -> Result<FleetConfig, FileError> {
+    let lines = Lines(text);
+    let err = |offset: Option<usize>, message: String| FileError {
+        file: file.to_owned(),
+        line: offset.map(|o| lines.of(o)),
+        message,
+    };
+    let doc: Document = toml::from_str(text).map_err(|e| {
+        err(
+            e.span().map(|s| s.start),
+            e.message().trim_end().replace('\n', "; "),
+        )
+    })?;
+
+    let admin = match &doc.admin {
+        None => AdminConfig {
+            listen: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+        },
+        Some(a) => {
+            let at = a.span().start;
+            let a = a.get_ref();
+            let listen = match &a.listen {
+                None => None,
+                Some(l) => Some(l.get_ref().parse().map_err(|_| {
+                    err(
+                        Some(l.span().start),
+                        format!(
+                            "admin: key `listen`: {:?} is not an address and port \
+                             (for example \"127.0.0.1:9180\")",
+                            l.get_ref()
+                        ),
+                    )
+                })?),
+            };
+            let time = |t: &Option<Spanned<Time>>, key: &str, default: Duration| match t {
+                None => Ok(default),
+                Some(t) => duration(t.get_ref()).ok_or_else(|| {
+                    err(
+                        Some(t.span().start),
+                        format!(
+                            "admin: key `{key}`: expected a time such as \"30s\", \"2m\" or a \
+                             number of seconds, above zero"
+                        ),
+                    )
+                }),
+            };
+            let _ = at;
+            AdminConfig {
+                listen,
+                drain_timeout: time(&a.drain_timeout, "drain_timeout", DEFAULT_DRAIN_TIMEOUT)?,
+                probe_interval: time(&a.probe_interval, "probe_interval", DEFAULT_PROBE_INTERVAL)?,
+            }
+        }
+    };
+
+    let defaults = doc
+        .defaults
+        .as_ref()
+        .map(|d| d.get_ref().clone())
+        .unwrap_or_default();
+    let mut tunnels: Vec<TunnelEntry> = Vec::new();
+    for t in &doc.tunnel {
+        let start = t.span().start;
+        let t = t.get_ref();
+        let entry = resolve(t, &defaults, env, readable).map_err(|(offset, message)| {
+            err(
+                Some(offset.unwrap_or(start)),
+                format!("tunnel {:?}: {message}", t.name.get_ref()),
+            )
+        })?;
+        if let Some(first) = tunnels.iter().find(|o| o.name == entry.name) {
+            return Err(err(
+                Some(t.name.span().start),
+                format!(
+                    "tunnel {:?}: key `name`: the name is already used by the tunnel on line {}",
+                    entry.name, first.line
+                ),
+            ));
+        }
+        if let Some(first) = tunnels.iter().find(|o| same_local(&o.local, &entry.local)) {
+            return Err(err(
+                Some(t.local.span().start),
+                format!(
+                    "tunnel {:?}: key `local`: {} is already the local address of tunnel {:?} \
+                     (line {})",
+                    entry.name, entry.local, first.name, first.line
+                ),
+            ));
+        }
+        let mut entry = entry;
+        entry.line = lines.of(start);
+        tunnels.push(entry);
+    }
+    Ok(FleetConfig { admin, tunnels })
+}
+
+/// Whether two `local` addresses are one listening address (port 0 picks a new port each
+/// time, so it never collides).
+fn same_local(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        let (host, port) = split_host_port(s)?;
+        let host = match host.to_ascii_lowercase().as_str() {
+            "localhost" => "127.0.0.1".to_owned(),
+            h => h.to_owned(),
+        };
+        Some((host, port))
+    };
+    match (norm(a), norm(b)) {
+        (Some((ha, pa)), Some((hb, pb))) => pa != 0 && pa == pb && ha == hb,
+        _ => false,
+    }
+}
+
+/// `host:port` or `[v6]:port`, brackets removed.
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:")?;
+        (h, p)
+    } else {
+        let (h, p) = s.rsplit_once(':')?;
+        if h.contains(':') {
+            return None;
+        }
+        (h, p)
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return None;
+    }
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+/// A `[user@]host[:port]` bastion.
+fn split_bastion(s: &str) -> Option<(Option<String>, String, Option<u16>)> {
+    let (user, rest) = match s.rsplit_once('@') {
+        Some((u, r)) if !u.is_empty() => (Some(u.to_owned()), r),
+        Some(_) => return None,
+        None => (None, s),
+    };
+    if rest.is_empty() {
+        return None;
+    }
+    if rest.starts_with('[') || rest.matches(':').count() == 1 {
+        let (h, p) = split_host_port(rest)?;
+        return Some((user, h, Some(p)));
+    }
+    if rest.contains(char::is_whitespace) || rest.starts_with('-') {
+        return None;
+    }
+    Some((user, rest.to_owned(), None))
+}
+
+fn duration(t: &Time) -> Option<Duration> {
+    let secs = match t {
+        Time::Seconds(s) => *s,
+        Time::Text(s) => cli::parse_time(s)?,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+/// Brackets for an IPv6 literal in `-L`.
+fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+type Failure = (Option<usize>, String);
+
+/// One tunnel: the defaults under it, turned into the command line that means the same.
+fn resolve(
+    t: &TunnelDoc,
+    defaults: &Settings,
+    env: &Environment,
+    readable: &dyn Fn(&Path) -> Result<(), String>,
+) -> Result<TunnelEntry, Failure> {
+    let s = &t.settings();
+    let name = t.name.get_ref().clone();
+    if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+        return Err((
+            Some(t.name.span().start),
+            "key `name`: must be 1 to 200 printable characters".into(),
+        ));
+    }
+    let pick =
+        |a: &Option<Spanned<String>>, b: &Option<Spanned<String>>| a.clone().or_else(|| b.clone());
+    let bastion = pick(&s.bastion, &defaults.bastion).ok_or((
+        None,
+        "key `bastion` is missing (here or in [defaults])".to_owned(),
+    ))?;
+    let (bastion_user, host, port) = split_bastion(bastion.get_ref()).ok_or_else(|| {
+        (
+            Some(bastion.span().start),
+            format!(
+                "key `bastion`: {:?} is not [user@]host[:port]",
+                bastion.get_ref()
+            ),
+        )
+    })?;
+    let user = bastion_user.or_else(|| pick(&s.user, &defaults.user).map(|u| u.into_inner()));
+    let (local_host, local_port) = split_host_port(t.local.get_ref()).ok_or_else(|| {
+        (
+            Some(t.local.span().start),
+            format!(
+                "key `local`: {:?} is not an address and port (for example \"127.0.0.1:15432\")",
+                t.local.get_ref()
+            ),
+        )
+    })?;
+    let (remote_host, remote_port) = split_host_port(t.remote.get_ref())
+        .filter(|(_, p)| *p != 0)
+        .ok_or_else(|| {
+            (
+                Some(t.remote.span().start),
+                format!(
+                    "key `remote`: {:?} is not a host and port (for example \"db.internal:5432\")",
+                    t.remote.get_ref()
+                ),
+            )
+        })?;
+
+    let probe_text = pick(&s.probe, &defaults.probe);
+    let probe = match &probe_text {
+        None => ProbeKind::Tcp,
+        Some(p) => p
+            .get_ref()
+            .parse::<ProbeKind>()
+            .map_err(|e| (Some(p.span().start), format!("key `probe`: {e}")))?,
+    };
+    let probe_user = pick(&s.probe_user, &defaults.probe_user);
+    let probe_password = pick(&s.probe_password_file, &defaults.probe_password_file);
+    let probe_login = match (probe_user, probe_password) {
+        (None, None) => None,
+        (Some(u), Some(p)) => {
+            let path = PathBuf::from(p.get_ref());
+            readable(&path).map_err(|e| {
+                (
+                    Some(p.span().start),
+                    format!("key `probe_password_file`: cannot read it: {e}"),
+                )
+            })?;
+            Some((u.into_inner(), path))
+        }
+        (Some(u), None) => {
+            return Err((
+                Some(u.span().start),
+                "key `probe_user` needs `probe_password_file` too".into(),
+            ));
+        }
+        (None, Some(p)) => {
+            return Err((
+                Some(p.span().start),
+                "key `probe_password_file` needs `probe_user` too".into(),
+            ));
+        }
+    };
+
+    // The session's arguments: BatchMode, since a daemon has no terminal to ask on.
+    let mut args: Vec<String> = vec!["-o".into(), "BatchMode=yes".into()];
+    if let Some(u) = &user {
+        args.push("-l".into());
+        args.push(u.clone());
+    }
+    if let Some(p) = port {
+        args.push("-p".into());
+        args.push(p.to_string());
+    }
+    if let Some(ids) = s.identity_file.as_ref().or(defaults.identity_file.as_ref()) {
+        for id in ids.get_ref().list() {
+            let expanded = expand_home(&id, env);
+            readable(&expanded).map_err(|e| {
+                (
+                    Some(ids.span().start),
+                    format!("key `identity_file`: cannot read the key file {e}"),
+                )
+            })?;
+            args.push("-i".into());
+            args.push(id);
+        }
+    }
+    if let Some(kh) = s.known_hosts.as_ref().or(defaults.known_hosts.as_ref()) {
+        let list = kh.get_ref().list();
+        if list
+            .iter()
+            .any(|p| p.contains(char::is_whitespace) || p.is_empty())
+        {
+            return Err((
+                Some(kh.span().start),
+                "key `known_hosts`: paths with spaces are not supported".into(),
+            ));
+        }
+        args.push("-o".into());
+        args.push(format!("UserKnownHostsFile={}", list.join(" ")));
+    }
+    let mut options: BTreeMap<String, Spanned<OptionValue>> = BTreeMap::new();
+    for (k, v) in defaults.options.iter().flatten() {
+        options.insert(k.clone(), v.clone());
+    }
+    for (k, v) in s.options.iter().flatten() {
+        options.insert(k.clone(), v.clone());
+    }
+    for (k, v) in &options {
+        let key = k.to_ascii_lowercase();
+        if matches!(
+            key.as_str(),
+            "localforward" | "hostname" | "user" | "port" | "identityfile" | "userknownhostsfile"
+        ) {
+            return Err((
+                Some(v.span().start),
+                format!(
+                    "options: `{k}` is set by the tunnel's own keys (bastion, user, local, \
+                     remote, identity_file, known_hosts); use those"
+                ),
+            ));
+        }
+        let value = v.get_ref().text();
+        if k.is_empty() || k.contains(['=', ' ']) || value.contains('\n') {
+            return Err((Some(v.span().start), format!("options: bad setting `{k}`")));
+        }
+        args.push("-o".into());
+        args.push(format!("{k}={value}"));
+    }
+    let session_args = args.clone();
+    args.push("-L".into());
+    args.push(format!(
+        "{}:{local_port}:{}:{remote_port}",
+        bracket(&local_host),
+        bracket(&remote_host)
+    ));
+    args.push("--".into());
+    args.push(host.clone());
+
+    let opts = match cli::parse_args_with_env(args, env) {
+        Ok(Command::Run(o)) => o,
+        Ok(_) => return Err((None, "not a tunnel".into())),
+        Err(e) => return Err((option_offset(&e.to_string(), &options), e.to_string())),
+    };
+    let config =
+        TunnelConfig::from_options(&opts).map_err(|e| (option_offset(&e.0, &options), e.0))?;
+    Ok(TunnelEntry {
+        name,
+        line: 0,
+        local: t.local.get_ref().clone(),
+        remote: Target {
+            host: remote_host,
+            port: remote_port,
+        },
+        probe,
+        probe_login,
+        share_session: s.share_session.or(defaults.share_session).unwrap_or(true),
+        config,
+        session_args,
+    })
+}
+
+/// The place of the option an error message names, if it names one.
+fn option_offset(message: &str, options: &BTreeMap<String, Spanned<OptionValue>>) -> Option<usize> {
+    let lower = message.to_ascii_lowercase();
+    options
+        .iter()
+        .find(|(k, _)| lower.contains(&k.to_ascii_lowercase()))
+        .map(|(_, v)| v.span().start)
+}
+
+/// `~/` at the start of a path, as the command line expands it.
+fn expand_home(path: &str, env: &Environment) -> PathBuf {
+    match (path.strip_prefix("~/"), &env.home) {
+        (Some(rest), Some(home)) => home.join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+use super::*;
+
+fn env() -> Environment {
+    Environment {
+        home: Some(PathBuf::from("/home/tester")),
+        user: Some("tester".into()),
+    }
+}
+
+fn ok(_: &Path) -> Result<(), String> {
+    Ok(())
+}
+
+fn parse_ok(text: &str) -> FleetConfig {
+    match parse("tunnels.toml", text, &env(), &ok) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn parse_err(text: &str) -> String {
+    match parse("tunnels.toml", text, &env(), &ok) {
+        Ok(c) => panic!("accepted: {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const EXAMPLE: &str = r#"
+[admin]
+listen = "127.0.0.1:9180"
+drain_timeout = "45s"
+probe_interval = 90
+
+[defaults]
+user = "sigmacomputing"
+identity_file = "/etc/forwarder/id_rsa"
+known_hosts = ["/etc/forwarder/known_hosts", "/etc/forwarder/known_hosts2"]
+
+[[tunnel]]
+name = "acme-pg"
+bastion = "bastion.acme.example"
+local = "127.0.0.1:15432"
+remote = "db.internal:5432"
+probe = "postgres"
+options = { Ciphers = "aes256-gcm@openssh.com", ServerAliveInterval = 10 }
+
+[[tunnel]]
+name = "acme-mysql"
+bastion = "ops@bastion.acme.example:2222"
+local = "127.0.0.1:13306"
+remote = "mysql.internal:3306"
+probe = "mysql"
+share_session = false
+"#;
+
+#[test]
+fn the_documented_example_loads() {
+    let c = parse_ok(EXAMPLE);
+    assert_eq!(c.admin.listen, Some("127.0.0.1:9180".parse().unwrap()));
+    assert_eq!(c.admin.drain_timeout, Duration::from_secs(45));
+    assert_eq!(c.admin.probe_interval, Duration::from_secs(90));
+    let [pg, my] = &c.tunnels[..] else {
+        panic!("{:?}", c.tunnels)
+    };
+    assert_eq!(pg.name, "acme-pg");
+    assert_eq!(pg.line, 12);
+    assert_eq!(pg.probe, ProbeKind::Postgres);
+    assert!(pg.share_session);
+    let s = &pg.config.session;
+    assert_eq!(
+        (s.user.as_str(), s.host.as_str(), s.port),
+        ("sigmacomputing", "bastion.acme.example", 22)
+    );
+    assert_eq!(s.transport.ciphers.len(), 1);
+    assert_eq!(s.server_alive.unwrap().interval, Duration::from_secs(10));
+    assert!(s.options.batch_mode, "a daemon never prompts");
+    assert_eq!(
+        s.options.user_known_hosts_files,
+        vec![
+            PathBuf::from("/etc/forwarder/known_hosts"),
+            PathBuf::from("/etc/forwarder/known_hosts2")
+        ]
+    );
+    assert_eq!(
+        s.options.identity_files,
+        vec![PathBuf::from("/etc/forwarder/id_rsa")]
+    );
+    assert_eq!(pg.config.forwards.len(), 1);
+    assert_eq!(
+        pg.config.forwards[0].bind_address.as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(pg.config.forwards[0].bind_port, 15432);
+    assert_eq!(pg.remote.to_string(), "db.internal:5432");
+
+    // A user in `bastion` wins over `user`; the port comes from it too.
+    let s = &my.config.session;
+    assert_eq!((s.user.as_str(), s.port), ("ops", 2222));
+    assert!(!my.share_session);
+    assert_eq!(my.probe, ProbeKind::Mysql);
+}
+
+#[test]
+fn defaults_apply_when_the_file_gives_none() {
+    let c = parse_ok(
+        r#"
+[[tunnel]]
+name = "a"
+bastion = "b"
+local = "127.0.0.1:1"
+remote = "r:1"
+"#,
+    );
+    assert_eq!(c.admin.listen, None);
+    assert_eq!(c.admin.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    assert_eq!(c.tunnels[0].probe, ProbeKind::Tcp);
+    assert_eq!(c.tunnels[0].config.session.user, "tester");
+    assert!(c.tunnels[0].share_session);
+}
+
+#[test]
+fn equal_sessions_have_equal_keys_and_anything_that_decides_a_session_changes_the_key() {
+    let tunnel = |name: &str, port: u16, extra: &str| {
+        format!(
+            "[[tunnel]]\nname = \"{name}\"\nbastion = \"u@b\"\nlocal = \"127.0.0.1:{port}\"\nremote = \"db:{port}\"\n{extra}\n"
+        )
+    };
+    let c = parse_ok(&format!(
+        "{}{}{}{}{}",
+        tunnel("a", 1, ""),
+        tunnel("b", 2, "probe = \"none\""),
+        tunnel("c", 3, "known_hosts = \"/other\""),
+        tunnel("d", 4, "options = { ServerAliveInterval = \"5\" }"),
+        tunnel("e", 5, "identity_file = [\"/k1\", \"/k2\"]"),
+    ));
+    let keys: Vec<_> = c.tunnels.iter().map(|t| &t.session_args).collect();
+    assert_eq!(
+        keys[0], keys[1],
+        "the remote and probe do not decide the session"
+    );
+    for (i, k) in keys.iter().enumerate().skip(2) {
+        assert_ne!(keys[0], *k, "tunnel {i}");
+    }
+}
+
+#[test]
+fn same_as_sees_every_change() {
+    let a = parse_ok(EXAMPLE);
+    let b = parse_ok(&EXAMPLE.replace("db.internal:5432", "db2.internal:5432"));
+    let c = parse_ok(&EXAMPLE.replace("ServerAliveInterval = 10", "ServerAliveInterval = 11"));
+    assert!(a.tunnels[0].same_as(&a.tunnels[0]));
+    assert!(a.tunnels[1].same_as(&b.tunnels[1]));
+    assert!(!a.tunnels[0].same_as(&b.tunnels[0]));
+    assert!(!a.tunnels[0].same_as(&c.tunnels[0]));
+}
+
+#[test]
+fn bad_files_name_the_line_and_the_key() {
+    let base =
+        "[[tunnel]]\nname = \"a\"\nbastion = \"b\"\nlocal = \"127.0.0.1:1\"\nremote = \"r:1\"\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "[[tunnel]]\nname = \"a\"\nbastion = \"b\"\nlocal = \"127.0.0.1:1\"\nremote = \"r:1\"\nlocl = 3\n",
+            "tunnels.toml:6: unknown field `locl`",
+        ),
+        (
+            "[admin]\nlisten = \"nowhere\"\n",
+            "tunnels.toml:2: admin: key `listen`",
+        ),
+        (
+            "[admin]\ndrain_timeout = \"soon\"\n",
+            "tunnels.toml:2: admin: key `drain_timeout`",
+        ),
+        (
+            "[admin]\nprobe_interval = 0\n",
+            "tunnels.toml:2: admin: key `probe_interval`",
+        ),
+        ("[admin]\nport = 1\n", "unknown field `port`"),
+        ("[[tunnel]]\nname = \"a\"\n", "missing field `local`"),
+        ("this is not toml", "tunnels.toml:1:"),
+        (
+            &format!("{base}\n{base}"),
+            "tunnels.toml:8: tunnel \"a\": key `name`: the name is already used by the tunnel on line 1",
+        ),
+        (
+            &format!("{base}\n{}", base.replace("\"a\"", "\"b2\"")),
+            "tunnels.toml:10: tunnel \"b2\": key `local`: 127.0.0.1:1 is already the local address of tunnel \"a\" (line 1)",
+        ),
+        (
+            &base.replace("127.0.0.1:1\"", "127.0.0.1\""),
+            "tunnels.toml:4: tunnel \"a\": key `local`",
+        ),
+        (
+            &base.replace("r:1", "r"),
+            "tunnels.toml:5: tunnel \"a\": key `remote`",
+        ),
+        (&base.replace("r:1", "r:0"), "key `remote`"),
+        (
+            &base.replace("bastion = \"b\"", "bastion = \"@b\""),
+            "tunnels.toml:3: tunnel \"a\": key `bastion`",
+        ),
+        (
+            &base.replace("bastion = \"b\"\n", ""),
+            "key `bastion` is missing",
+        ),
+        (
+            &format!("{base}probe = \"redis\"\n"),
+            "tunnels.toml:6: tunnel \"a\": key `probe`",
+        ),
+        (
+            &format!("{base}options = {{ Ciphers = \"rot13\" }}\n"),
+            "tunnels.toml:6: tunnel \"a\": ",
+        ),
+        (
+            &format!("{base}options = {{ NoSuchOption = \"1\" }}\n"),
+            "tunnels.toml:6: tunnel \"a\": ",
+        ),
+        (
+            &format!("{base}options = {{ ServerAliveInterval = \"often\" }}\n"),
+            "tunnels.toml:6:",
+        ),
+        (
+            &format!("{base}options = {{ LocalForward = \"1 r:2\" }}\n"),
+            "`LocalForward` is set by the tunnel's own keys",
+        ),
+        (
+            &format!("{base}probe_user = \"p\"\n"),
+            "needs `probe_password_file`",
+        ),
+        (
+            &format!("{base}share_session = \"yes\"\n"),
+            "tunnels.toml:1:",
+        ),
+    ];
+    for (text, want) in cases {
+        let got = parse_err(text);
+        assert!(got.contains(want), "{text:?}\n got: {got}\nwant: {want}");
+    }
+}
+
+#[test]
+fn unreadable_key_files_are_named() {
+    let text = "[[tunnel]]\nname = \"a\"\nbastion = \"b\"\nlocal = \"127.0.0.1:1\"\nremote = \"r:1\"\nidentity_file = \"~/missing\"\n";
+    let no = |p: &Path| Err(format!("{}: No such file or directory", p.display()));
+    let e = parse("f.toml", text, &env(), &no).unwrap_err().to_string();
+    assert!(
+        e.starts_with("f.toml:6: tunnel \"a\": key `identity_file`"),
+        "{e}"
+    );
+    assert!(e.contains("/home/tester/missing"), "{e}");
+}
+
+#[test]
+fn ipv6_and_localhost_locals() {
+    let c = parse_ok(
+        "[[tunnel]]\nname = \"a\"\nbastion = \"u@[fd00::1]:2200\"\nlocal = \"[::1]:15432\"\nremote = \"[fd00::5]:5432\"\n",
+    );
+    let t = &c.tunnels[0];
+    assert_eq!(
+        (t.config.session.host.as_str(), t.config.session.port),
+        ("fd00::1", 2200)
+    );
+    assert_eq!(t.config.forwards[0].bind_address.as_deref(), Some("::1"));
+    assert_eq!(t.config.forwards[0].host, "fd00::5");
+    let e = parse_err(
+        "[[tunnel]]\nname = \"a\"\nbastion = \"b\"\nlocal = \"localhost:5\"\nremote = \"r:1\"\n[[tunnel]]\nname = \"b\"\nbastion = \"b\"\nlocal = \"127.0.0.1:5\"\nremote = \"r:1\"\n",
+    );
+    assert!(e.contains("already the local address"), "{e}");
+}
