@@ -198,11 +198,49 @@ mod tests {
     }
 
     /// Values computed independently (Python's hashlib), so the hash can never drift: a
-    /// platform computes the same function in its own code.
+    /// platform computes the same function in its own code. deploy/README.md shows the same
+    /// table.
     #[test]
     fn the_hash_is_fixed() {
-        assert_eq!(Shard::weight("acme-pg", 0), 0x222f_84a6_5176_ecc6);
-        assert_eq!(Shard::weight("acme-pg", 1), 0xd2ca_16b0_7c75_a68d);
+        let table = [
+            (
+                "acme-pg",
+                [
+                    0x222f_84a6_5176_ecc6,
+                    0xd2ca_16b0_7c75_a68d,
+                    0xdd37_29e5_faa7_651b,
+                ],
+            ),
+            (
+                "globex-mysql",
+                [
+                    0xe229_ef95_7b19_7c14,
+                    0x3fc1_b53f_9d7b_46c5,
+                    0x09be_7fcf_bf73_c8d5,
+                ],
+            ),
+            (
+                "initech-redshift",
+                [
+                    0x9ade_2423_eb53_8057,
+                    0x79c9_60ed_0527_a79e,
+                    0x2f33_2768_f6c1_95cc,
+                ],
+            ),
+            (
+                "umbrella-alloydb",
+                [
+                    0x5d03_98d6_61bf_a456,
+                    0xfaf6_6f8f_d2b3_1c31,
+                    0xcea2_6f59_7acc_9ac1,
+                ],
+            ),
+        ];
+        for (name, weights) in table {
+            for (index, want) in (0u32..).zip(weights) {
+                assert_eq!(Shard::weight(name, index), want, "{name} {index}");
+            }
+        }
         assert_eq!(Shard::weight("", 0), 0x8855_508a_ade1_6ec5);
         let owners: Vec<u32> = [
             "acme-pg",
