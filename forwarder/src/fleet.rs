@@ -314,10 +314,10 @@ impl TrafficObserver for Traffic {
     fn closed(&self) {
         self.0.active_connections.dec();
     }
-    fn to_remote(&self, bytes: u64) {
+    fn sent_to_remote(&self, bytes: u64) {
         self.0.bytes_to_remote.inc_by(bytes);
     }
-    fn from_remote(&self, bytes: u64) {
+    fn received_from_remote(&self, bytes: u64) {
         self.0.bytes_from_remote.inc_by(bytes);
     }
 }
@@ -752,7 +752,7 @@ impl Fleet {
         let gate = self
             .gates
             .entry((spec.host.clone(), spec.port))
-            .or_insert_with(BastionGate::new)
+            .or_default()
             .clone();
         let reconnect = spec.reconnect;
         let span = tracing::info_span!("session", session = %label);

@@ -59,9 +59,9 @@ pub trait TrafficObserver: Send + Sync + std::fmt::Debug + 'static {
     /// A connection ended (however it ended).
     fn closed(&self) {}
     /// Bytes read from a local client and sent to the remote.
-    fn to_remote(&self, _bytes: u64) {}
+    fn sent_to_remote(&self, _bytes: u64) {}
     /// Bytes from the remote written to a local client.
-    fn from_remote(&self, _bytes: u64) {}
+    fn received_from_remote(&self, _bytes: u64) {}
 }
 
 /// Observes nothing.
@@ -403,7 +403,7 @@ async fn upload(
             at += std::future::poll_fn(|cx| channel.poll_send(cx, chunk)).await?;
         }
         total += n as u64;
-        observer.to_remote(n as u64);
+        observer.sent_to_remote(n as u64);
     }
     channel.send_eof();
     Ok(total)
@@ -418,7 +418,7 @@ async fn download(
     let mut total = 0u64;
     while let Sent::Bytes(n) = std::future::poll_fn(|cx| channel.poll_send_to(cx, socket)).await? {
         total += n as u64;
-        observer.from_remote(n as u64);
+        observer.received_from_remote(n as u64);
     }
     let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write);
     Ok(total)

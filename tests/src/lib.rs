@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod fleet;
 pub mod keys;
 pub mod net;
 pub mod postgres;

@@ -558,7 +558,7 @@ fn resolve(
         {
             return Err((
                 Some(kh.span().start),
-                "key `known_hosts`: paths with spaces are not supported".into(),
+                "key `known_hosts`: expected one or more paths, without spaces".into(),
             ));
         }
         args.push("-o".into());

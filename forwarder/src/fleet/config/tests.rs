@@ -229,7 +229,7 @@ fn bad_files_name_the_line_and_the_key() {
         ),
         (
             &format!("{base}share_session = \"yes\"\n"),
-            "tunnels.toml:1:",
+            "tunnels.toml:6: invalid type",
         ),
     ];
     for (text, want) in cases {

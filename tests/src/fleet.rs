@@ -1,0 +1,265 @@
+//! `forwarder serve` as the tests run it: a fleet file in a temp dir, the process with its
+//! JSON log captured, signals, and a small HTTP client for the admin endpoint.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::client::forwarder_binary;
+use crate::process::{LabChild, file_tail, signal};
+use rustix::process::Signal;
+
+/// A running `forwarder serve`.
+#[derive(Debug)]
+pub struct Fleet {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    log: PathBuf,
+    admin_port: Option<u16>,
+    child: LabChild,
+}
+
+/// One `[[tunnel]]` of a test's fleet file.
+#[derive(Clone, Debug)]
+pub struct TunnelSpec {
+    /// Its name.
+    pub name: String,
+    /// `[user@]host:port` of the bastion.
+    pub bastion: String,
+    /// Local port (on 127.0.0.1).
+    pub local_port: u16,
+    /// `host:port` the bastion connects to.
+    pub remote: String,
+    /// Extra lines (`probe = "postgres"`, `known_hosts = "..."`, ...).
+    pub extra: Vec<String>,
+}
+
+impl TunnelSpec {
+    /// A tunnel with no extra settings.
+    pub fn new(name: &str, bastion: &str, local_port: u16, remote: &str) -> TunnelSpec {
+        TunnelSpec {
+            name: name.into(),
+            bastion: bastion.into(),
+            local_port,
+            remote: remote.into(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// Adds a line to the tunnel's table.
+    pub fn with(mut self, line: &str) -> TunnelSpec {
+        self.extra.push(line.into());
+        self
+    }
+
+    /// The TOML table.
+    pub fn toml(&self) -> String {
+        let mut s = format!(
+            "[[tunnel]]\nname = {:?}\nbastion = {:?}\nlocal = \"127.0.0.1:{}\"\nremote = {:?}\n",
+            self.name, self.bastion, self.local_port, self.remote
+        );
+        for l in &self.extra {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// A fleet file: `head` (the `[admin]` and `[defaults]` tables) and the tunnels.
+pub fn fleet_file(head: &str, tunnels: &[TunnelSpec]) -> String {
+    let mut s = head.to_owned();
+    s.push('\n');
+    for t in tunnels {
+        s.push('\n');
+        s.push_str(&t.toml());
+    }
+    s
+}
+
+impl Fleet {
+    /// Writes `text` as the fleet file and starts `forwarder serve` on it, with `args`
+    /// after the file (`--shard`, `-v`); `admin_port` is where the file puts the endpoint.
+    pub fn start(text: &str, admin_port: Option<u16>, args: &[&str]) -> Fleet {
+        let dir = tempfile::Builder::new()
+            .prefix("fleet-")
+            .tempdir()
+            .expect("temp dir for the fleet");
+        let config = dir.path().join("tunnels.toml");
+        fs::write(&config, text).expect("write the fleet file");
+        let log = dir.path().join("serve.log");
+        let out = fs::File::create(&log).expect("fleet log file");
+        let err = out.try_clone().expect("fleet log file");
+        let mut cmd = Command::new(forwarder_binary());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        let child = LabChild::spawn("forwarder serve", &mut cmd);
+        Fleet {
+            dir,
+            config,
+            log,
+            admin_port,
+            child,
+        }
+    }
+
+    /// The fleet file's path.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Its temp dir (for key and known_hosts files of a test).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until the log has at least `n` lines containing `needle`; panics with the log's
+    /// tail after `timeout`.
+    pub fn wait_for_log_count(&mut self, needle: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.log_count(needle) < n {
+            if let Some(status) = self.child.exited() {
+                panic!(
+                    "forwarder serve exited ({status}) while waiting for {needle:?}:\n{}",
+                    file_tail(&self.log, 60)
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no {n}x {needle:?} in the fleet's log within {timeout:?}:\n{}",
+                    file_tail(&self.log, 60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Replaces the file's content (written to a new file and renamed over it, as a
+    /// ConfigMap update swaps files).
+    pub fn rewrite(&self, text: &str) {
+        let tmp = self.dir.path().join("tunnels.toml.new");
+        fs::write(&tmp, text).expect("write the new fleet file");
+        fs::rename(&tmp, &self.config).expect("rename the new fleet file into place");
+    }
+
+    /// Sends SIGHUP.
+    pub fn reload(&self) {
+        signal(self.child.pid(), Signal::HUP);
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        self.child.terminate();
+    }
+
+    /// The exit status once it exited, waiting up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.child.wait_timeout(timeout)
+    }
+
+    /// Whether it exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.exited()
+    }
+
+    /// `GET path` on the admin endpoint: status code and body.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.admin_port?, path)
+    }
+
+    /// Polls `GET path` until `check` accepts the answer; panics with the last answer and
+    /// the log's tail after `timeout`.
+    pub fn wait_for_admin(
+        &mut self,
+        path: &str,
+        timeout: Duration,
+        mut check: impl FnMut(u16, &str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some((code, body)) = self.get(path) {
+                if check(code, &body) {
+                    return body;
+                }
+                last = Some((code, body));
+            }
+            if let Some(status) = self.child.exited() {
+                panic!(
+                    "forwarder serve exited ({status}); last {path}: {last:?}\n{}",
+                    file_tail(&self.log, 60)
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{path} did not reach the expected answer within {timeout:?}; last: {last:?}\n{}",
+                    file_tail(&self.log, 60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A bounded `GET` over HTTP/1.1 with `Connection: close`: status code and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.take(64 << 20).read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Some((code, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}

@@ -1,0 +1,544 @@
+//! `forwarder serve` against real sshd bastions and a real PostgreSQL: sessions shared (one
+//! login for two tunnels) or not, reloads that leave unchanged tunnels and their open
+//! connections alone, a broken file on reload, SIGTERM draining an open connection, a killed
+//! bastion seen in `/tunnels` and the metrics and back, and shards that serve each tunnel once.
+//!
+//! Timings are shortened (`ServerAliveInterval 1`, `ReconnectBackoffMax 2`, short drains) so
+//! each test takes seconds; every wait is bounded.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use ssh_interop_tests::fleet::{Fleet, TunnelSpec, fleet_file};
+use ssh_interop_tests::postgres::CUSTOMERS_QUERY;
+use ssh_interop_tests::{
+    EchoServer, KeyKind, Pattern, Postgres, Sshd, UserKey, echo_round_trip, expected_customers,
+    free_port, port_listening, psql,
+};
+
+const LOGIN: &str = "Accepted publickey";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn bastion(sshd: &Sshd) -> String {
+    format!("{}@127.0.0.1:{}", sshd.user(), sshd.port())
+}
+
+/// `[admin]` and `[defaults]` for a fleet on `bastions`, with `key`.
+fn head(admin_port: u16, key: &UserKey, bastions: &[&Sshd], drain: &str) -> String {
+    let known: Vec<String> = bastions
+        .iter()
+        .map(|s| format!("{:?}", s.known_hosts_path().display().to_string()))
+        .collect();
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ndrain_timeout = {drain:?}\nprobe_interval = \"2s\"\n\n\
+         [defaults]\nidentity_file = {:?}\nknown_hosts = [{}]\n\
+         options = {{ ServerAliveInterval = 1, ServerAliveCountMax = 2, ReconnectBackoffMax = \"2s\" }}\n",
+        key.private_key_path().display().to_string(),
+        known.join(", ")
+    )
+}
+
+fn payload(seed: u64, len: usize) -> Vec<u8> {
+    Pattern::get().bytes_at(seed.wrapping_mul(104_729), len)
+}
+
+fn assert_echo(port: u16, seed: u64, len: usize, what: &str) {
+    let data = payload(seed, len);
+    match echo_round_trip(port, &data) {
+        Ok(back) => assert!(back == data, "{what}: the echo differs"),
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+fn tunnels_json(fleet: &Fleet) -> serde_json::Value {
+    let (code, body) = fleet.get("/tunnels").expect("/tunnels answers");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/tunnels is not JSON ({e}): {body}"))
+}
+
+fn tunnel<'a>(all: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    all.as_array()
+        .and_then(|a| a.iter().find(|t| t["name"] == name))
+        .unwrap_or_else(|| panic!("no tunnel {name} in {all}"))
+}
+
+/// Waits until every named tunnel shows `state` in `/tunnels`.
+fn wait_for_states(fleet: &mut Fleet, names: &[&str], state: &str) -> serde_json::Value {
+    let body = fleet.wait_for_admin("/tunnels", WAIT, |code, body| {
+        code == 200
+            && serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| {
+                names.iter().all(|n| {
+                    v.as_array()
+                        .is_some_and(|a| a.iter().any(|t| t["name"] == *n && t["state"] == state))
+                })
+            })
+    });
+    serde_json::from_str(&body).expect("JSON")
+}
+
+/// A connection held open: writes and reads back through an echo server.
+struct Held {
+    stream: TcpStream,
+    seed: u64,
+}
+
+impl Held {
+    fn open(port: u16) -> Held {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the tunnel");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut h = Held { stream, seed: 1 };
+        h.exchange("first exchange");
+        h
+    }
+
+    fn exchange(&mut self, what: &str) {
+        self.seed += 1;
+        let data = payload(self.seed, 16 * 1024);
+        self.stream
+            .write_all(&data)
+            .unwrap_or_else(|e| panic!("{what}: write: {e}"));
+        let mut back = vec![0u8; data.len()];
+        self.stream
+            .read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("{what}: read: {e}"));
+        assert!(back == data, "{what}: the echo differs");
+    }
+
+    /// Whether the peer ended the connection (EOF or reset) within `timeout`.
+    fn ended_within(&mut self, timeout: Duration) -> bool {
+        let _ = self.stream.set_read_timeout(Some(timeout));
+        let mut b = [0u8; 1];
+        !matches!(self.stream.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
+    }
+}
+
+#[test]
+fn a_fleet_on_two_bastions_shares_sessions_and_shows_them_in_the_admin_endpoint() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let a = Sshd::start(&key);
+    let b = Sshd::start(&key);
+    let pg = Postgres::start();
+    let (e1, e2) = (EchoServer::start(), EchoServer::start());
+    let admin = free_port();
+    // Another known_hosts file with the same content: a different session.
+    let other_known = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(other_known.path(), a.known_hosts()).expect("write known_hosts");
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let tunnels = [
+        TunnelSpec::new(
+            "shared-1",
+            &bastion(&a),
+            ports[0],
+            &format!("127.0.0.1:{}", e1.port()),
+        ),
+        TunnelSpec::new(
+            "shared-2",
+            &bastion(&a),
+            ports[1],
+            &format!("127.0.0.1:{}", e2.port()),
+        ),
+        TunnelSpec::new(
+            "own-known-hosts",
+            &bastion(&a),
+            ports[2],
+            &format!("127.0.0.1:{}", e1.port()),
+        )
+        .with(&format!(
+            "known_hosts = {:?}",
+            other_known.path().display().to_string()
+        )),
+        TunnelSpec::new(
+            "pg",
+            &bastion(&b),
+            ports[3],
+            &format!("127.0.0.1:{}", pg.port()),
+        )
+        .with("probe = \"postgres\""),
+    ];
+    let mut fleet = Fleet::start(
+        &fleet_file(&head(admin, &key, &[&a, &b], "5s"), &tunnels),
+        Some(admin),
+        &[],
+    );
+    let all = wait_for_states(
+        &mut fleet,
+        &["shared-1", "shared-2", "own-known-hosts", "pg"],
+        "up",
+    );
+
+    assert_echo(ports[0], 1, 256 * 1024, "shared-1");
+    assert_echo(ports[1], 2, 256 * 1024, "shared-2");
+    assert_echo(ports[2], 3, 64 * 1024, "own-known-hosts");
+    assert_eq!(psql(ports[3], CUSTOMERS_QUERY), expected_customers());
+
+    // Two sessions on bastion a (the shared one and the one with its own known_hosts), one
+    // on b.
+    let logins_a = a.log().matches(LOGIN).count();
+    let logins_b = b.log().matches(LOGIN).count();
+    assert_eq!(
+        (logins_a, logins_b),
+        (2, 1),
+        "sshd a:\n{}\nsshd b:\n{}",
+        a.log(),
+        b.log()
+    );
+
+    let t = tunnel(&all, "shared-1");
+    assert_eq!(t["local"], format!("127.0.0.1:{}", ports[0]));
+    assert_eq!(t["remote"], format!("127.0.0.1:{}", e1.port()));
+    assert_eq!(t["bastion"], format!("{}@127.0.0.1:{}", a.user(), a.port()));
+    assert!(t["last_error"].is_null(), "{t}");
+    assert!(
+        t["since"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z') && s.len() == 20),
+        "{t}"
+    );
+
+    // Counters after the traffic; the probes (every 2 s) see PostgreSQL and the echo servers.
+    let all = fleet.wait_for_admin("/tunnels", WAIT, |_, body| {
+        serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| {
+            let t = tunnel(&v, "shared-1");
+            t["bytes_to_remote"].as_u64() >= Some(256 * 1024)
+                && t["bytes_from_remote"].as_u64() >= Some(256 * 1024)
+                && t["connections_total"].as_u64() >= Some(1)
+                && t["active_connections"] == 0
+                && tunnel(&v, "pg")["probe"]["ok"] == true
+        })
+    });
+    let all: serde_json::Value = serde_json::from_str(&all).expect("JSON");
+    let probe = &tunnel(&all, "pg")["probe"];
+    assert!(
+        probe["detail"]
+            .as_str()
+            .is_some_and(|d| d.to_lowercase().contains("postgres")),
+        "{probe}"
+    );
+
+    let (code, _) = fleet.get("/readyz").expect("/readyz");
+    assert_eq!(code, 200);
+    let (code, _) = fleet.get("/healthz").expect("/healthz");
+    assert_eq!(code, 200);
+    let (code, metrics) = fleet.get("/metrics").expect("/metrics");
+    assert_eq!(code, 200);
+    for n in ["shared-1", "shared-2", "own-known-hosts", "pg"] {
+        assert!(
+            metrics.contains(&format!("forwarder_tunnel_up{{tunnel=\"{n}\"}} 1")),
+            "{n}:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("forwarder_tunnel_probe_success{tunnel=\"pg\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("forwarder_config_last_reload_successful 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("session=\"{}@127.0.0.1:{}\"", a.user(), a.port())),
+        "{metrics}"
+    );
+    let promtool =
+        ssh_interop_tests::process::require_program("promtool", &[], "apt-get install prometheus");
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {:?} {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Logs are one JSON object per line.
+    for line in fleet.log().lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+    fleet.terminate();
+    assert_eq!(fleet.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn reloads_leave_unchanged_tunnels_alone_drain_removed_ones_and_keep_the_set_on_a_broken_file() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let a = Sshd::start(&key);
+    let (e1, e2) = (EchoServer::start(), EchoServer::start());
+    let admin = free_port();
+    let [keep, gone, change, add] = [free_port(), free_port(), free_port(), free_port()];
+    let echo1 = format!("127.0.0.1:{}", e1.port());
+    let echo2 = format!("127.0.0.1:{}", e2.port());
+    let h = head(admin, &key, &[&a], "3s");
+    let first = [
+        TunnelSpec::new("keep", &bastion(&a), keep, &echo1),
+        TunnelSpec::new("gone", &bastion(&a), gone, &echo1),
+        TunnelSpec::new("change", &bastion(&a), change, &echo1),
+    ];
+    let mut fleet = Fleet::start(&fleet_file(&h, &first), Some(admin), &[]);
+    wait_for_states(&mut fleet, &["keep", "gone", "change"], "up");
+    let mut held_keep = Held::open(keep);
+    let mut held_gone = Held::open(gone);
+
+    // SIGHUP with: keep unchanged, gone removed, change pointed elsewhere, add added.
+    let second = [
+        TunnelSpec::new("keep", &bastion(&a), keep, &echo1),
+        TunnelSpec::new("change", &bastion(&a), change, &echo2).with("probe = \"none\""),
+        TunnelSpec::new("add", &bastion(&a), add, &echo2),
+    ];
+    fleet.rewrite(&fleet_file(&h, &second));
+    fleet.reload();
+    fleet.wait_for_log_count("reloaded: 3 tunnels", 1, WAIT);
+    wait_for_states(&mut fleet, &["keep", "change", "add"], "up");
+    // The unchanged tunnel's connection carries on, byte for byte; the removed one's drains.
+    held_keep.exchange("keep, across the reload");
+    held_gone.exchange("gone, while draining");
+    assert!(!port_listening(gone), "the removed tunnel still listens");
+    assert_echo(change, 5, 32 * 1024, "change, new version");
+    assert_echo(add, 6, 32 * 1024, "add");
+    assert!(
+        held_gone.ended_within(Duration::from_secs(10)),
+        "the drain did not end the removed tunnel's connection"
+    );
+    held_keep.exchange("keep, after the drain");
+    let all = tunnels_json(&fleet);
+    assert_eq!(all.as_array().map(Vec::len), Some(3), "{all}");
+    // One session for all of it: the reload made no new login.
+    assert_eq!(a.log().matches(LOGIN).count(), 1, "{}", a.log());
+
+    // A broken file (written, no signal: the content change is seen) changes nothing.
+    fleet.rewrite("[[tunnel]]\nname = \"broken\"\nlocal = 12\n");
+    fleet.wait_for_log_count("reload failed", 1, WAIT);
+    assert!(
+        fleet.log().contains("tunnels.toml:3"),
+        "the error names the line:\n{}",
+        fleet.log()
+    );
+    held_keep.exchange("keep, after a broken file");
+    assert_echo(add, 7, 1024, "add, after a broken file");
+    let (_, metrics) = fleet.get("/metrics").expect("/metrics");
+    assert!(
+        metrics.contains("forwarder_config_last_reload_successful 0"),
+        "{metrics}"
+    );
+    assert_eq!(tunnels_json(&fleet).as_array().map(Vec::len), Some(3));
+
+    // Fixed again: reloaded, and the unchanged connection is still the same one.
+    fleet.rewrite(&fleet_file(&h, &second[..1]));
+    fleet.wait_for_log_count("reloaded: 1 tunnels", 1, WAIT);
+    held_keep.exchange("keep, after the last reload");
+    assert!(!port_listening(add) && !port_listening(change));
+    let (_, metrics) = fleet.get("/metrics").expect("/metrics");
+    assert!(
+        metrics.contains("forwarder_config_last_reload_successful 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("tunnel=\"add\""),
+        "a removed tunnel's series stay:\n{metrics}"
+    );
+}
+
+#[test]
+fn sigterm_stops_accepting_and_lets_an_open_connection_finish() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let a = Sshd::start(&key);
+    let e = EchoServer::start();
+    let admin = free_port();
+    let port = free_port();
+    let t = [TunnelSpec::new(
+        "t",
+        &bastion(&a),
+        port,
+        &format!("127.0.0.1:{}", e.port()),
+    )];
+    let mut fleet = Fleet::start(
+        &fleet_file(&head(admin, &key, &[&a], "20s"), &t),
+        Some(admin),
+        &[],
+    );
+    wait_for_states(&mut fleet, &["t"], "up");
+    let mut held = Held::open(port);
+    fleet.terminate();
+    fleet.wait_for_log_count("draining", 1, WAIT);
+    let deadline = Instant::now() + WAIT;
+    while port_listening(port) {
+        assert!(Instant::now() < deadline, "still listening after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        fleet.exited().is_none(),
+        "exited before the open connection finished"
+    );
+    held.exchange("during the drain");
+    held.exchange("still during the drain");
+    held.stream.shutdown(Shutdown::Write).expect("half-close");
+    let mut rest = Vec::new();
+    let _ = held.stream.read_to_end(&mut rest);
+    let started = Instant::now();
+    let status = fleet
+        .wait_exit(WAIT)
+        .expect("exits once the connection is done");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "waited for the whole drain time"
+    );
+    // The session ended with a DISCONNECT, which sshd logs.
+    a.wait_for_log("Received disconnect", Duration::from_secs(10));
+}
+
+#[test]
+fn a_killed_bastion_is_reconnecting_in_the_admin_endpoint_and_up_again_when_it_returns() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let mut a = Sshd::start(&key);
+    let b = Sshd::start(&key);
+    let e = EchoServer::start();
+    let admin = free_port();
+    let (pa, pb) = (free_port(), free_port());
+    let echo = format!("127.0.0.1:{}", e.port());
+    let t = [
+        TunnelSpec::new("on-a", &bastion(&a), pa, &echo),
+        TunnelSpec::new("on-b", &bastion(&b), pb, &echo),
+    ];
+    let mut fleet = Fleet::start(
+        &fleet_file(&head(admin, &key, &[&a, &b], "5s"), &t),
+        Some(admin),
+        &[],
+    );
+    wait_for_states(&mut fleet, &["on-a", "on-b"], "up");
+    a.stop();
+    let all = wait_for_states(&mut fleet, &["on-a"], "reconnecting");
+    assert_eq!(tunnel(&all, "on-b")["state"], "up", "{all}");
+    assert!(tunnel(&all, "on-a")["last_error"].is_string(), "{all}");
+    let (_, metrics) = fleet.get("/metrics").expect("/metrics");
+    assert!(
+        metrics.contains("forwarder_tunnel_up{tunnel=\"on-a\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("forwarder_tunnel_up{tunnel=\"on-b\"} 1"),
+        "{metrics}"
+    );
+    // One customer's bastion down does not take the replica out of service.
+    assert_eq!(fleet.get("/readyz").map(|r| r.0), Some(200));
+    assert_echo(pb, 1, 8 * 1024, "on-b while a is down");
+    a.restart();
+    wait_for_states(&mut fleet, &["on-a"], "up");
+    assert_echo(pa, 2, 8 * 1024, "on-a after a returned");
+    let (_, metrics) = fleet.get("/metrics").expect("/metrics");
+    assert!(
+        metrics.contains("forwarder_tunnel_up{tunnel=\"on-a\"} 1"),
+        "{metrics}"
+    );
+    let reconnects = format!(
+        "forwarder_session_reconnects_total{{session=\"{}@127.0.0.1:{}\"}} 1",
+        a.user(),
+        a.port()
+    );
+    assert!(metrics.contains(&reconnects), "{metrics}");
+}
+
+#[test]
+fn a_changed_host_key_fails_the_tunnel_until_known_hosts_is_fixed_and_the_file_reloaded() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let mut a = Sshd::start(&key);
+    let e = EchoServer::start();
+    let admin = free_port();
+    let port = free_port();
+    // The fleet's own known_hosts, with the keys sshd has now.
+    let known = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(known.path(), a.known_hosts()).expect("write known_hosts");
+    let t = [
+        TunnelSpec::new("t", &bastion(&a), port, &format!("127.0.0.1:{}", e.port())).with(
+            &format!("known_hosts = {:?}", known.path().display().to_string()),
+        ),
+    ];
+    let text = fleet_file(&head(admin, &key, &[], "2s"), &t);
+    let mut fleet = Fleet::start(&text, Some(admin), &[]);
+    wait_for_states(&mut fleet, &["t"], "up");
+    a.restart_with_new_host_keys();
+    let all = wait_for_states(&mut fleet, &["t"], "failed");
+    let err = tunnel(&all, "t")["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(err.to_lowercase().contains("host key"), "{err}");
+    let logins = a.log().matches(LOGIN).count();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        a.log().matches(LOGIN).count(),
+        logins,
+        "a changed host key was retried"
+    );
+    assert_eq!(tunnels_json(&fleet)[0]["state"], "failed");
+    // The admin fixes known_hosts; a reload retries the failed tunnel.
+    std::fs::write(known.path(), a.known_hosts()).expect("fix known_hosts");
+    fleet.reload();
+    wait_for_states(&mut fleet, &["t"], "up");
+    assert_echo(port, 3, 4096, "after the fix");
+}
+
+#[test]
+fn shards_serve_every_tunnel_exactly_once() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let a = Sshd::start(&key);
+    let e = EchoServer::start();
+    let echo = format!("127.0.0.1:{}", e.port());
+    let names: Vec<String> = (0..9).map(|i| format!("customer-{i}")).collect();
+    let specs: Vec<TunnelSpec> = names
+        .iter()
+        .map(|n| TunnelSpec::new(n, &bastion(&a), free_port(), &echo))
+        .collect();
+    let head = format!(
+        "[defaults]\nidentity_file = {:?}\nknown_hosts = {:?}\n",
+        key.private_key_path().display().to_string(),
+        a.known_hosts_path().display().to_string()
+    );
+    let text = fleet_file(&head, &specs);
+    let mut shards: Vec<Fleet> = (0..3)
+        .map(|i| Fleet::start(&text, None, &["--shard", &format!("{i}/3")]))
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    for spec in &specs {
+        let line = format!("listening on 127.0.0.1:{}", spec.local_port);
+        let serving = loop {
+            let serving: Vec<usize> = shards
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.log().contains(&line))
+                .map(|(i, _)| i)
+                .collect();
+            if !serving.is_empty() || Instant::now() > deadline {
+                break serving;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(
+            serving.len(),
+            1,
+            "{} is served by shards {serving:?}",
+            spec.name
+        );
+        assert_echo(spec.local_port, 9, 1024, &spec.name);
+    }
+    for s in &mut shards {
+        assert!(s.exited().is_none(), "a shard exited:\n{}", s.log());
+    }
+}
