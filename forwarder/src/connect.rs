@@ -312,4 +312,3 @@ async fn connect(spec: &SessionSpec) -> Result<TcpStream, ConnectError> {
 const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// Time between TCP keepalive probes.
 const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
-

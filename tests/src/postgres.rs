@@ -65,6 +65,16 @@ pub struct Postgres {
 impl Postgres {
     /// Creates the cluster, starts it, and sets up the `app` role, `appdb` and `customers`.
     pub fn start() -> Postgres {
+        Postgres::start_inner(false)
+    }
+
+    /// [`Postgres::start`] with `ssl = on` and a self-signed certificate made with `openssl`
+    /// (clients may then ask for TLS; `pg_hba.conf` still accepts plain connections).
+    pub fn start_with_ssl() -> Postgres {
+        Postgres::start_inner(true)
+    }
+
+    fn start_inner(ssl: bool) -> Postgres {
         let initdb = require_program("initdb", &PG_DIRS, INSTALL_HINT);
         let postgres = require_program("postgres", &PG_DIRS, INSTALL_HINT);
         let pg_ctl = require_program("pg_ctl", &PG_DIRS, INSTALL_HINT);
@@ -121,6 +131,11 @@ impl Postgres {
             .open(data_dir.join("postgresql.conf"))
             .expect("open postgresql.conf");
         std::io::Write::write_all(&mut conf, settings.as_bytes()).expect("append postgresql.conf");
+        if ssl {
+            make_server_certificate(&data_dir, run_as.as_deref());
+            // server.crt and server.key in the data directory are the defaults.
+            std::io::Write::write_all(&mut conf, b"ssl = on\n").expect("append postgresql.conf");
+        }
 
         let mut pg = Postgres {
             server: None,
@@ -229,6 +244,34 @@ impl Postgres {
     /// The TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The process the lab started while the server runs: the postmaster, or `runuser` when
+    /// the tests run as root (the postmaster is then its child).
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(LabChild::pid)
+    }
+
+    /// Makes the server stop (immediate shutdown, which also frees its shared memory), and its
+    /// temp dir go, when this process exits, however it exits. For a cluster kept in a
+    /// `static` for the tests of one binary: statics are never dropped.
+    pub fn stop_at_process_exit(&self) {
+        let Some(pid) = self.server_pid() else {
+            return;
+        };
+        // As root the lab's child is runuser; the postmaster is the one to signal.
+        let mut pids = crate::process::children_of(pid);
+        pids.push(pid);
+        let pids = pids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" ");
+        crate::mariadb::run_at_process_exit(&format!(
+            "kill -QUIT {pids} 2>/dev/null; i=0; while kill -0 {pids} 2>/dev/null && [ $i -lt 50 ]; do sleep 0.2; i=$((i+1)); done; \
+             kill -KILL {pids} 2>/dev/null; rm -rf '{}'",
+            self.dir.path().display()
+        ));
     }
 
     /// The temp dir holding the data directory, socket and log.
@@ -398,7 +441,7 @@ fn as_user(user: Option<&str>, program: &Path) -> Command {
 
 /// Creates [`LAB_OS_USER`] as a system user if it does not exist. Parallel tests may race to
 /// create it, so a failed `useradd` is fine as long as the user exists afterwards.
-fn ensure_lab_os_user() {
+pub(crate) fn ensure_lab_os_user() {
     for attempt in 0..10 {
         if user_exists(LAB_OS_USER) {
             return;
@@ -436,7 +479,7 @@ fn user_exists(user: &str) -> bool {
         .success()
 }
 
-fn os_user_ids(user: &str) -> (u32, u32) {
+pub(crate) fn os_user_ids(user: &str) -> (u32, u32) {
     let id = |flag: &str| -> u32 {
         let mut cmd = Command::new("id");
         cmd.arg(flag).arg(user);
@@ -447,6 +490,35 @@ fn os_user_ids(user: &str) -> (u32, u32) {
             .unwrap_or_else(|e| panic!("id {flag} {user} printed no number: {e}"))
     };
     (id("-u"), id("-g"))
+}
+
+/// A self-signed certificate and its key as `server.crt` and `server.key` in the data
+/// directory, owned by the server's user, the key readable by it alone (PostgreSQL refuses
+/// a key others may read).
+fn make_server_certificate(data_dir: &Path, run_as: Option<&str>) {
+    let openssl = require_program(
+        "openssl",
+        &[],
+        "install openssl (Debian: apt-get install -y openssl)",
+    );
+    let (crt, key) = (data_dir.join("server.crt"), data_dir.join("server.key"));
+    let mut cmd = Command::new(openssl);
+    cmd.args(["req", "-x509", "-nodes", "-newkey", "ec"])
+        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-days", "7", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt);
+    run_ok(&mut cmd, SETUP_TIMEOUT, "openssl req (a certificate for PostgreSQL)");
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
+    if let Some(user) = run_as {
+        let (uid, gid) = os_user_ids(user);
+        for path in [&crt, &key] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown {} to {user}: {e}", path.display()));
+        }
+    }
 }
 
 #[cfg(test)]
