@@ -43,6 +43,8 @@ ensure_lab_tools() {
     for tool in psql pgbench; do
         command -v "$tool" >/dev/null 2>&1 || { missing+=(postgresql-client-15); break; }
     done
+    # The probe tests run a real MariaDB (mariadbd is in /usr/sbin).
+    command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server mariadb-client)
     # bench/run's recovery figures keep OpenSSH's ssh up with autossh.
     command -v autossh >/dev/null 2>&1 || missing+=(autossh)
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # the admin endpoint tests

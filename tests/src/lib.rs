@@ -28,6 +28,7 @@
 pub mod client;
 pub mod fleet;
 pub mod keys;
+pub mod mariadb;
 pub mod net;
 pub mod postgres;
 pub mod process;
@@ -36,6 +37,7 @@ pub mod sshd;
 
 pub use client::{ClientKind, Forward, Tunnel, TunnelBuilder, forwarder_binary, openssh_binary};
 pub use keys::{KeyFormat, KeyKind, UserKey};
+pub use mariadb::Mariadb;
 pub use net::{free_port, port_listening};
 pub use postgres::{Postgres, expected_customers, psql, try_psql};
 pub use servers::{

@@ -260,16 +260,23 @@ impl Postgres {
             return;
         };
         // As root the lab's child is runuser; the postmaster is the one to signal.
-        let mut pids = crate::process::children_of(pid);
-        pids.push(pid);
-        let pids = pids
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(" ");
+        let postmaster = match self.run_as {
+            Some(_) => crate::process::children_of(pid),
+            None => vec![pid],
+        };
+        let list = |pids: &[u32]| {
+            pids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut all = postmaster.clone();
+        all.push(pid);
+        let (postmaster, all) = (list(&postmaster), list(&all));
         crate::mariadb::run_at_process_exit(&format!(
-            "kill -QUIT {pids} 2>/dev/null; i=0; while kill -0 {pids} 2>/dev/null && [ $i -lt 50 ]; do sleep 0.2; i=$((i+1)); done; \
-             kill -KILL {pids} 2>/dev/null; rm -rf '{}'",
+            "kill -QUIT {postmaster} 2>/dev/null; i=0; \
+             while kill -0 {all} 2>/dev/null && [ $i -lt 50 ]; do sleep 0.2; i=$((i+1)); done; \
+             kill -KILL {all} 2>/dev/null; rm -rf '{}'",
             self.dir.path().display()
         ));
     }
