@@ -25,6 +25,7 @@ pub mod fixtures;
 pub mod input;
 pub mod kex_replies;
 pub mod known_hosts;
+pub mod probe_replies;
 pub mod seeds;
 pub mod transport_client;
 pub mod transport_deframer;
@@ -46,4 +47,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("known_hosts", known_hosts::run),
     ("cli_args", cli_args::run),
     ("kex_replies", kex_replies::run),
+    ("probe_replies", probe_replies::run),
 ];

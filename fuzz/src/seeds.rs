@@ -83,6 +83,9 @@ pub fn all() -> Vec<Seed> {
     for (name, data) in crate::kex_replies::seeds() {
         add("kex_replies", &name, data);
     }
+    for (name, data) in crate::probe_replies::seeds() {
+        add("probe_replies", &name, data);
+    }
     out
 }
 
