@@ -516,7 +516,11 @@ fn make_server_certificate(data_dir: &Path, run_as: Option<&str>) {
         .arg(&key)
         .arg("-out")
         .arg(&crt);
-    run_ok(&mut cmd, SETUP_TIMEOUT, "openssl req (a certificate for PostgreSQL)");
+    run_ok(
+        &mut cmd,
+        SETUP_TIMEOUT,
+        "openssl req (a certificate for PostgreSQL)",
+    );
     use std::os::unix::fs::PermissionsExt as _;
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
     if let Some(user) = run_as {
