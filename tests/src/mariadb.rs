@@ -84,9 +84,11 @@ impl Mariadb {
             .arg(format!("--datadir={}", data_dir.display()))
             .args(["--auth-root-authentication-method=socket", "--skip-test-db"])
             .current_dir(dir.path());
-        if let Some(user) = &run_as {
-            install.arg(format!("--user={user}"));
-        }
+        match &run_as {
+            Some(user) => install.arg(format!("--user={user}")),
+            // The account `sql` uses: the tool would take it from $USER.
+            None => install.arg(format!("--auth-root-socket-user={}", current_user())),
+        };
         let out = run_bounded(&mut install, SETUP_TIMEOUT, "mariadb-install-db");
         if !out.status.success() {
             panic!(
