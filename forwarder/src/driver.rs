@@ -139,7 +139,12 @@ struct Slot {
     /// The local socket, when the channel forwards to one: data for an empty channel buffer
     /// is written to it straight from the decrypted packet.
     direct: Option<Arc<tokio::net::TcpStream>>,
+    /// Told how many bytes each direct write delivered (traffic counters).
+    direct_counter: Option<DeliveryCounter>,
 }
+
+/// Called with the number of bytes the driver wrote straight to a channel's socket.
+pub type DeliveryCounter = Arc<dyn Fn(u64) + Send + Sync>;
 
 struct PendingOpen {
     host: String,
@@ -248,6 +253,7 @@ impl State {
                         read_waker: None,
                         write_waker: None,
                         direct: None,
+                        direct_counter: None,
                     },
                 );
             }
@@ -262,10 +268,19 @@ impl State {
         loop {
             let channels = &self.channels;
             let ev = self.session.poll_with(&mut |id, data| {
-                let Some(sock) = channels.get(&id).and_then(|s| s.direct.as_ref()) else {
+                let Some(slot) = channels.get(&id) else {
                     return 0;
                 };
-                sock.try_write(data).unwrap_or(0)
+                let Some(sock) = slot.direct.as_ref() else {
+                    return 0;
+                };
+                let n = sock.try_write(data).unwrap_or(0);
+                if n > 0
+                    && let Some(count) = &slot.direct_counter
+                {
+                    count(n as u64);
+                }
+                n
             })?;
             let Some(ev) = ev else { break };
             match ev {
@@ -678,10 +693,17 @@ impl ChannelStream {
 
     /// Lets the driver write this channel's data straight to `sock` when nothing is buffered
     /// (see [`ChannelStream::poll_send_to`], which must then be the only reader).
-    pub fn set_direct_writer(&self, sock: Arc<tokio::net::TcpStream>) {
+    /// `counter`, if given, is told the size of every such write (the writes that go
+    /// through [`ChannelStream::poll_send_to`] are counted by its caller).
+    pub fn set_direct_writer(
+        &self,
+        sock: Arc<tokio::net::TcpStream>,
+        counter: Option<DeliveryCounter>,
+    ) {
         let mut st = self.shared.lock();
         if let Some(slot) = self.slot(&mut st) {
             slot.direct = Some(sock);
+            slot.direct_counter = counter;
         }
     }
 

@@ -36,7 +36,7 @@ use tracing::{Instrument, debug, error, info, warn};
 use crate::cli::Environment;
 use crate::connect::{self, SshConnector};
 use crate::metrics::{Metrics, SessionMetrics, TunnelMetrics};
-use crate::probe::ProbeKind;
+use crate::probe::{self, ProbeKind};
 use crate::shard::Shard;
 use crate::status::{FleetView, ProbeResult, TunnelState, TunnelStatus};
 use crate::supervisor::{
@@ -446,6 +446,7 @@ async fn serve(opts: ServeOptions, env: Environment, first: FleetConfig) -> i32 
                 }
             },
             _ = poll.tick() => {
+                metrics.set_tunnel_states(state.tunnels().iter().map(|t| t.state));
                 let now = std::fs::read(&opts.config).ok();
                 if now.is_some() && now != last_text {
                     info!("{} changed: reloading", opts.config.display());
@@ -925,6 +926,10 @@ async fn probe_loop(
             warn!("probe of {} failed: {detail}", entry.remote);
         }
         shared.metrics.probe_success.set(i64::from(ok));
+        shared
+            .metrics
+            .probe_duration_seconds
+            .set(started.elapsed().as_secs_f64());
         *lock(&shared.probe) = Some(ProbeResult {
             ok,
             at: SystemTime::now(),
@@ -956,7 +961,28 @@ async fn probe_once(
         )
     })?
     .map_err(|e| format!("channel to {target}: {e}"))?;
-    // PROBE-WIRING: replaced by probe::run once the probes land.
-    drop(stream);
-    Err("probes are not wired yet".into())
+    let login = match &entry.probe_login {
+        None => None,
+        Some((user, file)) => {
+            // Read fresh each time (a rotated password is picked up), and wiped after use.
+            let text = zeroize::Zeroizing::new(
+                crate::files::read_bounded(file, 4096)
+                    .map_err(|e| format!("probe_password_file {}: {e}", file.display()))?,
+            );
+            let password = std::str::from_utf8(&text)
+                .map_err(|_| format!("probe_password_file {}: not UTF-8", file.display()))?;
+            Some(probe::MysqlLogin {
+                user: user.clone(),
+                password: zeroize::Zeroizing::new(
+                    password.trim_end_matches(['\n', '\r']).to_owned(),
+                ),
+            })
+        }
+    };
+    let spec = probe::ProbeSpec {
+        kind: entry.probe,
+        mysql_login: login,
+        timeout: config::PROBE_TIMEOUT,
+    };
+    probe::run(&spec, stream).await
 }

@@ -249,7 +249,7 @@ async fn serve(
                         &sessions,
                         &target,
                         wait,
-                        &*conns.observer,
+                        &conns.observer,
                     );
                     tokio::select! {
                         r = served => if let Err(e) = r {
@@ -289,7 +289,7 @@ pub async fn serve_connection(
     sessions: &SupervisorHandle,
     target: &Target,
     wait: Duration,
-    observer: &dyn TrafficObserver,
+    observer: &Arc<dyn TrafficObserver>,
 ) -> io::Result<()> {
     let deadline = tokio::time::Instant::now() + wait;
     let channel = loop {
@@ -353,14 +353,18 @@ pub async fn forward(
     peer: SocketAddr,
     session: &SessionHandle,
     channel: ChannelStream,
-    observer: &dyn TrafficObserver,
+    observer: &Arc<dyn TrafficObserver>,
 ) -> io::Result<()> {
     debug!(channel = channel.id().0, %peer, "forwarding");
-    channel.set_direct_writer(socket.clone());
+    let counter = observer.clone();
+    channel.set_direct_writer(
+        socket.clone(),
+        Some(Arc::new(move |n| counter.received_from_remote(n))),
+    );
     let copy = async {
         tokio::try_join!(
-            upload(&socket, &channel, observer),
-            download(&socket, &channel, observer)
+            upload(&socket, &channel, &**observer),
+            download(&socket, &channel, &**observer)
         )
     };
     let result = tokio::select! {

@@ -22,6 +22,7 @@ pub mod auth_messages;
 pub mod cli_args;
 pub mod connection_messages;
 pub mod fixtures;
+pub mod fleet_config;
 pub mod input;
 pub mod kex_replies;
 pub mod known_hosts;
@@ -48,4 +49,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("cli_args", cli_args::run),
     ("kex_replies", kex_replies::run),
     ("probe_replies", probe_replies::run),
+    ("fleet_config", fleet_config::run),
 ];

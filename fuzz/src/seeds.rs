@@ -86,6 +86,9 @@ pub fn all() -> Vec<Seed> {
     for (name, data) in crate::probe_replies::seeds() {
         add("probe_replies", &name, data);
     }
+    for (name, data) in fleet_files() {
+        add("fleet_config", &name, data);
+    }
     out
 }
 
@@ -1097,4 +1100,66 @@ mod tests {
             "three payloads before and after the rekey"
         );
     }
+}
+
+// ---- fleet_config -------------------------------------------------------------------------
+
+fn fleet_files() -> Vec<(String, Vec<u8>)> {
+    let files: &[(&str, &str)] = &[
+        (
+            "documented",
+            r#"[admin]
+listen = "127.0.0.1:9180"
+drain_timeout = "30s"
+probe_interval = "60s"
+
+[defaults]
+user = "sigmacomputing"
+identity_file = "/etc/forwarder/id_rsa"
+known_hosts = "/etc/forwarder/known_hosts"
+
+[[tunnel]]
+name = "acme-pg"
+bastion = "bastion.acme.example"
+local = "127.0.0.1:15432"
+remote = "db.internal:5432"
+probe = "postgres"
+share_session = true
+options = { Ciphers = "aes256-gcm@openssh.com", ServerAliveInterval = "10" }
+"#,
+        ),
+        (
+            "two",
+            r#"[defaults]
+identity_file = ["~/.ssh/id_ed25519", "/k/id_rsa"]
+known_hosts = ["/a", "/b"]
+options = { ServerAliveCountMax = 2, Compression = true, RekeyLimit = "1G 1h" }
+
+[[tunnel]]
+name = "mysql"
+bastion = "ops@[fd00::1]:2222"
+local = "[::1]:13306"
+remote = "[fd00::5]:3306"
+probe = "mysql"
+probe_user = "probe"
+probe_password_file = "/p"
+share_session = false
+
+[[tunnel]]
+name = "redshift"
+bastion = "b.example:22"
+local = "localhost:15439"
+remote = "cluster.redshift.amazonaws.com:5439"
+probe = "none"
+"#,
+        ),
+        (
+            "duplicate",
+            "[[tunnel]]\nname = \"a\"\nbastion = \"b\"\nlocal = \"127.0.0.1:1\"\nremote = \"r:1\"\n[[tunnel]]\nname = \"a\"\nbastion = \"b\"\nlocal = \"127.0.0.1:2\"\nremote = \"r:1\"\n",
+        ),
+    ];
+    files
+        .iter()
+        .map(|(n, t)| ((*n).to_owned(), t.as_bytes().to_vec()))
+        .collect()
 }

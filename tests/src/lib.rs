@@ -32,6 +32,7 @@ pub mod mariadb;
 pub mod net;
 pub mod postgres;
 pub mod process;
+pub mod prometheus;
 pub mod servers;
 pub mod sshd;
 

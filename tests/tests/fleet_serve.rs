@@ -265,6 +265,16 @@ fn a_fleet_on_two_bastions_shares_sessions_and_shows_them_in_the_admin_endpoint(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // A real Prometheus scrapes the endpoint and shows every tunnel up.
+    let prometheus = ssh_interop_tests::prometheus::Prometheus::scrape(admin);
+    prometheus.wait_for("forwarder_tunnel_up", WAIT, |r| {
+        ["shared-1", "shared-2", "own-known-hosts", "pg"]
+            .iter()
+            .all(|n| {
+                r.iter()
+                    .any(|(m, v)| m.get("tunnel").and_then(|t| t.as_str()) == Some(*n) && v == "1")
+            })
+    });
     // Logs are one JSON object per line.
     for line in fleet.log().lines() {
         assert!(

@@ -1,0 +1,82 @@
+//! The fleet file of `forwarder serve`: `forwarder::fleet::config::parse` on arbitrary text
+//! (TOML through serde, then every tunnel resolved through the command line's parser).
+//!
+//! Input: the file's bytes; text that is not UTF-8 is refused before the parser, as `load`
+//! does. Key files are taken as readable, so the fuzzer reaches everything after that check.
+
+use std::path::{Path, PathBuf};
+
+use forwarder::cli::Environment;
+use forwarder::fleet::config::parse;
+
+/// Fuzz entry point.
+pub fn run(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let env = Environment {
+        home: Some(PathBuf::from("/home/fuzz")),
+        user: Some("fuzz".into()),
+    };
+    let readable = |_: &Path| Ok(());
+    let first = parse("fuzz.toml", text, &env, &readable);
+    match &first {
+        Ok(cfg) => {
+            for (i, t) in cfg.tunnels.iter().enumerate() {
+                assert!(!t.name.is_empty(), "a tunnel without a name");
+                assert!(t.line >= 1, "a tunnel on line 0");
+                assert!(t.remote.port != 0, "remote port 0 accepted");
+                assert_eq!(t.config.forwards.len(), 1, "a tunnel is one forward");
+                assert!(t.same_as(t), "a tunnel differs from itself");
+                for other in cfg.tunnels.iter().skip(i + 1) {
+                    assert_ne!(t.name, other.name, "a duplicate name accepted");
+                }
+            }
+            assert!(!cfg.admin.drain_timeout.is_zero() && !cfg.admin.probe_interval.is_zero());
+        }
+        Err(e) => {
+            let shown = e.to_string();
+            assert!(shown.starts_with("fuzz.toml"), "an error that does not name the file: {shown}");
+            if let Some(line) = e.line {
+                assert!(line >= 1 && line <= text.lines().count().max(1) + 1, "line {line} is outside the file");
+            }
+        }
+    }
+    // Parsing is a pure function of the text and the environment.
+    let again = parse("fuzz.toml", text, &env, &readable);
+    assert_eq!(first.is_ok(), again.is_ok(), "the same file parsed differently");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_seed_runs() {
+        for s in crate::seeds::all().iter().filter(|s| s.target == "fleet_config") {
+            run(&s.data);
+        }
+    }
+
+    #[test]
+    fn the_seeds_load() {
+        let env = Environment {
+            home: Some(PathBuf::from("/home/fuzz")),
+            user: Some("fuzz".into()),
+        };
+        let ok = crate::seeds::all()
+            .iter()
+            .filter(|s| s.target == "fleet_config")
+            .filter(|s| {
+                parse(
+                    "f",
+                    std::str::from_utf8(&s.data).unwrap_or(""),
+                    &env,
+                    &|_: &Path| Ok(()),
+                )
+                .is_ok()
+            })
+            .count();
+        assert!(ok >= 2, "the seeds should mostly be valid files");
+    }
+}
