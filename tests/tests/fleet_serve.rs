@@ -11,6 +11,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use ssh_interop_tests::fleet::{Fleet, TunnelSpec, fleet_file};
+use ssh_interop_tests::mariadb::{Mariadb, PROBE_PASSWORD, PROBE_USER};
 use ssh_interop_tests::postgres::CUSTOMERS_QUERY;
 use ssh_interop_tests::{
     EchoServer, KeyKind, Pattern, Postgres, Sshd, UserKey, echo_round_trip, expected_customers,
@@ -120,13 +121,17 @@ fn a_fleet_on_two_bastions_shares_sessions_and_shows_them_in_the_admin_endpoint(
     let key = UserKey::generate(KeyKind::Ed25519);
     let a = Sshd::start(&key);
     let b = Sshd::start(&key);
-    let pg = Postgres::start();
+    // PostgreSQL with TLS on, so the probe completes a TLS handshake through the tunnel.
+    let pg = Postgres::start_with_ssl();
+    let my = Mariadb::start();
+    let password_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(password_file.path(), format!("{PROBE_PASSWORD}\n")).expect("write");
     let (e1, e2) = (EchoServer::start(), EchoServer::start());
     let admin = free_port();
     // Another known_hosts file with the same content: a different session.
     let other_known = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(other_known.path(), a.known_hosts()).expect("write known_hosts");
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
     let tunnels = [
         TunnelSpec::new(
             "shared-1",
@@ -157,7 +162,21 @@ fn a_fleet_on_two_bastions_shares_sessions_and_shows_them_in_the_admin_endpoint(
             &format!("127.0.0.1:{}", pg.port()),
         )
         .with("probe = \"postgres\""),
+        TunnelSpec::new(
+            "mysql",
+            &bastion(&b),
+            ports[4],
+            &format!("127.0.0.1:{}", my.port()),
+        )
+        .with("probe = \"mysql\"")
+        .with(&format!("probe_user = {PROBE_USER:?}"))
+        .with(&format!(
+            "probe_password_file = {:?}",
+            password_file.path().display().to_string()
+        )),
     ];
+    let pg_log_before = pg.log().len();
+    let my_log_before = my.log().len();
     let mut fleet = Fleet::start(
         &fleet_file(&head(admin, &key, &[&a, &b], "5s"), &tunnels),
         Some(admin),
@@ -165,7 +184,7 @@ fn a_fleet_on_two_bastions_shares_sessions_and_shows_them_in_the_admin_endpoint(
     );
     let all = wait_for_states(
         &mut fleet,
-        &["shared-1", "shared-2", "own-known-hosts", "pg"],
+        &["shared-1", "shared-2", "own-known-hosts", "pg", "mysql"],
         "up",
     );
 
@@ -207,6 +226,7 @@ fn a_fleet_on_two_bastions_shares_sessions_and_shows_them_in_the_admin_endpoint(
                 && t["connections_total"].as_u64() >= Some(1)
                 && t["active_connections"] == 0
                 && tunnel(&v, "pg")["probe"]["ok"] == true
+                && tunnel(&v, "mysql")["probe"]["ok"] == true
         })
     });
     let all: serde_json::Value = serde_json::from_str(&all).expect("JSON");
@@ -214,8 +234,53 @@ fn a_fleet_on_two_bastions_shares_sessions_and_shows_them_in_the_admin_endpoint(
     assert!(
         probe["detail"]
             .as_str()
-            .is_some_and(|d| d.to_lowercase().contains("postgres")),
+            .is_some_and(|d| d.contains("postgres: TLS offered, handshake completed")),
         "{probe}"
+    );
+    let probe = &tunnel(&all, "mysql")["probe"];
+    assert!(
+        probe["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("MariaDB") && d.contains("logged in")),
+        "{probe}"
+    );
+    // MariaDB through the tunnel.
+    let out = ssh_interop_tests::process::run_ok(
+        std::process::Command::new("mariadb")
+            .args(["--protocol=tcp", "-h", "127.0.0.1", "-P"])
+            .arg(ports[4].to_string())
+            .args(["-u", PROBE_USER])
+            .arg(format!("-p{PROBE_PASSWORD}"))
+            .args(["-N", "-e", "SELECT 6 * 7"]),
+        WAIT,
+        "mariadb through the tunnel",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    // Let a few more probes run (every 2 s), then: not a line in either database's log
+    // from them (PostgreSQL logs a TLS EOF, MariaDB an aborted connection, when a probe
+    // closes rudely).
+    let probed_at = |f: &Fleet| {
+        let all = tunnels_json(f);
+        ["pg", "mysql"].map(|n| tunnel(&all, n)["probe"]["at"].to_string())
+    };
+    let before = probed_at(&fleet);
+    std::thread::sleep(Duration::from_secs(5));
+    let after = probed_at(&fleet);
+    assert!(
+        before[0] != after[0] && before[1] != after[1],
+        "no probe ran: {before:?} {after:?}"
+    );
+    let pg_new = pg.log().get(pg_log_before..).unwrap_or_default().to_owned();
+    let my_new = my.log().get(my_log_before..).unwrap_or_default().to_owned();
+    assert!(
+        !pg_new.contains("could not")
+            && !pg_new.contains("incomplete startup")
+            && !pg_new.contains("FATAL"),
+        "PostgreSQL logged errors during the probes:\n{pg_new}"
+    );
+    assert!(
+        my_new.trim().is_empty(),
+        "MariaDB logged during the probes:\n{my_new}"
     );
 
     let (code, _) = fleet.get("/readyz").expect("/readyz");
@@ -224,12 +289,16 @@ fn a_fleet_on_two_bastions_shares_sessions_and_shows_them_in_the_admin_endpoint(
     assert_eq!(code, 200);
     let (code, metrics) = fleet.get("/metrics").expect("/metrics");
     assert_eq!(code, 200);
-    for n in ["shared-1", "shared-2", "own-known-hosts", "pg"] {
+    for n in ["shared-1", "shared-2", "own-known-hosts", "pg", "mysql"] {
         assert!(
             metrics.contains(&format!("forwarder_tunnel_up{{tunnel=\"{n}\"}} 1")),
             "{n}:\n{metrics}"
         );
     }
+    assert!(
+        metrics.contains("forwarder_tunnel_probe_success{tunnel=\"mysql\"} 1"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("forwarder_tunnel_probe_success{tunnel=\"pg\"} 1"),
         "{metrics}"
@@ -268,7 +337,7 @@ fn a_fleet_on_two_bastions_shares_sessions_and_shows_them_in_the_admin_endpoint(
     // A real Prometheus scrapes the endpoint and shows every tunnel up.
     let prometheus = ssh_interop_tests::prometheus::Prometheus::scrape(admin);
     prometheus.wait_for("forwarder_tunnel_up", WAIT, |r| {
-        ["shared-1", "shared-2", "own-known-hosts", "pg"]
+        ["shared-1", "shared-2", "own-known-hosts", "pg", "mysql"]
             .iter()
             .all(|n| {
                 r.iter()
