@@ -555,7 +555,7 @@ impl Fleet {
         // Failed sessions are not shared with anything new: a retry gets a fresh one.
         let failed: Vec<u64> = stopping
             .iter()
-            .filter(|rt| self.is_failed(rt))
+            .filter(|rt| self.session_failed(rt))
             .map(|rt| rt.slot)
             .collect();
         for id in failed {
@@ -587,12 +587,17 @@ impl Fleet {
         *self.state.list() = self.tunnels.iter().map(|t| t.shared.clone()).collect();
     }
 
+    /// Whether the tunnel is `failed`: its session gave up, or a listener could not bind.
     fn is_failed(&self, rt: &RunningTunnel) -> bool {
-        lock(&rt.shared.bind_error).is_some()
-            || self
-                .slots
-                .get(&rt.slot)
-                .is_some_and(|s| matches!(s.handle.state(), SessionState::Failed(_)))
+        lock(&rt.shared.bind_error).is_some() || self.session_failed(rt)
+    }
+
+    /// Whether the tunnel's session gave up (a changed host key): only then does a retry
+    /// need a new session.
+    fn session_failed(&self, rt: &RunningTunnel) -> bool {
+        self.slots
+            .get(&rt.slot)
+            .is_some_and(|s| matches!(s.handle.state(), SessionState::Failed(_)))
     }
 
     /// Closes a tunnel's listeners now; its connections drain in a task of their own.

@@ -621,3 +621,35 @@ fn shards_serve_every_tunnel_exactly_once() {
         assert!(s.exited().is_none(), "a shard exited:\n{}", s.log());
     }
 }
+
+#[test]
+fn a_port_in_use_fails_its_tunnel_and_readiness_until_a_reload_binds_it() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let a = Sshd::start(&key);
+    let e = EchoServer::start();
+    let admin = free_port();
+    let (busy, free) = (free_port(), free_port());
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", busy)).expect("occupy the port");
+    let echo = format!("127.0.0.1:{}", e.port());
+    let t = [
+        TunnelSpec::new("busy", &bastion(&a), busy, &echo),
+        TunnelSpec::new("fine", &bastion(&a), free, &echo),
+    ];
+    let mut fleet = Fleet::start(
+        &fleet_file(&head(admin, &key, &[&a], "2s"), &t),
+        Some(admin),
+        &[],
+    );
+    let all = wait_for_states(&mut fleet, &["busy"], "failed");
+    let err = tunnel(&all, "busy")["last_error"].to_string();
+    assert!(err.contains("cannot listen"), "{err}");
+    wait_for_states(&mut fleet, &["fine"], "up");
+    assert_echo(free, 1, 4096, "the other tunnel");
+    let (code, body) = fleet.get("/readyz").expect("/readyz");
+    assert_eq!(code, 503, "{body}");
+    drop(squatter);
+    fleet.reload();
+    wait_for_states(&mut fleet, &["busy", "fine"], "up");
+    fleet.wait_for_admin("/readyz", WAIT, |code, _| code == 200);
+    assert_echo(busy, 2, 4096, "after the reload");
+}
