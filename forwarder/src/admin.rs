@@ -17,7 +17,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -48,11 +48,6 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// The largest read buffer of a connection (hyper's minimum is 8 KiB).
 const MAX_READ_BUFFER: usize = 16 * 1024;
-/// The pause after a failed `accept()`, so a listener out of descriptors does not spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-/// At most one log line per this long about failing accepts.
-const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
-
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
 
@@ -79,7 +74,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
-    let mut errors = AcceptErrors::default();
+    let mut errors = crate::tunnel::AcceptErrors::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         while connections.try_join_next().is_some() {}
@@ -102,19 +97,10 @@ pub async fn serve(
                 ));
             }
             Err(e) => {
-                if let Some(suppressed) = errors.should_log(Instant::now()) {
-                    let more = if suppressed > 0 {
-                        format!(" ({suppressed} more since the last report)")
-                    } else {
-                        String::new()
-                    };
-                    warn!(
-                        "admin endpoint {local}: accepting a connection failed: {e}{more}; retrying"
-                    );
-                }
+                errors.report(&format!("the admin endpoint {local}"), &e);
                 tokio::select! {
                     () = &mut shutdown => break,
-                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                    () = tokio::time::sleep(crate::tunnel::ACCEPT_ERROR_PAUSE) => {}
                 }
             }
         }
@@ -228,43 +214,4 @@ fn reply(
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
-}
-
-/// Rate-limits the log of failing accepts: the first at once, then a summary at most every
-/// [`ACCEPT_ERROR_LOG_EVERY`].
-#[derive(Debug, Default)]
-struct AcceptErrors {
-    last_logged: Option<Instant>,
-    suppressed: u64,
-}
-
-impl AcceptErrors {
-    /// Whether to log this one now, and how many were not logged since the last line.
-    fn should_log(&mut self, now: Instant) -> Option<u64> {
-        match self.last_logged {
-            Some(t) if now.duration_since(t) < ACCEPT_ERROR_LOG_EVERY => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last_logged = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_errors_are_rate_limited() {
-        let mut e = AcceptErrors::default();
-        let t0 = Instant::now();
-        assert_eq!(e.should_log(t0), Some(0));
-        assert_eq!(e.should_log(t0 + Duration::from_secs(1)), None);
-        assert_eq!(e.should_log(t0 + Duration::from_secs(2)), None);
-        assert_eq!(e.should_log(t0 + ACCEPT_ERROR_LOG_EVERY), Some(2));
-    }
 }

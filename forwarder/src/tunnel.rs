@@ -28,7 +28,7 @@ use crate::supervisor::SupervisorHandle;
 const COPY_BUFFER: usize = 128 * 1024;
 /// The pause after a failed `accept()` (EMFILE and the like), so a listener out of
 /// descriptors does not spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// At most one log line per this long about failing accepts.
 const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -201,7 +201,7 @@ impl Drop for Tunnel {
 /// Rate-limits the log of failing accepts: the first at once, then a summary at most every
 /// [`ACCEPT_ERROR_LOG_EVERY`].
 #[derive(Debug, Default)]
-struct AcceptErrors {
+pub(crate) struct AcceptErrors {
     last_logged: Option<Instant>,
     suppressed: u64,
 }
@@ -218,6 +218,18 @@ impl AcceptErrors {
                 self.last_logged = Some(now);
                 Some(std::mem::take(&mut self.suppressed))
             }
+        }
+    }
+
+    /// Logs a failed accept on `listener` (named in the line), rate-limited.
+    pub(crate) fn report(&mut self, listener: &str, e: &io::Error) {
+        if let Some(suppressed) = self.should_log(Instant::now()) {
+            let more = if suppressed > 0 {
+                format!(" ({suppressed} more since the last report)")
+            } else {
+                String::new()
+            };
+            warn!("accepting a connection on {listener} failed: {e}{more}; retrying");
         }
     }
 }
@@ -264,17 +276,7 @@ async fn serve(
                 }.instrument(tracing::Span::current()));
             }
             Err(e) => {
-                if let Some(suppressed) = errors.should_log(Instant::now()) {
-                    let more = if suppressed > 0 {
-                        format!(" ({suppressed} more since the last report)")
-                    } else {
-                        String::new()
-                    };
-                    warn!(
-                        "accepting a connection on {} failed: {e}{more}; retrying",
-                        local.map_or_else(|| "?".to_owned(), |a| a.to_string())
-                    );
-                }
+                errors.report(&local.map_or_else(|| "?".to_owned(), |a| a.to_string()), &e);
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
             }
         }
