@@ -11,7 +11,7 @@ use crate::cli::{self, Command, Options};
 use crate::config::TunnelConfig;
 use crate::connect::{self, SshConnector};
 use crate::supervisor::{BastionGate, Outcome, Supervisor, SupervisorConfig, WaitError};
-use crate::tunnel::{Target, Tunnel};
+use crate::tunnel::Tunnel;
 
 /// Exit status for every failure, as `ssh` uses.
 pub const EXIT_FAILURE: i32 = 255;
@@ -136,18 +136,11 @@ fn init_logging(opts: &Options) {
 
 async fn run_async(opts: Options) -> Result<(), Fatal> {
     let tunnel_config = TunnelConfig::from_options(&opts).map_err(|e| Fatal(e.0))?;
-    let spec = tunnel_config.session;
     // Listen first: a port that cannot be bound is known before any network traffic, and a
     // client that connects early waits for the session instead of being refused.
     let mut listeners = Vec::new();
-    for fwd in &tunnel_config.forwards {
-        match connect::bind(
-            &fwd.bind_target(tunnel_config.gateway_ports),
-            fwd.bind_port,
-            spec.address_family,
-        )
-        .await
-        {
+    for (fwd, bound) in connect::bind_forwards(&tunnel_config).await {
+        match bound {
             Ok(ls) => {
                 for l in ls {
                     debug!(listen = ?l.local_addr().ok(), forward = %fwd, "listening");
@@ -164,6 +157,7 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
         }
     }
 
+    let spec = tunnel_config.session;
     let label = spec.label();
     let reconnect = spec.reconnect;
     let connector = Arc::new(SshConnector::prepare(spec).await);
@@ -179,10 +173,7 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
     let sessions = supervisor.handle();
     let mut tunnel = Tunnel::new();
     for (listener, fwd) in listeners {
-        let target = Target {
-            host: fwd.host.clone(),
-            port: fwd.host_port,
-        };
+        let target = connect::target_of(&fwd);
         tunnel.listen(
             listener,
             sessions.clone(),

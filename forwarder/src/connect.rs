@@ -65,6 +65,32 @@ impl HostKeyVerifier for KnownHostsVerifier {
     }
 }
 
+/// Binds the listeners of every forward of `cfg`, in order: each forward with its listeners
+/// or why it could not bind. The command line and the fleet decide what a failure means.
+pub async fn bind_forwards(
+    cfg: &crate::config::TunnelConfig,
+) -> Vec<(cli::LocalForward, std::io::Result<Vec<TcpListener>>)> {
+    let mut out = Vec::new();
+    for fwd in &cfg.forwards {
+        let bound = bind(
+            &fwd.bind_target(cfg.gateway_ports),
+            fwd.bind_port,
+            cfg.session.address_family,
+        )
+        .await;
+        out.push((fwd.clone(), bound));
+    }
+    out
+}
+
+/// The target of a forward, as tunnels name it.
+pub fn target_of(fwd: &cli::LocalForward) -> crate::tunnel::Target {
+    crate::tunnel::Target {
+        host: fwd.host.clone(),
+        port: fwd.host_port,
+    }
+}
+
 /// Binds the listeners for one forward. Loopback means 127.0.0.1 and, where the system has
 /// IPv6, ::1; all interfaces means 0.0.0.0 and ::. IPv6 sockets are IPv6-only so that both
 /// families can share the port, as OpenSSH does. The first address must bind; a missing IPv6

@@ -42,7 +42,7 @@ use crate::status::{FleetView, ProbeResult, TunnelState, TunnelStatus};
 use crate::supervisor::{
     BastionGate, SessionState, Supervisor, SupervisorConfig, SupervisorHandle,
 };
-use crate::tunnel::{Target, TrafficObserver, Tunnel};
+use crate::tunnel::{TrafficObserver, Tunnel};
 use config::{FleetConfig, TunnelEntry};
 
 /// How often the file's content is compared with what was loaded (a mounted ConfigMap is
@@ -683,25 +683,20 @@ impl Fleet {
         let mut tunnel = Tunnel::with_observer(Arc::new(Traffic(metrics.clone())));
         let cfg = &entry.config;
         let mut bound = Vec::new();
-        for fwd in &cfg.forwards {
-            let target = Target {
-                host: fwd.host.clone(),
-                port: fwd.host_port,
-            };
-            match connect::bind(
-                &fwd.bind_target(cfg.gateway_ports),
-                fwd.bind_port,
-                cfg.session.address_family,
-            )
-            .await
-            {
+        for (fwd, listeners) in connect::bind_forwards(cfg).await {
+            match listeners {
                 Ok(listeners) => {
                     for l in listeners {
                         if let Ok(a) = l.local_addr() {
                             bound.push(a.to_string());
                         }
                         let _g = span.enter();
-                        tunnel.listen(l, handle.clone(), target.clone(), cfg.session_wait_timeout);
+                        tunnel.listen(
+                            l,
+                            handle.clone(),
+                            connect::target_of(&fwd),
+                            cfg.session_wait_timeout,
+                        );
                     }
                 }
                 Err(e) => {
