@@ -8,6 +8,8 @@
 //!  local client ──TCP──> tunnel::serve ──session(wait)──> SessionHandle ──ChannelStream──> driver::Driver ──TCP──> bastion sshd ──> database
 //!                                                                                           │
 //!                                                  ssh_session::Session (transport + auth + connection, sans-IO)
+//!
+//!  your code ──dial::Dialer::dial(host, port)──session(wait)──> SessionHandle ──> dial::DialStream (no local port)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -18,6 +20,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod dial;
 pub mod driver;
 pub mod files;
 pub mod fleet;

@@ -94,6 +94,44 @@ pub enum SessionState {
     Stopped,
 }
 
+/// What kind of failure ended the last attempt or session, for callers that act on it
+/// (a dialer's typed errors); the message a person reads is published with the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Nothing reached an SSH server (name resolution, TCP connect, connection lost).
+    Network,
+    /// The server's host key is unknown, changed or not trusted.
+    HostKey,
+    /// The server refused every authentication method we offered.
+    Auth,
+    /// Something only a person can fix before the session starts (an unreadable
+    /// known_hosts file, a key file gone).
+    Config,
+    /// The session failed or ended for another reason (a protocol error, keepalives
+    /// unanswered, the server closed it).
+    Session,
+}
+
+/// The last failure a supervisor saw, typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// Its kind.
+    pub kind: FailureKind,
+    /// The message a person reads (the same as in [`SessionState`]).
+    pub message: String,
+}
+
+/// The kind of a session error.
+pub fn failure_kind(e: &SessionError) -> FailureKind {
+    use ssh_transport::Error as T;
+    match e {
+        _ if is_permanent(e) => FailureKind::HostKey,
+        SessionError::Auth(_) => FailureKind::Auth,
+        SessionError::Transport(T::ConnectionLost) => FailureKind::Network,
+        _ => FailureKind::Session,
+    }
+}
+
 /// Why [`SupervisorHandle::session`] returned no session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WaitError {
@@ -257,12 +295,23 @@ impl BastionGate {
 pub struct SupervisorHandle {
     state: watch::Receiver<SessionState>,
     stop: Arc<watch::Sender<bool>>,
+    last_failure: Arc<Mutex<Option<Failure>>>,
 }
 
 impl SupervisorHandle {
     /// The current state.
     pub fn state(&self) -> SessionState {
         self.state.borrow().clone()
+    }
+
+    /// The last failure seen since a session was last up (of an attempt, or of the session
+    /// that was up), typed; set before the state that reports it is published, cleared when
+    /// a session comes up.
+    pub fn last_failure(&self) -> Option<Failure> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A receiver of every state change.
@@ -328,14 +377,23 @@ impl Supervisor {
     ) -> Self {
         let (state_tx, state_rx) = watch::channel(SessionState::Connecting { attempt: 1 });
         let (stop_tx, stop_rx) = watch::channel(false);
+        let last_failure = Arc::new(Mutex::new(None));
         let task = tokio::spawn(tracing::Instrument::instrument(
-            run(connector, config, gate, state_tx, stop_rx),
+            run(
+                connector,
+                config,
+                gate,
+                state_tx,
+                stop_rx,
+                last_failure.clone(),
+            ),
             tracing::Span::current(),
         ));
         Self {
             handle: SupervisorHandle {
                 state: state_rx,
                 stop: Arc::new(stop_tx),
+                last_failure,
             },
             task,
         }
@@ -374,9 +432,10 @@ enum AttemptFailure {
         message: String,
         penalty: Option<Penalty>,
         auth: bool,
+        kind: FailureKind,
     },
     /// Never retried.
-    Permanent(String),
+    Permanent(String, FailureKind),
 }
 
 /// Whether only a person can fix this session error.
@@ -412,14 +471,18 @@ async fn attempt(
                 message,
                 penalty: None,
                 auth: false,
+                kind: FailureKind::Network,
             });
         }
-        Err(ConnectError::Permanent(message)) => return Err(AttemptFailure::Permanent(message)),
+        Err(ConnectError::Permanent(message)) => {
+            return Err(AttemptFailure::Permanent(message, FailureKind::Config));
+        }
     };
     let failed = |e: SessionError| {
         let message = connector.describe(&e);
+        let kind = failure_kind(&e);
         if is_permanent(&e) {
-            AttemptFailure::Permanent(message)
+            AttemptFailure::Permanent(message, kind)
         } else {
             let auth = matches!(e, SessionError::Auth(_));
             AttemptFailure::Retry {
@@ -430,6 +493,7 @@ async fn attempt(
                     Penalty::NoAuth
                 }),
                 auth,
+                kind,
             }
         }
     };
@@ -455,7 +519,14 @@ async fn run(
     gate: Arc<BastionGate>,
     state: watch::Sender<SessionState>,
     mut stop: watch::Receiver<bool>,
+    failures_seen: Arc<Mutex<Option<Failure>>>,
 ) -> Outcome {
+    let record = |kind: FailureKind, message: &str| {
+        *failures_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Failure {
+            kind,
+            message: message.to_owned(),
+        });
+    };
     let label = config.label.as_str();
     let policy = config.reconnect;
     let mut backoff = Backoff::new(policy);
@@ -516,6 +587,7 @@ async fn run(
                     }
                 );
                 last_failure = None;
+                *failures_seen.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 let up_at = Instant::now();
                 state.send_replace(SessionState::Up(handle.clone()));
                 let end = tokio::select! {
@@ -528,6 +600,7 @@ async fn run(
                 };
                 let error = end.err().unwrap_or(SessionError::Ended);
                 let cause = connector.describe(&error);
+                record(failure_kind(&error), &cause);
                 info!("session lost: {cause}");
                 if is_permanent(&error) {
                     return fail(cause);
@@ -540,11 +613,18 @@ async fn run(
                 }
                 (cause, backoff.after_loss(jitter()))
             }
-            Err(AttemptFailure::Permanent(message)) => {
+            Err(AttemptFailure::Permanent(message, kind)) => {
+                record(kind, &message);
                 warn!("attempt failed: {message} (attempt {attempts})");
                 return fail(message);
             }
-            Err(AttemptFailure::Retry { message, auth, .. }) => {
+            Err(AttemptFailure::Retry {
+                message,
+                auth,
+                kind,
+                ..
+            }) => {
+                record(kind, &message);
                 if attempts == 1 && config.first_attempt_fatal {
                     return fail(message);
                 }
