@@ -40,6 +40,10 @@ use ssh_interop_tests::{
 };
 use tempfile::TempDir;
 
+// In a directory of its own: a file directly in src/bin would be a program of its own.
+#[path = "bench/fleet.rs"]
+mod fleet;
+
 const USAGE: &str = "\
 usage: bench [options]
 
@@ -65,7 +69,13 @@ usage: bench [options]
   --recovery             only the recovery figures (sshd restart and frozen session)
   --skip-throughput, --skip-ttfb, --skip-pgbench, --skip-recovery, --skip-freeze
   --quick                64M transfers, 1 rep, 3 ttfb reps, 3 s pgbench, 3 restart reps and
-                         no frozen-session runs";
+                         no frozen-session runs
+  --fleet                only the memory of `forwarder serve` per idle tunnel and per idle
+                         session: 1, 100 and 1000 tunnels on one session, then each with its
+                         own (share_session = false)
+  --fleet-sizes LIST     tunnel counts for --fleet, comma-separated (implies --fleet)
+  --fleet-settle SECS    idle time before a fleet's memory is read (default: 5; implies
+                         --fleet)";
 
 #[derive(Debug)]
 struct Args {
@@ -90,6 +100,8 @@ struct Args {
     /// Recovery runs per client after a frozen session; 0 skips them.
     freeze_reps: usize,
     recovery_timeout: Duration,
+    /// `--fleet`: only the fleet's memory.
+    fleet: Option<fleet::Options>,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -113,6 +125,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         restart_outage: Duration::ZERO,
         freeze_reps: 1,
         recovery_timeout: Duration::from_secs(120),
+        fleet: None,
     };
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
@@ -183,6 +196,19 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 args.pgbench_seconds = 3;
                 args.restart_reps = args.restart_reps.min(3);
                 args.freeze_reps = 0;
+            }
+            "--fleet" => {
+                args.fleet.get_or_insert_with(fleet::Options::default);
+            }
+            "--fleet-sizes" => {
+                let sizes = fleet::parse_sizes(&value()?)?;
+                args.fleet.get_or_insert_with(fleet::Options::default).sizes = sizes;
+            }
+            "--fleet-settle" => {
+                let settle = seconds(value()?)?.max(Duration::from_secs(1));
+                args.fleet
+                    .get_or_insert_with(fleet::Options::default)
+                    .settle = settle;
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -298,6 +324,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) {
+    if let Some(options) = &args.fleet {
+        fleet::run(args.forwarder.as_deref(), options);
+        return;
+    }
     let same = args.clients[0] == args.clients[1];
     let contenders: Vec<Contender> = args
         .clients
