@@ -52,7 +52,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use ssh_connection::OpenFailureReason;
+/// The reason codes of a refused channel (RFC 4254), as [`DialError::ChannelRefused`] carries.
+pub use ssh_connection::OpenFailureReason;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::cli::{self, Command, Environment};

@@ -1,0 +1,315 @@
+//! The library's dialer (`forwarder::dial`) against a real sshd: streams to hosts behind the
+//! bastion with no local port, across reconnects, refused by `PermitOpen`, a hundred at once,
+//! and the typed errors (host key, authentication, timeout).
+//!
+//! Every wait is bounded: each test runs its async part under a timeout, and every dial has
+//! its own bound.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use forwarder::config::TunnelConfig;
+use forwarder::dial::{DialError, Dialer, OpenFailureReason};
+use ssh_interop_tests::process::wait_until;
+use ssh_interop_tests::{EchoServer, KeyKind, Sshd, UserKey, known_hosts_line};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The bound on each test's async part.
+const TEST_LIMIT: Duration = Duration::from_secs(90);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Runs `f` on a fresh runtime, failing the test if it takes longer than [`TEST_LIMIT`].
+fn run<F: std::future::Future<Output = ()>>(f: F) {
+    runtime().block_on(async {
+        tokio::time::timeout(TEST_LIMIT, f)
+            .await
+            .expect("the test finished within its limit");
+    });
+}
+
+/// A configuration for `sshd` with `key`, short backoffs so a reconnect is quick.
+fn config(sshd: &Sshd, key: &UserKey) -> TunnelConfig {
+    TunnelConfig::builder(sshd.host(), sshd.user())
+        .port(sshd.port())
+        .identity_file(key.private_key_path())
+        .known_hosts_file(sshd.known_hosts_path())
+        .option("ReconnectBackoffMax", "1s")
+        .session_wait_timeout(Duration::from_secs(30))
+        .build()
+        .expect("a valid configuration")
+}
+
+fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Sends `data` through a stream to an echo server and checks every byte that comes back.
+async fn echo_through<S>(stream: &mut S, data: &[u8])
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut r, mut w) = tokio::io::split(stream);
+    let write = async {
+        w.write_all(data).await.expect("write through the stream");
+        w.shutdown().await.expect("EOF through the stream");
+    };
+    let read = async {
+        let mut back = Vec::with_capacity(data.len());
+        r.read_to_end(&mut back).await.expect("read the echo");
+        back
+    };
+    let ((), back) = tokio::join!(write, read);
+    assert_eq!(back.len(), data.len(), "echoed length");
+    assert!(back == data, "the echo differs from what was sent");
+}
+
+#[test]
+fn embed_dial_echo_and_reconnect_after_sshd_returns() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let mut sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let rt = runtime();
+    let dialer = rt.block_on(async {
+        let dialer = Dialer::start(config(&sshd, &key)).await.expect("started");
+        dialer
+            .ready(Duration::from_secs(20))
+            .await
+            .expect("a session");
+        let mut s = dialer.dial("127.0.0.1", echo.port()).await.expect("dial");
+        echo_through(&mut s, &payload(1, 200_000)).await;
+        dialer
+    });
+
+    // sshd goes away; a dial started during the outage waits, and succeeds once it is back.
+    sshd.stop();
+    let dialer = Arc::new(dialer);
+    let waiting = {
+        let dialer = dialer.clone();
+        let port = echo.port();
+        rt.spawn(async move {
+            let started = Instant::now();
+            let r = dialer
+                .dial_timeout("127.0.0.1", port, Duration::from_secs(30))
+                .await;
+            (r, started.elapsed())
+        })
+    };
+    thread::sleep(Duration::from_secs(3));
+    assert!(!waiting.is_finished(), "the dial waits while sshd is down");
+    sshd.restart();
+    rt.block_on(async {
+        let (r, took) = tokio::time::timeout(TEST_LIMIT, waiting)
+            .await
+            .expect("the waiting dial ended in time")
+            .expect("the task");
+        let mut s = r.unwrap_or_else(|e| panic!("the dial made during the outage failed: {e}"));
+        assert!(took >= Duration::from_secs(3), "it waited: {took:?}");
+        echo_through(&mut s, &payload(2, 100_000)).await;
+        let mut again = dialer.dial("127.0.0.1", echo.port()).await.expect("dial");
+        echo_through(&mut again, b"after the reconnect").await;
+    });
+    if let Ok(d) = Arc::try_unwrap(dialer) {
+        rt.block_on(d.shutdown());
+    }
+}
+
+#[test]
+fn embed_dial_stream_open_when_its_session_dies_ends_with_an_error() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let rt = runtime();
+    let (dialer, mut open) = rt.block_on(async {
+        let dialer = Dialer::start(config(&sshd, &key)).await.expect("started");
+        let mut s = dialer
+            .dial_timeout("127.0.0.1", echo.port(), Duration::from_secs(20))
+            .await
+            .expect("dial");
+        s.write_all(b"ping").await.expect("write");
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).await.expect("echo");
+        assert_eq!(&b, b"ping");
+        (dialer, s)
+    });
+    assert_eq!(sshd.kill_sessions(), 1, "one sshd session killed");
+    rt.block_on(async {
+        let mut b = [0u8; 16];
+        let r = tokio::time::timeout(Duration::from_secs(20), open.read(&mut b))
+            .await
+            .expect("the read ended in time");
+        let e = match r {
+            Err(e) => e,
+            Ok(n) => panic!("a read on a stream whose session died returned Ok({n}), not an error"),
+        };
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionAborted, "{e}");
+        let w = open.write_all(b"more").await;
+        assert!(w.is_err(), "a write after the session died fails");
+        // The next dial is served by the next session.
+        let mut s = dialer
+            .dial_timeout("127.0.0.1", echo.port(), Duration::from_secs(20))
+            .await
+            .expect("dial on the next session");
+        echo_through(&mut s, b"next session").await;
+        dialer.shutdown().await;
+    });
+}
+
+#[test]
+fn embed_dial_refused_by_permit_open_is_a_typed_error() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let echo = EchoServer::start();
+    let other = EchoServer::start();
+    let sshd = Sshd::builder()
+        .config(format!("PermitOpen 127.0.0.1:{}", echo.port()))
+        .authorize(&key)
+        .start();
+    run(async {
+        let dialer = Dialer::start(config(&sshd, &key)).await.expect("started");
+        let e = dialer
+            .dial_timeout("127.0.0.1", other.port(), Duration::from_secs(20))
+            .await
+            .expect_err("PermitOpen refuses the other port");
+        match &e {
+            DialError::ChannelRefused { reason, .. } => {
+                assert_eq!(
+                    *reason,
+                    OpenFailureReason::ADMINISTRATIVELY_PROHIBITED,
+                    "{e}"
+                );
+            }
+            other => panic!("expected ChannelRefused, got {other:?}"),
+        }
+        assert_eq!(other.connections(), 0, "nothing reached the refused target");
+        // The session is still fine for what is permitted.
+        let mut s = dialer
+            .dial_timeout("127.0.0.1", echo.port(), Duration::from_secs(20))
+            .await
+            .expect("the permitted target");
+        echo_through(&mut s, b"permitted").await;
+        dialer.shutdown().await;
+    });
+}
+
+#[test]
+fn embed_dial_100_concurrent_dials_each_checked_byte_for_byte() {
+    const DIALS: usize = 100;
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    run(async {
+        let dialer = Arc::new(Dialer::start(config(&sshd, &key)).await.expect("started"));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..DIALS {
+            let dialer = dialer.clone();
+            let port = echo.port();
+            tasks.spawn(async move {
+                let mut s = dialer
+                    .dial_timeout("127.0.0.1", port, Duration::from_secs(60))
+                    .await
+                    .unwrap_or_else(|e| panic!("dial {i}: {e}"));
+                let data = payload(i as u64 + 10, 16 * 1024 + i * 97);
+                echo_through(&mut s, &data).await;
+            });
+        }
+        let mut done = 0;
+        while let Some(r) = tasks.join_next().await {
+            r.expect("a dial task");
+            done += 1;
+        }
+        assert_eq!(done, DIALS);
+        if let Ok(d) = Arc::try_unwrap(dialer) {
+            d.shutdown().await;
+        }
+    });
+    assert_eq!(echo.connections(), DIALS, "one connection per dial");
+    wait_until(
+        Duration::from_secs(10),
+        "the session closed at shutdown",
+        || sshd.session_pids().is_empty().then_some(()),
+        || sshd.log(),
+    );
+}
+
+#[test]
+fn embed_dial_untrusted_host_key_is_a_typed_error_and_not_retried() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A known_hosts that lists another key for the bastion: a changed host key.
+    let known = dir.path().join("known_hosts");
+    let impostor = UserKey::generate(KeyKind::Ed25519);
+    std::fs::write(
+        &known,
+        known_hosts_line(sshd.host(), sshd.port(), impostor.public_key_line()) + "\n",
+    )
+    .expect("write known_hosts");
+    let config = TunnelConfig::builder(sshd.host(), sshd.user())
+        .port(sshd.port())
+        .identity_file(key.private_key_path())
+        .known_hosts_file(&known)
+        .build()
+        .expect("config");
+    run(async {
+        let dialer = Dialer::start(config).await.expect("started");
+        let e = dialer
+            .dial_timeout("127.0.0.1", 9, Duration::from_secs(20))
+            .await
+            .expect_err("the host key is not trusted");
+        assert!(matches!(e, DialError::HostKey(_)), "{e:?}");
+    });
+}
+
+#[test]
+fn embed_dial_refused_login_is_reported_as_auth_when_the_wait_runs_out() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let stranger = UserKey::generate(KeyKind::Ed25519);
+    run(async {
+        let dialer = Dialer::start(config(&sshd, &stranger))
+            .await
+            .expect("started");
+        let e = dialer
+            .dial_timeout("127.0.0.1", 9, Duration::from_secs(4))
+            .await
+            .expect_err("the key is not authorized");
+        assert!(matches!(e, DialError::Auth(_)), "{e:?}");
+    });
+}
+
+#[test]
+fn embed_dial_unreachable_bastion_times_out() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let port = ssh_interop_tests::free_port();
+    let config = TunnelConfig::builder("127.0.0.1", "nobody")
+        .port(port)
+        .identity_file(key.private_key_path())
+        .build()
+        .expect("config");
+    run(async {
+        let dialer = Dialer::start(config).await.expect("started");
+        let wait = Duration::from_secs(2);
+        let started = Instant::now();
+        let e = dialer
+            .dial_timeout("127.0.0.1", 9, wait)
+            .await
+            .expect_err("nothing listens");
+        assert_eq!(e, DialError::Timeout(wait));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    });
+}
