@@ -201,6 +201,20 @@ impl SshConnector {
     }
 }
 
+/// A known_hosts file that cannot be read: permanent when a person must act (no permission,
+/// not a file, too large), retried when the cause passes by itself (out of descriptors or
+/// memory, an I/O hiccup), so a fleet short of descriptors for a moment does not give up on
+/// its tunnels.
+fn known_hosts_error(e: std::io::Error) -> ConnectError {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::PermissionDenied | K::InvalidData | K::InvalidInput | K::IsADirectory => {
+            ConnectError::Permanent(e.to_string())
+        }
+        _ => ConnectError::Network(e.to_string()),
+    }
+}
+
 /// Seconds since the Unix epoch; certificates' validity is judged by this clock.
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -221,8 +235,8 @@ impl SshConnector {
         let opts = &spec.options;
         let started = Instant::now();
         // Read each time: a host key that is no longer trusted is not trusted on reconnect.
-        let (known, warnings) = KnownHosts::load(&opts.user_known_hosts_files)
-            .map_err(|e| ConnectError::Permanent(e.to_string()))?;
+        let (known, warnings) =
+            KnownHosts::load(&opts.user_known_hosts_files).map_err(known_hosts_error)?;
         for w in warnings {
             warn!("{w}");
         }
@@ -338,3 +352,31 @@ async fn connect(spec: &SessionSpec) -> Result<TcpStream, ConnectError> {
 const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// Time between TCP keepalive probes.
 const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_hosts_read_errors_are_retried_unless_a_person_must_act() {
+        let transient = [
+            std::io::Error::from_raw_os_error(24), // EMFILE
+            std::io::Error::from_raw_os_error(23), // ENFILE
+            std::io::Error::from_raw_os_error(5),  // EIO
+        ];
+        for e in transient {
+            assert!(
+                matches!(known_hosts_error(e), ConnectError::Network(_)),
+                "should be retried"
+            );
+        }
+        let permanent = [
+            std::io::Error::from_raw_os_error(13), // EACCES
+            std::io::Error::from_raw_os_error(21), // EISDIR
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "too large"),
+        ];
+        for e in permanent {
+            assert!(matches!(known_hosts_error(e), ConnectError::Permanent(_)));
+        }
+    }
+}

@@ -150,6 +150,7 @@ pub const EXIT_USAGE: i32 = 2;
 /// Runs `forwarder serve`; returns the exit status.
 pub fn run(opts: ServeOptions) -> i32 {
     init_logging(&opts);
+    raise_open_file_limit();
     let env = Environment::from_process();
     let loaded = match config::load(&opts.config, &env) {
         Ok(c) => c,
@@ -187,6 +188,28 @@ pub fn run(opts: ServeOptions) -> i32 {
     let code = runtime.block_on(serve(opts, env, loaded));
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
+}
+
+/// Raises the soft limit on open files to the hard one, as daemons that hold many sockets do:
+/// each tunnel has a listener, each session a socket and each connection two, and the usual
+/// soft limit of 1,024 would stop a fleet of a few hundred unshared tunnels.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut limit = getrlimit(Resource::Nofile);
+        if limit.current != limit.maximum {
+            let before = limit.current;
+            limit.current = limit.maximum;
+            match setrlimit(Resource::Nofile, limit) {
+                Ok(()) => debug!(
+                    "open-file limit raised from {before:?} to {:?}",
+                    limit.maximum
+                ),
+                Err(e) => warn!("could not raise the open-file limit: {e}"),
+            }
+        }
+    }
 }
 
 fn init_logging(opts: &ServeOptions) {
