@@ -43,6 +43,9 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     if args.first().is_some_and(|a| a == "serve") {
         return run_serve(&args[1..]);
     }
+    if args.first().is_some_and(|a| a == "check") {
+        return crate::check::run(&args[1..]);
+    }
     let opts = match cli::parse_args(args) {
         Ok(Command::Help) => {
             print!("{}", cli::usage());

@@ -568,6 +568,7 @@ usage: forwarder [options] [user@]host
        forwarder -Q cipher|cipher-auth|mac|kex|key|sig|compression
        forwarder keygen [-t rsa|ed25519] [--permit-open host:port]...  (keygen --help)
        forwarder serve --config tunnels.toml [--shard I/N]   a fleet of tunnels (serve --help)
+       forwarder check [--json] [--probe KIND] [options] -L ... host   test a tunnel stage by stage (check --help)
 
 Every connection to a local port is carried over one SSH session to the server, which
 connects onward to host:hostport. Nothing runs on the server; forwarder stays in the

@@ -194,6 +194,11 @@ pub struct SessionLog {
     pub auth_time: Option<Duration>,
     /// How many key exchanges completed.
     pub kex_count: u64,
+    /// Time from start to the server's version line.
+    pub version_time: Option<Duration>,
+    /// The last authentication attempt (key or method); once authenticated, the one the
+    /// server accepted.
+    pub auth_attempt: Option<String>,
 }
 
 impl State {
@@ -338,9 +343,15 @@ impl State {
                         fingerprint,
                         algorithm,
                         certificate,
-                    } => debug!(
-                        %source, %fingerprint, %algorithm, certificate, "offering public key"
-                    ),
+                    } => {
+                        debug!(
+                            %source, %fingerprint, %algorithm, certificate, "offering public key"
+                        );
+                        let what = if certificate { "certificate" } else { "key" };
+                        self.log.auth_attempt = Some(format!(
+                            "publickey: {what} {source} ({fingerprint}, {algorithm})"
+                        ));
+                    }
                     AuthEvent::Query {
                         source,
                         fingerprint,
@@ -356,7 +367,8 @@ impl State {
                         reason,
                     } => debug!(%source, %fingerprint, %reason, "not offering key"),
                     AuthEvent::Method { method, attempt } => {
-                        debug!(method, attempt, "trying authentication method")
+                        debug!(method, attempt, "trying authentication method");
+                        self.log.auth_attempt = Some(method.to_owned());
                     }
                     AuthEvent::PartialSuccess { accepted } => info!(
                         %accepted,
@@ -931,6 +943,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         st.session.handle_eof();
                     } else {
                         st.session.commit_input(n, Instant::now());
+                        if st.log.version_time.is_none()
+                            && let Some(v) = st.session.transport().server_version()
+                        {
+                            st.log.server_version = Some(v);
+                            st.log.version_time = Some(st.started.elapsed());
+                        }
                     }
                     progress = true;
                 }

@@ -17,6 +17,7 @@ pub mod admin;
 pub mod agent;
 pub mod algorithms;
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod connect;

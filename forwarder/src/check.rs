@@ -1,0 +1,1340 @@
+//! `forwarder check`: the path from this machine to the database, one stage at a time, each
+//! timed, with what to do (and who should do it) when a stage fails.
+//!
+//! ```text
+//!  1 resolve ─> 2 tcp ─> 3 ssh version ─> 4 key exchange ─> 5 host key ─> 6 authentication
+//!     ─> for each forward: 7 channel to host:port ─> 8 database (probe::run)
+//!  exit status: 0 all passed, 2 bad command line or file, 10 + (stage - 1) for the first failure
+//! ```
+//!
+//! Stages 3 to 6 are one SSH handshake run by the ordinary driver over a TCP stream connected
+//! here; how far it got ([`SessionLog`]) and the error it ended with say which stage failed.
+//! known_hosts is read and never written: `accept-new` and `no` report what a tunnel would do.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use ssh_auth::AuthError;
+use ssh_connection::OpenFailureReason;
+use ssh_transport::hostkey::PublicKey;
+use ssh_transport::random::OsRandom;
+use tokio::net::TcpStream;
+
+use crate::cli::{self, Command, LocalForward};
+use crate::config::TunnelConfig;
+use crate::driver::{self, HostKeyVerifier, OpenError, SessionLog};
+use crate::known_hosts::{self, Decision, HostKeyStatus, KnownHosts};
+use crate::probe::{self, ProbeKind, ProbeSpec};
+use crate::session::{Session, SessionConfig, SessionError};
+use crate::userauth;
+
+/// Every stage passed.
+pub const EXIT_OK: i32 = 0;
+/// Bad command line, unreadable or invalid file, unknown tunnel name.
+pub const EXIT_USAGE: i32 = 2;
+/// The exit status of the first stage (name resolution); stage n fails with `EXIT_STAGE + n - 1`.
+pub const EXIT_STAGE: i32 = 10;
+
+/// The time limit of a stage that has no other: connecting, a channel, a probe.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The stages, in order: (number, name in JSON, label in text).
+pub const STAGES: [(u8, &str, &str); 8] = [
+    (1, "resolve", "name resolution"),
+    (2, "tcp", "tcp connect"),
+    (3, "ssh-version", "ssh version"),
+    (4, "kex", "key exchange"),
+    (5, "host-key", "host key"),
+    (6, "auth", "authentication"),
+    (7, "channel", "channel"),
+    (8, "database", "database"),
+];
+
+/// The help text of `forwarder check`.
+pub fn usage() -> &'static str {
+    "\
+usage: forwarder check [--json] [--probe postgres|mysql|tcp] [options] -L port:host:hostport [user@]host
+       forwarder check [--json] [--probe KIND] --config tunnels.toml [NAME...]
+
+Runs each stage of a tunnel once and prints one line per stage with its time, then a
+verdict. A failing stage says what to do and for whom (the platform, the bastion's admin,
+the DBA). The options are a tunnel's (-p, -l, -i, -o Key=Value, -L ...); with --config,
+the tunnels of a fleet file (all, or those NAMEd). Nothing is listened on, and known_hosts
+is read but never written.
+
+  1 name resolution   the bastion's name
+  2 tcp connect       to the bastion (ConnectTimeout, default 10 s)
+  3 ssh version       the server's version line
+  4 key exchange      the algorithms agreed
+  5 host key          known, unknown or changed (with fingerprints)
+  6 authentication    which key or method was accepted
+  7 channel           a direct-tcpip channel to each forward's host:port
+  8 database          --probe postgres|mysql|tcp, or from the port (5432 and 5439:
+                      postgres, 3306: mysql); skipped otherwise
+
+  --json              one JSON document: {\"target\", \"stages\": [{\"stage\", \"name\", \"ok\",
+                      \"ms\", \"detail\", \"fix\"}], \"verdict\", \"exit_code\"}; \"ok\" is null
+                      for a skipped stage. With --config: {\"tunnels\": [{\"name\", ...}],
+                      \"exit_code\"}
+  --probe KIND        what to expect behind every forward (overrides the file's probe)
+  --config FILE       check the tunnels of a fleet file
+
+Exit status (the first stage that failed; with several tunnels, the lowest):
+   0 every stage passed (skipped stages do not fail)
+   2 bad command line or file
+  10 name resolution    11 TCP connect        12 SSH version line (not an SSH server)
+  13 key exchange       14 host key           15 authentication
+  16 channel to the target                    17 the database's answer
+"
+}
+
+/// One stage's outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct StageReport {
+    /// 1 to 8.
+    pub stage: u8,
+    /// Its name (`resolve`, `tcp`, `ssh-version`, `kex`, `host-key`, `auth`, `channel`,
+    /// `database`).
+    pub name: &'static str,
+    /// `true` passed, `false` failed, `None` (null) skipped.
+    pub ok: Option<bool>,
+    /// How long it took; null when skipped.
+    pub ms: Option<u64>,
+    /// What was found.
+    pub detail: String,
+    /// What to do, and who should, when it failed.
+    pub fix: Option<String>,
+}
+
+/// One tunnel's check.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The tunnel's name in a fleet file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `user@host:port` and the forwards' targets.
+    pub target: String,
+    /// The stages in order.
+    pub stages: Vec<StageReport>,
+    /// One line.
+    pub verdict: String,
+    /// 0 or the exit status of the first failed stage.
+    pub exit_code: i32,
+}
+
+#[derive(Serialize)]
+struct FleetReport<'a> {
+    tunnels: &'a [Report],
+    exit_code: i32,
+}
+
+/// The options of `check` itself, and the rest (a tunnel's command line, or tunnel names).
+#[derive(Debug, Default)]
+struct CheckArgs {
+    json: bool,
+    probe: Option<ProbeKind>,
+    config: Option<PathBuf>,
+    help: bool,
+    rest: Vec<String>,
+}
+
+fn parse_check_args(args: &[OsString]) -> Result<CheckArgs, String> {
+    let mut out = CheckArgs::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let a = a
+            .clone()
+            .into_string()
+            .map_err(|_| "check: arguments must be UTF-8".to_owned())?;
+        let value = |it: &mut std::slice::Iter<'_, OsString>, flag: &str| {
+            it.next()
+                .and_then(|v| v.clone().into_string().ok())
+                .ok_or_else(|| format!("check: {flag} needs a value"))
+        };
+        match a.as_str() {
+            "--json" => out.json = true,
+            "--help" | "-h" => out.help = true,
+            "--probe" => {
+                let v = value(&mut it, "--probe")?;
+                out.probe = Some(parse_probe(&v)?);
+            }
+            "--config" => out.config = Some(PathBuf::from(value(&mut it, "--config")?)),
+            _ if a.starts_with("--probe=") => {
+                out.probe = Some(parse_probe(&a["--probe=".len()..])?);
+            }
+            _ if a.starts_with("--config=") => {
+                out.config = Some(PathBuf::from(&a["--config=".len()..]));
+            }
+            _ => out.rest.push(a),
+        }
+    }
+    Ok(out)
+}
+
+fn parse_probe(v: &str) -> Result<ProbeKind, String> {
+    match v.parse::<ProbeKind>() {
+        Ok(ProbeKind::None) => Err("check: --probe none: leave --probe out instead".into()),
+        Ok(k) => Ok(k),
+        Err(e) => Err(format!("check: --probe: {e}")),
+    }
+}
+
+/// What one tunnel's check needs.
+struct Job {
+    name: Option<String>,
+    config: TunnelConfig,
+    /// One per forward: its probe, or `None` for none.
+    probes: Vec<Option<ProbeKind>>,
+    mysql_login: Option<probe::MysqlLogin>,
+}
+
+/// The probe a port implies.
+pub fn inferred_probe(port: u16) -> Option<ProbeKind> {
+    match port {
+        5432 | 5439 => Some(ProbeKind::Postgres),
+        3306 => Some(ProbeKind::Mysql),
+        _ => None,
+    }
+}
+
+/// Runs `forwarder check ...` (the arguments after `check`); returns the exit status.
+pub fn run(args: &[OsString]) -> i32 {
+    let parsed = match parse_check_args(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("forwarder: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if parsed.help {
+        print!("{}", usage());
+        return EXIT_OK;
+    }
+    let jobs = match jobs(&parsed) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("forwarder: check: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("forwarder: cannot start the async runtime: {e}");
+            return crate::app::EXIT_FAILURE;
+        }
+    };
+    let fleet = parsed.config.is_some();
+    let reports = runtime.block_on(async {
+        let mut out = Vec::new();
+        for job in jobs {
+            let report = check(job).await;
+            if !parsed.json {
+                print!("{}", render(&report));
+            }
+            out.push(report);
+        }
+        out
+    });
+    runtime.shutdown_background();
+    let code = overall_exit_code(&reports);
+    if parsed.json {
+        let text = if fleet {
+            serde_json::to_string_pretty(&FleetReport {
+                tunnels: &reports,
+                exit_code: code,
+            })
+        } else {
+            serde_json::to_string_pretty(&reports[0])
+        };
+        match text {
+            Ok(t) => println!("{t}"),
+            Err(e) => eprintln!("forwarder: check: cannot write JSON: {e}"),
+        }
+    }
+    code
+}
+
+/// The lowest failing stage's exit status, or 0.
+pub fn overall_exit_code(reports: &[Report]) -> i32 {
+    reports
+        .iter()
+        .map(|r| r.exit_code)
+        .filter(|&c| c != EXIT_OK)
+        .min()
+        .unwrap_or(EXIT_OK)
+}
+
+fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
+    let env = cli::Environment::from_process();
+    if let Some(path) = &args.config {
+        if let Some(flag) = args.rest.iter().find(|a| a.starts_with('-')) {
+            return Err(format!(
+                "{flag}: with --config only tunnel names may follow (the options are in the file)"
+            ));
+        }
+        let fleet = crate::fleet::config::load(path, &env).map_err(|e| e.to_string())?;
+        for name in &args.rest {
+            if !fleet.tunnels.iter().any(|t| &t.name == name) {
+                let names: Vec<&str> = fleet.tunnels.iter().map(|t| t.name.as_str()).collect();
+                return Err(format!(
+                    "no tunnel named {name:?} in {}; it has: {}",
+                    path.display(),
+                    names.join(", ")
+                ));
+            }
+        }
+        let mut out = Vec::new();
+        for t in fleet.tunnels {
+            if !args.rest.is_empty() && !args.rest.contains(&t.name) {
+                continue;
+            }
+            let kind = args.probe.or(match t.probe {
+                ProbeKind::None => None,
+                k => Some(k),
+            });
+            let mysql_login = match &t.probe_login {
+                Some((user, file)) => Some(read_login(user, file)?),
+                None => None,
+            };
+            out.push(Job {
+                name: Some(t.name.clone()),
+                probes: t.config.forwards.iter().map(|_| kind).collect(),
+                config: t.config,
+                mysql_login,
+            });
+        }
+        return Ok(out);
+    }
+    let opts = match cli::parse_args_with_env(args.rest.iter().map(String::as_str), &env) {
+        Ok(Command::Run(o)) => o,
+        Ok(Command::Help) => return Err("see forwarder check --help".into()),
+        Ok(_) => return Err("check takes a tunnel's options and destination".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    for w in &opts.warnings {
+        eprintln!("forwarder: warning: {w}");
+    }
+    let mut config = TunnelConfig::from_options(&opts).map_err(|e| e.0)?;
+    if config.forwards.is_empty() {
+        return Err("give at least one -L port:host:hostport to check".into());
+    }
+    if config.session.connect_timeout.is_none() {
+        config.session.connect_timeout = Some(DEFAULT_TIMEOUT);
+    }
+    let probes = config
+        .forwards
+        .iter()
+        .map(|f| args.probe.or_else(|| inferred_probe(f.host_port)))
+        .collect();
+    Ok(vec![Job {
+        name: None,
+        config,
+        probes,
+        mysql_login: None,
+    }])
+}
+
+fn read_login(user: &str, file: &Path) -> Result<probe::MysqlLogin, String> {
+    let text = zeroize::Zeroizing::new(
+        crate::files::read_bounded(file, 4096)
+            .map_err(|e| format!("probe_password_file {}: {e}", file.display()))?,
+    );
+    let password = std::str::from_utf8(&text)
+        .map_err(|_| format!("probe_password_file {}: not UTF-8", file.display()))?;
+    Ok(probe::MysqlLogin {
+        user: user.to_owned(),
+        password: zeroize::Zeroizing::new(password.trim_end_matches(['\n', '\r']).to_owned()),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stages.
+
+/// Collects stage reports; after the first failure every later stage is skipped.
+struct Stages {
+    list: Vec<StageReport>,
+    failed: Option<u8>,
+}
+
+impl Stages {
+    fn pass(&mut self, stage: u8, took: Option<Duration>, detail: impl Into<String>) {
+        self.push(stage, Some(true), took, detail.into(), None);
+    }
+
+    fn fail(&mut self, stage: u8, took: Option<Duration>, detail: impl Into<String>, fix: String) {
+        self.failed.get_or_insert(stage);
+        self.push(stage, Some(false), took, detail.into(), Some(fix));
+    }
+
+    fn skip(&mut self, stage: u8, detail: impl Into<String>) {
+        self.push(stage, None, None, detail.into(), None);
+    }
+
+    fn push(
+        &mut self,
+        stage: u8,
+        ok: Option<bool>,
+        took: Option<Duration>,
+        detail: String,
+        fix: Option<String>,
+    ) {
+        let name = STAGES[usize::from(stage - 1)].1;
+        self.list.push(StageReport {
+            stage,
+            name,
+            ok,
+            ms: took.map(|d| d.as_millis() as u64),
+            detail,
+            fix,
+        });
+    }
+
+    /// Skips `stages` (in order) because an earlier one failed.
+    fn skip_rest(&mut self, stages: impl IntoIterator<Item = u8>) {
+        for s in stages {
+            self.skip(s, "not run: an earlier stage failed");
+        }
+    }
+}
+
+/// What the host key check saw, for stage 5.
+#[derive(Debug, Clone)]
+enum HostKeySeen {
+    Known {
+        key: String,
+        file: PathBuf,
+        line: usize,
+    },
+    /// Accepted without being known (`accept-new` or `no`); not recorded by check.
+    Unknown {
+        key: String,
+        accepted: bool,
+        why: String,
+    },
+    Changed {
+        key: String,
+        why: String,
+    },
+    Revoked {
+        why: String,
+    },
+}
+
+/// A verifier that decides as a tunnel's does, records what it saw, and writes nothing.
+struct RecordingVerifier {
+    known: KnownHosts,
+    host: String,
+    port: u16,
+    policy: cli::StrictHostKeyChecking,
+    seen: Mutex<Option<HostKeySeen>>,
+}
+
+impl HostKeyVerifier for RecordingVerifier {
+    fn verify(&self, key: &PublicKey) -> Result<(), String> {
+        let described = format!("{} {}", key.key_type().name(), key.fingerprint());
+        let status = self.known.check(&self.host, self.port, key);
+        let known_at = match &status {
+            HostKeyStatus::Known { file, line } => Some((file.clone(), *line)),
+            _ => None,
+        };
+        let changed = matches!(status, HostKeyStatus::Changed { .. });
+        let revoked = matches!(status, HostKeyStatus::Revoked { .. });
+        let decision = known_hosts::decide(status, self.policy, &self.host, self.port, key, None);
+        let (seen, result) = match decision {
+            Decision::Trusted | Decision::TrustAndRecord { .. } => match known_at {
+                Some((file, line)) => (
+                    HostKeySeen::Known {
+                        key: described,
+                        file,
+                        line,
+                    },
+                    Ok(()),
+                ),
+                None => (
+                    HostKeySeen::Unknown {
+                        key: described,
+                        accepted: true,
+                        why: format!(
+                            "not in known_hosts; accepted under StrictHostKeyChecking={} \
+                             (check records nothing)",
+                            policy_name(self.policy)
+                        ),
+                    },
+                    Ok(()),
+                ),
+            },
+            Decision::Refused(e) => {
+                let why = e.to_string();
+                let seen = if revoked {
+                    HostKeySeen::Revoked { why: why.clone() }
+                } else if changed {
+                    HostKeySeen::Changed {
+                        key: described,
+                        why: why.clone(),
+                    }
+                } else {
+                    HostKeySeen::Unknown {
+                        key: described,
+                        accepted: false,
+                        why: why.clone(),
+                    }
+                };
+                (seen, Err(why))
+            }
+        };
+        if let Ok(mut s) = self.seen.lock() {
+            *s = Some(seen);
+        }
+        result
+    }
+}
+
+fn policy_name(p: cli::StrictHostKeyChecking) -> &'static str {
+    match p {
+        cli::StrictHostKeyChecking::Yes => "yes",
+        cli::StrictHostKeyChecking::AcceptNew => "accept-new",
+        cli::StrictHostKeyChecking::No => "no",
+    }
+}
+
+fn target_label(fwd: &LocalForward) -> String {
+    crate::connect::target_of(fwd).to_string()
+}
+
+/// Runs one tunnel's stages.
+async fn check(job: Job) -> Report {
+    let spec = &job.config.session;
+    let mut target = spec.label();
+    let targets: Vec<String> = job.config.forwards.iter().map(target_label).collect();
+    if !targets.is_empty() {
+        target.push_str(" -> ");
+        target.push_str(&targets.join(", "));
+    }
+    let mut st = Stages {
+        list: Vec::new(),
+        failed: None,
+    };
+    run_stages(&job, &mut st).await;
+    let exit_code = st.failed.map_or(EXIT_OK, |s| EXIT_STAGE + i32::from(s) - 1);
+    let verdict = match st.failed {
+        None => {
+            let skipped = st.list.iter().filter(|s| s.ok.is_none()).count();
+            if skipped == 0 {
+                "PASS: every stage passed".to_owned()
+            } else {
+                format!("PASS: every stage run passed ({skipped} skipped)")
+            }
+        }
+        Some(s) => format!(
+            "FAIL at stage {s} ({}): exit status {exit_code}",
+            STAGES[usize::from(s - 1)].2
+        ),
+    };
+    Report {
+        name: job.name,
+        target,
+        stages: st.list,
+        verdict,
+        exit_code,
+    }
+}
+
+async fn run_stages(job: &Job, st: &mut Stages) {
+    let spec = &job.config.session;
+    let host = spec.host.as_str();
+    let port = spec.port;
+    let timeout = spec.connect_timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let per_forward_rest = |st: &mut Stages| {
+        for _ in &job.config.forwards {
+            st.skip_rest([7, 8]);
+        }
+    };
+
+    // 1. Name resolution.
+    let started = Instant::now();
+    let resolved = tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await;
+    let took = started.elapsed();
+    let addrs: Vec<SocketAddr> = match resolved {
+        Ok(Ok(a)) => a
+            .filter(|a| match spec.address_family {
+                cli::AddressFamily::Any => true,
+                cli::AddressFamily::Inet => a.is_ipv4(),
+                cli::AddressFamily::Inet6 => a.is_ipv6(),
+            })
+            .collect(),
+        Ok(Err(e)) => {
+            st.fail(
+                1,
+                Some(took),
+                format!("could not resolve {host}: {e}"),
+                format!(
+                    "platform: the bastion's name {host} does not resolve from here; check its \
+                     spelling, and that this machine's DNS can see it (a name only the \
+                     customer's network knows needs a public name or an address)"
+                ),
+            );
+            st.skip_rest(2..=6);
+            per_forward_rest(st);
+            return;
+        }
+        Err(_) => {
+            st.fail(
+                1,
+                Some(took),
+                format!("resolving {host} took more than {} s", timeout.as_secs()),
+                "platform: this machine's DNS did not answer in time; check its resolver"
+                    .to_owned(),
+            );
+            st.skip_rest(2..=6);
+            per_forward_rest(st);
+            return;
+        }
+    };
+    if addrs.is_empty() {
+        st.fail(
+            1,
+            Some(took),
+            format!("{host} has no address of the requested family"),
+            "platform: drop -4/-6, or use a name with an address of that family".to_owned(),
+        );
+        st.skip_rest(2..=6);
+        per_forward_rest(st);
+        return;
+    }
+    let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+    st.pass(1, Some(took), format!("{host} -> {}", list.join(", ")));
+
+    // 2. TCP connect.
+    let started = Instant::now();
+    let mut stream = None;
+    let mut errors = Vec::new();
+    for a in &addrs {
+        let left = timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, TcpStream::connect(a)).await {
+            Ok(Ok(s)) => {
+                stream = Some((s, *a));
+                break;
+            }
+            Ok(Err(e)) => errors.push((*a, Some(e))),
+            Err(_) => {
+                errors.push((*a, None));
+                break;
+            }
+        }
+    }
+    let took = started.elapsed();
+    let Some((stream, addr)) = stream else {
+        let detail: Vec<String> = errors
+            .iter()
+            .map(|(a, e)| match e {
+                Some(e) => format!("{a}: {e}"),
+                None => format!("{a}: no answer within {} s", timeout.as_secs()),
+            })
+            .collect();
+        let refused = errors.iter().any(|(_, e)| {
+            e.as_ref()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        });
+        let fix = if refused {
+            format!(
+                "nothing listens on port {port} at {host}: platform: check the port (-p); \
+                 bastion admin: check that sshd runs and listens there (sshd_config Port, \
+                 ListenAddress)"
+            )
+        } else {
+            format!(
+                "no answer from {host} port {port}: bastion admin: a firewall or security \
+                 group drops the connection; allow this platform's address to reach port \
+                 {port}; platform: check the address and port"
+            )
+        };
+        st.fail(
+            2,
+            Some(took),
+            format!("connect to {host} port {port}: {}", detail.join("; ")),
+            fix,
+        );
+        st.skip_rest(3..=6);
+        per_forward_rest(st);
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    st.pass(2, Some(took), addr.to_string());
+
+    // 3 to 6: the handshake.
+    handshake(job, stream, st).await;
+}
+
+async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
+    let spec = &job.config.session;
+    let opts = &spec.options;
+    let per_forward_rest = |st: &mut Stages| {
+        for _ in &job.config.forwards {
+            st.skip_rest([7, 8]);
+        }
+    };
+    let (known, _warnings) = match KnownHosts::load(&opts.user_known_hosts_files) {
+        Ok(k) => k,
+        Err(e) => {
+            st.fail(
+                5,
+                None,
+                format!("cannot read known_hosts: {e}"),
+                "platform: fix UserKnownHostsFile".to_owned(),
+            );
+            st.skip_rest([6]);
+            per_forward_rest(st);
+            return;
+        }
+    };
+    let known_types = known.known_key_types(&spec.host, spec.port);
+    let transport =
+        crate::config::prefer_known_host_key_types(spec.transport.clone(), &known_types);
+    let our_version = transport.version.clone();
+    let handshake_limit = transport
+        .handshake_timeout
+        .unwrap_or(crate::config::DEFAULT_HANDSHAKE_TIMEOUT);
+    let now = unix_now();
+    let (password, passphrase) = userauth::secret_sources(opts);
+    let prepared = userauth::prepare(opts, &passphrase, now).await;
+    let helper = Arc::new(userauth::Helper::new(opts, &prepared, password, passphrase));
+    let auth = match userauth::auth_config(opts, prepared.identities.clone(), now) {
+        Ok(a) => a,
+        Err(e) => {
+            st.skip_rest(3..=5);
+            st.fail(6, None, e, "platform: fix the identity options".to_owned());
+            per_forward_rest(st);
+            return;
+        }
+    };
+    let verifier = Arc::new(RecordingVerifier {
+        known,
+        host: spec.host.clone(),
+        port: spec.port,
+        policy: opts.strict_host_key_checking,
+        seen: Mutex::new(None),
+    });
+    let session = Session::new(
+        SessionConfig {
+            transport,
+            connection: ssh_connection::Config::default(),
+            auth,
+            server_alive: None,
+        },
+        Box::new(OsRandom),
+        Instant::now(),
+    );
+    let (handle, driver) = driver::start_with_auth(stream, session, verifier.clone(), helper);
+    let driver_task = tokio::spawn(driver);
+    let result = match tokio::time::timeout(
+        handshake_limit + Duration::from_secs(5),
+        handle.authenticated(),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(SessionError::Transport(
+            ssh_transport::Error::HandshakeTimeout(handshake_limit),
+        )),
+    };
+    let log = handle.log();
+    let seen = verifier.seen.lock().ok().and_then(|s| s.clone());
+    let ok = report_handshake(job, st, &log, seen, &our_version, result, &prepared);
+    if ok {
+        channels(job, st, &handle).await;
+    } else {
+        per_forward_rest(st);
+    }
+    handle.disconnect("forwarder check finished");
+    let _ = tokio::time::timeout(Duration::from_secs(2), driver_task).await;
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Reports stages 3 to 6 from how far the handshake got; returns whether it got through.
+fn report_handshake(
+    job: &Job,
+    st: &mut Stages,
+    log: &SessionLog,
+    seen: Option<HostKeySeen>,
+    our_version: &str,
+    result: Result<(), SessionError>,
+    prepared: &userauth::Prepared,
+) -> bool {
+    use ssh_transport::Error as T;
+    let spec = &job.config.session;
+    let (host, port) = (spec.host.as_str(), spec.port);
+    let err = result.err();
+    let not_ssh_fix = format!(
+        "platform: {host} port {port} is not an SSH server; check the port (-p) with the \
+         bastion's admin (sshd_config Port)"
+    );
+
+    // 3. The version line.
+    let echoed = log.server_version.as_deref() == Some(our_version);
+    match (&log.server_version, &err) {
+        (Some(_), _) if echoed => {
+            st.fail(
+                3,
+                log.version_time,
+                "the server sent our own version line back: an echo service, not an SSH server",
+                not_ssh_fix,
+            );
+            st.skip_rest(4..=6);
+            return false;
+        }
+        (Some(v), _) => st.pass(3, log.version_time, sanitize(v)),
+        (None, Some(e)) => {
+            let detail = match e {
+                SessionError::Transport(T::Version(v)) => v.to_string(),
+                SessionError::Transport(T::ConnectionLost) => {
+                    "the server closed the connection without sending an SSH version line"
+                        .to_owned()
+                }
+                SessionError::Transport(T::HandshakeTimeout(d)) => format!(
+                    "no SSH version line within {} s: the server is silent (not an SSH server, \
+                     or one that waits for the client to speak)",
+                    d.as_secs()
+                ),
+                e => e.to_string(),
+            };
+            let fix = match e {
+                SessionError::Transport(T::ConnectionLost) => format!(
+                    "{not_ssh_fix}; if it is sshd, it dropped the connection at once: \
+                     bastion admin: check MaxStartups, PerSourcePenalties and any TCP \
+                     wrapper or firewall rule for this platform's address"
+                ),
+                _ => not_ssh_fix,
+            };
+            st.fail(3, None, detail, fix);
+            st.skip_rest(4..=6);
+            return false;
+        }
+        (None, None) => st.pass(3, None, "(version line not recorded)"),
+    }
+
+    // 4. Key exchange. A host key refusal happens inside it, but is stage 5.
+    let host_key_error = matches!(
+        &err,
+        Some(SessionError::Transport(
+            T::HostKey(_) | T::HostKeyRejected(_) | T::HostKeyChangedInRekey { .. }
+        ))
+    );
+    if log.kex_time.is_none() && !host_key_error {
+        let e = err.as_ref().map_or_else(
+            || "the key exchange did not complete".to_owned(),
+            ToString::to_string,
+        );
+        let fix = match &err {
+            Some(SessionError::Transport(T::NoCommonAlgorithm(_))) => {
+                "bastion admin and platform: no algorithm in common; enable a modern \
+                 algorithm on the bastion (an OpenSSH older than 7.4 should be upgraded), or \
+                 name one the bastion offers with -o KexAlgorithms=/Ciphers=/MACs=/\
+                 HostKeyAlgorithms= (forwarder -Q lists what is supported)"
+                    .to_owned()
+            }
+            _ => "bastion admin: the server failed the key exchange; its log (sshd -d or \
+                  journalctl -u ssh) says why"
+                .to_owned(),
+        };
+        st.fail(4, log.kex_time.or(log.version_time), e, fix);
+        st.skip_rest(5..=6);
+        return false;
+    }
+    if host_key_error {
+        // Negotiation agreed on algorithms even though the key was refused.
+        st.pass(
+            4,
+            None,
+            "algorithms agreed (the exchange stopped at the host key)",
+        );
+    } else {
+        st.pass(
+            4,
+            log.kex_time
+                .map(|k| k.saturating_sub(log.version_time.unwrap_or_default())),
+            log.algorithms.clone().unwrap_or_default(),
+        );
+    }
+
+    // 5. Host key.
+    match (&seen, host_key_error) {
+        (Some(HostKeySeen::Known { key, file, line }), false) => {
+            st.pass(5, None, format!("{key}, known ({}:{line})", file.display()))
+        }
+        (
+            Some(HostKeySeen::Unknown {
+                key,
+                accepted: true,
+                why,
+            }),
+            false,
+        ) => st.pass(5, None, format!("{key}: {why}")),
+        (Some(HostKeySeen::Changed { key, why }), _) => {
+            st.fail(
+                5,
+                None,
+                format!("CHANGED: the server offers {key}; {why}"),
+                format!(
+                    "bastion admin: confirm whether {host}'s host key was changed and send its \
+                     fingerprint; platform: if it was, replace the known_hosts line (never \
+                     accept a changed key without that confirmation: it may be an attack)"
+                ),
+            );
+            st.skip_rest([6]);
+            return false;
+        }
+        (Some(HostKeySeen::Unknown { key, why, .. }), _) => {
+            st.fail(
+                5,
+                None,
+                format!("unknown: {key}; {why}"),
+                format!(
+                    "platform: ask the bastion's admin for the host key's fingerprint (on the \
+                     bastion: ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub); if it matches \
+                     {key}, add the key to known_hosts (or connect once with \
+                     -o StrictHostKeyChecking=accept-new)"
+                ),
+            );
+            st.skip_rest([6]);
+            return false;
+        }
+        (Some(HostKeySeen::Revoked { why }), _) => {
+            st.fail(
+                5,
+                None,
+                why.clone(),
+                "bastion admin: the key is marked revoked; install a new host key and send \
+                 its fingerprint"
+                    .to_owned(),
+            );
+            st.skip_rest([6]);
+            return false;
+        }
+        (_, true) => {
+            st.fail(
+                5,
+                None,
+                err.as_ref().map(ToString::to_string).unwrap_or_default(),
+                "bastion admin: the server's host key or its signature is not acceptable; \
+                 check the host key files"
+                    .to_owned(),
+            );
+            st.skip_rest([6]);
+            return false;
+        }
+        (_, false) => st.pass(
+            5,
+            None,
+            log.host_key.clone().unwrap_or_else(|| "accepted".into()),
+        ),
+    }
+
+    // 6. Authentication.
+    let auth_took = log
+        .auth_time
+        .zip(log.kex_time)
+        .map(|(a, k)| a.saturating_sub(k));
+    match err {
+        None => {
+            st.pass(
+                6,
+                auth_took,
+                format!(
+                    "as {}: {}",
+                    spec.user,
+                    log.auth_attempt.as_deref().unwrap_or("accepted")
+                ),
+            );
+            true
+        }
+        Some(SessionError::Auth(AuthError::Refused(refusal))) => {
+            let mut refusal = refusal.clone();
+            refusal.unusable = prepared.unusable.clone();
+            let (detail, fix) = auth_fix(job, &refusal, prepared);
+            st.fail(6, auth_took, format!("{detail}: {refusal}"), fix);
+            false
+        }
+        Some(e) => {
+            let fix = format!(
+                "bastion admin: sshd ended the login of {:?}; its log says why (a disconnect \
+                 during authentication is often MaxAuthTries: give one key with -i and \
+                 -o IdentitiesOnly=yes)",
+                spec.user
+            );
+            st.fail(6, auth_took, e.to_string(), fix);
+            false
+        }
+    }
+}
+
+/// The summary and the fix for a refused login.
+fn auth_fix(
+    job: &Job,
+    refusal: &ssh_auth::Refusal,
+    prepared: &userauth::Prepared,
+) -> (String, String) {
+    let user = &refusal.user;
+    let permit: Vec<String> = job.config.forwards.iter().map(target_label).collect();
+    let tried: Vec<&ssh_auth::KeyReport> = refusal
+        .keys
+        .iter()
+        .filter(|k| !k.refused_with.is_empty() || k.accepted_with.is_some())
+        .collect();
+    let key = tried
+        .first()
+        .and_then(|k| {
+            prepared
+                .identities
+                .iter()
+                .find(|i| i.fingerprint() == k.fingerprint)
+        })
+        .or_else(|| prepared.identities.first());
+    let cannot_tell = format!(
+        "sshd answers the same when the user {user:?} does not exist or may not log in, so \
+         the bastion admin should also check that the account exists, that AllowUsers / \
+         AllowGroups / DenyUsers let it in, that its shell is not a nologin shell, and that \
+         ~{user}/.ssh and authorized_keys are owned by {user} and not writable by others \
+         (StrictModes)"
+    );
+    match key {
+        Some(identity) => {
+            let line = crate::keygen::authorized_keys_line(
+                &identity.public_key().to_openssh_line(),
+                &permit,
+            );
+            (
+                format!(
+                    "the bastion refused key {} for user {user:?}",
+                    identity.fingerprint()
+                ),
+                format!(
+                    "bastion admin: add this line to ~{user}/.ssh/authorized_keys on the \
+                     bastion (key {}; it allows only these forwards): {line} -- if the key is \
+                     already there: {cannot_tell}",
+                    identity.fingerprint()
+                ),
+            )
+        }
+        None => (
+            format!("no key to offer for user {user:?}"),
+            format!(
+                "platform: give the key with -i (forwarder keygen makes one); then {cannot_tell}"
+            ),
+        ),
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    ssh_transport::text::sanitize(s.as_bytes(), false, 200)
+}
+
+/// Stages 7 and 8 for each forward.
+async fn channels(job: &Job, st: &mut Stages, handle: &driver::SessionHandle) {
+    let mut failed = false;
+    for (fwd, kind) in job.config.forwards.iter().zip(&job.probes) {
+        let target = target_label(fwd);
+        if failed {
+            st.skip_rest([7, 8]);
+            continue;
+        }
+        let started = Instant::now();
+        let opened = tokio::time::timeout(
+            DEFAULT_TIMEOUT,
+            handle.open_direct_tcpip(&fwd.host, fwd.host_port, "127.0.0.1", 0),
+        )
+        .await;
+        let took = started.elapsed();
+        let stream = match opened {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let fix = channel_fix(&e, &target);
+                st.fail(7, Some(took), format!("{target}: {e}"), fix);
+                st.skip(8, "not run: an earlier stage failed");
+                failed = true;
+                continue;
+            }
+            Err(_) => {
+                st.fail(
+                    7,
+                    Some(took),
+                    format!(
+                        "{target}: the bastion did not answer the channel request within {} s",
+                        DEFAULT_TIMEOUT.as_secs()
+                    ),
+                    format!(
+                        "DBA and bastion admin: the bastion is still trying to reach {target}: \
+                         a firewall between them drops the packets; allow the bastion to reach \
+                         {target}"
+                    ),
+                );
+                st.skip(8, "not run: an earlier stage failed");
+                failed = true;
+                continue;
+            }
+        };
+        st.pass(7, Some(took), format!("{target}: channel opened"));
+
+        // 8. The database.
+        let Some(kind) = kind else {
+            drop(stream);
+            st.skip(
+                8,
+                format!(
+                    "{target}: no probe kind (give --probe postgres|mysql|tcp; only ports \
+                     5432, 5439 and 3306 imply one)"
+                ),
+            );
+            continue;
+        };
+        let spec = ProbeSpec {
+            kind: *kind,
+            mysql_login: job.mysql_login.clone(),
+            timeout: DEFAULT_TIMEOUT,
+        };
+        let started = Instant::now();
+        let answer = probe::run(&spec, stream).await;
+        let took = started.elapsed();
+        match answer {
+            Ok(detail) => {
+                let mut detail = format!("{target}: {detail}");
+                if *kind == ProbeKind::Mysql && spec.mysql_login.is_none() {
+                    detail.push_str(
+                        " (read the greeting and left without logging in; the server logs \
+                         this as an aborted connection)",
+                    );
+                }
+                st.pass(8, Some(took), detail);
+            }
+            Err(e) => {
+                let expected = match kind {
+                    ProbeKind::Postgres => "PostgreSQL",
+                    ProbeKind::Mysql => "MySQL or MariaDB",
+                    _ => "the service",
+                };
+                st.fail(
+                    8,
+                    Some(took),
+                    format!("{target}: {e}"),
+                    format!(
+                        "platform and DBA: {expected} was expected at {target} but this \
+                         answered: {e}; check the forward's port (and --probe), and ask the \
+                         DBA which address and port the database listens on"
+                    ),
+                );
+                failed = true;
+            }
+        }
+    }
+}
+
+/// What to do about a channel the bastion refused.
+fn channel_fix(e: &OpenError, target: &str) -> String {
+    match e {
+        OpenError::Refused {
+            reason,
+            description,
+        } if *reason == OpenFailureReason::ADMINISTRATIVELY_PROHIBITED => format!(
+            "bastion admin: the bastion does not allow forwarding to {target} \
+             (\"administratively prohibited\"{}): check sshd_config's AllowTcpForwarding \
+             (must be yes or local), PermitOpen (must list {target}), and the key's \
+             permitopen=\"...\" options in authorized_keys (must include {target})",
+            if description.is_empty() {
+                String::new()
+            } else {
+                format!(": {description}")
+            }
+        ),
+        OpenError::Refused {
+            reason,
+            description,
+        } if *reason == OpenFailureReason::CONNECT_FAILED => {
+            let d = description.to_ascii_lowercase();
+            let what = if d.contains("name") || d.contains("resolution") || d.contains("known") {
+                format!(
+                    "the bastion cannot resolve the name in {target}; platform: check the \
+                     host name; bastion admin: check the bastion's DNS"
+                )
+            } else if d.contains("refused") {
+                format!(
+                    "nothing accepts connections at {target} as seen from the bastion; DBA: \
+                     check the database's address and port and that it listens on an \
+                     interface the bastion reaches"
+                )
+            } else {
+                format!(
+                    "DBA and bastion admin: check the database's address and the firewall \
+                     between the bastion and {target}"
+                )
+            };
+            format!(
+                "the bastion could not connect to {target} ({}): {what}",
+                if description.is_empty() {
+                    "no reason given"
+                } else {
+                    description
+                }
+            )
+        }
+        OpenError::Refused { .. } => {
+            format!("bastion admin: the bastion refused the channel to {target}; its log says why")
+        }
+        OpenError::Session(_) => {
+            "bastion admin: the session ended when the channel was asked for; sshd's log \
+             says why"
+                .to_owned()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text output.
+
+/// The text form of a report.
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    match &r.name {
+        Some(n) => out.push_str(&format!("tunnel {n}: {}\n", r.target)),
+        None => out.push_str(&format!("check {}\n", r.target)),
+    }
+    for s in &r.stages {
+        let tag = match s.ok {
+            Some(true) => "[ ok ]",
+            Some(false) => "[FAIL]",
+            None => "[skip]",
+        };
+        let label = STAGES[usize::from(s.stage - 1)].2;
+        let ms = s.ms.map_or_else(String::new, |m| format!("{m} ms"));
+        out.push_str(&format!(
+            "{tag} {} {label:<16} {ms:>8}  {}\n",
+            s.stage, s.detail
+        ));
+        if let Some(fix) = &s.fix {
+            out.push_str(&format!("       fix: {fix}\n"));
+        }
+    }
+    out.push_str(&format!("{}\n", r.verdict));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn check_flags_are_taken_out_and_the_rest_is_left() {
+        let a = parse_check_args(&os(&[
+            "--json",
+            "-p",
+            "2222",
+            "--probe",
+            "mysql",
+            "-L",
+            "1:db:3306",
+            "bastion",
+        ]))
+        .unwrap();
+        assert!(a.json);
+        assert_eq!(a.probe, Some(ProbeKind::Mysql));
+        assert_eq!(a.rest, ["-p", "2222", "-L", "1:db:3306", "bastion"]);
+        let a = parse_check_args(&os(&["--config=f.toml", "one", "two"])).unwrap();
+        assert_eq!(a.config, Some(PathBuf::from("f.toml")));
+        assert_eq!(a.rest, ["one", "two"]);
+        assert!(parse_check_args(&os(&["--probe", "redis"])).is_err());
+        assert!(parse_check_args(&os(&["--probe", "none"])).is_err());
+        assert!(parse_check_args(&os(&["--config"])).is_err());
+    }
+
+    #[test]
+    fn check_probe_is_inferred_from_well_known_ports_only() {
+        assert_eq!(inferred_probe(5432), Some(ProbeKind::Postgres));
+        assert_eq!(inferred_probe(5439), Some(ProbeKind::Postgres));
+        assert_eq!(inferred_probe(3306), Some(ProbeKind::Mysql));
+        assert_eq!(inferred_probe(6432), None);
+    }
+
+    #[test]
+    fn check_lowest_failing_stage_decides() {
+        let r = |code| Report {
+            name: None,
+            target: String::new(),
+            stages: Vec::new(),
+            verdict: String::new(),
+            exit_code: code,
+        };
+        assert_eq!(overall_exit_code(&[r(0), r(16), r(14)]), 14);
+        assert_eq!(overall_exit_code(&[r(0), r(0)]), 0);
+    }
+
+    #[test]
+    fn check_bad_command_lines_exit_2() {
+        assert_eq!(run(&os(&["--probe", "nope"])), EXIT_USAGE);
+        assert_eq!(run(&os(&["bastion"])), EXIT_USAGE, "no -L");
+        assert_eq!(run(&os(&["-L", "1:db:5432"])), EXIT_USAGE, "no host");
+        assert_eq!(
+            run(&os(&["--config", "/nonexistent/tunnels.toml"])),
+            EXIT_USAGE
+        );
+    }
+
+    #[test]
+    fn check_text_lines_carry_tag_stage_time_and_fix() {
+        let report = Report {
+            name: None,
+            target: "u@h:22 -> db:5432".into(),
+            stages: vec![
+                StageReport {
+                    stage: 1,
+                    name: "resolve",
+                    ok: Some(true),
+                    ms: Some(3),
+                    detail: "h -> 127.0.0.1".into(),
+                    fix: None,
+                },
+                StageReport {
+                    stage: 2,
+                    name: "tcp",
+                    ok: Some(false),
+                    ms: Some(1),
+                    detail: "refused".into(),
+                    fix: Some("do this".into()),
+                },
+                StageReport {
+                    stage: 3,
+                    name: "ssh-version",
+                    ok: None,
+                    ms: None,
+                    detail: "not run".into(),
+                    fix: None,
+                },
+            ],
+            verdict: "FAIL".into(),
+            exit_code: 11,
+        };
+        let text = render(&report);
+        assert!(text.contains("[ ok ] 1 name resolution"), "{text}");
+        assert!(text.contains("[FAIL] 2 tcp connect"), "{text}");
+        assert!(text.contains("       fix: do this"), "{text}");
+        assert!(text.contains("[skip] 3 ssh version"), "{text}");
+        let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["stages"][2]["ok"], serde_json::Value::Null);
+        assert_eq!(json["exit_code"], 11);
+    }
+}
