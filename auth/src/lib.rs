@@ -25,7 +25,22 @@
 //! Entry points for fuzzing: [`PrivateKey::from_file_contents`],
 //! [`msg::decode_server_message_for`], [`Certificate::from_blob`] and
 //! [`agent::AgentResponse::decode`].
+//!
+//! The machine asks for the `ssh-userauth` service first; the router passes the server's
+//! answers to [`ClientAuth::handle_payload`]:
+//!
+//! ```
+//! use ssh_auth::ClientAuth;
+//!
+//! let mut auth = ClientAuth::new("analytics".to_owned(), Vec::new());
+//! let mut out: Vec<Vec<u8>> = Vec::new(); // the transport's PayloadSink in real use
+//! auth.start(&mut out);
+//! assert_eq!(out.len(), 1);
+//! assert_eq!(out[0][0], 5); // SSH_MSG_SERVICE_REQUEST
+//! assert!(out[0].ends_with(b"ssh-userauth"));
+//! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 #![cfg_attr(
     not(test),
     deny(

@@ -72,6 +72,7 @@
 //! buffer, channel lookup is an index into a table, and outgoing CHANNEL_DATA is encoded
 //! straight into the transport's buffer.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 #![cfg_attr(
     not(test),
     deny(

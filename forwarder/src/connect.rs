@@ -157,6 +157,7 @@ pub async fn bind(
     Ok(out)
 }
 
+/// A non-blocking TCP listener on `addr` (SO_REUSEADDR, IPv6 sockets IPv6-only, backlog 1024).
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;

@@ -11,7 +11,33 @@
 //!
 //!  your code ──dial::Dialer::dial(host, port)──session(wait)──> SessionHandle ──> dial::DialStream (no local port)
 //! ```
+//!
+//! Used as a library, [`dial::Dialer`] gives streams to hosts behind the bastion, with no
+//! local port (see [`dial`] for the details):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use forwarder::config::TunnelConfig;
+//! use forwarder::dial::{DialError, Dialer};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = TunnelConfig::builder("bastion.example.com", "analytics")
+//!     .identity_file("/etc/service/id_ed25519")
+//!     .known_hosts_file("/etc/service/known_hosts")
+//!     .build()?;
+//! let dialer = Dialer::start(config).await?;
+//! match dialer.dial_timeout("db.internal", 5432, Duration::from_secs(10)).await {
+//!     // Any client that takes an AsyncRead + AsyncWrite stream, tokio-postgres's
+//!     // `Config::connect_raw` for one.
+//!     Ok(stream) => drop(stream),
+//!     Err(DialError::ChannelRefused { reason, .. }) => eprintln!("refused: {reason}"),
+//!     Err(e) => return Err(e.into()),
+//! }
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod admin;
 pub mod agent;

@@ -29,6 +29,28 @@
 //!
 //! Replies the upper layers make while a received payload is still borrowed from the
 //! transport's buffer go to a small outbox and are handed to the transport right after.
+//!
+//! ```
+//! use std::time::Instant;
+//! use ssh_auth::AuthConfig;
+//! use ssh_session::{Session, SessionConfig};
+//! use ssh_transport::ClientConfig;
+//! use ssh_transport::random::OsRandom;
+//!
+//! let config = SessionConfig {
+//!     transport: ClientConfig::default(),
+//!     connection: ssh_connection::Config::default(),
+//!     auth: AuthConfig::new("analytics".to_owned(), Vec::new()),
+//!     server_alive: None,
+//! };
+//! let mut session = Session::new(config, Box::new(OsRandom), Instant::now());
+//! // A driver writes `output()` to the socket, then says how much went out.
+//! assert!(session.output().starts_with(b"SSH-2.0-"));
+//! let written = session.output().len();
+//! session.consume_output(written);
+//! // Channels are opened once the server has accepted us; until then a driver queues them.
+//! assert!(!session.is_authenticated());
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(

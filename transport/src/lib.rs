@@ -11,7 +11,27 @@
 //!
 //! No sockets, no clock, no global randomness: time is passed to `handle_timeout`, random bytes
 //! come from an injected [`random::SecureRandom`].
+//!
+//! A driver owns the socket; the transport only sees bytes and the time:
+//!
+//! ```
+//! use std::time::Instant;
+//! use ssh_transport::random::OsRandom;
+//! use ssh_transport::{ClientConfig, ClientTransport};
+//!
+//! let mut t = ClientTransport::new(ClientConfig::default(), Box::new(OsRandom), Instant::now());
+//! // Our version line and first KEXINIT are queued at once: write them to the socket.
+//! assert!(t.output().starts_with(b"SSH-2.0-"));
+//! let written = t.output().len();
+//! t.consume_output(written);
+//! // Whatever the socket reads goes in; events (host key to verify, payloads) come out.
+//! t.handle_input(b"SSH-2.0-OpenSSH_9.6\r\n");
+//! assert!(t.poll_event()?.is_none()); // the version line read; waiting for the KEXINIT
+//! assert_eq!(t.server_version().as_deref(), Some("SSH-2.0-OpenSSH_9.6"));
+//! # Ok::<(), ssh_transport::Error>(())
+//! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 #![cfg_attr(
     not(test),
     deny(

@@ -10,7 +10,11 @@ macro_rules! wire_number {
         $vis struct $name(pub $int);
 
         impl $name {
-            $($(#[$cmeta])* pub const $konst: Self = Self($value);)*
+            $(
+                $(#[$cmeta])*
+                #[doc = concat!("The value registered as `", $text, "`: ", stringify!($value), ".")]
+                pub const $konst: Self = Self($value);
+            )*
 
             /// The registered name of this value, if it has one.
             pub fn name(self) -> Option<&'static str> {
