@@ -304,10 +304,14 @@ fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
                 Some((user, file)) => Some(read_login(user, file)?),
                 None => None,
             };
+            let mut config = t.config;
+            if config.session.connect_timeout.is_none() {
+                config.session.connect_timeout = Some(DEFAULT_TIMEOUT);
+            }
             out.push(Job {
                 name: Some(t.name.clone()),
-                probes: t.config.forwards.iter().map(|_| kind).collect(),
-                config: t.config,
+                probes: config.forwards.iter().map(|_| kind).collect(),
+                config,
                 mysql_login,
             });
         }
@@ -733,6 +737,7 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
         Instant::now(),
     );
     let (handle, driver) = driver::start_with_auth(stream, session, verifier.clone(), helper);
+    let started = Instant::now();
     let driver_task = tokio::spawn(driver);
     let result = match tokio::time::timeout(
         handshake_limit + Duration::from_secs(5),
@@ -747,7 +752,8 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
     };
     let log = handle.log();
     let seen = verifier.seen.lock().ok().and_then(|s| s.clone());
-    let ok = report_handshake(job, st, &log, seen, &our_version, result, &prepared);
+    let took = started.elapsed();
+    let ok = report_handshake(job, st, &log, seen, &our_version, result, &prepared, took);
     if ok {
         channels(job, st, &handle).await;
     } else {
@@ -765,6 +771,7 @@ fn unix_now() -> u64 {
 }
 
 /// Reports stages 3 to 6 from how far the handshake got; returns whether it got through.
+#[allow(clippy::too_many_arguments)]
 fn report_handshake(
     job: &Job,
     st: &mut Stages,
@@ -773,6 +780,7 @@ fn report_handshake(
     our_version: &str,
     result: Result<(), SessionError>,
     prepared: &userauth::Prepared,
+    total: Duration,
 ) -> bool {
     use ssh_transport::Error as T;
     let spec = &job.config.session;
@@ -819,7 +827,7 @@ fn report_handshake(
                 ),
                 _ => not_ssh_fix,
             };
-            st.fail(3, None, detail, fix);
+            st.fail(3, Some(total), detail, fix);
             st.skip_rest(4..=6);
             return false;
         }
@@ -850,7 +858,8 @@ fn report_handshake(
                   journalctl -u ssh) says why"
                 .to_owned(),
         };
-        st.fail(4, log.kex_time.or(log.version_time), e, fix);
+        let since = log.version_time.unwrap_or_default();
+        st.fail(4, Some(total.saturating_sub(since)), e, fix);
         st.skip_rest(5..=6);
         return false;
     }
@@ -944,10 +953,11 @@ fn report_handshake(
     }
 
     // 6. Authentication.
-    let auth_took = log
-        .auth_time
-        .zip(log.kex_time)
-        .map(|(a, k)| a.saturating_sub(k));
+    let auth_took = Some(
+        log.auth_time
+            .unwrap_or(total)
+            .saturating_sub(log.kex_time.unwrap_or_default()),
+    );
     match err {
         None => {
             st.pass(
@@ -1004,8 +1014,8 @@ fn auth_fix(
         })
         .or_else(|| prepared.identities.first());
     let cannot_tell = format!(
-        "sshd answers the same when the user {user:?} does not exist or may not log in, so \
-         the bastion admin should also check that the account exists, that AllowUsers / \
+        "a user that does not exist or may not log in cannot be told apart from a refused \
+         key (sshd answers the same), so the bastion admin should also check that the account exists, that AllowUsers / \
          AllowGroups / DenyUsers let it in, that its shell is not a nologin shell, and that \
          ~{user}/.ssh and authorized_keys are owned by {user} and not writable by others \
          (StrictModes)"

@@ -1,0 +1,607 @@
+//! `forwarder check` against the real sshd, PostgreSQL and MariaDB: one test per failure
+//! class, each checking the exit status, the failing stage in the `--json` document and the
+//! fix it carries; and the all-pass case for both databases.
+//!
+//! Each database is started once per test binary (a `static`) and shared.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use serde_json::Value;
+use ssh_interop_tests::fleet::{TunnelSpec, fleet_file};
+use ssh_interop_tests::process::run_bounded;
+use ssh_interop_tests::{
+    EchoServer, KeyKind, Mariadb, Postgres, Sshd, UserKey, forwarder_binary, free_port,
+    known_hosts_line,
+};
+
+/// Every check here ends well within this (ConnectTimeout and the stages' limits are 10 s).
+const CHECK_LIMIT: Duration = Duration::from_secs(90);
+
+static POSTGRES: LazyLock<Postgres> = LazyLock::new(|| {
+    let pg = Postgres::start();
+    pg.stop_at_process_exit();
+    pg
+});
+
+static MARIADB: LazyLock<Mariadb> = LazyLock::new(|| {
+    let db = Mariadb::start();
+    db.stop_at_process_exit();
+    db
+});
+
+/// What one run of `forwarder check` gave.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "--json output does not parse ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+fn check(args: &[String]) -> Run {
+    let mut cmd = Command::new(forwarder_binary());
+    cmd.arg("check").args(args);
+    let out = run_bounded(&mut cmd, CHECK_LIMIT, "forwarder check");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The options of a check against `port` on loopback with `key` and `known_hosts`.
+fn tunnel_args(port: u16, key: &UserKey, known_hosts: &Path) -> Vec<String> {
+    [
+        "--json".to_owned(),
+        "-p".to_owned(),
+        port.to_string(),
+        "-i".to_owned(),
+        key.private_key_path().display().to_string(),
+        "-o".to_owned(),
+        format!("UserKnownHostsFile={}", known_hosts.display()),
+        "-o".to_owned(),
+        "StrictHostKeyChecking=yes".to_owned(),
+        "-o".to_owned(),
+        "BatchMode=yes".to_owned(),
+        "-o".to_owned(),
+        "IdentityAgent=none".to_owned(),
+    ]
+    .into()
+}
+
+/// `check --json [--probe kind] <options> -L 0:target user@127.0.0.1`.
+fn run_check(
+    port: u16,
+    key: &UserKey,
+    known_hosts: &Path,
+    user: &str,
+    target: &str,
+    probe: Option<&str>,
+) -> Run {
+    let mut args = tunnel_args(port, key, known_hosts);
+    if let Some(p) = probe {
+        args.extend(["--probe".to_owned(), p.to_owned()]);
+    }
+    args.extend([
+        "-L".to_owned(),
+        format!("0:{target}"),
+        format!("{user}@127.0.0.1"),
+    ]);
+    check(&args)
+}
+
+/// The report of stage `n`.
+fn stage(doc: &Value, n: u64) -> &Value {
+    doc["stages"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["stage"] == n))
+        .unwrap_or_else(|| panic!("no stage {n} in {doc:#}"))
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
+}
+
+/// Checks the exit status, that stage `n` failed with a fix, that every earlier stage passed
+/// and every later one was skipped; returns (detail, fix).
+fn expect_failure(run: &Run, n: u64) -> (String, String) {
+    let doc = run.json();
+    assert_eq!(
+        run.code,
+        9 + n as i32,
+        "exit status for stage {n}: {doc:#}\nstderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(doc["exit_code"], 9 + n);
+    for s in doc["stages"].as_array().expect("stages") {
+        let k = s["stage"].as_u64().expect("stage number");
+        let expected = match k.cmp(&n) {
+            std::cmp::Ordering::Less => Value::Bool(true),
+            std::cmp::Ordering::Equal => Value::Bool(false),
+            std::cmp::Ordering::Greater => Value::Null,
+        };
+        assert_eq!(s["ok"], expected, "stage {k} in {doc:#}");
+    }
+    let failed = stage(&doc, n);
+    let fix = text(&failed["fix"]);
+    assert!(!fix.is_empty(), "a failed stage carries a fix: {doc:#}");
+    assert!(failed["ms"].is_u64() || n == 5, "{doc:#}");
+    (text(&failed["detail"]), fix)
+}
+
+fn known_hosts_of(sshd: &Sshd) -> PathBuf {
+    sshd.known_hosts_path().to_path_buf()
+}
+
+#[test]
+fn check_name_that_does_not_resolve_fails_stage_1() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kh = dir.path().join("known_hosts");
+    std::fs::write(&kh, "").expect("write known_hosts");
+    let mut args = tunnel_args(22, &key, &kh);
+    args.extend([
+        "-L".into(),
+        "0:db:5432".into(),
+        "bastion.no-such-name.invalid".into(),
+    ]);
+    let run = check(&args);
+    let (detail, fix) = expect_failure(&run, 1);
+    assert!(detail.contains("no-such-name.invalid"), "{detail}");
+    assert!(fix.contains("platform"), "{fix}");
+}
+
+#[test]
+fn check_wrong_port_fails_tcp_connect_and_text_output_has_the_fix() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let port = free_port();
+    let run = run_check(
+        port,
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        "127.0.0.1:5432",
+        None,
+    );
+    let (detail, fix) = expect_failure(&run, 2);
+    assert!(detail.contains("refused"), "{detail}");
+    assert!(fix.contains("nothing listens"), "{fix}");
+
+    // The same without --json: one line per stage, the fix under the failure, a verdict.
+    let mut args: Vec<String> = tunnel_args(port, &key, &known_hosts_of(&sshd))
+        .into_iter()
+        .skip(1)
+        .collect();
+    args.extend(["-L".into(), "0:127.0.0.1:5432".into(), sshd.destination()]);
+    let run = check(&args);
+    assert_eq!(run.code, 11, "{}{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("[ ok ] 1 ")),
+        "{}",
+        run.stdout
+    );
+    let fail = lines
+        .iter()
+        .position(|l| l.starts_with("[FAIL] 2 "))
+        .unwrap_or_else(|| panic!("no [FAIL] line for stage 2:\n{}", run.stdout));
+    assert!(
+        lines[fail + 1].trim_start().starts_with("fix:"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("[skip] 8 ")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains("FAIL") && l.contains("11")),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn check_echo_server_is_not_an_ssh_server() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let run = run_check(
+        echo.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        "127.0.0.1:5432",
+        None,
+    );
+    let (detail, fix) = expect_failure(&run, 3);
+    assert!(detail.contains("echo"), "{detail}");
+    assert!(fix.contains("not an SSH server"), "{fix}");
+}
+
+#[test]
+fn check_postgres_port_is_not_an_ssh_server() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let pg = LazyLock::force(&POSTGRES);
+    let run = run_check(
+        pg.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        "127.0.0.1:5432",
+        None,
+    );
+    let (detail, fix) = expect_failure(&run, 3);
+    assert!(detail.contains("version line"), "{detail}");
+    assert!(fix.contains("not an SSH server"), "{fix}");
+}
+
+#[test]
+fn check_unknown_host_key_fails_stage_5_with_its_fingerprint() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kh = dir.path().join("known_hosts");
+    std::fs::write(&kh, "").expect("write known_hosts");
+    let run = run_check(sshd.port(), &key, &kh, sshd.user(), "127.0.0.1:5432", None);
+    let (detail, fix) = expect_failure(&run, 5);
+    let fingerprint = sshd
+        .host_key(KeyKind::Ed25519)
+        .expect("an Ed25519 host key")
+        .fingerprint()
+        .to_owned();
+    assert!(detail.contains("unknown"), "{detail}");
+    assert!(detail.contains(&fingerprint), "{detail}");
+    assert!(fix.contains("fingerprint"), "{fix}");
+    assert_eq!(
+        std::fs::read_to_string(&kh).expect("read known_hosts"),
+        "",
+        "check never writes known_hosts"
+    );
+}
+
+#[test]
+fn check_changed_host_key_fails_stage_5_with_both_fingerprints() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let impostor = UserKey::generate(KeyKind::Ed25519);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kh = dir.path().join("known_hosts");
+    std::fs::write(
+        &kh,
+        known_hosts_line("127.0.0.1", sshd.port(), impostor.public_key_line()) + "\n",
+    )
+    .expect("write known_hosts");
+    let run = run_check(sshd.port(), &key, &kh, sshd.user(), "127.0.0.1:5432", None);
+    let (detail, fix) = expect_failure(&run, 5);
+    let real = sshd
+        .host_key(KeyKind::Ed25519)
+        .expect("an Ed25519 host key")
+        .fingerprint()
+        .to_owned();
+    assert!(detail.contains("CHANGED"), "{detail}");
+    assert!(detail.contains(&real), "the offered key: {detail}");
+    assert!(
+        detail.contains(impostor.fingerprint()),
+        "the known key: {detail}"
+    );
+    assert!(fix.contains("bastion admin"), "{fix}");
+}
+
+#[test]
+fn check_key_not_authorized_fails_stage_6_with_the_authorized_keys_line() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder().start();
+    let echo = EchoServer::start();
+    let target = format!("127.0.0.1:{}", echo.port());
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        &target,
+        None,
+    );
+    let (detail, fix) = expect_failure(&run, 6);
+    assert!(detail.contains(key.fingerprint()), "{detail}");
+    assert!(fix.contains(key.fingerprint()), "{fix}");
+    assert!(fix.contains(sshd.user()), "{fix}");
+    let line = format!(
+        "restrict,port-forwarding,permitopen=\"{target}\",command=\"/bin/false\" ssh-ed25519 {}",
+        key.public_key_base64()
+    );
+    assert!(fix.contains(&line), "expected {line}\nin {fix}");
+    assert!(fix.contains("cannot be told apart"), "{fix}");
+}
+
+#[test]
+fn check_unknown_user_fails_stage_6_and_says_it_cannot_be_told_apart() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        "no-such-user-here",
+        "127.0.0.1:5432",
+        None,
+    );
+    let (detail, fix) = expect_failure(&run, 6);
+    assert!(detail.contains("no-such-user-here"), "{detail}");
+    assert!(fix.contains("cannot be told apart"), "{fix}");
+    assert!(fix.contains("AllowUsers"), "{fix}");
+    assert!(fix.contains("shell"), "{fix}");
+}
+
+#[test]
+fn check_allow_tcp_forwarding_no_fails_stage_7_administratively_prohibited() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder()
+        .config("AllowTcpForwarding no")
+        .authorize(&key)
+        .start();
+    let echo = EchoServer::start();
+    let target = format!("127.0.0.1:{}", echo.port());
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        &target,
+        Some("tcp"),
+    );
+    let (detail, fix) = expect_failure(&run, 7);
+    assert!(detail.contains("administratively prohibited"), "{detail}");
+    assert!(fix.contains("AllowTcpForwarding"), "{fix}");
+    assert!(fix.contains(&target), "{fix}");
+    let doc = run.json();
+    assert!(
+        doc["stages"]
+            .as_array()
+            .expect("stages")
+            .iter()
+            .any(|s| s["stage"] == 6 && text(&s["detail"]).contains(key.fingerprint())),
+        "stage 6 names the accepted key: {doc:#}"
+    );
+    assert_eq!(echo.connections(), 0);
+}
+
+#[test]
+fn check_permit_open_for_another_target_fails_stage_7() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let allowed = EchoServer::start();
+    let other = EchoServer::start();
+    let sshd = Sshd::builder()
+        .config(format!("PermitOpen 127.0.0.1:{}", allowed.port()))
+        .authorize(&key)
+        .start();
+    let target = format!("127.0.0.1:{}", other.port());
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        &target,
+        Some("tcp"),
+    );
+    let (detail, fix) = expect_failure(&run, 7);
+    assert!(detail.contains("administratively prohibited"), "{detail}");
+    assert!(fix.contains("PermitOpen"), "{fix}");
+    assert!(fix.contains("permitopen"), "{fix}");
+    assert_eq!(other.connections(), 0);
+}
+
+#[test]
+fn check_nothing_listening_at_the_target_fails_stage_7_connect_failed() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let target = format!("127.0.0.1:{}", free_port());
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        &target,
+        Some("postgres"),
+    );
+    let (detail, fix) = expect_failure(&run, 7);
+    assert!(detail.contains("connect failed"), "{detail}");
+    assert!(fix.contains("could not connect"), "{fix}");
+    assert!(fix.contains("refused"), "sshd's description: {fix}");
+    assert!(fix.contains("DBA"), "{fix}");
+}
+
+#[test]
+fn check_target_name_the_bastion_cannot_resolve_fails_stage_7() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        "no-such-host.invalid:5432",
+        None,
+    );
+    let (detail, fix) = expect_failure(&run, 7);
+    assert!(detail.contains("connect failed"), "{detail}");
+    assert!(fix.contains("cannot resolve"), "{fix}");
+    assert!(fix.contains("no-such-host.invalid"), "{fix}");
+}
+
+#[test]
+fn check_mariadb_where_postgres_was_expected_fails_stage_8() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let db = LazyLock::force(&MARIADB);
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        &format!("127.0.0.1:{}", db.port()),
+        Some("postgres"),
+    );
+    let (detail, fix) = expect_failure(&run, 8);
+    assert!(
+        detail.contains("MySQL") && detail.contains("MariaDB"),
+        "{detail}"
+    );
+    assert!(fix.contains("PostgreSQL was expected"), "{fix}");
+}
+
+/// Every stage passed, with the detail of each.
+fn expect_pass(run: &Run) -> Value {
+    let doc = run.json();
+    assert_eq!(run.code, 0, "{doc:#}\nstderr:\n{}", run.stderr);
+    assert_eq!(doc["exit_code"], 0);
+    for s in doc["stages"].as_array().expect("stages") {
+        assert_eq!(s["ok"], true, "{doc:#}");
+        assert!(s["fix"].is_null(), "{doc:#}");
+    }
+    assert_eq!(doc["stages"].as_array().map(Vec::len), Some(8));
+    doc
+}
+
+#[test]
+fn check_all_stages_pass_through_to_postgres() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let pg = LazyLock::force(&POSTGRES);
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        &format!("127.0.0.1:{}", pg.port()),
+        Some("postgres"),
+    );
+    let doc = expect_pass(&run);
+    assert!(
+        text(&stage(&doc, 3)["detail"]).contains("OpenSSH"),
+        "{doc:#}"
+    );
+    assert!(text(&stage(&doc, 5)["detail"]).contains("known"), "{doc:#}");
+    assert!(
+        text(&stage(&doc, 6)["detail"]).contains(key.fingerprint()),
+        "{doc:#}"
+    );
+    assert!(
+        text(&stage(&doc, 8)["detail"]).contains("postgres"),
+        "{doc:#}"
+    );
+}
+
+#[test]
+fn check_all_stages_pass_through_to_mariadb() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let db = LazyLock::force(&MARIADB);
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        &format!("127.0.0.1:{}", db.port()),
+        Some("mysql"),
+    );
+    let doc = expect_pass(&run);
+    let detail = text(&stage(&doc, 8)["detail"]);
+    assert!(detail.contains("MariaDB"), "{detail}");
+    assert!(detail.contains("greeting"), "{detail}");
+}
+
+#[test]
+fn check_fleet_file_lowest_failing_stage_decides_and_names_filter() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let empty_known_hosts = dir.path().join("empty_known_hosts");
+    std::fs::write(&empty_known_hosts, "").expect("write known_hosts");
+    let bastion = format!("{}@127.0.0.1:{}", sshd.user(), sshd.port());
+    let head = format!(
+        "[defaults]\nidentity_file = {:?}\nknown_hosts = {:?}\noptions = {{ IdentityAgent = \"none\" }}\n",
+        key.private_key_path().display().to_string(),
+        sshd.known_hosts_path().display().to_string(),
+    );
+    let tunnels = [
+        TunnelSpec::new(
+            "good",
+            &bastion,
+            free_port(),
+            &format!("127.0.0.1:{}", echo.port()),
+        )
+        .with("probe = \"tcp\""),
+        TunnelSpec::new(
+            "no-db",
+            &bastion,
+            free_port(),
+            &format!("127.0.0.1:{}", free_port()),
+        ),
+        TunnelSpec::new(
+            "new-host-key",
+            &bastion,
+            free_port(),
+            &format!("127.0.0.1:{}", echo.port()),
+        )
+        .with(&format!(
+            "known_hosts = {:?}",
+            empty_known_hosts.display().to_string()
+        )),
+    ];
+    let file = dir.path().join("tunnels.toml");
+    std::fs::write(&file, fleet_file(&head, &tunnels)).expect("write the fleet file");
+    let config = file.display().to_string();
+
+    // good + no-db: 16.
+    let run = check(&[
+        "--json".into(),
+        "--config".into(),
+        config.clone(),
+        "good".into(),
+        "no-db".into(),
+    ]);
+    let doc = run.json();
+    assert_eq!(run.code, 16, "{doc:#}\n{}", run.stderr);
+    assert_eq!(doc["exit_code"], 16);
+    let reports = doc["tunnels"].as_array().expect("tunnels");
+    assert_eq!(reports.len(), 2, "{doc:#}");
+    assert_eq!(reports[0]["name"], "good");
+    assert_eq!(reports[0]["exit_code"], 0, "{doc:#}");
+    assert_eq!(reports[1]["name"], "no-db");
+    assert_eq!(reports[1]["exit_code"], 16, "{doc:#}");
+
+    // All three: the host key (14) is the lowest failing stage.
+    let run = check(&["--json".into(), "--config".into(), config.clone()]);
+    let doc = run.json();
+    assert_eq!(run.code, 14, "{doc:#}\n{}", run.stderr);
+    assert_eq!(doc["tunnels"].as_array().map(Vec::len), Some(3));
+
+    // Only the good one.
+    let run = check(&["--config".into(), config.clone(), "good".into()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("tunnel good"), "{}", run.stdout);
+
+    // An unknown name is a usage error.
+    let run = check(&["--config".into(), config, "nope".into()]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("nope"), "{}", run.stderr);
+}
