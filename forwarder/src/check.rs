@@ -59,6 +59,7 @@ pub fn usage() -> &'static str {
     "\
 usage: forwarder check [--json] [--probe postgres|mysql|tcp] [options] -L port:host:hostport [user@]host
        forwarder check [--json] [--probe KIND] --config tunnels.toml [NAME...]
+       (options of check itself: --json, --probe, --probe-user, --probe-password-file, --config)
 
 Runs each stage of a tunnel once and prints one line per stage with its time, then a
 verdict. A failing stage says what to do and for whom (the platform, the bastion's admin,
@@ -82,6 +83,9 @@ is read but never written.
                       \"exit_code\"}
   --probe KIND        what to expect behind every forward (overrides the file's probe)
   --config FILE       check the tunnels of a fleet file
+  --probe-user USER, --probe-password-file FILE
+                      log the mysql probe in (and quit), which MariaDB and MySQL do not
+                      log; without them it reads the greeting and leaves
 
 Exit status (the first stage that failed; with several tunnels, the lowest):
    0 every stage passed (skipped stages do not fail)
@@ -138,6 +142,8 @@ struct CheckArgs {
     json: bool,
     probe: Option<ProbeKind>,
     config: Option<PathBuf>,
+    probe_user: Option<String>,
+    probe_password_file: Option<PathBuf>,
     help: bool,
     rest: Vec<String>,
 }
@@ -163,6 +169,11 @@ fn parse_check_args(args: &[OsString]) -> Result<CheckArgs, String> {
                 out.probe = Some(parse_probe(&v)?);
             }
             "--config" => out.config = Some(PathBuf::from(value(&mut it, "--config")?)),
+            "--probe-user" => out.probe_user = Some(value(&mut it, "--probe-user")?),
+            "--probe-password-file" => {
+                out.probe_password_file =
+                    Some(PathBuf::from(value(&mut it, "--probe-password-file")?));
+            }
             _ if a.starts_with("--probe=") => {
                 out.probe = Some(parse_probe(&a["--probe=".len()..])?);
             }
@@ -171,6 +182,9 @@ fn parse_check_args(args: &[OsString]) -> Result<CheckArgs, String> {
             }
             _ => out.rest.push(a),
         }
+    }
+    if out.probe_password_file.is_some() && out.probe_user.is_none() {
+        return Err("check: --probe-password-file needs --probe-user".into());
     }
     Ok(out)
 }
@@ -300,9 +314,10 @@ fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
                 ProbeKind::None => None,
                 k => Some(k),
             });
-            let mysql_login = match &t.probe_login {
-                Some((user, file)) => Some(read_login(user, file)?),
-                None => None,
+            let mysql_login = match (&t.probe_login, cli_login(args)?) {
+                (_, Some(l)) => Some(l),
+                (Some((user, file)), None) => Some(read_login(user, file)?),
+                (None, None) => None,
             };
             let mut config = t.config;
             if config.session.connect_timeout.is_none() {
@@ -342,8 +357,21 @@ fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
         name: None,
         config,
         probes,
-        mysql_login: None,
+        mysql_login: cli_login(args)?,
     }])
+}
+
+/// The mysql probe's login from `--probe-user` and `--probe-password-file` (no password
+/// without the file).
+fn cli_login(args: &CheckArgs) -> Result<Option<probe::MysqlLogin>, String> {
+    match (&args.probe_user, &args.probe_password_file) {
+        (Some(user), Some(file)) => read_login(user, file).map(Some),
+        (Some(user), None) => Ok(Some(probe::MysqlLogin {
+            user: user.clone(),
+            password: zeroize::Zeroizing::new(String::new()),
+        })),
+        (None, _) => Ok(None),
+    }
 }
 
 fn read_login(user: &str, file: &Path) -> Result<probe::MysqlLogin, String> {
@@ -438,11 +466,13 @@ struct RecordingVerifier {
     host: String,
     port: u16,
     policy: cli::StrictHostKeyChecking,
-    seen: Mutex<Option<HostKeySeen>>,
+    /// What it saw, and how long the lookup took.
+    seen: Mutex<Option<(HostKeySeen, Duration)>>,
 }
 
 impl HostKeyVerifier for RecordingVerifier {
     fn verify(&self, key: &PublicKey) -> Result<(), String> {
+        let started = Instant::now();
         let described = format!("{} {}", key.key_type().name(), key.fingerprint());
         let status = self.known.check(&self.host, self.port, key);
         let known_at = match &status {
@@ -495,7 +525,7 @@ impl HostKeyVerifier for RecordingVerifier {
             }
         };
         if let Ok(mut s) = self.seen.lock() {
-            *s = Some(seen);
+            *s = Some((seen, started.elapsed()));
         }
         result
     }
@@ -660,12 +690,7 @@ async fn run_stages(job: &Job, st: &mut Stages) {
                  {port}; platform: check the address and port"
             )
         };
-        st.fail(
-            2,
-            Some(took),
-            format!("connect to {host} port {port}: {}", detail.join("; ")),
-            fix,
-        );
+        st.fail(2, Some(took), detail.join("; "), fix);
         st.skip_rest(3..=6);
         per_forward_rest(st);
         return;
@@ -751,9 +776,21 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
         )),
     };
     let log = handle.log();
-    let seen = verifier.seen.lock().ok().and_then(|s| s.clone());
+    let (seen, host_key_took) = match verifier.seen.lock().ok().and_then(|s| s.clone()) {
+        Some((seen, took)) => (Some(seen), Some(took)),
+        None => (None, None),
+    };
     let took = started.elapsed();
-    let ok = report_handshake(job, st, &log, seen, &our_version, result, &prepared, took);
+    let ok = report_handshake(
+        job,
+        st,
+        &log,
+        (seen, host_key_took),
+        &our_version,
+        result,
+        &prepared,
+        took,
+    );
     if ok {
         channels(job, st, &handle).await;
     } else {
@@ -776,7 +813,7 @@ fn report_handshake(
     job: &Job,
     st: &mut Stages,
     log: &SessionLog,
-    seen: Option<HostKeySeen>,
+    (seen, host_key_took): (Option<HostKeySeen>, Option<Duration>),
     our_version: &str,
     result: Result<(), SessionError>,
     prepared: &userauth::Prepared,
@@ -881,9 +918,11 @@ fn report_handshake(
 
     // 5. Host key.
     match (&seen, host_key_error) {
-        (Some(HostKeySeen::Known { key, file, line }), false) => {
-            st.pass(5, None, format!("{key}, known ({}:{line})", file.display()))
-        }
+        (Some(HostKeySeen::Known { key, file, line }), false) => st.pass(
+            5,
+            host_key_took,
+            format!("{key}, known ({}:{line})", file.display()),
+        ),
         (
             Some(HostKeySeen::Unknown {
                 key,
@@ -891,11 +930,11 @@ fn report_handshake(
                 why,
             }),
             false,
-        ) => st.pass(5, None, format!("{key}: {why}")),
+        ) => st.pass(5, host_key_took, format!("{key}: {why}")),
         (Some(HostKeySeen::Changed { key, why }), _) => {
             st.fail(
                 5,
-                None,
+                host_key_took,
                 format!("CHANGED: the server offers {key}; {why}"),
                 format!(
                     "bastion admin: confirm whether {host}'s host key was changed and send its \
@@ -909,7 +948,7 @@ fn report_handshake(
         (Some(HostKeySeen::Unknown { key, why, .. }), _) => {
             st.fail(
                 5,
-                None,
+                host_key_took,
                 format!("unknown: {key}; {why}"),
                 format!(
                     "platform: ask the bastion's admin for the host key's fingerprint (on the \
@@ -924,7 +963,7 @@ fn report_handshake(
         (Some(HostKeySeen::Revoked { why }), _) => {
             st.fail(
                 5,
-                None,
+                host_key_took,
                 why.clone(),
                 "bastion admin: the key is marked revoked; install a new host key and send \
                  its fingerprint"
@@ -936,7 +975,7 @@ fn report_handshake(
         (_, true) => {
             st.fail(
                 5,
-                None,
+                host_key_took,
                 err.as_ref().map(ToString::to_string).unwrap_or_default(),
                 "bastion admin: the server's host key or its signature is not acceptable; \
                  check the host key files"
@@ -947,7 +986,7 @@ fn report_handshake(
         }
         (_, false) => st.pass(
             5,
-            None,
+            host_key_took,
             log.host_key.clone().unwrap_or_else(|| "accepted".into()),
         ),
     }
@@ -1123,8 +1162,8 @@ async fn channels(job: &Job, st: &mut Stages, handle: &driver::SessionHandle) {
                 let mut detail = format!("{target}: {detail}");
                 if *kind == ProbeKind::Mysql && spec.mysql_login.is_none() {
                     detail.push_str(
-                        " (read the greeting and left without logging in; the server logs \
-                         this as an aborted connection)",
+                        "; the server logs a client that leaves after the greeting as an \
+                         aborted connection (--probe-user avoids that)",
                     );
                 }
                 st.pass(8, Some(took), detail);
@@ -1140,9 +1179,10 @@ async fn channels(job: &Job, st: &mut Stages, handle: &driver::SessionHandle) {
                     Some(took),
                     format!("{target}: {e}"),
                     format!(
-                        "platform and DBA: {expected} was expected at {target} but this \
-                         answered: {e}; check the forward's port (and --probe), and ask the \
-                         DBA which address and port the database listens on"
+                        "platform and DBA: {expected} was expected at {target} but something \
+                         else answered (see the detail); check the forward's port (and \
+                         --probe), and ask the DBA which address and port the database \
+                         listens on"
                     ),
                 );
                 failed = true;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use ssh_interop_tests::fleet::{TunnelSpec, fleet_file};
+use ssh_interop_tests::mariadb::{PROBE_PASSWORD, PROBE_USER};
 use ssh_interop_tests::process::run_bounded;
 use ssh_interop_tests::{
     EchoServer, KeyKind, Mariadb, Postgres, Sshd, UserKey, forwarder_binary, free_port,
@@ -526,6 +527,30 @@ fn check_all_stages_pass_through_to_mariadb() {
     let detail = text(&stage(&doc, 8)["detail"]);
     assert!(detail.contains("MariaDB"), "{detail}");
     assert!(detail.contains("greeting"), "{detail}");
+
+    // With the probe account: it logs in and quits.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let password_file = dir.path().join("probe-password");
+    std::fs::write(&password_file, format!("{PROBE_PASSWORD}\n")).expect("write the password");
+    let mut args = tunnel_args(sshd.port(), &key, &known_hosts_of(&sshd));
+    args.extend([
+        "--probe".into(),
+        "mysql".into(),
+        "--probe-user".into(),
+        PROBE_USER.into(),
+        "--probe-password-file".into(),
+        password_file.display().to_string(),
+        "-L".into(),
+        format!("0:127.0.0.1:{}", db.port()),
+        sshd.destination(),
+    ]);
+    let run = check(&args);
+    let doc = expect_pass(&run);
+    let detail = text(&stage(&doc, 8)["detail"]);
+    assert!(
+        detail.contains(&format!("logged in as {PROBE_USER}")),
+        "{detail}"
+    );
 }
 
 #[test]
