@@ -630,3 +630,85 @@ fn check_fleet_file_lowest_failing_stage_decides_and_names_filter() {
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("nope"), "{}", run.stderr);
 }
+
+#[test]
+fn check_no_common_key_exchange_fails_stage_4_with_both_lists() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder()
+        .config("KexAlgorithms curve25519-sha256")
+        .authorize(&key)
+        .start();
+    let mut args = tunnel_args(sshd.port(), &key, &known_hosts_of(&sshd));
+    args.extend([
+        "-o".into(),
+        "KexAlgorithms=ecdh-sha2-nistp256".into(),
+        "-L".into(),
+        "0:127.0.0.1:5432".into(),
+        sshd.destination(),
+    ]);
+    let run = check(&args);
+    let (detail, fix) = expect_failure(&run, 4);
+    assert!(
+        detail.contains("ecdh-sha2-nistp256") && detail.contains("curve25519-sha256"),
+        "{detail}"
+    );
+    assert!(fix.contains("KexAlgorithms"), "{fix}");
+}
+
+#[test]
+fn check_silent_server_fails_stage_3_within_connect_timeout() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local address").port();
+    let holder = std::thread::spawn(move || {
+        // Accept and say nothing; the connection closes when the check gives up or after 20 s.
+        if let Ok((mut conn, _)) = listener.accept() {
+            conn.set_read_timeout(Some(Duration::from_secs(20))).ok();
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut conn, &mut sink);
+        }
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kh = dir.path().join("known_hosts");
+    std::fs::write(&kh, "").expect("write known_hosts");
+    let mut args = tunnel_args(port, &key, &kh);
+    args.extend([
+        "-o".into(),
+        "ConnectTimeout=2".into(),
+        "-L".into(),
+        "0:127.0.0.1:5432".into(),
+        "someone@127.0.0.1".into(),
+    ]);
+    let started = std::time::Instant::now();
+    let run = check(&args);
+    let (detail, fix) = expect_failure(&run, 3);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        detail.contains("no SSH version line within 2 s"),
+        "{detail}"
+    );
+    assert!(fix.contains("not an SSH server"), "{fix}");
+    holder.join().expect("the silent server's thread");
+}
+
+#[test]
+fn check_help_documents_stages_and_exit_codes() {
+    let run = check(&["--help".into()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for needle in [
+        "--json",
+        "--probe",
+        "--config",
+        "10 name resolution",
+        "17 the database",
+    ] {
+        assert!(run.stdout.contains(needle), "{needle} in\n{}", run.stdout);
+    }
+    let run = check(&["--probe".into(), "redis".into()]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("redis"), "{}", run.stderr);
+}
