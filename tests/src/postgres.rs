@@ -74,7 +74,23 @@ impl Postgres {
         Postgres::start_inner(true)
     }
 
+    /// [`Postgres::start`] with `ssl = on` and a certificate for `name` (its subjectAltName)
+    /// signed by a test CA made for this cluster, whose certificate is at
+    /// [`Postgres::ca_cert_path`]: what a client checking `verify-full` for `name` accepts.
+    pub fn start_with_ca_signed_certificate(name: &str) -> Postgres {
+        Postgres::start_inner_with(Some(Tls::CaSigned(name.to_owned())))
+    }
+
+    /// The test CA's certificate (PEM) of [`Postgres::start_with_ca_signed_certificate`].
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
     fn start_inner(ssl: bool) -> Postgres {
+        Postgres::start_inner_with(ssl.then_some(Tls::SelfSigned))
+    }
+
+    fn start_inner_with(tls: Option<Tls>) -> Postgres {
         let initdb = require_program("initdb", &PG_DIRS, INSTALL_HINT);
         let postgres = require_program("postgres", &PG_DIRS, INSTALL_HINT);
         let pg_ctl = require_program("pg_ctl", &PG_DIRS, INSTALL_HINT);
@@ -131,8 +147,13 @@ impl Postgres {
             .open(data_dir.join("postgresql.conf"))
             .expect("open postgresql.conf");
         std::io::Write::write_all(&mut conf, settings.as_bytes()).expect("append postgresql.conf");
-        if ssl {
-            make_server_certificate(&data_dir, run_as.as_deref());
+        if let Some(tls) = &tls {
+            match tls {
+                Tls::SelfSigned => make_server_certificate(&data_dir, run_as.as_deref()),
+                Tls::CaSigned(name) => {
+                    make_ca_signed_certificate(dir.path(), &data_dir, name, run_as.as_deref());
+                }
+            }
             // server.crt and server.key in the data directory are the defaults.
             std::io::Write::write_all(&mut conf, b"ssl = on\n").expect("append postgresql.conf");
         }
@@ -409,6 +430,31 @@ pub fn try_psql(port: u16, sql: &str) -> Result<String, String> {
     }
 }
 
+/// `psql -At -c SQL` with a libpq connection string (`"host=db.internal hostaddr=127.0.0.1
+/// port=… sslmode=verify-full sslrootcert=…"`), the app password in the environment;
+/// returns psql's output, or its error text.
+pub fn try_psql_conninfo(conninfo: &str, sql: &str) -> Result<String, String> {
+    let mut cmd = Command::new(psql_binary());
+    cmd.args([
+        "-X",
+        "-w",
+        "-At",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        sql,
+        "-d",
+        conninfo,
+    ])
+    .envs(client_env());
+    let out: Output = run_bounded(&mut cmd, QUERY_TIMEOUT, "psql");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
 /// A `pgbench` command aimed at 127.0.0.1:`port` as `app`, without the database argument.
 pub fn pgbench_command(port: u16) -> Command {
     let bin = require_program("pgbench", &PG_DIRS, INSTALL_HINT);
@@ -502,6 +548,82 @@ pub(crate) fn os_user_ids(user: &str) -> (u32, u32) {
 /// A self-signed certificate and its key as `server.crt` and `server.key` in the data
 /// directory, owned by the server's user, the key readable by it alone (PostgreSQL refuses
 /// a key others may read).
+/// The server certificate a cluster starts with.
+enum Tls {
+    /// Self-signed, for `localhost`.
+    SelfSigned,
+    /// For this name, signed by a test CA.
+    CaSigned(String),
+}
+
+/// A test CA in `dir` (`ca.pem`, `ca.key`) and, in the data directory, `server.crt` for
+/// `name` (subjectAltName DNS) signed by it, with its `server.key`.
+fn make_ca_signed_certificate(dir: &Path, data_dir: &Path, name: &str, run_as: Option<&str>) {
+    let openssl = require_program(
+        "openssl",
+        &[],
+        "install openssl (Debian: apt-get install -y openssl)",
+    );
+    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let (crt, key, csr) = (
+        data_dir.join("server.crt"),
+        data_dir.join("server.key"),
+        dir.join("server.csr"),
+    );
+    let ext = dir.join("server-ext.cnf");
+    fs::write(
+        &ext,
+        format!(
+            "subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .expect("write the certificate's extensions");
+    let mut cmd = Command::new(&openssl);
+    cmd.args(["req", "-x509", "-nodes", "-newkey", "ec"])
+        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-days", "7", "-subj", "/CN=forwarder lab test CA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args([
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+        ])
+        .arg(&ca_key)
+        .arg("-out")
+        .arg(&ca);
+    run_ok(&mut cmd, SETUP_TIMEOUT, "openssl req (the test CA)");
+    let mut cmd = Command::new(&openssl);
+    cmd.args(["req", "-new", "-nodes", "-newkey", "ec"])
+        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-subj", &format!("/CN={name}"), "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr);
+    run_ok(&mut cmd, SETUP_TIMEOUT, "openssl req (PostgreSQL's key)");
+    let mut cmd = Command::new(&openssl);
+    cmd.args(["x509", "-req", "-days", "7", "-in"])
+        .arg(&csr)
+        .arg("-CA")
+        .arg(&ca)
+        .arg("-CAkey")
+        .arg(&ca_key)
+        .args(["-CAcreateserial", "-extfile"])
+        .arg(&ext)
+        .arg("-out")
+        .arg(&crt);
+    run_ok(&mut cmd, SETUP_TIMEOUT, "openssl x509 (the CA signs)");
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
+    if let Some(user) = run_as {
+        let (uid, gid) = os_user_ids(user);
+        for path in [&crt, &key] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown {} to {user}: {e}", path.display()));
+        }
+    }
+}
+
 fn make_server_certificate(data_dir: &Path, run_as: Option<&str>) {
     let openssl = require_program(
         "openssl",

@@ -1,17 +1,29 @@
 //! The library's dialer (`forwarder::dial`) against a real sshd: streams to hosts behind the
 //! bastion with no local port, across reconnects, refused by `PermitOpen`, a hundred at once,
-//! and the typed errors (host key, authentication, timeout).
+//! and the typed errors (host key, authentication, timeout). Then forwarder's examples
+//! (`dial_postgres`, `mysql_greeting`, built by cargo as this package's `lab-*` examples)
+//! against a real PostgreSQL and MariaDB, and TLS to PostgreSQL inside the tunnel with
+//! `verify-full`: libpq through a local port (`host=db.internal hostaddr=127.0.0.1`) and
+//! tokio-postgres with rustls over a dialed stream, each also refusing a certificate for
+//! another name.
 //!
-//! Every wait is bounded: each test runs its async part under a timeout, and every dial has
-//! its own bound.
+//! Every wait is bounded: each test runs its async part under a timeout, every dial has its
+//! own bound, and the examples and psql run under a time limit. Each database is started
+//! once per test binary (a `static`) and stopped when the process exits.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, LazyLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use forwarder::config::TunnelConfig;
 use forwarder::dial::{DialError, Dialer, OpenFailureReason};
-use ssh_interop_tests::process::wait_until;
+use ssh_interop_tests::postgres::{
+    APP_DB, APP_PASSWORD, APP_USER, CUSTOMERS_QUERY, try_psql_conninfo,
+};
+use ssh_interop_tests::process::{run_bounded, wait_until};
+use ssh_interop_tests::{ClientKind, Mariadb, Postgres, TunnelBuilder, expected_customers};
 use ssh_interop_tests::{EchoServer, KeyKind, Sshd, UserKey, known_hosts_line};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -312,4 +324,202 @@ fn embed_dial_unreachable_bastion_times_out() {
         assert_eq!(e, DialError::Timeout(wait));
         assert!(started.elapsed() < Duration::from_secs(5));
     });
+}
+
+/// The name the TLS PostgreSQL's certificate is for (the bastion reaches it as 127.0.0.1).
+const DB_NAME: &str = "db.internal";
+/// A name its certificate does not carry.
+const OTHER_NAME: &str = "other.internal";
+const EXAMPLE_LIMIT: Duration = Duration::from_secs(60);
+
+static PG_PLAIN: LazyLock<Postgres> = LazyLock::new(|| {
+    let pg = Postgres::start();
+    pg.stop_at_process_exit();
+    pg
+});
+
+static PG_TLS: LazyLock<Postgres> = LazyLock::new(|| {
+    let pg = Postgres::start_with_ca_signed_certificate(DB_NAME);
+    pg.stop_at_process_exit();
+    pg
+});
+
+static MARIADB: LazyLock<Mariadb> = LazyLock::new(|| {
+    let db = Mariadb::start();
+    db.stop_at_process_exit();
+    db
+});
+
+/// One of forwarder's examples, as cargo built it for this package (`lab-<name>`), next to
+/// this test binary's directory.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = profile_dir.join("examples").join(format!("lab-{name}"));
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../forwarder/examples")
+        .join(format!("{}.rs", name.replace('-', "_")));
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = match (modified(&path), modified(&source)) {
+        (Some(built), Some(written)) => built >= written,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    assert!(
+        fresh,
+        "{} is missing or older than {}: build the examples with `cargo build -p \
+         ssh-interop-tests --examples` (`cargo test` and `cargo nextest run` on this package \
+         do; `cargo test --test embed_dial` alone does not)",
+        path.display(),
+        source.display()
+    );
+    path
+}
+
+/// The settings every example reads for the bastion.
+fn example_command(name: &str, sshd: &Sshd, key: &UserKey) -> Command {
+    let mut cmd = Command::new(example(name));
+    cmd.env("BASTION", sshd.host())
+        .env("BASTION_PORT", sshd.port().to_string())
+        .env("BASTION_USER", sshd.user())
+        .env("BASTION_IDENTITY", key.private_key_path())
+        .env("BASTION_KNOWN_HOSTS", sshd.known_hosts_path());
+    cmd
+}
+
+/// `dial_postgres` aimed at `pg` (reached as 127.0.0.1 from the bastion) as the app role.
+fn dial_postgres(sshd: &Sshd, key: &UserKey, pg: &Postgres, sql: &str) -> Command {
+    let mut cmd = example_command("dial-postgres", sshd, key);
+    cmd.env("PG_HOST", "127.0.0.1")
+        .env("PG_PORT", pg.port().to_string())
+        .env("PG_USER", APP_USER)
+        .env("PG_PASSWORD", APP_PASSWORD)
+        .env("PG_DBNAME", APP_DB)
+        .arg(sql);
+    cmd
+}
+
+fn output_text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim_end().to_owned(),
+    )
+}
+
+#[test]
+fn embed_dial_example_dial_postgres_queries_with_tokio_postgres_over_a_dialed_stream() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let pg = &*PG_PLAIN;
+    let out = run_bounded(
+        &mut dial_postgres(&sshd, &key, pg, CUSTOMERS_QUERY),
+        EXAMPLE_LIMIT,
+        "the dial_postgres example",
+    );
+    let (stdout, stderr) = output_text(&out);
+    assert!(out.status.success(), "dial_postgres failed: {stderr}");
+    assert_eq!(stdout, expected_customers());
+}
+
+#[test]
+fn embed_dial_example_mysql_greeting_reads_mariadbs_greeting_through_the_bastion() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let db = &*MARIADB;
+    let version = db.sql("SELECT VERSION()");
+    let mut cmd = example_command("mysql-greeting", &sshd, &key);
+    cmd.env("MYSQL_HOST", "127.0.0.1")
+        .env("MYSQL_PORT", db.port().to_string());
+    let out = run_bounded(&mut cmd, EXAMPLE_LIMIT, "the mysql_greeting example");
+    let (stdout, stderr) = output_text(&out);
+    assert!(out.status.success(), "mysql_greeting failed: {stderr}");
+    assert!(
+        stdout.starts_with("protocol 10, server ")
+            && stdout.contains(&format!("{version}, connection ")),
+        "greeting {stdout:?}, server version {version:?}"
+    );
+}
+
+/// libpq's verify-full through a local port: the host name checked is `host=`, the address
+/// connected to is `hostaddr=` (the tunnel's local port).
+fn psql_verify_full(local_port: u16, name: &str, ca: &std::path::Path) -> Result<String, String> {
+    let conninfo = format!(
+        "host={name} hostaddr=127.0.0.1 port={local_port} user={APP_USER} dbname={APP_DB} \
+         sslmode=verify-full sslrootcert={}",
+        ca.display()
+    );
+    try_psql_conninfo(
+        &conninfo,
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+}
+
+#[test]
+fn embed_dial_tls_verify_full_through_a_local_port_with_libpq() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let pg = &*PG_TLS;
+    let tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .forward_to(pg.port())
+        .start();
+    let ca = pg.ca_cert_path();
+    let ssl = psql_verify_full(tunnel.local_port(), DB_NAME, &ca).unwrap_or_else(|e| {
+        panic!(
+            "verify-full for {DB_NAME} through the tunnel failed: {e}\nforwarder log:\n{}",
+            tunnel.log()
+        )
+    });
+    assert_eq!(ssl, "t", "the session inside the tunnel is TLS");
+    // The same certificate, asked for under another name: libpq refuses it.
+    let refused = psql_verify_full(tunnel.local_port(), OTHER_NAME, &ca)
+        .expect_err("verify-full must refuse a certificate for another name");
+    assert!(
+        refused.contains("does not match host name") && refused.contains(OTHER_NAME),
+        "{refused}"
+    );
+    // Without the CA, the self-made chain is refused too.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stranger_ca = dir.path().join("empty.pem");
+    std::fs::write(&stranger_ca, "").expect("write");
+    assert!(psql_verify_full(tunnel.local_port(), DB_NAME, &stranger_ca).is_err());
+}
+
+#[test]
+fn embed_dial_tls_verify_full_with_tokio_postgres_over_a_dialed_stream() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let pg = &*PG_TLS;
+    let ca = pg.ca_cert_path();
+    let query = "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let mut cmd = dial_postgres(&sshd, &key, pg, query);
+    cmd.env("PG_SSLROOTCERT", &ca).env("PG_TLS_NAME", DB_NAME);
+    let out = run_bounded(&mut cmd, EXAMPLE_LIMIT, "dial_postgres with TLS");
+    let (stdout, stderr) = output_text(&out);
+    assert!(
+        out.status.success(),
+        "dial_postgres with TLS failed: {stderr}"
+    );
+    assert!(stdout.starts_with("t|TLSv1."), "{stdout:?}");
+
+    // A certificate for another name than the one asked for: refused by the verifier.
+    let mut cmd = dial_postgres(&sshd, &key, pg, query);
+    cmd.env("PG_SSLROOTCERT", &ca)
+        .env("PG_TLS_NAME", OTHER_NAME);
+    let out = run_bounded(&mut cmd, EXAMPLE_LIMIT, "dial_postgres with a wrong name");
+    let (stdout, stderr) = output_text(&out);
+    assert!(
+        !out.status.success(),
+        "a certificate for {DB_NAME} was accepted for {OTHER_NAME}: {stdout}"
+    );
+    assert!(
+        stderr.contains("not valid for name") && stderr.contains(OTHER_NAME),
+        "{stderr}"
+    );
+    assert!(
+        stdout.is_empty(),
+        "no rows without a verified server: {stdout}"
+    );
 }
