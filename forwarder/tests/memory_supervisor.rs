@@ -21,8 +21,8 @@ use forwarder::config::ReconnectPolicy;
 use forwarder::driver::{self, ChannelStream, OpenError, SessionHandle};
 use forwarder::session::SessionError;
 use forwarder::supervisor::{
-    BastionGate, ConnectError, Connected, Connector, DriverFuture, Outcome, SessionState,
-    Supervisor, SupervisorConfig, SupervisorHandle, WaitError,
+    BastionGate, ConnectError, Connected, Connector, DriverFuture, FailureKind, Outcome,
+    SessionState, Supervisor, SupervisorConfig, SupervisorHandle, WaitError,
 };
 use forwarder::tunnel::{Target, Tunnel};
 use ssh_transport::hostkey::PublicKey;
@@ -504,7 +504,11 @@ async fn a_changed_host_key_on_reconnect_fails_the_supervisor_for_good() {
     let r = within(STEP, "session() after the failure", h.session(STEP)).await;
     assert_eq!(r.unwrap_err(), WaitError::Failed(expected.clone()));
     let r = within(STEP, "first_session() after the failure", h.first_session()).await;
-    assert_eq!(r.unwrap_err(), WaitError::Failed(expected));
+    assert_eq!(r.unwrap_err(), WaitError::Failed(expected.clone()));
+    // Published typed too, for the dialer's errors.
+    let failure = h.last_failure().expect("the failure is published");
+    assert_eq!(failure.kind, FailureKind::HostKey);
+    assert_eq!(failure.message, expected);
     // The impostor was tried once, never again.
     assert_eq!(connector.calls(), 2);
     assert_eq!(impostor.connections().len(), 1);
@@ -523,6 +527,7 @@ async fn a_failed_first_attempt_is_fatal_only_when_asked() {
     let outcome = finished(&mut sup).await;
     let why = "connect to the test server: connection refused (attempt 1)".to_owned();
     assert_eq!(outcome, Outcome::Failed(why.clone()));
+    assert_eq!(h.last_failure().map(|f| f.kind), Some(FailureKind::Network));
     assert!(
         matches!(h.state(), SessionState::Failed(_)),
         "{:?}",
@@ -546,6 +551,7 @@ async fn a_failed_first_attempt_is_fatal_only_when_asked() {
     let s = within(STEP, "first_session", h.first_session())
         .await
         .expect("up after three failures");
+    assert_eq!(h.last_failure(), None, "cleared when a session comes up");
     echo(&s, b"fourth time lucky").await;
     assert_eq!(connector.calls(), 4);
     assert_eq!(server.connections().len(), 1);
@@ -591,6 +597,7 @@ async fn without_reconnect_a_lost_session_fails_the_supervisor_with_its_cause() 
     );
     let cause = cause.to_string();
     assert_eq!(outcome, Outcome::Failed(cause.clone()));
+    assert_eq!(h.last_failure().map(|f| f.kind), Some(FailureKind::Network));
     assert!(
         matches!(h.state(), SessionState::Failed(ref why) if *why == cause),
         "{:?}",
