@@ -312,6 +312,9 @@ impl Dialer {
     ) -> Result<DialStream, DialError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            if self.handle.is_stopping() {
+                return Err(DialError::Stopped);
+            }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let session = match self.handle.session(left).await {
                 Ok(s) => s,

@@ -343,6 +343,12 @@ impl SupervisorHandle {
         self.session(Duration::from_secs(u64::from(u32::MAX))).await
     }
 
+    /// Whether [`SupervisorHandle::stop`] has been called (the state may still say `Up`
+    /// while the DISCONNECT leaves).
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
     /// Stops the supervisor: the session (if any) is disconnected and no attempt follows.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
