@@ -252,6 +252,19 @@ fn embed_dial_100_concurrent_dials_each_checked_byte_for_byte() {
             done += 1;
         }
         assert_eq!(done, DIALS);
+        // A target nothing listens on: the bastion's connect fails, and says so, typed.
+        let closed = ssh_interop_tests::free_port();
+        let e = dialer
+            .dial_timeout("127.0.0.1", closed, Duration::from_secs(20))
+            .await
+            .expect_err("nothing listens there");
+        assert!(
+            matches!(
+                e,
+                DialError::ChannelRefused { reason, .. } if reason == OpenFailureReason::CONNECT_FAILED
+            ),
+            "{e:?}"
+        );
         if let Ok(d) = Arc::try_unwrap(dialer) {
             d.shutdown().await;
         }
