@@ -472,6 +472,11 @@ mod tests {
         );
         assert_eq!(c.session_wait_timeout, Duration::from_secs(7));
         assert!(c.forwards.is_empty());
+        // IPv6 literals, with or without brackets.
+        for host in ["::1", "[::1]"] {
+            let c = TunnelConfig::builder(host, "svc").build().unwrap();
+            assert_eq!((c.session.host.as_str(), c.session.port), ("::1", 22));
+        }
     }
 
     #[test]
