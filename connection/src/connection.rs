@@ -29,9 +29,9 @@ use ssh_transport::text::sanitize;
 use crate::ConnectionError;
 use crate::buffer::RecvBuffer;
 use crate::msg::{
-    ChannelClose, ChannelData, ChannelEof, ChannelFailure, ChannelOpen, ChannelOpenFailure,
-    ConnectionMessage, GlobalRequest, KEEPALIVE, Message, OpenFailureReason, OpenKind,
-    RequestFailure, TcpipEndpoints, WindowAdjust,
+    ChannelClose, ChannelData, ChannelEof, ChannelFailure, ChannelOpen, ChannelOpenConfirmation,
+    ChannelOpenFailure, ConnectionMessage, GlobalRequest, KEEPALIVE, Message, OpenFailureReason,
+    OpenKind, RequestFailure, TCPIP_FORWARD, TcpipEndpoints, WindowAdjust,
 };
 use crate::window::{ReceiveWindow, Window};
 
@@ -98,6 +98,39 @@ pub enum Event {
     SendCapacity(ChannelId),
     /// An answer (success or failure) to one of our keepalives.
     KeepaliveReply,
+    /// The server accepted a `tcpip-forward` request of
+    /// [`Connection::request_tcpip_forward`]: it listens, and opens a `forwarded-tcpip`
+    /// channel for each connection it accepts there.
+    ForwardGranted {
+        /// The address as we asked for it.
+        address: String,
+        /// The port as we asked for it (0: the server picks).
+        port: u32,
+        /// The port the server listens on: the one it allocated when we asked for 0.
+        bound_port: u32,
+    },
+    /// The server refused a `tcpip-forward` request: nothing listens for it.
+    ForwardRefused {
+        /// The address as we asked for it.
+        address: String,
+        /// The port as we asked for it.
+        port: u32,
+    },
+    /// The server opened a `forwarded-tcpip` channel for one of our granted forwards, and we
+    /// confirmed it: connect to the forward's target and move data as for
+    /// [`Event::Opened`]. If the local connection fails, [`Connection::close`] the channel.
+    ForwardedOpened {
+        /// The new channel.
+        id: ChannelId,
+        /// The forward's address as we asked for it.
+        address: String,
+        /// The forward's port as we asked for it (0 if the server picked one).
+        port: u32,
+        /// Where the connection came from on the server's side, sanitised, safe to log.
+        originator: String,
+        /// Its port.
+        originator_port: u32,
+    },
     /// The server sent a connection-range message number that RFC 4254 does not assign; RFC
     /// 4253 section 11.4 wants SSH_MSG_UNIMPLEMENTED (with the packet's sequence number, which
     /// only the transport knows) in reply. Nothing else happened.
@@ -211,6 +244,32 @@ impl Channel {
     }
 }
 
+/// A global request of ours still waiting for its reply. The server answers them in the
+/// order they were sent (RFC 4254 section 4), so a queue matches every reply.
+#[derive(Debug)]
+enum PendingReply {
+    Keepalive,
+    Forward { address: String, port: u32 },
+}
+
+/// A remote forward the server granted.
+#[derive(Debug)]
+struct Forward {
+    address: String,
+    port: u32,
+    bound_port: u32,
+}
+
+impl Forward {
+    /// Whether a `forwarded-tcpip` open naming `address:port` is for this forward. The
+    /// server names the address as we sent it and the port it listens on (some name the port
+    /// we asked for), as OpenSSH's client matches them.
+    fn matches(&self, address: &[u8], port: u32) -> bool {
+        self.address.as_bytes() == address
+            && (port == self.bound_port || (self.port != 0 && port == self.port))
+    }
+}
+
 #[derive(Debug)]
 enum Slot {
     /// On the free list.
@@ -229,9 +288,11 @@ pub struct Connection {
     free: Vec<u32>,
     live: usize,
     events: VecDeque<Event>,
-    /// Global requests of ours the server still owes a reply; a reply beyond these is a
-    /// protocol error. Only the server's replies change it.
-    replies_due: u32,
+    /// Global requests of ours the server still owes a reply, oldest first; a reply beyond
+    /// these is a protocol error. Only the server's replies take them off.
+    replies_due: VecDeque<PendingReply>,
+    /// Remote forwards the server granted: only these may open `forwarded-tcpip` channels.
+    forwards: Vec<Forward>,
     /// Keepalives sent since the server last showed it is alive: what a keepalive policy
     /// reads. Replies and [`Connection::heard_from_server`] bring it down.
     unanswered_keepalives: u32,
@@ -250,7 +311,8 @@ impl Connection {
             free: Vec::new(),
             live: 0,
             events: VecDeque::new(),
-            replies_due: 0,
+            replies_due: VecDeque::new(),
+            forwards: Vec::new(),
             unanswered_keepalives: 0,
             failed: None,
         }
@@ -346,20 +408,7 @@ impl Connection {
             return Err(e.clone());
         }
         let channel = Box::new(Channel::new(&self.config));
-        let id = match self.free.pop() {
-            Some(id) => {
-                if let Some(slot) = self.slot_mut(id) {
-                    *slot = Slot::Live(channel);
-                }
-                id
-            }
-            None => {
-                let id = u32::try_from(self.slots.len())
-                    .map_err(|_| ConnectionError::TooManyChannels)?;
-                self.slots.push(Slot::Live(channel));
-                id
-            }
-        };
+        let id = self.insert(channel)?;
         self.live = self.live.saturating_add(1);
         let msg = ChannelOpen {
             sender: id,
@@ -479,8 +528,33 @@ impl Connection {
             data: &[],
         };
         sink.send_with(&mut |buf| msg.encode(buf));
-        self.replies_due = self.replies_due.saturating_add(1);
+        self.replies_due.push_back(PendingReply::Keepalive);
         self.unanswered_keepalives = self.unanswered_keepalives.saturating_add(1);
+    }
+
+    /// Asks the server to listen on `address:port` (RFC 4254 section 7.1; port 0: the server
+    /// picks one) and to open a `forwarded-tcpip` channel for each connection it accepts
+    /// there. The answer comes as [`Event::ForwardGranted`] or [`Event::ForwardRefused`], in
+    /// order with the answers to keepalives. Only granted forwards may open channels; every
+    /// other channel the server opens is refused.
+    pub fn request_tcpip_forward(&mut self, address: &str, port: u32, sink: &mut dyn PayloadSink) {
+        if self.failed.is_some() {
+            return;
+        }
+        let mut data = Vec::with_capacity(address.len() + 8);
+        data.extend_from_slice(&u32::try_from(address.len()).unwrap_or(0).to_be_bytes());
+        data.extend_from_slice(address.as_bytes());
+        data.extend_from_slice(&port.to_be_bytes());
+        let msg = GlobalRequest {
+            name: TCPIP_FORWARD,
+            want_reply: true,
+            data: &data,
+        };
+        sink.send_with(&mut |buf| msg.encode(buf));
+        self.replies_due.push_back(PendingReply::Forward {
+            address: address.to_owned(),
+            port,
+        });
     }
 
     /// Bytes came from the server: it is alive, so no keepalive counts as unanswered any
@@ -731,31 +805,122 @@ impl Connection {
                 }
             }
             Message::RequestSuccess(_) | Message::RequestFailure(_) => {
-                self.replies_due = self
+                let pending = self
                     .replies_due
-                    .checked_sub(1)
+                    .pop_front()
                     .ok_or(ConnectionError::UnexpectedRequestReply { message: kind })?;
-                self.unanswered_keepalives = self.unanswered_keepalives.saturating_sub(1);
-                self.events.push_back(Event::KeepaliveReply);
+                match pending {
+                    PendingReply::Keepalive => {
+                        self.unanswered_keepalives = self.unanswered_keepalives.saturating_sub(1);
+                        self.events.push_back(Event::KeepaliveReply);
+                    }
+                    PendingReply::Forward { address, port } => {
+                        self.forward_reply(&message, address, port);
+                    }
+                }
             }
-            Message::ChannelOpen(m) => {
-                tracing::debug!(
-                    channel_type = %sanitize(m.kind.channel_type(), false, 64),
-                    "refusing channel opened by the server"
-                );
-                let msg = ChannelOpenFailure {
-                    recipient: m.sender,
-                    reason: OpenFailureReason::ADMINISTRATIVELY_PROHIBITED,
-                    description: b"open refused",
-                    language: b"",
-                };
-                sink.send_with(&mut |buf| msg.encode(buf));
-            }
+            Message::ChannelOpen(m) => self.server_open(&m, sink)?,
             Message::Unassigned { message, .. } => {
                 self.events.push_back(Event::Unimplemented(message));
             }
         }
         Ok(())
+    }
+
+    /// The server answered a `tcpip-forward` request.
+    fn forward_reply(&mut self, reply: &Message<'_>, address: String, port: u32) {
+        let Message::RequestSuccess(m) = reply else {
+            self.events
+                .push_back(Event::ForwardRefused { address, port });
+            return;
+        };
+        // With port 0 the reply carries the allocated port (RFC 4254 section 7.1); servers
+        // that leave it out listen on the port we asked for.
+        let bound_port = match (port, m.data) {
+            (0, [a, b, c, d, ..]) => u32::from_be_bytes([*a, *b, *c, *d]),
+            _ => port,
+        };
+        self.forwards.push(Forward {
+            address: address.clone(),
+            port,
+            bound_port,
+        });
+        self.events.push_back(Event::ForwardGranted {
+            address,
+            port,
+            bound_port,
+        });
+    }
+
+    /// A CHANNEL_OPEN from the server: a `forwarded-tcpip` channel for a granted forward is
+    /// confirmed at once (with our usual window and packet size); everything else is refused.
+    fn server_open(
+        &mut self,
+        m: &ChannelOpen<'_>,
+        sink: &mut dyn PayloadSink,
+    ) -> Result<(), ConnectionError> {
+        let forward = match &m.kind {
+            OpenKind::ForwardedTcpip(e) if m.max_packet > 0 => self
+                .forwards
+                .iter()
+                .find(|f| f.matches(e.address, e.port))
+                .map(|f| (f.address.clone(), f.port, *e)),
+            _ => None,
+        };
+        let Some((address, port, endpoints)) = forward else {
+            tracing::debug!(
+                channel_type = %sanitize(m.kind.channel_type(), false, 64),
+                "refusing channel opened by the server"
+            );
+            let msg = ChannelOpenFailure {
+                recipient: m.sender,
+                reason: OpenFailureReason::ADMINISTRATIVELY_PROHIBITED,
+                description: b"open refused",
+                language: b"",
+            };
+            sink.send_with(&mut |buf| msg.encode(buf));
+            return Ok(());
+        };
+        let mut channel = Box::new(Channel::new(&self.config));
+        channel.confirmed = true;
+        channel.remote_id = m.sender;
+        channel.send_window = Window::new(m.initial_window);
+        channel.send_max = m.max_packet.min(MAX_OUTGOING_DATA);
+        let id = self.insert(channel)?;
+        self.live = self.live.saturating_add(1);
+        let msg = ChannelOpenConfirmation {
+            recipient: m.sender,
+            sender: id,
+            initial_window: self.config.initial_window,
+            max_packet: self.config.max_packet,
+        };
+        sink.send_with(&mut |buf| msg.encode(buf));
+        self.events.push_back(Event::ForwardedOpened {
+            id: ChannelId(id),
+            address,
+            port,
+            originator: sanitize(endpoints.originator_address, false, 256),
+            originator_port: endpoints.originator_port,
+        });
+        Ok(())
+    }
+
+    /// Puts `channel` in a free slot (or a new one) and returns its id.
+    fn insert(&mut self, channel: Box<Channel>) -> Result<u32, ConnectionError> {
+        match self.free.pop() {
+            Some(id) => {
+                if let Some(slot) = self.slot_mut(id) {
+                    *slot = Slot::Live(channel);
+                }
+                Ok(id)
+            }
+            None => {
+                let id = u32::try_from(self.slots.len())
+                    .map_err(|_| ConnectionError::TooManyChannels)?;
+                self.slots.push(Slot::Live(channel));
+                Ok(id)
+            }
+        }
     }
 
     /// Frees a channel's state and queues its last event; the id itself is reused only
@@ -794,7 +959,13 @@ impl Connection {
                     self.free.push(id.0);
                 }
             }
-            Event::Opened(_) | Event::Eof(_) | Event::KeepaliveReply | Event::Unimplemented(_) => {}
+            Event::Opened(_)
+            | Event::Eof(_)
+            | Event::KeepaliveReply
+            | Event::ForwardGranted { .. }
+            | Event::ForwardRefused { .. }
+            | Event::ForwardedOpened { .. }
+            | Event::Unimplemented(_) => {}
         }
         Some(event)
     }
@@ -922,5 +1093,284 @@ mod tests {
         }
         assert_eq!(conn.handle_payload(&[81], &mut sink), Ok(()));
         assert_eq!(conn.outstanding_keepalives(), 2);
+    }
+
+    fn encode(m: &dyn Fn(&mut Vec<u8>)) -> Vec<u8> {
+        let mut out = Vec::new();
+        m(&mut out);
+        out
+    }
+
+    fn success(port: Option<u32>) -> Vec<u8> {
+        let data = port.map(u32::to_be_bytes);
+        let data = data.as_ref().map_or(&[][..], |d| &d[..]);
+        encode(&|out| crate::msg::RequestSuccess { data }.encode(out))
+    }
+
+    fn open(sender: u32, kind: OpenKind<'_>) -> Vec<u8> {
+        encode(&|out| {
+            ChannelOpen {
+                sender,
+                initial_window: 1000,
+                max_packet: 500,
+                kind,
+            }
+            .encode(out)
+        })
+    }
+
+    fn forwarded(sender: u32, address: &str, port: u32) -> Vec<u8> {
+        open(
+            sender,
+            OpenKind::ForwardedTcpip(TcpipEndpoints {
+                address: address.as_bytes(),
+                port,
+                originator_address: b"192.0.2.7",
+                originator_port: 50123,
+            }),
+        )
+    }
+
+    /// The OPEN_FAILURE we sent last, as (recipient, reason).
+    fn refusal(sink: &[Vec<u8>]) -> (u32, OpenFailureReason) {
+        let last = sink.last().expect("a reply");
+        match Message::decode(last).expect("decodes") {
+            Message::ChannelOpenFailure(f) => (f.recipient, f.reason),
+            other => panic!("expected OPEN_FAILURE, got {other:?}"),
+        }
+    }
+
+    fn granted(conn: &mut Connection, sink: &mut Vec<Vec<u8>>, address: &str, port: u32) -> u32 {
+        conn.request_tcpip_forward(address, port, sink);
+        let reply = success((port == 0).then_some(40000));
+        assert_eq!(conn.handle_payload(&reply, sink), Ok(()));
+        match conn.poll_event() {
+            Some(Event::ForwardGranted { bound_port, .. }) => bound_port,
+            other => panic!("expected ForwardGranted, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_tcpip_forward_request_is_encoded_with_want_reply() {
+        let mut conn = Connection::new(Config::default());
+        let mut sink: Vec<Vec<u8>> = Vec::new();
+        conn.request_tcpip_forward("localhost", 8022, &mut sink);
+        let Ok(Message::GlobalRequest(g)) = Message::decode(&sink[0]) else {
+            panic!("not a global request");
+        };
+        assert_eq!(g.name, b"tcpip-forward");
+        assert!(g.want_reply);
+        assert_eq!(g.data, b"\0\0\0\x09localhost\0\0\x1f\x56");
+    }
+
+    #[test]
+    fn a_forwarded_channel_for_a_granted_forward_is_confirmed_and_carries_data() {
+        let mut conn = Connection::new(Config::default());
+        let mut sink: Vec<Vec<u8>> = Vec::new();
+        assert_eq!(granted(&mut conn, &mut sink, "localhost", 0), 40000);
+        sink.clear();
+        assert_eq!(
+            conn.handle_payload(&forwarded(77, "localhost", 40000), &mut sink),
+            Ok(())
+        );
+        let Some(Event::ForwardedOpened {
+            id,
+            address,
+            port,
+            originator,
+            originator_port,
+        }) = conn.poll_event()
+        else {
+            panic!("no ForwardedOpened");
+        };
+        assert_eq!(
+            (address.as_str(), port, originator.as_str(), originator_port),
+            ("localhost", 0, "192.0.2.7", 50123)
+        );
+        let Ok(Message::ChannelOpenConfirmation(c)) = Message::decode(&sink[0]) else {
+            panic!("not a confirmation");
+        };
+        assert_eq!((c.recipient, c.sender), (77, id.0));
+        assert_eq!(c.initial_window, Config::default().initial_window);
+        assert_eq!(c.max_packet, Config::default().max_packet);
+        assert!(conn.is_open(id));
+        assert_eq!(conn.channel_count(), 1);
+        // The server's window and packet size limit what we send.
+        sink.clear();
+        assert_eq!(conn.send_data(id, &[7; 1200], &mut sink), Ok(1000));
+        assert_eq!(sink.len(), 2);
+        // Data from the server lands in the channel's buffer.
+        let data = encode(&|out| {
+            ChannelData {
+                recipient: id.0,
+                data: b"hello",
+            }
+            .encode(out)
+        });
+        assert_eq!(conn.handle_payload(&data, &mut sink), Ok(()));
+        assert_eq!(conn.poll_event(), Some(Event::Data(id)));
+        assert_eq!(conn.received(id), b"hello");
+        // It closes like our own channels.
+        conn.close(id, &mut sink);
+        let close = encode(&|out| ChannelClose { recipient: id.0 }.encode(out));
+        assert_eq!(conn.handle_payload(&close, &mut sink), Ok(()));
+        assert_eq!(conn.poll_event(), Some(Event::Closed(id)));
+        assert_eq!(conn.channel_count(), 0);
+    }
+
+    #[test]
+    fn a_fixed_port_forward_matches_its_address_and_port_only() {
+        let mut conn = Connection::new(Config::default());
+        let mut sink: Vec<Vec<u8>> = Vec::new();
+        assert_eq!(granted(&mut conn, &mut sink, "localhost", 8022), 8022);
+        for (sender, address, port) in [(5, "localhost", 8023), (6, "0.0.0.0", 8022)] {
+            assert_eq!(
+                conn.handle_payload(&forwarded(sender, address, port), &mut sink),
+                Ok(())
+            );
+            assert_eq!(
+                refusal(&sink),
+                (sender, OpenFailureReason::ADMINISTRATIVELY_PROHIBITED)
+            );
+            assert_eq!(conn.poll_event(), None);
+        }
+        assert_eq!(
+            conn.handle_payload(&forwarded(7, "localhost", 8022), &mut sink),
+            Ok(())
+        );
+        assert!(matches!(
+            conn.poll_event(),
+            Some(Event::ForwardedOpened { port: 8022, .. })
+        ));
+    }
+
+    #[test]
+    fn forwarded_channels_we_did_not_ask_for_or_were_refused_are_refused() {
+        let mut conn = Connection::new(Config::default());
+        let mut sink: Vec<Vec<u8>> = Vec::new();
+        // Never asked for.
+        assert_eq!(
+            conn.handle_payload(&forwarded(3, "localhost", 8022), &mut sink),
+            Ok(())
+        );
+        assert_eq!(
+            refusal(&sink),
+            (3, OpenFailureReason::ADMINISTRATIVELY_PROHIBITED)
+        );
+        // Asked for, but the server said no.
+        conn.request_tcpip_forward("localhost", 8022, &mut sink);
+        assert_eq!(conn.handle_payload(&[82], &mut sink), Ok(()));
+        assert_eq!(
+            conn.poll_event(),
+            Some(Event::ForwardRefused {
+                address: "localhost".into(),
+                port: 8022
+            })
+        );
+        assert_eq!(
+            conn.handle_payload(&forwarded(4, "localhost", 8022), &mut sink),
+            Ok(())
+        );
+        assert_eq!(
+            refusal(&sink),
+            (4, OpenFailureReason::ADMINISTRATIVELY_PROHIBITED)
+        );
+        // Asked for and not answered yet.
+        conn.request_tcpip_forward("localhost", 9000, &mut sink);
+        assert_eq!(
+            conn.handle_payload(&forwarded(5, "localhost", 9000), &mut sink),
+            Ok(())
+        );
+        assert_eq!(refusal(&sink).0, 5);
+        assert_eq!(conn.poll_event(), None);
+        assert_eq!(conn.channel_count(), 0);
+    }
+
+    #[test]
+    fn other_channel_types_are_refused_even_with_forwards_granted() {
+        let mut conn = Connection::new(Config::default());
+        let mut sink: Vec<Vec<u8>> = Vec::new();
+        granted(&mut conn, &mut sink, "localhost", 8022);
+        let kinds: [&[u8]; 4] = [
+            b"session",
+            b"x11",
+            b"auth-agent@openssh.com",
+            b"direct-tcpip",
+        ];
+        for (n, kind) in (10..).zip(kinds) {
+            let payload = if kind == b"direct-tcpip" {
+                open(
+                    n,
+                    OpenKind::DirectTcpip(TcpipEndpoints {
+                        address: b"localhost",
+                        port: 8022,
+                        originator_address: b"::1",
+                        originator_port: 1,
+                    }),
+                )
+            } else {
+                open(
+                    n,
+                    OpenKind::Other {
+                        channel_type: kind,
+                        data: b"",
+                    },
+                )
+            };
+            assert_eq!(conn.handle_payload(&payload, &mut sink), Ok(()));
+            assert_eq!(
+                refusal(&sink),
+                (n, OpenFailureReason::ADMINISTRATIVELY_PROHIBITED)
+            );
+        }
+        assert_eq!(conn.poll_event(), None);
+        assert_eq!(conn.channel_count(), 0);
+    }
+
+    #[test]
+    fn replies_answer_the_oldest_request_with_keepalives_interleaved() {
+        let mut conn = Connection::new(Config::default());
+        let mut sink: Vec<Vec<u8>> = Vec::new();
+        conn.send_keepalive(&mut sink);
+        conn.request_tcpip_forward("localhost", 0, &mut sink);
+        conn.send_keepalive(&mut sink);
+        conn.request_tcpip_forward("", 2222, &mut sink);
+        conn.send_keepalive(&mut sink);
+        assert_eq!(conn.outstanding_keepalives(), 3);
+        // Keepalives are answered with failure by OpenSSH; the first forward gets port 41000.
+        for reply in [
+            vec![82],
+            success(Some(41000)),
+            vec![82],
+            vec![82],
+            success(None),
+        ] {
+            assert_eq!(conn.handle_payload(&reply, &mut sink), Ok(()));
+        }
+        let events: Vec<Event> = std::iter::from_fn(|| conn.poll_event()).collect();
+        assert_eq!(
+            events,
+            vec![
+                Event::KeepaliveReply,
+                Event::ForwardGranted {
+                    address: "localhost".into(),
+                    port: 0,
+                    bound_port: 41000
+                },
+                Event::KeepaliveReply,
+                Event::ForwardRefused {
+                    address: String::new(),
+                    port: 2222
+                },
+                Event::KeepaliveReply,
+            ]
+        );
+        assert_eq!(conn.outstanding_keepalives(), 0);
+        assert_eq!(
+            conn.handle_payload(&[81], &mut sink),
+            Err(ConnectionError::UnexpectedRequestReply {
+                message: MessageType::REQUEST_SUCCESS
+            })
+        );
     }
 }

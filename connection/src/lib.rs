@@ -1,5 +1,6 @@
 //! The client side of the SSH connection protocol (RFC 4254) as a sans-IO state machine:
-//! `direct-tcpip` channels for local port forwarding, flow control, and keepalives.
+//! `direct-tcpip` channels for local port forwarding, `tcpip-forward` requests and the
+//! `forwarded-tcpip` channels of remote port forwarding, flow control, and keepalives.
 //!
 //! ```text
 //!  server payloads (80..=127, decrypted by the transport)
@@ -46,6 +47,15 @@
 //!   [`Connection::send_keepalive`] after a quiet interval and gives up when
 //!   [`Connection::outstanding_keepalives`] reaches its limit; [`Event::KeepaliveReply`] is
 //!   for the log.
+//! - Remote forwards: [`Connection::request_tcpip_forward`], answered by
+//!   [`Event::ForwardGranted`] (with the port the server listens on) or
+//!   [`Event::ForwardRefused`]. Replies to global requests are matched to keepalives and
+//!   forwards in the order the requests went. For each connection the server accepts there it
+//!   opens a `forwarded-tcpip` channel, which is confirmed at once and reported as
+//!   [`Event::ForwardedOpened`]: connect to the forward's target and treat the channel like an
+//!   opened one (or [`Connection::close`] it if the connect fails). Channels the server opens
+//!   for anything else (no such granted forward, `session`, `x11`, agent) are refused with
+//!   OPEN_FAILURE, administratively prohibited.
 //! - [`Event::Unimplemented`]: have the transport send SSH_MSG_UNIMPLEMENTED for that packet.
 //! - An error from [`Connection::handle_payload`]: disconnect with
 //!   [`ConnectionError::disconnect_reason`].

@@ -33,8 +33,10 @@ wire_number! {
 
 /// The channel type we open for a local port forward.
 pub const DIRECT_TCPIP: &[u8] = b"direct-tcpip";
-/// The channel type a server opens for a remote port forward (which we never ask for).
+/// The channel type a server opens for a remote port forward.
 pub const FORWARDED_TCPIP: &[u8] = b"forwarded-tcpip";
+/// The global request that asks the server to listen for a remote port forward.
+pub const TCPIP_FORWARD: &[u8] = b"tcpip-forward";
 /// OpenSSH's keepalive global request name.
 pub const KEEPALIVE: &[u8] = b"keepalive@openssh.com";
 

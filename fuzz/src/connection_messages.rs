@@ -267,6 +267,11 @@ impl Harness {
                     assert!((80..=127).contains(&n.0), "Unimplemented({n:?})");
                     continue;
                 }
+                Event::ForwardGranted { .. }
+                | Event::ForwardRefused { .. }
+                | Event::ForwardedOpened { .. } => {
+                    panic!("{event:?} without any tcpip-forward request")
+                }
                 Event::Opened(id)
                 | Event::OpenFailed { id, .. }
                 | Event::Data(id)

@@ -532,6 +532,14 @@ impl Session {
             .map_err(SessionError::Connection)
     }
 
+    /// Asks the server to listen on `address:port` for a remote forward (after
+    /// authentication); the answer comes as [`ssh_connection::Event::ForwardGranted`] or
+    /// [`ssh_connection::Event::ForwardRefused`].
+    pub fn request_tcpip_forward(&mut self, address: &str, port: u32) {
+        self.conn
+            .request_tcpip_forward(address, port, &mut self.transport);
+    }
+
     /// Sends what the channel's window allows of `data`; returns how much was taken.
     pub fn send_data(&mut self, id: ChannelId, data: &[u8]) -> Result<usize, SessionError> {
         self.conn
