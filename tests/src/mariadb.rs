@@ -18,12 +18,27 @@ use tempfile::TempDir;
 
 use crate::net::{free_port, port_listening};
 use crate::postgres::{LAB_OS_USER, ensure_lab_os_user, os_user_ids};
-use crate::process::{LabChild, current_user, file_tail, is_root, require_program, run_bounded};
+use crate::process::{
+    LabChild, current_user, file_tail, is_root, require_program, run_bounded, run_ok,
+};
 
 /// An account with a `mysql_native_password` password and no privileges: what a probe needs.
 pub const PROBE_USER: &str = "probe";
 /// Its password.
 pub const PROBE_PASSWORD: &str = "lab-probe-password";
+
+// --- end-to-end data (create_app_database, query_tcp) ---
+/// The account the end-to-end tests and the demo query as (`create_app_database`).
+pub const APP_USER: &str = "app";
+/// Its password.
+pub const APP_PASSWORD: &str = "lab-app-password";
+/// The database it has every privilege on.
+pub const APP_DB: &str = "appdb";
+/// `appdb.customers`, the same rows as PostgreSQL's (`postgres::CUSTOMERS`).
+pub const CUSTOMERS_QUERY: &str = "SELECT id, name FROM customers ORDER BY id";
+/// How long one client run over TCP may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+// --- end of end-to-end data ---
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -40,6 +55,8 @@ pub struct Mariadb {
     // Declared first so the server is gone before the temp dir is removed.
     server: Option<LabChild>,
     dir: TempDir,
+    /// The server's self-signed certificate, when it offers TLS (`start_with_ssl`).
+    tls_cert: Option<PathBuf>,
     port: u16,
     data_dir: PathBuf,
     socket: PathBuf,
@@ -53,6 +70,16 @@ pub struct Mariadb {
 impl Mariadb {
     /// Initializes a data directory, starts the server, and creates [`PROBE_USER`].
     pub fn start() -> Mariadb {
+        Mariadb::start_inner(false)
+    }
+
+    /// [`Mariadb::start`], the server offering TLS with a self-signed certificate (for
+    /// `localhost` and 127.0.0.1: see [`Mariadb::tls_cert`]). Clients choose whether to use it.
+    pub fn start_with_ssl() -> Mariadb {
+        Mariadb::start_inner(true)
+    }
+
+    fn start_inner(tls: bool) -> Mariadb {
         let install_db = require_program("mariadb-install-db", &SBIN, INSTALL_HINT);
         let mariadbd = require_program("mariadbd", &SBIN, INSTALL_HINT);
         require_program("mariadb", &SBIN, INSTALL_HINT);
@@ -99,9 +126,11 @@ impl Mariadb {
             );
         }
 
+        let tls_cert = tls.then(|| make_tls_certificate(dir.path(), run_as.as_deref()));
         let mut db = Mariadb {
             server: None,
             dir,
+            tls_cert,
             port: free_port(),
             data_dir,
             socket,
@@ -158,6 +187,13 @@ impl Mariadb {
             .stderr(out);
         if let Some(user) = &self.run_as {
             cmd.arg(format!("--user={user}"));
+        }
+        if let Some(cert) = &self.tls_cert {
+            cmd.arg(format!("--ssl-cert={}", cert.display()))
+                .arg(format!(
+                    "--ssl-key={}",
+                    cert.with_extension("key").display()
+                ));
         }
         let mut child = LabChild::spawn("mariadbd", &mut cmd);
         let deadline = Instant::now() + START_TIMEOUT;
@@ -234,6 +270,29 @@ impl Mariadb {
         self.port
     }
 
+    /// The self-signed certificate the server offers (PEM; subjectAltName `localhost` and
+    /// 127.0.0.1), when started with [`Mariadb::start_with_ssl`]: a client's CA file.
+    pub fn tls_cert(&self) -> Option<&Path> {
+        self.tls_cert.as_deref()
+    }
+
+    /// Creates [`APP_DB`] with the table `customers(id, name)` holding the rows of
+    /// `postgres::CUSTOMERS`, and [`APP_USER`] with every privilege on that database.
+    pub fn create_app_database(&self) {
+        let rows = crate::postgres::CUSTOMERS
+            .iter()
+            .map(|(id, name)| format!("({id}, '{name}')"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.sql(&format!(
+            "CREATE DATABASE {APP_DB}; \
+             CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}'; \
+             GRANT ALL PRIVILEGES ON {APP_DB}.* TO '{APP_USER}'@'%'; \
+             CREATE TABLE {APP_DB}.customers (id INT PRIMARY KEY, name VARCHAR(100) NOT NULL); \
+             INSERT INTO {APP_DB}.customers VALUES {rows}"
+        ));
+    }
+
     /// The server's process id, while it runs.
     pub fn server_pid(&self) -> Option<u32> {
         self.server.as_ref().map(LabChild::pid)
@@ -308,3 +367,82 @@ pub fn run_at_process_exit(script: &str) {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .push((child, stdin));
 }
+
+// --- end-to-end helpers (query_tcp, the TLS certificate) ---
+
+/// The rows of [`CUSTOMERS_QUERY`] as `mariadb -N -B` prints them (tab-separated).
+pub fn expected_customers() -> String {
+    crate::postgres::CUSTOMERS
+        .iter()
+        .map(|(id, name)| format!("{id}\t{name}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A `mariadb` client over TCP to 127.0.0.1:`port` as [`APP_USER`] on [`APP_DB`], batch mode
+/// without column names (`-N -B`), no option files read; add `-e SQL` or other flags.
+pub fn client_command(port: u16) -> Command {
+    let client = require_program("mariadb", &SBIN, INSTALL_HINT);
+    let mut cmd = Command::new(client);
+    cmd.arg("--no-defaults")
+        .args(["--protocol=tcp", "-h", "127.0.0.1", "-P", &port.to_string()])
+        .args(["-u", APP_USER, &format!("-p{APP_PASSWORD}"), "-N", "-B"])
+        .arg("--connect-timeout=10")
+        .arg(APP_DB);
+    cmd
+}
+
+/// Runs `sql` with [`client_command`] plus `extra` flags (`--ssl`, `--skip-ssl`, ...) and
+/// returns the output without its trailing newline, or the client's error text.
+pub fn try_query_tcp(port: u16, extra: &[&str], sql: &str) -> Result<String, String> {
+    let mut cmd = client_command(port);
+    cmd.args(extra).args(["-e", sql]);
+    let out = run_bounded(&mut cmd, QUERY_TIMEOUT, "mariadb (over TCP)");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// [`try_query_tcp`], failing the test with the client's error.
+pub fn query_tcp(port: u16, extra: &[&str], sql: &str) -> String {
+    try_query_tcp(port, extra, sql)
+        .unwrap_or_else(|e| panic!("mariadb on 127.0.0.1:{port} failed on {sql:?}: {e}"))
+}
+
+/// A self-signed certificate `server.pem` and its key `server.key` in `dir`, for `localhost`
+/// and 127.0.0.1, readable by the server's user. Returns the certificate's path.
+fn make_tls_certificate(dir: &Path, run_as: Option<&str>) -> PathBuf {
+    let openssl = require_program(
+        "openssl",
+        &[],
+        "install openssl (Debian: apt-get install -y openssl)",
+    );
+    let (crt, key) = (dir.join("server.pem"), dir.join("server.key"));
+    let mut cmd = Command::new(openssl);
+    cmd.args(["req", "-x509", "-nodes", "-newkey", "ec"])
+        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-days", "7", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt);
+    run_ok(
+        &mut cmd,
+        SETUP_TIMEOUT,
+        "openssl req (a certificate for MariaDB)",
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
+    if let Some(user) = run_as {
+        let (uid, gid) = os_user_ids(user);
+        for path in [&crt, &key] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown {} to {user}: {e}", path.display()));
+        }
+    }
+    crt
+}
+// --- end of end-to-end helpers ---

@@ -1,6 +1,7 @@
-//! The demo: a throwaway bastion (real sshd) and database (real PostgreSQL) on loopback, a
-//! tunnel through the bastion with `forwarder -N -L` (or OpenSSH's `ssh`, to compare), and a
-//! SQL query through the tunnel. Run by `scripts/demo`; everything is torn down at the end.
+//! The demo: a throwaway bastion (real sshd) and database (real PostgreSQL, or MariaDB with
+//! `--mysql`) on loopback, a tunnel through the bastion with `forwarder -N -L` (or OpenSSH's
+//! `ssh`, to compare), and a SQL query through the tunnel. Run by `scripts/demo`; everything
+//! is torn down at the end.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,21 +9,25 @@ use std::time::{Duration, Instant};
 
 use ssh_interop_tests::client::READY_TIMEOUT;
 use ssh_interop_tests::postgres::CUSTOMERS_QUERY;
-use ssh_interop_tests::{ClientKind, KeyKind, Postgres, Sshd, TunnelBuilder, UserKey, try_psql};
+use ssh_interop_tests::{
+    ClientKind, KeyKind, Mariadb, Postgres, Sshd, TunnelBuilder, UserKey, try_psql,
+};
 
 const USAGE: &str = "\
-usage: demo [--client forwarder|openssh] [--forwarder PATH] [--key KIND] [--full-log]
+usage: demo [--client forwarder|openssh] [--forwarder PATH] [--key KIND] [--mysql] [--full-log]
 
   --client      which SSH client makes the tunnel (default: forwarder)
   --forwarder   the forwarder binary (default: $FORWARDER_BIN, else next to this program)
   --key         user key type: rsa2048 rsa3072 rsa4096 ed25519 ecdsa256 ecdsa384 ecdsa521
                 (default: rsa4096)
+  --mysql       the database is MariaDB (the mariadb client queries it) instead of PostgreSQL
   --full-log    print the client's whole -v log instead of the interesting lines";
 
 struct Args {
     client: ClientKind,
     forwarder: Option<PathBuf>,
     key: KeyKind,
+    mysql: bool,
     full_log: bool,
 }
 
@@ -31,6 +36,7 @@ fn parse_args() -> Result<Args, String> {
         client: ClientKind::Forwarder,
         forwarder: None,
         key: KeyKind::Rsa4096,
+        mysql: false,
         full_log: false,
     };
     let mut it = std::env::args().skip(1);
@@ -56,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
                 let v = value()?;
                 args.key = KeyKind::parse(&v).ok_or_else(|| format!("unknown key kind {v:?}"))?;
             }
+            "--mysql" => args.mysql = true,
             "--full-log" => args.full_log = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -114,14 +121,7 @@ fn run(args: &Args) -> bool {
         );
     }
 
-    step("database: starting PostgreSQL");
-    let t = Instant::now();
-    let pg = Postgres::start();
-    println!(
-        "   listening on 127.0.0.1:{} (database appdb, role app; {:.1} s)",
-        pg.port(),
-        t.elapsed().as_secs_f64()
-    );
+    let db = Database::start(args.mysql);
 
     step("known_hosts: trusting the bastion's host keys");
     println!("   {}", sshd.known_hosts_path().display());
@@ -132,7 +132,7 @@ fn run(args: &Args) -> bool {
     step(&format!("tunnel: starting {}", args.client));
     let mut builder = TunnelBuilder::new(args.client, &sshd, &key)
         .verbose()
-        .forward_to(pg.port());
+        .forward_to(db.port());
     if let Some(path) = &args.forwarder {
         builder = builder.program(path);
     }
@@ -142,25 +142,28 @@ fn run(args: &Args) -> bool {
     println!(
         "   127.0.0.1:{} is forwarded to 127.0.0.1:{} after {} ms (process start to listening)",
         tunnel.local_port(),
-        pg.port(),
+        db.port(),
         ready.as_millis()
     );
 
-    step(&format!("query through the tunnel: {CUSTOMERS_QUERY}"));
+    step(&format!(
+        "query through the tunnel ({}): {CUSTOMERS_QUERY}",
+        db.client()
+    ));
     let t = Instant::now();
-    let answer = try_psql(tunnel.local_port(), CUSTOMERS_QUERY);
+    let answer = db.query(tunnel.local_port());
     let ok = match &answer {
         Ok(rows) => {
             println!("   {} ms", t.elapsed().as_millis());
             println!("   id | name");
             for row in rows.lines() {
-                let (id, name) = row.split_once('|').unwrap_or((row, ""));
+                let (id, name) = row.split_once(['|', '\t']).unwrap_or((row, ""));
                 println!("   {id:>2} | {name}");
             }
             true
         }
         Err(e) => {
-            println!("   psql failed: {e}");
+            println!("   {} failed: {e}", db.client());
             false
         }
     };
@@ -198,11 +201,76 @@ fn run(args: &Args) -> bool {
         status.map_or("killed".to_owned(), |s| s.to_string())
     );
     drop(tunnel);
-    drop(pg);
+    let name = db.name();
+    drop(db);
     drop(sshd);
-    println!("   PostgreSQL and sshd stopped, temp dirs removed");
+    println!("   {name} and sshd stopped, temp dirs removed");
     println!("\n{}", if ok { "demo OK" } else { "demo FAILED" });
     ok
+}
+
+/// The database behind the bastion.
+enum Database {
+    Postgres(Postgres),
+    Mariadb(Mariadb),
+}
+
+impl Database {
+    /// Starts PostgreSQL, or MariaDB with the same `appdb.customers` table when `mysql`.
+    fn start(mysql: bool) -> Database {
+        let t = Instant::now();
+        let db = if mysql {
+            step("database: starting MariaDB");
+            let db = Mariadb::start();
+            db.create_app_database();
+            Database::Mariadb(db)
+        } else {
+            step("database: starting PostgreSQL");
+            Database::Postgres(Postgres::start())
+        };
+        let who = match db {
+            Database::Postgres(_) => "role app",
+            Database::Mariadb(_) => "user app",
+        };
+        println!(
+            "   listening on 127.0.0.1:{} (database appdb, {who}; {:.1} s)",
+            db.port(),
+            t.elapsed().as_secs_f64()
+        );
+        db
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Database::Postgres(pg) => pg.port(),
+            Database::Mariadb(db) => db.port(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Database::Postgres(_) => "PostgreSQL",
+            Database::Mariadb(_) => "MariaDB",
+        }
+    }
+
+    /// The client program that queries it.
+    fn client(&self) -> &'static str {
+        match self {
+            Database::Postgres(_) => "psql",
+            Database::Mariadb(_) => "mariadb",
+        }
+    }
+
+    /// The customers, through 127.0.0.1:`port`: `id|name` or `id<TAB>name` lines.
+    fn query(&self, port: u16) -> Result<String, String> {
+        match self {
+            Database::Postgres(_) => try_psql(port, CUSTOMERS_QUERY),
+            Database::Mariadb(_) => {
+                ssh_interop_tests::mariadb::try_query_tcp(port, &[], CUSTOMERS_QUERY)
+            }
+        }
+    }
 }
 
 /// The log lines that tell the story: versions, negotiated algorithms, host key check,
