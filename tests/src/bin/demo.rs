@@ -187,6 +187,11 @@ fn run(args: &Args) -> bool {
     }
 
     step("bastion's view");
+    // sshd may write its channel line a moment after the query has its answer.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while ok && !sshd.log().contains("server_request_direct_tcpip") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for line in sshd.log().lines().filter(|l| {
         l.starts_with("Accepted publickey") || l.contains("server_request_direct_tcpip")
     }) {
