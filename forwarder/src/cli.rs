@@ -31,6 +31,7 @@ mod config;
 mod destination;
 mod env;
 mod forward;
+mod jump;
 pub mod keygen;
 #[cfg(test)]
 mod tests;
@@ -80,6 +81,10 @@ pub struct Options {
     pub default_identity_files: bool,
     /// `-L` and `LocalForward`, in command-line order.
     pub local_forwards: Vec<LocalForward>,
+    /// `-J` / `ProxyJump`: the jump hosts, outermost first; empty for none.
+    pub proxy_jump: Vec<JumpHost>,
+    /// `-W host:port`: standard input and output forwarded there instead of listening.
+    pub stdio_forward: Option<(String, u16)>,
     /// How much to log.
     pub log_level: LogLevel,
     /// known_hosts files to read; new keys are recorded in the first. Empty for
@@ -164,6 +169,29 @@ impl Options {
     /// The file new host keys are recorded in (the first known_hosts file), if any.
     pub fn known_hosts_record_file(&self) -> Option<&std::path::Path> {
         self.user_known_hosts_files.first().map(PathBuf::as_path)
+    }
+}
+
+/// One jump host of `-J` / `ProxyJump`, its user and port defaulted as ssh does (its own
+/// `user@`, else the local user; its own `:port`, else 22: never the destination's).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct JumpHost {
+    /// Who to log in as.
+    pub user: String,
+    /// The host, lowercased, as connected to and looked up in known_hosts.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+}
+
+impl fmt::Display for JumpHost {
+    /// `user@host:port`, IPv6 literals in brackets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}@[{}]:{}", self.user, self.host, self.port)
+        } else {
+            write!(f, "{}@{}:{}", self.user, self.host, self.port)
+        }
     }
 }
 
@@ -583,6 +611,16 @@ options:
   -p port        server port (default 22)
   -l user        user to log in as (default: the local user name)
   -i file        private key to try; repeatable (default ~/.ssh/id_ed25519, ~/.ssh/id_rsa)
+  -J [user@]host[:port][,...]
+                 reach the server through these jump hosts, outermost first (as ProxyJump;
+                 none for none). Each hop logs in as its own user@ (default: the local user,
+                 not -l) on its own :port (default 22, not -p), with the same keys and
+                 known_hosts files; each host key is checked under the hop's own name. A lost
+                 hop reconnects the whole chain; the local ports stay bound.
+  -W host:port   forward standard input and output to host:port through the server instead
+                 of listening (no -L), for use as another tool's ProxyCommand:
+                 ssh -o ProxyCommand='forwarder -W %h:%p bastion' db-host. Ends when the
+                 connection closes; logs go to standard error only.
   -o Key=Value   an ssh_config setting; see below
   -N             accepted for ssh compatibility: forwarder never runs commands
   -v             more logging; repeat for more (-vvv)
@@ -598,6 +636,7 @@ options:
 
 -o settings (keys are case-insensitive, the first value given wins, as in ssh):
   Port, User, HostName, IdentityFile, UserKnownHostsFile (space-separated list, or none),
+  ProxyJump (as -J),
   StrictHostKeyChecking (yes, accept-new, no; ask is treated as yes since forwarder never
   asks about host keys), Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms,
   PubkeyAcceptedAlgorithms, ConnectTimeout, ServerAliveInterval, ServerAliveCountMax,
@@ -686,6 +725,8 @@ struct Parsed {
     hostname: Option<String>,
     identity_files: Vec<String>,
     local_forwards: Vec<LocalForward>,
+    proxy_jump: Option<Vec<jump::JumpSpec>>,
+    stdio_forward: Option<(String, u16)>,
     flag_log_level: Option<LogLevel>,
     seen_v: bool,
     log_level: Option<LogLevel>,
@@ -860,7 +901,7 @@ impl Parsed {
                 '6' => self.flag_address_family = Some(AddressFamily::Inet6),
                 'V' => return Ok(Some(Scanned::Version)),
                 'h' => return Ok(Some(Scanned::Help)),
-                'p' | 'l' | 'i' | 'L' | 'o' | 'c' | 'm' | 'Q' => {
+                'p' | 'l' | 'i' | 'L' | 'o' | 'c' | 'm' | 'Q' | 'J' | 'W' => {
                     let attached = cluster.get(at + letter.len_utf8()..).unwrap_or_default();
                     let value = if attached.is_empty() {
                         rest.next()
@@ -915,6 +956,20 @@ impl Parsed {
                 self.identity_files.push(value.to_owned());
             }
             'L' => self.local_forwards.push(forward::parse_dash_l(value)?),
+            'J' => {
+                let hops = jump::parse_list(value, "-J")?;
+                set_first(&mut self.proxy_jump, hops);
+            }
+            'W' => {
+                if self.stdio_forward.is_some() {
+                    return Err(CliError::BadValue {
+                        key: "-W".into(),
+                        value: value.to_owned(),
+                        expected: "a single -W: standard input and output go to one place",
+                    });
+                }
+                self.stdio_forward = Some(jump::parse_stdio_forward(value)?);
+            }
             'c' => {
                 // As in ssh, -c replaces any Ciphers setting, wherever it appears.
                 self.flag_ciphers = Some(config::algorithm_list(value, "-c")?);
@@ -938,6 +993,8 @@ fn example_for(letter: char) -> &'static str {
         'c' => "-c aes256-gcm@openssh.com",
         'm' => "-m hmac-sha2-256-etm@openssh.com",
         'Q' => "-Q cipher",
+        'J' => "-J user@jump1:2222,jump2",
+        'W' => "-W db.internal:5432",
         _ => "-o StrictHostKeyChecking=accept-new",
     }
 }
@@ -947,8 +1004,6 @@ fn unsupported_reason(letter: char) -> Option<&'static str> {
     Some(match letter {
         'R' => "remote forwarding is not supported; forwarder only does -L",
         'D' => "dynamic (SOCKS) forwarding is not supported; forwarder only does -L",
-        'W' => "forwarding standard input and output is not supported; use -L",
-        'J' => "jump hosts are not supported yet",
         'F' => "ssh_config files are not read; give settings with -o Key=Value",
         'f' => "forwarder stays in the foreground; run it under a service manager instead",
         't' => "forwarder never allocates a terminal",

@@ -21,7 +21,7 @@ use ssh_transport::kex::KexAlgorithm;
 use ssh_transport::mac;
 
 use crate::algorithms;
-use crate::cli::{AddressFamily, LocalForward, Options};
+use crate::cli::{AddressFamily, JumpHost, LocalForward, Options};
 use crate::session::ServerAlive;
 
 /// The handshake limit when ConnectTimeout is not given.
@@ -73,6 +73,10 @@ pub struct SessionSpec {
     pub port: u16,
     /// Who to log in as.
     pub user: String,
+    /// `-J` / `ProxyJump`: the jump hosts, outermost first. Each session after the first runs
+    /// over a `direct-tcpip` channel of the one before; all of them use this spec's identities,
+    /// known_hosts, algorithms and keepalives.
+    pub jump: Vec<JumpHost>,
     /// Transport algorithms and limits (host key algorithms before the per-host reordering
     /// each attempt does from known_hosts).
     pub transport: ClientConfig,
@@ -91,9 +95,15 @@ pub struct SessionSpec {
 }
 
 impl SessionSpec {
-    /// `user@host:port`, for logs.
+    /// `user@host:port`, for logs; with jump hosts, `user@host:port via jump1,jump2`.
     pub fn label(&self) -> String {
-        format!("{}@{}:{}", self.user, self.host, self.port)
+        let mut label = format!("{}@{}:{}", self.user, self.host, self.port);
+        if !self.jump.is_empty() {
+            let hops: Vec<String> = self.jump.iter().map(ToString::to_string).collect();
+            label.push_str(" via ");
+            label.push_str(&hops.join(","));
+        }
+        label
     }
 }
 
@@ -121,6 +131,7 @@ impl TunnelConfig {
                 host: opts.destination_host.clone(),
                 port: opts.port,
                 user: opts.user.clone(),
+                jump: opts.proxy_jump.clone(),
                 transport,
                 server_alive: opts.server_alive_interval.map(|interval| ServerAlive {
                     interval,

@@ -13,7 +13,7 @@ use ssh_transport::random::OsRandom;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use crate::cli::{self, BindTarget};
+use crate::cli::{self, BindTarget, JumpHost};
 use crate::config::{self, SessionSpec};
 use crate::driver::{self, HostKeyVerifier};
 use crate::known_hosts::{self, Decision, KnownHosts};
@@ -231,30 +231,28 @@ impl std::fmt::Debug for SshConnector {
 }
 
 impl SshConnector {
-    async fn start(&self) -> Result<Connected, ConnectError> {
+    /// A session to `hop` over `stream`, its host key checked under the hop's own name.
+    fn start_hop<S>(
+        &self,
+        stream: S,
+        hop: &JumpHost,
+        known: &KnownHosts,
+    ) -> Result<(crate::driver::SessionHandle, driver::Driver<S>), ConnectError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let spec = &self.spec;
         let opts = &spec.options;
-        let started = Instant::now();
-        // Read each time: a host key that is no longer trusted is not trusted on reconnect.
-        let (known, warnings) =
-            KnownHosts::load(&opts.user_known_hosts_files).map_err(known_hosts_error)?;
-        for w in warnings {
-            warn!("{w}");
-        }
-        let known_types = known.known_key_types(&spec.host, spec.port);
+        let known_types = known.known_key_types(&hop.host, hop.port);
         let transport = config::prefer_known_host_key_types(spec.transport.clone(), &known_types);
         // Certificates' validity is judged by this clock; the auth crate has none.
-        let auth = userauth::auth_config(opts, self.identities.clone(), unix_now())
+        let mut auth = userauth::auth_config(opts, self.identities.clone(), unix_now())
             .map_err(ConnectError::Permanent)?;
-        let stream = connect(spec).await?;
-        debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "connected"
-        );
+        auth.user.clone_from(&hop.user);
         let verifier = Arc::new(KnownHostsVerifier {
-            known,
-            host: spec.host.clone(),
-            port: spec.port,
+            known: known.clone(),
+            host: hop.host.clone(),
+            port: hop.port,
             policy: opts.strict_host_key_checking,
             record_file: opts.known_hosts_record_file().map(Path::to_path_buf),
             hash: opts.hash_known_hosts,
@@ -269,13 +267,186 @@ impl SshConnector {
             Box::new(OsRandom),
             Instant::now(),
         );
-        let (handle, driver) =
-            driver::start_with_auth(stream, session, verifier, self.helper.clone());
+        Ok(driver::start_with_auth(
+            stream,
+            session,
+            verifier,
+            self.helper.clone(),
+        ))
+    }
+
+    async fn start(&self) -> Result<Connected, ConnectError> {
+        let spec = &self.spec;
+        let opts = &spec.options;
+        let started = Instant::now();
+        // Read each time: a host key that is no longer trusted is not trusted on reconnect.
+        let (known, warnings) =
+            KnownHosts::load(&opts.user_known_hosts_files).map_err(known_hosts_error)?;
+        for w in warnings {
+            warn!("{w}");
+        }
+        let destination = JumpHost {
+            user: spec.user.clone(),
+            host: spec.host.clone(),
+            port: spec.port,
+        };
+        let first = spec.jump.first().unwrap_or(&destination);
+        let stream = connect(spec, &first.host, first.port).await?;
+        debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "connected"
+        );
+        let Some((outermost, inner_jumps)) = spec.jump.split_first() else {
+            let (handle, driver) = self.start_hop(stream, &destination, &known)?;
+            return Ok(Connected {
+                handle,
+                driver: Box::pin(driver),
+            });
+        };
+        // Jump hosts: each hop's driver runs in a task of its own, aborted with the chain;
+        // each session after the first runs over a direct-tcpip channel of the one before.
+        let mut chain = JumpChain::default();
+        let (handle, driver) = self.start_hop(stream, outermost, &known)?;
+        chain.push(outermost, handle, tokio::spawn(driver));
+        self.hop_up(&chain).await?;
+        for hop in inner_jumps {
+            let channel = chain.open_next(hop).await?;
+            let (handle, driver) = self.start_hop(channel, hop, &known)?;
+            chain.push(hop, handle, tokio::spawn(driver));
+            self.hop_up(&chain).await?;
+        }
+        let channel = chain.open_next(&destination).await?;
+        let (handle, driver) = self.start_hop(channel, &destination, &known)?;
         Ok(Connected {
             handle,
-            driver: Box::pin(driver),
+            driver: Box::pin(chain.run_with(driver)),
         })
     }
+
+    /// Waits until the chain's innermost hop has authenticated; its failure names the hop.
+    async fn hop_up(&self, chain: &JumpChain) -> Result<(), ConnectError> {
+        let Some((label, handle, _)) = chain.hops.last() else {
+            return Ok(());
+        };
+        let limit = self
+            .spec
+            .transport
+            .handshake_timeout
+            .unwrap_or(config::DEFAULT_HANDSHAKE_TIMEOUT);
+        let result = match tokio::time::timeout(limit, handle.authenticated()).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(ConnectError::Network(format!(
+                    "jump host {label}: no login within {} s",
+                    limit.as_secs()
+                )));
+            }
+        };
+        result.map_err(|e| {
+            let message = format!("jump host {label}: {}", self.describe(&e));
+            if crate::supervisor::is_permanent(&e) {
+                ConnectError::Permanent(message)
+            } else {
+                ConnectError::Network(message)
+            }
+        })
+    }
+}
+
+/// The outer sessions of a jump chain, outermost first: their handles and driver tasks.
+#[derive(Default)]
+struct JumpChain {
+    hops: Vec<(String, crate::driver::SessionHandle, HopTask)>,
+}
+
+/// The task running one outer hop's driver.
+type HopTask = tokio::task::JoinHandle<Result<(), SessionError>>;
+
+impl JumpChain {
+    fn push(&mut self, hop: &JumpHost, handle: crate::driver::SessionHandle, task: HopTask) {
+        self.hops.push((hop.to_string(), handle, task));
+    }
+
+    /// A `direct-tcpip` channel from the innermost hop so far to `next`.
+    async fn open_next(
+        &self,
+        next: &JumpHost,
+    ) -> Result<crate::driver::ChannelStream, ConnectError> {
+        let Some((label, handle, _)) = self.hops.last() else {
+            return Err(ConnectError::Permanent("no jump host to go through".into()));
+        };
+        handle
+            .open_direct_tcpip(&next.host, next.port, "127.0.0.1", 0)
+            .await
+            .map_err(|e| {
+                ConnectError::Network(format!(
+                    "jump host {label}: cannot connect to {}:{}: {e}",
+                    next.host, next.port
+                ))
+            })
+    }
+
+    /// Runs the innermost session's driver while the outer hops run in their tasks: it ends
+    /// when the innermost session ends or any outer hop does (which takes the inner ones'
+    /// transport with it), then says goodbye to the outer hops and stops their tasks.
+    async fn run_with<F>(mut self, inner: F) -> Result<(), SessionError>
+    where
+        F: std::future::Future<Output = Result<(), SessionError>>,
+    {
+        let outer_ended = async {
+            let ends = self.hops.iter().map(|(label, handle, _)| {
+                Box::pin(async move { (label.clone(), handle.ended().await) })
+            });
+            futures_select_all(ends).await
+        };
+        let result = tokio::select! {
+            r = inner => r,
+            (label, e) = outer_ended => {
+                warn!("jump host {label}: session ended: {e}");
+                Err(SessionError::Transport(ssh_transport::Error::ConnectionLost))
+            }
+        };
+        // Innermost first, so each DISCONNECT still has a transport to leave by.
+        // (Dropped half-way, the chain's Drop aborts the tasks left.)
+        while let Some((_, handle, mut task)) = self.hops.pop() {
+            handle.disconnect("forwarder exiting");
+            if tokio::time::timeout(Duration::from_secs(1), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+        result
+    }
+}
+
+impl Drop for JumpChain {
+    fn drop(&mut self) {
+        for (_, _, task) in &self.hops {
+            task.abort();
+        }
+    }
+}
+
+/// The first of `futures` to finish, with its output.
+async fn futures_select_all<F>(futures: impl Iterator<Item = F>) -> F::Output
+where
+    F: std::future::Future + Unpin,
+{
+    let mut futures: Vec<F> = futures.collect();
+    if futures.is_empty() {
+        return std::future::pending().await;
+    }
+    std::future::poll_fn(|cx| {
+        for f in futures.iter_mut() {
+            if let std::task::Poll::Ready(v) = std::pin::Pin::new(f).poll(cx) {
+                return std::task::Poll::Ready(v);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 impl Connector for SshConnector {
@@ -302,9 +473,7 @@ impl Connector for SshConnector {
 
 /// TCP to the bastion, with ConnectTimeout, TCP_NODELAY and (unless `TCPKeepAlive no`) TCP
 /// keepalive probes, which also keep NAT mappings alive on an idle tunnel.
-async fn connect(spec: &SessionSpec) -> Result<TcpStream, ConnectError> {
-    let host = spec.host.as_str();
-    let port = spec.port;
+async fn connect(spec: &SessionSpec, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
     let attempt = async {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await

@@ -59,6 +59,7 @@ pub mod prompt;
 pub mod session;
 pub mod shard;
 pub mod status;
+pub mod stdio;
 pub mod supervisor;
 pub mod tunnel;
 pub mod userauth;

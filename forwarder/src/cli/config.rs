@@ -16,7 +16,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
-     PreferredAuthentications, TCPKeepAlive, \
+     PreferredAuthentications, TCPKeepAlive, ProxyJump, \
      and forwarder's own PasswordFile, PasswordEnv, PassphraseFile, PassphraseEnv, Reconnect, \
      ReconnectBackoffMax and SessionWaitTimeout";
 
@@ -73,7 +73,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "permitremoteopen",
     "pkcs11provider",
     "proxycommand",
-    "proxyjump",
     "proxyusefdpass",
     "remotecommand",
     "remoteforward",
@@ -128,6 +127,10 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
             super::destination::check_host(&sample)
                 .map_err(|_| bad_value(key, name, "a host name or address"))?;
             set_first(&mut p.hostname, name.to_owned());
+        }
+        "proxyjump" => {
+            let hops = super::jump::parse_list(one(key, &args)?, key)?;
+            set_first(&mut p.proxy_jump, hops);
         }
         "identityfile" => p.identity_files.push(one(key, &args)?.to_owned()),
         "userknownhostsfile" => {

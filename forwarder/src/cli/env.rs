@@ -152,6 +152,23 @@ pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError>
         identity_files,
         default_identity_files,
         local_forwards: p.local_forwards,
+        // Jump hosts use their own user and port, never the destination's (as ssh).
+        proxy_jump: p
+            .proxy_jump
+            .unwrap_or_default()
+            .into_iter()
+            .map(|j| {
+                Ok(super::JumpHost {
+                    user: j
+                        .user
+                        .or_else(|| env.user.clone())
+                        .ok_or(CliError::NoUser)?,
+                    host: j.host.to_ascii_lowercase(),
+                    port: j.port.unwrap_or(22),
+                })
+            })
+            .collect::<Result<Vec<_>, CliError>>()?,
+        stdio_forward: p.stdio_forward,
         log_level: p.flag_log_level.or(p.log_level).unwrap_or_default(),
         user_known_hosts_files,
         strict_host_key_checking: p.strict.unwrap_or(StrictHostKeyChecking::Yes),

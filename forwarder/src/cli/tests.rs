@@ -395,12 +395,10 @@ fn unknown_and_unsupported_options_are_named() {
     for (flag, needle) in [
         ("-R", "remote forwarding"),
         ("-D", "SOCKS"),
-        ("-J", "jump hosts"),
         ("-F", "ssh_config files are not read"),
         ("-f", "foreground"),
         ("-t", "terminal"),
         ("-A", "agent forwarding"),
-        ("-W", "standard input"),
     ] {
         let e = err(&[flag, "x", "h"]);
         assert!(
@@ -519,9 +517,9 @@ fn unknown_and_unsupported_keys() {
         e.starts_with("unknown -o option 'Bogus'; forwarder takes Port, User"),
         "{e}"
     );
-    let e = err(&["-o", "ProxyJump=jump", "h"]);
+    let e = err(&["-o", "ControlMaster=auto", "h"]);
     assert!(
-        e.starts_with("-o ProxyJump is an OpenSSH option that forwarder does not support"),
+        e.starts_with("-o ControlMaster is an OpenSSH option that forwarder does not support"),
         "{e}"
     );
     assert!(err(&["-o", "remoteforward=1 h:2", "h"]).contains("-o remoteforward is an OpenSSH"));
@@ -981,4 +979,49 @@ fn preferred_authentications_is_a_list_with_a_method_we_have() {
         e.contains("PreferredAuthentications") && e.contains("keyboard-interactive"),
         "{e}"
     );
+}
+
+#[test]
+fn jump_hosts_keep_their_own_user_and_port_and_first_value_wins() {
+    let o = run(&[
+        "-J",
+        "alice@j1:2222,j2",
+        "-l",
+        "bob",
+        "-p",
+        "2200",
+        "db-bastion",
+    ]);
+    assert_eq!(
+        o.proxy_jump,
+        [
+            JumpHost {
+                user: "alice".into(),
+                host: "j1".into(),
+                port: 2222
+            },
+            // Not the destination's -l or -p: the local user and port 22, as ssh.
+            JumpHost {
+                user: "tester".into(),
+                host: "j2".into(),
+                port: 22
+            },
+        ]
+    );
+    assert_eq!((o.user.as_str(), o.port), ("bob", 2200));
+    let o = run(&["-o", "ProxyJump=none", "-J", "j1", "h"]);
+    assert!(o.proxy_jump.is_empty());
+    let o = run(&["-J", "J1", "-o", "ProxyJump=j2", "h"]);
+    assert_eq!(o.proxy_jump[0].host, "j1");
+    assert!(err(&["-J", "j1,,j2", "h"]).contains("jump hosts as [user@]host[:port]"));
+    assert!(err(&["-J"]).contains("-J user@jump1:2222,jump2"));
+}
+
+#[test]
+fn stdio_forward_takes_one_host_and_port() {
+    let o = run(&["-W", "db.internal:5432", "h"]);
+    assert_eq!(o.stdio_forward, Some(("db.internal".into(), 5432)));
+    assert!(o.local_forwards.is_empty());
+    assert!(err(&["-W", "db", "h"]).contains("-W"));
+    assert!(err(&["-W", "a:1", "-W", "b:2", "h"]).contains("a single -W"));
 }

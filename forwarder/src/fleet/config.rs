@@ -182,6 +182,7 @@ struct Settings {
     user: Option<Spanned<String>>,
     identity_file: Option<Spanned<Paths>>,
     known_hosts: Option<Spanned<Paths>>,
+    jump: Option<Spanned<Paths>>,
     probe: Option<Spanned<String>>,
     probe_user: Option<Spanned<String>>,
     probe_password_file: Option<Spanned<String>>,
@@ -200,6 +201,7 @@ struct TunnelDoc {
     user: Option<Spanned<String>>,
     identity_file: Option<Spanned<Paths>>,
     known_hosts: Option<Spanned<Paths>>,
+    jump: Option<Spanned<Paths>>,
     probe: Option<Spanned<String>>,
     probe_user: Option<Spanned<String>>,
     probe_password_file: Option<Spanned<String>>,
@@ -214,6 +216,7 @@ impl TunnelDoc {
             user: self.user.clone(),
             identity_file: self.identity_file.clone(),
             known_hosts: self.known_hosts.clone(),
+            jump: self.jump.clone(),
             probe: self.probe.clone(),
             probe_user: self.probe_user.clone(),
             probe_password_file: self.probe_password_file.clone(),
@@ -563,6 +566,25 @@ fn resolve(
         }
         args.push("-o".into());
         args.push(format!("UserKnownHostsFile={}", list.join(" ")));
+    }
+    // Jump hosts, outermost first: part of the session's arguments, so only tunnels through
+    // the same chain share a session.
+    if let Some(jump) = s.jump.as_ref().or(defaults.jump.as_ref()) {
+        let list = jump.get_ref().list();
+        if list.is_empty()
+            || list
+                .iter()
+                .any(|h| h.is_empty() || h.contains(|c: char| c.is_whitespace() || c == ','))
+        {
+            return Err((
+                Some(jump.span().start),
+                "key `jump`: expected [user@]host[:port] jump hosts, outermost first \
+                 (for example [\"user@jump1:2222\", \"jump2\"])"
+                    .into(),
+            ));
+        }
+        args.push("-J".into());
+        args.push(list.join(","));
     }
     let mut options: BTreeMap<String, Spanned<OptionValue>> = BTreeMap::new();
     for (k, v) in defaults.options.iter().flatten() {
