@@ -215,6 +215,11 @@ pub fn inferred_probe(port: u16) -> Option<ProbeKind> {
     }
 }
 
+/// Why a tunnel through jump hosts is refused: the stages test one TCP connection to the
+/// destination, which a jump chain does not make.
+const JUMP_NOT_CHECKED: &str = "check does not follow jump hosts (-J / ProxyJump / jump) yet; \
+     check the first jump host on its own, or run the tunnel with -v";
+
 /// Runs `forwarder check ...` (the arguments after `check`); returns the exit status.
 pub fn run(args: &[OsString]) -> i32 {
     let parsed = match parse_check_args(args) {
@@ -320,6 +325,9 @@ fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
                 (None, None) => None,
             };
             let mut config = t.config;
+            if !config.session.jump.is_empty() {
+                return Err(format!("tunnel {:?}: {JUMP_NOT_CHECKED}", t.name));
+            }
             if config.session.connect_timeout.is_none() {
                 config.session.connect_timeout = Some(DEFAULT_TIMEOUT);
             }
@@ -342,6 +350,12 @@ fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
         eprintln!("forwarder: warning: {w}");
     }
     let mut config = TunnelConfig::from_options(&opts).map_err(|e| e.0)?;
+    if !config.session.jump.is_empty() {
+        return Err(JUMP_NOT_CHECKED.into());
+    }
+    if opts.stdio_forward.is_some() {
+        return Err("check tests -L forwards; -W is not checked".into());
+    }
     if config.forwards.is_empty() {
         return Err("give at least one -L port:host:hostport to check".into());
     }

@@ -571,10 +571,10 @@ fn resolve(
     // the same chain share a session.
     if let Some(jump) = s.jump.as_ref().or(defaults.jump.as_ref()) {
         let list = jump.get_ref().list();
-        if list.is_empty()
-            || list
-                .iter()
-                .any(|h| h.is_empty() || h.contains(|c: char| c.is_whitespace() || c == ','))
+        // `jump = []` (or "none") in a tunnel turns off the jump hosts of [defaults].
+        if list
+            .iter()
+            .any(|h| h.is_empty() || h.contains(|c: char| c.is_whitespace() || c == ','))
         {
             return Err((
                 Some(jump.span().start),
@@ -584,7 +584,11 @@ fn resolve(
             ));
         }
         args.push("-J".into());
-        args.push(list.join(","));
+        args.push(if list.is_empty() {
+            "none".into()
+        } else {
+            list.join(",")
+        });
     }
     let mut options: BTreeMap<String, Spanned<OptionValue>> = BTreeMap::new();
     for (k, v) in defaults.options.iter().flatten() {

@@ -267,3 +267,37 @@ fn ipv6_and_localhost_locals() {
     );
     assert!(e.contains("already the local address"), "{e}");
 }
+
+#[test]
+fn jump_hosts_are_dash_j_and_decide_whether_sessions_are_shared() {
+    let tunnel = |name: &str, port: u16, extra: &str| {
+        format!(
+            "[[tunnel]]\nname = \"{name}\"\nbastion = \"u@b\"\nlocal = \"127.0.0.1:{port}\"\nremote = \"db:{port}\"\n{extra}\n"
+        )
+    };
+    let c = parse_ok(&format!(
+        "[defaults]\njump = [\"j1user@j1:2222\", \"j2\"]\n{}{}{}{}",
+        tunnel("a", 1, ""),
+        tunnel("b", 2, ""),
+        tunnel("c", 3, "jump = \"j1user@j1:2222\""),
+        tunnel("d", 4, "jump = []"),
+    ));
+    let t = &c.tunnels;
+    assert_eq!(
+        t[0].session_args, t[1].session_args,
+        "same chain, one session"
+    );
+    assert_ne!(t[0].session_args, t[2].session_args);
+    let hops: Vec<String> = t[0]
+        .config
+        .session
+        .jump
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(hops, ["j1user@j1:2222", "tester@j2:22"]);
+    assert_eq!(t[0].config.session.user, "u");
+    assert_eq!(t[2].config.session.jump.len(), 1);
+    assert!(t[3].config.session.jump.is_empty());
+    assert!(parse_err(&tunnel("e", 5, "jump = [\"a b\"]")).contains("key `jump`"));
+}
