@@ -193,7 +193,13 @@ impl TunnelConfigBuilder {
     /// Checks the settings and resolves them into a configuration.
     pub fn build(self) -> Result<TunnelConfig, ConfigError> {
         // The first value of a setting wins, so BatchMode comes first.
-        let mut args: Vec<String> = vec!["-o".into(), "BatchMode=yes".into()];
+        // No ssh_config file: an embedded tunnel is configured by its builder alone.
+        let mut args: Vec<String> = vec![
+            "-F".into(),
+            "none".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+        ];
         for (key, value) in &self.options {
             args.push("-o".into());
             args.push(format!("{key}={value}"));

@@ -28,6 +28,7 @@ pub mod kex_replies;
 pub mod known_hosts;
 pub mod probe_replies;
 pub mod seeds;
+pub mod ssh_config;
 pub mod transport_client;
 pub mod transport_deframer;
 pub mod transport_messages;
@@ -50,4 +51,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("kex_replies", kex_replies::run),
     ("probe_replies", probe_replies::run),
     ("fleet_config", fleet_config::run),
+    ("ssh_config", ssh_config::run),
 ];

@@ -86,6 +86,9 @@ pub fn all() -> Vec<Seed> {
     for (name, data) in crate::probe_replies::seeds() {
         add("probe_replies", &name, data);
     }
+    for (name, data) in crate::ssh_config::seeds() {
+        add("ssh_config", &name, data);
+    }
     for (name, data) in fleet_files() {
         add("fleet_config", &name, data);
     }

@@ -1,0 +1,626 @@
+//! ssh_config files: `~/.ssh/config`, or the file `-F` names (`-F none` reads nothing).
+//!
+//! ```text
+//!  file ──lines──> Host / Match ──> is the block active?
+//!                  Include ──> the named files (globs, ~/.ssh-relative), same rules, depth-bounded
+//!                  Key Value ──> config::apply (what -o Key=Value does; first value wins)
+//! ```
+//!
+//! Only the user's file is read (the system-wide one is not). The command line is scanned
+//! first, so its values win over the file's; in the file the first value obtained wins. A
+//! setting forwarder does not implement is skipped (and noted for `-v`); a bad value for one
+//! it implements is an error naming the file and line. Lines of inactive blocks are checked
+//! too, as ssh does, but change nothing.
+
+use std::path::{Path, PathBuf};
+
+use super::config::{self, split_key_value, split_words};
+use super::{CliError, Environment, Parsed};
+
+/// The largest config file read.
+pub(super) const MAX_FILE_BYTES: u64 = 1 << 20;
+/// How deep `Include` may nest (OpenSSH's limit too).
+pub(super) const MAX_DEPTH: usize = 16;
+/// How many files one run may read, includes counted.
+pub(super) const MAX_FILES: usize = 256;
+
+/// Reads the user's config file into `p`: `-F file`, or `~/.ssh/config` if it exists.
+pub(super) fn apply_user_config(p: &mut Parsed, env: &Environment) -> Result<(), CliError> {
+    let (path, required) = match p.config_file.as_deref() {
+        Some(f) if f.eq_ignore_ascii_case("none") => return Ok(()),
+        Some(f) => (PathBuf::from(f), true),
+        None => match &env.home {
+            Some(home) => (home.join(".ssh").join("config"), false),
+            None => return Ok(()),
+        },
+    };
+    let text = match crate::files::read_text_bounded(&path, MAX_FILE_BYTES) {
+        Ok(t) => t,
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(CliError::ConfigFile {
+                file: path.display().to_string(),
+                line: None,
+                message: format!("cannot read it: {e}"),
+            });
+        }
+    };
+    let mut reader = Reader {
+        env,
+        follow_includes: true,
+        files: 1,
+    };
+    let mut active = true;
+    reader.text(p, &path.display().to_string(), &text, 0, &mut active, false)
+}
+
+/// Reads `text` as the user's config file (`name` is used in messages), without following
+/// `Include` lines: for tests and fuzzing, where no file may be opened.
+pub(super) fn apply_text(
+    p: &mut Parsed,
+    env: &Environment,
+    name: &str,
+    text: &str,
+) -> Result<(), CliError> {
+    let mut reader = Reader {
+        env,
+        follow_includes: false,
+        files: 1,
+    };
+    let mut active = true;
+    reader.text(p, name, text, 0, &mut active, false)
+}
+
+struct Reader<'a> {
+    env: &'a Environment,
+    follow_includes: bool,
+    files: usize,
+}
+
+impl Reader<'_> {
+    /// One file's lines. `active` is whether the current block applies; `never_match` is set
+    /// for a file included from an inactive block, where no `Host` or `Match` can apply.
+    fn text(
+        &mut self,
+        p: &mut Parsed,
+        name: &str,
+        text: &str,
+        depth: usize,
+        active: &mut bool,
+        never_match: bool,
+    ) -> Result<(), CliError> {
+        for (n, raw) in text.lines().enumerate() {
+            let at = |message: String| CliError::ConfigFile {
+                file: name.to_owned(),
+                line: Some(n + 1),
+                message,
+            };
+            let line = strip_comment(raw.trim_matches(|c: char| c.is_ascii_whitespace()));
+            if line.is_empty() {
+                continue;
+            }
+            let Some((key, value)) = split_key_value(line) else {
+                return Err(at(if line.starts_with('=') {
+                    "a line must start with a keyword".into()
+                } else {
+                    format!("{line} needs a value")
+                }));
+            };
+            let words = split_words(value).ok_or_else(|| at("a quote is not closed".into()))?;
+            if words.is_empty() {
+                return Err(at(format!("{key} needs a value")));
+            }
+            let where_ = format!("{name} line {}", n + 1);
+            match key.to_ascii_lowercase().as_str() {
+                "host" => *active = !never_match && host_matches(&p.host_lower(), &words),
+                "match" => {
+                    let m = self.match_line(p, &words, &where_).map_err(at)?;
+                    *active = !never_match && m;
+                }
+                "include" => {
+                    if !self.follow_includes {
+                        p.notes
+                            .push(format!("{where_}: Include is not followed here; skipped"));
+                        continue;
+                    }
+                    let before = *active;
+                    for word in &words {
+                        for file in self.include_paths(word).map_err(at)? {
+                            if depth + 1 > MAX_DEPTH {
+                                return Err(at(format!(
+                                    "Include nests deeper than {MAX_DEPTH} files"
+                                )));
+                            }
+                            self.files += 1;
+                            if self.files > MAX_FILES {
+                                return Err(at(format!(
+                                    "more than {MAX_FILES} files are included"
+                                )));
+                            }
+                            let shown = file.display().to_string();
+                            let text = crate::files::read_text_bounded(&file, MAX_FILE_BYTES)
+                                .map_err(|e| at(format!("cannot read {shown}: {e}")))?;
+                            self.text(p, &shown, &text, depth + 1, active, !before)?;
+                            *active = before;
+                        }
+                    }
+                }
+                _ => {
+                    let mut scratch = Parsed::default();
+                    let target = if *active { &mut *p } else { &mut scratch };
+                    match config::apply(target, line) {
+                        Ok(()) => {}
+                        Err(CliError::UnsupportedKey { .. }) => p.notes.push(format!(
+                            "{where_}: {key} is not supported by forwarder; ignored"
+                        )),
+                        Err(CliError::UnknownKey { .. }) => p
+                            .notes
+                            .push(format!("{where_}: unknown keyword {key}; ignored")),
+                        Err(e) => return Err(at(e.to_string())),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every criterion of a `Match` line holds. Criteria forwarder cannot evaluate
+    /// never match (and are noted); an unknown criterion is an error, as in ssh.
+    fn match_line(&self, p: &mut Parsed, words: &[String], where_: &str) -> Result<bool, String> {
+        let mut all = true;
+        let mut words = words.iter();
+        while let Some(word) = words.next() {
+            let (negated, attr) = match word.strip_prefix('!') {
+                Some(a) => (true, a),
+                None => (false, word.as_str()),
+            };
+            let lower = attr.to_ascii_lowercase();
+            let unsupported = |p: &mut Parsed| {
+                p.notes.push(format!(
+                    "{where_}: Match {attr} is not supported by forwarder; the block does not apply"
+                ));
+            };
+            let hit = match lower.as_str() {
+                "all" => true,
+                "canonical" | "final" => {
+                    unsupported(p);
+                    all = false;
+                    continue;
+                }
+                "host" | "originalhost" | "user" | "localuser" | "exec" | "localnetwork"
+                | "tagged" | "command" | "version" | "sessiontype" | "localport" => {
+                    let Some(arg) = words.next() else {
+                        return Err(format!("Match {attr} needs a value"));
+                    };
+                    match lower.as_str() {
+                        "host" => pattern_list(&p.match_host(), &arg.to_ascii_lowercase()),
+                        "originalhost" => pattern_list(&p.host_lower(), &arg.to_ascii_lowercase()),
+                        "user" => {
+                            let user = p.user.clone().or_else(|| self.env.user.clone());
+                            user.is_some_and(|u| pattern_list(&u, arg))
+                        }
+                        "localuser" => self.env.user.as_ref().is_some_and(|u| pattern_list(u, arg)),
+                        _ => {
+                            unsupported(p);
+                            all = false;
+                            continue;
+                        }
+                    }
+                }
+                _ => return Err(format!("unknown Match criterion '{attr}'")),
+            };
+            all &= hit != negated;
+        }
+        Ok(all)
+    }
+
+    /// The files one `Include` word names: `~` expanded, relative to `~/.ssh`, globbed,
+    /// sorted. A name that matches nothing is skipped, as in ssh.
+    fn include_paths(&self, word: &str) -> Result<Vec<PathBuf>, String> {
+        let home = || {
+            self.env
+                .home
+                .clone()
+                .ok_or_else(|| format!("cannot expand '~' in Include {word}: $HOME is not set"))
+        };
+        let path = if word == "~" {
+            home()?
+        } else if let Some(rest) = word.strip_prefix("~/") {
+            home()?.join(rest)
+        } else if word.starts_with('/') {
+            PathBuf::from(word)
+        } else if word.starts_with('~') {
+            return Err(format!("Include {word}: only ~ and ~/ are understood"));
+        } else {
+            home()?.join(".ssh").join(word)
+        };
+        Ok(glob(&path))
+    }
+}
+
+impl Parsed {
+    fn host_lower(&self) -> String {
+        self.host
+            .as_deref()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    }
+
+    /// What `Match host` compares: `HostName` (with `%h` filled in) if set so far, else the
+    /// destination's host.
+    fn match_host(&self) -> String {
+        let host = self.host_lower();
+        match &self.hostname {
+            Some(name) => super::env::expand_hostname(name, &host).to_ascii_lowercase(),
+            None => host,
+        }
+    }
+}
+
+/// Cuts a comment that starts a word (`Port 22 # note`); `#` inside a word or quotes stays.
+fn strip_comment(line: &str) -> &str {
+    if line.starts_with('#') {
+        return "";
+    }
+    let mut quote = None;
+    let mut prev_blank = false;
+    for (i, c) in line.char_indices() {
+        match (c, quote) {
+            ('"' | '\'', None) => quote = Some(c),
+            (c, Some(q)) if c == q => quote = None,
+            ('#', None) if prev_blank => return line.get(..i).unwrap_or(line).trim_end(),
+            _ => {}
+        }
+        prev_blank = c == ' ' || c == '\t';
+    }
+    line
+}
+
+/// A `Host` line: some pattern matches and no negated one does.
+fn host_matches(host: &str, words: &[String]) -> bool {
+    let mut hit = false;
+    for word in words {
+        let (negated, pattern) = match word.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, word.as_str()),
+        };
+        if wildcard(&pattern.to_ascii_lowercase(), host) {
+            if negated {
+                return false;
+            }
+            hit = true;
+        }
+    }
+    hit
+}
+
+/// A comma-separated pattern list (`a*,!ab`): some pattern matches and no negated one does.
+pub(super) fn pattern_list(text: &str, list: &str) -> bool {
+    let mut hit = false;
+    for pattern in list.split(',') {
+        let (negated, pattern) = match pattern.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, pattern),
+        };
+        if wildcard(pattern, text) {
+            if negated {
+                return false;
+            }
+            hit = true;
+        }
+    }
+    hit
+}
+
+/// `*` matches any run of characters, `?` any one; everything else matches itself.
+pub(super) fn wildcard(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    // Where the last `*` was, and the text position it currently stands for the end of.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || Some(&c) == t.get(ti) => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+}
+
+/// The regular files a path with `*` and `?` in any component names, sorted; a path
+/// without wildcards names itself if it exists. Hidden entries match only a pattern that
+/// starts with `.`.
+fn glob(path: &Path) -> Vec<PathBuf> {
+    let mut found = vec![PathBuf::new()];
+    for part in path.components() {
+        let text = part.as_os_str().to_string_lossy();
+        if !text.contains(['*', '?']) {
+            for f in &mut found {
+                f.push(part);
+            }
+            continue;
+        }
+        let mut next = Vec::new();
+        for dir in &found {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut names: Vec<String> = entries
+                .take(4 * MAX_FILES)
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| (text.starts_with('.') || !n.starts_with('.')) && wildcard(&text, n))
+                .collect();
+            names.sort();
+            next.extend(names.into_iter().map(|n| dir.join(n)));
+            if next.len() > MAX_FILES {
+                break;
+            }
+        }
+        found = next;
+    }
+    found.retain(|f| f.is_file());
+    found.truncate(MAX_FILES + 1);
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::super::{Command, Options, parse_args_with_config_text, parse_args_with_env};
+    use super::*;
+
+    fn env_at(home: &Path) -> Environment {
+        Environment {
+            home: Some(home.to_owned()),
+            user: Some("tester".into()),
+        }
+    }
+
+    fn fixed_env() -> Environment {
+        env_at(Path::new("/home/tester"))
+    }
+
+    fn with_text(args: &[&str], text: &str) -> Result<Options, String> {
+        match parse_args_with_config_text(args.iter().copied(), &fixed_env(), text) {
+            Ok(Command::Run(o)) => Ok(o),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn ok(args: &[&str], text: &str) -> Options {
+        with_text(args, text).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard("*", ""));
+        assert!(wildcard("*.example.com", "db.example.com"));
+        assert!(!wildcard("*.example.com", "example.com"));
+        assert!(wildcard("db?", "db1"));
+        assert!(!wildcard("db?", "db"));
+        assert!(wildcard("a*b*c", "axxbyyc"));
+        assert!(!wildcard("a*b*c", "axxbyy"));
+        assert!(wildcard("**", "x"));
+        assert!(!wildcard("", "x"));
+        assert!(pattern_list("db1", "db*,!db2"));
+        assert!(!pattern_list("db2", "db*,!db2"));
+        assert!(!pattern_list("web", "db*,!db2"));
+        assert!(!pattern_list("x", "!y"), "a negation alone matches nothing");
+    }
+
+    #[test]
+    fn host_alias_gives_hostname_port_user_and_files() {
+        let text = "\
+# a comment
+Host db-bastion bastion2
+    HostName bastion.example.com
+    Port 2222
+    User analytics
+    IdentityFile ~/.ssh/%h_%r_%p
+    UserKnownHostsFile %d/kh/%n
+    LocalForward 15432 db.internal:5432
+
+Host *
+    Port 22
+    User nobody
+";
+        let o = ok(&["db-bastion"], text);
+        assert_eq!(o.destination_host, "bastion.example.com");
+        assert_eq!(o.original_host, "db-bastion");
+        assert_eq!(o.port, 2222);
+        assert_eq!(o.user, "analytics");
+        assert_eq!(
+            o.identity_files,
+            vec![PathBuf::from(
+                "/home/tester/.ssh/bastion.example.com_analytics_2222"
+            )]
+        );
+        assert_eq!(
+            o.user_known_hosts_files,
+            vec![PathBuf::from("/home/tester/kh/db-bastion")]
+        );
+        assert_eq!(o.local_forwards.len(), 1);
+        assert_eq!(o.local_forwards[0].bind_port, 15432);
+        let other = ok(&["elsewhere"], text);
+        assert_eq!((other.port, other.user.as_str()), (22, "nobody"));
+        assert_eq!(other.destination_host, "elsewhere");
+        assert!(other.local_forwards.is_empty());
+    }
+
+    #[test]
+    fn command_line_wins_and_lists_accumulate() {
+        let text = "Host h\n Port 2222\n User fromfile\n IdentityFile ~/file_key\n \
+                    LocalForward 1000 a:1\n";
+        let o = ok(
+            &["-p", "7", "-i", "/cli_key", "-L", "2000:b:2", "bob@h"],
+            text,
+        );
+        assert_eq!(o.port, 7);
+        assert_eq!(o.user, "bob");
+        assert_eq!(
+            o.identity_files,
+            vec![
+                PathBuf::from("/cli_key"),
+                PathBuf::from("/home/tester/file_key")
+            ]
+        );
+        assert_eq!(o.local_forwards.len(), 2);
+        assert_eq!(o.local_forwards[0].bind_port, 2000);
+        let o = ok(&["-o", "Port=9", "h"], text);
+        assert_eq!(o.port, 9);
+        // In the file, the first value obtained wins too.
+        let o = ok(&["h"], "Port 1\nPort 2\nHost h\nPort 3\n");
+        assert_eq!(o.port, 1);
+    }
+
+    #[test]
+    fn host_negation_and_case() {
+        let text = "Host *.example.com !secret.example.com\n Port 2000\nHost *\n Port 3000\n";
+        assert_eq!(ok(&["DB.Example.com"], text).port, 2000);
+        assert_eq!(ok(&["secret.example.com"], text).port, 3000);
+        assert_eq!(ok(&["example.com"], text).port, 3000);
+    }
+
+    #[test]
+    fn match_host_user_and_others() {
+        let text = "\
+Host alias
+    HostName real.example.com
+Match host real.example.com user admin
+    Port 1111
+Match originalhost alias
+    Port 2222
+Match !host *.example.com localuser tester
+    Port 3333
+Match exec \"true\"
+    Port 4444
+Match all
+    Port 5555
+";
+        assert_eq!(ok(&["admin@alias"], text).port, 1111);
+        assert_eq!(ok(&["alias"], text).port, 2222, "user is tester");
+        assert_eq!(ok(&["other"], text).port, 3333);
+        assert_eq!(ok(&["x.example.com"], text).port, 5555);
+        let o = ok(&["x.example.com"], text);
+        assert!(
+            o.notes
+                .iter()
+                .any(|n| n.contains("config line 9") && n.contains("exec")),
+            "{:?}",
+            o.notes
+        );
+        let e = with_text(&["h"], "Match bogus x\n").unwrap_err();
+        assert!(e.contains("config line 1") && e.contains("bogus"), "{e}");
+        let e = with_text(&["h"], "Match host\n").unwrap_err();
+        assert!(e.contains("needs a value"), "{e}");
+        assert_eq!(
+            ok(&["h"], "Match final\nPort 1\nMatch canonical all\nPort 2\n").port,
+            22
+        );
+    }
+
+    #[test]
+    fn syntax_comments_quotes_and_unsupported_keys() {
+        let text = "\
+  # indented comment
+HOST=h
+  port=2222   # trailing comment
+  IdentityFile \"/path with space/key#1\"
+  ForwardAgent yes
+  UseKeychain yes
+  proxycommand nc %h %p
+";
+        let o = ok(&["h"], text);
+        assert_eq!(o.port, 2222);
+        assert_eq!(
+            o.identity_files,
+            vec![PathBuf::from("/path with space/key#1")]
+        );
+        assert_eq!(o.notes.len(), 3, "{:?}", o.notes);
+        assert!(o.notes[0].contains("config line 5"), "{:?}", o.notes);
+        assert!(o.notes[1].contains("unknown keyword UseKeychain"));
+    }
+
+    #[test]
+    fn bad_values_name_the_line_even_in_other_blocks() {
+        let e = with_text(&["h"], "Host h\n Port 22\n\nHost other\n Port abc\n").unwrap_err();
+        assert!(e.starts_with("config line 5: bad port 'abc'"), "{e}");
+        let e = with_text(&["h"], "Port\n").unwrap_err();
+        assert_eq!(e, "config line 1: Port needs a value");
+        let e = with_text(&["h"], "Host h\nUser \"open\n").unwrap_err();
+        assert_eq!(e, "config line 2: a quote is not closed");
+        let e = with_text(&["h"], "Host\n").unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn files_includes_and_dash_f() {
+        let home = tempfile::tempdir().unwrap();
+        let ssh = home.path().join(".ssh");
+        std::fs::create_dir_all(ssh.join("conf.d")).unwrap();
+        std::fs::write(
+            ssh.join("config"),
+            "Include conf.d/*.conf\nHost h\n Port 1\n User fromconfig\n",
+        )
+        .unwrap();
+        std::fs::write(ssh.join("conf.d/b.conf"), "Host h\n Port 2\n").unwrap();
+        std::fs::write(
+            ssh.join("conf.d/a.conf"),
+            "Host h\n User fromA\nHost other\n Port 3\n",
+        )
+        .unwrap();
+        std::fs::write(ssh.join("conf.d/.hidden.conf"), "Port 4\n").unwrap();
+        let env = env_at(home.path());
+        let run = |args: &[&str]| match parse_args_with_env(args.iter().copied(), &env) {
+            Ok(Command::Run(o)) => Ok(o),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        let o = run(&["h"]).unwrap();
+        assert_eq!((o.port, o.user.as_str()), (2, "fromA"));
+        // The block after an Include in an inactive block is not switched on by it.
+        let o = run(&["other"]).unwrap();
+        assert_eq!(o.port, 3);
+        // -F none reads nothing; -F file reads that file instead.
+        let o = run(&["-F", "none", "h"]).unwrap();
+        assert_eq!((o.port, o.user.as_str()), (22, "tester"));
+        let alt = home.path().join("alt");
+        std::fs::write(&alt, "Host h\n Port 5\n").unwrap();
+        let o = run(&["-F", alt.to_str().unwrap(), "h"]).unwrap();
+        assert_eq!(o.port, 5);
+        let e = run(&["-F", "/nonexistent/config", "h"]).unwrap_err();
+        assert!(e.starts_with("/nonexistent/config: cannot read it"), "{e}");
+        // Includes that loop stop at the depth limit with an error naming the line.
+        std::fs::write(&alt, "Include ~/alt\n").unwrap();
+        let e = run(&["-F", alt.to_str().unwrap(), "h"]).unwrap_err();
+        assert!(e.contains("line 1: Include nests deeper than 16"), "{e}");
+        // An Include that names nothing is skipped.
+        std::fs::write(&alt, "Include nothing_here*\nPort 6\n").unwrap();
+        assert_eq!(run(&["-F", alt.to_str().unwrap(), "h"]).unwrap().port, 6);
+        // No ~/.ssh/config at all is fine.
+        let empty = tempfile::tempdir().unwrap();
+        let env = env_at(empty.path());
+        assert!(matches!(
+            parse_args_with_env(["h"], &env),
+            Ok(Command::Run(o)) if o.port == 22
+        ));
+    }
+}
