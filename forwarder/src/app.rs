@@ -83,6 +83,9 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     for w in &opts.warnings {
         eprintln!("forwarder: warning: {w}");
     }
+    for n in &opts.notes {
+        tracing::debug!("{n}");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -16,7 +16,9 @@
 //! forwarder refuses since it only forwards ports.
 //!
 //! Parsing and defaults resolution are separate steps ([`parse_args_with_env`] takes the
-//! environment) so tests do not depend on the machine they run on. No ssh_config file is read.
+//! environment) so tests do not depend on the machine they run on. The user's ssh_config file
+//! (`~/.ssh/config`, or `-F file`) is read after the command line, so the command line's
+//! values win (see `ssh_config`).
 #![cfg_attr(
     not(test),
     deny(
@@ -33,6 +35,7 @@ mod env;
 mod forward;
 mod jump;
 pub mod keygen;
+mod ssh_config;
 #[cfg(test)]
 mod tests;
 
@@ -163,6 +166,9 @@ pub struct Options {
     /// Things the user should be told before connecting (an option taken differently from
     /// OpenSSH, for instance). Print each on standard error.
     pub warnings: Vec<String>,
+    /// What the ssh_config file did that `-v` should show (settings and `Match` criteria
+    /// forwarder skips), each naming the file and line.
+    pub notes: Vec<String>,
 }
 
 impl Options {
@@ -479,6 +485,15 @@ pub enum CliError {
         /// What is wrong with it.
         why: String,
     },
+    /// An ssh_config file that cannot be read or has a bad line.
+    ConfigFile {
+        /// The file's path.
+        file: String,
+        /// The line (from 1), if the error is in one.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Makes user-supplied text safe to print inside an error message.
@@ -575,6 +590,16 @@ impl fmt::Display for CliError {
                 shown(path)
             ),
             Self::BadPath { path, why } => write!(f, "cannot use path '{}': {why}", shown(path)),
+            Self::ConfigFile {
+                file,
+                line: Some(line),
+                message,
+            } => write!(f, "{} line {line}: {}", shown(file), shown(message)),
+            Self::ConfigFile {
+                file,
+                line: None,
+                message,
+            } => write!(f, "{}: {}", shown(file), shown(message)),
         }
     }
 }
@@ -622,6 +647,7 @@ options:
                  ssh -o ProxyCommand='forwarder -W %h:%p bastion' db-host. Ends when the
                  connection closes; logs go to standard error only.
   -o Key=Value   an ssh_config setting; see below
+  -F file        read this ssh_config file instead of ~/.ssh/config; -F none reads none
   -N             accepted for ssh compatibility: forwarder never runs commands
   -v             more logging; repeat for more (-vvv)
   -q             log nothing but fatal errors
@@ -665,8 +691,14 @@ options:
   Without them, forwarder asks on the terminal unless BatchMode is yes.
   CheckHostIP is accepted and has no effect: forwarder checks host names, not addresses.
 
-Host keys are checked against ~/.ssh/known_hosts unless UserKnownHostsFile says otherwise.
-No ssh_config file is read.
+Host keys are checked against ~/.ssh/known_hosts unless UserKnownHostsFile says otherwise,
+under the HostName's name.
+
+~/.ssh/config (or the -F file) is read as ssh reads it, after the command line, whose values
+win: Host and Match blocks (Match all, host, originalhost, user, localuser; other criteria do
+not match), * ? and ! patterns, Include (relative to ~/.ssh, globs), the settings above with
+the same meaning as with -o. Settings forwarder does not implement are skipped (-v names
+them); a bad value is an error naming the file and line. /etc/ssh/ssh_config is not read.
 
 example:
   forwarder -N -p 2222 -i ~/.ssh/id_rsa -L 15432:db.internal:5432 analytics@bastion.example.com
@@ -701,7 +733,41 @@ where
         return Ok(Command::Keygen(keygen::parse(rest, env)?));
     }
     match scan(args)? {
-        Scanned::Run(parsed) => Ok(Command::Run(env::resolve(*parsed, env)?)),
+        Scanned::Run(mut parsed) => {
+            ssh_config::apply_user_config(&mut parsed, env)?;
+            Ok(Command::Run(env::resolve(*parsed, env)?))
+        }
+        Scanned::Help => Ok(Command::Help),
+        Scanned::Version => Ok(Command::Version),
+        Scanned::Query(what) => Ok(Command::Query(what)),
+    }
+}
+
+/// [`parse_args_with_env`] with `config` as the text of the user's ssh_config file instead of
+/// `~/.ssh/config` or `-F` (which are not read); its `Include` lines are skipped. For tests
+/// and fuzzing, where no file may be opened.
+pub fn parse_args_with_config_text<I, S>(
+    args: I,
+    env: &Environment,
+    config: &str,
+) -> Result<Command, CliError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    let args = args
+        .into_iter()
+        .map(|a| {
+            a.into().into_string().map_err(|bad| CliError::NotUtf8 {
+                argument: bad.to_string_lossy().into_owned(),
+            })
+        })
+        .collect::<Result<Vec<String>, CliError>>()?;
+    match scan(args)? {
+        Scanned::Run(mut parsed) => {
+            ssh_config::apply_text(&mut parsed, env, "config", config)?;
+            Ok(Command::Run(env::resolve(*parsed, env)?))
+        }
         Scanned::Help => Ok(Command::Help),
         Scanned::Version => Ok(Command::Version),
         Scanned::Query(what) => Ok(Command::Query(what)),
@@ -767,6 +833,9 @@ struct Parsed {
     passphrase_file: Option<String>,
     passphrase_env: Option<String>,
     warnings: Vec<String>,
+    /// `-F`: the last one given wins, as in ssh.
+    config_file: Option<String>,
+    notes: Vec<String>,
 }
 
 /// Stores `value` unless the slot already has one; says whether it was stored.
@@ -901,7 +970,7 @@ impl Parsed {
                 '6' => self.flag_address_family = Some(AddressFamily::Inet6),
                 'V' => return Ok(Some(Scanned::Version)),
                 'h' => return Ok(Some(Scanned::Help)),
-                'p' | 'l' | 'i' | 'L' | 'o' | 'c' | 'm' | 'Q' | 'J' | 'W' => {
+                'p' | 'l' | 'i' | 'L' | 'o' | 'c' | 'm' | 'Q' | 'J' | 'W' | 'F' => {
                     let attached = cluster.get(at + letter.len_utf8()..).unwrap_or_default();
                     let value = if attached.is_empty() {
                         rest.next()
@@ -956,6 +1025,7 @@ impl Parsed {
                 self.identity_files.push(value.to_owned());
             }
             'L' => self.local_forwards.push(forward::parse_dash_l(value)?),
+            'F' => self.config_file = Some(value.to_owned()),
             'J' => {
                 let hops = jump::parse_list(value, "-J")?;
                 set_first(&mut self.proxy_jump, hops);
@@ -993,6 +1063,7 @@ fn example_for(letter: char) -> &'static str {
         'c' => "-c aes256-gcm@openssh.com",
         'm' => "-m hmac-sha2-256-etm@openssh.com",
         'Q' => "-Q cipher",
+        'F' => "-F ~/.ssh/other_config",
         'J' => "-J user@jump1:2222,jump2",
         'W' => "-W db.internal:5432",
         _ => "-o StrictHostKeyChecking=accept-new",
@@ -1004,7 +1075,6 @@ fn unsupported_reason(letter: char) -> Option<&'static str> {
     Some(match letter {
         'R' => "remote forwarding is not supported; forwarder only does -L",
         'D' => "dynamic (SOCKS) forwarding is not supported; forwarder only does -L",
-        'F' => "ssh_config files are not read; give settings with -o Key=Value",
         'f' => "forwarder stays in the foreground; run it under a service manager instead",
         't' => "forwarder never allocates a terminal",
         's' => "subsystems are not supported: forwarder never runs anything on the server",

@@ -441,7 +441,7 @@ pub(super) fn algorithm_list(value: &str, key: &str) -> Result<String, CliError>
 }
 
 /// Splits `Key=Value`, `Key Value` or `Key = Value`. `None` when there is no key.
-fn split_key_value(raw: &str) -> Option<(&str, &str)> {
+pub(super) fn split_key_value(raw: &str) -> Option<(&str, &str)> {
     let raw = raw.trim_matches(is_blank);
     let end = raw.find(|c: char| is_blank(c) || c == '=')?;
     let (key, rest) = raw.split_at(end);
@@ -459,7 +459,7 @@ fn is_blank(c: char) -> bool {
 
 /// Splits a value into words. Double or single quotes group a word; a backslash escapes a
 /// quote, a backslash, or (outside quotes) a space. `None` if a quote is left open.
-fn split_words(value: &str) -> Option<Vec<String>> {
+pub(super) fn split_words(value: &str) -> Option<Vec<String>> {
     let mut words = Vec::new();
     let mut chars = value.chars().peekable();
     loop {

@@ -213,11 +213,12 @@ pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError>
         passphrase_file,
         passphrase_env: p.passphrase_env,
         warnings: p.warnings,
+        notes: p.notes,
     })
 }
 
 /// HostName knows two tokens: `%h` (the destination's host) and `%%`.
-fn expand_hostname(pattern: &str, host: &str) -> String {
+pub(super) fn expand_hostname(pattern: &str, host: &str) -> String {
     let mut out = String::with_capacity(pattern.len() + host.len());
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {

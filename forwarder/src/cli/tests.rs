@@ -395,7 +395,6 @@ fn unknown_and_unsupported_options_are_named() {
     for (flag, needle) in [
         ("-R", "remote forwarding"),
         ("-D", "SOCKS"),
-        ("-F", "ssh_config files are not read"),
         ("-f", "foreground"),
         ("-t", "terminal"),
         ("-A", "agent forwarding"),

@@ -530,8 +530,14 @@ fn resolve(
         }
     };
 
-    // The session's arguments: BatchMode, since a daemon has no terminal to ask on.
-    let mut args: Vec<String> = vec!["-o".into(), "BatchMode=yes".into()];
+    // The session's arguments: BatchMode, since a daemon has no terminal to ask on; no
+    // ssh_config file, since the fleet file says everything about a tunnel.
+    let mut args: Vec<String> = vec![
+        "-F".into(),
+        "none".into(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+    ];
     if let Some(u) = &user {
         args.push("-l".into());
         args.push(u.clone());
