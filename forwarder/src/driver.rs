@@ -174,6 +174,55 @@ struct State {
     log: SessionLog,
     /// Keepalive round trips not yet taken by [`SessionHandle::take_keepalive_rtts`].
     keepalive_rtts: Vec<Duration>,
+    /// Who waits for the answer to each `tcpip-forward` request, in the order they went.
+    forward_replies: std::collections::VecDeque<oneshot::Sender<Result<u32, RemoteForwardError>>>,
+    /// Channels the server opened for our remote forwards, not yet taken by
+    /// [`SessionHandle::accept_forwarded`].
+    forwarded: std::collections::VecDeque<(ChannelId, u64, ForwardedFrom)>,
+    /// Who waits in [`SessionHandle::accept_forwarded`].
+    forwarded_waiter: Option<Waker>,
+}
+
+/// Why a remote forward is not in place.
+#[derive(Clone, Debug)]
+pub enum RemoteForwardError {
+    /// The server refused the `tcpip-forward` request.
+    Refused,
+    /// The session ended first.
+    Session(SessionError),
+}
+
+impl std::fmt::Display for RemoteForwardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused => f.write_str("the server refused the remote forward"),
+            Self::Session(e) => write!(f, "the SSH session ended: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RemoteForwardError {}
+
+/// Which remote forward a channel the server opened belongs to, and who connected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardedFrom {
+    /// The forward's listen address, as requested.
+    pub address: String,
+    /// The forward's listen port, as requested (0 if the server picked it).
+    pub port: u32,
+    /// The address of the client that connected to the server's listener (sanitised).
+    pub originator: String,
+    /// Its port.
+    pub originator_port: u32,
+}
+
+/// A `forwarded-tcpip` channel the server opened, ready to carry data.
+#[derive(Debug)]
+pub struct ForwardedChannel {
+    /// The channel.
+    pub stream: ChannelStream,
+    /// The forward it belongs to.
+    pub from: ForwardedFrom,
 }
 
 /// How many keepalive round trips are kept until someone takes them.
@@ -232,6 +281,12 @@ impl State {
         }
         for p in self.pending_opens.drain(..) {
             let _ = p.reply.send(Err(OpenError::Session(e.clone())));
+        }
+        for tx in self.forward_replies.drain(..) {
+            let _ = tx.send(Err(RemoteForwardError::Session(e.clone())));
+        }
+        if let Some(w) = self.forwarded_waiter.take() {
+            w.wake();
         }
         for w in self
             .auth_waiters
@@ -460,6 +515,52 @@ impl State {
                     self.channels.remove(&id);
                 }
             }
+            E::ForwardGranted { bound_port, .. } => {
+                if let Some(tx) = self.forward_replies.pop_front() {
+                    let _ = tx.send(Ok(bound_port));
+                }
+            }
+            E::ForwardRefused { .. } => {
+                if let Some(tx) = self.forward_replies.pop_front() {
+                    let _ = tx.send(Err(RemoteForwardError::Refused));
+                }
+            }
+            E::ForwardedOpened {
+                id,
+                address,
+                port,
+                originator,
+                originator_port,
+            } => {
+                let serial = self.next_serial;
+                self.next_serial += 1;
+                self.channels.insert(
+                    id,
+                    Slot {
+                        serial,
+                        state: SlotState::Open,
+                        peer_eof: false,
+                        stream_alive: true,
+                        read_waker: None,
+                        write_waker: None,
+                        direct: None,
+                        direct_counter: None,
+                    },
+                );
+                self.forwarded.push_back((
+                    id,
+                    serial,
+                    ForwardedFrom {
+                        address,
+                        port,
+                        originator,
+                        originator_port,
+                    },
+                ));
+                if let Some(w) = self.forwarded_waiter.take() {
+                    w.wake();
+                }
+            }
             E::KeepaliveReply => {}
             other => debug!(?other, "channel event"),
         }
@@ -533,6 +634,9 @@ where
             started: now,
             log: SessionLog::default(),
             keepalive_rtts: Vec::new(),
+            forward_replies: std::collections::VecDeque::new(),
+            forwarded: std::collections::VecDeque::new(),
+            forwarded_waiter: None,
         }),
     });
     let driver = Driver {
@@ -607,6 +711,62 @@ impl SessionHandle {
                 ))
             }
         }
+    }
+
+    /// Asks the server to listen on `address:port` (port 0: the server picks) and forward
+    /// the connections it accepts there to us (`tcpip-forward`); waits for authentication
+    /// first. Returns the port the server listens on. The channels arrive through
+    /// [`SessionHandle::accept_forwarded`].
+    pub async fn request_remote_forward(
+        &self,
+        address: &str,
+        port: u16,
+    ) -> Result<u32, RemoteForwardError> {
+        self.authenticated()
+            .await
+            .map_err(RemoteForwardError::Session)?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.shared.lock();
+            if let Some(e) = &st.error {
+                return Err(RemoteForwardError::Session(e.clone()));
+            }
+            st.session.request_tcpip_forward(address, u32::from(port));
+            st.forward_replies.push_back(tx);
+            st.wake_driver();
+        }
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(RemoteForwardError::Session(
+                self.error().unwrap_or(SessionError::Ended),
+            )),
+        }
+    }
+
+    /// The next channel the server opened for one of our remote forwards; `None` once the
+    /// session has ended. Drop the stream (closing the channel) when the local connection
+    /// fails.
+    pub async fn accept_forwarded(&self) -> Option<ForwardedChannel> {
+        std::future::poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if let Some((id, serial, from)) = st.forwarded.pop_front() {
+                return Poll::Ready(Some(ForwardedChannel {
+                    stream: ChannelStream {
+                        shared: self.shared.clone(),
+                        id,
+                        serial,
+                        yield_next: AtomicBool::new(false),
+                    },
+                    from,
+                }));
+            }
+            if st.error.is_some() || st.finished {
+                return Poll::Ready(None);
+            }
+            st.forwarded_waiter = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
     }
 
     /// Waits until the server has accepted us, or the session failed.
