@@ -212,8 +212,21 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
             return Err(Fatal("interrupted during authentication".into()));
         }
     }
+    // -R: requested again on every session the supervisor brings up.
+    let remote_specs = opts.remote_forwards.iter();
+    let remote_specs = remote_specs.map(crate::remote::RemoteSpec::from_forward);
+    let mut remote = tokio::spawn(crate::remote::serve(
+        sessions.clone(),
+        remote_specs.collect(),
+        tunnel_config.exit_on_forward_failure,
+    ));
     let outcome = tokio::select! {
         o = supervisor.finished() => o,
+        Ok(Err(msg)) = &mut remote => {
+            tunnel.close();
+            supervisor.shutdown(Duration::from_secs(2)).await;
+            return Err(Fatal(msg));
+        }
         _ = shutdown_signal() => {
             debug!("signal received, disconnecting");
             tunnel.close();

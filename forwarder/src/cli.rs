@@ -84,6 +84,9 @@ pub struct Options {
     pub default_identity_files: bool,
     /// `-L` and `LocalForward`, in command-line order.
     pub local_forwards: Vec<LocalForward>,
+    /// `-R` and `RemoteForward`, in command-line order: the bind address and port are where
+    /// the server listens, host and hostport where we connect from here.
+    pub remote_forwards: Vec<LocalForward>,
     /// `-J` / `ProxyJump`: the jump hosts, outermost first; empty for none.
     pub proxy_jump: Vec<JumpHost>,
     /// `-W host:port`: standard input and output forwarded there instead of listening.
@@ -542,7 +545,7 @@ impl fmt::Display for CliError {
                 shown(value)
             ),
             Self::BadForward { spec, form, why } => {
-                let expected = if *form == "-L" {
+                let expected = if form.starts_with('-') {
                     "[bind_address:]port:host:hostport"
                 } else {
                     "[bind_address:]port host:hostport"
@@ -633,6 +636,12 @@ options:
                  from the server; repeatable. Without a bind address only loopback listens;
                  '*' or an empty address means every interface. IPv6 goes in brackets:
                  -L '[::1]:15432:db.internal:5432'
+  -R [bind_address:]port:host:hostport
+                 have the server listen on port (0: it picks one, printed as ssh prints
+                 it) and forward connections to host:hostport as seen from here;
+                 repeatable, requested again after each reconnect. Without a bind address
+                 the server listens on localhost. A refused forward is a warning, fatal
+                 with ExitOnForwardFailure=yes. Also -o RemoteForward='port host:hostport'.
   -p port        server port (default 22)
   -l user        user to log in as (default: the local user name)
   -i file        private key to try; repeatable (default ~/.ssh/id_ed25519, ~/.ssh/id_rsa)
@@ -791,6 +800,7 @@ struct Parsed {
     hostname: Option<String>,
     identity_files: Vec<String>,
     local_forwards: Vec<LocalForward>,
+    remote_forwards: Vec<LocalForward>,
     proxy_jump: Option<Vec<jump::JumpSpec>>,
     stdio_forward: Option<(String, u16)>,
     flag_log_level: Option<LogLevel>,
@@ -970,7 +980,7 @@ impl Parsed {
                 '6' => self.flag_address_family = Some(AddressFamily::Inet6),
                 'V' => return Ok(Some(Scanned::Version)),
                 'h' => return Ok(Some(Scanned::Help)),
-                'p' | 'l' | 'i' | 'L' | 'o' | 'c' | 'm' | 'Q' | 'J' | 'W' | 'F' => {
+                'p' | 'l' | 'i' | 'L' | 'R' | 'o' | 'c' | 'm' | 'Q' | 'J' | 'W' | 'F' => {
                     let attached = cluster.get(at + letter.len_utf8()..).unwrap_or_default();
                     let value = if attached.is_empty() {
                         rest.next()
@@ -1025,6 +1035,7 @@ impl Parsed {
                 self.identity_files.push(value.to_owned());
             }
             'L' => self.local_forwards.push(forward::parse_dash_l(value)?),
+            'R' => self.remote_forwards.push(forward::parse_dash_r(value)?),
             'F' => self.config_file = Some(value.to_owned()),
             'J' => {
                 let hops = jump::parse_list(value, "-J")?;
@@ -1060,6 +1071,7 @@ fn example_for(letter: char) -> &'static str {
         'l' => "-l alice",
         'i' => "-i ~/.ssh/id_ed25519",
         'L' => "-L 15432:db.internal:5432",
+        'R' => "-R 8022:localhost:22",
         'c' => "-c aes256-gcm@openssh.com",
         'm' => "-m hmac-sha2-256-etm@openssh.com",
         'Q' => "-Q cipher",
@@ -1073,7 +1085,6 @@ fn example_for(letter: char) -> &'static str {
 /// Why an ssh option letter that forwarder does not take is left out.
 fn unsupported_reason(letter: char) -> Option<&'static str> {
     Some(match letter {
-        'R' => "remote forwarding is not supported; forwarder only does -L",
         'D' => "dynamic (SOCKS) forwarding is not supported; forwarder only does -L",
         'f' => "forwarder stays in the foreground; run it under a service manager instead",
         't' => "forwarder never allocates a terminal",

@@ -13,6 +13,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      StrictHostKeyChecking, Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, \
      PubkeyAcceptedAlgorithms, ConnectTimeout, \
      ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, BatchMode, LocalForward, \
+     RemoteForward, \
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
@@ -75,7 +76,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "proxycommand",
     "proxyusefdpass",
     "remotecommand",
-    "remoteforward",
     "requestty",
     "requiredrsasize",
     "revokedhostkeys",
@@ -227,6 +227,7 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
             set_first(&mut p.hash_known_hosts, f);
         }
         "localforward" => p.local_forwards.push(forward::parse_config(&args)?),
+        "remoteforward" => p.remote_forwards.push(forward::parse_config_remote(&args)?),
         "rekeylimit" => {
             let v = args.join(" ");
             let limit = parse_rekey_limit(&v).ok_or_else(|| {

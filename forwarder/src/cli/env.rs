@@ -152,6 +152,7 @@ pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError>
         identity_files,
         default_identity_files,
         local_forwards: p.local_forwards,
+        remote_forwards: p.remote_forwards,
         // Jump hosts use their own user and port, never the destination's (as ssh).
         proxy_jump: p
             .proxy_jump

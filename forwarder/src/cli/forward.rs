@@ -8,6 +8,30 @@ use super::{CliError, LocalForward, parse_port_allowing_zero};
 
 const DASH_L: &str = "-L";
 const CONFIG: &str = "LocalForward";
+const DASH_R: &str = "-R";
+const CONFIG_REMOTE: &str = "RemoteForward";
+
+/// `-R [bind_address:]port:host:hostport`: the same fields as `-L`, the listening side on
+/// the server.
+pub(super) fn parse_dash_r(spec: &str) -> Result<LocalForward, CliError> {
+    parse_fields(spec).map_err(|why| CliError::BadForward {
+        spec: spec.to_owned(),
+        form: DASH_R,
+        why,
+    })
+}
+
+/// `RemoteForward [bind_address:]port host:hostport`.
+pub(super) fn parse_config_remote(args: &[String]) -> Result<LocalForward, CliError> {
+    parse_config(args).map_err(|e| match e {
+        CliError::BadForward { spec, why, .. } => CliError::BadForward {
+            spec,
+            form: CONFIG_REMOTE,
+            why,
+        },
+        other => other,
+    })
+}
 
 pub(super) fn parse_dash_l(spec: &str) -> Result<LocalForward, CliError> {
     parse_fields(spec).map_err(|why| CliError::BadForward {

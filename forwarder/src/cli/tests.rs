@@ -393,7 +393,6 @@ fn unknown_and_unsupported_options_are_named() {
     );
     assert!(err(&["-Nvé", "h"]).contains("unknown option -é"));
     for (flag, needle) in [
-        ("-R", "remote forwarding"),
         ("-D", "SOCKS"),
         ("-f", "foreground"),
         ("-t", "terminal"),
@@ -521,7 +520,17 @@ fn unknown_and_unsupported_keys() {
         e.starts_with("-o ControlMaster is an OpenSSH option that forwarder does not support"),
         "{e}"
     );
-    assert!(err(&["-o", "remoteforward=1 h:2", "h"]).contains("-o remoteforward is an OpenSSH"));
+    let o = run(&[
+        "-R",
+        "0:localhost:22",
+        "-o",
+        "RemoteForward=8022 db:5432",
+        "h",
+    ]);
+    assert_eq!(o.remote_forwards.len(), 2);
+    assert_eq!(o.remote_forwards[0].bind_port, 0);
+    assert_eq!(o.remote_forwards[1].host, "db");
+    assert!(err(&["-R", "nope", "h"]).contains("bad -R specification"));
     assert!(err(&["-o", "ProxyCommand=nc %h %p", "h"]).contains("does not support"));
 }
 
