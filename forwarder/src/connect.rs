@@ -17,6 +17,7 @@ use crate::cli::{self, BindTarget, JumpHost};
 use crate::config::{self, SessionSpec};
 use crate::driver::{self, HostKeyVerifier};
 use crate::known_hosts::{self, Decision, KnownHosts};
+use crate::quickack::QuickAck;
 use crate::session::{Session, SessionConfig, SessionError};
 use crate::supervisor::{ConnectError, Connected, Connector};
 use crate::userauth;
@@ -471,9 +472,10 @@ impl Connector for SshConnector {
     }
 }
 
-/// TCP to the bastion, with ConnectTimeout, TCP_NODELAY and (unless `TCPKeepAlive no`) TCP
-/// keepalive probes, which also keep NAT mappings alive on an idle tunnel.
-async fn connect(spec: &SessionSpec, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+/// TCP to the bastion, with ConnectTimeout, TCP_NODELAY, quick ACKs ([`QuickAck`]) and
+/// (unless `TCPKeepAlive no`) TCP keepalive probes, which also keep NAT mappings alive on an
+/// idle tunnel.
+async fn connect(spec: &SessionSpec, host: &str, port: u16) -> Result<QuickAck, ConnectError> {
     let attempt = async {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
@@ -515,7 +517,7 @@ async fn connect(spec: &SessionSpec, host: &str, port: u16) -> Result<TcpStream,
             debug!(error = %e, "could not turn on TCP keepalive");
         }
     }
-    Ok(stream)
+    Ok(QuickAck::new(stream))
 }
 
 /// Idle time before the first TCP keepalive probe (`TCPKeepAlive yes`).

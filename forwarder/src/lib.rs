@@ -56,6 +56,7 @@ pub mod known_hosts;
 pub mod metrics;
 pub mod probe;
 pub mod prompt;
+pub mod quickack;
 pub mod remote;
 pub mod session;
 pub mod shard;

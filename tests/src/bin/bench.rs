@@ -273,7 +273,7 @@ enum Better {
 }
 
 struct Figure {
-    name: &'static str,
+    name: String,
     better: Better,
     samples: [Vec<f64>; 2],
     /// The same load without a tunnel, where that means something.
@@ -283,9 +283,9 @@ struct Figure {
 }
 
 impl Figure {
-    fn new(name: &'static str, better: Better) -> Figure {
+    fn new(name: impl Into<String>, better: Better) -> Figure {
         Figure {
-            name,
+            name: name.into(),
             better,
             samples: [Vec::new(), Vec::new()],
             direct: Vec::new(),
@@ -566,46 +566,74 @@ fn bench_pgbench(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Figure
     let Some(pg) = &lab.pg else {
         return Vec::new();
     };
-    let mut select = Figure::new("pgbench select-only TPS", Better::Higher);
-    let mut connect = Figure::new("pgbench -C select-only TPS", Better::Higher);
-    for round in 0..args.reps {
-        let tps = pgbench_tps(None, pg.port(), args, false);
-        let tps_c = pgbench_tps(None, pg.port(), args, true);
+    // Persistent connections, then a new connection (a new channel) per transaction with as
+    // many pgbench threads as clients, and the same with the clients on one and on two
+    // threads: there several connections share each thread, and a reply that waits for a
+    // delayed ACK stalls all of them (the case `-j` = clients hides).
+    let c = args.pgbench_clients;
+    let runs: Vec<(String, bool, u32)> = vec![
+        (format!("pgbench select-only TPS (-c{c})"), false, c),
+        (format!("pgbench -C select-only TPS (-c{c} -j{c})"), true, c),
+        (format!("pgbench -C select-only TPS (-c{c} -j1)"), true, 1),
+        (
+            format!("pgbench -C select-only TPS (-c{c} -j2)"),
+            true,
+            2.min(c),
+        ),
+    ];
+    let mut figures: Vec<Figure> = runs
+        .iter()
+        .map(|(name, _, _)| Figure::new(name.as_str(), Better::Higher))
+        .collect();
+    let show = |round: usize, label: &str, tps: &[f64]| {
+        let list: Vec<String> = tps.iter().map(|t| format!("{t:.0}")).collect();
         progress(&format!(
-            "pgbench {}/{} {:<12} select-only {tps:.0} TPS, -C {tps_c:.0} TPS",
+            "pgbench {}/{} {label:<12} TPS (select, -C -j{c}, -C -j1, -C -j2): {}",
             round + 1,
             args.reps,
-            "direct"
+            list.join(", ")
         ));
-        select.direct.push(tps);
-        connect.direct.push(tps_c);
+    };
+    for round in 0..args.reps {
+        let direct: Vec<f64> = runs
+            .iter()
+            .map(|&(_, each, threads)| pgbench_tps(None, pg.port(), args, each, threads))
+            .collect();
+        show(round, "direct", &direct);
+        for (figure, tps) in figures.iter_mut().zip(&direct) {
+            figure.direct.push(*tps);
+        }
         for i in order(round) {
-            let c = &contenders[i];
-            let mut tunnel = lab.tunnel(c, args).forward_to(pg.port()).start();
+            let contender = &contenders[i];
+            let mut tunnel = lab.tunnel(contender, args).forward_to(pg.port()).start();
             let port = tunnel.local_port();
-            let tps = pgbench_tps(Some(&tunnel), port, args, false);
-            let tps_c = pgbench_tps(Some(&tunnel), port, args, true);
+            let tps: Vec<f64> = runs
+                .iter()
+                .map(|&(_, each, threads)| pgbench_tps(Some(&tunnel), port, args, each, threads))
+                .collect();
             tunnel.terminate(Duration::from_secs(5));
-            progress(&format!(
-                "pgbench {}/{} {:<12} select-only {tps:.0} TPS, -C {tps_c:.0} TPS",
-                round + 1,
-                args.reps,
-                c.label
-            ));
-            select.samples[i].push(tps);
-            connect.samples[i].push(tps_c);
+            show(round, &contender.label, &tps);
+            for (figure, tps) in figures.iter_mut().zip(&tps) {
+                figure.samples[i].push(*tps);
+            }
         }
     }
-    vec![select, connect]
+    figures
 }
 
 /// One pgbench run against `port`: a tunnel's local port, or the server itself when
 /// `tunnel` is `None`.
-fn pgbench_tps(tunnel: Option<&Tunnel>, port: u16, args: &Args, connect_each: bool) -> f64 {
+fn pgbench_tps(
+    tunnel: Option<&Tunnel>,
+    port: u16,
+    args: &Args,
+    connect_each: bool,
+    threads: u32,
+) -> f64 {
     let clients = args.pgbench_clients.to_string();
     let mut cmd = pgbench_command(port);
     cmd.args(["-n", "-S", "-T", &args.pgbench_seconds.to_string()])
-        .args(["-c", &clients, "-j", &clients]);
+        .args(["-c", &clients, "-j", &threads.to_string()]);
     if connect_each {
         cmd.arg("-C");
     }
