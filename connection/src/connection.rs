@@ -29,9 +29,10 @@ use ssh_transport::text::sanitize;
 use crate::ConnectionError;
 use crate::buffer::RecvBuffer;
 use crate::msg::{
-    ChannelClose, ChannelData, ChannelEof, ChannelFailure, ChannelOpen, ChannelOpenConfirmation,
-    ChannelOpenFailure, ConnectionMessage, GlobalRequest, KEEPALIVE, Message, OpenFailureReason,
-    OpenKind, RequestFailure, TCPIP_FORWARD, TcpipEndpoints, WindowAdjust,
+    CANCEL_TCPIP_FORWARD, ChannelClose, ChannelData, ChannelEof, ChannelFailure, ChannelOpen,
+    ChannelOpenConfirmation, ChannelOpenFailure, ConnectionMessage, GlobalRequest, KEEPALIVE,
+    Message, OpenFailureReason, OpenKind, RequestFailure, TCPIP_FORWARD, TcpipEndpoints,
+    WindowAdjust,
 };
 use crate::window::{ReceiveWindow, Window};
 
@@ -126,6 +127,8 @@ pub enum Event {
         address: String,
         /// The forward's port as we asked for it (0 if the server picked one).
         port: u32,
+        /// The port the server listens on for the forward (the allocated one for port 0).
+        bound_port: u32,
         /// Where the connection came from on the server's side, sanitised, safe to log.
         originator: String,
         /// Its port.
@@ -250,6 +253,27 @@ impl Channel {
 enum PendingReply {
     Keepalive,
     Forward { address: String, port: u32 },
+}
+
+/// Sends the global request `name` whose data is a forward's `address` and `port`
+/// (`tcpip-forward` and `cancel-tcpip-forward` share this layout).
+fn send_forward_request(
+    name: &[u8],
+    want_reply: bool,
+    address: &str,
+    port: u32,
+    sink: &mut dyn PayloadSink,
+) {
+    let mut data = Vec::with_capacity(address.len().saturating_add(8));
+    data.extend_from_slice(&u32::try_from(address.len()).unwrap_or(0).to_be_bytes());
+    data.extend_from_slice(address.as_bytes());
+    data.extend_from_slice(&port.to_be_bytes());
+    let msg = GlobalRequest {
+        name,
+        want_reply,
+        data: &data,
+    };
+    sink.send_with(&mut |buf| msg.encode(buf));
 }
 
 /// A remote forward the server granted.
@@ -541,20 +565,37 @@ impl Connection {
         if self.failed.is_some() {
             return;
         }
-        let mut data = Vec::with_capacity(address.len() + 8);
-        data.extend_from_slice(&u32::try_from(address.len()).unwrap_or(0).to_be_bytes());
-        data.extend_from_slice(address.as_bytes());
-        data.extend_from_slice(&port.to_be_bytes());
-        let msg = GlobalRequest {
-            name: TCPIP_FORWARD,
-            want_reply: true,
-            data: &data,
-        };
-        sink.send_with(&mut |buf| msg.encode(buf));
+        send_forward_request(TCPIP_FORWARD, true, address, port, sink);
         self.replies_due.push_back(PendingReply::Forward {
             address: address.to_owned(),
             port,
         });
+    }
+
+    /// Drops the granted remote forward requested as `address:port` (`port` may be the port
+    /// asked for or the one the server allocated): sends `cancel-tcpip-forward` (RFC 4254
+    /// section 7.1) naming the port the server listens on, as OpenSSH does without asking
+    /// for a reply, and refuses every `forwarded-tcpip` channel for it from now on (channels
+    /// already open carry on). Returns `false`, and sends nothing, when no such forward is
+    /// in place.
+    pub fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        sink: &mut dyn PayloadSink,
+    ) -> bool {
+        let Some(i) = self
+            .forwards
+            .iter()
+            .position(|f| f.address == address && (f.port == port || f.bound_port == port))
+        else {
+            return false;
+        };
+        let f = self.forwards.swap_remove(i);
+        if self.failed.is_none() {
+            send_forward_request(CANCEL_TCPIP_FORWARD, false, &f.address, f.bound_port, sink);
+        }
+        true
     }
 
     /// Bytes came from the server: it is alive, so no keepalive counts as unanswered any
@@ -864,10 +905,10 @@ impl Connection {
                 .forwards
                 .iter()
                 .find(|f| f.matches(e.address, e.port))
-                .map(|f| (f.address.clone(), f.port, *e)),
+                .map(|f| (f.address.clone(), f.port, f.bound_port, *e)),
             _ => None,
         };
-        let Some((address, port, endpoints)) = forward else {
+        let Some((address, port, bound_port, endpoints)) = forward else {
             tracing::debug!(
                 channel_type = %sanitize(m.kind.channel_type(), false, 64),
                 "refusing channel opened by the server"
@@ -899,6 +940,7 @@ impl Connection {
             id: ChannelId(id),
             address,
             port,
+            bound_port,
             originator: sanitize(endpoints.originator_address, false, 256),
             originator_port: endpoints.originator_port,
         });
@@ -1164,6 +1206,48 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_forward_sends_cancel_with_the_bound_port_and_refuses_its_channels() {
+        let mut conn = Connection::new(Config::default());
+        let mut sink: Vec<Vec<u8>> = Vec::new();
+        assert_eq!(granted(&mut conn, &mut sink, "localhost", 0), 40000);
+        assert_eq!(granted(&mut conn, &mut sink, "", 8022), 8022);
+        sink.clear();
+        // Named by the port asked for (0): the cancel names the port the server picked.
+        assert!(conn.cancel_tcpip_forward("localhost", 0, &mut sink));
+        let Ok(Message::GlobalRequest(g)) = Message::decode(&sink[0]) else {
+            panic!("not a global request");
+        };
+        assert_eq!(g.name, b"cancel-tcpip-forward");
+        assert!(!g.want_reply);
+        assert_eq!(g.data, b"\0\0\0\x09localhost\0\0\x9c\x40");
+        // Twice, or a forward never granted: nothing is sent.
+        sink.clear();
+        assert!(!conn.cancel_tcpip_forward("localhost", 40000, &mut sink));
+        assert!(!conn.cancel_tcpip_forward("localhost", 8022, &mut sink));
+        assert!(sink.is_empty());
+        assert_eq!(
+            conn.handle_payload(&forwarded(9, "localhost", 40000), &mut sink),
+            Ok(())
+        );
+        assert_eq!(
+            refusal(&sink),
+            (9, OpenFailureReason::ADMINISTRATIVELY_PROHIBITED)
+        );
+        // The other forward still opens channels.
+        sink.clear();
+        assert_eq!(
+            conn.handle_payload(&forwarded(10, "", 8022), &mut sink),
+            Ok(())
+        );
+        assert!(matches!(
+            conn.poll_event(),
+            Some(Event::ForwardedOpened { port: 8022, .. })
+        ));
+        // Named by the allocated port works as well.
+        assert!(conn.cancel_tcpip_forward("", 8022, &mut sink));
+    }
+
+    #[test]
     fn a_forwarded_channel_for_a_granted_forward_is_confirmed_and_carries_data() {
         let mut conn = Connection::new(Config::default());
         let mut sink: Vec<Vec<u8>> = Vec::new();
@@ -1177,6 +1261,7 @@ mod tests {
             id,
             address,
             port,
+            bound_port,
             originator,
             originator_port,
         }) = conn.poll_event()
@@ -1184,8 +1269,14 @@ mod tests {
             panic!("no ForwardedOpened");
         };
         assert_eq!(
-            (address.as_str(), port, originator.as_str(), originator_port),
-            ("localhost", 0, "192.0.2.7", 50123)
+            (
+                address.as_str(),
+                port,
+                bound_port,
+                originator.as_str(),
+                originator_port
+            ),
+            ("localhost", 0, 40000, "192.0.2.7", 50123)
         );
         let Ok(Message::ChannelOpenConfirmation(c)) = Message::decode(&sink[0]) else {
             panic!("not a confirmation");

@@ -37,6 +37,8 @@ pub const DIRECT_TCPIP: &[u8] = b"direct-tcpip";
 pub const FORWARDED_TCPIP: &[u8] = b"forwarded-tcpip";
 /// The global request that asks the server to listen for a remote port forward.
 pub const TCPIP_FORWARD: &[u8] = b"tcpip-forward";
+/// The global request that tells the server to stop listening for a remote port forward.
+pub const CANCEL_TCPIP_FORWARD: &[u8] = b"cancel-tcpip-forward";
 /// OpenSSH's keepalive global request name.
 pub const KEEPALIVE: &[u8] = b"keepalive@openssh.com";
 

@@ -210,6 +210,8 @@ pub struct ForwardedFrom {
     pub address: String,
     /// The forward's listen port, as requested (0 if the server picked it).
     pub port: u32,
+    /// The port the server listens on for it (the allocated one when 0 was requested).
+    pub bound_port: u32,
     /// The address of the client that connected to the server's listener (sanitised).
     pub originator: String,
     /// Its port.
@@ -529,6 +531,7 @@ impl State {
                 id,
                 address,
                 port,
+                bound_port,
                 originator,
                 originator_port,
             } => {
@@ -553,6 +556,7 @@ impl State {
                     ForwardedFrom {
                         address,
                         port,
+                        bound_port,
                         originator,
                         originator_port,
                     },
@@ -741,6 +745,20 @@ impl SessionHandle {
                 self.error().unwrap_or(SessionError::Ended),
             )),
         }
+    }
+
+    /// Drops the remote forward requested as `address:port` (the allocated port works as
+    /// well): the server is told to stop listening (`cancel-tcpip-forward`) and channels it
+    /// opens for the forward from now on are refused. Returns whether such a forward was in
+    /// place on this session.
+    pub fn cancel_remote_forward(&self, address: &str, port: u32) -> bool {
+        let mut st = self.shared.lock();
+        if st.error.is_some() {
+            return false;
+        }
+        let cancelled = st.session.cancel_tcpip_forward(address, port);
+        st.wake_driver();
+        cancelled
     }
 
     /// The next channel the server opened for one of our remote forwards; `None` once the

@@ -24,8 +24,14 @@ use tracing::{Instrument, debug, info, warn};
 use crate::driver::{ChannelStream, OpenError, Sent, SessionHandle};
 use crate::supervisor::SupervisorHandle;
 
-/// Bytes moved per read; large reads mean fewer wakeups and packets of the full 32 KiB.
-const COPY_BUFFER: usize = 128 * 1024;
+/// A connection's first read buffer, client to server: a query or a login fits, and a
+/// connection that has sent only that much keeps no more.
+const COPY_BUFFER_MIN: usize = 4 * 1024;
+/// What the read buffer grows to while reads fill it (bulk uploads): two packets of the full
+/// 32 KiB per read, and fewer wakeups.
+const COPY_BUFFER_MAX: usize = 64 * 1024;
+/// A connection that sends nothing for this long gives its read buffer back.
+const COPY_BUFFER_IDLE: Duration = Duration::from_secs(2);
 /// The pause after a failed `accept()` (EMFILE and the like), so a listener out of
 /// descriptors does not spin.
 pub(crate) const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -390,11 +396,20 @@ async fn upload(
     channel: &ChannelStream,
     observer: &dyn TrafficObserver,
 ) -> io::Result<u64> {
-    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut buf = CopyBuffer::default();
     let mut total = 0u64;
     loop {
-        socket.readable().await?;
-        let n = match socket.try_read(&mut buf) {
+        if buf.is_held() {
+            if let Ok(ready) = tokio::time::timeout(COPY_BUFFER_IDLE, socket.readable()).await {
+                ready?;
+            } else {
+                buf.release();
+                socket.readable().await?;
+            }
+        } else {
+            socket.readable().await?;
+        }
+        let n = match socket.try_read(buf.space()) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -403,9 +418,10 @@ async fn upload(
                 return Err(e);
             }
         };
+        let data = buf.filled(n);
         let mut at = 0;
         while at < n {
-            let chunk = buf.get(at..n).unwrap_or_default();
+            let chunk = data.get(at..n).unwrap_or_default();
             at += std::future::poll_fn(|cx| channel.poll_send(cx, chunk)).await?;
         }
         total += n as u64;
@@ -413,6 +429,42 @@ async fn upload(
     }
     channel.send_eof();
     Ok(total)
+}
+
+/// The read buffer of one connection, client to server: none until the first read, small
+/// while reads are small, [`COPY_BUFFER_MAX`] once a read fills it, none again after
+/// [`COPY_BUFFER_IDLE`] without data. Many idle or lightly used connections then cost little.
+#[derive(Debug, Default)]
+struct CopyBuffer {
+    buf: Vec<u8>,
+}
+
+impl CopyBuffer {
+    /// Whether memory is held.
+    fn is_held(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Room for the next read.
+    fn space(&mut self) -> &mut [u8] {
+        if self.buf.is_empty() {
+            self.buf = vec![0; COPY_BUFFER_MIN];
+        }
+        &mut self.buf
+    }
+
+    /// The `n` bytes just read; a read that filled the buffer grows it for the next one.
+    fn filled(&mut self, n: usize) -> &[u8] {
+        if n == self.buf.len() && n < COPY_BUFFER_MAX {
+            self.buf.resize(COPY_BUFFER_MAX, 0);
+        }
+        self.buf.get(..n).unwrap_or_default()
+    }
+
+    /// Gives the memory back.
+    fn release(&mut self) {
+        self.buf = Vec::new();
+    }
 }
 
 /// Channel to local socket, then a half-close of the socket at the server's EOF.
@@ -444,6 +496,28 @@ mod tests {
         }
         assert_eq!(e.should_log(t0 + ACCEPT_ERROR_LOG_EVERY), Some(50));
         assert_eq!(e.should_log(t0 + ACCEPT_ERROR_LOG_EVERY), None);
+    }
+
+    #[test]
+    fn copy_buffer_starts_empty_grows_when_filled_and_is_released() {
+        let mut b = CopyBuffer::default();
+        assert!(!b.is_held());
+        assert_eq!(b.space().len(), COPY_BUFFER_MIN);
+        b.space()[..3].copy_from_slice(b"abc");
+        assert_eq!(b.filled(3), b"abc");
+        assert_eq!(
+            b.space().len(),
+            COPY_BUFFER_MIN,
+            "a short read does not grow it"
+        );
+        b.space().fill(7);
+        assert_eq!(b.filled(COPY_BUFFER_MIN), &[7; COPY_BUFFER_MIN][..]);
+        assert_eq!(b.space().len(), COPY_BUFFER_MAX, "a full read grows it");
+        assert_eq!(b.filled(COPY_BUFFER_MAX).len(), COPY_BUFFER_MAX);
+        assert_eq!(b.space().len(), COPY_BUFFER_MAX, "it grows no further");
+        b.release();
+        assert!(!b.is_held());
+        assert_eq!(b.space().len(), COPY_BUFFER_MIN);
     }
 
     #[test]

@@ -540,6 +540,14 @@ impl Session {
             .request_tcpip_forward(address, port, &mut self.transport);
     }
 
+    /// Drops the remote forward requested as `address:port` (or naming the allocated port):
+    /// sends `cancel-tcpip-forward`, and its channels are refused from now on. `false` when no
+    /// such forward is in place.
+    pub fn cancel_tcpip_forward(&mut self, address: &str, port: u32) -> bool {
+        self.conn
+            .cancel_tcpip_forward(address, port, &mut self.transport)
+    }
+
     /// Sends what the channel's window allows of `data`; returns how much was taken.
     pub fn send_data(&mut self, id: ChannelId, data: &[u8]) -> Result<usize, SessionError> {
         self.conn
