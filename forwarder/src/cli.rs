@@ -98,6 +98,9 @@ pub struct Options {
     pub user_known_hosts_files: Vec<PathBuf>,
     /// What to do with unknown and changed host keys.
     pub strict_host_key_checking: StrictHostKeyChecking,
+    /// `HostKeyAlias`, lowercased: the name the host key is looked up and recorded under in
+    /// known_hosts instead of the host's (and without its port, as ssh does).
+    pub host_key_alias: Option<String>,
     /// `-c` or `Ciphers`, unparsed (OpenSSH's `+`/`-`/`^` list syntax is applied later).
     pub ciphers: Option<String>,
     /// `KexAlgorithms`, unparsed.
@@ -181,16 +184,21 @@ impl Options {
     }
 }
 
-/// One jump host of `-J` / `ProxyJump`, its user and port defaulted as ssh does (its own
-/// `user@`, else the local user; its own `:port`, else 22: never the destination's).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// One jump host of `-J` / `ProxyJump`, looked up in ssh_config under its own name as ssh
+/// does: its user and port are its own `user@` and `:port`, else its block's `User` and
+/// `Port`, else the local user and 22 (never the destination's).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JumpHost {
     /// Who to log in as.
     pub user: String,
-    /// The host, lowercased, as connected to and looked up in known_hosts.
+    /// The host, lowercased, as connected to: its block's `HostName`, else the name given.
     pub host: String,
     /// Its port.
     pub port: u16,
+    /// Its own settings (identities, known_hosts, `HostKeyAlias`, ...): its ssh_config block
+    /// first, then the command line's options that are not about the destination (see
+    /// README). Its `proxy_jump` is empty: the hops before it are the chain's.
+    pub options: Box<Options>,
 }
 
 impl fmt::Display for JumpHost {
@@ -742,10 +750,11 @@ where
         return Ok(Command::Keygen(keygen::parse(rest, env)?));
     }
     match scan(args)? {
-        Scanned::Run(mut parsed) => {
-            ssh_config::apply_user_config(&mut parsed, env)?;
-            Ok(Command::Run(env::resolve(*parsed, env)?))
-        }
+        Scanned::Run(parsed) => Ok(Command::Run(build(
+            *parsed,
+            env,
+            &ssh_config::Source::User,
+        )?)),
         Scanned::Help => Ok(Command::Help),
         Scanned::Version => Ok(Command::Version),
         Scanned::Query(what) => Ok(Command::Query(what)),
@@ -773,14 +782,43 @@ where
         })
         .collect::<Result<Vec<String>, CliError>>()?;
     match scan(args)? {
-        Scanned::Run(mut parsed) => {
-            ssh_config::apply_text(&mut parsed, env, "config", config)?;
-            Ok(Command::Run(env::resolve(*parsed, env)?))
-        }
+        Scanned::Run(parsed) => Ok(Command::Run(build(
+            *parsed,
+            env,
+            &ssh_config::Source::Text(config),
+        )?)),
         Scanned::Help => Ok(Command::Help),
         Scanned::Version => Ok(Command::Version),
         Scanned::Query(what) => Ok(Command::Query(what)),
     }
+}
+
+/// The command line's settings, then the ssh_config file's for the destination, then the
+/// jump hosts, each looked up in the file under its own name.
+fn build(
+    command_line: Parsed,
+    env: &Environment,
+    source: &ssh_config::Source<'_>,
+) -> Result<Options, CliError> {
+    let mut p = command_line.clone();
+    ssh_config::apply(&mut p, env, source)?;
+    let jumps = p.proxy_jump.clone().unwrap_or_default();
+    let mut opts = env::resolve(p, env)?;
+    opts.proxy_jump = jump::resolve_chain(&jumps, &command_line, env, source, 0)?;
+    for hop in &opts.proxy_jump {
+        // The hop read the same file: its notes about a line are the destination's too.
+        for note in &hop.options.notes {
+            if !opts.notes.iter().any(|n| n.ends_with(note.as_str())) {
+                opts.notes.push(format!("jump host {}: {note}", hop.host));
+            }
+        }
+        for w in &hop.options.warnings {
+            if !opts.warnings.contains(w) {
+                opts.warnings.push(w.clone());
+            }
+        }
+    }
+    Ok(opts)
 }
 
 enum Scanned {
@@ -792,7 +830,7 @@ enum Scanned {
 
 /// The command line as given, before defaults. `None` slots were not set; each is set once,
 /// by the first value seen.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Parsed {
     host: Option<String>,
     port: Option<u16>,
@@ -808,6 +846,12 @@ struct Parsed {
     log_level: Option<LogLevel>,
     known_hosts_files: Option<Vec<String>>,
     strict: Option<StrictHostKeyChecking>,
+    host_key_alias: Option<String>,
+    /// `IgnoreUnknown`: keywords (a pattern list) skipped without a note.
+    ignore_unknown: Option<String>,
+    /// The command line's options a jump host falls back on where its own ssh_config block
+    /// sets nothing (option letter and value; flags have an empty value).
+    inherit: Vec<(char, String)>,
     flag_ciphers: Option<String>,
     ciphers: Option<String>,
     flag_macs: Option<String>,
@@ -974,10 +1018,19 @@ impl Parsed {
                     self.seen_v = true;
                 }
                 'q' => self.flag_log_level = Some(LogLevel::Quiet),
-                'C' => self.compression = Some(true),
+                'C' => {
+                    self.compression = Some(true);
+                    self.inherit.push(('C', String::new()));
+                }
                 'g' => self.gateway_ports = Some(true),
-                '4' => self.flag_address_family = Some(AddressFamily::Inet),
-                '6' => self.flag_address_family = Some(AddressFamily::Inet6),
+                '4' | '6' => {
+                    self.flag_address_family = Some(if letter == '4' {
+                        AddressFamily::Inet
+                    } else {
+                        AddressFamily::Inet6
+                    });
+                    self.inherit.push((letter, String::new()));
+                }
                 'V' => return Ok(Some(Scanned::Version)),
                 'h' => return Ok(Some(Scanned::Help)),
                 'p' | 'l' | 'i' | 'L' | 'R' | 'o' | 'c' | 'm' | 'Q' | 'J' | 'W' | 'F' => {
@@ -1015,6 +1068,9 @@ impl Parsed {
     }
 
     fn option_value(&mut self, letter: char, value: &str) -> Result<(), CliError> {
+        if jump::inherited(letter, value) {
+            self.inherit.push((letter, value.to_owned()));
+        }
         match letter {
             'p' => {
                 let port = parse_port(value, "-p")?;

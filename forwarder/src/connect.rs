@@ -13,7 +13,7 @@ use ssh_transport::random::OsRandom;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use crate::cli::{self, BindTarget, JumpHost};
+use crate::cli::{self, BindTarget};
 use crate::config::{self, SessionSpec};
 use crate::driver::{self, HostKeyVerifier};
 use crate::known_hosts::{self, Decision, KnownHosts};
@@ -176,16 +176,21 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// the identities prepared once at start-up ([`SshConnector::prepare`]).
 pub struct SshConnector {
     spec: SessionSpec,
+    /// The destination's identities.
+    auth: HopAuth,
+    /// Each jump host's, outermost first, from its own options.
+    jump_auth: Vec<HopAuth>,
+}
+
+/// One hop's prepared identities and secrets.
+struct HopAuth {
     identities: Vec<ssh_auth::Identity>,
     helper: Arc<userauth::Helper>,
     unusable: Vec<String>,
 }
 
-impl SshConnector {
-    /// Reads the identities `spec` names (keys, certificates, the agent) and the secret
-    /// sources its options call for.
-    pub async fn prepare(spec: SessionSpec) -> Self {
-        let opts = &spec.options;
+impl HopAuth {
+    async fn prepare(opts: &cli::Options) -> Self {
         let (password, passphrase) = userauth::secret_sources(opts);
         let prepared = userauth::prepare(opts, &passphrase, unix_now()).await;
         let helper = Arc::new(userauth::Helper::new(opts, &prepared, password, passphrase));
@@ -193,6 +198,51 @@ impl SshConnector {
             identities: prepared.identities.clone(),
             unusable: prepared.unusable.clone(),
             helper,
+        }
+    }
+}
+
+/// One session of a chain: where it goes and with which settings.
+struct Hop<'a> {
+    user: &'a str,
+    host: &'a str,
+    port: u16,
+    options: &'a cli::Options,
+    auth: &'a HopAuth,
+}
+
+impl Hop<'_> {
+    /// The name and port its host key is looked up under: `HostKeyAlias` alone, else the host.
+    fn known_hosts_name(&self) -> (&str, u16) {
+        match &self.options.host_key_alias {
+            Some(alias) => (alias, 22),
+            None => (self.host, self.port),
+        }
+    }
+
+    /// `user@host:port`, as in logs.
+    fn label(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.to_owned()
+        };
+        format!("{}@{host}:{}", self.user, self.port)
+    }
+}
+
+impl SshConnector {
+    /// Reads the identities `spec` names (keys, certificates, the agent) and the secret
+    /// sources its options call for; each jump host's too, from its own options.
+    pub async fn prepare(spec: SessionSpec) -> Self {
+        let auth = HopAuth::prepare(&spec.options).await;
+        let mut jump_auth = Vec::new();
+        for hop in &spec.jump {
+            jump_auth.push(HopAuth::prepare(&hop.options).await);
+        }
+        Self {
+            auth,
+            jump_auth,
             spec,
         }
     }
@@ -232,28 +282,35 @@ impl std::fmt::Debug for SshConnector {
 }
 
 impl SshConnector {
-    /// A session to `hop` over `stream`, its host key checked under the hop's own name.
+    /// A session to `hop` over `stream`, its host key checked under the hop's own name (or
+    /// its `HostKeyAlias`) in its own known_hosts files, read afresh on every attempt so that
+    /// a host key that is no longer trusted is not trusted on reconnect.
     fn start_hop<S>(
         &self,
         stream: S,
-        hop: &JumpHost,
-        known: &KnownHosts,
+        hop: &Hop<'_>,
     ) -> Result<(crate::driver::SessionHandle, driver::Driver<S>), ConnectError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let spec = &self.spec;
-        let opts = &spec.options;
-        let known_types = known.known_key_types(&hop.host, hop.port);
+        let opts = hop.options;
+        let (known, warnings) =
+            KnownHosts::load(&opts.user_known_hosts_files).map_err(known_hosts_error)?;
+        for w in warnings {
+            warn!("{w}");
+        }
+        let (key_name, key_port) = hop.known_hosts_name();
+        let known_types = known.known_key_types(key_name, key_port);
         let transport = config::prefer_known_host_key_types(spec.transport.clone(), &known_types);
         // Certificates' validity is judged by this clock; the auth crate has none.
-        let mut auth = userauth::auth_config(opts, self.identities.clone(), unix_now())
+        let mut auth = userauth::auth_config(opts, hop.auth.identities.clone(), unix_now())
             .map_err(ConnectError::Permanent)?;
-        auth.user.clone_from(&hop.user);
+        hop.user.clone_into(&mut auth.user);
         let verifier = Arc::new(KnownHostsVerifier {
-            known: known.clone(),
-            host: hop.host.clone(),
-            port: hop.port,
+            known,
+            host: key_name.to_owned(),
+            port: key_port,
             policy: opts.strict_host_key_checking,
             record_file: opts.known_hosts_record_file().map(Path::to_path_buf),
             hash: opts.hash_known_hosts,
@@ -272,33 +329,50 @@ impl SshConnector {
             stream,
             session,
             verifier,
-            self.helper.clone(),
+            hop.auth.helper.clone(),
         ))
+    }
+
+    /// The chain's sessions, outermost first, the destination last.
+    fn hops(&self) -> Vec<Hop<'_>> {
+        let spec = &self.spec;
+        let mut hops: Vec<Hop<'_>> = spec
+            .jump
+            .iter()
+            .zip(&self.jump_auth)
+            .map(|(j, auth)| Hop {
+                user: &j.user,
+                host: &j.host,
+                port: j.port,
+                options: &j.options,
+                auth,
+            })
+            .collect();
+        hops.push(Hop {
+            user: &spec.user,
+            host: &spec.host,
+            port: spec.port,
+            options: &spec.options,
+            auth: &self.auth,
+        });
+        hops
     }
 
     async fn start(&self) -> Result<Connected, ConnectError> {
         let spec = &self.spec;
-        let opts = &spec.options;
         let started = Instant::now();
-        // Read each time: a host key that is no longer trusted is not trusted on reconnect.
-        let (known, warnings) =
-            KnownHosts::load(&opts.user_known_hosts_files).map_err(known_hosts_error)?;
-        for w in warnings {
-            warn!("{w}");
-        }
-        let destination = JumpHost {
-            user: spec.user.clone(),
-            host: spec.host.clone(),
-            port: spec.port,
+        let hops = self.hops();
+        let Some((destination, jumps)) = hops.split_last() else {
+            return Err(ConnectError::Permanent("no host to connect to".into()));
         };
-        let first = spec.jump.first().unwrap_or(&destination);
-        let stream = connect(spec, &first.host, first.port).await?;
+        let first = jumps.first().unwrap_or(destination);
+        let stream = connect(spec, first.host, first.port).await?;
         debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "connected"
         );
-        let Some((outermost, inner_jumps)) = spec.jump.split_first() else {
-            let (handle, driver) = self.start_hop(stream, &destination, &known)?;
+        let Some((outermost, inner_jumps)) = jumps.split_first() else {
+            let (handle, driver) = self.start_hop(stream, destination)?;
             return Ok(Connected {
                 handle,
                 driver: Box::pin(driver),
@@ -307,17 +381,17 @@ impl SshConnector {
         // Jump hosts: each hop's driver runs in a task of its own, aborted with the chain;
         // each session after the first runs over a direct-tcpip channel of the one before.
         let mut chain = JumpChain::default();
-        let (handle, driver) = self.start_hop(stream, outermost, &known)?;
+        let (handle, driver) = self.start_hop(stream, outermost)?;
         chain.push(outermost, handle, tokio::spawn(driver));
         self.hop_up(&chain).await?;
         for hop in inner_jumps {
             let channel = chain.open_next(hop).await?;
-            let (handle, driver) = self.start_hop(channel, hop, &known)?;
+            let (handle, driver) = self.start_hop(channel, hop)?;
             chain.push(hop, handle, tokio::spawn(driver));
             self.hop_up(&chain).await?;
         }
-        let channel = chain.open_next(&destination).await?;
-        let (handle, driver) = self.start_hop(channel, &destination, &known)?;
+        let channel = chain.open_next(destination).await?;
+        let (handle, driver) = self.start_hop(channel, destination)?;
         Ok(Connected {
             handle,
             driver: Box::pin(chain.run_with(driver)),
@@ -364,20 +438,20 @@ struct JumpChain {
 type HopTask = tokio::task::JoinHandle<Result<(), SessionError>>;
 
 impl JumpChain {
-    fn push(&mut self, hop: &JumpHost, handle: crate::driver::SessionHandle, task: HopTask) {
-        self.hops.push((hop.to_string(), handle, task));
+    fn push(&mut self, hop: &Hop<'_>, handle: crate::driver::SessionHandle, task: HopTask) {
+        self.hops.push((hop.label(), handle, task));
     }
 
     /// A `direct-tcpip` channel from the innermost hop so far to `next`.
     async fn open_next(
         &self,
-        next: &JumpHost,
+        next: &Hop<'_>,
     ) -> Result<crate::driver::ChannelStream, ConnectError> {
         let Some((label, handle, _)) = self.hops.last() else {
             return Err(ConnectError::Permanent("no jump host to go through".into()));
         };
         handle
-            .open_direct_tcpip(&next.host, next.port, "127.0.0.1", 0)
+            .open_direct_tcpip(next.host, next.port, "127.0.0.1", 0)
             .await
             .map_err(|e| {
                 ConnectError::Network(format!(
@@ -464,7 +538,7 @@ impl Connector for SshConnector {
         match e {
             SessionError::Auth(AuthError::Refused(refusal)) => {
                 let mut refusal = refusal.clone();
-                refusal.unusable = self.unusable.clone();
+                refusal.unusable = self.auth.unusable.clone();
                 refusal.to_string()
             }
             e => e.to_string(),

@@ -17,7 +17,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
-     PreferredAuthentications, TCPKeepAlive, ProxyJump, \
+     PreferredAuthentications, TCPKeepAlive, ProxyJump, HostKeyAlias, IgnoreUnknown, \
      and forwarder's own PasswordFile, PasswordEnv, PassphraseFile, PassphraseEnv, Reconnect, \
      ReconnectBackoffMax and SessionWaitTimeout";
 
@@ -59,8 +59,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "host",
     "hostbasedacceptedalgorithms",
     "hostbasedauthentication",
-    "hostkeyalias",
-    "ignoreunknown",
     "include",
     "ipqos",
     "kbdinteractivedevices",
@@ -131,6 +129,16 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
         "proxyjump" => {
             let hops = super::jump::parse_list(one(key, &args)?, key)?;
             set_first(&mut p.proxy_jump, hops);
+        }
+        "hostkeyalias" => {
+            let alias = one(key, &args)?;
+            super::destination::check_host(alias)
+                .map_err(|_| bad_value(key, alias, "a host name to look up in known_hosts"))?;
+            set_first(&mut p.host_key_alias, alias.to_ascii_lowercase());
+        }
+        "ignoreunknown" => {
+            let list = one(key, &args)?;
+            set_first(&mut p.ignore_unknown, list.to_ascii_lowercase());
         }
         "identityfile" => p.identity_files.push(one(key, &args)?.to_owned()),
         "userknownhostsfile" => {
@@ -355,6 +363,11 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
         "checkhostip" => {
             flag(key, &args)?;
         }
+        // IgnoreUnknown: the user asked for no word about these keywords.
+        k if p
+            .ignore_unknown
+            .as_deref()
+            .is_some_and(|list| super::ssh_config::pattern_list(k, list)) => {}
         k if OPENSSH_KEYS.contains(&k) => {
             return Err(CliError::UnsupportedKey {
                 key: key.to_owned(),

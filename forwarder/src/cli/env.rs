@@ -85,12 +85,23 @@ pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError>
         None => original_host.clone(),
     }
     .to_ascii_lowercase();
+    // ssh's %j: the host part of the last jump host, as written.
+    let jump_host = p
+        .proxy_jump
+        .as_ref()
+        .and_then(|hops| hops.last())
+        .map(|hop| hop.host.clone())
+        .unwrap_or_default();
+    let local = LocalHost::get();
     let tokens = Tokens {
         env,
         host: &destination_host,
         original_host: &original_host,
         port,
         remote_user: &user,
+        key_alias: p.host_key_alias.as_deref().unwrap_or(&original_host),
+        jump_host: &jump_host,
+        local: &local,
     };
     let default_identity_files = p.identity_files.is_empty();
     let identity_files = if default_identity_files {
@@ -153,26 +164,13 @@ pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError>
         default_identity_files,
         local_forwards: p.local_forwards,
         remote_forwards: p.remote_forwards,
-        // Jump hosts use their own user and port, never the destination's (as ssh).
-        proxy_jump: p
-            .proxy_jump
-            .unwrap_or_default()
-            .into_iter()
-            .map(|j| {
-                Ok(super::JumpHost {
-                    user: j
-                        .user
-                        .or_else(|| env.user.clone())
-                        .ok_or(CliError::NoUser)?,
-                    host: j.host.to_ascii_lowercase(),
-                    port: j.port.unwrap_or(22),
-                })
-            })
-            .collect::<Result<Vec<_>, CliError>>()?,
+        // Filled in by the caller, each hop looked up in ssh_config (see `jump`).
+        proxy_jump: Vec::new(),
         stdio_forward: p.stdio_forward,
         log_level: p.flag_log_level.or(p.log_level).unwrap_or_default(),
         user_known_hosts_files,
         strict_host_key_checking: p.strict.unwrap_or(StrictHostKeyChecking::Yes),
+        host_key_alias: p.host_key_alias,
         ciphers: p.flag_ciphers.or(p.ciphers),
         kex_algorithms: p.kex_algorithms,
         macs: p.flag_macs.or(p.macs),
@@ -238,18 +236,65 @@ pub(super) fn expand_hostname(pattern: &str, host: &str) -> String {
     out
 }
 
+/// This machine's name and the user's uid, for `%l`, `%L`, `%i` and `%C`.
+pub(super) struct LocalHost {
+    /// The host name (`%l`).
+    name: String,
+    /// The uid (`%i`), if known.
+    uid: Option<u32>,
+}
+
+impl LocalHost {
+    /// The host name.
+    #[cfg(test)]
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The kernel's host name and the owner of this process.
+    pub(super) fn get() -> Self {
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty() && n.len() <= 255)
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|n| n.len() <= 255))
+            .unwrap_or_else(|| "localhost".to_owned());
+        Self {
+            name,
+            uid: process_uid(),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn process_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+#[cfg(not(unix))]
+fn process_uid() -> Option<u32> {
+    None
+}
+
 struct Tokens<'a> {
     env: &'a Environment,
     host: &'a str,
     original_host: &'a str,
     port: u16,
     remote_user: &'a str,
+    key_alias: &'a str,
+    jump_host: &'a str,
+    local: &'a LocalHost,
 }
 
 impl Tokens<'_> {
-    /// `~` or `~/...` becomes the home directory; then `%%`, `%d` (home), `%h` (host), `%n`
-    /// (host as given), `%p` (port), `%r` (remote user) and `%u` (local user) are replaced, as
-    /// OpenSSH does for IdentityFile and UserKnownHostsFile.
+    /// `~` or `~/...` becomes the home directory; then the tokens OpenSSH expands in
+    /// IdentityFile, UserKnownHostsFile, CertificateFile and IdentityAgent are replaced: `%%`,
+    /// `%C` (hash of `%l%h%p%r%j`), `%d` (home), `%h` (host), `%i` (uid), `%j` (last jump
+    /// host), `%k` (HostKeyAlias, else the host as given), `%L` (local host name without its
+    /// domain), `%l` (local host name), `%n` (host as given), `%p` (port), `%r` (remote user)
+    /// and `%u` (local user). Any other token is an error.
     fn expand_path(&self, raw: &str) -> Result<PathBuf, CliError> {
         let bad = |why: String| CliError::BadPath {
             path: raw.to_owned(),
@@ -299,14 +344,64 @@ impl Tokens<'_> {
                     Some(u) => out.push_str(u),
                     None => return Err(CliError::NoUser),
                 },
+                Some('l') => out.push_str(&self.local.name),
+                Some('L') => {
+                    out.push_str(self.local.name.split('.').next().unwrap_or_default());
+                }
+                Some('i') => match self.local.uid {
+                    Some(uid) => out.push_str(&uid.to_string()),
+                    None => return Err(bad("the user's uid (%i) is not known here".into())),
+                },
+                Some('k') => out.push_str(self.key_alias),
+                Some('j') => out.push_str(self.jump_host),
+                Some('C') => out.push_str(&self.connection_hash()),
                 other => {
                     let token = other.map(|c| format!("%{c}")).unwrap_or_else(|| "%".into());
                     return Err(bad(format!(
-                        "unknown token '{token}'; known tokens are %%, %d, %h, %n, %p, %r, %u"
+                        "unknown token '{token}'; known tokens are %%, %C, %d, %h, %i, %j, %k, \
+                         %L, %l, %n, %p, %r, %u"
                     )));
                 }
             }
         }
         Ok(PathBuf::from(out))
+    }
+}
+
+impl Tokens<'_> {
+    /// `%C` for this connection.
+    fn connection_hash(&self) -> String {
+        connection_hash(
+            &self.local.name,
+            self.host,
+            self.port,
+            self.remote_user,
+            self.jump_host,
+        )
+    }
+}
+
+/// `%C`: SHA-1 of `%l%h%p%r%j` in lowercase hex, as OpenSSH computes it.
+fn connection_hash(local: &str, host: &str, port: u16, user: &str, jump: &str) -> String {
+    let text = format!("{local}{host}{port}{user}{jump}");
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, text.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn connection_hash_is_openssh_s() {
+        // printf 'laptop.example.orgdb.example.com2222alicejump' | sha1sum
+        assert_eq!(
+            super::connection_hash(
+                "laptop.example.org",
+                "db.example.com",
+                2222,
+                "alice",
+                "jump"
+            ),
+            "c87df5dea2dda373eaa64ef6e500cd927edb859f"
+        );
     }
 }

@@ -1,9 +1,102 @@
 //! `-J` / `ProxyJump` (`[user@]host[:port][,...]` or `none`) and `-W host:port`.
 //!
 //! Jump hosts take nothing from the destination's `-l`, `-p` or `User`/`Port`, as with ssh:
-//! each hop logs in as its own `user@` (else the local user) on its own `:port` (else 22).
+//! each hop is looked up in ssh_config under its own name, as ssh's `ssh -W` for the hop
+//! would: its own `user@` and `:port`, else its block's `User`, `Port`, `HostName`,
+//! `IdentityFile`, `HostKeyAlias`..., else the defaults. ssh runs the last hop of a list with
+//! `-J` set to the hops before it, so that hop's own `ProxyJump` is overridden; the first hop
+//! has no `-J`, so its block's `ProxyJump` (if any) adds hops before it.
+//!
+//! Unlike ssh, which gives a hop only `-F` and `-v`, a hop falls back on the command line's
+//! options that are not about the destination (`-i`, `-C`, `-o IdentityFile=...`,
+//! `-o UserKnownHostsFile=...`, ...) where its block sets nothing: a command line that names
+//! its keys and known_hosts with `-i` and `-o` works without a config file.
 
-use super::{CliError, check_user, destination, parse_port};
+use super::{
+    AddressFamily, CliError, Environment, JumpHost, Parsed, check_user, destination, env,
+    parse_port, set_first, ssh_config,
+};
+
+/// How many jump hosts one chain may have, counting those `ProxyJump` lines add (a loop of
+/// `ProxyJump` settings stops here).
+pub(super) const MAX_HOPS: usize = 16;
+
+/// `-o` keys about the destination only, which jump hosts do not take from the command line.
+const DESTINATION_KEYS: [&str; 7] = [
+    "port",
+    "user",
+    "hostname",
+    "proxyjump",
+    "localforward",
+    "remoteforward",
+    "hostkeyalias",
+];
+
+/// Whether a command-line option (letter and value) also applies to jump hosts where their
+/// own ssh_config block does not set it.
+pub(super) fn inherited(letter: char, value: &str) -> bool {
+    match letter {
+        'i' | 'c' | 'm' => true,
+        'o' => super::config::split_key_value(value)
+            .is_some_and(|(key, _)| !DESTINATION_KEYS.contains(&key.to_ascii_lowercase().as_str())),
+        _ => false,
+    }
+}
+
+/// The jump hosts of `list` (outermost first), each looked up in ssh_config, with the hops
+/// their `ProxyJump` settings add before them. `depth` is how many hops are already further
+/// in.
+pub(super) fn resolve_chain(
+    list: &[JumpSpec],
+    command_line: &Parsed,
+    environment: &Environment,
+    source: &ssh_config::Source<'_>,
+    depth: usize,
+) -> Result<Vec<JumpHost>, CliError> {
+    let Some((last, outer)) = list.split_last() else {
+        return Ok(Vec::new());
+    };
+    if depth + list.len() > MAX_HOPS {
+        return Err(CliError::BadValue {
+            key: "ProxyJump".into(),
+            value: last.host.clone(),
+            expected: "at most 16 jump hosts in a chain (do ProxyJump settings loop?)",
+        });
+    }
+    let mut p = Parsed {
+        host: Some(last.host.clone()),
+        user: last.user.clone(),
+        port: last.port,
+        config_file: command_line.config_file.clone(),
+        proxy_jump: (!outer.is_empty()).then(|| outer.to_vec()),
+        ..Parsed::default()
+    };
+    ssh_config::apply(&mut p, environment, source)?;
+    for (letter, value) in &command_line.inherit {
+        match letter {
+            'C' => {
+                set_first(&mut p.compression, true);
+            }
+            '4' => {
+                set_first(&mut p.address_family, AddressFamily::Inet);
+            }
+            '6' => {
+                set_first(&mut p.address_family, AddressFamily::Inet6);
+            }
+            _ => p.option_value(*letter, value)?,
+        }
+    }
+    let before = p.proxy_jump.clone().unwrap_or_default();
+    let options = env::resolve(p, environment)?;
+    let mut chain = resolve_chain(&before, command_line, environment, source, depth + 1)?;
+    chain.push(JumpHost {
+        user: options.user.clone(),
+        host: options.destination_host.clone(),
+        port: options.port,
+        options: Box::new(options),
+    });
+    Ok(chain)
+}
 
 /// One hop as written: `[user@]host[:port]`, the user and port not yet defaulted.
 #[derive(Clone, Debug, PartialEq, Eq)]

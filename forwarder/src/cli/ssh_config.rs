@@ -24,8 +24,30 @@ pub(super) const MAX_DEPTH: usize = 16;
 /// How many files one run may read, includes counted.
 pub(super) const MAX_FILES: usize = 256;
 
+/// Where the ssh_config text comes from.
+pub(super) enum Source<'a> {
+    /// `-F file`, `-F none`, or `~/.ssh/config` if it exists.
+    User,
+    /// This text (named `config` in messages), without following `Include` lines: for tests
+    /// and fuzzing, where no file may be opened.
+    Text(&'a str),
+}
+
+/// Reads the config for `p`'s host into `p`. Jump hosts are looked up with this too, each
+/// under its own name.
+pub(super) fn apply(
+    p: &mut Parsed,
+    env: &Environment,
+    source: &Source<'_>,
+) -> Result<(), CliError> {
+    match source {
+        Source::User => apply_user_config(p, env),
+        Source::Text(text) => apply_text(p, env, "config", text),
+    }
+}
+
 /// Reads the user's config file into `p`: `-F file`, or `~/.ssh/config` if it exists.
-pub(super) fn apply_user_config(p: &mut Parsed, env: &Environment) -> Result<(), CliError> {
+fn apply_user_config(p: &mut Parsed, env: &Environment) -> Result<(), CliError> {
     let (path, required) = match p.config_file.as_deref() {
         Some(f) if f.eq_ignore_ascii_case("none") => return Ok(()),
         Some(f) => (PathBuf::from(f), true),
@@ -55,13 +77,8 @@ pub(super) fn apply_user_config(p: &mut Parsed, env: &Environment) -> Result<(),
 }
 
 /// Reads `text` as the user's config file (`name` is used in messages), without following
-/// `Include` lines: for tests and fuzzing, where no file may be opened.
-pub(super) fn apply_text(
-    p: &mut Parsed,
-    env: &Environment,
-    name: &str,
-    text: &str,
-) -> Result<(), CliError> {
+/// `Include` lines.
+fn apply_text(p: &mut Parsed, env: &Environment, name: &str, text: &str) -> Result<(), CliError> {
     let mut reader = Reader {
         env,
         follow_includes: false,
@@ -146,7 +163,10 @@ impl Reader<'_> {
                     }
                 }
                 _ => {
-                    let mut scratch = Parsed::default();
+                    let mut scratch = Parsed {
+                        ignore_unknown: p.ignore_unknown.clone(),
+                        ..Parsed::default()
+                    };
                     let target = if *active { &mut *p } else { &mut scratch };
                     match config::apply(target, line) {
                         Ok(()) => {}
@@ -622,5 +642,229 @@ HOST=h
             parse_args_with_env(["h"], &env),
             Ok(Command::Run(o)) if o.port == 22
         ));
+    }
+
+    const JUMP_CONFIG: &str = "\
+Host db
+    HostName db.internal
+    ProxyJump jump
+    HostKeyAlias db-key
+    IdentityFile ~/.ssh/db_%k
+Host jump
+    HostName jump.example.com
+    Port 2200
+    User hopper
+    IdentityFile ~/.ssh/jump_%r_%p
+    UserKnownHostsFile ~/.ssh/jump_known_hosts
+    HostKeyAlias jump-key
+Host outer
+    Port 2300
+Host inner
+    ProxyJump outer
+Host loop1
+    ProxyJump loop2
+Host loop2
+    ProxyJump loop1
+Host *
+    User everyone
+";
+
+    fn hops(o: &Options) -> Vec<(String, String, u16)> {
+        o.proxy_jump
+            .iter()
+            .map(|j| (j.user.clone(), j.host.clone(), j.port))
+            .collect()
+    }
+
+    #[test]
+    fn jump_hosts_are_looked_up_under_their_own_names() {
+        let o = ok(&["db"], JUMP_CONFIG);
+        assert_eq!(o.destination_host, "db.internal");
+        assert_eq!(o.host_key_alias.as_deref(), Some("db-key"));
+        assert_eq!(
+            o.identity_files,
+            vec![PathBuf::from("/home/tester/.ssh/db_db-key")]
+        );
+        assert_eq!(
+            hops(&o),
+            [("hopper".into(), "jump.example.com".into(), 2200)]
+        );
+        let jump = &o.proxy_jump[0].options;
+        assert_eq!(jump.original_host, "jump");
+        assert_eq!(jump.host_key_alias.as_deref(), Some("jump-key"));
+        assert_eq!(
+            jump.identity_files,
+            vec![PathBuf::from("/home/tester/.ssh/jump_hopper_2200")]
+        );
+        assert_eq!(
+            jump.user_known_hosts_files,
+            vec![PathBuf::from("/home/tester/.ssh/jump_known_hosts")]
+        );
+        assert!(jump.proxy_jump.is_empty());
+        // The destination's known_hosts are the default, not the jump host's.
+        assert_eq!(
+            o.user_known_hosts_files,
+            vec![PathBuf::from("/home/tester/.ssh/known_hosts")]
+        );
+        // -J names the same block; its user@ and :port win over the block's.
+        let o = ok(&["-J", "root@jump:22", "other"], JUMP_CONFIG);
+        assert_eq!(hops(&o), [("root".into(), "jump.example.com".into(), 22)]);
+        assert_eq!(o.user, "everyone");
+    }
+
+    #[test]
+    fn command_line_jump_overrides_the_file_and_none_turns_it_off() {
+        assert_eq!(
+            hops(&ok(&["-J", "outer", "db"], JUMP_CONFIG)),
+            [("everyone".into(), "outer".into(), 2300)]
+        );
+        assert!(ok(&["-J", "none", "db"], JUMP_CONFIG).proxy_jump.is_empty());
+        assert!(
+            ok(&["-o", "ProxyJump=none", "db"], JUMP_CONFIG)
+                .proxy_jump
+                .is_empty()
+        );
+        let text = format!("Host db\n ProxyJump none\n{JUMP_CONFIG}");
+        assert!(ok(&["db"], &text).proxy_jump.is_empty());
+    }
+
+    #[test]
+    fn a_hop_s_own_proxy_jump_adds_hops_before_it() {
+        // The first hop's ProxyJump applies (ssh runs it without -J) ...
+        assert_eq!(
+            hops(&ok(&["-J", "inner", "h"], JUMP_CONFIG)),
+            [
+                ("everyone".into(), "outer".into(), 2300),
+                ("everyone".into(), "inner".into(), 22)
+            ]
+        );
+        // ... a later hop's does not: the hops before it are its -J.
+        assert_eq!(
+            hops(&ok(&["-J", "jump,inner", "h"], JUMP_CONFIG)),
+            [
+                ("hopper".into(), "jump.example.com".into(), 2200),
+                ("everyone".into(), "inner".into(), 22)
+            ]
+        );
+        let e = with_text(&["loop1"], JUMP_CONFIG).unwrap_err();
+        assert!(e.contains("at most 16 jump hosts"), "{e}");
+    }
+
+    #[test]
+    fn hops_fall_back_on_the_command_line_s_general_options() {
+        let text = "Host j2\n IdentityFile ~/j2_key\n StrictHostKeyChecking yes\n";
+        let o = ok(
+            &[
+                "-i",
+                "/cli_key",
+                "-p",
+                "2022",
+                "-l",
+                "dbuser",
+                "-o",
+                "UserKnownHostsFile=/kh",
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                "-o",
+                "HostKeyAlias=dest",
+                "-C",
+                "-J",
+                "j1,j2",
+                "h",
+            ],
+            text,
+        );
+        let (j1, j2) = (&o.proxy_jump[0].options, &o.proxy_jump[1].options);
+        assert_eq!(j1.identity_files, vec![PathBuf::from("/cli_key")]);
+        assert_eq!(
+            j2.identity_files,
+            vec![
+                PathBuf::from("/home/tester/j2_key"),
+                PathBuf::from("/cli_key")
+            ]
+        );
+        for j in [j1, j2] {
+            assert_eq!(j.user_known_hosts_files, vec![PathBuf::from("/kh")]);
+            assert!(j.compression);
+            assert_eq!((j.port, j.user.as_str()), (22, "tester"));
+            assert_eq!(j.host_key_alias, None);
+        }
+        assert_eq!(
+            j1.strict_host_key_checking,
+            crate::cli::StrictHostKeyChecking::AcceptNew
+        );
+        // The hop's own block wins over the command line.
+        assert_eq!(
+            j2.strict_host_key_checking,
+            crate::cli::StrictHostKeyChecking::Yes
+        );
+        assert_eq!(o.host_key_alias.as_deref(), Some("dest"));
+    }
+
+    #[test]
+    fn ignore_unknown_silences_notes_for_its_keywords() {
+        let text = "\
+IgnoreUnknown usekeychain,forward*
+Host h
+    UseKeychain yes
+    ForwardAgent yes
+    AddKeysToAgent yes
+    Bogus 1
+";
+        let o = ok(&["h"], text);
+        assert_eq!(o.notes.len(), 2, "{:?}", o.notes);
+        assert!(o.notes[0].contains("AddKeysToAgent is not supported"));
+        assert!(o.notes[1].contains("unknown keyword Bogus"));
+        // The first IgnoreUnknown wins; lines before it are noted.
+        let o = ok(
+            &["h"],
+            "UseKeychain yes\nIgnoreUnknown UseKeychain\nIgnoreUnknown Bogus\nBogus 1\n",
+        );
+        assert_eq!(o.notes.len(), 2, "{:?}", o.notes);
+        // On the command line, an unknown -o is an error unless IgnoreUnknown names it.
+        assert!(with_text(&["-o", "UseKeychain=yes", "h"], "").is_err());
+        let o = ok(
+            &[
+                "-o",
+                "IgnoreUnknown=UseKeychain",
+                "-o",
+                "UseKeychain=yes",
+                "h",
+            ],
+            "",
+        );
+        assert!(o.notes.is_empty(), "{:?}", o.notes);
+    }
+
+    #[test]
+    fn more_percent_tokens_and_unknown_ones() {
+        let text = "\
+Host h
+    HostName real.example.com
+    HostKeyAlias alias
+    ProxyJump jumper
+    IdentityFile ~/%k_%n_%j_%i
+    CertificateFile ~/%l/%L/%C
+";
+        let o = ok(&["h"], text);
+        let local = super::super::env::LocalHost::get();
+        let uid = std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .unwrap();
+        assert_eq!(
+            o.identity_files,
+            vec![PathBuf::from(format!("/home/tester/alias_h_jumper_{uid}"))]
+        );
+        let cert = o.certificate_files[0].to_str().unwrap().to_owned();
+        let parts: Vec<&str> = cert.rsplitn(3, '/').collect();
+        assert_eq!(parts[0].len(), 40, "{cert}");
+        assert!(parts[0].bytes().all(|b| b.is_ascii_hexdigit()), "{cert}");
+        assert!(!parts[1].contains('.'), "{cert}");
+        assert!(parts[2].ends_with(local.name()), "{cert}");
+        // %k without an alias is the host as given.
+        let o = ok(&["h2"], "IdentityFile /k/%k\nHostName x.example\n");
+        assert_eq!(o.identity_files, vec![PathBuf::from("/k/h2")]);
+        let e = with_text(&["h"], "IdentityFile ~/%x\n").unwrap_err();
+        assert!(e.contains("unknown token '%x'"), "{e}");
     }
 }

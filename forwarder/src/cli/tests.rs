@@ -1000,22 +1000,13 @@ fn jump_hosts_keep_their_own_user_and_port_and_first_value_wins() {
         "2200",
         "db-bastion",
     ]);
-    assert_eq!(
-        o.proxy_jump,
-        [
-            JumpHost {
-                user: "alice".into(),
-                host: "j1".into(),
-                port: 2222
-            },
-            // Not the destination's -l or -p: the local user and port 22, as ssh.
-            JumpHost {
-                user: "tester".into(),
-                host: "j2".into(),
-                port: 22
-            },
-        ]
-    );
+    let hops: Vec<(&str, &str, u16)> = o
+        .proxy_jump
+        .iter()
+        .map(|j| (j.user.as_str(), j.host.as_str(), j.port))
+        .collect();
+    // The second hop: not the destination's -l or -p but the local user and port 22, as ssh.
+    assert_eq!(hops, [("alice", "j1", 2222), ("tester", "j2", 22)]);
     assert_eq!((o.user.as_str(), o.port), ("bob", 2200));
     let o = run(&["-o", "ProxyJump=none", "-J", "j1", "h"]);
     assert!(o.proxy_jump.is_empty());
