@@ -42,7 +42,10 @@ use crate::session::{Session, SessionError, SessionEvent};
 const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
 /// Unsent output below which waiting writers are woken.
 const OUTPUT_LOW_WATER: usize = 256 * 1024;
-/// How much to ask the socket for in one read.
+/// How much to ask the socket for in one read at first: a session that only ever carries
+/// small packets (an idle tunnel, queries) keeps an input buffer about this small.
+const READ_CHUNK_MIN: usize = 16 * 1024;
+/// What a read asks for once reads keep filling what they were offered (bulk downloads).
 const READ_CHUNK: usize = 256 * 1024;
 /// Rounds of read/process/write per poll before yielding to other tasks.
 const POLL_BUDGET: usize = 32;
@@ -650,6 +653,7 @@ where
         sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
         read_eof: false,
         flush_needed: false,
+        read_chunk: READ_CHUNK_MIN,
     };
     (SessionHandle { shared }, driver)
 }
@@ -1098,6 +1102,9 @@ pub struct Driver<S> {
     sleep: Pin<Box<Sleep>>,
     read_eof: bool,
     flush_needed: bool,
+    /// How much the next read asks for: doubles, up to [`READ_CHUNK`], whenever a read fills
+    /// what it was offered. The input buffer only grows as far as reads ask.
+    read_chunk: usize,
 }
 
 impl<S> std::fmt::Debug for Driver<S> {
@@ -1111,11 +1118,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn round(&mut self, cx: &mut Context<'_>, st: &mut State) -> io::Result<bool> {
         let mut progress = false;
         if !self.read_eof {
-            let space = st.session.read_space(READ_CHUNK);
+            let space = st.session.read_space(self.read_chunk);
+            let offered = space.len();
             let mut rb = ReadBuf::new(space);
             match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) => {
                     let n = rb.filled().len();
+                    if n == offered {
+                        self.read_chunk = (self.read_chunk * 2).min(READ_CHUNK);
+                    }
                     if n == 0 {
                         self.read_eof = true;
                         st.session.handle_eof();
