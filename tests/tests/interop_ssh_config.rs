@@ -214,3 +214,175 @@ fn dash_f_none_leaves_the_users_file_unread() {
     wait_listening(&mut child, home.path(), local);
     round_trip(local);
 }
+
+/// `Sshd`'s host keys as known_hosts lines under `name` (port 22: the bare name, as ssh
+/// writes a `HostKeyAlias`).
+fn keys_named(sshd: &Sshd, name: &str) -> String {
+    sshd.host_keys()
+        .iter()
+        .map(|k| k.known_hosts_line(name, 22) + "\n")
+        .collect()
+}
+
+fn logins(sshd: &Sshd) -> usize {
+    sshd.log().matches("Accepted publickey").count()
+}
+
+/// Runs forwarder to completion (it must exit within a minute); its status and stderr.
+fn run_to_exit(home: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = run_bounded(
+        Command::new(forwarder_binary())
+            .args(args)
+            .env("HOME", home)
+            .env_remove("SSH_AUTH_SOCK"),
+        Duration::from_secs(60),
+        "forwarder",
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_jump_host_block_serves_proxy_jump_and_dash_j() {
+    // Each server takes only its own key and each hop's host key is known only in its own
+    // file, under its own HostKeyAlias for the jump host: nothing works unless each hop's
+    // settings come from its own block.
+    let (jump_key, target_key) = (
+        UserKey::generate(KeyKind::Ed25519),
+        UserKey::generate(KeyKind::Ed25519),
+    );
+    let jump = Sshd::start(&jump_key);
+    let target = Sshd::start(&target_key);
+    let echo = EchoServer::start();
+    let home = tempfile::tempdir().expect("temp home");
+    let ssh_dir = home.path().join(".ssh");
+    fs::create_dir_all(&ssh_dir).expect("mkdir .ssh");
+    fs::write(
+        ssh_dir.join("jump_hosts"),
+        keys_named(&jump, "the-jump-host"),
+    )
+    .expect("write");
+    fs::write(ssh_dir.join("target_hosts"), target.known_hosts()).expect("write");
+    let (via_file, via_dash_j) = (free_port(), free_port());
+    fs::write(
+        ssh_dir.join("config"),
+        format!(
+            "Host target\n\
+             \x20   ProxyJump jump\n\
+             \x20   LocalForward {via_file} 127.0.0.1:{echo}\n\
+             Host direct\n\
+             \x20   ProxyJump nowhere\n\
+             \x20   LocalForward {via_dash_j} 127.0.0.1:{echo}\n\
+             Host target direct\n\
+             \x20   HostName 127.0.0.1\n\
+             \x20   Port {target_port}\n\
+             \x20   User {target_user}\n\
+             \x20   IdentityFile {target_identity}\n\
+             \x20   UserKnownHostsFile ~/.ssh/target_hosts\n\
+             Host jump\n\
+             \x20   HostName 127.0.0.1\n\
+             \x20   Port {jump_port}\n\
+             \x20   User {jump_user}\n\
+             \x20   IdentityFile {jump_identity}\n\
+             \x20   UserKnownHostsFile ~/.ssh/jump_hosts\n\
+             \x20   HostKeyAlias the-jump-host\n\
+             Host nowhere\n\
+             \x20   HostName 127.0.0.1\n\
+             \x20   Port 1\n\
+             Host *\n\
+             \x20   BatchMode yes\n\
+             \x20   IdentityAgent none\n\
+             \x20   ExitOnForwardFailure yes\n",
+            echo = echo.port(),
+            target_port = target.port(),
+            target_user = target.user(),
+            target_identity = target_key.private_key_path().display(),
+            jump_port = jump.port(),
+            jump_user = jump.user(),
+            jump_identity = jump_key.private_key_path().display(),
+        ),
+    )
+    .expect("write config");
+    let mut child = spawn(home.path(), &["-N", "target"]);
+    wait_listening(&mut child, home.path(), via_file);
+    round_trip(via_file);
+    assert_eq!((logins(&jump), logins(&target)), (1, 1));
+    drop(child);
+    // -J names the same block, and wins over the destination's `ProxyJump nowhere`.
+    let mut child = spawn(home.path(), &["-N", "-J", "jump", "direct"]);
+    wait_listening(&mut child, home.path(), via_dash_j);
+    round_trip(via_dash_j);
+    assert_eq!((logins(&jump), logins(&target)), (2, 2));
+}
+
+#[test]
+fn host_key_alias_names_the_key_in_known_hosts() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let impostor = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let home = tempfile::tempdir().expect("temp home");
+    let ssh_dir = home.path().join(".ssh");
+    fs::create_dir_all(&ssh_dir).expect("mkdir .ssh");
+    let local = free_port();
+    let known_hosts = ssh_dir.join("known_hosts");
+    let config = |alias: &str, strict: &str| {
+        format!(
+            "IgnoreUnknown UseKeychain,ForwardAgent\n\
+             Host lab\n\
+             \x20   HostName 127.0.0.1\n\
+             \x20   Port {port}\n\
+             \x20   User {user}\n\
+             \x20   IdentityFile {identity}\n\
+             \x20   HostKeyAlias {alias}\n\
+             \x20   StrictHostKeyChecking {strict}\n\
+             \x20   LocalForward {local} 127.0.0.1:{echo}\n\
+             \x20   BatchMode yes\n\
+             \x20   IdentityAgent none\n\
+             \x20   Reconnect no\n\
+             \x20   UseKeychain yes\n\
+             \x20   ForwardAgent no\n\
+             \x20   AddKeysToAgent no\n",
+            port = sshd.port(),
+            user = sshd.user(),
+            identity = key.private_key_path().display(),
+            echo = echo.port(),
+        )
+    };
+    // Known only under the alias: trusted (the [127.0.0.1]:port name is not in the file).
+    fs::write(&known_hosts, keys_named(&sshd, "lab-key")).expect("write known_hosts");
+    fs::write(ssh_dir.join("config"), config("lab-key", "yes")).expect("write config");
+    let mut child = spawn(home.path(), &["-N", "-v", "lab"]);
+    wait_listening(&mut child, home.path(), local);
+    round_trip(local);
+    drop(child);
+    let log = fs::read_to_string(home.path().join("forwarder.log")).unwrap_or_default();
+    // IgnoreUnknown silences the notes for its keywords only.
+    assert!(log.contains("AddKeysToAgent is not supported"), "{log}");
+    assert!(
+        !log.contains("UseKeychain") && !log.contains("ForwardAgent"),
+        "{log}"
+    );
+    // The alias bound to another server's keys: refused, nothing forwarded.
+    fs::write(&known_hosts, keys_named(&impostor, "lab-key")).expect("write known_hosts");
+    let (status, stderr) = run_to_exit(home.path(), &["-N", "lab"]);
+    assert_eq!(status, Some(255), "{stderr}");
+    assert!(
+        stderr.contains("lab-key") && stderr.contains("CHANGED"),
+        "the refusal names the alias:\n{stderr}"
+    );
+    assert_eq!(echo.connections(), 1, "only the first run's connection");
+    // accept-new records the key under the alias, without a port.
+    fs::write(&known_hosts, "").expect("empty known_hosts");
+    fs::write(ssh_dir.join("config"), config("new-key", "accept-new")).expect("write config");
+    let mut child = spawn(home.path(), &["-N", "lab"]);
+    wait_listening(&mut child, home.path(), local);
+    round_trip(local);
+    let recorded = fs::read_to_string(&known_hosts).expect("read known_hosts");
+    assert!(
+        !recorded.is_empty() && recorded.lines().all(|l| l.starts_with("new-key ")),
+        "{recorded}"
+    );
+}
