@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  start ──> SERVICE_REQUEST "ssh-userauth"
-//!  SERVICE_ACCEPT ──> plan: (key, algorithm) pairs PubkeyAcceptedAlgorithms and the server's
+//!  send_ahead (server-sig-algs known) or else SERVICE_ACCEPT ──> plan: (key, algorithm) pairs PubkeyAcceptedAlgorithms and the server's
 //!                     server-sig-algs allow, certificates before their plain keys
 //!   key from a file ──> signed USERAUTH_REQUEST ──> SUCCESS | FAILURE
 //!   key signed elsewhere (agent) ──> query ──> PK_OK ──> AuthEvent::SignRequest (pause)
@@ -581,6 +581,9 @@ pub struct ClientAuth {
     allowed: Option<Vec<String>>,
     probed: bool,
     next_request: u64,
+    /// The first request went out right after SERVICE_REQUEST ([`ClientAuth::send_ahead`]);
+    /// SERVICE_ACCEPT is still due.
+    sent_ahead: bool,
 }
 
 impl ClientAuth {
@@ -626,6 +629,7 @@ impl ClientAuth {
             allowed: None,
             probed: false,
             next_request: 1,
+            sent_ahead: false,
         }
     }
 
@@ -673,6 +677,32 @@ impl ClientAuth {
             });
             self.state = State::ExpectServiceAccept;
         }
+    }
+
+    /// Sends the first request now, without waiting for SERVICE_ACCEPT: one round trip less.
+    /// A server handles our packets in order, so the request is read after the service
+    /// request it follows (RFC 4253 section 10 lets the server refuse the service by
+    /// disconnecting, which ends the session either way). The first request is a key (signed
+    /// if it is loaded here, a query if the caller signs) or the `none` request that asks for
+    /// the server's methods; passwords and prompts come only after an answer. Does nothing
+    /// (returns false) unless the machine still waits for SERVICE_ACCEPT. Call it only once the
+    /// server's `server-sig-algs` are known (or known not to come): the keys' algorithms are
+    /// chosen from them here, as they would be at SERVICE_ACCEPT.
+    pub fn send_ahead(
+        &mut self,
+        ctx: &AuthContext<'_>,
+        sink: &mut dyn PayloadSink,
+    ) -> Result<bool, AuthError> {
+        if !matches!(self.state, State::ExpectServiceAccept) || self.sent_ahead {
+            return Ok(false);
+        }
+        self.guarded(|this| {
+            this.session_id = ctx.session_id.to_vec();
+            this.plan_attempts(ctx);
+            this.sent_ahead = true;
+            this.next(sink)
+        })?;
+        Ok(true)
     }
 
     /// Takes one payload the router routes to authentication: SERVICE_ACCEPT (6) and
@@ -855,12 +885,20 @@ impl ClientAuth {
                 self.push_banner(sanitize(banner.message, true, MAX_BANNER_CHARS));
                 Ok(())
             }
-            (State::ExpectServiceAccept, ServerMessage::ServiceAccept(accept)) => {
+            (state, ServerMessage::ServiceAccept(accept))
+                if matches!(state, State::ExpectServiceAccept) || self.sent_ahead =>
+            {
                 if accept.service != SERVICE_USERAUTH {
                     return Err(AuthError::Protocol(format!(
                         "the server accepted service {:?} instead of {SERVICE_USERAUTH:?}",
                         sanitize(accept.service.as_bytes(), false, 64)
                     )));
+                }
+                if self.sent_ahead {
+                    // The request sent ahead is on its way (or answered): carry on.
+                    self.sent_ahead = false;
+                    self.state = state;
+                    return Ok(());
                 }
                 self.session_id = ctx.session_id.to_vec();
                 self.plan_attempts(ctx);

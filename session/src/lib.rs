@@ -223,6 +223,9 @@ pub struct Session {
     conn_seq: u32,
     /// When each keepalive still unanswered went out, oldest first (bounded).
     keepalives_sent: std::collections::VecDeque<Instant>,
+    /// SERVICE_REQUEST is out and the first authentication request may follow it at once,
+    /// as soon as the server's `server-sig-algs` are known ([`ClientAuth::send_ahead`]).
+    auth_ahead: bool,
 }
 
 enum Routed {
@@ -247,15 +250,20 @@ impl Session {
             last_heard: now,
             conn_seq: 0,
             keepalives_sent: std::collections::VecDeque::new(),
+            auth_ahead: false,
         }
     }
 
     /// A keepalive reply ([`ssh_connection::Event::KeepaliveReply`]) came: the round trip of
     /// the oldest keepalive not yet answered. Replies come in the order the requests went.
+    /// The round trip also feeds the connection's receive window growth.
     pub fn keepalive_answered(&mut self, now: Instant) -> Option<Duration> {
-        self.keepalives_sent
+        let rtt = self
+            .keepalives_sent
             .pop_front()
-            .map(|sent| now.saturating_duration_since(sent))
+            .map(|sent| now.saturating_duration_since(sent))?;
+        self.conn.observe_rtt(rtt);
+        Some(rtt)
     }
 
     // ---- getters ---------------------------------------------------------------------------
@@ -315,11 +323,19 @@ impl Session {
     /// `n` bytes were read into [`read_space`](Self::read_space) at `now`.
     pub fn commit_input(&mut self, n: usize, now: Instant) {
         self.transport.commit_input(n);
+        self.conn.set_clock(now);
         // Any byte from the server shows it is alive, as OpenSSH counts it.
         if n > 0 {
             self.last_heard = now;
             self.conn.heard_from_server();
         }
+    }
+
+    /// The time is `now`: the driver says so before [`consume`](Self::consume) and opens,
+    /// so that receive windows grow with what is delivered per round trip (see
+    /// [`ssh_connection::window::WindowGrowth`]).
+    pub fn set_clock(&mut self, now: Instant) {
+        self.conn.set_clock(now);
     }
 
     /// The socket closed.
@@ -387,13 +403,19 @@ impl Session {
                     self.error = Some(SessionError::Transport(e));
                     continue;
                 }
-                Ok(None) => return Ok(None),
+                Ok(None) => {
+                    if self.auth_send_ahead() {
+                        continue;
+                    }
+                    return Ok(None);
+                }
                 Ok(Some(Event::VerifyHostKey(k))) => {
                     return Ok(Some(SessionEvent::VerifyHostKey(k.clone())));
                 }
                 Ok(Some(Event::Rekeyed)) => return Ok(Some(SessionEvent::Rekeyed)),
                 Ok(Some(Event::Established)) => {
                     self.auth.start(&mut self.transport);
+                    self.auth_ahead = true;
                     return Ok(Some(SessionEvent::Established));
                 }
                 Ok(Some(Event::Payload { data, seq })) => {
@@ -450,6 +472,29 @@ impl Session {
                         self.fail(SessionError::Auth(e));
                     }
                 }
+            }
+        }
+    }
+
+    /// Sends the first authentication request behind SERVICE_REQUEST once everything the
+    /// server sent with its NEWKEYS has been read (its EXT_INFO comes in the same flight).
+    /// Returns whether it tried, so that the caller polls again for what it queued.
+    fn auth_send_ahead(&mut self) -> bool {
+        if !self.auth_ahead || !self.transport.server_sig_algs_settled() {
+            return false;
+        }
+        self.auth_ahead = false;
+        let session_id = self.transport.session_id().unwrap_or_default().to_vec();
+        let algs = self.transport.server_sig_algs().map(<[String]>::to_vec);
+        let ctx = AuthContext {
+            session_id: &session_id,
+            server_sig_algs: algs.as_deref(),
+        };
+        match self.auth.send_ahead(&ctx, &mut self.transport) {
+            Ok(sent) => sent,
+            Err(e) => {
+                self.fail(SessionError::Auth(e));
+                true
             }
         }
     }

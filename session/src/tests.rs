@@ -35,11 +35,15 @@ struct Pair {
 
 impl Pair {
     fn new(server_alive: Option<ServerAlive>) -> Self {
-        let now = Instant::now();
         let mut auth = AuthConfig::new("tester".into(), Vec::new());
         auth.publickey = false;
         auth.password = false;
         auth.keyboard_interactive = false;
+        Self::with_auth(auth, server_alive)
+    }
+
+    fn with_auth(auth: AuthConfig, server_alive: Option<ServerAlive>) -> Self {
+        let now = Instant::now();
         let config = SessionConfig {
             transport: ClientConfig::default(),
             connection: ssh_connection::Config::default(),
@@ -362,4 +366,68 @@ fn ended_is_not_a_protocol_fault() {
         SessionError::Protocol("x".into()).disconnect_reason(),
         Some(DisconnectReason::PROTOCOL_ERROR)
     );
+}
+
+/// Message numbers of what the server received.
+fn kinds(payloads: &[Vec<u8>]) -> Vec<u8> {
+    payloads.iter().filter_map(|p| p.first().copied()).collect()
+}
+
+#[test]
+fn a_key_from_a_file_is_offered_right_behind_the_service_request() {
+    let key = ssh_auth::keys::PrivateKey::generate_ed25519().unwrap();
+    let mut auth = AuthConfig::new(
+        "tester".into(),
+        vec![ssh_auth::Identity::new(key, "memory")],
+    );
+    auth.password = false;
+    auth.keyboard_interactive = false;
+    let mut pair = Pair::with_auth(auth, None);
+    pair.answer_auth = false;
+    pair.drive();
+    assert_eq!(pair.error, None);
+    // No SERVICE_ACCEPT was sent, yet the signed request is already out: one round trip less.
+    assert_eq!(
+        kinds(&pair.take_received()),
+        [
+            MessageType::SERVICE_REQUEST.0,
+            MessageType::USERAUTH_REQUEST.0
+        ]
+    );
+    // The answers arrive in the server's order; SERVICE_ACCEPT changes nothing.
+    let mut accept = vec![MessageType::SERVICE_ACCEPT.0, 0, 0, 0, 12];
+    accept.extend_from_slice(b"ssh-userauth");
+    pair.server_sends(&accept);
+    pair.server_sends(&[MessageType::USERAUTH_SUCCESS.0]);
+    pair.drive();
+    assert_eq!(pair.error, None);
+    assert!(pair.session.is_authenticated(), "events: {:?}", pair.events);
+    assert_eq!(kinds(&pair.take_received()), [] as [u8; 0]);
+}
+
+#[test]
+fn without_a_key_the_none_request_goes_ahead_and_nothing_more() {
+    let mut pair = Pair::new(None);
+    pair.answer_auth = false;
+    pair.drive();
+    assert_eq!(pair.error, None);
+    let received = pair.take_received();
+    assert_eq!(
+        kinds(&received),
+        [
+            MessageType::SERVICE_REQUEST.0,
+            MessageType::USERAUTH_REQUEST.0
+        ]
+    );
+    assert!(
+        received[1].ends_with(b"\0\0\0\x04none"),
+        "the request ahead is `none`"
+    );
+    let mut accept = vec![MessageType::SERVICE_ACCEPT.0, 0, 0, 0, 12];
+    accept.extend_from_slice(b"ssh-userauth");
+    pair.server_sends(&accept);
+    pair.drive();
+    assert_eq!(pair.error, None);
+    // SERVICE_ACCEPT sends nothing more: the `none` request is already answered or due.
+    assert_eq!(kinds(&pair.take_received()), [] as [u8; 0]);
 }

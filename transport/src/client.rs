@@ -184,6 +184,8 @@ pub struct ClientTransport {
     events: VecDeque<Pending>,
     error: Option<Error>,
     server_sig_algs: Option<Vec<String>>,
+    /// The server's first KEXINIT offered `ext-info-s`: an EXT_INFO follows its first NEWKEYS.
+    server_ext_info: bool,
     ignore_next_kex_packet: bool,
     handshake_deadline: Option<Instant>,
     rekey_deadline: Option<Instant>,
@@ -239,6 +241,7 @@ impl ClientTransport {
             events: VecDeque::new(),
             error: None,
             server_sig_algs: None,
+            server_ext_info: false,
             ignore_next_kex_packet: false,
             rekey_deadline: None,
             kex_finished_since_tick: false,
@@ -276,6 +279,13 @@ impl ClientTransport {
     /// The server's `server-sig-algs` (RFC 8308), if it sent them.
     pub fn server_sig_algs(&self) -> Option<&[String]> {
         self.server_sig_algs.as_deref()
+    }
+
+    /// Whether authentication may choose its algorithms now: the server's `server-sig-algs`
+    /// arrived, or its first KEXINIT said no EXT_INFO would come. Before the first exchange
+    /// ends this is false.
+    pub fn server_sig_algs_settled(&self) -> bool {
+        self.established && (self.server_sig_algs.is_some() || !self.server_ext_info)
     }
 
     /// The host key accepted at connection time.
@@ -637,6 +647,7 @@ impl ClientTransport {
         let negotiated = kex::negotiate(&ours.ours, &theirs, initial)?;
         if initial {
             self.strict = negotiated.strict;
+            self.server_ext_info = theirs.kex.iter().any(|k| k == kex::EXT_INFO_S);
             // The Terrapin countermeasure: with strict kex the server's KEXINIT must be the
             // first packet it sent.
             if self.strict && self.rx.seq != 1 {
