@@ -163,9 +163,31 @@ struct Channel {
     data_queued: bool,
     /// A `SendCapacity` event is queued and not yet polled.
     capacity_queued: bool,
+    /// When we sent CHANNEL_OPEN (by the connection's clock), until the reply times it.
+    open_sent: Option<std::time::Instant>,
 }
 
 impl Channel {
+    /// `n` received bytes were delivered (or dropped): credits the server's window, and
+    /// grows it, with one WINDOW_ADJUST when either is due.
+    fn credit(
+        &mut self,
+        n: usize,
+        growth: &mut crate::window::WindowGrowth,
+        sink: &mut dyn PayloadSink,
+    ) {
+        if let Some(add) = self
+            .recv_window
+            .consume_and_grow(n, self.received.len(), growth)
+        {
+            let msg = WindowAdjust {
+                recipient: self.remote_id,
+                bytes: add,
+            };
+            sink.send_with(&mut |buf| msg.encode(buf));
+        }
+    }
+
     fn new(config: &Config) -> Self {
         Self {
             remote_id: 0,
@@ -185,6 +207,7 @@ impl Channel {
             local_closed: false,
             data_queued: false,
             capacity_queued: false,
+            open_sent: None,
         }
     }
 
@@ -320,6 +343,8 @@ pub struct Connection {
     /// Keepalives sent since the server last showed it is alive: what a keepalive policy
     /// reads. Replies and [`Connection::heard_from_server`] bring it down.
     unanswered_keepalives: u32,
+    /// The clock, the round trip and the budget our receive windows grow by.
+    growth: crate::window::WindowGrowth,
     failed: Option<ConnectionError>,
 }
 
@@ -338,7 +363,46 @@ impl Connection {
             replies_due: VecDeque::new(),
             forwards: Vec::new(),
             unanswered_keepalives: 0,
+            growth: crate::window::WindowGrowth::default(),
             failed: None,
+        }
+    }
+
+    // ----- receive window growth -----
+
+    /// The time is `now`: the driver passes it in before handing over input or consumption,
+    /// so that receive windows can grow (see [`WindowGrowth`](crate::window::WindowGrowth)).
+    /// A connection that is never given the time keeps fixed windows.
+    pub fn set_clock(&mut self, now: std::time::Instant) {
+        self.growth.set_clock(now);
+    }
+
+    /// A round trip to the server measured outside this crate (a keepalive's, or the TCP
+    /// socket's); the smallest one is what windows grow by. The crate times each
+    /// `direct-tcpip` open itself.
+    pub fn observe_rtt(&mut self, rtt: std::time::Duration) {
+        self.growth.observe_rtt(rtt);
+    }
+
+    /// Replaces the limits receive windows grow within (defaults:
+    /// [`CHANNEL_WINDOW_CAP`](crate::window::CHANNEL_WINDOW_CAP) per channel,
+    /// [`SESSION_WINDOW_BUDGET`](crate::window::SESSION_WINDOW_BUDGET) above the base
+    /// windows for the session). Takes effect for growth from now on.
+    pub fn set_window_limits(&mut self, channel_cap: u32, session_budget: u64) {
+        self.growth.set_limits(channel_cap, session_budget);
+    }
+
+    /// The growth state: clock, round trip and window granted above the base windows.
+    pub fn window_growth(&self) -> &crate::window::WindowGrowth {
+        &self.growth
+    }
+
+    /// The current size of a channel's receive window (the configured one until it grows);
+    /// `None` for an unknown channel.
+    pub fn receive_window(&self, id: ChannelId) -> Option<u32> {
+        match self.slots.get(usize::try_from(id.0).ok()?)? {
+            Slot::Live(c) => Some(c.recv_window.max()),
+            Slot::Free | Slot::Retiring => None,
         }
     }
 
@@ -431,7 +495,8 @@ impl Connection {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let channel = Box::new(Channel::new(&self.config));
+        let mut channel = Box::new(Channel::new(&self.config));
+        channel.open_sent = self.growth.now();
         let id = self.insert(channel)?;
         self.live = self.live.saturating_add(1);
         let msg = ChannelOpen {
@@ -614,18 +679,15 @@ impl Connection {
         if self.failed.is_some() {
             return;
         }
-        let Some(channel) = self.channel_mut(id.0) else {
+        let Some(Slot::Live(channel)) = usize::try_from(id.0)
+            .ok()
+            .and_then(|i| self.slots.get_mut(i))
+        else {
             return;
         };
         let n = channel.received.consume(n);
-        if channel.wants_data()
-            && let Some(add) = channel.recv_window.consume(n)
-        {
-            let msg = WindowAdjust {
-                recipient: channel.remote_id,
-                bytes: add,
-            };
-            sink.send_with(&mut |buf| msg.encode(buf));
+        if channel.wants_data() {
+            channel.credit(n, &mut self.growth, sink);
         }
         if channel.received.is_empty() {
             channel.close_if_done(sink);
@@ -689,15 +751,8 @@ impl Connection {
                     if channel.received.is_empty() {
                         let taken = deliver(id, m.data).min(m.data.len());
                         rest = m.data.get(taken..).unwrap_or_default();
-                        if taken > 0
-                            && channel.wants_data()
-                            && let Some(add) = channel.recv_window.consume(taken)
-                        {
-                            let msg = WindowAdjust {
-                                recipient: channel.remote_id,
-                                bytes: add,
-                            };
-                            sink.send_with(&mut |buf| msg.encode(buf));
+                        if taken > 0 && channel.wants_data() {
+                            channel.credit(taken, &mut self.growth, sink);
                         }
                     }
                     if !rest.is_empty() {
@@ -714,14 +769,8 @@ impl Connection {
                 // credit them as if they had been written out.
                 let max = self.config.max_packet;
                 let channel = lookup(&mut self.slots, m.recipient, kind)?;
-                if accept_data(channel, kind, m.recipient, m.data.len(), max)?
-                    && let Some(add) = channel.recv_window.consume(m.data.len())
-                {
-                    let msg = WindowAdjust {
-                        recipient: channel.remote_id,
-                        bytes: add,
-                    };
-                    sink.send_with(&mut |buf| msg.encode(buf));
+                if accept_data(channel, kind, m.recipient, m.data.len(), max)? {
+                    channel.credit(m.data.len(), &mut self.growth, sink);
                 }
             }
             Message::WindowAdjust(m) => {
@@ -757,6 +806,9 @@ impl Connection {
                 channel.remote_id = m.sender;
                 channel.send_window = Window::new(m.initial_window);
                 channel.send_max = m.max_packet.min(MAX_OUTGOING_DATA);
+                if let (Some(sent), Some(now)) = (channel.open_sent.take(), self.growth.now()) {
+                    self.growth.observe_rtt(now.saturating_duration_since(sent));
+                }
                 if channel.local_closed {
                     channel.send_close(sink);
                 } else {
@@ -969,9 +1021,11 @@ impl Connection {
     /// after that event is polled.
     fn retire(&mut self, id: u32, last: Event) {
         if let Some(slot) = self.slot_mut(id)
-            && matches!(slot, Slot::Live(_))
+            && let Slot::Live(channel) = slot
         {
+            let extra = channel.recv_window.extra();
             *slot = Slot::Retiring;
+            self.growth.release(extra);
             self.live = self.live.saturating_sub(1);
             self.events.push_back(last);
         }

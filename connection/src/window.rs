@@ -6,9 +6,11 @@
 //!
 //! [`Window`] is the bare counter, used as is for the peer's window (what we may send).
 //! [`ReceiveWindow`] wraps one for our side: it also remembers how many delivered bytes have
-//! not been credited back yet, and decides when a WINDOW_ADJUST is worth sending.
+//! not been credited back yet, and decides when a WINDOW_ADJUST is worth sending, and grows
+//! when a whole window is consumed within about a round trip (see [`WindowGrowth`]).
 
 use core::fmt;
+use std::time::{Duration, Instant};
 
 /// What went wrong with a window; the connection adds which channel it was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +106,12 @@ pub struct ReceiveWindow {
     max: u32,
     uncredited: u32,
     threshold: u32,
+    /// The size it started with; `max` grows from here.
+    base: u32,
+    /// When the bytes counted in `epoch_consumed` started to be consumed.
+    epoch_start: Option<Instant>,
+    /// Bytes consumed since `epoch_start`; a whole window of them ends the epoch.
+    epoch_consumed: u32,
 }
 
 impl ReceiveWindow {
@@ -114,6 +122,9 @@ impl ReceiveWindow {
             max,
             uncredited: 0,
             threshold: max / 2,
+            base: max,
+            epoch_start: None,
+            epoch_consumed: 0,
         }
     }
 
@@ -127,6 +138,9 @@ impl ReceiveWindow {
             max,
             uncredited: 0,
             threshold: if threshold < half { threshold } else { half },
+            base: max,
+            epoch_start: None,
+            epoch_consumed: 0,
         }
     }
 
@@ -135,9 +149,15 @@ impl ReceiveWindow {
         self.window.available()
     }
 
-    /// The configured size, which the granted window never exceeds.
+    /// The window's current size (the configured one, or larger once it grew), which the
+    /// granted window never exceeds.
     pub const fn max(&self) -> u32 {
         self.max
+    }
+
+    /// How much the window grew above the size it started with.
+    pub const fn extra(&self) -> u32 {
+        self.max.saturating_sub(self.base)
     }
 
     /// The peer sent `len` bytes (CHANNEL_DATA or CHANNEL_EXTENDED_DATA).
@@ -152,11 +172,38 @@ impl ReceiveWindow {
     /// `n` is clamped to the bytes received and not yet delivered, so a confused caller can
     /// never make us grant more than `max`.
     pub fn consume(&mut self, n: usize) -> Option<u32> {
+        let n = self.clamp(n);
+        self.credit(n)
+    }
+
+    /// Like [`consume`](Self::consume), and grows the window as [`WindowGrowth`] says;
+    /// `buffered` is how much received data still waits for the local reader. Returns the
+    /// credit plus the growth, to be sent in one WINDOW_ADJUST.
+    pub fn consume_and_grow(
+        &mut self,
+        n: usize,
+        buffered: usize,
+        growth: &mut WindowGrowth,
+    ) -> Option<u32> {
+        let n = self.clamp(n);
+        let credit = self.credit(n);
+        match self.grow(n, buffered, growth) {
+            0 => credit,
+            extra => Some(credit.unwrap_or(0).saturating_add(extra)),
+        }
+    }
+
+    /// `n` limited to the bytes received and not yet delivered.
+    fn clamp(&self, n: usize) -> u32 {
         let in_flight = self
             .max
             .saturating_sub(self.window.available())
             .saturating_sub(self.uncredited);
-        let n = u32::try_from(n).unwrap_or(u32::MAX).min(in_flight);
+        u32::try_from(n).unwrap_or(u32::MAX).min(in_flight)
+    }
+
+    /// Counts `n` more delivered bytes; returns the credit once the threshold is reached.
+    fn credit(&mut self, n: u32) -> Option<u32> {
         self.uncredited = self.uncredited.checked_add(n)?;
         if self.uncredited == 0 || self.uncredited < self.threshold {
             return None;
@@ -170,6 +217,142 @@ impl ReceiveWindow {
         self.window = grown;
         self.uncredited = 0;
         Some(add)
+    }
+
+    /// Counts `n` consumed bytes towards the current epoch; when it holds a whole window,
+    /// decides whether to grow and starts the next one. Returns the bytes granted on top.
+    fn grow(&mut self, n: u32, buffered: usize, growth: &mut WindowGrowth) -> u32 {
+        let Some(now) = growth.now else {
+            return 0;
+        };
+        let start = *self.epoch_start.get_or_insert(now);
+        self.epoch_consumed = self.epoch_consumed.saturating_add(n);
+        if self.epoch_consumed < self.max {
+            return 0;
+        }
+        self.epoch_start = Some(now);
+        self.epoch_consumed = 0;
+        let Some(rtt) = growth.rtt else {
+            return 0;
+        };
+        let window_limited =
+            now.saturating_duration_since(start) <= rtt.saturating_mul(GROW_WITHIN_RTTS);
+        let keeping_up = buffered <= usize::try_from(self.max / 4).unwrap_or(usize::MAX);
+        if !window_limited || !keeping_up {
+            return 0;
+        }
+        let add = growth.room(self.max);
+        if add == 0 || self.window.grow(add).is_err() {
+            return 0;
+        }
+        self.max = self.max.saturating_add(add);
+        growth.granted = growth.granted.saturating_add(u64::from(add));
+        add
+    }
+}
+
+/// The most one channel's receive window grows to: 32 MiB, 16 times the 2 MiB base. Enough
+/// for about 320 MiB/s at 50 ms round trips (the window must hold at least one round trip of
+/// data), and the most a single channel can make us buffer for a reader that slows down
+/// after its window grew.
+pub const CHANNEL_WINDOW_CAP: u32 = 32 << 20;
+
+/// The most all channels of one session may hold above their base windows together: 128 MiB,
+/// four channels at [`CHANNEL_WINDOW_CAP`]. With the base windows this bounds what a session
+/// can make us buffer at `128 MiB + channels x 2 MiB`.
+pub const SESSION_WINDOW_BUDGET: u64 = 128 << 20;
+
+/// How many round trips consuming a whole window may take and still count as the window
+/// being what limits the transfer. A window-limited channel delivers one window per round
+/// trip; 2 lets the window grow until it holds about two round trips of data, which leaves
+/// room for the credit threshold and for round trips longer than the best one measured.
+const GROW_WITHIN_RTTS: u32 = 2;
+
+/// Dynamic receive windows, shared by every channel of a connection: the clock the driver
+/// passes in, the session's round trip, and how much window has been granted above the
+/// channels' base windows.
+///
+/// A channel's window doubles (up to [`CHANNEL_WINDOW_CAP`], and while the session's
+/// [`SESSION_WINDOW_BUDGET`] lasts) when the local side consumed a whole window within
+/// about two round trips while little of it waited unread: the window, not the reader or
+/// the link, is what limits the transfer. A slow reader consumes less than a window per
+/// round trip, or leaves data waiting, and its window never grows. Without a clock or a
+/// round trip nothing grows, so a driver that passes neither gets fixed windows.
+#[derive(Clone, Debug)]
+pub struct WindowGrowth {
+    now: Option<Instant>,
+    rtt: Option<Duration>,
+    channel_cap: u32,
+    budget: u64,
+    granted: u64,
+}
+
+impl Default for WindowGrowth {
+    fn default() -> Self {
+        Self::new(CHANNEL_WINDOW_CAP, SESSION_WINDOW_BUDGET)
+    }
+}
+
+impl WindowGrowth {
+    /// Windows that grow up to `channel_cap` bytes each and `budget` bytes above their base
+    /// windows for all channels together.
+    pub const fn new(channel_cap: u32, budget: u64) -> Self {
+        Self {
+            now: None,
+            rtt: None,
+            channel_cap,
+            budget,
+            granted: 0,
+        }
+    }
+
+    /// The time is `now`; the driver calls this before handing in data or consumption.
+    /// A clock that goes backwards is ignored.
+    pub fn set_clock(&mut self, now: Instant) {
+        if self.now.is_none_or(|t| now >= t) {
+            self.now = Some(now);
+        }
+    }
+
+    /// The time last passed to [`set_clock`](Self::set_clock).
+    pub const fn now(&self) -> Option<Instant> {
+        self.now
+    }
+
+    /// A round trip to the server was measured. The smallest sample is kept: every sample
+    /// is the network's round trip plus some waiting (the server connecting to the target,
+    /// a busy peer), never less.
+    pub fn observe_rtt(&mut self, sample: Duration) {
+        if self.rtt.is_none_or(|rtt| sample < rtt) {
+            self.rtt = Some(sample);
+        }
+    }
+
+    /// The round trip windows grow by, if one was measured.
+    pub const fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    /// Window granted above the base windows, all channels together.
+    pub const fn granted(&self) -> u64 {
+        self.granted
+    }
+
+    /// How much more a window of `max` bytes may grow by now (doubling at most).
+    fn room(&self, max: u32) -> u32 {
+        let left = u32::try_from(self.budget.saturating_sub(self.granted)).unwrap_or(u32::MAX);
+        max.min(self.channel_cap.saturating_sub(max)).min(left)
+    }
+
+    /// Replaces the per-channel cap and the session budget; what was granted stays counted.
+    pub fn set_limits(&mut self, channel_cap: u32, budget: u64) {
+        self.channel_cap = channel_cap;
+        self.budget = budget;
+    }
+
+    /// A channel that had grown by `extra` bytes is gone.
+    pub fn release(&mut self, extra: u32) {
+        self.granted = self.granted.saturating_sub(u64::from(extra));
     }
 }
 
@@ -309,5 +492,124 @@ mod tests {
         r.receive(600).unwrap();
         assert_eq!(r.consume(499), None);
         assert_eq!(r.consume(1), Some(500));
+    }
+
+    /// A channel of `base` bytes under `growth`, with a reader that consumes everything as
+    /// it arrives: each round trip the peer fills the window, the local side consumes it
+    /// all within `per_window` of simulated time, and `buffered` stays waiting.
+    fn round_trips(
+        r: &mut ReceiveWindow,
+        growth: &mut WindowGrowth,
+        start: Instant,
+        per_window: Duration,
+        buffered: usize,
+        rounds: u32,
+    ) -> u64 {
+        let mut now = start;
+        let mut granted = 0u64;
+        for _ in 0..rounds {
+            let window = r.available();
+            r.receive(window as usize).unwrap();
+            // Consumed in 16 steps over `per_window`.
+            let step = window / 16;
+            for i in 0..16 {
+                now += per_window / 16;
+                growth.set_clock(now);
+                let n = if i == 15 { window - 15 * step } else { step };
+                if let Some(add) = r.consume_and_grow(n as usize, buffered, growth) {
+                    granted += u64::from(add);
+                }
+            }
+        }
+        granted
+    }
+
+    const MIB: u32 = 1 << 20;
+
+    #[test]
+    fn a_fast_reader_on_a_long_link_grows_the_window_up_to_the_cap() {
+        let mut growth = WindowGrowth::new(32 * MIB, 128 << 20);
+        growth.observe_rtt(Duration::from_millis(50));
+        let mut r = ReceiveWindow::with_threshold(2 * MIB, 96 << 10);
+        let t0 = Instant::now();
+        // One window per 50 ms round trip: the window is the limit.
+        round_trips(&mut r, &mut growth, t0, Duration::from_millis(50), 0, 10);
+        assert_eq!(r.max(), 32 * MIB);
+        assert_eq!(r.extra(), 30 * MIB);
+        assert_eq!(growth.granted(), u64::from(30 * MIB));
+        // Everything granted was sent: the peer may send the whole grown window.
+        assert_eq!(r.available(), 32 * MIB);
+    }
+
+    #[test]
+    fn a_slow_reader_never_grows_the_window() {
+        let t0 = Instant::now();
+        // Slow: a window takes ten round trips to consume.
+        let mut growth = WindowGrowth::new(32 * MIB, 128 << 20);
+        growth.observe_rtt(Duration::from_millis(50));
+        let mut r = ReceiveWindow::with_threshold(2 * MIB, 96 << 10);
+        round_trips(&mut r, &mut growth, t0, Duration::from_millis(500), 0, 10);
+        assert_eq!(r.max(), 2 * MIB);
+        // Fast in time, but with most of the window waiting unread: no growth either.
+        let mut r = ReceiveWindow::with_threshold(2 * MIB, 96 << 10);
+        round_trips(
+            &mut r,
+            &mut growth,
+            t0,
+            Duration::from_millis(50),
+            1 << 20,
+            10,
+        );
+        assert_eq!(r.max(), 2 * MIB);
+        assert_eq!(growth.granted(), 0);
+    }
+
+    #[test]
+    fn no_clock_or_no_round_trip_means_fixed_windows() {
+        let mut r = ReceiveWindow::with_threshold(2 * MIB, 96 << 10);
+        let mut growth = WindowGrowth::default();
+        r.receive(2 * MIB as usize).unwrap();
+        assert_eq!(
+            r.consume_and_grow(2 * MIB as usize, 0, &mut growth),
+            Some(2 * MIB)
+        );
+        assert_eq!(r.max(), 2 * MIB);
+        growth.set_clock(Instant::now());
+        round_trips(&mut r, &mut growth, Instant::now(), Duration::ZERO, 0, 4);
+        assert_eq!(r.max(), 2 * MIB);
+    }
+
+    #[test]
+    fn growth_stays_within_the_channel_cap_and_the_session_budget() {
+        let mut growth = WindowGrowth::new(12 * MIB, 14 << 20);
+        growth.observe_rtt(Duration::from_millis(50));
+        let t0 = Instant::now();
+        let mut a = ReceiveWindow::with_threshold(2 * MIB, 96 << 10);
+        round_trips(&mut a, &mut growth, t0, Duration::from_millis(50), 0, 10);
+        // 2 -> 4 -> 8 -> 12: doubling, then the cap.
+        assert_eq!(a.max(), 12 * MIB);
+        let mut b = ReceiveWindow::with_threshold(2 * MIB, 96 << 10);
+        round_trips(&mut b, &mut growth, t0, Duration::from_millis(50), 0, 10);
+        // Only 4 MiB of the 14 MiB budget were left.
+        assert_eq!(b.max(), 6 * MIB);
+        assert_eq!(growth.granted(), 14 << 20);
+        // A channel gone gives its growth back; the next one may use it.
+        growth.release(a.extra());
+        let mut c = ReceiveWindow::with_threshold(2 * MIB, 96 << 10);
+        round_trips(&mut c, &mut growth, t0, Duration::from_millis(50), 0, 10);
+        assert_eq!(c.max(), 12 * MIB);
+    }
+
+    #[test]
+    fn the_smallest_round_trip_is_kept_and_the_clock_never_goes_back() {
+        let mut growth = WindowGrowth::default();
+        growth.observe_rtt(Duration::from_millis(60));
+        growth.observe_rtt(Duration::from_millis(50));
+        growth.observe_rtt(Duration::from_millis(70));
+        assert_eq!(growth.rtt(), Some(Duration::from_millis(50)));
+        let t = Instant::now();
+        growth.set_clock(t + Duration::from_secs(1));
+        growth.set_clock(t);
+        assert_eq!(growth.now(), Some(t + Duration::from_secs(1)));
     }
 }

@@ -303,6 +303,8 @@ impl State {
     }
 
     fn open_now(&mut self, p: PendingOpen) {
+        // The open's round trip is timed: receive windows grow by it.
+        self.session.set_clock(Instant::now());
         match self
             .session
             .open_direct_tcpip(&p.host, p.port, &p.originator, p.originator_port)
@@ -939,6 +941,7 @@ impl ChannelStream {
             match sock.try_write(data) {
                 Ok(n) => {
                     let before = st.session.output().len();
+                    st.session.set_clock(Instant::now());
                     st.session.consume(self.id, n);
                     if st.session.output().len() > before {
                         st.wake_driver();
@@ -1032,6 +1035,7 @@ impl AsyncRead for ChannelStream {
                 buf.put_slice(d);
             }
             let before = st.session.output().len();
+            st.session.set_clock(Instant::now());
             st.session.consume(self.id, n);
             if st.session.output().len() > before {
                 st.wake_driver();
