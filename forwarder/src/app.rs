@@ -215,10 +215,12 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
     // -R: requested again on every session the supervisor brings up.
     let remote_specs = opts.remote_forwards.iter();
     let remote_specs = remote_specs.map(crate::remote::RemoteSpec::from_forward);
+    let (remote_stop, remote_stopped) = tokio::sync::watch::channel(false);
     let mut remote = tokio::spawn(crate::remote::serve(
         sessions.clone(),
         remote_specs.collect(),
         tunnel_config.exit_on_forward_failure,
+        remote_stopped,
     ));
     let outcome = tokio::select! {
         o = supervisor.finished() => o,
@@ -230,6 +232,9 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
         _ = shutdown_signal() => {
             debug!("signal received, disconnecting");
             tunnel.close();
+            // The remote forwards are cancelled before the DISCONNECT.
+            let _ = remote_stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut remote).await;
             supervisor.shutdown(Duration::from_secs(2)).await;
             return Ok(());
         }

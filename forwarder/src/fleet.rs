@@ -37,13 +37,14 @@ use crate::cli::Environment;
 use crate::connect::{self, SshConnector};
 use crate::metrics::{Metrics, SessionMetrics, TunnelMetrics};
 use crate::probe::{self, ProbeKind};
+use crate::remote::{ForwardContext, ForwardState, Router};
 use crate::shard::Shard;
 use crate::status::{FleetView, ProbeResult, TunnelState, TunnelStatus};
 use crate::supervisor::{
     BastionGate, SessionState, Supervisor, SupervisorConfig, SupervisorHandle,
 };
 use crate::tunnel::{TrafficObserver, Tunnel};
-use config::{FleetConfig, TunnelEntry};
+use config::{FleetConfig, TunnelEntry, TunnelKind};
 
 /// How often the file's content is compared with what was loaded (a mounted ConfigMap is
 /// updated by swapping a symlink, which no inode watch sees).
@@ -163,11 +164,13 @@ pub fn run(opts: ServeOptions) -> i32 {
     if opts.check_only {
         for t in &loaded.tunnels {
             let mine = opts.shard.is_none_or(|s| s.serves(&t.name));
+            let (from, to) = match &t.kind {
+                TunnelKind::Local => (t.local.clone(), t.remote.to_string()),
+                TunnelKind::Remote(_) => (format!("bastion {}", t.local), t.remote.to_string()),
+            };
             println!(
-                "{}\t{} -> {} via {}{}",
+                "{}\t{from} -> {to} via {}{}",
                 t.name,
-                t.local,
-                t.remote,
                 t.config.session.label(),
                 if mine { "" } else { "\t(another shard)" }
             );
@@ -355,6 +358,9 @@ struct SessionSlot {
     status: Arc<Mutex<SessionStatus>>,
     users: usize,
     watcher: JoinHandle<()>,
+    /// Hands forwarded channels to the remote tunnels on the session; started with the
+    /// first one.
+    router: Option<(Router, JoinHandle<()>)>,
 }
 
 /// One running `[[tunnel]]`.
@@ -365,6 +371,15 @@ struct RunningTunnel {
     tunnel: Tunnel,
     shared: Arc<TunnelShared>,
     probe_task: Option<JoinHandle<()>>,
+    /// A remote tunnel's forward: its stop switch and task.
+    remote: Option<RemoteRun>,
+}
+
+/// A remote tunnel's forward: its stop switch and task.
+#[derive(Debug)]
+struct RemoteRun {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), String>>,
 }
 
 /// What the fleet's tasks tell its main loop.
@@ -630,6 +645,11 @@ impl Fleet {
             p.abort();
         }
         rt.tunnel.close_listeners().await;
+        // A remote tunnel's forward is cancelled now; its connections drain in its task.
+        let remote = rt.remote.take().map(|r| {
+            let _ = r.stop.send(true);
+            r.task
+        });
         self.metrics.remove_tunnel(&rt.entry.name);
         lock(&rt.shared.session)
             .up_gauges
@@ -640,6 +660,9 @@ impl Fleet {
         let name = rt.entry.name.clone();
         self.drains.retain(|d| !d.is_finished());
         self.drains.push(tokio::spawn(async move {
+            if let Some(task) = remote {
+                let _ = tokio::time::timeout(grace + DISCONNECT_GRACE, task).await;
+            }
             let cut = rt.tunnel.drain(grace).await;
             if cut > 0 {
                 warn!(tunnel = %name, "{cut} connections still open after the drain time were reset");
@@ -670,6 +693,9 @@ impl Fleet {
             info!(session = %slot.label, "no tunnel uses the session any more: disconnecting");
             self.metrics.remove_session(&slot.label);
             slot.watcher.abort();
+            if let Some((_, routing)) = &slot.router {
+                routing.abort();
+            }
             tokio::spawn(async move {
                 slot.supervisor.shutdown(DISCONNECT_GRACE).await;
             });
@@ -680,10 +706,20 @@ impl Fleet {
     async fn start_tunnel(&mut self, entry: TunnelEntry) -> RunningTunnel {
         let span = tracing::info_span!("tunnel", tunnel = %entry.name);
         let slot_id = self.session_for(&entry).await;
-        let (handle, status) = match self.slots.get_mut(&slot_id) {
+        let remote_spec = match &entry.kind {
+            TunnelKind::Local => None,
+            TunnelKind::Remote(spec) => Some(spec.clone()),
+        };
+        let (handle, status, router) = match self.slots.get_mut(&slot_id) {
             Some(s) => {
                 s.users += 1;
-                (s.handle.clone(), s.status.clone())
+                let router = remote_spec.as_ref().map(|_| {
+                    s.router
+                        .get_or_insert_with(|| Router::spawn(s.handle.clone()))
+                        .0
+                        .clone()
+                });
+                (s.handle.clone(), s.status.clone(), router)
             }
             None => unreachable_slot(),
         };
@@ -744,12 +780,29 @@ impl Fleet {
                 .instrument(span.clone()),
             )
         });
+        let remote = remote_spec.zip(router).map(|(spec, router)| {
+            let (stop_tx, stop) = watch::channel(false);
+            let ctx = ForwardContext {
+                sessions: handle.clone(),
+                router,
+                observer: Arc::new(Traffic(metrics.clone())),
+                report: remote_report(shared.clone()),
+                exit_on_failure: false,
+                drain: self.admin.drain_timeout,
+            };
+            let task = tokio::spawn(crate::remote::run_forward(ctx, spec, stop).instrument(span));
+            RemoteRun {
+                stop: stop_tx,
+                task,
+            }
+        });
         RunningTunnel {
             entry,
             slot: slot_id,
             tunnel,
             shared,
             probe_task,
+            remote,
         }
     }
 
@@ -773,11 +826,7 @@ impl Fleet {
             label = format!("{label}#{n}");
             format!("{base}\u{0}#{n}")
         };
-        let gate = self
-            .gates
-            .entry((spec.host.clone(), spec.port))
-            .or_default()
-            .clone();
+        let gate = self.gates.entry(gate_key(&spec)).or_default().clone();
         let reconnect = spec.reconnect;
         let span = tracing::info_span!("session", session = %label);
         let connector = Arc::new(SshConnector::prepare(spec).instrument(span.clone()).await);
@@ -810,6 +859,7 @@ impl Fleet {
                 status,
                 users: 0,
                 watcher,
+                router: None,
             },
         );
         self.by_key.insert(key, id);
@@ -834,12 +884,52 @@ impl Fleet {
         let mut ends = Vec::new();
         for (_, slot) in self.slots.drain() {
             slot.watcher.abort();
+            if let Some((_, routing)) = &slot.router {
+                routing.abort();
+            }
             ends.push(tokio::spawn(slot.supervisor.shutdown(DISCONNECT_GRACE)));
         }
         for e in ends {
             let _ = e.await;
         }
     }
+}
+
+/// The host a session's handshakes are paced by (one at a time, and sshd's
+/// PerSourcePenalties ledger): the first host connected to, the outermost jump host of a
+/// chain, since that login is the one a failing chain repeats first.
+fn gate_key(spec: &crate::config::SessionSpec) -> (String, u16) {
+    match spec.jump.first() {
+        Some(hop) => (hop.host.clone(), hop.port),
+        None => (spec.host.clone(), spec.port),
+    }
+}
+
+/// How a remote tunnel shows its forward: the port the bastion listens on in `local`, a
+/// refusal as the tunnel's failure.
+fn remote_report(shared: Arc<TunnelShared>) -> crate::remote::Report {
+    Arc::new(move |spec, state| match state {
+        ForwardState::Requesting => {}
+        ForwardState::Listening(port) => {
+            let listen = spec.listen_label(*port);
+            if spec.listen_port == 0 {
+                info!(
+                    "Allocated port {port} for remote forward to {}",
+                    spec.target
+                );
+            }
+            info!(
+                "the bastion listens on {listen} for {} via {}",
+                spec.target, shared.bastion
+            );
+            *lock(&shared.local) = listen;
+            *lock(&shared.bind_error) = None;
+        }
+        ForwardState::Refused(why) => {
+            error!("{why}");
+            *lock(&shared.bind_error) = Some((why.clone(), SystemTime::now()));
+        }
+    })
 }
 
 #[cold]
@@ -1008,4 +1098,34 @@ async fn probe_once(
         timeout: config::PROBE_TIMEOUT,
     };
     probe::run(&spec, stream).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshakes_are_paced_by_the_first_host_of_a_jump_chain() {
+        let env = crate::cli::Environment {
+            home: Some(PathBuf::from("/home/tester")),
+            user: Some("tester".into()),
+        };
+        let text = "[defaults]\nbastion = \"u@inner:2200\"\n\
+            [[tunnel]]\nname = \"direct\"\nlocal = \"127.0.0.1:1\"\nremote = \"db:1\"\n\
+            [[tunnel]]\nname = \"chain\"\nlocal = \"127.0.0.1:2\"\nremote = \"db:2\"\n\
+            jump = [\"j@outer:2222\", \"middle\"]\n";
+        let c = match config::parse("t.toml", text, &env, &|_| Ok(())) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            gate_key(&c.tunnels[0].config.session),
+            ("inner".to_owned(), 2200)
+        );
+        assert_eq!(
+            gate_key(&c.tunnels[1].config.session),
+            ("outer".to_owned(), 2222),
+            "a chain's logins start at its outermost jump host"
+        );
+    }
 }

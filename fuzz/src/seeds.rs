@@ -1157,6 +1157,31 @@ probe = "none"
 "#,
         ),
         (
+            "remote",
+            r#"[defaults]
+bastion = "ops@b.example:2222"
+known_hosts = "/k"
+
+[[tunnel]]
+name = "pg"
+local = "127.0.0.1:15432"
+remote = "db:5432"
+
+[[tunnel]]
+name = "callback"
+kind = "remote"
+bastion_listen = "0"
+target = "127.0.0.1:8080"
+
+[[tunnel]]
+name = "webhook"
+kind = "remote"
+bastion_listen = "[::1]:8022"
+target = "[fd00::5]:443"
+jump = ["j@jump:22"]
+"#,
+        ),
+        (
             "duplicate",
             "[[tunnel]]\nname = \"a\"\nbastion = \"b\"\nlocal = \"127.0.0.1:1\"\nremote = \"r:1\"\n[[tunnel]]\nname = \"a\"\nbastion = \"b\"\nlocal = \"127.0.0.1:2\"\nremote = \"r:1\"\n",
         ),

@@ -22,6 +22,7 @@ use toml::Spanned;
 use crate::cli::{self, Command, Environment};
 use crate::config::TunnelConfig;
 use crate::probe::ProbeKind;
+use crate::remote::RemoteSpec;
 use crate::tunnel::Target;
 
 /// The admin endpoint's address when `[admin]` gives none.
@@ -66,6 +67,17 @@ pub struct AdminConfig {
     pub probe_interval: Duration,
 }
 
+/// Which way a tunnel goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TunnelKind {
+    /// `kind = "local"` (the default): we listen on `local`, the bastion connects to `remote`
+    /// (`-L`).
+    Local,
+    /// `kind = "remote"`: the bastion listens on `bastion_listen`, we connect to `target`
+    /// (`-R`).
+    Remote(RemoteSpec),
+}
+
 /// One `[[tunnel]]`, resolved.
 #[derive(Clone, Debug)]
 pub struct TunnelEntry {
@@ -73,9 +85,12 @@ pub struct TunnelEntry {
     pub name: String,
     /// 1-based line of its `[[tunnel]]` header.
     pub line: usize,
-    /// The listen address as written (`127.0.0.1:15432`).
+    /// Which way it goes.
+    pub kind: TunnelKind,
+    /// The listen address as written (`127.0.0.1:15432`); for a remote tunnel, where the
+    /// bastion listens (`bastion_listen`, as written).
     pub local: String,
-    /// Where the bastion connects.
+    /// Where the bastion connects; for a remote tunnel, where we connect (`target`).
     pub remote: Target,
     /// What answers there.
     pub probe: ProbeKind,
@@ -94,6 +109,7 @@ impl TunnelEntry {
     /// Whether `other` is the same tunnel with nothing changed (a reload leaves it running).
     pub fn same_as(&self, other: &TunnelEntry) -> bool {
         self.name == other.name
+            && self.kind == other.kind
             && self.local == other.local
             && self.remote == other.remote
             && self.probe == other.probe
@@ -194,8 +210,11 @@ struct Settings {
 #[serde(deny_unknown_fields)]
 struct TunnelDoc {
     name: Spanned<String>,
-    local: Spanned<String>,
-    remote: Spanned<String>,
+    kind: Option<Spanned<String>>,
+    local: Option<Spanned<String>>,
+    remote: Option<Spanned<String>>,
+    bastion_listen: Option<Spanned<String>>,
+    target: Option<Spanned<String>>,
     // The keys of [`Settings`], written out: serde's `flatten` would lose the spans.
     bastion: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
@@ -351,9 +370,13 @@ pub fn parse(
                 ),
             ));
         }
-        if let Some(first) = tunnels.iter().find(|o| same_local(&o.local, &entry.local)) {
+        if let Some(first) = tunnels.iter().find(|o| {
+            o.kind == TunnelKind::Local
+                && entry.kind == TunnelKind::Local
+                && same_local(&o.local, &entry.local)
+        }) {
             return Err(err(
-                Some(t.local.span().start),
+                t.local.as_ref().map(|l| l.span().start),
                 format!(
                     "tunnel {:?}: key `local`: {} is already the local address of tunnel {:?} \
                      (line {})",
@@ -442,6 +465,74 @@ fn bracket(host: &str) -> String {
 
 type Failure = (Option<usize>, String);
 
+/// A tunnel's direction and the two keys that say where it goes.
+enum Way<'a> {
+    Local {
+        local: &'a Spanned<String>,
+        remote: &'a Spanned<String>,
+    },
+    Remote {
+        listen: &'a Spanned<String>,
+        target: &'a Spanned<String>,
+    },
+}
+
+impl<'a> Way<'a> {
+    /// `kind`, and the keys it needs; a key of the other kind is an error.
+    fn of(t: &'a TunnelDoc) -> Result<Self, Failure> {
+        let remote = match &t.kind {
+            None => false,
+            Some(k) => match k.get_ref().as_str() {
+                "local" => false,
+                "remote" => true,
+                other => {
+                    return Err((
+                        Some(k.span().start),
+                        format!("key `kind`: {other:?} is not \"local\" or \"remote\""),
+                    ));
+                }
+            },
+        };
+        let (needed, unwanted, kind) = if remote {
+            (
+                ["bastion_listen", "target"],
+                [("local", &t.local), ("remote", &t.remote)],
+                "remote",
+            )
+        } else {
+            (
+                ["local", "remote"],
+                [("bastion_listen", &t.bastion_listen), ("target", &t.target)],
+                "local",
+            )
+        };
+        if let Some((key, Some(v))) = unwanted.iter().find(|(_, v)| v.is_some()) {
+            return Err((
+                Some(v.span().start),
+                format!(
+                    "key `{key}` is not for a {kind} tunnel (a {kind} tunnel has `{}` and `{}`)",
+                    needed[0], needed[1]
+                ),
+            ));
+        }
+        let missing = |key: &str| (None, format!("key `{key}` is missing"));
+        Ok(if remote {
+            Way::Remote {
+                listen: t
+                    .bastion_listen
+                    .as_ref()
+                    .ok_or_else(|| missing("bastion_listen"))?,
+                target: t.target.as_ref().ok_or_else(|| missing("target"))?,
+            }
+        } else {
+            Way::Local {
+                local: t.local.as_ref().ok_or_else(|| missing("local"))?,
+                remote: t.remote.as_ref().ok_or_else(|| missing("remote"))?,
+            }
+        })
+    }
+}
+
 /// One tunnel: the defaults under it, turned into the command line that means the same.
 fn resolve(
     t: &TunnelDoc,
@@ -459,6 +550,7 @@ fn resolve(
     }
     let pick =
         |a: &Option<Spanned<String>>, b: &Option<Spanned<String>>| a.clone().or_else(|| b.clone());
+    let way = Way::of(t)?;
     let bastion = pick(&s.bastion, &defaults.bastion).ok_or((
         None,
         "key `bastion` is missing (here or in [defaults])".to_owned(),
@@ -473,29 +565,74 @@ fn resolve(
         )
     })?;
     let user = bastion_user.or_else(|| pick(&s.user, &defaults.user).map(|u| u.into_inner()));
-    let (local_host, local_port) = split_host_port(t.local.get_ref()).ok_or_else(|| {
-        (
-            Some(t.local.span().start),
-            format!(
-                "key `local`: {:?} is not an address and port (for example \"127.0.0.1:15432\")",
-                t.local.get_ref()
-            ),
-        )
-    })?;
-    let (remote_host, remote_port) = split_host_port(t.remote.get_ref())
+    let (listen, target) = match &way {
+        Way::Local { local, remote } => (local, remote),
+        Way::Remote { listen, target } => (listen, target),
+    };
+    let (remote_host, remote_port) = split_host_port(target.get_ref())
         .filter(|(_, p)| *p != 0)
         .ok_or_else(|| {
+            let key = if matches!(way, Way::Local { .. }) {
+                "remote"
+            } else {
+                "target"
+            };
             (
-                Some(t.remote.span().start),
+                Some(target.span().start),
                 format!(
-                    "key `remote`: {:?} is not a host and port (for example \"db.internal:5432\")",
-                    t.remote.get_ref()
+                    "key `{key}`: {:?} is not a host and port (for example \"db.internal:5432\")",
+                    target.get_ref()
                 ),
             )
         })?;
+    let forward = match &way {
+        Way::Local { local, .. } => {
+            let (local_host, local_port) = split_host_port(local.get_ref()).ok_or_else(|| {
+                (
+                    Some(local.span().start),
+                    format!(
+                        "key `local`: {:?} is not an address and port (for example \
+                         \"127.0.0.1:15432\")",
+                        local.get_ref()
+                    ),
+                )
+            })?;
+            format!("{}:{local_port}:", bracket(&local_host))
+        }
+        Way::Remote { listen, .. } => {
+            let text = listen.get_ref();
+            let parsed = match text.parse::<u16>() {
+                Ok(port) => Some((None, port)),
+                Err(_) => split_host_port(text).map(|(h, p)| (Some(h), p)),
+            };
+            let (host, port) = parsed.ok_or_else(|| {
+                (
+                    Some(listen.span().start),
+                    format!(
+                        "key `bastion_listen`: {text:?} is not [address:]port (for example \
+                         \"8022\", \"0\" or \"127.0.0.1:8022\")"
+                    ),
+                )
+            })?;
+            match host {
+                Some(h) => format!("{}:{port}:", bracket(&h)),
+                None => format!("{port}:"),
+            }
+        }
+    };
 
-    let probe_text = pick(&s.probe, &defaults.probe);
+    if let (Way::Remote { .. }, Some(p)) = (&way, &s.probe) {
+        return Err((
+            Some(p.span().start),
+            "key `probe`: a remote tunnel is not probed (the bastion connects to us)".into(),
+        ));
+    }
+    let probe_text = match way {
+        Way::Local { .. } => pick(&s.probe, &defaults.probe),
+        Way::Remote { .. } => None,
+    };
     let probe = match &probe_text {
+        None if matches!(way, Way::Remote { .. }) => ProbeKind::None,
         None => ProbeKind::Tcp,
         Some(p) => p
             .get_ref()
@@ -625,12 +762,15 @@ fn resolve(
         args.push(format!("{k}={value}"));
     }
     let session_args = args.clone();
-    args.push("-L".into());
-    args.push(format!(
-        "{}:{local_port}:{}:{remote_port}",
-        bracket(&local_host),
-        bracket(&remote_host)
-    ));
+    args.push(
+        if matches!(way, Way::Local { .. }) {
+            "-L"
+        } else {
+            "-R"
+        }
+        .into(),
+    );
+    args.push(format!("{forward}{}:{remote_port}", bracket(&remote_host)));
     args.push("--".into());
     args.push(host.clone());
 
@@ -641,10 +781,16 @@ fn resolve(
     };
     let config =
         TunnelConfig::from_options(&opts).map_err(|e| (option_offset(&e.0, &options), e.0))?;
+    let kind = match (&way, opts.remote_forwards.first()) {
+        (Way::Local { .. }, _) => TunnelKind::Local,
+        (Way::Remote { .. }, Some(f)) => TunnelKind::Remote(RemoteSpec::from_forward(f)),
+        (Way::Remote { .. }, None) => return Err((None, "not a remote forward".into())),
+    };
     Ok(TunnelEntry {
         name,
         line: 0,
-        local: t.local.get_ref().clone(),
+        kind,
+        local: listen.get_ref().clone(),
         remote: Target {
             host: remote_host,
             port: remote_port,

@@ -176,7 +176,7 @@ fn bad_files_name_the_line_and_the_key() {
             "tunnels.toml:2: admin: key `probe_interval`",
         ),
         ("[admin]\nport = 1\n", "unknown field `port`"),
-        ("[[tunnel]]\nname = \"a\"\n", "missing field `local`"),
+        ("[[tunnel]]\nname = \"a\"\n", "key `local` is missing"),
         ("this is not toml", "tunnels.toml:1:"),
         (
             &format!("{base}\n{base}"),
@@ -300,4 +300,88 @@ fn jump_hosts_are_dash_j_and_decide_whether_sessions_are_shared() {
     assert_eq!(t[2].config.session.jump.len(), 1);
     assert!(t[3].config.session.jump.is_empty());
     assert!(parse_err(&tunnel("e", 5, "jump = [\"a b\"]")).contains("key `jump`"));
+}
+
+#[test]
+fn remote_tunnels_have_bastion_listen_and_target_and_share_sessions() {
+    let c = parse_ok(
+        "[defaults]\nbastion = \"u@b\"\nprobe = \"postgres\"\n\
+         [[tunnel]]\nname = \"l\"\nlocal = \"127.0.0.1:1\"\nremote = \"db:1\"\n\
+         [[tunnel]]\nname = \"r\"\nkind = \"remote\"\nbastion_listen = \"0\"\ntarget = \"127.0.0.1:8080\"\n\
+         [[tunnel]]\nname = \"r2\"\nkind = \"remote\"\nbastion_listen = \"[::1]:8022\"\ntarget = \"app:80\"\n",
+    );
+    let [l, r, r2] = &c.tunnels[..] else {
+        panic!("{:?}", c.tunnels)
+    };
+    assert_eq!(l.kind, TunnelKind::Local);
+    assert_eq!(l.probe, ProbeKind::Postgres);
+    let TunnelKind::Remote(spec) = &r.kind else {
+        panic!("{:?}", r.kind)
+    };
+    assert_eq!(
+        (spec.listen_address.as_str(), spec.listen_port),
+        ("localhost", 0)
+    );
+    assert_eq!(spec.target.to_string(), "127.0.0.1:8080");
+    assert_eq!(
+        r.probe,
+        ProbeKind::None,
+        "the defaults' probe is for local tunnels"
+    );
+    assert_eq!(r.local, "0");
+    assert_eq!(l.session_args, r.session_args, "one session for both kinds");
+    let TunnelKind::Remote(spec) = &r2.kind else {
+        panic!("{:?}", r2.kind)
+    };
+    assert_eq!(
+        (spec.listen_address.as_str(), spec.listen_port),
+        ("::1", 8022)
+    );
+    assert!(!r.same_as(r2));
+}
+
+#[test]
+fn keys_of_the_other_kind_are_refused_with_their_line() {
+    let head = "[[tunnel]]\nname = \"t\"\nbastion = \"b\"\n";
+    let e = parse_err(&format!(
+        "{head}kind = \"remote\"\nlocal = \"127.0.0.1:1\"\nbastion_listen = \"1\"\ntarget = \"a:1\"\n"
+    ));
+    assert!(e.starts_with("tunnels.toml:5:"), "{e}");
+    assert!(e.contains("key `local` is not for a remote tunnel"), "{e}");
+    let e = parse_err(&format!(
+        "{head}local = \"127.0.0.1:1\"\nremote = \"a:1\"\nbastion_listen = \"1\"\n"
+    ));
+    assert!(e.starts_with("tunnels.toml:6:"), "{e}");
+    assert!(
+        e.contains("key `bastion_listen` is not for a local tunnel"),
+        "{e}"
+    );
+    let e = parse_err(&format!("{head}kind = \"sideways\"\n"));
+    assert!(
+        e.starts_with("tunnels.toml:4:") && e.contains("key `kind`"),
+        "{e}"
+    );
+    let e = parse_err(&format!("{head}kind = \"remote\"\ntarget = \"a:1\"\n"));
+    assert!(e.contains("key `bastion_listen` is missing"), "{e}");
+    let e = parse_err(&format!(
+        "{head}kind = \"remote\"\nbastion_listen = \"host\"\ntarget = \"a:1\"\n"
+    ));
+    assert!(
+        e.starts_with("tunnels.toml:5:") && e.contains("key `bastion_listen`"),
+        "{e}"
+    );
+    let e = parse_err(&format!(
+        "{head}kind = \"remote\"\nbastion_listen = \"1\"\ntarget = \"a\"\n"
+    ));
+    assert!(
+        e.starts_with("tunnels.toml:6:") && e.contains("key `target`"),
+        "{e}"
+    );
+    let e = parse_err(&format!(
+        "{head}kind = \"remote\"\nbastion_listen = \"1\"\ntarget = \"a:1\"\nprobe = \"tcp\"\n"
+    ));
+    assert!(
+        e.starts_with("tunnels.toml:7:") && e.contains("key `probe`"),
+        "{e}"
+    );
 }
