@@ -655,10 +655,12 @@ options:
   -i file        private key to try; repeatable (default ~/.ssh/id_ed25519, ~/.ssh/id_rsa)
   -J [user@]host[:port][,...]
                  reach the server through these jump hosts, outermost first (as ProxyJump;
-                 none for none). Each hop logs in as its own user@ (default: the local user,
-                 not -l) on its own :port (default 22, not -p), with the same keys and
-                 known_hosts files; each host key is checked under the hop's own name. A lost
-                 hop reconnects the whole chain; the local ports stay bound.
+                 none for none). Each hop is looked up in ssh_config under its own name and
+                 logs in as its own user@ (else its User, else the local user; never -l) on
+                 its own :port (else its Port, else 22; never -p), with its own keys and
+                 known_hosts files (else the command line's); each host key is checked under
+                 the hop's own name or HostKeyAlias. A lost hop reconnects the whole chain;
+                 the local ports stay bound.
   -W host:port   forward standard input and output to host:port through the server instead
                  of listening (no -L), for use as another tool's ProxyCommand:
                  ssh -o ProxyCommand='forwarder -W %h:%p bastion' db-host. Ends when the
@@ -679,7 +681,8 @@ options:
 
 -o settings (keys are case-insensitive, the first value given wins, as in ssh):
   Port, User, HostName, IdentityFile, UserKnownHostsFile (space-separated list, or none),
-  ProxyJump (as -J),
+  ProxyJump (as -J), HostKeyAlias (the name to look the host key up under in known_hosts),
+  IgnoreUnknown (keywords to skip without a word),
   StrictHostKeyChecking (yes, accept-new, no; ask is treated as yes since forwarder never
   asks about host keys), Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms,
   PubkeyAcceptedAlgorithms, ConnectTimeout, ServerAliveInterval, ServerAliveCountMax,
@@ -709,13 +712,17 @@ options:
   CheckHostIP is accepted and has no effect: forwarder checks host names, not addresses.
 
 Host keys are checked against ~/.ssh/known_hosts unless UserKnownHostsFile says otherwise,
-under the HostName's name.
+under the HostName's name, or under HostKeyAlias if set.
 
 ~/.ssh/config (or the -F file) is read as ssh reads it, after the command line, whose values
 win: Host and Match blocks (Match all, host, originalhost, user, localuser; other criteria do
 not match), * ? and ! patterns, Include (relative to ~/.ssh, globs), the settings above with
-the same meaning as with -o. Settings forwarder does not implement are skipped (-v names
-them); a bad value is an error naming the file and line. /etc/ssh/ssh_config is not read.
+the same meaning as with -o. Settings forwarder does not implement, and unknown keywords,
+are skipped (-v names them unless IgnoreUnknown matches them); a bad value is an error
+naming the file and line. /etc/ssh/ssh_config is not read. Jump hosts (-J, ProxyJump) are
+looked up in it under their own names (their own HostName, Port, User, IdentityFile,
+HostKeyAlias...), falling back on the command line's -i and -o settings; -J wins over the
+file's ProxyJump. Path tokens: %% %C %d %h %i %j %k %L %l %n %p %r %u.
 
 example:
   forwarder -N -p 2222 -i ~/.ssh/id_rsa -L 15432:db.internal:5432 analytics@bastion.example.com

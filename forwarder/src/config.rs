@@ -74,8 +74,8 @@ pub struct SessionSpec {
     /// Who to log in as.
     pub user: String,
     /// `-J` / `ProxyJump`: the jump hosts, outermost first. Each session after the first runs
-    /// over a `direct-tcpip` channel of the one before; all of them use this spec's identities,
-    /// known_hosts, algorithms and keepalives.
+    /// over a `direct-tcpip` channel of the one before. Each hop has its own options (keys,
+    /// known_hosts, `HostKeyAlias`); all of them use this spec's algorithms and keepalives.
     pub jump: Vec<JumpHost>,
     /// Transport algorithms and limits (host key algorithms before the per-host reordering
     /// each attempt does from known_hosts).

@@ -45,9 +45,25 @@ pub fn run(data: &[u8]) {
             assert!(!options.user.is_empty(), "empty user accepted");
             assert!(!options.destination_host.is_empty(), "empty host accepted");
             for note in &options.notes {
+                // A jump host's own notes say which hop they are about first.
+                let line = note
+                    .strip_prefix("jump host ")
+                    .and_then(|rest| rest.split_once(": "))
+                    .map_or(note.as_str(), |(_, n)| n);
                 assert!(
-                    note.starts_with("config line "),
+                    line.starts_with("config line "),
                     "a note without its line: {note}"
+                );
+            }
+            assert!(
+                options.proxy_jump.len() <= 16,
+                "a chain of more than 16 hops"
+            );
+            for hop in &options.proxy_jump {
+                assert!(hop.port != 0 && !hop.user.is_empty() && !hop.host.is_empty());
+                assert!(
+                    hop.options.proxy_jump.is_empty(),
+                    "a hop with hops of its own"
                 );
             }
         }
@@ -93,6 +109,24 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
                 "HOST=h\n  port=2222   # trailing\n  IdentityFile \"/with space/key#1\"\n  \
                  ForwardAgent yes\n  UseKeychain yes\n  Include conf.d/*\n  RekeyLimit 1G 1h\n",
                 &["h"],
+            ),
+        ),
+        (
+            "jump".into(),
+            with_args(
+                "Host db\n  HostName db.internal\n  ProxyJump jump\n  HostKeyAlias db-key\n  \
+                 IdentityFile ~/.ssh/%k_%C_%j\nHost jump\n  HostName 10.0.0.1\n  Port 2200\n  \
+                 User hop\n  ProxyJump outer\n  UserKnownHostsFile ~/.ssh/jump_%L_%i\n\
+                 Host outer\n  Port 2300\n",
+                &["-i", "/key", "-o", "UserKnownHostsFile=/kh", "db"],
+            ),
+        ),
+        (
+            "ignore-unknown".into(),
+            with_args(
+                "IgnoreUnknown usekeychain,add*\nHost h\n  UseKeychain yes\n  AddKeysToAgent \
+                 yes\n  Bogus 1\n  IdentityFile %l/%L/%i\n",
+                &["-J", "a@j1:2,j2", "h"],
             ),
         ),
         (

@@ -376,6 +376,9 @@ fn help_and_version() {
         "-Q kind",
         "forwarder keygen",
         "+list appends",
+        "HostKeyAlias",
+        "IgnoreUnknown",
+        "%C %d %h %i %j %k %L %l",
     ] {
         assert!(text.contains(needle), "{needle}");
     }
