@@ -43,6 +43,8 @@ use tempfile::TempDir;
 // In a directory of its own: a file directly in src/bin would be a program of its own.
 #[path = "bench/fleet.rs"]
 mod fleet;
+#[path = "bench/rtt.rs"]
+mod rtt;
 
 const USAGE: &str = "\
 usage: bench [options]
@@ -75,7 +77,10 @@ usage: bench [options]
                          own (share_session = false)
   --fleet-sizes LIST     tunnel counts for --fleet, comma-separated (implies --fleet)
   --fleet-settle SECS    idle time before a fleet's memory is read (default: 5; implies
-                         --fleet)";
+                         --fleet)
+  --rtt [LIST]           throughput through a delaying proxy in front of sshd, at each
+                         round trip of LIST in ms (default: 0,10,50), instead of the plain
+                         throughput figures";
 
 #[derive(Debug)]
 struct Args {
@@ -102,6 +107,8 @@ struct Args {
     recovery_timeout: Duration,
     /// `--fleet`: only the fleet's memory.
     fleet: Option<fleet::Options>,
+    /// `--rtt`: throughput at these round trips (ms) through a delaying proxy.
+    rtt: Option<Vec<u32>>,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -126,8 +133,9 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         freeze_reps: 1,
         recovery_timeout: Duration::from_secs(120),
         fleet: None,
+        rtt: None,
     };
-    let mut it = argv.into_iter();
+    let mut it = argv.into_iter().peekable();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) => (f.to_owned(), Some(v.to_owned())),
@@ -209,6 +217,17 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 args.fleet
                     .get_or_insert_with(fleet::Options::default)
                     .settle = settle;
+            }
+            "--rtt" => {
+                let list = inline
+                    .or_else(|| it.next_if(|v| !v.starts_with('-')))
+                    .unwrap_or_default();
+                args.rtt = Some(if list.is_empty() {
+                    rtt::DEFAULT_RTTS.to_vec()
+                } else {
+                    rtt::parse_list(&list)?
+                });
+                args.throughput = false;
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -382,6 +401,9 @@ fn run(args: &Args) {
     if args.throughput {
         figures.extend(bench_throughput(&lab, &contenders, args));
     }
+    if let Some(rtts) = &args.rtt {
+        figures.extend(rtt::bench(&lab, &contenders, args, rtts));
+    }
     if args.ttfb {
         figures.push(bench_first_byte(&lab, &contenders, args));
     }
@@ -496,9 +518,7 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
                     ),
                 );
             }
-            let peak = tunnel
-                .peak_rss_kib()
-                .map_or(f64::NAN, |k| k as f64 / 1024.0);
+            let peak = peak_rss_mib(&tunnel);
             tunnel.terminate(Duration::from_secs(5));
 
             progress(&format!(
@@ -526,6 +546,13 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
     vec![
         down, up, down_cpu, up_cpu, down_sshd, up_sshd, down_sys, up_sys, rss,
     ]
+}
+
+/// The client's peak resident memory so far, in MiB (NaN if unknown).
+fn peak_rss_mib(tunnel: &Tunnel) -> f64 {
+    tunnel
+        .peak_rss_kib()
+        .map_or(f64::NAN, |k| k as f64 / 1024.0)
 }
 
 fn bench_first_byte(lab: &Lab, contenders: &[Contender], args: &Args) -> Figure {

@@ -1,0 +1,378 @@
+//! `bench --rtt LIST`: download and upload through both clients over a long, fat link.
+//!
+//! A delaying proxy on loopback sits between each client and the lab sshd: everything it
+//! reads in one direction is stamped and written on RTT/2 later, so a round trip through it
+//! takes the RTT asked for on top of loopback's. It never drops anything: each direction
+//! holds at most [`QUEUE_BYTES`] (64 MiB, enough for 1.28 GiB/s at 50 ms) and stops reading
+//! while full, so TCP's own flow control slows the sender instead. Both clients connect to
+//! sshd through it (the host key is trusted under the proxy's port), and the target servers
+//! stay behind sshd on plain loopback, as a database next to its bastion would.
+//!
+//! For each RTT (default 0, 10 and 50 ms) the figures are the usual throughput ones, each
+//! named with its RTT: download and upload MiB/s and the client's peak RSS. The "direct"
+//! column is a plain TCP download from the same source through the proxy alone: the
+//! ceiling the proxy and this machine put on any client at that RTT.
+
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ssh_interop_tests::sshd::known_hosts_host;
+use ssh_interop_tests::{Sshd, TunnelBuilder, download, upload};
+
+use super::{Args, Better, Contender, Figure, Lab, fail, order, peak_rss_mib, progress};
+
+/// Round trips measured unless `--rtt` lists others, in milliseconds.
+pub(crate) const DEFAULT_RTTS: [u32; 3] = [0, 10, 50];
+/// The most one direction of one proxied connection holds: 64 MiB, one 50 ms round trip's
+/// worth at 1.28 GiB/s. A reader that finds it full waits, so nothing is ever dropped.
+const QUEUE_BYTES: usize = 64 << 20;
+/// The most chunks one direction holds, so that many tiny reads cannot cost more than the
+/// bytes they carry.
+const QUEUE_CHUNKS: usize = 1 << 16;
+/// The largest single read, and so the largest chunk.
+const CHUNK: usize = 256 << 10;
+
+/// `0,10,50`: round trips in milliseconds, each at most 10 s.
+pub(crate) fn parse_list(text: &str) -> Result<Vec<u32>, String> {
+    let list: Vec<u32> = text
+        .split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&ms| ms <= 10_000)
+                .ok_or_else(|| format!("--rtt: not a round trip in ms: {v:?}"))
+        })
+        .collect::<Result<_, _>>()?;
+    if list.is_empty() {
+        return Err("--rtt: no round trips".to_owned());
+    }
+    Ok(list)
+}
+
+/// A TCP proxy on 127.0.0.1 to one port, delaying each direction by half the round trip
+/// set with [`set_rtt`](Self::set_rtt) (for connections accepted after it).
+pub(crate) struct DelayProxy {
+    port: u16,
+    /// Half the round trip, in microseconds.
+    one_way_us: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl DelayProxy {
+    /// A proxy to 127.0.0.1:`target`, with no delay yet.
+    pub(crate) fn start(target: u16) -> DelayProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the delaying proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let one_way_us = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (delay, stopped) = (one_way_us.clone(), stop.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(client) = conn else { continue };
+                let one_way = Duration::from_micros(delay.load(Ordering::Relaxed));
+                if let Ok(server) = TcpStream::connect(("127.0.0.1", target)) {
+                    splice(client, server, one_way);
+                }
+            }
+        });
+        DelayProxy {
+            port,
+            one_way_us,
+            stop,
+        }
+    }
+
+    /// The port clients connect to.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Round trip added to connections accepted from now on.
+    pub(crate) fn set_rtt(&self, rtt: Duration) {
+        let half = u64::try_from((rtt / 2).as_micros()).unwrap_or(u64::MAX);
+        self.one_way_us.store(half, Ordering::Relaxed);
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Two delaying pumps, one per direction, for one accepted connection.
+fn splice(client: TcpStream, server: TcpStream, one_way: Duration) {
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    for (from, to) in [(&client, &server), (&server, &client)] {
+        let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else {
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+            return;
+        };
+        pump(from, to, one_way);
+    }
+}
+
+/// What one direction holds: chunks with the time each may be written, and whether the
+/// reading side ended (`Some(clean)`).
+#[derive(Default)]
+struct Queue {
+    chunks: VecDeque<(Instant, Vec<u8>)>,
+    bytes: usize,
+    ended: Option<bool>,
+}
+
+struct Pipe {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+impl Pipe {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, guard: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        self.changed
+            .wait(guard)
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Copies `from` to `to`, each chunk written `delay` after it was read, with a reader and a
+/// writer thread around a bounded queue. The reader ending cleanly shuts `to` for writing
+/// once everything before it is written; an error on either side closes both.
+fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    let pipe = Arc::new(Pipe {
+        queue: Mutex::new(Queue::default()),
+        changed: Condvar::new(),
+    });
+    let reader_pipe = pipe.clone();
+    let reader_to = to.try_clone().ok();
+    thread::spawn(move || {
+        let pipe = reader_pipe;
+        let mut buf = vec![0u8; CHUNK];
+        let clean = loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break false,
+            };
+            let chunk = buf.get(..n).unwrap_or_default().to_vec();
+            let mut q = pipe.lock();
+            while q.ended.is_none() && (q.bytes + n > QUEUE_BYTES || q.chunks.len() >= QUEUE_CHUNKS)
+            {
+                q = pipe.wait(q);
+            }
+            if q.ended.is_some() {
+                // The writer gave up: the other side is gone.
+                break false;
+            }
+            q.bytes += n;
+            q.chunks.push_back((Instant::now() + delay, chunk));
+            pipe.changed.notify_all();
+        };
+        let mut q = pipe.lock();
+        q.ended.get_or_insert(clean);
+        pipe.changed.notify_all();
+        drop(q);
+        if !clean {
+            let _ = from.shutdown(Shutdown::Both);
+            if let Some(to) = reader_to {
+                let _ = to.shutdown(Shutdown::Both);
+            }
+        }
+    });
+    thread::spawn(move || {
+        loop {
+            let mut q = pipe.lock();
+            let next = loop {
+                if let Some((due, _)) = q.chunks.front() {
+                    break Some(*due);
+                }
+                if q.ended.is_some() {
+                    break None;
+                }
+                q = pipe.wait(q);
+            };
+            let Some(due) = next else {
+                let clean = q.ended == Some(true);
+                drop(q);
+                let _ = to.shutdown(if clean {
+                    Shutdown::Write
+                } else {
+                    Shutdown::Both
+                });
+                return;
+            };
+            drop(q);
+            let now = Instant::now();
+            if due > now {
+                thread::sleep(due - now);
+            }
+            let mut q = pipe.lock();
+            let Some((_, chunk)) = q.chunks.pop_front() else {
+                continue;
+            };
+            q.bytes -= chunk.len();
+            pipe.changed.notify_all();
+            drop(q);
+            if to.write_all(&chunk).is_err() {
+                let mut q = pipe.lock();
+                q.ended = Some(false);
+                q.chunks.clear();
+                q.bytes = 0;
+                pipe.changed.notify_all();
+                let _ = to.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+    });
+}
+
+/// A known_hosts file trusting `sshd`'s host keys under the proxy's port as well.
+fn known_hosts_for(sshd: &Sshd, proxy_port: u16, dir: &Path) -> PathBuf {
+    let original = std::fs::read_to_string(sshd.known_hosts_path()).expect("read known_hosts");
+    let renamed = original.replace(
+        &known_hosts_host("127.0.0.1", sshd.port()),
+        &known_hosts_host("127.0.0.1", proxy_port),
+    );
+    let path = dir.join("known_hosts_via_proxy");
+    std::fs::write(&path, format!("{original}{renamed}")).expect("write known_hosts");
+    path
+}
+
+/// A client of `c` through the proxy, with the bench's usual cipher and options.
+fn tunnel_via(lab: &Lab, c: &Contender, args: &Args, port: u16, known: &Path) -> TunnelBuilder {
+    let mut b =
+        TunnelBuilder::to_port(c.kind, port, lab.sshd.user(), &lab.key, known).cipher(&args.cipher);
+    if let Some(kex) = &args.kex {
+        b = b.option(&format!("KexAlgorithms={kex}"));
+    }
+    if let Some(p) = &c.program {
+        b = b.program(p);
+    }
+    b
+}
+
+/// Download, upload and peak RSS for both clients at each of `rtts` (ms), plus the proxy's
+/// own ceiling (a plain download through it) as the "direct" column.
+pub(crate) fn bench(lab: &Lab, contenders: &[Contender], args: &Args, rtts: &[u32]) -> Vec<Figure> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let proxy = DelayProxy::start(lab.sshd.port());
+    let known = known_hosts_for(&lab.sshd, proxy.port(), dir.path());
+    // The ceiling: the same source straight through a proxy with the same delay.
+    let ceiling = DelayProxy::start(lab.source.port());
+    let mut figures = Vec::new();
+    for &ms in rtts {
+        let rtt = Duration::from_millis(u64::from(ms));
+        proxy.set_rtt(rtt);
+        ceiling.set_rtt(rtt);
+        let mut down = Figure::new(format!("download MiB/s, {ms} ms RTT"), Better::Higher);
+        let mut up = Figure::new(format!("upload MiB/s, {ms} ms RTT"), Better::Higher);
+        let mut rss = Figure::new(format!("client peak RSS MiB, {ms} ms RTT"), Better::Lower);
+        for round in 0..args.reps {
+            let raw = download(ceiling.port(), false).expect("download through the proxy");
+            assert_eq!(raw.bytes, args.size, "the proxy delivers everything");
+            progress(&format!(
+                "rtt {ms} ms {}/{} {:<12} down {:>8.1} MiB/s (the proxy alone)",
+                round + 1,
+                args.reps,
+                "direct",
+                raw.mib_per_sec()
+            ));
+            down.direct.push(raw.mib_per_sec());
+            for i in order(round) {
+                let c = &contenders[i];
+                let mut tunnel = tunnel_via(lab, c, args, proxy.port(), &known)
+                    .forward_to(lab.source.port())
+                    .forward_to(lab.sink.port())
+                    .start();
+                let ports = tunnel.local_ports();
+                let d = download(ports[0], false)
+                    .unwrap_or_else(|e| fail(&tunnel, &format!("download: {e}")));
+                if d.bytes != args.size {
+                    fail(&tunnel, &format!("download delivered {} bytes", d.bytes));
+                }
+                let u = upload(ports[1], args.size)
+                    .unwrap_or_else(|e| fail(&tunnel, &format!("upload: {e}")));
+                if u.bytes != args.size {
+                    fail(&tunnel, &format!("upload delivered {} bytes", u.bytes));
+                }
+                let peak = peak_rss_mib(&tunnel);
+                tunnel.terminate(Duration::from_secs(5));
+                progress(&format!(
+                    "rtt {ms} ms {}/{} {:<12} down {:>8.1} MiB/s  up {:>8.1} MiB/s  peak RSS {peak:.1} MiB",
+                    round + 1,
+                    args.reps,
+                    c.label,
+                    d.mib_per_sec(),
+                    u.mib_per_sec(),
+                ));
+                down.samples[i].push(d.mib_per_sec());
+                up.samples[i].push(u.mib_per_sec());
+                rss.samples[i].push(peak);
+            }
+        }
+        figures.extend([down, up, rss]);
+    }
+    figures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ssh_interop_tests::{SourceServer, download};
+
+    #[test]
+    fn rtt_lists_parse() {
+        assert_eq!(parse_list("0,10,50"), Ok(vec![0, 10, 50]));
+        assert_eq!(parse_list(" 5 "), Ok(vec![5]));
+        assert!(parse_list("").is_err());
+        assert!(parse_list("10,x").is_err());
+        assert!(parse_list("20000").is_err());
+    }
+
+    #[test]
+    fn rtt_option_parses_with_and_without_a_list() {
+        let parse = |v: &[&str]| super::super::parse_args(v.iter().map(|s| (*s).to_owned()));
+        let args = parse(&["--rtt"]).expect("bare --rtt");
+        assert_eq!(args.rtt, Some(DEFAULT_RTTS.to_vec()));
+        assert!(!args.throughput);
+        let args = parse(&["--rtt", "--skip-pgbench"]).expect("--rtt before a flag");
+        assert_eq!(args.rtt, Some(DEFAULT_RTTS.to_vec()));
+        assert!(!args.pgbench);
+        assert_eq!(
+            parse(&["--rtt", "0,25"]).expect("list").rtt,
+            Some(vec![0, 25])
+        );
+        assert_eq!(parse(&["--rtt=50"]).expect("inline").rtt, Some(vec![50]));
+        assert!(parse(&["--rtt", "fast"]).is_err());
+        assert_eq!(parse(&[]).expect("no options").rtt, None);
+    }
+
+    #[test]
+    fn the_proxy_delivers_every_byte_and_delays() {
+        let source = SourceServer::start(8 << 20);
+        let proxy = DelayProxy::start(source.port());
+        let t = download(proxy.port(), false).expect("download through the proxy");
+        assert_eq!(t.bytes, 8 << 20);
+        proxy.set_rtt(Duration::from_millis(200));
+        let t = download(proxy.port(), false).expect("download through the delaying proxy");
+        assert_eq!(t.bytes, 8 << 20);
+    }
+}
