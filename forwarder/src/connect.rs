@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use crate::cli::{self, BindTarget};
 use crate::config::{self, SessionSpec};
 use crate::driver::{self, HostKeyVerifier};
+use crate::kex_memory;
 use crate::known_hosts::{self, Decision, KnownHosts};
 use crate::quickack::QuickAck;
 use crate::session::{Session, SessionConfig, SessionError};
@@ -177,9 +178,9 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub struct SshConnector {
     spec: SessionSpec,
     /// The destination's identities.
-    auth: HopAuth,
+    auth: Arc<HopAuth>,
     /// Each jump host's, outermost first, from its own options.
-    jump_auth: Vec<HopAuth>,
+    jump_auth: Vec<Arc<HopAuth>>,
 }
 
 /// One hop's prepared identities and secrets.
@@ -187,6 +188,32 @@ struct HopAuth {
     identities: Vec<ssh_auth::Identity>,
     helper: Arc<userauth::Helper>,
     unusable: Vec<String>,
+}
+
+/// The options that decide a hop's identities and secrets: hops equal in these share one
+/// [`HopAuth`], so a key's passphrase is asked for once per run, not once per hop.
+fn auth_settings(o: &cli::Options) -> impl PartialEq + '_ {
+    (
+        (
+            &o.identity_files,
+            &o.certificate_files,
+            &o.identity_agent,
+            o.identities_only,
+            o.pubkey_authentication,
+            o.password_authentication,
+            o.kbd_interactive_authentication,
+            o.number_of_password_prompts,
+        ),
+        (
+            &o.preferred_authentications,
+            &o.pubkey_accepted_algorithms,
+            &o.password_file,
+            &o.password_env,
+            &o.passphrase_file,
+            &o.passphrase_env,
+            o.batch_mode,
+        ),
+    )
 }
 
 impl HopAuth {
@@ -235,11 +262,22 @@ impl SshConnector {
     /// Reads the identities `spec` names (keys, certificates, the agent) and the secret
     /// sources its options call for; each jump host's too, from its own options.
     pub async fn prepare(spec: SessionSpec) -> Self {
-        let auth = HopAuth::prepare(&spec.options).await;
+        let auth = Arc::new(HopAuth::prepare(&spec.options).await);
+        let mut prepared: Vec<(&cli::Options, Arc<HopAuth>)> = vec![(&spec.options, auth.clone())];
         let mut jump_auth = Vec::new();
         for hop in &spec.jump {
-            jump_auth.push(HopAuth::prepare(&hop.options).await);
+            let same = prepared
+                .iter()
+                .find(|(o, _)| auth_settings(o) == auth_settings(&hop.options))
+                .map(|(_, a)| a.clone());
+            let hop_auth = match same {
+                Some(a) => a,
+                None => Arc::new(HopAuth::prepare(&hop.options).await),
+            };
+            prepared.push((&hop.options, hop_auth.clone()));
+            jump_auth.push(hop_auth);
         }
+        drop(prepared);
         Self {
             auth,
             jump_auth,
@@ -303,6 +341,7 @@ impl SshConnector {
         let (key_name, key_port) = hop.known_hosts_name();
         let known_types = known.known_key_types(key_name, key_port);
         let transport = config::prefer_known_host_key_types(spec.transport.clone(), &known_types);
+        let transport = kex_memory::prepare(transport, key_name, key_port, &known_types);
         // Certificates' validity is judged by this clock; the auth crate has none.
         let mut auth = userauth::auth_config(opts, hop.auth.identities.clone(), unix_now())
             .map_err(ConnectError::Permanent)?;
@@ -325,12 +364,17 @@ impl SshConnector {
             Box::new(OsRandom),
             Instant::now(),
         );
-        Ok(driver::start_with_auth(
-            stream,
-            session,
-            verifier,
-            hop.auth.helper.clone(),
-        ))
+        let (handle, driver) =
+            driver::start_with_auth(stream, session, verifier, hop.auth.helper.clone());
+        // A server that let us in is the one to guess for next time (kex_memory).
+        let (name, port) = (key_name.to_owned(), key_port);
+        let watch = handle.clone();
+        tokio::spawn(async move {
+            if watch.authenticated().await.is_ok() {
+                kex_memory::remember(&name, port, watch.log().server_first_choices.as_ref());
+            }
+        });
+        Ok((handle, driver))
     }
 
     /// The chain's sessions, outermost first, the destination last.
