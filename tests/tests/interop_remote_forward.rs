@@ -1,12 +1,42 @@
 //! `-R` remote forwards against the real sshd: a fixed port and port 0 (the allocated port
 //! read from the client's log as ssh prints it), data checked byte for byte both ways,
-//! several connections at once, and a forward the server refuses.
+//! several connections at once, and a forward the server refuses; `-R` alone (no `-L`), the
+//! forwards requested again after the bastion drops the session, a target nothing listens
+//! on, and the bastion's port closed after SIGTERM.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use ssh_interop_tests::{ClientKind, EchoServer, KeyKind, Sshd, TunnelBuilder, UserKey, free_port};
+use std::time::Instant;
+
+use ssh_interop_tests::{
+    ClientKind, EchoServer, KeyKind, Sshd, TunnelBuilder, UserKey, free_port, port_listening,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The port of the `n`th (0-based) "Allocated port N" line of `log`.
+fn allocated(log: &str, n: usize) -> u16 {
+    log.split("Allocated port ")
+        .nth(n + 1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no allocated port number {n} in the log:\n{log}"))
+}
+
+/// Waits (bounded) until something listens on `port`, or stops listening.
+fn wait_listening(port: u16, listening: bool, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while port_listening(port) != listening {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: port {port} still {}",
+            if listening { "closed" } else { "listening" }
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 /// Sends `payload` through the server's listener on `port` and checks the echo from here.
 fn round_trip(port: u16, payload: &[u8]) {
@@ -104,4 +134,103 @@ fn interop_remote_forward_refused_warns_or_exits_255() {
         )),
         "{log}"
     );
+}
+
+#[test]
+fn interop_remote_forward_alone_survives_dropped_sessions_and_requests_again() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let echo = EchoServer::start();
+    let mut sshd = Sshd::builder().authorize(&key).start();
+    let fixed = free_port();
+    // No -L at all: the client runs for the remote forwards alone.
+    let mut tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .option(&format!("RemoteForward={fixed} 127.0.0.1:{}", echo.port()))
+        .option(&format!("RemoteForward=0 127.0.0.1:{}", echo.port()))
+        .option("ExitOnForwardFailure=no")
+        .option("ServerAliveInterval=1")
+        .option("ServerAliveCountMax=2")
+        .option("ReconnectBackoffMax=2s")
+        .spawn();
+    let log = tunnel.wait_for_log_count("Allocated port ", 1, WAIT);
+    let first = allocated(&log, 0);
+    wait_listening(fixed, true, "first session");
+    round_trip(fixed, &pattern(300_000, 3));
+    round_trip(first, &pattern(100_000, 4));
+    assert!(tunnel.exited().is_none(), "{}", tunnel.log());
+
+    // The bastion drops the session: both forwards are requested again on the next one.
+    assert!(sshd.kill_sessions() >= 1);
+    wait_listening(first, false, "the dropped session's port");
+    let log = tunnel.wait_for_log_count("Allocated port ", 2, WAIT);
+    let second = allocated(&log, 1);
+    wait_listening(fixed, true, "after the reconnect");
+    round_trip(fixed, &pattern(400_000, 5));
+    round_trip(second, &pattern(100_000, 6));
+
+    // And again after sshd itself restarts.
+    sshd.restart();
+    let log = tunnel.wait_for_log_count("Allocated port ", 3, WAIT);
+    let third = allocated(&log, 2);
+    wait_listening(fixed, true, "after sshd restarted");
+    round_trip(fixed, &pattern(200_000, 7));
+    round_trip(third, &pattern(100_000, 8));
+    assert!(tunnel.exited().is_none(), "{}", tunnel.log());
+}
+
+#[test]
+fn interop_remote_forward_target_down_closes_the_channel_and_keeps_serving() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let echo = EchoServer::start();
+    let sshd = Sshd::builder().authorize(&key).start();
+    let dead = free_port();
+    let (to_dead, to_echo) = (free_port(), free_port());
+    let mut tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .option(&format!("RemoteForward={to_dead} 127.0.0.1:{dead}"))
+        .option(&format!(
+            "RemoteForward={to_echo} 127.0.0.1:{}",
+            echo.port()
+        ))
+        .spawn();
+    wait_listening(to_dead, true, "forward to nothing");
+    wait_listening(to_echo, true, "forward to the echo server");
+    let failure = format!("connecting to 127.0.0.1:{dead} failed");
+    for n in 1..=2 {
+        // The client on the bastion's side sees the connection end, not a hang.
+        let mut s = TcpStream::connect(("127.0.0.1", to_dead)).expect("connect");
+        s.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let _ = s.write_all(b"hello");
+        let mut buf = [0u8; 16];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Ok(k) => panic!("{k} bytes from a target that does not exist"),
+            Err(e) => assert!(
+                !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "the connection was left open: {e}"
+            ),
+        }
+        tunnel.wait_for_log_count(&failure, n, WAIT);
+        assert_eq!(tunnel.log_count(&failure), n, "logged once per connection");
+    }
+    // The next connections, through either forward, are served.
+    round_trip(to_echo, &pattern(100_000, 9));
+    assert!(tunnel.exited().is_none(), "{}", tunnel.log());
+}
+
+#[test]
+fn interop_remote_forward_port_closes_after_sigterm() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let echo = EchoServer::start();
+    let sshd = Sshd::builder().authorize(&key).start();
+    let fixed = free_port();
+    let mut tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .option(&format!("RemoteForward={fixed} 127.0.0.1:{}", echo.port()))
+        .spawn();
+    wait_listening(fixed, true, "the forward");
+    round_trip(fixed, &pattern(50_000, 10));
+    let status = tunnel.terminate(WAIT).expect("exits on SIGTERM");
+    assert!(status.success(), "{status:?}: {}", tunnel.log());
+    wait_listening(fixed, false, "after SIGTERM");
 }
