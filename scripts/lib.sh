@@ -48,6 +48,9 @@ ensure_lab_tools() {
     # bench/run's recovery figures keep OpenSSH's ssh up with autossh.
     command -v autossh >/dev/null 2>&1 || missing+=(autossh)
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # the admin endpoint tests
+    # The second SSH server of the interop tests (dropbear is in /usr/sbin).
+    { command -v dropbear >/dev/null 2>&1 || [ -x /usr/sbin/dropbear ]; } \
+        && command -v dropbearkey >/dev/null 2>&1 || missing+=(dropbear-bin)
     if [ "$(id -u)" -eq 0 ]; then
         # As root the lab runs PostgreSQL as a system user through runuser, and adds the
         # user with useradd (both in Debian's essential packages, checked for clarity).

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod dropbear;
 pub mod fleet;
 pub mod keys;
 pub mod mariadb;
