@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use forwarder::cli::Environment;
-use forwarder::fleet::config::parse;
+use forwarder::fleet::config::{TunnelKind, parse};
 
 /// Fuzz entry point.
 pub fn run(data: &[u8]) {
@@ -26,7 +26,15 @@ pub fn run(data: &[u8]) {
                 assert!(!t.name.is_empty(), "a tunnel without a name");
                 assert!(t.line >= 1, "a tunnel on line 0");
                 assert!(t.remote.port != 0, "remote port 0 accepted");
-                assert_eq!(t.config.forwards.len(), 1, "a tunnel is one forward");
+                // A local tunnel is one -L forward; a remote one is its -R spec alone.
+                let locals = match &t.kind {
+                    TunnelKind::Local => 1,
+                    TunnelKind::Remote(spec) => {
+                        assert_eq!(spec.target, t.remote, "a remote tunnel's target");
+                        0
+                    }
+                };
+                assert_eq!(t.config.forwards.len(), locals, "a tunnel is one forward");
                 assert!(t.same_as(t), "a tunnel differs from itself");
                 for other in cfg.tunnels.iter().skip(i + 1) {
                     assert_ne!(t.name, other.name, "a duplicate name accepted");
