@@ -27,9 +27,9 @@ use crate::supervisor::SupervisorHandle;
 /// A connection's first read buffer, client to server: a query or a login fits, and a
 /// connection that has sent only that much keeps no more.
 const COPY_BUFFER_MIN: usize = 4 * 1024;
-/// What the read buffer grows to while reads fill it (bulk uploads): two packets of the full
-/// 32 KiB per read, and fewer wakeups.
-const COPY_BUFFER_MAX: usize = 64 * 1024;
+/// What the read buffer grows to while reads fill it (bulk uploads): four packets of the full
+/// 32 KiB per read, and fewer wakeups (64 KiB looked costlier per GiB uploaded).
+const COPY_BUFFER_MAX: usize = 128 * 1024;
 /// A connection that sends nothing for this long gives its read buffer back.
 const COPY_BUFFER_IDLE: Duration = Duration::from_secs(2);
 /// The pause after a failed `accept()` (EMFILE and the like), so a listener out of
