@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use crate::cli::{self, BindTarget};
 use crate::config::{self, SessionSpec};
 use crate::driver::{self, HostKeyVerifier};
+use crate::kex_memory;
 use crate::known_hosts::{self, Decision, KnownHosts};
 use crate::quickack::QuickAck;
 use crate::session::{Session, SessionConfig, SessionError};
@@ -340,6 +341,7 @@ impl SshConnector {
         let (key_name, key_port) = hop.known_hosts_name();
         let known_types = known.known_key_types(key_name, key_port);
         let transport = config::prefer_known_host_key_types(spec.transport.clone(), &known_types);
+        let transport = kex_memory::prepare(transport, key_name, key_port, &known_types);
         // Certificates' validity is judged by this clock; the auth crate has none.
         let mut auth = userauth::auth_config(opts, hop.auth.identities.clone(), unix_now())
             .map_err(ConnectError::Permanent)?;
@@ -362,12 +364,17 @@ impl SshConnector {
             Box::new(OsRandom),
             Instant::now(),
         );
-        Ok(driver::start_with_auth(
-            stream,
-            session,
-            verifier,
-            hop.auth.helper.clone(),
-        ))
+        let (handle, driver) =
+            driver::start_with_auth(stream, session, verifier, hop.auth.helper.clone());
+        // A server that let us in is the one to guess for next time (kex_memory).
+        let (name, port) = (key_name.to_owned(), key_port);
+        let watch = handle.clone();
+        tokio::spawn(async move {
+            if watch.authenticated().await.is_ok() {
+                kex_memory::remember(&name, port, watch.log().server_first_choices.as_ref());
+            }
+        });
+        Ok((handle, driver))
     }
 
     /// The chain's sessions, outermost first, the destination last.

@@ -253,6 +253,10 @@ pub struct SessionLog {
     /// The last authentication attempt (key or method); once authenticated, the one the
     /// server accepted.
     pub auth_attempt: Option<String>,
+    /// The server's first key exchange and host key algorithms (from its first KEXINIT).
+    pub server_first_choices: Option<(String, String)>,
+    /// Whether our first key exchange message went out as a guess, and was right.
+    pub kex_guess: Option<bool>,
 }
 
 impl State {
@@ -365,10 +369,15 @@ impl State {
                     self.log.algorithms = t.negotiated().map(ToString::to_string);
                     self.log.kex_time = Some(self.started.elapsed());
                     self.log.kex_count = t.kex_count();
+                    self.log.server_first_choices = t
+                        .server_first_choices()
+                        .map(|(k, h)| (k.to_owned(), h.to_owned()));
+                    self.log.kex_guess = t.kex_guess_right();
                     debug!(
                         server = %self.log.server_version.as_deref().unwrap_or("?"),
                         algorithms = %self.log.algorithms.as_deref().unwrap_or("?"),
                         host_key = %self.log.host_key.as_deref().unwrap_or("?"),
+                        guess = ?self.log.kex_guess,
                         elapsed_ms = self.started.elapsed().as_millis() as u64,
                         "key exchange complete"
                     );

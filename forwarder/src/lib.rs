@@ -51,6 +51,7 @@ pub mod dial;
 pub mod driver;
 pub mod files;
 pub mod fleet;
+pub mod kex_memory;
 pub mod keygen;
 pub mod known_hosts;
 pub mod metrics;

@@ -467,6 +467,14 @@ impl Sshd {
         }
     }
 
+    /// Stops sshd (and its sessions), adds `line` to its configuration (before any `Match`
+    /// block) and starts it again on the same port: a bastion whose administrator changed a
+    /// setting.
+    pub fn restart_with_config_line(&mut self, line: &str) {
+        self.config_head.push(line.to_owned());
+        self.restart();
+    }
+
     /// Stops sshd (the listener and every session: the clients see their connections
     /// drop) if it runs, generates new host keys of the same kinds, and starts it again on
     /// the same port with them, as a reinstalled or impersonated server would be. Returns

@@ -60,6 +60,13 @@ pub struct ClientConfig {
     pub rekey_interval: Option<Duration>,
     /// The version exchange and first key exchange must finish within this.
     pub handshake_timeout: Option<Duration>,
+    /// Send the first key exchange message of our first method right behind our first
+    /// KEXINIT, flagged with `first_kex_packet_follows` (RFC 4253 section 7.1): one round trip
+    /// less when the server's first key exchange and host key algorithms are our first ones,
+    /// and a wasted message (the server skips it) when not. Set it only when our first choices
+    /// are likely the server's, for example because they were its first choices last time.
+    /// Group exchange is never guessed: its first message is only a request.
+    pub guess_first_kex: bool,
 }
 
 impl Default for ClientConfig {
@@ -83,6 +90,7 @@ impl Default for ClientConfig {
             rekey_limit: None,
             rekey_interval: None,
             handshake_timeout: Some(Duration::from_secs(30)),
+            guess_first_kex: false,
         }
     }
 }
@@ -131,6 +139,8 @@ impl Kex {
 struct ExpectKexInit {
     ours: KexInit,
     ours_bytes: Vec<u8>,
+    /// Our first method, its first message already sent as a guess.
+    guess: Option<Box<dyn ClientKex>>,
 }
 
 /// Both KEXINITs are known and the method's first message was sent.
@@ -186,6 +196,10 @@ pub struct ClientTransport {
     server_sig_algs: Option<Vec<String>>,
     /// The server's first KEXINIT offered `ext-info-s`: an EXT_INFO follows its first NEWKEYS.
     server_ext_info: bool,
+    /// The first key exchange and host key algorithms of the server's first KEXINIT.
+    server_firsts: Option<(String, String)>,
+    /// Whether our guessed first key exchange message was right, when we sent one.
+    guess_right: Option<bool>,
     ignore_next_kex_packet: bool,
     handshake_deadline: Option<Instant>,
     rekey_deadline: Option<Instant>,
@@ -242,6 +256,8 @@ impl ClientTransport {
             error: None,
             server_sig_algs: None,
             server_ext_info: false,
+            server_firsts: None,
+            guess_right: None,
             ignore_next_kex_packet: false,
             rekey_deadline: None,
             kex_finished_since_tick: false,
@@ -286,6 +302,22 @@ impl ClientTransport {
     /// ends this is false.
     pub fn server_sig_algs_settled(&self) -> bool {
         self.established && (self.server_sig_algs.is_some() || !self.server_ext_info)
+    }
+
+    /// The first key exchange and host key algorithm names in the server's first KEXINIT: its
+    /// own first choices, which a later connection can put first to guess right
+    /// ([`ClientConfig::guess_first_kex`]).
+    pub fn server_first_choices(&self) -> Option<(&str, &str)> {
+        self.server_firsts
+            .as_ref()
+            .map(|(k, h)| (k.as_str(), h.as_str()))
+    }
+
+    /// `Some(true)` when the first key exchange message went out as a guess and the server
+    /// took it (a round trip saved), `Some(false)` when it skipped it, `None` when no guess
+    /// was sent or the server's KEXINIT has not arrived.
+    pub fn kex_guess_right(&self) -> Option<bool> {
+        self.guess_right
     }
 
     /// The host key accepted at connection time.
@@ -648,6 +680,10 @@ impl ClientTransport {
         if initial {
             self.strict = negotiated.strict;
             self.server_ext_info = theirs.kex.iter().any(|k| k == kex::EXT_INFO_S);
+            self.server_firsts = Some((
+                theirs.kex.first().cloned().unwrap_or_default(),
+                theirs.host_key.first().cloned().unwrap_or_default(),
+            ));
             // The Terrapin countermeasure: with strict kex the server's KEXINIT must be the
             // first packet it sent.
             if self.strict && self.rx.seq != 1 {
@@ -660,11 +696,33 @@ impl ClientTransport {
             self.ignore_next_kex_packet = true;
         }
         debug!(%negotiated, "negotiated");
-        let mut method = negotiated.kex.client_for(&negotiated);
-        let first = method
-            .start(self.rng.as_mut())
-            .map_err(|e| Error::KeyExchange(e.to_string()))?;
-        self.send_internal(&mut |b| b.extend_from_slice(&first));
+        let guess_right = ours.guess.is_some().then(|| {
+            // The server takes our guess exactly when both first choices match (RFC 4253
+            // section 7.1); the method it then runs is our first, which is the guessed one.
+            !kex::guess_was_wrong(&ours.ours, &theirs)
+                && ours.ours.kex.first().map(String::as_str) == Some(negotiated.kex.name())
+        });
+        self.guess_right = guess_right;
+        let method = match (ours.guess, guess_right) {
+            (Some(guessed), Some(true)) => {
+                debug!(
+                    kex = negotiated.kex.name(),
+                    "the server takes our guessed first message"
+                );
+                guessed
+            }
+            (guessed, _) => {
+                if guessed.is_some() {
+                    debug!("our guessed first message was wrong: the server skips it");
+                }
+                let mut method = negotiated.kex.client_for(&negotiated);
+                let first = method
+                    .start(self.rng.as_mut())
+                    .map_err(|e| Error::KeyExchange(e.to_string()))?;
+                self.send_internal(&mut |b| b.extend_from_slice(&first));
+                method
+            }
+        };
         Ok(Kex::ExpectKexReply(Box::new(ExpectKexReply {
             ours_bytes: ours.ours_bytes,
             theirs_bytes: payload.to_vec(),
@@ -872,11 +930,35 @@ impl ClientTransport {
             .iter()
             .map(|c| c.name().to_owned())
             .collect();
-        let ours = KexInit::new(self.rng.as_mut(), kex, host_key, ciphers, macs, compression);
+        let mut ours = KexInit::new(self.rng.as_mut(), kex, host_key, ciphers, macs, compression);
+        // Only the first exchange is guessed: a rekey costs no waiting round trip.
+        let mut guess = None;
+        if self.config.guess_first_kex
+            && !self.established
+            && let Some(first) = self.config.kex_algorithms.first()
+            && first.is_single_pass()
+        {
+            let mut method = first.client();
+            match method.start(self.rng.as_mut()) {
+                Ok(message) => {
+                    ours.first_kex_packet_follows = true;
+                    guess = Some((method, message));
+                }
+                Err(e) => debug!(error = %e, "no guessed first message"),
+            }
+        }
         let mut ours_bytes = Vec::new();
         ours.encode(&mut ours_bytes);
         self.send_internal(&mut |b| b.extend_from_slice(&ours_bytes));
-        self.kex = Kex::ExpectKexInit(ExpectKexInit { ours, ours_bytes });
+        let guess = guess.map(|(method, message)| {
+            self.send_internal(&mut |b| b.extend_from_slice(&message));
+            method
+        });
+        self.kex = Kex::ExpectKexInit(ExpectKexInit {
+            ours,
+            ours_bytes,
+            guess,
+        });
     }
 
     fn maybe_rekey(&mut self) {

@@ -244,6 +244,11 @@ pub struct ServerTransport {
     authenticated: bool,
     /// How many key exchanges completed.
     pub kex_count: u64,
+    /// The client's KEXINIT said a guessed first message follows, and the guess was wrong:
+    /// that message is skipped (RFC 4253 section 7.1).
+    skip_guess: bool,
+    /// Guessed first messages this server took, and skipped.
+    pub guesses: (u32, u32),
 }
 
 impl core::fmt::Debug for ServerTransport {
@@ -276,6 +281,8 @@ impl ServerTransport {
             error: None,
             authenticated: false,
             kex_count: 0,
+            skip_guess: false,
+            guesses: (0, 0),
         };
         for line in s.config.banner_lines.clone() {
             s.tx.raw(format!("{line}\r\n").as_bytes());
@@ -376,6 +383,11 @@ impl ServerTransport {
             };
             let payload = self.rx.payload(&r).to_vec();
             let msg = MessageType::of(&payload).unwrap_or(MessageType(0));
+            if self.skip_guess && msg.is_kex() && msg != MessageType::KEXINIT {
+                self.skip_guess = false;
+                self.guesses.1 += 1;
+                continue;
+            }
             if msg.is_kex() {
                 if let Err(e) = self.handle_kex(msg, &payload) {
                     self.error = Some(e);
@@ -409,6 +421,13 @@ impl ServerTransport {
                 let negotiated = kex::negotiate(&theirs, &ours, !self.established)?;
                 if !self.established {
                     self.strict = negotiated.strict;
+                }
+                if theirs.first_kex_packet_follows {
+                    if kex::guess_was_wrong(&theirs, &ours) {
+                        self.skip_guess = true;
+                    } else {
+                        self.guesses.0 += 1;
+                    }
                 }
                 let method = negotiated.kex.server();
                 self.kex = Kex::ExpectKexMessage {

@@ -809,3 +809,127 @@ fn hostile_values_end_the_transport_with_a_key_exchange_error() {
         );
     }
 }
+
+// ---- the first key exchange message sent as a guess --------------------------------------
+
+/// Round trips until the client is established: each one carries everything the client has
+/// to the server, then everything the server answers back. The test server queues its KEXINIT
+/// at once, so without a guess this is 2 (KEXINITs, then the method's messages); sshd sends
+/// its KEXINIT only after our version line, which adds one for every client.
+fn round_trips_to_established(pair: &mut crate::tests::Pair) -> u32 {
+    for trip in 1..=10 {
+        let out = pair.client.output().to_vec();
+        pair.client.consume_output(out.len());
+        pair.server.handle_input(&out);
+        while let Ok(Some(_)) = pair.server.poll_event() {}
+        let back = pair.server.output().to_vec();
+        pair.server.consume_output(back.len());
+        pair.client.handle_input(&back);
+        loop {
+            match pair.client.poll_event() {
+                Ok(Some(Event::VerifyHostKey(_))) => pair.client.accept_host_key(),
+                Ok(Some(Event::Established)) => return trip,
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => panic!("round trip {trip}: {e}"),
+            }
+        }
+    }
+    panic!("not established after 10 round trips");
+}
+
+fn guessing(kex: Vec<KexAlgorithm>) -> ClientConfig {
+    ClientConfig {
+        kex_algorithms: kex,
+        guess_first_kex: true,
+        ..ClientConfig::default()
+    }
+}
+
+#[test]
+fn a_right_guess_saves_a_round_trip_and_the_session_works() {
+    let server = ServerConfig {
+        kex: vec![KexAlgorithm::Curve25519Sha256, KexAlgorithm::EcdhNistP256],
+        ..ServerConfig::default()
+    };
+    let plain = ClientConfig {
+        kex_algorithms: vec![KexAlgorithm::Curve25519Sha256],
+        ..ClientConfig::default()
+    };
+    let mut without = crate::tests::Pair::new(plain, server.clone());
+    assert_eq!(round_trips_to_established(&mut without), 2);
+    assert_eq!(without.client.kex_guess_right(), None);
+
+    let mut pair = crate::tests::Pair::new(guessing(vec![KexAlgorithm::Curve25519Sha256]), server);
+    assert_eq!(round_trips_to_established(&mut pair), 1);
+    assert_eq!(pair.client.kex_guess_right(), Some(true));
+    assert_eq!(pair.server.guesses, (1, 0));
+    assert_eq!(
+        pair.client.server_first_choices(),
+        Some(("curve25519-sha256", "ssh-ed25519"))
+    );
+    // The keys agree, and a rekey (never guessed) works.
+    pair.drive();
+    pair.client.rekey();
+    pair.drive();
+    assert_eq!(pair.client_error, None);
+    assert_eq!(pair.client.kex_count(), 2);
+    assert_eq!(pair.server.guesses, (1, 0));
+}
+
+#[test]
+fn every_single_pass_method_can_be_guessed() {
+    for &kex in KexAlgorithm::ALL {
+        if !kex.is_single_pass() {
+            continue;
+        }
+        let server = ServerConfig {
+            kex: vec![kex],
+            ..ServerConfig::default()
+        };
+        let mut pair = crate::tests::Pair::new(guessing(vec![kex]), server);
+        assert_eq!(round_trips_to_established(&mut pair), 1, "{}", kex.name());
+        assert_eq!(pair.client.kex_guess_right(), Some(true), "{}", kex.name());
+    }
+}
+
+#[test]
+fn a_wrong_guess_is_skipped_by_the_server_and_costs_nothing_but_the_message() {
+    // The server prefers another method: our first is on its list, but not first.
+    let server = ServerConfig {
+        kex: vec![KexAlgorithm::EcdhNistP256, KexAlgorithm::Curve25519Sha256],
+        ..ServerConfig::default()
+    };
+    let mut pair = crate::tests::Pair::new(
+        guessing(vec![
+            KexAlgorithm::Curve25519Sha256,
+            KexAlgorithm::EcdhNistP256,
+        ]),
+        server,
+    );
+    assert_eq!(round_trips_to_established(&mut pair), 2);
+    assert_eq!(pair.client.kex_guess_right(), Some(false));
+    assert_eq!(pair.server.guesses, (0, 1));
+    // The method negotiated is still ours first (client preference), run afresh.
+    let negotiated = pair
+        .client
+        .negotiated()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(negotiated.contains("curve25519-sha256"), "{negotiated}");
+    pair.drive();
+    assert_eq!(pair.client_error, None);
+}
+
+#[test]
+fn group_exchange_is_never_guessed() {
+    let server = ServerConfig {
+        kex: vec![KexAlgorithm::DhGexSha256],
+        ..ServerConfig::default()
+    };
+    let mut pair = crate::tests::Pair::new(guessing(vec![KexAlgorithm::DhGexSha256]), server);
+    pair.drive();
+    assert_eq!(pair.client_error, None);
+    assert_eq!(pair.client.kex_guess_right(), None);
+    assert_eq!(pair.server.guesses, (0, 0));
+}

@@ -176,6 +176,12 @@ impl KexAlgorithm {
         }
     }
 
+    /// Whether the client's first message is the whole of its part (everything but group
+    /// exchange, which first asks for a group): only such a message can be sent as a guess.
+    pub fn is_single_pass(self) -> bool {
+        !matches!(self, Self::DhGexSha256)
+    }
+
     /// The method as a one-round-trip [`Agreement`]; `None` for group exchange, which takes
     /// two round trips.
     fn agreement(self) -> Option<Box<dyn Agreement>> {

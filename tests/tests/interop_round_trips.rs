@@ -1,0 +1,101 @@
+//! Round trips the handshake saves against the real sshd: a session after the first to the
+//! same bastion sends its first key exchange message as a guess built from the bastion's own
+//! first choices, and sshd takes it; the first authentication request goes out right behind
+//! the service request. The round trips themselves are counted by `bench/run --rtt`.
+
+use std::time::Duration;
+
+use ssh_interop_tests::{
+    ClientKind, EchoServer, KeyKind, Pattern, Sshd, Tunnel, TunnelBuilder, UserKey, echo_round_trip,
+};
+
+const COMPLETE: &str = "key exchange complete";
+
+fn assert_echo(tunnel: &Tunnel, seed: u64) {
+    let sent = Pattern::get().bytes_at(seed * 4099, 48 * 1024);
+    let back = echo_round_trip(tunnel.local_port(), &sent)
+        .unwrap_or_else(|e| panic!("echo failed: {e}; log:\n{}", tunnel.log()));
+    assert!(back == sent, "the echo differs; log:\n{}", tunnel.log());
+}
+
+/// A verbose tunnel to `echo` that notices a lost session within ~2 s and retries at once.
+fn reconnecting_tunnel(sshd: &Sshd, key: &UserKey, echo: &EchoServer) -> Tunnel {
+    TunnelBuilder::new(ClientKind::Forwarder, sshd, key)
+        .verbose()
+        .option("ServerAliveInterval=1")
+        .option("ServerAliveCountMax=2")
+        .option("ReconnectBackoffMax=1")
+        .forward_to(echo.port())
+        .start()
+}
+
+/// The `guess=` field of each "key exchange complete" line, in order.
+fn guesses(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(COMPLETE))
+        .map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("guess="))
+                .unwrap_or("(none)")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn a_reconnect_guesses_the_key_exchange_and_sshd_takes_the_guess() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let mut tunnel = reconnecting_tunnel(&sshd, &key, &echo);
+    assert_echo(&tunnel, 1);
+    tunnel.wait_for_log(COMPLETE, Duration::from_secs(10));
+    assert_eq!(
+        guesses(&tunnel.log()),
+        ["None"],
+        "the first session cannot guess"
+    );
+
+    for round in 2..=3u64 {
+        assert!(sshd.kill_sessions() > 0, "no session to kill");
+        tunnel.wait_for_log_count(COMPLETE, round as usize, Duration::from_secs(20));
+        assert_echo(&tunnel, round);
+    }
+    let log = tunnel.log();
+    assert_eq!(
+        guesses(&log),
+        ["None", "Some(true)", "Some(true)"],
+        "later sessions guess from sshd's first choices and sshd takes it; log:\n{log}"
+    );
+    // sshd saw nothing it disliked: no protocol complaint in its log.
+    let sshd_log = sshd.log();
+    for bad in [
+        "protocol error",
+        "Bad packet",
+        "ssh_dispatch_run_fatal",
+        "incorrect signature",
+    ] {
+        assert!(!sshd_log.contains(bad), "sshd logged {bad:?}:\n{sshd_log}");
+    }
+    tunnel.terminate(Duration::from_secs(5));
+}
+
+#[test]
+fn a_guess_from_an_algorithm_the_bastion_no_longer_prefers_is_skipped_and_still_connects() {
+    // The first session learns sshd's first choices; sshd then restarts preferring another
+    // key exchange, so the second session's guess is wrong: sshd must skip it, and the session
+    // must come up with the method negotiated afresh.
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let mut sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let mut tunnel = reconnecting_tunnel(&sshd, &key, &echo);
+    assert_echo(&tunnel, 10);
+    sshd.restart_with_config_line(
+        "KexAlgorithms curve25519-sha256,sntrup761x25519-sha512@openssh.com",
+    );
+    tunnel.wait_for_log_count(COMPLETE, 2, Duration::from_secs(20));
+    assert_echo(&tunnel, 11);
+    let log = tunnel.log();
+    assert_eq!(guesses(&log), ["None", "Some(false)"], "log:\n{log}");
+    tunnel.terminate(Duration::from_secs(5));
+}
