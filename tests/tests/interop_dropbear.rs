@@ -87,6 +87,11 @@ fn rekeys(tunnel: &Tunnel) -> usize {
     tunnel.log_count("rekeyed")
 }
 
+/// Logins Dropbear accepted so far.
+fn logins(dropbear: &Dropbear) -> usize {
+    dropbear.log().matches("Pubkey auth succeeded").count()
+}
+
 /// Runs `case` for each of `items`, collecting failures so that a report shows them all.
 fn each(items: &[&str], case: impl Fn(&str)) {
     let failures: Vec<String> = items
@@ -254,7 +259,7 @@ fn interop_dropbear_fifty_concurrent_connections_echo_their_own_bytes() {
         "{} echo connections",
         echo.connections()
     );
-    assert_eq!(dropbear.session_pids().len(), 1, "one SSH connection");
+    assert_eq!(logins(&dropbear), 1, "one SSH connection carried them all");
 }
 
 #[test]
@@ -309,6 +314,7 @@ fn interop_dropbear_answers_the_forwarders_keepalives_while_idle() {
         "{sent} keepalives sent, {answered} answered in 6 idle seconds\n{}",
         diagnose(&tunnel, &dropbear)
     );
+    assert_eq!(logins(&dropbear), 1, "still the first session");
 }
 
 #[test]
@@ -338,7 +344,7 @@ fn interop_dropbear_forwarder_answers_dropbears_keepalives_while_idle() {
         "expected Dropbear's keepalive requests in the forwarder's -v log, found {asked}\n{}",
         diagnose(&tunnel, &dropbear)
     );
-    assert_eq!(dropbear.session_pids().len(), 1, "still the one session");
+    assert_eq!(logins(&dropbear), 1, "still the first session");
 }
 
 #[test]
@@ -361,8 +367,9 @@ fn interop_dropbear_wrong_host_key_is_refused_with_255() {
         .forward_to(echo.port())
         .spawn();
     let log = tunnel.expect_failure();
-    assert!(
-        !dropbear.log().contains("Pubkey auth succeeded"),
+    assert_eq!(
+        logins(&dropbear),
+        0,
         "the forwarder logged in to a server whose key it does not know:\n{log}"
     );
     assert_eq!(echo.connections(), 0);
@@ -444,4 +451,34 @@ fn interop_dropbear_as_jump_host_to_sshd() {
     assert_echo(&tunnel, &jump, 60, 2 * MIB);
     jump.wait_for_log("Pubkey auth succeeded", WAIT);
     sshd.wait_for_log("Accepted publickey", WAIT);
+    assert_eq!(logins(&jump), 1, "one login on the jump host");
+}
+
+#[test]
+fn interop_dropbear_restarted_the_forwarder_reconnects_on_the_same_port() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let mut dropbear = Dropbear::start(&key);
+    let echo = EchoServer::start();
+    let mut tunnel = forwarder(&dropbear, &key).forward_to(echo.port()).start();
+    assert_echo(&tunnel, &dropbear, 70, 64 * 1024);
+    // The listener and the session die; Dropbear comes back with the same host keys.
+    dropbear.restart();
+    let sent = payload(71, 64 * 1024);
+    ssh_interop_tests::process::wait_until(
+        WAIT,
+        "an echo through the forwarder after Dropbear restarted",
+        || {
+            echo_round_trip(tunnel.local_port(), &sent)
+                .ok()
+                .filter(|b| *b == sent)
+        },
+        || diagnose(&tunnel, &dropbear),
+    );
+    assert_eq!(
+        tunnel.exited(),
+        None,
+        "the forwarder exited\n{}",
+        diagnose(&tunnel, &dropbear)
+    );
+    assert_eq!(logins(&dropbear), 2, "a second login after the restart");
 }
