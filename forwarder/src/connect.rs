@@ -18,6 +18,7 @@ use crate::config::{self, SessionSpec};
 use crate::driver::{self, HostKeyVerifier};
 use crate::kex_memory;
 use crate::known_hosts::{self, Decision, KnownHosts};
+use crate::notice;
 use crate::quickack::QuickAck;
 use crate::session::{Session, SessionConfig, SessionError};
 use crate::supervisor::{ConnectError, Connected, Connector};
@@ -51,14 +52,14 @@ impl HostKeyVerifier for KnownHostsVerifier {
                 ssh_transport::random::SecureRandom::fill(&mut OsRandom, &mut salt);
                 let line = known_hosts::entry_line(&self.host, self.port, key, self.hash, &salt);
                 match known_hosts::append(&file, &line) {
-                    Ok(()) => eprintln!(
-                        "forwarder: warning: {}",
+                    Ok(()) => notice::warning(format_args!(
+                        "{}",
                         known_hosts::added_notice(&self.host, self.port, key, &file)
-                    ),
-                    Err(e) => eprintln!(
-                        "forwarder: warning: could not record the host key in {}: {e}",
+                    )),
+                    Err(e) => notice::warning(format_args!(
+                        "could not record the host key in {}: {e}",
                         file.display()
-                    ),
+                    )),
                 }
                 Ok(())
             }

@@ -400,15 +400,8 @@ impl State {
                     }
                 }
                 SessionEvent::Auth(ev) => match ev {
-                    // Shown like OpenSSH shows a pre-login banner (already sanitized),
-                    // unless the log level is below INFO (`-q`).
-                    AuthEvent::Banner(text) if tracing::enabled!(tracing::Level::INFO) => {
-                        eprint!("{text}");
-                        if !text.ends_with('\n') {
-                            eprintln!();
-                        }
-                    }
-                    AuthEvent::Banner(_) => {}
+                    // Shown like OpenSSH shows a pre-login banner (already sanitized).
+                    AuthEvent::Banner(text) => crate::notice::banner(&text),
                     AuthEvent::Attempt {
                         source,
                         fingerprint,

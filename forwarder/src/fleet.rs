@@ -222,6 +222,8 @@ fn init_logging(opts: &ServeOptions) {
         0 => LevelFilter::INFO,
         _ => LevelFilter::DEBUG,
     };
+    // Warnings and banners become log events too: no bare line among the log's.
+    crate::notice::use_log_events();
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(level)

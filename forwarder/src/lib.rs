@@ -55,6 +55,7 @@ pub mod kex_memory;
 pub mod keygen;
 pub mod known_hosts;
 pub mod metrics;
+pub mod notice;
 pub mod probe;
 pub mod prompt;
 pub mod quickack;

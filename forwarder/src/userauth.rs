@@ -32,6 +32,7 @@ use crate::algorithms;
 use crate::cli::{IdentityAgent, Options};
 use crate::driver::{AuthFuture, AuthHelper};
 use crate::files;
+use crate::notice;
 use crate::prompt::{self, SecretSource};
 
 /// The most read of a `.pub` or certificate file (an RSA-16384 certificate is under 5 KiB).
@@ -100,19 +101,16 @@ fn read_certificate(path: &Path, warn_missing: bool) -> Option<Certificate> {
         Ok(text) => match Certificate::from_openssh_line(&text) {
             Ok(c) => Some(c),
             Err(e) => {
-                eprintln!(
-                    "forwarder: warning: ignoring certificate {}: {e}",
-                    path.display()
-                );
+                notice::warning(format_args!("ignoring certificate {}: {e}", path.display()));
                 None
             }
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !warn_missing => None,
         Err(e) => {
-            eprintln!(
-                "forwarder: warning: cannot read certificate {}: {e}",
+            notice::warning(format_args!(
+                "cannot read certificate {}: {e}",
                 path.display()
-            );
+            ));
             None
         }
     }
@@ -121,12 +119,12 @@ fn read_certificate(path: &Path, warn_missing: bool) -> Option<Certificate> {
 /// Warns about a certificate that cannot work for this tunnel.
 fn check_certificate_use(cert: &Certificate, source: &str, user: &str, now: u64) {
     if !cert.permits_port_forwarding() {
-        eprintln!(
-            "forwarder: warning: certificate {source} ({}) lacks the permit-port-forwarding \
+        notice::warning(format_args!(
+            "certificate {source} ({}) lacks the permit-port-forwarding \
              extension, so the server will refuse every forward made with it; have it signed \
              without -O no-port-forwarding",
             cert.key_id()
-        );
+        ));
     }
     if !cert.allows_principal(user) {
         debug!(
@@ -284,7 +282,7 @@ async fn agent_keys(opts: &Options) -> (Option<AgentClient>, Vec<AgentKey>) {
             if matches!(opts.identity_agent, IdentityAgent::AuthSock) {
                 debug!("no agent: {e}");
             } else {
-                eprintln!("forwarder: warning: {e}");
+                notice::warning(format_args!("{e}"));
             }
             (None, Vec::new())
         }
@@ -319,30 +317,30 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
                         file.certificates
                             .push((cert, cert_path.display().to_string()));
                     } else {
-                        eprintln!(
-                            "forwarder: warning: ignoring certificate {}: it is for key {}, \
+                        notice::warning(format_args!(
+                            "ignoring certificate {}: it is for key {}, \
                              not for {} ({})",
                             cert_path.display(),
                             cert.public_key().fingerprint(),
                             path.display(),
                             file.public.fingerprint()
-                        );
+                        ));
                     }
                 }
                 files.push(file);
             }
             Ok(None) => {
                 if !opts.default_identity_files {
-                    eprintln!(
-                        "forwarder: warning: identity file {} not accessible: no such file",
+                    notice::warning(format_args!(
+                        "identity file {} not accessible: no such file",
                         path.display()
-                    );
+                    ));
                     out.unusable
                         .push(format!("{}: no such file", path.display()));
                 }
             }
             Err(e) => {
-                eprintln!("forwarder: warning: cannot use {}: {e}", path.display());
+                notice::warning(format_args!("cannot use {}: {e}", path.display()));
                 out.unusable.push(format!("{}: {e}", path.display()));
             }
         }
@@ -375,11 +373,11 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
         } else if let Some(file) = files.iter().find(|f| &f.public == cert.public_key()) {
             push_file_certificate(&mut out, file, cert, source);
         } else {
-            eprintln!(
-                "forwarder: warning: no private key for certificate {source} (key {}): give \
+            notice::warning(format_args!(
+                "no private key for certificate {source} (key {}): give \
                  the key with -i or load it into the agent",
                 cert.public_key().fingerprint()
-            );
+            ));
         }
     }
 
@@ -454,7 +452,7 @@ fn push_file_certificate(out: &mut Prepared, file: &FileKey, cert: Certificate, 
     match &file.key {
         Some(key) => match Identity::certified(key.clone(), cert, source.clone()) {
             Ok(id) => push(out, id, Signer::Session),
-            Err(e) => eprintln!("forwarder: warning: ignoring certificate {source}: {e}"),
+            Err(e) => notice::warning(format_args!("ignoring certificate {source}: {e}")),
         },
         None if file.has_private => push(
             out,

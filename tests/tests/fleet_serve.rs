@@ -653,3 +653,59 @@ fn a_port_in_use_fails_its_tunnel_and_readiness_until_a_reload_binds_it() {
     fleet.wait_for_admin("/readyz", WAIT, |code, _| code == 200);
     assert_echo(busy, 2, 4096, "after the reload");
 }
+
+#[test]
+fn banners_and_host_key_notices_are_json_log_lines_like_every_other() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let banner = dir.path().join("banner.txt");
+    std::fs::write(&banner, "Authorized use only.\nSecond line.\n").expect("banner file");
+    let a = Sshd::builder()
+        .authorize(&key)
+        .config(format!("Banner {}", banner.display()))
+        .start();
+    let e = EchoServer::start();
+    let admin = free_port();
+    let port = free_port();
+    // An empty known_hosts file and accept-new: the first login records the key, with a notice.
+    let known = dir.path().join("known_hosts");
+    std::fs::write(&known, "").expect("known_hosts");
+    let head = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[defaults]\nidentity_file = {:?}\n\
+         known_hosts = [{:?}]\noptions = {{ StrictHostKeyChecking = \"accept-new\" }}\n",
+        key.private_key_path().display().to_string(),
+        known.display().to_string()
+    );
+    let t = [TunnelSpec::new(
+        "t",
+        &bastion(&a),
+        port,
+        &format!("127.0.0.1:{}", e.port()),
+    )];
+    let mut fleet = Fleet::start(&fleet_file(&head, &t), Some(admin), &[]);
+    wait_for_states(&mut fleet, &["t"], "up");
+    assert_echo(port, 7, 4096, "the tunnel");
+    fleet.terminate();
+    fleet.wait_exit(WAIT);
+    let log = fleet.log();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{log}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["banner"].as_str() == Some("Authorized use only.\nSecond line.")),
+        "no banner event:\n{log}"
+    );
+    assert!(
+        events.iter().any(|e| e["level"] == "WARN"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("added ED25519 key"))),
+        "no host key notice event:\n{log}"
+    );
+    let recorded = std::fs::read_to_string(&known).expect("read known_hosts");
+    assert!(recorded.contains("ssh-ed25519"), "{recorded}");
+}
