@@ -166,7 +166,10 @@ pub fn run(opts: ServeOptions) -> i32 {
             let mine = opts.shard.is_none_or(|s| s.serves(&t.name));
             let (from, to) = match &t.kind {
                 TunnelKind::Local => (t.local.clone(), t.remote.to_string()),
-                TunnelKind::Remote(_) => (format!("bastion {}", t.local), t.remote.to_string()),
+                TunnelKind::Remote(spec) => (
+                    format!("bastion {}", spec.listen_label(u32::from(spec.listen_port))),
+                    t.remote.to_string(),
+                ),
             };
             println!(
                 "{}\t{from} -> {to} via {}{}",

@@ -216,6 +216,12 @@ pub async fn run_forward(
             }
         };
         report(ForwardState::Requesting);
+        // A fixed port is routed before the answer, so that no channel opened right after
+        // it finds no route (a picked port can only be routed once it is known).
+        if spec.listen_port != 0 {
+            ctx.router
+                .add(&spec.listen_address, u32::from(spec.listen_port), &tx);
+        }
         let answer = tokio::select! {
             r = session.request_remote_forward(&spec.listen_address, spec.listen_port) => r,
             _ = stopped(&mut stop) => break Ok(()),
@@ -264,6 +270,10 @@ pub async fn run_forward(
         }
         report(ForwardState::Requesting);
     };
+    if spec.listen_port != 0 {
+        ctx.router
+            .remove(&spec.listen_address, u32::from(spec.listen_port), &tx);
+    }
     rx.close();
     let _ = tokio::time::timeout(ctx.drain, async {
         while conns.join_next().await.is_some() {}
