@@ -234,7 +234,9 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
             tunnel.close();
             // The remote forwards are cancelled before the DISCONNECT.
             let _ = remote_stop.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(1), &mut remote).await;
+            if !remote.is_finished() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut remote).await;
+            }
             supervisor.shutdown(Duration::from_secs(2)).await;
             return Ok(());
         }
