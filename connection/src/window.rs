@@ -278,6 +278,14 @@ const GROW_WITHIN_RTTS: u32 = 2;
 /// the link, is what limits the transfer. A slow reader consumes less than a window per
 /// round trip, or leaves data waiting, and its window never grows. Without a clock or a
 /// round trip nothing grows, so a driver that passes neither gets fixed windows.
+///
+/// The round trip is the smallest one seen: each `direct-tcpip` open's (CHANNEL_OPEN to its
+/// confirmation, which every tunnel has before its first byte, timed by the connection) and
+/// each keepalive's. Waiting only ever adds to a sample, so the minimum is robust. Timing a
+/// WINDOW_ADJUST until the data it allowed arrives was not used: when the window is not the
+/// limit, that data comes a whole window later, so the "round trip" grows with the window
+/// and would keep growing it. The socket's own `tcpi_rtt` is not used either: the driver is
+/// generic over its stream, which need not be a TCP socket.
 #[derive(Clone, Debug)]
 pub struct WindowGrowth {
     now: Option<Instant>,
