@@ -36,6 +36,7 @@ pub mod process;
 pub mod prometheus;
 pub mod servers;
 pub mod sshd;
+mod tls;
 
 pub use client::{ClientKind, Forward, Tunnel, TunnelBuilder, forwarder_binary, openssh_binary};
 pub use keys::{KeyFormat, KeyKind, UserKey};

@@ -18,9 +18,7 @@ use tempfile::TempDir;
 
 use crate::net::{free_port, port_listening};
 use crate::postgres::{LAB_OS_USER, ensure_lab_os_user, os_user_ids};
-use crate::process::{
-    LabChild, current_user, file_tail, is_root, require_program, run_bounded, run_ok,
-};
+use crate::process::{LabChild, current_user, file_tail, is_root, require_program, run_bounded};
 
 /// An account with a `mysql_native_password` password and no privileges: what a probe needs.
 pub const PROBE_USER: &str = "probe";
@@ -414,35 +412,13 @@ pub fn query_tcp(port: u16, extra: &[&str], sql: &str) -> String {
 /// A self-signed certificate `server.pem` and its key `server.key` in `dir`, for `localhost`
 /// and 127.0.0.1, readable by the server's user. Returns the certificate's path.
 fn make_tls_certificate(dir: &Path, run_as: Option<&str>) -> PathBuf {
-    let openssl = require_program(
-        "openssl",
-        &[],
-        "install openssl (Debian: apt-get install -y openssl)",
-    );
     let (crt, key) = (dir.join("server.pem"), dir.join("server.key"));
-    let mut cmd = Command::new(openssl);
-    cmd.args(["req", "-x509", "-nodes", "-newkey", "ec"])
-        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
-        .args(["-days", "7", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt);
-    run_ok(
-        &mut cmd,
-        SETUP_TIMEOUT,
+    crate::tls::self_signed(
+        &crt,
+        &key,
+        run_as,
         "openssl req (a certificate for MariaDB)",
     );
-    use std::os::unix::fs::PermissionsExt as _;
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
-    if let Some(user) = run_as {
-        let (uid, gid) = os_user_ids(user);
-        for path in [&crt, &key] {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                .unwrap_or_else(|e| panic!("chown {} to {user}: {e}", path.display()));
-        }
-    }
     crt
 }
 // --- end of end-to-end helpers ---

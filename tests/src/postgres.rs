@@ -545,9 +545,6 @@ pub(crate) fn os_user_ids(user: &str) -> (u32, u32) {
     (id("-u"), id("-g"))
 }
 
-/// A self-signed certificate and its key as `server.crt` and `server.key` in the data
-/// directory, owned by the server's user, the key readable by it alone (PostgreSQL refuses
-/// a key others may read).
 /// The server certificate a cluster starts with.
 enum Tls {
     /// Self-signed, for `localhost`.
@@ -559,99 +556,20 @@ enum Tls {
 /// A test CA in `dir` (`ca.pem`, `ca.key`) and, in the data directory, `server.crt` for
 /// `name` (subjectAltName DNS) signed by it, with its `server.key`.
 fn make_ca_signed_certificate(dir: &Path, data_dir: &Path, name: &str, run_as: Option<&str>) {
-    let openssl = require_program(
-        "openssl",
-        &[],
-        "install openssl (Debian: apt-get install -y openssl)",
-    );
-    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
-    let (crt, key, csr) = (
-        data_dir.join("server.crt"),
-        data_dir.join("server.key"),
-        dir.join("server.csr"),
-    );
-    let ext = dir.join("server-ext.cnf");
-    fs::write(
-        &ext,
-        format!(
-            "subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\n\
-             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
-        ),
-    )
-    .expect("write the certificate's extensions");
-    let mut cmd = Command::new(&openssl);
-    cmd.args(["req", "-x509", "-nodes", "-newkey", "ec"])
-        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
-        .args(["-days", "7", "-subj", "/CN=forwarder lab test CA"])
-        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-        .args([
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout",
-        ])
-        .arg(&ca_key)
-        .arg("-out")
-        .arg(&ca);
-    run_ok(&mut cmd, SETUP_TIMEOUT, "openssl req (the test CA)");
-    let mut cmd = Command::new(&openssl);
-    cmd.args(["req", "-new", "-nodes", "-newkey", "ec"])
-        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
-        .args(["-subj", &format!("/CN={name}"), "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&csr);
-    run_ok(&mut cmd, SETUP_TIMEOUT, "openssl req (PostgreSQL's key)");
-    let mut cmd = Command::new(&openssl);
-    cmd.args(["x509", "-req", "-days", "7", "-in"])
-        .arg(&csr)
-        .arg("-CA")
-        .arg(&ca)
-        .arg("-CAkey")
-        .arg(&ca_key)
-        .args(["-CAcreateserial", "-extfile"])
-        .arg(&ext)
-        .arg("-out")
-        .arg(&crt);
-    run_ok(&mut cmd, SETUP_TIMEOUT, "openssl x509 (the CA signs)");
-    use std::os::unix::fs::PermissionsExt as _;
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
-    if let Some(user) = run_as {
-        let (uid, gid) = os_user_ids(user);
-        for path in [&crt, &key] {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                .unwrap_or_else(|e| panic!("chown {} to {user}: {e}", path.display()));
-        }
-    }
+    let (crt, key) = (data_dir.join("server.crt"), data_dir.join("server.key"));
+    crate::tls::ca_signed(dir, &crt, &key, name, run_as);
 }
 
+/// A self-signed certificate for `localhost` and its key as `server.crt` and `server.key` in
+/// the data directory, owned by the server's user.
 fn make_server_certificate(data_dir: &Path, run_as: Option<&str>) {
-    let openssl = require_program(
-        "openssl",
-        &[],
-        "install openssl (Debian: apt-get install -y openssl)",
-    );
     let (crt, key) = (data_dir.join("server.crt"), data_dir.join("server.key"));
-    let mut cmd = Command::new(openssl);
-    cmd.args(["req", "-x509", "-nodes", "-newkey", "ec"])
-        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
-        .args(["-days", "7", "-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt);
-    run_ok(
-        &mut cmd,
-        SETUP_TIMEOUT,
+    crate::tls::self_signed(
+        &crt,
+        &key,
+        run_as,
         "openssl req (a certificate for PostgreSQL)",
     );
-    use std::os::unix::fs::PermissionsExt as _;
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
-    if let Some(user) = run_as {
-        let (uid, gid) = os_user_ids(user);
-        for path in [&crt, &key] {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                .unwrap_or_else(|e| panic!("chown {} to {user}: {e}", path.display()));
-        }
-    }
 }
 
 #[cfg(test)]
