@@ -738,7 +738,9 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
             return;
         }
     };
-    let known_types = known.known_key_types(&spec.host, spec.port);
+    // Under HostKeyAlias when one is set, as the tunnel looks it up.
+    let (key_host, key_port) = crate::connect::known_hosts_name(opts, &spec.host, spec.port);
+    let known_types = known.known_key_types(key_host, key_port);
     let transport =
         crate::config::prefer_known_host_key_types(spec.transport.clone(), &known_types);
     let our_version = transport.version.clone();
@@ -760,8 +762,8 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
     };
     let verifier = Arc::new(RecordingVerifier {
         known,
-        host: spec.host.clone(),
-        port: spec.port,
+        host: key_host.to_owned(),
+        port: key_port,
         policy: opts.strict_host_key_checking,
         seen: Mutex::new(None),
     });

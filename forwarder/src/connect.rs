@@ -239,13 +239,23 @@ struct Hop<'a> {
     auth: &'a HopAuth,
 }
 
+/// The name and port a host's key is looked up and recorded under: `HostKeyAlias` alone (as
+/// ssh writes it, without a port), else the host and port.
+pub(crate) fn known_hosts_name<'a>(
+    options: &'a cli::Options,
+    host: &'a str,
+    port: u16,
+) -> (&'a str, u16) {
+    match &options.host_key_alias {
+        Some(alias) => (alias, 22),
+        None => (host, port),
+    }
+}
+
 impl Hop<'_> {
-    /// The name and port its host key is looked up under: `HostKeyAlias` alone, else the host.
+    /// The name and port its host key is looked up under.
     fn known_hosts_name(&self) -> (&str, u16) {
-        match &self.options.host_key_alias {
-            Some(alias) => (alias, 22),
-            None => (self.host, self.port),
-        }
+        known_hosts_name(self.options, self.host, self.port)
     }
 
     /// `user@host:port`, as in logs.

@@ -712,3 +712,41 @@ fn check_help_documents_stages_and_exit_codes() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("redis"), "{}", run.stderr);
 }
+
+#[test]
+fn check_looks_the_host_key_up_under_host_key_alias_as_the_tunnel_does() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The bastion's keys listed only under the alias (no port: ssh writes aliases bare).
+    let kh = dir.path().join("known_hosts");
+    let lines: String = sshd
+        .host_keys()
+        .iter()
+        .map(|k| format!("{}\n", k.known_hosts_line("bastion-alias", 22)))
+        .collect();
+    std::fs::write(&kh, lines).expect("write known_hosts");
+    let mut args = tunnel_args(sshd.port(), &key, &kh);
+    args.extend([
+        "--probe".to_owned(),
+        "tcp".to_owned(),
+        "-o".to_owned(),
+        "HostKeyAlias=bastion-alias".to_owned(),
+        "-L".to_owned(),
+        format!("0:127.0.0.1:{}", echo.port()),
+        format!("{}@127.0.0.1", sshd.user()),
+    ]);
+    expect_pass(&check(&args));
+    // Without the alias the same file knows nothing of 127.0.0.1: stage 5 fails.
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &kh,
+        sshd.user(),
+        &format!("127.0.0.1:{}", echo.port()),
+        None,
+    );
+    let (detail, _) = expect_failure(&run, 5);
+    assert!(detail.contains("unknown"), "{detail}");
+}
