@@ -565,18 +565,8 @@ fn bench_first_byte(lab: &Lab, contenders: &[Contender], args: &Args) -> Figure 
                 .tunnel(c, args)
                 .forward(local, "127.0.0.1", lab.echo.port())
                 .spawn();
-            let deadline = tunnel.started() + Duration::from_secs(30);
-            let elapsed = loop {
-                if echo_one_byte(local).is_ok() {
-                    break tunnel.started().elapsed();
-                }
-                if tunnel.exited().is_some() || Instant::now() > deadline {
-                    fail(&tunnel, "no byte came back through the tunnel");
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            };
+            let ms = first_echoed_byte(&mut tunnel, local).as_secs_f64() * 1000.0;
             tunnel.terminate(Duration::from_secs(5));
-            let ms = elapsed.as_secs_f64() * 1000.0;
             progress(&format!(
                 "first byte {}/{} {:<12} {ms:.1} ms",
                 round + 1,
@@ -587,6 +577,21 @@ fn bench_first_byte(lab: &Lab, contenders: &[Contender], args: &Args) -> Figure 
         }
     }
     figure
+}
+
+/// Time from the client's start to the first byte echoed through `local`, retrying the
+/// connection until the client listens (OpenSSH listens only once logged in).
+fn first_echoed_byte(tunnel: &mut Tunnel, local: u16) -> Duration {
+    let deadline = tunnel.started() + Duration::from_secs(30);
+    loop {
+        if echo_one_byte(local).is_ok() {
+            return tunnel.started().elapsed();
+        }
+        if tunnel.exited().is_some() || Instant::now() > deadline {
+            fail(tunnel, "no byte came back through the tunnel");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 fn bench_pgbench(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Figure> {

@@ -25,7 +25,10 @@ use std::time::{Duration, Instant};
 use ssh_interop_tests::sshd::known_hosts_host;
 use ssh_interop_tests::{Sshd, TunnelBuilder, download, upload};
 
-use super::{Args, Better, Contender, Figure, Lab, fail, order, peak_rss_mib, progress};
+use super::{
+    Args, Better, Contender, Figure, Lab, fail, first_echoed_byte, order, peak_rss_mib, progress,
+};
+use ssh_interop_tests::{echo_one_byte, free_port};
 
 /// Round trips measured unless `--rtt` lists others, in milliseconds.
 pub(crate) const DEFAULT_RTTS: [u32; 3] = [0, 10, 50];
@@ -285,7 +288,9 @@ pub(crate) fn bench(lab: &Lab, contenders: &[Contender], args: &Args, rtts: &[u3
         let mut down = Figure::new(format!("download MiB/s, {ms} ms RTT"), Better::Higher);
         let mut up = Figure::new(format!("upload MiB/s, {ms} ms RTT"), Better::Higher);
         let mut rss = Figure::new(format!("client peak RSS MiB, {ms} ms RTT"), Better::Lower);
-        for round in 0..args.reps {
+        // `--skip-throughput` leaves only the latency figures.
+        let reps = if args.throughput { args.reps } else { 0 };
+        for round in 0..reps {
             let raw = download(ceiling.port(), false).expect("download through the proxy");
             assert_eq!(raw.bytes, args.size, "the proxy delivers everything");
             progress(&format!(
@@ -328,9 +333,80 @@ pub(crate) fn bench(lab: &Lab, contenders: &[Contender], args: &Args, rtts: &[u3
                 rss.samples[i].push(peak);
             }
         }
-        figures.extend([down, up, rss]);
+        if args.throughput {
+            figures.extend([down, up, rss]);
+        }
+        if args.ttfb {
+            figures.extend(latency(lab, contenders, args, &proxy, &known, ms));
+        }
     }
     figures
+}
+
+/// New connections per client and RTT for [`latency`]: the first through a fresh client, then
+/// this many through the warm one.
+const WARM_CONNECTIONS: usize = 5;
+
+/// Start to first echoed byte, and a new connection's first echoed byte on a warm tunnel, at
+/// `ms` of round trip; each also as a count of round trips (the figure divided by the RTT),
+/// which is what the handshake's design decides.
+fn latency(
+    lab: &Lab,
+    contenders: &[Contender],
+    args: &Args,
+    proxy: &DelayProxy,
+    known: &Path,
+    ms: u32,
+) -> Vec<Figure> {
+    let mut start = Figure::new(
+        format!("start to first echoed byte ms, {ms} ms RTT"),
+        Better::Lower,
+    );
+    let mut warm = Figure::new(
+        format!("new connection on a warm tunnel to first echoed byte ms, {ms} ms RTT"),
+        Better::Lower,
+    );
+    let round_trips = |t: f64| {
+        if ms == 0 {
+            String::new()
+        } else {
+            format!(" ({:.1} RTT)", t / f64::from(ms))
+        }
+    };
+    for round in 0..args.ttfb_reps {
+        for i in order(round) {
+            let c = &contenders[i];
+            let local = free_port();
+            let mut tunnel = tunnel_via(lab, c, args, proxy.port(), known)
+                .forward(local, "127.0.0.1", lab.echo.port())
+                .spawn();
+            let first = first_echoed_byte(&mut tunnel, local).as_secs_f64() * 1000.0;
+            let mut warm_ms = Vec::with_capacity(WARM_CONNECTIONS);
+            for _ in 0..WARM_CONNECTIONS {
+                let t = Instant::now();
+                if let Err(e) = echo_one_byte(local) {
+                    fail(
+                        &tunnel,
+                        &format!("a new connection on the warm tunnel: {e}"),
+                    );
+                }
+                warm_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            tunnel.terminate(Duration::from_secs(5));
+            let warm_median = super::median(&warm_ms).unwrap_or(f64::NAN);
+            progress(&format!(
+                "rtt {ms} ms {}/{} {:<12} first byte {first:.1} ms{}, warm connection {warm_median:.1} ms{}",
+                round + 1,
+                args.ttfb_reps,
+                c.label,
+                round_trips(first),
+                round_trips(warm_median),
+            ));
+            start.samples[i].push(first);
+            warm.samples[i].push(warm_median);
+        }
+    }
+    vec![start, warm]
 }
 
 #[cfg(test)]
