@@ -109,6 +109,8 @@ struct Args {
     fleet: Option<fleet::Options>,
     /// `--rtt`: throughput at these round trips (ms) through a delaying proxy.
     rtt: Option<Vec<u32>>,
+    /// Throughput at each `--rtt` round trip (off with `--skip-throughput`, in either order).
+    rtt_throughput: bool,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -134,6 +136,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         recovery_timeout: Duration::from_secs(120),
         fleet: None,
         rtt: None,
+        rtt_throughput: true,
     };
     let mut it = argv.into_iter().peekable();
     while let Some(arg) = it.next() {
@@ -178,7 +181,10 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             }
             "--verify" => args.verify = true,
             "--pg-scram" => args.pg_scram = true,
-            "--skip-throughput" => args.throughput = false,
+            "--skip-throughput" => {
+                args.throughput = false;
+                args.rtt_throughput = false;
+            }
             "--skip-ttfb" => args.ttfb = false,
             "--skip-pgbench" => args.pgbench = false,
             "--restart-reps" => args.restart_reps = number(value()?)?.max(1) as usize,

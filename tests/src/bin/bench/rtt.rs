@@ -289,7 +289,7 @@ pub(crate) fn bench(lab: &Lab, contenders: &[Contender], args: &Args, rtts: &[u3
         let mut up = Figure::new(format!("upload MiB/s, {ms} ms RTT"), Better::Higher);
         let mut rss = Figure::new(format!("client peak RSS MiB, {ms} ms RTT"), Better::Lower);
         // `--skip-throughput` leaves only the latency figures.
-        let reps = if args.throughput { args.reps } else { 0 };
+        let reps = if args.rtt_throughput { args.reps } else { 0 };
         for round in 0..reps {
             let raw = download(ceiling.port(), false).expect("download through the proxy");
             assert_eq!(raw.bytes, args.size, "the proxy delivers everything");
@@ -333,7 +333,7 @@ pub(crate) fn bench(lab: &Lab, contenders: &[Contender], args: &Args, rtts: &[u3
                 rss.samples[i].push(peak);
             }
         }
-        if args.throughput {
+        if args.rtt_throughput {
             figures.extend([down, up, rss]);
         }
         if args.ttfb {
@@ -428,7 +428,18 @@ mod tests {
         let parse = |v: &[&str]| super::super::parse_args(v.iter().map(|s| (*s).to_owned()));
         let args = parse(&["--rtt"]).expect("bare --rtt");
         assert_eq!(args.rtt, Some(DEFAULT_RTTS.to_vec()));
-        assert!(!args.throughput);
+        assert!(
+            !args.throughput,
+            "--rtt replaces the plain throughput figures"
+        );
+        assert!(args.rtt_throughput);
+        for order in [
+            ["--rtt", "--skip-throughput"],
+            ["--skip-throughput", "--rtt"],
+        ] {
+            let args = parse(&order).expect("--rtt with --skip-throughput");
+            assert!(!args.rtt_throughput, "{order:?}: latency figures only");
+        }
         let args = parse(&["--rtt", "--skip-pgbench"]).expect("--rtt before a flag");
         assert_eq!(args.rtt, Some(DEFAULT_RTTS.to_vec()));
         assert!(!args.pgbench);
