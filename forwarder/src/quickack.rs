@@ -1,13 +1,18 @@
-//! The bastion's TCP connection with quick ACKs: after every read that returned data, the
-//! socket is told to acknowledge at once (`TCP_QUICKACK`, which Linux clears again by itself).
+//! The bastion's TCP connection with quick ACKs: data read and not yet answered by anything
+//! we sent is acknowledged at once (`TCP_QUICKACK`, which sends an ACK Linux was holding back)
+//! before the driver waits for more.
 //!
 //! Why: sshd 9.2 leaves Nagle's algorithm on for a session that only forwards (it sets
 //! `TCP_NODELAY` only for sessions that run a command). A small packet it sends while an
 //! earlier one is unacknowledged then waits for our ACK, and Linux delays that ACK by up to
 //! 40 ms when we have nothing to send back. Several connections sharing one session, each a
 //! short request and answer, hit that wait again and again: new database connections through a
-//! shared session took ten times longer than direct ones. Acknowledging at once costs one
-//! system call per read (reads are up to 256 KiB) and a few more ACK segments.
+//! shared session took ten times longer than direct ones.
+//!
+//! The ACK is forced only when it is owed: after a read that returned data, when no write has
+//! carried an ACK since, at the moment a read finds nothing more (the driver is about to
+//! sleep). A busy download reads back to back and an upload writes after every read, so
+//! neither pays a system call or a bare ACK segment per read.
 
 use std::io;
 use std::pin::Pin;
@@ -16,12 +21,16 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A [`TcpStream`] that asks for a quick ACK after each read that returned data.
+/// A [`TcpStream`] that acknowledges data it read at once when nothing we send would.
 #[derive(Debug)]
 pub struct QuickAck {
     stream: TcpStream,
     /// Cleared after the first failure (not Linux, or a socket that refuses): not tried again.
     enabled: bool,
+    /// Data was read and nothing has been written since: an ACK may be held back.
+    owed: bool,
+    /// Quick ACKs asked for (tests read it).
+    forced: u64,
 }
 
 impl QuickAck {
@@ -30,22 +39,30 @@ impl QuickAck {
         Self {
             stream,
             enabled: true,
+            owed: false,
+            forced: 0,
         }
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn acknowledge_now(&mut self) {
-        if self.enabled
-            && socket2::SockRef::from(&self.stream)
-                .set_tcp_quickack(true)
-                .is_err()
+        self.owed = false;
+        if !self.enabled {
+            return;
+        }
+        self.forced += 1;
+        if socket2::SockRef::from(&self.stream)
+            .set_tcp_quickack(true)
+            .is_err()
         {
             self.enabled = false;
         }
     }
 
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    fn acknowledge_now(&mut self) {}
+    fn acknowledge_now(&mut self) {
+        self.owed = false;
+    }
 }
 
 impl AsyncRead for QuickAck {
@@ -56,8 +73,10 @@ impl AsyncRead for QuickAck {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.acknowledge_now();
+        match polled {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => self.owed = true,
+            Poll::Pending if self.owed => self.acknowledge_now(),
+            _ => {}
         }
         polled
     }
@@ -69,7 +88,12 @@ impl AsyncWrite for QuickAck {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, data)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            // The segment carries the ACK (Nagle is off on this socket).
+            self.owed = false;
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -77,7 +101,11 @@ impl AsyncWrite for QuickAck {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.owed = false;
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -99,22 +127,41 @@ mod tests {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     #[tokio::test]
-    async fn carries_bytes_both_ways_and_keeps_asking_for_quick_acks() {
+    async fn acks_are_forced_only_when_owed_and_bytes_flow_both_ways() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
         let mut client = QuickAck::new(client);
-        client.write_all(b"ping").await.unwrap();
-        let mut got = [0u8; 4];
-        server.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"ping");
-        for round in 0..3u8 {
-            server.write_all(&[round; 3]).await.unwrap();
-            let mut back = [0u8; 3];
-            client.read_exact(&mut back).await.unwrap();
-            assert_eq!(back, [round; 3]);
-        }
+        // A read that finds more waiting, then one that would block: one forced ACK.
+        server.write_all(b"answer").await.unwrap();
+        let mut got = [0u8; 6];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"answer");
+        assert!(client.owed, "data was read and nothing written since");
+        let mut more = [0u8; 1];
+        let nothing =
+            tokio::time::timeout(std::time::Duration::from_millis(50), client.read(&mut more))
+                .await;
+        assert!(nothing.is_err(), "nothing more to read");
+        assert!(!client.owed);
+        #[cfg(target_os = "linux")]
+        assert_eq!(client.forced, 1, "the owed ACK was forced before waiting");
+        // Read, then write: the write carries the ACK, none is forced.
+        server.write_all(b"ping").await.unwrap();
+        let mut four = [0u8; 4];
+        client.read_exact(&mut four).await.unwrap();
+        client.write_all(b"pong").await.unwrap();
+        assert!(!client.owed, "our data carried the ACK");
+        let nothing =
+            tokio::time::timeout(std::time::Duration::from_millis(50), client.read(&mut more))
+                .await;
+        assert!(nothing.is_err());
+        #[cfg(target_os = "linux")]
+        assert_eq!(client.forced, 1, "no ACK forced after our own write");
+        let mut back = [0u8; 4];
+        server.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"pong");
         #[cfg(target_os = "linux")]
         assert!(client.enabled, "setting TCP_QUICKACK failed on Linux");
         drop(server);
