@@ -1,7 +1,6 @@
 //! The `forwarder` command: options to configs, keys from files, host key policy, the TCP
 //! connection, listeners, and exit codes (255 on failure, as `ssh` uses).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::debug;
@@ -10,7 +9,7 @@ use crate::algorithms;
 use crate::cli::{self, Command, Options};
 use crate::config::TunnelConfig;
 use crate::connect::{self, SshConnector};
-use crate::supervisor::{BastionGate, Outcome, Supervisor, SupervisorConfig, WaitError};
+use crate::supervisor::{BastionGate, Outcome, WaitError};
 use crate::tunnel::Tunnel;
 
 /// Exit status for every failure, as `ssh` uses.
@@ -167,19 +166,8 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
         }
     }
 
-    let spec = tunnel_config.session;
-    let label = spec.label();
-    let reconnect = spec.reconnect;
-    let connector = Arc::new(SshConnector::prepare(spec).await);
-    let mut supervisor = Supervisor::spawn(
-        connector,
-        SupervisorConfig {
-            label,
-            reconnect,
-            first_attempt_fatal: true,
-        },
-        BastionGate::new(),
-    );
+    let mut supervisor =
+        SshConnector::supervise(tunnel_config.session, true, BastionGate::new()).await;
     let sessions = supervisor.handle();
     let mut tunnel = Tunnel::new();
     for (listener, fwd) in listeners {

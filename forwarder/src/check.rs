@@ -13,7 +13,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -321,7 +321,7 @@ fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
             });
             let mysql_login = match (&t.probe_login, cli_login(args)?) {
                 (_, Some(l)) => Some(l),
-                (Some((user, file)), None) => Some(read_login(user, file)?),
+                (Some((user, file)), None) => Some(probe::MysqlLogin::read(user, file)?),
                 (None, None) => None,
             };
             let mut config = t.config;
@@ -379,26 +379,13 @@ fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
 /// without the file).
 fn cli_login(args: &CheckArgs) -> Result<Option<probe::MysqlLogin>, String> {
     match (&args.probe_user, &args.probe_password_file) {
-        (Some(user), Some(file)) => read_login(user, file).map(Some),
+        (Some(user), Some(file)) => probe::MysqlLogin::read(user, file).map(Some),
         (Some(user), None) => Ok(Some(probe::MysqlLogin {
             user: user.clone(),
             password: zeroize::Zeroizing::new(String::new()),
         })),
         (None, _) => Ok(None),
     }
-}
-
-fn read_login(user: &str, file: &Path) -> Result<probe::MysqlLogin, String> {
-    let text = zeroize::Zeroizing::new(
-        crate::files::read_bounded(file, 4096)
-            .map_err(|e| format!("probe_password_file {}: {e}", file.display()))?,
-    );
-    let password = std::str::from_utf8(&text)
-        .map_err(|_| format!("probe_password_file {}: not UTF-8", file.display()))?;
-    Ok(probe::MysqlLogin {
-        user: user.to_owned(),
-        password: zeroize::Zeroizing::new(password.trim_end_matches(['\n', '\r']).to_owned()),
-    })
 }
 
 // ---------------------------------------------------------------------------------------------

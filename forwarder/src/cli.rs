@@ -739,20 +739,28 @@ where
     parse_args_with_env(args, &Environment::from_process())
 }
 
+/// The arguments as strings; one that is not UTF-8 is an error naming it.
+fn utf8_args<I, S>(args: I) -> Result<Vec<String>, CliError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    args.into_iter()
+        .map(|a| {
+            a.into().into_string().map_err(|bad| CliError::NotUtf8 {
+                argument: bad.to_string_lossy().into_owned(),
+            })
+        })
+        .collect()
+}
+
 /// [`parse_args`] with the environment given, for tests and embedding.
 pub fn parse_args_with_env<I, S>(args: I, env: &Environment) -> Result<Command, CliError>
 where
     I: IntoIterator<Item = S>,
     S: Into<OsString>,
 {
-    let args = args
-        .into_iter()
-        .map(|a| {
-            a.into().into_string().map_err(|bad| CliError::NotUtf8 {
-                argument: bad.to_string_lossy().into_owned(),
-            })
-        })
-        .collect::<Result<Vec<String>, CliError>>()?;
+    let args = utf8_args(args)?;
     if let Some(("keygen", rest)) = args.split_first().map(|(a, r)| (a.as_str(), r)) {
         return Ok(Command::Keygen(keygen::parse(rest, env)?));
     }
@@ -780,14 +788,7 @@ where
     I: IntoIterator<Item = S>,
     S: Into<OsString>,
 {
-    let args = args
-        .into_iter()
-        .map(|a| {
-            a.into().into_string().map_err(|bad| CliError::NotUtf8 {
-                argument: bad.to_string_lossy().into_owned(),
-            })
-        })
-        .collect::<Result<Vec<String>, CliError>>()?;
+    let args = utf8_args(args)?;
     match scan(args)? {
         Scanned::Run(parsed) => Ok(Command::Run(build(
             *parsed,

@@ -296,6 +296,23 @@ impl SshConnector {
         }
     }
 
+    /// A supervisor of sessions made from `spec`, with its reconnect policy, sharing `gate`
+    /// (one handshake at a time per bastion). With `first_attempt_fatal` a first attempt that
+    /// fails ends it, as a command run by hand should.
+    pub async fn supervise(
+        spec: SessionSpec,
+        first_attempt_fatal: bool,
+        gate: Arc<crate::supervisor::BastionGate>,
+    ) -> crate::supervisor::Supervisor {
+        let config = crate::supervisor::SupervisorConfig {
+            label: spec.label(),
+            reconnect: spec.reconnect,
+            first_attempt_fatal,
+        };
+        let connector = Arc::new(Self::prepare(spec).await);
+        crate::supervisor::Supervisor::spawn(connector, config, gate)
+    }
+
     /// The session it makes.
     pub fn spec(&self) -> &SessionSpec {
         &self.spec

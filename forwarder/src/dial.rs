@@ -61,8 +61,7 @@ use crate::config::{ConfigError, TunnelConfig};
 use crate::connect::SshConnector;
 use crate::driver::{ChannelStream, OpenError};
 use crate::supervisor::{
-    BastionGate, FailureKind, SessionState, Supervisor, SupervisorConfig, SupervisorHandle,
-    WaitError,
+    BastionGate, FailureKind, SessionState, Supervisor, SupervisorHandle, WaitError,
 };
 
 /// Why a dial (or starting a dialer) failed.
@@ -271,19 +270,7 @@ impl Dialer {
                 "the session wait must be longer than zero".into(),
             ));
         }
-        let spec = config.session;
-        let label = spec.label();
-        let reconnect = spec.reconnect;
-        let connector = Arc::new(SshConnector::prepare(spec).await);
-        let supervisor = Supervisor::spawn(
-            connector,
-            SupervisorConfig {
-                label,
-                reconnect,
-                first_attempt_fatal: false,
-            },
-            gate,
-        );
+        let supervisor = SshConnector::supervise(config.session, false, gate).await;
         Ok(Dialer {
             handle: supervisor.handle(),
             supervisor: Some(supervisor),

@@ -146,6 +146,22 @@ struct Slot {
     direct_counter: Option<DeliveryCounter>,
 }
 
+impl Slot {
+    /// A channel's slot, before anyone reads from it or writes to it.
+    fn new(serial: u64, state: SlotState) -> Self {
+        Self {
+            serial,
+            state,
+            peer_eof: false,
+            stream_alive: true,
+            read_waker: None,
+            write_waker: None,
+            direct: None,
+            direct_counter: None,
+        }
+    }
+}
+
 /// Called with the number of bytes the driver wrote straight to a channel's socket.
 pub type DeliveryCounter = Arc<dyn Fn(u64) + Send + Sync>;
 
@@ -314,19 +330,8 @@ impl State {
             .open_direct_tcpip(&p.host, p.port, &p.originator, p.originator_port)
         {
             Ok(id) => {
-                self.channels.insert(
-                    id,
-                    Slot {
-                        serial: p.serial,
-                        state: SlotState::Opening(Some(p.reply)),
-                        peer_eof: false,
-                        stream_alive: true,
-                        read_waker: None,
-                        write_waker: None,
-                        direct: None,
-                        direct_counter: None,
-                    },
-                );
+                self.channels
+                    .insert(id, Slot::new(p.serial, SlotState::Opening(Some(p.reply))));
             }
             Err(e) => {
                 let _ = p.reply.send(Err(OpenError::Session(e)));
@@ -544,19 +549,7 @@ impl State {
             } => {
                 let serial = self.next_serial;
                 self.next_serial += 1;
-                self.channels.insert(
-                    id,
-                    Slot {
-                        serial,
-                        state: SlotState::Open,
-                        peer_eof: false,
-                        stream_alive: true,
-                        read_waker: None,
-                        write_waker: None,
-                        direct: None,
-                        direct_counter: None,
-                    },
-                );
+                self.channels.insert(id, Slot::new(serial, SlotState::Open));
                 self.forwarded.push_back((
                     id,
                     serial,

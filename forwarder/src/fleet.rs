@@ -1081,21 +1081,8 @@ async fn probe_once(
     .map_err(|e| format!("channel to {target}: {e}"))?;
     let login = match &entry.probe_login {
         None => None,
-        Some((user, file)) => {
-            // Read fresh each time (a rotated password is picked up), and wiped after use.
-            let text = zeroize::Zeroizing::new(
-                crate::files::read_bounded(file, 4096)
-                    .map_err(|e| format!("probe_password_file {}: {e}", file.display()))?,
-            );
-            let password = std::str::from_utf8(&text)
-                .map_err(|_| format!("probe_password_file {}: not UTF-8", file.display()))?;
-            Some(probe::MysqlLogin {
-                user: user.clone(),
-                password: zeroize::Zeroizing::new(
-                    password.trim_end_matches(['\n', '\r']).to_owned(),
-                ),
-            })
-        }
+        // Read fresh each time (a rotated password is picked up), and wiped after use.
+        Some((user, file)) => Some(probe::MysqlLogin::read(user, file)?),
     };
     let spec = probe::ProbeSpec {
         kind: entry.probe,

@@ -143,6 +143,23 @@ pub struct MysqlLogin {
     pub password: Zeroizing<String>,
 }
 
+impl MysqlLogin {
+    /// `user` with the password in `file` (`probe_password_file`): its text without the line
+    /// end, at most 4 KiB, UTF-8; the bytes read are wiped after use.
+    pub fn read(user: &str, file: &std::path::Path) -> Result<Self, String> {
+        let text = Zeroizing::new(
+            crate::files::read_bounded(file, 4096)
+                .map_err(|e| format!("probe_password_file {}: {e}", file.display()))?,
+        );
+        let password = std::str::from_utf8(&text)
+            .map_err(|_| format!("probe_password_file {}: not UTF-8", file.display()))?;
+        Ok(Self {
+            user: user.to_owned(),
+            password: Zeroizing::new(password.trim_end_matches(['\n', '\r']).to_owned()),
+        })
+    }
+}
+
 impl fmt::Debug for MysqlLogin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MysqlLogin")

@@ -3,7 +3,6 @@
 //! the channel closes (exit 0) or the session fails (exit 255). Logs go to standard error
 //! only: standard output carries the data.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -12,7 +11,7 @@ use tracing::debug;
 use crate::app::Fatal;
 use crate::config::TunnelConfig;
 use crate::connect::SshConnector;
-use crate::supervisor::{BastionGate, Supervisor, SupervisorConfig};
+use crate::supervisor::BastionGate;
 
 /// Connects as `cfg` says, opens a `direct-tcpip` channel to `host:port` and copies standard
 /// input to it and it to standard output until the channel closes.
@@ -22,21 +21,10 @@ pub async fn run(cfg: TunnelConfig, host: String, port: u16) -> Result<(), Fatal
             "-W forwards standard input and output; it cannot be combined with -L".into(),
         ));
     }
-    let spec = cfg.session;
-    let label = spec.label();
-    let mut reconnect = spec.reconnect;
+    let mut spec = cfg.session;
     // A byte stream cannot survive a new session: the first loss ends it.
-    reconnect.enabled = false;
-    let connector = Arc::new(SshConnector::prepare(spec).await);
-    let supervisor = Supervisor::spawn(
-        connector,
-        SupervisorConfig {
-            label,
-            reconnect,
-            first_attempt_fatal: true,
-        },
-        BastionGate::new(),
-    );
+    spec.reconnect.enabled = false;
+    let supervisor = SshConnector::supervise(spec, true, BastionGate::new()).await;
     let sessions = supervisor.handle();
     let handle = sessions
         .first_session()
