@@ -78,9 +78,10 @@ usage: bench [options]
   --fleet-sizes LIST     tunnel counts for --fleet, comma-separated (implies --fleet)
   --fleet-settle SECS    idle time before a fleet's memory is read (default: 5; implies
                          --fleet)
-  --rtt [LIST]           throughput through a delaying proxy in front of sshd, at each
-                         round trip of LIST in ms (default: 0,10,50), instead of the plain
-                         throughput figures";
+  --rtt [LIST]           throughput, start to first byte and a new connection's first byte
+                         through a delaying proxy in front of sshd, at each round trip of
+                         LIST in ms (default: 0,10,50), instead of the plain throughput
+                         figures (--skip-throughput, --skip-ttfb leave out either part)";
 
 #[derive(Debug)]
 struct Args {
