@@ -533,6 +533,11 @@ impl Tunnel {
         })
     }
 
+    /// User-mode CPU seconds alone, as [`Tunnel::cpu_seconds`] counts them.
+    pub fn user_cpu_seconds(&self) -> f64 {
+        process::ProcStat::read(self.pid()).map_or(0.0, |s| s.user_seconds())
+    }
+
     /// Peak resident memory so far, in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         process::peak_rss_kib(self.pid())

@@ -362,6 +362,11 @@ impl ProcStat {
         (self.utime_ticks + self.stime_ticks) as f64
             / rustix::param::clock_ticks_per_second() as f64
     }
+
+    /// User-mode CPU seconds alone (the rest of [`ProcStat::cpu_seconds`] is the kernel's).
+    pub fn user_seconds(&self) -> f64 {
+        self.utime_ticks as f64 / rustix::param::clock_ticks_per_second() as f64
+    }
 }
 
 /// CPU seconds (user + system, all threads) used so far by the live process `pid`.

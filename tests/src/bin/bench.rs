@@ -457,6 +457,10 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
     let mut up = Figure::new("upload MiB/s", Better::Higher);
     let mut down_cpu = Figure::new("download client CPU s/GiB", Better::Lower);
     let mut up_cpu = Figure::new("upload client CPU s/GiB", Better::Lower);
+    // The client's user-mode share of the above: the kernel's (TCP on both sockets) is most
+    // of the rest, and about the same for any client that moves the same bytes.
+    let mut down_user = Figure::new("download client user CPU s/GiB", Better::Lower);
+    let mut up_user = Figure::new("upload client user CPU s/GiB", Better::Lower);
     // Everything on the machine (client, sshd, source and sink): on a saturated machine this,
     // not the client's share alone, is what sets the throughput.
     let mut down_sys = Figure::new("download machine CPU s/GiB", Better::Lower);
@@ -494,11 +498,13 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
             let ports = tunnel.local_ports();
 
             let cpu0 = tunnel.cpu_seconds();
+            let user0 = tunnel.user_cpu_seconds();
             let sys0 = machine_busy_seconds();
             let sshd0 = sshd_cpu_seconds(&lab.sshd);
             let d = download(ports[0], args.verify)
                 .unwrap_or_else(|e| fail(&tunnel, &format!("download: {e}")));
             let cpu1 = tunnel.cpu_seconds();
+            let user1 = tunnel.user_cpu_seconds();
             let sys1 = machine_busy_seconds();
             let sshd1 = sshd_cpu_seconds(&lab.sshd);
             if d.bytes != args.size || (args.verify && d.sha256 != expected_sha) {
@@ -513,6 +519,7 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
             let u = upload(ports[1], args.size)
                 .unwrap_or_else(|e| fail(&tunnel, &format!("upload: {e}")));
             let cpu2 = tunnel.cpu_seconds();
+            let user2 = tunnel.user_cpu_seconds();
             let sys2 = machine_busy_seconds();
             let sshd2 = sshd_cpu_seconds(&lab.sshd);
             let expected_up = args.verify.then(|| Pattern::get().sha256(args.size));
@@ -543,6 +550,8 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
             up.samples[i].push(u.mib_per_sec());
             down_cpu.samples[i].push((cpu1 - cpu0) / gib);
             up_cpu.samples[i].push((cpu2 - cpu1) / gib);
+            down_user.samples[i].push((user1 - user0) / gib);
+            up_user.samples[i].push((user2 - user1) / gib);
             down_sys.samples[i].push((sys1 - sys0) / gib);
             down_sshd.samples[i].push((sshd1 - sshd0) / gib);
             up_sshd.samples[i].push((sshd2 - sshd1) / gib);
@@ -551,7 +560,7 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
         }
     }
     vec![
-        down, up, down_cpu, up_cpu, down_sshd, up_sshd, down_sys, up_sys, rss,
+        down, up, down_cpu, up_cpu, down_user, up_user, down_sshd, up_sshd, down_sys, up_sys, rss,
     ]
 }
 
