@@ -1,15 +1,27 @@
 //! The per-channel buffer of received data waiting for the local socket.
 //!
 //! A `Vec` with a read offset rather than a ring, so [`RecvBuffer::as_slice`] is always one
-//! slice the driver can hand to a single `write`. The allocation is reused: draining it resets
-//! the offset without freeing, and dead bytes at the front are reclaimed by moving the live
-//! ones down only when that frees at least as much room as it copies, which keeps the copying
-//! amortised to at most once per byte.
+//! slice the driver can hand to a single `write`. Dead bytes at the front are reclaimed by
+//! moving the live ones down only when that frees at least as much room as it copies, which
+//! keeps the copying amortised to at most once per byte.
+//!
+//! A drained buffer keeps a small allocation ([`KEEP_WHEN_DRAINED`]) and gives a larger one
+//! back: a connection that once carried a bulk transfer and now idles (a pooled database
+//! connection) holds no more than one that never did. The size it reached is remembered, so
+//! the next bulk fill allocates once instead of growing by doubling, copying as it goes.
+
+/// The largest allocation a drained buffer keeps.
+pub(crate) const KEEP_WHEN_DRAINED: usize = 64 * 1024;
 
 #[derive(Debug, Default)]
 pub(crate) struct RecvBuffer {
     data: Vec<u8>,
     start: usize,
+    /// The most the buffer held since it was last drained.
+    high: usize,
+    /// What it held at most before it was last drained: the first push into an empty buffer
+    /// reserves this much.
+    last_high: usize,
 }
 
 impl RecvBuffer {
@@ -29,6 +41,9 @@ impl RecvBuffer {
     /// Appends received bytes. The caller has already checked them against the receive window,
     /// which is what bounds this buffer.
     pub(crate) fn push(&mut self, bytes: &[u8]) {
+        if self.data.is_empty() && self.data.capacity() < bytes.len() {
+            self.data.reserve(self.last_high.max(bytes.len()));
+        }
         let spare = self.data.capacity().saturating_sub(self.data.len());
         if self.start > 0 && spare < bytes.len() && self.start >= self.len() {
             let start = self.start.min(self.data.len());
@@ -36,6 +51,7 @@ impl RecvBuffer {
             self.start = 0;
         }
         self.data.extend_from_slice(bytes);
+        self.high = self.high.max(self.len());
     }
 
     /// Drops up to `n` bytes from the front; returns how many were dropped.
@@ -45,6 +61,10 @@ impl RecvBuffer {
         if self.start >= self.data.len() {
             self.data.clear();
             self.start = 0;
+            self.last_high = core::mem::take(&mut self.high);
+            if self.data.capacity() > KEEP_WHEN_DRAINED {
+                self.data = Vec::new();
+            }
         }
         n
     }
@@ -70,6 +90,30 @@ mod tests {
         b.push(&[2; 1000]);
         assert_eq!(b.data.capacity(), cap);
         assert_eq!(b.as_slice(), &[2; 1000][..]);
+    }
+
+    #[test]
+    fn drained_buffer_gives_a_large_allocation_back_and_reserves_it_once_next_time() {
+        let mut b = RecvBuffer::default();
+        for _ in 0..8 {
+            b.push(&[1; 32 * 1024]);
+        }
+        assert_eq!(b.len(), 256 * 1024);
+        assert_eq!(b.consume(256 * 1024), 256 * 1024);
+        assert_eq!(b.data.capacity(), 0, "an idle channel holds nothing");
+        // The next fill allocates the size the last one reached at its first push.
+        b.push(&[2; 32 * 1024]);
+        let cap = b.data.capacity();
+        assert!(cap >= 256 * 1024, "{cap}");
+        for _ in 1..8 {
+            b.push(&[2; 32 * 1024]);
+        }
+        assert_eq!(
+            b.data.capacity(),
+            cap,
+            "no growth, so no copy while filling"
+        );
+        assert_eq!(b.as_slice(), &[2; 256 * 1024][..]);
     }
 
     #[test]

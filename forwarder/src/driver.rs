@@ -3,7 +3,7 @@
 //! session through a mutex, as quinn's streams share their connection.
 //!
 //! ```text
-//!   server socket ──poll_read──> Session (decrypt in place, route) ──> channel buffers ──> ChannelStream::poll_read
+//!   server socket ──poll_read──> Session (decrypt in place, route) ──> channel buffers ──> local socket (one write per read) or ChannelStream::poll_read
 //!   ChannelStream::poll_write ──> Session::send_data (sealed into the output buffer) ──poll_write──> server socket
 //! ```
 //! Backpressure is a return value plus a waker: a channel writer waits (Pending) while the
@@ -139,8 +139,8 @@ struct Slot {
     stream_alive: bool,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
-    /// The local socket, when the channel forwards to one: data for an empty channel buffer
-    /// is written to it straight from the decrypted packet.
+    /// The local socket, when the channel forwards to one: the driver writes what the
+    /// channel received to it once per round of processing (see `State::write_direct`).
     direct: Option<Arc<tokio::net::TcpStream>>,
     /// Told how many bytes each direct write delivered (traffic counters).
     direct_counter: Option<DeliveryCounter>,
@@ -198,6 +198,9 @@ struct State {
     /// Channels the server opened for our remote forwards, not yet taken by
     /// [`SessionHandle::accept_forwarded`].
     forwarded: std::collections::VecDeque<(ChannelId, u64, ForwardedFrom)>,
+    /// Channels with a local socket that received data in this round of processing, to be
+    /// written once each when it ends.
+    direct_due: Vec<ChannelId>,
     /// Who waits in [`SessionHandle::accept_forwarded`].
     forwarded_waiter: Option<Waker>,
 }
@@ -342,22 +345,16 @@ impl State {
     /// Drains session events, acting on each. Errors end the session.
     fn process(&mut self) -> Result<(), SessionError> {
         loop {
-            let channels = &self.channels;
-            let ev = self.session.poll_with(&mut |id, data| {
-                let Some(slot) = channels.get(&id) else {
-                    return 0;
-                };
-                let Some(sock) = slot.direct.as_ref() else {
-                    return 0;
-                };
-                let n = sock.try_write(data).unwrap_or(0);
-                if n > 0
-                    && let Some(count) = &slot.direct_counter
-                {
-                    count(n as u64);
+            // Channel data is buffered, not written packet by packet: the channels it went
+            // to are written once each below, a whole read's worth in one system call.
+            let ev = self.session.poll_with(&mut |_, _| 0);
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => {
+                    self.write_direct();
+                    return Err(e);
                 }
-                n
-            })?;
+            };
             let Some(ev) = ev else { break };
             match ev {
                 SessionEvent::VerifyHostKey(key) => {
@@ -459,7 +456,54 @@ impl State {
                 SessionEvent::Channel(ev) => self.channel_event(ev),
             }
         }
+        self.write_direct();
         Ok(())
+    }
+
+    /// Writes what the channels in `direct_due` received to their local sockets, each in
+    /// one system call (a read from the server carries up to eight 32 KiB packets). What a
+    /// socket does not take now is left to the channel's stream, which is woken to wait
+    /// until the socket can take more.
+    fn write_direct(&mut self) {
+        if self.direct_due.is_empty() {
+            return;
+        }
+        let mut due = core::mem::take(&mut self.direct_due);
+        let mut clock_set = false;
+        for id in due.drain(..) {
+            let Some(slot) = self.channels.get_mut(&id) else {
+                continue;
+            };
+            let Some(sock) = slot.direct.as_ref() else {
+                // The stream took its socket back since; it reads the buffer itself.
+                if let Some(w) = slot.read_waker.take() {
+                    w.wake();
+                }
+                continue;
+            };
+            let data = self.session.connection().received(id);
+            if data.is_empty() {
+                continue;
+            }
+            let len = data.len();
+            let n = sock.try_write(data).unwrap_or(0);
+            if n > 0 {
+                if let Some(count) = &slot.direct_counter {
+                    count(n as u64);
+                }
+                if !clock_set {
+                    self.session.set_clock(Instant::now());
+                    clock_set = true;
+                }
+                self.session.consume(id, n);
+            }
+            if n < len
+                && let Some(w) = slot.read_waker.take()
+            {
+                w.wake();
+            }
+        }
+        self.direct_due = due;
     }
 
     fn channel_event(&mut self, ev: ssh_connection::Event) {
@@ -511,7 +555,12 @@ impl State {
                         }
                         _ => {}
                     }
-                    if !matches!(ev, E::SendCapacity(_))
+                    if matches!(ev, E::Data(_)) && slot.direct.is_some() {
+                        // Written at the end of this round of processing (`write_direct`).
+                        if !self.direct_due.contains(&id) {
+                            self.direct_due.push(id);
+                        }
+                    } else if !matches!(ev, E::SendCapacity(_))
                         && let Some(w) = slot.read_waker.take()
                     {
                         w.wake();
@@ -641,6 +690,7 @@ where
             forward_replies: std::collections::VecDeque::new(),
             forwarded: std::collections::VecDeque::new(),
             forwarded_waiter: None,
+            direct_due: Vec::new(),
         }),
     });
     let driver = Driver {
@@ -882,8 +932,10 @@ impl ChannelStream {
         self.id
     }
 
-    /// Lets the driver write this channel's data straight to `sock` when nothing is buffered
-    /// (see [`ChannelStream::poll_send_to`], which must then be the only reader).
+    /// Lets the driver write this channel's data to `sock` itself, everything a read from the
+    /// server brought in one write, without waking the stream's task (see
+    /// [`ChannelStream::poll_send_to`], which must then be the only reader, and which takes
+    /// over when the socket cannot take everything at once).
     /// `counter`, if given, is told the size of every such write (the writes that go
     /// through [`ChannelStream::poll_send_to`] are counted by its caller).
     pub fn set_direct_writer(

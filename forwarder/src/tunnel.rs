@@ -352,10 +352,10 @@ fn reset(socket: &TcpStream) {
 /// Forwards one connection over `channel`; if the session dies meanwhile, the socket is
 /// reset at once.
 ///
-/// Server to client, channel data goes to the socket without a copy of ours: the driver
-/// writes it straight from the decrypted packet when the channel buffer is empty, and
-/// [`ChannelStream::poll_send_to`] writes from the buffer otherwise. Client to server, reads
-/// go through one buffer into the packet being built.
+/// Server to client, the driver writes what one read from the server brought for the
+/// channel to the socket in one system call, from the channel buffer, and
+/// [`ChannelStream::poll_send_to`] writes what the socket did not take at once. Client to
+/// server, reads go through one buffer into the packet being built.
 pub async fn forward(
     socket: Arc<TcpStream>,
     peer: SocketAddr,

@@ -674,3 +674,82 @@ async fn an_open_given_up_before_confirmation_is_closed() {
     echo_check(ch, b"after the abandoned opens").await.unwrap();
     assert_clean(&conn.stats(), ServerOptions::default().window);
 }
+
+/// Counts the writes of channel data to the local socket and their bytes.
+#[derive(Debug, Default)]
+struct LocalWrites {
+    calls: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl forwarder::tunnel::TrafficObserver for LocalWrites {
+    fn received_from_remote(&self, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.calls.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(bytes, Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn packets_of_one_read_reach_the_local_socket_in_one_write_and_a_slow_reader_loses_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::Relaxed;
+    // A pipe that holds several packets, so one read from the server carries several.
+    let server_opts = ServerOptions {
+        duplex_capacity: 512 * 1024,
+        ..ServerOptions::default()
+    };
+    let (_server, conn, client) = connected(server_opts, ClientOptions::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut app = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (sock, peer) = listener.accept().await.unwrap();
+    let channel = open(&client.handle, "db.internal").await;
+    let writes = Arc::new(LocalWrites::default());
+    let observer: Arc<dyn forwarder::tunnel::TrafficObserver> = writes.clone();
+    let handle = client.handle.clone();
+    let forwarding = tokio::spawn(async move {
+        forwarder::tunnel::forward(Arc::new(sock), peer, &handle, channel, &observer).await
+    });
+
+    let data = pattern(21, 4 * MIB);
+    let (mut from_app, mut to_app) = app.split();
+    let write = async {
+        to_app.write_all(&data).await?;
+        to_app.shutdown().await
+    };
+    let read = async {
+        // Nobody reads for a while: the local socket fills, the driver's write is partial
+        // and the rest waits in the channel buffer for the connection's own task.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut got = Vec::with_capacity(data.len());
+        from_app.read_to_end(&mut got).await?;
+        Ok::<_, io::Error>(got)
+    };
+    let (written, got) = within(Duration::from_secs(60), "4 MiB through the tunnel", async {
+        tokio::join!(write, read)
+    })
+    .await;
+    written.expect("the app's writes");
+    let got = got.expect("the app's reads");
+    assert!(
+        got == data,
+        "the echo differs ({} of {} bytes)",
+        got.len(),
+        data.len()
+    );
+    within(STEP, "the connection ends", forwarding)
+        .await
+        .unwrap()
+        .expect("forwarding ends cleanly");
+
+    let packets = (4 * MIB).div_ceil(32 * 1024) as u64;
+    let calls = writes.calls.load(Relaxed);
+    assert_eq!(writes.bytes.load(Relaxed), data.len() as u64);
+    assert!(
+        calls * 2 <= packets,
+        "{calls} writes for {packets} packets: reads of several packets are not written at once"
+    );
+    assert_clean(&conn.stats(), ServerOptions::default().window);
+}
