@@ -25,6 +25,7 @@
 //! a stale or missing binary (see [`forwarder_binary`]).
 #![forbid(unsafe_code)]
 
+pub mod asyncssh;
 pub mod client;
 pub mod dropbear;
 pub mod fleet;
