@@ -341,7 +341,12 @@ pub struct ProcStat {
 impl ProcStat {
     /// Reads the stat line of `pid`; `None` if the process is gone.
     pub fn read(pid: u32) -> Option<ProcStat> {
-        Self::parse(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+        Self::read_path(&format!("/proc/{pid}/stat"))
+    }
+
+    /// Reads a stat file by path (`/proc/thread-self/stat` for the calling thread).
+    pub fn read_path(path: &str) -> Option<ProcStat> {
+        Self::parse(&fs::read_to_string(path).ok()?)
     }
 
     /// Parses a stat line. The command name sits in parentheses and may itself hold spaces

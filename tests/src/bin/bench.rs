@@ -17,7 +17,9 @@
 //!   default (ServerAliveInterval 15, ServerAliveCountMax 3 for both).
 //!
 //! Where it means something, the same load is also run straight to the server without a
-//! tunnel ("direct"), which shows the ceiling this machine puts on both clients. PostgreSQL
+//! tunnel ("direct"), which shows the ceiling this machine puts on both clients. For the
+//! client CPU figures "direct" is a plain relay moving the same bytes (see `relay`): the
+//! floor the kernel sets under any client's CPU per GiB. PostgreSQL
 //! trusts loopback TCP logins during the benchmark unless `--pg-scram` is given: SCRAM's
 //! deliberately slow key derivation would otherwise dominate `pgbench -C` and hide the
 //! tunnel's share.
@@ -43,6 +45,8 @@ use tempfile::TempDir;
 // In a directory of its own: a file directly in src/bin would be a program of its own.
 #[path = "bench/fleet.rs"]
 mod fleet;
+#[path = "bench/relay.rs"]
+mod relay;
 #[path = "bench/rtt.rs"]
 mod rtt;
 
@@ -488,6 +492,20 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
         ));
         down.direct.push(d.mib_per_sec());
         up.direct.push(u.mib_per_sec());
+        // The same transfers through a plain relay: the CPU rows' "direct" column.
+        let (d_cpu, u_cpu) = relayed_transfers(lab, args.size);
+        down_cpu.direct.push(d_cpu.total() / gib);
+        up_cpu.direct.push(u_cpu.total() / gib);
+        down_user.direct.push(d_cpu.user / gib);
+        up_user.direct.push(u_cpu.user / gib);
+        progress(&format!(
+            "throughput {}/{} {:<12} down {:.2} CPU s/GiB  up {:.2} CPU s/GiB",
+            round + 1,
+            args.reps,
+            "plain relay",
+            d_cpu.total() / gib,
+            u_cpu.total() / gib
+        ));
         for i in order(round) {
             let c = &contenders[i];
             let mut tunnel = lab
@@ -562,6 +580,22 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
     vec![
         down, up, down_cpu, up_cpu, down_user, up_user, down_sshd, up_sshd, down_sys, up_sys, rss,
     ]
+}
+
+/// A download and an upload of `size` bytes through [`relay::Relay`]; its CPU for each.
+fn relayed_transfers(lab: &Lab, size: u64) -> (relay::RelayCpu, relay::RelayCpu) {
+    let relay = relay::Relay::start(lab.source.port()).expect("relay for the download");
+    let d = download(relay.port(), false).expect("download through the plain relay");
+    let d_cpu = relay.finish().expect("the relay's download");
+    let relay = relay::Relay::start(lab.sink.port()).expect("relay for the upload");
+    let u = upload(relay.port(), size).expect("upload through the plain relay");
+    let u_cpu = relay.finish().expect("the relay's upload");
+    assert_eq!(
+        (d.bytes, u.bytes),
+        (size, size),
+        "transfers through the plain relay are whole"
+    );
+    (d_cpu, u_cpu)
 }
 
 /// The client's peak resident memory so far, in MiB (NaN if unknown).
@@ -1209,6 +1243,12 @@ fn print_report(args: &Args, contenders: &[Contender], figures: &[Figure], notes
             args.ttfb_reps,
             args.pgbench_seconds,
             args.pgbench_clients
+        );
+    }
+    if args.throughput {
+        println!(
+            "\"direct\" in the client CPU rows: a plain relay (256 KiB reads, no encryption) \
+             moving the same bytes, the kernel's share for any process in the middle"
         );
     }
     println!(
