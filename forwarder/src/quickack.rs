@@ -10,9 +10,13 @@
 //! shared session took ten times longer than direct ones.
 //!
 //! The ACK is forced only when it is owed: after a read that returned data, when no write has
-//! carried an ACK since, at the moment a read finds nothing more (the driver is about to
-//! sleep). A busy download reads back to back and an upload writes after every read, so
-//! neither pays a system call or a bare ACK segment per read.
+//! carried an ACK since, once a read has found nothing more twice in a row. The first time the
+//! driver only lets the other tasks run (it wakes itself and yields): a connection's task that
+//! was waiting for window or for room in the output then usually has data for the bastion, and
+//! that write carries the ACK. During an upload every window adjust read from the bastion is
+//! answered that way, without a system call or a bare ACK segment; a busy download reads back
+//! to back; the small answers that meet Nagle's algorithm are acknowledged one scheduler pass
+//! after they are read.
 
 use std::io;
 use std::pin::Pin;
@@ -29,6 +33,9 @@ pub struct QuickAck {
     enabled: bool,
     /// Data was read and nothing has been written since: an ACK may be held back.
     owed: bool,
+    /// A read found nothing while the ACK was owed, and the driver yielded once instead of
+    /// forcing it: the next such read forces it.
+    deferred: bool,
     /// Quick ACKs asked for (tests read it).
     forced: u64,
 }
@@ -40,6 +47,7 @@ impl QuickAck {
             stream,
             enabled: true,
             owed: false,
+            deferred: false,
             forced: 0,
         }
     }
@@ -47,6 +55,7 @@ impl QuickAck {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn acknowledge_now(&mut self) {
         self.owed = false;
+        self.deferred = false;
         if !self.enabled {
             return;
         }
@@ -62,6 +71,7 @@ impl QuickAck {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     fn acknowledge_now(&mut self) {
         self.owed = false;
+        self.deferred = false;
     }
 }
 
@@ -74,7 +84,15 @@ impl AsyncRead for QuickAck {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         match polled {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => self.owed = true,
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.owed = true;
+                self.deferred = false;
+            }
+            Poll::Pending if self.owed && !self.deferred => {
+                // Let the other tasks run first: what they send carries the ACK.
+                self.deferred = true;
+                cx.waker().wake_by_ref();
+            }
             Poll::Pending if self.owed => self.acknowledge_now(),
             _ => {}
         }
@@ -92,6 +110,7 @@ impl AsyncWrite for QuickAck {
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
             // The segment carries the ACK (Nagle is off on this socket).
             self.owed = false;
+            self.deferred = false;
         }
         polled
     }
@@ -104,6 +123,7 @@ impl AsyncWrite for QuickAck {
         let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
             self.owed = false;
+            self.deferred = false;
         }
         polled
     }
@@ -162,6 +182,29 @@ mod tests {
         let mut back = [0u8; 4];
         server.read_exact(&mut back).await.unwrap();
         assert_eq!(&back, b"pong");
+        // Read, find nothing once (the driver yields), then write before the next look: the
+        // write carries the ACK, none is forced.
+        server.write_all(b"query").await.unwrap();
+        let mut five = [0u8; 5];
+        client.read_exact(&mut five).await.unwrap();
+        let mut spare = [0u8; 1];
+        let first_look_waits = std::future::poll_fn(|cx| {
+            let mut rb = ReadBuf::new(&mut spare);
+            Poll::Ready(Pin::new(&mut client).poll_read(cx, &mut rb).is_pending())
+        })
+        .await;
+        assert!(first_look_waits, "nothing more to read");
+        assert!(client.owed && client.deferred, "the ACK waits one scheduler pass");
+        client.write_all(b"reply").await.unwrap();
+        let nothing =
+            tokio::time::timeout(std::time::Duration::from_millis(50), client.read(&mut more))
+                .await;
+        assert!(nothing.is_err());
+        #[cfg(target_os = "linux")]
+        assert_eq!(client.forced, 1, "the write that followed carried the ACK");
+        let mut reply = [0u8; 5];
+        server.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply, b"reply");
         #[cfg(target_os = "linux")]
         assert!(client.enabled, "setting TCP_QUICKACK failed on Linux");
         drop(server);
