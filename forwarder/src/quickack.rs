@@ -194,7 +194,10 @@ mod tests {
         })
         .await;
         assert!(first_look_waits, "nothing more to read");
-        assert!(client.owed && client.deferred, "the ACK waits one scheduler pass");
+        assert!(
+            client.owed && client.deferred,
+            "the ACK waits one scheduler pass"
+        );
         client.write_all(b"reply").await.unwrap();
         let nothing =
             tokio::time::timeout(std::time::Duration::from_millis(50), client.read(&mut more))
