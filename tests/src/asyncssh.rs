@@ -175,9 +175,7 @@ impl AsyncSsh {
 
     /// The log so far (AsyncSSH's debug log; the script's own lines among it).
     pub fn log(&self) -> String {
-        fs::read(&self.log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        crate::process::read_log(&self.log_path)
     }
 
     /// The last `lines` lines of the log, for failure messages.
@@ -187,15 +185,7 @@ impl AsyncSsh {
 
     /// Waits until the log contains `needle` and returns the whole log.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
-        wait_until(
-            timeout,
-            &format!("asyncssh log line containing {needle:?}"),
-            || {
-                let log = self.log();
-                log.contains(needle).then_some(log)
-            },
-            || format!("asyncssh log ends with:\n{}", self.log_tail(30)),
-        )
+        crate::process::wait_for_log_text(&self.log_path, "asyncssh", needle, timeout, 30)
     }
 
     /// The temp dir holding the script, keys, known_hosts and log.

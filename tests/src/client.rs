@@ -2,7 +2,7 @@
 //! `-N -L` command line against a lab [`Sshd`].
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -478,22 +478,18 @@ impl Tunnel {
 
     /// The client's stderr so far (its `-v` log and errors).
     pub fn log(&self) -> String {
-        fs::read(&self.log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        crate::process::read_log(&self.log_path)
     }
 
     /// Waits until the client's log contains `needle` and returns the whole log. Fails the
     /// test with the log's tail if it does not appear within `timeout`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
-        process::wait_until(
+        crate::process::wait_for_log_text(
+            &self.log_path,
+            &self.kind.to_string(),
+            needle,
             timeout,
-            &format!("{} log line containing {needle:?}", self.kind),
-            || {
-                let log = self.log();
-                log.contains(needle).then_some(log)
-            },
-            || format!("its log ends with:\n{}", file_tail(&self.log_path, 40)),
+            40,
         )
     }
 

@@ -345,9 +345,7 @@ impl Dropbear {
 
     /// The log so far.
     pub fn log(&self) -> String {
-        fs::read(&self.log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        crate::process::read_log(&self.log_path)
     }
 
     /// The last `lines` lines of the log, for failure messages.
@@ -357,15 +355,7 @@ impl Dropbear {
 
     /// Waits until the log contains `needle` and returns the whole log.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
-        wait_until(
-            timeout,
-            &format!("dropbear log line containing {needle:?}"),
-            || {
-                let log = self.log();
-                log.contains(needle).then_some(log)
-            },
-            || format!("dropbear log ends with:\n{}", self.log_tail(30)),
-        )
+        crate::process::wait_for_log_text(&self.log_path, "dropbear", needle, timeout, 30)
     }
 
     /// The temp dir holding host keys, known_hosts and log.

@@ -168,6 +168,34 @@ pub fn tail(text: &str, lines: usize) -> String {
 }
 
 /// The last `lines` lines of a log file, or a note saying it could not be read.
+/// A lab process's log file so far, read lossily; empty if it does not exist yet.
+pub fn read_log(path: &Path) -> String {
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Waits until the log file at `path` contains `needle` and returns the whole log; fails the
+/// test with the log's last `tail_lines` lines if it does not appear within `timeout`. `who`
+/// names the process in the messages.
+pub fn wait_for_log_text(
+    path: &Path,
+    who: &str,
+    needle: &str,
+    timeout: Duration,
+    tail_lines: usize,
+) -> String {
+    wait_until(
+        timeout,
+        &format!("{who} log line containing {needle:?}"),
+        || {
+            let log = read_log(path);
+            log.contains(needle).then_some(log)
+        },
+        || format!("{who} log ends with:\n{}", file_tail(path, tail_lines)),
+    )
+}
+
 pub fn file_tail(path: &Path, lines: usize) -> String {
     match fs::read(path) {
         Ok(bytes) => tail(&String::from_utf8_lossy(&bytes), lines),

@@ -380,9 +380,7 @@ impl Sshd {
 
     /// The log so far.
     pub fn log(&self) -> String {
-        fs::read(&self.log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        crate::process::read_log(&self.log_path)
     }
 
     /// The `authorized_keys` file (tests may rewrite it; sshd rereads it per login).
@@ -402,15 +400,7 @@ impl Sshd {
 
     /// Waits until the log contains `needle` and returns the whole log.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
-        wait_until(
-            timeout,
-            &format!("sshd log line containing {needle:?}"),
-            || {
-                let log = self.log();
-                log.contains(needle).then_some(log)
-            },
-            || format!("sshd log ends with:\n{}", file_tail(&self.log_path, 30)),
-        )
+        crate::process::wait_for_log_text(&self.log_path, "sshd", needle, timeout, 30)
     }
 
     /// Waits until the part of the log after byte `offset` (a length of [`Sshd::log`] taken
