@@ -31,31 +31,45 @@ pub struct QuickAck {
     stream: TcpStream,
     /// Cleared after the first failure (not Linux, or a socket that refuses): not tried again.
     enabled: bool,
-    /// Data was read and nothing has been written since: an ACK may be held back.
-    owed: bool,
-    /// A read found nothing while the ACK was owed, and the driver yielded once instead of
-    /// forcing it: the next such read forces it.
-    deferred: bool,
+    /// Whether an ACK may be held back, and whether the driver already yielded once for it.
+    ack: Ack,
     /// Quick ACKs asked for (tests read it).
     forced: u64,
 }
 
+/// Where the ACK for data we read stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ack {
+    /// Nothing read since our last segment or forced ACK.
+    Sent,
+    /// Data was read and nothing has been written since: Linux may be holding the ACK back.
+    Owed,
+    /// Still owed after a read found nothing once and the driver yielded: the next such read
+    /// forces it.
+    OwedAfterYield,
+}
+
 impl QuickAck {
+    /// A write that sent bytes carried the ACK (Nagle is off on this socket).
+    fn wrote(&mut self, polled: &Poll<io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
+            self.ack = Ack::Sent;
+        }
+    }
+
     /// Wraps a connected stream.
     pub fn new(stream: TcpStream) -> Self {
         Self {
             stream,
             enabled: true,
-            owed: false,
-            deferred: false,
+            ack: Ack::Sent,
             forced: 0,
         }
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn acknowledge_now(&mut self) {
-        self.owed = false;
-        self.deferred = false;
+        self.ack = Ack::Sent;
         if !self.enabled {
             return;
         }
@@ -70,8 +84,7 @@ impl QuickAck {
 
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     fn acknowledge_now(&mut self) {
-        self.owed = false;
-        self.deferred = false;
+        self.ack = Ack::Sent;
     }
 }
 
@@ -84,16 +97,13 @@ impl AsyncRead for QuickAck {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         match polled {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                self.owed = true;
-                self.deferred = false;
-            }
-            Poll::Pending if self.owed && !self.deferred => {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => self.ack = Ack::Owed,
+            Poll::Pending if self.ack == Ack::Owed => {
                 // Let the other tasks run first: what they send carries the ACK.
-                self.deferred = true;
+                self.ack = Ack::OwedAfterYield;
                 cx.waker().wake_by_ref();
             }
-            Poll::Pending if self.owed => self.acknowledge_now(),
+            Poll::Pending if self.ack == Ack::OwedAfterYield => self.acknowledge_now(),
             _ => {}
         }
         polled
@@ -107,11 +117,7 @@ impl AsyncWrite for QuickAck {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            // The segment carries the ACK (Nagle is off on this socket).
-            self.owed = false;
-            self.deferred = false;
-        }
+        self.wrote(&polled);
         polled
     }
 
@@ -121,10 +127,7 @@ impl AsyncWrite for QuickAck {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.owed = false;
-            self.deferred = false;
-        }
+        self.wrote(&polled);
         polled
     }
 
@@ -158,13 +161,17 @@ mod tests {
         let mut got = [0u8; 6];
         client.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"answer");
-        assert!(client.owed, "data was read and nothing written since");
+        assert_eq!(
+            client.ack,
+            Ack::Owed,
+            "data was read and nothing written since"
+        );
         let mut more = [0u8; 1];
         let nothing =
             tokio::time::timeout(std::time::Duration::from_millis(50), client.read(&mut more))
                 .await;
         assert!(nothing.is_err(), "nothing more to read");
-        assert!(!client.owed);
+        assert_eq!(client.ack, Ack::Sent);
         #[cfg(target_os = "linux")]
         assert_eq!(client.forced, 1, "the owed ACK was forced before waiting");
         // Read, then write: the write carries the ACK, none is forced.
@@ -172,7 +179,7 @@ mod tests {
         let mut four = [0u8; 4];
         client.read_exact(&mut four).await.unwrap();
         client.write_all(b"pong").await.unwrap();
-        assert!(!client.owed, "our data carried the ACK");
+        assert_eq!(client.ack, Ack::Sent, "our data carried the ACK");
         let nothing =
             tokio::time::timeout(std::time::Duration::from_millis(50), client.read(&mut more))
                 .await;
@@ -194,8 +201,9 @@ mod tests {
         })
         .await;
         assert!(first_look_waits, "nothing more to read");
-        assert!(
-            client.owed && client.deferred,
+        assert_eq!(
+            client.ack,
+            Ack::OwedAfterYield,
             "the ACK waits one scheduler pass"
         );
         client.write_all(b"reply").await.unwrap();
