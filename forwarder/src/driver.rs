@@ -347,7 +347,7 @@ impl State {
         loop {
             // Channel data is buffered, not written packet by packet: the channels it went
             // to are written once each below, a whole read's worth in one system call.
-            let ev = self.session.poll_with(&mut |_, _| 0);
+            let ev = self.session.poll_event();
             let ev = match ev {
                 Ok(ev) => ev,
                 Err(e) => {

@@ -15,7 +15,7 @@
 //!  driver: signatures (agent), passwords, prompt answers ──provide_*──> ClientAuth
 //!  driver: open_direct_tcpip, send_data, consume, send_eof, close ────> Connection
 //!  ClientAuth, Connection replies ─> transport (seal) ─> output / consume_output ─> socket
-//!  poll_with ─> SessionEvent: VerifyHostKey | Established | Auth | Authenticated | Channel
+//!  poll_event ─> SessionEvent: VerifyHostKey | Established | Auth | Authenticated | Channel
 //! ```
 //!
 //! Which numbers the connection protocol assigns is the `ssh_connection` crate's business:
@@ -369,13 +369,9 @@ impl Session {
         }
     }
 
-    /// Processes received bytes and returns the next event, offering channel data to
-    /// `deliver` first (see [`Connection::handle_payload_with`]): bytes it takes skip the
-    /// channel buffer.
-    pub fn poll_with(
-        &mut self,
-        deliver: &mut dyn FnMut(ChannelId, &[u8]) -> usize,
-    ) -> Result<Option<SessionEvent>, SessionError> {
+    /// Processes received bytes and returns the next event. Channel data goes to the
+    /// channel's buffer ([`Connection::received`]), which the driver drains.
+    pub fn poll_event(&mut self) -> Result<Option<SessionEvent>, SessionError> {
         loop {
             if let Some(e) = &self.error {
                 return Err(e.clone());
@@ -424,10 +420,7 @@ impl Session {
                         // The connection classifies the whole range, unassigned numbers
                         // included (see `conn_seq`).
                         self.conn_seq = seq;
-                        match self
-                            .conn
-                            .handle_payload_with(data, &mut self.outbox, deliver)
-                        {
+                        match self.conn.handle_payload(data, &mut self.outbox) {
                             Ok(()) => Routed::Nothing,
                             Err(e) => Routed::Error(SessionError::Connection(e)),
                         }

@@ -128,7 +128,7 @@ impl Pair {
             }
             if self.error.is_none() {
                 loop {
-                    match self.session.poll_with(&mut |_, _| 0) {
+                    match self.session.poll_event() {
                         Ok(None) => break,
                         Ok(Some(SessionEvent::VerifyHostKey(_))) => {
                             self.session.accept_host_key();
