@@ -169,6 +169,11 @@ pub struct Options {
     pub passphrase_file: Option<PathBuf>,
     /// `PassphraseEnv` (forwarder's own): key passphrases are this variable's value.
     pub passphrase_env: Option<String>,
+    /// `KexGuessFile` (forwarder's own, default `$XDG_CACHE_HOME/forwarder/kex_firsts`, else
+    /// `~/.cache/forwarder/kex_firsts`): where each bastion's first key exchange choices are
+    /// kept between runs, so that a new process's first session guesses them
+    /// ([`crate::kex_memory`]); `None` (`none`, or no home directory) keeps them in memory only.
+    pub kex_guess_file: Option<PathBuf>,
     /// Things the user should be told before connecting (an option taken differently from
     /// OpenSSH, for instance). Print each on standard error.
     pub warnings: Vec<String>,
@@ -693,7 +698,10 @@ options:
   forwarder's own: Reconnect (yes: after a session that was up ends, connect again with
   backoff while the local ports stay bound; no: exit 255 as ssh does), ReconnectBackoffMax
   (the backoff's cap, default 30s; also the delay after a refused login), SessionWaitTimeout
-  (how long a connection accepted while no session is up waits for one, default 60s).
+  (how long a connection accepted while no session is up waits for one, default 60s),
+  KexGuessFile (where each bastion's first key exchange choices are kept between runs, so
+  that the next run saves a round trip; default $XDG_CACHE_HOME/forwarder/kex_firsts, else
+  ~/.cache/forwarder/kex_firsts; none keeps them in memory only).
   A changed host key is never retried. The first connection still fails at once.
   Algorithm lists take OpenSSH's syntax: a plain list replaces the default, +list appends,
   -list removes, ^list puts first; * and ? are wildcards. SHA-1 (ssh-rsa, hmac-sha1) is
@@ -894,6 +902,7 @@ struct Parsed {
     password_env: Option<String>,
     passphrase_file: Option<String>,
     passphrase_env: Option<String>,
+    kex_guess_file: Option<String>,
     warnings: Vec<String>,
     /// `-F`: the last one given wins, as in ssh.
     config_file: Option<String>,

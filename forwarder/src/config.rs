@@ -226,6 +226,7 @@ mod tests {
         let env = Environment {
             home: Some(PathBuf::from("/nonexistent-home")),
             user: Some("tester".into()),
+            cache_home: None,
         };
         let mut all = args.to_vec();
         all.push("bastion");
@@ -325,6 +326,7 @@ mod tests {
         let env = Environment {
             home: Some(PathBuf::from("/nonexistent-home")),
             user: Some("tester".into()),
+            cache_home: None,
         };
         for bad in [
             "",
@@ -408,6 +410,7 @@ mod tests {
         let env = Environment {
             home: Some(PathBuf::from("/nonexistent-home")),
             user: Some("tester".into()),
+            cache_home: None,
         };
         for (arg, key) in [
             ("Reconnect=maybe", "Reconnect"),

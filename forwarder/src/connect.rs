@@ -369,7 +369,14 @@ impl SshConnector {
         let (key_name, key_port) = hop.known_hosts_name();
         let known_types = known.known_key_types(key_name, key_port);
         let transport = config::prefer_known_host_key_types(spec.transport.clone(), &known_types);
-        let transport = kex_memory::prepare(transport, key_name, key_port, &known_types);
+        let guess_file = opts.kex_guess_file.clone();
+        let transport = kex_memory::prepare(
+            transport,
+            key_name,
+            key_port,
+            &known_types,
+            guess_file.as_deref(),
+        );
         // Certificates' validity is judged by this clock; the auth crate has none.
         let mut auth = userauth::auth_config(opts, hop.auth.identities.clone(), unix_now())
             .map_err(ConnectError::Permanent)?;
@@ -399,7 +406,12 @@ impl SshConnector {
         let watch = handle.clone();
         tokio::spawn(async move {
             if watch.authenticated().await.is_ok() {
-                kex_memory::remember(&name, port, watch.log().server_first_choices.as_ref());
+                let firsts = watch.log().server_first_choices;
+                // The file is small, but it is a file: off the runtime's threads.
+                let _ = tokio::task::spawn_blocking(move || {
+                    kex_memory::remember(&name, port, firsts.as_ref(), guess_file.as_deref());
+                })
+                .await;
             }
         });
         Ok((handle, driver))

@@ -1101,6 +1101,7 @@ mod tests {
         let env = crate::cli::Environment {
             home: Some(PathBuf::from("/home/tester")),
             user: Some("tester".into()),
+            cache_home: None,
         };
         let text = "[defaults]\nbastion = \"u@inner:2200\"\n\
             [[tunnel]]\nname = \"direct\"\nlocal = \"127.0.0.1:1\"\nremote = \"db:1\"\n\

@@ -1,59 +1,341 @@
 //! Each bastion's own first choices of key exchange and host key algorithm, remembered from
-//! its last KEXINIT for the life of the process, so that the next session to it (a
-//! reconnect, another session of a fleet, the next hop of a chain brought up again) can send
+//! its last KEXINIT, so that the next session to it (a reconnect, another session of a
+//! fleet, the next hop of a chain brought up again, the next run of the program) can send
 //! its first key exchange message as a guess and save a round trip (RFC 4253 section 7.1;
 //! [`ClientConfig::guess_first_kex`]).
 //!
 //! ```text
-//!  start_hop ──> prepare: server's first kex (if we allow it) first; its first host key
+//!  start_hop ──> prepare: this process's memory, else the KexGuessFile (read once);
+//!                server's first kex (if we allow it) first; its first host key
 //!                algorithm first if known_hosts holds that key type (or nothing yet);
 //!                guess only when both our firsts are now the server's
 //!  authenticated ──> remember(host key name, port, server's firsts)
+//!                    └─> the file rewritten (temporary file, then rename) only when
+//!                        they changed
 //! ```
 //!
 //! Only a server that authenticated us is remembered, so a host that fails host key
 //! verification cannot change our order. The server's first choice wins only among the
-//! algorithms our configuration allows anyway: the order changes, the set never does.
+//! algorithms our configuration allows anyway: the order changes, the set never does, so a
+//! file someone else wrote can cost a round trip and nothing more.
+//!
+//! The file ([`FirstsFile`]) names no host: each line is keyed by an HMAC-SHA256 of the host
+//! and port under a random salt kept in the file, as hashed known_hosts lines are, so it does
+//! not list the bastions a platform reaches. It is a cache: deleting it costs one round trip
+//! per bastion, and one that cannot be read or written is only mentioned at `-v`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex};
 
+use ring::hmac;
+use ring::rand::{SecureRandom as _, SystemRandom};
 use ssh_transport::ClientConfig;
 use ssh_transport::kex::KexAlgorithm;
+use tracing::debug;
 
-/// Bastions remembered at most; past it the memory starts again (a fleet's bastions are far
-/// fewer, and forgetting costs one round trip per session).
-const CAPACITY: usize = 4096;
+/// Bastions remembered at most, in memory and in the file; past it the memory starts again
+/// and the file forgets one entry (a fleet's bastions are far fewer, and forgetting costs one
+/// round trip per session).
+pub const CAPACITY: usize = 4096;
+
+/// The longest file read: [`CAPACITY`] lines of the longest names fit well inside. A longer
+/// one is not ours, and is set aside as if it were missing.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// The longest algorithm name kept (OpenSSH's longest is under 40 characters).
+const MAX_NAME: usize = 64;
 
 /// A bastion's first choices: key exchange name, host key algorithm name.
-type Firsts = (String, String);
+pub type Firsts = (String, String);
 
-static MEMORY: LazyLock<Mutex<HashMap<(String, u16), Firsts>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// The first line of the file.
+const HEADER: &str = "# forwarder: each bastion's first key exchange and host key algorithms, \
+     for guessing the key exchange; safe to delete";
 
-/// Remembers what `host`/`port` (its known_hosts name) chose first.
-pub fn remember(host: &str, port: u16, firsts: Option<&Firsts>) {
+#[derive(Default)]
+struct Memory {
+    /// What this process saw, by known_hosts name and port.
+    seen: HashMap<(String, u16), Firsts>,
+    /// Each KexGuessFile as read once (or `None` when it was missing or unusable), then as
+    /// this process wrote it.
+    files: HashMap<PathBuf, Option<FirstsFile>>,
+}
+
+static MEMORY: LazyLock<Mutex<Memory>> = LazyLock::new(|| Mutex::new(Memory::default()));
+
+fn memory() -> std::sync::MutexGuard<'static, Memory> {
+    MEMORY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Remembers what `host`/`port` (its known_hosts name) chose first, and writes it to `file`
+/// when that changed what the file holds. Blocking (file I/O): call it off the runtime's
+/// worker threads.
+pub fn remember(host: &str, port: u16, firsts: Option<&Firsts>, file: Option<&Path>) {
     let Some(firsts) = firsts else { return };
-    let mut memory = MEMORY.lock().unwrap_or_else(|p| p.into_inner());
-    if memory.len() >= CAPACITY && !memory.contains_key(&(host.to_owned(), port)) {
-        memory.clear();
+    let key = (host.to_owned(), port);
+    {
+        let mut memory = memory();
+        if memory.seen.len() >= CAPACITY && !memory.seen.contains_key(&key) {
+            memory.seen.clear();
+        }
+        memory.seen.insert(key, firsts.clone());
     }
-    memory.insert((host.to_owned(), port), firsts.clone());
+    let Some(path) = file else { return };
+    let known = memory()
+        .files
+        .get(path)
+        .and_then(|f| f.as_ref().and_then(|f| f.get(host, port).cloned()));
+    if known.as_ref() == Some(firsts) {
+        return;
+    }
+    // Read again before writing, so that what other processes wrote since is kept.
+    let mut on_disk = read_file(path).unwrap_or_default();
+    on_disk.set(host, port, firsts.clone());
+    match write_file(path, &on_disk) {
+        Ok(()) => debug!(file = %path.display(), "kex guess file updated"),
+        Err(e) => debug!(file = %path.display(), error = %e, "kex guess file not written"),
+    }
+    memory().files.insert(path.to_owned(), Some(on_disk));
 }
 
 /// `cfg` for a session to `host`/`port`, reordered to guess its first key exchange message
-/// when this process has seen the server before. `known_types` are the host key types
-/// known_hosts holds for it.
-pub fn prepare(cfg: ClientConfig, host: &str, port: u16, known_types: &[String]) -> ClientConfig {
-    let firsts = MEMORY
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&(host.to_owned(), port))
-        .cloned();
+/// when this process has seen the server before, or `file` remembers it. `known_types` are
+/// the host key types known_hosts holds for it.
+pub fn prepare(
+    cfg: ClientConfig,
+    host: &str,
+    port: u16,
+    known_types: &[String],
+    file: Option<&Path>,
+) -> ClientConfig {
+    let firsts = {
+        let mut memory = memory();
+        match memory.seen.get(&(host.to_owned(), port)) {
+            Some(f) => Some(f.clone()),
+            None => file.and_then(|path| {
+                memory
+                    .files
+                    .entry(path.to_owned())
+                    .or_insert_with(|| read_file(path))
+                    .as_ref()
+                    .and_then(|f| f.get(host, port).cloned())
+            }),
+        }
+    };
     match firsts {
         Some(firsts) => prepare_with(cfg, &firsts, known_types),
         None => cfg,
     }
+}
+
+/// The file at `path`, or `None` when it is missing, too long or unusable (each said at
+/// `-v`).
+fn read_file(path: &Path) -> Option<FirstsFile> {
+    let mut text = String::new();
+    let read = std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text));
+    match read {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            debug!(file = %path.display(), error = %e, "kex guess file not read");
+            None
+        }
+        Ok(n) if n as u64 > MAX_FILE_BYTES => {
+            debug!(file = %path.display(), "kex guess file longer than 1 MiB, not used");
+            None
+        }
+        Ok(_) => {
+            let (file, skipped) = FirstsFile::parse(&text);
+            if skipped > 0 || file.is_none() {
+                debug!(
+                    file = %path.display(),
+                    skipped_lines = skipped,
+                    usable = file.is_some(),
+                    "kex guess file has lines that are not ours"
+                );
+            }
+            file
+        }
+    }
+}
+
+/// Writes `file` at `path` as a whole: a new file beside it (owner-only), then renamed over
+/// it, so that a reader never sees half of it.
+fn write_file(path: &Path, file: &FirstsFile) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "kex_firsts".into(), |n| n.to_string_lossy().into_owned());
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(file.render().as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The KexGuessFile's contents: a salt, and each bastion's first choices under the
+/// HMAC-SHA256 of its name and port.
+///
+/// ```text
+/// # forwarder: ...              comments and blank lines are skipped
+/// salt <32 hex digits>          16 random bytes, the HMAC key
+/// <64 hex digits> <kex> <host key algorithm>
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirstsFile {
+    salt: [u8; 16],
+    entries: BTreeMap<[u8; 32], Firsts>,
+}
+
+impl FirstsFile {
+    /// An empty file with a fresh random salt.
+    pub fn new() -> Self {
+        let mut salt = [0; 16];
+        // The salt only hides host names; should the system's generator fail, a fixed salt
+        // still works as a key.
+        let _ = SystemRandom::new().fill(&mut salt);
+        Self::with_salt(salt)
+    }
+
+    /// An empty file with this salt.
+    pub fn with_salt(salt: [u8; 16]) -> Self {
+        Self {
+            salt,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// Reads `text`: the file, or `None` when it has no valid salt line (then it is not
+    /// ours), and how many lines were skipped as not ours. Lines past [`CAPACITY`] entries
+    /// are skipped too.
+    pub fn parse(text: &str) -> (Option<Self>, usize) {
+        let mut salt = None;
+        let mut entries = BTreeMap::new();
+        let mut skipped = 0;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let fields: Vec<&str> = line.split_ascii_whitespace().take(4).collect();
+            match fields.as_slice() {
+                ["salt", s] if salt.is_none() => match unhex::<16>(s) {
+                    Some(s) => salt = Some(s),
+                    None => skipped += 1,
+                },
+                [key, kex, host_key] if entries.len() < CAPACITY => {
+                    match (unhex::<32>(key), is_name(kex), is_name(host_key)) {
+                        (Some(key), true, true) => {
+                            entries.insert(key, ((*kex).to_owned(), (*host_key).to_owned()));
+                        }
+                        _ => skipped += 1,
+                    }
+                }
+                _ => skipped += 1,
+            }
+        }
+        (salt.map(|salt| Self { salt, entries }), skipped)
+    }
+
+    /// The file's text, which [`FirstsFile::parse`] reads back as it is.
+    pub fn render(&self) -> String {
+        let mut out = format!("{HEADER}\nsalt {}\n", hex(&self.salt));
+        for (key, (kex, host_key)) in &self.entries {
+            out.push_str(&format!("{} {kex} {host_key}\n", hex(key)));
+        }
+        out
+    }
+
+    /// What `host`/`port` chose first, if the file remembers it.
+    pub fn get(&self, host: &str, port: u16) -> Option<&Firsts> {
+        self.entries.get(&self.key(host, port))
+    }
+
+    /// Remembers `firsts` for `host`/`port`. Names that could not be read back (spaces,
+    /// control characters, over 64 bytes) are not kept. At [`CAPACITY`] one other entry is
+    /// forgotten: the first by key, which the HMAC makes an arbitrary one.
+    pub fn set(&mut self, host: &str, port: u16, firsts: Firsts) {
+        if !is_name(&firsts.0) || !is_name(&firsts.1) {
+            return;
+        }
+        let key = self.key(host, port);
+        if self.entries.len() >= CAPACITY && !self.entries.contains_key(&key) {
+            self.entries.pop_first();
+        }
+        self.entries.insert(key, firsts);
+    }
+
+    /// How many bastions the file remembers.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the file remembers none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn key(&self, host: &str, port: u16) -> [u8; 32] {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.salt);
+        let mut ctx = hmac::Context::with_key(&key);
+        ctx.update(host.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(&port.to_be_bytes());
+        let tag = ctx.sign();
+        let mut out = [0; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+}
+
+impl Default for FirstsFile {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// An algorithm name as the file can hold it: printable ASCII without spaces, 1 to 64 bytes.
+fn is_name(s: &str) -> bool {
+    (1..=MAX_NAME).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0; N];
+    for (i, pair) in s.as_bytes().chunks_exact(2).enumerate() {
+        let digit = |b: u8| match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        };
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
 }
 
 fn prepare_with(mut cfg: ClientConfig, firsts: &Firsts, known_types: &[String]) -> ClientConfig {
@@ -157,11 +439,197 @@ mod tests {
             "memory-test.example",
             2222,
             Some(&firsts("curve25519-sha256", "ssh-ed25519")),
+            None,
         );
-        let cfg = prepare(ClientConfig::default(), "memory-test.example", 2222, &[]);
+        let cfg = prepare(
+            ClientConfig::default(),
+            "memory-test.example",
+            2222,
+            &[],
+            None,
+        );
         assert!(cfg.guess_first_kex);
         assert_eq!(names(&cfg), ("curve25519-sha256", "ssh-ed25519"));
-        let other = prepare(ClientConfig::default(), "memory-test.example", 22, &[]);
+        let other = prepare(
+            ClientConfig::default(),
+            "memory-test.example",
+            22,
+            &[],
+            None,
+        );
         assert!(!other.guess_first_kex);
+    }
+
+    #[test]
+    fn the_file_one_process_writes_lets_the_next_one_guess() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("cache/forwarder/kex_firsts");
+        let sntrup = firsts("sntrup761x25519-sha512@openssh.com", "rsa-sha2-512");
+        remember("file-test.example", 2200, Some(&sntrup), Some(&path));
+
+        let text = std::fs::read_to_string(&path).expect("the file was written");
+        assert!(
+            !text.contains("file-test.example"),
+            "the file names no host:\n{text}"
+        );
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "owner-only");
+        let parent = path.parent().expect("directory");
+        let dir_mode = std::fs::metadata(parent)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+
+        // The next process: nothing in its memory for this host, only the file.
+        let (read, skipped) = FirstsFile::parse(&text);
+        let read = read.expect("our own file is usable");
+        assert_eq!((read.len(), skipped), (1, 0));
+        assert_eq!(read.get("file-test.example", 2200), Some(&sntrup));
+        assert_eq!(read.get("file-test.example", 22), None);
+        assert_eq!(read.get("other.example", 2200), None);
+        memory()
+            .seen
+            .remove(&("file-test.example".to_owned(), 2200));
+        memory().files.remove(&path);
+        let cfg = prepare(
+            ClientConfig::default(),
+            "file-test.example",
+            2200,
+            &[],
+            Some(&path),
+        );
+        assert!(cfg.guess_first_kex, "guessed from the file alone");
+        assert_eq!(
+            names(&cfg),
+            ("sntrup761x25519-sha512@openssh.com", "rsa-sha2-512")
+        );
+
+        // The same choices again leave the file alone; new ones replace it whole, and keep
+        // what another process added in between.
+        let inode = std::fs::metadata(&path).expect("metadata").ino();
+        remember("file-test.example", 2200, Some(&sntrup), Some(&path));
+        assert_eq!(std::fs::metadata(&path).expect("metadata").ino(), inode);
+        let mut other = read.clone();
+        other.set(
+            "other-process.example",
+            22,
+            firsts("curve25519-sha256", "ssh-ed25519"),
+        );
+        write_file(&path, &other).expect("another process writes");
+        let curve = firsts("curve25519-sha256", "rsa-sha2-512");
+        remember("file-test.example", 2200, Some(&curve), Some(&path));
+        let text = std::fs::read_to_string(&path).expect("rewritten");
+        let read = FirstsFile::parse(&text).0.expect("usable");
+        assert_eq!(read.get("file-test.example", 2200), Some(&curve));
+        assert!(read.get("other-process.example", 22).is_some());
+        let leftovers: Vec<_> = std::fs::read_dir(parent)
+            .expect("directory")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .filter(|n| n != "kex_firsts")
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_ours_is_set_aside_and_never_stops_a_session() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("kex_firsts");
+        std::fs::write(&path, "not a salt\n\u{0}\u{ff}garbage\n").expect("write");
+        let cfg = prepare(
+            ClientConfig::default(),
+            "garbage-test.example",
+            22,
+            &[],
+            Some(&path),
+        );
+        assert!(!cfg.guess_first_kex);
+        assert_eq!(
+            cfg.kex_algorithms,
+            ClientConfig::default().kex_algorithms,
+            "the order is untouched"
+        );
+        // Remembering replaces it with a usable one.
+        let curve = firsts("curve25519-sha256", "ssh-ed25519");
+        remember("garbage-test.example", 22, Some(&curve), Some(&path));
+        let text = std::fs::read_to_string(&path).expect("rewritten");
+        let (read, skipped) = FirstsFile::parse(&text);
+        assert_eq!(skipped, 0);
+        assert_eq!(
+            read.expect("usable").get("garbage-test.example", 22),
+            Some(&curve)
+        );
+
+        // A directory where the file should be: nothing written, nothing fails.
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir(&blocked).expect("mkdir");
+        remember("blocked-test.example", 22, Some(&curve), Some(&blocked));
+        assert!(blocked.is_dir());
+        let cfg = prepare(
+            ClientConfig::default(),
+            "blocked-test2.example",
+            22,
+            &[],
+            Some(&blocked),
+        );
+        assert!(!cfg.guess_first_kex);
+    }
+
+    #[test]
+    fn parse_skips_what_is_not_ours_and_round_trips_what_is() {
+        let mut file = FirstsFile::with_salt([7; 16]);
+        file.set("a.example", 22, firsts("curve25519-sha256", "ssh-ed25519"));
+        file.set(
+            "b.example",
+            2222,
+            firsts("mlkem768x25519-sha256", "rsa-sha2-512"),
+        );
+        // Names that could not be read back are not kept.
+        file.set("c.example", 22, firsts("has space", "ssh-ed25519"));
+        file.set("d.example", 22, firsts(&"x".repeat(65), "ssh-ed25519"));
+        assert_eq!(file.len(), 2);
+        let text = file.render();
+        assert_eq!(FirstsFile::parse(&text), (Some(file.clone()), 0));
+
+        let key = text
+            .lines()
+            .nth(2)
+            .expect("an entry")
+            .split(' ')
+            .next()
+            .expect("key");
+        let messy = format!(
+            "{text}\n  # a comment\nsalt {}\n{key} only-two\n{} k h\nZZ k h\n{key} k h extra\n",
+            "0".repeat(32),
+            "0".repeat(63)
+        );
+        let (read, skipped) = FirstsFile::parse(&messy);
+        assert_eq!(skipped, 5, "the second salt and four bad entries");
+        assert_eq!(read, Some(file));
+        assert_eq!(FirstsFile::parse("k h x\n").0, None, "no salt: not ours");
+    }
+
+    #[test]
+    fn the_file_holds_at_most_its_capacity() {
+        let mut file = FirstsFile::with_salt([1; 16]);
+        for port in 0..=u16::try_from(CAPACITY).expect("fits") {
+            file.set(
+                "many.example",
+                port,
+                firsts("curve25519-sha256", "ssh-ed25519"),
+            );
+        }
+        assert_eq!(file.len(), CAPACITY);
+        let text = file.render();
+        assert!(text.len() as u64 <= MAX_FILE_BYTES);
+        let mut longer = text.clone();
+        longer.push_str(&format!("{} k h\n", "ab".repeat(32)));
+        let (read, skipped) = FirstsFile::parse(&longer);
+        assert_eq!((read.map(|f| f.len()), skipped), (Some(CAPACITY), 1));
     }
 }

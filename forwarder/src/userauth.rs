@@ -683,6 +683,7 @@ mod tests {
         let env = Environment {
             home: Some(PathBuf::from("/nonexistent-home")),
             user: Some("tester".into()),
+            cache_home: None,
         };
         match parse_args_with_env(args.iter().copied(), &env) {
             Ok(Command::Run(o)) => o,

@@ -26,6 +26,7 @@ pub fn run(data: &[u8]) {
     let env = Environment {
         home: Some(PathBuf::from("/home/fuzz")),
         user: Some("fuzz".into()),
+        cache_home: None,
     };
     let Ok(Command::Run(options)) = parse_args_with_env(args.clone(), &env) else {
         return;
@@ -43,7 +44,10 @@ pub fn run(data: &[u8]) {
             tunnel.session.transport,
             &["ssh-rsa".to_owned()],
         );
-        assert!(!tunnel.session_wait_timeout.is_zero(), "no wait for a session");
+        assert!(
+            !tunnel.session_wait_timeout.is_zero(),
+            "no wait for a session"
+        );
         assert!(!tunnel.session.reconnect.max.is_zero(), "no backoff cap");
         assert!(!cfg.ciphers.is_empty(), "no cipher");
         assert!(!cfg.kex_algorithms.is_empty(), "no key exchange");

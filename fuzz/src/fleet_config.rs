@@ -17,6 +17,7 @@ pub fn run(data: &[u8]) {
     let env = Environment {
         home: Some(PathBuf::from("/home/fuzz")),
         user: Some("fuzz".into()),
+        cache_home: None,
     };
     let readable = |_: &Path| Ok(());
     let first = parse("fuzz.toml", text, &env, &readable);
@@ -44,15 +45,25 @@ pub fn run(data: &[u8]) {
         }
         Err(e) => {
             let shown = e.to_string();
-            assert!(shown.starts_with("fuzz.toml"), "an error that does not name the file: {shown}");
+            assert!(
+                shown.starts_with("fuzz.toml"),
+                "an error that does not name the file: {shown}"
+            );
             if let Some(line) = e.line {
-                assert!(line >= 1 && line <= text.lines().count().max(1) + 1, "line {line} is outside the file");
+                assert!(
+                    line >= 1 && line <= text.lines().count().max(1) + 1,
+                    "line {line} is outside the file"
+                );
             }
         }
     }
     // Parsing is a pure function of the text and the environment.
     let again = parse("fuzz.toml", text, &env, &readable);
-    assert_eq!(first.is_ok(), again.is_ok(), "the same file parsed differently");
+    assert_eq!(
+        first.is_ok(),
+        again.is_ok(),
+        "the same file parsed differently"
+    );
 }
 
 #[cfg(test)]
@@ -61,7 +72,10 @@ mod tests {
 
     #[test]
     fn every_seed_runs() {
-        for s in crate::seeds::all().iter().filter(|s| s.target == "fleet_config") {
+        for s in crate::seeds::all()
+            .iter()
+            .filter(|s| s.target == "fleet_config")
+        {
             run(&s.data);
         }
     }
@@ -71,6 +85,7 @@ mod tests {
         let env = Environment {
             home: Some(PathBuf::from("/home/fuzz")),
             user: Some("fuzz".into()),
+            cache_home: None,
         };
         let ok = crate::seeds::all()
             .iter()

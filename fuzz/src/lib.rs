@@ -24,6 +24,7 @@ pub mod connection_messages;
 pub mod fixtures;
 pub mod fleet_config;
 pub mod input;
+pub mod kex_guess_file;
 pub mod kex_replies;
 pub mod known_hosts;
 pub mod probe_replies;
@@ -52,4 +53,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("probe_replies", probe_replies::run),
     ("fleet_config", fleet_config::run),
     ("ssh_config", ssh_config::run),
+    ("kex_guess_file", kex_guess_file::run),
 ];

@@ -92,6 +92,9 @@ pub fn all() -> Vec<Seed> {
     for (name, data) in fleet_files() {
         add("fleet_config", &name, data);
     }
+    for (name, data) in crate::kex_guess_file::seeds() {
+        add("kex_guess_file", &name, data);
+    }
     out
 }
 

@@ -31,6 +31,7 @@ pub fn run(data: &[u8]) {
     let env = Environment {
         home: Some(PathBuf::from("/home/fuzz")),
         user: Some("fuzz".into()),
+        cache_home: None,
     };
     let result = parse_args_with_config_text(args.clone(), &env, text);
     // Parsing is a pure function of the text, the arguments and the environment.

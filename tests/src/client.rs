@@ -357,6 +357,11 @@ impl TunnelBuilder {
         };
         cmd.args(self.args()).stdout(Stdio::null()).stderr(log);
         cmd.env_remove("SSH_AUTH_SOCK");
+        if self.kind == ClientKind::Forwarder {
+            // Its own cache directory (the KexGuessFile), never the user's: a lab run starts
+            // without remembered key exchange choices, as before any run.
+            cmd.env("XDG_CACHE_HOME", dir.path());
+        }
         for (key, value) in &self.env {
             cmd.env(key, value);
         }

@@ -94,7 +94,9 @@ impl Fleet {
         let out = fs::File::create(&log).expect("fleet log file");
         let err = out.try_clone().expect("fleet log file");
         let mut cmd = Command::new(forwarder_binary());
-        cmd.arg("serve")
+        // Its own cache directory (the KexGuessFile), never the user's.
+        cmd.env("XDG_CACHE_HOME", dir.path())
+            .arg("serve")
             .arg("--config")
             .arg(&config)
             .args(args)

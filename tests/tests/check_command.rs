@@ -52,8 +52,12 @@ impl Run {
 }
 
 fn check(args: &[String]) -> Run {
+    // Its own cache directory (the KexGuessFile), never the user's.
+    let cache = tempfile::tempdir().expect("temp dir");
     let mut cmd = Command::new(forwarder_binary());
-    cmd.arg("check").args(args);
+    cmd.arg("check")
+        .args(args)
+        .env("XDG_CACHE_HOME", cache.path());
     let out = run_bounded(&mut cmd, CHECK_LIMIT, "forwarder check");
     Run {
         code: out.status.code().unwrap_or(-1),

@@ -275,3 +275,51 @@ fn interop_asyncssh_wrong_host_key_is_refused_with_255() {
     );
     assert_eq!(echo.connections(), 0);
 }
+
+#[test]
+fn interop_asyncssh_takes_the_key_exchange_guessed_from_the_last_run() {
+    // The second process reads the first one's KexGuessFile, sends its first key exchange
+    // message as a guess of AsyncSSH's own first choices, and AsyncSSH takes it.
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let server = AsyncSsh::start(&key);
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = format!("KexGuessFile={}", dir.path().join("kex_firsts").display());
+    let mut guesses = Vec::new();
+    for seed in [3, 4] {
+        let mut tunnel = forwarder(&server, &key)
+            .option(&file)
+            .forward_to(echo.port())
+            .start();
+        let sent = Pattern::get().bytes_at(seed * 7919, 64 * 1024);
+        let back = echo_round_trip(tunnel.local_port(), &sent)
+            .unwrap_or_else(|e| panic!("echo failed: {e}\n{}", diagnose(&tunnel, &server)));
+        assert!(back == sent, "not the same bytes back");
+        let log = tunnel.wait_for_log("key exchange complete", WAIT);
+        guesses.extend(
+            log.lines()
+                .filter(|l| l.contains("key exchange complete"))
+                .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("guess=")))
+                .map(str::to_owned),
+        );
+        tunnel.terminate(Duration::from_secs(5));
+        // The first run writes the file once AsyncSSH has let it in.
+        let deadline = std::time::Instant::now() + WAIT;
+        while !dir.path().join("kex_firsts").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no KexGuessFile written"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert_eq!(
+        guesses,
+        ["None", "Some(true)"],
+        "against AsyncSSH {}:\n{}",
+        asyncssh_version(),
+        server.log_tail(40)
+    );
+    assert_eq!(server.log().matches(AUTH_SUCCEEDED).count(), 2);
+    assert!(!server.log().contains("failed"), "{}", server.log_tail(40));
+}

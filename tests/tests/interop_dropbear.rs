@@ -417,7 +417,8 @@ fn interop_dropbear_dash_w_stdio_forward() {
         ))
         .args(["-o", "BatchMode=yes", "-p", &dropbear.port().to_string()])
         .arg(dropbear.destination())
-        .env_remove("SSH_AUTH_SOCK");
+        .env_remove("SSH_AUTH_SOCK")
+        .env("XDG_CACHE_HOME", dir.path());
     let out = run_ok(&mut cmd, WAIT, "forwarder -W");
     assert_eq!(
         out.stdout.len(),
@@ -481,4 +482,47 @@ fn interop_dropbear_restarted_the_forwarder_reconnects_on_the_same_port() {
         diagnose(&tunnel, &dropbear)
     );
     assert_eq!(logins(&dropbear), 2, "a second login after the restart");
+}
+
+#[test]
+fn interop_dropbear_takes_the_key_exchange_guessed_from_the_last_run() {
+    // The second process reads the first one's KexGuessFile, sends its first key exchange
+    // message as a guess of Dropbear's own first choices, and Dropbear takes it.
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let dropbear = Dropbear::start(&key);
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("kex_firsts");
+    let mut guesses = Vec::new();
+    for seed in [70, 71] {
+        let mut tunnel = forwarder(&dropbear, &key)
+            .option(&format!("KexGuessFile={}", path.display()))
+            .forward_to(echo.port())
+            .start();
+        assert_echo(&tunnel, &dropbear, seed, 64 * 1024);
+        let log = tunnel.wait_for_log("key exchange complete", WAIT);
+        guesses.extend(
+            log.lines()
+                .filter(|l| l.contains("key exchange complete"))
+                .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("guess=")))
+                .map(str::to_owned),
+        );
+        tunnel.terminate(Duration::from_secs(5));
+        // The first run writes the file once Dropbear has let it in.
+        let deadline = std::time::Instant::now() + WAIT;
+        while !path.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no KexGuessFile written"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert_eq!(
+        guesses,
+        ["None", "Some(true)"],
+        "against Dropbear {}:\n{}",
+        dropbear_version(),
+        fs::read_to_string(&path).unwrap_or_default()
+    );
 }

@@ -96,6 +96,7 @@ fn three_hops_with_dash_j_carry_data_byte_for_byte() {
     let local = free_port();
     let log_path = dir.path().join("forwarder.log");
     let mut child = Command::new(forwarder_binary())
+        .env("XDG_CACHE_HOME", dir.path())
         .args(["-N", "-J", &format!("{},{}", hop(&a), hop(&b))])
         .args(["-i", &key.private_key_path().display().to_string()])
         .args(["-o", &format!("UserKnownHostsFile={}", kh.display())])
@@ -237,7 +238,8 @@ fn dash_w_forwards_stdin_and_stdout_to_an_echo_server() {
     let dir = temp_dir();
     let log_path = dir.path().join("forwarder.log");
     let mut cmd = Command::new(forwarder_binary());
-    cmd.args(["-W", &format!("127.0.0.1:{}", echo.port())])
+    cmd.env("XDG_CACHE_HOME", dir.path())
+        .args(["-W", &format!("127.0.0.1:{}", echo.port())])
         .args(["-i", &key.private_key_path().display().to_string()])
         .args([
             "-o",
@@ -294,6 +296,7 @@ fn dash_w_through_a_jump_host_is_a_proxy_command_for_ssh() {
     .arg(format!("{}@127.0.0.1", target.user()))
     .args(["echo", "through-the-jump"])
     .env_remove("SSH_AUTH_SOCK")
+    .env("XDG_CACHE_HOME", dir.path())
     .stderr(Stdio::piped());
     let (status, out) = run_with_input(cmd, Vec::new());
     assert!(

@@ -99,3 +99,51 @@ fn a_guess_from_an_algorithm_the_bastion_no_longer_prefers_is_skipped_and_still_
     assert_eq!(guesses(&log), ["None", "Some(false)"], "log:\n{log}");
     tunnel.terminate(Duration::from_secs(5));
 }
+
+#[test]
+fn a_new_process_guesses_from_the_file_the_last_one_wrote() {
+    // A `forwarder -W` under ssh's ProxyCommand, or a tunnel started again, is a new process:
+    // its first session guesses from the KexGuessFile the last run wrote.
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("kex_firsts");
+    let run = |setting: &str, seed: u64| {
+        let mut tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+            .verbose()
+            .option(&format!("KexGuessFile={setting}"))
+            .forward_to(echo.port())
+            .start();
+        assert_echo(&tunnel, seed);
+        tunnel.wait_for_log(COMPLETE, Duration::from_secs(10));
+        let log = tunnel.log();
+        tunnel.terminate(Duration::from_secs(5));
+        guesses(&log)
+    };
+
+    assert_eq!(
+        run(&file.display().to_string(), 20),
+        ["None"],
+        "nothing known yet"
+    );
+    // The choices are written once the server has let us in, a moment after the echo.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !file.exists() {
+        assert!(std::time::Instant::now() < deadline, "no file written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&file).expect("read the file");
+    assert!(
+        !text.contains("127.0.0.1"),
+        "the file names no host:\n{text}"
+    );
+    assert!(text.contains("sntrup761x25519-sha512"), "{text}");
+
+    assert_eq!(
+        run(&file.display().to_string(), 21),
+        ["Some(true)"],
+        "the next process guesses from the file, and sshd takes it"
+    );
+    assert_eq!(run("none", 22), ["None"], "KexGuessFile=none reads no file");
+}

@@ -19,7 +19,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
      PreferredAuthentications, TCPKeepAlive, ProxyJump, HostKeyAlias, IgnoreUnknown, \
      and forwarder's own PasswordFile, PasswordEnv, PassphraseFile, PassphraseEnv, Reconnect, \
-     ReconnectBackoffMax and SessionWaitTimeout";
+     ReconnectBackoffMax, SessionWaitTimeout and KexGuessFile";
 
 /// ssh_config keywords OpenSSH knows that forwarder does not implement (lowercase), so that an
 /// unsupported key gets a different message from a misspelt one.
@@ -354,6 +354,10 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
         "passwordenv" => {
             let v = env_var_name(key, one(key, &args)?)?;
             set_first(&mut p.password_env, v);
+        }
+        "kexguessfile" => {
+            let v = one(key, &args)?;
+            set_first(&mut p.kex_guess_file, v.to_owned());
         }
         "passphraseenv" => {
             let v = env_var_name(key, one(key, &args)?)?;

@@ -15,6 +15,9 @@ pub struct Environment {
     pub home: Option<PathBuf>,
     /// The local user name: the default remote user and `%u`.
     pub user: Option<String>,
+    /// `$XDG_CACHE_HOME` when set to an absolute path: where the default KexGuessFile lives
+    /// (else `~/.cache`).
+    pub cache_home: Option<PathBuf>,
 }
 
 impl Environment {
@@ -32,7 +35,14 @@ impl Environment {
             user = user.or(Some(name));
             home = home.or(Some(dir));
         }
-        Self { home, user }
+        let cache_home = var("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute());
+        Self {
+            home,
+            user,
+            cache_home,
+        }
     }
 }
 
@@ -155,6 +165,16 @@ pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError>
         .as_deref()
         .map(|f| tokens.expand_path(f))
         .transpose()?;
+    let kex_guess_file = match p.kex_guess_file.as_deref() {
+        Some(v) if v.eq_ignore_ascii_case("none") => None,
+        Some(v) => Some(tokens.expand_path(v)?),
+        // A cache: without a place for it, the choices stay in memory.
+        None => env
+            .cache_home
+            .clone()
+            .or_else(|| env.home.as_ref().map(|h| h.join(".cache")))
+            .map(|dir| dir.join("forwarder").join("kex_firsts")),
+    };
     Ok(Options {
         destination_host,
         original_host,
@@ -211,6 +231,7 @@ pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError>
         password_env: p.password_env,
         passphrase_file,
         passphrase_env: p.passphrase_env,
+        kex_guess_file,
         warnings: p.warnings,
         notes: p.notes,
     })

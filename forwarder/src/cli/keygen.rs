@@ -195,6 +195,7 @@ mod tests {
         Environment {
             home: Some("/home/u".into()),
             user: Some("u".into()),
+            cache_home: None,
         }
     }
 

@@ -410,6 +410,7 @@ mod tests {
         Environment {
             home: Some(home.to_owned()),
             user: Some("tester".into()),
+            cache_home: None,
         }
     }
 

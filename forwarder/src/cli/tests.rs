@@ -9,6 +9,7 @@ fn env() -> Environment {
     Environment {
         home: Some(PathBuf::from("/home/tester")),
         user: Some("tester".into()),
+        cache_home: None,
     }
 }
 
@@ -121,6 +122,7 @@ fn missing_user_and_home_are_explained() {
     let no_user = Environment {
         home: Some("/h".into()),
         user: None,
+        cache_home: None,
     };
     let e = parse_args_with_env(["host"], &no_user);
     assert_eq!(e, Err(CliError::NoUser));
@@ -138,6 +140,7 @@ fn missing_user_and_home_are_explained() {
     let no_home = Environment {
         home: None,
         user: Some("me".into()),
+        cache_home: None,
     };
     let e = parse_args_with_env(["host"], &no_home);
     assert_eq!(
@@ -149,6 +152,47 @@ fn missing_user_and_home_are_explained() {
         &no_home,
     );
     assert!(matches!(ok, Ok(Command::Run(_))), "{ok:?}");
+}
+
+#[test]
+fn the_kex_guess_file_is_a_cache_under_the_home_or_xdg_cache_home_unless_none() {
+    assert_eq!(
+        run(&["host"]).kex_guess_file,
+        Some(PathBuf::from("/home/tester/.cache/forwarder/kex_firsts"))
+    );
+    let xdg = Environment {
+        cache_home: Some(PathBuf::from("/var/cache/me")),
+        ..env()
+    };
+    match parse_args_with_env(["host"], &xdg) {
+        Ok(Command::Run(o)) => assert_eq!(
+            o.kex_guess_file,
+            Some(PathBuf::from("/var/cache/me/forwarder/kex_firsts"))
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        run(&["-o", "KexGuessFile=~/kex", "host"]).kex_guess_file,
+        Some(PathBuf::from("/home/tester/kex"))
+    );
+    assert_eq!(
+        run(&["-o", "KexGuessFile none", "host"]).kex_guess_file,
+        None
+    );
+    // No home and no cache directory: the choices stay in memory, the run goes on.
+    let no_home = Environment {
+        home: None,
+        user: Some("me".into()),
+        cache_home: None,
+    };
+    match parse_args_with_env(
+        ["-i", "/k", "-o", "UserKnownHostsFile=/kh", "host"],
+        &no_home,
+    ) {
+        Ok(Command::Run(o)) => assert_eq!(o.kex_guess_file, None),
+        other => panic!("{other:?}"),
+    }
+    assert!(err(&["-o", "KexGuessFile", "host"]).contains("KexGuessFile"));
 }
 
 #[test]

@@ -4,6 +4,7 @@ fn env() -> Environment {
     Environment {
         home: Some(PathBuf::from("/home/tester")),
         user: Some("tester".into()),
+        cache_home: None,
     }
 }
 
