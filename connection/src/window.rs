@@ -112,6 +112,9 @@ pub struct ReceiveWindow {
     epoch_start: Option<Instant>,
     /// Bytes consumed since `epoch_start`; a whole window of them ends the epoch.
     epoch_consumed: u32,
+    /// Bytes of a grown window still to give back: consumed bytes that will not be
+    /// credited, because the reader fell behind (see [`WindowGrowth`]).
+    shrink: u32,
 }
 
 impl ReceiveWindow {
@@ -125,6 +128,7 @@ impl ReceiveWindow {
             base: max,
             epoch_start: None,
             epoch_consumed: 0,
+            shrink: 0,
         }
     }
 
@@ -141,6 +145,7 @@ impl ReceiveWindow {
             base: max,
             epoch_start: None,
             epoch_consumed: 0,
+            shrink: 0,
         }
     }
 
@@ -176,9 +181,9 @@ impl ReceiveWindow {
         self.credit(n)
     }
 
-    /// Like [`consume`](Self::consume), and grows the window as [`WindowGrowth`] says;
-    /// `buffered` is how much received data still waits for the local reader. Returns the
-    /// credit plus the growth, to be sent in one WINDOW_ADJUST.
+    /// Like [`consume`](Self::consume), and grows or shrinks the window as
+    /// [`WindowGrowth`] says; `buffered` is how much received data still waits for the
+    /// local reader. Returns the credit plus the growth, to be sent in one WINDOW_ADJUST.
     pub fn consume_and_grow(
         &mut self,
         n: usize,
@@ -186,6 +191,7 @@ impl ReceiveWindow {
         growth: &mut WindowGrowth,
     ) -> Option<u32> {
         let n = self.clamp(n);
+        let n = self.shrink_by(n, buffered, growth);
         let credit = self.credit(n);
         match self.grow(n, buffered, growth) {
             0 => credit,
@@ -219,6 +225,24 @@ impl ReceiveWindow {
         Some(add)
     }
 
+    /// A grown window whose reader fell behind (more than half of it waits unread) is
+    /// halved, down to the base at most: of the `n` bytes just consumed, as many as are
+    /// still to be given back are not credited, and the session's budget gets them back.
+    /// Returns the bytes left to credit.
+    fn shrink_by(&mut self, n: u32, buffered: usize, growth: &mut WindowGrowth) -> u32 {
+        let behind = buffered > usize::try_from(self.max / 2).unwrap_or(usize::MAX);
+        if self.shrink == 0 && self.max > self.base && behind {
+            self.shrink = self.extra().min(self.max / 2);
+            self.epoch_start = None;
+            self.epoch_consumed = 0;
+        }
+        let absorbed = self.shrink.min(n);
+        self.shrink -= absorbed;
+        self.max -= absorbed;
+        growth.release(absorbed);
+        n - absorbed
+    }
+
     /// Counts `n` consumed bytes towards the current epoch; when it holds a whole window,
     /// decides whether to grow and starts the next one. Returns the bytes granted on top.
     fn grow(&mut self, n: u32, buffered: usize, growth: &mut WindowGrowth) -> u32 {
@@ -235,6 +259,9 @@ impl ReceiveWindow {
         let Some(rtt) = growth.rtt else {
             return 0;
         };
+        if self.shrink > 0 {
+            return 0;
+        }
         let window_limited =
             now.saturating_duration_since(start) <= rtt.saturating_mul(GROW_WITHIN_RTTS);
         let keeping_up = buffered <= usize::try_from(self.max / 4).unwrap_or(usize::MAX);
@@ -276,8 +303,12 @@ const GROW_WITHIN_RTTS: u32 = 2;
 /// [`SESSION_WINDOW_BUDGET`] lasts) when the local side consumed a whole window within
 /// about two round trips while little of it waited unread: the window, not the reader or
 /// the link, is what limits the transfer. A slow reader consumes less than a window per
-/// round trip, or leaves data waiting, and its window never grows. Without a clock or a
-/// round trip nothing grows, so a driver that passes neither gets fixed windows.
+/// round trip, or leaves data waiting, and its window never grows. A reader that falls
+/// behind after its window grew (more than half the window waiting unread when it next
+/// takes some) gets it halved, down to the base at most: the bytes it consumes are not
+/// credited until the window is that much smaller, and the session's budget gets them back.
+/// So what a slow reader makes us hold comes back down towards the base window. Without a
+/// clock or a round trip nothing grows, so a driver that passes neither gets fixed windows.
 ///
 /// The round trip is the smallest one seen: each `direct-tcpip` open's (CHANNEL_OPEN to its
 /// confirmation, which every tunnel has before its first byte, timed by the connection) and
@@ -570,6 +601,113 @@ mod tests {
         );
         assert_eq!(r.max(), 2 * MIB);
         assert_eq!(growth.granted(), 0);
+    }
+
+    #[test]
+    fn a_reader_that_falls_behind_gives_a_grown_window_back_down_to_the_base() {
+        let mut growth = WindowGrowth::new(32 * MIB, 128 << 20);
+        growth.observe_rtt(Duration::from_millis(50));
+        let mut r = ReceiveWindow::with_threshold(2 * MIB, 96 << 10);
+        let t0 = Instant::now();
+        round_trips(&mut r, &mut growth, t0, Duration::from_millis(50), 0, 10);
+        assert_eq!(r.max(), 32 * MIB);
+
+        // The peer fills the whole grown window; the reader now takes 64 KiB at a time,
+        // with everything else still waiting.
+        let mut buffered = r.available();
+        r.receive(buffered as usize).unwrap();
+        let mut credited = 0u64;
+        let mut maxes = vec![r.max()];
+        let mut now = t0 + Duration::from_secs(1);
+        while buffered > 0 {
+            let n = buffered.min(64 << 10);
+            buffered -= n;
+            now += Duration::from_millis(50);
+            growth.set_clock(now);
+            if let Some(add) = r.consume_and_grow(n as usize, buffered as usize, &mut growth) {
+                credited += u64::from(add);
+                // What the peer may send, plus what waits, never exceeds the window.
+                assert!(u64::from(r.available()) + u64::from(buffered) <= u64::from(r.max()));
+            }
+            if maxes.last() != Some(&r.max()) {
+                maxes.push(r.max());
+            }
+        }
+        // Halved each time more than half the window waited: 32 -> 16 -> 8 -> 4 -> 2.
+        assert_eq!(maxes.first(), Some(&(32 * MIB)));
+        assert_eq!(r.max(), 2 * MIB, "back to the base: {maxes:?}");
+        assert!(maxes.windows(2).all(|w| w[1] < w[0]), "{maxes:?}");
+        assert_eq!(growth.granted(), 0, "the session's budget got it all back");
+        assert_eq!(r.extra(), 0);
+        // 32 MiB consumed, 30 MiB of it given back: at most the base was credited.
+        assert!(credited <= u64::from(2 * MIB), "credited {credited}");
+        assert_eq!(
+            u64::from(r.available()) + u64::from(r.uncredited),
+            u64::from(r.max())
+        );
+
+        // Keeping up again, it grows again.
+        round_trips(&mut r, &mut growth, now, Duration::from_millis(50), 0, 10);
+        assert_eq!(r.max(), 32 * MIB);
+    }
+
+    #[test]
+    fn a_window_at_its_base_never_shrinks() {
+        let mut growth = WindowGrowth::new(32 * MIB, 128 << 20);
+        growth.observe_rtt(Duration::from_millis(50));
+        let mut now = Instant::now();
+        let mut r = ReceiveWindow::with_threshold(2 * MIB, 96 << 10);
+        r.receive(2 * MIB as usize).unwrap();
+        let mut credited = 0;
+        let mut buffered = 2 * MIB;
+        // A slow reader: 32 KiB per round trip, with nearly the whole window waiting.
+        while buffered > 0 {
+            now += Duration::from_millis(50);
+            growth.set_clock(now);
+            buffered -= 32 << 10;
+            credited += r
+                .consume_and_grow(32 << 10, buffered as usize, &mut growth)
+                .unwrap_or(0);
+        }
+        assert_eq!(r.max(), 2 * MIB);
+        assert_eq!(
+            credited + r.uncredited,
+            2 * MIB,
+            "every byte credited back (the last ones once the threshold is reached)"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn growth_and_shrinking_keep_the_invariant_and_the_budget(
+            ops in proptest::collection::vec((0u8..3, 0u32..(4 << 20), 0u64..200), 0..200)
+        ) {
+            let base = 1 << 20;
+            let mut growth = WindowGrowth::new(8 << 20, 12 << 20);
+            growth.observe_rtt(Duration::from_millis(10));
+            let mut r = ReceiveWindow::with_threshold(base, 96 << 10);
+            let mut now = Instant::now();
+            let mut buffered: u64 = 0;
+            for (op, n, ms) in ops {
+                now += Duration::from_millis(ms);
+                growth.set_clock(now);
+                if op == 0 {
+                    let n = n.min(r.available());
+                    r.receive(n as usize).unwrap();
+                    buffered += u64::from(n);
+                } else {
+                    let n = u64::from(n).min(buffered);
+                    buffered -= n;
+                    r.consume_and_grow(n as usize, buffered as usize, &mut growth);
+                }
+                prop_assert!(r.max() >= base && r.max() <= 8 << 20);
+                prop_assert_eq!(growth.granted(), u64::from(r.extra()));
+                prop_assert_eq!(
+                    u64::from(r.available()) + buffered + u64::from(r.uncredited),
+                    u64::from(r.max())
+                );
+            }
+        }
     }
 
     #[test]
