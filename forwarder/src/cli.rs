@@ -700,7 +700,7 @@ options:
   (the backoff's cap, default 30s; also the delay after a refused login), SessionWaitTimeout
   (how long a connection accepted while no session is up waits for one, default 60s),
   KexGuessFile (where each bastion's first key exchange choices are kept between runs, so
-  that the next run saves a round trip; default $XDG_CACHE_HOME/forwarder/kex_firsts, else
+  that the next run saves half a round trip; default $XDG_CACHE_HOME/forwarder/kex_firsts, else
   ~/.cache/forwarder/kex_firsts; none keeps them in memory only).
   A changed host key is never retried. The first connection still fails at once.
   Algorithm lists take OpenSSH's syntax: a plain list replaces the default, +list appends,

@@ -1,7 +1,8 @@
 //! Each bastion's own first choices of key exchange and host key algorithm, remembered from
 //! its last KEXINIT, so that the next session to it (a reconnect, another session of a
 //! fleet, the next hop of a chain brought up again, the next run of the program) can send
-//! its first key exchange message as a guess and save a round trip (RFC 4253 section 7.1;
+//! its first key exchange message as a guess and save one crossing of the link, about half
+//! a round trip (RFC 4253 section 7.1;
 //! [`ClientConfig::guess_first_kex`]).
 //!
 //! ```text
@@ -17,11 +18,11 @@
 //! Only a server that authenticated us is remembered, so a host that fails host key
 //! verification cannot change our order. The server's first choice wins only among the
 //! algorithms our configuration allows anyway: the order changes, the set never does, so a
-//! file someone else wrote can cost a round trip and nothing more.
+//! file someone else wrote can cost that half round trip and nothing more.
 //!
 //! The file ([`FirstsFile`]) names no host: each line is keyed by an HMAC-SHA256 of the host
 //! and port under a random salt kept in the file, as hashed known_hosts lines are, so it does
-//! not list the bastions a platform reaches. It is a cache: deleting it costs one round trip
+//! not list the bastions a platform reaches. It is a cache: deleting it costs half a round trip
 //! per bastion, and one that cannot be read or written is only mentioned at `-v`.
 
 use std::collections::{BTreeMap, HashMap};
