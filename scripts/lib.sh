@@ -60,17 +60,18 @@ ensure_lab_tools() {
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
     fi
-    # The third SSH server of the interop tests: AsyncSSH, a Python package from PyPI.
-    ensure_python_package asyncssh
+    # The third SSH server of the interop tests: AsyncSSH, a Python package from PyPI, at the
+    # release the tests were written against (they read its debug log's wording).
+    ensure_python_package asyncssh 'asyncssh>=2.24.1,<2.25'
 }
 
-# Makes sure python3 imports the PyPI package $1 (whose module has the same name), installing
-# it with pip if not. A Debian python3 refuses pip installs outside a virtualenv (PEP 668):
-# only then is pip told to go ahead anyway.
+# Makes sure python3 imports the module $1, installing the PyPI requirement $2 (default: the
+# package of the same name) with pip if not. A Debian python3 refuses pip installs outside a
+# virtualenv (PEP 668): only then is pip told to go ahead anyway.
 ensure_python_package() {
-    local package=$1 out
+    local module=$1 package=${2:-$1} out
     command -v python3 >/dev/null 2>&1 || apt_install python3
-    python3 -c "import $package" >/dev/null 2>&1 && return 0
+    python3 -c "import $module" >/dev/null 2>&1 && return 0
     python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
     log "installing the Python package $package"
     if ! out=$(python3 -m pip install -q "$package" 2>&1); then
@@ -81,7 +82,7 @@ ensure_python_package() {
             *) printf '%s\n' "$out" >&2; die "pip could not install $package" ;;
         esac
     fi
-    python3 -c "import $package" || die "python3 cannot import $package after installing it"
+    python3 -c "import $module" || die "python3 cannot import $module after installing $package"
 }
 
 # cargo subcommands the checks use.
