@@ -708,25 +708,10 @@ impl Connection {
         payload: &[u8],
         sink: &mut dyn PayloadSink,
     ) -> Result<(), ConnectionError> {
-        self.handle_payload_with(payload, sink, &mut |_, _| 0)
-    }
-
-    /// Like [`handle_payload`](Self::handle_payload), but channel data that would land in an
-    /// empty receive buffer is first offered to `deliver`, which returns how many bytes it
-    /// took (for instance by writing them to the local socket at once). Those bytes count as
-    /// consumed straight away; the rest is buffered as usual. This saves the copy through
-    /// the buffer on the hot path, and order is kept because only an empty buffer is
-    /// bypassed.
-    pub fn handle_payload_with(
-        &mut self,
-        payload: &[u8],
-        sink: &mut dyn PayloadSink,
-        deliver: &mut dyn FnMut(ChannelId, &[u8]) -> usize,
-    ) -> Result<(), ConnectionError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let result = Message::decode(payload).and_then(|m| self.handle_message(m, sink, deliver));
+        let result = Message::decode(payload).and_then(|m| self.handle_message(m, sink));
         if let Err(e) = &result {
             self.failed = Some(e.clone());
         }
@@ -737,7 +722,6 @@ impl Connection {
         &mut self,
         message: Message<'_>,
         sink: &mut dyn PayloadSink,
-        deliver: &mut dyn FnMut(ChannelId, &[u8]) -> usize,
     ) -> Result<(), ConnectionError> {
         let kind = message.message_type();
         match message {
@@ -746,21 +730,10 @@ impl Connection {
                 let channel = lookup(&mut self.slots, m.recipient, kind)?;
                 let accepted = accept_data(channel, kind, m.recipient, m.data.len(), max)?;
                 if accepted && !m.data.is_empty() {
-                    let id = ChannelId(m.recipient);
-                    let mut rest = m.data;
-                    if channel.received.is_empty() {
-                        let taken = deliver(id, m.data).min(m.data.len());
-                        rest = m.data.get(taken..).unwrap_or_default();
-                        if taken > 0 && channel.wants_data() {
-                            channel.credit(taken, &mut self.growth, sink);
-                        }
-                    }
-                    if !rest.is_empty() {
-                        channel.received.push(rest);
-                        if !channel.data_queued {
-                            channel.data_queued = true;
-                            self.events.push_back(Event::Data(id));
-                        }
+                    channel.received.push(m.data);
+                    if !channel.data_queued {
+                        channel.data_queued = true;
+                        self.events.push_back(Event::Data(ChannelId(m.recipient)));
                     }
                 }
             }
