@@ -62,6 +62,10 @@ struct Memory {
     /// Each KexGuessFile as read once (or `None` when it was missing or unusable), then as
     /// this process wrote it.
     files: HashMap<PathBuf, Option<FirstsFile>>,
+    /// Choices waiting to be written, per file; a file is in the map while a thread writes
+    /// it, and that thread takes what others add, so a fleet bringing up many sessions at
+    /// once rewrites the file a few times, not once per bastion.
+    pending: HashMap<PathBuf, Vec<(String, u16, Firsts)>>,
 }
 
 static MEMORY: LazyLock<Mutex<Memory>> = LazyLock::new(|| Mutex::new(Memory::default()));
@@ -84,21 +88,48 @@ pub fn remember(host: &str, port: u16, firsts: Option<&Firsts>, file: Option<&Pa
         memory.seen.insert(key, firsts.clone());
     }
     let Some(path) = file else { return };
-    let known = memory()
-        .files
-        .get(path)
-        .and_then(|f| f.as_ref().and_then(|f| f.get(host, port).cloned()));
-    if known.as_ref() == Some(firsts) {
-        return;
+    {
+        let mut memory = memory();
+        let known = memory
+            .files
+            .get(path)
+            .and_then(|f| f.as_ref().and_then(|f| f.get(host, port)));
+        if known == Some(firsts) {
+            return;
+        }
+        let entry = (host.to_owned(), port, firsts.clone());
+        if let Some(queue) = memory.pending.get_mut(path) {
+            // Another thread is writing this file: it takes this entry too.
+            queue.push(entry);
+            return;
+        }
+        memory.pending.insert(path.to_owned(), vec![entry]);
     }
-    // Read again before writing, so that what other processes wrote since is kept.
-    let mut on_disk = read_file(path).unwrap_or_default();
-    on_disk.set(host, port, firsts.clone());
-    match write_file(path, &on_disk) {
-        Ok(()) => debug!(file = %path.display(), "kex guess file updated"),
-        Err(e) => debug!(file = %path.display(), error = %e, "kex guess file not written"),
+    loop {
+        let batch = {
+            let mut memory = memory();
+            let batch = memory
+                .pending
+                .get_mut(path)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            if batch.is_empty() {
+                memory.pending.remove(path);
+                return;
+            }
+            batch
+        };
+        // Read again before writing, so that what other processes wrote since is kept.
+        let mut on_disk = read_file(path).unwrap_or_default();
+        for (host, port, firsts) in batch {
+            on_disk.set(&host, port, firsts);
+        }
+        match write_file(path, &on_disk) {
+            Ok(()) => debug!(file = %path.display(), "kex guess file updated"),
+            Err(e) => debug!(file = %path.display(), error = %e, "kex guess file not written"),
+        }
+        memory().files.insert(path.to_owned(), Some(on_disk));
     }
-    memory().files.insert(path.to_owned(), Some(on_disk));
 }
 
 /// `cfg` for a session to `host`/`port`, reordered to guess its first key exchange message
@@ -535,6 +566,35 @@ mod tests {
             .filter(|n| n != "kex_firsts")
             .collect();
         assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn many_sessions_remembered_at_once_all_reach_the_file() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("kex_firsts");
+        let curve = firsts("curve25519-sha256", "ssh-ed25519");
+        std::thread::scope(|s| {
+            for t in 0..8u16 {
+                let (path, curve) = (&path, &curve);
+                s.spawn(move || {
+                    for i in 0..50u16 {
+                        remember("many.example", t * 100 + i, Some(curve), Some(path));
+                    }
+                });
+            }
+        });
+        let text = std::fs::read_to_string(&path).expect("written");
+        let read = FirstsFile::parse(&text).0.expect("usable");
+        assert_eq!(read.len(), 400, "every session's choices are in the file");
+        for t in 0..8u16 {
+            for i in 0..50u16 {
+                assert_eq!(read.get("many.example", t * 100 + i), Some(&curve));
+            }
+        }
+        assert!(
+            !memory().pending.contains_key(&path),
+            "no writer left behind"
+        );
     }
 
     #[test]
