@@ -10,23 +10,18 @@
 //! It logs at AsyncSSH's full debug level, so its log shows each service and authentication
 //! request it took.
 
-use std::fs::{self, OpenOptions};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tempfile::TempDir;
-
-use crate::keys::{KeyFormat, KeyKind, UserKey, fingerprint_of, generate_key_file};
-use crate::process::{LabChild, file_tail, require_program, run_ok, wait_until};
-use crate::sshd::known_hosts_line;
+use crate::keys::{KeyKind, UserKey};
+use crate::lab_server::{HostKey, LabServer, START_TIMEOUT, log_methods};
+use crate::process::{require_program, run_ok, wait_until};
 
 /// The only user the server lets in.
 pub const LAB_USER: &str = "lab";
-
-/// How long the interpreter may take to import AsyncSSH and listen.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the script prints once it listens, followed by the port.
 const LISTENING: &str = "listening on 127.0.0.1:";
@@ -55,14 +50,7 @@ pub fn asyncssh_version() -> &'static str {
 /// A running AsyncSSH server on 127.0.0.1 with a fresh Ed25519 host key, killed on drop.
 #[derive(Debug)]
 pub struct AsyncSsh {
-    // Declared first so it is dropped (killed) before the temp dir is removed.
-    _process: LabChild,
-    dir: TempDir,
-    port: u16,
-    host_key_line: String,
-    host_key_fingerprint: String,
-    log_path: PathBuf,
-    known_hosts_path: PathBuf,
+    lab: LabServer,
 }
 
 impl AsyncSsh {
@@ -71,51 +59,29 @@ impl AsyncSsh {
         let python = python3_binary();
         // Fails with the install hint rather than with a traceback in the server log.
         asyncssh_version();
-        let dir = tempfile::Builder::new()
-            .prefix("lab-asyncssh-")
-            .tempdir()
-            .expect("create a temp dir for asyncssh");
-        let host_key = dir.path().join("ssh_host_ed25519_key");
-        generate_key_file(
-            KeyKind::Ed25519,
-            KeyFormat::OpenSsh,
-            None,
-            "lab-host-key",
-            &host_key,
-        );
-        let host_pub = host_key.with_extension("pub");
-        let host_key_line = fs::read_to_string(&host_pub)
-            .expect("read the host public key")
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
-        let authorized_keys = dir.path().join("authorized_keys");
+        let mut lab = LabServer::new("asyncssh", b"SSH-2.0-");
+        let dir = lab.dir().to_path_buf();
+        let host_key =
+            HostKey::generate_openssh(KeyKind::Ed25519, dir.join("ssh_host_ed25519_key"));
+        let authorized_keys = dir.join("authorized_keys");
         fs::write(&authorized_keys, format!("{}\n", key.public_key_line()))
             .expect("write authorized_keys");
-        let script = dir.path().join("asyncssh_server.py");
+        let script = dir.join("asyncssh_server.py");
         fs::write(&script, SCRIPT).expect("write the server script");
-        let log_path = dir.path().join("asyncssh.log");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("open the asyncssh log");
         let mut cmd = Command::new(python);
         cmd.arg(&script)
-            .arg(&host_key)
+            .arg(host_key.private_key_path())
             .arg(&authorized_keys)
-            .arg(LAB_USER)
-            .stdout(Stdio::null())
-            .stderr(log);
-        let mut process = LabChild::spawn("asyncssh", &mut cmd);
-        // On timeout the panic drops (kills) the child.
+            .arg(LAB_USER);
+        let mut process = lab.spawn(&mut cmd);
+        // The script binds port 0 and prints the port the kernel chose, so no other process
+        // can take it first. On timeout the panic drops (kills) the child.
         let port = wait_until(
             START_TIMEOUT,
             "the asyncssh server listens",
             || {
-                let log = fs::read_to_string(&log_path).unwrap_or_default();
-                if let Some(port) = log
+                if let Some(port) = lab
+                    .log()
                     .lines()
                     .find_map(|l| l.strip_prefix(LISTENING)?.trim().parse::<u16>().ok())
                 {
@@ -123,35 +89,22 @@ impl AsyncSsh {
                 }
                 process.exited().map(Err)
             },
-            || format!("asyncssh log ends with:\n{}", file_tail(&log_path, 30)),
+            || format!("asyncssh log ends with:\n{}", lab.log_tail(30)),
         )
         .unwrap_or_else(|status| {
             panic!(
                 "the asyncssh server exited during startup ({status}); its log ends with:\n{}",
-                file_tail(&log_path, 30)
+                lab.log_tail(30)
             )
         });
-        let known_hosts_path = dir.path().join("known_hosts");
-        fs::write(
-            &known_hosts_path,
-            known_hosts_line("127.0.0.1", port, &host_key_line) + "\n",
-        )
-        .expect("write known_hosts");
-        AsyncSsh {
-            _process: process,
-            host_key_fingerprint: fingerprint_of(&host_pub),
-            dir,
-            port,
-            host_key_line,
-            log_path,
-            known_hosts_path,
-        }
+        lab.adopt(process);
+        lab.set_port(port);
+        lab.set_host_keys(vec![host_key]);
+        lab.write_known_hosts();
+        AsyncSsh { lab }
     }
 
-    /// The port the server listens on (127.0.0.1).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
+    log_methods!();
 
     /// The user the server lets in: [`LAB_USER`].
     pub fn user(&self) -> &'static str {
@@ -160,36 +113,15 @@ impl AsyncSsh {
 
     /// The host key's `keytype base64`.
     pub fn host_key_line(&self) -> &str {
-        &self.host_key_line
+        self.host_key().public_line()
     }
 
     /// The host key's `SHA256:...` fingerprint.
     pub fn host_key_fingerprint(&self) -> &str {
-        &self.host_key_fingerprint
+        self.host_key().fingerprint()
     }
 
-    /// A known_hosts file listing the host key for `[127.0.0.1]:PORT`.
-    pub fn known_hosts_path(&self) -> &Path {
-        &self.known_hosts_path
-    }
-
-    /// The log so far (AsyncSSH's debug log; the script's own lines among it).
-    pub fn log(&self) -> String {
-        crate::process::read_log(&self.log_path)
-    }
-
-    /// The last `lines` lines of the log, for failure messages.
-    pub fn log_tail(&self, lines: usize) -> String {
-        file_tail(&self.log_path, lines)
-    }
-
-    /// Waits until the log contains `needle` and returns the whole log.
-    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
-        crate::process::wait_for_log_text(&self.log_path, "asyncssh", needle, timeout, 30)
-    }
-
-    /// The temp dir holding the script, keys, known_hosts and log.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    fn host_key(&self) -> &HostKey {
+        &self.lab.host_keys()[0]
     }
 }

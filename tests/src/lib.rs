@@ -30,6 +30,7 @@ pub mod client;
 pub mod dropbear;
 pub mod fleet;
 pub mod keys;
+mod lab_server;
 pub mod mariadb;
 pub mod net;
 pub mod postgres;

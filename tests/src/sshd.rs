@@ -1,24 +1,15 @@
 //! A real OpenSSH `sshd` on a loopback port, configured from scratch in a temp dir.
 
 use std::fmt::Write as _;
-use std::fs::{self, OpenOptions};
-use std::io::Read;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use tempfile::TempDir;
+use crate::keys::{KeyKind, UserKey};
+use crate::lab_server::{LabServer, Listener, listener_methods, log_methods};
+use crate::process::{current_user, is_root};
 
-use crate::keys::{KeyFormat, KeyKind, UserKey, fingerprint_of, generate_key_file};
-use crate::net::{self, free_port};
-use crate::process::{
-    LabChild, children_of, current_user, file_tail, is_root, kill_tree, wait_until,
-};
-
-/// How long sshd may take to accept connections after it is started.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How many times a start is retried when another process took the chosen port first.
-const PORT_ATTEMPTS: usize = 5;
+pub use crate::lab_server::{HostKey, known_hosts_host, known_hosts_line};
 
 /// Where Debian and source installs put sshd; it must be run by absolute path because it
 /// re-executes itself for every connection.
@@ -37,69 +28,6 @@ pub fn sshd_binary() -> PathBuf {
                  `apt-get update && apt-get install -y openssh-server` (scripts/test does this)"
             )
         })
-}
-
-/// The host part of a known_hosts line: `host` for port 22, `[host]:port` otherwise.
-pub fn known_hosts_host(host: &str, port: u16) -> String {
-    if port == 22 {
-        host.to_owned()
-    } else {
-        format!("[{host}]:{port}")
-    }
-}
-
-/// A known_hosts line for `public_line` (`keytype base64 [comment]`; the comment is dropped).
-pub fn known_hosts_line(host: &str, port: u16, public_line: &str) -> String {
-    let mut fields = public_line.split_whitespace();
-    let key_type = fields.next().unwrap_or("");
-    let blob = fields.next().unwrap_or("");
-    format!("{} {key_type} {blob}", known_hosts_host(host, port))
-}
-
-/// One of sshd's host keys.
-#[derive(Clone, Debug)]
-pub struct HostKey {
-    kind: KeyKind,
-    private_key: PathBuf,
-    public_line: String,
-    fingerprint: String,
-}
-
-impl HostKey {
-    /// The key's algorithm and size.
-    pub fn kind(&self) -> KeyKind {
-        self.kind
-    }
-
-    /// The key type name (`ssh-ed25519`, `ssh-rsa`, `ecdsa-sha2-nistp256`, ...).
-    pub fn key_type(&self) -> &str {
-        self.public_line.split_whitespace().next().unwrap_or("")
-    }
-
-    /// The base64 public key blob.
-    pub fn base64(&self) -> &str {
-        self.public_line.split_whitespace().nth(1).unwrap_or("")
-    }
-
-    /// `keytype base64`, without a comment.
-    pub fn public_line(&self) -> &str {
-        &self.public_line
-    }
-
-    /// `SHA256:...`, as `ssh-keygen -l` and `ssh -v` print it.
-    pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
-    }
-
-    /// The private key file sshd reads.
-    pub fn private_key_path(&self) -> &Path {
-        &self.private_key
-    }
-
-    /// `[host]:port keytype base64` (plain `host` for port 22).
-    pub fn known_hosts_line(&self, host: &str, port: u16) -> String {
-        known_hosts_line(host, port, &self.public_line)
-    }
 }
 
 /// Configures an [`Sshd`]. Start from [`Sshd::builder`].
@@ -162,17 +90,11 @@ impl SshdBuilder {
 /// that user in.
 #[derive(Debug)]
 pub struct Sshd {
-    // Declared first so it is dropped (killed) before the temp dir is removed.
-    process: Option<LabChild>,
-    dir: TempDir,
+    lab: LabServer,
     binary: PathBuf,
-    port: u16,
     user: String,
-    host_keys: Vec<HostKey>,
     config_path: PathBuf,
-    log_path: PathBuf,
     authorized_keys_path: PathBuf,
-    known_hosts_path: PathBuf,
     config_head: Vec<String>,
     config_tail: Vec<String>,
 }
@@ -199,16 +121,21 @@ impl Sshd {
         if is_root() {
             prepare_root_login(&user);
         }
-        let dir = tempfile::Builder::new()
-            .prefix("lab-sshd-")
-            .tempdir()
-            .expect("create a temp dir for sshd");
-        let host_keys = builder
-            .host_keys
-            .iter()
-            .map(|&kind| generate_host_key(dir.path(), kind))
-            .collect();
-        let authorized_keys_path = dir.path().join("authorized_keys");
+        let mut lab = LabServer::new("sshd", b"SSH-2.0-");
+        let dir = lab.dir().to_path_buf();
+        lab.set_host_keys(
+            builder
+                .host_keys
+                .iter()
+                .map(|&kind| {
+                    HostKey::generate_openssh(
+                        kind,
+                        dir.join(format!("ssh_host_{}_key", kind.label())),
+                    )
+                })
+                .collect(),
+        );
+        let authorized_keys_path = dir.join("authorized_keys");
         let mut authorized = builder.authorized_keys.join("\n");
         authorized.push('\n');
         fs::write(&authorized_keys_path, authorized).expect("write authorized_keys");
@@ -220,82 +147,28 @@ impl Sshd {
             .unwrap_or(builder.extra.len());
         let (head, tail) = builder.extra.split_at(split);
         let mut sshd = Sshd {
-            process: None,
-            config_path: dir.path().join("sshd_config"),
-            log_path: dir.path().join("sshd.log"),
-            known_hosts_path: dir.path().join("known_hosts"),
-            authorized_keys_path,
-            dir,
+            lab,
             binary,
-            port: builder.port.unwrap_or_else(free_port),
             user,
-            host_keys,
+            config_path: dir.join("sshd_config"),
+            authorized_keys_path,
             config_head: head.to_vec(),
             config_tail: tail.to_vec(),
         };
-        let fixed_port = builder.port.is_some();
-        for attempt in 1..=PORT_ATTEMPTS {
-            match sshd.launch() {
-                Ok(()) => return sshd,
-                Err(log) if !fixed_port && attempt < PORT_ATTEMPTS && port_taken(&log) => {
-                    sshd.port = free_port();
-                }
-                Err(log) => panic!(
-                    "sshd exited during startup (config {}); its log ends with:\n{log}",
-                    sshd.config_path.display()
-                ),
-            }
-        }
-        unreachable!("the last attempt either returns or panics")
-    }
-
-    /// Writes the config and known_hosts for the current port, starts sshd and waits until it
-    /// greets. `Err` carries the log tail when sshd exited before it was ready.
-    fn launch(&mut self) -> Result<(), String> {
-        fs::write(&self.config_path, self.render_config()).expect("write sshd_config");
-        fs::write(&self.known_hosts_path, self.known_hosts()).expect("write known_hosts");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("open the sshd log");
-        let mut cmd = Command::new(&self.binary);
-        cmd.args(["-D", "-e", "-f"])
-            .arg(&self.config_path)
-            .stdout(Stdio::null())
-            .stderr(log);
-        let mut child = LabChild::spawn("sshd", &mut cmd);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if child.exited().is_some() {
-                return Err(file_tail(&self.log_path, 30));
-            }
-            if greets(self.port) {
-                self.process = Some(child);
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                drop(child);
-                panic!(
-                    "sshd on 127.0.0.1:{} did not greet within {START_TIMEOUT:?}; its log ends with:\n{}",
-                    self.port,
-                    file_tail(&self.log_path, 30)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        sshd.start_on(builder.port);
+        sshd
     }
 
     fn render_config(&self) -> String {
-        let dir = self.dir.path();
+        let dir = self.lab.dir();
         let mut c = String::from("# Written by the test lab: a throwaway sshd on loopback.\n");
         for line in &self.config_head {
             let _ = writeln!(c, "{line}");
         }
-        let _ = writeln!(c, "Port {}", self.port);
+        let _ = writeln!(c, "Port {}", self.lab.port());
         let _ = writeln!(c, "ListenAddress 127.0.0.1");
-        for key in &self.host_keys {
-            let _ = writeln!(c, "HostKey {}", key.private_key.display());
+        for key in self.lab.host_keys() {
+            let _ = writeln!(c, "HostKey {}", key.private_key_path().display());
         }
         let _ = writeln!(c, "PidFile {}", dir.join("sshd.pid").display());
         let _ = writeln!(
@@ -325,47 +198,12 @@ impl Sshd {
         c
     }
 
-    /// The port sshd listens on (127.0.0.1).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The address to connect to.
-    pub fn host(&self) -> &'static str {
-        "127.0.0.1"
-    }
+    log_methods!();
+    listener_methods!();
 
     /// The user sshd lets in (the user running the tests).
     pub fn user(&self) -> &str {
         &self.user
-    }
-
-    /// `user@127.0.0.1`, the destination argument for an ssh client.
-    pub fn destination(&self) -> String {
-        format!("{}@{}", self.user, self.host())
-    }
-
-    /// The host keys, in `HostKey` line order.
-    pub fn host_keys(&self) -> &[HostKey] {
-        &self.host_keys
-    }
-
-    /// The host key of the given kind, if sshd has one.
-    pub fn host_key(&self, kind: KeyKind) -> Option<&HostKey> {
-        self.host_keys.iter().find(|k| k.kind == kind)
-    }
-
-    /// known_hosts lines (`[127.0.0.1]:PORT keytype base64`) for all host keys.
-    pub fn known_hosts(&self) -> String {
-        self.host_keys
-            .iter()
-            .map(|k| k.known_hosts_line(self.host(), self.port) + "\n")
-            .collect()
-    }
-
-    /// A known_hosts file holding [`Sshd::known_hosts`].
-    pub fn known_hosts_path(&self) -> &Path {
-        &self.known_hosts_path
     }
 
     /// The generated `sshd_config`.
@@ -373,88 +211,9 @@ impl Sshd {
         &self.config_path
     }
 
-    /// The file sshd's stderr (its log, `-e`) goes to.
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
-    }
-
-    /// The log so far.
-    pub fn log(&self) -> String {
-        crate::process::read_log(&self.log_path)
-    }
-
     /// The `authorized_keys` file (tests may rewrite it; sshd rereads it per login).
     pub fn authorized_keys_path(&self) -> &Path {
         &self.authorized_keys_path
-    }
-
-    /// The temp dir holding config, keys and log.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The listener's process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.as_ref().map(LabChild::pid)
-    }
-
-    /// Waits until the log contains `needle` and returns the whole log.
-    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
-        crate::process::wait_for_log_text(&self.log_path, "sshd", needle, timeout, 30)
-    }
-
-    /// Waits until the part of the log after byte `offset` (a length of [`Sshd::log`] taken
-    /// earlier, say before a client started) contains `needle`, and returns that part: the
-    /// lines about the connections since then only.
-    pub fn wait_for_log_after(&self, offset: usize, needle: &str, timeout: Duration) -> String {
-        wait_until(
-            timeout,
-            &format!("sshd log line containing {needle:?} after byte {offset}"),
-            || {
-                let log = self.log();
-                let since = log.get(offset..).unwrap_or_default();
-                since.contains(needle).then(|| since.to_owned())
-            },
-            || format!("sshd log ends with:\n{}", file_tail(&self.log_path, 30)),
-        )
-    }
-
-    /// The per-connection sshd processes (one per client session).
-    pub fn session_pids(&self) -> Vec<u32> {
-        self.pid().map(children_of).unwrap_or_default()
-    }
-
-    /// Kills every client session's sshd process, keeping the listener: the clients see
-    /// their connection drop as if the network failed. Returns how many were killed.
-    pub fn kill_sessions(&self) -> usize {
-        let sessions = self.session_pids();
-        for &pid in &sessions {
-            kill_tree(pid);
-        }
-        sessions.len()
-    }
-
-    /// Kills sshd and all its sessions.
-    pub fn stop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.kill();
-        }
-    }
-
-    /// Whether the listener is running.
-    pub fn is_running(&mut self) -> bool {
-        self.process.as_mut().is_some_and(|p| p.exited().is_none())
-    }
-
-    /// Stops sshd if it runs and starts it again on the same port with the same host keys.
-    pub fn restart(&mut self) {
-        self.stop();
-        if let Err(log) = self.launch() {
-            panic!(
-                "sshd did not restart on 127.0.0.1:{}; its log ends with:\n{log}",
-                self.port
-            );
-        }
     }
 
     /// Stops sshd (and its sessions), adds `line` to its configuration (before any `Match`
@@ -472,57 +231,49 @@ impl Sshd {
     /// client that should still know the old ones needs its own copy, taken before.
     pub fn restart_with_new_host_keys(&mut self) -> Vec<HostKey> {
         self.stop();
-        let dir = self.dir.path().to_path_buf();
-        self.host_keys = self
-            .host_keys
+        let dir = self.lab.dir().to_path_buf();
+        let keys: Vec<HostKey> = self
+            .lab
+            .host_keys()
             .iter()
             .map(|old| {
                 let mut generation = 2;
                 let path = loop {
                     let candidate =
-                        dir.join(format!("ssh_host_{}_key_{generation}", old.kind.label()));
+                        dir.join(format!("ssh_host_{}_key_{generation}", old.kind().label()));
                     if !candidate.exists() {
                         break candidate;
                     }
                     generation += 1;
                 };
-                generate_host_key_at(old.kind, path)
+                HostKey::generate_openssh(old.kind(), path)
             })
             .collect();
-        if let Err(log) = self.launch() {
-            panic!(
-                "sshd did not restart with new host keys on 127.0.0.1:{}; its log ends with:\n{log}",
-                self.port
-            );
-        }
-        self.host_keys.clone()
+        self.lab.set_host_keys(keys.clone());
+        self.relaunch("restart with new host keys");
+        keys
     }
 }
 
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        self.stop();
+impl Listener for Sshd {
+    fn lab(&self) -> &LabServer {
+        &self.lab
     }
-}
 
-fn generate_host_key(dir: &Path, kind: KeyKind) -> HostKey {
-    generate_host_key_at(kind, dir.join(format!("ssh_host_{}_key", kind.label())))
-}
+    fn lab_mut(&mut self) -> &mut LabServer {
+        &mut self.lab
+    }
 
-fn generate_host_key_at(kind: KeyKind, private_key: PathBuf) -> HostKey {
-    generate_key_file(kind, KeyFormat::OpenSsh, None, "lab-host-key", &private_key);
-    let public_path = private_key.with_extension("pub");
-    let public = fs::read_to_string(&public_path).expect("read a host public key");
-    let public_line = public
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
-    HostKey {
-        kind,
-        fingerprint: fingerprint_of(&public_path),
-        private_key,
-        public_line,
+    /// Writes `sshd_config` for the current port; `sshd -D -e -f CONFIG`.
+    fn prepare(&self) -> Command {
+        fs::write(&self.config_path, self.render_config()).expect("write sshd_config");
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["-D", "-e", "-f"]).arg(&self.config_path);
+        cmd
+    }
+
+    fn describe(&self) -> String {
+        format!("config {}", self.config_path.display())
     }
 }
 
@@ -546,37 +297,5 @@ fn prepare_root_login(user: &str) {
                  ('!' in /etc/shadow); allow key logins with `usermod -p '*' {user}`"
             );
         }
-    }
-}
-
-fn port_taken(log: &str) -> bool {
-    log.contains("Address already in use")
-}
-
-/// Whether 127.0.0.1:`port` answers with an SSH version line.
-fn greets(port: u16) -> bool {
-    let Ok(mut stream) = net::connect(port) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut banner = [0u8; 8];
-    stream.read_exact(&mut banner).is_ok() && &banner == b"SSH-2.0-"
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn known_hosts_lines_bracket_non_default_ports() {
-        let line = "ssh-ed25519 AAAAC3Nza comment here";
-        assert_eq!(
-            known_hosts_line("127.0.0.1", 2222, line),
-            "[127.0.0.1]:2222 ssh-ed25519 AAAAC3Nza"
-        );
-        assert_eq!(
-            known_hosts_line("bastion", 22, line),
-            "bastion ssh-ed25519 AAAAC3Nza"
-        );
     }
 }
