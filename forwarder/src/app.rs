@@ -95,7 +95,12 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    let result = runtime.block_on(run_async(opts));
+    let result = runtime.block_on(async {
+        let result = run_async(opts).await;
+        // The sessions are gone: let the key exchange choices reach the KexGuessFile.
+        crate::kex_memory::settle(crate::kex_memory::SETTLE_LIMIT).await;
+        result
+    });
     // A prompt still waiting (the session ended under it) must not leave echo off, nor keep
     // the program from exiting.
     crate::prompt::restore_terminal();

@@ -260,6 +260,7 @@ pub fn run(args: &[OsString]) -> i32 {
             }
             out.push(report);
         }
+        crate::kex_memory::settle(crate::kex_memory::SETTLE_LIMIT).await;
         out
     });
     runtime.shutdown_background();

@@ -402,18 +402,7 @@ impl SshConnector {
         let (handle, driver) =
             driver::start_with_auth(stream, session, verifier, hop.auth.helper.clone());
         // A server that let us in is the one to guess for next time (kex_memory).
-        let (name, port) = (key_name.to_owned(), key_port);
-        let watch = handle.clone();
-        tokio::spawn(async move {
-            if watch.authenticated().await.is_ok() {
-                let firsts = watch.log().server_first_choices;
-                // The file is small, but it is a file: off the runtime's threads.
-                let _ = tokio::task::spawn_blocking(move || {
-                    kex_memory::remember(&name, port, firsts.as_ref(), guess_file.as_deref());
-                })
-                .await;
-            }
-        });
+        kex_memory::watch(handle.clone(), key_name.to_owned(), key_port, guess_file);
         Ok((handle, driver))
     }
 

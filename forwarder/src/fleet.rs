@@ -191,7 +191,11 @@ pub fn run(opts: ServeOptions) -> i32 {
             return crate::app::EXIT_FAILURE;
         }
     };
-    let code = runtime.block_on(serve(opts, env, loaded));
+    let code = runtime.block_on(async {
+        let code = serve(opts, env, loaded).await;
+        crate::kex_memory::settle(crate::kex_memory::SETTLE_LIMIT).await;
+        code
+    });
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
 }

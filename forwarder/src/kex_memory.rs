@@ -28,6 +28,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use ring::hmac;
@@ -44,6 +45,9 @@ pub const CAPACITY: usize = 4096;
 /// The longest file read: [`CAPACITY`] lines of the longest names fit well inside. A longer
 /// one is not ours, and is set aside as if it were missing.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// How long a program about to exit waits for the file to be written ([`settle`]).
+pub const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The longest algorithm name kept (OpenSSH's longest is under 40 characters).
 const MAX_NAME: usize = 64;
@@ -69,6 +73,59 @@ struct Memory {
 }
 
 static MEMORY: LazyLock<Mutex<Memory>> = LazyLock::new(|| Mutex::new(Memory::default()));
+
+/// Sessions [`watch`]ed that authenticated and whose choices are still being remembered.
+static WATCHING: AtomicUsize = AtomicUsize::new(0);
+
+/// One session counted in [`WATCHING`] until dropped.
+struct Watching;
+
+impl Watching {
+    fn new() -> Self {
+        WATCHING.fetch_add(1, Ordering::SeqCst);
+        Watching
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        WATCHING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Remembers the server's first choices once `session` has authenticated (writing `file`
+/// off the runtime's threads), in a task of its own. From the authentication until that is
+/// done the session is counted, so that [`settle`] can wait for it; one still in its
+/// handshake is not waited for.
+pub fn watch(
+    session: crate::driver::SessionHandle,
+    host: String,
+    port: u16,
+    file: Option<PathBuf>,
+) {
+    tokio::spawn(async move {
+        if session.authenticated().await.is_ok() {
+            let _counted = Watching::new();
+            let firsts = session.log().server_first_choices;
+            let _ = tokio::task::spawn_blocking(move || {
+                remember(&host, port, firsts.as_ref(), file.as_deref());
+            })
+            .await;
+        }
+    });
+}
+
+/// Waits, at most `limit`, until every [`watch`]ed session that authenticated has had its
+/// choices written: a program about to exit calls it, so that a run as short as one
+/// `forwarder -W` still leaves the file for the next one. (The task that counts a session
+/// runs as soon as the session authenticates, long before a program that used the session
+/// gets to exit.)
+pub async fn settle(limit: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while WATCHING.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
 
 fn memory() -> std::sync::MutexGuard<'static, Memory> {
     MEMORY.lock().unwrap_or_else(|p| p.into_inner())
