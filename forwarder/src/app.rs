@@ -98,7 +98,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     let result = runtime.block_on(async {
         let result = run_async(opts).await;
         // The sessions are gone: let the key exchange choices reach the KexGuessFile.
-        crate::kex_memory::settle(crate::kex_memory::SETTLE_LIMIT).await;
+        crate::kex_memory::settle().await;
         result
     });
     // A prompt still waiting (the session ended under it) must not leave echo off, nor keep

@@ -260,7 +260,7 @@ pub fn run(args: &[OsString]) -> i32 {
             }
             out.push(report);
         }
-        crate::kex_memory::settle(crate::kex_memory::SETTLE_LIMIT).await;
+        crate::kex_memory::settle().await;
         out
     });
     runtime.shutdown_background();

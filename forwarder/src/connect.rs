@@ -369,13 +369,12 @@ impl SshConnector {
         let (key_name, key_port) = hop.known_hosts_name();
         let known_types = known.known_key_types(key_name, key_port);
         let transport = config::prefer_known_host_key_types(spec.transport.clone(), &known_types);
-        let guess_file = opts.kex_guess_file.clone();
         let transport = kex_memory::prepare(
             transport,
             key_name,
             key_port,
             &known_types,
-            guess_file.as_deref(),
+            opts.kex_guess_file.as_deref(),
         );
         // Certificates' validity is judged by this clock; the auth crate has none.
         let mut auth = userauth::auth_config(opts, hop.auth.identities.clone(), unix_now())
@@ -402,7 +401,12 @@ impl SshConnector {
         let (handle, driver) =
             driver::start_with_auth(stream, session, verifier, hop.auth.helper.clone());
         // A server that let us in is the one to guess for next time (kex_memory).
-        kex_memory::watch(handle.clone(), key_name.to_owned(), key_port, guess_file);
+        kex_memory::watch(
+            handle.clone(),
+            key_name.to_owned(),
+            key_port,
+            opts.kex_guess_file.clone(),
+        );
         Ok((handle, driver))
     }
 

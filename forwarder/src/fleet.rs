@@ -193,7 +193,7 @@ pub fn run(opts: ServeOptions) -> i32 {
     };
     let code = runtime.block_on(async {
         let code = serve(opts, env, loaded).await;
-        crate::kex_memory::settle(crate::kex_memory::SETTLE_LIMIT).await;
+        crate::kex_memory::settle().await;
         code
     });
     runtime.shutdown_timeout(Duration::from_secs(1));

@@ -26,7 +26,7 @@
 //! per bastion, and one that cannot be read or written is only mentioned at `-v`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
@@ -47,7 +47,7 @@ pub const CAPACITY: usize = 4096;
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// How long a program about to exit waits for the file to be written ([`settle`]).
-pub const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The longest algorithm name kept (OpenSSH's longest is under 40 characters).
 const MAX_NAME: usize = 64;
@@ -115,13 +115,13 @@ pub fn watch(
     });
 }
 
-/// Waits, at most `limit`, until every [`watch`]ed session that authenticated has had its
+/// Waits, at most [`SETTLE_LIMIT`] (1 s), until every [`watch`]ed session that authenticated has had its
 /// choices written: a program about to exit calls it, so that a run as short as one
 /// `forwarder -W` still leaves the file for the next one. (The task that counts a session
 /// runs as soon as the session authenticates, long before a program that used the session
 /// gets to exit.)
-pub async fn settle(limit: std::time::Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
+pub async fn settle() {
+    let deadline = tokio::time::Instant::now() + SETTLE_LIMIT;
     while WATCHING.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
@@ -222,20 +222,13 @@ pub fn prepare(
 /// The file at `path`, or `None` when it is missing, too long or unusable (each said at
 /// `-v`).
 fn read_file(path: &Path) -> Option<FirstsFile> {
-    let mut text = String::new();
-    let read = std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text));
-    match read {
+    match crate::files::read_text_bounded(path, MAX_FILE_BYTES) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
-            debug!(file = %path.display(), error = %e, "kex guess file not read");
+            debug!(file = %path.display(), error = %e, "kex guess file not used");
             None
         }
-        Ok(n) if n as u64 > MAX_FILE_BYTES => {
-            debug!(file = %path.display(), "kex guess file longer than 1 MiB, not used");
-            None
-        }
-        Ok(_) => {
+        Ok(text) => {
             let (file, skipped) = FirstsFile::parse(&text);
             if skipped > 0 || file.is_none() {
                 debug!(
@@ -682,6 +675,23 @@ mod tests {
             read.expect("usable").get("garbage-test.example", 22),
             Some(&curve)
         );
+
+        // Longer than the bound: set aside unread, even though it starts like ours.
+        let long = dir.path().join("long");
+        let mut ours = FirstsFile::with_salt([3; 16]);
+        ours.set("long-test.example", 22, curve.clone());
+        let mut text = ours.render();
+        text.push_str(&"#".repeat(MAX_FILE_BYTES as usize));
+        std::fs::write(&long, text).expect("write");
+        assert!(read_file(&long).is_none());
+        let cfg = prepare(
+            ClientConfig::default(),
+            "long-test.example",
+            22,
+            &[],
+            Some(&long),
+        );
+        assert!(!cfg.guess_first_kex);
 
         // A directory where the file should be: nothing written, nothing fails.
         let blocked = dir.path().join("blocked");

@@ -107,6 +107,25 @@ pub fn openssh_binary() -> PathBuf {
     })
 }
 
+/// What the forwarder logs at `-v` when a key exchange is complete; the line carries
+/// `guess=` (see [`kex_guesses`]).
+pub const KEX_COMPLETE: &str = "key exchange complete";
+
+/// The `guess=` field of each "key exchange complete" line of a forwarder's `-v` log, in
+/// order: `None` (no guess sent), `Some(true)` (the server took it), `Some(false)` (it
+/// skipped it), or `(none)` for a line without the field.
+pub fn kex_guesses(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(KEX_COMPLETE))
+        .map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("guess="))
+                .unwrap_or("(none)")
+                .to_owned()
+        })
+        .collect()
+}
+
 /// One `-L` forward.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Forward {

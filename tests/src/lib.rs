@@ -40,7 +40,10 @@ pub mod servers;
 pub mod sshd;
 mod tls;
 
-pub use client::{ClientKind, Forward, Tunnel, TunnelBuilder, forwarder_binary, openssh_binary};
+pub use client::{
+    ClientKind, Forward, KEX_COMPLETE, Tunnel, TunnelBuilder, forwarder_binary, kex_guesses,
+    openssh_binary,
+};
 pub use keys::{KeyFormat, KeyKind, UserKey};
 pub use mariadb::Mariadb;
 pub use net::{free_port, port_listening};

@@ -11,7 +11,8 @@ use ssh_interop_tests::asyncssh::{AsyncSsh, asyncssh_version};
 use ssh_interop_tests::process::tail;
 use ssh_interop_tests::sshd::known_hosts_line;
 use ssh_interop_tests::{
-    ClientKind, EchoServer, KeyKind, Pattern, Tunnel, TunnelBuilder, UserKey, echo_round_trip,
+    ClientKind, EchoServer, KEX_COMPLETE, KeyKind, Pattern, Tunnel, TunnelBuilder, UserKey,
+    echo_round_trip, kex_guesses,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -295,13 +296,7 @@ fn interop_asyncssh_takes_the_key_exchange_guessed_from_the_last_run() {
         let back = echo_round_trip(tunnel.local_port(), &sent)
             .unwrap_or_else(|e| panic!("echo failed: {e}\n{}", diagnose(&tunnel, &server)));
         assert!(back == sent, "not the same bytes back");
-        let log = tunnel.wait_for_log("key exchange complete", WAIT);
-        guesses.extend(
-            log.lines()
-                .filter(|l| l.contains("key exchange complete"))
-                .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("guess=")))
-                .map(str::to_owned),
-        );
+        guesses.extend(kex_guesses(&tunnel.wait_for_log(KEX_COMPLETE, WAIT)));
         tunnel.terminate(Duration::from_secs(5));
         // The first run wrote the file before it exited.
         assert!(

@@ -18,8 +18,8 @@ use std::time::Duration;
 use ssh_interop_tests::dropbear::{Dropbear, dropbear_version};
 use ssh_interop_tests::process::run_ok;
 use ssh_interop_tests::{
-    ClientKind, EchoServer, KeyKind, Pattern, Postgres, Sshd, Tunnel, TunnelBuilder, UserKey,
-    echo_round_trip, expected_customers, forwarder_binary, psql,
+    ClientKind, EchoServer, KEX_COMPLETE, KeyKind, Pattern, Postgres, Sshd, Tunnel, TunnelBuilder,
+    UserKey, echo_round_trip, expected_customers, forwarder_binary, kex_guesses, psql,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -500,13 +500,7 @@ fn interop_dropbear_takes_the_key_exchange_guessed_from_the_last_run() {
             .forward_to(echo.port())
             .start();
         assert_echo(&tunnel, &dropbear, seed, 64 * 1024);
-        let log = tunnel.wait_for_log("key exchange complete", WAIT);
-        guesses.extend(
-            log.lines()
-                .filter(|l| l.contains("key exchange complete"))
-                .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("guess=")))
-                .map(str::to_owned),
-        );
+        guesses.extend(kex_guesses(&tunnel.wait_for_log(KEX_COMPLETE, WAIT)));
         tunnel.terminate(Duration::from_secs(5));
         // The first run wrote the file before it exited.
         assert!(path.exists(), "no KexGuessFile written");

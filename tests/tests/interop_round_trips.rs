@@ -6,10 +6,9 @@
 use std::time::Duration;
 
 use ssh_interop_tests::{
-    ClientKind, EchoServer, KeyKind, Pattern, Sshd, Tunnel, TunnelBuilder, UserKey, echo_round_trip,
+    ClientKind, EchoServer, KEX_COMPLETE, KeyKind, Pattern, Sshd, Tunnel, TunnelBuilder, UserKey,
+    echo_round_trip, kex_guesses,
 };
-
-const COMPLETE: &str = "key exchange complete";
 
 fn assert_echo(tunnel: &Tunnel, seed: u64) {
     let sent = Pattern::get().bytes_at(seed * 4099, 48 * 1024);
@@ -29,19 +28,6 @@ fn reconnecting_tunnel(sshd: &Sshd, key: &UserKey, echo: &EchoServer) -> Tunnel 
         .start()
 }
 
-/// The `guess=` field of each "key exchange complete" line, in order.
-fn guesses(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| l.contains(COMPLETE))
-        .map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("guess="))
-                .unwrap_or("(none)")
-                .to_owned()
-        })
-        .collect()
-}
-
 #[test]
 fn a_reconnect_guesses_the_key_exchange_and_sshd_takes_the_guess() {
     let key = UserKey::generate(KeyKind::Ed25519);
@@ -49,21 +35,21 @@ fn a_reconnect_guesses_the_key_exchange_and_sshd_takes_the_guess() {
     let echo = EchoServer::start();
     let mut tunnel = reconnecting_tunnel(&sshd, &key, &echo);
     assert_echo(&tunnel, 1);
-    tunnel.wait_for_log(COMPLETE, Duration::from_secs(10));
+    tunnel.wait_for_log(KEX_COMPLETE, Duration::from_secs(10));
     assert_eq!(
-        guesses(&tunnel.log()),
+        kex_guesses(&tunnel.log()),
         ["None"],
         "the first session cannot guess"
     );
 
     for round in 2..=3u64 {
         assert!(sshd.kill_sessions() > 0, "no session to kill");
-        tunnel.wait_for_log_count(COMPLETE, round as usize, Duration::from_secs(20));
+        tunnel.wait_for_log_count(KEX_COMPLETE, round as usize, Duration::from_secs(20));
         assert_echo(&tunnel, round);
     }
     let log = tunnel.log();
     assert_eq!(
-        guesses(&log),
+        kex_guesses(&log),
         ["None", "Some(true)", "Some(true)"],
         "later sessions guess from sshd's first choices and sshd takes it; log:\n{log}"
     );
@@ -93,10 +79,10 @@ fn a_guess_from_an_algorithm_the_bastion_no_longer_prefers_is_skipped_and_still_
     sshd.restart_with_config_line(
         "KexAlgorithms curve25519-sha256,sntrup761x25519-sha512@openssh.com",
     );
-    tunnel.wait_for_log_count(COMPLETE, 2, Duration::from_secs(20));
+    tunnel.wait_for_log_count(KEX_COMPLETE, 2, Duration::from_secs(20));
     assert_echo(&tunnel, 11);
     let log = tunnel.log();
-    assert_eq!(guesses(&log), ["None", "Some(false)"], "log:\n{log}");
+    assert_eq!(kex_guesses(&log), ["None", "Some(false)"], "log:\n{log}");
     tunnel.terminate(Duration::from_secs(5));
 }
 
@@ -116,10 +102,10 @@ fn a_new_process_guesses_from_the_file_the_last_one_wrote() {
             .forward_to(echo.port())
             .start();
         assert_echo(&tunnel, seed);
-        tunnel.wait_for_log(COMPLETE, Duration::from_secs(10));
+        tunnel.wait_for_log(KEX_COMPLETE, Duration::from_secs(10));
         let log = tunnel.log();
         tunnel.terminate(Duration::from_secs(5));
-        guesses(&log)
+        kex_guesses(&log)
     };
 
     assert_eq!(
