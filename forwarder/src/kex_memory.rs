@@ -115,7 +115,7 @@ pub fn watch(
     });
 }
 
-/// Waits, at most [`SETTLE_LIMIT`] (1 s), until every [`watch`]ed session that authenticated has had its
+/// Waits, at most 1 s, until every [`watch`]ed session that authenticated has had its
 /// choices written: a program about to exit calls it, so that a run as short as one
 /// `forwarder -W` still leaves the file for the next one. (The task that counts a session
 /// runs as soon as the session authenticates, long before a program that used the session
