@@ -1044,70 +1044,6 @@ fn cli() -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    #[test]
-    fn every_seed_runs_through_its_target_without_a_panic() {
-        let seeds = all();
-        for (target, run) in crate::TARGETS {
-            let mine: Vec<&Seed> = seeds.iter().filter(|s| s.target == *target).collect();
-            if *target != "auth_keyfile" {
-                assert!(mine.len() >= 3, "{target} has only {} seeds", mine.len());
-            }
-            for s in mine {
-                run(&s.data);
-            }
-        }
-    }
-
-    #[test]
-    fn checked_in_seeds_match_the_generator() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
-        for s in all() {
-            let path = dir.join(s.target).join(&s.name);
-            let on_disk = std::fs::read(&path)
-                .unwrap_or_else(|e| panic!("{}: {e}; run the write_seeds example", path.display()));
-            assert!(
-                on_disk == s.data,
-                "{} is stale; run the write_seeds example",
-                path.display()
-            );
-        }
-    }
-
-    #[test]
-    fn recorded_sessions_take_the_client_to_the_payloads() {
-        let config = ServerConfig {
-            version: SERVER_VERSION.into(),
-            ..ServerConfig::default()
-        };
-        let stream = recorded_session(config, true);
-        let mut client = crate::transport_client::client(Instant::now());
-        client.handle_input(format!("{SERVER_VERSION}\r\n").as_bytes());
-        client.handle_input(&stream);
-        let mut payloads = Vec::new();
-        loop {
-            match client.poll_event() {
-                Ok(Some(Event::VerifyHostKey(_))) => client.accept_host_key(),
-                Ok(Some(Event::Payload { data, .. })) => payloads.push(data.to_vec()),
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) => panic!("the replayed session failed: {e}"),
-            }
-        }
-        assert!(client.is_established());
-        assert_eq!(client.kex_count(), 2, "the rekey was replayed too");
-        assert_eq!(
-            payloads.len(),
-            6,
-            "three payloads before and after the rekey"
-        );
-    }
-}
-
 // ---- fleet_config -------------------------------------------------------------------------
 
 fn fleet_files() -> Vec<(String, Vec<u8>)> {
@@ -1193,4 +1129,68 @@ jump = ["j@jump:22"]
         .iter()
         .map(|(n, t)| ((*n).to_owned(), t.as_bytes().to_vec()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn every_seed_runs_through_its_target_without_a_panic() {
+        let seeds = all();
+        for (target, run) in crate::TARGETS {
+            let mine: Vec<&Seed> = seeds.iter().filter(|s| s.target == *target).collect();
+            if *target != "auth_keyfile" {
+                assert!(mine.len() >= 3, "{target} has only {} seeds", mine.len());
+            }
+            for s in mine {
+                run(&s.data);
+            }
+        }
+    }
+
+    #[test]
+    fn checked_in_seeds_match_the_generator() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+        for s in all() {
+            let path = dir.join(s.target).join(&s.name);
+            let on_disk = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}; run the write_seeds example", path.display()));
+            assert!(
+                on_disk == s.data,
+                "{} is stale; run the write_seeds example",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn recorded_sessions_take_the_client_to_the_payloads() {
+        let config = ServerConfig {
+            version: SERVER_VERSION.into(),
+            ..ServerConfig::default()
+        };
+        let stream = recorded_session(config, true);
+        let mut client = crate::transport_client::client(Instant::now());
+        client.handle_input(format!("{SERVER_VERSION}\r\n").as_bytes());
+        client.handle_input(&stream);
+        let mut payloads = Vec::new();
+        loop {
+            match client.poll_event() {
+                Ok(Some(Event::VerifyHostKey(_))) => client.accept_host_key(),
+                Ok(Some(Event::Payload { data, .. })) => payloads.push(data.to_vec()),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => panic!("the replayed session failed: {e}"),
+            }
+        }
+        assert!(client.is_established());
+        assert_eq!(client.kex_count(), 2, "the rekey was replayed too");
+        assert_eq!(
+            payloads.len(),
+            6,
+            "three payloads before and after the rekey"
+        );
+    }
 }
