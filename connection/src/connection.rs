@@ -46,6 +46,10 @@ pub struct ChannelId(pub u32);
 /// limit is not visible from here.
 pub const MAX_OUTGOING_DATA: u32 = 32768;
 
+/// Where the data of a CHANNEL_DATA payload starts: after the message number, the recipient
+/// channel and the data's length (RFC 4254 section 5.2).
+pub const CHANNEL_DATA_OFFSET: usize = 9;
+
 /// Longest open failure description kept, in characters.
 const MAX_DESCRIPTION_CHARS: usize = 256;
 
@@ -161,6 +165,9 @@ struct Channel {
     local_closed: bool,
     /// A `Data` event is queued and not yet polled.
     data_queued: bool,
+    /// Its data may stay in the payloads for the caller to write out itself (see
+    /// [`Connection::handle_payload_deferring`]).
+    deferred_delivery: bool,
     /// A `SendCapacity` event is queued and not yet polled.
     capacity_queued: bool,
     /// When we sent CHANNEL_OPEN (by the connection's clock), until the reply times it.
@@ -206,6 +213,7 @@ impl Channel {
             close_received: false,
             local_closed: false,
             data_queued: false,
+            deferred_delivery: false,
             capacity_queued: false,
             open_sent: None,
         }
@@ -718,6 +726,108 @@ impl Connection {
         result
     }
 
+    /// Like [`handle_payload`](Self::handle_payload), except for CHANNEL_DATA on a channel
+    /// set to [deferred delivery](Self::set_deferred_delivery): its data is checked and
+    /// counted against the window and [`Event::Data`] is queued as usual, but it is not
+    /// copied into the channel's buffer. Returns the channel and the data's length; the data
+    /// is `payload[CHANNEL_DATA_OFFSET..][..len]`, which the caller keeps and must hand back
+    /// before anything else happens on the channel: what it wrote to the local socket with
+    /// [`deferred_written`](Self::deferred_written), the rest with
+    /// [`buffer_deferred`](Self::buffer_deferred). A driver that writes several payloads'
+    /// data in one system call saves the copy into the buffer this way.
+    pub fn handle_payload_deferring(
+        &mut self,
+        payload: &[u8],
+        sink: &mut dyn PayloadSink,
+    ) -> Result<Option<(ChannelId, usize)>, ConnectionError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = Message::decode(payload).and_then(|m| match m {
+            Message::Data(d) => {
+                // Deferred only where the data lies at the fixed offset (it always does:
+                // the checked decoder takes it from there).
+                let in_place = payload
+                    .get(CHANNEL_DATA_OFFSET..)
+                    .is_some_and(|p| core::ptr::eq(p.as_ptr(), d.data.as_ptr()));
+                self.on_data(d.recipient, d.data, in_place)
+            }
+            other => self.handle_message(other, sink).map(|()| None),
+        });
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    /// CHANNEL_DATA: checked against the channel's state, the maximum packet and the
+    /// window, then buffered, or left to the caller (`Some`) when `may_defer` and the
+    /// channel is set to deferred delivery.
+    fn on_data(
+        &mut self,
+        recipient: u32,
+        data: &[u8],
+        may_defer: bool,
+    ) -> Result<Option<(ChannelId, usize)>, ConnectionError> {
+        let kind = MessageType::CHANNEL_DATA;
+        let max = self.config.max_packet;
+        let channel = lookup(&mut self.slots, recipient, kind)?;
+        let accepted = accept_data(channel, kind, recipient, data.len(), max)?;
+        if !accepted || data.is_empty() {
+            return Ok(None);
+        }
+        let deferred = may_defer && channel.deferred_delivery;
+        if !deferred {
+            channel.received.push(data);
+        }
+        if !channel.data_queued {
+            channel.data_queued = true;
+            self.events.push_back(Event::Data(ChannelId(recipient)));
+        }
+        Ok(deferred.then_some((ChannelId(recipient), data.len())))
+    }
+
+    /// Whether channel `id`'s data may be left in the payloads for the caller (see
+    /// [`handle_payload_deferring`](Self::handle_payload_deferring)): on while the caller
+    /// writes the channel's data to its local socket itself. Does nothing for an unknown
+    /// channel.
+    pub fn set_deferred_delivery(&mut self, id: ChannelId, on: bool) {
+        if let Some(channel) = self.channel_mut(id.0) {
+            channel.deferred_delivery = on;
+        }
+    }
+
+    /// The caller wrote `n` bytes of deferred data (see
+    /// [`handle_payload_deferring`](Self::handle_payload_deferring)) to the local socket:
+    /// credits them to the server's window as [`consume`](Self::consume) does for buffered
+    /// bytes. Deferred data comes after whatever the buffer holds, so the caller writes the
+    /// buffer first.
+    pub fn deferred_written(&mut self, id: ChannelId, n: usize, sink: &mut dyn PayloadSink) {
+        if self.failed.is_some() || n == 0 {
+            return;
+        }
+        if let Some(Slot::Live(channel)) = usize::try_from(id.0)
+            .ok()
+            .and_then(|i| self.slots.get_mut(i))
+            && channel.wants_data()
+        {
+            channel.credit(n, &mut self.growth, sink);
+        }
+    }
+
+    /// Deferred data the caller did not write (see
+    /// [`handle_payload_deferring`](Self::handle_payload_deferring)) goes into the channel's
+    /// buffer after what it holds. It was counted against the window when it arrived; it is
+    /// credited when consumed. Dropped for a channel whose local side is gone.
+    pub fn buffer_deferred(&mut self, id: ChannelId, data: &[u8]) {
+        if let Some(channel) = self.channel_mut(id.0)
+            && !channel.local_closed
+            && !data.is_empty()
+        {
+            channel.received.push(data);
+        }
+    }
+
     fn handle_message(
         &mut self,
         message: Message<'_>,
@@ -726,16 +836,7 @@ impl Connection {
         let kind = message.message_type();
         match message {
             Message::Data(m) => {
-                let max = self.config.max_packet;
-                let channel = lookup(&mut self.slots, m.recipient, kind)?;
-                let accepted = accept_data(channel, kind, m.recipient, m.data.len(), max)?;
-                if accepted && !m.data.is_empty() {
-                    channel.received.push(m.data);
-                    if !channel.data_queued {
-                        channel.data_queued = true;
-                        self.events.push_back(Event::Data(ChannelId(m.recipient)));
-                    }
-                }
+                self.on_data(m.recipient, m.data, false)?;
             }
             Message::ExtendedData(m) => {
                 // Nobody reads stderr of a TCP forward; the bytes still used window, so

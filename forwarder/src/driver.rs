@@ -461,15 +461,18 @@ impl State {
     }
 
     /// Writes what the channels in `direct_due` received to their local sockets, each in
-    /// one system call (a read from the server carries up to eight 32 KiB packets). What a
-    /// socket does not take now is left to the channel's stream, which is woken to wait
-    /// until the socket can take more.
+    /// one system call (a read from the server carries up to eight 32 KiB packets), straight
+    /// from where it was decrypted ([`Session::deliver`]). What a socket does not take now
+    /// is left to the channel's stream, which is woken to wait until the socket can take
+    /// more.
     fn write_direct(&mut self) {
         if self.direct_due.is_empty() {
+            self.session.buffer_deferred();
             return;
         }
         let mut due = core::mem::take(&mut self.direct_due);
-        let mut clock_set = false;
+        // Crediting the window times the delivery (receive windows grow by it).
+        self.session.set_clock(Instant::now());
         for id in due.drain(..) {
             let Some(slot) = self.channels.get_mut(&id) else {
                 continue;
@@ -481,21 +484,13 @@ impl State {
                 }
                 continue;
             };
-            let data = self.session.connection().received(id);
-            if data.is_empty() {
-                continue;
-            }
-            let len = data.len();
-            let n = sock.try_write(data).unwrap_or(0);
-            if n > 0 {
-                if let Some(count) = &slot.direct_counter {
-                    count(n as u64);
-                }
-                if !clock_set {
-                    self.session.set_clock(Instant::now());
-                    clock_set = true;
-                }
-                self.session.consume(id, n);
+            let (n, len) = self
+                .session
+                .deliver(id, &mut |parts| sock.try_write_vectored(parts).unwrap_or(0));
+            if n > 0
+                && let Some(count) = &slot.direct_counter
+            {
+                count(n as u64);
             }
             if n < len
                 && let Some(w) = slot.read_waker.take()
@@ -504,6 +499,8 @@ impl State {
             }
         }
         self.direct_due = due;
+        // Anything still deferred (a channel whose stream took its socket back) is buffered.
+        self.session.buffer_deferred();
     }
 
     fn channel_event(&mut self, ev: ssh_connection::Event) {
@@ -947,6 +944,8 @@ impl ChannelStream {
         if let Some(slot) = self.slot(&mut st) {
             slot.direct = Some(sock);
             slot.direct_counter = counter;
+            // The driver writes its data from the receive buffer, without a copy.
+            st.session.set_deferred_delivery(self.id, true);
         }
     }
 

@@ -64,6 +64,8 @@
 )]
 
 use std::fmt;
+use std::io::IoSlice;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use ssh_auth::{AuthConfig, AuthContext, AuthError, AuthEvent, ClientAuth};
@@ -226,10 +228,31 @@ pub struct Session {
     /// SERVICE_REQUEST is out and the first authentication request may follow it at once,
     /// as soon as the server's `server-sig-algs` are known ([`ClientAuth::send_ahead`]).
     auth_ahead: bool,
+    /// Channel data left in the transport's receive buffer, in arrival order: each
+    /// channel's bytes there follow what its buffer holds (see [`Session::deliver`]).
+    deferred: Vec<(ChannelId, Range<usize>)>,
+}
+
+/// The most payloads whose data is left in the receive buffer at once; one more goes into
+/// the channel buffers with everything before it. A read of 256 KiB holds eight 32 KiB
+/// packets, so this only stops reads full of small ones from making long write lists.
+pub const MAX_DEFERRED: usize = 64;
+
+/// Moves every deferred payload's data into its channel's buffer, in order.
+fn buffer_deferred(
+    transport: &ClientTransport,
+    conn: &mut Connection,
+    deferred: &mut Vec<(ChannelId, Range<usize>)>,
+) {
+    for (id, range) in deferred.drain(..) {
+        conn.buffer_deferred(id, transport.received_bytes(range));
+    }
 }
 
 enum Routed {
     Nothing,
+    /// A connection payload, copied to `scratch`, to handle once deferred data is buffered.
+    AfterDeferred,
     Auth,
     Unimplemented(u32),
     Error(SessionError),
@@ -251,6 +274,7 @@ impl Session {
             conn_seq: 0,
             keepalives_sent: std::collections::VecDeque::new(),
             auth_ahead: false,
+            deferred: Vec::new(),
         }
     }
 
@@ -317,6 +341,8 @@ impl Session {
 
     /// Room to read socket bytes into.
     pub fn read_space(&mut self, min: usize) -> &mut [u8] {
+        // The receive buffer may move: deferred data goes into the channel buffers first.
+        buffer_deferred(&self.transport, &mut self.conn, &mut self.deferred);
         self.transport.read_space(min)
     }
 
@@ -414,15 +440,36 @@ impl Session {
                     self.auth_ahead = true;
                     return Ok(Some(SessionEvent::Established));
                 }
-                Ok(Some(Event::Payload { data, seq })) => {
+                Ok(Some(Event::Payload { data, seq, at })) => {
                     let msg = MessageType::of(data).unwrap_or(MessageType(0));
+                    let deferrable =
+                        msg == MessageType::CHANNEL_DATA && self.deferred.len() < MAX_DEFERRED;
                     if msg.is_connection() && self.authenticated {
                         // The connection classifies the whole range, unassigned numbers
                         // included (see `conn_seq`).
                         self.conn_seq = seq;
-                        match self.conn.handle_payload(data, &mut self.outbox) {
-                            Ok(()) => Routed::Nothing,
-                            Err(e) => Routed::Error(SessionError::Connection(e)),
+                        if let (Some(at), true) = (at, deferrable) {
+                            match self.conn.handle_payload_deferring(data, &mut self.outbox) {
+                                Ok(Some((id, len))) => {
+                                    let start = at + ssh_connection::CHANNEL_DATA_OFFSET;
+                                    self.deferred.push((id, start..start + len));
+                                    Routed::Nothing
+                                }
+                                Ok(None) => Routed::Nothing,
+                                Err(e) => Routed::Error(SessionError::Connection(e)),
+                            }
+                        } else if self.deferred.is_empty() {
+                            match self.conn.handle_payload(data, &mut self.outbox) {
+                                Ok(()) => Routed::Nothing,
+                                Err(e) => Routed::Error(SessionError::Connection(e)),
+                            }
+                        } else {
+                            // It may concern a channel with deferred data (its EOF, its
+                            // CLOSE, more data), so that data goes into the channel buffers
+                            // first, which needs the receive buffer this payload borrows.
+                            self.scratch.clear();
+                            self.scratch.extend_from_slice(data);
+                            Routed::AfterDeferred
                         }
                     } else if (msg.is_userauth() || msg == MessageType::SERVICE_ACCEPT)
                         && !self.authenticated
@@ -446,9 +493,19 @@ impl Session {
                     }
                 }
             };
+            let routed = match routed {
+                Routed::AfterDeferred => {
+                    buffer_deferred(&self.transport, &mut self.conn, &mut self.deferred);
+                    match self.conn.handle_payload(&self.scratch, &mut self.outbox) {
+                        Ok(()) => Routed::Nothing,
+                        Err(e) => Routed::Error(SessionError::Connection(e)),
+                    }
+                }
+                other => other,
+            };
             self.outbox.flush_into(&mut self.transport);
             match routed {
-                Routed::Nothing => {}
+                Routed::Nothing | Routed::AfterDeferred => {}
                 Routed::Unimplemented(seq) => self.transport.send_unimplemented(seq),
                 Routed::Error(e) => self.fail(e),
                 Routed::Auth => {
@@ -606,6 +663,84 @@ impl Session {
     /// `n` bytes of `received(id)` were written to the local socket.
     pub fn consume(&mut self, id: ChannelId, n: usize) {
         self.conn.consume(id, n, &mut self.transport);
+    }
+
+    /// Lets channel `id`'s data stay in the receive buffer until [`deliver`](Self::deliver)
+    /// writes it (on), or has it copied into the channel's buffer as it arrives (off, the
+    /// default). On only while the caller delivers that channel's data after every
+    /// [`poll_event`](Self::poll_event) round: deferred data reaches the channel's buffer only
+    /// through `deliver`, [`buffer_deferred`](Self::buffer_deferred), or before the receive
+    /// buffer is next read into or the server's next message other than CHANNEL_DATA.
+    pub fn set_deferred_delivery(&mut self, id: ChannelId, on: bool) {
+        if !on {
+            // Data that comes next is buffered at once: what waits goes first.
+            self.buffer_deferred();
+        }
+        self.conn.set_deferred_delivery(id, on);
+    }
+
+    /// Hands channel `id`'s pending data to `write` as one list (what the channel's buffer
+    /// holds, then the data still in the receive buffer), for one vectored write to the
+    /// local socket without copying it first. `write` returns how many bytes it wrote; those
+    /// are consumed (credited to the server's window) and the rest of the deferred data goes
+    /// into the channel's buffer. Returns the bytes written and the bytes there were.
+    pub fn deliver(
+        &mut self,
+        id: ChannelId,
+        write: &mut dyn FnMut(&[IoSlice<'_>]) -> usize,
+    ) -> (usize, usize) {
+        let buffered = self.conn.received(id).len();
+        let (written, total) = {
+            let mut slices = [IoSlice::new(&[]); MAX_DEFERRED + 1];
+            let mut count = 0;
+            let mut total = 0;
+            let parts = core::iter::once(self.conn.received(id)).chain(
+                self.deferred
+                    .iter()
+                    .filter(|(d, _)| *d == id)
+                    .map(|(_, r)| self.transport.received_bytes(r.clone())),
+            );
+            for part in parts.filter(|p| !p.is_empty()) {
+                if let Some(slot) = slices.get_mut(count) {
+                    *slot = IoSlice::new(part);
+                    count += 1;
+                    total += part.len();
+                }
+            }
+            if total == 0 {
+                return (0, 0);
+            }
+            let n = write(slices.get(..count).unwrap_or_default()).min(total);
+            (n, total)
+        };
+        let from_buffer = written.min(buffered);
+        if from_buffer > 0 {
+            self.conn.consume(id, from_buffer, &mut self.transport);
+        }
+        // What was written of the deferred data, payload by payload; the rest is buffered.
+        let mut left = written - from_buffer;
+        let mut i = 0;
+        while let Some((d, range)) = self.deferred.get(i) {
+            if *d != id {
+                i += 1;
+                continue;
+            }
+            let taken = left.min(range.len());
+            left -= taken;
+            let rest = range.start + taken..range.end;
+            self.conn
+                .buffer_deferred(id, self.transport.received_bytes(rest));
+            self.deferred.remove(i);
+        }
+        self.conn
+            .deferred_written(id, written - from_buffer, &mut self.transport);
+        (written, total)
+    }
+
+    /// Moves all deferred data into the channel buffers (see
+    /// [`set_deferred_delivery`](Self::set_deferred_delivery)).
+    pub fn buffer_deferred(&mut self) {
+        buffer_deferred(&self.transport, &mut self.conn, &mut self.deferred);
     }
 
     /// Ends the session politely.

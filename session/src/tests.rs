@@ -431,3 +431,166 @@ fn without_a_key_the_none_request_goes_ahead_and_nothing_more() {
     // SERVICE_ACCEPT sends nothing more: the `none` request is already answered or due.
     assert_eq!(kinds(&pair.take_received()), [] as [u8; 0]);
 }
+
+// ---- deferred channel data ----------------------------------------------------------------
+
+/// An authenticated pair with one confirmed `direct-tcpip` channel set to deferred delivery.
+fn deferring_channel() -> (Pair, ChannelId) {
+    let mut pair = Pair::authenticated(None);
+    let id = pair
+        .session
+        .open_direct_tcpip("db", 5432, "127.0.0.1", 40000)
+        .expect("open");
+    pair.drive();
+    let mut confirm = vec![MessageType::CHANNEL_OPEN_CONFIRMATION.0];
+    for v in [id.0, 7, 1 << 20, 32768] {
+        confirm.extend_from_slice(&v.to_be_bytes());
+    }
+    pair.server_sends(&confirm);
+    pair.drive();
+    assert_eq!(pair.error, None);
+    pair.session.set_deferred_delivery(id, true);
+    (pair, id)
+}
+
+fn channel_data(id: ChannelId, data: &[u8]) -> Vec<u8> {
+    let mut p = vec![MessageType::CHANNEL_DATA.0];
+    p.extend_from_slice(&id.0.to_be_bytes());
+    p.extend_from_slice(&u32::try_from(data.len()).unwrap().to_be_bytes());
+    p.extend_from_slice(data);
+    p
+}
+
+/// Delivers channel `id`'s data to a writer that takes at most `limit` bytes; returns what
+/// it wrote, the count `deliver` reported and the number of parts it was handed.
+fn deliver_up_to(pair: &mut Pair, id: ChannelId, limit: usize) -> (Vec<u8>, (usize, usize), usize) {
+    let mut wrote = Vec::new();
+    let mut parts = 0;
+    let counts = pair.session.deliver(id, &mut |slices| {
+        parts = slices.len();
+        for s in slices {
+            let room = limit - wrote.len();
+            wrote.extend_from_slice(&s[..s.len().min(room)]);
+        }
+        wrote.len()
+    });
+    (wrote, counts, parts)
+}
+
+#[test]
+fn deferred_data_is_handed_out_in_order_from_the_receive_buffer_and_the_rest_is_buffered() {
+    let (mut pair, id) = deferring_channel();
+    for byte in [b'a', b'b', b'c'] {
+        pair.server_sends(&channel_data(id, &[byte; 1000]));
+    }
+    pair.drive();
+    assert_eq!(pair.error, None);
+    assert!(
+        pair.events.iter().any(|e| e.contains("Data")),
+        "{:?}",
+        pair.events
+    );
+    assert!(
+        pair.session.connection().received(id).is_empty(),
+        "the data stays where it was decrypted"
+    );
+
+    // A writer that takes half: the rest goes into the channel's buffer, in order.
+    let (wrote, counts, parts) = deliver_up_to(&mut pair, id, 1500);
+    assert_eq!(parts, 3, "one part per payload");
+    assert_eq!(counts, (1500, 3000));
+    assert_eq!(wrote, [[b'a'; 1000].as_slice(), &[b'b'; 500]].concat());
+    assert_eq!(
+        pair.session.connection().received(id),
+        [[b'b'; 500].as_slice(), &[b'c'; 1000]].concat()
+    );
+
+    // More data, then EOF: the EOF makes the deferred data go into the buffer first.
+    pair.server_sends(&channel_data(id, &[b'd'; 700]));
+    let mut eof = vec![MessageType::CHANNEL_EOF.0];
+    eof.extend_from_slice(&id.0.to_be_bytes());
+    pair.server_sends(&eof);
+    pair.drive();
+    assert_eq!(pair.error, None);
+    assert_eq!(pair.session.connection().received(id).len(), 2200);
+    let (wrote, counts, parts) = deliver_up_to(&mut pair, id, usize::MAX);
+    assert_eq!((counts, parts), ((2200, 2200), 1));
+    assert_eq!(
+        wrote,
+        [[b'b'; 500].as_slice(), &[b'c'; 1000], &[b'd'; 700]].concat()
+    );
+    assert!(pair.session.connection().received(id).is_empty());
+}
+
+#[test]
+fn buffered_data_goes_first_and_reading_into_the_receive_buffer_buffers_what_waits() {
+    let (mut pair, id) = deferring_channel();
+    pair.server_sends(&channel_data(id, b"first "));
+    pair.drive();
+    // Nothing delivered: the next read moves the deferred bytes into the channel buffer.
+    let _ = pair.session.read_space(1);
+    pair.session.commit_input(0, pair.now);
+    assert_eq!(pair.session.connection().received(id), b"first ");
+    pair.server_sends(&channel_data(id, b"second"));
+    pair.drive();
+    assert_eq!(pair.session.connection().received(id), b"first ");
+    let (wrote, counts, parts) = deliver_up_to(&mut pair, id, usize::MAX);
+    assert_eq!(
+        (counts, parts),
+        ((12, 12), 2),
+        "the buffer, then the payload"
+    );
+    assert_eq!(wrote, b"first second");
+    // Nothing left: delivering again hands out nothing.
+    assert_eq!(deliver_up_to(&mut pair, id, usize::MAX).1, (0, 0));
+}
+
+#[test]
+fn many_small_payloads_are_deferred_at_most_max_deferred_at_once_and_stay_in_order() {
+    let (mut pair, id) = deferring_channel();
+    let mut expected = Vec::new();
+    for i in 0..(MAX_DEFERRED * 2 + 5) {
+        let chunk = format!("<{i}>");
+        expected.extend_from_slice(chunk.as_bytes());
+        pair.server_sends(&channel_data(id, chunk.as_bytes()));
+    }
+    pair.drive();
+    assert_eq!(pair.error, None);
+    let (wrote, counts, parts) = deliver_up_to(&mut pair, id, usize::MAX);
+    assert!(parts <= MAX_DEFERRED + 1, "{parts} parts");
+    assert_eq!(counts, (expected.len(), expected.len()));
+    assert_eq!(wrote, expected);
+}
+
+#[test]
+fn turning_deferral_off_buffers_what_waits_and_later_data_follows_it() {
+    let (mut pair, id) = deferring_channel();
+    pair.server_sends(&channel_data(id, b"one "));
+    pair.drive();
+    pair.session.set_deferred_delivery(id, false);
+    assert_eq!(pair.session.connection().received(id), b"one ");
+    pair.server_sends(&channel_data(id, b"two"));
+    pair.drive();
+    assert_eq!(pair.session.connection().received(id), b"one two");
+}
+
+#[test]
+fn delivered_deferred_data_is_credited_to_the_server_window() {
+    let (mut pair, id) = deferring_channel();
+    let _ = pair.take_received();
+    // Enough for the credit threshold (three maximum packets at most, half the window).
+    for _ in 0..40 {
+        pair.server_sends(&channel_data(id, &[7; 32768]));
+        pair.drive();
+        let (_, (n, total), _) = deliver_up_to(&mut pair, id, usize::MAX);
+        assert_eq!(n, total);
+        pair.drive();
+    }
+    assert_eq!(pair.error, None);
+    let adjusts = pair
+        .take_received()
+        .into_iter()
+        .filter(|p| p.first() == Some(&MessageType::CHANNEL_WINDOW_ADJUST.0))
+        .count();
+    assert!(adjusts > 0, "written deferred data was credited");
+}

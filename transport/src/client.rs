@@ -112,6 +112,13 @@ pub enum Event<'a> {
         data: &'a [u8],
         /// The packet's sequence number, for SSH_MSG_UNIMPLEMENTED.
         seq: u32,
+        /// Where `data` starts in the receive buffer, when it lies there (it does unless it
+        /// was decompressed). Its bytes stay at that place, readable with
+        /// [`ClientTransport::received_bytes`], until the next
+        /// [`read_space`](ClientTransport::read_space) or
+        /// [`handle_input`](ClientTransport::handle_input): opening later packets does not
+        /// move them.
+        at: Option<usize>,
     },
 }
 
@@ -390,6 +397,13 @@ impl ClientTransport {
         self.rx.read_space(min)
     }
 
+    /// Bytes of the receive buffer by position: a range within a payload that
+    /// [`Event::Payload`] placed `at` an offset, read back after later packets were opened.
+    /// Empty for a range outside the buffer.
+    pub fn received_bytes(&self, range: core::ops::Range<usize>) -> &[u8] {
+        self.rx.buffered(range)
+    }
+
     /// `n` bytes were read into [`read_space`](Self::read_space).
     pub fn commit_input(&mut self, n: usize) {
         self.rx.commit(n);
@@ -492,6 +506,7 @@ impl ClientTransport {
         Ok(Some(Event::Payload {
             data: self.rx.payload(&payload),
             seq: payload.seq,
+            at: (!payload.inflated).then_some(payload.payload.start),
         }))
     }
 

@@ -161,7 +161,14 @@ impl Rx {
         self.inflater.is_active()
     }
 
-    /// The bytes of an opened packet's payload. Valid until the next packet is opened.
+    /// Bytes of the receive buffer by position (see [`Received::payload`]); empty outside it.
+    pub fn buffered(&self, range: Range<usize>) -> &[u8] {
+        self.buf.get(range).unwrap_or_default()
+    }
+
+    /// The bytes of an opened packet's payload. Valid until the next packet is opened (one
+    /// that was not inflated stays where it is until the next [`read_space`](Self::read_space)
+    /// or [`append`](Self::append)).
     pub fn payload(&self, r: &Received) -> &[u8] {
         let buf: &[u8] = if r.inflated {
             self.inflater.output()
