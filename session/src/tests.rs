@@ -594,3 +594,71 @@ fn delivered_deferred_data_is_credited_to_the_server_window() {
         .count();
     assert!(adjusts > 0, "written deferred data was credited");
 }
+
+/// What to do after the server sent one CHANNEL_DATA.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// Nothing: more data piles up behind it.
+    Wait,
+    /// A write that takes at most this many bytes.
+    Deliver(usize),
+    /// A read into the receive buffer (which buffers what was deferred).
+    Read,
+    /// Deferral off and on again.
+    Toggle,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(Step::Wait),
+        (0usize..70_000).prop_map(Step::Deliver),
+        Just(Step::Read),
+        Just(Step::Toggle),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Whatever the sizes, partial writes, reads and toggles, the bytes written and then
+    /// buffered are exactly the bytes the server sent, in order.
+    #[test]
+    fn deferred_delivery_loses_and_reorders_nothing(
+        ops in proptest::collection::vec((1usize..=32768, step()), 1..40)
+    ) {
+        let (mut pair, id) = deferring_channel();
+        let mut sent = Vec::new();
+        let mut out = Vec::new();
+        for (i, (size, step)) in ops.into_iter().enumerate() {
+            let data: Vec<u8> = (0..size).map(|j| (i * 7 + j / 251) as u8).collect();
+            sent.extend_from_slice(&data);
+            pair.server_sends(&channel_data(id, &data));
+            pair.drive();
+            proptest::prop_assert_eq!(&pair.error, &None);
+            match step {
+                Step::Wait => {}
+                Step::Deliver(limit) => {
+                    let (wrote, (n, total), _) = deliver_up_to(&mut pair, id, limit);
+                    proptest::prop_assert_eq!(n, wrote.len());
+                    proptest::prop_assert_eq!(n, total.min(limit));
+                    out.extend_from_slice(&wrote);
+                }
+                Step::Read => {
+                    let _ = pair.session.read_space(1);
+                    pair.session.commit_input(0, pair.now);
+                }
+                Step::Toggle => {
+                    pair.session.set_deferred_delivery(id, false);
+                    pair.session.set_deferred_delivery(id, true);
+                }
+            }
+        }
+        let (wrote, (n, total), _) = deliver_up_to(&mut pair, id, usize::MAX);
+        proptest::prop_assert_eq!(n, total);
+        out.extend_from_slice(&wrote);
+        proptest::prop_assert_eq!(out.len(), sent.len());
+        proptest::prop_assert!(out == sent, "the bytes differ");
+        proptest::prop_assert!(pair.session.connection().received(id).is_empty());
+    }
+}
