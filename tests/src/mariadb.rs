@@ -108,6 +108,9 @@ impl Mariadb {
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data_dir.display()))
             .args(["--auth-root-authentication-method=socket", "--skip-test-db"])
+            // Its own temporary tables go in the lab's directory, not a /tmp that concurrent
+            // installs share (CI saw one fail to remove its temporary table there).
+            .arg(format!("--tmpdir={}", dir.path().display()))
             .current_dir(dir.path());
         match &run_as {
             Some(user) => install.arg(format!("--user={user}")),
