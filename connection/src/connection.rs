@@ -46,10 +46,6 @@ pub struct ChannelId(pub u32);
 /// limit is not visible from here.
 pub const MAX_OUTGOING_DATA: u32 = 32768;
 
-/// Where the data of a CHANNEL_DATA payload starts: after the message number, the recipient
-/// channel and the data's length (RFC 4254 section 5.2).
-pub const CHANNEL_DATA_OFFSET: usize = 9;
-
 /// Longest open failure description kept, in characters.
 const MAX_DESCRIPTION_CHARS: usize = 256;
 
@@ -729,8 +725,9 @@ impl Connection {
     /// Like [`handle_payload`](Self::handle_payload), except for CHANNEL_DATA on a channel
     /// set to [deferred delivery](Self::set_deferred_delivery): its data is checked and
     /// counted against the window and [`Event::Data`] is queued as usual, but it is not
-    /// copied into the channel's buffer. Returns the channel and the data's length; the data
-    /// is `payload[CHANNEL_DATA_OFFSET..][..len]`, which the caller keeps and must hand back
+    /// copied into the channel's buffer. Returns the channel and where the data lies in
+    /// `payload` (its last field: the decoder rejects trailing bytes), which the caller keeps
+    /// and must hand back
     /// before anything else happens on the channel: what it wrote to the local socket with
     /// [`deferred_written`](Self::deferred_written), the rest with
     /// [`buffer_deferred`](Self::buffer_deferred). A driver that writes several payloads'
@@ -739,19 +736,14 @@ impl Connection {
         &mut self,
         payload: &[u8],
         sink: &mut dyn PayloadSink,
-    ) -> Result<Option<(ChannelId, usize)>, ConnectionError> {
+    ) -> Result<Option<(ChannelId, core::ops::Range<usize>)>, ConnectionError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
         let result = Message::decode(payload).and_then(|m| match m {
-            Message::Data(d) => {
-                // Deferred only where the data lies at the fixed offset (it always does:
-                // the checked decoder takes it from there).
-                let in_place = payload
-                    .get(CHANNEL_DATA_OFFSET..)
-                    .is_some_and(|p| core::ptr::eq(p.as_ptr(), d.data.as_ptr()));
-                self.on_data(d.recipient, d.data, in_place)
-            }
+            Message::Data(d) => Ok(self
+                .on_data(d.recipient, d.data, true)?
+                .map(|id| (id, payload.len() - d.data.len()..payload.len()))),
             other => self.handle_message(other, sink).map(|()| None),
         });
         if let Err(e) = &result {
@@ -768,7 +760,7 @@ impl Connection {
         recipient: u32,
         data: &[u8],
         may_defer: bool,
-    ) -> Result<Option<(ChannelId, usize)>, ConnectionError> {
+    ) -> Result<Option<ChannelId>, ConnectionError> {
         let kind = MessageType::CHANNEL_DATA;
         let max = self.config.max_packet;
         let channel = lookup(&mut self.slots, recipient, kind)?;
@@ -784,7 +776,7 @@ impl Connection {
             channel.data_queued = true;
             self.events.push_back(Event::Data(ChannelId(recipient)));
         }
-        Ok(deferred.then_some((ChannelId(recipient), data.len())))
+        Ok(deferred.then_some(ChannelId(recipient)))
     }
 
     /// Whether channel `id`'s data may be left in the payloads for the caller (see

@@ -99,9 +99,7 @@ mod error;
 pub mod msg;
 pub mod window;
 
-pub use connection::{
-    CHANNEL_DATA_OFFSET, ChannelId, Config, Connection, Event, MAX_OUTGOING_DATA,
-};
+pub use connection::{ChannelId, Config, Connection, Event, MAX_OUTGOING_DATA};
 pub use error::ConnectionError;
 pub use msg::{ExtendedDataType, Message, OpenFailureReason, decode};
 pub use window::{ReceiveWindow, Window, WindowError};

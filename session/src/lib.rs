@@ -450,9 +450,8 @@ impl Session {
                         self.conn_seq = seq;
                         if let (Some(at), true) = (at, deferrable) {
                             match self.conn.handle_payload_deferring(data, &mut self.outbox) {
-                                Ok(Some((id, len))) => {
-                                    let start = at + ssh_connection::CHANNEL_DATA_OFFSET;
-                                    self.deferred.push((id, start..start + len));
+                                Ok(Some((id, data))) => {
+                                    self.deferred.push((id, at + data.start..at + data.end));
                                     Routed::Nothing
                                 }
                                 Ok(None) => Routed::Nothing,
