@@ -21,6 +21,7 @@
 //! can never be mistaken for one about a newer channel with the same number.
 
 use std::collections::VecDeque;
+use std::io::IoSliceMut;
 
 use ssh_transport::MessageType;
 use ssh_transport::PayloadSink;
@@ -561,6 +562,70 @@ impl Connection {
             sink.send_with(&mut |buf| msg.encode(buf));
         }
         Ok(take)
+    }
+
+    /// Like [`send_data`](Self::send_data), but the data is read by `fill` (one scatter read
+    /// of up to `max` bytes, cut to the server's window) straight into the CHANNEL_DATA
+    /// packets when the sink can build them in place, or else into a buffer that is then
+    /// sent. `fill` returns how many bytes it wrote, all of which are sent. `Ok(None)`,
+    /// without calling `fill`, when the channel cannot take data now (as `send_data`'s 0):
+    /// wait for [`Event::SendCapacity`] (or [`Event::Closed`]).
+    ///
+    /// Errors: as `send_data`'s.
+    pub fn send_data_from(
+        &mut self,
+        id: ChannelId,
+        max: usize,
+        sink: &mut dyn PayloadSink,
+        fill: &mut dyn FnMut(&mut [IoSliceMut<'_>]) -> usize,
+    ) -> Result<Option<usize>, ConnectionError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let channel = match self.slot_mut(id.0) {
+            Some(Slot::Live(c)) => c,
+            Some(Slot::Retiring) => return Ok(None),
+            Some(Slot::Free) | None => return Err(ConnectionError::NoSuchChannel(id)),
+        };
+        if !channel.can_send() {
+            return Ok(None);
+        }
+        let take = channel.send_window.allowance(max);
+        if take == 0 {
+            return Ok(None);
+        }
+        let chunk = usize::try_from(channel.send_max.max(1)).unwrap_or(usize::MAX);
+        let [r0, r1, r2, r3] = channel.remote_id.to_be_bytes();
+        let head = [MessageType::CHANNEL_DATA.0, r0, r1, r2, r3];
+        let mut filled = 0;
+        let mut counted = |slices: &mut [IoSliceMut<'_>]| {
+            let room = slices.iter().map(|s| s.len()).sum::<usize>();
+            filled = fill(slices).min(room);
+            filled
+        };
+        let sent = match sink.send_data_with(&head, chunk, take, &mut counted) {
+            Some(n) => n.min(filled),
+            None => {
+                // The sink cannot build the packets in place: read into a buffer.
+                let mut buf = vec![0; take];
+                let n = fill(&mut [IoSliceMut::new(&mut buf)]).min(take);
+                let recipient = channel.remote_id;
+                for chunk in buf.get(..n).unwrap_or_default().chunks(chunk) {
+                    let msg = ChannelData {
+                        recipient,
+                        data: chunk,
+                    };
+                    sink.send_with(&mut |b| msg.encode(b));
+                }
+                n
+            }
+        };
+        // Cannot fail: `sent` is at most `take`, which came from the window.
+        channel
+            .send_window
+            .take(sent)
+            .map_err(|e| ConnectionError::window(id.0, e))?;
+        Ok(Some(sent))
     }
 
     /// The local socket will send no more (it read EOF): sends CHANNEL_EOF, at once or as

@@ -1008,24 +1008,89 @@ impl ChannelStream {
         }
     }
 
+    /// `Ok` when data may go into the output buffer now; else what a send returns: the
+    /// session's error, a broken pipe for a closed channel, or pending (and registered)
+    /// while the output buffer is over its high-water mark.
+    fn may_send(&self, cx: &Context<'_>, st: &mut State) -> Result<(), Poll<io::Result<usize>>> {
+        if let Some(e) = &st.error {
+            return Err(Poll::Ready(Err(session_io_error(e))));
+        }
+        let Some(slot) = self.slot(st) else {
+            return Err(Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())));
+        };
+        if matches!(slot.state, SlotState::Closed) {
+            return Err(Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())));
+        }
+        if st.session.pending_output() > OUTPUT_HIGH_WATER {
+            st.output_waiters.push(cx.waker().clone());
+            st.wake_driver();
+            return Err(Poll::Pending);
+        }
+        Ok(())
+    }
+
+    /// Reads up to `max` bytes from `sock` straight into CHANNEL_DATA packets (one scatter
+    /// read into the output buffer, no copy) and sends them: `Ok(n)` for `n` bytes read and
+    /// sent, `Ok(0)` at the socket's end of file. Waits while the server's window is closed
+    /// or the output buffer is full, so nothing is read that cannot be sent at once.
+    pub fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        sock: &tokio::net::TcpStream,
+        max: usize,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = self.shared.lock();
+            let st = &mut *guard;
+            if let Err(wait) = self.may_send(cx, st) {
+                return wait;
+            }
+            let mut read = None;
+            let sent = st
+                .session
+                .send_data_from(self.id, max.max(1), &mut |slices| {
+                    let r = sock.try_read_vectored(slices);
+                    let n = *r.as_ref().unwrap_or(&0);
+                    read = Some(r);
+                    n
+                });
+            match (sent, read) {
+                (Err(e), _) => return Poll::Ready(Err(session_io_error(&e))),
+                (Ok(Some(_)), None) => {
+                    return Poll::Ready(Err(io::Error::other("no read was made for the channel")));
+                }
+                (Ok(None), _) => {
+                    if let Some(slot) = self.slot(st) {
+                        slot.write_waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+                (Ok(Some(n)), Some(Ok(_))) => {
+                    if n > 0 {
+                        st.wake_driver();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                (Ok(Some(_)), Some(Err(e))) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drop(guard);
+                    match sock.poll_read_ready(cx) {
+                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                (Ok(Some(_)), Some(Err(e))) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
     /// Sends what the window allows of `data` (see `AsyncWrite::poll_write`), through a
     /// shared reference so that one task can read and write the channel at once.
     pub fn poll_send(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let mut guard = self.shared.lock();
         let st = &mut *guard;
-        if let Some(e) = &st.error {
-            return Poll::Ready(Err(session_io_error(e)));
-        }
-        let Some(slot) = self.slot(st) else {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        };
-        if matches!(slot.state, SlotState::Closed) {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        if st.session.pending_output() > OUTPUT_HIGH_WATER {
-            st.output_waiters.push(cx.waker().clone());
-            st.wake_driver();
-            return Poll::Pending;
+        if let Err(wait) = self.may_send(cx, st) {
+            return wait;
         }
         match st.session.send_data(self.id, data) {
             Ok(0) => {

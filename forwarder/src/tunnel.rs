@@ -24,14 +24,11 @@ use tracing::{Instrument, debug, info, warn};
 use crate::driver::{ChannelStream, OpenError, Sent, SessionHandle};
 use crate::supervisor::SupervisorHandle;
 
-/// A connection's first read buffer, client to server: a query or a login fits, and a
-/// connection that has sent only that much keeps no more.
-const COPY_BUFFER_MIN: usize = 4 * 1024;
-/// What the read buffer grows to while reads fill it (bulk uploads): four packets of the full
-/// 32 KiB per read, and fewer wakeups (64 KiB looked costlier per GiB uploaded).
-const COPY_BUFFER_MAX: usize = 128 * 1024;
-/// A connection that sends nothing for this long gives its read buffer back.
-const COPY_BUFFER_IDLE: Duration = Duration::from_secs(2);
+/// A connection's first read, client to server: a query or a login fits.
+const READ_MIN: usize = 16 * 1024;
+/// What reads grow to while they fill (bulk uploads): four packets of the full 32 KiB per
+/// read, and fewer wakeups (64 KiB looked costlier per GiB uploaded).
+const READ_MAX: usize = 128 * 1024;
 /// The pause after a failed `accept()` (EMFILE and the like), so a listener out of
 /// descriptors does not spin.
 pub(crate) const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -390,40 +387,26 @@ pub async fn forward(
     result
 }
 
-/// Local socket to channel, then CHANNEL_EOF at the socket's end of file.
+/// Local socket to channel, then CHANNEL_EOF at the socket's end of file. Each read goes
+/// straight into the CHANNEL_DATA packets being built (see
+/// [`ChannelStream::poll_recv_from`]): the connection holds no buffer of its own.
 async fn upload(
     socket: &TcpStream,
     channel: &ChannelStream,
     observer: &dyn TrafficObserver,
 ) -> io::Result<u64> {
-    let mut buf = CopyBuffer::default();
+    let mut size = ReadSize::default();
     let mut total = 0u64;
     loop {
-        if buf.is_held() {
-            if let Ok(ready) = tokio::time::timeout(COPY_BUFFER_IDLE, socket.readable()).await {
-                ready?;
-            } else {
-                buf.release();
-                socket.readable().await?;
-            }
-        } else {
-            socket.readable().await?;
-        }
-        let n = match socket.try_read(buf.space()) {
+        let n = match std::future::poll_fn(|cx| channel.poll_recv_from(cx, socket, size.0)).await {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 channel.send_eof();
                 return Err(e);
             }
         };
-        let data = buf.filled(n);
-        let mut at = 0;
-        while at < n {
-            let chunk = data.get(at..n).unwrap_or_default();
-            at += std::future::poll_fn(|cx| channel.poll_send(cx, chunk)).await?;
-        }
+        size.read(n);
         total += n as u64;
         observer.sent_to_remote(n as u64);
     }
@@ -431,39 +414,26 @@ async fn upload(
     Ok(total)
 }
 
-/// The read buffer of one connection, client to server: none until the first read, small
-/// while reads are small, [`COPY_BUFFER_MAX`] once a read fills it, none again after
-/// [`COPY_BUFFER_IDLE`] without data. Many idle or lightly used connections then cost little.
-#[derive(Debug, Default)]
-struct CopyBuffer {
-    buf: Vec<u8>,
+/// How much the next read from a connection asks for, client to server: little while reads
+/// are short (a query, a login), so their packets claim little room in the output buffer;
+/// doubling while reads fill it (bulk uploads), up to [`READ_MAX`]; halving again when they
+/// come back under a quarter of it.
+#[derive(Debug)]
+struct ReadSize(usize);
+
+impl Default for ReadSize {
+    fn default() -> Self {
+        Self(READ_MIN)
+    }
 }
 
-impl CopyBuffer {
-    /// Whether memory is held.
-    fn is_held(&self) -> bool {
-        !self.buf.is_empty()
-    }
-
-    /// Room for the next read.
-    fn space(&mut self) -> &mut [u8] {
-        if self.buf.is_empty() {
-            self.buf = vec![0; COPY_BUFFER_MIN];
+impl ReadSize {
+    fn read(&mut self, n: usize) {
+        if n >= self.0 {
+            self.0 = (self.0 * 2).min(READ_MAX);
+        } else if n < self.0 / 4 {
+            self.0 = (self.0 / 2).max(READ_MIN);
         }
-        &mut self.buf
-    }
-
-    /// The `n` bytes just read; a read that filled the buffer grows it for the next one.
-    fn filled(&mut self, n: usize) -> &[u8] {
-        if n == self.buf.len() && n < COPY_BUFFER_MAX {
-            self.buf.resize(COPY_BUFFER_MAX, 0);
-        }
-        self.buf.get(..n).unwrap_or_default()
-    }
-
-    /// Gives the memory back.
-    fn release(&mut self) {
-        self.buf = Vec::new();
     }
 }
 
@@ -499,25 +469,23 @@ mod tests {
     }
 
     #[test]
-    fn copy_buffer_starts_empty_grows_when_filled_and_is_released() {
-        let mut b = CopyBuffer::default();
-        assert!(!b.is_held());
-        assert_eq!(b.space().len(), COPY_BUFFER_MIN);
-        b.space()[..3].copy_from_slice(b"abc");
-        assert_eq!(b.filled(3), b"abc");
-        assert_eq!(
-            b.space().len(),
-            COPY_BUFFER_MIN,
-            "a short read does not grow it"
-        );
-        b.space().fill(7);
-        assert_eq!(b.filled(COPY_BUFFER_MIN), &[7; COPY_BUFFER_MIN][..]);
-        assert_eq!(b.space().len(), COPY_BUFFER_MAX, "a full read grows it");
-        assert_eq!(b.filled(COPY_BUFFER_MAX).len(), COPY_BUFFER_MAX);
-        assert_eq!(b.space().len(), COPY_BUFFER_MAX, "it grows no further");
-        b.release();
-        assert!(!b.is_held());
-        assert_eq!(b.space().len(), COPY_BUFFER_MIN);
+    fn reads_grow_while_they_fill_and_shrink_when_short() {
+        let mut r = ReadSize::default();
+        assert_eq!(r.0, READ_MIN);
+        r.read(READ_MIN / 2);
+        assert_eq!(r.0, READ_MIN, "a read of half does not change it");
+        r.read(READ_MIN);
+        assert_eq!(r.0, READ_MIN * 2, "a full read doubles it");
+        for _ in 0..10 {
+            r.read(r.0);
+        }
+        assert_eq!(r.0, READ_MAX, "it grows no further");
+        r.read(READ_MAX / 4 - 1);
+        assert_eq!(r.0, READ_MAX / 2, "a short read halves it");
+        for _ in 0..10 {
+            r.read(1);
+        }
+        assert_eq!(r.0, READ_MIN, "it shrinks no further");
     }
 
     #[test]

@@ -64,7 +64,7 @@
 )]
 
 use std::fmt;
-use std::io::IoSlice;
+use std::io::{IoSlice, IoSliceMut};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -646,6 +646,21 @@ impl Session {
     pub fn send_data(&mut self, id: ChannelId, data: &[u8]) -> Result<usize, SessionError> {
         self.conn
             .send_data(id, data, &mut self.transport)
+            .map_err(SessionError::Connection)
+    }
+
+    /// Sends up to `max` bytes (cut to what the channel's window allows) that `fill` reads
+    /// straight into the packets in the output buffer, one scatter read, with no copy (see
+    /// [`Connection::send_data_from`]). `fill` returns how many bytes it wrote, all of which
+    /// are sent. `Ok(None)`, without calling `fill`, when the channel cannot take data now.
+    pub fn send_data_from(
+        &mut self,
+        id: ChannelId,
+        max: usize,
+        fill: &mut dyn FnMut(&mut [IoSliceMut<'_>]) -> usize,
+    ) -> Result<Option<usize>, SessionError> {
+        self.conn
+            .send_data_from(id, max, &mut self.transport, fill)
             .map_err(SessionError::Connection)
     }
 

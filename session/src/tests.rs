@@ -43,9 +43,17 @@ impl Pair {
     }
 
     fn with_auth(auth: AuthConfig, server_alive: Option<ServerAlive>) -> Self {
+        Self::with_config(auth, ClientConfig::default(), server_alive)
+    }
+
+    fn with_config(
+        auth: AuthConfig,
+        transport: ClientConfig,
+        server_alive: Option<ServerAlive>,
+    ) -> Self {
         let now = Instant::now();
         let config = SessionConfig {
-            transport: ClientConfig::default(),
+            transport,
             connection: ssh_connection::Config::default(),
             auth,
             server_alive,
@@ -436,20 +444,26 @@ fn without_a_key_the_none_request_goes_ahead_and_nothing_more() {
 
 /// An authenticated pair with one confirmed `direct-tcpip` channel set to deferred delivery.
 fn deferring_channel() -> (Pair, ChannelId) {
-    let mut pair = Pair::authenticated(None);
+    let (mut pair, id) = open_channel(Pair::authenticated(None), 1 << 20);
+    pair.session.set_deferred_delivery(id, true);
+    (pair, id)
+}
+
+/// `pair` with one more `direct-tcpip` channel, confirmed by the server with `window` and a
+/// maximum packet of 32 KiB.
+fn open_channel(mut pair: Pair, window: u32) -> (Pair, ChannelId) {
     let id = pair
         .session
         .open_direct_tcpip("db", 5432, "127.0.0.1", 40000)
         .expect("open");
     pair.drive();
     let mut confirm = vec![MessageType::CHANNEL_OPEN_CONFIRMATION.0];
-    for v in [id.0, 7, 1 << 20, 32768] {
+    for v in [id.0, 7, window, 32768] {
         confirm.extend_from_slice(&v.to_be_bytes());
     }
     pair.server_sends(&confirm);
     pair.drive();
     assert_eq!(pair.error, None);
-    pair.session.set_deferred_delivery(id, true);
     (pair, id)
 }
 
@@ -661,4 +675,132 @@ proptest::proptest! {
         proptest::prop_assert!(out == sent, "the bytes differ");
         proptest::prop_assert!(pair.session.connection().received(id).is_empty());
     }
+}
+
+// ---- data read straight into packets ------------------------------------------------------
+
+/// Reads up to `limit` bytes of `source` (from `at` on) into the slices `send_data_from`
+/// hands out; returns the bytes read, or `None` if the closure was not called.
+fn send_from(
+    pair: &mut Pair,
+    id: ChannelId,
+    max: usize,
+    source: &[u8],
+    at: &mut usize,
+    limit: usize,
+) -> Option<usize> {
+    let mut called = false;
+    let sent = pair
+        .session
+        .send_data_from(id, max, &mut |slices| {
+            called = true;
+            let mut n = 0;
+            for s in slices.iter_mut() {
+                let k = s.len().min(limit - n).min(source.len() - *at);
+                s[..k].copy_from_slice(&source[*at..*at + k]);
+                *at += k;
+                n += k;
+            }
+            n
+        })
+        .expect("send_data_from");
+    assert_eq!(
+        sent.is_some(),
+        called,
+        "fill is called exactly when data can go"
+    );
+    sent
+}
+
+/// The data of the CHANNEL_DATA messages the server received for recipient 7, in order;
+/// each message is checked to be at most the maximum packet.
+fn data_received(pair: &mut Pair) -> Vec<u8> {
+    let mut data = Vec::new();
+    for p in pair.take_received() {
+        if p.first() == Some(&MessageType::CHANNEL_DATA.0) {
+            assert_eq!(&p[1..5], &7u32.to_be_bytes());
+            let len = u32::from_be_bytes(p[5..9].try_into().unwrap()) as usize;
+            assert_eq!(p.len(), 9 + len);
+            assert!(len > 0 && len <= 32768, "{len}");
+            data.extend_from_slice(&p[9..]);
+        }
+    }
+    data
+}
+
+#[test]
+fn data_read_into_packets_arrives_in_order_and_stops_at_the_window() {
+    let (mut pair, id) = open_channel(Pair::authenticated(None), 300_000);
+    pair.take_received();
+    let source: Vec<u8> = (0..400_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let mut at = 0;
+    // Reads of every shape: full, short, empty, then one the window cuts.
+    for (max, limit) in [
+        (131_072, 131_072),
+        (131_072, 5),
+        (131_072, 0),
+        (40_000, 40_000),
+        (16_384, 100),
+        (200_000, 200_000),
+    ] {
+        let before = at;
+        let n = send_from(&mut pair, id, max, &source, &mut at, limit).expect("window open");
+        assert_eq!(n, at - before);
+        pair.drive();
+        assert_eq!(pair.error, None);
+    }
+    assert_eq!(at, 300_000, "the last read was cut to the window");
+    assert_eq!(data_received(&mut pair), &source[..300_000]);
+    // The window is spent: no read until the server adjusts it.
+    assert_eq!(send_from(&mut pair, id, 1000, &source, &mut at, 1000), None);
+    let mut adjust = vec![MessageType::CHANNEL_WINDOW_ADJUST.0];
+    adjust.extend_from_slice(&id.0.to_be_bytes());
+    adjust.extend_from_slice(&50_000u32.to_be_bytes());
+    pair.server_sends(&adjust);
+    pair.drive();
+    assert_eq!(
+        send_from(&mut pair, id, 131_072, &source, &mut at, usize::MAX),
+        Some(50_000)
+    );
+    pair.drive();
+    assert_eq!(data_received(&mut pair), &source[300_000..350_000]);
+    // After our EOF the channel takes no more.
+    pair.session.send_eof(id);
+    assert_eq!(send_from(&mut pair, id, 1000, &source, &mut at, 1000), None);
+}
+
+#[test]
+fn data_read_while_a_key_exchange_holds_packets_back_is_sent_after_it_in_order() {
+    let mut auth = AuthConfig::new("tester".into(), Vec::new());
+    auth.publickey = false;
+    auth.password = false;
+    auth.keyboard_interactive = false;
+    let transport = ClientConfig {
+        rekey_limit: Some(100_000),
+        ..ClientConfig::default()
+    };
+    let mut pair = Pair::with_config(auth, transport, None);
+    pair.drive();
+    assert!(pair.session.is_authenticated(), "{:?}", pair.events);
+    let (mut pair, id) = open_channel(pair, 1 << 30);
+    pair.take_received();
+    let source: Vec<u8> = (0..1_000_000u32).map(|i| (i * 13 % 253) as u8).collect();
+    let mut at = 0;
+    // Without driving in between, a rekey starts after the first 100 kB and the next reads
+    // are held back with the rest until it ends.
+    let mut reads = 0;
+    while at < source.len() {
+        let n = send_from(&mut pair, id, 65_536, &source, &mut at, 65_536).expect("window");
+        assert!(n > 0);
+        reads += 1;
+        if reads % 4 == 0 {
+            pair.drive();
+            assert_eq!(pair.error, None);
+        }
+    }
+    pair.drive();
+    assert_eq!(pair.error, None);
+    let kexes = pair.session.transport().kex_count();
+    assert!(kexes >= 5, "rekeyed {} times", kexes - 1);
+    assert_eq!(data_received(&mut pair), source);
 }

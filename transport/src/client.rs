@@ -14,6 +14,7 @@
 //! NEWKEYS, so a rekey is invisible above the transport.
 
 use std::collections::VecDeque;
+use std::io::IoSliceMut;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
@@ -1040,6 +1041,23 @@ impl PayloadSink for ClientTransport {
             return;
         }
         self.maybe_rekey();
+    }
+
+    fn send_data_with(
+        &mut self,
+        head: &[u8],
+        chunk: usize,
+        max: usize,
+        fill: &mut dyn FnMut(&mut [IoSliceMut<'_>]) -> usize,
+    ) -> Option<usize> {
+        if self.error.is_some() || self.holding() || self.tx.is_compressing() {
+            return None;
+        }
+        let n = self
+            .tx
+            .frame_data(self.rng.as_mut(), head, chunk, max, fill);
+        self.maybe_rekey();
+        Some(n)
     }
 }
 

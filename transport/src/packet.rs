@@ -13,6 +13,7 @@
 //! padded and sealed in place, so several packets queue up back to back for one write.
 
 use core::ops::Range;
+use std::io::IoSliceMut;
 
 use crate::cipher::{PacketOpener, PacketSealer, Plaintext};
 use crate::compress::{Compression, DecompressError, Deflater, Inflater};
@@ -271,19 +272,62 @@ struct PadPool {
 
 impl PadPool {
     fn take(&mut self, rng: &mut dyn SecureRandom, n: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.next(rng, n));
+    }
+
+    fn fill(&mut self, rng: &mut dyn SecureRandom, dest: &mut [u8]) {
+        dest.copy_from_slice(self.next(rng, dest.len()));
+    }
+
+    fn next(&mut self, rng: &mut dyn SecureRandom, n: usize) -> &[u8] {
         if self.used + n > self.bytes.len() {
             rng.fill(&mut self.bytes);
             self.used = 0;
         }
-        out.extend_from_slice(self.bytes.get(self.used..self.used + n).unwrap_or_default());
+        let at = self.used;
         self.used += n;
+        self.bytes.get(at..at + n).unwrap_or_default()
     }
 }
 
-/// The send half.
+/// Where the packets of one [`Tx::frame_data`] call lie in the output buffer.
+#[derive(Clone, Copy, Debug)]
+struct DataLayout {
+    /// Bytes of payload before the data: `head` and the data's u32 length.
+    head: usize,
+    /// Data bytes in each packet but the last.
+    chunk: usize,
+    /// Block size, tag length and whether the length field is left out of the alignment.
+    bs: usize,
+    tag: usize,
+    excluded: bool,
+}
+
+impl DataLayout {
+    /// Padding length for a packet carrying `data` bytes.
+    fn pad(&self, data: usize) -> usize {
+        let covered = if self.excluded { 1 } else { 5 } + self.head + data;
+        let pad = self.bs - covered % self.bs;
+        if pad < 4 { pad + self.bs } else { pad }
+    }
+
+    /// Bytes the packet of `data` bytes takes on the wire.
+    fn footprint(&self, data: usize) -> usize {
+        5 + self.head + data + self.pad(data) + self.tag
+    }
+
+    /// Room to reserve for a packet of at most `data` bytes.
+    fn room(&self, data: usize) -> usize {
+        5 + self.head + data + self.bs + 4 + self.tag
+    }
+}
+
+/// The send half. `out[sent..end]` is what waits to be written; `out[end..]` is initialized
+/// spare room that [`Tx::frame_data`] reads into, so it is not zeroed for every packet.
 pub struct Tx {
     out: Vec<u8>,
     sent: usize,
+    end: usize,
     sealer: Box<dyn PacketSealer>,
     /// Sequence number of the next packet.
     pub seq: u32,
@@ -300,7 +344,7 @@ pub struct Tx {
 impl core::fmt::Debug for Tx {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Tx")
-            .field("unsent", &(self.out.len() - self.sent))
+            .field("unsent", &(self.end - self.sent))
             .field("seq", &self.seq)
             .finish()
     }
@@ -311,6 +355,7 @@ impl Default for Tx {
         Self {
             out: Vec::new(),
             sent: 0,
+            end: 0,
             sealer: Box::new(Plaintext),
             seq: 0,
             bytes: 0,
@@ -350,21 +395,32 @@ impl Tx {
 
     /// Bytes waiting to be written to the socket.
     pub fn output(&self) -> &[u8] {
-        self.out.get(self.sent..).unwrap_or_default()
+        self.out.get(self.sent..self.end).unwrap_or_default()
     }
 
     /// The driver wrote `n` bytes of [`output`](Self::output).
     pub fn consume(&mut self, n: usize) {
-        self.sent = (self.sent + n).min(self.out.len());
-        if self.sent == self.out.len() {
-            self.out.clear();
+        self.sent = (self.sent + n).min(self.end);
+        if self.sent == self.end {
             self.sent = 0;
+            self.end = 0;
         }
     }
 
     /// Writes raw bytes (the version line).
     pub fn raw(&mut self, data: &[u8]) {
+        self.out.truncate(self.end);
         self.out.extend_from_slice(data);
+        self.end = self.out.len();
+    }
+
+    /// Moves what waits to the front when more than half of it has been written.
+    fn compact(&mut self) {
+        if self.sent > 0 && self.sent >= self.end / 2 {
+            self.out.copy_within(self.sent..self.end, 0);
+            self.end -= self.sent;
+            self.sent = 0;
+        }
     }
 
     /// Frames, pads and seals one payload built by `build` straight into the output buffer.
@@ -375,10 +431,9 @@ impl Tx {
         rng: &mut dyn SecureRandom,
         build: &mut dyn FnMut(&mut Vec<u8>),
     ) -> Option<usize> {
-        if self.sent > 0 && self.sent >= self.out.len() / 2 {
-            self.out.drain(..self.sent);
-            self.sent = 0;
-        }
+        self.compact();
+        // `build` appends: the spare room behind `end` is given up.
+        self.out.truncate(self.end);
         let start = self.out.len();
         self.out.extend_from_slice(&[0; 5]);
         let payload_len = if self.deflater.is_active() {
@@ -390,6 +445,7 @@ impl Tx {
                 || !self.deflater.compress(&self.scratch, &mut self.out)
             {
                 self.out.truncate(start);
+                self.end = start;
                 return None;
             }
             raw_len
@@ -398,6 +454,7 @@ impl Tx {
             let n = self.out.len() - start - 5;
             if n == 0 || n > MAX_SEND_PAYLOAD {
                 self.out.truncate(start);
+                self.end = start;
                 return None;
             }
             n
@@ -428,7 +485,95 @@ impl Tx {
         self.seq = self.seq.wrapping_add(1);
         self.bytes += (4 + packet_len + tag) as u64;
         self.packets += 1;
+        self.end = self.out.len();
         Some(payload_len)
+    }
+
+    /// Sends up to `max` bytes read by `fill` straight into the packets, without a copy:
+    /// payloads of `head` followed by the data as an SSH string of at most `chunk` bytes,
+    /// so CHANNEL_DATA with `head` = message number and recipient. `fill` gets the data
+    /// areas of the packets in order (one scatter read) and returns how many bytes it
+    /// wrote; only the packets those bytes reach are framed, padded and sealed, the last one
+    /// short. Returns that count. Not for compressed payloads (returns 0 without calling
+    /// `fill`; use [`frame`](Self::frame)), nor for more than 16 packets at once (`max` is
+    /// cut to 16 `chunk`s).
+    pub fn frame_data(
+        &mut self,
+        rng: &mut dyn SecureRandom,
+        head: &[u8],
+        chunk: usize,
+        max: usize,
+        fill: &mut dyn FnMut(&mut [IoSliceMut<'_>]) -> usize,
+    ) -> usize {
+        const MAX_PACKETS: usize = 16;
+        let layout = DataLayout {
+            head: head.len() + 4,
+            chunk: chunk.min(MAX_SEND_PAYLOAD.saturating_sub(head.len() + 4)),
+            bs: self.sealer.block_size(),
+            tag: self.sealer.tag_len(),
+            excluded: self.sealer.length_excluded_from_alignment(),
+        };
+        let max = max.min(layout.chunk * MAX_PACKETS);
+        if self.deflater.is_active() || max == 0 || head.is_empty() {
+            return 0;
+        }
+        self.compact();
+        // Every packet but the last is full and sits right behind the one before.
+        let full = layout.footprint(layout.chunk);
+        let packets = max.div_ceil(layout.chunk);
+        let last = max - (packets - 1) * layout.chunk;
+        let start = self.end;
+        let room = start + (packets - 1) * full + layout.room(last);
+        if self.out.len() < room {
+            self.out.resize(room, 0);
+        }
+        let data_at = |i: usize| start + i * full + 5 + layout.head;
+        let n = {
+            let mut slices: [IoSliceMut<'_>; MAX_PACKETS] =
+                core::array::from_fn(|_| IoSliceMut::new(&mut []));
+            let mut rest = self.out.get_mut(start..room).unwrap_or_default();
+            let mut taken = start;
+            for (i, slot) in slices.iter_mut().take(packets).enumerate() {
+                let len = if i + 1 == packets { last } else { layout.chunk };
+                let skip = (data_at(i) - taken).min(rest.len());
+                let (_, tail) = core::mem::take(&mut rest).split_at_mut(skip);
+                let len = len.min(tail.len());
+                let (data, tail) = tail.split_at_mut(len);
+                *slot = IoSliceMut::new(data);
+                rest = tail;
+                taken = data_at(i) + len;
+            }
+            fill(slices.get_mut(..packets).unwrap_or_default()).min(max)
+        };
+        let mut at = start;
+        let mut left = n;
+        while left > 0 {
+            let data = left.min(layout.chunk);
+            left -= data;
+            let pad = layout.pad(data);
+            let packet_len = 1 + layout.head + data + pad;
+            let Some(packet) = self.out.get_mut(at..at + 4 + packet_len + layout.tag) else {
+                break;
+            };
+            let [l0, l1, l2, l3] = (packet_len as u32).to_be_bytes();
+            let [d0, d1, d2, d3] = (data as u32).to_be_bytes();
+            let (front, back) = packet.split_at_mut(5 + layout.head);
+            let (fixed, len_field) = front.split_at_mut(5 + head.len());
+            let (prefix, head_field) = fixed.split_at_mut(5);
+            prefix.copy_from_slice(&[l0, l1, l2, l3, pad as u8]);
+            head_field.copy_from_slice(head);
+            len_field.copy_from_slice(&[d0, d1, d2, d3]);
+            if let Some(padding) = back.get_mut(data..data + pad) {
+                self.pad.fill(rng, padding);
+            }
+            self.sealer.seal(self.seq, packet);
+            self.seq = self.seq.wrapping_add(1);
+            self.bytes += (4 + packet_len + layout.tag) as u64;
+            self.packets += 1;
+            at += 4 + packet_len + layout.tag;
+        }
+        self.end = at;
+        n
     }
 }
 
@@ -504,6 +649,142 @@ mod tests {
             assert_eq!(got, payloads, "{alg:?} {mac:?}");
             assert_eq!(rx.seq, payloads.len() as u32);
         }
+    }
+
+    /// A `fill` for [`Tx::frame_data`] that writes `n` bytes of a pattern from `next` on
+    /// across the slices, and records their lengths.
+    fn pattern_fill<'a>(
+        n: usize,
+        next: &'a mut u8,
+        lens: &'a mut Vec<usize>,
+    ) -> impl FnMut(&mut [IoSliceMut<'_>]) -> usize + 'a {
+        move |slices| {
+            lens.clear();
+            lens.extend(slices.iter().map(|s| s.len()));
+            let mut left = n;
+            for s in slices.iter_mut() {
+                let k = left.min(s.len());
+                for b in s.get_mut(..k).unwrap_or_default() {
+                    *b = *next;
+                    *next = next.wrapping_add(7);
+                }
+                left -= k;
+            }
+            n - left
+        }
+    }
+
+    fn data_payload(head: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut p = head.to_vec();
+        p.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        p.extend_from_slice(data);
+        p
+    }
+
+    #[test]
+    fn data_read_into_packets_round_trips_for_every_cipher_and_mac() {
+        let mut rng = Counter(0);
+        let head = [94, 0, 0, 0, 9];
+        for (alg, mac) in every_protection() {
+            let (mut tx, mut rx) = pair_with_mac(alg, mac);
+            let mut expected: Vec<Vec<u8>> = Vec::new();
+            let mut next = 0u8;
+            let mut lens = Vec::new();
+            let mut wire = Vec::new();
+            // (chunk, max, bytes the read gives)
+            let cases = [
+                (100, 1000, 1000),
+                (100, 1000, 0),
+                (100, 1000, 1),
+                (100, 1000, 99),
+                (100, 1000, 100),
+                (100, 1000, 101),
+                (100, 950, 950),
+                (100, 950, 949),
+                (7, 3, 3),
+                (32768, 131072, 131072),
+                (32768, 131072, 70000),
+                (32768, 100_000, 100_000),
+                (1, 16, 16),
+                (1, 100, 100),
+                (65536, 1 << 20, 1 << 20),
+            ];
+            for (i, &(chunk, max, n)) in cases.iter().enumerate() {
+                // A message built the other way in between, and part of the output written.
+                let other = vec![93, i as u8, 1, 2, 3];
+                tx.frame(&mut rng, &mut |b| b.extend_from_slice(&other))
+                    .unwrap();
+                expected.push(other);
+                let first = next;
+                let got = tx.frame_data(
+                    &mut rng,
+                    &head,
+                    chunk,
+                    max,
+                    &mut pattern_fill(n, &mut next, &mut lens),
+                );
+                // At most 16 packets, each at most the largest payload we send.
+                let chunk = chunk.min(MAX_SEND_PAYLOAD - head.len() - 4);
+                let max = max.min(16 * chunk);
+                let n = n.min(max);
+                assert_eq!(got, n, "{alg:?} {mac:?} case {i}");
+                assert_eq!(lens.iter().sum::<usize>(), max, "case {i}");
+                assert!(lens.iter().all(|&l| l > 0 && l <= chunk), "case {i}");
+                assert!(lens.iter().rev().skip(1).all(|&l| l == chunk), "case {i}");
+                let mut p = first;
+                let data: Vec<u8> = (0..n)
+                    .map(|_| {
+                        let b = p;
+                        p = p.wrapping_add(7);
+                        b
+                    })
+                    .collect();
+                expected.extend(data.chunks(chunk).map(|c| data_payload(&head, c)));
+                let out = tx.output();
+                let half = out.len() / 2 + i % 3;
+                wire.extend_from_slice(&out[..half]);
+                tx.consume(half);
+            }
+            wire.extend_from_slice(tx.output());
+            tx.consume(tx.output().len());
+            assert!(tx.output().is_empty());
+            assert_eq!(tx.bytes, wire.len() as u64, "{alg:?} {mac:?}");
+            assert_eq!(tx.packets, expected.len() as u64);
+            rx.append(&wire);
+            let mut got = Vec::new();
+            while let Some(r) = rx.next_packet().unwrap() {
+                got.push(rx.payload(&r).to_vec());
+            }
+            assert!(rx.unconsumed().is_empty(), "{alg:?} {mac:?}");
+            assert_eq!(got.len(), expected.len(), "{alg:?} {mac:?}");
+            for (k, (g, e)) in got.iter().zip(&expected).enumerate() {
+                if g != e {
+                    let at = g.iter().zip(e).position(|(a, b)| a != b);
+                    panic!(
+                        "{alg:?} {mac:?}: payload {k} differs at {at:?}: len {} vs {}, {:?} vs {:?}",
+                        g.len(),
+                        e.len(),
+                        &g[..g.len().min(12)],
+                        &e[..e.len().min(12)]
+                    );
+                }
+            }
+            assert_eq!(rx.seq, expected.len() as u32);
+        }
+    }
+
+    #[test]
+    fn data_is_not_read_into_compressed_packets() {
+        let mut rng = Counter(0);
+        let (mut tx, _) = pair(None);
+        tx.set_compression(Compression::Zlib, false);
+        let mut called = false;
+        let n = tx.frame_data(&mut rng, &[94, 0, 0, 0, 0], 100, 100, &mut |_| {
+            called = true;
+            100
+        });
+        assert_eq!((n, called), (0, false));
+        assert!(tx.output().is_empty());
     }
 
     #[test]
