@@ -829,7 +829,7 @@ impl Connection {
         let kind = MessageType::CHANNEL_DATA;
         let max = self.config.max_packet;
         let channel = lookup(&mut self.slots, recipient, kind)?;
-        let accepted = accept_data(channel, kind, recipient, data.len(), max)?;
+        let accepted = accept_data(channel, kind, recipient, data.len(), max, &mut self.growth)?;
         if !accepted || data.is_empty() {
             return Ok(None);
         }
@@ -900,7 +900,14 @@ impl Connection {
                 // credit them as if they had been written out.
                 let max = self.config.max_packet;
                 let channel = lookup(&mut self.slots, m.recipient, kind)?;
-                if accept_data(channel, kind, m.recipient, m.data.len(), max)? {
+                if accept_data(
+                    channel,
+                    kind,
+                    m.recipient,
+                    m.data.len(),
+                    max,
+                    &mut self.growth,
+                )? {
                     channel.credit(m.data.len(), &mut self.growth, sink);
                 }
             }
@@ -1223,6 +1230,7 @@ fn accept_data(
     id: u32,
     len: usize,
     max_packet: u32,
+    growth: &mut crate::window::WindowGrowth,
 ) -> Result<bool, ConnectionError> {
     channel.check_live(message, id)?;
     if channel.eof_received {
@@ -1240,7 +1248,7 @@ fn accept_data(
     }
     channel
         .recv_window
-        .receive(len)
+        .receive_at(len, growth)
         .map_err(|e| ConnectionError::window(id, e))?;
     Ok(!channel.local_closed)
 }

@@ -33,6 +33,11 @@ fn adjusted(sink: &[Vec<u8>]) -> u64 {
 /// A connection with one open channel (id 0) whose open took one 50 ms round trip; the
 /// clock stands at `t0 + RTT`.
 fn opened(t0: Instant) -> Connection {
+    opened_with(t0, RTT)
+}
+
+/// Like [`opened`], with an open that took `rtt`; the clock stands at `t0 + rtt`.
+fn opened_with(t0: Instant, rtt: Duration) -> Connection {
     let mut conn = Connection::new(Config::default());
     let mut sink: Vec<Vec<u8>> = Vec::new();
     conn.set_clock(t0);
@@ -40,7 +45,7 @@ fn opened(t0: Instant) -> Connection {
         conn.open_direct_tcpip("db", 5432, "127.0.0.1", 40000, &mut sink),
         Ok(ChannelId(0))
     );
-    conn.set_clock(t0 + RTT);
+    conn.set_clock(t0 + rtt);
     let confirm = ChannelOpenConfirmation {
         recipient: 0,
         sender: 7,
@@ -52,7 +57,7 @@ fn opened(t0: Instant) -> Connection {
         Ok(())
     );
     assert_eq!(conn.poll_event(), Some(Event::Opened(ChannelId(0))));
-    assert_eq!(conn.window_growth().rtt(), Some(RTT));
+    assert_eq!(conn.window_growth().rtt(), Some(rtt));
     conn
 }
 
@@ -155,4 +160,92 @@ fn the_session_budget_limits_growth_across_channels() {
     // 2 -> 4 -> 8, the cap.
     assert_eq!(conn.receive_window(ChannelId(0)), Some(8 * MIB));
     assert_eq!(conn.window_growth().granted(), u64::from(6 * MIB));
+}
+
+#[test]
+fn a_window_that_already_carries_enough_at_the_round_trip_does_not_grow() {
+    // 2 MiB per millisecond is far more than one channel moves: no growth, however fast
+    // the reader consumes.
+    let t0 = Instant::now();
+    let rtt = Duration::from_millis(1);
+    let mut conn = opened_with(t0, rtt);
+    let mut now = t0 + rtt;
+    for _ in 0..4 {
+        let (_, t) = one_window(&mut conn, now, 2 * MIB, rtt / 4, 0);
+        now = t + rtt;
+        assert_eq!(conn.receive_window(ChannelId(0)), Some(2 * MIB));
+    }
+    assert_eq!(conn.window_growth().granted(), 0);
+
+    // At 5 ms, 2 MiB carries 400 MiB/s: it doubles once, to 4 MiB (800 MiB/s), and stops.
+    let rtt = Duration::from_millis(5);
+    let mut conn = opened_with(t0, rtt);
+    let mut now = t0 + rtt;
+    let mut windows = Vec::new();
+    for _ in 0..4 {
+        let window = conn.receive_window(ChannelId(0)).unwrap();
+        let (_, t) = one_window(&mut conn, now, window, rtt, 0);
+        now = t + rtt;
+        windows.push(conn.receive_window(ChannelId(0)).unwrap());
+    }
+    assert_eq!(windows, [4 * MIB; 4]);
+    assert!(u64::from(4 * MIB) * 1000 / 5 >= ssh_connection::window::ENOUGH_RATE);
+}
+
+#[test]
+fn data_after_a_credit_that_found_the_window_empty_times_a_round_trip() {
+    let t0 = Instant::now();
+    let mut conn = opened(t0);
+    let mut sink: Vec<Vec<u8>> = Vec::new();
+    let packet = vec![0x33; PACKET];
+    let data = encode(&|b| {
+        ChannelData {
+            recipient: 0,
+            data: &packet,
+        }
+        .encode(b)
+    });
+    let mut now = t0 + RTT;
+    // Part of the window arrives and is consumed: the credit finds window left over, so
+    // the data after it (which may have been sent before the credit) times nothing.
+    for _ in 0..4 {
+        assert_eq!(conn.handle_payload(&data, &mut sink), Ok(()));
+    }
+    conn.consume(ChannelId(0), 4 * PACKET, &mut sink);
+    assert!(adjusted(&sink) > 0, "a credit went out");
+    now += Duration::from_millis(3);
+    conn.set_clock(now);
+    assert_eq!(conn.handle_payload(&data, &mut sink), Ok(()));
+    assert_eq!(conn.window_growth().rtt(), Some(RTT));
+    conn.consume(ChannelId(0), PACKET, &mut sink);
+
+    // The rest of the window arrives: the server has none left when we credit, so what it
+    // sends next could only leave once the credit reached it. Its arrival 20 ms later is a
+    // round trip, shorter than the open's.
+    sink.clear();
+    let mut window_left = 2 * MIB as usize - 5 * PACKET + 4 * PACKET;
+    while window_left > 0 {
+        let n = PACKET.min(window_left);
+        let part = encode(&|b| {
+            ChannelData {
+                recipient: 0,
+                data: &packet[..n],
+            }
+            .encode(b)
+        });
+        assert_eq!(conn.handle_payload(&part, &mut sink), Ok(()));
+        window_left -= n;
+    }
+    let before = adjusted(&sink);
+    let unread = conn.received(ChannelId(0)).len();
+    conn.consume(ChannelId(0), unread, &mut sink);
+    assert!(
+        adjusted(&sink) > before,
+        "the credit went out with the window empty"
+    );
+    now += Duration::from_millis(20);
+    conn.set_clock(now);
+    assert_eq!(conn.handle_payload(&data, &mut sink), Ok(()));
+    assert_eq!(conn.window_growth().rtt(), Some(Duration::from_millis(20)));
+    while conn.poll_event().is_some() {}
 }
