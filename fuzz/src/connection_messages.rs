@@ -3,8 +3,8 @@
 //! Input: `setup, operations`. `setup & 1` picks a small window and packet size (so limits are
 //! reached with small inputs) over the defaults; `(setup >> 1) & 3` channels are opened
 //! first. Each operation is one byte and its arguments: a server payload (`u16` length and
-//! bytes) through `handle_payload`, or one of `consume`, `send_data`, `send_eof`, `close`,
-//! `send_keepalive`, `open_direct_tcpip`, or draining `poll_event`.
+//! bytes) through `handle_payload`, or one of `consume`, `send_data` (or `send_data_from`),
+//! `send_eof`, `close`, `send_keepalive`, `open_direct_tcpip`, or draining `poll_event`.
 //!
 //! Beside a decoder round trip for every payload, a small model follows what the server sent
 //! and checks the table against it: `received` holds exactly the accepted data not yet
@@ -117,7 +117,8 @@ pub fn drive(data: &[u8]) -> Report {
             2 => {
                 let id = channel_id(&mut input);
                 let n = usize::from(input.u16().unwrap_or(0));
-                h.send_data(id, n);
+                // The high bit sends through `send_data_from` (a read into the packets).
+                h.send_data(id, n, op & 0x80 != 0);
             }
             3 => {
                 let id = channel_id(&mut input);
@@ -218,12 +219,36 @@ impl Harness {
         true
     }
 
-    fn send_data(&mut self, id: ChannelId, n: usize) {
+    fn send_data(&mut self, id: ChannelId, n: usize, via_read: bool) {
         let data: Vec<u8> = (0..n).map(|i| i as u8).collect();
         let capacity = self.conn.send_capacity(id);
         let before = self.sink.len();
-        let Ok(taken) = self.conn.send_data(id, &data, &mut self.sink) else {
-            return;
+        let taken = if via_read {
+            let mut read = 0;
+            let sent = self.conn.send_data_from(id, n, &mut self.sink, &mut |slices| {
+                for s in slices.iter_mut() {
+                    let k = s.len().min(n - read);
+                    s[..k].copy_from_slice(&data[read..read + k]);
+                    read += k;
+                }
+                read
+            });
+            match sent {
+                Ok(Some(t)) => {
+                    assert_eq!(t, read, "sent {t} of the {read} bytes read");
+                    t
+                }
+                Ok(None) => {
+                    assert_eq!(read, 0, "read {read} bytes and sent none");
+                    0
+                }
+                Err(_) => return,
+            }
+        } else {
+            let Ok(taken) = self.conn.send_data(id, &data, &mut self.sink) else {
+                return;
+            };
+            taken
         };
         assert!(
             taken <= n && taken <= capacity,

@@ -674,6 +674,13 @@ mod tests {
         }
     }
 
+    /// The `n` bytes [`pattern_fill`] writes from `first` on.
+    fn pattern(first: u8, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| first.wrapping_add((i as u8).wrapping_mul(7)))
+            .collect()
+    }
+
     fn data_payload(head: &[u8], data: &[u8]) -> Vec<u8> {
         let mut p = head.to_vec();
         p.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -731,14 +738,7 @@ mod tests {
                 assert_eq!(lens.iter().sum::<usize>(), max, "case {i}");
                 assert!(lens.iter().all(|&l| l > 0 && l <= chunk), "case {i}");
                 assert!(lens.iter().rev().skip(1).all(|&l| l == chunk), "case {i}");
-                let mut p = first;
-                let data: Vec<u8> = (0..n)
-                    .map(|_| {
-                        let b = p;
-                        p = p.wrapping_add(7);
-                        b
-                    })
-                    .collect();
+                let data = pattern(first, n);
                 expected.extend(data.chunks(chunk).map(|c| data_payload(&head, c)));
                 let out = tx.output();
                 let half = out.len() / 2 + i % 3;
@@ -770,6 +770,69 @@ mod tests {
                 }
             }
             assert_eq!(rx.seq, expected.len() as u32);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(64))]
+
+        /// Random runs of whole payloads, reads into packets (of every size, cut short at
+        /// random) and partial writes, under a random protection: what is written to the
+        /// wire opens to exactly the payloads, in order.
+        #[test]
+        fn reads_into_packets_mixed_with_payloads_and_partial_writes_stay_in_order(
+            protection in 0usize..64,
+            ops in proptest::collection::vec(
+                (0u8..3, 1usize..70_000, 1usize..300_000, 0usize..300_000),
+                1..40,
+            ),
+        ) {
+            let all = every_protection();
+            let (alg, mac) = all[protection % all.len()];
+            let (mut tx, mut rx) = pair_with_mac(alg, mac);
+            let mut rng = Counter(0);
+            let head = [94, 1, 2, 3, 4];
+            let mut expected = Vec::new();
+            let mut wire = Vec::new();
+            let mut next = 0u8;
+            let mut lens = Vec::new();
+            for (kind, a, b, c) in ops {
+                match kind {
+                    0 => {
+                        let p: Vec<u8> = (0..a % 5000 + 1).map(|i| i as u8).collect();
+                        tx.frame(&mut rng, &mut |buf| buf.extend_from_slice(&p)).unwrap();
+                        expected.push(p);
+                    }
+                    1 => {
+                        let first = next;
+                        let got = tx.frame_data(
+                            &mut rng,
+                            &head,
+                            a,
+                            b,
+                            &mut pattern_fill(c, &mut next, &mut lens),
+                        );
+                        let chunk = a.min(MAX_SEND_PAYLOAD - head.len() - 4);
+                        proptest::prop_assert_eq!(got, c.min(b).min(16 * chunk));
+                        let data = pattern(first, got);
+                        expected.extend(data.chunks(chunk).map(|d| data_payload(&head, d)));
+                    }
+                    _ => {
+                        let n = c.min(tx.output().len());
+                        wire.extend_from_slice(&tx.output()[..n]);
+                        tx.consume(n);
+                    }
+                }
+            }
+            wire.extend_from_slice(tx.output());
+            rx.append(&wire);
+            let mut got = Vec::new();
+            while let Some(r) = rx.next_packet().unwrap() {
+                got.push(rx.payload(&r).to_vec());
+            }
+            proptest::prop_assert!(rx.unconsumed().is_empty());
+            proptest::prop_assert_eq!(got.len(), expected.len());
+            proptest::prop_assert!(got == expected, "payloads differ");
         }
     }
 
