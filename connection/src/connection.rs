@@ -532,18 +532,9 @@ impl Connection {
         data: &[u8],
         sink: &mut dyn PayloadSink,
     ) -> Result<usize, ConnectionError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
-        }
-        let channel = match self.slot_mut(id.0) {
-            Some(Slot::Live(c)) => c,
-            Some(Slot::Retiring) => return Ok(0),
-            Some(Slot::Free) | None => return Err(ConnectionError::NoSuchChannel(id)),
-        };
-        if !channel.can_send() {
+        let Some((channel, take)) = self.sendable(id, data.len())? else {
             return Ok(0);
-        }
-        let take = channel.send_window.allowance(data.len());
+        };
         let Some(data) = data.get(..take) else {
             return Ok(0);
         };
@@ -564,6 +555,29 @@ impl Connection {
         Ok(take)
     }
 
+    /// The channel `id` and how much of `wanted` bytes its window lets it send now; `None`
+    /// when it can send nothing (still opening, closing, or a window of 0). Errors as
+    /// [`send_data`](Self::send_data)'s.
+    fn sendable(
+        &mut self,
+        id: ChannelId,
+        wanted: usize,
+    ) -> Result<Option<(&mut Channel, usize)>, ConnectionError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let channel = match self.slot_mut(id.0) {
+            Some(Slot::Live(c)) => c,
+            Some(Slot::Retiring) => return Ok(None),
+            Some(Slot::Free) | None => return Err(ConnectionError::NoSuchChannel(id)),
+        };
+        if !channel.can_send() {
+            return Ok(None);
+        }
+        let take = channel.send_window.allowance(wanted);
+        Ok((take > 0).then_some((channel, take)))
+    }
+
     /// Like [`send_data`](Self::send_data), but the data is read by `fill` (one scatter read
     /// of up to `max` bytes, cut to the server's window) straight into the CHANNEL_DATA
     /// packets when the sink can build them in place, or else into a buffer that is then
@@ -579,52 +593,24 @@ impl Connection {
         sink: &mut dyn PayloadSink,
         fill: &mut dyn FnMut(&mut [IoSliceMut<'_>]) -> usize,
     ) -> Result<Option<usize>, ConnectionError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
-        }
-        let channel = match self.slot_mut(id.0) {
-            Some(Slot::Live(c)) => c,
-            Some(Slot::Retiring) => return Ok(None),
-            Some(Slot::Free) | None => return Err(ConnectionError::NoSuchChannel(id)),
+        let Some((channel, take)) = self.sendable(id, max)? else {
+            return Ok(None);
         };
-        if !channel.can_send() {
-            return Ok(None);
-        }
-        let take = channel.send_window.allowance(max);
-        if take == 0 {
-            return Ok(None);
-        }
         let chunk = usize::try_from(channel.send_max.max(1)).unwrap_or(usize::MAX);
         let [r0, r1, r2, r3] = channel.remote_id.to_be_bytes();
         let head = [MessageType::CHANNEL_DATA.0, r0, r1, r2, r3];
-        let mut filled = 0;
-        let mut counted = |slices: &mut [IoSliceMut<'_>]| {
-            let room = slices.iter().map(|s| s.len()).sum::<usize>();
-            filled = fill(slices).min(room);
-            filled
-        };
-        let sent = match sink.send_data_with(&head, chunk, take, &mut counted) {
-            Some(n) => n.min(filled),
-            None => {
-                // The sink cannot build the packets in place: read into a buffer.
-                let mut buf = vec![0; take];
-                let n = fill(&mut [IoSliceMut::new(&mut buf)]).min(take);
-                let recipient = channel.remote_id;
-                for chunk in buf.get(..n).unwrap_or_default().chunks(chunk) {
-                    let msg = ChannelData {
-                        recipient,
-                        data: chunk,
-                    };
-                    sink.send_with(&mut |b| msg.encode(b));
-                }
-                n
-            }
-        };
-        // Cannot fail: `sent` is at most `take`, which came from the window.
-        channel
-            .send_window
-            .take(sent)
-            .map_err(|e| ConnectionError::window(id.0, e))?;
+        if let Some(sent) = sink.send_data_with(&head, chunk, take, fill) {
+            // Cannot fail: the sink sent at most `take`, which came from the window.
+            channel
+                .send_window
+                .take(sent.min(take))
+                .map_err(|e| ConnectionError::window(id.0, e))?;
+            return Ok(Some(sent));
+        }
+        // The sink cannot build the packets in place: read into a buffer and send that.
+        let mut buf = vec![0; take];
+        let n = fill(&mut [IoSliceMut::new(&mut buf)]).min(take);
+        let sent = self.send_data(id, buf.get(..n).unwrap_or_default(), sink)?;
         Ok(Some(sent))
     }
 

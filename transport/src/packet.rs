@@ -290,35 +290,59 @@ impl PadPool {
     }
 }
 
+/// How the current keys frame a packet.
+#[derive(Clone, Copy, Debug)]
+struct Framing {
+    /// What the cipher covers is aligned to this.
+    bs: usize,
+    /// Bytes of tag or MAC after the packet.
+    tag: usize,
+    /// Whether the 4-byte length is left out of the alignment.
+    excluded: bool,
+}
+
+impl Framing {
+    fn of(sealer: &dyn PacketSealer) -> Self {
+        Self {
+            bs: sealer.block_size(),
+            tag: sealer.tag_len(),
+            excluded: sealer.length_excluded_from_alignment(),
+        }
+    }
+
+    /// Padding for a payload of `wire_len` bytes on the wire: at least 4, so that what the
+    /// cipher covers is a multiple of the block size.
+    fn pad(&self, wire_len: usize) -> usize {
+        let covered = if self.excluded { 1 } else { 5 } + wire_len;
+        let pad = self.bs - covered % self.bs;
+        if pad < 4 { pad + self.bs } else { pad }
+    }
+}
+
 /// Where the packets of one [`Tx::frame_data`] call lie in the output buffer.
 #[derive(Clone, Copy, Debug)]
 struct DataLayout {
+    framing: Framing,
     /// Bytes of payload before the data: `head` and the data's u32 length.
     head: usize,
     /// Data bytes in each packet but the last.
     chunk: usize,
-    /// Block size, tag length and whether the length field is left out of the alignment.
-    bs: usize,
-    tag: usize,
-    excluded: bool,
 }
 
 impl DataLayout {
     /// Padding length for a packet carrying `data` bytes.
     fn pad(&self, data: usize) -> usize {
-        let covered = if self.excluded { 1 } else { 5 } + self.head + data;
-        let pad = self.bs - covered % self.bs;
-        if pad < 4 { pad + self.bs } else { pad }
+        self.framing.pad(self.head + data)
     }
 
     /// Bytes the packet of `data` bytes takes on the wire.
     fn footprint(&self, data: usize) -> usize {
-        5 + self.head + data + self.pad(data) + self.tag
+        5 + self.head + data + self.pad(data) + self.framing.tag
     }
 
     /// Room to reserve for a packet of at most `data` bytes.
     fn room(&self, data: usize) -> usize {
-        5 + self.head + data + self.bs + 4 + self.tag
+        5 + self.head + data + self.framing.bs + 4 + self.framing.tag
     }
 }
 
@@ -461,32 +485,29 @@ impl Tx {
         };
         // What goes on the wire: the payload as built, or compressed.
         let wire_len = self.out.len() - start - 5;
-        let bs = self.sealer.block_size();
-        let covered = if self.sealer.length_excluded_from_alignment() {
-            1 + wire_len
-        } else {
-            5 + wire_len
-        };
-        let mut pad = bs - covered % bs;
-        if pad < 4 {
-            pad += bs;
-        }
+        let framing = Framing::of(&*self.sealer);
+        let pad = framing.pad(wire_len);
         let packet_len = 1 + wire_len + pad;
         if let Some(header) = self.out.get_mut(start..start + 5) {
             let [l0, l1, l2, l3] = (packet_len as u32).to_be_bytes();
             header.copy_from_slice(&[l0, l1, l2, l3, pad as u8]);
         }
         self.pad.take(rng, pad, &mut self.out);
-        let tag = self.sealer.tag_len();
-        self.out.resize(self.out.len() + tag, 0);
-        if let Some(packet) = self.out.get_mut(start..) {
+        self.out.resize(self.out.len() + framing.tag, 0);
+        self.seal_packet(start, packet_len, framing.tag);
+        self.end = self.out.len();
+        Some(payload_len)
+    }
+
+    /// Seals the packet of `packet_len` (length field excluded) at `at`, followed by `tag`
+    /// bytes of room, and counts it.
+    fn seal_packet(&mut self, at: usize, packet_len: usize, tag: usize) {
+        if let Some(packet) = self.out.get_mut(at..at + 4 + packet_len + tag) {
             self.sealer.seal(self.seq, packet);
         }
         self.seq = self.seq.wrapping_add(1);
         self.bytes += (4 + packet_len + tag) as u64;
         self.packets += 1;
-        self.end = self.out.len();
-        Some(payload_len)
     }
 
     /// Sends up to `max` bytes read by `fill` straight into the packets, without a copy:
@@ -507,11 +528,9 @@ impl Tx {
     ) -> usize {
         const MAX_PACKETS: usize = 16;
         let layout = DataLayout {
+            framing: Framing::of(&*self.sealer),
             head: head.len() + 4,
             chunk: chunk.min(MAX_SEND_PAYLOAD.saturating_sub(head.len() + 4)),
-            bs: self.sealer.block_size(),
-            tag: self.sealer.tag_len(),
-            excluded: self.sealer.length_excluded_from_alignment(),
         };
         let max = max.min(layout.chunk * MAX_PACKETS);
         if self.deflater.is_active() || max == 0 || head.is_empty() {
@@ -552,7 +571,8 @@ impl Tx {
             left -= data;
             let pad = layout.pad(data);
             let packet_len = 1 + layout.head + data + pad;
-            let Some(packet) = self.out.get_mut(at..at + 4 + packet_len + layout.tag) else {
+            let tag = layout.framing.tag;
+            let Some(packet) = self.out.get_mut(at..at + 4 + packet_len + tag) else {
                 break;
             };
             let [l0, l1, l2, l3] = (packet_len as u32).to_be_bytes();
@@ -566,11 +586,8 @@ impl Tx {
             if let Some(padding) = back.get_mut(data..data + pad) {
                 self.pad.fill(rng, padding);
             }
-            self.sealer.seal(self.seq, packet);
-            self.seq = self.seq.wrapping_add(1);
-            self.bytes += (4 + packet_len + layout.tag) as u64;
-            self.packets += 1;
-            at += 4 + packet_len + layout.tag;
+            self.seal_packet(at, packet_len, tag);
+            at += 4 + packet_len + tag;
         }
         self.end = at;
         n
