@@ -118,7 +118,7 @@ struct Acceptor {
 impl Acceptor {
     fn start(name: &str, handler: Handler) -> Acceptor {
         // The listener is ours from the start, so the kernel may pick the port.
-        let listener = TcpListener::bind((LOCALHOST, 0)).expect("bind a lab server on 127.0.0.1");
+        let listener = listen_on_free_port().expect("bind a lab server on 127.0.0.1");
         let port = listener.local_addr().expect("local addr").port();
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(HashMap::new()));
@@ -138,6 +138,22 @@ impl Acceptor {
             thread: Some(thread),
         }
     }
+}
+
+/// How many connections a lab server's listener queues before accepting them: enough for
+/// the tests' bursts (400 connections at once through one tunnel reach the echo server
+/// together). With the standard library's 128, the kernel's queue overflows, it answers
+/// with SYN cookies, and some of those connections are reset after sshd has connected and
+/// sent the data: the test then sees an echo that brought nothing back.
+const LAB_BACKLOG: i32 = 1024;
+
+/// A listener on a free port of 127.0.0.1 with [`LAB_BACKLOG`].
+fn listen_on_free_port() -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&std::net::SocketAddr::from((LOCALHOST, 0)).into())?;
+    socket.listen(LAB_BACKLOG)?;
+    Ok(socket.into())
 }
 
 fn accept_loop(
