@@ -14,20 +14,63 @@ use ssh_interop_tests::{
     download, upload,
 };
 
-fn main() {
-    let mut connections = 64usize;
-    let mut size_mib = 32u64;
-    let mut program = None;
-    let mut args = std::env::args().skip(1);
+const USAGE: &str = "usage: connmem [--connections N] [--size SIZE_MIB] [--forwarder PATH]";
+
+/// The options, or a message saying what is wrong with them.
+#[derive(Debug, PartialEq)]
+struct Options {
+    connections: usize,
+    size_mib: u64,
+    program: Option<std::path::PathBuf>,
+}
+
+fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+    let mut o = Options {
+        connections: 64,
+        size_mib: 32,
+        program: None,
+    };
+    let mut args = args.into_iter();
     while let Some(a) = args.next() {
-        let value = args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        if a == "--help" || a == "-h" {
+            return Err(USAGE.to_owned());
+        }
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))?;
         match a.as_str() {
-            "--connections" => connections = value.parse().expect("--connections N"),
-            "--size" => size_mib = value.parse().expect("--size MIB"),
-            "--forwarder" => program = Some(std::path::PathBuf::from(value)),
-            _ => panic!("unknown option {a}"),
+            "--connections" => {
+                o.connections = value.parse().ok().filter(|&n| n >= 2).ok_or_else(|| {
+                    format!("--connections wants a count of 2 or more, not {value:?}")
+                })?;
+            }
+            "--size" => {
+                o.size_mib = value
+                    .parse()
+                    .ok()
+                    .filter(|&n| (1..=1 << 20).contains(&n))
+                    .ok_or_else(|| format!("--size wants MiB from 1 to 1048576, not {value:?}"))?;
+            }
+            "--forwarder" => o.program = Some(std::path::PathBuf::from(value)),
+            _ => return Err(format!("unknown option {a}\n{USAGE}")),
         }
     }
+    Ok(o)
+}
+
+fn main() {
+    let Options {
+        connections,
+        size_mib,
+        program,
+    } = parse(std::env::args().skip(1)).unwrap_or_else(|e| {
+        if e == USAGE {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        eprintln!("connmem: {e}");
+        std::process::exit(2);
+    });
     let key = UserKey::generate(KeyKind::Ed25519);
     let sshd = Sshd::builder()
         .authorize(&key)
@@ -107,4 +150,45 @@ fn echo_round_trip_on(s: &mut TcpStream, data: &[u8]) -> Vec<u8> {
     let mut back = vec![0u8; data.len()];
     s.read_exact(&mut back).expect("read");
     back
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn options_parse_and_bad_ones_are_explained() {
+        assert_eq!(
+            parse(args("")),
+            Ok(Options {
+                connections: 64,
+                size_mib: 32,
+                program: None
+            })
+        );
+        assert_eq!(
+            parse(args("--connections 8 --size 4 --forwarder /x/fwd")),
+            Ok(Options {
+                connections: 8,
+                size_mib: 4,
+                program: Some("/x/fwd".into())
+            })
+        );
+        for (bad, says) in [
+            ("--help", "usage"),
+            ("--connections", "needs a value"),
+            ("--connections x", "--connections wants"),
+            ("--connections 1", "--connections wants"),
+            ("--size 0", "--size wants"),
+            ("--size 99999999999", "--size wants"),
+            ("--frobnicate 1", "unknown option"),
+        ] {
+            let e = parse(args(bad)).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 }
