@@ -1311,21 +1311,21 @@ fn spawn_auth_answer(shared: Arc<Shared>, helper: Arc<dyn AuthHelper>, request: 
                 let id = r.id;
                 let answer = helper.sign(r).await;
                 let mut st = shared.lock();
-                st.session.provide_signature(id, answer);
+                st.session.provide_signature(id, answer, Instant::now());
                 st.wake_driver();
             }
             AuthEvent::PasswordRequest(r) => {
                 let id = r.id;
                 let answer = helper.password(r).await;
                 let mut st = shared.lock();
-                st.session.provide_password(id, answer);
+                st.session.provide_password(id, answer, Instant::now());
                 st.wake_driver();
             }
             AuthEvent::InfoRequest(r) => {
                 let id = r.id;
                 let answer = helper.respond(r).await;
                 let mut st = shared.lock();
-                st.session.provide_responses(id, answer);
+                st.session.provide_responses(id, answer, Instant::now());
                 st.wake_driver();
             }
             _ => {}

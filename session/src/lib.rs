@@ -143,6 +143,9 @@ pub enum SessionError {
         /// How many keepalives went unanswered.
         missed: u32,
     },
+    /// After the key exchange, the server sent nothing for this long while the login waited
+    /// for its answer (the handshake limit, `ConnectTimeout`).
+    LoginTimeout(Duration),
 }
 
 impl fmt::Display for SessionError {
@@ -158,6 +161,12 @@ impl fmt::Display for SessionError {
                 "the server did not answer {missed} keepalives in a row (ServerAliveInterval): \
                  the connection is dead or the server is hung"
             ),
+            Self::LoginTimeout(d) => write!(
+                f,
+                "the server did not answer the login for {} s; the connection is dead or the \
+                 server is hung (raise ConnectTimeout if it is just slow)",
+                d.as_secs()
+            ),
         }
     }
 }
@@ -172,7 +181,9 @@ impl SessionError {
             Self::Connection(e) => e.disconnect_reason(),
             Self::Protocol(_) => Some(DisconnectReason::PROTOCOL_ERROR),
             Self::Ended => None,
-            Self::ServerNotResponding { .. } => Some(DisconnectReason::CONNECTION_LOST),
+            Self::ServerNotResponding { .. } | Self::LoginTimeout(_) => {
+                Some(DisconnectReason::CONNECTION_LOST)
+            }
         }
     }
 }
@@ -219,6 +230,12 @@ pub struct Session {
     server_alive: Option<ServerAlive>,
     /// When the last byte came from the server.
     last_heard: Instant,
+    /// How long the server may stay silent while the login waits for its answer: the
+    /// transport's handshake limit, which ends with the key exchange.
+    login_limit: Option<Duration>,
+    /// When the caller last answered a request of the login (a signature, a password): the
+    /// server's answer is awaited from then.
+    answered_at: Instant,
     /// Sequence number of the payload last handed to the connection: an
     /// `Event::Unimplemented` is queued by that very call, and the queue is drained before
     /// the next payload is handed over, so this is the packet it is about.
@@ -261,6 +278,7 @@ enum Routed {
 impl Session {
     /// A session whose version line and first KEXINIT are already in [`output`](Self::output).
     pub fn new(config: SessionConfig, rng: Box<dyn SecureRandom>, now: Instant) -> Self {
+        let login_limit = config.transport.handshake_timeout;
         Self {
             transport: ClientTransport::new(config.transport, rng, now),
             auth: ClientAuth::with_config(config.auth),
@@ -271,6 +289,8 @@ impl Session {
             error: None,
             server_alive: config.server_alive,
             last_heard: now,
+            login_limit,
+            answered_at: now,
             conn_seq: 0,
             keepalives_sent: std::collections::VecDeque::new(),
             auth_ahead: false,
@@ -322,10 +342,32 @@ impl Session {
         if self.error.is_some() {
             return None;
         }
-        match (self.transport.poll_timeout(), self.keepalive_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [
+            self.transport.poll_timeout(),
+            self.keepalive_deadline(),
+            self.login_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// After the key exchange and before authentication, while the login waits for the
+    /// server (not for the caller's signature, password or answers): one handshake limit
+    /// after the server's last byte or the caller's last answer, whichever is later. A path
+    /// that dies during the login would otherwise hold the attempt until TCP gives up, many
+    /// minutes; keepalives only start after authentication, as in OpenSSH.
+    fn login_deadline(&self) -> Option<Instant> {
+        if self.authenticated
+            || self.error.is_some()
+            || !self.transport.is_established()
+            || self.auth.is_waiting_for_caller()
+        {
+            return None;
         }
+        self.last_heard
+            .max(self.answered_at)
+            .checked_add(self.login_limit?)
     }
 
     /// One interval after the last byte from the server, and one more for each keepalive
@@ -373,12 +415,18 @@ impl Session {
     /// keepalives.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.transport.handle_timeout(now);
+        if let (Some(deadline), Some(limit)) = (self.login_deadline(), self.login_limit)
+            && now >= deadline
+        {
+            self.fail(SessionError::LoginTimeout(limit));
+            return;
+        }
         let (Some(policy), Some(deadline)) = (self.server_alive, self.keepalive_deadline()) else {
             return;
         };
         // Keepalives belong to the connection protocol, after authentication (as in
-        // OpenSSH's client loop); before it, the handshake timeout and the server's
-        // LoginGraceTime bound the wait.
+        // OpenSSH's client loop); before it, the handshake limit bounds the key exchange
+        // and each wait for the server during the login (`login_deadline`).
         if now < deadline || self.error.is_some() || !self.authenticated {
             return;
         }
@@ -561,8 +609,10 @@ impl Session {
 
     // ---- commands --------------------------------------------------------------------------
 
-    /// Answers an [`AuthEvent::SignRequest`]: a whole signature blob, or why there is none.
-    pub fn provide_signature(&mut self, id: u64, signature: Result<Vec<u8>, String>) {
+    /// Answers an [`AuthEvent::SignRequest`] at `now`: a whole signature blob, or why there
+    /// is none.
+    pub fn provide_signature(&mut self, id: u64, signature: Result<Vec<u8>, String>, now: Instant) {
+        self.answered(now);
         if self.error.is_none()
             && let Err(e) = self
                 .auth
@@ -572,8 +622,15 @@ impl Session {
         }
     }
 
-    /// Answers an [`AuthEvent::PasswordRequest`]: the password, or why there is none.
-    pub fn provide_password(&mut self, id: u64, password: Result<Zeroizing<String>, String>) {
+    /// Answers an [`AuthEvent::PasswordRequest`] at `now`: the password, or why there is
+    /// none.
+    pub fn provide_password(
+        &mut self,
+        id: u64,
+        password: Result<Zeroizing<String>, String>,
+        now: Instant,
+    ) {
+        self.answered(now);
         if self.error.is_none()
             && let Err(e) = self
                 .auth
@@ -583,12 +640,15 @@ impl Session {
         }
     }
 
-    /// Answers an [`AuthEvent::InfoRequest`]: one answer per prompt, or why there are none.
+    /// Answers an [`AuthEvent::InfoRequest`] at `now`: one answer per prompt, or why there
+    /// are none.
     pub fn provide_responses(
         &mut self,
         id: u64,
         responses: Result<Vec<Zeroizing<String>>, String>,
+        now: Instant,
     ) {
+        self.answered(now);
         if self.error.is_none()
             && let Err(e) = self
                 .auth
@@ -596,6 +656,12 @@ impl Session {
         {
             self.fail(SessionError::Auth(e));
         }
+    }
+
+    /// The caller answered a request of the login at `now`: from then the login waits for
+    /// the server.
+    fn answered(&mut self, now: Instant) {
+        self.answered_at = self.answered_at.max(now);
     }
 
     /// Trusts the server's host key.

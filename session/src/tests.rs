@@ -30,6 +30,8 @@ struct Pair {
     sent_after_kex: u32,
     established: bool,
     events: Vec<String>,
+    /// Ids of the password requests the session asked the caller for.
+    password_requests: Vec<u64>,
     error: Option<SessionError>,
 }
 
@@ -71,6 +73,7 @@ impl Pair {
             sent_after_kex: 0,
             established: false,
             events: Vec::new(),
+            password_requests: Vec::new(),
             error: None,
         }
     }
@@ -140,6 +143,9 @@ impl Pair {
                         Ok(None) => break,
                         Ok(Some(SessionEvent::VerifyHostKey(_))) => {
                             self.session.accept_host_key();
+                        }
+                        Ok(Some(SessionEvent::Auth(AuthEvent::PasswordRequest(r)))) => {
+                            self.password_requests.push(r.id);
                         }
                         Ok(Some(ev)) => self.events.push(format!("{ev:?}")),
                         Err(e) => {
@@ -280,9 +286,132 @@ fn no_keepalives_before_authentication() {
     assert!(pair.established && !pair.session.is_authenticated());
     assert_eq!(pair.session.keepalive_deadline(), None);
     pair.take_received();
-    let at = pair.now + Duration::from_secs(35);
+    // Past three keepalive intervals, within the login limit.
+    let at = pair.now + Duration::from_secs(29);
+    assert!(ALIVE.interval * 2 < at - pair.now);
     pair.advance_to(at);
     assert!(!pair.take_received().iter().any(|p| is_keepalive(p)));
+    assert_eq!(pair.error, None);
+}
+
+/// The default handshake limit, which also bounds each wait for the server during the login.
+fn login_limit() -> Duration {
+    ClientConfig::default()
+        .handshake_timeout
+        .expect("a default handshake limit")
+}
+
+#[test]
+fn a_server_silent_after_the_key_exchange_ends_the_login_after_the_handshake_limit() {
+    let mut pair = Pair::new(Some(ALIVE));
+    pair.answer_auth = false;
+    pair.drive();
+    assert!(pair.established && !pair.session.is_authenticated());
+    let heard = pair.now;
+    let limit = login_limit();
+    assert_eq!(pair.session.login_deadline(), Some(heard + limit));
+    assert!(
+        pair.session
+            .poll_timeout()
+            .is_some_and(|t| t <= heard + limit)
+    );
+    pair.take_received();
+
+    pair.advance_to(heard + limit - Duration::from_millis(1));
+    assert_eq!(pair.error, None);
+    pair.advance_to(heard + limit);
+    assert_eq!(pair.error, Some(SessionError::LoginTimeout(limit)));
+    let sent = pair.take_received();
+    assert_eq!(
+        sent.iter()
+            .filter_map(|p| disconnect_reason(p))
+            .collect::<Vec<_>>(),
+        vec![DisconnectReason::CONNECTION_LOST.0],
+        "{sent:?}"
+    );
+    assert_eq!(pair.session.poll_timeout(), None);
+    assert!(
+        SessionError::LoginTimeout(limit)
+            .to_string()
+            .contains("did not answer the login for 30 s"),
+    );
+}
+
+#[test]
+fn any_byte_from_the_server_during_the_login_restarts_the_limit() {
+    let mut pair = Pair::new(None);
+    pair.answer_auth = false;
+    pair.drive();
+    let limit = login_limit();
+    let heard = pair.now + limit - Duration::from_secs(1);
+    pair.advance_to(heard - Duration::from_millis(1));
+    pair.now = heard;
+    pair.server_sends(&[MessageType::IGNORE.0, 0, 0, 0, 0]);
+    pair.drive();
+    assert_eq!(pair.session.login_deadline(), Some(heard + limit));
+    pair.advance_to(heard + limit - Duration::from_millis(1));
+    assert_eq!(pair.error, None);
+    pair.advance_to(heard + limit);
+    assert_eq!(pair.error, Some(SessionError::LoginTimeout(limit)));
+}
+
+#[test]
+fn time_the_caller_takes_to_answer_does_not_count_against_the_server() {
+    let mut auth = AuthConfig::new("tester".into(), Vec::new());
+    auth.publickey = false;
+    auth.password = true;
+    auth.keyboard_interactive = false;
+    let mut pair = Pair::with_auth(auth, None);
+    pair.answer_auth = false;
+    pair.drive();
+    // The server refuses `none` and offers passwords: the session asks the caller for one.
+    let mut failure = vec![MessageType::USERAUTH_FAILURE.0, 0, 0, 0, 8];
+    failure.extend_from_slice(b"password");
+    failure.push(0);
+    pair.server_sends(&failure);
+    pair.drive();
+    let id = *pair
+        .password_requests
+        .first()
+        .unwrap_or_else(|| panic!("no password request: {:?}", pair.events));
+    assert_eq!(pair.session.login_deadline(), None);
+
+    // A person takes five minutes to type it.
+    let typed = pair.now + Duration::from_secs(300);
+    pair.advance_to(typed);
+    assert_eq!(pair.error, None);
+    pair.session
+        .provide_password(id, Ok(Zeroizing::new("secret".into())), typed);
+    pair.drive();
+    assert!(
+        pair.take_received()
+            .iter()
+            .any(|p| p.first() == Some(&MessageType::USERAUTH_REQUEST.0))
+    );
+    let limit = login_limit();
+    assert_eq!(pair.session.login_deadline(), Some(typed + limit));
+    pair.advance_to(typed + limit - Duration::from_millis(1));
+    assert_eq!(pair.error, None);
+    pair.advance_to(typed + limit);
+    assert_eq!(pair.error, Some(SessionError::LoginTimeout(limit)));
+}
+
+#[test]
+fn without_a_handshake_limit_the_login_waits_as_long_as_the_server_takes() {
+    let mut auth = AuthConfig::new("tester".into(), Vec::new());
+    auth.publickey = false;
+    auth.password = false;
+    auth.keyboard_interactive = false;
+    let transport = ClientConfig {
+        handshake_timeout: None,
+        ..ClientConfig::default()
+    };
+    let mut pair = Pair::with_config(auth, transport, None);
+    pair.answer_auth = false;
+    pair.drive();
+    assert!(pair.established);
+    assert_eq!(pair.session.login_deadline(), None);
+    pair.advance_to(pair.now + Duration::from_secs(3600));
     assert_eq!(pair.error, None);
 }
 
