@@ -194,6 +194,20 @@ fn disconnect_reason(p: &[u8]) -> Option<u32> {
         .flatten()
 }
 
+/// The session sent exactly one DISCONNECT since the last look, with this reason; returns
+/// what it sent.
+fn assert_disconnected(pair: &mut Pair, reason: DisconnectReason) -> Vec<Vec<u8>> {
+    let sent = pair.take_received();
+    assert_eq!(
+        sent.iter()
+            .filter_map(|p| disconnect_reason(p))
+            .collect::<Vec<_>>(),
+        vec![reason.0],
+        "{sent:?}"
+    );
+    sent
+}
+
 /// GLOBAL_REQUEST "x" without want_reply: assigned, handled by the connection, no answer.
 const QUIET_GLOBAL_REQUEST: [u8; 7] = [80, 0, 0, 0, 1, b'x', 0];
 
@@ -263,14 +277,7 @@ fn connection_message_before_authentication_is_a_protocol_error() {
         }
         other => panic!("expected a protocol error, got {other:?}"),
     }
-    let sent = pair.take_received();
-    assert_eq!(
-        sent.iter()
-            .filter_map(|p| disconnect_reason(p))
-            .collect::<Vec<_>>(),
-        vec![DisconnectReason::PROTOCOL_ERROR.0],
-        "{sent:?}"
-    );
+    let sent = assert_disconnected(&mut pair, DisconnectReason::PROTOCOL_ERROR);
     assert!(
         !sent
             .iter()
@@ -321,14 +328,7 @@ fn a_server_silent_after_the_key_exchange_ends_the_login_after_the_handshake_lim
     assert_eq!(pair.error, None);
     pair.advance_to(heard + limit);
     assert_eq!(pair.error, Some(SessionError::LoginTimeout(limit)));
-    let sent = pair.take_received();
-    assert_eq!(
-        sent.iter()
-            .filter_map(|p| disconnect_reason(p))
-            .collect::<Vec<_>>(),
-        vec![DisconnectReason::CONNECTION_LOST.0],
-        "{sent:?}"
-    );
+    assert_disconnected(&mut pair, DisconnectReason::CONNECTION_LOST);
     assert_eq!(pair.session.poll_timeout(), None);
     assert!(
         SessionError::LoginTimeout(limit)
@@ -438,14 +438,7 @@ fn unanswered_keepalives_end_the_session_after_count_max() {
         pair.error,
         Some(SessionError::ServerNotResponding { missed: 3 })
     );
-    let sent = pair.take_received();
-    assert_eq!(
-        sent.iter()
-            .filter_map(|p| disconnect_reason(p))
-            .collect::<Vec<_>>(),
-        vec![DisconnectReason::CONNECTION_LOST.0],
-        "{sent:?}"
-    );
+    assert_disconnected(&mut pair, DisconnectReason::CONNECTION_LOST);
     assert_eq!(pair.session.poll_timeout(), None);
 }
 
