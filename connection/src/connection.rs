@@ -729,16 +729,18 @@ impl Connection {
     /// The driver wrote `n` bytes of `received(id)` to the local socket: drops them, and
     /// credits the server's window with a WINDOW_ADJUST once at least half of our window has
     /// been consumed. `n` beyond what is held is clamped. May send CLOSE (both EOFs done) and
-    /// queue [`Event::Closed`] (the server had closed and this drained the rest).
-    pub fn consume(&mut self, id: ChannelId, n: usize, sink: &mut dyn PayloadSink) {
+    /// queue [`Event::Closed`] (the server had closed and this drained the rest). Returns
+    /// whether it queued that event: a caller other than the one that polls events must have
+    /// them polled, as nothing else may come that would.
+    pub fn consume(&mut self, id: ChannelId, n: usize, sink: &mut dyn PayloadSink) -> bool {
         if self.failed.is_some() {
-            return;
+            return false;
         }
         let Some(Slot::Live(channel)) = usize::try_from(id.0)
             .ok()
             .and_then(|i| self.slots.get_mut(i))
         else {
-            return;
+            return false;
         };
         let n = channel.received.consume(n);
         if channel.wants_data() {
@@ -748,8 +750,10 @@ impl Connection {
             channel.close_if_done(sink);
             if channel.finished() {
                 self.retire(id.0, Event::Closed(id));
+                return true;
             }
         }
+        false
     }
 
     // ----- input -----

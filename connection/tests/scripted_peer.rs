@@ -70,7 +70,15 @@ fn run(name: &str, config: Config, steps: Vec<Step>) -> Connection {
             }
             Act::SendEof(id) => conn.send_eof(ChannelId(id), &mut sink),
             Act::Close(id) => conn.close(ChannelId(id), &mut sink),
-            Act::Consume(id, n) => conn.consume(ChannelId(id), n, &mut sink),
+            Act::Consume(id, n) => {
+                // It says whether it queued Closed: whoever consumes must have it polled.
+                let closed = conn.consume(ChannelId(id), n, &mut sink);
+                assert_eq!(
+                    closed,
+                    s.events.contains(&Event::Closed(ChannelId(id))),
+                    "{name} step {i}: consume's answer"
+                );
+            }
             Act::Keepalive => conn.send_keepalive(&mut sink),
             Act::Peer(payloads) => {
                 for p in payloads {

@@ -988,8 +988,11 @@ impl ChannelStream {
                 Ok(n) => {
                     let before = st.session.output().len();
                     st.session.set_clock(Instant::now());
-                    st.session.consume(self.id, n);
-                    if st.session.output().len() > before {
+                    let closed = st.session.consume(self.id, n);
+                    if st.session.output().len() > before || closed {
+                        // Something to send, or the channel closed (the server's CLOSE
+                        // came before its data was drained): only the driver acts on it,
+                        // and nothing from the server may come to wake it.
                         st.wake_driver();
                         self.yield_next.store(true, Ordering::Relaxed);
                     }
@@ -1107,6 +1110,16 @@ impl ChannelStream {
         }
     }
 
+    /// Whether the channel ended by CLOSE both ways, the session still up: what the local
+    /// side sends has nowhere to go, as after a TCP peer's close.
+    pub fn closed_by_server(&self) -> bool {
+        let mut st = self.shared.lock();
+        st.error.is_none()
+            && self
+                .slot(&mut st)
+                .is_some_and(|slot| matches!(slot.state, SlotState::Closed))
+    }
+
     /// Sends CHANNEL_EOF: the local side will send nothing more.
     pub fn send_eof(&self) {
         let mut st = self.shared.lock();
@@ -1147,8 +1160,9 @@ impl AsyncRead for ChannelStream {
             }
             let before = st.session.output().len();
             st.session.set_clock(Instant::now());
-            st.session.consume(self.id, n);
-            if st.session.output().len() > before {
+            let closed = st.session.consume(self.id, n);
+            if st.session.output().len() > before || closed {
+                // As in `poll_send_to`: only the driver acts on the channel's end.
                 st.wake_driver();
                 self.yield_next.store(true, Ordering::Relaxed);
             }

@@ -401,6 +401,11 @@ async fn upload(
         let n = match std::future::poll_fn(|cx| channel.poll_recv_from(cx, socket, size.0)).await {
             Ok(0) => break,
             Ok(n) => n,
+            // The server closed the channel (its end of the connection is gone): an end like
+            // a TCP peer's close, not a failure of the session.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe && channel.closed_by_server() => {
+                return Ok(total);
+            }
             Err(e) => {
                 channel.send_eof();
                 return Err(e);

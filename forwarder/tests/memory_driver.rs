@@ -755,3 +755,89 @@ async fn packets_of_one_read_reach_the_local_socket_in_one_write_and_a_slow_read
     );
     assert_clean(&conn.stats(), ServerOptions::default().window);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_connection_ends_when_its_app_closes_after_the_server_closed_with_data_still_buffered() {
+    use std::sync::Arc;
+    const DATA: usize = 4 * MIB;
+    // The server answers 4 MiB and then closes the channel by itself, as a database that
+    // closes after its last answer; the client's window takes all of it at once, so the
+    // server's CLOSE comes while most of the answer waits in the channel buffer. No
+    // keepalives: nothing else would ever come from the server.
+    let server_opts = ServerOptions {
+        close_after_echo: Some(DATA as u64),
+        ..ServerOptions::default()
+    };
+    let client_opts = ClientOptions {
+        connection: ssh_connection::Config {
+            initial_window: 8 * MIB as u32,
+            max_packet: 32 * 1024,
+        },
+        server_alive: None,
+        ..ClientOptions::default()
+    };
+    let (_server, conn, client) = connected(server_opts, client_opts).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut app = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (sock, peer) = listener.accept().await.unwrap();
+    // Small socket buffers: most of the answer cannot leave the channel buffer until the
+    // app reads.
+    socket2::SockRef::from(&app)
+        .set_recv_buffer_size(64 * 1024)
+        .unwrap();
+    socket2::SockRef::from(&sock)
+        .set_send_buffer_size(64 * 1024)
+        .unwrap();
+    let channel = open(&client.handle, "db.internal").await;
+    let observer: Arc<dyn forwarder::tunnel::TrafficObserver> = Arc::new(LocalWrites::default());
+    let handle = client.handle.clone();
+    let forwarding = tokio::spawn(async move {
+        forwarder::tunnel::forward(Arc::new(sock), peer, &handle, channel, &observer).await
+    });
+
+    // The app sends its request and keeps its side open, reading nothing until the server
+    // has closed the channel.
+    let data = pattern(33, DATA);
+    within(
+        Duration::from_secs(60),
+        "the app's request",
+        app.write_all(&data),
+    )
+    .await
+    .expect("the app's writes");
+    within(Duration::from_secs(60), "the server's CLOSE", async {
+        while conn.stats().closes_in == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        conn.stats().bytes_out >= DATA as u64,
+        "the server closed before it answered: {:?}",
+        conn.stats()
+    );
+
+    // The app reads the whole answer, then closes its socket.
+    let mut got = Vec::with_capacity(DATA);
+    within(
+        Duration::from_secs(60),
+        "the answer",
+        app.read_to_end(&mut got),
+    )
+    .await
+    .expect("the app's reads");
+    assert!(
+        got == data,
+        "the answer differs ({} of {DATA} bytes)",
+        got.len()
+    );
+    drop(app);
+
+    // The connection's task ends without anything more from the server.
+    within(STEP, "the connection ends", forwarding)
+        .await
+        .unwrap()
+        .expect("forwarding ends cleanly");
+}

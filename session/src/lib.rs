@@ -740,9 +740,10 @@ impl Session {
         self.conn.close(id, &mut self.transport);
     }
 
-    /// `n` bytes of `received(id)` were written to the local socket.
-    pub fn consume(&mut self, id: ChannelId, n: usize) {
-        self.conn.consume(id, n, &mut self.transport);
+    /// `n` bytes of `received(id)` were written to the local socket. Returns whether the
+    /// channel is now closed and an event says so ([`Connection::consume`]).
+    pub fn consume(&mut self, id: ChannelId, n: usize) -> bool {
+        self.conn.consume(id, n, &mut self.transport)
     }
 
     /// Lets channel `id`'s data stay in the receive buffer until [`deliver`](Self::deliver)

@@ -101,6 +101,9 @@ pub struct ServerOptions {
     /// Connections start frozen: the pipe is open and nothing is ever read or sent (not even
     /// the version line) until [`ServerConn::thaw`].
     pub start_frozen: bool,
+    /// Once a channel has echoed this many bytes, the server ends it by itself (EOF and
+    /// CLOSE), as a database closes after its last answer, whatever the client still sends.
+    pub close_after_echo: Option<u64>,
 }
 
 impl Default for ServerOptions {
@@ -115,6 +118,7 @@ impl Default for ServerOptions {
             duplex_capacity: 64 * 1024,
             seed: 1000,
             start_frozen: false,
+            close_after_echo: None,
         }
     }
 }
@@ -313,6 +317,8 @@ struct Chan {
     recv_left: u64,
     /// Echoed bytes not yet credited with WINDOW_ADJUST.
     unadjusted: u32,
+    /// Bytes echoed in all.
+    echoed: u64,
     eof_in: bool,
     eof_out: bool,
     close_in: bool,
@@ -438,6 +444,7 @@ impl ServerTask {
                     pending: VecDeque::new(),
                     recv_left: u64::from(self.opts.window),
                     unadjusted: 0,
+                    echoed: 0,
                     eof_in: false,
                     eof_out: false,
                     close_in: false,
@@ -582,8 +589,13 @@ impl ServerTask {
             self.t.send_with(&mut |b| msg.encode(b));
             ch.send_window -= n as u64;
             ch.unadjusted += n as u32;
+            ch.echoed += n as u64;
             echoed += n as u64;
         }
+        let done = self
+            .opts
+            .close_after_echo
+            .is_some_and(|limit| ch.echoed >= limit);
         if ch.unadjusted > 0 && ch.unadjusted >= window / 2 && !ch.eof_in && !ch.close_out {
             let msg = WindowAdjust {
                 recipient: ch.peer,
@@ -593,7 +605,7 @@ impl ServerTask {
             ch.recv_left += u64::from(ch.unadjusted);
             ch.unadjusted = 0;
         }
-        if ch.eof_in && ch.pending.is_empty() && !ch.eof_out && !ch.close_out {
+        if (done || ch.eof_in && ch.pending.is_empty()) && !ch.eof_out && !ch.close_out {
             ch.eof_out = true;
             ch.close_out = true;
             let peer = ch.peer;
