@@ -36,6 +36,12 @@ use crate::text::sanitize;
 use crate::version::{Line, VersionReader};
 use crate::wire::DecodeError;
 
+/// The most bytes of our packets that may wait to be sent: past it the transport fails with
+/// [`Error::OutputOverflow`]. An application that holds its own data back at a high-water
+/// mark (the driver's is 1 MiB) never comes near it; only a server that stops reading while
+/// it keeps sending messages that ask for replies does.
+pub const MAX_PENDING_OUTPUT: usize = 64 << 20;
+
 /// What the client offers and how it behaves.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -1004,6 +1010,13 @@ impl ClientTransport {
         self.tx.frame(self.rng.as_mut(), build);
     }
 
+    /// Fails the transport once more than [`MAX_PENDING_OUTPUT`] bytes wait to be sent.
+    fn check_output(&mut self) {
+        if self.pending_output() > MAX_PENDING_OUTPUT {
+            self.fail(Error::OutputOverflow(MAX_PENDING_OUTPUT));
+        }
+    }
+
     fn fail(&mut self, e: Error) {
         if self.error.is_some() {
             return;
@@ -1034,6 +1047,7 @@ impl PayloadSink for ClientTransport {
             if let Some(l) = self.queued.get_mut(start..start + 4) {
                 l.copy_from_slice(&len.to_be_bytes());
             }
+            self.check_output();
             return;
         }
         if self.tx.frame(self.rng.as_mut(), build).is_none() {
@@ -1041,6 +1055,7 @@ impl PayloadSink for ClientTransport {
             return;
         }
         self.maybe_rekey();
+        self.check_output();
     }
 
     fn send_data_with(
@@ -1057,6 +1072,7 @@ impl PayloadSink for ClientTransport {
             .tx
             .frame_data(self.rng.as_mut(), head, chunk, max, fill);
         self.maybe_rekey();
+        self.check_output();
         Some(n)
     }
 }

@@ -60,6 +60,9 @@ pub enum Error {
     },
     /// The server closed the TCP connection.
     ConnectionLost,
+    /// More than this many bytes of our packets waited to be sent: the server stopped
+    /// reading while it kept sending (each reply it asks for adds to the pile).
+    OutputOverflow(usize),
     /// This side closed the transport.
     Closed,
 }
@@ -86,7 +89,10 @@ impl Error {
                 DisconnectReason::HOST_KEY_NOT_VERIFIABLE
             }
             Self::HandshakeTimeout(_) | Self::Closed => DisconnectReason::BY_APPLICATION,
-            Self::Disconnected { .. } | Self::ConnectionLost => return None,
+            // A DISCONNECT would only wait behind the rest.
+            Self::Disconnected { .. } | Self::ConnectionLost | Self::OutputOverflow(_) => {
+                return None;
+            }
         })
     }
 }
@@ -165,6 +171,12 @@ impl fmt::Display for Error {
                 description,
             } => write!(f, "the server disconnected ({reason}): {description}"),
             Self::ConnectionLost => f.write_str("the server closed the connection"),
+            Self::OutputOverflow(limit) => write!(
+                f,
+                "the server stopped reading: over {} MiB of our packets waited to be sent while \
+                 it kept sending",
+                limit >> 20
+            ),
             Self::Closed => f.write_str("the connection was closed"),
         }
     }

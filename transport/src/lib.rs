@@ -60,7 +60,7 @@ pub mod mac;
 pub mod packet;
 pub mod version;
 
-pub use client::{ClientConfig, ClientTransport, Event};
+pub use client::{ClientConfig, ClientTransport, Event, MAX_PENDING_OUTPUT};
 pub use error::Error;
 
 #[cfg(any(test, feature = "test-server"))]

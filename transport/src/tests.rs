@@ -563,3 +563,82 @@ fn random_server_bytes_never_panic() {
         })
         .unwrap();
 }
+
+#[test]
+fn a_server_that_stops_reading_while_it_asks_for_replies_fails_the_transport_at_the_output_limit() {
+    let mut pair = Pair::new(ClientConfig::default(), ServerConfig::default());
+    pair.drive();
+    assert!(pair.client.is_established(), "{:?}", pair.client_events);
+    // An unassigned transport message: each one asks for an UNIMPLEMENTED reply. The
+    // client's output is never taken, as if the server had stopped reading.
+    let mut sent = 0u64;
+    let error = loop {
+        for _ in 0..10_000 {
+            pair.server.send(&[15]);
+        }
+        sent += 10_000;
+        let out = pair.server.output().to_vec();
+        pair.server.consume_output(out.len());
+        pair.client.handle_input(&out);
+        match client_failure(&mut pair.client) {
+            Some(e) => break e,
+            None => assert!(
+                pair.client.pending_output() <= crate::client::MAX_PENDING_OUTPUT,
+                "{} bytes pending",
+                pair.client.pending_output()
+            ),
+        }
+        assert!(sent < 10_000_000, "no limit after {sent} messages");
+    };
+    assert_eq!(
+        error,
+        Error::OutputOverflow(crate::client::MAX_PENDING_OUTPUT)
+    );
+    assert_eq!(error.disconnect_reason(), None);
+    assert!(error.to_string().contains("stopped reading"), "{error}");
+    // Failed for good, and what it held was not allowed to grow further.
+    let held = pair.client.pending_output();
+    assert!(
+        held <= crate::client::MAX_PENDING_OUTPUT + 64 * 1024,
+        "{held}"
+    );
+    for _ in 0..1000 {
+        pair.server.send(&[15]);
+    }
+    let out = pair.server.output().to_vec();
+    pair.client.handle_input(&out);
+    assert!(matches!(
+        pair.client.poll_event(),
+        Err(Error::OutputOverflow(_))
+    ));
+    assert_eq!(pair.client.pending_output(), held);
+}
+
+#[test]
+fn an_application_that_holds_its_data_back_never_meets_the_output_limit() {
+    let mut pair = Pair::new(ClientConfig::default(), ServerConfig::default());
+    pair.drive();
+    // 1 MiB queued and unsent, as the driver's high-water mark allows, and more than the
+    // limit sent and taken in turn: nothing fails.
+    let chunk = vec![0x5a; 32 * 1024];
+    for round in 0..100 {
+        for _ in 0..32 {
+            pair.client.send(&chunk);
+        }
+        assert!(pair.client.pending_output() >= 1 << 20, "round {round}");
+        let out = pair.client.output().len();
+        pair.client.consume_output(out);
+        assert_eq!(client_failure(&mut pair.client), None, "round {round}");
+    }
+}
+
+/// Polls the client's events until none is left: the error, if it failed.
+fn client_failure(client: &mut ClientTransport) -> Option<Error> {
+    loop {
+        match client.poll_event() {
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(e) => return Some(e),
+        }
+    }
+}
