@@ -438,6 +438,17 @@ async fn serve(opts: ServeOptions, env: Environment, first: FleetConfig) -> i32 
         drains: Vec::new(),
     };
 
+    // Handlers first: a SIGHUP or SIGTERM while the first configuration is applied (agents
+    // asked for keys, listeners bound) waits for the loop below instead of killing the
+    // process with the signal's default action.
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("forwarder: cannot install signal handlers: {e}");
+            return crate::app::EXIT_FAILURE;
+        }
+    };
+
     // The admin endpoint keeps the address it started with; a reload does not move it.
     let (admin_stop_tx, admin_stop) = watch::channel(false);
     let mut admin_task = None;
@@ -470,13 +481,6 @@ async fn serve(opts: ServeOptions, env: Environment, first: FleetConfig) -> i32 
     metrics.config_reloaded(true);
     state.loaded.store(true, Ordering::Release);
 
-    let mut signals = match Signals::new() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("forwarder: cannot install signal handlers: {e}");
-            return crate::app::EXIT_FAILURE;
-        }
-    };
     let mut poll = tokio::time::interval(FILE_POLL_INTERVAL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

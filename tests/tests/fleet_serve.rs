@@ -78,6 +78,40 @@ fn wait_for_states(fleet: &mut Fleet, names: &[&str], state: &str) -> serde_json
     serde_json::from_str(&body).expect("JSON")
 }
 
+/// One bastion with an echo server behind it, and a tunnel `t` to the echo server on a free
+/// port; `admin` is a free port for the endpoint.
+struct OneTunnel {
+    key: UserKey,
+    a: Sshd,
+    _echo: EchoServer,
+    admin: u16,
+    port: u16,
+    t: [TunnelSpec; 1],
+}
+
+impl OneTunnel {
+    fn start() -> Self {
+        let key = UserKey::generate(KeyKind::Ed25519);
+        let a = Sshd::start(&key);
+        let echo = EchoServer::start();
+        let port = free_port();
+        let t = [TunnelSpec::new(
+            "t",
+            &bastion(&a),
+            port,
+            &format!("127.0.0.1:{}", echo.port()),
+        )];
+        Self {
+            key,
+            a,
+            _echo: echo,
+            admin: free_port(),
+            port,
+            t,
+        }
+    }
+}
+
 /// A connection held open: writes and reads back through an echo server.
 struct Held {
     stream: TcpStream,
@@ -436,28 +470,18 @@ fn reloads_leave_unchanged_tunnels_alone_drain_removed_ones_and_keep_the_set_on_
 
 #[test]
 fn sigterm_stops_accepting_and_lets_an_open_connection_finish() {
-    let key = UserKey::generate(KeyKind::Ed25519);
-    let a = Sshd::start(&key);
-    let e = EchoServer::start();
-    let admin = free_port();
-    let port = free_port();
-    let t = [TunnelSpec::new(
-        "t",
-        &bastion(&a),
-        port,
-        &format!("127.0.0.1:{}", e.port()),
-    )];
+    let lab = OneTunnel::start();
     let mut fleet = Fleet::start(
-        &fleet_file(&head(admin, &key, &[&a], "20s"), &t),
-        Some(admin),
+        &fleet_file(&head(lab.admin, &lab.key, &[&lab.a], "20s"), &lab.t),
+        Some(lab.admin),
         &[],
     );
     wait_for_states(&mut fleet, &["t"], "up");
-    let mut held = Held::open(port);
+    let mut held = Held::open(lab.port);
     fleet.terminate();
     fleet.wait_for_log_count("draining", 1, WAIT);
     let deadline = Instant::now() + WAIT;
-    while port_listening(port) {
+    while port_listening(lab.port) {
         assert!(Instant::now() < deadline, "still listening after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -480,7 +504,8 @@ fn sigterm_stops_accepting_and_lets_an_open_connection_finish() {
         "waited for the whole drain time"
     );
     // The session ended with a DISCONNECT, which sshd logs.
-    a.wait_for_log("Received disconnect", Duration::from_secs(10));
+    lab.a
+        .wait_for_log("Received disconnect", Duration::from_secs(10));
 }
 
 #[test]
@@ -708,4 +733,44 @@ fn banners_and_host_key_notices_are_json_log_lines_like_every_other() {
     );
     let recorded = std::fs::read_to_string(&known).expect("read known_hosts");
     assert!(recorded.contains("ssh-ed25519"), "{recorded}");
+}
+
+#[test]
+fn a_sighup_while_the_first_configuration_is_applied_reloads_after_it_instead_of_killing() {
+    let lab = OneTunnel::start();
+    // An agent that takes connections and never answers: listing its keys waits out the
+    // agent's timeout (10 s) in the middle of the first apply.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind the agent socket");
+    let (asked, asked_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+            if asked.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    let head = head(lab.admin, &lab.key, &[&lab.a], "5s").replace(
+        "options = { ",
+        &format!(
+            "options = {{ IdentityAgent = {:?}, ",
+            sock.display().to_string()
+        ),
+    );
+    assert!(head.contains("IdentityAgent"), "{head}");
+    let mut fleet = Fleet::start(&fleet_file(&head, &lab.t), Some(lab.admin), &[]);
+    asked_rx
+        .recv_timeout(WAIT)
+        .expect("the fleet asks the agent for its keys");
+    fleet.reload();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(fleet.exited(), None, "the SIGHUP killed the fleet");
+    // The first configuration finishes, then the reload runs.
+    wait_for_states(&mut fleet, &["t"], "up");
+    fleet.wait_for_log_count("SIGHUP: reloading", 1, WAIT);
+    assert_echo(lab.port, 7, 64 * 1024, "after the reload");
+    assert_eq!(fleet.exited(), None, "{}", fleet.log());
 }
