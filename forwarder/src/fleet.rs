@@ -704,7 +704,11 @@ impl Fleet {
                 self.by_key.remove(&slot.key);
             }
             info!(session = %slot.label, "no tunnel uses the session any more: disconnecting");
-            self.metrics.remove_session(&slot.label);
+            // A session that replaced this one (a reload changed its options) has the same
+            // label and writes the same series: they stay while it lives.
+            if !self.slots.values().any(|s| s.label == slot.label) {
+                self.metrics.remove_session(&slot.label);
+            }
             slot.watcher.abort();
             if let Some((_, routing)) = &slot.router {
                 routing.abort();

@@ -83,7 +83,7 @@ fn wait_for_states(fleet: &mut Fleet, names: &[&str], state: &str) -> serde_json
 struct OneTunnel {
     key: UserKey,
     a: Sshd,
-    _echo: EchoServer,
+    echo: EchoServer,
     admin: u16,
     port: u16,
     t: [TunnelSpec; 1],
@@ -104,7 +104,7 @@ impl OneTunnel {
         Self {
             key,
             a,
-            _echo: echo,
+            echo,
             admin: free_port(),
             port,
             t,
@@ -773,4 +773,40 @@ fn a_sighup_while_the_first_configuration_is_applied_reloads_after_it_instead_of
     fleet.wait_for_log_count("SIGHUP: reloading", 1, WAIT);
     assert_echo(lab.port, 7, 64 * 1024, "after the reload");
     assert_eq!(fleet.exited(), None, "{}", fleet.log());
+}
+
+#[test]
+fn a_session_replaced_by_a_reload_keeps_its_metrics_after_the_old_one_drains() {
+    let lab = OneTunnel::start();
+    let h = head(lab.admin, &lab.key, &[&lab.a], "1s");
+    let mut fleet = Fleet::start(&fleet_file(&h, &lab.t), Some(lab.admin), &[]);
+    wait_for_states(&mut fleet, &["t"], "up");
+    let series = format!(
+        "forwarder_session_up{{session=\"{}@127.0.0.1:{}\"}} 1",
+        lab.a.user(),
+        lab.a.port()
+    );
+    fleet.wait_for_admin("/metrics", WAIT, |code, body| {
+        code == 200 && body.contains(&series)
+    });
+
+    // Another option: a new session to the same bastion, under the same label; the old one
+    // ends once its tunnel has drained.
+    let changed = [TunnelSpec::new(
+        "t",
+        &bastion(&lab.a),
+        lab.port,
+        &format!("127.0.0.1:{}", lab.echo.port()),
+    )
+    .with("options = { Compression = \"yes\" }")];
+    fleet.rewrite(&fleet_file(&h, &changed));
+    fleet.reload();
+    fleet.wait_for_log_count("no tunnel uses the session any more", 1, WAIT);
+    wait_for_states(&mut fleet, &["t"], "up");
+    assert_echo(lab.port, 9, 32 * 1024, "through the new session");
+    assert_eq!(lab.a.log().matches(LOGIN).count(), 2, "{}", lab.a.log());
+    // Polled, so that only a series that stays gone fails.
+    fleet.wait_for_admin("/metrics", Duration::from_secs(5), |code, body| {
+        code == 200 && body.contains(&series)
+    });
 }
