@@ -707,8 +707,9 @@ impl ClientTransport {
                 theirs.host_key.first().cloned().unwrap_or_default(),
             ));
             // The Terrapin countermeasure: with strict kex the server's KEXINIT must be the
-            // first packet it sent.
-            if self.strict && self.rx.seq != 1 {
+            // first packet it sent. Counted by the packet count, which cannot wrap: 2^32
+            // packets before it would bring the 32-bit sequence number back to 1.
+            if self.strict && (self.rx.seq != 1 || self.rx.packets != 1) {
                 return Err(Error::StrictKex(
                     "the server's KEXINIT was not the first packet it sent".into(),
                 ));
@@ -809,8 +810,9 @@ impl ClientTransport {
         if self.strict {
             self.tx.seq = 0;
         }
-        // Payloads held during the exchange go out now, in order, under the new keys.
-        let queued = core::mem::take(&mut self.queued);
+        // Payloads held during the exchange go out now, in order, under the new keys. They
+        // are plaintext (a password may be among them): wiped once sealed.
+        let queued = zeroize::Zeroizing::new(core::mem::take(&mut self.queued));
         let mut at = queued.as_slice();
         while let Some((len, rest)) = at.split_first_chunk::<4>() {
             let len = u32::from_be_bytes(*len) as usize;
