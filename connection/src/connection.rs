@@ -71,6 +71,12 @@ impl Default for Config {
     }
 }
 
+/// The most channels the server may have open at once through our remote forwards
+/// (`forwarded-tcpip`); more are refused with RESOURCE_SHORTAGE until some close. Each one is
+/// a connection to a local target and up to a receive window of buffered data, so a server
+/// that opens channels without end would otherwise exhaust descriptors and memory.
+pub const MAX_SERVER_CHANNELS: usize = 1024;
+
 /// Something the driver must act on; drained with [`Connection::poll_event`].
 ///
 /// Deliberately exhaustive: a driver should fail to compile, not silently ignore, when a new
@@ -152,6 +158,8 @@ struct Channel {
     send_max: u32,
     recv_window: ReceiveWindow,
     received: RecvBuffer,
+    /// The server opened it (`forwarded-tcpip`): it counts against [`MAX_SERVER_CHANNELS`].
+    by_server: bool,
     /// `send_eof` was called before the open was confirmed.
     eof_wanted: bool,
     eof_sent: bool,
@@ -203,6 +211,7 @@ impl Channel {
                 config.max_packet.saturating_mul(3),
             ),
             received: RecvBuffer::default(),
+            by_server: false,
             eof_wanted: false,
             eof_sent: false,
             eof_received: false,
@@ -339,6 +348,8 @@ pub struct Connection {
     slots: Vec<Slot>,
     free: Vec<u32>,
     live: usize,
+    /// Live channels the server opened.
+    server_live: usize,
     events: VecDeque<Event>,
     /// Global requests of ours the server still owes a reply, oldest first; a reply beyond
     /// these is a protocol error. Only the server's replies take them off.
@@ -364,6 +375,7 @@ impl Connection {
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
+            server_live: 0,
             events: VecDeque::new(),
             replies_due: VecDeque::new(),
             forwards: Vec::new(),
@@ -1088,27 +1100,48 @@ impl Connection {
                 .map(|f| (f.address.clone(), f.port, f.bound_port, *e)),
             _ => None,
         };
+        let refuse = |reason, description: &[u8], sink: &mut dyn PayloadSink| {
+            let msg = ChannelOpenFailure {
+                recipient: m.sender,
+                reason,
+                description,
+                language: b"",
+            };
+            sink.send_with(&mut |buf| msg.encode(buf));
+        };
         let Some((address, port, bound_port, endpoints)) = forward else {
             tracing::debug!(
                 channel_type = %sanitize(m.kind.channel_type(), false, 64),
                 "refusing channel opened by the server"
             );
-            let msg = ChannelOpenFailure {
-                recipient: m.sender,
-                reason: OpenFailureReason::ADMINISTRATIVELY_PROHIBITED,
-                description: b"open refused",
-                language: b"",
-            };
-            sink.send_with(&mut |buf| msg.encode(buf));
+            refuse(
+                OpenFailureReason::ADMINISTRATIVELY_PROHIBITED,
+                b"open refused",
+                sink,
+            );
             return Ok(());
         };
+        if self.server_live >= MAX_SERVER_CHANNELS {
+            tracing::debug!(
+                open = self.server_live,
+                "refusing a forwarded connection: too many open"
+            );
+            refuse(
+                OpenFailureReason::RESOURCE_SHORTAGE,
+                b"too many forwarded connections open",
+                sink,
+            );
+            return Ok(());
+        }
         let mut channel = Box::new(Channel::new(&self.config));
+        channel.by_server = true;
         channel.confirmed = true;
         channel.remote_id = m.sender;
         channel.send_window = Window::new(m.initial_window);
         channel.send_max = m.max_packet.min(MAX_OUTGOING_DATA);
         let id = self.insert(channel)?;
         self.live = self.live.saturating_add(1);
+        self.server_live = self.server_live.saturating_add(1);
         let msg = ChannelOpenConfirmation {
             recipient: m.sender,
             sender: id,
@@ -1152,9 +1185,13 @@ impl Connection {
             && let Slot::Live(channel) = slot
         {
             let extra = channel.recv_window.extra();
+            let by_server = channel.by_server;
             *slot = Slot::Retiring;
             self.growth.release(extra);
             self.live = self.live.saturating_sub(1);
+            if by_server {
+                self.server_live = self.server_live.saturating_sub(1);
+            }
             self.events.push_back(last);
         }
     }
@@ -1516,6 +1553,63 @@ mod tests {
             conn.poll_event(),
             Some(Event::ForwardedOpened { port: 8022, .. })
         ));
+    }
+
+    #[test]
+    fn forwarded_channels_beyond_the_limit_are_refused_until_one_closes() {
+        let mut conn = Connection::new(Config::default());
+        let mut sink: Vec<Vec<u8>> = Vec::new();
+        assert_eq!(granted(&mut conn, &mut sink, "localhost", 8022), 8022);
+        // Our own channels do not count against it.
+        conn.open_direct_tcpip("db", 5432, "127.0.0.1", 40000, &mut sink)
+            .expect("our open");
+        let mut opened = Vec::new();
+        for sender in 0..MAX_SERVER_CHANNELS as u32 {
+            sink.clear();
+            assert_eq!(
+                conn.handle_payload(&forwarded(sender, "localhost", 8022), &mut sink),
+                Ok(())
+            );
+            match conn.poll_event() {
+                Some(Event::ForwardedOpened { id, .. }) => opened.push((sender, id)),
+                other => panic!("open {sender}: {other:?}"),
+            }
+        }
+        sink.clear();
+        let over = MAX_SERVER_CHANNELS as u32;
+        assert_eq!(
+            conn.handle_payload(&forwarded(over, "localhost", 8022), &mut sink),
+            Ok(())
+        );
+        assert_eq!(refusal(&sink), (over, OpenFailureReason::RESOURCE_SHORTAGE));
+        assert_eq!(conn.poll_event(), None);
+        assert_eq!(conn.error(), None);
+        // One closes both ways: room for one more.
+        let (sender, id) = opened[0];
+        conn.close(id, &mut sink);
+        let close = encode(&|out| ChannelClose { recipient: id.0 }.encode(out));
+        assert_eq!(conn.handle_payload(&close, &mut sink), Ok(()));
+        assert_eq!(conn.poll_event(), Some(Event::Closed(id)));
+        assert_ne!(sender, over);
+        assert_eq!(
+            conn.handle_payload(&forwarded(over, "localhost", 8022), &mut sink),
+            Ok(())
+        );
+        assert!(matches!(
+            conn.poll_event(),
+            Some(Event::ForwardedOpened { .. })
+        ));
+        sink.clear();
+        assert_eq!(
+            conn.handle_payload(&forwarded(over + 1, "localhost", 8022), &mut sink),
+            Ok(())
+        );
+        assert_eq!(
+            refusal(&sink),
+            (over + 1, OpenFailureReason::RESOURCE_SHORTAGE)
+        );
+        // Ours, still opening, and the server's at the limit.
+        assert_eq!(conn.channel_count(), MAX_SERVER_CHANNELS + 1);
     }
 
     #[test]

@@ -99,7 +99,9 @@ mod error;
 pub mod msg;
 pub mod window;
 
-pub use connection::{ChannelId, Config, Connection, Event, MAX_OUTGOING_DATA};
+pub use connection::{
+    ChannelId, Config, Connection, Event, MAX_OUTGOING_DATA, MAX_SERVER_CHANNELS,
+};
 pub use error::ConnectionError;
 pub use msg::{ExtendedDataType, Message, OpenFailureReason, decode};
 pub use window::{ReceiveWindow, Window, WindowError};
