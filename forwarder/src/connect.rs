@@ -405,6 +405,11 @@ impl SshConnector {
             handle.clone(),
             key_name.to_owned(),
             key_port,
+            spec.transport
+                .kex_algorithms
+                .iter()
+                .map(|k| k.name())
+                .collect(),
             opts.kex_guess_file.clone(),
         );
         Ok((handle, driver))

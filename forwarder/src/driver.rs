@@ -274,6 +274,8 @@ pub struct SessionLog {
     pub auth_attempt: Option<String>,
     /// The server's first key exchange and host key algorithms (from its first KEXINIT).
     pub server_first_choices: Option<(String, String)>,
+    /// The server's key exchange methods (from its first KEXINIT), in its order.
+    pub server_kex_algorithms: Vec<String>,
     /// Whether our first key exchange message went out as a guess, and was right.
     pub kex_guess: Option<bool>,
 }
@@ -374,6 +376,8 @@ impl State {
                     self.log.server_first_choices = t
                         .server_first_choices()
                         .map(|(k, h)| (k.to_owned(), h.to_owned()));
+                    t.server_kex_algorithms()
+                        .clone_into(&mut self.log.server_kex_algorithms);
                     self.log.kex_guess = t.kex_guess_right();
                     debug!(
                         server = %self.log.server_version.as_deref().unwrap_or("?"),

@@ -16,9 +16,13 @@
 //! ```
 //!
 //! Only a server that authenticated us is remembered, so a host that fails host key
-//! verification cannot change our order. The server's first choice wins only among the
-//! algorithms our configuration allows anyway: the order changes, the set never does, so a
-//! file someone else wrote can cost that half round trip and nothing more.
+//! verification cannot change our order. A server's first key exchange is remembered only
+//! when our own order would negotiate it anyway (it is the first of ours the server offers);
+//! otherwise the entry says not to guess ([`NO_GUESS`]), so a server that lists a classical
+//! method first while it also offers a post-quantum hybrid we prefer does not talk us down
+//! to the classical one for the sake of the guess. The order changes only among the
+//! algorithms our configuration allows anyway, so a file someone else wrote can cost that
+//! half round trip, or change the method among those we accept, and nothing more.
 //!
 //! The file ([`FirstsFile`]) names no host: each line is keyed by an HMAC-SHA256 of the host
 //! and port under a random salt kept in the file, as hashed known_hosts lines are, so it does
@@ -54,6 +58,24 @@ const MAX_NAME: usize = 64;
 
 /// A bastion's first choices: key exchange name, host key algorithm name.
 pub type Firsts = (String, String);
+
+/// The key exchange name remembered for a server whose first choice is not the one our order
+/// negotiates: nothing is reordered and no guess is sent.
+pub const NO_GUESS: &str = "-";
+
+/// What to remember of a server's first choices: its first key exchange when the first of
+/// `configured` (our order, before any remembered choice moved it) that the server offers
+/// (`server_kex`) is that one, else [`NO_GUESS`].
+pub fn guessable(firsts: Firsts, server_kex: &[String], configured: &[&str]) -> Firsts {
+    let ours = configured
+        .iter()
+        .find(|k| server_kex.iter().any(|s| s == *k));
+    if ours == Some(&firsts.0.as_str()) {
+        firsts
+    } else {
+        (NO_GUESS.to_owned(), firsts.1)
+    }
+}
 
 /// The first line of the file.
 const HEADER: &str = "# forwarder: each bastion's first key exchange and host key algorithms, \
@@ -93,20 +115,25 @@ impl Drop for Watching {
     }
 }
 
-/// Remembers the server's first choices once `session` has authenticated (writing `file`
-/// off the runtime's threads), in a task of its own. From the authentication until that is
+/// Remembers the server's first choices once `session` has authenticated, as far as our own
+/// order (`configured`, key exchange names) would negotiate them ([`guessable`]), writing
+/// `file` off the runtime's threads, in a task of its own. From the authentication until that is
 /// done the session is counted, so that [`settle`] can wait for it; one still in its
 /// handshake is not waited for.
 pub fn watch(
     session: crate::driver::SessionHandle,
     host: String,
     port: u16,
+    configured: Vec<&'static str>,
     file: Option<PathBuf>,
 ) {
     tokio::spawn(async move {
         if session.authenticated().await.is_ok() {
             let _counted = Watching::new();
-            let firsts = session.log().server_first_choices;
+            let log = session.log();
+            let firsts = log
+                .server_first_choices
+                .map(|f| guessable(f, &log.server_kex_algorithms, &configured));
             let _ = tokio::task::spawn_blocking(move || {
                 remember(&host, port, firsts.as_ref(), file.as_deref());
             })
@@ -422,6 +449,9 @@ fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
 
 fn prepare_with(mut cfg: ClientConfig, firsts: &Firsts, known_types: &[String]) -> ClientConfig {
     let (kex, host_key) = firsts;
+    if kex == NO_GUESS {
+        return cfg;
+    }
     if let Some(i) = cfg.kex_algorithms.iter().position(|k| k.name() == kex) {
         let k = cfg.kex_algorithms.remove(i);
         cfg.kex_algorithms.insert(0, k);
@@ -513,6 +543,88 @@ mod tests {
         assert_eq!(cfg.kex_algorithms[0], KexAlgorithm::DhGexSha256);
         assert!(!cfg.guess_first_kex);
         assert_eq!(cfg.host_key_algorithms[0], SignatureAlgorithm::Ed25519);
+    }
+
+    /// Our default key exchange order, by name.
+    fn our_order() -> Vec<&'static str> {
+        ClientConfig::default()
+            .kex_algorithms
+            .iter()
+            .map(|k| k.name())
+            .collect()
+    }
+
+    fn list(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_classical_first_choice_is_not_remembered_over_a_hybrid_we_prefer() {
+        let ours = our_order();
+        let hybrid = ours[0];
+        assert!(
+            hybrid.contains("mlkem") || hybrid.contains("sntrup"),
+            "{ours:?}"
+        );
+        // The server offers our hybrid but lists X25519 first.
+        let server = list(&["curve25519-sha256", hybrid, "ecdh-sha2-nistp256"]);
+        let kept = guessable(firsts("curve25519-sha256", "ssh-ed25519"), &server, &ours);
+        assert_eq!(kept, firsts(NO_GUESS, "ssh-ed25519"));
+        // Remembered like that, nothing moves and nothing is guessed: the hybrid stays first.
+        let cfg = prepare_with(ClientConfig::default(), &kept, &[]);
+        assert_eq!(cfg.kex_algorithms, ClientConfig::default().kex_algorithms);
+        assert_eq!(
+            cfg.host_key_algorithms,
+            ClientConfig::default().host_key_algorithms
+        );
+        assert!(!cfg.guess_first_kex);
+        // Group exchange first, the same.
+        let server = list(&["diffie-hellman-group-exchange-sha256", "curve25519-sha256"]);
+        assert_eq!(
+            guessable(
+                firsts("diffie-hellman-group-exchange-sha256", "rsa-sha2-512"),
+                &server,
+                &ours
+            ),
+            firsts(NO_GUESS, "rsa-sha2-512")
+        );
+    }
+
+    #[test]
+    fn a_first_choice_our_order_negotiates_anyway_is_remembered() {
+        let ours = our_order();
+        // OpenSSH 9.2: sntrup761 first, no ML-KEM; the first of ours it offers is sntrup761.
+        let server = list(&[
+            "sntrup761x25519-sha512@openssh.com",
+            "curve25519-sha256",
+            "curve25519-sha256@libssh.org",
+            "diffie-hellman-group-exchange-sha256",
+        ]);
+        let f = firsts("sntrup761x25519-sha512@openssh.com", "rsa-sha2-512");
+        assert_eq!(guessable(f.clone(), &server, &ours), f);
+        // A server with nothing but X25519: that is ours too.
+        let server = list(&["curve25519-sha256", "diffie-hellman-group14-sha256"]);
+        let f = firsts("curve25519-sha256", "ssh-ed25519");
+        assert_eq!(guessable(f.clone(), &server, &ours), f);
+        // With a configured order that puts X25519 first, it is remembered over the hybrid.
+        let server = list(&["curve25519-sha256", ours[0]]);
+        assert_eq!(
+            guessable(f.clone(), &server, &["curve25519-sha256", ours[0]]),
+            f
+        );
+    }
+
+    #[test]
+    fn a_no_guess_entry_survives_the_file() {
+        let mut file = FirstsFile::new();
+        file.set("nog.example", 22, firsts(NO_GUESS, "ssh-ed25519"));
+        let (back, skipped) = FirstsFile::parse(&file.render());
+        let back = back.expect("parses");
+        assert_eq!(skipped, 0);
+        assert_eq!(
+            back.get("nog.example", 22),
+            Some(&firsts(NO_GUESS, "ssh-ed25519"))
+        );
     }
 
     #[test]

@@ -212,6 +212,8 @@ pub struct ClientTransport {
     server_ext_info: bool,
     /// The first key exchange and host key algorithms of the server's first KEXINIT.
     server_firsts: Option<(String, String)>,
+    /// The server's key exchange methods from its first KEXINIT, in its order.
+    server_kex: Vec<String>,
     /// Whether our guessed first key exchange message was right, when we sent one.
     guess_right: Option<bool>,
     ignore_next_kex_packet: bool,
@@ -271,6 +273,7 @@ impl ClientTransport {
             server_sig_algs: None,
             server_ext_info: false,
             server_firsts: None,
+            server_kex: Vec::new(),
             guess_right: None,
             ignore_next_kex_packet: false,
             rekey_deadline: None,
@@ -325,6 +328,12 @@ impl ClientTransport {
         self.server_firsts
             .as_ref()
             .map(|(k, h)| (k.as_str(), h.as_str()))
+    }
+
+    /// The server's key exchange methods from its first KEXINIT, in its order of preference
+    /// (empty until it arrived).
+    pub fn server_kex_algorithms(&self) -> &[String] {
+        &self.server_kex
     }
 
     /// `Some(true)` when the first key exchange message went out as a guess and the server
@@ -702,6 +711,7 @@ impl ClientTransport {
         if initial {
             self.strict = negotiated.strict;
             self.server_ext_info = theirs.kex.iter().any(|k| k == kex::EXT_INFO_S);
+            self.server_kex.clone_from(&theirs.kex);
             self.server_firsts = Some((
                 theirs.kex.first().cloned().unwrap_or_default(),
                 theirs.host_key.first().cloned().unwrap_or_default(),
