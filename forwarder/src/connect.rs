@@ -466,13 +466,18 @@ impl SshConnector {
         let (handle, driver) = self.start_hop(stream, outermost)?;
         chain.push(outermost, handle, tokio::spawn(driver));
         self.hop_up(&chain).await?;
+        // A channel from a jump host to the next is the TCP connect of that hop.
+        let open_limit = spec
+            .connect_timeout
+            .or(spec.transport.handshake_timeout)
+            .unwrap_or(config::DEFAULT_HANDSHAKE_TIMEOUT);
         for hop in inner_jumps {
-            let channel = chain.open_next(hop).await?;
+            let channel = chain.open_next(hop, open_limit).await?;
             let (handle, driver) = self.start_hop(channel, hop)?;
             chain.push(hop, handle, tokio::spawn(driver));
             self.hop_up(&chain).await?;
         }
-        let channel = chain.open_next(destination).await?;
+        let channel = chain.open_next(destination, open_limit).await?;
         let (handle, driver) = self.start_hop(channel, destination)?;
         Ok(Connected {
             handle,
@@ -493,10 +498,10 @@ impl SshConnector {
         let result = match tokio::time::timeout(limit, handle.authenticated()).await {
             Ok(r) => r,
             Err(_) => {
-                return Err(ConnectError::Network(format!(
-                    "jump host {label}: no login within {} s",
-                    limit.as_secs()
-                )));
+                return Err(ConnectError::Hop {
+                    message: format!("jump host {label}: no login within {} s", limit.as_secs()),
+                    auth: false,
+                });
             }
         };
         result.map_err(|e| {
@@ -504,7 +509,12 @@ impl SshConnector {
             if crate::supervisor::is_permanent(&e) {
                 ConnectError::Permanent(message)
             } else {
-                ConnectError::Network(message)
+                // A refused login or a session that ended before it: sshd's penalties count
+                // them as they do the destination's.
+                ConnectError::Hop {
+                    message,
+                    auth: matches!(e, SessionError::Auth(_)),
+                }
             }
         })
     }
@@ -524,23 +534,32 @@ impl JumpChain {
         self.hops.push((hop.label(), handle, task));
     }
 
-    /// A `direct-tcpip` channel from the innermost hop so far to `next`.
+    /// A `direct-tcpip` channel from the innermost hop so far to `next`, within `limit`: a
+    /// jump host whose own connect to `next` hangs (a firewall that drops) would otherwise
+    /// hold the attempt, and the bastion's handshake gate, for as long as its TCP tries.
     async fn open_next(
         &self,
         next: &Hop<'_>,
+        limit: Duration,
     ) -> Result<crate::driver::ChannelStream, ConnectError> {
         let Some((label, handle, _)) = self.hops.last() else {
             return Err(ConnectError::Permanent("no jump host to go through".into()));
         };
-        handle
-            .open_direct_tcpip(next.host, next.port, "127.0.0.1", 0)
-            .await
-            .map_err(|e| {
+        let open = handle.open_direct_tcpip(next.host, next.port, "127.0.0.1", 0);
+        match tokio::time::timeout(limit, open).await {
+            Ok(r) => r.map_err(|e| {
                 ConnectError::Network(format!(
                     "jump host {label}: cannot connect to {}:{}: {e}",
                     next.host, next.port
                 ))
-            })
+            }),
+            Err(_) => Err(ConnectError::Network(format!(
+                "jump host {label}: cannot connect to {}:{}: no answer within {} s",
+                next.host,
+                next.port,
+                limit.as_secs()
+            ))),
+        }
     }
 
     /// Runs the innermost session's driver while the outer hops run in their tasks: it ends
@@ -560,7 +579,13 @@ impl JumpChain {
             r = inner => r,
             (label, e) = outer_ended => {
                 warn!("jump host {label}: session ended: {e}");
-                Err(SessionError::Transport(ssh_transport::Error::ConnectionLost))
+                // A changed host key (in a rekey) stays what it is: never retried, as on
+                // the destination; anything else is a lost connection for the inner ones.
+                if crate::supervisor::is_permanent(&e) {
+                    Err(e)
+                } else {
+                    Err(SessionError::Transport(ssh_transport::Error::ConnectionLost))
+                }
             }
         };
         // Innermost first, so each DISCONNECT still has a transport to leave by.

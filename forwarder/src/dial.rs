@@ -303,7 +303,7 @@ impl Dialer {
         port: u16,
         wait: Duration,
     ) -> Result<DialStream, DialError> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = crate::supervisor::deadline_after(wait);
         loop {
             if self.handle.is_stopping() {
                 return Err(DialError::Stopped);

@@ -57,6 +57,14 @@ pub enum ConnectError {
     /// Something only a person can fix (a known_hosts file that cannot be read, a key file
     /// gone): never retried.
     Permanent(String),
+    /// A jump host's session failed before it was up: an SSH server saw us, so sshd charges
+    /// its penalty (`auth`: the login was refused, else the connection ended before it).
+    Hop {
+        /// What failed, naming the jump host.
+        message: String,
+        /// Whether the login was refused.
+        auth: bool,
+    },
 }
 
 /// Makes sessions: the part of an attempt that knows about sockets and keys.
@@ -321,7 +329,7 @@ impl SupervisorHandle {
 
     /// A live session, waiting up to `wait` for one while a reconnect is under way.
     pub async fn session(&self, wait: Duration) -> Result<SessionHandle, WaitError> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = deadline_after(wait);
         let mut rx = self.state.clone();
         loop {
             match &*rx.borrow_and_update() {
@@ -444,6 +452,23 @@ enum AttemptFailure {
     Permanent(String, FailureKind),
 }
 
+impl AttemptFailure {
+    /// A failure an SSH server saw, retried: a refused login (`auth`) or a connection that
+    /// ended before one, each with sshd's penalty for it.
+    fn seen_by_sshd(message: String, auth: bool, kind: FailureKind) -> Self {
+        Self::Retry {
+            message,
+            penalty: Some(if auth {
+                Penalty::AuthFail
+            } else {
+                Penalty::NoAuth
+            }),
+            auth,
+            kind,
+        }
+    }
+}
+
 /// Whether only a person can fix this session error.
 pub fn is_permanent(e: &SessionError) -> bool {
     use ssh_transport::Error as T;
@@ -453,6 +478,14 @@ pub fn is_permanent(e: &SessionError) -> bool {
             T::HostKey(_) | T::HostKeyRejected(_) | T::HostKeyChangedInRekey { .. }
         )
     )
+}
+
+/// `wait` from now, or about a century from now when `wait` reaches past any clock
+/// (`Duration::MAX` for "no limit" is common among callers of an API).
+pub fn deadline_after(wait: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(u64::from(u32::MAX)))
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -483,6 +516,14 @@ async fn attempt(
         Err(ConnectError::Permanent(message)) => {
             return Err(AttemptFailure::Permanent(message, FailureKind::Config));
         }
+        Err(ConnectError::Hop { message, auth }) => {
+            let kind = if auth {
+                FailureKind::Auth
+            } else {
+                FailureKind::Session
+            };
+            return Err(AttemptFailure::seen_by_sshd(message, auth, kind));
+        }
     };
     let failed = |e: SessionError| {
         let message = connector.describe(&e);
@@ -490,17 +531,7 @@ async fn attempt(
         if is_permanent(&e) {
             AttemptFailure::Permanent(message, kind)
         } else {
-            let auth = matches!(e, SessionError::Auth(_));
-            AttemptFailure::Retry {
-                message,
-                penalty: Some(if auth {
-                    Penalty::AuthFail
-                } else {
-                    Penalty::NoAuth
-                }),
-                auth,
-                kind,
-            }
+            AttemptFailure::seen_by_sshd(message, matches!(e, SessionError::Auth(_)), kind)
         }
     };
     tokio::select! {
@@ -788,6 +819,57 @@ mod tests {
             l.wait_before_attempt(t0 + Duration::from_secs(10)),
             Duration::from_secs(3)
         );
+    }
+
+    /// A connector whose every attempt fails with a jump host's error.
+    struct FailingHop {
+        auth: bool,
+    }
+
+    impl Connector for FailingHop {
+        fn connect(
+            &self,
+        ) -> Pin<Box<dyn Future<Output = Result<Connected, ConnectError>> + Send + '_>> {
+            let auth = self.auth;
+            Box::pin(async move {
+                Err(ConnectError::Hop {
+                    message: "jump host j: refused".into(),
+                    auth,
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_jump_hosts_refused_login_costs_what_the_destinations_would() {
+        for (auth, penalty, kind) in [
+            (true, Penalty::AuthFail, FailureKind::Auth),
+            (false, Penalty::NoAuth, FailureKind::Session),
+        ] {
+            match attempt(&FailingHop { auth }).await {
+                Err(AttemptFailure::Retry {
+                    message,
+                    penalty: p,
+                    auth: a,
+                    kind: k,
+                }) => {
+                    assert_eq!(p, Some(penalty), "auth {auth}");
+                    assert_eq!(a, auth);
+                    assert_eq!(k, kind);
+                    assert!(message.contains("jump host j"), "{message}");
+                }
+                Err(AttemptFailure::Permanent(m, _)) => panic!("permanent: {m}"),
+                Ok(_) => panic!("no session can come up"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_any_clock_is_a_far_deadline_not_a_panic() {
+        let far = deadline_after(Duration::MAX);
+        assert!(far > tokio::time::Instant::now() + Duration::from_secs(3600 * 24 * 365 * 100));
+        let near = deadline_after(Duration::from_secs(5));
+        assert!(near <= tokio::time::Instant::now() + Duration::from_secs(5));
     }
 
     #[test]

@@ -296,7 +296,7 @@ pub async fn serve_connection(
     wait: Duration,
     observer: &Arc<dyn TrafficObserver>,
 ) -> io::Result<()> {
-    let deadline = tokio::time::Instant::now() + wait;
+    let deadline = crate::supervisor::deadline_after(wait);
     let channel = loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let session = match sessions.session(left).await {
