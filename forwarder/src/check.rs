@@ -220,6 +220,9 @@ pub fn inferred_probe(port: u16) -> Option<ProbeKind> {
 const JUMP_NOT_CHECKED: &str = "check does not follow jump hosts (-J / ProxyJump / jump) yet; \
      check the first jump host on its own, or run the tunnel with -v";
 
+const REMOTE_NOT_CHECKED: &str = "check does not test remote tunnels (kind = \"remote\", -R) \
+     yet; name the local tunnels to check, or run the fleet with -v";
+
 /// Runs `forwarder check ...` (the arguments after `check`); returns the exit status.
 pub fn run(args: &[OsString]) -> i32 {
     let parsed = match parse_check_args(args) {
@@ -328,6 +331,11 @@ fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
             let mut config = t.config;
             if !config.session.jump.is_empty() {
                 return Err(format!("tunnel {:?}: {JUMP_NOT_CHECKED}", t.name));
+            }
+            if matches!(t.kind, crate::fleet::config::TunnelKind::Remote(_)) {
+                // Its forward is the server's listener, which no stage here asks for: a
+                // PASS would vouch for what was never tried.
+                return Err(format!("tunnel {:?}: {REMOTE_NOT_CHECKED}", t.name));
             }
             if config.session.connect_timeout.is_none() {
                 config.session.connect_timeout = Some(DEFAULT_TIMEOUT);

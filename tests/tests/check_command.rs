@@ -633,6 +633,29 @@ fn check_fleet_file_lowest_failing_stage_decides_and_names_filter() {
     let run = check(&["--config".into(), config, "nope".into()]);
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("nope"), "{}", run.stderr);
+
+    // A remote tunnel is not vouched for: no stage asks for its forward.
+    let mut text = fleet_file(&head, &tunnels[..1]);
+    text.push_str(&format!(
+        "[[tunnel]]\nname = \"back\"\nkind = \"remote\"\nbastion = {bastion:?}\n\
+         bastion_listen = \"127.0.0.1:{}\"\ntarget = \"127.0.0.1:{}\"\n",
+        free_port(),
+        echo.port()
+    ));
+    let mixed = dir.path().join("mixed.toml");
+    std::fs::write(&mixed, text).expect("write the fleet file");
+    let mixed = mixed.display().to_string();
+    let run = check(&["--config".into(), mixed.clone()]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("\"back\"") && run.stderr.contains("remote tunnels"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("PASS"), "{}", run.stdout);
+    // Its local neighbour, named, is checked.
+    let run = check(&["--config".into(), mixed, "good".into()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
 }
 
 #[test]
