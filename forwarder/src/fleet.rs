@@ -384,12 +384,19 @@ struct RunningTunnel {
     remote: Option<RemoteRun>,
 }
 
-/// A remote tunnel's forward: its stop switch and task.
+/// A remote tunnel's forward: its stop switch, the signal that it let go of the server's
+/// listener, and its task.
 #[derive(Debug)]
 struct RemoteRun {
     stop: watch::Sender<bool>,
+    released: Arc<tokio::sync::Notify>,
     task: JoinHandle<Result<(), String>>,
 }
+
+/// How long a stopping remote forward may take to let go of the server's listener before a
+/// replacement is started anyway (it waits at most `remote::ANSWER_AFTER_STOP` for an answer
+/// still due).
+const REMOTE_RELEASE_WAIT: Duration = Duration::from_secs(6);
 
 /// What the fleet's tasks tell its main loop.
 #[derive(Debug)]
@@ -659,10 +666,16 @@ impl Fleet {
         }
         rt.tunnel.close_listeners().await;
         // A remote tunnel's forward is cancelled now; its connections drain in its task.
-        let remote = rt.remote.take().map(|r| {
-            let _ = r.stop.send(true);
-            r.task
-        });
+        // Its cancel is queued before anything starts after this (a replacement on the same
+        // port would be refused by a server still listening there).
+        let remote = match rt.remote.take() {
+            Some(r) => {
+                let _ = r.stop.send(true);
+                let _ = tokio::time::timeout(REMOTE_RELEASE_WAIT, r.released.notified()).await;
+                Some(r.task)
+            }
+            None => None,
+        };
         self.metrics.remove_tunnel(&rt.entry.name);
         lock(&rt.shared.session)
             .up_gauges
@@ -799,6 +812,7 @@ impl Fleet {
         });
         let remote = remote_spec.zip(router).map(|(spec, router)| {
             let (stop_tx, stop) = watch::channel(false);
+            let released = Arc::new(tokio::sync::Notify::new());
             let ctx = ForwardContext {
                 sessions: handle.clone(),
                 router,
@@ -806,10 +820,12 @@ impl Fleet {
                 report: remote_report(shared.clone()),
                 exit_on_failure: false,
                 drain: self.admin.drain_timeout,
+                released: released.clone(),
             };
             let task = tokio::spawn(crate::remote::run_forward(ctx, spec, stop).instrument(span));
             RemoteRun {
                 stop: stop_tx,
+                released,
                 task,
             }
         });

@@ -171,6 +171,10 @@ pub struct ForwardContext {
     pub exit_on_failure: bool,
     /// How long open connections may finish once the forward stops.
     pub drain: Duration,
+    /// Notified once the forward has stopped asking the server for it: its cancel, if it had
+    /// been granted, is queued on the session. A replacement with the same port asked for
+    /// after that reaches the server after the cancel.
+    pub released: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for ForwardContext {
@@ -181,6 +185,10 @@ impl std::fmt::Debug for ForwardContext {
             .finish_non_exhaustive()
     }
 }
+
+/// How long a forward stopped while its request was out waits for the answer, to cancel a
+/// grant.
+const ANSWER_AFTER_STOP: Duration = Duration::from_secs(5);
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // A dropped sender stops the forward too.
@@ -222,9 +230,20 @@ pub async fn run_forward(
             ctx.router
                 .add(&spec.listen_address, u32::from(spec.listen_port), &tx);
         }
+        let request = session.request_remote_forward(&spec.listen_address, spec.listen_port);
+        tokio::pin!(request);
         let answer = tokio::select! {
-            r = session.request_remote_forward(&spec.listen_address, spec.listen_port) => r,
-            _ = stopped(&mut stop) => break Ok(()),
+            r = &mut request => r,
+            _ = stopped(&mut stop) => {
+                // Stopped while asking: a grant may still come, and the server would keep
+                // listening with nobody to serve it. Wait for the answer a while, cancel a
+                // grant.
+                if let Ok(Ok(port)) = tokio::time::timeout(ANSWER_AFTER_STOP, &mut request).await {
+                    session.cancel_remote_forward(&spec.listen_address, port);
+                    debug!(port, "remote forward granted after the stop: cancelled");
+                }
+                break Ok(());
+            }
         };
         let port = match answer {
             Ok(port) => port,
@@ -270,6 +289,7 @@ pub async fn run_forward(
         }
         report(ForwardState::Requesting);
     };
+    ctx.released.notify_one();
     if spec.listen_port != 0 {
         ctx.router
             .remove(&spec.listen_address, u32::from(spec.listen_port), &tx);
@@ -344,6 +364,7 @@ pub async fn serve(
         }),
         exit_on_failure,
         drain: Duration::ZERO,
+        released: Arc::default(),
     };
     let mut running = JoinSet::new();
     for f in forwards {

@@ -191,3 +191,60 @@ fn fleet_remote_tunnel_refused_is_failed_with_the_reason() {
     assert_ne!(code, 200, "a failed tunnel is not ready");
     assert!(fleet.exited().is_none(), "{}", fleet.log());
 }
+
+#[test]
+fn fleet_remote_tunnel_moved_to_another_target_on_the_same_port_is_listening_again() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder().authorize(&key).start();
+    let (first, second) = (EchoServer::start(), EchoServer::start());
+    let admin = free_port();
+    let fixed = free_port();
+    let file = |target: u16| {
+        format!(
+            "{}\n{}",
+            head(admin, &key, &sshd),
+            remote("callback", &fixed.to_string(), target)
+        )
+    };
+    let mut fleet = Fleet::start(&file(first.port()), Some(admin), &["--log-format", "text"]);
+    tunnels(&mut fleet, |v| {
+        find(v, "callback").is_some_and(|t| t["state"] == "up")
+    });
+    wait_listening(fixed, true, "callback");
+    assert_echo(fixed, 5, 64 * 1024, "to the first target");
+    assert!(first.connections() >= 1);
+
+    // The same bastion port, another target: the old forward's cancel reaches sshd before
+    // the new request, which sshd would refuse while the port is still taken.
+    for round in 0..3 {
+        let (to, from) = if round % 2 == 0 {
+            (&second, &first)
+        } else {
+            (&first, &second)
+        };
+        let before = to.connections();
+        fleet.rewrite(&file(to.port()));
+        fleet.reload();
+        let all = tunnels(&mut fleet, |v| {
+            find(v, "callback").is_some_and(|t| {
+                t["remote"] == format!("127.0.0.1:{}", to.port())
+                    && (t["state"] == "up" || t["state"] == "failed")
+            })
+        });
+        let t = find(&all, "callback").expect("callback");
+        assert_eq!(t["state"], "up", "round {round}: {all}");
+        wait_listening(fixed, true, "callback, moved");
+        let from_before = from.connections();
+        assert_echo(fixed, 6 + round, 64 * 1024, "to the new target");
+        assert!(
+            to.connections() > before,
+            "round {round}: not the new target"
+        );
+        assert_eq!(from.connections(), from_before, "round {round}");
+    }
+    assert_eq!(
+        sshd.log().matches(LOGIN).count(),
+        1,
+        "one session throughout"
+    );
+}
