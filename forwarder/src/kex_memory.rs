@@ -47,7 +47,7 @@ use tracing::debug;
 pub const CAPACITY: usize = 4096;
 
 /// The longest file read: [`CAPACITY`] lines of the longest names fit well inside. A longer
-/// one is not ours, and is set aside as if it were missing.
+/// one is not ours: set aside as if it were missing, and never replaced.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// How long a program about to exit waits for the file to be written ([`settle`]).
@@ -203,8 +203,13 @@ pub fn remember(host: &str, port: u16, firsts: Option<&Firsts>, file: Option<&Pa
             }
             batch
         };
-        // Read again before writing, so that what other processes wrote since is kept.
-        let mut on_disk = read_file(path).unwrap_or_default();
+        // Read again before writing, so that what other processes wrote since is kept. A
+        // file that is there and not ours (a wrong KexGuessFile, someone's known_hosts) is
+        // never replaced.
+        let Some(mut on_disk) = read_for_update(path) else {
+            debug!(file = %path.display(), "kex guess file is not ours: not written");
+            continue;
+        };
         for (host, port, firsts) in batch {
             on_disk.set(&host, port, firsts);
         }
@@ -243,6 +248,16 @@ pub fn prepare(
     match firsts {
         Some(firsts) => prepare_with(cfg, &firsts, known_types),
         None => cfg,
+    }
+}
+
+/// The file at `path` to add entries to: a new one when it is missing, `None` when it is
+/// there and cannot be read, is too long or has no salt line (not ours).
+fn read_for_update(path: &Path) -> Option<FirstsFile> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(FirstsFile::new()),
+        Err(_) => None,
+        Ok(_) => read_file(path),
     }
 }
 
@@ -777,14 +792,26 @@ mod tests {
             ClientConfig::default().kex_algorithms,
             "the order is untouched"
         );
-        // Remembering replaces it with a usable one.
+        // Remembering leaves it as it is: a file that is not ours is never replaced.
         let curve = firsts("curve25519-sha256", "ssh-ed25519");
         remember("garbage-test.example", 22, Some(&curve), Some(&path));
-        let text = std::fs::read_to_string(&path).expect("rewritten");
-        let (read, skipped) = FirstsFile::parse(&text);
+        assert_eq!(
+            std::fs::read(&path).expect("still there"),
+            b"not a salt\n\0\xc3\xbfgarbage\n"
+        );
+        // Nor is someone's known_hosts named by mistake.
+        let known = dir.path().join("known_hosts");
+        let line = "bastion.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOv2\n";
+        std::fs::write(&known, line).expect("write");
+        remember("known-test.example", 22, Some(&curve), Some(&known));
+        assert_eq!(std::fs::read_to_string(&known).expect("read"), line);
+        // A missing one is created.
+        let fresh = dir.path().join("fresh");
+        remember("fresh-test.example", 22, Some(&curve), Some(&fresh));
+        let (read, skipped) = FirstsFile::parse(&std::fs::read_to_string(&fresh).expect("new"));
         assert_eq!(skipped, 0);
         assert_eq!(
-            read.expect("usable").get("garbage-test.example", 22),
+            read.expect("usable").get("fresh-test.example", 22),
             Some(&curve)
         );
 
