@@ -1114,6 +1114,11 @@ impl ChannelStream {
         }
     }
 
+    /// Whether the channel's session has failed (lost, timed out, disconnected).
+    pub fn session_failed(&self) -> bool {
+        self.shared.lock().error.is_some()
+    }
+
     /// Whether the channel ended by CLOSE both ways, the session still up: what the local
     /// side sends has nowhere to go, as after a TCP peer's close.
     pub fn closed_by_server(&self) -> bool {

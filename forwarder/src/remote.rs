@@ -312,6 +312,12 @@ async fn connect(
     session: SessionHandle,
     observer: Arc<dyn TrafficObserver>,
 ) {
+    // A channel of a session that ended before it was taken (queued while the session
+    // died, picked up under the next one) has nothing to carry.
+    if ch.stream.session_failed() {
+        debug!("remote forward: the channel's session ended before it was served");
+        return;
+    }
     let socket = match TcpStream::connect((target.host.as_str(), target.port)).await {
         Ok(s) => s,
         Err(e) => {

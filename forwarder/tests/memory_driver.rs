@@ -296,6 +296,7 @@ async fn a_dead_session_fails_every_open_channel_promptly() {
             .unwrap();
         assert_eq!(&b, b"ping");
     }
+    assert!(chans.iter().all(|c| !c.session_failed()));
 
     conn.kill();
     let t0 = Instant::now();
@@ -318,6 +319,7 @@ async fn a_dead_session_fails_every_open_channel_promptly() {
         kept.push(ch);
     }
     assert!(t0.elapsed() < Duration::from_secs(1));
+    assert!(kept.iter().all(ChannelStream::session_failed));
     // Writes fail too.
     let e = kept[0].write(b"x").await.unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted, "{e}");
