@@ -1038,19 +1038,27 @@ impl ClientAuth {
     }
 
     /// Decides every publickey request to send, from the keys, the configured algorithms,
-    /// certificates' validity and the server's `server-sig-algs`.
+    /// certificates' validity and the server's `server-sig-algs`: each key with its best
+    /// algorithm first, in offer order, and only then the other algorithms of each. sshd
+    /// counts every refused request against `MaxAuthTries` (6 by default), so a second
+    /// algorithm of one key must not use up the tries of the keys after it; OpenSSH offers
+    /// each key once.
     fn plan_attempts(&mut self, ctx: &AuthContext<'_>) {
+        let mut fallbacks = Vec::new();
         for index in self.offer_order() {
             match self.choose_algorithms(index, ctx) {
-                Ok(chosen) => self
-                    .plan
-                    .extend(chosen.into_iter().map(|algorithm| KeyStep {
+                Ok(chosen) => {
+                    let mut steps = chosen.into_iter().map(|algorithm| KeyStep {
                         identity: index,
                         algorithm,
-                    })),
+                    });
+                    self.plan.extend(steps.next());
+                    fallbacks.extend(steps);
+                }
                 Err(reason) => self.skip(index, reason),
             }
         }
+        self.plan.extend(fallbacks);
     }
 
     /// The algorithms to offer identity `index` with, best first, or why there are none.
@@ -1109,10 +1117,11 @@ impl ClientAuth {
                     .collect(),
             });
         }
-        // Every listed one is tried, not just the first: OpenSSH servers up to at least 9.2
-        // list every algorithm they know in server-sig-algs, even those their
-        // PubkeyAcceptedAlgorithms turns off, so a refusal of `rsa-sha2-512` does not mean
-        // `rsa-sha2-256` will be refused too.
+        // Every listed one is tried, not just the first (the others after every key's
+        // first, see `plan_attempts`): OpenSSH servers up to at least 9.2 list every
+        // algorithm they know in server-sig-algs, even those their PubkeyAcceptedAlgorithms
+        // turns off, so a refusal of `rsa-sha2-512` does not mean `rsa-sha2-256` will be
+        // refused too.
         let chosen: Vec<SignatureAlgorithm> = configured
             .iter()
             .copied()
