@@ -156,7 +156,8 @@ fn read_private_key_file(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, Stri
         check_key_file_mode(&path.display().to_string(), meta.uid(), me, meta.mode())
             .map_err(|e| e.to_string())?;
     }
-    let mut data = Zeroizing::new(Vec::new());
+    // Room for the longest file read, so no reallocation leaves a copy of the key behind.
+    let mut data = Zeroizing::new(Vec::with_capacity(ssh_auth::keys::MAX_KEY_FILE_LEN + 1));
     files::read_to_end_bounded(file, ssh_auth::keys::MAX_KEY_FILE_LEN as u64, &mut data)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Some(data))
@@ -442,7 +443,18 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
     out
 }
 
+/// Adds `identity` unless one with the same blob (key or certificate) is already there: an
+/// agent that holds a key and its certificate lists both, and the certificate file beside the
+/// key names the same one again. Each offer counts against sshd's `MaxAuthTries`.
 fn push(out: &mut Prepared, identity: Identity, signer: Signer) {
+    if out
+        .identities
+        .iter()
+        .any(|known| known.key_blob() == identity.key_blob())
+    {
+        debug!(source = %identity.source(), "already offered: not again");
+        return;
+    }
     out.identities.push(identity);
     out.signers.push(signer);
 }
@@ -896,6 +908,56 @@ mod tests {
             // The named file is signed for by the agent, never loaded twice.
             assert!(prepared.signers.iter().all(|s| *s == Signer::Agent));
         }
+        agent.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_certificate_the_agent_and_a_file_both_hold_is_offered_once() {
+        use ssh_auth::agent::{AgentIdentity, AgentResponse};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let dir = tempfile::tempdir().unwrap();
+        let named = write_private(dir.path(), "id_ed25519", ED25519);
+        let cert_path = dir.path().join("id_ed25519-cert.pub");
+        std::fs::write(&cert_path, ED25519_CERT).unwrap();
+        let ed = PrivateKey::from_file_contents(ED25519.as_bytes()).unwrap();
+        let cert = ssh_auth::cert::Certificate::from_openssh_line(ED25519_CERT).unwrap();
+        // As ssh-add loads a key with its certificate beside it: both.
+        let mut answer = Vec::new();
+        AgentResponse::Identities(vec![
+            AgentIdentity {
+                key_blob: ed.public_key().blob(),
+                comment: b"named",
+            },
+            AgentIdentity {
+                key_blob: cert.blob(),
+                comment: b"named-cert",
+            },
+        ])
+        .encode_frame(&mut answer);
+        let socket = dir.path().join("agent.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let agent = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = [0u8; 5];
+            s.read_exact(&mut req).await.unwrap();
+            s.write_all(&answer).await.unwrap();
+        });
+        let agent_opt = format!("IdentityAgent={}", socket.display());
+        let args = ["-o", agent_opt.as_str(), "-i", named.to_str().unwrap(), "h"];
+        let prepared = prepare(
+            &options(&args),
+            &SecretSource::Unavailable("none".into()),
+            0,
+        )
+        .await;
+        let sources: Vec<&str> = prepared.identities.iter().map(Identity::source).collect();
+        assert_eq!(
+            sources,
+            [cert_path.to_str().unwrap(), "agent key named"],
+            "each blob once: every offer counts against MaxAuthTries"
+        );
+        assert_eq!(prepared.identities[0].key_blob(), cert.blob());
+        assert_eq!(prepared.signers, [Signer::Agent, Signer::Agent]);
         agent.await.unwrap();
     }
 
