@@ -115,7 +115,8 @@ pub fn read_secret_file(path: &Path, option: &str) -> Result<Zeroizing<String>, 
     let mut file =
         std::fs::File::open(path).map_err(|e| format!("cannot read {option} {shown}: {e}"))?;
     warn_if_readable_by_others(&file, path, option);
-    let mut raw = Zeroizing::new(Vec::new());
+    // Room for all of it, so no reallocation leaves a copy of the secret behind.
+    let mut raw = Zeroizing::new(Vec::with_capacity(MAX_SECRET_FILE as usize + 1));
     std::io::Read::by_ref(&mut file)
         .take(MAX_SECRET_FILE)
         .read_to_end(&mut raw)
@@ -240,7 +241,8 @@ fn echo_off(_: &std::fs::File) -> bool {
 }
 
 fn read_line(mut tty: &std::fs::File) -> Result<Zeroizing<String>, String> {
-    let mut line = Zeroizing::new(Vec::with_capacity(64));
+    // Room for the longest answer, so no reallocation leaves a copy of it behind.
+    let mut line = Zeroizing::new(Vec::with_capacity(MAX_ANSWER + 1));
     let mut byte = [0u8; 1];
     loop {
         match tty.read(&mut byte) {

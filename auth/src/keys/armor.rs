@@ -65,7 +65,8 @@ pub(super) fn parse(text: &str) -> Result<Armor<'_>, KeyFileError> {
         }
     };
 
-    let mut body = Zeroizing::new(String::new());
+    // Sized for all of it at once: a reallocation would leave a copy behind, unwiped.
+    let mut body = Zeroizing::new(String::with_capacity(text.len()));
     let mut encrypted_headers = false;
     let mut dek_info = None;
     let mut found_end = false;
