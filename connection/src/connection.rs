@@ -745,16 +745,17 @@ impl Connection {
     /// whether it queued that event: a caller other than the one that polls events must have
     /// them polled, as nothing else may come that would.
     pub fn consume(&mut self, id: ChannelId, n: usize, sink: &mut dyn PayloadSink) -> bool {
-        if self.failed.is_some() {
-            return false;
-        }
         let Some(Slot::Live(channel)) = usize::try_from(id.0)
             .ok()
             .and_then(|i| self.slots.get_mut(i))
         else {
             return false;
         };
+        // Dropped even after a failure: what was written must never be handed out again.
         let n = channel.received.consume(n);
+        if self.failed.is_some() {
+            return false;
+        }
         if channel.wants_data() {
             channel.credit(n, &mut self.growth, sink);
         }

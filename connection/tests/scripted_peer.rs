@@ -1271,3 +1271,29 @@ fn id_is_not_reused_before_its_last_event_is_polled() {
     let c = conn.open_direct_tcpip("db", 1, "o", 2, &mut sink).unwrap();
     assert_eq!(c, a);
 }
+
+#[test]
+fn data_written_after_a_failure_is_dropped_and_never_handed_out_again() {
+    let overflow = ConnectionError::WindowOverflow {
+        channel: 0,
+        window: u32::MAX - 5,
+        add: 6,
+    };
+    run(
+        "consume after failure",
+        SMALL,
+        with(
+            opened(u32::MAX - 5, 40),
+            vec![
+                step(peer(data(0, b"hello")), vec![], vec![Event::Data(id(0))]),
+                step(Act::PeerErr(adjust(0, 6), overflow), vec![], vec![]),
+                quiet(Act::Received(0, b"hello".to_vec())),
+                // Written to the local socket: gone, and nothing is sent.
+                quiet(Act::Consume(0, 2)),
+                quiet(Act::Received(0, b"llo".to_vec())),
+                quiet(Act::Consume(0, 3)),
+                quiet(Act::Received(0, vec![])),
+            ],
+        ),
+    );
+}
