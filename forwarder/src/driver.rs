@@ -706,6 +706,41 @@ where
     (SessionHandle { shared }, driver)
 }
 
+/// The reply to an open that its caller may stop waiting for: dropped before the reply was
+/// taken (a timeout, a `select!`, an aborted task), it closes the channel the driver may
+/// already have confirmed to it, which no [`ChannelStream`] would ever close otherwise (the
+/// server's data would fill its whole window and stay).
+struct PendingReply<'a> {
+    shared: &'a Arc<Shared>,
+    rx: Option<oneshot::Receiver<Result<u64, OpenError>>>,
+}
+
+impl Drop for PendingReply<'_> {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        // From here a reply not yet sent fails to send, and the driver closes the channel.
+        rx.close();
+        let Ok(Ok(serial)) = rx.try_recv() else {
+            return;
+        };
+        let mut guard = self.shared.lock();
+        let st = &mut *guard;
+        let Some((&id, slot)) = st.channels.iter_mut().find(|(_, s)| s.serial == serial) else {
+            return;
+        };
+        slot.stream_alive = false;
+        slot.direct = None;
+        if matches!(slot.state, SlotState::Closed) {
+            st.channels.remove(&id);
+        } else {
+            st.session.close(id);
+        }
+        st.wake_driver();
+    }
+}
+
 impl SessionHandle {
     /// Opens a `direct-tcpip` channel to `host:port`; waits for authentication first if
     /// needed. `originator` is the address of the local client, as OpenSSH reports it.
@@ -740,7 +775,16 @@ impl SessionHandle {
             }
             serial
         };
-        match rx.await {
+        let mut pending = PendingReply {
+            shared: &self.shared,
+            rx: Some(rx),
+        };
+        let answer = match pending.rx.as_mut() {
+            Some(rx) => rx.await,
+            None => return Err(OpenError::Session(SessionError::Ended)),
+        };
+        pending.rx = None;
+        match answer {
             Ok(Ok(s)) => {
                 let st = self.shared.lock();
                 let id = st

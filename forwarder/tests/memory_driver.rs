@@ -653,6 +653,23 @@ async fn an_aborted_driver_task_fails_its_channels() {
     assert!(matches!(o, Err(OpenError::Session(_))), "{o:?}");
 }
 
+/// Waits until no channel is left on either side.
+async fn all_abandoned_closed(conn: &support::ServerConn, client: &support::Client) {
+    within(STEP, "abandoned channels to close", async {
+        while client.handle.channel_count() != 0 || conn.stats().open_now != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// A new channel still echoes, and the server saw nothing out of bounds.
+async fn still_serves(conn: &support::ServerConn, client: &support::Client) {
+    let ch = open(&client.handle, "db.internal").await;
+    echo_check(ch, b"after the abandoned opens").await.unwrap();
+    assert_clean(&conn.stats(), ServerOptions::default().window);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_given_up_before_confirmation_is_closed() {
     let (_server, conn, client) =
@@ -668,15 +685,8 @@ async fn an_open_given_up_before_confirmation_is_closed() {
         t.abort();
         let _ = t.await;
     }
-    within(STEP, "abandoned channels to close", async {
-        while client.handle.channel_count() != 0 || conn.stats().open_now != 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    let ch = open(&client.handle, "db.internal").await;
-    echo_check(ch, b"after the abandoned opens").await.unwrap();
-    assert_clean(&conn.stats(), ServerOptions::default().window);
+    all_abandoned_closed(&conn, &client).await;
+    still_serves(&conn, &client).await;
 }
 
 /// Counts the writes of channel data to the local socket and their bytes.
@@ -692,6 +702,48 @@ impl forwarder::tunnel::TrafficObserver for LocalWrites {
         self.calls.fetch_add(1, Relaxed);
         self.bytes.fetch_add(bytes, Relaxed);
     }
+}
+
+/// Polls `f` once with a waker that does nothing: its output if it was ready.
+fn futures_poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(f).poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_open_given_up_after_its_confirmation_was_handed_over_is_closed() {
+    let (_server, conn, client) =
+        connected(ServerOptions::default(), ClientOptions::default()).await;
+    for round in 0..5u64 {
+        let mut open = Box::pin(client.handle.open_direct_tcpip(
+            "db.internal",
+            5432,
+            "127.0.0.1",
+            1,
+        ));
+        // Polled once: the open goes out; then the caller looks away (a timeout, a select)
+        // while the server confirms and the driver hands the confirmation over. On one
+        // thread nothing else runs during that poll.
+        let first = futures_poll_once(&mut open);
+        assert!(
+            first.is_none(),
+            "round {round}: the open cannot be answered without a round trip: {:?}",
+            first.map(|r| r.map(|_| ()))
+        );
+        within(STEP, "the server's confirmation", async {
+            while conn.stats().opened <= round {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(open);
+        all_abandoned_closed(&conn, &client).await;
+    }
+    still_serves(&conn, &client).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
