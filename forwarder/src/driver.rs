@@ -281,6 +281,22 @@ pub struct SessionLog {
 }
 
 impl State {
+    /// Nobody reads or writes channel `id` any more (its stream dropped, or an open given
+    /// up): a channel already closed both ways is forgotten, any other is closed.
+    fn let_go(&mut self, id: ChannelId) {
+        let Some(slot) = self.channels.get_mut(&id) else {
+            return;
+        };
+        slot.stream_alive = false;
+        slot.direct = None;
+        if matches!(slot.state, SlotState::Closed) {
+            self.channels.remove(&id);
+        } else {
+            self.session.close(id);
+        }
+        self.wake_driver();
+    }
+
     fn wake_driver(&mut self) {
         if let Some(w) = &self.driver_waker {
             w.wake_by_ref();
@@ -712,32 +728,30 @@ where
 /// server's data would fill its whole window and stay).
 struct PendingReply<'a> {
     shared: &'a Arc<Shared>,
-    rx: Option<oneshot::Receiver<Result<u64, OpenError>>>,
+    rx: oneshot::Receiver<Result<u64, OpenError>>,
+    /// The reply was taken: its caller owns the channel.
+    taken: bool,
 }
 
 impl Drop for PendingReply<'_> {
     fn drop(&mut self) {
-        let Some(mut rx) = self.rx.take() else {
+        if self.taken {
             return;
-        };
-        // From here a reply not yet sent fails to send, and the driver closes the channel.
-        rx.close();
-        let Ok(Ok(serial)) = rx.try_recv() else {
-            return;
-        };
-        let mut guard = self.shared.lock();
-        let st = &mut *guard;
-        let Some((&id, slot)) = st.channels.iter_mut().find(|(_, s)| s.serial == serial) else {
-            return;
-        };
-        slot.stream_alive = false;
-        slot.direct = None;
-        if matches!(slot.state, SlotState::Closed) {
-            st.channels.remove(&id);
-        } else {
-            st.session.close(id);
         }
-        st.wake_driver();
+        // From here a reply not yet sent fails to send, and the driver closes the channel.
+        self.rx.close();
+        let Ok(Ok(serial)) = self.rx.try_recv() else {
+            return;
+        };
+        let mut st = self.shared.lock();
+        let id = st
+            .channels
+            .iter()
+            .find(|(_, s)| s.serial == serial)
+            .map(|(id, _)| *id);
+        if let Some(id) = id {
+            st.let_go(id);
+        }
     }
 }
 
@@ -777,13 +791,11 @@ impl SessionHandle {
         };
         let mut pending = PendingReply {
             shared: &self.shared,
-            rx: Some(rx),
+            rx,
+            taken: false,
         };
-        let answer = match pending.rx.as_mut() {
-            Some(rx) => rx.await,
-            None => return Err(OpenError::Session(SessionError::Ended)),
-        };
-        pending.rx = None;
+        let answer = (&mut pending.rx).await;
+        pending.taken = true;
         match answer {
             Ok(Ok(s)) => {
                 let st = self.shared.lock();
@@ -1260,17 +1272,9 @@ impl AsyncWrite for ChannelStream {
 impl Drop for ChannelStream {
     fn drop(&mut self) {
         let mut guard = self.shared.lock();
-        let st = &mut *guard;
-        let Some(slot) = self.slot(st) else { return };
-        slot.stream_alive = false;
-        slot.direct = None;
-        let closed = matches!(slot.state, SlotState::Closed);
-        if closed {
-            st.channels.remove(&self.id);
-        } else {
-            st.session.close(self.id);
+        if self.slot(&mut guard).is_some() {
+            guard.let_go(self.id);
         }
-        st.wake_driver();
     }
 }
 

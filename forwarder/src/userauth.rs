@@ -857,36 +857,48 @@ mod tests {
         assert!(prepared.identities.is_empty());
     }
 
-    #[tokio::test]
-    async fn agent_keys_come_first_and_identities_only_keeps_the_named_ones() {
+    /// An agent at `dir/agent.sock` that answers `connections` requests for its identities
+    /// with `keys` (blob, comment), in order.
+    fn listing_agent(
+        dir: &Path,
+        keys: &[(&[u8], &[u8])],
+        connections: usize,
+    ) -> (PathBuf, tokio::task::JoinHandle<()>) {
         use ssh_auth::agent::{AgentIdentity, AgentResponse};
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let dir = tempfile::tempdir().unwrap();
-        let named = write_private(dir.path(), "id_ed25519", ED25519);
-        let ed = PrivateKey::from_file_contents(ED25519.as_bytes()).unwrap();
-        let rsa = PrivateKey::from_file_contents(RSA.as_bytes()).unwrap();
         let mut answer = Vec::new();
-        AgentResponse::Identities(vec![
-            AgentIdentity {
-                key_blob: rsa.public_key().blob(),
-                comment: b"other",
-            },
-            AgentIdentity {
-                key_blob: ed.public_key().blob(),
-                comment: b"named",
-            },
-        ])
+        AgentResponse::Identities(
+            keys.iter()
+                .map(|(key_blob, comment)| AgentIdentity { key_blob, comment })
+                .collect(),
+        )
         .encode_frame(&mut answer);
-        let socket = dir.path().join("agent.sock");
+        let socket = dir.join("agent.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
         let agent = tokio::spawn(async move {
-            for _ in 0..2 {
+            for _ in 0..connections {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let mut req = [0u8; 5];
                 s.read_exact(&mut req).await.unwrap();
                 s.write_all(&answer).await.unwrap();
             }
         });
+        (socket, agent)
+    }
+
+    #[tokio::test]
+    async fn agent_keys_come_first_and_identities_only_keeps_the_named_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let named = write_private(dir.path(), "id_ed25519", ED25519);
+        let ed = PrivateKey::from_file_contents(ED25519.as_bytes()).unwrap();
+        let rsa = PrivateKey::from_file_contents(RSA.as_bytes()).unwrap();
+        let rsa_blob = rsa.public_key().blob();
+        let ed_blob = ed.public_key().blob();
+        let (socket, agent) = listing_agent(
+            dir.path(),
+            &[(&rsa_blob, b"other"), (&ed_blob, b"named")],
+            2,
+        );
         let agent_opt = format!("IdentityAgent={}", socket.display());
         for (only, expected) in [
             (false, vec!["agent key named", "agent key other"]),
@@ -913,8 +925,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_certificate_the_agent_and_a_file_both_hold_is_offered_once() {
-        use ssh_auth::agent::{AgentIdentity, AgentResponse};
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let dir = tempfile::tempdir().unwrap();
         let named = write_private(dir.path(), "id_ed25519", ED25519);
         let cert_path = dir.path().join("id_ed25519-cert.pub");
@@ -922,26 +932,12 @@ mod tests {
         let ed = PrivateKey::from_file_contents(ED25519.as_bytes()).unwrap();
         let cert = ssh_auth::cert::Certificate::from_openssh_line(ED25519_CERT).unwrap();
         // As ssh-add loads a key with its certificate beside it: both.
-        let mut answer = Vec::new();
-        AgentResponse::Identities(vec![
-            AgentIdentity {
-                key_blob: ed.public_key().blob(),
-                comment: b"named",
-            },
-            AgentIdentity {
-                key_blob: cert.blob(),
-                comment: b"named-cert",
-            },
-        ])
-        .encode_frame(&mut answer);
-        let socket = dir.path().join("agent.sock");
-        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-        let agent = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut req = [0u8; 5];
-            s.read_exact(&mut req).await.unwrap();
-            s.write_all(&answer).await.unwrap();
-        });
+        let ed_blob = ed.public_key().blob();
+        let (socket, agent) = listing_agent(
+            dir.path(),
+            &[(&ed_blob, b"named"), (cert.blob(), b"named-cert")],
+            1,
+        );
         let agent_opt = format!("IdentityAgent={}", socket.display());
         let args = ["-o", agent_opt.as_str(), "-i", named.to_str().unwrap(), "h"];
         let prepared = prepare(

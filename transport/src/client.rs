@@ -717,9 +717,9 @@ impl ClientTransport {
                 theirs.host_key.first().cloned().unwrap_or_default(),
             ));
             // The Terrapin countermeasure: with strict kex the server's KEXINIT must be the
-            // first packet it sent. Counted by the packet count, which cannot wrap: 2^32
-            // packets before it would bring the 32-bit sequence number back to 1.
-            if self.strict && (self.rx.seq != 1 || self.rx.packets != 1) {
+            // first packet it sent. Counted by packets received (not reset before the first
+            // NEWKEYS), which cannot wrap as the 32-bit sequence number would after 2^32.
+            if self.strict && self.rx.packets != 1 {
                 return Err(Error::StrictKex(
                     "the server's KEXINIT was not the first packet it sent".into(),
                 ));
