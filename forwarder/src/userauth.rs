@@ -892,11 +892,12 @@ mod tests {
         let named = write_private(dir.path(), "id_ed25519", ED25519);
         let ed = PrivateKey::from_file_contents(ED25519.as_bytes()).unwrap();
         let rsa = PrivateKey::from_file_contents(RSA.as_bytes()).unwrap();
-        let rsa_blob = rsa.public_key().blob();
-        let ed_blob = ed.public_key().blob();
         let (socket, agent) = listing_agent(
             dir.path(),
-            &[(&rsa_blob, b"other"), (&ed_blob, b"named")],
+            &[
+                (rsa.public_key().blob(), b"other"),
+                (ed.public_key().blob(), b"named"),
+            ],
             2,
         );
         let agent_opt = format!("IdentityAgent={}", socket.display());
@@ -932,10 +933,12 @@ mod tests {
         let ed = PrivateKey::from_file_contents(ED25519.as_bytes()).unwrap();
         let cert = ssh_auth::cert::Certificate::from_openssh_line(ED25519_CERT).unwrap();
         // As ssh-add loads a key with its certificate beside it: both.
-        let ed_blob = ed.public_key().blob();
         let (socket, agent) = listing_agent(
             dir.path(),
-            &[(&ed_blob, b"named"), (cert.blob(), b"named-cert")],
+            &[
+                (ed.public_key().blob(), b"named"),
+                (cert.blob(), b"named-cert"),
+            ],
             1,
         );
         let agent_opt = format!("IdentityAgent={}", socket.display());
