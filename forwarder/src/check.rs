@@ -82,7 +82,8 @@ is read but never written.
                       for a skipped stage. With --config: {\"tunnels\": [{\"name\", ...}],
                       \"exit_code\"}
   --probe KIND        what to expect behind every forward (overrides the file's probe)
-  --config FILE       check the tunnels of a fleet file
+  --config FILE       check the tunnels of a fleet file (not those through jump hosts or
+                      remote ones yet: a file with them needs the NAMEs of the others)
   --probe-user USER, --probe-password-file FILE
                       log the mysql probe in (and quit), which MariaDB and MySQL do not
                       log; without them it reads the greeting and leaves
