@@ -9,6 +9,12 @@
 //! ```
 //! Terminal prompts block, so the driver runs them on a blocking thread. If the program is
 //! interrupted while one waits, [`restore_terminal`] turns echo back on.
+//!
+//! A secret is read with echo off and the terminal's signal keys turned into plain input, so
+//! that Ctrl-C (or Ctrl-\\, Ctrl-Z) typed at the prompt is seen here first: the terminal is put
+//! back, and only then is the signal raised, as if the key had raised it. A program killed by
+//! Ctrl-C at a passphrase prompt, before any handler of its own exists, no longer leaves the
+//! shell without echo. Erase and kill keep their meaning.
 
 use std::fmt;
 use std::io::{Read as _, Write as _};
@@ -194,8 +200,9 @@ pub fn restore_terminal() {
     {
         let saved = SAVED.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((tty, termios)) = saved {
+            // Flush, as OpenSSH does: what was typed after the answer is not left for the shell.
             let _ =
-                rustix::termios::tcsetattr(&tty, rustix::termios::OptionalActions::Now, &termios);
+                rustix::termios::tcsetattr(&tty, rustix::termios::OptionalActions::Flush, &termios);
             let _ = (&tty).write_all(b"\n");
         }
     }
@@ -207,52 +214,179 @@ pub fn ask(prompt: &str, echo: bool) -> Result<Zeroizing<String>, String> {
     (&tty)
         .write_all(prompt.as_bytes())
         .map_err(|e| format!("cannot write to the terminal: {e}"))?;
-    let quiet = !echo && echo_off(&tty);
-    let answer = read_line(&tty);
-    if quiet {
+    let keys = if echo { None } else { echo_off(&tty) };
+    let answer = read_line(&tty, keys.as_ref(), prompt);
+    if keys.is_some() {
         restore_terminal();
     }
     answer
 }
 
+/// The keys of a terminal in raw input that [`read_line`] gives their usual meaning: the
+/// terminal's own settings (`stty`), a disabled one as `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Keys {
+    interrupt: Option<u8>,
+    quit: Option<u8>,
+    suspend: Option<u8>,
+    erase: Option<u8>,
+    kill: Option<u8>,
+    end_of_file: Option<u8>,
+}
+
+/// What one byte typed at a quiet prompt does.
+#[derive(Debug, PartialEq, Eq)]
+enum Typed {
+    /// Part of the answer.
+    Char(u8),
+    /// Enter.
+    Done,
+    /// Erase the last byte.
+    Erase,
+    /// Erase the whole line.
+    Kill,
+    /// End of input (on an empty line, as a terminal's EOF does; else ignored).
+    EndOfFile,
+    /// A signal key: put the terminal back, then raise it.
+    Signal(SignalKey),
+}
+
+/// The signal keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SignalKey {
+    Interrupt,
+    Quit,
+    Suspend,
+}
+
+impl Keys {
+    fn classify(&self, byte: u8) -> Typed {
+        let is = |key: Option<u8>| key == Some(byte);
+        if byte == b'\n' || byte == b'\r' {
+            Typed::Done
+        } else if is(self.interrupt) {
+            Typed::Signal(SignalKey::Interrupt)
+        } else if is(self.quit) {
+            Typed::Signal(SignalKey::Quit)
+        } else if is(self.suspend) {
+            Typed::Signal(SignalKey::Suspend)
+        } else if is(self.erase) || byte == 0x08 {
+            Typed::Erase
+        } else if is(self.kill) {
+            Typed::Kill
+        } else if is(self.end_of_file) {
+            Typed::EndOfFile
+        } else {
+            Typed::Char(byte)
+        }
+    }
+}
+
+/// Turns echo off and the terminal's line editing and signal keys into plain input; returns
+/// those keys, or `None` if the terminal cannot be set (the answer is then read as it is).
 #[cfg(unix)]
-fn echo_off(tty: &std::fs::File) -> bool {
-    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
-    let Ok(old) = tcgetattr(tty) else {
-        return false;
+fn echo_off(tty: &std::fs::File) -> Option<Keys> {
+    use rustix::termios::{
+        LocalModes, OptionalActions, SpecialCodeIndex as I, tcgetattr, tcsetattr,
+    };
+    let old = tcgetattr(tty).ok()?;
+    let code = |index: I| Some(old.special_codes[index]).filter(|&c| c != 0);
+    let keys = Keys {
+        interrupt: code(I::VINTR),
+        quit: code(I::VQUIT),
+        suspend: code(I::VSUSP),
+        erase: code(I::VERASE),
+        kill: code(I::VKILL),
+        end_of_file: code(I::VEOF),
     };
     let mut quiet = old.clone();
-    quiet.local_modes.remove(LocalModes::ECHO);
-    let Ok(copy) = tty.try_clone() else {
-        return false;
-    };
+    quiet
+        .local_modes
+        .remove(LocalModes::ECHO | LocalModes::ICANON | LocalModes::ISIG);
+    quiet.special_codes[I::VMIN] = 1;
+    quiet.special_codes[I::VTIME] = 0;
+    let copy = tty.try_clone().ok()?;
     *SAVED.lock().unwrap_or_else(|p| p.into_inner()) = Some((copy, old));
     // Flush: what was typed before the prompt is not taken as the answer.
     if tcsetattr(tty, OptionalActions::Flush, &quiet).is_err() {
         SAVED.lock().unwrap_or_else(|p| p.into_inner()).take();
-        return false;
+        return None;
     }
-    true
+    Some(keys)
 }
 
 #[cfg(not(unix))]
-fn echo_off(_: &std::fs::File) -> bool {
-    false
+fn echo_off(_: &std::fs::File) -> Option<Keys> {
+    None
 }
 
-fn read_line(mut tty: &std::fs::File) -> Result<Zeroizing<String>, String> {
+/// Puts the terminal back and raises the signal its key stands for, as the terminal would
+/// have; then, for a suspend that the shell continued, turns echo off again.
+#[cfg(unix)]
+fn raise(key: SignalKey, tty: &std::fs::File, prompt: &str) {
+    use rustix::process::{Signal, getpid, kill_process};
+    restore_terminal();
+    let signal = match key {
+        SignalKey::Interrupt => Signal::INT,
+        SignalKey::Quit => Signal::QUIT,
+        SignalKey::Suspend => Signal::TSTP,
+    };
+    let _ = kill_process(getpid(), signal);
+    if key == SignalKey::Suspend {
+        // Stopped until the shell's `fg`; then ask again where the line was.
+        let _ = (&*tty).write_all(prompt.as_bytes());
+        let _ = echo_off(tty);
+    }
+}
+
+#[cfg(not(unix))]
+fn raise(_: SignalKey, _: &std::fs::File, _: &str) {}
+
+/// Reads one line. With `keys` (a quiet terminal in raw input), erase, kill and end of file
+/// are applied here, and a signal key ends the read after raising its signal.
+fn read_line(
+    mut tty: &std::fs::File,
+    keys: Option<&Keys>,
+    prompt: &str,
+) -> Result<Zeroizing<String>, String> {
     // Room for the longest answer, so no reallocation leaves a copy of it behind.
     let mut line = Zeroizing::new(Vec::with_capacity(MAX_ANSWER + 1));
     let mut byte = [0u8; 1];
     loop {
         match tty.read(&mut byte) {
             Ok(0) => break,
-            Ok(_) if byte == [b'\n'] => break,
             Ok(_) => {
-                if line.len() >= MAX_ANSWER {
-                    return Err(format!("the answer is longer than {MAX_ANSWER} bytes"));
+                let typed = match keys {
+                    Some(keys) => keys.classify(byte[0]),
+                    None if byte[0] == b'\n' => Typed::Done,
+                    None => Typed::Char(byte[0]),
+                };
+                match typed {
+                    Typed::Done => break,
+                    Typed::Char(c) => {
+                        if line.len() >= MAX_ANSWER {
+                            return Err(format!("the answer is longer than {MAX_ANSWER} bytes"));
+                        }
+                        line.push(c);
+                    }
+                    Typed::Erase => {
+                        // One character, not one byte, of a UTF-8 answer.
+                        while let Some(b) = line.pop() {
+                            if b & 0xC0 != 0x80 {
+                                break;
+                            }
+                        }
+                    }
+                    Typed::Kill => line.clear(),
+                    Typed::EndOfFile if line.is_empty() => break,
+                    Typed::EndOfFile => {}
+                    Typed::Signal(key) => {
+                        raise(key, tty, prompt);
+                        if key != SignalKey::Suspend {
+                            return Err("interrupted".into());
+                        }
+                    }
                 }
-                line.push(byte[0]);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("cannot read from the terminal: {e}")),
@@ -302,6 +436,64 @@ mod tests {
         assert_eq!(
             read_secret_env("PATH", "PasswordEnv").unwrap().as_str(),
             path
+        );
+    }
+
+    /// The keys of `stty sane`.
+    const SANE: Keys = Keys {
+        interrupt: Some(0x03),
+        quit: Some(0x1c),
+        suspend: Some(0x1a),
+        erase: Some(0x7f),
+        kill: Some(0x15),
+        end_of_file: Some(0x04),
+    };
+
+    fn typed(input: &[u8], keys: Option<&Keys>) -> Result<Zeroizing<String>, String> {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(input).unwrap();
+        std::io::Seek::rewind(&mut file).unwrap();
+        read_line(&file, keys, "prompt: ")
+    }
+
+    #[test]
+    fn quiet_prompts_apply_erase_kill_and_end_of_file_themselves() {
+        let answer = |input: &[u8]| typed(input, Some(&SANE)).unwrap().as_str().to_owned();
+        assert_eq!(answer(b"secreX\x7ft\r"), "secret");
+        assert_eq!(answer(b"secreX\x08t\n"), "secret");
+        assert_eq!(answer(b"wrong\x15right\n"), "right");
+        // Erase takes a whole character of a UTF-8 answer.
+        assert_eq!(answer("pa\u{e9}\u{20ac}\x7f\x7fss\n".as_bytes()), "pass");
+        assert_eq!(answer(b"\x7f\x7fok\n"), "ok");
+        // End of file ends an empty line, and is ignored in a started one.
+        assert_eq!(answer(b"\x04"), "");
+        assert_eq!(answer(b"ab\x04c\n"), "abc");
+        assert_eq!(answer(b"no newline"), "no newline");
+        // A disabled key is an ordinary byte.
+        let no_kill = Keys { kill: None, ..SANE };
+        assert_eq!(
+            typed(b"a\x15b\n", Some(&no_kill)).unwrap().as_str(),
+            "a\u{15}b"
+        );
+        let long = vec![b'x'; MAX_ANSWER + 1];
+        assert!(
+            typed(&long, Some(&SANE))
+                .unwrap_err()
+                .contains("longer than")
+        );
+    }
+
+    #[test]
+    fn signal_keys_are_recognised_and_echoed_prompts_take_bytes_as_they_are() {
+        assert_eq!(SANE.classify(0x03), Typed::Signal(SignalKey::Interrupt));
+        assert_eq!(SANE.classify(0x1c), Typed::Signal(SignalKey::Quit));
+        assert_eq!(SANE.classify(0x1a), Typed::Signal(SignalKey::Suspend));
+        assert_eq!(Keys::default().classify(0x03), Typed::Char(0x03));
+        assert_eq!(SANE.classify(b'a'), Typed::Char(b'a'));
+        // With echo on, the terminal edits the line: only the newline ends it.
+        assert_eq!(
+            typed(b"as typed\x7f\r\n", None).unwrap().as_str(),
+            "as typed\u{7f}"
         );
     }
 

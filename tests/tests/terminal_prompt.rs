@@ -1,0 +1,226 @@
+//! Secrets typed on a terminal: the forwarder run on a real pseudo-terminal that is its
+//! controlling terminal (`setsid -c`), as a person runs it, asking for a key's passphrase at
+//! start-up (an encrypted key without a `.pub` beside it is unlocked before the first
+//! connection).
+//!
+//! ```text
+//!  this test ── master ──> pty ── slave = stdin, stdout, stderr, /dev/tty ──> forwarder
+//!     types "\x03" or a passphrase with erase and kill keys; reads the terminal's modes after
+//! ```
+//!
+//! What must hold: Ctrl-C at the prompt ends the program as Ctrl-C does (killed by SIGINT)
+//! and the terminal has its echo back; a passphrase edited with the terminal's erase and kill
+//! keys is read as edited, and echo is back once it is.
+
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+use rustix::termios::{LocalModes, tcgetattr};
+use ssh_interop_tests::process::{require_program, wait_bounded};
+use ssh_interop_tests::{
+    ClientKind, EchoServer, KeyFormat, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip,
+    forwarder_binary,
+};
+
+const PASSPHRASE: &str = "correct horse";
+const PROMPT: &str = "Enter passphrase for key";
+/// Bounds every wait of these tests.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A pseudo-terminal: the master this test types on, and what the program wrote to it.
+struct Terminal {
+    master: File,
+    slave_path: std::path::PathBuf,
+    output: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    fn open() -> Terminal {
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+            .expect("open a pseudo-terminal");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let name = ptsname(&master, Vec::new()).expect("ptsname");
+        let slave_path = std::path::PathBuf::from(name.to_str().expect("a UTF-8 pty name"));
+        Terminal {
+            master: File::from(master),
+            slave_path,
+            output: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Starts `forwarder ARGS` in a new session whose controlling terminal is this one, and a
+    /// thread that collects what it writes (it ends when the program's last descriptor of the
+    /// terminal closes).
+    fn spawn(&self, args: &[String], cache: &Path) -> Child {
+        let setsid = require_program(
+            "setsid",
+            &["/usr/bin", "/bin"],
+            "install util-linux (apt-get install util-linux)",
+        );
+        let open_slave = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.slave_path)
+                .expect("open the pty's slave")
+        };
+        let child = Command::new(setsid)
+            .arg("-c")
+            .arg(forwarder_binary())
+            .args(args)
+            .stdin(open_slave())
+            .stdout(open_slave())
+            .stderr(open_slave())
+            .env_remove("SSH_AUTH_SOCK")
+            .env("XDG_CACHE_HOME", cache)
+            .spawn()
+            .expect("run setsid -c forwarder");
+        let mut reader = self.master.try_clone().expect("clone the pty's master");
+        let output = self.output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // EIO once no process has the slave open any more.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                output.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        child
+    }
+
+    fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the program has written `needle`.
+    fn wait_for(&self, needle: &str, child: &mut Child) {
+        let deadline = Instant::now() + WAIT;
+        while !self.output().contains(needle) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the forwarder exited ({status}) before writing {needle:?}; it wrote:\n{}",
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} on the terminal within {WAIT:?}; it shows:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn type_keys(&self, keys: &[u8]) {
+        (&self.master).write_all(keys).expect("type on the pty");
+    }
+
+    /// The terminal's local modes now (the master reads the slave's settings).
+    fn local_modes(&self) -> LocalModes {
+        tcgetattr(&self.master).expect("tcgetattr").local_modes
+    }
+}
+
+/// A passphrase-protected Ed25519 key alone in its directory: no `.pub`, so the forwarder
+/// must unlock it before connecting.
+fn key_without_public_half() -> (UserKey, tempfile::TempDir, std::path::PathBuf) {
+    let key = UserKey::generate_with(KeyKind::Ed25519, KeyFormat::OpenSsh, Some(PASSPHRASE));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let alone = dir.path().join("id_locked");
+    std::fs::copy(key.private_key_path(), &alone).expect("copy the key");
+    (key, dir, alone)
+}
+
+fn assert_terminal_restored(terminal: &Terminal) {
+    let modes = terminal.local_modes();
+    for (flag, name) in [
+        (LocalModes::ECHO, "ECHO"),
+        (LocalModes::ICANON, "ICANON"),
+        (LocalModes::ISIG, "ISIG"),
+    ] {
+        assert!(
+            modes.contains(flag),
+            "{name} is off after the forwarder ended ({modes:?}); it wrote:\n{}",
+            terminal.output()
+        );
+    }
+}
+
+#[test]
+fn terminal_prompt_ctrl_c_at_the_passphrase_prompt_kills_and_restores_echo() {
+    let (key, dir, alone) = key_without_public_half();
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, "").expect("known_hosts");
+    // Nothing listens on port 1: the prompt comes before any connection.
+    let args = TunnelBuilder::to_port(ClientKind::Forwarder, 1, "nobody", &key, &known_hosts)
+        .identity(&alone)
+        .option("BatchMode=no")
+        .args();
+    let terminal = Terminal::open();
+    let mut child = terminal.spawn(&args, dir.path());
+    terminal.wait_for(PROMPT, &mut child);
+    // Echo is off while the prompt waits: the typed secret is not shown.
+    assert!(
+        !terminal.local_modes().contains(LocalModes::ECHO),
+        "echo is on at the passphrase prompt"
+    );
+    terminal.type_keys(b"half typ\x03");
+    let status = wait_bounded(&mut child, WAIT).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!(
+            "the forwarder did not end within {WAIT:?} of Ctrl-C; it wrote:\n{}",
+            terminal.output()
+        )
+    });
+    assert_eq!(
+        status.signal(),
+        Some(rustix::process::Signal::INT.as_raw()),
+        "Ctrl-C should end the forwarder by SIGINT, as it ends ssh ({status}); it wrote:\n{}",
+        terminal.output()
+    );
+    assert_terminal_restored(&terminal);
+    assert!(
+        !terminal.output().contains("half typ"),
+        "{}",
+        terminal.output()
+    );
+}
+
+#[test]
+fn terminal_prompt_passphrase_edited_with_erase_and_kill_unlocks_the_key() {
+    let (key, dir, alone) = key_without_public_half();
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let builder = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .identity(&alone)
+        .option("BatchMode=no")
+        .forward_to(echo.port());
+    let local_port = builder.forwards()[0].local_port;
+    let terminal = Terminal::open();
+    let mut child = terminal.spawn(&builder.args(), dir.path());
+    terminal.wait_for(PROMPT, &mut child);
+    // A wrong start erased by the kill key (Ctrl-U), a typo erased by DEL, Enter.
+    terminal.type_keys(b"not this\x15correct horsX\x7fe\r");
+    let reply = echo_round_trip(local_port, b"unlocked on a terminal");
+    let output = terminal.output();
+    let _ = child.kill();
+    let _ = wait_bounded(&mut child, WAIT);
+    assert_eq!(
+        reply.unwrap_or_else(|e| panic!("echo through the tunnel: {e}; it wrote:\n{output}")),
+        b"unlocked on a terminal"
+    );
+    assert!(
+        !output.contains("Bad passphrase") && !output.contains("not this"),
+        "{output}"
+    );
+    assert_terminal_restored(&terminal);
+}
