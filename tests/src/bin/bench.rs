@@ -85,7 +85,11 @@ usage: bench [options]
   --rtt [LIST]           throughput, start to first byte and a new connection's first byte
                          through a delaying proxy in front of sshd, at each round trip of
                          LIST in ms (default: 0,10,50), instead of the plain throughput
-                         figures (--skip-throughput, --skip-ttfb leave out either part)";
+                         figures (--skip-throughput, --skip-ttfb leave out either part)
+  --link-window SIZE     the most a --rtt connection has in flight per direction, as TCP
+                         allows it on a real path of that round trip (default: this
+                         machine's largest TCP send buffer, net.ipv4.tcp_wmem, capped by its
+                         largest receive buffer; K/M/G suffix)";
 
 #[derive(Debug)]
 struct Args {
@@ -116,6 +120,8 @@ struct Args {
     rtt: Option<Vec<u32>>,
     /// Throughput at each `--rtt` round trip (off with `--skip-throughput`, in either order).
     rtt_throughput: bool,
+    /// `--link-window`: TCP's window on the `--rtt` path; `None` for this kernel's default.
+    link_window: Option<u64>,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -142,6 +148,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         fleet: None,
         rtt: None,
         rtt_throughput: true,
+        link_window: None,
     };
     let mut it = argv.into_iter().peekable();
     while let Some(arg) = it.next() {
@@ -239,6 +246,13 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
                     rtt::parse_list(&list)?
                 });
                 args.throughput = false;
+            }
+            "--link-window" => {
+                let window = parse_size(&value()?)?;
+                if window < 64 << 10 {
+                    return Err("--link-window: at least 64K".to_owned());
+                }
+                args.link_window = Some(window);
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
