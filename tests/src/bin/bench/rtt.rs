@@ -2,16 +2,40 @@
 //!
 //! A delaying proxy on loopback sits between each client and the lab sshd: everything it
 //! reads in one direction is stamped and written on RTT/2 later, so a round trip through it
-//! takes the RTT asked for on top of loopback's. It never drops anything: each direction
-//! holds at most [`QUEUE_BYTES`] (64 MiB, enough for 1.28 GiB/s at 50 ms) and stops reading
-//! while full, so TCP's own flow control slows the sender instead. Both clients connect to
-//! sshd through it (the host key is trusted under the proxy's port), and the target servers
-//! stay behind sshd on plain loopback, as a database next to its bastion would.
+//! takes the RTT asked for on top of loopback's. It never drops anything.
+//!
+//! The proxy also stands in for TCP on that path. Its own sockets are on loopback, where
+//! acknowledgements come back at once, so without a limit of its own sshd could hand it
+//! any amount and only the SSH channel window would feel the round trip. A real path of
+//! that RTT lets one TCP connection have at most a window in flight: the sender's largest
+//! send buffer, or the receiver's advertised window, whichever is smaller. So each direction
+//! of each proxied connection is a TCP sender in miniature:
+//!
+//! ```text
+//!  sshd ──> proxy reads while in flight < min(cwnd, window) ──> written RTT/2 later ──> client
+//!                   ^                                                   │
+//!                   └──── acknowledged RTT/2 after it was written <─────┘
+//! ```
+//!
+//! - in flight: bytes read and not yet acknowledged; an acknowledgement comes back RTT/2
+//!   after the bytes were written to the far side, so each byte holds the window for one
+//!   round trip at least, more if the far side reads slowly;
+//! - cwnd starts at 10 segments of 1448 bytes and grows by what is acknowledged (slow start;
+//!   nothing is lost, so it never shrinks) up to the window;
+//! - the window (`--link-window`) defaults to this kernel's own limits, which a bastion with
+//!   default settings has too: the largest send buffer (`net.ipv4.tcp_wmem`), capped by half
+//!   the largest receive buffer (`net.ipv4.tcp_rmem`; TCP advertises about half its buffer).
+//!
+//! Both clients connect to sshd through it (the host key is trusted under the proxy's
+//! port), and the target servers stay behind sshd on plain loopback, as a database next to
+//! its bastion would.
 //!
 //! For each RTT (default 0, 10 and 50 ms) the figures are the usual throughput ones, each
 //! named with its RTT: download and upload MiB/s and the client's peak RSS. The "direct"
 //! column is a plain TCP download from the same source through the proxy alone: the
-//! ceiling the proxy and this machine put on any client at that RTT.
+//! ceiling the path (window / RTT) and this machine put on any client at that RTT. Each
+//! transfer starts once the tunnel has carried an echoed byte, so the handshake is not
+//! timed inside it.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -40,6 +64,23 @@ const QUEUE_BYTES: usize = 64 << 20;
 const QUEUE_CHUNKS: usize = 1 << 16;
 /// The largest single read, and so the largest chunk.
 const CHUNK: usize = 256 << 10;
+/// TCP's initial congestion window: 10 segments (RFC 6928) of a 1500-byte MTU's payload.
+const INITIAL_CWND: usize = 10 * 1448;
+/// The window when the kernel's limits cannot be read: Linux's default largest send buffer.
+const FALLBACK_WINDOW: u64 = 4 << 20;
+
+/// The window a real path gives one TCP connection with this kernel's limits (see the
+/// module's notes), at most [`QUEUE_BYTES`].
+pub(crate) fn default_link_window() -> u64 {
+    let largest = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+            .ok()
+            .and_then(|t| t.split_whitespace().nth(2)?.parse::<u64>().ok())
+    };
+    let send = largest("tcp_wmem").unwrap_or(FALLBACK_WINDOW);
+    let receive = largest("tcp_rmem").map_or(u64::MAX, |r| r / 2);
+    send.min(receive).clamp(64 << 10, QUEUE_BYTES as u64)
+}
 
 /// `0,10,50`: round trips in milliseconds, each at most 10 s.
 pub(crate) fn parse_list(text: &str) -> Result<Vec<u32>, String> {
@@ -60,7 +101,8 @@ pub(crate) fn parse_list(text: &str) -> Result<Vec<u32>, String> {
 }
 
 /// A TCP proxy on 127.0.0.1 to one port, delaying each direction by half the round trip
-/// set with [`set_rtt`](Self::set_rtt) (for connections accepted after it).
+/// set with [`set_rtt`](Self::set_rtt) (for connections accepted after it), with at most
+/// `window` bytes in flight per direction.
 pub(crate) struct DelayProxy {
     port: u16,
     /// Half the round trip, in microseconds.
@@ -69,8 +111,11 @@ pub(crate) struct DelayProxy {
 }
 
 impl DelayProxy {
-    /// A proxy to 127.0.0.1:`target`, with no delay yet.
-    pub(crate) fn start(target: u16) -> DelayProxy {
+    /// A proxy to 127.0.0.1:`target` with TCP's `window` in flight, with no delay yet.
+    pub(crate) fn start(target: u16, window: u64) -> DelayProxy {
+        let window = usize::try_from(window)
+            .unwrap_or(QUEUE_BYTES)
+            .clamp(INITIAL_CWND, QUEUE_BYTES);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the delaying proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let one_way_us = Arc::new(AtomicU64::new(0));
@@ -84,7 +129,7 @@ impl DelayProxy {
                 let Ok(client) = conn else { continue };
                 let one_way = Duration::from_micros(delay.load(Ordering::Relaxed));
                 if let Ok(server) = TcpStream::connect(("127.0.0.1", target)) {
-                    splice(client, server, one_way);
+                    splice(client, server, one_way, window);
                 }
             }
         });
@@ -116,7 +161,7 @@ impl Drop for DelayProxy {
 }
 
 /// Two delaying pumps, one per direction, for one accepted connection.
-fn splice(client: TcpStream, server: TcpStream, one_way: Duration) {
+fn splice(client: TcpStream, server: TcpStream, one_way: Duration, window: usize) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     for (from, to) in [(&client, &server), (&server, &client)] {
@@ -125,17 +170,58 @@ fn splice(client: TcpStream, server: TcpStream, one_way: Duration) {
             let _ = server.shutdown(Shutdown::Both);
             return;
         };
-        pump(from, to, one_way);
+        pump(from, to, one_way, window);
     }
 }
 
 /// What one direction holds: chunks with the time each may be written, and whether the
-/// reading side ended (`Some(clean)`).
-#[derive(Default)]
+/// reading side ended (`Some(clean)`); and, as TCP's sender would, the bytes in flight,
+/// the acknowledgements on their way back and the congestion window.
 struct Queue {
     chunks: VecDeque<(Instant, Vec<u8>)>,
     bytes: usize,
     ended: Option<bool>,
+    /// Read and not yet acknowledged.
+    in_flight: usize,
+    /// When each written chunk's acknowledgement arrives, and its size.
+    acks: VecDeque<(Instant, usize)>,
+    cwnd: usize,
+    window: usize,
+}
+
+impl Queue {
+    fn new(window: usize) -> Queue {
+        Queue {
+            chunks: VecDeque::new(),
+            bytes: 0,
+            ended: None,
+            in_flight: 0,
+            acks: VecDeque::new(),
+            cwnd: INITIAL_CWND.min(window),
+            window,
+        }
+    }
+
+    /// Takes in the acknowledgements due by `now`: they leave the flight and grow the
+    /// congestion window (slow start, up to the window).
+    fn acknowledge(&mut self, now: Instant) {
+        while let Some(&(due, n)) = self.acks.front() {
+            if due > now {
+                break;
+            }
+            self.acks.pop_front();
+            self.in_flight -= n;
+            self.cwnd = (self.cwnd + n).min(self.window);
+        }
+    }
+
+    /// How much may be read now: what the window leaves, if the queue has room.
+    fn room(&self) -> usize {
+        if self.bytes >= QUEUE_BYTES || self.chunks.len() >= QUEUE_CHUNKS {
+            return 0;
+        }
+        self.cwnd.saturating_sub(self.in_flight)
+    }
 }
 
 struct Pipe {
@@ -153,14 +239,43 @@ impl Pipe {
             .wait(guard)
             .unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn wait_until<'a>(&self, guard: MutexGuard<'a, Queue>, due: Instant) -> MutexGuard<'a, Queue> {
+        let timeout = due.saturating_duration_since(Instant::now());
+        self.changed
+            .wait_timeout(guard, timeout)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+    }
+
+    /// Waits until the window lets the reader take more; returns how much, or `None` once
+    /// the writer gave up.
+    fn wait_for_room(&self) -> Option<usize> {
+        let mut q = self.lock();
+        loop {
+            if q.ended.is_some() {
+                return None;
+            }
+            q.acknowledge(Instant::now());
+            let room = q.room();
+            if room > 0 {
+                return Some(room);
+            }
+            q = match q.acks.front() {
+                Some(&(due, _)) => self.wait_until(q, due),
+                None => self.wait(q),
+            };
+        }
+    }
 }
 
-/// Copies `from` to `to`, each chunk written `delay` after it was read, with a reader and a
+/// Copies `from` to `to`, each chunk written `delay` after it was read and acknowledged
+/// `delay` after it was written, with at most `window` bytes in flight; a reader and a
 /// writer thread around a bounded queue. The reader ending cleanly shuts `to` for writing
 /// once everything before it is written; an error on either side closes both.
-fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration, window: usize) {
     let pipe = Arc::new(Pipe {
-        queue: Mutex::new(Queue::default()),
+        queue: Mutex::new(Queue::new(window)),
         changed: Condvar::new(),
     });
     let reader_pipe = pipe.clone();
@@ -169,7 +284,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
         let pipe = reader_pipe;
         let mut buf = vec![0u8; CHUNK];
         let clean = loop {
-            let n = match from.read(&mut buf) {
+            let Some(room) = pipe.wait_for_room() else {
+                // The writer gave up: the other side is gone.
+                break false;
+            };
+            let n = match from.read(buf.get_mut(..room.min(CHUNK)).unwrap_or_default()) {
                 Ok(0) => break true,
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -177,15 +296,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
             };
             let chunk = buf.get(..n).unwrap_or_default().to_vec();
             let mut q = pipe.lock();
-            while q.ended.is_none() && (q.bytes + n > QUEUE_BYTES || q.chunks.len() >= QUEUE_CHUNKS)
-            {
-                q = pipe.wait(q);
-            }
             if q.ended.is_some() {
-                // The writer gave up: the other side is gone.
                 break false;
             }
             q.bytes += n;
+            q.in_flight += n;
             q.chunks.push_back((Instant::now() + delay, chunk));
             pipe.changed.notify_all();
         };
@@ -232,7 +347,6 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
                 continue;
             };
             q.bytes -= chunk.len();
-            pipe.changed.notify_all();
             drop(q);
             if to.write_all(&chunk).is_err() {
                 let mut q = pipe.lock();
@@ -243,6 +357,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
                 let _ = to.shutdown(Shutdown::Both);
                 return;
             }
+            // Written: its acknowledgement is back at the sender half a round trip later.
+            let mut q = pipe.lock();
+            q.acks.push_back((Instant::now() + delay, chunk.len()));
+            pipe.changed.notify_all();
         }
     });
 }
@@ -276,10 +394,20 @@ fn tunnel_via(lab: &Lab, c: &Contender, args: &Args, port: u16, known: &Path) ->
 /// own ceiling (a plain download through it) as the "direct" column.
 pub(crate) fn bench(lab: &Lab, contenders: &[Contender], args: &Args, rtts: &[u32]) -> Vec<Figure> {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let proxy = DelayProxy::start(lab.sshd.port());
+    let window = args.link_window.unwrap_or_else(default_link_window);
+    progress(&format!(
+        "rtt: the path lets one TCP connection have {:.1} MiB in flight{}",
+        window as f64 / f64::from(1 << 20),
+        if args.link_window.is_some() {
+            " (--link-window)"
+        } else {
+            " (this kernel's largest TCP buffers)"
+        }
+    ));
+    let proxy = DelayProxy::start(lab.sshd.port(), window);
     let known = known_hosts_for(&lab.sshd, proxy.port(), dir.path());
-    // The ceiling: the same source straight through a proxy with the same delay.
-    let ceiling = DelayProxy::start(lab.source.port());
+    // The ceiling: the same source straight through a proxy with the same delay and window.
+    let ceiling = DelayProxy::start(lab.source.port(), window);
     let mut figures = Vec::new();
     for &ms in rtts {
         let rtt = Duration::from_millis(u64::from(ms));
@@ -306,8 +434,13 @@ pub(crate) fn bench(lab: &Lab, contenders: &[Contender], args: &Args, rtts: &[u3
                 let mut tunnel = tunnel_via(lab, c, args, proxy.port(), &known)
                     .forward_to(lab.source.port())
                     .forward_to(lab.sink.port())
+                    .forward_to(lab.echo.port())
                     .start();
                 let ports = tunnel.local_ports();
+                // Logged in and carrying data: the handshake is not timed in the download.
+                if let Err(e) = echo_one_byte(ports[2]) {
+                    fail(&tunnel, &format!("a first byte through the tunnel: {e}"));
+                }
                 let d = download(ports[0], false)
                     .unwrap_or_else(|e| fail(&tunnel, &format!("download: {e}")));
                 if d.bytes != args.size {
@@ -499,9 +632,49 @@ mod tests {
     }
 
     #[test]
+    fn each_direction_keeps_at_most_the_window_in_flight_and_grows_it_by_acknowledgements() {
+        let window = 100_000;
+        let mut q = Queue::new(window);
+        let t0 = Instant::now();
+        // Slow start: ten segments first.
+        assert_eq!(q.room(), INITIAL_CWND);
+        q.in_flight += INITIAL_CWND;
+        assert_eq!(q.room(), 0, "nothing more until an acknowledgement");
+        q.acks
+            .push_back((t0 + Duration::from_millis(50), INITIAL_CWND));
+        q.acknowledge(t0 + Duration::from_millis(49));
+        assert_eq!(q.room(), 0, "not yet due");
+        q.acknowledge(t0 + Duration::from_millis(50));
+        assert_eq!(q.in_flight, 0);
+        assert_eq!(q.cwnd, 2 * INITIAL_CWND, "doubled per round trip");
+        assert_eq!(q.room(), 2 * INITIAL_CWND);
+        // Up to the window, never past it.
+        for _ in 0..10 {
+            let room = q.room();
+            q.in_flight += room;
+            q.acks.push_back((t0, room));
+            q.acknowledge(t0);
+        }
+        assert_eq!(q.cwnd, window);
+        q.in_flight += q.room();
+        assert_eq!(q.in_flight, window);
+        assert_eq!(q.room(), 0);
+        // A full queue takes nothing whatever the window says.
+        let mut full = Queue::new(QUEUE_BYTES);
+        full.bytes = QUEUE_BYTES;
+        assert_eq!(full.room(), 0);
+    }
+
+    #[test]
+    fn the_default_window_is_the_kernels_send_buffer_at_most() {
+        let w = default_link_window();
+        assert!((64 << 10..=QUEUE_BYTES as u64).contains(&w), "{w}");
+    }
+
+    #[test]
     fn the_proxy_delivers_every_byte_and_delays() {
         let source = SourceServer::start(8 << 20);
-        let proxy = DelayProxy::start(source.port());
+        let proxy = DelayProxy::start(source.port(), default_link_window());
         let t = download(proxy.port(), false).expect("download through the proxy");
         assert_eq!(t.bytes, 8 << 20);
         proxy.set_rtt(Duration::from_millis(200));
