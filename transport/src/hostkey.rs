@@ -354,6 +354,9 @@ impl PublicKey {
                 }
                 let mut padded = vec![0u8; n_len - sig.len()];
                 padded.extend_from_slice(sig);
+                if bit_length(&self.rsa_n) > RING_RSA_MAX_BITS {
+                    return verify_large_rsa(&self.rsa_n, &self.rsa_e, expected, data, &padded);
+                }
                 signature::RsaPublicKeyComponents {
                     n: &self.rsa_n,
                     e: &self.rsa_e,
@@ -434,6 +437,85 @@ pub fn fingerprint_sha256(blob: &[u8]) -> String {
 /// The key type name at the start of a blob, without decoding the rest.
 pub fn blob_key_type(blob: &[u8]) -> Result<&str, DecodeError> {
     Reader::new(blob).utf8()
+}
+
+/// The largest RSA modulus ring verifies; larger keys (OpenSSH accepts up to 16384 bits)
+/// are verified by [`verify_large_rsa`].
+const RING_RSA_MAX_BITS: usize = 8192;
+
+/// The significant bits of a big-endian magnitude.
+fn bit_length(v: &[u8]) -> usize {
+    let v = match v.iter().position(|&b| b != 0) {
+        Some(i) => v.get(i..).unwrap_or_default(),
+        None => return 0,
+    };
+    (v.len() * 8).saturating_sub(v.first().map_or(0, |b| b.leading_zeros() as usize))
+}
+
+/// RSASSA-PKCS1-v1_5 verification (RFC 8017 section 8.2.2) for moduli ring does not take:
+/// `sig` (already as long as `n`) raised to `e` modulo `n` must be exactly the encoding of
+/// the message's digest. Everything here is public, so variable time is fine.
+fn verify_large_rsa(
+    n: &[u8],
+    e: &[u8],
+    alg: SignatureAlgorithm,
+    data: &[u8],
+    sig: &[u8],
+) -> Result<(), KeyError> {
+    use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
+    use crypto_bigint::{BoxedUint, Odd};
+
+    // DigestInfo prefixes of RFC 8017 section 9.2, note 1.
+    const SHA1: &[u8] = &[
+        0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14,
+    ];
+    const SHA256: &[u8] = &[
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x05, 0x00, 0x04, 0x20,
+    ];
+    const SHA512: &[u8] = &[
+        0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
+        0x05, 0x00, 0x04, 0x40,
+    ];
+    let (prefix, digest) = match alg {
+        SignatureAlgorithm::RsaSha256 => (SHA256, &ring::digest::SHA256),
+        SignatureAlgorithm::RsaSha512 => (SHA512, &ring::digest::SHA512),
+        SignatureAlgorithm::RsaSha1 => (SHA1, &ring::digest::SHA1_FOR_LEGACY_USE_ONLY),
+        _ => return Err(KeyError::BadSignature),
+    };
+    let hash = ring::digest::digest(digest, data);
+    let k = n.len();
+    // 0x00 0x01, at least eight 0xff, 0x00, DigestInfo.
+    let t_len = prefix.len() + hash.as_ref().len();
+    let Some(ff_len) = k.checked_sub(3 + t_len).filter(|&l| l >= 8) else {
+        return Err(KeyError::BadSignature);
+    };
+    let mut expected = Vec::with_capacity(k);
+    expected.extend_from_slice(&[0x00, 0x01]);
+    expected.resize(2 + ff_len, 0xff);
+    expected.push(0x00);
+    expected.extend_from_slice(prefix);
+    expected.extend_from_slice(hash.as_ref());
+
+    let precision = u32::try_from(k.div_ceil(8) * 64).map_err(|_| KeyError::BadSignature)?;
+    let decode =
+        |v: &[u8]| BoxedUint::from_be_slice(v, precision).map_err(|_| KeyError::BadSignature);
+    let n_int = decode(n)?;
+    let s = decode(sig)?;
+    let e_int = decode(e)?;
+    if s >= n_int {
+        return Err(KeyError::BadSignature);
+    }
+    let odd = Option::<Odd<BoxedUint>>::from(Odd::new(n_int)).ok_or(KeyError::BadSignature)?;
+    let params = BoxedMontyParams::new_vartime(odd);
+    let m = BoxedMontyForm::new(s, &params).pow(&e_int).retrieve();
+    let bytes = m.to_be_bytes();
+    let (high, em) = bytes.split_at(bytes.len().saturating_sub(k));
+    if high.iter().all(|&b| b == 0) && em == expected.as_slice() {
+        Ok(())
+    } else {
+        Err(KeyError::BadSignature)
+    }
 }
 
 #[cfg(test)]

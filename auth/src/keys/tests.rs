@@ -431,6 +431,18 @@ fn rebuilt_fixture_loads_so_the_builder_is_faithful() {
 }
 
 #[test]
+fn the_longest_padding_checked_loads() {
+    // 131 bytes of checks, key and length, a 6-byte comment and 255 bytes of padding make
+    // a multiple of 8; counting the padding to 255 must not overflow.
+    let mut f = OpensshFile::parse(&body(ED25519));
+    f.comment = b"sixsix".to_vec();
+    f.padding = Some((1..=255u8).collect());
+    let key = f.load().unwrap();
+    assert_eq!(key.comment(), "sixsix");
+    assert_eq!(key.fingerprint(), load(ED25519).fingerprint());
+}
+
+#[test]
 fn damaged_openssh_keys_are_refused() {
     let good = OpensshFile::parse(&body(ED25519));
     let mut cases: Vec<(&str, OpensshFile)> = Vec::new();
@@ -780,9 +792,8 @@ fn rsa_above_4096_bits_signs_with_the_rsa_crate() {
     assert!(!rsa.uses_ring());
     assert_eq!(key.public_key().to_openssh_line(), pub_line(RSA16384_PUB));
     assert_eq!(key.comment(), "fixture-rsa16384");
-    // ring verifies at most 8192 bits, so the transport cannot check these signatures; the
-    // integration tests have `ssh-keygen -Y check-novalidate` do it. Here: the shape, and that
-    // PKCS#1 v1.5 stays deterministic whatever the blinding.
+    // PKCS#1 v1.5 stays deterministic whatever the blinding, and the signature is as long
+    // as the modulus.
     for alg in [SignatureAlgorithm::RsaSha512, SignatureAlgorithm::RsaSha256] {
         let sig = key.sign(alg, b"m").unwrap();
         assert_eq!(sig, key.sign(alg, b"m").unwrap());
@@ -791,6 +802,44 @@ fn rsa_above_4096_bits_signs_with_the_rsa_crate() {
         assert_eq!(r.string().unwrap().len(), 2048);
         assert!(r.finish().is_ok());
     }
+}
+
+/// ring verifies at most 8192 bits; the transport checks larger keys' signatures itself (an
+/// agent's, or a locked key's, are checked before they are sent).
+#[test]
+fn rsa_signatures_above_8192_bits_verify_and_fail_when_anything_is_changed() {
+    let key = load(RSA16384);
+    let alg = SignatureAlgorithm::RsaSha512;
+    let sig = key.sign(alg, b"m").unwrap();
+    let public = key.public_key();
+    assert_eq!(public.verify(alg, b"m", &sig), Ok(()));
+    // The other hash, a flipped bit, a truncated signature, another algorithm's name.
+    assert!(
+        public
+            .verify(SignatureAlgorithm::RsaSha256, b"m", &sig)
+            .is_err()
+    );
+    let mut flipped = sig.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert!(public.verify(alg, b"m", &flipped).is_err());
+    let mut r = ssh_transport::wire::Reader::new(&sig);
+    r.utf8().unwrap();
+    let raw = r.string().unwrap();
+    let blob = |body: &[u8]| {
+        let mut w = Vec::new();
+        ssh_transport::wire::Writer::put_string(&mut w, alg.name().as_bytes());
+        ssh_transport::wire::Writer::put_string(&mut w, body);
+        w
+    };
+    assert_eq!(public.verify(alg, b"m", &blob(raw)), Ok(()));
+    assert!(public.verify(alg, b"m", &blob(&raw[1..])).is_err());
+    // A "signature" of all ones is larger than the modulus.
+    assert!(
+        public
+            .verify(alg, b"m", &blob(&vec![0xff; raw.len()]))
+            .is_err()
+    );
 }
 
 #[test]
