@@ -246,7 +246,7 @@ fn parse_private(
     let padding_ok = padding.len() < 256
         && padding
             .iter()
-            .zip(1u8..)
+            .zip(1..=255u8)
             .all(|(&byte, expected)| byte == expected);
     if !padding_ok {
         return Err(KeyFileError::Malformed(

@@ -144,7 +144,8 @@ impl RsaKey {
                 "the RSA key does not have exactly two primes".into(),
             ));
         };
-        let iqmp = self.key.crt_coefficient().ok_or_else(missing)?;
+        // A secret too (with n it factors the key): wiped when dropped.
+        let iqmp = Zeroizing::new(self.key.crt_coefficient().ok_or_else(missing)?);
         let secret = |x: &BoxedUint| Zeroizing::new(x.to_be_bytes().into_vec());
         out.put_mpint(&self.key.n_bytes());
         out.put_mpint(&self.key.e_bytes());
