@@ -1,5 +1,6 @@
 //! `forwarder keygen`: the key pair a platform hands its customers, and the authorized_keys
-//! line that lets it reach exactly the databases it needs and nothing else.
+//! line that lets it reach exactly the databases it needs, listen nowhere on the bastion and
+//! run nothing there.
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -9,17 +10,31 @@ use ssh_auth::PrivateKey;
 
 use crate::cli::keygen::{KeygenOptions, KeygenType};
 
+/// The `permitlisten` option that lets the key listen nowhere. sshd has no per-key `none`
+/// for it (the value must be `[host:]port`; `none` is read as a port name, and a bad option
+/// makes sshd ignore the whole line), so it names a listen host no request can match: sshd
+/// lowercases the host a client asks to listen on, then matches it case-sensitively against
+/// this pattern. The port is privileged, so a server that compared hosts without case would
+/// still listen nowhere a non-root user can bind. sshd before 7.8 knows no `permitlisten`
+/// and ignores the line.
+const PERMIT_NO_LISTEN: &str = "permitlisten=\"NONE:1\"";
+
 /// The authorized_keys line for `public_line` (`type base64 comment`): `restrict` turns off
-/// pty allocation, agent and X11 forwarding and the user's rc file, `port-forwarding` turns
-/// local forwarding back on, each `permitopen` names a destination it may reach, and
-/// `command="/bin/false"` makes any shell or command the key asks for fail at once
-/// (`restrict` alone would still run commands without a terminal). Forwarding with `-N`
-/// opens no session, so the forced command never runs for the tunnel itself.
+/// port, agent and X11 forwarding, pty allocation and the user's rc file; `port-forwarding`
+/// turns all port forwarding back on (local and remote, TCP and Unix-socket), so each
+/// `permitopen` names a destination local forwards may reach and a `permitlisten` that
+/// matches nothing refuses every remote (`-R`) listen; `command="/bin/false"` makes any
+/// shell or command the key asks for fail at once (`restrict` alone would still run
+/// commands without a terminal). Forwarding with `-N` opens no session, so the forced
+/// command never runs for the tunnel itself. No per-key option limits Unix-socket
+/// forwarding: that takes the server's `AllowStreamLocalForwarding no`.
 pub fn authorized_keys_line(public_line: &str, permit_open: &[String]) -> String {
     let mut options = String::from("restrict,port-forwarding");
     for dest in permit_open {
         options.push_str(&format!(",permitopen=\"{dest}\""));
     }
+    options.push(',');
+    options.push_str(PERMIT_NO_LISTEN);
     options.push_str(",command=\"/bin/false\"");
     format!("{options} {public_line}")
 }
@@ -110,6 +125,12 @@ pub fn generate(opts: &KeygenOptions) -> Result<String, String> {
     );
     out.push_str(&authorized_keys_line(&public_line, &opts.permit_open));
     out.push('\n');
+    out.push_str(
+        "\nsshd 7.8 or later is needed (older ones ignore the line: the key is refused). No \
+         authorized_keys option limits forwarding to and from Unix sockets: to forbid it, the \
+         admin sets AllowStreamLocalForwarding no for that user (in a Match User block of \
+         sshd_config).\n",
+    );
     if opts.permit_open.is_empty() {
         out.push_str(
             "\nWarning: without --permit-open this key may forward to any host the bastion \
@@ -124,14 +145,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn line_restricts_everything_but_the_named_forwards() {
+    fn line_allows_the_named_forwards_and_no_remote_listen() {
         assert_eq!(
             authorized_keys_line(
                 "ssh-ed25519 AAAA c",
                 &["db.internal:5432".into(), "[::1]:6432".into()]
             ),
             "restrict,port-forwarding,permitopen=\"db.internal:5432\",permitopen=\"[::1]:6432\",\
-             command=\"/bin/false\" ssh-ed25519 AAAA c"
+             permitlisten=\"NONE:1\",command=\"/bin/false\" ssh-ed25519 AAAA c"
         );
     }
 }

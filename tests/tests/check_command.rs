@@ -329,7 +329,7 @@ fn check_key_not_authorized_fails_stage_6_with_the_authorized_keys_line() {
     assert!(fix.contains(key.fingerprint()), "{fix}");
     assert!(fix.contains(sshd.user()), "{fix}");
     let line = format!(
-        "restrict,port-forwarding,permitopen=\"{target}\",command=\"/bin/false\" ssh-ed25519 {}",
+        "restrict,port-forwarding,permitopen=\"{target}\",permitlisten=\"NONE:1\",command=\"/bin/false\" ssh-ed25519 {}",
         key.public_key_base64()
     );
     assert!(fix.contains(&line), "expected {line}\nin {fix}");

@@ -1,12 +1,13 @@
 //! `forwarder keygen` against the real sshd: the printed authorized_keys line lets the key
-//! forward to exactly the named destination, refuses any other, and refuses a shell.
+//! forward to exactly the named destination, refuses any other, refuses every remote
+//! forward, and refuses a shell.
 
 use std::process::Command;
 use std::time::Duration;
 
 use ssh_interop_tests::client::{ClientKind, TunnelBuilder, forwarder_binary, openssh_binary};
 use ssh_interop_tests::keys::{KeyKind, UserKey};
-use ssh_interop_tests::net::free_port;
+use ssh_interop_tests::net::{free_port, port_listening};
 use ssh_interop_tests::process::run_bounded;
 use ssh_interop_tests::servers::{EchoServer, echo_round_trip};
 use ssh_interop_tests::sshd::Sshd;
@@ -138,4 +139,79 @@ fn interop_keygen_ed25519_line_allows_only_the_named_forward() {
 #[test]
 fn interop_keygen_default_rsa_4096_line_allows_only_the_named_forward() {
     check_key(&[]);
+}
+
+/// `port-forwarding` turns remote forwarding back on too, and without a `permitlisten` sshd
+/// lets the key listen on any port: the line must refuse every `-R`, whatever listen host
+/// and port it names (the lowercased request can never match the upper-case pattern, not
+/// even when it names that pattern), while the `-L` to the permitted destination works.
+#[test]
+fn interop_keygen_line_refuses_every_remote_forward() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key_path = dir.path().join("platform_key");
+    let key_str = key_path.to_str().expect("utf-8 path");
+    let allowed = EchoServer::start();
+    let permit = format!("127.0.0.1:{}", allowed.port());
+    let line = authorized_line(&keygen(&[
+        "-t",
+        "ed25519",
+        "-f",
+        key_str,
+        "-C",
+        "platform@test",
+        "--permit-open",
+        &permit,
+    ]));
+    let sshd = Sshd::builder().authorized_key_line(line.clone()).start();
+    let placeholder = UserKey::generate(KeyKind::Ed25519);
+    let fixed = free_port();
+    let target = format!("127.0.0.1:{}", allowed.port());
+
+    // Port 0 on the default listen host, a fixed loopback port, and the pattern's own host
+    // and port; the lab's ExitOnForwardFailure=yes makes a refusal fatal.
+    for (listen, host, port) in [
+        ("0".to_owned(), "localhost", 0),
+        (format!("127.0.0.1:{fixed}"), "127.0.0.1", fixed),
+        ("NONE:1".to_owned(), "NONE", 1),
+    ] {
+        let mut tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &placeholder)
+            .identity(&key_path)
+            .forward_to(allowed.port())
+            .option(&format!("RemoteForward={listen} {target}"))
+            .spawn();
+        let log = tunnel.expect_failure();
+        assert!(
+            log.contains(&format!(
+                "remote port forwarding failed for listen port {port}"
+            )),
+            "{line}\n{log}"
+        );
+        // Refused by the key's permission, not by a failed bind.
+        sshd.wait_for_log(
+            &format!("remote forward to host {host} port {port}, but the request was denied"),
+            Duration::from_secs(10),
+        );
+    }
+
+    // Without ExitOnForwardFailure the refused -R only warns, and the -L carries data.
+    let ok_port = free_port();
+    let tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &placeholder)
+        .identity(&key_path)
+        .forward(ok_port, "127.0.0.1", allowed.port())
+        .option(&format!("RemoteForward=127.0.0.1:{fixed} {target}"))
+        .option("ExitOnForwardFailure=no")
+        .start();
+    tunnel.wait_for_log(
+        &format!("Warning: remote port forwarding failed for listen port {fixed}"),
+        Duration::from_secs(20),
+    );
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(
+        echo_round_trip(ok_port, &data).expect("echo through the allowed forward"),
+        data
+    );
+    assert!(
+        !port_listening(fixed),
+        "sshd listens on {fixed} for the forwarding-only key"
+    );
 }

@@ -32,9 +32,11 @@ pub fn usage() -> &'static str {
                         [--permit-open host:port]...
 
 Writes a new key pair in OpenSSH format (file and file.pub; an existing file is never
-overwritten) and prints the line a bastion's admin adds to authorized_keys: it allows
-exactly the --permit-open destinations through port forwarding and nothing else (no
-shell, no commands, no agent or X11 forwarding).
+overwritten) and prints the line a bastion's admin adds to authorized_keys (sshd 7.8 or
+later): local TCP forwards may reach exactly the --permit-open destinations, remote (-R)
+forwards may not listen anywhere, and there is no shell, no command, no agent or X11
+forwarding. No authorized_keys option limits forwarding to and from Unix sockets on the
+bastion: the admin forbids it with AllowStreamLocalForwarding no for that user.
 
   -t rsa|ed25519        key type (default rsa)
   -b bits               RSA size, 2048 to 16384 (default 4096)
