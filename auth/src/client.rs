@@ -351,7 +351,9 @@ pub struct SignRequest {
     pub identity: usize,
     /// The identity's source.
     pub source: String,
-    /// The key (or certificate) blob, as an agent knows it.
+    /// The blob the request offers: the certificate's for a key offered with one, else the
+    /// plain key's. An agent that holds the key but not this certificate knows it only by the
+    /// plain key's blob ([`Identity::public_key`]); it signs the same either way.
     pub key_blob: Vec<u8>,
     /// The bytes to sign.
     pub data: Vec<u8>,

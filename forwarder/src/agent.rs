@@ -89,8 +89,8 @@ impl AgentClient {
             .collect())
     }
 
-    /// Asks the agent to sign `data` with the key (or certificate) `key_blob`; returns the
-    /// whole signature blob.
+    /// Asks the agent to sign `data` with the key (or certificate) `key_blob`, a blob it
+    /// listed: it finds keys by their exact blob. Returns the whole signature blob.
     pub async fn sign(
         &self,
         key_blob: &[u8],

@@ -10,10 +10,13 @@
 //!       unencrypted: loaded now, signed in the session
 //!       encrypted with a .pub beside it: queried first, unlocked only if the server would
 //!         accept it (passphrase from PassphraseFile/Env or the terminal)
-//!       encrypted without a .pub: unlocked now
+//!       encrypted without a .pub: unlocked now, on a blocking thread
 //! ```
 //! A key the agent holds is signed by the agent even when its file is given too, so its
-//! passphrase is never needed, as in OpenSSH.
+//! passphrase is never needed, as in OpenSSH. The agent is asked with a certificate's blob
+//! only when it listed that very certificate; for any other certificate of a key it holds
+//! (issued after `ssh-add`, or named by CertificateFile) it is asked with the plain key,
+//! whose signature the certificate's is.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -41,13 +44,21 @@ const MAX_PUBLIC_FILE_LEN: u64 = 64 * 1024;
 /// Passphrase attempts on the terminal before a key is given up, as in ssh.
 const PASSPHRASE_ATTEMPTS: u32 = 3;
 
+/// One passphrase prompt at a time among sessions prepared at once (each reads its key files
+/// on a thread of its own): two would each take part of what is typed.
+static PREPARE_PROMPT: Mutex<()> = Mutex::new(());
+
 /// Who signs for one identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Signer {
     /// The session holds the private key.
     Session,
     /// The agent.
-    Agent,
+    Agent {
+        /// The blob to ask it with, one it listed: a certificate's only if it holds that
+        /// certificate, else the plain key's.
+        key_blob: Vec<u8>,
+    },
     /// This key file, unlocked on first use.
     LockedFile(PathBuf),
 }
@@ -210,6 +221,55 @@ fn read_identity_file(path: &Path, passphrase: &SecretSource) -> Result<Option<F
     }))
 }
 
+/// Reads the identity files in order, each with the certificate beside it (`-cert.pub`);
+/// also says, for each given file that cannot be used, why. Missing `defaults` (the
+/// default identity files) are not worth a word. Blocks: it may unlock keys.
+fn read_identity_files(
+    paths: &[PathBuf],
+    defaults: bool,
+    passphrase: &SecretSource,
+) -> (Vec<FileKey>, Vec<String>) {
+    let mut files: Vec<FileKey> = Vec::new();
+    let mut unusable = Vec::new();
+    for path in paths {
+        match read_identity_file(path, passphrase) {
+            Ok(Some(mut file)) => {
+                let cert_path = with_suffix(path, "-cert.pub");
+                if let Some(cert) = read_certificate(&cert_path, false) {
+                    if cert.public_key() == &file.public {
+                        file.certificates
+                            .push((cert, cert_path.display().to_string()));
+                    } else {
+                        notice::warning(format_args!(
+                            "ignoring certificate {}: it is for key {}, \
+                             not for {} ({})",
+                            cert_path.display(),
+                            cert.public_key().fingerprint(),
+                            path.display(),
+                            file.public.fingerprint()
+                        ));
+                    }
+                }
+                files.push(file);
+            }
+            Ok(None) => {
+                if !defaults {
+                    notice::warning(format_args!(
+                        "identity file {} not accessible: no such file",
+                        path.display()
+                    ));
+                    unusable.push(format!("{}: no such file", path.display()));
+                }
+            }
+            Err(e) => {
+                notice::warning(format_args!("cannot use {}: {e}", path.display()));
+                unusable.push(format!("{}: {e}", path.display()));
+            }
+        }
+    }
+    (files, unusable)
+}
+
 /// Decrypts a key file with its passphrase: a file's or variable's once, the terminal's up
 /// to three times.
 fn unlock(path: &Path, data: &[u8], passphrase: &SecretSource) -> Result<Arc<PrivateKey>, String> {
@@ -308,44 +368,24 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
     let (agent, agent_keys) = agent_keys(opts).await;
     out.agent = agent;
 
-    let mut files: Vec<FileKey> = Vec::new();
-    for path in &opts.identity_files {
-        match read_identity_file(path, passphrase) {
-            Ok(Some(mut file)) => {
-                let cert_path = with_suffix(path, "-cert.pub");
-                if let Some(cert) = read_certificate(&cert_path, false) {
-                    if cert.public_key() == &file.public {
-                        file.certificates
-                            .push((cert, cert_path.display().to_string()));
-                    } else {
-                        notice::warning(format_args!(
-                            "ignoring certificate {}: it is for key {}, \
-                             not for {} ({})",
-                            cert_path.display(),
-                            cert.public_key().fingerprint(),
-                            path.display(),
-                            file.public.fingerprint()
-                        ));
-                    }
-                }
-                files.push(file);
-            }
-            Ok(None) => {
-                if !opts.default_identity_files {
-                    notice::warning(format_args!(
-                        "identity file {} not accessible: no such file",
-                        path.display()
-                    ));
-                    out.unusable
-                        .push(format!("{}: no such file", path.display()));
-                }
-            }
-            Err(e) => {
-                notice::warning(format_args!("cannot use {}: {e}", path.display()));
-                out.unusable.push(format!("{}: {e}", path.display()));
-            }
-        }
-    }
+    // Reading a key file without a .pub unlocks it now: a key derivation that may take
+    // seconds and perhaps a prompt, which must not hold up the runtime that awaits this
+    // (an application's, the fleet's control loop). One file after another, in order.
+    let paths = opts.identity_files.clone();
+    let defaults = opts.default_identity_files;
+    let source = passphrase.clone();
+    let (mut files, unusable) = blocking(move || {
+        let _one_at_a_time = source.is_terminal().then(|| {
+            PREPARE_PROMPT
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        });
+        Ok(read_identity_files(&paths, defaults, &source))
+    })
+    .await
+    .unwrap_or_else(|e| (Vec::new(), vec![format!("reading the identity files: {e}")]));
+    out.unusable = unusable;
+
     let agent_public: Vec<Option<PublicKey>> = agent_keys
         .iter()
         .map(|k| match Identity::from_agent(&k.blob, "agent") {
@@ -366,11 +406,9 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
         let source = path.display().to_string();
         check_certificate_use(&cert, &source, &opts.user, now);
         if in_agent(cert.public_key()) {
-            push(
-                &mut out,
-                Identity::external_certified(cert, source, true),
-                Signer::Agent,
-            );
+            let identity = Identity::external_certified(cert, source, true);
+            let signer = agent_signer(&identity, &agent_keys);
+            push(&mut out, identity, signer);
         } else if let Some(file) = files.iter().find(|f| &f.public == cert.public_key()) {
             push_file_certificate(&mut out, file, cert, source);
         } else {
@@ -401,13 +439,13 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
                 file.used = true;
                 for (cert, cert_source) in &file.certificates {
                     check_certificate_use(cert, cert_source, &opts.user, now);
-                    push(
-                        &mut out,
-                        Identity::external_certified(cert.clone(), cert_source.clone(), true),
-                        Signer::Agent,
-                    );
+                    let certified =
+                        Identity::external_certified(cert.clone(), cert_source.clone(), true);
+                    let signer = agent_signer(&certified, &agent_keys);
+                    push(&mut out, certified, signer);
                 }
-                push(&mut out, identity, Signer::Agent);
+                let signer = agent_signer(&identity, &agent_keys);
+                push(&mut out, identity, signer);
             }
             None if opts.identities_only => {
                 debug!(%source, "IdentitiesOnly: not offering an agent key with no identity file");
@@ -417,7 +455,8 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
         }
     }
     for identity in unnamed {
-        push(&mut out, identity, Signer::Agent);
+        let signer = agent_signer(&identity, &agent_keys);
+        push(&mut out, identity, signer);
     }
 
     // 3. Identity files the agent does not hold.
@@ -441,6 +480,22 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
         }
     }
     out
+}
+
+/// The agent as the signer of `identity`, asked with the blob it knows the key by. ssh-agent
+/// finds a key by its exact blob, so a certificate it was not given is unknown to it even
+/// when it holds the key; a certificate's signature is its key's, so the plain key signs for
+/// it then, as OpenSSH has the agent sign (the certificate still goes in the request).
+fn agent_signer(identity: &Identity, listed: &[AgentKey]) -> Signer {
+    let offered = identity.key_blob();
+    let key_blob = if listed.iter().any(|k| k.blob == offered) {
+        offered
+    } else {
+        identity.public_key().blob()
+    };
+    Signer::Agent {
+        key_blob: key_blob.to_vec(),
+    }
 }
 
 /// Adds `identity` unless one with the same blob (key or certificate) is already there: an
@@ -556,11 +611,13 @@ impl Inner {
     }
 }
 
-/// Runs a blocking step (a prompt, a key derivation) off the async threads.
+/// Runs a blocking step (a prompt, a key derivation) off the async threads, in the caller's
+/// span so what it logs is still the session's.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| format!("the task failed: {e}"))?
 }
@@ -570,14 +627,14 @@ impl AuthHelper for Helper {
         let this = self.inner.clone();
         Box::pin(async move {
             match this.signers.get(request.identity) {
-                Some(Signer::Agent) => {
+                Some(Signer::Agent { key_blob }) => {
                     let agent = this
                         .agent
                         .as_ref()
                         .ok_or_else(|| "the agent is gone".to_owned())?;
-                    agent
-                        .sign(&request.key_blob, &request.data, request.algorithm)
-                        .await
+                    // Not `request.key_blob`: for a certificate the agent does not hold,
+                    // that names nothing the agent knows.
+                    agent.sign(key_blob, &request.data, request.algorithm).await
                 }
                 Some(Signer::LockedFile(path)) => {
                     let path = path.clone();
@@ -857,33 +914,80 @@ mod tests {
         assert!(prepared.identities.is_empty());
     }
 
-    /// An agent at `dir/agent.sock` that answers `connections` requests for its identities
-    /// with `keys` (blob, comment), in order.
+    /// An agent at `dir/agent.sock` that answers `connections` requests: the list of its
+    /// `keys` (blob, comment), in order; and, as ssh-agent finds keys by their exact blob, a
+    /// signature (the key's comment) only for a blob it listed, else SSH_AGENT_FAILURE.
     fn listing_agent(
         dir: &Path,
         keys: &[(&[u8], &[u8])],
         connections: usize,
     ) -> (PathBuf, tokio::task::JoinHandle<()>) {
-        use ssh_auth::agent::{AgentIdentity, AgentResponse};
+        use ssh_auth::agent::{AgentIdentity, AgentRequest, AgentResponse, frame_length};
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let mut answer = Vec::new();
+        let mut list = Vec::new();
         AgentResponse::Identities(
             keys.iter()
                 .map(|(key_blob, comment)| AgentIdentity { key_blob, comment })
                 .collect(),
         )
-        .encode_frame(&mut answer);
+        .encode_frame(&mut list);
+        let keys: Vec<(Vec<u8>, Vec<u8>)> = keys
+            .iter()
+            .map(|(blob, comment)| (blob.to_vec(), comment.to_vec()))
+            .collect();
         let socket = dir.join("agent.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
         let agent = tokio::spawn(async move {
             for _ in 0..connections {
                 let (mut s, _) = listener.accept().await.unwrap();
-                let mut req = [0u8; 5];
-                s.read_exact(&mut req).await.unwrap();
+                let mut header = [0u8; 4];
+                s.read_exact(&mut header).await.unwrap();
+                let mut body = vec![0u8; frame_length(header).unwrap()];
+                s.read_exact(&mut body).await.unwrap();
+                let mut answer = Vec::new();
+                match AgentRequest::decode(&body).unwrap() {
+                    AgentRequest::RequestIdentities => answer.clone_from(&list),
+                    AgentRequest::Sign { key_blob, .. } => {
+                        match keys.iter().find(|(blob, _)| blob == key_blob) {
+                            Some((_, comment)) => {
+                                AgentResponse::Signature(comment).encode_frame(&mut answer);
+                            }
+                            None => AgentResponse::Failure.encode_frame(&mut answer),
+                        }
+                    }
+                }
                 s.write_all(&answer).await.unwrap();
             }
         });
         (socket, agent)
+    }
+
+    /// Has `helper` sign for identity `identity`, whose request carries `key_blob`, as the
+    /// session asks.
+    async fn sign_for(
+        helper: &Helper,
+        identity: usize,
+        key_blob: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        helper
+            .sign(SignRequest {
+                id: 1,
+                identity,
+                source: "test".into(),
+                key_blob: key_blob.to_vec(),
+                data: b"data".to_vec(),
+                algorithm: ssh_transport::hostkey::SignatureAlgorithm::Ed25519,
+            })
+            .await
+    }
+
+    fn helper_for(opts: &Options, prepared: &Prepared) -> Helper {
+        Helper::new(
+            opts,
+            prepared,
+            SecretSource::Unavailable("none".into()),
+            SecretSource::Unavailable("none".into()),
+        )
     }
 
     #[tokio::test]
@@ -919,7 +1023,12 @@ mod tests {
             let sources: Vec<&str> = prepared.identities.iter().map(Identity::source).collect();
             assert_eq!(sources, expected, "IdentitiesOnly={only}");
             // The named file is signed for by the agent, never loaded twice.
-            assert!(prepared.signers.iter().all(|s| *s == Signer::Agent));
+            assert!(
+                prepared
+                    .signers
+                    .iter()
+                    .all(|s| matches!(s, Signer::Agent { .. }))
+            );
         }
         agent.await.unwrap();
     }
@@ -939,16 +1048,12 @@ mod tests {
                 (ed.public_key().blob(), b"named"),
                 (cert.blob(), b"named-cert"),
             ],
-            1,
+            2,
         );
         let agent_opt = format!("IdentityAgent={}", socket.display());
         let args = ["-o", agent_opt.as_str(), "-i", named.to_str().unwrap(), "h"];
-        let prepared = prepare(
-            &options(&args),
-            &SecretSource::Unavailable("none".into()),
-            0,
-        )
-        .await;
+        let opts = options(&args);
+        let prepared = prepare(&opts, &SecretSource::Unavailable("none".into()), 0).await;
         let sources: Vec<&str> = prepared.identities.iter().map(Identity::source).collect();
         assert_eq!(
             sources,
@@ -956,8 +1061,121 @@ mod tests {
             "each blob once: every offer counts against MaxAuthTries"
         );
         assert_eq!(prepared.identities[0].key_blob(), cert.blob());
-        assert_eq!(prepared.signers, [Signer::Agent, Signer::Agent]);
+        // The agent holds this certificate, so it is asked with it.
+        assert_eq!(
+            prepared.signers,
+            [
+                Signer::Agent {
+                    key_blob: cert.blob().to_vec()
+                },
+                Signer::Agent {
+                    key_blob: ed.public_key().blob().to_vec()
+                }
+            ]
+        );
+        let helper = helper_for(&opts, &prepared);
+        assert_eq!(
+            sign_for(&helper, 0, cert.blob()).await.unwrap(),
+            b"named-cert"
+        );
         agent.await.unwrap();
+    }
+
+    // The key went into the agent before the certificate was issued (or the certificate is
+    // named by CertificateFile): the agent does not know the certificate's blob, so it is
+    // asked with the plain key's, while the request still carries the certificate.
+    #[tokio::test]
+    async fn a_certificate_the_agent_does_not_hold_is_signed_for_by_its_plain_key() {
+        let dir = tempfile::tempdir().unwrap();
+        // Beside the identity only its .pub and its certificate: the key is in the agent.
+        let named = dir.path().join("id_ed25519");
+        std::fs::write(dir.path().join("id_ed25519.pub"), ED25519_PUB).unwrap();
+        let beside = dir.path().join("id_ed25519-cert.pub");
+        std::fs::write(&beside, ED25519_CERT).unwrap();
+        let issued = dir.path().join("issued-cert.pub");
+        std::fs::write(&issued, ED25519_CERT).unwrap();
+        let ed = PrivateKey::from_file_contents(ED25519.as_bytes()).unwrap();
+        let cert = ssh_auth::cert::Certificate::from_openssh_line(ED25519_CERT).unwrap();
+        let (socket, agent) = listing_agent(dir.path(), &[(ed.public_key().blob(), b"plain")], 4);
+        let agent_opt = format!("IdentityAgent={}", socket.display());
+        let certificate_file = format!("CertificateFile={}", issued.display());
+        for (args, cert_source) in [
+            (["-i", named.to_str().unwrap()], &beside),
+            (["-o", certificate_file.as_str()], &issued),
+        ] {
+            let opts = options(&["-o", agent_opt.as_str(), args[0], args[1], "h"]);
+            let prepared = prepare(&opts, &SecretSource::Unavailable("none".into()), 0).await;
+            let sources: Vec<&str> = prepared.identities.iter().map(Identity::source).collect();
+            assert_eq!(sources, [cert_source.to_str().unwrap(), "agent key plain"]);
+            let helper = helper_for(&opts, &prepared);
+            assert_eq!(
+                sign_for(&helper, 0, cert.blob()).await,
+                Ok(b"plain".to_vec()),
+                "{args:?}"
+            );
+            let plain = Signer::Agent {
+                key_blob: ed.public_key().blob().to_vec(),
+            };
+            assert_eq!(prepared.signers, [plain.clone(), plain], "{args:?}");
+        }
+        agent.await.unwrap();
+    }
+
+    // Unlocking a key file that has no .pub runs its key derivation (and may prompt) in
+    // prepare: on a thread of its own, or the runtime awaiting prepare (an application's,
+    // the fleet's control loop) stands still meanwhile.
+    #[test]
+    fn prepare_unlocks_key_files_off_the_runtime_thread() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id_slow");
+        // Many bcrypt rounds: unlocking takes a good part of a second.
+        let out = std::process::Command::new("ssh-keygen")
+            .args([
+                "-q", "-t", "ed25519", "-a", "32", "-N", "s3cret", "-C", "slow", "-f",
+            ])
+            .arg(&key)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run ssh-keygen (OpenSSH's is needed): {e}"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::remove_file(with_suffix(&key, ".pub")).unwrap();
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "s3cret\n").unwrap();
+        let opts = options(&["-o", "IdentityAgent=none", "-i", key.to_str().unwrap(), "h"]);
+        let passphrase = SecretSource::File {
+            path: pass,
+            option: "PassphraseFile",
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let (prepared, ticks) = runtime.block_on(async {
+            let ticks = Arc::new(AtomicU32::new(0));
+            let counter = ticks.clone();
+            let ticker = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            tokio::task::yield_now().await;
+            let before = ticks.load(Ordering::Relaxed);
+            let prepared = prepare(&opts, &passphrase, 0).await;
+            let during = ticks.load(Ordering::Relaxed) - before;
+            ticker.abort();
+            (prepared, during)
+        });
+        assert!(prepared.unusable.is_empty(), "{:?}", prepared.unusable);
+        assert_eq!(prepared.signers, [Signer::Session], "the key was unlocked");
+        assert!(
+            ticks > 0,
+            "the runtime's only thread did nothing else while prepare unlocked the key"
+        );
     }
 
     fn helper(password: SecretSource) -> Helper {

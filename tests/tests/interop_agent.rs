@@ -1,6 +1,7 @@
 //! Keys held by the real `ssh-agent`, loaded with the real `ssh-add`, against the real sshd:
 //! the forwarder finds the agent through SSH_AUTH_SOCK, asks sshd before signing (PK_OK),
-//! has the agent sign with rsa-sha2-512, and honours IdentitiesOnly.
+//! has the agent sign with rsa-sha2-512, honours IdentitiesOnly, and offers a certificate
+//! issued for a key the agent holds, the agent signing with the plain key.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -240,4 +241,139 @@ fn add_with_passphrase(socket: &Path, key: &Path, passphrase: &str) {
         .env("SSH_ASKPASS_REQUIRE", "force")
         .env("DISPLAY", ":0");
     run_ok(&mut cmd, Duration::from_secs(30), "ssh-add (with askpass)");
+}
+
+/// A certificate authority made by the real `ssh-keygen`, for sshd's TrustedUserCAKeys.
+struct Ca {
+    dir: tempfile::TempDir,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let dir = tempfile::Builder::new()
+            .prefix("lab-ca-")
+            .tempdir()
+            .expect("a temp dir for the CA");
+        let mut cmd = Command::new(ssh_keygen());
+        cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", "lab-ca", "-f"])
+            .arg(dir.path().join("ca"));
+        run_ok(&mut cmd, Duration::from_secs(30), "ssh-keygen (CA)");
+        Ca { dir }
+    }
+
+    /// sshd trusting this CA for user certificates, with an empty authorized_keys.
+    fn sshd(&self) -> Sshd {
+        Sshd::builder()
+            .config(format!(
+                "TrustedUserCAKeys {}",
+                self.dir.path().join("ca.pub").display()
+            ))
+            .config("LogLevel DEBUG2")
+            .start()
+    }
+
+    /// Copies `key`'s public key to `dir/name.pub` and certifies it for `principal`:
+    /// `ssh-keygen -s` writes `dir/name-cert.pub`, whose path is returned.
+    fn certify(&self, key: &UserKey, dir: &Path, name: &str, principal: &str) -> PathBuf {
+        let public = dir.join(format!("{name}.pub"));
+        std::fs::copy(key.public_key_path(), &public).expect("copy the public key");
+        let mut cmd = Command::new(ssh_keygen());
+        cmd.arg("-q")
+            .arg("-s")
+            .arg(self.dir.path().join("ca"))
+            .args(["-I", name, "-n", principal])
+            .arg(&public);
+        run_ok(&mut cmd, Duration::from_secs(30), "ssh-keygen -s");
+        let cert = dir.join(format!("{name}-cert.pub"));
+        assert!(cert.exists(), "ssh-keygen did not write {}", cert.display());
+        cert
+    }
+}
+
+fn ssh_keygen() -> PathBuf {
+    require_program(
+        "ssh-keygen",
+        &[],
+        "install the OpenSSH client (apt-get install openssh-client; scripts/test does this)",
+    )
+}
+
+/// The line in which sshd accepted a certificate with key id `id`.
+fn accepted_certificate(sshd: &Sshd, offset: usize, id: &str) -> String {
+    let log = sshd.wait_for_log_after(offset, "Accepted publickey for", Duration::from_secs(10));
+    let accepted = log
+        .lines()
+        .find(|l| l.contains("Accepted publickey for"))
+        .unwrap_or_default();
+    assert!(
+        accepted.contains("-CERT ") && accepted.contains(&format!("ID {id} ")),
+        "sshd did not accept the certificate {id}: {accepted}"
+    );
+    accepted.to_owned()
+}
+
+// The agent was given the key before the CA issued its certificate (`ssh-add`, then a CA
+// signs), so it holds the plain key only; it finds keys by their exact blob, so it must be
+// asked to sign with the plain key while the request carries the certificate. sshd trusts
+// the CA and authorizes no key, so only the certificate gets in.
+#[test]
+fn interop_agent_signs_for_a_certificate_file_with_the_plain_key_it_holds() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let agent = Agent::start();
+    agent.add(&[&key]);
+    let ca = Ca::new();
+    let sshd = ca.sshd();
+    let issued = tempfile::tempdir().expect("temp dir");
+    let cert = ca.certify(&key, issued.path(), "lab-agent-cert-file", sshd.user());
+    let echo = EchoServer::start();
+    let home = empty_home();
+    let offset = sshd.log().len();
+    let tunnel = forwarder(&sshd, &key)
+        .without_identity()
+        .option(&format!("CertificateFile={}", cert.display()))
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .env("HOME", home.path())
+        .verbose()
+        .forward_to(echo.port())
+        .start();
+    assert_eq!(
+        echo_round_trip(tunnel.local_port(), b"certificate file")
+            .unwrap_or_else(|e| panic!("{e}\n{}", tunnel.log())),
+        b"certificate file"
+    );
+    let accepted = accepted_certificate(&sshd, offset, "lab-agent-cert-file");
+    assert!(accepted.contains(key.fingerprint()), "{accepted}");
+}
+
+#[test]
+fn interop_agent_signs_for_a_certificate_beside_a_public_key_with_the_plain_key_it_holds() {
+    for kind in [KeyKind::Ed25519, KeyKind::Rsa2048, KeyKind::EcdsaP256] {
+        let key = UserKey::generate(kind);
+        let agent = Agent::start();
+        agent.add(&[&key]);
+        let ca = Ca::new();
+        let sshd = ca.sshd();
+        // Only `id.pub` and `id-cert.pub`: the private key is in the agent alone.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let id = format!("lab-agent-{kind}");
+        ca.certify(&key, dir.path(), &id, sshd.user());
+        let echo = EchoServer::start();
+        let home = empty_home();
+        let offset = sshd.log().len();
+        let tunnel = forwarder(&sshd, &key)
+            .identity(&dir.path().join(&id))
+            .option("IdentitiesOnly=yes")
+            .env("SSH_AUTH_SOCK", &agent.socket)
+            .env("HOME", home.path())
+            .verbose()
+            .forward_to(echo.port())
+            .start();
+        assert_eq!(
+            echo_round_trip(tunnel.local_port(), id.as_bytes())
+                .unwrap_or_else(|e| panic!("{kind}: {e}\n{}", tunnel.log())),
+            id.as_bytes()
+        );
+        let accepted = accepted_certificate(&sshd, offset, &id);
+        assert!(accepted.contains(key.fingerprint()), "{kind}: {accepted}");
+    }
 }
