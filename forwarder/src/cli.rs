@@ -40,6 +40,7 @@ mod ssh_config;
 mod tests;
 
 use core::fmt;
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -501,6 +502,28 @@ pub enum CliError {
         /// What is wrong with it.
         why: String,
     },
+    /// A `ProxyCommand` other than `none` that would be used to reach the host: forwarder runs
+    /// no local commands, and connecting straight to the host instead would bypass the proxy.
+    ProxyCommand {
+        /// The command as written.
+        command: String,
+    },
+    /// `RevokedHostKeys` naming files: forwarder cannot check host keys against them, and
+    /// going on without them would accept a key the user revoked.
+    RevokedHostKeys {
+        /// The files as written.
+        files: String,
+    },
+    /// `-J` after `-o ProxyCommand=none`, which ssh refuses too.
+    JumpAfterProxyCommand,
+    /// `~/.ssh/config` or an included file that someone else owns or may write, which ssh
+    /// refuses too: its settings choose the keys, hosts and known_hosts files used.
+    ConfigPermissions {
+        /// The file's path.
+        file: String,
+        /// The file's owner when that is neither the user nor root.
+        foreign_owner: Option<u32>,
+    },
     /// An ssh_config file that cannot be read or has a bad line.
     ConfigFile {
         /// The file's path.
@@ -606,6 +629,43 @@ impl fmt::Display for CliError {
                 shown(path)
             ),
             Self::BadPath { path, why } => write!(f, "cannot use path '{}': {why}", shown(path)),
+            Self::ProxyCommand { command } => write!(
+                f,
+                "ProxyCommand '{}' is not supported: forwarder runs no local commands, and \
+                 connecting to the host directly instead would bypass it; to go through a jump \
+                 host use ProxyJump (ProxyCommand ssh -W %h:%p bastion is ProxyJump bastion, \
+                 or -J bastion), or set ProxyCommand none",
+                shown(command)
+            ),
+            Self::RevokedHostKeys { files } => write!(
+                f,
+                "RevokedHostKeys '{}' is not supported: forwarder cannot check host keys \
+                 against a revocation list, and going on without it could accept a revoked \
+                 key; remove the setting or set RevokedHostKeys none",
+                shown(files)
+            ),
+            Self::JumpAfterProxyCommand => f.write_str(
+                "-J cannot follow -o ProxyCommand (ssh refuses the two together too); \
+                 give one of them",
+            ),
+            Self::ConfigPermissions {
+                file,
+                foreign_owner,
+            } => {
+                let file = shown(file);
+                write!(
+                    f,
+                    "Bad owner or permissions on {file}: an ssh_config file must be owned by \
+                     you or root and writable by no one else, as ssh requires; "
+                )?;
+                match foreign_owner {
+                    Some(uid) => write!(
+                        f,
+                        "it belongs to uid {uid}: make a copy of your own, then chmod go-w it"
+                    ),
+                    None => write!(f, "fix it with chmod go-w {file}"),
+                }
+            }
             Self::ConfigFile {
                 file,
                 line: Some(line),
@@ -723,14 +783,19 @@ Host keys are checked against ~/.ssh/known_hosts unless UserKnownHostsFile says 
 under the HostName's name, or under HostKeyAlias if set.
 
 ~/.ssh/config (or the -F file) is read as ssh reads it, after the command line, whose values
-win: Host and Match blocks (Match all, host, originalhost, user, localuser; other criteria do
-not match), * ? and ! patterns, Include (relative to ~/.ssh, globs), the settings above with
-the same meaning as with -o. Settings forwarder does not implement, and unknown keywords,
-are skipped (-v names them unless IgnoreUnknown matches them); a bad value is an error
-naming the file and line. /etc/ssh/ssh_config is not read. Jump hosts (-J, ProxyJump) are
-looked up in it under their own names (their own HostName, Port, User, IdentityFile,
-HostKeyAlias...), falling back on the command line's -i and -o settings; -J wins over the
-file's ProxyJump. Path tokens: %% %C %d %h %i %j %k %L %l %n %p %r %u.
+win: Host and Match blocks (Match all, host, originalhost, user, localuser, also written
+host=pattern; other criteria do not match), * ? and ! patterns, Include (relative to ~/.ssh,
+globs), the settings above with the same meaning as with -o. As with ssh, ~/.ssh/config and
+included files must be owned by you (or root) and writable by no one else. Settings
+forwarder does not implement are skipped (-v names them); unknown keywords are skipped with
+a warning unless IgnoreUnknown matches them; a ProxyCommand (use ProxyJump instead) or
+RevokedHostKeys other than none is an error, as is a bad value, naming the file and line.
+/etc/ssh/ssh_config is not read. Jump hosts (-J, ProxyJump) are looked up in it under their
+own names (their own HostName, Port, User, IdentityFile, HostKeyAlias...), falling back on
+the command line's -i and -o settings; -J wins over the file's ProxyJump, and ProxyJump and
+ProxyCommand none exclude each other, the first one obtained winning.
+Path tokens: %% %C %d %h %i %j %k %L %l %n %p %r %u, and ${VAR} in IdentityFile,
+CertificateFile, UserKnownHostsFile and IdentityAgent.
 
 example:
   forwarder -N -p 2222 -i ~/.ssh/id_rsa -L 15432:db.internal:5432 analytics@bastion.example.com
@@ -776,6 +841,7 @@ where
         Scanned::Run(parsed) => Ok(Command::Run(build(
             *parsed,
             env,
+            &env::process_variable,
             &ssh_config::Source::User,
         )?)),
         Scanned::Help => Ok(Command::Help),
@@ -786,7 +852,8 @@ where
 
 /// [`parse_args_with_env`] with `config` as the text of the user's ssh_config file instead of
 /// `~/.ssh/config` or `-F` (which are not read); its `Include` lines are skipped. For tests
-/// and fuzzing, where no file may be opened.
+/// and fuzzing, where no file may be opened. `${VAR}` in paths reads this process's
+/// environment, as with [`parse_args_with_env`].
 pub fn parse_args_with_config_text<I, S>(
     args: I,
     env: &Environment,
@@ -801,6 +868,7 @@ where
         Scanned::Run(parsed) => Ok(Command::Run(build(
             *parsed,
             env,
+            &env::process_variable,
             &ssh_config::Source::Text(config),
         )?)),
         Scanned::Help => Ok(Command::Help),
@@ -810,26 +878,31 @@ where
 }
 
 /// The command line's settings, then the ssh_config file's for the destination, then the
-/// jump hosts, each looked up in the file under its own name.
+/// jump hosts, each looked up in the file under its own name. `variables` gives `${VAR}`
+/// in paths its value.
 fn build(
     command_line: Parsed,
     env: &Environment,
+    variables: env::Variables<'_>,
     source: &ssh_config::Source<'_>,
 ) -> Result<Options, CliError> {
     let mut p = command_line.clone();
     ssh_config::apply(&mut p, env, source)?;
     let jumps = p.proxy_jump.clone().unwrap_or_default();
-    let mut opts = env::resolve(p, env)?;
-    opts.proxy_jump = jump::resolve_chain(&jumps, &command_line, env, source, 0)?;
+    let mut opts = env::resolve(p, env, variables)?;
+    opts.proxy_jump = jump::resolve_chain(&jumps, &command_line, env, variables, source, 0)?;
+    // Each hop read the same file, so its notes and warnings about a line are mostly the
+    // destination's; a config of many skipped lines makes these lists long, hence the sets.
+    let mut seen_notes: HashSet<String> = opts.notes.iter().cloned().collect();
+    let mut seen_warnings: HashSet<String> = opts.warnings.iter().cloned().collect();
     for hop in &opts.proxy_jump {
-        // The hop read the same file: its notes about a line are the destination's too.
         for note in &hop.options.notes {
-            if !opts.notes.iter().any(|n| n.ends_with(note.as_str())) {
+            if seen_notes.insert(note.clone()) {
                 opts.notes.push(format!("jump host {}: {note}", hop.host));
             }
         }
         for w in &hop.options.warnings {
-            if !opts.warnings.contains(w) {
+            if seen_warnings.insert(w.clone()) {
                 opts.warnings.push(w.clone());
             }
         }
@@ -856,6 +929,12 @@ struct Parsed {
     local_forwards: Vec<LocalForward>,
     remote_forwards: Vec<LocalForward>,
     proxy_jump: Option<Vec<jump::JumpSpec>>,
+    /// `ProxyCommand none` was obtained, or a list of jump hosts, which sets it as in ssh: the
+    /// two are exclusive and the first obtained wins. Any other `ProxyCommand` that would be
+    /// obtained is refused, since forwarder runs no commands.
+    proxy_command_set: bool,
+    /// `RevokedHostKeys none` was obtained; a list of files that would be is refused.
+    revoked_host_keys_set: bool,
     stdio_forward: Option<(String, u16)>,
     flag_log_level: Option<LogLevel>,
     seen_v: bool,
@@ -1112,7 +1191,13 @@ impl Parsed {
             'F' => self.config_file = Some(value.to_owned()),
             'J' => {
                 let hops = jump::parse_list(value, "-J")?;
-                set_first(&mut self.proxy_jump, hops);
+                if self.proxy_jump.is_none() && self.proxy_command_set {
+                    return Err(CliError::JumpAfterProxyCommand);
+                }
+                let some = !hops.is_empty();
+                if set_first(&mut self.proxy_jump, hops) && some {
+                    self.proxy_command_set = true;
+                }
             }
             'W' => {
                 if self.stdio_forward.is_some() {

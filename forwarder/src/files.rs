@@ -30,7 +30,15 @@ pub fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 
 /// The text of the file at `path`, at most `max` bytes of UTF-8.
 pub fn read_text_bounded(path: &Path, max: u64) -> io::Result<String> {
-    String::from_utf8(read_bounded(path, max)?)
+    read_text_to_end_bounded(std::fs::File::open(path)?, max)
+}
+
+/// The rest of `reader` (a file already opened, say, to check its owner first) as text, at
+/// most `max` bytes of UTF-8.
+pub fn read_text_to_end_bounded(reader: impl Read, max: u64) -> io::Result<String> {
+    let mut bytes = Vec::new();
+    read_to_end_bounded(reader, max, &mut bytes)?;
+    String::from_utf8(bytes)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text"))
 }
 

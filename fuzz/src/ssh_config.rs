@@ -4,7 +4,8 @@
 //!
 //! Input: the file's text, then a NUL byte, then the command line's arguments separated by NUL
 //! bytes (`host` when there are none). `Include` lines are not followed, so no file is opened,
-//! and the environment is fixed: a crash reproduces on any machine.
+//! and the environment is fixed: a crash reproduces on any machine (`${VAR}` in a path reads
+//! the process's variables, so the seeds use none).
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt as _;
@@ -54,6 +55,12 @@ pub fn run(data: &[u8]) {
                 assert!(
                     line.starts_with("config line "),
                     "a note without its line: {note}"
+                );
+            }
+            for warning in &options.warnings {
+                assert!(
+                    !warning.contains("unknown keyword") || warning.starts_with("config line "),
+                    "a warning about a keyword without its line: {warning}"
                 );
             }
             assert!(
@@ -128,6 +135,15 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
                 "IgnoreUnknown usekeychain,add*\nHost h\n  UseKeychain yes\n  AddKeysToAgent \
                  yes\n  Bogus 1\n  IdentityFile %l/%L/%i\n",
                 &["-J", "a@j1:2,j2", "h"],
+            ),
+        ),
+        (
+            "proxy-match-bom".into(),
+            with_args(
+                "\u{feff}Host bastion\n  ProxyCommand none\n  RevokedHostKeys none\nMatch \
+                 host=*.internal !user=root\n  Port 2222\nHost *\n  ProxyJump bastion\n  \
+                 Hots typo\n",
+                &["db.internal"],
             ),
         ),
         (

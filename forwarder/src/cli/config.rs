@@ -18,6 +18,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
      PreferredAuthentications, TCPKeepAlive, ProxyJump, HostKeyAlias, IgnoreUnknown, \
+     ProxyCommand none, RevokedHostKeys none, \
      and forwarder's own PasswordFile, PasswordEnv, PassphraseFile, PassphraseEnv, Reconnect, \
      ReconnectBackoffMax, SessionWaitTimeout and KexGuessFile";
 
@@ -71,12 +72,10 @@ const OPENSSH_KEYS: &[&str] = &[
     "permitlocalcommand",
     "permitremoteopen",
     "pkcs11provider",
-    "proxycommand",
     "proxyusefdpass",
     "remotecommand",
     "requestty",
     "requiredrsasize",
-    "revokedhostkeys",
     "securitykeyprovider",
     "sendenv",
     "sessiontype",
@@ -128,7 +127,43 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
         }
         "proxyjump" => {
             let hops = super::jump::parse_list(one(key, &args)?, key)?;
-            set_first(&mut p.proxy_jump, hops);
+            // As in ssh: `none` is taken unless a ProxyJump was obtained; a list only if
+            // neither a ProxyJump nor a ProxyCommand was, and it sets ProxyCommand none.
+            if hops.is_empty() {
+                set_first(&mut p.proxy_jump, hops);
+            } else if p.proxy_jump.is_none() && !p.proxy_command_set {
+                p.proxy_jump = Some(hops);
+                p.proxy_command_set = true;
+            }
+        }
+        "proxycommand" => {
+            if let [word] = args.as_slice()
+                && word.eq_ignore_ascii_case("none")
+            {
+                p.proxy_command_set = true;
+            } else if !p.proxy_command_set {
+                // It would be used: refuse it rather than connect straight to the host.
+                return Err(CliError::ProxyCommand {
+                    command: value.trim_end_matches(is_blank).to_owned(),
+                });
+            }
+        }
+        "revokedhostkeys" => {
+            let none = args.iter().any(|a| a.eq_ignore_ascii_case("none"));
+            if (none && args.len() > 1) || args.iter().any(String::is_empty) {
+                return Err(bad_value(
+                    key,
+                    &args.join(" "),
+                    "none alone, or files of revoked keys",
+                ));
+            }
+            if none {
+                p.revoked_host_keys_set = true;
+            } else if !p.revoked_host_keys_set {
+                return Err(CliError::RevokedHostKeys {
+                    files: args.join(" "),
+                });
+            }
         }
         "hostkeyalias" => {
             let alias = one(key, &args)?;

@@ -1,5 +1,6 @@
-//! Defaults from the environment, and `~` / `%`-token expansion in paths.
+//! Defaults from the environment, and `~` / `${VAR}` / `%`-token expansion in paths.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use super::{
@@ -75,8 +76,21 @@ fn passwd_entry() -> Option<(String, PathBuf)> {
     None
 }
 
+/// Where `${NAME}` in a path gets its value: this process's environment in the program, a
+/// fixed set in tests (which cannot change the process's own safely).
+pub(super) type Variables<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+/// An environment variable of this process, for [`Variables`].
+pub(super) fn process_variable(name: &str) -> Option<OsString> {
+    std::env::var_os(name)
+}
+
 /// Fills in defaults and expands paths.
-pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError> {
+pub(super) fn resolve(
+    p: Parsed,
+    env: &Environment,
+    variables: Variables<'_>,
+) -> Result<Options, CliError> {
     let original_host = p.host.ok_or(CliError::MissingDestination)?;
     let user = p
         .user
@@ -112,6 +126,7 @@ pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError>
         key_alias: p.host_key_alias.as_deref().unwrap_or(&original_host),
         jump_host: &jump_host,
         local: &local,
+        variables,
     };
     let default_identity_files = p.identity_files.is_empty();
     let identity_files = if default_identity_files {
@@ -119,41 +134,41 @@ pub(super) fn resolve(p: Parsed, env: &Environment) -> Result<Options, CliError>
     } else {
         p.identity_files
     };
+    // These four take `${VAR}` as well as `%` tokens, as in ssh (OpenSSH 8.4 and later).
     let identity_files = identity_files
         .iter()
-        .map(|f| tokens.expand_path(f))
+        .map(|f| tokens.expand_path_and_variables(f))
         .collect::<Result<Vec<_>, _>>()?;
     let user_known_hosts_files = p
         .known_hosts_files
         .unwrap_or_else(|| vec!["~/.ssh/known_hosts".to_owned()])
         .iter()
-        .map(|f| tokens.expand_path(f))
+        .map(|f| tokens.expand_path_and_variables(f))
         .collect::<Result<Vec<_>, _>>()?;
     let certificate_files = p
         .certificate_files
         .iter()
-        .map(|f| tokens.expand_path(f))
+        .map(|f| tokens.expand_path_and_variables(f))
         .collect::<Result<Vec<_>, _>>()?;
     let identity_agent = match p.identity_agent.as_deref() {
         None => IdentityAgent::AuthSock,
         Some(v) if v.eq_ignore_ascii_case("none") => IdentityAgent::None,
         Some("SSH_AUTH_SOCK") => IdentityAgent::AuthSock,
-        Some(v) if v.starts_with('$') => {
+        // The older form, `$VAR` alone: the socket is wherever that variable says when the
+        // agent is asked. `${VAR}` is expanded like any path below.
+        Some(v) if v.starts_with('$') && !v.starts_with("${") => {
             let name = v.trim_start_matches('$');
-            let name = name
-                .strip_prefix('{')
-                .and_then(|n| n.strip_suffix('}'))
-                .unwrap_or(name);
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(CliError::BadValue {
                     key: "IdentityAgent".into(),
                     value: v.to_owned(),
-                    expected: "a socket path, SSH_AUTH_SOCK, $VARIABLE or none",
+                    expected: "a socket path (with ${VARIABLE} and % tokens), SSH_AUTH_SOCK, \
+                               $VARIABLE or none",
                 });
             }
             IdentityAgent::Env(name.to_owned())
         }
-        Some(v) => IdentityAgent::Path(tokens.expand_path(v)?),
+        Some(v) => IdentityAgent::Path(tokens.expand_path_and_variables(v)?),
     };
     let password_file = p
         .password_file
@@ -307,9 +322,17 @@ struct Tokens<'a> {
     key_alias: &'a str,
     jump_host: &'a str,
     local: &'a LocalHost,
+    variables: Variables<'a>,
 }
 
 impl Tokens<'_> {
+    /// [`Self::expand_path`], and `${NAME}` becomes the environment variable's value (not
+    /// itself expanded further), as OpenSSH does in IdentityFile, CertificateFile,
+    /// UserKnownHostsFile and IdentityAgent. An unset variable is an error naming it.
+    fn expand_path_and_variables(&self, raw: &str) -> Result<PathBuf, CliError> {
+        self.expand(raw, true)
+    }
+
     /// `~` or `~/...` becomes the home directory; then the tokens OpenSSH expands in
     /// IdentityFile, UserKnownHostsFile, CertificateFile and IdentityAgent are replaced: `%%`,
     /// `%C` (hash of `%l%h%p%r%j`), `%d` (home), `%h` (host), `%i` (uid), `%j` (last jump
@@ -317,6 +340,10 @@ impl Tokens<'_> {
     /// domain), `%l` (local host name), `%n` (host as given), `%p` (port), `%r` (remote user)
     /// and `%u` (local user). Any other token is an error.
     fn expand_path(&self, raw: &str) -> Result<PathBuf, CliError> {
+        self.expand(raw, false)
+    }
+
+    fn expand(&self, raw: &str, with_variables: bool) -> Result<PathBuf, CliError> {
         let bad = |why: String| CliError::BadPath {
             path: raw.to_owned(),
             why,
@@ -350,6 +377,17 @@ impl Tokens<'_> {
         };
         let mut chars = rest.chars();
         while let Some(c) = chars.next() {
+            if c == '$'
+                && with_variables
+                && let Some(after) = chars.as_str().strip_prefix('{')
+            {
+                let (name, after) = after
+                    .split_once('}')
+                    .ok_or_else(|| bad("'${' has no closing '}'".into()))?;
+                out.push_str(&self.variable(name, raw)?);
+                chars = after.chars();
+                continue;
+            }
             if c != '%' {
                 out.push(c);
                 continue;
@@ -390,6 +428,26 @@ impl Tokens<'_> {
 }
 
 impl Tokens<'_> {
+    /// The value of `${name}` in the path `raw`.
+    fn variable(&self, name: &str, raw: &str) -> Result<String, CliError> {
+        let bad = |why: String| CliError::BadPath {
+            path: raw.to_owned(),
+            why,
+        };
+        if name.is_empty() {
+            return Err(bad("'${}' names no environment variable".into()));
+        }
+        let value = (self.variables)(name).ok_or_else(|| {
+            bad(format!(
+                "environment variable {name} (in ${{{name}}}) is not set; set it or give \
+                 the path without it"
+            ))
+        })?;
+        value
+            .into_string()
+            .map_err(|_| bad(format!("environment variable {name} is not UTF-8")))
+    }
+
     /// `%C` for this connection.
     fn connection_hash(&self) -> String {
         connection_hash(

@@ -22,11 +22,12 @@ use super::{
 pub(super) const MAX_HOPS: usize = 16;
 
 /// `-o` keys about the destination only, which jump hosts do not take from the command line.
-const DESTINATION_KEYS: [&str; 7] = [
+const DESTINATION_KEYS: [&str; 8] = [
     "port",
     "user",
     "hostname",
     "proxyjump",
+    "proxycommand",
     "localforward",
     "remoteforward",
     "hostkeyalias",
@@ -50,6 +51,7 @@ pub(super) fn resolve_chain(
     list: &[JumpSpec],
     command_line: &Parsed,
     environment: &Environment,
+    variables: env::Variables<'_>,
     source: &ssh_config::Source<'_>,
     depth: usize,
 ) -> Result<Vec<JumpHost>, CliError> {
@@ -69,6 +71,9 @@ pub(super) fn resolve_chain(
         port: last.port,
         config_file: command_line.config_file.clone(),
         proxy_jump: (!outer.is_empty()).then(|| outer.to_vec()),
+        // ssh reaches this hop with `-J outer`, which sets ProxyCommand none: the hop's own
+        // ProxyCommand is not used then.
+        proxy_command_set: !outer.is_empty(),
         ..Parsed::default()
     };
     ssh_config::apply(&mut p, environment, source)?;
@@ -87,8 +92,15 @@ pub(super) fn resolve_chain(
         }
     }
     let before = p.proxy_jump.clone().unwrap_or_default();
-    let options = env::resolve(p, environment)?;
-    let mut chain = resolve_chain(&before, command_line, environment, source, depth + 1)?;
+    let options = env::resolve(p, environment, variables)?;
+    let mut chain = resolve_chain(
+        &before,
+        command_line,
+        environment,
+        variables,
+        source,
+        depth + 1,
+    )?;
     chain.push(JumpHost {
         user: options.user.clone(),
         host: options.destination_host.clone(),

@@ -6,16 +6,34 @@
 //!                  Key Value ──> config::apply (what -o Key=Value does; first value wins)
 //! ```
 //!
-//! Only the user's file is read (the system-wide one is not). The command line is scanned
-//! first, so its values win over the file's; in the file the first value obtained wins. A
-//! setting forwarder does not implement is skipped (and noted for `-v`); a bad value for one
-//! it implements is an error naming the file and line. Lines of inactive blocks are checked
-//! too, as ssh does, but change nothing.
+//! Only the user's file is read (the system-wide one is not). `~/.ssh/config` and every
+//! included file must pass ssh's owner and permission check (the `-F` file itself need not,
+//! as in ssh). The command line is scanned first, so its values win over the file's; in the
+//! file the first value obtained wins. A setting forwarder does not implement is skipped (and
+//! noted for `-v`), except the two it cannot skip safely: a `ProxyCommand` or
+//! `RevokedHostKeys` that would be used is an error. An unknown keyword is skipped with a
+//! warning unless `IgnoreUnknown` names it; a bad value is an error naming the file and
+//! line. Lines of inactive blocks are checked too, as ssh does, but change nothing.
 
 use std::path::{Path, PathBuf};
 
 use super::config::{self, split_key_value, split_words};
 use super::{CliError, Environment, Parsed};
+
+/// `Match` criteria that take an argument, as the next word or after `=` (`host=db*`).
+const MATCH_WITH_ARGUMENT: [&str; 11] = [
+    "host",
+    "originalhost",
+    "user",
+    "localuser",
+    "exec",
+    "localnetwork",
+    "tagged",
+    "command",
+    "version",
+    "sessiontype",
+    "localport",
+];
 
 /// The largest config file read.
 pub(super) const MAX_FILE_BYTES: u64 = 1 << 20;
@@ -56,17 +74,21 @@ fn apply_user_config(p: &mut Parsed, env: &Environment) -> Result<(), CliError> 
             None => return Ok(()),
         },
     };
-    let text = match crate::files::read_text_bounded(&path, MAX_FILE_BYTES) {
-        Ok(t) => t,
-        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(CliError::ConfigFile {
-                file: path.display().to_string(),
-                line: None,
-                message: format!("cannot read it: {e}"),
-            });
-        }
+    let cannot_read = |e: std::io::Error| CliError::ConfigFile {
+        file: path.display().to_string(),
+        line: None,
+        message: format!("cannot read it: {e}"),
     };
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(cannot_read(e)),
+    };
+    // As in ssh, `-F` names a file to read whatever its permissions.
+    if !required {
+        check_permissions(&file, &path)?;
+    }
+    let text = crate::files::read_text_to_end_bounded(file, MAX_FILE_BYTES).map_err(cannot_read)?;
     let mut reader = Reader {
         env,
         follow_includes: true,
@@ -106,6 +128,8 @@ impl Reader<'_> {
         active: &mut bool,
         never_match: bool,
     ) -> Result<(), CliError> {
+        // A byte order mark some editors write would otherwise stick to the first keyword.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (n, raw) in text.lines().enumerate() {
             let at = |message: String| CliError::ConfigFile {
                 file: name.to_owned(),
@@ -155,16 +179,25 @@ impl Reader<'_> {
                                 )));
                             }
                             let shown = file.display().to_string();
-                            let text = crate::files::read_text_bounded(&file, MAX_FILE_BYTES)
-                                .map_err(|e| at(format!("cannot read {shown}: {e}")))?;
+                            let cannot_read = |e| at(format!("cannot read {shown}: {e}"));
+                            // ssh checks every included file, from `-F` files too.
+                            let opened = std::fs::File::open(&file).map_err(cannot_read)?;
+                            check_permissions(&opened, &file)?;
+                            let text =
+                                crate::files::read_text_to_end_bounded(opened, MAX_FILE_BYTES)
+                                    .map_err(cannot_read)?;
                             self.text(p, &shown, &text, depth + 1, active, !before)?;
                             *active = before;
                         }
                     }
                 }
                 _ => {
+                    // An inactive block's line is only checked: nothing is obtained from it,
+                    // so neither a ProxyCommand nor RevokedHostKeys there can be refused.
                     let mut scratch = Parsed {
                         ignore_unknown: p.ignore_unknown.clone(),
+                        proxy_command_set: true,
+                        revoked_host_keys_set: true,
                         ..Parsed::default()
                     };
                     let target = if *active { &mut *p } else { &mut scratch };
@@ -173,9 +206,11 @@ impl Reader<'_> {
                         Err(CliError::UnsupportedKey { .. }) => p.notes.push(format!(
                             "{where_}: {key} is not supported by forwarder; ignored"
                         )),
-                        Err(CliError::UnknownKey { .. }) => p
-                            .notes
-                            .push(format!("{where_}: unknown keyword {key}; ignored")),
+                        // ssh stops at an unknown keyword; the lines after it may well have
+                        // been meant for another block, so the user is told, not just -v.
+                        Err(CliError::UnknownKey { .. }) => {
+                            p.warnings.push(unknown_keyword_warning(&where_, key));
+                        }
                         Err(e) => return Err(at(e.to_string())),
                     }
                 }
@@ -194,6 +229,15 @@ impl Reader<'_> {
                 Some(a) => (true, a),
                 None => (false, word.as_str()),
             };
+            // `criterion=argument` is the same as `criterion argument`, as in ssh.
+            let (attr, attached) = match attr.split_once('=') {
+                Some((criterion, arg))
+                    if MATCH_WITH_ARGUMENT.contains(&criterion.to_ascii_lowercase().as_str()) =>
+                {
+                    (criterion, Some(arg))
+                }
+                _ => (attr, None),
+            };
             let lower = attr.to_ascii_lowercase();
             let unsupported = |p: &mut Parsed| {
                 p.notes.push(format!(
@@ -207,9 +251,12 @@ impl Reader<'_> {
                     all = false;
                     continue;
                 }
-                "host" | "originalhost" | "user" | "localuser" | "exec" | "localnetwork"
-                | "tagged" | "command" | "version" | "sessiontype" | "localport" => {
-                    let Some(arg) = words.next() else {
+                l if MATCH_WITH_ARGUMENT.contains(&l) => {
+                    let arg = attached.or_else(|| words.next().map(String::as_str));
+                    // As in ssh, only tagged and command may be matched against nothing.
+                    let Some(arg) =
+                        arg.filter(|a| !a.is_empty() || l == "tagged" || l == "command")
+                    else {
                         return Err(format!("Match {attr} needs a value"));
                     };
                     match lower.as_str() {
@@ -274,6 +321,98 @@ impl Parsed {
             Some(name) => super::env::expand_hostname(name, &host).to_ascii_lowercase(),
             None => host,
         }
+    }
+}
+
+/// The warning for an unknown keyword. ssh refuses the whole file instead; a keyword close to
+/// `Host` or `Match` was probably meant to start a block, and the lines after it have landed
+/// in the block above.
+fn unknown_keyword_warning(where_: &str, key: &str) -> String {
+    let shown = super::shown(key);
+    let lower = key.to_ascii_lowercase();
+    let meant = ["Host", "Match"]
+        .into_iter()
+        .find(|k| lower.len() >= 3 && edit_distance(&lower, &k.to_ascii_lowercase()) <= 2);
+    match meant {
+        Some(block) => format!(
+            "{where_}: unknown keyword '{shown}' skipped; if it was meant to be {block}, the \
+             lines after it still belong to the block above"
+        ),
+        None => format!(
+            "{where_}: unknown keyword '{shown}' skipped (IgnoreUnknown {shown} silences this)"
+        ),
+    }
+}
+
+/// Levenshtein distance, for keywords (a long one is simply far from a short one).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    if a.chars().count() > b.len() + 2 {
+        return 3;
+    }
+    // `previous[j]`: the distance between the part of `a` seen so far and `b[..j]`.
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = Vec::with_capacity(b.len() + 1);
+        current.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous
+                .get(j)
+                .map_or(usize::MAX, |d| d + usize::from(ca != *cb));
+            let delete = previous.get(j + 1).map_or(usize::MAX, |d| d + 1);
+            let insert = current.last().map_or(usize::MAX, |d| d + 1);
+            current.push(substitute.min(delete).min(insert));
+        }
+        previous = current;
+    }
+    previous.last().copied().unwrap_or(0)
+}
+
+/// OpenSSH's check of `~/.ssh/config` and included files: owned by the user or root, and
+/// writable by neither group nor others. `file` is the opened file, so what is checked is
+/// what is read.
+#[cfg(unix)]
+fn check_permissions(file: &std::fs::File, path: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = file.metadata().map_err(|e| CliError::ConfigFile {
+        file: path.display().to_string(),
+        line: None,
+        message: format!("cannot read its owner and permissions: {e}"),
+    })?;
+    let me = rustix::process::getuid().as_raw();
+    let foreign_owner = match permission_problem(meta.uid(), meta.mode(), me) {
+        None => return Ok(()),
+        Some(PermissionProblem::ForeignOwner(uid)) => Some(uid),
+        Some(PermissionProblem::Writable) => None,
+    };
+    Err(CliError::ConfigPermissions {
+        file: path.display().to_string(),
+        foreign_owner,
+    })
+}
+
+#[cfg(not(unix))]
+fn check_permissions(_file: &std::fs::File, _path: &Path) -> Result<(), CliError> {
+    Ok(())
+}
+
+/// Why a config file may not be read.
+#[derive(Debug, PartialEq, Eq)]
+enum PermissionProblem {
+    /// It belongs to this uid, neither the user nor root.
+    ForeignOwner(u32),
+    /// Its group or others may write it.
+    Writable,
+}
+
+/// What is wrong, if anything, with reading a file of this owner and mode as user `me`.
+fn permission_problem(owner: u32, mode: u32, me: u32) -> Option<PermissionProblem> {
+    if owner != 0 && owner != me {
+        Some(PermissionProblem::ForeignOwner(owner))
+    } else if mode & 0o022 != 0 {
+        Some(PermissionProblem::Writable)
+    } else {
+        None
     }
 }
 
@@ -430,6 +569,42 @@ mod tests {
         with_text(args, text).unwrap_or_else(|e| panic!("{args:?}: {e}"))
     }
 
+    /// Writes a config file that passes ssh's permission check whatever the umask.
+    fn write_config(path: impl AsRef<Path>, text: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(&path, text)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+    }
+
+    #[test]
+    fn permissions_ssh_accepts() {
+        use PermissionProblem::{ForeignOwner, Writable};
+        assert_eq!(permission_problem(1000, 0o100600, 1000), None);
+        assert_eq!(permission_problem(1000, 0o100644, 1000), None);
+        assert_eq!(permission_problem(0, 0o100644, 1000), None, "root's");
+        assert_eq!(permission_problem(1000, 0o100664, 1000), Some(Writable));
+        assert_eq!(permission_problem(1000, 0o100602, 1000), Some(Writable));
+        assert_eq!(permission_problem(0, 0o100646, 0), Some(Writable));
+        assert_eq!(
+            permission_problem(1001, 0o100600, 1000),
+            Some(ForeignOwner(1001))
+        );
+        let e = CliError::ConfigPermissions {
+            file: "/h/.ssh/config".into(),
+            foreign_owner: Some(1001),
+        };
+        assert!(e.to_string().contains("uid 1001"), "{e}");
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("hots", "host"), 2);
+        assert_eq!(edit_distance("hst", "host"), 1);
+        assert_eq!(edit_distance("mtach", "match"), 2);
+        assert_eq!(edit_distance("", "ab"), 2);
+        assert!(edit_distance("usekeychain", "host") > 2);
+    }
+
     #[test]
     fn wildcards() {
         assert!(wildcard("*", ""));
@@ -567,7 +742,7 @@ HOST=h
   IdentityFile \"/path with space/key#1\"
   ForwardAgent yes
   UseKeychain yes
-  proxycommand nc %h %p
+  proxycommand NONE
 ";
         let o = ok(&["h"], text);
         assert_eq!(o.port, 2222);
@@ -575,9 +750,10 @@ HOST=h
             o.identity_files,
             vec![PathBuf::from("/path with space/key#1")]
         );
-        assert_eq!(o.notes.len(), 3, "{:?}", o.notes);
+        assert_eq!(o.notes.len(), 1, "{:?}", o.notes);
         assert!(o.notes[0].contains("config line 5"), "{:?}", o.notes);
-        assert!(o.notes[1].contains("unknown keyword UseKeychain"));
+        assert_eq!(o.warnings.len(), 1, "{:?}", o.warnings);
+        assert!(o.warnings[0].contains("config line 6: unknown keyword 'UseKeychain'"));
     }
 
     #[test]
@@ -597,18 +773,18 @@ HOST=h
         let home = tempfile::tempdir().unwrap();
         let ssh = home.path().join(".ssh");
         std::fs::create_dir_all(ssh.join("conf.d")).unwrap();
-        std::fs::write(
+        write_config(
             ssh.join("config"),
             "Include conf.d/*.conf\nHost h\n Port 1\n User fromconfig\n",
         )
         .unwrap();
-        std::fs::write(ssh.join("conf.d/b.conf"), "Host h\n Port 2\n").unwrap();
-        std::fs::write(
+        write_config(ssh.join("conf.d/b.conf"), "Host h\n Port 2\n").unwrap();
+        write_config(
             ssh.join("conf.d/a.conf"),
             "Host h\n User fromA\nHost other\n Port 3\n",
         )
         .unwrap();
-        std::fs::write(ssh.join("conf.d/.hidden.conf"), "Port 4\n").unwrap();
+        write_config(ssh.join("conf.d/.hidden.conf"), "Port 4\n").unwrap();
         let env = env_at(home.path());
         let run = |args: &[&str]| match parse_args_with_env(args.iter().copied(), &env) {
             Ok(Command::Run(o)) => Ok(o),
@@ -624,17 +800,17 @@ HOST=h
         let o = run(&["-F", "none", "h"]).unwrap();
         assert_eq!((o.port, o.user.as_str()), (22, "tester"));
         let alt = home.path().join("alt");
-        std::fs::write(&alt, "Host h\n Port 5\n").unwrap();
+        write_config(&alt, "Host h\n Port 5\n").unwrap();
         let o = run(&["-F", alt.to_str().unwrap(), "h"]).unwrap();
         assert_eq!(o.port, 5);
         let e = run(&["-F", "/nonexistent/config", "h"]).unwrap_err();
         assert!(e.starts_with("/nonexistent/config: cannot read it"), "{e}");
         // Includes that loop stop at the depth limit with an error naming the line.
-        std::fs::write(&alt, "Include ~/alt\n").unwrap();
+        write_config(&alt, "Include ~/alt\n").unwrap();
         let e = run(&["-F", alt.to_str().unwrap(), "h"]).unwrap_err();
         assert!(e.contains("line 1: Include nests deeper than 16"), "{e}");
         // An Include that names nothing is skipped.
-        std::fs::write(&alt, "Include nothing_here*\nPort 6\n").unwrap();
+        write_config(&alt, "Include nothing_here*\nPort 6\n").unwrap();
         assert_eq!(run(&["-F", alt.to_str().unwrap(), "h"]).unwrap().port, 6);
         // No ~/.ssh/config at all is fine.
         let empty = tempfile::tempdir().unwrap();
@@ -803,7 +979,7 @@ Host *
     }
 
     #[test]
-    fn ignore_unknown_silences_notes_for_its_keywords() {
+    fn ignore_unknown_silences_notes_and_warnings_for_its_keywords() {
         let text = "\
 IgnoreUnknown usekeychain,forward*
 Host h
@@ -813,15 +989,16 @@ Host h
     Bogus 1
 ";
         let o = ok(&["h"], text);
-        assert_eq!(o.notes.len(), 2, "{:?}", o.notes);
+        assert_eq!(o.notes.len(), 1, "{:?}", o.notes);
         assert!(o.notes[0].contains("AddKeysToAgent is not supported"));
-        assert!(o.notes[1].contains("unknown keyword Bogus"));
-        // The first IgnoreUnknown wins; lines before it are noted.
+        assert_eq!(o.warnings.len(), 1, "{:?}", o.warnings);
+        assert!(o.warnings[0].contains("unknown keyword 'Bogus'"));
+        // The first IgnoreUnknown wins; lines before it are warned about.
         let o = ok(
             &["h"],
             "UseKeychain yes\nIgnoreUnknown UseKeychain\nIgnoreUnknown Bogus\nBogus 1\n",
         );
-        assert_eq!(o.notes.len(), 2, "{:?}", o.notes);
+        assert_eq!(o.warnings.len(), 2, "{:?}", o.warnings);
         // On the command line, an unknown -o is an error unless IgnoreUnknown names it.
         assert!(with_text(&["-o", "UseKeychain=yes", "h"], "").is_err());
         let o = ok(

@@ -578,7 +578,7 @@ fn unknown_and_unsupported_keys() {
     assert_eq!(o.remote_forwards[0].bind_port, 0);
     assert_eq!(o.remote_forwards[1].host, "db");
     assert!(err(&["-R", "nope", "h"]).contains("bad -R specification"));
-    assert!(err(&["-o", "ProxyCommand=nc %h %p", "h"]).contains("does not support"));
+    assert!(err(&["-o", "ProxyCommand=nc %h %p", "h"]).contains("is not supported"));
 }
 
 #[test]
@@ -971,7 +971,6 @@ fn authentication_settings() {
         ("none", IdentityAgent::None),
         ("SSH_AUTH_SOCK", IdentityAgent::AuthSock),
         ("$MY_SOCK", IdentityAgent::Env("MY_SOCK".into())),
-        ("${MY_SOCK}", IdentityAgent::Env("MY_SOCK".into())),
     ] {
         let o = run(&["-o", &format!("IdentityAgent={v}"), "h"]);
         assert_eq!(o.identity_agent, expected, "{v}");
@@ -1070,4 +1069,351 @@ fn stdio_forward_takes_one_host_and_port() {
     assert!(o.local_forwards.is_empty());
     assert!(err(&["-W", "db", "h"]).contains("-W"));
     assert!(err(&["-W", "a:1", "-W", "b:2", "h"]).contains("a single -W"));
+}
+
+// ssh_config behaviours, read from text (no file is opened) unless a test needs files.
+
+fn with_config(args: &[&str], config: &str) -> Result<Options, String> {
+    match parse_args_with_config_text(args.iter().copied(), &env(), config) {
+        Ok(Command::Run(o)) => Ok(o),
+        Ok(other) => panic!("{args:?} gave {other:?}"),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn config_ok(args: &[&str], config: &str) -> Options {
+    with_config(args, config).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn config_err(args: &[&str], config: &str) -> String {
+    match with_config(args, config) {
+        Err(e) => e,
+        Ok(o) => panic!("{args:?} should fail, gave {o:?}"),
+    }
+}
+
+fn hop_hosts(o: &Options) -> Vec<&str> {
+    o.proxy_jump.iter().map(|j| j.host.as_str()).collect()
+}
+
+#[test]
+fn a_proxy_command_that_applies_is_refused_with_proxy_jump_suggested() {
+    let text = "\
+Host db
+    ProxyCommand ssh -W %h:%p bastion
+Host other
+    ProxyCommand nc %h %p
+";
+    let e = config_err(&["db"], text);
+    assert!(e.starts_with("config line 2: ProxyCommand"), "{e}");
+    assert!(
+        e.contains("ssh -W %h:%p bastion") && e.contains("ProxyJump"),
+        "{e}"
+    );
+    // In a block that does not apply it is only checked, as every line is.
+    let o = config_ok(&["web"], text);
+    assert!(o.proxy_jump.is_empty() && o.warnings.is_empty());
+    assert!(
+        config_ok(&["db"], "Host db\n    ProxyCommand none\n")
+            .proxy_jump
+            .is_empty()
+    );
+    let e = err(&["-o", "ProxyCommand=nc %h %p", "db"]);
+    assert!(
+        e.starts_with("ProxyCommand 'nc %h %p'") && e.contains("ProxyJump"),
+        "{e}"
+    );
+    assert!(
+        run(&["-o", "ProxyCommand=NONE", "db"])
+            .proxy_jump
+            .is_empty()
+    );
+    // A ProxyJump obtained first sets ProxyCommand none, as in ssh: the later line is not used.
+    let o = config_ok(
+        &["db"],
+        "Host db\n    ProxyJump bastion\n    ProxyCommand nc %h %p\n",
+    );
+    assert_eq!(hop_hosts(&o), ["bastion"]);
+    let o = config_ok(&["-J", "bastion", "db"], text);
+    assert_eq!(hop_hosts(&o), ["bastion"]);
+    // The first hop is reached the way its own block says, so its ProxyCommand is refused; a
+    // later hop is reached through the hops before it, as ssh's `-J` for it does.
+    let hops = "Host j0\n    Port 2\nHost j1 j2\n    ProxyCommand nc %h %p\n";
+    for first in [&["-J", "j1", "db"][..], &["-J", "j2,j0", "db"]] {
+        let e = config_err(first, hops);
+        assert!(
+            e.starts_with("config line 4: ProxyCommand"),
+            "{first:?}: {e}"
+        );
+    }
+    let o = config_ok(&["-J", "j0,j2", "db"], hops);
+    assert_eq!(hop_hosts(&o), ["j0", "j2"]);
+}
+
+#[test]
+fn proxy_command_none_obtained_first_means_no_jump_host() {
+    let text = "\
+Host bastion
+    ProxyCommand none
+Host *
+    ProxyJump bastion
+";
+    // Without the precedence, bastion would jump through itself until the chain limit.
+    assert!(config_ok(&["bastion"], text).proxy_jump.is_empty());
+    let o = config_ok(&["db"], text);
+    assert_eq!(hop_hosts(&o), ["bastion"]);
+    assert!(o.proxy_jump[0].options.proxy_jump.is_empty());
+    assert!(
+        config_ok(&["-o", "ProxyCommand=none", "db"], text)
+            .proxy_jump
+            .is_empty()
+    );
+    // ssh refuses -J once a ProxyCommand is set; so does forwarder rather than drop the -J.
+    let e = config_err(&["-o", "ProxyCommand=none", "-J", "j1", "db"], "");
+    assert!(e.contains("-J") && e.contains("ProxyCommand"), "{e}");
+    // ProxyJump none leaves ProxyCommand unset, as in ssh: a later ProxyCommand applies.
+    let e = config_err(&["db"], "ProxyJump none\nProxyCommand nc %h %p\n");
+    assert!(e.starts_with("config line 2: ProxyCommand"), "{e}");
+}
+
+#[test]
+fn revoked_host_keys_cannot_be_honoured_so_a_file_is_refused() {
+    let e = config_err(&["h"], "Host h\n    RevokedHostKeys ~/.ssh/revoked_keys\n");
+    assert!(e.starts_with("config line 2: RevokedHostKeys"), "{e}");
+    assert!(e.contains("~/.ssh/revoked_keys"), "{e}");
+    // none, obtained first, wins; a block that does not apply changes nothing.
+    config_ok(
+        &["h"],
+        "Host h\n    RevokedHostKeys none\n    RevokedHostKeys /k\n",
+    );
+    config_ok(&["h"], "Host other\n    RevokedHostKeys /k\n");
+    let e = config_err(&["h"], "RevokedHostKeys none /k\n");
+    assert!(e.contains("RevokedHostKeys"), "{e}");
+    assert!(err(&["-o", "RevokedHostKeys=/k", "h"]).starts_with("RevokedHostKeys"));
+    run(&["-o", "RevokedHostKeys=none", "h"]);
+}
+
+#[test]
+fn match_takes_criterion_equals_argument() {
+    let text = "\
+Host alias
+    HostName real.example.com
+Match host=real.example.com user=admin
+    Port 1111
+Match originalhost=alias
+    Port 2222
+Match !HOST=*.example.com localuser=tester
+    Port 3333
+Match exec=true
+    Port 4444
+";
+    assert_eq!(config_ok(&["admin@alias"], text).port, 1111);
+    assert_eq!(config_ok(&["alias"], text).port, 2222);
+    assert_eq!(config_ok(&["other"], text).port, 3333);
+    assert_eq!(config_ok(&["x.example.com"], text).port, 22);
+    let e = config_err(&["h"], "Match host=\n");
+    assert!(e.contains("line 1") && e.contains("needs a value"), "{e}");
+    let e = config_err(&["h"], "Match bogus=x\n");
+    assert!(e.contains("unknown Match criterion 'bogus=x'"), "{e}");
+}
+
+#[test]
+fn unknown_keywords_are_warnings_unless_ignore_unknown_names_them() {
+    // A misspelt Host: the lines after it stay in prod's block, as the warning says.
+    let text = "\
+Host prod
+    HostName prod.example.com
+Hots staging
+    StrictHostKeyChecking no
+";
+    for host in ["prod", "staging"] {
+        let o = config_ok(&[host], text);
+        assert_eq!(o.warnings.len(), 1, "{:?}", o.warnings);
+        let w = &o.warnings[0];
+        assert!(
+            w.starts_with("config line 3: unknown keyword 'Hots'"),
+            "{w}"
+        );
+        assert!(w.contains("Host"), "{w}");
+    }
+    let o = config_ok(
+        &["prod"],
+        &format!("IgnoreUnknown hots,usekeychain\n{text}"),
+    );
+    assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+    // Settings forwarder knows of but does not implement stay -v notes.
+    let o = config_ok(&["h"], "ForwardAgent yes\nUseKeychain yes\n");
+    assert_eq!(o.notes.len(), 1, "{:?}", o.notes);
+    assert_eq!(o.warnings.len(), 1, "{:?}", o.warnings);
+    assert!(!o.warnings[0].contains("did you mean"), "{:?}", o.warnings);
+}
+
+#[test]
+fn a_byte_order_mark_does_not_hide_the_first_keyword() {
+    let text = "\u{feff}Host db\n    Port 2222\n";
+    assert_eq!(config_ok(&["db"], text).port, 2222);
+    let o = config_ok(&["other"], text);
+    assert_eq!(o.port, 22);
+    assert!(o.warnings.is_empty() && o.notes.is_empty(), "{o:?}");
+}
+
+#[test]
+fn jump_host_notes_and_warnings_combine_in_linear_time() {
+    // 200k lines skipped with a note or a warning each, read for the destination and the hop:
+    // comparing every hop line with every destination line took minutes.
+    let mut text = String::new();
+    for _ in 0..100_000 {
+        text.push_str("ForwardAgent yes\nUseKeychain yes\n");
+    }
+    let o = config_ok(&["-J", "j", "h"], &text);
+    assert_eq!(o.notes.len(), 100_000);
+    assert_eq!(o.warnings.len(), 100_000);
+    assert_eq!(o.proxy_jump[0].options.notes.len(), 100_000);
+}
+
+/// Config files for the permission tests: `~/.ssh/config`, an included file, and a file for
+/// `-F`, each with the given mode.
+fn config_files(modes: [u32; 3]) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = tempfile::tempdir().unwrap();
+    let ssh = home.path().join(".ssh");
+    std::fs::create_dir(&ssh).unwrap();
+    let files = [
+        (
+            ssh.join("config"),
+            "Include extra.conf\nHost h\n    Port 1\n",
+        ),
+        (ssh.join("extra.conf"), "Host h\n    User included\n"),
+        (home.path().join("alt"), "Include extra.conf\nPort 5\n"),
+    ];
+    for ((path, text), mode) in files.iter().zip(modes) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let [(config, _), (extra, _), (alt, _)] = files;
+    (home, config, extra, alt)
+}
+
+fn at_home(home: &std::path::Path, args: &[&str]) -> Result<Options, String> {
+    let env = Environment {
+        home: Some(home.to_owned()),
+        ..env()
+    };
+    match parse_args_with_env(args.iter().copied(), &env) {
+        Ok(Command::Run(o)) => Ok(o),
+        Ok(other) => panic!("{other:?}"),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[test]
+fn config_files_others_may_write_are_refused_as_ssh_does() {
+    let (home, _, _, alt) = config_files([0o600, 0o644, 0o600]);
+    let o = at_home(home.path(), &["h"]).unwrap();
+    assert_eq!((o.port, o.user.as_str()), (1, "included"));
+    for (modes, bad) in [
+        ([0o664, 0o644, 0o600], "config"),
+        ([0o600, 0o664, 0o600], "extra.conf"),
+        ([0o602, 0o644, 0o600], "config"),
+    ] {
+        let (home, config, extra, _) = config_files(modes);
+        let e = at_home(home.path(), &["h"]).unwrap_err();
+        let path = if bad == "config" { config } else { extra };
+        let path = path.display().to_string();
+        assert!(
+            e.contains(&format!("Bad owner or permissions on {path}")),
+            "{modes:?}: {e}"
+        );
+        assert!(e.contains(&format!("chmod go-w {path}")), "{e}");
+    }
+    // As in ssh, the -F file itself is not checked, but what it includes is.
+    let (home, _, _, alt_loose) = config_files([0o600, 0o644, 0o666]);
+    let o = at_home(home.path(), &["-F", alt_loose.to_str().unwrap(), "h"]).unwrap();
+    assert_eq!((o.port, o.user.as_str()), (5, "included"));
+    let (home, _, extra, alt_bad) = config_files([0o600, 0o664, 0o600]);
+    let e = at_home(home.path(), &["-F", alt_bad.to_str().unwrap(), "h"]).unwrap_err();
+    assert!(
+        e.contains(&format!("Bad owner or permissions on {}", extra.display())),
+        "{e}"
+    );
+    drop(alt);
+}
+
+/// [`parse_args_with_config_text`] with these environment variables for `${VAR}`, instead of
+/// the process's.
+fn with_variables(
+    args: &[&str],
+    config: &str,
+    variables: &[(&str, &str)],
+) -> Result<Options, String> {
+    let lookup = |name: &str| {
+        variables
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| std::ffi::OsString::from(v))
+    };
+    match scan(args.iter().map(|a| (*a).to_owned()).collect()).map_err(|e| e.to_string())? {
+        Scanned::Run(parsed) => build(*parsed, &env(), &lookup, &ssh_config::Source::Text(config))
+            .map_err(|e| e.to_string()),
+        _ => panic!("{args:?} is not a run"),
+    }
+}
+
+#[test]
+fn environment_variables_in_key_known_hosts_certificate_and_agent_paths() {
+    let vars = [
+        ("XDG_RUNTIME_DIR", "/run/user/1000"),
+        ("KEYS", "/srv/keys"),
+        ("ODD", "100%"),
+    ];
+    let text = "\
+Host h
+    IdentityAgent ${XDG_RUNTIME_DIR}/ssh-agent.socket
+    IdentityFile ${KEYS}/%r_key
+    CertificateFile ~/${ODD}/cert.pub
+    UserKnownHostsFile ${KEYS}/known_hosts /kh/${ODD}
+    PasswordFile /pw/${KEYS}
+";
+    let o = with_variables(&["h"], text, &vars).unwrap();
+    assert_eq!(
+        o.identity_agent,
+        IdentityAgent::Path(PathBuf::from("/run/user/1000/ssh-agent.socket"))
+    );
+    assert_eq!(o.identity_files, [PathBuf::from("/srv/keys/tester_key")]);
+    // A variable's value is taken as it is: no % token or ~ in it is expanded.
+    assert_eq!(
+        o.certificate_files,
+        [PathBuf::from("/home/tester/100%/cert.pub")]
+    );
+    assert_eq!(
+        o.user_known_hosts_files,
+        [
+            PathBuf::from("/srv/keys/known_hosts"),
+            PathBuf::from("/kh/100%")
+        ]
+    );
+    // Only those four take variables, as in ssh.
+    assert_eq!(o.password_file, Some(PathBuf::from("/pw/${KEYS}")));
+    // ${VAR} alone is a path too; $VAR alone is still read when the agent is asked.
+    let o = with_variables(&["-o", "IdentityAgent=${KEYS}", "h"], "", &vars).unwrap();
+    assert_eq!(
+        o.identity_agent,
+        IdentityAgent::Path(PathBuf::from("/srv/keys"))
+    );
+    let o = with_variables(&["-o", "IdentityAgent=$KEYS", "h"], "", &vars).unwrap();
+    assert_eq!(o.identity_agent, IdentityAgent::Env("KEYS".into()));
+    // An unset variable is an error naming it, wherever the setting came from.
+    let e = with_variables(&["h"], text, &vars[1..]).unwrap_err();
+    assert!(
+        e.contains("'${XDG_RUNTIME_DIR}/ssh-agent.socket'")
+            && e.contains("environment variable XDG_RUNTIME_DIR")
+            && e.contains("not set"),
+        "{e}"
+    );
+    let e = with_variables(&["-i", "${NOPE}/k", "h"], "", &vars).unwrap_err();
+    assert!(e.contains("NOPE") && e.contains("not set"), "{e}");
+    let e = with_variables(&["-i", "${KEYS/k", "h"], "", &vars).unwrap_err();
+    assert!(e.contains("no closing '}'"), "{e}");
+    let e = with_variables(&["-i", "/k/${}", "h"], "", &vars).unwrap_err();
+    assert!(e.contains("names no environment variable"), "{e}");
 }
