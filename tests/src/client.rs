@@ -147,14 +147,17 @@ impl Forward {
 
 /// Builds the command line of a client and starts it as a [`Tunnel`].
 ///
-/// Both clients get the same arguments: `-N -p PORT -i KEY [-o extra..]
+/// Both clients get the same arguments: `-N -F none -p PORT -i KEY [-o extra..]
 /// -o UserKnownHostsFile=FILE -o StrictHostKeyChecking=yes -o BatchMode=yes
 /// -o ExitOnForwardFailure=yes [-o Ciphers=..] [-v..] -L 127.0.0.1:LPORT:HOST:HPORT..
-/// user@127.0.0.1`. Both clients keep the first value given for a setting, so the extra
-/// options, which come first, override the lab's defaults after them.
-/// OpenSSH also gets `-F none -o IdentitiesOnly=yes -o IdentityAgent=none
-/// -o GlobalKnownHostsFile=/dev/null`, which only keep this machine's ssh config, agent and
-/// global known hosts out of the comparison; they change nothing on the wire.
+/// user@127.0.0.1`. `-F none` keeps the ssh config of whoever runs the lab
+/// (`~/.ssh/config`, which both clients read otherwise) out of every run. Both clients keep
+/// the first value given for a setting, so the extra options, which come first, override
+/// the lab's defaults after them. OpenSSH also gets `-o IdentitiesOnly=yes
+/// -o IdentityAgent=none -o GlobalKnownHostsFile=/dev/null`, which keep this machine's agent
+/// and global known hosts out of the comparison (the forwarder runs without
+/// `SSH_AUTH_SOCK` unless a test sets it, and reads no global known hosts); they change
+/// nothing on the wire.
 #[derive(Clone, Debug)]
 pub struct TunnelBuilder {
     kind: ClientKind,
@@ -298,11 +301,9 @@ impl TunnelBuilder {
 
     /// The arguments after the program name.
     pub fn args(&self) -> Vec<String> {
-        let mut args = vec!["-N".to_owned()];
+        let mut args = ["-N", "-F", "none"].map(str::to_owned).to_vec();
         if self.kind == ClientKind::OpenSsh {
             for isolation in [
-                "-F",
-                "none",
                 "-o",
                 "IdentitiesOnly=yes",
                 "-o",
@@ -610,6 +611,29 @@ mod tests {
         assert_eq!(ClientKind::parse("forwarder"), Some(ClientKind::Forwarder));
         assert_eq!(ClientKind::parse("openssh"), Some(ClientKind::OpenSsh));
         assert_eq!(ClientKind::parse("putty"), None);
+    }
+
+    #[test]
+    fn both_clients_read_no_ssh_config() {
+        for kind in [ClientKind::Forwarder, ClientKind::OpenSsh] {
+            let builder = TunnelBuilder {
+                kind,
+                program: None,
+                port: 2222,
+                user: "lab".into(),
+                identity: None,
+                known_hosts: PathBuf::from("known_hosts"),
+                forwards: Vec::new(),
+                cipher: None,
+                verbosity: 0,
+                options: Vec::new(),
+                env: Vec::new(),
+                max_open_files: None,
+            };
+            let args = builder.args();
+            assert_eq!(args[..3], ["-N", "-F", "none"], "{kind}: {args:?}");
+            assert_eq!(args.last().map(String::as_str), Some("lab@127.0.0.1"));
+        }
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Small TCP servers on 127.0.0.1 to put behind a tunnel: echo, sink (count and hash what
 //! arrives) and source (send N known bytes), plus the client side of each transfer.
 //!
-//! Data sent by the source and the uploader is a fixed pseudo-random [`Pattern`] repeated;
-//! its length is not a power of two, so a tunnel that drops, repeats or reorders a buffer's
-//! worth of bytes changes the SHA-256 of the stream.
+//! Data sent by the source and the uploader is a fixed pseudo-random [`Pattern`] repeated.
+//! Whatever receives it ([`download`], the sink) compares every byte with the pattern as it
+//! arrives ([`PatternCheck`]: one `memcmp` per read, no allocation), so a tunnel that drops,
+//! repeats or reorders bytes fails the transfer at the first byte that differs. The pattern's
+//! length is not a power of two, so no buffer's worth of bytes moved by a power of two lines
+//! up with itself. A SHA-256 of the stream is there on top, for tests that want a digest.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -91,6 +94,58 @@ impl Pattern {
         }
         hex(hasher.finish().as_ref())
     }
+}
+
+/// Compares a stream, as it arrives, with the [`Pattern`] stream it should be, and
+/// remembers where it first differed. Cheap enough to run on every byte of a benchmark: one
+/// `memcmp` per pattern piece of each read, no allocation, no hashing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PatternCheck {
+    bytes: u64,
+    first_difference: Option<u64>,
+}
+
+impl PatternCheck {
+    /// Checks the next bytes of the stream. After the first difference, bytes are only
+    /// counted: everything after it is suspect anyway.
+    pub fn update(&mut self, data: &[u8]) {
+        if self.first_difference.is_none() {
+            let pattern = Pattern::get();
+            let mut done = 0;
+            while let Some(rest) = data.get(done..).filter(|r| !r.is_empty()) {
+                let expected = pattern.chunk(self.bytes + done as u64, rest.len());
+                let got = rest.get(..expected.len()).unwrap_or(rest);
+                if got != expected {
+                    let at = got.iter().zip(expected).take_while(|(g, e)| g == e).count();
+                    self.first_difference = Some(self.bytes + (done + at) as u64);
+                    break;
+                }
+                done += expected.len();
+            }
+        }
+        self.bytes += data.len() as u64;
+    }
+
+    /// Bytes seen so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The stream offset of the first byte that differs from the pattern, if one has.
+    pub fn first_difference(&self) -> Option<u64> {
+        self.first_difference
+    }
+}
+
+/// The error of a transfer whose bytes differ from the pattern from `offset` on.
+fn differs_from_pattern(what: &str, offset: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{what}: byte {offset} of the stream differs from the pattern that was sent \
+             (data lost, repeated, reordered or altered on the way)"
+        ),
+    )
 }
 
 /// Lowercase hex.
@@ -332,6 +387,9 @@ pub struct SinkResult {
     pub bytes: u64,
     /// Hex SHA-256 of them, when the sink hashes.
     pub sha256: Option<String>,
+    /// Where they first differed from the [`Pattern`] stream an [`upload`] sends, if they
+    /// did (see [`PatternCheck`]); other data differs early.
+    pub first_difference: Option<u64>,
     /// Whether the connection ended with a clean EOF (not an error or timeout).
     pub clean: bool,
 }
@@ -342,7 +400,8 @@ struct SinkState {
     changed: Condvar,
 }
 
-/// Reads each connection to EOF, then answers one line, `<bytes> <sha256 hex or ->\n`, and
+/// Reads each connection to EOF, comparing it with the [`Pattern`] stream, then answers one
+/// line, `<bytes> <sha256 hex or -> <first byte that differed from the pattern or ->\n`, and
 /// closes; the line lets an uploader know its last byte arrived and what arrived.
 pub struct SinkServer {
     acceptor: Acceptor,
@@ -355,7 +414,8 @@ impl SinkServer {
         SinkServer::start_with(true)
     }
 
-    /// A sink that only counts, for benchmarks where hashing would compete for the CPU.
+    /// A sink that only counts and compares with the pattern, for benchmarks where hashing
+    /// would compete for the CPU.
     pub fn counting() -> SinkServer {
         SinkServer::start_with(false)
     }
@@ -415,14 +475,15 @@ impl std::fmt::Debug for SinkServer {
 
 fn sink_connection(mut stream: TcpStream, hash: bool, state: &SinkState) {
     let mut hasher = hash.then(|| Context::new(&SHA256));
+    let mut check = PatternCheck::default();
     let mut buf = vec![0u8; BUFFER];
-    let mut bytes = 0u64;
     let clean = loop {
         match stream.read(&mut buf) {
             Ok(0) => break true,
             Ok(n) => {
-                bytes += n as u64;
-                if let (Some(h), Some(data)) = (hasher.as_mut(), buf.get(..n)) {
+                let data = buf.get(..n).unwrap_or_default();
+                check.update(data);
+                if let Some(h) = hasher.as_mut() {
                     h.update(data);
                 }
             }
@@ -431,14 +492,21 @@ fn sink_connection(mut stream: TcpStream, hash: bool, state: &SinkState) {
         }
     };
     let sha256 = hasher.map(|h| hex(h.finish().as_ref()));
+    let first_difference = check.first_difference();
     if clean {
-        let line = format!("{bytes} {}\n", sha256.as_deref().unwrap_or("-"));
+        let line = format!(
+            "{} {} {}\n",
+            check.bytes(),
+            sha256.as_deref().unwrap_or("-"),
+            first_difference.map_or_else(|| "-".to_owned(), |at| at.to_string())
+        );
         let _ = stream.write_all(line.as_bytes());
         let _ = stream.shutdown(Shutdown::Write);
     }
     lock(&state.results).push(SinkResult {
-        bytes,
+        bytes: check.bytes(),
         sha256,
+        first_difference,
         clean,
     });
     state.changed.notify_all();
@@ -524,20 +592,26 @@ fn connect_for_transfer(port: u16) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Connects to 127.0.0.1:`port` (a tunnel to a [`SourceServer`]) and reads to EOF, hashing
-/// when `hash` is set.
+/// Connects to 127.0.0.1:`port` (a tunnel to a [`SourceServer`]) and reads to EOF,
+/// comparing every byte with the [`Pattern`] stream the source sends, and also hashing when
+/// `hash` is set. Bytes that differ from the pattern are an `InvalidData` error naming the
+/// first of them; the caller checks the count.
 pub fn download(port: u16, hash: bool) -> io::Result<Transfer> {
     let start = Instant::now();
     let mut stream = connect_for_transfer(port)?;
     let mut hasher = hash.then(|| Context::new(&SHA256));
+    let mut check = PatternCheck::default();
     let mut buf = vec![0u8; BUFFER];
-    let mut bytes = 0u64;
     loop {
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                bytes += n as u64;
-                if let (Some(h), Some(data)) = (hasher.as_mut(), buf.get(..n)) {
+                let data = buf.get(..n).unwrap_or_default();
+                check.update(data);
+                if let Some(offset) = check.first_difference() {
+                    return Err(differs_from_pattern("download", offset));
+                }
+                if let Some(h) = hasher.as_mut() {
                     h.update(data);
                 }
             }
@@ -546,14 +620,16 @@ pub fn download(port: u16, hash: bool) -> io::Result<Transfer> {
         }
     }
     Ok(Transfer {
-        bytes,
+        bytes: check.bytes(),
         elapsed: start.elapsed(),
         sha256: hasher.map(|h| hex(h.finish().as_ref())),
     })
 }
 
 /// Connects to 127.0.0.1:`port` (a tunnel to a [`SinkServer`]), sends `n` pattern bytes,
-/// half-closes and waits for the sink's answer line, which the result reports.
+/// half-closes and waits for the sink's answer line, which the result reports. A sink that
+/// received bytes other than the pattern's makes it an `InvalidData` error naming the first
+/// of them; the caller checks the count.
 pub fn upload(port: u16, n: u64) -> io::Result<Transfer> {
     let start = Instant::now();
     let mut stream = connect_for_transfer(port)?;
@@ -570,6 +646,12 @@ pub fn upload(port: u16, n: u64) -> io::Result<Transfer> {
         )
     })?;
     let sha256 = fields.next().filter(|f| *f != "-").map(str::to_owned);
+    if let Some(offset) = fields.next().and_then(|f| f.parse().ok()) {
+        return Err(differs_from_pattern(
+            "upload, as the sink received it",
+            offset,
+        ));
+    }
     Ok(Transfer {
         bytes,
         elapsed,
@@ -645,6 +727,113 @@ mod tests {
         assert_ne!(p.chunk(0, 4096), p.chunk(4096, 4096));
     }
 
+    /// `data` fed to a [`PatternCheck`] in reads of `read` bytes.
+    fn first_difference_in_reads(data: &[u8], read: usize) -> Option<u64> {
+        let mut check = PatternCheck::default();
+        for piece in data.chunks(read) {
+            check.update(piece);
+        }
+        assert_eq!(check.bytes(), data.len() as u64);
+        check.first_difference()
+    }
+
+    #[test]
+    fn pattern_check_passes_the_pattern_in_any_reads() {
+        let stream = Pattern::get().bytes_at(0, 3 * Pattern::LEN + 17);
+        for read in [1, 7, 4096, 256 * 1024, Pattern::LEN + 1, stream.len()] {
+            assert_eq!(
+                first_difference_in_reads(&stream, read),
+                None,
+                "reads of {read}"
+            );
+        }
+    }
+
+    #[test]
+    fn pattern_check_finds_a_swapped_chunk() {
+        let mut stream = Pattern::get().bytes_at(0, 2 * Pattern::LEN);
+        // Two 64 KiB pieces in the wrong order, across the pattern's wrap-around.
+        let (a, b) = (Pattern::LEN - 65536, Pattern::LEN);
+        let first = stream[a..b].to_vec();
+        stream.copy_within(b..b + 65536, a);
+        stream[b..b + 65536].copy_from_slice(&first);
+        let at = first_difference_in_reads(&stream, 256 * 1024).expect("a difference");
+        assert!(
+            (a as u64..a as u64 + 8).contains(&at),
+            "found at {at}, swapped from {a}"
+        );
+        assert_eq!(first_difference_in_reads(&stream, 1000), Some(at));
+    }
+
+    #[test]
+    fn pattern_check_finds_a_duplicated_or_lost_chunk() {
+        let pattern = Pattern::get().bytes_at(0, 1 << 20);
+        let mut repeated = pattern[..300_000].to_vec();
+        repeated.extend_from_slice(&pattern[200_000..]);
+        let at = first_difference_in_reads(&repeated, 65536).expect("a repeated chunk");
+        assert!((300_000..300_008).contains(&at), "found at {at}");
+        let mut lost = pattern[..300_000].to_vec();
+        lost.extend_from_slice(&pattern[300_001..]);
+        let at = first_difference_in_reads(&lost, 65536).expect("a lost byte");
+        assert!((300_000..300_008).contains(&at), "found at {at}");
+        let mut altered = pattern.clone();
+        altered[123_456] ^= 1;
+        assert_eq!(first_difference_in_reads(&altered, 4096), Some(123_456));
+    }
+
+    #[test]
+    fn download_of_reordered_data_fails_naming_the_byte() {
+        let listener = TcpListener::bind((LOCALHOST, 0)).expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let sender = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let p = Pattern::get();
+            // The stream's second 1000 bytes before its first.
+            let _ = stream.write_all(p.chunk(1000, 1000));
+            let _ = stream.write_all(p.chunk(0, 1000));
+        });
+        let e = download(port, false).expect_err("reordered data");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            e.to_string().contains("byte 0 of the stream differs"),
+            "{e}"
+        );
+        let _ = sender.join();
+    }
+
+    #[test]
+    fn sink_names_the_first_byte_that_differs_and_upload_fails() {
+        let sink = SinkServer::counting();
+        let mut data = Pattern::get().bytes_at(0, 100_000);
+        data[70_000] ^= 0x80;
+        let mut stream = net::connect(sink.port()).expect("connect");
+        stream.write_all(&data).expect("send");
+        stream.shutdown(Shutdown::Write).expect("half-close");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("answer");
+        assert_eq!(answer, "100000 - 70000\n");
+        let results = sink.wait_for_results(1, Duration::from_secs(10));
+        assert_eq!(results[0].first_difference, Some(70_000));
+        // A good upload on the same sink still passes.
+        assert_eq!(upload(sink.port(), 5000).expect("upload").bytes, 5000);
+        // One the sink found wrong fails with the sink's offset.
+        let listener = TcpListener::bind((LOCALHOST, 0)).expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let wrong_sink = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut all = Vec::new();
+            let _ = stream.read_to_end(&mut all);
+            let _ = stream.write_all(b"5000 - 42\n");
+        });
+        let e = upload(port, 5000).expect_err("the sink saw other bytes");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            e.to_string().contains("byte 42 of the stream differs"),
+            "{e}"
+        );
+        let _ = wrong_sink.join();
+    }
+
     #[test]
     fn echo_returns_what_was_sent() {
         let echo = EchoServer::start();
@@ -675,6 +864,7 @@ mod tests {
             vec![SinkResult {
                 bytes: n,
                 sha256: Some(Pattern::get().sha256(n)),
+                first_difference: None,
                 clean: true
             }]
         );

@@ -2,19 +2,29 @@
 //! default) side by side, against the same lab sshd with the same cipher and the same
 //! `-N -L` options, measured in one run and reported with their ratio. Run by `bench/run`.
 //!
-//! Figures, each the median of several alternating runs:
-//! - bulk throughput through the tunnel, download (server to client) and upload;
-//! - the client process's own CPU seconds per GiB moved (from `/proc/<pid>/stat`, so
-//!   neither sshd nor the load generator is counted);
+//! Figures, each the median of several runs in which the two clients take turns at going
+//! first (every run count is even, so each goes first equally often):
+//! - bulk throughput through the tunnel, download (server to client) and upload, every byte
+//!   compared with the data sent (see [`download`]);
+//! - the client process's own CPU seconds per GiB moved (nanoseconds on a CPU from
+//!   `/proc/<pid>/task/*/schedstat`, so neither sshd nor the load generator is counted; see
+//!   [`ClientCpu`]);
 //! - the client's peak resident memory after the transfers;
 //! - time from process start to the first byte echoed through the tunnel;
 //! - pgbench select-only TPS through the tunnel, with persistent connections and with a new
 //!   connection (a new channel) per transaction (`pgbench -C`);
 //! - recovery: how soon the tunnel serves again after sshd restarts, and after the session's
-//!   sshd processes freeze (see [`bench_restart`] and [`bench_freeze`]). Here OpenSSH runs
+//!   sshd processes freeze (see [`bench_restart`] and [`bench_freeze`]); a run that never
+//!   recovers counts as slower than any that did ([`FAILED`]). Here OpenSSH runs
 //!   under `autossh -M 0`, the usual way to keep `ssh -N -L` up, and forwarder with its own
 //!   reconnect, each with its default settings apart from the keepalive OpenSSH lacks by
 //!   default (ServerAliveInterval 15, ServerAliveCountMax 3 for both).
+//!
+//! Every timed run starts once the client's session is up and has carried data
+//! ([`wait_until_carrying`]): forwarder listens before it logs in and ssh only after, so the
+//! login would otherwise fall inside the first timed transfer of one and before that of the
+//! other. Between runs the previous client's sshd session is left to close first
+//! ([`stop_client`]).
 //!
 //! Where it means something, the same load is also run straight to the server without a
 //! tunnel ("direct"), which shows the ceiling this machine puts on both clients. For the
@@ -24,6 +34,7 @@
 //! deliberately slow key derivation would otherwise dominate `pgbench -C` and hide the
 //! tunnel's share.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -60,21 +71,23 @@ usage: bench [options]
   --kex NAME             key exchange for both clients (default: each client's own choice;
                          OpenSSH 9.2 prefers sntrup761x25519-sha512, which is slower)
   --size SIZE            bytes per transfer, with K/M/G suffix (default: 1G)
-  --reps N               runs per client for throughput and pgbench (default: 3)
-  --ttfb-reps N          runs per client for time to first byte (default: 9)
+  --reps N               runs per client for throughput and pgbench (default: 4)
+  --ttfb-reps N          runs per client for time to first byte (default: 10)
   --pgbench-seconds N    duration of each pgbench run (default: 10)
   --pgbench-clients N    pgbench concurrent clients (default: 4)
   --key KIND             user key: rsa4096 (default), rsa2048, ed25519, ecdsa256, ...
   --pg-scram             keep scram-sha-256 password logins for pgbench (default: trust)
-  --verify               SHA-256 every transfer end to end (costs CPU on the same machine)
-  --restart-reps N       recovery runs per client after an sshd restart (default: 5)
+  --verify               also SHA-256 every transfer end to end (every byte of every transfer
+                         is compared with the data sent in any case; the hash costs more CPU
+                         on the same machine)
+  --restart-reps N       recovery runs per client after an sshd restart (default: 6)
   --restart-outage SECS  how long sshd stays down before it starts again (default: 0)
-  --freeze-reps N        recovery runs per client after a frozen session (default: 1; each
+  --freeze-reps N        recovery runs per client after a frozen session (default: 2; each
                          takes the keepalive's 45-60 s)
   --recovery-timeout SECS  longest wait for one recovery (default: 120)
   --recovery             only the recovery figures (sshd restart and frozen session)
   --skip-throughput, --skip-ttfb, --skip-pgbench, --skip-recovery, --skip-freeze
-  --quick                64M transfers, 1 rep, 3 ttfb reps, 3 s pgbench, 3 restart reps and
+  --quick                64M transfers, 2 reps, 4 ttfb reps, 3 s pgbench, 4 restart reps and
                          no frozen-session runs
   --fleet                only the memory of `forwarder serve` per idle tunnel and per idle
                          session: 1, 100 and 1000 tunnels on one session, then each with its
@@ -89,7 +102,11 @@ usage: bench [options]
   --link-window SIZE     the most a --rtt connection has in flight per direction, as TCP
                          allows it on a real path of that round trip (default: this
                          machine's largest TCP send buffer, net.ipv4.tcp_wmem, capped by its
-                         largest receive buffer; K/M/G suffix)";
+                         largest receive buffer; K/M/G suffix)
+
+Run counts (--reps, --ttfb-reps, --restart-reps, --freeze-reps) are rounded up to even
+numbers: the two clients take turns at going first, so each goes first in half the rounds.
+A recovery run that fails counts as slower than the recovery timeout in the median.";
 
 #[derive(Debug)]
 struct Args {
@@ -131,8 +148,8 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         cipher: "aes128-gcm@openssh.com".to_owned(),
         kex: None,
         size: 1 << 30,
-        reps: 3,
-        ttfb_reps: 9,
+        reps: 4,
+        ttfb_reps: 10,
         pgbench_seconds: 10,
         pgbench_clients: 4,
         key: KeyKind::Rsa4096,
@@ -141,9 +158,9 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         throughput: true,
         ttfb: true,
         pgbench: true,
-        restart_reps: 5,
+        restart_reps: 6,
         restart_outage: Duration::ZERO,
-        freeze_reps: 1,
+        freeze_reps: 2,
         recovery_timeout: Duration::from_secs(120),
         fleet: None,
         rtt: None,
@@ -183,8 +200,8 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--cipher" => args.cipher = value()?,
             "--kex" => args.kex = Some(value()?),
             "--size" => args.size = parse_size(&value()?)?,
-            "--reps" => args.reps = number(value()?)?.max(1) as usize,
-            "--ttfb-reps" => args.ttfb_reps = number(value()?)?.max(1) as usize,
+            "--reps" => args.reps = balanced_runs(number(value()?)?),
+            "--ttfb-reps" => args.ttfb_reps = balanced_runs(number(value()?)?),
             "--pgbench-seconds" => args.pgbench_seconds = number(value()?)?.max(1),
             "--pgbench-clients" => args.pgbench_clients = number(value()?)?.max(1),
             "--key" => {
@@ -199,9 +216,9 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             }
             "--skip-ttfb" => args.ttfb = false,
             "--skip-pgbench" => args.pgbench = false,
-            "--restart-reps" => args.restart_reps = number(value()?)?.max(1) as usize,
+            "--restart-reps" => args.restart_reps = balanced_runs(number(value()?)?),
             "--restart-outage" => args.restart_outage = seconds(value()?)?,
-            "--freeze-reps" => args.freeze_reps = number(value()?)?.max(1) as usize,
+            "--freeze-reps" => args.freeze_reps = balanced_runs(number(value()?)?),
             "--recovery-timeout" => {
                 args.recovery_timeout = seconds(value()?)?.max(Duration::from_secs(1));
             }
@@ -217,10 +234,10 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--skip-freeze" => args.freeze_reps = 0,
             "--quick" => {
                 args.size = 64 << 20;
-                args.reps = 1;
-                args.ttfb_reps = 3;
+                args.reps = 2;
+                args.ttfb_reps = 4;
                 args.pgbench_seconds = 3;
-                args.restart_reps = args.restart_reps.min(3);
+                args.restart_reps = args.restart_reps.min(4);
                 args.freeze_reps = 0;
             }
             "--fleet" => {
@@ -322,7 +339,8 @@ struct Figure {
     samples: [Vec<f64>; 2],
     /// The same load without a tunnel, where that means something.
     direct: Vec<f64>,
-    /// Runs of each client that gave no figure (a recovery that never came).
+    /// Runs of each client that gave no figure (a recovery that never came); each is also in
+    /// `samples` as [`FAILED`].
     failed: [usize; 2],
 }
 
@@ -338,8 +356,16 @@ impl Figure {
     }
 }
 
+/// The sample of a run that gave no figure: a recovery that did not come within
+/// `--recovery-timeout` (or a client that gave up). It sorts after every real figure, so
+/// in the median a failure counts as a run slower than the timeout, and the client that
+/// fails more often cannot look faster for it; a median that is a failure shows as
+/// ">timeout", with no ratio.
+const FAILED: f64 = f64::INFINITY;
+
+/// The median of `values`; NaN is a missing value and left out, [`FAILED`] is not.
 fn median(values: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
     if v.is_empty() {
         return None;
     }
@@ -461,13 +487,20 @@ fn progress(text: &str) {
 }
 
 /// The order of the two clients in round `round`: alternating, so neither always runs on a
-/// machine the other one just warmed up (or heated).
+/// machine the other one just warmed up (or heated). With an even number of rounds (see
+/// [`balanced_runs`]) each goes first in half of them, and the runs go A B B A A B ...
 fn order(round: usize) -> [usize; 2] {
     if round.is_multiple_of(2) {
         [0, 1]
     } else {
         [1, 0]
     }
+}
+
+/// A run count as given, rounded up to an even number (at least 2), so that [`order`] lets
+/// each client go first equally often: the run that goes first tends to be ahead.
+fn balanced_runs(n: u32) -> usize {
+    (n.max(1) as usize).next_multiple_of(2)
 }
 
 fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Figure> {
@@ -526,19 +559,21 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
                 .tunnel(c, args)
                 .forward_to(lab.source.port())
                 .forward_to(lab.sink.port())
+                .forward_to(lab.echo.port())
                 .start();
             let ports = tunnel.local_ports();
+            wait_until_carrying(&mut tunnel, ports[2]);
 
-            let cpu0 = tunnel.cpu_seconds();
+            let cpu0 = ClientCpu::read(&tunnel);
             let user0 = tunnel.user_cpu_seconds();
             let sys0 = machine_busy_seconds();
-            let sshd0 = sshd_cpu_seconds(&lab.sshd);
+            let sshd0 = sshd_session_cpu(&lab.sshd);
             let d = download(ports[0], args.verify)
                 .unwrap_or_else(|e| fail(&tunnel, &format!("download: {e}")));
-            let cpu1 = tunnel.cpu_seconds();
+            let cpu1 = ClientCpu::read(&tunnel);
             let user1 = tunnel.user_cpu_seconds();
             let sys1 = machine_busy_seconds();
-            let sshd1 = sshd_cpu_seconds(&lab.sshd);
+            let sshd1 = sshd_session_cpu(&lab.sshd);
             if d.bytes != args.size || (args.verify && d.sha256 != expected_sha) {
                 fail(
                     &tunnel,
@@ -550,10 +585,10 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
             }
             let u = upload(ports[1], args.size)
                 .unwrap_or_else(|e| fail(&tunnel, &format!("upload: {e}")));
-            let cpu2 = tunnel.cpu_seconds();
+            let cpu2 = ClientCpu::read(&tunnel);
             let user2 = tunnel.user_cpu_seconds();
             let sys2 = machine_busy_seconds();
-            let sshd2 = sshd_cpu_seconds(&lab.sshd);
+            let sshd2 = sshd_session_cpu(&lab.sshd);
             let expected_up = args.verify.then(|| Pattern::get().sha256(args.size));
             if u.bytes != args.size || u.sha256 != expected_up {
                 fail(
@@ -565,7 +600,8 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
                 );
             }
             let peak = peak_rss_mib(&tunnel);
-            tunnel.terminate(Duration::from_secs(5));
+            stop_client(&mut tunnel, &lab.sshd);
+            let (down_s, up_s) = (cpu1.seconds_since(&cpu0), cpu2.seconds_since(&cpu1));
 
             progress(&format!(
                 "throughput {}/{} {:<12} down {:>8.1} MiB/s ({:.2} CPU s/GiB)  up {:>8.1} MiB/s ({:.2} CPU s/GiB)  peak RSS {:.1} MiB",
@@ -573,20 +609,20 @@ fn bench_throughput(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Fig
                 args.reps,
                 c.label,
                 d.mib_per_sec(),
-                (cpu1 - cpu0) / gib,
+                down_s / gib,
                 u.mib_per_sec(),
-                (cpu2 - cpu1) / gib,
+                up_s / gib,
                 peak
             ));
             down.samples[i].push(d.mib_per_sec());
             up.samples[i].push(u.mib_per_sec());
-            down_cpu.samples[i].push((cpu1 - cpu0) / gib);
-            up_cpu.samples[i].push((cpu2 - cpu1) / gib);
+            down_cpu.samples[i].push(down_s / gib);
+            up_cpu.samples[i].push(up_s / gib);
             down_user.samples[i].push((user1 - user0) / gib);
             up_user.samples[i].push((user2 - user1) / gib);
             down_sys.samples[i].push((sys1 - sys0) / gib);
-            down_sshd.samples[i].push((sshd1 - sshd0) / gib);
-            up_sshd.samples[i].push((sshd2 - sshd1) / gib);
+            down_sshd.samples[i].push(cpu_used_since(&sshd1, &sshd0) / gib);
+            up_sshd.samples[i].push(cpu_used_since(&sshd2, &sshd1) / gib);
             up_sys.samples[i].push((sys2 - sys1) / gib);
             rss.samples[i].push(peak);
         }
@@ -630,7 +666,7 @@ fn bench_first_byte(lab: &Lab, contenders: &[Contender], args: &Args) -> Figure 
                 .forward(local, "127.0.0.1", lab.echo.port())
                 .spawn();
             let ms = first_echoed_byte(&mut tunnel, local).as_secs_f64() * 1000.0;
-            tunnel.terminate(Duration::from_secs(5));
+            stop_client(&mut tunnel, &lab.sshd);
             progress(&format!(
                 "first byte {}/{} {:<12} {ms:.1} ms",
                 round + 1,
@@ -641,6 +677,16 @@ fn bench_first_byte(lab: &Lab, contenders: &[Contender], args: &Args) -> Figure 
         }
     }
     figure
+}
+
+/// Waits until `tunnel`'s session is up and has carried data: one byte echoed through
+/// `local`, a forward to the lab's echo server, within 30 s of the client's start (the test
+/// fails with the client's log otherwise). forwarder listens before it connects and logs
+/// in, ssh only after, so a run that starts timing or takes CPU snapshots when the ports
+/// listen would count the key exchange, the user key's signature and sshd's session start
+/// for one client and not for the other. Call it before any snapshot.
+pub(crate) fn wait_until_carrying(tunnel: &mut Tunnel, local: u16) {
+    first_echoed_byte(tunnel, local);
 }
 
 /// Time from the client's start to the first byte echoed through `local`, retrying the
@@ -701,13 +747,20 @@ fn bench_pgbench(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Figure
         }
         for i in order(round) {
             let contender = &contenders[i];
-            let mut tunnel = lab.tunnel(contender, args).forward_to(pg.port()).start();
-            let port = tunnel.local_port();
+            let mut tunnel = lab
+                .tunnel(contender, args)
+                .forward_to(pg.port())
+                .forward_to(lab.echo.port())
+                .start();
+            let ports = tunnel.local_ports();
+            wait_until_carrying(&mut tunnel, ports[1]);
             let tps: Vec<f64> = runs
                 .iter()
-                .map(|&(_, each, threads)| pgbench_tps(Some(&tunnel), port, args, each, threads))
+                .map(|&(_, each, threads)| {
+                    pgbench_tps(Some(&tunnel), ports[0], args, each, threads)
+                })
                 .collect();
-            tunnel.terminate(Duration::from_secs(5));
+            stop_client(&mut tunnel, &lab.sshd);
             show(round, &contender.label, &tps);
             for (figure, tps) in figures.iter_mut().zip(&tps) {
                 figure.samples[i].push(*tps);
@@ -1097,10 +1150,11 @@ fn bench_restart(
                 }
                 Err(e) => {
                     figure.failed[i] += 1;
+                    figure.samples[i].push(FAILED);
                     failed_run(&tunnel, &e)
                 }
             };
-            tunnel.terminate(Duration::from_secs(5));
+            stop_client(&mut tunnel, &lab.sshd);
             progress(&format!(
                 "recovery after sshd restart {}/{} {:<12} {line}",
                 round + 1,
@@ -1152,11 +1206,13 @@ fn bench_freeze(
                 }
                 Err(e) => {
                     figure.failed[i] += 1;
+                    figure.samples[i].push(FAILED);
                     failed_run(&tunnel, &e)
                 }
             };
             tunnel.terminate(Duration::from_secs(5));
             drop(frozen);
+            wait_for_sessions_closed(&lab.sshd);
             progress(&format!(
                 "recovery after frozen session {}/{} {:<12} {line}",
                 round + 1,
@@ -1264,6 +1320,27 @@ fn print_report(args: &Args, contenders: &[Contender], figures: &[Figure], notes
             "\"direct\" in the client CPU rows: a plain relay (256 KiB reads, no encryption) \
              moving the same bytes, the kernel's share for any process in the middle"
         );
+        println!(
+            "every transfer compared byte for byte with the data sent{}; timed runs start once \
+             the client's session has echoed a byte",
+            if args.verify {
+                ", and SHA-256 end to end"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "client and sshd CPU: nanoseconds on a CPU per thread; user, machine and relay \
+             CPU: 10 ms ticks"
+        );
+        if args.size < SHORT_TRANSFER {
+            println!(
+                "caveat: at {} MiB per transfer the user-mode, machine and relay CPU rows \
+                 count too few 10 ms ticks for their ratios to mean much (the client and \
+                 sshd CPU rows count nanoseconds)",
+                args.size >> 20
+            );
+        }
     }
     println!(
         "cipher {}, kex {}, user key {}, {ssh_version}, {cpus} x {cpu_model}",
@@ -1284,17 +1361,14 @@ fn print_report(args: &Args, contenders: &[Contender], figures: &[Figure], notes
     }
     println!();
     let (a, b) = (&contenders[0].label, &contenders[1].label);
-    let ratio = format!("{a}/{b}");
+    let a_over_b = format!("{a}/{b}");
     println!(
         "{:<32} {:>14} {:>14} {:>16} {:>10}  note",
-        "figure", a, b, ratio, "direct"
+        "figure", a, b, a_over_b, "direct"
     );
     for f in figures {
         let (ma, mb) = (median(&f.samples[0]), median(&f.samples[1]));
-        let r = match (ma, mb) {
-            (Some(x), Some(y)) if y != 0.0 => format!("{:.2}", x / y),
-            _ => "-".to_owned(),
-        };
+        let r = ratio(ma, mb).map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
         let mut note = match f.better {
             Better::Higher => "higher is better",
             Better::Lower => "lower is better",
@@ -1303,8 +1377,11 @@ fn print_report(args: &Args, contenders: &[Contender], figures: &[Figure], notes
         for (i, c) in contenders.iter().enumerate() {
             let failed = f.failed[i];
             if failed > 0 {
-                let runs = failed + f.samples[i].len();
-                note.push_str(&format!("; {} failed {failed} of {runs}", c.label));
+                note.push_str(&format!(
+                    "; {} failed {failed} of {} (counted as slower than the timeout)",
+                    c.label,
+                    f.samples[i].len()
+                ));
             }
         }
         println!(
@@ -1318,9 +1395,21 @@ fn print_report(args: &Args, contenders: &[Contender], figures: &[Figure], notes
     }
 }
 
+/// `a / b`, when both are figures: none when either median is missing or a failure.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) if x.is_finite() && y.is_finite() && y != 0.0 => Some(x / y),
+        _ => None,
+    }
+}
+
+/// Transfers smaller than this are too short for CPU figures counted in 10 ms ticks.
+const SHORT_TRANSFER: u64 = 512 << 20;
+
 fn show(value: Option<f64>) -> String {
     match value {
         None => "-".to_owned(),
+        Some(v) if v == FAILED => ">timeout".to_owned(),
         Some(v) if v >= 100.0 => format!("{v:.0}"),
         Some(v) if v >= 10.0 => format!("{v:.1}"),
         Some(v) => format!("{v:.3}"),
@@ -1344,16 +1433,129 @@ fn machine_busy_seconds() -> f64 {
     busy as f64 / 100.0
 }
 
-/// CPU seconds used by sshd's session processes (every process below the listener).
-fn sshd_cpu_seconds(sshd: &Sshd) -> f64 {
-    fn tree(pid: u32) -> f64 {
-        ssh_interop_tests::process::cpu_seconds(pid).unwrap_or(0.0)
-            + ssh_interop_tests::process::children_of(pid)
-                .into_iter()
-                .map(tree)
-                .sum::<f64>()
+/// Nanoseconds each thread of the live process `pid` has spent on a CPU, by thread id: the
+/// first field of `/proc/<pid>/task/<tid>/schedstat`. Empty if the process is gone.
+fn thread_cpu_ns(pid: u32) -> HashMap<u32, u64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return HashMap::new();
+    };
+    tasks
+        .filter_map(|task| {
+            let task = task.ok()?;
+            let tid = task.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            Some((tid, stat.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// How far the nanosecond sum of [`ClientCpu`] may stray from the process's ticks before
+/// the ticks are taken instead: each reading of the ticks truncates user and system time
+/// to 10 ms apiece, so the difference of two readings is off by less than 20 ms.
+const TICK_SLACK_SECONDS: f64 = 0.025;
+
+/// A client's CPU time at one moment, read two ways: per thread in nanoseconds on a CPU
+/// (see [`thread_cpu_ns`]), and for the whole process in `/proc/<pid>/stat`'s ticks of
+/// 10 ms, which also keep the time of threads that have ended. A `--quick` transfer takes a
+/// few hundredths of a second, a handful of ticks: the nanoseconds keep its figures
+/// meaningful.
+struct ClientCpu {
+    threads: HashMap<u32, u64>,
+    ticks: f64,
+}
+
+impl ClientCpu {
+    /// Fails the run with the client's log if it is gone.
+    fn read(tunnel: &Tunnel) -> ClientCpu {
+        let threads = thread_cpu_ns(tunnel.pid());
+        ClientCpu {
+            threads,
+            ticks: tunnel.cpu_seconds(),
+        }
     }
-    sshd.session_pids().into_iter().map(tree).sum()
+
+    /// CPU seconds used since `earlier`: the threads' nanoseconds when they account for all
+    /// of it, else the ticks. A thread that ended in between took its nanoseconds with it
+    /// (the ticks keep them), and one that started and ended in between was never seen;
+    /// the second shows as nanoseconds short of the ticks by more than the ticks' error.
+    fn seconds_since(&self, earlier: &ClientCpu) -> f64 {
+        let ticks = self.ticks - earlier.ticks;
+        if earlier
+            .threads
+            .keys()
+            .any(|tid| !self.threads.contains_key(tid))
+        {
+            return ticks;
+        }
+        let ns: u64 = self
+            .threads
+            .iter()
+            .map(|(tid, &ns)| ns.saturating_sub(earlier.threads.get(tid).copied().unwrap_or(0)))
+            .sum();
+        let seconds = ns as f64 / 1e9;
+        if (seconds - ticks).abs() <= TICK_SLACK_SECONDS {
+            seconds
+        } else {
+            ticks
+        }
+    }
+}
+
+/// CPU seconds of each of sshd's session processes (every process below the listener), in
+/// nanoseconds on a CPU, by process id.
+fn sshd_session_cpu(sshd: &Sshd) -> HashMap<u32, f64> {
+    let mut cpu = HashMap::new();
+    let mut pending = sshd.session_pids();
+    while let Some(pid) = pending.pop() {
+        pending.extend(children_of(pid));
+        let threads = thread_cpu_ns(pid);
+        if !threads.is_empty() {
+            cpu.insert(pid, threads.values().sum::<u64>() as f64 / 1e9);
+        }
+    }
+    cpu
+}
+
+/// CPU seconds the processes of `after` used since `before`, both by process id. A process
+/// gone by `after` counts for nothing instead of having all its time subtracted (at
+/// `before` it was a previous client's session, still closing); one that started in
+/// between counts whole.
+fn cpu_used_since(after: &HashMap<u32, f64>, before: &HashMap<u32, f64>) -> f64 {
+    after
+        .iter()
+        .map(|(pid, &now)| (now - before.get(pid).copied().unwrap_or(0.0)).max(0.0))
+        .sum()
+}
+
+/// The longest a run waits for the previous client's sshd session to close.
+const SESSION_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Stops the client (SIGTERM, then SIGKILL after 5 s) and waits for sshd's session processes
+/// to go (see [`wait_for_sessions_closed`]).
+fn stop_client(tunnel: &mut Tunnel, sshd: &Sshd) {
+    tunnel.terminate(Duration::from_secs(5));
+    wait_for_sessions_closed(sshd);
+}
+
+/// Waits, at most [`SESSION_CLOSE_WAIT`], until sshd has no session process left, so that
+/// the next client neither shares the CPU with a session still closing nor has that
+/// session's CPU in its figures. Says so and goes on if one stays.
+fn wait_for_sessions_closed(sshd: &Sshd) {
+    let deadline = Instant::now() + SESSION_CLOSE_WAIT;
+    loop {
+        let left = sshd.session_pids();
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            progress(&format!(
+                "warning: sshd session processes {left:?} still there {SESSION_CLOSE_WAIT:?} \
+                 after their client stopped; going on"
+            ));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[cfg(test)]
@@ -1387,6 +1589,94 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(median(&[f64::NAN]), None);
+        assert_eq!(median(&[f64::NAN, 1.0, 3.0]), Some(2.0));
+    }
+
+    #[test]
+    fn median_counts_failed_runs_as_slower_than_any() {
+        // Two runs out of three failed: the median is a failure, not the one success.
+        assert_eq!(median(&[FAILED, 0.5, FAILED]), Some(FAILED));
+        // One of three failed: it still pushes the median up to the slower success.
+        assert_eq!(median(&[FAILED, 0.5, 0.9]), Some(0.9));
+        assert_eq!(median(&[0.4, FAILED]), Some(FAILED));
+        // The client that fails more is not the faster one.
+        let (flaky, steady) = ([0.1, FAILED, FAILED, 0.1], [0.3, 0.3, 0.3, 0.3]);
+        assert!(median(&flaky) > median(&steady));
+        assert_eq!(show(median(&flaky)), ">timeout");
+        assert_eq!(ratio(median(&flaky), median(&steady)), None);
+        assert_eq!(ratio(median(&steady), median(&flaky)), None);
+        assert_eq!(ratio(Some(0.3), Some(0.6)), Some(0.5));
+        assert_eq!(ratio(Some(0.3), None), None);
+    }
+
+    #[test]
+    fn every_schedule_lets_each_client_go_first_equally_often() {
+        for given in 0..12u32 {
+            let n = given.to_string();
+            for flag in ["--reps", "--ttfb-reps", "--restart-reps", "--freeze-reps"] {
+                let args = parse_args([flag.to_owned(), n.clone()]).expect("parses");
+                let runs = match flag {
+                    "--reps" => args.reps,
+                    "--ttfb-reps" => args.ttfb_reps,
+                    "--restart-reps" => args.restart_reps,
+                    _ => args.freeze_reps,
+                };
+                assert!(runs >= given as usize && runs > 0, "{flag} {given}: {runs}");
+                assert_balanced(runs, &format!("{flag} {given}"));
+            }
+        }
+        for options in [&[][..], &["--quick"], &["--restart-reps", "9", "--quick"]] {
+            let args = parse_args(options.iter().map(|s| (*s).to_owned())).expect("parses");
+            for runs in [
+                args.reps,
+                args.ttfb_reps,
+                args.restart_reps,
+                args.freeze_reps,
+            ] {
+                assert_balanced(runs, &format!("{options:?}"));
+            }
+        }
+    }
+
+    /// Each client goes first in exactly half of `rounds` rounds, and runs once in each.
+    fn assert_balanced(rounds: usize, what: &str) {
+        let first = |client| (0..rounds).filter(|&r| order(r)[0] == client).count();
+        assert_eq!(first(0), first(1), "{what}: {rounds} rounds");
+        for r in 0..rounds {
+            let mut both = order(r);
+            both.sort_unstable();
+            assert_eq!(both, [0, 1], "{what}: round {r}");
+        }
+    }
+
+    #[test]
+    fn a_session_still_closing_is_not_subtracted() {
+        let before = HashMap::from([(10, 5.0), (20, 1.0)]);
+        // 10 (the previous client's session) is gone, 20 used 0.5 s, 30 is new.
+        let after = HashMap::from([(20, 1.5), (30, 0.25)]);
+        assert_eq!(cpu_used_since(&after, &before), 0.75);
+        assert_eq!(cpu_used_since(&after, &HashMap::new()), 1.75);
+    }
+
+    #[test]
+    fn client_cpu_takes_nanoseconds_unless_a_thread_went_missing() {
+        let at = |threads: &[(u32, u64)], ticks: f64| ClientCpu {
+            threads: threads.iter().copied().collect(),
+            ticks,
+        };
+        let start = at(&[(1, 1_000_000_000), (2, 0)], 1.0);
+        // 37 ms of nanoseconds where the ticks saw 30 ms: the nanoseconds.
+        let end = at(&[(1, 1_030_000_000), (2, 7_000_000)], 1.03);
+        assert!((end.seconds_since(&start) - 0.037).abs() < 1e-9);
+        // A new thread counts whole.
+        let end = at(&[(1, 1_000_000_000), (2, 0), (3, 12_000_000)], 1.01);
+        assert!((end.seconds_since(&start) - 0.012).abs() < 1e-9);
+        // Thread 2 ended: its time is only in the ticks.
+        let end = at(&[(1, 1_010_000_000)], 1.2);
+        assert!((end.seconds_since(&start) - 0.2).abs() < 1e-9);
+        // A thread came and went in between: the ticks hold far more than the nanoseconds.
+        let end = at(&[(1, 1_010_000_000), (2, 0)], 1.5);
+        assert!((end.seconds_since(&start) - 0.5).abs() < 1e-9);
     }
 
     #[test]
@@ -1415,9 +1705,9 @@ mod tests {
         .expect("parses");
         assert!(!args.throughput && !args.ttfb && !args.pgbench);
         assert_eq!(args.restart_outage, Duration::from_millis(500));
-        assert_eq!((args.restart_reps, args.freeze_reps), (5, 2));
+        assert_eq!((args.restart_reps, args.freeze_reps), (6, 2));
         let quick = parse_args(["--quick".to_owned()]).expect("parses");
-        assert_eq!((quick.restart_reps, quick.freeze_reps), (3, 0));
+        assert_eq!((quick.restart_reps, quick.freeze_reps), (4, 0));
         let none = parse_args(["--skip-recovery".to_owned()]).expect("parses");
         assert_eq!((none.restart_reps, none.freeze_reps), (0, 0));
         assert!(parse_args(["--restart-outage=-1".to_owned()]).is_err());

@@ -2,6 +2,11 @@
 //! through the same lab sshd: resident memory per idle connection (each has carried one small
 //! exchange) and peak resident memory while many connections transfer at once. Not a test.
 //!
+//! The baseline is read once the session is up and has echoed a byte: forwarder listens
+//! before it logs in, ssh only after, so reading it when the ports listen would leave the
+//! session's own memory in forwarder's per-connection figure. Every transfer is compared
+//! byte for byte with what was sent (see [`download`] and [`upload`]).
+//!
 //! `connmem [--connections N] [--size SIZE_MIB] [--forwarder PATH]`
 
 use std::net::TcpStream;
@@ -11,7 +16,7 @@ use std::time::Duration;
 use ssh_interop_tests::process::{peak_rss_kib, rss_kib};
 use ssh_interop_tests::{
     ClientKind, EchoServer, KeyKind, SinkServer, SourceServer, Sshd, TunnelBuilder, UserKey,
-    download, upload,
+    download, echo_one_byte, upload,
 };
 
 const USAGE: &str = "usage: connmem [--connections N] [--size SIZE_MIB] [--forwarder PATH]";
@@ -93,6 +98,11 @@ fn main() {
         let tunnel = b.start();
         let ports = tunnel.local_ports();
         let pid = tunnel.pid();
+        // One byte through its own connection, closed before the baseline: the session is
+        // up (ssh is, once it listens; forwarder logs in after) and has opened a channel.
+        if let Err(e) = echo_one_byte(ports[0]) {
+            panic!("{kind}: no echo through the new tunnel: {e}");
+        }
         thread::sleep(Duration::from_millis(500));
         let before = rss_kib(pid).expect("client alive");
         let mut idle = Vec::new();
@@ -122,7 +132,10 @@ fn main() {
             .collect();
         let mut moved = 0u64;
         for w in workers {
-            moved += w.join().expect("worker").expect("transfer");
+            moved += w
+                .join()
+                .expect("worker")
+                .unwrap_or_else(|e| panic!("{kind}: a transfer through the tunnel: {e}"));
         }
         assert_eq!(
             moved,
