@@ -1532,7 +1532,7 @@ const SESSION_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Stops the client (SIGTERM, then SIGKILL after 5 s) and waits for sshd's session processes
 /// to go (see [`wait_for_sessions_closed`]).
-fn stop_client(tunnel: &mut Tunnel, sshd: &Sshd) {
+pub(crate) fn stop_client(tunnel: &mut Tunnel, sshd: &Sshd) {
     tunnel.terminate(Duration::from_secs(5));
     wait_for_sessions_closed(sshd);
 }

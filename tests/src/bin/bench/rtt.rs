@@ -12,12 +12,15 @@
 //! of each proxied connection is a TCP sender in miniature:
 //!
 //! ```text
-//!  sshd ──> proxy reads while in flight < min(cwnd, window) ──> written RTT/2 later ──> client
-//!                   ^                                                   │
-//!                   └──── acknowledged RTT/2 after it was written <─────┘
+//!  sshd ──> read at once ──> waits ──> released while in flight < cwnd ──> written RTT/2
+//!                                            ^                             later to the client
+//!                                            └── acknowledged RTT/2 after it was written
 //! ```
 //!
-//! - in flight: bytes read and not yet acknowledged; an acknowledgement comes back RTT/2
+//! - what the sender writes is read at once, so the loopback connection to it never backs
+//!   up (zero windows and retransmissions there stalled transfers for seconds): on a real
+//!   path the bytes would wait in the sender's own buffer, here they wait in the proxy's;
+//! - in flight: bytes released and not yet acknowledged; an acknowledgement comes back RTT/2
 //!   after the bytes were written to the far side, so each byte holds the window for one
 //!   round trip at least, more if the far side reads slowly;
 //! - cwnd starts at 10 segments of 1448 bytes and grows by what is acknowledged (slow start;
@@ -174,14 +177,19 @@ fn splice(client: TcpStream, server: TcpStream, one_way: Duration, window: usize
     }
 }
 
-/// What one direction holds: chunks with the time each may be written, and whether the
-/// reading side ended (`Some(clean)`); and, as TCP's sender would, the bytes in flight,
-/// the acknowledgements on their way back and the congestion window.
+/// What one direction holds, as the sending side of TCP on the path would: bytes read from
+/// the sender and not yet released onto the path (the sender's own buffer), bytes on the
+/// path with the time each reaches the far side, acknowledgements on their way back, and
+/// the congestion window; and whether the reading side ended (`Some(clean)`).
 struct Queue {
+    /// Read, waiting for the window.
+    pending: VecDeque<Vec<u8>>,
+    /// On the path: each chunk with the time it may be written to the far side.
     chunks: VecDeque<(Instant, Vec<u8>)>,
+    /// Bytes in `pending` and `chunks`.
     bytes: usize,
     ended: Option<bool>,
-    /// Read and not yet acknowledged.
+    /// Released and not yet acknowledged.
     in_flight: usize,
     /// When each written chunk's acknowledgement arrives, and its size.
     acks: VecDeque<(Instant, usize)>,
@@ -192,6 +200,7 @@ struct Queue {
 impl Queue {
     fn new(window: usize) -> Queue {
         Queue {
+            pending: VecDeque::new(),
             chunks: VecDeque::new(),
             bytes: 0,
             ended: None,
@@ -200,6 +209,11 @@ impl Queue {
             cwnd: INITIAL_CWND.min(window),
             window,
         }
+    }
+
+    /// Whether the reader may read more: the proxy's own bound, far above any window.
+    fn has_room(&self) -> bool {
+        self.bytes < QUEUE_BYTES && self.pending.len() + self.chunks.len() < QUEUE_CHUNKS
     }
 
     /// Takes in the acknowledgements due by `now`: they leave the flight and grow the
@@ -215,12 +229,33 @@ impl Queue {
         }
     }
 
-    /// How much may be read now: what the window leaves, if the queue has room.
-    fn room(&self) -> usize {
-        if self.bytes >= QUEUE_BYTES || self.chunks.len() >= QUEUE_CHUNKS {
-            return 0;
+    /// Puts as much of what waits onto the path as the window allows, each piece due at the
+    /// far side at `arrives`.
+    fn release(&mut self, arrives: Instant) {
+        while let Some(front) = self.pending.front_mut() {
+            let room = self.cwnd.saturating_sub(self.in_flight);
+            if room == 0 {
+                break;
+            }
+            let piece = if front.len() <= room {
+                self.pending.pop_front().unwrap_or_default()
+            } else {
+                let rest = front.split_off(room);
+                std::mem::replace(front, rest)
+            };
+            self.in_flight += piece.len();
+            self.chunks.push_back((arrives, piece));
         }
-        self.cwnd.saturating_sub(self.in_flight)
+    }
+
+    /// The next time something is due: a chunk to write or an acknowledgement to take in.
+    fn next_due(&self) -> Option<Instant> {
+        let chunk = self.chunks.front().map(|c| c.0);
+        let ack = self.acks.front().map(|a| a.0);
+        match (chunk, ack) {
+            (Some(c), Some(a)) => Some(c.min(a)),
+            (c, a) => c.or(a),
+        }
     }
 }
 
@@ -247,32 +282,15 @@ impl Pipe {
             .unwrap_or_else(PoisonError::into_inner)
             .0
     }
-
-    /// Waits until the window lets the reader take more; returns how much, or `None` once
-    /// the writer gave up.
-    fn wait_for_room(&self) -> Option<usize> {
-        let mut q = self.lock();
-        loop {
-            if q.ended.is_some() {
-                return None;
-            }
-            q.acknowledge(Instant::now());
-            let room = q.room();
-            if room > 0 {
-                return Some(room);
-            }
-            q = match q.acks.front() {
-                Some(&(due, _)) => self.wait_until(q, due),
-                None => self.wait(q),
-            };
-        }
-    }
 }
 
-/// Copies `from` to `to`, each chunk written `delay` after it was read and acknowledged
-/// `delay` after it was written, with at most `window` bytes in flight; a reader and a
-/// writer thread around a bounded queue. The reader ending cleanly shuts `to` for writing
-/// once everything before it is written; an error on either side closes both.
+/// Copies `from` to `to` as a path of round trip `2 * delay` with at most `window` bytes in
+/// flight would: a reader thread takes everything `from` sends at once (so the loopback
+/// connection to the sender never backs up: on a real path the sender's data goes into
+/// its own buffer), and a sender thread releases it onto the path as the window allows,
+/// writes each piece `delay` later and takes its acknowledgement `delay` after that. The
+/// reader ending cleanly shuts `to` for writing once everything before it is written; an
+/// error on either side closes both.
 fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration, window: usize) {
     let pipe = Arc::new(Pipe {
         queue: Mutex::new(Queue::new(window)),
@@ -284,11 +302,17 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration, window: usize) 
         let pipe = reader_pipe;
         let mut buf = vec![0u8; CHUNK];
         let clean = loop {
-            let Some(room) = pipe.wait_for_room() else {
-                // The writer gave up: the other side is gone.
-                break false;
-            };
-            let n = match from.read(buf.get_mut(..room.min(CHUNK)).unwrap_or_default()) {
+            {
+                let mut q = pipe.lock();
+                while q.ended.is_none() && !q.has_room() {
+                    q = pipe.wait(q);
+                }
+                if q.ended.is_some() {
+                    // The writer gave up: the other side is gone.
+                    break false;
+                }
+            }
+            let n = match from.read(&mut buf) {
                 Ok(0) => break true,
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -300,8 +324,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration, window: usize) 
                 break false;
             }
             q.bytes += n;
-            q.in_flight += n;
-            q.chunks.push_back((Instant::now() + delay, chunk));
+            q.pending.push_back(chunk);
             pipe.changed.notify_all();
         };
         let mut q = pipe.lock();
@@ -316,19 +339,40 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration, window: usize) 
         }
     });
     thread::spawn(move || {
+        let mut q = pipe.lock();
         loop {
-            let mut q = pipe.lock();
-            let next = loop {
-                if let Some((due, _)) = q.chunks.front() {
-                    break Some(*due);
+            let now = Instant::now();
+            q.acknowledge(now);
+            q.release(now + delay);
+            if let Some(&(due, _)) = q.chunks.front()
+                && due <= now
+            {
+                let Some((_, chunk)) = q.chunks.pop_front() else {
+                    continue;
+                };
+                q.bytes -= chunk.len();
+                pipe.changed.notify_all();
+                drop(q);
+                let written = to.write_all(&chunk);
+                q = pipe.lock();
+                if written.is_err() {
+                    q.ended = Some(false);
+                    q.pending.clear();
+                    q.chunks.clear();
+                    q.bytes = 0;
+                    pipe.changed.notify_all();
+                    drop(q);
+                    let _ = to.shutdown(Shutdown::Both);
+                    return;
                 }
-                if q.ended.is_some() {
-                    break None;
-                }
-                q = pipe.wait(q);
-            };
-            let Some(due) = next else {
-                let clean = q.ended == Some(true);
+                // Written: its acknowledgement is back at the sender half a round trip later.
+                q.acks.push_back((Instant::now() + delay, chunk.len()));
+                continue;
+            }
+            if let Some(clean) = q.ended
+                && q.pending.is_empty()
+                && q.chunks.is_empty()
+            {
                 drop(q);
                 let _ = to.shutdown(if clean {
                     Shutdown::Write
@@ -336,31 +380,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration, window: usize) 
                     Shutdown::Both
                 });
                 return;
-            };
-            drop(q);
-            let now = Instant::now();
-            if due > now {
-                thread::sleep(due - now);
             }
-            let mut q = pipe.lock();
-            let Some((_, chunk)) = q.chunks.pop_front() else {
-                continue;
+            q = match q.next_due() {
+                Some(due) => pipe.wait_until(q, due),
+                None => pipe.wait(q),
             };
-            q.bytes -= chunk.len();
-            drop(q);
-            if to.write_all(&chunk).is_err() {
-                let mut q = pipe.lock();
-                q.ended = Some(false);
-                q.chunks.clear();
-                q.bytes = 0;
-                pipe.changed.notify_all();
-                let _ = to.shutdown(Shutdown::Both);
-                return;
-            }
-            // Written: its acknowledgement is back at the sender half a round trip later.
-            let mut q = pipe.lock();
-            q.acks.push_back((Instant::now() + delay, chunk.len()));
-            pipe.changed.notify_all();
         }
     });
 }
@@ -438,9 +462,7 @@ pub(crate) fn bench(lab: &Lab, contenders: &[Contender], args: &Args, rtts: &[u3
                     .start();
                 let ports = tunnel.local_ports();
                 // Logged in and carrying data: the handshake is not timed in the download.
-                if let Err(e) = echo_one_byte(ports[2]) {
-                    fail(&tunnel, &format!("a first byte through the tunnel: {e}"));
-                }
+                super::wait_until_carrying(&mut tunnel, ports[2]);
                 let d = download(ports[0], false)
                     .unwrap_or_else(|e| fail(&tunnel, &format!("download: {e}")));
                 if d.bytes != args.size {
@@ -452,7 +474,7 @@ pub(crate) fn bench(lab: &Lab, contenders: &[Contender], args: &Args, rtts: &[u3
                     fail(&tunnel, &format!("upload delivered {} bytes", u.bytes));
                 }
                 let peak = peak_rss_mib(&tunnel);
-                tunnel.terminate(Duration::from_secs(5));
+                super::stop_client(&mut tunnel, &lab.sshd);
                 progress(&format!(
                     "rtt {ms} ms {}/{} {:<12} down {:>8.1} MiB/s  up {:>8.1} MiB/s  peak RSS {peak:.1} MiB",
                     round + 1,
@@ -530,7 +552,7 @@ fn latency(
         while !guess_file.exists() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
         }
-        tunnel.terminate(Duration::from_secs(5));
+        super::stop_client(&mut tunnel, &lab.sshd);
         if !guess_file.exists() {
             fail(&tunnel, "the KexGuessFile was not written");
         }
@@ -554,7 +576,7 @@ fn latency(
                 }
                 warm_ms.push(t.elapsed().as_secs_f64() * 1000.0);
             }
-            tunnel.terminate(Duration::from_secs(5));
+            super::stop_client(&mut tunnel, &lab.sshd);
             let warm_median = super::median(&warm_ms).unwrap_or(f64::NAN);
             progress(&format!(
                 "rtt {ms} ms {}/{} {:<12} first byte {first:.1} ms{}, warm connection {warm_median:.1} ms{}",
@@ -570,7 +592,7 @@ fn latency(
                 let local = free_port();
                 let mut tunnel = with_file(c, local);
                 let t = first_echoed_byte(&mut tunnel, local).as_secs_f64() * 1000.0;
-                tunnel.terminate(Duration::from_secs(5));
+                super::stop_client(&mut tunnel, &lab.sshd);
                 progress(&format!(
                     "rtt {ms} ms {}/{} {:<12} first byte {t:.1} ms{} with the KexGuessFile",
                     round + 1,
@@ -636,33 +658,48 @@ mod tests {
         let window = 100_000;
         let mut q = Queue::new(window);
         let t0 = Instant::now();
-        // Slow start: ten segments first.
-        assert_eq!(q.room(), INITIAL_CWND);
-        q.in_flight += INITIAL_CWND;
-        assert_eq!(q.room(), 0, "nothing more until an acknowledgement");
+        let arrives = t0 + Duration::from_millis(25);
+        q.pending.push_back(vec![7; 2_000_000]);
+        q.bytes = 2_000_000;
+        // Slow start: ten segments first, the rest waits.
+        q.release(arrives);
+        assert_eq!(q.in_flight, INITIAL_CWND);
+        assert_eq!(q.chunks.len(), 1);
+        assert_eq!(
+            q.pending.front().map(Vec::len),
+            Some(2_000_000 - INITIAL_CWND)
+        );
+        q.release(arrives);
+        assert_eq!(
+            q.in_flight, INITIAL_CWND,
+            "nothing more until an acknowledgement"
+        );
         q.acks
             .push_back((t0 + Duration::from_millis(50), INITIAL_CWND));
         q.acknowledge(t0 + Duration::from_millis(49));
-        assert_eq!(q.room(), 0, "not yet due");
+        assert_eq!(q.in_flight, INITIAL_CWND, "not yet due");
         q.acknowledge(t0 + Duration::from_millis(50));
         assert_eq!(q.in_flight, 0);
         assert_eq!(q.cwnd, 2 * INITIAL_CWND, "doubled per round trip");
-        assert_eq!(q.room(), 2 * INITIAL_CWND);
         // Up to the window, never past it.
         for _ in 0..10 {
-            let room = q.room();
-            q.in_flight += room;
-            q.acks.push_back((t0, room));
+            q.release(arrives);
+            let n = q.in_flight;
+            q.acks.push_back((t0, n));
             q.acknowledge(t0);
         }
         assert_eq!(q.cwnd, window);
-        q.in_flight += q.room();
+        q.release(arrives);
         assert_eq!(q.in_flight, window);
-        assert_eq!(q.room(), 0);
-        // A full queue takes nothing whatever the window says.
+        // Every byte is still there, in order.
+        let on_path: usize = q.chunks.iter().map(|c| c.1.len()).sum();
+        let waiting: usize = q.pending.iter().map(Vec::len).sum();
+        assert_eq!(on_path + waiting, 2_000_000);
+        assert_eq!(q.next_due(), Some(arrives));
+        // The proxy's own bound stops the reader whatever the window says.
         let mut full = Queue::new(QUEUE_BYTES);
         full.bytes = QUEUE_BYTES;
-        assert_eq!(full.room(), 0);
+        assert!(!full.has_room());
     }
 
     #[test]
