@@ -1191,7 +1191,18 @@ impl Parsed {
             'F' => self.config_file = Some(value.to_owned()),
             'J' => {
                 let hops = jump::parse_list(value, "-J")?;
-                if self.proxy_jump.is_none() && self.proxy_command_set {
+                // As in ssh: one -J, and not after -o ProxyJump (whose first value would win
+                // without a word).
+                if self.proxy_jump.is_some() {
+                    return Err(CliError::BadValue {
+                        key: "-J".into(),
+                        value: value.to_owned(),
+                        expected: "a single -J, not a second one or one after -o ProxyJump: \
+                                   list the hops in one -J, separated by commas (ssh refuses \
+                                   this too)",
+                    });
+                }
+                if self.proxy_command_set {
                     return Err(CliError::JumpAfterProxyCommand);
                 }
                 let some = !hops.is_empty();

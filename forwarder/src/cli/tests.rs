@@ -1054,8 +1054,19 @@ fn jump_hosts_keep_their_own_user_and_port_and_first_value_wins() {
     // The second hop: not the destination's -l or -p but the local user and port 22, as ssh.
     assert_eq!(hops, [("alice", "j1", 2222), ("tester", "j2", 22)]);
     assert_eq!((o.user.as_str(), o.port), ("bob", 2200));
-    let o = run(&["-o", "ProxyJump=none", "-J", "j1", "h"]);
-    assert!(o.proxy_jump.is_empty());
+    // One -J, as ssh allows: a second one, or one after -o ProxyJump, is refused rather than
+    // silently losing to the first.
+    for twice in [
+        ["-J", "j1", "-J", "j2", "h"],
+        ["-o", "ProxyJump=none", "-J", "j1", "h"],
+        ["-o", "ProxyJump=j0", "-J", "j1", "h"],
+    ] {
+        let e = err(&twice);
+        assert!(
+            e.contains("a single -J") && e.contains("commas"),
+            "{twice:?}: {e}"
+        );
+    }
     let o = run(&["-J", "J1", "-o", "ProxyJump=j2", "h"]);
     assert_eq!(o.proxy_jump[0].host, "j1");
     assert!(err(&["-J", "j1,,j2", "h"]).contains("jump hosts as [user@]host[:port]"));
