@@ -271,12 +271,66 @@ pub fn fingerprint_of(public_key: &Path) -> String {
         .to_owned()
 }
 
-fn ssh_keygen() -> PathBuf {
+/// The real `ssh-keygen`.
+pub fn ssh_keygen() -> PathBuf {
     require_program(
         "ssh-keygen",
         &[],
         "install the OpenSSH client (Debian: apt-get install openssh-client; scripts/test does this)",
     )
+}
+
+/// A certificate authority made by the real `ssh-keygen`: an Ed25519 key pair in a temp
+/// dir, signing user certificates with `ssh-keygen -s`.
+#[derive(Debug)]
+pub struct CertAuthority {
+    dir: TempDir,
+}
+
+impl CertAuthority {
+    /// A new CA.
+    pub fn new() -> CertAuthority {
+        let dir = tempfile::Builder::new()
+            .prefix("lab-ca-")
+            .tempdir()
+            .expect("a temp dir for the CA");
+        let mut cmd = Command::new(ssh_keygen());
+        cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", "lab-ca", "-f"])
+            .arg(dir.path().join("ca"));
+        run_ok(&mut cmd, KEYGEN_TIMEOUT, "ssh-keygen (CA)");
+        CertAuthority { dir }
+    }
+
+    /// The CA's public key, for sshd's `TrustedUserCAKeys`.
+    pub fn public_key_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pub")
+    }
+
+    /// Certifies the public key file `public` with key id `id` for `principal`, with extra
+    /// `ssh-keygen -s` arguments; returns the `-cert.pub` ssh-keygen wrote beside it.
+    pub fn certify(&self, public: &Path, id: &str, principal: &str, extra: &[&str]) -> PathBuf {
+        let mut cmd = Command::new(ssh_keygen());
+        cmd.arg("-q")
+            .arg("-s")
+            .arg(self.dir.path().join("ca"))
+            .args(["-I", id, "-n", principal])
+            .args(extra)
+            .arg(public);
+        run_ok(&mut cmd, KEYGEN_TIMEOUT, "ssh-keygen -s");
+        let stem = public.to_string_lossy();
+        let cert = PathBuf::from(format!(
+            "{}-cert.pub",
+            stem.strip_suffix(".pub").unwrap_or(&stem)
+        ));
+        assert!(cert.exists(), "ssh-keygen did not write {}", cert.display());
+        cert
+    }
+}
+
+impl Default for CertAuthority {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ pub use client::{
     ClientKind, Forward, KEX_COMPLETE, Tunnel, TunnelBuilder, forwarder_binary, kex_guesses,
     openssh_binary,
 };
-pub use keys::{KeyFormat, KeyKind, UserKey};
+pub use keys::{CertAuthority, KeyFormat, KeyKind, UserKey};
 pub use mariadb::Mariadb;
 pub use net::{free_port, port_listening};
 pub use postgres::{Postgres, expected_customers, psql, try_psql};

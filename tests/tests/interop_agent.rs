@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use ssh_interop_tests::process::{LabChild, require_program, run_ok};
 use ssh_interop_tests::{
-    ClientKind, EchoServer, KeyFormat, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip,
+    CertAuthority, ClientKind, EchoServer, KeyFormat, KeyKind, Sshd, TunnelBuilder, UserKey,
+    echo_round_trip,
 };
 
 /// A real `ssh-agent -D` on a socket in its own temp dir, killed on drop.
@@ -243,59 +244,29 @@ fn add_with_passphrase(socket: &Path, key: &Path, passphrase: &str) {
     run_ok(&mut cmd, Duration::from_secs(30), "ssh-add (with askpass)");
 }
 
-/// A certificate authority made by the real `ssh-keygen`, for sshd's TrustedUserCAKeys.
-struct Ca {
-    dir: tempfile::TempDir,
+/// sshd trusting `ca` for user certificates, with an empty authorized_keys.
+fn sshd_trusting(ca: &CertAuthority) -> Sshd {
+    Sshd::builder()
+        .config(format!(
+            "TrustedUserCAKeys {}",
+            ca.public_key_path().display()
+        ))
+        .config("LogLevel DEBUG2")
+        .start()
 }
 
-impl Ca {
-    fn new() -> Ca {
-        let dir = tempfile::Builder::new()
-            .prefix("lab-ca-")
-            .tempdir()
-            .expect("a temp dir for the CA");
-        let mut cmd = Command::new(ssh_keygen());
-        cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", "lab-ca", "-f"])
-            .arg(dir.path().join("ca"));
-        run_ok(&mut cmd, Duration::from_secs(30), "ssh-keygen (CA)");
-        Ca { dir }
-    }
-
-    /// sshd trusting this CA for user certificates, with an empty authorized_keys.
-    fn sshd(&self) -> Sshd {
-        Sshd::builder()
-            .config(format!(
-                "TrustedUserCAKeys {}",
-                self.dir.path().join("ca.pub").display()
-            ))
-            .config("LogLevel DEBUG2")
-            .start()
-    }
-
-    /// Copies `key`'s public key to `dir/name.pub` and certifies it for `principal`:
-    /// `ssh-keygen -s` writes `dir/name-cert.pub`, whose path is returned.
-    fn certify(&self, key: &UserKey, dir: &Path, name: &str, principal: &str) -> PathBuf {
-        let public = dir.join(format!("{name}.pub"));
-        std::fs::copy(key.public_key_path(), &public).expect("copy the public key");
-        let mut cmd = Command::new(ssh_keygen());
-        cmd.arg("-q")
-            .arg("-s")
-            .arg(self.dir.path().join("ca"))
-            .args(["-I", name, "-n", principal])
-            .arg(&public);
-        run_ok(&mut cmd, Duration::from_secs(30), "ssh-keygen -s");
-        let cert = dir.join(format!("{name}-cert.pub"));
-        assert!(cert.exists(), "ssh-keygen did not write {}", cert.display());
-        cert
-    }
-}
-
-fn ssh_keygen() -> PathBuf {
-    require_program(
-        "ssh-keygen",
-        &[],
-        "install the OpenSSH client (apt-get install openssh-client; scripts/test does this)",
-    )
+/// Copies `key`'s public key to `dir/name.pub` and certifies it for `principal` with key id
+/// `name`: returns `dir/name-cert.pub`.
+fn certify_copy(
+    ca: &CertAuthority,
+    key: &UserKey,
+    dir: &Path,
+    name: &str,
+    principal: &str,
+) -> PathBuf {
+    let public = dir.join(format!("{name}.pub"));
+    std::fs::copy(key.public_key_path(), &public).expect("copy the public key");
+    ca.certify(&public, name, principal, &[])
 }
 
 /// The line in which sshd accepted a certificate with key id `id`.
@@ -321,10 +292,10 @@ fn interop_agent_signs_for_a_certificate_file_with_the_plain_key_it_holds() {
     let key = UserKey::generate(KeyKind::Ed25519);
     let agent = Agent::start();
     agent.add(&[&key]);
-    let ca = Ca::new();
-    let sshd = ca.sshd();
+    let ca = CertAuthority::new();
+    let sshd = sshd_trusting(&ca);
     let issued = tempfile::tempdir().expect("temp dir");
-    let cert = ca.certify(&key, issued.path(), "lab-agent-cert-file", sshd.user());
+    let cert = certify_copy(&ca, &key, issued.path(), "lab-agent-cert-file", sshd.user());
     let echo = EchoServer::start();
     let home = empty_home();
     let offset = sshd.log().len();
@@ -351,12 +322,12 @@ fn interop_agent_signs_for_a_certificate_beside_a_public_key_with_the_plain_key_
         let key = UserKey::generate(kind);
         let agent = Agent::start();
         agent.add(&[&key]);
-        let ca = Ca::new();
-        let sshd = ca.sshd();
+        let ca = CertAuthority::new();
+        let sshd = sshd_trusting(&ca);
         // Only `id.pub` and `id-cert.pub`: the private key is in the agent alone.
         let dir = tempfile::tempdir().expect("temp dir");
         let id = format!("lab-agent-{kind}");
-        ca.certify(&key, dir.path(), &id, sshd.user());
+        certify_copy(&ca, &key, dir.path(), &id, sshd.user());
         let echo = EchoServer::start();
         let home = empty_home();
         let offset = sshd.log().len();

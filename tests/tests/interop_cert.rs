@@ -3,65 +3,14 @@
 //! at all; the forwarder finds `-cert.pub` beside the key, or takes `CertificateFile`.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use ssh_interop_tests::process::{require_program, run_ok};
 use ssh_interop_tests::{
-    ClientKind, EchoServer, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip,
+    CertAuthority, ClientKind, EchoServer, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip,
 };
 
-/// A certificate authority: an Ed25519 key pair in a temp dir.
-struct Ca {
-    dir: tempfile::TempDir,
-}
-
-fn ssh_keygen() -> PathBuf {
-    require_program(
-        "ssh-keygen",
-        &[],
-        "install the OpenSSH client (apt-get install openssh-client; scripts/test does this)",
-    )
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let dir = tempfile::Builder::new()
-            .prefix("lab-ca-")
-            .tempdir()
-            .expect("a temp dir for the CA");
-        let mut cmd = Command::new(ssh_keygen());
-        cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", "lab-ca", "-f"])
-            .arg(dir.path().join("ca"));
-        run_ok(&mut cmd, Duration::from_secs(30), "ssh-keygen (CA)");
-        Ca { dir }
-    }
-
-    fn public_key_path(&self) -> PathBuf {
-        self.dir.path().join("ca.pub")
-    }
-
-    /// Signs `key`'s public key for `principal` with extra `ssh-keygen -s` arguments; the
-    /// certificate is written beside the key as `<key>-cert.pub`. Returns its path.
-    fn sign(&self, key: &UserKey, id: &str, principal: &str, extra: &[&str]) -> PathBuf {
-        let mut cmd = Command::new(ssh_keygen());
-        cmd.arg("-q")
-            .arg("-s")
-            .arg(self.dir.path().join("ca"))
-            .args(["-I", id, "-n", principal])
-            .args(extra)
-            .arg(key.public_key_path());
-        run_ok(&mut cmd, Duration::from_secs(30), "ssh-keygen -s");
-        let mut cert = key.private_key_path().as_os_str().to_owned();
-        cert.push("-cert.pub");
-        let cert = PathBuf::from(cert);
-        assert!(cert.exists(), "ssh-keygen did not write {}", cert.display());
-        cert
-    }
-}
-
 /// sshd that trusts `ca` for user certificates and has an empty authorized_keys.
-fn sshd_trusting(ca: &Ca) -> Sshd {
+fn sshd_trusting(ca: &CertAuthority) -> Sshd {
     Sshd::builder()
         .config(format!(
             "TrustedUserCAKeys {}",
@@ -85,13 +34,13 @@ fn accepted_line(sshd: &Sshd, offset: usize) -> String {
 
 #[test]
 fn interop_cert_beside_the_key_logs_in_with_no_authorized_key() {
-    let ca = Ca::new();
+    let ca = CertAuthority::new();
     let sshd = sshd_trusting(&ca);
     let echo = EchoServer::start();
     for kind in [KeyKind::Ed25519, KeyKind::Rsa2048, KeyKind::EcdsaP256] {
         let key = UserKey::generate(kind);
         let id = format!("lab-{kind}");
-        ca.sign(&key, &id, sshd.user(), &[]);
+        ca.certify(key.public_key_path(), &id, sshd.user(), &[]);
         let offset = sshd.log().len();
         let tunnel = forwarder(&sshd, &key).forward_to(echo.port()).start();
         assert_eq!(
@@ -122,11 +71,16 @@ fn interop_cert_beside_the_key_logs_in_with_no_authorized_key() {
 
 #[test]
 fn interop_cert_from_certificate_file() {
-    let ca = Ca::new();
+    let ca = CertAuthority::new();
     let sshd = sshd_trusting(&ca);
     let echo = EchoServer::start();
     let key = UserKey::generate(KeyKind::Ed25519);
-    let beside = ca.sign(&key, "lab-certificate-file", sshd.user(), &[]);
+    let beside = ca.certify(
+        key.public_key_path(),
+        "lab-certificate-file",
+        sshd.user(),
+        &[],
+    );
     // Move it away from the key, so only CertificateFile can find it.
     let elsewhere = tempfile::tempdir().expect("temp dir");
     let moved: PathBuf = elsewhere.path().join("issued.pub");
@@ -149,11 +103,11 @@ fn interop_cert_from_certificate_file() {
 
 #[test]
 fn interop_cert_expired_is_skipped_with_a_note_and_the_login_fails() {
-    let ca = Ca::new();
+    let ca = CertAuthority::new();
     let sshd = sshd_trusting(&ca);
     let key = UserKey::generate(KeyKind::Ed25519);
-    ca.sign(
-        &key,
+    ca.certify(
+        key.public_key_path(),
         "lab-expired",
         sshd.user(),
         &["-V", "20200101:20210101"],
@@ -178,11 +132,11 @@ fn interop_cert_expired_is_skipped_with_a_note_and_the_login_fails() {
 
 #[test]
 fn interop_cert_without_port_forwarding_is_warned_about() {
-    let ca = Ca::new();
+    let ca = CertAuthority::new();
     let sshd = sshd_trusting(&ca);
     let key = UserKey::generate(KeyKind::Ed25519);
-    ca.sign(
-        &key,
+    ca.certify(
+        key.public_key_path(),
         "lab-no-forwarding",
         sshd.user(),
         &["-O", "no-port-forwarding"],
