@@ -306,6 +306,18 @@ impl CertAuthority {
         self.dir.path().join("ca.pub")
     }
 
+    /// A lab sshd that trusts this CA for user certificates and authorizes no key, logging
+    /// at DEBUG2 (its "Accepted publickey" line names the certificate).
+    pub fn sshd(&self) -> crate::Sshd {
+        crate::Sshd::builder()
+            .config(format!(
+                "TrustedUserCAKeys {}",
+                self.public_key_path().display()
+            ))
+            .config("LogLevel DEBUG2")
+            .start()
+    }
+
     /// Certifies the public key file `public` with key id `id` for `principal`, with extra
     /// `ssh-keygen -s` arguments; returns the `-cert.pub` ssh-keygen wrote beside it.
     pub fn certify(&self, public: &Path, id: &str, principal: &str, extra: &[&str]) -> PathBuf {

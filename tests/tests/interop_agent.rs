@@ -244,17 +244,6 @@ fn add_with_passphrase(socket: &Path, key: &Path, passphrase: &str) {
     run_ok(&mut cmd, Duration::from_secs(30), "ssh-add (with askpass)");
 }
 
-/// sshd trusting `ca` for user certificates, with an empty authorized_keys.
-fn sshd_trusting(ca: &CertAuthority) -> Sshd {
-    Sshd::builder()
-        .config(format!(
-            "TrustedUserCAKeys {}",
-            ca.public_key_path().display()
-        ))
-        .config("LogLevel DEBUG2")
-        .start()
-}
-
 /// Copies `key`'s public key to `dir/name.pub` and certifies it for `principal` with key id
 /// `name`: returns `dir/name-cert.pub`.
 fn certify_copy(
@@ -293,7 +282,7 @@ fn interop_agent_signs_for_a_certificate_file_with_the_plain_key_it_holds() {
     let agent = Agent::start();
     agent.add(&[&key]);
     let ca = CertAuthority::new();
-    let sshd = sshd_trusting(&ca);
+    let sshd = ca.sshd();
     let issued = tempfile::tempdir().expect("temp dir");
     let cert = certify_copy(&ca, &key, issued.path(), "lab-agent-cert-file", sshd.user());
     let echo = EchoServer::start();
@@ -323,7 +312,7 @@ fn interop_agent_signs_for_a_certificate_beside_a_public_key_with_the_plain_key_
         let agent = Agent::start();
         agent.add(&[&key]);
         let ca = CertAuthority::new();
-        let sshd = sshd_trusting(&ca);
+        let sshd = ca.sshd();
         // Only `id.pub` and `id-cert.pub`: the private key is in the agent alone.
         let dir = tempfile::tempdir().expect("temp dir");
         let id = format!("lab-agent-{kind}");

@@ -9,17 +9,6 @@ use ssh_interop_tests::{
     CertAuthority, ClientKind, EchoServer, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip,
 };
 
-/// sshd that trusts `ca` for user certificates and has an empty authorized_keys.
-fn sshd_trusting(ca: &CertAuthority) -> Sshd {
-    Sshd::builder()
-        .config(format!(
-            "TrustedUserCAKeys {}",
-            ca.public_key_path().display()
-        ))
-        .config("LogLevel DEBUG2")
-        .start()
-}
-
 fn forwarder(sshd: &Sshd, key: &UserKey) -> TunnelBuilder {
     TunnelBuilder::new(ClientKind::Forwarder, sshd, key)
 }
@@ -35,7 +24,7 @@ fn accepted_line(sshd: &Sshd, offset: usize) -> String {
 #[test]
 fn interop_cert_beside_the_key_logs_in_with_no_authorized_key() {
     let ca = CertAuthority::new();
-    let sshd = sshd_trusting(&ca);
+    let sshd = ca.sshd();
     let echo = EchoServer::start();
     for kind in [KeyKind::Ed25519, KeyKind::Rsa2048, KeyKind::EcdsaP256] {
         let key = UserKey::generate(kind);
@@ -72,7 +61,7 @@ fn interop_cert_beside_the_key_logs_in_with_no_authorized_key() {
 #[test]
 fn interop_cert_from_certificate_file() {
     let ca = CertAuthority::new();
-    let sshd = sshd_trusting(&ca);
+    let sshd = ca.sshd();
     let echo = EchoServer::start();
     let key = UserKey::generate(KeyKind::Ed25519);
     let beside = ca.certify(
@@ -104,7 +93,7 @@ fn interop_cert_from_certificate_file() {
 #[test]
 fn interop_cert_expired_is_skipped_with_a_note_and_the_login_fails() {
     let ca = CertAuthority::new();
-    let sshd = sshd_trusting(&ca);
+    let sshd = ca.sshd();
     let key = UserKey::generate(KeyKind::Ed25519);
     ca.certify(
         key.public_key_path(),
@@ -133,7 +122,7 @@ fn interop_cert_expired_is_skipped_with_a_note_and_the_login_fails() {
 #[test]
 fn interop_cert_without_port_forwarding_is_warned_about() {
     let ca = CertAuthority::new();
-    let sshd = sshd_trusting(&ca);
+    let sshd = ca.sshd();
     let key = UserKey::generate(KeyKind::Ed25519);
     ca.certify(
         key.public_key_path(),
