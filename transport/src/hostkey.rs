@@ -354,7 +354,7 @@ impl PublicKey {
                 }
                 let mut padded = vec![0u8; n_len - sig.len()];
                 padded.extend_from_slice(sig);
-                if bit_length(&self.rsa_n) > RING_RSA_MAX_BITS {
+                if crate::kex::dh::bit_length(&self.rsa_n) > RING_RSA_MAX_BITS {
                     return verify_large_rsa(&self.rsa_n, &self.rsa_e, expected, data, &padded);
                 }
                 signature::RsaPublicKeyComponents {
@@ -441,16 +441,7 @@ pub fn blob_key_type(blob: &[u8]) -> Result<&str, DecodeError> {
 
 /// The largest RSA modulus ring verifies; larger keys (OpenSSH accepts up to 16384 bits)
 /// are verified by [`verify_large_rsa`].
-const RING_RSA_MAX_BITS: usize = 8192;
-
-/// The significant bits of a big-endian magnitude.
-fn bit_length(v: &[u8]) -> usize {
-    let v = match v.iter().position(|&b| b != 0) {
-        Some(i) => v.get(i..).unwrap_or_default(),
-        None => return 0,
-    };
-    (v.len() * 8).saturating_sub(v.first().map_or(0, |b| b.leading_zeros() as usize))
-}
+const RING_RSA_MAX_BITS: u32 = 8192;
 
 /// RSASSA-PKCS1-v1_5 verification (RFC 8017 section 8.2.2) for moduli ring does not take:
 /// `sig` (already as long as `n`) raised to `e` modulo `n` must be exactly the encoding of
