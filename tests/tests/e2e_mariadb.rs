@@ -210,12 +210,19 @@ fn e2e_mariadb_tls_is_negotiated_end_to_end_through_the_tunnel() {
     // nothing on the way could have ended the TLS session in its place.
     let tls = ["--ssl", "--ssl-verify-server-cert", ca.as_str()];
 
-    // The server's view of the session, and the client's, in one connection.
-    let out = query_tcp(
-        port,
-        &tls,
-        "SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_cipher', 'Ssl_version')",
-    );
+    // The server's view of the session, and the client's, in one connection. A failure
+    // shows what the forwarder, sshd and MariaDB logged, to tell which of them ended it.
+    let sql = "SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_cipher', 'Ssl_version')";
+    let out = try_query_tcp(port, &tls, sql).unwrap_or_else(|e| {
+        panic!(
+            "mariadb through the tunnel on 127.0.0.1:{port} failed on {sql:?}: {e}\n\
+             forwarder (exited: {:?}):\n{}\nsshd:\n{}\nMariaDB:\n{}",
+            tunnel.exited(),
+            tunnel.log(),
+            ssh_interop_tests::process::tail(&sshd.log(), 30),
+            ssh_interop_tests::process::tail(&db.log(), 20),
+        )
+    });
     let status: std::collections::BTreeMap<&str, &str> =
         out.lines().filter_map(|l| l.split_once('\t')).collect();
     let cipher = status.get("Ssl_cipher").copied().unwrap_or_default();
