@@ -5,12 +5,13 @@ use std::fmt;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 use crate::keys::UserKey;
-use crate::net::{free_port, port_listening};
+use crate::net::{free_port, port_listening_by};
 use crate::process::{self, LabChild, file_tail, find_program};
 use crate::sshd::Sshd;
 
@@ -172,6 +173,8 @@ pub struct TunnelBuilder {
     options: Vec<String>,
     env: Vec<(String, String)>,
     max_open_files: Option<u64>,
+    /// The key's files, kept on disk for the client's life.
+    key_files: Arc<TempDir>,
 }
 
 impl TunnelBuilder {
@@ -202,6 +205,7 @@ impl TunnelBuilder {
             options: Vec::new(),
             env: Vec::new(),
             max_open_files: None,
+            key_files: key.files(),
         }
     }
 
@@ -391,6 +395,7 @@ impl TunnelBuilder {
             child,
             log_path,
             _dir: dir,
+            _key_files: Arc::clone(&self.key_files),
             kind: self.kind,
             forwards: self.forwards.clone(),
             command_line: self.command_line(),
@@ -432,6 +437,7 @@ pub struct Tunnel {
     child: LabChild,
     log_path: PathBuf,
     _dir: TempDir,
+    _key_files: Arc<TempDir>,
     kind: ClientKind,
     forwards: Vec<Forward>,
     command_line: String,
@@ -452,7 +458,15 @@ impl Tunnel {
                     file_tail(&self.log_path, 40)
                 );
             }
-            if self.forwards.iter().all(|f| port_listening(f.local_port)) {
+            // The client's own listeners (or its children's, under autossh): another
+            // process listening on a port the client failed to bind does not make it ready.
+            let pid = self.child.pid();
+            let held_by = |pids: &[u32]| {
+                self.forwards
+                    .iter()
+                    .all(|f| port_listening_by(pids, f.local_port))
+            };
+            if held_by(&[pid]) || held_by(&crate::process::tree(pid)) {
                 return self.started.elapsed();
             }
             if Instant::now() >= deadline {
@@ -629,6 +643,7 @@ mod tests {
                 options: Vec::new(),
                 env: Vec::new(),
                 max_open_files: None,
+                key_files: Arc::new(TempDir::new().expect("a temp dir")),
             };
             let args = builder.args();
             assert_eq!(args[..3], ["-N", "-F", "none"], "{kind}: {args:?}");

@@ -4,6 +4,7 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -135,10 +136,14 @@ impl KeyFormat {
     }
 }
 
-/// A fresh key pair in its own temp dir (removed on drop).
+/// A fresh key pair in its own temp dir, removed when the key and every [`Tunnel`] started
+/// with it are dropped: a client reads its key file when it logs in, which may be after the
+/// test's own `UserKey` has gone (a helper that returns the tunnel and drops the key).
+///
+/// [`Tunnel`]: crate::Tunnel
 #[derive(Debug)]
 pub struct UserKey {
-    _dir: TempDir,
+    dir: Arc<TempDir>,
     kind: KeyKind,
     format: KeyFormat,
     passphrase: Option<String>,
@@ -149,6 +154,11 @@ pub struct UserKey {
 }
 
 impl UserKey {
+    /// A handle that keeps the key's files on disk while it lives.
+    pub(crate) fn files(&self) -> Arc<TempDir> {
+        Arc::clone(&self.dir)
+    }
+
     /// A new unencrypted key in OpenSSH format.
     pub fn generate(kind: KeyKind) -> UserKey {
         UserKey::generate_with(kind, KeyFormat::OpenSsh, None)
@@ -186,7 +196,7 @@ impl UserKey {
         });
         let fingerprint = fingerprint_of(&public_key);
         UserKey {
-            _dir: dir,
+            dir: Arc::new(dir),
             kind,
             format: written,
             passphrase: passphrase.map(str::to_owned),

@@ -282,20 +282,25 @@ pub fn signal(pid: u32, sig: Signal) {
 /// first, so a server cannot fork a new child in between (sshd forks one per connection and
 /// those escape into their own sessions, so a process-group kill would miss them).
 pub fn kill_tree(pid: u32) {
-    let mut victims = vec![pid];
-    let mut seen: HashSet<u32> = victims.iter().copied().collect();
+    for victim in tree(pid) {
+        signal(victim, Signal::KILL);
+    }
+}
+
+/// `pid` and its descendants, from `/proc`, parents before their children.
+pub fn tree(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    let mut seen: HashSet<u32> = pids.iter().copied().collect();
     let mut i = 0;
-    while let Some(&parent) = victims.get(i) {
+    while let Some(&parent) = pids.get(i) {
         for child in children_of(parent) {
             if seen.insert(child) {
-                victims.push(child);
+                pids.push(child);
             }
         }
         i += 1;
     }
-    for victim in victims {
-        signal(victim, Signal::KILL);
-    }
+    pids
 }
 
 /// Processes stopped with SIGSTOP, continued (SIGCONT) when dropped, so a failing test
