@@ -59,7 +59,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
@@ -447,11 +446,11 @@ fn tls_config() -> Result<Arc<ClientConfig>, String> {
     CONFIG
         .get_or_init(|| {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = ClientConfig::builder_with_provider(provider.clone())
+            let mut config = ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .map_err(|e| format!("internal error: TLS configuration: {e}"))?
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+                .with_custom_certificate_verifier(Arc::new(AnyServerCert))
                 .with_no_client_auth();
             config.enable_sni = false;
             // What PostgreSQL 17 expects from a client that offers ALPN; older servers ignore it.
@@ -469,10 +468,30 @@ fn tls_config() -> Result<Arc<ClientConfig>, String> {
 /// against (the database client behind the tunnel does its own checks, with its own
 /// settings). Checking anyway would only make a healthy database look down when its
 /// certificate is self-signed, expired, for another name, or one that webpki refuses to
-/// parse (an X.509 v1 certificate, as old `openssl x509 -req` recipes make). The schemes
-/// offered are the ring provider's, so a server can always pick one.
+/// parse (an X.509 v1 certificate, as old `openssl x509 -req` recipes make). Since no
+/// signature is checked, every scheme TLS defines is offered ([`ALL_SCHEMES`]), not only those
+/// the ring provider can verify: a server whose certificate is P-521 or Ed448 must not fail the
+/// probe for a check that is never made.
 #[derive(Debug)]
-struct AnyServerCert(Arc<CryptoProvider>);
+struct AnyServerCert;
+
+/// The signature schemes offered in the probe's handshakes: all of them (rustls leaves out of
+/// a TLS 1.3 handshake those TLS 1.3 forbids).
+const ALL_SCHEMES: [SignatureScheme; 13] = [
+    SignatureScheme::ED25519,
+    SignatureScheme::ECDSA_NISTP256_SHA256,
+    SignatureScheme::ECDSA_NISTP384_SHA384,
+    SignatureScheme::ECDSA_NISTP521_SHA512,
+    SignatureScheme::ED448,
+    SignatureScheme::RSA_PSS_SHA256,
+    SignatureScheme::RSA_PSS_SHA384,
+    SignatureScheme::RSA_PSS_SHA512,
+    SignatureScheme::RSA_PKCS1_SHA256,
+    SignatureScheme::RSA_PKCS1_SHA384,
+    SignatureScheme::RSA_PKCS1_SHA512,
+    SignatureScheme::RSA_PKCS1_SHA1,
+    SignatureScheme::ECDSA_SHA1_Legacy,
+];
 
 impl ServerCertVerifier for AnyServerCert {
     fn verify_server_cert(
@@ -505,7 +524,7 @@ impl ServerCertVerifier for AnyServerCert {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        ALL_SCHEMES.to_vec()
     }
 }
 
@@ -1082,7 +1101,8 @@ fn sanitize(bytes: &[u8], max_chars: usize) -> String {
             out.push_str("...");
             break;
         }
-        if c.is_control() {
+        // Bidirectional overrides could make the text read differently from what it says.
+        if c.is_control() || ssh_transport::text::is_bidi_control(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -1137,6 +1157,14 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use tokio::io::{DuplexStream, duplex};
+
+    #[test]
+    fn server_text_with_a_bidirectional_override_is_escaped() {
+        // A version or error text that reorders what a terminal or dashboard shows.
+        let shown = sanitize("10.11\u{202e}BDairaM".as_bytes(), 100);
+        assert!(!shown.contains('\u{202e}'), "{shown}");
+        assert_eq!(shown, "10.11\\u{202e}BDairaM");
+    }
 
     /// A MariaDB 10.11 greeting as the real server sent it (header included).
     const MARIADB_GREETING: &str = "640000000a352e352e352d31302e31312e31392d4d6172696144422d302b\

@@ -74,6 +74,12 @@ impl Postgres {
         Postgres::start_inner(true)
     }
 
+    /// [`Postgres::start_with_ssl`] with the certificate's key on `curve` (an OpenSSL curve
+    /// name: `secp521r1` for P-521).
+    pub fn start_with_ssl_on_curve(curve: &str) -> Postgres {
+        Postgres::start_inner_with(Some(Tls::SelfSignedOn(curve.to_owned())))
+    }
+
     /// [`Postgres::start`] with `ssl = on` and a certificate for `name` (its subjectAltName)
     /// signed by a test CA made for this cluster, whose certificate is at
     /// [`Postgres::ca_cert_path`]: what a client checking `verify-full` for `name` accepts.
@@ -150,6 +156,13 @@ impl Postgres {
         if let Some(tls) = &tls {
             match tls {
                 Tls::SelfSigned => make_server_certificate(&data_dir, run_as.as_deref()),
+                Tls::SelfSignedOn(curve) => crate::tls::self_signed_on(
+                    &data_dir.join("server.crt"),
+                    &data_dir.join("server.key"),
+                    curve,
+                    run_as.as_deref(),
+                    "openssl req (a certificate for PostgreSQL)",
+                ),
                 Tls::CaSigned(name) => {
                     make_ca_signed_certificate(dir.path(), &data_dir, name, run_as.as_deref());
                 }
@@ -549,6 +562,8 @@ pub(crate) fn os_user_ids(user: &str) -> (u32, u32) {
 enum Tls {
     /// Self-signed, for `localhost`.
     SelfSigned,
+    /// Self-signed, for `localhost`, with a key on this curve (an OpenSSL name).
+    SelfSignedOn(String),
     /// For this name, signed by a test CA.
     CaSigned(String),
 }

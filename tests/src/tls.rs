@@ -1,6 +1,6 @@
 //! Test certificates for the lab's database servers, made with `openssl`: a self-signed one
-//! for `localhost`, or a test CA and a certificate it signs for a name. Keys are P-256, valid
-//! for 7 days, readable by the server's user alone.
+//! for `localhost`, or a test CA and a certificate it signs for a name. Keys are P-256 unless
+//! a curve is asked for, valid for 7 days, readable by the server's user alone.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,9 +23,14 @@ fn openssl() -> Command {
 
 /// A new P-256 key at `key` and a request or certificate at `out` (`req` with `args`).
 fn req(key: &Path, out: &Path, args: &[&str], what: &str) {
+    req_on(key, out, "prime256v1", args, what);
+}
+
+/// [`req`] with a key on `curve` (an OpenSSL curve name).
+fn req_on(key: &Path, out: &Path, curve: &str, args: &[&str], what: &str) {
     let mut cmd = openssl();
     cmd.args(["req", "-nodes", "-newkey", "ec"])
-        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-pkeyopt", &format!("ec_paramgen_curve:{curve}")])
         .args(args)
         .arg("-keyout")
         .arg(key)
@@ -37,9 +42,21 @@ fn req(key: &Path, out: &Path, args: &[&str], what: &str) {
 /// A self-signed certificate for `localhost` and 127.0.0.1 at `crt`, its key at `key`, both
 /// handed to `run_as` (the server's user) when given.
 pub(crate) fn self_signed(crt: &Path, key: &Path, run_as: Option<&str>, what: &str) {
-    req(
+    self_signed_on(crt, key, "prime256v1", run_as, what);
+}
+
+/// [`self_signed`] with a key on `curve` (an OpenSSL curve name, `secp521r1` for P-521).
+pub(crate) fn self_signed_on(
+    crt: &Path,
+    key: &Path,
+    curve: &str,
+    run_as: Option<&str>,
+    what: &str,
+) {
+    req_on(
         key,
         crt,
+        curve,
         &[
             "-x509",
             "-days",

@@ -206,6 +206,27 @@ fn e2e_probe_postgres_with_tls_completes_the_handshake_and_logs_nothing() {
 }
 
 #[test]
+fn e2e_probe_postgres_with_a_p521_certificate_completes_the_handshake() {
+    // The probe checks no signature, so a certificate whose key ring cannot verify (P-521)
+    // must not fail it: the server can only sign with ecdsa_secp521r1_sha512, and a probe
+    // that did not offer it failed the handshake while the database was healthy.
+    let pg = Postgres::start_with_ssl_on_curve("secp521r1");
+    pg.stop_at_process_exit();
+    let before = pg.log();
+    let detail = probe(pg.port(), &spec(ProbeKind::Postgres))
+        .unwrap_or_else(|e| panic!("the probe failed against a P-521 certificate: {e}"));
+    assert!(
+        detail.starts_with("postgres: TLS offered, handshake completed (TLSv1_3, TLS13_"),
+        "{detail}"
+    );
+    let gained = log_gained(|| pg.log(), &before);
+    assert!(
+        gained.is_empty(),
+        "the probe left lines in PostgreSQL's log:\n{gained}"
+    );
+}
+
+#[test]
 fn e2e_probe_mysql_probe_at_postgres_finds_silence_and_logs_nothing() {
     let (pg, _turn) = postgres();
     let before = pg.log();

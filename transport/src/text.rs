@@ -30,7 +30,7 @@ pub fn sanitize(raw: &[u8], keep_newlines: bool, max_chars: usize) -> String {
 }
 
 /// Unicode bidirectional overrides can reorder what a terminal shows.
-fn is_bidi_control(c: char) -> bool {
+pub fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
 }
 
