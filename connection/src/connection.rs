@@ -451,6 +451,14 @@ impl Connection {
         self.channel(id).is_some_and(|c| c.eof_received)
     }
 
+    /// Whether the channel will never send data again: we sent EOF or CLOSE, or closed it
+    /// locally, or the server sent CLOSE (RFC 4254 5.3: nothing may follow it). False while
+    /// an open is still waiting for its confirmation, and for an id not in use.
+    pub fn send_ended(&self, id: ChannelId) -> bool {
+        self.channel(id)
+            .is_some_and(|c| c.eof_sent || c.close_sent || c.close_received || c.local_closed)
+    }
+
     /// Bytes `send_data` would accept now: the server's window, or 0 until the open is
     /// confirmed, after `send_eof` or `close`, after the server's CLOSE, or once failed.
     pub fn send_capacity(&self, id: ChannelId) -> usize {

@@ -1150,11 +1150,23 @@ impl ChannelStream {
     /// Sends what the window allows of `data` (see `AsyncWrite::poll_write`), through a
     /// shared reference so that one task can read and write the channel at once.
     pub fn poll_send(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         let mut guard = self.shared.lock();
         let st = &mut *guard;
         if let Err(wait) = self.may_send(cx, st) {
             return wait;
         }
+        // After the server's CLOSE, or our own EOF, no window will ever open: waiting for one
+        // would hang a writer that reads only once its write is done. (What the server sent
+        // before its CLOSE stays readable.)
+        if st.session.send_ended(self.id) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        // One call queues at most the output buffer's high-water mark, so that a window the
+        // server made huge cannot make a single write outgrow the output limit.
+        let data = data.get(..OUTPUT_HIGH_WATER).unwrap_or(data);
         match st.session.send_data(self.id, data) {
             Ok(0) => {
                 if let Some(slot) = self.slot(st) {

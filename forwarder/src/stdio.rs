@@ -57,9 +57,15 @@ where
                 to_channel.shutdown().await?;
                 return std::future::pending::<std::io::Result<()>>().await;
             }
-            to_channel
-                .write_all(buf.get(..n).unwrap_or_default())
-                .await?;
+            match to_channel.write_all(buf.get(..n).unwrap_or_default()).await {
+                Ok(()) => {}
+                // The server closed the channel: nothing more can go that way, and what it
+                // sent before its CLOSE is still to be written out by the other half.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return std::future::pending::<std::io::Result<()>>().await;
+                }
+                Err(e) => return Err(e),
+            }
         }
     };
     let download = async {

@@ -895,3 +895,92 @@ async fn a_connection_ends_when_its_app_closes_after_the_server_closed_with_data
         .unwrap()
         .expect("forwarding ends cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_gets_a_broken_pipe_once_the_server_has_closed_with_its_answer_unread() {
+    // An application that writes its whole request before it reads (a buffered database
+    // client): the server answers 64 KiB and closes the channel. Its answer stays unread,
+    // so the channel has not ended, but no window will ever open again: the write must
+    // fail, not wait for ever.
+    const ANSWER: usize = 64 * 1024;
+    let server_opts = ServerOptions {
+        close_after_echo: Some(ANSWER as u64),
+        ..ServerOptions::default()
+    };
+    let client_opts = ClientOptions {
+        server_alive: None,
+        ..ClientOptions::default()
+    };
+    let (_server, conn, client) = connected(server_opts, client_opts).await;
+    let mut ch = open(&client.handle, "db.internal").await;
+
+    // An empty write is done at once (before, it waited for a window that it does not need).
+    let empty = within(STEP, "an empty write", ch.write(&[])).await;
+    assert_eq!(empty.expect("an empty write"), 0);
+
+    let data = pattern(41, 8 * MIB);
+    let written = within(
+        Duration::from_secs(20),
+        "a write to a channel the server closed",
+        ch.write_all(&data),
+    )
+    .await;
+    let error = written.expect_err("8 MiB written to a channel closed after 64 KiB");
+    assert_eq!(error.kind(), io::ErrorKind::BrokenPipe, "{error}");
+    assert!(
+        conn.stats().bytes_out >= ANSWER as u64,
+        "{:?}",
+        conn.stats()
+    );
+
+    // What the server answered before its CLOSE is all there, in order, then the end.
+    let mut answer = Vec::new();
+    within(
+        Duration::from_secs(20),
+        "the answer",
+        ch.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the answer reads");
+    assert!(answer.len() >= ANSWER, "{} bytes", answer.len());
+    assert!(data.starts_with(&answer), "the answer is not the echo");
+    assert!(client.handle.error().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_huge_write_under_a_huge_window_waits_for_the_output_instead_of_overflowing_it() {
+    // A server may grant a window of 4 GiB. One write of 80 MiB must then be taken a part at
+    // a time as the output drains, not framed at once past the session's 64 MiB output limit
+    // (which fails the whole session).
+    const DATA: usize = 80 * MIB;
+    let server_opts = ServerOptions {
+        window: u32::MAX,
+        ..ServerOptions::default()
+    };
+    let (_server, conn, client) = connected(server_opts, ClientOptions::default()).await;
+    let ch = open(&client.handle, "db.internal").await;
+    let (mut reader, mut writer) = tokio::io::split(ch);
+    let data = pattern(43, DATA);
+    let reading = tokio::spawn(async move {
+        let mut got = vec![0u8; DATA];
+        reader.read_exact(&mut got).await.map(|_| got)
+    });
+    within(
+        Duration::from_secs(120),
+        "one 80 MiB write",
+        writer.write_all(&data),
+    )
+    .await
+    .expect("the write");
+    let got = within(Duration::from_secs(120), "the echo", reading)
+        .await
+        .unwrap()
+        .expect("the echo reads");
+    assert!(got == data, "the echo differs");
+    assert!(
+        client.handle.error().is_none(),
+        "{:?}",
+        client.handle.error()
+    );
+    assert_eq!(conn.stats().bytes_in, DATA as u64);
+}

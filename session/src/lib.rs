@@ -708,6 +708,11 @@ impl Session {
             .cancel_tcpip_forward(address, port, &mut self.transport)
     }
 
+    /// Whether the channel will never send data again (see [`Connection::send_ended`]).
+    pub fn send_ended(&self, id: ChannelId) -> bool {
+        self.conn.send_ended(id)
+    }
+
     /// Sends what the channel's window allows of `data`; returns how much was taken.
     pub fn send_data(&mut self, id: ChannelId, data: &[u8]) -> Result<usize, SessionError> {
         self.conn
