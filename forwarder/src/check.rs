@@ -366,6 +366,14 @@ fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
     if opts.stdio_forward.is_some() {
         return Err("check tests -L forwards; -W is not checked".into());
     }
+    // A pass must not vouch for a forward that was never tried, as with `--config`.
+    if !opts.remote_forwards.is_empty() {
+        return Err(
+            "check tests -L forwards; remote forwards (-R, or RemoteForward in ssh_config) are \
+             not checked: leave them out"
+                .into(),
+        );
+    }
     if config.forwards.is_empty() {
         return Err("give at least one -L port:host:hostport to check".into());
     }
@@ -1072,6 +1080,59 @@ fn auth_fix(
          ~{user}/.ssh and authorized_keys are owned by {user} and not writable by others \
          (StrictModes)"
     );
+    // A key (or password) accepted as one step of several: the key is authorized, and what
+    // is missing is a second factor the tunnel cannot give unattended.
+    let step = refusal
+        .keys
+        .iter()
+        .find(|k| k.accepted_with.is_some())
+        .map(|k| format!("key {}", k.fingerprint))
+        .or_else(|| {
+            refusal
+                .methods
+                .iter()
+                .find(|m| m.accepted)
+                .map(|m| m.method.to_owned())
+        });
+    let allows = refusal.server_allows.as_deref().unwrap_or("?");
+    if let Some(step) = step {
+        return (
+            format!(
+                "the bastion accepted {step} for user {user:?} as one step, then asked for                  more ({allows})"
+            ),
+            format!(
+                "bastion admin: a tunnel logs in unattended with its key alone, so let                  {user} in with the key by itself: in sshd_config, `Match User {user}` then                  `AuthenticationMethods publickey` (sshd now requires several methods in                  turn, AuthenticationMethods)"
+            ),
+        );
+    }
+    // The server does not take keys from this user at all.
+    if refusal
+        .server_allows
+        .as_deref()
+        .is_some_and(|m| !m.split(',').any(|m| m == "publickey"))
+    {
+        return (
+            format!("the bastion does not accept keys for user {user:?} (it allows: {allows})"),
+            format!(
+                "bastion admin: allow public-key login for {user}: PubkeyAuthentication yes,                  and publickey in AuthenticationMethods if that is set (in sshd_config, or in                  the Match block that applies to {user})"
+            ),
+        );
+    }
+    // Keys were there, but none reached the server: each one's reason is in the detail.
+    if tried.is_empty() && !refusal.keys.is_empty() {
+        let reasons: Vec<String> = refusal
+            .keys
+            .iter()
+            .filter_map(|k| Some(format!("{}: {}", k.fingerprint, k.skipped.as_ref()?)))
+            .collect();
+        if !reasons.is_empty() {
+            return (
+                format!("no key was offered to the bastion ({})", reasons.join("; ")),
+                "platform: make a key the bastion can take (see why each was not offered:                  an algorithm the bastion refuses needs another key type, e.g. forwarder                  keygen makes an RSA key every sshd since 7.2 accepts)"
+                    .to_owned(),
+            );
+        }
+    }
     match key {
         Some(identity) => {
             let line = crate::keygen::authorized_keys_line(
@@ -1191,16 +1252,51 @@ async fn channels(job: &Job, st: &mut Stages, handle: &driver::SessionHandle) {
                     8,
                     Some(took),
                     format!("{target}: {e}"),
-                    format!(
-                        "platform and DBA: {expected} was expected at {target} but something \
-                         else answered (see the detail); check the forward's port (and \
-                         --probe), and ask the DBA which address and port the database \
-                         listens on"
-                    ),
+                    probe_fix(expected, &target, &e),
                 );
                 failed = true;
             }
         }
+    }
+}
+
+/// What to do about a failed stage 8, from what the probe saw: the database's own error when
+/// it answered (a refused probe login, a blocked host, no free connections), else that
+/// something other than the expected database is at the target.
+fn probe_fix(expected: &str, target: &str, detail: &str) -> String {
+    let answered = |code: &str| {
+        detail.contains(&format!("error {code} (")) || detail.contains(&format!("error {code}:"))
+    };
+    if answered("1129") {
+        format!(
+            "DBA: the database at {target} blocks the bastion's address after too many \
+             connections that did not log in (max_connect_errors): run FLUSH HOSTS (or \
+             mariadb-admin flush-hosts / mysqladmin flush-hosts), and give probes a login \
+             (--probe-user, or probe_user in the fleet file) so they stop counting"
+        )
+    } else if detail.contains("caching_sha2_password") {
+        format!(
+            "DBA: the database at {target} answered, but the probe user authenticates with \
+             caching_sha2_password, which the probe does not speak: create the probe user \
+             IDENTIFIED WITH mysql_native_password (it needs no privileges)"
+        )
+    } else if answered("1045") || answered("1044") || detail.contains("login as") {
+        format!(
+            "DBA or platform: the database at {target} answered but refused the probe's \
+             login: check the probe user and its password file (--probe-user, \
+             --probe-password-file), and that the user may connect from the bastion's address"
+        )
+    } else if answered("1040") || answered("1203") {
+        format!(
+            "DBA: the database at {target} answered but has no free connections \
+             (max_connections, or the user's max_user_connections)"
+        )
+    } else {
+        format!(
+            "platform and DBA: {expected} was expected at {target} but something else \
+             answered (see the detail); check the forward's port (and --probe), and ask the \
+             DBA which address and port the database listens on"
+        )
     }
 }
 
@@ -1299,6 +1395,44 @@ mod tests {
 
     fn os(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn a_database_that_answered_gets_a_fix_for_what_it_said() {
+        let fix = |detail: &str| probe_fix("MySQL or MariaDB", "db:3306", detail);
+        let blocked = fix(
+            "db:3306: mysql: error 1129: Host '10.0.0.5' is blocked because of many connection errors",
+        );
+        assert!(blocked.contains("FLUSH HOSTS"), "{blocked}");
+        let full = fix("db:3306: mysql: error 1040 (08004): Too many connections");
+        assert!(full.contains("max_connections"), "{full}");
+        let plugin = fix(
+            "db:3306: mysql: MySQL 8.4.0: login as probe refused: more authentication data (a plugin other than mysql_native_password, such as caching_sha2_password)",
+        );
+        assert!(plugin.contains("mysql_native_password"), "{plugin}");
+        let sha2 = fix("db:3306: mysql: MySQL 9.1.0: caching_sha2_password authentication plugin");
+        assert!(sha2.contains("mysql_native_password"), "{sha2}");
+        let other = fix("db:3306: expected MySQL, got an SSH server (SSH-2.0-OpenSSH_9.2)");
+        assert!(other.contains("something else answered"), "{other}");
+        // An error number inside other text is not taken for the database's error.
+        let nested = fix("db:3306: expected MySQL, got HTTP (error 10450)");
+        assert!(nested.contains("something else answered"), "{nested}");
+    }
+
+    #[test]
+    fn remote_forwards_are_refused_rather_than_left_unchecked() {
+        let args = parse_check_args(&os(&[
+            "-F",
+            "none",
+            "-R",
+            "8022:127.0.0.1:22",
+            "-L",
+            "1:db:5432",
+            "bastion",
+        ]))
+        .expect("check's own flags");
+        let error = jobs(&args).err().expect("-R was accepted");
+        assert!(error.contains("remote forwards"), "{error}");
     }
 
     #[test]

@@ -558,6 +558,82 @@ fn check_all_stages_pass_through_to_mariadb() {
 }
 
 #[test]
+fn check_wrong_probe_password_fails_stage_8_naming_the_probe_login() {
+    // The database answered, so the fix is the probe's login, not "something else answered".
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let db = LazyLock::force(&MARIADB);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let password_file = dir.path().join("probe-password");
+    std::fs::write(&password_file, "not-the-password\n").expect("write the password");
+    let mut args = tunnel_args(sshd.port(), &key, &known_hosts_of(&sshd));
+    args.extend([
+        "--probe".into(),
+        "mysql".into(),
+        "--probe-user".into(),
+        PROBE_USER.into(),
+        "--probe-password-file".into(),
+        password_file.display().to_string(),
+        "-L".into(),
+        format!("0:127.0.0.1:{}", db.port()),
+        sshd.destination(),
+    ]);
+    let (detail, fix) = expect_failure(&check(&args), 8);
+    assert!(detail.contains("error 1045"), "{detail}");
+    assert!(fix.contains("refused the probe's login"), "{fix}");
+    assert!(fix.contains("--probe-password-file"), "{fix}");
+    assert!(!fix.contains("something else answered"), "{fix}");
+}
+
+#[test]
+fn check_bastion_that_wants_a_second_factor_fails_stage_6_asking_for_key_only_login() {
+    // The key is authorized, but sshd wants a password after it: adding the key again would
+    // not help, the account must be allowed in with the key alone.
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder()
+        .authorize(&key)
+        .config("PasswordAuthentication yes")
+        .config("AuthenticationMethods publickey,password")
+        .start();
+    let echo = EchoServer::start();
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        &format!("127.0.0.1:{}", echo.port()),
+        None,
+    );
+    let (detail, fix) = expect_failure(&run, 6);
+    assert!(detail.contains("as one step"), "{detail}");
+    assert!(detail.contains(key.fingerprint()), "{detail}");
+    assert!(fix.contains("AuthenticationMethods publickey"), "{fix}");
+    assert!(!fix.contains("authorized_keys"), "{fix}");
+}
+
+#[test]
+fn check_bastion_without_public_key_login_fails_stage_6_saying_so() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder()
+        .authorize(&key)
+        .config("PubkeyAuthentication no")
+        .start();
+    let echo = EchoServer::start();
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        &format!("127.0.0.1:{}", echo.port()),
+        None,
+    );
+    let (detail, fix) = expect_failure(&run, 6);
+    assert!(detail.contains("does not accept keys"), "{detail}");
+    assert!(fix.contains("PubkeyAuthentication yes"), "{fix}");
+    assert!(!fix.contains("authorized_keys"), "{fix}");
+}
+
+#[test]
 fn check_fleet_file_lowest_failing_stage_decides_and_names_filter() {
     let key = UserKey::generate(KeyKind::Ed25519);
     let sshd = Sshd::start(&key);
