@@ -1219,6 +1219,44 @@ impl AsyncRead for ChannelStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.get_mut().poll_recv(cx, buf)
+    }
+}
+
+/// Reading and writing through a shared reference, so that one task can do both at once and
+/// still ask the channel how it ended ([`ChannelStream::closed_by_server`]).
+impl AsyncRead for &ChannelStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get_mut().poll_recv(cx, buf)
+    }
+}
+
+impl AsyncWrite for &ChannelStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_send(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().send_eof();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl ChannelStream {
+    /// Reads what the server sent (see `AsyncRead::poll_read`), through a shared reference.
+    pub fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.yield_next.swap(false, Ordering::Relaxed) {
             cx.waker().wake_by_ref();
             return Poll::Pending;
