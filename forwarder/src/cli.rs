@@ -95,8 +95,13 @@ pub struct Options {
     /// How much to log.
     pub log_level: LogLevel,
     /// known_hosts files to read; new keys are recorded in the first. Empty for
-    /// `UserKnownHostsFile none`.
+    /// `UserKnownHostsFile none`. Default `~/.ssh/known_hosts ~/.ssh/known_hosts2`, as ssh.
     pub user_known_hosts_files: Vec<PathBuf>,
+    /// `GlobalKnownHostsFile`: known_hosts files read after the user's (for keys and for
+    /// `@revoked` lines alike) and never written. Empty for `none`. Default
+    /// `/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2`, as ssh; missing files are
+    /// fine.
+    pub global_known_hosts_files: Vec<PathBuf>,
     /// What to do with unknown and changed host keys.
     pub strict_host_key_checking: StrictHostKeyChecking,
     /// `HostKeyAlias`, lowercased: the name the host key is looked up and recorded under in
@@ -187,6 +192,16 @@ impl Options {
     /// The file new host keys are recorded in (the first known_hosts file), if any.
     pub fn known_hosts_record_file(&self) -> Option<&std::path::Path> {
         self.user_known_hosts_files.first().map(PathBuf::as_path)
+    }
+
+    /// Every known_hosts file host keys are looked up in, in the order ssh reads them: the
+    /// user's, then the global ones.
+    pub fn known_hosts_files(&self) -> Vec<PathBuf> {
+        self.user_known_hosts_files
+            .iter()
+            .chain(&self.global_known_hosts_files)
+            .cloned()
+            .collect()
     }
 }
 
@@ -301,10 +316,12 @@ pub enum StrictHostKeyChecking {
     /// Refuse unknown and changed keys (also what `ask` means here: forwarder never prompts).
     #[default]
     Yes,
-    /// Record unknown keys, refuse changed ones.
+    /// Record keys of hosts that are not known at all, refuse changed ones (and a key of a
+    /// new type for a host known with other keys).
     AcceptNew,
-    /// `no` / `off`: record unknown keys. A changed key is still refused, because OpenSSH too
-    /// turns port forwarding off in that case.
+    /// `no` / `off`: as `accept-new` here. A changed key, or a key of a new type for a host
+    /// known with other keys, is still refused, because OpenSSH too counts both as a changed
+    /// key and turns port forwarding off in that case.
     No,
 }
 
@@ -746,7 +763,8 @@ options:
 
 -o settings (keys are case-insensitive, the first value given wins, as in ssh):
   Port, User, HostName, IdentityFile, UserKnownHostsFile (space-separated list, or none),
-  ProxyJump (as -J), HostKeyAlias (the name to look the host key up under in known_hosts),
+  GlobalKnownHostsFile (the same), ProxyJump (as -J), HostKeyAlias (the name to look the
+  host key up under in known_hosts),
   IgnoreUnknown (keywords to skip without a word),
   StrictHostKeyChecking (yes, accept-new, no; ask is treated as yes since forwarder never
   asks about host keys), Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms,
@@ -779,8 +797,16 @@ options:
   Without them, forwarder asks on the terminal unless BatchMode is yes.
   CheckHostIP is accepted and has no effect: forwarder checks host names, not addresses.
 
-Host keys are checked against ~/.ssh/known_hosts unless UserKnownHostsFile says otherwise,
-under the HostName's name, or under HostKeyAlias if set.
+Host keys are checked, as ssh checks them, against the UserKnownHostsFile files (default
+~/.ssh/known_hosts ~/.ssh/known_hosts2; new keys are recorded in the first) and then the
+GlobalKnownHostsFile files (default /etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2,
+never written; their @revoked lines count too), under the HostName's name, or under
+HostKeyAlias if set. On a port other than 22, without HostKeyAlias, a host with no key
+listed as [host]:port is looked up under its bare name too. StrictHostKeyChecking=no
+records new keys like accept-new and, like it, refuses a key of a new type for a host known
+with other keys. A key that could not be recorded (a read-only file, UserKnownHostsFile
+none) is trusted until forwarder exits, and a different key for that host is refused as
+changed in the meantime.
 
 ~/.ssh/config (or the -F file) is read as ssh reads it, after the command line, whose values
 win: Host and Match blocks (Match all, host, originalhost, user, localuser, also written
@@ -940,6 +966,7 @@ struct Parsed {
     seen_v: bool,
     log_level: Option<LogLevel>,
     known_hosts_files: Option<Vec<String>>,
+    global_known_hosts_files: Option<Vec<String>>,
     strict: Option<StrictHostKeyChecking>,
     host_key_alias: Option<String>,
     /// `IgnoreUnknown`: keywords (a pattern list) skipped without a note.

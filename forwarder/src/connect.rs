@@ -17,14 +17,17 @@ use crate::cli::{self, BindTarget};
 use crate::config::{self, SessionSpec};
 use crate::driver::{self, HostKeyVerifier};
 use crate::kex_memory;
-use crate::known_hosts::{self, Decision, KnownHosts};
+use crate::known_hosts::{
+    self, AcceptedKey, AcceptedKeys, Decision, HostKeyStatus, KnownHosts, Record,
+};
 use crate::notice;
 use crate::quickack::QuickAck;
 use crate::session::{Session, SessionConfig, SessionError};
 use crate::supervisor::{ConnectError, Connected, Connector};
 use crate::userauth;
 
-/// Checks server host keys against known_hosts under StrictHostKeyChecking.
+/// Checks server host keys against known_hosts under StrictHostKeyChecking, and against the
+/// keys this process trusted before without a file to vouch for them ([`AcceptedKeys`]).
 #[derive(Debug)]
 pub struct KnownHostsVerifier {
     known: KnownHosts,
@@ -33,32 +36,85 @@ pub struct KnownHostsVerifier {
     policy: cli::StrictHostKeyChecking,
     record_file: Option<PathBuf>,
     hash: bool,
+    accepted: &'static AcceptedKeys,
 }
 
-impl HostKeyVerifier for KnownHostsVerifier {
-    fn verify(&self, key: &PublicKey) -> Result<(), String> {
-        let status = self.known.check(&self.host, self.port, key);
-        match known_hosts::decide(
+impl KnownHostsVerifier {
+    /// Refuses `key` because `accepted` were trusted for the host before.
+    fn changed_since_accepted(&self, key: &PublicKey, accepted: Vec<AcceptedKey>) -> String {
+        let status = HostKeyStatus::ChangedSinceAccepted { accepted };
+        match self.decide(status, key) {
+            Decision::Refused(e) => e.to_string(),
+            // decide refuses that status under every policy.
+            _ => format!("host key {} refused", key.fingerprint()),
+        }
+    }
+
+    fn decide(&self, status: HostKeyStatus, key: &PublicKey) -> Decision {
+        known_hosts::decide(
             status,
             self.policy,
             &self.host,
             self.port,
             key,
             self.record_file.as_deref(),
-        ) {
-            Decision::Trusted => Ok(()),
+        )
+    }
+}
+
+impl HostKeyVerifier for KnownHostsVerifier {
+    fn verify(&self, key: &PublicKey) -> Result<(), String> {
+        let scope = self.record_file.as_deref();
+        let status = self.known.check(&self.host, self.port, key);
+        let status = self
+            .accepted
+            .recall(status, scope, &self.host, self.port, key);
+        let new_host = matches!(status, HostKeyStatus::Unknown { .. });
+        match self.decide(status, key) {
+            Decision::Trusted => {
+                if new_host {
+                    // Nowhere to record it: this process remembers it instead.
+                    self.accepted
+                        .accept(scope, &self.host, self.port, key, Record::Nowhere)
+                        .map_err(|earlier| self.changed_since_accepted(key, earlier))?;
+                }
+                Ok(())
+            }
             Decision::TrustAndRecord { file } => {
+                // Remembered before it is written, so that a concurrent attempt offering
+                // another key is refused, and so that a write that fails still counts.
+                self.accepted
+                    .accept(
+                        scope,
+                        &self.host,
+                        self.port,
+                        key,
+                        Record::Failed(file.clone()),
+                    )
+                    .map_err(|earlier| self.changed_since_accepted(key, earlier))?;
                 let mut salt = [0u8; 20];
                 ssh_transport::random::SecureRandom::fill(&mut OsRandom, &mut salt);
                 let line = known_hosts::entry_line(&self.host, self.port, key, self.hash, &salt);
                 match known_hosts::append(&file, &line) {
-                    Ok(()) => notice::warning(format_args!(
-                        "{}",
-                        known_hosts::added_notice(&self.host, self.port, key, &file)
-                    )),
+                    Ok(()) => {
+                        let _ = self.accepted.accept(
+                            scope,
+                            &self.host,
+                            self.port,
+                            key,
+                            Record::In(file.clone()),
+                        );
+                        notice::warning(format_args!(
+                            "{}",
+                            known_hosts::added_notice(&self.host, self.port, key, &file)
+                        ));
+                    }
                     Err(e) => notice::warning(format_args!(
-                        "could not record the host key in {}: {e}",
-                        file.display()
+                        "could not record the host key in {}: {e}; it is trusted until \
+                         forwarder exits, and a different key for {} will be refused as \
+                         changed",
+                        file.display(),
+                        known_hosts::lookup_name(&self.host, self.port)
                     )),
                 }
                 Ok(())
@@ -174,8 +230,9 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Makes a tunnel's sessions: TCP to the bastion, known_hosts read afresh on every attempt,
-/// the identities prepared once at start-up ([`SshConnector::prepare`]).
+/// Makes a tunnel's sessions: TCP to the bastion, known_hosts read afresh on every attempt
+/// (with the keys trusted earlier in the process that no file lists, [`AcceptedKeys`]), the
+/// identities prepared once at start-up ([`SshConnector::prepare`]).
 pub struct SshConnector {
     spec: SessionSpec,
     /// The destination's identities.
@@ -240,7 +297,9 @@ struct Hop<'a> {
 }
 
 /// The name and port a host's key is looked up and recorded under: `HostKeyAlias` alone (as
-/// ssh writes it, without a port), else the host and port.
+/// ssh writes it, without a port), else the host and port. Port 22 for an alias also keeps
+/// [`KnownHosts::check`] from looking the bare name up when `[host]:port` lists nothing,
+/// which ssh does only without an alias.
 pub(crate) fn known_hosts_name<'a>(
     options: &'a cli::Options,
     host: &'a str,
@@ -333,6 +392,32 @@ fn known_hosts_error(e: std::io::Error) -> ConnectError {
     }
 }
 
+/// The verifier of one attempt's host key for `key_name`/`key_port` under `opts`: the user's
+/// known_hosts files and then the global ones, read now (so that a key removed or revoked
+/// since the last attempt is not trusted on reconnect), and `accepted`, the keys this process
+/// trusted before that no file may list.
+fn host_key_verifier(
+    opts: &cli::Options,
+    key_name: &str,
+    key_port: u16,
+    accepted: &'static AcceptedKeys,
+) -> Result<KnownHostsVerifier, ConnectError> {
+    let (known, warnings) =
+        KnownHosts::load(&opts.known_hosts_files()).map_err(known_hosts_error)?;
+    for w in warnings {
+        warn!("{w}");
+    }
+    Ok(KnownHostsVerifier {
+        known,
+        host: key_name.to_owned(),
+        port: key_port,
+        policy: opts.strict_host_key_checking,
+        record_file: opts.known_hosts_record_file().map(Path::to_path_buf),
+        hash: opts.hash_known_hosts,
+        accepted,
+    })
+}
+
 /// Seconds since the Unix epoch; certificates' validity is judged by this clock.
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -350,7 +435,9 @@ impl std::fmt::Debug for SshConnector {
 impl SshConnector {
     /// A session to `hop` over `stream`, its host key checked under the hop's own name (or
     /// its `HostKeyAlias`) in its own known_hosts files, read afresh on every attempt so that
-    /// a host key that is no longer trusted is not trusted on reconnect.
+    /// a host key that is no longer trusted is not trusted on reconnect, and in the process's
+    /// memory of keys it trusted that no file lists, so that a key that could not be recorded
+    /// does not make the host new again on reconnect.
     fn start_hop<S>(
         &self,
         stream: S,
@@ -361,13 +448,9 @@ impl SshConnector {
     {
         let spec = &self.spec;
         let opts = hop.options;
-        let (known, warnings) =
-            KnownHosts::load(&opts.user_known_hosts_files).map_err(known_hosts_error)?;
-        for w in warnings {
-            warn!("{w}");
-        }
         let (key_name, key_port) = hop.known_hosts_name();
-        let known_types = known.known_key_types(key_name, key_port);
+        let verifier = host_key_verifier(opts, key_name, key_port, AcceptedKeys::process())?;
+        let known_types = verifier.known.known_key_types(key_name, key_port);
         let transport = config::prefer_known_host_key_types(spec.transport.clone(), &known_types);
         let transport = kex_memory::prepare(
             transport,
@@ -380,14 +463,7 @@ impl SshConnector {
         let mut auth = userauth::auth_config(opts, hop.auth.identities.clone(), unix_now())
             .map_err(ConnectError::Permanent)?;
         hop.user.clone_into(&mut auth.user);
-        let verifier = Arc::new(KnownHostsVerifier {
-            known,
-            host: key_name.to_owned(),
-            port: key_port,
-            policy: opts.strict_host_key_checking,
-            record_file: opts.known_hosts_record_file().map(Path::to_path_buf),
-            hash: opts.hash_known_hosts,
-        });
+        let verifier = Arc::new(verifier);
         let session = Session::new(
             SessionConfig {
                 transport,
@@ -709,6 +785,255 @@ const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn options(args: &[&str]) -> cli::Options {
+        let env = cli::Environment {
+            home: Some(PathBuf::from("/nonexistent-home")),
+            user: Some("tester".into()),
+            cache_home: None,
+        };
+        let mut all = vec!["-F", "none"];
+        all.extend_from_slice(args);
+        match cli::parse_args_with_env(all, &env) {
+            Ok(cli::Command::Run(o)) => o,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn ed(n: u8) -> PublicKey {
+        PublicKey::ed25519(&[n; 32])
+    }
+
+    fn ecdsa(n: u8) -> PublicKey {
+        use ssh_transport::wire::Writer as _;
+        let mut blob = Vec::new();
+        blob.put_str("ecdsa-sha2-nistp256");
+        blob.put_str("nistp256");
+        let mut point = vec![4u8];
+        point.extend_from_slice(&[n; 64]);
+        blob.put_string(&point);
+        PublicKey::from_blob(&blob).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// One connection attempt's host key check, as [`SshConnector`] makes it for the
+    /// destination of `opts`: known_hosts read afresh, the process's memory of accepted keys.
+    fn attempt(opts: &cli::Options, key: &PublicKey) -> Result<(), String> {
+        let (name, port) = known_hosts_name(opts, &opts.destination_host, opts.port);
+        host_key_verifier(opts, name, port, AcceptedKeys::process())
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .verify(key)
+    }
+
+    fn read(path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    // Each test below uses host names of its own: the memory of accepted keys is the
+    // process's, shared by every test in this binary.
+
+    #[cfg(unix)]
+    #[test]
+    fn a_host_key_that_could_not_be_recorded_is_remembered_and_another_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        // A record file that reads as missing and cannot be written, even by root (a
+        // read-only mount, in production): a link into a directory that does not exist.
+        let kh = dir.path().join("known_hosts");
+        std::os::unix::fs::symlink(dir.path().join("missing/known_hosts"), &kh)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let opts = options(&[
+            "-o",
+            &format!("UserKnownHostsFile={}", kh.display()),
+            "-o",
+            "GlobalKnownHostsFile=none",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-p",
+            "2222",
+            "unrecordable.test",
+        ]);
+        assert_eq!(attempt(&opts, &ed(1)), Ok(()), "attempt 1: a new host");
+        assert!(!kh.exists(), "the key could not be recorded");
+        // A reconnect to someone else's key: refused as a change, naming both keys.
+        let refused = attempt(&opts, &ed(2)).err().unwrap_or_default();
+        assert!(
+            refused.starts_with(&format!(
+                "host key for [unrecordable.test]:2222 has CHANGED: the server offered \
+                 ED25519 key {}, but earlier in this run forwarder accepted another key for \
+                 it: ED25519 key {} (which could not be recorded in {})",
+                ed(2).fingerprint(),
+                ed(1).fingerprint(),
+                kh.display()
+            )),
+            "{refused}"
+        );
+        // So is a key of another type, and the first key is still trusted.
+        assert!(
+            attempt(&opts, &ecdsa(1))
+                .err()
+                .is_some_and(|e| e.contains("CHANGED")),
+        );
+        assert_eq!(attempt(&opts, &ed(1)), Ok(()));
+        // Another name, or the same name on another port, is another host.
+        let other = options(&[
+            "-o",
+            &format!("UserKnownHostsFile={}", kh.display()),
+            "-o",
+            "GlobalKnownHostsFile=none",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-p",
+            "2223",
+            "unrecordable.test",
+        ]);
+        assert_eq!(attempt(&other, &ed(2)), Ok(()));
+    }
+
+    #[test]
+    fn with_user_known_hosts_file_none_the_first_key_stands_until_exit() {
+        for (policy, host) in [
+            ("no", "nowhere-no.test"),
+            ("accept-new", "nowhere-new.test"),
+        ] {
+            let opts = options(&[
+                "-o",
+                "UserKnownHostsFile=none",
+                "-o",
+                "GlobalKnownHostsFile=none",
+                "-o",
+                &format!("StrictHostKeyChecking={policy}"),
+                host,
+            ]);
+            assert_eq!(attempt(&opts, &ed(3)), Ok(()), "{policy}");
+            assert_eq!(attempt(&opts, &ed(3)), Ok(()), "{policy}");
+            let refused = attempt(&opts, &ed(4)).err().unwrap_or_default();
+            assert!(
+                refused.contains("has CHANGED")
+                    && refused.contains("with no known_hosts file to record it in")
+                    && refused.contains(&ed(3).fingerprint()),
+                "{policy}: {refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_recorded_key_whose_line_is_removed_still_stands() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let kh = dir.path().join("known_hosts");
+        let opts = options(&[
+            "-o",
+            &format!("UserKnownHostsFile={}", kh.display()),
+            "-o",
+            "GlobalKnownHostsFile=none",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "recorded.test",
+        ]);
+        assert_eq!(attempt(&opts, &ed(5)), Ok(()));
+        assert_eq!(
+            read(&kh),
+            format!("recorded.test {}\n", ed(5).to_openssh_line())
+        );
+        // The file is replaced by one without the line (a config map synced again).
+        std::fs::write(&kh, "").unwrap_or_else(|e| panic!("{e}"));
+        let refused = attempt(&opts, &ed(6)).err().unwrap_or_default();
+        assert!(
+            refused.contains("has CHANGED")
+                && refused.contains(&format!(
+                    "recorded in {}, which no longer lists it",
+                    kh.display()
+                )),
+            "{refused}"
+        );
+        assert_eq!(read(&kh), "", "nothing recorded for a refused key");
+        // A key listed in the file is the file's answer, whatever was accepted before.
+        std::fs::write(&kh, format!("recorded.test {}\n", ed(6).to_openssh_line()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(attempt(&opts, &ed(6)), Ok(()));
+    }
+
+    #[test]
+    fn a_key_listed_under_the_bare_name_is_trusted_on_another_port_and_not_recorded_again() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let kh = dir.path().join("known_hosts");
+        let listed = format!("bare.test {}\n", ed(7).to_openssh_line());
+        std::fs::write(&kh, &listed).unwrap_or_else(|e| panic!("{e}"));
+        let with = |extra: &[&str]| {
+            let user = format!("UserKnownHostsFile={}", kh.display());
+            let mut args = vec!["-o", &user, "-o", "GlobalKnownHostsFile=none", "-p", "2222"];
+            args.extend_from_slice(extra);
+            args.push("bare.test");
+            options(&args)
+        };
+        for policy in ["yes", "accept-new", "no"] {
+            let opts = with(&["-o", &format!("StrictHostKeyChecking={policy}")]);
+            assert_eq!(attempt(&opts, &ed(7)), Ok(()), "{policy}");
+        }
+        assert_eq!(read(&kh), listed, "no [bare.test]:2222 line is added");
+        // With HostKeyAlias the key is looked up under the alias alone, as ssh does.
+        let opts = with(&["-o", "HostKeyAlias=alias-of-bare.test"]);
+        let refused = attempt(&opts, &ed(7)).err().unwrap_or_default();
+        assert!(
+            refused.starts_with("host key for alias-of-bare.test is not known"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn global_known_hosts_files_are_read_never_written_and_their_revocations_count() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let user = dir.path().join("known_hosts");
+        let global = dir.path().join("ssh_known_hosts");
+        let global2 = dir.path().join("ssh_known_hosts2");
+        std::fs::write(&user, format!("revoked.test {}\n", ed(8).to_openssh_line()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let global_text = format!(
+            "@revoked revoked.test {}\nglobal.test {}\n",
+            ed(8).to_openssh_line(),
+            ed(9).to_openssh_line()
+        );
+        std::fs::write(&global, &global_text).unwrap_or_else(|e| panic!("{e}"));
+        let opts = |host: &str| {
+            options(&[
+                "-o",
+                &format!("UserKnownHostsFile={}", user.display()),
+                "-o",
+                &format!(
+                    "GlobalKnownHostsFile={} {}",
+                    global.display(),
+                    global2.display()
+                ),
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                host,
+            ])
+        };
+        // The user's file lists the key; the global file revokes it.
+        let refused = attempt(&opts("revoked.test"), &ed(8))
+            .err()
+            .unwrap_or_default();
+        assert!(
+            refused.starts_with("host key for revoked.test is revoked")
+                && refused.contains(&format!("line 1 of {}", global.display())),
+            "{refused}"
+        );
+        // A key only the global file lists is trusted, and recorded nowhere.
+        let user_before = read(&user);
+        assert_eq!(attempt(&opts("global.test"), &ed(9)), Ok(()));
+        // A changed key is shown with the global file's line.
+        let refused = attempt(&opts("global.test"), &ed(10))
+            .err()
+            .unwrap_or_default();
+        assert!(
+            refused.contains(&format!("line 2 of {}", global.display())),
+            "{refused}"
+        );
+        assert_eq!(read(&user), user_before);
+        // A new host is recorded in the user's file, never in a global one.
+        assert_eq!(attempt(&opts("new-global.test"), &ed(11)), Ok(()));
+        assert!(read(&user).ends_with(&format!("new-global.test {}\n", ed(11).to_openssh_line())));
+        assert_eq!(read(&global), global_text);
+        assert!(!global2.exists());
+    }
 
     #[test]
     fn known_hosts_read_errors_are_retried_unless_a_person_must_act() {

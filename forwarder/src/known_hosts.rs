@@ -8,6 +8,10 @@
 //!      ──> same type, same key?     Known
 //!      ──> same type, other key?    Changed
 //!      ──> otherwise                Unknown (listing keys of other types)
+//!      ──> `[host]:port` names nothing at all: `host` too, as ssh does; its Known or Revoked
+//!          stands, anything else leaves the result Unknown
+//!  Unknown ──> AcceptedKeys (keys trusted earlier in this process but not in any file)
+//!      ──> AcceptedEarlier | ChangedSinceAccepted | Unknown
 //!  HostKeyStatus + StrictHostKeyChecking ──> decide ──> Trusted | TrustAndRecord | Refused
 //! ```
 //!
@@ -25,6 +29,7 @@
     )
 )]
 
+mod accepted;
 mod pattern;
 mod report;
 #[cfg(test)]
@@ -37,6 +42,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use ssh_transport::hostkey::{KeyError, KeyType, PublicKey, blob_key_type, fingerprint_sha256};
 
+pub use accepted::{AcceptedKey, AcceptedKeys, Record};
 use pattern::HostField;
 pub use report::{Decision, HostKeyError, added_notice, decide, key_type_label};
 
@@ -125,6 +131,16 @@ pub enum HostKeyStatus {
         /// Keys of other types listed for this host (empty if the host is not listed at all).
         other_types: Vec<Mismatch>,
     },
+    /// No file lists the host, but this process trusted this very key for it before
+    /// ([`AcceptedKeys`]).
+    AcceptedEarlier,
+    /// No file lists the host, but this process trusted other keys for it before
+    /// ([`AcceptedKeys`]): the key changed since, as a known_hosts line would have shown had
+    /// it been written.
+    ChangedSinceAccepted {
+        /// The keys trusted before.
+        accepted: Vec<AcceptedKey>,
+    },
 }
 
 impl KnownHosts {
@@ -169,13 +185,36 @@ impl KnownHosts {
 
     /// Looks `key` up for `host` on `port`. `host` is the name connected to (any case; IPv6
     /// without brackets); port 22 is looked up as `host`, others as `[host]:port`.
+    ///
+    /// On another port, when no key at all is listed for `[host]:port`, `host` is looked up
+    /// too, as
+    /// ssh does ("checking without port identifier"): a key listed there is Known. A key
+    /// `@revoked` there is Revoked, which is stricter than ssh (whose second look only
+    /// accepts, so under accept-new it would record a key revoked for the bare name); any
+    /// other result there (other keys of the host) leaves the host Unknown, as in ssh, so
+    /// the policy decides as for a new host. Callers pass a `HostKeyAlias` with port 22
+    /// (see `connect::known_hosts_name`), which also keeps this second look off for it, as
+    /// ssh does.
     pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> HostKeyStatus {
-        let name = lookup_name(host, port);
+        let status = self.check_name(&lookup_name(host, port), key);
+        let nothing_listed =
+            matches!(&status, HostKeyStatus::Unknown { other_types } if other_types.is_empty());
+        if port == 22 || !nothing_listed {
+            return status;
+        }
+        match self.check_name(&lookup_name(host, 22), key) {
+            bare @ (HostKeyStatus::Known { .. } | HostKeyStatus::Revoked { .. }) => bare,
+            _ => status,
+        }
+    }
+
+    /// Looks `key` up under one lookup name (`host` or `[host]:port`, lowercased).
+    fn check_name(&self, name: &str, key: &PublicKey) -> HostKeyStatus {
         let key_type = key.key_type().name();
         let matching: Vec<&Entry> = self
             .entries
             .iter()
-            .filter(|e| e.hosts.matches(&name))
+            .filter(|e| e.hosts.matches(name))
             .collect();
         if let Some(e) = matching
             .iter()
@@ -205,13 +244,23 @@ impl KnownHosts {
         }
     }
 
-    /// Key types known for this host, in file order, each once (later: to order
-    /// HostKeyAlgorithms so the server offers a key that can be checked).
+    /// Key types known for this host, in file order, each once: HostKeyAlgorithms is ordered
+    /// so that the server offers a key that can be checked. On another port than 22 with
+    /// nothing listed for `[host]:port`, the types listed for `host` (which [`Self::check`]
+    /// falls back on); ssh orders by `[host]:port` alone, but asking for a type the second
+    /// look can match is what makes that look useful.
     pub fn known_key_types(&self, host: &str, port: u16) -> Vec<String> {
-        let name = lookup_name(host, port);
+        let types = self.key_types_of(&lookup_name(host, port));
+        if types.is_empty() && port != 22 {
+            return self.key_types_of(&lookup_name(host, 22));
+        }
+        types
+    }
+
+    fn key_types_of(&self, name: &str) -> Vec<String> {
         let mut types: Vec<String> = Vec::new();
         for e in &self.entries {
-            if e.marker == Marker::None && !types.contains(&e.key_type) && e.hosts.matches(&name) {
+            if e.marker == Marker::None && !types.contains(&e.key_type) && e.hosts.matches(name) {
                 types.push(e.key_type.clone());
             }
         }

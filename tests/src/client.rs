@@ -149,16 +149,17 @@ impl Forward {
 /// Builds the command line of a client and starts it as a [`Tunnel`].
 ///
 /// Both clients get the same arguments: `-N -F none -p PORT -i KEY [-o extra..]
-/// -o UserKnownHostsFile=FILE -o StrictHostKeyChecking=yes -o BatchMode=yes
-/// -o ExitOnForwardFailure=yes [-o Ciphers=..] [-v..] -L 127.0.0.1:LPORT:HOST:HPORT..
-/// user@127.0.0.1`. `-F none` keeps the ssh config of whoever runs the lab
-/// (`~/.ssh/config`, which both clients read otherwise) out of every run. Both clients keep
-/// the first value given for a setting, so the extra options, which come first, override
-/// the lab's defaults after them. OpenSSH also gets `-o IdentitiesOnly=yes
-/// -o IdentityAgent=none -o GlobalKnownHostsFile=/dev/null`, which keep this machine's agent
-/// and global known hosts out of the comparison (the forwarder runs without
-/// `SSH_AUTH_SOCK` unless a test sets it, and reads no global known hosts); they change
-/// nothing on the wire.
+/// -o UserKnownHostsFile=FILE -o GlobalKnownHostsFile=/dev/null
+/// -o StrictHostKeyChecking=yes -o BatchMode=yes -o ExitOnForwardFailure=yes
+/// [-o Ciphers=..] [-v..] -L 127.0.0.1:LPORT:HOST:HPORT.. user@127.0.0.1`. `-F none` keeps
+/// the ssh config of whoever runs the lab (`~/.ssh/config`, which both clients read
+/// otherwise) out of every run, and `GlobalKnownHostsFile=/dev/null` this machine's
+/// `/etc/ssh/ssh_known_hosts` (which both read otherwise). Both clients keep the first value
+/// given for a setting, so the extra options, which come first, override the lab's defaults
+/// after them (a test may name a global known_hosts file of its own). OpenSSH also gets
+/// `-o IdentitiesOnly=yes -o IdentityAgent=none`, which keep this machine's agent out of the
+/// comparison (the forwarder runs without `SSH_AUTH_SOCK` unless a test sets it); they
+/// change nothing on the wire.
 #[derive(Clone, Debug)]
 pub struct TunnelBuilder {
     kind: ClientKind,
@@ -307,14 +308,7 @@ impl TunnelBuilder {
     pub fn args(&self) -> Vec<String> {
         let mut args = ["-N", "-F", "none"].map(str::to_owned).to_vec();
         if self.kind == ClientKind::OpenSsh {
-            for isolation in [
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "IdentityAgent=none",
-                "-o",
-                "GlobalKnownHostsFile=/dev/null",
-            ] {
+            for isolation in ["-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"] {
                 args.push(isolation.to_owned());
             }
         }
@@ -327,6 +321,7 @@ impl TunnelBuilder {
         }
         for option in [
             format!("UserKnownHostsFile={}", self.known_hosts.display()),
+            "GlobalKnownHostsFile=/dev/null".to_owned(),
             "StrictHostKeyChecking=yes".to_owned(),
             "BatchMode=yes".to_owned(),
             "ExitOnForwardFailure=yes".to_owned(),
@@ -625,6 +620,54 @@ mod tests {
         assert_eq!(ClientKind::parse("forwarder"), Some(ClientKind::Forwarder));
         assert_eq!(ClientKind::parse("openssh"), Some(ClientKind::OpenSsh));
         assert_eq!(ClientKind::parse("putty"), None);
+    }
+
+    fn builder(kind: ClientKind) -> TunnelBuilder {
+        TunnelBuilder {
+            kind,
+            program: None,
+            port: 2222,
+            user: "lab".into(),
+            identity: None,
+            known_hosts: PathBuf::from("known_hosts"),
+            forwards: Vec::new(),
+            cipher: None,
+            verbosity: 0,
+            options: Vec::new(),
+            env: Vec::new(),
+            max_open_files: None,
+            key_files: Arc::new(TempDir::new().expect("a temp dir")),
+        }
+    }
+
+    /// The values of `-o KEY=...`, in order.
+    fn option_values(args: &[String], key: &str) -> Vec<String> {
+        let prefix = format!("{key}=");
+        args.windows(2)
+            .filter(|w| w[0] == "-o")
+            .filter_map(|w| w[1].strip_prefix(&prefix).map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn both_clients_read_no_global_known_hosts_unless_a_test_names_a_file() {
+        for kind in [ClientKind::Forwarder, ClientKind::OpenSsh] {
+            let args = builder(kind).args();
+            assert_eq!(
+                option_values(&args, "GlobalKnownHostsFile"),
+                ["/dev/null"],
+                "{kind}: {args:?}"
+            );
+            // Both clients keep the first value: a test's own file comes before the lab's.
+            let args = builder(kind)
+                .option("GlobalKnownHostsFile=/lab/revoked")
+                .args();
+            assert_eq!(
+                option_values(&args, "GlobalKnownHostsFile"),
+                ["/lab/revoked", "/dev/null"],
+                "{kind}: {args:?}"
+            );
+        }
     }
 
     #[test]

@@ -346,3 +346,77 @@ fn interop_host_key_known_type_is_preferred_so_a_known_host_never_fails_over_a_k
         );
     }
 }
+
+#[test]
+fn interop_host_key_global_known_hosts_file_is_read_and_its_revocation_wins_over_the_user_file() {
+    // Regression: GlobalKnownHostsFile was never read, so an `@revoked` line an admin puts in
+    // /etc/ssh/ssh_known_hosts did not stop the forwarder (it stops ssh).
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+
+    // A global file that lists the server's keys trusts them, and is never written, even by
+    // accept-new; nor is the (empty) user file, since the key is known.
+    let user = sshd.dir().join("user_known_hosts");
+    fs::write(&user, "").expect("write the user's known_hosts");
+    let global = sshd.dir().join("ssh_known_hosts");
+    fs::write(&global, sshd.known_hosts()).expect("write the global known_hosts");
+    let global_option = format!("GlobalKnownHostsFile={}", global.display());
+    let tunnel = forwarder(&sshd, &key, &user)
+        .option(&global_option)
+        .option("StrictHostKeyChecking=accept-new")
+        .forward_to(echo.port())
+        .start();
+    assert_eq!(
+        echo_round_trip(tunnel.local_port(), b"global").expect("echo"),
+        b"global"
+    );
+    drop(tunnel);
+    assert_eq!(fs::read_to_string(&user).expect("read"), "");
+    assert_eq!(
+        fs::read_to_string(&global).expect("read"),
+        sshd.known_hosts()
+    );
+
+    // The user's file lists every key of the server; the global file revokes them all.
+    let revoked = sshd.dir().join("revoking_known_hosts");
+    let revocations: String = sshd
+        .host_keys()
+        .iter()
+        .map(|k| format!("# revoked by the admin\n@revoked * {}\n", k.public_line()))
+        .collect();
+    fs::write(&revoked, &revocations).expect("write the global known_hosts");
+    let revoked_option = format!("GlobalKnownHostsFile={}", revoked.display());
+    for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
+        let log_start = sshd.log().len();
+        let mut tunnel = TunnelBuilder::new(kind, &sshd, &key)
+            .option(&revoked_option)
+            .option("StrictHostKeyChecking=no")
+            .forward_to(echo.port())
+            .spawn();
+        let log = expect_refusal(&mut tunnel);
+        assert!(
+            log.to_ascii_lowercase().contains("revoked"),
+            "{kind}: the message should say the key is revoked:\n{log}"
+        );
+        let ours = sshd_log_of_ended_connection(&sshd, log_start);
+        for line in AUTH_LOG_LINES {
+            assert!(!ours.contains(line), "{kind}: {line:?} in:\n{ours}");
+        }
+        if kind == ClientKind::Forwarder {
+            let path = revoked.display().to_string();
+            assert!(
+                log.contains(&format!("of {path} marks @revoked")),
+                "the message should point at the global file's line:\n{log}"
+            );
+            assert!(
+                sshd.host_keys()
+                    .iter()
+                    .any(|k| log.contains(k.fingerprint())),
+                "the message should show the offered key's fingerprint:\n{log}"
+            );
+        }
+    }
+    assert_eq!(echo.connections(), 1, "only the first run forwarded");
+    assert_eq!(fs::read_to_string(&revoked).expect("read"), revocations);
+}

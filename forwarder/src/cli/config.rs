@@ -10,7 +10,7 @@ use super::{
 
 /// The keys forwarder implements, for error messages.
 pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, UserKnownHostsFile, \
-     StrictHostKeyChecking, Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, \
+     GlobalKnownHostsFile, StrictHostKeyChecking, Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, \
      PubkeyAcceptedAlgorithms, ConnectTimeout, \
      ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, BatchMode, LocalForward, \
      RemoteForward, \
@@ -50,7 +50,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "forwardx11",
     "forwardx11timeout",
     "forwardx11trusted",
-    "globalknownhostsfile",
     "gssapiauthentication",
     "gssapidelegatecredentials",
     "gssapikeyexchange",
@@ -183,6 +182,14 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
                 args
             };
             set_first(&mut p.known_hosts_files, files);
+        }
+        "globalknownhostsfile" => {
+            let files = if args.len() == 1 && args.iter().any(|a| a.eq_ignore_ascii_case("none")) {
+                Vec::new()
+            } else {
+                args
+            };
+            set_first(&mut p.global_known_hosts_files, files);
         }
         "stricthostkeychecking" => {
             let v = one(key, &args)?;

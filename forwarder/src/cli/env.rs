@@ -141,9 +141,26 @@ pub(super) fn resolve(
         .collect::<Result<Vec<_>, _>>()?;
     let user_known_hosts_files = p
         .known_hosts_files
-        .unwrap_or_else(|| vec!["~/.ssh/known_hosts".to_owned()])
+        .unwrap_or_else(|| {
+            vec![
+                "~/.ssh/known_hosts".to_owned(),
+                "~/.ssh/known_hosts2".to_owned(),
+            ]
+        })
         .iter()
         .map(|f| tokens.expand_path_and_variables(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    // ssh expands only `~` here, no tokens or variables.
+    let global_known_hosts_files = p
+        .global_known_hosts_files
+        .unwrap_or_else(|| {
+            vec![
+                "/etc/ssh/ssh_known_hosts".to_owned(),
+                "/etc/ssh/ssh_known_hosts2".to_owned(),
+            ]
+        })
+        .iter()
+        .map(|f| tokens.expand_tilde(f))
         .collect::<Result<Vec<_>, _>>()?;
     let certificate_files = p
         .certificate_files
@@ -204,6 +221,7 @@ pub(super) fn resolve(
         stdio_forward: p.stdio_forward,
         log_level: p.flag_log_level.or(p.log_level).unwrap_or_default(),
         user_known_hosts_files,
+        global_known_hosts_files,
         strict_host_key_checking: p.strict.unwrap_or(StrictHostKeyChecking::Yes),
         host_key_alias: p.host_key_alias,
         ciphers: p.flag_ciphers.or(p.ciphers),
@@ -343,7 +361,15 @@ impl Tokens<'_> {
         self.expand(raw, false)
     }
 
-    fn expand(&self, raw: &str, with_variables: bool) -> Result<PathBuf, CliError> {
+    /// `~` or `~/...` becomes the home directory, and nothing else is replaced (what ssh does
+    /// to GlobalKnownHostsFile).
+    fn expand_tilde(&self, raw: &str) -> Result<PathBuf, CliError> {
+        let (prefix, rest) = self.split_home(raw)?;
+        Ok(PathBuf::from(prefix + rest))
+    }
+
+    /// The home directory a path starts with (`~` or `~/`), expanded, and the rest.
+    fn split_home<'r>(&self, raw: &'r str) -> Result<(String, &'r str), CliError> {
         let bad = |why: String| CliError::BadPath {
             path: raw.to_owned(),
             why,
@@ -360,21 +386,34 @@ impl Tokens<'_> {
                     path: raw.to_owned(),
                 })
         };
-        let mut out = String::with_capacity(raw.len());
-        let rest = if raw == "~" {
-            out.push_str(&home()?);
-            ""
+        if raw == "~" {
+            Ok((home()?, ""))
         } else if let Some(rest) = raw.strip_prefix("~/") {
-            out.push_str(home()?.trim_end_matches('/'));
-            out.push('/');
-            rest
+            Ok((home()?.trim_end_matches('/').to_owned() + "/", rest))
         } else if raw.starts_with('~') {
-            return Err(bad(
+            Err(bad(
                 "only ~ and ~/ are understood, not ~user; give the full path".into(),
-            ));
+            ))
         } else {
-            raw
+            Ok((String::new(), raw))
+        }
+    }
+
+    fn expand(&self, raw: &str, with_variables: bool) -> Result<PathBuf, CliError> {
+        let bad = |why: String| CliError::BadPath {
+            path: raw.to_owned(),
+            why,
         };
+        let home = || {
+            self.env
+                .home
+                .as_ref()
+                .map(|h| h.to_string_lossy().into_owned())
+                .ok_or_else(|| CliError::NoHome {
+                    path: raw.to_owned(),
+                })
+        };
+        let (mut out, rest) = self.split_home(raw)?;
         let mut chars = rest.chars();
         while let Some(c) = chars.next() {
             if c == '$'

@@ -881,7 +881,10 @@ Host *
         // The destination's known_hosts are the default, not the jump host's.
         assert_eq!(
             o.user_known_hosts_files,
-            vec![PathBuf::from("/home/tester/.ssh/known_hosts")]
+            vec![
+                PathBuf::from("/home/tester/.ssh/known_hosts"),
+                PathBuf::from("/home/tester/.ssh/known_hosts2")
+            ]
         );
         // -J names the same block; its user@ and :port win over the block's.
         let o = ok(&["-J", "root@jump:22", "other"], JUMP_CONFIG);

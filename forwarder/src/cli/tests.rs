@@ -96,9 +96,24 @@ fn defaults_come_from_the_environment() {
             PathBuf::from("/home/tester/.ssh/id_rsa")
         ]
     );
+    // ssh's defaults: two user files, the first one written to, and two global ones.
     assert_eq!(
         o.user_known_hosts_files,
-        vec![PathBuf::from("/home/tester/.ssh/known_hosts")]
+        vec![
+            PathBuf::from("/home/tester/.ssh/known_hosts"),
+            PathBuf::from("/home/tester/.ssh/known_hosts2")
+        ]
+    );
+    assert_eq!(
+        o.global_known_hosts_files,
+        vec![
+            PathBuf::from("/etc/ssh/ssh_known_hosts"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts2")
+        ]
+    );
+    assert_eq!(
+        o.known_hosts_record_file(),
+        Some(std::path::Path::new("/home/tester/.ssh/known_hosts"))
     );
     assert_eq!(o.log_level, LogLevel::Info);
     assert_eq!(o.strict_host_key_checking, StrictHostKeyChecking::Yes);
@@ -692,6 +707,97 @@ fn known_hosts_files() {
     assert_eq!(
         o.user_known_hosts_files,
         vec![PathBuf::from("a"), PathBuf::from("b")]
+    );
+}
+
+#[test]
+fn global_known_hosts_files() {
+    // Regression: GlobalKnownHostsFile was refused on the command line and skipped in
+    // ssh_config, and /etc/ssh/ssh_known_hosts was never read.
+    let o = run(&["-o", "GlobalKnownHostsFile=~/g /etc/ssh/x %d/y", "h"]);
+    // As in ssh, only ~ is expanded here.
+    assert_eq!(
+        o.global_known_hosts_files,
+        vec![
+            PathBuf::from("/home/tester/g"),
+            PathBuf::from("/etc/ssh/x"),
+            PathBuf::from("%d/y")
+        ]
+    );
+    // Looked up after the user's files; never the record file.
+    assert_eq!(
+        o.known_hosts_files(),
+        vec![
+            PathBuf::from("/home/tester/.ssh/known_hosts"),
+            PathBuf::from("/home/tester/.ssh/known_hosts2"),
+            PathBuf::from("/home/tester/g"),
+            PathBuf::from("/etc/ssh/x"),
+            PathBuf::from("%d/y")
+        ]
+    );
+    let o = run(&[
+        "-o",
+        "GlobalKnownHostsFile none",
+        "-o",
+        "UserKnownHostsFile=none",
+        "h",
+    ]);
+    assert!(o.global_known_hosts_files.is_empty() && o.known_hosts_files().is_empty());
+    assert_eq!(o.known_hosts_record_file(), None);
+    let o = run(&[
+        "-o",
+        "globalknownhostsfile=/a",
+        "-o",
+        "GlobalKnownHostsFile=/b",
+        "-o",
+        "UserKnownHostsFile=/u",
+        "h",
+    ]);
+    assert_eq!(o.global_known_hosts_files, vec![PathBuf::from("/a")]);
+    assert_eq!(
+        o.known_hosts_files(),
+        vec![PathBuf::from("/u"), PathBuf::from("/a")]
+    );
+    assert_eq!(
+        o.known_hosts_record_file(),
+        Some(std::path::Path::new("/u"))
+    );
+    assert!(err(&["-o", "GlobalKnownHostsFile=~other/kh", "h"]).contains("~user"));
+    // From ssh_config too, where the command line wins, and a hop takes it from either.
+    let text = "\
+Host db
+    GlobalKnownHostsFile /etc/fleet/known_hosts
+Host jump
+    GlobalKnownHostsFile none
+";
+    let o = config_ok(&["db"], text);
+    assert_eq!(
+        o.global_known_hosts_files,
+        vec![PathBuf::from("/etc/fleet/known_hosts")]
+    );
+    assert!(
+        o.notes.iter().all(|n| !n.contains("GlobalKnownHostsFile")),
+        "{:?}",
+        o.notes
+    );
+    let o = config_ok(&["-o", "GlobalKnownHostsFile=/cli", "db"], text);
+    assert_eq!(o.global_known_hosts_files, vec![PathBuf::from("/cli")]);
+    let o = config_ok(&["-J", "jump,other", "db"], text);
+    assert!(o.proxy_jump[0].options.global_known_hosts_files.is_empty());
+    assert_eq!(
+        o.proxy_jump[1].options.global_known_hosts_files,
+        vec![
+            PathBuf::from("/etc/ssh/ssh_known_hosts"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts2")
+        ]
+    );
+    let o = config_ok(
+        &["-o", "GlobalKnownHostsFile=/cli", "-J", "other", "db"],
+        text,
+    );
+    assert_eq!(
+        o.proxy_jump[0].options.global_known_hosts_files,
+        vec![PathBuf::from("/cli")]
     );
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ssh_transport::hostkey::PublicKey;
 
-use super::{HostKeyStatus, Mismatch, lookup_name};
+use super::{AcceptedKey, HostKeyStatus, Mismatch, Record, lookup_name};
 use crate::cli::StrictHostKeyChecking;
 
 /// What the connection should do with the server's host key.
@@ -56,6 +56,19 @@ pub enum HostKeyError {
         /// The policy in force.
         policy: StrictHostKeyChecking,
     },
+    /// No known_hosts file lists the host, but this process trusted other keys for it
+    /// earlier (keys it could not record, or whose lines are gone): see
+    /// [`super::AcceptedKeys`].
+    ChangedSinceAccepted {
+        /// `host` or `[host]:port`.
+        host: String,
+        /// The offered key's type name.
+        key_type: String,
+        /// The offered key's fingerprint.
+        fingerprint: String,
+        /// The keys trusted earlier.
+        accepted: Vec<AcceptedKey>,
+    },
     /// The key is marked `@revoked`.
     Revoked {
         /// `host` or `[host]:port`.
@@ -71,11 +84,18 @@ pub enum HostKeyError {
     },
 }
 
-/// Applies OpenSSH's StrictHostKeyChecking rules, with two deliberate differences: a changed
-/// key is refused even under `no` (ssh would connect but turn port forwarding off, which
-/// leaves a forwarder nothing to do), and `accept-new` does not record a key for a host that
-/// is already known with keys of other types (a server that really has such keys would offer
-/// the known type first, so a new type is what an attacker in the middle would offer).
+/// Applies OpenSSH's StrictHostKeyChecking rules, with one deliberate difference: under `no`
+/// a changed or revoked key is refused (ssh would connect but turn port forwarding off, which
+/// leaves a forwarder nothing to do).
+///
+/// A key of a type the host has no key of, while keys of other types are known for it, is
+/// refused under every policy. ssh counts it as a changed key (any known key of the host that
+/// does not match is), so under `no` it too would connect with forwarding off; and
+/// `accept-new` records keys only for hosts that are not known at all. Nothing is recorded.
+///
+/// A host no file lists but for which this process trusted keys earlier
+/// ([`super::AcceptedKeys`]) is treated as if those keys' lines were in the file: the same
+/// key is trusted, another one is refused as changed.
 pub fn decide(
     status: HostKeyStatus,
     policy: StrictHostKeyChecking,
@@ -109,11 +129,21 @@ pub fn decide(
             expected,
             policy,
         }),
+        HostKeyStatus::AcceptedEarlier => Decision::Trusted,
+        HostKeyStatus::ChangedSinceAccepted { accepted } => {
+            Decision::Refused(HostKeyError::ChangedSinceAccepted {
+                host,
+                key_type,
+                fingerprint,
+                accepted,
+            })
+        }
         HostKeyStatus::Unknown { other_types } => {
             let accept = match policy {
                 StrictHostKeyChecking::Yes => false,
-                StrictHostKeyChecking::AcceptNew => other_types.is_empty(),
-                StrictHostKeyChecking::No => true,
+                StrictHostKeyChecking::AcceptNew | StrictHostKeyChecking::No => {
+                    other_types.is_empty()
+                }
             };
             if accept {
                 record()
@@ -205,10 +235,16 @@ impl fmt::Display for HostKeyError {
                      have a new key, or someone may be intercepting the connection",
                     others.join(", ")
                 )?;
-                if *policy == StrictHostKeyChecking::AcceptNew {
-                    f.write_str(
+                match policy {
+                    StrictHostKeyChecking::AcceptNew => f.write_str(
                         "; accept-new only records keys for hosts that are not known at all",
-                    )?;
+                    )?,
+                    StrictHostKeyChecking::No => f.write_str(
+                        "; StrictHostKeyChecking=no does not accept it either, since ssh counts \
+                         a key other than the known ones as a changed key and turns port \
+                         forwarding off",
+                    )?,
+                    StrictHostKeyChecking::Yes => {}
                 }
                 write!(
                     f,
@@ -255,6 +291,50 @@ impl fmt::Display for HostKeyError {
                     )?;
                 }
                 Ok(())
+            }
+            Self::ChangedSinceAccepted {
+                host,
+                key_type,
+                fingerprint,
+                accepted,
+            } => {
+                let earlier: Vec<String> = accepted
+                    .iter()
+                    .map(|a| {
+                        let record = match &a.record {
+                            Record::In(file) => {
+                                format!("recorded in {}, which no longer lists it", file.display())
+                            }
+                            Record::Failed(file) => {
+                                format!("which could not be recorded in {}", file.display())
+                            }
+                            Record::Nowhere => {
+                                "with no known_hosts file to record it in".to_owned()
+                            }
+                        };
+                        format!(
+                            "{} key {} ({record})",
+                            key_type_label(&a.key_type),
+                            a.fingerprint
+                        )
+                    })
+                    .collect();
+                let which = if earlier.len() == 1 {
+                    "another key"
+                } else {
+                    "other keys"
+                };
+                write!(
+                    f,
+                    "host key for {host} has CHANGED: the server offered {} key {fingerprint}, \
+                     but earlier in this run forwarder accepted {which} for it: {}. Someone \
+                     may be intercepting the connection (man in the middle), or the server's \
+                     key was replaced. If the change is expected, add the server's current key \
+                     to a known_hosts file (they are read on every connection) or restart \
+                     forwarder",
+                    key_type_label(key_type),
+                    earlier.join(", ")
+                )
             }
             Self::Revoked {
                 host,

@@ -161,6 +161,94 @@ fn every_matching_line_counts_not_only_the_first() {
 }
 
 #[test]
+fn another_port_with_no_keys_falls_back_on_the_bare_host_name() {
+    let text = [
+        line("h", &ed(1)),                                               // 1
+        line("[h]:2200", &ed(2)),                                        // 2
+        line("[h]:2300", &rsa(1)),                                       // 3
+        line("g", &rsa(2)),                                              // 4
+        line("r", &ed(3)),                                               // 5
+        format!("@revoked r {}", ed(3).to_openssh_line()),               // 6
+        format!("@cert-authority [h]:2400 {}", ed(4).to_openssh_line()), // 7
+        format!("@revoked [h]:2500 {}", ed(5).to_openssh_line()),        // 8
+    ]
+    .join("\n");
+    let k = kh(&text);
+    // Nothing for [h]:2222: the key listed for h is found there (ssh: "found matching key
+    // w/out port").
+    assert_eq!(k.check("h", 2222, &ed(1)), known(1));
+    assert_eq!(k.check("H", 2222, &ed(1)), known(1));
+    // Lines that are no keys for [h]:port (a CA, a revocation of another key) do not stop
+    // the second look.
+    assert_eq!(k.check("h", 2400, &ed(1)), known(1));
+    assert_eq!(k.check("h", 2500, &ed(1)), known(1));
+    // Another key under the bare name is no match, and no change either: ssh's second look
+    // is quiet and only accepts, so the host is new on that port.
+    assert_eq!(k.check("h", 2222, &ed(9)), unknown());
+    assert_eq!(k.check("g", 2222, &ed(9)), unknown());
+    // [h]:port lists keys: its answer stands, the bare name is not looked at.
+    assert!(matches!(
+        k.check("h", 2200, &ed(1)),
+        HostKeyStatus::Changed { expected } if expected.len() == 1 && expected[0].line == 2
+    ));
+    assert!(matches!(
+        k.check("h", 2300, &ed(1)),
+        HostKeyStatus::Unknown { other_types } if other_types.len() == 1 && other_types[0].line == 3
+    ));
+    // A key revoked under the bare name is refused on every port (stricter than ssh, whose
+    // second look would fail and leave the host new).
+    assert_eq!(
+        k.check("r", 2222, &ed(3)),
+        HostKeyStatus::Revoked {
+            file: "/kh".into(),
+            line: 6
+        }
+    );
+    // Port 22 is the bare name already: no second look at anything.
+    assert!(matches!(
+        k.check("h", 22, &ed(2)),
+        HostKeyStatus::Changed { .. }
+    ));
+    // The key types asked for first follow the same fallback.
+    assert_eq!(k.known_key_types("h", 2222), vec!["ssh-ed25519"]);
+    assert_eq!(k.known_key_types("g", 2222), vec!["ssh-rsa"]);
+    assert_eq!(k.known_key_types("h", 2300), vec!["ssh-rsa"]);
+    assert!(k.known_key_types("nobody", 2222).is_empty());
+}
+
+#[test]
+fn a_key_found_under_the_bare_name_is_trusted_without_a_new_record() {
+    use StrictHostKeyChecking::{AcceptNew, No, Yes};
+    let k = kh(&line("bastion", &ed(1)));
+    for policy in [Yes, AcceptNew, No] {
+        assert_eq!(
+            decide(
+                k.check("bastion", 2222, &ed(1)),
+                policy,
+                "bastion",
+                2222,
+                &ed(1),
+                Some(Path::new("/kh"))
+            ),
+            Decision::Trusted,
+            "{policy}"
+        );
+    }
+    // Another key: new on that port, recorded as [bastion]:2222 by accept-new.
+    assert_eq!(
+        decide(
+            k.check("bastion", 2222, &ed(2)),
+            AcceptNew,
+            "bastion",
+            2222,
+            &ed(2),
+            Some(Path::new("/kh"))
+        ),
+        Decision::TrustAndRecord { file: "/kh".into() }
+    );
+}
+
+#[test]
 fn revoked_keys_fail_closed() {
     let text = [
         line("h", &ed(1)),
@@ -469,12 +557,14 @@ fn decisions_follow_the_policy() {
     ));
     assert_eq!(decide_for("new", &ed(1), AcceptNew), add);
     assert_eq!(decide_for("new", &ed(1), No), add);
-    // Known with another type: accept-new refuses, no records.
-    assert!(matches!(
-        decide_for("r", &ed(1), AcceptNew),
-        Decision::Refused(HostKeyError::Unknown { .. })
-    ));
-    assert_eq!(decide_for("r", &ed(1), No), add);
+    // Known with another type: refused under every policy (ssh counts it as a changed
+    // key), nothing recorded.
+    for policy in [Yes, AcceptNew, No] {
+        assert!(matches!(
+            decide_for("r", &ed(1), policy),
+            Decision::Refused(HostKeyError::Unknown { .. })
+        ));
+    }
     // Nowhere to record: trust without recording.
     assert_eq!(
         decide(unknown(), AcceptNew, "new", 22, &ed(1), None),
@@ -534,6 +624,51 @@ fn unknown_key_message() {
         "{text}"
     );
     assert!(text.contains("accept-new only records keys for hosts that are not known"));
+}
+
+#[test]
+fn no_refuses_a_key_of_a_new_type_for_a_host_known_with_other_keys() {
+    // Regression: StrictHostKeyChecking=no accepted (and recorded) an Ed25519 key for a host
+    // known only by its RSA and ECDSA keys; ssh calls that HOST_CHANGED.
+    let k = kh(&[line("h", &rsa(1)), line("h", &ecdsa(1))].join("\n"));
+    let key = ed(1);
+    let decision = decide(
+        k.check("h", 22, &key),
+        StrictHostKeyChecking::No,
+        "h",
+        22,
+        &key,
+        Some(Path::new("/kh")),
+    );
+    let text = refused_text(decision);
+    assert!(
+        text.starts_with(&format!(
+            "host key for h is not known: the server offered ED25519 key {}, but only other \
+             keys are known for it: RSA key {} (line 1 of /kh), ECDSA key {} (line 2 of /kh)",
+            key.fingerprint(),
+            rsa(1).fingerprint(),
+            ecdsa(1).fingerprint()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("StrictHostKeyChecking=no does not accept it either"),
+        "{text}"
+    );
+    assert!(!text.contains("accept-new only records"), "{text}");
+    // The same under [host]:port, and with nowhere to record.
+    let k = kh(&line("[h]:2222", &rsa(1)));
+    assert!(matches!(
+        decide(
+            k.check("h", 2222, &key),
+            StrictHostKeyChecking::No,
+            "h",
+            2222,
+            &key,
+            None
+        ),
+        Decision::Refused(HostKeyError::Unknown { .. })
+    ));
 }
 
 #[test]
@@ -608,6 +743,159 @@ fn revoked_message_and_labels() {
             ed(1).fingerprint()
         )
     );
+}
+
+// ---- keys trusted earlier in the process ----
+
+#[test]
+fn accepted_keys_stand_in_for_the_lines_that_were_not_written() {
+    let memory = AcceptedKeys::new();
+    let file = Some(Path::new("/ro/known_hosts"));
+    let k = kh(&line("listed", &ed(7)));
+    let recall = |host: &str, port, key: &PublicKey, scope: Option<&Path>| {
+        memory.recall(k.check(host, port, key), scope, host, port, key)
+    };
+    assert_eq!(recall("h", 2222, &ed(1), file), unknown());
+    assert_eq!(
+        memory.accept(
+            file,
+            "h",
+            2222,
+            &ed(1),
+            Record::Failed("/ro/known_hosts".into())
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        recall("h", 2222, &ed(1), file),
+        HostKeyStatus::AcceptedEarlier
+    );
+    assert_eq!(
+        recall("H", 2222, &ed(1), file),
+        HostKeyStatus::AcceptedEarlier
+    );
+    let earlier = vec![AcceptedKey {
+        key_type: "ssh-ed25519".into(),
+        fingerprint: ed(1).fingerprint(),
+        record: Record::Failed("/ro/known_hosts".into()),
+    }];
+    // Another key, of the same type or not, is a change.
+    for other in [ed(2), rsa(1)] {
+        assert_eq!(
+            recall("h", 2222, &other, file),
+            HostKeyStatus::ChangedSinceAccepted {
+                accepted: earlier.clone()
+            }
+        );
+    }
+    // Claiming another key for the name fails (a concurrent attempt), and changes nothing.
+    assert_eq!(
+        memory.accept(file, "h", 2222, &ed(2), Record::Nowhere),
+        Err(earlier.clone())
+    );
+    assert_eq!(
+        recall("h", 2222, &ed(1), file),
+        HostKeyStatus::AcceptedEarlier
+    );
+    // Claiming the same key again updates where it was recorded.
+    assert_eq!(
+        memory.accept(
+            file,
+            "h",
+            2222,
+            &ed(1),
+            Record::In("/ro/known_hosts".into())
+        ),
+        Ok(())
+    );
+    assert!(matches!(
+        recall("h", 2222, &ed(2), file),
+        HostKeyStatus::ChangedSinceAccepted { accepted }
+            if accepted[0].record == Record::In("/ro/known_hosts".into())
+    ));
+    // Other names, other ports and other record files are separate.
+    assert_eq!(recall("g", 2222, &ed(2), file), unknown());
+    assert_eq!(recall("h", 22, &ed(2), file), unknown());
+    assert_eq!(recall("h", 2222, &ed(2), None), unknown());
+    assert_eq!(
+        recall("h", 2222, &ed(2), Some(Path::new("/other/known_hosts"))),
+        unknown()
+    );
+    // What the files say stands: a listed key, or any key listed for the host.
+    assert_eq!(
+        memory.accept(file, "listed", 22, &ed(1), Record::Nowhere),
+        Ok(())
+    );
+    assert_eq!(
+        recall("listed", 22, &ed(7), file),
+        HostKeyStatus::Known {
+            file: "/kh".into(),
+            line: 1
+        }
+    );
+    assert!(matches!(
+        recall("listed", 22, &ed(2), file),
+        HostKeyStatus::Changed { .. }
+    ));
+    assert!(matches!(
+        recall("listed", 22, &rsa(2), file),
+        HostKeyStatus::Unknown { other_types } if other_types.len() == 1
+    ));
+}
+
+#[test]
+fn changed_since_accepted_is_refused_under_every_policy_with_both_keys() {
+    use StrictHostKeyChecking::{AcceptNew, No, Yes};
+    let accepted = vec![
+        AcceptedKey {
+            key_type: "ssh-ed25519".into(),
+            fingerprint: ed(1).fingerprint(),
+            record: Record::Failed("/ro/known_hosts".into()),
+        },
+        AcceptedKey {
+            key_type: "ssh-rsa".into(),
+            fingerprint: rsa(1).fingerprint(),
+            record: Record::Nowhere,
+        },
+    ];
+    for policy in [Yes, AcceptNew, No] {
+        let decision = decide(
+            HostKeyStatus::ChangedSinceAccepted {
+                accepted: accepted.clone(),
+            },
+            policy,
+            "db",
+            2222,
+            &ed(2),
+            Some(Path::new("/ro/known_hosts")),
+        );
+        assert_eq!(
+            refused_text(decision),
+            format!(
+                "host key for [db]:2222 has CHANGED: the server offered ED25519 key {}, but \
+                 earlier in this run forwarder accepted other keys for it: ED25519 key {} \
+                 (which could not be recorded in /ro/known_hosts), RSA key {} (with no \
+                 known_hosts file to record it in). Someone may be intercepting the \
+                 connection (man in the middle), or the server's key was replaced. If the \
+                 change is expected, add the server's current key to a known_hosts file (they \
+                 are read on every connection) or restart forwarder",
+                ed(2).fingerprint(),
+                ed(1).fingerprint(),
+                rsa(1).fingerprint()
+            )
+        );
+        assert_eq!(
+            decide(
+                HostKeyStatus::AcceptedEarlier,
+                policy,
+                "db",
+                2222,
+                &ed(1),
+                Some(Path::new("/ro/known_hosts"))
+            ),
+            Decision::Trusted
+        );
+    }
 }
 
 // ---- cross-checks against OpenSSH's own tools ----
@@ -827,7 +1115,12 @@ proptest! {
         let (k, warnings) = KnownHosts::parse(&l, Path::new("f"));
         prop_assert!(warnings.is_empty());
         prop_assert_eq!(k.check(&host, port, &key), HostKeyStatus::Known { file: "f".into(), line: 1 });
-        let other_port = if port == 22 { 23 } else { 22 };
-        prop_assert_eq!(k.check(&host, other_port, &key), HostKeyStatus::Unknown { other_types: vec![] });
+        // A line for `[host]:port` says nothing about `host`; a line for `host` answers for
+        // any port that has no line of its own (ssh's second look, without the port).
+        if port == 22 {
+            prop_assert_eq!(k.check(&host, 23, &key), HostKeyStatus::Known { file: "f".into(), line: 1 });
+        } else {
+            prop_assert_eq!(k.check(&host, 22, &key), HostKeyStatus::Unknown { other_types: vec![] });
+        }
     }
 }
