@@ -485,6 +485,9 @@ struct RecordingVerifier {
     host: String,
     port: u16,
     policy: cli::StrictHostKeyChecking,
+    /// The known_hosts lines that were skipped as unreadable, shown with an unknown key: a
+    /// line pasted broken is often why a key the admin thinks was added is not known.
+    skipped: Vec<known_hosts::Warning>,
     /// What it saw, and how long the lookup took.
     seen: Mutex<Option<(HostKeySeen, Duration)>>,
 }
@@ -534,10 +537,25 @@ impl HostKeyVerifier for RecordingVerifier {
                         why: why.clone(),
                     }
                 } else {
+                    let mut shown = why.clone();
+                    if !self.skipped.is_empty() {
+                        let lines: Vec<String> = self
+                            .skipped
+                            .iter()
+                            .take(5)
+                            .map(ToString::to_string)
+                            .collect();
+                        shown.push_str(&format!(
+                            "; {} known_hosts line(s) were skipped as unreadable (the host's \
+                             line may be one of them): {}",
+                            self.skipped.len(),
+                            lines.join("; ")
+                        ));
+                    }
                     HostKeySeen::Unknown {
                         key: described,
                         accepted: false,
-                        why: why.clone(),
+                        why: shown,
                     }
                 };
                 (seen, Err(why))
@@ -729,14 +747,15 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
             st.skip_rest([7, 8]);
         }
     };
-    let (known, _warnings) = match KnownHosts::load(&opts.user_known_hosts_files) {
+    // The files the tunnel reads: the user's and the global ones.
+    let (known, skipped) = match KnownHosts::load(&opts.known_hosts_files()) {
         Ok(k) => k,
         Err(e) => {
             st.fail(
                 5,
                 None,
                 format!("cannot read known_hosts: {e}"),
-                "platform: fix UserKnownHostsFile".to_owned(),
+                "platform: fix UserKnownHostsFile or GlobalKnownHostsFile".to_owned(),
             );
             st.skip_rest([6]);
             per_forward_rest(st);
@@ -770,6 +789,7 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
         host: key_host.to_owned(),
         port: key_port,
         policy: opts.strict_host_key_checking,
+        skipped,
         seen: Mutex::new(None),
     });
     let session = Session::new(

@@ -76,6 +76,9 @@ fn tunnel_args(port: u16, key: &UserKey, known_hosts: &Path) -> Vec<String> {
         key.private_key_path().display().to_string(),
         "-o".to_owned(),
         format!("UserKnownHostsFile={}", known_hosts.display()),
+        // This machine's /etc/ssh/ssh_known_hosts stays out of the lab.
+        "-o".to_owned(),
+        "GlobalKnownHostsFile=none".to_owned(),
         "-o".to_owned(),
         "StrictHostKeyChecking=yes".to_owned(),
         "-o".to_owned(),
@@ -280,6 +283,32 @@ fn check_unknown_host_key_fails_stage_5_with_its_fingerprint() {
         "",
         "check never writes known_hosts"
     );
+}
+
+#[test]
+fn check_unknown_host_key_names_the_known_hosts_lines_it_skipped() {
+    // The admin pasted the bastion's line cut short: it is skipped, and the host looks
+    // unknown. The detail says which line was skipped, the one fact that explains it.
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kh = dir.path().join("known_hosts");
+    let host_key = sshd
+        .host_key(KeyKind::Ed25519)
+        .expect("an Ed25519 host key");
+    let blob = host_key.base64();
+    let cut = &blob[..blob.len() - 20];
+    let line = format!(
+        "[127.0.0.1]:{} {} {cut}\n",
+        sshd.port(),
+        host_key.key_type()
+    );
+    std::fs::write(&kh, line).expect("write known_hosts");
+    let run = run_check(sshd.port(), &key, &kh, sshd.user(), "127.0.0.1:5432", None);
+    let (detail, _fix) = expect_failure(&run, 5);
+    assert!(detail.contains("unknown"), "{detail}");
+    assert!(detail.contains("skipped"), "{detail}");
+    assert!(detail.contains(&format!("{}:1:", kh.display())), "{detail}");
 }
 
 #[test]
