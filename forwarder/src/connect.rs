@@ -232,13 +232,53 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Makes a tunnel's sessions: TCP to the bastion, known_hosts read afresh on every attempt
 /// (with the keys trusted earlier in the process that no file lists, [`AcceptedKeys`]), the
-/// identities prepared once at start-up ([`SshConnector::prepare`]).
+/// identities prepared at start-up ([`SshConnector::prepare`]) and read again before an
+/// attempt when their files have changed (a rotated key, a renewed certificate).
 pub struct SshConnector {
     spec: SessionSpec,
+    /// The identities of every hop, as last read.
+    auth: std::sync::Mutex<Arc<ChainAuth>>,
+}
+
+/// The identities of a chain's hops, and what their key files looked like when read.
+struct ChainAuth {
     /// The destination's identities.
-    auth: Arc<HopAuth>,
+    destination: Arc<HopAuth>,
     /// Each jump host's, outermost first, from its own options.
-    jump_auth: Vec<Arc<HopAuth>>,
+    jumps: Vec<Arc<HopAuth>>,
+    /// The key files of every hop, destination first, just before they were read.
+    files: Vec<KeyFiles>,
+}
+
+/// The length, modification time and inode of each key file a hop reads (each
+/// IdentityFile with its `.pub` and `-cert.pub`, each CertificateFile), `None` for a file
+/// that is missing: when any of it changes, the files are read again before the next
+/// attempt. A Kubernetes Secret or a certificate renewal replaces the file (a new inode or
+/// time) without touching the tunnel's configuration.
+#[derive(Debug, PartialEq, Eq)]
+struct KeyFiles(Vec<Option<(u64, Option<std::time::SystemTime>, u64)>>);
+
+impl KeyFiles {
+    fn now(opts: &cli::Options) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut paths = Vec::new();
+        for f in &opts.identity_files {
+            paths.push(f.clone());
+            paths.push(userauth::with_suffix(f, ".pub"));
+            paths.push(userauth::with_suffix(f, "-cert.pub"));
+        }
+        paths.extend(opts.certificate_files.iter().cloned());
+        Self(
+            paths
+                .iter()
+                .map(|p| {
+                    std::fs::metadata(p)
+                        .ok()
+                        .map(|m| (m.len(), m.modified().ok(), m.ino()))
+                })
+                .collect(),
+        )
+    }
 }
 
 /// One hop's prepared identities and secrets.
@@ -287,6 +327,41 @@ impl HopAuth {
     }
 }
 
+impl ChainAuth {
+    /// Reads every hop's identities; hops whose settings are equal share one [`HopAuth`].
+    async fn prepare(spec: &SessionSpec) -> Self {
+        let files = Self::key_files(spec);
+        let destination = Arc::new(HopAuth::prepare(&spec.options).await);
+        let mut prepared: Vec<(&cli::Options, Arc<HopAuth>)> =
+            vec![(&spec.options, destination.clone())];
+        let mut jumps = Vec::new();
+        for hop in &spec.jump {
+            let same = prepared
+                .iter()
+                .find(|(o, _)| auth_settings(o) == auth_settings(&hop.options))
+                .map(|(_, a)| a.clone());
+            let hop_auth = match same {
+                Some(a) => a,
+                None => Arc::new(HopAuth::prepare(&hop.options).await),
+            };
+            prepared.push((&hop.options, hop_auth.clone()));
+            jumps.push(hop_auth);
+        }
+        Self {
+            destination,
+            jumps,
+            files,
+        }
+    }
+
+    fn key_files(spec: &SessionSpec) -> Vec<KeyFiles> {
+        std::iter::once(&spec.options)
+            .chain(spec.jump.iter().map(|j| &*j.options))
+            .map(KeyFiles::now)
+            .collect()
+    }
+}
+
 /// One session of a chain: where it goes and with which settings.
 struct Hop<'a> {
     user: &'a str,
@@ -332,27 +407,21 @@ impl SshConnector {
     /// Reads the identities `spec` names (keys, certificates, the agent) and the secret
     /// sources its options call for; each jump host's too, from its own options.
     pub async fn prepare(spec: SessionSpec) -> Self {
-        let auth = Arc::new(HopAuth::prepare(&spec.options).await);
-        let mut prepared: Vec<(&cli::Options, Arc<HopAuth>)> = vec![(&spec.options, auth.clone())];
-        let mut jump_auth = Vec::new();
-        for hop in &spec.jump {
-            let same = prepared
-                .iter()
-                .find(|(o, _)| auth_settings(o) == auth_settings(&hop.options))
-                .map(|(_, a)| a.clone());
-            let hop_auth = match same {
-                Some(a) => a,
-                None => Arc::new(HopAuth::prepare(&hop.options).await),
-            };
-            prepared.push((&hop.options, hop_auth.clone()));
-            jump_auth.push(hop_auth);
+        let auth = std::sync::Mutex::new(Arc::new(ChainAuth::prepare(&spec).await));
+        Self { spec, auth }
+    }
+
+    /// The identities to use for an attempt: as last read, or read again first when a key
+    /// file of any hop has changed since.
+    async fn current_auth(&self) -> Arc<ChainAuth> {
+        let current = self.auth.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if current.files == ChainAuth::key_files(&self.spec) {
+            return current;
         }
-        drop(prepared);
-        Self {
-            auth,
-            jump_auth,
-            spec,
-        }
+        tracing::info!("key files changed since they were read: reading them again");
+        let fresh = Arc::new(ChainAuth::prepare(&self.spec).await);
+        *self.auth.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        fresh
     }
 
     /// A supervisor of sessions made from `spec`, with its reconnect policy, sharing `gate`
@@ -492,12 +561,12 @@ impl SshConnector {
     }
 
     /// The chain's sessions, outermost first, the destination last.
-    fn hops(&self) -> Vec<Hop<'_>> {
+    fn hops<'a>(&'a self, auth: &'a ChainAuth) -> Vec<Hop<'a>> {
         let spec = &self.spec;
-        let mut hops: Vec<Hop<'_>> = spec
+        let mut hops: Vec<Hop<'a>> = spec
             .jump
             .iter()
-            .zip(&self.jump_auth)
+            .zip(&auth.jumps)
             .map(|(j, auth)| Hop {
                 user: &j.user,
                 host: &j.host,
@@ -511,7 +580,7 @@ impl SshConnector {
             host: &spec.host,
             port: spec.port,
             options: &spec.options,
-            auth: &self.auth,
+            auth: &auth.destination,
         });
         hops
     }
@@ -519,7 +588,8 @@ impl SshConnector {
     async fn start(&self) -> Result<Connected, ConnectError> {
         let spec = &self.spec;
         let started = Instant::now();
-        let hops = self.hops();
+        let auth = self.current_auth().await;
+        let hops = self.hops(&auth);
         let Some((destination, jumps)) = hops.split_last() else {
             return Err(ConnectError::Permanent("no host to connect to".into()));
         };
@@ -721,7 +791,13 @@ impl Connector for SshConnector {
         match e {
             SessionError::Auth(AuthError::Refused(refusal)) => {
                 let mut refusal = refusal.clone();
-                refusal.unusable = self.auth.unusable.clone();
+                refusal.unusable = self
+                    .auth
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .destination
+                    .unusable
+                    .clone();
                 refusal.to_string()
             }
             e => e.to_string(),

@@ -100,7 +100,7 @@ fn parse_public_line(text: &str) -> Option<PublicKey> {
     PublicKey::from_blob(&blob).ok()
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)

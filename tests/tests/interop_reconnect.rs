@@ -496,6 +496,43 @@ fn interop_reconnect_refused_login_is_retried_logged_once_and_recovers() {
     );
 }
 
+#[test]
+fn interop_reconnect_a_rotated_key_file_is_read_again_before_the_next_attempt() {
+    // A platform rotates its key: the new key replaces the file (as a Kubernetes Secret
+    // update does, a new file renamed into place), the bastion authorizes only the new key,
+    // and the session ends. The next attempt must log in with the new key, without a
+    // restart or a reload of the tunnel.
+    let old = UserKey::generate(KeyKind::Ed25519);
+    let new = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&old);
+    let echo = EchoServer::start();
+    let mut tunnel = forwarder(&sshd, &old).forward_to(echo.port()).start();
+    tunnel.wait_for_log(UP, Duration::from_secs(10));
+    assert_echo(&tunnel, 50, "with the old key");
+
+    for (from, to) in [
+        (new.private_key_path(), old.private_key_path()),
+        (new.public_key_path(), old.public_key_path()),
+    ] {
+        let staged = to.with_extension("rotating");
+        fs::copy(from, &staged).expect("stage the new key file");
+        fs::rename(&staged, to).expect("rename the new key file into place");
+    }
+    fs::write(
+        sshd.authorized_keys_path(),
+        format!("{}\n", new.public_key_line()),
+    )
+    .expect("authorize only the new key");
+    assert!(sshd.kill_sessions() > 0, "no sshd session to end");
+
+    tunnel.wait_for_log_count(UP, 2, Duration::from_secs(20));
+    assert_echo(&tunnel, 51, "with the new key");
+    assert_running(&mut tunnel, "after the rotation");
+    let log = tunnel.log();
+    assert!(log.contains("key files changed"), "{log}");
+    assert_no_panic(&log);
+}
+
 /// 6. The listener runs out of file descriptors (a low `ulimit -n`): accept errors are
 ///    logged, the listener keeps going, and once descriptors are free a new connection is
 ///    served.
