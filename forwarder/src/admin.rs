@@ -187,7 +187,7 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/readyz" => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             TEXT,
-            "not ready: the tunnels file is not loaded yet or a listener is not bound\n",
+            format!("not ready: {}\n", state.view.not_ready_reason()),
         ),
         _ => match serde_json::to_vec(&state.view.tunnels()) {
             Ok(json) => reply(StatusCode::OK, JSON, json),

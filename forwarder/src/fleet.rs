@@ -3,8 +3,9 @@
 //! through the admin endpoint.
 //!
 //! ```text
-//!  tunnels.toml ──config::load──> FleetConfig ──Fleet::apply──┐   (again on SIGHUP or when the
-//!                                                             │    file's content changes)
+//!  tunnels.toml ──config::load──> FleetConfig ──Fleet::apply──┐   (again on SIGHUP, or when the
+//!                                                             │    file's content changed and
+//!                                                             │    two polls 2 s apart agree)
 //!        ┌────────────────────────────────────────────────────┘
 //!        ▼
 //!  Fleet ─┬─ slots: one SessionSlot per distinct session ── Supervisor ──watch──> watcher task
@@ -153,14 +154,18 @@ pub fn run(opts: ServeOptions) -> i32 {
     init_logging(&opts);
     raise_open_file_limit();
     let env = Environment::from_process();
-    let loaded = match config::load(&opts.config, &env) {
-        Ok(c) => c,
+    // The bytes loaded are what the file poll compares with, not a second read.
+    let loaded = config::read(&opts.config)
+        .and_then(|bytes| Ok((config::from_bytes(&opts.config, &bytes, &env)?, bytes)));
+    let (loaded, text) = match loaded {
+        Ok(l) => l,
         Err(e) => {
-            error!("{e}");
-            eprintln!("forwarder: {e}");
+            fatal(opts.log_format, &e.to_string());
             return EXIT_USAGE;
         }
     };
+    // `--check` looks at every tunnel; a replica, at those it serves.
+    warn_probe_hazards(&loaded, if opts.check_only { None } else { opts.shard });
     if opts.check_only {
         for t in &loaded.tunnels {
             let mine = opts.shard.is_none_or(|s| s.serves(&t.name));
@@ -187,17 +192,42 @@ pub fn run(opts: ServeOptions) -> i32 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("forwarder: cannot start the async runtime: {e}");
+            fatal(
+                opts.log_format,
+                &format!("cannot start the async runtime: {e}"),
+            );
             return crate::app::EXIT_FAILURE;
         }
     };
     let code = runtime.block_on(async {
-        let code = serve(opts, env, loaded).await;
+        let code = serve(opts, env, loaded, text).await;
         crate::kex_memory::settle().await;
         code
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
+}
+
+/// A fatal error before the fleet runs: the log event and, for a person reading text logs, the
+/// usual `forwarder: ...` line. With JSON logs only the event is written, so that every line
+/// of the log is one JSON object.
+fn fatal(format: LogFormat, msg: &str) {
+    error!("{msg}");
+    if format == LogFormat::Text {
+        eprintln!("forwarder: {msg}");
+    }
+}
+
+/// One warning for each tunnel whose probe would get its bastion blocked by MySQL or MariaDB
+/// ([`config::probe_hazard`]); with `shard`, only for the tunnels it serves.
+fn warn_probe_hazards(fleet: &FleetConfig, shard: Option<Shard>) {
+    for t in &fleet.tunnels {
+        if shard.is_none_or(|s| s.serves(&t.name))
+            && let Some(w) = config::probe_hazard(t)
+        {
+            warn!(tunnel = %t.name, "{w}");
+        }
+    }
 }
 
 /// Raises the soft limit on open files to the hard one, as daemons that hold many sockets do:
@@ -252,6 +282,8 @@ fn init_logging(opts: &ServeOptions) {
 #[derive(Debug, Default)]
 pub struct FleetState {
     loaded: AtomicBool,
+    /// Set when SIGTERM or SIGINT starts the drain: no longer ready, whatever the tunnels.
+    draining: AtomicBool,
     tunnels: Mutex<Vec<Arc<TunnelShared>>>,
 }
 
@@ -263,8 +295,37 @@ impl FleetState {
 
 impl FleetView for FleetState {
     fn ready(&self) -> bool {
-        self.loaded.load(Ordering::Acquire)
+        !self.draining.load(Ordering::Acquire)
+            && self.loaded.load(Ordering::Acquire)
             && self.list().iter().all(|t| lock(&t.bind_error).is_none())
+    }
+
+    fn not_ready_reason(&self) -> String {
+        if self.draining.load(Ordering::Acquire) {
+            return "stopping: draining the open connections".into();
+        }
+        if !self.loaded.load(Ordering::Acquire) {
+            return "the tunnels file is not loaded yet".into();
+        }
+        let failed: Vec<String> = self
+            .list()
+            .iter()
+            .filter(|t| lock(&t.bind_error).is_some())
+            .map(|t| format!("{:?}", t.name))
+            .collect();
+        const SHOWN: usize = 10;
+        let mut reason = format!(
+            "not listening: tunnel {}",
+            failed.get(..SHOWN).unwrap_or(&failed).join(", ")
+        );
+        if failed.is_empty() {
+            // Bound again since the answer was made.
+            return "not every listener is bound".into();
+        }
+        if failed.len() > SHOWN {
+            reason.push_str(&format!(" and {} more", failed.len() - SHOWN));
+        }
+        reason
     }
 
     fn tunnels(&self) -> Vec<TunnelStatus> {
@@ -425,7 +486,7 @@ struct Fleet {
     drains: Vec<JoinHandle<()>>,
 }
 
-async fn serve(opts: ServeOptions, env: Environment, first: FleetConfig) -> i32 {
+async fn serve(opts: ServeOptions, env: Environment, first: FleetConfig, text: Vec<u8>) -> i32 {
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(FleetState::default());
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -451,7 +512,10 @@ async fn serve(opts: ServeOptions, env: Environment, first: FleetConfig) -> i32 
     let mut signals = match Signals::new() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("forwarder: cannot install signal handlers: {e}");
+            fatal(
+                opts.log_format,
+                &format!("cannot install signal handlers: {e}"),
+            );
             return crate::app::EXIT_FAILURE;
         }
     };
@@ -475,15 +539,17 @@ async fn serve(opts: ServeOptions, env: Environment, first: FleetConfig) -> i32 
                 )));
             }
             Err(e) => {
-                let msg = format!("cannot listen for the admin endpoint on {addr}: {e}");
-                error!("{msg}");
-                eprintln!("forwarder: {msg}");
+                fatal(
+                    opts.log_format,
+                    &format!("cannot listen for the admin endpoint on {addr}: {e}"),
+                );
                 return crate::app::EXIT_FAILURE;
             }
         }
     }
 
-    let mut last_text = std::fs::read(&opts.config).ok();
+    let mut file = FilePoll::new(text);
+    let mut reader = FileReader::new(&opts.config, FILE_READ_TIMEOUT);
     fleet.apply(first).await;
     metrics.config_reloaded(true);
     state.loaded.store(true, Ordering::Release);
@@ -495,21 +561,22 @@ async fn serve(opts: ServeOptions, env: Environment, first: FleetConfig) -> i32 
             s = signals.next() => match s {
                 Signal::Reload => {
                     info!("SIGHUP: reloading {}", opts.config.display());
-                    last_text = std::fs::read(&opts.config).ok();
-                    fleet.reload(&opts.config).await;
+                    let content = reader.read().await;
+                    file.loaded(content.as_ref().ok().cloned());
+                    fleet.reload(&opts.config, content).await;
                 }
                 Signal::Stop(name) => {
+                    // Not ready from now on: a load balancer stops sending new clients.
+                    state.draining.store(true, Ordering::Release);
                     info!("{name}: draining for up to {} s", fleet.admin.drain_timeout.as_secs());
                     break;
                 }
             },
             _ = poll.tick() => {
                 metrics.set_tunnel_states(state.tunnels().iter().map(|t| t.state));
-                let now = std::fs::read(&opts.config).ok();
-                if now.is_some() && now != last_text {
+                if let Some(content) = file.observe(reader.read().await.ok()) {
                     info!("{} changed: reloading", opts.config.display());
-                    last_text = now;
-                    fleet.reload(&opts.config).await;
+                    fleet.reload(&opts.config, Ok(content)).await;
                 }
             }
             Some(ev) = events.recv() => fleet.handle(ev),
@@ -524,17 +591,120 @@ async fn serve(opts: ServeOptions, env: Environment, first: FleetConfig) -> i32 
     0
 }
 
+/// How long the main loop waits for one read of the file.
+const FILE_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads the fleet file off the runtime's threads, at most [`config::MAX_FILE_SIZE`] bytes of
+/// it, and waits at most [`FILE_READ_TIMEOUT`] for it: a file on a hung network file system,
+/// or a path that became a FIFO, holds up neither the signals nor the tunnels. A read that
+/// did not finish is waited for again by the next one instead of starting another.
+#[derive(Debug)]
+struct FileReader {
+    path: PathBuf,
+    timeout: Duration,
+    unfinished: Option<JoinHandle<Result<Vec<u8>, config::FileError>>>,
+}
+
+impl FileReader {
+    fn new(path: &std::path::Path, timeout: Duration) -> Self {
+        Self {
+            path: path.to_owned(),
+            timeout,
+            unfinished: None,
+        }
+    }
+
+    async fn read(&mut self) -> Result<Vec<u8>, config::FileError> {
+        let mut task = match self.unfinished.take() {
+            Some(t) => t,
+            None => {
+                let path = self.path.clone();
+                tokio::task::spawn_blocking(move || config::read(&path))
+            }
+        };
+        let failed = |message: String| config::FileError {
+            file: self.path.display().to_string(),
+            line: None,
+            message,
+        };
+        match tokio::time::timeout(self.timeout, &mut task).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) => Err(failed(format!("cannot read the file: {e}"))),
+            Err(_) => {
+                self.unfinished = Some(task);
+                Err(failed(format!(
+                    "cannot read the file: no answer within {} ms",
+                    self.timeout.as_millis()
+                )))
+            }
+        }
+    }
+}
+
+/// When the file poll reloads: the content differs from the last one loaded (or tried), and
+/// two reads in a row, a poll interval apart, found the same bytes. A file being written in
+/// place (an editor, `kubectl cp`, a configuration tool) is read while it is only a prefix of
+/// itself, often valid TOML that lacks the last tunnels: loading it would stop them and reset
+/// their connections until the next poll. SIGHUP loads at once.
+#[derive(Debug)]
+struct FilePoll {
+    /// The content last loaded or tried (a file that does not load is not tried again until
+    /// it changes).
+    loaded: Option<Vec<u8>>,
+    /// A changed content the last read found, waiting for the next read to agree.
+    pending: Option<Vec<u8>>,
+}
+
+impl FilePoll {
+    fn new(loaded: Vec<u8>) -> Self {
+        Self {
+            loaded: Some(loaded),
+            pending: None,
+        }
+    }
+
+    /// What a poll's read found (`None`: the file could not be read); the content to reload,
+    /// if it is time to.
+    fn observe(&mut self, now: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        let Some(now) = now else {
+            self.pending = None;
+            return None;
+        };
+        if self.loaded.as_ref() == Some(&now) {
+            self.pending = None;
+            return None;
+        }
+        if self.pending.as_ref() == Some(&now) {
+            self.pending = None;
+            self.loaded = Some(now.clone());
+            return Some(now);
+        }
+        self.pending = Some(now);
+        None
+    }
+
+    /// A SIGHUP loaded (or tried) `content`.
+    fn loaded(&mut self, content: Option<Vec<u8>>) {
+        self.loaded = content;
+        self.pending = None;
+    }
+}
+
 enum Signal {
     Reload,
     Stop(&'static str),
 }
 
-/// SIGHUP, SIGTERM and SIGINT.
+/// SIGHUP, SIGTERM and SIGINT, each listened to once for the life of the process: a signal
+/// that arrives while a reload runs is kept for the next `next()` (a listener made anew each
+/// time would miss it).
 struct Signals {
     #[cfg(unix)]
     hup: tokio::signal::unix::Signal,
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -545,6 +715,7 @@ impl Signals {
             Ok(Self {
                 hup: signal(SignalKind::hangup())?,
                 term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
             })
         }
         #[cfg(not(unix))]
@@ -557,7 +728,7 @@ impl Signals {
             tokio::select! {
                 _ = self.hup.recv() => Signal::Reload,
                 _ = self.term.recv() => Signal::Stop("SIGTERM"),
-                _ = tokio::signal::ctrl_c() => Signal::Stop("SIGINT"),
+                _ = self.int.recv() => Signal::Stop("SIGINT"),
             }
         }
         #[cfg(not(unix))]
@@ -569,10 +740,16 @@ impl Signals {
 }
 
 impl Fleet {
-    /// Loads the file again and applies it; a file that does not load changes nothing.
-    async fn reload(&mut self, path: &std::path::Path) {
-        match config::load(path, &self.env) {
+    /// Applies the file's new `content`; a file that cannot be read or does not load changes
+    /// nothing.
+    async fn reload(
+        &mut self,
+        path: &std::path::Path,
+        content: Result<Vec<u8>, config::FileError>,
+    ) {
+        match content.and_then(|bytes| config::from_bytes(path, &bytes, &self.env)) {
             Ok(new) => {
+                warn_probe_hazards(&new, self.shard);
                 if new.admin.listen != self.admin.listen {
                     warn!(
                         "[admin] listen changed: the endpoint stays where it is until the \
@@ -1147,6 +1324,107 @@ mod tests {
             gate_key(&c.tunnels[1].config.session),
             ("outer".to_owned(), 2222),
             "a chain's logins start at its outermost jump host"
+        );
+    }
+
+    fn poll(p: &mut FilePoll, now: &str) -> Option<String> {
+        p.observe(Some(now.as_bytes().to_vec()))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    #[test]
+    fn the_file_poll_reloads_only_a_changed_content_that_two_reads_agree_on() {
+        let full = "[[tunnel]]\nname = \"a\"\n[[tunnel]]\nname = \"b\"\n";
+        let mut p = FilePoll::new(full.as_bytes().to_vec());
+        assert_eq!(poll(&mut p, full), None, "unchanged");
+        // Written in place, slower than the poll: every read finds another prefix (the
+        // empty file and the first tunnel alone are valid TOML), none is loaded.
+        for n in [0, 10, 21, 30] {
+            assert_eq!(poll(&mut p, &full[..n]), None, "a prefix of {n} bytes");
+        }
+        // Done, as it was: nothing to reload.
+        assert_eq!(poll(&mut p, full), None);
+        // A prefix seen once, then the file as it was: nothing either.
+        assert_eq!(poll(&mut p, &full[..21]), None);
+        assert_eq!(poll(&mut p, full), None);
+        assert_eq!(poll(&mut p, full), None);
+        // A change that stays: loaded on the second read, once.
+        let changed = "[[tunnel]]\nname = \"c\"\n";
+        assert_eq!(poll(&mut p, changed), None);
+        assert_eq!(poll(&mut p, changed).as_deref(), Some(changed));
+        assert_eq!(poll(&mut p, changed), None);
+        // A read that fails (a ConfigMap's symlink swapped) breaks the agreement.
+        assert_eq!(poll(&mut p, full), None);
+        assert_eq!(p.observe(None), None);
+        assert_eq!(poll(&mut p, full), None);
+        assert_eq!(poll(&mut p, full).as_deref(), Some(full));
+        // What a SIGHUP loaded is what the poll compares with.
+        p.loaded(Some(changed.as_bytes().to_vec()));
+        assert_eq!(poll(&mut p, changed), None);
+        assert_eq!(poll(&mut p, changed), None);
+    }
+
+    #[tokio::test]
+    async fn the_poll_reads_at_most_the_largest_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tunnels.toml");
+        let mut reader = FileReader::new(&path, FILE_READ_TIMEOUT);
+        assert!(reader.read().await.is_err(), "no file yet");
+        std::fs::write(&path, "[admin]\n").unwrap();
+        assert_eq!(reader.read().await.unwrap(), b"[admin]\n");
+        let big = std::fs::File::create(&path).unwrap();
+        big.set_len(config::MAX_FILE_SIZE + 1).unwrap();
+        let e = reader.read().await.unwrap_err();
+        assert!(e.message.contains("cannot read the file"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_read_that_hangs_holds_up_the_loop_for_a_bounded_time_and_is_not_repeated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tunnels.toml");
+        // A FIFO nobody writes to: opening it blocks until a writer comes.
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let mut reader = FileReader::new(&path, Duration::from_millis(100));
+        let e = reader.read().await.unwrap_err();
+        assert!(e.message.contains("no answer"), "{e}");
+        assert!(reader.unfinished.is_some());
+        let e = reader.read().await.unwrap_err();
+        assert!(e.message.contains("no answer"), "{e}");
+        // A writer lets the one read in flight finish; the next read picks it up.
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || std::fs::write(path, "[admin]\n"))
+        };
+        let mut read = reader.read().await;
+        for _ in 0..100 {
+            if read.is_ok() {
+                break;
+            }
+            read = reader.read().await;
+        }
+        writer.join().unwrap().unwrap();
+        assert_eq!(read.unwrap(), b"[admin]\n");
+        assert!(reader.unfinished.is_none());
+    }
+
+    #[test]
+    fn not_ready_while_draining() {
+        let state = FleetState::default();
+        assert!(!state.ready());
+        assert!(state.not_ready_reason().contains("not loaded"));
+        state.loaded.store(true, Ordering::Release);
+        assert!(state.ready());
+        state.draining.store(true, Ordering::Release);
+        assert!(!state.ready(), "ready while draining");
+        assert!(
+            state.not_ready_reason().contains("draining"),
+            "{}",
+            state.not_ready_reason()
         );
     }
 }

@@ -76,8 +76,17 @@ pub struct TunnelStatus {
 
 /// Read access to a running fleet, for the admin endpoint.
 pub trait FleetView: Send + Sync + 'static {
-    /// Whether the file is loaded and every listener is bound (`/readyz`).
+    /// Whether the file is loaded, every listener is bound and the fleet is not stopping
+    /// (`/readyz`).
     fn ready(&self) -> bool;
+    /// Why it is not ready, for the body of `/readyz`'s 503 (asked only when [`ready`] is
+    /// false).
+    ///
+    /// [`ready`]: FleetView::ready
+    fn not_ready_reason(&self) -> String {
+        "the tunnels file is not loaded yet, a listener is not bound, or the fleet is stopping"
+            .into()
+    }
     /// Every tunnel, in the file's order.
     fn tunnels(&self) -> Vec<TunnelStatus>;
 }

@@ -166,9 +166,30 @@ impl Fleet {
         fs::rename(&tmp, &self.config).expect("rename the new fleet file into place");
     }
 
+    /// Writes `text` over the file in place (truncated, then written), in `pieces` parts
+    /// `pause` apart: a slow writer, whose file a reader finds half-written.
+    pub fn write_in_place_slowly(&self, text: &str, pieces: usize, pause: Duration) {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&self.config)
+            .expect("open the fleet file to write it in place");
+        let bytes = text.as_bytes();
+        let size = bytes.len().div_ceil(pieces.max(1)).max(1);
+        for chunk in bytes.chunks(size) {
+            std::thread::sleep(pause);
+            f.write_all(chunk).expect("write a piece of the fleet file");
+        }
+    }
+
     /// Sends SIGHUP.
     pub fn reload(&self) {
         signal(self.child.pid(), Signal::HUP);
+    }
+
+    /// Sends SIGINT.
+    pub fn interrupt(&self) {
+        signal(self.child.pid(), Signal::INT);
     }
 
     /// Sends SIGTERM.

@@ -478,8 +478,15 @@ fn sigterm_stops_accepting_and_lets_an_open_connection_finish() {
     );
     wait_for_states(&mut fleet, &["t"], "up");
     let mut held = Held::open(lab.port);
+    assert_eq!(fleet.get("/readyz").map(|r| r.0), Some(200));
     fleet.terminate();
     fleet.wait_for_log_count("draining", 1, WAIT);
+    // Not ready from the start of the drain: a load balancer sends no new clients.
+    let (code, body) = fleet
+        .get("/readyz")
+        .expect("/readyz answers while draining");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("draining"), "{body}");
     let deadline = Instant::now() + WAIT;
     while port_listening(lab.port) {
         assert!(Instant::now() < deadline, "still listening after SIGTERM");
@@ -491,6 +498,7 @@ fn sigterm_stops_accepting_and_lets_an_open_connection_finish() {
     );
     held.exchange("during the drain");
     held.exchange("still during the drain");
+    assert_eq!(fleet.get("/readyz").map(|r| r.0), Some(503));
     held.stream.shutdown(Shutdown::Write).expect("half-close");
     let mut rest = Vec::new();
     let _ = held.stream.read_to_end(&mut rest);
@@ -809,4 +817,266 @@ fn a_session_replaced_by_a_reload_keeps_its_metrics_after_the_old_one_drains() {
     fleet.wait_for_admin("/metrics", Duration::from_secs(5), |code, body| {
         code == 200 && body.contains(&series)
     });
+}
+
+/// Every line of `log` as JSON; panics naming a line that is not.
+fn json_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{log}")))
+        .collect()
+}
+
+#[test]
+fn start_up_failures_with_json_logs_write_only_json_lines() {
+    // A file that does not load: exit 2, one JSON error event naming the line, no bare line.
+    let mut fleet = Fleet::start("[[tunnel]]\nname = \"broken\"\nlocal = 12\n", None, &[]);
+    let status = fleet.wait_exit(WAIT).expect("exits");
+    assert_eq!(status.code(), Some(2), "{}", fleet.log());
+    let events = json_lines(&fleet.log());
+    assert!(
+        events.iter().any(|e| e["level"] == "ERROR"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("tunnels.toml:3"))),
+        "{}",
+        fleet.log()
+    );
+
+    // The admin endpoint's port taken: exit 255, the same.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("occupy a port");
+    let busy = squatter.local_addr().expect("its address").port();
+    let mut fleet = Fleet::start(
+        &format!("[admin]\nlisten = \"127.0.0.1:{busy}\"\n"),
+        None,
+        &[],
+    );
+    let status = fleet.wait_exit(WAIT).expect("exits");
+    assert_eq!(status.code(), Some(255), "{}", fleet.log());
+    let events = json_lines(&fleet.log());
+    assert!(
+        events.iter().any(|e| e["level"] == "ERROR"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("cannot listen for the admin endpoint"))),
+        "{}",
+        fleet.log()
+    );
+
+    // Text logs, for a person: the usual `forwarder: ...` line too.
+    let mut fleet = Fleet::start(
+        "[[tunnel]]\nname = \"broken\"\nlocal = 12\n",
+        None,
+        &["--log-format", "text"],
+    );
+    assert_eq!(fleet.wait_exit(WAIT).and_then(|s| s.code()), Some(2));
+    assert!(
+        fleet
+            .log()
+            .lines()
+            .any(|l| l.starts_with("forwarder: ") && l.contains("tunnels.toml:3")),
+        "{}",
+        fleet.log()
+    );
+}
+
+#[test]
+fn serve_check_refuses_tunnels_that_cannot_listen_together_and_warns_about_mysql_probes() {
+    let tunnel = |name: &str, bastion: &str, local: &str, remote: &str, extra: &str| {
+        format!(
+            "[[tunnel]]\nname = {name:?}\nbastion = {bastion:?}\nlocal = {local:?}\n\
+             remote = {remote:?}\n{extra}\n"
+        )
+    };
+    let remote = |name: &str, bastion: &str, listen: &str| {
+        format!(
+            "[[tunnel]]\nname = {name:?}\nkind = \"remote\"\nbastion = {bastion:?}\n\
+             bastion_listen = {listen:?}\ntarget = \"127.0.0.1:8080\"\n"
+        )
+    };
+    for (text, want) in [
+        (
+            format!(
+                "{}{}",
+                remote("callback-1", "u@b", "8022"),
+                remote("callback-2", "u@b", "localhost:8022")
+            ),
+            "tunnel \"callback-2\": key `bastion_listen`",
+        ),
+        (
+            format!(
+                "{}{}",
+                tunnel("all", "u@b", "0.0.0.0:15432", "db:5432", ""),
+                tunnel("loop", "u@c", "127.0.0.1:15432", "db:5432", "")
+            ),
+            "tunnel \"loop\": key `local`: 127.0.0.1:15432 overlaps 0.0.0.0:15432",
+        ),
+        (
+            format!(
+                "[admin]\nlisten = \"127.0.0.1:9180\"\n{}",
+                tunnel("admin-port", "u@b", "127.0.0.1:9180", "db:5432", "")
+            ),
+            "the admin endpoint's address",
+        ),
+    ] {
+        let mut fleet = Fleet::start(&text, None, &["--check"]);
+        assert_eq!(
+            fleet.wait_exit(WAIT).and_then(|s| s.code()),
+            Some(2),
+            "{text}\n{}",
+            fleet.log()
+        );
+        let errors: Vec<String> = json_lines(&fleet.log())
+            .iter()
+            .filter(|e| e["level"] == "ERROR")
+            .filter_map(|e| e["message"].as_str().map(str::to_owned))
+            .collect();
+        assert!(
+            errors
+                .iter()
+                .any(|m| m.contains("tunnels.toml:") && m.contains(want)),
+            "{want}\n{errors:?}"
+        );
+        if want.contains("callback") {
+            assert!(
+                errors
+                    .iter()
+                    .any(|m| m.contains("tunnel \"callback-1\" (line 1)")),
+                "{errors:?}"
+            );
+        }
+    }
+
+    // The default probe (tcp) at MySQL's port, and a mysql probe without a login: one
+    // warning each, naming the tunnel and the fix. The file loads.
+    let text = format!(
+        "{}{}{}",
+        tunnel(
+            "my-default",
+            "u@b",
+            "127.0.0.1:13306",
+            "mysql.internal:3306",
+            ""
+        ),
+        tunnel(
+            "my-anonymous",
+            "u@b",
+            "127.0.0.1:13307",
+            "mysql.internal:3307",
+            "probe = \"mysql\""
+        ),
+        tunnel("pg", "u@b", "127.0.0.1:15432", "pg.internal:5432", "")
+    );
+    let mut fleet = Fleet::start(&text, None, &["--check"]);
+    assert_eq!(
+        fleet.wait_exit(WAIT).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        fleet.log()
+    );
+    let log = fleet.log();
+    // `--check` prints the tunnels on stdout (the same file here); the log lines are JSON.
+    let warned: Vec<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["level"] == "WARN")
+        .map(|e| {
+            let m = e["message"].as_str().unwrap_or_default();
+            assert!(
+                m.contains("max_connect_errors")
+                    && m.contains("probe_user")
+                    && m.contains("probe = \"none\""),
+                "{m}"
+            );
+            e["tunnel"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(warned, ["my-default", "my-anonymous"], "{log}");
+}
+
+#[test]
+fn a_file_written_in_place_slower_than_the_poll_is_not_loaded_half_written() {
+    let lab = OneTunnel::start();
+    let h = head(lab.admin, &lab.key, &[&lab.a], "2s");
+    let text = fleet_file(&h, &lab.t);
+    let mut fleet = Fleet::start(&text, Some(lab.admin), &[]);
+    wait_for_states(&mut fleet, &["t"], "up");
+    let mut held = Held::open(lab.port);
+    // The same content written again in place over 6 s: every poll (2 s apart) finds
+    // another prefix, the empty file first (valid TOML: no tunnels at all).
+    fleet.write_in_place_slowly(&text, 30, Duration::from_millis(200));
+    // Two more polls see the finished file, unchanged.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        fleet.log_count("changed: reloading"),
+        0,
+        "a half-written file was loaded:\n{}",
+        fleet.log()
+    );
+    held.exchange("after the slow write");
+    assert_echo(lab.port, 3, 4096, "after the slow write");
+    assert_eq!(tunnels_json(&fleet).as_array().map(Vec::len), Some(1));
+
+    // A real change is loaded once two polls agree on it.
+    let port = free_port();
+    let second = [
+        lab.t[0].clone(),
+        TunnelSpec::new(
+            "second",
+            &bastion(&lab.a),
+            port,
+            &format!("127.0.0.1:{}", lab.echo.port()),
+        ),
+    ];
+    fleet.rewrite(&fleet_file(&h, &second));
+    fleet.wait_for_log_count("reloaded: 2 tunnels", 1, WAIT);
+    assert_eq!(fleet.log_count("changed: reloading"), 1, "{}", fleet.log());
+    wait_for_states(&mut fleet, &["t", "second"], "up");
+    held.exchange("after the reload");
+    assert_echo(port, 4, 4096, "the added tunnel");
+}
+
+#[test]
+fn a_sigint_while_a_reload_runs_stops_the_fleet_after_it() {
+    let lab = OneTunnel::start();
+    // An agent that takes connections and never answers: a reload that adds a tunnel using
+    // it waits out the agent's timeout (10 s) in the middle of the reload.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind the agent socket");
+    let (asked, asked_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+            if asked.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    let h = head(lab.admin, &lab.key, &[&lab.a], "2s");
+    let mut fleet = Fleet::start(&fleet_file(&h, &lab.t), Some(lab.admin), &[]);
+    wait_for_states(&mut fleet, &["t"], "up");
+    let slow = TunnelSpec::new(
+        "slow",
+        &bastion(&lab.a),
+        free_port(),
+        &format!("127.0.0.1:{}", lab.echo.port()),
+    )
+    .with(&format!(
+        "options = {{ IdentityAgent = {:?} }}",
+        sock.display().to_string()
+    ));
+    fleet.rewrite(&fleet_file(&h, &[lab.t[0].clone(), slow]));
+    fleet.reload();
+    asked_rx
+        .recv_timeout(WAIT)
+        .expect("the reload asks the agent for its keys");
+    fleet.wait_for_log_count("SIGHUP: reloading", 1, WAIT);
+    fleet.interrupt();
+    let status = fleet
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the SIGINT during the reload was lost:\n{}", fleet.log()));
+    assert_eq!(status.code(), Some(0), "{}", fleet.log());
+    assert_eq!(fleet.log_count("SIGINT: draining"), 1, "{}", fleet.log());
 }

@@ -13,13 +13,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::cli::{self, Command, Environment};
+use crate::cli::{self, AddressFamily, BindTarget, Command, Environment};
 use crate::config::TunnelConfig;
 use crate::probe::ProbeKind;
 use crate::remote::RemoteSpec;
@@ -261,18 +262,28 @@ impl Lines<'_> {
 
 /// Reads and checks the fleet file at `path`.
 pub fn load(path: &Path, env: &Environment) -> Result<FleetConfig, FileError> {
-    let file = path.display().to_string();
-    let bytes = crate::files::read_bounded(path, MAX_FILE_SIZE).map_err(|e| FileError {
-        file: file.clone(),
+    let bytes = read(path)?;
+    from_bytes(path, &bytes, env)
+}
+
+/// The fleet file's bytes, at most [`MAX_FILE_SIZE`] of them (a blocking read).
+pub fn read(path: &Path) -> Result<Vec<u8>, FileError> {
+    crate::files::read_bounded(path, MAX_FILE_SIZE).map_err(|e| FileError {
+        file: path.display().to_string(),
         line: None,
         message: format!("cannot read the file: {e}"),
-    })?;
-    let text = String::from_utf8(bytes).map_err(|_| FileError {
+    })
+}
+
+/// Checks the fleet file `path` whose content is `bytes` (as [`read`] returned them).
+pub fn from_bytes(path: &Path, bytes: &[u8], env: &Environment) -> Result<FleetConfig, FileError> {
+    let file = path.display().to_string();
+    let text = std::str::from_utf8(bytes).map_err(|_| FileError {
         file: file.clone(),
         line: None,
         message: "not UTF-8 text".into(),
     })?;
-    parse(&file, &text, env, &|p| check_readable(p))
+    parse(&file, text, env, &|p| check_readable(p))
 }
 
 /// Whether a key or password file can be opened for reading.
@@ -370,17 +381,35 @@ pub fn parse(
                 ),
             ));
         }
-        if let Some(first) = tunnels.iter().find(|o| {
-            o.kind == TunnelKind::Local
-                && entry.kind == TunnelKind::Local
-                && same_local(&o.local, &entry.local)
-        }) {
+        if let Some((first, clash)) = tunnels
+            .iter()
+            .find_map(|o| clash(o, &entry).map(|c| (o, c)))
+        {
+            let (key, at) = match &entry.kind {
+                TunnelKind::Local => ("local", &t.local),
+                TunnelKind::Remote(_) => ("bastion_listen", &t.bastion_listen),
+            };
+            return Err(err(
+                at.as_ref().map(|l| l.span().start),
+                format!(
+                    "tunnel {:?}: key `{key}`: {}",
+                    entry.name,
+                    clash.describe(first, &entry)
+                ),
+            ));
+        }
+        if let (TunnelKind::Local, Some(admin_listen)) = (&entry.kind, admin.listen)
+            && let Some(port) = local_port(&entry)
+            && port != 0
+            && port == admin_listen.port()
+            && Takes::of_local(&entry).overlaps(&Takes::of_ip(admin_listen.ip()))
+        {
             return Err(err(
                 t.local.as_ref().map(|l| l.span().start),
                 format!(
-                    "tunnel {:?}: key `local`: {} is already the local address of tunnel {:?} \
-                     (line {})",
-                    entry.name, entry.local, first.name, first.line
+                    "tunnel {:?}: key `local`: {} overlaps {admin_listen}, the admin \
+                     endpoint's address ([admin] listen): both cannot listen on port {port}",
+                    entry.name, entry.local
                 ),
             ));
         }
@@ -391,20 +420,259 @@ pub fn parse(
     Ok(FleetConfig { admin, tunnels })
 }
 
-/// Whether two `local` addresses are one listening address (port 0 picks a new port each
-/// time, so it never collides).
-fn same_local(a: &str, b: &str) -> bool {
-    let norm = |s: &str| {
-        let (host, port) = split_host_port(s)?;
-        let host = match host.to_ascii_lowercase().as_str() {
-            "localhost" => "127.0.0.1".to_owned(),
-            h => h.to_owned(),
-        };
-        Some((host, port))
+/// Why two tunnels of one file cannot both run: they listen on one address and port, here or
+/// on one bastion.
+#[derive(Debug)]
+enum Clash {
+    /// Local tunnels on the same address and port.
+    SameLocal,
+    /// Local tunnels whose addresses overlap on one port (`0.0.0.0` and `127.0.0.1`,
+    /// `localhost` and `[::1]`): the second bind would fail.
+    OverlappingLocal,
+    /// Remote tunnels through the same bastion login (`user@host:port`, the same jump hosts)
+    /// whose `bastion_listen` addresses are the same or overlap on one port: the bastion
+    /// refuses the second forward and, on a shared session, the first one's connections
+    /// would be handed to the refused one.
+    BastionListen { first: String, bastion: String },
+}
+
+impl Clash {
+    /// The message about `second`, after "key `...`: ".
+    fn describe(&self, first: &TunnelEntry, second: &TunnelEntry) -> String {
+        let owner = format!("tunnel {:?} (line {})", first.name, first.line);
+        match self {
+            Clash::SameLocal if first.local == second.local => {
+                format!("{} is already the local address of {owner}", second.local)
+            }
+            Clash::SameLocal => format!(
+                "{} is the same address as {}, which is already the local address of {owner}",
+                second.local, first.local
+            ),
+            Clash::OverlappingLocal => format!(
+                "{} overlaps {}, which is already the local address of {owner}: both cannot \
+                 listen on the same port",
+                second.local, first.local
+            ),
+            Clash::BastionListen {
+                first: other,
+                bastion,
+            } => format!(
+                "{} on the bastion {bastion}, which already listens on {other} for {owner}: it \
+                 would refuse the second forward on that port (remote tunnels through one \
+                 bastion need different ports)",
+                second.local
+            ),
+        }
+    }
+}
+
+/// MySQL's and MariaDB's port.
+const MYSQL_PORT: u16 = 3306;
+
+/// A warning for a tunnel whose probe would, in time, get the bastion's address blocked by
+/// MySQL or MariaDB: a probe that leaves without logging in (`tcp`, the default; `postgres`;
+/// `mysql` without `probe_user`) counts, from any host but loopback, against the server's
+/// `max_connect_errors` (100 by default), and past it the server refuses every client from
+/// that address (see [`crate::probe`]). Aimed at port 3306, or a `mysql` probe without a
+/// login. `None` when the probe is harmless.
+pub fn probe_hazard(t: &TunnelEntry) -> Option<String> {
+    let kind = match t.probe {
+        ProbeKind::None => return None,
+        ProbeKind::Mysql if t.probe_login.is_some() => return None,
+        ProbeKind::Mysql => "\"mysql\" without probe_user",
+        ProbeKind::Tcp if t.remote.port == MYSQL_PORT => "\"tcp\" (the default)",
+        ProbeKind::Postgres if t.remote.port == MYSQL_PORT => "\"postgres\"",
+        ProbeKind::Tcp | ProbeKind::Postgres => return None,
     };
-    match (norm(a), norm(b)) {
-        (Some((ha, pa)), Some((hb, pb))) => pa != 0 && pa == pb && ha == hb,
-        _ => false,
+    Some(format!(
+        "tunnel {:?}: probe {kind} on {} leaves MySQL/MariaDB without logging in: every probe \
+         counts against the server's max_connect_errors (100 by default) for the bastion's \
+         address, and once that is reached the server blocks the bastion for every client. \
+         Give it a login (probe = \"mysql\" with probe_user and probe_password_file; a user \
+         with no privileges is enough) or turn it off (probe = \"none\")",
+        t.name, t.remote
+    ))
+}
+
+/// Whether `b` cannot run next to `a` (port 0 picks a new port each time, so it never
+/// collides).
+fn clash(a: &TunnelEntry, b: &TunnelEntry) -> Option<Clash> {
+    match (&a.kind, &b.kind) {
+        (TunnelKind::Local, TunnelKind::Local) => {
+            let port = local_port(a)?;
+            if port == 0 || local_port(b)? != port {
+                return None;
+            }
+            let (ta, tb) = (Takes::of_local(a), Takes::of_local(b));
+            if ta == tb {
+                Some(Clash::SameLocal)
+            } else if ta.overlaps(&tb) {
+                Some(Clash::OverlappingLocal)
+            } else {
+                None
+            }
+        }
+        (TunnelKind::Remote(ra), TunnelKind::Remote(rb)) => {
+            let same = ra.listen_port != 0
+                && ra.listen_port == rb.listen_port
+                && bastion_login(&a.config.session) == bastion_login(&b.config.session)
+                && Takes::of_bastion_listen(&ra.listen_address)
+                    .overlaps(&Takes::of_bastion_listen(&rb.listen_address));
+            same.then(|| Clash::BastionListen {
+                first: ra.listen_label(u32::from(ra.listen_port)),
+                bastion: a.config.session.label(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The port a local tunnel listens on.
+fn local_port(t: &TunnelEntry) -> Option<u16> {
+    t.config.forwards.first().map(|f| f.bind_port)
+}
+
+/// Who logs in where, through which jump hosts: remote tunnels with the same one ask the same
+/// server to listen. (Other users on the same host:port may be other machines behind a
+/// gateway that routes by user name; a clash between them is the server's to refuse, on
+/// sessions of their own, so no connection goes astray.)
+fn bastion_login(
+    s: &crate::config::SessionSpec,
+) -> (String, String, u16, Vec<(String, String, u16)>) {
+    (
+        s.user.clone(),
+        s.host.to_ascii_lowercase(),
+        s.port,
+        s.jump
+            .iter()
+            .map(|j| (j.user.clone(), j.host.to_ascii_lowercase(), j.port))
+            .collect(),
+    )
+}
+
+/// The addresses a listener takes, as far as the file tells: IP literals (the wildcards
+/// among them), and names, which are not looked up (two names clash when they are the same
+/// name). IPv6 listeners are IPv6-only ([`crate::connect::listen`]; sshd does the same), so
+/// `[::]` and `0.0.0.0` do not clash.
+#[derive(Debug, PartialEq, Eq)]
+struct Takes {
+    v4: Vec<Ipv4Addr>,
+    v6: Vec<Ipv6Addr>,
+    names: Vec<String>,
+    /// The families a name may resolve to.
+    family: AddressFamily,
+}
+
+impl Takes {
+    /// A local tunnel's listeners, as [`crate::connect::bind_forwards`] binds them.
+    fn of_local(t: &TunnelEntry) -> Self {
+        let family = t.config.session.address_family;
+        let mut takes = match t.config.forwards.first() {
+            None => Self::none(family),
+            Some(f) => match f.bind_target(t.config.gateway_ports) {
+                BindTarget::Loopback => Self::ips(
+                    &[Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
+                    family,
+                ),
+                BindTarget::AllInterfaces => Self::ips(
+                    &[Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()],
+                    family,
+                ),
+                BindTarget::Address(a) => Self::address(&a, family),
+            },
+        };
+        if family == AddressFamily::Inet {
+            takes.v6.clear();
+        }
+        if family == AddressFamily::Inet6 {
+            takes.v4.clear();
+        }
+        takes
+    }
+
+    /// Where a bastion listens for `listen_address` of a `tcpip-forward` (a
+    /// [`RemoteSpec`]'s: empty for every address), when it listens where it is asked
+    /// (sshd's `GatewayPorts clientspecified`; with `no` or `yes` every request of a port
+    /// clashes).
+    fn of_bastion_listen(listen_address: &str) -> Self {
+        match listen_address {
+            "" | "*" => Self::ips(
+                &[Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()],
+                AddressFamily::Any,
+            ),
+            a if a.eq_ignore_ascii_case("localhost") => Self::ips(
+                &[Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
+                AddressFamily::Any,
+            ),
+            a => Self::address(a, AddressFamily::Any),
+        }
+    }
+
+    /// One IP address.
+    fn of_ip(ip: IpAddr) -> Self {
+        Self::ips(&[ip], AddressFamily::Any)
+    }
+
+    fn none(family: AddressFamily) -> Self {
+        Self {
+            v4: Vec::new(),
+            v6: Vec::new(),
+            names: Vec::new(),
+            family,
+        }
+    }
+
+    fn ips(ips: &[IpAddr], family: AddressFamily) -> Self {
+        let mut t = Self::none(family);
+        for ip in ips {
+            match ip {
+                IpAddr::V4(a) => t.v4.push(*a),
+                IpAddr::V6(a) => t.v6.push(*a),
+            }
+        }
+        t
+    }
+
+    /// An address as written: an IP literal (brackets allowed) or a name.
+    fn address(a: &str, family: AddressFamily) -> Self {
+        let bare = a
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(a);
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => Self::ips(&[ip], family),
+            Err(_) if bare.eq_ignore_ascii_case("localhost") => Self::ips(
+                &[Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
+                family,
+            ),
+            Err(_) => {
+                let mut t = Self::none(family);
+                t.names.push(bare.to_ascii_lowercase());
+                t
+            }
+        }
+    }
+
+    /// Whether the two cannot listen on one port at once: the same address, or a wildcard
+    /// and any address of its family, or a name and wildcards of every family it may
+    /// resolve to.
+    fn overlaps(&self, other: &Self) -> bool {
+        fn clash<T: PartialEq>(a: &[T], b: &[T], wildcard: &T) -> bool {
+            a.iter()
+                .any(|x| b.iter().any(|y| x == y || x == wildcard || y == wildcard))
+        }
+        // Every address a name of `named` may resolve to is taken by `all`'s wildcards.
+        fn covered(named: &Takes, all: &Takes) -> bool {
+            let v4 =
+                named.family == AddressFamily::Inet6 || all.v4.contains(&Ipv4Addr::UNSPECIFIED);
+            let v6 = named.family == AddressFamily::Inet || all.v6.contains(&Ipv6Addr::UNSPECIFIED);
+            !named.names.is_empty() && v4 && v6
+        }
+        clash(&self.v4, &other.v4, &Ipv4Addr::UNSPECIFIED)
+            || clash(&self.v6, &other.v6, &Ipv6Addr::UNSPECIFIED)
+            || self.names.iter().any(|n| other.names.contains(n))
+            || covered(self, other)
+            || covered(other, self)
     }
 }
 

@@ -386,3 +386,209 @@ fn keys_of_the_other_kind_are_refused_with_their_line() {
         "{e}"
     );
 }
+
+/// A local tunnel on `local`, named `name`, through bastion `b`.
+fn local(name: &str, local: &str, extra: &str) -> String {
+    format!(
+        "[[tunnel]]\nname = \"{name}\"\nbastion = \"u@b\"\nlocal = \"{local}\"\nremote = \"db:1\"\n{extra}\n"
+    )
+}
+
+/// A remote tunnel asking `bastion` to listen on `listen`.
+fn remote(name: &str, bastion: &str, listen: &str, extra: &str) -> String {
+    format!(
+        "[[tunnel]]\nname = \"{name}\"\nkind = \"remote\"\nbastion = \"{bastion}\"\n\
+         bastion_listen = \"{listen}\"\ntarget = \"127.0.0.1:8080\"\n{extra}\n"
+    )
+}
+
+#[test]
+fn remote_tunnels_on_one_bastion_login_cannot_ask_for_the_same_port() {
+    // The same port on the same bastion login: refused, naming the file, the line and both
+    // tunnels.
+    let e = parse_err(&format!(
+        "{}{}",
+        remote("first", "u@b", "8022", ""),
+        remote("second", "u@b:22", "localhost:8022", "")
+    ));
+    assert!(
+        e.starts_with("tunnels.toml:12: tunnel \"second\": key `bastion_listen`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("already listens on localhost:8022 for tunnel \"first\" (line 1)"),
+        "{e}"
+    );
+    assert!(e.contains("u@b:22"), "{e}");
+    // Also when they do not share a session (the bastion refuses the second all the same),
+    // and when one asks for every address.
+    for (a, b, extra) in [
+        ("8022", "8022", "share_session = false"),
+        ("8022", "*:8022", ""),
+        ("0.0.0.0:8022", "127.0.0.1:8022", ""),
+        ("[::1]:8022", "localhost:8022", ""),
+        ("Localhost:8022", "localhost:8022", ""),
+        ("gw.example:8022", "GW.example:8022", ""),
+        ("8022", "8022", "options = { ServerAliveInterval = 5 }"),
+    ] {
+        let text = format!(
+            "{}{}",
+            remote("first", "u@b", a, ""),
+            remote("second", "u@b", b, extra)
+        );
+        let e = parse_err(&text);
+        assert!(e.contains("key `bastion_listen`"), "{a} {b}: {e}");
+    }
+    // Other bastions, other logins, other jump hosts, port 0, or addresses that differ on
+    // one port (sshd's GatewayPorts clientspecified listens where it is asked): fine.
+    for (b1, l1, b2, l2, extra) in [
+        ("u@b", "8022", "u@c", "8022", ""),
+        ("u@b", "8022", "u@b:2222", "8022", ""),
+        ("u@b", "8022", "v@b", "8022", ""),
+        ("u@b", "8022", "u@b", "8022", "jump = \"j\""),
+        ("u@b", "0", "u@b", "0", ""),
+        ("u@b", "8022", "u@b", "8023", ""),
+        ("u@b", "10.0.0.1:8022", "u@b", "10.0.0.2:8022", ""),
+        ("u@b", "127.0.0.1:8022", "u@b", "[::1]:8022", ""),
+    ] {
+        let text = format!(
+            "{}{}",
+            remote("first", b1, l1, ""),
+            remote("second", b2, l2, extra)
+        );
+        assert_eq!(parse_ok(&text).tunnels.len(), 2, "{text}");
+    }
+    // A local tunnel on the port a remote tunnel has the bastion listen on is something else.
+    let c = parse_ok(&format!(
+        "{}{}",
+        remote("r", "u@b", "127.0.0.1:8022", ""),
+        local("l", "127.0.0.1:8022", "")
+    ));
+    assert_eq!(c.tunnels.len(), 2);
+}
+
+#[test]
+fn overlapping_local_addresses_are_refused() {
+    for (a, b) in [
+        ("0.0.0.0:15432", "127.0.0.1:15432"),
+        ("127.0.0.1:15432", "0.0.0.0:15432"),
+        ("*:15432", "127.0.0.1:15432"),
+        ("*:15432", "[::1]:15432"),
+        ("[::]:15432", "[::1]:15432"),
+        ("localhost:15432", "[::1]:15432"),
+        ("localhost:15432", "127.0.0.1:15432"),
+        ("*:15432", "0.0.0.0:15432"),
+        ("*:15432", "db-gateway.internal:15432"),
+    ] {
+        let e = parse_err(&format!("{}{}", local("a", a, ""), local("b", b, "")));
+        assert!(
+            e.starts_with("tunnels.toml:10: tunnel \"b\": key `local`: ")
+                && e.contains(&format!(
+                    "{b} overlaps {a}, which is already the local address of tunnel \"a\" (line 1)"
+                )),
+            "{a} {b}: {e}"
+        );
+    }
+    // The same address spelled otherwise.
+    let e = parse_err(&format!(
+        "{}{}",
+        local("a", "[::1]:5", ""),
+        local("b", "[0:0::1]:5", "")
+    ));
+    assert!(
+        e.contains("[0:0::1]:5 is the same address as [::1]:5"),
+        "{e}"
+    );
+    // What can listen side by side: other ports, other addresses, IPv6-only next to IPv4,
+    // port 0, a name next to a single-family wildcard, and families kept apart by
+    // AddressFamily.
+    for (a, b, extra) in [
+        ("127.0.0.1:15432", "127.0.0.1:15433", ""),
+        ("127.0.0.1:15432", "127.0.0.2:15432", ""),
+        ("0.0.0.0:15432", "[::]:15432", ""),
+        ("0.0.0.0:15432", "[::1]:15432", ""),
+        ("[::]:15432", "127.0.0.1:15432", ""),
+        ("127.0.0.1:0", "0.0.0.0:0", ""),
+        ("0.0.0.0:15432", "db-gateway.internal:15432", ""),
+        (
+            "[::1]:15432",
+            "localhost:15432",
+            "options = { AddressFamily = \"inet\" }",
+        ),
+    ] {
+        let text = format!("{}{}", local("a", a, ""), local("b", b, extra));
+        assert_eq!(parse_ok(&text).tunnels.len(), 2, "{text}");
+    }
+}
+
+#[test]
+fn a_tunnel_on_the_admin_endpoints_port_is_refused() {
+    for (admin, l) in [
+        ("127.0.0.1:9180", "127.0.0.1:9180"),
+        ("0.0.0.0:9180", "127.0.0.1:9180"),
+        ("127.0.0.1:9180", "localhost:9180"),
+        ("127.0.0.1:9180", "*:9180"),
+        ("[::1]:9180", "[::]:9180"),
+    ] {
+        let e = parse_err(&format!(
+            "[admin]\nlisten = \"{admin}\"\n{}",
+            local("a", l, "")
+        ));
+        assert!(
+            e.starts_with("tunnels.toml:6: tunnel \"a\": key `local`: ")
+                && e.contains(&format!(
+                    "{l} overlaps {admin}, the admin endpoint's address"
+                )),
+            "{admin} {l}: {e}"
+        );
+    }
+    for (admin, l) in [
+        ("127.0.0.1:9180", "127.0.0.1:9181"),
+        ("127.0.0.1:9180", "127.0.0.2:9180"),
+        ("[::1]:9180", "127.0.0.1:9180"),
+        ("127.0.0.1:0", "127.0.0.1:0"),
+    ] {
+        let text = format!("[admin]\nlisten = \"{admin}\"\n{}", local("a", l, ""));
+        assert_eq!(parse_ok(&text).tunnels.len(), 1, "{text}");
+    }
+}
+
+#[test]
+fn probes_that_would_get_the_bastion_blocked_by_mysql_are_warned_about() {
+    let c = parse_ok(
+        "[[tunnel]]\nname = \"default-3306\"\nbastion = \"b\"\nlocal = \"127.0.0.1:1\"\nremote = \"db:3306\"\n\
+         [[tunnel]]\nname = \"tcp-3306\"\nbastion = \"b\"\nlocal = \"127.0.0.1:2\"\nremote = \"db:3306\"\nprobe = \"tcp\"\n\
+         [[tunnel]]\nname = \"pg-3306\"\nbastion = \"b\"\nlocal = \"127.0.0.1:3\"\nremote = \"db:3306\"\nprobe = \"postgres\"\n\
+         [[tunnel]]\nname = \"mysql-anonymous\"\nbastion = \"b\"\nlocal = \"127.0.0.1:4\"\nremote = \"db:13306\"\nprobe = \"mysql\"\n\
+         [[tunnel]]\nname = \"mysql-login\"\nbastion = \"b\"\nlocal = \"127.0.0.1:5\"\nremote = \"db:3306\"\nprobe = \"mysql\"\n\
+         probe_user = \"probe\"\nprobe_password_file = \"/etc/forwarder/probe\"\n\
+         [[tunnel]]\nname = \"none-3306\"\nbastion = \"b\"\nlocal = \"127.0.0.1:6\"\nremote = \"db:3306\"\nprobe = \"none\"\n\
+         [[tunnel]]\nname = \"tcp-5432\"\nbastion = \"b\"\nlocal = \"127.0.0.1:7\"\nremote = \"db:5432\"\n\
+         [[tunnel]]\nname = \"remote-3306\"\nkind = \"remote\"\nbastion = \"b\"\nbastion_listen = \"8022\"\ntarget = \"127.0.0.1:3306\"\n",
+    );
+    let warned: Vec<&str> = c
+        .tunnels
+        .iter()
+        .filter(|t| probe_hazard(t).is_some())
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(
+        warned,
+        ["default-3306", "tcp-3306", "pg-3306", "mysql-anonymous"]
+    );
+    for t in &c.tunnels {
+        let Some(w) = probe_hazard(t) else { continue };
+        assert!(w.starts_with(&format!("tunnel {:?}: ", t.name)), "{w}");
+        assert!(w.contains("max_connect_errors"), "{w}");
+        assert!(
+            w.contains("probe_user") && w.contains("probe_password_file"),
+            "{w}"
+        );
+        assert!(w.contains("probe = \"none\""), "{w}");
+    }
+    let w = probe_hazard(&c.tunnels[0]).unwrap_or_default();
+    assert!(
+        w.contains("probe \"tcp\"") && w.contains("the default"),
+        "{w}"
+    );
+}
