@@ -109,8 +109,23 @@ impl Router {
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn add(&self, address: &str, port: u32, to: &mpsc::Sender<ForwardedChannel>) {
-        self.routes().insert((address.to_owned(), port), to.clone());
+    /// Routes `address:port` to `to`; false, and nothing changed, when another forward that
+    /// still runs has the route. Overwriting it would hand that forward's connections to this
+    /// one, which the server refuses (it listens there for the other), so they would be
+    /// queued to a forward that never serves them. The fleet refuses two remote tunnels with
+    /// one port on one bastion when it loads the file, and a stopped forward lets go of its
+    /// route before a replacement on the same port starts; this is the last guard.
+    fn add(&self, address: &str, port: u32, to: &mpsc::Sender<ForwardedChannel>) -> bool {
+        let mut routes = self.routes();
+        let key = (address.to_owned(), port);
+        if let Some(held) = routes.get(&key)
+            && !held.same_channel(to)
+            && !held.is_closed()
+        {
+            return false;
+        }
+        routes.insert(key, to.clone());
+        true
     }
 
     /// Removes the route of `address:port` if it still leads to `to`.
@@ -189,10 +204,55 @@ impl std::fmt::Debug for ForwardContext {
 /// How long a forward stopped while its request was out waits for the answer, to cancel a
 /// grant.
 const ANSWER_AFTER_STOP: Duration = Duration::from_secs(5);
+/// How often a forward whose port another forward of the session still routes asks again.
+const ROUTE_RETRY: Duration = Duration::from_secs(1);
+/// The first pause before a forward the server refused is asked for again on the same
+/// session; it doubles with each refusal in a row, up to [`REFUSED_RETRY_MAX`].
+const REFUSED_RETRY_MIN: Duration = Duration::from_secs(1);
+/// The longest pause between two requests for a forward the server keeps refusing.
+const REFUSED_RETRY_MAX: Duration = Duration::from_secs(30);
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // A dropped sender stops the forward too.
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// What a forward does after a try that failed.
+enum Next {
+    /// Ask again on the same session.
+    Retry,
+    /// The session ended: ask on the next one.
+    NewSession,
+    /// Stopped, or ended by `ExitOnForwardFailure`, with this result.
+    Stop(Result<(), String>),
+}
+
+/// After a failed try (`msg`): reports it, ends the forward under `ExitOnForwardFailure`,
+/// warns when `tell` (once per run of failures, not at every retry), then waits `pause`, the
+/// session's end or the stop, whichever comes first.
+async fn failed_try(
+    ctx: &ForwardContext,
+    report: &impl Fn(ForwardState),
+    msg: &str,
+    tell: bool,
+    session: &SessionHandle,
+    stop: &mut watch::Receiver<bool>,
+    pause: Duration,
+) -> Next {
+    report(ForwardState::Refused(msg.to_owned()));
+    if ctx.exit_on_failure {
+        return Next::Stop(Err(format!("Error: {msg}")));
+    }
+    if tell {
+        warn!("Warning: {msg}");
+    } else {
+        debug!("{msg}");
+    }
+    tokio::select! {
+        _ = session.ended() => Next::NewSession,
+        _ = stopped(stop) => Next::Stop(Ok(())),
+        _ = tokio::time::sleep(pause) => Next::Retry,
+    }
 }
 
 /// Serves one forward on every session until `stop` turns true: then the server is told to
@@ -207,6 +267,11 @@ pub async fn run_forward(
     let (tx, mut rx) = mpsc::channel(MAX_QUEUED);
     let mut conns = JoinSet::new();
     let report = |state: ForwardState| (ctx.report)(&spec, &state);
+    // Whether the last try found the port routed to another forward (told once, not on
+    // every retry).
+    let mut route_taken = false;
+    // Refusals by the server in a row on this session.
+    let mut refusals = 0u32;
     let result = loop {
         let session = tokio::select! {
             s = ctx.sessions.session(SESSION_WAIT) => s,
@@ -223,13 +288,30 @@ pub async fn run_forward(
                 continue;
             }
         };
-        report(ForwardState::Requesting);
         // A fixed port is routed before the answer, so that no channel opened right after
         // it finds no route (a picked port can only be routed once it is known).
-        if spec.listen_port != 0 {
-            ctx.router
-                .add(&spec.listen_address, u32::from(spec.listen_port), &tx);
+        if spec.listen_port != 0
+            && !ctx
+                .router
+                .add(&spec.listen_address, u32::from(spec.listen_port), &tx)
+        {
+            // Another forward of this session has the port (one being stopped that has not
+            // let go yet): the server would refuse this one. Asked again shortly.
+            let msg = format!(
+                "remote port forwarding failed for listen port {}: another forward on the \
+                 session has {}",
+                spec.listen_port,
+                spec.listen_label(u32::from(spec.listen_port))
+            );
+            let tell = !route_taken;
+            route_taken = true;
+            match failed_try(&ctx, &report, &msg, tell, &session, &mut stop, ROUTE_RETRY).await {
+                Next::Retry | Next::NewSession => continue,
+                Next::Stop(r) => break r,
+            }
         }
+        route_taken = false;
+        report(ForwardState::Requesting);
         let request = session.request_remote_forward(&spec.listen_address, spec.listen_port);
         tokio::pin!(request);
         let answer = tokio::select! {
@@ -248,19 +330,32 @@ pub async fn run_forward(
         let port = match answer {
             Ok(port) => port,
             Err(RemoteForwardError::Refused) => {
+                // Nothing comes for a port the server does not listen on for us.
+                if spec.listen_port != 0 {
+                    ctx.router
+                        .remove(&spec.listen_address, u32::from(spec.listen_port), &tx);
+                }
                 let msg = format!(
                     "remote port forwarding failed for listen port {}",
                     spec.listen_port
                 );
-                report(ForwardState::Refused(msg.clone()));
-                if ctx.exit_on_failure {
-                    break Err(format!("Error: {msg}"));
-                }
-                warn!("Warning: {msg}");
-                // Asked again on the next session, as ssh does.
-                tokio::select! {
-                    _ = session.ended() => continue,
-                    _ = stopped(&mut stop) => break Ok(()),
+                // Told once per session; asked again on this session after a pause that
+                // doubles up to a cap, and at once on the next session. ssh asks once per
+                // connection, but it does not reconnect: a refusal right after a reconnect
+                // often means the previous session's sshd process still holds the port until
+                // it notices its client is gone, and the port is free minutes later.
+                let pause = REFUSED_RETRY_MIN
+                    .saturating_mul(1u32 << refusals.min(5))
+                    .min(REFUSED_RETRY_MAX);
+                let tell = refusals == 0;
+                refusals = refusals.saturating_add(1);
+                match failed_try(&ctx, &report, &msg, tell, &session, &mut stop, pause).await {
+                    Next::Retry => continue,
+                    Next::NewSession => {
+                        refusals = 0;
+                        continue;
+                    }
+                    Next::Stop(r) => break r,
                 }
             }
             Err(RemoteForwardError::Session(e)) => {
@@ -269,8 +364,22 @@ pub async fn run_forward(
             }
         };
         debug!(port, target = %spec.target, "remote forward in place");
+        refusals = 0;
+        if !ctx.router.add(&spec.listen_address, port, &tx) {
+            // A port the server picked that another forward of the session routes (it asked
+            // for that port and was refused, or was granted after a stop): give it back.
+            session.cancel_remote_forward(&spec.listen_address, port);
+            let msg = format!(
+                "remote port forwarding failed for listen port {}: port {port} the server \
+                 gave is routed to another forward on the session",
+                spec.listen_port
+            );
+            match failed_try(&ctx, &report, &msg, true, &session, &mut stop, ROUTE_RETRY).await {
+                Next::Retry | Next::NewSession => continue,
+                Next::Stop(r) => break r,
+            }
+        }
         report(ForwardState::Listening(port));
-        ctx.router.add(&spec.listen_address, port, &tx);
         let stopping = loop {
             tokio::select! {
                 Some(ch) = rx.recv() => {
@@ -289,11 +398,13 @@ pub async fn run_forward(
         }
         report(ForwardState::Requesting);
     };
-    ctx.released.notify_one();
+    // The route goes before the release is told: a replacement on the same port, started
+    // once this one let go, finds the route free.
     if spec.listen_port != 0 {
         ctx.router
             .remove(&spec.listen_address, u32::from(spec.listen_port), &tx);
     }
+    ctx.released.notify_one();
     rx.close();
     let _ = tokio::time::timeout(ctx.drain, async {
         while conns.join_next().await.is_some() {}
@@ -385,4 +496,48 @@ pub async fn serve(
     }
     routing.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routed_to(
+        router: &Router,
+        address: &str,
+        port: u32,
+    ) -> Option<mpsc::Sender<ForwardedChannel>> {
+        router.routes().get(&(address.to_owned(), port)).cloned()
+    }
+
+    #[test]
+    fn a_route_is_never_taken_from_a_forward_that_still_runs() {
+        let router = Router::default();
+        let (first, first_rx) = mpsc::channel(1);
+        let (second, _second_rx) = mpsc::channel(1);
+        assert!(router.add("localhost", 8022, &first));
+        assert!(
+            router.add("localhost", 8022, &first),
+            "its own route, again"
+        );
+        assert!(
+            !router.add("localhost", 8022, &second),
+            "another running forward's route was overwritten"
+        );
+        assert!(routed_to(&router, "localhost", 8022).is_some_and(|t| t.same_channel(&first)));
+        // Another address or port is another route.
+        assert!(router.add("127.0.0.1", 8022, &second));
+        assert!(router.add("localhost", 8023, &second));
+        // Removing is only for the route's own forward.
+        router.remove("localhost", 8022, &second);
+        assert!(routed_to(&router, "localhost", 8022).is_some_and(|t| t.same_channel(&first)));
+        // A forward that ended (its queue gone) without removing its route does not keep it.
+        drop(first_rx);
+        assert!(router.add("localhost", 8022, &second));
+        assert!(routed_to(&router, "localhost", 8022).is_some_and(|t| t.same_channel(&second)));
+        // Once the first lets go, the next one gets the route.
+        let (third, _third_rx) = mpsc::channel(1);
+        router.remove("localhost", 8022, &second);
+        assert!(router.add("localhost", 8022, &third));
+    }
 }

@@ -137,6 +137,45 @@ fn interop_remote_forward_refused_warns_or_exits_255() {
 }
 
 #[test]
+fn interop_remote_forward_refused_while_the_port_is_taken_is_asked_again_on_the_same_session() {
+    // The bastion's port is held by someone else (after a reconnect: the old session's sshd
+    // process that has not noticed the loss yet). The refusal must not leave the forward
+    // down for the whole life of the new session: it is asked for again until granted.
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let echo = EchoServer::start();
+    // The forward asks for 127.0.0.1 alone (with `localhost` sshd would also take ::1 and
+    // succeed there).
+    let sshd = Sshd::builder()
+        .config("GatewayPorts clientspecified")
+        .authorize(&key)
+        .start();
+    let port = free_port();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).expect("hold the port");
+    let mut tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .forward_to(echo.port())
+        .option(&format!(
+            "RemoteForward=127.0.0.1:{port} 127.0.0.1:{}",
+            echo.port()
+        ))
+        .option("ExitOnForwardFailure=no")
+        .start();
+    tunnel.wait_for_log(
+        &format!("Warning: remote port forwarding failed for listen port {port}"),
+        WAIT,
+    );
+    drop(squatter);
+    wait_listening(port, true, "once the port was free again");
+    round_trip(port, &pattern(200_000, 9));
+    let log = tunnel.log();
+    assert_eq!(
+        log.matches("session up").count(),
+        1,
+        "granted on the same session: {log}"
+    );
+    assert!(tunnel.exited().is_none(), "{log}");
+}
+
+#[test]
 fn interop_remote_forward_alone_survives_dropped_sessions_and_requests_again() {
     let key = UserKey::generate(KeyKind::Ed25519);
     let echo = EchoServer::start();
