@@ -20,7 +20,7 @@ pub const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 /// drawn at random from below the kernel's ephemeral range, where the kernel never hands out
 /// ports for outgoing connections or `bind(0)`, and each is reserved for the life of the
 /// process: within it, and against every other lab process (nextest runs each test in its
-/// own), by a lock on a file named after the port (see [`Reservations`]). Without that, two
+/// own), by a lock on a file named after the port. Without that, two
 /// tests running at once could each be handed the same port, and one of them would talk to
 /// the other's server.
 pub fn free_port() -> u16 {
