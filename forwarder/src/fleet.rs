@@ -27,7 +27,7 @@ pub mod config;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
@@ -343,8 +343,8 @@ struct SessionStatus {
     state: TunnelState,
     since: SystemTime,
     last_error: Option<String>,
-    /// The tunnels' `up` gauges, set with the session's state.
-    up_gauges: Vec<(String, prometheus::IntGauge)>,
+    /// The tunnels on the session, whose `up` gauges follow its state.
+    tunnels: Vec<Weak<TunnelShared>>,
 }
 
 impl SessionStatus {
@@ -353,9 +353,21 @@ impl SessionStatus {
             state: TunnelState::Connecting,
             since: SystemTime::now(),
             last_error: None,
-            up_gauges: Vec::new(),
+            tunnels: Vec::new(),
         }))
     }
+}
+
+/// Where a remote tunnel's forward stands: a remote tunnel is `up` only while the bastion
+/// listens for it, not as soon as its session is up.
+#[derive(Clone, Copy, Debug)]
+struct ForwardPhase {
+    /// The bastion granted the forward on the current session.
+    listening: bool,
+    /// It was granted on some session before (a new request is a reconnection).
+    granted_before: bool,
+    /// When `listening` last changed.
+    since: SystemTime,
 }
 
 /// One tunnel's shared part: counters and what `/tunnels` shows.
@@ -369,6 +381,8 @@ pub struct TunnelShared {
     session: Arc<Mutex<SessionStatus>>,
     bind_error: Mutex<Option<(String, SystemTime)>>,
     probe: Mutex<Option<ProbeResult>>,
+    /// A remote tunnel's forward; `None` for a local tunnel.
+    forward: Option<Mutex<ForwardPhase>>,
 }
 
 impl TunnelShared {
@@ -378,7 +392,21 @@ impl TunnelShared {
             Some((e, at)) => (TunnelState::Failed, *at, Some(e.clone())),
             None => {
                 let s = lock(&self.session);
-                (s.state, s.since, s.last_error.clone())
+                let forward = self.forward.as_ref().map(|f| *lock(f));
+                match forward {
+                    // The session is up but the bastion does not listen (yet): asked for, or
+                    // asked again on a new session.
+                    Some(f) if s.state == TunnelState::Up && !f.listening => (
+                        if f.granted_before {
+                            TunnelState::Reconnecting
+                        } else {
+                            TunnelState::Connecting
+                        },
+                        f.since.max(s.since),
+                        s.last_error.clone(),
+                    ),
+                    _ => (s.state, s.since, s.last_error.clone()),
+                }
             }
         };
         TunnelStatus {
@@ -395,6 +423,13 @@ impl TunnelShared {
             bytes_from_remote: m.bytes_from_remote.get(),
             probe: lock(&self.probe).clone(),
         }
+    }
+
+    /// Sets the `up` gauge from the state `/tunnels` shows: 1 only for `up`. Called whenever
+    /// the session, a listener's bind or a remote forward changes.
+    fn refresh_up(&self) {
+        let up = self.status().state == TunnelState::Up;
+        self.metrics.up.set(i64::from(up));
     }
 }
 
@@ -426,7 +461,10 @@ struct SessionSlot {
     supervisor: Supervisor,
     handle: SupervisorHandle,
     status: Arc<Mutex<SessionStatus>>,
+    /// Tunnels on the session, draining ones included: the last one out ends it.
     users: usize,
+    /// Tunnels on the session that are not stopping.
+    running: usize,
     watcher: JoinHandle<()>,
     /// Hands forwarded channels to the remote tunnels on the session; started with the
     /// first one.
@@ -854,9 +892,12 @@ impl Fleet {
             None => None,
         };
         self.metrics.remove_tunnel(&rt.entry.name);
+        if let Some(s) = self.slots.get_mut(&rt.slot) {
+            s.running = s.running.saturating_sub(1);
+        }
         lock(&rt.shared.session)
-            .up_gauges
-            .retain(|(n, _)| *n != rt.entry.name);
+            .tunnels
+            .retain(|t| t.strong_count() > 0 && !std::ptr::eq(t.as_ptr(), Arc::as_ptr(&rt.shared)));
         let grace = self.admin.drain_timeout;
         let events = self.events.clone();
         let slot = rt.slot;
@@ -920,6 +961,7 @@ impl Fleet {
         let (handle, status, router) = match self.slots.get_mut(&slot_id) {
             Some(s) => {
                 s.users += 1;
+                s.running += 1;
                 let router = remote_spec.as_ref().map(|_| {
                     s.router
                         .get_or_insert_with(|| Router::spawn(s.handle.clone()))
@@ -931,11 +973,6 @@ impl Fleet {
             None => unreachable_slot(),
         };
         let metrics = self.metrics.tunnel(&entry.name);
-        {
-            let mut st = lock(&status);
-            metrics.up.set(i64::from(st.state == TunnelState::Up));
-            st.up_gauges.push((entry.name.clone(), metrics.up.clone()));
-        }
         let shared = Arc::new(TunnelShared {
             name: entry.name.clone(),
             local: Mutex::new(entry.local.clone()),
@@ -945,7 +982,16 @@ impl Fleet {
             session: status,
             bind_error: Mutex::new(None),
             probe: Mutex::new(None),
+            forward: remote_spec.as_ref().map(|_| {
+                Mutex::new(ForwardPhase {
+                    listening: false,
+                    granted_before: false,
+                    since: SystemTime::now(),
+                })
+            }),
         });
+        lock(&shared.session).tunnels.push(Arc::downgrade(&shared));
+        shared.refresh_up();
         let mut tunnel = Tunnel::with_observer(Arc::new(Traffic(metrics.clone())));
         let cfg = &entry.config;
         let mut bound = Vec::new();
@@ -969,6 +1015,7 @@ impl Fleet {
                     let msg = format!("cannot listen on {}: {e}", entry.local);
                     error!(tunnel = %entry.name, "{msg}");
                     *lock(&shared.bind_error) = Some((msg, SystemTime::now()));
+                    shared.refresh_up();
                 }
             }
         }
@@ -1028,7 +1075,21 @@ impl Fleet {
         }
         let spec = entry.config.session.clone();
         let mut label = spec.label();
-        let key = if entry.share_session {
+        // A shared session keeps `user@host:port` unless another session of the fleet that
+        // tunnels still run on has that label (the same login with other options: another
+        // key, known_hosts file or option): then, as an unshared one, it is told apart by a
+        // number. A session that only drains (a reload changed the options of all its
+        // tunnels) passes its label on to the one that replaces it.
+        let taken = self
+            .slots
+            .values()
+            .any(|s| s.label == label && s.running > 0);
+        let key = if entry.share_session && !taken {
+            base
+        } else if entry.share_session {
+            let n = self.unshared.entry(label.clone()).or_insert(0);
+            *n += 1;
+            label = format!("{label}#{n}");
             base
         } else {
             let n = self.unshared.entry(label.clone()).or_insert(0);
@@ -1068,6 +1129,7 @@ impl Fleet {
                 handle,
                 status,
                 users: 0,
+                running: 0,
                 watcher,
                 router: None,
             },
@@ -1118,7 +1180,23 @@ fn gate_key(spec: &crate::config::SessionSpec) -> (String, u16) {
 /// How a remote tunnel shows its forward: the port the bastion listens on in `local`, a
 /// refusal as the tunnel's failure.
 fn remote_report(shared: Arc<TunnelShared>) -> crate::remote::Report {
-    Arc::new(move |spec, state| match state {
+    Arc::new(move |spec, state| {
+        remote_state(&shared, spec, state);
+        shared.refresh_up();
+    })
+}
+
+fn remote_state(shared: &TunnelShared, spec: &crate::remote::RemoteSpec, state: &ForwardState) {
+    let listening = matches!(state, ForwardState::Listening(_));
+    if let Some(f) = &shared.forward {
+        let mut f = lock(f);
+        if f.listening != listening {
+            f.listening = listening;
+            f.since = SystemTime::now();
+        }
+        f.granted_before |= listening;
+    }
+    match state {
         ForwardState::Requesting => {}
         ForwardState::Listening(port) => {
             let listen = spec.listen_label(*port);
@@ -1139,7 +1217,7 @@ fn remote_report(shared: Arc<TunnelShared>) -> crate::remote::Report {
             error!("{why}");
             *lock(&shared.bind_error) = Some((why.clone(), SystemTime::now()));
         }
-    })
+    }
 }
 
 #[cold]
@@ -1197,9 +1275,11 @@ async fn watch_session(
             if error.is_some() {
                 st.last_error = error;
             }
-            for (_, g) in &st.up_gauges {
-                g.set(i64::from(new_state == TunnelState::Up));
-            }
+        }
+        // Each tunnel reads the session's state under the lock, so not while it is held.
+        let tunnels = lock(&status).tunnels.clone();
+        for t in tunnels.iter().filter_map(Weak::upgrade) {
+            t.refresh_up();
         }
         // Until the next change, collect what the driver counts.
         loop {
@@ -1324,6 +1404,86 @@ mod tests {
             gate_key(&c.tunnels[1].config.session),
             ("outer".to_owned(), 2222),
             "a chain's logins start at its outermost jump host"
+        );
+    }
+
+    fn shared(remote: bool, session: TunnelState) -> (Arc<TunnelShared>, Metrics) {
+        let metrics = Metrics::new();
+        let status = SessionStatus::new();
+        lock(&status).state = session;
+        let shared = Arc::new(TunnelShared {
+            name: "t".into(),
+            local: Mutex::new("localhost:8022".into()),
+            remote: "127.0.0.1:5432".into(),
+            bastion: "u@b:22".into(),
+            metrics: metrics.tunnel("t"),
+            session: status.clone(),
+            bind_error: Mutex::new(None),
+            probe: Mutex::new(None),
+            forward: remote.then(|| {
+                Mutex::new(ForwardPhase {
+                    listening: false,
+                    granted_before: false,
+                    since: SystemTime::now(),
+                })
+            }),
+        });
+        lock(&status).tunnels.push(Arc::downgrade(&shared));
+        shared.refresh_up();
+        (shared, metrics)
+    }
+
+    #[test]
+    fn a_remote_tunnel_is_up_only_while_the_bastion_listens_for_it() {
+        let (t, _m) = shared(true, TunnelState::Up);
+        let spec = crate::remote::RemoteSpec {
+            listen_address: "localhost".into(),
+            listen_port: 8022,
+            target: crate::tunnel::Target {
+                host: "127.0.0.1".into(),
+                port: 5432,
+            },
+        };
+        let report = remote_report(t.clone());
+        let seen = |t: &TunnelShared| (t.status().state, t.metrics.up.get());
+        assert_eq!(
+            seen(&t),
+            (TunnelState::Connecting, 0),
+            "session up, forward not granted yet"
+        );
+        report(&spec, &ForwardState::Requesting);
+        assert_eq!(seen(&t), (TunnelState::Connecting, 0));
+        report(&spec, &ForwardState::Listening(8022));
+        assert_eq!(seen(&t), (TunnelState::Up, 1));
+        // The session ended: asked again on the next one.
+        report(&spec, &ForwardState::Requesting);
+        assert_eq!(seen(&t), (TunnelState::Reconnecting, 0));
+        report(&spec, &ForwardState::Refused("refused".into()));
+        assert_eq!(seen(&t), (TunnelState::Failed, 0));
+        report(&spec, &ForwardState::Listening(8022));
+        assert_eq!(seen(&t), (TunnelState::Up, 1));
+        // The session going down takes the gauge with it, and a grant shows nothing while
+        // the session is not up.
+        lock(&t.session).state = TunnelState::Reconnecting;
+        t.refresh_up();
+        assert_eq!(seen(&t), (TunnelState::Reconnecting, 0));
+    }
+
+    #[test]
+    fn a_local_tunnel_follows_its_session_and_its_bind() {
+        let (t, _m) = shared(false, TunnelState::Up);
+        assert_eq!((t.status().state, t.metrics.up.get()), (TunnelState::Up, 1));
+        *lock(&t.bind_error) = Some(("cannot listen".into(), SystemTime::now()));
+        t.refresh_up();
+        assert_eq!(
+            (t.status().state, t.metrics.up.get()),
+            (TunnelState::Failed, 0),
+            "a tunnel whose listener is not bound is not up, whatever its session"
+        );
+        let (t, _m) = shared(false, TunnelState::Connecting);
+        assert_eq!(
+            (t.status().state, t.metrics.up.get()),
+            (TunnelState::Connecting, 0)
         );
     }
 

@@ -44,7 +44,7 @@ const FROM_REMOTE: &str = "from_remote";
 /// The handles of one tunnel's series (label `tunnel`).
 #[derive(Clone, Debug)]
 pub struct TunnelMetrics {
-    /// `forwarder_tunnel_up`: 1 while its session is up.
+    /// `forwarder_tunnel_up`: 1 while `/tunnels` shows the tunnel `up`.
     pub up: IntGauge,
     /// `forwarder_tunnel_connections_total`: connections accepted.
     pub connections_total: IntCounter,
@@ -60,8 +60,8 @@ pub struct TunnelMetrics {
     pub probe_duration_seconds: Gauge,
 }
 
-/// The handles of one SSH session's series (label `session`, `user@host:port`, with `#2`…
-/// appended when a session is not shared).
+/// The handles of one SSH session's series (label `session`, `user@host:port`, with `#N`
+/// appended when a session is not shared, or when another session has the same login).
 #[derive(Clone, Debug)]
 pub struct SessionMetrics {
     /// `forwarder_session_up`: 1 while it is established.

@@ -9,11 +9,13 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TunnelState {
-    /// No session was up yet since the tunnel started.
+    /// No session was up yet since the tunnel started (for a remote tunnel: the bastion has
+    /// not granted its forward yet).
     Connecting,
-    /// Its session is up.
+    /// Its session is up (for a remote tunnel: and the bastion listens for it).
     Up,
-    /// Its session was up and is being replaced.
+    /// Its session was up and is being replaced (for a remote tunnel: its forward was granted
+    /// before and is being asked for again).
     Reconnecting,
     /// Only a person can fix it (a changed host key, a listener that cannot bind); retried on
     /// reload.

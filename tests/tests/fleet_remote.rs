@@ -189,6 +189,19 @@ fn fleet_remote_tunnel_refused_is_failed_with_the_reason() {
     );
     let (code, _) = fleet.get("/readyz").expect("/readyz answers");
     assert_ne!(code, 200, "a failed tunnel is not ready");
+    // Its session is up, but nothing listens for it on the bastion: not up.
+    let (code, metrics) = fleet.get("/metrics").expect("/metrics answers");
+    assert_eq!(code, 200);
+    let session_up = format!(
+        "forwarder_session_up{{session=\"{}@127.0.0.1:{}\"}} 1",
+        sshd.user(),
+        sshd.port()
+    );
+    assert!(metrics.lines().any(|l| l == session_up), "{metrics}");
+    assert!(
+        metrics.contains("forwarder_tunnel_up{tunnel=\"refused\"} 0\n"),
+        "{metrics}"
+    );
     assert!(fleet.exited().is_none(), "{}", fleet.log());
 }
 

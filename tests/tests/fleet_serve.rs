@@ -345,6 +345,22 @@ fn a_fleet_on_two_bastions_shares_sessions_and_shows_them_in_the_admin_endpoint(
         metrics.contains(&format!("session=\"{}@127.0.0.1:{}\"", a.user(), a.port())),
         "{metrics}"
     );
+    // The two sessions to bastion a (one with its own known_hosts) each have their series:
+    // the first started keeps the login as its label, the other is numbered.
+    let login_a = format!("{}@127.0.0.1:{}", a.user(), a.port());
+    let mut up_a: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("forwarder_session_up{{session=\"{login_a}")))
+        .collect();
+    up_a.sort_unstable();
+    assert_eq!(
+        up_a,
+        [
+            format!("forwarder_session_up{{session=\"{login_a}\"}} 1"),
+            format!("forwarder_session_up{{session=\"{login_a}#1\"}} 1"),
+        ],
+        "{metrics}"
+    );
     let promtool =
         ssh_interop_tests::process::require_program("promtool", &[], "apt-get install prometheus");
     let mut child = std::process::Command::new(promtool)
