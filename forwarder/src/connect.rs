@@ -861,6 +861,7 @@ const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::known_hosts::tests::{ecdsa, ed};
 
     fn options(args: &[&str]) -> cli::Options {
         let env = cli::Environment {
@@ -874,21 +875,6 @@ mod tests {
             Ok(cli::Command::Run(o)) => o,
             other => panic!("{other:?}"),
         }
-    }
-
-    fn ed(n: u8) -> PublicKey {
-        PublicKey::ed25519(&[n; 32])
-    }
-
-    fn ecdsa(n: u8) -> PublicKey {
-        use ssh_transport::wire::Writer as _;
-        let mut blob = Vec::new();
-        blob.put_str("ecdsa-sha2-nistp256");
-        blob.put_str("nistp256");
-        let mut point = vec![4u8];
-        point.extend_from_slice(&[n; 64]);
-        blob.put_string(&point);
-        PublicKey::from_blob(&blob).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// One connection attempt's host key check, as [`SshConnector`] makes it for the

@@ -33,7 +33,7 @@ mod accepted;
 mod pattern;
 mod report;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use core::fmt;
 use std::io::{self, Read as _, Seek as _, Write as _};

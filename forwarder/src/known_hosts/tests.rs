@@ -8,7 +8,8 @@ use ssh_transport::wire::Writer as _;
 use super::*;
 use crate::cli::StrictHostKeyChecking;
 
-fn ed(n: u8) -> PublicKey {
+/// A test key (also the connector's tests').
+pub(crate) fn ed(n: u8) -> PublicKey {
     PublicKey::ed25519(&[n; 32])
 }
 
@@ -22,7 +23,8 @@ fn rsa(n: u8) -> PublicKey {
     PublicKey::from_blob(&blob).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn ecdsa(n: u8) -> PublicKey {
+/// A test key (also the connector's tests').
+pub(crate) fn ecdsa(n: u8) -> PublicKey {
     let mut blob = Vec::new();
     blob.put_str("ecdsa-sha2-nistp256");
     blob.put_str("nistp256");
