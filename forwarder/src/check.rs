@@ -767,6 +767,15 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
     let known_types = known.known_key_types(key_host, key_port);
     let transport =
         crate::config::prefer_known_host_key_types(spec.transport.clone(), &known_types);
+    // The guessed first key exchange message the tunnel sends to a bastion it has seen, so
+    // that a pass covers that path too; and what this run learns is kept for the tunnel.
+    let transport = crate::kex_memory::prepare(
+        transport,
+        key_host,
+        key_port,
+        &known_types,
+        opts.kex_guess_file.as_deref(),
+    );
     let our_version = transport.version.clone();
     let handshake_limit = transport
         .handshake_timeout
@@ -803,6 +812,17 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
         Instant::now(),
     );
     let (handle, driver) = driver::start_with_auth(stream, session, verifier.clone(), helper);
+    crate::kex_memory::watch(
+        handle.clone(),
+        key_host.to_owned(),
+        key_port,
+        spec.transport
+            .kex_algorithms
+            .iter()
+            .map(|k| k.name())
+            .collect(),
+        opts.kex_guess_file.clone(),
+    );
     let started = Instant::now();
     let driver_task = tokio::spawn(driver);
     let result = match tokio::time::timeout(
@@ -949,11 +969,20 @@ fn report_handshake(
             "algorithms agreed (the exchange stopped at the host key)",
         );
     } else {
+        let mut detail = log.algorithms.clone().unwrap_or_default();
+        match log.kex_guess {
+            Some(true) => detail.push_str("; first message guessed right (KexGuessFile)"),
+            Some(false) => detail.push_str(
+                "; first message guessed wrong (KexGuessFile): one round trip lost, the \
+                 next run guesses from this one",
+            ),
+            None => {}
+        }
         st.pass(
             4,
             log.kex_time
                 .map(|k| k.saturating_sub(log.version_time.unwrap_or_default())),
-            log.algorithms.clone().unwrap_or_default(),
+            detail,
         );
     }
 

@@ -544,6 +544,46 @@ fn check_all_stages_pass_through_to_postgres() {
 }
 
 #[test]
+fn check_guesses_the_first_key_exchange_message_from_the_kex_guess_file_as_the_tunnel_does() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let guess_file = dir.path().join("kex_firsts");
+    let run = || {
+        let mut args = tunnel_args(sshd.port(), &key, &known_hosts_of(&sshd));
+        args.extend([
+            "-o".to_owned(),
+            format!("KexGuessFile={}", guess_file.display()),
+            "-L".to_owned(),
+            format!("0:127.0.0.1:{}", echo.port()),
+            format!("{}@127.0.0.1", sshd.user()),
+        ]);
+        check(&args)
+    };
+    // The first run has nothing to guess from, and leaves the bastion's choices behind.
+    let first = run();
+    let doc = first.json();
+    assert_eq!(first.code, 0, "{doc:#}\nstderr:\n{}", first.stderr);
+    assert_eq!(stage(&doc, 4)["ok"], true, "{doc:#}");
+    let kex = text(&stage(&doc, 4)["detail"]);
+    assert!(!kex.contains("guessed"), "{doc:#}");
+    let written = std::fs::read_to_string(&guess_file).unwrap_or_default();
+    // A header, the salt, and one line per bastion (its name hashed).
+    assert_eq!(
+        written.lines().count(),
+        3,
+        "the check wrote no guess for the bastion: {written:?}"
+    );
+    // The second sends its first key exchange message at once, and it was right.
+    let second = run();
+    let doc = second.json();
+    assert_eq!(second.code, 0, "{doc:#}\nstderr:\n{}", second.stderr);
+    let kex = text(&stage(&doc, 4)["detail"]);
+    assert!(kex.contains("guessed right"), "{doc:#}");
+}
+
+#[test]
 fn check_all_stages_pass_through_to_mariadb() {
     let key = UserKey::generate(KeyKind::Ed25519);
     let sshd = Sshd::start(&key);
