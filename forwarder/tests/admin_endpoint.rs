@@ -1,7 +1,8 @@
 //! The admin endpoint (`forwarder::admin`) over real TCP with a fake fleet of two tunnels and
 //! the real metrics: every path's status, content type and body, `/readyz` following the
-//! fleet, 404/405/431, a large `/metrics`, shutdown; then `promtool check metrics` on the
-//! output, and a real Prometheus server scraping the endpoint.
+//! fleet, 404/405/431, a large `/metrics`, shutdown, the connection limits (per source address,
+//! and idle connections giving way to new clients when every slot is taken); then
+//! `promtool check metrics` on the output, and a real Prometheus server scraping the endpoint.
 //!
 //! The last two need Debian's `prometheus` package (`promtool` and `prometheus`); without it
 //! they fail and say so. Every wait is bounded.
@@ -20,7 +21,7 @@ use forwarder::metrics::Metrics;
 use forwarder::status::{FleetView, ProbeResult, TunnelState, TunnelStatus};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -498,6 +499,185 @@ async fn shutdown_stops_accepting_and_ends_open_connections() {
         .unwrap();
     // The listener is gone.
     assert!(TcpStream::connect(ep.addr).await.is_err());
+}
+
+// ---- the connection limits --------------------------------------------------------------------
+
+/// Connects to `addr` from the loopback address `source` (all of 127.0.0.0/8 is loopback on
+/// Linux), so that the endpoint sees several client addresses.
+async fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    tokio::time::timeout(REQUEST_TIMEOUT, socket.connect(addr))
+        .await
+        .unwrap_or_else(|_| panic!("no connection to {addr} within {REQUEST_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("connecting to {addr} from {source:?}: {e}"))
+}
+
+/// `GET path` on a new connection from `source`, to the end of the connection.
+async fn get_from(source: [u8; 4], addr: SocketAddr, path: &str) -> Reply {
+    let io = async {
+        let mut s = connect_from(source, addr).await;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = tokio::time::timeout(REQUEST_TIMEOUT, io)
+        .await
+        .unwrap_or_else(|_| panic!("no reply to {path} from {addr} within {REQUEST_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("GET {path} from {source:?}: {e}"));
+    parse_reply(&buf)
+}
+
+/// `GET /healthz` on the open keep-alive connection `s`; reads exactly the reply.
+async fn healthz_on(s: &mut TcpStream) -> Reply {
+    let io = async {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = parse_reply(&buf[..split + 4]);
+                let length: usize = head.header("content-length").unwrap().parse().unwrap();
+                if buf.len() >= split + 4 + length {
+                    return Ok(buf);
+                }
+            }
+        }
+    };
+    let buf = tokio::time::timeout(REQUEST_TIMEOUT, io)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("no reply on a keep-alive connection within {REQUEST_TIMEOUT:?}")
+        })
+        .unwrap_or_else(|e| panic!("GET /healthz on a keep-alive connection: {e}"));
+    parse_reply(&buf)
+}
+
+/// Asserts that the server closes `s` (end of stream or reset) without sending anything more.
+async fn assert_closed_by_server(s: &mut TcpStream, what: &str) {
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(REQUEST_TIMEOUT, s.read(&mut buf)).await {
+        Err(_) => panic!("{what} is still open after {REQUEST_TIMEOUT:?}"),
+        Ok(Ok(0) | Err(_)) => {}
+        Ok(Ok(n)) => panic!(
+            "{what}: got {:?} instead of the end of the connection",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+    }
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_slot() {
+    let ep = start(fleet_metrics()).await;
+    let one = [127, 0, 0, 1];
+    // As many idle connections from one address as the endpoint has slots.
+    let mut idle = Vec::new();
+    for _ in 0..admin::MAX_CONNECTIONS {
+        idle.push(connect_from(one, ep.addr).await);
+    }
+    // Another address is served at once.
+    let r = get_from([127, 0, 0, 2], ep.addr, "/healthz").await;
+    assert_eq!((r.status, r.text()), (200, "ok\n"));
+    // Those past the address's share were closed unanswered; the others are served.
+    let (kept, over) = idle.split_at_mut(admin::MAX_CONNECTIONS_PER_ADDRESS);
+    for (i, s) in over.iter_mut().enumerate() {
+        let n = admin::MAX_CONNECTIONS_PER_ADDRESS + i + 1;
+        assert_closed_by_server(s, &format!("connection {n} from {one:?}")).await;
+    }
+    for s in kept {
+        assert_eq!(healthz_on(s).await.status, 200);
+    }
+    // The address gets its share again once its connections are closed (as soon as the server
+    // has seen them close).
+    drop(idle);
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        let mut s = connect_from(one, ep.addr).await;
+        let io = async {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await?;
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        };
+        if let Ok(Ok(buf)) = tokio::time::timeout(REQUEST_TIMEOUT, io).await
+            && !buf.is_empty()
+        {
+            assert_eq!(parse_reply(&buf).status, 200);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{one:?} was not served again within {REQUEST_TIMEOUT:?} of closing its connections"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_endpoint_closes_an_idle_connection_of_the_busiest_address() {
+    let ep = start(fleet_metrics()).await;
+    let per = admin::MAX_CONNECTIONS_PER_ADDRESS;
+    // The oldest connection: a keep-alive one, its address holding no other.
+    let a = [127, 0, 0, 3];
+    let mut a1 = connect_from(a, ep.addr).await;
+    assert_eq!(healthz_on(&mut a1).await.status, 200);
+    // b: a keep-alive connection, then slow clients that send half a request head.
+    let b = [127, 0, 0, 4];
+    let mut b1 = connect_from(b, ep.addr).await;
+    assert_eq!(healthz_on(&mut b1).await.status, 200);
+    let mut held = Vec::new();
+    for _ in 1..per {
+        let mut s = connect_from(b, ep.addr).await;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost:")
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    // c and d: half request heads; e: connections that send nothing.
+    let c = [127, 0, 0, 5];
+    let mut c1 = connect_from(c, ep.addr).await;
+    c1.write_all(b"GET /metr").await.unwrap();
+    for source in [c, [127, 0, 0, 6]] {
+        for _ in 0..per - usize::from(source == c) {
+            let mut s = connect_from(source, ep.addr).await;
+            s.write_all(b"GET /metr").await.unwrap();
+            held.push(s);
+        }
+    }
+    let e = [127, 0, 0, 7];
+    let fill = admin::MAX_CONNECTIONS - 2 - held.len() - 1;
+    assert!(fill < per, "the test needs more addresses");
+    for _ in 0..fill {
+        held.push(connect_from(e, ep.addr).await);
+    }
+    // Every slot is taken; a new client is served.
+    let newcomer = [127, 0, 0, 2];
+    let r = get_from(newcomer, ep.addr, "/healthz").await;
+    assert_eq!((r.status, r.text()), (200, "ok\n"));
+    // The connection closed for it was b's keep-alive one (b, c and d hold the most, and it
+    // has waited longest of theirs); a's older one was kept.
+    assert_closed_by_server(&mut b1, "b's keep-alive connection").await;
+    assert_eq!(healthz_on(&mut a1).await.status, 200);
+
+    // Full again; now c's first connection, half a request head, has waited longest among the
+    // addresses that hold the most.
+    held.push(connect_from(e, ep.addr).await);
+    let r = get_from(newcomer, ep.addr, "/healthz").await;
+    assert_eq!(r.status, 200);
+    assert_closed_by_server(&mut c1, "c's first slow connection").await;
+    assert_eq!(healthz_on(&mut a1).await.status, 200);
 }
 
 // ---- promtool ----------------------------------------------------------------------------------
