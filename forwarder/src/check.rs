@@ -751,6 +751,10 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
     let (known, skipped) = match KnownHosts::load(&opts.known_hosts_files()) {
         Ok(k) => k,
         Err(e) => {
+            // The handshake is not started without the files its host key check needs.
+            for s in [3, 4] {
+                st.skip(s, "not run: known_hosts cannot be read (stage 5)");
+            }
             st.fail(
                 5,
                 None,
@@ -787,7 +791,9 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
     let auth = match userauth::auth_config(opts, prepared.identities.clone(), now) {
         Ok(a) => a,
         Err(e) => {
-            st.skip_rest(3..=5);
+            for s in 3..=5 {
+                st.skip(s, "not run: the identity options are wrong (stage 6)");
+            }
             st.fail(6, None, e, "platform: fix the identity options".to_owned());
             per_forward_rest(st);
             return;

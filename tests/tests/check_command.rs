@@ -312,6 +312,43 @@ fn check_unknown_host_key_names_the_known_hosts_lines_it_skipped() {
 }
 
 #[test]
+fn check_unreadable_known_hosts_fails_stage_5_and_lists_every_stage_in_order() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    // A directory where the file should be: it cannot be read.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = run_check(
+        sshd.port(),
+        &key,
+        dir.path(),
+        sshd.user(),
+        "127.0.0.1:9",
+        Some("tcp"),
+    );
+    let doc = run.json();
+    assert_eq!(run.code, 14, "{doc:#}\nstderr:\n{}", run.stderr);
+    let numbers: Vec<u64> = doc["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .filter_map(|s| s["stage"].as_u64())
+        .collect();
+    assert_eq!(numbers, (1..=8).collect::<Vec<u64>>(), "{doc:#}");
+    for n in [3, 4] {
+        assert!(stage(&doc, n)["ok"].is_null(), "{doc:#}");
+        assert!(
+            text(&stage(&doc, n)["detail"]).contains("known_hosts cannot be read"),
+            "{doc:#}"
+        );
+    }
+    assert_eq!(stage(&doc, 5)["ok"], false, "{doc:#}");
+    assert!(
+        text(&stage(&doc, 5)["detail"]).contains("cannot read known_hosts"),
+        "{doc:#}"
+    );
+}
+
+#[test]
 fn check_changed_host_key_fails_stage_5_with_both_fingerprints() {
     let key = UserKey::generate(KeyKind::Ed25519);
     let sshd = Sshd::start(&key);
