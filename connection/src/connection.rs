@@ -16,9 +16,19 @@
 //!       CLOSE sent and received, received(id) drained (or close() called) ─> Closed (id free)
 //! ```
 //!
-//! Every id returned by `open_direct_tcpip` ends with exactly one `OpenFailed` or `Closed`
-//! event, and the id is only handed out again after that event has been polled, so an event
-//! can never be mistaken for one about a newer channel with the same number.
+//! A `forwarded-tcpip` channel the server opens starts on our side of the open instead:
+//!
+//! ```text
+//!  server CHANNEL_OPEN ─> ForwardedOpenRequest (pending: nothing sent, no window granted)
+//!        │
+//!        ├─ confirm_forwarded ─> we send OPEN_CONFIRMATION ─> Open (as above)
+//!        └─ refuse_forwarded, close ─> we send OPEN_FAILURE ──────────> Closed (id free)
+//! ```
+//!
+//! Every id returned by `open_direct_tcpip` or reported by `ForwardedOpenRequest` ends with
+//! exactly one `OpenFailed` or `Closed` event, and the id is only handed out again after that
+//! event has been polled, so an event can never be mistaken for one about a newer channel
+//! with the same number.
 
 use std::collections::VecDeque;
 use std::io::IoSliceMut;
@@ -72,9 +82,11 @@ impl Default for Config {
 }
 
 /// The most channels the server may have open at once through our remote forwards
-/// (`forwarded-tcpip`); more are refused with RESOURCE_SHORTAGE until some close. Each one is
-/// a connection to a local target and up to a receive window of buffered data, so a server
-/// that opens channels without end would otherwise exhaust descriptors and memory.
+/// (`forwarded-tcpip`), pending ones (not yet confirmed or refused) included; more are
+/// refused with RESOURCE_SHORTAGE until some end. Each one is a connection to a local target
+/// (or an attempt at one) and, once confirmed, up to a receive window of buffered data, so a
+/// server that opens channels without end would otherwise exhaust descriptors and memory. A
+/// pending channel holds no window: the server may send nothing on it until we confirm.
 pub const MAX_SERVER_CHANNELS: usize = 1024;
 
 /// Something the driver must act on; drained with [`Connection::poll_event`].
@@ -124,10 +136,14 @@ pub enum Event {
         /// The port as we asked for it.
         port: u32,
     },
-    /// The server opened a `forwarded-tcpip` channel for one of our granted forwards, and we
-    /// confirmed it: connect to the forward's target and move data as for
-    /// [`Event::Opened`]. If the local connection fails, [`Connection::close`] the channel.
-    ForwardedOpened {
+    /// The server asks to open a `forwarded-tcpip` channel for one of our granted forwards.
+    /// It is *not confirmed yet*: nothing has been sent, and the server may send nothing on
+    /// it. Connect to the forward's target first, then answer:
+    /// [`Connection::confirm_forwarded`] once connected (from then on the channel moves
+    /// data as after [`Event::Opened`]), or [`Connection::refuse_forwarded`] if the connect
+    /// fails. Until answered it counts against [`MAX_SERVER_CHANNELS`]. It ends, like every
+    /// channel, with [`Event::Closed`].
+    ForwardedOpenRequest {
         /// The new channel.
         id: ChannelId,
         /// The forward's address as we asked for it.
@@ -147,11 +163,25 @@ pub enum Event {
     Unimplemented(MessageType),
 }
 
+/// Where a channel's open stands: which side still owes the other its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpenState {
+    /// We sent CHANNEL_OPEN and wait for the server's answer; `sent` (by the connection's
+    /// clock) times it.
+    AwaitingServer { sent: Option<std::time::Instant> },
+    /// The server sent CHANNEL_OPEN (`forwarded-tcpip`) and waits for ours: nothing about the
+    /// channel has gone to the server, which does not even know our number for it.
+    AwaitingUs,
+    /// Confirmed: the channel carries data.
+    Open,
+}
+
 #[derive(Debug)]
 struct Channel {
-    /// The server's number for the channel; meaningless until confirmed.
+    /// The server's number for the channel; meaningless until the server confirms our open
+    /// (known from its CHANNEL_OPEN for one it opened).
     remote_id: u32,
-    confirmed: bool,
+    open: OpenState,
     /// What we may still send.
     send_window: Window,
     /// The largest CHANNEL_DATA we send on it.
@@ -175,8 +205,6 @@ struct Channel {
     deferred_delivery: bool,
     /// A `SendCapacity` event is queued and not yet polled.
     capacity_queued: bool,
-    /// When we sent CHANNEL_OPEN (by the connection's clock), until the reply times it.
-    open_sent: Option<std::time::Instant>,
 }
 
 impl Channel {
@@ -200,10 +228,10 @@ impl Channel {
         }
     }
 
-    fn new(config: &Config) -> Self {
+    fn new(config: &Config, open: OpenState) -> Self {
         Self {
             remote_id: 0,
-            confirmed: false,
+            open,
             send_window: Window::new(0),
             send_max: 0,
             recv_window: ReceiveWindow::with_threshold(
@@ -221,12 +249,15 @@ impl Channel {
             data_queued: false,
             deferred_delivery: false,
             capacity_queued: false,
-            open_sent: None,
         }
     }
 
+    fn confirmed(&self) -> bool {
+        self.open == OpenState::Open
+    }
+
     fn can_send(&self) -> bool {
-        self.confirmed
+        self.confirmed()
             && !self.eof_sent
             && !self.close_sent
             && !self.close_received
@@ -240,7 +271,7 @@ impl Channel {
 
     /// Checks that the server may still send `message` about this channel at all.
     fn check_live(&self, message: MessageType, channel: u32) -> Result<(), ConnectionError> {
-        if !self.confirmed {
+        if !self.confirmed() {
             return Err(ConnectionError::NotYetConfirmed { message, channel });
         }
         if self.close_received {
@@ -272,7 +303,7 @@ impl Channel {
     /// Once both sides sent EOF and everything received is delivered, nothing more can
     /// happen on the channel, so close it as OpenSSH does.
     fn close_if_done(&mut self, sink: &mut dyn PayloadSink) {
-        if self.confirmed && self.eof_sent && self.eof_received && self.received.is_empty() {
+        if self.confirmed() && self.eof_sent && self.eof_received && self.received.is_empty() {
             self.send_close(sink);
         }
     }
@@ -435,7 +466,8 @@ impl Connection {
         self.failed.as_ref()
     }
 
-    /// Channels opened and not yet reported `Closed` or `OpenFailed`.
+    /// Channels opened (by us, or by the server and pending or confirmed) and not yet
+    /// reported `Closed` or `OpenFailed`.
     pub fn channel_count(&self) -> usize {
         self.live
     }
@@ -443,7 +475,7 @@ impl Connection {
     /// Whether the channel is confirmed and neither side has closed it.
     pub fn is_open(&self, id: ChannelId) -> bool {
         self.channel(id)
-            .is_some_and(|c| c.confirmed && !c.close_sent && !c.close_received)
+            .is_some_and(|c| c.confirmed() && !c.close_sent && !c.close_received)
     }
 
     /// Whether the server has sent EOF (or CLOSE) on the channel.
@@ -453,7 +485,8 @@ impl Connection {
 
     /// Whether the channel will never send data again: we sent EOF or CLOSE, or closed it
     /// locally, or the server sent CLOSE (RFC 4254 5.3: nothing may follow it). False while
-    /// an open is still waiting for its confirmation, and for an id not in use.
+    /// an open is still waiting for its confirmation (by either side), and for an id not in
+    /// use.
     pub fn send_ended(&self, id: ChannelId) -> bool {
         self.channel(id)
             .is_some_and(|c| c.eof_sent || c.close_sent || c.close_received || c.local_closed)
@@ -520,8 +553,12 @@ impl Connection {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let mut channel = Box::new(Channel::new(&self.config));
-        channel.open_sent = self.growth.now();
+        let channel = Box::new(Channel::new(
+            &self.config,
+            OpenState::AwaitingServer {
+                sent: self.growth.now(),
+            },
+        ));
         let id = self.insert(channel)?;
         self.live = self.live.saturating_add(1);
         let msg = ChannelOpen {
@@ -635,7 +672,9 @@ impl Connection {
     }
 
     /// The local socket will send no more (it read EOF): sends CHANNEL_EOF, at once or as
-    /// soon as the open is confirmed. Does nothing for an unknown or closing channel.
+    /// soon as the open is confirmed (by the server, or by
+    /// [`confirm_forwarded`](Self::confirm_forwarded)). Does nothing for an unknown or
+    /// closing channel.
     pub fn send_eof(&mut self, id: ChannelId, sink: &mut dyn PayloadSink) {
         if self.failed.is_some() {
             return;
@@ -646,7 +685,7 @@ impl Connection {
         if channel.local_closed {
             return;
         }
-        if !channel.confirmed {
+        if !channel.confirmed() {
             channel.eof_wanted = true;
             return;
         }
@@ -657,7 +696,10 @@ impl Connection {
     /// The local socket is gone: drops what was received and not consumed, and sends
     /// CHANNEL_CLOSE (for a channel still opening, once the open is confirmed). The channel
     /// ends with [`Event::Closed`] when the server's CLOSE has come too, or with
-    /// [`Event::OpenFailed`] if the server refuses the open. Does nothing for an unknown
+    /// [`Event::OpenFailed`] if the server refuses the open. A channel the server opened and
+    /// we have not confirmed is refused instead ([`refuse_forwarded`](Self::refuse_forwarded)
+    /// with ADMINISTRATIVELY_PROHIBITED, "open failed", as OpenSSH refuses an open it will not
+    /// serve): the server never saw it open, so it gets no CLOSE. Does nothing for an unknown
     /// channel or a second call.
     pub fn close(&mut self, id: ChannelId, sink: &mut dyn PayloadSink) {
         if self.failed.is_some() {
@@ -669,15 +711,89 @@ impl Connection {
         if channel.local_closed {
             return;
         }
+        if channel.open == OpenState::AwaitingUs {
+            self.refuse_forwarded(
+                id,
+                OpenFailureReason::ADMINISTRATIVELY_PROHIBITED,
+                "open failed",
+                sink,
+            );
+            return;
+        }
         channel.local_closed = true;
         channel.received.discard();
-        if !channel.confirmed {
+        if !channel.confirmed() {
             return;
         }
         channel.send_close(sink);
         if channel.finished() {
             self.retire(id.0, Event::Closed(id));
         }
+    }
+
+    /// Confirms a channel the server opened ([`Event::ForwardedOpenRequest`]), once the local
+    /// connection it is for is made: sends OPEN_CONFIRMATION with our window and packet size
+    /// (as OpenSSH's client does only after its connect completes). From then on the channel
+    /// is like one we opened after [`Event::Opened`]; an EOF asked for while it was pending
+    /// follows the confirmation.
+    ///
+    /// Errors: the fatal error if the connection has failed, or
+    /// [`ConnectionError::NotPending`] (nothing sent) for an id that is not a channel the
+    /// server opened and still waits to have answered.
+    pub fn confirm_forwarded(
+        &mut self,
+        id: ChannelId,
+        sink: &mut dyn PayloadSink,
+    ) -> Result<(), ConnectionError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let config = self.config;
+        let channel = self
+            .channel_mut(id.0)
+            .filter(|c| c.open == OpenState::AwaitingUs)
+            .ok_or(ConnectionError::NotPending(id))?;
+        channel.open = OpenState::Open;
+        let msg = ChannelOpenConfirmation {
+            recipient: channel.remote_id,
+            sender: id.0,
+            initial_window: config.initial_window,
+            max_packet: config.max_packet,
+        };
+        sink.send_with(&mut |buf| msg.encode(buf));
+        if channel.eof_wanted {
+            channel.send_eof(sink);
+        }
+        Ok(())
+    }
+
+    /// Refuses a channel the server opened ([`Event::ForwardedOpenRequest`]) and has not had
+    /// confirmed: sends OPEN_FAILURE with `reason` and `description` (OpenSSH sends
+    /// CONNECT_FAILED and the system's error text when the connect to the target fails) and
+    /// frees the channel, which ends with [`Event::Closed`]; it stops counting against
+    /// [`MAX_SERVER_CHANNELS`] at once. No CLOSE follows: the channel never opened. Does
+    /// nothing for any other id, or once the connection has failed.
+    pub fn refuse_forwarded(
+        &mut self,
+        id: ChannelId,
+        reason: OpenFailureReason,
+        description: &str,
+        sink: &mut dyn PayloadSink,
+    ) {
+        if self.failed.is_some() {
+            return;
+        }
+        let Some(channel) = self.channel(id).filter(|c| c.open == OpenState::AwaitingUs) else {
+            return;
+        };
+        let msg = ChannelOpenFailure {
+            recipient: channel.remote_id,
+            reason,
+            description: description.as_bytes(),
+            language: b"",
+        };
+        sink.send_with(&mut |buf| msg.encode(buf));
+        self.retire(id.0, Event::Closed(id));
     }
 
     /// Sends a `keepalive@openssh.com` global request asking for a reply; the reply comes as
@@ -940,22 +1056,24 @@ impl Connection {
             }
             Message::ChannelOpenConfirmation(m) => {
                 let channel = lookup(&mut self.slots, m.recipient, kind)?;
-                if channel.confirmed {
+                // Only an open of ours waits for the server's answer; one the server opened
+                // waits for ours.
+                let OpenState::AwaitingServer { sent } = channel.open else {
                     return Err(ConnectionError::UnexpectedOpenReply {
                         message: kind,
                         channel: m.recipient,
                     });
-                }
+                };
                 if m.max_packet == 0 {
                     return Err(ConnectionError::ZeroMaxPacket {
                         channel: m.recipient,
                     });
                 }
-                channel.confirmed = true;
+                channel.open = OpenState::Open;
                 channel.remote_id = m.sender;
                 channel.send_window = Window::new(m.initial_window);
                 channel.send_max = m.max_packet.min(MAX_OUTGOING_DATA);
-                if let (Some(sent), Some(now)) = (channel.open_sent.take(), self.growth.now()) {
+                if let (Some(sent), Some(now)) = (sent, self.growth.now()) {
                     self.growth.observe_rtt(now.saturating_duration_since(sent));
                 }
                 if channel.local_closed {
@@ -969,7 +1087,7 @@ impl Connection {
             }
             Message::ChannelOpenFailure(m) => {
                 let channel = lookup(&mut self.slots, m.recipient, kind)?;
-                if channel.confirmed {
+                if !matches!(channel.open, OpenState::AwaitingServer { .. }) {
                     return Err(ConnectionError::UnexpectedOpenReply {
                         message: kind,
                         channel: m.recipient,
@@ -1094,8 +1212,10 @@ impl Connection {
         });
     }
 
-    /// A CHANNEL_OPEN from the server: a `forwarded-tcpip` channel for a granted forward is
-    /// confirmed at once (with our usual window and packet size); everything else is refused.
+    /// A CHANNEL_OPEN from the server: a `forwarded-tcpip` channel for a granted forward
+    /// becomes pending, answered later by `confirm_forwarded` or `refuse_forwarded` (as
+    /// OpenSSH's client confirms only once the connect to the target completes, so a target
+    /// that never answers costs no window); everything else is refused.
     fn server_open(
         &mut self,
         m: &ChannelOpen<'_>,
@@ -1142,23 +1262,15 @@ impl Connection {
             );
             return Ok(());
         }
-        let mut channel = Box::new(Channel::new(&self.config));
+        let mut channel = Box::new(Channel::new(&self.config, OpenState::AwaitingUs));
         channel.by_server = true;
-        channel.confirmed = true;
         channel.remote_id = m.sender;
         channel.send_window = Window::new(m.initial_window);
         channel.send_max = m.max_packet.min(MAX_OUTGOING_DATA);
         let id = self.insert(channel)?;
         self.live = self.live.saturating_add(1);
         self.server_live = self.server_live.saturating_add(1);
-        let msg = ChannelOpenConfirmation {
-            recipient: m.sender,
-            sender: id,
-            initial_window: self.config.initial_window,
-            max_packet: self.config.max_packet,
-        };
-        sink.send_with(&mut |buf| msg.encode(buf));
-        self.events.push_back(Event::ForwardedOpened {
+        self.events.push_back(Event::ForwardedOpenRequest {
             id: ChannelId(id),
             address,
             port,
@@ -1234,7 +1346,7 @@ impl Connection {
             | Event::KeepaliveReply
             | Event::ForwardGranted { .. }
             | Event::ForwardRefused { .. }
-            | Event::ForwardedOpened { .. }
+            | Event::ForwardedOpenRequest { .. }
             | Event::Unimplemented(_) => {}
         }
         Some(event)
@@ -1470,23 +1582,52 @@ mod tests {
         );
         assert!(matches!(
             conn.poll_event(),
-            Some(Event::ForwardedOpened { port: 8022, .. })
+            Some(Event::ForwardedOpenRequest { port: 8022, .. })
         ));
         // Named by the allocated port works as well.
         assert!(conn.cancel_tcpip_forward("", 8022, &mut sink));
     }
 
-    #[test]
-    fn a_forwarded_channel_for_a_granted_forward_is_confirmed_and_carries_data() {
+    /// A granted forward's channel, opened by the server as `sender`: its id, with the
+    /// event polled and nothing sent.
+    fn pending(conn: &mut Connection, sink: &mut Vec<Vec<u8>>, sender: u32) -> ChannelId {
+        let before = sink.len();
+        assert_eq!(
+            conn.handle_payload(&forwarded(sender, "localhost", 40000), sink),
+            Ok(())
+        );
+        assert_eq!(
+            sink.len(),
+            before,
+            "something was sent for a pending channel"
+        );
+        match conn.poll_event() {
+            Some(Event::ForwardedOpenRequest { id, .. }) => id,
+            other => panic!("expected ForwardedOpenRequest, got {other:?}"),
+        }
+    }
+
+    /// A connection with the forward `localhost:0` granted (port 40000) and nothing sent.
+    fn with_forward() -> (Connection, Vec<Vec<u8>>) {
         let mut conn = Connection::new(Config::default());
         let mut sink: Vec<Vec<u8>> = Vec::new();
         assert_eq!(granted(&mut conn, &mut sink, "localhost", 0), 40000);
         sink.clear();
+        (conn, sink)
+    }
+
+    fn decoded(payload: &[u8]) -> Message<'_> {
+        Message::decode(payload).expect("decodes")
+    }
+
+    #[test]
+    fn a_forwarded_channel_is_pending_until_confirmed_then_carries_data() {
+        let (mut conn, mut sink) = with_forward();
         assert_eq!(
             conn.handle_payload(&forwarded(77, "localhost", 40000), &mut sink),
             Ok(())
         );
-        let Some(Event::ForwardedOpened {
+        let Some(Event::ForwardedOpenRequest {
             id,
             address,
             port,
@@ -1495,7 +1636,7 @@ mod tests {
             originator_port,
         }) = conn.poll_event()
         else {
-            panic!("no ForwardedOpened");
+            panic!("no ForwardedOpenRequest");
         };
         assert_eq!(
             (
@@ -1507,7 +1648,19 @@ mod tests {
             ),
             ("localhost", 0, 40000, "192.0.2.7", 50123)
         );
-        let Ok(Message::ChannelOpenConfirmation(c)) = Message::decode(&sink[0]) else {
+        // Pending: nothing went to the server, and nothing moves.
+        assert!(sink.is_empty(), "sent before the local connection was made");
+        assert!(!conn.is_open(id));
+        assert!(!conn.send_ended(id));
+        assert_eq!(conn.send_capacity(id), 0);
+        assert_eq!(conn.send_data(id, b"early", &mut sink), Ok(0));
+        assert!(sink.is_empty());
+        assert_eq!(conn.channel_count(), 1);
+        assert_eq!(conn.poll_event(), None);
+
+        assert_eq!(conn.confirm_forwarded(id, &mut sink), Ok(()));
+        assert_eq!(sink.len(), 1);
+        let Message::ChannelOpenConfirmation(c) = decoded(&sink[0]) else {
             panic!("not a confirmation");
         };
         assert_eq!((c.recipient, c.sender), (77, id.0));
@@ -1515,8 +1668,14 @@ mod tests {
         assert_eq!(c.max_packet, Config::default().max_packet);
         assert!(conn.is_open(id));
         assert_eq!(conn.channel_count(), 1);
-        // The server's window and packet size limit what we send.
+        // Only once.
         sink.clear();
+        assert_eq!(
+            conn.confirm_forwarded(id, &mut sink),
+            Err(ConnectionError::NotPending(id))
+        );
+        assert!(sink.is_empty());
+        // The server's window and packet size (from its open) limit what we send.
         assert_eq!(conn.send_data(id, &[7; 1200], &mut sink), Ok(1000));
         assert_eq!(sink.len(), 2);
         // Data from the server lands in the channel's buffer.
@@ -1531,11 +1690,265 @@ mod tests {
         assert_eq!(conn.poll_event(), Some(Event::Data(id)));
         assert_eq!(conn.received(id), b"hello");
         // It closes like our own channels.
+        sink.clear();
         conn.close(id, &mut sink);
+        assert!(matches!(decoded(&sink[0]), Message::Close(c) if c.recipient == 77));
         let close = encode(&|out| ChannelClose { recipient: id.0 }.encode(out));
         assert_eq!(conn.handle_payload(&close, &mut sink), Ok(()));
         assert_eq!(conn.poll_event(), Some(Event::Closed(id)));
         assert_eq!(conn.channel_count(), 0);
+    }
+
+    #[test]
+    fn an_eof_asked_for_while_pending_follows_the_confirmation() {
+        let (mut conn, mut sink) = with_forward();
+        let id = pending(&mut conn, &mut sink, 5);
+        conn.send_eof(id, &mut sink);
+        assert!(
+            sink.is_empty(),
+            "EOF sent for a channel the server never saw confirmed"
+        );
+        assert_eq!(conn.confirm_forwarded(id, &mut sink), Ok(()));
+        assert_eq!(sink.len(), 2);
+        assert!(matches!(
+            decoded(&sink[0]),
+            Message::ChannelOpenConfirmation(_)
+        ));
+        assert!(matches!(decoded(&sink[1]), Message::Eof(e) if e.recipient == 5));
+    }
+
+    #[test]
+    fn a_refused_forwarded_channel_sends_open_failure_and_no_close() {
+        let (mut conn, mut sink) = with_forward();
+        let id = pending(&mut conn, &mut sink, 41);
+        conn.refuse_forwarded(
+            id,
+            OpenFailureReason::CONNECT_FAILED,
+            "Connection refused",
+            &mut sink,
+        );
+        assert_eq!(sink.len(), 1, "exactly one OPEN_FAILURE, no CLOSE");
+        let Message::ChannelOpenFailure(f) = decoded(&sink[0]) else {
+            panic!("not an open failure");
+        };
+        assert_eq!(
+            (f.recipient, f.reason, f.description, f.language),
+            (
+                41,
+                OpenFailureReason::CONNECT_FAILED,
+                &b"Connection refused"[..],
+                &b""[..]
+            )
+        );
+        // Freed at once for the count; the id ends with Closed like every channel.
+        assert_eq!(conn.channel_count(), 0);
+        assert_eq!(conn.poll_event(), Some(Event::Closed(id)));
+        assert_eq!(conn.poll_event(), None);
+        // Nothing more can be done with it.
+        sink.clear();
+        conn.refuse_forwarded(id, OpenFailureReason::CONNECT_FAILED, "again", &mut sink);
+        conn.close(id, &mut sink);
+        assert_eq!(
+            conn.confirm_forwarded(id, &mut sink),
+            Err(ConnectionError::NotPending(id))
+        );
+        assert!(sink.is_empty());
+        assert_eq!(conn.poll_event(), None);
+        // The server naming it now names a channel that does not exist.
+        let data = encode(&|out| {
+            ChannelData {
+                recipient: id.0,
+                data: b"x",
+            }
+            .encode(out)
+        });
+        assert_eq!(
+            conn.handle_payload(&data, &mut sink),
+            Err(ConnectionError::UnknownChannel {
+                message: MessageType::CHANNEL_DATA,
+                channel: id.0
+            })
+        );
+    }
+
+    #[test]
+    fn closing_a_pending_forwarded_channel_refuses_it_without_close() {
+        let (mut conn, mut sink) = with_forward();
+        let id = pending(&mut conn, &mut sink, 8);
+        conn.close(id, &mut sink);
+        assert_eq!(sink.len(), 1, "exactly one OPEN_FAILURE, no CLOSE");
+        let Message::ChannelOpenFailure(f) = decoded(&sink[0]) else {
+            panic!("not an open failure: {:?}", decoded(&sink[0]));
+        };
+        assert_eq!(
+            (f.recipient, f.reason, f.description),
+            (
+                8,
+                OpenFailureReason::ADMINISTRATIVELY_PROHIBITED,
+                &b"open failed"[..]
+            )
+        );
+        assert_eq!(conn.poll_event(), Some(Event::Closed(id)));
+        assert_eq!(conn.channel_count(), 0);
+        // A second close does nothing.
+        sink.clear();
+        conn.close(id, &mut sink);
+        assert!(sink.is_empty());
+        assert_eq!(conn.poll_event(), None);
+    }
+
+    #[test]
+    fn refuse_and_confirm_leave_other_channels_alone() {
+        let (mut conn, mut sink) = with_forward();
+        // One of ours, still opening, and one the server opened and we confirmed.
+        let ours = conn
+            .open_direct_tcpip("db", 5432, "127.0.0.1", 40000, &mut sink)
+            .expect("our open");
+        let confirmed = pending(&mut conn, &mut sink, 3);
+        assert_eq!(conn.confirm_forwarded(confirmed, &mut sink), Ok(()));
+        sink.clear();
+        for id in [ours, confirmed, ChannelId(99)] {
+            conn.refuse_forwarded(id, OpenFailureReason::CONNECT_FAILED, "no", &mut sink);
+            assert_eq!(
+                conn.confirm_forwarded(id, &mut sink),
+                Err(ConnectionError::NotPending(id))
+            );
+        }
+        assert!(sink.is_empty());
+        assert_eq!(conn.poll_event(), None);
+        assert_eq!(conn.channel_count(), 2);
+        assert!(conn.is_open(confirmed));
+    }
+
+    #[test]
+    fn server_messages_for_a_pending_channel_are_protocol_errors() {
+        let adjust = |id: u32| {
+            encode(&|out| {
+                WindowAdjust {
+                    recipient: id,
+                    bytes: 10,
+                }
+                .encode(out)
+            })
+        };
+        let confirmation = |id: u32| {
+            encode(&|out| {
+                ChannelOpenConfirmation {
+                    recipient: id,
+                    sender: 1,
+                    initial_window: 1000,
+                    max_packet: 500,
+                }
+                .encode(out)
+            })
+        };
+        let failure = |id: u32| {
+            encode(&|out| {
+                ChannelOpenFailure {
+                    recipient: id,
+                    reason: OpenFailureReason::CONNECT_FAILED,
+                    description: b"",
+                    language: b"",
+                }
+                .encode(out)
+            })
+        };
+        let data = |id: u32| {
+            encode(&|out| {
+                ChannelData {
+                    recipient: id,
+                    data: b"x",
+                }
+                .encode(out)
+            })
+        };
+        let ext = |id: u32| {
+            encode(&|out| {
+                crate::msg::ExtendedData {
+                    recipient: id,
+                    data_type: crate::msg::ExtendedDataType::STDERR,
+                    data: b"x",
+                }
+                .encode(out)
+            })
+        };
+        let eof = |id: u32| encode(&|out| ChannelEof { recipient: id }.encode(out));
+        let close = |id: u32| encode(&|out| ChannelClose { recipient: id }.encode(out));
+        let request = |id: u32| {
+            encode(&|out| {
+                crate::msg::ChannelRequest {
+                    recipient: id,
+                    request_type: b"exit-status",
+                    want_reply: true,
+                    data: &[0, 0, 0, 0],
+                }
+                .encode(out)
+            })
+        };
+        let not_yet =
+            |message| move |channel| ConnectionError::NotYetConfirmed { message, channel };
+        let open_reply =
+            |message| move |channel| ConnectionError::UnexpectedOpenReply { message, channel };
+        type Make<'a> = &'a dyn Fn(u32) -> Vec<u8>;
+        type Want = Box<dyn Fn(u32) -> ConnectionError>;
+        let cases: Vec<(Make<'_>, Want)> = vec![
+            (&data, Box::new(not_yet(MessageType::CHANNEL_DATA))),
+            (&ext, Box::new(not_yet(MessageType::CHANNEL_EXTENDED_DATA))),
+            (
+                &adjust,
+                Box::new(not_yet(MessageType::CHANNEL_WINDOW_ADJUST)),
+            ),
+            (&eof, Box::new(not_yet(MessageType::CHANNEL_EOF))),
+            (&close, Box::new(not_yet(MessageType::CHANNEL_CLOSE))),
+            (&request, Box::new(not_yet(MessageType::CHANNEL_REQUEST))),
+            (
+                &confirmation,
+                Box::new(open_reply(MessageType::CHANNEL_OPEN_CONFIRMATION)),
+            ),
+            (
+                &failure,
+                Box::new(open_reply(MessageType::CHANNEL_OPEN_FAILURE)),
+            ),
+        ];
+        for (make, want) in cases {
+            let (mut conn, mut sink) = with_forward();
+            let id = pending(&mut conn, &mut sink, 12);
+            let payload = make(id.0);
+            assert_eq!(conn.handle_payload(&payload, &mut sink), Err(want(id.0)));
+            assert!(sink.is_empty(), "replied to {:?}", decoded(&payload));
+            assert_eq!(conn.poll_event(), None);
+            // Failed for good: the pending channel can no longer be answered.
+            assert_eq!(conn.confirm_forwarded(id, &mut sink), Err(want(id.0)));
+            conn.refuse_forwarded(id, OpenFailureReason::CONNECT_FAILED, "late", &mut sink);
+            conn.close(id, &mut sink);
+            assert!(sink.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_refused_forwarded_channel_id_is_reused_only_after_its_closed_event() {
+        let (mut conn, mut sink) = with_forward();
+        let first = pending(&mut conn, &mut sink, 1);
+        conn.refuse_forwarded(first, OpenFailureReason::CONNECT_FAILED, "no", &mut sink);
+        // Closed(first) is still queued: the next channel gets another id.
+        assert_eq!(
+            conn.handle_payload(&forwarded(2, "localhost", 40000), &mut sink),
+            Ok(())
+        );
+        assert_eq!(conn.poll_event(), Some(Event::Closed(first)));
+        let Some(Event::ForwardedOpenRequest { id: second, .. }) = conn.poll_event() else {
+            panic!("no ForwardedOpenRequest");
+        };
+        assert_ne!(second, first);
+        // Once polled, the id is free for any channel, ours too.
+        let ours = conn
+            .open_direct_tcpip("db", 5432, "127.0.0.1", 40000, &mut sink)
+            .expect("our open");
+        assert_eq!(ours, first);
+        // And one closed while pending is reused by the server's next channel.
+        conn.close(second, &mut sink);
+        assert_eq!(conn.poll_event(), Some(Event::Closed(second)));
+        assert_eq!(pending(&mut conn, &mut sink, 3), second);
     }
 
     #[test]
@@ -1560,63 +1973,80 @@ mod tests {
         );
         assert!(matches!(
             conn.poll_event(),
-            Some(Event::ForwardedOpened { port: 8022, .. })
+            Some(Event::ForwardedOpenRequest { port: 8022, .. })
         ));
     }
 
     #[test]
-    fn forwarded_channels_beyond_the_limit_are_refused_until_one_closes() {
+    fn pending_forwarded_channels_count_against_the_limit_until_answered() {
         let mut conn = Connection::new(Config::default());
         let mut sink: Vec<Vec<u8>> = Vec::new();
         assert_eq!(granted(&mut conn, &mut sink, "localhost", 8022), 8022);
         // Our own channels do not count against it.
         conn.open_direct_tcpip("db", 5432, "127.0.0.1", 40000, &mut sink)
             .expect("our open");
+        sink.clear();
         let mut opened = Vec::new();
         for sender in 0..MAX_SERVER_CHANNELS as u32 {
-            sink.clear();
             assert_eq!(
                 conn.handle_payload(&forwarded(sender, "localhost", 8022), &mut sink),
                 Ok(())
             );
             match conn.poll_event() {
-                Some(Event::ForwardedOpened { id, .. }) => opened.push((sender, id)),
+                Some(Event::ForwardedOpenRequest { id, .. }) => opened.push((sender, id)),
                 other => panic!("open {sender}: {other:?}"),
             }
         }
-        sink.clear();
+        // All pending: none was confirmed, so none was granted a window.
+        assert!(sink.is_empty());
         let over = MAX_SERVER_CHANNELS as u32;
+        let refused_for_shortage = |conn: &mut Connection, sink: &mut Vec<Vec<u8>>, n: u32| {
+            sink.clear();
+            assert_eq!(
+                conn.handle_payload(&forwarded(n, "localhost", 8022), sink),
+                Ok(())
+            );
+            assert_eq!(refusal(sink), (n, OpenFailureReason::RESOURCE_SHORTAGE));
+            assert_eq!(conn.poll_event(), None);
+            assert_eq!(conn.error(), None);
+        };
+        refused_for_shortage(&mut conn, &mut sink, over);
+        // Confirming one does not make room: it still counts.
+        let (_, confirmed) = opened[0];
+        assert_eq!(conn.confirm_forwarded(confirmed, &mut sink), Ok(()));
+        refused_for_shortage(&mut conn, &mut sink, over);
+        // Refusing one does, at once (before its Closed is polled).
+        let (_, refused) = opened[1];
+        conn.refuse_forwarded(refused, OpenFailureReason::CONNECT_FAILED, "no", &mut sink);
         assert_eq!(
             conn.handle_payload(&forwarded(over, "localhost", 8022), &mut sink),
             Ok(())
         );
-        assert_eq!(refusal(&sink), (over, OpenFailureReason::RESOURCE_SHORTAGE));
-        assert_eq!(conn.poll_event(), None);
-        assert_eq!(conn.error(), None);
-        // One closes both ways: room for one more.
-        let (sender, id) = opened[0];
-        conn.close(id, &mut sink);
-        let close = encode(&|out| ChannelClose { recipient: id.0 }.encode(out));
+        assert_eq!(conn.poll_event(), Some(Event::Closed(refused)));
+        assert!(matches!(
+            conn.poll_event(),
+            Some(Event::ForwardedOpenRequest { .. })
+        ));
+        refused_for_shortage(&mut conn, &mut sink, over + 1);
+        // So does a confirmed one closing both ways.
+        conn.close(confirmed, &mut sink);
+        let close = encode(&|out| {
+            ChannelClose {
+                recipient: confirmed.0,
+            }
+            .encode(out)
+        });
         assert_eq!(conn.handle_payload(&close, &mut sink), Ok(()));
-        assert_eq!(conn.poll_event(), Some(Event::Closed(id)));
-        assert_ne!(sender, over);
+        assert_eq!(conn.poll_event(), Some(Event::Closed(confirmed)));
         assert_eq!(
-            conn.handle_payload(&forwarded(over, "localhost", 8022), &mut sink),
+            conn.handle_payload(&forwarded(over + 2, "localhost", 8022), &mut sink),
             Ok(())
         );
         assert!(matches!(
             conn.poll_event(),
-            Some(Event::ForwardedOpened { .. })
+            Some(Event::ForwardedOpenRequest { .. })
         ));
-        sink.clear();
-        assert_eq!(
-            conn.handle_payload(&forwarded(over + 1, "localhost", 8022), &mut sink),
-            Ok(())
-        );
-        assert_eq!(
-            refusal(&sink),
-            (over + 1, OpenFailureReason::RESOURCE_SHORTAGE)
-        );
+        refused_for_shortage(&mut conn, &mut sink, over + 3);
         // Ours, still opening, and the server's at the limit.
         assert_eq!(conn.channel_count(), MAX_SERVER_CHANNELS + 1);
     }

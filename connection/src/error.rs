@@ -47,7 +47,9 @@ pub enum ConnectionError {
         channel: u32,
     },
     /// A message other than the open confirmation or failure came for a channel whose open
-    /// the server has not answered yet.
+    /// is not confirmed yet: one we opened that the server has not answered, or one the
+    /// server opened that we have not answered (the server does not even know our number for
+    /// it).
     NotYetConfirmed {
         /// Which message.
         message: MessageType,
@@ -55,7 +57,8 @@ pub enum ConnectionError {
         channel: u32,
     },
     /// An OPEN_CONFIRMATION or OPEN_FAILURE for a channel that is not waiting for one: we did
-    /// not open it, or the server already answered.
+    /// not open it (the server did, and the answer is ours to give), or the server already
+    /// answered.
     UnexpectedOpenReply {
         /// Which message.
         message: MessageType,
@@ -120,6 +123,10 @@ pub enum ConnectionError {
     /// *Local*: the channel number is not in use (never returned by `open_direct_tcpip`, or
     /// already reported `Closed` or `OpenFailed`).
     NoSuchChannel(ChannelId),
+    /// *Local*: `confirm_forwarded` named a channel that is not a `forwarded-tcpip` channel
+    /// waiting for our answer (one we opened, one already confirmed or refused, or a number
+    /// not in use).
+    NotPending(ChannelId),
 }
 
 impl ConnectionError {
@@ -141,7 +148,10 @@ impl ConnectionError {
     /// Whether the connection is now failed for good (every protocol error) rather than
     /// having refused one call (the local errors).
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, Self::TooManyChannels | Self::NoSuchChannel(_))
+        !matches!(
+            self,
+            Self::TooManyChannels | Self::NoSuchChannel(_) | Self::NotPending(_)
+        )
     }
 
     /// The reason code to send in SSH_MSG_DISCONNECT for a fatal error; `None` for local ones.
@@ -171,8 +181,8 @@ impl fmt::Display for ConnectionError {
             ),
             Self::NotYetConfirmed { message, channel } => write!(
                 f,
-                "the server sent {message} for channel {channel} before confirming that the \
-                 channel is open; {RECONNECT}"
+                "the server sent {message} for channel {channel} before the channel's open was \
+                 confirmed; {RECONNECT}"
             ),
             Self::UnexpectedOpenReply { message, channel } => write!(
                 f,
@@ -232,6 +242,12 @@ impl fmt::Display for ConnectionError {
                  the program, please report it",
                 id.0
             ),
+            Self::NotPending(id) => write!(
+                f,
+                "channel {} is not a forwarded channel waiting to be confirmed (it is ours, \
+                 already answered, or not in use); this is a bug in the program, please report it",
+                id.0
+            ),
         }
     }
 }
@@ -262,6 +278,11 @@ mod tests {
         );
         assert_eq!(ConnectionError::TooManyChannels.disconnect_reason(), None);
         assert!(!ConnectionError::NoSuchChannel(ChannelId(1)).is_fatal());
+        assert!(!ConnectionError::NotPending(ChannelId(1)).is_fatal());
+        assert_eq!(
+            ConnectionError::NotPending(ChannelId(1)).disconnect_reason(),
+            None
+        );
     }
 
     #[test]

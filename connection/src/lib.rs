@@ -15,10 +15,15 @@
 //!    ▼
 //!  replies: CLOSE, REQUEST_FAILURE, CHANNEL_FAILURE, OPEN_FAILURE ──────────────────> sink
 //!
+//!  server's forwarded-tcpip open ─> pending (nothing sent) ─> driver connects to the target
+//!     connected ─> confirm_forwarded ─> OPEN_CONFIRMATION ──────────────────────────> sink
+//!     failed ─> refuse_forwarded ─> OPEN_FAILURE ───────────────────────────────────> sink
+//!
 //!  local socket bytes ─> send_data(id) ─ clamp to the server's window and max packet
 //!                          ─> CHANNEL_DATA built in the sink's own buffer ──────────> sink
 //!
 //!  poll_event ─> Opened | OpenFailed | Data | Eof | SendCapacity | Closed | KeepaliveReply
+//!               | ForwardGranted | ForwardRefused | ForwardedOpenRequest | Unimplemented
 //! ```
 //!
 //! The crate has no sockets, no clock and no tasks. A driver feeds it the payloads the
@@ -41,8 +46,8 @@
 //!   [`Connection::close`].
 //! - [`Event::Eof`]: once `received` is drained, shut down the local socket's write side.
 //! - [`Event::Closed`] / [`Event::OpenFailed`]: drop the local socket; the id is free. Every
-//!   id ends with exactly one of the two, and only after it has been polled can a new channel
-//!   get the same id.
+//!   id (ours, or a pending or confirmed one the server opened) ends with exactly one of the
+//!   two, and only after it has been polled can a new channel get the same id.
 //! - Any bytes from the server: [`Connection::heard_from_server`]. A keepalive policy sends
 //!   [`Connection::send_keepalive`] after a quiet interval and gives up when
 //!   [`Connection::outstanding_keepalives`] reaches its limit; [`Event::KeepaliveReply`] is
@@ -51,11 +56,17 @@
 //!   [`Event::ForwardGranted`] (with the port the server listens on) or
 //!   [`Event::ForwardRefused`]. Replies to global requests are matched to keepalives and
 //!   forwards in the order the requests went. For each connection the server accepts there it
-//!   opens a `forwarded-tcpip` channel, which is confirmed at once and reported as
-//!   [`Event::ForwardedOpened`]: connect to the forward's target and treat the channel like an
-//!   opened one (or [`Connection::close`] it if the connect fails). Channels the server opens
-//!   for anything else (no such granted forward, `session`, `x11`, agent) are refused with
-//!   OPEN_FAILURE, administratively prohibited.
+//!   opens a `forwarded-tcpip` channel, reported as [`Event::ForwardedOpenRequest`] and left
+//!   *pending*: nothing is sent and the server may send nothing on it. Connect to the
+//!   forward's target, then [`Connection::confirm_forwarded`] (OPEN_CONFIRMATION with our
+//!   window; from then on the channel is like an opened one), or, if the connect fails,
+//!   [`Connection::refuse_forwarded`] (OPEN_FAILURE; OpenSSH sends CONNECT_FAILED with the
+//!   system's error text). This is the order OpenSSH's client answers in, so a target that
+//!   never answers costs a channel number, not a receive window the server may fill.
+//!   [`Connection::close`] on a pending channel refuses it. Pending channels count against
+//!   [`MAX_SERVER_CHANNELS`] like confirmed ones. Channels the server opens for anything else
+//!   (no such granted forward, `session`, `x11`, agent) are refused with OPEN_FAILURE,
+//!   administratively prohibited.
 //! - [`Event::Unimplemented`]: have the transport send SSH_MSG_UNIMPLEMENTED for that packet.
 //! - An error from [`Connection::handle_payload`]: disconnect with
 //!   [`ConnectionError::disconnect_reason`].

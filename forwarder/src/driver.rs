@@ -128,6 +128,8 @@ impl std::error::Error for OpenError {}
 
 enum SlotState {
     Opening(Option<oneshot::Sender<Result<u64, OpenError>>>),
+    /// The server opened it and waits for our answer: a [`ForwardedChannel`] holds it.
+    Pending,
     Open,
     Closed,
 }
@@ -195,8 +197,8 @@ struct State {
     keepalive_rtts: Vec<Duration>,
     /// Who waits for the answer to each `tcpip-forward` request, in the order they went.
     forward_replies: std::collections::VecDeque<oneshot::Sender<Result<u32, RemoteForwardError>>>,
-    /// Channels the server opened for our remote forwards, not yet taken by
-    /// [`SessionHandle::accept_forwarded`].
+    /// Channels the server opened for our remote forwards, pending (not yet confirmed), not
+    /// yet taken by [`SessionHandle::accept_forwarded`].
     forwarded: std::collections::VecDeque<(ChannelId, u64, ForwardedFrom)>,
     /// Channels with a local socket that received data in this round of processing, to be
     /// written once each when it ends.
@@ -240,13 +242,111 @@ pub struct ForwardedFrom {
     pub originator_port: u32,
 }
 
-/// A `forwarded-tcpip` channel the server opened, ready to carry data.
-#[derive(Debug)]
+/// A `forwarded-tcpip` channel the server asks to open, not confirmed yet: the server has
+/// been told nothing and may send nothing on it. Connect to the forward's target first, then
+/// [`confirm`](Self::confirm) it (which gives the stream) or [`refuse`](Self::refuse) it, as
+/// OpenSSH's client answers only once its connect has completed. Dropped unanswered (nobody
+/// routes it, its queue is full, the task serving it ends), it is refused with
+/// ADMINISTRATIVELY_PROHIBITED, "open failed", so the server never waits on it for ever.
 pub struct ForwardedChannel {
-    /// The channel.
-    pub stream: ChannelStream,
+    shared: Arc<Shared>,
+    id: ChannelId,
+    serial: u64,
+    /// Confirmed or refused: nothing is left for the drop to do.
+    answered: bool,
     /// The forward it belongs to.
     pub from: ForwardedFrom,
+}
+
+impl std::fmt::Debug for ForwardedChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardedChannel")
+            .field("id", &self.id.0)
+            .field("answered", &self.answered)
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
+impl ForwardedChannel {
+    /// Our channel number.
+    pub fn id(&self) -> ChannelId {
+        self.id
+    }
+
+    /// Whether the channel's session has failed (lost, timed out, disconnected): nothing can
+    /// be confirmed or refused any more.
+    pub fn session_failed(&self) -> bool {
+        self.shared.lock().error.is_some()
+    }
+
+    /// The local connection is made: sends OPEN_CONFIRMATION with our window and returns the
+    /// channel as a stream. Fails, and the channel is gone, when the session has ended.
+    pub fn confirm(mut self) -> Result<ChannelStream, OpenError> {
+        self.answered = true;
+        let mut st = self.shared.lock();
+        if let Some(e) = &st.error {
+            return Err(OpenError::Session(e.clone()));
+        }
+        let pending = st
+            .channels
+            .get(&self.id)
+            .is_some_and(|s| s.serial == self.serial && matches!(s.state, SlotState::Pending));
+        if !pending {
+            return Err(OpenError::Session(SessionError::Ended));
+        }
+        if let Err(e) = st.session.confirm_forwarded(self.id) {
+            st.channels.remove(&self.id);
+            return Err(OpenError::Session(e));
+        }
+        if let Some(slot) = st.channels.get_mut(&self.id) {
+            slot.state = SlotState::Open;
+        }
+        st.wake_driver();
+        drop(st);
+        Ok(ChannelStream {
+            shared: self.shared.clone(),
+            id: self.id,
+            serial: self.serial,
+            yield_next: AtomicBool::new(false),
+        })
+    }
+
+    /// The local connection could not be made: sends OPEN_FAILURE with `reason` and
+    /// `description` (OpenSSH sends CONNECT_FAILED and the system's error text). Nothing is
+    /// sent once the session has ended.
+    pub fn refuse(mut self, reason: OpenFailureReason, description: &str) {
+        self.refuse_now(reason, description);
+    }
+
+    fn refuse_now(&mut self, reason: OpenFailureReason, description: &str) {
+        if self.answered {
+            return;
+        }
+        self.answered = true;
+        let mut st = self.shared.lock();
+        let pending = st
+            .channels
+            .get(&self.id)
+            .is_some_and(|s| s.serial == self.serial && matches!(s.state, SlotState::Pending));
+        if !pending {
+            return;
+        }
+        // The channel's Closed event, which the connection queues, finds no slot: the id is
+        // done with here.
+        st.channels.remove(&self.id);
+        st.session.refuse_forwarded(self.id, reason, description);
+        st.wake_driver();
+    }
+}
+
+impl Drop for ForwardedChannel {
+    fn drop(&mut self) {
+        self.refuse_now(
+            OpenFailureReason::ADMINISTRATIVELY_PROHIBITED,
+            "open failed",
+        );
+    }
 }
 
 /// How many keepalive round trips are kept until someone takes them.
@@ -605,7 +705,7 @@ impl State {
                     let _ = tx.send(Err(RemoteForwardError::Refused));
                 }
             }
-            E::ForwardedOpened {
+            E::ForwardedOpenRequest {
                 id,
                 address,
                 port,
@@ -615,7 +715,8 @@ impl State {
             } => {
                 let serial = self.next_serial;
                 self.next_serial += 1;
-                self.channels.insert(id, Slot::new(serial, SlotState::Open));
+                self.channels
+                    .insert(id, Slot::new(serial, SlotState::Pending));
                 self.forwarded.push_back((
                     id,
                     serial,
@@ -869,20 +970,19 @@ impl SessionHandle {
         cancelled
     }
 
-    /// The next channel the server opened for one of our remote forwards; `None` once the
-    /// session has ended. Drop the stream (closing the channel) when the local connection
-    /// fails.
+    /// The next channel the server asks to open for one of our remote forwards, not
+    /// confirmed yet: connect, then [`ForwardedChannel::confirm`] or
+    /// [`ForwardedChannel::refuse`] it (dropping it refuses it). `None` once the session has
+    /// ended.
     pub async fn accept_forwarded(&self) -> Option<ForwardedChannel> {
         std::future::poll_fn(|cx| {
             let mut st = self.shared.lock();
             if let Some((id, serial, from)) = st.forwarded.pop_front() {
                 return Poll::Ready(Some(ForwardedChannel {
-                    stream: ChannelStream {
-                        shared: self.shared.clone(),
-                        id,
-                        serial,
-                        yield_next: AtomicBool::new(false),
-                    },
+                    shared: self.shared.clone(),
+                    id,
+                    serial,
+                    answered: false,
                     from,
                 }));
             }

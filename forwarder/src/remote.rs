@@ -1,15 +1,19 @@
 //! Remote port forwarding (`-R`, and the fleet's `kind = "remote"` tunnels): on every session
 //! the supervisor brings up, each forward is requested with `tcpip-forward`; each
-//! `forwarded-tcpip` channel the server then opens is connected to its target from here and
-//! copied both ways as a local forward is. A forward that is stopped (the command line shuts
-//! down, a reload removes the tunnel) sends `cancel-tcpip-forward` for the port granted.
+//! `forwarded-tcpip` channel the server then opens is connected to its target from here,
+//! confirmed only once that connect succeeds (refused with CONNECT_FAILED if it fails, as
+//! OpenSSH's client answers), and copied both ways as a local forward is. A forward that is
+//! stopped (the command line shuts down, a reload removes the tunnel) sends
+//! `cancel-tcpip-forward` for the port granted.
 //!
 //! ```text
 //!  Router (one per supervisor): accept_forwarded ─(address, bound port)─> the forward's queue
+//!                               (no route: refused; queue full: refused, resource shortage)
 //!  run_forward (one per forward):
 //!    SupervisorHandle::session ─> request_remote_forward ─> report(Listening(port))
-//!          ▲                      queue ─> TcpStream::connect(target) ─> tunnel::forward
-//!          └── session ended: wait for the next one, request again ──┘
+//!          ▲        queue ─> TcpStream::connect(target) ─> confirm ─> tunnel::forward
+//!          │                                      └ failed ─> refuse (connect failed)
+//!          └── session ended: wait for the next one, request again
 //!    stop ─> cancel_remote_forward ─> open connections get the drain time
 //! ```
 
@@ -17,7 +21,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ssh_connection::OpenFailureReason;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
@@ -26,7 +32,7 @@ use crate::driver::{ForwardedChannel, RemoteForwardError, SessionHandle};
 use crate::supervisor::SupervisorHandle;
 use crate::tunnel::{NoObserver, Target, TrafficObserver};
 
-/// How many channels may wait for one forward before more are refused (closed).
+/// How many channels may wait for one forward before more are refused.
 const MAX_QUEUED: usize = 256;
 /// How long to wait for a session before asking again.
 const SESSION_WAIT: Duration = Duration::from_secs(3600);
@@ -88,7 +94,7 @@ type Routes = Arc<Mutex<HashMap<(String, u32), mpsc::Sender<ForwardedChannel>>>>
 
 /// Hands each `forwarded-tcpip` channel of a supervisor's sessions to the forward it belongs
 /// to (by listen address and the port the server listens on), so that any number of
-/// forwards share a session. A channel nobody claims is closed.
+/// forwards share a session. A channel nobody claims is refused (never confirmed).
 #[derive(Clone, Debug, Default)]
 pub struct Router {
     routes: Routes,
@@ -154,13 +160,20 @@ async fn route(sessions: SupervisorHandle, routes: Routes) {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&key)
                 .cloned();
-            match to {
-                Some(to) => {
-                    if to.try_send(ch).is_err() {
-                        debug!(port = key.1, "remote forward busy or gone: channel closed");
-                    }
+            // A channel dropped here is refused (OPEN_FAILURE, administratively prohibited).
+            match to.map(|to| to.try_send(ch)) {
+                Some(Ok(())) => {}
+                Some(Err(TrySendError::Full(ch))) => {
+                    debug!(port = key.1, "remote forward busy: channel refused");
+                    ch.refuse(
+                        OpenFailureReason::RESOURCE_SHORTAGE,
+                        "too many connections waiting for the forward",
+                    );
                 }
-                None => debug!(port = key.1, "channel for no running forward: closed"),
+                Some(Err(TrySendError::Closed(_))) => {
+                    debug!(port = key.1, "remote forward gone: channel refused");
+                }
+                None => debug!(port = key.1, "channel for no running forward: refused"),
             }
         }
         if sessions.is_stopping() {
@@ -414,9 +427,11 @@ pub async fn run_forward(
     result
 }
 
-/// Connects one channel of the forward to its target and copies both ways. A target that
-/// cannot be reached closes the channel (the client on the server's side sees the
-/// connection end).
+/// Connects one channel of the forward to its target, then confirms it and copies both
+/// ways. Until the connect succeeds the channel stays unconfirmed, so the server may send
+/// nothing on it (a target that never answers costs no window); a target that cannot be
+/// reached gets the channel refused with CONNECT_FAILED and the system's error text, as
+/// OpenSSH's client does (the client on the server's side sees the connection end).
 async fn connect(
     ch: ForwardedChannel,
     target: Target,
@@ -425,7 +440,7 @@ async fn connect(
 ) {
     // A channel of a session that ended before it was taken (queued while the session
     // died, picked up under the next one) has nothing to carry.
-    if ch.stream.session_failed() {
+    if ch.session_failed() {
         debug!("remote forward: the channel's session ended before it was served");
         return;
     }
@@ -433,6 +448,21 @@ async fn connect(
         Ok(s) => s,
         Err(e) => {
             info!("remote forward: connecting to {target} failed: {e}");
+            ch.refuse(OpenFailureReason::CONNECT_FAILED, &connect_error_text(&e));
+            return;
+        }
+    };
+    debug!(
+        from = %ch.from.originator, port = ch.from.originator_port, %target,
+        "remote forward connection"
+    );
+    let stream = match ch.confirm() {
+        Ok(stream) => stream,
+        Err(e) => {
+            debug!(
+                error = %e,
+                "remote forward: the channel's session ended before it was confirmed"
+            );
             return;
         }
     };
@@ -440,13 +470,22 @@ async fn connect(
     let peer = socket
         .local_addr()
         .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    debug!(
-        from = %ch.from.originator, port = ch.from.originator_port, %target,
-        "remote forward connection"
-    );
     observer.opened();
-    let _ = crate::tunnel::forward(Arc::new(socket), peer, &session, ch.stream, &observer).await;
+    let _ = crate::tunnel::forward(Arc::new(socket), peer, &session, stream, &observer).await;
     observer.closed();
+}
+
+/// The text of a failed connect as the system words it ("Connection refused"), without the
+/// " (os error N)" Rust adds: what OpenSSH's client sends in its OPEN_FAILURE (`strerror`).
+fn connect_error_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match e.raw_os_error() {
+        Some(code) => text
+            .strip_suffix(&format!(" (os error {code})"))
+            .unwrap_or(&text)
+            .to_owned(),
+        None => text,
+    }
 }
 
 /// Serves `forwards` (the command line's `-R`) over every session of `sessions` until `stop`
@@ -501,6 +540,20 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connect_error_is_described_as_the_system_words_it() {
+        let refused = std::io::Error::from_raw_os_error(111);
+        assert!(refused.to_string().ends_with("(os error 111)"), "{refused}");
+        let text = connect_error_text(&refused);
+        assert!(!text.contains("os error") && !text.is_empty(), "{text}");
+        #[cfg(target_os = "linux")]
+        assert_eq!(text, "Connection refused");
+        assert_eq!(
+            connect_error_text(&std::io::Error::other("no route")),
+            "no route"
+        );
+    }
 
     fn routed_to(
         router: &Router,

@@ -4,23 +4,36 @@
 //! reached with small inputs) over the defaults; `(setup >> 1) & 3` channels are opened
 //! first. Each operation is one byte and its arguments: a server payload (`u16` length and
 //! bytes) through `handle_payload`, or one of `consume`, `send_data` (or `send_data_from`),
-//! `send_eof`, `close`, `send_keepalive`, `open_direct_tcpip`, or draining `poll_event`.
+//! `send_eof`, `close`, `send_keepalive`, `open_direct_tcpip`, draining `poll_event`,
+//! `request_tcpip_forward` (of [`FORWARD_ADDRESS`]:[`FORWARD_PORT`], so that the server's
+//! `forwarded-tcpip` opens can be granted), `confirm_forwarded` or `refuse_forwarded`.
 //!
 //! Beside a decoder round trip for every payload, a small model follows what the server sent
 //! and checks the table against it: `received` holds exactly the accepted data not yet
 //! consumed; no channel ends while it still holds data; ids end with exactly one
 //! `Closed`/`OpenFailed` and are reused only after it; nothing is sent on a channel after our
 //! EOF or CLOSE, nor before it is confirmed, nor beyond the window; every payload we send
-//! decodes; errors are sticky.
+//! decodes; errors are sticky. A channel the server opens is pending until we answer: nothing
+//! is sent for it until then, the server may send nothing on it, our answer is exactly one
+//! OPEN_CONFIRMATION (confirm) or OPEN_FAILURE (refuse, or close while pending, never a
+//! CLOSE), and only a pending channel can be answered.
 
 use std::collections::HashMap;
 
-use ssh_connection::{ChannelId, Config, Connection, Event, MAX_OUTGOING_DATA, Message, decode};
+use ssh_connection::{
+    ChannelId, Config, Connection, ConnectionError, Event, MAX_OUTGOING_DATA, Message,
+    OpenFailureReason, decode,
+};
 
 use crate::input::Input;
 
 /// Operations per input, so one input costs bounded time.
 const MAX_OPS: usize = 512;
+
+/// The remote forward the harness asks for: the server's `forwarded-tcpip` opens name it.
+pub const FORWARD_ADDRESS: &str = "localhost";
+/// Its port.
+pub const FORWARD_PORT: u32 = 8022;
 
 /// What the harness knows about one of our channel ids.
 #[derive(Debug, Default, Clone)]
@@ -34,6 +47,8 @@ struct Model {
     local_closed: bool,
     /// Accepted CHANNEL_DATA not yet consumed.
     received: Vec<u8>,
+    /// The server opened it and we have not answered yet.
+    pending: bool,
 }
 
 struct Harness {
@@ -41,6 +56,11 @@ struct Harness {
     sink: Vec<Vec<u8>>,
     channels: HashMap<u32, Model>,
     keepalives_sent: u32,
+    forwards_requested: u32,
+    forward_answers: u32,
+    /// The server's numbers of the opens that became pending, in order, until their
+    /// `ForwardedOpenRequest` is polled.
+    pending_opens: std::collections::VecDeque<u32>,
     report: Report,
 }
 
@@ -57,6 +77,12 @@ pub struct Report {
     pub keepalive_replies: u32,
     /// The connection refused a payload (and stayed failed).
     pub failed: bool,
+    /// `ForwardedOpenRequest` events polled.
+    pub forwarded_requests: usize,
+    /// Pending channels confirmed.
+    pub forwarded_confirmed: usize,
+    /// Pending channels refused (by `refuse_forwarded` or `close`).
+    pub forwarded_refused: usize,
 }
 
 /// Fuzz entry point.
@@ -83,6 +109,9 @@ pub fn drive(data: &[u8]) -> Report {
         sink: Vec::new(),
         channels: HashMap::new(),
         keepalives_sent: 0,
+        forwards_requested: 0,
+        forward_answers: 0,
+        pending_opens: std::collections::VecDeque::new(),
         report: Report::default(),
     };
     for _ in 0..(setup >> 1) & 3 {
@@ -90,7 +119,7 @@ pub fn drive(data: &[u8]) -> Report {
     }
     for _ in 0..MAX_OPS {
         let Some(op) = input.byte() else { break };
-        match op % 8 {
+        match op % 16 {
             0 => {
                 let payload = input.payload().unwrap_or_default();
                 if !h.handle(payload) {
@@ -131,6 +160,13 @@ pub fn drive(data: &[u8]) -> Report {
                 let id = channel_id(&mut input);
                 h.conn.close(id, &mut h.sink);
                 if let Some(m) = h.channels.get_mut(&id.0).filter(|m| m.live) {
+                    if m.pending {
+                        // Refused, never closed: the server never saw it open.
+                        m.pending = false;
+                        h.report.forwarded_refused += 1;
+                        let remote = m.remote_id;
+                        expect_refusal(&h.sink, remote, None);
+                    }
                     m.done_sending = true;
                     m.local_closed = true;
                     m.received.clear();
@@ -141,6 +177,20 @@ pub fn drive(data: &[u8]) -> Report {
                 h.keepalives_sent += 1;
             }
             6 => h.open(),
+            8 => {
+                h.conn
+                    .request_tcpip_forward(FORWARD_ADDRESS, FORWARD_PORT, &mut h.sink);
+                h.forwards_requested += 1;
+            }
+            9 => {
+                let id = channel_id(&mut input);
+                h.confirm(id);
+            }
+            10 => {
+                let id = channel_id(&mut input);
+                let reason = OpenFailureReason(u32::from(input.byte().unwrap_or(2) % 5));
+                h.refuse(id, reason);
+            }
             _ => h.poll(),
         }
         h.check_sent();
@@ -148,6 +198,21 @@ pub fn drive(data: &[u8]) -> Report {
     }
     h.poll();
     h.report
+}
+
+/// Asserts that `sent` is exactly one OPEN_FAILURE to the server's channel `recipient` (with
+/// `reason`, if given), and no CLOSE.
+fn expect_refusal(sent: &[Vec<u8>], recipient: u32, reason: Option<OpenFailureReason>) {
+    assert_eq!(sent.len(), 1, "not exactly one reply: {sent:?}");
+    match sent.first().map(|p| decode(p)) {
+        Some(Ok(Message::ChannelOpenFailure(f))) => {
+            assert_eq!(f.recipient, recipient, "refused the wrong channel");
+            if let Some(reason) = reason {
+                assert_eq!(f.reason, reason);
+            }
+        }
+        other => panic!("expected one OPEN_FAILURE, got {other:?}"),
+    }
 }
 
 /// A channel id from the input: small ones name channels we opened, 255 one never used.
@@ -195,6 +260,19 @@ impl Harness {
         let Ok(msg) = decoded else {
             panic!("handle_payload accepted a payload that does not decode");
         };
+        if let Message::ChannelOpen(o) = &msg {
+            // Either refused at once (one OPEN_FAILURE to its sender) or pending (nothing
+            // sent, a ForwardedOpenRequest queued).
+            if self.sink.is_empty() {
+                self.pending_opens.push_back(o.sender);
+                // Its id is only known from the event, and the connection takes it as
+                // pending at once: polled now, so the model knows what the fuzzer may name.
+                self.poll_until(true);
+            } else {
+                assert_eq!(self.sink.len(), 1, "more than one reply to CHANNEL_OPEN");
+                expect_refusal(&self.sink, o.sender, None);
+            }
+        }
         match msg {
             Message::Data(d) => {
                 let m = self.channels.get_mut(&d.recipient);
@@ -208,7 +286,7 @@ impl Harness {
             }
             Message::ChannelOpenConfirmation(c) => {
                 let m = self.channels.get_mut(&c.recipient);
-                let Some(m) = m.filter(|m| m.live && !m.confirmed) else {
+                let Some(m) = m.filter(|m| m.live && !m.confirmed && !m.pending) else {
                     panic!("confirmation accepted for channel {}", c.recipient);
                 };
                 m.confirmed = true;
@@ -219,20 +297,69 @@ impl Harness {
         true
     }
 
+    /// `confirm_forwarded`: only a pending channel is confirmed, with exactly one
+    /// OPEN_CONFIRMATION naming the server's number and ours (and the EOF asked for while it
+    /// was pending).
+    fn confirm(&mut self, id: ChannelId) {
+        let result = self.conn.confirm_forwarded(id, &mut self.sink);
+        let Some(m) = self.channels.get_mut(&id.0).filter(|m| m.live && m.pending) else {
+            assert_eq!(result, Err(ConnectionError::NotPending(id)));
+            assert!(self.sink.is_empty(), "sent for a channel not pending");
+            return;
+        };
+        assert_eq!(result, Ok(()));
+        let Some(Ok(Message::ChannelOpenConfirmation(c))) = self.sink.first().map(|p| decode(p))
+        else {
+            panic!("confirm_forwarded sent {:?}", self.sink.first());
+        };
+        assert_eq!((c.recipient, c.sender), (m.remote_id, id.0));
+        assert_eq!(c.initial_window, self.conn.config().initial_window);
+        assert_eq!(c.max_packet, self.conn.config().max_packet);
+        let eof = self.sink.get(1).map(|p| decode(p));
+        match (m.done_sending, eof) {
+            (false, None) => {}
+            (true, Some(Ok(Message::Eof(e)))) if e.recipient == m.remote_id => {}
+            other => panic!("after the confirmation: {other:?}"),
+        }
+        assert!(
+            self.sink.len() <= 2,
+            "more than the confirmation and an EOF"
+        );
+        m.pending = false;
+        m.confirmed = true;
+        self.report.forwarded_confirmed += 1;
+    }
+
+    /// `refuse_forwarded`: only a pending channel is refused, with exactly one OPEN_FAILURE.
+    fn refuse(&mut self, id: ChannelId, reason: OpenFailureReason) {
+        self.conn
+            .refuse_forwarded(id, reason, "connect failed", &mut self.sink);
+        let Some(m) = self.channels.get_mut(&id.0).filter(|m| m.live && m.pending) else {
+            assert!(self.sink.is_empty(), "sent for a channel not pending");
+            return;
+        };
+        expect_refusal(&self.sink, m.remote_id, Some(reason));
+        m.pending = false;
+        m.done_sending = true;
+        self.report.forwarded_refused += 1;
+    }
+
     fn send_data(&mut self, id: ChannelId, n: usize, via_read: bool) {
         let data: Vec<u8> = (0..n).map(|i| i as u8).collect();
         let capacity = self.conn.send_capacity(id);
         let before = self.sink.len();
         let taken = if via_read {
             let mut read = 0;
-            let sent = self.conn.send_data_from(id, n, &mut self.sink, &mut |slices| {
-                for s in slices.iter_mut() {
-                    let k = s.len().min(n - read);
-                    s[..k].copy_from_slice(&data[read..read + k]);
-                    read += k;
-                }
-                read
-            });
+            let sent = self
+                .conn
+                .send_data_from(id, n, &mut self.sink, &mut |slices| {
+                    for s in slices.iter_mut() {
+                        let k = s.len().min(n - read);
+                        s[..k].copy_from_slice(&data[read..read + k]);
+                        read += k;
+                    }
+                    read
+                });
             match sent {
                 Ok(Some(t)) => {
                     assert_eq!(t, read, "sent {t} of the {read} bytes read");
@@ -255,7 +382,7 @@ impl Harness {
             "took {taken} of {n} with capacity {capacity}"
         );
         let model = self.channels.get(&id.0).cloned().unwrap_or_default();
-        if !model.confirmed || model.done_sending || !model.live {
+        if !model.confirmed || model.pending || model.done_sending || !model.live {
             assert_eq!(taken, 0, "data sent on {id:?} in state {model:?}");
         }
         let mut sent = Vec::new();
@@ -278,6 +405,11 @@ impl Harness {
     }
 
     fn poll(&mut self) {
+        self.poll_until(false);
+    }
+
+    /// Polls every event, or only up to the first `ForwardedOpenRequest` when `open_request`.
+    fn poll_until(&mut self, open_request: bool) {
         while let Some(event) = self.conn.poll_event() {
             let id = match &event {
                 Event::KeepaliveReply => {
@@ -292,10 +424,38 @@ impl Harness {
                     assert!((80..=127).contains(&n.0), "Unimplemented({n:?})");
                     continue;
                 }
-                Event::ForwardGranted { .. }
-                | Event::ForwardRefused { .. }
-                | Event::ForwardedOpened { .. } => {
-                    panic!("{event:?} without any tcpip-forward request")
+                Event::ForwardGranted { .. } | Event::ForwardRefused { .. } => {
+                    self.forward_answers += 1;
+                    assert!(
+                        self.forward_answers <= self.forwards_requested,
+                        "{event:?} without a tcpip-forward request"
+                    );
+                    continue;
+                }
+                Event::ForwardedOpenRequest {
+                    id, address, port, ..
+                } => {
+                    assert_eq!(
+                        (address.as_str(), *port),
+                        (FORWARD_ADDRESS, FORWARD_PORT),
+                        "a channel for a forward never asked for"
+                    );
+                    let Some(sender) = self.pending_opens.pop_front() else {
+                        panic!("{event:?} for no open that was left pending");
+                    };
+                    let m = self.channels.entry(id.0).or_default();
+                    assert!(!m.live, "{id:?} handed out again before its end was polled");
+                    *m = Model {
+                        live: true,
+                        pending: true,
+                        remote_id: sender,
+                        ..Model::default()
+                    };
+                    self.report.forwarded_requests += 1;
+                    if open_request {
+                        return;
+                    }
+                    continue;
                 }
                 Event::Opened(id)
                 | Event::OpenFailed { id, .. }
@@ -360,9 +520,101 @@ impl Harness {
     }
 }
 
+/// Seeds that reach what the generic ones do not: remote forwards, and the server's
+/// `forwarded-tcpip` opens confirmed, refused and closed while pending.
+pub fn seeds() -> Vec<(String, Vec<u8>)> {
+    use ssh_connection::msg::{
+        ChannelData, ChannelOpen, ConnectionMessage, OpenKind, RequestSuccess, TcpipEndpoints,
+    };
+    fn msg<'a, M: ConnectionMessage<'a>>(m: M) -> Vec<u8> {
+        let mut out = Vec::new();
+        m.encode(&mut out);
+        out
+    }
+    let forwarded = |sender: u32| {
+        msg(ChannelOpen {
+            sender,
+            initial_window: 4096,
+            max_packet: 512,
+            kind: OpenKind::ForwardedTcpip(TcpipEndpoints {
+                address: FORWARD_ADDRESS.as_bytes(),
+                port: FORWARD_PORT,
+                originator_address: b"192.0.2.7",
+                originator_port: 50123,
+            }),
+        })
+    };
+    let mut ops = vec![0u8]; // the default window, no channels opened first
+    let server = |ops: &mut Vec<u8>, payload: &[u8]| {
+        ops.push(0);
+        crate::input::put_payload(ops, payload);
+    };
+    // Ask for the forward; the server grants it and opens three channels: 0, 1, 2.
+    ops.push(8);
+    server(&mut ops, &msg(RequestSuccess { data: b"" }));
+    ops.push(7);
+    for sender in [50, 51, 52] {
+        server(&mut ops, &forwarded(sender));
+    }
+    ops.push(7);
+    // Nothing may be sent on a pending channel; its EOF waits for the confirmation.
+    ops.extend_from_slice(&[2, 0, 0, 10, 3, 0]);
+    // Confirm 0 (then data comes on it), refuse 1, close 2 while pending.
+    ops.extend_from_slice(&[9, 0]);
+    server(
+        &mut ops,
+        &msg(ChannelData {
+            recipient: 0,
+            data: b"abc",
+        }),
+    );
+    ops.extend_from_slice(&[10, 1, 2, 4, 2, 7]);
+    // Another open takes a freed id; both freed ids are confirmed, one of them is pending.
+    server(&mut ops, &forwarded(53));
+    ops.extend_from_slice(&[7, 9, 1, 9, 2, 7]);
+    vec![("conn-forwarded".to_owned(), ops)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_seed_confirms_refuses_and_closes_pending_channels() {
+        let r = report("conn-forwarded");
+        assert!(!r.failed, "{r:?}");
+        assert_eq!(r.forwarded_requests, 4, "{r:?}");
+        assert_eq!(r.forwarded_confirmed, 2, "{r:?}");
+        assert_eq!(r.forwarded_refused, 2, "{r:?}");
+        assert_eq!(r.closed, 2, "the refused and the closed one: {r:?}");
+        assert_eq!(r.data_accepted, 3, "{r:?}");
+    }
+
+    /// Data for a pending channel is the server's protocol error, and the harness sees the
+    /// connection refuse it.
+    #[test]
+    fn data_on_a_pending_channel_fails_the_connection() {
+        let mut data = seeds().remove(0).1;
+        // Cut after the three opens and the poll (the first 2-byte op ends that part).
+        let cut = data
+            .windows(4)
+            .position(|w| w == [2, 0, 0, 10])
+            .expect("the send op");
+        data.truncate(cut);
+        let mut payload = Vec::new();
+        ssh_connection::msg::ConnectionMessage::encode(
+            &ssh_connection::msg::ChannelData {
+                recipient: 1,
+                data: b"early",
+            },
+            &mut payload,
+        );
+        data.push(0);
+        crate::input::put_payload(&mut data, &payload);
+        let r = drive(&data);
+        assert!(r.failed, "{r:?}");
+        assert_eq!((r.forwarded_requests, r.data_accepted), (3, 0), "{r:?}");
+    }
 
     fn report(name: &str) -> Report {
         let seeds = crate::seeds::all();

@@ -74,6 +74,9 @@ pub fn all() -> Vec<Seed> {
     for (name, data) in connection() {
         add("connection_messages", &name, data);
     }
+    for (name, data) in crate::connection_messages::seeds() {
+        add("connection_messages", &name, data);
+    }
     for (name, data) in known_hosts() {
         add("known_hosts", &name, data);
     }

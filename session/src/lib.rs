@@ -740,9 +740,28 @@ impl Session {
         self.conn.send_eof(id, &mut self.transport);
     }
 
-    /// The local side is gone.
+    /// The local side is gone (a pending `forwarded-tcpip` channel is refused).
     pub fn close(&mut self, id: ChannelId) {
         self.conn.close(id, &mut self.transport);
+    }
+
+    /// Confirms a pending `forwarded-tcpip` channel once its local connection is made (see
+    /// [`Connection::confirm_forwarded`]).
+    pub fn confirm_forwarded(&mut self, id: ChannelId) -> Result<(), SessionError> {
+        self.conn
+            .confirm_forwarded(id, &mut self.transport)
+            .map_err(SessionError::Connection)
+    }
+
+    /// Refuses a pending `forwarded-tcpip` channel (see [`Connection::refuse_forwarded`]).
+    pub fn refuse_forwarded(
+        &mut self,
+        id: ChannelId,
+        reason: ssh_connection::OpenFailureReason,
+        description: &str,
+    ) {
+        self.conn
+            .refuse_forwarded(id, reason, description, &mut self.transport);
     }
 
     /// `n` bytes of `received(id)` were written to the local socket. Returns whether the

@@ -2,10 +2,12 @@
 //! read from the client's log as ssh prints it), data checked byte for byte both ways,
 //! several connections at once, and a forward the server refuses; `-R` alone (no `-L`), the
 //! forwards requested again after the bastion drops the session, a target nothing listens
-//! on, and the bastion's port closed after SIGTERM.
+//! on (the channel refused with OPEN_FAILURE, served once the target is up), a target that
+//! does not answer (no confirmation until the connect completes, as ssh), and the bastion's
+//! port closed after SIGTERM.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use std::time::Instant;
@@ -15,6 +17,36 @@ use ssh_interop_tests::{
 };
 
 const WAIT: Duration = Duration::from_secs(30);
+/// How soon a client of the bastion's port must see its connection end when the target
+/// refuses: one round trip to the forwarder and its connect, not a timeout.
+const PROMPT: Duration = Duration::from_secs(10);
+
+/// Accepts the next connection on `listener` (waiting at most [`WAIT`]) and echoes it in a
+/// thread until its EOF.
+fn echo_next(listener: &TcpListener) -> std::thread::JoinHandle<()> {
+    let listener = listener.try_clone().expect("clone the listener");
+    std::thread::spawn(move || {
+        listener.set_nonblocking(true).expect("non-blocking accept");
+        let deadline = Instant::now() + WAIT;
+        let mut conn = loop {
+            match listener.accept() {
+                Ok((conn, _)) => break conn,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no connection reached the target"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).expect("blocking");
+        let mut reader = conn.try_clone().expect("clone");
+        let _ = std::io::copy(&mut reader, &mut conn);
+        let _ = conn.shutdown(std::net::Shutdown::Write);
+    })
+}
 
 /// The port of the `n`th (0-based) "Allocated port N" line of `log`.
 fn allocated(log: &str, n: usize) -> u16 {
@@ -217,7 +249,7 @@ fn interop_remote_forward_alone_survives_dropped_sessions_and_requests_again() {
 }
 
 #[test]
-fn interop_remote_forward_target_down_closes_the_channel_and_keeps_serving() {
+fn interop_remote_forward_target_down_refuses_the_channel_and_serves_once_it_is_up() {
     let key = UserKey::generate(KeyKind::Ed25519);
     let echo = EchoServer::start();
     let sshd = Sshd::builder().authorize(&key).start();
@@ -233,10 +265,15 @@ fn interop_remote_forward_target_down_closes_the_channel_and_keeps_serving() {
     wait_listening(to_dead, true, "forward to nothing");
     wait_listening(to_echo, true, "forward to the echo server");
     let failure = format!("connecting to 127.0.0.1:{dead} failed");
+    // What sshd logs when the channel's open is refused with CONNECT_FAILED and the system's
+    // words, as ssh refuses it; a channel confirmed and then closed would log nothing of the
+    // kind.
+    let refused = "open failed: connect failed: Connection refused";
     for n in 1..=2 {
-        // The client on the bastion's side sees the connection end, not a hang.
+        // The client on the bastion's side sees the connection end promptly, not a hang.
+        let started = Instant::now();
         let mut s = TcpStream::connect(("127.0.0.1", to_dead)).expect("connect");
-        s.set_read_timeout(Some(WAIT)).expect("read timeout");
+        s.set_read_timeout(Some(PROMPT)).expect("read timeout");
         let _ = s.write_all(b"hello");
         let mut buf = [0u8; 16];
         match s.read(&mut buf) {
@@ -247,14 +284,122 @@ fn interop_remote_forward_target_down_closes_the_channel_and_keeps_serving() {
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ),
-                "the connection was left open: {e}"
+                "the connection was left open for {:?}: {e}",
+                started.elapsed()
             ),
         }
         tunnel.wait_for_log_count(&failure, n, WAIT);
         assert_eq!(tunnel.log_count(&failure), n, "logged once per connection");
+        sshd.wait_for_log(refused, WAIT);
+        let deadline = Instant::now() + WAIT;
+        while sshd.log().matches(refused).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "sshd saw {} refusals, not {n}:\n{}",
+                sshd.log().matches(refused).count(),
+                sshd.log_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     // The next connections, through either forward, are served.
     round_trip(to_echo, &pattern(100_000, 9));
+    // And once the target is up, through the same forward on the same session.
+    let target = TcpListener::bind(("127.0.0.1", dead)).expect("the target comes up");
+    let serving = echo_next(&target);
+    round_trip(to_dead, &pattern(200_000, 11));
+    serving.join().expect("the target's echo");
+    let log = tunnel.log();
+    assert_eq!(log.matches("session up").count(), 1, "one session: {log}");
+    assert!(tunnel.exited().is_none(), "{log}");
+}
+
+#[test]
+fn interop_remote_forward_is_confirmed_only_once_the_target_accepts() {
+    // A target whose accept queue is full drops the forwarder's SYNs, so its connect stays
+    // in progress: until it completes, sshd must not receive the channel's confirmation
+    // (which, with its 2 MiB window, would let the bastion's client send data the forwarder
+    // has to hold), and the bastion's client must wait rather than be cut off.
+    let key = UserKey::generate(KeyKind::Ed25519);
+    // "open confirm" is logged at DEBUG2.
+    let sshd = Sshd::builder()
+        .config("LogLevel DEBUG2")
+        .authorize(&key)
+        .start();
+    let slow = free_port();
+    let target = {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket.set_reuse_address(true).expect("SO_REUSEADDR");
+        socket
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], slow)).into())
+            .expect("bind the target");
+        // A backlog of 0: one connection that is never accepted fills the queue.
+        socket.listen(0).expect("listen");
+        TcpListener::from(socket)
+    };
+    let filler = TcpStream::connect(("127.0.0.1", slow)).expect("fill the accept queue");
+    let probe = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], slow)),
+        Duration::from_millis(700),
+    );
+    assert!(
+        probe
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut),
+        "this kernel does not drop SYNs to a full accept queue ({probe:?}), so a connect \
+         that does not complete cannot be made here"
+    );
+    drop(probe);
+    let fwd = free_port();
+    let mut tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .option(&format!("RemoteForward={fwd} 127.0.0.1:{slow}"))
+        .spawn();
+    wait_listening(fwd, true, "the forward");
+
+    let mut client = TcpStream::connect(("127.0.0.1", fwd)).expect("connect to the bastion");
+    client.write_all(b"hello").expect("write");
+    sshd.wait_for_log(&format!("Connection to port {fwd} forwarding to"), WAIT);
+    // The forwarder has the channel and its connect is in progress: it must stay
+    // unconfirmed, and the bastion's client connected.
+    std::thread::sleep(Duration::from_secs(2));
+    let log = sshd.log();
+    assert!(
+        !log.contains("open confirm"),
+        "confirmed before the target accepted:\n{}",
+        sshd.log_tail(30)
+    );
+    assert!(!log.contains("open failed"), "{}", sshd.log_tail(30));
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    let mut buf = [0u8; 16];
+    match client.read(&mut buf) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("the bastion's client did not wait for the target: {other:?}"),
+    }
+
+    // The queue frees: the forwarder's next SYN gets through, and only now is the channel
+    // confirmed and the data carried.
+    drop(filler);
+    let (queued, _) = target.accept().expect("the filler's connection");
+    drop(queued);
+    let serving = echo_next(&target);
+    sshd.wait_for_log("open confirm", WAIT);
+    client.set_read_timeout(Some(WAIT)).expect("read timeout");
+    client.read_exact(&mut buf[..5]).expect("the echo");
+    assert_eq!(&buf[..5], b"hello");
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).expect("the end");
+    assert!(rest.is_empty(), "{rest:?}");
+    serving.join().expect("the target's echo");
     assert!(tunnel.exited().is_none(), "{}", tunnel.log());
 }
 

@@ -14,8 +14,10 @@
 //!   other (so a reconnecting supervisor can be handed `|| server.connect()`). Every
 //!   connection is kept as a [`ServerConn`]: [`ServerConn::kill`] drops the server's end (the
 //!   session dies as if the TCP connection were cut), [`ServerConn::freeze`] stops it reading
-//!   and answering (a SIGSTOPped sshd), [`ServerConn::rekey`] starts a key exchange now and
-//!   [`ServerConn::stats`] tells what it saw.
+//!   and answering (a SIGSTOPped sshd), [`ServerConn::rekey`] starts a key exchange now,
+//!   [`ServerConn::open_forwarded`] opens a `forwarded-tcpip` channel (as for a connection to
+//!   a remote forward's port; `tcpip-forward` requests are granted) and [`ServerConn::stats`]
+//!   tells what it saw.
 //! - [`start_client`] runs `forwarder::driver::start` on a stream with a seeded RNG, one
 //!   Ed25519 identity and a verifier that trusts only the test server's key, spawns the
 //!   driver and returns its [`Client`]; [`connected`] does both and waits for authentication.
@@ -41,9 +43,9 @@ use forwarder::session::{ServerAlive, Session, SessionConfig, SessionError};
 use ssh_auth::msg::{ServiceAccept, ServiceRequest, UserauthSuccess};
 use ssh_auth::{AuthConfig, Identity, PrivateKey};
 use ssh_connection::msg::{
-    ChannelClose, ChannelData, ChannelEof, ChannelFailure, ChannelOpenConfirmation,
+    ChannelClose, ChannelData, ChannelEof, ChannelFailure, ChannelOpen, ChannelOpenConfirmation,
     ChannelOpenFailure, ConnectionMessage, KEEPALIVE, OpenKind, RequestFailure, RequestSuccess,
-    WindowAdjust,
+    TCPIP_FORWARD, TcpipEndpoints, WindowAdjust,
 };
 use ssh_connection::{Message, OpenFailureReason};
 use ssh_transport::hostkey::PublicKey;
@@ -161,6 +163,15 @@ pub struct ServerStats {
     pub rekeyed_at: Vec<u64>,
     /// CHANNEL_CLOSE received.
     pub closes_in: u64,
+    /// `tcpip-forward` requests granted.
+    pub forwards_granted: u64,
+    /// `forwarded-tcpip` channels the client confirmed.
+    pub forwarded_confirmed: u64,
+    /// `forwarded-tcpip` channels the client refused: reason and description.
+    pub forwarded_refused: Vec<(OpenFailureReason, String)>,
+    /// Channel messages other than the open's answer for a `forwarded-tcpip` channel the
+    /// client has not answered yet (a client bug: it never saw the channel confirmed).
+    pub before_answer: u64,
     /// Why the connection ended on the server's side, if it did.
     pub ended: Option<String>,
 }
@@ -170,6 +181,7 @@ enum Ctl {
     Freeze,
     Thaw,
     Rekey,
+    OpenForwarded(String, u32),
 }
 
 /// One server connection, for the test to watch and misbehave with.
@@ -201,6 +213,13 @@ impl ServerConn {
     /// Starts a key exchange now (ignored while one runs).
     pub fn rekey(&self) {
         let _ = self.ctl.send(Ctl::Rekey);
+    }
+
+    /// Opens a `forwarded-tcpip` channel for the forward `address:port` (as a connection to
+    /// the port the server listens on would); once the client confirms it, it echoes like
+    /// the others.
+    pub fn open_forwarded(&self, address: &str, port: u32) {
+        let _ = self.ctl.send(Ctl::OpenForwarded(address.to_owned(), port));
     }
 
     /// What the connection saw so far.
@@ -270,6 +289,7 @@ impl TestServer {
             frozen: self.opts.start_frozen,
             stats: stats.clone(),
             chans: Vec::new(),
+            awaiting_answer: Vec::new(),
             since_rekey: 0,
             rekey_pending: false,
             buf: vec![0; 64 * 1024],
@@ -333,6 +353,8 @@ struct ServerTask {
     frozen: bool,
     stats: Arc<Mutex<ServerStats>>,
     chans: Vec<Option<Chan>>,
+    /// Numbers of the `forwarded-tcpip` channels we opened that the client has not answered.
+    awaiting_answer: Vec<u32>,
     since_rekey: u64,
     /// A key exchange `rekey_every` started has not completed yet.
     rekey_pending: bool,
@@ -401,8 +423,84 @@ impl ServerTask {
         self.chans.get_mut(id as usize).and_then(Option::as_mut)
     }
 
-    fn handle_connection(&mut self, m: Message<'_>) {
+    /// The lowest free channel number, reserved with a channel that echoes to `peer`.
+    fn new_chan(&mut self, peer: u32, send_window: u32, peer_max: u32) -> u32 {
+        let id = match self.chans.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.chans.push(None);
+                self.chans.len() - 1
+            }
+        };
+        self.chans[id] = Some(Chan {
+            peer,
+            send_window: u64::from(send_window),
+            peer_max: peer_max.max(1),
+            pending: VecDeque::new(),
+            recv_left: u64::from(self.opts.window),
+            unadjusted: 0,
+            echoed: 0,
+            eof_in: false,
+            eof_out: false,
+            close_in: false,
+            close_out: false,
+        });
+        id as u32
+    }
+
+    fn open_forwarded(&mut self, address: &str, port: u32) {
+        let id = self.new_chan(0, 0, 1);
+        self.awaiting_answer.push(id);
+        let open = ChannelOpen {
+            sender: id,
+            initial_window: self.opts.window,
+            max_packet: self.opts.max_packet,
+            kind: OpenKind::ForwardedTcpip(TcpipEndpoints {
+                address: address.as_bytes(),
+                port,
+                originator_address: b"192.0.2.7",
+                originator_port: 50123,
+            }),
+        };
+        self.t.send_with(&mut |b| open.encode(b));
+    }
+
+    /// The recipient of a channel message that is not an open's answer.
+    fn recipient(m: &Message<'_>) -> Option<u32> {
         match m {
+            Message::Data(d) => Some(d.recipient),
+            Message::ExtendedData(d) => Some(d.recipient),
+            Message::WindowAdjust(a) => Some(a.recipient),
+            Message::Eof(e) => Some(e.recipient),
+            Message::Close(c) => Some(c.recipient),
+            Message::ChannelRequest(r) => Some(r.recipient),
+            _ => None,
+        }
+    }
+
+    fn handle_connection(&mut self, m: Message<'_>) {
+        if Self::recipient(&m).is_some_and(|id| self.awaiting_answer.contains(&id)) {
+            self.stats().before_answer += 1;
+            return;
+        }
+        match m {
+            Message::ChannelOpenConfirmation(c) if self.awaiting_answer.contains(&c.recipient) => {
+                self.awaiting_answer.retain(|&id| id != c.recipient);
+                if let Some(ch) = self.chan(c.recipient) {
+                    ch.peer = c.sender;
+                    ch.send_window = u64::from(c.initial_window);
+                    ch.peer_max = c.max_packet.max(1);
+                }
+                self.stats().forwarded_confirmed += 1;
+            }
+            Message::ChannelOpenFailure(f) if self.awaiting_answer.contains(&f.recipient) => {
+                self.awaiting_answer.retain(|&id| id != f.recipient);
+                if let Some(slot) = self.chans.get_mut(f.recipient as usize) {
+                    *slot = None;
+                }
+                let text = String::from_utf8_lossy(f.description).into_owned();
+                self.stats().forwarded_refused.push((f.reason, text));
+            }
             Message::ChannelOpen(o) => {
                 let refuse = match &o.kind {
                     OpenKind::DirectTcpip(e) => {
@@ -430,29 +528,10 @@ impl ServerTask {
                     self.stats().refused += 1;
                     return;
                 }
-                let id = match self.chans.iter().position(Option::is_none) {
-                    Some(i) => i,
-                    None => {
-                        self.chans.push(None);
-                        self.chans.len() - 1
-                    }
-                };
-                self.chans[id] = Some(Chan {
-                    peer: o.sender,
-                    send_window: u64::from(o.initial_window),
-                    peer_max: o.max_packet.max(1),
-                    pending: VecDeque::new(),
-                    recv_left: u64::from(self.opts.window),
-                    unadjusted: 0,
-                    echoed: 0,
-                    eof_in: false,
-                    eof_out: false,
-                    close_in: false,
-                    close_out: false,
-                });
+                let id = self.new_chan(o.sender, o.initial_window, o.max_packet);
                 let c = ChannelOpenConfirmation {
                     recipient: o.sender,
-                    sender: id as u32,
+                    sender: id,
                     initial_window: self.opts.window,
                     max_packet: self.opts.max_packet,
                 };
@@ -534,6 +613,19 @@ impl ServerTask {
                 }
                 self.stats().closes_in += 1;
                 self.retire(c.recipient);
+            }
+            Message::GlobalRequest(g) if g.name == TCPIP_FORWARD => {
+                // address (string) and port: with port 0, "allocate" 40000.
+                let asked = g
+                    .data
+                    .last_chunk::<4>()
+                    .map_or(0, |p| u32::from_be_bytes(*p));
+                self.stats().forwards_granted += 1;
+                if g.want_reply {
+                    let port = 40000u32.to_be_bytes();
+                    let data: &[u8] = if asked == 0 { &port } else { b"" };
+                    self.t.send_with(&mut |b| RequestSuccess { data }.encode(b));
+                }
             }
             Message::GlobalRequest(g) => {
                 if g.name == KEEPALIVE {
@@ -642,6 +734,7 @@ impl Future for ServerTask {
         let this = &mut *self;
         for _ in 0..32 {
             let mut progress = false;
+            let mut opens = Vec::new();
             if let Some(ctl) = &mut this.ctl {
                 loop {
                     match ctl.poll_recv(cx) {
@@ -650,6 +743,9 @@ impl Future for ServerTask {
                         Poll::Ready(Some(Ctl::Thaw)) => {
                             this.frozen = false;
                             progress = true;
+                        }
+                        Poll::Ready(Some(Ctl::OpenForwarded(address, port))) => {
+                            opens.push((address, port));
                         }
                         Poll::Ready(Some(Ctl::Rekey)) => {
                             this.t.rekey();
@@ -666,6 +762,10 @@ impl Future for ServerTask {
                         Poll::Pending => break,
                     }
                 }
+            }
+            for (address, port) in opens {
+                this.open_forwarded(&address, port);
+                progress = true;
             }
             if this.frozen {
                 return Poll::Pending;
