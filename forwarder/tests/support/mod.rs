@@ -541,7 +541,7 @@ impl ServerTask {
                 s.opened += 1;
                 s.open_now = open_now;
                 s.max_open = s.max_open.max(open_now);
-                s.max_server_id = Some(s.max_server_id.map_or(id as u32, |m| m.max(id as u32)));
+                s.max_server_id = Some(s.max_server_id.map_or(id, |m| m.max(id)));
             }
             Message::Data(d) => {
                 let max_packet = self.opts.max_packet;
