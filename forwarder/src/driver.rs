@@ -141,6 +141,8 @@ struct Slot {
     stream_alive: bool,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
+    /// Who waits in [`ChannelStream::server_closed`].
+    close_waker: Option<Waker>,
     /// The local socket, when the channel forwards to one: the driver writes what the
     /// channel received to it once per round of processing (see `State::write_direct`).
     direct: Option<Arc<tokio::net::TcpStream>>,
@@ -158,6 +160,7 @@ impl Slot {
             stream_alive: true,
             read_waker: None,
             write_waker: None,
+            close_waker: None,
             direct: None,
             direct_counter: None,
         }
@@ -418,6 +421,9 @@ impl State {
             {
                 let _ = tx.send(Err(OpenError::Session(e.clone())));
             }
+            if let Some(w) = slot.close_waker.take() {
+                w.wake();
+            }
             if let Some(w) = slot.read_waker.take() {
                 w.wake();
             }
@@ -669,6 +675,9 @@ impl State {
                         E::Closed(_) => {
                             slot.peer_eof = true;
                             slot.state = SlotState::Closed;
+                            if let Some(w) = slot.close_waker.take() {
+                                w.wake();
+                            }
                         }
                         _ => {}
                     }
@@ -1295,6 +1304,28 @@ impl ChannelStream {
             && self
                 .slot(&mut st)
                 .is_some_and(|slot| matches!(slot.state, SlotState::Closed))
+    }
+
+    /// Completes once the channel has ended by CLOSE both ways ([`closed_by_server`]) or its
+    /// session has failed: woken by the driver, not polled.
+    ///
+    /// [`closed_by_server`]: Self::closed_by_server
+    pub async fn server_closed(&self) {
+        std::future::poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if st.error.is_some() {
+                return Poll::Ready(());
+            }
+            match self.slot(&mut st) {
+                Some(slot) if !matches!(slot.state, SlotState::Closed) => {
+                    slot.close_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                // Closed, or its slot gone (the channel ended and was forgotten).
+                _ => Poll::Ready(()),
+            }
+        })
+        .await;
     }
 
     /// Sends CHANNEL_EOF: the local side will send nothing more.

@@ -39,12 +39,8 @@ pub async fn run(cfg: TunnelConfig, host: String, port: u16) -> Result<(), Fatal
         .await
         .map_err(|e| Fatal(format!("stdio forwarding to {host}:{port} failed: {e}")))?;
     debug!("stdio forwarding to {host}:{port}");
-    let server_closed = async {
-        // Only waited for once the server's data is all out (see `copy_both`).
-        while !channel.closed_by_server() && !channel.session_failed() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    // Only waited for once the server's data is all out (see `copy_both`).
+    let server_closed = channel.server_closed();
     let result = copy_both(
         tokio::io::stdin(),
         Stdout(tokio::io::stdout()),

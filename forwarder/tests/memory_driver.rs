@@ -984,3 +984,60 @@ async fn one_huge_write_under_a_huge_window_waits_for_the_output_instead_of_over
     );
     assert_eq!(conn.stats().bytes_in, DATA as u64);
 }
+
+#[tokio::test]
+async fn server_closed_completes_at_the_servers_close_and_at_a_lost_session() {
+    use std::sync::Arc;
+    const DATA: usize = 100_000;
+    // The server echoes DATA bytes, then closes the channel by itself.
+    let server_opts = ServerOptions {
+        close_after_echo: Some(DATA as u64),
+        ..ServerOptions::default()
+    };
+    let (_server, _conn, client) = connected(server_opts, ClientOptions::default()).await;
+    let channel = Arc::new(open(&client.handle, "db.internal").await);
+    // Waits in a task of its own, which only the driver's wake-up can resume (no timer
+    // shares its waker).
+    let waiter = tokio::spawn({
+        let channel = channel.clone();
+        async move { channel.server_closed().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished(), "completed while the channel is open");
+    let data = pattern(41, DATA);
+    let (mut r, mut w) = (&*channel, &*channel);
+    within(STEP, "the request", w.write_all(&data))
+        .await
+        .expect("written");
+    let mut got = vec![0u8; DATA];
+    within(STEP, "the answer", r.read_exact(&mut got))
+        .await
+        .expect("read");
+    assert!(got == data, "the echo differs");
+    within(STEP, "the CLOSE", async {
+        while !channel.closed_by_server() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    within(STEP, "server_closed woken by the CLOSE", waiter)
+        .await
+        .expect("the waiting task");
+    assert!(!channel.session_failed());
+
+    // A session that is lost wakes it too.
+    let (_server, conn, client) =
+        connected(ServerOptions::default(), ClientOptions::default()).await;
+    let channel = Arc::new(open(&client.handle, "db.internal").await);
+    let waiter = tokio::spawn({
+        let channel = channel.clone();
+        async move { channel.server_closed().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished(), "completed while the session is up");
+    conn.kill();
+    within(STEP, "server_closed woken by the session's loss", waiter)
+        .await
+        .expect("the waiting task");
+    assert!(channel.session_failed());
+}
