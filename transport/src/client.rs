@@ -560,6 +560,14 @@ impl ClientTransport {
                 debug!(%msg, "ignoring the server's wrongly guessed kex packet");
                 return Ok(false);
             }
+            // Outside a key exchange only KEXINIT starts one. Any other message of the kex
+            // range (21-49) gets UNIMPLEMENTED and is otherwise ignored, as OpenSSH answers
+            // it; it changes no key and no state.
+            if self.established && matches!(self.kex, Kex::Idle) && msg != MessageType::KEXINIT {
+                debug!(%msg, "key exchange message outside a key exchange: UNIMPLEMENTED");
+                self.send_unimplemented(received.seq);
+                return Ok(false);
+            }
             let payload = payload.to_vec();
             self.handle_kex(msg, &payload)?;
             return Ok(false);

@@ -565,6 +565,39 @@ fn random_server_bytes_never_panic() {
 }
 
 #[test]
+fn key_exchange_messages_outside_a_key_exchange_get_unimplemented_and_change_nothing() {
+    let mut pair = Pair::new(ClientConfig::default(), ServerConfig::default());
+    pair.drive();
+    assert!(pair.client.is_established(), "{:?}", pair.client_events);
+    let kex_count = pair.client.kex_count();
+    // NEWKEYS (21), a kex method's reply (31) and the last of the range (49), each with a
+    // body that would not decode as what it names.
+    for msg in [21u8, 31, 49] {
+        pair.server.send(&[msg, 1, 2, 3]);
+        pair.drive();
+        assert_eq!(pair.client_error, None, "message {msg}");
+    }
+    let unimplemented: Vec<&Vec<u8>> = pair
+        .to_server
+        .iter()
+        .filter(|p| p.first() == Some(&MessageType::UNIMPLEMENTED.0))
+        .collect();
+    assert_eq!(unimplemented.len(), 3, "{:?}", pair.to_server);
+    assert_eq!(
+        pair.client.kex_count(),
+        kex_count,
+        "no key exchange started"
+    );
+    // The session still carries data both ways.
+    pair.server.send(&[94, 0, 0, 0, 0, 0, 0, 0, 1, 7]);
+    pair.client.send(&[94, 0, 0, 0, 0, 0, 0, 0, 1, 8]);
+    pair.drive();
+    assert_eq!(pair.client_error, None);
+    assert!(pair.to_client.iter().any(|p| p.last() == Some(&7)));
+    assert!(pair.to_server.iter().any(|p| p.last() == Some(&8)));
+}
+
+#[test]
 fn a_server_that_stops_reading_while_it_asks_for_replies_fails_the_transport_at_the_output_limit() {
     let mut pair = Pair::new(ClientConfig::default(), ServerConfig::default());
     pair.drive();
