@@ -75,8 +75,11 @@ pub struct SessionSpec {
     pub user: String,
     /// `-J` / `ProxyJump`: the jump hosts, outermost first. Each session after the first runs
     /// over a `direct-tcpip` channel of the one before. Each hop has its own options (keys,
-    /// known_hosts, `HostKeyAlias`); all of them use this spec's algorithms and keepalives.
+    /// known_hosts, `HostKeyAlias`, algorithms); all of them use this spec's keepalives.
     pub jump: Vec<JumpHost>,
+    /// Each jump host's transport algorithms and limits, from its own options, in the order
+    /// of `jump`: a hop that needs an old algorithm does not bring it to the others.
+    pub jump_transport: Vec<ClientConfig>,
     /// Transport algorithms and limits (host key algorithms before the per-host reordering
     /// each attempt does from known_hosts).
     pub transport: ClientConfig,
@@ -126,12 +129,21 @@ impl TunnelConfig {
     /// Resolves and checks the command line's options.
     pub fn from_options(opts: &Options) -> Result<Self, ConfigError> {
         let transport = transport_config(opts)?;
+        let jump_transport = opts
+            .proxy_jump
+            .iter()
+            .map(|j| {
+                transport_config(&j.options)
+                    .map_err(|e| ConfigError(format!("jump host {j}: {}", e.0)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             session: SessionSpec {
                 host: opts.destination_host.clone(),
                 port: opts.port,
                 user: opts.user.clone(),
                 jump: opts.proxy_jump.clone(),
+                jump_transport,
                 transport,
                 server_alive: opts.server_alive_interval.map(|interval| ServerAlive {
                     interval,
@@ -243,6 +255,30 @@ mod tests {
 
     fn host_keys(cfg: &ClientConfig) -> Vec<&'static str> {
         cfg.host_key_algorithms.iter().map(|a| a.name()).collect()
+    }
+
+    #[test]
+    fn each_jump_host_has_its_own_algorithms_and_a_bad_list_is_refused() {
+        let env = Environment {
+            home: Some(PathBuf::from("/nonexistent-home")),
+            user: Some("tester".into()),
+            cache_home: None,
+        };
+        let parse = |args: &[&str]| match parse_args_with_env(args.to_vec(), &env) {
+            Ok(Command::Run(o)) => TunnelConfig::from_options(&o),
+            other => panic!("{other:?}"),
+        };
+        let cfg = parse(&["-J", "jump", "-m", "hmac-sha2-256,hmac-sha1", "bastion"]);
+        let cfg = cfg.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.session.jump_transport.len(), 1);
+        let names = |c: &ClientConfig| c.macs.iter().map(|m| m.name).collect::<Vec<_>>();
+        // Without a block of its own, the hop falls back on the command line's `-m`.
+        assert_eq!(
+            names(&cfg.session.jump_transport[0]),
+            names(&cfg.session.transport)
+        );
+        let bad = parse(&["-J", "jump", "-m", "hmac-md5", "bastion"]).unwrap_err();
+        assert!(bad.to_string().contains("hmac-md5"), "{bad}");
     }
 
     #[test]

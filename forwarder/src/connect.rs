@@ -368,6 +368,8 @@ struct Hop<'a> {
     host: &'a str,
     port: u16,
     options: &'a cli::Options,
+    /// Its algorithms and transport limits.
+    transport: &'a ssh_transport::ClientConfig,
     auth: &'a HopAuth,
 }
 
@@ -520,7 +522,7 @@ impl SshConnector {
         let (key_name, key_port) = hop.known_hosts_name();
         let verifier = host_key_verifier(opts, key_name, key_port, AcceptedKeys::process())?;
         let known_types = verifier.known.known_key_types(key_name, key_port);
-        let transport = config::prefer_known_host_key_types(spec.transport.clone(), &known_types);
+        let transport = config::prefer_known_host_key_types(hop.transport.clone(), &known_types);
         let transport = kex_memory::prepare(
             transport,
             key_name,
@@ -550,7 +552,7 @@ impl SshConnector {
             handle.clone(),
             key_name.to_owned(),
             key_port,
-            spec.transport
+            hop.transport
                 .kex_algorithms
                 .iter()
                 .map(|k| k.name())
@@ -566,12 +568,14 @@ impl SshConnector {
         let mut hops: Vec<Hop<'a>> = spec
             .jump
             .iter()
+            .zip(&spec.jump_transport)
             .zip(&auth.jumps)
-            .map(|(j, auth)| Hop {
+            .map(|((j, transport), auth)| Hop {
                 user: &j.user,
                 host: &j.host,
                 port: j.port,
                 options: &j.options,
+                transport,
                 auth,
             })
             .collect();
@@ -580,6 +584,7 @@ impl SshConnector {
             host: &spec.host,
             port: spec.port,
             options: &spec.options,
+            transport: &spec.transport,
             auth: &auth.destination,
         });
         hops

@@ -63,6 +63,35 @@ fn temp_dir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
+/// Starts forwarder with `args` (its log in `dir`), waits for its session, and returns it
+/// with a reader of its log.
+fn start_forwarder(
+    dir: &Path,
+    args: &[String],
+) -> (std::process::Child, impl Fn() -> String + use<>) {
+    let log_path = dir.join("forwarder.log");
+    let mut child = Command::new(forwarder_binary())
+        .env("XDG_CACHE_HOME", dir)
+        .args(args)
+        .env_remove("SSH_AUTH_SOCK")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log_path).expect("log file"))
+        .spawn()
+        .expect("start forwarder");
+    let log = move || fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + WAIT;
+    while !log().contains("session up") {
+        assert!(Instant::now() < deadline, "no session: {}", log());
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "exited: {}",
+            log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    (child, log)
+}
+
 #[test]
 fn two_hops_carry_data_byte_for_byte() {
     let key = UserKey::generate(KeyKind::Ed25519);
@@ -94,34 +123,24 @@ fn three_hops_with_dash_j_carry_data_byte_for_byte() {
     let dir = temp_dir();
     let kh = known_hosts(dir.path(), &[&a, &b, &c]);
     let local = free_port();
-    let log_path = dir.path().join("forwarder.log");
-    let mut child = Command::new(forwarder_binary())
-        .env("XDG_CACHE_HOME", dir.path())
-        .args(["-N", "-J", &format!("{},{}", hop(&a), hop(&b))])
-        .args(["-i", &key.private_key_path().display().to_string()])
-        .args(["-o", &format!("UserKnownHostsFile={}", kh.display())])
-        .args(["-o", "BatchMode=yes", "-p", &c.port().to_string()])
-        .args([
-            "-L",
-            &format!("127.0.0.1:{local}:127.0.0.1:{}", echo.port()),
-        ])
-        .arg(format!("{}@127.0.0.1", c.user()))
-        .env_remove("SSH_AUTH_SOCK")
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log_path).expect("log file"))
-        .spawn()
-        .expect("start forwarder");
-    let log = || fs::read_to_string(&log_path).unwrap_or_default();
-    let deadline = Instant::now() + WAIT;
-    while !log().contains("session up") {
-        assert!(Instant::now() < deadline, "no session: {}", log());
-        assert!(
-            child.try_wait().ok().flatten().is_none(),
-            "exited: {}",
-            log()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    let args: Vec<String> = [
+        "-N".to_owned(),
+        "-J".to_owned(),
+        format!("{},{}", hop(&a), hop(&b)),
+        "-i".to_owned(),
+        key.private_key_path().display().to_string(),
+        "-o".to_owned(),
+        format!("UserKnownHostsFile={}", kh.display()),
+        "-o".to_owned(),
+        "BatchMode=yes".to_owned(),
+        "-p".to_owned(),
+        c.port().to_string(),
+        "-L".to_owned(),
+        format!("127.0.0.1:{local}:127.0.0.1:{}", echo.port()),
+        format!("{}@127.0.0.1", c.user()),
+    ]
+    .into();
+    let (mut child, log) = start_forwarder(dir.path(), &args);
     assert_echo(local, 3, &log, "three hops");
     assert_eq!((logins(&a), logins(&b), logins(&c)), (1, 1, 1), "{}", log());
     let _ = child.kill();
@@ -362,5 +381,75 @@ fn fleet_tunnels_through_the_same_jump_chain_share_one_login_per_hop() {
         (1, 1, 1),
         "one shared session, so one login on each hop:\n{}",
         fleet.log()
+    );
+}
+
+#[test]
+fn each_hop_negotiates_with_its_own_algorithms_from_its_config_block() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    // An old jump host: CTR with SHA-1 MACs only, which our defaults never offer.
+    let old = Sshd::builder()
+        .config("Ciphers aes128-ctr")
+        .config("MACs hmac-sha1")
+        .authorize(&key)
+        .start();
+    // A modern destination that would take SHA-1 too, if it were offered.
+    let target = Sshd::builder()
+        .config("Ciphers aes128-ctr")
+        .config("MACs hmac-sha1,hmac-sha2-256")
+        .authorize(&key)
+        .start();
+    let echo = EchoServer::start();
+    let dir = temp_dir();
+    let kh = known_hosts(dir.path(), &[&old, &target]);
+    // SHA-1 asked for on the old jump host's block only.
+    let config = dir.path().join("config");
+    fs::write(
+        &config,
+        format!(
+            "Host oldjump\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  MACs +hmac-sha1\n",
+            old.port(),
+            old.user()
+        ),
+    )
+    .expect("write the config");
+    let local = free_port();
+    let args: Vec<String> = [
+        "-N".to_owned(),
+        "-F".to_owned(),
+        config.display().to_string(),
+        "-J".to_owned(),
+        "oldjump".to_owned(),
+        "-i".to_owned(),
+        key.private_key_path().display().to_string(),
+        "-o".to_owned(),
+        format!("UserKnownHostsFile={}", kh.display()),
+        "-o".to_owned(),
+        "GlobalKnownHostsFile=/dev/null".to_owned(),
+        "-o".to_owned(),
+        "BatchMode=yes".to_owned(),
+        "-p".to_owned(),
+        target.port().to_string(),
+        "-L".to_owned(),
+        format!("127.0.0.1:{local}:127.0.0.1:{}", echo.port()),
+        format!("{}@127.0.0.1", target.user()),
+    ]
+    .into();
+    let (mut child, log) = start_forwarder(dir.path(), &args);
+    assert_echo(local, 9, &log, "through the old jump host");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        old.log()
+            .contains("kex: client->server cipher: aes128-ctr MAC: hmac-sha1 "),
+        "the jump host:\n{}",
+        old.log()
+    );
+    assert!(
+        target
+            .log()
+            .contains("kex: client->server cipher: aes128-ctr MAC: hmac-sha2-256 "),
+        "the destination got what only the jump host asked for:\n{}",
+        target.log()
     );
 }
