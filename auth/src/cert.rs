@@ -10,10 +10,15 @@
 //!       (the certificate blob as the public key, signed by the user's own private key)
 //! ```
 //!
-//! The client does not check the authority's signature (the server does, and the client does
-//! not know the authority); it checks what it needs to offer the certificate sensibly: that
-//! it is a user certificate for a key type it can sign with, whose key is the private key's,
-//! and whether it is valid now.
+//! The authority's signature over the certificate is checked with the authority's key the
+//! certificate carries, as OpenSSH checks it whenever it reads one, so a damaged or altered
+//! certificate is refused with its reason here instead of costing one of sshd's
+//! `MaxAuthTries` and being refused without one. Whether to trust that authority is the
+//! server's decision: the client does not know it. An authority's key this client cannot use
+//! (a security key, DSA, RSA under 2048 bits) leaves the signature to the server, as before.
+//! The client also checks what it needs to offer the certificate sensibly: that it is a user
+//! certificate for a key type it can sign with, whose key is the private key's, and whether
+//! it is valid now.
 
 use core::fmt;
 
@@ -96,6 +101,14 @@ pub enum CertError {
         /// The type field.
         cert_type: u32,
     },
+    /// The authority's signature over the certificate does not verify with the authority's
+    /// key the certificate carries.
+    BadSignature {
+        /// The authority's key's fingerprint.
+        ca: String,
+        /// What was wrong with the signature.
+        why: String,
+    },
     /// The certificate is for another key than the private key it was paired with.
     KeyMismatch {
         /// The certificate's key's fingerprint.
@@ -122,6 +135,12 @@ impl fmt::Display for CertError {
                 f,
                 "this is not a user certificate (its type is {cert_type}; {CERT_TYPE_HOST} \
                  means a host certificate); sign the user key with ssh-keygen -s without -h"
+            ),
+            Self::BadSignature { ca, why } => write!(
+                f,
+                "its certificate authority's signature (by {ca}) is not valid: {why}; the \
+                 certificate was damaged or altered after it was issued, so the server would \
+                 refuse it: have it issued again (ssh-keygen -s) and replace the file"
             ),
             Self::KeyMismatch {
                 certificate_key,
@@ -271,6 +290,8 @@ impl Certificate {
         let extensions = read_options(r.string().map_err(malformed("extensions"))?, "extensions")?;
         r.string().map_err(malformed("reserved"))?;
         let ca_key = r.string().map_err(malformed("signature key"))?;
+        // The authority signs everything before its signature, its own key included.
+        let signed_len = blob.len() - r.remaining();
         if ca_key.is_empty() {
             return Err(CertError::Malformed("the signature key is empty".into()));
         }
@@ -289,6 +310,8 @@ impl Certificate {
         if cert_type != CERT_TYPE_USER {
             return Err(CertError::NotAUserCertificate { cert_type });
         }
+        let signed = blob.get(..signed_len).unwrap_or_default();
+        verify_authority_signature(ca_key, signed, signature)?;
         Ok(Self {
             blob: blob.to_vec(),
             key_type,
@@ -432,6 +455,69 @@ pub fn utc(secs: u64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+/// Checks the authority's `signature` over `signed` with its key `ca_key`, accepting any
+/// signature algorithm of the key's type (the server's `CASignatureAlgorithms` decides which
+/// it takes), as OpenSSH does when it reads a certificate.
+fn verify_authority_signature(
+    ca_key: &[u8],
+    signed: &[u8],
+    signature: &[u8],
+) -> Result<(), CertError> {
+    use ssh_transport::hostkey::KeyError;
+    let ca = match PublicKey::from_blob(ca_key) {
+        Ok(ca) => ca,
+        // An authority's key OpenSSH takes but this client cannot verify with: the server
+        // decides, as it did before signatures were checked here.
+        Err(_) if unverifiable_authority(ca_key) => return Ok(()),
+        Err(KeyError::UnsupportedKeyType(name)) => {
+            return Err(CertError::Malformed(format!(
+                "the signature key is of unknown type {:?}",
+                sanitize(name.as_bytes(), false, MAX_SHOWN_CHARS)
+            )));
+        }
+        Err(e) => return Err(CertError::Malformed(format!("signature key: {e}"))),
+    };
+    let bad = |why: String| CertError::BadSignature {
+        ca: format!("{} key {}", ca.key_type().name(), ca.fingerprint()),
+        why,
+    };
+    let name = ssh_transport::hostkey::blob_key_type(signature)
+        .map_err(|e| bad(format!("the signature does not decode: {e}")))?;
+    let algorithm = SignatureAlgorithm::from_name(name)
+        .filter(|a| a.key_type() == ca.key_type())
+        .ok_or_else(|| {
+            bad(format!(
+                "a {} key cannot make a {:?} signature",
+                ca.key_type().name(),
+                sanitize(name.as_bytes(), false, MAX_SHOWN_CHARS)
+            ))
+        })?;
+    ca.verify(algorithm, signed, signature).map_err(|e| {
+        bad(match e {
+            KeyError::BadSignature => "it does not match the certificate's contents".to_owned(),
+            e => e.to_string(),
+        })
+    })
+}
+
+/// Whether `ca_key` is an authority's key OpenSSH verifies with and this client cannot: a
+/// security key, DSA, or RSA of 1024 to 2047 bits (OpenSSH's floor is 1024, this client's,
+/// for every RSA key it verifies with, 2048).
+fn unverifiable_authority(ca_key: &[u8]) -> bool {
+    let mut r = Reader::new(ca_key);
+    match r.utf8() {
+        Ok("sk-ssh-ed25519@openssh.com" | "sk-ecdsa-sha2-nistp256@openssh.com" | "ssh-dss") => true,
+        Ok("ssh-rsa") => {
+            let modulus = r.mpint_positive().and_then(|_e| r.mpint_positive());
+            let bits = modulus.map_or(0, |n| {
+                (n.len() * 8).saturating_sub(n.first().map_or(0, |b| b.leading_zeros() as usize))
+            });
+            r.finish().is_ok() && (1024..2048).contains(&bits)
+        }
+        _ => false,
+    }
 }
 
 fn read_principals(raw: &[u8]) -> Result<Vec<String>, CertError> {

@@ -245,15 +245,23 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
+        let (mut int, mut term) = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => (int, term),
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
                 return;
             }
         };
+        // Ours from now on, a prompt's included: the caller puts the terminal back.
+        crate::prompt::handled_by_program(&[
+            rustix::process::Signal::INT,
+            rustix::process::Signal::TERM,
+        ]);
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
     }

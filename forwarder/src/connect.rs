@@ -232,17 +232,18 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Makes a tunnel's sessions: TCP to the bastion, known_hosts read afresh on every attempt
 /// (with the keys trusted earlier in the process that no file lists, [`AcceptedKeys`]), the
-/// identities prepared at start-up ([`SshConnector::prepare`]) and read again before an
-/// attempt when their files have changed (a rotated key, a renewed certificate).
+/// key files read at start-up ([`SshConnector::prepare`]) and again before an attempt when
+/// they have changed (a rotated key, a renewed certificate), and the agent's keys asked for
+/// before every attempt, as OpenSSH asks at every connection (a key replaced in the agent).
 pub struct SshConnector {
     spec: SessionSpec,
-    /// The identities of every hop, as last read.
+    /// The key files of every hop, as last read.
     auth: std::sync::Mutex<Arc<ChainAuth>>,
 }
 
-/// The identities of a chain's hops, and what their key files looked like when read.
+/// The key files of a chain's hops, and what they looked like when read.
 struct ChainAuth {
-    /// The destination's identities.
+    /// The destination's key files and secrets.
     destination: Arc<HopAuth>,
     /// Each jump host's, outermost first, from its own options.
     jumps: Vec<Arc<HopAuth>>,
@@ -281,11 +282,20 @@ impl KeyFiles {
     }
 }
 
-/// One hop's prepared identities and secrets.
+/// One hop's key files and secrets.
 struct HopAuth {
+    key_files: userauth::KeyFileSet,
+    /// The secrets and the keys unlocked so far, shared by every attempt's helper.
+    helper: userauth::Helper,
+    /// What the last attempt's identities warned of: an attempt tells a person only what
+    /// is new, not the same thing at every reconnect.
+    warned: std::sync::Mutex<Vec<String>>,
+}
+
+/// One attempt's identities of a hop, the agent's as it listed them just before.
+struct HopIdentities {
     identities: Vec<ssh_auth::Identity>,
     helper: Arc<userauth::Helper>,
-    unusable: Vec<String>,
 }
 
 /// The options that decide a hop's identities and secrets: hops equal in these share one
@@ -317,12 +327,31 @@ fn auth_settings(o: &cli::Options) -> impl PartialEq + '_ {
 impl HopAuth {
     async fn prepare(opts: &cli::Options) -> Self {
         let (password, passphrase) = userauth::secret_sources(opts);
-        let prepared = userauth::prepare(opts, &passphrase, unix_now()).await;
-        let helper = Arc::new(userauth::Helper::new(opts, &prepared, password, passphrase));
+        let key_files = userauth::read_key_files(opts, &passphrase).await;
+        let helper =
+            userauth::Helper::new(opts, &userauth::Prepared::default(), password, passphrase);
         Self {
-            identities: prepared.identities.clone(),
-            unusable: prepared.unusable.clone(),
+            key_files,
             helper,
+            warned: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The identities for an attempt: the key files as read, and the keys the agent holds
+    /// now (none when it cannot be asked, as when it could not be at start-up).
+    async fn for_attempt(&self, opts: &cli::Options) -> HopIdentities {
+        let agent = userauth::list_agent(opts).await;
+        let prepared = userauth::identities(opts, &self.key_files, &agent, unix_now());
+        {
+            let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+            for w in prepared.warnings.iter().filter(|w| !warned.contains(w)) {
+                notice::warning(format_args!("{w}"));
+            }
+            warned.clone_from(&prepared.warnings);
+        }
+        HopIdentities {
+            helper: Arc::new(self.helper.for_identities(&prepared)),
+            identities: prepared.identities,
         }
     }
 }
@@ -354,12 +383,44 @@ impl ChainAuth {
         }
     }
 
+    /// Every hop's identities for an attempt, the agent asked once per distinct
+    /// [`HopAuth`].
+    async fn for_attempt(&self, spec: &SessionSpec) -> ChainIdentities {
+        let destination = Arc::new(self.destination.for_attempt(&spec.options).await);
+        let mut asked: Vec<(&Arc<HopAuth>, Arc<HopIdentities>)> =
+            vec![(&self.destination, destination.clone())];
+        let mut jumps = Vec::new();
+        for (hop, auth) in spec.jump.iter().zip(&self.jumps) {
+            let same = asked
+                .iter()
+                .find(|(a, _)| Arc::ptr_eq(a, auth))
+                .map(|(_, ids)| ids.clone());
+            let ids = match same {
+                Some(ids) => ids,
+                None => {
+                    let ids = Arc::new(auth.for_attempt(&hop.options).await);
+                    asked.push((auth, ids.clone()));
+                    ids
+                }
+            };
+            jumps.push(ids);
+        }
+        ChainIdentities { destination, jumps }
+    }
+
     fn key_files(spec: &SessionSpec) -> Vec<KeyFiles> {
         std::iter::once(&spec.options)
             .chain(spec.jump.iter().map(|j| &*j.options))
             .map(KeyFiles::now)
             .collect()
     }
+}
+
+/// One attempt's identities of a chain's hops.
+struct ChainIdentities {
+    destination: Arc<HopIdentities>,
+    /// Each jump host's, outermost first.
+    jumps: Vec<Arc<HopIdentities>>,
 }
 
 /// One session of a chain: where it goes and with which settings.
@@ -370,7 +431,7 @@ struct Hop<'a> {
     options: &'a cli::Options,
     /// Its algorithms and transport limits.
     transport: &'a ssh_transport::ClientConfig,
-    auth: &'a HopAuth,
+    auth: &'a HopIdentities,
 }
 
 /// The name and port a host's key is looked up and recorded under: `HostKeyAlias` alone (as
@@ -406,14 +467,15 @@ impl Hop<'_> {
 }
 
 impl SshConnector {
-    /// Reads the identities `spec` names (keys, certificates, the agent) and the secret
-    /// sources its options call for; each jump host's too, from its own options.
+    /// Reads the key files `spec` names (keys, certificates) and the secret sources its
+    /// options call for; each jump host's too, from its own options. The agent is asked at
+    /// each attempt.
     pub async fn prepare(spec: SessionSpec) -> Self {
         let auth = std::sync::Mutex::new(Arc::new(ChainAuth::prepare(&spec).await));
         Self { spec, auth }
     }
 
-    /// The identities to use for an attempt: as last read, or read again first when a key
+    /// The key files to use for an attempt: as last read, or read again first when a key
     /// file of any hop has changed since.
     async fn current_auth(&self) -> Arc<ChainAuth> {
         let current = self.auth.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -563,7 +625,7 @@ impl SshConnector {
     }
 
     /// The chain's sessions, outermost first, the destination last.
-    fn hops<'a>(&'a self, auth: &'a ChainAuth) -> Vec<Hop<'a>> {
+    fn hops<'a>(&'a self, auth: &'a ChainIdentities) -> Vec<Hop<'a>> {
         let spec = &self.spec;
         let mut hops: Vec<Hop<'a>> = spec
             .jump
@@ -593,7 +655,7 @@ impl SshConnector {
     async fn start(&self) -> Result<Connected, ConnectError> {
         let spec = &self.spec;
         let started = Instant::now();
-        let auth = self.current_auth().await;
+        let auth = self.current_auth().await.for_attempt(spec).await;
         let hops = self.hops(&auth);
         let Some((destination, jumps)) = hops.split_last() else {
             return Err(ConnectError::Permanent("no host to connect to".into()));
@@ -801,6 +863,7 @@ impl Connector for SshConnector {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .destination
+                    .key_files
                     .unusable
                     .clone();
                 refusal.to_string()
@@ -1100,6 +1163,92 @@ mod tests {
         assert!(read(&user).ends_with(&format!("new-global.test {}\n", ed(11).to_openssh_line())));
         assert_eq!(read(&global), global_text);
         assert!(!global2.exists());
+    }
+
+    /// An agent at `path` that lists the keys `keys` holds when it is asked, each with the
+    /// comment `key<n>` for its first byte, as ssh-agent does after `ssh-add` and `ssh-add -d`.
+    fn agent_listing(
+        path: &Path,
+        keys: Arc<std::sync::Mutex<Vec<u8>>>,
+    ) -> tokio::task::JoinHandle<()> {
+        use ssh_auth::agent::{AgentIdentity, AgentResponse, frame_length};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::UnixListener::bind(path).unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut header = [0u8; 4];
+                s.read_exact(&mut header)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let mut body = vec![0u8; frame_length(header).unwrap_or_else(|e| panic!("{e}"))];
+                s.read_exact(&mut body)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(body, [11], "only REQUEST_IDENTITIES is expected");
+                let held = keys.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let listed: Vec<(PublicKey, String)> =
+                    held.iter().map(|&n| (ed(n), format!("key{n}"))).collect();
+                let mut answer = Vec::new();
+                AgentResponse::Identities(
+                    listed
+                        .iter()
+                        .map(|(key, comment)| AgentIdentity {
+                            key_blob: key.blob(),
+                            comment: comment.as_bytes(),
+                        })
+                        .collect(),
+                )
+                .encode_frame(&mut answer);
+                s.write_all(&answer).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        })
+    }
+
+    // A platform rotates the key in its agent (ssh-add of the new key, ssh-add -d of the
+    // old) while its tunnel runs: the next attempt must offer the new key, as OpenSSH asks
+    // the agent at every connection; a list read once would offer the old key for ever.
+    #[tokio::test]
+    async fn the_agent_is_asked_for_its_keys_before_every_attempt() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let socket = dir.path().join("agent.sock");
+        let held = Arc::new(std::sync::Mutex::new(vec![21]));
+        let agent = agent_listing(&socket, held.clone());
+        // A key file beside the agent: it must keep working whatever the agent does.
+        let file = dir.path().join("id_ed25519");
+        std::fs::write(&file, include_str!("../../auth/testdata/ed25519"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let opts = options(&[
+            "-o",
+            &format!("IdentityAgent={}", socket.display()),
+            "-i",
+            &file.display().to_string(),
+            "agent-rotation.test",
+        ]);
+        let spec = config::TunnelConfig::from_options(&opts)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .session;
+        let connector = SshConnector::prepare(spec).await;
+        let attempt = || async {
+            let auth = connector.current_auth().await;
+            let ids = auth.for_attempt(&connector.spec).await;
+            ids.destination
+                .identities
+                .iter()
+                .map(|i| i.source().to_owned())
+                .collect::<Vec<_>>()
+        };
+        let file_source = file.display().to_string();
+        assert_eq!(attempt().await, ["agent key key21", file_source.as_str()]);
+        // Rotated in the agent: no file changed.
+        *held.lock().unwrap_or_else(|p| p.into_inner()) = vec![22];
+        assert_eq!(attempt().await, ["agent key key22", file_source.as_str()]);
+        // An agent that cannot be reached: the key files alone, as at start-up.
+        agent.abort();
+        let _ = agent.await;
+        std::fs::remove_file(&socket).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(attempt().await, [file_source.as_str()]);
     }
 
     #[test]

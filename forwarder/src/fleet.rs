@@ -750,11 +750,18 @@ impl Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self {
+            let signals = Self {
                 hup: signal(SignalKind::hangup())?,
                 term: signal(SignalKind::terminate())?,
                 int: signal(SignalKind::interrupt())?,
-            })
+            };
+            // Even while a prompt waits: the prompt's watcher leaves them to the fleet.
+            crate::prompt::handled_by_program(&[
+                rustix::process::Signal::HUP,
+                rustix::process::Signal::TERM,
+                rustix::process::Signal::INT,
+            ]);
+            Ok(signals)
         }
         #[cfg(not(unix))]
         Ok(Self {})

@@ -15,11 +15,21 @@
 //! back, and only then is the signal raised, as if the key had raised it. A program killed by
 //! Ctrl-C at a passphrase prompt, before any handler of its own exists, no longer leaves the
 //! shell without echo. Erase and kill keep their meaning.
+//!
+//! A signal sent from outside while a prompt has the terminal in raw input (SIGTERM from a
+//! service manager, SIGHUP when the terminal goes away, `kill -INT`, `kill -QUIT`) would end
+//! the program by its default action with echo still off. So the first quiet prompt starts a
+//! watcher of those signals on a thread of its own: for each one the program does not handle
+//! itself ([`handled_by_program`]), it puts the terminal back and then takes the signal's
+//! default action, so the program still ends killed by that signal. A signal the process
+//! ignores (`nohup`, a shell's background job) is not watched and stays ignored.
 
 use std::fmt;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+#[cfg(unix)]
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use zeroize::Zeroizing;
 
@@ -208,6 +218,120 @@ pub fn restore_terminal() {
     }
 }
 
+/// The signals whose default action ends the program, watched once a prompt has put the
+/// terminal in raw input.
+#[cfg(unix)]
+const ENDING_SIGNALS: [rustix::process::Signal; 4] = [
+    rustix::process::Signal::HUP,
+    rustix::process::Signal::INT,
+    rustix::process::Signal::QUIT,
+    rustix::process::Signal::TERM,
+];
+
+/// The signals the program handles itself (bit `n - 1` for signal `n`): the watcher leaves
+/// them to it.
+#[cfg(unix)]
+static HANDLED_BY_PROGRAM: AtomicU64 = AtomicU64::new(0);
+
+/// The signals the watcher watches, the same way; none until the first quiet prompt.
+#[cfg(unix)]
+static WATCHED: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(unix)]
+fn signal_bit(signal: i32) -> u64 {
+    u32::try_from(signal.wrapping_sub(1))
+        .ok()
+        .and_then(|n| 1u64.checked_shl(n))
+        .unwrap_or(0)
+}
+
+/// Says that the program handles `signals` itself from now on (its own handlers are in
+/// place, e.g. tokio's for a graceful shutdown): the watcher no longer ends the program
+/// for them, even during a prompt, and the program's handler puts the terminal back.
+#[cfg(unix)]
+pub fn handled_by_program(signals: &[rustix::process::Signal]) {
+    for signal in signals {
+        HANDLED_BY_PROGRAM.fetch_or(signal_bit(signal.as_raw()), Ordering::SeqCst);
+    }
+}
+
+/// Whether the watcher takes `signal`'s default action itself: it watches the signal and the
+/// program does not handle it.
+#[cfg(unix)]
+fn watcher_ends_program_for(signal: i32) -> bool {
+    let bit = signal_bit(signal);
+    WATCHED.load(Ordering::SeqCst) & bit != 0
+        && HANDLED_BY_PROGRAM.load(Ordering::SeqCst) & bit == 0
+}
+
+/// The signals a process ignores, from the `SigIgn:` line of Linux's `/proc/self/status`
+/// (a hexadecimal mask, bit `n - 1` for signal `n`); none when it is not there.
+#[cfg(unix)]
+fn ignored_in_status(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+/// Starts the watcher once: before it a signal takes its default action (or the program's
+/// handler), and it must not make an ignored signal count again, so the process's ignored
+/// signals are read first, while their disposition still says so. The signals are taken over
+/// on the watcher's own thread, only once it runs: a thread that cannot start leaves them as
+/// they were.
+#[cfg(unix)]
+fn watch_signals() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let ignored = std::fs::read_to_string("/proc/self/status")
+            .map(|s| ignored_in_status(&s))
+            .unwrap_or(0);
+        let watched: Vec<i32> = ENDING_SIGNALS
+            .iter()
+            .map(|s| s.as_raw())
+            .filter(|&n| ignored & signal_bit(n) == 0)
+            .collect();
+        let (ready, taken_over) = std::sync::mpsc::channel();
+        let started = std::thread::Builder::new()
+            .name("prompt-signals".into())
+            .spawn(move || {
+                let mut signals = match signal_hook::iterator::Signals::new(&watched) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                for &n in &watched {
+                    WATCHED.fetch_or(signal_bit(n), Ordering::SeqCst);
+                }
+                let _ = ready.send(Ok(()));
+                for signal in signals.forever() {
+                    if watcher_ends_program_for(signal) {
+                        restore_terminal();
+                        end_by(signal);
+                    }
+                }
+            });
+        let why = match started.map(|_| taken_over.recv()) {
+            Ok(Ok(Ok(()))) => return,
+            Ok(Ok(Err(e))) | Err(e) => e.to_string(),
+            Ok(Err(e)) => e.to_string(),
+        };
+        tracing::debug!("cannot watch signals while a prompt waits: {why}");
+    });
+}
+
+/// Ends the program by `signal`'s default action, as if nothing had caught it, so that the
+/// parent sees it killed by that signal.
+#[cfg(unix)]
+fn end_by(signal: i32) -> ! {
+    let _ = signal_hook::low_level::emulate_default_handler(signal);
+    // Not reached for the watched signals, whose default action ends the program.
+    std::process::exit(128 + signal)
+}
+
 /// Shows `prompt` on the terminal and reads one line, without echo unless `echo`. Blocks.
 pub fn ask(prompt: &str, echo: bool) -> Result<Zeroizing<String>, String> {
     let tty = open_tty().map_err(|e| format!("cannot open the terminal to ask: {e}"))?;
@@ -299,6 +423,7 @@ fn echo_off(tty: &std::fs::File) -> Option<Keys> {
         kill: code(I::VKILL),
         end_of_file: code(I::VEOF),
     };
+    watch_signals();
     let mut quiet = old.clone();
     quiet
         .local_modes
@@ -331,6 +456,11 @@ fn raise(key: SignalKey, tty: &std::fs::File, prompt: &str) {
         SignalKey::Quit => Signal::QUIT,
         SignalKey::Suspend => Signal::TSTP,
     };
+    if watcher_ends_program_for(signal.as_raw()) {
+        // Here and now, as the default action would have, not later on the watcher's thread
+        // while this one goes on with a failed prompt.
+        end_by(signal.as_raw());
+    }
     let _ = kill_process(getpid(), signal);
     if key == SignalKey::Suspend {
         // Stopped until the shell's `fg`; then ask again where the line was.
@@ -495,6 +625,35 @@ mod tests {
             typed(b"as typed\x7f\r\n", None).unwrap().as_str(),
             "as typed\u{7f}"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn ignored_signals_are_read_from_the_status_mask() {
+        // As Linux shows a process started by `nohup` in a shell's background job: SIGHUP,
+        // SIGINT and SIGQUIT ignored (signals 1, 2 and 3, bits 0 to 2).
+        let status = "Name:\tforwarder\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000007\n\
+                      SigCgt:\t0000000000004000\n";
+        let ignored = ignored_in_status(status);
+        for (signal, expected) in [
+            (rustix::process::Signal::HUP, true),
+            (rustix::process::Signal::INT, true),
+            (rustix::process::Signal::QUIT, true),
+            (rustix::process::Signal::TERM, false),
+        ] {
+            assert_eq!(
+                ignored & signal_bit(signal.as_raw()) != 0,
+                expected,
+                "{signal:?}"
+            );
+        }
+        // No mask (not Linux): nothing is taken as ignored.
+        assert_eq!(ignored_in_status("Name:\tforwarder\n"), 0);
+        assert_eq!(ignored_in_status("SigIgn:\tnot hex\n"), 0);
+        // Numbers outside the mask have no bit.
+        assert_eq!(signal_bit(0), 0);
+        assert_eq!(signal_bit(65), 0);
+        assert_eq!(signal_bit(64), 1 << 63);
     }
 
     #[test]

@@ -63,8 +63,9 @@ pub enum Signer {
     LockedFile(PathBuf),
 }
 
-/// The identities to offer and how to sign with each; build with [`prepare`].
-#[derive(Debug)]
+/// The identities to offer and how to sign with each; build with [`prepare`] or
+/// [`identities`].
+#[derive(Debug, Default)]
 pub struct Prepared {
     /// Identities in the order to offer them.
     pub identities: Vec<Identity>,
@@ -74,9 +75,22 @@ pub struct Prepared {
     pub agent: Option<AgentClient>,
     /// Identity files given that could not be used, each with why, for the final error.
     pub unusable: Vec<String>,
+    /// What a person should be told about these identities (a certificate that cannot work,
+    /// an agent that cannot be asked).
+    pub warnings: Vec<String>,
+}
+
+impl Prepared {
+    /// Adds a warning, once.
+    fn warn(&mut self, text: String) {
+        if !self.warnings.contains(&text) {
+            self.warnings.push(text);
+        }
+    }
 }
 
 /// One IdentityFile, as far as it could be read.
+#[derive(Debug)]
 struct FileKey {
     path: PathBuf,
     public: PublicKey,
@@ -85,7 +99,6 @@ struct FileKey {
     /// Whether the private key file exists (else only the agent can sign for it).
     has_private: bool,
     certificates: Vec<(Certificate, String)>,
-    used: bool,
 }
 
 /// The public key of a `.pub` line (`type base64 [comment]`).
@@ -106,31 +119,39 @@ pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Reads a certificate file; `None` (with a warning, unless it is simply missing) if unusable.
-fn read_certificate(path: &Path, warn_missing: bool) -> Option<Certificate> {
+/// Reads a certificate file: `Ok(None)` if it is simply missing and that is fine, else why
+/// it cannot be used (with a warning), for the list of unusable files. Parsing checks the
+/// authority's signature, so a damaged or altered certificate never costs a login attempt.
+fn read_certificate(path: &Path, warn_missing: bool) -> Result<Option<Certificate>, String> {
     match files::read_text_bounded(path, MAX_PUBLIC_FILE_LEN) {
         Ok(text) => match Certificate::from_openssh_line(&text) {
-            Ok(c) => Some(c),
+            Ok(c) => Ok(Some(c)),
             Err(e) => {
                 notice::warning(format_args!("ignoring certificate {}: {e}", path.display()));
-                None
+                Err(format!("certificate {}: {e}", path.display()))
             }
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !warn_missing => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !warn_missing => Ok(None),
         Err(e) => {
             notice::warning(format_args!(
                 "cannot read certificate {}: {e}",
                 path.display()
             ));
-            None
+            Err(format!("certificate {}: {e}", path.display()))
         }
     }
 }
 
 /// Warns about a certificate that cannot work for this tunnel.
-fn check_certificate_use(cert: &Certificate, source: &str, user: &str, now: u64) {
+fn check_certificate_use(
+    out: &mut Prepared,
+    cert: &Certificate,
+    source: &str,
+    user: &str,
+    now: u64,
+) {
     if !cert.permits_port_forwarding() {
-        notice::warning(format_args!(
+        out.warn(format!(
             "certificate {source} ({}) lacks the permit-port-forwarding \
              extension, so the server will refuse every forward made with it; have it signed \
              without -O no-port-forwarding",
@@ -191,7 +212,6 @@ fn read_identity_file(path: &Path, passphrase: &SecretSource) -> Result<Option<F
                     key: None,
                     has_private: false,
                     certificates: Vec::new(),
-                    used: false,
                 }));
         }
     };
@@ -217,7 +237,6 @@ fn read_identity_file(path: &Path, passphrase: &SecretSource) -> Result<Option<F
         key,
         has_private: true,
         certificates: Vec::new(),
-        used: false,
     }))
 }
 
@@ -235,7 +254,11 @@ fn read_identity_files(
         match read_identity_file(path, passphrase) {
             Ok(Some(mut file)) => {
                 let cert_path = with_suffix(path, "-cert.pub");
-                if let Some(cert) = read_certificate(&cert_path, false) {
+                let cert = read_certificate(&cert_path, false).unwrap_or_else(|why| {
+                    unusable.push(why);
+                    None
+                });
+                if let Some(cert) = cert {
                     if cert.public_key() == &file.public {
                         file.certificates
                             .push((cert, cert_path.display().to_string()));
@@ -326,55 +349,44 @@ pub fn secret_sources(opts: &Options) -> (SecretSource, SecretSource) {
     (password, passphrase)
 }
 
-/// The agent's keys, or none (quietly if no agent is configured or running).
-async fn agent_keys(opts: &Options) -> (Option<AgentClient>, Vec<AgentKey>) {
-    let Some(path) = agent::socket_path(&opts.identity_agent, &|n| std::env::var_os(n)) else {
-        return (None, Vec::new());
-    };
-    let client = AgentClient::new(path);
-    match client.list_identities().await {
-        Ok(keys) => {
-            debug!(agent = %client.path().display(), keys = keys.len(), "agent keys");
-            (Some(client), keys)
-        }
-        Err(e) => {
-            // SSH_AUTH_SOCK left over from an old agent is common and harmless; an agent
-            // named with IdentityAgent is expected to be there.
-            if matches!(opts.identity_agent, IdentityAgent::AuthSock) {
-                debug!("no agent: {e}");
-            } else {
-                notice::warning(format_args!("{e}"));
-            }
-            (None, Vec::new())
-        }
-    }
+/// Whether the options call for keys at all.
+fn publickey_wanted(opts: &Options) -> bool {
+    opts.pubkey_authentication
+        && opts
+            .preferred_authentications
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|m| m == "publickey"))
 }
 
-/// Builds the identities to offer, in OpenSSH's order, and who signs for each.
-pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Prepared {
-    let mut out = Prepared {
-        identities: Vec::new(),
-        signers: Vec::new(),
-        agent: None,
-        unusable: Vec::new(),
-    };
-    let publickey_preferred = opts
-        .preferred_authentications
-        .as_ref()
-        .is_none_or(|m| m.iter().any(|m| m == "publickey"));
-    if !opts.pubkey_authentication || !publickey_preferred {
-        return out;
-    }
-    let (agent, agent_keys) = agent_keys(opts).await;
-    out.agent = agent;
+/// The key files of one set of options, as far as they could be read: each IdentityFile
+/// (with the `-cert.pub` beside it) and each CertificateFile. They change only when a file
+/// does, so they are read once and again only then; the agent's keys are not among them, as
+/// they change without any file changing (see [`list_agent`]).
+#[derive(Debug)]
+pub struct KeyFileSet {
+    files: Vec<FileKey>,
+    /// CertificateFile certificates, each with its path as it is shown.
+    certificates: Vec<(Certificate, String)>,
+    /// Identity files given that could not be used, each with why, for the final error.
+    pub unusable: Vec<String>,
+}
 
-    // Reading a key file without a .pub unlocks it now: a key derivation that may take
-    // seconds and perhaps a prompt, which must not hold up the runtime that awaits this
-    // (an application's, the fleet's control loop). One file after another, in order.
+/// Reads the key files `opts` names. Reading a key file without a .pub unlocks it now: a key
+/// derivation that may take seconds and perhaps a prompt, which must not hold up the runtime
+/// that awaits this (an application's, the fleet's control loop); so the files are read on a
+/// blocking thread, one after another, in order.
+pub async fn read_key_files(opts: &Options, passphrase: &SecretSource) -> KeyFileSet {
+    if !publickey_wanted(opts) {
+        return KeyFileSet {
+            files: Vec::new(),
+            certificates: Vec::new(),
+            unusable: Vec::new(),
+        };
+    }
     let paths = opts.identity_files.clone();
     let defaults = opts.default_identity_files;
     let source = passphrase.clone();
-    let (mut files, unusable) = blocking(move || {
+    let (files, mut unusable) = blocking(move || {
         let _one_at_a_time = source.is_terminal().then(|| {
             PREPARE_PROMPT
                 .lock()
@@ -384,7 +396,97 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
     })
     .await
     .unwrap_or_else(|e| (Vec::new(), vec![format!("reading the identity files: {e}")]));
-    out.unusable = unusable;
+    let mut certificates = Vec::new();
+    for path in &opts.certificate_files {
+        match read_certificate(path, true) {
+            Ok(Some(cert)) => certificates.push((cert, path.display().to_string())),
+            Ok(None) => {}
+            Err(why) => unusable.push(why),
+        }
+    }
+    KeyFileSet {
+        files,
+        certificates,
+        unusable,
+    }
+}
+
+/// The keys an agent held when it was asked, and the agent to sign with.
+#[derive(Debug, Default)]
+pub struct AgentKeys {
+    client: Option<AgentClient>,
+    keys: Vec<AgentKey>,
+    /// Why an agent named with IdentityAgent could not be asked, for a person.
+    unreachable: Option<String>,
+}
+
+/// Asks the agent for the keys it holds now: none (quietly if no agent is configured or
+/// running) when it cannot be asked. OpenSSH asks at every connection, so a key replaced in
+/// the agent (`ssh-add` of the new, `ssh-add -d` of the old) is the one the next connection
+/// offers.
+pub async fn list_agent(opts: &Options) -> AgentKeys {
+    if !publickey_wanted(opts) {
+        return AgentKeys::default();
+    }
+    let Some(path) = agent::socket_path(&opts.identity_agent, &|n| std::env::var_os(n)) else {
+        return AgentKeys::default();
+    };
+    let client = AgentClient::new(path);
+    match client.list_identities().await {
+        Ok(keys) => {
+            debug!(agent = %client.path().display(), keys = keys.len(), "agent keys");
+            AgentKeys {
+                client: Some(client),
+                keys,
+                unreachable: None,
+            }
+        }
+        Err(e) => {
+            // SSH_AUTH_SOCK left over from an old agent is common and harmless; an agent
+            // named with IdentityAgent is expected to be there.
+            if matches!(opts.identity_agent, IdentityAgent::AuthSock) {
+                debug!("no agent: {e}");
+                AgentKeys::default()
+            } else {
+                AgentKeys {
+                    unreachable: Some(e),
+                    ..AgentKeys::default()
+                }
+            }
+        }
+    }
+}
+
+/// Reads the key files, asks the agent, and builds the identities to offer from both, for a
+/// single connection (the check command's). Warnings go to the person at once.
+pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Prepared {
+    let agent = list_agent(opts).await;
+    let key_files = read_key_files(opts, passphrase).await;
+    let prepared = identities(opts, &key_files, &agent, now);
+    for w in &prepared.warnings {
+        notice::warning(format_args!("{w}"));
+    }
+    prepared
+}
+
+/// The identities to offer, in OpenSSH's order, and who signs for each: the key files as
+/// read and the agent's keys as it listed them. Warnings are returned, not given: a tunnel
+/// builds this at every attempt and tells a person only what changed.
+pub fn identities(opts: &Options, key_files: &KeyFileSet, agent: &AgentKeys, now: u64) -> Prepared {
+    let mut out = Prepared {
+        identities: Vec::new(),
+        signers: Vec::new(),
+        agent: agent.client.clone(),
+        unusable: key_files.unusable.clone(),
+        warnings: agent.unreachable.iter().cloned().collect(),
+    };
+    if !publickey_wanted(opts) {
+        return out;
+    }
+    let files = &key_files.files;
+    let agent_keys = &agent.keys;
+    // Which identity files the agent signs for.
+    let mut used = vec![false; files.len()];
 
     let agent_public: Vec<Option<PublicKey>> = agent_keys
         .iter()
@@ -399,20 +501,16 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
     let in_agent = |public: &PublicKey| agent_public.iter().flatten().any(|p| p == public);
 
     // 1. CertificateFile certificates, each with the key that can sign for it.
-    for path in &opts.certificate_files {
-        let Some(cert) = read_certificate(path, true) else {
-            continue;
-        };
-        let source = path.display().to_string();
-        check_certificate_use(&cert, &source, &opts.user, now);
+    for (cert, source) in &key_files.certificates {
+        check_certificate_use(&mut out, cert, source, &opts.user, now);
         if in_agent(cert.public_key()) {
-            let identity = Identity::external_certified(cert, source, true);
-            let signer = agent_signer(&identity, &agent_keys);
+            let identity = Identity::external_certified(cert.clone(), source.clone(), true);
+            let signer = agent_signer(&identity, agent_keys);
             push(&mut out, identity, signer);
         } else if let Some(file) = files.iter().find(|f| &f.public == cert.public_key()) {
-            push_file_certificate(&mut out, file, cert, source);
+            push_file_certificate(&mut out, file, cert.clone(), source.clone());
         } else {
-            notice::warning(format_args!(
+            out.warn(format!(
                 "no private key for certificate {source} (key {}): give \
                  the key with -i or load it into the agent",
                 cert.public_key().fingerprint()
@@ -430,21 +528,21 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
         } else {
             format!("agent key {}", key.comment)
         };
-        let file = files.iter_mut().find(|f| &f.public == public);
+        let file = files.iter().position(|f| &f.public == public);
         let Ok(identity) = Identity::from_agent(&key.blob, source.clone()) else {
             continue;
         };
-        match file {
-            Some(file) => {
-                file.used = true;
+        match file.and_then(|i| Some((files.get(i)?, used.get_mut(i)?))) {
+            Some((file, used)) => {
+                *used = true;
                 for (cert, cert_source) in &file.certificates {
-                    check_certificate_use(cert, cert_source, &opts.user, now);
+                    check_certificate_use(&mut out, cert, cert_source, &opts.user, now);
                     let certified =
                         Identity::external_certified(cert.clone(), cert_source.clone(), true);
-                    let signer = agent_signer(&certified, &agent_keys);
+                    let signer = agent_signer(&certified, agent_keys);
                     push(&mut out, certified, signer);
                 }
-                let signer = agent_signer(&identity, &agent_keys);
+                let signer = agent_signer(&identity, agent_keys);
                 push(&mut out, identity, signer);
             }
             None if opts.identities_only => {
@@ -455,14 +553,18 @@ pub async fn prepare(opts: &Options, passphrase: &SecretSource, now: u64) -> Pre
         }
     }
     for identity in unnamed {
-        let signer = agent_signer(&identity, &agent_keys);
+        let signer = agent_signer(&identity, agent_keys);
         push(&mut out, identity, signer);
     }
 
     // 3. Identity files the agent does not hold.
-    for file in files.iter().filter(|f| !f.used && f.has_private) {
+    for (file, _) in files
+        .iter()
+        .zip(&used)
+        .filter(|(f, used)| !**used && f.has_private)
+    {
         for (cert, cert_source) in &file.certificates {
-            check_certificate_use(cert, cert_source, &opts.user, now);
+            check_certificate_use(&mut out, cert, cert_source, &opts.user, now);
             push_file_certificate(&mut out, file, cert.clone(), cert_source.clone());
         }
         let source = file.path.display().to_string();
@@ -519,7 +621,7 @@ fn push_file_certificate(out: &mut Prepared, file: &FileKey, cert: Certificate, 
     match &file.key {
         Some(key) => match Identity::certified(key.clone(), cert, source.clone()) {
             Ok(id) => push(out, id, Signer::Session),
-            Err(e) => notice::warning(format_args!("ignoring certificate {source}: {e}")),
+            Err(e) => out.warn(format!("ignoring certificate {source}: {e}")),
         },
         None if file.has_private => push(
             out,
@@ -558,18 +660,22 @@ pub fn auth_config(
     Ok(config)
 }
 
-/// The forwarder's [`AuthHelper`].
+/// The forwarder's [`AuthHelper`]: one attempt's signers, and the secrets every attempt
+/// shares.
 #[derive(Debug, Clone)]
 pub struct Helper {
-    inner: Arc<Inner>,
+    secrets: Arc<Secrets>,
+    /// One per identity of the attempt.
+    signers: Arc<[Signer]>,
+    agent: Option<AgentClient>,
 }
 
+/// Where passwords and passphrases come from, and the key files unlocked so far: kept from
+/// one attempt to the next, so that a passphrase is asked for once per run.
 #[derive(Debug)]
-struct Inner {
+struct Secrets {
     user: String,
     host: String,
-    signers: Vec<Signer>,
-    agent: Option<AgentClient>,
     password: SecretSource,
     passphrase: SecretSource,
     /// Key files unlocked so far, by path.
@@ -587,21 +693,31 @@ impl Helper {
         passphrase: SecretSource,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner {
+            secrets: Arc::new(Secrets {
                 user: opts.user.clone(),
                 host: opts.destination_host.clone(),
-                signers: prepared.signers.clone(),
-                agent: prepared.agent.clone(),
                 password,
                 passphrase,
                 unlocked: Mutex::new(HashMap::new()),
                 terminal: Arc::new(Mutex::new(())),
             }),
+            signers: prepared.signers.clone().into(),
+            agent: prepared.agent.clone(),
+        }
+    }
+
+    /// A helper for another attempt's identities, `prepared`, with the same secrets and the
+    /// key files unlocked so far.
+    pub fn for_identities(&self, prepared: &Prepared) -> Self {
+        Self {
+            secrets: self.secrets.clone(),
+            signers: prepared.signers.clone().into(),
+            agent: prepared.agent.clone(),
         }
     }
 }
 
-impl Inner {
+impl Secrets {
     fn cached(&self, path: &Path) -> Option<Arc<PrivateKey>> {
         self.unlocked
             .lock()
@@ -624,20 +740,20 @@ async fn blocking<T: Send + 'static>(
 
 impl AuthHelper for Helper {
     fn sign(&self, request: SignRequest) -> AuthFuture<Vec<u8>> {
-        let this = self.inner.clone();
+        let this = self.secrets.clone();
+        let signer = self.signers.get(request.identity).cloned();
+        let agent = self.agent.clone();
         Box::pin(async move {
-            match this.signers.get(request.identity) {
+            match signer {
                 Some(Signer::Agent { key_blob }) => {
-                    let agent = this
-                        .agent
-                        .as_ref()
-                        .ok_or_else(|| "the agent is gone".to_owned())?;
+                    let agent = agent.ok_or_else(|| "the agent is gone".to_owned())?;
                     // Not `request.key_blob`: for a certificate the agent does not hold,
                     // that names nothing the agent knows.
-                    agent.sign(key_blob, &request.data, request.algorithm).await
+                    agent
+                        .sign(&key_blob, &request.data, request.algorithm)
+                        .await
                 }
                 Some(Signer::LockedFile(path)) => {
-                    let path = path.clone();
                     let key = match this.cached(&path) {
                         Some(key) => key,
                         None => {
@@ -668,7 +784,7 @@ impl AuthHelper for Helper {
     }
 
     fn password(&self, request: PasswordRequest) -> AuthFuture<Zeroizing<String>> {
-        let this = self.inner.clone();
+        let this = self.secrets.clone();
         Box::pin(async move {
             if request.attempt > 1 && !this.password.is_terminal() {
                 return Err(format!(
@@ -692,7 +808,7 @@ impl AuthHelper for Helper {
     }
 
     fn respond(&self, request: InfoRequest) -> AuthFuture<Vec<Zeroizing<String>>> {
-        let this = self.inner.clone();
+        let this = self.secrets.clone();
         Box::pin(async move {
             if this.password.is_terminal() {
                 let terminal = this.terminal.clone();
@@ -879,6 +995,55 @@ mod tests {
             ),
             Ok(())
         );
+    }
+
+    /// The `-cert.pub` line `line` with the last byte of its authority's signature flipped.
+    fn with_bad_signature(line: &str) -> String {
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let mut blob = engine.decode(words[1]).unwrap();
+        *blob.last_mut().unwrap() ^= 1;
+        format!(
+            "{} {} {}\n",
+            words[0],
+            engine.encode(blob),
+            words[2..].join(" ")
+        )
+    }
+
+    // sshd would refuse such a certificate, costing one of its MaxAuthTries and saying
+    // nothing of why: it is not offered, and the refusal names it with the reason.
+    #[tokio::test]
+    async fn a_certificate_whose_authority_signature_does_not_verify_is_not_offered() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = write_private(dir.path(), "id_ed25519", ED25519);
+        let beside = dir.path().join("id_ed25519-cert.pub");
+        std::fs::write(&beside, with_bad_signature(ED25519_CERT)).unwrap();
+        let named = dir.path().join("issued-cert.pub");
+        std::fs::write(&named, with_bad_signature(ED25519_CERT)).unwrap();
+        let opts = options(&[
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            &format!("CertificateFile={}", named.display()),
+            "-i",
+            key.to_str().unwrap(),
+            "h",
+        ]);
+        let prepared = prepare(&opts, &SecretSource::Unavailable("none".into()), 0).await;
+        let sources: Vec<&str> = prepared.identities.iter().map(Identity::source).collect();
+        assert_eq!(sources, [key.to_str().unwrap()], "the key alone is offered");
+        let why = "its certificate authority's signature (by ssh-rsa key \
+                   SHA256:nFxVWk/xIaDsEHRu5S9Wq4YjOqqZJZDNQ1A3pS/z9kU) is not valid: it does \
+                   not match the certificate's contents";
+        assert_eq!(prepared.unusable.len(), 2, "{:?}", prepared.unusable);
+        for (path, reason) in [&beside, &named].iter().zip(&prepared.unusable) {
+            assert!(
+                reason.starts_with(&format!("certificate {}: {why}; ", path.display())),
+                "{reason}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -1184,6 +1349,7 @@ mod tests {
             signers: Vec::new(),
             agent: None,
             unusable: Vec::new(),
+            warnings: Vec::new(),
         };
         Helper::new(
             &options(&["-l", "deploy", "bastion"]),

@@ -2,19 +2,27 @@
 //!
 //! Input: `mode, rest`. Mode 0 parses `rest` as a certificate blob, mode 1 as the text of a
 //! `-cert.pub` file, mode 2 as the base64 body of one line behind the Ed25519 certificate
-//! type name.
+//! type name. Parsing checks the authority's signature, which a mutated input almost never
+//! keeps, so mode 3 issues `rest` again first: its last two strings (the authority's key and
+//! signature) are replaced by a fixture authority's key and its signature over the rest, and
+//! the fields the fuzzer changed reach every property below.
 //!
 //! Properties: what parses keeps its blob exactly and parses again to the same certificate;
 //! its key is a valid plain key of the type its name says; principals stay within their
 //! bound; validity agrees with `valid after <= now < valid before` at the edges; a
-//! certified identity made from it offers the blob and the certificate algorithm names.
+//! certified identity made from it offers the blob and the certificate algorithm names. A
+//! certificate issued again by the fixture authority names that authority, and with one bit
+//! of that authority's signature flipped it no longer parses.
 
 use ssh_auth::Identity;
 use ssh_auth::cert::{
     Certificate, MAX_PRINCIPALS, Validity, certificate_algorithm_from_name,
     certificate_algorithm_name, certificate_type_name,
 };
-use ssh_transport::hostkey::PublicKey;
+use ssh_transport::hostkey::{PublicKey, SignatureAlgorithm};
+use ssh_transport::wire::{Reader, Writer as _};
+
+use crate::fixtures;
 
 /// Fuzz entry point.
 pub fn run(data: &[u8]) {
@@ -24,9 +32,16 @@ pub fn run(data: &[u8]) {
 /// The harness; returns the certificate that parsed, if any.
 pub fn drive(data: &[u8]) -> Option<Certificate> {
     let (&mode, rest) = data.split_first()?;
-    let cert = match mode % 3 {
+    let cert = match mode % 4 {
         0 => Certificate::from_blob(rest).ok()?,
         1 => Certificate::from_openssh_line(core::str::from_utf8(rest).ok()?).ok()?,
+        3 => {
+            let blob = issue_again(rest)?;
+            let cert = Certificate::from_blob(&blob).ok()?;
+            check_reissued(&cert, &blob);
+            check(&cert, true, &blob);
+            return Some(cert);
+        }
         _ => {
             let text = format!(
                 "ssh-ed25519-cert-v01@openssh.com {}",
@@ -37,6 +52,49 @@ pub fn drive(data: &[u8]) -> Option<Certificate> {
     };
     check(&cert, mode == 0, rest);
     Some(cert)
+}
+
+/// The authority that issues mode 3's certificates again.
+fn authority() -> &'static ssh_auth::PrivateKey {
+    static KEY: std::sync::OnceLock<ssh_auth::PrivateKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| fixtures::ed25519(0xca))
+}
+
+/// `blob` with its last two strings replaced by [`authority`]'s key and signature over all
+/// before it: the first split where exactly two strings remain. `None` if there is none.
+fn issue_again(blob: &[u8]) -> Option<Vec<u8>> {
+    let two_strings = |tail: &[u8]| {
+        let mut r = Reader::new(tail);
+        r.string().is_ok() && r.string().is_ok() && r.is_empty()
+    };
+    let split = (0..blob.len()).find(|&at| blob.get(at..).is_some_and(two_strings))?;
+    let mut out = blob.get(..split)?.to_vec();
+    out.put_string(authority().public_key().blob());
+    let signature = match authority().sign(SignatureAlgorithm::Ed25519, &out) {
+        Ok(s) => s,
+        Err(e) => panic!("the fixture authority cannot sign: {e}"),
+    };
+    out.put_string(&signature);
+    Some(out)
+}
+
+fn check_reissued(cert: &Certificate, blob: &[u8]) {
+    assert_eq!(
+        cert.ca_fingerprint(),
+        authority().public_key().fingerprint(),
+        "a certificate issued again names another authority"
+    );
+    let mut altered = blob.to_vec();
+    if let Some(last) = altered.last_mut() {
+        *last ^= 0x01;
+    }
+    assert!(
+        matches!(
+            Certificate::from_blob(&altered),
+            Err(ssh_auth::CertError::BadSignature { .. })
+        ),
+        "a certificate whose authority's signature was altered still parses"
+    );
 }
 
 fn check(cert: &Certificate, from_blob: bool, input: &[u8]) {
@@ -109,6 +167,27 @@ mod tests {
                 "seed {} does not parse",
                 seed.name
             );
+            // Each blob seed, issued again by the fixture authority, parses too.
+            if let Some((0, blob)) = seed.data.split_first() {
+                let mut again = vec![3];
+                again.extend_from_slice(blob);
+                assert!(drive(&again).is_some(), "seed {} issued again", seed.name);
+            }
         }
+    }
+
+    #[test]
+    fn a_seed_with_one_flipped_bit_does_not_parse_but_issued_again_does() {
+        let seeds = crate::seeds::all();
+        let Some(seed) = seeds.iter().find(|s| s.name == "cert-blob-ed25519") else {
+            panic!("no cert-blob-ed25519 seed");
+        };
+        // A bit of the key id, which the authority signed.
+        let mut data = seed.data.clone();
+        data[1 + 130] ^= 0x01;
+        assert!(drive(&data).is_none());
+        data[0] = 3;
+        let cert = drive(&data).unwrap_or_else(|| panic!("issued again, it parses"));
+        assert_ne!(cert.key_id(), "fixture-ed25519-user");
     }
 }

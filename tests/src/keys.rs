@@ -347,6 +347,27 @@ impl CertAuthority {
         assert!(cert.exists(), "ssh-keygen did not write {}", cert.display());
         cert
     }
+
+    /// Flips the lowest bit of the last byte of the certificate in `path`, which is the last
+    /// byte of its authority's signature, by editing its base64 text: the last character that
+    /// carries data holds that bit at position 0, 2 or 4 of its 6, for no, one or two `=`.
+    pub fn damage_signature(path: &Path) {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let text = std::fs::read_to_string(path).expect("read the certificate");
+        let mut words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
+        let blob = words.get_mut(1).expect("a base64 field");
+        let padding = blob.len() - blob.trim_end_matches('=').len();
+        let at = blob.len() - padding - 1;
+        let mut bytes = std::mem::take(blob).into_bytes();
+        let index = ALPHABET
+            .iter()
+            .position(|&c| c == bytes[at])
+            .expect("a base64 character");
+        bytes[at] = ALPHABET[index ^ (1 << (2 * padding))];
+        *blob = String::from_utf8(bytes).expect("ASCII");
+        std::fs::write(path, format!("{}\n", words.join(" "))).expect("write the certificate");
+    }
 }
 
 impl Default for CertAuthority {

@@ -14,8 +14,8 @@ use ssh_interop_tests::fleet::{TunnelSpec, fleet_file};
 use ssh_interop_tests::mariadb::{PROBE_PASSWORD, PROBE_USER};
 use ssh_interop_tests::process::run_bounded;
 use ssh_interop_tests::{
-    EchoServer, KeyKind, Mariadb, Postgres, Sshd, UserKey, forwarder_binary, free_port,
-    known_hosts_line,
+    CertAuthority, EchoServer, KeyKind, Mariadb, Postgres, Sshd, UserKey, forwarder_binary,
+    free_port, known_hosts_line,
 };
 
 /// Every check here ends well within this (ConnectTimeout and the stages' limits are 10 s).
@@ -400,6 +400,40 @@ fn check_key_not_authorized_fails_stage_6_with_the_authorized_keys_line() {
     );
     assert!(fix.contains(&line), "expected {line}\nin {fix}");
     assert!(fix.contains("cannot be told apart"), "{fix}");
+}
+
+// A certificate whose authority's signature does not verify is not offered: the failed
+// login's report names its file and why, so the platform knows to have it issued again.
+#[test]
+fn check_certificate_with_a_bad_authority_signature_fails_stage_6_naming_it() {
+    let ca = CertAuthority::new();
+    let sshd = ca.sshd();
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let cert = ca.certify(key.public_key_path(), "lab-damaged", sshd.user(), &[]);
+    CertAuthority::damage_signature(&cert);
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        "127.0.0.1:5432",
+        None,
+    );
+    let (detail, _) = expect_failure(&run, 6);
+    let reason = format!(
+        "certificate {}: its certificate authority's signature (by ssh-ed25519 key",
+        cert.display()
+    );
+    assert!(
+        detail.contains(&reason) && detail.contains("is not valid"),
+        "{detail}"
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("ignoring certificate {}", cert.display())),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Keys held by the real `ssh-agent`, loaded with the real `ssh-add`, against the real sshd:
 //! the forwarder finds the agent through SSH_AUTH_SOCK, asks sshd before signing (PK_OK),
-//! has the agent sign with rsa-sha2-512, honours IdentitiesOnly, and offers a certificate
-//! issued for a key the agent holds, the agent signing with the plain key.
+//! has the agent sign with rsa-sha2-512, honours IdentitiesOnly, offers a certificate
+//! issued for a key the agent holds, the agent signing with the plain key, and asks the agent
+//! again before every attempt, so a key replaced in the agent is the one a reconnect offers.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -77,6 +78,14 @@ impl Agent {
             );
         }
     }
+
+    /// `ssh-add -D`: the agent forgets every key.
+    fn remove_all(&self) {
+        let program = require_program("ssh-add", &[], "install the OpenSSH client");
+        let mut cmd = Command::new(program);
+        cmd.arg("-D").env("SSH_AUTH_SOCK", &self.socket);
+        run_ok(&mut cmd, Duration::from_secs(30), "ssh-add -D");
+    }
 }
 
 /// A home directory with no `.ssh`, so the default identity files do not exist.
@@ -100,6 +109,21 @@ fn pubkey_lines(sshd: &Sshd, offset: usize) -> String {
         .filter(|l| l.contains("publickey") || l.contains("public key"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Waits (bounded) for sshd's next accepted login after `offset`, checks it was `key`'s and
+/// returns sshd's log from `offset`.
+fn assert_accepted(sshd: &Sshd, offset: usize, key: &UserKey, which: &str) -> String {
+    let log = sshd.wait_for_log_after(offset, "Accepted publickey for", Duration::from_secs(10));
+    let accepted = log
+        .lines()
+        .find(|l| l.contains("Accepted publickey for"))
+        .unwrap_or_default();
+    assert!(
+        accepted.ends_with(key.fingerprint()),
+        "sshd accepted another key than {which}: {accepted}"
+    );
+    log
 }
 
 #[test]
@@ -128,15 +152,7 @@ fn interop_agent_keys_log_in_with_no_identity_file() {
             .unwrap_or_else(|e| panic!("{e}\n{}", tunnel.log())),
         b"signed by the agent"
     );
-    let log = sshd.wait_for_log_after(offset, "Accepted publickey for", Duration::from_secs(10));
-    let accepted = log
-        .lines()
-        .find(|l| l.contains("Accepted publickey for"))
-        .unwrap_or_default();
-    assert!(
-        accepted.ends_with(authorized.fingerprint()),
-        "sshd accepted another key than the agent's RSA key: {accepted}"
-    );
+    let log = assert_accepted(&sshd, offset, &authorized, "the agent's RSA key");
     let attempts = pubkey_lines(&sshd, offset);
     // Both agent keys were first offered without a signature (sshd logs these as
     // "test pkalg" queries), and the RSA key was signed with SHA-512.
@@ -335,5 +351,60 @@ fn interop_agent_signs_for_a_certificate_beside_a_public_key_with_the_plain_key_
         );
         let accepted = accepted_certificate(&sshd, offset, &id);
         assert!(accepted.contains(key.fingerprint()), "{kind}: {accepted}");
+    }
+}
+
+// A platform rotates the key its agent holds (ssh-add -D, ssh-add of the new key) and the
+// bastion authorizes only the new key; the session ends. The tunnel must come back with the
+// new key without a restart: the agent is asked again before every attempt, as OpenSSH asks
+// it at every connection. A list read once at start-up offers the old key for ever.
+#[test]
+fn interop_agent_a_key_replaced_in_the_agent_is_offered_at_the_next_attempt() {
+    let old = UserKey::generate(KeyKind::Ed25519);
+    let new = UserKey::generate(KeyKind::Ed25519);
+    let agent = Agent::start();
+    agent.add(&[&old]);
+    let sshd = Sshd::start(&old);
+    let echo = EchoServer::start();
+    let home = empty_home();
+    let mut tunnel = forwarder(&sshd, &old)
+        .without_identity()
+        // Losses noticed within ~3 s, retries at most 2 s apart.
+        .option("ServerAliveInterval=1")
+        .option("ServerAliveCountMax=2")
+        .option("ReconnectBackoffMax=2")
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .env("HOME", home.path())
+        .forward_to(echo.port())
+        .start();
+    tunnel.wait_for_log("session up", Duration::from_secs(10));
+    assert_eq!(
+        echo_round_trip(tunnel.local_port(), b"old key")
+            .unwrap_or_else(|e| panic!("{e}\n{}", tunnel.log())),
+        b"old key"
+    );
+
+    agent.remove_all();
+    agent.add(&[&new]);
+    std::fs::write(
+        sshd.authorized_keys_path(),
+        format!("{}\n", new.public_key_line()),
+    )
+    .expect("authorize only the new key");
+    let offset = sshd.log().len();
+    assert!(sshd.kill_sessions() > 0, "no sshd session to end");
+
+    tunnel.wait_for_log_count("session up", 2, Duration::from_secs(20));
+    assert_eq!(
+        echo_round_trip(tunnel.local_port(), b"new key")
+            .unwrap_or_else(|e| panic!("{e}\n{}", tunnel.log())),
+        b"new key"
+    );
+    assert_accepted(&sshd, offset, &new, "the agent's new key");
+    if let Some(status) = tunnel.exited() {
+        panic!(
+            "the forwarder exited ({status}); its log:\n{}",
+            tunnel.log()
+        );
     }
 }

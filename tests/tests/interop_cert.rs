@@ -1,6 +1,7 @@
 //! OpenSSH user certificates against the real sshd: a certificate authority made and used by
 //! the real `ssh-keygen -s`, sshd trusting it with `TrustedUserCAKeys` and authorizing no key
-//! at all; the forwarder finds `-cert.pub` beside the key, or takes `CertificateFile`.
+//! at all; the forwarder finds `-cert.pub` beside the key, or takes `CertificateFile`, and
+//! never offers one whose authority's signature does not verify.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -144,4 +145,45 @@ fn interop_cert_without_port_forwarding_is_warned_about() {
     let refused = echo_round_trip(tunnel.local_port(), b"x");
     assert!(refused.is_err(), "{refused:?}");
     assert_eq!(echo.connections(), 0);
+}
+
+// A certificate whose authority's signature does not verify (damaged in transit, or edited)
+// would only be refused by sshd, costing one of its MaxAuthTries and saying nothing of why:
+// it is never offered, and the warning and the final error name its file and the reason.
+#[test]
+fn interop_cert_with_a_bad_authority_signature_is_not_offered_and_is_named() {
+    let ca = CertAuthority::new();
+    let sshd = ca.sshd();
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let cert = ca.certify(key.public_key_path(), "lab-damaged", sshd.user(), &[]);
+    CertAuthority::damage_signature(&cert);
+    let offset = sshd.log().len();
+    let mut tunnel = forwarder(&sshd, &key).forward_to(1).spawn();
+    let log = tunnel.expect_failure();
+    let reason = "certificate authority's signature (by ssh-ed25519 key";
+    assert!(
+        log.contains(&format!(
+            "warning: ignoring certificate {}: its {reason}",
+            cert.display()
+        )),
+        "the warning should name the file and the reason:\n{log}"
+    );
+    // The refusal lists it among the files that could not be used.
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("authentication as"))
+        .unwrap_or_default();
+    assert!(
+        refusal.contains(&format!("certificate {}: its {reason}", cert.display())),
+        "{refusal}"
+    );
+    // The plain key was offered (and refused: nothing authorizes it); the certificate never.
+    sshd.wait_for_log_after(offset, "Received disconnect", Duration::from_secs(10));
+    let sshd_log = sshd.log();
+    let since = sshd_log.get(offset..).unwrap_or_default();
+    assert!(since.contains(key.fingerprint()), "{since}");
+    assert!(
+        !since.contains("ID lab-damaged") && !since.contains("-CERT"),
+        "the damaged certificate reached sshd:\n{since}"
+    );
 }

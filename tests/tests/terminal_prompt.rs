@@ -9,8 +9,9 @@
 //! ```
 //!
 //! What must hold: Ctrl-C at the prompt ends the program as Ctrl-C does (killed by SIGINT)
-//! and the terminal has its echo back; a passphrase edited with the terminal's erase and kill
-//! keys is read as edited, and echo is back once it is.
+//! and the terminal has its echo back; so does SIGTERM or SIGHUP sent from outside while the
+//! prompt waits (killed by that signal); a passphrase edited with the terminal's erase and
+//! kill keys is read as edited, and echo is back once it is.
 
 use std::fs::File;
 use std::io::{Read as _, Write as _};
@@ -59,6 +60,12 @@ impl Terminal {
     /// thread that collects what it writes (it ends when the program's last descriptor of the
     /// terminal closes).
     fn spawn(&self, args: &[String], cache: &Path) -> Child {
+        self.spawn_via(&[], args, cache)
+    }
+
+    /// As [`Terminal::spawn`], through `wrapper` (a command that ends by running the program
+    /// and arguments after it).
+    fn spawn_via(&self, wrapper: &[&str], args: &[String], cache: &Path) -> Child {
         let setsid = require_program(
             "setsid",
             &["/usr/bin", "/bin"],
@@ -73,6 +80,7 @@ impl Terminal {
         };
         let child = Command::new(setsid)
             .arg("-c")
+            .args(wrapper)
             .arg(forwarder_binary())
             .args(args)
             .stdin(open_slave())
@@ -101,23 +109,38 @@ impl Terminal {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
     }
 
-    /// Waits until the program has written `needle`.
-    fn wait_for(&self, needle: &str, child: &mut Child) {
+    /// Waits until `done`, failing with what the program wrote if it exits first or `WAIT`
+    /// passes.
+    fn wait_until(&self, child: &mut Child, what: &str, done: impl Fn(&Self) -> bool) {
         let deadline = Instant::now() + WAIT;
-        while !self.output().contains(needle) {
+        while !done(self) {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
-                    "the forwarder exited ({status}) before writing {needle:?}; it wrote:\n{}",
+                    "the forwarder exited ({status}) before {what}; it wrote:\n{}",
                     self.output()
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "no {needle:?} on the terminal within {WAIT:?}; it shows:\n{}",
+                "not {what} within {WAIT:?}; the terminal shows:\n{}",
                 self.output()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Waits until the program has written `needle`.
+    fn wait_for(&self, needle: &str, child: &mut Child) {
+        self.wait_until(child, &format!("writing {needle:?}"), |t| {
+            t.output().contains(needle)
+        });
+    }
+
+    /// Waits until the prompt has turned echo off (it writes its text first).
+    fn wait_for_echo_off(&self, child: &mut Child) {
+        self.wait_until(child, "echo off at the prompt", |t| {
+            !t.local_modes().contains(LocalModes::ECHO)
+        });
     }
 
     fn type_keys(&self, keys: &[u8]) {
@@ -168,11 +191,8 @@ fn terminal_prompt_ctrl_c_at_the_passphrase_prompt_kills_and_restores_echo() {
     let terminal = Terminal::open();
     let mut child = terminal.spawn(&args, dir.path());
     terminal.wait_for(PROMPT, &mut child);
-    // Echo is off while the prompt waits: the typed secret is not shown.
-    assert!(
-        !terminal.local_modes().contains(LocalModes::ECHO),
-        "echo is on at the passphrase prompt"
-    );
+    // Echo goes off while the prompt waits: the typed secret is not shown.
+    terminal.wait_for_echo_off(&mut child);
     terminal.type_keys(b"half typ\x03");
     let status = wait_bounded(&mut child, WAIT).unwrap_or_else(|| {
         let _ = child.kill();
@@ -195,6 +215,83 @@ fn terminal_prompt_ctrl_c_at_the_passphrase_prompt_kills_and_restores_echo() {
     );
 }
 
+// A service manager stopping the program, or the terminal going away, while it waits for a
+// passphrase: the signal's default action would end it with echo off, leaving the person's
+// shell without echo.
+#[test]
+fn terminal_prompt_sigterm_or_sighup_at_the_passphrase_prompt_kills_and_restores_echo() {
+    use rustix::process::{Pid, Signal, kill_process};
+    for signal in [Signal::TERM, Signal::HUP] {
+        let (key, dir, alone) = key_without_public_half();
+        let known_hosts = dir.path().join("known_hosts");
+        std::fs::write(&known_hosts, "").expect("known_hosts");
+        let args = TunnelBuilder::to_port(ClientKind::Forwarder, 1, "nobody", &key, &known_hosts)
+            .identity(&alone)
+            .option("BatchMode=no")
+            .args();
+        let terminal = Terminal::open();
+        let mut child = terminal.spawn(&args, dir.path());
+        terminal.wait_for(PROMPT, &mut child);
+        terminal.wait_for_echo_off(&mut child);
+        kill_process(Pid::from_child(&child), signal).expect("send the signal");
+        let status = wait_bounded(&mut child, WAIT).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!(
+                "{signal:?}: the forwarder did not end within {WAIT:?}; it wrote:\n{}",
+                terminal.output()
+            )
+        });
+        assert_eq!(
+            status.signal(),
+            Some(signal.as_raw()),
+            "{signal:?} should end the forwarder as its default action does ({status}); it \
+             wrote:\n{}",
+            terminal.output()
+        );
+        assert_terminal_restored(&terminal);
+    }
+}
+
+// Started with SIGHUP ignored (`nohup`), the forwarder must go on ignoring it while a prompt
+// waits, and a SIGTERM still ends it with the terminal put back.
+#[test]
+fn terminal_prompt_an_ignored_sighup_stays_ignored_at_the_passphrase_prompt() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let (key, dir, alone) = key_without_public_half();
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, "").expect("known_hosts");
+    let args = TunnelBuilder::to_port(ClientKind::Forwarder, 1, "nobody", &key, &known_hosts)
+        .identity(&alone)
+        .option("BatchMode=no")
+        .args();
+    let terminal = Terminal::open();
+    // The shell's `trap '' HUP` is the ignored disposition `nohup` sets; exec keeps it.
+    let ignoring_hup = ["sh", "-c", "trap '' HUP; exec \"$@\"", "sh"];
+    let mut child = terminal.spawn_via(&ignoring_hup, &args, dir.path());
+    terminal.wait_for(PROMPT, &mut child);
+    terminal.wait_for_echo_off(&mut child);
+    let pid = Pid::from_child(&child);
+    kill_process(pid, Signal::HUP).expect("send SIGHUP");
+    std::thread::sleep(Duration::from_millis(500));
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!(
+            "an ignored SIGHUP ended the forwarder ({status}); it wrote:\n{}",
+            terminal.output()
+        );
+    }
+    assert!(
+        !terminal.local_modes().contains(LocalModes::ECHO),
+        "the prompt should still wait with echo off"
+    );
+    kill_process(pid, Signal::TERM).expect("send SIGTERM");
+    let status = wait_bounded(&mut child, WAIT).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("SIGTERM did not end the forwarder within {WAIT:?}")
+    });
+    assert_eq!(status.signal(), Some(Signal::TERM.as_raw()), "{status}");
+    assert_terminal_restored(&terminal);
+}
+
 #[test]
 fn terminal_prompt_passphrase_edited_with_erase_and_kill_unlocks_the_key() {
     let (key, dir, alone) = key_without_public_half();
@@ -208,15 +305,30 @@ fn terminal_prompt_passphrase_edited_with_erase_and_kill_unlocks_the_key() {
     let terminal = Terminal::open();
     let mut child = terminal.spawn(&builder.args(), dir.path());
     terminal.wait_for(PROMPT, &mut child);
+    // The prompt writes its text, then turns echo off, discarding what was typed before (as
+    // ssh's does): type once it is off.
+    terminal.wait_for_echo_off(&mut child);
     // A wrong start erased by the kill key (Ctrl-U), a typo erased by DEL, Enter.
     terminal.type_keys(b"not this\x15correct horsX\x7fe\r");
     let reply = echo_round_trip(local_port, b"unlocked on a terminal");
+    // Once the tunnel runs, SIGTERM is the program's: a clean exit, not the default action
+    // the prompt's signal watcher takes for it while the program does not handle it.
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    );
+    let status = wait_bounded(&mut child, WAIT);
     let output = terminal.output();
-    let _ = child.kill();
-    let _ = wait_bounded(&mut child, WAIT);
+    if status.is_none() {
+        let _ = child.kill();
+    }
     assert_eq!(
         reply.unwrap_or_else(|e| panic!("echo through the tunnel: {e}; it wrote:\n{output}")),
         b"unlocked on a terminal"
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM should end the running tunnel cleanly ({status:?}); it wrote:\n{output}"
     );
     assert!(
         !output.contains("Bad passphrase") && !output.contains("not this"),

@@ -286,3 +286,210 @@ proptest! {
         }
     }
 }
+
+const CA_RSA: &str = "ssh-rsa key SHA256:nFxVWk/xIaDsEHRu5S9Wq4YjOqqZJZDNQ1A3pS/z9kU";
+const CA_ED25519: &str = "ssh-ed25519 key SHA256:Sa/sL1tAE9UMutA/jWxrxqyyFejSBYFTBEy/mbfs8iM";
+const NO_MATCH: &str = "it does not match the certificate's contents";
+
+/// The `-cert.pub` line of `blob`, with the type word its blob names.
+fn line_of(blob: &[u8]) -> String {
+    use base64::Engine as _;
+    let name = Reader::new(blob).utf8().unwrap();
+    format!(
+        "{name} {} user@host",
+        base64::engine::general_purpose::STANDARD.encode(blob)
+    )
+}
+
+fn assert_bad_signature(result: Result<Certificate, CertError>, ca: &str, why: &str) {
+    match result {
+        Err(CertError::BadSignature { ca: c, why: w }) => {
+            assert_eq!((c.as_str(), w.as_str()), (ca, why));
+        }
+        other => panic!("expected a bad signature by {ca}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_certificate_whose_authority_signature_does_not_verify_is_refused() {
+    for (line, ca) in [
+        (ED25519_CERT, CA_RSA),
+        (RSA_CERT, CA_ED25519),
+        (ECDSA_CERT, CA_ED25519),
+    ] {
+        // The last byte of the signature.
+        let mut blob = blob_of(line);
+        *blob.last_mut().unwrap() ^= 0x01;
+        assert_bad_signature(Certificate::from_blob(&blob), ca, NO_MATCH);
+        let err = Certificate::from_openssh_line(&line_of(&blob)).unwrap_err();
+        assert_bad_signature(Err(err.clone()), ca, NO_MATCH);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "its certificate authority's signature (by {ca}) is not valid: {NO_MATCH}; \
+                 the certificate was damaged or altered after it was issued, so the server \
+                 would refuse it: have it issued again (ssh-keygen -s) and replace the file"
+            )
+        );
+    }
+    // A field the authority signed, changed: another serial, another key id.
+    let serial = rebuild(|i, _, out| (i == 3).then(|| out.put_u64(8)).is_some());
+    assert_bad_signature(Certificate::from_blob(&serial), CA_RSA, NO_MATCH);
+    let key_id = rebuild(|i, _, out| (i == 5).then(|| out.put_str("admin")).is_some());
+    assert_bad_signature(Certificate::from_blob(&key_id), CA_RSA, NO_MATCH);
+    // The signature of another authority's key, put in place of the one that signed.
+    let other_ca = rebuild(|i, _, out| {
+        (i == 12)
+            .then(|| out.put_string(public_of(RSA_PUB).blob()))
+            .is_some()
+    });
+    let other = format!("ssh-rsa key {}", public_of(RSA_PUB).fingerprint());
+    assert_bad_signature(Certificate::from_blob(&other_ca), &other, NO_MATCH);
+    // A signature of an algorithm the authority's key cannot make.
+    let renamed = rebuild(|i, _, out| {
+        (i == 13)
+            .then(|| {
+                let mut sig = Vec::new();
+                sig.put_str("ssh-ed25519");
+                sig.put_string(&[7; 64]);
+                out.put_string(&sig);
+            })
+            .is_some()
+    });
+    assert_bad_signature(
+        Certificate::from_blob(&renamed),
+        CA_RSA,
+        "a ssh-rsa key cannot make a \"ssh-ed25519\" signature",
+    );
+}
+
+// Every byte of a certificate is either signed by the authority or part of its signature.
+#[test]
+fn no_certificate_with_a_flipped_bit_parses() {
+    let blob = blob_of(ED25519_CERT);
+    for at in 0..blob.len() {
+        for bit in 0..8 {
+            let mut flipped = blob.clone();
+            flipped[at] ^= 1 << bit;
+            assert!(
+                Certificate::from_blob(&flipped).is_err(),
+                "bit {bit} of byte {at} flipped still parses"
+            );
+        }
+    }
+}
+
+/// The ed25519 fixture issued again by `ca` with `alg`.
+fn issued_by(ca: &crate::PrivateKey, alg: SignatureAlgorithm) -> Vec<u8> {
+    rebuild(|i, _, out| match i {
+        12 => {
+            out.put_string(ca.public_key().blob());
+            true
+        }
+        13 => {
+            let signature = ca.sign(alg, out).unwrap();
+            out.put_string(&signature);
+            true
+        }
+        _ => false,
+    })
+}
+
+#[test]
+fn authorities_of_every_key_type_are_verified_rsa_above_8192_bits_too() {
+    use crate::PrivateKey;
+    let ed = PrivateKey::from_file_contents(include_bytes!("../../testdata/ed25519")).unwrap();
+    let ecdsa =
+        PrivateKey::from_file_contents(include_bytes!("../../testdata/ecdsa-p256")).unwrap();
+    let rsa = PrivateKey::from_file_contents(include_bytes!("../../testdata/rsa2048")).unwrap();
+    let rsa16384 =
+        PrivateKey::from_file_contents(include_bytes!("../../testdata/rsa16384")).unwrap();
+    for (ca, alg) in [
+        (&ed, SignatureAlgorithm::Ed25519),
+        (&ecdsa, SignatureAlgorithm::EcdsaP256),
+        (&rsa, SignatureAlgorithm::RsaSha256),
+        (&rsa16384, SignatureAlgorithm::RsaSha512),
+    ] {
+        let mut blob = issued_by(ca, alg);
+        let cert = Certificate::from_blob(&blob).unwrap_or_else(|e| panic!("{alg}: {e}"));
+        assert_eq!(cert.ca_fingerprint(), ca.public_key().fingerprint());
+        let byte = blob.len() - 10;
+        blob[byte] ^= 0x80;
+        let name = format!(
+            "{} key {}",
+            ca.public_key().key_type().name(),
+            ca.public_key().fingerprint()
+        );
+        match Certificate::from_blob(&blob) {
+            Err(CertError::BadSignature { ca, .. }) => assert_eq!(ca, name, "{alg}"),
+            other => panic!("{alg}: {other:?}"),
+        }
+    }
+}
+
+// OpenSSH also takes authorities this client cannot verify with (a security key): their
+// signature is left to the server, as it was before the client checked any.
+#[test]
+fn an_authority_key_this_client_cannot_use_leaves_the_signature_to_the_server() {
+    let sk = rebuild(|i, _, out| {
+        (i == 12)
+            .then(|| {
+                let mut key = Vec::new();
+                key.put_str("sk-ssh-ed25519@openssh.com");
+                key.put_string(&[3; 32]);
+                key.put_str("ssh:");
+                out.put_string(&key);
+            })
+            .is_some()
+    });
+    let cert = Certificate::from_blob(&sk).unwrap();
+    assert_eq!(cert.key_id(), "fixture-ed25519-user");
+    // Nor RSA under 2048 bits, down to OpenSSH's floor of 1024; below it, nothing takes it.
+    let rsa_ca = |bytes: usize| {
+        rebuild(move |i, _, out| {
+            (i == 12)
+                .then(|| {
+                    let mut key = Vec::new();
+                    key.put_str("ssh-rsa");
+                    key.put_mpint(&[1, 0, 1]);
+                    key.put_mpint(&vec![0xc5; bytes]);
+                    out.put_string(&key);
+                })
+                .is_some()
+        })
+    };
+    assert!(Certificate::from_blob(&rsa_ca(128)).is_ok());
+    let err = Certificate::from_blob(&rsa_ca(127)).unwrap_err();
+    assert!(err.to_string().contains("shorter than 2048 bits"), "{err}");
+    // An unknown type is refused, as OpenSSH refuses it.
+    let unknown = rebuild(|i, _, out| {
+        (i == 12)
+            .then(|| {
+                let mut key = Vec::new();
+                key.put_str("ssh-rs");
+                out.put_string(&key);
+            })
+            .is_some()
+    });
+    let err = Certificate::from_blob(&unknown).unwrap_err();
+    assert!(
+        err.to_string().contains("of unknown type \"ssh-rs\""),
+        "{err}"
+    );
+    // A key of a type it knows that does not even decode is refused, as OpenSSH refuses it.
+    let truncated = rebuild(|i, _, out| {
+        (i == 12)
+            .then(|| {
+                let mut key = Vec::new();
+                key.put_str("ssh-ed25519");
+                key.put_raw(&[0, 0, 0, 32, 1]);
+                out.put_string(&key);
+            })
+            .is_some()
+    });
+    let err = Certificate::from_blob(&truncated).unwrap_err();
+    assert!(
+        matches!(&err, CertError::Malformed(m) if m.starts_with("signature key:")),
+        "{err:?}"
+    );
+}
