@@ -8,6 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ssh_interop_tests::fleet::{Fleet, TunnelSpec, fleet_file};
@@ -759,13 +760,10 @@ fn banners_and_host_key_notices_are_json_log_lines_like_every_other() {
     assert!(recorded.contains("ssh-ed25519"), "{recorded}");
 }
 
-#[test]
-fn a_sighup_while_the_first_configuration_is_applied_reloads_after_it_instead_of_killing() {
-    let lab = OneTunnel::start();
-    // An agent that takes connections and never answers: listing its keys waits out the
-    // agent's timeout (10 s) in the middle of the first apply.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sock = dir.path().join("agent.sock");
+/// An agent socket in `dir` that takes connections and never answers, so listing its keys
+/// waits out the agent's timeout (10 s); the receiver is told of each connection.
+fn silent_agent(dir: &Path) -> (PathBuf, std::sync::mpsc::Receiver<()>) {
+    let sock = dir.join("agent.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind the agent socket");
     let (asked, asked_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -777,6 +775,16 @@ fn a_sighup_while_the_first_configuration_is_applied_reloads_after_it_instead_of
             }
         }
     });
+    (sock, asked_rx)
+}
+
+#[test]
+fn a_sighup_while_the_first_configuration_is_applied_reloads_after_it_instead_of_killing() {
+    let lab = OneTunnel::start();
+    // An agent that takes connections and never answers: listing its keys waits out the
+    // agent's timeout (10 s) in the middle of the first apply.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (sock, asked_rx) = silent_agent(dir.path());
     let head = head(lab.admin, &lab.key, &[&lab.a], "5s").replace(
         "options = { ",
         &format!(
@@ -1058,18 +1066,7 @@ fn a_sigint_while_a_reload_runs_stops_the_fleet_after_it() {
     // An agent that takes connections and never answers: a reload that adds a tunnel using
     // it waits out the agent's timeout (10 s) in the middle of the reload.
     let dir = tempfile::tempdir().expect("temp dir");
-    let sock = dir.path().join("agent.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind the agent socket");
-    let (asked, asked_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming().flatten() {
-            held.push(conn);
-            if asked.send(()).is_err() {
-                break;
-            }
-        }
-    });
+    let (sock, asked_rx) = silent_agent(dir.path());
     let h = head(lab.admin, &lab.key, &[&lab.a], "2s");
     let mut fleet = Fleet::start(&fleet_file(&h, &lab.t), Some(lab.admin), &[]);
     wait_for_states(&mut fleet, &["t"], "up");

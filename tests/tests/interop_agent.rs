@@ -111,14 +111,22 @@ fn pubkey_lines(sshd: &Sshd, offset: usize) -> String {
         .join("\n")
 }
 
-/// Waits (bounded) for sshd's next accepted login after `offset`, checks it was `key`'s and
-/// returns sshd's log from `offset`.
-fn assert_accepted(sshd: &Sshd, offset: usize, key: &UserKey, which: &str) -> String {
+/// Waits (bounded) for sshd's next accepted login after `offset`: sshd's log from there, and
+/// the line that accepted it.
+fn accepted_after(sshd: &Sshd, offset: usize) -> (String, String) {
     let log = sshd.wait_for_log_after(offset, "Accepted publickey for", Duration::from_secs(10));
     let accepted = log
         .lines()
         .find(|l| l.contains("Accepted publickey for"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .to_owned();
+    (log, accepted)
+}
+
+/// Waits (bounded) for sshd's next accepted login after `offset`, checks it was `key`'s and
+/// returns sshd's log from `offset`.
+fn assert_accepted(sshd: &Sshd, offset: usize, key: &UserKey, which: &str) -> String {
+    let (log, accepted) = accepted_after(sshd, offset);
     assert!(
         accepted.ends_with(key.fingerprint()),
         "sshd accepted another key than {which}: {accepted}"
@@ -276,16 +284,12 @@ fn certify_copy(
 
 /// The line in which sshd accepted a certificate with key id `id`.
 fn accepted_certificate(sshd: &Sshd, offset: usize, id: &str) -> String {
-    let log = sshd.wait_for_log_after(offset, "Accepted publickey for", Duration::from_secs(10));
-    let accepted = log
-        .lines()
-        .find(|l| l.contains("Accepted publickey for"))
-        .unwrap_or_default();
+    let (_, accepted) = accepted_after(sshd, offset);
     assert!(
         accepted.contains("-CERT ") && accepted.contains(&format!("ID {id} ")),
         "sshd did not accept the certificate {id}: {accepted}"
     );
-    accepted.to_owned()
+    accepted
 }
 
 // The agent was given the key before the CA issued its certificate (`ssh-add`, then a CA

@@ -178,21 +178,28 @@ fn assert_terminal_restored(terminal: &Terminal) {
     }
 }
 
-#[test]
-fn terminal_prompt_ctrl_c_at_the_passphrase_prompt_kills_and_restores_echo() {
+/// A forwarder (run through `wrapper`, if any) waiting at the passphrase prompt of a key
+/// without its public half, with echo off; nothing listens on port 1, so the prompt comes
+/// before any connection. The directory holds the key and must outlive the child.
+fn at_the_prompt(wrapper: &[&str]) -> (Terminal, Child, tempfile::TempDir) {
     let (key, dir, alone) = key_without_public_half();
     let known_hosts = dir.path().join("known_hosts");
     std::fs::write(&known_hosts, "").expect("known_hosts");
-    // Nothing listens on port 1: the prompt comes before any connection.
     let args = TunnelBuilder::to_port(ClientKind::Forwarder, 1, "nobody", &key, &known_hosts)
         .identity(&alone)
         .option("BatchMode=no")
         .args();
     let terminal = Terminal::open();
-    let mut child = terminal.spawn(&args, dir.path());
+    let mut child = terminal.spawn_via(wrapper, &args, dir.path());
     terminal.wait_for(PROMPT, &mut child);
-    // Echo goes off while the prompt waits: the typed secret is not shown.
     terminal.wait_for_echo_off(&mut child);
+    (terminal, child, dir)
+}
+
+#[test]
+fn terminal_prompt_ctrl_c_at_the_passphrase_prompt_kills_and_restores_echo() {
+    // Echo goes off while the prompt waits: the typed secret is not shown.
+    let (terminal, mut child, _dir) = at_the_prompt(&[]);
     terminal.type_keys(b"half typ\x03");
     let status = wait_bounded(&mut child, WAIT).unwrap_or_else(|| {
         let _ = child.kill();
@@ -222,17 +229,7 @@ fn terminal_prompt_ctrl_c_at_the_passphrase_prompt_kills_and_restores_echo() {
 fn terminal_prompt_sigterm_or_sighup_at_the_passphrase_prompt_kills_and_restores_echo() {
     use rustix::process::{Pid, Signal, kill_process};
     for signal in [Signal::TERM, Signal::HUP] {
-        let (key, dir, alone) = key_without_public_half();
-        let known_hosts = dir.path().join("known_hosts");
-        std::fs::write(&known_hosts, "").expect("known_hosts");
-        let args = TunnelBuilder::to_port(ClientKind::Forwarder, 1, "nobody", &key, &known_hosts)
-            .identity(&alone)
-            .option("BatchMode=no")
-            .args();
-        let terminal = Terminal::open();
-        let mut child = terminal.spawn(&args, dir.path());
-        terminal.wait_for(PROMPT, &mut child);
-        terminal.wait_for_echo_off(&mut child);
+        let (terminal, mut child, _dir) = at_the_prompt(&[]);
         kill_process(Pid::from_child(&child), signal).expect("send the signal");
         let status = wait_bounded(&mut child, WAIT).unwrap_or_else(|| {
             let _ = child.kill();
@@ -257,19 +254,9 @@ fn terminal_prompt_sigterm_or_sighup_at_the_passphrase_prompt_kills_and_restores
 #[test]
 fn terminal_prompt_an_ignored_sighup_stays_ignored_at_the_passphrase_prompt() {
     use rustix::process::{Pid, Signal, kill_process};
-    let (key, dir, alone) = key_without_public_half();
-    let known_hosts = dir.path().join("known_hosts");
-    std::fs::write(&known_hosts, "").expect("known_hosts");
-    let args = TunnelBuilder::to_port(ClientKind::Forwarder, 1, "nobody", &key, &known_hosts)
-        .identity(&alone)
-        .option("BatchMode=no")
-        .args();
-    let terminal = Terminal::open();
     // The shell's `trap '' HUP` is the ignored disposition `nohup` sets; exec keeps it.
     let ignoring_hup = ["sh", "-c", "trap '' HUP; exec \"$@\"", "sh"];
-    let mut child = terminal.spawn_via(&ignoring_hup, &args, dir.path());
-    terminal.wait_for(PROMPT, &mut child);
-    terminal.wait_for_echo_off(&mut child);
+    let (terminal, mut child, _dir) = at_the_prompt(&ignoring_hup);
     let pid = Pid::from_child(&child);
     kill_process(pid, Signal::HUP).expect("send SIGHUP");
     std::thread::sleep(Duration::from_millis(500));
