@@ -888,17 +888,26 @@ async fn connect(spec: &SessionSpec, host: &str, port: u16) -> Result<QuickAck, 
             })
             .collect();
         let mut last = None;
+        let mut all_refused = true;
         for a in &addrs {
             debug!(address = %a, "connecting");
             match TcpStream::connect(a).await {
                 Ok(s) => return Ok(s),
-                Err(e) => last = Some(e),
+                Err(e) => {
+                    all_refused &= e.kind() == std::io::ErrorKind::ConnectionRefused;
+                    last = Some(e);
+                }
             }
         }
-        Err(ConnectError::Network(match last {
-            Some(e) => format!("connect to host {host} port {port}: {e}"),
-            None => format!("could not resolve hostname {host}: no usable address"),
-        }))
+        Err(match last {
+            Some(e) if all_refused => {
+                ConnectError::Refused(format!("connect to host {host} port {port}: {e}"))
+            }
+            Some(e) => ConnectError::Network(format!("connect to host {host} port {port}: {e}")),
+            None => ConnectError::Network(format!(
+                "could not resolve hostname {host}: no usable address"
+            )),
+        })
     };
     let stream = match spec.connect_timeout {
         Some(t) => tokio::time::timeout(t, attempt).await.map_err(|_| {
@@ -1249,6 +1258,31 @@ mod tests {
         let _ = agent.await;
         std::fs::remove_file(&socket).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(attempt().await, [file_source.as_str()]);
+    }
+
+    // A port nothing listens on (sshd restarting) is told apart from other network
+    // failures: the supervisor retries it sooner.
+    #[tokio::test]
+    async fn a_port_nobody_listens_on_is_a_refused_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .port();
+        let spec = config::TunnelConfig::from_options(&options(&["127.0.0.1"]))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .session;
+        // Listening: connected.
+        assert!(connect(&spec, "127.0.0.1", port).await.is_ok());
+        drop(listener);
+        match connect(&spec, "127.0.0.1", port).await {
+            Err(ConnectError::Refused(m)) => {
+                assert!(m.contains(&format!("port {port}")), "{m}");
+                assert!(m.contains("refused"), "{m}");
+            }
+            Err(e) => panic!("not a refusal: {e:?}"),
+            Ok(_) => panic!("connected to a closed port"),
+        }
     }
 
     #[test]

@@ -54,6 +54,10 @@ impl std::fmt::Debug for Connected {
 pub enum ConnectError {
     /// Nothing reached an SSH server (name resolution, TCP connect): sshd keeps no penalty.
     Network(String),
+    /// Every address of the host refused the TCP connection: nothing listens on the port,
+    /// as while sshd restarts. Costs the server nothing (a SYN answered by a reset), so it
+    /// is retried on a faster schedule than other failures ([`Backoff::next_delay_refused`]).
+    Refused(String),
     /// Something only a person can fix (a known_hosts file that cannot be read, a key file
     /// gone): never retried.
     Permanent(String),
@@ -176,6 +180,9 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// How much sooner a refused connection is retried than other failures.
+const REFUSED_SPEEDUP: u32 = 5;
+
 /// Exponential backoff with full jitter: attempt n waits a uniformly random time in
 /// `[0, min(max, initial * 2^n)]`.
 #[derive(Debug)]
@@ -205,6 +212,20 @@ impl Backoff {
         let d = self.ceiling().mul_f64(unit.clamp(0.0, 1.0));
         self.step = self.step.saturating_add(1);
         d
+    }
+
+    /// The next delay after a connection the host refused (nothing listening: sshd
+    /// restarting). Its ceiling starts at a fifth of the usual one and doubles the same way
+    /// up to the same cap, so a restart that takes a fraction of a second is noticed within
+    /// about a tenth of a second while a long outage is still probed at most every `max`.
+    pub fn next_delay_refused(&mut self, unit: f64) -> Duration {
+        let factor = 1u32.checked_shl(self.step.min(20)).unwrap_or(u32::MAX);
+        let ceiling = (self.policy.initial / REFUSED_SPEEDUP)
+            .checked_mul(factor)
+            .unwrap_or(self.policy.max)
+            .min(self.policy.max);
+        self.step = self.step.saturating_add(1);
+        ceiling.mul_f64(unit.clamp(0.0, 1.0))
     }
 
     /// The delay after a session that was up ended. Most losses are one dropped connection,
@@ -447,12 +468,26 @@ enum AttemptFailure {
         penalty: Option<Penalty>,
         auth: bool,
         kind: FailureKind,
+        /// The host refused the TCP connection (nothing listening).
+        refused: bool,
     },
     /// Never retried.
     Permanent(String, FailureKind),
 }
 
 impl AttemptFailure {
+    /// A failure before any SSH server saw us (sshd charges nothing), `refused` when the
+    /// host refused the TCP connection.
+    fn unseen(message: String, refused: bool) -> Self {
+        Self::Retry {
+            message,
+            penalty: None,
+            auth: false,
+            kind: FailureKind::Network,
+            refused,
+        }
+    }
+
     /// A failure an SSH server saw, retried: a refused login (`auth`) or a connection that
     /// ended before one, each with sshd's penalty for it.
     fn seen_by_sshd(message: String, auth: bool, kind: FailureKind) -> Self {
@@ -465,6 +500,7 @@ impl AttemptFailure {
             }),
             auth,
             kind,
+            refused: false,
         }
     }
 }
@@ -506,12 +542,10 @@ async fn attempt(
     let Connected { handle, mut driver } = match connector.connect().await {
         Ok(c) => c,
         Err(ConnectError::Network(message)) => {
-            return Err(AttemptFailure::Retry {
-                message,
-                penalty: None,
-                auth: false,
-                kind: FailureKind::Network,
-            });
+            return Err(AttemptFailure::unseen(message, false));
+        }
+        Err(ConnectError::Refused(message)) => {
+            return Err(AttemptFailure::unseen(message, true));
         }
         Err(ConnectError::Permanent(message)) => {
             return Err(AttemptFailure::Permanent(message, FailureKind::Config));
@@ -659,6 +693,7 @@ async fn run(
                 message,
                 auth,
                 kind,
+                refused,
                 ..
             }) => {
                 record(kind, &message);
@@ -674,6 +709,8 @@ async fn run(
                 // A refused login waits the cap: an admin is needed, and sshd penalises it.
                 let delay = if auth {
                     policy.max
+                } else if refused {
+                    backoff.next_delay_refused(jitter())
                 } else {
                     backoff.next_delay(jitter())
                 };
@@ -749,6 +786,93 @@ mod tests {
         assert_eq!(b.after_loss(1.0), Duration::from_secs(2));
         b.reset();
         assert_eq!(b.after_loss(1.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_refused_connection_is_retried_five_times_sooner_up_to_the_same_cap() {
+        let mut b = Backoff::new(policy(30));
+        let ceilings: Vec<u64> = (0..11)
+            .map(|_| b.next_delay_refused(1.0).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            ceilings,
+            [
+                100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000
+            ]
+        );
+        // It shares the step with the other failures: a refusal after handshake failures
+        // does not start the schedule over, nor the other way round.
+        let mut b = Backoff::new(policy(30));
+        b.next_delay(0.5);
+        b.next_delay(0.5);
+        assert_eq!(b.next_delay_refused(1.0), Duration::from_millis(400));
+        assert_eq!(b.ceiling(), Duration::from_secs(4));
+        assert!(b.next_delay_refused(7.0) <= Duration::from_millis(800));
+        assert_eq!(b.next_delay_refused(0.0), Duration::ZERO);
+    }
+
+    /// A connector whose every attempt finds nothing listening, recording when it was tried.
+    struct NothingListening {
+        tries: Arc<Mutex<Vec<tokio::time::Instant>>>,
+        refused: bool,
+    }
+
+    impl Connector for NothingListening {
+        fn connect(
+            &self,
+        ) -> Pin<Box<dyn Future<Output = Result<Connected, ConnectError>> + Send + '_>> {
+            self.tries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(tokio::time::Instant::now());
+            let message = "connect to host h port 22: Connection refused (os error 111)".into();
+            let e = if self.refused {
+                ConnectError::Refused(message)
+            } else {
+                ConnectError::Network(message)
+            };
+            Box::pin(async move { Err(e) })
+        }
+    }
+
+    // sshd restarting: the port refuses connections for a fraction of a second. The
+    // supervisor must look again within a tenth of a second, then back off as usual.
+    #[tokio::test(start_paused = true)]
+    async fn while_the_port_refuses_connections_the_supervisor_retries_on_the_fast_schedule() {
+        for refused in [true, false] {
+            let tries = Arc::new(Mutex::new(Vec::new()));
+            let connector = Arc::new(NothingListening {
+                tries: tries.clone(),
+                refused,
+            });
+            let config = SupervisorConfig {
+                label: "u@h:22".into(),
+                reconnect: policy(30),
+                first_attempt_fatal: false,
+            };
+            let sup = Supervisor::spawn(connector, config, BastionGate::new());
+            // Paused time: the sleeps run at once, in order.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            sup.handle().stop();
+            let tries = tries.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let gaps: Vec<Duration> = tries.windows(2).map(|w| w[1] - w[0]).collect();
+            assert!(gaps.len() >= 6, "{refused}: {gaps:?}");
+            let initial = if refused { 100 } else { 500 };
+            for (n, gap) in gaps.iter().enumerate() {
+                let ceiling = Duration::from_millis(initial << n.min(20)).min(policy(30).max);
+                assert!(
+                    *gap <= ceiling,
+                    "refused {refused}: gap {n} is {gap:?} > {ceiling:?}"
+                );
+            }
+            // Every failure was a network one: no penalty, no permanent failure.
+            assert!(matches!(
+                *sup.handle().state.borrow(),
+                SessionState::Waiting { .. }
+                    | SessionState::Connecting { .. }
+                    | SessionState::Stopped
+            ));
+        }
     }
 
     #[test]
@@ -852,7 +976,12 @@ mod tests {
                     penalty: p,
                     auth: a,
                     kind: k,
+                    refused,
                 }) => {
+                    assert!(
+                        !refused,
+                        "a jump host's failure is not a refused connection"
+                    );
                     assert_eq!(p, Some(penalty), "auth {auth}");
                     assert_eq!(a, auth);
                     assert_eq!(k, kind);
