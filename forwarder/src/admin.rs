@@ -27,7 +27,9 @@
 //!   listen backlog).
 //!
 //! So one address cannot take more than a quarter of the slots, and idle or slow connections
-//! from any number of addresses give way to a new client instead of shutting it out.
+//! from any number of addresses give way to a new client instead of shutting it out. Both kinds
+//! of closing are counted in `forwarder_admin_connections_closed_total{reason}`
+//! (`address_limit`, `reclaimed`), so a scraper or pod that keeps hitting the limits shows.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -51,7 +53,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, AdminClose, Metrics};
 use crate::status::FleetView;
 
 /// The largest request head (request line and headers) accepted; larger ones get 431.
@@ -126,6 +128,9 @@ pub async fn serve(
         };
         let ip = peer.ip().to_canonical();
         if registry.held_by(ip) >= MAX_CONNECTIONS_PER_ADDRESS {
+            state
+                .metrics
+                .admin_connection_closed(AdminClose::AddressLimit);
             refusals.refused(local, ip);
             drop(socket);
             continue;
@@ -136,6 +141,7 @@ pub async fn serve(
             // and again whenever one finishes a response, until a slot frees.
             Err(_) => loop {
                 if let Some(victim) = registry.reclaim_one() {
+                    state.metrics.admin_connection_closed(AdminClose::Reclaimed);
                     debug!(%peer, "admin endpoint {local}: all {MAX_CONNECTIONS} connections \
                            in use; closing an idle one from {victim} to serve this one");
                 }

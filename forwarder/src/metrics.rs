@@ -76,6 +76,26 @@ pub struct SessionMetrics {
     pub rekeys: IntCounter,
 }
 
+/// Why the admin endpoint closed a connection without serving it further.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminClose {
+    /// Accepted from an address that already held its share of the connections.
+    AddressLimit,
+    /// Waiting for a request while every slot was taken: closed to serve a new client.
+    Reclaimed,
+}
+
+impl AdminClose {
+    const ALL: [Self; 2] = [Self::AddressLimit, Self::Reclaimed];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::AddressLimit => "address_limit",
+            Self::Reclaimed => "reclaimed",
+        }
+    }
+}
+
 /// The fleet's registry and metric families.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -94,6 +114,7 @@ pub struct Metrics {
     reload_ok: IntGauge,
     reload_timestamp: Gauge,
     tunnels: IntGaugeVec,
+    admin_closed: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -140,7 +161,8 @@ impl Metrics {
         let tunnel_up = int_gauge_vec(
             &r,
             "forwarder_tunnel_up",
-            "Whether the tunnel's SSH session is up (1) or not (0).",
+            "Whether the tunnel is up (1) or not (0), as its state in /tunnels says: its session \
+             is up and it listens (a remote tunnel: the bastion granted its forward).",
             tunnel,
         );
         let tunnel_connections = int_counter_vec(
@@ -235,6 +257,17 @@ impl Metrics {
         for s in STATES {
             tunnels.with_label_values(&[s.as_str()]).set(0);
         }
+        let admin_closed = int_counter_vec(
+            &r,
+            "forwarder_admin_connections_closed_total",
+            "Connections to the admin endpoint it closed to stay available: \
+             reason=\"address_limit\" when accepted from an address that already held its share, \
+             reason=\"reclaimed\" when waiting for a request while every slot was taken.",
+            &["reason"],
+        );
+        for reason in AdminClose::ALL {
+            admin_closed.with_label_values(&[reason.label()]).inc_by(0);
+        }
         Self {
             registry: r,
             tunnel_up,
@@ -251,7 +284,14 @@ impl Metrics {
             reload_ok,
             reload_timestamp,
             tunnels,
+            admin_closed,
         }
+    }
+
+    /// Counts a connection the admin endpoint closed, in
+    /// `forwarder_admin_connections_closed_total{reason}`.
+    pub fn admin_connection_closed(&self, why: AdminClose) {
+        self.admin_closed.with_label_values(&[why.label()]).inc();
     }
 
     /// The series of tunnel `name` (created at 0 on first use; the same ones afterwards).
@@ -376,6 +416,8 @@ mod tests {
         s.rekeys.inc();
         m.config_reloaded(true);
         m.set_tunnel_states([TunnelState::Up, TunnelState::Up, TunnelState::Failed]);
+        m.admin_connection_closed(AdminClose::AddressLimit);
+        m.admin_connection_closed(AdminClose::AddressLimit);
         let text = m.encode();
         let lines = samples(&text);
         for want in [
@@ -398,6 +440,8 @@ mod tests {
             r#"forwarder_tunnels{state="up"} 2"#,
             r#"forwarder_tunnels{state="failed"} 1"#,
             r#"forwarder_tunnels{state="connecting"} 0"#,
+            r#"forwarder_admin_connections_closed_total{reason="address_limit"} 2"#,
+            r#"forwarder_admin_connections_closed_total{reason="reclaimed"} 0"#,
         ] {
             assert!(lines.contains(&want), "missing {want:?} in\n{text}");
         }
@@ -416,6 +460,7 @@ mod tests {
             "forwarder_config_last_reload_successful gauge",
             "forwarder_config_last_reload_success_timestamp_seconds gauge",
             "forwarder_tunnels gauge",
+            "forwarder_admin_connections_closed_total counter",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {family}\n")),

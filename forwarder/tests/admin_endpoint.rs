@@ -535,11 +535,16 @@ async fn get_from(source: [u8; 4], addr: SocketAddr, path: &str) -> Reply {
 
 /// `GET /healthz` on the open keep-alive connection `s`; reads exactly the reply.
 async fn healthz_on(s: &mut TcpStream) -> Reply {
+    get_on(s, "/healthz").await
+}
+
+/// `GET path` on the open keep-alive connection `s`; reads exactly the reply.
+async fn get_on(s: &mut TcpStream, path: &str) -> Reply {
     let io = async {
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
             .await?;
         let mut buf = Vec::new();
-        let mut chunk = [0u8; 1024];
+        let mut chunk = [0u8; 16 * 1024];
         loop {
             let n = s.read(&mut chunk).await?;
             if n == 0 {
@@ -558,9 +563,9 @@ async fn healthz_on(s: &mut TcpStream) -> Reply {
     let buf = tokio::time::timeout(REQUEST_TIMEOUT, io)
         .await
         .unwrap_or_else(|_| {
-            panic!("no reply on a keep-alive connection within {REQUEST_TIMEOUT:?}")
+            panic!("no reply to {path} on a keep-alive connection within {REQUEST_TIMEOUT:?}")
         })
-        .unwrap_or_else(|e| panic!("GET /healthz on a keep-alive connection: {e}"));
+        .unwrap_or_else(|e| panic!("GET {path} on a keep-alive connection: {e}"));
     parse_reply(&buf)
 }
 
@@ -597,6 +602,20 @@ async fn one_address_cannot_take_every_slot() {
     }
     for s in kept {
         assert_eq!(healthz_on(s).await.status, 200);
+    }
+    // Counted, and no connection was reclaimed (slots were left for the others).
+    let over_limit = admin::MAX_CONNECTIONS - admin::MAX_CONNECTIONS_PER_ADDRESS;
+    let text = get_from([127, 0, 0, 2], ep.addr, "/metrics")
+        .await
+        .text()
+        .to_owned();
+    for line in [
+        format!(
+            r#"forwarder_admin_connections_closed_total{{reason="address_limit"}} {over_limit}"#
+        ),
+        r#"forwarder_admin_connections_closed_total{reason="reclaimed"} 0"#.to_owned(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
     // The address gets its share again once its connections are closed (as soon as the server
     // has seen them close).
@@ -678,6 +697,14 @@ async fn a_full_endpoint_closes_an_idle_connection_of_the_busiest_address() {
     assert_eq!(r.status, 200);
     assert_closed_by_server(&mut c1, "c's first slow connection").await;
     assert_eq!(healthz_on(&mut a1).await.status, 200);
+    // Both closings were counted; no address went over its share.
+    let text = get_on(&mut a1, "/metrics").await.text().to_owned();
+    for line in [
+        r#"forwarder_admin_connections_closed_total{reason="reclaimed"} 2"#,
+        r#"forwarder_admin_connections_closed_total{reason="address_limit"} 0"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
 }
 
 // ---- promtool ----------------------------------------------------------------------------------
