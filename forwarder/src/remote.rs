@@ -427,6 +427,9 @@ pub async fn run_forward(
     result
 }
 
+/// How Rust's standard library starts the message of a failed name lookup.
+const LOOKUP_FAILED: &str = "failed to lookup address information: ";
+
 /// Connects one channel of the forward to its target, then confirms it and copies both
 /// ways. Until the connect succeeds the channel stays unconfirmed, so the server may send
 /// nothing on it (a target that never answers costs no window); a target that cannot be
@@ -477,8 +480,13 @@ async fn connect(
 
 /// The text of a failed connect as the system words it ("Connection refused"), without the
 /// " (os error N)" Rust adds: what OpenSSH's client sends in its OPEN_FAILURE (`strerror`).
+/// A name that does not resolve is worded as `getaddrinfo` words it ("Name or service not
+/// known"), without the prefix Rust adds, as OpenSSH's client sends `gai_strerror`.
 fn connect_error_text(e: &std::io::Error) -> String {
     let text = e.to_string();
+    if let Some(gai) = text.strip_prefix(LOOKUP_FAILED) {
+        return gai.to_owned();
+    }
     match e.raw_os_error() {
         Some(code) => text
             .strip_suffix(&format!(" (os error {code})"))
@@ -553,6 +561,30 @@ mod tests {
             connect_error_text(&std::io::Error::other("no route")),
             "no route"
         );
+    }
+
+    // A target whose name does not resolve: the refusal reads as OpenSSH's client words it
+    // (`gai_strerror`), without the standard library's prefix.
+    #[tokio::test]
+    async fn a_target_name_that_does_not_resolve_is_worded_as_getaddrinfo_words_it() {
+        // `.invalid` never resolves (RFC 6761); the lookup fails without waiting on DNS
+        // where no server answers for it, and within the bound where one does.
+        let lookup = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            TcpStream::connect(("no-such-target.invalid", 5432)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the lookup did not end within 30 s"));
+        let e = lookup
+            .err()
+            .unwrap_or_else(|| panic!("connected to a .invalid name"));
+        assert!(e.to_string().starts_with(LOOKUP_FAILED), "{e}");
+        let text = connect_error_text(&e);
+        assert!(
+            !text.is_empty() && !text.starts_with(LOOKUP_FAILED),
+            "{text}"
+        );
+        assert_eq!(format!("{LOOKUP_FAILED}{text}"), e.to_string());
     }
 
     fn routed_to(
