@@ -415,6 +415,7 @@ fn interop_dropbear_dash_w_stdio_forward() {
             "UserKnownHostsFile={}",
             dropbear.known_hosts_path().display()
         ))
+        .args(["-o", "GlobalKnownHostsFile=/dev/null"])
         .args(["-o", "BatchMode=yes", "-p", &dropbear.port().to_string()])
         .arg(dropbear.destination())
         .env_remove("SSH_AUTH_SOCK")

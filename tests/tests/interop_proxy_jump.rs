@@ -132,6 +132,8 @@ fn three_hops_with_dash_j_carry_data_byte_for_byte() {
         "-o".to_owned(),
         format!("UserKnownHostsFile={}", kh.display()),
         "-o".to_owned(),
+        "GlobalKnownHostsFile=/dev/null".to_owned(),
+        "-o".to_owned(),
         "BatchMode=yes".to_owned(),
         "-p".to_owned(),
         c.port().to_string(),
@@ -264,6 +266,7 @@ fn dash_w_forwards_stdin_and_stdout_to_an_echo_server() {
             "-o",
             &format!("UserKnownHostsFile={}", sshd.known_hosts_path().display()),
         ])
+        .args(["-o", "GlobalKnownHostsFile=/dev/null"])
         .args(["-o", "BatchMode=yes", "-v", "-p", &sshd.port().to_string()])
         .arg(format!("{}@127.0.0.1", sshd.user()))
         .env_remove("SSH_AUTH_SOCK")
@@ -287,7 +290,8 @@ fn dash_w_through_a_jump_host_is_a_proxy_command_for_ssh() {
     let kh = known_hosts(dir.path(), &[&jump, &target]);
     let key_path = key.private_key_path().display().to_string();
     let proxy = format!(
-        "{} -W %h:%p -i {key_path} -o UserKnownHostsFile={} -o BatchMode=yes -p {} {}@127.0.0.1",
+        "{} -W %h:%p -i {key_path} -o UserKnownHostsFile={} \
+         -o GlobalKnownHostsFile=/dev/null -o BatchMode=yes -p {} {}@127.0.0.1",
         forwarder_binary().display(),
         kh.display(),
         jump.port(),

@@ -15,12 +15,16 @@ use ssh_interop_tests::servers::{EchoServer, echo_round_trip};
 use ssh_interop_tests::sshd::Sshd;
 
 const READY: Duration = Duration::from_secs(30);
+/// This machine's /etc/ssh/ssh_known_hosts stays out of every run (the tests' own known_hosts
+/// files are the whole truth); a command-line -o wins over the config files under test.
+const NO_GLOBAL_KNOWN_HOSTS: [&str; 2] = ["-o", "GlobalKnownHostsFile=/dev/null"];
 
 /// Starts forwarder with `args` and `HOME=home`; its stderr goes to `home/forwarder.log`.
 fn spawn(home: &Path, args: &[&str]) -> LabChild {
     let log = fs::File::create(home.join("forwarder.log")).expect("create the log");
     let mut cmd = Command::new(forwarder_binary());
-    cmd.args(args)
+    cmd.args(NO_GLOBAL_KNOWN_HOSTS)
+        .args(args)
         .env("HOME", home)
         .env_remove("SSH_AUTH_SOCK")
         .stdout(Stdio::null())
@@ -183,6 +187,8 @@ fn dash_f_none_leaves_the_users_file_unread() {
             "-o",
             &known_hosts,
             "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
             "BatchMode=yes",
             "-o",
             "IdentityAgent=none",
@@ -232,6 +238,7 @@ fn logins(sshd: &Sshd) -> usize {
 fn run_to_exit(home: &Path, args: &[&str]) -> (Option<i32>, String) {
     let out = run_bounded(
         Command::new(forwarder_binary())
+            .args(NO_GLOBAL_KNOWN_HOSTS)
             .args(args)
             .env("HOME", home)
             .env_remove("SSH_AUTH_SOCK"),
