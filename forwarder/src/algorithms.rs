@@ -14,7 +14,7 @@ use core::fmt;
 use ssh_transport::ClientConfig;
 use ssh_transport::cipher;
 use ssh_transport::compress::Compression;
-use ssh_transport::hostkey::SignatureAlgorithm;
+use ssh_transport::hostkey::{HostKeyAlgorithm, SignatureAlgorithm};
 use ssh_transport::kex::KexAlgorithm;
 use ssh_transport::mac;
 
@@ -155,6 +155,9 @@ pub fn resolve<'a>(
 
 /// The kinds `-Q` answers, with every supported name, in our order of preference.
 pub fn query(what: &str) -> Option<Vec<&'static str>> {
+    // As ssh -Q, the option names are case-insensitive (`HostKeyAlgorithms`).
+    let what = what.to_ascii_lowercase();
+    let what = what.as_str();
     Some(match what {
         "cipher" | "ciphers" => cipher::ALL.iter().map(|c| c.name).collect(),
         "cipher-auth" => cipher::ALL
@@ -165,16 +168,21 @@ pub fn query(what: &str) -> Option<Vec<&'static str>> {
         "mac" | "macs" => mac::ALL.iter().map(|m| m.name).collect(),
         "compression" => Compression::ALL.iter().map(|c| c.name()).collect(),
         "kex" | "kexalgorithms" => KexAlgorithm::ALL.iter().map(|k| k.name()).collect(),
-        "key" | "key-plain" => {
+        "key" | "key-plain" | "key-cert" => {
+            // As ssh -Q: `key` is every key type, certificates included.
             let mut types: Vec<&'static str> = Vec::new();
-            for t in SignatureAlgorithm::ALL.iter().map(|s| s.key_type().name()) {
-                if !types.contains(&t) {
+            let plain = what != "key-cert";
+            let certs = what != "key-plain";
+            for a in HostKeyAlgorithm::ALL {
+                let t = a.key_type_name();
+                if ((a.certificate && certs) || (!a.certificate && plain)) && !types.contains(&t) {
                     types.push(t);
                 }
             }
             types
         }
-        "sig" | "hostkeyalgorithms" | "pubkeyacceptedalgorithms" => {
+        "hostkeyalgorithms" | "key-sig" => HostKeyAlgorithm::ALL.iter().map(|a| a.name()).collect(),
+        "sig" | "pubkeyacceptedalgorithms" => {
             SignatureAlgorithm::ALL.iter().map(|s| s.name()).collect()
         }
         _ => return None,
@@ -182,7 +190,8 @@ pub fn query(what: &str) -> Option<Vec<&'static str>> {
 }
 
 /// What `-Q` knows about, for its error message.
-pub const QUERY_KINDS: &str = "cipher, cipher-auth, compression, kex, key, mac, sig";
+pub const QUERY_KINDS: &str = "cipher, cipher-auth, compression, kex, key, key-cert, key-plain, key-sig, mac, sig, \
+     HostKeyAlgorithms";
 
 /// Default lists, as names, for the settings that take list syntax.
 pub fn defaults() -> ClientConfig {
@@ -268,6 +277,29 @@ mod tests {
         }
         assert!(query("bogus").is_none());
         assert!(query("sig").unwrap().contains(&"ssh-rsa"));
+        // Certificates: every key type and host key algorithm has its certificate form.
+        let keys = query("key").unwrap();
+        assert!(
+            keys.contains(&"ssh-ed25519") && keys.contains(&"ssh-ed25519-cert-v01@openssh.com")
+        );
+        assert_eq!(query("key-cert").unwrap().len(), 5);
+        assert!(
+            query("key-plain")
+                .unwrap()
+                .iter()
+                .all(|k| !k.contains("cert"))
+        );
+        let host = query("HostKeyAlgorithms").unwrap();
+        for name in [
+            "rsa-sha2-512-cert-v01@openssh.com",
+            "rsa-sha2-256-cert-v01@openssh.com",
+            "ssh-rsa-cert-v01@openssh.com",
+            "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+            "ssh-ed25519",
+        ] {
+            assert!(host.contains(&name), "{name}");
+        }
+        assert!(!query("sig").unwrap().iter().any(|s| s.contains("cert")));
         assert!(
             query("mac")
                 .unwrap()

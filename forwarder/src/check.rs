@@ -464,6 +464,16 @@ enum HostKeySeen {
         file: PathBuf,
         line: usize,
     },
+    /// A host certificate whose authority a `@cert-authority` line lists.
+    Certificate {
+        key: String,
+        file: PathBuf,
+        line: usize,
+        ca_fingerprint: String,
+        key_id: String,
+        serial: u64,
+        valid_before: u64,
+    },
     /// Accepted without being known (`accept-new` or `no`); not recorded by check.
     Unknown {
         key: String,
@@ -484,6 +494,8 @@ struct RecordingVerifier {
     known: KnownHosts,
     host: String,
     port: u16,
+    /// The name a host certificate must name.
+    principal: String,
     policy: cli::StrictHostKeyChecking,
     /// The known_hosts lines that were skipped as unreadable, shown with an unknown key: a
     /// line pasted broken is often why a key the admin thinks was added is not known.
@@ -494,15 +506,65 @@ struct RecordingVerifier {
 
 impl HostKeyVerifier for RecordingVerifier {
     fn verify(&self, key: &PublicKey) -> Result<(), String> {
+        self.verify_presented(key, None)
+    }
+
+    fn verify_presented(
+        &self,
+        key: &PublicKey,
+        certificate: Option<&ssh_transport::cert::Certificate>,
+    ) -> Result<(), String> {
         let started = Instant::now();
-        let described = format!("{} {}", key.key_type().name(), key.fingerprint());
-        let status = self.known.check(&self.host, self.port, key);
-        let known_at = match &status {
+        let mut described = format!("{} {}", key.key_type().name(), key.fingerprint());
+        let status = crate::connect::look_up(
+            &self.known,
+            &self.host,
+            self.port,
+            &self.principal,
+            key,
+            certificate,
+        );
+        if let HostKeyStatus::CertificateAccepted {
+            file,
+            line,
+            ca_fingerprint,
+            key_id,
+            serial,
+            valid_before,
+        } = &status
+        {
+            let seen = HostKeySeen::Certificate {
+                key: format!(
+                    "{} {}",
+                    certificate.map_or(key.key_type().name(), |c| c.type_name()),
+                    key.fingerprint()
+                ),
+                file: file.clone(),
+                line: *line,
+                ca_fingerprint: ca_fingerprint.clone(),
+                key_id: key_id.clone(),
+                serial: *serial,
+                valid_before: *valid_before,
+            };
+            if let Ok(mut s) = self.seen.lock() {
+                *s = Some((seen, started.elapsed()));
+            }
+            return Ok(());
+        }
+        if let HostKeyStatus::CertificateRefused { why, .. } = &status {
+            described.push_str(&format!(
+                " (the key of a host certificate that was not accepted: {why})"
+            ));
+        }
+        let known_at = match status.plain() {
             HostKeyStatus::Known { file, line } => Some((file.clone(), *line)),
             _ => None,
         };
-        let changed = matches!(status, HostKeyStatus::Changed { .. });
-        let revoked = matches!(status, HostKeyStatus::Revoked { .. });
+        let changed = matches!(status.plain(), HostKeyStatus::Changed { .. });
+        let revoked = matches!(
+            status.plain(),
+            HostKeyStatus::Revoked { .. } | HostKeyStatus::CertificateRevoked { .. }
+        );
         let decision = known_hosts::decide(status, self.policy, &self.host, self.port, key, None);
         let (seen, result) = match decision {
             Decision::Trusted | Decision::TrustAndRecord { .. } => match known_at {
@@ -768,9 +830,8 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
     };
     // Under HostKeyAlias when one is set, as the tunnel looks it up.
     let (key_host, key_port) = crate::connect::known_hosts_name(opts, &spec.host, spec.port);
-    let known_types = known.known_key_types(key_host, key_port);
-    let transport =
-        crate::config::prefer_known_host_key_types(spec.transport.clone(), &known_types);
+    let (transport, known_types) =
+        crate::connect::host_key_order(&spec.transport, &known, opts, key_host, key_port);
     // The guessed first key exchange message the tunnel sends to a bastion it has seen, so
     // that a pass covers that path too; and what this run learns is kept for the tunnel.
     let transport = crate::kex_memory::prepare(
@@ -803,6 +864,7 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
         known,
         host: key_host.to_owned(),
         port: key_port,
+        principal: crate::connect::certificate_principal(opts, key_host),
         policy: opts.strict_host_key_checking,
         skipped,
         seen: Mutex::new(None),
@@ -998,6 +1060,30 @@ fn report_handshake(
             5,
             host_key_took,
             format!("{key}, known ({}:{line})", file.display()),
+        ),
+        (
+            Some(HostKeySeen::Certificate {
+                key,
+                file,
+                line,
+                ca_fingerprint,
+                key_id,
+                serial,
+                valid_before,
+            }),
+            false,
+        ) => st.pass(
+            5,
+            host_key_took,
+            format!(
+                "{key}, trusted through its host certificate: signed by CA {ca_fingerprint} \
+                 (@cert-authority at {}:{line}), key id {key_id:?}, serial {serial}, valid {}",
+                file.display(),
+                match *valid_before {
+                    u64::MAX => "forever".to_owned(),
+                    b => format!("until {}", ssh_transport::cert::utc(b)),
+                }
+            ),
         ),
         (
             Some(HostKeySeen::Unknown {

@@ -97,8 +97,8 @@ pub struct Options {
     /// known_hosts files to read; new keys are recorded in the first. Empty for
     /// `UserKnownHostsFile none`. Default `~/.ssh/known_hosts ~/.ssh/known_hosts2`, as ssh.
     pub user_known_hosts_files: Vec<PathBuf>,
-    /// `GlobalKnownHostsFile`: known_hosts files read after the user's (for keys and for
-    /// `@revoked` lines alike) and never written. Empty for `none`. Default
+    /// `GlobalKnownHostsFile`: known_hosts files read after the user's (for keys,
+    /// `@revoked` and `@cert-authority` lines alike) and never written. Empty for `none`. Default
     /// `/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2`, as ssh; missing files are
     /// fine.
     pub global_known_hosts_files: Vec<PathBuf>,
@@ -711,7 +711,7 @@ forwarder: forward local TCP ports through an SSH server, like `ssh -N -L`.
 
 usage: forwarder [options] [user@]host
        forwarder [options] ssh://[user@]host[:port]
-       forwarder -Q cipher|cipher-auth|mac|kex|key|sig|compression
+       forwarder -Q cipher|cipher-auth|mac|kex|key|key-plain|key-cert|sig|HostKeyAlgorithms|compression
        forwarder keygen [-t rsa|ed25519] [--permit-open host:port]...  (keygen --help)
        forwarder serve --config tunnels.toml [--shard I/N]   a fleet of tunnels (serve --help)
        forwarder check [--json] [--probe KIND] [options] -L ... host   test a tunnel stage by stage (check --help)
@@ -800,9 +800,14 @@ options:
 Host keys are checked, as ssh checks them, against the UserKnownHostsFile files (default
 ~/.ssh/known_hosts ~/.ssh/known_hosts2; new keys are recorded in the first) and then the
 GlobalKnownHostsFile files (default /etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2,
-never written; their @revoked lines count too), under the HostName's name, or under
-HostKeyAlias if set. On a port other than 22, without HostKeyAlias, a host with no key
-listed as [host]:port is looked up under its bare name too. StrictHostKeyChecking=no
+never written; their @revoked and @cert-authority lines count too), under the HostName's
+name, or under HostKeyAlias if set. On a port other than 22, without HostKeyAlias, a host
+with no key listed as [host]:port is looked up under its bare name too. @cert-authority
+lines are honoured as ssh honours them: for a host they name, host certificates are asked
+for first, and one signed by a listed CA, valid now, naming the host (HostKeyAlias if set)
+among its principals and without critical options is trusted and never recorded; one not
+accepted for another reason is checked as a plain key (the error says why it was not
+accepted), and one whose key or CA is @revoked is refused. StrictHostKeyChecking=no
 records new keys like accept-new and, like it, refuses a key of a new type for a host known
 with other keys. A key that could not be recorded (a read-only file, UserKnownHostsFile
 none) is trusted until forwarder exits, and a different key for that host is refused as

@@ -16,7 +16,7 @@ use std::time::Duration;
 use ssh_transport::ClientConfig;
 use ssh_transport::cipher;
 use ssh_transport::compress::Compression;
-use ssh_transport::hostkey::SignatureAlgorithm;
+use ssh_transport::hostkey::HostKeyAlgorithm;
 use ssh_transport::kex::KexAlgorithm;
 use ssh_transport::mac;
 
@@ -190,12 +190,12 @@ pub fn transport_config(opts: &Options) -> Result<ClientConfig, ConfigError> {
     }
     if let Some(spec) = &opts.host_key_algorithms {
         let default: Vec<&str> = cfg.host_key_algorithms.iter().map(|a| a.name()).collect();
-        let all: Vec<&str> = SignatureAlgorithm::ALL.iter().map(|a| a.name()).collect();
+        let all: Vec<&str> = HostKeyAlgorithm::ALL.iter().map(|a| a.name()).collect();
         let names = algorithms::resolve("HostKeyAlgorithms", spec, &default, &all)
             .map_err(|e| ConfigError(e.to_string()))?;
         cfg.host_key_algorithms = names
             .iter()
-            .filter_map(|n| SignatureAlgorithm::from_name(n))
+            .filter_map(|n| HostKeyAlgorithm::from_name(n))
             .collect();
     }
     if let Some(spec) = &opts.macs {
@@ -218,14 +218,41 @@ pub fn transport_config(opts: &Options) -> Result<ClientConfig, ConfigError> {
 }
 
 /// `cfg` with the host key algorithms of types already known for the host first (in their
-/// configured order), as OpenSSH orders them, so a known host never fails over a key type.
-pub fn prefer_known_host_key_types(mut cfg: ClientConfig, known_types: &[String]) -> ClientConfig {
-    let (known, rest): (Vec<_>, Vec<_>) = cfg
-        .host_key_algorithms
-        .iter()
-        .partition(|a| known_types.iter().any(|t| t == a.key_type().name()));
+/// configured order), as OpenSSH orders them (sshconnect2.c `order_hostkeyalgs`), so a known
+/// host never fails over a key type. With `cert_authority` (an `@cert-authority` line names
+/// the host) the certificate algorithms go first: the ones the list names, or, when it names
+/// none and `certificates_as_configured` is false, the certificate forms of its plain ones.
+/// Without a `@cert-authority` line certificate algorithms are offered only when the list
+/// names them (the default list does not): a certificate nothing can vouch for would only
+/// be checked as its plain key, which the plain algorithms get anyway.
+pub fn prefer_known_host_key_types(
+    mut cfg: ClientConfig,
+    known_types: &[String],
+    cert_authority: bool,
+    certificates_as_configured: bool,
+) -> ClientConfig {
+    let has_certs = cfg.host_key_algorithms.iter().any(|a| a.certificate);
+    if cert_authority && !has_certs && !certificates_as_configured {
+        cfg.put_certificate_algorithms_first();
+    }
+    let (known, rest): (Vec<_>, Vec<_>) = cfg.host_key_algorithms.iter().partition(|a| {
+        if a.certificate {
+            cert_authority
+        } else {
+            known_types.iter().any(|t| t == a.key_type().name())
+        }
+    });
     cfg.host_key_algorithms = known.into_iter().chain(rest).collect();
     cfg
+}
+
+/// Whether a HostKeyAlgorithms setting speaks of certificate algorithms (names, adds or
+/// removes them): then its list is used as written, with no certificate algorithm added for
+/// a `@cert-authority` line.
+pub fn names_certificate_algorithms(opts: &Options) -> bool {
+    opts.host_key_algorithms
+        .as_deref()
+        .is_some_and(|spec| spec.contains("cert-v01"))
 }
 
 #[cfg(test)]
@@ -250,7 +277,12 @@ mod tests {
 
     fn config(args: &[&str], known: &[&str]) -> ClientConfig {
         let known: Vec<String> = known.iter().map(|s| (*s).to_owned()).collect();
-        prefer_known_host_key_types(transport_config(&options(args)).unwrap(), &known)
+        prefer_known_host_key_types(
+            transport_config(&options(args)).unwrap(),
+            &known,
+            false,
+            false,
+        )
     }
 
     fn host_keys(cfg: &ClientConfig) -> Vec<&'static str> {
@@ -305,6 +337,71 @@ mod tests {
         // A known type outside the configured list is not added back.
         let cfg = config(&["-o", "HostKeyAlgorithms=ssh-ed25519"], &["ssh-rsa"]);
         assert_eq!(host_keys(&cfg), ["ssh-ed25519"]);
+    }
+
+    #[test]
+    fn certificate_algorithms_go_first_only_for_a_host_with_a_cert_authority() {
+        let order = |args: &[&str], known: &[&str], ca: bool| {
+            let opts = options(args);
+            let known: Vec<String> = known.iter().map(|s| (*s).to_owned()).collect();
+            let cfg = prefer_known_host_key_types(
+                transport_config(&opts).unwrap(),
+                &known,
+                ca,
+                names_certificate_algorithms(&opts),
+            );
+            host_keys(&cfg)
+        };
+        // No @cert-authority line: no certificate algorithm is offered.
+        assert!(order(&[], &[], false).iter().all(|a| !a.contains("cert")));
+        // A @cert-authority line: the certificate forms of the configured algorithms first,
+        // in their order, then the known plain types, then the rest.
+        let with_ca = order(&[], &["ssh-rsa"], true);
+        assert_eq!(
+            with_ca[..8],
+            [
+                "ssh-ed25519-cert-v01@openssh.com",
+                "rsa-sha2-512-cert-v01@openssh.com",
+                "rsa-sha2-256-cert-v01@openssh.com",
+                "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+                "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+                "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+                "rsa-sha2-512",
+                "rsa-sha2-256",
+            ]
+        );
+        assert_eq!(with_ca.len(), 12);
+        // SHA-1 only when configured, in both forms.
+        assert!(!with_ca.contains(&"ssh-rsa-cert-v01@openssh.com"));
+        let sha1 = order(&["-o", "HostKeyAlgorithms=+ssh-rsa"], &[], true);
+        assert!(sha1.contains(&"ssh-rsa-cert-v01@openssh.com") && sha1.contains(&"ssh-rsa"));
+        // Named in HostKeyAlgorithms: offered without a CA line, and the list is used as
+        // written (no other certificate forms added) with one.
+        let named = [
+            "-o",
+            "HostKeyAlgorithms=ssh-ed25519,ssh-ed25519-cert-v01@openssh.com",
+        ];
+        assert_eq!(
+            order(&named, &[], false),
+            ["ssh-ed25519", "ssh-ed25519-cert-v01@openssh.com"]
+        );
+        assert_eq!(
+            order(&named, &[], true),
+            ["ssh-ed25519-cert-v01@openssh.com", "ssh-ed25519"]
+        );
+        let plus = ["-o", "HostKeyAlgorithms=^rsa-sha2-512-cert-v01@openssh.com"];
+        assert_eq!(
+            order(&plus, &[], false)[0],
+            "rsa-sha2-512-cert-v01@openssh.com"
+        );
+        // Removing them keeps them off even with a CA line.
+        let minus = ["-o", "HostKeyAlgorithms=-*-cert-v01@openssh.com"];
+        assert!(order(&minus, &[], true).iter().all(|a| !a.contains("cert")));
+        let bad = transport_config(&options(&[
+            "-o",
+            "HostKeyAlgorithms=ssh-dss-cert-v01@openssh.com",
+        ]));
+        assert!(bad.is_err());
     }
 
     #[test]

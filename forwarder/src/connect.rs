@@ -33,6 +33,8 @@ pub struct KnownHostsVerifier {
     known: KnownHosts,
     host: String,
     port: u16,
+    /// The name a host certificate must name: HostKeyAlias, else the host name.
+    principal: String,
     policy: cli::StrictHostKeyChecking,
     record_file: Option<PathBuf>,
     hash: bool,
@@ -62,14 +64,86 @@ impl KnownHostsVerifier {
     }
 }
 
+/// What known_hosts says of a presented host key: of the certificate when the server presented
+/// one (logged as [`log_certificate_status`] says), else of the plain key.
+pub(crate) fn look_up(
+    known: &KnownHosts,
+    host: &str,
+    port: u16,
+    principal: &str,
+    key: &PublicKey,
+    certificate: Option<&ssh_transport::cert::Certificate>,
+) -> HostKeyStatus {
+    match certificate {
+        Some(cert) => {
+            let status = known.check_certificate(host, port, principal, cert, unix_now());
+            log_certificate_status(host, port, &status);
+            status
+        }
+        None => known.check(host, port, key),
+    }
+}
+
+/// Logs how a host certificate was judged, as ssh does: an accepted one at debug, one
+/// refused for a reason the server's admin should hear of as a warning, one whose authority
+/// is simply not listed (a wildcard `@cert-authority` line need not cover every host) at debug.
+pub(crate) fn log_certificate_status(host: &str, port: u16, status: &HostKeyStatus) {
+    let host = known_hosts::lookup_name(host, port);
+    match status {
+        HostKeyStatus::CertificateAccepted {
+            file,
+            line,
+            ca_fingerprint,
+            key_id,
+            serial,
+            valid_before,
+        } => debug!(
+            %host,
+            ca = %ca_fingerprint,
+            key_id = %key_id,
+            serial,
+            valid_until = %ssh_transport::cert::describe_validity(0, *valid_before),
+            at = %format!("{}:{line}", file.display()),
+            "host certificate accepted: its CA is listed by a @cert-authority line"
+        ),
+        HostKeyStatus::CertificateRefused {
+            why: why @ known_hosts::CertificateRefusal::UnknownAuthority { .. },
+            ..
+        } => {
+            debug!(%host, "host certificate not accepted ({why}); checking its key as a plain host key")
+        }
+        HostKeyStatus::CertificateRefused { why, .. } => warn!(
+            %host,
+            "host certificate not accepted ({why}); checking its key as a plain host key"
+        ),
+        _ => {}
+    }
+}
+
 impl HostKeyVerifier for KnownHostsVerifier {
     fn verify(&self, key: &PublicKey) -> Result<(), String> {
+        self.verify_presented(key, None)
+    }
+
+    fn verify_presented(
+        &self,
+        key: &PublicKey,
+        certificate: Option<&ssh_transport::cert::Certificate>,
+    ) -> Result<(), String> {
         let scope = self.record_file.as_deref();
-        let status = self.known.check(&self.host, self.port, key);
-        let status = self
-            .accepted
-            .recall(status, scope, &self.host, self.port, key);
-        let new_host = matches!(status, HostKeyStatus::Unknown { .. });
+        let status = look_up(
+            &self.known,
+            &self.host,
+            self.port,
+            &self.principal,
+            key,
+            certificate,
+        );
+        let status = status.map_plain(|plain| {
+            self.accepted
+                .recall(plain, scope, &self.host, self.port, key)
+        });
+        let new_host = matches!(status.plain(), HostKeyStatus::Unknown { .. });
         match self.decide(status, key) {
             Decision::Trusted => {
                 if new_host {
@@ -544,11 +618,62 @@ fn host_key_verifier(
         known,
         host: key_name.to_owned(),
         port: key_port,
+        principal: certificate_principal(opts, key_name),
         policy: opts.strict_host_key_checking,
         record_file: opts.known_hosts_record_file().map(Path::to_path_buf),
         hash: opts.hash_known_hosts,
         accepted,
     })
+}
+
+/// The name a host certificate must name (sshconnect.c passes the same to
+/// `sshkey_cert_check_host`): HostKeyAlias as written when one is set, else the host name,
+/// lowercased as ssh lowercases it, without `[ ]:port`.
+pub(crate) fn certificate_principal(opts: &cli::Options, key_name: &str) -> String {
+    if opts.host_key_alias.is_some() {
+        key_name.to_owned()
+    } else {
+        key_name.to_ascii_lowercase()
+    }
+}
+
+/// `transport` with its host key algorithms ordered for the host as known_hosts knows it
+/// (`key_name`/`key_port`): certificate algorithms first when a `@cert-authority` line names
+/// it, then the types of its known keys ([`config::prefer_known_host_key_types`]). Also the
+/// key types a remembered first choice may ask for ([`kex_memory::prepare`]): the known plain
+/// types, and the certificate types offered for a `@cert-authority` line.
+pub(crate) fn host_key_order(
+    transport: &ssh_transport::ClientConfig,
+    known: &KnownHosts,
+    opts: &cli::Options,
+    key_name: &str,
+    key_port: u16,
+) -> (ssh_transport::ClientConfig, Vec<String>) {
+    let mut known_types = known.known_key_types(key_name, key_port);
+    let cert_authority = known.has_cert_authority(key_name, key_port);
+    let transport = config::prefer_known_host_key_types(
+        transport.clone(),
+        &known_types,
+        cert_authority,
+        config::names_certificate_algorithms(opts),
+    );
+    if cert_authority {
+        debug!(
+            host = %known_hosts::lookup_name(key_name, key_port),
+            "a @cert-authority line names the host: certificate host key algorithms first"
+        );
+        for a in transport
+            .host_key_algorithms
+            .iter()
+            .filter(|a| a.certificate)
+        {
+            let t = a.key_type_name().to_owned();
+            if !known_types.contains(&t) {
+                known_types.push(t);
+            }
+        }
+    }
+    (transport, known_types)
 }
 
 /// Seconds since the Unix epoch; certificates' validity is judged by this clock.
@@ -583,8 +708,8 @@ impl SshConnector {
         let opts = hop.options;
         let (key_name, key_port) = hop.known_hosts_name();
         let verifier = host_key_verifier(opts, key_name, key_port, AcceptedKeys::process())?;
-        let known_types = verifier.known.known_key_types(key_name, key_port);
-        let transport = config::prefer_known_host_key_types(hop.transport.clone(), &known_types);
+        let (transport, known_types) =
+            host_key_order(hop.transport, &verifier.known, opts, key_name, key_port);
         let transport = kex_memory::prepare(
             transport,
             key_name,

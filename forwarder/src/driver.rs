@@ -55,6 +55,19 @@ const POLL_BUDGET: usize = 32;
 pub trait HostKeyVerifier: Send + Sync {
     /// `Ok` to trust the key; `Err` with the message the user should read.
     fn verify(&self, key: &PublicKey) -> Result<(), String>;
+
+    /// The same for a server that may have presented a host certificate: `key` is the
+    /// certified key when it did. By default the certificate is not looked at and `key` is
+    /// judged as a plain key, which is what OpenSSH falls back to for a certificate it does
+    /// not trust.
+    fn verify_presented(
+        &self,
+        key: &PublicKey,
+        certificate: Option<&ssh_transport::cert::Certificate>,
+    ) -> Result<(), String> {
+        let _ = certificate;
+        self.verify(key)
+    }
 }
 
 /// What an [`AuthHelper`] answer is: the value, or why there is none (which the
@@ -482,9 +495,12 @@ impl State {
             let Some(ev) = ev else { break };
             match ev {
                 SessionEvent::VerifyHostKey(key) => {
-                    self.log.host_key =
-                        Some(format!("{} {}", key.key_type().name(), key.fingerprint()));
-                    match self.verifier.verify(&key) {
+                    let certificate = self.session.transport().host_certificate().cloned();
+                    let key_type = certificate
+                        .as_ref()
+                        .map_or(key.key_type().name(), |c| c.type_name());
+                    self.log.host_key = Some(format!("{key_type} {}", key.fingerprint()));
+                    match self.verifier.verify_presented(&key, certificate.as_ref()) {
                         Ok(()) => self.session.accept_host_key(),
                         Err(why) => self.session.reject_host_key(why),
                     }

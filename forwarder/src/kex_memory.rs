@@ -481,7 +481,7 @@ fn prepare_with(mut cfg: ClientConfig, firsts: &Firsts, known_types: &[String]) 
         let usable = known_types.is_empty()
             || known_types
                 .iter()
-                .any(|t| t == cfg.host_key_algorithms[i].key_type().name());
+                .any(|t| t == cfg.host_key_algorithms[i].key_type_name());
         if usable {
             let a = cfg.host_key_algorithms.remove(i);
             cfg.host_key_algorithms.insert(0, a);
@@ -549,6 +549,44 @@ mod tests {
     }
 
     #[test]
+    fn certificate_host_key_algorithms_are_guessed_only_when_known_hosts_vouches_for_them() {
+        use ssh_transport::hostkey::HostKeyAlgorithm;
+        let cert_ed = HostKeyAlgorithm::certificate(SignatureAlgorithm::Ed25519);
+        // A host with a @cert-authority line: certificate algorithms first, and the
+        // certificate types count as known.
+        let with_ca =
+            crate::config::prefer_known_host_key_types(ClientConfig::default(), &[], true, false);
+        let known = vec![cert_ed.key_type_name().to_owned()];
+        let cfg = prepare_with(
+            with_ca.clone(),
+            &firsts("curve25519-sha256", "ssh-ed25519-cert-v01@openssh.com"),
+            &known,
+        );
+        assert_eq!(
+            names(&cfg),
+            ("curve25519-sha256", "ssh-ed25519-cert-v01@openssh.com")
+        );
+        assert!(cfg.guess_first_kex);
+        // The server's first is its plain key: a plain key no line lists must not be put
+        // before the certificates (it would be unknown), so no guess.
+        let cfg = prepare_with(with_ca, &firsts("curve25519-sha256", "ssh-ed25519"), &known);
+        assert_eq!(cfg.host_key_algorithms[0], cert_ed);
+        assert!(!cfg.guess_first_kex);
+        // Without certificate algorithms configured, a remembered certificate name is no
+        // guess.
+        let cfg = prepare_with(
+            ClientConfig::default(),
+            &firsts("curve25519-sha256", "ssh-ed25519-cert-v01@openssh.com"),
+            &[],
+        );
+        assert_eq!(
+            cfg.host_key_algorithms[0],
+            SignatureAlgorithm::Ed25519.into()
+        );
+        assert!(!cfg.guess_first_kex);
+    }
+
+    #[test]
     fn group_exchange_first_is_not_guessed() {
         let cfg = prepare_with(
             ClientConfig::default(),
@@ -557,7 +595,10 @@ mod tests {
         );
         assert_eq!(cfg.kex_algorithms[0], KexAlgorithm::DhGexSha256);
         assert!(!cfg.guess_first_kex);
-        assert_eq!(cfg.host_key_algorithms[0], SignatureAlgorithm::Ed25519);
+        assert_eq!(
+            cfg.host_key_algorithms[0],
+            SignatureAlgorithm::Ed25519.into()
+        );
     }
 
     /// Our default key exchange order, by name.

@@ -10,6 +10,9 @@
 //!      ──> otherwise                Unknown (listing keys of other types)
 //!      ──> `[host]:port` names nothing at all: `host` too, as ssh does; its Known or Revoked
 //!          stands, anything else leaves the result Unknown
+//!  (host, port, host certificate) ──> KnownHosts::check_certificate (see `certificate`):
+//!      CertificateAccepted | CertificateRevoked | CertificateRefused { why, plain: the
+//!      certificate's key looked up as above }
 //!  Unknown ──> AcceptedKeys (keys trusted earlier in this process but not in any file)
 //!      ──> AcceptedEarlier | ChangedSinceAccepted | Unknown
 //!  HostKeyStatus + StrictHostKeyChecking ──> decide ──> Trusted | TrustAndRecord | Refused
@@ -30,10 +33,13 @@
 )]
 
 mod accepted;
+mod certificate;
 mod pattern;
 mod report;
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_cert;
 
 use core::fmt;
 use std::io::{self, Read as _, Seek as _, Write as _};
@@ -43,6 +49,7 @@ use base64::Engine as _;
 use ssh_transport::hostkey::{KeyError, KeyType, PublicKey, blob_key_type, fingerprint_sha256};
 
 pub use accepted::{AcceptedKey, AcceptedKeys, Record};
+pub use certificate::CertificateRefusal;
 use pattern::HostField;
 pub use report::{Decision, HostKeyError, added_notice, decide, key_type_label};
 
@@ -141,6 +148,65 @@ pub enum HostKeyStatus {
         /// The keys trusted before.
         accepted: Vec<AcceptedKey>,
     },
+    /// The server presented a host certificate signed by an authority an `@cert-authority`
+    /// line lists for the host, valid now and naming the host: trusted, never recorded.
+    CertificateAccepted {
+        /// The file with the `@cert-authority` line.
+        file: PathBuf,
+        /// Its line, from 1.
+        line: usize,
+        /// The authority's fingerprint.
+        ca_fingerprint: String,
+        /// The certificate's key id (sanitized).
+        key_id: String,
+        /// Its serial number.
+        serial: u64,
+        /// End of its validity (exclusive), seconds since the Unix epoch.
+        valid_before: u64,
+    },
+    /// The server presented a host certificate whose key or authority is marked `@revoked`:
+    /// refused, without looking at the key as an ordinary one.
+    CertificateRevoked {
+        /// The file with the marker.
+        file: PathBuf,
+        /// The marker's line.
+        line: usize,
+        /// Whether the authority's key is the revoked one (else the certificate's key).
+        authority: bool,
+        /// The revoked key's fingerprint.
+        fingerprint: String,
+    },
+    /// The server presented a host certificate that was not accepted, for `why`; its key
+    /// was looked up as an ordinary host key, with the result `plain`, which decides.
+    CertificateRefused {
+        /// Why the certificate was not accepted.
+        why: CertificateRefusal,
+        /// The lookup of the certificate's key.
+        plain: Box<HostKeyStatus>,
+    },
+}
+
+impl HostKeyStatus {
+    /// The lookup of the ordinary key: this status, or for a certificate that was not
+    /// accepted, its key's.
+    pub fn plain(&self) -> &HostKeyStatus {
+        match self {
+            Self::CertificateRefused { plain, .. } => plain,
+            other => other,
+        }
+    }
+
+    /// `f` applied to the lookup of the ordinary key ([`Self::plain`]), keeping why a
+    /// certificate was not accepted.
+    pub fn map_plain(self, f: impl FnOnce(HostKeyStatus) -> HostKeyStatus) -> HostKeyStatus {
+        match self {
+            Self::CertificateRefused { why, plain } => Self::CertificateRefused {
+                why,
+                plain: Box::new(f(*plain)),
+            },
+            other => f(other),
+        }
+    }
 }
 
 impl KnownHosts {

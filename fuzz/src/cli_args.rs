@@ -43,6 +43,8 @@ pub fn run(data: &[u8]) {
         let cfg = forwarder::config::prefer_known_host_key_types(
             tunnel.session.transport,
             &["ssh-rsa".to_owned()],
+            true,
+            false,
         );
         assert!(
             !tunnel.session_wait_timeout.is_zero(),

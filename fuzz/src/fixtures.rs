@@ -54,3 +54,34 @@ pub const HOSTS: &[(&str, u16)] = &[
     ("::1", 22),
     ("Db.Internal", 2200),
 ];
+
+/// The seed of the Ed25519 certificate authority that signs [`host_certificate`].
+pub const CA_SEED: [u8; 32] = [0xca; 32];
+
+/// The time the known_hosts harness judges certificates at (2025-01-01T00:00:00Z).
+pub const CERTIFICATE_NOW: u64 = 1_735_689_600;
+
+/// The host certificate the known_hosts harness judges: the second Ed25519 host key,
+/// certified for two of [`HOSTS`] (one by a pattern) and not the others, valid around
+/// [`CERTIFICATE_NOW`].
+pub fn host_certificate() -> &'static ssh_transport::cert::Certificate {
+    static CERT: OnceLock<ssh_transport::cert::Certificate> = OnceLock::new();
+    CERT.get_or_init(|| {
+        let [_, key, _] = host_keys();
+        let mut builder = ssh_transport::server::CertificateBuilder::host(
+            key.blob(),
+            &["bastion.example.com", "*.internal"],
+        );
+        builder.valid_after = CERTIFICATE_NOW - 3600;
+        builder.valid_before = CERTIFICATE_NOW + 3600;
+        match ssh_transport::cert::Certificate::decode(&builder.sign_ed25519(CA_SEED)) {
+            Ok(cert) => cert,
+            Err(e) => panic!("the fixture host certificate does not decode: {e}"),
+        }
+    })
+}
+
+/// The public key of the authority that signs [`host_certificate`].
+pub fn certificate_authority() -> PublicKey {
+    ssh_transport::server::ed25519_ca_key(CA_SEED)
+}

@@ -484,6 +484,17 @@ fn recorded_session(config: ServerConfig, rekey: bool) -> Vec<u8> {
         .unwrap_or(recorded)
 }
 
+/// A host certificate for the test server's own host key, so that a recorded session takes
+/// the client through a certificate host key algorithm.
+fn test_server_host_certificate(config: &ServerConfig) -> Vec<u8> {
+    let server = ServerTransport::new(config.clone(), Box::new(SeededRandom::new(1)));
+    ssh_transport::server::CertificateBuilder::host(
+        server.host_public_key().blob(),
+        &["bastion.example.com"],
+    )
+    .sign_ed25519(fixtures::CA_SEED)
+}
+
 fn client() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let base = ServerConfig {
@@ -518,6 +529,14 @@ fn client() -> Vec<(String, Vec<u8>)> {
                 ..base.clone()
             },
             false,
+        ),
+        (
+            "session-host-certificate",
+            ServerConfig {
+                host_certificate: Some(test_server_host_certificate(&base)),
+                ..base.clone()
+            },
+            true,
         ),
     ];
     for (name, config, rekey) in sessions {
@@ -942,8 +961,24 @@ fn known_hosts() -> Vec<(String, Vec<u8>)> {
         b.to_openssh_line(),
         rsa.to_openssh_line()
     );
+    // Host certificates: the fixture's authority for some hosts (one by a pattern), another
+    // for one, the authority revoked for one, the certificate's own key revoked for another.
+    let ca = fixtures::certificate_authority();
+    let certificates = format!(
+        "@cert-authority bastion.example.com,*.internal {}\n\
+         @cert-authority [10.0.0.5]:2222 {}\n\
+         @revoked [db.internal]:2200 {}\n\
+         @revoked ::1 {}\n\
+         @cert-authority ::1 {}\n",
+        ca.to_openssh_line(),
+        a.to_openssh_line(),
+        ca.to_openssh_line(),
+        b.to_openssh_line(),
+        ca.to_openssh_line(),
+    );
     vec![
         ("plain".into(), plain.into_bytes()),
+        ("certificates".into(), certificates.into_bytes()),
         ("hashed".into(), hashed.into_bytes()),
         ("crlf".into(), crlf.into_bytes()),
         ("changed".into(), changed.into_bytes()),
@@ -1170,30 +1205,41 @@ mod tests {
 
     #[test]
     fn recorded_sessions_take_the_client_to_the_payloads() {
-        let config = ServerConfig {
+        let plain = ServerConfig {
             version: SERVER_VERSION.into(),
             ..ServerConfig::default()
         };
-        let stream = recorded_session(config, true);
-        let mut client = crate::transport_client::client(Instant::now());
-        client.handle_input(format!("{SERVER_VERSION}\r\n").as_bytes());
-        client.handle_input(&stream);
-        let mut payloads = Vec::new();
-        loop {
-            match client.poll_event() {
-                Ok(Some(Event::VerifyHostKey(_))) => client.accept_host_key(),
-                Ok(Some(Event::Payload { data, .. })) => payloads.push(data.to_vec()),
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) => panic!("the replayed session failed: {e}"),
+        let certified = ServerConfig {
+            host_certificate: Some(test_server_host_certificate(&plain)),
+            ..plain.clone()
+        };
+        for (config, certificate) in [(plain, false), (certified, true)] {
+            let stream = recorded_session(config, true);
+            let mut client = crate::transport_client::client(Instant::now());
+            client.handle_input(format!("{SERVER_VERSION}\r\n").as_bytes());
+            client.handle_input(&stream);
+            let mut payloads = Vec::new();
+            loop {
+                match client.poll_event() {
+                    Ok(Some(Event::VerifyHostKey(_))) => client.accept_host_key(),
+                    Ok(Some(Event::Payload { data, .. })) => payloads.push(data.to_vec()),
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => panic!("the replayed session failed: {e}"),
+                }
             }
+            assert!(client.is_established());
+            assert_eq!(client.kex_count(), 2, "the rekey was replayed too");
+            assert_eq!(
+                payloads.len(),
+                6,
+                "three payloads before and after the rekey"
+            );
+            assert_eq!(client.host_certificate().is_some(), certificate);
+            assert_eq!(
+                client.negotiated().map(|n| n.host_key.certificate),
+                Some(certificate)
+            );
         }
-        assert!(client.is_established());
-        assert_eq!(client.kex_count(), 2, "the rekey was replayed too");
-        assert_eq!(
-            payloads.len(),
-            6,
-            "three payloads before and after the rekey"
-        );
     }
 }

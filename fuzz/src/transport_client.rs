@@ -1,9 +1,9 @@
 //! The whole client transport, fed by a hostile server.
 //!
 //! Input: `control, rest`.
-//! - `control & 0x80 == 0`, server bytes: a `ClientTransport` (default config, seeded
-//!   generator 0) receives `SSH-2.0-x\r\n` and then `rest`, in chunks chosen by
-//!   `control & 0x3f`, accepting any host key (or refusing it when `control & 0x40`). A
+//! - `control & 0x80 == 0`, server bytes: a `ClientTransport` (default config plus the
+//!   certificate host key algorithms, seeded generator 0) receives `SSH-2.0-x\r\n` and then
+//!   `rest`, in chunks chosen by `control & 0x3f`, accepting any host key (or refusing it when `control & 0x40`). A
 //!   recorded session from the test server is a valid `rest` (see `seeds`), so mutations
 //!   reach every state. Afterwards the handshake timeout and EOF are applied.
 //! - `control & 0x80 != 0`, a real pair: the client and the crate's test server complete a
@@ -65,9 +65,17 @@ pub struct PairReport {
 }
 
 /// The client the server-bytes mode uses; the seed generator records sessions against the
-/// very same one.
+/// very same one. It offers the certificate host key algorithms after the plain ones, so a
+/// server that presents only a certificate takes it down that path too.
 pub fn client(now: Instant) -> ClientTransport {
-    ClientTransport::new(ClientConfig::default(), Box::new(SeededRandom::new(0)), now)
+    let mut config = ClientConfig::default();
+    let certificates: Vec<_> = config
+        .host_key_algorithms
+        .iter()
+        .map(|a| ssh_transport::hostkey::HostKeyAlgorithm::certificate(a.signature))
+        .collect();
+    config.host_key_algorithms.extend(certificates);
+    ClientTransport::new(config, Box::new(SeededRandom::new(0)), now)
 }
 
 /// Follows the client's error state: once `poll_event` fails it must fail the same way.

@@ -993,3 +993,61 @@ fn check_looks_the_host_key_up_under_host_key_alias_as_the_tunnel_does() {
     let (detail, _) = expect_failure(&run, 5);
     assert!(detail.contains("unknown"), "{detail}");
 }
+
+#[test]
+fn check_reports_a_host_trusted_through_its_certificate_or_why_it_was_not() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let ca = CertAuthority::new();
+    let echo = EchoServer::start();
+    let ca_key = std::fs::read_to_string(ca.public_key_path())
+        .expect("read the CA's public key")
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let ca_fingerprint = ssh_interop_tests::keys::fingerprint_of(&ca.public_key_path());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kh = dir.path().join("known_hosts");
+    std::fs::write(&kh, format!("@cert-authority * {ca_key}\n")).expect("write known_hosts");
+    for (principals, trusted) in [("127.0.0.1", true), ("other.example", false)] {
+        let mut sshd = Sshd::builder()
+            .host_keys(&[KeyKind::Ed25519])
+            .authorize(&key)
+            .start();
+        let public = sshd
+            .host_key(KeyKind::Ed25519)
+            .expect("an Ed25519 host key")
+            .private_key_path()
+            .with_extension("pub");
+        let cert = ca.certify(&public, "lab-bastion", principals, &["-h"]);
+        sshd.restart_with_config_line(&format!("HostCertificate {}", cert.display()));
+        let target = format!("127.0.0.1:{}", echo.port());
+        let run = run_check(sshd.port(), &key, &kh, sshd.user(), &target, None);
+        if trusted {
+            let doc = run.json();
+            assert_eq!(run.code, 0, "{doc:#}\nstderr:\n{}", run.stderr);
+            let detail = text(&stage(&doc, 5)["detail"]);
+            for part in [
+                "ssh-ed25519-cert-v01@openssh.com",
+                "trusted through its host certificate",
+                ca_fingerprint.as_str(),
+                &format!("@cert-authority at {}:1", kh.display()),
+                "key id \"lab-bastion\"",
+                "valid forever",
+            ] {
+                assert!(detail.contains(part), "{part:?} not in {detail}");
+            }
+        } else {
+            let (detail, _fix) = expect_failure(&run, 5);
+            assert!(
+                detail.contains("names principals [other.example], not `127.0.0.1`"),
+                "{detail}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(&kh).expect("read known_hosts"),
+            format!("@cert-authority * {ca_key}\n"),
+            "check never writes known_hosts"
+        );
+    }
+}

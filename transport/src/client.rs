@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 
+use crate::cert::Certificate;
 use crate::cipher::{self, CipherAlgorithm, PacketOpener, PacketSealer};
 use crate::compress::Compression;
 use crate::error::Error;
-use crate::hostkey::{PublicKey, SignatureAlgorithm};
+use crate::hostkey::{HostKeyAlgorithm, PublicKey, SignatureAlgorithm, fingerprint_sha256};
 use crate::kex::{
     self, ClientKex, ClientStep, DebugMsg, Disconnect, ExtInfo, KexAlgorithm, KexError, KexInit,
     KexOutcome, Negotiated, Unimplemented,
@@ -49,8 +50,11 @@ pub struct ClientConfig {
     pub version: String,
     /// Key exchange methods, in preference order.
     pub kex_algorithms: Vec<KexAlgorithm>,
-    /// Host key algorithms, in preference order.
-    pub host_key_algorithms: Vec<SignatureAlgorithm>,
+    /// Host key algorithms, in preference order. The defaults are plain keys only: an
+    /// application that trusts certificate authorities for the host puts the certificate
+    /// algorithms first, as OpenSSH orders them when known_hosts has a `@cert-authority` line
+    /// for the host.
+    pub host_key_algorithms: Vec<HostKeyAlgorithm>,
     /// Ciphers, in preference order (both directions).
     pub ciphers: Vec<CipherAlgorithm>,
     /// MACs, in preference order (both directions), used only with a cipher that is not
@@ -76,6 +80,21 @@ pub struct ClientConfig {
     pub guess_first_kex: bool,
 }
 
+impl ClientConfig {
+    /// Puts the certificate form of each host key algorithm of the list ahead of it, in the
+    /// same order: what an application that trusts a certificate authority for the host
+    /// offers, as OpenSSH orders them for a host with a `@cert-authority` line.
+    pub fn put_certificate_algorithms_first(&mut self) {
+        let certs: Vec<HostKeyAlgorithm> = self
+            .host_key_algorithms
+            .iter()
+            .filter(|a| !a.certificate)
+            .map(|a| HostKeyAlgorithm::certificate(a.signature))
+            .collect();
+        self.host_key_algorithms.splice(0..0, certs);
+    }
+}
+
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
@@ -83,14 +102,17 @@ impl Default for ClientConfig {
             kex_algorithms: KexAlgorithm::ALL.to_vec(),
             // The NIST curves come after the others but stay, for FIPS-mode bastions; SHA-1
             // (`ssh-rsa`) is never offered unless configured.
-            host_key_algorithms: vec![
+            host_key_algorithms: [
                 SignatureAlgorithm::Ed25519,
                 SignatureAlgorithm::RsaSha512,
                 SignatureAlgorithm::RsaSha256,
                 SignatureAlgorithm::EcdsaP256,
                 SignatureAlgorithm::EcdsaP384,
                 SignatureAlgorithm::EcdsaP521,
-            ],
+            ]
+            .into_iter()
+            .map(HostKeyAlgorithm::plain)
+            .collect(),
             ciphers: cipher::ALL.to_vec(),
             macs: mac::DEFAULT.to_vec(),
             compression: vec![Compression::None],
@@ -107,7 +129,11 @@ impl Default for ClientConfig {
 pub enum Event<'a> {
     /// The server's host key, already proven by its signature over the exchange hash. The
     /// application must call [`ClientTransport::accept_host_key`] or
-    /// [`ClientTransport::reject_host_key`]; nothing else happens until it does.
+    /// [`ClientTransport::reject_host_key`]; nothing else happens until it does. When the
+    /// server presented a certificate this is the certified (plain) key, and
+    /// [`ClientTransport::host_certificate`] has the certificate: an application that does not
+    /// look at it judges the plain key, which is what OpenSSH falls back to when it does not
+    /// trust the certificate.
     VerifyHostKey(&'a PublicKey),
     /// The first key exchange is complete: user authentication may start.
     Established,
@@ -168,8 +194,17 @@ struct ExpectKexReply {
 /// The exchange is done and proven; the host key awaits the application's decision.
 struct HostKeyPending {
     negotiated: Negotiated,
-    host_key: PublicKey,
+    host_key: ServerHostKey,
     keys: NewKeys,
+}
+
+/// The host key the server proved: K_S as received, its plain key, and the certificate when
+/// K_S was one.
+#[derive(Clone, Debug)]
+struct ServerHostKey {
+    blob: Vec<u8>,
+    key: PublicKey,
+    certificate: Option<Certificate>,
 }
 
 struct NewKeys {
@@ -199,7 +234,7 @@ pub struct ClientTransport {
     client_version: Vec<u8>,
     server_version: Option<Vec<u8>>,
     session_id: Option<Vec<u8>>,
-    host_key: Option<PublicKey>,
+    host_key: Option<ServerHostKey>,
     negotiated: Option<Negotiated>,
     strict: bool,
     established: bool,
@@ -343,9 +378,20 @@ impl ClientTransport {
         self.guess_right
     }
 
-    /// The host key accepted at connection time.
+    /// The host key accepted at connection time (the certified key when it was a
+    /// certificate).
     pub fn host_key(&self) -> Option<&PublicKey> {
-        self.host_key.as_ref()
+        self.host_key.as_ref().map(|k| &k.key)
+    }
+
+    /// The server's host certificate: the one awaiting the application's decision while
+    /// [`Event::VerifyHostKey`] is pending, then the one accepted at connection time. `None`
+    /// when the server presented a plain key.
+    pub fn host_certificate(&self) -> Option<&Certificate> {
+        match &self.kex {
+            Kex::HostKeyPending(p) => p.host_key.certificate.as_ref(),
+            _ => self.host_key.as_ref().and_then(|k| k.certificate.as_ref()),
+        }
     }
 
     /// Whether the first key exchange has completed.
@@ -514,7 +560,7 @@ impl ClientTransport {
         };
         let Some(payload) = payload else {
             return Ok(match &self.kex {
-                Kex::HostKeyPending(p) => Some(Event::VerifyHostKey(&p.host_key)),
+                Kex::HostKeyPending(p) => Some(Event::VerifyHostKey(&p.host_key.key)),
                 _ => None,
             });
         };
@@ -780,15 +826,10 @@ impl ClientTransport {
             h,
             k,
         } = outcome;
-        let host_key = PublicKey::from_blob(&k_s).map_err(Error::HostKey)?;
-        if host_key.key_type() != n.host_key.key_type() {
-            return Err(Error::HostKey(crate::hostkey::KeyError::KeyTypeMismatch {
-                algorithm: n.host_key.name(),
-                key_type: host_key.key_type().name(),
-            }));
-        }
+        let host_key = server_host_key(n.host_key, k_s)?;
         host_key
-            .verify(n.host_key, &h, &signature)
+            .key
+            .verify(n.host_key.signature, &h, &signature)
             .map_err(Error::HostKey)?;
         let session_id = self.session_id.get_or_insert_with(|| h.clone()).clone();
         let (c2s, s2c) = kex::derive_directions(&n, &k, &h, &session_id);
@@ -803,10 +844,11 @@ impl ClientTransport {
                 .ok_or_else(|| Error::KeyExchange("bad key length".into()))?,
         };
         if let Some(first) = &self.host_key {
-            if first.blob() != host_key.blob() {
+            // As OpenSSH compares them: a certificate must be the very same certificate.
+            if first.blob != host_key.blob {
                 return Err(Error::HostKeyChangedInRekey {
-                    first: first.fingerprint(),
-                    now: host_key.fingerprint(),
+                    first: fingerprint_sha256(&first.blob),
+                    now: fingerprint_sha256(&host_key.blob),
                 });
             }
             return Ok(self.send_newkeys(n, keys));
@@ -1095,6 +1137,35 @@ impl PayloadSink for ClientTransport {
         self.check_output();
         Some(n)
     }
+}
+
+/// Reads K_S as the negotiated algorithm says it is: a plain key of its key type, or a
+/// certificate (of any certificate type: the application judges that) whose certified key is
+/// of its key type and whose authority's signature verifies.
+fn server_host_key(algorithm: HostKeyAlgorithm, k_s: Vec<u8>) -> Result<ServerHostKey, Error> {
+    let (key, certificate) = if algorithm.certificate {
+        let cert = Certificate::decode(&k_s).map_err(|error| Error::HostCertificate {
+            algorithm: algorithm.name(),
+            error,
+        })?;
+        (cert.public_key().clone(), Some(cert))
+    } else {
+        (PublicKey::from_blob(&k_s).map_err(Error::HostKey)?, None)
+    };
+    if key.key_type() != algorithm.key_type() {
+        return Err(Error::HostKey(crate::hostkey::KeyError::KeyTypeMismatch {
+            algorithm: algorithm.name(),
+            key_type: match &certificate {
+                Some(c) => c.type_name(),
+                None => key.key_type().name(),
+            },
+        }));
+    }
+    Ok(ServerHostKey {
+        blob: k_s,
+        key,
+        certificate,
+    })
 }
 
 /// OpenSSH's default rekey limits: 2^(2·block bits/8) blocks for 16-byte block ciphers,

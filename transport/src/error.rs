@@ -3,6 +3,7 @@
 use core::fmt;
 use std::time::Duration;
 
+use crate::cert::CertError;
 use crate::hostkey::KeyError;
 use crate::kex::NoCommonAlgorithm;
 use crate::msg::{DisconnectReason, MessageType};
@@ -33,6 +34,14 @@ pub enum Error {
     KeyExchange(String),
     /// The server's host key or its signature over the exchange hash is not acceptable.
     HostKey(KeyError),
+    /// A certificate host key algorithm was negotiated and K_S is not a usable certificate
+    /// (not a certificate, malformed, or its authority's signature does not verify).
+    HostCertificate {
+        /// The negotiated algorithm.
+        algorithm: &'static str,
+        /// What is wrong with it.
+        error: CertError,
+    },
     /// The application refused the server's host key.
     HostKeyRejected(String),
     /// The server presented another host key in a later key exchange.
@@ -85,9 +94,10 @@ impl Error {
             Self::NoCommonAlgorithm(_) | Self::KeyExchange(_) => {
                 DisconnectReason::KEY_EXCHANGE_FAILED
             }
-            Self::HostKey(_) | Self::HostKeyRejected(_) | Self::HostKeyChangedInRekey { .. } => {
-                DisconnectReason::HOST_KEY_NOT_VERIFIABLE
-            }
+            Self::HostKey(_)
+            | Self::HostCertificate { .. }
+            | Self::HostKeyRejected(_)
+            | Self::HostKeyChangedInRekey { .. } => DisconnectReason::HOST_KEY_NOT_VERIFIABLE,
             Self::HandshakeTimeout(_) | Self::Closed => DisconnectReason::BY_APPLICATION,
             // A DISCONNECT would only wait behind the rest.
             Self::Disconnected { .. } | Self::ConnectionLost | Self::OutputOverflow(_) => {
@@ -153,6 +163,27 @@ impl fmt::Display for Error {
             ),
             Self::KeyExchange(why) => write!(f, "key exchange failed: {why}"),
             Self::HostKey(e) => write!(f, "the server's host key is not acceptable: {e}"),
+            Self::HostCertificate { algorithm, error } => {
+                write!(
+                    f,
+                    "the server's host certificate (host key algorithm {algorithm}) is not \
+                     usable: "
+                )?;
+                match error {
+                    CertError::Malformed(what) => f.write_str(what)?,
+                    CertError::UnsupportedType(name) => {
+                        write!(f, "certificates of type {name} are not supported")?;
+                    }
+                    CertError::BadSignature { ca, why } => write!(
+                        f,
+                        "its certificate authority's signature (by {ca}) is not valid: {why}"
+                    )?,
+                    other => write!(f, "{other}")?,
+                }
+                f.write_str(
+                    "; the server is misconfigured or someone is intercepting the connection",
+                )
+            }
             Self::HostKeyRejected(why) => f.write_str(why),
             Self::HostKeyChangedInRekey { first, now } => write!(
                 f,

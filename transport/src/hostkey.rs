@@ -122,6 +122,96 @@ impl fmt::Display for SignatureAlgorithm {
     }
 }
 
+/// A host key algorithm as it is negotiated in KEXINIT: a signature algorithm, with the host
+/// key either a plain key or an OpenSSH certificate of one (`ssh-ed25519-cert-v01@openssh.com`,
+/// `rsa-sha2-512-cert-v01@openssh.com`, ...). With a certificate, K_S is the certificate blob
+/// and the exchange hash is signed by the certified key with the plain algorithm's signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HostKeyAlgorithm {
+    /// The signature over the exchange hash.
+    pub signature: SignatureAlgorithm,
+    /// Whether the host key is a certificate.
+    pub certificate: bool,
+}
+
+impl HostKeyAlgorithm {
+    /// A plain host key algorithm.
+    pub const fn plain(signature: SignatureAlgorithm) -> Self {
+        Self {
+            signature,
+            certificate: false,
+        }
+    }
+
+    /// A certificate host key algorithm.
+    pub const fn certificate(signature: SignatureAlgorithm) -> Self {
+        Self {
+            signature,
+            certificate: true,
+        }
+    }
+
+    /// Every host key algorithm we implement: the certificate ones first (OpenSSH's order),
+    /// then the plain ones. The two `ssh-rsa` (SHA-1) ones are never in a default list.
+    pub const ALL: &'static [Self] = &[
+        Self::certificate(SignatureAlgorithm::Ed25519),
+        Self::certificate(SignatureAlgorithm::EcdsaP256),
+        Self::certificate(SignatureAlgorithm::EcdsaP384),
+        Self::certificate(SignatureAlgorithm::EcdsaP521),
+        Self::certificate(SignatureAlgorithm::RsaSha512),
+        Self::certificate(SignatureAlgorithm::RsaSha256),
+        Self::certificate(SignatureAlgorithm::RsaSha1),
+        Self::plain(SignatureAlgorithm::Ed25519),
+        Self::plain(SignatureAlgorithm::EcdsaP256),
+        Self::plain(SignatureAlgorithm::EcdsaP384),
+        Self::plain(SignatureAlgorithm::EcdsaP521),
+        Self::plain(SignatureAlgorithm::RsaSha512),
+        Self::plain(SignatureAlgorithm::RsaSha256),
+        Self::plain(SignatureAlgorithm::RsaSha1),
+    ];
+
+    /// The algorithm's SSH name.
+    pub fn name(self) -> &'static str {
+        if self.certificate {
+            crate::cert::certificate_algorithm_name(self.signature)
+        } else {
+            self.signature.name()
+        }
+    }
+
+    /// Looks an SSH name up.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|a| a.name() == name)
+    }
+
+    /// The (plain) key type that signs with this algorithm.
+    pub fn key_type(self) -> KeyType {
+        self.signature.key_type()
+    }
+
+    /// The name of the key type the server presents: `ssh-ed25519`, or
+    /// `ssh-ed25519-cert-v01@openssh.com` for a certificate.
+    pub fn key_type_name(self) -> &'static str {
+        if self.certificate {
+            crate::cert::certificate_type_name(self.key_type())
+        } else {
+            self.key_type().name()
+        }
+    }
+}
+
+impl From<SignatureAlgorithm> for HostKeyAlgorithm {
+    fn from(signature: SignatureAlgorithm) -> Self {
+        Self::plain(signature)
+    }
+}
+
+impl fmt::Display for HostKeyAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Why a key or signature was not accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

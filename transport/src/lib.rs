@@ -9,6 +9,11 @@
 //! encrypt-then-MAC or encrypt-and-MAC ([`cipher`], [`mac`]); compression ([`compress`]) is
 //! off unless configured, and `zlib@openssh.com` waits for [`ClientTransport::auth_succeeded`].
 //!
+//! The server's host key is proven by its signature over the exchange hash before the
+//! application sees it; with a certificate host key algorithm (`*-cert-v01@openssh.com`,
+//! [`hostkey::HostKeyAlgorithm`]) K_S is an OpenSSH certificate ([`cert`]), whose certified
+//! key signs, and whose authority the application judges.
+//!
 //! No sockets, no clock, no global randomness: time is passed to `handle_timeout`, random bytes
 //! come from an injected [`random::SecureRandom`].
 //!
@@ -42,6 +47,7 @@
     )
 )]
 
+pub mod cert;
 pub mod hostkey;
 pub mod msg;
 pub mod random;
@@ -68,6 +74,8 @@ pub mod server;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cert;
 #[cfg(test)]
 mod tests_ciphers;
 #[cfg(test)]

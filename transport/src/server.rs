@@ -48,6 +48,10 @@ pub struct ServerConfig {
     pub host_key_seed: [u8; 32],
     /// Send an IGNORE packet before the first KEXINIT (breaks strict kex).
     pub ignore_before_kexinit: bool,
+    /// Present this blob as K_S, offering only the certificate algorithm of the host key's
+    /// type (sent as given: a test may pass one for another key, or no certificate at all).
+    /// Make one with [`CertificateBuilder`].
+    pub host_certificate: Option<Vec<u8>>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +72,7 @@ impl Default for ServerConfig {
             ]),
             host_key_seed: [0x11; 32],
             ignore_before_kexinit: false,
+            host_certificate: None,
         }
     }
 }
@@ -446,7 +451,10 @@ impl ServerTransport {
                 },
                 m,
             ) if m != MessageType::KEXINIT && m != MessageType::NEWKEYS => {
-                let k_s = self.host_public_key().blob().to_vec();
+                let k_s = match &self.config.host_certificate {
+                    Some(cert) => cert.clone(),
+                    None => self.host_public_key().blob().to_vec(),
+                };
                 let prefix = kex::HashPrefix {
                     v_c: &self.client_version,
                     v_s: self.config.version.as_bytes(),
@@ -568,7 +576,14 @@ impl ServerTransport {
         let ours = KexInit::new(
             self.rng.as_mut(),
             kex,
-            vec![self.host_key.algorithm().name().into()],
+            vec![
+                if self.config.host_certificate.is_some() {
+                    crate::cert::certificate_algorithm_name(self.host_key.algorithm())
+                } else {
+                    self.host_key.algorithm().name()
+                }
+                .into(),
+            ],
             ciphers,
             names(self.config.macs.iter().map(|m| m.name).collect()),
             names(self.config.compression.iter().map(|c| c.name()).collect()),
@@ -605,6 +620,122 @@ impl PayloadSink for ServerTransport {
             self.queued.push(p);
         }
     }
+}
+
+/// Builds OpenSSH certificates (PROTOCOL.certkeys) for tests, signed by an Ed25519
+/// authority made from a seed, or by any signer.
+#[derive(Clone, Debug)]
+pub struct CertificateBuilder {
+    /// The certified plain key's blob.
+    pub key: Vec<u8>,
+    /// `SSH_CERT_TYPE_USER` (1) or `SSH_CERT_TYPE_HOST` (2).
+    pub cert_type: u32,
+    /// Serial number.
+    pub serial: u64,
+    /// Key id.
+    pub key_id: String,
+    /// Principals (host names for a host certificate).
+    pub principals: Vec<String>,
+    /// Start of validity, seconds since the Unix epoch.
+    pub valid_after: u64,
+    /// End of validity (exclusive).
+    pub valid_before: u64,
+    /// Critical options, `(name, data)`, in name order.
+    pub critical_options: Vec<(String, Vec<u8>)>,
+    /// Extensions, `(name, data)`, in name order.
+    pub extensions: Vec<(String, Vec<u8>)>,
+}
+
+impl CertificateBuilder {
+    /// A host certificate for `key` (a plain key blob) naming `principals`, valid forever.
+    pub fn host(key: &[u8], principals: &[&str]) -> Self {
+        Self {
+            key: key.to_vec(),
+            cert_type: crate::cert::CERT_TYPE_HOST,
+            serial: 7,
+            key_id: "test host".into(),
+            principals: principals.iter().map(|p| (*p).to_owned()).collect(),
+            valid_after: 0,
+            valid_before: u64::MAX,
+            critical_options: Vec::new(),
+            extensions: Vec::new(),
+        }
+    }
+
+    /// Everything the authority signs, its key `ca_key` included.
+    pub fn to_be_signed(&self, ca_key: &[u8]) -> Vec<u8> {
+        let mut r = crate::wire::Reader::new(&self.key);
+        let name = r.utf8().unwrap_or_default();
+        let key_type = crate::hostkey::KeyType::from_name(name);
+        let mut out = Vec::new();
+        out.put_str(key_type.map_or("unknown-cert-v01@openssh.com", |k| {
+            crate::cert::certificate_type_name(k)
+        }));
+        out.put_string(&[0x42; 32]);
+        out.extend_from_slice(
+            self.key
+                .get(self.key.len() - r.remaining()..)
+                .unwrap_or_default(),
+        );
+        out.put_u64(self.serial);
+        out.put_u32(self.cert_type);
+        out.put_str(&self.key_id);
+        let mut principals = Vec::new();
+        for p in &self.principals {
+            principals.put_str(p);
+        }
+        out.put_string(&principals);
+        out.put_u64(self.valid_after);
+        out.put_u64(self.valid_before);
+        let options = |list: &[(String, Vec<u8>)]| {
+            let mut v = Vec::new();
+            for (name, data) in list {
+                v.put_str(name);
+                v.put_string(data);
+            }
+            v
+        };
+        out.put_string(&options(&self.critical_options));
+        out.put_string(&options(&self.extensions));
+        out.put_string(&[]);
+        out.put_string(ca_key);
+        out
+    }
+
+    /// The certificate, signed by `sign` (which returns a whole SSH signature blob) for the
+    /// authority's key `ca_key`.
+    pub fn sign_with(&self, ca_key: &[u8], sign: impl FnOnce(&[u8]) -> Vec<u8>) -> Vec<u8> {
+        let mut out = self.to_be_signed(ca_key);
+        let signature = sign(&out);
+        out.put_string(&signature);
+        out
+    }
+
+    /// The certificate signed by the Ed25519 authority made from `ca_seed`
+    /// ([`ed25519_ca_key`] is its public key).
+    pub fn sign_ed25519(&self, ca_seed: [u8; 32]) -> Vec<u8> {
+        let Ok(pair) = Ed25519KeyPair::from_seed_unchecked(&ca_seed) else {
+            return Vec::new();
+        };
+        let pk: [u8; 32] = pair.public_key().as_ref().try_into().unwrap_or([0; 32]);
+        let ca = PublicKey::ed25519(&pk);
+        self.sign_with(ca.blob(), |data| {
+            let mut sig = Vec::new();
+            sig.put_str("ssh-ed25519");
+            sig.put_string(pair.sign(data).as_ref());
+            sig
+        })
+    }
+}
+
+/// The public key of the Ed25519 authority [`CertificateBuilder::sign_ed25519`] makes from
+/// `seed`.
+pub fn ed25519_ca_key(seed: [u8; 32]) -> PublicKey {
+    let pk = Ed25519KeyPair::from_seed_unchecked(&seed)
+        .ok()
+        .and_then(|p| <[u8; 32]>::try_from(p.public_key().as_ref()).ok())
+        .unwrap_or([0; 32]);
+    PublicKey::ed25519(&pk)
 }
 
 /// A deterministic generator for tests: SHA-256 over a seed and a counter. Not for real use.
@@ -645,5 +776,12 @@ impl ServerTransport {
         self.config.host_key_seed = seed;
         self.host_key = HostKeyPair::new(self.config.host_key_type, seed)
             .unwrap_or_else(|| unreachable!("test host keys are always valid"));
+    }
+}
+
+impl ServerTransport {
+    /// Test hook: present another certificate (or none) from the next key exchange on.
+    pub fn replace_host_certificate(&mut self, certificate: Option<Vec<u8>>) {
+        self.config.host_certificate = certificate;
     }
 }

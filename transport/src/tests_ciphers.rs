@@ -162,9 +162,15 @@ fn defaults_offer_no_sha1_no_none_and_no_compression() {
     assert!(d.macs.iter().all(|m| !m.is_sha1()));
     assert_eq!(d.macs[0], mac::HMAC_SHA2_256_ETM);
     assert_eq!(d.compression, [Compression::None]);
-    assert!(!d.host_key_algorithms.contains(&SignatureAlgorithm::RsaSha1));
+    assert!(
+        d.host_key_algorithms
+            .iter()
+            .all(|a| a.signature != SignatureAlgorithm::RsaSha1 && !a.certificate)
+    );
+    let plain: Vec<SignatureAlgorithm> =
+        d.host_key_algorithms.iter().map(|a| a.signature).collect();
     assert_eq!(
-        d.host_key_algorithms,
+        plain,
         [
             SignatureAlgorithm::Ed25519,
             SignatureAlgorithm::RsaSha512,
@@ -482,7 +488,7 @@ fn every_ecdsa_host_key_type_handshakes() {
         let mut p = Pair::new(ClientConfig::default(), server);
         p.drive();
         assert_eq!(p.client_error, None, "{alg}");
-        assert_eq!(p.client.negotiated().unwrap().host_key, alg);
+        assert_eq!(p.client.negotiated().unwrap().host_key, alg.into());
         let key = p.client.host_key().unwrap();
         assert_eq!(key.key_type(), alg.key_type());
         assert_eq!(key, &p.server.host_public_key());
@@ -501,7 +507,10 @@ fn a_host_key_type_we_do_not_offer_is_refused() {
         ..ServerConfig::default()
     };
     let client = ClientConfig {
-        host_key_algorithms: vec![SignatureAlgorithm::Ed25519, SignatureAlgorithm::EcdsaP384],
+        host_key_algorithms: vec![
+            SignatureAlgorithm::Ed25519.into(),
+            SignatureAlgorithm::EcdsaP384.into(),
+        ],
         ..ClientConfig::default()
     };
     let mut p = Pair::new(client, server);

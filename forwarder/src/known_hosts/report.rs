@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ssh_transport::hostkey::PublicKey;
 
-use super::{AcceptedKey, HostKeyStatus, Mismatch, Record, lookup_name};
+use super::{AcceptedKey, CertificateRefusal, HostKeyStatus, Mismatch, Record, lookup_name};
 use crate::cli::StrictHostKeyChecking;
 
 /// What the connection should do with the server's host key.
@@ -82,6 +82,29 @@ pub enum HostKeyError {
         /// The marker's line.
         line: usize,
     },
+    /// The host certificate's key or its authority is marked `@revoked`.
+    CertificateRevoked {
+        /// `host` or `[host]:port`.
+        host: String,
+        /// Whether the authority's key is the revoked one.
+        authority: bool,
+        /// The revoked key's fingerprint.
+        fingerprint: String,
+        /// The file with the marker.
+        file: PathBuf,
+        /// The marker's line.
+        line: usize,
+    },
+    /// The host certificate was not accepted, and its key, checked as an ordinary host key,
+    /// was refused too.
+    CertificateRefused {
+        /// `host` or `[host]:port`.
+        host: String,
+        /// Why the certificate was not accepted.
+        why: CertificateRefusal,
+        /// Why its key was refused.
+        plain: Box<HostKeyError>,
+    },
 }
 
 /// Applies OpenSSH's StrictHostKeyChecking rules, with one deliberate difference: under `no`
@@ -96,6 +119,11 @@ pub enum HostKeyError {
 /// A host no file lists but for which this process trusted keys earlier
 /// ([`super::AcceptedKeys`]) is treated as if those keys' lines were in the file: the same
 /// key is trusted, another one is refused as changed.
+///
+/// A host certificate that was accepted is trusted and never recorded; one whose key or
+/// authority is revoked is refused under every policy; one not accepted for another reason
+/// is decided by its key as an ordinary host key (what accept-new records is that plain key),
+/// and a refusal then says why the certificate was not accepted too.
 pub fn decide(
     status: HostKeyStatus,
     policy: StrictHostKeyChecking,
@@ -104,6 +132,7 @@ pub fn decide(
     key: &PublicKey,
     record_file: Option<&Path>,
 ) -> Decision {
+    let host_arg = host;
     let host = ssh_transport::text::sanitize(lookup_name(host, port).as_bytes(), false, 300);
     let key_type = key.key_type().name().to_owned();
     let fingerprint = key.fingerprint();
@@ -114,7 +143,31 @@ pub fn decide(
         None => Decision::Trusted,
     };
     match status {
-        HostKeyStatus::Known { .. } => Decision::Trusted,
+        HostKeyStatus::Known { .. } | HostKeyStatus::CertificateAccepted { .. } => {
+            Decision::Trusted
+        }
+        HostKeyStatus::CertificateRevoked {
+            file,
+            line,
+            authority,
+            fingerprint,
+        } => Decision::Refused(HostKeyError::CertificateRevoked {
+            host,
+            authority,
+            fingerprint,
+            file,
+            line,
+        }),
+        HostKeyStatus::CertificateRefused { why, plain } => {
+            match decide(*plain, policy, host_arg, port, key, record_file) {
+                Decision::Refused(e) => Decision::Refused(HostKeyError::CertificateRefused {
+                    host,
+                    why,
+                    plain: Box::new(e),
+                }),
+                trusted => trusted,
+            }
+        }
         HostKeyStatus::Revoked { file, line } => Decision::Refused(HostKeyError::Revoked {
             host,
             key_type,
@@ -350,8 +403,45 @@ impl fmt::Display for HostKeyError {
                 key_type_label(key_type),
                 file.display()
             ),
+            Self::CertificateRevoked { .. } | Self::CertificateRefused { .. } => {
+                write_certificate_error(f, self)
+            }
         }
     }
 }
 
 impl std::error::Error for HostKeyError {}
+
+/// The certificate parts of [`HostKeyError`]'s Display.
+fn write_certificate_error(f: &mut fmt::Formatter<'_>, e: &HostKeyError) -> fmt::Result {
+    match e {
+        HostKeyError::CertificateRevoked {
+            host,
+            authority,
+            fingerprint,
+            file,
+            line,
+        } => {
+            let what = if *authority {
+                "the certificate authority's key"
+            } else {
+                "the certified key"
+            };
+            write!(
+                f,
+                "host certificate for {host} is revoked: {what} {fingerprint} is marked \
+                 @revoked on line {line} of {}; refusing to connect (a revoked certificate is \
+                 not checked as a plain key). Ask the server's admin for the server's current \
+                 host key or certificate",
+                file.display()
+            )
+        }
+        HostKeyError::CertificateRefused { host, why, plain } => write!(
+            f,
+            "host certificate for {host} not accepted: {why} (to trust it, {}); its key was \
+             then checked as a plain host key: {plain}",
+            why.remedy()
+        ),
+        _ => Ok(()),
+    }
+}

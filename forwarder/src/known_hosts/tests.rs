@@ -34,7 +34,7 @@ pub(crate) fn ecdsa(n: u8) -> PublicKey {
     PublicKey::from_blob(&blob).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn line(hosts: &str, key: &PublicKey) -> String {
+pub(crate) fn line(hosts: &str, key: &PublicKey) -> String {
     format!("{hosts} {}", key.to_openssh_line())
 }
 

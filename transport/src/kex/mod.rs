@@ -25,7 +25,7 @@ pub use sntrup::Sntrup761Kem;
 
 use crate::cipher::{self, CipherAlgorithm};
 use crate::compress::Compression;
-use crate::hostkey::SignatureAlgorithm;
+use crate::hostkey::HostKeyAlgorithm;
 use crate::mac::{self, MacAlgorithm};
 use crate::msg::{DisconnectReason, MessageType};
 use crate::random::SecureRandom;
@@ -527,8 +527,8 @@ pub struct NoCommonAlgorithm {
 pub struct Negotiated {
     /// Key exchange method.
     pub kex: KexAlgorithm,
-    /// Host key (signature) algorithm.
-    pub host_key: SignatureAlgorithm,
+    /// Host key algorithm (a plain key or a certificate, and the signature over H).
+    pub host_key: HostKeyAlgorithm,
     /// Cipher client to server.
     pub cipher_c2s: CipherAlgorithm,
     /// Cipher server to client.
@@ -647,7 +647,7 @@ pub fn negotiate(
     let kex = KexAlgorithm::from_name(kex_name).ok_or_else(|| unknown("key exchange", kex_name))?;
     let hk_name = choose("host key", &client.host_key, &server.host_key)?;
     let host_key =
-        SignatureAlgorithm::from_name(hk_name).ok_or_else(|| unknown("host key", hk_name))?;
+        HostKeyAlgorithm::from_name(hk_name).ok_or_else(|| unknown("host key", hk_name))?;
     let c2s = choose(
         "cipher client to server",
         &client.cipher_c2s,
@@ -1102,7 +1102,10 @@ mod tests {
         );
         let n = negotiate(&c, &s, true).unwrap();
         assert_eq!(n.kex, KexAlgorithm::Curve25519Sha256);
-        assert_eq!(n.host_key, SignatureAlgorithm::Ed25519);
+        assert_eq!(
+            n.host_key,
+            crate::hostkey::SignatureAlgorithm::Ed25519.into()
+        );
         assert_eq!(n.cipher_c2s, cipher::CHACHA20_POLY1305);
         assert!(n.strict);
         assert!(!negotiate(&c, &s, false).unwrap().strict);
