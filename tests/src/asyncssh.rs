@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::keys::{KeyKind, UserKey};
+use crate::keys::{CertAuthority, KeyKind, UserKey};
 use crate::lab_server::{HostKey, LabServer, START_TIMEOUT, log_methods};
 use crate::process::{require_program, run_ok, wait_until};
 
@@ -56,6 +56,17 @@ pub struct AsyncSsh {
 impl AsyncSsh {
     /// A server that lets [`LAB_USER`] in with `key`.
     pub fn start(key: &UserKey) -> AsyncSsh {
+        Self::start_with(key, None)
+    }
+
+    /// A server that lets [`LAB_USER`] in with `key` and presents, besides its host key, a
+    /// host certificate of it signed by `ca` for `principals` (AsyncSSH loads the
+    /// `-cert.pub` beside a host key file, and offers the certificate algorithm first).
+    pub fn start_certified(key: &UserKey, ca: &CertAuthority, principals: &str) -> AsyncSsh {
+        Self::start_with(key, Some((ca, principals)))
+    }
+
+    fn start_with(key: &UserKey, certified_by: Option<(&CertAuthority, &str)>) -> AsyncSsh {
         let python = python3_binary();
         // Fails with the install hint rather than with a traceback in the server log.
         asyncssh_version();
@@ -63,6 +74,10 @@ impl AsyncSsh {
         let dir = lab.dir().to_path_buf();
         let host_key =
             HostKey::generate_openssh(KeyKind::Ed25519, dir.join("ssh_host_ed25519_key"));
+        if let Some((ca, principals)) = certified_by {
+            let public = host_key.private_key_path().with_extension("pub");
+            ca.certify(&public, "lab-asyncssh", principals, &["-h"]);
+        }
         let authorized_keys = dir.join("authorized_keys");
         fs::write(&authorized_keys, format!("{}\n", key.public_key_line()))
             .expect("write authorized_keys");

@@ -316,6 +316,17 @@ impl CertAuthority {
         self.dir.path().join("ca.pub")
     }
 
+    /// The CA's public key as a known_hosts key field (`type base64`), for an
+    /// `@cert-authority` line.
+    pub fn known_hosts_key(&self) -> String {
+        let text =
+            std::fs::read_to_string(self.public_key_path()).expect("read the CA's public key");
+        text.split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// A lab sshd that trusts this CA for user certificates and authorizes no key, logging
     /// at DEBUG2 (its "Accepted publickey" line names the certificate).
     pub fn sshd(&self) -> crate::Sshd {

@@ -2,17 +2,19 @@
 //! request (a signed publickey request, or `none` when there is no key) goes out right
 //! behind SERVICE_REQUEST, before SERVICE_ACCEPT (one round trip less), and AsyncSSH takes
 //! it; data crosses a `direct-tcpip` channel byte for byte both ways; a wrong host key ends
-//! the forwarder with 255 before it logs in.
+//! the forwarder with 255 before it logs in; a host certificate is trusted through a
+//! `@cert-authority` line.
 
 use std::fs;
 use std::time::Duration;
 
 use ssh_interop_tests::asyncssh::{AsyncSsh, asyncssh_version};
+use ssh_interop_tests::keys::fingerprint_of;
 use ssh_interop_tests::process::tail;
 use ssh_interop_tests::sshd::known_hosts_line;
 use ssh_interop_tests::{
-    ClientKind, EchoServer, KEX_COMPLETE, KeyKind, Pattern, Tunnel, TunnelBuilder, UserKey,
-    echo_round_trip, kex_guesses,
+    CertAuthority, ClientKind, EchoServer, KEX_COMPLETE, KeyKind, Pattern, Tunnel, TunnelBuilder,
+    UserKey, echo_round_trip, kex_guesses,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -313,4 +315,76 @@ fn interop_asyncssh_takes_the_key_exchange_guessed_from_the_last_run() {
     );
     assert_eq!(server.log().matches(AUTH_SUCCEEDED).count(), 2);
     assert!(!server.log().contains("failed"), "{}", server.log_tail(40));
+}
+
+// Host certificates with a second server implementation: AsyncSSH presents its certificate
+// when asked for the certificate algorithm, and a known_hosts with only a `@cert-authority`
+// line trusts it; the certificate of a CA no line lists is refused, naming the CA.
+#[test]
+fn interop_asyncssh_host_certificate_is_trusted_through_a_cert_authority_line() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let ca = CertAuthority::new();
+    let server = AsyncSsh::start_certified(&key, &ca, "127.0.0.1");
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let known_hosts = dir.path().join("known_hosts");
+    fs::write(
+        &known_hosts,
+        format!(
+            "@cert-authority [127.0.0.1]:{} {}\n",
+            server.port(),
+            ca.known_hosts_key()
+        ),
+    )
+    .expect("write known_hosts");
+    let tunnel = forwarder(&server, &key)
+        .known_hosts(&known_hosts)
+        .option("StrictHostKeyChecking=accept-new")
+        .forward_to(echo.port())
+        .start();
+    let data = b"certified by the lab CA";
+    assert_eq!(
+        echo_round_trip(tunnel.local_port(), data)
+            .unwrap_or_else(|e| panic!("{e}\n{}", diagnose(&tunnel, &server))),
+        data
+    );
+    let log = tunnel.log();
+    assert!(
+        log.contains("host key ssh-ed25519-cert-v01@openssh.com,")
+            && log.contains("host certificate accepted")
+            && log.contains("lab-asyncssh"),
+        "the certificate was not negotiated and accepted:\n{}",
+        diagnose(&tunnel, &server)
+    );
+    assert_eq!(
+        fs::read_to_string(&known_hosts).expect("read known_hosts"),
+        format!(
+            "@cert-authority [127.0.0.1]:{} {}\n",
+            server.port(),
+            ca.known_hosts_key()
+        ),
+        "nothing is recorded for a host trusted through its certificate"
+    );
+    drop(tunnel);
+
+    // Another CA on the line: the certificate is not accepted, its key is not listed either.
+    let other = CertAuthority::new();
+    fs::write(
+        &known_hosts,
+        format!("@cert-authority * {}\n", other.known_hosts_key()),
+    )
+    .expect("write known_hosts");
+    let mut tunnel = forwarder(&server, &key)
+        .known_hosts(&known_hosts)
+        .forward_to(echo.port())
+        .spawn();
+    let log = tunnel.expect_failure();
+    let ca_fingerprint = fingerprint_of(&ca.public_key_path());
+    assert!(
+        log.contains(&format!(
+            "the host certificate is signed by CA {ca_fingerprint}, which no @cert-authority line"
+        )),
+        "the refusal does not name the certificate's CA ({ca_fingerprint}):\n{log}"
+    );
+    assert_eq!(echo.connections(), 1, "only the trusted run's connection");
 }

@@ -36,15 +36,6 @@ fn certified_sshd(
     sshd
 }
 
-/// The CA's public key as a known_hosts key field: `type base64`.
-fn ca_key(ca: &CertAuthority) -> String {
-    let text = fs::read_to_string(ca.public_key_path()).expect("read the CA's public key");
-    text.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn write_known_hosts(sshd: &Sshd, name: &str, lines: &[String]) -> PathBuf {
     let path = sshd.dir().join(name);
     fs::write(&path, lines.join("\n") + "\n").expect("write known_hosts");
@@ -96,7 +87,7 @@ fn interop_host_cert_a_cert_authority_line_alone_trusts_an_ed25519_host_certific
         let known_hosts = write_known_hosts(
             &sshd,
             &format!("known_hosts_{name}"),
-            &[format!("@cert-authority {hosts} {}", ca_key(&ca))],
+            &[format!("@cert-authority {hosts} {}", ca.known_hosts_key())],
         );
         let before = fs::read_to_string(&known_hosts).expect("read known_hosts");
         // accept-new would record a key it trusted as new: a certificate is never recorded.
@@ -135,7 +126,10 @@ fn interop_host_cert_an_rsa_host_certificate_negotiates_rsa_sha2_512_cert() {
     let known_hosts = write_known_hosts(
         &sshd,
         "known_hosts",
-        &[format!("@cert-authority 127.0.0.1 {}", ca_key(&ca))],
+        &[format!(
+            "@cert-authority 127.0.0.1 {}",
+            ca.known_hosts_key()
+        )],
     );
     let tunnel = forwarder(&sshd, &key, &known_hosts, &echo).start();
     assert_eq!(
@@ -156,7 +150,7 @@ fn interop_host_cert_for_another_principal_is_refused_unless_the_plain_key_is_kn
     let ca = CertAuthority::new();
     let sshd = certified_sshd(&key, KeyKind::Ed25519, &ca, "other.example", &[]);
     let echo = EchoServer::start();
-    let ca_line = format!("@cert-authority * {}", ca_key(&ca));
+    let ca_line = format!("@cert-authority * {}", ca.known_hosts_key());
     let known_hosts = write_known_hosts(&sshd, "known_hosts_ca", std::slice::from_ref(&ca_line));
     let mut tunnel = forwarder(&sshd, &key, &known_hosts, &echo).spawn();
     let log = expect_refusal(&mut tunnel);
@@ -204,7 +198,7 @@ fn interop_host_cert_expired_is_refused_with_expired() {
     let known_hosts = write_known_hosts(
         &sshd,
         "known_hosts",
-        &[format!("@cert-authority * {}", ca_key(&ca))],
+        &[format!("@cert-authority * {}", ca.known_hosts_key())],
     );
     let mut tunnel = forwarder(&sshd, &key, &known_hosts, &echo).spawn();
     let log = expect_refusal(&mut tunnel);
@@ -226,9 +220,9 @@ fn interop_host_cert_a_revoked_authority_is_refused_even_with_the_plain_key_list
         &sshd,
         "known_hosts",
         &[
-            format!("@cert-authority * {}", ca_key(&ca)),
+            format!("@cert-authority * {}", ca.known_hosts_key()),
             host_key.known_hosts_line("127.0.0.1", sshd.port()),
-            format!("@revoked * {}", ca_key(&ca)),
+            format!("@revoked * {}", ca.known_hosts_key()),
         ],
     );
     let mut tunnel = forwarder(&sshd, &key, &known_hosts, &echo).spawn();
@@ -254,7 +248,7 @@ fn interop_host_cert_signed_by_a_ca_no_line_lists_is_refused_naming_the_ca() {
     let known_hosts = write_known_hosts(
         &sshd,
         "known_hosts",
-        &[format!("@cert-authority * {}", ca_key(&other))],
+        &[format!("@cert-authority * {}", other.known_hosts_key())],
     );
     let mut tunnel = forwarder(&sshd, &key, &known_hosts, &echo).spawn();
     let log = expect_refusal(&mut tunnel);
