@@ -917,8 +917,9 @@ fn recovery_notes(
                 a.version,
                 AUTOSSH_SSH_OPTIONS.join(" -o ")
             ),
-            _ => "forwarder's own reconnect with its defaults (keepalive 15 s x 3, back-off \
-                  from 0.5 s with full jitter, capped at 30 s)"
+            _ => "forwarder's own reconnect with its defaults (keepalive 15 s x 3, at once \
+                  after a loss, then back-off from 0.5 s with full jitter, from 0.1 s while the \
+                  port refuses connections, capped at 30 s)"
                 .to_owned(),
         };
         if !notes.iter().any(|n| n.ends_with(&how)) {
