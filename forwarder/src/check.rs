@@ -464,15 +464,11 @@ enum HostKeySeen {
         file: PathBuf,
         line: usize,
     },
-    /// A host certificate whose authority a `@cert-authority` line lists.
+    /// A host certificate whose authority a `@cert-authority` line lists: `accepted` is
+    /// [`HostKeyStatus::CertificateAccepted`].
     Certificate {
         key: String,
-        file: PathBuf,
-        line: usize,
-        ca_fingerprint: String,
-        key_id: String,
-        serial: u64,
-        valid_before: u64,
+        accepted: HostKeyStatus,
     },
     /// Accepted without being known (`accept-new` or `no`); not recorded by check.
     Unknown {
@@ -524,27 +520,14 @@ impl HostKeyVerifier for RecordingVerifier {
             key,
             certificate,
         );
-        if let HostKeyStatus::CertificateAccepted {
-            file,
-            line,
-            ca_fingerprint,
-            key_id,
-            serial,
-            valid_before,
-        } = &status
-        {
+        if matches!(status, HostKeyStatus::CertificateAccepted { .. }) {
             let seen = HostKeySeen::Certificate {
                 key: format!(
                     "{} {}",
                     certificate.map_or(key.key_type().name(), |c| c.type_name()),
                     key.fingerprint()
                 ),
-                file: file.clone(),
-                line: *line,
-                ca_fingerprint: ca_fingerprint.clone(),
-                key_id: key_id.clone(),
-                serial: *serial,
-                valid_before: *valid_before,
+                accepted: status,
             };
             if let Ok(mut s) = self.seen.lock() {
                 *s = Some((seen, started.elapsed()));
@@ -845,7 +828,7 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
     let handshake_limit = transport
         .handshake_timeout
         .unwrap_or(crate::config::DEFAULT_HANDSHAKE_TIMEOUT);
-    let now = unix_now();
+    let now = crate::connect::unix_now();
     let (password, passphrase) = userauth::secret_sources(opts);
     let prepared = userauth::prepare(opts, &passphrase, now).await;
     let helper = Arc::new(userauth::Helper::new(opts, &prepared, password, passphrase));
@@ -927,13 +910,6 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
     }
     handle.disconnect("forwarder check finished");
     let _ = tokio::time::timeout(Duration::from_secs(2), driver_task).await;
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Reports stages 3 to 6 from how far the handshake got; returns whether it got through.
@@ -1064,12 +1040,15 @@ fn report_handshake(
         (
             Some(HostKeySeen::Certificate {
                 key,
-                file,
-                line,
-                ca_fingerprint,
-                key_id,
-                serial,
-                valid_before,
+                accepted:
+                    HostKeyStatus::CertificateAccepted {
+                        file,
+                        line,
+                        ca_fingerprint,
+                        key_id,
+                        serial,
+                        valid_before,
+                    },
             }),
             false,
         ) => st.pass(
@@ -1079,10 +1058,7 @@ fn report_handshake(
                 "{key}, trusted through its host certificate: signed by CA {ca_fingerprint} \
                  (@cert-authority at {}:{line}), key id {key_id:?}, serial {serial}, valid {}",
                 file.display(),
-                match *valid_before {
-                    u64::MAX => "forever".to_owned(),
-                    b => format!("until {}", ssh_transport::cert::utc(b)),
-                }
+                ssh_transport::cert::describe_validity(0, *valid_before)
             ),
         ),
         (

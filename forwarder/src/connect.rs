@@ -677,7 +677,7 @@ pub(crate) fn host_key_order(
 }
 
 /// Seconds since the Unix epoch; certificates' validity is judged by this clock.
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

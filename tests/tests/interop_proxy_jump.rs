@@ -63,6 +63,39 @@ fn temp_dir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
+/// forwarder's command line for `-L local` to `echo` on `target`'s side through `-J jump`,
+/// with `first` before it (`-F file`): the known_hosts file `kh` alone, `key`, no prompts.
+fn jump_args(
+    first: &[&str],
+    jump: &str,
+    key: &UserKey,
+    kh: &Path,
+    target: &Sshd,
+    local: u16,
+    echo: &EchoServer,
+) -> Vec<String> {
+    let mut args: Vec<String> = first.iter().map(|a| (*a).to_owned()).collect();
+    args.extend([
+        "-N".to_owned(),
+        "-J".to_owned(),
+        jump.to_owned(),
+        "-i".to_owned(),
+        key.private_key_path().display().to_string(),
+        "-o".to_owned(),
+        format!("UserKnownHostsFile={}", kh.display()),
+        "-o".to_owned(),
+        "GlobalKnownHostsFile=/dev/null".to_owned(),
+        "-o".to_owned(),
+        "BatchMode=yes".to_owned(),
+        "-p".to_owned(),
+        target.port().to_string(),
+        "-L".to_owned(),
+        format!("127.0.0.1:{local}:127.0.0.1:{}", echo.port()),
+        format!("{}@127.0.0.1", target.user()),
+    ]);
+    args
+}
+
 /// Starts forwarder with `args` (its log in `dir`), waits for its session, and returns it
 /// with a reader of its log.
 fn start_forwarder(
@@ -123,25 +156,15 @@ fn three_hops_with_dash_j_carry_data_byte_for_byte() {
     let dir = temp_dir();
     let kh = known_hosts(dir.path(), &[&a, &b, &c]);
     let local = free_port();
-    let args: Vec<String> = [
-        "-N".to_owned(),
-        "-J".to_owned(),
-        format!("{},{}", hop(&a), hop(&b)),
-        "-i".to_owned(),
-        key.private_key_path().display().to_string(),
-        "-o".to_owned(),
-        format!("UserKnownHostsFile={}", kh.display()),
-        "-o".to_owned(),
-        "GlobalKnownHostsFile=/dev/null".to_owned(),
-        "-o".to_owned(),
-        "BatchMode=yes".to_owned(),
-        "-p".to_owned(),
-        c.port().to_string(),
-        "-L".to_owned(),
-        format!("127.0.0.1:{local}:127.0.0.1:{}", echo.port()),
-        format!("{}@127.0.0.1", c.user()),
-    ]
-    .into();
+    let args = jump_args(
+        &[],
+        &format!("{},{}", hop(&a), hop(&b)),
+        &key,
+        &kh,
+        &c,
+        local,
+        &echo,
+    );
     let (mut child, log) = start_forwarder(dir.path(), &args);
     assert_echo(local, 3, &log, "three hops");
     assert_eq!((logins(&a), logins(&b), logins(&c)), (1, 1, 1), "{}", log());
@@ -418,27 +441,16 @@ fn each_hop_negotiates_with_its_own_algorithms_from_its_config_block() {
     )
     .expect("write the config");
     let local = free_port();
-    let args: Vec<String> = [
-        "-N".to_owned(),
-        "-F".to_owned(),
-        config.display().to_string(),
-        "-J".to_owned(),
-        "oldjump".to_owned(),
-        "-i".to_owned(),
-        key.private_key_path().display().to_string(),
-        "-o".to_owned(),
-        format!("UserKnownHostsFile={}", kh.display()),
-        "-o".to_owned(),
-        "GlobalKnownHostsFile=/dev/null".to_owned(),
-        "-o".to_owned(),
-        "BatchMode=yes".to_owned(),
-        "-p".to_owned(),
-        target.port().to_string(),
-        "-L".to_owned(),
-        format!("127.0.0.1:{local}:127.0.0.1:{}", echo.port()),
-        format!("{}@127.0.0.1", target.user()),
-    ]
-    .into();
+    let config_arg = config.display().to_string();
+    let args = jump_args(
+        &["-F", &config_arg],
+        "oldjump",
+        &key,
+        &kh,
+        &target,
+        local,
+        &echo,
+    );
     let (mut child, log) = start_forwarder(dir.path(), &args);
     assert_echo(local, 9, &log, "through the old jump host");
     let _ = child.kill();
