@@ -1675,7 +1675,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
                 st.session.handle_timeout(now);
             }
         }
-        // Out of budget with work left: let other tasks run, then continue.
+        // Out of budget with work left: run the timers that are due, since a server that
+        // keeps us busy (an IGNORE flood while it never answers a rekey) must not keep them
+        // from running; then let other tasks run, and continue.
+        let now = Instant::now();
+        if st.session.poll_timeout().is_some_and(|due| due <= now) {
+            st.session.handle_timeout(now);
+        }
         cx.waker().wake_by_ref();
         Poll::Pending
     }

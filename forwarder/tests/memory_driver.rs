@@ -439,6 +439,36 @@ async fn unanswered_keepalives_end_the_session_even_though_the_server_reads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_babbles_through_a_rekey_it_never_finishes_ends_at_the_handshake_timeout() {
+    let mut client = ClientOptions {
+        server_alive: Some(ALIVE),
+        ..ClientOptions::default()
+    };
+    client.transport.handshake_timeout = Some(Duration::from_secs(1));
+    let (_server, conn, client) = connected(ServerOptions::default(), client).await;
+    let ch = open(&client.handle, "db.internal").await;
+    echo_check(ch, b"before").await.unwrap();
+    // The server starts a key exchange, then only sends IGNOREs: the client answers its
+    // KEXINIT and holds every channel's data until the exchange ends, which it never does.
+    // Keepalives see the IGNOREs as life and never fire.
+    conn.rekey();
+    conn.babble();
+    let t0 = Instant::now();
+    let end = client.finished(Duration::from_secs(10)).await;
+    assert_eq!(
+        end,
+        Err(SessionError::Transport(ssh_transport::Error::RekeyTimeout(
+            Duration::from_secs(1)
+        )))
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_connection_attempt_gets_a_fresh_server() {
     // What a supervisor's reconnect tests build on: the same server, a new pipe per attempt.
     let server = support::TestServer::new(ServerOptions::default());

@@ -69,7 +69,10 @@ pub struct ClientConfig {
     pub rekey_limit: Option<u64>,
     /// Start a key exchange after this much time.
     pub rekey_interval: Option<Duration>,
-    /// The version exchange and first key exchange must finish within this.
+    /// The version exchange and first key exchange must finish within this, and so must
+    /// every later key exchange from its start: a server that never answers a rekey (while
+    /// it keeps the connection busy with IGNORE or DEBUG, which keepalives count as life)
+    /// would otherwise hold every channel's data back for good.
     pub handshake_timeout: Option<Duration>,
     /// Send the first key exchange message of our first method right behind our first
     /// KEXINIT, flagged with `first_kex_packet_follows` (RFC 4253 section 7.1): one round trip
@@ -255,6 +258,11 @@ pub struct ClientTransport {
     handshake_deadline: Option<Instant>,
     rekey_deadline: Option<Instant>,
     kex_finished_since_tick: bool,
+    /// A key exchange after the first started since the last tick: its deadline counts
+    /// from the next one.
+    rekey_started_since_tick: bool,
+    /// When the running key exchange after the first must have finished.
+    rekey_kex_deadline: Option<Instant>,
     /// The latest time the application gave us ([`ClientTransport::new`] or
     /// [`ClientTransport::handle_timeout`]).
     last_tick: Instant,
@@ -313,6 +321,8 @@ impl ClientTransport {
             ignore_next_kex_packet: false,
             rekey_deadline: None,
             kex_finished_since_tick: false,
+            rekey_started_since_tick: false,
+            rekey_kex_deadline: None,
             last_tick: now,
             rekey_limit: u64::MAX,
             kex_count: 0,
@@ -435,15 +445,22 @@ impl ClientTransport {
         if self.error.is_some() {
             return None;
         }
-        if self.kex_finished_since_tick && self.config.rekey_interval.is_some() {
-            // A key exchange finished: the next time-based rekey counts from now, which only
-            // the application's clock knows. Ask for a tick at once.
+        if (self.kex_finished_since_tick && self.config.rekey_interval.is_some())
+            || (self.rekey_started_since_tick && self.config.handshake_timeout.is_some())
+        {
+            // A key exchange finished (the next time-based rekey counts from now) or a rekey
+            // started (its deadline counts from now), and only the application's clock knows
+            // when now is. Ask for a tick at once.
             return Some(self.last_tick);
         }
-        match (self.handshake_deadline, self.rekey_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.handshake_deadline,
+            self.rekey_deadline,
+            self.rekey_kex_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- input ---------------------------------------------------------------------------
@@ -478,7 +495,8 @@ impl ClientTransport {
         }
     }
 
-    /// Time has passed: enforces the handshake timeout and time-based rekeying.
+    /// Time has passed: enforces the handshake timeout (for the first key exchange and each
+    /// later one) and time-based rekeying.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.error.is_some() {
             return;
@@ -487,6 +505,20 @@ impl ClientTransport {
         if self.kex_finished_since_tick {
             self.kex_finished_since_tick = false;
             self.rekey_deadline = self.config.rekey_interval.map(|d| now + d);
+        }
+        if self.rekey_started_since_tick {
+            self.rekey_started_since_tick = false;
+            if !matches!(self.kex, Kex::Idle) {
+                self.rekey_kex_deadline = self.config.handshake_timeout.map(|d| now + d);
+            }
+        }
+        if let Some(deadline) = self.rekey_kex_deadline
+            && now >= deadline
+            && !matches!(self.kex, Kex::Idle)
+        {
+            let d = self.config.handshake_timeout.unwrap_or_default();
+            self.fail(Error::RekeyTimeout(d));
+            return;
         }
         if let Some(deadline) = self.handshake_deadline
             && now >= deadline
@@ -901,6 +933,8 @@ impl ClientTransport {
         self.negotiated = Some(st.negotiated);
         self.kex_count += 1;
         self.kex_finished_since_tick = true;
+        self.rekey_started_since_tick = false;
+        self.rekey_kex_deadline = None;
         if self.established {
             self.events.push_back(Pending::Rekeyed);
         } else {
@@ -1014,6 +1048,11 @@ impl ClientTransport {
             .iter()
             .map(|c| c.name().to_owned())
             .collect();
+        if self.established {
+            // A rekey: it must finish within the handshake timeout, counted from the next
+            // tick.
+            self.rekey_started_since_tick = true;
+        }
         let mut ours = KexInit::new(self.rng.as_mut(), kex, host_key, ciphers, macs, compression);
         // Only the first exchange is guessed: a rekey costs no waiting round trip.
         let mut guess = None;

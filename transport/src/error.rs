@@ -19,6 +19,8 @@ pub enum Error {
     Version(VersionError),
     /// The version exchange and first key exchange did not finish in time.
     HandshakeTimeout(Duration),
+    /// A key exchange after the first (a rekey, ours or the server's) did not finish in time.
+    RekeyTimeout(Duration),
     /// A packet's framing was wrong (length, padding) or its MAC failed.
     Packet(PacketError),
     /// A message did not decode.
@@ -98,7 +100,9 @@ impl Error {
             | Self::HostCertificate { .. }
             | Self::HostKeyRejected(_)
             | Self::HostKeyChangedInRekey { .. } => DisconnectReason::HOST_KEY_NOT_VERIFIABLE,
-            Self::HandshakeTimeout(_) | Self::Closed => DisconnectReason::BY_APPLICATION,
+            Self::HandshakeTimeout(_) | Self::RekeyTimeout(_) | Self::Closed => {
+                DisconnectReason::BY_APPLICATION
+            }
             // A DISCONNECT would only wait behind the rest.
             Self::Disconnected { .. } | Self::ConnectionLost | Self::OutputOverflow(_) => {
                 return None;
@@ -115,6 +119,12 @@ impl fmt::Display for Error {
                 f,
                 "the SSH handshake did not finish within {} s; the server is silent or very slow \
                  (raise ConnectTimeout if it is just slow)",
+                d.as_secs()
+            ),
+            Self::RekeyTimeout(d) => write!(
+                f,
+                "the server did not finish a key re-exchange within {} s (ConnectTimeout); \
+                 channel data waits for it, so the session is ended to be started afresh",
                 d.as_secs()
             ),
             Self::Packet(PacketError::TooLong(n)) => write!(

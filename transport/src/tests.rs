@@ -256,6 +256,95 @@ fn without_a_time_limit_an_established_transport_wants_no_timer() {
     assert_eq!(p.client.poll_timeout(), None);
 }
 
+/// The server sends `n` IGNORE messages to the client, and never reads what the client sent
+/// (as a server that does not answer our KEXINIT): only the client's input moves.
+fn ignore_flood(p: &mut Pair, n: usize) {
+    for _ in 0..n {
+        p.server
+            .send(&[MessageType::IGNORE.0, 0, 0, 0, 4, b'b', b'u', b's', b'y']);
+    }
+    let out = p.server.output().to_vec();
+    p.server.consume_output(out.len());
+    p.client.handle_input(&out);
+    let held = p.client.output().len();
+    p.client.consume_output(held);
+}
+
+#[test]
+fn a_rekey_the_server_never_answers_fails_at_the_handshake_timeout_despite_ignore_traffic() {
+    let mut p = Pair::new(ClientConfig::default(), ServerConfig::default());
+    p.drive();
+    assert!(p.client.is_established());
+    assert_eq!(p.client.poll_timeout(), None);
+    p.client.rekey();
+    // Our KEXINIT left; the deadline counts from the next tick, which is asked for at once.
+    let due = p.client.poll_timeout().expect("a tick is asked for");
+    assert!(due <= Instant::now());
+    let t0 = Instant::now() + Duration::from_secs(1);
+    p.client.handle_timeout(t0);
+    assert_eq!(p.client.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+    for s in [1, 10, 29] {
+        ignore_flood(&mut p, 100);
+        assert_eq!(client_failure(&mut p.client), None);
+        p.client.handle_timeout(t0 + Duration::from_secs(s));
+        assert_eq!(client_failure(&mut p.client), None, "at {s} s");
+    }
+    ignore_flood(&mut p, 100);
+    p.client.handle_timeout(t0 + Duration::from_secs(30));
+    let e = client_failure(&mut p.client).expect("the rekey timed out");
+    assert_eq!(e, Error::RekeyTimeout(Duration::from_secs(30)));
+    assert!(
+        e.to_string()
+            .starts_with("the server did not finish a key re-exchange within 30 s"),
+        "{e}"
+    );
+    assert_eq!(p.client.poll_timeout(), None);
+}
+
+#[test]
+fn a_rekey_the_server_starts_and_never_finishes_fails_at_the_handshake_timeout() {
+    let cfg = ClientConfig {
+        handshake_timeout: Some(Duration::from_secs(5)),
+        ..ClientConfig::default()
+    };
+    let mut p = Pair::new(cfg, ServerConfig::default());
+    p.drive();
+    // The server's KEXINIT reaches the client, which answers; the server goes no further.
+    p.server.rekey();
+    ignore_flood(&mut p, 1);
+    assert_eq!(client_failure(&mut p.client), None);
+    let t0 = Instant::now() + Duration::from_secs(1);
+    p.client.handle_timeout(t0);
+    assert_eq!(p.client.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+    ignore_flood(&mut p, 10);
+    p.client.handle_timeout(t0 + Duration::from_secs(5));
+    assert_eq!(
+        client_failure(&mut p.client),
+        Some(Error::RekeyTimeout(Duration::from_secs(5)))
+    );
+}
+
+#[test]
+fn a_rekey_that_finishes_leaves_no_deadline_behind() {
+    let mut p = Pair::new(ClientConfig::default(), ServerConfig::default());
+    p.drive();
+    p.client.rekey();
+    let t0 = Instant::now() + Duration::from_secs(1);
+    p.client.handle_timeout(t0);
+    assert!(p.client.poll_timeout().is_some());
+    p.drive();
+    assert_eq!(p.client.kex_count(), 2);
+    assert_eq!(p.client.poll_timeout(), None);
+    p.client.handle_timeout(t0 + Duration::from_secs(3600));
+    assert_eq!(client_failure(&mut p.client), None);
+    // The session still carries data both ways.
+    p.client.send(&[MessageType::IGNORE.0, 0, 0, 0, 0]);
+    p.server.send(&[94, 1]);
+    p.drive();
+    assert!(p.to_client.iter().any(|m| m == &[94, 1]));
+    assert_eq!(p.client_error, None);
+}
+
 #[test]
 fn flipped_byte_is_a_mac_error_and_nothing_is_delivered() {
     for c in cipher::ALL {

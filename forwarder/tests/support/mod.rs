@@ -179,6 +179,7 @@ pub struct ServerStats {
 enum Ctl {
     Kill,
     Freeze,
+    Babble,
     Thaw,
     Rekey,
     OpenForwarded(String, u32),
@@ -203,6 +204,13 @@ impl ServerConn {
     /// Stops reading and answering (the pipe stays open), like a SIGSTOPped sshd.
     pub fn freeze(&self) {
         let _ = self.ctl.send(Ctl::Freeze);
+    }
+
+    /// Stops reading and answering like [`freeze`](Self::freeze), but sends an IGNORE every
+    /// 10 ms: a hostile server that keeps the connection busy (keepalives count any byte as
+    /// life) while it never answers anything, a key exchange included.
+    pub fn babble(&self) {
+        let _ = self.ctl.send(Ctl::Babble);
     }
 
     /// Undoes [`freeze`](Self::freeze).
@@ -287,6 +295,7 @@ impl TestServer {
             opts: self.opts.clone(),
             ctl: Some(rx),
             frozen: self.opts.start_frozen,
+            babble: None,
             stats: stats.clone(),
             chans: Vec::new(),
             awaiting_answer: Vec::new(),
@@ -351,6 +360,8 @@ struct ServerTask {
     opts: ServerOptions,
     ctl: Option<mpsc::UnboundedReceiver<Ctl>>,
     frozen: bool,
+    /// Frozen, but sending an IGNORE at each tick ([`ServerConn::babble`]).
+    babble: Option<tokio::time::Interval>,
     stats: Arc<Mutex<ServerStats>>,
     chans: Vec<Option<Chan>>,
     /// Numbers of the `forwarded-tcpip` channels we opened that the client has not answered.
@@ -740,8 +751,13 @@ impl Future for ServerTask {
                     match ctl.poll_recv(cx) {
                         Poll::Ready(Some(Ctl::Kill)) => return this.end("killed"),
                         Poll::Ready(Some(Ctl::Freeze)) => this.frozen = true,
+                        Poll::Ready(Some(Ctl::Babble)) => {
+                            this.frozen = true;
+                            this.babble = Some(tokio::time::interval(Duration::from_millis(10)));
+                        }
                         Poll::Ready(Some(Ctl::Thaw)) => {
                             this.frozen = false;
+                            this.babble = None;
                             progress = true;
                         }
                         Poll::Ready(Some(Ctl::OpenForwarded(address, port))) => {
@@ -766,6 +782,22 @@ impl Future for ServerTask {
             for (address, port) in opens {
                 this.open_forwarded(&address, port);
                 progress = true;
+            }
+            if let Some(ticks) = &mut this.babble {
+                while ticks.poll_tick(cx).is_ready() {
+                    // Framed at once: IGNORE may be sent in the middle of a key exchange,
+                    // when the transport would hold other payloads back.
+                    this.t
+                        .send_raw_payload(&[2, 0, 0, 0, 4, b'b', b'u', b's', b'y']);
+                }
+                while !this.t.output().is_empty() {
+                    match Pin::new(&mut this.io).poll_write(cx, this.t.output()) {
+                        Poll::Ready(Ok(n)) if n > 0 => this.t.consume_output(n),
+                        Poll::Ready(_) => return this.end("write failed while babbling"),
+                        Poll::Pending => break,
+                    }
+                }
+                return Poll::Pending;
             }
             if this.frozen {
                 return Poll::Pending;
