@@ -69,15 +69,45 @@ impl TunnelSpec {
     }
 }
 
-/// A fleet file: `head` (the `[admin]` and `[defaults]` tables) and the tunnels.
+/// A fleet file: `head` (the `[admin]` and `[defaults]` tables) and the tunnels. The
+/// defaults' options get `GlobalKnownHostsFile = "/dev/null"` ([`without_global_known_hosts`]).
 pub fn fleet_file(head: &str, tunnels: &[TunnelSpec]) -> String {
-    let mut s = head.to_owned();
+    let mut s = without_global_known_hosts(head);
     s.push('\n');
     for t in tunnels {
         s.push('\n');
         s.push_str(&t.toml());
     }
     s
+}
+
+/// `head` with `GlobalKnownHostsFile = "/dev/null"` among its `[defaults]` options (a table
+/// added when there is none, an `options` line added when the table has none), so that what
+/// this machine's `/etc/ssh/ssh_known_hosts` says about 127.0.0.1 cannot change a test's
+/// outcome. A head that names GlobalKnownHostsFile itself is kept as it is.
+pub fn without_global_known_hosts(head: &str) -> String {
+    const SETTING: &str = "GlobalKnownHostsFile = \"/dev/null\"";
+    if head.contains("GlobalKnownHostsFile") {
+        return head.to_owned();
+    }
+    let Some(start) = head.find("[defaults]\n") else {
+        return format!("{head}\n[defaults]\noptions = {{ {SETTING} }}\n");
+    };
+    let body = start + "[defaults]\n".len();
+    let end = head[body..]
+        .find("\n[")
+        .map_or(head.len(), |i| body + i + 1);
+    let mut out = head.to_owned();
+    match head[body..end].find("options = {") {
+        Some(i) => {
+            let at = body + i + "options = {".len();
+            let empty = head[at..].trim_start().starts_with('}');
+            let sep = if empty { " " } else { "," };
+            out.insert_str(at, &format!(" {SETTING}{sep}"));
+        }
+        None => out.insert_str(body, &format!("options = {{ {SETTING} }}\n")),
+    }
+    out
 }
 
 impl Fleet {
@@ -285,4 +315,48 @@ fn dechunk(mut body: &str) -> String {
         body = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_global_known_hosts as hermetic;
+
+    #[test]
+    fn the_defaults_options_get_the_global_known_hosts_file_and_stay_toml() {
+        let cases = [
+            (
+                "[defaults]\nknown_hosts = \"/k\"\noptions = { Compression = \"yes\" }\n",
+                "[defaults]\nknown_hosts = \"/k\"\noptions = { GlobalKnownHostsFile = \"/dev/null\", Compression = \"yes\" }\n",
+            ),
+            (
+                "[admin]\nlisten = \"127.0.0.1:1\"\n\n[defaults]\nknown_hosts = \"/k\"\n",
+                "[admin]\nlisten = \"127.0.0.1:1\"\n\n[defaults]\noptions = { GlobalKnownHostsFile = \"/dev/null\" }\nknown_hosts = \"/k\"\n",
+            ),
+            (
+                "[defaults]\noptions = {}\n",
+                "[defaults]\noptions = { GlobalKnownHostsFile = \"/dev/null\" }\n",
+            ),
+            (
+                "[admin]\nlisten = \"127.0.0.1:1\"\n",
+                "[admin]\nlisten = \"127.0.0.1:1\"\n\n[defaults]\noptions = { GlobalKnownHostsFile = \"/dev/null\" }\n",
+            ),
+            (
+                "[defaults]\noptions = { GlobalKnownHostsFile = \"/g\" }\n",
+                "[defaults]\noptions = { GlobalKnownHostsFile = \"/g\" }\n",
+            ),
+        ];
+        for (head, want) in cases {
+            let got = hermetic(head);
+            assert_eq!(got, want);
+            let table: toml::Table = got.parse().expect("still TOML");
+            assert!(table.contains_key("defaults"), "{got}");
+        }
+        // An options line of a later table is not the defaults'.
+        let got = hermetic("[defaults]\nknown_hosts = \"/k\"\n[other]\noptions = { A = 1 }\n");
+        assert!(
+            got.starts_with("[defaults]\noptions = { GlobalKnownHostsFile"),
+            "{got}"
+        );
+        assert!(got.ends_with("[other]\noptions = { A = 1 }\n"), "{got}");
+    }
 }
