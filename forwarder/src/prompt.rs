@@ -192,6 +192,7 @@ fn open_tty() -> std::io::Result<std::fs::File> {
 /// Shows `text` on the terminal (keyboard-interactive instructions, "try again").
 pub fn show(text: &str) -> Result<(), String> {
     let mut tty = open_tty().map_err(|e| format!("cannot open the terminal: {e}"))?;
+    let _turn = TERMINAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut line = text.to_owned();
     if !line.ends_with('\n') {
         line.push('\n');
@@ -335,11 +336,24 @@ fn end_by(signal: i32) -> ! {
 /// Shows `prompt` on the terminal and reads one line, without echo unless `echo`. Blocks.
 pub fn ask(prompt: &str, echo: bool) -> Result<Zeroizing<String>, String> {
     let tty = open_tty().map_err(|e| format!("cannot open the terminal to ask: {e}"))?;
-    (&tty)
+    ask_on(&tty, prompt, echo)
+}
+
+/// One prompt at a time on the terminal, for the whole process: two sessions that ask at
+/// once (their drivers run prompts on blocking threads) would each turn echo off, the second
+/// saving the first's quiet settings as the ones to put back, and share out the typed bytes
+/// between them. The second waits until the first is answered.
+static TERMINAL: Mutex<()> = Mutex::new(());
+
+/// [`ask`] on `tty`, taking its turn at the terminal.
+fn ask_on(tty: &std::fs::File, prompt: &str, echo: bool) -> Result<Zeroizing<String>, String> {
+    let _turn = TERMINAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut writer = tty;
+    writer
         .write_all(prompt.as_bytes())
         .map_err(|e| format!("cannot write to the terminal: {e}"))?;
-    let keys = if echo { None } else { echo_off(&tty) };
-    let answer = read_line(&tty, keys.as_ref(), prompt);
+    let keys = if echo { None } else { echo_off(tty) };
+    let answer = read_line(tty, keys.as_ref(), prompt);
     if keys.is_some() {
         restore_terminal();
     }
@@ -625,6 +639,82 @@ mod tests {
             typed(b"as typed\x7f\r\n", None).unwrap().as_str(),
             "as typed\u{7f}"
         );
+    }
+
+    /// Two prompts at once on one pseudo-terminal: the second is shown only once the first
+    /// is answered, each gets its own answer, and echo is on again after both.
+    #[cfg(unix)]
+    #[test]
+    fn two_prompts_at_once_take_turns_and_echo_comes_back() {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        use rustix::termios::{LocalModes, tcgetattr};
+        use std::os::unix::fs::OpenOptionsExt as _;
+        use std::sync::{Arc, mpsc};
+        use std::time::{Duration, Instant};
+
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        let name = ptsname(&master, Vec::new()).unwrap();
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
+            .open(name.to_str().unwrap())
+            .unwrap();
+        let master = std::fs::File::from(master);
+        let quiet =
+            |t: &std::fs::File| !tcgetattr(t).unwrap().local_modes.contains(LocalModes::ECHO);
+        assert!(!quiet(&slave));
+        // What the prompts write, collected from the master.
+        let shown = Arc::new(Mutex::new(Vec::new()));
+        {
+            let shown = shown.clone();
+            let mut reader = master.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 256];
+                while let Ok(n @ 1..) = reader.read(&mut buf) {
+                    shown.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        let (tx, answers) = mpsc::channel();
+        for who in ["first", "second"] {
+            let tty = slave.try_clone().unwrap();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let answer = ask_on(&tty, &format!("{who} asks: "), false);
+                let _ = tx.send((who, answer.map(|a| a.as_str().to_owned())));
+            });
+        }
+        let count = |s: &[u8]| s.windows(6).filter(|w| w == b" asks:").count();
+        let mut master_w = master.try_clone().unwrap();
+        let mut got = Vec::new();
+        for (n, typed) in [(1, "one"), (2, "two")] {
+            // The n-th prompt is shown and has turned echo off: only then is its answer typed
+            // (what was typed before it is flushed).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while count(&shown.lock().unwrap()) < n || !quiet(&slave) {
+                assert!(Instant::now() < deadline, "prompt {n} never came");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(
+                count(&shown.lock().unwrap()),
+                n,
+                "a prompt was shown while another waited for its answer"
+            );
+            master_w.write_all(format!("{typed}\r").as_bytes()).unwrap();
+            got.push(
+                answers
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("an answer"),
+            );
+        }
+        let mut answers: Vec<String> = got.iter().map(|(_, a)| a.clone().unwrap()).collect();
+        answers.sort();
+        assert_eq!(answers, ["one", "two"]);
+        assert_ne!(got[0].0, got[1].0);
+        assert!(!quiet(&slave), "echo is still off after both prompts");
     }
 
     #[cfg(unix)]
