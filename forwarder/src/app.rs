@@ -171,6 +171,7 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
         }
     }
 
+    let remote_connect_limit = crate::remote::connect_limit(&tunnel_config);
     let mut supervisor =
         SshConnector::supervise(tunnel_config.session, true, BastionGate::new()).await;
     let sessions = supervisor.handle();
@@ -213,6 +214,7 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
         sessions.clone(),
         remote_specs.collect(),
         tunnel_config.exit_on_forward_failure,
+        remote_connect_limit,
         remote_stopped,
     ));
     let outcome = tokio::select! {

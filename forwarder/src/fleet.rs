@@ -1051,6 +1051,7 @@ impl Fleet {
                 report: remote_report(shared.clone()),
                 exit_on_failure: false,
                 drain: self.admin.drain_timeout,
+                connect_limit: crate::remote::connect_limit(&entry.config),
                 released: released.clone(),
             };
             let task = tokio::spawn(crate::remote::run_forward(ctx, spec, stop).instrument(span));

@@ -199,6 +199,10 @@ pub struct ForwardContext {
     pub exit_on_failure: bool,
     /// How long open connections may finish once the forward stops.
     pub drain: Duration,
+    /// How long a connect to the target may take (`ConnectTimeout`, else 30 s) before the
+    /// channel is refused: a target that drops SYNs would otherwise hold the server's
+    /// connection for the kernel's two minutes, and a slot of the 1024 meanwhile.
+    pub connect_limit: Duration,
     /// Notified once the forward has stopped asking the server for it: its cancel, if it had
     /// been granted, is queued on the session. A replacement with the same port asked for
     /// after that reaches the server after the cancel.
@@ -210,6 +214,7 @@ impl std::fmt::Debug for ForwardContext {
         f.debug_struct("ForwardContext")
             .field("exit_on_failure", &self.exit_on_failure)
             .field("drain", &self.drain)
+            .field("connect_limit", &self.connect_limit)
             .finish_non_exhaustive()
     }
 }
@@ -396,7 +401,13 @@ pub async fn run_forward(
         let stopping = loop {
             tokio::select! {
                 Some(ch) = rx.recv() => {
-                    conns.spawn(connect(ch, spec.target.clone(), session.clone(), ctx.observer.clone()));
+                    conns.spawn(connect(
+                        ch,
+                        spec.target.clone(),
+                        session.clone(),
+                        ctx.observer.clone(),
+                        ctx.connect_limit,
+                    ));
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 _ = session.ended() => break false,
@@ -434,12 +445,15 @@ const LOOKUP_FAILED: &str = "failed to lookup address information: ";
 /// ways. Until the connect succeeds the channel stays unconfirmed, so the server may send
 /// nothing on it (a target that never answers costs no window); a target that cannot be
 /// reached gets the channel refused with CONNECT_FAILED and the system's error text, as
-/// OpenSSH's client does (the client on the server's side sees the connection end).
+/// OpenSSH's client does (the client on the server's side sees the connection end). A
+/// connect still unanswered after `limit` is refused the same way, as "Connection timed
+/// out": OpenSSH's client leaves that to the kernel (about two minutes on Linux).
 async fn connect(
     ch: ForwardedChannel,
     target: Target,
     session: SessionHandle,
     observer: Arc<dyn TrafficObserver>,
+    limit: Duration,
 ) {
     // A channel of a session that ended before it was taken (queued while the session
     // died, picked up under the next one) has nothing to carry.
@@ -447,8 +461,22 @@ async fn connect(
         debug!("remote forward: the channel's session ended before it was served");
         return;
     }
-    let socket = match TcpStream::connect((target.host.as_str(), target.port)).await {
+    let connecting = TcpStream::connect((target.host.as_str(), target.port));
+    let connected = match tokio::time::timeout(limit, connecting).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+    };
+    let socket = match connected {
         Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut && e.raw_os_error().is_none() => {
+            info!(
+                "remote forward: connecting to {target} failed: no answer within {} s \
+                 (ConnectTimeout)",
+                limit.as_secs()
+            );
+            ch.refuse(OpenFailureReason::CONNECT_FAILED, "Connection timed out");
+            return;
+        }
         Err(e) => {
             info!("remote forward: connecting to {target} failed: {e}");
             ch.refuse(OpenFailureReason::CONNECT_FAILED, &connect_error_text(&e));
@@ -496,13 +524,24 @@ fn connect_error_text(e: &std::io::Error) -> String {
     }
 }
 
+/// How long a remote forward's connect to its target may take under `config`: its
+/// `ConnectTimeout`, else the handshake's default limit (30 s).
+pub fn connect_limit(config: &crate::config::TunnelConfig) -> Duration {
+    config
+        .session
+        .connect_timeout
+        .unwrap_or(crate::config::DEFAULT_HANDSHAKE_TIMEOUT)
+}
+
 /// Serves `forwards` (the command line's `-R`) over every session of `sessions` until `stop`
-/// turns true, which cancels them. Returns an error message (for exit status 255) when
-/// `exit_on_failure` is set and the server refuses a forward.
+/// turns true, which cancels them; each connect to a target waits at most `connect_limit`.
+/// Returns an error message (for exit status 255) when `exit_on_failure` is set and the
+/// server refuses a forward.
 pub async fn serve(
     sessions: SupervisorHandle,
     forwards: Vec<RemoteSpec>,
     exit_on_failure: bool,
+    connect_limit: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     if forwards.is_empty() {
@@ -528,6 +567,7 @@ pub async fn serve(
         }),
         exit_on_failure,
         drain: Duration::ZERO,
+        connect_limit,
         released: Arc::default(),
     };
     let mut running = JoinSet::new();

@@ -3,8 +3,8 @@
 //! several connections at once, and a forward the server refuses; `-R` alone (no `-L`), the
 //! forwards requested again after the bastion drops the session, a target nothing listens
 //! on (the channel refused with OPEN_FAILURE, served once the target is up), a target that
-//! does not answer (no confirmation until the connect completes, as ssh), and the bastion's
-//! port closed after SIGTERM.
+//! does not answer (no confirmation until the connect completes, as ssh; refused at
+//! ConnectTimeout, unlike ssh), and the bastion's port closed after SIGTERM.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -314,6 +314,67 @@ fn interop_remote_forward_target_down_refuses_the_channel_and_serves_once_it_is_
     assert!(tunnel.exited().is_none(), "{log}");
 }
 
+/// A target on loopback whose connects do not complete: a listener with a backlog of 0 whose
+/// one queued connection (the filler, returned) is never accepted, so the kernel drops
+/// further SYNs. Returns its port, the listener and the filler.
+fn unanswering_target() -> (u16, TcpListener, TcpStream) {
+    use socket2::{Domain, Socket, Type};
+    let port = free_port();
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.set_reuse_address(true).expect("SO_REUSEADDR");
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .expect("bind the target");
+    socket.listen(0).expect("listen");
+    let listener = TcpListener::from(socket);
+    let filler = TcpStream::connect(("127.0.0.1", port)).expect("fill the accept queue");
+    let probe = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(700),
+    );
+    assert!(
+        probe
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut),
+        "this kernel does not drop SYNs to a full accept queue ({probe:?}), so a connect \
+         that does not complete cannot be made here"
+    );
+    (port, listener, filler)
+}
+
+#[test]
+fn interop_remote_forward_target_that_never_answers_is_refused_at_connect_timeout() {
+    // OpenSSH's client waits for the kernel to give up on the connect (about two minutes);
+    // forwarder refuses the channel after ConnectTimeout, with the system's words for it.
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder().authorize(&key).start();
+    let (slow, _target, _filler) = unanswering_target();
+    let fwd = free_port();
+    let mut tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .option(&format!("RemoteForward={fwd} 127.0.0.1:{slow}"))
+        .option("ConnectTimeout=2")
+        .spawn();
+    wait_listening(fwd, true, "the forward");
+    let started = Instant::now();
+    let mut client = TcpStream::connect(("127.0.0.1", fwd)).expect("connect to the bastion");
+    client.write_all(b"hello").expect("write");
+    client.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let mut buf = [0u8; 16];
+    // Ended: closed, or reset since sshd closes it with our bytes unread.
+    match client.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the connection was not ended: {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1500), "ended after {took:?}");
+    let failure = format!("connecting to 127.0.0.1:{slow} failed: no answer within 2 s");
+    tunnel.wait_for_log_count(&failure, 1, WAIT);
+    sshd.wait_for_log("open failed: connect failed: Connection timed out", WAIT);
+    // One refused connection does not end the forward.
+    assert!(tunnel.exited().is_none(), "{}", tunnel.log());
+}
+
 #[test]
 fn interop_remote_forward_is_confirmed_only_once_the_target_accepts() {
     // A target whose accept queue is full drops the forwarder's SYNs, so its connect stays
@@ -326,31 +387,7 @@ fn interop_remote_forward_is_confirmed_only_once_the_target_accepts() {
         .config("LogLevel DEBUG2")
         .authorize(&key)
         .start();
-    let slow = free_port();
-    let target = {
-        use socket2::{Domain, Socket, Type};
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        socket.set_reuse_address(true).expect("SO_REUSEADDR");
-        socket
-            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], slow)).into())
-            .expect("bind the target");
-        // A backlog of 0: one connection that is never accepted fills the queue.
-        socket.listen(0).expect("listen");
-        TcpListener::from(socket)
-    };
-    let filler = TcpStream::connect(("127.0.0.1", slow)).expect("fill the accept queue");
-    let probe = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], slow)),
-        Duration::from_millis(700),
-    );
-    assert!(
-        probe
-            .as_ref()
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut),
-        "this kernel does not drop SYNs to a full accept queue ({probe:?}), so a connect \
-         that does not complete cannot be made here"
-    );
-    drop(probe);
+    let (slow, target, filler) = unanswering_target();
     let fwd = free_port();
     let mut tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
         .option(&format!("RemoteForward={fwd} 127.0.0.1:{slow}"))
