@@ -176,6 +176,31 @@ enum OpenState {
     Open,
 }
 
+/// How far our side of a channel has ended, in the order it can only move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SendState {
+    /// We may send data (once the open is confirmed).
+    Open,
+    /// EOF was asked for before the open was confirmed: it follows the confirmation.
+    EofWanted,
+    /// We sent EOF: no more data.
+    EofSent,
+    /// We sent CLOSE (with or without EOF before it): nothing more at all.
+    CloseSent,
+}
+
+/// How far the server's side of a channel has ended, in the order it can only move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum RecvState {
+    /// The server may still send data.
+    Open,
+    /// The server sent EOF (or CLOSE while data still waited for the local socket, which
+    /// the driver then drains as if EOF had come).
+    Eof,
+    /// The server sent CLOSE: nothing more may come (RFC 4254 5.3).
+    Closed,
+}
+
 #[derive(Debug)]
 struct Channel {
     /// The server's number for the channel; meaningless until the server confirms our open
@@ -190,12 +215,10 @@ struct Channel {
     received: RecvBuffer,
     /// The server opened it (`forwarded-tcpip`): it counts against [`MAX_SERVER_CHANNELS`].
     by_server: bool,
-    /// `send_eof` was called before the open was confirmed.
-    eof_wanted: bool,
-    eof_sent: bool,
-    eof_received: bool,
-    close_sent: bool,
-    close_received: bool,
+    /// What we sent of EOF and CLOSE.
+    send: SendState,
+    /// What the server sent of EOF and CLOSE.
+    recv: RecvState,
     /// `close` was called: the local socket is gone, incoming data goes nowhere.
     local_closed: bool,
     /// A `Data` event is queued and not yet polled.
@@ -240,11 +263,8 @@ impl Channel {
             ),
             received: RecvBuffer::default(),
             by_server: false,
-            eof_wanted: false,
-            eof_sent: false,
-            eof_received: false,
-            close_sent: false,
-            close_received: false,
+            send: SendState::Open,
+            recv: RecvState::Open,
             local_closed: false,
             data_queued: false,
             deferred_delivery: false,
@@ -258,15 +278,14 @@ impl Channel {
 
     fn can_send(&self) -> bool {
         self.confirmed()
-            && !self.eof_sent
-            && !self.close_sent
-            && !self.close_received
+            && self.send < SendState::EofSent
+            && self.recv != RecvState::Closed
             && !self.local_closed
     }
 
     /// Whether WINDOW_ADJUST still makes sense: the server may still send data we will read.
     fn wants_data(&self) -> bool {
-        !self.eof_received && !self.close_sent && !self.close_received && !self.local_closed
+        self.recv == RecvState::Open && self.send != SendState::CloseSent && !self.local_closed
     }
 
     /// Checks that the server may still send `message` about this channel at all.
@@ -274,15 +293,15 @@ impl Channel {
         if !self.confirmed() {
             return Err(ConnectionError::NotYetConfirmed { message, channel });
         }
-        if self.close_received {
+        if self.recv == RecvState::Closed {
             return Err(ConnectionError::AfterClose { message, channel });
         }
         Ok(())
     }
 
     fn send_close(&mut self, sink: &mut dyn PayloadSink) {
-        if !self.close_sent {
-            self.close_sent = true;
+        if self.send != SendState::CloseSent {
+            self.send = SendState::CloseSent;
             let msg = ChannelClose {
                 recipient: self.remote_id,
             };
@@ -291,8 +310,8 @@ impl Channel {
     }
 
     fn send_eof(&mut self, sink: &mut dyn PayloadSink) {
-        if !self.eof_sent && !self.close_sent {
-            self.eof_sent = true;
+        if self.send < SendState::EofSent {
+            self.send = SendState::EofSent;
             let msg = ChannelEof {
                 recipient: self.remote_id,
             };
@@ -303,7 +322,11 @@ impl Channel {
     /// Once both sides sent EOF and everything received is delivered, nothing more can
     /// happen on the channel, so close it as OpenSSH does.
     fn close_if_done(&mut self, sink: &mut dyn PayloadSink) {
-        if self.confirmed() && self.eof_sent && self.eof_received && self.received.is_empty() {
+        if self.confirmed()
+            && self.send >= SendState::EofSent
+            && self.recv >= RecvState::Eof
+            && self.received.is_empty()
+        {
             self.send_close(sink);
         }
     }
@@ -311,7 +334,9 @@ impl Channel {
     /// Whether the channel can be freed: CLOSE went both ways and nobody still needs the
     /// received data.
     fn finished(&self) -> bool {
-        self.close_sent && self.close_received && (self.local_closed || self.received.is_empty())
+        self.send == SendState::CloseSent
+            && self.recv == RecvState::Closed
+            && (self.local_closed || self.received.is_empty())
     }
 }
 
@@ -474,13 +499,14 @@ impl Connection {
 
     /// Whether the channel is confirmed and neither side has closed it.
     pub fn is_open(&self, id: ChannelId) -> bool {
-        self.channel(id)
-            .is_some_and(|c| c.confirmed() && !c.close_sent && !c.close_received)
+        self.channel(id).is_some_and(|c| {
+            c.confirmed() && c.send != SendState::CloseSent && c.recv != RecvState::Closed
+        })
     }
 
     /// Whether the server has sent EOF (or CLOSE) on the channel.
     pub fn peer_eof(&self, id: ChannelId) -> bool {
-        self.channel(id).is_some_and(|c| c.eof_received)
+        self.channel(id).is_some_and(|c| c.recv >= RecvState::Eof)
     }
 
     /// Whether the channel will never send data again: we sent EOF or CLOSE, or closed it
@@ -488,8 +514,9 @@ impl Connection {
     /// an open is still waiting for its confirmation (by either side), and for an id not in
     /// use.
     pub fn send_ended(&self, id: ChannelId) -> bool {
-        self.channel(id)
-            .is_some_and(|c| c.eof_sent || c.close_sent || c.close_received || c.local_closed)
+        self.channel(id).is_some_and(|c| {
+            c.send >= SendState::EofSent || c.recv == RecvState::Closed || c.local_closed
+        })
     }
 
     /// Bytes `send_data` would accept now: the server's window, or 0 until the open is
@@ -686,7 +713,7 @@ impl Connection {
             return;
         }
         if !channel.confirmed() {
-            channel.eof_wanted = true;
+            channel.send = channel.send.max(SendState::EofWanted);
             return;
         }
         channel.send_eof(sink);
@@ -761,7 +788,7 @@ impl Connection {
             max_packet: config.max_packet,
         };
         sink.send_with(&mut |buf| msg.encode(buf));
-        if channel.eof_wanted {
+        if channel.send == SendState::EofWanted {
             channel.send_eof(sink);
         }
         Ok(())
@@ -1080,7 +1107,7 @@ impl Connection {
                     channel.send_close(sink);
                 } else {
                     self.events.push_back(Event::Opened(ChannelId(m.recipient)));
-                    if channel.eof_wanted {
+                    if channel.send == SendState::EofWanted {
                         channel.send_eof(sink);
                     }
                 }
@@ -1107,13 +1134,13 @@ impl Connection {
             Message::Eof(m) => {
                 let channel = lookup(&mut self.slots, m.recipient, kind)?;
                 channel.check_live(kind, m.recipient)?;
-                if channel.eof_received {
+                if channel.recv >= RecvState::Eof {
                     return Err(ConnectionError::AfterEof {
                         message: kind,
                         channel: m.recipient,
                     });
                 }
-                channel.eof_received = true;
+                channel.recv = RecvState::Eof;
                 if !channel.local_closed {
                     self.events.push_back(Event::Eof(ChannelId(m.recipient)));
                     channel.close_if_done(sink);
@@ -1122,14 +1149,14 @@ impl Connection {
             Message::Close(m) => {
                 let channel = lookup(&mut self.slots, m.recipient, kind)?;
                 channel.check_live(kind, m.recipient)?;
-                channel.close_received = true;
+                let had_eof = channel.recv >= RecvState::Eof;
+                channel.recv = RecvState::Closed;
                 channel.send_close(sink);
                 if channel.finished() {
                     self.retire(m.recipient, Event::Closed(ChannelId(m.recipient)));
-                } else if !channel.eof_received {
+                } else if !had_eof {
                     // Data is still waiting for the local socket: have the driver drain it
                     // and shut down the write side; Closed follows when it is consumed.
-                    channel.eof_received = true;
                     self.events.push_back(Event::Eof(ChannelId(m.recipient)));
                 }
             }
@@ -1143,7 +1170,7 @@ impl Connection {
                 );
                 // After our CLOSE nothing more may be sent on the channel; the server will
                 // not wait for the answer once it sees the CLOSE.
-                if m.want_reply && !channel.close_sent {
+                if m.want_reply && channel.send != SendState::CloseSent {
                     let msg = ChannelFailure {
                         recipient: channel.remote_id,
                     };
@@ -1381,7 +1408,7 @@ fn accept_data(
     growth: &mut crate::window::WindowGrowth,
 ) -> Result<bool, ConnectionError> {
     channel.check_live(message, id)?;
-    if channel.eof_received {
+    if channel.recv >= RecvState::Eof {
         return Err(ConnectionError::AfterEof {
             message,
             channel: id,
