@@ -483,11 +483,18 @@ enum HostKeySeen {
     Revoked {
         why: String,
     },
+    /// Revoked by a RevokedHostKeys file.
+    RevokedByList {
+        why: String,
+        file: PathBuf,
+    },
 }
 
 /// A verifier that decides as a tunnel's does, records what it saw, and writes nothing.
 struct RecordingVerifier {
     known: KnownHosts,
+    /// The RevokedHostKeys files, consulted first, as the tunnel's verifier does.
+    revoked: known_hosts::RevokedHostKeys,
     host: String,
     port: u16,
     /// The name a host certificate must name.
@@ -511,6 +518,17 @@ impl HostKeyVerifier for RecordingVerifier {
         certificate: Option<&ssh_transport::cert::Certificate>,
     ) -> Result<(), String> {
         let started = Instant::now();
+        if let Some(revocation) = self.revoked.check(key, certificate) {
+            let why = revocation.refusal(&self.host, self.port, key, certificate);
+            let seen = HostKeySeen::RevokedByList {
+                why: why.clone(),
+                file: revocation.file,
+            };
+            if let Ok(mut s) = self.seen.lock() {
+                *s = Some((seen, started.elapsed()));
+            }
+            return Err(why);
+        }
         let mut described = format!("{} {}", key.key_type().name(), key.fingerprint());
         let status = crate::connect::look_up(
             &self.known,
@@ -811,6 +829,30 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
             return;
         }
     };
+    let revoked = match known_hosts::RevokedHostKeys::load(&opts.revoked_host_keys) {
+        Ok(r) => r,
+        Err(e) => {
+            // The tunnel would not start its handshake without them either.
+            for s in [3, 4] {
+                st.skip(
+                    s,
+                    "not run: a RevokedHostKeys file cannot be read (stage 5)",
+                );
+            }
+            st.fail(
+                5,
+                None,
+                e.to_string(),
+                "platform: make the RevokedHostKeys file readable (a KRL from ssh-keygen -k, \
+                 or public keys one per line), or remove it from RevokedHostKeys; until then \
+                 no connection is made"
+                    .to_owned(),
+            );
+            st.skip_rest([6]);
+            per_forward_rest(st);
+            return;
+        }
+    };
     // Under HostKeyAlias when one is set, as the tunnel looks it up.
     let (key_host, key_port) = crate::connect::known_hosts_name(opts, &spec.host, spec.port);
     let (transport, known_types) =
@@ -845,6 +887,7 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
     };
     let verifier = Arc::new(RecordingVerifier {
         known,
+        revoked,
         host: key_host.to_owned(),
         port: key_port,
         principal: crate::connect::certificate_principal(opts, key_host),
@@ -1093,6 +1136,22 @@ fn report_handshake(
                      bastion: ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub); if it matches \
                      {key}, add the key to known_hosts (or connect once with \
                      -o StrictHostKeyChecking=accept-new)"
+                ),
+            );
+            st.skip_rest([6]);
+            return false;
+        }
+        (Some(HostKeySeen::RevokedByList { why, file }), _) => {
+            st.fail(
+                5,
+                host_key_took,
+                why.clone(),
+                format!(
+                    "bastion admin: the host key is revoked by the list {} (RevokedHostKeys); \
+                     install a new host key (or certificate) and send its fingerprint; \
+                     platform: if the revocation is a mistake, have whoever keeps that list \
+                     correct it",
+                    file.display()
                 ),
             );
             st.skip_rest([6]);

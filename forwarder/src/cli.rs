@@ -102,6 +102,11 @@ pub struct Options {
     /// `/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2`, as ssh; missing files are
     /// fine.
     pub global_known_hosts_files: Vec<PathBuf>,
+    /// `RevokedHostKeys`: key revocation lists (`ssh-keygen -k`) or lists of public keys,
+    /// read afresh for every connection; a host key or certificate they revoke is refused
+    /// under every StrictHostKeyChecking, and a file that cannot be read refuses every
+    /// connection. Empty (the default) for none.
+    pub revoked_host_keys: Vec<PathBuf>,
     /// What to do with unknown and changed host keys.
     pub strict_host_key_checking: StrictHostKeyChecking,
     /// `HostKeyAlias`, lowercased: the name the host key is looked up and recorded under in
@@ -525,12 +530,6 @@ pub enum CliError {
         /// The command as written.
         command: String,
     },
-    /// `RevokedHostKeys` naming files: forwarder cannot check host keys against them, and
-    /// going on without them would accept a key the user revoked.
-    RevokedHostKeys {
-        /// The files as written.
-        files: String,
-    },
     /// `-J` after `-o ProxyCommand=none`, which ssh refuses too.
     JumpAfterProxyCommand,
     /// `~/.ssh/config` or an included file that someone else owns or may write, which ssh
@@ -654,13 +653,6 @@ impl fmt::Display for CliError {
                  or -J bastion), or set ProxyCommand none",
                 shown(command)
             ),
-            Self::RevokedHostKeys { files } => write!(
-                f,
-                "RevokedHostKeys '{}' is not supported: forwarder cannot check host keys \
-                 against a revocation list, and going on without it could accept a revoked \
-                 key; remove the setting or set RevokedHostKeys none",
-                shown(files)
-            ),
             Self::JumpAfterProxyCommand => f.write_str(
                 "-J cannot follow -o ProxyCommand (ssh refuses the two together too); \
                  give one of them",
@@ -763,8 +755,8 @@ options:
 
 -o settings (keys are case-insensitive, the first value given wins, as in ssh):
   Port, User, HostName, IdentityFile, UserKnownHostsFile (space-separated list, or none),
-  GlobalKnownHostsFile (the same), ProxyJump (as -J), HostKeyAlias (the name to look the
-  host key up under in known_hosts),
+  GlobalKnownHostsFile (the same), RevokedHostKeys (the same: KRLs or public key lists),
+  ProxyJump (as -J), HostKeyAlias (the name to look the host key up under in known_hosts),
   IgnoreUnknown (keywords to skip without a word),
   StrictHostKeyChecking (yes, accept-new, no; ask is treated as yes since forwarder never
   asks about host keys), Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms,
@@ -812,6 +804,10 @@ records new keys like accept-new and, like it, refuses a key of a new type for a
 with other keys. A key that could not be recorded (a read-only file, UserKnownHostsFile
 none) is trusted until forwarder exits, and a different key for that host is refused as
 changed in the meantime.
+RevokedHostKeys files (key revocation lists made by ssh-keygen -k, or lists of public keys,
+one per line) are read on every connection, before known_hosts: a host key they list, or a
+host certificate whose serial, key id, key or CA key they revoke, is refused under every
+StrictHostKeyChecking, and a file that is missing or cannot be read refuses the connection.
 
 ~/.ssh/config (or the -F file) is read as ssh reads it, after the command line, whose values
 win: Host and Match blocks (Match all, host, originalhost, user, localuser, also written
@@ -819,14 +815,14 @@ host=pattern; other criteria do not match), * ? and ! patterns, Include (relativ
 globs), the settings above with the same meaning as with -o. As with ssh, ~/.ssh/config and
 included files must be owned by you (or root) and writable by no one else. Settings
 forwarder does not implement are skipped (-v names them); unknown keywords are skipped with
-a warning unless IgnoreUnknown matches them; a ProxyCommand (use ProxyJump instead) or
-RevokedHostKeys other than none is an error, as is a bad value, naming the file and line.
+a warning unless IgnoreUnknown matches them; a ProxyCommand (use ProxyJump instead) other
+than none is an error, as is a bad value, naming the file and line.
 /etc/ssh/ssh_config is not read. Jump hosts (-J, ProxyJump) are looked up in it under their
 own names (their own HostName, Port, User, IdentityFile, HostKeyAlias...), falling back on
 the command line's -i and -o settings; -J wins over the file's ProxyJump, and ProxyJump and
 ProxyCommand none exclude each other, the first one obtained winning.
 Path tokens: %% %C %d %h %i %j %k %L %l %n %p %r %u, and ${VAR} in IdentityFile,
-CertificateFile, UserKnownHostsFile and IdentityAgent.
+CertificateFile, UserKnownHostsFile, RevokedHostKeys and IdentityAgent.
 
 example:
   forwarder -N -p 2222 -i ~/.ssh/id_rsa -L 15432:db.internal:5432 analytics@bastion.example.com
@@ -964,8 +960,8 @@ struct Parsed {
     /// two are exclusive and the first obtained wins. Any other `ProxyCommand` that would be
     /// obtained is refused, since forwarder runs no commands.
     proxy_command_set: bool,
-    /// `RevokedHostKeys none` was obtained; a list of files that would be is refused.
-    revoked_host_keys_set: bool,
+    /// `RevokedHostKeys`: files as written (empty for `none`).
+    revoked_host_keys: Option<Vec<String>>,
     stdio_forward: Option<(String, u16)>,
     flag_log_level: Option<LogLevel>,
     seen_v: bool,

@@ -18,7 +18,7 @@ use crate::config::{self, SessionSpec};
 use crate::driver::{self, HostKeyVerifier};
 use crate::kex_memory;
 use crate::known_hosts::{
-    self, AcceptedKey, AcceptedKeys, Decision, HostKeyStatus, KnownHosts, Record,
+    self, AcceptedKey, AcceptedKeys, Decision, HostKeyStatus, KnownHosts, Record, RevokedHostKeys,
 };
 use crate::notice;
 use crate::quickack::QuickAck;
@@ -31,6 +31,8 @@ use crate::userauth;
 #[derive(Debug)]
 pub struct KnownHostsVerifier {
     known: KnownHosts,
+    /// The RevokedHostKeys files, consulted before `known` under every policy.
+    revoked: RevokedHostKeys,
     host: String,
     port: u16,
     /// The name a host certificate must name: HostKeyAlias, else the host name.
@@ -130,6 +132,11 @@ impl HostKeyVerifier for KnownHostsVerifier {
         key: &PublicKey,
         certificate: Option<&ssh_transport::cert::Certificate>,
     ) -> Result<(), String> {
+        // As ssh does, before any known_hosts lookup: nothing there, nor any policy, can
+        // trust a revoked key.
+        if let Some(revocation) = self.revoked.check(key, certificate) {
+            return Err(revocation.refusal(&self.host, self.port, key, certificate));
+        }
         let scope = self.record_file.as_deref();
         let status = look_up(
             &self.known,
@@ -599,16 +606,21 @@ fn known_hosts_error(e: std::io::Error) -> ConnectError {
     }
 }
 
-/// The verifier of one attempt's host key for `key_name`/`key_port` under `opts`: the user's
-/// known_hosts files and then the global ones, read now (so that a key removed or revoked
-/// since the last attempt is not trusted on reconnect), and `accepted`, the keys this process
-/// trusted before that no file may list.
+/// The verifier of one attempt's host key for `key_name`/`key_port` under `opts`: the
+/// RevokedHostKeys files, the user's known_hosts files and then the global ones, read now (so
+/// that a key removed or revoked since the last attempt is not trusted on reconnect), and
+/// `accepted`, the keys this process trusted before that no file may list.
 fn host_key_verifier(
     opts: &cli::Options,
     key_name: &str,
     key_port: u16,
     accepted: &'static AcceptedKeys,
 ) -> Result<KnownHostsVerifier, ConnectError> {
+    // A revocation list that cannot be read or used refuses the attempt as known_hosts does:
+    // for good when only a person can mend it (contents, permissions), else retried. A
+    // missing one is retried too, every attempt refused until it is back, so a daemon whose
+    // list is being replaced does not give its tunnels up (ssh, making one attempt, refuses).
+    let revoked = RevokedHostKeys::load(&opts.revoked_host_keys).map_err(known_hosts_error)?;
     let (known, warnings) =
         KnownHosts::load(&opts.known_hosts_files()).map_err(known_hosts_error)?;
     for w in warnings {
@@ -616,6 +628,7 @@ fn host_key_verifier(
     }
     Ok(KnownHostsVerifier {
         known,
+        revoked,
         host: key_name.to_owned(),
         port: key_port,
         principal: certificate_principal(opts, key_name),
@@ -1240,6 +1253,76 @@ mod tests {
             refused.starts_with("host key for alias-of-bare.test is not known"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn a_key_a_revoked_host_keys_file_lists_is_refused_first_under_every_policy_and_each_attempt() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let kh = dir.path().join("known_hosts");
+        let revoked = dir.path().join("revoked_keys");
+        std::fs::write(
+            &kh,
+            format!("listed.revoked.test {}\n", ed(11).to_openssh_line()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&revoked, format!("# gone\n{}\n", ed(11).to_openssh_line()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let opts = |policy: &str, host: &str| {
+            options(&[
+                "-o",
+                &format!("UserKnownHostsFile={}", kh.display()),
+                "-o",
+                "GlobalKnownHostsFile=none",
+                "-o",
+                &format!("RevokedHostKeys={}", revoked.display()),
+                "-o",
+                &format!("StrictHostKeyChecking={policy}"),
+                host,
+            ])
+        };
+        // Known in known_hosts, yet revoked, whatever the policy.
+        for policy in ["yes", "accept-new", "no"] {
+            let refused = attempt(&opts(policy, "listed.revoked.test"), &ed(11))
+                .err()
+                .unwrap_or_default();
+            assert!(
+                refused.starts_with(&format!(
+                    "host key for listed.revoked.test (ED25519 {}) is revoked by {} \
+                     (RevokedHostKeys)",
+                    ed(11).fingerprint(),
+                    revoked.display()
+                )),
+                "{policy}: {refused}"
+            );
+        }
+        // Another key is judged by known_hosts as before.
+        assert_eq!(attempt(&opts("no", "other.revoked.test"), &ed(12)), Ok(()));
+        // The file is read again for each attempt: a key revoked since is refused.
+        std::fs::write(&revoked, format!("{}\n", ed(12).to_openssh_line()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let refused = attempt(&opts("no", "other.revoked.test"), &ed(12))
+            .err()
+            .unwrap_or_default();
+        assert!(refused.contains("is revoked by"), "{refused}");
+        // A missing file refuses every attempt (retried: it may be being replaced), naming
+        // the file; an unusable one refuses it for good.
+        std::fs::remove_file(&revoked).unwrap_or_else(|e| panic!("{e}"));
+        let o = opts("no", "other.revoked.test");
+        match host_key_verifier(&o, "other.revoked.test", 22, AcceptedKeys::process()) {
+            Err(ConnectError::Network(e)) => assert!(
+                e.contains(&revoked.display().to_string()) && e.contains("RevokedHostKeys"),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(&revoked, "not a key\n").unwrap_or_else(|e| panic!("{e}"));
+        match host_key_verifier(&o, "other.revoked.test", 22, AcceptedKeys::process()) {
+            Err(ConnectError::Permanent(e)) => assert!(
+                e.contains(&revoked.display().to_string()) && e.contains("RevokedHostKeys"),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

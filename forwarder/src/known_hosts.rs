@@ -16,6 +16,8 @@
 //!  Unknown ──> AcceptedKeys (keys trusted earlier in this process but not in any file)
 //!      ──> AcceptedEarlier | ChangedSinceAccepted | Unknown
 //!  HostKeyStatus + StrictHostKeyChecking ──> decide ──> Trusted | TrustAndRecord | Refused
+//!  RevokedHostKeys files (KRLs or key lists, see `revoked`) ──> RevokedHostKeys::check, made
+//!      before any of the above: a revoked key or certificate is refused under every policy
 //! ```
 //!
 //! The parser works on `&str` and never fails as a whole: like OpenSSH it skips a bad line and
@@ -36,6 +38,7 @@ mod accepted;
 mod certificate;
 mod pattern;
 mod report;
+mod revoked;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
@@ -52,6 +55,10 @@ pub use accepted::{AcceptedKey, AcceptedKeys, Record};
 pub use certificate::CertificateRefusal;
 use pattern::HostField;
 pub use report::{Decision, HostKeyError, added_notice, decide, key_type_label};
+pub use revoked::{
+    KRL_MAGIC, KeyList, KeyMatch, Krl, KrlError, Revocation, RevokedBy, RevokedHostKeys,
+    RevokedKeys,
+};
 
 /// Files larger than this are refused rather than read into memory.
 pub const MAX_FILE_SIZE: u64 = 64 << 20;

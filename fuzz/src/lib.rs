@@ -27,6 +27,7 @@ pub mod input;
 pub mod kex_guess_file;
 pub mod kex_replies;
 pub mod known_hosts;
+pub mod krl;
 pub mod probe_replies;
 pub mod seeds;
 pub mod ssh_config;
@@ -48,6 +49,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("auth_agent", auth_agent::run),
     ("connection_messages", connection_messages::run),
     ("known_hosts", known_hosts::run),
+    ("krl", krl::run),
     ("cli_args", cli_args::run),
     ("kex_replies", kex_replies::run),
     ("probe_replies", probe_replies::run),

@@ -80,6 +80,9 @@ pub fn all() -> Vec<Seed> {
     for (name, data) in known_hosts() {
         add("known_hosts", &name, data);
     }
+    for (name, data) in crate::krl::seeds() {
+        add("krl", &name, data);
+    }
     for (name, data) in cli() {
         add("cli_args", &name, data);
     }

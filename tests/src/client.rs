@@ -584,14 +584,15 @@ impl Tunnel {
     }
 
     /// For a client that must give up: waits up to 30 s for it to exit with status 255 (a
-    /// fatal error, for ssh as for forwarder) and returns its log; panics with the log
-    /// otherwise.
+    /// fatal error, for ssh as for forwarder), not by a panic, and returns its log; panics
+    /// with the log otherwise.
     pub fn expect_failure(&mut self) -> String {
         let status = self
             .wait_exit(Duration::from_secs(30))
             .unwrap_or_else(|| panic!("the client still runs after 30 s:\n{}", self.log()));
         let log = self.log();
         assert_eq!(status.code(), Some(255), "{status}; log:\n{log}");
+        assert!(!log.contains("panicked"), "{log}");
         log
     }
 

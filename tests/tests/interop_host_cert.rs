@@ -10,12 +10,8 @@ use std::time::Duration;
 use ssh_interop_tests::keys::fingerprint_of;
 use ssh_interop_tests::process::wait_until;
 use ssh_interop_tests::{
-    CertAuthority, ClientKind, EchoServer, KeyKind, Sshd, Tunnel, TunnelBuilder, UserKey,
-    echo_round_trip,
+    CertAuthority, ClientKind, EchoServer, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip,
 };
-
-/// How long a refused forwarder may take to exit.
-const REFUSAL_LIMIT: Duration = Duration::from_secs(20);
 
 /// A lab sshd whose only host key, of `kind`, is certified by `ca` for `principals`, with
 /// extra `ssh-keygen -s` arguments; it lets `key` in.
@@ -47,20 +43,6 @@ fn forwarder(sshd: &Sshd, key: &UserKey, known_hosts: &Path, echo: &EchoServer) 
         .known_hosts(known_hosts)
         .verbose()
         .forward_to(echo.port())
-}
-
-/// Waits (bounded) for a forwarder that must fail; returns its log.
-fn expect_refusal(tunnel: &mut Tunnel) -> String {
-    let status = tunnel.wait_exit(REFUSAL_LIMIT).unwrap_or_else(|| {
-        panic!(
-            "the forwarder still runs after {REFUSAL_LIMIT:?}; its log:\n{}",
-            tunnel.log()
-        )
-    });
-    let log = tunnel.log();
-    assert_eq!(status.code(), Some(255), "{status}; log:\n{log}");
-    assert!(!log.contains("panicked"), "{log}");
-    log
 }
 
 /// The host key algorithm sshd says it negotiated, from its DEBUG1 log.
@@ -153,7 +135,7 @@ fn interop_host_cert_for_another_principal_is_refused_unless_the_plain_key_is_kn
     let ca_line = format!("@cert-authority * {}", ca.known_hosts_key());
     let known_hosts = write_known_hosts(&sshd, "known_hosts_ca", std::slice::from_ref(&ca_line));
     let mut tunnel = forwarder(&sshd, &key, &known_hosts, &echo).spawn();
-    let log = expect_refusal(&mut tunnel);
+    let log = tunnel.expect_failure();
     assert!(
         log.contains("names principals [other.example], not `127.0.0.1`"),
         "the refusal says why the certificate was not accepted:\n{log}"
@@ -201,7 +183,7 @@ fn interop_host_cert_expired_is_refused_with_expired() {
         &[format!("@cert-authority * {}", ca.known_hosts_key())],
     );
     let mut tunnel = forwarder(&sshd, &key, &known_hosts, &echo).spawn();
-    let log = expect_refusal(&mut tunnel);
+    let log = tunnel.expect_failure();
     assert!(
         log.contains("the host certificate expired on 2020-02-01"),
         "{log}"
@@ -226,7 +208,7 @@ fn interop_host_cert_a_revoked_authority_is_refused_even_with_the_plain_key_list
         ],
     );
     let mut tunnel = forwarder(&sshd, &key, &known_hosts, &echo).spawn();
-    let log = expect_refusal(&mut tunnel);
+    let log = tunnel.expect_failure();
     let ca_fingerprint = fingerprint_of(&ca.public_key_path());
     assert!(
         log.contains(&format!(
@@ -251,7 +233,7 @@ fn interop_host_cert_signed_by_a_ca_no_line_lists_is_refused_naming_the_ca() {
         &[format!("@cert-authority * {}", other.known_hosts_key())],
     );
     let mut tunnel = forwarder(&sshd, &key, &known_hosts, &echo).spawn();
-    let log = expect_refusal(&mut tunnel);
+    let log = tunnel.expect_failure();
     let ca_fingerprint = fingerprint_of(&ca.public_key_path());
     assert!(
         log.contains(&format!(

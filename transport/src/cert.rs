@@ -183,6 +183,8 @@ pub struct Certificate {
     ca_signature: Option<SignatureAlgorithm>,
     serial: u64,
     key_id: String,
+    /// The key id as the authority wrote it, for revocation lists that name it.
+    key_id_bytes: Vec<u8>,
     principals: Vec<String>,
     valid_after: u64,
     valid_before: u64,
@@ -337,6 +339,7 @@ impl Certificate {
             ca_signature,
             serial,
             key_id: sanitize(key_id, false, MAX_SHOWN_CHARS),
+            key_id_bytes: key_id.to_vec(),
             principals,
             valid_after,
             valid_before,
@@ -394,6 +397,12 @@ impl Certificate {
     /// The key id the authority gave it (sanitized): what sshd logs.
     pub fn key_id(&self) -> &str {
         &self.key_id
+    }
+
+    /// The key id exactly as the authority wrote it (unsanitized, untruncated): what a key
+    /// revocation list compares. Never print it; print [`Self::key_id`].
+    pub fn key_id_bytes(&self) -> &[u8] {
+        &self.key_id_bytes
     }
 
     /// The user names (user certificates) or host names (host certificates) it is valid

@@ -18,7 +18,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
      PreferredAuthentications, TCPKeepAlive, ProxyJump, HostKeyAlias, IgnoreUnknown, \
-     ProxyCommand none, RevokedHostKeys none, \
+     RevokedHostKeys, ProxyCommand none, \
      and forwarder's own PasswordFile, PasswordEnv, PassphraseFile, PassphraseEnv, Reconnect, \
      ReconnectBackoffMax, SessionWaitTimeout and KexGuessFile";
 
@@ -149,20 +149,17 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
         }
         "revokedhostkeys" => {
             let none = args.iter().any(|a| a.eq_ignore_ascii_case("none"));
-            if (none && args.len() > 1) || args.iter().any(String::is_empty) {
+            if args.is_empty() || (none && args.len() > 1) || args.iter().any(String::is_empty) {
                 return Err(bad_value(
                     key,
                     &args.join(" "),
                     "none alone, or files of revoked keys",
                 ));
             }
-            if none {
-                p.revoked_host_keys_set = true;
-            } else if !p.revoked_host_keys_set {
-                return Err(CliError::RevokedHostKeys {
-                    files: args.join(" "),
-                });
-            }
+            set_first(
+                &mut p.revoked_host_keys,
+                if none { Vec::new() } else { args },
+            );
         }
         "hostkeyalias" => {
             let alias = one(key, &args)?;

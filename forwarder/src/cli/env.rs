@@ -162,6 +162,13 @@ pub(super) fn resolve(
         .iter()
         .map(|f| tokens.expand_tilde(f))
         .collect::<Result<Vec<_>, _>>()?;
+    // ssh expands `~`, `%` tokens and `${VAR}` here (OpenSSH 8.4 and later).
+    let revoked_host_keys = p
+        .revoked_host_keys
+        .unwrap_or_default()
+        .iter()
+        .map(|f| tokens.expand_path_and_variables(f))
+        .collect::<Result<Vec<_>, _>>()?;
     let certificate_files = p
         .certificate_files
         .iter()
@@ -222,6 +229,7 @@ pub(super) fn resolve(
         log_level: p.flag_log_level.or(p.log_level).unwrap_or_default(),
         user_known_hosts_files,
         global_known_hosts_files,
+        revoked_host_keys,
         strict_host_key_checking: p.strict.unwrap_or(StrictHostKeyChecking::Yes),
         host_key_alias: p.host_key_alias,
         ciphers: p.flag_ciphers.or(p.ciphers),

@@ -10,8 +10,8 @@
 //! included file must pass ssh's owner and permission check (the `-F` file itself need not,
 //! as in ssh). The command line is scanned first, so its values win over the file's; in the
 //! file the first value obtained wins. A setting forwarder does not implement is skipped (and
-//! noted for `-v`), except the two it cannot skip safely: a `ProxyCommand` or
-//! `RevokedHostKeys` that would be used is an error. An unknown keyword is skipped with a
+//! noted for `-v`), except the one it cannot skip safely: a `ProxyCommand` that would be
+//! used is an error. An unknown keyword is skipped with a
 //! warning unless `IgnoreUnknown` names it; a bad value is an error naming the file and
 //! line. Lines of inactive blocks are checked too, as ssh does, but change nothing.
 
@@ -193,11 +193,10 @@ impl Reader<'_> {
                 }
                 _ => {
                     // An inactive block's line is only checked: nothing is obtained from it,
-                    // so neither a ProxyCommand nor RevokedHostKeys there can be refused.
+                    // so no ProxyCommand there can be refused.
                     let mut scratch = Parsed {
                         ignore_unknown: p.ignore_unknown.clone(),
                         proxy_command_set: true,
-                        revoked_host_keys_set: true,
                         ..Parsed::default()
                     };
                     let target = if *active { &mut *p } else { &mut scratch };

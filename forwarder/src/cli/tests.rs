@@ -1294,20 +1294,57 @@ Host *
 }
 
 #[test]
-fn revoked_host_keys_cannot_be_honoured_so_a_file_is_refused() {
-    let e = config_err(&["h"], "Host h\n    RevokedHostKeys ~/.ssh/revoked_keys\n");
-    assert!(e.starts_with("config line 2: RevokedHostKeys"), "{e}");
-    assert!(e.contains("~/.ssh/revoked_keys"), "{e}");
-    // none, obtained first, wins; a block that does not apply changes nothing.
-    config_ok(
+fn revoked_host_keys_is_a_list_of_files_with_tokens_and_the_first_obtained_wins() {
+    let paths = |o: &Options| o.revoked_host_keys.clone();
+    assert!(run(&["h"]).revoked_host_keys.is_empty(), "none by default");
+    let o = config_ok(
+        &["h"],
+        "Host h\n    RevokedHostKeys ~/.ssh/revoked_keys /etc/ssh/krl_%h\n",
+    );
+    assert_eq!(
+        paths(&o),
+        [
+            PathBuf::from("/home/tester/.ssh/revoked_keys"),
+            PathBuf::from("/etc/ssh/krl_h")
+        ]
+    );
+    // none, obtained first, wins; so does a file list; a block that does not apply changes
+    // nothing.
+    let o = config_ok(
         &["h"],
         "Host h\n    RevokedHostKeys none\n    RevokedHostKeys /k\n",
     );
-    config_ok(&["h"], "Host other\n    RevokedHostKeys /k\n");
+    assert!(o.revoked_host_keys.is_empty());
+    let o = config_ok(&["h"], "RevokedHostKeys /first\nRevokedHostKeys /second\n");
+    assert_eq!(paths(&o), [PathBuf::from("/first")]);
+    assert!(
+        config_ok(&["h"], "Host other\n    RevokedHostKeys /k\n")
+            .revoked_host_keys
+            .is_empty()
+    );
+    // The command line wins over the file.
+    let o = config_ok(
+        &["-o", "RevokedHostKeys=/cli", "h"],
+        "RevokedHostKeys /file\n",
+    );
+    assert_eq!(paths(&o), [PathBuf::from("/cli")]);
+    assert_eq!(
+        paths(&run(&["-o", "RevokedHostKeys=/a /b", "h"])),
+        [PathBuf::from("/a"), PathBuf::from("/b")]
+    );
+    assert!(
+        run(&["-o", "RevokedHostKeys=none", "h"])
+            .revoked_host_keys
+            .is_empty()
+    );
+    // none must stand alone, and a value is needed.
     let e = config_err(&["h"], "RevokedHostKeys none /k\n");
+    assert!(
+        e.starts_with("config line 1: ") && e.contains("RevokedHostKeys"),
+        "{e}"
+    );
+    let e = err(&["-o", "RevokedHostKeys=", "h"]);
     assert!(e.contains("RevokedHostKeys"), "{e}");
-    assert!(err(&["-o", "RevokedHostKeys=/k", "h"]).starts_with("RevokedHostKeys"));
-    run(&["-o", "RevokedHostKeys=none", "h"]);
 }
 
 #[test]

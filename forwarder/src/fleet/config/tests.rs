@@ -592,3 +592,45 @@ fn probes_that_would_get_the_bastion_blocked_by_mysql_are_warned_about() {
         "{w}"
     );
 }
+
+#[test]
+fn revoked_host_keys_in_options_reach_the_session_and_decide_it() {
+    let c = parse_ok(
+        r#"
+[defaults]
+options = { RevokedHostKeys = "~/revoked.krl /etc/forwarder/revoked_keys" }
+
+[[tunnel]]
+name = "a"
+bastion = "b"
+local = "127.0.0.1:1"
+remote = "r:1"
+
+[[tunnel]]
+name = "b"
+bastion = "b"
+local = "127.0.0.1:2"
+remote = "r:2"
+options = { RevokedHostKeys = "none" }
+"#,
+    );
+    assert_eq!(
+        c.tunnels[0].config.session.options.revoked_host_keys,
+        [
+            PathBuf::from("/home/tester/revoked.krl"),
+            PathBuf::from("/etc/forwarder/revoked_keys")
+        ]
+    );
+    assert!(
+        c.tunnels[1]
+            .config
+            .session
+            .options
+            .revoked_host_keys
+            .is_empty()
+    );
+    assert_ne!(
+        c.tunnels[0].session_args, c.tunnels[1].session_args,
+        "tunnels with other revocation lists do not share a session"
+    );
+}
