@@ -9,15 +9,14 @@ const SHA1_LEN: usize = 20;
 /// One line's host field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum HostField {
-    Hashed { salt: Vec<u8>, digest: Vec<u8> },
-    Patterns(Vec<Pattern>),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Pattern {
-    negated: bool,
-    /// Lowercased: host names compare without regard to case.
-    glob: String,
+    Hashed {
+        salt: Vec<u8>,
+        digest: Vec<u8>,
+    },
+    /// The comma-separated patterns as written, lowercased (host names compare without
+    /// regard to case), split at each lookup: a line of a million short names costs its own
+    /// length, not a million allocations.
+    Patterns(Box<str>),
 }
 
 impl HostField {
@@ -25,20 +24,7 @@ impl HostField {
         if field.starts_with('|') {
             return parse_hashed(field).ok_or("bad hashed host name (expected |1|salt|hash)");
         }
-        let patterns = field
-            .split(',')
-            .map(|p| match p.strip_prefix('!') {
-                Some(rest) => Pattern {
-                    negated: true,
-                    glob: rest.to_ascii_lowercase(),
-                },
-                None => Pattern {
-                    negated: false,
-                    glob: p.to_ascii_lowercase(),
-                },
-            })
-            .collect();
-        Ok(Self::Patterns(patterns))
+        Ok(Self::Patterns(field.to_ascii_lowercase().into_boxed_str()))
     }
 
     /// Whether the line applies to `name` (`host` or `[host]:port`, already lowercased). A
@@ -51,9 +37,13 @@ impl HostField {
             }
             Self::Patterns(patterns) => {
                 let mut positive = false;
-                for p in patterns {
-                    if glob_match(p.glob.as_bytes(), name.as_bytes()) {
-                        if p.negated {
+                for p in patterns.split(',') {
+                    let (negated, glob) = match p.strip_prefix('!') {
+                        Some(rest) => (true, rest),
+                        None => (false, p),
+                    };
+                    if glob_match(glob.as_bytes(), name.as_bytes()) {
+                        if negated {
                             return false;
                         }
                         positive = true;
@@ -158,18 +148,41 @@ mod tests {
     #[test]
     fn pattern_lists_with_negation() {
         let field = HostField::parse("*.example.com,!secret.example.com,10.0.0.?");
-        let field = field.unwrap_or(HostField::Patterns(Vec::new()));
+        let field = field.unwrap_or(HostField::Patterns(Box::default()));
         assert!(field.matches("db.example.com"));
         assert!(!field.matches("secret.example.com"));
         assert!(field.matches("10.0.0.7"));
         assert!(!field.matches("10.0.0.17"));
         // Only negations never match.
-        let only_not = HostField::parse("!a").unwrap_or(HostField::Patterns(Vec::new()));
+        let only_not = HostField::parse("!a").unwrap_or(HostField::Patterns(Box::default()));
         assert!(!only_not.matches("b"));
         assert!(!only_not.matches("a"));
         // Patterns are lowercased; names are lowercased by the caller.
-        let upper = HostField::parse("DB.Example.COM").unwrap_or(HostField::Patterns(Vec::new()));
+        let upper =
+            HostField::parse("DB.Example.COM").unwrap_or(HostField::Patterns(Box::default()));
         assert!(upper.matches("db.example.com"));
+    }
+
+    #[test]
+    fn a_field_of_many_names_is_kept_as_its_text() {
+        // 64 KiB names of two bytes each: held as the one string, and every one matches.
+        let field: String = (0..32_768u32)
+            .map(|i| format!("{:x}", i % 256))
+            .collect::<Vec<_>>()
+            .join(",");
+        let parsed = HostField::parse(&field);
+        match &parsed {
+            Ok(HostField::Patterns(text)) => assert_eq!(text.len(), field.len()),
+            other => panic!("{other:?}"),
+        }
+        let parsed = parsed.unwrap_or(HostField::Patterns(Box::default()));
+        assert!(parsed.matches("ff"));
+        assert!(parsed.matches("0"));
+        assert!(!parsed.matches("100"));
+        let negated = HostField::parse(&format!("{field},!ab"))
+            .unwrap_or(HostField::Patterns(Box::default()));
+        assert!(!negated.matches("ab"));
+        assert!(negated.matches("aa"));
     }
 
     #[test]
@@ -178,7 +191,7 @@ mod tests {
         let line = hashed_name("[db]:2222", &salt);
         let field = HostField::parse(&line);
         assert!(matches!(field, Ok(HostField::Hashed { .. })), "{field:?}");
-        let field = field.unwrap_or(HostField::Patterns(Vec::new()));
+        let field = field.unwrap_or(HostField::Patterns(Box::default()));
         assert!(field.matches("[db]:2222"));
         assert!(!field.matches("db"));
         for bad in [
