@@ -396,29 +396,10 @@ fn excerpt(s: &str) -> String {
     ssh_transport::text::sanitize(s.as_bytes(), false, 60)
 }
 
-/// One line: `Ok(None)` for blank lines and comments; a kept line may carry a caveat.
-fn parse_line(line: &str) -> Result<Option<(ParsedLine, Option<String>)>, String> {
-    let line = line.strip_suffix('\r').unwrap_or(line);
-    let mut fields = line.split([' ', '\t']).filter(|f| !f.is_empty());
-    let Some(first) = fields.next() else {
-        return Ok(None);
-    };
-    if first.starts_with('#') {
-        return Ok(None);
-    }
-    let (marker, hosts) = match first {
-        "@revoked" => (Marker::Revoked, fields.next()),
-        "@cert-authority" => (Marker::CertAuthority, fields.next()),
-        m if m.starts_with('@') => return Err(format!("unknown marker '{}'", excerpt(m))),
-        hosts => (Marker::None, Some(hosts)),
-    };
-    let hosts = hosts.ok_or("no host names after the marker")?;
-    let hosts = HostField::parse(hosts).map_err(str::to_owned)?;
-    let key_type = fields.next().ok_or("no key type after the host names")?;
-    if key_type.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("SSH protocol 1 keys are not supported".into());
-    }
-    let data = fields.next().ok_or("no key data after the key type")?;
+/// The key of a line's `type base64` fields (known_hosts, or a list of revoked keys): its
+/// blob, checked to be of the type the line says, and a caveat for an RSA key of a size we
+/// do not use (kept: it still tells what type of key the host has). Padding is optional.
+pub(crate) fn key_field(key_type: &str, data: &str) -> Result<(Vec<u8>, Option<String>), String> {
     let blob = base64::engine::general_purpose::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         base64::engine::GeneralPurposeConfig::new()
@@ -449,6 +430,33 @@ fn parse_line(line: &str) -> Result<Option<(ParsedLine, Option<String>)>, String
             Err(e) => return Err(format!("bad {key_type} key: {e}")),
         }
     }
+    Ok((blob, caveat))
+}
+
+/// One line: `Ok(None)` for blank lines and comments; a kept line may carry a caveat.
+fn parse_line(line: &str) -> Result<Option<(ParsedLine, Option<String>)>, String> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let mut fields = line.split([' ', '\t']).filter(|f| !f.is_empty());
+    let Some(first) = fields.next() else {
+        return Ok(None);
+    };
+    if first.starts_with('#') {
+        return Ok(None);
+    }
+    let (marker, hosts) = match first {
+        "@revoked" => (Marker::Revoked, fields.next()),
+        "@cert-authority" => (Marker::CertAuthority, fields.next()),
+        m if m.starts_with('@') => return Err(format!("unknown marker '{}'", excerpt(m))),
+        hosts => (Marker::None, Some(hosts)),
+    };
+    let hosts = hosts.ok_or("no host names after the marker")?;
+    let hosts = HostField::parse(hosts).map_err(str::to_owned)?;
+    let key_type = fields.next().ok_or("no key type after the host names")?;
+    if key_type.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("SSH protocol 1 keys are not supported".into());
+    }
+    let data = fields.next().ok_or("no key data after the key type")?;
+    let (blob, caveat) = key_field(key_type, data)?;
     Ok(Some((
         ParsedLine {
             marker,

@@ -462,24 +462,20 @@ async fn connect(
         return;
     }
     let connecting = TcpStream::connect((target.host.as_str(), target.port));
-    let connected = match tokio::time::timeout(limit, connecting).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
-    };
-    let socket = match connected {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut && e.raw_os_error().is_none() => {
+    let socket = match tokio::time::timeout(limit, connecting).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            info!("remote forward: connecting to {target} failed: {e}");
+            ch.refuse(OpenFailureReason::CONNECT_FAILED, &connect_error_text(&e));
+            return;
+        }
+        Err(_) => {
             info!(
                 "remote forward: connecting to {target} failed: no answer within {} s \
                  (ConnectTimeout)",
                 limit.as_secs()
             );
             ch.refuse(OpenFailureReason::CONNECT_FAILED, "Connection timed out");
-            return;
-        }
-        Err(e) => {
-            info!("remote forward: connecting to {target} failed: {e}");
-            ch.refuse(OpenFailureReason::CONNECT_FAILED, &connect_error_text(&e));
             return;
         }
     };

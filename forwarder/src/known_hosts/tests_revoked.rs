@@ -467,6 +467,15 @@ fn hand_made_krls_parse_as_openssh_reads_them() {
         section(&mut b, kind, body);
         b
     };
+    // One certificates subsection of `kind`, for any CA.
+    let sub =
+        |kind: u8, body: Vec<u8>| with(SECTION_CERTIFICATES, &certificates(b"", &[(kind, body)]));
+    // A serial bitmap subsection's body.
+    let bitmap = |offset: u64, bits: &[u8]| {
+        let mut b = u64s(&[offset]);
+        b.put_string(bits);
+        b
+    };
     let mut critical = Vec::new();
     critical.put_string(b"must@example.com");
     critical.push(1);
@@ -482,102 +491,29 @@ fn hand_made_krls_parse_as_openssh_reads_them() {
             }),
             "SHA1 hash of 19 bytes",
         ),
+        (sub(CERT_SERIAL_LIST, u64s(&[0])), "serial 0"),
         (
-            with(
-                SECTION_CERTIFICATES,
-                &certificates(b"", &[(CERT_SERIAL_LIST, u64s(&[0]))]),
-            ),
-            "serial 0",
-        ),
-        (
-            with(
-                SECTION_CERTIFICATES,
-                &certificates(b"", &[(CERT_SERIAL_RANGE, u64s(&[9, 8]))]),
-            ),
+            sub(CERT_SERIAL_RANGE, u64s(&[9, 8])),
             "bad serial range 9-8",
         ),
+        (sub(CERT_SERIAL_RANGE, u64s(&[1, 2, 3])), "left over"),
+        (sub(0x30, Vec::new()), "unknown certificate subsection"),
+        (sub(CERT_SERIAL_BITMAP, bitmap(0, &[1])), "serial 0"),
         (
-            with(
-                SECTION_CERTIFICATES,
-                &certificates(b"", &[(CERT_SERIAL_RANGE, u64s(&[1, 2, 3]))]),
-            ),
-            "left over",
-        ),
-        (
-            with(
-                SECTION_CERTIFICATES,
-                &certificates(b"", &[(0x30, Vec::new())]),
-            ),
-            "unknown certificate subsection",
-        ),
-        (
-            with(
-                SECTION_CERTIFICATES,
-                &certificates(
-                    b"",
-                    &[(CERT_SERIAL_BITMAP, {
-                        let mut b = u64s(&[0]);
-                        b.put_string(&[1]);
-                        b
-                    })],
-                ),
-            ),
-            "serial 0",
-        ),
-        (
-            with(
-                SECTION_CERTIFICATES,
-                &certificates(
-                    b"",
-                    &[(CERT_SERIAL_BITMAP, {
-                        let mut b = u64s(&[u64::MAX]);
-                        b.put_string(&[2]);
-                        b
-                    })],
-                ),
-            ),
+            sub(CERT_SERIAL_BITMAP, bitmap(u64::MAX, &[2])),
             "past the largest serial",
         ),
+        (sub(CERT_SERIAL_BITMAP, bitmap(1, &[0x80])), "negative"),
         (
-            with(
-                SECTION_CERTIFICATES,
-                &certificates(
-                    b"",
-                    &[(CERT_SERIAL_BITMAP, {
-                        let mut b = u64s(&[1]);
-                        b.put_string(&[0x80]);
-                        b
-                    })],
-                ),
-            ),
-            "negative",
-        ),
-        (
-            with(
-                SECTION_CERTIFICATES,
-                &certificates(
-                    b"",
-                    &[(CERT_SERIAL_BITMAP, {
-                        let mut b = u64s(&[1]);
-                        b.put_string(&[1u8; MAX_BITMAP_BYTES + 1]);
-                        b
-                    })],
-                ),
-            ),
+            sub(CERT_SERIAL_BITMAP, bitmap(1, &[1u8; MAX_BITMAP_BYTES + 1])),
             "over 16384 bits",
         ),
         (
-            with(
-                SECTION_CERTIFICATES,
-                &certificates(
-                    b"",
-                    &[(CERT_KEY_ID, {
-                        let mut b = Vec::new();
-                        b.put_string(b"a\0b");
-                        b
-                    })],
-                ),
-            ),
+            sub(CERT_KEY_ID, {
+                let mut b = Vec::new();
+                b.put_string(b"a\0b");
+                b
+            }),
             "NUL",
         ),
         (
