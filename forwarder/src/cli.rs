@@ -723,7 +723,9 @@ options:
                  it) and forward connections to host:hostport as seen from here;
                  repeatable, requested again after each reconnect. Without a bind address
                  the server listens on localhost. A refused forward is a warning, fatal
-                 with ExitOnForwardFailure=yes. Also -o RemoteForward='port host:hostport'.
+                 with ExitOnForwardFailure=yes. A connect to host:hostport with no answer
+                 within ConnectTimeout (default 30s) refuses that connection.
+                 Also -o RemoteForward='port host:hostport'.
   -p port        server port (default 22)
   -l user        user to log in as (default: the local user name)
   -i file        private key to try; repeatable (default ~/.ssh/id_ed25519, ~/.ssh/id_rsa)
