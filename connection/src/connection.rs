@@ -577,6 +577,38 @@ impl Connection {
         originator_port: u32,
         sink: &mut dyn PayloadSink,
     ) -> Result<ChannelId, ConnectionError> {
+        self.open_channel(
+            OpenKind::DirectTcpip(TcpipEndpoints {
+                address: host.as_bytes(),
+                port,
+                originator_address: originator.as_bytes(),
+                originator_port,
+            }),
+            sink,
+        )
+    }
+
+    /// Opens a `direct-streamlocal@openssh.com` channel to the Unix socket at `path` on the
+    /// server's side (OpenSSH's `PROTOCOL`, section 2.4); otherwise as
+    /// [`open_direct_tcpip`](Self::open_direct_tcpip).
+    pub fn open_direct_streamlocal(
+        &mut self,
+        path: &str,
+        sink: &mut dyn PayloadSink,
+    ) -> Result<ChannelId, ConnectionError> {
+        self.open_channel(
+            OpenKind::DirectStreamlocal {
+                path: path.as_bytes(),
+            },
+            sink,
+        )
+    }
+
+    fn open_channel(
+        &mut self,
+        kind: OpenKind<'_>,
+        sink: &mut dyn PayloadSink,
+    ) -> Result<ChannelId, ConnectionError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -592,12 +624,7 @@ impl Connection {
             sender: id,
             initial_window: self.config.initial_window,
             max_packet: self.config.max_packet,
-            kind: OpenKind::DirectTcpip(TcpipEndpoints {
-                address: host.as_bytes(),
-                port,
-                originator_address: originator.as_bytes(),
-                originator_port,
-            }),
+            kind,
         };
         sink.send_with(&mut |buf| msg.encode(buf));
         Ok(ChannelId(id))

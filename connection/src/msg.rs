@@ -33,6 +33,9 @@ wire_number! {
 
 /// The channel type we open for a local port forward.
 pub const DIRECT_TCPIP: &[u8] = b"direct-tcpip";
+/// The channel type we open for a local forward to a Unix socket on the server (OpenSSH's
+/// `PROTOCOL`, section 2.4).
+pub const DIRECT_STREAMLOCAL: &[u8] = b"direct-streamlocal@openssh.com";
 /// The channel type a server opens for a remote port forward.
 pub const FORWARDED_TCPIP: &[u8] = b"forwarded-tcpip";
 /// The global request that asks the server to listen for a remote port forward.
@@ -171,6 +174,13 @@ pub enum OpenKind<'a> {
     DirectTcpip(TcpipEndpoints<'a>),
     /// `forwarded-tcpip`: a remote port forward (what a server might open).
     ForwardedTcpip(TcpipEndpoints<'a>),
+    /// `direct-streamlocal@openssh.com`: a local forward to the Unix socket at this path on
+    /// the server (what we open). On the wire the path is followed by a reserved string and
+    /// a reserved `uint32`, sent empty and zero and ignored when read.
+    DirectStreamlocal {
+        /// The socket's path on the server.
+        path: &'a [u8],
+    },
     /// Any other type (`session`, `x11`, `auth-agent@openssh.com`, ...), fields undecoded.
     Other {
         /// The channel type.
@@ -186,6 +196,7 @@ impl OpenKind<'_> {
         match self {
             Self::DirectTcpip(_) => DIRECT_TCPIP,
             Self::ForwardedTcpip(_) => FORWARDED_TCPIP,
+            Self::DirectStreamlocal { .. } => DIRECT_STREAMLOCAL,
             Self::Other { channel_type, .. } => channel_type,
         }
     }
@@ -214,6 +225,12 @@ impl<'a> ConnectionMessage<'a> for ChannelOpen<'a> {
         let kind = match channel_type {
             DIRECT_TCPIP => OpenKind::DirectTcpip(TcpipEndpoints::decode_fields(r)?),
             FORWARDED_TCPIP => OpenKind::ForwardedTcpip(TcpipEndpoints::decode_fields(r)?),
+            DIRECT_STREAMLOCAL => {
+                let path = r.string()?;
+                let _reserved = r.string()?;
+                let _reserved = r.u32()?;
+                OpenKind::DirectStreamlocal { path }
+            }
             _ => OpenKind::Other {
                 channel_type,
                 data: r.rest(),
@@ -233,6 +250,11 @@ impl<'a> ConnectionMessage<'a> for ChannelOpen<'a> {
         out.put_u32(self.max_packet);
         match &self.kind {
             OpenKind::DirectTcpip(e) | OpenKind::ForwardedTcpip(e) => e.encode_fields(out),
+            OpenKind::DirectStreamlocal { path } => {
+                out.put_string(path);
+                out.put_string(b"");
+                out.put_u32(0);
+            }
             OpenKind::Other { data, .. } => out.put_raw(data),
         }
     }
@@ -716,6 +738,27 @@ mod tests {
         expected.extend_from_slice(&[0, 0, 0, 2, b'd', b'b', 0, 0, 0x15, 0x38]);
         expected.extend_from_slice(&[0, 0, 0, 3, b':', b':', b'1', 0, 0, 0x9c, 0x40]);
         assert_eq!(wire, expected);
+    }
+
+    #[test]
+    fn direct_streamlocal_open_matches_openssh_layout() {
+        let open = ChannelOpen {
+            sender: 5,
+            initial_window: 0x0020_0000,
+            max_packet: 0x8000,
+            kind: OpenKind::DirectStreamlocal { path: b"/run/s" },
+        };
+        let wire = encoded(&open);
+        let mut expected = vec![90, 0, 0, 0, 30];
+        expected.extend_from_slice(b"direct-streamlocal@openssh.com");
+        expected.extend_from_slice(&[0, 0, 0, 5, 0, 0x20, 0, 0, 0, 0, 0x80, 0]);
+        expected.extend_from_slice(&[0, 0, 0, 6]);
+        expected.extend_from_slice(b"/run/s");
+        // The reserved string (empty) and the reserved uint32.
+        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(wire, expected);
+        assert_eq!(ChannelOpen::decode(&wire), Ok(open));
+        rejects_trailing_and_truncation(&wire, false);
     }
 
     #[test]

@@ -157,7 +157,7 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
         match bound {
             Ok(ls) => {
                 for l in ls {
-                    debug!(listen = ?l.local_addr().ok(), forward = %fwd, "listening");
+                    debug!(listen = %l.label(), forward = %fwd, "listening");
                     listeners.push((l, fwd.clone()));
                 }
             }

@@ -24,10 +24,11 @@ use ssh_transport::hostkey::PublicKey;
 use ssh_transport::random::OsRandom;
 use tokio::net::TcpStream;
 
-use crate::cli::{self, Command, LocalForward};
+use crate::cli::{self, Command, Destination, LocalForward};
 use crate::config::TunnelConfig;
 use crate::driver::{self, HostKeyVerifier, OpenError, SessionLog};
 use crate::known_hosts::{self, Decision, HostKeyStatus, KnownHosts};
+use crate::local::Peer;
 use crate::probe::{self, ProbeKind, ProbeSpec};
 use crate::session::{Session, SessionConfig, SessionError};
 use crate::userauth;
@@ -207,12 +208,25 @@ struct Job {
     mysql_login: Option<probe::MysqlLogin>,
 }
 
-/// The probe a port implies.
-pub fn inferred_probe(port: u16) -> Option<ProbeKind> {
-    match port {
-        5432 | 5439 => Some(ProbeKind::Postgres),
-        3306 => Some(ProbeKind::Mysql),
-        _ => None,
+/// The probe a target implies: by its port, or by a Unix socket's file name as PostgreSQL
+/// (`.s.PGSQL.5432`) and MySQL or MariaDB (`mysqld.sock`, `mysql.sock`) name theirs.
+pub fn inferred_probe(target: &Destination) -> Option<ProbeKind> {
+    match target {
+        Destination::Tcp(t) => match t.port {
+            5432 | 5439 => Some(ProbeKind::Postgres),
+            3306 => Some(ProbeKind::Mysql),
+            _ => None,
+        },
+        Destination::Unix(path) => {
+            let name = path.rsplit('/').next().unwrap_or_default();
+            if name.starts_with(".s.PGSQL.") {
+                Some(ProbeKind::Postgres)
+            } else if matches!(name, "mysqld.sock" | "mysql.sock") {
+                Some(ProbeKind::Mysql)
+            } else {
+                None
+            }
+        }
     }
 }
 
@@ -383,7 +397,7 @@ fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
     let probes = config
         .forwards
         .iter()
-        .map(|f| args.probe.or_else(|| inferred_probe(f.host_port)))
+        .map(|f| args.probe.or_else(|| inferred_probe(&f.to)))
         .collect();
     Ok(vec![Job {
         name: None,
@@ -1353,14 +1367,14 @@ async fn channels(job: &Job, st: &mut Stages, handle: &driver::SessionHandle) {
         let started = Instant::now();
         let opened = tokio::time::timeout(
             DEFAULT_TIMEOUT,
-            handle.open_direct_tcpip(&fwd.host, fwd.host_port, "127.0.0.1", 0),
+            crate::tunnel::open_channel(handle, &fwd.to, &Peer::OURSELVES),
         )
         .await;
         let took = started.elapsed();
         let stream = match opened {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                let fix = channel_fix(&e, &target);
+                let fix = channel_fix(&e, &fwd.to);
                 st.fail(7, Some(took), format!("{target}: {e}"), fix);
                 st.skip(8, "not run: an earlier stage failed");
                 failed = true;
@@ -1394,7 +1408,8 @@ async fn channels(job: &Job, st: &mut Stages, handle: &driver::SessionHandle) {
                 8,
                 format!(
                     "{target}: no probe kind (give --probe postgres|mysql|tcp; only ports \
-                     5432, 5439 and 3306 imply one)"
+                     5432, 5439 and 3306, and sockets named .s.PGSQL.* or mysqld.sock, imply \
+                     one)"
                 ),
             );
             continue;
@@ -1477,7 +1492,29 @@ fn probe_fix(expected: &str, target: &str, detail: &str) -> String {
 }
 
 /// What to do about a channel the bastion refused.
-fn channel_fix(e: &OpenError, target: &str) -> String {
+fn channel_fix(e: &OpenError, to: &Destination) -> String {
+    let target = to.to_string();
+    match (e, to) {
+        // sshd gives one answer for every failure of a Unix socket channel: "open failed".
+        (OpenError::Refused { description, .. }, Destination::Unix(path)) => format!(
+            "the bastion did not connect to the Unix socket {path} ({}): bastion admin: check \
+             that sshd allows it (sshd_config's AllowStreamLocalForwarding must be yes or \
+             local, and neither DisableForwarding nor the key's restrict or \
+             no-port-forwarding options may forbid it), that a socket exists at that path on \
+             the bastion, and that the login user may connect to it (the socket file's mode \
+             and its directories' permissions)",
+            if description.is_empty() {
+                "no reason given"
+            } else {
+                description
+            }
+        ),
+        _ => channel_fix_tcp(e, &target),
+    }
+}
+
+/// [`channel_fix`] for a `host:port` target.
+fn channel_fix_tcp(e: &OpenError, target: &str) -> String {
     match e {
         OpenError::Refused {
             reason,
@@ -1637,10 +1674,22 @@ mod tests {
 
     #[test]
     fn check_probe_is_inferred_from_well_known_ports_only() {
-        assert_eq!(inferred_probe(5432), Some(ProbeKind::Postgres));
-        assert_eq!(inferred_probe(5439), Some(ProbeKind::Postgres));
-        assert_eq!(inferred_probe(3306), Some(ProbeKind::Mysql));
-        assert_eq!(inferred_probe(6432), None);
+        let tcp = |port| {
+            Destination::Tcp(crate::tunnel::Target {
+                host: "db".into(),
+                port,
+            })
+        };
+        let unix = |path: &str| Destination::Unix(path.into());
+        assert_eq!(inferred_probe(&tcp(5432)), Some(ProbeKind::Postgres));
+        assert_eq!(inferred_probe(&tcp(5439)), Some(ProbeKind::Postgres));
+        assert_eq!(inferred_probe(&tcp(3306)), Some(ProbeKind::Mysql));
+        assert_eq!(inferred_probe(&tcp(6432)), None);
+        let pg = unix("/var/run/postgresql/.s.PGSQL.5432");
+        assert_eq!(inferred_probe(&pg), Some(ProbeKind::Postgres));
+        let my = unix("/run/mysqld/mysqld.sock");
+        assert_eq!(inferred_probe(&my), Some(ProbeKind::Mysql));
+        assert_eq!(inferred_probe(&unix("/run/app.sock")), None);
     }
 
     #[test]

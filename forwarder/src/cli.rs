@@ -45,6 +45,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::tunnel::{Destination, Target};
+
 pub use config::parse_time;
 pub use env::Environment;
 
@@ -87,7 +89,7 @@ pub struct Options {
     pub local_forwards: Vec<LocalForward>,
     /// `-R` and `RemoteForward`, in command-line order: the bind address and port are where
     /// the server listens, host and hostport where we connect from here.
-    pub remote_forwards: Vec<LocalForward>,
+    pub remote_forwards: Vec<PortForward>,
     /// `-J` / `ProxyJump`: the jump hosts, outermost first; empty for none.
     pub proxy_jump: Vec<JumpHost>,
     /// `-W host:port`: standard input and output forwarded there instead of listening.
@@ -150,6 +152,11 @@ pub struct Options {
     pub compression: bool,
     /// `-g` or `GatewayPorts yes`: forwards without a bind address listen on all interfaces.
     pub gateway_ports: bool,
+    /// `StreamLocalBindMask`: the mode bits cleared on a local forward's Unix socket file
+    /// (default 0177: the file is 0600).
+    pub stream_local_bind_mask: u32,
+    /// `StreamLocalBindUnlink`: remove an existing socket at a local forward's path first.
+    pub stream_local_bind_unlink: bool,
     /// `-4`, `-6` or `AddressFamily`.
     pub address_family: AddressFamily,
     /// `HashKnownHosts`: record new host keys with hashed names.
@@ -256,17 +263,42 @@ pub const DEFAULT_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// during a reconnect is served by the next session.
 pub const DEFAULT_SESSION_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One `-L [bind_address:]port:host:hostport`.
+/// One `-L`: where we listen, and where the server connects each connection to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LocalForward {
+    /// A TCP port, or a Unix socket's path.
+    pub listen: Listen,
+    /// `host:hostport`, or a Unix socket's path on the server.
+    pub to: Destination,
+}
+
+/// Where a local forward listens.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Listen {
+    /// `[bind_address:]port`.
+    Port {
+        /// `None` when not given; `Some("*")` for `*` and for an empty bind address (both
+        /// mean all interfaces); otherwise the address or name as given, brackets removed.
+        bind_address: Option<String>,
+        /// Local port; 0 lets the system pick one.
+        port: u16,
+    },
+    /// A Unix socket at this path (`StreamLocalBindMask`, `StreamLocalBindUnlink`).
+    Path(PathBuf),
+}
+
+/// One `-R [bind_address:]port:host:hostport`: the bind address and port are where the
+/// server listens, host and hostport where we connect from here.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PortForward {
     /// `None` when not given; `Some("*")` for `*` and for an empty bind address (both mean all
     /// interfaces); otherwise the address or name as given, brackets removed.
     pub bind_address: Option<String>,
-    /// Local port; 0 lets the system pick one.
+    /// The listening port; 0 lets the listening side pick one.
     pub bind_port: u16,
-    /// Host the server connects to (brackets removed from IPv6 literals).
+    /// Host the connections go to (brackets removed from IPv6 literals).
     pub host: String,
-    /// Port the server connects to.
+    /// Port they go to.
     pub host_port: u16,
 }
 
@@ -282,35 +314,94 @@ pub enum BindTarget {
 }
 
 impl LocalForward {
-    /// Where to listen: no bind address means loopback only unless `gateway_ports` is set;
-    /// `*` or empty means all interfaces; `localhost` means loopback.
-    pub fn bind_target(&self, gateway_ports: bool) -> BindTarget {
-        match self.bind_address.as_deref() {
+    /// `[bind_address:]port:host:hostport`.
+    pub fn tcp(bind_address: Option<&str>, port: u16, host: &str, host_port: u16) -> Self {
+        Self {
+            listen: Listen::Port {
+                bind_address: bind_address.map(str::to_owned),
+                port,
+            },
+            to: Destination::Tcp(Target {
+                host: host.to_owned(),
+                port: host_port,
+            }),
+        }
+    }
+
+    /// The TCP port it listens on; `None` for a Unix socket.
+    pub fn port(&self) -> Option<u16> {
+        match &self.listen {
+            Listen::Port { port, .. } => Some(*port),
+            Listen::Path(_) => None,
+        }
+    }
+}
+
+impl Listen {
+    /// Where to listen on TCP: no bind address means loopback only unless `gateway_ports`
+    /// is set; `*` or empty means all interfaces; `localhost` means loopback. `None` for a
+    /// Unix socket.
+    pub fn bind_target(&self, gateway_ports: bool) -> Option<BindTarget> {
+        let Listen::Port { bind_address, .. } = self else {
+            return None;
+        };
+        Some(match bind_address.as_deref() {
             None if gateway_ports => BindTarget::AllInterfaces,
             None => BindTarget::Loopback,
             Some("*") => BindTarget::AllInterfaces,
             Some(a) if a.eq_ignore_ascii_case("localhost") => BindTarget::Loopback,
             Some(a) => BindTarget::Address(a.to_owned()),
+        })
+    }
+}
+
+/// A field of a forward spec, in brackets when it contains `:`.
+fn spec_field(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    if s.contains(':') {
+        write!(f, "[{s}]")
+    } else {
+        f.write_str(s)
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Port { bind_address, port } => {
+                if let Some(b) = bind_address {
+                    spec_field(f, b)?;
+                    f.write_str(":")?;
+                }
+                write!(f, "{port}")
+            }
+            Listen::Path(p) => spec_field(f, &p.to_string_lossy()),
         }
     }
 }
 
 impl fmt::Display for LocalForward {
-    /// The `-L` form, brackets around addresses that contain `:`.
+    /// The `-L` form, brackets around fields that contain `:`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn part(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-            if s.contains(':') {
-                write!(f, "[{s}]")
-            } else {
-                f.write_str(s)
+        write!(f, "{}:", self.listen)?;
+        match &self.to {
+            Destination::Tcp(t) => {
+                spec_field(f, &t.host)?;
+                write!(f, ":{}", t.port)
             }
+            Destination::Unix(path) => spec_field(f, path),
         }
+    }
+}
+
+impl fmt::Display for PortForward {
+    /// The `-R` form, brackets around addresses that contain `:`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(b) = &self.bind_address {
-            part(f, b)?;
+            spec_field(f, b)?;
             f.write_str(":")?;
         }
         write!(f, "{}:", self.bind_port)?;
-        part(f, &self.host)?;
+        spec_field(f, &self.host)?;
         write!(f, ":{}", self.host_port)
     }
 }
@@ -956,7 +1047,7 @@ struct Parsed {
     hostname: Option<String>,
     identity_files: Vec<String>,
     local_forwards: Vec<LocalForward>,
-    remote_forwards: Vec<LocalForward>,
+    remote_forwards: Vec<PortForward>,
     proxy_jump: Option<Vec<jump::JumpSpec>>,
     /// `ProxyCommand none` was obtained, or a list of jump hosts, which sets it as in ssh: the
     /// two are exclusive and the first obtained wins. Any other `ProxyCommand` that would be
@@ -996,6 +1087,8 @@ struct Parsed {
     session_wait_timeout: Option<Duration>,
     compression: Option<bool>,
     gateway_ports: Option<bool>,
+    stream_local_bind_mask: Option<u32>,
+    stream_local_bind_unlink: Option<bool>,
     flag_address_family: Option<AddressFamily>,
     address_family: Option<AddressFamily>,
     hash_known_hosts: Option<bool>,

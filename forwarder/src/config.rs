@@ -123,6 +123,10 @@ pub struct TunnelConfig {
     pub exit_on_forward_failure: bool,
     /// `-g`.
     pub gateway_ports: bool,
+    /// `StreamLocalBindMask`, for forwards that listen on a Unix socket.
+    pub stream_local_bind_mask: u32,
+    /// `StreamLocalBindUnlink`.
+    pub stream_local_bind_unlink: bool,
 }
 
 impl TunnelConfig {
@@ -163,6 +167,8 @@ impl TunnelConfig {
             session_wait_timeout: opts.session_wait_timeout,
             exit_on_forward_failure: opts.exit_on_forward_failure,
             gateway_ports: opts.gateway_ports,
+            stream_local_bind_mask: opts.stream_local_bind_mask,
+            stream_local_bind_unlink: opts.stream_local_bind_unlink,
         })
     }
 }

@@ -20,6 +20,7 @@ use crate::kex_memory;
 use crate::known_hosts::{
     self, AcceptedKey, AcceptedKeys, Decision, HostKeyStatus, KnownHosts, Record, RevokedHostKeys,
 };
+use crate::local::Listener;
 use crate::notice;
 use crate::quickack::QuickAck;
 use crate::session::{Session, SessionConfig, SessionError};
@@ -209,26 +210,34 @@ impl HostKeyVerifier for KnownHostsVerifier {
 /// or why it could not bind. The command line and the fleet decide what a failure means.
 pub async fn bind_forwards(
     cfg: &crate::config::TunnelConfig,
-) -> Vec<(cli::LocalForward, std::io::Result<Vec<TcpListener>>)> {
+) -> Vec<(cli::LocalForward, std::io::Result<Vec<Listener>>)> {
     let mut out = Vec::new();
     for fwd in &cfg.forwards {
-        let bound = bind(
-            &fwd.bind_target(cfg.gateway_ports),
-            fwd.bind_port,
-            cfg.session.address_family,
-        )
-        .await;
+        let bound = match &fwd.listen {
+            cli::Listen::Port { port, .. } => {
+                let target = fwd
+                    .listen
+                    .bind_target(cfg.gateway_ports)
+                    .unwrap_or(BindTarget::Loopback);
+                bind(&target, *port, cfg.session.address_family)
+                    .await
+                    .map(|v| v.into_iter().map(Listener::Tcp).collect())
+            }
+            cli::Listen::Path(path) => crate::local::listen_unix(
+                path,
+                cfg.stream_local_bind_mask,
+                cfg.stream_local_bind_unlink,
+            )
+            .map(|l| vec![l]),
+        };
         out.push((fwd.clone(), bound));
     }
     out
 }
 
 /// The target of a forward, as tunnels name it.
-pub fn target_of(fwd: &cli::LocalForward) -> crate::tunnel::Target {
-    crate::tunnel::Target {
-        host: fwd.host.clone(),
-        port: fwd.host_port,
-    }
+pub fn target_of(fwd: &cli::LocalForward) -> crate::tunnel::Destination {
+    fwd.to.clone()
 }
 
 /// Binds the listeners for one forward. Loopback means 127.0.0.1 and, where the system has

@@ -158,7 +158,7 @@ struct Slot {
     close_waker: Option<Waker>,
     /// The local socket, when the channel forwards to one: the driver writes what the
     /// channel received to it once per round of processing (see `State::write_direct`).
-    direct: Option<Arc<tokio::net::TcpStream>>,
+    direct: Option<Arc<crate::local::LocalStream>>,
     /// Told how many bytes each direct write delivered (traffic counters).
     direct_counter: Option<DeliveryCounter>,
 }
@@ -184,12 +184,22 @@ impl Slot {
 pub type DeliveryCounter = Arc<dyn Fn(u64) + Send + Sync>;
 
 struct PendingOpen {
-    host: String,
-    port: u32,
-    originator: String,
-    originator_port: u32,
+    to: OpenTo,
     reply: oneshot::Sender<Result<u64, OpenError>>,
     serial: u64,
+}
+
+/// The channel a [`PendingOpen`] asks for.
+enum OpenTo {
+    /// `direct-tcpip` to `host:port`, from `originator:originator_port`.
+    Tcp {
+        host: String,
+        port: u32,
+        originator: String,
+        originator_port: u32,
+    },
+    /// `direct-streamlocal@openssh.com` to the Unix socket at this path on the server.
+    Unix(String),
 }
 
 struct State {
@@ -465,10 +475,18 @@ impl State {
     fn open_now(&mut self, p: PendingOpen) {
         // The open's round trip is timed: receive windows grow by it.
         self.session.set_clock(Instant::now());
-        match self
-            .session
-            .open_direct_tcpip(&p.host, p.port, &p.originator, p.originator_port)
-        {
+        let opened = match &p.to {
+            OpenTo::Tcp {
+                host,
+                port,
+                originator,
+                originator_port,
+            } => self
+                .session
+                .open_direct_tcpip(host, *port, originator, *originator_port),
+            OpenTo::Unix(path) => self.session.open_direct_streamlocal(path),
+        };
+        match opened {
             Ok(id) => {
                 self.channels
                     .insert(id, Slot::new(p.serial, SlotState::Opening(Some(p.reply))));
@@ -891,6 +909,23 @@ impl SessionHandle {
         originator: &str,
         originator_port: u16,
     ) -> Result<ChannelStream, OpenError> {
+        self.open(OpenTo::Tcp {
+            host: host.to_owned(),
+            port: u32::from(port),
+            originator: originator.to_owned(),
+            originator_port: u32::from(originator_port),
+        })
+        .await
+    }
+
+    /// Opens a `direct-streamlocal@openssh.com` channel to the Unix socket at `path` on the
+    /// server; waits for authentication first if needed.
+    pub async fn open_direct_streamlocal(&self, path: &str) -> Result<ChannelStream, OpenError> {
+        self.open(OpenTo::Unix(path.to_owned())).await
+    }
+
+    /// Opens a channel to `to`, or says why not.
+    async fn open(&self, to: OpenTo) -> Result<ChannelStream, OpenError> {
         let (tx, rx) = oneshot::channel();
         let serial = {
             let mut st = self.shared.lock();
@@ -900,10 +935,7 @@ impl SessionHandle {
             let serial = st.next_serial;
             st.next_serial += 1;
             let p = PendingOpen {
-                host: host.to_owned(),
-                port: u32::from(port),
-                originator: originator.to_owned(),
-                originator_port: u32::from(originator_port),
+                to,
                 reply: tx,
                 serial,
             };
@@ -1122,7 +1154,7 @@ impl ChannelStream {
     /// through [`ChannelStream::poll_send_to`] are counted by its caller).
     pub fn set_direct_writer(
         &self,
-        sock: Arc<tokio::net::TcpStream>,
+        sock: Arc<crate::local::LocalStream>,
         counter: Option<DeliveryCounter>,
     ) {
         let mut st = self.shared.lock();
@@ -1140,7 +1172,7 @@ impl ChannelStream {
     pub fn poll_send_to(
         &self,
         cx: &mut Context<'_>,
-        sock: &tokio::net::TcpStream,
+        sock: &crate::local::LocalStream,
     ) -> Poll<io::Result<Sent>> {
         if self.yield_next.swap(false, Ordering::Relaxed) {
             cx.waker().wake_by_ref();
@@ -1224,7 +1256,7 @@ impl ChannelStream {
     pub fn poll_recv_from(
         &self,
         cx: &mut Context<'_>,
-        sock: &tokio::net::TcpStream,
+        sock: &crate::local::LocalStream,
         max: usize,
     ) -> Poll<io::Result<usize>> {
         loop {

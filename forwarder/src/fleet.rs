@@ -1006,9 +1006,7 @@ impl Fleet {
             match listeners {
                 Ok(listeners) => {
                     for l in listeners {
-                        if let Ok(a) = l.local_addr() {
-                            bound.push(a.to_string());
-                        }
+                        bound.push(l.label());
                         let _g = span.enter();
                         tunnel.listen(
                             l,
@@ -1362,7 +1360,7 @@ async fn probe_once(
     let target = &entry.remote;
     let stream = tokio::time::timeout(
         config::PROBE_TIMEOUT,
-        session.open_direct_tcpip(&target.host, target.port, "127.0.0.1", 0),
+        crate::tunnel::open_channel(&session, target, &crate::local::Peer::OURSELVES),
     )
     .await
     .map_err(|_| {

@@ -54,6 +54,7 @@ pub mod fleet;
 pub mod kex_memory;
 pub mod keygen;
 pub mod known_hosts;
+pub mod local;
 pub mod metrics;
 pub mod notice;
 pub mod probe;

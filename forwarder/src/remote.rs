@@ -50,7 +50,7 @@ pub struct RemoteSpec {
 
 impl RemoteSpec {
     /// The spec of a `-R` forward, with ssh's address rules.
-    pub fn from_forward(f: &crate::cli::LocalForward) -> Self {
+    pub fn from_forward(f: &crate::cli::PortForward) -> Self {
         let listen_address = match f.bind_address.as_deref() {
             None => "localhost".to_owned(),
             Some("*") | Some("") => String::new(),
@@ -494,11 +494,14 @@ async fn connect(
         }
     };
     let _ = socket.set_nodelay(true);
-    let peer = socket
-        .local_addr()
-        .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let peer = crate::local::Peer::Tcp(
+        socket
+            .local_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+    );
     observer.opened();
-    let _ = crate::tunnel::forward(Arc::new(socket), peer, &session, stream, &observer).await;
+    let socket = Arc::new(crate::local::LocalStream::Tcp(socket));
+    let _ = crate::tunnel::forward(socket, peer, &session, stream, &observer).await;
     observer.closed();
 }
 

@@ -1,27 +1,26 @@
 //! Local port forwarding: the listeners belong to the tunnel, not to a session. Each accepted
 //! connection asks the supervisor for a live session (waiting, bounded, while a reconnect is
-//! under way), becomes a `direct-tcpip` channel, and has its bytes copied both ways with
-//! half-closes passed on.
+//! under way), becomes a `direct-tcpip` channel (a `direct-streamlocal@openssh.com` one for a
+//! Unix socket on the server), and has its bytes copied both ways with half-closes passed on.
 //!
 //! ```text
-//!  TcpListener ──accept──> connection task ──SupervisorHandle::session(wait)──> SessionHandle
-//!     │ (errors: logged, rate-limited;                 │ open_direct_tcpip
+//!     Listener ──accept──> connection task ──SupervisorHandle::session(wait)──> SessionHandle
+//!     │ (errors: logged, rate-limited;                 │ open_direct_tcpip / _streamlocal
 //!     │  a short pause, never the end)                 ▼
 //!     └── owned by Tunnel (JoinHandles)        ChannelStream <──copy both ways──> socket
 //!                                                      │ session died: socket reset at once
 //! ```
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::driver::{ChannelStream, OpenError, Sent, SessionHandle};
+use crate::local::{Listener, LocalStream, Peer};
 use crate::supervisor::SupervisorHandle;
 
 /// A connection's first read, client to server: a query or a login fits.
@@ -36,7 +35,7 @@ pub(crate) const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Where a forward goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Target {
     /// Host name or address, resolved by the server.
     pub host: String,
@@ -50,6 +49,41 @@ impl std::fmt::Display for Target {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {
             write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Where a local forward's connections go, as seen from the server.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// `host:port`: a `direct-tcpip` channel.
+    Tcp(Target),
+    /// The path of a Unix socket on the server: a `direct-streamlocal@openssh.com` channel
+    /// (OpenSSH's `-L port:/path`).
+    Unix(String),
+}
+
+impl Destination {
+    /// The TCP port, if it is one.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Self::Tcp(t) => Some(t.port),
+            Self::Unix(_) => None,
+        }
+    }
+}
+
+impl From<Target> for Destination {
+    fn from(t: Target) -> Self {
+        Self::Tcp(t)
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(t) => t.fmt(f),
+            Self::Unix(path) => f.write_str(path),
         }
     }
 }
@@ -135,11 +169,12 @@ impl Tunnel {
     /// `target`; a connection waits up to `wait` for a session.
     pub fn listen(
         &mut self,
-        listener: TcpListener,
+        listener: impl Into<Listener>,
         sessions: SupervisorHandle,
-        target: Target,
+        target: impl Into<Destination>,
         wait: Duration,
     ) {
+        let (listener, target) = (listener.into(), target.into());
         let conns = self.conns.clone();
         // The caller's span (the fleet's tunnel name) follows the listener and its connections.
         self.tasks.push(tokio::spawn(
@@ -240,13 +275,12 @@ impl AcceptErrors {
 /// Accepts connections on `listener` until the task is aborted. A failed accept is logged
 /// (rate-limited) and retried after a short pause; it never ends the listener.
 async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     sessions: SupervisorHandle,
-    target: Target,
+    target: Destination,
     wait: Duration,
     conns: Arc<Connections>,
 ) {
-    let local = listener.local_addr().ok();
     let mut errors = AcceptErrors::default();
     loop {
         match listener.accept().await {
@@ -260,7 +294,7 @@ async fn serve(
                     let socket = Arc::new(socket);
                     let served = serve_connection(
                         socket.clone(),
-                        peer,
+                        peer.clone(),
                         &sessions,
                         &target,
                         wait,
@@ -272,14 +306,14 @@ async fn serve(
                         },
                         _ = cut.wait_for(|c| *c) => {
                             info!("connection from {peer} to {target} cut: the drain time is over");
-                            reset(&socket);
+                            socket.set_reset_on_close();
                         }
                     }
                     drop(open);
                 }.instrument(tracing::Span::current()));
             }
             Err(e) => {
-                errors.report(&local.map_or_else(|| "?".to_owned(), |a| a.to_string()), &e);
+                errors.report(&listener.label(), &e);
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
             }
         }
@@ -289,10 +323,10 @@ async fn serve(
 /// Serves one accepted connection: waits (up to `wait` in all) for a live session, opens a
 /// channel (again on the next session if this one dies while opening), and forwards.
 pub async fn serve_connection(
-    socket: Arc<TcpStream>,
-    peer: SocketAddr,
+    socket: Arc<LocalStream>,
+    peer: Peer,
     sessions: &SupervisorHandle,
-    target: &Target,
+    target: &Destination,
     wait: Duration,
     observer: &Arc<dyn TrafficObserver>,
 ) -> io::Result<()> {
@@ -303,11 +337,11 @@ pub async fn serve_connection(
             Ok(s) => s,
             Err(e) => {
                 info!("connection from {peer} to {target} closed: {e}");
-                reset(&socket);
+                socket.set_reset_on_close();
                 return Ok(());
             }
         };
-        match open(&session, &socket, peer, target).await {
+        match open(&session, &socket, &peer, target).await {
             Ok(c) => break (session, c),
             Err(OpenError::Session(e)) => {
                 debug!(%peer, error = %e, "the session ended while opening a channel; waiting for the next");
@@ -325,25 +359,30 @@ pub async fn serve_connection(
 
 async fn open(
     session: &SessionHandle,
-    socket: &TcpStream,
-    peer: SocketAddr,
-    target: &Target,
+    socket: &LocalStream,
+    peer: &Peer,
+    target: &Destination,
 ) -> Result<ChannelStream, OpenError> {
-    let _ = socket.set_nodelay(true);
-    session
-        .open_direct_tcpip(
-            &target.host,
-            target.port,
-            &peer.ip().to_string(),
-            peer.port(),
-        )
-        .await
+    socket.set_nodelay();
+    open_channel(session, target, peer).await
 }
 
-/// Closes `socket` with a reset, so the program on the other end sees a failure rather than
-/// a clean end of data that a database driver might take for a complete answer.
-fn reset(socket: &TcpStream) {
-    let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+/// Opens the channel `target` takes (`direct-tcpip` or `direct-streamlocal@openssh.com`) for
+/// a connection from `peer`.
+pub async fn open_channel(
+    session: &SessionHandle,
+    target: &Destination,
+    peer: &Peer,
+) -> Result<ChannelStream, OpenError> {
+    match target {
+        Destination::Tcp(t) => {
+            let (originator, originator_port) = peer.originator();
+            session
+                .open_direct_tcpip(&t.host, t.port, &originator, originator_port)
+                .await
+        }
+        Destination::Unix(path) => session.open_direct_streamlocal(path).await,
+    }
 }
 
 /// Forwards one connection over `channel`; if the session dies meanwhile, the socket is
@@ -354,8 +393,8 @@ fn reset(socket: &TcpStream) {
 /// [`ChannelStream::poll_send_to`] writes what the socket did not take at once. Client to
 /// server, reads go through one buffer into the packet being built.
 pub async fn forward(
-    socket: Arc<TcpStream>,
-    peer: SocketAddr,
+    socket: Arc<LocalStream>,
+    peer: Peer,
     session: &SessionHandle,
     channel: ChannelStream,
     observer: &Arc<dyn TrafficObserver>,
@@ -382,7 +421,7 @@ pub async fn forward(
         && let Some(e) = session.error()
     {
         info!("connection from {peer} reset: the SSH session ended ({e})");
-        reset(&socket);
+        socket.set_reset_on_close();
     }
     result
 }
@@ -391,7 +430,7 @@ pub async fn forward(
 /// straight into the CHANNEL_DATA packets being built (see
 /// [`ChannelStream::poll_recv_from`]): the connection holds no buffer of its own.
 async fn upload(
-    socket: &TcpStream,
+    socket: &LocalStream,
     channel: &ChannelStream,
     observer: &dyn TrafficObserver,
 ) -> io::Result<u64> {
@@ -444,7 +483,7 @@ impl ReadSize {
 
 /// Channel to local socket, then a half-close of the socket at the server's EOF.
 async fn download(
-    socket: &TcpStream,
+    socket: &LocalStream,
     channel: &ChannelStream,
     observer: &dyn TrafficObserver,
 ) -> io::Result<u64> {
@@ -453,7 +492,7 @@ async fn download(
         total += n as u64;
         observer.received_from_remote(n as u64);
     }
-    let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write);
+    socket.shutdown_write();
     Ok(total)
 }
 

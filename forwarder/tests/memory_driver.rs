@@ -796,7 +796,14 @@ async fn packets_of_one_read_reach_the_local_socket_in_one_write_and_a_slow_read
     let observer: Arc<dyn forwarder::tunnel::TrafficObserver> = writes.clone();
     let handle = client.handle.clone();
     let forwarding = tokio::spawn(async move {
-        forwarder::tunnel::forward(Arc::new(sock), peer, &handle, channel, &observer).await
+        forwarder::tunnel::forward(
+            Arc::new(sock.into()),
+            peer.into(),
+            &handle,
+            channel,
+            &observer,
+        )
+        .await
     });
 
     let data = pattern(21, 4 * MIB);
@@ -878,7 +885,14 @@ async fn a_connection_ends_when_its_app_closes_after_the_server_closed_with_data
     let observer: Arc<dyn forwarder::tunnel::TrafficObserver> = Arc::new(LocalWrites::default());
     let handle = client.handle.clone();
     let forwarding = tokio::spawn(async move {
-        forwarder::tunnel::forward(Arc::new(sock), peer, &handle, channel, &observer).await
+        forwarder::tunnel::forward(
+            Arc::new(sock.into()),
+            peer.into(),
+            &handle,
+            channel,
+            &observer,
+        )
+        .await
     });
 
     // The app sends its request and keeps its side open, reading nothing until the server

@@ -692,6 +692,14 @@ impl Session {
             .map_err(SessionError::Connection)
     }
 
+    /// Opens a `direct-streamlocal@openssh.com` channel to the Unix socket at `path` on the
+    /// server's side (after authentication).
+    pub fn open_direct_streamlocal(&mut self, path: &str) -> Result<ChannelId, SessionError> {
+        self.conn
+            .open_direct_streamlocal(path, &mut self.transport)
+            .map_err(SessionError::Connection)
+    }
+
     /// Asks the server to listen on `address:port` for a remote forward (after
     /// authentication); the answer comes as [`ssh_connection::Event::ForwardGranted`] or
     /// [`ssh_connection::Event::ForwardRefused`].

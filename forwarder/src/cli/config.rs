@@ -18,7 +18,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
      PreferredAuthentications, TCPKeepAlive, ProxyJump, HostKeyAlias, IgnoreUnknown, \
-     RevokedHostKeys, ProxyCommand none, \
+     RevokedHostKeys, ProxyCommand none, StreamLocalBindMask, StreamLocalBindUnlink, \
      and forwarder's own PasswordFile, PasswordEnv, PassphraseFile, PassphraseEnv, Reconnect, \
      ReconnectBackoffMax, SessionWaitTimeout and KexGuessFile";
 
@@ -80,8 +80,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "sessiontype",
     "setenv",
     "stdinnull",
-    "streamlocalbindmask",
-    "streamlocalbindunlink",
     "syslogfacility",
     "tag",
     "tunnel",
@@ -285,6 +283,18 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
                 )
             })?;
             set_first(&mut p.rekey_limit, limit);
+        }
+        "streamlocalbindmask" => {
+            let v = one(key, &args)?;
+            let mask = u32::from_str_radix(v, 8)
+                .ok()
+                .filter(|m| *m <= 0o777 && !v.starts_with(['+', '-']))
+                .ok_or_else(|| bad_value(key, v, "an octal mode mask from 0 to 0777"))?;
+            set_first(&mut p.stream_local_bind_mask, mask);
+        }
+        "streamlocalbindunlink" => {
+            let f = flag(key, &args)?;
+            set_first(&mut p.stream_local_bind_unlink, f);
         }
         "tcpkeepalive" => {
             let f = flag(key, &args)?;

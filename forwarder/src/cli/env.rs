@@ -255,6 +255,10 @@ pub(super) fn resolve(
             .unwrap_or(DEFAULT_SESSION_WAIT_TIMEOUT),
         compression: p.compression.unwrap_or(false),
         gateway_ports: p.gateway_ports.unwrap_or(false),
+        stream_local_bind_mask: p
+            .stream_local_bind_mask
+            .unwrap_or(crate::local::DEFAULT_BIND_MASK),
+        stream_local_bind_unlink: p.stream_local_bind_unlink.unwrap_or(false),
         address_family: p
             .flag_address_family
             .or(p.address_family)

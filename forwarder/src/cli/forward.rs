@@ -1,36 +1,48 @@
-//! `-L [bind_address:]port:host:hostport` and `LocalForward [bind_address:]port host:hostport`.
+//! `-L [bind_address:]port:host:hostport` and `LocalForward [bind_address:]port host:hostport`,
+//! with OpenSSH's Unix socket forms: `-L port:/remote/socket`, `-L /local/socket:host:hostport`
+//! and `-L /local/socket:/remote/socket`; and `-R`, TCP only.
 //!
-//! Fields are separated by `:`; a field in brackets may contain `:` (IPv6). The bracket rule is
-//! OpenSSH's: `[` opens a field that runs to the next `]`, which must end the spec or be
-//! followed by `:`.
+//! Fields are separated by `:`; a field in brackets may contain `:` (IPv6, or a path). The
+//! bracket rule is OpenSSH's: `[` opens a field that runs to the next `]`, which must end the
+//! spec or be followed by `:`. As in OpenSSH, a field that contains `/` is a socket path.
 
-use super::{CliError, LocalForward, parse_port_allowing_zero};
+use std::path::PathBuf;
+
+use super::parse_port_allowing_zero;
+use super::{CliError, Destination, Listen, LocalForward, PortForward, Target};
 
 const DASH_L: &str = "-L";
 const CONFIG: &str = "LocalForward";
 const DASH_R: &str = "-R";
 const CONFIG_REMOTE: &str = "RemoteForward";
 
+/// The longest socket path: `sun_path` holds 108 bytes with the terminating NUL, on Linux
+/// (and OpenSSH takes the local limit for the server's paths too).
+const MAX_SOCKET_PATH: usize = 107;
+
 /// `-R [bind_address:]port:host:hostport`: the same fields as `-L`, the listening side on
 /// the server.
-pub(super) fn parse_dash_r(spec: &str) -> Result<LocalForward, CliError> {
-    parse_fields(spec).map_err(|why| CliError::BadForward {
-        spec: spec.to_owned(),
-        form: DASH_R,
-        why,
-    })
+pub(super) fn parse_dash_r(spec: &str) -> Result<PortForward, CliError> {
+    parse_fields(spec)
+        .and_then(tcp_only)
+        .map_err(|why| CliError::BadForward {
+            spec: spec.to_owned(),
+            form: DASH_R,
+            why,
+        })
 }
 
 /// `RemoteForward [bind_address:]port host:hostport`.
-pub(super) fn parse_config_remote(args: &[String]) -> Result<LocalForward, CliError> {
-    parse_config(args).map_err(|e| match e {
-        CliError::BadForward { spec, why, .. } => CliError::BadForward {
-            spec,
-            form: CONFIG_REMOTE,
-            why,
-        },
-        other => other,
-    })
+pub(super) fn parse_config_remote(args: &[String]) -> Result<PortForward, CliError> {
+    let bad = |why: String| CliError::BadForward {
+        spec: args.join(" "),
+        form: CONFIG_REMOTE,
+        why,
+    };
+    two_words(args)
+        .and_then(|spec| parse_fields(&spec))
+        .and_then(tcp_only)
+        .map_err(bad)
 }
 
 pub(super) fn parse_dash_l(spec: &str) -> Result<LocalForward, CliError> {
@@ -48,18 +60,50 @@ pub(super) fn parse_config(args: &[String]) -> Result<LocalForward, CliError> {
         form: CONFIG,
         why,
     };
+    two_words(args)
+        .and_then(|spec| parse_fields(&spec))
+        .map_err(bad)
+}
+
+/// The two words of `LocalForward` and `RemoteForward` as one `-L` spec.
+fn two_words(args: &[String]) -> Result<String, String> {
     match args {
-        [listen, target] => parse_fields(&format!("{listen}:{target}")).map_err(bad),
-        [_] => Err(bad("the target host:hostport is missing".into())),
-        _ => Err(bad(format!("it has {} words, not 2", args.len()))),
+        [listen, target] => Ok(format!("{listen}:{target}")),
+        [_] => Err("the target host:hostport is missing".into()),
+        _ => Err(format!("it has {} words, not 2", args.len())),
+    }
+}
+
+/// `-R` listens on the server and connects from here over TCP: no socket paths.
+fn tcp_only(f: LocalForward) -> Result<PortForward, String> {
+    match f {
+        LocalForward {
+            listen: Listen::Port { bind_address, port },
+            to:
+                Destination::Tcp(Target {
+                    host,
+                    port: host_port,
+                }),
+        } => Ok(PortForward {
+            bind_address,
+            bind_port: port,
+            host,
+            host_port,
+        }),
+        _ => Err("remote forwarding to or from a Unix socket path is not supported".into()),
     }
 }
 
 fn parse_fields(spec: &str) -> Result<LocalForward, String> {
     let fields = split_fields(spec)?;
-    let (bind, port, host, host_port) = match fields.as_slice() {
-        [port, host, host_port] => (None, *port, *host, *host_port),
-        [bind, port, host, host_port] => (Some(*bind), *port, *host, *host_port),
+    let path = |f: &(&str, bool)| f.1;
+    let (listen, to) = match fields.as_slice() {
+        [l, t] if path(l) && path(t) => (listen_path(l.0)?, remote_path(t.0)?),
+        [p, t] if path(t) => (listen_port(None, p.0)?, remote_path(t.0)?),
+        [l, h, hp] if path(l) => (listen_path(l.0)?, tcp_target(h.0, hp.0)?),
+        [b, p, t] if path(t) => (listen_port(Some(b.0), p.0)?, remote_path(t.0)?),
+        [p, h, hp] => (listen_port(None, p.0)?, tcp_target(h.0, hp.0)?),
+        [b, p, h, hp] => (listen_port(Some(b.0), p.0)?, tcp_target(h.0, hp.0)?),
         [_] => return Err("it has 1 field, not 3 or 4".into()),
         [_, _] => return Err("it has 2 fields, not 3 or 4".into()),
         _ => {
@@ -69,18 +113,12 @@ fn parse_fields(spec: &str) -> Result<LocalForward, String> {
             ));
         }
     };
-    if fields.iter().any(|f| f.contains('/')) {
-        return Err("forwarding to or from a Unix socket path is not supported".into());
-    }
-    let bind_port = parse_port_allowing_zero(port)
+    Ok(LocalForward { listen, to })
+}
+
+fn listen_port(bind: Option<&str>, port: &str) -> Result<Listen, String> {
+    let port = parse_port_allowing_zero(port)
         .ok_or_else(|| format!("'{port}' is not a local port number from 0 to 65535"))?;
-    let host_port = parse_port_allowing_zero(host_port)
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("'{host_port}' is not a port number from 1 to 65535"))?;
-    if host.is_empty() {
-        return Err("the target host is empty".into());
-    }
-    check_name(host, "target host")?;
     let bind_address = match bind {
         None => None,
         // An empty bind address means every interface, like '*'.
@@ -90,12 +128,44 @@ fn parse_fields(spec: &str) -> Result<LocalForward, String> {
             Some(b.to_owned())
         }
     };
-    Ok(LocalForward {
-        bind_address,
-        bind_port,
+    Ok(Listen::Port { bind_address, port })
+}
+
+fn tcp_target(host: &str, host_port: &str) -> Result<Destination, String> {
+    let port = parse_port_allowing_zero(host_port)
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("'{host_port}' is not a port number from 1 to 65535"))?;
+    if host.is_empty() {
+        return Err("the target host is empty".into());
+    }
+    check_name(host, "target host")?;
+    Ok(Destination::Tcp(Target {
         host: host.to_owned(),
-        host_port,
-    })
+        port,
+    }))
+}
+
+fn check_path(path: &str, what: &str) -> Result<(), String> {
+    if path.len() > MAX_SOCKET_PATH {
+        return Err(format!(
+            "the {what} is {} bytes long, more than a Unix socket path can be ({MAX_SOCKET_PATH})",
+            path.len()
+        ));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(format!("the {what} contains control characters"));
+    }
+    Ok(())
+}
+
+fn listen_path(path: &str) -> Result<Listen, String> {
+    check_path(path, "local socket path")?;
+    Ok(Listen::Path(PathBuf::from(path)))
+}
+
+fn remote_path(path: &str) -> Result<Destination, String> {
+    check_path(path, "remote socket path")?;
+    Ok(Destination::Unix(path.to_owned()))
 }
 
 /// The target host is resolved by the server, so any name its resolver knows is fine; only
@@ -110,7 +180,8 @@ fn check_name(name: &str, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn split_fields(spec: &str) -> Result<Vec<&str>, String> {
+/// The fields of a spec, each with whether it is a socket path (it contains `/`).
+fn split_fields(spec: &str) -> Result<Vec<(&str, bool)>, String> {
     let mut fields = Vec::new();
     let mut rest = spec;
     loop {
@@ -118,7 +189,7 @@ fn split_fields(spec: &str) -> Result<Vec<&str>, String> {
             let (inner, after) = bracketed
                 .split_once(']')
                 .ok_or_else(|| "'[' without a closing ']'".to_owned())?;
-            fields.push(inner);
+            fields.push((inner, inner.contains('/')));
             if after.is_empty() {
                 break;
             }
@@ -128,11 +199,11 @@ fn split_fields(spec: &str) -> Result<Vec<&str>, String> {
         } else {
             match rest.split_once(':') {
                 Some((field, after)) => {
-                    fields.push(field);
+                    fields.push((field, field.contains('/')));
                     rest = after;
                 }
                 None => {
-                    fields.push(rest);
+                    fields.push((rest, rest.contains('/')));
                     break;
                 }
             }
@@ -146,12 +217,7 @@ mod tests {
     use super::*;
 
     fn fwd(bind: Option<&str>, port: u16, host: &str, host_port: u16) -> LocalForward {
-        LocalForward {
-            bind_address: bind.map(str::to_owned),
-            bind_port: port,
-            host: host.to_owned(),
-            host_port,
-        }
+        LocalForward::tcp(bind, port, host, host_port)
     }
 
     #[test]
@@ -218,15 +284,116 @@ mod tests {
             ("5::6", "target host is empty"),
             ("[::1:5:db:6", "closing"),
             ("[::1]5:db:6", "':' after ']'"),
-            ("5:/tmp/sock", "fields"),
-            ("5:db:6:/x", "Unix socket"),
-            ("/tmp/a:db:6", "Unix socket"),
+            ("/tmp/sock", "1 field,"),
+            ("5:db:6:/x", "'db' is not a local port"),
+            ("/tmp/a:/b:c", "'c' is not a port number"),
+            ("x:/tmp/sock", "'x' is not a local port"),
+            ("/tmp/a:db:0", "'0' is not a port number from 1"),
             ("5:d b:6", "spaces"),
             ("+5:db:6", "'+5'"),
         ] {
             let m = msg(spec);
             assert!(m.contains(needle), "{spec}: {m}");
         }
+    }
+
+    fn listen_path(p: &str) -> Listen {
+        Listen::Path(PathBuf::from(p))
+    }
+
+    fn unix(p: &str) -> Destination {
+        Destination::Unix(p.to_owned())
+    }
+
+    #[test]
+    fn unix_socket_forms_are_openssh_s() {
+        let pg = "/var/run/postgresql/.s.PGSQL.5432";
+        let port = |bind: Option<&str>, port| Listen::Port {
+            bind_address: bind.map(str::to_owned),
+            port,
+        };
+        let cases = [
+            (format!("15432:{pg}"), port(None, 15432), unix(pg)),
+            (
+                format!("127.0.0.2:15432:{pg}"),
+                port(Some("127.0.0.2"), 15432),
+                unix(pg),
+            ),
+            (
+                "/tmp/pg.sock:db:5432".to_owned(),
+                listen_path("/tmp/pg.sock"),
+                Destination::Tcp(Target {
+                    host: "db".into(),
+                    port: 5432,
+                }),
+            ),
+            (
+                format!("/tmp/pg.sock:{pg}"),
+                listen_path("/tmp/pg.sock"),
+                unix(pg),
+            ),
+            // A path in brackets may hold ':'; a relative one is a path if it has a '/'.
+            (
+                "[./a:b/s]:[/x:y]".to_owned(),
+                listen_path("./a:b/s"),
+                unix("/x:y"),
+            ),
+        ];
+        for (spec, listen, to) in cases {
+            let want = LocalForward { listen, to };
+            assert_eq!(parse_dash_l(&spec), Ok(want.clone()), "{spec}");
+            assert_eq!(want.to_string(), spec, "shown as given");
+        }
+        let words = ["/tmp/s".to_owned(), pg.to_owned()];
+        assert_eq!(
+            parse_config(&words),
+            Ok(LocalForward {
+                listen: listen_path("/tmp/s"),
+                to: unix(pg)
+            })
+        );
+    }
+
+    #[test]
+    fn socket_paths_are_checked() {
+        let long = format!("/{}", "a".repeat(MAX_SOCKET_PATH));
+        for (spec, needle) in [
+            (format!("{long}:db:1"), "more than a Unix socket path"),
+            (format!("1:{long}"), "remote socket path is 108 bytes"),
+            ("1:/tmp/a\tb".to_owned(), "control characters"),
+        ] {
+            let m = parse_dash_l(&spec).err().map(|e| e.to_string());
+            assert!(
+                m.as_deref().unwrap_or_default().contains(needle),
+                "{spec}: {m:?}"
+            );
+        }
+        let longest = format!("/{}", "a".repeat(MAX_SOCKET_PATH - 1));
+        assert!(parse_dash_l(&format!("{longest}:db:1")).is_ok());
+    }
+
+    #[test]
+    fn remote_forwards_take_no_socket_paths() {
+        assert_eq!(
+            parse_dash_r("8022:localhost:22"),
+            Ok(PortForward {
+                bind_address: None,
+                bind_port: 8022,
+                host: "localhost".into(),
+                host_port: 22
+            })
+        );
+        for spec in ["8022:/run/app.sock", "/run/l.sock:h:1", "/a/b:/c/d"] {
+            let m = parse_dash_r(spec).err().map(|e| e.to_string());
+            assert!(
+                m.as_deref()
+                    .unwrap_or_default()
+                    .contains("remote forwarding to or from a Unix socket path is not supported"),
+                "{spec}: {m:?}"
+            );
+        }
+        let words = ["8022".to_owned(), "/run/app.sock".to_owned()];
+        assert!(parse_config_remote(&words).is_err());
     }
 
     #[test]

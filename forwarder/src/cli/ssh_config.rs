@@ -653,7 +653,7 @@ Host *
             vec![PathBuf::from("/home/tester/kh/db-bastion")]
         );
         assert_eq!(o.local_forwards.len(), 1);
-        assert_eq!(o.local_forwards[0].bind_port, 15432);
+        assert_eq!(o.local_forwards[0].port(), Some(15432));
         let other = ok(&["elsewhere"], text);
         assert_eq!((other.port, other.user.as_str()), (22, "nobody"));
         assert_eq!(other.destination_host, "elsewhere");
@@ -678,7 +678,7 @@ Host *
             ]
         );
         assert_eq!(o.local_forwards.len(), 2);
-        assert_eq!(o.local_forwards[0].bind_port, 2000);
+        assert_eq!(o.local_forwards[0].port(), Some(2000));
         let o = ok(&["-o", "Port=9", "h"], text);
         assert_eq!(o.port, 9);
         // In the file, the first value obtained wins too.

@@ -32,12 +32,7 @@ fn err(args: &[&str]) -> String {
 }
 
 fn fwd(bind: Option<&str>, port: u16, host: &str, host_port: u16) -> LocalForward {
-    LocalForward {
-        bind_address: bind.map(str::to_owned),
-        bind_port: port,
-        host: host.into(),
-        host_port,
-    }
+    LocalForward::tcp(bind, port, host, host_port)
 }
 
 #[test]
@@ -76,8 +71,8 @@ fn the_issue_command_line() {
         vec![fwd(None, 15432, "db.internal", 5432)]
     );
     assert_eq!(
-        o.local_forwards[0].bind_target(o.gateway_ports),
-        BindTarget::Loopback
+        o.local_forwards[0].listen.bind_target(o.gateway_ports),
+        Some(BindTarget::Loopback)
     );
     assert_eq!(o.strict_host_key_checking, StrictHostKeyChecking::Yes);
     assert!(o.warnings.is_empty());
@@ -523,7 +518,7 @@ fn bind_targets() {
     let targets: Vec<_> = o
         .local_forwards
         .iter()
-        .map(|f| f.bind_target(false))
+        .filter_map(|f| f.listen.bind_target(false))
         .collect();
     assert_eq!(
         targets,
@@ -539,14 +534,46 @@ fn bind_targets() {
     // -g only changes forwards without a bind address.
     let o = run(&["-g", "-L", "1:h:2", "-L", "localhost:3:h:4", "host"]);
     assert_eq!(
-        o.local_forwards[0].bind_target(o.gateway_ports),
-        BindTarget::AllInterfaces
+        o.local_forwards[0].listen.bind_target(o.gateway_ports),
+        Some(BindTarget::AllInterfaces)
     );
     assert_eq!(
-        o.local_forwards[1].bind_target(o.gateway_ports),
-        BindTarget::Loopback
+        o.local_forwards[1].listen.bind_target(o.gateway_ports),
+        Some(BindTarget::Loopback)
     );
     assert!(run(&["-o", "GatewayPorts=yes", "h"]).gateway_ports);
+}
+
+#[test]
+fn stream_local_bind_options() {
+    let o = run(&["-L", "/tmp/x/pg.sock:db:5432", "h"]);
+    assert_eq!(o.stream_local_bind_mask, 0o177);
+    assert!(!o.stream_local_bind_unlink);
+    assert_eq!(
+        o.local_forwards[0].listen,
+        Listen::Path(PathBuf::from("/tmp/x/pg.sock"))
+    );
+    let o = run(&[
+        "-o",
+        "StreamLocalBindMask=0117",
+        "-o",
+        "StreamLocalBindMask=0",
+        "-o",
+        "streamlocalbindunlink yes",
+        "h",
+    ]);
+    assert_eq!(o.stream_local_bind_mask, 0o117, "the first value wins");
+    assert!(o.stream_local_bind_unlink);
+    assert_eq!(
+        run(&["-o", "StreamLocalBindMask=0", "h"]).stream_local_bind_mask,
+        0
+    );
+    for bad in ["0800", "1000", "abc", "-1", "+7"] {
+        let e = err(&["-o", &format!("StreamLocalBindMask={bad}"), "h"]);
+        assert!(e.contains("octal mode mask"), "{bad}: {e}");
+    }
+    let e = err(&["-o", "StreamLocalBindUnlink=maybe", "h"]);
+    assert!(e.contains("yes or no"), "{e}");
 }
 
 #[test]
@@ -1009,7 +1036,7 @@ proptest! {
         host in prop_oneof![Just("fd00::1".to_owned()), "[a-z0-9.-]{1,12}"],
         host_port in 1u16..,
     ) {
-        let f = LocalForward { bind_address: bind, bind_port: port, host, host_port };
+        let f = LocalForward::tcp(bind.as_deref(), port, &host, host_port);
         let shown = f.to_string();
         let back = run(&["-L", &shown, "h"]);
         prop_assert_eq!(back.local_forwards, vec![f]);

@@ -20,11 +20,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::cli::{self, AddressFamily, BindTarget, Command, Environment};
+use crate::cli::{self, AddressFamily, BindTarget, Command, Environment, LocalForward};
 use crate::config::TunnelConfig;
 use crate::probe::ProbeKind;
 use crate::remote::RemoteSpec;
-use crate::tunnel::Target;
+use crate::tunnel::{Destination, Target};
 
 /// The admin endpoint's address when `[admin]` gives none.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -91,8 +91,9 @@ pub struct TunnelEntry {
     /// The listen address as written (`127.0.0.1:15432`); for a remote tunnel, where the
     /// bastion listens (`bastion_listen`, as written).
     pub local: String,
-    /// Where the bastion connects; for a remote tunnel, where we connect (`target`).
-    pub remote: Target,
+    /// Where the bastion connects (a host and port, or a Unix socket's path there); for a
+    /// remote tunnel, where we connect (`target`).
+    pub remote: Destination,
     /// What answers there.
     pub probe: ProbeKind,
     /// MySQL probe credentials: the user and the file holding the password.
@@ -480,8 +481,8 @@ pub fn probe_hazard(t: &TunnelEntry) -> Option<String> {
         ProbeKind::None => return None,
         ProbeKind::Mysql if t.probe_login.is_some() => return None,
         ProbeKind::Mysql => "\"mysql\" without probe_user",
-        ProbeKind::Tcp if t.remote.port == MYSQL_PORT => "\"tcp\" (the default)",
-        ProbeKind::Postgres if t.remote.port == MYSQL_PORT => "\"postgres\"",
+        ProbeKind::Tcp if t.remote.port() == Some(MYSQL_PORT) => "\"tcp\" (the default)",
+        ProbeKind::Postgres if t.remote.port() == Some(MYSQL_PORT) => "\"postgres\"",
         ProbeKind::Tcp | ProbeKind::Postgres => return None,
     };
     Some(format!(
@@ -499,6 +500,10 @@ pub fn probe_hazard(t: &TunnelEntry) -> Option<String> {
 fn clash(a: &TunnelEntry, b: &TunnelEntry) -> Option<Clash> {
     match (&a.kind, &b.kind) {
         (TunnelKind::Local, TunnelKind::Local) => {
+            if let (Some(pa), Some(pb)) = (local_path(a), local_path(b)) {
+                // Compared as paths: `/run//a.sock` is `/run/a.sock`.
+                return (pa == pb).then_some(Clash::SameLocal);
+            }
             let port = local_port(a)?;
             if port == 0 || local_port(b)? != port {
                 return None;
@@ -529,7 +534,15 @@ fn clash(a: &TunnelEntry, b: &TunnelEntry) -> Option<Clash> {
 
 /// The port a local tunnel listens on.
 fn local_port(t: &TunnelEntry) -> Option<u16> {
-    t.config.forwards.first().map(|f| f.bind_port)
+    t.config.forwards.first().and_then(LocalForward::port)
+}
+
+/// The Unix socket a local tunnel listens on, if it listens on one.
+fn local_path(t: &TunnelEntry) -> Option<&std::path::Path> {
+    match &t.config.forwards.first()?.listen {
+        cli::Listen::Path(p) => Some(p),
+        cli::Listen::Port { .. } => None,
+    }
 }
 
 /// Who logs in where, through which jump hosts: remote tunnels with the same one ask the same
@@ -567,9 +580,15 @@ impl Takes {
     /// A local tunnel's listeners, as [`crate::connect::bind_forwards`] binds them.
     fn of_local(t: &TunnelEntry) -> Self {
         let family = t.config.session.address_family;
-        let mut takes = match t.config.forwards.first() {
+        let bind = t
+            .config
+            .forwards
+            .first()
+            .and_then(|f| f.listen.bind_target(t.config.gateway_ports));
+        let mut takes = match bind {
+            // No forward, or a Unix socket: no address.
             None => Self::none(family),
-            Some(f) => match f.bind_target(t.config.gateway_ports) {
+            Some(bind) => match bind {
                 BindTarget::Loopback => Self::ips(
                     &[Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
                     family,
@@ -674,6 +693,23 @@ impl Takes {
             || covered(self, other)
             || covered(other, self)
     }
+}
+
+/// The socket path of `key` (`local` or `remote` of a local tunnel): absolute, as a daemon's
+/// working directory says nothing, and without `]`, which would end its field in the `-L`
+/// form.
+fn socket_path(value: &Spanned<String>, key: &str) -> Result<String, (Option<usize>, String)> {
+    let path = value.get_ref();
+    if !path.starts_with('/') || path.contains(']') {
+        return Err((
+            Some(value.span().start),
+            format!(
+                "key `{key}`: {path:?} is not an absolute Unix socket path (one starting with \
+                 '/', without ']')"
+            ),
+        ));
+    }
+    Ok(path.clone())
 }
 
 /// `host:port` or `[v6]:port`, brackets removed.
@@ -837,30 +873,54 @@ fn resolve(
         Way::Local { local, remote } => (local, remote),
         Way::Remote { listen, target } => (listen, target),
     };
-    let (remote_host, remote_port) = split_host_port(target.get_ref())
-        .filter(|(_, p)| *p != 0)
-        .ok_or_else(|| {
-            let key = if matches!(way, Way::Local { .. }) {
-                "remote"
-            } else {
-                "target"
-            };
-            (
+    let remote = match &way {
+        Way::Local { .. } if target.get_ref().contains('/') => {
+            Destination::Unix(socket_path(target, "remote")?)
+        }
+        Way::Remote { .. } if target.get_ref().contains('/') => {
+            return Err((
                 Some(target.span().start),
-                format!(
-                    "key `{key}`: {:?} is not a host and port (for example \"db.internal:5432\")",
-                    target.get_ref()
-                ),
-            )
-        })?;
+                "key `target`: a remote tunnel connects to a host and port, not to a Unix socket"
+                    .into(),
+            ));
+        }
+        _ => {
+            let (host, port) = split_host_port(target.get_ref())
+                .filter(|(_, p)| *p != 0)
+                .ok_or_else(|| {
+                    let key = if matches!(way, Way::Local { .. }) {
+                        "remote"
+                    } else {
+                        "target"
+                    };
+                    (
+                        Some(target.span().start),
+                        format!(
+                            "key `{key}`: {:?} is not a host and port (for example \
+                             \"db.internal:5432\"){}",
+                            target.get_ref(),
+                            if key == "remote" {
+                                ", or the absolute path of a Unix socket on the bastion"
+                            } else {
+                                ""
+                            }
+                        ),
+                    )
+                })?;
+            Destination::Tcp(Target { host, port })
+        }
+    };
     let forward = match &way {
+        Way::Local { local, .. } if local.get_ref().contains('/') => {
+            format!("[{}]:", socket_path(local, "local")?)
+        }
         Way::Local { local, .. } => {
             let (local_host, local_port) = split_host_port(local.get_ref()).ok_or_else(|| {
                 (
                     Some(local.span().start),
                     format!(
                         "key `local`: {:?} is not an address and port (for example \
-                         \"127.0.0.1:15432\")",
+                         \"127.0.0.1:15432\"), or the absolute path of a Unix socket",
                         local.get_ref()
                     ),
                 )
@@ -1038,7 +1098,10 @@ fn resolve(
         }
         .into(),
     );
-    args.push(format!("{forward}{}:{remote_port}", bracket(&remote_host)));
+    args.push(match &remote {
+        Destination::Tcp(t) => format!("{forward}{}:{}", bracket(&t.host), t.port),
+        Destination::Unix(path) => format!("{forward}[{path}]"),
+    });
     args.push("--".into());
     args.push(host.clone());
 
@@ -1059,10 +1122,7 @@ fn resolve(
         line: 0,
         kind,
         local: listen.get_ref().clone(),
-        remote: Target {
-            host: remote_host,
-            port: remote_port,
-        },
+        remote,
         probe,
         probe_login,
         share_session: s.share_session.or(defaults.share_session).unwrap_or(true),

@@ -88,10 +88,9 @@ fn the_documented_example_loads() {
     );
     assert_eq!(pg.config.forwards.len(), 1);
     assert_eq!(
-        pg.config.forwards[0].bind_address.as_deref(),
-        Some("127.0.0.1")
+        pg.config.forwards[0],
+        LocalForward::tcp(Some("127.0.0.1"), 15432, "db.internal", 5432)
     );
-    assert_eq!(pg.config.forwards[0].bind_port, 15432);
     assert_eq!(pg.remote.to_string(), "db.internal:5432");
 
     // A user in `bastion` wins over `user`; the port comes from it too.
@@ -261,8 +260,10 @@ fn ipv6_and_localhost_locals() {
         (t.config.session.host.as_str(), t.config.session.port),
         ("fd00::1", 2200)
     );
-    assert_eq!(t.config.forwards[0].bind_address.as_deref(), Some("::1"));
-    assert_eq!(t.config.forwards[0].host, "fd00::5");
+    assert_eq!(
+        t.config.forwards[0],
+        LocalForward::tcp(Some("::1"), 15432, "fd00::5", 5432)
+    );
     let e = parse_err(
         "[[tunnel]]\nname = \"a\"\nbastion = \"b\"\nlocal = \"localhost:5\"\nremote = \"r:1\"\n[[tunnel]]\nname = \"b\"\nbastion = \"b\"\nlocal = \"127.0.0.1:5\"\nremote = \"r:1\"\n",
     );
@@ -632,5 +633,84 @@ options = { RevokedHostKeys = "none" }
     assert_ne!(
         c.tunnels[0].session_args, c.tunnels[1].session_args,
         "tunnels with other revocation lists do not share a session"
+    );
+}
+
+#[test]
+fn unix_socket_locals_and_remotes() {
+    let tunnel = |name: &str, local: &str, remote: &str| {
+        format!(
+            "[[tunnel]]\nname = \"{name}\"\nbastion = \"u@b\"\nlocal = \"{local}\"\nremote = \"{remote}\"\n"
+        )
+    };
+    let pg = "/var/run/postgresql/.s.PGSQL.5432";
+    let c = parse_ok(&format!(
+        "{}{}{}",
+        tunnel("a", "/run/forwarder/a.sock", "db:5432"),
+        tunnel("b", "127.0.0.1:15432", pg),
+        tunnel("c", "/run/forwarder/c:x.sock", pg),
+    ));
+    let [a, b, cc] = &c.tunnels[..] else {
+        panic!("three tunnels: {c:?}");
+    };
+    assert_eq!(
+        a.config.forwards[0].listen,
+        cli::Listen::Path(PathBuf::from("/run/forwarder/a.sock"))
+    );
+    assert_eq!(a.remote.to_string(), "db:5432");
+    assert_eq!(a.probe, ProbeKind::Tcp);
+    assert_eq!(b.config.forwards[0].port(), Some(15432));
+    assert_eq!(b.remote, Destination::Unix(pg.to_owned()));
+    assert_eq!(b.config.forwards[0].to, Destination::Unix(pg.to_owned()));
+    // A ':' in a path is taken as part of it.
+    assert_eq!(
+        cc.config.forwards[0].listen,
+        cli::Listen::Path(PathBuf::from("/run/forwarder/c:x.sock"))
+    );
+
+    // The same socket twice, written differently.
+    let e = parse_err(&format!(
+        "{}{}",
+        tunnel("a", "/run/f/a.sock", "db:1"),
+        tunnel("b", "/run//f/a.sock", "db:2")
+    ));
+    assert!(
+        e.contains("already the local address of tunnel \"a\""),
+        "{e}"
+    );
+    // A socket and a port never clash.
+    parse_ok(&format!(
+        "{}{}",
+        tunnel("a", "/run/f/a.sock", "db:1"),
+        tunnel("b", "127.0.0.1:1", "db:2")
+    ));
+
+    for (local, remote, needle) in [
+        (
+            "run/a.sock",
+            "db:1",
+            "key `local`: \"run/a.sock\" is not an absolute Unix socket path",
+        ),
+        ("/run/a]b.sock", "db:1", "without ']'"),
+        (
+            "127.0.0.1:1",
+            "run/pg/.s.PGSQL.1",
+            "key `remote`: \"run/pg/.s.PGSQL.1\" is not an absolute",
+        ),
+        (
+            "127.0.0.1:1",
+            "db",
+            "or the absolute path of a Unix socket on the bastion",
+        ),
+    ] {
+        let e = parse_err(&tunnel("a", local, remote));
+        assert!(e.contains(needle), "{local} {remote}: {e}");
+    }
+    let e = parse_err(
+        "[[tunnel]]\nname = \"r\"\nkind = \"remote\"\nbastion = \"u@b\"\nbastion_listen = \"8022\"\ntarget = \"/run/app.sock\"\n",
+    );
+    assert!(
+        e.contains("key `target`: a remote tunnel connects to a host and port"),
+        "{e}"
     );
 }
