@@ -355,9 +355,10 @@ impl Listen {
     }
 }
 
-/// A field of a forward spec, in brackets when it contains `:`.
+/// A field of a forward spec, in brackets when it contains `:` or starts with `[` (a field
+/// that came out of brackets may), so that it parses back as one field.
 fn spec_field(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    if s.contains(':') {
+    if s.contains(':') || s.starts_with('[') {
         write!(f, "[{s}]")
     } else {
         f.write_str(s)

@@ -35,7 +35,14 @@ pub fn run(data: &[u8]) {
     assert!(!options.user.is_empty(), "empty user accepted");
     assert!(!options.destination_host.is_empty(), "empty host accepted");
     for f in &options.local_forwards {
-        let _ = f.bind_target(options.gateway_ports);
+        let _ = f.listen.bind_target(options.gateway_ports);
+        // A forward shows as a spec that parses back to it (socket paths included).
+        let shown = f.to_string();
+        let again = parse_args_with_env(vec!["-L".into(), shown.clone(), "h".into()], &env);
+        match again {
+            Ok(Command::Run(o)) => assert_eq!(o.local_forwards, std::slice::from_ref(f), "{shown}"),
+            other => panic!("-L {shown} does not parse back: {other:?}"),
+        }
     }
     // The algorithm lists (OpenSSH's + - ^ and wildcard syntax) and RekeyLimit are resolved
     // after parsing: an error is fine, an empty list is not.

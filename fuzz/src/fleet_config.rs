@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use forwarder::cli::Environment;
+use forwarder::cli::{Destination, Environment};
 use forwarder::fleet::config::{TunnelKind, parse};
 
 /// Fuzz entry point.
@@ -26,12 +26,20 @@ pub fn run(data: &[u8]) {
             for (i, t) in cfg.tunnels.iter().enumerate() {
                 assert!(!t.name.is_empty(), "a tunnel without a name");
                 assert!(t.line >= 1, "a tunnel on line 0");
-                assert!(t.remote.port != 0, "remote port 0 accepted");
+                assert!(t.remote.port() != Some(0), "remote port 0 accepted");
                 // A local tunnel is one -L forward; a remote one is its -R spec alone.
                 let locals = match &t.kind {
-                    TunnelKind::Local => 1,
+                    TunnelKind::Local => {
+                        let to = t.config.forwards.first().map(|f| &f.to);
+                        assert_eq!(to, Some(&t.remote), "a local tunnel's remote");
+                        1
+                    }
                     TunnelKind::Remote(spec) => {
-                        assert_eq!(spec.target, t.remote, "a remote tunnel's target");
+                        assert_eq!(
+                            Destination::Tcp(spec.target.clone()),
+                            t.remote,
+                            "a remote tunnel's target"
+                        );
                         0
                     }
                 };

@@ -1043,6 +1043,22 @@ fn cli() -> Vec<(String, Vec<u8>)> {
             "clustered",
             &["-NgqL5432:db:5432", "-l", "u", "-p22", "host"],
         ),
+        (
+            "unix-sockets",
+            &[
+                "-L",
+                "15432:/var/run/postgresql/.s.PGSQL.5432",
+                "-L",
+                "/tmp/pg.sock:db:5432",
+                "-L",
+                "[/tmp/a:b.sock]:[/run/x:y.sock]",
+                "-oStreamLocalBindMask=0117",
+                "-oStreamLocalBindUnlink=yes",
+                "-R",
+                "8022:/run/app.sock",
+                "bastion",
+            ],
+        ),
         ("help", &["--help"]),
         ("version", &["-V"]),
         ("missing-host", &["-L", "1:h:2"]),
@@ -1164,6 +1180,30 @@ jump = ["j@jump:22"]
         (
             "duplicate",
             "[[tunnel]]\nname = \"a\"\nbastion = \"b\"\nlocal = \"127.0.0.1:1\"\nremote = \"r:1\"\n[[tunnel]]\nname = \"a\"\nbastion = \"b\"\nlocal = \"127.0.0.1:2\"\nremote = \"r:1\"\n",
+        ),
+        (
+            "unix-sockets",
+            r#"[defaults]
+bastion = "ops@b.example"
+known_hosts = "/k"
+
+[[tunnel]]
+name = "socket-in"
+local = "/run/forwarder/pg.sock"
+remote = "db:5432"
+options = { StreamLocalBindMask = "0117", StreamLocalBindUnlink = "yes" }
+
+[[tunnel]]
+name = "socket-out"
+local = "127.0.0.1:15432"
+remote = "/var/run/postgresql/.s.PGSQL.5432"
+probe = "postgres"
+
+[[tunnel]]
+name = "both"
+local = "/run/forwarder/c:x.sock"
+remote = "/run/mysqld/mysqld.sock"
+"#,
         ),
     ];
     files

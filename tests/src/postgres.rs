@@ -280,6 +280,12 @@ impl Postgres {
         self.port
     }
 
+    /// The server's Unix socket (`.s.PGSQL.PORT` in its socket directory), where local
+    /// connections are trusted without a password.
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket_dir.join(format!(".s.PGSQL.{}", self.port))
+    }
+
     /// The process the lab started while the server runs: the postmaster, or `runuser` when
     /// the tests run as root (the postmaster is then its child).
     pub fn server_pid(&self) -> Option<u32> {

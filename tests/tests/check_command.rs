@@ -489,6 +489,69 @@ fn check_allow_tcp_forwarding_no_fails_stage_7_administratively_prohibited() {
 }
 
 #[test]
+fn check_unix_socket_target_passes_to_postgres_and_infers_the_probe_from_its_name() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let pg = LazyLock::force(&POSTGRES);
+    let socket = pg.socket_path().display().to_string();
+    // No --probe: a socket named .s.PGSQL.* implies postgres.
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        &socket,
+        None,
+    );
+    let doc = expect_pass(&run);
+    assert!(text(&stage(&doc, 7)["detail"]).contains(&socket), "{doc:#}");
+    assert!(
+        text(&stage(&doc, 8)["detail"]).contains("postgres"),
+        "{doc:#}"
+    );
+    assert!(
+        sshd.log().contains("server_request_direct_streamlocal"),
+        "the channel was a direct-streamlocal one:\n{}",
+        sshd.log()
+    );
+}
+
+#[test]
+fn check_unix_socket_target_refused_by_sshd_fails_stage_7_naming_allow_stream_local_forwarding() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder()
+        .config("AllowStreamLocalForwarding no")
+        .authorize(&key)
+        .start();
+    let pg = LazyLock::force(&POSTGRES);
+    let socket = pg.socket_path().display().to_string();
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        &socket,
+        Some("postgres"),
+    );
+    let (detail, fix) = expect_failure(&run, 7);
+    assert!(detail.contains(&socket), "{detail}");
+    assert!(fix.contains("AllowStreamLocalForwarding"), "{fix}");
+    assert!(fix.contains(&socket), "{fix}");
+
+    // A socket that does not exist gets the same answer from sshd, and the same fix.
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        "/nonexistent/.s.PGSQL.1",
+        Some("postgres"),
+    );
+    let (_, fix) = expect_failure(&run, 7);
+    assert!(fix.contains("a socket exists at that path"), "{fix}");
+}
+
+#[test]
 fn check_permit_open_for_another_target_fails_stage_7() {
     let key = UserKey::generate(KeyKind::Ed25519);
     let allowed = EchoServer::start();

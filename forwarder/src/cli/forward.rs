@@ -338,6 +338,8 @@ mod tests {
                 listen_path("./a:b/s"),
                 unix("/x:y"),
             ),
+            // Or start with '[' (found by the cli_args fuzz target).
+            ("a/b]:[[/c]".to_owned(), listen_path("a/b]"), unix("[/c")),
         ];
         for (spec, listen, to) in cases {
             let want = LocalForward { listen, to };
