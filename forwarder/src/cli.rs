@@ -809,7 +809,11 @@ options:
                  listen on the local port and forward connections to host:hostport as seen
                  from the server; repeatable. Without a bind address only loopback listens;
                  '*' or an empty address means every interface. IPv6 goes in brackets:
-                 -L '[::1]:15432:db.internal:5432'
+                 -L '[::1]:15432:db.internal:5432'. Either side may be a Unix socket
+                 (a field with a '/'; brackets for one with a ':'), as in ssh:
+                 -L 15432:/var/run/postgresql/.s.PGSQL.5432 (the server's socket),
+                 -L /run/app/pg.sock:db.internal:5432 (listen on a socket, mode 0600
+                 unless StreamLocalBindMask says otherwise), or a socket to a socket.
   -R [bind_address:]port:host:hostport
                  have the server listen on port (0: it picks one, printed as ssh prints
                  it) and forward connections to host:hostport as seen from here;
@@ -856,7 +860,9 @@ options:
   asks about host keys), Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms,
   PubkeyAcceptedAlgorithms, ConnectTimeout, ServerAliveInterval, ServerAliveCountMax,
   ExitOnForwardFailure, BatchMode, LocalForward (\"15432 db:5432\"), RekeyLimit, LogLevel,
-  Compression, GatewayPorts, AddressFamily, HashKnownHosts, TCPKeepAlive.
+  Compression, GatewayPorts, AddressFamily, HashKnownHosts, TCPKeepAlive,
+  StreamLocalBindMask (octal, default 0177: a -L socket file is 0600),
+  StreamLocalBindUnlink (yes: replace a stale socket at a -L path; never another file).
   Tunnels that stay up: ServerAliveInterval is 15 s unless set (0 turns keepalives off),
   so with ServerAliveCountMax 3 a dead session is noticed within about a minute.
   forwarder's own: Reconnect (yes: after a session that was up ends, connect again with
