@@ -1495,6 +1495,16 @@ fn probe_fix(expected: &str, target: &str, detail: &str) -> String {
 fn channel_fix(e: &OpenError, to: &Destination) -> String {
     let target = to.to_string();
     match (e, to) {
+        (OpenError::Refused { reason, .. }, Destination::Unix(path))
+            if *reason == OpenFailureReason::UNKNOWN_CHANNEL_TYPE =>
+        {
+            format!(
+                "the bastion's SSH server does not forward to Unix sockets (it does not know \
+                 direct-streamlocal@openssh.com channels; Dropbear, for one, does not, while \
+                 OpenSSH's sshd does): platform: forward to the database's TCP port instead \
+                 of {path}"
+            )
+        }
         // sshd gives one answer for every failure of a Unix socket channel: "open failed".
         (OpenError::Refused { description, .. }, Destination::Unix(path)) => format!(
             "the bastion did not connect to the Unix socket {path} ({}): bastion admin: check \
@@ -1608,6 +1618,40 @@ mod tests {
 
     fn os(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn a_refused_unix_socket_channel_gets_the_fix_its_reason_points_to() {
+        let refused = |reason| OpenError::Refused {
+            reason,
+            description: "open failed".into(),
+        };
+        let socket = Destination::Unix("/run/pg/.s.PGSQL.5432".into());
+        let sshd = channel_fix(&refused(OpenFailureReason::CONNECT_FAILED), &socket);
+        assert!(sshd.contains("AllowStreamLocalForwarding"), "{sshd}");
+        assert!(
+            sshd.contains("/run/pg/.s.PGSQL.5432 (open failed)"),
+            "{sshd}"
+        );
+        let dropbear = channel_fix(&refused(OpenFailureReason::UNKNOWN_CHANNEL_TYPE), &socket);
+        assert!(
+            dropbear.contains("does not forward to Unix sockets"),
+            "{dropbear}"
+        );
+        assert!(
+            !dropbear.contains("AllowStreamLocalForwarding"),
+            "{dropbear}"
+        );
+        // A TCP target keeps its own fixes.
+        let tcp = Destination::Tcp(crate::tunnel::Target {
+            host: "db".into(),
+            port: 5432,
+        });
+        let fix = channel_fix(
+            &refused(OpenFailureReason::ADMINISTRATIVELY_PROHIBITED),
+            &tcp,
+        );
+        assert!(fix.contains("AllowTcpForwarding"), "{fix}");
     }
 
     #[test]

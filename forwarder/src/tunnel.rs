@@ -348,7 +348,15 @@ pub async fn serve_connection(
                 continue;
             }
             Err(e) => {
-                warn!("channel to {target} for {peer} failed: {e}");
+                let hint = match (&e, target) {
+                    (OpenError::Refused { reason, .. }, Destination::Unix(_))
+                        if *reason == ssh_connection::OpenFailureReason::UNKNOWN_CHANNEL_TYPE =>
+                    {
+                        " (this server does not forward to Unix sockets)"
+                    }
+                    _ => "",
+                };
+                warn!("channel to {target} for {peer} failed: {e}{hint}");
                 return Ok(());
             }
         }

@@ -514,3 +514,34 @@ fn interop_dropbear_takes_the_key_exchange_guessed_from_the_last_run() {
         fs::read_to_string(&path).unwrap_or_default()
     );
 }
+
+#[test]
+fn a_unix_socket_target_is_refused_by_dropbear_and_the_session_carries_on() {
+    // Dropbear knows no direct-streamlocal@openssh.com channels: the connection is closed, the
+    // refusal logged with a hint, and the session's other forwards keep working.
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let dropbear = Dropbear::start(&key);
+    let echo = EchoServer::start();
+    let socket_port = ssh_interop_tests::free_port();
+    let socket = "/var/run/postgresql/.s.PGSQL.5432";
+    let tunnel = forwarder(&dropbear, &key)
+        .forward_to(echo.port())
+        .option(&format!("LocalForward=127.0.0.1:{socket_port} {socket}"))
+        .start();
+    assert_echo(&tunnel, &dropbear, 1, 64 * 1024);
+    let mut conn =
+        std::net::TcpStream::connect(("127.0.0.1", socket_port)).expect("connect to the forward");
+    conn.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut buf = [0u8; 1];
+    let read = std::io::Read::read(&mut conn, &mut buf);
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "the refused connection is closed: {read:?}"
+    );
+    let log = tunnel.wait_for_log("does not forward to Unix sockets", WAIT);
+    assert!(
+        log.contains(&format!("channel to {socket}")) && log.contains("unknown channel type"),
+        "{log}"
+    );
+    assert_echo(&tunnel, &dropbear, 2, 64 * 1024);
+}
