@@ -147,8 +147,8 @@ fn init_logging(opts: &Options) {
 async fn run_async(opts: Options) -> Result<(), Fatal> {
     let tunnel_config = TunnelConfig::from_options(&opts).map_err(|e| Fatal(e.0))?;
     // -W: standard input and output instead of listeners.
-    if let Some((host, port)) = opts.stdio_forward.clone() {
-        return crate::stdio::run(tunnel_config, host, port).await;
+    if let Some(target) = opts.stdio_forward.clone() {
+        return crate::stdio::run(tunnel_config, target).await;
     }
     // Listen first: a port that cannot be bound is known before any network traffic, and a
     // client that connects early waits for the session instead of being refused.

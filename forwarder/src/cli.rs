@@ -93,7 +93,7 @@ pub struct Options {
     /// `-J` / `ProxyJump`: the jump hosts, outermost first; empty for none.
     pub proxy_jump: Vec<JumpHost>,
     /// `-W host:port`: standard input and output forwarded there instead of listening.
-    pub stdio_forward: Option<(String, u16)>,
+    pub stdio_forward: Option<Destination>,
     /// How much to log.
     pub log_level: LogLevel,
     /// known_hosts files to read; new keys are recorded in the first. Empty for
@@ -836,7 +836,8 @@ options:
   -W host:port   forward standard input and output to host:port through the server instead
                  of listening (no -L), for use as another tool's ProxyCommand:
                  ssh -o ProxyCommand='forwarder -W %h:%p bastion' db-host. Ends when the
-                 connection closes; logs go to standard error only.
+                 connection closes; logs go to standard error only. -W /path goes to a
+                 Unix socket on the server instead.
   -o Key=Value   an ssh_config setting; see below
   -F file        read this ssh_config file instead of ~/.ssh/config; -F none reads none
   -N             accepted for ssh compatibility: forwarder never runs commands
@@ -1062,7 +1063,7 @@ struct Parsed {
     proxy_command_set: bool,
     /// `RevokedHostKeys`: files as written (empty for `none`).
     revoked_host_keys: Option<Vec<String>>,
-    stdio_forward: Option<(String, u16)>,
+    stdio_forward: Option<Destination>,
     flag_log_level: Option<LogLevel>,
     seen_v: bool,
     log_level: Option<LogLevel>,

@@ -15,11 +15,14 @@ use tracing::debug;
 use crate::app::Fatal;
 use crate::config::TunnelConfig;
 use crate::connect::SshConnector;
+use crate::local::Peer;
 use crate::supervisor::BastionGate;
+use crate::tunnel::Destination;
 
-/// Connects as `cfg` says, opens a `direct-tcpip` channel to `host:port` and copies standard
-/// input to it and it to standard output until the channel closes.
-pub async fn run(cfg: TunnelConfig, host: String, port: u16) -> Result<(), Fatal> {
+/// Connects as `cfg` says, opens a `direct-tcpip` channel to `target` (a
+/// `direct-streamlocal@openssh.com` one for a Unix socket) and copies standard input to it
+/// and it to standard output until the channel closes.
+pub async fn run(cfg: TunnelConfig, target: Destination) -> Result<(), Fatal> {
     if !cfg.forwards.is_empty() {
         return Err(Fatal(
             "-W forwards standard input and output; it cannot be combined with -L".into(),
@@ -34,11 +37,10 @@ pub async fn run(cfg: TunnelConfig, host: String, port: u16) -> Result<(), Fatal
         .first_session()
         .await
         .map_err(|e| Fatal(e.to_string()))?;
-    let channel = handle
-        .open_direct_tcpip(&host, port, "127.0.0.1", 0)
+    let channel = crate::tunnel::open_channel(&handle, &target, &Peer::OURSELVES)
         .await
-        .map_err(|e| Fatal(format!("stdio forwarding to {host}:{port} failed: {e}")))?;
-    debug!("stdio forwarding to {host}:{port}");
+        .map_err(|e| Fatal(format!("stdio forwarding to {target} failed: {e}")))?;
+    debug!("stdio forwarding to {target}");
     // Only waited for once the server's data is all out (see `copy_both`).
     let server_closed = channel.server_closed();
     let result = copy_both(
@@ -50,7 +52,7 @@ pub async fn run(cfg: TunnelConfig, host: String, port: u16) -> Result<(), Fatal
     )
     .await;
     supervisor.shutdown(Duration::from_secs(2)).await;
-    result.map_err(|e| Fatal(format!("stdio forwarding to {host}:{port}: {e}")))
+    result.map_err(|e| Fatal(format!("stdio forwarding to {target}: {e}")))
 }
 
 /// Copies `input` to the channel (`to_channel`, then EOF at the input's end) and the channel

@@ -304,6 +304,61 @@ fn dash_w_forwards_stdin_and_stdout_to_an_echo_server() {
     assert!(log.contains("session up"), "{log}");
 }
 
+/// An echo server on a Unix socket at `path`, for one connection (ends with it).
+fn unix_echo_once(path: &std::path::Path) -> thread::JoinHandle<()> {
+    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind the socket");
+    thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.set_read_timeout(Some(WAIT));
+            let mut r = s.try_clone().expect("clone");
+            let _ = std::io::copy(&mut r, &mut s);
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+    })
+}
+
+#[test]
+fn dash_w_to_a_unix_socket_on_the_server() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let dir = temp_dir();
+    let socket = dir.path().join("echo.sock");
+    let echo = unix_echo_once(&socket);
+    let log_path = dir.path().join("forwarder.log");
+    let mut cmd = Command::new(forwarder_binary());
+    cmd.env("XDG_CACHE_HOME", dir.path())
+        .args(["-W", &socket.display().to_string()])
+        .args(["-i", &key.private_key_path().display().to_string()])
+        .args([
+            "-o",
+            &format!("UserKnownHostsFile={}", sshd.known_hosts_path().display()),
+        ])
+        .args(["-o", "GlobalKnownHostsFile=/dev/null"])
+        .args(["-o", "BatchMode=yes", "-v", "-p", &sshd.port().to_string()])
+        .arg(format!("{}@127.0.0.1", sshd.user()))
+        .env_remove("SSH_AUTH_SOCK")
+        .stderr(fs::File::create(&log_path).expect("log file"));
+    let sent = payload(7, 512 * 1024);
+    let (status, out) = run_with_input(cmd, sent.clone());
+    let log = fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(status.success(), "{status}: {log}");
+    assert!(
+        out == sent,
+        "not the same bytes back ({} of {})",
+        out.len(),
+        sent.len()
+    );
+    let _ = echo.join();
+    assert!(
+        sshd.log().contains(&format!(
+            "server_request_direct_streamlocal: originator  port 0, target {}",
+            socket.display()
+        )),
+        "{}",
+        sshd.log()
+    );
+}
+
 #[test]
 fn dash_w_through_a_jump_host_is_a_proxy_command_for_ssh() {
     let key = UserKey::generate(KeyKind::Ed25519);

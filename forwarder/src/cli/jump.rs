@@ -13,8 +13,8 @@
 //! its keys and known_hosts with `-i` and `-o` works without a config file.
 
 use super::{
-    AddressFamily, CliError, Environment, JumpHost, Parsed, check_user, destination, env,
-    parse_port, set_first, ssh_config,
+    AddressFamily, CliError, Destination, Environment, JumpHost, Parsed, Target, check_user,
+    destination, env, parse_port, set_first, ssh_config,
 };
 
 /// How many jump hosts one chain may have, counting those `ProxyJump` lines add (a loop of
@@ -171,13 +171,24 @@ fn parse_hop(hop: &str, key: &str) -> Result<JumpSpec, CliError> {
     Ok(JumpSpec { user, host, port })
 }
 
-/// Parses `-W host:port` (IPv6 literals in brackets).
-pub(super) fn parse_stdio_forward(value: &str) -> Result<(String, u16), CliError> {
+/// Parses `-W host:port` (IPv6 literals in brackets), or, as ssh takes it, `-W /path` for a
+/// Unix socket on the server (in brackets if the path contains `:`).
+pub(super) fn parse_stdio_forward(value: &str) -> Result<Destination, CliError> {
     let bad = || CliError::BadValue {
         key: "-W".to_owned(),
         value: value.to_owned(),
-        expected: "host:port, such as db.internal:5432 or [fd00::1]:5432",
+        expected: "host:port, such as db.internal:5432 or [fd00::1]:5432, or the path of a \
+                   Unix socket on the server",
     };
+    if value.contains('/') {
+        let path = match value.strip_prefix('[') {
+            Some(rest) => rest.strip_suffix(']').filter(|p| !p.contains(']')),
+            None => Some(value).filter(|p| !p.contains(':')),
+        }
+        .filter(|p| p.len() <= 107 && !p.chars().any(char::is_control))
+        .ok_or_else(bad)?;
+        return Ok(Destination::Unix(path.to_owned()));
+    }
     let (host, port) = if let Some(bracketed) = value.strip_prefix('[') {
         let (inner, after) = bracketed.split_once(']').ok_or_else(bad)?;
         (inner, after.strip_prefix(':').ok_or_else(bad)?)
@@ -189,7 +200,7 @@ pub(super) fn parse_stdio_forward(value: &str) -> Result<(String, u16), CliError
     }
     let port = parse_port(port, "-W")?;
     let host = destination::check_host(host).map_err(|_| bad())?;
-    Ok((host, port))
+    Ok(Destination::Tcp(Target { host, port }))
 }
 
 #[cfg(test)]
@@ -240,14 +251,27 @@ mod tests {
 
     #[test]
     fn stdio_forward_targets() {
+        let tcp = |host: &str, port| {
+            Destination::Tcp(Target {
+                host: host.to_owned(),
+                port,
+            })
+        };
+        let unix = |p: &str| Destination::Unix(p.to_owned());
         assert_eq!(
             parse_stdio_forward("db.internal:5432").unwrap(),
-            ("db.internal".to_owned(), 5432)
+            tcp("db.internal", 5432)
         );
         assert_eq!(
             parse_stdio_forward("[fd00::1]:22").unwrap(),
-            ("fd00::1".to_owned(), 22)
+            tcp("fd00::1", 22)
         );
+        assert_eq!(
+            parse_stdio_forward("/run/pg/.s.PGSQL.5432").unwrap(),
+            unix("/run/pg/.s.PGSQL.5432")
+        );
+        assert_eq!(parse_stdio_forward("[/a:b/s]").unwrap(), unix("/a:b/s"));
+        let long = format!("/{}", "a".repeat(107));
         for bad in [
             "db",
             "db:",
@@ -256,6 +280,11 @@ mod tests {
             "fd00::1:22",
             "[fd00::1]",
             "a b:1",
+            "/a:b",
+            "[/a]b]",
+            "[/a",
+            "/a\tb",
+            &long,
         ] {
             assert!(parse_stdio_forward(bad).is_err(), "{bad}");
         }

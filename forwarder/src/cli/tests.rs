@@ -1209,7 +1209,18 @@ fn jump_hosts_keep_their_own_user_and_port_and_first_value_wins() {
 #[test]
 fn stdio_forward_takes_one_host_and_port() {
     let o = run(&["-W", "db.internal:5432", "h"]);
-    assert_eq!(o.stdio_forward, Some(("db.internal".into(), 5432)));
+    assert_eq!(
+        o.stdio_forward,
+        Some(Destination::Tcp(Target {
+            host: "db.internal".into(),
+            port: 5432
+        }))
+    );
+    let o = run(&["-W", "/run/pg/.s.PGSQL.5432", "h"]);
+    assert_eq!(
+        o.stdio_forward,
+        Some(Destination::Unix("/run/pg/.s.PGSQL.5432".into()))
+    );
     assert!(o.local_forwards.is_empty());
     assert!(err(&["-W", "db", "h"]).contains("-W"));
     assert!(err(&["-W", "a:1", "-W", "b:2", "h"]).contains("a single -W"));
