@@ -60,9 +60,11 @@ use crate::cli::{self, Command, Environment};
 use crate::config::{ConfigError, TunnelConfig};
 use crate::connect::SshConnector;
 use crate::driver::{ChannelStream, OpenError};
+use crate::local::Peer;
 use crate::supervisor::{
     BastionGate, FailureKind, SessionState, Supervisor, SupervisorHandle, WaitError,
 };
+use crate::tunnel::{Destination, Target};
 
 /// Why a dial (or starting a dialer) failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -303,6 +305,32 @@ impl Dialer {
         port: u16,
         wait: Duration,
     ) -> Result<DialStream, DialError> {
+        let target = Destination::Tcp(Target {
+            host: host.to_owned(),
+            port,
+        });
+        self.dial_to(&target, wait).await
+    }
+
+    /// A stream to the Unix socket at `path` on the bastion (a `direct-streamlocal@openssh.com`
+    /// channel, as `ssh -L port:/path` opens: OpenSSH's sshd allows them unless
+    /// `AllowStreamLocalForwarding` says otherwise), waiting for a live session up to the
+    /// configuration's `session_wait_timeout`.
+    pub async fn dial_unix(&self, path: &str) -> Result<DialStream, DialError> {
+        self.dial_unix_timeout(path, self.wait).await
+    }
+
+    /// [`Dialer::dial_unix`] with its own bound, as [`Dialer::dial_timeout`].
+    pub async fn dial_unix_timeout(
+        &self,
+        path: &str,
+        wait: Duration,
+    ) -> Result<DialStream, DialError> {
+        self.dial_to(&Destination::Unix(path.to_owned()), wait)
+            .await
+    }
+
+    async fn dial_to(&self, target: &Destination, wait: Duration) -> Result<DialStream, DialError> {
         let deadline = crate::supervisor::deadline_after(wait);
         loop {
             if self.handle.is_stopping() {
@@ -316,7 +344,7 @@ impl Dialer {
                 }
                 Err(e) => return Err(self.wait_error(e)),
             };
-            let open = session.open_direct_tcpip(host, port, "127.0.0.1", 0);
+            let open = crate::tunnel::open_channel(&session, target, &Peer::OURSELVES);
             match tokio::time::timeout_at(deadline, open).await {
                 Err(_) => return Err(DialError::Timeout(wait)),
                 Ok(Ok(inner)) => return Ok(DialStream { inner }),

@@ -543,3 +543,54 @@ fn embed_dial_tls_verify_full_with_tokio_postgres_over_a_dialed_stream() {
         "no rows without a verified server: {stdout}"
     );
 }
+
+#[test]
+fn embed_dial_unix_reaches_postgres_on_its_socket_with_tokio_postgres() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let pg = &*PG_PLAIN;
+    let socket = pg.socket_path().display().to_string();
+    run(async {
+        let dialer = Dialer::start(config(&sshd, &key)).await.expect("started");
+        let stream = dialer
+            .dial_unix_timeout(&socket, Duration::from_secs(20))
+            .await
+            .expect("dial the socket");
+        // Socket connections are trusted in the lab's pg_hba: no password.
+        let (client, connection) = tokio_postgres::Config::new()
+            .user(APP_USER)
+            .dbname(APP_DB)
+            .connect_raw(stream, tokio_postgres::NoTls)
+            .await
+            .expect("log in over the socket");
+        let driver = tokio::spawn(connection);
+        let row = client
+            .query_one("SELECT inet_client_addr() IS NULL, current_user::text", &[])
+            .await
+            .expect("query");
+        let (on_socket, user): (bool, String) = (row.get(0), row.get(1));
+        assert!(on_socket, "PostgreSQL saw a TCP connection, not its socket");
+        assert_eq!(user, APP_USER);
+        drop(client);
+        let _ = driver.await;
+
+        // No socket there: the bastion refuses the channel, and the error says so.
+        match dialer
+            .dial_unix_timeout("/nonexistent/.s.PGSQL.1", Duration::from_secs(20))
+            .await
+        {
+            Err(DialError::ChannelRefused { description, .. }) => {
+                assert_eq!(description, "open failed");
+            }
+            other => panic!("expected a refused channel, got {other:?}"),
+        }
+        dialer.shutdown().await;
+    });
+    assert!(
+        sshd.log().contains(&format!(
+            "server_request_direct_streamlocal: originator  port 0, target {socket}"
+        )),
+        "{}",
+        sshd.log()
+    );
+}
