@@ -1509,8 +1509,10 @@ fn channel_fix(e: &OpenError, to: &Destination) -> String {
         (OpenError::Refused { description, .. }, Destination::Unix(path)) => format!(
             "the bastion did not connect to the Unix socket {path} ({}): bastion admin: check \
              that sshd allows it (sshd_config's AllowStreamLocalForwarding must be yes or \
-             local, and neither DisableForwarding nor the key's restrict or \
-             no-port-forwarding options may forbid it), that a socket exists at that path on \
+             local; neither DisableForwarding nor the key's restrict or no-port-forwarding \
+             options may forbid it; and a PermitOpen or permitopen=\"...\" list of \
+             host:port never matches a socket: only any, or *:*, lets one through), that a \
+             socket exists at that path on \
              the bastion, and that the login user may connect to it (the socket file's mode \
              and its directories' permissions)",
             if description.is_empty() {

@@ -549,6 +549,27 @@ fn check_unix_socket_target_refused_by_sshd_fails_stage_7_naming_allow_stream_lo
     );
     let (_, fix) = expect_failure(&run, 7);
     assert!(fix.contains("a socket exists at that path"), "{fix}");
+
+    // A PermitOpen list of host:port never lets a socket through: the fix says so.
+    let sshd = Sshd::builder()
+        .config(format!("PermitOpen 127.0.0.1:{}", pg.port()))
+        .authorize(&key)
+        .start();
+    let run = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        &socket,
+        Some("postgres"),
+    );
+    let (_, fix) = expect_failure(&run, 7);
+    assert!(fix.contains("PermitOpen"), "{fix}");
+    assert!(
+        sshd.log().contains("but the request was denied"),
+        "sshd refused it for PermitOpen:\n{}",
+        sshd.log()
+    );
 }
 
 #[test]
