@@ -338,20 +338,28 @@ impl LocalForward {
 }
 
 impl Listen {
-    /// Where to listen on TCP: no bind address means loopback only unless `gateway_ports`
-    /// is set; `*` or empty means all interfaces; `localhost` means loopback. `None` for a
-    /// Unix socket.
+    /// Where to listen on TCP (see [`BindTarget::of`]); `None` for a Unix socket.
     pub fn bind_target(&self, gateway_ports: bool) -> Option<BindTarget> {
-        let Listen::Port { bind_address, .. } = self else {
-            return None;
-        };
-        Some(match bind_address.as_deref() {
+        match self {
+            Listen::Port { bind_address, .. } => {
+                Some(BindTarget::of(bind_address.as_deref(), gateway_ports))
+            }
+            Listen::Path(_) => None,
+        }
+    }
+}
+
+impl BindTarget {
+    /// Where a forward with `bind_address` listens: none means loopback only unless
+    /// `gateway_ports` is set; `*` or empty means all interfaces; `localhost` means loopback.
+    pub fn of(bind_address: Option<&str>, gateway_ports: bool) -> Self {
+        match bind_address {
             None if gateway_ports => BindTarget::AllInterfaces,
             None => BindTarget::Loopback,
             Some("*") => BindTarget::AllInterfaces,
             Some(a) if a.eq_ignore_ascii_case("localhost") => BindTarget::Loopback,
             Some(a) => BindTarget::Address(a.to_owned()),
-        })
+        }
     }
 }
 

@@ -214,11 +214,8 @@ pub async fn bind_forwards(
     let mut out = Vec::new();
     for fwd in &cfg.forwards {
         let bound = match &fwd.listen {
-            cli::Listen::Port { port, .. } => {
-                let target = fwd
-                    .listen
-                    .bind_target(cfg.gateway_ports)
-                    .unwrap_or(BindTarget::Loopback);
+            cli::Listen::Port { bind_address, port } => {
+                let target = BindTarget::of(bind_address.as_deref(), cfg.gateway_ports);
                 bind(&target, *port, cfg.session.address_family)
                     .await
                     .map(|v| v.into_iter().map(Listener::Tcp).collect())

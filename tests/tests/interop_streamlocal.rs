@@ -295,6 +295,22 @@ fn a_fleet_tunnel_from_a_socket_to_a_socket_is_probed_and_its_socket_goes_with_i
         expected_customers()
     );
 
+    // Changed by a reload (a restart of the tunnel): the old listener's socket goes before
+    // the new one binds the same path, and it serves again.
+    fleet.rewrite(&format!(
+        "{head}{}",
+        tunnel.replace("probe = \"postgres\"", "probe = \"tcp\"")
+    ));
+    fleet.reload();
+    fleet.wait_for_log_count("reloaded: 1 tunnels", 1, WAIT);
+    let body = fleet.wait_for_admin("/tunnels", WAIT, |code, body| {
+        code == 200
+            && serde_json::from_str::<serde_json::Value>(body)
+                .is_ok_and(|v| v[0]["state"] == "up" && v[0]["probe"]["detail"].is_string())
+    });
+    assert!(!body.contains("cannot listen"), "{body}");
+    assert_eq!(psql_socket(dir.path(), 7100, "SELECT 1"), "1");
+
     // Removed by a reload: its socket goes at once.
     fleet.rewrite(&head);
     fleet.reload();
