@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use super::{
     CliError, DEFAULT_RECONNECT_BACKOFF_MAX, DEFAULT_SERVER_ALIVE_INTERVAL,
-    DEFAULT_SESSION_WAIT_TIMEOUT, IdentityAgent, Options, Parsed, StrictHostKeyChecking,
+    DEFAULT_SESSION_WAIT_TIMEOUT, Destination, IdentityAgent, Listen, LocalForward, Options,
+    Parsed, StrictHostKeyChecking,
 };
 
 /// What defaults are taken from. Tests build one by hand; the program uses
@@ -169,6 +170,13 @@ pub(super) fn resolve(
         .iter()
         .map(|f| tokens.expand_path_and_variables(f))
         .collect::<Result<Vec<_>, _>>()?;
+    // ssh expands `~`, `%` tokens and `${VAR}` in a forward's socket paths, both sides
+    // (OpenSSH 8.4 and later).
+    let local_forwards = p
+        .local_forwards
+        .into_iter()
+        .map(|f| expand_socket_paths(f, &tokens))
+        .collect::<Result<Vec<_>, _>>()?;
     let certificate_files = p
         .certificate_files
         .iter()
@@ -221,7 +229,7 @@ pub(super) fn resolve(
         user,
         identity_files,
         default_identity_files,
-        local_forwards: p.local_forwards,
+        local_forwards,
         remote_forwards: p.remote_forwards,
         // Filled in by the caller, each hop looked up in ssh_config (see `jump`).
         proxy_jump: Vec::new(),
@@ -341,6 +349,18 @@ fn process_uid() -> Option<u32> {
 #[cfg(not(unix))]
 fn process_uid() -> Option<u32> {
     None
+}
+
+/// A forward with `~`, `%` tokens and `${VAR}` expanded in its socket paths.
+fn expand_socket_paths(mut f: LocalForward, tokens: &Tokens<'_>) -> Result<LocalForward, CliError> {
+    if let Listen::Path(path) = &f.listen {
+        f.listen = Listen::Path(tokens.expand_path_and_variables(&path.to_string_lossy())?);
+    }
+    if let Destination::Unix(path) = &f.to {
+        let expanded = tokens.expand_path_and_variables(path)?;
+        f.to = Destination::Unix(expanded.to_string_lossy().into_owned());
+    }
+    Ok(f)
 }
 
 struct Tokens<'a> {

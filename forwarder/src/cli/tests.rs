@@ -545,6 +545,37 @@ fn bind_targets() {
 }
 
 #[test]
+fn socket_paths_expand_home_tokens_and_variables_as_ssh_does() {
+    // env(): home /home/u (see `env`), and tokens from the destination.
+    let o = run(&[
+        "-L",
+        "~/run/%h.sock:/srv/%r/.s.PGSQL.5432",
+        "-L",
+        "15432:/tmp/%%/x.sock",
+        "-l",
+        "app",
+        "bastion",
+    ]);
+    let home = env().home.expect("a home").display().to_string();
+    assert_eq!(
+        o.local_forwards[0].listen,
+        Listen::Path(PathBuf::from(format!("{home}/run/bastion.sock")))
+    );
+    assert_eq!(
+        o.local_forwards[0].to,
+        Destination::Unix("/srv/app/.s.PGSQL.5432".into())
+    );
+    assert_eq!(
+        o.local_forwards[1].to,
+        Destination::Unix("/tmp/%/x.sock".into())
+    );
+    // TCP forwards are left as they are.
+    let o = run(&["-L", "1:%h:2", "h"]);
+    assert_eq!(o.local_forwards, vec![fwd(None, 1, "%h", 2)]);
+    assert!(err(&["-L", "1:/tmp/%Q.sock", "h"]).contains("%Q"));
+}
+
+#[test]
 fn stream_local_bind_options() {
     let o = run(&["-L", "/tmp/x/pg.sock:db:5432", "h"]);
     assert_eq!(o.stream_local_bind_mask, 0o177);
