@@ -468,6 +468,40 @@ async fn a_server_that_babbles_through_a_rekey_it_never_finishes_ends_at_the_han
     );
 }
 
+/// The driver runs due timers when the server keeps it busy through its whole poll budget:
+/// on one thread, against a server that refills a 16 MiB pipe with IGNOREs whenever the
+/// client has read some, every round of the driver reads something (it reads at most 32
+/// rounds of 256 KiB, 8 MiB, before it yields), so its idle path, where timers otherwise run,
+/// is never reached. Only the check at the end of the budget can end the never-finished
+/// rekey.
+#[tokio::test(flavor = "current_thread")]
+async fn a_server_that_floods_through_a_rekey_ends_at_the_handshake_timeout_by_the_budget_path() {
+    let mut client = ClientOptions {
+        server_alive: Some(ALIVE),
+        ..ClientOptions::default()
+    };
+    client.transport.handshake_timeout = Some(Duration::from_secs(1));
+    let server = ServerOptions {
+        duplex_capacity: 16 * 1024 * 1024,
+        ..ServerOptions::default()
+    };
+    let (_server, conn, client) = connected(server, client).await;
+    let ch = open(&client.handle, "db.internal").await;
+    echo_check(ch, b"before").await.unwrap();
+    conn.rekey();
+    conn.flood();
+    let t0 = Instant::now();
+    let end = client.finished(Duration::from_secs(10)).await;
+    assert_eq!(
+        end,
+        Err(SessionError::Transport(ssh_transport::Error::RekeyTimeout(
+            Duration::from_secs(1)
+        ))),
+        "after {:?}",
+        t0.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_connection_attempt_gets_a_fresh_server() {
     // What a supervisor's reconnect tests build on: the same server, a new pipe per attempt.

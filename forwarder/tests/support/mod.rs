@@ -180,6 +180,7 @@ enum Ctl {
     Kill,
     Freeze,
     Babble,
+    Flood,
     Thaw,
     Rekey,
     OpenForwarded(String, u32),
@@ -211,6 +212,13 @@ impl ServerConn {
     /// life) while it never answers anything, a key exchange included.
     pub fn babble(&self) {
         let _ = self.ctl.send(Ctl::Babble);
+    }
+
+    /// Stops reading and answering like [`freeze`](Self::freeze), but writes IGNOREs (8 KiB
+    /// each) whenever the pipe has room: a server that never lets the client's reads come up
+    /// empty, so the driver is always busy.
+    pub fn flood(&self) {
+        let _ = self.ctl.send(Ctl::Flood);
     }
 
     /// Undoes [`freeze`](Self::freeze).
@@ -296,6 +304,7 @@ impl TestServer {
             ctl: Some(rx),
             frozen: self.opts.start_frozen,
             babble: None,
+            flood: false,
             stats: stats.clone(),
             chans: Vec::new(),
             awaiting_answer: Vec::new(),
@@ -362,6 +371,8 @@ struct ServerTask {
     frozen: bool,
     /// Frozen, but sending an IGNORE at each tick ([`ServerConn::babble`]).
     babble: Option<tokio::time::Interval>,
+    /// Frozen, but filling the pipe with IGNOREs ([`ServerConn::flood`]).
+    flood: bool,
     stats: Arc<Mutex<ServerStats>>,
     chans: Vec<Option<Chan>>,
     /// Numbers of the `forwarded-tcpip` channels we opened that the client has not answered.
@@ -755,9 +766,14 @@ impl Future for ServerTask {
                             this.frozen = true;
                             this.babble = Some(tokio::time::interval(Duration::from_millis(10)));
                         }
+                        Poll::Ready(Some(Ctl::Flood)) => {
+                            this.frozen = true;
+                            this.flood = true;
+                        }
                         Poll::Ready(Some(Ctl::Thaw)) => {
                             this.frozen = false;
                             this.babble = None;
+                            this.flood = false;
                             progress = true;
                         }
                         Poll::Ready(Some(Ctl::OpenForwarded(address, port))) => {
@@ -782,6 +798,23 @@ impl Future for ServerTask {
             for (address, port) in opens {
                 this.open_forwarded(&address, port);
                 progress = true;
+            }
+            if this.flood {
+                let mut ignore = vec![2, 0, 0, 0x20, 0];
+                ignore.resize(5 + 8192, b'f');
+                loop {
+                    if this.t.output().is_empty() {
+                        for _ in 0..16 {
+                            this.t.send_raw_payload(&ignore);
+                        }
+                    }
+                    match Pin::new(&mut this.io).poll_write(cx, this.t.output()) {
+                        Poll::Ready(Ok(n)) if n > 0 => this.t.consume_output(n),
+                        Poll::Ready(_) => return this.end("write failed while flooding"),
+                        // Woken when the client has read some: then the pipe is filled again.
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
             }
             if let Some(ticks) = &mut this.babble {
                 while ticks.poll_tick(cx).is_ready() {
