@@ -287,8 +287,8 @@ pub enum Listen {
     Path(PathBuf),
 }
 
-/// One `-R [bind_address:]port:host:hostport`: the bind address and port are where the
-/// server listens, host and hostport where we connect from here.
+/// One `-R [bind_address:]port:host:hostport` (or `...:port:/path`): the bind address and
+/// port are where the server listens, the target where we connect from here.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PortForward {
     /// `None` when not given; `Some("*")` for `*` and for an empty bind address (both mean all
@@ -296,10 +296,9 @@ pub struct PortForward {
     pub bind_address: Option<String>,
     /// The listening port; 0 lets the listening side pick one.
     pub bind_port: u16,
-    /// Host the connections go to (brackets removed from IPv6 literals).
-    pub host: String,
-    /// Port they go to.
-    pub host_port: u16,
+    /// Where the connections go: `host:hostport` (brackets removed from IPv6 literals), or a
+    /// Unix socket's path here.
+    pub to: Destination,
 }
 
 /// Where a local forward listens, after OpenSSH's rules for the client side.
@@ -392,26 +391,30 @@ impl fmt::Display for LocalForward {
     /// The `-L` form, brackets around fields that contain `:`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:", self.listen)?;
-        match &self.to {
-            Destination::Tcp(t) => {
-                spec_field(f, &t.host)?;
-                write!(f, ":{}", t.port)
-            }
-            Destination::Unix(path) => spec_field(f, path),
+        spec_destination(f, &self.to)
+    }
+}
+
+/// `host:port` or the path, in a forward spec's form (brackets where a field needs them).
+fn spec_destination(f: &mut fmt::Formatter<'_>, to: &Destination) -> fmt::Result {
+    match to {
+        Destination::Tcp(t) => {
+            spec_field(f, &t.host)?;
+            write!(f, ":{}", t.port)
         }
+        Destination::Unix(path) => spec_field(f, path),
     }
 }
 
 impl fmt::Display for PortForward {
-    /// The `-R` form, brackets around addresses that contain `:`.
+    /// The `-R` form, brackets around fields that contain `:`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(b) = &self.bind_address {
             spec_field(f, b)?;
             f.write_str(":")?;
         }
         write!(f, "{}:", self.bind_port)?;
-        spec_field(f, &self.host)?;
-        write!(f, ":{}", self.host_port)
+        spec_destination(f, &self.to)
     }
 }
 
@@ -829,6 +832,7 @@ options:
                  the server listens on localhost. A refused forward is a warning, fatal
                  with ExitOnForwardFailure=yes. A connect to host:hostport with no answer
                  within ConnectTimeout (default 30s) refuses that connection.
+                 host:hostport may be a Unix socket's path here instead.
                  Also -o RemoteForward='port host:hostport'.
   -p port        server port (default 22)
   -l user        user to log in as (default: the local user name)

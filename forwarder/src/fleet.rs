@@ -1445,10 +1445,10 @@ mod tests {
         let spec = crate::remote::RemoteSpec {
             listen_address: "localhost".into(),
             listen_port: 8022,
-            target: crate::tunnel::Target {
+            target: crate::tunnel::Destination::Tcp(crate::tunnel::Target {
                 host: "127.0.0.1".into(),
                 port: 5432,
-            },
+            }),
         };
         let report = remote_report(t.clone());
         let seen = |t: &TunnelShared| (t.status().state, t.metrics.up.get());

@@ -29,8 +29,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
 use crate::driver::{ForwardedChannel, RemoteForwardError, SessionHandle};
+use crate::local::{LocalStream, Peer};
 use crate::supervisor::SupervisorHandle;
-use crate::tunnel::{NoObserver, Target, TrafficObserver};
+use crate::tunnel::{Destination, NoObserver, TrafficObserver};
 
 /// How many channels may wait for one forward before more are refused.
 const MAX_QUEUED: usize = 256;
@@ -44,8 +45,8 @@ pub struct RemoteSpec {
     pub listen_address: String,
     /// The port the server listens on; 0 lets it pick.
     pub listen_port: u16,
-    /// Where connections go from here.
-    pub target: Target,
+    /// Where connections go from here: a host and port, or a Unix socket.
+    pub target: Destination,
 }
 
 impl RemoteSpec {
@@ -59,10 +60,7 @@ impl RemoteSpec {
         Self {
             listen_address,
             listen_port: f.bind_port,
-            target: Target {
-                host: f.host.clone(),
-                port: f.host_port,
-            },
+            target: f.to.clone(),
         }
     }
 
@@ -438,6 +436,18 @@ pub async fn run_forward(
     result
 }
 
+/// A connection to the target: TCP, or a Unix socket here.
+async fn connect_to(target: &Destination) -> std::io::Result<LocalStream> {
+    match target {
+        Destination::Tcp(t) => TcpStream::connect((t.host.as_str(), t.port))
+            .await
+            .map(LocalStream::Tcp),
+        Destination::Unix(path) => tokio::net::UnixStream::connect(path)
+            .await
+            .map(LocalStream::Unix),
+    }
+}
+
 /// How Rust's standard library starts the message of a failed name lookup.
 const LOOKUP_FAILED: &str = "failed to lookup address information: ";
 
@@ -450,7 +460,7 @@ const LOOKUP_FAILED: &str = "failed to lookup address information: ";
 /// out": OpenSSH's client leaves that to the kernel (about two minutes on Linux).
 async fn connect(
     ch: ForwardedChannel,
-    target: Target,
+    target: Destination,
     session: SessionHandle,
     observer: Arc<dyn TrafficObserver>,
     limit: Duration,
@@ -461,8 +471,7 @@ async fn connect(
         debug!("remote forward: the channel's session ended before it was served");
         return;
     }
-    let connecting = TcpStream::connect((target.host.as_str(), target.port));
-    let socket = match tokio::time::timeout(limit, connecting).await {
+    let socket = match tokio::time::timeout(limit, connect_to(&target)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             info!("remote forward: connecting to {target} failed: {e}");
@@ -493,14 +502,19 @@ async fn connect(
             return;
         }
     };
-    let _ = socket.set_nodelay(true);
-    let peer = crate::local::Peer::Tcp(
-        socket
-            .local_addr()
-            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-    );
+    socket.set_nodelay();
+    // Who the connection is, in logs: our end of it.
+    let peer = match (&socket, &target) {
+        (LocalStream::Tcp(s), _) => Peer::Tcp(
+            s.local_addr()
+                .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        ),
+        (LocalStream::Unix(_), _) => {
+            Peer::Unix(Arc::from(std::path::Path::new(&target.to_string())))
+        }
+    };
     observer.opened();
-    let socket = Arc::new(crate::local::LocalStream::Tcp(socket));
+    let socket = Arc::new(socket);
     let _ = crate::tunnel::forward(socket, peer, &session, stream, &observer).await;
     observer.closed();
 }

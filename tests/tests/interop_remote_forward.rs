@@ -455,3 +455,70 @@ fn interop_remote_forward_port_closes_after_sigterm() {
     assert!(status.success(), "{status:?}: {}", tunnel.log());
     wait_listening(fixed, false, "after SIGTERM");
 }
+
+/// Echoes the next `n` connections to a Unix socket at `path`, one after the other, in a
+/// thread (each accept waits at most [`WAIT`]).
+fn unix_echo(path: &std::path::Path, n: usize) -> std::thread::JoinHandle<()> {
+    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind the socket");
+    listener.set_nonblocking(true).expect("non-blocking accept");
+    std::thread::spawn(move || {
+        for _ in 0..n {
+            let deadline = Instant::now() + WAIT;
+            let mut conn = loop {
+                match listener.accept() {
+                    Ok((conn, _)) => break conn,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        assert!(
+                            Instant::now() < deadline,
+                            "no connection reached the socket"
+                        );
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                }
+            };
+            conn.set_nonblocking(false).expect("blocking");
+            let mut reader = conn.try_clone().expect("clone");
+            let _ = std::io::copy(&mut reader, &mut conn);
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+        }
+    })
+}
+
+#[test]
+fn interop_remote_forward_to_a_unix_socket_here() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder().authorize(&key).start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("echo.sock");
+    let missing = dir.path().join("missing.sock");
+    let echo = unix_echo(&socket, 2);
+    let (port, dead) = (free_port(), free_port());
+    let tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .option(&format!("RemoteForward={port} {}", socket.display()))
+        .option(&format!("RemoteForward={dead} {}", missing.display()))
+        .spawn();
+    wait_listening(port, true, "the bastion's port");
+    round_trip(port, &pattern(1 << 20, 3));
+    round_trip(port, &pattern(70_000, 4));
+    echo.join().expect("the echo server");
+
+    // No socket at the target: the channel is refused with the system's reason, and the
+    // client on the bastion's side sees its connection end.
+    wait_listening(dead, true, "the bastion's second port");
+    let mut s = TcpStream::connect(("127.0.0.1", dead)).expect("connect");
+    s.set_read_timeout(Some(PROMPT)).expect("timeout");
+    let mut buf = [0u8; 1];
+    assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)));
+    let log = tunnel.wait_for_log("No such file or directory", WAIT);
+    assert!(
+        log.contains(&format!("connecting to {} failed", missing.display())),
+        "{log}"
+    );
+    assert!(
+        sshd.log()
+            .contains("open failed: connect failed: No such file or directory"),
+        "{}",
+        sshd.log()
+    );
+}

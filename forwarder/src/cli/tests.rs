@@ -649,7 +649,7 @@ fn unknown_and_unsupported_keys() {
     ]);
     assert_eq!(o.remote_forwards.len(), 2);
     assert_eq!(o.remote_forwards[0].bind_port, 0);
-    assert_eq!(o.remote_forwards[1].host, "db");
+    assert_eq!(o.remote_forwards[1].to.to_string(), "db:5432");
     assert!(err(&["-R", "nope", "h"]).contains("bad -R specification"));
     assert!(err(&["-o", "ProxyCommand=nc %h %p", "h"]).contains("is not supported"));
 }

@@ -878,11 +878,7 @@ fn resolve(
             Destination::Unix(socket_path(target, "remote")?)
         }
         Way::Remote { .. } if target.get_ref().contains('/') => {
-            return Err((
-                Some(target.span().start),
-                "key `target`: a remote tunnel connects to a host and port, not to a Unix socket"
-                    .into(),
-            ));
+            Destination::Unix(socket_path(target, "target")?)
         }
         _ => {
             let (host, port) = split_host_port(target.get_ref())
@@ -897,10 +893,10 @@ fn resolve(
                         Some(target.span().start),
                         format!(
                             "key `{key}`: {:?} is not a host and port (for example \
-                             \"db.internal:5432\"){}",
+                             \"db.internal:5432\"), or the absolute path of a Unix socket{}",
                             target.get_ref(),
                             if key == "remote" {
-                                ", or the absolute path of a Unix socket on the bastion"
+                                " on the bastion"
                             } else {
                                 ""
                             }

@@ -706,11 +706,20 @@ fn unix_socket_locals_and_remotes() {
         let e = parse_err(&tunnel("a", local, remote));
         assert!(e.contains(needle), "{local} {remote}: {e}");
     }
-    let e = parse_err(
-        "[[tunnel]]\nname = \"r\"\nkind = \"remote\"\nbastion = \"u@b\"\nbastion_listen = \"8022\"\ntarget = \"/run/app.sock\"\n",
-    );
+    let remote = |target: &str| {
+        format!(
+            "[[tunnel]]\nname = \"r\"\nkind = \"remote\"\nbastion = \"u@b\"\nbastion_listen = \"8022\"\ntarget = \"{target}\"\n"
+        )
+    };
+    let c = parse_ok(&remote("/run/app.sock"));
+    let TunnelKind::Remote(spec) = &c.tunnels[0].kind else {
+        panic!("a remote tunnel: {c:?}");
+    };
+    assert_eq!(spec.target, Destination::Unix("/run/app.sock".into()));
+    assert_eq!(c.tunnels[0].remote, spec.target);
+    let e = parse_err(&remote("run/app.sock"));
     assert!(
-        e.contains("key `target`: a remote tunnel connects to a host and port"),
+        e.contains("key `target`: \"run/app.sock\" is not an absolute"),
         "{e}"
     );
 }
