@@ -472,6 +472,16 @@ impl State {
         }
     }
 
+    /// Records the server's version line and when it came, once the transport has it.
+    fn note_server_version(&mut self) {
+        if self.log.version_time.is_none()
+            && let Some(v) = self.session.transport().server_version()
+        {
+            self.log.server_version = Some(v);
+            self.log.version_time = Some(self.started.elapsed());
+        }
+    }
+
     fn open_now(&mut self, p: PendingOpen) {
         // The open's round trip is timed: receive windows grow by it.
         self.session.set_clock(Instant::now());
@@ -1547,12 +1557,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         st.session.handle_eof();
                     } else {
                         st.session.commit_input(n, Instant::now());
-                        if st.log.version_time.is_none()
-                            && let Some(v) = st.session.transport().server_version()
-                        {
-                            st.log.server_version = Some(v);
-                            st.log.version_time = Some(st.started.elapsed());
-                        }
+                        st.note_server_version();
                     }
                     progress = true;
                 }
@@ -1565,7 +1570,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Poll::Pending => {}
             }
         }
-        if let Err(e) = st.process()
+        let processed = st.process();
+        // The version line may only be parsed now, and a failure in the same read (no
+        // algorithm in common in the KEXINIT right behind it) must not hide that it came.
+        st.note_server_version();
+        if let Err(e) = processed
             && st.error.is_none()
         {
             st.fail_all(&e);

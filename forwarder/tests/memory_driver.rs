@@ -1119,3 +1119,32 @@ async fn server_closed_completes_at_the_servers_close_and_at_a_lost_session() {
         .expect("the waiting task");
     assert!(channel.session_failed());
 }
+
+/// The server's version line is recorded even when the read that brought it also brought a
+/// KEXINIT the session fails on (no key exchange in common): `forwarder check` tells "not an
+/// SSH server" (stage 3) from "no algorithm in common" (stage 4) by it. The test server sends
+/// both in one write, so the client reads them together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_line_read_with_a_kexinit_the_session_fails_on_is_still_recorded() {
+    use ssh_transport::kex::KexAlgorithm;
+    let mut server = ServerOptions::default();
+    server.transport.kex = vec![KexAlgorithm::Curve25519Sha256];
+    let mut client = ClientOptions::default();
+    client.transport.kex_algorithms = vec![KexAlgorithm::EcdhNistP256];
+    let server = support::TestServer::new(server);
+    let c = support::start_client(server.connect(), server.host_key(), &client);
+    let handle = c.handle.clone();
+    let end = c.finished(Duration::from_secs(10)).await;
+    assert!(
+        matches!(end, Err(SessionError::Transport(ref e)) if e.to_string().contains("key exchange")),
+        "{end:?}"
+    );
+    let log = handle.log();
+    assert!(
+        log.server_version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("SSH-2.0-")),
+        "the version line that came was not recorded: {log:?}"
+    );
+    assert!(log.version_time.is_some());
+}
