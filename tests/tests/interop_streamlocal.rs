@@ -30,12 +30,14 @@ fn is_socket(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
-/// Waits until `path` is a socket (the forwarder binds its listeners before it logs in).
+/// Waits until a socket at `path` takes connections (the forwarder binds its listeners
+/// before it logs in). The file appears at the bind, before its mode is set and before it
+/// listens, so the file alone is not enough; the probe connection is dropped at once.
 fn wait_for_socket(path: &Path, tunnel: &Tunnel) {
     wait_until(
         WAIT,
-        &format!("a socket at {}", path.display()),
-        || is_socket(path).then_some(()),
+        &format!("a socket at {} that takes connections", path.display()),
+        || (is_socket(path) && std::os::unix::net::UnixStream::connect(path).is_ok()).then_some(()),
         || tunnel.log(),
     );
 }
@@ -323,4 +325,31 @@ fn a_fleet_tunnel_from_a_socket_to_a_socket_is_probed_and_its_socket_goes_with_i
     );
     fleet.terminate();
     assert!(fleet.wait_exit(WAIT).is_some(), "{}", fleet.log());
+}
+
+#[test]
+fn a_socket_is_removed_when_the_first_login_fails_and_forwarder_exits() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let stranger = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("s.sock");
+    // Listening starts before the login; the refused login ends the run (exit 255, as ssh).
+    let mut tunnel = spawn_with_forward(
+        ClientKind::Forwarder,
+        &sshd,
+        &stranger,
+        &socket.display().to_string(),
+        "127.0.0.1:5432",
+        &[],
+    );
+    let log = tunnel.expect_failure();
+    assert!(
+        log.contains("Permission denied") || log.contains("refused"),
+        "{log}"
+    );
+    assert!(
+        !socket.exists(),
+        "the socket file outlived a failed run:\n{log}"
+    );
 }
