@@ -115,7 +115,7 @@ pub fn drive(data: &[u8]) -> Report {
         report: Report::default(),
     };
     for _ in 0..(setup >> 1) & 3 {
-        h.open();
+        h.open(setup & 0x80 != 0);
     }
     for _ in 0..MAX_OPS {
         let Some(op) = input.byte() else { break };
@@ -176,7 +176,8 @@ pub fn drive(data: &[u8]) -> Report {
                 h.conn.send_keepalive(&mut h.sink);
                 h.keepalives_sent += 1;
             }
-            6 => h.open(),
+            // The high bit opens a channel to a Unix socket.
+            6 => h.open(op & 0x80 != 0),
             8 => {
                 h.conn
                     .request_tcpip_forward(FORWARD_ADDRESS, FORWARD_PORT, &mut h.sink);
@@ -224,11 +225,16 @@ fn channel_id(input: &mut Input<'_>) -> ChannelId {
 }
 
 impl Harness {
-    fn open(&mut self) {
-        let Ok(id) =
+    /// Opens a `direct-tcpip` channel, or a `direct-streamlocal@openssh.com` one.
+    fn open(&mut self, streamlocal: bool) {
+        let opened = if streamlocal {
+            self.conn
+                .open_direct_streamlocal("/run/pg/.s.PGSQL.5432", &mut self.sink)
+        } else {
             self.conn
                 .open_direct_tcpip("db.internal", 5432, "127.0.0.1", 50000, &mut self.sink)
-        else {
+        };
+        let Ok(id) = opened else {
             return;
         };
         let m = self.channels.entry(id.0).or_default();
@@ -572,7 +578,41 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     // Another open takes a freed id; both freed ids are confirmed, one of them is pending.
     server(&mut ops, &forwarded(53));
     ops.extend_from_slice(&[7, 9, 1, 9, 2, 7]);
-    vec![("conn-forwarded".to_owned(), ops)]
+
+    // A channel to a Unix socket (set up first: the high bit and one open), confirmed, with
+    // data both ways, then a second one the server refuses.
+    let mut local = vec![0x82u8];
+    server(
+        &mut local,
+        &msg(ssh_connection::msg::ChannelOpenConfirmation {
+            recipient: 0,
+            sender: 70,
+            initial_window: 4096,
+            max_packet: 1024,
+        }),
+    );
+    server(
+        &mut local,
+        &msg(ChannelData {
+            recipient: 0,
+            data: b"pg!",
+        }),
+    );
+    local.extend_from_slice(&[7, 2, 0, 0, 5, 0x86]);
+    server(
+        &mut local,
+        &msg(ssh_connection::msg::ChannelOpenFailure {
+            recipient: 1,
+            reason: ssh_connection::OpenFailureReason::CONNECT_FAILED,
+            description: b"open failed",
+            language: b"",
+        }),
+    );
+    local.push(7);
+    vec![
+        ("conn-forwarded".to_owned(), ops),
+        ("conn-streamlocal".to_owned(), local),
+    ]
 }
 
 #[cfg(test)]
@@ -588,6 +628,14 @@ mod tests {
         assert_eq!(r.forwarded_refused, 2, "{r:?}");
         assert_eq!(r.closed, 2, "the refused and the closed one: {r:?}");
         assert_eq!(r.data_accepted, 3, "{r:?}");
+    }
+
+    #[test]
+    fn streamlocal_seed_opens_socket_channels_and_moves_data() {
+        let r = report("conn-streamlocal");
+        assert!(!r.failed, "{r:?}");
+        assert_eq!(r.data_accepted, 3, "{r:?}");
+        assert_eq!(r.open_failed, 1, "{r:?}");
     }
 
     /// Data for a pending channel is the server's protocol error, and the harness sees the
