@@ -1,5 +1,6 @@
 //! The client side of the SSH connection protocol (RFC 4254) as a sans-IO state machine:
-//! `direct-tcpip` channels for local port forwarding, `tcpip-forward` requests and the
+//! `direct-tcpip` channels for local port forwarding (and OpenSSH's
+//! `direct-streamlocal@openssh.com` ones, to a Unix socket), `tcpip-forward` requests and the
 //! `forwarded-tcpip` channels of remote port forwarding, flow control, and keepalives.
 //!
 //! ```text
