@@ -326,6 +326,9 @@ pub struct SshConnector {
     spec: SessionSpec,
     /// The key files of every hop, as last read.
     auth: std::sync::Mutex<Arc<ChainAuth>>,
+    /// The identities [`Connector::prepare`] gathered for the next attempt (the agent asked,
+    /// changed key files read again) before the bastion's handshake gate was taken.
+    prepared: std::sync::Mutex<Option<ChainIdentities>>,
 }
 
 /// The key files of a chain's hops, and what they looked like when read.
@@ -559,7 +562,17 @@ impl SshConnector {
     /// each attempt.
     pub async fn prepare(spec: SessionSpec) -> Self {
         let auth = std::sync::Mutex::new(Arc::new(ChainAuth::prepare(&spec).await));
-        Self { spec, auth }
+        Self {
+            spec,
+            auth,
+            prepared: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// An attempt's identities: the key files (read again if changed) and the agent's keys
+    /// now.
+    async fn identities_for_attempt(&self) -> ChainIdentities {
+        self.current_auth().await.for_attempt(&self.spec).await
     }
 
     /// The key files to use for an attempt: as last read, or read again first when a key
@@ -799,7 +812,15 @@ impl SshConnector {
     async fn start(&self) -> Result<Connected, ConnectError> {
         let spec = &self.spec;
         let started = Instant::now();
-        let auth = self.current_auth().await.for_attempt(spec).await;
+        let prepared = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let auth = match prepared {
+            Some(auth) => auth,
+            None => self.identities_for_attempt().await,
+        };
         let hops = self.hops(&auth);
         let Some((destination, jumps)) = hops.split_last() else {
             return Err(ConnectError::Permanent("no host to connect to".into()));
@@ -989,6 +1010,13 @@ where
 }
 
 impl Connector for SshConnector {
+    fn prepare(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async {
+            let auth = self.identities_for_attempt().await;
+            *self.prepared.lock().unwrap_or_else(|p| p.into_inner()) = Some(auth);
+        })
+    }
+
     fn connect(
         &self,
     ) -> std::pin::Pin<

@@ -73,6 +73,15 @@ pub enum ConnectError {
 
 /// Makes sessions: the part of an attempt that knows about sockets and keys.
 pub trait Connector: Send + Sync + 'static {
+    /// What an attempt can do before it needs the bastion (ask the agent for its keys, read
+    /// changed key files): run before the bastion's handshake gate is taken, so that a slow
+    /// agent holds up no other session to the same bastion. The next [`connect`] uses it.
+    ///
+    /// [`connect`]: Connector::connect
+    fn prepare(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
+
     /// Connects and starts a session (its driver not yet polled).
     fn connect(&self)
     -> Pin<Box<dyn Future<Output = Result<Connected, ConnectError>> + Send + '_>>;
@@ -615,6 +624,10 @@ async fn run(
         attempts = attempts.saturating_add(1);
         state.send_replace(SessionState::Connecting { attempt: attempts });
         let result = {
+            tokio::select! {
+                () = connector.prepare() => {}
+                _ = stopped(&mut stop) => return stop_now(),
+            }
             let permit = tokio::select! {
                 p = gate.handshake.lock() => p,
                 _ = stopped(&mut stop) => return stop_now(),

@@ -51,6 +51,9 @@ struct MemConnector {
     max_in_flight: AtomicUsize,
     /// Server connections made, in order.
     conns: Mutex<Vec<ServerConn>>,
+    /// `prepare()` waits while this is false (an agent that does not answer).
+    prepare_open: tokio::sync::watch::Sender<bool>,
+    prepares: AtomicU32,
 }
 
 impl MemConnector {
@@ -69,7 +72,14 @@ impl MemConnector {
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_in_flight: AtomicUsize::new(0),
             conns: Mutex::new(Vec::new()),
+            prepare_open: tokio::sync::watch::channel(true).0,
+            prepares: AtomicU32::new(0),
         })
+    }
+
+    /// Makes `prepare()` wait (`false`) or go on (`true`).
+    fn set_prepare_open(&self, open: bool) {
+        self.prepare_open.send_replace(open);
     }
 
     fn set_down(&self, down: bool) {
@@ -174,6 +184,14 @@ impl Future for Tracked {
 }
 
 impl Connector for MemConnector {
+    fn prepare(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            self.prepares.fetch_add(1, Ordering::SeqCst);
+            let mut open = self.prepare_open.subscribe();
+            let _ = open.wait_for(|o| *o).await;
+        })
+    }
+
     fn connect(
         &self,
     ) -> Pin<Box<dyn Future<Output = Result<Connected, ConnectError>> + Send + '_>> {
@@ -738,6 +756,38 @@ async fn supervisors_of_one_bastion_handshake_one_at_a_time() {
 async fn supervisors_of_different_bastions_handshake_at_once() {
     // The control for the test above: the measurement does see overlapping attempts.
     assert_eq!(concurrent_attempts(false).await, 2);
+}
+
+/// An attempt's preparation (asking the agent) runs before the bastion's handshake gate is
+/// taken: a supervisor whose agent does not answer holds up no other supervisor of the same
+/// bastion, and goes on once its agent answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_preparation_does_not_hold_the_bastion_s_handshake_gate() {
+    let server = TestServer::new(ServerOptions::default());
+    let stuck = MemConnector::new(&server);
+    stuck.set_prepare_open(false);
+    let other = MemConnector::new(&server);
+    let gate = BastionGate::new();
+    let a = spawn_with(&stuck, fast(true), false, gate.clone());
+    within(STEP, "a's preparation to start", async {
+        while stuck.prepares.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let b = spawn_with(&other, fast(true), false, gate);
+    let sb = up(&b.handle()).await;
+    echo(&sb, b"b").await;
+    assert_eq!(stuck.calls(), 0, "a connected before its preparation ended");
+    stuck.set_prepare_open(true);
+    let sa = up(&a.handle()).await;
+    echo(&sa, b"a").await;
+    assert_eq!(
+        (stuck.prepares.load(Ordering::SeqCst), stuck.calls()),
+        (1, 1)
+    );
+    assert_eq!(a.shutdown(STEP).await, Outcome::Stopped);
+    assert_eq!(b.shutdown(STEP).await, Outcome::Stopped);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
