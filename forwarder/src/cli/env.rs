@@ -351,14 +351,34 @@ fn process_uid() -> Option<u32> {
     None
 }
 
-/// A forward with `~`, `%` tokens and `${VAR}` expanded in its socket paths.
+/// A forward with `~`, `%` tokens and `${VAR}` expanded in its socket paths, which must
+/// still fit a socket address once expanded.
 fn expand_socket_paths(mut f: LocalForward, tokens: &Tokens<'_>) -> Result<LocalForward, CliError> {
+    let given = f.to_string();
+    let too_long = |path: &str| CliError::BadForward {
+        spec: given.clone(),
+        form: "-L",
+        why: format!(
+            "the socket path {path:?} is {} bytes long once expanded, more than a Unix socket \
+             path can be ({})",
+            path.len(),
+            super::forward::MAX_SOCKET_PATH
+        ),
+    };
     if let Listen::Path(path) = &f.listen {
-        f.listen = Listen::Path(tokens.expand_path_and_variables(&path.to_string_lossy())?);
+        let expanded = tokens.expand_path_and_variables(&path.to_string_lossy())?;
+        if expanded.as_os_str().len() > super::forward::MAX_SOCKET_PATH {
+            return Err(too_long(&expanded.to_string_lossy()));
+        }
+        f.listen = Listen::Path(expanded);
     }
     if let Destination::Unix(path) = &f.to {
         let expanded = tokens.expand_path_and_variables(path)?;
-        f.to = Destination::Unix(expanded.to_string_lossy().into_owned());
+        let expanded = expanded.to_string_lossy().into_owned();
+        if expanded.len() > super::forward::MAX_SOCKET_PATH {
+            return Err(too_long(&expanded));
+        }
+        f.to = Destination::Unix(expanded);
     }
     Ok(f)
 }

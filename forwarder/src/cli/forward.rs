@@ -18,7 +18,7 @@ const CONFIG_REMOTE: &str = "RemoteForward";
 
 /// The longest socket path: `sun_path` holds 108 bytes with the terminating NUL, on Linux
 /// (and OpenSSH takes the local limit for the server's paths too).
-const MAX_SOCKET_PATH: usize = 107;
+pub(super) const MAX_SOCKET_PATH: usize = 107;
 
 /// `-R [bind_address:]port:host:hostport`: the same fields as `-L`, the listening side on
 /// the server.

@@ -573,6 +573,20 @@ fn socket_paths_expand_home_tokens_and_variables_as_ssh_does() {
     let o = run(&["-L", "1:%h:2", "h"]);
     assert_eq!(o.local_forwards, vec![fwd(None, 1, "%h", 2)]);
     assert!(err(&["-L", "1:/tmp/%Q.sock", "h"]).contains("%Q"));
+    // Still within a socket address once expanded (found by the cli_args fuzz target): 100
+    // bytes as given, more once %h is the host name.
+    let long = format!("1:/{}/%h", "d".repeat(96));
+    let e = err(&["-L", &long, "a-rather-long-bastion-name.example.com"]);
+    assert!(
+        e.contains("once expanded, more than a Unix socket path can be"),
+        "{e}"
+    );
+    let e = err(&[
+        "-L",
+        &format!("/{}/%h:db:1", "d".repeat(96)),
+        "a-long-host.example",
+    ]);
+    assert!(e.contains("once expanded"), "{e}");
 }
 
 #[test]
