@@ -40,10 +40,10 @@ use ssh_transport::text::sanitize;
 use crate::ConnectionError;
 use crate::buffer::RecvBuffer;
 use crate::msg::{
-    CANCEL_TCPIP_FORWARD, ChannelClose, ChannelData, ChannelEof, ChannelFailure, ChannelOpen,
-    ChannelOpenConfirmation, ChannelOpenFailure, ConnectionMessage, GlobalRequest, KEEPALIVE,
-    Message, OpenFailureReason, OpenKind, RequestFailure, TCPIP_FORWARD, TcpipEndpoints,
-    WindowAdjust,
+    CANCEL_STREAMLOCAL_FORWARD, CANCEL_TCPIP_FORWARD, ChannelClose, ChannelData, ChannelEof,
+    ChannelFailure, ChannelOpen, ChannelOpenConfirmation, ChannelOpenFailure, ConnectionMessage,
+    GlobalRequest, KEEPALIVE, Message, OpenFailureReason, OpenKind, RequestFailure,
+    STREAMLOCAL_FORWARD, TCPIP_FORWARD, TcpipEndpoints, WindowAdjust,
 };
 use crate::window::{ReceiveWindow, Window};
 
@@ -118,25 +118,24 @@ pub enum Event {
     SendCapacity(ChannelId),
     /// An answer (success or failure) to one of our keepalives.
     KeepaliveReply,
-    /// The server accepted a `tcpip-forward` request of
-    /// [`Connection::request_tcpip_forward`]: it listens, and opens a `forwarded-tcpip`
-    /// channel for each connection it accepts there.
+    /// The server accepted a request of [`Connection::request_tcpip_forward`] or
+    /// [`Connection::request_streamlocal_forward`]: it listens, and opens a
+    /// `forwarded-tcpip` (`forwarded-streamlocal@openssh.com`) channel for each connection it
+    /// accepts there.
     ForwardGranted {
-        /// The address as we asked for it.
-        address: String,
-        /// The port as we asked for it (0: the server picks).
-        port: u32,
-        /// The port the server listens on: the one it allocated when we asked for 0.
+        /// Where it listens, as we asked for it (port 0: the server picks).
+        listen: ForwardListen,
+        /// The port the server listens on: the one it allocated when we asked for 0. 0 for
+        /// a Unix socket.
         bound_port: u32,
     },
-    /// The server refused a `tcpip-forward` request: nothing listens for it.
+    /// The server refused a forward request: nothing listens for it.
     ForwardRefused {
-        /// The address as we asked for it.
-        address: String,
-        /// The port as we asked for it.
-        port: u32,
+        /// Where we asked it to listen.
+        listen: ForwardListen,
     },
-    /// The server asks to open a `forwarded-tcpip` channel for one of our granted forwards.
+    /// The server asks to open a `forwarded-tcpip` (or `forwarded-streamlocal@openssh.com`)
+    /// channel for one of our granted forwards.
     /// It is *not confirmed yet*: nothing has been sent, and the server may send nothing on
     /// it. Connect to the forward's target first, then answer:
     /// [`Connection::confirm_forwarded`] once connected (from then on the channel moves
@@ -146,15 +145,16 @@ pub enum Event {
     ForwardedOpenRequest {
         /// The new channel.
         id: ChannelId,
-        /// The forward's address as we asked for it.
-        address: String,
-        /// The forward's port as we asked for it (0 if the server picked one).
-        port: u32,
-        /// The port the server listens on for the forward (the allocated one for port 0).
+        /// The forward's listening side as we asked for it (port 0 if the server picked
+        /// one).
+        listen: ForwardListen,
+        /// The port the server listens on for the forward (the allocated one for port 0; 0
+        /// for a Unix socket).
         bound_port: u32,
-        /// Where the connection came from on the server's side, sanitised, safe to log.
+        /// Where the connection came from on the server's side, sanitised, safe to log;
+        /// empty for a Unix socket, whose clients have no address.
         originator: String,
-        /// Its port.
+        /// Its port (0 for a Unix socket).
         originator_port: u32,
     },
     /// The server sent a connection-range message number that RFC 4254 does not assign; RFC
@@ -340,30 +340,75 @@ impl Channel {
     }
 }
 
+/// Where a remote forward asks the server to listen.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ForwardListen {
+    /// `tcpip-forward` (RFC 4254 section 7.1): an address (empty for every one) and a port
+    /// (0: the server picks).
+    Tcp {
+        /// The address, as sent.
+        address: String,
+        /// The port, as sent.
+        port: u32,
+    },
+    /// `streamlocal-forward@openssh.com` (OpenSSH's `PROTOCOL`, section 2.4): a Unix socket
+    /// at this path on the server.
+    Unix {
+        /// The socket's path on the server, as sent.
+        path: String,
+    },
+}
+
+impl ForwardListen {
+    /// A TCP address and port.
+    pub fn tcp(address: &str, port: u32) -> Self {
+        Self::Tcp {
+            address: address.to_owned(),
+            port,
+        }
+    }
+
+    /// A Unix socket's path.
+    pub fn unix(path: &str) -> Self {
+        Self::Unix {
+            path: path.to_owned(),
+        }
+    }
+}
+
 /// A global request of ours still waiting for its reply. The server answers them in the
 /// order they were sent (RFC 4254 section 4), so a queue matches every reply.
 #[derive(Debug)]
 enum PendingReply {
     Keepalive,
-    Forward { address: String, port: u32 },
+    Forward(ForwardListen),
 }
 
-/// Sends the global request `name` whose data is a forward's `address` and `port`
-/// (`tcpip-forward` and `cancel-tcpip-forward` share this layout).
+/// Sends the global request for a forward listening at `listen`, `port` standing for its
+/// port: `tcpip-forward` and `cancel-tcpip-forward` carry an address and a port,
+/// `streamlocal-forward@openssh.com` and its cancel a path. A request that asks (`cancel`
+/// false) wants a reply; a cancel, as OpenSSH sends it, does not.
 fn send_forward_request(
-    name: &[u8],
-    want_reply: bool,
-    address: &str,
+    listen: &ForwardListen,
     port: u32,
+    cancel: bool,
     sink: &mut dyn PayloadSink,
 ) {
-    let mut data = Vec::with_capacity(address.len().saturating_add(8));
-    data.extend_from_slice(&u32::try_from(address.len()).unwrap_or(0).to_be_bytes());
-    data.extend_from_slice(address.as_bytes());
-    data.extend_from_slice(&port.to_be_bytes());
+    let (name, field) = match (listen, cancel) {
+        (ForwardListen::Tcp { address, .. }, false) => (TCPIP_FORWARD, address),
+        (ForwardListen::Tcp { address, .. }, true) => (CANCEL_TCPIP_FORWARD, address),
+        (ForwardListen::Unix { path }, false) => (STREAMLOCAL_FORWARD, path),
+        (ForwardListen::Unix { path }, true) => (CANCEL_STREAMLOCAL_FORWARD, path),
+    };
+    let mut data = Vec::with_capacity(field.len().saturating_add(8));
+    data.extend_from_slice(&u32::try_from(field.len()).unwrap_or(0).to_be_bytes());
+    data.extend_from_slice(field.as_bytes());
+    if matches!(listen, ForwardListen::Tcp { .. }) {
+        data.extend_from_slice(&port.to_be_bytes());
+    }
     let msg = GlobalRequest {
         name,
-        want_reply,
+        want_reply: !cancel,
         data: &data,
     };
     sink.send_with(&mut |buf| msg.encode(buf));
@@ -372,18 +417,43 @@ fn send_forward_request(
 /// A remote forward the server granted.
 #[derive(Debug)]
 struct Forward {
-    address: String,
-    port: u32,
+    listen: ForwardListen,
+    /// The port the server listens on (0 for a Unix socket).
     bound_port: u32,
 }
 
 impl Forward {
-    /// Whether a `forwarded-tcpip` open naming `address:port` is for this forward. The
-    /// server names the address as we sent it and the port it listens on (some name the port
-    /// we asked for), as OpenSSH's client matches them.
-    fn matches(&self, address: &[u8], port: u32) -> bool {
-        self.address.as_bytes() == address
-            && (port == self.bound_port || (self.port != 0 && port == self.port))
+    /// Whether a channel the server opens (`kind`) is for this forward. A `forwarded-tcpip`
+    /// open names the address as we sent it and the port the server listens on (some name
+    /// the port we asked for), as OpenSSH's client matches them; a
+    /// `forwarded-streamlocal@openssh.com` open names the path as we sent it.
+    fn matches(&self, kind: &OpenKind<'_>) -> bool {
+        match (&self.listen, kind) {
+            (ForwardListen::Tcp { address, port }, OpenKind::ForwardedTcpip(e)) => {
+                address.as_bytes() == e.address
+                    && (e.port == self.bound_port || (*port != 0 && e.port == *port))
+            }
+            (ForwardListen::Unix { path }, OpenKind::ForwardedStreamlocal { path: p }) => {
+                path.as_bytes() == *p
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `listen` names this forward: the same address and either the port asked for
+    /// or the one the server listens on, or the same path.
+    fn is(&self, listen: &ForwardListen) -> bool {
+        match (&self.listen, listen) {
+            (
+                ForwardListen::Tcp { address, port },
+                ForwardListen::Tcp {
+                    address: a,
+                    port: p,
+                },
+            ) => address == a && (port == p || self.bound_port == *p),
+            (ForwardListen::Unix { path }, ForwardListen::Unix { path: p }) => path == p,
+            _ => false,
+        }
     }
 }
 
@@ -872,14 +942,30 @@ impl Connection {
     /// order with the answers to keepalives. Only granted forwards may open channels; every
     /// other channel the server opens is refused.
     pub fn request_tcpip_forward(&mut self, address: &str, port: u32, sink: &mut dyn PayloadSink) {
+        self.request_forward(ForwardListen::tcp(address, port), sink);
+    }
+
+    /// Asks the server to listen on a Unix socket at `path` (OpenSSH's
+    /// `streamlocal-forward@openssh.com`) and to open a `forwarded-streamlocal@openssh.com`
+    /// channel for each connection it accepts there; otherwise as
+    /// [`request_tcpip_forward`](Self::request_tcpip_forward). The server creates the socket
+    /// with its own `StreamLocalBindMask`, and refuses when the path exists unless its
+    /// `StreamLocalBindUnlink` is set; it never removes the file.
+    pub fn request_streamlocal_forward(&mut self, path: &str, sink: &mut dyn PayloadSink) {
+        self.request_forward(ForwardListen::unix(path), sink);
+    }
+
+    /// Sends the request for a forward listening at `listen`; its answer is matched in order.
+    pub fn request_forward(&mut self, listen: ForwardListen, sink: &mut dyn PayloadSink) {
         if self.failed.is_some() {
             return;
         }
-        send_forward_request(TCPIP_FORWARD, true, address, port, sink);
-        self.replies_due.push_back(PendingReply::Forward {
-            address: address.to_owned(),
-            port,
-        });
+        let port = match &listen {
+            ForwardListen::Tcp { port, .. } => *port,
+            ForwardListen::Unix { .. } => 0,
+        };
+        send_forward_request(&listen, port, false, sink);
+        self.replies_due.push_back(PendingReply::Forward(listen));
     }
 
     /// Drops the granted remote forward requested as `address:port` (`port` may be the port
@@ -894,16 +980,25 @@ impl Connection {
         port: u32,
         sink: &mut dyn PayloadSink,
     ) -> bool {
-        let Some(i) = self
-            .forwards
-            .iter()
-            .position(|f| f.address == address && (f.port == port || f.bound_port == port))
-        else {
+        self.cancel_forward(&ForwardListen::tcp(address, port), sink)
+    }
+
+    /// Drops the granted forward listening on the Unix socket at `path`: sends
+    /// `cancel-streamlocal-forward@openssh.com` (the server closes its listener; the file
+    /// stays), otherwise as [`cancel_tcpip_forward`](Self::cancel_tcpip_forward).
+    pub fn cancel_streamlocal_forward(&mut self, path: &str, sink: &mut dyn PayloadSink) -> bool {
+        self.cancel_forward(&ForwardListen::unix(path), sink)
+    }
+
+    /// Drops the granted forward `listen` names (for TCP, by the port asked for or the one
+    /// the server listens on); see [`cancel_tcpip_forward`](Self::cancel_tcpip_forward).
+    pub fn cancel_forward(&mut self, listen: &ForwardListen, sink: &mut dyn PayloadSink) -> bool {
+        let Some(i) = self.forwards.iter().position(|f| f.is(listen)) else {
             return false;
         };
         let f = self.forwards.swap_remove(i);
         if self.failed.is_none() {
-            send_forward_request(CANCEL_TCPIP_FORWARD, false, &f.address, f.bound_port, sink);
+            send_forward_request(&f.listen, f.bound_port, true, sink);
         }
         true
     }
@@ -1228,9 +1323,7 @@ impl Connection {
                         self.unanswered_keepalives = self.unanswered_keepalives.saturating_sub(1);
                         self.events.push_back(Event::KeepaliveReply);
                     }
-                    PendingReply::Forward { address, port } => {
-                        self.forward_reply(&message, address, port);
-                    }
+                    PendingReply::Forward(listen) => self.forward_reply(&message, listen),
                 }
             }
             Message::ChannelOpen(m) => self.server_open(&m, sink)?,
@@ -1242,28 +1335,26 @@ impl Connection {
     }
 
     /// The server answered a `tcpip-forward` request.
-    fn forward_reply(&mut self, reply: &Message<'_>, address: String, port: u32) {
+    fn forward_reply(&mut self, reply: &Message<'_>, listen: ForwardListen) {
         let Message::RequestSuccess(m) = reply else {
-            self.events
-                .push_back(Event::ForwardRefused { address, port });
+            self.events.push_back(Event::ForwardRefused { listen });
             return;
         };
         // With port 0 the reply carries the allocated port (RFC 4254 section 7.1); servers
-        // that leave it out listen on the port we asked for.
-        let bound_port = match (port, m.data) {
-            (0, [a, b, c, d, ..]) => u32::from_be_bytes([*a, *b, *c, *d]),
-            _ => port,
+        // that leave it out listen on the port we asked for. A socket has no port.
+        let bound_port = match (&listen, m.data) {
+            (ForwardListen::Tcp { port: 0, .. }, [a, b, c, d, ..]) => {
+                u32::from_be_bytes([*a, *b, *c, *d])
+            }
+            (ForwardListen::Tcp { port, .. }, _) => *port,
+            (ForwardListen::Unix { .. }, _) => 0,
         };
         self.forwards.push(Forward {
-            address: address.clone(),
-            port,
+            listen: listen.clone(),
             bound_port,
         });
-        self.events.push_back(Event::ForwardGranted {
-            address,
-            port,
-            bound_port,
-        });
+        self.events
+            .push_back(Event::ForwardGranted { listen, bound_port });
     }
 
     /// A CHANNEL_OPEN from the server: a `forwarded-tcpip` channel for a granted forward
@@ -1276,12 +1367,23 @@ impl Connection {
         sink: &mut dyn PayloadSink,
     ) -> Result<(), ConnectionError> {
         let forward = match &m.kind {
-            OpenKind::ForwardedTcpip(e) if m.max_packet > 0 => self
-                .forwards
-                .iter()
-                .find(|f| f.matches(e.address, e.port))
-                .map(|f| (f.address.clone(), f.port, f.bound_port, *e)),
+            OpenKind::ForwardedTcpip(_) | OpenKind::ForwardedStreamlocal { .. }
+                if m.max_packet > 0 =>
+            {
+                self.forwards
+                    .iter()
+                    .find(|f| f.matches(&m.kind))
+                    .map(|f| (f.listen.clone(), f.bound_port))
+            }
             _ => None,
+        };
+        // Who connected: a socket's client has no address.
+        let (originator, originator_port) = match &m.kind {
+            OpenKind::ForwardedTcpip(e) => (
+                sanitize(e.originator_address, false, 256),
+                e.originator_port,
+            ),
+            _ => (String::new(), 0),
         };
         let refuse = |reason, description: &[u8], sink: &mut dyn PayloadSink| {
             let msg = ChannelOpenFailure {
@@ -1292,7 +1394,7 @@ impl Connection {
             };
             sink.send_with(&mut |buf| msg.encode(buf));
         };
-        let Some((address, port, bound_port, endpoints)) = forward else {
+        let Some((listen, bound_port)) = forward else {
             tracing::debug!(
                 channel_type = %sanitize(m.kind.channel_type(), false, 64),
                 "refusing channel opened by the server"
@@ -1326,11 +1428,10 @@ impl Connection {
         self.server_live = self.server_live.saturating_add(1);
         self.events.push_back(Event::ForwardedOpenRequest {
             id: ChannelId(id),
-            address,
-            port,
+            listen,
             bound_port,
-            originator: sanitize(endpoints.originator_address, false, 256),
-            originator_port: endpoints.originator_port,
+            originator,
+            originator_port,
         });
         Ok(())
     }
@@ -1587,6 +1688,149 @@ mod tests {
         }
     }
 
+    fn global_request(payload: &[u8]) -> (Vec<u8>, bool, Vec<u8>) {
+        match Message::decode(payload) {
+            Ok(Message::GlobalRequest(g)) => (g.name.to_vec(), g.want_reply, g.data.to_vec()),
+            other => panic!("not a global request: {other:?}"),
+        }
+    }
+
+    fn ssh_string(s: &[u8]) -> Vec<u8> {
+        let mut out = u32::try_from(s.len()).unwrap_or(0).to_be_bytes().to_vec();
+        out.extend_from_slice(s);
+        out
+    }
+
+    // OpenSSH's PROTOCOL 2.4: the request names the path alone; its reply carries nothing,
+    // and a `forwarded-streamlocal@openssh.com` open naming the path is for it (with no
+    // originator), while one naming another path, or a `forwarded-tcpip` open, is not.
+    #[test]
+    fn a_streamlocal_forward_is_requested_granted_opened_and_cancelled_by_its_path() {
+        let mut conn = Connection::new(Config::default());
+        let mut sink: Vec<Vec<u8>> = Vec::new();
+        conn.request_streamlocal_forward("/run/fwd.sock", &mut sink);
+        assert_eq!(
+            global_request(&sink[0]),
+            (
+                b"streamlocal-forward@openssh.com".to_vec(),
+                true,
+                ssh_string(b"/run/fwd.sock")
+            )
+        );
+        assert_eq!(conn.handle_payload(&success(None), &mut sink), Ok(()));
+        assert_eq!(
+            conn.poll_event(),
+            Some(Event::ForwardGranted {
+                listen: ForwardListen::unix("/run/fwd.sock"),
+                bound_port: 0
+            })
+        );
+        let streamlocal = |sender, path: &str| {
+            open(
+                sender,
+                OpenKind::ForwardedStreamlocal {
+                    path: path.as_bytes(),
+                },
+            )
+        };
+        // Another path, and a TCP open with the path as its address, are refused.
+        sink.clear();
+        assert_eq!(
+            conn.handle_payload(&streamlocal(3, "/run/other.sock"), &mut sink),
+            Ok(())
+        );
+        assert_eq!(
+            refusal(&sink),
+            (3, OpenFailureReason::ADMINISTRATIVELY_PROHIBITED)
+        );
+        assert_eq!(
+            conn.handle_payload(&forwarded(4, "/run/fwd.sock", 0), &mut sink),
+            Ok(())
+        );
+        assert_eq!(
+            refusal(&sink),
+            (4, OpenFailureReason::ADMINISTRATIVELY_PROHIBITED)
+        );
+        assert_eq!(conn.poll_event(), None);
+        // Its own path is a pending channel, with no originator.
+        assert_eq!(
+            conn.handle_payload(&streamlocal(5, "/run/fwd.sock"), &mut sink),
+            Ok(())
+        );
+        let Some(Event::ForwardedOpenRequest {
+            id,
+            listen,
+            bound_port,
+            originator,
+            originator_port,
+        }) = conn.poll_event()
+        else {
+            panic!("no ForwardedOpenRequest");
+        };
+        assert_eq!(listen, ForwardListen::unix("/run/fwd.sock"));
+        assert_eq!(
+            (bound_port, originator.as_str(), originator_port),
+            (0, "", 0)
+        );
+        sink.clear();
+        assert_eq!(conn.confirm_forwarded(id, &mut sink), Ok(()));
+        assert!(matches!(
+            Message::decode(&sink[0]),
+            Ok(Message::ChannelOpenConfirmation(c)) if c.recipient == 5
+        ));
+        // A TCP cancel does not name it; its own cancel does, once, with no reply asked.
+        sink.clear();
+        assert!(!conn.cancel_tcpip_forward("/run/fwd.sock", 0, &mut sink));
+        assert!(!conn.cancel_streamlocal_forward("/run/other.sock", &mut sink));
+        assert!(sink.is_empty());
+        assert!(conn.cancel_streamlocal_forward("/run/fwd.sock", &mut sink));
+        assert_eq!(
+            global_request(&sink[0]),
+            (
+                b"cancel-streamlocal-forward@openssh.com".to_vec(),
+                false,
+                ssh_string(b"/run/fwd.sock")
+            )
+        );
+        assert!(!conn.cancel_streamlocal_forward("/run/fwd.sock", &mut sink));
+        sink.clear();
+        assert_eq!(
+            conn.handle_payload(&streamlocal(6, "/run/fwd.sock"), &mut sink),
+            Ok(())
+        );
+        assert_eq!(
+            refusal(&sink),
+            (6, OpenFailureReason::ADMINISTRATIVELY_PROHIBITED)
+        );
+    }
+
+    #[test]
+    fn a_refused_streamlocal_forward_opens_nothing() {
+        let mut conn = Connection::new(Config::default());
+        let mut sink: Vec<Vec<u8>> = Vec::new();
+        conn.request_streamlocal_forward("/run/fwd.sock", &mut sink);
+        assert_eq!(conn.handle_payload(&[82], &mut sink), Ok(()));
+        assert_eq!(
+            conn.poll_event(),
+            Some(Event::ForwardRefused {
+                listen: ForwardListen::unix("/run/fwd.sock")
+            })
+        );
+        sink.clear();
+        let open = open(
+            8,
+            OpenKind::ForwardedStreamlocal {
+                path: b"/run/fwd.sock",
+            },
+        );
+        assert_eq!(conn.handle_payload(&open, &mut sink), Ok(()));
+        assert_eq!(
+            refusal(&sink),
+            (8, OpenFailureReason::ADMINISTRATIVELY_PROHIBITED)
+        );
+        assert_eq!(conn.poll_event(), None);
+    }
+
     #[test]
     fn a_tcpip_forward_request_is_encoded_with_want_reply() {
         let mut conn = Connection::new(Config::default());
@@ -1636,7 +1880,10 @@ mod tests {
         );
         assert!(matches!(
             conn.poll_event(),
-            Some(Event::ForwardedOpenRequest { port: 8022, .. })
+            Some(Event::ForwardedOpenRequest {
+                listen: ForwardListen::Tcp { port: 8022, .. },
+                ..
+            })
         ));
         // Named by the allocated port works as well.
         assert!(conn.cancel_tcpip_forward("", 8022, &mut sink));
@@ -1683,8 +1930,7 @@ mod tests {
         );
         let Some(Event::ForwardedOpenRequest {
             id,
-            address,
-            port,
+            listen: ForwardListen::Tcp { address, port },
             bound_port,
             originator,
             originator_port,
@@ -2027,7 +2273,10 @@ mod tests {
         );
         assert!(matches!(
             conn.poll_event(),
-            Some(Event::ForwardedOpenRequest { port: 8022, .. })
+            Some(Event::ForwardedOpenRequest {
+                listen: ForwardListen::Tcp { port: 8022, .. },
+                ..
+            })
         ));
     }
 
@@ -2124,8 +2373,7 @@ mod tests {
         assert_eq!(
             conn.poll_event(),
             Some(Event::ForwardRefused {
-                address: "localhost".into(),
-                port: 8022
+                listen: ForwardListen::tcp("localhost", 8022)
             })
         );
         assert_eq!(
@@ -2214,14 +2462,12 @@ mod tests {
             vec![
                 Event::KeepaliveReply,
                 Event::ForwardGranted {
-                    address: "localhost".into(),
-                    port: 0,
+                    listen: ForwardListen::tcp("localhost", 0),
                     bound_port: 41000
                 },
                 Event::KeepaliveReply,
                 Event::ForwardRefused {
-                    address: String::new(),
-                    port: 2222
+                    listen: ForwardListen::tcp("", 2222)
                 },
                 Event::KeepaliveReply,
             ]

@@ -1,7 +1,9 @@
 //! The client side of the SSH connection protocol (RFC 4254) as a sans-IO state machine:
 //! `direct-tcpip` channels for local port forwarding (and OpenSSH's
 //! `direct-streamlocal@openssh.com` ones, to a Unix socket), `tcpip-forward` requests and the
-//! `forwarded-tcpip` channels of remote port forwarding, flow control, and keepalives.
+//! `forwarded-tcpip` channels of remote port forwarding (and OpenSSH's
+//! `streamlocal-forward@openssh.com`, from a Unix socket on the server), flow control, and
+//! keepalives.
 //!
 //! ```text
 //!  server payloads (80..=127, decrypted by the transport)
@@ -53,7 +55,8 @@
 //!   [`Connection::send_keepalive`] after a quiet interval and gives up when
 //!   [`Connection::outstanding_keepalives`] reaches its limit; [`Event::KeepaliveReply`] is
 //!   for the log.
-//! - Remote forwards: [`Connection::request_tcpip_forward`], answered by
+//! - Remote forwards: [`Connection::request_tcpip_forward`] (or
+//!   [`Connection::request_streamlocal_forward`], a Unix socket on the server), answered by
 //!   [`Event::ForwardGranted`] (with the port the server listens on) or
 //!   [`Event::ForwardRefused`]. Replies to global requests are matched to keepalives and
 //!   forwards in the order the requests went. For each connection the server accepts there it
@@ -112,7 +115,7 @@ pub mod msg;
 pub mod window;
 
 pub use connection::{
-    ChannelId, Config, Connection, Event, MAX_OUTGOING_DATA, MAX_SERVER_CHANNELS,
+    ChannelId, Config, Connection, Event, ForwardListen, MAX_OUTGOING_DATA, MAX_SERVER_CHANNELS,
 };
 pub use error::ConnectionError;
 pub use msg::{ExtendedDataType, Message, OpenFailureReason, decode};

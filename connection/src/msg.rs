@@ -38,10 +38,17 @@ pub const DIRECT_TCPIP: &[u8] = b"direct-tcpip";
 pub const DIRECT_STREAMLOCAL: &[u8] = b"direct-streamlocal@openssh.com";
 /// The channel type a server opens for a remote port forward.
 pub const FORWARDED_TCPIP: &[u8] = b"forwarded-tcpip";
+/// The channel type a server opens for a remote forward from a Unix socket on the server
+/// (OpenSSH's `PROTOCOL`, section 2.4).
+pub const FORWARDED_STREAMLOCAL: &[u8] = b"forwarded-streamlocal@openssh.com";
 /// The global request that asks the server to listen for a remote port forward.
 pub const TCPIP_FORWARD: &[u8] = b"tcpip-forward";
 /// The global request that tells the server to stop listening for a remote port forward.
 pub const CANCEL_TCPIP_FORWARD: &[u8] = b"cancel-tcpip-forward";
+/// The global request that asks the server to listen on a Unix socket for a remote forward.
+pub const STREAMLOCAL_FORWARD: &[u8] = b"streamlocal-forward@openssh.com";
+/// The global request that tells the server to stop listening on a Unix socket.
+pub const CANCEL_STREAMLOCAL_FORWARD: &[u8] = b"cancel-streamlocal-forward@openssh.com";
 /// OpenSSH's keepalive global request name.
 pub const KEEPALIVE: &[u8] = b"keepalive@openssh.com";
 
@@ -181,6 +188,13 @@ pub enum OpenKind<'a> {
         /// The socket's path on the server.
         path: &'a [u8],
     },
+    /// `forwarded-streamlocal@openssh.com`: a connection to a Unix socket the server listens
+    /// on for a remote forward (what a server might open). On the wire the path is followed
+    /// by a reserved string, sent empty and ignored when read.
+    ForwardedStreamlocal {
+        /// The socket's path on the server, as the forward asked for it.
+        path: &'a [u8],
+    },
     /// Any other type (`session`, `x11`, `auth-agent@openssh.com`, ...), fields undecoded.
     Other {
         /// The channel type.
@@ -197,6 +211,7 @@ impl OpenKind<'_> {
             Self::DirectTcpip(_) => DIRECT_TCPIP,
             Self::ForwardedTcpip(_) => FORWARDED_TCPIP,
             Self::DirectStreamlocal { .. } => DIRECT_STREAMLOCAL,
+            Self::ForwardedStreamlocal { .. } => FORWARDED_STREAMLOCAL,
             Self::Other { channel_type, .. } => channel_type,
         }
     }
@@ -231,6 +246,11 @@ impl<'a> ConnectionMessage<'a> for ChannelOpen<'a> {
                 let _reserved = r.u32()?;
                 OpenKind::DirectStreamlocal { path }
             }
+            FORWARDED_STREAMLOCAL => {
+                let path = r.string()?;
+                let _reserved = r.string()?;
+                OpenKind::ForwardedStreamlocal { path }
+            }
             _ => OpenKind::Other {
                 channel_type,
                 data: r.rest(),
@@ -254,6 +274,10 @@ impl<'a> ConnectionMessage<'a> for ChannelOpen<'a> {
                 out.put_string(path);
                 out.put_string(b"");
                 out.put_u32(0);
+            }
+            OpenKind::ForwardedStreamlocal { path } => {
+                out.put_string(path);
+                out.put_string(b"");
             }
             OpenKind::Other { data, .. } => out.put_raw(data),
         }
@@ -756,6 +780,27 @@ mod tests {
         expected.extend_from_slice(b"/run/s");
         // The reserved string (empty) and the reserved uint32.
         expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(wire, expected);
+        assert_eq!(ChannelOpen::decode(&wire), Ok(open));
+        rejects_trailing_and_truncation(&wire, false);
+    }
+
+    #[test]
+    fn forwarded_streamlocal_open_matches_openssh_layout() {
+        let open = ChannelOpen {
+            sender: 7,
+            initial_window: 0x0020_0000,
+            max_packet: 0x8000,
+            kind: OpenKind::ForwardedStreamlocal { path: b"/tmp/f" },
+        };
+        let wire = encoded(&open);
+        let mut expected = vec![90, 0, 0, 0, 33];
+        expected.extend_from_slice(b"forwarded-streamlocal@openssh.com");
+        expected.extend_from_slice(&[0, 0, 0, 7, 0, 0x20, 0, 0, 0, 0, 0x80, 0]);
+        expected.extend_from_slice(&[0, 0, 0, 6]);
+        expected.extend_from_slice(b"/tmp/f");
+        // The reserved string, empty; unlike direct-streamlocal, no reserved uint32.
+        expected.extend_from_slice(&[0, 0, 0, 0]);
         assert_eq!(wire, expected);
         assert_eq!(ChannelOpen::decode(&wire), Ok(open));
         rejects_trailing_and_truncation(&wire, false);

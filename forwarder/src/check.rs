@@ -24,7 +24,7 @@ use ssh_transport::hostkey::PublicKey;
 use ssh_transport::random::OsRandom;
 use tokio::net::TcpStream;
 
-use crate::cli::{self, Command, Destination, LocalForward};
+use crate::cli::{self, Command, Destination, ForwardSpec};
 use crate::config::TunnelConfig;
 use crate::driver::{self, HostKeyVerifier, OpenError, SessionLog};
 use crate::known_hosts::{self, Decision, HostKeyStatus, KnownHosts};
@@ -653,7 +653,7 @@ fn policy_name(p: cli::StrictHostKeyChecking) -> &'static str {
     }
 }
 
-fn target_label(fwd: &LocalForward) -> String {
+fn target_label(fwd: &ForwardSpec) -> String {
     crate::connect::target_of(fwd).to_string()
 }
 

@@ -86,10 +86,10 @@ pub struct Options {
     /// an error.
     pub default_identity_files: bool,
     /// `-L` and `LocalForward`, in command-line order.
-    pub local_forwards: Vec<LocalForward>,
-    /// `-R` and `RemoteForward`, in command-line order: the bind address and port are where
-    /// the server listens, host and hostport where we connect from here.
-    pub remote_forwards: Vec<PortForward>,
+    pub local_forwards: Vec<ForwardSpec>,
+    /// `-R` and `RemoteForward`, in command-line order: `listen` is where the server listens
+    /// (a port, or a Unix socket's path on the server), `to` where we connect from here.
+    pub remote_forwards: Vec<ForwardSpec>,
     /// `-J` / `ProxyJump`: the jump hosts, outermost first; empty for none.
     pub proxy_jump: Vec<JumpHost>,
     /// `-W host:port`: standard input and output forwarded there instead of listening.
@@ -263,16 +263,18 @@ pub const DEFAULT_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// during a reconnect is served by the next session.
 pub const DEFAULT_SESSION_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One `-L`: where we listen, and where the server connects each connection to.
+/// One `-L` or `-R`: where one side listens, and where the other connects each connection
+/// to. For `-L` we listen and the server connects; for `-R` the server listens and we
+/// connect.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct LocalForward {
+pub struct ForwardSpec {
     /// A TCP port, or a Unix socket's path.
     pub listen: Listen,
-    /// `host:hostport`, or a Unix socket's path on the server.
+    /// `host:hostport` (brackets removed from IPv6 literals), or a Unix socket's path.
     pub to: Destination,
 }
 
-/// Where a local forward listens.
+/// Where a forward listens.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Listen {
     /// `[bind_address:]port`.
@@ -287,20 +289,6 @@ pub enum Listen {
     Path(PathBuf),
 }
 
-/// One `-R [bind_address:]port:host:hostport` (or `...:port:/path`): the bind address and
-/// port are where the server listens, the target where we connect from here.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PortForward {
-    /// `None` when not given; `Some("*")` for `*` and for an empty bind address (both mean all
-    /// interfaces); otherwise the address or name as given, brackets removed.
-    pub bind_address: Option<String>,
-    /// The listening port; 0 lets the listening side pick one.
-    pub bind_port: u16,
-    /// Where the connections go: `host:hostport` (brackets removed from IPv6 literals), or a
-    /// Unix socket's path here.
-    pub to: Destination,
-}
-
 /// Where a local forward listens, after OpenSSH's rules for the client side.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum BindTarget {
@@ -312,7 +300,7 @@ pub enum BindTarget {
     Address(String),
 }
 
-impl LocalForward {
+impl ForwardSpec {
     /// `[bind_address:]port:host:hostport`.
     pub fn tcp(bind_address: Option<&str>, port: u16, host: &str, host_port: u16) -> Self {
         Self {
@@ -387,7 +375,7 @@ impl fmt::Display for Listen {
     }
 }
 
-impl fmt::Display for LocalForward {
+impl fmt::Display for ForwardSpec {
     /// The `-L` form, brackets around fields that contain `:`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:", self.listen)?;
@@ -403,18 +391,6 @@ fn spec_destination(f: &mut fmt::Formatter<'_>, to: &Destination) -> fmt::Result
             write!(f, ":{}", t.port)
         }
         Destination::Unix(path) => spec_field(f, path),
-    }
-}
-
-impl fmt::Display for PortForward {
-    /// The `-R` form, brackets around fields that contain `:`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(b) = &self.bind_address {
-            spec_field(f, b)?;
-            f.write_str(":")?;
-        }
-        write!(f, "{}:", self.bind_port)?;
-        spec_destination(f, &self.to)
     }
 }
 
@@ -832,7 +808,10 @@ options:
                  the server listens on localhost. A refused forward is a warning, fatal
                  with ExitOnForwardFailure=yes. A connect to host:hostport with no answer
                  within ConnectTimeout (default 30s) refuses that connection.
-                 host:hostport may be a Unix socket's path here instead.
+                 host:hostport may be a Unix socket's path here instead, and port a
+                 Unix socket's path on the server (-R /run/app/db.sock:127.0.0.1:5432;
+                 sshd leaves the file behind when the forward ends and refuses an
+                 existing one unless its StreamLocalBindUnlink is yes).
                  Also -o RemoteForward='port host:hostport'.
   -p port        server port (default 22)
   -l user        user to log in as (default: the local user name)
@@ -1066,8 +1045,8 @@ struct Parsed {
     user: Option<String>,
     hostname: Option<String>,
     identity_files: Vec<String>,
-    local_forwards: Vec<LocalForward>,
-    remote_forwards: Vec<PortForward>,
+    local_forwards: Vec<ForwardSpec>,
+    remote_forwards: Vec<ForwardSpec>,
     proxy_jump: Option<Vec<jump::JumpSpec>>,
     /// `ProxyCommand none` was obtained, or a list of jump hosts, which sets it as in ssh: the
     /// two are exclusive and the first obtained wins. Any other `ProxyCommand` that would be

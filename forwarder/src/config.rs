@@ -21,7 +21,7 @@ use ssh_transport::kex::KexAlgorithm;
 use ssh_transport::mac;
 
 use crate::algorithms;
-use crate::cli::{AddressFamily, JumpHost, LocalForward, Options};
+use crate::cli::{AddressFamily, ForwardSpec, JumpHost, Options};
 use crate::session::ServerAlive;
 
 /// The handshake limit when ConnectTimeout is not given.
@@ -116,7 +116,7 @@ pub struct TunnelConfig {
     /// The session.
     pub session: SessionSpec,
     /// `-L` forwards.
-    pub forwards: Vec<LocalForward>,
+    pub forwards: Vec<ForwardSpec>,
     /// How long a connection accepted while no session is up waits for one.
     pub session_wait_timeout: Duration,
     /// Exit when a listener cannot be bound.

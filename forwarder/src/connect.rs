@@ -210,7 +210,7 @@ impl HostKeyVerifier for KnownHostsVerifier {
 /// or why it could not bind. The command line and the fleet decide what a failure means.
 pub async fn bind_forwards(
     cfg: &crate::config::TunnelConfig,
-) -> Vec<(cli::LocalForward, std::io::Result<Vec<Listener>>)> {
+) -> Vec<(cli::ForwardSpec, std::io::Result<Vec<Listener>>)> {
     let mut out = Vec::new();
     for fwd in &cfg.forwards {
         let bound = match &fwd.listen {
@@ -233,7 +233,7 @@ pub async fn bind_forwards(
 }
 
 /// The target of a forward, as tunnels name it.
-pub fn target_of(fwd: &cli::LocalForward) -> crate::tunnel::Destination {
+pub fn target_of(fwd: &cli::ForwardSpec) -> crate::tunnel::Destination {
     fwd.to.clone()
 }
 

@@ -28,7 +28,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ssh_auth::{AuthEvent, InfoRequest, PasswordRequest, SignRequest};
-use ssh_connection::{ChannelId, OpenFailureReason};
+use ssh_connection::{ChannelId, ForwardListen, OpenFailureReason};
 use ssh_transport::hostkey::PublicKey;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
@@ -256,19 +256,40 @@ impl std::error::Error for RemoteForwardError {}
 /// Which remote forward a channel the server opened belongs to, and who connected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForwardedFrom {
-    /// The forward's listen address, as requested.
-    pub address: String,
-    /// The forward's listen port, as requested (0 if the server picked it).
-    pub port: u32,
-    /// The port the server listens on for it (the allocated one when 0 was requested).
+    /// Where the forward listens, as requested (port 0 if the server picked it).
+    pub listen: ForwardListen,
+    /// The port the server listens on for it (the allocated one when 0 was requested; 0 for
+    /// a Unix socket).
     pub bound_port: u32,
-    /// The address of the client that connected to the server's listener (sanitised).
+    /// The address of the client that connected to the server's listener (sanitised); empty
+    /// for a Unix socket.
     pub originator: String,
-    /// Its port.
+    /// Its port (0 for a Unix socket).
     pub originator_port: u32,
 }
 
-/// A `forwarded-tcpip` channel the server asks to open, not confirmed yet: the server has
+impl ForwardedFrom {
+    /// The forward as the server listens for it: the port it listens on in place of a 0
+    /// asked for. What a router matches channels on, and what a cancel names.
+    pub fn bound(&self) -> ForwardListen {
+        bound_listen(&self.listen, self.bound_port)
+    }
+}
+
+/// `listen` with the port the server listens on (`bound_port`) in place of the one asked
+/// for; a Unix socket as it is.
+pub fn bound_listen(listen: &ForwardListen, bound_port: u32) -> ForwardListen {
+    match listen {
+        ForwardListen::Tcp { address, .. } => ForwardListen::Tcp {
+            address: address.clone(),
+            port: bound_port,
+        },
+        ForwardListen::Unix { .. } => listen.clone(),
+    }
+}
+
+/// A `forwarded-tcpip` (or `forwarded-streamlocal@openssh.com`) channel the server asks to
+/// open, not confirmed yet: the server has
 /// been told nothing and may send nothing on it. Connect to the forward's target first, then
 /// [`confirm`](Self::confirm) it (which gives the stream) or [`refuse`](Self::refuse) it, as
 /// OpenSSH's client answers only once its connect has completed. Dropped unanswered (nobody
@@ -760,8 +781,7 @@ impl State {
             }
             E::ForwardedOpenRequest {
                 id,
-                address,
-                port,
+                listen,
                 bound_port,
                 originator,
                 originator_port,
@@ -774,8 +794,7 @@ impl State {
                     id,
                     serial,
                     ForwardedFrom {
-                        address,
-                        port,
+                        listen,
                         bound_port,
                         originator,
                         originator_port,
@@ -993,14 +1012,14 @@ impl SessionHandle {
         }
     }
 
-    /// Asks the server to listen on `address:port` (port 0: the server picks) and forward
-    /// the connections it accepts there to us (`tcpip-forward`); waits for authentication
-    /// first. Returns the port the server listens on. The channels arrive through
-    /// [`SessionHandle::accept_forwarded`].
+    /// Asks the server to listen at `listen` (an address and port, port 0: the server picks;
+    /// or a Unix socket's path) and forward the connections it accepts there to us
+    /// (`tcpip-forward`, `streamlocal-forward@openssh.com`); waits for authentication first.
+    /// Returns the port the server listens on (0 for a Unix socket). The channels arrive
+    /// through [`SessionHandle::accept_forwarded`].
     pub async fn request_remote_forward(
         &self,
-        address: &str,
-        port: u16,
+        listen: ForwardListen,
     ) -> Result<u32, RemoteForwardError> {
         self.authenticated()
             .await
@@ -1011,7 +1030,7 @@ impl SessionHandle {
             if let Some(e) = &st.error {
                 return Err(RemoteForwardError::Session(e.clone()));
             }
-            st.session.request_tcpip_forward(address, u32::from(port));
+            st.session.request_forward(listen);
             st.forward_replies.push_back(tx);
             st.wake_driver();
         }
@@ -1023,16 +1042,16 @@ impl SessionHandle {
         }
     }
 
-    /// Drops the remote forward requested as `address:port` (the allocated port works as
-    /// well): the server is told to stop listening (`cancel-tcpip-forward`) and channels it
-    /// opens for the forward from now on are refused. Returns whether such a forward was in
-    /// place on this session.
-    pub fn cancel_remote_forward(&self, address: &str, port: u32) -> bool {
+    /// Drops the remote forward `listen` names (for TCP, the port asked for or the
+    /// allocated one): the server is told to stop listening (`cancel-tcpip-forward`,
+    /// `cancel-streamlocal-forward@openssh.com`) and channels it opens for the forward from
+    /// now on are refused. Returns whether such a forward was in place on this session.
+    pub fn cancel_remote_forward(&self, listen: &ForwardListen) -> bool {
         let mut st = self.shared.lock();
         if st.error.is_some() {
             return false;
         }
-        let cancelled = st.session.cancel_tcpip_forward(address, port);
+        let cancelled = st.session.cancel_forward(listen);
         st.wake_driver();
         cancelled
     }

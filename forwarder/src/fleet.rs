@@ -171,10 +171,9 @@ pub fn run(opts: ServeOptions) -> i32 {
             let mine = opts.shard.is_none_or(|s| s.serves(&t.name));
             let (from, to) = match &t.kind {
                 TunnelKind::Local => (t.local.clone(), t.remote.to_string()),
-                TunnelKind::Remote(spec) => (
-                    format!("bastion {}", spec.listen_label(u32::from(spec.listen_port))),
-                    t.remote.to_string(),
-                ),
+                TunnelKind::Remote(spec) => {
+                    (format!("bastion {}", spec.label()), t.remote.to_string())
+                }
             };
             println!(
                 "{}\t{from} -> {to} via {}{}",
@@ -1206,7 +1205,7 @@ fn remote_state(shared: &TunnelShared, spec: &crate::remote::RemoteSpec, state: 
         ForwardState::Requesting => {}
         ForwardState::Listening(port) => {
             let listen = spec.listen_label(*port);
-            if spec.listen_port == 0 {
+            if spec.server_picks_port() {
                 info!(
                     "Allocated port {port} for remote forward to {}",
                     spec.target
@@ -1442,14 +1441,14 @@ mod tests {
     #[test]
     fn a_remote_tunnel_is_up_only_while_the_bastion_listens_for_it() {
         let (t, _m) = shared(true, TunnelState::Up);
-        let spec = crate::remote::RemoteSpec {
-            listen_address: "localhost".into(),
-            listen_port: 8022,
-            target: crate::tunnel::Destination::Tcp(crate::tunnel::Target {
+        let spec = crate::remote::RemoteSpec::tcp(
+            "localhost",
+            8022,
+            crate::tunnel::Destination::Tcp(crate::tunnel::Target {
                 host: "127.0.0.1".into(),
                 port: 5432,
             }),
-        };
+        );
         let report = remote_report(t.clone());
         let seen = |t: &TunnelShared| (t.status().state, t.metrics.up.get());
         assert_eq!(

@@ -1,13 +1,14 @@
 //! Remote port forwarding (`-R`, and the fleet's `kind = "remote"` tunnels): on every session
-//! the supervisor brings up, each forward is requested with `tcpip-forward`; each
-//! `forwarded-tcpip` channel the server then opens is connected to its target from here,
-//! confirmed only once that connect succeeds (refused with CONNECT_FAILED if it fails, as
-//! OpenSSH's client answers), and copied both ways as a local forward is. A forward that is
-//! stopped (the command line shuts down, a reload removes the tunnel) sends
-//! `cancel-tcpip-forward` for the port granted.
+//! the supervisor brings up, each forward is requested with `tcpip-forward` (or OpenSSH's
+//! `streamlocal-forward@openssh.com`, for a Unix socket on the server); each
+//! `forwarded-tcpip` (`forwarded-streamlocal@openssh.com`) channel the server then opens is
+//! connected to its target from here, confirmed only once that connect succeeds (refused with
+//! CONNECT_FAILED if it fails, as OpenSSH's client answers), and copied both ways as a local
+//! forward is. A forward that is stopped (the command line shuts down, a reload removes the
+//! tunnel) sends the cancel for what was granted.
 //!
 //! ```text
-//!  Router (one per supervisor): accept_forwarded ─(address, bound port)─> the forward's queue
+//!  Router (one per supervisor): accept_forwarded ─(address and bound port, or path)─> queue
 //!                               (no route: refused; queue full: refused, resource shortage)
 //!  run_forward (one per forward):
 //!    SupervisorHandle::session ─> request_remote_forward ─> report(Listening(port))
@@ -28,7 +29,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
-use crate::driver::{ForwardedChannel, RemoteForwardError, SessionHandle};
+use ssh_connection::ForwardListen;
+
+use crate::cli::{ForwardSpec, Listen};
+use crate::driver::{ForwardedChannel, RemoteForwardError, SessionHandle, bound_listen};
 use crate::local::{LocalStream, Peer};
 use crate::supervisor::SupervisorHandle;
 use crate::tunnel::{Destination, NoObserver, TrafficObserver};
@@ -41,35 +45,78 @@ const SESSION_WAIT: Duration = Duration::from_secs(3600);
 /// One remote forward: where the server listens, and where we connect from here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteSpec {
-    /// The address sent in `tcpip-forward`: `localhost` when none was given, empty for `*`.
-    pub listen_address: String,
-    /// The port the server listens on; 0 lets it pick.
-    pub listen_port: u16,
+    /// Where the server listens: the address sent in `tcpip-forward` (`localhost` when none
+    /// was given, empty for `*`) and the port (0 lets it pick); or the path of a Unix socket
+    /// on the server, sent in `streamlocal-forward@openssh.com`.
+    pub listen: ForwardListen,
     /// Where connections go from here: a host and port, or a Unix socket.
     pub target: Destination,
 }
 
 impl RemoteSpec {
     /// The spec of a `-R` forward, with ssh's address rules.
-    pub fn from_forward(f: &crate::cli::PortForward) -> Self {
-        let listen_address = match f.bind_address.as_deref() {
-            None => "localhost".to_owned(),
-            Some("*") | Some("") => String::new(),
-            Some(a) => a.to_owned(),
+    pub fn from_forward(f: &ForwardSpec) -> Self {
+        let listen = match &f.listen {
+            Listen::Port { bind_address, port } => ForwardListen::Tcp {
+                address: match bind_address.as_deref() {
+                    None => "localhost".to_owned(),
+                    Some("*") | Some("") => String::new(),
+                    Some(a) => a.to_owned(),
+                },
+                port: u32::from(*port),
+            },
+            Listen::Path(path) => ForwardListen::Unix {
+                path: path.to_string_lossy().into_owned(),
+            },
         };
         Self {
-            listen_address,
-            listen_port: f.bind_port,
+            listen,
             target: f.to.clone(),
         }
     }
 
-    /// Where the server listens, `port` standing for the port (`localhost:8022`, `*:0`).
+    /// A TCP forward on `address:port` (port 0: the server picks) to `target`.
+    pub fn tcp(address: &str, port: u16, target: Destination) -> Self {
+        Self {
+            listen: ForwardListen::tcp(address, u32::from(port)),
+            target,
+        }
+    }
+
+    /// Whether the server picks the port (TCP, port 0 asked for).
+    pub fn server_picks_port(&self) -> bool {
+        matches!(self.listen, ForwardListen::Tcp { port: 0, .. })
+    }
+
+    /// What the server listens on before it answers, when that is known: a fixed port or a
+    /// path (`None` when the server picks the port).
+    fn known_listen(&self) -> Option<&ForwardListen> {
+        (!self.server_picks_port()).then_some(&self.listen)
+    }
+
+    /// Where the server listens, `port` standing for the port (`localhost:8022`, `*:0`); a
+    /// socket's path as it is.
     pub fn listen_label(&self, port: u32) -> String {
-        match self.listen_address.as_str() {
-            "" => format!("*:{port}"),
-            a if a.contains(':') => format!("[{a}]:{port}"),
-            a => format!("{a}:{port}"),
+        match &self.listen {
+            ForwardListen::Tcp { address, .. } => match address.as_str() {
+                "" => format!("*:{port}"),
+                a if a.contains(':') => format!("[{a}]:{port}"),
+                a => format!("{a}:{port}"),
+            },
+            ForwardListen::Unix { path } => path.clone(),
+        }
+    }
+
+    /// Where the server listens as asked for (`localhost:8022`, `*:0`, a path).
+    pub fn label(&self) -> String {
+        self.listen_label(listen_port(&self.listen))
+    }
+
+    /// How ssh names the forward in its messages: `listen port 8022`, `listen path /p`.
+    fn what(&self) -> String {
+        match &self.listen {
+            ForwardListen::Tcp { port, .. } => format!("listen port {port}"),
+            ForwardListen::Unix { path } => format!("listen path {path}"),
         }
     }
 }
@@ -79,7 +126,7 @@ impl RemoteSpec {
 pub enum ForwardState {
     /// Waiting for a session or for the server's answer.
     Requesting,
-    /// The server listens on this port.
+    /// The server listens on this port (0 for a Unix socket).
     Listening(u32),
     /// The server refused the forward on the current session (asked again on the next).
     Refused(String),
@@ -88,11 +135,11 @@ pub enum ForwardState {
 /// Told every change of a forward's state.
 pub type Report = Arc<dyn Fn(&RemoteSpec, &ForwardState) + Send + Sync>;
 
-type Routes = Arc<Mutex<HashMap<(String, u32), mpsc::Sender<ForwardedChannel>>>>;
+type Routes = Arc<Mutex<HashMap<ForwardListen, mpsc::Sender<ForwardedChannel>>>>;
 
-/// Hands each `forwarded-tcpip` channel of a supervisor's sessions to the forward it belongs
-/// to (by listen address and the port the server listens on), so that any number of
-/// forwards share a session. A channel nobody claims is refused (never confirmed).
+/// Hands each channel the server opens on a supervisor's sessions to the forward it belongs
+/// to (by listen address and the port the server listens on, or by path), so that any number
+/// of forwards share a session. A channel nobody claims is refused (never confirmed).
 #[derive(Clone, Debug, Default)]
 pub struct Router {
     routes: Routes,
@@ -109,35 +156,34 @@ impl Router {
 
     fn routes(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, u32), mpsc::Sender<ForwardedChannel>>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<ForwardListen, mpsc::Sender<ForwardedChannel>>> {
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Routes `address:port` to `to`; false, and nothing changed, when another forward that
+    /// Routes `listen` (with the port the server listens on) to `to`; false, and nothing
+    /// changed, when another forward that
     /// still runs has the route. Overwriting it would hand that forward's connections to this
     /// one, which the server refuses (it listens there for the other), so they would be
     /// queued to a forward that never serves them. The fleet refuses two remote tunnels with
     /// one port on one bastion when it loads the file, and a stopped forward lets go of its
     /// route before a replacement on the same port starts; this is the last guard.
-    fn add(&self, address: &str, port: u32, to: &mpsc::Sender<ForwardedChannel>) -> bool {
+    fn add(&self, listen: &ForwardListen, to: &mpsc::Sender<ForwardedChannel>) -> bool {
         let mut routes = self.routes();
-        let key = (address.to_owned(), port);
-        if let Some(held) = routes.get(&key)
+        if let Some(held) = routes.get(listen)
             && !held.same_channel(to)
             && !held.is_closed()
         {
             return false;
         }
-        routes.insert(key, to.clone());
+        routes.insert(listen.clone(), to.clone());
         true
     }
 
-    /// Removes the route of `address:port` if it still leads to `to`.
-    fn remove(&self, address: &str, port: u32, to: &mpsc::Sender<ForwardedChannel>) {
+    /// Removes the route of `listen` if it still leads to `to`.
+    fn remove(&self, listen: &ForwardListen, to: &mpsc::Sender<ForwardedChannel>) {
         let mut routes = self.routes();
-        let key = (address.to_owned(), port);
-        if routes.get(&key).is_some_and(|t| t.same_channel(to)) {
-            routes.remove(&key);
+        if routes.get(listen).is_some_and(|t| t.same_channel(to)) {
+            routes.remove(listen);
         }
     }
 }
@@ -152,7 +198,7 @@ async fn route(sessions: SupervisorHandle, routes: Routes) {
             continue;
         };
         while let Some(ch) = session.accept_forwarded().await {
-            let key = (ch.from.address.clone(), ch.from.bound_port);
+            let key = ch.from.bound();
             let to = routes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -162,16 +208,16 @@ async fn route(sessions: SupervisorHandle, routes: Routes) {
             match to.map(|to| to.try_send(ch)) {
                 Some(Ok(())) => {}
                 Some(Err(TrySendError::Full(ch))) => {
-                    debug!(port = key.1, "remote forward busy: channel refused");
+                    debug!(forward = ?key, "remote forward busy: channel refused");
                     ch.refuse(
                         OpenFailureReason::RESOURCE_SHORTAGE,
                         "too many connections waiting for the forward",
                     );
                 }
                 Some(Err(TrySendError::Closed(_))) => {
-                    debug!(port = key.1, "remote forward gone: channel refused");
+                    debug!(forward = ?key, "remote forward gone: channel refused");
                 }
-                None => debug!(port = key.1, "channel for no running forward: refused"),
+                None => debug!(forward = ?key, "channel for no running forward: refused"),
             }
         }
         if sessions.is_stopping() {
@@ -227,6 +273,31 @@ const ROUTE_RETRY: Duration = Duration::from_secs(1);
 const REFUSED_RETRY_MIN: Duration = Duration::from_secs(1);
 /// The longest pause between two requests for a forward the server keeps refusing.
 const REFUSED_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The port of `listen`; 0 for a Unix socket.
+fn listen_port(listen: &ForwardListen) -> u32 {
+    match listen {
+        ForwardListen::Tcp { port, .. } => *port,
+        ForwardListen::Unix { .. } => 0,
+    }
+}
+
+/// What is said when the server refuses `spec`: ssh's words, and for a Unix socket what
+/// sshd refuses one for. sshd never removes the socket files it listens on, so the path of
+/// a forward whose session ended stays taken for every later session, unless sshd's
+/// `StreamLocalBindUnlink` lets it replace the file.
+fn refused_message(spec: &RemoteSpec) -> String {
+    let msg = format!("remote port forwarding failed for {}", spec.what());
+    match spec.listen {
+        ForwardListen::Tcp { .. } => msg,
+        ForwardListen::Unix { .. } => format!(
+            "{msg} (sshd refuses a path where a file exists, and leaves its sockets behind \
+             when a session ends: set StreamLocalBindUnlink yes in its sshd_config; it also \
+             refuses when AllowStreamLocalForwarding or the key's options forbid it, or when \
+             it cannot create the socket there)"
+        ),
+    }
+}
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // A dropped sender stops the forward too.
@@ -304,20 +375,17 @@ pub async fn run_forward(
                 continue;
             }
         };
-        // A fixed port is routed before the answer, so that no channel opened right after
-        // it finds no route (a picked port can only be routed once it is known).
-        if spec.listen_port != 0
-            && !ctx
-                .router
-                .add(&spec.listen_address, u32::from(spec.listen_port), &tx)
+        // A fixed port or a path is routed before the answer, so that no channel opened
+        // right after it finds no route (a picked port can only be routed once it is known).
+        if let Some(listen) = spec.known_listen()
+            && !ctx.router.add(listen, &tx)
         {
             // Another forward of this session has the port (one being stopped that has not
             // let go yet): the server would refuse this one. Asked again shortly.
             let msg = format!(
-                "remote port forwarding failed for listen port {}: another forward on the \
-                 session has {}",
-                spec.listen_port,
-                spec.listen_label(u32::from(spec.listen_port))
+                "remote port forwarding failed for {}: another forward on the session has {}",
+                spec.what(),
+                spec.listen_label(listen_port(listen))
             );
             let tell = !route_taken;
             route_taken = true;
@@ -328,7 +396,7 @@ pub async fn run_forward(
         }
         route_taken = false;
         report(ForwardState::Requesting);
-        let request = session.request_remote_forward(&spec.listen_address, spec.listen_port);
+        let request = session.request_remote_forward(spec.listen.clone());
         tokio::pin!(request);
         let answer = tokio::select! {
             r = &mut request => r,
@@ -337,7 +405,7 @@ pub async fn run_forward(
                 // listening with nobody to serve it. Wait for the answer a while, cancel a
                 // grant.
                 if let Ok(Ok(port)) = tokio::time::timeout(ANSWER_AFTER_STOP, &mut request).await {
-                    session.cancel_remote_forward(&spec.listen_address, port);
+                    session.cancel_remote_forward(&bound_listen(&spec.listen, port));
                     debug!(port, "remote forward granted after the stop: cancelled");
                 }
                 break Ok(());
@@ -347,14 +415,10 @@ pub async fn run_forward(
             Ok(port) => port,
             Err(RemoteForwardError::Refused) => {
                 // Nothing comes for a port the server does not listen on for us.
-                if spec.listen_port != 0 {
-                    ctx.router
-                        .remove(&spec.listen_address, u32::from(spec.listen_port), &tx);
+                if let Some(listen) = spec.known_listen() {
+                    ctx.router.remove(listen, &tx);
                 }
-                let msg = format!(
-                    "remote port forwarding failed for listen port {}",
-                    spec.listen_port
-                );
+                let msg = refused_message(&spec);
                 // Told once per session; asked again on this session after a pause that
                 // doubles up to a cap, and at once on the next session. ssh asks once per
                 // connection, but it does not reconnect: a refusal right after a reconnect
@@ -381,14 +445,15 @@ pub async fn run_forward(
         };
         debug!(port, target = %spec.target, "remote forward in place");
         refusals = 0;
-        if !ctx.router.add(&spec.listen_address, port, &tx) {
+        let granted = bound_listen(&spec.listen, port);
+        if !ctx.router.add(&granted, &tx) {
             // A port the server picked that another forward of the session routes (it asked
             // for that port and was refused, or was granted after a stop): give it back.
-            session.cancel_remote_forward(&spec.listen_address, port);
+            session.cancel_remote_forward(&granted);
             let msg = format!(
-                "remote port forwarding failed for listen port {}: port {port} the server \
-                 gave is routed to another forward on the session",
-                spec.listen_port
+                "remote port forwarding failed for {}: port {port} the server gave is routed \
+                 to another forward on the session",
+                spec.what()
             );
             match failed_try(&ctx, &report, &msg, true, &session, &mut stop, ROUTE_RETRY).await {
                 Next::Retry | Next::NewSession => continue,
@@ -412,9 +477,9 @@ pub async fn run_forward(
                 _ = stopped(&mut stop) => break true,
             }
         };
-        ctx.router.remove(&spec.listen_address, port, &tx);
+        ctx.router.remove(&granted, &tx);
         if stopping {
-            session.cancel_remote_forward(&spec.listen_address, port);
+            session.cancel_remote_forward(&granted);
             debug!(port, "remote forward cancelled");
             break Ok(());
         }
@@ -422,9 +487,8 @@ pub async fn run_forward(
     };
     // The route goes before the release is told: a replacement on the same port, started
     // once this one let go, finds the route free.
-    if spec.listen_port != 0 {
-        ctx.router
-            .remove(&spec.listen_address, u32::from(spec.listen_port), &tx);
+    if let Some(listen) = spec.known_listen() {
+        ctx.router.remove(listen, &tx);
     }
     ctx.released.notify_one();
     rx.close();
@@ -569,7 +633,7 @@ pub async fn serve(
         report: Arc::new(|spec: &RemoteSpec, state: &ForwardState| {
             // As ssh prints it, on every session.
             if let ForwardState::Listening(port) = state
-                && spec.listen_port == 0
+                && spec.server_picks_port()
                 && tracing::enabled!(tracing::Level::INFO)
             {
                 eprintln!(
@@ -645,7 +709,48 @@ mod tests {
         address: &str,
         port: u32,
     ) -> Option<mpsc::Sender<ForwardedChannel>> {
-        router.routes().get(&(address.to_owned(), port)).cloned()
+        router
+            .routes()
+            .get(&ForwardListen::tcp(address, port))
+            .cloned()
+    }
+
+    // A socket forward is routed by its path, apart from every TCP route, and its refusal
+    // says what sshd refuses one for.
+    #[test]
+    fn a_socket_forward_is_routed_by_its_path_and_its_refusal_says_why() {
+        let router = Router::default();
+        let (first, _first_rx) = mpsc::channel(1);
+        let (second, _second_rx) = mpsc::channel(1);
+        let path = ForwardListen::unix("/run/a.sock");
+        assert!(router.add(&path, &first));
+        assert!(!router.add(&path, &second));
+        assert!(router.add(&ForwardListen::tcp("/run/a.sock", 0), &second));
+        assert!(router.add(&ForwardListen::unix("/run/b.sock"), &second));
+        router.remove(&path, &first);
+        assert!(router.add(&path, &second));
+
+        let spec = RemoteSpec::from_forward(&ForwardSpec {
+            listen: Listen::Path("/run/a.sock".into()),
+            to: Destination::Unix("/here.sock".into()),
+        });
+        assert_eq!(spec.listen, path);
+        assert!(!spec.server_picks_port());
+        assert_eq!(spec.known_listen(), Some(&path));
+        assert_eq!(bound_listen(&spec.listen, 0), path);
+        let msg = refused_message(&spec);
+        assert!(
+            msg.starts_with("remote port forwarding failed for listen path /run/a.sock (")
+                && msg.contains("StreamLocalBindUnlink yes"),
+            "{msg}"
+        );
+        let tcp = RemoteSpec::tcp("", 0, Destination::Unix("/here.sock".into()));
+        assert!(tcp.server_picks_port() && tcp.known_listen().is_none());
+        assert_eq!(tcp.label(), "*:0");
+        assert_eq!(
+            refused_message(&tcp),
+            "remote port forwarding failed for listen port 0"
+        );
     }
 
     #[test]
@@ -653,29 +758,29 @@ mod tests {
         let router = Router::default();
         let (first, first_rx) = mpsc::channel(1);
         let (second, _second_rx) = mpsc::channel(1);
-        assert!(router.add("localhost", 8022, &first));
+        assert!(router.add(&ForwardListen::tcp("localhost", 8022), &first));
         assert!(
-            router.add("localhost", 8022, &first),
+            router.add(&ForwardListen::tcp("localhost", 8022), &first),
             "its own route, again"
         );
         assert!(
-            !router.add("localhost", 8022, &second),
+            !router.add(&ForwardListen::tcp("localhost", 8022), &second),
             "another running forward's route was overwritten"
         );
         assert!(routed_to(&router, "localhost", 8022).is_some_and(|t| t.same_channel(&first)));
         // Another address or port is another route.
-        assert!(router.add("127.0.0.1", 8022, &second));
-        assert!(router.add("localhost", 8023, &second));
+        assert!(router.add(&ForwardListen::tcp("127.0.0.1", 8022), &second));
+        assert!(router.add(&ForwardListen::tcp("localhost", 8023), &second));
         // Removing is only for the route's own forward.
-        router.remove("localhost", 8022, &second);
+        router.remove(&ForwardListen::tcp("localhost", 8022), &second);
         assert!(routed_to(&router, "localhost", 8022).is_some_and(|t| t.same_channel(&first)));
         // A forward that ended (its queue gone) without removing its route does not keep it.
         drop(first_rx);
-        assert!(router.add("localhost", 8022, &second));
+        assert!(router.add(&ForwardListen::tcp("localhost", 8022), &second));
         assert!(routed_to(&router, "localhost", 8022).is_some_and(|t| t.same_channel(&second)));
         // Once the first lets go, the next one gets the route.
         let (third, _third_rx) = mpsc::channel(1);
-        router.remove("localhost", 8022, &second);
-        assert!(router.add("localhost", 8022, &third));
+        router.remove(&ForwardListen::tcp("localhost", 8022), &second);
+        assert!(router.add(&ForwardListen::tcp("localhost", 8022), &third));
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use forwarder::driver::{ForwardedChannel, OpenError, SessionHandle};
 use forwarder::session::SessionError;
-use ssh_connection::OpenFailureReason;
+use ssh_connection::{ForwardListen, OpenFailureReason};
 use support::{ClientOptions, STEP, ServerConn, ServerOptions, connected, echo_check, within};
 
 /// Long enough for the driver to have sent anything it was going to send by itself.
@@ -21,7 +21,7 @@ async fn forwarded(handle: &SessionHandle, conn: &ServerConn) -> ForwardedChanne
     let port = within(
         STEP,
         "the forward",
-        handle.request_remote_forward("localhost", 0),
+        handle.request_remote_forward(ForwardListen::tcp("localhost", 0)),
     )
     .await
     .expect("granted");
@@ -31,9 +31,10 @@ async fn forwarded(handle: &SessionHandle, conn: &ServerConn) -> ForwardedChanne
         .await
         .expect("a channel");
     assert_eq!(
-        (ch.from.address.as_str(), ch.from.bound_port),
-        ("localhost", 40000)
+        (&ch.from.listen, ch.from.bound_port),
+        (&ForwardListen::tcp("localhost", 0), 40000)
     );
+    assert_eq!(ch.from.bound(), ForwardListen::tcp("localhost", 40000));
     ch
 }
 

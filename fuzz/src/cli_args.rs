@@ -34,7 +34,12 @@ pub fn run(data: &[u8]) {
     assert!(options.port != 0, "port 0 accepted");
     assert!(!options.user.is_empty(), "empty user accepted");
     assert!(!options.destination_host.is_empty(), "empty host accepted");
-    for f in &options.local_forwards {
+    let forwards = options
+        .local_forwards
+        .iter()
+        .map(|f| ("-L", f))
+        .chain(options.remote_forwards.iter().map(|f| ("-R", f)));
+    for (flag, f) in forwards {
         let _ = f.listen.bind_target(options.gateway_ports);
         // A forward shows as a spec that parses back to it (socket paths included), unless
         // its socket paths hold what a parse expands again (`%`, `$`, a leading `~`).
@@ -42,10 +47,17 @@ pub fn run(data: &[u8]) {
         if shown.contains(['%', '$', '~']) {
             continue;
         }
-        let again = parse_args_with_env(vec!["-L".into(), shown.clone(), "h".into()], &env);
+        let again = parse_args_with_env(vec![flag.into(), shown.clone(), "h".into()], &env);
         match again {
-            Ok(Command::Run(o)) => assert_eq!(o.local_forwards, std::slice::from_ref(f), "{shown}"),
-            other => panic!("-L {shown} does not parse back: {other:?}"),
+            Ok(Command::Run(o)) => {
+                let parsed = if flag == "-L" {
+                    o.local_forwards
+                } else {
+                    o.remote_forwards
+                };
+                assert_eq!(parsed, std::slice::from_ref(f), "{flag} {shown}");
+            }
+            other => panic!("{flag} {shown} does not parse back: {other:?}"),
         }
     }
     // The algorithm lists (OpenSSH's + - ^ and wildcard syntax) and RekeyLimit are resolved

@@ -6,7 +6,8 @@
 //! bytes) through `handle_payload`, or one of `consume`, `send_data` (or `send_data_from`),
 //! `send_eof`, `close`, `send_keepalive`, `open_direct_tcpip`, draining `poll_event`,
 //! `request_tcpip_forward` (of [`FORWARD_ADDRESS`]:[`FORWARD_PORT`], so that the server's
-//! `forwarded-tcpip` opens can be granted), `confirm_forwarded` or `refuse_forwarded`.
+//! `forwarded-tcpip` opens can be granted; with the high bit `request_streamlocal_forward` of
+//! [`FORWARD_PATH`]), `confirm_forwarded` or `refuse_forwarded`.
 //!
 //! Beside a decoder round trip for every payload, a small model follows what the server sent
 //! and checks the table against it: `received` holds exactly the accepted data not yet
@@ -21,8 +22,8 @@
 use std::collections::HashMap;
 
 use ssh_connection::{
-    ChannelId, Config, Connection, ConnectionError, Event, MAX_OUTGOING_DATA, Message,
-    OpenFailureReason, decode,
+    ChannelId, Config, Connection, ConnectionError, Event, ForwardListen, MAX_OUTGOING_DATA,
+    Message, OpenFailureReason, decode,
 };
 
 use crate::input::Input;
@@ -34,6 +35,9 @@ const MAX_OPS: usize = 512;
 pub const FORWARD_ADDRESS: &str = "localhost";
 /// Its port.
 pub const FORWARD_PORT: u32 = 8022;
+/// The Unix socket forward the harness asks for: the server's `forwarded-streamlocal` opens
+/// name it.
+pub const FORWARD_PATH: &str = "/run/fwd.sock";
 
 /// What the harness knows about one of our channel ids.
 #[derive(Debug, Default, Clone)]
@@ -178,9 +182,15 @@ pub fn drive(data: &[u8]) -> Report {
             }
             // The high bit opens a channel to a Unix socket.
             6 => h.open(op & 0x80 != 0),
+            // The high bit asks for the Unix socket forward.
             8 => {
-                h.conn
-                    .request_tcpip_forward(FORWARD_ADDRESS, FORWARD_PORT, &mut h.sink);
+                if op & 0x80 != 0 {
+                    h.conn
+                        .request_streamlocal_forward(FORWARD_PATH, &mut h.sink);
+                } else {
+                    h.conn
+                        .request_tcpip_forward(FORWARD_ADDRESS, FORWARD_PORT, &mut h.sink);
+                }
                 h.forwards_requested += 1;
             }
             9 => {
@@ -438,13 +448,11 @@ impl Harness {
                     );
                     continue;
                 }
-                Event::ForwardedOpenRequest {
-                    id, address, port, ..
-                } => {
-                    assert_eq!(
-                        (address.as_str(), *port),
-                        (FORWARD_ADDRESS, FORWARD_PORT),
-                        "a channel for a forward never asked for"
+                Event::ForwardedOpenRequest { id, listen, .. } => {
+                    assert!(
+                        *listen == ForwardListen::tcp(FORWARD_ADDRESS, FORWARD_PORT)
+                            || *listen == ForwardListen::unix(FORWARD_PATH),
+                        "a channel for a forward never asked for: {listen:?}"
                     );
                     let Some(sender) = self.pending_opens.pop_front() else {
                         panic!("{event:?} for no open that was left pending");
@@ -578,6 +586,32 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     // Another open takes a freed id; both freed ids are confirmed, one of them is pending.
     server(&mut ops, &forwarded(53));
     ops.extend_from_slice(&[7, 9, 1, 9, 2, 7]);
+    // A forward from a Unix socket on the server: granted, then one open for its path
+    // (confirmed, with data) and one for another path (refused at once).
+    let mut from_socket = vec![0u8, 0x88];
+    server(&mut from_socket, &msg(RequestSuccess { data: b"" }));
+    from_socket.push(7);
+    let streamlocal = |sender: u32, path: &str| {
+        msg(ChannelOpen {
+            sender,
+            initial_window: 4096,
+            max_packet: 512,
+            kind: OpenKind::ForwardedStreamlocal {
+                path: path.as_bytes(),
+            },
+        })
+    };
+    server(&mut from_socket, &streamlocal(60, FORWARD_PATH));
+    from_socket.extend_from_slice(&[7, 9, 0]);
+    server(
+        &mut from_socket,
+        &msg(ChannelData {
+            recipient: 0,
+            data: b"sock",
+        }),
+    );
+    server(&mut from_socket, &streamlocal(61, "/run/other.sock"));
+    from_socket.push(7);
 
     // A channel to a Unix socket (set up first: the high bit and one open), confirmed, with
     // data both ways, then a second one the server refuses.
@@ -612,6 +646,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     vec![
         ("conn-forwarded".to_owned(), ops),
         ("conn-streamlocal".to_owned(), local),
+        ("conn-forwarded-streamlocal".to_owned(), from_socket),
     ]
 }
 
@@ -628,6 +663,15 @@ mod tests {
         assert_eq!(r.forwarded_refused, 2, "{r:?}");
         assert_eq!(r.closed, 2, "the refused and the closed one: {r:?}");
         assert_eq!(r.data_accepted, 3, "{r:?}");
+    }
+
+    #[test]
+    fn forwarded_streamlocal_seed_confirms_its_path_and_refuses_another() {
+        let r = report("conn-forwarded-streamlocal");
+        assert!(!r.failed, "{r:?}");
+        assert_eq!(r.forwarded_requests, 1, "{r:?}");
+        assert_eq!(r.forwarded_confirmed, 1, "{r:?}");
+        assert_eq!(r.data_accepted, 4, "{r:?}");
     }
 
     #[test]

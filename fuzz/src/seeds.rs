@@ -1056,6 +1056,10 @@ fn cli() -> Vec<(String, Vec<u8>)> {
                 "-oStreamLocalBindUnlink=yes",
                 "-R",
                 "8022:/run/app.sock",
+                "-R",
+                "/run/bastion/fwd.sock:127.0.0.1:5432",
+                "-R",
+                "[/run/a:b.sock]:/run/here.sock",
                 "bastion",
             ],
         ),
@@ -1175,6 +1179,12 @@ kind = "remote"
 bastion_listen = "[::1]:8022"
 target = "[fd00::5]:443"
 jump = ["j@jump:22"]
+
+[[tunnel]]
+name = "socket-callback"
+kind = "remote"
+bastion_listen = "/run/fwd/app.sock"
+target = "/run/here.sock"
 "#,
         ),
         (

@@ -700,20 +700,19 @@ impl Session {
             .map_err(SessionError::Connection)
     }
 
-    /// Asks the server to listen on `address:port` for a remote forward (after
-    /// authentication); the answer comes as [`ssh_connection::Event::ForwardGranted`] or
+    /// Asks the server to listen for a remote forward (after authentication): on a TCP
+    /// address and port (`tcpip-forward`) or a Unix socket (`streamlocal-forward@openssh.com`).
+    /// The answer comes as [`ssh_connection::Event::ForwardGranted`] or
     /// [`ssh_connection::Event::ForwardRefused`].
-    pub fn request_tcpip_forward(&mut self, address: &str, port: u32) {
-        self.conn
-            .request_tcpip_forward(address, port, &mut self.transport);
+    pub fn request_forward(&mut self, listen: ssh_connection::ForwardListen) {
+        self.conn.request_forward(listen, &mut self.transport);
     }
 
-    /// Drops the remote forward requested as `address:port` (or naming the allocated port):
-    /// sends `cancel-tcpip-forward`, and its channels are refused from now on. `false` when no
-    /// such forward is in place.
-    pub fn cancel_tcpip_forward(&mut self, address: &str, port: u32) -> bool {
-        self.conn
-            .cancel_tcpip_forward(address, port, &mut self.transport)
+    /// Drops the remote forward `listen` names (for TCP, the port asked for or the allocated
+    /// one): sends its cancel, and its channels are refused from now on. `false` when no such
+    /// forward is in place.
+    pub fn cancel_forward(&mut self, listen: &ssh_connection::ForwardListen) -> bool {
+        self.conn.cancel_forward(listen, &mut self.transport)
     }
 
     /// Whether the channel will never send data again (see [`Connection::send_ended`]).
@@ -748,12 +747,12 @@ impl Session {
         self.conn.send_eof(id, &mut self.transport);
     }
 
-    /// The local side is gone (a pending `forwarded-tcpip` channel is refused).
+    /// The local side is gone (a pending channel the server opened is refused).
     pub fn close(&mut self, id: ChannelId) {
         self.conn.close(id, &mut self.transport);
     }
 
-    /// Confirms a pending `forwarded-tcpip` channel once its local connection is made (see
+    /// Confirms a pending channel the server opened once its local connection is made (see
     /// [`Connection::confirm_forwarded`]).
     pub fn confirm_forwarded(&mut self, id: ChannelId) -> Result<(), SessionError> {
         self.conn
@@ -761,7 +760,7 @@ impl Session {
             .map_err(SessionError::Connection)
     }
 
-    /// Refuses a pending `forwarded-tcpip` channel (see [`Connection::refuse_forwarded`]).
+    /// Refuses a pending channel the server opened (see [`Connection::refuse_forwarded`]).
     pub fn refuse_forwarded(
         &mut self,
         id: ChannelId,

@@ -187,6 +187,12 @@ pub fn connect(port: u16) -> std::io::Result<TcpStream> {
     TcpStream::connect_timeout(&SocketAddr::from((LOCALHOST, port)), Duration::from_secs(5))
 }
 
+/// Whether `path` names a Unix socket (not following a symbolic link).
+pub fn is_socket(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt as _;
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;

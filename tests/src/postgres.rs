@@ -474,6 +474,14 @@ pub fn try_psql_conninfo(conninfo: &str, sql: &str) -> Result<String, String> {
     }
 }
 
+/// psql through a Unix socket: `host` is the socket's directory, `port` the number in its
+/// `.s.PGSQL.PORT` name. Panics with psql's error.
+pub fn psql_socket(dir: &Path, port: u16, sql: &str) -> String {
+    let conninfo = format!("host={} port={port} user=app dbname=appdb", dir.display());
+    try_psql_conninfo(&conninfo, sql)
+        .unwrap_or_else(|e| panic!("psql on {}/.s.PGSQL.{port}: {e}", dir.display()))
+}
+
 /// A `pgbench` command aimed at 127.0.0.1:`port` as `app`, without the database argument.
 pub fn pgbench_command(port: u16) -> Command {
     let bin = require_program("pgbench", &PG_DIRS, INSTALL_HINT);

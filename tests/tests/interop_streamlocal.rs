@@ -4,12 +4,13 @@
 //! both ends sockets. PostgreSQL tells the two apart: `inet_client_addr()` is NULL for a
 //! connection that came in on its socket.
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ssh_interop_tests::fleet::{Fleet, without_global_known_hosts};
-use ssh_interop_tests::postgres::{CUSTOMERS_QUERY, try_psql_conninfo};
+use ssh_interop_tests::net::is_socket;
+use ssh_interop_tests::postgres::{CUSTOMERS_QUERY, psql_socket, try_psql_conninfo};
 use ssh_interop_tests::process::wait_until;
 use ssh_interop_tests::{
     ClientKind, KeyKind, Postgres, Sshd, Tunnel, TunnelBuilder, UserKey, expected_customers,
@@ -17,18 +18,6 @@ use ssh_interop_tests::{
 };
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// psql through a local socket: `host` is the socket's directory, `port` the number in its
-/// `.s.PGSQL.PORT` name.
-fn psql_socket(dir: &Path, port: u16, sql: &str) -> String {
-    let conninfo = format!("host={} port={port} user=app dbname=appdb", dir.display());
-    try_psql_conninfo(&conninfo, sql)
-        .unwrap_or_else(|e| panic!("psql on {}/.s.PGSQL.{port}: {e}", dir.display()))
-}
-
-fn is_socket(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
-}
 
 /// Waits until a socket at `path` takes connections (the forwarder binds its listeners
 /// before it logs in). The file appears at the bind, before its mode is set and before it

@@ -12,7 +12,7 @@ use super::{
 pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, UserKnownHostsFile, \
      GlobalKnownHostsFile, StrictHostKeyChecking, Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, \
      PubkeyAcceptedAlgorithms, ConnectTimeout, \
-     ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, BatchMode, LocalForward, \
+     ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, BatchMode, ForwardSpec, \
      RemoteForward, \
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \

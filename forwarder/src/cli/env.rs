@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use super::{
     CliError, DEFAULT_RECONNECT_BACKOFF_MAX, DEFAULT_SERVER_ALIVE_INTERVAL,
-    DEFAULT_SESSION_WAIT_TIMEOUT, Destination, IdentityAgent, Listen, LocalForward, Options,
-    Parsed, StrictHostKeyChecking,
+    DEFAULT_SESSION_WAIT_TIMEOUT, Destination, ForwardSpec, IdentityAgent, Listen, Options, Parsed,
+    StrictHostKeyChecking,
 };
 
 /// What defaults are taken from. Tests build one by hand; the program uses
@@ -175,7 +175,12 @@ pub(super) fn resolve(
     let local_forwards = p
         .local_forwards
         .into_iter()
-        .map(|f| expand_socket_paths(f, &tokens))
+        .map(|f| expand_socket_paths(f, "-L", &tokens))
+        .collect::<Result<Vec<_>, _>>()?;
+    let remote_forwards = p
+        .remote_forwards
+        .into_iter()
+        .map(|f| expand_socket_paths(f, "-R", &tokens))
         .collect::<Result<Vec<_>, _>>()?;
     let certificate_files = p
         .certificate_files
@@ -230,7 +235,7 @@ pub(super) fn resolve(
         identity_files,
         default_identity_files,
         local_forwards,
-        remote_forwards: p.remote_forwards,
+        remote_forwards,
         // Filled in by the caller, each hop looked up in ssh_config (see `jump`).
         proxy_jump: Vec::new(),
         stdio_forward: p.stdio_forward,
@@ -353,11 +358,15 @@ fn process_uid() -> Option<u32> {
 
 /// A forward with `~`, `%` tokens and `${VAR}` expanded in its socket paths, which must
 /// still fit a socket address once expanded.
-fn expand_socket_paths(mut f: LocalForward, tokens: &Tokens<'_>) -> Result<LocalForward, CliError> {
+fn expand_socket_paths(
+    mut f: ForwardSpec,
+    form: &'static str,
+    tokens: &Tokens<'_>,
+) -> Result<ForwardSpec, CliError> {
     let given = f.to_string();
     let too_long = |path: &str| CliError::BadForward {
         spec: given.clone(),
-        form: "-L",
+        form,
         why: format!(
             "the socket path {path:?} is {} bytes long once expanded, more than a Unix socket \
              path can be ({})",

@@ -1,6 +1,7 @@
 //! `-L [bind_address:]port:host:hostport` and `LocalForward [bind_address:]port host:hostport`,
 //! with OpenSSH's Unix socket forms: `-L port:/remote/socket`, `-L /local/socket:host:hostport`
-//! and `-L /local/socket:/remote/socket`; and `-R`, TCP only.
+//! and `-L /local/socket:/remote/socket`; and `-R` and `RemoteForward` in the same forms, the
+//! listening side on the server.
 //!
 //! Fields are separated by `:`; a field in brackets may contain `:` (IPv6, or a path). The
 //! bracket rule is OpenSSH's: `[` opens a field that runs to the next `]`, which must end the
@@ -9,7 +10,7 @@
 use std::path::PathBuf;
 
 use super::parse_port_allowing_zero;
-use super::{CliError, Destination, Listen, LocalForward, PortForward, Target};
+use super::{CliError, Destination, ForwardSpec, Listen, Target};
 
 const DASH_L: &str = "-L";
 const CONFIG: &str = "LocalForward";
@@ -21,19 +22,17 @@ const CONFIG_REMOTE: &str = "RemoteForward";
 pub(super) const MAX_SOCKET_PATH: usize = 107;
 
 /// `-R [bind_address:]port:host:hostport`: the same fields as `-L`, the listening side on
-/// the server.
-pub(super) fn parse_dash_r(spec: &str) -> Result<PortForward, CliError> {
-    parse_fields(spec)
-        .and_then(tcp_only)
-        .map_err(|why| CliError::BadForward {
-            spec: spec.to_owned(),
-            form: DASH_R,
-            why,
-        })
+/// the server (`-R /path:...` asks it to listen on a Unix socket there).
+pub(super) fn parse_dash_r(spec: &str) -> Result<ForwardSpec, CliError> {
+    parse_fields(spec).map_err(|why| CliError::BadForward {
+        spec: spec.to_owned(),
+        form: DASH_R,
+        why,
+    })
 }
 
 /// `RemoteForward [bind_address:]port host:hostport`.
-pub(super) fn parse_config_remote(args: &[String]) -> Result<PortForward, CliError> {
+pub(super) fn parse_config_remote(args: &[String]) -> Result<ForwardSpec, CliError> {
     let bad = |why: String| CliError::BadForward {
         spec: args.join(" "),
         form: CONFIG_REMOTE,
@@ -41,11 +40,10 @@ pub(super) fn parse_config_remote(args: &[String]) -> Result<PortForward, CliErr
     };
     two_words(args)
         .and_then(|spec| parse_fields(&spec))
-        .and_then(tcp_only)
         .map_err(bad)
 }
 
-pub(super) fn parse_dash_l(spec: &str) -> Result<LocalForward, CliError> {
+pub(super) fn parse_dash_l(spec: &str) -> Result<ForwardSpec, CliError> {
     parse_fields(spec).map_err(|why| CliError::BadForward {
         spec: spec.to_owned(),
         form: DASH_L,
@@ -54,7 +52,7 @@ pub(super) fn parse_dash_l(spec: &str) -> Result<LocalForward, CliError> {
 }
 
 /// `LocalForward` takes the listening side and the target as two words.
-pub(super) fn parse_config(args: &[String]) -> Result<LocalForward, CliError> {
+pub(super) fn parse_config(args: &[String]) -> Result<ForwardSpec, CliError> {
     let bad = |why: String| CliError::BadForward {
         spec: args.join(" "),
         form: CONFIG,
@@ -74,26 +72,7 @@ fn two_words(args: &[String]) -> Result<String, String> {
     }
 }
 
-/// `-R` listens on a TCP port of the server (`streamlocal-forward@openssh.com` is not
-/// implemented); what it connects to here may be a host and port or a Unix socket.
-fn tcp_only(f: LocalForward) -> Result<PortForward, String> {
-    match f {
-        LocalForward {
-            listen: Listen::Port { bind_address, port },
-            to,
-        } => Ok(PortForward {
-            bind_address,
-            bind_port: port,
-            to,
-        }),
-        LocalForward {
-            listen: Listen::Path(_),
-            ..
-        } => Err("the server listening on a Unix socket path is not supported".into()),
-    }
-}
-
-fn parse_fields(spec: &str) -> Result<LocalForward, String> {
+fn parse_fields(spec: &str) -> Result<ForwardSpec, String> {
     let fields = split_fields(spec)?;
     let path = |f: &(&str, bool)| f.1;
     let (listen, to) = match fields.as_slice() {
@@ -112,7 +91,7 @@ fn parse_fields(spec: &str) -> Result<LocalForward, String> {
             ));
         }
     };
-    Ok(LocalForward { listen, to })
+    Ok(ForwardSpec { listen, to })
 }
 
 fn listen_port(bind: Option<&str>, port: &str) -> Result<Listen, String> {
@@ -158,12 +137,12 @@ fn check_path(path: &str, what: &str) -> Result<(), String> {
 }
 
 fn listen_path(path: &str) -> Result<Listen, String> {
-    check_path(path, "local socket path")?;
+    check_path(path, "listening socket path")?;
     Ok(Listen::Path(PathBuf::from(path)))
 }
 
 fn remote_path(path: &str) -> Result<Destination, String> {
-    check_path(path, "remote socket path")?;
+    check_path(path, "target socket path")?;
     Ok(Destination::Unix(path.to_owned()))
 }
 
@@ -215,8 +194,8 @@ fn split_fields(spec: &str) -> Result<Vec<(&str, bool)>, String> {
 mod tests {
     use super::*;
 
-    fn fwd(bind: Option<&str>, port: u16, host: &str, host_port: u16) -> LocalForward {
-        LocalForward::tcp(bind, port, host, host_port)
+    fn fwd(bind: Option<&str>, port: u16, host: &str, host_port: u16) -> ForwardSpec {
+        ForwardSpec::tcp(bind, port, host, host_port)
     }
 
     #[test]
@@ -341,14 +320,14 @@ mod tests {
             ("a/b]:[[/c]".to_owned(), listen_path("a/b]"), unix("[/c")),
         ];
         for (spec, listen, to) in cases {
-            let want = LocalForward { listen, to };
+            let want = ForwardSpec { listen, to };
             assert_eq!(parse_dash_l(&spec), Ok(want.clone()), "{spec}");
             assert_eq!(want.to_string(), spec, "shown as given");
         }
         let words = ["/tmp/s".to_owned(), pg.to_owned()];
         assert_eq!(
             parse_config(&words),
-            Ok(LocalForward {
+            Ok(ForwardSpec {
                 listen: listen_path("/tmp/s"),
                 to: unix(pg)
             })
@@ -360,7 +339,8 @@ mod tests {
         let long = format!("/{}", "a".repeat(MAX_SOCKET_PATH));
         for (spec, needle) in [
             (format!("{long}:db:1"), "more than a Unix socket path"),
-            (format!("1:{long}"), "remote socket path is 108 bytes"),
+            (format!("1:{long}"), "target socket path is 108 bytes"),
+            (format!("{long}:1:/s"), "listening socket path is 108 bytes"),
             ("1:/tmp/a\tb".to_owned(), "control characters"),
         ] {
             let m = parse_dash_l(&spec).err().map(|e| e.to_string());
@@ -377,18 +357,13 @@ mod tests {
     fn remote_forwards_listen_on_ports_and_connect_to_hosts_or_sockets() {
         assert_eq!(
             parse_dash_r("8022:localhost:22"),
-            Ok(PortForward {
-                bind_address: None,
-                bind_port: 8022,
-                to: Destination::Tcp(Target {
-                    host: "localhost".into(),
-                    port: 22
-                }),
-            })
+            Ok(ForwardSpec::tcp(None, 8022, "localhost", 22))
         );
-        let to_socket = PortForward {
-            bind_address: Some("*".into()),
-            bind_port: 8022,
+        let to_socket = ForwardSpec {
+            listen: Listen::Port {
+                bind_address: Some("*".into()),
+                port: 8022,
+            },
             to: unix("/run/app.sock"),
         };
         assert_eq!(parse_dash_r("*:8022:/run/app.sock"), Ok(to_socket.clone()));
@@ -398,15 +373,36 @@ mod tests {
             parse_config_remote(&words).map(|f| f.to),
             Ok(unix("/run/app.sock"))
         );
-        for spec in ["/run/l.sock:h:1", "/a/b:/c/d"] {
-            let m = parse_dash_r(spec).err().map(|e| e.to_string());
-            assert!(
-                m.as_deref()
-                    .unwrap_or_default()
-                    .contains("the server listening on a Unix socket path is not supported"),
-                "{spec}: {m:?}"
-            );
-        }
+        // The server listening on a socket (OpenSSH's streamlocal-forward), to a host and
+        // port or to a socket here, on the command line and in ssh_config.
+        assert_eq!(
+            parse_dash_r("/run/l.sock:h:1"),
+            Ok(ForwardSpec {
+                listen: listen_path("/run/l.sock"),
+                to: Destination::Tcp(Target {
+                    host: "h".into(),
+                    port: 1
+                }),
+            })
+        );
+        let both = ForwardSpec {
+            listen: listen_path("/a/b"),
+            to: unix("/c/d"),
+        };
+        assert_eq!(parse_dash_r("/a/b:/c/d"), Ok(both.clone()));
+        assert_eq!(both.to_string(), "/a/b:/c/d");
+        let words = ["/run/l.sock".to_owned(), "127.0.0.1:5432".to_owned()];
+        assert_eq!(
+            parse_config_remote(&words).map(|f| f.listen),
+            Ok(listen_path("/run/l.sock"))
+        );
+        let m = parse_dash_r("/a/b").err().map(|e| e.to_string());
+        assert!(
+            m.as_deref()
+                .unwrap_or_default()
+                .contains("bad -R specification '/a/b'"),
+            "{m:?}"
+        );
     }
 
     #[test]

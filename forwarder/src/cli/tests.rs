@@ -31,8 +31,8 @@ fn err(args: &[&str]) -> String {
     }
 }
 
-fn fwd(bind: Option<&str>, port: u16, host: &str, host_port: u16) -> LocalForward {
-    LocalForward::tcp(bind, port, host, host_port)
+fn fwd(bind: Option<&str>, port: u16, host: &str, host_port: u16) -> ForwardSpec {
+    ForwardSpec::tcp(bind, port, host, host_port)
 }
 
 #[test]
@@ -587,6 +587,22 @@ fn socket_paths_expand_home_tokens_and_variables_as_ssh_does() {
         "a-long-host.example",
     ]);
     assert!(e.contains("once expanded"), "{e}");
+    // -R too, both sides, as ssh expands RemoteForward's paths; the error names -R.
+    let o = run(&["-R", "/srv/%r/fwd.sock:~/%h.sock", "-l", "app", "bastion"]);
+    assert_eq!(
+        o.remote_forwards[0].listen,
+        Listen::Path(PathBuf::from("/srv/app/fwd.sock"))
+    );
+    assert_eq!(
+        o.remote_forwards[0].to,
+        Destination::Unix(format!("{home}/bastion.sock"))
+    );
+    let e = err(&[
+        "-R",
+        &format!("/{}/%h:db:1", "d".repeat(96)),
+        "a-long-host.example",
+    ]);
+    assert!(e.contains("bad -R") && e.contains("once expanded"), "{e}");
 }
 
 #[test]
@@ -662,7 +678,7 @@ fn unknown_and_unsupported_keys() {
         "h",
     ]);
     assert_eq!(o.remote_forwards.len(), 2);
-    assert_eq!(o.remote_forwards[0].bind_port, 0);
+    assert_eq!(o.remote_forwards[0].port(), Some(0));
     assert_eq!(o.remote_forwards[1].to.to_string(), "db:5432");
     assert!(err(&["-R", "nope", "h"]).contains("bad -R specification"));
     assert!(err(&["-o", "ProxyCommand=nc %h %p", "h"]).contains("is not supported"));
@@ -1081,7 +1097,7 @@ proptest! {
         host in prop_oneof![Just("fd00::1".to_owned()), "[a-z0-9.-]{1,12}"],
         host_port in 1u16..,
     ) {
-        let f = LocalForward::tcp(bind.as_deref(), port, &host, host_port);
+        let f = ForwardSpec::tcp(bind.as_deref(), port, &host, host_port);
         let shown = f.to_string();
         let back = run(&["-L", &shown, "h"]);
         prop_assert_eq!(back.local_forwards, vec![f]);

@@ -11,6 +11,7 @@
 //! it means on the command line, with the same checks and defaults, and a tunnel of the file is
 //! the same thing as `forwarder -L`. Every error names the file, the line and the key.
 
+use ssh_connection::ForwardListen;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -20,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::cli::{self, AddressFamily, BindTarget, Command, Environment, LocalForward};
+use crate::cli::{self, AddressFamily, BindTarget, Command, Environment, ForwardSpec};
 use crate::config::TunnelConfig;
 use crate::probe::ProbeKind;
 use crate::remote::RemoteSpec;
@@ -518,13 +519,29 @@ fn clash(a: &TunnelEntry, b: &TunnelEntry) -> Option<Clash> {
             }
         }
         (TunnelKind::Remote(ra), TunnelKind::Remote(rb)) => {
-            let same = ra.listen_port != 0
-                && ra.listen_port == rb.listen_port
-                && bastion_login(&a.config.session) == bastion_login(&b.config.session)
-                && Takes::of_bastion_listen(&ra.listen_address)
-                    .overlaps(&Takes::of_bastion_listen(&rb.listen_address));
+            let same_place = match (&ra.listen, &rb.listen) {
+                (
+                    ForwardListen::Tcp { address, port },
+                    ForwardListen::Tcp {
+                        address: other,
+                        port: other_port,
+                    },
+                ) => {
+                    *port != 0
+                        && port == other_port
+                        && Takes::of_bastion_listen(address)
+                            .overlaps(&Takes::of_bastion_listen(other))
+                }
+                // Compared as paths: `/run//a.sock` is `/run/a.sock`.
+                (ForwardListen::Unix { path }, ForwardListen::Unix { path: other }) => {
+                    Path::new(path) == Path::new(other)
+                }
+                _ => false,
+            };
+            let same =
+                same_place && bastion_login(&a.config.session) == bastion_login(&b.config.session);
             same.then(|| Clash::BastionListen {
-                first: ra.listen_label(u32::from(ra.listen_port)),
+                first: ra.label(),
                 bastion: a.config.session.label(),
             })
         }
@@ -534,7 +551,7 @@ fn clash(a: &TunnelEntry, b: &TunnelEntry) -> Option<Clash> {
 
 /// The port a local tunnel listens on.
 fn local_port(t: &TunnelEntry) -> Option<u16> {
-    t.config.forwards.first().and_then(LocalForward::port)
+    t.config.forwards.first().and_then(ForwardSpec::port)
 }
 
 /// The Unix socket a local tunnel listens on, if it listens on one.
@@ -923,6 +940,9 @@ fn resolve(
             })?;
             format!("{}:{local_port}:", bracket(&local_host))
         }
+        Way::Remote { listen, .. } if listen.get_ref().contains('/') => {
+            format!("[{}]:", socket_path(listen, "bastion_listen")?)
+        }
         Way::Remote { listen, .. } => {
             let text = listen.get_ref();
             let parsed = match text.parse::<u16>() {
@@ -934,7 +954,8 @@ fn resolve(
                     Some(listen.span().start),
                     format!(
                         "key `bastion_listen`: {text:?} is not [address:]port (for example \
-                         \"8022\", \"0\" or \"127.0.0.1:8022\")"
+                         \"8022\", \"0\" or \"127.0.0.1:8022\"), or the absolute path of a \
+                         Unix socket on the bastion"
                     ),
                 )
             })?;

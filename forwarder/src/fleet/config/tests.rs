@@ -89,7 +89,7 @@ fn the_documented_example_loads() {
     assert_eq!(pg.config.forwards.len(), 1);
     assert_eq!(
         pg.config.forwards[0],
-        LocalForward::tcp(Some("127.0.0.1"), 15432, "db.internal", 5432)
+        ForwardSpec::tcp(Some("127.0.0.1"), 15432, "db.internal", 5432)
     );
     assert_eq!(pg.remote.to_string(), "db.internal:5432");
 
@@ -262,7 +262,7 @@ fn ipv6_and_localhost_locals() {
     );
     assert_eq!(
         t.config.forwards[0],
-        LocalForward::tcp(Some("::1"), 15432, "fd00::5", 5432)
+        ForwardSpec::tcp(Some("::1"), 15432, "fd00::5", 5432)
     );
     let e = parse_err(
         "[[tunnel]]\nname = \"a\"\nbastion = \"b\"\nlocal = \"localhost:5\"\nremote = \"r:1\"\n[[tunnel]]\nname = \"b\"\nbastion = \"b\"\nlocal = \"127.0.0.1:5\"\nremote = \"r:1\"\n",
@@ -320,10 +320,7 @@ fn remote_tunnels_have_bastion_listen_and_target_and_share_sessions() {
     let TunnelKind::Remote(spec) = &r.kind else {
         panic!("{:?}", r.kind)
     };
-    assert_eq!(
-        (spec.listen_address.as_str(), spec.listen_port),
-        ("localhost", 0)
-    );
+    assert_eq!(spec.listen, ForwardListen::tcp("localhost", 0));
     assert_eq!(spec.target.to_string(), "127.0.0.1:8080");
     assert_eq!(
         r.probe,
@@ -335,10 +332,7 @@ fn remote_tunnels_have_bastion_listen_and_target_and_share_sessions() {
     let TunnelKind::Remote(spec) = &r2.kind else {
         panic!("{:?}", r2.kind)
     };
-    assert_eq!(
-        (spec.listen_address.as_str(), spec.listen_port),
-        ("::1", 8022)
-    );
+    assert_eq!(spec.listen, ForwardListen::tcp("::1", 8022));
     assert!(!r.same_as(r2));
 }
 
@@ -401,6 +395,45 @@ fn remote(name: &str, bastion: &str, listen: &str, extra: &str) -> String {
         "[[tunnel]]\nname = \"{name}\"\nkind = \"remote\"\nbastion = \"{bastion}\"\n\
          bastion_listen = \"{listen}\"\ntarget = \"127.0.0.1:8080\"\n{extra}\n"
     )
+}
+
+// `bastion_listen` may be an absolute socket path on the bastion (streamlocal-forward);
+// two remote tunnels on one path through one bastion login clash, compared as paths.
+#[test]
+fn remote_tunnels_may_have_the_bastion_listen_on_a_socket() {
+    let c = parse_ok(&remote("r", "u@b", "/run/fwd/app.sock", ""));
+    let TunnelKind::Remote(spec) = &c.tunnels[0].kind else {
+        panic!("a remote tunnel: {c:?}");
+    };
+    assert_eq!(spec.listen, ForwardListen::unix("/run/fwd/app.sock"));
+    assert_eq!(spec.label(), "/run/fwd/app.sock");
+    assert_eq!(c.tunnels[0].local, "/run/fwd/app.sock");
+    let e = parse_err(&remote("r", "u@b", "run/app.sock", ""));
+    assert!(
+        e.contains("key `bastion_listen`: \"run/app.sock\" is not an absolute"),
+        "{e}"
+    );
+    let e = parse_err(&format!(
+        "{}{}",
+        remote("first", "u@b", "/run/a.sock", ""),
+        remote("second", "u@b", "/run//a.sock", "")
+    ));
+    assert!(
+        e.contains("key `bastion_listen`") && e.contains("already listens on /run/a.sock"),
+        "{e}"
+    );
+    for (b1, l1, b2, l2) in [
+        ("u@b", "/run/a.sock", "u@c", "/run/a.sock"),
+        ("u@b", "/run/a.sock", "u@b", "/run/b.sock"),
+        ("u@b", "/run/a.sock", "u@b", "8022"),
+    ] {
+        let text = format!(
+            "{}{}",
+            remote("first", b1, l1, ""),
+            remote("second", b2, l2, "")
+        );
+        assert_eq!(parse_ok(&text).tunnels.len(), 2, "{text}");
+    }
 }
 
 #[test]

@@ -1,0 +1,283 @@
+//! `-R` with the bastion listening on a Unix socket (OpenSSH's
+//! `streamlocal-forward@openssh.com`) against the real sshd and PostgreSQL 15: psql on the
+//! bastion's socket reaches the database's TCP port here, with OpenSSH's `ssh -R` run first
+//! as the reference; socket to socket, with the forward cancelled at exit; and the socket
+//! sshd leaves behind when a session ends, which it refuses to replace unless its
+//! `StreamLocalBindUnlink` is set, the refusal saying so.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use ssh_interop_tests::net::is_socket;
+use ssh_interop_tests::postgres::{CUSTOMERS_QUERY, psql_socket};
+use ssh_interop_tests::process::wait_until;
+use ssh_interop_tests::{
+    ClientKind, KeyKind, Postgres, Sshd, Tunnel, TunnelBuilder, UserKey, expected_customers,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Waits (bounded) until the socket at `path` takes connections, or (`listening` false)
+/// refuses them; the probe connection is dropped at once.
+fn wait_socket(path: &Path, listening: bool, tunnel: &Tunnel) {
+    wait_until(
+        WAIT,
+        &format!(
+            "the socket {} {}",
+            path.display(),
+            if listening {
+                "taking connections"
+            } else {
+                "refusing connections"
+            }
+        ),
+        || (UnixStream::connect(path).is_ok() == listening).then_some(()),
+        || tunnel.log(),
+    );
+}
+
+/// A client of `kind` with `RemoteForward listen target`, started without waiting.
+fn spawn_remote(
+    kind: ClientKind,
+    sshd: &Sshd,
+    key: &UserKey,
+    listen: &Path,
+    target: &str,
+    extra: &[&str],
+) -> Tunnel {
+    let mut b = TunnelBuilder::new(kind, sshd, key).verbose();
+    for o in extra {
+        b = b.option(o);
+    }
+    b.option(&format!("RemoteForward={} {target}", listen.display()))
+        .spawn()
+}
+
+/// Echoes one line-free payload through the socket at `path` and checks it.
+fn round_trip(path: &Path, payload: &[u8]) {
+    use std::io::{Read, Write};
+    let mut s = UnixStream::connect(path).expect("connect to the bastion's socket");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    let writer = {
+        let mut w = s.try_clone().expect("clone");
+        let data = payload.to_vec();
+        std::thread::spawn(move || {
+            w.write_all(&data).expect("write");
+            w.shutdown(std::net::Shutdown::Write).expect("half-close");
+        })
+    };
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("read the echo");
+    writer.join().expect("writer");
+    assert!(got == payload, "the echo differs from what was sent");
+}
+
+/// Echoes every connection to a Unix socket at `path`, each in its own thread, until the
+/// returned guard is dropped (and for two minutes at most).
+struct UnixEcho {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UnixEcho {
+    fn start(path: &Path) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::os::unix::net::UnixListener::bind(path).expect("bind the socket");
+        listener.set_nonblocking(true).expect("non-blocking accept");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while !stopped.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        std::thread::spawn(move || {
+                            conn.set_nonblocking(false).expect("blocking");
+                            let mut reader = conn.try_clone().expect("clone");
+                            let _ = std::io::copy(&mut reader, &mut conn);
+                            let _ = conn.shutdown(std::net::Shutdown::Write);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Self { stop }
+    }
+}
+
+impl Drop for UnixEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn interop_remote_streamlocal_psql_on_the_bastions_socket_reaches_postgres_here() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    // Each client's socket stays behind when it exits (sshd never removes one), so each
+    // gets its own port number in the `.s.PGSQL.N` name.
+    let sshd = Sshd::start(&key);
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (kind, port) in [
+        (ClientKind::OpenSsh, 6601u16),
+        (ClientKind::Forwarder, 6602),
+    ] {
+        let socket = dir.path().join(format!(".s.PGSQL.{port}"));
+        let mut tunnel = spawn_remote(
+            kind,
+            &sshd,
+            &key,
+            &socket,
+            &format!("127.0.0.1:{}", pg.port()),
+            &[],
+        );
+        wait_socket(&socket, true, &tunnel);
+        // sshd's StreamLocalBindMask (0177 by default) made it 0600.
+        let mode = std::fs::metadata(&socket)
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{kind}");
+        assert_eq!(
+            psql_socket(dir.path(), port, CUSTOMERS_QUERY),
+            expected_customers(),
+            "{kind}"
+        );
+        // PostgreSQL saw a TCP connection: the client's connect from here.
+        assert_eq!(
+            psql_socket(dir.path(), port, "SELECT inet_client_addr() IS NOT NULL"),
+            "t",
+            "{kind}"
+        );
+        let large =
+            "SELECT string_agg(md5(g::text), '' ORDER BY g) FROM generate_series(1, 50000) g";
+        assert!(
+            psql_socket(dir.path(), port, large) == pg.psql(large),
+            "{kind}: the large answer differs"
+        );
+        let status = tunnel.terminate(WAIT).expect("exits on SIGTERM");
+        assert!(
+            status.success() || kind == ClientKind::OpenSsh,
+            "{kind}: {status:?}: {}",
+            tunnel.log()
+        );
+        // The forward ends with the client: nothing listens there any more, and the file
+        // stays, as sshd leaves it.
+        wait_socket(&socket, false, &tunnel);
+        assert!(is_socket(&socket), "{kind}: sshd removed its socket");
+    }
+    let log = sshd.log();
+    assert!(
+        log.contains("streamlocal-forward@openssh.com"),
+        "sshd saw no streamlocal-forward request:\n{log}"
+    );
+}
+
+#[test]
+fn interop_remote_streamlocal_socket_to_socket_is_cancelled_at_exit() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let here = dir.path().join("echo.sock");
+    let there = dir.path().join("bastion.sock");
+    let _echo = UnixEcho::start(&here);
+    let mut tunnel = spawn_remote(
+        ClientKind::Forwarder,
+        &sshd,
+        &key,
+        &there,
+        &here.display().to_string(),
+        &["ExitOnForwardFailure=yes"],
+    );
+    wait_socket(&there, true, &tunnel);
+    round_trip(&there, &[7u8; 1 << 20]);
+    round_trip(&there, b"a short one");
+    let status = tunnel.terminate(WAIT).expect("exits on SIGTERM");
+    assert!(status.success(), "{status:?}: {}", tunnel.log());
+    wait_socket(&there, false, &tunnel);
+    let log = sshd.log();
+    assert!(
+        log.contains("cancel-streamlocal-forward@openssh.com"),
+        "no cancel reached sshd:\n{log}"
+    );
+}
+
+#[test]
+fn interop_remote_streamlocal_stale_socket_is_refused_until_sshd_may_replace_it() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let mut sshd = Sshd::start(&key);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let here = dir.path().join("echo.sock");
+    let there = dir.path().join("bastion.sock");
+    let _echo = UnixEcho::start(&here);
+    let mut tunnel = spawn_remote(
+        ClientKind::Forwarder,
+        &sshd,
+        &key,
+        &there,
+        &here.display().to_string(),
+        &[
+            "ExitOnForwardFailure=no",
+            "ServerAliveInterval=1",
+            "ServerAliveCountMax=2",
+            "ReconnectBackoffMax=1s",
+        ],
+    );
+    wait_socket(&there, true, &tunnel);
+    round_trip(&there, b"first session");
+
+    // The bastion drops the session: its sshd process leaves the socket file, and the next
+    // session's request for the path is refused, with what to do about it.
+    assert!(sshd.kill_sessions() >= 1);
+    let log = tunnel.wait_for_log("StreamLocalBindUnlink yes", WAIT);
+    assert!(
+        log.contains(&format!(
+            "Warning: remote port forwarding failed for listen path {}",
+            there.display()
+        )),
+        "{log}"
+    );
+    assert!(is_socket(&there));
+    wait_socket(&there, false, &tunnel);
+
+    // With StreamLocalBindUnlink, sshd replaces the stale file: the forward, asked again,
+    // is granted and carries data.
+    sshd.restart_with_config_line("StreamLocalBindUnlink yes");
+    wait_socket(&there, true, &tunnel);
+    round_trip(&there, b"after the replacement");
+    assert!(tunnel.exited().is_none(), "{}", tunnel.log());
+}
+
+#[test]
+fn interop_remote_streamlocal_refused_exits_255_with_exit_on_forward_failure() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder()
+        .authorize(&key)
+        .config("AllowStreamLocalForwarding no")
+        .start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let there = dir.path().join("bastion.sock");
+    let mut tunnel = spawn_remote(
+        ClientKind::Forwarder,
+        &sshd,
+        &key,
+        &there,
+        "127.0.0.1:9",
+        &["ExitOnForwardFailure=yes"],
+    );
+    let status = tunnel.wait_exit(WAIT).expect("exits");
+    assert_eq!(status.code(), Some(255), "{}", tunnel.log());
+    assert!(
+        tunnel.log().contains(&format!(
+            "Error: remote port forwarding failed for listen path {}",
+            there.display()
+        )),
+        "{}",
+        tunnel.log()
+    );
+    assert!(!there.exists());
+}
