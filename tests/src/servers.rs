@@ -662,17 +662,37 @@ pub fn upload(port: u16, n: u64) -> io::Result<Transfer> {
 /// Sends `data` to 127.0.0.1:`port` (a tunnel to an [`EchoServer`]), half-closes, and
 /// returns everything that comes back.
 pub fn echo_round_trip(port: u16, data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut stream = connect_for_transfer(port)?;
+    let stream = connect_for_transfer(port)?;
+    let writer = stream.try_clone()?;
+    round_trip_on(stream, writer, |w| w.shutdown(Shutdown::Write), data)
+}
+
+/// [`echo_round_trip`] through the Unix socket at `path`.
+pub fn echo_round_trip_unix(path: &std::path::Path, data: &[u8]) -> io::Result<Vec<u8>> {
+    let stream = std::os::unix::net::UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
+    let writer = stream.try_clone()?;
+    round_trip_on(stream, writer, |w| w.shutdown(Shutdown::Write), data)
+}
+
+/// Writes `data` through `writer` and half-closes it with `shutdown`, while reading
+/// everything `reader` (the other half of the same stream) gets back.
+fn round_trip_on<S: Read + Write + Send + 'static>(
+    mut reader: S,
+    mut writer: S,
+    shutdown: fn(&S) -> io::Result<()>,
+    data: &[u8],
+) -> io::Result<Vec<u8>> {
     // Write on another thread: a large payload would otherwise fill both directions'
     // buffers and deadlock against the echo.
-    let mut writer = stream.try_clone()?;
     let data_owned = data.to_vec();
     let sender = thread::spawn(move || -> io::Result<()> {
         writer.write_all(&data_owned)?;
-        writer.shutdown(Shutdown::Write)
+        shutdown(&writer)
     });
     let mut back = Vec::with_capacity(data.len());
-    let read = stream.read_to_end(&mut back);
+    let read = reader.read_to_end(&mut back);
     let sent = sender
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("echo writer thread panicked")));
@@ -697,6 +717,47 @@ pub fn echo_one_byte(port: u16) -> io::Result<()> {
             io::ErrorKind::InvalidData,
             "echo returned another byte",
         ))
+    }
+}
+
+/// Echoes every connection to a Unix socket at `path`, each in its own thread, until the
+/// returned guard is dropped (and for two minutes at most).
+#[derive(Debug)]
+pub struct UnixEchoServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UnixEchoServer {
+    /// Binds `path` and starts echoing.
+    pub fn start(path: &std::path::Path) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::os::unix::net::UnixListener::bind(path).expect("bind the socket");
+        listener.set_nonblocking(true).expect("non-blocking accept");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while !stopped.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        std::thread::spawn(move || {
+                            conn.set_nonblocking(false).expect("blocking");
+                            let mut reader = conn.try_clone().expect("clone");
+                            let _ = std::io::copy(&mut reader, &mut conn);
+                            let _ = conn.shutdown(std::net::Shutdown::Write);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Self { stop }
+    }
+}
+
+impl Drop for UnixEchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use ssh_interop_tests::fleet::{Fleet, TunnelSpec, fleet_file};
+use ssh_interop_tests::servers::{UnixEchoServer, echo_round_trip_unix};
 use ssh_interop_tests::{
     EchoServer, KeyKind, Pattern, Sshd, UserKey, echo_round_trip, free_port, port_listening,
 };
@@ -260,4 +261,59 @@ fn fleet_remote_tunnel_moved_to_another_target_on_the_same_port_is_listening_aga
         1,
         "one session throughout"
     );
+}
+
+// `bastion_listen` as a socket path on the bastion (streamlocal-forward): `/tunnels` shows the
+// path, data goes both ways through the bastion's socket to a socket here, and a reload
+// that removes the tunnel cancels the forward (nothing listens on the file any more, which
+// sshd leaves in place) while the session stays.
+#[test]
+fn fleet_remote_tunnel_on_a_bastion_socket_carries_data_and_reload_cancels_it() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder().authorize(&key).start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let here = dir.path().join("echo.sock");
+    let there = dir.path().join("bastion.sock");
+    let _echo = UnixEchoServer::start(&here);
+    let admin = free_port();
+    let with_remote = format!(
+        "{}\n[[tunnel]]\nname = \"socket\"\nkind = \"remote\"\nbastion_listen = {:?}\n\
+         target = {:?}\n",
+        head(admin, &key, &sshd),
+        there.display().to_string(),
+        here.display().to_string(),
+    );
+    let mut fleet = Fleet::start(&with_remote, Some(admin), &["--log-format", "text"]);
+    let all = tunnels(&mut fleet, |v| {
+        find(v, "socket").is_some_and(|t| t["state"] == "up")
+    });
+    let t = find(&all, "socket").expect("socket");
+    assert_eq!(t["local"], there.display().to_string(), "{all}");
+    assert_eq!(t["remote"], here.display().to_string(), "{all}");
+    let data = Pattern::get().bytes_at(11, 1 << 20);
+    match echo_round_trip_unix(&there, &data) {
+        Ok(back) => assert!(back == data, "the echo differs"),
+        Err(e) => panic!("through the bastion's socket: {e}: {}", fleet.log()),
+    }
+
+    // Removed by a reload: the forward is cancelled on the same session.
+    fleet.rewrite(&head(admin, &key, &sshd));
+    fleet.reload();
+    let deadline = Instant::now() + WAIT;
+    while std::os::unix::net::UnixStream::connect(&there).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still listening: {}",
+            fleet.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        sshd.log()
+            .contains("cancel-streamlocal-forward@openssh.com"),
+        "{}",
+        sshd.log()
+    );
+    assert_eq!(sshd.log().matches(LOGIN).count(), 1, "one session");
+    assert!(fleet.exited().is_none(), "{}", fleet.log());
 }

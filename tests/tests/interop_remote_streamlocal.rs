@@ -13,6 +13,7 @@ use std::time::Duration;
 use ssh_interop_tests::net::is_socket;
 use ssh_interop_tests::postgres::{CUSTOMERS_QUERY, psql_socket};
 use ssh_interop_tests::process::wait_until;
+use ssh_interop_tests::servers::{UnixEchoServer, echo_round_trip_unix};
 use ssh_interop_tests::{
     ClientKind, KeyKind, Postgres, Sshd, Tunnel, TunnelBuilder, UserKey, expected_customers,
 };
@@ -55,62 +56,11 @@ fn spawn_remote(
         .spawn()
 }
 
-/// Echoes one line-free payload through the socket at `path` and checks it.
+/// Sends `payload` through the socket at `path` to an echo and checks what comes back.
 fn round_trip(path: &Path, payload: &[u8]) {
-    use std::io::{Read, Write};
-    let mut s = UnixStream::connect(path).expect("connect to the bastion's socket");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("read timeout");
-    let writer = {
-        let mut w = s.try_clone().expect("clone");
-        let data = payload.to_vec();
-        std::thread::spawn(move || {
-            w.write_all(&data).expect("write");
-            w.shutdown(std::net::Shutdown::Write).expect("half-close");
-        })
-    };
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).expect("read the echo");
-    writer.join().expect("writer");
-    assert!(got == payload, "the echo differs from what was sent");
-}
-
-/// Echoes every connection to a Unix socket at `path`, each in its own thread, until the
-/// returned guard is dropped (and for two minutes at most).
-struct UnixEcho {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl UnixEcho {
-    fn start(path: &Path) -> Self {
-        use std::sync::atomic::Ordering;
-        let listener = std::os::unix::net::UnixListener::bind(path).expect("bind the socket");
-        listener.set_nonblocking(true).expect("non-blocking accept");
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = stop.clone();
-        std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(120);
-            while !stopped.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((mut conn, _)) => {
-                        std::thread::spawn(move || {
-                            conn.set_nonblocking(false).expect("blocking");
-                            let mut reader = conn.try_clone().expect("clone");
-                            let _ = std::io::copy(&mut reader, &mut conn);
-                            let _ = conn.shutdown(std::net::Shutdown::Write);
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        Self { stop }
-    }
-}
-
-impl Drop for UnixEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    match echo_round_trip_unix(path, payload) {
+        Ok(back) => assert!(back == payload, "the echo differs from what was sent"),
+        Err(e) => panic!("through {}: {e}", path.display()),
     }
 }
 
@@ -184,7 +134,7 @@ fn interop_remote_streamlocal_socket_to_socket_is_cancelled_at_exit() {
     let dir = tempfile::tempdir().expect("temp dir");
     let here = dir.path().join("echo.sock");
     let there = dir.path().join("bastion.sock");
-    let _echo = UnixEcho::start(&here);
+    let _echo = UnixEchoServer::start(&here);
     let mut tunnel = spawn_remote(
         ClientKind::Forwarder,
         &sshd,
@@ -213,7 +163,7 @@ fn interop_remote_streamlocal_stale_socket_is_refused_until_sshd_may_replace_it(
     let dir = tempfile::tempdir().expect("temp dir");
     let here = dir.path().join("echo.sock");
     let there = dir.path().join("bastion.sock");
-    let _echo = UnixEcho::start(&here);
+    let _echo = UnixEchoServer::start(&here);
     let mut tunnel = spawn_remote(
         ClientKind::Forwarder,
         &sshd,
