@@ -177,7 +177,7 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
     let sessions = supervisor.handle();
     let mut tunnel = Tunnel::new();
     for (listener, fwd) in listeners {
-        let target = connect::target_of(&fwd);
+        let target = fwd.to.clone();
         tunnel.listen(
             listener,
             sessions.clone(),

@@ -654,7 +654,7 @@ fn policy_name(p: cli::StrictHostKeyChecking) -> &'static str {
 }
 
 fn target_label(fwd: &ForwardSpec) -> String {
-    crate::connect::target_of(fwd).to_string()
+    fwd.to.to_string()
 }
 
 /// Runs one tunnel's stages.

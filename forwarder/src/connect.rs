@@ -232,11 +232,6 @@ pub async fn bind_forwards(
     out
 }
 
-/// The target of a forward, as tunnels name it.
-pub fn target_of(fwd: &cli::ForwardSpec) -> crate::tunnel::Destination {
-    fwd.to.clone()
-}
-
 /// Binds the listeners for one forward. Loopback means 127.0.0.1 and, where the system has
 /// IPv6, ::1; all interfaces means 0.0.0.0 and ::. IPv6 sockets are IPv6-only so that both
 /// families can share the port, as OpenSSH does. The first address must bind; a missing IPv6

@@ -1007,12 +1007,7 @@ impl Fleet {
                     for l in listeners {
                         bound.push(l.label());
                         let _g = span.enter();
-                        tunnel.listen(
-                            l,
-                            handle.clone(),
-                            connect::target_of(&fwd),
-                            cfg.session_wait_timeout,
-                        );
+                        tunnel.listen(l, handle.clone(), fwd.to.clone(), cfg.session_wait_timeout);
                     }
                 }
                 Err(e) => {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use std::time::Instant;
 
+use ssh_interop_tests::servers::UnixEchoServer;
 use ssh_interop_tests::{
     ClientKind, EchoServer, KeyKind, Sshd, TunnelBuilder, UserKey, free_port, port_listening,
 };
@@ -456,35 +457,6 @@ fn interop_remote_forward_port_closes_after_sigterm() {
     wait_listening(fixed, false, "after SIGTERM");
 }
 
-/// Echoes the next `n` connections to a Unix socket at `path`, one after the other, in a
-/// thread (each accept waits at most [`WAIT`]).
-fn unix_echo(path: &std::path::Path, n: usize) -> std::thread::JoinHandle<()> {
-    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind the socket");
-    listener.set_nonblocking(true).expect("non-blocking accept");
-    std::thread::spawn(move || {
-        for _ in 0..n {
-            let deadline = Instant::now() + WAIT;
-            let mut conn = loop {
-                match listener.accept() {
-                    Ok((conn, _)) => break conn,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        assert!(
-                            Instant::now() < deadline,
-                            "no connection reached the socket"
-                        );
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(e) => panic!("accept: {e}"),
-                }
-            };
-            conn.set_nonblocking(false).expect("blocking");
-            let mut reader = conn.try_clone().expect("clone");
-            let _ = std::io::copy(&mut reader, &mut conn);
-            let _ = conn.shutdown(std::net::Shutdown::Write);
-        }
-    })
-}
-
 #[test]
 fn interop_remote_forward_to_a_unix_socket_here() {
     let key = UserKey::generate(KeyKind::Ed25519);
@@ -492,7 +464,7 @@ fn interop_remote_forward_to_a_unix_socket_here() {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("echo.sock");
     let missing = dir.path().join("missing.sock");
-    let echo = unix_echo(&socket, 2);
+    let _echo = UnixEchoServer::start(&socket);
     let (port, dead) = (free_port(), free_port());
     let tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
         .option(&format!("RemoteForward={port} {}", socket.display()))
@@ -501,7 +473,6 @@ fn interop_remote_forward_to_a_unix_socket_here() {
     wait_listening(port, true, "the bastion's port");
     round_trip(port, &pattern(1 << 20, 3));
     round_trip(port, &pattern(70_000, 4));
-    echo.join().expect("the echo server");
 
     // No socket at the target: the channel is refused with the system's reason, and the
     // client on the bastion's side sees its connection end.
