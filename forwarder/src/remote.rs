@@ -291,10 +291,11 @@ fn refused_message(spec: &RemoteSpec) -> String {
     match spec.listen {
         ForwardListen::Tcp { .. } => msg,
         ForwardListen::Unix { .. } => format!(
-            "{msg} (sshd refuses a path where a file exists, and leaves its sockets behind \
-             when a session ends: set StreamLocalBindUnlink yes in its sshd_config; it also \
-             refuses when AllowStreamLocalForwarding or the key's options forbid it, or when \
-             it cannot create the socket there)"
+            "{msg} (OpenSSH's sshd refuses a path where a file exists, and leaves its sockets \
+             behind when a session ends: set StreamLocalBindUnlink yes in its sshd_config; it \
+             also refuses when AllowStreamLocalForwarding or the key's options forbid it, or \
+             when it cannot create the socket there; other servers, Dropbear for one, may not \
+             listen on sockets at all)"
         ),
     }
 }

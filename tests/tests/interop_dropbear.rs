@@ -545,3 +545,28 @@ fn a_unix_socket_target_is_refused_by_dropbear_and_the_session_carries_on() {
     );
     assert_echo(&tunnel, &dropbear, 2, 64 * 1024);
 }
+
+#[test]
+fn a_forward_from_a_socket_on_dropbear_is_refused_with_exit_on_forward_failure() {
+    // Dropbear does not listen on Unix sockets for a client (no
+    // streamlocal-forward@openssh.com): the request is refused, and with
+    // ExitOnForwardFailure=yes (the builder's default) forwarder exits 255 saying so.
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let dropbear = Dropbear::start(&key);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let there = dir.path().join("bastion.sock");
+    let mut tunnel = forwarder(&dropbear, &key)
+        .option(&format!("RemoteForward={} 127.0.0.1:9", there.display()))
+        .spawn();
+    let status = tunnel.wait_exit(WAIT).expect("exits");
+    assert_eq!(status.code(), Some(255), "{}", tunnel.log());
+    assert!(
+        tunnel.log().contains(&format!(
+            "Error: remote port forwarding failed for listen path {}",
+            there.display()
+        )) && tunnel.log().contains("Dropbear"),
+        "{}",
+        tunnel.log()
+    );
+    assert!(!there.exists(), "Dropbear made a socket");
+}
