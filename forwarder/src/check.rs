@@ -4,6 +4,8 @@
 //! ```text
 //!  1 resolve ─> 2 tcp ─> 3 ssh version ─> 4 key exchange ─> 5 host key ─> 6 authentication
 //!     ─> for each forward: 7 channel to host:port ─> 8 database (probe::run)
+//!     ─> for each remote forward: 7 the bastion listens (asked, then cancelled)
+//!                                 ─> 8 its target, connected (and probed) from here
 //!  exit status: 0 all passed, 2 bad command line or file, 10 + (stage - 1) for the first failure
 //! ```
 //!
@@ -30,6 +32,7 @@ use crate::driver::{self, HostKeyVerifier, OpenError, SessionLog};
 use crate::known_hosts::{self, Decision, HostKeyStatus, KnownHosts};
 use crate::local::Peer;
 use crate::probe::{self, ProbeKind, ProbeSpec};
+use crate::remote::RemoteSpec;
 use crate::session::{Session, SessionConfig, SessionError};
 use crate::userauth;
 
@@ -59,6 +62,7 @@ pub const STAGES: [(u8, &str, &str); 8] = [
 pub fn usage() -> &'static str {
     "\
 usage: forwarder check [--json] [--probe postgres|mysql|tcp] [options] -L port:host:hostport [user@]host
+       forwarder check [--json] [--probe KIND] [options] -R port:host:hostport [user@]host
        forwarder check [--json] [--probe KIND] --config tunnels.toml [NAME...]
        (options of check itself: --json, --probe, --probe-user, --probe-password-file, --config)
 
@@ -74,9 +78,11 @@ is read but never written.
   4 key exchange      the algorithms agreed
   5 host key          known, unknown or changed (with fingerprints)
   6 authentication    which key or method was accepted
-  7 channel           a direct-tcpip channel to each forward's host:port
+  7 channel           a direct-tcpip channel to each forward's host:port; for -R, the
+                      bastion asked to listen (and told to stop again at once)
   8 database          --probe postgres|mysql|tcp, or from the port (5432 and 5439:
-                      postgres, 3306: mysql); skipped otherwise
+                      postgres, 3306: mysql); skipped otherwise. For -R, the target
+                      connected to (and probed) from here, where the tunnel connects
 
   --json              one JSON document: {\"target\", \"stages\": [{\"stage\", \"name\", \"ok\",
                       \"ms\", \"detail\", \"fix\"}], \"verdict\", \"exit_code\"}; \"ok\" is null
@@ -205,6 +211,8 @@ struct Job {
     config: TunnelConfig,
     /// One per forward: its probe, or `None` for none.
     probes: Vec<Option<ProbeKind>>,
+    /// The remote forwards (`-R`, a fleet's remote tunnel), each with its probe.
+    remote: Vec<(RemoteSpec, Option<ProbeKind>)>,
     mysql_login: Option<probe::MysqlLogin>,
 }
 
@@ -234,9 +242,6 @@ pub fn inferred_probe(target: &Destination) -> Option<ProbeKind> {
 /// destination, which a jump chain does not make.
 const JUMP_NOT_CHECKED: &str = "check does not follow jump hosts (-J / ProxyJump / jump) yet; \
      check the first jump host on its own, or run the tunnel with -v";
-
-const REMOTE_NOT_CHECKED: &str = "check does not test remote tunnels (kind = \"remote\", -R) \
-     yet; name the local tunnels to check, or run the fleet with -v";
 
 /// Runs `forwarder check ...` (the arguments after `check`); returns the exit status.
 pub fn run(args: &[OsString]) -> i32 {
@@ -347,17 +352,20 @@ fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
             if !config.session.jump.is_empty() {
                 return Err(format!("tunnel {:?}: {JUMP_NOT_CHECKED}", t.name));
             }
-            if matches!(t.kind, crate::fleet::config::TunnelKind::Remote(_)) {
-                // Its forward is the server's listener, which no stage here asks for: a
-                // PASS would vouch for what was never tried.
-                return Err(format!("tunnel {:?}: {REMOTE_NOT_CHECKED}", t.name));
-            }
+            let remote = match &t.kind {
+                crate::fleet::config::TunnelKind::Remote(spec) => {
+                    let kind = args.probe.or_else(|| inferred_probe(&spec.target));
+                    vec![(spec.clone(), kind)]
+                }
+                crate::fleet::config::TunnelKind::Local => Vec::new(),
+            };
             if config.session.connect_timeout.is_none() {
                 config.session.connect_timeout = Some(DEFAULT_TIMEOUT);
             }
             out.push(Job {
                 name: Some(t.name.clone()),
                 probes: config.forwards.iter().map(|_| kind).collect(),
+                remote,
                 config,
                 mysql_login,
             });
@@ -380,17 +388,18 @@ fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
     if opts.stdio_forward.is_some() {
         return Err("check tests -L forwards; -W is not checked".into());
     }
-    // A pass must not vouch for a forward that was never tried, as with `--config`.
-    if !opts.remote_forwards.is_empty() {
-        return Err(
-            "check tests -L forwards; remote forwards (-R, or RemoteForward in ssh_config) are \
-             not checked: leave them out"
-                .into(),
-        );
+    if config.forwards.is_empty() && opts.remote_forwards.is_empty() {
+        return Err("give at least one -L port:host:hostport (or -R) to check".into());
     }
-    if config.forwards.is_empty() {
-        return Err("give at least one -L port:host:hostport to check".into());
-    }
+    let remote = opts
+        .remote_forwards
+        .iter()
+        .map(|f| {
+            let spec = RemoteSpec::from_forward(f);
+            let kind = args.probe.or_else(|| inferred_probe(&spec.target));
+            (spec, kind)
+        })
+        .collect();
     if config.session.connect_timeout.is_none() {
         config.session.connect_timeout = Some(DEFAULT_TIMEOUT);
     }
@@ -403,6 +412,7 @@ fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
         name: None,
         config,
         probes,
+        remote,
         mysql_login: cli_login(args)?,
     }])
 }
@@ -661,7 +671,17 @@ fn target_label(fwd: &ForwardSpec) -> String {
 async fn check(job: Job) -> Report {
     let spec = &job.config.session;
     let mut target = spec.label();
-    let targets: Vec<String> = job.config.forwards.iter().map(target_label).collect();
+    let targets: Vec<String> = job
+        .config
+        .forwards
+        .iter()
+        .map(target_label)
+        .chain(
+            job.remote
+                .iter()
+                .map(|(r, _)| format!("bastion {} -> {} here", r.label(), r.target)),
+        )
+        .collect();
     if !targets.is_empty() {
         target.push_str(" -> ");
         target.push_str(&targets.join(", "));
@@ -701,7 +721,7 @@ async fn run_stages(job: &Job, st: &mut Stages) {
     let port = spec.port;
     let timeout = spec.connect_timeout.unwrap_or(DEFAULT_TIMEOUT);
     let per_forward_rest = |st: &mut Stages| {
-        for _ in &job.config.forwards {
+        for _ in 0..job.config.forwards.len() + job.remote.len() {
             st.skip_rest([7, 8]);
         }
     };
@@ -820,7 +840,7 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
     let spec = &job.config.session;
     let opts = &spec.options;
     let per_forward_rest = |st: &mut Stages| {
-        for _ in &job.config.forwards {
+        for _ in 0..job.config.forwards.len() + job.remote.len() {
             st.skip_rest([7, 8]);
         }
     };
@@ -1449,6 +1469,214 @@ async fn channels(job: &Job, st: &mut Stages, handle: &driver::SessionHandle) {
             }
         }
     }
+    remote_forwards(job, st, handle, failed).await;
+}
+
+/// Stages 7 and 8 of each remote forward: the bastion is asked to listen (and told to stop
+/// again at once: nothing is served), then the target is connected to from here, where the
+/// tunnel connects, and probed when a probe kind is known. A PASS means the bastion would
+/// listen and the target answers here; the path from the bastion's listener to us is the
+/// session itself, which stages 3 to 6 passed.
+async fn remote_forwards(
+    job: &Job,
+    st: &mut Stages,
+    handle: &driver::SessionHandle,
+    mut failed: bool,
+) {
+    for (spec, kind) in &job.remote {
+        if failed {
+            st.skip_rest([7, 8]);
+            continue;
+        }
+        let listen = spec.label();
+        let started = Instant::now();
+        let asked = tokio::time::timeout(
+            DEFAULT_TIMEOUT,
+            handle.request_remote_forward(spec.listen.clone()),
+        )
+        .await;
+        let took = started.elapsed();
+        match asked {
+            Ok(Ok(port)) => {
+                handle.cancel_remote_forward(&driver::bound_listen(&spec.listen, port));
+                st.pass(
+                    7,
+                    Some(took),
+                    format!(
+                        "the bastion listens on {} for {} (and was told to stop again)",
+                        spec.listen_label(port),
+                        spec.target
+                    ),
+                );
+            }
+            Ok(Err(e)) => {
+                st.fail(
+                    7,
+                    Some(took),
+                    format!("bastion {listen}: {e}"),
+                    remote_fix(spec),
+                );
+                st.skip(8, "not run: an earlier stage failed");
+                failed = true;
+                continue;
+            }
+            Err(_) => {
+                st.fail(
+                    7,
+                    Some(took),
+                    format!(
+                        "bastion {listen}: no answer to the forward request within {} s",
+                        DEFAULT_TIMEOUT.as_secs()
+                    ),
+                    "bastion admin: the SSH server took the session but does not answer its \
+                     requests; look at its load and its log"
+                        .to_owned(),
+                );
+                st.skip(8, "not run: an earlier stage failed");
+                failed = true;
+                continue;
+            }
+        }
+        let target = spec.target.to_string();
+        let started = Instant::now();
+        let probe = kind.map(|kind| ProbeSpec {
+            kind,
+            mysql_login: job.mysql_login.clone(),
+            timeout: DEFAULT_TIMEOUT,
+        });
+        let answer = tokio::time::timeout(
+            DEFAULT_TIMEOUT,
+            connect_and_probe(&spec.target, probe.as_ref()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Here::Connect(format!(
+                "no answer within {} s",
+                DEFAULT_TIMEOUT.as_secs()
+            )))
+        });
+        let took = started.elapsed();
+        match answer {
+            Ok(detail) => st.pass(8, Some(took), format!("{target} here: {detail}")),
+            Err(Here::Connect(e)) => {
+                st.fail(
+                    8,
+                    Some(took),
+                    format!("{target} here: connect failed: {e}"),
+                    format!(
+                        "platform: the tunnel connects to {target} from this machine for each \
+                         connection the bastion takes on {listen}; start the service there, \
+                         or correct the tunnel's target"
+                    ),
+                );
+                failed = true;
+            }
+            Err(Here::Probe(e)) => {
+                let expected = match kind {
+                    Some(ProbeKind::Postgres) => "PostgreSQL",
+                    Some(ProbeKind::Mysql) => "MySQL or MariaDB",
+                    _ => "the service",
+                };
+                st.fail(
+                    8,
+                    Some(took),
+                    format!("{target} here: {e}"),
+                    probe_fix(expected, &target, &e),
+                );
+                failed = true;
+            }
+        }
+    }
+}
+
+/// Why a remote forward's target failed here.
+enum Here {
+    /// No connection.
+    Connect(String),
+    /// Connected, but the probe failed.
+    Probe(String),
+}
+
+/// Connects to `target` from here, then runs `probe` over the connection if there is one.
+async fn connect_and_probe(
+    target: &Destination,
+    probe: Option<&ProbeSpec>,
+) -> Result<String, Here> {
+    let connect = |e: std::io::Error| Here::Connect(e.to_string());
+    let detail = match target {
+        Destination::Tcp(t) => {
+            let stream = TcpStream::connect((t.host.as_str(), t.port))
+                .await
+                .map_err(connect)?;
+            let detail = format!(
+                "connected to {}",
+                stream
+                    .peer_addr()
+                    .map_or_else(|_| t.to_string(), |a| a.to_string())
+            );
+            match probe {
+                Some(p) => probe::run(p, stream).await.map_err(Here::Probe)?,
+                None => detail,
+            }
+        }
+        Destination::Unix(path) => {
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(connect)?;
+            match probe {
+                Some(p) => probe::run(p, stream).await.map_err(Here::Probe)?,
+                None => "connected".to_owned(),
+            }
+        }
+    };
+    Ok(match probe {
+        Some(_) => detail,
+        None => format!("{detail} (no probe kind: give --probe postgres|mysql|tcp)"),
+    })
+}
+
+/// What to do when the bastion refused to listen for a remote forward.
+fn remote_fix(spec: &RemoteSpec) -> String {
+    use ssh_connection::ForwardListen;
+    match &spec.listen {
+        ForwardListen::Tcp { address, port } => {
+            let label = spec.label();
+            let mut fix = format!(
+                "bastion admin: sshd refused to listen on {label}: sshd_config's \
+                 AllowTcpForwarding must be yes or remote, DisableForwarding no, and neither \
+                 the key's restrict or no-port-forwarding nor a PermitListen list may forbid \
+                 the port"
+            );
+            if *port != 0 && *port < 1024 {
+                fix.push_str(&format!(
+                    "; port {port} is below 1024, which only root may listen on"
+                ));
+            }
+            if !matches!(address.as_str(), "localhost" | "127.0.0.1" | "::1") {
+                fix.push_str(
+                    "; an address other than loopback needs GatewayPorts clientspecified (or \
+                     yes)",
+                );
+            }
+            if *port != 0 {
+                fix.push_str(&format!(
+                    ". If all of that holds, port {port} is taken on the bastion: by another \
+                     program, or by an earlier session of this login that sshd has not yet \
+                     noticed is gone"
+                ));
+            }
+            fix
+        }
+        ForwardListen::Unix { path } => format!(
+            "bastion admin: sshd refused to listen on the socket {path}: if a file exists \
+             there, remove it or set StreamLocalBindUnlink yes in sshd_config (sshd leaves its \
+             sockets behind when a session ends, so a tunnel that reconnects is refused \
+             without it); otherwise sshd_config's AllowStreamLocalForwarding must be yes or \
+             remote, DisableForwarding no, the key must not have restrict or \
+             no-port-forwarding, and the login user must be able to create files in the \
+             socket's directory. A server other than OpenSSH's may not listen on sockets at all"
+        ),
+    }
 }
 
 /// What to do about a failed stage 8, from what the probe saw: the database's own error when
@@ -1679,19 +1907,72 @@ mod tests {
     }
 
     #[test]
-    fn remote_forwards_are_refused_rather_than_left_unchecked() {
+    fn remote_forwards_are_checked_with_a_probe_inferred_from_their_target() {
         let args = parse_check_args(&os(&[
             "-F",
             "none",
             "-R",
-            "8022:127.0.0.1:22",
+            "8022:127.0.0.1:5432",
+            "-R",
+            "/run/b.sock:/run/here.sock",
             "-L",
             "1:db:5432",
             "bastion",
         ]))
         .expect("check's own flags");
-        let error = jobs(&args).err().expect("-R was accepted");
-        assert!(error.contains("remote forwards"), "{error}");
+        let jobs = jobs(&args).expect("-R is checked");
+        let [job] = &jobs[..] else { panic!("one job") };
+        assert_eq!(job.probes, [Some(ProbeKind::Postgres)]);
+        let remote: Vec<(String, Option<ProbeKind>)> =
+            job.remote.iter().map(|(r, k)| (r.label(), *k)).collect();
+        assert_eq!(
+            remote,
+            [
+                ("localhost:8022".to_owned(), Some(ProbeKind::Postgres)),
+                ("/run/b.sock".to_owned(), None)
+            ]
+        );
+        let only_remote = parse_check_args(&os(&["-F", "none", "-R", "0:h:1", "bastion"]))
+            .expect("check's own flags");
+        assert!(super::jobs(&only_remote).is_ok(), "-R alone is a check");
+        let none = parse_check_args(&os(&["-F", "none", "bastion"])).expect("flags");
+        let error = super::jobs(&none).err().expect("no forward at all");
+        assert!(error.contains("-L") && error.contains("-R"), "{error}");
+    }
+
+    #[test]
+    fn a_refused_remote_forward_fix_fits_what_was_asked() {
+        let tcp = |spec: &str| {
+            let f = crate::cli::ForwardSpec {
+                listen: match spec.split_once(':') {
+                    Some((a, p)) => crate::cli::Listen::Port {
+                        bind_address: Some(a.to_owned()),
+                        port: p.parse().expect("port"),
+                    },
+                    None => crate::cli::Listen::Path(spec.into()),
+                },
+                to: Destination::Unix("/here".into()),
+            };
+            remote_fix(&RemoteSpec::from_forward(&f))
+        };
+        let low = tcp("localhost:80");
+        assert!(
+            low.contains("below 1024") && !low.contains("GatewayPorts"),
+            "{low}"
+        );
+        let wide = tcp("*:8022");
+        assert!(
+            wide.contains("GatewayPorts") && wide.contains("port 8022 is taken"),
+            "{wide}"
+        );
+        let picked = tcp("localhost:0");
+        assert!(!picked.contains("is taken"), "{picked}");
+        let socket = tcp("/run/a.sock");
+        assert!(
+            socket.contains("StreamLocalBindUnlink yes")
+                && socket.contains("AllowStreamLocalForwarding"),
+            "{socket}"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use ssh_interop_tests::mariadb::{PROBE_PASSWORD, PROBE_USER};
 use ssh_interop_tests::process::run_bounded;
 use ssh_interop_tests::{
     CertAuthority, EchoServer, KeyKind, Mariadb, Postgres, Sshd, UserKey, forwarder_binary,
-    free_port, known_hosts_line,
+    free_port, known_hosts_line, port_listening,
 };
 
 /// Every check here ends well within this (ConnectTimeout and the stages' limits are 10 s).
@@ -934,28 +934,35 @@ fn check_fleet_file_lowest_failing_stage_decides_and_names_filter() {
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("nope"), "{}", run.stderr);
 
-    // A remote tunnel is not vouched for: no stage asks for its forward.
-    let mut text = fleet_file(&head, &tunnels[..1]);
-    text.push_str(&format!(
+    // A remote tunnel is checked too: the bastion is asked to listen (and to stop again),
+    // and its target is connected to from here.
+    let mut mixed_text = fleet_file(&head, &tunnels[..1]);
+    let back_port = free_port();
+    mixed_text.push_str(&format!(
         "[[tunnel]]\nname = \"back\"\nkind = \"remote\"\nbastion = {bastion:?}\n\
-         bastion_listen = \"127.0.0.1:{}\"\ntarget = \"127.0.0.1:{}\"\n",
-        free_port(),
+         bastion_listen = \"127.0.0.1:{back_port}\"\ntarget = \"127.0.0.1:{}\"\n",
         echo.port()
     ));
     let mixed = dir.path().join("mixed.toml");
-    std::fs::write(&mixed, text).expect("write the fleet file");
+    std::fs::write(&mixed, mixed_text).expect("write the fleet file");
     let mixed = mixed.display().to_string();
-    let run = check(&["--config".into(), mixed.clone()]);
-    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    let run = check(&["--json".into(), "--config".into(), mixed]);
+    let doc = run.json();
+    assert_eq!(run.code, 0, "{doc:#}\n{}", run.stderr);
+    let back = doc["tunnels"]
+        .as_array()
+        .and_then(|t| t.iter().find(|r| r["name"] == "back"))
+        .unwrap_or_else(|| panic!("no report for back: {doc:#}"));
     assert!(
-        run.stderr.contains("\"back\"") && run.stderr.contains("remote tunnels"),
-        "{}",
-        run.stderr
+        text(&stage(back, 7)["detail"])
+            .contains(&format!("the bastion listens on 127.0.0.1:{back_port}")),
+        "{back:#}"
     );
-    assert!(!run.stdout.contains("PASS"), "{}", run.stdout);
-    // Its local neighbour, named, is checked.
-    let run = check(&["--config".into(), mixed, "good".into()]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        text(&stage(back, 8)["detail"]).contains("connected"),
+        "{back:#}"
+    );
+    assert!(!port_listening(back_port), "the forward was not cancelled");
 }
 
 #[test]
@@ -1134,4 +1141,119 @@ fn check_reports_a_host_trusted_through_its_certificate_or_why_it_was_not() {
             "check never writes known_hosts"
         );
     }
+}
+
+/// `check --json [--probe kind] <options> -R spec user@127.0.0.1`.
+fn run_check_remote(sshd: &Sshd, key: &UserKey, spec: &str, probe: Option<&str>) -> Run {
+    let mut args = tunnel_args(sshd.port(), key, &known_hosts_of(sshd));
+    if let Some(p) = probe {
+        args.extend(["--probe".to_owned(), p.to_owned()]);
+    }
+    args.extend([
+        "-R".to_owned(),
+        spec.to_owned(),
+        format!("{}@127.0.0.1", sshd.user()),
+    ]);
+    check(&args)
+}
+
+#[test]
+fn check_remote_forward_passes_with_the_bastion_listening_and_postgres_probed_here() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let pg = LazyLock::force(&POSTGRES);
+    let port = free_port();
+    let run = run_check_remote(
+        &sshd,
+        &key,
+        &format!("{port}:127.0.0.1:{}", pg.port()),
+        Some("postgres"),
+    );
+    let doc = expect_pass(&run);
+    assert!(
+        text(&stage(&doc, 7)["detail"])
+            .contains(&format!("the bastion listens on localhost:{port}")),
+        "{doc:#}"
+    );
+    assert!(
+        text(&stage(&doc, 8)["detail"]).contains("postgres"),
+        "{doc:#}"
+    );
+    let log = sshd.log();
+    assert!(
+        log.contains("rtype tcpip-forward") && log.contains("rtype cancel-tcpip-forward"),
+        "asked for, then cancelled:\n{log}"
+    );
+    assert!(!port_listening(port), "still listening on the bastion");
+}
+
+#[test]
+fn check_remote_forward_refused_fails_stage_7_naming_allow_tcp_forwarding() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder()
+        .config("AllowTcpForwarding local")
+        .authorize(&key)
+        .start();
+    let echo = EchoServer::start();
+    let run = run_check_remote(
+        &sshd,
+        &key,
+        &format!("{}:127.0.0.1:{}", free_port(), echo.port()),
+        None,
+    );
+    let (detail, fix) = expect_failure(&run, 7);
+    assert!(detail.contains("refused"), "{detail}");
+    assert!(
+        fix.contains("AllowTcpForwarding must be yes or remote"),
+        "{fix}"
+    );
+    assert_eq!(echo.connections(), 0);
+}
+
+#[test]
+fn check_remote_forward_to_nothing_here_fails_stage_8() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let dead = free_port();
+    let run = run_check_remote(&sshd, &key, &format!("0:127.0.0.1:{dead}"), None);
+    let (detail, fix) = expect_failure(&run, 8);
+    assert!(detail.contains("connect failed"), "{detail}");
+    assert!(
+        fix.contains("platform") && fix.contains(&format!("127.0.0.1:{dead}")),
+        "{fix}"
+    );
+}
+
+#[test]
+fn check_remote_forward_on_a_stale_bastion_socket_fails_stage_7_naming_stream_local_bind_unlink() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A socket an earlier session left: sshd refuses the path.
+    let stale = dir.path().join("left.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
+    let run = run_check_remote(
+        &sshd,
+        &key,
+        &format!("{}:127.0.0.1:{}", stale.display(), echo.port()),
+        None,
+    );
+    let (detail, fix) = expect_failure(&run, 7);
+    assert!(detail.contains(&stale.display().to_string()), "{detail}");
+    assert!(fix.contains("StreamLocalBindUnlink yes"), "{fix}");
+    // A fresh path passes, and the bastion stops listening on it afterwards.
+    let fresh = dir.path().join("fresh.sock");
+    let run = run_check_remote(
+        &sshd,
+        &key,
+        &format!("{}:127.0.0.1:{}", fresh.display(), echo.port()),
+        None,
+    );
+    let doc = expect_pass(&run);
+    assert!(
+        text(&stage(&doc, 7)["detail"]).contains(&format!("listens on {}", fresh.display())),
+        "{doc:#}"
+    );
+    assert!(std::os::unix::net::UnixStream::connect(&fresh).is_err());
 }
