@@ -11,6 +11,9 @@
 //!
 //! Stages 3 to 6 are one SSH handshake run by the ordinary driver over a TCP stream connected
 //! here; how far it got ([`SessionLog`]) and the error it ended with say which stage failed.
+//! Through jump hosts, the first jump host gets stages 1 to 6, and each next hop (the
+//! destination last) stages 2 to 6, its stage 2 being the `direct-tcpip` channel the hop
+//! before opens to it, as the tunnel connects; each line names its jump host.
 //! known_hosts is read and never written: `accept-new` and `no` report what a tunnel would do.
 
 use std::ffi::OsString;
@@ -78,6 +81,9 @@ is read but never written.
   4 key exchange      the algorithms agreed
   5 host key          known, unknown or changed (with fingerprints)
   6 authentication    which key or method was accepted
+                      Through jump hosts (-J, ProxyJump, a fleet's jump): stages 1 to 6
+                      for the first jump host, then 2 (a channel through the hop before)
+                      to 6 for each next one and the destination, each line naming its hop
   7 channel           a direct-tcpip channel to each forward's host:port; for -R, the
                       bastion asked to listen (and told to stop again at once)
   8 database          --probe postgres|mysql|tcp, or from the port (5432 and 5439:
@@ -89,8 +95,7 @@ is read but never written.
                       for a skipped stage. With --config: {\"tunnels\": [{\"name\", ...}],
                       \"exit_code\"}
   --probe KIND        what to expect behind every forward (overrides the file's probe)
-  --config FILE       check the tunnels of a fleet file (not those through jump hosts or
-                      remote ones yet: a file with them needs the NAMEs of the others)
+  --config FILE       check the tunnels of a fleet file
   --probe-user USER, --probe-password-file FILE
                       log the mysql probe in (and quit), which MariaDB and MySQL do not
                       log; without them it reads the greeting and leaves
@@ -238,11 +243,6 @@ pub fn inferred_probe(target: &Destination) -> Option<ProbeKind> {
     }
 }
 
-/// Why a tunnel through jump hosts is refused: the stages test one TCP connection to the
-/// destination, which a jump chain does not make.
-const JUMP_NOT_CHECKED: &str = "check does not follow jump hosts (-J / ProxyJump / jump) yet; \
-     check the first jump host on its own, or run the tunnel with -v";
-
 /// Runs `forwarder check ...` (the arguments after `check`); returns the exit status.
 pub fn run(args: &[OsString]) -> i32 {
     let parsed = match parse_check_args(args) {
@@ -349,9 +349,6 @@ fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
                 (None, None) => None,
             };
             let mut config = t.config;
-            if !config.session.jump.is_empty() {
-                return Err(format!("tunnel {:?}: {JUMP_NOT_CHECKED}", t.name));
-            }
             let remote = match &t.kind {
                 crate::fleet::config::TunnelKind::Remote(spec) => {
                     let kind = args.probe.or_else(|| inferred_probe(&spec.target));
@@ -382,9 +379,6 @@ fn jobs(args: &CheckArgs) -> Result<Vec<Job>, String> {
         eprintln!("forwarder: warning: {w}");
     }
     let mut config = TunnelConfig::from_options(&opts).map_err(|e| e.0)?;
-    if !config.session.jump.is_empty() {
-        return Err(JUMP_NOT_CHECKED.into());
-    }
     if opts.stdio_forward.is_some() {
         return Err("check tests -L forwards; -W is not checked".into());
     }
@@ -437,6 +431,9 @@ fn cli_login(args: &CheckArgs) -> Result<Option<probe::MysqlLogin>, String> {
 struct Stages {
     list: Vec<StageReport>,
     failed: Option<u8>,
+    /// Put before every detail: which jump host stages 1 to 6 are about (empty for the
+    /// destination).
+    prefix: String,
 }
 
 impl Stages {
@@ -462,6 +459,11 @@ impl Stages {
         fix: Option<String>,
     ) {
         let name = STAGES[usize::from(stage - 1)].1;
+        let detail = if self.prefix.is_empty() {
+            detail
+        } else {
+            format!("{}{detail}", self.prefix)
+        };
         self.list.push(StageReport {
             stage,
             name,
@@ -689,6 +691,7 @@ async fn check(job: Job) -> Report {
     let mut st = Stages {
         list: Vec::new(),
         failed: None,
+        prefix: String::new(),
     };
     run_stages(&job, &mut st).await;
     let exit_code = st.failed.map_or(EXIT_OK, |s| EXIT_STAGE + i32::from(s) - 1);
@@ -715,10 +718,35 @@ async fn check(job: Job) -> Report {
     }
 }
 
+/// One SSH server of the path, with what its stages' details start with.
+struct Hop<'a> {
+    at: crate::config::HopSpec<'a>,
+    /// `jump host user@host:port: ` for a jump host; empty for the destination.
+    prefix: String,
+}
+
+/// The servers of `spec`'s path, the first jump host first, the destination last.
+fn hops(spec: &crate::config::SessionSpec) -> Vec<Hop<'_>> {
+    spec.hops()
+        .into_iter()
+        .map(|at| Hop {
+            prefix: at
+                .jump
+                .map_or_else(String::new, |j| format!("jump host {j}: ")),
+            at,
+        })
+        .collect()
+}
+
 async fn run_stages(job: &Job, st: &mut Stages) {
     let spec = &job.config.session;
-    let host = spec.host.as_str();
-    let port = spec.port;
+    let hops = hops(spec);
+    let Some(first) = hops.first() else {
+        return;
+    };
+    st.prefix.clone_from(&first.prefix);
+    let host = first.at.host;
+    let port = first.at.port;
     let timeout = spec.connect_timeout.unwrap_or(DEFAULT_TIMEOUT);
     let per_forward_rest = |st: &mut Stages| {
         for _ in 0..job.config.forwards.len() + job.remote.len() {
@@ -832,18 +860,109 @@ async fn run_stages(job: &Job, st: &mut Stages) {
     let _ = stream.set_nodelay(true);
     st.pass(2, Some(took), addr.to_string());
 
-    // 3 to 6: the handshake.
-    handshake(job, stream, st).await;
-}
-
-async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
-    let spec = &job.config.session;
-    let opts = &spec.options;
-    let per_forward_rest = |st: &mut Stages| {
-        for _ in 0..job.config.forwards.len() + job.remote.len() {
-            st.skip_rest([7, 8]);
+    // 3 to 6: the handshake, with each hop after the first over a channel of the one before
+    // (stage 2 of that hop).
+    let mut sessions: Vec<(driver::SessionHandle, tokio::task::JoinHandle<_>)> = Vec::new();
+    let permit = |i: usize| -> Vec<String> {
+        match hops.get(i + 1) {
+            Some(next) => vec![format!("{}:{}", next.at.host, next.at.port)],
+            None => job.config.forwards.iter().map(target_label).collect(),
         }
     };
+    match handshake(first, &permit(0), stream, st).await {
+        Some(s) => sessions.push(s),
+        None => per_forward_rest(st),
+    }
+    for (i, hop) in hops.iter().enumerate().skip(1) {
+        let Some((last, _)) = sessions.last() else {
+            break;
+        };
+        let before = hops.get(i - 1).map_or("", |h| h.at.host);
+        st.prefix.clone_from(&hop.prefix);
+        let started = Instant::now();
+        let opened = tokio::time::timeout(
+            timeout,
+            last.open_direct_tcpip(hop.at.host, hop.at.port, "127.0.0.1", 0),
+        )
+        .await;
+        let took = started.elapsed();
+        let channel = match opened {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                st.fail(
+                    2,
+                    Some(took),
+                    format!("through {before}: {e}"),
+                    format!(
+                        "jump host admin: {before} did not connect to {}:{}: its sshd must let \
+                         the login forward there (AllowTcpForwarding yes or local, PermitOpen, \
+                         the key's permitopen), and reach that address",
+                        hop.at.host, hop.at.port
+                    ),
+                );
+                st.skip_rest(3..=6);
+                per_forward_rest(st);
+                sessions.clear();
+                break;
+            }
+            Err(_) => {
+                st.fail(
+                    2,
+                    Some(took),
+                    format!("through {before}: no answer within {} s", timeout.as_secs()),
+                    format!(
+                        "jump host admin: {before} is still trying to reach {}:{}: a firewall \
+                         between them drops the packets",
+                        hop.at.host, hop.at.port
+                    ),
+                );
+                st.skip_rest(3..=6);
+                per_forward_rest(st);
+                sessions.clear();
+                break;
+            }
+        };
+        st.pass(
+            2,
+            Some(took),
+            format!("{}:{} through {before}", hop.at.host, hop.at.port),
+        );
+        match handshake(hop, &permit(i), channel, st).await {
+            Some(s) => sessions.push(s),
+            None => {
+                per_forward_rest(st);
+                sessions.clear();
+                break;
+            }
+        }
+    }
+    st.prefix.clear();
+    if sessions.len() == hops.len()
+        && let Some((handle, _)) = sessions.last()
+    {
+        channels(job, st, handle).await;
+    }
+    for (handle, task) in sessions.into_iter().rev() {
+        handle.disconnect("forwarder check finished");
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
+}
+
+/// Stages 3 to 6 with `hop` over `stream`: its session once it has let us in, else `None`
+/// (the failure reported, stages 7 and 8 left to the caller).
+async fn handshake<S>(
+    hop: &Hop<'_>,
+    permit: &[String],
+    stream: S,
+    st: &mut Stages,
+) -> Option<(
+    driver::SessionHandle,
+    tokio::task::JoinHandle<Result<(), SessionError>>,
+)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let opts = hop.at.options;
     // The files the tunnel reads: the user's and the global ones.
     let (known, skipped) = match KnownHosts::load(&opts.known_hosts_files()) {
         Ok(k) => k,
@@ -859,8 +978,7 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
                 "platform: fix UserKnownHostsFile or GlobalKnownHostsFile".to_owned(),
             );
             st.skip_rest([6]);
-            per_forward_rest(st);
-            return;
+            return None;
         }
     };
     let revoked = match known_hosts::RevokedHostKeys::load(&opts.revoked_host_keys) {
@@ -883,14 +1001,13 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
                     .to_owned(),
             );
             st.skip_rest([6]);
-            per_forward_rest(st);
-            return;
+            return None;
         }
     };
     // Under HostKeyAlias when one is set, as the tunnel looks it up.
-    let (key_host, key_port) = crate::connect::known_hosts_name(opts, &spec.host, spec.port);
+    let (key_host, key_port) = crate::connect::known_hosts_name(opts, hop.at.host, hop.at.port);
     let (transport, known_types) =
-        crate::connect::host_key_order(&spec.transport, &known, opts, key_host, key_port);
+        crate::connect::host_key_order(hop.at.transport, &known, opts, key_host, key_port);
     // The guessed first key exchange message the tunnel sends to a bastion it has seen, so
     // that a pass covers that path too; and what this run learns is kept for the tunnel.
     let transport = crate::kex_memory::prepare(
@@ -909,14 +1026,17 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
     let prepared = userauth::prepare(opts, &passphrase, now).await;
     let helper = Arc::new(userauth::Helper::new(opts, &prepared, password, passphrase));
     let auth = match userauth::auth_config(opts, prepared.identities.clone(), now) {
-        Ok(a) => a,
+        Ok(mut a) => {
+            // The hop's own login (a jump host's `user@` or its block's User).
+            hop.at.user.clone_into(&mut a.user);
+            a
+        }
         Err(e) => {
             for s in 3..=5 {
                 st.skip(s, "not run: the identity options are wrong (stage 6)");
             }
             st.fail(6, None, e, "platform: fix the identity options".to_owned());
-            per_forward_rest(st);
-            return;
+            return None;
         }
     };
     let verifier = Arc::new(RecordingVerifier {
@@ -944,7 +1064,8 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
         handle.clone(),
         key_host.to_owned(),
         key_port,
-        spec.transport
+        hop.at
+            .transport
             .kex_algorithms
             .iter()
             .map(|k| k.name())
@@ -971,7 +1092,8 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
     };
     let took = started.elapsed();
     let ok = report_handshake(
-        job,
+        hop,
+        permit,
         st,
         &log,
         (seen, host_key_took),
@@ -981,18 +1103,18 @@ async fn handshake(job: &Job, stream: TcpStream, st: &mut Stages) {
         took,
     );
     if ok {
-        channels(job, st, &handle).await;
-    } else {
-        per_forward_rest(st);
+        return Some((handle, driver_task));
     }
     handle.disconnect("forwarder check finished");
     let _ = tokio::time::timeout(Duration::from_secs(2), driver_task).await;
+    None
 }
 
 /// Reports stages 3 to 6 from how far the handshake got; returns whether it got through.
 #[allow(clippy::too_many_arguments)]
 fn report_handshake(
-    job: &Job,
+    hop: &Hop<'_>,
+    permit: &[String],
     st: &mut Stages,
     log: &SessionLog,
     (seen, host_key_took): (Option<HostKeySeen>, Option<Duration>),
@@ -1002,8 +1124,7 @@ fn report_handshake(
     total: Duration,
 ) -> bool {
     use ssh_transport::Error as T;
-    let spec = &job.config.session;
-    let (host, port) = (spec.host.as_str(), spec.port);
+    let (host, port) = (hop.at.host, hop.at.port);
     let err = result.err();
     let not_ssh_fix = format!(
         "platform: {host} port {port} is not an SSH server; check the port (-p) with the \
@@ -1235,7 +1356,7 @@ fn report_handshake(
                 auth_took,
                 format!(
                     "as {}: {}",
-                    spec.user,
+                    hop.at.user,
                     log.auth_attempt.as_deref().unwrap_or("accepted")
                 ),
             );
@@ -1244,7 +1365,7 @@ fn report_handshake(
         Some(SessionError::Auth(AuthError::Refused(refusal))) => {
             let mut refusal = refusal.clone();
             refusal.unusable = prepared.unusable.clone();
-            let (detail, fix) = auth_fix(job, &refusal, prepared);
+            let (detail, fix) = auth_fix(permit, &refusal, prepared);
             st.fail(6, auth_took, format!("{detail}: {refusal}"), fix);
             false
         }
@@ -1253,7 +1374,7 @@ fn report_handshake(
                 "bastion admin: sshd ended the login of {:?}; its log says why (a disconnect \
                  during authentication is often MaxAuthTries: give one key with -i and \
                  -o IdentitiesOnly=yes)",
-                spec.user
+                hop.at.user
             );
             st.fail(6, auth_took, e.to_string(), fix);
             false
@@ -1263,12 +1384,11 @@ fn report_handshake(
 
 /// The summary and the fix for a refused login.
 fn auth_fix(
-    job: &Job,
+    permit: &[String],
     refusal: &ssh_auth::Refusal,
     prepared: &userauth::Prepared,
 ) -> (String, String) {
     let user = &refusal.user;
-    let permit: Vec<String> = job.config.forwards.iter().map(target_label).collect();
     let tried: Vec<&ssh_auth::KeyReport> = refusal
         .keys
         .iter()
@@ -1347,7 +1467,7 @@ fn auth_fix(
         Some(identity) => {
             let line = crate::keygen::authorized_keys_line(
                 &identity.public_key().to_openssh_line(),
-                &permit,
+                permit,
             );
             (
                 format!(

@@ -64,6 +64,24 @@ impl Default for ReconnectPolicy {
     }
 }
 
+/// One SSH server on a session's path ([`SessionSpec::hops`]): a jump host or the
+/// destination, with the settings its own session uses.
+#[derive(Clone, Copy, Debug)]
+pub struct HopSpec<'a> {
+    /// Who logs in there.
+    pub user: &'a str,
+    /// Its host, as connected to.
+    pub host: &'a str,
+    /// Its port.
+    pub port: u16,
+    /// Its own options (known_hosts, identities, `HostKeyAlias`, ...).
+    pub options: &'a Options,
+    /// Its algorithms and transport limits.
+    pub transport: &'a ClientConfig,
+    /// The jump host it is; `None` for the destination.
+    pub jump: Option<&'a JumpHost>,
+}
+
 /// Everything that decides one SSH session: two tunnels with equal specs may share it.
 #[derive(Clone, Debug)]
 pub struct SessionSpec {
@@ -98,6 +116,32 @@ pub struct SessionSpec {
 }
 
 impl SessionSpec {
+    /// The SSH servers of the path: each jump host, outermost first, then the destination.
+    pub fn hops(&self) -> Vec<HopSpec<'_>> {
+        let jumps = self
+            .jump
+            .iter()
+            .zip(&self.jump_transport)
+            .map(|(j, transport)| HopSpec {
+                user: &j.user,
+                host: &j.host,
+                port: j.port,
+                options: &j.options,
+                transport,
+                jump: Some(j),
+            });
+        jumps
+            .chain(std::iter::once(HopSpec {
+                user: &self.user,
+                host: &self.host,
+                port: self.port,
+                options: &self.options,
+                transport: &self.transport,
+                jump: None,
+            }))
+            .collect()
+    }
+
     /// `user@host:port`, for logs; with jump hosts, `user@host:port via jump1,jump2`.
     pub fn label(&self) -> String {
         let mut label = format!("{}@{}:{}", self.user, self.host, self.port);

@@ -510,12 +510,7 @@ struct ChainIdentities {
 
 /// One session of a chain: where it goes and with which settings.
 struct Hop<'a> {
-    user: &'a str,
-    host: &'a str,
-    port: u16,
-    options: &'a cli::Options,
-    /// Its algorithms and transport limits.
-    transport: &'a ssh_transport::ClientConfig,
+    at: crate::config::HopSpec<'a>,
     auth: &'a HopIdentities,
 }
 
@@ -537,17 +532,17 @@ pub(crate) fn known_hosts_name<'a>(
 impl Hop<'_> {
     /// The name and port its host key is looked up under.
     fn known_hosts_name(&self) -> (&str, u16) {
-        known_hosts_name(self.options, self.host, self.port)
+        known_hosts_name(self.at.options, self.at.host, self.at.port)
     }
 
     /// `user@host:port`, as in logs.
     fn label(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
+        let host = if self.at.host.contains(':') {
+            format!("[{}]", self.at.host)
         } else {
-            self.host.to_owned()
+            self.at.host.to_owned()
         };
-        format!("{}@{host}:{}", self.user, self.port)
+        format!("{}@{host}:{}", self.at.user, self.at.port)
     }
 }
 
@@ -732,11 +727,11 @@ impl SshConnector {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let spec = &self.spec;
-        let opts = hop.options;
+        let opts = hop.at.options;
         let (key_name, key_port) = hop.known_hosts_name();
         let verifier = host_key_verifier(opts, key_name, key_port, AcceptedKeys::process())?;
         let (transport, known_types) =
-            host_key_order(hop.transport, &verifier.known, opts, key_name, key_port);
+            host_key_order(hop.at.transport, &verifier.known, opts, key_name, key_port);
         let transport = kex_memory::prepare(
             transport,
             key_name,
@@ -747,7 +742,7 @@ impl SshConnector {
         // Certificates' validity is judged by this clock; the auth crate has none.
         let mut auth = userauth::auth_config(opts, hop.auth.identities.clone(), unix_now())
             .map_err(ConnectError::Permanent)?;
-        hop.user.clone_into(&mut auth.user);
+        hop.at.user.clone_into(&mut auth.user);
         let verifier = Arc::new(verifier);
         let session = Session::new(
             SessionConfig {
@@ -766,7 +761,8 @@ impl SshConnector {
             handle.clone(),
             key_name.to_owned(),
             key_port,
-            hop.transport
+            hop.at
+                .transport
                 .kex_algorithms
                 .iter()
                 .map(|k| k.name())
@@ -778,30 +774,13 @@ impl SshConnector {
 
     /// The chain's sessions, outermost first, the destination last.
     fn hops<'a>(&'a self, auth: &'a ChainIdentities) -> Vec<Hop<'a>> {
-        let spec = &self.spec;
-        let mut hops: Vec<Hop<'a>> = spec
-            .jump
-            .iter()
-            .zip(&spec.jump_transport)
-            .zip(&auth.jumps)
-            .map(|((j, transport), auth)| Hop {
-                user: &j.user,
-                host: &j.host,
-                port: j.port,
-                options: &j.options,
-                transport,
-                auth,
-            })
-            .collect();
-        hops.push(Hop {
-            user: &spec.user,
-            host: &spec.host,
-            port: spec.port,
-            options: &spec.options,
-            transport: &spec.transport,
-            auth: &auth.destination,
-        });
-        hops
+        let ids = auth.jumps.iter().chain(std::iter::once(&auth.destination));
+        self.spec
+            .hops()
+            .into_iter()
+            .zip(ids)
+            .map(|(at, auth)| Hop { at, auth })
+            .collect()
     }
 
     async fn start(&self) -> Result<Connected, ConnectError> {
@@ -821,7 +800,7 @@ impl SshConnector {
             return Err(ConnectError::Permanent("no host to connect to".into()));
         };
         let first = jumps.first().unwrap_or(destination);
-        let stream = connect(spec, first.host, first.port).await?;
+        let stream = connect(spec, first.at.host, first.at.port).await?;
         debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "connected"
@@ -918,18 +897,18 @@ impl JumpChain {
         let Some((label, handle, _)) = self.hops.last() else {
             return Err(ConnectError::Permanent("no jump host to go through".into()));
         };
-        let open = handle.open_direct_tcpip(next.host, next.port, "127.0.0.1", 0);
+        let open = handle.open_direct_tcpip(next.at.host, next.at.port, "127.0.0.1", 0);
         match tokio::time::timeout(limit, open).await {
             Ok(r) => r.map_err(|e| {
                 ConnectError::Network(format!(
                     "jump host {label}: cannot connect to {}:{}: {e}",
-                    next.host, next.port
+                    next.at.host, next.at.port
                 ))
             }),
             Err(_) => Err(ConnectError::Network(format!(
                 "jump host {label}: cannot connect to {}:{}: no answer within {} s",
-                next.host,
-                next.port,
+                next.at.host,
+                next.at.port,
                 limit.as_secs()
             ))),
         }

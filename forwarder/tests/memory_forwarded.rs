@@ -146,3 +146,56 @@ async fn confirming_after_the_session_ended_fails_with_the_session_error() {
         other => panic!("expected the session's error, got {other:?}"),
     }
 }
+
+// A forward from a socket on the server (streamlocal-forward): granted with no port, its
+// channel names the path and no originator, carries data once confirmed, and after the
+// cancel the server's next open for the path is refused.
+#[tokio::test]
+async fn a_forward_from_a_socket_on_the_server_is_served_until_cancelled() {
+    let (_server, conn, client) =
+        connected(ServerOptions::default(), ClientOptions::default()).await;
+    let socket = ForwardListen::unix("/run/fwd.sock");
+    let port = within(
+        STEP,
+        "the forward",
+        client.handle.request_remote_forward(socket.clone()),
+    )
+    .await
+    .expect("granted");
+    assert_eq!(port, 0, "a socket has no port");
+    conn.open_forwarded_socket("/run/fwd.sock");
+    let ch = within(
+        STEP,
+        "the forwarded channel",
+        client.handle.accept_forwarded(),
+    )
+    .await
+    .expect("a channel");
+    assert_eq!(ch.from.listen, socket);
+    assert_eq!(ch.from.bound(), socket);
+    assert_eq!(
+        (ch.from.originator.as_str(), ch.from.originator_port),
+        ("", 0)
+    );
+    let stream = ch.confirm().expect("confirmed");
+    within(
+        STEP,
+        "the echo",
+        echo_check(stream, &support::pattern(5, 100_000)),
+    )
+    .await
+    .expect("echoed");
+
+    assert!(client.handle.cancel_remote_forward(&socket));
+    assert!(
+        !client.handle.cancel_remote_forward(&socket),
+        "cancelled twice"
+    );
+    conn.open_forwarded_socket("/run/fwd.sock");
+    server_sees(&conn, "the refusal", |s| !s.forwarded_refused.is_empty()).await;
+    assert_eq!(
+        conn.stats().forwarded_refused[0].0,
+        OpenFailureReason::ADMINISTRATIVELY_PROHIBITED
+    );
+    assert_eq!(conn.stats().forwarded_confirmed, 1);
+}

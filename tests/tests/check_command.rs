@@ -1257,3 +1257,120 @@ fn check_remote_forward_on_a_stale_bastion_socket_fails_stage_7_naming_stream_lo
     );
     assert!(std::os::unix::net::UnixStream::connect(&fresh).is_err());
 }
+
+/// `check --json --probe postgres <options> -J jump -L 0:127.0.0.1:PG user@dest`, with a
+/// known_hosts file of `trusted` alone.
+fn run_check_jump(jump: &Sshd, dest: &Sshd, key: &UserKey, trusted: &[&Sshd]) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kh = dir.path().join("known_hosts");
+    let text: String = trusted.iter().map(|s| s.known_hosts()).collect();
+    std::fs::write(&kh, text).expect("write known_hosts");
+    let pg = LazyLock::force(&POSTGRES);
+    let mut args = tunnel_args(dest.port(), key, &kh);
+    args.extend([
+        "--probe".to_owned(),
+        "postgres".to_owned(),
+        "-J".to_owned(),
+        format!("{}@127.0.0.1:{}", jump.user(), jump.port()),
+        "-L".to_owned(),
+        format!("0:127.0.0.1:{}", pg.port()),
+        format!("{}@127.0.0.1", dest.user()),
+    ]);
+    check(&args)
+}
+
+/// The stage reports in order, as (stage, ok, detail).
+fn stage_list(doc: &Value) -> Vec<(u64, Value, String)> {
+    doc["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| {
+            (
+                s["stage"].as_u64().expect("stage number"),
+                s["ok"].clone(),
+                text(&s["detail"]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn check_through_a_jump_host_runs_its_stages_then_the_destinations() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let jump = Sshd::start(&key);
+    let dest = Sshd::start(&key);
+    let run = run_check_jump(&jump, &dest, &key, &[&jump, &dest]);
+    let doc = run.json();
+    assert_eq!(run.code, 0, "{doc:#}\n{}", run.stderr);
+    let list = stage_list(&doc);
+    let numbers: Vec<u64> = list.iter().map(|s| s.0).collect();
+    // The jump host's 1 to 6, the destination's 2 (a channel through the jump host) to 6,
+    // then the forward's 7 and 8.
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6, 2, 3, 4, 5, 6, 7, 8], "{doc:#}");
+    assert!(list.iter().all(|s| s.1 == true), "{doc:#}");
+    let jump_label = format!("jump host {}@127.0.0.1:{}: ", jump.user(), jump.port());
+    assert!(
+        list[..6].iter().all(|s| s.2.starts_with(&jump_label)),
+        "{doc:#}"
+    );
+    assert!(
+        list[6..].iter().all(|s| !s.2.starts_with("jump host")),
+        "{doc:#}"
+    );
+    assert_eq!(
+        list[6].2,
+        format!("127.0.0.1:{} through 127.0.0.1", dest.port())
+    );
+    assert!(list[12].2.contains("postgres"), "{doc:#}");
+    assert_eq!(jump.log().matches("Accepted publickey").count(), 1);
+    assert_eq!(dest.log().matches("Accepted publickey").count(), 1);
+}
+
+#[test]
+fn check_through_a_jump_host_with_an_unknown_key_fails_its_stage_5() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let jump = Sshd::start(&key);
+    let dest = Sshd::start(&key);
+    let run = run_check_jump(&jump, &dest, &key, &[&dest]);
+    let doc = run.json();
+    assert_eq!(run.code, 14, "{doc:#}\n{}", run.stderr);
+    let list = stage_list(&doc);
+    let (n, ok, detail) = &list[4];
+    assert_eq!((*n, ok.clone()), (5, Value::Bool(false)), "{doc:#}");
+    assert!(
+        detail.starts_with(&format!(
+            "jump host {}@127.0.0.1:{}",
+            jump.user(),
+            jump.port()
+        )),
+        "{doc:#}"
+    );
+    // Nothing after it ran: the destination was never reached.
+    assert!(list[5..].iter().all(|s| s.1.is_null()), "{doc:#}");
+    assert_eq!(dest.log().matches("Accepted publickey").count(), 0);
+}
+
+#[test]
+fn check_through_a_jump_host_that_does_not_forward_fails_the_destinations_stage_2() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let jump = Sshd::builder()
+        .config("AllowTcpForwarding no")
+        .authorize(&key)
+        .start();
+    let dest = Sshd::start(&key);
+    let run = run_check_jump(&jump, &dest, &key, &[&jump, &dest]);
+    let doc = run.json();
+    assert_eq!(run.code, 11, "{doc:#}\n{}", run.stderr);
+    let list = stage_list(&doc);
+    assert!(list[..6].iter().all(|s| s.1 == true), "{doc:#}");
+    let (n, ok, detail) = &list[6];
+    assert_eq!((*n, ok.clone()), (2, Value::Bool(false)), "{doc:#}");
+    assert!(
+        detail.contains("through 127.0.0.1") && detail.contains("administratively prohibited"),
+        "{doc:#}"
+    );
+    let fix = text(&doc["stages"][6]["fix"]);
+    assert!(fix.contains("AllowTcpForwarding"), "{fix}");
+    assert!(list[7..].iter().all(|s| s.1.is_null()), "{doc:#}");
+}

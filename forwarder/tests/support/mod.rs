@@ -16,7 +16,9 @@
 //!   session dies as if the TCP connection were cut), [`ServerConn::freeze`] stops it reading
 //!   and answering (a SIGSTOPped sshd), [`ServerConn::rekey`] starts a key exchange now,
 //!   [`ServerConn::open_forwarded`] opens a `forwarded-tcpip` channel (as for a connection to
-//!   a remote forward's port; `tcpip-forward` requests are granted) and [`ServerConn::stats`]
+//!   a remote forward's port; `tcpip-forward` requests are granted; and
+//!   [`ServerConn::open_forwarded_socket`] a `forwarded-streamlocal@openssh.com` one, for a
+//!   granted `streamlocal-forward@openssh.com`) and [`ServerConn::stats`]
 //!   tells what it saw.
 //! - [`start_client`] runs `forwarder::driver::start` on a stream with a seeded RNG, one
 //!   Ed25519 identity and a verifier that trusts only the test server's key, spawns the
@@ -45,9 +47,9 @@ use ssh_auth::{AuthConfig, Identity, PrivateKey};
 use ssh_connection::msg::{
     ChannelClose, ChannelData, ChannelEof, ChannelFailure, ChannelOpen, ChannelOpenConfirmation,
     ChannelOpenFailure, ConnectionMessage, KEEPALIVE, OpenKind, RequestFailure, RequestSuccess,
-    TCPIP_FORWARD, TcpipEndpoints, WindowAdjust,
+    STREAMLOCAL_FORWARD, TCPIP_FORWARD, TcpipEndpoints, WindowAdjust,
 };
-use ssh_connection::{Message, OpenFailureReason};
+use ssh_connection::{ForwardListen, Message, OpenFailureReason};
 use ssh_transport::hostkey::PublicKey;
 use ssh_transport::server::{SeededRandom, ServerConfig, ServerEvent, ServerTransport};
 use ssh_transport::{ClientConfig, MessageType, PayloadSink};
@@ -183,7 +185,7 @@ enum Ctl {
     Flood,
     Thaw,
     Rekey,
-    OpenForwarded(String, u32),
+    OpenForwarded(ForwardListen),
 }
 
 /// One server connection, for the test to watch and misbehave with.
@@ -235,7 +237,16 @@ impl ServerConn {
     /// the port the server listens on would); once the client confirms it, it echoes like
     /// the others.
     pub fn open_forwarded(&self, address: &str, port: u32) {
-        let _ = self.ctl.send(Ctl::OpenForwarded(address.to_owned(), port));
+        let _ = self
+            .ctl
+            .send(Ctl::OpenForwarded(ForwardListen::tcp(address, port)));
+    }
+
+    /// Opens a `forwarded-streamlocal@openssh.com` channel for the forward from the socket at
+    /// `path` (as for a connection to a socket the server listens on); once the client
+    /// confirms it, it echoes like the others.
+    pub fn open_forwarded_socket(&self, path: &str) {
+        let _ = self.ctl.send(Ctl::OpenForwarded(ForwardListen::unix(path)));
     }
 
     /// What the connection saw so far.
@@ -470,19 +481,25 @@ impl ServerTask {
         id as u32
     }
 
-    fn open_forwarded(&mut self, address: &str, port: u32) {
+    fn open_forwarded(&mut self, listen: &ForwardListen) {
         let id = self.new_chan(0, 0, 1);
         self.awaiting_answer.push(id);
+        let kind = match listen {
+            ForwardListen::Tcp { address, port } => OpenKind::ForwardedTcpip(TcpipEndpoints {
+                address: address.as_bytes(),
+                port: *port,
+                originator_address: b"192.0.2.7",
+                originator_port: 50123,
+            }),
+            ForwardListen::Unix { path } => OpenKind::ForwardedStreamlocal {
+                path: path.as_bytes(),
+            },
+        };
         let open = ChannelOpen {
             sender: id,
             initial_window: self.opts.window,
             max_packet: self.opts.max_packet,
-            kind: OpenKind::ForwardedTcpip(TcpipEndpoints {
-                address: address.as_bytes(),
-                port,
-                originator_address: b"192.0.2.7",
-                originator_port: 50123,
-            }),
+            kind,
         };
         self.t.send_with(&mut |b| open.encode(b));
     }
@@ -636,6 +653,14 @@ impl ServerTask {
                 self.stats().closes_in += 1;
                 self.retire(c.recipient);
             }
+            Message::GlobalRequest(g) if g.name == STREAMLOCAL_FORWARD => {
+                // A path: granted, and the reply carries nothing.
+                self.stats().forwards_granted += 1;
+                if g.want_reply {
+                    self.t
+                        .send_with(&mut |b| RequestSuccess { data: b"" }.encode(b));
+                }
+            }
             Message::GlobalRequest(g) if g.name == TCPIP_FORWARD => {
                 // address (string) and port: with port 0, "allocate" 40000.
                 let asked = g
@@ -776,8 +801,8 @@ impl Future for ServerTask {
                             this.flood = false;
                             progress = true;
                         }
-                        Poll::Ready(Some(Ctl::OpenForwarded(address, port))) => {
-                            opens.push((address, port));
+                        Poll::Ready(Some(Ctl::OpenForwarded(listen))) => {
+                            opens.push(listen);
                         }
                         Poll::Ready(Some(Ctl::Rekey)) => {
                             this.t.rekey();
@@ -795,8 +820,8 @@ impl Future for ServerTask {
                     }
                 }
             }
-            for (address, port) in opens {
-                this.open_forwarded(&address, port);
+            for listen in opens {
+                this.open_forwarded(&listen);
                 progress = true;
             }
             if this.flood {
