@@ -863,10 +863,13 @@ async fn run_stages(job: &Job, st: &mut Stages) {
     // 3 to 6: the handshake, with each hop after the first over a channel of the one before
     // (stage 2 of that hop).
     let mut sessions: Vec<(driver::SessionHandle, tokio::task::JoinHandle<_>)> = Vec::new();
-    let permit = |i: usize| -> Vec<String> {
+    let permit = |i: usize| -> Permits {
         match hops.get(i + 1) {
-            Some(next) => vec![format!("{}:{}", next.at.host, next.at.port)],
-            None => job.config.forwards.iter().map(target_label).collect(),
+            Some(next) => Permits {
+                open: vec![permit_spec(next.at.host, u32::from(next.at.port))],
+                listen: Vec::new(),
+            },
+            None => Permits::of(job),
         }
     };
     match handshake(first, &permit(0), stream, st).await {
@@ -952,7 +955,7 @@ async fn run_stages(job: &Job, st: &mut Stages) {
 /// (the failure reported, stages 7 and 8 left to the caller).
 async fn handshake<S>(
     hop: &Hop<'_>,
-    permit: &[String],
+    permit: &Permits,
     stream: S,
     st: &mut Stages,
 ) -> Option<(
@@ -1114,7 +1117,7 @@ where
 #[allow(clippy::too_many_arguments)]
 fn report_handshake(
     hop: &Hop<'_>,
-    permit: &[String],
+    permit: &Permits,
     st: &mut Stages,
     log: &SessionLog,
     (seen, host_key_took): (Option<HostKeySeen>, Option<Duration>),
@@ -1382,9 +1385,73 @@ fn report_handshake(
     }
 }
 
+/// What the authorized_keys line a refused login gets lets the key do: the `permitopen`
+/// and `permitlisten` values.
+struct Permits {
+    open: Vec<String>,
+    listen: Vec<String>,
+}
+
+impl Permits {
+    /// What `job`'s forwards need at the destination: a `permitopen` per local forward's
+    /// `host:port` (none at all, so any, when one goes to a Unix socket, which no
+    /// `permitopen` can name and any list refuses; one that matches nothing when there is no
+    /// local forward), and a `permitlisten` per remote forward on a TCP port (sockets have
+    /// no per-key option).
+    fn of(job: &Job) -> Self {
+        let forwards = &job.config.forwards;
+        let open = if forwards.is_empty() {
+            vec![crate::keygen::PERMIT_NOTHING.to_owned()]
+        } else if forwards
+            .iter()
+            .any(|f| matches!(f.to, Destination::Unix(_)))
+        {
+            Vec::new()
+        } else {
+            forwards
+                .iter()
+                .filter_map(|f| match &f.to {
+                    Destination::Tcp(t) => Some(permit_spec(&t.host, u32::from(t.port))),
+                    Destination::Unix(_) => None,
+                })
+                .collect()
+        };
+        let listen = job
+            .remote
+            .iter()
+            .filter_map(|(r, _)| match &r.listen {
+                ssh_connection::ForwardListen::Tcp { address, port } => {
+                    let host = if address.is_empty() { "*" } else { address };
+                    Some(match port {
+                        // The server picks: any port (sshd compares the port asked for).
+                        0 => format!("{}:*", bracketed(host)),
+                        p => permit_spec(host, *p),
+                    })
+                }
+                ssh_connection::ForwardListen::Unix { .. } => None,
+            })
+            .collect();
+        Self { open, listen }
+    }
+}
+
+/// `host` in brackets when it has a `:` (an IPv6 address).
+fn bracketed(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// `host:port` as authorized_keys options write it.
+fn permit_spec(host: &str, port: u32) -> String {
+    format!("{}:{port}", bracketed(host))
+}
+
 /// The summary and the fix for a refused login.
 fn auth_fix(
-    permit: &[String],
+    permit: &Permits,
     refusal: &ssh_auth::Refusal,
     prepared: &userauth::Prepared,
 ) -> (String, String) {
@@ -1428,10 +1495,14 @@ fn auth_fix(
     if let Some(step) = step {
         return (
             format!(
-                "the bastion accepted {step} for user {user:?} as one step, then asked for                  more ({allows})"
+                "the bastion accepted {step} for user {user:?} as one step, then asked for \
+                 more ({allows})"
             ),
             format!(
-                "bastion admin: a tunnel logs in unattended with its key alone, so let                  {user} in with the key by itself: in sshd_config, `Match User {user}` then                  `AuthenticationMethods publickey` (sshd now requires several methods in                  turn, AuthenticationMethods)"
+                "bastion admin: a tunnel logs in unattended with its key alone, so let \
+                 {user} in with the key by itself: in sshd_config, `Match User {user}` then \
+                 `AuthenticationMethods publickey` (sshd now requires several methods in \
+                 turn, AuthenticationMethods)"
             ),
         );
     }
@@ -1444,7 +1515,9 @@ fn auth_fix(
         return (
             format!("the bastion does not accept keys for user {user:?} (it allows: {allows})"),
             format!(
-                "bastion admin: allow public-key login for {user}: PubkeyAuthentication yes,                  and publickey in AuthenticationMethods if that is set (in sshd_config, or in                  the Match block that applies to {user})"
+                "bastion admin: allow public-key login for {user}: PubkeyAuthentication yes, \
+                 and publickey in AuthenticationMethods if that is set (in sshd_config, or in \
+                 the Match block that applies to {user})"
             ),
         );
     }
@@ -1458,7 +1531,9 @@ fn auth_fix(
         if !reasons.is_empty() {
             return (
                 format!("no key was offered to the bastion ({})", reasons.join("; ")),
-                "platform: make a key the bastion can take (see why each was not offered:                  an algorithm the bastion refuses needs another key type, e.g. forwarder                  keygen makes an RSA key every sshd since 7.2 accepts)"
+                "platform: make a key the bastion can take (see why each was not offered: \
+                 an algorithm the bastion refuses needs another key type, e.g. forwarder \
+                 keygen makes an RSA key every sshd since 7.2 accepts)"
                     .to_owned(),
             );
         }
@@ -1467,7 +1542,8 @@ fn auth_fix(
         Some(identity) => {
             let line = crate::keygen::authorized_keys_line(
                 &identity.public_key().to_openssh_line(),
-                permit,
+                &permit.open,
+                &permit.listen,
             );
             (
                 format!(
@@ -2058,6 +2134,36 @@ mod tests {
         let none = parse_check_args(&os(&["-F", "none", "bastion"])).expect("flags");
         let error = super::jobs(&none).err().expect("no forward at all");
         assert!(error.contains("-L") && error.contains("-R"), "{error}");
+    }
+
+    // What the authorized_keys line of a refused login permits, from the job's forwards.
+    #[test]
+    fn permits_follow_the_forwards() {
+        let permits = |args: &[&str]| {
+            let args = parse_check_args(&os(args)).expect("check's own flags");
+            let jobs = jobs(&args).expect("a job");
+            let p = Permits::of(&jobs[0]);
+            (p.open, p.listen)
+        };
+        let (open, listen) = permits(&["-F", "none", "-L", "1:[fd00::1]:5432", "b"]);
+        assert_eq!((open, listen), (vec!["[fd00::1]:5432".to_owned()], vec![]));
+        // A socket target: no permitopen at all, since any list refuses sockets.
+        let (open, _) = permits(&["-F", "none", "-L", "1:db:1", "-L", "2:/run/s.sock", "b"]);
+        assert!(open.is_empty(), "{open:?}");
+        // Remote forwards only: nothing to open, each listen named (any port for 0).
+        let (open, listen) = permits(&[
+            "-F",
+            "none",
+            "-R",
+            "8022:h:1",
+            "-R",
+            "*:0:h:1",
+            "-R",
+            "/run/b.sock:h:1",
+            "b",
+        ]);
+        assert_eq!(open, ["NONE:1"]);
+        assert_eq!(listen, ["localhost:8022", "*:*"]);
     }
 
     #[test]

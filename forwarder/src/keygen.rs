@@ -19,6 +19,10 @@ use crate::cli::keygen::{KeygenOptions, KeygenType};
 /// and ignores the line.
 const PERMIT_NO_LISTEN: &str = "permitlisten=\"NONE:1\"";
 
+/// A `permitopen` or `permitlisten` value no request matches (see [`PERMIT_NO_LISTEN`]): as
+/// the only `permitopen`, it lets a key that only needs remote forwards open no channel.
+pub const PERMIT_NOTHING: &str = "NONE:1";
+
 /// The authorized_keys line for `public_line` (`type base64 comment`): `restrict` turns off
 /// port, agent and X11 forwarding, pty allocation and the user's rc file; `port-forwarding`
 /// turns all port forwarding back on (local and remote, TCP and Unix-socket), so each
@@ -27,14 +31,25 @@ const PERMIT_NO_LISTEN: &str = "permitlisten=\"NONE:1\"";
 /// shell or command the key asks for fail at once (`restrict` alone would still run
 /// commands without a terminal). Forwarding with `-N` opens no session, so the forced
 /// command never runs for the tunnel itself. No per-key option limits Unix-socket
-/// forwarding: that takes the server's `AllowStreamLocalForwarding no`.
-pub fn authorized_keys_line(public_line: &str, permit_open: &[String]) -> String {
+/// forwarding: that takes the server's `AllowStreamLocalForwarding no`. Each of
+/// `permit_listen` (`host:port`, `*` for any port) is a remote forward's listen the key may
+/// ask for; none, and it may listen nowhere.
+pub fn authorized_keys_line(
+    public_line: &str,
+    permit_open: &[String],
+    permit_listen: &[String],
+) -> String {
     let mut options = String::from("restrict,port-forwarding");
     for dest in permit_open {
         options.push_str(&format!(",permitopen=\"{dest}\""));
     }
-    options.push(',');
-    options.push_str(PERMIT_NO_LISTEN);
+    if permit_listen.is_empty() {
+        options.push(',');
+        options.push_str(PERMIT_NO_LISTEN);
+    }
+    for listen in permit_listen {
+        options.push_str(&format!(",permitlisten=\"{listen}\""));
+    }
     options.push_str(",command=\"/bin/false\"");
     format!("{options} {public_line}")
 }
@@ -123,7 +138,7 @@ pub fn generate(opts: &KeygenOptions) -> Result<String, String> {
         "\nAsk the bastion's admin to add this line to ~/.ssh/authorized_keys of the user \
          the platform logs in as:\n\n",
     );
-    out.push_str(&authorized_keys_line(&public_line, &opts.permit_open));
+    out.push_str(&authorized_keys_line(&public_line, &opts.permit_open, &[]));
     out.push('\n');
     out.push_str(
         "\nsshd 7.8 or later is needed (older ones ignore the line: the key is refused). No \
@@ -149,10 +164,24 @@ mod tests {
         assert_eq!(
             authorized_keys_line(
                 "ssh-ed25519 AAAA c",
-                &["db.internal:5432".into(), "[::1]:6432".into()]
+                &["db.internal:5432".into(), "[::1]:6432".into()],
+                &[]
             ),
             "restrict,port-forwarding,permitopen=\"db.internal:5432\",permitopen=\"[::1]:6432\",\
              permitlisten=\"NONE:1\",command=\"/bin/false\" ssh-ed25519 AAAA c"
+        );
+    }
+
+    #[test]
+    fn line_for_remote_forwards_names_their_listens_and_opens_nothing() {
+        assert_eq!(
+            authorized_keys_line(
+                "ssh-ed25519 AAAA c",
+                &[PERMIT_NOTHING.into()],
+                &["localhost:8022".into(), "localhost:*".into()]
+            ),
+            "restrict,port-forwarding,permitopen=\"NONE:1\",permitlisten=\"localhost:8022\",\
+             permitlisten=\"localhost:*\",command=\"/bin/false\" ssh-ed25519 AAAA c"
         );
     }
 }

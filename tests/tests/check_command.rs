@@ -1374,3 +1374,59 @@ fn check_through_a_jump_host_that_does_not_forward_fails_the_destinations_stage_
     assert!(fix.contains("AllowTcpForwarding"), "{fix}");
     assert!(list[7..].iter().all(|s| s.1.is_null()), "{doc:#}");
 }
+
+// A refused key of a tunnel with only a remote forward gets the line that lets it listen
+// there and open nothing; installed as it is, sshd grants the forward and refuses a channel.
+#[test]
+fn check_remote_forward_refused_key_gets_a_line_with_its_permitlisten_that_sshd_honours() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder().start();
+    let echo = EchoServer::start();
+    let port = free_port();
+    let spec = format!("{port}:127.0.0.1:{}", echo.port());
+    let run = run_check_remote(&sshd, &key, &spec, None);
+    let (_, fix) = expect_failure(&run, 6);
+    let line = format!(
+        "restrict,port-forwarding,permitopen=\"NONE:1\",permitlisten=\"localhost:{port}\",command=\"/bin/false\" ssh-ed25519 {}",
+        key.public_key_base64()
+    );
+    assert!(fix.contains(&line), "expected {line}\nin {fix}");
+
+    let sshd = Sshd::builder().authorized_key_line(line).start();
+    let run = run_check_remote(&sshd, &key, &spec, None);
+    let doc = expect_pass(&run);
+    assert!(
+        text(&stage(&doc, 7)["detail"]).contains(&format!("listens on localhost:{port}")),
+        "{doc:#}"
+    );
+    // Another port, or a channel, is refused under that line.
+    let other = run_check_remote(
+        &sshd,
+        &key,
+        &format!("{}:127.0.0.1:{}", free_port(), echo.port()),
+        None,
+    );
+    expect_failure(&other, 7);
+    let local = run_check(
+        sshd.port(),
+        &key,
+        &known_hosts_of(&sshd),
+        sshd.user(),
+        &format!("127.0.0.1:{}", echo.port()),
+        None,
+    );
+    let (detail, _) = expect_failure(&local, 7);
+    assert!(detail.contains("administratively prohibited"), "{detail}");
+
+    // Port 0 (the server picks): the line names any port, and sshd takes it.
+    let picked = format!("0:127.0.0.1:{}", echo.port());
+    let fresh = Sshd::builder().start();
+    let (_, fix) = expect_failure(&run_check_remote(&fresh, &key, &picked, None), 6);
+    let any_port = format!(
+        "restrict,port-forwarding,permitopen=\"NONE:1\",permitlisten=\"localhost:*\",command=\"/bin/false\" ssh-ed25519 {}",
+        key.public_key_base64()
+    );
+    assert!(fix.contains(&any_port), "expected {any_port}\nin {fix}");
+    let sshd = Sshd::builder().authorized_key_line(any_port).start();
+    expect_pass(&run_check_remote(&sshd, &key, &picked, None));
+}
