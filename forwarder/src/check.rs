@@ -905,7 +905,6 @@ async fn run_stages(job: &Job, st: &mut Stages) {
                 );
                 st.skip_rest(3..=6);
                 per_forward_rest(st);
-                sessions.clear();
                 break;
             }
             Err(_) => {
@@ -921,7 +920,6 @@ async fn run_stages(job: &Job, st: &mut Stages) {
                 );
                 st.skip_rest(3..=6);
                 per_forward_rest(st);
-                sessions.clear();
                 break;
             }
         };
@@ -934,12 +932,13 @@ async fn run_stages(job: &Job, st: &mut Stages) {
             Some(s) => sessions.push(s),
             None => {
                 per_forward_rest(st);
-                sessions.clear();
                 break;
             }
         }
     }
     st.prefix.clear();
+    // The forwards are checked only when every hop came up; the hops that did are told
+    // goodbye either way.
     if sessions.len() == hops.len()
         && let Some((handle, _)) = sessions.last()
     {

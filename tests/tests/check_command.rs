@@ -1373,6 +1373,12 @@ fn check_through_a_jump_host_that_does_not_forward_fails_the_destinations_stage_
     let fix = text(&doc["stages"][6]["fix"]);
     assert!(fix.contains("AllowTcpForwarding"), "{fix}");
     assert!(list[7..].iter().all(|s| s.1.is_null()), "{doc:#}");
+    // The jump host's session, which came up, is said goodbye to.
+    assert!(
+        jump.log().contains("forwarder check finished"),
+        "{}",
+        jump.log()
+    );
 }
 
 // A refused key of a tunnel with only a remote forward gets the line that lets it listen
