@@ -748,7 +748,9 @@ async fn run_stages(job: &Job, st: &mut Stages) {
     let host = first.at.host;
     let port = first.at.port;
     let timeout = spec.connect_timeout.unwrap_or(DEFAULT_TIMEOUT);
+    // The forwards' stages are not about a jump host: no prefix.
     let per_forward_rest = |st: &mut Stages| {
+        st.prefix.clear();
         for _ in 0..job.config.forwards.len() + job.remote.len() {
             st.skip_rest([7, 8]);
         }

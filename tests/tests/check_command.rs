@@ -1346,8 +1346,15 @@ fn check_through_a_jump_host_with_an_unknown_key_fails_its_stage_5() {
         )),
         "{doc:#}"
     );
-    // Nothing after it ran: the destination was never reached.
+    // Nothing after it ran: the destination was never reached. The forward's skipped
+    // stages are not the jump host's.
     assert!(list[5..].iter().all(|s| s.1.is_null()), "{doc:#}");
+    let forward: Vec<&(u64, Value, String)> = list.iter().filter(|s| s.0 >= 7).collect();
+    assert_eq!(forward.len(), 2, "{doc:#}");
+    assert!(
+        forward.iter().all(|s| !s.2.starts_with("jump host")),
+        "{doc:#}"
+    );
     assert_eq!(dest.log().matches("Accepted publickey").count(), 0);
 }
 
