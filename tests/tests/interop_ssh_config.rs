@@ -77,7 +77,7 @@ fn host_alias_carries_hostname_port_user_identity_known_hosts_and_forward() {
              \x20   User {user}\n\
              \x20   IdentityFile \"{identity}\"\n\
              \x20   UserKnownHostsFile {known_hosts}\n\
-             \x20   ForwardSpec {local} 127.0.0.1:{echo}\n\
+             \x20   LocalForward {local} 127.0.0.1:{echo}\n\
              \x20   ForwardAgent no\n\
              \x20   ControlMaster auto\n\
              Host *\n\
@@ -117,9 +117,9 @@ fn match_and_include_through_dash_f() {
         conf_d.join("10-forwards.conf"),
         format!(
             "Match host 127.0.0.1 user {user}\n\
-             \x20   ForwardSpec {matched} 127.0.0.1:{echo}\n\
+             \x20   LocalForward {matched} 127.0.0.1:{echo}\n\
              Match user nobody-here\n\
-             \x20   ForwardSpec {not_matched} 127.0.0.1:{echo}\n\
+             \x20   LocalForward {not_matched} 127.0.0.1:{echo}\n\
              Match exec \"true\"\n\
              \x20   Port 1\n",
             user = sshd.user(),
@@ -278,10 +278,10 @@ fn a_jump_host_block_serves_proxy_jump_and_dash_j() {
         format!(
             "Host target\n\
              \x20   ProxyJump jump\n\
-             \x20   ForwardSpec {via_file} 127.0.0.1:{echo}\n\
+             \x20   LocalForward {via_file} 127.0.0.1:{echo}\n\
              Host direct\n\
              \x20   ProxyJump nowhere\n\
-             \x20   ForwardSpec {via_dash_j} 127.0.0.1:{echo}\n\
+             \x20   LocalForward {via_dash_j} 127.0.0.1:{echo}\n\
              Host target direct\n\
              \x20   HostName 127.0.0.1\n\
              \x20   Port {target_port}\n\
@@ -345,7 +345,7 @@ fn host_key_alias_names_the_key_in_known_hosts() {
              \x20   IdentityFile {identity}\n\
              \x20   HostKeyAlias {alias}\n\
              \x20   StrictHostKeyChecking {strict}\n\
-             \x20   ForwardSpec {local} 127.0.0.1:{echo}\n\
+             \x20   LocalForward {local} 127.0.0.1:{echo}\n\
              \x20   BatchMode yes\n\
              \x20   IdentityAgent none\n\
              \x20   Reconnect no\n\
