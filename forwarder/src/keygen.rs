@@ -19,7 +19,7 @@ use crate::cli::keygen::{KeygenOptions, KeygenType};
 /// and ignores the line.
 const PERMIT_NO_LISTEN: &str = "permitlisten=\"NONE:1\"";
 
-/// A `permitopen` or `permitlisten` value no request matches (see [`PERMIT_NO_LISTEN`]): as
+/// A `permitopen` or `permitlisten` value no request matches (as `PERMIT_NO_LISTEN` is): as
 /// the only `permitopen`, it lets a key that only needs remote forwards open no channel.
 pub const PERMIT_NOTHING: &str = "NONE:1";
 
