@@ -891,12 +891,18 @@ async fn run_stages(job: &Job, st: &mut Stages) {
         )
         .await;
         let took = started.elapsed();
+        // No channel to this hop: its stage 2 fails, the rest of its stages and the
+        // forwards' are skipped.
+        let no_channel = |st: &mut Stages, detail: String, fix: String| {
+            st.fail(2, Some(took), detail, fix);
+            st.skip_rest(3..=6);
+            per_forward_rest(st);
+        };
         let channel = match opened {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                st.fail(
-                    2,
-                    Some(took),
+                no_channel(
+                    st,
                     format!("through {before}: {e}"),
                     format!(
                         "jump host admin: {before} did not connect to {}:{}: its sshd must let \
@@ -905,14 +911,11 @@ async fn run_stages(job: &Job, st: &mut Stages) {
                         hop.at.host, hop.at.port
                     ),
                 );
-                st.skip_rest(3..=6);
-                per_forward_rest(st);
                 break;
             }
             Err(_) => {
-                st.fail(
-                    2,
-                    Some(took),
+                no_channel(
+                    st,
                     format!("through {before}: no answer within {} s", timeout.as_secs()),
                     format!(
                         "jump host admin: {before} is still trying to reach {}:{}: a firewall \
@@ -920,8 +923,6 @@ async fn run_stages(job: &Job, st: &mut Stages) {
                         hop.at.host, hop.at.port
                     ),
                 );
-                st.skip_rest(3..=6);
-                per_forward_rest(st);
                 break;
             }
         };

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::keys::UserKey;
-use crate::net::{free_port, port_listening_by};
+use crate::net::{free_port, is_socket, port_listening_by};
 use crate::process::{self, LabChild, file_tail, find_program};
 use crate::sshd::Sshd;
 
@@ -424,6 +424,49 @@ impl TunnelBuilder {
         tunnel.wait_ready(READY_TIMEOUT);
         tunnel
     }
+}
+
+/// A client of `kind` with `-v`, the `extra` options and the forward `keyword listen target`
+/// (`LocalForward` or `RemoteForward`, the words as ssh_config takes them), started without
+/// waiting: socket listeners are not ports the builder can watch.
+pub fn spawn_with_forward(
+    kind: ClientKind,
+    sshd: &Sshd,
+    key: &UserKey,
+    keyword: &str,
+    listen: &str,
+    target: &str,
+    extra: &[&str],
+) -> Tunnel {
+    let mut b = TunnelBuilder::new(kind, sshd, key).verbose();
+    for o in extra {
+        b = b.option(o);
+    }
+    b.option(&format!("{keyword}={listen} {target}")).spawn()
+}
+
+/// Waits up to `timeout` until the socket at `path` takes connections, or (`listening`
+/// false) refuses them; fails the test with `tunnel`'s log otherwise. A file appears at the
+/// bind, before its mode is set and before it listens, so the file alone is not enough; the
+/// probe connection is dropped at once.
+pub fn wait_for_socket(path: &Path, listening: bool, timeout: Duration, tunnel: &Tunnel) {
+    process::wait_until(
+        timeout,
+        &format!(
+            "the socket {} {}",
+            path.display(),
+            if listening {
+                "taking connections"
+            } else {
+                "refusing connections"
+            }
+        ),
+        || {
+            let takes = is_socket(path) && std::os::unix::net::UnixStream::connect(path).is_ok();
+            (takes == listening).then_some(())
+        },
+        || tunnel.log(),
+    );
 }
 
 /// A running client process; killed on drop.

@@ -89,6 +89,94 @@ fn tunnel_args(port: u16, key: &UserKey, known_hosts: &Path) -> Vec<String> {
     .into()
 }
 
+/// The known_hosts file a check is given.
+enum KnownHosts<'a> {
+    /// This file, as it is.
+    File(&'a Path),
+    /// A file of these servers' host keys alone, written for the one run.
+    Trusting(&'a [&'a Sshd]),
+}
+
+/// The command line of one check:
+/// `check --json <options> [--probe kind] [-J jump] [-L 0:target | -R spec].. user@127.0.0.1`,
+/// the options those of [`tunnel_args`], the forwards in the order given.
+struct CheckArgs<'a> {
+    port: u16,
+    key: &'a UserKey,
+    user: &'a str,
+    known_hosts: KnownHosts<'a>,
+    probe: Option<&'a str>,
+    jump: Option<&'a Sshd>,
+    /// `["-L", spec]` or `["-R", spec]`.
+    forwards: Vec<[String; 2]>,
+}
+
+impl<'a> CheckArgs<'a> {
+    /// As `user` on 127.0.0.1:`port` with `key`.
+    fn new(port: u16, key: &'a UserKey, user: &'a str, known_hosts: KnownHosts<'a>) -> Self {
+        CheckArgs {
+            port,
+            key,
+            user,
+            known_hosts,
+            probe: None,
+            jump: None,
+            forwards: Vec::new(),
+        }
+    }
+
+    /// `--probe kind`, if any.
+    fn probe(mut self, probe: Option<&'a str>) -> Self {
+        self.probe = probe;
+        self
+    }
+
+    /// `-J user@127.0.0.1:port` of `jump`.
+    fn jump(mut self, jump: &'a Sshd) -> Self {
+        self.jump = Some(jump);
+        self
+    }
+
+    /// `-L 0:target`.
+    fn local(mut self, target: &str) -> Self {
+        self.forwards.push(["-L".to_owned(), format!("0:{target}")]);
+        self
+    }
+
+    /// `-R spec`.
+    fn remote(mut self, spec: &str) -> Self {
+        self.forwards.push(["-R".to_owned(), spec.to_owned()]);
+        self
+    }
+
+    fn run(self) -> Run {
+        // The written file's directory lives until the check is done.
+        let (_dir, known_hosts) = match self.known_hosts {
+            KnownHosts::File(path) => (None, path.to_path_buf()),
+            KnownHosts::Trusting(servers) => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let kh = dir.path().join("known_hosts");
+                let text: String = servers.iter().map(|s| s.known_hosts()).collect();
+                std::fs::write(&kh, text).expect("write known_hosts");
+                (Some(dir), kh)
+            }
+        };
+        let mut args = tunnel_args(self.port, self.key, &known_hosts);
+        if let Some(p) = self.probe {
+            args.extend(["--probe".to_owned(), p.to_owned()]);
+        }
+        if let Some(jump) = self.jump {
+            args.extend([
+                "-J".to_owned(),
+                format!("{}@127.0.0.1:{}", jump.user(), jump.port()),
+            ]);
+        }
+        args.extend(self.forwards.into_iter().flatten());
+        args.push(format!("{}@127.0.0.1", self.user));
+        check(&args)
+    }
+}
+
 /// `check --json [--probe kind] <options> -L 0:target user@127.0.0.1`.
 fn run_check(
     port: u16,
@@ -98,16 +186,10 @@ fn run_check(
     target: &str,
     probe: Option<&str>,
 ) -> Run {
-    let mut args = tunnel_args(port, key, known_hosts);
-    if let Some(p) = probe {
-        args.extend(["--probe".to_owned(), p.to_owned()]);
-    }
-    args.extend([
-        "-L".to_owned(),
-        format!("0:{target}"),
-        format!("{user}@127.0.0.1"),
-    ]);
-    check(&args)
+    CheckArgs::new(port, key, user, KnownHosts::File(known_hosts))
+        .probe(probe)
+        .local(target)
+        .run()
 }
 
 /// The report of stage `n`.
@@ -1145,16 +1227,15 @@ fn check_reports_a_host_trusted_through_its_certificate_or_why_it_was_not() {
 
 /// `check --json [--probe kind] <options> -R spec user@127.0.0.1`.
 fn run_check_remote(sshd: &Sshd, key: &UserKey, spec: &str, probe: Option<&str>) -> Run {
-    let mut args = tunnel_args(sshd.port(), key, &known_hosts_of(sshd));
-    if let Some(p) = probe {
-        args.extend(["--probe".to_owned(), p.to_owned()]);
-    }
-    args.extend([
-        "-R".to_owned(),
-        spec.to_owned(),
-        format!("{}@127.0.0.1", sshd.user()),
-    ]);
-    check(&args)
+    CheckArgs::new(
+        sshd.port(),
+        key,
+        sshd.user(),
+        KnownHosts::File(sshd.known_hosts_path()),
+    )
+    .probe(probe)
+    .remote(spec)
+    .run()
 }
 
 #[test]
@@ -1261,22 +1342,12 @@ fn check_remote_forward_on_a_stale_bastion_socket_fails_stage_7_naming_stream_lo
 /// `check --json --probe postgres <options> -J jump -L 0:127.0.0.1:PG user@dest`, with a
 /// known_hosts file of `trusted` alone.
 fn run_check_jump(jump: &Sshd, dest: &Sshd, key: &UserKey, trusted: &[&Sshd]) -> Run {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kh = dir.path().join("known_hosts");
-    let text: String = trusted.iter().map(|s| s.known_hosts()).collect();
-    std::fs::write(&kh, text).expect("write known_hosts");
     let pg = LazyLock::force(&POSTGRES);
-    let mut args = tunnel_args(dest.port(), key, &kh);
-    args.extend([
-        "--probe".to_owned(),
-        "postgres".to_owned(),
-        "-J".to_owned(),
-        format!("{}@127.0.0.1:{}", jump.user(), jump.port()),
-        "-L".to_owned(),
-        format!("0:127.0.0.1:{}", pg.port()),
-        format!("{}@127.0.0.1", dest.user()),
-    ]);
-    check(&args)
+    CheckArgs::new(dest.port(), key, dest.user(), KnownHosts::Trusting(trusted))
+        .probe(Some("postgres"))
+        .jump(jump)
+        .local(&format!("127.0.0.1:{}", pg.port()))
+        .run()
 }
 
 /// The stage reports in order, as (stage, ok, detail).

@@ -6,55 +6,16 @@
 //! `StreamLocalBindUnlink` is set, the refusal saying so.
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+use ssh_interop_tests::client::{spawn_with_forward, wait_for_socket};
 use ssh_interop_tests::net::is_socket;
 use ssh_interop_tests::postgres::{CUSTOMERS_QUERY, psql_socket};
-use ssh_interop_tests::process::wait_until;
 use ssh_interop_tests::servers::{UnixEchoServer, echo_round_trip_unix};
-use ssh_interop_tests::{
-    ClientKind, KeyKind, Postgres, Sshd, Tunnel, TunnelBuilder, UserKey, expected_customers,
-};
+use ssh_interop_tests::{ClientKind, KeyKind, Postgres, Sshd, UserKey, expected_customers};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Waits (bounded) until the socket at `path` takes connections, or (`listening` false)
-/// refuses them; the probe connection is dropped at once.
-fn wait_socket(path: &Path, listening: bool, tunnel: &Tunnel) {
-    wait_until(
-        WAIT,
-        &format!(
-            "the socket {} {}",
-            path.display(),
-            if listening {
-                "taking connections"
-            } else {
-                "refusing connections"
-            }
-        ),
-        || (UnixStream::connect(path).is_ok() == listening).then_some(()),
-        || tunnel.log(),
-    );
-}
-
-/// A client of `kind` with `RemoteForward listen target`, started without waiting.
-fn spawn_remote(
-    kind: ClientKind,
-    sshd: &Sshd,
-    key: &UserKey,
-    listen: &Path,
-    target: &str,
-    extra: &[&str],
-) -> Tunnel {
-    let mut b = TunnelBuilder::new(kind, sshd, key).verbose();
-    for o in extra {
-        b = b.option(o);
-    }
-    b.option(&format!("RemoteForward={} {target}", listen.display()))
-        .spawn()
-}
 
 /// Sends `payload` through the socket at `path` to an echo and checks what comes back.
 fn round_trip(path: &Path, payload: &[u8]) {
@@ -77,15 +38,16 @@ fn interop_remote_streamlocal_psql_on_the_bastions_socket_reaches_postgres_here(
         (ClientKind::Forwarder, 6602),
     ] {
         let socket = dir.path().join(format!(".s.PGSQL.{port}"));
-        let mut tunnel = spawn_remote(
+        let mut tunnel = spawn_with_forward(
             kind,
             &sshd,
             &key,
-            &socket,
+            "RemoteForward",
+            &socket.display().to_string(),
             &format!("127.0.0.1:{}", pg.port()),
             &[],
         );
-        wait_socket(&socket, true, &tunnel);
+        wait_for_socket(&socket, true, WAIT, &tunnel);
         // sshd's StreamLocalBindMask (0177 by default) made it 0600.
         let mode = std::fs::metadata(&socket)
             .expect("stat")
@@ -117,7 +79,7 @@ fn interop_remote_streamlocal_psql_on_the_bastions_socket_reaches_postgres_here(
         );
         // The forward ends with the client: nothing listens there any more, and the file
         // stays, as sshd leaves it.
-        wait_socket(&socket, false, &tunnel);
+        wait_for_socket(&socket, false, WAIT, &tunnel);
         assert!(is_socket(&socket), "{kind}: sshd removed its socket");
     }
     let log = sshd.log();
@@ -135,20 +97,21 @@ fn interop_remote_streamlocal_socket_to_socket_is_cancelled_at_exit() {
     let here = dir.path().join("echo.sock");
     let there = dir.path().join("bastion.sock");
     let _echo = UnixEchoServer::start(&here);
-    let mut tunnel = spawn_remote(
+    let mut tunnel = spawn_with_forward(
         ClientKind::Forwarder,
         &sshd,
         &key,
-        &there,
+        "RemoteForward",
+        &there.display().to_string(),
         &here.display().to_string(),
         &["ExitOnForwardFailure=yes"],
     );
-    wait_socket(&there, true, &tunnel);
+    wait_for_socket(&there, true, WAIT, &tunnel);
     round_trip(&there, &[7u8; 1 << 20]);
     round_trip(&there, b"a short one");
     let status = tunnel.terminate(WAIT).expect("exits on SIGTERM");
     assert!(status.success(), "{status:?}: {}", tunnel.log());
-    wait_socket(&there, false, &tunnel);
+    wait_for_socket(&there, false, WAIT, &tunnel);
     let log = sshd.log();
     assert!(
         log.contains("cancel-streamlocal-forward@openssh.com"),
@@ -164,11 +127,12 @@ fn interop_remote_streamlocal_stale_socket_is_refused_until_sshd_may_replace_it(
     let here = dir.path().join("echo.sock");
     let there = dir.path().join("bastion.sock");
     let _echo = UnixEchoServer::start(&here);
-    let mut tunnel = spawn_remote(
+    let mut tunnel = spawn_with_forward(
         ClientKind::Forwarder,
         &sshd,
         &key,
-        &there,
+        "RemoteForward",
+        &there.display().to_string(),
         &here.display().to_string(),
         &[
             "ExitOnForwardFailure=no",
@@ -177,7 +141,7 @@ fn interop_remote_streamlocal_stale_socket_is_refused_until_sshd_may_replace_it(
             "ReconnectBackoffMax=1s",
         ],
     );
-    wait_socket(&there, true, &tunnel);
+    wait_for_socket(&there, true, WAIT, &tunnel);
     round_trip(&there, b"first session");
 
     // The bastion drops the session: its sshd process leaves the socket file, and the next
@@ -192,12 +156,12 @@ fn interop_remote_streamlocal_stale_socket_is_refused_until_sshd_may_replace_it(
         "{log}"
     );
     assert!(is_socket(&there));
-    wait_socket(&there, false, &tunnel);
+    wait_for_socket(&there, false, WAIT, &tunnel);
 
     // With StreamLocalBindUnlink, sshd replaces the stale file: the forward, asked again,
     // is granted and carries data.
     sshd.restart_with_config_line("StreamLocalBindUnlink yes");
-    wait_socket(&there, true, &tunnel);
+    wait_for_socket(&there, true, WAIT, &tunnel);
     round_trip(&there, b"after the replacement");
     assert!(tunnel.exited().is_none(), "{}", tunnel.log());
 }
@@ -211,11 +175,12 @@ fn interop_remote_streamlocal_refused_exits_255_with_exit_on_forward_failure() {
         .start();
     let dir = tempfile::tempdir().expect("temp dir");
     let there = dir.path().join("bastion.sock");
-    let mut tunnel = spawn_remote(
+    let mut tunnel = spawn_with_forward(
         ClientKind::Forwarder,
         &sshd,
         &key,
-        &there,
+        "RemoteForward",
+        &there.display().to_string(),
         "127.0.0.1:9",
         &["ExitOnForwardFailure=yes"],
     );

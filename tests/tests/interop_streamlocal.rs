@@ -5,48 +5,20 @@
 //! connection that came in on its socket.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use ssh_interop_tests::client::{spawn_with_forward, wait_for_socket};
 use ssh_interop_tests::fleet::{Fleet, without_global_known_hosts};
 use ssh_interop_tests::net::is_socket;
 use ssh_interop_tests::postgres::{CUSTOMERS_QUERY, psql_socket, try_psql_conninfo};
 use ssh_interop_tests::process::wait_until;
 use ssh_interop_tests::{
-    ClientKind, KeyKind, Postgres, Sshd, Tunnel, TunnelBuilder, UserKey, expected_customers,
-    free_port, port_listening, psql,
+    ClientKind, KeyKind, Postgres, Sshd, UserKey, expected_customers, free_port, port_listening,
+    psql,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Waits until a socket at `path` takes connections (the forwarder binds its listeners
-/// before it logs in). The file appears at the bind, before its mode is set and before it
-/// listens, so the file alone is not enough; the probe connection is dropped at once.
-fn wait_for_socket(path: &Path, tunnel: &Tunnel) {
-    wait_until(
-        WAIT,
-        &format!("a socket at {} that takes connections", path.display()),
-        || (is_socket(path) && std::os::unix::net::UnixStream::connect(path).is_ok()).then_some(()),
-        || tunnel.log(),
-    );
-}
-
-/// A client of `kind` with `LocalForward listen target` (the two words as ssh_config takes
-/// them), started without waiting: socket listeners are not ports the builder can watch.
-fn spawn_with_forward(
-    kind: ClientKind,
-    sshd: &Sshd,
-    key: &UserKey,
-    listen: &str,
-    target: &str,
-    extra: &[&str],
-) -> Tunnel {
-    let mut b = TunnelBuilder::new(kind, sshd, key).verbose();
-    for o in extra {
-        b = b.option(o);
-    }
-    b.option(&format!("LocalForward={listen} {target}")).spawn()
-}
 
 #[test]
 fn a_local_port_reaches_postgres_through_its_unix_socket_on_the_bastion() {
@@ -61,6 +33,7 @@ fn a_local_port_reaches_postgres_through_its_unix_socket_on_the_bastion() {
             kind,
             &sshd,
             &key,
+            "LocalForward",
             &format!("127.0.0.1:{port}"),
             &socket.display().to_string(),
             &[],
@@ -111,11 +84,12 @@ fn a_local_unix_socket_serves_psql_with_mode_0600_and_is_removed_at_exit() {
         ClientKind::Forwarder,
         &sshd,
         &key,
+        "LocalForward",
         &socket.display().to_string(),
         &format!("127.0.0.1:{}", pg.port()),
         &[],
     );
-    wait_for_socket(&socket, &tunnel);
+    wait_for_socket(&socket, true, WAIT, &tunnel);
     let mode = std::fs::metadata(&socket)
         .expect("stat")
         .permissions()
@@ -153,8 +127,16 @@ fn a_stale_socket_is_refused_unless_stream_local_bind_unlink_and_the_mask_is_kep
     let target = format!("127.0.0.1:{}", pg.port());
 
     // A forwarder killed outright leaves its socket behind.
-    let mut first = spawn_with_forward(ClientKind::Forwarder, &sshd, &key, &listen, &target, &[]);
-    wait_for_socket(&socket, &first);
+    let mut first = spawn_with_forward(
+        ClientKind::Forwarder,
+        &sshd,
+        &key,
+        "LocalForward",
+        &listen,
+        &target,
+        &[],
+    );
+    wait_for_socket(&socket, true, WAIT, &first);
     first.kill();
     assert!(
         is_socket(&socket),
@@ -162,7 +144,15 @@ fn a_stale_socket_is_refused_unless_stream_local_bind_unlink_and_the_mask_is_kep
     );
 
     // The next one refuses it (ExitOnForwardFailure=yes, as the lab runs both clients).
-    let mut second = spawn_with_forward(ClientKind::Forwarder, &sshd, &key, &listen, &target, &[]);
+    let mut second = spawn_with_forward(
+        ClientKind::Forwarder,
+        &sshd,
+        &key,
+        "LocalForward",
+        &listen,
+        &target,
+        &[],
+    );
     let log = second.expect_failure();
     assert!(
         log.contains(&listen) && log.contains("StreamLocalBindUnlink"),
@@ -178,6 +168,7 @@ fn a_stale_socket_is_refused_unless_stream_local_bind_unlink_and_the_mask_is_kep
         ClientKind::Forwarder,
         &sshd,
         &key,
+        "LocalForward",
         &listen,
         &target,
         &["StreamLocalBindUnlink=yes", "StreamLocalBindMask=0117"],
@@ -211,6 +202,7 @@ fn a_stale_socket_is_refused_unless_stream_local_bind_unlink_and_the_mask_is_kep
         ClientKind::Forwarder,
         &sshd,
         &key,
+        "LocalForward",
         &plain.display().to_string(),
         &target,
         &["StreamLocalBindUnlink=yes"],
@@ -231,11 +223,12 @@ fn a_local_socket_reaches_the_database_socket_on_the_bastion() {
         ClientKind::Forwarder,
         &sshd,
         &key,
+        "LocalForward",
         &socket.display().to_string(),
         &pg.socket_path().display().to_string(),
         &[],
     );
-    wait_for_socket(&socket, &tunnel);
+    wait_for_socket(&socket, true, WAIT, &tunnel);
     assert_eq!(
         psql_socket(dir.path(), 7000, CUSTOMERS_QUERY),
         expected_customers()
@@ -328,6 +321,7 @@ fn a_socket_is_removed_when_the_first_login_fails_and_forwarder_exits() {
         ClientKind::Forwarder,
         &sshd,
         &stranger,
+        "LocalForward",
         &socket.display().to_string(),
         "127.0.0.1:5432",
         &[],
