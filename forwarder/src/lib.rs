@@ -63,6 +63,7 @@ pub mod quickack;
 pub mod remote;
 pub mod session;
 pub mod shard;
+pub mod socks;
 pub mod status;
 pub mod stdio;
 pub mod supervisor;

@@ -30,6 +30,7 @@ pub mod known_hosts;
 pub mod krl;
 pub mod probe_replies;
 pub mod seeds;
+pub mod socks_handshake;
 pub mod ssh_config;
 pub mod transport_client;
 pub mod transport_deframer;
@@ -56,4 +57,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("fleet_config", fleet_config::run),
     ("ssh_config", ssh_config::run),
     ("kex_guess_file", kex_guess_file::run),
+    ("socks_handshake", socks_handshake::run),
 ];
