@@ -162,7 +162,7 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
                 }
             }
             Err(e) => {
-                let msg = format!("cannot listen for -L {fwd}: {e}");
+                let msg = format!("cannot listen for {} {fwd}: {e}", fwd.flag());
                 if tunnel_config.exit_on_forward_failure {
                     return Err(Fatal(format!("{msg} (ExitOnForwardFailure)")));
                 }

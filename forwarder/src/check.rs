@@ -230,6 +230,7 @@ pub fn inferred_probe(target: &Destination) -> Option<ProbeKind> {
             3306 => Some(ProbeKind::Mysql),
             _ => None,
         },
+        Destination::Socks => None,
         Destination::Unix(path) => {
             let name = path.rsplit('/').next().unwrap_or_default();
             if name.starts_with(".s.PGSQL.") {
@@ -666,7 +667,10 @@ fn policy_name(p: cli::StrictHostKeyChecking) -> &'static str {
 }
 
 fn target_label(fwd: &ForwardSpec) -> String {
-    fwd.to.to_string()
+    match fwd.to {
+        Destination::Socks => format!("-D {}", fwd.listen),
+        _ => fwd.to.to_string(),
+    }
 }
 
 /// Runs one tunnel's stages.
@@ -1406,7 +1410,7 @@ impl Permits {
             vec![crate::keygen::PERMIT_NOTHING.to_owned()]
         } else if forwards
             .iter()
-            .any(|f| matches!(f.to, Destination::Unix(_)))
+            .any(|f| matches!(f.to, Destination::Unix(_) | Destination::Socks))
         {
             Vec::new()
         } else {
@@ -1414,7 +1418,7 @@ impl Permits {
                 .iter()
                 .filter_map(|f| match &f.to {
                     Destination::Tcp(t) => Some(permit_spec(&t.host, u32::from(t.port))),
-                    Destination::Unix(_) => None,
+                    Destination::Unix(_) | Destination::Socks => None,
                 })
                 .collect()
         };
@@ -1580,6 +1584,15 @@ async fn channels(job: &Job, st: &mut Stages, handle: &driver::SessionHandle) {
         let target = target_label(fwd);
         if failed {
             st.skip_rest([7, 8]);
+            continue;
+        }
+        if fwd.to == Destination::Socks {
+            let why = format!(
+                "{target}: not run: each SOCKS connection names its own target (to check one, \
+                 add -L 0:host:port)"
+            );
+            st.skip(7, why.clone());
+            st.skip(8, why);
             continue;
         }
         let started = Instant::now();
@@ -1825,6 +1838,11 @@ async fn connect_and_probe(
                 Some(p) => probe::run(p, stream).await.map_err(Here::Probe)?,
                 None => "connected".to_owned(),
             }
+        }
+        Destination::Socks => {
+            return Err(Here::Connect(
+                "a SOCKS forward has no target of its own".to_owned(),
+            ));
         }
     };
     Ok(match probe {

@@ -376,10 +376,25 @@ impl fmt::Display for Listen {
 }
 
 impl fmt::Display for ForwardSpec {
-    /// The `-L` form, brackets around fields that contain `:`.
+    /// The `-L` form, brackets around fields that contain `:`; a `-D` forward is its listening
+    /// side alone.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.to == Destination::Socks {
+            return self.listen.fmt(f);
+        }
         write!(f, "{}:", self.listen)?;
         spec_destination(f, &self.to)
+    }
+}
+
+impl ForwardSpec {
+    /// The option a local forward came from: `-D` for a SOCKS proxy, else `-L`.
+    pub fn flag(&self) -> &'static str {
+        if self.to == Destination::Socks {
+            "-D"
+        } else {
+            "-L"
+        }
     }
 }
 
@@ -391,6 +406,7 @@ fn spec_destination(f: &mut fmt::Formatter<'_>, to: &Destination) -> fmt::Result
             write!(f, ":{}", t.port)
         }
         Destination::Unix(path) => spec_field(f, path),
+        Destination::Socks => Ok(()),
     }
 }
 
@@ -813,6 +829,12 @@ options:
                  sshd leaves the file behind when the forward ends and refuses an
                  existing one unless its StreamLocalBindUnlink is yes).
                  Also -o RemoteForward='port host:hostport'.
+  -D [bind_address:]port
+                 a SOCKS proxy on the local port (loopback only unless a bind address or
+                 -g says otherwise): each connection names its own target in SOCKS4,
+                 SOCKS4A or SOCKS5 (CONNECT, no authentication), and the server connects
+                 to it. The reply waits for the server's answer, so a refused target is a
+                 SOCKS error, not a closed connection. Repeatable; also -o DynamicForward.
   -p port        server port (default 22)
   -l user        user to log in as (default: the local user name)
   -i file        private key to try; repeatable (default ~/.ssh/id_ed25519, ~/.ssh/id_rsa)
@@ -851,9 +873,9 @@ options:
   StrictHostKeyChecking (yes, accept-new, no; ask is treated as yes since forwarder never
   asks about host keys), Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms,
   PubkeyAcceptedAlgorithms, ConnectTimeout, ServerAliveInterval, ServerAliveCountMax,
-  ExitOnForwardFailure, BatchMode, LocalForward (\"15432 db:5432\"), RekeyLimit, LogLevel,
-  Compression, GatewayPorts, AddressFamily, HashKnownHosts, TCPKeepAlive,
-  StreamLocalBindMask (octal, default 0177: a -L socket file is 0600),
+  ExitOnForwardFailure, BatchMode, LocalForward (\"15432 db:5432\"), DynamicForward,
+  RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts,
+  TCPKeepAlive, StreamLocalBindMask (octal, default 0177: a -L socket file is 0600),
   StreamLocalBindUnlink (yes: replace a stale socket at a -L path; never another file).
   Tunnels that stay up: ServerAliveInterval is 15 s unless set (0 turns keepalives off),
   so with ServerAliveCountMax 3 a dead session is noticed within about a minute.
@@ -1251,7 +1273,7 @@ impl Parsed {
                 }
                 'V' => return Ok(Some(Scanned::Version)),
                 'h' => return Ok(Some(Scanned::Help)),
-                'p' | 'l' | 'i' | 'L' | 'R' | 'o' | 'c' | 'm' | 'Q' | 'J' | 'W' | 'F' => {
+                'p' | 'l' | 'i' | 'L' | 'D' | 'R' | 'o' | 'c' | 'm' | 'Q' | 'J' | 'W' | 'F' => {
                     let attached = cluster.get(at + letter.len_utf8()..).unwrap_or_default();
                     let value = if attached.is_empty() {
                         rest.next()
@@ -1309,6 +1331,7 @@ impl Parsed {
                 self.identity_files.push(value.to_owned());
             }
             'L' => self.local_forwards.push(forward::parse_dash_l(value)?),
+            'D' => self.local_forwards.push(forward::parse_dash_d(value)?),
             'R' => self.remote_forwards.push(forward::parse_dash_r(value)?),
             'F' => self.config_file = Some(value.to_owned()),
             'J' => {
@@ -1369,6 +1392,7 @@ fn example_for(letter: char) -> &'static str {
         'F' => "-F ~/.ssh/other_config",
         'J' => "-J user@jump1:2222,jump2",
         'W' => "-W db.internal:5432",
+        'D' => "-D 1080",
         _ => "-o StrictHostKeyChecking=accept-new",
     }
 }
@@ -1376,7 +1400,6 @@ fn example_for(letter: char) -> &'static str {
 /// Why an ssh option letter that forwarder does not take is left out.
 fn unsupported_reason(letter: char) -> Option<&'static str> {
     Some(match letter {
-        'D' => "dynamic (SOCKS) forwarding is not supported; forwarder only does -L",
         'f' => "forwarder stays in the foreground; run it under a service manager instead",
         't' => "forwarder never allocates a terminal",
         's' => "subsystems are not supported: forwarder never runs anything on the server",

@@ -510,6 +510,11 @@ async fn connect_to(target: &Destination) -> std::io::Result<LocalStream> {
         Destination::Unix(path) => tokio::net::UnixStream::connect(path)
             .await
             .map(LocalStream::Unix),
+        // `-R` takes no SOCKS form (OpenSSH's `-R port` alone); the parser never makes one.
+        Destination::Socks => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "a remote forward has no SOCKS form",
+        )),
     }
 }
 

@@ -21,6 +21,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::driver::{ChannelStream, OpenError, Sent, SessionHandle};
 use crate::local::{Listener, LocalStream, Peer};
+use crate::socks::{self, Failure, Step};
 use crate::supervisor::SupervisorHandle;
 
 /// A connection's first read, client to server: a query or a login fits.
@@ -61,6 +62,9 @@ pub enum Destination {
     /// The path of a Unix socket on the server: a `direct-streamlocal@openssh.com` channel
     /// (OpenSSH's `-L port:/path`).
     Unix(String),
+    /// Wherever each connection's SOCKS request names (`-D`, OpenSSH's dynamic forwarding):
+    /// a `direct-tcpip` channel per connection.
+    Socks,
 }
 
 impl Destination {
@@ -68,7 +72,7 @@ impl Destination {
     pub fn port(&self) -> Option<u16> {
         match self {
             Self::Tcp(t) => Some(t.port),
-            Self::Unix(_) => None,
+            Self::Unix(_) | Self::Socks => None,
         }
     }
 }
@@ -84,6 +88,7 @@ impl std::fmt::Display for Destination {
         match self {
             Self::Tcp(t) => t.fmt(f),
             Self::Unix(path) => f.write_str(path),
+            Self::Socks => f.write_str("SOCKS"),
         }
     }
 }
@@ -321,7 +326,9 @@ async fn serve(
 }
 
 /// Serves one accepted connection: waits (up to `wait` in all) for a live session, opens a
-/// channel (again on the next session if this one dies while opening), and forwards.
+/// channel (again on the next session if this one dies while opening), and forwards. For a
+/// SOCKS forward (`-D`) the client's request names the target first, and the reply tells it
+/// whether the channel opened.
 pub async fn serve_connection(
     socket: Arc<LocalStream>,
     peer: Peer,
@@ -330,6 +337,20 @@ pub async fn serve_connection(
     wait: Duration,
     observer: &Arc<dyn TrafficObserver>,
 ) -> io::Result<()> {
+    let named;
+    let (target, socks) = match target {
+        Destination::Socks => {
+            let Some(request) = socks_request(&socket, &peer).await else {
+                return Ok(());
+            };
+            named = Destination::Tcp(Target {
+                host: request.host,
+                port: request.port,
+            });
+            (&named, Some(request.version))
+        }
+        fixed => (fixed, None),
+    };
     let deadline = crate::supervisor::deadline_after(wait);
     let channel = loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -337,7 +358,12 @@ pub async fn serve_connection(
             Ok(s) => s,
             Err(e) => {
                 info!("connection from {peer} to {target} closed: {e}");
-                socket.set_reset_on_close();
+                match socks {
+                    Some(v) => {
+                        write_all(&socket, &socks::failure_reply(v, Failure::General)).await?
+                    }
+                    None => socket.set_reset_on_close(),
+                }
                 return Ok(());
             }
         };
@@ -357,12 +383,152 @@ pub async fn serve_connection(
                     _ => "",
                 };
                 warn!("channel to {target} for {peer} failed: {e}{hint}");
+                if let Some(v) = socks {
+                    refuse(&socket, &socks::failure_reply(v, socks_failure(&e))).await;
+                }
                 return Ok(());
             }
         }
     };
     let (session, channel) = channel;
+    if let Some(v) = socks {
+        write_all(&socket, &socks::success_reply(v)).await?;
+    }
     forward(socket, peer, &session, channel, observer).await
+}
+
+/// How long a SOCKS client has to send its whole request once connected.
+const SOCKS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads a SOCKS client's request (answering SOCKS5's choice of method on the way), reading
+/// no further than the request's last byte; `None`, logged, when it is refused or does not
+/// come within [`SOCKS_HANDSHAKE_TIMEOUT`] (the client is told why where SOCKS can say it).
+async fn socks_request(socket: &LocalStream, peer: &Peer) -> Option<socks::Request> {
+    let handshake = async {
+        let mut hs = socks::Handshake::new();
+        let mut buf = Vec::new();
+        loop {
+            match hs.step(&buf) {
+                Ok(Step::Need(n)) => read_more(socket, &mut buf, n).await?,
+                Ok(Step::Reply { bytes, consumed }) => {
+                    write_all(socket, &bytes).await?;
+                    buf.drain(..consumed.min(buf.len()));
+                }
+                Ok(Step::Connect { request, .. }) => return Ok(request),
+                Err(e) => {
+                    if let Some(reply) = e.reply() {
+                        refuse(socket, &reply).await;
+                    }
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(SOCKS_HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(request)) => Some(request),
+        Ok(Err(e)) => {
+            info!("SOCKS connection from {peer} closed: {e}");
+            None
+        }
+        Err(_) => {
+            info!(
+                "SOCKS connection from {peer} closed: no request within {} s",
+                SOCKS_HANDSHAKE_TIMEOUT.as_secs()
+            );
+            None
+        }
+    }
+}
+
+/// What a SOCKS client is told of a channel the server refused. sshd says why a connect
+/// failed only in words (its `strerror`), so those decide between the codes.
+fn socks_failure(e: &OpenError) -> Failure {
+    use ssh_connection::OpenFailureReason as R;
+    match e {
+        OpenError::Refused { reason, .. } if *reason == R::ADMINISTRATIVELY_PROHIBITED => {
+            Failure::NotAllowed
+        }
+        OpenError::Refused {
+            reason,
+            description,
+        } if *reason == R::CONNECT_FAILED => {
+            let d = description.to_ascii_lowercase();
+            if d.contains("refused") {
+                Failure::ConnectionRefused
+            } else if d.contains("network is unreachable") {
+                Failure::NetworkUnreachable
+            } else {
+                Failure::HostUnreachable
+            }
+        }
+        _ => Failure::General,
+    }
+}
+
+/// Sends a SOCKS refusal and ends the connection so that the client reads it: closing a
+/// socket with unread input would reset it, and the reset can overtake the reply. So the
+/// write side is closed after the reply, and what the client still sends (the rest of a
+/// refused request) is read and dropped, for at most a second and [`socks::MAX_HANDSHAKE`]
+/// bytes.
+async fn refuse(socket: &LocalStream, reply: &[u8]) {
+    if write_all(socket, reply).await.is_err() {
+        return;
+    }
+    socket.shutdown_write();
+    let drain = async {
+        let mut left = socks::MAX_HANDSHAKE;
+        let mut scratch = [0u8; 256];
+        while left > 0 {
+            if std::future::poll_fn(|cx| socket.poll_read_ready(cx))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            match socket.try_read_vectored(&mut [io::IoSliceMut::new(&mut scratch)]) {
+                Ok(0) => return,
+                Ok(k) => left = left.saturating_sub(k),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+/// Reads exactly `n` more bytes onto the end of `buf`.
+async fn read_more(socket: &LocalStream, buf: &mut Vec<u8>, n: usize) -> io::Result<()> {
+    let start = buf.len();
+    buf.resize(start + n, 0);
+    let mut got = 0;
+    while got < n {
+        std::future::poll_fn(|cx| socket.poll_read_ready(cx)).await?;
+        match socket.try_read_vectored(&mut [io::IoSliceMut::new(&mut buf[start + got..])]) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the client closed the connection before its request was complete",
+                ));
+            }
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `bytes` to the socket.
+async fn write_all(socket: &LocalStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        std::future::poll_fn(|cx| socket.poll_write_ready(cx)).await?;
+        match socket.try_write(bytes) {
+            Ok(k) => bytes = &bytes[k..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 async fn open(
@@ -390,6 +556,10 @@ pub async fn open_channel(
                 .await
         }
         Destination::Unix(path) => session.open_direct_streamlocal(path).await,
+        Destination::Socks => Err(OpenError::Refused {
+            reason: ssh_connection::OpenFailureReason::CONNECT_FAILED,
+            description: "a SOCKS forward's connections name their own targets".into(),
+        }),
     }
 }
 

@@ -37,7 +37,7 @@ pub fn run(data: &[u8]) {
     let forwards = options
         .local_forwards
         .iter()
-        .map(|f| ("-L", f))
+        .map(|f| (f.flag(), f))
         .chain(options.remote_forwards.iter().map(|f| ("-R", f)));
     for (flag, f) in forwards {
         let _ = f.listen.bind_target(options.gateway_ports);
@@ -50,10 +50,10 @@ pub fn run(data: &[u8]) {
         let again = parse_args_with_env(vec![flag.into(), shown.clone(), "h".into()], &env);
         match again {
             Ok(Command::Run(o)) => {
-                let parsed = if flag == "-L" {
-                    o.local_forwards
-                } else {
+                let parsed = if flag == "-R" {
                     o.remote_forwards
+                } else {
+                    o.local_forwards
                 };
                 assert_eq!(parsed, std::slice::from_ref(f), "{flag} {shown}");
             }

@@ -101,6 +101,9 @@ pub fn all() -> Vec<Seed> {
     for (name, data) in crate::kex_guess_file::seeds() {
         add("kex_guess_file", &name, data);
     }
+    for (name, data) in crate::socks_handshake::seeds() {
+        add("socks_handshake", &name, data);
+    }
     out
 }
 
@@ -1060,6 +1063,21 @@ fn cli() -> Vec<(String, Vec<u8>)> {
                 "/run/bastion/fwd.sock:127.0.0.1:5432",
                 "-R",
                 "[/run/a:b.sock]:/run/here.sock",
+                "bastion",
+            ],
+        ),
+        (
+            "dynamic",
+            &[
+                "-D",
+                "1080",
+                "-D",
+                "[::1]:1081",
+                "-D",
+                "*:1082",
+                "-D",
+                "/tmp/socks.sock",
+                "-oDynamicForward=localhost:1083",
                 "bastion",
             ],
         ),

@@ -174,6 +174,8 @@ pub struct TunnelBuilder {
     options: Vec<String>,
     env: Vec<(String, String)>,
     max_open_files: Option<u64>,
+    /// Arguments of the caller's own, before the destination.
+    extra_args: Vec<String>,
     /// The key's files, kept on disk for the client's life.
     key_files: Arc<TempDir>,
 }
@@ -206,6 +208,7 @@ impl TunnelBuilder {
             options: Vec::new(),
             env: Vec::new(),
             max_open_files: None,
+            extra_args: Vec::new(),
             key_files: key.files(),
         }
     }
@@ -304,6 +307,12 @@ impl TunnelBuilder {
         self.kind
     }
 
+    /// A command-line argument of its own, given just before the destination (`-D`, `1080`).
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra_args.push(arg.to_owned());
+        self
+    }
+
     /// The arguments after the program name.
     pub fn args(&self) -> Vec<String> {
         let mut args = ["-N", "-F", "none"].map(str::to_owned).to_vec();
@@ -337,6 +346,7 @@ impl TunnelBuilder {
         for forward in &self.forwards {
             args.extend(["-L".to_owned(), forward.spec()]);
         }
+        args.extend(self.extra_args.iter().cloned());
         args.push(format!("{}@127.0.0.1", self.user));
         args
     }
@@ -680,6 +690,7 @@ mod tests {
             options: Vec::new(),
             env: Vec::new(),
             max_open_files: None,
+            extra_args: Vec::new(),
             key_files: Arc::new(TempDir::new().expect("a temp dir")),
         }
     }
@@ -730,6 +741,7 @@ mod tests {
                 options: Vec::new(),
                 env: Vec::new(),
                 max_open_files: None,
+                extra_args: Vec::new(),
                 key_files: Arc::new(TempDir::new().expect("a temp dir")),
             };
             let args = builder.args();

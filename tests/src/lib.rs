@@ -37,6 +37,7 @@ pub mod postgres;
 pub mod process;
 pub mod prometheus;
 pub mod servers;
+pub mod socks;
 pub mod sshd;
 mod tls;
 

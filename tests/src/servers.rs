@@ -363,6 +363,49 @@ impl std::fmt::Debug for CountingProxy {
     }
 }
 
+/// A plain port whose every connection goes through a SOCKS proxy to one target: for
+/// programs that cannot speak SOCKS themselves (psql), so they can be run through `-D`.
+pub struct SocksBridge {
+    acceptor: Acceptor,
+}
+
+impl SocksBridge {
+    /// Listens on a free 127.0.0.1 port; each connection asks the proxy on 127.0.0.1:`proxy`
+    /// for `host:port` in `form`, and is closed if the proxy says no.
+    pub fn start(proxy: u16, form: crate::socks::SocksForm, host: &str, port: u16) -> SocksBridge {
+        let host = host.to_owned();
+        let handler: Handler = Arc::new(move |client: TcpStream| {
+            let Ok(server) = crate::socks::socks_connect(proxy, form, &host, port) else {
+                return;
+            };
+            let _ = server.set_nodelay(true);
+            let (Ok(client_r), Ok(server_r)) = (client.try_clone(), server.try_clone()) else {
+                return;
+            };
+            let count = AtomicU64::new(0);
+            let back = thread::spawn(move || relay(server_r, client, &AtomicU64::new(0)));
+            relay(client_r, server, &count);
+            let _ = back.join();
+        });
+        SocksBridge {
+            acceptor: Acceptor::start("socks bridge", handler),
+        }
+    }
+
+    /// The port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.acceptor.port
+    }
+}
+
+impl std::fmt::Debug for SocksBridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocksBridge")
+            .field("port", &self.port())
+            .finish()
+    }
+}
+
 /// Copies `from` to `to` until EOF or an error, counting, then half-closes `to`.
 fn relay(mut from: TcpStream, mut to: TcpStream, count: &AtomicU64) {
     let mut buf = vec![0u8; 64 * 1024];
@@ -663,6 +706,14 @@ pub fn upload(port: u16, n: u64) -> io::Result<Transfer> {
 /// returns everything that comes back.
 pub fn echo_round_trip(port: u16, data: &[u8]) -> io::Result<Vec<u8>> {
     let stream = connect_for_transfer(port)?;
+    let writer = stream.try_clone()?;
+    round_trip_on(stream, writer, |w| w.shutdown(Shutdown::Write), data)
+}
+
+/// [`echo_round_trip`] over a stream already connected (through a SOCKS proxy, say).
+pub fn echo_round_trip_stream(stream: TcpStream, data: &[u8]) -> io::Result<Vec<u8>> {
+    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
     let writer = stream.try_clone()?;
     round_trip_on(stream, writer, |w| w.shutdown(Shutdown::Write), data)
 }

@@ -143,6 +143,12 @@ impl<'a> CheckArgs<'a> {
         self
     }
 
+    /// `-D spec`.
+    fn dynamic(mut self, spec: &str) -> Self {
+        self.forwards.push(["-D".to_owned(), spec.to_owned()]);
+        self
+    }
+
     /// `-R spec`.
     fn remote(mut self, spec: &str) -> Self {
         self.forwards.push(["-R".to_owned(), spec.to_owned()]);
@@ -1266,6 +1272,50 @@ fn check_remote_forward_passes_with_the_bastion_listening_and_postgres_probed_he
         "asked for, then cancelled:\n{log}"
     );
     assert!(!port_listening(port), "still listening on the bastion");
+}
+
+#[test]
+fn check_with_a_socks_forward_checks_the_session_and_says_it_cannot_test_its_targets() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let run = CheckArgs::new(
+        sshd.port(),
+        &key,
+        sshd.user(),
+        KnownHosts::Trusting(&[&sshd]),
+    )
+    .probe(Some("tcp"))
+    .dynamic("0")
+    .local(&format!("127.0.0.1:{}", echo.port()))
+    .run();
+    let doc = run.json();
+    assert_eq!(run.code, 0, "{doc:#}\nstderr:\n{}", run.stderr);
+    let stages = doc["stages"].as_array().expect("stages");
+    // Stages 1 to 6 pass; the -D forward's 7 and 8 are skipped, saying why; the -L's pass.
+    for s in stages.iter().filter(|s| s["stage"].as_u64() < Some(7)) {
+        assert_eq!(s["ok"], true, "{doc:#}");
+    }
+    let of_stage = |n: u64| -> Vec<&Value> { stages.iter().filter(|s| s["stage"] == n).collect() };
+    for n in [7, 8] {
+        let entries = of_stage(n);
+        assert_eq!(entries.len(), 2, "{doc:#}");
+        assert!(
+            entries[0]["ok"].is_null(),
+            "the -D's stage {n} is skipped: {doc:#}"
+        );
+        assert!(
+            text(&entries[0]["detail"])
+                .contains("-D 0: not run: each SOCKS connection names its own target"),
+            "{doc:#}"
+        );
+        assert_eq!(entries[1]["ok"], true, "the -L's stage {n}: {doc:#}");
+    }
+    assert_eq!(
+        echo.connections(),
+        1,
+        "stage 8 of the -L reached the echo server"
+    );
 }
 
 #[test]

@@ -12,8 +12,8 @@ use super::{
 pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, UserKnownHostsFile, \
      GlobalKnownHostsFile, StrictHostKeyChecking, Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, \
      PubkeyAcceptedAlgorithms, ConnectTimeout, \
-     ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, BatchMode, ForwardSpec, \
-     RemoteForward, \
+     ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, BatchMode, LocalForward, \
+     RemoteForward, DynamicForward, \
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
@@ -40,7 +40,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "controlmaster",
     "controlpath",
     "controlpersist",
-    "dynamicforward",
     "enableescapecommandline",
     "enablesshkeysign",
     "escapechar",
@@ -272,6 +271,7 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
             set_first(&mut p.hash_known_hosts, f);
         }
         "localforward" => p.local_forwards.push(forward::parse_config(&args)?),
+        "dynamicforward" => p.local_forwards.push(forward::parse_config_dynamic(&args)?),
         "remoteforward" => p.remote_forwards.push(forward::parse_config_remote(&args)?),
         "rekeylimit" => {
             let v = args.join(" ");

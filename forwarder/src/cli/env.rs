@@ -175,7 +175,10 @@ pub(super) fn resolve(
     let local_forwards = p
         .local_forwards
         .into_iter()
-        .map(|f| expand_socket_paths(f, "-L", &tokens))
+        .map(|f| {
+            let flag = f.flag();
+            expand_socket_paths(f, flag, &tokens)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let remote_forwards = p
         .remote_forwards

@@ -16,6 +16,8 @@ const DASH_L: &str = "-L";
 const CONFIG: &str = "LocalForward";
 const DASH_R: &str = "-R";
 const CONFIG_REMOTE: &str = "RemoteForward";
+const DASH_D: &str = "-D";
+const CONFIG_DYNAMIC: &str = "DynamicForward";
 
 /// The longest socket path: `sun_path` holds 108 bytes with the terminating NUL, on Linux
 /// (and OpenSSH takes the local limit for the server's paths too).
@@ -28,6 +30,48 @@ pub(super) fn parse_dash_r(spec: &str) -> Result<ForwardSpec, CliError> {
         spec: spec.to_owned(),
         form: DASH_R,
         why,
+    })
+}
+
+/// `-D [bind_address:]port` (or `-D /path`): a local SOCKS proxy whose connections go
+/// wherever each one's request names.
+pub(super) fn parse_dash_d(spec: &str) -> Result<ForwardSpec, CliError> {
+    parse_dynamic(spec).map_err(|why| CliError::BadForward {
+        spec: spec.to_owned(),
+        form: DASH_D,
+        why,
+    })
+}
+
+/// `DynamicForward [bind_address:]port`, one word.
+pub(super) fn parse_config_dynamic(args: &[String]) -> Result<ForwardSpec, CliError> {
+    let bad = |why: String| CliError::BadForward {
+        spec: args.join(" "),
+        form: CONFIG_DYNAMIC,
+        why,
+    };
+    match args {
+        [spec] => parse_dynamic(spec).map_err(bad),
+        _ => Err(bad(format!("it has {} words, not 1", args.len()))),
+    }
+}
+
+fn parse_dynamic(spec: &str) -> Result<ForwardSpec, String> {
+    let fields = split_fields(spec)?;
+    let listen = match fields.as_slice() {
+        [(l, true)] => listen_path(l)?,
+        [(p, false)] => listen_port(None, p)?,
+        [(b, _), (p, false)] => listen_port(Some(b), p)?,
+        _ => {
+            return Err(format!(
+                "it has {} fields, not 1 or 2 ([bind_address:]port); put IPv6 addresses in [ ]",
+                fields.len()
+            ));
+        }
+    };
+    Ok(ForwardSpec {
+        listen,
+        to: Destination::Socks,
     })
 }
 
@@ -439,5 +483,56 @@ mod tests {
             let shown = parsed.as_ref().map(ToString::to_string);
             assert_eq!(shown.as_deref(), Ok(spec));
         }
+    }
+
+    #[test]
+    fn dynamic_forwards_take_a_port_an_address_and_port_or_a_path() {
+        let port = |bind: Option<&str>, port| ForwardSpec {
+            listen: Listen::Port {
+                bind_address: bind.map(str::to_owned),
+                port,
+            },
+            to: Destination::Socks,
+        };
+        assert_eq!(parse_dash_d("1080"), Ok(port(None, 1080)));
+        assert_eq!(
+            parse_dash_d("127.0.0.1:1080"),
+            Ok(port(Some("127.0.0.1"), 1080))
+        );
+        assert_eq!(parse_dash_d("[::1]:1080"), Ok(port(Some("::1"), 1080)));
+        assert_eq!(parse_dash_d("*:1080"), Ok(port(Some("*"), 1080)));
+        assert_eq!(parse_dash_d(":1080"), Ok(port(Some("*"), 1080)));
+        assert_eq!(
+            parse_dash_d("/run/socks.sock"),
+            Ok(ForwardSpec {
+                listen: listen_path("/run/socks.sock"),
+                to: Destination::Socks,
+            })
+        );
+        assert_eq!(
+            parse_config_dynamic(&["localhost:1080".to_owned()]),
+            Ok(port(Some("localhost"), 1080))
+        );
+        // Shown as given, and back again; the flag names the form.
+        for spec in ["1080", "[::1]:1080", "*:1080", "/run/socks.sock"] {
+            let f = parse_dash_d(spec).expect(spec);
+            assert_eq!(f.to_string(), spec);
+            assert_eq!(f.flag(), "-D");
+        }
+        assert_eq!(ForwardSpec::tcp(None, 1, "h", 2).flag(), "-L");
+        // A target, a bad port, words: refused with the form's own name.
+        for (bad, why) in [
+            ("1080:db:5432", "not 1 or 2"),
+            ("socks", "local port number"),
+            ("70000", "local port number"),
+            ("[::1", "closing"),
+        ] {
+            let e = parse_dash_d(bad).expect_err(bad).to_string();
+            assert!(e.contains("-D") && e.contains(why), "{bad}: {e}");
+        }
+        let e = parse_config_dynamic(&["1080".to_owned(), "x".to_owned()])
+            .expect_err("two words")
+            .to_string();
+        assert!(e.contains("DynamicForward") && e.contains("not 1"), "{e}");
     }
 }

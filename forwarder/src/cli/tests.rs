@@ -450,7 +450,6 @@ fn unknown_and_unsupported_options_are_named() {
     );
     assert!(err(&["-Nvé", "h"]).contains("unknown option -é"));
     for (flag, needle) in [
-        ("-D", "SOCKS"),
         ("-f", "foreground"),
         ("-t", "terminal"),
         ("-A", "agent forwarding"),

@@ -1118,6 +1118,7 @@ fn resolve(
     args.push(match &remote {
         Destination::Tcp(t) => format!("{forward}{}:{}", bracket(&t.host), t.port),
         Destination::Unix(path) => format!("{forward}[{path}]"),
+        Destination::Socks => return Err((None, "a fleet tunnel names its target".into())),
     });
     args.push("--".into());
     args.push(host.clone());

@@ -1,0 +1,134 @@
+//! A SOCKS client for the tests of `-D` (written here, not taken from a crate, so the tests
+//! can send each form byte for byte, the odd ones included), and [`SocksBridge`], which
+//! turns a SOCKS proxy into a plain port for programs that cannot speak SOCKS (psql).
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, TcpStream};
+
+use crate::net;
+use crate::servers::IDLE_TIMEOUT;
+
+/// How the client names its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocksForm {
+    /// SOCKS4: an IPv4 address (the host must be one).
+    V4,
+    /// SOCKS4A: a host name, resolved by the proxy's side.
+    V4a,
+    /// SOCKS5 with an IPv4 or IPv6 address (the host must be one).
+    V5Address,
+    /// SOCKS5 with a host name.
+    V5Name,
+}
+
+/// A refusal: the reply code the proxy sent (SOCKS4: 0x5B and the like; SOCKS5: RFC 1928's
+/// REP), or `None` when it closed without one.
+#[derive(Debug)]
+pub struct Refused(pub Option<u8>);
+
+/// Connects to the SOCKS proxy on 127.0.0.1:`proxy` and asks for `host:port` in `form`.
+/// Returns the stream once the proxy said yes (what follows is the target's), or
+/// `Err(Ok(Refused))` with its answer, or `Err(Err(_))` for an I/O error.
+pub fn socks_connect(
+    proxy: u16,
+    form: SocksForm,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, Result<Refused, io::Error>> {
+    let mut s = net::connect(proxy).map_err(Err)?;
+    s.set_read_timeout(Some(IDLE_TIMEOUT)).map_err(Err)?;
+    s.set_write_timeout(Some(IDLE_TIMEOUT)).map_err(Err)?;
+    s.write_all(&request(form, host, port)).map_err(Err)?;
+    let granted = match form {
+        SocksForm::V4 | SocksForm::V4a => {
+            let mut reply = [0u8; 8];
+            read_reply(&mut s, &mut reply)?;
+            if reply[1] == 0x5A {
+                true
+            } else {
+                return Err(Ok(Refused(Some(reply[1]))));
+            }
+        }
+        SocksForm::V5Address | SocksForm::V5Name => {
+            let mut method = [0u8; 2];
+            read_reply(&mut s, &mut method)?;
+            if method != [5, 0] {
+                return Err(Ok(Refused(Some(method[1]))));
+            }
+            let mut head = [0u8; 4];
+            read_reply(&mut s, &mut head)?;
+            let rest = match head[3] {
+                1 => 4 + 2,
+                4 => 16 + 2,
+                3 => {
+                    let mut n = [0u8; 1];
+                    read_reply(&mut s, &mut n)?;
+                    usize::from(n[0]) + 2
+                }
+                other => {
+                    return Err(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("reply with address type {other}"),
+                    )));
+                }
+            };
+            let mut bound = vec![0u8; rest];
+            read_reply(&mut s, &mut bound)?;
+            if head[1] == 0 {
+                true
+            } else {
+                return Err(Ok(Refused(Some(head[1]))));
+            }
+        }
+    };
+    debug_assert!(granted);
+    Ok(s)
+}
+
+/// The bytes a client sends in `form`: for SOCKS5 the greeting (no authentication) and the
+/// request at once, as clients that do not wait for the method choice send them.
+pub fn request(form: SocksForm, host: &str, port: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    match form {
+        SocksForm::V4 => {
+            let ip: Ipv4Addr = host.parse().expect("SOCKS4 takes an IPv4 address");
+            out.extend_from_slice(&[4, 1]);
+            out.extend_from_slice(&port.to_be_bytes());
+            out.extend_from_slice(&ip.octets());
+            out.extend_from_slice(b"lab\0");
+        }
+        SocksForm::V4a => {
+            out.extend_from_slice(&[4, 1]);
+            out.extend_from_slice(&port.to_be_bytes());
+            out.extend_from_slice(&[0, 0, 0, 1]);
+            out.extend_from_slice(b"lab\0");
+            out.extend_from_slice(host.as_bytes());
+            out.push(0);
+        }
+        SocksForm::V5Address | SocksForm::V5Name => {
+            out.extend_from_slice(&[5, 1, 0, 5, 1, 0]);
+            if form == SocksForm::V5Name {
+                let len = u8::try_from(host.len()).expect("a host name of at most 255 bytes");
+                out.extend_from_slice(&[3, len]);
+                out.extend_from_slice(host.as_bytes());
+            } else if let Ok(ip) = host.parse::<Ipv4Addr>() {
+                out.push(1);
+                out.extend_from_slice(&ip.octets());
+            } else {
+                let ip: Ipv6Addr = host.parse().expect("an IPv4 or IPv6 address");
+                out.push(4);
+                out.extend_from_slice(&ip.octets());
+            }
+            out.extend_from_slice(&port.to_be_bytes());
+        }
+    }
+    out
+}
+
+fn read_reply(s: &mut TcpStream, buf: &mut [u8]) -> Result<(), Result<Refused, io::Error>> {
+    match s.read_exact(buf) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(Ok(Refused(None))),
+        Err(e) => Err(Err(e)),
+    }
+}
