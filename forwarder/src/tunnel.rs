@@ -359,9 +359,7 @@ pub async fn serve_connection(
             Err(e) => {
                 info!("connection from {peer} to {target} closed: {e}");
                 match socks {
-                    Some(v) => {
-                        write_all(&socket, &socks::failure_reply(v, Failure::General)).await?
-                    }
+                    Some(v) => refuse(&socket, &socks::failure_reply(v, Failure::General)).await,
                     None => socket.set_reset_on_close(),
                 }
                 return Ok(());

@@ -1,6 +1,7 @@
 //! A SOCKS client for the tests of `-D` (written here, not taken from a crate, so the tests
-//! can send each form byte for byte, the odd ones included), and [`SocksBridge`], which
-//! turns a SOCKS proxy into a plain port for programs that cannot speak SOCKS (psql).
+//! can send each form byte for byte, the odd ones included). With
+//! [`SocksBridge`](crate::servers::SocksBridge) it turns a SOCKS proxy into a plain port for
+//! programs that cannot speak SOCKS (psql).
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, TcpStream};

@@ -1,7 +1,8 @@
 //! The forwarder against Dropbear, the lab's second SSH server: logins with RSA and Ed25519
 //! keys, every key exchange method and cipher both implement, data echoed byte for byte,
 //! concurrent channels, client-initiated rekeys, keepalives both ways, a wrong host key,
-//! PostgreSQL through the tunnel, and `-W` / `-J` with Dropbear as the jump host.
+//! PostgreSQL through the tunnel and through `-D`'s SOCKS proxy, and `-W` / `-J` with Dropbear
+//! as the jump host.
 //!
 //! Debian 12's Dropbear (2022.83) lacks some of what the forwarder offers: no
 //! diffie-hellman-group16-sha512 or sntrup761x25519 key exchange, no AES-GCM, no
@@ -390,6 +391,42 @@ fn interop_dropbear_postgres_query_through_the_tunnel() {
     );
     let large = "SELECT string_agg(md5(g::text), '' ORDER BY g) FROM generate_series(1, 100000) g";
     assert_eq!(psql(tunnel.local_port(), large), pg.psql(large));
+}
+
+#[test]
+fn interop_dropbear_dash_d_socks_proxy_to_postgres_and_a_refused_port() {
+    use ssh_interop_tests::servers::SocksBridge;
+    use ssh_interop_tests::socks::{Refused, SocksForm, socks_connect};
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let dropbear = Dropbear::start(&key);
+    let pg = Postgres::start();
+    let proxy = ssh_interop_tests::free_port();
+    let tunnel = forwarder(&dropbear, &key)
+        .arg("-D")
+        .arg(&format!("127.0.0.1:{proxy}"))
+        .spawn();
+    ssh_interop_tests::process::wait_until(
+        WAIT,
+        "the SOCKS port",
+        || ssh_interop_tests::port_listening(proxy).then_some(()),
+        || tunnel.log(),
+    );
+    let bridge = SocksBridge::start(proxy, SocksForm::V5Name, "localhost", pg.port());
+    assert_eq!(
+        psql(bridge.port(), ssh_interop_tests::postgres::CUSTOMERS_QUERY),
+        expected_customers(),
+        "{}",
+        diagnose(&tunnel, &dropbear)
+    );
+    // Dropbear says why a connect failed in its own words; SOCKS hears a refusal either way.
+    let closed = ssh_interop_tests::free_port();
+    match socks_connect(proxy, SocksForm::V4, "127.0.0.1", closed) {
+        Err(Ok(Refused(Some(code)))) => assert_eq!(code, 0x5B),
+        other => panic!(
+            "expected a SOCKS4 rejection, got {other:?}\n{}",
+            tunnel.log()
+        ),
+    }
 }
 
 #[test]
