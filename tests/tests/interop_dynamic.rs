@@ -2,7 +2,8 @@
 //! proxy whose connections become `direct-tcpip` channels to whatever each one names. psql
 //! reaches PostgreSQL through it in every form, with OpenSSH's `ssh -D` run first on the
 //! same lab as the reference; refusals come back as SOCKS replies; a client that speaks
-//! nonsense or goes away mid-request costs the tunnel nothing.
+//! nonsense or goes away mid-request costs the tunnel nothing; a request made while sshd is
+//! down waits for the next session and is granted on it.
 
 use std::io::Write;
 use std::time::Duration;
@@ -149,6 +150,65 @@ fn refused_targets_get_socks_replies_and_the_proxy_keeps_serving() {
         "one session throughout:\n{}",
         tunnel.log()
     );
+}
+
+#[test]
+fn a_socks_request_made_while_sshd_is_down_is_granted_once_it_is_back() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let mut sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let port = free_port();
+    let tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .option("ServerAliveInterval=1")
+        .option("ServerAliveCountMax=2")
+        .option("ReconnectBackoffMax=2")
+        .option(&format!("DynamicForward=127.0.0.1:{port}"))
+        .spawn();
+    wait_until(
+        WAIT,
+        "the SOCKS port",
+        || port_listening(port).then_some(()),
+        || tunnel.log(),
+    );
+    let open = socks_connect(port, SocksForm::V5Name, "localhost", echo.port())
+        .unwrap_or_else(|e| panic!("SOCKS5 before the outage: {e:?}\n{}", tunnel.log()));
+
+    // The session dies: the connection open through it ends at once.
+    sshd.stop();
+    let mut open = open;
+    open.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    match std::io::Read::read_to_end(&mut open, &mut rest) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!(
+            "the open connection did not end with the session: {e}\n{}",
+            tunnel.log()
+        ),
+    }
+    assert!(rest.is_empty(), "nothing came back: {rest:?}");
+    tunnel.wait_for_log("session lost", WAIT);
+
+    // A request made during the outage waits for the next session, then is granted.
+    let echo_port = echo.port();
+    let asking = std::thread::spawn(move || {
+        socks_connect(port, SocksForm::V4a, "localhost", echo_port)
+            .map(|s| echo_round_trip_stream(s, b"after the outage"))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !asking.is_finished(),
+        "the request waits while sshd is down"
+    );
+    sshd.restart();
+    let back = asking
+        .join()
+        .expect("the SOCKS client thread")
+        .unwrap_or_else(|e| panic!("SOCKS4A after the outage: {e:?}\n{}", tunnel.log()))
+        .expect("echo after the outage");
+    assert_eq!(back, b"after the outage");
+    assert!(tunnel.log_count("session up") >= 2, "{}", tunnel.log());
 }
 
 #[test]
