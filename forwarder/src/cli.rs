@@ -692,10 +692,10 @@ impl fmt::Display for CliError {
                 shown(value)
             ),
             Self::BadForward { spec, form, why } => {
-                let expected = if form.starts_with('-') {
-                    "[bind_address:]port:host:hostport"
-                } else {
-                    "[bind_address:]port host:hostport"
+                let expected = match *form {
+                    "-D" | "DynamicForward" => "[bind_address:]port",
+                    _ if form.starts_with('-') => "[bind_address:]port:host:hostport",
+                    _ => "[bind_address:]port host:hostport",
                 };
                 write!(
                     f,

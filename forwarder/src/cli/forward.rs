@@ -64,7 +64,7 @@ fn parse_dynamic(spec: &str) -> Result<ForwardSpec, String> {
         [(b, _), (p, false)] => listen_port(Some(b), p)?,
         _ => {
             return Err(format!(
-                "it has {} fields, not 1 or 2 ([bind_address:]port); put IPv6 addresses in [ ]",
+                "it has {} fields, not 1 or 2; put IPv6 addresses in [ ]",
                 fields.len()
             ));
         }
@@ -534,5 +534,13 @@ mod tests {
             .expect_err("two words")
             .to_string();
         assert!(e.contains("DynamicForward") && e.contains("not 1"), "{e}");
+        // The form expected is -D's own, not -L's.
+        let e = parse_dash_d("1080:db:5432")
+            .expect_err("a target")
+            .to_string();
+        assert!(
+            e.contains("expected [bind_address:]port (") && !e.contains("host:hostport"),
+            "{e}"
+        );
     }
 }
