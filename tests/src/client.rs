@@ -169,6 +169,8 @@ pub struct TunnelBuilder {
     identity: Option<PathBuf>,
     known_hosts: PathBuf,
     forwards: Vec<Forward>,
+    /// Ports the client listens on besides its `-L` forwards' (a `-D`'s).
+    other_ports: Vec<u16>,
     cipher: Option<String>,
     verbosity: u8,
     options: Vec<String>,
@@ -203,6 +205,7 @@ impl TunnelBuilder {
             identity: Some(key.private_key_path().to_path_buf()),
             known_hosts: known_hosts.to_path_buf(),
             forwards: Vec::new(),
+            other_ports: Vec::new(),
             cipher: None,
             verbosity: 0,
             options: Vec::new(),
@@ -226,6 +229,21 @@ impl TunnelBuilder {
     /// Adds a forward from a free local port to 127.0.0.1:`port` on the server side.
     pub fn forward_to(self, port: u16) -> Self {
         self.forward(free_port(), "127.0.0.1", port)
+    }
+
+    /// Adds `-D 127.0.0.1:port`, a SOCKS proxy that [`TunnelBuilder::start`] waits for.
+    pub fn dynamic(self, port: u16) -> Self {
+        self.arg("-D")
+            .arg(&format!("127.0.0.1:{port}"))
+            .listens_on(port)
+    }
+
+    /// Makes [`TunnelBuilder::start`] wait for `port` too: a port the client listens on
+    /// that no `-L` of the builder names (one given with [`TunnelBuilder::arg`] or
+    /// [`TunnelBuilder::option`]).
+    pub fn listens_on(mut self, port: u16) -> Self {
+        self.other_ports.push(port);
+        self
     }
 
     /// Uses another known_hosts file.
@@ -403,6 +421,7 @@ impl TunnelBuilder {
             _key_files: Arc::clone(&self.key_files),
             kind: self.kind,
             forwards: self.forwards.clone(),
+            other_ports: self.other_ports.clone(),
             command_line: self.command_line(),
             started,
         }
@@ -428,7 +447,8 @@ impl TunnelBuilder {
         }
     }
 
-    /// Starts the client and waits until every forward listens.
+    /// Starts the client and waits until every forward (and every port of
+    /// [`TunnelBuilder::listens_on`]) listens.
     pub fn start(&self) -> Tunnel {
         let mut tunnel = self.spawn();
         tunnel.wait_ready(READY_TIMEOUT);
@@ -488,12 +508,14 @@ pub struct Tunnel {
     _key_files: Arc<TempDir>,
     kind: ClientKind,
     forwards: Vec<Forward>,
+    other_ports: Vec<u16>,
     command_line: String,
     started: Instant,
 }
 
 impl Tunnel {
-    /// Waits until every forward's local port listens; returns the time since spawn. Fails
+    /// Waits until every forward's local port (and every port of
+    /// [`TunnelBuilder::listens_on`]) listens; returns the time since spawn. Fails
     /// the test with the client's log if it exits or the time runs out.
     pub fn wait_ready(&mut self, timeout: Duration) -> Duration {
         let deadline = Instant::now() + timeout;
@@ -512,7 +534,9 @@ impl Tunnel {
             let held_by = |pids: &[u32]| {
                 self.forwards
                     .iter()
-                    .all(|f| port_listening_by(pids, f.local_port))
+                    .map(|f| f.local_port)
+                    .chain(self.other_ports.iter().copied())
+                    .all(|port| port_listening_by(pids, port))
             };
             if held_by(&[pid]) || held_by(&crate::process::tree(pid)) {
                 return self.started.elapsed();
@@ -521,7 +545,10 @@ impl Tunnel {
                 panic!(
                     "{} did not listen on {:?} within {timeout:?}\ncommand: {}\nits log ends with:\n{}",
                     self.kind,
-                    self.local_ports(),
+                    self.local_ports()
+                        .into_iter()
+                        .chain(self.other_ports.iter().copied())
+                        .collect::<Vec<_>>(),
                     self.command_line,
                     file_tail(&self.log_path, 40)
                 );
@@ -685,6 +712,7 @@ mod tests {
             identity: None,
             known_hosts: PathBuf::from("known_hosts"),
             forwards: Vec::new(),
+            other_ports: Vec::new(),
             cipher: None,
             verbosity: 0,
             options: Vec::new(),
@@ -736,6 +764,7 @@ mod tests {
                 identity: None,
                 known_hosts: PathBuf::from("known_hosts"),
                 forwards: Vec::new(),
+                other_ports: Vec::new(),
                 cipher: None,
                 verbosity: 0,
                 options: Vec::new(),

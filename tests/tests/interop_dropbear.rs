@@ -401,16 +401,7 @@ fn interop_dropbear_dash_d_socks_proxy_to_postgres_and_a_refused_port() {
     let dropbear = Dropbear::start(&key);
     let pg = Postgres::start();
     let proxy = ssh_interop_tests::free_port();
-    let tunnel = forwarder(&dropbear, &key)
-        .arg("-D")
-        .arg(&format!("127.0.0.1:{proxy}"))
-        .spawn();
-    ssh_interop_tests::process::wait_until(
-        WAIT,
-        "the SOCKS port",
-        || ssh_interop_tests::port_listening(proxy).then_some(()),
-        || tunnel.log(),
-    );
+    let tunnel = forwarder(&dropbear, &key).dynamic(proxy).start();
     let bridge = SocksBridge::start(proxy, SocksForm::V5Name, "localhost", pg.port());
     assert_eq!(
         psql(bridge.port(), ssh_interop_tests::postgres::CUSTOMERS_QUERY),

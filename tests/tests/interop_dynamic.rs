@@ -9,12 +9,11 @@ use std::io::Write;
 use std::time::Duration;
 
 use ssh_interop_tests::postgres::CUSTOMERS_QUERY;
-use ssh_interop_tests::process::wait_until;
 use ssh_interop_tests::servers::{EchoServer, SocksBridge, echo_round_trip_stream};
 use ssh_interop_tests::socks::{Refused, SocksForm, request, socks_connect};
 use ssh_interop_tests::{
     ClientKind, KeyKind, Postgres, Sshd, Tunnel, TunnelBuilder, UserKey, expected_customers,
-    free_port, port_listening, psql,
+    free_port, psql,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -26,13 +25,8 @@ fn start_socks(kind: ClientKind, sshd: &Sshd, key: &UserKey) -> (Tunnel, u16) {
     let tunnel = TunnelBuilder::new(kind, sshd, key)
         .verbose()
         .option(&format!("DynamicForward=127.0.0.1:{port}"))
-        .spawn();
-    wait_until(
-        WAIT,
-        &format!("{} listening on the SOCKS port {port}", kind.name()),
-        || port_listening(port).then_some(()),
-        || tunnel.log(),
-    );
+        .listens_on(port)
+        .start();
     (tunnel, port)
 }
 
@@ -162,14 +156,8 @@ fn a_socks_request_made_while_sshd_is_down_is_granted_once_it_is_back() {
         .option("ServerAliveInterval=1")
         .option("ServerAliveCountMax=2")
         .option("ReconnectBackoffMax=2")
-        .option(&format!("DynamicForward=127.0.0.1:{port}"))
-        .spawn();
-    wait_until(
-        WAIT,
-        "the SOCKS port",
-        || port_listening(port).then_some(()),
-        || tunnel.log(),
-    );
+        .dynamic(port)
+        .start();
     let open = socks_connect(port, SocksForm::V5Name, "localhost", echo.port())
         .unwrap_or_else(|e| panic!("SOCKS5 before the outage: {e:?}\n{}", tunnel.log()));
 
@@ -221,13 +209,8 @@ fn dash_d_on_the_command_line_listens_on_loopback_only() {
         .verbose()
         .arg("-D")
         .arg(&port.to_string())
-        .spawn();
-    wait_until(
-        WAIT,
-        "the SOCKS port",
-        || port_listening(port).then_some(()),
-        || tunnel.log(),
-    );
+        .listens_on(port)
+        .start();
     let stream = socks_connect(port, SocksForm::V5Name, "localhost", echo.port())
         .unwrap_or_else(|e| panic!("SOCKS5: {e:?}\n{}", tunnel.log()));
     assert_eq!(
