@@ -328,8 +328,14 @@ impl CountingProxy {
                     return;
                 };
                 let down = down.clone();
-                let back = thread::spawn(move || relay(server_r, client, &down));
-                relay(client_r, server, &up);
+                let back = thread::spawn(move || {
+                    relay(server_r, client, |n| {
+                        down.fetch_add(n as u64, Ordering::SeqCst);
+                    })
+                });
+                relay(client_r, server, |n| {
+                    up.fetch_add(n as u64, Ordering::SeqCst);
+                });
                 let _ = back.join();
             })
         };
@@ -382,9 +388,8 @@ impl SocksBridge {
             let (Ok(client_r), Ok(server_r)) = (client.try_clone(), server.try_clone()) else {
                 return;
             };
-            let count = AtomicU64::new(0);
-            let back = thread::spawn(move || relay(server_r, client, &AtomicU64::new(0)));
-            relay(client_r, server, &count);
+            let back = thread::spawn(move || relay(server_r, client, |_| {}));
+            relay(client_r, server, |_| {});
             let _ = back.join();
         });
         SocksBridge {
@@ -406,8 +411,9 @@ impl std::fmt::Debug for SocksBridge {
     }
 }
 
-/// Copies `from` to `to` until EOF or an error, counting, then half-closes `to`.
-fn relay(mut from: TcpStream, mut to: TcpStream, count: &AtomicU64) {
+/// Copies `from` to `to` until EOF or an error, telling `moved` each amount written, then
+/// half-closes `to`.
+fn relay(mut from: TcpStream, mut to: TcpStream, mut moved: impl FnMut(usize)) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match from.read(&mut buf) {
@@ -416,7 +422,7 @@ fn relay(mut from: TcpStream, mut to: TcpStream, count: &AtomicU64) {
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
-                count.fetch_add(n as u64, Ordering::SeqCst);
+                moved(n);
             }
         }
     }

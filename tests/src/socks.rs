@@ -22,68 +22,78 @@ pub enum SocksForm {
     V5Name,
 }
 
-/// A refusal: the reply code the proxy sent (SOCKS4: 0x5B and the like; SOCKS5: RFC 1928's
-/// REP), or `None` when it closed without one.
+/// Why [`socks_connect`] got no connection.
 #[derive(Debug)]
-pub struct Refused(pub Option<u8>);
+pub enum SocksError {
+    /// The proxy said no with this code: SOCKS4's (0x5B and the like), SOCKS5's REP
+    /// (RFC 1928), or the SOCKS5 method byte when it accepted no method.
+    Refused(u8),
+    /// The proxy closed the connection before its reply was whole.
+    Closed,
+    /// An I/O error (a timeout among them), or a reply that does not parse.
+    Io(io::Error),
+}
+
+impl From<io::Error> for SocksError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            SocksError::Closed
+        } else {
+            SocksError::Io(e)
+        }
+    }
+}
 
 /// Connects to the SOCKS proxy on 127.0.0.1:`proxy` and asks for `host:port` in `form`.
-/// Returns the stream once the proxy said yes (what follows is the target's), or
-/// `Err(Ok(Refused))` with its answer, or `Err(Err(_))` for an I/O error.
+/// Returns the stream once the proxy said yes (what follows is the target's).
 pub fn socks_connect(
     proxy: u16,
     form: SocksForm,
     host: &str,
     port: u16,
-) -> Result<TcpStream, Result<Refused, io::Error>> {
-    let mut s = net::connect(proxy).map_err(Err)?;
-    s.set_read_timeout(Some(IDLE_TIMEOUT)).map_err(Err)?;
-    s.set_write_timeout(Some(IDLE_TIMEOUT)).map_err(Err)?;
-    s.write_all(&request(form, host, port)).map_err(Err)?;
-    let granted = match form {
+) -> Result<TcpStream, SocksError> {
+    let mut s = net::connect(proxy)?;
+    s.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    s.set_write_timeout(Some(IDLE_TIMEOUT))?;
+    s.write_all(&request(form, host, port))?;
+    let code = match form {
         SocksForm::V4 | SocksForm::V4a => {
             let mut reply = [0u8; 8];
-            read_reply(&mut s, &mut reply)?;
-            if reply[1] == 0x5A {
-                true
-            } else {
-                return Err(Ok(Refused(Some(reply[1]))));
-            }
+            s.read_exact(&mut reply)?;
+            if reply[1] == 0x5A { 0 } else { reply[1] }
         }
         SocksForm::V5Address | SocksForm::V5Name => {
             let mut method = [0u8; 2];
-            read_reply(&mut s, &mut method)?;
+            s.read_exact(&mut method)?;
             if method != [5, 0] {
-                return Err(Ok(Refused(Some(method[1]))));
+                return Err(SocksError::Refused(method[1]));
             }
             let mut head = [0u8; 4];
-            read_reply(&mut s, &mut head)?;
+            s.read_exact(&mut head)?;
             let rest = match head[3] {
                 1 => 4 + 2,
                 4 => 16 + 2,
                 3 => {
                     let mut n = [0u8; 1];
-                    read_reply(&mut s, &mut n)?;
+                    s.read_exact(&mut n)?;
                     usize::from(n[0]) + 2
                 }
                 other => {
-                    return Err(Err(io::Error::new(
+                    return Err(SocksError::Io(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("reply with address type {other}"),
                     )));
                 }
             };
             let mut bound = vec![0u8; rest];
-            read_reply(&mut s, &mut bound)?;
-            if head[1] == 0 {
-                true
-            } else {
-                return Err(Ok(Refused(Some(head[1]))));
-            }
+            s.read_exact(&mut bound)?;
+            head[1]
         }
     };
-    debug_assert!(granted);
-    Ok(s)
+    match code {
+        0 => Ok(s),
+        refused => Err(SocksError::Refused(refused)),
+    }
 }
 
 /// The bytes a client sends in `form`: for SOCKS5 the greeting (no authentication) and the
@@ -124,12 +134,4 @@ pub fn request(form: SocksForm, host: &str, port: u16) -> Vec<u8> {
         }
     }
     out
-}
-
-fn read_reply(s: &mut TcpStream, buf: &mut [u8]) -> Result<(), Result<Refused, io::Error>> {
-    match s.read_exact(buf) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(Ok(Refused(None))),
-        Err(e) => Err(Err(e)),
-    }
 }

@@ -396,7 +396,7 @@ fn interop_dropbear_postgres_query_through_the_tunnel() {
 #[test]
 fn interop_dropbear_dash_d_socks_proxy_to_postgres_and_a_refused_port() {
     use ssh_interop_tests::servers::SocksBridge;
-    use ssh_interop_tests::socks::{Refused, SocksForm, socks_connect};
+    use ssh_interop_tests::socks::{SocksError, SocksForm, socks_connect};
     let key = UserKey::generate(KeyKind::Ed25519);
     let dropbear = Dropbear::start(&key);
     let pg = Postgres::start();
@@ -412,7 +412,7 @@ fn interop_dropbear_dash_d_socks_proxy_to_postgres_and_a_refused_port() {
     // Dropbear says why a connect failed in its own words; SOCKS hears a refusal either way.
     let closed = ssh_interop_tests::free_port();
     match socks_connect(proxy, SocksForm::V4, "127.0.0.1", closed) {
-        Err(Ok(Refused(Some(code)))) => assert_eq!(code, 0x5B),
+        Err(SocksError::Refused(code)) => assert_eq!(code, 0x5B),
         other => panic!(
             "expected a SOCKS4 rejection, got {other:?}\n{}",
             tunnel.log()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ssh_interop_tests::postgres::CUSTOMERS_QUERY;
 use ssh_interop_tests::servers::{EchoServer, SocksBridge, echo_round_trip_stream};
-use ssh_interop_tests::socks::{Refused, SocksForm, request, socks_connect};
+use ssh_interop_tests::socks::{SocksError, SocksForm, request, socks_connect};
 use ssh_interop_tests::{
     ClientKind, KeyKind, Postgres, Sshd, Tunnel, TunnelBuilder, UserKey, expected_customers,
     free_port, psql,
@@ -92,16 +92,16 @@ fn refused_targets_get_socks_replies_and_the_proxy_keeps_serving() {
 
     // Nothing listens: sshd's connect is refused, and SOCKS says so (REP 05; SOCKS4 5B).
     match socks_connect(proxy, SocksForm::V5Address, "127.0.0.1", closed) {
-        Err(Ok(Refused(Some(code)))) => assert_eq!(code, 0x05, "SOCKS5 REP, connection refused"),
+        Err(SocksError::Refused(code)) => assert_eq!(code, 0x05, "SOCKS5 REP, connection refused"),
         other => panic!("expected a refusal, got {other:?}\n{}", tunnel.log()),
     }
     match socks_connect(proxy, SocksForm::V4, "127.0.0.1", closed) {
-        Err(Ok(Refused(Some(code)))) => assert_eq!(code, 0x5B, "SOCKS4 rejection"),
+        Err(SocksError::Refused(code)) => assert_eq!(code, 0x5B, "SOCKS4 rejection"),
         other => panic!("expected a refusal, got {other:?}\n{}", tunnel.log()),
     }
     // PermitOpen forbids it: REP 02, not allowed by the ruleset.
     match socks_connect(proxy, SocksForm::V5Address, "127.0.0.1", forbidden) {
-        Err(Ok(Refused(Some(code)))) => assert_eq!(code, 0x02, "SOCKS5 REP for PermitOpen"),
+        Err(SocksError::Refused(code)) => assert_eq!(code, 0x02, "SOCKS5 REP for PermitOpen"),
         other => panic!("expected a refusal, got {other:?}\n{}", tunnel.log()),
     }
     // BIND is not offered: REP 07, command not supported.
