@@ -1287,6 +1287,21 @@ fn fail(tunnel: &Tunnel, what: &str) -> ! {
     )
 }
 
+/// The kernel's TCP congestion control, which every socket of the run uses (sshd's, both
+/// clients', the local ones): one that paces (bbr) arms a timer for each burst it sends,
+/// which on a virtual machine costs every process here CPU per GiB.
+fn congestion_control_line() -> String {
+    let cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let paces = if cc == "bbr" {
+        " (it paces its sends with timers, which costs the CPU rows of both clients)"
+    } else {
+        ""
+    };
+    format!("TCP congestion control {cc} on every socket of the run{paces}")
+}
+
 fn print_report(args: &Args, contenders: &[Contender], figures: &[Figure], notes: &[String]) {
     let ssh_version = {
         let mut cmd = std::process::Command::new(ssh_interop_tests::openssh_binary());
@@ -1349,6 +1364,7 @@ fn print_report(args: &Args, contenders: &[Contender], figures: &[Figure], notes
         args.kex.as_deref().unwrap_or("each client's default"),
         args.key
     );
+    println!("{}", congestion_control_line());
     if args.pgbench {
         let auth = if args.pg_scram {
             "scram-sha-256"
