@@ -103,6 +103,9 @@ usage: bench [options]
                          allows it on a real path of that round trip (default: this
                          machine's largest TCP send buffer, net.ipv4.tcp_wmem, capped by its
                          largest receive buffer; K/M/G suffix)
+  --congestion-control NAME  the kernel's default TCP congestion control for the run (cubic,
+                         bbr, reno; as root), put back at its end; every socket of the run
+                         uses it, sshd's and both clients'. The report names the one used
 
 Run counts (--reps, --ttfb-reps, --restart-reps, --freeze-reps) are rounded up to even
 numbers: the two clients take turns at going first, so each goes first in half the rounds.
@@ -139,6 +142,8 @@ struct Args {
     rtt_throughput: bool,
     /// `--link-window`: TCP's window on the `--rtt` path; `None` for this kernel's default.
     link_window: Option<u64>,
+    /// `--congestion-control`: the kernel's TCP congestion control for the run.
+    congestion_control: Option<String>,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -166,6 +171,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         rtt: None,
         rtt_throughput: true,
         link_window: None,
+        congestion_control: None,
     };
     let mut it = argv.into_iter().peekable();
     while let Some(arg) = it.next() {
@@ -270,6 +276,15 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
                     return Err("--link-window: at least 64K".to_owned());
                 }
                 args.link_window = Some(window);
+            }
+            "--congestion-control" => {
+                let name = value()?;
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(format!(
+                        "--congestion-control: not an algorithm name: {name:?}"
+                    ));
+                }
+                args.congestion_control = Some(name);
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -389,8 +404,59 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let _congestion_control = match args
+        .congestion_control
+        .as_deref()
+        .map(CongestionControl::set)
+    {
+        Some(Err(e)) => {
+            eprintln!("bench: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(guard)) => Some(guard),
+        None => None,
+    };
     run(&args);
     ExitCode::SUCCESS
+}
+
+/// The kernel's default TCP congestion control, set for the run and put back when dropped
+/// (at the end of the run, or when it panics; not when it is killed).
+struct CongestionControl {
+    before: String,
+}
+
+const CONGESTION_CONTROL: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
+
+impl CongestionControl {
+    fn set(name: &str) -> Result<CongestionControl, String> {
+        let before = std::fs::read_to_string(CONGESTION_CONTROL)
+            .map_err(|e| format!("--congestion-control: reading {CONGESTION_CONTROL}: {e}"))?
+            .trim()
+            .to_owned();
+        std::fs::write(CONGESTION_CONTROL, name).map_err(|e| {
+            format!(
+                "--congestion-control {name}: writing {CONGESTION_CONTROL}: {e} (it takes root, \
+                 and an algorithm the kernel has: net.ipv4.tcp_available_congestion_control)"
+            )
+        })?;
+        progress(&format!(
+            "TCP congestion control {name} for this run (it was {before})"
+        ));
+        Ok(CongestionControl { before })
+    }
+}
+
+impl Drop for CongestionControl {
+    fn drop(&mut self) {
+        match std::fs::write(CONGESTION_CONTROL, &self.before) {
+            Ok(()) => progress(&format!("TCP congestion control {} again", self.before)),
+            Err(e) => eprintln!(
+                "bench: could not put back the TCP congestion control {}: {e}",
+                self.before
+            ),
+        }
+    }
 }
 
 fn run(args: &Args) {
@@ -1589,6 +1655,21 @@ mod tests {
         assert!(parse_size("1T").is_err());
         assert!(parse_size("G").is_err());
         assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn congestion_control_takes_an_algorithm_name_only() {
+        let args =
+            parse_args(["--congestion-control".to_owned(), "cubic".to_owned()]).expect("parses");
+        assert_eq!(args.congestion_control.as_deref(), Some("cubic"));
+        let args = parse_args(["--congestion-control=reno".to_owned()]).expect("parses");
+        assert_eq!(args.congestion_control.as_deref(), Some("reno"));
+        for bad in ["", "cubic\n", "../x", "bbr reno"] {
+            let e = parse_args([format!("--congestion-control={bad}")]).unwrap_err();
+            assert!(e.contains("not an algorithm name"), "{bad:?}: {e}");
+        }
+        assert!(parse_args(["--congestion-control".to_owned()]).is_err());
+        assert!(congestion_control_line().starts_with("TCP congestion control "));
     }
 
     #[test]
