@@ -1233,6 +1233,35 @@ local = "/run/forwarder/c:x.sock"
 remote = "/run/mysqld/mysqld.sock"
 "#,
         ),
+        (
+            "socks",
+            r#"[defaults]
+bastion = "ops@b.example"
+known_hosts = "/k"
+probe = "postgres"
+
+[[tunnel]]
+name = "pg"
+local = "127.0.0.1:15432"
+remote = "db:5432"
+
+[[tunnel]]
+name = "proxy"
+kind = "socks"
+local = "127.0.0.1:11080"
+
+[[tunnel]]
+name = "proxy6"
+kind = "socks"
+local = "[::1]:11081"
+
+[[tunnel]]
+name = "proxy-socket"
+kind = "socks"
+local = "/run/forwarder/socks.sock"
+options = { StreamLocalBindMask = "0177" }
+"#,
+        ),
     ];
     files
         .iter()

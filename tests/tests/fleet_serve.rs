@@ -1093,3 +1093,74 @@ fn a_sigint_while_a_reload_runs_stops_the_fleet_after_it() {
     assert_eq!(status.code(), Some(0), "{}", fleet.log());
     assert_eq!(fleet.log_count("SIGINT: draining"), 1, "{}", fleet.log());
 }
+
+// `kind = "socks"`: the fleet's `-D`. psql reaches PostgreSQL through it by a name the bastion
+// resolves, an echo through SOCKS4 comes back intact, a refused target is a SOCKS refusal,
+// the tunnel shares the session of the bastion's other tunnel and has its own counters.
+#[test]
+fn a_socks_tunnel_serves_every_target_it_is_asked_for_on_the_bastions_shared_session() {
+    use ssh_interop_tests::servers::{SocksBridge, echo_round_trip_stream};
+    use ssh_interop_tests::socks::{SocksError, SocksForm, socks_connect};
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let a = Sshd::start(&key);
+    let pg = Postgres::start();
+    let echo = EchoServer::start();
+    let (admin, plain, proxy) = (free_port(), free_port(), free_port());
+    let tunnels = [TunnelSpec::new(
+        "plain",
+        &bastion(&a),
+        plain,
+        &format!("127.0.0.1:{}", echo.port()),
+    )];
+    let text = format!(
+        "{}\n[[tunnel]]\nname = \"socks\"\nkind = \"socks\"\nbastion = {:?}\nlocal = \"127.0.0.1:{proxy}\"\n",
+        fleet_file(&head(admin, &key, &[&a], "5s"), &tunnels),
+        bastion(&a)
+    );
+    let mut fleet = Fleet::start(&text, Some(admin), &[]);
+    let all = wait_for_states(&mut fleet, &["plain", "socks"], "up");
+    let t = tunnel(&all, "socks");
+    assert_eq!(t["local"], format!("127.0.0.1:{proxy}"), "{t}");
+    assert_eq!(t["remote"], "SOCKS", "{t}");
+
+    let bridge = SocksBridge::start(proxy, SocksForm::V5Name, "localhost", pg.port());
+    assert_eq!(psql(bridge.port(), CUSTOMERS_QUERY), expected_customers());
+    let data = payload(7, 64 * 1024);
+    let stream = socks_connect(proxy, SocksForm::V4, "127.0.0.1", echo.port())
+        .unwrap_or_else(|e| panic!("SOCKS4 to the echo server: {e:?}\n{}", fleet.log()));
+    assert!(
+        echo_round_trip_stream(stream, &data).expect("echo through SOCKS4") == data,
+        "the echo through SOCKS4 differs"
+    );
+    assert_echo(plain, 8, 64 * 1024, "plain");
+    let closed = free_port();
+    match socks_connect(proxy, SocksForm::V5Address, "127.0.0.1", closed) {
+        Err(SocksError::Refused(code)) => assert_eq!(code, 0x05, "SOCKS5 REP, connection refused"),
+        other => panic!("expected a refusal, got {other:?}\n{}", fleet.log()),
+    }
+    assert_eq!(
+        a.log().matches(LOGIN).count(),
+        1,
+        "one session for both tunnels:\n{}",
+        a.log()
+    );
+
+    // psql's connections, the echo's and the refused one.
+    let counted = |body: &str, name: &str| {
+        body.lines().find_map(|l| {
+            l.strip_prefix(&format!(
+                "forwarder_tunnel_connections_total{{tunnel=\"{name}\"}} "
+            ))?
+            .parse::<u64>()
+            .ok()
+        })
+    };
+    let metrics = fleet.wait_for_admin("/metrics", WAIT, |code, body| {
+        code == 200 && counted(body, "socks") >= Some(3)
+    });
+    assert!(
+        metrics.contains("forwarder_tunnel_up{tunnel=\"socks\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(counted(&metrics, "plain"), Some(1), "{metrics}");
+}

@@ -73,7 +73,8 @@ pub struct AdminConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TunnelKind {
     /// `kind = "local"` (the default): we listen on `local`, the bastion connects to `remote`
-    /// (`-L`).
+    /// (`-L`); also `kind = "socks"` (`-D`), whose remote is `Destination::Socks`: each
+    /// connection names its own.
     Local,
     /// `kind = "remote"`: the bastion listens on `bastion_listen`, we connect to `target`
     /// (`-R`).
@@ -786,7 +787,7 @@ fn bracket(host: &str) -> String {
 
 type Failure = (Option<usize>, String);
 
-/// A tunnel's direction and the two keys that say where it goes.
+/// A tunnel's direction and the keys that say where it goes.
 enum Way<'a> {
     Local {
         local: &'a Spanned<String>,
@@ -796,48 +797,54 @@ enum Way<'a> {
         listen: &'a Spanned<String>,
         target: &'a Spanned<String>,
     },
+    /// `kind = "socks"`: `-D local`, each connection naming its own target.
+    Socks { local: &'a Spanned<String> },
 }
 
 impl<'a> Way<'a> {
     /// `kind`, and the keys it needs; a key of the other kind is an error.
     fn of(t: &'a TunnelDoc) -> Result<Self, Failure> {
-        let remote = match &t.kind {
-            None => false,
+        let kind = match &t.kind {
+            None => "local",
             Some(k) => match k.get_ref().as_str() {
-                "local" => false,
-                "remote" => true,
+                kind @ ("local" | "remote" | "socks") => kind,
                 other => {
                     return Err((
                         Some(k.span().start),
-                        format!("key `kind`: {other:?} is not \"local\" or \"remote\""),
+                        format!("key `kind`: {other:?} is not \"local\", \"remote\" or \"socks\""),
                     ));
                 }
             },
         };
-        let (needed, unwanted, kind) = if remote {
-            (
-                ["bastion_listen", "target"],
-                [("local", &t.local), ("remote", &t.remote)],
-                "remote",
-            )
-        } else {
-            (
-                ["local", "remote"],
-                [("bastion_listen", &t.bastion_listen), ("target", &t.target)],
-                "local",
-            )
+        let all = [
+            ("local", &t.local),
+            ("remote", &t.remote),
+            ("bastion_listen", &t.bastion_listen),
+            ("target", &t.target),
+        ];
+        let (needed, has): (&[&str], &str) = match kind {
+            "remote" => (
+                &["bastion_listen", "target"],
+                "`bastion_listen` and `target`",
+            ),
+            "socks" => (&["local"], "only `local`"),
+            _ => (&["local", "remote"], "`local` and `remote`"),
         };
-        if let Some((key, Some(v))) = unwanted.iter().find(|(_, v)| v.is_some()) {
+        if let Some((key, Some(v))) = all
+            .iter()
+            .find(|(key, v)| v.is_some() && !needed.contains(key))
+        {
             return Err((
                 Some(v.span().start),
-                format!(
-                    "key `{key}` is not for a {kind} tunnel (a {kind} tunnel has `{}` and `{}`)",
-                    needed[0], needed[1]
-                ),
+                format!("key `{key}` is not for a {kind} tunnel (a {kind} tunnel has {has})"),
             ));
         }
         let missing = |key: &str| (None, format!("key `{key}` is missing"));
-        Ok(if remote {
+        Ok(if kind == "socks" {
+            Way::Socks {
+                local: t.local.as_ref().ok_or_else(|| missing("local"))?,
+            }
+        } else if kind == "remote" {
             Way::Remote {
                 listen: t
                     .bastion_listen
@@ -887,97 +894,38 @@ fn resolve(
     })?;
     let user = bastion_user.or_else(|| pick(&s.user, &defaults.user).map(|u| u.into_inner()));
     let (listen, target) = match &way {
-        Way::Local { local, remote } => (local, remote),
-        Way::Remote { listen, target } => (listen, target),
+        Way::Local { local, remote } => (*local, Some(*remote)),
+        Way::Remote { listen, target } => (*listen, Some(*target)),
+        Way::Socks { local } => (*local, None),
     };
-    let remote = match &way {
-        Way::Local { .. } if target.get_ref().contains('/') => {
-            Destination::Unix(socket_path(target, "remote")?)
-        }
-        Way::Remote { .. } if target.get_ref().contains('/') => {
-            Destination::Unix(socket_path(target, "target")?)
-        }
-        _ => {
-            let (host, port) = split_host_port(target.get_ref())
-                .filter(|(_, p)| *p != 0)
-                .ok_or_else(|| {
-                    let key = if matches!(way, Way::Local { .. }) {
-                        "remote"
-                    } else {
-                        "target"
-                    };
-                    (
-                        Some(target.span().start),
-                        format!(
-                            "key `{key}`: {:?} is not a host and port (for example \
-                             \"db.internal:5432\"), or the absolute path of a Unix socket{}",
-                            target.get_ref(),
-                            if key == "remote" {
-                                " on the bastion"
-                            } else {
-                                ""
-                            }
-                        ),
-                    )
-                })?;
-            Destination::Tcp(Target { host, port })
-        }
+    let remote = match (&way, target) {
+        (Way::Socks { .. }, _) | (_, None) => Destination::Socks,
+        (_, Some(target)) => tunnel_target(&way, target)?,
     };
-    let forward = match &way {
-        Way::Local { local, .. } if local.get_ref().contains('/') => {
-            format!("[{}]:", socket_path(local, "local")?)
+    let forward = forward_listen(&way)?;
+    match (&way, &s.probe) {
+        (Way::Remote { .. }, Some(p)) => {
+            return Err((
+                Some(p.span().start),
+                "key `probe`: a remote tunnel is not probed (the bastion connects to us)".into(),
+            ));
         }
-        Way::Local { local, .. } => {
-            let (local_host, local_port) = split_host_port(local.get_ref()).ok_or_else(|| {
-                (
-                    Some(local.span().start),
-                    format!(
-                        "key `local`: {:?} is not an address and port (for example \
-                         \"127.0.0.1:15432\"), or the absolute path of a Unix socket",
-                        local.get_ref()
-                    ),
-                )
-            })?;
-            format!("{}:{local_port}:", bracket(&local_host))
+        (Way::Socks { .. }, Some(p)) => {
+            return Err((
+                Some(p.span().start),
+                "key `probe`: a socks tunnel is not probed (each connection names its own \
+                 target)"
+                    .into(),
+            ));
         }
-        Way::Remote { listen, .. } if listen.get_ref().contains('/') => {
-            format!("[{}]:", socket_path(listen, "bastion_listen")?)
-        }
-        Way::Remote { listen, .. } => {
-            let text = listen.get_ref();
-            let parsed = match text.parse::<u16>() {
-                Ok(port) => Some((None, port)),
-                Err(_) => split_host_port(text).map(|(h, p)| (Some(h), p)),
-            };
-            let (host, port) = parsed.ok_or_else(|| {
-                (
-                    Some(listen.span().start),
-                    format!(
-                        "key `bastion_listen`: {text:?} is not [address:]port (for example \
-                         \"8022\", \"0\" or \"127.0.0.1:8022\"), or the absolute path of a \
-                         Unix socket on the bastion"
-                    ),
-                )
-            })?;
-            match host {
-                Some(h) => format!("{}:{port}:", bracket(&h)),
-                None => format!("{port}:"),
-            }
-        }
-    };
-
-    if let (Way::Remote { .. }, Some(p)) = (&way, &s.probe) {
-        return Err((
-            Some(p.span().start),
-            "key `probe`: a remote tunnel is not probed (the bastion connects to us)".into(),
-        ));
+        _ => {}
     }
     let probe_text = match way {
         Way::Local { .. } => pick(&s.probe, &defaults.probe),
-        Way::Remote { .. } => None,
+        Way::Remote { .. } | Way::Socks { .. } => None,
     };
     let probe = match &probe_text {
-        None if matches!(way, Way::Remote { .. }) => ProbeKind::None,
+        None if !matches!(way, Way::Local { .. }) => ProbeKind::None,
         None => ProbeKind::Tcp,
         Some(p) => p
             .get_ref()
@@ -1108,17 +1056,17 @@ fn resolve(
     }
     let session_args = args.clone();
     args.push(
-        if matches!(way, Way::Local { .. }) {
-            "-L"
-        } else {
-            "-R"
+        match way {
+            Way::Local { .. } => "-L",
+            Way::Remote { .. } => "-R",
+            Way::Socks { .. } => "-D",
         }
         .into(),
     );
     args.push(match &remote {
         Destination::Tcp(t) => format!("{forward}{}:{}", bracket(&t.host), t.port),
         Destination::Unix(path) => format!("{forward}[{path}]"),
-        Destination::Socks => return Err((None, "a fleet tunnel names its target".into())),
+        Destination::Socks => forward,
     });
     args.push("--".into());
     args.push(host.clone());
@@ -1131,7 +1079,7 @@ fn resolve(
     let config =
         TunnelConfig::from_options(&opts).map_err(|e| (option_offset(&e.0, &options), e.0))?;
     let kind = match (&way, opts.remote_forwards.first()) {
-        (Way::Local { .. }, _) => TunnelKind::Local,
+        (Way::Local { .. } | Way::Socks { .. }, _) => TunnelKind::Local,
         (Way::Remote { .. }, Some(f)) => TunnelKind::Remote(RemoteSpec::from_forward(f)),
         (Way::Remote { .. }, None) => return Err((None, "not a remote forward".into())),
     };
@@ -1146,6 +1094,96 @@ fn resolve(
         share_session: s.share_session.or(defaults.share_session).unwrap_or(true),
         config,
         session_args,
+    })
+}
+
+/// Where a local tunnel's bastion connects (`remote`), or a remote tunnel's connections go
+/// (`target`).
+fn tunnel_target(way: &Way<'_>, target: &Spanned<String>) -> Result<Destination, Failure> {
+    Ok(match way {
+        Way::Local { .. } if target.get_ref().contains('/') => {
+            Destination::Unix(socket_path(target, "remote")?)
+        }
+        Way::Remote { .. } if target.get_ref().contains('/') => {
+            Destination::Unix(socket_path(target, "target")?)
+        }
+        _ => {
+            let (host, port) = split_host_port(target.get_ref())
+                .filter(|(_, p)| *p != 0)
+                .ok_or_else(|| {
+                    let key = if matches!(way, Way::Local { .. }) {
+                        "remote"
+                    } else {
+                        "target"
+                    };
+                    (
+                        Some(target.span().start),
+                        format!(
+                            "key `{key}`: {:?} is not a host and port (for example \
+                             \"db.internal:5432\"), or the absolute path of a Unix socket{}",
+                            target.get_ref(),
+                            if key == "remote" {
+                                " on the bastion"
+                            } else {
+                                ""
+                            }
+                        ),
+                    )
+                })?;
+            Destination::Tcp(Target { host, port })
+        }
+    })
+}
+
+/// `local` as an address and port for the command line; `example` shows one in the error.
+fn local_address(local: &Spanned<String>, example: &str) -> Result<String, Failure> {
+    let (host, port) = split_host_port(local.get_ref()).ok_or_else(|| {
+        (
+            Some(local.span().start),
+            format!(
+                "key `local`: {:?} is not an address and port (for example \"{example}\"), or \
+                 the absolute path of a Unix socket",
+                local.get_ref()
+            ),
+        )
+    })?;
+    Ok(format!("{}:{port}", bracket(&host)))
+}
+
+/// The listening part of a `-L`, `-R` or `-D` argument: all of a `-D`'s, a `-L`'s or an
+/// `-R`'s up to and with its last colon.
+fn forward_listen(way: &Way<'_>) -> Result<String, Failure> {
+    Ok(match way {
+        Way::Socks { local } if local.get_ref().contains('/') => socket_path(local, "local")?,
+        Way::Socks { local } => local_address(local, "127.0.0.1:1080")?,
+        Way::Local { local, .. } if local.get_ref().contains('/') => {
+            format!("[{}]:", socket_path(local, "local")?)
+        }
+        Way::Local { local, .. } => format!("{}:", local_address(local, "127.0.0.1:15432")?),
+        Way::Remote { listen, .. } if listen.get_ref().contains('/') => {
+            format!("[{}]:", socket_path(listen, "bastion_listen")?)
+        }
+        Way::Remote { listen, .. } => {
+            let text = listen.get_ref();
+            let parsed = match text.parse::<u16>() {
+                Ok(port) => Some((None, port)),
+                Err(_) => split_host_port(text).map(|(h, p)| (Some(h), p)),
+            };
+            let (host, port) = parsed.ok_or_else(|| {
+                (
+                    Some(listen.span().start),
+                    format!(
+                        "key `bastion_listen`: {text:?} is not [address:]port (for example \
+                         \"8022\", \"0\" or \"127.0.0.1:8022\"), or the absolute path of a \
+                         Unix socket on the bastion"
+                    ),
+                )
+            })?;
+            match host {
+                Some(h) => format!("{}:{port}:", bracket(&h)),
+                None => format!("{port}:"),
+            }
+        }
     })
 }
 

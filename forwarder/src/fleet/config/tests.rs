@@ -756,3 +756,124 @@ fn unix_socket_locals_and_remotes() {
         "{e}"
     );
 }
+
+/// A socks tunnel on `local`, named `name`, through bastion `b`.
+fn socks(name: &str, local: &str, extra: &str) -> String {
+    format!(
+        "[[tunnel]]\nname = \"{name}\"\nkind = \"socks\"\nbastion = \"u@b\"\nlocal = \"{local}\"\n{extra}\n"
+    )
+}
+
+// `kind = "socks"` is `-D local`: a SOCKS proxy whose connections name their own targets, on
+// the same session as the bastion's other tunnels, never probed.
+#[test]
+fn socks_tunnels_are_dash_d_on_a_local_address_or_socket_and_are_not_probed() {
+    let c = parse_ok(&format!(
+        "[defaults]\nprobe = \"postgres\"\n{}{}{}{}",
+        socks("s", "127.0.0.1:1080", ""),
+        socks("s6", "[::1]:1081", ""),
+        socks("sp", "/run/fwd/socks.sock", ""),
+        local("l", "127.0.0.1:15432", ""),
+    ));
+    let [s, s6, sp, l] = &c.tunnels[..] else {
+        panic!("{:?}", c.tunnels)
+    };
+    for t in [s, s6, sp] {
+        assert_eq!(t.kind, TunnelKind::Local, "{}", t.name);
+        assert_eq!(t.remote, Destination::Socks, "{}", t.name);
+        assert_eq!(
+            t.probe,
+            ProbeKind::None,
+            "{}: [defaults] probe is not for it",
+            t.name
+        );
+        let [f] = &t.config.forwards[..] else {
+            panic!("{:?}", t.config.forwards)
+        };
+        assert_eq!(f.to, Destination::Socks, "{}", t.name);
+        assert_eq!(t.session_args, l.session_args, "one session with the -L");
+    }
+    let listen = |t: &TunnelEntry| t.config.forwards[0].listen.clone();
+    assert_eq!(
+        listen(s),
+        cli::Listen::Port {
+            bind_address: Some("127.0.0.1".into()),
+            port: 1080
+        }
+    );
+    assert_eq!(
+        listen(s6),
+        cli::Listen::Port {
+            bind_address: Some("::1".into()),
+            port: 1081
+        }
+    );
+    assert_eq!(listen(sp), cli::Listen::Path("/run/fwd/socks.sock".into()));
+    assert_eq!(s.local, "127.0.0.1:1080");
+    assert_eq!(l.probe, ProbeKind::Postgres);
+    assert!(config_probe_hazards(&c).is_empty());
+}
+
+fn config_probe_hazards(c: &FleetConfig) -> Vec<String> {
+    c.tunnels.iter().filter_map(probe_hazard).collect()
+}
+
+#[test]
+fn socks_tunnels_refuse_targets_probes_and_bad_addresses_with_their_line() {
+    let e = parse_err(&socks("s", "127.0.0.1:1080", "remote = \"db:5432\""));
+    assert!(
+        e.starts_with("tunnels.toml:6:")
+            && e.contains(
+                "key `remote` is not for a socks tunnel (a socks tunnel has only `local`)"
+            ),
+        "{e}"
+    );
+    let e = parse_err(&socks("s", "127.0.0.1:1080", "target = \"db:5432\""));
+    assert!(e.contains("key `target` is not for a socks tunnel"), "{e}");
+    let e = parse_err(&socks("s", "127.0.0.1:1080", "bastion_listen = \"8022\""));
+    assert!(
+        e.contains("key `bastion_listen` is not for a socks tunnel"),
+        "{e}"
+    );
+    let e = parse_err(&socks("s", "127.0.0.1:1080", "probe = \"tcp\""));
+    assert!(
+        e.starts_with("tunnels.toml:6:")
+            && e.contains(
+                "key `probe`: a socks tunnel is not probed (each connection names its own target)"
+            ),
+        "{e}"
+    );
+    let e = parse_err("[[tunnel]]\nname = \"s\"\nkind = \"socks\"\nbastion = \"u@b\"\n");
+    assert!(e.contains("key `local` is missing"), "{e}");
+    for bad in ["1080", "nowhere", "relative/socks.sock", "127.0.0.1:99999"] {
+        let e = parse_err(&socks("s", bad, ""));
+        assert!(
+            e.starts_with("tunnels.toml:5:") && e.contains("key `local`"),
+            "{bad}: {e}"
+        );
+    }
+    let e = parse_err("[[tunnel]]\nname = \"t\"\nbastion = \"b\"\nkind = \"sideways\"\n");
+    assert!(
+        e.contains(r#"key `kind`: "sideways" is not "local", "remote" or "socks""#),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_socks_tunnel_and_a_local_one_cannot_take_the_same_port() {
+    let e = parse_err(&format!(
+        "{}{}",
+        local("l", "127.0.0.1:1080", ""),
+        socks("s", "0.0.0.0:1080", "")
+    ));
+    assert!(
+        e.contains("tunnel \"s\": key `local`: 0.0.0.0:1080 overlaps 127.0.0.1:1080"),
+        "{e}"
+    );
+    let e = parse_err(&format!(
+        "{}{}",
+        socks("a", "/run/fwd/s.sock", ""),
+        socks("b", "/run/fwd//s.sock", "")
+    ));
+    assert!(e.contains("tunnel \"b\": key `local`"), "{e}");
+}
