@@ -1023,13 +1023,17 @@ fn check_fleet_file_lowest_failing_stage_decides_and_names_filter() {
     assert!(run.stderr.contains("nope"), "{}", run.stderr);
 
     // A remote tunnel is checked too: the bastion is asked to listen (and to stop again),
-    // and its target is connected to from here.
+    // and its target is connected to from here. A socks tunnel is checked as `-D`: its
+    // session, and no target (it has none).
     let mut mixed_text = fleet_file(&head, &tunnels[..1]);
     let back_port = free_port();
     mixed_text.push_str(&format!(
         "[[tunnel]]\nname = \"back\"\nkind = \"remote\"\nbastion = {bastion:?}\n\
-         bastion_listen = \"127.0.0.1:{back_port}\"\ntarget = \"127.0.0.1:{}\"\n",
-        echo.port()
+         bastion_listen = \"127.0.0.1:{back_port}\"\ntarget = \"127.0.0.1:{}\"\n\
+         [[tunnel]]\nname = \"proxy\"\nkind = \"socks\"\nbastion = {bastion:?}\n\
+         local = \"127.0.0.1:{}\"\n",
+        echo.port(),
+        free_port()
     ));
     let mixed = dir.path().join("mixed.toml");
     std::fs::write(&mixed, mixed_text).expect("write the fleet file");
@@ -1051,6 +1055,21 @@ fn check_fleet_file_lowest_failing_stage_decides_and_names_filter() {
         "{back:#}"
     );
     assert!(!port_listening(back_port), "the forward was not cancelled");
+    let proxy = doc["tunnels"]
+        .as_array()
+        .and_then(|t| t.iter().find(|r| r["name"] == "proxy"))
+        .unwrap_or_else(|| panic!("no report for proxy: {doc:#}"));
+    assert_eq!(proxy["exit_code"], 0, "{proxy:#}");
+    for n in 1..=6 {
+        assert_eq!(stage(proxy, n)["ok"], true, "stage {n}: {proxy:#}");
+    }
+    for n in [7, 8] {
+        assert!(stage(proxy, n)["ok"].is_null(), "stage {n}: {proxy:#}");
+        assert!(
+            text(&stage(proxy, n)["detail"]).contains("each SOCKS connection names its own target"),
+            "stage {n}: {proxy:#}"
+        );
+    }
 }
 
 #[test]
