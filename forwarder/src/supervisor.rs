@@ -226,7 +226,8 @@ impl Backoff {
     /// The next delay after a connection the host refused (nothing listening: sshd
     /// restarting). Its ceiling starts at a fifth of the usual one and doubles the same way
     /// up to the same cap, so a restart that takes a fraction of a second is noticed within
-    /// about a tenth of a second while a long outage is still probed at most every `max`.
+    /// about a tenth of a second (a fifth after a lost session, whose immediate try takes the
+    /// first step) while a long outage is still probed at most every `max`.
     pub fn next_delay_refused(&mut self, unit: f64) -> Duration {
         let factor = 1u32.checked_shl(self.step.min(20)).unwrap_or(u32::MAX);
         let ceiling = (self.policy.initial / REFUSED_SPEEDUP)

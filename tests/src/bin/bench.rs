@@ -984,8 +984,8 @@ fn recovery_notes(
                 AUTOSSH_SSH_OPTIONS.join(" -o ")
             ),
             _ => "forwarder's own reconnect with its defaults (keepalive 15 s x 3, at once \
-                  after a loss, then back-off from 0.5 s with full jitter, from 0.1 s while the \
-                  port refuses connections, capped at 30 s)"
+                  after a loss, then full-jitter back-off up to 1 s, 2 s, 4 s ..., or up to \
+                  0.2 s, 0.4 s ... while the port refuses connections, capped at 30 s)"
                 .to_owned(),
         };
         if !notes.iter().any(|n| n.ends_with(&how)) {
