@@ -898,9 +898,9 @@ fn resolve(
         Way::Remote { listen, target } => (*listen, Some(*target)),
         Way::Socks { local } => (*local, None),
     };
-    let remote = match (&way, target) {
-        (Way::Socks { .. }, _) | (_, None) => Destination::Socks,
-        (_, Some(target)) => tunnel_target(&way, target)?,
+    let remote = match target {
+        None => Destination::Socks,
+        Some(target) => tunnel_target(&way, target)?,
     };
     let forward = forward_listen(&way)?;
     match (&way, &s.probe) {

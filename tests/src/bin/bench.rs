@@ -408,13 +408,13 @@ fn main() -> ExitCode {
         .congestion_control
         .as_deref()
         .map(CongestionControl::set)
+        .transpose()
     {
-        Some(Err(e)) => {
+        Ok(guard) => guard,
+        Err(e) => {
             eprintln!("bench: {e}");
             return ExitCode::from(2);
         }
-        Some(Ok(guard)) => Some(guard),
-        None => None,
     };
     run(&args);
     ExitCode::SUCCESS
@@ -1357,7 +1357,7 @@ fn fail(tunnel: &Tunnel, what: &str) -> ! {
 /// clients', the local ones): one that paces (bbr) arms a timer for each burst it sends,
 /// which on a virtual machine costs every process here CPU per GiB.
 fn congestion_control_line() -> String {
-    let cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+    let cc = std::fs::read_to_string(CONGESTION_CONTROL)
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned());
     let paces = if cc == "bbr" {
