@@ -67,7 +67,9 @@ usage: bench [options]
   --client-a NAME        first client: forwarder or openssh (default: forwarder)
   --client-b NAME        second client, the yardstick (default: openssh)
   --forwarder PATH       forwarder binary (default: $FORWARDER_BIN, else next to this program)
-  --cipher NAME          cipher for both clients (default: aes128-gcm@openssh.com)
+  --cipher NAME          cipher for both clients (default: aes128-gcm@openssh.com);
+                         `default` leaves each client its own choice, as a user who sets
+                         none gets (the report names what each negotiated)
   --kex NAME             key exchange for both clients (default: each client's own choice;
                          OpenSSH 9.2 prefers sntrup761x25519-sha512, which is slower)
   --size SIZE            bytes per transfer, with K/M/G suffix (default: 1G)
@@ -115,7 +117,8 @@ A recovery run that fails counts as slower than the recovery timeout in the medi
 struct Args {
     clients: [ClientKind; 2],
     forwarder: Option<PathBuf>,
-    cipher: String,
+    /// `None` for each client's own choice (`--cipher default`).
+    cipher: Option<String>,
     kex: Option<String>,
     size: u64,
     reps: usize,
@@ -150,7 +153,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
         clients: [ClientKind::Forwarder, ClientKind::OpenSsh],
         forwarder: None,
-        cipher: "aes128-gcm@openssh.com".to_owned(),
+        cipher: Some("aes128-gcm@openssh.com".to_owned()),
         kex: None,
         size: 1 << 30,
         reps: 4,
@@ -203,7 +206,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 args.clients[usize::from(flag == "--client-b")] = kind;
             }
             "--forwarder" => args.forwarder = Some(PathBuf::from(value()?)),
-            "--cipher" => args.cipher = value()?,
+            "--cipher" => args.cipher = Some(value()?).filter(|c| c != "default"),
             "--kex" => args.kex = Some(value()?),
             "--size" => args.size = parse_size(&value()?)?,
             "--reps" => args.reps = balanced_runs(number(value()?)?),
@@ -331,8 +334,18 @@ struct Lab {
 
 impl Lab {
     fn tunnel(&self, c: &Contender, args: &Args) -> TunnelBuilder {
-        let mut b = TunnelBuilder::new(c.kind, &self.sshd, &self.key).cipher(&args.cipher);
-        if let Some(kex) = &args.kex {
+        args.client(c, TunnelBuilder::new(c.kind, &self.sshd, &self.key))
+    }
+}
+
+impl Args {
+    /// `b` with what every client of the bench gets: the cipher and key exchange asked for
+    /// and the forwarder binary.
+    fn client(&self, c: &Contender, mut b: TunnelBuilder) -> TunnelBuilder {
+        if let Some(cipher) = &self.cipher {
+            b = b.cipher(cipher);
+        }
+        if let Some(kex) = &self.kex {
             b = b.option(&format!("KexAlgorithms={kex}"));
         }
         if let Some(p) = &c.program {
@@ -340,6 +353,53 @@ impl Lab {
         }
         b
     }
+}
+
+/// The cipher each client negotiates with the lab's sshd when it is left its own choice:
+/// one verbose session each, read from the client's own log.
+fn negotiated_ciphers(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<String> {
+    contenders
+        .iter()
+        .map(|c| {
+            progress(&format!("lab: which cipher {} chooses", c.label));
+            let mut tunnel = lab
+                .tunnel(c, args)
+                .verbose()
+                .forward_to(lab.echo.port())
+                .start();
+            let port = tunnel.local_ports()[0];
+            wait_until_carrying(&mut tunnel, port);
+            let cipher = negotiated_cipher(&tunnel.log())
+                .unwrap_or_else(|| fail(&tunnel, "the negotiated cipher is not in its log"));
+            tunnel.kill();
+            wait_for_sessions_closed(&lab.sshd);
+            cipher
+        })
+        .collect()
+}
+
+/// The server-to-client cipher named in a client's `-v` log: OpenSSH's `kex: server->client
+/// cipher: NAME MAC: ...` or forwarder's `cipher NAME` (`NAME/NAME` when the directions
+/// differ) in its key exchange line.
+fn negotiated_cipher(log: &str) -> Option<String> {
+    let name = |rest: &str| {
+        let end = rest
+            .find(|ch: char| ch == ',' || ch == '"' || ch.is_whitespace())
+            .unwrap_or(rest.len());
+        Some(rest[..end].to_owned()).filter(|n| !n.is_empty())
+    };
+    log.lines().find_map(|line| {
+        if let Some((_, rest)) = line.split_once("kex: server->client cipher: ") {
+            return name(rest);
+        }
+        let (_, after) = line.split_once("key exchange complete")?;
+        let (_, rest) = line
+            .split_once(", cipher ")
+            .or_else(|| after.split_once("cipher "))?;
+        let both = name(rest)?;
+        // forwarder writes client-to-server first.
+        Some(both.rsplit('/').next().unwrap_or(&both).to_owned())
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -514,6 +574,11 @@ fn run(args: &Args) {
         pg,
     };
 
+    let ciphers = if args.cipher.is_none() && (args.throughput || args.ttfb || args.pgbench) {
+        negotiated_ciphers(&lab, &contenders, args)
+    } else {
+        Vec::new()
+    };
     let mut figures = Vec::new();
     if args.throughput {
         figures.extend(bench_throughput(&lab, &contenders, args));
@@ -545,7 +610,7 @@ fn run(args: &Args) {
         }
         notes = recovery_notes(args, &contenders, autossh.as_ref(), median(&down));
     }
-    print_report(args, &contenders, &figures, &notes);
+    print_report(args, &contenders, &figures, &notes, &ciphers);
 }
 
 fn progress(text: &str) {
@@ -1368,7 +1433,13 @@ fn congestion_control_line() -> String {
     format!("TCP congestion control {cc} on every socket of the run{paces}")
 }
 
-fn print_report(args: &Args, contenders: &[Contender], figures: &[Figure], notes: &[String]) {
+fn print_report(
+    args: &Args,
+    contenders: &[Contender],
+    figures: &[Figure],
+    notes: &[String],
+    ciphers: &[String],
+) {
     let ssh_version = {
         let mut cmd = std::process::Command::new(ssh_interop_tests::openssh_binary());
         cmd.arg("-V");
@@ -1426,7 +1497,17 @@ fn print_report(args: &Args, contenders: &[Contender], figures: &[Figure], notes
     }
     println!(
         "cipher {}, kex {}, user key {}, {ssh_version}, {cpus} x {cpu_model}",
-        args.cipher,
+        match &args.cipher {
+            Some(cipher) => cipher.clone(),
+            None => {
+                let chosen: Vec<String> = contenders
+                    .iter()
+                    .zip(ciphers)
+                    .map(|(c, cipher)| format!("{} {cipher}", c.label))
+                    .collect();
+                format!("each client's default ({})", chosen.join(", "))
+            }
+        },
         args.kex.as_deref().unwrap_or("each client's default"),
         args.key
     );
@@ -1791,8 +1872,32 @@ mod tests {
         .expect("parses");
         assert_eq!(args.clients, [ClientKind::OpenSsh, ClientKind::OpenSsh]);
         assert_eq!(args.size, 64 << 20);
-        assert_eq!(args.cipher, "chacha20-poly1305@openssh.com");
+        assert_eq!(
+            args.cipher.as_deref(),
+            Some("chacha20-poly1305@openssh.com")
+        );
+        let args = parse_args(["--cipher", "default"].map(String::from)).expect("parses");
+        assert_eq!(args.cipher, None, "each client's own choice");
         assert!(parse_args(["--bogus".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn negotiated_cipher_is_read_from_either_log() {
+        let openssh = "debug1: kex: algorithm: sntrup761x25519-sha512@openssh.com\n\
+            debug1: kex: server->client cipher: chacha20-poly1305@openssh.com MAC: <implicit> \
+            compression: none\n";
+        assert_eq!(
+            negotiated_cipher(openssh).as_deref(),
+            Some("chacha20-poly1305@openssh.com")
+        );
+        let forwarder = "DEBUG key exchange complete server=SSH-2.0-OpenSSH_9.2p1 \
+            algorithms=kex curve25519-sha256, host key ssh-ed25519, cipher \
+            aes128-ctr/aes256-ctr, MAC hmac-sha2-256-etm@openssh.com, strict kex guess=None\n";
+        assert_eq!(negotiated_cipher(forwarder).as_deref(), Some("aes256-ctr"));
+        assert_eq!(
+            negotiated_cipher("debug1: Authentications that can continue\n"),
+            None
+        );
     }
 
     #[test]

@@ -403,15 +403,10 @@ fn known_hosts_for(sshd: &Sshd, proxy_port: u16, dir: &Path) -> PathBuf {
 
 /// A client of `c` through the proxy, with the bench's usual cipher and options.
 fn tunnel_via(lab: &Lab, c: &Contender, args: &Args, port: u16, known: &Path) -> TunnelBuilder {
-    let mut b =
-        TunnelBuilder::to_port(c.kind, port, lab.sshd.user(), &lab.key, known).cipher(&args.cipher);
-    if let Some(kex) = &args.kex {
-        b = b.option(&format!("KexAlgorithms={kex}"));
-    }
-    if let Some(p) = &c.program {
-        b = b.program(p);
-    }
-    b
+    args.client(
+        c,
+        TunnelBuilder::to_port(c.kind, port, lab.sshd.user(), &lab.key, known),
+    )
 }
 
 /// Download, upload and peak RSS for both clients at each of `rtts` (ms), plus the proxy's
