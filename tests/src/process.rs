@@ -422,6 +422,32 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     status_field_kib(pid, "VmRSS:")
 }
 
+/// The live process `pid`'s proportional share of resident memory in KiB (`Pss` of
+/// `/proc/PID/smaps_rollup`): each page it shares with other processes, such as a library's
+/// code, counts divided by how many map it, so the sum over many processes is what they hold
+/// together.
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `pid` and all its descendants alive now.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut tree = vec![pid];
+    let mut next = 0;
+    while let Some(&p) = tree.get(next) {
+        tree.extend(children_of(p));
+        next += 1;
+    }
+    tree
+}
+
 fn status_field_kib(pid: u32, field: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status

@@ -93,7 +93,8 @@ usage: bench [options]
                          no frozen-session runs
   --fleet                only the memory of `forwarder serve` per idle tunnel and per idle
                          session: 1, 100 and 1000 tunnels on one session, then each with its
-                         own (share_session = false)
+                         own (share_session = false), then up to 100 as as many
+                         `ssh -N -L` processes; with idle CPU and sshd's memory for each
   --fleet-sizes LIST     tunnel counts for --fleet, comma-separated (implies --fleet)
   --fleet-settle SECS    idle time before a fleet's memory is read (default: 5; implies
                          --fleet)

@@ -6,8 +6,14 @@
 //! `share_session = false` (N sessions). Each run waits until `/tunnels` shows every tunnel
 //! `up`, lets the process settle, reads its `VmRSS`, and then checks that a few tunnels carry
 //! an echo. The cost of one more idle tunnel, and of one more idle session, is the slope
-//! between the smallest and the largest N. Only forwarder is measured; sshd's processes
-//! (one or two per session) are not.
+//! between the smallest and the largest N.
+//!
+//! Then, for each N up to [`OPENSSH_MAX`], the same tunnels as N `ssh -N -L` processes (one
+//! session each, keepalives as forwarder's defaults): what a platform runs without a fleet
+//! daemon. For every run the report has the clients' proportional memory (PSS, so that many
+//! processes sharing a library's pages are not counted N times), their CPU while idle, and
+//! the PSS of the sshd processes serving them (one or two per session), which the bastion
+//! pays.
 //!
 //! Probes are off (`probe = "none"`) so that nothing but the idle tunnels and sessions, with
 //! their keepalives, runs. Everything else is forwarder's default.
@@ -19,10 +25,13 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use ssh_interop_tests::fleet::{TunnelSpec, fleet_file, http_get};
-use ssh_interop_tests::process::{LabChild, file_tail, peak_rss_kib, rss_kib, run_bounded};
+use ssh_interop_tests::process::{
+    LabChild, file_tail, peak_rss_kib, process_tree, pss_kib, rss_kib, run_bounded,
+};
 use ssh_interop_tests::sshd::sshd_binary;
 use ssh_interop_tests::{
-    EchoServer, KeyKind, Pattern, Sshd, UserKey, echo_round_trip, forwarder_binary, free_port,
+    ClientKind, EchoServer, KeyKind, Pattern, Sshd, Tunnel, TunnelBuilder, UserKey,
+    echo_round_trip, forwarder_binary, free_port,
 };
 use tempfile::TempDir;
 
@@ -39,6 +48,9 @@ const DEFAULT_SETTLE: Duration = Duration::from_secs(5);
 const SAMPLES: u32 = 5;
 /// Descriptors `forwarder serve` needs besides one per listener and one per session.
 const SPARE_FILES: u64 = 64;
+/// The largest N run as N `ssh -N -L` processes (each with one or two sshd processes on the
+/// other side, several MiB apiece).
+pub(crate) const OPENSSH_MAX: usize = 100;
 
 /// What `--fleet`, `--fleet-sizes` and `--fleet-settle` ask for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +100,12 @@ struct Sample {
     peak: u64,
     /// VmRSS after the echo checks, KiB.
     after_echo: u64,
+    /// PSS at the end of the settling time, KiB.
+    pss: u64,
+    /// CPU time the client spent over the settling time.
+    idle_cpu: Duration,
+    /// PSS of sshd's session processes at the end of the settling time, KiB.
+    sshd_pss: u64,
     /// Warnings and errors in the fleet's log.
     complaints: Vec<String>,
 }
@@ -96,6 +114,20 @@ impl Sample {
     fn idle_rss(&self) -> u64 {
         self.rss.last().copied().unwrap_or(0)
     }
+}
+
+/// Nanoseconds on a CPU of all of `pid`'s live threads so far.
+fn cpu_ns(pid: u32) -> u64 {
+    super::thread_cpu_ns(pid).values().sum()
+}
+
+/// PSS of every process that serves a session of `sshd` (the listener's descendants), KiB.
+fn sshd_sessions_pss(sshd: &Sshd) -> u64 {
+    sshd.session_pids()
+        .into_iter()
+        .flat_map(process_tree)
+        .filter_map(pss_kib)
+        .sum()
 }
 
 /// Everything the fleets connect to.
@@ -141,6 +173,7 @@ pub(crate) fn run(program: Option<&Path>, options: &Options) {
 
     let mut shared = Vec::new();
     let mut unshared = Vec::new();
+    let mut openssh = Vec::new();
     for share in [true, false] {
         for &n in sizes {
             let what = describe(n, share);
@@ -173,7 +206,22 @@ pub(crate) fn run(program: Option<&Path>, options: &Options) {
             }
         }
     }
-    print_report(&program, open_files, settle, &shared, &unshared);
+    for &n in sizes.iter().filter(|&&n| n <= OPENSSH_MAX) {
+        super::progress(&format!("fleet: {n} x ssh -N -L: starting"));
+        match measure_openssh(&lab, n, settle) {
+            Ok(s) => {
+                super::progress(&format!(
+                    "fleet: {n} x ssh -N -L: all up in {:.1} s; PSS {} KiB, RSS {} KiB",
+                    s.all_up.as_secs_f64(),
+                    s.pss,
+                    s.idle_rss()
+                ));
+                openssh.push(s);
+            }
+            Err(e) => super::progress(&format!("fleet: {n} x ssh -N -L: FAILED: {e}")),
+        }
+    }
+    print_report(&program, open_files, settle, &shared, &unshared, &openssh);
 }
 
 fn describe(n: usize, share: bool) -> String {
@@ -412,11 +460,15 @@ fn measure(
     let pid = serve.child.pid();
     let all_up = serve.wait_all_up(n, started)?;
 
+    let cpu_before = cpu_ns(pid);
     let mut rss = Vec::new();
     for _ in 0..SAMPLES {
         std::thread::sleep(settle / SAMPLES);
         rss.push(rss_kib(pid).ok_or("forwarder serve is gone")?);
     }
+    let idle_cpu = Duration::from_nanos(cpu_ns(pid).saturating_sub(cpu_before));
+    let pss = pss_kib(pid).unwrap_or(0);
+    let sshd_pss = sshd_sessions_pss(&lab.sshd);
     let peak = peak_rss_kib(pid).unwrap_or(0);
 
     let sessions = if share { 1 } else { n };
@@ -455,7 +507,78 @@ fn measure(
         rss,
         peak,
         after_echo,
+        pss,
+        idle_cpu,
+        sshd_pss,
         complaints,
+    })
+}
+
+/// The same `n` tunnels as `n` `ssh -N -L` processes, each with its own session and
+/// forwarder's keepalive settings, started one after the other.
+fn measure_openssh(lab: &Lab, n: usize, settle: Duration) -> Result<Sample, String> {
+    let started = Instant::now();
+    let mut tunnels: Vec<Tunnel> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let tunnel = TunnelBuilder::new(ClientKind::OpenSsh, &lab.sshd, &lab.key)
+            .option("ServerAliveInterval=15")
+            .option("ServerAliveCountMax=3")
+            .forward_to(lab.echo.port())
+            .start();
+        tunnels.push(tunnel);
+    }
+    let all_up = started.elapsed();
+    let pids: Vec<u32> = tunnels.iter().map(Tunnel::pid).collect();
+    let sum = |read: fn(u32) -> Option<u64>| -> Result<u64, String> {
+        pids.iter()
+            .map(|&p| read(p).ok_or_else(|| format!("ssh process {p} is gone")))
+            .sum()
+    };
+    let cpu = || pids.iter().map(|&p| cpu_ns(p)).sum::<u64>();
+    let cpu_before = cpu();
+    let mut rss = Vec::new();
+    for _ in 0..SAMPLES {
+        std::thread::sleep(settle / SAMPLES);
+        rss.push(sum(rss_kib)?);
+    }
+    let idle_cpu = Duration::from_nanos(cpu().saturating_sub(cpu_before));
+    let pss = sum(pss_kib)?;
+    let sshd_pss = sshd_sessions_pss(&lab.sshd);
+    let peak = sum(peak_rss_kib)?;
+    let live = lab.sshd.session_pids().len();
+    if live != n {
+        return Err(format!(
+            "expected {n} sessions; sshd has {live} session processes"
+        ));
+    }
+    let mut checked: Vec<usize> = vec![0, n / 2, n - 1];
+    checked.dedup();
+    for i in checked {
+        let port = tunnels[i].local_port();
+        let data = Pattern::get().bytes_at(i as u64 * 4096, 4096);
+        match echo_round_trip(port, &data) {
+            Ok(back) if back == data => {}
+            Ok(_) => return Err(format!("ssh tunnel {i}: other bytes came back")),
+            Err(e) => return Err(format!("ssh tunnel {i}: no echo: {e}")),
+        }
+    }
+    let after_echo = sum(rss_kib)?;
+    for t in &mut tunnels {
+        t.kill();
+    }
+    drop(tunnels);
+    wait_sessions_gone(&lab.sshd);
+    Ok(Sample {
+        tunnels: n,
+        sessions: n,
+        all_up,
+        rss,
+        peak,
+        after_echo,
+        pss,
+        idle_cpu,
+        sshd_pss,
+        complaints: Vec::new(),
     })
 }
 
@@ -478,12 +601,21 @@ fn wait_sessions_gone(sshd: &Sshd) {
     }
 }
 
-/// KiB per added unit between the smallest and the largest run.
+/// Idle RSS in KiB per added unit between the smallest and the largest run.
 fn slope(samples: &[Sample], per: impl Fn(&Sample) -> usize) -> Option<f64> {
+    slope_of(samples, per, Sample::idle_rss)
+}
+
+/// `value` per added unit between the smallest and the largest run.
+fn slope_of(
+    samples: &[Sample],
+    per: impl Fn(&Sample) -> usize,
+    value: impl Fn(&Sample) -> u64,
+) -> Option<f64> {
     let first = samples.iter().min_by_key(|s| per(s))?;
     let last = samples.iter().max_by_key(|s| per(s))?;
     let units = per(last).checked_sub(per(first)).filter(|&d| d > 0)?;
-    Some((last.idle_rss() as f64 - first.idle_rss() as f64) / units as f64)
+    Some((value(last) as f64 - value(first) as f64) / units as f64)
 }
 
 fn print_report(
@@ -492,6 +624,7 @@ fn print_report(
     settle: Duration,
     shared: &[Sample],
     unshared: &[Sample],
+    openssh: &[Sample],
 ) {
     // sshd has no version option; the usage it prints for an unknown one starts with it.
     let usage = run_bounded(
@@ -514,65 +647,125 @@ fn print_report(
         program.display()
     );
     println!(
-        "RSS (VmRSS) read {} s after /tunnels showed every tunnel up, before any connection; \
-         peak is VmHWM; open-file limit {}; {cpus} CPUs",
+        "RSS (VmRSS) and PSS (smaps_rollup) read {} s after every tunnel was up (/tunnels, or \
+         each ssh listening), before any connection; peak is VmHWM; idle CPU is what the \
+         client spent over those {} s; sshd PSS sums its session processes; open-file limit \
+         {}; {cpus} CPUs",
+        settle.as_secs(),
         settle.as_secs(),
         open_files.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
     );
+    println!(
+        "N x ssh -N -L: one process and session per tunnel, -o ServerAliveInterval=15 -o \
+         ServerAliveCountMax=3 (forwarder's defaults); its memory columns are sums over the N \
+         processes"
+    );
     println!();
     println!(
-        "{:<10} {:>8} {:>9} {:>14} {:>14} {:>16}",
-        "sessions", "tunnels", "all up s", "idle RSS KiB", "peak RSS KiB", "after echo KiB"
+        "{:<24} {:>8} {:>9} {:>13} {:>13} {:>13} {:>15} {:>12} {:>13}",
+        "client",
+        "tunnels",
+        "all up s",
+        "idle RSS KiB",
+        "idle PSS KiB",
+        "peak RSS KiB",
+        "after echo KiB",
+        "idle CPU ms",
+        "sshd PSS KiB"
     );
-    for s in shared.iter().chain(unshared) {
-        let sessions = if s.sessions == 1 && s.tunnels > 1 {
-            "1 shared".to_owned()
-        } else {
-            s.sessions.to_string()
-        };
+    let rows = shared
+        .iter()
+        .map(|s| ("serve, 1 session".to_owned(), s))
+        .chain(
+            unshared
+                .iter()
+                .map(|s| ("serve, a session each".to_owned(), s)),
+        )
+        .chain(
+            openssh
+                .iter()
+                .map(|s| (format!("{} x ssh -N -L", s.tunnels), s)),
+        );
+    for (client, s) in rows {
         println!(
-            "{:<10} {:>8} {:>9.1} {:>14} {:>14} {:>16}",
-            sessions,
+            "{:<24} {:>8} {:>9.1} {:>13} {:>13} {:>13} {:>15} {:>12.1} {:>13}",
+            client,
             s.tunnels,
             s.all_up.as_secs_f64(),
             s.idle_rss(),
+            s.pss,
             s.peak,
-            s.after_echo
+            s.after_echo,
+            s.idle_cpu.as_secs_f64() * 1000.0,
+            s.sshd_pss
         );
     }
     println!();
     let tunnel = slope(shared, |s| s.tunnels);
     let own = slope(unshared, |s| s.sessions);
     let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
-    let range = |samples: &[Sample]| match (samples.first(), samples.last()) {
-        (Some(a), Some(b)) if b.tunnels > a.tunnels => {
-            format!(
-                "(RSS({}) - RSS({})) / {}",
-                b.tunnels,
-                a.tunnels,
-                b.tunnels - a.tunnels
-            )
-        }
+    let range = |samples: &[Sample], what: &str| match (samples.first(), samples.last()) {
+        (Some(a), Some(b)) if b.tunnels > a.tunnels => format!(
+            "({what}({}) - {what}({})) / {}",
+            b.tunnels,
+            a.tunnels,
+            b.tunnels - a.tunnels
+        ),
         _ => "needs two sizes".to_owned(),
     };
+    let pss = |samples: &[Sample]| slope_of(samples, |s| s.tunnels, |s| s.pss);
+    let sshd_pss = |samples: &[Sample]| slope_of(samples, |s| s.tunnels, |s| s.sshd_pss);
+    let rows = [
+        (
+            "per idle tunnel",
+            tunnel,
+            format!("{}, one shared session", range(shared, "RSS")),
+        ),
+        (
+            "per idle tunnel with its own session",
+            own,
+            format!("{}, share_session = false", range(unshared, "RSS")),
+        ),
+        (
+            "per idle session",
+            own.zip(tunnel).map(|(o, t)| o - t),
+            "the difference of the two".to_owned(),
+        ),
+        (
+            "PSS per idle tunnel",
+            pss(shared),
+            format!("{}, one shared session", range(shared, "PSS")),
+        ),
+        (
+            "PSS per idle tunnel with its own session",
+            pss(unshared),
+            format!("{}, share_session = false", range(unshared, "PSS")),
+        ),
+        (
+            "PSS per idle tunnel, ssh -N -L",
+            pss(openssh),
+            format!("{}, a process and session each", range(openssh, "PSS")),
+        ),
+        (
+            "sshd PSS per tunnel, one shared session",
+            sshd_pss(shared),
+            format!("{}, of sshd's session processes", range(shared, "PSS")),
+        ),
+        (
+            "sshd PSS per tunnel, a session each",
+            sshd_pss(unshared),
+            range(unshared, "PSS"),
+        ),
+        (
+            "sshd PSS per tunnel, ssh -N -L",
+            sshd_pss(openssh),
+            range(openssh, "PSS"),
+        ),
+    ];
     println!("{:<44} {:>8}  how", "figure", "KiB");
-    println!(
-        "{:<44} {:>8}  {}, one shared session",
-        "per idle tunnel",
-        show(tunnel),
-        range(shared)
-    );
-    println!(
-        "{:<44} {:>8}  {}, share_session = false",
-        "per idle tunnel with its own session",
-        show(own),
-        range(unshared)
-    );
-    println!(
-        "{:<44} {:>8}  the difference of the two",
-        "per idle session",
-        show(own.zip(tunnel).map(|(o, t)| o - t))
-    );
+    for (figure, kib, how) in rows {
+        println!("{figure:<44} {:>8}  {how}", show(kib));
+    }
 }
 
 #[cfg(test)]
@@ -626,10 +819,14 @@ mod tests {
             rss: vec![rss],
             peak: rss,
             after_echo: rss,
+            pss: rss / 2,
+            idle_cpu: Duration::ZERO,
+            sshd_pss: 0,
             complaints: Vec::new(),
         };
         let runs = [sample(1, 5000), sample(100, 6000), sample(1000, 14990)];
         assert_eq!(slope(&runs, |s| s.tunnels), Some(10.0));
         assert_eq!(slope(&runs[..1], |s| s.tunnels), None);
+        assert_eq!(slope_of(&runs, |s| s.tunnels, |s| s.pss), Some(5.0));
     }
 }
