@@ -420,27 +420,8 @@ pub fn psql(port: u16, sql: &str) -> String {
 
 /// [`psql`], returning psql's error text instead of failing the test.
 pub fn try_psql(port: u16, sql: &str) -> Result<String, String> {
-    let mut cmd = Command::new(psql_binary());
-    cmd.args([
-        "-X",
-        "-w",
-        "-At",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-h",
-        "127.0.0.1",
-    ])
-    .args([
-        "-p",
-        &port.to_string(),
-        "-U",
-        APP_USER,
-        "-d",
-        APP_DB,
-        "-c",
-        sql,
-    ])
-    .envs(client_env());
+    let mut cmd = psql_command(port);
+    cmd.args(["-c", sql]);
     let out: Output = run_bounded(&mut cmd, QUERY_TIMEOUT, "psql");
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
@@ -480,6 +461,24 @@ pub fn psql_socket(dir: &Path, port: u16, sql: &str) -> String {
     let conninfo = format!("host={} port={port} user=app dbname=appdb", dir.display());
     try_psql_conninfo(&conninfo, sql)
         .unwrap_or_else(|e| panic!("psql on {}/.s.PGSQL.{port}: {e}", dir.display()))
+}
+
+/// `psql -X -w -At -v ON_ERROR_STOP=1` aimed at 127.0.0.1:`port` as `app` on `appdb`, with
+/// the app password, without a command: add `-c SQL` (or several).
+pub fn psql_command(port: u16) -> Command {
+    let mut cmd = Command::new(psql_binary());
+    cmd.args([
+        "-X",
+        "-w",
+        "-At",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        "127.0.0.1",
+    ])
+    .args(["-p", &port.to_string(), "-U", APP_USER, "-d", APP_DB])
+    .envs(client_env());
+    cmd
 }
 
 /// A `pgbench` command aimed at 127.0.0.1:`port` as `app`, without the database argument.

@@ -437,17 +437,6 @@ pub fn pss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// `pid` and all its descendants alive now.
-pub fn process_tree(pid: u32) -> Vec<u32> {
-    let mut tree = vec![pid];
-    let mut next = 0;
-    while let Some(&p) = tree.get(next) {
-        tree.extend(children_of(p));
-        next += 1;
-    }
-    tree
-}
-
 fn status_field_kib(pid: u32, field: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status

@@ -98,10 +98,11 @@ usage: bench [options]
   --fleet-sizes LIST     tunnel counts for --fleet, comma-separated (implies --fleet)
   --fleet-settle SECS    idle time before a fleet's memory is read (default: 5; implies
                          --fleet)
-  --rtt [LIST]           throughput, start to first byte and a new connection's first byte
-                         through a delaying proxy in front of sshd, at each round trip of
-                         LIST in ms (default: 0,10,50), instead of the plain throughput
-                         figures (--skip-throughput, --skip-ttfb leave out either part)
+  --rtt [LIST]           throughput (with a PostgreSQL query result), start to first byte
+                         and a new connection's first byte through a delaying proxy in front
+                         of sshd, at each round trip of LIST in ms (default: 0,10,50), instead
+                         of the plain throughput figures (--skip-throughput, --skip-ttfb leave
+                         out either part)
   --link-window SIZE     the most a --rtt connection has in flight per direction, as TCP
                          allows it on a real path of that round trip (default: this
                          machine's largest TCP send buffer, net.ipv4.tcp_wmem, capped by its
@@ -553,10 +554,15 @@ fn run(args: &Args) {
         .authorize(&key)
         .config("LogLevel INFO")
         .start();
-    let pg = args.pgbench.then(|| {
-        progress("lab: starting PostgreSQL and creating the pgbench tables");
+    // The --rtt throughput figures include a query result.
+    let rtt_query = args.rtt.is_some() && args.rtt_throughput;
+    let pg = (args.pgbench || rtt_query).then(|| {
+        progress("lab: starting PostgreSQL");
         let pg = Postgres::start();
-        pg.pgbench_init(10);
+        if args.pgbench {
+            progress("lab: creating the pgbench tables");
+            pg.pgbench_init(10);
+        }
         if !args.pg_scram {
             pg.trust_host_connections();
         }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use ssh_interop_tests::fleet::{TunnelSpec, fleet_file, http_get};
 use ssh_interop_tests::process::{
-    LabChild, file_tail, peak_rss_kib, process_tree, pss_kib, rss_kib, run_bounded,
+    LabChild, file_tail, peak_rss_kib, pss_kib, rss_kib, run_bounded, tree,
 };
 use ssh_interop_tests::sshd::sshd_binary;
 use ssh_interop_tests::{
@@ -125,7 +125,7 @@ fn cpu_ns(pid: u32) -> u64 {
 fn sshd_sessions_pss(sshd: &Sshd) -> u64 {
     sshd.session_pids()
         .into_iter()
-        .flat_map(process_tree)
+        .flat_map(tree)
         .filter_map(pss_kib)
         .sum()
 }

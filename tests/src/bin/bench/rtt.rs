@@ -39,6 +39,11 @@
 //! ceiling the path (window / RTT) and this machine put on any client at that RTT. Each
 //! transfer starts once the tunnel has carried an echoed byte, so the handshake is not
 //! timed inside it.
+//!
+//! Each RTT also has a query result from the lab's PostgreSQL: psql
+//! through the tunnel runs a `COPY ... TO STDOUT` of `--size` bytes of rows the server
+//! generates, timed by psql's `\timing` (from sending the query to the result's end, without
+//! the login); its "direct" column is psql through a proxy of its own to PostgreSQL.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -49,6 +54,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::process::Stdio;
+
+use ssh_interop_tests::postgres::psql_command;
+use ssh_interop_tests::process::{signal, wait_bounded};
 use ssh_interop_tests::sshd::known_hosts_host;
 use ssh_interop_tests::{ClientKind, Sshd, TunnelBuilder, download, upload};
 
@@ -427,11 +436,20 @@ pub(crate) fn bench(lab: &Lab, contenders: &[Contender], args: &Args, rtts: &[u3
     let known = known_hosts_for(&lab.sshd, proxy.port(), dir.path());
     // The ceiling: the same source straight through a proxy with the same delay and window.
     let ceiling = DelayProxy::start(lab.source.port(), window);
+    let pg = lab
+        .pg
+        .as_ref()
+        .map(|pg| (pg.port(), DelayProxy::start(pg.port(), window)));
+    let (sql, result_bytes) = result_query(args.size);
     let mut figures = Vec::new();
     for &ms in rtts {
         let rtt = Duration::from_millis(u64::from(ms));
         proxy.set_rtt(rtt);
         ceiling.set_rtt(rtt);
+        if let Some((_, direct)) = &pg {
+            direct.set_rtt(rtt);
+        }
+        let mut query = Figure::new(format!("query result MiB/s, {ms} ms RTT"), Better::Higher);
         let mut down = Figure::new(format!("download MiB/s, {ms} ms RTT"), Better::Higher);
         let mut up = Figure::new(format!("upload MiB/s, {ms} ms RTT"), Better::Higher);
         let mut rss = Figure::new(format!("client peak RSS MiB, {ms} ms RTT"), Better::Lower);
@@ -448,13 +466,22 @@ pub(crate) fn bench(lab: &Lab, contenders: &[Contender], args: &Args, rtts: &[u3
                 raw.mib_per_sec()
             ));
             down.direct.push(raw.mib_per_sec());
+            if let Some((_, direct)) = &pg {
+                let (bytes, took) = query_result(direct.port(), &sql)
+                    .unwrap_or_else(|e| panic!("query through the proxy alone: {e}"));
+                assert_eq!(bytes, result_bytes, "the whole result came");
+                query.direct.push(mib_per_sec(bytes, took));
+            }
             for i in order(round) {
                 let c = &contenders[i];
-                let mut tunnel = tunnel_via(lab, c, args, proxy.port(), &known)
+                let mut builder = tunnel_via(lab, c, args, proxy.port(), &known)
                     .forward_to(lab.source.port())
                     .forward_to(lab.sink.port())
-                    .forward_to(lab.echo.port())
-                    .start();
+                    .forward_to(lab.echo.port());
+                if let Some((port, _)) = &pg {
+                    builder = builder.forward_to(*port);
+                }
+                let mut tunnel = builder.start();
                 let ports = tunnel.local_ports();
                 // Logged in and carrying data: the handshake is not timed in the download.
                 super::wait_until_carrying(&mut tunnel, ports[2]);
@@ -468,6 +495,14 @@ pub(crate) fn bench(lab: &Lab, contenders: &[Contender], args: &Args, rtts: &[u3
                 if u.bytes != args.size {
                     fail(&tunnel, &format!("upload delivered {} bytes", u.bytes));
                 }
+                let queried = pg.as_ref().map(|_| {
+                    let (bytes, took) = query_result(ports[3], &sql)
+                        .unwrap_or_else(|e| fail(&tunnel, &format!("query: {e}")));
+                    if bytes != result_bytes {
+                        fail(&tunnel, &format!("the query result had {bytes} bytes"));
+                    }
+                    mib_per_sec(bytes, took)
+                });
                 let peak = peak_rss_mib(&tunnel);
                 super::stop_client(&mut tunnel, &lab.sshd);
                 progress(&format!(
@@ -481,16 +516,123 @@ pub(crate) fn bench(lab: &Lab, contenders: &[Contender], args: &Args, rtts: &[u3
                 down.samples[i].push(d.mib_per_sec());
                 up.samples[i].push(u.mib_per_sec());
                 rss.samples[i].push(peak);
+                if let Some(q) = queried {
+                    progress(&format!(
+                        "rtt {ms} ms {}/{} {:<12} query result {q:>8.1} MiB/s",
+                        round + 1,
+                        args.reps,
+                        c.label,
+                    ));
+                    query.samples[i].push(q);
+                }
             }
         }
         if args.rtt_throughput {
             figures.extend([down, up, rss]);
+            if pg.is_some() {
+                figures.push(query);
+            }
         }
         if args.ttfb {
             figures.extend(latency(lab, contenders, args, &proxy, &known, ms));
         }
     }
     figures
+}
+
+/// Characters of text in each row of the query result (a line of COPY text apiece, with its
+/// newline).
+const ROW_TEXT: u64 = 1000;
+/// Longest wait for one query result.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The query-result download of about `size` bytes: SQL for a `COPY ... TO STDOUT` of rows
+/// that PostgreSQL generates, and the exact bytes of COPY text it returns.
+fn result_query(size: u64) -> (String, u64) {
+    let rows = (size / (ROW_TEXT + 1)).max(1);
+    let sql =
+        format!("COPY (SELECT repeat('x', {ROW_TEXT}) FROM generate_series(1, {rows})) TO STDOUT");
+    (sql, rows * (ROW_TEXT + 1))
+}
+
+fn mib_per_sec(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / f64::from(1 << 20) / took.as_secs_f64().max(1e-9)
+}
+
+/// Runs `sql` (a `COPY ... TO STDOUT`) with psql through 127.0.0.1:`port`, counting what it
+/// writes as it comes; returns the result's bytes and the time psql's `\timing` gives the
+/// query. Killed after [`QUERY_TIMEOUT`].
+fn query_result(port: u16, sql: &str) -> Result<(u64, Duration), String> {
+    let mut cmd = psql_command(port);
+    // Quiet: no "Timing is on." before the result.
+    cmd.args(["-q", "-c", "\\timing on", "-c", sql])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("psql: {e}"))?;
+    let pid = child.id();
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let done = done.clone();
+        thread::spawn(move || {
+            let deadline = Instant::now() + QUERY_TIMEOUT;
+            while !done.load(Ordering::Relaxed) {
+                if Instant::now() >= deadline {
+                    signal(pid, rustix::process::Signal::KILL);
+                    return;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let mut total = 0u64;
+    let mut tail: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 256 << 10];
+    if let Some(mut out) = child.stdout.take() {
+        loop {
+            match out.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    total += n as u64;
+                    tail.extend_from_slice(&buf[..n]);
+                    let keep = tail.len().saturating_sub(256);
+                    tail.drain(..keep);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("reading psql's output: {e}")),
+            }
+        }
+    }
+    let mut errors = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut errors);
+    }
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    done.store(true, Ordering::Relaxed);
+    let _ = watchdog.join();
+    if !status.is_some_and(|s| s.success()) {
+        return Err(format!("psql failed ({status:?}): {}", errors.trim()));
+    }
+    // The result, then `Time: 1234.567 ms (00:01.235)` from \timing.
+    let (result, took) = split_timing(&tail)?;
+    Ok((total - (tail.len() - result) as u64, took))
+}
+
+/// Where psql's closing `Time: N ms` line starts in `tail` (the end of its output), and the
+/// time it gives.
+fn split_timing(tail: &[u8]) -> Result<(usize, Duration), String> {
+    let at = tail
+        .windows(6)
+        .rposition(|w| w == b"Time: ")
+        .ok_or("no timing after the result")?;
+    let line = String::from_utf8_lossy(&tail[at..]);
+    let ms: f64 = line["Time: ".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .filter(|ms: &f64| ms.is_finite() && *ms > 0.0)
+        .ok_or_else(|| format!("unreadable timing {line:?}"))?;
+    Ok((at, Duration::from_secs_f64(ms / 1000.0)))
 }
 
 /// New connections per client and RTT for [`latency`]: the first through a fresh client, then
@@ -617,6 +759,20 @@ mod tests {
         assert!(parse_list("").is_err());
         assert!(parse_list("10,x").is_err());
         assert!(parse_list("20000").is_err());
+    }
+
+    #[test]
+    fn the_query_result_is_sized_and_timed_from_psqls_output() {
+        let (sql, bytes) = result_query(10_010);
+        assert!(sql.contains("generate_series(1, 10)"), "{sql}");
+        assert_eq!(bytes, 10_010, "ten rows of 1,000 characters and a newline");
+        assert_eq!(result_query(5).1, 1001, "at least one row");
+        let out = b"xxxx\nxxxx\nTime: 1234.500 ms (00:01.235)\n";
+        let (at, took) = split_timing(out).expect("timed");
+        assert_eq!(at, 10, "the result ends where the timing starts");
+        assert_eq!(took, Duration::from_micros(1_234_500));
+        assert!(split_timing(b"xxxx\n").is_err(), "no timing line");
+        assert!(split_timing(b"Time: soon\n").is_err());
     }
 
     #[test]
