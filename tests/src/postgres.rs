@@ -422,7 +422,22 @@ pub fn psql(port: u16, sql: &str) -> String {
 pub fn try_psql(port: u16, sql: &str) -> Result<String, String> {
     let mut cmd = psql_command(port);
     cmd.args(["-c", sql]);
-    let out: Output = run_bounded(&mut cmd, QUERY_TIMEOUT, "psql");
+    run_psql(&mut cmd)
+}
+
+/// psql with the lab's settings (no psqlrc, no password prompt, unaligned tuples only, stop
+/// at the first error, the app password), before any connection argument or command.
+fn psql_base() -> Command {
+    let mut cmd = Command::new(psql_binary());
+    cmd.args(["-X", "-w", "-At", "-v", "ON_ERROR_STOP=1"])
+        .envs(client_env());
+    cmd
+}
+
+/// Runs a psql command to its end (bounded): its output without the trailing newline, or its
+/// error text.
+fn run_psql(cmd: &mut Command) -> Result<String, String> {
+    let out: Output = run_bounded(cmd, QUERY_TIMEOUT, "psql");
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
     } else {
@@ -434,25 +449,9 @@ pub fn try_psql(port: u16, sql: &str) -> Result<String, String> {
 /// port=… sslmode=verify-full sslrootcert=…"`), the app password in the environment;
 /// returns psql's output, or its error text.
 pub fn try_psql_conninfo(conninfo: &str, sql: &str) -> Result<String, String> {
-    let mut cmd = Command::new(psql_binary());
-    cmd.args([
-        "-X",
-        "-w",
-        "-At",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-c",
-        sql,
-        "-d",
-        conninfo,
-    ])
-    .envs(client_env());
-    let out: Output = run_bounded(&mut cmd, QUERY_TIMEOUT, "psql");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
+    let mut cmd = psql_base();
+    cmd.args(["-c", sql, "-d", conninfo]);
+    run_psql(&mut cmd)
 }
 
 /// psql through a Unix socket: `host` is the socket's directory, `port` the number in its
@@ -466,18 +465,9 @@ pub fn psql_socket(dir: &Path, port: u16, sql: &str) -> String {
 /// `psql -X -w -At -v ON_ERROR_STOP=1` aimed at 127.0.0.1:`port` as `app` on `appdb`, with
 /// the app password, without a command: add `-c SQL` (or several).
 pub fn psql_command(port: u16) -> Command {
-    let mut cmd = Command::new(psql_binary());
-    cmd.args([
-        "-X",
-        "-w",
-        "-At",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-h",
-        "127.0.0.1",
-    ])
-    .args(["-p", &port.to_string(), "-U", APP_USER, "-d", APP_DB])
-    .envs(client_env());
+    let mut cmd = psql_base();
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", APP_USER, "-d", APP_DB]);
     cmd
 }
 
