@@ -581,7 +581,8 @@ fn run(args: &Args) {
         pg,
     };
 
-    let ciphers = if args.cipher.is_none() && (args.throughput || args.ttfb || args.pgbench) {
+    // Every report names the cipher; left to the clients, it is asked of them first.
+    let ciphers = if args.cipher.is_none() {
         negotiated_ciphers(&lab, &contenders, args)
     } else {
         Vec::new()
