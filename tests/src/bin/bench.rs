@@ -395,9 +395,7 @@ fn negotiated_cipher(log: &str) -> Option<String> {
             return name(rest);
         }
         let (_, after) = line.split_once("key exchange complete")?;
-        let (_, rest) = line
-            .split_once(", cipher ")
-            .or_else(|| after.split_once("cipher "))?;
+        let (_, rest) = after.split_once(", cipher ")?;
         let both = name(rest)?;
         // forwarder writes client-to-server first.
         Some(both.rsplit('/').next().unwrap_or(&both).to_owned())

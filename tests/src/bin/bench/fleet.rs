@@ -481,21 +481,7 @@ fn measure(
         ));
     }
 
-    let mut checked: Vec<usize> = vec![0, n / 2, n - 1];
-    checked.dedup();
-    for i in checked {
-        let data = Pattern::get().bytes_at(i as u64 * 4096, 4096);
-        match echo_round_trip(ports[i], &data) {
-            Ok(back) if back == data => {}
-            Ok(back) => {
-                return Err(format!(
-                    "tunnel t{i:05}: {} bytes came back for 4096 sent, or other bytes",
-                    back.len()
-                ));
-            }
-            Err(e) => return Err(format!("tunnel t{i:05}: no echo: {e}")),
-        }
-    }
+    check_echoes(&ports, |i| format!("tunnel t{i:05}"))?;
     let after_echo = rss_kib(pid).unwrap_or(0);
     let complaints = serve.complaints();
     serve.stop();
@@ -551,17 +537,8 @@ fn measure_openssh(lab: &Lab, n: usize, settle: Duration) -> Result<Sample, Stri
             "expected {n} sessions; sshd has {live} session processes"
         ));
     }
-    let mut checked: Vec<usize> = vec![0, n / 2, n - 1];
-    checked.dedup();
-    for i in checked {
-        let port = tunnels[i].local_port();
-        let data = Pattern::get().bytes_at(i as u64 * 4096, 4096);
-        match echo_round_trip(port, &data) {
-            Ok(back) if back == data => {}
-            Ok(_) => return Err(format!("ssh tunnel {i}: other bytes came back")),
-            Err(e) => return Err(format!("ssh tunnel {i}: no echo: {e}")),
-        }
-    }
+    let ports: Vec<u16> = tunnels.iter().map(Tunnel::local_port).collect();
+    check_echoes(&ports, |i| format!("ssh tunnel {i}"))?;
     let after_echo = sum(rss_kib)?;
     for t in &mut tunnels {
         t.kill();
@@ -580,6 +557,29 @@ fn measure_openssh(lab: &Lab, n: usize, settle: Duration) -> Result<Sample, Stri
         sshd_pss,
         complaints: Vec::new(),
     })
+}
+
+/// Echoes 4 KiB through the first, middle and last of `ports`; `name` says which tunnel
+/// failed.
+fn check_echoes(ports: &[u16], name: impl Fn(usize) -> String) -> Result<(), String> {
+    let mut checked: Vec<usize> = vec![0, ports.len() / 2, ports.len().saturating_sub(1)];
+    checked.dedup();
+    for i in checked {
+        let port = *ports.get(i).ok_or("no tunnel to check")?;
+        let data = Pattern::get().bytes_at(i as u64 * 4096, 4096);
+        match echo_round_trip(port, &data) {
+            Ok(back) if back == data => {}
+            Ok(back) => {
+                return Err(format!(
+                    "{}: {} bytes came back for 4096 sent, or other bytes",
+                    name(i),
+                    back.len()
+                ));
+            }
+            Err(e) => return Err(format!("{}: no echo: {e}", name(i))),
+        }
+    }
+    Ok(())
 }
 
 /// Waits (at most 30 s) until sshd has no session processes left, so that the next run

@@ -49,17 +49,16 @@ use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use std::process::Stdio;
-
 use ssh_interop_tests::postgres::psql_command;
 use ssh_interop_tests::process::{signal, wait_bounded};
 use ssh_interop_tests::sshd::known_hosts_host;
-use ssh_interop_tests::{ClientKind, Sshd, TunnelBuilder, download, upload};
+use ssh_interop_tests::{ClientKind, Sshd, Transfer, TunnelBuilder, download, upload};
 
 use super::{
     Args, Better, Contender, Figure, Lab, fail, first_echoed_byte, order, peak_rss_mib, progress,
@@ -467,10 +466,10 @@ pub(crate) fn bench(lab: &Lab, contenders: &[Contender], args: &Args, rtts: &[u3
             ));
             down.direct.push(raw.mib_per_sec());
             if let Some((_, direct)) = &pg {
-                let (bytes, took) = query_result(direct.port(), &sql)
+                let q = query_result(direct.port(), &sql)
                     .unwrap_or_else(|e| panic!("query through the proxy alone: {e}"));
-                assert_eq!(bytes, result_bytes, "the whole result came");
-                query.direct.push(mib_per_sec(bytes, took));
+                assert_eq!(q.bytes, result_bytes, "the whole result came");
+                query.direct.push(q.mib_per_sec());
             }
             for i in order(round) {
                 let c = &contenders[i];
@@ -496,12 +495,12 @@ pub(crate) fn bench(lab: &Lab, contenders: &[Contender], args: &Args, rtts: &[u3
                     fail(&tunnel, &format!("upload delivered {} bytes", u.bytes));
                 }
                 let queried = pg.as_ref().map(|_| {
-                    let (bytes, took) = query_result(ports[3], &sql)
+                    let q = query_result(ports[3], &sql)
                         .unwrap_or_else(|e| fail(&tunnel, &format!("query: {e}")));
-                    if bytes != result_bytes {
-                        fail(&tunnel, &format!("the query result had {bytes} bytes"));
+                    if q.bytes != result_bytes {
+                        fail(&tunnel, &format!("the query result had {} bytes", q.bytes));
                     }
-                    mib_per_sec(bytes, took)
+                    q.mib_per_sec()
                 });
                 let peak = peak_rss_mib(&tunnel);
                 super::stop_client(&mut tunnel, &lab.sshd);
@@ -555,14 +554,10 @@ fn result_query(size: u64) -> (String, u64) {
     (sql, rows * (ROW_TEXT + 1))
 }
 
-fn mib_per_sec(bytes: u64, took: Duration) -> f64 {
-    bytes as f64 / f64::from(1 << 20) / took.as_secs_f64().max(1e-9)
-}
-
 /// Runs `sql` (a `COPY ... TO STDOUT`) with psql through 127.0.0.1:`port`, counting what it
 /// writes as it comes; returns the result's bytes and the time psql's `\timing` gives the
 /// query. Killed after [`QUERY_TIMEOUT`].
-fn query_result(port: u16, sql: &str) -> Result<(u64, Duration), String> {
+fn query_result(port: u16, sql: &str) -> Result<Transfer, String> {
     let mut cmd = psql_command(port);
     // Quiet: no "Timing is on." before the result.
     cmd.args(["-q", "-c", "\\timing on", "-c", sql])
@@ -614,8 +609,12 @@ fn query_result(port: u16, sql: &str) -> Result<(u64, Duration), String> {
         return Err(format!("psql failed ({status:?}): {}", errors.trim()));
     }
     // The result, then `Time: 1234.567 ms (00:01.235)` from \timing.
-    let (result, took) = split_timing(&tail)?;
-    Ok((total - (tail.len() - result) as u64, took))
+    let (result, elapsed) = split_timing(&tail)?;
+    Ok(Transfer {
+        bytes: total - (tail.len() - result) as u64,
+        elapsed,
+        sha256: None,
+    })
 }
 
 /// Where psql's closing `Time: N ms` line starts in `tail` (the end of its output), and the
