@@ -477,11 +477,15 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         return r;
     }
     match path {
-        "/metrics" => reply(
-            StatusCode::OK,
-            metrics::CONTENT_TYPE,
-            state.metrics.encode(),
-        ),
+        "/metrics" => {
+            // Counted when asked for: nothing counts them while nobody scrapes.
+            state.metrics.set_tunnel_states(state.view.tunnel_states());
+            reply(
+                StatusCode::OK,
+                metrics::CONTENT_TYPE,
+                state.metrics.encode(),
+            )
+        }
         "/healthz" => reply(StatusCode::OK, TEXT, "ok\n"),
         "/readyz" if state.view.ready() => reply(StatusCode::OK, TEXT, "ready\n"),
         "/readyz" => reply(

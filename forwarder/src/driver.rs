@@ -219,8 +219,8 @@ struct State {
     finished: bool,
     started: Instant,
     log: SessionLog,
-    /// Keepalive round trips not yet taken by [`SessionHandle::take_keepalive_rtts`].
-    keepalive_rtts: Vec<Duration>,
+    /// Told of keepalive round trips and rekeys as they happen ([`SessionHandle::observe`]).
+    observer: Option<Arc<dyn SessionObserver>>,
     /// Who waits for the answer to each `tcpip-forward` request, in the order they went.
     forward_replies: std::collections::VecDeque<oneshot::Sender<Result<u32, RemoteForwardError>>>,
     /// Channels the server opened for our remote forwards, pending (not yet confirmed), not
@@ -396,8 +396,15 @@ impl Drop for ForwardedChannel {
     }
 }
 
-/// How many keepalive round trips are kept until someone takes them.
-pub const MAX_KEEPALIVE_RTTS: usize = 64;
+/// Told of what a running session does that a fleet counts, as it happens: nothing has to
+/// ask the session from time to time, so an idle session wakes only for its own timers.
+/// Called with the session's lock held: an observer must not call back into the session.
+pub trait SessionObserver: Send + Sync {
+    /// A keepalive was answered `rtt` after it was sent.
+    fn keepalive_answered(&self, rtt: Duration);
+    /// `count` more key re-exchanges completed (the first key exchange is not one).
+    fn rekeyed(&self, count: u64);
+}
 
 /// What happened during the handshake, for `-v` output and the demo.
 #[derive(Clone, Debug, Default)]
@@ -576,7 +583,11 @@ impl State {
                     );
                 }
                 SessionEvent::Rekeyed => {
+                    let before = self.log.kex_count;
                     self.log.kex_count = self.session.transport().kex_count();
+                    if let Some(o) = &self.observer {
+                        o.rekeyed(self.log.kex_count.saturating_sub(before));
+                    }
                     debug!(count = self.log.kex_count, "rekeyed");
                 }
                 SessionEvent::Authenticated => {
@@ -637,11 +648,11 @@ impl State {
                     other => debug!(?other, "authentication"),
                 },
                 SessionEvent::Channel(ssh_connection::Event::KeepaliveReply) => {
-                    if let Some(rtt) = self.session.keepalive_answered(Instant::now()) {
-                        if self.keepalive_rtts.len() >= MAX_KEEPALIVE_RTTS {
-                            self.keepalive_rtts.remove(0);
-                        }
-                        self.keepalive_rtts.push(rtt);
+                    if let (Some(rtt), Some(o)) = (
+                        self.session.keepalive_answered(Instant::now()),
+                        &self.observer,
+                    ) {
+                        o.keepalive_answered(rtt);
                     }
                 }
                 SessionEvent::Channel(ev) => self.channel_event(ev),
@@ -876,7 +887,7 @@ where
             finished: false,
             started: now,
             log: SessionLog::default(),
-            keepalive_rtts: Vec::new(),
+            observer: None,
             forward_replies: std::collections::VecDeque::new(),
             forwarded: std::collections::VecDeque::new(),
             forwarded_waiter: None,
@@ -1126,10 +1137,15 @@ impl SessionHandle {
         st.wake_driver();
     }
 
-    /// The keepalive round trips measured since the last call (at most the last
-    /// [`MAX_KEEPALIVE_RTTS`]), for metrics.
-    pub fn take_keepalive_rtts(&self) -> Vec<Duration> {
-        std::mem::take(&mut self.shared.lock().keepalive_rtts)
+    /// Tells `observer` of keepalive round trips and rekeys from now on (it replaces any
+    /// earlier one); the rekeys already completed are reported to it at once.
+    pub fn observe(&self, observer: Arc<dyn SessionObserver>) {
+        let mut st = self.shared.lock();
+        let done = st.log.kex_count.saturating_sub(1);
+        if done > 0 {
+            observer.rekeyed(done);
+        }
+        st.observer = Some(observer);
     }
 
     /// How many channels are open or opening.

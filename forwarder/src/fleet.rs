@@ -36,6 +36,7 @@ use tracing::{Instrument, debug, error, info, warn};
 
 use crate::cli::Environment;
 use crate::connect::{self, SshConnector};
+use crate::driver::SessionObserver;
 use crate::metrics::{Metrics, SessionMetrics, TunnelMetrics};
 use crate::probe::{self, ProbeKind};
 use crate::remote::{ForwardContext, ForwardState, Router};
@@ -52,9 +53,6 @@ use config::{FleetConfig, TunnelEntry, TunnelKind};
 pub const FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a stopping session may take to send its DISCONNECT.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
-/// How often the session metrics that are counted by the driver (rekeys, keepalive round
-/// trips) are collected.
-const SESSION_METRICS_EVERY: Duration = Duration::from_secs(5);
 
 /// How `forwarder serve` logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,6 +328,10 @@ impl FleetView for FleetState {
     fn tunnels(&self) -> Vec<TunnelStatus> {
         self.list().iter().map(|t| t.status()).collect()
     }
+
+    fn tunnel_states(&self) -> Vec<TunnelState> {
+        self.list().iter().map(|t| t.state(false).0).collect()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -385,10 +387,11 @@ pub struct TunnelShared {
 }
 
 impl TunnelShared {
-    fn status(&self) -> TunnelStatus {
-        let m = &self.metrics;
-        let (state, since, last_error) = match &*lock(&self.bind_error) {
-            Some((e, at)) => (TunnelState::Failed, *at, Some(e.clone())),
+    /// The state `/tunnels` shows, since when, and (with `error`) the last error.
+    fn state(&self, error: bool) -> (TunnelState, SystemTime, Option<String>) {
+        let cloned = |e: &Option<String>| if error { e.clone() } else { None };
+        match &*lock(&self.bind_error) {
+            Some((e, at)) => (TunnelState::Failed, *at, error.then(|| e.clone())),
             None => {
                 let s = lock(&self.session);
                 let forward = self.forward.as_ref().map(|f| *lock(f));
@@ -402,12 +405,17 @@ impl TunnelShared {
                             TunnelState::Connecting
                         },
                         f.since.max(s.since),
-                        s.last_error.clone(),
+                        cloned(&s.last_error),
                     ),
-                    _ => (s.state, s.since, s.last_error.clone()),
+                    _ => (s.state, s.since, cloned(&s.last_error)),
                 }
             }
-        };
+        }
+    }
+
+    fn status(&self) -> TunnelStatus {
+        let m = &self.metrics;
+        let (state, since, last_error) = self.state(true);
         TunnelStatus {
             name: self.name.clone(),
             local: lock(&self.local).clone(),
@@ -427,7 +435,7 @@ impl TunnelShared {
     /// Sets the `up` gauge from the state `/tunnels` shows: 1 only for `up`. Called whenever
     /// the session, a listener's bind or a remote forward changes.
     fn refresh_up(&self) {
-        let up = self.status().state == TunnelState::Up;
+        let up = self.state(false).0 == TunnelState::Up;
         self.metrics.up.set(i64::from(up));
     }
 }
@@ -610,7 +618,6 @@ async fn serve(opts: ServeOptions, env: Environment, first: FleetConfig, text: V
                 }
             },
             _ = poll.tick() => {
-                metrics.set_tunnel_states(state.tunnels().iter().map(|t| t.state));
                 if let Some(content) = file.observe(reader.read().await.ok()) {
                     info!("{} changed: reloading", opts.config.display());
                     fleet.reload(&opts.config, Ok(content)).await;
@@ -1234,8 +1241,6 @@ async fn watch_session(
 ) {
     let mut rx = handle.subscribe();
     let mut been_up = false;
-    let mut last_kex = 0u64;
-    let mut tick = tokio::time::interval(SESSION_METRICS_EVERY);
     loop {
         let state = rx.borrow_and_update().clone();
         let (new_state, error, up_handle) = match &state {
@@ -1259,7 +1264,9 @@ async fn watch_session(
                 metrics.reconnects.inc();
             }
             been_up = true;
-            last_kex = 0;
+            // The driver counts keepalive round trips and rekeys into the metrics as they
+            // happen: nothing wakes an idle session to collect them.
+            h.observe(Arc::new(metrics.clone()));
             let log = h.log();
             if let Some(t) = log.auth_time {
                 metrics.handshake_seconds.observe(t.as_secs_f64());
@@ -1281,31 +1288,19 @@ async fn watch_session(
         for t in tunnels.iter().filter_map(Weak::upgrade) {
             t.refresh_up();
         }
-        // Until the next change, collect what the driver counts.
-        loop {
-            tokio::select! {
-                r = rx.changed() => {
-                    if r.is_err() {
-                        return;
-                    }
-                    break;
-                }
-                _ = tick.tick() => {
-                    if let Some(h) = &up_handle {
-                        let log = h.log();
-                        // The first key exchange is not a rekey.
-                        let rekeys = log.kex_count.saturating_sub(1);
-                        if rekeys > last_kex {
-                            metrics.rekeys.inc_by(rekeys - last_kex);
-                            last_kex = rekeys;
-                        }
-                        for rtt in h.take_keepalive_rtts() {
-                            metrics.keepalive_rtt_seconds.observe(rtt.as_secs_f64());
-                        }
-                    }
-                }
-            }
+        if rx.changed().await.is_err() {
+            return;
         }
+    }
+}
+
+impl SessionObserver for SessionMetrics {
+    fn keepalive_answered(&self, rtt: Duration) {
+        self.keepalive_rtt_seconds.observe(rtt.as_secs_f64());
+    }
+
+    fn rekeyed(&self, count: u64) {
+        self.rekeys.inc_by(count);
     }
 }
 

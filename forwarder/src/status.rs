@@ -91,6 +91,11 @@ pub trait FleetView: Send + Sync + 'static {
     }
     /// Every tunnel, in the file's order.
     fn tunnels(&self) -> Vec<TunnelStatus>;
+    /// Every tunnel's state, in the file's order: what `/metrics` counts when it is scraped
+    /// (`forwarder_tunnels`), without the rest of [`tunnels`](FleetView::tunnels).
+    fn tunnel_states(&self) -> Vec<TunnelState> {
+        self.tunnels().iter().map(|t| t.state).collect()
+    }
 }
 
 /// `t` as RFC 3339 in UTC with seconds (`2026-12-04T10:11:12Z`).

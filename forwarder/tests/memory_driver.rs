@@ -11,9 +11,11 @@
 mod support;
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use forwarder::driver::{ChannelStream, OpenError};
+use forwarder::driver::{ChannelStream, OpenError, SessionObserver};
 use forwarder::session::{ServerAlive, SessionError};
 use ssh_connection::OpenFailureReason;
 use support::{
@@ -22,6 +24,23 @@ use support::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: usize = 1024 * 1024;
+
+/// What a [`SessionObserver`] was told.
+#[derive(Default)]
+struct Observed {
+    rtts: Mutex<Vec<Duration>>,
+    rekeys: AtomicU64,
+}
+
+impl SessionObserver for Observed {
+    fn keepalive_answered(&self, rtt: Duration) {
+        self.rtts.lock().unwrap().push(rtt);
+    }
+
+    fn rekeyed(&self, count: u64) {
+        self.rekeys.fetch_add(count, Ordering::SeqCst);
+    }
+}
 
 async fn open(handle: &forwarder::driver::SessionHandle, host: &str) -> ChannelStream {
     within(
@@ -171,6 +190,10 @@ async fn server_rekeys_in_the_middle_of_a_transfer() {
     };
     let (_server, conn, client) = connected(server, ClientOptions::default()).await;
     assert_eq!(client.handle.log().kex_count, 1);
+    let observed = Arc::new(Observed::default());
+    client.handle.observe(observed.clone());
+    // The first key exchange is not a rekey.
+    assert_eq!(observed.rekeys.load(Ordering::SeqCst), 0);
     // Rekeys finish a while after they start (the one-write driver moves data fast), so the
     // transfer is long enough for several to complete while data still comes in.
     let data = pattern(4, 12 * MIB + 12345);
@@ -206,6 +229,13 @@ async fn server_rekeys_in_the_middle_of_a_transfer() {
         .count();
     assert!(mid >= 2, "{s:?}");
     assert_clean(&s, ServerOptions::default().window);
+    // The observer was told of each rekey as it completed; one that comes later is told of
+    // those already done at once.
+    let rekeys = client.handle.log().kex_count - 1;
+    assert_eq!(observed.rekeys.load(Ordering::SeqCst), rekeys);
+    let late = Arc::new(Observed::default());
+    client.handle.observe(late.clone());
+    assert_eq!(late.rekeys.load(Ordering::SeqCst), rekeys);
     // One more, asked for by hand while idle, and data still flows.
     let before = client.handle.log().kex_count;
     conn.rekey();
@@ -415,9 +445,21 @@ async fn answered_keepalives_keep_an_idle_session_alive() {
         ..ClientOptions::default()
     };
     let (_server, conn, client) = connected(ServerOptions::default(), client).await;
+    let observed = Arc::new(Observed::default());
+    client.handle.observe(observed.clone());
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(!client.driver.is_finished(), "{:?}", client.handle.error());
-    assert!(conn.stats().keepalives >= 2, "{:?}", conn.stats());
+    let sent = conn.stats().keepalives;
+    assert!(sent >= 2, "{:?}", conn.stats());
+    // Each answer was reported as it came (the last may still be on its way), with a
+    // round trip of an in-memory pipe.
+    let rtts = observed.rtts.lock().unwrap().clone();
+    assert!(
+        rtts.len() + 1 >= sent as usize && rtts.len() <= sent as usize,
+        "{} answers reported, {sent} keepalives: {rtts:?}",
+        rtts.len()
+    );
+    assert!(rtts.iter().all(|r| *r < STEP), "{rtts:?}");
     let ch = open(&client.handle, "db.internal").await;
     echo_check(ch, b"alive").await.unwrap();
 }

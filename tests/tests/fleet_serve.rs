@@ -362,6 +362,33 @@ fn a_fleet_on_two_bastions_shares_sessions_and_shows_them_in_the_admin_endpoint(
         ],
         "{metrics}"
     );
+    // Counted when scraped: all five tunnels are up, none in any other state.
+    assert!(
+        metrics.contains("forwarder_tunnels{state=\"up\"} 5\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("forwarder_tunnels{state=\"failed\"} 0\n"),
+        "{metrics}"
+    );
+    // Keepalives (every second here) are counted as they are answered, by each session.
+    let answered = |m: &str, session: &str| {
+        let prefix =
+            format!("forwarder_session_keepalive_rtt_seconds_count{{session=\"{session}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let login_b = format!("{}@127.0.0.1:{}", b.user(), b.port());
+    let sessions = [login_a.clone(), format!("{login_a}#1"), login_b];
+    let metrics = fleet.wait_for_admin("/metrics", WAIT, |code, body| {
+        code == 200 && sessions.iter().all(|s| answered(body, s) >= 2)
+    });
+    assert!(
+        metrics.contains("forwarder_session_rekeys_total{session=\""),
+        "{metrics}"
+    );
     let promtool =
         ssh_interop_tests::process::require_program("promtool", &[], "apt-get install prometheus");
     let mut child = std::process::Command::new(promtool)
@@ -561,6 +588,13 @@ fn a_killed_bastion_is_reconnecting_in_the_admin_endpoint_and_up_again_when_it_r
         metrics.contains("forwarder_tunnel_up{tunnel=\"on-a\"} 0"),
         "{metrics}"
     );
+    // The states are counted when scraped, so they agree with /tunnels at once.
+    for (state, n) in [("up", 1), ("reconnecting", 1)] {
+        assert!(
+            metrics.contains(&format!("forwarder_tunnels{{state=\"{state}\"}} {n}\n")),
+            "{metrics}"
+        );
+    }
     assert!(
         metrics.contains("forwarder_tunnel_up{tunnel=\"on-b\"} 1"),
         "{metrics}"
