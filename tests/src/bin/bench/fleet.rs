@@ -766,6 +766,37 @@ fn print_report(
     for (figure, kib, how) in rows {
         println!("{figure:<44} {:>8}  {how}", show(kib));
     }
+    // What an idle session costs: its keepalives (and whatever else wakes it).
+    let cpu = |samples: &[Sample]| {
+        slope_of(
+            samples,
+            |s| s.sessions,
+            |s| u64::try_from(s.idle_cpu.as_micros()).unwrap_or(u64::MAX),
+        )
+    };
+    let (ours, theirs) = (cpu(unshared), cpu(openssh));
+    let ratio = ours
+        .zip(theirs)
+        .filter(|&(_, t)| t > 0.0)
+        .map_or_else(String::new, |(o, t)| format!("; {:.2}x ssh's", o / t));
+    println!();
+    println!(
+        "{:<44} {:>8}  how",
+        format!("figure (CPU over {} s idle)", settle.as_secs()),
+        "us"
+    );
+    println!(
+        "{:<44} {:>8}  {}, share_session = false{ratio}",
+        "per idle session",
+        show(ours),
+        range(unshared, "CPU")
+    );
+    println!(
+        "{:<44} {:>8}  {}, a process and session each",
+        "per idle session, ssh -N -L",
+        show(theirs),
+        range(openssh, "CPU")
+    );
 }
 
 #[cfg(test)]
