@@ -1,7 +1,8 @@
 //! `forwarder serve` against real sshd bastions and a real PostgreSQL: sessions shared (one
 //! login for two tunnels) or not, reloads that leave unchanged tunnels and their open
 //! connections alone, a broken file on reload, SIGTERM draining an open connection, a killed
-//! bastion seen in `/tunnels` and the metrics and back, and shards that serve each tunnel once.
+//! bastion seen in `/tunnels` and the metrics and back, shards that serve each tunnel once, and
+//! thousands of connections and lost sessions that leave the fleet's memory where it was.
 //!
 //! Timings are shortened (`ServerAliveInterval 1`, `ReconnectBackoffMax 2`, short drains) so
 //! each test takes seconds; every wait is bounded.
@@ -110,6 +111,18 @@ impl OneTunnel {
             port,
             t,
         }
+    }
+
+    /// `forwarder serve` with the tunnel under `head`, once the tunnel is up.
+    fn serve_with(&self, head: &str) -> Fleet {
+        let mut fleet = Fleet::start(&fleet_file(head, &self.t), Some(self.admin), &[]);
+        wait_for_states(&mut fleet, &["t"], "up");
+        fleet
+    }
+
+    /// [`serve_with`](Self::serve_with) the usual head, with `drain` as its drain timeout.
+    fn serve(&self, drain: &str) -> Fleet {
+        self.serve_with(&head(self.admin, &self.key, &[&self.a], drain))
     }
 }
 
@@ -515,12 +528,7 @@ fn reloads_leave_unchanged_tunnels_alone_drain_removed_ones_and_keep_the_set_on_
 #[test]
 fn sigterm_stops_accepting_and_lets_an_open_connection_finish() {
     let lab = OneTunnel::start();
-    let mut fleet = Fleet::start(
-        &fleet_file(&head(lab.admin, &lab.key, &[&lab.a], "20s"), &lab.t),
-        Some(lab.admin),
-        &[],
-    );
-    wait_for_states(&mut fleet, &["t"], "up");
+    let mut fleet = lab.serve("20s");
     let mut held = Held::open(lab.port);
     assert_eq!(fleet.get("/readyz").map(|r| r.0), Some(200));
     fleet.terminate();
@@ -845,8 +853,7 @@ fn a_sighup_while_the_first_configuration_is_applied_reloads_after_it_instead_of
 fn a_session_replaced_by_a_reload_keeps_its_metrics_after_the_old_one_drains() {
     let lab = OneTunnel::start();
     let h = head(lab.admin, &lab.key, &[&lab.a], "1s");
-    let mut fleet = Fleet::start(&fleet_file(&h, &lab.t), Some(lab.admin), &[]);
-    wait_for_states(&mut fleet, &["t"], "up");
+    let mut fleet = lab.serve_with(&h);
     let series = format!(
         "forwarder_session_up{{session=\"{}@127.0.0.1:{}\"}} 1",
         lab.a.user(),
@@ -1102,8 +1109,7 @@ fn a_sigint_while_a_reload_runs_stops_the_fleet_after_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (sock, asked_rx) = silent_agent(dir.path());
     let h = head(lab.admin, &lab.key, &[&lab.a], "2s");
-    let mut fleet = Fleet::start(&fleet_file(&h, &lab.t), Some(lab.admin), &[]);
-    wait_for_states(&mut fleet, &["t"], "up");
+    let mut fleet = lab.serve_with(&h);
     let slow = TunnelSpec::new(
         "slow",
         &bastion(&lab.a),
@@ -1197,4 +1203,90 @@ fn a_socks_tunnel_serves_every_target_it_is_asked_for_on_the_bastions_shared_ses
         "{metrics}"
     );
     assert_eq!(counted(&metrics, "plain"), Some(1), "{metrics}");
+}
+
+/// Measured rounds after the warm-up.
+const SOAK_ROUNDS: usize = 2;
+/// Connections through the tunnel in each round.
+const SOAK_CONNECTIONS: u64 = 1500;
+/// Sessions killed by the bastion and established again, in each round.
+const SOAK_RECONNECTS: usize = 5;
+/// What the fleet's RSS may grow in the last round: a leak of 175 bytes per connection, or of
+/// 52 KiB per session (an idle session's size), would go over it. Measured: 20-80 KiB in the
+/// second round, and growth that keeps shrinking over 20 rounds (4 KiB in the last ones).
+const SOAK_GROWTH_KIB: u64 = 256;
+
+/// `n` connections through the tunnel on `port`, one after another, each echoing 2 KiB.
+fn connections(port: u16, first_seed: u64, n: u64) {
+    for seed in first_seed..first_seed + n {
+        let data = payload(seed, 2048);
+        let back = echo_round_trip(port, &data)
+            .unwrap_or_else(|e| panic!("connection {seed} through the tunnel: {e}"));
+        assert!(back == data, "connection {seed}: the echo differs");
+    }
+}
+
+/// The bastion drops the fleet's session and the fleet establishes it again.
+fn reconnect(fleet: &mut Fleet, o: &OneTunnel, seed: u64) {
+    let logins = o.a.log().matches(LOGIN).count();
+    assert!(o.a.kill_sessions() > 0, "no sshd session to kill");
+    // The tunnel carries again once the new session is up; `up` may still be the old one's.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let data = payload(seed, 256);
+        if echo_round_trip(o.port, &data).is_ok_and(|back| back == data)
+            && o.a.log().matches(LOGIN).count() > logins
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tunnel did not carry again after its session was killed:\n{}",
+            fleet.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn thousands_of_connections_and_lost_sessions_leave_the_fleets_memory_where_it_was() {
+    let o = OneTunnel::start();
+    let mut fleet = o.serve("5s");
+    let rss =
+        |fleet: &Fleet| ssh_interop_tests::process::rss_kib(fleet.pid()).expect("the fleet's RSS");
+    // Warm-up: the allocator's arenas and the runtime's queues reach their working size.
+    connections(o.port, 0, 500);
+    reconnect(&mut fleet, &o, 1_000_000);
+    let mut seed = 500;
+    let mut sizes = vec![rss(&fleet)];
+    for round in 0..SOAK_ROUNDS {
+        for r in 0..SOAK_RECONNECTS {
+            connections(o.port, seed, SOAK_CONNECTIONS / SOAK_RECONNECTS as u64);
+            seed += SOAK_CONNECTIONS / SOAK_RECONNECTS as u64;
+            reconnect(
+                &mut fleet,
+                &o,
+                2_000_000 + (round * SOAK_RECONNECTS + r) as u64,
+            );
+        }
+        sizes.push(rss(&fleet));
+    }
+    let logins = o.a.log().matches(LOGIN).count();
+    assert_eq!(logins, 2 + SOAK_ROUNDS * SOAK_RECONNECTS, "{}", fleet.log());
+    let all = wait_for_states(&mut fleet, &["t"], "up");
+    let total = tunnel(&all, "t")["connections_total"]
+        .as_u64()
+        .expect("a count");
+    // The reconnect checks' echoes count too.
+    assert!(
+        total >= 500 + SOAK_ROUNDS as u64 * SOAK_CONNECTIONS,
+        "{all}"
+    );
+    eprintln!("fleet RSS after warm-up and each round: {sizes:?} KiB");
+    let growth = sizes[SOAK_ROUNDS].saturating_sub(sizes[SOAK_ROUNDS - 1]);
+    assert!(
+        growth <= SOAK_GROWTH_KIB,
+        "RSS after warm-up and after each round of {SOAK_CONNECTIONS} connections and \
+         {SOAK_RECONNECTS} lost sessions: {sizes:?} KiB"
+    );
 }
