@@ -12,7 +12,9 @@
 //! - the client's peak resident memory after the transfers;
 //! - time from process start to the first byte echoed through the tunnel;
 //! - pgbench select-only TPS through the tunnel, with persistent connections and with a new
-//!   connection (a new channel) per transaction (`pgbench -C`);
+//!   connection (a new channel) per transaction (`pgbench -C`), the last also beside a
+//!   download of query results through the same tunnel (a platform's extract sharing the
+//!   session with small queries);
 //! - recovery: how soon the tunnel serves again after sshd restarts, and after the session's
 //!   sshd processes freeze (see [`bench_restart`] and [`bench_freeze`]); a run that never
 //!   recovers counts as slower than any that did ([`FAILED`]). Here OpenSSH runs
@@ -39,6 +41,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
@@ -850,24 +854,43 @@ fn bench_pgbench(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Figure
     // threads: there several connections share each thread, and a reply that waits for a
     // delayed ACK stalls all of them (the case `-j` = clients hides).
     let c = args.pgbench_clients;
-    let runs: Vec<(String, bool, u32)> = vec![
-        (format!("pgbench select-only TPS (-c{c})"), false, c),
-        (format!("pgbench -C select-only TPS (-c{c} -j{c})"), true, c),
-        (format!("pgbench -C select-only TPS (-c{c} -j1)"), true, 1),
+    // The last: the same beside query results downloaded through the same tunnel, one after
+    // another (straight to the server for "direct").
+    let runs: Vec<(String, bool, u32, bool)> = vec![
+        (format!("pgbench select-only TPS (-c{c})"), false, c, false),
+        (
+            format!("pgbench -C select-only TPS (-c{c} -j{c})"),
+            true,
+            c,
+            false,
+        ),
+        (
+            format!("pgbench -C select-only TPS (-c{c} -j1)"),
+            true,
+            1,
+            false,
+        ),
         (
             format!("pgbench -C select-only TPS (-c{c} -j2)"),
             true,
             2.min(c),
+            false,
+        ),
+        (
+            format!("pgbench -C select-only TPS (-c{c} -j2) beside a download"),
+            true,
+            2.min(c),
+            true,
         ),
     ];
     let mut figures: Vec<Figure> = runs
         .iter()
-        .map(|(name, _, _)| Figure::new(name.as_str(), Better::Higher))
+        .map(|(name, ..)| Figure::new(name.as_str(), Better::Higher))
         .collect();
     let show = |round: usize, label: &str, tps: &[f64]| {
         let list: Vec<String> = tps.iter().map(|t| format!("{t:.0}")).collect();
         progress(&format!(
-            "pgbench {}/{} {label:<12} TPS (select, -C -j{c}, -C -j1, -C -j2): {}",
+            "pgbench {}/{} {label:<12} TPS (select, -C -j{c}, -C -j1, -C -j2, -C -j2 beside a download): {}",
             round + 1,
             args.reps,
             list.join(", ")
@@ -876,7 +899,9 @@ fn bench_pgbench(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Figure
     for round in 0..args.reps {
         let direct: Vec<f64> = runs
             .iter()
-            .map(|&(_, each, threads)| pgbench_tps(None, pg.port(), args, each, threads))
+            .map(|&(_, each, threads, beside)| {
+                pgbench_beside(None, pg.port(), args, each, threads, beside)
+            })
             .collect();
         show(round, "direct", &direct);
         for (figure, tps) in figures.iter_mut().zip(&direct) {
@@ -893,8 +918,8 @@ fn bench_pgbench(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Figure
             wait_until_carrying(&mut tunnel, ports[1]);
             let tps: Vec<f64> = runs
                 .iter()
-                .map(|&(_, each, threads)| {
-                    pgbench_tps(Some(&tunnel), ports[0], args, each, threads)
+                .map(|&(_, each, threads, beside)| {
+                    pgbench_beside(Some(&tunnel), ports[0], args, each, threads, beside)
                 })
                 .collect();
             stop_client(&mut tunnel, &lab.sshd);
@@ -905,6 +930,58 @@ fn bench_pgbench(lab: &Lab, contenders: &[Contender], args: &Args) -> Vec<Figure
         }
     }
     figures
+}
+
+/// The size of each query result downloaded beside pgbench.
+const BESIDE_RESULT: u64 = 64 << 20;
+
+/// [`pgbench_tps`], and when `beside` is set, with query results of [`BESIDE_RESULT`]
+/// downloaded through the same `port` one after another from just before pgbench starts
+/// until it ends.
+fn pgbench_beside(
+    tunnel: Option<&Tunnel>,
+    port: u16,
+    args: &Args,
+    connect_each: bool,
+    threads: u32,
+    beside: bool,
+) -> f64 {
+    if !beside {
+        return pgbench_tps(tunnel, port, args, connect_each, threads);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let downloads = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (sql, _) = rtt::result_query(BESIDE_RESULT);
+            let mut bytes = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                bytes += rtt::query_result(port, &sql)?.bytes;
+            }
+            Ok::<u64, String>(bytes)
+        })
+    };
+    // The first result under way before pgbench's first connection.
+    std::thread::sleep(Duration::from_millis(300));
+    let tps = pgbench_tps(tunnel, port, args, connect_each, threads);
+    stop.store(true, Ordering::Relaxed);
+    let problem = match downloads.join() {
+        Ok(Ok(bytes)) => {
+            let secs = started.elapsed().as_secs_f64();
+            progress(&format!(
+                "pgbench beside a download: {:.0} MiB/s of query results meanwhile",
+                bytes as f64 / f64::from(1u32 << 20) / secs
+            ));
+            return tps;
+        }
+        Ok(Err(e)) => format!("the download beside pgbench: {e}"),
+        Err(_) => "the download beside pgbench panicked".to_owned(),
+    };
+    match tunnel {
+        Some(tunnel) => fail(tunnel, &problem),
+        None => panic!("direct to PostgreSQL: {problem}"),
+    }
 }
 
 /// One pgbench run against `port`: a tunnel's local port, or the server itself when

@@ -547,7 +547,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The query-result download of about `size` bytes: SQL for a `COPY ... TO STDOUT` of rows
 /// that PostgreSQL generates, and the exact bytes of COPY text it returns.
-fn result_query(size: u64) -> (String, u64) {
+pub(crate) fn result_query(size: u64) -> (String, u64) {
     let rows = (size / (ROW_TEXT + 1)).max(1);
     let sql =
         format!("COPY (SELECT repeat('x', {ROW_TEXT}) FROM generate_series(1, {rows})) TO STDOUT");
@@ -557,7 +557,7 @@ fn result_query(size: u64) -> (String, u64) {
 /// Runs `sql` (a `COPY ... TO STDOUT`) with psql through 127.0.0.1:`port`, counting what it
 /// writes as it comes; returns the result's bytes and the time psql's `\timing` gives the
 /// query. Killed after [`QUERY_TIMEOUT`].
-fn query_result(port: u16, sql: &str) -> Result<Transfer, String> {
+pub(crate) fn query_result(port: u16, sql: &str) -> Result<Transfer, String> {
     let mut cmd = psql_command(port);
     // Quiet: no "Timing is on." before the result.
     cmd.args(["-q", "-c", "\\timing on", "-c", sql])
