@@ -937,7 +937,7 @@ const BESIDE_RESULT: u64 = 64 << 20;
 
 /// [`pgbench_tps`], and when `beside` is set, with query results of [`BESIDE_RESULT`]
 /// downloaded through the same `port` one after another from just before pgbench starts
-/// until it ends.
+/// until it ends, each checked to be whole.
 fn pgbench_beside(
     tunnel: Option<&Tunnel>,
     port: u16,
@@ -954,10 +954,14 @@ fn pgbench_beside(
     let downloads = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let (sql, _) = rtt::result_query(BESIDE_RESULT);
+            let (sql, expected) = rtt::result_query(BESIDE_RESULT);
             let mut bytes = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                bytes += rtt::query_result(port, &sql)?.bytes;
+                let got = rtt::query_result(port, &sql)?.bytes;
+                if got != expected {
+                    return Err(format!("a result had {got} bytes, not {expected}"));
+                }
+                bytes += got;
             }
             Ok::<u64, String>(bytes)
         })
