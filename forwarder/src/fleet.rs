@@ -23,6 +23,7 @@
 //! `connect::SshConnector`, `supervisor::Supervisor`, `tunnel::Tunnel`.
 
 pub mod config;
+pub mod homes;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -182,11 +183,12 @@ pub fn run(opts: ServeOptions) -> i32 {
         }
         return 0;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // The main thread runs the fleet itself; the sessions live on their homes.
+    let started = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
+        .and_then(|runtime| Ok((runtime, homes::Homes::start(homes::HOMES)?)));
+    let (runtime, homes) = match started {
         Ok(r) => r,
         Err(e) => {
             fatal(
@@ -197,11 +199,12 @@ pub fn run(opts: ServeOptions) -> i32 {
         }
     };
     let code = runtime.block_on(async {
-        let code = serve(opts, env, loaded, text).await;
+        let code = serve(opts, env, loaded, text, homes.handles()).await;
         crate::kex_memory::settle().await;
         code
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
+    homes.stop();
     code
 }
 
@@ -467,6 +470,9 @@ struct SessionSlot {
     label: String,
     supervisor: Supervisor,
     handle: SupervisorHandle,
+    /// The thread its tasks, its tunnels' listeners and their connections run on (an index
+    /// into [`Fleet::homes`]).
+    home: usize,
     status: Arc<Mutex<SessionStatus>>,
     /// Tunnels on the session, draining ones included: the last one out ends it.
     users: usize,
@@ -529,9 +535,17 @@ struct Fleet {
     tunnels: Vec<RunningTunnel>,
     events: mpsc::UnboundedSender<Event>,
     drains: Vec<JoinHandle<()>>,
+    /// The runtimes sessions live on (see [`homes`]).
+    homes: Vec<tokio::runtime::Handle>,
 }
 
-async fn serve(opts: ServeOptions, env: Environment, first: FleetConfig, text: Vec<u8>) -> i32 {
+async fn serve(
+    opts: ServeOptions,
+    env: Environment,
+    first: FleetConfig,
+    text: Vec<u8>,
+    homes: Vec<tokio::runtime::Handle>,
+) -> i32 {
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(FleetState::default());
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -549,6 +563,7 @@ async fn serve(opts: ServeOptions, env: Environment, first: FleetConfig, text: V
         tunnels: Vec::new(),
         events: events_tx,
         drains: Vec::new(),
+        homes,
     };
 
     // Handlers first: a SIGHUP or SIGTERM while the first configuration is applied (agents
@@ -971,17 +986,22 @@ impl Fleet {
             TunnelKind::Local => None,
             TunnelKind::Remote(spec) => Some(spec.clone()),
         };
-        let (handle, status, router) = match self.slots.get_mut(&slot_id) {
+        let homes = &self.homes;
+        let (handle, status, router, home) = match self.slots.get_mut(&slot_id) {
             Some(s) => {
                 s.users += 1;
                 s.running += 1;
+                let home = homes[s.home].clone();
                 let router = remote_spec.as_ref().map(|_| {
                     s.router
-                        .get_or_insert_with(|| Router::spawn(s.handle.clone()))
+                        .get_or_insert_with(|| {
+                            let _home = home.enter();
+                            Router::spawn(s.handle.clone())
+                        })
                         .0
                         .clone()
                 });
-                (s.handle.clone(), s.status.clone(), router)
+                (s.handle.clone(), s.status.clone(), router, home)
             }
             None => unreachable_slot(),
         };
@@ -1005,10 +1025,23 @@ impl Fleet {
         });
         lock(&shared.session).tunnels.push(Arc::downgrade(&shared));
         shared.refresh_up();
-        let mut tunnel = Tunnel::with_observer(Arc::new(Traffic(metrics.clone())));
+        let mut tunnel =
+            Tunnel::with_observer(Arc::new(Traffic(metrics.clone()))).at_home(home.clone());
         let cfg = &entry.config;
         let mut bound = Vec::new();
-        for (fwd, listeners) in connect::bind_forwards(cfg).await {
+        // Bound on the session's home, whose runtime then watches the sockets.
+        let binding = {
+            let cfg = cfg.clone();
+            home.spawn(async move { connect::bind_forwards(&cfg).await })
+        };
+        let forwards = binding.await.unwrap_or_else(|e| {
+            // Only if the home is gone (the fleet is stopping) or the bind panicked.
+            let why = format!("binding failed: {e}");
+            let failed =
+                |f: &crate::cli::ForwardSpec| (f.clone(), Err(std::io::Error::other(why.clone())));
+            cfg.forwards.iter().map(failed).collect()
+        });
+        for (fwd, listeners) in forwards {
             match listeners {
                 Ok(listeners) => {
                     for l in listeners {
@@ -1053,7 +1086,7 @@ impl Fleet {
                 connect_limit: crate::remote::connect_limit(&entry.config),
                 released: released.clone(),
             };
-            let task = tokio::spawn(crate::remote::run_forward(ctx, spec, stop).instrument(span));
+            let task = home.spawn(crate::remote::run_forward(ctx, spec, stop).instrument(span));
             RemoteRun {
                 stop: stop_tx,
                 released,
@@ -1108,8 +1141,10 @@ impl Fleet {
         let reconnect = spec.reconnect;
         let span = tracing::info_span!("session", session = %label);
         let connector = Arc::new(SshConnector::prepare(spec).instrument(span.clone()).await);
+        let home = homes::pick(self.homes.len(), self.slots.values().map(|s| s.home));
         let supervisor = {
             let _g = span.enter();
+            let _home = self.homes[home].enter();
             Supervisor::spawn(
                 connector,
                 SupervisorConfig {
@@ -1134,6 +1169,7 @@ impl Fleet {
                 label,
                 supervisor,
                 handle,
+                home,
                 status,
                 users: 0,
                 running: 0,

@@ -144,6 +144,8 @@ impl Drop for Open {
 pub struct Tunnel {
     tasks: Vec<JoinHandle<()>>,
     conns: Arc<Connections>,
+    /// The runtime its listeners and connections run on; the caller's when `None`.
+    home: Option<tokio::runtime::Handle>,
 }
 
 impl Default for Tunnel {
@@ -167,7 +169,16 @@ impl Tunnel {
                 cut: watch::channel(false).0,
                 observer,
             }),
+            home: None,
         }
+    }
+
+    /// Runs its listeners, and the connections they accept, on `home` (the runtime of the
+    /// session they use: see `fleet::homes`), whose runtime must also watch the listening
+    /// sockets given to [`Tunnel::listen`].
+    pub fn at_home(mut self, home: tokio::runtime::Handle) -> Self {
+        self.home = Some(home);
+        self
     }
 
     /// Serves `listener`, forwarding every connection through the sessions of `sessions` to
@@ -182,9 +193,12 @@ impl Tunnel {
         let (listener, target) = (listener.into(), target.into());
         let conns = self.conns.clone();
         // The caller's span (the fleet's tunnel name) follows the listener and its connections.
-        self.tasks.push(tokio::spawn(
-            serve(listener, sessions, target, wait, conns).instrument(tracing::Span::current()),
-        ));
+        let task =
+            serve(listener, sessions, target, wait, conns).instrument(tracing::Span::current());
+        self.tasks.push(match &self.home {
+            Some(home) => home.spawn(task),
+            None => tokio::spawn(task),
+        });
     }
 
     /// How many listeners it serves.
