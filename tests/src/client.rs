@@ -180,7 +180,13 @@ pub struct TunnelBuilder {
     extra_args: Vec<String>,
     /// The key's files, kept on disk for the client's life.
     key_files: Arc<TempDir>,
+    /// Runs `forwarder serve` with a fleet file of the forwards ([`TunnelBuilder::as_fleet`]).
+    fleet: bool,
 }
+
+/// The fleet file of a client run as `forwarder serve`, in its temp dir (the working
+/// directory it runs in).
+pub const FLEET_FILE: &str = "tunnels.toml";
 
 impl TunnelBuilder {
     /// A client of `kind` for `sshd`, logging in with `key` and trusting sshd's host keys.
@@ -213,6 +219,7 @@ impl TunnelBuilder {
             max_open_files: None,
             extra_args: Vec::new(),
             key_files: key.files(),
+            fleet: false,
         }
     }
 
@@ -331,8 +338,81 @@ impl TunnelBuilder {
         self
     }
 
+    /// Runs the forwarder as `forwarder serve`, the fleet daemon a platform runs, with a fleet
+    /// file ([`TunnelBuilder::fleet_file`]) instead of `-L` arguments: one tunnel per forward,
+    /// all on one shared session, as one `forwarder -L` with several forwards. `-v` becomes
+    /// the daemon's `-v`, with text logs; [`TunnelBuilder::arg`] has no place in the file
+    /// and panics the client's start.
+    pub fn as_fleet(mut self) -> Self {
+        assert_eq!(
+            self.kind,
+            ClientKind::Forwarder,
+            "only forwarder runs a fleet"
+        );
+        self.fleet = true;
+        self
+    }
+
+    /// The fleet file [`TunnelBuilder::as_fleet`] runs: `[defaults]` with the user, key,
+    /// known_hosts file and the `-o` options the command line would have (the first value
+    /// of a key wins, as on the command line; `UserKnownHostsFile`, `BatchMode` and
+    /// `ExitOnForwardFailure` are the daemon's own business), then one `[[tunnel]]` per
+    /// forward, not probed.
+    pub fn fleet_file(&self) -> String {
+        let mut s = format!("[defaults]\nuser = {:?}\n", self.user);
+        if let Some(identity) = &self.identity {
+            s.push_str(&format!(
+                "identity_file = {:?}\n",
+                identity.display().to_string()
+            ));
+        }
+        s.push_str(&format!(
+            "known_hosts = {:?}\n",
+            self.known_hosts.display().to_string()
+        ));
+        let mut seen = Vec::new();
+        let mut options = Vec::new();
+        let cipher = self.cipher.as_ref().map(|c| format!("Ciphers={c}"));
+        let defaults = [
+            "GlobalKnownHostsFile=/dev/null",
+            "StrictHostKeyChecking=yes",
+        ];
+        for kv in self
+            .options
+            .iter()
+            .map(String::as_str)
+            .chain(defaults)
+            .chain(cipher.as_deref())
+        {
+            let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+            let owned = ["UserKnownHostsFile", "BatchMode", "ExitOnForwardFailure"];
+            let lower = key.to_ascii_lowercase();
+            if owned.iter().any(|o| o.eq_ignore_ascii_case(key)) || seen.contains(&lower) {
+                continue;
+            }
+            seen.push(lower);
+            options.push(format!("{key} = {value:?}"));
+        }
+        s.push_str(&format!("options = {{ {} }}\n", options.join(", ")));
+        for (i, f) in self.forwards.iter().enumerate() {
+            s.push_str(&format!(
+                "\n[[tunnel]]\nname = \"forward-{i}\"\nbastion = \"127.0.0.1:{}\"\n\
+                 local = \"127.0.0.1:{}\"\nremote = \"{}:{}\"\nprobe = \"none\"\n",
+                self.port, f.local_port, f.host, f.port
+            ));
+        }
+        s
+    }
+
     /// The arguments after the program name.
     pub fn args(&self) -> Vec<String> {
+        if self.fleet {
+            let mut args = ["serve", "--log-format", "text", "--config", FLEET_FILE]
+                .map(str::to_owned)
+                .to_vec();
+            args.extend((0..self.verbosity).map(|_| "-v".to_owned()));
+            return args;
+        }
         let mut args = ["-N", "-F", "none"].map(str::to_owned).to_vec();
         if self.kind == ClientKind::OpenSsh {
             for isolation in ["-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"] {
@@ -403,6 +483,16 @@ impl TunnelBuilder {
             None => Command::new(&program),
         };
         cmd.args(self.args()).stdout(Stdio::null()).stderr(log);
+        if self.fleet {
+            assert!(
+                self.extra_args.is_empty(),
+                "a fleet file has no place for {:?}",
+                self.extra_args
+            );
+            std::fs::write(dir.path().join(FLEET_FILE), self.fleet_file())
+                .expect("write the fleet file");
+            cmd.current_dir(dir.path());
+        }
         cmd.env_remove("SSH_AUTH_SOCK");
         if self.kind == ClientKind::Forwarder {
             // Its own cache directory (the KexGuessFile), never the user's: a lab run starts
@@ -720,6 +810,7 @@ mod tests {
             max_open_files: None,
             extra_args: Vec::new(),
             key_files: Arc::new(TempDir::new().expect("a temp dir")),
+            fleet: false,
         }
     }
 
@@ -756,27 +847,63 @@ mod tests {
     #[test]
     fn both_clients_read_no_ssh_config() {
         for kind in [ClientKind::Forwarder, ClientKind::OpenSsh] {
-            let builder = TunnelBuilder {
-                kind,
-                program: None,
-                port: 2222,
-                user: "lab".into(),
-                identity: None,
-                known_hosts: PathBuf::from("known_hosts"),
-                forwards: Vec::new(),
-                other_ports: Vec::new(),
-                cipher: None,
-                verbosity: 0,
-                options: Vec::new(),
-                env: Vec::new(),
-                max_open_files: None,
-                extra_args: Vec::new(),
-                key_files: Arc::new(TempDir::new().expect("a temp dir")),
-            };
-            let args = builder.args();
+            let args = builder(kind).args();
             assert_eq!(args[..3], ["-N", "-F", "none"], "{kind}: {args:?}");
             assert_eq!(args.last().map(String::as_str), Some("lab@127.0.0.1"));
         }
+    }
+
+    #[test]
+    fn a_fleet_client_runs_serve_with_a_file_of_its_forwards_and_options() {
+        let b = builder(ClientKind::Forwarder)
+            .forward(15432, "db", 5432)
+            .forward(15433, "127.0.0.1", 6543)
+            .cipher("aes128-gcm@openssh.com")
+            .option("GlobalKnownHostsFile=/lab/revoked")
+            .option("UserKnownHostsFile=/elsewhere")
+            .option("KexAlgorithms=curve25519-sha256")
+            .verbose()
+            .as_fleet();
+        assert_eq!(
+            b.args(),
+            [
+                "serve",
+                "--log-format",
+                "text",
+                "--config",
+                FLEET_FILE,
+                "-v"
+            ]
+        );
+        let file: toml::Table = b.fleet_file().parse().expect("the fleet file is TOML");
+        let defaults = file["defaults"].as_table().expect("[defaults]");
+        assert_eq!(defaults["user"].as_str(), Some("lab"));
+        assert_eq!(defaults["known_hosts"].as_str(), Some("known_hosts"));
+        assert!(!defaults.contains_key("identity_file"), "{defaults:?}");
+        let options = defaults["options"].as_table().expect("options");
+        let option = |k: &str| options.get(k).and_then(|v| v.as_str());
+        // The first value wins, as on the command line; known_hosts is the file's own key.
+        assert_eq!(option("GlobalKnownHostsFile"), Some("/lab/revoked"));
+        assert_eq!(option("StrictHostKeyChecking"), Some("yes"));
+        assert_eq!(option("Ciphers"), Some("aes128-gcm@openssh.com"));
+        assert_eq!(option("KexAlgorithms"), Some("curve25519-sha256"));
+        assert_eq!(option("UserKnownHostsFile"), None);
+        let tunnels = file["tunnel"].as_array().expect("[[tunnel]]");
+        let field = |i: usize, k: &str| tunnels[i][k].as_str().map(str::to_owned);
+        assert_eq!(tunnels.len(), 2);
+        assert_eq!(field(0, "bastion").as_deref(), Some("127.0.0.1:2222"));
+        assert_eq!(field(0, "local").as_deref(), Some("127.0.0.1:15432"));
+        assert_eq!(field(0, "remote").as_deref(), Some("db:5432"));
+        assert_eq!(field(1, "local").as_deref(), Some("127.0.0.1:15433"));
+        assert_eq!(field(1, "remote").as_deref(), Some("127.0.0.1:6543"));
+        assert_eq!(field(1, "probe").as_deref(), Some("none"));
+        assert_ne!(field(0, "name"), field(1, "name"));
+    }
+
+    #[test]
+    #[should_panic(expected = "only forwarder runs a fleet")]
+    fn only_forwarder_runs_a_fleet() {
+        let _ = builder(ClientKind::OpenSsh).as_fleet();
     }
 
     #[test]

@@ -71,6 +71,9 @@ usage: bench [options]
   --client-a NAME        first client: forwarder or openssh (default: forwarder)
   --client-b NAME        second client, the yardstick (default: openssh)
   --forwarder PATH       forwarder binary (default: $FORWARDER_BIN, else next to this program)
+  --serve                run forwarder as `forwarder serve`, the fleet daemon, with a fleet
+                         file of the run's forwards (one tunnel each, on one shared session)
+                         instead of `forwarder -L`
   --cipher NAME          cipher for both clients (default: aes128-gcm@openssh.com);
                          `default` leaves each client its own choice, as a user who sets
                          none gets (the report names what each negotiated)
@@ -153,6 +156,8 @@ struct Args {
     link_window: Option<u64>,
     /// `--congestion-control`: the kernel's TCP congestion control for the run.
     congestion_control: Option<String>,
+    /// `--serve`: forwarder runs as `forwarder serve` with a fleet file.
+    serve: bool,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -181,6 +186,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         rtt_throughput: true,
         link_window: None,
         congestion_control: None,
+        serve: false,
     };
     let mut it = argv.into_iter().peekable();
     while let Some(arg) = it.next() {
@@ -224,6 +230,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 args.key = KeyKind::parse(&v).ok_or_else(|| format!("unknown key kind {v:?}"))?;
             }
             "--verify" => args.verify = true,
+            "--serve" => args.serve = true,
             "--pg-scram" => args.pg_scram = true,
             "--skip-throughput" => {
                 args.throughput = false;
@@ -356,6 +363,9 @@ impl Args {
         }
         if let Some(p) = &c.program {
             b = b.program(p);
+        }
+        if self.serve && c.kind == ClientKind::Forwarder {
+            b = b.as_fleet();
         }
         b
     }
@@ -1599,6 +1609,12 @@ fn print_report(
         args.key
     );
     println!("{}", congestion_control_line());
+    if args.serve {
+        println!(
+            "forwarder runs as `forwarder serve` with a fleet file of the forwards (one shared \
+             session)"
+        );
+    }
     if args.pgbench {
         let auth = if args.pg_scram {
             "scram-sha-256"
