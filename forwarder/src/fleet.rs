@@ -19,6 +19,10 @@
 //!  the session ends with a DISCONNECT.
 //! ```
 //!
+//! Each session lives on the home thread ([`homes`]) that had the fewest sessions when it
+//! started, with its supervisor and driver, its tunnels' listeners and their connections; the
+//! rest above runs on the main thread.
+//!
 //! The command line (`forwarder -L`) is a fleet of one on the same parts: `config::TunnelConfig`,
 //! `connect::SshConnector`, `supervisor::Supervisor`, `tunnel::Tunnel`.
 
