@@ -73,7 +73,7 @@ use ssh_connection::{ChannelId, Connection, ConnectionError};
 use ssh_transport::hostkey::PublicKey;
 use ssh_transport::random::SecureRandom;
 use ssh_transport::{
-    ClientConfig, ClientTransport, DisconnectReason, Event, MessageType, PayloadSink,
+    ClientConfig, ClientTransport, DisconnectReason, Event, MessageType, PayloadSink, PreparedKex,
 };
 use zeroize::Zeroizing;
 
@@ -278,9 +278,20 @@ enum Routed {
 impl Session {
     /// A session whose version line and first KEXINIT are already in [`output`](Self::output).
     pub fn new(config: SessionConfig, rng: Box<dyn SecureRandom>, now: Instant) -> Self {
+        Self::with_prepared_kex(config, rng, now, None)
+    }
+
+    /// [`new`](Self::new), with the first key exchange's opening made ahead of time
+    /// ([`ClientTransport::with_prepared_kex`]).
+    pub fn with_prepared_kex(
+        config: SessionConfig,
+        rng: Box<dyn SecureRandom>,
+        now: Instant,
+        prepared: Option<PreparedKex>,
+    ) -> Self {
         let login_limit = config.transport.handshake_timeout;
         Self {
-            transport: ClientTransport::new(config.transport, rng, now),
+            transport: ClientTransport::with_prepared_kex(config.transport, rng, now, prepared),
             auth: ClientAuth::with_config(config.auth),
             conn: Connection::new(config.connection),
             outbox: Outbox::default(),
@@ -308,6 +319,12 @@ impl Session {
             .map(|sent| now.saturating_duration_since(sent))?;
         self.conn.observe_rtt(rtt);
         Some(rtt)
+    }
+
+    /// Holds `prepared` for the next key exchange ([`ClientTransport::offer_prepared_kex`]);
+    /// [`ClientTransport::wants_prepared_kex`] says which method, if any, is worth it.
+    pub fn offer_prepared_kex(&mut self, prepared: PreparedKex) {
+        self.transport.offer_prepared_kex(prepared);
     }
 
     // ---- getters ---------------------------------------------------------------------------

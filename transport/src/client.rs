@@ -26,7 +26,7 @@ use crate::error::Error;
 use crate::hostkey::{HostKeyAlgorithm, PublicKey, SignatureAlgorithm, fingerprint_sha256};
 use crate::kex::{
     self, ClientKex, ClientStep, DebugMsg, Disconnect, ExtInfo, KexAlgorithm, KexError, KexInit,
-    KexOutcome, Negotiated, Unimplemented,
+    KexOutcome, Negotiated, PreparedKex, Unimplemented,
 };
 use crate::mac::{self, MacAlgorithm};
 use crate::msg::{DisconnectReason, MessageType};
@@ -270,6 +270,9 @@ pub struct ClientTransport {
     kex_count: u64,
     /// User authentication succeeded (delayed compression may run).
     authenticated: bool,
+    /// A key exchange's first message the application made ahead of time, for the next
+    /// exchange if it runs that method.
+    prepared: Option<PreparedKex>,
 }
 
 #[derive(Debug)]
@@ -294,6 +297,18 @@ impl core::fmt::Debug for ClientTransport {
 impl ClientTransport {
     /// A transport that has queued our version line and first KEXINIT.
     pub fn new(config: ClientConfig, rng: Box<dyn SecureRandom>, now: Instant) -> Self {
+        Self::with_prepared_kex(config, rng, now, None)
+    }
+
+    /// [`new`](Self::new), with the first key exchange's opening made ahead of time
+    /// ([`PreparedKex`]): used for the guess (and sent now) when we guess with its method,
+    /// or when the server's KEXINIT settles on its method.
+    pub fn with_prepared_kex(
+        config: ClientConfig,
+        rng: Box<dyn SecureRandom>,
+        now: Instant,
+        prepared: Option<PreparedKex>,
+    ) -> Self {
         let client_version = config.version.clone().into_bytes();
         let mut t = Self {
             handshake_deadline: config.handshake_timeout.map(|d| now + d),
@@ -327,6 +342,7 @@ impl ClientTransport {
             rekey_limit: u64::MAX,
             kex_count: 0,
             authenticated: false,
+            prepared,
         };
         let mut line = t.client_version.clone();
         line.extend_from_slice(b"\r\n");
@@ -407,6 +423,22 @@ impl ClientTransport {
     /// Whether the first key exchange has completed.
     pub fn is_established(&self) -> bool {
         self.established
+    }
+
+    /// The method of the next key exchange, when it is worth preparing its opening
+    /// ([`offer_prepared_kex`](Self::offer_prepared_kex)): once the first exchange is done,
+    /// the method it ran (a rekey negotiates the same lists again), unless that is group
+    /// exchange or an opening for it is already held.
+    pub fn wants_prepared_kex(&self) -> Option<KexAlgorithm> {
+        let kex = self.negotiated.as_ref()?.kex;
+        let held = self.prepared.as_ref().is_some_and(|p| p.algorithm() == kex);
+        (self.established && kex.is_single_pass() && !held).then_some(kex)
+    }
+
+    /// Holds `prepared` for the next key exchange (replacing one held before): used if that
+    /// exchange runs its method, dropped otherwise.
+    pub fn offer_prepared_kex(&mut self, prepared: PreparedKex) {
+        self.prepared = Some(prepared);
     }
 
     /// How many key exchanges have completed (the first included).
@@ -834,10 +866,17 @@ impl ClientTransport {
                 if guessed.is_some() {
                     debug!("our guessed first message was wrong: the server skips it");
                 }
-                let mut method = negotiated.kex.client_for(&negotiated);
-                let first = method
-                    .start(self.rng.as_mut())
-                    .map_err(|e| Error::KeyExchange(e.to_string()))?;
+                let (method, first) =
+                    match PreparedKex::take_for(&mut self.prepared, negotiated.kex) {
+                        Some(prepared) => prepared,
+                        None => {
+                            let mut method = negotiated.kex.client_for(&negotiated);
+                            let first = method
+                                .start(self.rng.as_mut())
+                                .map_err(|e| Error::KeyExchange(e.to_string()))?;
+                            (method, first)
+                        }
+                    };
                 self.send_internal(&mut |b| b.extend_from_slice(&first));
                 method
             }
@@ -1061,11 +1100,19 @@ impl ClientTransport {
             && let Some(first) = self.config.kex_algorithms.first()
             && first.is_single_pass()
         {
-            let mut method = first.client();
-            match method.start(self.rng.as_mut()) {
-                Ok(message) => {
+            let made = match PreparedKex::take_for(&mut self.prepared, *first) {
+                Some(prepared) => Ok(prepared),
+                None => {
+                    let mut method = first.client();
+                    method
+                        .start(self.rng.as_mut())
+                        .map(|message| (method, message))
+                }
+            };
+            match made {
+                Ok(made) => {
                     ours.first_kex_packet_follows = true;
-                    guess = Some((method, message));
+                    guess = Some(made);
                 }
                 Err(e) => debug!(error = %e, "no guessed first message"),
             }

@@ -68,6 +68,7 @@ pub mod version;
 
 pub use client::{ClientConfig, ClientTransport, Event, MAX_PENDING_OUTPUT};
 pub use error::Error;
+pub use kex::PreparedKex;
 
 #[cfg(any(test, feature = "test-server"))]
 pub mod server;

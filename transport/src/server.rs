@@ -254,6 +254,9 @@ pub struct ServerTransport {
     skip_guess: bool,
     /// Guessed first messages this server took, and skipped.
     pub guesses: (u32, u32),
+    /// Every key exchange method message (30 to 49) the client sent that this server ran,
+    /// in order.
+    pub client_kex_messages: Vec<Vec<u8>>,
 }
 
 impl core::fmt::Debug for ServerTransport {
@@ -288,6 +291,7 @@ impl ServerTransport {
             kex_count: 0,
             skip_guess: false,
             guesses: (0, 0),
+            client_kex_messages: Vec::new(),
         };
         for line in s.config.banner_lines.clone() {
             s.tx.raw(format!("{line}\r\n").as_bytes());
@@ -394,6 +398,9 @@ impl ServerTransport {
                 continue;
             }
             if msg.is_kex() {
+                if msg.0 >= 30 {
+                    self.client_kex_messages.push(payload.clone());
+                }
                 if let Err(e) = self.handle_kex(msg, &payload) {
                     self.error = Some(e);
                 }

@@ -933,3 +933,176 @@ fn group_exchange_is_never_guessed() {
     assert_eq!(pair.client.kex_guess_right(), None);
     assert_eq!(pair.server.guesses, (0, 0));
 }
+
+// ---- a first message made ahead of time -------------------------------------------------
+
+fn prepared(kex: KexAlgorithm, seed: u64) -> crate::PreparedKex {
+    crate::PreparedKex::new(kex, &mut SeededRandom::new(seed)).unwrap()
+}
+
+/// The first message `prepared(kex, seed)` holds, as the method makes it from the same bytes.
+fn prepared_message(kex: KexAlgorithm, seed: u64) -> Vec<u8> {
+    kex.client().start(&mut SeededRandom::new(seed)).unwrap()
+}
+
+#[test]
+fn a_prepared_first_message_goes_out_as_the_guess() {
+    let kex = KexAlgorithm::Sntrup761X25519Sha512;
+    let server = ServerConfig {
+        kex: vec![kex],
+        ..ServerConfig::default()
+    };
+    let mut pair = crate::tests::Pair::new(guessing(vec![kex]), server);
+    pair.client = ClientTransport::with_prepared_kex(
+        guessing(vec![kex]),
+        Box::new(SeededRandom::new(1)),
+        Instant::now(),
+        Some(prepared(kex, 77)),
+    );
+    assert_eq!(round_trips_to_established(&mut pair), 1);
+    assert_eq!(pair.client.kex_guess_right(), Some(true));
+    assert_eq!(pair.server.client_kex_messages, [prepared_message(kex, 77)]);
+    pair.drive();
+    assert_eq!(pair.client_error, None);
+}
+
+#[test]
+fn a_prepared_first_message_is_used_when_the_server_settles_on_its_method() {
+    // No guess: the message goes out after the server's KEXINIT, the prepared one.
+    let kex = KexAlgorithm::Curve25519Sha256;
+    let config = || ClientConfig {
+        kex_algorithms: vec![kex, KexAlgorithm::EcdhNistP256],
+        ..ClientConfig::default()
+    };
+    let mut pair = crate::tests::Pair::new(config(), ServerConfig::default());
+    pair.client = ClientTransport::with_prepared_kex(
+        config(),
+        Box::new(SeededRandom::new(1)),
+        Instant::now(),
+        Some(prepared(kex, 5)),
+    );
+    pair.drive();
+    assert_eq!(pair.client_error, None);
+    assert!(pair.client.is_established());
+    assert_eq!(pair.server.client_kex_messages, [prepared_message(kex, 5)]);
+}
+
+#[test]
+fn a_prepared_message_of_another_method_is_not_used_and_the_handshake_still_works() {
+    // Prepared for the method we prefer, but the server only runs another: our KEXINIT
+    // offers both, the server settles on the second, and its message is made on the spot.
+    let config = || ClientConfig {
+        kex_algorithms: vec![
+            KexAlgorithm::MlKem768X25519Sha256,
+            KexAlgorithm::EcdhNistP256,
+        ],
+        guess_first_kex: true,
+        ..ClientConfig::default()
+    };
+    let server = ServerConfig {
+        kex: vec![KexAlgorithm::EcdhNistP256],
+        ..ServerConfig::default()
+    };
+    let mut pair = crate::tests::Pair::new(config(), server);
+    pair.client = ClientTransport::with_prepared_kex(
+        config(),
+        Box::new(SeededRandom::new(1)),
+        Instant::now(),
+        Some(prepared(KexAlgorithm::MlKem768X25519Sha256, 9)),
+    );
+    pair.drive();
+    assert_eq!(pair.client_error, None);
+    assert_eq!(pair.client.kex_guess_right(), Some(false));
+    assert_eq!(pair.server.guesses, (0, 1));
+    // The guess (the prepared message) was skipped; the one the server ran is fresh.
+    assert_eq!(pair.server.client_kex_messages.len(), 1);
+    assert_ne!(
+        pair.server.client_kex_messages[0],
+        prepared_message(KexAlgorithm::MlKem768X25519Sha256, 9)
+    );
+    assert_eq!(pair.server.client_kex_messages[0][0], 30);
+    assert_eq!(
+        pair.client.negotiated().unwrap().kex,
+        KexAlgorithm::EcdhNistP256
+    );
+    // Nothing is held for an exchange that will not come.
+    assert_eq!(
+        pair.client.wants_prepared_kex(),
+        Some(KexAlgorithm::EcdhNistP256)
+    );
+}
+
+#[test]
+fn an_offered_message_serves_the_next_rekey_once() {
+    let kex = KexAlgorithm::Sntrup761X25519Sha512;
+    let server = ServerConfig {
+        kex: vec![kex],
+        ..ServerConfig::default()
+    };
+    let mut pair = crate::tests::Pair::new(
+        ClientConfig {
+            kex_algorithms: vec![kex],
+            ..ClientConfig::default()
+        },
+        server,
+    );
+    assert_eq!(
+        pair.client.wants_prepared_kex(),
+        None,
+        "nothing before the first exchange"
+    );
+    pair.drive();
+    assert_eq!(pair.client_error, None);
+    assert_eq!(pair.client.wants_prepared_kex(), Some(kex));
+    pair.client.offer_prepared_kex(prepared(kex, 31));
+    assert_eq!(pair.client.wants_prepared_kex(), None, "one is held");
+
+    // A rekey the server starts uses it as well as one we start would.
+    pair.server.rekey();
+    pair.drive();
+    assert_eq!(pair.client_error, None);
+    assert_eq!(pair.client.kex_count(), 2);
+    assert_eq!(pair.server.client_kex_messages.len(), 2);
+    assert_eq!(
+        pair.server.client_kex_messages[1],
+        prepared_message(kex, 31)
+    );
+    assert_eq!(pair.client.wants_prepared_kex(), Some(kex), "used up");
+
+    // The next one, with nothing offered, makes its own.
+    pair.client.rekey();
+    pair.drive();
+    assert_eq!(pair.client_error, None);
+    assert_eq!(pair.client.kex_count(), 3);
+    assert_eq!(pair.server.client_kex_messages.len(), 3);
+    assert_ne!(
+        pair.server.client_kex_messages[2],
+        prepared_message(kex, 31)
+    );
+
+    // And data still flows both ways under the keys it made.
+    pair.client.send(&payload(1, 3000));
+    pair.server.send(&payload(2, 3000));
+    pair.drive();
+    assert_eq!(pair.client_error, None);
+    assert_eq!(pair.to_server.last(), Some(&payload(1, 3000)));
+    assert_eq!(pair.to_client.last(), Some(&payload(2, 3000)));
+}
+
+#[test]
+fn group_exchange_wants_nothing_prepared() {
+    let server = ServerConfig {
+        kex: vec![KexAlgorithm::DhGexSha256],
+        ..ServerConfig::default()
+    };
+    let mut pair = crate::tests::Pair::new(
+        ClientConfig {
+            kex_algorithms: vec![KexAlgorithm::DhGexSha256],
+            ..ClientConfig::default()
+        },
+        server,
+    );
+    pair.drive();
+    assert_eq!(pair.client_error, None);
+    assert_eq!(pair.client.wants_prepared_kex(), None);
+}

@@ -14,12 +14,14 @@ pub mod gex;
 pub(crate) mod groups;
 pub mod hybrid;
 mod mlkem;
+mod prepared;
 mod single;
 mod sntrup;
 
 pub use curve25519::{AgreementError, Curve25519, X25519Agreement};
 pub use hybrid::Hybrid;
 pub use mlkem::MlKem768Kem;
+pub use prepared::PreparedKex;
 pub use single::SinglePass;
 pub use sntrup::Sntrup761Kem;
 
