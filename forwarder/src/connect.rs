@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ssh_auth::AuthError;
+use ssh_transport::PreparedKex;
 use ssh_transport::hostkey::PublicKey;
 use ssh_transport::random::OsRandom;
 use tokio::net::{TcpListener, TcpStream};
@@ -722,6 +723,7 @@ impl SshConnector {
         &self,
         stream: S,
         hop: &Hop<'_>,
+        prepared: Option<PreparedKex>,
     ) -> Result<(crate::driver::SessionHandle, driver::Driver<S>), ConnectError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -744,7 +746,7 @@ impl SshConnector {
             .map_err(ConnectError::Permanent)?;
         hop.at.user.clone_into(&mut auth.user);
         let verifier = Arc::new(verifier);
-        let session = Session::new(
+        let session = Session::with_prepared_kex(
             SessionConfig {
                 transport,
                 connection: ssh_connection::Config::default(),
@@ -753,6 +755,7 @@ impl SshConnector {
             },
             Box::new(OsRandom),
             Instant::now(),
+            prepared,
         );
         let (handle, driver) =
             driver::start_with_auth(stream, session, verifier, hop.auth.helper.clone());
@@ -770,6 +773,26 @@ impl SshConnector {
             opts.kex_guess_file.clone(),
         );
         Ok((handle, driver))
+    }
+
+    /// Starts making the first key exchange message for `hop` on a blocking thread
+    /// ([`driver::prepare_kex`]), for the method it will most likely run: its key pair is
+    /// made while the TCP connection (or the jump host's channel) comes up, and not on the
+    /// thread that carries the session.
+    fn prepare_kex_for(&self, hop: &Hop<'_>) -> tokio::task::JoinHandle<Option<PreparedKex>> {
+        let (key_name, key_port) = hop.known_hosts_name();
+        let expected = kex_memory::expected_kex(
+            &hop.at.transport.kex_algorithms,
+            key_name,
+            key_port,
+            hop.at.options.kex_guess_file.as_deref(),
+        );
+        tokio::spawn(async move {
+            match expected {
+                Some(algorithm) => driver::prepare_kex(algorithm).await,
+                None => None,
+            }
+        })
     }
 
     /// The chain's sessions, outermost first, the destination last.
@@ -800,13 +823,15 @@ impl SshConnector {
             return Err(ConnectError::Permanent("no host to connect to".into()));
         };
         let first = jumps.first().unwrap_or(destination);
+        let kex = AbortOnDrop(self.prepare_kex_for(first));
         let stream = connect(spec, first.at.host, first.at.port).await?;
         debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "connected"
         );
+        let prepared = kex.finish().await;
         let Some((outermost, inner_jumps)) = jumps.split_first() else {
-            let (handle, driver) = self.start_hop(stream, destination)?;
+            let (handle, driver) = self.start_hop(stream, destination, prepared)?;
             return Ok(Connected {
                 handle,
                 driver: Box::pin(driver),
@@ -815,7 +840,7 @@ impl SshConnector {
         // Jump hosts: each hop's driver runs in a task of its own, aborted with the chain;
         // each session after the first runs over a direct-tcpip channel of the one before.
         let mut chain = JumpChain::default();
-        let (handle, driver) = self.start_hop(stream, outermost)?;
+        let (handle, driver) = self.start_hop(stream, outermost, prepared)?;
         chain.push(outermost, handle, tokio::spawn(driver));
         self.hop_up(&chain).await?;
         // A channel from a jump host to the next is the TCP connect of that hop.
@@ -824,13 +849,15 @@ impl SshConnector {
             .or(spec.transport.handshake_timeout)
             .unwrap_or(config::DEFAULT_HANDSHAKE_TIMEOUT);
         for hop in inner_jumps {
+            let kex = AbortOnDrop(self.prepare_kex_for(hop));
             let channel = chain.open_next(hop, open_limit).await?;
-            let (handle, driver) = self.start_hop(channel, hop)?;
+            let (handle, driver) = self.start_hop(channel, hop, kex.finish().await)?;
             chain.push(hop, handle, tokio::spawn(driver));
             self.hop_up(&chain).await?;
         }
+        let kex = AbortOnDrop(self.prepare_kex_for(destination));
         let channel = chain.open_next(destination, open_limit).await?;
-        let (handle, driver) = self.start_hop(channel, destination)?;
+        let (handle, driver) = self.start_hop(channel, destination, kex.finish().await)?;
         Ok(Connected {
             handle,
             driver: Box::pin(chain.run_with(driver)),
@@ -869,6 +896,23 @@ impl SshConnector {
                 }
             }
         })
+    }
+}
+
+/// A task aborted when dropped unfinished: a key exchange message made for a connection
+/// attempt that failed is not waited for.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<Option<T>> {
+    /// The task's answer; `None` when it failed.
+    async fn finish(mut self) -> Option<T> {
+        (&mut self.0).await.ok().flatten()
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -29,7 +29,10 @@ use std::time::{Duration, Instant};
 
 use ssh_auth::{AuthEvent, InfoRequest, PasswordRequest, SignRequest};
 use ssh_connection::{ChannelId, ForwardListen, OpenFailureReason};
+use ssh_transport::PreparedKex;
 use ssh_transport::hostkey::PublicKey;
+use ssh_transport::kex::KexAlgorithm;
+use ssh_transport::random::OsRandom;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
@@ -231,6 +234,9 @@ struct State {
     direct_due: Vec<ChannelId>,
     /// Who waits in [`SessionHandle::accept_forwarded`].
     forwarded_waiter: Option<Waker>,
+    /// The next key exchange's first message is being made ([`prepare_kex`]), or could not
+    /// be (then it is made in line when the exchange runs, and not tried again).
+    preparing_kex: bool,
 }
 
 /// Why a remote forward is not in place.
@@ -432,6 +438,9 @@ pub struct SessionLog {
     pub server_kex_algorithms: Vec<String>,
     /// Whether our first key exchange message went out as a guess, and was right.
     pub kex_guess: Option<bool>,
+    /// How many key exchanges ran on a first message made ahead of time, off the thread
+    /// that carries the session ([`prepare_kex`]).
+    pub kex_prepared: u64,
 }
 
 impl State {
@@ -573,22 +582,30 @@ impl State {
                     t.server_kex_algorithms()
                         .clone_into(&mut self.log.server_kex_algorithms);
                     self.log.kex_guess = t.kex_guess_right();
+                    self.log.kex_prepared = t.prepared_kex_used();
                     debug!(
                         server = %self.log.server_version.as_deref().unwrap_or("?"),
                         algorithms = %self.log.algorithms.as_deref().unwrap_or("?"),
                         host_key = %self.log.host_key.as_deref().unwrap_or("?"),
                         guess = ?self.log.kex_guess,
+                        prepared = self.log.kex_prepared > 0,
                         elapsed_ms = self.started.elapsed().as_millis() as u64,
                         "key exchange complete"
                     );
                 }
                 SessionEvent::Rekeyed => {
                     let before = self.log.kex_count;
-                    self.log.kex_count = self.session.transport().kex_count();
+                    let t = self.session.transport();
+                    self.log.kex_count = t.kex_count();
+                    self.log.kex_prepared = t.prepared_kex_used();
                     if let Some(o) = &self.observer {
                         o.rekeyed(self.log.kex_count.saturating_sub(before));
                     }
-                    debug!(count = self.log.kex_count, "rekeyed");
+                    debug!(
+                        count = self.log.kex_count,
+                        prepared = self.log.kex_prepared,
+                        "rekeyed"
+                    );
                 }
                 SessionEvent::Authenticated => {
                     self.log.auth_time = Some(self.started.elapsed());
@@ -891,6 +908,7 @@ where
             forward_replies: std::collections::VecDeque::new(),
             forwarded: std::collections::VecDeque::new(),
             forwarded_waiter: None,
+            preparing_kex: false,
             direct_due: Vec::new(),
         }),
     });
@@ -1618,6 +1636,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         for request in st.auth_requests.drain(..) {
             spawn_auth_answer(self.shared.clone(), self.auth.clone(), request);
         }
+        if !st.preparing_kex
+            && let Some(algorithm) = st.session.transport().wants_prepared_kex()
+        {
+            st.preparing_kex = true;
+            spawn_kex_preparation(self.shared.clone(), algorithm);
+        }
         while !st.session.output().is_empty() {
             match Pin::new(&mut self.stream).poll_write(cx, st.session.output()) {
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
@@ -1673,6 +1697,40 @@ fn spawn_auth_answer(shared: Arc<Shared>, helper: Arc<dyn AuthHelper>, request: 
                 st.wake_driver();
             }
             _ => {}
+        }
+    });
+}
+
+/// Makes the first message of a key exchange with `algorithm` on tokio's blocking threads
+/// ([`PreparedKex`]): its key pair (about 11 ms of CPU for sntrup761, most of a client's
+/// handshake) is then not made on the thread that carries the session, which in the fleet
+/// carries other sessions' packets too. `None` when it cannot be made; the exchange then
+/// makes its own when it runs, as it would have.
+pub async fn prepare_kex(algorithm: KexAlgorithm) -> Option<PreparedKex> {
+    let made =
+        tokio::task::spawn_blocking(move || PreparedKex::new(algorithm, &mut OsRandom)).await;
+    match made {
+        Ok(Ok(prepared)) => Some(prepared),
+        Ok(Err(e)) => {
+            debug!(kex = algorithm.name(), error = %e, "no first message made ahead");
+            None
+        }
+        // The runtime is shutting down.
+        Err(_) => None,
+    }
+}
+
+/// Prepares the next key exchange's first message for the session ([`prepare_kex`]) and
+/// hands it over; a rekey then runs without making its key pair on the session's thread.
+/// It waits there until the exchange, which with the default limits may be never: a few
+/// kilobytes per session.
+fn spawn_kex_preparation(shared: Arc<Shared>, algorithm: KexAlgorithm) {
+    tokio::spawn(async move {
+        let made = prepare_kex(algorithm).await;
+        let mut st = shared.lock();
+        if let Some(prepared) = made {
+            st.session.offer_prepared_kex(prepared);
+            st.preparing_kex = false;
         }
     });
 }

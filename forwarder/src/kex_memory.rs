@@ -231,23 +231,39 @@ pub fn prepare(
     known_types: &[String],
     file: Option<&Path>,
 ) -> ClientConfig {
-    let firsts = {
-        let mut memory = memory();
-        match memory.seen.get(&(host.to_owned(), port)) {
-            Some(f) => Some(f.clone()),
-            None => file.and_then(|path| {
-                memory
-                    .files
-                    .entry(path.to_owned())
-                    .or_insert_with(|| read_file(path))
-                    .as_ref()
-                    .and_then(|f| f.get(host, port).cloned())
-            }),
-        }
-    };
-    match firsts {
+    match remembered(host, port, file) {
         Some(firsts) => prepare_with(cfg, &firsts, known_types),
         None => cfg,
+    }
+}
+
+/// The key exchange method the session to `host:port` will most likely run, before
+/// anything is sent: the bastion's remembered first choice when we offer it ([`prepare`]
+/// puts it first), else our own first. What a first message is made ahead for.
+pub fn expected_kex(
+    kex_algorithms: &[KexAlgorithm],
+    host: &str,
+    port: u16,
+    file: Option<&Path>,
+) -> Option<KexAlgorithm> {
+    let remembered = remembered(host, port, file)
+        .and_then(|(kex, _)| kex_algorithms.iter().copied().find(|k| k.name() == kex));
+    remembered.or_else(|| kex_algorithms.first().copied())
+}
+
+/// The first choices remembered for `host:port`: this process's, else the file's.
+fn remembered(host: &str, port: u16, file: Option<&Path>) -> Option<Firsts> {
+    let mut memory = memory();
+    match memory.seen.get(&(host.to_owned(), port)) {
+        Some(f) => Some(f.clone()),
+        None => file.and_then(|path| {
+            memory
+                .files
+                .entry(path.to_owned())
+                .or_insert_with(|| read_file(path))
+                .as_ref()
+                .and_then(|f| f.get(host, port).cloned())
+        }),
     }
 }
 
@@ -708,6 +724,36 @@ mod tests {
             None,
         );
         assert!(!other.guess_first_kex);
+    }
+
+    #[test]
+    fn the_expected_method_is_the_remembered_first_when_we_offer_it_else_ours() {
+        let ours = ClientConfig::default().kex_algorithms;
+        let host = "expected-kex.example";
+        // Nothing remembered: our first.
+        assert_eq!(
+            expected_kex(&ours, host, 22, None),
+            Some(KexAlgorithm::MlKem768X25519Sha256)
+        );
+        // An OpenSSH 9.2 bastion's first, which we offer: it, as prepare puts it first.
+        let sshd_9_2 = firsts("sntrup761x25519-sha512@openssh.com", "rsa-sha2-512");
+        remember(host, 22, Some(&sshd_9_2), None);
+        let expected = expected_kex(&ours, host, 22, None);
+        assert_eq!(expected, Some(KexAlgorithm::Sntrup761X25519Sha512OpenSsh));
+        let cfg = prepare(ClientConfig::default(), host, 22, &[], None);
+        assert_eq!(cfg.kex_algorithms.first().copied(), expected);
+        // A first we do not offer (or do not allow): ours.
+        let only_curve = [KexAlgorithm::Curve25519Sha256];
+        assert_eq!(
+            expected_kex(&only_curve, host, 22, None),
+            Some(KexAlgorithm::Curve25519Sha256)
+        );
+        remember(host, 23, Some(&firsts(NO_GUESS, "ssh-ed25519")), None);
+        assert_eq!(
+            expected_kex(&ours, host, 23, None),
+            Some(KexAlgorithm::MlKem768X25519Sha256)
+        );
+        assert_eq!(expected_kex(&[], host, 22, None), None);
     }
 
     #[test]

@@ -249,6 +249,49 @@ async fn server_rekeys_in_the_middle_of_a_transfer() {
     echo_check(ch, b"after the rekey").await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekeys_run_on_first_messages_the_driver_made_ahead() {
+    // After each exchange the driver makes the next one's first message on a blocking
+    // thread and hands it to the session; the rekeys the server asks for then run on it. A
+    // rekey asked for before it is ready makes its own, so the test asks until three did.
+    let (_server, conn, client) =
+        connected(ServerOptions::default(), ClientOptions::default()).await;
+    let h = &client.handle;
+    assert_eq!(
+        h.log().kex_prepared,
+        0,
+        "the test's session brings none for the first"
+    );
+    let t0 = Instant::now();
+    while h.log().kex_prepared < 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{} of {} exchanges ran on a prepared message",
+            h.log().kex_prepared,
+            h.log().kex_count
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let before = h.log().kex_count;
+        conn.rekey();
+        within(STEP, "a rekey", async {
+            while h.log().kex_count == before {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        let log = h.log();
+        assert!(log.kex_prepared < log.kex_count, "{log:?}");
+    }
+    assert_eq!(conn.stats().kex_count, h.log().kex_count);
+    // The keys those exchanges made carry data both ways.
+    let ch = open(h, "db.internal").await;
+    let data = pattern(9, 256 * 1024);
+    within(STEP, "echo after the rekeys", echo_check(ch, &data))
+        .await
+        .expect("echo intact");
+    assert!(h.error().is_none(), "{:?}", h.error());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn channel_numbers_are_reused_in_sequence_and_in_parallel() {
     let (_server, conn, client) =

@@ -116,11 +116,21 @@ pub const KEX_COMPLETE: &str = "key exchange complete";
 /// order: `None` (no guess sent), `Some(true)` (the server took it), `Some(false)` (it
 /// skipped it), or `(none)` for a line without the field.
 pub fn kex_guesses(log: &str) -> Vec<String> {
+    kex_complete_field(log, "guess=")
+}
+
+/// The `prepared=` field of each "key exchange complete" line of a `-v` log: whether the
+/// exchange ran on a first message made ahead of time, or `(none)`.
+pub fn kex_prepared(log: &str) -> Vec<String> {
+    kex_complete_field(log, "prepared=")
+}
+
+fn kex_complete_field(log: &str, field: &str) -> Vec<String> {
     log.lines()
         .filter(|l| l.contains(KEX_COMPLETE))
         .map(|l| {
             l.split_whitespace()
-                .find_map(|w| w.strip_prefix("guess="))
+                .find_map(|w| w.strip_prefix(field))
                 .unwrap_or("(none)")
                 .to_owned()
         })

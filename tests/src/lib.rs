@@ -43,7 +43,7 @@ mod tls;
 
 pub use client::{
     ClientKind, Forward, KEX_COMPLETE, Tunnel, TunnelBuilder, forwarder_binary, kex_guesses,
-    openssh_binary,
+    kex_prepared, openssh_binary,
 };
 pub use keys::{CertAuthority, KeyFormat, KeyKind, UserKey};
 pub use mariadb::Mariadb;

@@ -184,6 +184,8 @@ struct ExpectKexInit {
     ours_bytes: Vec<u8>,
     /// Our first method, its first message already sent as a guess.
     guess: Option<Box<dyn ClientKex>>,
+    /// The guess was a [`PreparedKex`].
+    guess_prepared: bool,
 }
 
 /// Both KEXINITs are known and the method's first message was sent.
@@ -273,6 +275,8 @@ pub struct ClientTransport {
     /// A key exchange's first message the application made ahead of time, for the next
     /// exchange if it runs that method.
     prepared: Option<PreparedKex>,
+    /// Key exchanges that ran on a prepared opening.
+    prepared_used: u64,
 }
 
 #[derive(Debug)]
@@ -343,6 +347,7 @@ impl ClientTransport {
             kex_count: 0,
             authenticated: false,
             prepared,
+            prepared_used: 0,
         };
         let mut line = t.client_version.clone();
         line.extend_from_slice(b"\r\n");
@@ -439,6 +444,12 @@ impl ClientTransport {
     /// exchange runs its method, dropped otherwise.
     pub fn offer_prepared_kex(&mut self, prepared: PreparedKex) {
         self.prepared = Some(prepared);
+    }
+
+    /// How many key exchanges ran on an opening made ahead of time ([`PreparedKex`]): a
+    /// prepared guess the server skipped does not count.
+    pub fn prepared_kex_used(&self) -> u64 {
+        self.prepared_used
     }
 
     /// How many key exchanges have completed (the first included).
@@ -860,6 +871,9 @@ impl ClientTransport {
                     kex = negotiated.kex.name(),
                     "the server takes our guessed first message"
                 );
+                if ours.guess_prepared {
+                    self.prepared_used += 1;
+                }
                 guessed
             }
             (guessed, _) => {
@@ -868,7 +882,10 @@ impl ClientTransport {
                 }
                 let (method, first) =
                     match PreparedKex::take_for(&mut self.prepared, negotiated.kex) {
-                        Some(prepared) => prepared,
+                        Some(prepared) => {
+                            self.prepared_used += 1;
+                            prepared
+                        }
                         None => {
                             let mut method = negotiated.kex.client_for(&negotiated);
                             let first = method
@@ -1095,13 +1112,17 @@ impl ClientTransport {
         let mut ours = KexInit::new(self.rng.as_mut(), kex, host_key, ciphers, macs, compression);
         // Only the first exchange is guessed: a rekey costs no waiting round trip.
         let mut guess = None;
+        let mut guess_prepared = false;
         if self.config.guess_first_kex
             && !self.established
             && let Some(first) = self.config.kex_algorithms.first()
             && first.is_single_pass()
         {
             let made = match PreparedKex::take_for(&mut self.prepared, *first) {
-                Some(prepared) => Ok(prepared),
+                Some(prepared) => {
+                    guess_prepared = true;
+                    Ok(prepared)
+                }
                 None => {
                     let mut method = first.client();
                     method
@@ -1128,6 +1149,7 @@ impl ClientTransport {
             ours,
             ours_bytes,
             guess,
+            guess_prepared,
         });
     }
 

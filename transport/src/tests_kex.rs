@@ -962,6 +962,7 @@ fn a_prepared_first_message_goes_out_as_the_guess() {
     assert_eq!(round_trips_to_established(&mut pair), 1);
     assert_eq!(pair.client.kex_guess_right(), Some(true));
     assert_eq!(pair.server.client_kex_messages, [prepared_message(kex, 77)]);
+    assert_eq!(pair.client.prepared_kex_used(), 1);
     pair.drive();
     assert_eq!(pair.client_error, None);
 }
@@ -985,6 +986,7 @@ fn a_prepared_first_message_is_used_when_the_server_settles_on_its_method() {
     assert_eq!(pair.client_error, None);
     assert!(pair.client.is_established());
     assert_eq!(pair.server.client_kex_messages, [prepared_message(kex, 5)]);
+    assert_eq!(pair.client.prepared_kex_used(), 1);
 }
 
 #[test]
@@ -1014,6 +1016,11 @@ fn a_prepared_message_of_another_method_is_not_used_and_the_handshake_still_work
     assert_eq!(pair.client_error, None);
     assert_eq!(pair.client.kex_guess_right(), Some(false));
     assert_eq!(pair.server.guesses, (0, 1));
+    assert_eq!(
+        pair.client.prepared_kex_used(),
+        0,
+        "a skipped guess does not count"
+    );
     // The guess (the prepared message) was skipped; the one the server ran is fresh.
     assert_eq!(pair.server.client_kex_messages.len(), 1);
     assert_ne!(
@@ -1068,6 +1075,7 @@ fn an_offered_message_serves_the_next_rekey_once() {
         prepared_message(kex, 31)
     );
     assert_eq!(pair.client.wants_prepared_kex(), Some(kex), "used up");
+    assert_eq!(pair.client.prepared_kex_used(), 1);
 
     // The next one, with nothing offered, makes its own.
     pair.client.rekey();
@@ -1079,6 +1087,7 @@ fn an_offered_message_serves_the_next_rekey_once() {
         pair.server.client_kex_messages[2],
         prepared_message(kex, 31)
     );
+    assert_eq!(pair.client.prepared_kex_used(), 1);
 
     // And data still flows both ways under the keys it made.
     pair.client.send(&payload(1, 3000));
