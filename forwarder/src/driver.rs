@@ -1721,9 +1721,10 @@ pub async fn prepare_kex(algorithm: KexAlgorithm) -> Option<PreparedKex> {
 }
 
 /// Prepares the next key exchange's first message for the session ([`prepare_kex`]) and
-/// hands it over; a rekey then runs without making its key pair on the session's thread.
-/// It waits there until the exchange, which with the default limits may be never: a few
-/// kilobytes per session.
+/// hands it over; the rekey then runs without making its key pair on the session's thread.
+/// The transport asks for one only once a rekey is likely
+/// ([`ClientTransport::wants_prepared_kex`](ssh_transport::ClientTransport::wants_prepared_kex)),
+/// and it waits there (3 to 5 KiB) until that exchange.
 fn spawn_kex_preparation(shared: Arc<Shared>, algorithm: KexAlgorithm) {
     tokio::spawn(async move {
         let made = prepare_kex(algorithm).await;

@@ -251,9 +251,10 @@ async fn server_rekeys_in_the_middle_of_a_transfer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rekeys_run_on_first_messages_the_driver_made_ahead() {
-    // After each exchange the driver makes the next one's first message on a blocking
-    // thread and hands it to the session; the rekeys the server asks for then run on it. A
-    // rekey asked for before it is ready makes its own, so the test asks until three did.
+    // Once the session has rekeyed (a rekey is likely to come again), the driver makes the
+    // next exchange's first message on a blocking thread after each one and hands it to the
+    // session; the rekeys the server asks for then run on it. The first rekey, and one asked
+    // for before the message is ready, make their own, so the test asks until three did not.
     let (_server, conn, client) =
         connected(ServerOptions::default(), ClientOptions::default()).await;
     let h = &client.handle;

@@ -430,14 +430,27 @@ impl ClientTransport {
         self.established
     }
 
-    /// The method of the next key exchange, when it is worth preparing its opening
-    /// ([`offer_prepared_kex`](Self::offer_prepared_kex)): once the first exchange is done,
-    /// the method it ran (a rekey negotiates the same lists again), unless that is group
-    /// exchange or an opening for it is already held.
+    /// The method of the next key exchange, when it is worth preparing its opening now
+    /// ([`offer_prepared_kex`](Self::offer_prepared_kex)): the method the last exchange ran
+    /// (a rekey negotiates the same lists again), once a rekey is likely to come: this
+    /// session has rekeyed before, or half of the byte limit or of the time limit has
+    /// passed since the last exchange. A session that never rekeys never pays for a key
+    /// pair it would not use. `None` for group exchange, while an exchange runs, or when an
+    /// opening for the method is already held.
     pub fn wants_prepared_kex(&self) -> Option<KexAlgorithm> {
         let kex = self.negotiated.as_ref()?.kex;
         let held = self.prepared.as_ref().is_some_and(|p| p.algorithm() == kex);
-        (self.established && kex.is_single_pass() && !held).then_some(kex)
+        if !self.established || !matches!(self.kex, Kex::Idle) || !kex.is_single_pass() || held {
+            return None;
+        }
+        let half_the_bytes = self.tx.bytes.max(self.rx.bytes) >= self.rekey_limit / 2;
+        let half_the_time = match (self.rekey_deadline, self.config.rekey_interval) {
+            (Some(deadline), Some(interval)) => {
+                deadline.saturating_duration_since(self.last_tick) <= interval / 2
+            }
+            _ => false,
+        };
+        (self.kex_count >= 2 || half_the_bytes || half_the_time).then_some(kex)
     }
 
     /// Holds `prepared` for the next key exchange (replacing one held before): used if that

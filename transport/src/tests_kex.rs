@@ -1032,11 +1032,14 @@ fn a_prepared_message_of_another_method_is_not_used_and_the_handshake_still_work
         pair.client.negotiated().unwrap().kex,
         KexAlgorithm::EcdhNistP256
     );
-    // Nothing is held for an exchange that will not come.
-    assert_eq!(
-        pair.client.wants_prepared_kex(),
-        Some(KexAlgorithm::EcdhNistP256)
-    );
+    // Nothing is held for an exchange that will not come, and no rekey is near.
+    assert_eq!(pair.client.wants_prepared_kex(), None);
+    pair.client
+        .offer_prepared_kex(prepared(KexAlgorithm::EcdhNistP256, 3));
+    pair.client.rekey();
+    pair.drive();
+    assert_eq!(pair.client_error, None);
+    assert_eq!(pair.client.prepared_kex_used(), 1);
 }
 
 #[test]
@@ -1060,7 +1063,11 @@ fn an_offered_message_serves_the_next_rekey_once() {
     );
     pair.drive();
     assert_eq!(pair.client_error, None);
-    assert_eq!(pair.client.wants_prepared_kex(), Some(kex));
+    assert_eq!(
+        pair.client.wants_prepared_kex(),
+        None,
+        "no rekey is near: a session that never rekeys makes no spare key pair"
+    );
     pair.client.offer_prepared_kex(prepared(kex, 31));
     assert_eq!(pair.client.wants_prepared_kex(), None, "one is held");
 
@@ -1074,7 +1081,11 @@ fn an_offered_message_serves_the_next_rekey_once() {
         pair.server.client_kex_messages[1],
         prepared_message(kex, 31)
     );
-    assert_eq!(pair.client.wants_prepared_kex(), Some(kex), "used up");
+    assert_eq!(
+        pair.client.wants_prepared_kex(),
+        Some(kex),
+        "used up, and this session rekeys: the next is worth making"
+    );
     assert_eq!(pair.client.prepared_kex_used(), 1);
 
     // The next one, with nothing offered, makes its own.
@@ -1114,4 +1125,64 @@ fn group_exchange_wants_nothing_prepared() {
     pair.drive();
     assert_eq!(pair.client_error, None);
     assert_eq!(pair.client.wants_prepared_kex(), None);
+}
+
+#[test]
+fn an_opening_is_wanted_once_half_the_byte_limit_has_gone() {
+    let kex = KexAlgorithm::Curve25519Sha256;
+    let mut pair = crate::tests::Pair::new(
+        ClientConfig {
+            kex_algorithms: vec![kex],
+            rekey_limit: Some(256 * 1024),
+            ..ClientConfig::default()
+        },
+        ServerConfig::default(),
+    );
+    pair.drive();
+    assert_eq!(pair.client.wants_prepared_kex(), None);
+    let mut sent = 0;
+    while pair.client.wants_prepared_kex().is_none() {
+        assert!(sent < 140_000, "{sent} bytes sent and nothing wanted");
+        pair.client.send(&payload(sent, 4000));
+        pair.drive();
+        sent += 4000;
+    }
+    assert!(
+        sent >= 120_000,
+        "wanted after {sent} bytes of a 256 KiB limit"
+    );
+    assert_eq!(pair.client.wants_prepared_kex(), Some(kex));
+    pair.client.offer_prepared_kex(prepared(kex, 8));
+    assert_eq!(pair.client.wants_prepared_kex(), None, "one is held");
+    // The limit's rekey runs on it.
+    while pair.client.kex_count() < 2 {
+        pair.client.send(&payload(sent, 4000));
+        pair.drive();
+        sent += 4000;
+        assert!(sent < 512 * 1024, "no rekey at the byte limit");
+    }
+    assert_eq!(pair.client_error, None);
+    assert_eq!(pair.client.prepared_kex_used(), 1);
+}
+
+#[test]
+fn an_opening_is_wanted_once_half_the_time_limit_has_gone() {
+    let kex = KexAlgorithm::Curve25519Sha256;
+    let t0 = Instant::now();
+    let mut pair = crate::tests::Pair::new(
+        ClientConfig {
+            kex_algorithms: vec![kex],
+            rekey_interval: Some(std::time::Duration::from_secs(60)),
+            ..ClientConfig::default()
+        },
+        ServerConfig::default(),
+    );
+    pair.drive();
+    let at = |s| t0 + std::time::Duration::from_secs(s);
+    pair.client.handle_timeout(at(1));
+    assert_eq!(pair.client.wants_prepared_kex(), None);
+    pair.client.handle_timeout(at(30));
+    assert_eq!(pair.client.wants_prepared_kex(), None, "29 s of 60");
+    pair.client.handle_timeout(at(31));
+    assert_eq!(pair.client.wants_prepared_kex(), Some(kex), "30 s of 60");
 }
