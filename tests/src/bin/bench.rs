@@ -64,6 +64,8 @@ mod fleet;
 mod relay;
 #[path = "bench/rtt.rs"]
 mod rtt;
+#[path = "bench/storm.rs"]
+mod storm;
 
 const USAGE: &str = "\
 usage: bench [options]
@@ -105,6 +107,13 @@ usage: bench [options]
   --fleet-sizes LIST     tunnel counts for --fleet, comma-separated (implies --fleet)
   --fleet-settle SECS    idle time before a fleet's memory is read (default: 5; implies
                          --fleet)
+  --storm                only what a reconnect storm costs the fleet's other tunnels: one
+                         `forwarder serve` with a tunnel through one sshd, echoing 64 bytes at
+                         a time, and N sessions to a second sshd whose session processes are
+                         killed a few times; the echo's round trips while quiet and during
+                         the reconnects, and the CPU per reconnect on the session threads
+  --storm-sessions N     sessions that reconnect at once (default: 40; implies --storm)
+  --storm-rounds N       times they are made to (default: 3; implies --storm)
   --rtt [LIST]           throughput (with a PostgreSQL query result), start to first byte
                          and a new connection's first byte through a delaying proxy in front
                          of sshd, at each round trip of LIST in ms (default: 0,10,50), instead
@@ -148,6 +157,8 @@ struct Args {
     recovery_timeout: Duration,
     /// `--fleet`: only the fleet's memory.
     fleet: Option<fleet::Options>,
+    /// `--storm`: only the reconnect storm.
+    storm: Option<storm::Options>,
     /// `--rtt`: throughput at these round trips (ms) through a delaying proxy.
     rtt: Option<Vec<u32>>,
     /// Throughput at each `--rtt` round trip (off with `--skip-throughput`, in either order).
@@ -182,6 +193,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         freeze_reps: 2,
         recovery_timeout: Duration::from_secs(120),
         fleet: None,
+        storm: None,
         rtt: None,
         rtt_throughput: true,
         link_window: None,
@@ -264,6 +276,21 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             }
             "--fleet" => {
                 args.fleet.get_or_insert_with(fleet::Options::default);
+            }
+            "--storm" => {
+                args.storm.get_or_insert_with(storm::Options::default);
+            }
+            "--storm-sessions" => {
+                let n = number(value()?)?.max(1) as usize;
+                args.storm
+                    .get_or_insert_with(storm::Options::default)
+                    .sessions = n;
+            }
+            "--storm-rounds" => {
+                let n = number(value()?)?.max(1) as usize;
+                args.storm
+                    .get_or_insert_with(storm::Options::default)
+                    .rounds = n;
             }
             "--fleet-sizes" => {
                 let sizes = fleet::parse_sizes(&value()?)?;
@@ -536,6 +563,10 @@ impl Drop for CongestionControl {
 fn run(args: &Args) {
     if let Some(options) = &args.fleet {
         fleet::run(args.forwarder.as_deref(), options);
+        return;
+    }
+    if let Some(options) = &args.storm {
+        storm::run(args.forwarder.as_deref(), options, args.key);
         return;
     }
     let same = args.clients[0] == args.clients[1];

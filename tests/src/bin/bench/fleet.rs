@@ -251,7 +251,7 @@ fn raise_open_file_limit() -> Option<u64> {
 
 /// A running `forwarder serve` with its file and log in a temp dir.
 #[derive(Debug)]
-struct Serve {
+pub(crate) struct Serve {
     // Declared first so it is killed before the temp dir goes.
     child: LabChild,
     log: PathBuf,
@@ -260,7 +260,7 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(program: &Path, text: &str, admin: u16) -> Serve {
+    pub(crate) fn start(program: &Path, text: &str, admin: u16) -> Serve {
         let dir = tempfile::Builder::new()
             .prefix("bench-fleet-")
             .tempdir()
@@ -288,9 +288,22 @@ impl Serve {
         file_tail(&self.log, 20)
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// How many tunnels `/tunnels` shows `up` now; `None` when it does not answer.
+    pub(crate) fn up_now(&self) -> Option<usize> {
+        match http_get(self.admin, "/tunnels") {
+            Some((200, body)) => Tally::of(&body).ok().map(|t| t.count("up")),
+            _ => None,
+        }
+    }
+
     /// Polls `/tunnels` until every one of `n` tunnels is `up`; the time that took.
     /// Gives up after [`ALL_UP_TIMEOUT`], or sooner when no tunnel came up for [`STALLED`].
-    fn wait_all_up(&mut self, n: usize, started: Instant) -> Result<Duration, String> {
+    pub(crate) fn wait_all_up(&mut self, n: usize, started: Instant) -> Result<Duration, String> {
         let deadline = started + ALL_UP_TIMEOUT;
         let mut last_report = Instant::now();
         let mut last = String::from("no answer from /tunnels");
@@ -364,7 +377,7 @@ impl Serve {
     }
 
     /// SIGTERM, then a kill if it has not exited within a few seconds.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.child.terminate();
         if self.child.wait_timeout(Duration::from_secs(15)).is_none() {
             super::progress("fleet: forwarder serve did not exit within 15 s of SIGTERM");

@@ -1,0 +1,333 @@
+//! `bench --storm`: what many sessions reconnecting at once cost the other tunnels of the
+//! same `forwarder serve`.
+//!
+//! A platform's fleet holds sessions to many customers' bastions; when one bastion restarts,
+//! every session to it reconnects at once, and the handshakes run on the threads that carry
+//! the sessions of every other customer. This mode measures what a tunnel through another
+//! bastion feels meanwhile: one fleet with one tunnel through sshd A (the steady one) and N
+//! tunnels through sshd B, each on its own session (`share_session = false`). A client
+//! echoes 64 bytes at a time through the steady tunnel, one round trip after another, all
+//! along. After a quiet spell, B's session processes are killed (its listener stays), and the
+//! fleet reconnects all N; this is done a few times. The report has the steady tunnel's round
+//! trips while quiet and during the reconnects (median, 99th percentile, worst), how long
+//! the N took to be up again, and the client CPU each reconnect cost, split between the
+//! threads that carry sessions (`session-home-*`) and the others.
+//!
+//! There is no OpenSSH column: `ssh -N -L` runs a process per tunnel, so other tunnels'
+//! reconnects reach it only through the CPU they take.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ssh_interop_tests::fleet::{TunnelSpec, fleet_file};
+use ssh_interop_tests::{EchoServer, KeyKind, Sshd, UserKey, forwarder_binary, free_port};
+
+use super::fleet::Serve;
+
+/// Sessions that reconnect at once, unless `--storm-sessions` says otherwise.
+pub(crate) const DEFAULT_SESSIONS: usize = 40;
+/// Times they are made to, unless `--storm-rounds` says otherwise.
+pub(crate) const DEFAULT_ROUNDS: usize = 3;
+/// Bytes of each echo through the steady tunnel.
+const PING: usize = 64;
+/// Quiet time before the first reconnect and after each.
+const QUIET: Duration = Duration::from_secs(2);
+/// Longest wait for the N sessions to be up again after one kill.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for one echo through the steady tunnel.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `--storm`, `--storm-sessions` and `--storm-rounds` ask for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Options {
+    pub(crate) sessions: usize,
+    pub(crate) rounds: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            sessions: DEFAULT_SESSIONS,
+            rounds: DEFAULT_ROUNDS,
+        }
+    }
+}
+
+/// One round trip through the steady tunnel: when it ended, how long it took.
+type Ping = (Instant, Duration);
+
+/// Echoes [`PING`] bytes through `port` until `stop`, recording each round trip; ends with
+/// an error when the tunnel fails.
+fn pinger(port: u16, stop: Arc<AtomicBool>, pings: Arc<Mutex<Vec<Ping>>>) -> Result<(), String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, PING_TIMEOUT)
+        .map_err(|e| format!("connect to the steady tunnel: {e}"))?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(PING_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut n = 0u8;
+    let mut back = [0u8; PING];
+    while !stop.load(Ordering::Relaxed) {
+        n = n.wrapping_add(1);
+        let sent = [n; PING];
+        let t0 = Instant::now();
+        s.write_all(&sent)
+            .map_err(|e| format!("write to the steady tunnel: {e}"))?;
+        s.read_exact(&mut back)
+            .map_err(|e| format!("read from the steady tunnel: {e}"))?;
+        let took = t0.elapsed();
+        if back != sent {
+            return Err("the steady tunnel echoed other bytes".into());
+        }
+        pings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((Instant::now(), took));
+        // About a query's pace: a round trip every millisecond, not a busy loop.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// CPU nanoseconds of `pid`'s live threads, split: the session threads, the others.
+fn cpu_split(pid: u32) -> (u64, u64) {
+    let mut homes = 0;
+    let mut others = 0;
+    for (tid, ns) in super::thread_cpu_ns(pid) {
+        let name =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+        if name.trim().starts_with("session-home") {
+            homes += ns;
+        } else {
+            others += ns;
+        }
+    }
+    (homes, others)
+}
+
+/// The `q` quantile of sorted `v` (nearest rank).
+fn quantile(v: &[Duration], q: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
+}
+
+/// `median / p99 / worst` of `v` in ms.
+fn describe(v: &mut [Duration]) -> String {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "{:.2} / {:.2} / {:.2} ms over {} round trips",
+        ms(quantile(v, 0.5)),
+        ms(quantile(v, 0.99)),
+        ms(v.last().copied().unwrap_or_default()),
+        v.len()
+    )
+}
+
+/// Runs the storm with `program` (default: [`forwarder_binary`]) and prints the report.
+pub(crate) fn run(program: Option<&Path>, options: &Options, key: KeyKind) {
+    let program = program.map_or_else(forwarder_binary, Path::to_path_buf);
+    let n = options.sessions;
+    super::progress(&format!(
+        "storm: generating a {} user key, starting two sshd and an echo server",
+        key.label()
+    ));
+    let key = UserKey::generate(key);
+    let start_sshd = || {
+        Sshd::builder()
+            .authorize(&key)
+            .config("LogLevel INFO")
+            .config("MaxStartups 2000:30:2000")
+            .start()
+    };
+    let steady = start_sshd();
+    let stormy = start_sshd();
+    let echo = EchoServer::start();
+    let remote = format!("127.0.0.1:{}", echo.port());
+    let admin = free_port();
+    let head = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\ndrain_timeout = \"1s\"\n\n\
+         [defaults]\nidentity_file = {:?}\nprobe = \"none\"\nshare_session = false\n",
+        key.private_key_path().display().to_string(),
+    );
+    let tunnel = |name: String, sshd: &Sshd, port: u16| {
+        let bastion = format!("{}@127.0.0.1:{}", sshd.user(), sshd.port());
+        TunnelSpec::new(&name, &bastion, port, &remote).with(&format!(
+            "known_hosts = {:?}",
+            sshd.known_hosts_path().display().to_string()
+        ))
+    };
+    let steady_port = free_port();
+    let mut tunnels = vec![tunnel("steady".into(), &steady, steady_port)];
+    tunnels.extend((0..n).map(|i| tunnel(format!("storm{i:04}"), &stormy, free_port())));
+
+    let started = Instant::now();
+    let mut serve = Serve::start(&program, &fleet_file(&head, &tunnels), admin);
+    if let Err(e) = serve.wait_all_up(n + 1, started) {
+        super::progress(&format!("storm: FAILED: {e}"));
+        return;
+    }
+    let pid = serve.pid();
+    super::progress(&format!(
+        "storm: {} tunnels up in {:.1} s",
+        n + 1,
+        started.elapsed().as_secs_f64()
+    ));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let pings = Arc::new(Mutex::new(Vec::new()));
+    let pinging = {
+        let (stop, pings) = (stop.clone(), pings.clone());
+        std::thread::spawn(move || pinger(steady_port, stop, pings))
+    };
+    std::thread::sleep(QUIET);
+    let mut windows = Vec::new();
+    let mut up_again = Vec::new();
+    let (mut home_ns, mut other_ns) = (0u64, 0u64);
+    let mut failed = None;
+    for round in 1..=options.rounds {
+        let logins = |s: &Sshd| s.log().matches("Accepted publickey").count();
+        let before = logins(&stormy);
+        let (h0, o0) = cpu_split(pid);
+        let t0 = Instant::now();
+        let killed = stormy.kill_sessions();
+        // Up again: every session logged in anew and every tunnel shows `up`.
+        let done = loop {
+            if logins(&stormy) >= before + n && serve.up_now() == Some(n + 1) {
+                break Ok(t0.elapsed());
+            }
+            if t0.elapsed() > ROUND_TIMEOUT {
+                break Err(format!(
+                    "round {round}: {} of {n} sessions logged in again within {ROUND_TIMEOUT:?}",
+                    logins(&stormy) - before
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (h1, o1) = cpu_split(pid);
+        match done {
+            Ok(took) => {
+                windows.push((t0, t0 + took));
+                up_again.push(took);
+                home_ns += h1.saturating_sub(h0);
+                other_ns += o1.saturating_sub(o0);
+                super::progress(&format!(
+                    "storm: round {round}: {killed} sessions killed, all {n} up again in {:.0} ms",
+                    took.as_secs_f64() * 1000.0
+                ));
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+        std::thread::sleep(QUIET);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let pinged = pinging
+        .join()
+        .unwrap_or_else(|_| Err("the pinger panicked".into()));
+    serve.stop();
+    if let Some(e) = failed.or(pinged.err()) {
+        super::progress(&format!("storm: FAILED: {e}"));
+        return;
+    }
+
+    let pings = std::mem::take(&mut *pings.lock().unwrap_or_else(|p| p.into_inner()));
+    let in_storm = |at: Instant, took: Duration| {
+        // A round trip counts as in a storm when any of it overlapped one.
+        let began = at.checked_sub(took).unwrap_or(at);
+        windows.iter().any(|&(s, e)| began < e && at > s)
+    };
+    let (mut stormy_rtts, mut quiet_rtts): (Vec<Duration>, Vec<Duration>) =
+        (Vec::new(), Vec::new());
+    for &(at, took) in &pings {
+        if in_storm(at, took) {
+            stormy_rtts.push(took);
+        } else {
+            quiet_rtts.push(took);
+        }
+    }
+    let reconnects = (n * windows.len()).max(1) as f64;
+    let per = |ns: u64| ns as f64 / 1e6 / reconnects;
+    up_again.sort();
+    println!();
+    println!(
+        "== storm: {n} sessions to one bastion reconnecting at once, {} rounds ==",
+        windows.len()
+    );
+    println!(
+        "forwarder: {} (forwarder serve), user key {}",
+        program.display(),
+        key.kind().label()
+    );
+    println!(
+        "  all {n} up again after the kill: median {:.0} ms (rounds: {})",
+        quantile(&up_again, 0.5).as_secs_f64() * 1000.0,
+        up_again
+            .iter()
+            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  steady tunnel (another bastion), {PING}-byte echo, median / p99 / worst:");
+    println!("    quiet:              {}", describe(&mut quiet_rtts));
+    println!("    during reconnects:  {}", describe(&mut stormy_rtts));
+    println!(
+        "  client CPU per reconnect: {:.2} ms on the session threads, {:.2} ms on others",
+        per(home_ns),
+        per(other_ns)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(quantile(&v, 0.5), Duration::from_millis(50));
+        assert_eq!(quantile(&v, 0.99), Duration::from_millis(99));
+        assert_eq!(quantile(&v, 1.0), Duration::from_millis(100));
+        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+        assert_eq!(
+            quantile(&[Duration::from_millis(7)], 0.99),
+            Duration::from_millis(7)
+        );
+    }
+
+    #[test]
+    fn storm_options_parse() {
+        let parse = |a: &[&str]| super::super::parse_args(a.iter().map(|s| (*s).to_owned()));
+        assert_eq!(parse(&[]).expect("parses").storm, None);
+        let all = parse(&["--storm"]).expect("parses").storm;
+        assert_eq!(all, Some(Options::default()));
+        let some = parse(&["--storm-rounds", "5", "--storm-sessions=100"])
+            .expect("parses")
+            .storm
+            .expect("implies --storm");
+        assert_eq!(
+            some,
+            Options {
+                sessions: 100,
+                rounds: 5
+            }
+        );
+        assert_eq!(
+            parse(&["--storm-sessions", "0"]).expect("parses").storm,
+            Some(Options {
+                sessions: 1,
+                rounds: DEFAULT_ROUNDS
+            })
+        );
+        assert!(parse(&["--storm-rounds", "x"]).is_err());
+    }
+}
