@@ -193,6 +193,15 @@ impl Identity {
         &self.source
     }
 
+    /// The private key, when it is held here (not an agent's or a locked file's): what a
+    /// caller that signs for held keys ([`AuthConfig::caller_signs_held_keys`]) signs with.
+    pub fn private_key(&self) -> Option<&Arc<PrivateKey>> {
+        match &self.signer {
+            Signer::Key(key) => Some(key),
+            Signer::External { .. } => None,
+        }
+    }
+
     /// The (plain) public key.
     pub fn public_key(&self) -> &PublicKey {
         &self.public
@@ -303,6 +312,12 @@ pub struct AuthConfig {
     /// The current time in seconds since the Unix epoch, to skip certificates that are not
     /// valid; `None` offers them whatever their validity.
     pub now: Option<u64>,
+    /// Hand the signatures of keys held here to the caller too, through
+    /// [`AuthEvent::SignRequest`] (at once, without the query a key signed elsewhere needs), so
+    /// that it can make them off the thread that drives the session: an RSA-4096 signature
+    /// takes about 3.5 ms of CPU. The caller signs with the identity's key
+    /// ([`Identity::private_key`]). Off by default: the machine signs them itself.
+    pub caller_signs_held_keys: bool,
 }
 
 impl AuthConfig {
@@ -321,6 +336,7 @@ impl AuthConfig {
             preferred: METHODS.iter().map(|m| (*m).to_owned()).collect(),
             attempts: 3,
             now: None,
+            caller_signs_held_keys: false,
         }
     }
 }
@@ -570,6 +586,7 @@ pub struct ClientAuth {
     order: Vec<&'static str>,
     max_attempts: u32,
     now: Option<u64>,
+    caller_signs_held_keys: bool,
     keyboard_interactive: MethodState,
     password: MethodState,
     plan: VecDeque<KeyStep>,
@@ -616,6 +633,7 @@ impl ClientAuth {
             publickey_unlisted: !listed(METHOD_PUBLICKEY),
             max_attempts: config.attempts,
             now: config.now,
+            caller_signs_held_keys: config.caller_signs_held_keys,
             keyboard_interactive: MethodState::new(
                 METHOD_KEYBOARD_INTERACTIVE,
                 config.keyboard_interactive,
@@ -948,28 +966,8 @@ impl ClientAuth {
                         sanitize(ok.algorithm.as_bytes(), false, 64)
                     )));
                 }
-                let data = publickey_signed_data(
-                    &self.session_id,
-                    &self.user,
-                    SERVICE_CONNECTION,
-                    name,
-                    id.key_blob(),
-                );
-                let request = self.next_request;
-                self.next_request += 1;
-                self.events.push_back(AuthEvent::SignRequest(SignRequest {
-                    id: request,
-                    identity: step.identity,
-                    source: id.source.clone(),
-                    key_blob: id.key_blob().to_vec(),
-                    data: data.clone(),
-                    algorithm: step.algorithm,
-                }));
-                self.state = State::AwaitSignature {
-                    step,
-                    request,
-                    data,
-                };
+                let data = self.signed_data(step);
+                self.ask_for_signature(step, data);
                 Ok(())
             }
             (State::ExpectReply(Sent::Password), ServerMessage::PasswdChangereq(req)) => {
@@ -1305,14 +1303,13 @@ impl ClientAuth {
                 self.state = State::ExpectPkOk(step);
                 true
             }
+            Signer::Key(_) if self.caller_signs_held_keys => {
+                let data = self.signed_data(step);
+                self.ask_for_signature(step, data);
+                true
+            }
             Signer::Key(key) => {
-                let data = publickey_signed_data(
-                    &self.session_id,
-                    &self.user,
-                    SERVICE_CONNECTION,
-                    name,
-                    id.key_blob(),
-                );
+                let data = self.signed_data(step);
                 match key.sign(step.algorithm, &data) {
                     Ok(signature) => {
                         self.send_signed(step, &signature, sink);
@@ -1326,6 +1323,42 @@ impl ClientAuth {
                 }
             }
         }
+    }
+
+    /// What the signature of a publickey request for `step` covers.
+    fn signed_data(&self, step: KeyStep) -> Vec<u8> {
+        let Some(id) = self.identities.get(step.identity) else {
+            return Vec::new();
+        };
+        publickey_signed_data(
+            &self.session_id,
+            &self.user,
+            SERVICE_CONNECTION,
+            id.algorithm_name(step.algorithm),
+            id.key_blob(),
+        )
+    }
+
+    /// Asks the caller to sign `data` for `step` ([`AuthEvent::SignRequest`]) and waits.
+    fn ask_for_signature(&mut self, step: KeyStep, data: Vec<u8>) {
+        let Some(id) = self.identities.get(step.identity) else {
+            return;
+        };
+        let request = self.next_request;
+        self.next_request += 1;
+        self.events.push_back(AuthEvent::SignRequest(SignRequest {
+            id: request,
+            identity: step.identity,
+            source: id.source.clone(),
+            key_blob: id.key_blob().to_vec(),
+            data: data.clone(),
+            algorithm: step.algorithm,
+        }));
+        self.state = State::AwaitSignature {
+            step,
+            request,
+            data,
+        };
     }
 
     fn send_signed(&mut self, step: KeyStep, signature: &[u8], sink: &mut dyn PayloadSink) {

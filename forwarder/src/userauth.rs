@@ -657,6 +657,9 @@ pub fn auth_config(
         config.preferred.clone_from(methods);
     }
     config.now = Some(now);
+    // Our signatures are made on tokio's blocking threads ([`Helper`]), not on the thread
+    // that carries the session (and, in the fleet, other sessions): 3.5 ms for RSA-4096.
+    config.caller_signs_held_keys = true;
     Ok(config)
 }
 
@@ -667,6 +670,9 @@ pub struct Helper {
     secrets: Arc<Secrets>,
     /// One per identity of the attempt.
     signers: Arc<[Signer]>,
+    /// One per identity of the attempt: its private key when the session holds it
+    /// ([`Signer::Session`]).
+    held: Arc<[Option<Arc<PrivateKey>>]>,
     agent: Option<AgentClient>,
 }
 
@@ -702,6 +708,7 @@ impl Helper {
                 terminal: Arc::new(Mutex::new(())),
             }),
             signers: prepared.signers.clone().into(),
+            held: held_keys(prepared),
             agent: prepared.agent.clone(),
         }
     }
@@ -712,9 +719,19 @@ impl Helper {
         Self {
             secrets: self.secrets.clone(),
             signers: prepared.signers.clone().into(),
+            held: held_keys(prepared),
             agent: prepared.agent.clone(),
         }
     }
+}
+
+/// The private key of each of `prepared`'s identities that the session holds.
+fn held_keys(prepared: &Prepared) -> Arc<[Option<Arc<PrivateKey>>]> {
+    prepared
+        .identities
+        .iter()
+        .map(|id| id.private_key().cloned())
+        .collect()
 }
 
 impl Secrets {
@@ -742,9 +759,18 @@ impl AuthHelper for Helper {
     fn sign(&self, request: SignRequest) -> AuthFuture<Vec<u8>> {
         let this = self.secrets.clone();
         let signer = self.signers.get(request.identity).cloned();
+        let held = self.held.get(request.identity).cloned().flatten();
         let agent = self.agent.clone();
         Box::pin(async move {
             match signer {
+                // A key file read without a passphrase (or unlocked when the attempt was
+                // prepared): signed off the session's thread
+                // ([`AuthConfig::caller_signs_held_keys`]).
+                Some(Signer::Session) => {
+                    let key = held.ok_or_else(|| "the session holds no such key".to_owned())?;
+                    let alg = request.algorithm;
+                    blocking(move || key.sign(alg, &request.data).map_err(|e| e.to_string())).await
+                }
                 Some(Signer::Agent { key_blob }) => {
                     let agent = agent.ok_or_else(|| "the agent is gone".to_owned())?;
                     // Not `request.key_blob`: for a certificate the agent does not hold,
@@ -995,6 +1021,23 @@ mod tests {
             ),
             Ok(())
         );
+
+        // The keys the session holds (the file and its certificate) are signed by the helper
+        // too (on a blocking thread): the session hands their signatures to it.
+        let config = auth_config(&opts, prepared.identities.clone(), 0).unwrap();
+        assert!(config.caller_signs_held_keys);
+        for identity in [0, 1] {
+            let held = prepared.identities[identity].private_key().unwrap().clone();
+            let blob = sign_for(&helper, identity, b"ignored").await.unwrap();
+            assert_eq!(
+                held.public_key().verify(
+                    ssh_transport::hostkey::SignatureAlgorithm::Ed25519,
+                    b"data",
+                    &blob
+                ),
+                Ok(())
+            );
+        }
     }
 
     /// The `-cert.pub` line `line` with the last byte of its authority's signature flipped.

@@ -1514,3 +1514,94 @@ fn preferred_authentications_orders_and_limits_the_methods() {
         run(case);
     }
 }
+
+/// The client of [`started`] with [`AuthConfig::caller_signs_held_keys`].
+fn caller_signing(keys: &[usize]) -> ClientAuth {
+    let mut config = AuthConfig::new(USER.into(), identities(keys));
+    config.caller_signs_held_keys = true;
+    ClientAuth::with_config(config)
+}
+
+/// The sign requests among the events waiting, the other events dropped.
+fn sign_requests(auth: &mut ClientAuth) -> Vec<SignRequest> {
+    core::iter::from_fn(|| auth.poll_event())
+        .filter_map(|e| match e {
+            AuthEvent::SignRequest(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_caller_that_signs_for_held_keys_is_asked_at_once_and_its_signature_sent() {
+    // An RSA key file and its certificate (offered first): each held here, each signed by
+    // the caller without a query first.
+    let mut auth = caller_signing(&[0, 5]);
+    let mut sink = Vec::new();
+    auth.start(&mut sink);
+    auth.handle_payload(&service_accept("ssh-userauth"), &ctx(), &mut sink)
+        .unwrap();
+    let sent = sink.len();
+    let requests = sign_requests(&mut auth);
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let req = &requests[0];
+    assert_eq!(req.identity, 1, "the certificate");
+    assert_eq!(req.algorithm, RsaSha512);
+    assert_eq!(sink.len(), sent, "nothing is sent before the signature");
+    assert!(auth.is_waiting_for_caller());
+    let key = auth.identities()[1]
+        .private_key()
+        .expect("held here")
+        .clone();
+    auth.provide_signature(
+        req.id,
+        Ok(key.sign(req.algorithm, &req.data).unwrap()),
+        &mut sink,
+    )
+    .unwrap();
+    check_sent(sink.last().unwrap(), Expect::Key(5, RsaSha512));
+
+    // Refused: the plain key is next, asked for the same way, and a bad signature from the
+    // caller skips it as an agent's would.
+    auth.handle_payload(&failure("publickey", false), &ctx(), &mut sink)
+        .unwrap();
+    let requests = sign_requests(&mut auth);
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].identity, 0);
+    assert!(auth.identities()[0].private_key().is_some());
+    let sent = sink.len();
+    auth.provide_signature(requests[0].id, Ok(vec![0, 0, 0, 1, b'x']), &mut sink)
+        .unwrap();
+    assert_eq!(
+        sink.len(),
+        sent,
+        "no request with a signature that does not verify"
+    );
+}
+
+#[test]
+fn a_held_key_sent_ahead_waits_for_the_callers_signature_across_service_accept() {
+    let mut auth = caller_signing(&[1]);
+    let mut sink = Vec::new();
+    auth.start(&mut sink);
+    assert!(auth.send_ahead(&ctx(), &mut sink).unwrap());
+    let requests = sign_requests(&mut auth);
+    assert_eq!(requests.len(), 1);
+    // SERVICE_ACCEPT comes while the signature is being made.
+    auth.handle_payload(&service_accept("ssh-userauth"), &ctx(), &mut sink)
+        .unwrap();
+    assert!(auth.is_waiting_for_caller());
+    let sig = ed_key().sign(Ed25519, &requests[0].data).unwrap();
+    auth.provide_signature(requests[0].id, Ok(sig), &mut sink)
+        .unwrap();
+    check_sent(sink.last().unwrap(), Expect::Key(1, Ed25519));
+    auth.handle_payload(&success(), &ctx(), &mut sink).unwrap();
+    assert!(auth.is_authenticated());
+}
+
+#[test]
+fn agent_and_locked_keys_hold_no_private_key() {
+    assert!(identity(2).private_key().is_none());
+    assert!(identity(7).private_key().is_none());
+    assert!(identity(1).private_key().is_some());
+}
