@@ -744,6 +744,9 @@ impl SshConnector {
         // Certificates' validity is judged by this clock; the auth crate has none.
         let mut auth = userauth::auth_config(opts, hop.auth.identities.clone(), unix_now())
             .map_err(ConnectError::Permanent)?;
+        // Our signatures (3.5 ms for RSA-4096) off the thread that carries the session's
+        // packets, where other sessions share it ([`Helper`](userauth::Helper)).
+        auth.caller_signs_held_keys = spec.sign_off_thread;
         hop.at.user.clone_into(&mut auth.user);
         let verifier = Arc::new(verifier);
         let session = Session::with_prepared_kex(

@@ -657,9 +657,6 @@ pub fn auth_config(
         config.preferred.clone_from(methods);
     }
     config.now = Some(now);
-    // Our signatures are made on tokio's blocking threads ([`Helper`]), not on the thread
-    // that carries the session (and, in the fleet, other sessions): 3.5 ms for RSA-4096.
-    config.caller_signs_held_keys = true;
     Ok(config)
 }
 
@@ -1024,8 +1021,6 @@ mod tests {
 
         // The keys the session holds (the file and its certificate) are signed by the helper
         // too (on a blocking thread): the session hands their signatures to it.
-        let config = auth_config(&opts, prepared.identities.clone(), 0).unwrap();
-        assert!(config.caller_signs_held_keys);
         for identity in [0, 1] {
             let held = prepared.identities[identity].private_key().unwrap().clone();
             let blob = sign_for(&helper, identity, b"ignored").await.unwrap();

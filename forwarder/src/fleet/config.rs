@@ -1076,8 +1076,10 @@ fn resolve(
         Ok(_) => return Err((None, "not a tunnel".into())),
         Err(e) => return Err((option_offset(&e.to_string(), &options), e.to_string())),
     };
-    let config =
+    let mut config =
         TunnelConfig::from_options(&opts).map_err(|e| (option_offset(&e.0, &options), e.0))?;
+    // Many sessions share each thread of the fleet.
+    config.session.sign_off_thread = true;
     let kind = match (&way, opts.remote_forwards.first()) {
         (Way::Local { .. } | Way::Socks { .. }, _) => TunnelKind::Local,
         (Way::Remote { .. }, Some(f)) => TunnelKind::Remote(RemoteSpec::from_forward(f)),
