@@ -404,12 +404,18 @@ impl TunnelBuilder {
             options.push(format!("{key} = {value:?}"));
         }
         s.push_str(&format!("options = {{ {} }}\n", options.join(", ")));
+        let bastion = format!("127.0.0.1:{}", self.port);
         for (i, f) in self.forwards.iter().enumerate() {
-            s.push_str(&format!(
-                "\n[[tunnel]]\nname = \"forward-{i}\"\nbastion = \"127.0.0.1:{}\"\n\
-                 local = \"127.0.0.1:{}\"\nremote = \"{}:{}\"\nprobe = \"none\"\n",
-                self.port, f.local_port, f.host, f.port
-            ));
+            let remote = format!("{}:{}", f.host, f.port);
+            let tunnel = crate::fleet::TunnelSpec::new(
+                &format!("forward-{i}"),
+                &bastion,
+                f.local_port,
+                &remote,
+            )
+            .with("probe = \"none\"");
+            s.push('\n');
+            s.push_str(&tunnel.toml());
         }
         s
     }
