@@ -81,11 +81,14 @@ pub struct ServeOptions {
     pub verbosity: i8,
     /// `--check`: load and check the file, print what it holds, and exit.
     pub check_only: bool,
+    /// `--threads`: how many threads carry the sessions ([`homes`]).
+    pub threads: usize,
 }
 
 /// The usage text of `forwarder serve`.
 pub fn usage() -> &'static str {
-    "usage: forwarder serve --config FILE [--shard I/N] [--log-format json|text] [-v|-q] [--check]
+    "usage: forwarder serve --config FILE [--shard I/N] [--threads N] [--log-format json|text]
+                       [-v|-q] [--check]
 
 Runs every [[tunnel]] of FILE (TOML) in one process until SIGTERM or SIGINT, which stop
 accepting, let open connections finish for [admin] drain_timeout, and disconnect (exit 0).
@@ -96,6 +99,9 @@ that does not load leaves the running set as it was.
   --config FILE      the fleet file (see the README, \"forwarder serve\")
   --shard I/N        serve only the tunnels that rendezvous hashing of their names gives to
                      replica I of N (0 <= I < N)
+  --threads N        threads that carry the sessions, each session on one for its whole
+                     life (1 to 64, default 2); the file, signals, probes and the admin
+                     endpoint have a thread of their own
   --log-format F     json (one object per line, the default) or text
   -v, -q             more (debug) or less (warnings only) logging
   --check            check the file and list its tunnels, then exit (0 if it loads, 2 if not)
@@ -109,6 +115,7 @@ pub fn parse_args(args: &[String]) -> Result<ServeOptions, String> {
     let mut log_format = LogFormat::Json;
     let mut verbosity = 0i8;
     let mut check_only = false;
+    let mut threads = homes::HOMES;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -134,6 +141,16 @@ pub fn parse_args(args: &[String]) -> Result<ServeOptions, String> {
                     other => return Err(format!("--log-format {other:?}: expected json or text")),
                 }
             }
+            "--threads" => {
+                let v = value("--threads")?;
+                threads = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_THREADS).contains(n))
+                    .ok_or_else(|| {
+                        format!("--threads {v:?}: expected a number from 1 to {MAX_THREADS}")
+                    })?;
+            }
             "-v" => verbosity = verbosity.saturating_add(1),
             "-q" => verbosity = verbosity.saturating_sub(1),
             "--check" => check_only = true,
@@ -146,8 +163,13 @@ pub fn parse_args(args: &[String]) -> Result<ServeOptions, String> {
         log_format,
         verbosity,
         check_only,
+        threads,
     })
 }
+
+/// The most threads `--threads` may ask for: more than a machine has cores only adds
+/// switching between them.
+const MAX_THREADS: usize = 64;
 
 /// Exit status for a file that does not load or a bad command line.
 pub const EXIT_USAGE: i32 = 2;
@@ -191,7 +213,7 @@ pub fn run(opts: ServeOptions) -> i32 {
     let started = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .and_then(|runtime| Ok((runtime, homes::Homes::start(homes::HOMES)?)));
+        .and_then(|runtime| Ok((runtime, homes::Homes::start(opts.threads)?)));
     let (runtime, homes) = match started {
         Ok(r) => r,
         Err(e) => {
@@ -1414,6 +1436,24 @@ async fn probe_once(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn serve_arguments_parse_and_threads_are_bounded() {
+        let args = |a: &[&str]| parse_args(&a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        let o = args(&["--config", "f.toml"]).unwrap();
+        assert_eq!(o.threads, homes::HOMES);
+        assert_eq!(o.config, PathBuf::from("f.toml"));
+        assert_eq!(args(&["-c", "f", "--threads", "8"]).unwrap().threads, 8);
+        assert_eq!(args(&["-c", "f", "--threads=1"]).unwrap().threads, 1);
+        for bad in ["0", "65", "x", "-1"] {
+            let e = args(&["-c", "f", "--threads", bad]).unwrap_err();
+            assert!(e.contains("1 to 64"), "{bad}: {e}");
+        }
+        assert!(
+            args(&["--threads", "2"]).is_err(),
+            "--config is still required"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -1291,3 +1291,53 @@ fn thousands_of_connections_and_lost_sessions_leave_the_fleets_memory_where_it_w
          {SOAK_RECONNECTS} lost sessions: {sizes:?} KiB"
     );
 }
+
+/// The names of `pid`'s threads that carry sessions.
+fn session_threads(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| {
+                    let comm = std::fs::read_to_string(t.ok()?.path().join("comm")).ok()?;
+                    Some(comm.trim().to_owned())
+                })
+                .filter(|name| name.starts_with("session-home"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn threads_sets_how_many_threads_carry_the_sessions() {
+    // Three sessions (own known_hosts files make them different sessions) on one thread,
+    // then on three: every tunnel carries data either way.
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let a = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let remote = format!("127.0.0.1:{}", echo.port());
+    for threads in [1usize, 3] {
+        let admin = free_port();
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let tunnels: Vec<TunnelSpec> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &port)| {
+                TunnelSpec::new(&format!("t{i}"), &bastion(&a), port, &remote)
+                    .with("share_session = false")
+            })
+            .collect();
+        let h = head(admin, &key, &[&a], "1s");
+        let n = threads.to_string();
+        let mut fleet = Fleet::start(&fleet_file(&h, &tunnels), Some(admin), &["--threads", &n]);
+        wait_for_states(&mut fleet, &["t0", "t1", "t2"], "up");
+        for (i, &port) in ports.iter().enumerate() {
+            assert_echo(port, 40 + i as u64, 16 * 1024, "through the fleet");
+        }
+        let want: Vec<String> = (0..threads).map(|i| format!("session-home-{i}")).collect();
+        assert_eq!(session_threads(fleet.pid()), want, "--threads {threads}");
+        fleet.terminate();
+        assert!(fleet.wait_exit(WAIT).is_some(), "the fleet did not exit");
+    }
+}

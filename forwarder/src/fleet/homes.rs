@@ -16,7 +16,8 @@ use std::time::Duration;
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 
-/// How many threads carry sessions: the two workers the fleet's runtime had before.
+/// How many threads carry sessions unless `--threads` says otherwise: the two workers the
+/// fleet's runtime had before.
 pub const HOMES: usize = 2;
 
 /// How long a stopping home waits for its tasks to go.
