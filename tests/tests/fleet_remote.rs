@@ -122,6 +122,9 @@ fn fleet_remote_tunnels_carry_data_show_in_tunnels_and_reload_cancels_them() {
     // Byte for byte both ways through the bastion's ports.
     wait_listening(fixed, true, "callback");
     assert_echo(fixed, 1, 1 << 20, "through the bastion's fixed port");
+    // As for the fixed port: a CI run once found the allocated port refusing for a moment
+    // after the fleet logged it.
+    wait_listening(picked, true, "picked");
     assert_echo(picked, 2, 200_000, "through the bastion's allocated port");
     assert_echo(local_port, 3, 100_000, "the local tunnel");
     let all = tunnels(&mut fleet, |v| {
