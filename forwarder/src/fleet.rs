@@ -1436,6 +1436,8 @@ async fn probe_once(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn serve_arguments_parse_and_threads_are_bounded() {
         let args = |a: &[&str]| parse_args(&a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
@@ -1453,8 +1455,6 @@ mod tests {
             "--config is still required"
         );
     }
-
-    use super::*;
 
     #[test]
     fn handshakes_are_paced_by_the_first_host_of_a_jump_chain() {

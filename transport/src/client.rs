@@ -1131,7 +1131,17 @@ impl ClientTransport {
             && let Some(first) = self.config.kex_algorithms.first()
             && first.is_single_pass()
         {
-            let made = match PreparedKex::take_for(&mut self.prepared, *first) {
+            // One made for another method is left for the server's KEXINIT to settle on.
+            let matches = self
+                .prepared
+                .as_ref()
+                .is_some_and(|p| p.algorithm() == *first);
+            let taken = if matches {
+                PreparedKex::take_for(&mut self.prepared, *first)
+            } else {
+                None
+            };
+            let made = match taken {
                 Some(prepared) => {
                     guess_prepared = true;
                     Ok(prepared)

@@ -940,6 +940,27 @@ fn prepared(kex: KexAlgorithm, seed: u64) -> crate::PreparedKex {
     crate::PreparedKex::new(kex, &mut SeededRandom::new(seed)).unwrap()
 }
 
+/// A client that guesses with the first of `ours` and holds `prepared`, and a server that
+/// runs only `server`.
+fn guessing_with_prepared(
+    ours: &[KexAlgorithm],
+    server: KexAlgorithm,
+    prepared: crate::PreparedKex,
+) -> crate::tests::Pair {
+    let server = ServerConfig {
+        kex: vec![server],
+        ..ServerConfig::default()
+    };
+    let mut pair = crate::tests::Pair::new(guessing(ours.to_vec()), server);
+    pair.client = ClientTransport::with_prepared_kex(
+        guessing(ours.to_vec()),
+        Box::new(SeededRandom::new(1)),
+        Instant::now(),
+        Some(prepared),
+    );
+    pair
+}
+
 /// The first message `prepared(kex, seed)` holds, as the method makes it from the same bytes.
 fn prepared_message(kex: KexAlgorithm, seed: u64) -> Vec<u8> {
     kex.client().start(&mut SeededRandom::new(seed)).unwrap()
@@ -993,24 +1014,13 @@ fn a_prepared_first_message_is_used_when_the_server_settles_on_its_method() {
 fn a_prepared_message_of_another_method_is_not_used_and_the_handshake_still_works() {
     // Prepared for the method we prefer, but the server only runs another: our KEXINIT
     // offers both, the server settles on the second, and its message is made on the spot.
-    let config = || ClientConfig {
-        kex_algorithms: vec![
+    let mut pair = guessing_with_prepared(
+        &[
             KexAlgorithm::MlKem768X25519Sha256,
             KexAlgorithm::EcdhNistP256,
         ],
-        guess_first_kex: true,
-        ..ClientConfig::default()
-    };
-    let server = ServerConfig {
-        kex: vec![KexAlgorithm::EcdhNistP256],
-        ..ServerConfig::default()
-    };
-    let mut pair = crate::tests::Pair::new(config(), server);
-    pair.client = ClientTransport::with_prepared_kex(
-        config(),
-        Box::new(SeededRandom::new(1)),
-        Instant::now(),
-        Some(prepared(KexAlgorithm::MlKem768X25519Sha256, 9)),
+        KexAlgorithm::EcdhNistP256,
+        prepared(KexAlgorithm::MlKem768X25519Sha256, 9),
     );
     pair.drive();
     assert_eq!(pair.client_error, None);
@@ -1185,4 +1195,24 @@ fn an_opening_is_wanted_once_half_the_time_limit_has_gone() {
     assert_eq!(pair.client.wants_prepared_kex(), None, "29 s of 60");
     pair.client.handle_timeout(at(31));
     assert_eq!(pair.client.wants_prepared_kex(), Some(kex), "30 s of 60");
+}
+
+#[test]
+fn a_message_prepared_for_another_method_than_the_guess_waits_for_the_servers_kexinit() {
+    // We guess with our first method; the message was made for our second, the one the
+    // server runs: the guess is made on the spot, and the prepared message serves the
+    // exchange the server settles on.
+    let mut pair = guessing_with_prepared(
+        &[KexAlgorithm::Curve25519Sha256, KexAlgorithm::EcdhNistP256],
+        KexAlgorithm::EcdhNistP256,
+        prepared(KexAlgorithm::EcdhNistP256, 12),
+    );
+    pair.drive();
+    assert_eq!(pair.client_error, None);
+    assert_eq!(pair.client.kex_guess_right(), Some(false));
+    assert_eq!(
+        pair.server.client_kex_messages,
+        [prepared_message(KexAlgorithm::EcdhNistP256, 12)]
+    );
+    assert_eq!(pair.client.prepared_kex_used(), 1);
 }
