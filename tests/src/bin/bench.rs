@@ -114,6 +114,8 @@ usage: bench [options]
                          the reconnects, and the CPU per reconnect on the session threads
   --storm-sessions N     sessions that reconnect at once (default: 40; implies --storm)
   --storm-rounds N       times they are made to (default: 3; implies --storm)
+  --storm-rtt MS         the N sessions reach their sshd through the delaying proxy with
+                         this round trip (default: 0, straight; implies --storm)
   --rtt [LIST]           throughput (with a PostgreSQL query result), start to first byte
                          and a new connection's first byte through a delaying proxy in front
                          of sshd, at each round trip of LIST in ms (default: 0,10,50), instead
@@ -291,6 +293,15 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 args.storm
                     .get_or_insert_with(storm::Options::default)
                     .rounds = n;
+            }
+            "--storm-rtt" => {
+                let ms = number(value()?)?;
+                if ms > 10_000 {
+                    return Err(format!("--storm-rtt: at most 10000 ms, not {ms}"));
+                }
+                args.storm
+                    .get_or_insert_with(storm::Options::default)
+                    .rtt_ms = ms;
             }
             "--fleet-sizes" => {
                 let sizes = fleet::parse_sizes(&value()?)?;

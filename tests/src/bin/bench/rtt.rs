@@ -398,7 +398,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration, window: usize) 
 }
 
 /// A known_hosts file trusting `sshd`'s host keys under the proxy's port as well.
-fn known_hosts_for(sshd: &Sshd, proxy_port: u16, dir: &Path) -> PathBuf {
+pub(crate) fn known_hosts_for(sshd: &Sshd, proxy_port: u16, dir: &Path) -> PathBuf {
     let original = std::fs::read_to_string(sshd.known_hosts_path()).expect("read known_hosts");
     let renamed = original.replace(
         &known_hosts_host("127.0.0.1", sshd.port()),

@@ -13,6 +13,9 @@
 //! the N took to be up again, and the client CPU each reconnect cost, split between the
 //! threads that carry sessions (`session-home-*`) and the others.
 //!
+//! With `--storm-rtt MS`, the N sessions reach their sshd through the bench's delaying
+//! proxy, as a bastion in another region would be reached; the steady tunnel does not.
+//!
 //! There is no OpenSSH column: `ssh -N -L` runs a process per tunnel, so other tunnels'
 //! reconnects reach it only through the CPU they take.
 
@@ -27,6 +30,7 @@ use ssh_interop_tests::fleet::{TunnelSpec, fleet_file};
 use ssh_interop_tests::{EchoServer, KeyKind, Sshd, UserKey, forwarder_binary, free_port};
 
 use super::fleet::Serve;
+use super::rtt::{DelayProxy, default_link_window, known_hosts_for};
 
 /// Sessions that reconnect at once, unless `--storm-sessions` says otherwise.
 pub(crate) const DEFAULT_SESSIONS: usize = 40;
@@ -46,6 +50,8 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Options {
     pub(crate) sessions: usize,
     pub(crate) rounds: usize,
+    /// Round trip between the fleet and the stormy bastion (`--storm-rtt`), 0 for none.
+    pub(crate) rtt_ms: u32,
 }
 
 impl Default for Options {
@@ -53,6 +59,7 @@ impl Default for Options {
         Options {
             sessions: DEFAULT_SESSIONS,
             rounds: DEFAULT_ROUNDS,
+            rtt_ms: 0,
         }
     }
 }
@@ -149,6 +156,14 @@ pub(crate) fn run(program: Option<&Path>, options: &Options, key: KeyKind) {
     };
     let steady = start_sshd();
     let stormy = start_sshd();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // The stormy bastion as the fleet reaches it: straight, or through the delaying proxy.
+    let proxy = (options.rtt_ms > 0).then(|| {
+        let proxy = DelayProxy::start(stormy.port(), default_link_window());
+        proxy.set_rtt(Duration::from_millis(options.rtt_ms.into()));
+        let known = known_hosts_for(&stormy, proxy.port(), dir.path());
+        (proxy, known)
+    });
     let echo = EchoServer::start();
     let remote = format!("127.0.0.1:{}", echo.port());
     let admin = free_port();
@@ -157,16 +172,20 @@ pub(crate) fn run(program: Option<&Path>, options: &Options, key: KeyKind) {
          [defaults]\nidentity_file = {:?}\nprobe = \"none\"\nshare_session = false\n",
         key.private_key_path().display().to_string(),
     );
-    let tunnel = |name: String, sshd: &Sshd, port: u16| {
-        let bastion = format!("{}@127.0.0.1:{}", sshd.user(), sshd.port());
-        TunnelSpec::new(&name, &bastion, port, &remote).with(&format!(
-            "known_hosts = {:?}",
-            sshd.known_hosts_path().display().to_string()
-        ))
+    let tunnel = |name: String, sshd: &Sshd, via: Option<&(DelayProxy, std::path::PathBuf)>| {
+        let (port, known) = match via {
+            Some((proxy, known)) => (proxy.port(), known.as_path()),
+            None => (sshd.port(), sshd.known_hosts_path()),
+        };
+        let bastion = format!("{}@127.0.0.1:{port}", sshd.user());
+        let listen = free_port();
+        let spec = TunnelSpec::new(&name, &bastion, listen, &remote)
+            .with(&format!("known_hosts = {:?}", known.display().to_string()));
+        (spec, listen)
     };
-    let steady_port = free_port();
-    let mut tunnels = vec![tunnel("steady".into(), &steady, steady_port)];
-    tunnels.extend((0..n).map(|i| tunnel(format!("storm{i:04}"), &stormy, free_port())));
+    let (first, steady_port) = tunnel("steady".into(), &steady, None);
+    let mut tunnels = vec![first];
+    tunnels.extend((0..n).map(|i| tunnel(format!("storm{i:04}"), &stormy, proxy.as_ref()).0));
 
     let started = Instant::now();
     let mut serve = Serve::start(&program, &fleet_file(&head, &tunnels), admin);
@@ -260,8 +279,13 @@ pub(crate) fn run(program: Option<&Path>, options: &Options, key: KeyKind) {
     up_again.sort();
     println!();
     println!(
-        "== storm: {n} sessions to one bastion reconnecting at once, {} rounds ==",
-        windows.len()
+        "== storm: {n} sessions to one bastion reconnecting at once, {} rounds{} ==",
+        windows.len(),
+        if options.rtt_ms > 0 {
+            format!(", {} ms away", options.rtt_ms)
+        } else {
+            String::new()
+        }
     );
     println!(
         "forwarder: {} (forwarder serve), user key {}",
@@ -318,16 +342,26 @@ mod tests {
             some,
             Options {
                 sessions: 100,
-                rounds: 5
+                rounds: 5,
+                rtt_ms: 0
             }
         );
         assert_eq!(
             parse(&["--storm-sessions", "0"]).expect("parses").storm,
             Some(Options {
                 sessions: 1,
-                rounds: DEFAULT_ROUNDS
+                rounds: DEFAULT_ROUNDS,
+                rtt_ms: 0
             })
         );
+        assert_eq!(
+            parse(&["--storm-rtt", "50"])
+                .expect("parses")
+                .storm
+                .map(|o| o.rtt_ms),
+            Some(50)
+        );
+        assert!(parse(&["--storm-rtt", "20000"]).is_err());
         assert!(parse(&["--storm-rounds", "x"]).is_err());
     }
 }
