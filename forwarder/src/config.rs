@@ -157,6 +157,20 @@ impl SessionSpec {
         }
         label
     }
+
+    /// What the session logs in with, as far as a bastion's answer to it goes: the label
+    /// (the user at each hop) and every hop's key and certificate files. Sessions with the
+    /// same login are accepted or refused together.
+    pub fn login(&self) -> String {
+        let mut login = self.label();
+        for opts in std::iter::once(&self.options).chain(self.jump.iter().map(|j| &*j.options)) {
+            for f in opts.identity_files.iter().chain(&opts.certificate_files) {
+                login.push('\u{0}');
+                login.push_str(&f.to_string_lossy());
+            }
+        }
+        login
+    }
 }
 
 /// One tunnel: a session and the local forwards through it.

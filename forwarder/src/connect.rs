@@ -580,7 +580,7 @@ impl SshConnector {
     }
 
     /// A supervisor of sessions made from `spec`, with its reconnect policy, sharing `gate`
-    /// (one handshake at a time per bastion). With `first_attempt_fatal` a first attempt that
+    /// (at most four handshakes at a time per bastion). With `first_attempt_fatal` a first attempt that
     /// fails ends it, as a command run by hand should.
     pub async fn supervise(
         spec: SessionSpec,
@@ -589,6 +589,7 @@ impl SshConnector {
     ) -> crate::supervisor::Supervisor {
         let config = crate::supervisor::SupervisorConfig {
             label: spec.label(),
+            login: spec.login(),
             reconnect: spec.reconnect,
             first_attempt_fatal,
         };

@@ -261,7 +261,7 @@ impl Dialer {
         Self::start_with_gate(config, BastionGate::new()).await
     }
 
-    /// [`Dialer::start`], sharing `gate` (one handshake at a time, sshd's penalties) with
+    /// [`Dialer::start`], sharing `gate` (four handshakes at a time, sshd's penalties) with
     /// other dialers or tunnels to the same bastion.
     pub async fn start_with_gate(
         config: TunnelConfig,

@@ -1163,8 +1163,13 @@ impl Fleet {
             label = format!("{label}#{n}");
             format!("{base}\u{0}#{n}")
         };
-        let gate = self.gates.entry(gate_key(&spec)).or_default().clone();
+        let gate = self
+            .gates
+            .entry(gate_key(&spec))
+            .or_insert_with(BastionGate::new)
+            .clone();
         let reconnect = spec.reconnect;
+        let login = spec.login();
         let span = tracing::info_span!("session", session = %label);
         let connector = Arc::new(SshConnector::prepare(spec).instrument(span.clone()).await);
         let home = homes::pick(self.homes.len(), self.slots.values().map(|s| s.home));
@@ -1175,6 +1180,7 @@ impl Fleet {
                 connector,
                 SupervisorConfig {
                     label: label.clone(),
+                    login,
                     reconnect,
                     first_attempt_fatal: false,
                 },
@@ -1236,7 +1242,7 @@ impl Fleet {
     }
 }
 
-/// The host a session's handshakes are paced by (one at a time, and sshd's
+/// The host a session's handshakes are paced by (four at a time, and sshd's
 /// PerSourcePenalties ledger): the first host connected to, the outermost jump host of a
 /// chain, since that login is the one a failing chain repeats first.
 fn gate_key(spec: &crate::config::SessionSpec) -> (String, u16) {

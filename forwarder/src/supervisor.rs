@@ -2,7 +2,7 @@
 //! when the session ends, publishing the current session to everyone who needs one.
 //!
 //! ```text
-//!             ┌────────────── BastionGate (one handshake at a time; PerSourcePenalties ledger)
+//!             ┌────────────── BastionGate (four handshakes at a time; PerSourcePenalties ledger)
 //!             ▼
 //!  Connector::connect ──> handshake ──authenticated──> Up(SessionHandle) ──watch──> tunnels, dialers
 //!       ▲       │ failed                                   │ driver ended (server closed, network
@@ -18,6 +18,7 @@
 //!
 //! The backoff and the penalty ledger are plain values fed the time, tested without tokio.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -279,11 +280,13 @@ impl Penalty {
 /// A model of the penalty sshd holds against our address: penalties add up (each one
 /// extends the expiry by its length), they run out in real time, and sshd refuses the
 /// source while what is outstanding reaches `min` (15 s by default). We keep what is
-/// outstanding, plus the worst next penalty, under [`PenaltyLedger::LIMIT`], so that sshd
-/// never blocks the platform's address.
+/// outstanding, plus the worst penalty of every attempt under way and of the next one,
+/// under [`PenaltyLedger::LIMIT`], so that sshd never blocks the platform's address.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PenaltyLedger {
     expiry: Option<Instant>,
+    /// The worst penalties of the attempts under way, reserved when each began.
+    reserved: Duration,
 }
 
 impl PenaltyLedger {
@@ -304,29 +307,137 @@ impl PenaltyLedger {
             .unwrap_or_default()
     }
 
-    /// How long to wait from `now` before an attempt that may fail authentication.
-    pub fn wait_before_attempt(&self, now: Instant) -> Duration {
-        (self.outstanding(now) + Penalty::AuthFail.duration()).saturating_sub(Self::LIMIT)
+    /// How long to wait from `now`, at most, before an attempt whose worst penalty is
+    /// `worst` may begin beside the attempts under way (one that ends sooner frees its
+    /// reservation sooner).
+    pub fn wait_before_attempt(&self, now: Instant, worst: Penalty) -> Duration {
+        (self.outstanding(now) + self.reserved + worst.duration()).saturating_sub(Self::LIMIT)
+    }
+
+    /// How much of that wait is for penalties sshd already holds, not for the attempts
+    /// under way.
+    pub fn penalty_wait(&self, now: Instant, worst: Penalty) -> Duration {
+        (self.outstanding(now) + worst.duration()).saturating_sub(Self::LIMIT)
+    }
+
+    /// An attempt whose worst penalty is `worst` begins.
+    pub fn reserve(&mut self, worst: Penalty) {
+        self.reserved += worst.duration();
+    }
+
+    /// The attempt that reserved `worst` ended at `now`, charged `charged`.
+    pub fn settle(&mut self, now: Instant, worst: Penalty, charged: Option<Penalty>) {
+        self.reserved = self.reserved.saturating_sub(worst.duration());
+        if let Some(p) = charged {
+            self.record(now, p);
+        }
     }
 }
 
-/// What all supervisors of one bastion share: one handshake at a time (so a reconnect storm
-/// cannot trip sshd's `MaxStartups`) and the penalty ledger of our address there.
-#[derive(Debug, Default)]
+/// Handshakes to one bastion that may run at once. sshd's `MaxStartups` (10:30:100 by
+/// default) starts dropping unauthenticated connections at ten, counting every client of
+/// the bastion; four leave room for people and for a second replica of the fleet.
+pub const HANDSHAKES_PER_BASTION: usize = 4;
+
+/// What all supervisors of one bastion share: at most [`HANDSHAKES_PER_BASTION`]
+/// handshakes at a time (so a reconnect storm cannot trip sshd's `MaxStartups`), the
+/// penalty ledger of our address there, and which logins it accepted lately.
+///
+/// An attempt reserves in the ledger the worst penalty it can earn: a failed login's,
+/// unless sshd accepted the same login since this supervisor last saw a failure, in which
+/// case a connection's that ends before its login. So after a bastion restarts, the first
+/// attempts of a login probe it (two at a time, as sshd's 15 s threshold allows), and once
+/// one is in, the others follow four at a time. A refused login forgets the acceptance.
+#[derive(Debug)]
 pub struct BastionGate {
-    handshake: tokio::sync::Mutex<()>,
-    ledger: Mutex<PenaltyLedger>,
+    handshakes: tokio::sync::Semaphore,
+    state: Mutex<GateState>,
+    /// Woken when an attempt ends and frees its reservation.
+    settled: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    ledger: PenaltyLedger,
+    /// When sshd last accepted each login (by [`SupervisorConfig::login`]).
+    accepted: HashMap<String, Instant>,
+}
+
+impl GateState {
+    /// The worst penalty an attempt with `login` can earn, for a supervisor whose last
+    /// failure (or start) was at `since`.
+    fn worst(&self, login: &str, since: Instant) -> Penalty {
+        match self.accepted.get(login) {
+            Some(at) if *at >= since => Penalty::NoAuth,
+            _ => Penalty::AuthFail,
+        }
+    }
 }
 
 impl BastionGate {
     /// A gate for a bastion nobody has connected to yet.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Arc::new(Self {
+            handshakes: tokio::sync::Semaphore::new(HANDSHAKES_PER_BASTION),
+            state: Mutex::new(GateState::default()),
+            settled: tokio::sync::Notify::new(),
+        })
     }
 
-    fn ledger(&self) -> std::sync::MutexGuard<'_, PenaltyLedger> {
-        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// An attempt with `login` that reserved `worst` ended at `now`: its reservation is
+    /// freed, its penalty charged, and an accepted or refused login remembered.
+    fn settle(&self, login: &str, worst: Penalty, now: Instant, ended: Settled) {
+        {
+            let mut st = self.state();
+            let charged = match ended {
+                Settled::Accepted => {
+                    st.accepted.insert(login.to_owned(), now);
+                    None
+                }
+                Settled::Refused(p) => {
+                    if p == Some(Penalty::AuthFail) {
+                        st.accepted.remove(login);
+                    }
+                    p
+                }
+            };
+            st.ledger.settle(now, worst, charged);
+        }
+        self.settled.notify_waiters();
+    }
+}
+
+/// How an attempt ended, for the gate.
+#[derive(Clone, Copy, Debug)]
+enum Settled {
+    /// sshd accepted the login.
+    Accepted,
+    /// It did not, charging this.
+    Refused(Option<Penalty>),
+}
+
+/// An attempt's place in the gate: settled when dropped, with what `ended` says by then
+/// (a refusal that cost nothing, if the attempt was stopped).
+struct Reservation<'g> {
+    gate: &'g BastionGate,
+    login: &'g str,
+    worst: Penalty,
+    ended: Settled,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.gate.settle(self.login, self.worst, now(), self.ended);
+    }
+}
+
+/// Now, on tokio's clock (which tests pause and advance).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// A cloneable handle on a supervisor: the current session, waits, and stop.
@@ -406,6 +517,9 @@ pub struct Supervisor {
 pub struct SupervisorConfig {
     /// The session's name in logs (`user@host:port`).
     pub label: String,
+    /// What it logs in with ([`SessionSpec::login`](crate::config::SessionSpec::login)):
+    /// sessions with the same login to a bastion are accepted or refused together.
+    pub login: String,
     /// Reconnection.
     pub reconnect: ReconnectPolicy,
     /// Whether a failure of the very first attempt ends the supervisor (the command line's
@@ -613,6 +727,9 @@ async fn run(
     let mut backoff = Backoff::new(policy);
     let mut last_failure: Option<String> = None;
     let mut attempts: u32 = 0;
+    // The last failure this supervisor saw (or its start): a login sshd accepted since then
+    // is known good.
+    let mut since = now();
     let fail = |why: String| {
         state.send_replace(SessionState::Failed(why.clone()));
         Outcome::Failed(why)
@@ -629,34 +746,60 @@ async fn run(
                 () = connector.prepare() => {}
                 _ = stopped(&mut stop) => return stop_now(),
             }
+            // The semaphore is never closed: `None` cannot happen.
             let permit = tokio::select! {
-                p = gate.handshake.lock() => p,
+                p = gate.handshakes.acquire() => p.ok(),
                 _ = stopped(&mut stop) => return stop_now(),
             };
             // Spaced so sshd's PerSourcePenalties never block the address; the handshake
-            // permit is held meanwhile, as every other attempt to this bastion would wait too.
-            let wait = gate.ledger().wait_before_attempt(Instant::now());
-            if !wait.is_zero() {
-                info!(
-                    "waiting {:.1} s more before attempt {attempts}: failed logins to {label} \
-                     are spaced so that sshd's PerSourcePenalties never block this address",
-                    wait.as_secs_f64()
-                );
+            // permit is held meanwhile.
+            let mut told = false;
+            let worst = loop {
+                let settled = gate.settled.notified();
+                tokio::pin!(settled);
+                settled.as_mut().enable();
+                let (wait, penalised) = {
+                    let mut st = gate.state();
+                    let worst = st.worst(&config.login, since);
+                    let t = now();
+                    let wait = st.ledger.wait_before_attempt(t, worst);
+                    if wait.is_zero() {
+                        st.ledger.reserve(worst);
+                        break worst;
+                    }
+                    (wait, st.ledger.penalty_wait(t, worst))
+                };
+                if !penalised.is_zero() && !told {
+                    told = true;
+                    info!(
+                        "waiting {:.1} s more before attempt {attempts}: failed logins to \
+                         {label} are spaced so that sshd's PerSourcePenalties never block this \
+                         address",
+                        penalised.as_secs_f64()
+                    );
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
+                    () = &mut settled => {}
                     _ = stopped(&mut stop) => return stop_now(),
                 }
-            }
+            };
+            let mut reservation = Reservation {
+                gate: &gate,
+                login: &config.login,
+                worst,
+                ended: Settled::Refused(None),
+            };
             let r = tokio::select! {
                 r = attempt(&*connector) => r,
                 _ = stopped(&mut stop) => return stop_now(),
             };
-            if let Err(AttemptFailure::Retry {
-                penalty: Some(p), ..
-            }) = &r
-            {
-                gate.ledger().record(Instant::now(), *p);
-            }
+            reservation.ended = match &r {
+                Ok(_) => Settled::Accepted,
+                Err(AttemptFailure::Retry { penalty, .. }) => Settled::Refused(*penalty),
+                Err(AttemptFailure::Permanent(..)) => Settled::Refused(None),
+            };
+            drop(reservation);
             drop(permit);
             r
         };
@@ -683,6 +826,7 @@ async fn run(
                         return stop_now();
                     }
                 };
+                since = now();
                 let error = end.err().unwrap_or(SessionError::Ended);
                 let cause = connector.describe(&error);
                 record(failure_kind(&error), &cause);
@@ -710,6 +854,7 @@ async fn run(
                 refused,
                 ..
             }) => {
+                since = now();
                 record(kind, &message);
                 if attempts == 1 && config.first_attempt_fatal {
                     return fail(message);
@@ -835,10 +980,7 @@ mod tests {
         fn connect(
             &self,
         ) -> Pin<Box<dyn Future<Output = Result<Connected, ConnectError>> + Send + '_>> {
-            self.tries
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(tokio::time::Instant::now());
+            note_try(&self.tries);
             let message = "connect to host h port 22: Connection refused (os error 111)".into();
             let e = if self.refused {
                 ConnectError::Refused(message)
@@ -861,6 +1003,7 @@ mod tests {
             });
             let config = SupervisorConfig {
                 label: "u@h:22".into(),
+                login: "u@h:22".into(),
                 reconnect: policy(30),
                 first_attempt_fatal: false,
             };
@@ -901,12 +1044,12 @@ mod tests {
     fn penalty_ledger_keeps_sshd_from_blocking_us() {
         let t0 = Instant::now();
         let mut l = PenaltyLedger::default();
-        assert_eq!(l.wait_before_attempt(t0), Duration::ZERO);
+        assert_eq!(l.wait_before_attempt(t0, Penalty::AuthFail), Duration::ZERO);
         // Simulate a client that retries as soon as the ledger allows and always fails
         // authentication: what sshd holds must stay under its 15 s block threshold.
         let mut now = t0;
         for _ in 0..50 {
-            now += l.wait_before_attempt(now);
+            now += l.wait_before_attempt(now, Penalty::AuthFail);
             assert!(
                 l.outstanding(now) + Penalty::AuthFail.duration() <= PenaltyLedger::LIMIT,
                 "an attempt would push sshd's penalty to {:?}",
@@ -919,7 +1062,7 @@ mod tests {
         // In steady state that is one failed login per 5 s, sshd's own rate.
         let before = now;
         for _ in 0..10 {
-            now += l.wait_before_attempt(now);
+            now += l.wait_before_attempt(now, Penalty::AuthFail);
             l.record(now, Penalty::AuthFail);
         }
         let per_attempt = (now - before) / 10;
@@ -948,15 +1091,156 @@ mod tests {
             Duration::from_secs(5)
         );
         assert_eq!(
-            l.wait_before_attempt(t0 + Duration::from_secs(10)),
+            l.wait_before_attempt(t0 + Duration::from_secs(10), Penalty::AuthFail),
             Duration::ZERO
         );
         l.record(t0 + Duration::from_secs(10), Penalty::AuthFail);
         // 10 s outstanding + 5 s for the next: wait until 7 s remain.
         assert_eq!(
-            l.wait_before_attempt(t0 + Duration::from_secs(10)),
+            l.wait_before_attempt(t0 + Duration::from_secs(10), Penalty::AuthFail),
             Duration::from_secs(3)
         );
+    }
+
+    #[test]
+    fn attempts_under_way_hold_their_worst_penalty_until_they_settle() {
+        let t0 = Instant::now();
+        let mut l = PenaltyLedger::default();
+        // Two refused logins fit under sshd's threshold; a third must wait for one of them.
+        l.reserve(Penalty::AuthFail);
+        assert_eq!(l.wait_before_attempt(t0, Penalty::AuthFail), Duration::ZERO);
+        l.reserve(Penalty::AuthFail);
+        assert_eq!(
+            l.wait_before_attempt(t0, Penalty::AuthFail),
+            Duration::from_secs(3)
+        );
+        // None of that wait is for penalties sshd holds.
+        assert_eq!(l.penalty_wait(t0, Penalty::AuthFail), Duration::ZERO);
+        // A known-good login's attempt risks only a dropped connection's second.
+        assert_eq!(l.wait_before_attempt(t0, Penalty::NoAuth), Duration::ZERO);
+        // One is refused: its reservation becomes sshd's penalty, which runs out in time.
+        l.settle(t0, Penalty::AuthFail, Some(Penalty::AuthFail));
+        assert_eq!(l.outstanding(t0), Duration::from_secs(5));
+        assert_eq!(
+            l.wait_before_attempt(t0, Penalty::AuthFail),
+            Duration::from_secs(3)
+        );
+        assert_eq!(l.penalty_wait(t0, Penalty::AuthFail), Duration::ZERO);
+        // The other is accepted: nothing charged, its reservation freed.
+        l.settle(t0, Penalty::AuthFail, None);
+        assert_eq!(l.outstanding(t0), Duration::from_secs(5));
+        assert_eq!(l.wait_before_attempt(t0, Penalty::AuthFail), Duration::ZERO);
+        // Freeing more than was reserved does not wrap.
+        l.settle(t0, Penalty::AuthFail, None);
+        assert_eq!(l.wait_before_attempt(t0, Penalty::AuthFail), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_login_is_known_good_from_its_acceptance_until_a_refusal() {
+        let gate = BastionGate::new();
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(1);
+        let worst = |since| gate.state().worst("u@h:22", since);
+        assert_eq!(worst(t0), Penalty::AuthFail, "never accepted");
+        gate.settle("u@h:22", Penalty::AuthFail, later, Settled::Accepted);
+        assert_eq!(worst(t0), Penalty::NoAuth, "accepted after our failure");
+        assert_eq!(worst(later), Penalty::NoAuth, "accepted at our failure");
+        assert_eq!(
+            worst(later + Duration::from_secs(1)),
+            Penalty::AuthFail,
+            "accepted before our failure"
+        );
+        assert_eq!(
+            gate.state().worst("v@h:22", t0),
+            Penalty::AuthFail,
+            "another login"
+        );
+        // A connection that ends before its login forgets nothing; a refused login does.
+        for (charged, after) in [
+            (Penalty::NoAuth, Penalty::NoAuth),
+            (Penalty::AuthFail, Penalty::AuthFail),
+        ] {
+            let ended = Settled::Refused(Some(charged));
+            gate.settle("u@h:22", Penalty::NoAuth, later, ended);
+            assert_eq!(worst(t0), after, "after {charged:?}");
+        }
+        // Every reservation was freed: only the charged penalties remain.
+        let st = gate.state();
+        assert_eq!(st.ledger.reserved, Duration::ZERO);
+        assert_eq!(st.ledger.outstanding(later), Duration::from_secs(6));
+    }
+
+    /// Records when an attempt began.
+    fn note_try(tries: &Mutex<Vec<tokio::time::Instant>>) {
+        tries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tokio::time::Instant::now());
+    }
+
+    /// A connector whose every login is refused, recording when each attempt began.
+    struct Refused {
+        tries: Arc<Mutex<Vec<tokio::time::Instant>>>,
+    }
+
+    impl Connector for Refused {
+        fn connect(
+            &self,
+        ) -> Pin<Box<dyn Future<Output = Result<Connected, ConnectError>> + Send + '_>> {
+            note_try(&self.tries);
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Err(ConnectError::Hop {
+                    message: "jump host j: Permission denied (publickey)".into(),
+                    auth: true,
+                })
+            })
+        }
+    }
+
+    // A key the bastion no longer accepts, on many sessions at once: their attempts run
+    // side by side, yet what sshd holds against our address never reaches its threshold.
+    #[tokio::test(start_paused = true)]
+    async fn many_refused_sessions_of_one_bastion_never_reach_sshds_threshold() {
+        let gate = BastionGate::new();
+        let tries = Arc::new(Mutex::new(Vec::new()));
+        let sups: Vec<Supervisor> = (0..6)
+            .map(|i| {
+                let connector = Arc::new(Refused {
+                    tries: tries.clone(),
+                });
+                let config = SupervisorConfig {
+                    label: format!("u{i}@h:22"),
+                    login: format!("u{}@h:22", i % 2),
+                    reconnect: policy(30),
+                    first_attempt_fatal: false,
+                };
+                Supervisor::spawn(connector, config, gate.clone())
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        for s in &sups {
+            s.handle().stop();
+        }
+        let mut tries = tries.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        tries.sort();
+        // sshd's view: each attempt is charged 5 s when it ends, 200 ms after it began.
+        let mut sshd = PenaltyLedger::default();
+        let mut ends: Vec<tokio::time::Instant> = Vec::new();
+        for &t in &tries {
+            for e in ends.extract_if(.., |e| *e <= t) {
+                sshd.record(e.into_std(), Penalty::AuthFail);
+            }
+            // Everything under way ending refused must stay under the 15 s threshold.
+            let worst = sshd.outstanding(t.into_std())
+                + Penalty::AuthFail.duration() * (ends.len() as u32 + 1);
+            assert!(worst <= PenaltyLedger::LIMIT, "{worst:?} at try {t:?}");
+            ends.push(t + Duration::from_millis(200));
+        }
+        // The ledger does not stall them either: about one refused login per 5 s, sshd's
+        // own rate, and two at once at the start.
+        assert!(tries.len() >= 22, "{} tries in 120 s", tries.len());
+        assert_eq!(tries[1] - tries[0], Duration::ZERO);
     }
 
     /// A connector whose every attempt fails with a jump host's error.

@@ -21,8 +21,9 @@ use forwarder::config::ReconnectPolicy;
 use forwarder::driver::{self, ChannelStream, OpenError, SessionHandle};
 use forwarder::session::SessionError;
 use forwarder::supervisor::{
-    BastionGate, ConnectError, Connected, Connector, DriverFuture, FailureKind, Outcome,
-    SessionState, Supervisor, SupervisorConfig, SupervisorHandle, WaitError,
+    BastionGate, ConnectError, Connected, Connector, DriverFuture, FailureKind,
+    HANDSHAKES_PER_BASTION, Outcome, SessionState, Supervisor, SupervisorConfig, SupervisorHandle,
+    WaitError,
 };
 use forwarder::tunnel::{Target, Tunnel};
 use ssh_transport::hostkey::PublicKey;
@@ -48,7 +49,12 @@ struct MemConnector {
     calls: AtomicU32,
     /// Attempts from the start of `connect()` until authenticated or failed.
     in_flight: Arc<AtomicUsize>,
-    max_in_flight: AtomicUsize,
+    max_in_flight: Arc<AtomicUsize>,
+    /// Set while no attempt has authenticated since [`MemConnector::kill_all`] (or the
+    /// start): the attempts then are probes of the login.
+    probing: Arc<AtomicBool>,
+    /// The most attempts in flight at once while `probing`.
+    max_probing: Arc<AtomicUsize>,
     /// Server connections made, in order.
     conns: Mutex<Vec<ServerConn>>,
     /// `prepare()` waits while this is false (an agent that does not answer).
@@ -70,7 +76,9 @@ impl MemConnector {
             delay,
             calls: AtomicU32::new(0),
             in_flight: Arc::new(AtomicUsize::new(0)),
-            max_in_flight: AtomicUsize::new(0),
+            max_in_flight: Arc::new(AtomicUsize::new(0)),
+            probing: Arc::new(AtomicBool::new(true)),
+            max_probing: Arc::new(AtomicUsize::new(0)),
             conns: Mutex::new(Vec::new()),
             prepare_open: tokio::sync::watch::channel(true).0,
             prepares: AtomicU32::new(0),
@@ -96,6 +104,16 @@ impl MemConnector {
 
     fn max_in_flight(&self) -> usize {
         self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    fn max_probing(&self) -> usize {
+        self.max_probing.load(Ordering::SeqCst)
+    }
+
+    /// Kills every session of `server`; the attempts after it probe the login again.
+    fn kill_all(&self, server: &TestServer) {
+        self.probing.store(true, Ordering::SeqCst);
+        server.kill_all();
     }
 
     fn conns(&self) -> Vec<ServerConn> {
@@ -138,20 +156,34 @@ impl MemConnector {
     }
 }
 
-/// Counts one attempt in flight until it is dropped.
-struct InFlight(Arc<AtomicUsize>);
+/// Counts one attempt in flight until it is dropped (`authenticated` says whether it was).
+struct InFlight {
+    count: Arc<AtomicUsize>,
+    probing: Arc<AtomicBool>,
+    authenticated: bool,
+}
 
 impl InFlight {
-    fn enter(count: &Arc<AtomicUsize>, max: &AtomicUsize) -> Self {
-        let now = count.fetch_add(1, Ordering::SeqCst) + 1;
-        max.fetch_max(now, Ordering::SeqCst);
-        Self(count.clone())
+    fn enter(c: &MemConnector) -> Self {
+        let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        c.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        if c.probing.load(Ordering::SeqCst) {
+            c.max_probing.fetch_max(now, Ordering::SeqCst);
+        }
+        Self {
+            count: c.in_flight.clone(),
+            probing: c.probing.clone(),
+            authenticated: false,
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        if self.authenticated {
+            self.probing.store(false, Ordering::SeqCst);
+        }
+        self.count.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -173,11 +205,15 @@ impl Future for Tracked {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let r = this.driver.as_mut().poll(cx);
-        if let Some(auth) = &mut this.auth
-            && (auth.as_mut().poll(cx).is_ready() || r.is_ready())
-        {
-            this.auth = None;
-            this.guard = None;
+        if let Some(auth) = &mut this.auth {
+            let authenticated = matches!(auth.as_mut().poll(cx), Poll::Ready(Ok(())));
+            if authenticated || r.is_ready() {
+                if let Some(g) = &mut this.guard {
+                    g.authenticated = authenticated;
+                }
+                this.auth = None;
+                this.guard = None;
+            }
         }
         r
     }
@@ -197,7 +233,7 @@ impl Connector for MemConnector {
     ) -> Pin<Box<dyn Future<Output = Result<Connected, ConnectError>> + Send + '_>> {
         Box::pin(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-            let guard = InFlight::enter(&self.in_flight, &self.max_in_flight);
+            let guard = InFlight::enter(self);
             let Connected { handle, driver } = self.attempt(n).await?;
             let h = handle.clone();
             let driver = Tracked {
@@ -230,11 +266,28 @@ fn spawn_with(
     first_attempt_fatal: bool,
     gate: Arc<BastionGate>,
 ) -> Supervisor {
+    spawn_login(
+        connector,
+        reconnect,
+        first_attempt_fatal,
+        gate,
+        "tester@memory:22",
+    )
+}
+
+fn spawn_login(
+    connector: &Arc<MemConnector>,
+    reconnect: ReconnectPolicy,
+    first_attempt_fatal: bool,
+    gate: Arc<BastionGate>,
+    login: &str,
+) -> Supervisor {
     let connector: Arc<dyn Connector> = connector.clone();
     Supervisor::spawn(
         connector,
         SupervisorConfig {
             label: "tester@memory:22".into(),
+            login: login.into(),
             reconnect,
             first_attempt_fatal,
         },
@@ -716,46 +769,87 @@ async fn dropping_every_handle_stops_the_supervisor() {
     assert_eq!(connector.calls(), 1);
 }
 
-/// Starts two supervisors on `gate_a` / `gate_b` over one slow connector, forces a few
-/// rounds of simultaneous reconnects, and returns the most attempts seen at once.
-async fn concurrent_attempts(shared_gate: bool) -> usize {
+/// How [`concurrent_attempts`] spreads its supervisors.
+#[derive(Clone, Copy, Debug)]
+enum Spread {
+    /// One bastion, one login.
+    OneLogin,
+    /// One bastion, a login each.
+    LoginEach,
+    /// A bastion each.
+    BastionEach,
+}
+
+/// Starts eight supervisors over one slow connector, forces a few rounds of simultaneous
+/// reconnects, and returns the most attempts seen at once, overall and while no attempt had
+/// authenticated since the last kill (the probes).
+async fn concurrent_attempts(spread: Spread) -> (usize, usize) {
+    const N: usize = 8;
     let server = TestServer::new(ServerOptions::default());
     let connector = MemConnector::with(&server, Duration::from_millis(150), 0);
     let gate = BastionGate::new();
-    let other = if shared_gate {
-        gate.clone()
-    } else {
-        BastionGate::new()
-    };
-    let a = spawn_with(&connector, fast(true), false, gate);
-    let b = spawn_with(&connector, fast(true), false, other);
-    let (ha, hb) = (a.handle(), b.handle());
+    let sups: Vec<Supervisor> = (0..N)
+        .map(|i| {
+            let (gate, login) = match spread {
+                Spread::OneLogin => (gate.clone(), "tester@memory:22".to_owned()),
+                Spread::LoginEach => (gate.clone(), format!("tester{i}@memory:22")),
+                Spread::BastionEach => (BastionGate::new(), "tester@memory:22".to_owned()),
+            };
+            spawn_login(&connector, fast(true), false, gate, &login)
+        })
+        .collect();
+    let handles: Vec<SupervisorHandle> = sups.iter().map(Supervisor::handle).collect();
     for round in 1..=3 {
-        let (sa, sb) = tokio::join!(up(&ha), up(&hb));
-        echo(&sa, b"a").await;
-        echo(&sb, b"b").await;
+        let waits: Vec<_> = handles
+            .iter()
+            .map(|h| {
+                let h = h.clone();
+                tokio::spawn(async move { up(&h).await })
+            })
+            .collect();
+        let mut sessions = Vec::new();
+        for w in waits {
+            sessions.push(w.await.expect("the wait for a session ran"));
+        }
+        for s in &sessions {
+            echo(s, b"x").await;
+        }
         if round < 3 {
-            server.kill_all();
-            within(STEP, "a's end", sa.ended()).await;
-            within(STEP, "b's end", sb.ended()).await;
+            connector.kill_all(&server);
+            for s in &sessions {
+                within(STEP, "a session's end", s.ended()).await;
+            }
         }
     }
-    assert_eq!(connector.calls(), 6);
-    assert_eq!(server.connections().len(), 6);
-    assert_eq!(a.shutdown(STEP).await, Outcome::Stopped);
-    assert_eq!(b.shutdown(STEP).await, Outcome::Stopped);
-    connector.max_in_flight()
+    assert_eq!(connector.calls(), 3 * N as u32);
+    assert_eq!(server.connections().len(), 3 * N);
+    for sup in sups {
+        assert_eq!(sup.shutdown(STEP).await, Outcome::Stopped);
+    }
+    (connector.max_in_flight(), connector.max_probing())
 }
 
+/// A reconnect storm to one bastion: the first attempts of a login probe it, two at a time
+/// (two refused logins' penalties stay under sshd's threshold, three would not), and once
+/// sshd has accepted the login the rest follow four at a time, never more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn supervisors_of_one_bastion_handshake_one_at_a_time() {
-    assert_eq!(concurrent_attempts(true).await, 1);
+async fn one_bastions_handshakes_probe_two_at_a_time_then_run_four_at_a_time() {
+    let (most, probing) = concurrent_attempts(Spread::OneLogin).await;
+    assert_eq!(most, HANDSHAKES_PER_BASTION);
+    assert_eq!(probing, 2);
+}
+
+/// Logins the bastion has not accepted since their sessions were lost may all be refused:
+/// they go two at a time, however many there are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logins_the_bastion_has_not_accepted_go_two_at_a_time() {
+    assert_eq!(concurrent_attempts(Spread::LoginEach).await, (2, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn supervisors_of_different_bastions_handshake_at_once() {
-    // The control for the test above: the measurement does see overlapping attempts.
-    assert_eq!(concurrent_attempts(false).await, 2);
+    // The control for the tests above: the measurement does see every overlapping attempt.
+    assert_eq!(concurrent_attempts(Spread::BastionEach).await, (8, 8));
 }
 
 /// An attempt's preparation (asking the agent) runs before the bastion's handshake gate is

@@ -1309,6 +1309,21 @@ fn session_threads(pid: u32) -> Vec<String> {
     names
 }
 
+/// `n` tunnels `t0`, `t1`... through `sshd` to `remote`, each on its own session, on free
+/// ports (returned first).
+fn unshared_tunnels(sshd: &Sshd, remote: &str, n: usize) -> (Vec<u16>, Vec<TunnelSpec>) {
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let tunnels = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &port)| {
+            TunnelSpec::new(&format!("t{i}"), &bastion(sshd), port, remote)
+                .with("share_session = false")
+        })
+        .collect();
+    (ports, tunnels)
+}
+
 #[test]
 fn threads_sets_how_many_threads_carry_the_sessions() {
     // Three sessions (own known_hosts files make them different sessions) on one thread,
@@ -1319,15 +1334,7 @@ fn threads_sets_how_many_threads_carry_the_sessions() {
     let remote = format!("127.0.0.1:{}", echo.port());
     for threads in [1usize, 3] {
         let admin = free_port();
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let tunnels: Vec<TunnelSpec> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, &port)| {
-                TunnelSpec::new(&format!("t{i}"), &bastion(&a), port, &remote)
-                    .with("share_session = false")
-            })
-            .collect();
+        let (ports, tunnels) = unshared_tunnels(&a, &remote, 3);
         let h = head(admin, &key, &[&a], "1s");
         let n = threads.to_string();
         let mut fleet = Fleet::start(&fleet_file(&h, &tunnels), Some(admin), &["--threads", &n]);
@@ -1340,4 +1347,103 @@ fn threads_sets_how_many_threads_carry_the_sessions() {
         fleet.terminate();
         assert!(fleet.wait_exit(WAIT).is_some(), "the fleet did not exit");
     }
+}
+
+/// The most connections sshd held at once between a connection's arrival and its accepted
+/// login, read from its log in order (one line per event, from every sshd process).
+fn most_unauthenticated(log: &str) -> usize {
+    let port_of = |line: &str, after: &str| {
+        line.split_once(after)
+            .and_then(|(_, rest)| rest.split(' ').nth(2))
+            .map(str::to_owned)
+    };
+    let mut pending = std::collections::HashSet::new();
+    let mut most = 0;
+    for line in log.lines() {
+        if let Some(port) = port_of(line, "Connection from ") {
+            pending.insert(port);
+            most = most.max(pending.len());
+        } else if line.contains("Accepted publickey for ")
+            && let Some(port) = port_of(line, " from ")
+        {
+            pending.remove(&port);
+        }
+    }
+    most
+}
+
+#[test]
+fn most_unauthenticated_follows_each_connection_to_its_login() {
+    let log = "Connection from 127.0.0.1 port 1 on 127.0.0.1 port 22 rdomain \"\"\n\
+               Connection from 127.0.0.1 port 2 on 127.0.0.1 port 22 rdomain \"\"\n\
+               Accepted publickey for u from 127.0.0.1 port 1 ssh2: ED25519 SHA256:x\n\
+               Connection from 127.0.0.1 port 3 on 127.0.0.1 port 22 rdomain \"\"\n\
+               Accepted publickey for u from 127.0.0.1 port 3 ssh2: ED25519 SHA256:x\n\
+               Accepted publickey for u from 127.0.0.1 port 2 ssh2: ED25519 SHA256:x\n";
+    assert_eq!(most_unauthenticated(log), 2);
+    assert_eq!(most_unauthenticated(""), 0);
+}
+
+#[test]
+fn a_reconnect_storm_runs_a_few_handshakes_at_a_time_within_sshds_max_startups() {
+    // Twelve sessions of one login to one bastion, all lost at once, twice. sshd drops
+    // connections past six unauthenticated ones; forwarder runs at most four handshakes at
+    // a time per bastion, and more than one (the first two probe the login together).
+    const SESSIONS: usize = 12;
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let a = Sshd::builder()
+        .authorize(&key)
+        .config("MaxStartups 6")
+        .start();
+    // The lab's own connection that waited for sshd's banner is not the fleet's.
+    let lab_part = a.log().len();
+    let echo = EchoServer::start();
+    let remote = format!("127.0.0.1:{}", echo.port());
+    let admin = free_port();
+    let (ports, tunnels) = unshared_tunnels(&a, &remote, SESSIONS);
+    let names: Vec<String> = (0..SESSIONS).map(|i| format!("t{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut fleet = Fleet::start(
+        &fleet_file(&head(admin, &key, &[&a], "1s"), &tunnels),
+        Some(admin),
+        &[],
+    );
+    wait_for_states(&mut fleet, &names, "up");
+    for round in 1..=2 {
+        let logins = a.log().matches(LOGIN).count();
+        assert!(
+            a.kill_sessions() >= SESSIONS,
+            "round {round}: sessions to kill"
+        );
+        let deadline = Instant::now() + WAIT;
+        while a.log().matches(LOGIN).count() < logins + SESSIONS {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: not every session logged in again:\n{}",
+                fleet.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    wait_for_states(&mut fleet, &names, "up");
+    for (i, &port) in ports.iter().enumerate() {
+        assert_echo(
+            port,
+            60 + i as u64,
+            4096,
+            "through the fleet after the storms",
+        );
+    }
+    let log = a.log();
+    assert!(
+        !log.contains("past MaxStartups"),
+        "sshd dropped some:\n{log}"
+    );
+    let most = most_unauthenticated(log.get(lab_part..).unwrap_or_default());
+    assert!(
+        (2..=4).contains(&most),
+        "{most} connections were unauthenticated at once"
+    );
+    fleet.terminate();
+    assert!(fleet.wait_exit(WAIT).is_some(), "the fleet did not exit");
 }

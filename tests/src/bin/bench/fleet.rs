@@ -37,7 +37,7 @@ use tempfile::TempDir;
 
 /// Tunnel counts measured unless `--fleet-sizes` says otherwise.
 pub(crate) const DEFAULT_SIZES: [usize; 3] = [1, 100, 1000];
-/// Longest wait for every tunnel of one run to be up (1,000 handshakes, one at a time).
+/// Longest wait for every tunnel of one run to be up (1,000 handshakes, four at a time).
 const ALL_UP_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a run may go without one more tunnel coming up before it is given up.
 const STALLED: Duration = Duration::from_secs(60);
@@ -160,8 +160,9 @@ pub(crate) fn run(program: Option<&Path>, options: &Options) {
         .authorize(&key)
         // Quiet logging: 1,000 sessions at the lab's DEBUG1 write a lot.
         .config("LogLevel INFO")
-        // forwarder makes one handshake at a time per bastion, so at most one connection is
-        // unauthenticated; this only keeps sshd from dropping any if that ever changed.
+        // forwarder makes at most four handshakes at a time per bastion, so at most four
+        // connections are unauthenticated; this only keeps sshd from dropping any if that
+        // ever changed.
         // Forwarded channels (direct-tcpip) do not count against MaxSessions.
         .config("MaxStartups 2000:30:2000")
         .start();
