@@ -158,16 +158,19 @@ impl SessionSpec {
         label
     }
 
-    /// What the session logs in with, as far as a bastion's answer to it goes: the label
-    /// (the user at each hop) and every hop's key and certificate files. Sessions with the
-    /// same login are accepted or refused together.
+    /// The login the session makes at its first host (the outermost jump host, else the
+    /// destination), whose sshd's penalties the bastion's handshake gate keeps: the user,
+    /// host and port, and that hop's key and certificate files. Sessions with the same
+    /// login there are accepted or refused together.
     pub fn login(&self) -> String {
-        let mut login = self.label();
-        for opts in std::iter::once(&self.options).chain(self.jump.iter().map(|j| &*j.options)) {
-            for f in opts.identity_files.iter().chain(&opts.certificate_files) {
-                login.push('\u{0}');
-                login.push_str(&f.to_string_lossy());
-            }
+        let (user, host, port, opts) = match self.jump.first() {
+            Some(j) => (&j.user, &j.host, j.port, &*j.options),
+            None => (&self.user, &self.host, self.port, &self.options),
+        };
+        let mut login = format!("{user}@{host}:{port}");
+        for f in opts.identity_files.iter().chain(&opts.certificate_files) {
+            login.push('\u{0}');
+            login.push_str(&f.to_string_lossy());
         }
         login
     }
@@ -381,6 +384,31 @@ mod tests {
         );
         let bad = parse(&["-J", "jump", "-m", "hmac-md5", "bastion"]).unwrap_err();
         assert!(bad.to_string().contains("hmac-md5"), "{bad}");
+    }
+
+    #[test]
+    fn a_sessions_login_is_its_first_hops_user_host_port_and_key_files() {
+        let env = Environment {
+            home: Some(PathBuf::from("/nonexistent-home")),
+            user: Some("tester".into()),
+            cache_home: None,
+        };
+        let login = |args: &[&str]| match parse_args_with_env(args.to_vec(), &env) {
+            Ok(Command::Run(o)) => TunnelConfig::from_options(&o)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .session
+                .login(),
+            other => panic!("{other:?}"),
+        };
+        let plain = login(&["-i", "/k/a", "u@bastion"]);
+        assert_eq!(plain, "u@bastion:22\u{0}/k/a");
+        assert_ne!(plain, login(&["-i", "/k/b", "u@bastion"]), "another key");
+        assert_ne!(plain, login(&["-i", "/k/a", "v@bastion"]), "another user");
+        assert_ne!(plain, login(&["-i", "/k/a", "-p", "2222", "u@bastion"]));
+        // Through a jump host, the login is the jump host's, whatever the destination.
+        let via = login(&["-J", "j@jump:2200", "u@db1"]);
+        assert!(via.starts_with("j@jump:2200"), "{via}");
+        assert_eq!(via, login(&["-J", "j@jump:2200", "w@db2"]));
     }
 
     #[test]
