@@ -113,11 +113,12 @@ pub struct SessionSpec {
     pub reconnect: ReconnectPolicy,
     /// The options authentication and host key checking read (keys, agent, known_hosts).
     pub options: Options,
-    /// Our signatures are made on tokio's blocking threads rather than on the session's
-    /// ([`ssh_auth::AuthConfig::caller_signs_held_keys`]): for the fleet, whose threads carry
-    /// many sessions; a command line's one session has no other to hold up, and signing in
-    /// line sends its first request together with the service request.
-    pub sign_off_thread: bool,
+    /// Our signatures ([`ssh_auth::AuthConfig::caller_signs_held_keys`]) and the proof of
+    /// each key exchange's reply ([`ssh_transport::KexWork`]) are worked on tokio's blocking
+    /// threads rather than on the session's: for the fleet, whose threads carry many
+    /// sessions. A command line's one session has no other to hold up, and signing in line
+    /// sends its first request together with the service request.
+    pub handshake_off_thread: bool,
 }
 
 impl SessionSpec {
@@ -228,7 +229,7 @@ impl TunnelConfig {
                     ..ReconnectPolicy::default()
                 },
                 options: opts.clone(),
-                sign_off_thread: false,
+                handshake_off_thread: false,
             },
             forwards: opts.local_forwards.clone(),
             session_wait_timeout: opts.session_wait_timeout,
@@ -585,7 +586,10 @@ mod tests {
     #[test]
     fn keepalive_and_reconnect_defaults_and_settings() {
         let t = TunnelConfig::from_options(&options(&[])).unwrap();
-        assert!(!t.session.sign_off_thread, "the command line signs in line");
+        assert!(
+            !t.session.handshake_off_thread,
+            "the command line signs in line"
+        );
         assert_eq!(
             t.session.server_alive,
             Some(ServerAlive {

@@ -747,10 +747,10 @@ impl SshConnector {
             .map_err(ConnectError::Permanent)?;
         // Our signatures (3.5 ms for RSA-4096) off the thread that carries the session's
         // packets, where other sessions share it ([`Helper`](userauth::Helper)).
-        auth.caller_signs_held_keys = spec.sign_off_thread;
+        auth.caller_signs_held_keys = spec.handshake_off_thread;
         hop.at.user.clone_into(&mut auth.user);
         let verifier = Arc::new(verifier);
-        let session = Session::with_prepared_kex(
+        let mut session = Session::with_prepared_kex(
             SessionConfig {
                 transport,
                 connection: ssh_connection::Config::default(),
@@ -761,6 +761,8 @@ impl SshConnector {
             Instant::now(),
             prepared,
         );
+        // And the key exchange's reply (2 ms for sntrup761x25519) proven there too.
+        session.set_kex_work_elsewhere(spec.handshake_off_thread);
         let (handle, driver) =
             driver::start_with_auth(stream, session, verifier, hop.auth.helper.clone());
         // A server that let us in is the one to guess for next time (kex_memory).

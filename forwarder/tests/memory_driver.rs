@@ -237,14 +237,7 @@ async fn server_rekeys_in_the_middle_of_a_transfer() {
     client.handle.observe(late.clone());
     assert_eq!(late.rekeys.load(Ordering::SeqCst), rekeys);
     // One more, asked for by hand while idle, and data still flows.
-    let before = client.handle.log().kex_count;
-    conn.rekey();
-    within(STEP, "the idle rekey", async {
-        while client.handle.log().kex_count == before {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    rekey(&conn, &client.handle).await;
     let ch = open(&client.handle, "db.internal").await;
     echo_check(ch, b"after the rekey").await.unwrap();
 }
@@ -272,21 +265,41 @@ async fn rekeys_run_on_first_messages_the_driver_made_ahead() {
             h.log().kex_count
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let before = h.log().kex_count;
-        conn.rekey();
-        within(STEP, "a rekey", async {
-            while h.log().kex_count == before {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await;
+        rekey(&conn, h).await;
         let log = h.log();
         assert!(log.kex_prepared < log.kex_count, "{log:?}");
     }
     assert_eq!(conn.stats().kex_count, h.log().kex_count);
     // The keys those exchanges made carry data both ways.
+    echoes_after_rekeys(h, 9, 256 * 1024).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_exchange_replies_are_proven_on_blocking_threads_when_asked() {
+    // Every exchange, the first and the rekeys, has the server's reply proven off the
+    // session's thread; a session not asked to proves none there.
+    for elsewhere in [true, false] {
+        let opts = ClientOptions {
+            kex_work_elsewhere: elsewhere,
+            ..ClientOptions::default()
+        };
+        let (_server, conn, client) = connected(ServerOptions::default(), opts).await;
+        let h = &client.handle;
+        for _ in 0..2 {
+            rekey(&conn, h).await;
+        }
+        let log = h.log();
+        assert_eq!(log.kex_count, 3, "{log:?}");
+        let want = if elsewhere { 3 } else { 0 };
+        assert_eq!(log.kex_proven_elsewhere, want, "{log:?}");
+        echoes_after_rekeys(h, 11, 128 * 1024).await;
+    }
+}
+
+/// `len` bytes from `seed` go through a new channel and come back intact.
+async fn echoes_after_rekeys(h: &forwarder::driver::SessionHandle, seed: u64, len: usize) {
     let ch = open(h, "db.internal").await;
-    let data = pattern(9, 256 * 1024);
+    let data = pattern(seed, len);
     within(STEP, "echo after the rekeys", echo_check(ch, &data))
         .await
         .expect("echo intact");
@@ -804,6 +817,18 @@ async fn an_aborted_driver_task_fails_its_channels() {
 }
 
 /// Waits until no channel is left on either side.
+/// The server starts a key exchange; waits until the client has completed it.
+async fn rekey(conn: &support::ServerConn, h: &forwarder::driver::SessionHandle) {
+    let before = h.log().kex_count;
+    conn.rekey();
+    within(STEP, "a rekey", async {
+        while h.log().kex_count == before {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
 async fn all_abandoned_closed(conn: &support::ServerConn, client: &support::Client) {
     within(STEP, "abandoned channels to close", async {
         while client.handle.channel_count() != 0 || conn.stats().open_now != 0 {

@@ -1406,7 +1406,7 @@ fn a_reconnect_storm_runs_a_few_handshakes_at_a_time_within_sshds_max_startups()
     let mut fleet = Fleet::start(
         &fleet_file(&head(admin, &key, &[&a], "1s"), &tunnels),
         Some(admin),
-        &[],
+        &["-v"],
     );
     wait_for_states(&mut fleet, &names, "up");
     for round in 1..=2 {
@@ -1440,6 +1440,13 @@ fn a_reconnect_storm_runs_a_few_handshakes_at_a_time_within_sshds_max_startups()
         "sshd dropped some:\n{log}"
     );
     let most = most_unauthenticated(log.get(lab_part..).unwrap_or_default());
+    // The fleet proved every key exchange's reply off its session threads.
+    let fleet_log = fleet.log();
+    let proven = fleet_log.matches("\"proven_elsewhere\":true").count();
+    assert!(
+        proven >= 3 * SESSIONS && !fleet_log.contains("\"proven_elsewhere\":false"),
+        "{proven} exchanges proven elsewhere:\n{fleet_log}"
+    );
     assert!(
         (2..=4).contains(&most),
         "{most} connections were unauthenticated at once"

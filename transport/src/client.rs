@@ -162,6 +162,9 @@ enum Kex {
     Idle,
     ExpectKexInit(ExpectKexInit),
     ExpectKexReply(Box<ExpectKexReply>),
+    /// The server's reply is being proven elsewhere ([`KexWork`]): held, or taken by the
+    /// application (`None`).
+    WorkPending(Option<Box<KexWork>>),
     HostKeyPending(Box<HostKeyPending>),
     ExpectNewKeys(ExpectNewKeys),
 }
@@ -172,6 +175,7 @@ impl Kex {
             Self::Idle => "no key exchange message",
             Self::ExpectKexInit(_) => "SSH_MSG_KEXINIT",
             Self::ExpectKexReply(_) => "the key exchange method's reply",
+            Self::WorkPending(_) => "nothing while the key exchange's reply is proven",
             Self::HostKeyPending(_) => "nothing while the host key is checked",
             Self::ExpectNewKeys(_) => "SSH_MSG_NEWKEYS",
         }
@@ -277,6 +281,10 @@ pub struct ClientTransport {
     prepared: Option<PreparedKex>,
     /// Key exchanges that ran on a prepared opening.
     prepared_used: u64,
+    /// The application proves the server's key exchange reply elsewhere ([`KexWork`]).
+    kex_work_elsewhere: bool,
+    /// Key exchanges whose reply was proven elsewhere.
+    kex_work_done: u64,
 }
 
 #[derive(Debug)]
@@ -348,6 +356,8 @@ impl ClientTransport {
             authenticated: false,
             prepared,
             prepared_used: 0,
+            kex_work_elsewhere: false,
+            kex_work_done: 0,
         };
         let mut line = t.client_version.clone();
         line.extend_from_slice(b"\r\n");
@@ -609,7 +619,7 @@ impl ClientTransport {
                     Pending::VerifyHostKey => break None,
                 }
             }
-            if matches!(self.kex, Kex::HostKeyPending(_)) {
+            if matches!(self.kex, Kex::HostKeyPending(_) | Kex::WorkPending(_)) {
                 return Ok(None);
             }
             if let Phase::Version(reader) = &mut self.phase {
@@ -787,35 +797,40 @@ impl ClientTransport {
                 if m != MessageType::KEXINIT && m != MessageType::NEWKEYS =>
             {
                 let server_version = self.server_version.clone().unwrap_or_default();
-                let prefix = kex::HashPrefix {
-                    v_c: &self.client_version,
-                    v_s: &server_version,
-                    i_c: &st.ours_bytes,
-                    i_s: &st.theirs_bytes,
-                };
-                match st.method.handle(payload, &prefix, self.rng.as_mut()) {
-                    Ok(ClientStep::Send(next)) => {
-                        self.send_internal(&mut |b| b.extend_from_slice(&next));
-                        Kex::ExpectKexReply(st)
+                let strict_initial = self.strict && !self.established;
+                if self.kex_work_elsewhere && st.negotiated.kex.is_single_pass() {
+                    // A single-pass method's one server message is its reply: the rest of
+                    // the exchange is the work, done where the application likes.
+                    let st = *st;
+                    Kex::WorkPending(Some(Box::new(KexWork {
+                        method: st.method,
+                        reply: payload.to_vec(),
+                        msg,
+                        strict_initial,
+                        client_version: self.client_version.clone(),
+                        server_version,
+                        ours_bytes: st.ours_bytes,
+                        theirs_bytes: st.theirs_bytes,
+                        negotiated: st.negotiated,
+                    })))
+                } else {
+                    let prefix = kex::HashPrefix {
+                        v_c: &self.client_version,
+                        v_s: &server_version,
+                        i_c: &st.ours_bytes,
+                        i_s: &st.theirs_bytes,
+                    };
+                    match st.method.handle(payload, &prefix, self.rng.as_mut()) {
+                        Ok(ClientStep::Send(next)) => {
+                            self.send_internal(&mut |b| b.extend_from_slice(&next));
+                            Kex::ExpectKexReply(st)
+                        }
+                        Ok(ClientStep::Done(outcome)) => {
+                            let proven = prove(st.negotiated.host_key, outcome)?;
+                            self.on_kex_done(st.negotiated, proven)?
+                        }
+                        Err(e) => return Err(kex_step_error(e, msg, strict_initial)),
                     }
-                    Ok(ClientStep::Done(outcome)) => self.on_kex_done(st.negotiated, outcome)?,
-                    Err(KexError::Unexpected(_)) => {
-                        let expected = "the key exchange method's next message";
-                        return Err(if self.strict && !self.established {
-                            Error::StrictKex(format!(
-                                "the server sent {msg} during the initial key exchange while we expected {expected}"
-                            ))
-                        } else {
-                            Error::UnexpectedMessage {
-                                message: msg,
-                                expected,
-                            }
-                        });
-                    }
-                    Err(KexError::Decode(message, error)) => {
-                        return Err(Error::Decode { message, error });
-                    }
-                    Err(e) => return Err(Error::KeyExchange(e.to_string())),
                 }
             }
             (Kex::ExpectNewKeys(st), MessageType::NEWKEYS) => {
@@ -828,16 +843,7 @@ impl ClientTransport {
             (state, _) => {
                 let expected = state.expected();
                 self.kex = state;
-                return Err(if self.strict && !self.established {
-                    Error::StrictKex(format!(
-                        "the server sent {msg} during the initial key exchange while we expected {expected}"
-                    ))
-                } else {
-                    Error::UnexpectedMessage {
-                        message: msg,
-                        expected,
-                    }
-                });
+                return Err(unexpected(msg, expected, self.strict && !self.established));
             }
         };
         Ok(())
@@ -919,19 +925,9 @@ impl ClientTransport {
         })))
     }
 
-    /// The method finished: check the host key and its signature over H, derive the keys.
-    fn on_kex_done(&mut self, n: Negotiated, outcome: KexOutcome) -> Result<Kex, Error> {
-        let KexOutcome {
-            host_key: k_s,
-            signature,
-            h,
-            k,
-        } = outcome;
-        let host_key = server_host_key(n.host_key, k_s)?;
-        host_key
-            .key
-            .verify(n.host_key.signature, &h, &signature)
-            .map_err(Error::HostKey)?;
+    /// The method finished and its host key signature is proven: derive the keys.
+    fn on_kex_done(&mut self, n: Negotiated, proven: Proven) -> Result<Kex, Error> {
+        let Proven { host_key, h, k } = proven;
         let session_id = self.session_id.get_or_insert_with(|| h.clone()).clone();
         let (c2s, s2c) = kex::derive_directions(&n, &k, &h, &session_id);
         let keys = NewKeys {
@@ -1014,6 +1010,49 @@ impl ClientTransport {
     }
 
     // ---- commands ------------------------------------------------------------------------
+
+    /// Has the application prove each key exchange's reply elsewhere (`true`): when the
+    /// server's reply to a single-pass method arrives, the transport stops processing and
+    /// [`ClientTransport::take_kex_work`] hands out the work (the shared secret, the exchange
+    /// hash, the host key's signature: about 2 ms of CPU for sntrup761x25519), to be run with
+    /// [`KexWork::run`] and given back with [`ClientTransport::finish_kex_work`]. Off by
+    /// default: the transport does it in line.
+    pub fn set_kex_work_elsewhere(&mut self, elsewhere: bool) {
+        self.kex_work_elsewhere = elsewhere;
+    }
+
+    /// The work of proving the server's key exchange reply, when it waits for the application
+    /// (once per exchange; see [`ClientTransport::set_kex_work_elsewhere`]).
+    pub fn take_kex_work(&mut self) -> Option<KexWork> {
+        match &mut self.kex {
+            Kex::WorkPending(work) => work.take().map(|w| *w),
+            _ => None,
+        }
+    }
+
+    /// The work's result: the exchange goes on (host key check, NEWKEYS) or fails. A result
+    /// that no exchange waits for (the transport failed meanwhile) is dropped.
+    pub fn finish_kex_work(&mut self, done: KexWorkDone) {
+        if !matches!(self.kex, Kex::WorkPending(None)) || self.error.is_some() {
+            return;
+        }
+        self.kex = Kex::Idle;
+        let next = done
+            .proven
+            .and_then(|proven| self.on_kex_done(done.negotiated, proven));
+        match next {
+            Ok(kex) => {
+                self.kex_work_done += 1;
+                self.kex = kex;
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// How many key exchanges had their reply proven elsewhere ([`KexWork`]).
+    pub fn kex_work_done(&self) -> u64 {
+        self.kex_work_done
+    }
 
     /// The application accepts the server's host key (first exchange only).
     pub fn accept_host_key(&mut self) {
@@ -1273,6 +1312,127 @@ impl PayloadSink for ClientTransport {
 /// Reads K_S as the negotiated algorithm says it is: a plain key of its key type, or a
 /// certificate (of any certificate type: the application judges that) whose certified key is
 /// of its key type and whose authority's signature verifies.
+/// A finished method's outcome with its host key's signature over H checked.
+struct Proven {
+    host_key: ServerHostKey,
+    h: Vec<u8>,
+    k: zeroize::Zeroizing<Vec<u8>>,
+}
+
+/// Parses the host key the server sent and checks its signature over H.
+fn prove(algorithm: HostKeyAlgorithm, outcome: KexOutcome) -> Result<Proven, Error> {
+    let KexOutcome {
+        host_key: k_s,
+        signature,
+        h,
+        k,
+    } = outcome;
+    let host_key = server_host_key(algorithm, k_s)?;
+    host_key
+        .key
+        .verify(algorithm.signature, &h, &signature)
+        .map_err(Error::HostKey)?;
+    Ok(Proven { host_key, h, k })
+}
+
+/// The error for a key exchange message `msg` that was not `expected`: under strict kex
+/// during the first exchange, a strict kex violation.
+fn unexpected(msg: MessageType, expected: &'static str, strict_initial: bool) -> Error {
+    if strict_initial {
+        Error::StrictKex(format!(
+            "the server sent {msg} during the initial key exchange while we expected {expected}"
+        ))
+    } else {
+        Error::UnexpectedMessage {
+            message: msg,
+            expected,
+        }
+    }
+}
+
+/// The error for a method that could not take the server's message `msg`.
+fn kex_step_error(e: KexError, msg: MessageType, strict_initial: bool) -> Error {
+    match e {
+        KexError::Unexpected(_) => unexpected(
+            msg,
+            "the key exchange method's next message",
+            strict_initial,
+        ),
+        KexError::Decode(message, error) => Error::Decode { message, error },
+        e => Error::KeyExchange(e.to_string()),
+    }
+}
+
+/// The heavy half of a key exchange, taken out of the transport with
+/// [`ClientTransport::take_kex_work`] so that the application can run it on another thread:
+/// the server's reply opened (the shared secret: a post-quantum decapsulation and an X25519
+/// or ECDH agreement, or a Diffie-Hellman exponentiation), the exchange hash computed and
+/// the host key's signature over it checked. It holds our secret of the exchange, wiped
+/// when the work is dropped, run or not.
+pub struct KexWork {
+    method: Box<dyn ClientKex>,
+    reply: Vec<u8>,
+    msg: MessageType,
+    strict_initial: bool,
+    client_version: Vec<u8>,
+    server_version: Vec<u8>,
+    ours_bytes: Vec<u8>,
+    theirs_bytes: Vec<u8>,
+    negotiated: Negotiated,
+}
+
+impl core::fmt::Debug for KexWork {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KexWork")
+            .field("kex", &self.negotiated.kex.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KexWork {
+    /// Does the work, for [`ClientTransport::finish_kex_work`].
+    pub fn run(mut self) -> KexWorkDone {
+        let prefix = kex::HashPrefix {
+            v_c: &self.client_version,
+            v_s: &self.server_version,
+            i_c: &self.ours_bytes,
+            i_s: &self.theirs_bytes,
+        };
+        // A single-pass method's reply uses no randomness; the transport's generator
+        // stays with the transport.
+        let proven = match self
+            .method
+            .handle(&self.reply, &prefix, &mut crate::random::OsRandom)
+        {
+            Ok(ClientStep::Done(outcome)) => prove(self.negotiated.host_key, outcome),
+            Ok(ClientStep::Send(_)) => Err(Error::KeyExchange(format!(
+                "{} asked for another round after the server's reply",
+                self.negotiated.kex.name()
+            ))),
+            Err(e) => Err(kex_step_error(e, self.msg, self.strict_initial)),
+        };
+        KexWorkDone {
+            negotiated: self.negotiated,
+            proven,
+        }
+    }
+}
+
+/// A [`KexWork`]'s result.
+pub struct KexWorkDone {
+    negotiated: Negotiated,
+    proven: Result<Proven, Error>,
+}
+
+impl core::fmt::Debug for KexWorkDone {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KexWorkDone")
+            .field("kex", &self.negotiated.kex.name())
+            .field("proven", &self.proven.is_ok())
+            .finish()
+    }
+}
+
 fn server_host_key(algorithm: HostKeyAlgorithm, k_s: Vec<u8>) -> Result<ServerHostKey, Error> {
     let (key, certificate) = if algorithm.certificate {
         let cert = Certificate::decode(&k_s).map_err(|error| Error::HostCertificate {

@@ -66,7 +66,7 @@ pub mod mac;
 pub mod packet;
 pub mod version;
 
-pub use client::{ClientConfig, ClientTransport, Event, MAX_PENDING_OUTPUT};
+pub use client::{ClientConfig, ClientTransport, Event, KexWork, KexWorkDone, MAX_PENDING_OUTPUT};
 pub use error::Error;
 pub use kex::PreparedKex;
 

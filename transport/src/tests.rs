@@ -105,6 +105,14 @@ impl Pair {
                 }
                 moved = true;
             }
+            // A reply to prove elsewhere (when the client was told to): on another thread.
+            if let Some(work) = self.client.take_kex_work() {
+                let done = std::thread::spawn(move || work.run())
+                    .join()
+                    .expect("the work ran");
+                self.client.finish_kex_work(done);
+                moved = true;
+            }
             if !moved {
                 return;
             }

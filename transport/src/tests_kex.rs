@@ -736,7 +736,9 @@ fn group_exchange_reply_values_are_range_checked() {
 
 // ---- the same refusals through the whole client transport --------------------------------
 
-fn scripted(kex: KexAlgorithm, messages: &[Vec<u8>]) -> Result<(), Error> {
+/// Feeds the client a hostile server's KEXINIT and `messages`, with the reply proven in line
+/// or elsewhere ([`KexWork`](crate::KexWork)), until it has nothing more to do or fails.
+fn scripted_with(kex: KexAlgorithm, messages: &[Vec<u8>], elsewhere: bool) -> Result<(), Error> {
     let config = ClientConfig {
         kex_algorithms: vec![kex],
         ..ClientConfig::default()
@@ -766,12 +768,16 @@ fn scripted(kex: KexAlgorithm, messages: &[Vec<u8>]) -> Result<(), Error> {
     for p in std::iter::once(&kexinit).chain(messages) {
         tx.frame(&mut rng, &mut |b| b.extend_from_slice(p));
     }
+    c.set_kex_work_elsewhere(elsewhere);
     c.handle_input(tx.output());
     loop {
         match c.poll_event() {
             Ok(Some(Event::VerifyHostKey(_))) => c.accept_host_key(),
             Ok(Some(_)) => {}
-            Ok(None) => return Ok(()),
+            Ok(None) => match c.take_kex_work() {
+                Some(work) => c.finish_kex_work(work.run()),
+                None => return Ok(()),
+            },
             Err(e) => return Err(e),
         }
     }
@@ -802,12 +808,116 @@ fn hostile_values_end_the_transport_with_a_key_exchange_error() {
         ),
     ];
     for (kex, msg, want) in cases {
-        let r = scripted(kex, &[msg]);
-        assert!(
-            matches!(&r, Err(Error::KeyExchange(w)) if w.contains(want)),
-            "{kex}: {r:?}"
-        );
+        for elsewhere in [false, true] {
+            let r = scripted_with(kex, std::slice::from_ref(&msg), elsewhere);
+            assert!(
+                matches!(&r, Err(Error::KeyExchange(w)) if w.contains(want)),
+                "{kex} (reply proven elsewhere: {elsewhere}): {r:?}"
+            );
+        }
     }
+}
+
+// ---- the server's reply proven elsewhere ---------------------------------------------------
+
+#[test]
+fn every_method_runs_with_its_reply_proven_elsewhere() {
+    for &kex in KexAlgorithm::ALL {
+        let mut pair = crate::tests::Pair::new(
+            ClientConfig {
+                kex_algorithms: vec![kex],
+                ..ClientConfig::default()
+            },
+            ServerConfig::default(),
+        );
+        pair.client.set_kex_work_elsewhere(true);
+        pair.drive();
+        assert_eq!(pair.client_error, None, "{kex}");
+        assert!(pair.client.is_established(), "{kex}");
+        assert_eq!(pair.client.session_id(), pair.server.session_id(), "{kex}");
+        pair.client.rekey();
+        pair.drive();
+        pair.server.rekey();
+        pair.drive();
+        assert_eq!(pair.client_error, None, "{kex}");
+        assert_eq!(pair.client.kex_count(), 3, "{kex}");
+        // Group exchange has two server messages: it is proven in line.
+        let elsewhere = if kex.is_single_pass() { 3 } else { 0 };
+        assert_eq!(pair.client.kex_work_done(), elsewhere, "{kex}");
+        pair.client.send(&payload(1, 5000));
+        pair.server.send(&payload(2, 5000));
+        pair.drive();
+        assert_eq!(pair.client_error, None, "{kex}");
+        assert_eq!(pair.to_server.last(), Some(&payload(1, 5000)), "{kex}");
+        assert_eq!(pair.to_client.last(), Some(&payload(2, 5000)), "{kex}");
+    }
+}
+
+/// A client that proves its replies elsewhere, with `kex`, and a test server.
+fn proving_elsewhere(kex: KexAlgorithm, seed: u64) -> (ClientTransport, ServerTransport) {
+    let mut c = ClientTransport::new(
+        ClientConfig {
+            kex_algorithms: vec![kex],
+            ..ClientConfig::default()
+        },
+        Box::new(SeededRandom::new(seed)),
+        Instant::now(),
+    );
+    c.set_kex_work_elsewhere(true);
+    let s = ServerTransport::new(
+        ServerConfig::default(),
+        Box::new(SeededRandom::new(seed + 1)),
+    );
+    (c, s)
+}
+
+/// Carries what the client has to the server, and the server's answer back.
+fn trade(c: &mut ClientTransport, s: &mut ServerTransport) {
+    let out = c.output().to_vec();
+    c.consume_output(out.len());
+    s.handle_input(&out);
+    while let Ok(Some(_)) = s.poll_event() {}
+    let back = s.output().to_vec();
+    s.consume_output(back.len());
+    c.handle_input(&back);
+}
+
+#[test]
+fn while_the_reply_is_proven_elsewhere_nothing_behind_it_is_processed() {
+    let kex = KexAlgorithm::Sntrup761X25519Sha512;
+    let (mut c, mut s) = proving_elsewhere(kex, 5);
+    // Versions and KEXINITs, then our first message and the server's reply with NEWKEYS.
+    trade(&mut c, &mut s);
+    assert!(matches!(c.poll_event(), Ok(None)));
+    assert!(c.take_kex_work().is_none(), "no reply yet");
+    trade(&mut c, &mut s);
+    assert!(matches!(c.poll_event(), Ok(None)), "held for the work");
+    let work = c.take_kex_work().expect("the reply's work");
+    assert!(c.take_kex_work().is_none(), "handed out once");
+    assert!(matches!(c.poll_event(), Ok(None)), "NEWKEYS waits");
+    assert!(!c.is_established());
+    assert!(c.is_rekeying());
+    c.finish_kex_work(work.run());
+    assert!(matches!(c.poll_event(), Ok(Some(Event::VerifyHostKey(_)))));
+    c.accept_host_key();
+    assert!(matches!(c.poll_event(), Ok(Some(Event::Established))));
+    assert_eq!(c.error(), None);
+    assert_eq!(c.kex_work_done(), 1);
+    // A result nobody waits for any more (another session's) is dropped.
+    let (mut other, mut server) = proving_elsewhere(kex, 9);
+    let mut stale = None;
+    for _ in 0..10 {
+        trade(&mut other, &mut server);
+        while let Ok(Some(_)) = other.poll_event() {}
+        stale = other.take_kex_work().map(crate::KexWork::run);
+        if stale.is_some() {
+            break;
+        }
+    }
+    let stale = stale.expect("the other session's work");
+    c.finish_kex_work(stale);
+    assert_eq!(c.error(), None);
+    assert_eq!(c.kex_work_done(), 1);
 }
 
 // ---- the first key exchange message sent as a guess --------------------------------------

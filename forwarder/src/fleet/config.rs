@@ -1079,7 +1079,7 @@ fn resolve(
     let mut config =
         TunnelConfig::from_options(&opts).map_err(|e| (option_offset(&e.0, &options), e.0))?;
     // Many sessions share each thread of the fleet.
-    config.session.sign_off_thread = true;
+    config.session.handshake_off_thread = true;
     let kind = match (&way, opts.remote_forwards.first()) {
         (Way::Local { .. } | Way::Socks { .. }, _) => TunnelKind::Local,
         (Way::Remote { .. }, Some(f)) => TunnelKind::Remote(RemoteSpec::from_forward(f)),

@@ -909,6 +909,9 @@ pub struct ClientOptions {
     pub server_alive: Option<ServerAlive>,
     /// Seed of the client's RNG.
     pub seed: u64,
+    /// The key exchange's reply is proven on a blocking thread
+    /// ([`Session::set_kex_work_elsewhere`]).
+    pub kex_work_elsewhere: bool,
 }
 
 impl Default for ClientOptions {
@@ -918,6 +921,7 @@ impl Default for ClientOptions {
             connection: ssh_connection::Config::default(),
             server_alive: None,
             seed: 7,
+            kex_work_elsewhere: false,
         }
     }
 }
@@ -936,11 +940,13 @@ pub fn session(opts: &ClientOptions) -> Session {
         auth: AuthConfig::new("tester".into(), vec![identity()]),
         server_alive: opts.server_alive,
     };
-    Session::new(
+    let mut session = Session::new(
         config,
         Box::new(SeededRandom::new(opts.seed)),
         Instant::now(),
-    )
+    );
+    session.set_kex_work_elsewhere(opts.kex_work_elsewhere);
+    session
 }
 
 /// Trusts exactly one host key.

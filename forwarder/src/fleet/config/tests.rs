@@ -117,7 +117,7 @@ remote = "r:1"
     assert_eq!(c.tunnels[0].config.session.user, "tester");
     assert!(c.tunnels[0].share_session);
     // The fleet's threads carry many sessions: its signatures are made off them.
-    assert!(c.tunnels[0].config.session.sign_off_thread);
+    assert!(c.tunnels[0].config.session.handshake_off_thread);
 }
 
 #[test]
