@@ -3,7 +3,9 @@
 //! Input: `control, rest`.
 //! - `control & 0x80 == 0`, server bytes: a `ClientTransport` (default config plus the
 //!   certificate host key algorithms, seeded generator 0) receives `SSH-2.0-x\r\n` and then
-//!   `rest`, in chunks chosen by `control & 0x3f`, accepting any host key (or refusing it when `control & 0x40`). A
+//!   `rest`, in chunks chosen by `control & 0x3f`, accepting any host key (or refusing it when `control & 0x40`);
+//!   with `control & 1` the key exchange's reply is proven elsewhere (`KexWork`), as the
+//!   fleet does, run as soon as it is handed out. A
 //!   recorded session from the test server is a valid `rest` (see `seeds`), so mutations
 //!   reach every state. Afterwards the handshake timeout and EOF are applied.
 //! - `control & 0x80 != 0`, a real pair: the client and the crate's test server complete a
@@ -99,7 +101,10 @@ fn pump_client(
     loop {
         let established = client.is_established();
         match client.poll_event() {
-            Ok(None) => return true,
+            Ok(None) => match client.take_kex_work() {
+                Some(work) => client.finish_kex_work(work.run()),
+                None => return true,
+            },
             Ok(Some(Event::VerifyHostKey(_))) => {
                 assert!(!established, "host key check after the first key exchange");
                 if reject_host_key {
@@ -144,9 +149,19 @@ fn pump_client(
     }
 }
 
-fn server_bytes(control: u8, stream: &[u8]) {
+/// What a server-bytes run did, for the tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ServerBytesReport {
+    /// Completed key exchanges before the timeout and EOF were applied.
+    pub kex_count: u64,
+    /// Of those, the ones whose reply was proven elsewhere.
+    pub proven_elsewhere: u64,
+}
+
+fn server_bytes(control: u8, stream: &[u8]) -> ServerBytesReport {
     let now = Instant::now();
     let mut client = client(now);
+    client.set_kex_work_elsewhere(control & 1 != 0);
     let mut sticky = Sticky::default();
     let reject = control & 0x40 != 0;
     let mut all = format!("{SERVER_VERSION}\r\n").into_bytes();
@@ -161,6 +176,10 @@ fn server_bytes(control: u8, stream: &[u8]) {
         }
     }
     let established = client.is_established();
+    let report = ServerBytesReport {
+        kex_count: client.kex_count(),
+        proven_elsewhere: client.kex_work_done(),
+    };
     client.handle_timeout(now + Duration::from_secs(31));
     if !sticky.failed() && !established {
         assert!(
@@ -173,6 +192,7 @@ fn server_bytes(control: u8, stream: &[u8]) {
         client.poll_event().is_err(),
         "the client lives on after EOF"
     );
+    report
 }
 
 /// The test server and the client, each with the payloads the other sent and has not yet
@@ -465,6 +485,30 @@ mod tests {
         let mut input = Input::new(&seed.data);
         let control = input.byte().unwrap_or(0);
         pair(control, &mut input)
+    }
+
+    #[test]
+    fn recorded_sessions_replay_with_the_reply_proven_in_line_or_elsewhere() {
+        let seeds = crate::seeds::all();
+        let recorded: Vec<_> = seeds
+            .iter()
+            .filter(|s| s.target == "transport_client" && s.name.starts_with("session-"))
+            .filter(|s| !s.name.contains("refused"))
+            .collect();
+        assert!(recorded.len() >= 15, "{} recorded sessions", recorded.len());
+        let mut elsewhere = 0;
+        for seed in recorded {
+            let (control, stream) = seed.data.split_first().expect("a control byte");
+            let r = server_bytes(*control, stream);
+            assert!(r.kex_count >= 1, "{}: {r:?}", seed.name);
+            if control & 1 != 0 {
+                assert_eq!(r.proven_elsewhere, r.kex_count, "{}", seed.name);
+                elsewhere += 1;
+            } else {
+                assert_eq!(r.proven_elsewhere, 0, "{}", seed.name);
+            }
+        }
+        assert!(elsewhere >= 5, "{elsewhere} seeds prove their replies elsewhere");
     }
 
     #[test]
