@@ -1,8 +1,8 @@
 //! The forwarder against Dropbear, the lab's second SSH server: logins with RSA and Ed25519
 //! keys, every key exchange method and cipher both implement, data echoed byte for byte,
 //! concurrent channels, client-initiated rekeys, keepalives both ways, a wrong host key,
-//! PostgreSQL through the tunnel and through `-D`'s SOCKS proxy, and `-W` / `-J` with Dropbear
-//! as the jump host.
+//! PostgreSQL through the tunnel and through `-D`'s SOCKS proxy, `-W` / `-J` with Dropbear
+//! as the jump host, and a fleet proving its key exchanges off its session threads.
 //!
 //! Debian 12's Dropbear (2022.83) lacks some of what the forwarder offers: no
 //! diffie-hellman-group16-sha512 or sntrup761x25519 key exchange, no AES-GCM, no
@@ -597,4 +597,66 @@ fn a_forward_from_a_socket_on_dropbear_is_refused_with_exit_on_forward_failure()
         tunnel.log()
     );
     assert!(!there.exists(), "Dropbear made a socket");
+}
+
+#[test]
+fn interop_dropbear_a_fleet_proves_every_exchange_off_its_session_threads() {
+    // `forwarder serve` hands each key exchange's reply to a blocking thread; against
+    // Dropbear, for each single-pass method both implement, the first exchange and the
+    // rekeys of a 2 MiB echo at RekeyLimit 1M are all proven there, and the bytes arrive.
+    use ssh_interop_tests::fleet::{Fleet, TunnelSpec, fleet_file};
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let dropbear = Dropbear::start(&key);
+    let echo = EchoServer::start();
+    let remote = format!("127.0.0.1:{}", echo.port());
+    let bastion = format!("{}@127.0.0.1:{}", dropbear.user(), dropbear.port());
+    let methods = [
+        "curve25519-sha256",
+        "ecdh-sha2-nistp256",
+        "diffie-hellman-group14-sha256",
+    ];
+    let ports: Vec<u16> = methods
+        .iter()
+        .map(|_| ssh_interop_tests::free_port())
+        .collect();
+    let tunnels: Vec<TunnelSpec> = methods
+        .iter()
+        .zip(&ports)
+        .enumerate()
+        .map(|(i, (kex, &port))| {
+            TunnelSpec::new(&format!("t{i}"), &bastion, port, &remote).with(&format!(
+                "options = {{ KexAlgorithms = {kex:?}, RekeyLimit = \"1M\" }}"
+            ))
+        })
+        .collect();
+    let admin = ssh_interop_tests::free_port();
+    let head = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\ndrain_timeout = \"1s\"\n\n\
+         [defaults]\nidentity_file = {:?}\nknown_hosts = {:?}\nprobe = \"none\"\n",
+        key.private_key_path().display().to_string(),
+        dropbear.known_hosts_path().display().to_string(),
+    );
+    let mut fleet = Fleet::start(&fleet_file(&head, &tunnels), Some(admin), &["-v"]);
+    fleet.wait_for_admin("/readyz", WAIT, |code, _| code == 200);
+    for (i, &port) in ports.iter().enumerate() {
+        let sent = payload(40 + i as u64, 2 * MIB);
+        let back = echo_round_trip(port, &sent)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", methods[i], fleet.log()));
+        assert!(back == sent, "{}: the echo differs", methods[i]);
+    }
+    let log = fleet.log();
+    let firsts = log.matches("\"proven_elsewhere\":true").count();
+    assert!(
+        firsts == methods.len() && !log.contains("\"proven_elsewhere\":false"),
+        "{firsts} first exchanges proven elsewhere:\n{log}"
+    );
+    // Every rekey line counts its session's exchanges proven elsewhere: never none.
+    let rekeys = log.matches("\"rekeyed\"").count();
+    assert!(rekeys >= 2 * methods.len(), "{rekeys} rekeys:\n{log}");
+    assert!(
+        !log.contains("\"proven_elsewhere\":0"),
+        "a rekey proven in line:\n{log}"
+    );
+    fleet.terminate();
+    assert!(fleet.wait_exit(WAIT).is_some(), "the fleet did not exit");
 }
