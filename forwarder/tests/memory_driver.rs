@@ -275,9 +275,9 @@ async fn rekeys_run_on_first_messages_the_driver_made_ahead() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn key_exchange_replies_are_proven_on_blocking_threads_when_asked() {
-    // Every exchange, the first and the rekeys, has the server's reply proven off the
-    // session's thread; a session not asked to proves none there.
+async fn key_exchange_work_runs_on_blocking_threads_when_asked() {
+    // Every exchange, the first and the rekeys, has its key pair made and the server's
+    // reply proven off the session's thread; a session not asked to does neither there.
     for elsewhere in [true, false] {
         let opts = ClientOptions {
             kex_work_elsewhere: elsewhere,
@@ -292,6 +292,14 @@ async fn key_exchange_replies_are_proven_on_blocking_threads_when_asked() {
         assert_eq!(log.kex_count, 3, "{log:?}");
         let want = if elsewhere { 3 } else { 0 };
         assert_eq!(log.kex_proven_elsewhere, want, "{log:?}");
+        // Every key pair was made off the session's thread too: ahead of need once a rekey
+        // was likely, else when the exchange needed it.
+        if elsewhere {
+            assert_eq!(log.kex_made_elsewhere + log.kex_prepared, 3, "{log:?}");
+            assert!(log.kex_made_elsewhere >= 2, "{log:?}");
+        } else {
+            assert_eq!(log.kex_made_elsewhere, 0, "{log:?}");
+        }
         echoes_after_rekeys(h, 11, 128 * 1024).await;
     }
 }

@@ -4,8 +4,8 @@
 //! - `control & 0x80 == 0`, server bytes: a `ClientTransport` (default config plus the
 //!   certificate host key algorithms, seeded generator 0) receives `SSH-2.0-x\r\n` and then
 //!   `rest`, in chunks chosen by `control & 0x3f`, accepting any host key (or refusing it when `control & 0x40`);
-//!   with `control & 1` the key exchange's reply is proven elsewhere (`KexWork`), as the
-//!   fleet does, run as soon as it is handed out. A
+//!   with `control & 1` the key exchange's work (our key pair, the proof of the reply) is
+//!   handed out (`KexWork`), as the fleet has it done elsewhere, and run at once. A
 //!   recorded session from the test server is a valid `rest` (see `seeds`), so mutations
 //!   reach every state. Afterwards the handshake timeout and EOF are applied.
 //! - `control & 0x80 != 0`, a real pair: the client and the crate's test server complete a
@@ -156,6 +156,8 @@ pub struct ServerBytesReport {
     pub kex_count: u64,
     /// Of those, the ones whose reply was proven elsewhere.
     pub proven_elsewhere: u64,
+    /// And the ones whose key pair was made elsewhere.
+    pub started_elsewhere: u64,
 }
 
 fn server_bytes(control: u8, stream: &[u8]) -> ServerBytesReport {
@@ -179,6 +181,7 @@ fn server_bytes(control: u8, stream: &[u8]) -> ServerBytesReport {
     let report = ServerBytesReport {
         kex_count: client.kex_count(),
         proven_elsewhere: client.kex_work_done(),
+        started_elsewhere: client.kex_started_elsewhere(),
     };
     client.handle_timeout(now + Duration::from_secs(31));
     if !sticky.failed() && !established {
@@ -488,7 +491,7 @@ mod tests {
     }
 
     #[test]
-    fn recorded_sessions_replay_with_the_reply_proven_in_line_or_elsewhere() {
+    fn recorded_sessions_replay_with_the_key_exchange_work_in_line_or_elsewhere() {
         let seeds = crate::seeds::all();
         let recorded: Vec<_> = seeds
             .iter()
@@ -503,9 +506,10 @@ mod tests {
             assert!(r.kex_count >= 1, "{}: {r:?}", seed.name);
             if control & 1 != 0 {
                 assert_eq!(r.proven_elsewhere, r.kex_count, "{}", seed.name);
+                assert_eq!(r.started_elsewhere, r.kex_count, "{}", seed.name);
                 elsewhere += 1;
             } else {
-                assert_eq!(r.proven_elsewhere, 0, "{}", seed.name);
+                assert_eq!((r.proven_elsewhere, r.started_elsewhere), (0, 0), "{}", seed.name);
             }
         }
         assert!(elsewhere >= 5, "{elsewhere} seeds prove their replies elsewhere");

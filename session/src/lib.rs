@@ -327,15 +327,14 @@ impl Session {
         self.transport.offer_prepared_kex(prepared);
     }
 
-    /// Has the driver prove each key exchange's reply elsewhere
+    /// Has the driver make key exchange key pairs and prove their replies elsewhere
     /// ([`ClientTransport::set_kex_work_elsewhere`]): [`take_kex_work`](Self::take_kex_work)
-    /// hands it out, [`finish_kex_work`](Self::finish_kex_work) takes the result.
+    /// hands the work out, [`finish_kex_work`](Self::finish_kex_work) takes the result.
     pub fn set_kex_work_elsewhere(&mut self, elsewhere: bool) {
         self.transport.set_kex_work_elsewhere(elsewhere);
     }
 
-    /// The work of proving the server's key exchange reply, when it waits for the driver
-    /// ([`ClientTransport::take_kex_work`]).
+    /// The work a key exchange waits for, if any ([`ClientTransport::take_kex_work`]).
     pub fn take_kex_work(&mut self) -> Option<ssh_transport::KexWork> {
         self.transport.take_kex_work()
     }

@@ -844,6 +844,8 @@ fn every_method_runs_with_its_reply_proven_elsewhere() {
         // Group exchange has two server messages: it is proven in line.
         let elsewhere = if kex.is_single_pass() { 3 } else { 0 };
         assert_eq!(pair.client.kex_work_done(), elsewhere, "{kex}");
+        // Nothing was prepared, so every key pair was made elsewhere too.
+        assert_eq!(pair.client.kex_started_elsewhere(), elsewhere, "{kex}");
         pair.client.send(&payload(1, 5000));
         pair.server.send(&payload(2, 5000));
         pair.drive();
@@ -886,10 +888,16 @@ fn trade(c: &mut ClientTransport, s: &mut ServerTransport) {
 fn while_the_reply_is_proven_elsewhere_nothing_behind_it_is_processed() {
     let kex = KexAlgorithm::Sntrup761X25519Sha512;
     let (mut c, mut s) = proving_elsewhere(kex, 5);
-    // Versions and KEXINITs, then our first message and the server's reply with NEWKEYS.
+    // Versions and KEXINITs: our key pair is made elsewhere, nothing sent meanwhile.
     trade(&mut c, &mut s);
     assert!(matches!(c.poll_event(), Ok(None)));
-    assert!(c.take_kex_work().is_none(), "no reply yet");
+    assert!(c.output().is_empty());
+    let start = c.take_kex_work().expect("our key pair's work");
+    assert!(c.take_kex_work().is_none(), "handed out once");
+    c.finish_kex_work(start.run());
+    assert!(!c.output().is_empty(), "our first message");
+    assert_eq!(c.kex_started_elsewhere(), 1);
+    // The server's reply and its NEWKEYS.
     trade(&mut c, &mut s);
     assert!(matches!(c.poll_event(), Ok(None)), "held for the work");
     let work = c.take_kex_work().expect("the reply's work");
