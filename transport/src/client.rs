@@ -162,9 +162,9 @@ enum Kex {
     Idle,
     ExpectKexInit(ExpectKexInit),
     ExpectKexReply(Box<ExpectKexReply>),
-    /// The server's reply is being proven elsewhere ([`KexWork`]): held, or taken by the
+    /// The exchange waits for its work ([`KexWork`]) with this id: held, or taken by the
     /// application (`None`).
-    WorkPending(Option<Box<KexWork>>),
+    WorkPending(u64, Option<Box<KexWork>>),
     HostKeyPending(Box<HostKeyPending>),
     ExpectNewKeys(ExpectNewKeys),
 }
@@ -175,7 +175,7 @@ impl Kex {
             Self::Idle => "no key exchange message",
             Self::ExpectKexInit(_) => "SSH_MSG_KEXINIT",
             Self::ExpectKexReply(_) => "the key exchange method's reply",
-            Self::WorkPending(_) => "nothing while the key exchange's reply is proven",
+            Self::WorkPending(..) => "nothing while the key exchange's work is done elsewhere",
             Self::HostKeyPending(_) => "nothing while the host key is checked",
             Self::ExpectNewKeys(_) => "SSH_MSG_NEWKEYS",
         }
@@ -622,7 +622,7 @@ impl ClientTransport {
                     Pending::VerifyHostKey => break None,
                 }
             }
-            if matches!(self.kex, Kex::HostKeyPending(_) | Kex::WorkPending(_)) {
+            if matches!(self.kex, Kex::HostKeyPending(_) | Kex::WorkPending(..)) {
                 return Ok(None);
             }
             if let Phase::Version(reader) = &mut self.phase {
@@ -805,7 +805,8 @@ impl ClientTransport {
                     // A single-pass method's one server message is its reply: the rest of
                     // the exchange is the work, done where the application likes.
                     let st = *st;
-                    Kex::WorkPending(Some(Box::new(KexWork {
+                    KexWork::pending(KexWork {
+                        id: 0,
                         job: Job::Reply {
                             reply: payload.to_vec(),
                             msg,
@@ -817,7 +818,7 @@ impl ClientTransport {
                         ours_bytes: st.ours_bytes,
                         theirs_bytes: st.theirs_bytes,
                         negotiated: st.negotiated,
-                    })))
+                    })
                 } else {
                     let prefix = kex::HashPrefix {
                         v_c: &self.client_version,
@@ -920,7 +921,8 @@ impl ClientTransport {
                                 &mut self.rng,
                                 Box::new(crate::random::OsRandom),
                             );
-                            return Ok(Kex::WorkPending(Some(Box::new(KexWork {
+                            return Ok(KexWork::pending(KexWork {
+                                id: 0,
                                 job: Job::Start(rng),
                                 method: negotiated.kex.client_for(&negotiated),
                                 strict_initial: false,
@@ -929,7 +931,7 @@ impl ClientTransport {
                                 ours_bytes: ours.ours_bytes,
                                 theirs_bytes: payload.to_vec(),
                                 negotiated,
-                            }))));
+                            }));
                         }
                         None => {
                             let mut method = negotiated.kex.client_for(&negotiated);
@@ -1052,15 +1054,17 @@ impl ClientTransport {
     /// reply (see [`ClientTransport::set_kex_work_elsewhere`]).
     pub fn take_kex_work(&mut self) -> Option<KexWork> {
         match &mut self.kex {
-            Kex::WorkPending(work) => work.take().map(|w| *w),
+            Kex::WorkPending(_, work) => work.take().map(|w| *w),
             _ => None,
         }
     }
 
     /// The work's result: the exchange goes on (host key check, NEWKEYS) or fails. A result
-    /// that no exchange waits for (the transport failed meanwhile) is dropped.
+    /// that this transport's exchange does not wait for (the transport failed meanwhile, or
+    /// it is another transport's) is dropped.
     pub fn finish_kex_work(&mut self, done: KexWorkDone) {
-        if !matches!(self.kex, Kex::WorkPending(None)) || self.error.is_some() {
+        let waiting = matches!(self.kex, Kex::WorkPending(id, None) if id == done.id);
+        if !waiting || self.error.is_some() {
             return;
         }
         self.kex = Kex::Idle;
@@ -1416,6 +1420,8 @@ fn kex_step_error(e: KexError, msg: MessageType, strict_initial: bool) -> Error 
 /// over it checked. It holds our secret of the exchange, wiped when the work is dropped, run
 /// or not.
 pub struct KexWork {
+    /// Unique in the process: a result finds only the exchange that waits for it.
+    id: u64,
     job: Job,
     method: Box<dyn ClientKex>,
     strict_initial: bool,
@@ -1443,6 +1449,13 @@ enum Job {
 }
 
 impl KexWork {
+    /// The exchange's state while `work` waits for the application, `work` numbered.
+    fn pending(mut work: KexWork) -> Kex {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        work.id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Kex::WorkPending(work.id, Some(Box::new(work)))
+    }
+
     /// Does the work, for [`ClientTransport::finish_kex_work`]. Randomness comes from the
     /// operating system: the transport's generator stays with the transport.
     pub fn run(mut self) -> KexWorkDone {
@@ -1481,6 +1494,7 @@ impl KexWork {
             }
         };
         KexWorkDone {
+            id: self.id,
             negotiated: self.negotiated,
             ours_bytes: self.ours_bytes,
             theirs_bytes: self.theirs_bytes,
@@ -1492,6 +1506,7 @@ impl KexWork {
 /// A [`KexWork`]'s result. Our key pair's work brings the transport's generator back; a
 /// transport that never gets it keeps the operating system's.
 pub struct KexWorkDone {
+    id: u64,
     negotiated: Negotiated,
     ours_bytes: Vec<u8>,
     theirs_bytes: Vec<u8>,
