@@ -304,6 +304,36 @@ async fn key_exchange_work_runs_on_blocking_threads_when_asked() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_waits_for_our_newkeys_while_the_key_exchange_work_is_out() {
+    // The server rekeys every 256 KiB of a transfer while the session makes its key pairs and
+    // proves the replies on blocking threads: what the channel sends meanwhile must wait for
+    // our NEWKEYS (the test server, like Dropbear, ends the connection otherwise).
+    let server = ServerOptions {
+        rekey_every: Some(256 * 1024),
+        ..ServerOptions::default()
+    };
+    let opts = ClientOptions {
+        kex_work_elsewhere: true,
+        ..ClientOptions::default()
+    };
+    let (_server, conn, client) = connected(server, opts).await;
+    let h = &client.handle;
+    let data = pattern(21, 4 * MIB + 321);
+    let ch = open(h, "db.internal").await;
+    within(
+        Duration::from_secs(60),
+        "echo across rekeys",
+        echo_check(ch, &data),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?} {:?}", h.error(), conn.stats()));
+    assert!(h.error().is_none(), "{:?}", h.error());
+    let log = h.log();
+    assert!(log.kex_count >= 4, "{log:?}");
+    assert_eq!(log.kex_proven_elsewhere, log.kex_count, "{log:?}");
+}
+
 /// `len` bytes from `seed` go through a new channel and come back intact.
 async fn echoes_after_rekeys(h: &forwarder::driver::SessionHandle, seed: u64, len: usize) {
     let ch = open(h, "db.internal").await;

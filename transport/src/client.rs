@@ -1282,7 +1282,10 @@ impl ClientTransport {
     fn holding(&self) -> bool {
         matches!(
             self.kex,
-            Kex::ExpectKexInit(_) | Kex::ExpectKexReply(_) | Kex::HostKeyPending(_)
+            Kex::ExpectKexInit(_)
+                | Kex::ExpectKexReply(_)
+                | Kex::WorkPending(..)
+                | Kex::HostKeyPending(_)
         )
     }
 

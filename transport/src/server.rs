@@ -409,6 +409,18 @@ impl ServerTransport {
             if msg == MessageType::IGNORE || msg == MessageType::DEBUG {
                 continue;
             }
+            // From the client's KEXINIT to its NEWKEYS only transport messages may come
+            // (RFC 4253 section 7.1): OpenSSH and Dropbear end the connection otherwise.
+            if matches!(
+                self.kex,
+                Kex::ExpectKexMessage { .. } | Kex::ExpectNewKeys { .. }
+            ) {
+                self.error = Some(Error::UnexpectedMessage {
+                    message: msg,
+                    expected: "only key exchange messages from the client until its NEWKEYS",
+                });
+                continue;
+            }
             break r;
         };
         Ok(Some(ServerEvent::Payload(self.rx.payload(&range))))

@@ -934,6 +934,98 @@ fn while_the_reply_is_proven_elsewhere_nothing_behind_it_is_processed() {
     assert_eq!(c.kex_work_done(), 1);
 }
 
+/// Trades until the client is established, running its work where it waits.
+fn establish_elsewhere(c: &mut ClientTransport, s: &mut ServerTransport) {
+    for _ in 0..10 {
+        trade(c, s);
+        if let Some(work) = c.take_kex_work() {
+            c.finish_kex_work(work.run());
+        }
+        loop {
+            let verify = match c.poll_event() {
+                Ok(Some(Event::VerifyHostKey(_))) => true,
+                Ok(Some(_)) => false,
+                _ => break,
+            };
+            if verify {
+                c.accept_host_key();
+            }
+        }
+        if c.is_established() && c.output().is_empty() {
+            return;
+        }
+    }
+    panic!("not established: {:?}", c.error());
+}
+
+/// Carries the client's bytes to the server; returns the payloads it received, or its error.
+fn deliver(c: &mut ClientTransport, s: &mut ServerTransport) -> Result<Vec<Vec<u8>>, Error> {
+    let out = c.output().to_vec();
+    c.consume_output(out.len());
+    s.handle_input(&out);
+    let mut got = Vec::new();
+    loop {
+        match s.poll_event()? {
+            Some(ServerEvent::Payload(p)) => got.push(p.to_vec()),
+            Some(_) => {}
+            None => return Ok(got),
+        }
+    }
+}
+
+/// Carries the server's bytes to the client and runs its events.
+fn answer(c: &mut ClientTransport, s: &mut ServerTransport) {
+    let back = s.output().to_vec();
+    s.consume_output(back.len());
+    c.handle_input(&back);
+    while let Ok(Some(_)) = c.poll_event() {}
+}
+
+#[test]
+fn payloads_sent_while_the_work_is_out_wait_for_our_newkeys() {
+    // From our KEXINIT to our NEWKEYS nothing from above may go out (RFC 4253 7.1; Dropbear
+    // ends the connection): not while our key pair is made elsewhere, nor while the reply is
+    // proven there. The test server refuses such a packet as Dropbear does.
+    for server_starts in [false, true] {
+        let (mut c, mut s) = proving_elsewhere(KexAlgorithm::Curve25519Sha256, 31);
+        establish_elsewhere(&mut c, &mut s);
+        if server_starts {
+            s.rekey();
+        } else {
+            c.rekey();
+        }
+        // KEXINITs both ways; our key pair's work is out.
+        assert_eq!(deliver(&mut c, &mut s), Ok(vec![]));
+        answer(&mut c, &mut s);
+        if server_starts {
+            // Our KEXINIT answers the server's.
+            assert_eq!(deliver(&mut c, &mut s), Ok(vec![]));
+        }
+        let start = c.take_kex_work().expect("the key pair's work");
+        c.send(&payload(1, 300));
+        assert_eq!(deliver(&mut c, &mut s), Ok(vec![]), "held for the key pair");
+        c.finish_kex_work(start.run());
+        c.send(&payload(2, 300));
+        // Our first message; the server's reply and NEWKEYS; the reply's work is out.
+        assert_eq!(deliver(&mut c, &mut s), Ok(vec![]));
+        answer(&mut c, &mut s);
+        let proof = c.take_kex_work().expect("the reply's work");
+        c.send(&payload(3, 300));
+        assert_eq!(deliver(&mut c, &mut s), Ok(vec![]), "held for the proof");
+        c.finish_kex_work(proof.run());
+        while let Ok(Some(_)) = c.poll_event() {}
+        assert_eq!(c.error(), None);
+        // NEWKEYS, then what waited, in order, under the new keys.
+        assert_eq!(
+            deliver(&mut c, &mut s),
+            Ok(vec![payload(1, 300), payload(2, 300), payload(3, 300)]),
+            "server started: {server_starts}"
+        );
+        assert_eq!((c.kex_count(), s.kex_count), (2, 2));
+        assert_eq!((c.kex_started_elsewhere(), c.kex_work_done()), (2, 2));
+    }
+}
+
 // ---- the first key exchange message sent as a guess --------------------------------------
 
 /// Round trips until the client is established: each one carries everything the client has
