@@ -848,6 +848,13 @@ impl Fleet {
                          process restarts"
                     );
                 }
+                let handshakes = new.admin.handshakes_per_bastion;
+                if handshakes != self.admin.handshakes_per_bastion {
+                    info!("[admin] handshakes_per_bastion is now {handshakes}");
+                    for gate in self.gates.values() {
+                        gate.set_limit(handshakes);
+                    }
+                }
                 self.admin = new.admin.clone();
                 self.apply(new).await;
                 self.metrics.config_reloaded(true);
@@ -1166,7 +1173,7 @@ impl Fleet {
         let gate = self
             .gates
             .entry(gate_key(&spec))
-            .or_insert_with(BastionGate::new)
+            .or_insert_with(|| BastionGate::with_limit(self.admin.handshakes_per_bastion))
             .clone();
         let reconnect = spec.reconnect;
         let login = spec.login();

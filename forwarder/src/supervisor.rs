@@ -334,10 +334,14 @@ impl PenaltyLedger {
     }
 }
 
-/// Handshakes to one bastion that may run at once. sshd's `MaxStartups` (10:30:100 by
-/// default) starts dropping unauthenticated connections at ten, counting every client of
-/// the bastion; four leave room for people and for a second replica of the fleet.
+/// Handshakes to one bastion that may run at once, unless the fleet file says otherwise
+/// (`[admin] handshakes_per_bastion`). sshd's `MaxStartups` (10:30:100 by default) starts
+/// dropping unauthenticated connections at ten, counting every client of the bastion; four
+/// leave room for people and for a second replica of the fleet.
 pub const HANDSHAKES_PER_BASTION: usize = 4;
+
+/// The most handshakes to one bastion a fleet file may allow at once.
+pub const MAX_HANDSHAKES_PER_BASTION: usize = 64;
 
 /// What all supervisors of one bastion share: at most [`HANDSHAKES_PER_BASTION`]
 /// handshakes at a time (so a reconnect storm cannot trip sshd's `MaxStartups`), the
@@ -358,6 +362,11 @@ pub struct BastionGate {
 
 #[derive(Debug, Default)]
 struct GateState {
+    /// How many handshakes may run at once.
+    limit: usize,
+    /// Permits of running handshakes to forget as they end, after the limit was lowered:
+    /// the semaphore's permits are `limit + owed`.
+    owed: usize,
     ledger: PenaltyLedger,
     /// When sshd last accepted each login (by [`SupervisorConfig::login`]).
     accepted: HashMap<String, Instant>,
@@ -375,13 +384,57 @@ impl GateState {
 }
 
 impl BastionGate {
-    /// A gate for a bastion nobody has connected to yet.
+    /// A gate for a bastion nobody has connected to yet, [`HANDSHAKES_PER_BASTION`] at a
+    /// time.
     pub fn new() -> Arc<Self> {
+        Self::with_limit(HANDSHAKES_PER_BASTION)
+    }
+
+    /// A gate that lets `limit` handshakes run at once (1 to
+    /// [`MAX_HANDSHAKES_PER_BASTION`]; outside, the nearest).
+    pub fn with_limit(limit: usize) -> Arc<Self> {
+        let limit = limit.clamp(1, MAX_HANDSHAKES_PER_BASTION);
         Arc::new(Self {
-            handshakes: tokio::sync::Semaphore::new(HANDSHAKES_PER_BASTION),
-            state: Mutex::new(GateState::default()),
+            handshakes: tokio::sync::Semaphore::new(limit),
+            state: Mutex::new(GateState {
+                limit,
+                ..GateState::default()
+            }),
             settled: tokio::sync::Notify::new(),
         })
+    }
+
+    /// How many handshakes may run at once.
+    pub fn limit(&self) -> usize {
+        self.state().limit
+    }
+
+    /// Changes how many handshakes may run at once (a reloaded fleet file). A higher limit
+    /// lets waiting attempts go now. A lower one takes back free permits now, and those of
+    /// running handshakes as they end, so no attempt starts until the running ones are
+    /// within it.
+    pub fn set_limit(&self, limit: usize) {
+        let limit = limit.clamp(1, MAX_HANDSHAKES_PER_BASTION);
+        let mut st = self.state();
+        let old = std::mem::replace(&mut st.limit, limit);
+        if limit > old {
+            let more = limit - old;
+            let forgiven = more.min(st.owed);
+            st.owed -= forgiven;
+            self.handshakes.add_permits(more - forgiven);
+        } else {
+            let fewer = old - limit;
+            st.owed += fewer - self.handshakes.forget_permits(fewer);
+        }
+    }
+
+    /// Waits for a handshake's turn: one of [`limit`](Self::limit) at a time.
+    async fn turn(&self) -> Turn<'_> {
+        // The semaphore is never closed: `None` cannot happen.
+        Turn {
+            gate: self,
+            permit: self.handshakes.acquire().await.ok(),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
@@ -408,6 +461,25 @@ impl BastionGate {
             st.ledger.settle(now, worst, charged);
         }
         self.settled.notify_waiters();
+    }
+}
+
+/// A handshake's place at its bastion's gate, given back when it ends (or forgotten, when the
+/// limit was lowered meanwhile).
+struct Turn<'a> {
+    gate: &'a BastionGate,
+    permit: Option<tokio::sync::SemaphorePermit<'a>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.permit.take() {
+            let mut st = self.gate.state();
+            if st.owed > 0 {
+                st.owed -= 1;
+                p.forget();
+            }
+        }
     }
 }
 
@@ -746,13 +818,12 @@ async fn run(
                 () = connector.prepare() => {}
                 _ = stopped(&mut stop) => return stop_now(),
             }
-            // The semaphore is never closed: `None` cannot happen.
-            let permit = tokio::select! {
-                p = gate.handshakes.acquire() => p.ok(),
+            let turn = tokio::select! {
+                t = gate.turn() => t,
                 _ = stopped(&mut stop) => return stop_now(),
             };
-            // Spaced so sshd's PerSourcePenalties never block the address; the handshake
-            // permit is held meanwhile.
+            // Spaced so sshd's PerSourcePenalties never block the address; the handshake's
+            // turn is held meanwhile.
             let mut told = false;
             let worst = loop {
                 let settled = gate.settled.notified();
@@ -800,7 +871,7 @@ async fn run(
                 Err(AttemptFailure::Permanent(..)) => Settled::Refused(None),
             };
             drop(reservation);
-            drop(permit);
+            drop(turn);
             r
         };
         let (cause, delay) = match result {
@@ -1289,6 +1360,53 @@ mod tests {
                 Ok(_) => panic!("no session can come up"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_gates_limit_follows_a_reload_and_a_lower_one_waits_for_running_handshakes() {
+        let gate = BastionGate::with_limit(4);
+        let free = |g: &BastionGate| g.handshakes.available_permits();
+        let (a, b, c) = (gate.turn().await, gate.turn().await, gate.turn().await);
+        assert_eq!(free(&gate), 1);
+        // Lowered to two while three run: the free permit goes now, one more is owed.
+        gate.set_limit(2);
+        assert_eq!((gate.limit(), free(&gate)), (2, 0));
+        // An attempt that waits meanwhile is not let in by the first handshake to end...
+        let waiter = gate.turn();
+        tokio::pin!(waiter);
+        assert!(poll_once(waiter.as_mut()).await.is_none());
+        drop(a);
+        assert!(
+            poll_once(waiter.as_mut()).await.is_none(),
+            "three would run"
+        );
+        // ...but by the second: two run again.
+        drop(b);
+        let d = poll_once(waiter.as_mut()).await.expect("its turn");
+        assert_eq!(free(&gate), 0);
+        // Lowered and raised again while handshakes run: what was owed is forgiven first.
+        gate.set_limit(1);
+        gate.set_limit(3);
+        assert_eq!((gate.limit(), free(&gate)), (3, 1));
+        drop((c, d));
+        assert_eq!(free(&gate), 3);
+        // Limits out of range take the nearest.
+        gate.set_limit(0);
+        assert_eq!((gate.limit(), free(&gate)), (1, 1));
+        gate.set_limit(1000);
+        assert_eq!(gate.limit(), MAX_HANDSHAKES_PER_BASTION);
+        assert_eq!(free(&gate), MAX_HANDSHAKES_PER_BASTION);
+        assert_eq!(BastionGate::with_limit(0).limit(), 1);
+        assert_eq!(BastionGate::new().limit(), HANDSHAKES_PER_BASTION);
+    }
+
+    /// Polls `f` once: its output if it is ready.
+    async fn poll_once<F: Future + Unpin>(mut f: F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| match Pin::new(&mut f).poll(cx) {
+            std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await
     }
 
     #[tokio::test]

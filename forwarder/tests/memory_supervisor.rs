@@ -780,20 +780,24 @@ enum Spread {
     BastionEach,
 }
 
-/// Starts eight supervisors over one slow connector, forces a few rounds of simultaneous
-/// reconnects, and returns the most attempts seen at once, overall and while no attempt had
-/// authenticated since the last kill (the probes).
-async fn concurrent_attempts(spread: Spread) -> (usize, usize) {
+/// Starts eight supervisors over one slow connector, their gates letting `limit` handshakes
+/// run at once, forces a few rounds of simultaneous reconnects, and returns the most attempts
+/// seen at once, overall and while no attempt had authenticated since the last kill (the
+/// probes).
+async fn concurrent_attempts(spread: Spread, limit: usize) -> (usize, usize) {
     const N: usize = 8;
     let server = TestServer::new(ServerOptions::default());
     let connector = MemConnector::with(&server, Duration::from_millis(150), 0);
-    let gate = BastionGate::new();
+    let gate = BastionGate::with_limit(limit);
     let sups: Vec<Supervisor> = (0..N)
         .map(|i| {
             let (gate, login) = match spread {
                 Spread::OneLogin => (gate.clone(), "tester@memory:22".to_owned()),
                 Spread::LoginEach => (gate.clone(), format!("tester{i}@memory:22")),
-                Spread::BastionEach => (BastionGate::new(), "tester@memory:22".to_owned()),
+                Spread::BastionEach => (
+                    BastionGate::with_limit(limit),
+                    "tester@memory:22".to_owned(),
+                ),
             };
             spawn_login(&connector, fast(true), false, gate, &login)
         })
@@ -834,22 +838,35 @@ async fn concurrent_attempts(spread: Spread) -> (usize, usize) {
 /// sshd has accepted the login the rest follow four at a time, never more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_bastions_handshakes_probe_two_at_a_time_then_run_four_at_a_time() {
-    let (most, probing) = concurrent_attempts(Spread::OneLogin).await;
+    let (most, probing) = concurrent_attempts(Spread::OneLogin, HANDSHAKES_PER_BASTION).await;
     assert_eq!(most, HANDSHAKES_PER_BASTION);
     assert_eq!(probing, 2);
+}
+
+/// `[admin] handshakes_per_bastion` sets the gate's limit: six run at once once the login is
+/// known good, and the probes still go two at a time (the penalty ledger, not the limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bastions_handshake_limit_is_what_the_fleet_file_sets() {
+    assert_eq!(concurrent_attempts(Spread::OneLogin, 6).await, (6, 2));
 }
 
 /// Logins the bastion has not accepted since their sessions were lost may all be refused:
 /// they go two at a time, however many there are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logins_the_bastion_has_not_accepted_go_two_at_a_time() {
-    assert_eq!(concurrent_attempts(Spread::LoginEach).await, (2, 2));
+    assert_eq!(
+        concurrent_attempts(Spread::LoginEach, HANDSHAKES_PER_BASTION).await,
+        (2, 2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn supervisors_of_different_bastions_handshake_at_once() {
     // The control for the tests above: the measurement does see every overlapping attempt.
-    assert_eq!(concurrent_attempts(Spread::BastionEach).await, (8, 8));
+    assert_eq!(
+        concurrent_attempts(Spread::BastionEach, HANDSHAKES_PER_BASTION).await,
+        (8, 8)
+    );
 }
 
 /// An attempt's preparation (asking the agent) runs before the bastion's handshake gate is

@@ -46,6 +46,11 @@ pub fn run(data: &[u8]) {
                 }
             }
             assert!(!cfg.admin.drain_timeout.is_zero() && !cfg.admin.probe_interval.is_zero());
+            assert!(
+                (1..=forwarder::supervisor::MAX_HANDSHAKES_PER_BASTION)
+                    .contains(&cfg.admin.handshakes_per_bastion),
+                "a handshake limit out of range accepted"
+            );
         }
         Err(e) => {
             let shown = e.to_string();

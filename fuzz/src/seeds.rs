@@ -1133,6 +1133,7 @@ fn fleet_files() -> Vec<(String, Vec<u8>)> {
 listen = "127.0.0.1:9180"
 drain_timeout = "30s"
 probe_interval = "60s"
+handshakes_per_bastion = 4
 
 [defaults]
 user = "sigmacomputing"

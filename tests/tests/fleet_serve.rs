@@ -1232,19 +1232,22 @@ fn reconnect(fleet: &mut Fleet, o: &OneTunnel, seed: u64) {
     let logins = o.a.log().matches(LOGIN).count();
     assert!(o.a.kill_sessions() > 0, "no sshd session to kill");
     // The tunnel carries again once the new session is up; `up` may still be the old one's.
+    wait_until(
+        fleet,
+        "the tunnel did not carry again after its session was killed",
+        || {
+            let data = payload(seed, 256);
+            echo_round_trip(o.port, &data).is_ok_and(|back| back == data)
+                && o.a.log().matches(LOGIN).count() > logins
+        },
+    );
+}
+
+/// Polls `done` every 50 ms; panics with `what` and the fleet's log after [`WAIT`].
+fn wait_until(fleet: &Fleet, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
-    loop {
-        let data = payload(seed, 256);
-        if echo_round_trip(o.port, &data).is_ok_and(|back| back == data)
-            && o.a.log().matches(LOGIN).count() > logins
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the tunnel did not carry again after its session was killed:\n{}",
-            fleet.log()
-        );
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}:\n{}", fleet.log());
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -1324,6 +1327,31 @@ fn unshared_tunnels(sshd: &Sshd, remote: &str, n: usize) -> (Vec<u16>, Vec<Tunne
     (ports, tunnels)
 }
 
+/// `n` unshared tunnels `t0`.. through one sshd to an echo server, and a port for the admin
+/// endpoint.
+struct Storm {
+    _echo: EchoServer,
+    admin: u16,
+    ports: Vec<u16>,
+    tunnels: Vec<TunnelSpec>,
+    names: Vec<String>,
+}
+
+impl Storm {
+    fn new(sshd: &Sshd, n: usize) -> Storm {
+        let echo = EchoServer::start();
+        let remote = format!("127.0.0.1:{}", echo.port());
+        let (ports, tunnels) = unshared_tunnels(sshd, &remote, n);
+        Storm {
+            _echo: echo,
+            admin: free_port(),
+            ports,
+            tunnels,
+            names: (0..n).map(|i| format!("t{i}")).collect(),
+        }
+    }
+}
+
 #[test]
 fn threads_sets_how_many_threads_carry_the_sessions() {
     // Three sessions (own known_hosts files make them different sessions) on one thread,
@@ -1384,6 +1412,66 @@ fn most_unauthenticated_follows_each_connection_to_its_login() {
     assert_eq!(most_unauthenticated(""), 0);
 }
 
+/// Kills sshd's sessions (at least `sessions` of them) and waits until as many logins again.
+fn kill_and_wait_for_logins(sshd: &Sshd, sessions: usize, fleet: &Fleet, what: &str) {
+    let logins = sshd.log().matches(LOGIN).count();
+    assert!(sshd.kill_sessions() >= sessions, "{what}: sessions to kill");
+    wait_until(
+        fleet,
+        &format!("{what}: not every session logged in again"),
+        || sshd.log().matches(LOGIN).count() >= logins + sessions,
+    );
+}
+
+#[test]
+fn handshakes_per_bastion_sets_how_many_handshakes_run_at_once_and_follows_a_reload() {
+    // Eight sessions of one login to one bastion: the fleet file allows one handshake at a
+    // time, then (reloaded) three. sshd's log shows how many were unauthenticated at once.
+    const SESSIONS: usize = 8;
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let a = Sshd::start(&key);
+    let mut seen = a.log().len();
+    let st = Storm::new(&a, SESSIONS);
+    let (admin, ports, tunnels) = (st.admin, &st.ports, &st.tunnels);
+    let names: Vec<&str> = st.names.iter().map(String::as_str).collect();
+    let file = |n: usize| {
+        let h = head(admin, &key, &[&a], "1s").replacen(
+            "[admin]\n",
+            &format!("[admin]\nhandshakes_per_bastion = {n}\n"),
+            1,
+        );
+        fleet_file(&h, tunnels)
+    };
+    let mut fleet = Fleet::start(&file(1), Some(admin), &[]);
+    wait_for_states(&mut fleet, &names, "up");
+    let mut most = || {
+        let log = a.log();
+        let m = most_unauthenticated(log.get(seen..).unwrap_or_default());
+        seen = log.len();
+        m
+    };
+    assert_eq!(most(), 1, "the first start, one at a time");
+    fleet.rewrite(&file(3));
+    fleet.reload();
+    fleet.wait_for_log_count("handshakes_per_bastion is now 3", 1, WAIT);
+    fleet.wait_for_log_count("reloaded: 8 tunnels", 1, WAIT);
+    kill_and_wait_for_logins(&a, SESSIONS, &fleet, "after the reload");
+    wait_for_states(&mut fleet, &names, "up");
+    // Two probe the login together, then up to three run.
+    let after = most();
+    assert!((2..=3).contains(&after), "{after} at once after the reload");
+    for (i, &port) in ports.iter().enumerate() {
+        assert_echo(
+            port,
+            80 + i as u64,
+            4096,
+            "through the fleet after the reload",
+        );
+    }
+    fleet.terminate();
+    assert!(fleet.wait_exit(WAIT).is_some(), "the fleet did not exit");
+}
+
 #[test]
 fn a_reconnect_storm_runs_a_few_handshakes_at_a_time_within_sshds_max_startups() {
     // Twelve sessions of one login to one bastion, all lost at once, twice. sshd drops
@@ -1397,33 +1485,17 @@ fn a_reconnect_storm_runs_a_few_handshakes_at_a_time_within_sshds_max_startups()
         .start();
     // The lab's own connection that waited for sshd's banner is not the fleet's.
     let lab_part = a.log().len();
-    let echo = EchoServer::start();
-    let remote = format!("127.0.0.1:{}", echo.port());
-    let admin = free_port();
-    let (ports, tunnels) = unshared_tunnels(&a, &remote, SESSIONS);
-    let names: Vec<String> = (0..SESSIONS).map(|i| format!("t{i}")).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let st = Storm::new(&a, SESSIONS);
+    let (admin, ports, tunnels) = (st.admin, &st.ports, &st.tunnels);
+    let names: Vec<&str> = st.names.iter().map(String::as_str).collect();
     let mut fleet = Fleet::start(
-        &fleet_file(&head(admin, &key, &[&a], "1s"), &tunnels),
+        &fleet_file(&head(admin, &key, &[&a], "1s"), tunnels),
         Some(admin),
         &["-v"],
     );
     wait_for_states(&mut fleet, &names, "up");
     for round in 1..=2 {
-        let logins = a.log().matches(LOGIN).count();
-        assert!(
-            a.kill_sessions() >= SESSIONS,
-            "round {round}: sessions to kill"
-        );
-        let deadline = Instant::now() + WAIT;
-        while a.log().matches(LOGIN).count() < logins + SESSIONS {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: not every session logged in again:\n{}",
-                fleet.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        kill_and_wait_for_logins(&a, SESSIONS, &fleet, &format!("round {round}"));
     }
     wait_for_states(&mut fleet, &names, "up");
     for (i, &port) in ports.iter().enumerate() {

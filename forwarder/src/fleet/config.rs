@@ -25,6 +25,7 @@ use crate::cli::{self, AddressFamily, BindTarget, Command, Environment, ForwardS
 use crate::config::TunnelConfig;
 use crate::probe::ProbeKind;
 use crate::remote::RemoteSpec;
+use crate::supervisor::{HANDSHAKES_PER_BASTION, MAX_HANDSHAKES_PER_BASTION};
 use crate::tunnel::{Destination, Target};
 
 /// The admin endpoint's address when `[admin]` gives none.
@@ -67,6 +68,8 @@ pub struct AdminConfig {
     pub drain_timeout: Duration,
     /// How often each tunnel's remote is probed.
     pub probe_interval: Duration,
+    /// How many handshakes may run at once to one bastion (its first host).
+    pub handshakes_per_bastion: usize,
 }
 
 /// Which way a tunnel goes.
@@ -192,6 +195,7 @@ struct AdminDoc {
     listen: Option<Spanned<String>>,
     drain_timeout: Option<Spanned<Time>>,
     probe_interval: Option<Spanned<Time>>,
+    handshakes_per_bastion: Option<Spanned<i64>>,
 }
 
 /// The keys `[defaults]` and `[[tunnel]]` share.
@@ -322,6 +326,7 @@ pub fn parse(
             listen: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             probe_interval: DEFAULT_PROBE_INTERVAL,
+            handshakes_per_bastion: HANDSHAKES_PER_BASTION,
         },
         Some(a) => {
             let at = a.span().start;
@@ -352,10 +357,27 @@ pub fn parse(
                 }),
             };
             let _ = at;
+            let handshakes_per_bastion = match &a.handshakes_per_bastion {
+                None => HANDSHAKES_PER_BASTION,
+                Some(n) => usize::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|n| (1..=MAX_HANDSHAKES_PER_BASTION).contains(n))
+                    .ok_or_else(|| {
+                        err(
+                            Some(n.span().start),
+                            format!(
+                                "admin: key `handshakes_per_bastion`: expected a number from 1 \
+                                 to {MAX_HANDSHAKES_PER_BASTION}, got {}",
+                                n.get_ref()
+                            ),
+                        )
+                    })?,
+            };
             AdminConfig {
                 listen,
                 drain_timeout: time(&a.drain_timeout, "drain_timeout", DEFAULT_DRAIN_TIMEOUT)?,
                 probe_interval: time(&a.probe_interval, "probe_interval", DEFAULT_PROBE_INTERVAL)?,
+                handshakes_per_bastion,
             }
         }
     };

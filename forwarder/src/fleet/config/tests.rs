@@ -31,6 +31,7 @@ const EXAMPLE: &str = r#"
 listen = "127.0.0.1:9180"
 drain_timeout = "45s"
 probe_interval = 90
+handshakes_per_bastion = 2
 
 [defaults]
 user = "sigmacomputing"
@@ -60,11 +61,12 @@ fn the_documented_example_loads() {
     assert_eq!(c.admin.listen, Some("127.0.0.1:9180".parse().unwrap()));
     assert_eq!(c.admin.drain_timeout, Duration::from_secs(45));
     assert_eq!(c.admin.probe_interval, Duration::from_secs(90));
+    assert_eq!(c.admin.handshakes_per_bastion, 2);
     let [pg, my] = &c.tunnels[..] else {
         panic!("{:?}", c.tunnels)
     };
     assert_eq!(pg.name, "acme-pg");
-    assert_eq!(pg.line, 12);
+    assert_eq!(pg.line, 13);
     assert_eq!(pg.probe, ProbeKind::Postgres);
     assert!(pg.share_session);
     let s = &pg.config.session;
@@ -113,6 +115,10 @@ remote = "r:1"
     );
     assert_eq!(c.admin.listen, None);
     assert_eq!(c.admin.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    assert_eq!(
+        c.admin.handshakes_per_bastion,
+        crate::supervisor::HANDSHAKES_PER_BASTION
+    );
     assert_eq!(c.tunnels[0].probe, ProbeKind::Tcp);
     assert_eq!(c.tunnels[0].config.session.user, "tester");
     assert!(c.tunnels[0].share_session);
@@ -176,6 +182,22 @@ fn bad_files_name_the_line_and_the_key() {
         (
             "[admin]\nprobe_interval = 0\n",
             "tunnels.toml:2: admin: key `probe_interval`",
+        ),
+        (
+            "[admin]\nhandshakes_per_bastion = 0\n",
+            "tunnels.toml:2: admin: key `handshakes_per_bastion`: expected a number from 1 to 64, got 0",
+        ),
+        (
+            "[admin]\nhandshakes_per_bastion = 65\n",
+            "tunnels.toml:2: admin: key `handshakes_per_bastion`",
+        ),
+        (
+            "[admin]\nhandshakes_per_bastion = -1\n",
+            "tunnels.toml:2: admin: key `handshakes_per_bastion`",
+        ),
+        (
+            "[admin]\nhandshakes_per_bastion = \"4\"\n",
+            "tunnels.toml:2:",
         ),
         ("[admin]\nport = 1\n", "unknown field `port`"),
         ("[[tunnel]]\nname = \"a\"\n", "key `local` is missing"),
