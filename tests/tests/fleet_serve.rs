@@ -1412,6 +1412,54 @@ fn most_unauthenticated_follows_each_connection_to_its_login() {
     assert_eq!(most_unauthenticated(""), 0);
 }
 
+#[test]
+fn a_fleets_rekeys_mid_transfer_keep_every_byte_with_the_work_on_other_threads() {
+    // sshd and the tunnel both rekey every MiB during two 6 MiB echoes at once. The fleet
+    // makes each exchange's key pair and proves its reply on blocking threads, so what the
+    // channels send meanwhile must wait for our NEWKEYS; every byte comes back.
+    const MIB: usize = 1024 * 1024;
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let a = Sshd::builder()
+        .authorize(&key)
+        .config("RekeyLimit 1M")
+        .start();
+    let echo = EchoServer::start();
+    let remote = format!("127.0.0.1:{}", echo.port());
+    let (admin, port) = (free_port(), free_port());
+    let tunnel = TunnelSpec::new("t0", &bastion(&a), port, &remote)
+        .with("options = { RekeyLimit = \"1M\" }");
+    let mut fleet = Fleet::start(
+        &fleet_file(&head(admin, &key, &[&a], "1s"), &[tunnel]),
+        Some(admin),
+        &["-v"],
+    );
+    wait_for_states(&mut fleet, &["t0"], "up");
+    let echoes: Vec<_> = (0..2u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let data = payload(90 + i, 6 * MIB);
+                (echo_round_trip(port, &data), data)
+            })
+        })
+        .collect();
+    for e in echoes {
+        let (back, sent) = e.join().expect("the echo thread");
+        let back = back.unwrap_or_else(|e| panic!("{e}\n{}", fleet.log()));
+        assert!(back == sent, "the echo differs; sshd:\n{}", a.log());
+    }
+    // 24 MiB crossed the session: a rekey at least every 2 MiB or so, all done elsewhere.
+    fleet.wait_for_log_count("\"rekeyed\"", 8, WAIT);
+    let log = fleet.log();
+    assert_eq!(log.matches("\"proven_elsewhere\":true").count(), 1, "{log}");
+    assert!(
+        !log.contains("\"proven_elsewhere\":0") && !log.contains("\"proven_elsewhere\":false"),
+        "an exchange proven on the session's thread:\n{log}"
+    );
+    assert!(!a.log().contains("protocol error"), "{}", a.log());
+    fleet.terminate();
+    assert!(fleet.wait_exit(WAIT).is_some(), "the fleet did not exit");
+}
+
 /// Kills sshd's sessions (at least `sessions` of them) and waits until as many logins again.
 fn kill_and_wait_for_logins(sshd: &Sshd, sessions: usize, fleet: &Fleet, what: &str) {
     let logins = sshd.log().matches(LOGIN).count();
