@@ -335,12 +335,17 @@ mod tests {
     use crate::cli::{Command, Environment, RekeyLimit, parse_args_with_env};
     use std::path::PathBuf;
 
-    fn options(args: &[&str]) -> Options {
-        let env = Environment {
+    /// A user `tester` whose home has no files.
+    fn test_env() -> Environment {
+        Environment {
             home: Some(PathBuf::from("/nonexistent-home")),
             user: Some("tester".into()),
             cache_home: None,
-        };
+        }
+    }
+
+    fn options(args: &[&str]) -> Options {
+        let env = test_env();
         let mut all = args.to_vec();
         all.push("bastion");
         match parse_args_with_env(all, &env) {
@@ -365,11 +370,7 @@ mod tests {
 
     #[test]
     fn each_jump_host_has_its_own_algorithms_and_a_bad_list_is_refused() {
-        let env = Environment {
-            home: Some(PathBuf::from("/nonexistent-home")),
-            user: Some("tester".into()),
-            cache_home: None,
-        };
+        let env = test_env();
         let parse = |args: &[&str]| match parse_args_with_env(args.to_vec(), &env) {
             Ok(Command::Run(o)) => TunnelConfig::from_options(&o),
             other => panic!("{other:?}"),
@@ -389,11 +390,7 @@ mod tests {
 
     #[test]
     fn a_sessions_login_is_its_first_hops_user_host_port_and_key_files() {
-        let env = Environment {
-            home: Some(PathBuf::from("/nonexistent-home")),
-            user: Some("tester".into()),
-            cache_home: None,
-        };
+        let env = test_env();
         let login = |args: &[&str]| match parse_args_with_env(args.to_vec(), &env) {
             Ok(Command::Run(o)) => TunnelConfig::from_options(&o)
                 .unwrap_or_else(|e| panic!("{e}"))
@@ -555,11 +552,7 @@ mod tests {
         assert_eq!(limit("default 1h30m").unwrap().interval, secs(5400));
         assert_eq!(limit("64K none").unwrap().bytes, Some(64 << 10));
         assert_eq!(limit("100 2w").unwrap().interval, secs(1_209_600));
-        let env = Environment {
-            home: Some(PathBuf::from("/nonexistent-home")),
-            user: Some("tester".into()),
-            cache_home: None,
-        };
+        let env = test_env();
         for bad in [
             "",
             "lots",
@@ -643,11 +636,7 @@ mod tests {
 
     #[test]
     fn bad_reconnect_settings_are_refused_by_name() {
-        let env = Environment {
-            home: Some(PathBuf::from("/nonexistent-home")),
-            user: Some("tester".into()),
-            cache_home: None,
-        };
+        let env = test_env();
         for (arg, key) in [
             ("Reconnect=maybe", "Reconnect"),
             ("ReconnectBackoffMax=0", "ReconnectBackoffMax"),
