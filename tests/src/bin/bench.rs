@@ -116,6 +116,8 @@ usage: bench [options]
   --storm-rounds N       times they are made to (default: 3; implies --storm)
   --storm-rtt MS         the N sessions reach their sshd through the delaying proxy with
                          this round trip (default: 0, straight; implies --storm)
+  --storm-handshakes N   the fleet file's [admin] handshakes_per_bastion, 1 to 64
+                         (default: the fleet's own; implies --storm)
   --rtt [LIST]           throughput (with a PostgreSQL query result), start to first byte
                          and a new connection's first byte through a delaying proxy in front
                          of sshd, at each round trip of LIST in ms (default: 0,10,50), instead
@@ -302,6 +304,15 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 args.storm
                     .get_or_insert_with(storm::Options::default)
                     .rtt_ms = ms;
+            }
+            "--storm-handshakes" => {
+                let n = number(value()?)?;
+                if !(1..=64).contains(&n) {
+                    return Err(format!("--storm-handshakes: 1 to 64, not {n}"));
+                }
+                args.storm
+                    .get_or_insert_with(storm::Options::default)
+                    .handshakes = Some(n);
             }
             "--fleet-sizes" => {
                 let sizes = fleet::parse_sizes(&value()?)?;

@@ -52,6 +52,8 @@ pub(crate) struct Options {
     pub(crate) rounds: usize,
     /// Round trip between the fleet and the stormy bastion (`--storm-rtt`), 0 for none.
     pub(crate) rtt_ms: u32,
+    /// `[admin] handshakes_per_bastion` (`--storm-handshakes`); `None` for the default.
+    pub(crate) handshakes: Option<u32>,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             sessions: DEFAULT_SESSIONS,
             rounds: DEFAULT_ROUNDS,
             rtt_ms: 0,
+            handshakes: None,
         }
     }
 }
@@ -167,8 +170,12 @@ pub(crate) fn run(program: Option<&Path>, options: &Options, key: KeyKind) {
     let echo = EchoServer::start();
     let remote = format!("127.0.0.1:{}", echo.port());
     let admin = free_port();
+    let limit = options
+        .handshakes
+        .map(|n| format!("handshakes_per_bastion = {n}\n"))
+        .unwrap_or_default();
     let head = format!(
-        "[admin]\nlisten = \"127.0.0.1:{admin}\"\ndrain_timeout = \"1s\"\n\n\
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\ndrain_timeout = \"1s\"\n{limit}\n\
          [defaults]\nidentity_file = {:?}\nprobe = \"none\"\nshare_session = false\n",
         key.private_key_path().display().to_string(),
     );
@@ -283,12 +290,16 @@ pub(crate) fn run(program: Option<&Path>, options: &Options, key: KeyKind) {
     up_again.sort();
     println!();
     println!(
-        "== storm: {n} sessions to one bastion reconnecting at once, {} rounds{} ==",
+        "== storm: {n} sessions to one bastion reconnecting at once, {} rounds{}{} ==",
         windows.len(),
         if options.rtt_ms > 0 {
             format!(", {} ms away", options.rtt_ms)
         } else {
             String::new()
+        },
+        match options.handshakes {
+            Some(h) => format!(", {h} handshakes at a time"),
+            None => String::new(),
         }
     );
     println!(
@@ -355,7 +366,8 @@ mod tests {
             Options {
                 sessions: 100,
                 rounds: 5,
-                rtt_ms: 0
+                rtt_ms: 0,
+                handshakes: None,
             }
         );
         assert_eq!(
@@ -363,7 +375,8 @@ mod tests {
             Some(Options {
                 sessions: 1,
                 rounds: DEFAULT_ROUNDS,
-                rtt_ms: 0
+                rtt_ms: 0,
+                handshakes: None,
             })
         );
         assert_eq!(
@@ -374,6 +387,15 @@ mod tests {
             Some(50)
         );
         assert!(parse(&["--storm-rtt", "20000"]).is_err());
+        assert_eq!(
+            parse(&["--storm-handshakes", "8"])
+                .expect("parses")
+                .storm
+                .and_then(|o| o.handshakes),
+            Some(8)
+        );
+        assert!(parse(&["--storm-handshakes", "0"]).is_err());
+        assert!(parse(&["--storm-handshakes", "65"]).is_err());
         assert!(parse(&["--storm-rounds", "x"]).is_err());
     }
 }
