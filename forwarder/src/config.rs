@@ -113,9 +113,10 @@ pub struct SessionSpec {
     pub reconnect: ReconnectPolicy,
     /// The options authentication and host key checking read (keys, agent, known_hosts).
     pub options: Options,
-    /// Our signatures ([`ssh_auth::AuthConfig::caller_signs_held_keys`]) and the proof of
-    /// each key exchange's reply ([`ssh_transport::KexWork`]) are worked on tokio's blocking
-    /// threads rather than on the session's: for the fleet, whose threads carry many
+    /// Our signatures ([`ssh_auth::AuthConfig::caller_signs_held_keys`]), and each key
+    /// exchange's key pair not made ahead and the proof of its reply
+    /// ([`ssh_transport::KexWork`]), are worked on tokio's blocking threads rather than on
+    /// the session's: for the fleet, whose threads carry many
     /// sessions. A command line's one session has no other to hold up, and signing in line
     /// sends its first request together with the service request.
     pub handshake_off_thread: bool,

@@ -343,9 +343,10 @@ pub const HANDSHAKES_PER_BASTION: usize = 4;
 /// The most handshakes to one bastion a fleet file may allow at once.
 pub const MAX_HANDSHAKES_PER_BASTION: usize = 64;
 
-/// What all supervisors of one bastion share: at most [`HANDSHAKES_PER_BASTION`]
-/// handshakes at a time (so a reconnect storm cannot trip sshd's `MaxStartups`), the
-/// penalty ledger of our address there, and which logins it accepted lately.
+/// What all supervisors of one bastion share: at most its limit of handshakes at a time
+/// ([`HANDSHAKES_PER_BASTION`] unless the fleet file sets another), so a reconnect storm
+/// cannot trip sshd's `MaxStartups`; the penalty ledger of our address there; and which
+/// logins it accepted lately.
 ///
 /// An attempt reserves in the ledger the worst penalty it can earn: a failed login's,
 /// unless sshd accepted the same login since this supervisor last saw a failure, in which

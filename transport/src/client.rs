@@ -810,11 +810,11 @@ impl ClientTransport {
                         job: Job::Reply {
                             reply: payload.to_vec(),
                             msg,
+                            strict_initial,
+                            client_version: self.client_version.clone(),
+                            server_version,
                         },
                         method: st.method,
-                        strict_initial,
-                        client_version: self.client_version.clone(),
-                        server_version,
                         ours_bytes: st.ours_bytes,
                         theirs_bytes: st.theirs_bytes,
                         negotiated: st.negotiated,
@@ -925,9 +925,6 @@ impl ClientTransport {
                                 id: 0,
                                 job: Job::Start(rng),
                                 method: negotiated.kex.client_for(&negotiated),
-                                strict_initial: false,
-                                client_version: Vec::new(),
-                                server_version: Vec::new(),
                                 ours_bytes: ours.ours_bytes,
                                 theirs_bytes: payload.to_vec(),
                                 negotiated,
@@ -1278,15 +1275,10 @@ impl ClientTransport {
         }
     }
 
-    /// Whether payloads from above must wait: from our KEXINIT until our NEWKEYS.
+    /// Whether payloads from above must wait: from our KEXINIT until our NEWKEYS, which is
+    /// every state of an exchange but the last (RFC 4253 section 7.1).
     fn holding(&self) -> bool {
-        matches!(
-            self.kex,
-            Kex::ExpectKexInit(_)
-                | Kex::ExpectKexReply(_)
-                | Kex::WorkPending(..)
-                | Kex::HostKeyPending(_)
-        )
+        !matches!(self.kex, Kex::Idle | Kex::ExpectNewKeys(_))
     }
 
     fn send_internal(&mut self, build: &mut dyn FnMut(&mut Vec<u8>)) {
@@ -1360,9 +1352,6 @@ impl PayloadSink for ClientTransport {
     }
 }
 
-/// Reads K_S as the negotiated algorithm says it is: a plain key of its key type, or a
-/// certificate (of any certificate type: the application judges that) whose certified key is
-/// of its key type and whose authority's signature verifies.
 /// A finished method's outcome with its host key's signature over H checked.
 struct Proven {
     host_key: ServerHostKey,
@@ -1427,9 +1416,6 @@ pub struct KexWork {
     id: u64,
     job: Job,
     method: Box<dyn ClientKex>,
-    strict_initial: bool,
-    client_version: Vec<u8>,
-    server_version: Vec<u8>,
     ours_bytes: Vec<u8>,
     theirs_bytes: Vec<u8>,
     negotiated: Negotiated,
@@ -1447,8 +1433,15 @@ impl core::fmt::Debug for KexWork {
 enum Job {
     /// Our key pair and first message, with the transport's generator.
     Start(Box<dyn SecureRandom>),
-    /// The server's reply `msg` to prove.
-    Reply { reply: Vec<u8>, msg: MessageType },
+    /// The server's reply `msg` to prove, with what the exchange hash covers besides the
+    /// KEXINITs, and whether a failure is a strict kex violation.
+    Reply {
+        reply: Vec<u8>,
+        msg: MessageType,
+        strict_initial: bool,
+        client_version: Vec<u8>,
+        server_version: Vec<u8>,
+    },
 }
 
 impl KexWork {
@@ -1475,10 +1468,16 @@ impl KexWork {
                     rng,
                 }
             }
-            Job::Reply { reply, msg } => {
+            Job::Reply {
+                reply,
+                msg,
+                strict_initial,
+                client_version,
+                server_version,
+            } => {
                 let prefix = kex::HashPrefix {
-                    v_c: &self.client_version,
-                    v_s: &self.server_version,
+                    v_c: client_version,
+                    v_s: server_version,
                     i_c: &self.ours_bytes,
                     i_s: &self.theirs_bytes,
                 };
@@ -1491,7 +1490,7 @@ impl KexWork {
                         "{} asked for another round after the server's reply",
                         self.negotiated.kex.name()
                     ))),
-                    Err(e) => Err(kex_step_error(e, *msg, self.strict_initial)),
+                    Err(e) => Err(kex_step_error(e, *msg, *strict_initial)),
                 };
                 Outcome::Proven(Box::new(proven))
             }
@@ -1541,6 +1540,9 @@ impl core::fmt::Debug for KexWorkDone {
     }
 }
 
+/// Reads K_S as the negotiated algorithm says it is: a plain key of its key type, or a
+/// certificate (of any certificate type: the application judges that) whose certified key is
+/// of its key type and whose authority's signature verifies.
 fn server_host_key(algorithm: HostKeyAlgorithm, k_s: Vec<u8>) -> Result<ServerHostKey, Error> {
     let (key, certificate) = if algorithm.certificate {
         let cert = Certificate::decode(&k_s).map_err(|error| Error::HostCertificate {

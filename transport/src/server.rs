@@ -410,7 +410,7 @@ impl ServerTransport {
                 continue;
             }
             // From the client's KEXINIT to its NEWKEYS only transport messages may come
-            // (RFC 4253 section 7.1): OpenSSH and Dropbear end the connection otherwise.
+            // (RFC 4253 section 7.1): Dropbear ends the connection otherwise, as this does.
             if matches!(
                 self.kex,
                 Kex::ExpectKexMessage { .. } | Kex::ExpectNewKeys { .. }
