@@ -1173,7 +1173,17 @@ impl Fleet {
         let gate = self
             .gates
             .entry(gate_key(&spec))
-            .or_insert_with(|| BastionGate::with_limit(self.admin.handshakes_per_bastion))
+            .or_insert_with_key(|(host, port)| {
+                let label = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                BastionGate::observed(
+                    self.admin.handshakes_per_bastion,
+                    self.metrics.bastion(&label),
+                )
+            })
             .clone();
         let reconnect = spec.reconnect;
         let login = spec.login();

@@ -29,6 +29,11 @@ const KEEPALIVE_RTT_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Buckets of the wait for a handshake's turn at its bastion, 1 ms to 60 s.
+const GATE_WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 /// Every state, for `forwarder_tunnels{state}`.
 const STATES: [TunnelState; 4] = [
     TunnelState::Connecting,
@@ -76,6 +81,20 @@ pub struct SessionMetrics {
     pub rekeys: IntCounter,
 }
 
+/// The handles of one bastion's handshake gate (label `bastion`, `host:port` of the first
+/// host its sessions connect to): how a reconnect storm queues.
+#[derive(Clone, Debug)]
+pub struct BastionMetrics {
+    /// `forwarder_bastion_handshakes_in_progress`: attempts under way, from their turn to
+    /// their end.
+    pub in_progress: IntGauge,
+    /// `forwarder_bastion_handshakes_waiting`: attempts waiting for their turn, or for
+    /// failed logins' penalties to lapse.
+    pub waiting: IntGauge,
+    /// `forwarder_bastion_handshake_wait_seconds`: how long each attempt waited.
+    pub wait_seconds: Histogram,
+}
+
 /// Why the admin endpoint closed a connection without serving it further.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AdminClose {
@@ -111,6 +130,9 @@ pub struct Metrics {
     session_handshake: HistogramVec,
     session_keepalive_rtt: HistogramVec,
     session_rekeys: IntCounterVec,
+    bastion_in_progress: IntGaugeVec,
+    bastion_waiting: IntGaugeVec,
+    bastion_wait: HistogramVec,
     reload_ok: IntGauge,
     reload_timestamp: Gauge,
     tunnels: IntGaugeVec,
@@ -232,6 +254,28 @@ impl Metrics {
             "SSH key re-exchanges completed.",
             session,
         );
+        let bastion = &["bastion"];
+        let bastion_in_progress = int_gauge_vec(
+            &r,
+            "forwarder_bastion_handshakes_in_progress",
+            "SSH connection attempts to the bastion under way (at most [admin] \
+             handshakes_per_bastion).",
+            bastion,
+        );
+        let bastion_waiting = int_gauge_vec(
+            &r,
+            "forwarder_bastion_handshakes_waiting",
+            "SSH connection attempts to the bastion waiting for their turn, or for failed \
+             logins to be far enough apart for sshd's PerSourcePenalties.",
+            bastion,
+        );
+        let bastion_wait = histogram_vec(
+            &r,
+            "forwarder_bastion_handshake_wait_seconds",
+            "How long each SSH connection attempt to the bastion waited before it began.",
+            bastion,
+            GATE_WAIT_BUCKETS,
+        );
         let reload_ok = register(
             &r,
             IntGauge::new(
@@ -281,6 +325,9 @@ impl Metrics {
             session_handshake,
             session_keepalive_rtt,
             session_rekeys,
+            bastion_in_progress,
+            bastion_waiting,
+            bastion_wait,
             reload_ok,
             reload_timestamp,
             tunnels,
@@ -342,6 +389,18 @@ impl Metrics {
         let _ = self.session_handshake.remove_label_values(l);
         let _ = self.session_keepalive_rtt.remove_label_values(l);
         let _ = self.session_rekeys.remove_label_values(l);
+    }
+
+    /// The series of bastion `label` (`host:port`); created at 0 on first use. A bastion's
+    /// series stay while the process runs, since its gate (and what sshd holds against this
+    /// address there) does.
+    pub fn bastion(&self, label: &str) -> BastionMetrics {
+        let l = &[label];
+        BastionMetrics {
+            in_progress: self.bastion_in_progress.with_label_values(l),
+            waiting: self.bastion_waiting.with_label_values(l),
+            wait_seconds: self.bastion_wait.with_label_values(l),
+        }
     }
 
     /// Records a load of the tunnels file: `forwarder_config_last_reload_successful`, and on
@@ -414,6 +473,10 @@ mod tests {
         s.handshake_seconds.observe(0.12);
         s.keepalive_rtt_seconds.observe(0.003);
         s.rekeys.inc();
+        let b = m.bastion("bastion.example:22");
+        b.in_progress.set(4);
+        b.waiting.set(7);
+        b.wait_seconds.observe(0.3);
         m.config_reloaded(true);
         m.set_tunnel_states([TunnelState::Up, TunnelState::Up, TunnelState::Failed]);
         m.admin_connection_closed(AdminClose::AddressLimit);
@@ -436,6 +499,11 @@ mod tests {
             r#"forwarder_session_handshake_seconds_count{session="deploy@bastion.example:22"} 1"#,
             r#"forwarder_session_keepalive_rtt_seconds_bucket{session="deploy@bastion.example:22",le="0.005"} 1"#,
             r#"forwarder_session_keepalive_rtt_seconds_bucket{session="deploy@bastion.example:22",le="+Inf"} 1"#,
+            r#"forwarder_bastion_handshakes_in_progress{bastion="bastion.example:22"} 4"#,
+            r#"forwarder_bastion_handshakes_waiting{bastion="bastion.example:22"} 7"#,
+            r#"forwarder_bastion_handshake_wait_seconds_bucket{bastion="bastion.example:22",le="0.25"} 0"#,
+            r#"forwarder_bastion_handshake_wait_seconds_bucket{bastion="bastion.example:22",le="0.5"} 1"#,
+            r#"forwarder_bastion_handshake_wait_seconds_count{bastion="bastion.example:22"} 1"#,
             "forwarder_config_last_reload_successful 1",
             r#"forwarder_tunnels{state="up"} 2"#,
             r#"forwarder_tunnels{state="failed"} 1"#,
@@ -457,6 +525,9 @@ mod tests {
             "forwarder_session_handshake_seconds histogram",
             "forwarder_session_keepalive_rtt_seconds histogram",
             "forwarder_session_rekeys_total counter",
+            "forwarder_bastion_handshakes_in_progress gauge",
+            "forwarder_bastion_handshakes_waiting gauge",
+            "forwarder_bastion_handshake_wait_seconds histogram",
             "forwarder_config_last_reload_successful gauge",
             "forwarder_config_last_reload_success_timestamp_seconds gauge",
             "forwarder_tunnels gauge",

@@ -30,6 +30,7 @@ use tracing::{info, warn};
 
 use crate::config::ReconnectPolicy;
 use crate::driver::SessionHandle;
+use crate::metrics::BastionMetrics;
 use crate::session::SessionError;
 
 /// A future the supervisor owns: the session's driver.
@@ -359,6 +360,8 @@ pub struct BastionGate {
     state: Mutex<GateState>,
     /// Woken when an attempt ends and frees its reservation.
     settled: tokio::sync::Notify,
+    /// The fleet's series of this bastion, if it keeps them.
+    metrics: Option<BastionMetrics>,
 }
 
 #[derive(Debug, Default)]
@@ -394,6 +397,16 @@ impl BastionGate {
     /// A gate that lets `limit` handshakes run at once (1 to
     /// [`MAX_HANDSHAKES_PER_BASTION`]; outside, the nearest).
     pub fn with_limit(limit: usize) -> Arc<Self> {
+        Self::build(limit, None)
+    }
+
+    /// A gate like [`with_limit`](Self::with_limit)'s that keeps `metrics`: its attempts
+    /// under way and waiting, and how long each waited.
+    pub fn observed(limit: usize, metrics: BastionMetrics) -> Arc<Self> {
+        Self::build(limit, Some(metrics))
+    }
+
+    fn build(limit: usize, metrics: Option<BastionMetrics>) -> Arc<Self> {
         let limit = limit.clamp(1, MAX_HANDSHAKES_PER_BASTION);
         Arc::new(Self {
             handshakes: tokio::sync::Semaphore::new(limit),
@@ -402,6 +415,7 @@ impl BastionGate {
                 ..GateState::default()
             }),
             settled: tokio::sync::Notify::new(),
+            metrics,
         })
     }
 
@@ -484,6 +498,49 @@ impl Drop for Turn<'_> {
     }
 }
 
+/// An attempt waiting at its gate (for its turn, then for the penalties), counted in
+/// `forwarder_bastion_handshakes_waiting` until it begins or is stopped.
+struct Queued<'g> {
+    gate: &'g BastionGate,
+    since: Instant,
+}
+
+impl<'g> Queued<'g> {
+    fn new(gate: &'g BastionGate) -> Self {
+        if let Some(m) = &gate.metrics {
+            m.waiting.inc();
+        }
+        Self { gate, since: now() }
+    }
+
+    /// The attempt begins: how long it waited is observed, and it counts as in progress
+    /// until `reservation` is dropped.
+    fn begin<'a>(self, login: &'a str, worst: Penalty) -> Reservation<'a>
+    where
+        'g: 'a,
+    {
+        if let Some(m) = &self.gate.metrics {
+            m.wait_seconds
+                .observe(now().saturating_duration_since(self.since).as_secs_f64());
+            m.in_progress.inc();
+        }
+        Reservation {
+            gate: self.gate,
+            login,
+            worst,
+            ended: Settled::Refused(None),
+        }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if let Some(m) = &self.gate.metrics {
+            m.waiting.dec();
+        }
+    }
+}
+
 /// How an attempt ended, for the gate.
 #[derive(Clone, Copy, Debug)]
 enum Settled {
@@ -504,6 +561,9 @@ struct Reservation<'g> {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
+        if let Some(m) = &self.gate.metrics {
+            m.in_progress.dec();
+        }
         self.gate.settle(self.login, self.worst, now(), self.ended);
     }
 }
@@ -819,6 +879,7 @@ async fn run(
                 () = connector.prepare() => {}
                 _ = stopped(&mut stop) => return stop_now(),
             }
+            let queued = Queued::new(&gate);
             let turn = tokio::select! {
                 t = gate.turn() => t,
                 _ = stopped(&mut stop) => return stop_now(),
@@ -856,12 +917,7 @@ async fn run(
                     _ = stopped(&mut stop) => return stop_now(),
                 }
             };
-            let mut reservation = Reservation {
-                gate: &gate,
-                login: &config.login,
-                worst,
-                ended: Settled::Refused(None),
-            };
+            let mut reservation = queued.begin(&config.login, worst);
             let r = tokio::select! {
                 r = attempt(&*connector) => r,
                 _ = stopped(&mut stop) => return stop_now(),

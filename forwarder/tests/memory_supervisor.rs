@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use forwarder::config::ReconnectPolicy;
 use forwarder::driver::{self, ChannelStream, OpenError, SessionHandle};
+use forwarder::metrics::{BastionMetrics, Metrics};
 use forwarder::session::SessionError;
 use forwarder::supervisor::{
     BastionGate, ConnectError, Connected, Connector, DriverFuture, FailureKind,
@@ -867,6 +868,44 @@ async fn supervisors_of_different_bastions_handshake_at_once() {
         concurrent_attempts(Spread::BastionEach, HANDSHAKES_PER_BASTION).await,
         (8, 8)
     );
+}
+
+/// A fleet's gate keeps its bastion's series: attempts under way and waiting, and how long
+/// each waited. An attempt stopped while it waits leaves the count and never begins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bastions_gate_counts_attempts_under_way_and_waiting() {
+    let server = TestServer::new(ServerOptions::default());
+    // Slow enough that the queue behind the first attempt is seen.
+    let connector = MemConnector::with(&server, Duration::from_millis(1500), 0);
+    let metrics = Metrics::new();
+    let m = metrics.bastion("memory:22");
+    let gate = BastionGate::observed(1, m.clone());
+    let now = |m: &BastionMetrics| (m.in_progress.get(), m.waiting.get());
+    let a = spawn_with(&connector, fast(true), false, gate.clone());
+    eventually("a's attempt under way", || now(&m) == (1, 0)).await;
+    let b = spawn_with(&connector, fast(true), false, gate.clone());
+    let c = spawn_with(&connector, fast(true), false, gate.clone());
+    eventually("b and c waiting behind a", || now(&m) == (1, 2)).await;
+    assert_eq!(c.shutdown(STEP).await, Outcome::Stopped);
+    assert_eq!(now(&m), (1, 1), "c stopped while waiting");
+    let sa = up(&a.handle()).await;
+    let sb = up(&b.handle()).await;
+    echo(&sa, b"a").await;
+    echo(&sb, b"b").await;
+    assert_eq!(now(&m), (0, 0));
+    assert_eq!(connector.calls(), 2);
+    // a began at once, b after a's attempt (1.5 s); c never began.
+    assert_eq!(m.wait_seconds.get_sample_count(), 2);
+    let waited = m.wait_seconds.get_sample_sum();
+    assert!((1.0..STEP.as_secs_f64()).contains(&waited), "{waited} s");
+    let text = metrics.encode();
+    assert!(
+        text.contains("forwarder_bastion_handshake_wait_seconds_count{bastion=\"memory:22\"} 2"),
+        "{text}"
+    );
+    for sup in [a, b] {
+        assert_eq!(sup.shutdown(STEP).await, Outcome::Stopped);
+    }
 }
 
 /// An attempt's preparation (asking the agent) runs before the bastion's handshake gate is

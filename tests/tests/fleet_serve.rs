@@ -1471,6 +1471,33 @@ fn kill_and_wait_for_logins(sshd: &Sshd, sessions: usize, fleet: &Fleet, what: &
     );
 }
 
+/// The value of the sample `series` (name and labels, as the text format writes them) in a
+/// scrape of `/metrics`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+/// `forwarder_bastion_*` of `sshd`'s gate: attempts under way, waiting, and how many waited
+/// for how long in all.
+fn gate_series(fleet: &Fleet, sshd: &Sshd) -> (f64, f64, f64, f64) {
+    let (code, m) = fleet.get("/metrics").expect("/metrics");
+    assert_eq!(code, 200);
+    let l = format!("{{bastion=\"127.0.0.1:{}\"}}", sshd.port());
+    let get = |name: &str| {
+        sample(&m, &format!("forwarder_bastion_{name}{l}"))
+            .unwrap_or_else(|| panic!("{name}:\n{m}"))
+    };
+    (
+        get("handshakes_in_progress"),
+        get("handshakes_waiting"),
+        get("handshake_wait_seconds_count"),
+        get("handshake_wait_seconds_sum"),
+    )
+}
+
 #[test]
 fn handshakes_per_bastion_sets_how_many_handshakes_run_at_once_and_follows_a_reload() {
     // Eight sessions of one login to one bastion: the fleet file allows one handshake at a
@@ -1499,6 +1526,11 @@ fn handshakes_per_bastion_sets_how_many_handshakes_run_at_once_and_follows_a_rel
         m
     };
     assert_eq!(most(), 1, "the first start, one at a time");
+    // /metrics shows the queue: each session's attempt began once, nothing is left under way
+    // or waiting, and seven of the eight waited for the ones before them.
+    let (running, waiting, began, waited) = gate_series(&fleet, &a);
+    assert_eq!((running, waiting, began), (0.0, 0.0, SESSIONS as f64));
+    assert!(waited > 0.01, "{waited} s waited in all");
     fleet.rewrite(&file(3));
     fleet.reload();
     fleet.wait_for_log_count("handshakes_per_bastion is now 3", 1, WAIT);
@@ -1508,6 +1540,9 @@ fn handshakes_per_bastion_sets_how_many_handshakes_run_at_once_and_follows_a_rel
     // Two probe the login together, then up to three run.
     let after = most();
     assert!((2..=3).contains(&after), "{after} at once after the reload");
+    let (running, waiting, began, _) = gate_series(&fleet, &a);
+    assert_eq!((running, waiting), (0.0, 0.0));
+    assert!(began >= 2.0 * SESSIONS as f64, "{began} attempts began");
     for (i, &port) in ports.iter().enumerate() {
         assert_echo(
             port,
