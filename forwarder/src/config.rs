@@ -123,6 +123,15 @@ pub struct SessionSpec {
 }
 
 impl SessionSpec {
+    /// The host and port connected to first: the outermost jump host of a chain, else the
+    /// destination. Its sshd is the one a session's handshakes are paced for.
+    pub fn first_host(&self) -> (&str, u16) {
+        match self.jump.first() {
+            Some(hop) => (&hop.host, hop.port),
+            None => (&self.host, self.port),
+        }
+    }
+
     /// The SSH servers of the path: each jump host, outermost first, then the destination.
     pub fn hops(&self) -> Vec<HopSpec<'_>> {
         let jumps = self

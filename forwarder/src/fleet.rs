@@ -254,6 +254,9 @@ fn warn_probe_hazards(fleet: &FleetConfig, shard: Option<Shard>) {
             warn!(tunnel = %t.name, "{w}");
         }
     }
+    for w in config::unused_bastion_limits(fleet) {
+        warn!("{w}");
+    }
 }
 
 /// Raises the soft limit on open files to the hard one, as daemons that hold many sockets do:
@@ -851,8 +854,15 @@ impl Fleet {
                 let handshakes = new.admin.handshakes_per_bastion;
                 if handshakes != self.admin.handshakes_per_bastion {
                     info!("[admin] handshakes_per_bastion is now {handshakes}");
-                    for gate in self.gates.values() {
-                        gate.set_limit(handshakes);
+                }
+                for ((host, port), gate) in &self.gates {
+                    let limit = new.admin.handshakes_for(host, *port);
+                    if limit != gate.limit() {
+                        info!(
+                            "handshakes to {} now run {limit} at a time",
+                            bastion_label(host, *port)
+                        );
+                        gate.set_limit(limit);
                     }
                 }
                 self.admin = new.admin.clone();
@@ -1174,14 +1184,9 @@ impl Fleet {
             .gates
             .entry(gate_key(&spec))
             .or_insert_with_key(|(host, port)| {
-                let label = if host.contains(':') {
-                    format!("[{host}]:{port}")
-                } else {
-                    format!("{host}:{port}")
-                };
                 BastionGate::observed(
-                    self.admin.handshakes_per_bastion,
-                    self.metrics.bastion(&label),
+                    self.admin.handshakes_for(host, *port),
+                    self.metrics.bastion(&bastion_label(host, *port)),
                 )
             })
             .clone();
@@ -1259,14 +1264,21 @@ impl Fleet {
     }
 }
 
+/// A bastion as logs and metrics name it: `host:port`, `[address]:port` for IPv6.
+fn bastion_label(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// The host a session's handshakes are paced by (four at a time, and sshd's
 /// PerSourcePenalties ledger): the first host connected to, the outermost jump host of a
 /// chain, since that login is the one a failing chain repeats first.
 fn gate_key(spec: &crate::config::SessionSpec) -> (String, u16) {
-    match spec.jump.first() {
-        Some(hop) => (hop.host.clone(), hop.port),
-        None => (spec.host.clone(), spec.port),
-    }
+    let (host, port) = spec.first_host();
+    (host.to_owned(), port)
 }
 
 /// How a remote tunnel shows its forward: the port the bastion listens on in `local`, a

@@ -93,6 +93,8 @@ pub struct BastionMetrics {
     pub waiting: IntGauge,
     /// `forwarder_bastion_handshake_wait_seconds`: how long each attempt waited.
     pub wait_seconds: Histogram,
+    /// `forwarder_bastion_handshake_limit`: how many attempts may be under way at once.
+    pub limit: IntGauge,
 }
 
 /// Why the admin endpoint closed a connection without serving it further.
@@ -133,6 +135,7 @@ pub struct Metrics {
     bastion_in_progress: IntGaugeVec,
     bastion_waiting: IntGaugeVec,
     bastion_wait: HistogramVec,
+    bastion_limit: IntGaugeVec,
     reload_ok: IntGauge,
     reload_timestamp: Gauge,
     tunnels: IntGaugeVec,
@@ -276,6 +279,13 @@ impl Metrics {
             bastion,
             GATE_WAIT_BUCKETS,
         );
+        let bastion_limit = int_gauge_vec(
+            &r,
+            "forwarder_bastion_handshake_limit",
+            "How many SSH connection attempts to the bastion may be under way at once \
+             ([admin] handshakes_per_bastion, or its entry in [admin.bastion_handshakes]).",
+            bastion,
+        );
         let reload_ok = register(
             &r,
             IntGauge::new(
@@ -328,6 +338,7 @@ impl Metrics {
             bastion_in_progress,
             bastion_waiting,
             bastion_wait,
+            bastion_limit,
             reload_ok,
             reload_timestamp,
             tunnels,
@@ -400,6 +411,7 @@ impl Metrics {
             in_progress: self.bastion_in_progress.with_label_values(l),
             waiting: self.bastion_waiting.with_label_values(l),
             wait_seconds: self.bastion_wait.with_label_values(l),
+            limit: self.bastion_limit.with_label_values(l),
         }
     }
 
@@ -477,6 +489,7 @@ mod tests {
         b.in_progress.set(4);
         b.waiting.set(7);
         b.wait_seconds.observe(0.3);
+        b.limit.set(4);
         m.config_reloaded(true);
         m.set_tunnel_states([TunnelState::Up, TunnelState::Up, TunnelState::Failed]);
         m.admin_connection_closed(AdminClose::AddressLimit);
@@ -501,6 +514,7 @@ mod tests {
             r#"forwarder_session_keepalive_rtt_seconds_bucket{session="deploy@bastion.example:22",le="+Inf"} 1"#,
             r#"forwarder_bastion_handshakes_in_progress{bastion="bastion.example:22"} 4"#,
             r#"forwarder_bastion_handshakes_waiting{bastion="bastion.example:22"} 7"#,
+            r#"forwarder_bastion_handshake_limit{bastion="bastion.example:22"} 4"#,
             r#"forwarder_bastion_handshake_wait_seconds_bucket{bastion="bastion.example:22",le="0.25"} 0"#,
             r#"forwarder_bastion_handshake_wait_seconds_bucket{bastion="bastion.example:22",le="0.5"} 1"#,
             r#"forwarder_bastion_handshake_wait_seconds_count{bastion="bastion.example:22"} 1"#,
@@ -528,6 +542,7 @@ mod tests {
             "forwarder_bastion_handshakes_in_progress gauge",
             "forwarder_bastion_handshakes_waiting gauge",
             "forwarder_bastion_handshake_wait_seconds histogram",
+            "forwarder_bastion_handshake_limit gauge",
             "forwarder_config_last_reload_successful gauge",
             "forwarder_config_last_reload_success_timestamp_seconds gauge",
             "forwarder_tunnels gauge",

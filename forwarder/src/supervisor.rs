@@ -408,6 +408,9 @@ impl BastionGate {
 
     fn build(limit: usize, metrics: Option<BastionMetrics>) -> Arc<Self> {
         let limit = limit.clamp(1, MAX_HANDSHAKES_PER_BASTION);
+        if let Some(m) = &metrics {
+            m.limit.set(limit as i64);
+        }
         Arc::new(Self {
             handshakes: tokio::sync::Semaphore::new(limit),
             state: Mutex::new(GateState {
@@ -432,6 +435,9 @@ impl BastionGate {
         let limit = limit.clamp(1, MAX_HANDSHAKES_PER_BASTION);
         let mut st = self.state();
         let old = std::mem::replace(&mut st.limit, limit);
+        if let Some(m) = &self.metrics {
+            m.limit.set(limit as i64);
+        }
         if limit > old {
             let more = limit - old;
             let forgiven = more.min(st.owed);

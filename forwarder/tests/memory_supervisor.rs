@@ -903,6 +903,10 @@ async fn a_bastions_gate_counts_attempts_under_way_and_waiting() {
         text.contains("forwarder_bastion_handshake_wait_seconds_count{bastion=\"memory:22\"} 2"),
         "{text}"
     );
+    // The limit is a series too, and follows the gate's.
+    assert_eq!(m.limit.get(), 1);
+    gate.set_limit(3);
+    assert_eq!(m.limit.get(), 3);
     for sup in [a, b] {
         assert_eq!(sup.shutdown(STEP).await, Outcome::Stopped);
     }

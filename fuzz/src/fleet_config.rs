@@ -51,6 +51,31 @@ pub fn run(data: &[u8]) {
                     .contains(&cfg.admin.handshakes_per_bastion),
                 "a handshake limit out of range accepted"
             );
+            for (i, b) in cfg.admin.bastion_handshakes.iter().enumerate() {
+                assert!(
+                    (1..=forwarder::supervisor::MAX_HANDSHAKES_PER_BASTION).contains(&b.limit),
+                    "a bastion's handshake limit out of range accepted"
+                );
+                assert!(!b.host.is_empty(), "a bastion limit without a host");
+                assert_ne!(b.port, Some(0), "a bastion limit on port 0");
+                // An entry that names its port is that bastion's limit.
+                if let Some(port) = b.port {
+                    assert_eq!(
+                        cfg.admin.handshakes_for(&b.host, port),
+                        b.limit,
+                        "an entry with a port is not its bastion's limit"
+                    );
+                }
+                for other in cfg.admin.bastion_handshakes.iter().skip(i + 1) {
+                    assert_ne!(
+                        (&b.host, b.port),
+                        (&other.host, other.port),
+                        "two limits for one bastion"
+                    );
+                }
+            }
+            // The warnings about unused limits never fail.
+            let _ = forwarder::fleet::config::unused_bastion_limits(cfg);
         }
         Err(e) => {
             let shown = e.to_string();

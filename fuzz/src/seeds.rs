@@ -1135,6 +1135,10 @@ drain_timeout = "30s"
 probe_interval = "60s"
 handshakes_per_bastion = 4
 
+[admin.bastion_handshakes]
+"bastion.acme.example" = 2
+"[2001:db8::1]:2222" = 8
+
 [defaults]
 user = "sigmacomputing"
 identity_file = "/etc/forwarder/id_rsa"

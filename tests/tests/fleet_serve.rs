@@ -1509,14 +1509,19 @@ fn handshakes_per_bastion_sets_how_many_handshakes_run_at_once_and_follows_a_rel
     let st = Storm::new(&a, SESSIONS);
     let (admin, ports, tunnels) = (st.admin, &st.ports, &st.tunnels);
     let names: Vec<&str> = st.names.iter().map(String::as_str).collect();
-    let file = |n: usize| {
-        let h = head(admin, &key, &[&a], "1s").replacen(
-            "[admin]\n",
-            &format!("[admin]\nhandshakes_per_bastion = {n}\n"),
-            1,
-        );
+    // `n` at a time to every bastion, unless `this_one` sets another for this one.
+    let file_with = |n: usize, this_one: Option<usize>| {
+        let mut admin_keys = format!("[admin]\nhandshakes_per_bastion = {n}\n");
+        if let Some(m) = this_one {
+            admin_keys += &format!(
+                "bastion_handshakes = {{ \"127.0.0.1:{}\" = {m} }}\n",
+                a.port()
+            );
+        }
+        let h = head(admin, &key, &[&a], "1s").replacen("[admin]\n", &admin_keys, 1);
         fleet_file(&h, tunnels)
     };
+    let file = |n: usize| file_with(n, None);
     let mut fleet = Fleet::start(&file(1), Some(admin), &[]);
     wait_for_states(&mut fleet, &names, "up");
     let mut most = || {
@@ -1543,6 +1548,27 @@ fn handshakes_per_bastion_sets_how_many_handshakes_run_at_once_and_follows_a_rel
     let (running, waiting, began, _) = gate_series(&fleet, &a);
     assert_eq!((running, waiting), (0.0, 0.0));
     assert!(began >= 2.0 * SESSIONS as f64, "{began} attempts began");
+    // `[admin.bastion_handshakes]` sets this bastion back to one at a time, whatever the
+    // fleet's limit, and /metrics shows the limit each bastion has.
+    let (code, m) = fleet.get("/metrics").expect("/metrics");
+    let limit = format!(
+        "forwarder_bastion_handshake_limit{{bastion=\"127.0.0.1:{}\"}}",
+        a.port()
+    );
+    assert_eq!((code, sample(&m, &limit)), (200, Some(3.0)), "{m}");
+    fleet.rewrite(&file_with(3, Some(1)));
+    fleet.reload();
+    fleet.wait_for_log_count(
+        &format!("handshakes to 127.0.0.1:{} now run 1 at a time", a.port()),
+        1,
+        WAIT,
+    );
+    fleet.wait_for_log_count("reloaded: 8 tunnels", 2, WAIT);
+    let (_, m) = fleet.get("/metrics").expect("/metrics");
+    assert_eq!(sample(&m, &limit), Some(1.0), "{m}");
+    kill_and_wait_for_logins(&a, SESSIONS, &fleet, "after the second reload");
+    wait_for_states(&mut fleet, &names, "up");
+    assert_eq!(most(), 1, "one at a time again, by the bastion's own limit");
     for (i, &port) in ports.iter().enumerate() {
         assert_echo(
             port,

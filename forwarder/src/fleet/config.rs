@@ -70,6 +70,91 @@ pub struct AdminConfig {
     pub probe_interval: Duration,
     /// How many handshakes may run at once to one bastion (its first host).
     pub handshakes_per_bastion: usize,
+    /// `[admin.bastion_handshakes]`: other limits for some bastions.
+    pub bastion_handshakes: Vec<BastionLimit>,
+}
+
+impl AdminConfig {
+    /// How many handshakes may run at once to the bastion at `host` and `port` (a session's
+    /// first host): its entry in `[admin.bastion_handshakes]` (one that names the port
+    /// before one that does not), else `handshakes_per_bastion`.
+    pub fn handshakes_for(&self, host: &str, port: u16) -> usize {
+        let host = bare_host(host);
+        self.bastion_handshakes
+            .iter()
+            .filter(|b| b.host == host && b.port.is_none_or(|p| p == port))
+            .max_by_key(|b| b.port.is_some())
+            .map_or(self.handshakes_per_bastion, |b| b.limit)
+    }
+}
+
+/// One entry of `[admin.bastion_handshakes]`: how many handshakes may run at once to a
+/// bastion, on any port of its host unless the entry names one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BastionLimit {
+    /// The entry's key, as written.
+    pub key: String,
+    /// Its host, in lower case and without brackets.
+    pub host: String,
+    /// Its port, if it names one.
+    pub port: Option<u16>,
+    /// The limit, 1 to [`MAX_HANDSHAKES_PER_BASTION`].
+    pub limit: usize,
+    /// 1-based line of the entry.
+    pub line: usize,
+}
+
+/// A host as [`BastionLimit::host`] holds it: lower case (names are not case-sensitive), an
+/// IPv6 address without its brackets.
+fn bare_host(host: &str) -> String {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .to_ascii_lowercase()
+}
+
+/// The host and port of a `[admin.bastion_handshakes]` key: `host`, `host:port`, an IPv6
+/// address, or one in brackets with a port (`[2001:db8::1]:2222`). `None` if it is not one.
+fn bastion_key(key: &str) -> Option<(String, Option<u16>)> {
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0);
+    let (host, port) = if let Some(rest) = key.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(port(after.strip_prefix(':')?)?)),
+        }
+    } else {
+        match key.split_once(':') {
+            Some((h, p)) if !p.contains(':') => (h, Some(port(p)?)),
+            // More than one colon: an IPv6 address without a port.
+            _ => (key, None),
+        }
+    };
+    let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '%');
+    (!host.is_empty() && host.chars().all(fine)).then(|| (bare_host(host), port))
+}
+
+/// One warning for each `[admin.bastion_handshakes]` entry that is no tunnel's first host:
+/// it sets nothing (a misspelt name, or the bastion behind a jump host).
+pub fn unused_bastion_limits(fleet: &FleetConfig) -> Vec<String> {
+    fleet
+        .admin
+        .bastion_handshakes
+        .iter()
+        .filter(|b| {
+            !fleet.tunnels.iter().any(|t| {
+                let (host, port) = t.config.session.first_host();
+                bare_host(host) == b.host && b.port.is_none_or(|p| p == port)
+            })
+        })
+        .map(|b| {
+            format!(
+                "[admin.bastion_handshakes] {:?} (line {}) is the first host of no tunnel, so it \
+                 sets nothing: a tunnel through jump hosts is paced by its outermost jump host",
+                b.key, b.line
+            )
+        })
+        .collect()
 }
 
 /// Which way a tunnel goes.
@@ -196,6 +281,7 @@ struct AdminDoc {
     drain_timeout: Option<Spanned<Time>>,
     probe_interval: Option<Spanned<Time>>,
     handshakes_per_bastion: Option<Spanned<i64>>,
+    bastion_handshakes: Option<BTreeMap<String, Spanned<i64>>>,
 }
 
 /// The keys `[defaults]` and `[[tunnel]]` share.
@@ -327,6 +413,7 @@ pub fn parse(
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             probe_interval: DEFAULT_PROBE_INTERVAL,
             handshakes_per_bastion: HANDSHAKES_PER_BASTION,
+            bastion_handshakes: Vec::new(),
         },
         Some(a) => {
             let at = a.span().start;
@@ -357,27 +444,66 @@ pub fn parse(
                 }),
             };
             let _ = at;
-            let handshakes_per_bastion = match &a.handshakes_per_bastion {
-                None => HANDSHAKES_PER_BASTION,
-                Some(n) => usize::try_from(*n.get_ref())
+            let limit = |n: &Spanned<i64>, key: &str| {
+                usize::try_from(*n.get_ref())
                     .ok()
                     .filter(|n| (1..=MAX_HANDSHAKES_PER_BASTION).contains(n))
                     .ok_or_else(|| {
                         err(
                             Some(n.span().start),
                             format!(
-                                "admin: key `handshakes_per_bastion`: expected a number from 1 \
-                                 to {MAX_HANDSHAKES_PER_BASTION}, got {}",
+                                "admin: key `{key}`: expected a number from 1 to \
+                                 {MAX_HANDSHAKES_PER_BASTION}, got {}",
                                 n.get_ref()
                             ),
                         )
-                    })?,
+                    })
             };
+            let handshakes_per_bastion = match &a.handshakes_per_bastion {
+                None => HANDSHAKES_PER_BASTION,
+                Some(n) => limit(n, "handshakes_per_bastion")?,
+            };
+            let mut bastion_handshakes: Vec<BastionLimit> = Vec::new();
+            for (key, n) in a.bastion_handshakes.iter().flatten() {
+                let at = n.span().start;
+                let Some((host, port)) = bastion_key(key) else {
+                    return Err(err(
+                        Some(at),
+                        format!(
+                            "admin: key `bastion_handshakes`: {key:?} is not a bastion's host \
+                             or host:port (for example \"bastion.example.com\" or \
+                             \"10.0.0.5:2222\")"
+                        ),
+                    ));
+                };
+                let entry = BastionLimit {
+                    limit: limit(n, &format!("bastion_handshakes.{key:?}"))?,
+                    key: key.clone(),
+                    host,
+                    port,
+                    line: lines.of(at),
+                };
+                if let Some(same) = bastion_handshakes
+                    .iter()
+                    .find(|b| (&b.host, b.port) == (&entry.host, entry.port))
+                {
+                    return Err(err(
+                        Some(at),
+                        format!(
+                            "admin: key `bastion_handshakes`: {key:?} names the same bastion \
+                             as {:?} on line {}",
+                            same.key, same.line
+                        ),
+                    ));
+                }
+                bastion_handshakes.push(entry);
+            }
             AdminConfig {
                 listen,
                 drain_timeout: time(&a.drain_timeout, "drain_timeout", DEFAULT_DRAIN_TIMEOUT)?,
                 probe_interval: time(&a.probe_interval, "probe_interval", DEFAULT_PROBE_INTERVAL)?,
                 handshakes_per_bastion,
+                bastion_handshakes,
             }
         }
     };

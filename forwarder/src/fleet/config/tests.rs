@@ -33,6 +33,9 @@ drain_timeout = "45s"
 probe_interval = 90
 handshakes_per_bastion = 2
 
+[admin.bastion_handshakes]
+"bastion.acme.example:2222" = 1
+
 [defaults]
 user = "sigmacomputing"
 identity_file = "/etc/forwarder/id_rsa"
@@ -62,11 +65,16 @@ fn the_documented_example_loads() {
     assert_eq!(c.admin.drain_timeout, Duration::from_secs(45));
     assert_eq!(c.admin.probe_interval, Duration::from_secs(90));
     assert_eq!(c.admin.handshakes_per_bastion, 2);
+    // acme-mysql's bastion, on port 2222, is handled one at a time; acme-pg's, on 22, takes
+    // the default.
+    assert_eq!(c.admin.handshakes_for("bastion.acme.example", 2222), 1);
+    assert_eq!(c.admin.handshakes_for("bastion.acme.example", 22), 2);
+    assert!(unused_bastion_limits(&c).is_empty());
     let [pg, my] = &c.tunnels[..] else {
         panic!("{:?}", c.tunnels)
     };
     assert_eq!(pg.name, "acme-pg");
-    assert_eq!(pg.line, 13);
+    assert_eq!(pg.line, 16);
     assert_eq!(pg.probe, ProbeKind::Postgres);
     assert!(pg.share_session);
     let s = &pg.config.session;
@@ -103,6 +111,61 @@ fn the_documented_example_loads() {
 }
 
 #[test]
+fn bastion_handshakes_set_some_bastions_limits_by_host_or_host_and_port() {
+    let c = parse_ok(
+        r#"
+[admin]
+handshakes_per_bastion = 6
+bastion_handshakes = { "Bastion.Acme.Example" = 2, "bastion.acme.example:2222" = 8, "[2001:db8::1]:2200" = 3, "2001:db8::2" = 5, "unused.example" = 1 }
+
+[[tunnel]]
+name = "a"
+bastion = "bastion.acme.example"
+local = "127.0.0.1:1"
+remote = "r:1"
+
+[[tunnel]]
+name = "b"
+bastion = "[2001:db8::1]:2200"
+local = "127.0.0.1:2"
+remote = "r:1"
+
+[[tunnel]]
+name = "behind-a-jump"
+bastion = "inner.example"
+jump = ["j@BASTION.acme.example:2222"]
+local = "127.0.0.1:3"
+remote = "r:1"
+"#,
+    );
+    let a = &c.admin;
+    // A host without a port is every port of it, in any case; a port named wins.
+    assert_eq!(a.handshakes_for("bastion.acme.example", 22), 2);
+    assert_eq!(a.handshakes_for("BASTION.acme.example", 2200), 2);
+    assert_eq!(a.handshakes_for("bastion.acme.example", 2222), 8);
+    assert_eq!(a.handshakes_for("2001:db8::1", 2200), 3);
+    assert_eq!(a.handshakes_for("[2001:db8::1]", 2200), 3);
+    assert_eq!(a.handshakes_for("2001:db8::1", 22), 6);
+    assert_eq!(a.handshakes_for("2001:db8::2", 2222), 5);
+    assert_eq!(a.handshakes_for("other.example", 22), 6);
+    // Each tunnel's limit is its first host's: the jump host's for a chain.
+    let first = |t: &TunnelEntry| {
+        let (h, p) = t.config.session.first_host();
+        a.handshakes_for(h, p)
+    };
+    let limits: Vec<usize> = c.tunnels.iter().map(first).collect();
+    assert_eq!(limits, [2, 3, 8]);
+    // Entries no tunnel starts at are named, with their lines.
+    let unused = unused_bastion_limits(&c);
+    assert_eq!(unused.len(), 2, "{unused:?}");
+    assert!(unused[0].contains("\"2001:db8::2\" (line 4)"), "{unused:?}");
+    assert!(
+        unused[1].contains("\"unused.example\" (line 4)"),
+        "{unused:?}"
+    );
+}
+
+#[test]
 fn defaults_apply_when_the_file_gives_none() {
     let c = parse_ok(
         r#"
@@ -118,6 +181,11 @@ remote = "r:1"
     assert_eq!(
         c.admin.handshakes_per_bastion,
         crate::supervisor::HANDSHAKES_PER_BASTION
+    );
+    assert!(c.admin.bastion_handshakes.is_empty());
+    assert_eq!(
+        c.admin.handshakes_for("b", 22),
+        c.admin.handshakes_per_bastion
     );
     assert_eq!(c.tunnels[0].probe, ProbeKind::Tcp);
     assert_eq!(c.tunnels[0].config.session.user, "tester");
@@ -198,6 +266,46 @@ fn bad_files_name_the_line_and_the_key() {
         (
             "[admin]\nhandshakes_per_bastion = \"4\"\n",
             "tunnels.toml:2:",
+        ),
+        (
+            "[admin.bastion_handshakes]\n\"b\" = 2\n\"b:22\" = 0\n",
+            "tunnels.toml:3: admin: key `bastion_handshakes.\"b:22\"`: expected a number from 1 to 64, got 0",
+        ),
+        (
+            "[admin.bastion_handshakes]\n\"b\" = 65\n",
+            "tunnels.toml:2: admin: key `bastion_handshakes.\"b\"`",
+        ),
+        (
+            "[admin.bastion_handshakes]\n\"b\" = \"2\"\n",
+            "tunnels.toml:2:",
+        ),
+        (
+            "[admin.bastion_handshakes]\n\"user@b\" = 2\n",
+            "tunnels.toml:2: admin: key `bastion_handshakes`: \"user@b\" is not a bastion's host or host:port",
+        ),
+        (
+            "[admin.bastion_handshakes]\n\"b:0\" = 2\n",
+            "tunnels.toml:2: admin: key `bastion_handshakes`: \"b:0\" is not",
+        ),
+        (
+            "[admin.bastion_handshakes]\n\"b:x\" = 2\n",
+            "tunnels.toml:2: admin: key `bastion_handshakes`: \"b:x\" is not",
+        ),
+        (
+            "[admin.bastion_handshakes]\n\"\" = 2\n",
+            "tunnels.toml:2: admin: key `bastion_handshakes`: \"\" is not",
+        ),
+        (
+            "[admin.bastion_handshakes]\n\"[::1\" = 2\n",
+            "tunnels.toml:2: admin: key `bastion_handshakes`: \"[::1\" is not",
+        ),
+        (
+            "[admin.bastion_handshakes]\n\"b c\" = 2\n",
+            "tunnels.toml:2: admin: key `bastion_handshakes`: \"b c\" is not",
+        ),
+        (
+            "[admin.bastion_handshakes]\n\"B:22\" = 2\n\"b:22\" = 3\n",
+            "admin: key `bastion_handshakes`: \"b:22\" names the same bastion as \"B:22\" on line 2",
         ),
         ("[admin]\nport = 1\n", "unknown field `port`"),
         ("[[tunnel]]\nname = \"a\"\n", "key `local` is missing"),
