@@ -233,7 +233,13 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
                     .ok_or_else(|| format!("unknown client {v:?}: use forwarder or openssh"))?;
                 args.clients[usize::from(flag == "--client-b")] = kind;
             }
-            "--forwarder" => args.forwarder = Some(PathBuf::from(value()?)),
+            // Absolute: `--serve` runs it from the lab's directory.
+            "--forwarder" => {
+                let v = value()?;
+                let path =
+                    std::path::absolute(&v).map_err(|e| format!("--forwarder: {v:?}: {e}"))?;
+                args.forwarder = Some(path);
+            }
             "--cipher" => args.cipher = Some(value()?).filter(|c| c != "default"),
             "--kex" => args.kex = Some(value()?),
             "--size" => args.size = parse_size(&value()?)?,
