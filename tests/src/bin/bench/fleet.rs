@@ -302,6 +302,16 @@ impl Serve {
         }
     }
 
+    /// The busiest bastion's handshake gate in `/metrics`: how many attempts waited for
+    /// their turn and for how many seconds in all (`forwarder_bastion_handshake_wait_seconds`
+    /// count and sum).
+    pub(crate) fn gate_waits(&self) -> Option<(f64, f64)> {
+        let (200, body) = http_get(self.admin, "/metrics")? else {
+            return None;
+        };
+        gate_waits(&body)
+    }
+
     /// Polls `/tunnels` until every one of `n` tunnels is `up`; the time that took.
     /// Gives up after [`ALL_UP_TIMEOUT`], or sooner when no tunnel came up for [`STALLED`].
     pub(crate) fn wait_all_up(&mut self, n: usize, started: Instant) -> Result<Duration, String> {
@@ -813,9 +823,39 @@ fn print_report(
     );
 }
 
+/// The attempts and seconds waited of the bastion with the most attempts in a scrape.
+fn gate_waits(metrics: &str) -> Option<(f64, f64)> {
+    let value = |line: &str, name: &str| -> Option<(String, f64)> {
+        let rest = line.strip_prefix(name)?.strip_prefix("{bastion=\"")?;
+        let (bastion, v) = rest.split_once("\"} ")?;
+        Some((bastion.to_owned(), v.trim().parse().ok()?))
+    };
+    let (bastion, count) = metrics
+        .lines()
+        .filter_map(|l| value(l, "forwarder_bastion_handshake_wait_seconds_count"))
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    let sum = metrics
+        .lines()
+        .filter_map(|l| value(l, "forwarder_bastion_handshake_wait_seconds_sum"))
+        .find(|(b, _)| *b == bastion)?
+        .1;
+    Some((count, sum))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gate_waits_are_the_busiest_bastions() {
+        let m = "# HELP x\n\
+            forwarder_bastion_handshake_wait_seconds_sum{bastion=\"a:22\"} 0.5\n\
+            forwarder_bastion_handshake_wait_seconds_count{bastion=\"a:22\"} 2\n\
+            forwarder_bastion_handshake_wait_seconds_sum{bastion=\"b:22\"} 12.25\n\
+            forwarder_bastion_handshake_wait_seconds_count{bastion=\"b:22\"} 41\n";
+        assert_eq!(gate_waits(m), Some((41.0, 12.25)));
+        assert_eq!(gate_waits("nothing"), None);
+    }
 
     #[test]
     fn sizes_parse_sorted_without_repeats() {

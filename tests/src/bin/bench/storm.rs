@@ -205,6 +205,7 @@ pub(crate) fn run(program: Option<&Path>, options: &Options, key: KeyKind) {
     // The first start: every session's first handshake in this process (no remembered
     // choice of the bastion's), the process's own start included.
     let (start_home_ns, start_other_ns) = cpu_split(pid);
+    let start_waits = serve.gate_waits();
     super::progress(&format!(
         "storm: {} tunnels up in {:.1} s",
         n + 1,
@@ -260,6 +261,7 @@ pub(crate) fn run(program: Option<&Path>, options: &Options, key: KeyKind) {
         }
         std::thread::sleep(QUIET);
     }
+    let storm_waits = serve.gate_waits();
     stop.store(true, Ordering::Relaxed);
     let pinged = pinging
         .join()
@@ -324,6 +326,17 @@ pub(crate) fn run(program: Option<&Path>, options: &Options, key: KeyKind) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    // What /metrics says of the queue at the stormy bastion's gate.
+    if let (Some((c0, s0)), Some((c1, s1))) = (start_waits, storm_waits) {
+        let mean = |count: f64, sum: f64| sum / count.max(1.0) * 1000.0;
+        println!(
+            "  wait for a handshake's turn (forwarder_bastion_handshake_wait_seconds): first \
+             start {:.0} ms per attempt ({c0} attempts), reconnects {:.0} ms ({} attempts)",
+            mean(c0, s0),
+            mean(c1 - c0, s1 - s0),
+            c1 - c0
+        );
+    }
     println!("  steady tunnel (another bastion), {PING}-byte echo, median / p99 / worst:");
     println!("    quiet:              {}", describe(&mut quiet_rtts));
     println!("    during reconnects:  {}", describe(&mut stormy_rtts));
