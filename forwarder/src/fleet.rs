@@ -666,6 +666,7 @@ async fn serve(
                     info!("{} changed: reloading", opts.config.display());
                     fleet.reload(&opts.config, Ok(content)).await;
                 }
+                fleet.forget_idle_gates();
             }
             Some(ev) = events.recv() => fleet.handle(ev),
         }
@@ -1233,6 +1234,22 @@ impl Fleet {
         );
         self.by_key.insert(key, id);
         id
+    }
+
+    /// Forgets the gates of bastions that no session uses any more and where, as far as
+    /// their ledgers know, sshd holds nothing against this address: their series leave
+    /// `/metrics`. A bastion that comes back gets a new gate, the same as the old one would
+    /// have been by then.
+    fn forget_idle_gates(&mut self) {
+        let metrics = &self.metrics;
+        self.gates.retain(|(host, port), gate| {
+            // Each supervisor of the bastion holds the gate too.
+            let keep = Arc::strong_count(gate) > 1 || !gate.is_idle();
+            if !keep {
+                metrics.remove_bastion(&bastion_label(host, *port));
+            }
+            keep
+        });
     }
 
     /// SIGTERM: stop accepting everywhere, let connections finish for up to the drain

@@ -402,9 +402,7 @@ impl Metrics {
         let _ = self.session_rekeys.remove_label_values(l);
     }
 
-    /// The series of bastion `label` (`host:port`); created at 0 on first use. A bastion's
-    /// series stay while the process runs, since its gate (and what sshd holds against this
-    /// address there) does.
+    /// The series of bastion `label` (`host:port`); created at 0 on first use.
     pub fn bastion(&self, label: &str) -> BastionMetrics {
         let l = &[label];
         BastionMetrics {
@@ -413,6 +411,15 @@ impl Metrics {
             wait_seconds: self.bastion_wait.with_label_values(l),
             limit: self.bastion_limit.with_label_values(l),
         }
+    }
+
+    /// Removes every series of bastion `label`.
+    pub fn remove_bastion(&self, label: &str) {
+        let l = &[label];
+        let _ = self.bastion_in_progress.remove_label_values(l);
+        let _ = self.bastion_waiting.remove_label_values(l);
+        let _ = self.bastion_wait.remove_label_values(l);
+        let _ = self.bastion_limit.remove_label_values(l);
     }
 
     /// Records a load of the tunnels file: `forwarder_config_last_reload_successful`, and on
@@ -582,13 +589,18 @@ mod tests {
         m.tunnel("kept").up.set(1);
         m.session("u@h:22").handshake_seconds.observe(1.0);
         m.session("u@h:22#2").up.set(1);
+        m.bastion("gone:22").wait_seconds.observe(1.0);
+        m.bastion("kept:22").limit.set(4);
         m.remove_tunnel("gone");
         m.remove_session("u@h:22");
+        m.remove_bastion("gone:22");
         let text = m.encode();
         assert!(!text.contains(r#"tunnel="gone""#), "{text}");
         assert!(text.contains(r#"forwarder_tunnel_up{tunnel="kept"} 1"#));
         assert!(!text.contains(r#"session="u@h:22""#), "{text}");
         assert!(text.contains(r#"forwarder_session_up{session="u@h:22#2"} 1"#));
+        assert!(!text.contains(r#"bastion="gone:22""#), "{text}");
+        assert!(text.contains(r#"forwarder_bastion_handshake_limit{bastion="kept:22"} 4"#));
         // Removing again, or something never created, is harmless.
         m.remove_tunnel("gone");
         m.remove_session("never");

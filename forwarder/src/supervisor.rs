@@ -449,6 +449,13 @@ impl BastionGate {
         }
     }
 
+    /// Whether sshd holds nothing against this address there, as far as the ledger knows, and
+    /// no attempt has a reservation in it: forgetting the gate would lose nothing.
+    pub fn is_idle(&self) -> bool {
+        let st = self.state();
+        st.ledger.outstanding(now()).is_zero() && st.ledger.reserved.is_zero()
+    }
+
     /// Waits for a handshake's turn: one of [`limit`](Self::limit) at a time.
     async fn turn(&self) -> Turn<'_> {
         // The semaphore is never closed: `None` cannot happen.
@@ -1423,6 +1430,40 @@ mod tests {
                 Ok(_) => panic!("no session can come up"),
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gate_is_idle_only_with_no_reservation_and_no_penalty_left() {
+        let gate = BastionGate::new();
+        assert!(gate.is_idle());
+        // As an attempt begins (see `run`).
+        gate.state().ledger.reserve(Penalty::AuthFail);
+        let reservation = Reservation {
+            gate: &gate,
+            login: "u@h:22",
+            worst: Penalty::AuthFail,
+            ended: Settled::Refused(Some(Penalty::AuthFail)),
+        };
+        assert!(!gate.is_idle(), "an attempt under way");
+        drop(reservation);
+        // Refused: sshd holds 5 s against us, and the gate keeps counting them.
+        assert!(!gate.is_idle(), "a penalty outstanding");
+        tokio::time::advance(Duration::from_millis(4900)).await;
+        assert!(!gate.is_idle(), "a penalty outstanding");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(gate.is_idle());
+        // An accepted login costs nothing.
+        gate.state().ledger.reserve(Penalty::NoAuth);
+        let mut r = Reservation {
+            gate: &gate,
+            login: "u@h:22",
+            worst: Penalty::NoAuth,
+            ended: Settled::Refused(None),
+        };
+        assert!(!gate.is_idle(), "an attempt under way");
+        r.ended = Settled::Accepted;
+        drop(r);
+        assert!(gate.is_idle());
     }
 
     #[tokio::test]

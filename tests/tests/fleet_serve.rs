@@ -1582,6 +1582,45 @@ fn handshakes_per_bastion_sets_how_many_handshakes_run_at_once_and_follows_a_rel
 }
 
 #[test]
+fn a_bastion_no_tunnel_goes_through_any_more_leaves_the_metrics() {
+    // Tunnels through two bastions; a reload removes b's. Once its session has ended (and
+    // sshd holds nothing against us there), b's series leave /metrics; a's stay.
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let (a, b) = (Sshd::start(&key), Sshd::start(&key));
+    let echo = EchoServer::start();
+    let remote = format!("127.0.0.1:{}", echo.port());
+    let admin = free_port();
+    let (pa, pb) = (free_port(), free_port());
+    let h = head(admin, &key, &[&a, &b], "1s");
+    let both = [
+        TunnelSpec::new("ta", &bastion(&a), pa, &remote),
+        TunnelSpec::new("tb", &bastion(&b), pb, &remote),
+    ];
+    let mut fleet = Fleet::start(&fleet_file(&h, &both), Some(admin), &[]);
+    wait_for_states(&mut fleet, &["ta", "tb"], "up");
+    let label = |s: &Sshd| format!("{{bastion=\"127.0.0.1:{}\"}}", s.port());
+    let (_, m) = fleet.get("/metrics").expect("/metrics");
+    for s in [&a, &b] {
+        let limit = format!("forwarder_bastion_handshake_limit{}", label(s));
+        assert_eq!(sample(&m, &limit), Some(4.0), "{m}");
+    }
+    fleet.rewrite(&fleet_file(&h, &both[..1]));
+    fleet.reload();
+    fleet.wait_for_log_count("reloaded: 1 tunnels", 1, WAIT);
+    let m = fleet.wait_for_admin("/metrics", WAIT, |code, body| {
+        code == 200 && !body.contains(&label(&b))
+    });
+    let waited = format!(
+        "forwarder_bastion_handshake_wait_seconds_count{}",
+        label(&a)
+    );
+    assert_eq!(sample(&m, &waited), Some(1.0), "{m}");
+    assert_echo(pa, 90, 4096, "through a after b left");
+    fleet.terminate();
+    assert!(fleet.wait_exit(WAIT).is_some(), "the fleet did not exit");
+}
+
+#[test]
 fn a_reconnect_storm_runs_a_few_handshakes_at_a_time_within_sshds_max_startups() {
     // Twelve sessions of one login to one bastion, all lost at once, twice. sshd drops
     // connections past six unauthenticated ones; forwarder runs at most four handshakes at
