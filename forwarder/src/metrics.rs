@@ -567,6 +567,32 @@ mod tests {
         }
     }
 
+    /// The alerting rules shipped in deploy/prometheus use only series forwarder exports.
+    #[test]
+    fn the_shipped_alerting_rules_name_only_exported_series() {
+        let m = Metrics::new();
+        m.tunnel("t");
+        m.session("u@h:22");
+        m.bastion("h:22");
+        let text = m.encode();
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let rules = include_str!("../../deploy/prometheus/alerts.yml");
+        let mut named = 0;
+        for line in rules.lines().filter(|l| l.trim_start().starts_with("expr:")) {
+            for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("forwarder_") {
+                    named += 1;
+                    assert!(families.contains(&word), "{word} is not exported:\n{text}");
+                }
+            }
+        }
+        assert!(named >= 5, "the rules name {named} series");
+    }
+
     #[test]
     fn a_new_tunnel_starts_at_zero_and_is_the_same_series_again() {
         let m = Metrics::new();
