@@ -261,8 +261,8 @@ impl Metrics {
         let bastion_in_progress = int_gauge_vec(
             &r,
             "forwarder_bastion_handshakes_in_progress",
-            "SSH connection attempts to the bastion under way (at most [admin] \
-             handshakes_per_bastion).",
+            "SSH connection attempts to the bastion under way (at most \
+             forwarder_bastion_handshake_limit).",
             bastion,
         );
         let bastion_waiting = int_gauge_vec(
