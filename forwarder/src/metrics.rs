@@ -582,7 +582,10 @@ mod tests {
             .collect();
         let rules = include_str!("../../deploy/prometheus/alerts.yml");
         let mut named = 0;
-        for line in rules.lines().filter(|l| l.trim_start().starts_with("expr:")) {
+        for line in rules
+            .lines()
+            .filter(|l| l.trim_start().starts_with("expr:"))
+        {
             for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
                 if word.starts_with("forwarder_") {
                     named += 1;
