@@ -79,10 +79,9 @@ impl AdminConfig {
     /// first host): its entry in `[admin.bastion_handshakes]` (one that names the port
     /// before one that does not), else `handshakes_per_bastion`.
     pub fn handshakes_for(&self, host: &str, port: u16) -> usize {
-        let host = bare_host(host);
         self.bastion_handshakes
             .iter()
-            .filter(|b| b.host == host && b.port.is_none_or(|p| p == port))
+            .filter(|b| b.covers(host, port))
             .max_by_key(|b| b.port.is_some())
             .map_or(self.handshakes_per_bastion, |b| b.limit)
     }
@@ -102,6 +101,14 @@ pub struct BastionLimit {
     pub limit: usize,
     /// 1-based line of the entry.
     pub line: usize,
+}
+
+impl BastionLimit {
+    /// Whether the entry is for the bastion at `host` (as a session's spec holds it) and
+    /// `port`.
+    fn covers(&self, host: &str, port: u16) -> bool {
+        bare_host(host) == self.host && self.port.is_none_or(|p| p == port)
+    }
 }
 
 /// A host as [`BastionLimit::host`] holds it: lower case (names are not case-sensitive), an
@@ -144,7 +151,7 @@ pub fn unused_bastion_limits(fleet: &FleetConfig) -> Vec<String> {
         .filter(|b| {
             !fleet.tunnels.iter().any(|t| {
                 let (host, port) = t.config.session.first_host();
-                bare_host(host) == b.host && b.port.is_none_or(|p| p == port)
+                b.covers(host, port)
             })
         })
         .map(|b| {

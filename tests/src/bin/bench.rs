@@ -313,8 +313,9 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             }
             "--storm-handshakes" => {
                 let n = number(value()?)?;
-                if !(1..=64).contains(&n) {
-                    return Err(format!("--storm-handshakes: 1 to 64, not {n}"));
+                let most = forwarder::supervisor::MAX_HANDSHAKES_PER_BASTION;
+                if !(1..=most).contains(&(n as usize)) {
+                    return Err(format!("--storm-handshakes: 1 to {most}, not {n}"));
                 }
                 args.storm
                     .get_or_insert_with(storm::Options::default)
