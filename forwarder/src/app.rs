@@ -215,6 +215,7 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
         remote_specs.collect(),
         tunnel_config.exit_on_forward_failure,
         remote_connect_limit,
+        opts.permit_remote_open.clone(),
         remote_stopped,
     ));
     let outcome = tokio::select! {

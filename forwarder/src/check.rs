@@ -1748,6 +1748,16 @@ async fn remote_forwards(
                 continue;
             }
         }
+        if spec.target == Destination::Socks {
+            st.skip(
+                8,
+                format!(
+                    "{listen}: not run: each SOCKS connection names its own target (to check \
+                     one, add -R 0:host:port)"
+                ),
+            );
+            continue;
+        }
         let target = spec.target.to_string();
         let started = Instant::now();
         let probe = kind.map(|kind| ProbeSpec {

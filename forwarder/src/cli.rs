@@ -133,6 +133,8 @@ pub struct Options {
     pub server_alive_count_max: u32,
     /// `ExitOnForwardFailure`.
     pub exit_on_forward_failure: bool,
+    /// `PermitRemoteOpen`: where a dynamic remote forward's (`-R port`) connections may go.
+    pub permit_remote_open: crate::remote::PermitRemoteOpen,
     /// `BatchMode`: never ask for a password, passphrase or answer on the terminal.
     pub batch_mode: bool,
     /// `RekeyLimit` (`"1G 1h"`), parsed.
@@ -579,6 +581,13 @@ pub enum CliError {
         /// What is wrong with it.
         why: String,
     },
+    /// A `PermitRemoteOpen` value that does not parse.
+    BadPermitRemoteOpen {
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// An `-o` argument without a key and value.
     BadConfigSyntax {
         /// The argument as given.
@@ -694,6 +703,8 @@ impl fmt::Display for CliError {
             Self::BadForward { spec, form, why } => {
                 let expected = match *form {
                     "-D" | "DynamicForward" => "[bind_address:]port",
+                    "-R" => "[bind_address:]port[:host:hostport]",
+                    "RemoteForward" => "[bind_address:]port [host:hostport]",
                     _ if form.starts_with('-') => "[bind_address:]port:host:hostport",
                     _ => "[bind_address:]port host:hostport",
                 };
@@ -703,6 +714,12 @@ impl fmt::Display for CliError {
                     shown(spec)
                 )
             }
+            Self::BadPermitRemoteOpen { value, why } => write!(
+                f,
+                "bad PermitRemoteOpen '{}': {why}; expected any, none, or host:port entries \
+                 (* for any host or any port)",
+                shown(value)
+            ),
             Self::BadConfigSyntax { option, why } => write!(
                 f,
                 "bad -o '{}': {why}; expected -o Key=Value or -o \"Key Value\"",
@@ -829,6 +846,12 @@ options:
                  sshd leaves the file behind when the forward ends and refuses an
                  existing one unless its StreamLocalBindUnlink is yes).
                  Also -o RemoteForward='port host:hostport'.
+  -R [bind_address:]port
+                 without a target, as ssh: the server listens on port and each
+                 connection there speaks SOCKS (4, 4A or 5), naming where to connect
+                 from here; -o PermitRemoteOpen limits where (any, the default; none; or
+                 host:port entries, * for any host or port). The reply waits for the
+                 connect, so a refused target is a SOCKS error. Also -o RemoteForward=port.
   -D [bind_address:]port
                  a SOCKS proxy on the local port (loopback only unless a bind address or
                  -g says otherwise): each connection names its own target in SOCKS4,
@@ -874,6 +897,7 @@ options:
   asks about host keys), Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms,
   PubkeyAcceptedAlgorithms, ConnectTimeout, ServerAliveInterval, ServerAliveCountMax,
   ExitOnForwardFailure, BatchMode, LocalForward (\"15432 db:5432\"), DynamicForward,
+  RemoteForward, PermitRemoteOpen,
   RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts,
   TCPKeepAlive, StreamLocalBindMask (octal, default 0177: a -L socket file is 0600),
   StreamLocalBindUnlink (yes: replace a stale socket at a -L path; never another file).
@@ -1100,6 +1124,7 @@ struct Parsed {
     server_alive_interval: Option<Option<Duration>>,
     server_alive_count_max: Option<u32>,
     exit_on_forward_failure: Option<bool>,
+    permit_remote_open: Option<crate::remote::PermitRemoteOpen>,
     batch_mode: Option<bool>,
     rekey_limit: Option<RekeyLimit>,
     tcp_keep_alive: Option<bool>,

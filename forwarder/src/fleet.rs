@@ -1128,6 +1128,7 @@ impl Fleet {
                 exit_on_failure: false,
                 drain: self.admin.drain_timeout,
                 connect_limit: crate::remote::connect_limit(&entry.config),
+                permit_open: Arc::default(),
                 released: released.clone(),
             };
             let task = home.spawn(crate::remote::run_forward(ctx, spec, stop).instrument(span));

@@ -5,7 +5,9 @@
 //! connected to its target from here, confirmed only once that connect succeeds (refused with
 //! CONNECT_FAILED if it fails, as OpenSSH's client answers), and copied both ways as a local
 //! forward is. A forward that is stopped (the command line shuts down, a reload removes the
-//! tunnel) sends the cancel for what was granted.
+//! tunnel) sends the cancel for what was granted. A forward with no target (`-R port`) is a
+//! dynamic one: its channels are confirmed at once and carry a SOCKS request
+//! (`dynamic::serve`).
 //!
 //! ```text
 //!  Router (one per supervisor): accept_forwarded ─(address and bound port, or path)─> queue
@@ -36,6 +38,10 @@ use crate::driver::{ForwardedChannel, RemoteForwardError, SessionHandle, bound_l
 use crate::local::{LocalStream, Peer};
 use crate::supervisor::SupervisorHandle;
 use crate::tunnel::{Destination, NoObserver, TrafficObserver};
+
+mod dynamic;
+
+pub use dynamic::{PermitRemoteOpen, PermittedOpen};
 
 /// How many channels may wait for one forward before more are refused.
 const MAX_QUEUED: usize = 256;
@@ -247,6 +253,8 @@ pub struct ForwardContext {
     /// channel is refused: a target that drops SYNs would otherwise hold the server's
     /// connection for the kernel's two minutes, and a slot of the 1024 meanwhile.
     pub connect_limit: Duration,
+    /// Where a dynamic forward's (`-R port`, SOCKS) connections may go: `PermitRemoteOpen`.
+    pub permit_open: Arc<PermitRemoteOpen>,
     /// Notified once the forward has stopped asking the server for it: its cancel, if it had
     /// been granted, is queued on the session. A replacement with the same port asked for
     /// after that reaches the server after the cancel.
@@ -465,13 +473,23 @@ pub async fn run_forward(
         let stopping = loop {
             tokio::select! {
                 Some(ch) = rx.recv() => {
-                    conns.spawn(connect(
-                        ch,
-                        spec.target.clone(),
-                        session.clone(),
-                        ctx.observer.clone(),
-                        ctx.connect_limit,
-                    ));
+                    if spec.target == Destination::Socks {
+                        conns.spawn(dynamic::serve(
+                            ch,
+                            session.clone(),
+                            ctx.observer.clone(),
+                            ctx.connect_limit,
+                            ctx.permit_open.clone(),
+                        ));
+                    } else {
+                        conns.spawn(connect(
+                            ch,
+                            spec.target.clone(),
+                            session.clone(),
+                            ctx.observer.clone(),
+                            ctx.connect_limit,
+                        ));
+                    }
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 _ = session.ended() => break false,
@@ -510,10 +528,10 @@ async fn connect_to(target: &Destination) -> std::io::Result<LocalStream> {
         Destination::Unix(path) => tokio::net::UnixStream::connect(path)
             .await
             .map(LocalStream::Unix),
-        // `-R` takes no SOCKS form (OpenSSH's `-R port` alone); the parser never makes one.
+        // A dynamic forward's connections name their targets (`dynamic::serve`).
         Destination::Socks => Err(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
-            "a remote forward has no SOCKS form",
+            "a dynamic remote forward's connections name their own targets",
         )),
     }
 }
@@ -617,14 +635,15 @@ pub fn connect_limit(config: &crate::config::TunnelConfig) -> Duration {
 }
 
 /// Serves `forwards` (the command line's `-R`) over every session of `sessions` until `stop`
-/// turns true, which cancels them; each connect to a target waits at most `connect_limit`.
-/// Returns an error message (for exit status 255) when `exit_on_failure` is set and the
+/// turns true, which cancels them; each connect to a target waits at most `connect_limit`,
+/// and a dynamic forward's connections go only where `permit_open` allows. Returns an error message (for exit status 255) when `exit_on_failure` is set and the
 /// server refuses a forward.
 pub async fn serve(
     sessions: SupervisorHandle,
     forwards: Vec<RemoteSpec>,
     exit_on_failure: bool,
     connect_limit: Duration,
+    permit_open: PermitRemoteOpen,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     if forwards.is_empty() {
@@ -651,6 +670,7 @@ pub async fn serve(
         exit_on_failure,
         drain: Duration::ZERO,
         connect_limit,
+        permit_open: Arc::new(permit_open),
         released: Arc::default(),
     };
     let mut running = JoinSet::new();

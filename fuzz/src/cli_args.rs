@@ -60,6 +60,18 @@ pub fn run(data: &[u8]) {
             other => panic!("{flag} {shown} does not parse back: {other:?}"),
         }
     }
+    // PermitRemoteOpen shows as words that parse back to it, and allows nothing under
+    // `none`.
+    let permit = &options.permit_remote_open;
+    let shown = permit.to_string();
+    assert_eq!(
+        forwarder::remote::PermitRemoteOpen::parse(&shown.split(' ').collect::<Vec<_>>()).as_ref(),
+        Ok(permit),
+        "PermitRemoteOpen {shown}"
+    );
+    if *permit == forwarder::remote::PermitRemoteOpen::None {
+        assert!(!permit.allows("127.0.0.1", 22), "none allowed a target");
+    }
     // The algorithm lists (OpenSSH's + - ^ and wildcard syntax) and RekeyLimit are resolved
     // after parsing: an error is fine, an empty list is not.
     if let Ok(tunnel) = forwarder::config::TunnelConfig::from_options(&options) {

@@ -135,3 +135,37 @@ pub fn request(form: SocksForm, host: &str, port: u16) -> Vec<u8> {
     }
     out
 }
+
+/// Checks a SOCKS proxy on 127.0.0.1:`proxy` end to end: psql reaches PostgreSQL on
+/// `pg_port` in every form (SOCKS4 and SOCKS5 by address, SOCKS4A and SOCKS5 by name, all
+/// `localhost`), and 1 MiB goes to the echo server on `echo_port` and back byte for byte,
+/// with a half-close. Failures name `who` and show `log()` (the client's log).
+pub fn check_every_form(
+    proxy: u16,
+    pg_port: u16,
+    echo_port: u16,
+    who: &str,
+    log: impl Fn() -> String,
+) {
+    use crate::postgres::{CUSTOMERS_QUERY, expected_customers, psql};
+    use crate::servers::{SocksBridge, echo_round_trip_stream};
+    for (form, host) in [
+        (SocksForm::V4, "127.0.0.1"),
+        (SocksForm::V4a, "localhost"),
+        (SocksForm::V5Address, "127.0.0.1"),
+        (SocksForm::V5Name, "localhost"),
+    ] {
+        let bridge = SocksBridge::start(proxy, form, host, pg_port);
+        assert_eq!(
+            psql(bridge.port(), CUSTOMERS_QUERY),
+            expected_customers(),
+            "{who} {form:?} to {host}:{pg_port}:\n{}",
+            log()
+        );
+    }
+    let data: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    let stream = socks_connect(proxy, SocksForm::V5Name, "localhost", echo_port)
+        .unwrap_or_else(|e| panic!("{who} SOCKS5 to the echo server: {e:?}\n{}", log()));
+    let back = echo_round_trip_stream(stream, &data).expect("echo round trip");
+    assert!(back == data, "{who}: the echo came back different");
+}

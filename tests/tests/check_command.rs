@@ -1337,6 +1337,41 @@ fn check_with_a_socks_forward_checks_the_session_and_says_it_cannot_test_its_tar
     );
 }
 
+// A dynamic remote forward (`-R port`, SOCKS): the bastion's grant is checked and
+// cancelled; its targets, named by each connection, are not.
+#[test]
+fn check_dynamic_remote_forward_checks_the_grant_and_says_it_cannot_test_its_targets() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let port = free_port();
+    let run = run_check_remote(&sshd, &key, &port.to_string(), None);
+    let doc = run.json();
+    assert_eq!(run.code, 0, "{doc:#}\nstderr:\n{}", run.stderr);
+    assert_eq!(stage(&doc, 7)["ok"], true, "{doc:#}");
+    assert!(
+        text(&stage(&doc, 7)["detail"]).contains(&format!(
+            "the bastion listens on localhost:{port} for SOCKS"
+        )),
+        "{doc:#}"
+    );
+    assert!(
+        stage(&doc, 8)["ok"].is_null(),
+        "stage 8 is skipped: {doc:#}"
+    );
+    assert!(
+        text(&stage(&doc, 8)["detail"]).contains(&format!(
+            "localhost:{port}: not run: each SOCKS connection names its own target"
+        )),
+        "{doc:#}"
+    );
+    assert!(
+        sshd.log().contains("rtype cancel-tcpip-forward"),
+        "cancelled:\n{}",
+        sshd.log()
+    );
+    assert!(!port_listening(port), "still listening on the bastion");
+}
+
 #[test]
 fn check_remote_forward_refused_fails_stage_7_naming_allow_tcp_forwarding() {
     let key = UserKey::generate(KeyKind::Ed25519);

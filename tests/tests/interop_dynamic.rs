@@ -8,12 +8,10 @@
 use std::io::Write;
 use std::time::Duration;
 
-use ssh_interop_tests::postgres::CUSTOMERS_QUERY;
-use ssh_interop_tests::servers::{EchoServer, SocksBridge, echo_round_trip_stream};
+use ssh_interop_tests::servers::{EchoServer, echo_round_trip_stream};
 use ssh_interop_tests::socks::{SocksError, SocksForm, request, socks_connect};
 use ssh_interop_tests::{
-    ClientKind, KeyKind, Postgres, Sshd, Tunnel, TunnelBuilder, UserKey, expected_customers,
-    free_port, psql,
+    ClientKind, KeyKind, Postgres, Sshd, Tunnel, TunnelBuilder, UserKey, free_port,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -38,31 +36,12 @@ fn psql_reaches_postgres_through_every_socks_form_as_through_ssh_d() {
     let echo = EchoServer::start();
     for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
         let (tunnel, proxy) = start_socks(kind, &sshd, &key);
-        for (form, host) in [
-            (SocksForm::V4, "127.0.0.1"),
-            (SocksForm::V4a, "localhost"),
-            (SocksForm::V5Address, "127.0.0.1"),
-            (SocksForm::V5Name, "localhost"),
-        ] {
-            let bridge = SocksBridge::start(proxy, form, host, pg.port());
-            assert_eq!(
-                psql(bridge.port(), CUSTOMERS_QUERY),
-                expected_customers(),
-                "{} {form:?} to {host}:{}:\n{}",
-                kind.name(),
-                pg.port(),
-                tunnel.log()
-            );
-        }
-        // 1 MiB each way, byte for byte, with a half-close, through a SOCKS5 stream.
-        let data: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
-        let stream = socks_connect(proxy, SocksForm::V5Name, "localhost", echo.port())
-            .unwrap_or_else(|e| panic!("{} SOCKS5 to the echo server: {e:?}", kind.name()));
-        let back = echo_round_trip_stream(stream, &data).expect("echo round trip");
-        assert!(
-            back == data,
-            "{}: the echo came back different",
-            kind.name()
+        ssh_interop_tests::socks::check_every_form(
+            proxy,
+            pg.port(),
+            echo.port(),
+            kind.name(),
+            || tunnel.log(),
         );
         drop(tunnel);
     }

@@ -13,7 +13,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      GlobalKnownHostsFile, StrictHostKeyChecking, Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, \
      PubkeyAcceptedAlgorithms, ConnectTimeout, \
      ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, BatchMode, LocalForward, \
-     RemoteForward, DynamicForward, \
+     RemoteForward, DynamicForward, PermitRemoteOpen, \
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
@@ -68,7 +68,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "nohostauthenticationforlocalhost",
     "obscurekeystroketiming",
     "permitlocalcommand",
-    "permitremoteopen",
     "pkcs11provider",
     "proxyusefdpass",
     "remotecommand",
@@ -253,6 +252,15 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
         "exitonforwardfailure" => {
             let f = flag(key, &args)?;
             set_first(&mut p.exit_on_forward_failure, f);
+        }
+        "permitremoteopen" => {
+            let permit = crate::remote::PermitRemoteOpen::parse(&args).map_err(|why| {
+                CliError::BadPermitRemoteOpen {
+                    value: args.join(" "),
+                    why,
+                }
+            })?;
+            set_first(&mut p.permit_remote_open, permit);
         }
         "batchmode" => {
             let f = flag(key, &args)?;

@@ -24,13 +24,25 @@ const CONFIG_DYNAMIC: &str = "DynamicForward";
 pub(super) const MAX_SOCKET_PATH: usize = 107;
 
 /// `-R [bind_address:]port:host:hostport`: the same fields as `-L`, the listening side on
-/// the server (`-R /path:...` asks it to listen on a Unix socket there).
+/// the server (`-R /path:...` asks it to listen on a Unix socket there). With no target
+/// (`-R [bind_address:]port`, `-R /path`) it is OpenSSH's dynamic remote forward: each
+/// connection the server takes there speaks SOCKS, and names where to go from here.
 pub(super) fn parse_dash_r(spec: &str) -> Result<ForwardSpec, CliError> {
-    parse_fields(spec).map_err(|why| CliError::BadForward {
+    parse_remote(spec).map_err(|why| CliError::BadForward {
         spec: spec.to_owned(),
         form: DASH_R,
         why,
     })
+}
+
+/// A remote forward's fields: with a target as `-L`'s, or without one (1 or 2 fields, the
+/// last not a path) a dynamic forward, as OpenSSH's `parse_forward` decides.
+fn parse_remote(spec: &str) -> Result<ForwardSpec, String> {
+    let fields = split_fields(spec)?;
+    match fields.as_slice() {
+        [_] | [_, (_, false)] => parse_dynamic(spec),
+        _ => parse_fields(spec),
+    }
 }
 
 /// `-D [bind_address:]port` (or `-D /path`): a local SOCKS proxy whose connections go
@@ -75,16 +87,20 @@ fn parse_dynamic(spec: &str) -> Result<ForwardSpec, String> {
     })
 }
 
-/// `RemoteForward [bind_address:]port host:hostport`.
+/// `RemoteForward [bind_address:]port host:hostport`, or `RemoteForward [bind_address:]port`
+/// alone for a dynamic (SOCKS) remote forward.
 pub(super) fn parse_config_remote(args: &[String]) -> Result<ForwardSpec, CliError> {
     let bad = |why: String| CliError::BadForward {
         spec: args.join(" "),
         form: CONFIG_REMOTE,
         why,
     };
-    two_words(args)
-        .and_then(|spec| parse_fields(&spec))
-        .map_err(bad)
+    match args {
+        [listen] => parse_dynamic(listen).map_err(bad),
+        _ => two_words(args)
+            .and_then(|spec| parse_fields(&spec))
+            .map_err(bad),
+    }
 }
 
 pub(super) fn parse_dash_l(spec: &str) -> Result<ForwardSpec, CliError> {
@@ -440,12 +456,77 @@ mod tests {
             parse_config_remote(&words).map(|f| f.listen),
             Ok(listen_path("/run/l.sock"))
         );
-        let m = parse_dash_r("/a/b").err().map(|e| e.to_string());
+        let m = parse_dash_r("/a/b:h").err().map(|e| e.to_string());
         assert!(
             m.as_deref()
                 .unwrap_or_default()
-                .contains("bad -R specification '/a/b'"),
+                .contains("bad -R specification '/a/b:h'"),
             "{m:?}"
+        );
+    }
+
+    // OpenSSH's dynamic remote forward: no target, so each connection speaks SOCKS.
+    #[test]
+    fn a_remote_forward_without_a_target_is_a_socks_one() {
+        let socks = |listen: Listen| ForwardSpec {
+            listen,
+            to: Destination::Socks,
+        };
+        let port = |bind: Option<&str>, port| Listen::Port {
+            bind_address: bind.map(str::to_owned),
+            port,
+        };
+        assert_eq!(parse_dash_r("8022"), Ok(socks(port(None, 8022))));
+        assert_eq!(
+            parse_dash_r("0"),
+            Ok(socks(port(None, 0))),
+            "the server picks"
+        );
+        assert_eq!(
+            parse_dash_r("127.0.0.1:8022"),
+            Ok(socks(port(Some("127.0.0.1"), 8022)))
+        );
+        assert_eq!(
+            parse_dash_r("[::1]:8022"),
+            Ok(socks(port(Some("::1"), 8022)))
+        );
+        assert_eq!(parse_dash_r("*:8022"), Ok(socks(port(Some("*"), 8022))));
+        assert_eq!(
+            parse_dash_r("/run/socks.sock"),
+            Ok(socks(listen_path("/run/socks.sock")))
+        );
+        assert_eq!(
+            parse_config_remote(&["8022".to_owned()]),
+            Ok(socks(port(None, 8022)))
+        );
+        assert_eq!(
+            parse_config_remote(&["localhost:0".to_owned()]),
+            Ok(socks(port(Some("localhost"), 0)))
+        );
+        // Two fields whose second is a path are a port and a socket here, as before.
+        assert_eq!(
+            parse_dash_r("8022:/run/app.sock").map(|f| f.to),
+            Ok(unix("/run/app.sock"))
+        );
+        for (bad, why) in [
+            ("socks", "port number"),
+            ("70000", "port number"),
+            ("a:b:c", "port number"),
+        ] {
+            let e = parse_dash_r(bad).expect_err(bad).to_string();
+            assert!(
+                e.contains("bad -R specification")
+                    && e.contains("[bind_address:]port[:host:hostport]")
+                    && e.contains(why),
+                "{bad}: {e}"
+            );
+        }
+        let e = parse_config_remote(&["x".to_owned()])
+            .expect_err("not a port")
+            .to_string();
+        assert!(
+            e.contains("RemoteForward") && e.contains("[bind_address:]port [host:hostport]"),
+            "{e}"
         );
     }
 

@@ -1669,3 +1669,38 @@ Host h
     let e = with_variables(&["-i", "/k/${}", "h"], "", &vars).unwrap_err();
     assert!(e.contains("names no environment variable"), "{e}");
 }
+
+#[test]
+fn permit_remote_open_limits_where_a_dynamic_remote_forward_connects() {
+    use crate::remote::PermitRemoteOpen;
+    let o = run(&["-R", "8022", "h"]);
+    assert_eq!(o.permit_remote_open, PermitRemoteOpen::Any);
+    assert_eq!(o.remote_forwards.len(), 1);
+    assert_eq!(o.remote_forwards[0].to, Destination::Socks);
+    let o = run(&[
+        "-o",
+        "PermitRemoteOpen db.internal:5432 [::1]:*",
+        "-o",
+        "PermitRemoteOpen=none",
+        "-R",
+        "127.0.0.1:0",
+        "h",
+    ]);
+    // The first value wins, as every setting's does.
+    assert_eq!(o.permit_remote_open.to_string(), "db.internal:5432 [::1]:*");
+    assert!(o.permit_remote_open.allows("db.internal", 5432));
+    assert!(!o.permit_remote_open.allows("db.internal", 22));
+    let o = config_ok(
+        &["db"],
+        "Host db\n    PermitRemoteOpen none\n    RemoteForward 8022\n",
+    );
+    assert_eq!(o.permit_remote_open, PermitRemoteOpen::None);
+    assert_eq!(o.remote_forwards[0].to, Destination::Socks);
+    let e = err(&["-o", "PermitRemoteOpen=db", "h"]);
+    assert!(
+        e.starts_with("bad PermitRemoteOpen 'db': 'db' is not host:port; expected any, none"),
+        "{e}"
+    );
+    let e = err(&["-o", "PermitRemoteOpen=any db:1", "h"]);
+    assert!(e.contains("must be the only word"), "{e}");
+}
