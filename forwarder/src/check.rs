@@ -814,13 +814,40 @@ async fn run_stages(job: &Job, st: &mut Stages) {
     let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
     st.pass(1, Some(took), format!("{host} -> {}", list.join(", ")));
 
-    // 2. TCP connect.
+    // 2. TCP connect, from BindAddress if set.
     let started = Instant::now();
+    let bind = first.at.options.bind_address.as_deref();
+    let from = match bind {
+        Some(b) => match tokio::time::timeout(timeout, crate::connect::bind_addresses(b)).await {
+            Ok(Ok(from)) => from,
+            Ok(Err(e)) => {
+                st.fail(2, Some(started.elapsed()), e.to_string(), bind_fix(b));
+                st.skip_rest(3..=6);
+                per_forward_rest(st);
+                return;
+            }
+            Err(_) => {
+                st.fail(
+                    2,
+                    Some(started.elapsed()),
+                    format!(
+                        "resolving BindAddress {b} took more than {} s",
+                        timeout.as_secs()
+                    ),
+                    bind_fix(b),
+                );
+                st.skip_rest(3..=6);
+                per_forward_rest(st);
+                return;
+            }
+        },
+        None => Vec::new(),
+    };
     let mut stream = None;
     let mut errors = Vec::new();
     for a in &addrs {
         let left = timeout.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, TcpStream::connect(a)).await {
+        match tokio::time::timeout(left, crate::connect::tcp_connect(*a, &from)).await {
             Ok(Ok(s)) => {
                 stream = Some((s, *a));
                 break;
@@ -845,7 +872,13 @@ async fn run_stages(job: &Job, st: &mut Stages) {
             e.as_ref()
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
         });
-        let fix = if refused {
+        let unbound = errors.iter().any(|(_, e)| {
+            e.as_ref()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::AddrNotAvailable)
+        });
+        let fix = if let (true, Some(b)) = (unbound, bind) {
+            bind_fix(b)
+        } else if refused {
             format!(
                 "nothing listens on port {port} at {host}: platform: check the port (-p); \
                  bastion admin: check that sshd runs and listens there (sshd_config Port, \
@@ -864,7 +897,11 @@ async fn run_stages(job: &Job, st: &mut Stages) {
         return;
     };
     let _ = stream.set_nodelay(true);
-    st.pass(2, Some(took), addr.to_string());
+    let detail = match (bind, stream.local_addr()) {
+        (Some(_), Ok(local)) => format!("{addr} from {}", local.ip()),
+        _ => addr.to_string(),
+    };
+    st.pass(2, Some(took), detail);
 
     // 3 to 6: the handshake, with each hop after the first over a channel of the one before
     // (stage 2 of that hop).
@@ -1859,6 +1896,15 @@ async fn connect_and_probe(
         Some(_) => detail,
         None => format!("{detail} (no probe kind: give --probe postgres|mysql|tcp)"),
     })
+}
+
+/// What to do when the connection cannot come from `BindAddress` `b`.
+fn bind_fix(b: &str) -> String {
+    format!(
+        "platform: BindAddress (-b) {b} must be an address of this machine (ip addr shows \
+         them), of the bastion's address family; it is the source address the bastion's \
+         firewall sees, so give the one the customer allowed"
+    )
 }
 
 /// What to do when the bastion refused to listen for a remote forward.

@@ -133,6 +133,9 @@ pub struct Options {
     pub server_alive_count_max: u32,
     /// `ExitOnForwardFailure`.
     pub exit_on_forward_failure: bool,
+    /// `-b` / `BindAddress`: the local address (or a name for it) the connection to the
+    /// server comes from; the system chooses when `None`.
+    pub bind_address: Option<String>,
     /// `PermitRemoteOpen`: where a dynamic remote forward's (`-R port`) connections may go.
     pub permit_remote_open: crate::remote::PermitRemoteOpen,
     /// `BatchMode`: never ask for a password, passphrase or answer on the terminal.
@@ -882,6 +885,9 @@ options:
   -C             compress the session
   -g             listen on every interface when -L has no bind address
   -4, -6         use IPv4 or IPv6 only
+  -b address     connect to the server from this local address (or a name for one), the
+                 source a bastion's firewall sees; with -J, the connection to the first
+                 jump host. Also -o BindAddress.
   -c ciphers     cipher list (as Ciphers)
   -m macs        MAC list (as MACs)
   -Q kind        list the algorithms supported of a kind, one per line, like ssh -Q
@@ -897,7 +903,7 @@ options:
   asks about host keys), Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms,
   PubkeyAcceptedAlgorithms, ConnectTimeout, ServerAliveInterval, ServerAliveCountMax,
   ExitOnForwardFailure, BatchMode, LocalForward (\"15432 db:5432\"), DynamicForward,
-  RemoteForward, PermitRemoteOpen,
+  RemoteForward, PermitRemoteOpen, BindAddress,
   RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts,
   TCPKeepAlive, StreamLocalBindMask (octal, default 0177: a -L socket file is 0600),
   StreamLocalBindUnlink (yes: replace a stale socket at a -L path; never another file).
@@ -1124,6 +1130,7 @@ struct Parsed {
     server_alive_interval: Option<Option<Duration>>,
     server_alive_count_max: Option<u32>,
     exit_on_forward_failure: Option<bool>,
+    bind_address: Option<String>,
     permit_remote_open: Option<crate::remote::PermitRemoteOpen>,
     batch_mode: Option<bool>,
     rekey_limit: Option<RekeyLimit>,
@@ -1298,7 +1305,8 @@ impl Parsed {
                 }
                 'V' => return Ok(Some(Scanned::Version)),
                 'h' => return Ok(Some(Scanned::Help)),
-                'p' | 'l' | 'i' | 'L' | 'D' | 'R' | 'o' | 'c' | 'm' | 'Q' | 'J' | 'W' | 'F' => {
+                'p' | 'l' | 'i' | 'L' | 'D' | 'R' | 'o' | 'c' | 'm' | 'Q' | 'J' | 'W' | 'F'
+                | 'b' => {
                     let attached = cluster.get(at + letter.len_utf8()..).unwrap_or_default();
                     let value = if attached.is_empty() {
                         rest.next()
@@ -1340,6 +1348,10 @@ impl Parsed {
             'p' => {
                 let port = parse_port(value, "-p")?;
                 set_first(&mut self.port, port);
+            }
+            'b' => {
+                let address = config::bind_address("-b", value)?;
+                set_first(&mut self.bind_address, address);
             }
             'l' => {
                 let user = check_user(value, "-l")?;
@@ -1407,6 +1419,7 @@ impl Parsed {
 fn example_for(letter: char) -> &'static str {
     match letter {
         'p' => "-p 2222",
+        'b' => "-b 203.0.113.7",
         'l' => "-l alice",
         'i' => "-i ~/.ssh/id_ed25519",
         'L' => "-L 15432:db.internal:5432",
@@ -1434,7 +1447,7 @@ fn unsupported_reason(letter: char) -> Option<&'static str> {
         'M' | 'S' | 'O' => "connection sharing (ControlMaster) is not supported",
         'E' => "logging to a file is not supported; redirect standard error instead",
         'y' => "logging to syslog is not supported; redirect standard error instead",
-        'b' | 'B' => "choosing the local source address is not supported",
+        'B' => "choosing the source interface by name is not supported; give its address with -b",
         'e' => "escape characters need a terminal, which forwarder never has",
         'I' => "PKCS#11 tokens are not supported; use a key file with -i",
         'K' => "GSSAPI authentication is not supported; use a key file with -i",

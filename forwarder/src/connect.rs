@@ -2,7 +2,7 @@
 //! keepalive), known_hosts checking, the identities, and binding local listeners as OpenSSH
 //! does. Shared by the command line and the fleet.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -846,7 +846,8 @@ impl SshConnector {
         };
         let first = jumps.first().unwrap_or(destination);
         let kex = AbortOnDrop(self.prepare_kex_for(first));
-        let stream = connect(spec, first.at.host, first.at.port).await?;
+        let bind = first.at.options.bind_address.as_deref();
+        let stream = connect(spec, first.at.host, first.at.port, bind).await?;
         debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "connected"
@@ -1099,11 +1100,66 @@ impl Connector for SshConnector {
     }
 }
 
-/// TCP to the bastion, with ConnectTimeout, TCP_NODELAY, quick ACKs ([`QuickAck`]) and
-/// (unless `TCPKeepAlive no`) TCP keepalive probes, which also keep NAT mappings alive on an
-/// idle tunnel.
-async fn connect(spec: &SessionSpec, host: &str, port: u16) -> Result<QuickAck, ConnectError> {
+/// The local addresses `BindAddress` (`-b`) names: the address itself, or what the name
+/// resolves to.
+pub(crate) async fn bind_addresses(bind: &str) -> std::io::Result<Vec<IpAddr>> {
+    if let Ok(ip) = bind.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let resolved = tokio::net::lookup_host((bind, 0)).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("could not resolve BindAddress {bind}: {e}"),
+        )
+    })?;
+    Ok(resolved.map(|a| a.ip()).collect())
+}
+
+/// A TCP connection to `to`, from the first of `from` of its family when `from` is not
+/// empty (`BindAddress`: the source address a bastion's firewall allows), else from
+/// wherever the system chooses.
+pub(crate) async fn tcp_connect(to: SocketAddr, from: &[IpAddr]) -> std::io::Result<TcpStream> {
+    if from.is_empty() {
+        return TcpStream::connect(to).await;
+    }
+    let Some(ip) = from.iter().find(|ip| ip.is_ipv4() == to.is_ipv4()) else {
+        let family = if to.is_ipv4() { "IPv4" } else { "IPv6" };
+        let list: Vec<String> = from.iter().map(ToString::to_string).collect();
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!(
+                "BindAddress has no {family} address for {to} (it is {})",
+                list.join(", ")
+            ),
+        ));
+    };
+    let socket = if to.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket
+        .bind(SocketAddr::new(*ip, 0))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("bind {ip}: {e}")))?;
+    socket.connect(to).await
+}
+
+/// TCP to the bastion (from `bind`, `BindAddress`, if set), with ConnectTimeout,
+/// TCP_NODELAY, quick ACKs ([`QuickAck`]) and (unless `TCPKeepAlive no`) TCP keepalive
+/// probes, which also keep NAT mappings alive on an idle tunnel.
+async fn connect(
+    spec: &SessionSpec,
+    host: &str,
+    port: u16,
+    bind: Option<&str>,
+) -> Result<QuickAck, ConnectError> {
     let attempt = async {
+        let from = match bind {
+            Some(b) => bind_addresses(b)
+                .await
+                .map_err(|e| ConnectError::Network(e.to_string()))?,
+            None => Vec::new(),
+        };
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
             .map_err(|e| ConnectError::Network(format!("could not resolve hostname {host}: {e}")))?
@@ -1117,7 +1173,7 @@ async fn connect(spec: &SessionSpec, host: &str, port: u16) -> Result<QuickAck, 
         let mut all_refused = true;
         for a in &addrs {
             debug!(address = %a, "connecting");
-            match TcpStream::connect(a).await {
+            match tcp_connect(*a, &from).await {
                 Ok(s) => return Ok(s),
                 Err(e) => {
                     all_refused &= e.kind() == std::io::ErrorKind::ConnectionRefused;
@@ -1556,6 +1612,58 @@ mod tests {
         assert_eq!(attempt().await, [file_source.as_str()]);
     }
 
+    // BindAddress: the connection comes from the address given (127.0.0.2, which loopback
+    // has too), or a name for it; an address of the wrong family, or one this machine does
+    // not have, is an error that says so, never a connection from elsewhere.
+    #[tokio::test]
+    async fn a_bind_address_is_the_source_of_the_connection_or_an_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let to = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let from = bind_addresses("127.0.0.2")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(from, [IpAddr::from([127, 0, 0, 2])]);
+        let _client = tcp_connect(to, &from)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (_, peer) = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(peer.ip(), IpAddr::from([127, 0, 0, 2]));
+        // A name: what it resolves to.
+        let named = bind_addresses("localhost")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(named.iter().any(IpAddr::is_loopback), "{named:?}");
+        // No address of the target's family.
+        let v6 = [IpAddr::from(std::net::Ipv6Addr::LOCALHOST)];
+        let e = tcp_connect(to, &v6)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("connected"));
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrNotAvailable);
+        assert!(e.to_string().contains("no IPv4 address"), "{e}");
+        // Not an address of this machine (TEST-NET-1).
+        let e = tcp_connect(to, &[IpAddr::from([192, 0, 2, 1])])
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("bound to an address this machine does not have"));
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrNotAvailable, "{e}");
+        assert!(e.to_string().starts_with("bind 192.0.2.1: "), "{e}");
+        // Through `connect`, as a session makes it: an error naming the host and the bind.
+        let spec = config::TunnelConfig::from_options(&options(&["127.0.0.1"]))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .session;
+        match connect(&spec, "127.0.0.1", to.port(), Some("192.0.2.1")).await {
+            Err(ConnectError::Network(m)) => assert!(
+                m.contains(&format!("port {}", to.port())) && m.contains("bind 192.0.2.1"),
+                "{m}"
+            ),
+            Err(e) => panic!("not a network error: {e:?}"),
+            Ok(_) => panic!("connected from an address this machine does not have"),
+        }
+    }
+
     // A port nothing listens on (sshd restarting) is told apart from other network
     // failures: the supervisor retries it sooner.
     #[tokio::test]
@@ -1569,9 +1677,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
             .session;
         // Listening: connected.
-        assert!(connect(&spec, "127.0.0.1", port).await.is_ok());
+        assert!(connect(&spec, "127.0.0.1", port, None).await.is_ok());
         drop(listener);
-        match connect(&spec, "127.0.0.1", port).await {
+        match connect(&spec, "127.0.0.1", port, None).await {
             Err(ConnectError::Refused(m)) => {
                 assert!(m.contains(&format!("port {port}")), "{m}");
                 assert!(m.contains("refused"), "{m}");

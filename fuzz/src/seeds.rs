@@ -1082,6 +1082,19 @@ fn cli() -> Vec<(String, Vec<u8>)> {
             ],
         ),
         (
+            "bind-address",
+            &[
+                "-b",
+                "203.0.113.7",
+                "-oBindAddress=egress.example",
+                "-J",
+                "jump",
+                "-L",
+                "1:h:2",
+                "bastion",
+            ],
+        ),
+        (
             "remote-dynamic",
             &[
                 "-R",

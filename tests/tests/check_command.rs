@@ -149,6 +149,12 @@ impl<'a> CheckArgs<'a> {
         self
     }
 
+    /// `-b address`.
+    fn bind(mut self, address: &str) -> Self {
+        self.forwards.push(["-b".to_owned(), address.to_owned()]);
+        self
+    }
+
     /// `-R spec`.
     fn remote(mut self, spec: &str) -> Self {
         self.forwards.push(["-R".to_owned(), spec.to_owned()]);
@@ -1617,4 +1623,53 @@ fn check_remote_forward_refused_key_gets_a_line_with_its_permitlisten_that_sshd_
     assert!(fix.contains(&any_port), "expected {any_port}\nin {fix}");
     let sshd = Sshd::builder().authorized_key_line(any_port).start();
     expect_pass(&run_check_remote(&sshd, &key, &picked, None));
+}
+
+// `-b`: stage 2 connects from the address given and says so; a bastion that admits only
+// that address passes. An address this machine does not have fails stage 2 with its fix.
+#[test]
+fn check_connects_from_the_bind_address_and_names_a_wrong_one() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder()
+        .config("AllowUsers *@127.0.0.2")
+        .authorize(&key)
+        .start();
+    let echo = EchoServer::start();
+    let run = CheckArgs::new(
+        sshd.port(),
+        &key,
+        sshd.user(),
+        KnownHosts::File(sshd.known_hosts_path()),
+    )
+    .probe(Some("tcp"))
+    .bind("127.0.0.2")
+    .local(&format!("127.0.0.1:{}", echo.port()))
+    .run();
+    let doc = expect_pass(&run);
+    assert!(
+        text(&stage(&doc, 2)["detail"]).ends_with(" from 127.0.0.2"),
+        "{doc:#}"
+    );
+
+    let run = CheckArgs::new(
+        sshd.port(),
+        &key,
+        sshd.user(),
+        KnownHosts::File(sshd.known_hosts_path()),
+    )
+    .bind("192.0.2.1")
+    .local(&format!("127.0.0.1:{}", echo.port()))
+    .run();
+    let doc = run.json();
+    assert_ne!(run.code, 0, "{doc:#}");
+    assert_eq!(stage(&doc, 2)["ok"], false, "{doc:#}");
+    assert!(
+        text(&stage(&doc, 2)["detail"]).contains("bind 192.0.2.1"),
+        "{doc:#}"
+    );
+    assert!(
+        text(&stage(&doc, 2)["fix"])
+            .contains("BindAddress (-b) 192.0.2.1 must be an address of this machine"),
+        "{doc:#}"
+    );
 }

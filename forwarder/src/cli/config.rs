@@ -13,7 +13,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      GlobalKnownHostsFile, StrictHostKeyChecking, Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, \
      PubkeyAcceptedAlgorithms, ConnectTimeout, \
      ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, BatchMode, LocalForward, \
-     RemoteForward, DynamicForward, PermitRemoteOpen, \
+     RemoteForward, DynamicForward, PermitRemoteOpen, BindAddress, \
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
@@ -26,7 +26,6 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
 /// unsupported key gets a different message from a misspelt one.
 const OPENSSH_KEYS: &[&str] = &[
     "addkeystoagent",
-    "bindaddress",
     "bindinterface",
     "canonicaldomains",
     "canonicalizefallbacklocal",
@@ -253,6 +252,10 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
             let f = flag(key, &args)?;
             set_first(&mut p.exit_on_forward_failure, f);
         }
+        "bindaddress" => {
+            let address = bind_address(key, one(key, &args)?)?;
+            set_first(&mut p.bind_address, address);
+        }
         "permitremoteopen" => {
             let permit = crate::remote::PermitRemoteOpen::parse(&args).map_err(|why| {
                 CliError::BadPermitRemoteOpen {
@@ -460,6 +463,18 @@ fn bad_value(key: &str, value: &str, expected: &'static str) -> CliError {
         value: value.to_owned(),
         expected,
     }
+}
+
+/// A `BindAddress` (`-b`): an address, or a name this machine resolves to one of its own.
+pub(super) fn bind_address(key: &str, v: &str) -> Result<String, CliError> {
+    if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad_value(
+            key,
+            v,
+            "a local address (203.0.113.7, 2001:db8::7) or a name for one",
+        ));
+    }
+    Ok(v.to_owned())
 }
 
 /// The single word of a one-word setting.

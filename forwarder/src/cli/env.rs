@@ -259,6 +259,7 @@ pub(super) fn resolve(
             .unwrap_or(Some(DEFAULT_SERVER_ALIVE_INTERVAL)),
         server_alive_count_max: p.server_alive_count_max.unwrap_or(3),
         exit_on_forward_failure: p.exit_on_forward_failure.unwrap_or(false),
+        bind_address: p.bind_address,
         permit_remote_open: p.permit_remote_open.unwrap_or_default(),
         batch_mode: p.batch_mode.unwrap_or(false),
         rekey_limit: p.rekey_limit,

@@ -1704,3 +1704,25 @@ fn permit_remote_open_limits_where_a_dynamic_remote_forward_connects() {
     let e = err(&["-o", "PermitRemoteOpen=any db:1", "h"]);
     assert!(e.contains("must be the only word"), "{e}");
 }
+
+#[test]
+fn bind_address_is_taken_from_b_or_the_option_and_reaches_jump_hosts() {
+    let o = run(&["-b", "203.0.113.7", "-o", "BindAddress=198.51.100.1", "h"]);
+    assert_eq!(o.bind_address.as_deref(), Some("203.0.113.7"));
+    let o = run(&["-b2001:db8::7", "h"]);
+    assert_eq!(o.bind_address.as_deref(), Some("2001:db8::7"));
+    assert_eq!(run(&["h"]).bind_address, None);
+    let o = config_ok(&["db"], "Host db\n    BindAddress egress.example\n");
+    assert_eq!(o.bind_address.as_deref(), Some("egress.example"));
+    // -b applies to the first connection, which goes to the first jump host.
+    let o = run(&["-b", "10.0.0.5", "-J", "jump", "h"]);
+    assert_eq!(o.proxy_jump.len(), 1);
+    assert_eq!(
+        o.proxy_jump[0].options.bind_address.as_deref(),
+        Some("10.0.0.5")
+    );
+    assert!(err(&["-b", "a b", "h"]).contains("a local address"));
+    assert!(err(&["-o", "BindAddress=a b", "h"]).contains("a single value"));
+    assert!(err(&["-b"]).contains("-b 203.0.113.7"));
+    assert!(err(&["-B", "eth0", "h"]).contains("give its address with -b"));
+}

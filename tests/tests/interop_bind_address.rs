@@ -1,0 +1,171 @@
+//! `-b` / `BindAddress` against the real sshd: the source address a bastion sees, which is
+//! what a customer's firewall allows. Loopback has all of 127.0.0.0/8, so the lab's sshd
+//! stands for a bastion that admits one platform address (`AllowUsers *@127.0.0.2`): refused
+//! from the default source, admitted from `-b 127.0.0.2` (and so with OpenSSH's `ssh -b`,
+//! run on the same lab as the reference), from `forwarder serve` with the option in its
+//! file, and through a jump host, where the first connection (to the jump host) is the one
+//! bound. An address this machine does not have is a clear error, not a connection from
+//! elsewhere.
+
+use std::fs;
+use std::path::PathBuf;
+
+use ssh_interop_tests::{
+    ClientKind, EchoServer, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip,
+};
+
+/// The only source address the "bastion" admits.
+const ALLOWED: &str = "127.0.0.2";
+
+/// An sshd that admits logins only from [`ALLOWED`].
+fn allowlisting_sshd(key: &UserKey) -> Sshd {
+    Sshd::builder()
+        .config(format!("AllowUsers *@{ALLOWED}"))
+        .authorize(key)
+        .start()
+}
+
+fn assert_echo(port: u16, what: &str, log: &dyn Fn() -> String) {
+    let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let back = echo_round_trip(port, &sent)
+        .unwrap_or_else(|e| panic!("{what}: the echo failed: {e}\n{}", log()));
+    assert!(back == sent, "{what}: the echo came back different");
+}
+
+#[test]
+fn a_bastion_that_admits_one_source_address_is_reached_from_it_with_b() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = allowlisting_sshd(&key);
+    let echo = EchoServer::start();
+
+    // From the system's choice (127.0.0.1): refused, and forwarder gives up as ssh does.
+    let mut refused = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .forward_to(echo.port())
+        .spawn();
+    refused.expect_failure();
+    assert!(
+        sshd.log()
+            .contains("not allowed because not listed in AllowUsers"),
+        "{}",
+        sshd.log()
+    );
+
+    for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
+        let tunnel = TunnelBuilder::new(kind, &sshd, &key)
+            .forward_to(echo.port())
+            .arg("-b")
+            .arg(ALLOWED)
+            .start();
+        assert_echo(tunnel.local_port(), kind.name(), &|| tunnel.log());
+    }
+    // The same through the option, as ssh_config or a fleet file gives it.
+    let tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .forward_to(echo.port())
+        .option(&format!("BindAddress={ALLOWED}"))
+        .start();
+    assert_echo(tunnel.local_port(), "-o BindAddress", &|| tunnel.log());
+    let log = sshd.log();
+    assert_eq!(
+        log.matches(&format!("Connection from {ALLOWED} port"))
+            .count(),
+        3,
+        "{log}"
+    );
+}
+
+#[test]
+fn a_fleet_tunnel_connects_from_the_bind_address_of_its_options() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = allowlisting_sshd(&key);
+    let echo = EchoServer::start();
+    let tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .forward_to(echo.port())
+        .option(&format!("BindAddress={ALLOWED}"))
+        .as_fleet()
+        .start();
+    assert_echo(tunnel.local_port(), "forwarder serve", &|| tunnel.log());
+    assert!(
+        sshd.log()
+            .contains(&format!("Connection from {ALLOWED} port")),
+        "{}",
+        sshd.log()
+    );
+}
+
+#[test]
+fn through_a_jump_host_the_connection_to_the_jump_host_is_the_one_bound() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let jump = allowlisting_sshd(&key);
+    let target = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let dir = tempfile::Builder::new()
+        .prefix("bind-address-")
+        .tempdir()
+        .expect("temp dir");
+    let kh: PathBuf = dir.path().join("known_hosts");
+    fs::write(
+        &kh,
+        format!("{}{}", jump.known_hosts(), target.known_hosts()),
+    )
+    .expect("write known_hosts");
+    let tunnel = TunnelBuilder::new(ClientKind::Forwarder, &target, &key)
+        .known_hosts(&kh)
+        .option(&format!(
+            "ProxyJump={}@127.0.0.1:{}",
+            jump.user(),
+            jump.port()
+        ))
+        .arg("-b")
+        .arg(ALLOWED)
+        .forward_to(echo.port())
+        .start();
+    assert_echo(tunnel.local_port(), "through the jump host", &|| {
+        tunnel.log()
+    });
+    assert!(
+        jump.log()
+            .contains(&format!("Connection from {ALLOWED} port")),
+        "{}",
+        jump.log()
+    );
+    // The destination is reached from the jump host's side, which -b does not choose.
+    assert!(
+        target.log().contains("Connection from 127.0.0.1 port"),
+        "{}",
+        target.log()
+    );
+}
+
+#[test]
+fn an_address_this_machine_does_not_have_is_a_clear_error() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    // TEST-NET-1: never an address of this machine. (sshd's log may already show the lab's
+    // own check that it listens.)
+    let before = sshd.log().matches("Connection from").count();
+    let mut tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .forward_to(echo.port())
+        .arg("-b")
+        .arg("192.0.2.1")
+        .spawn();
+    let log = tunnel.expect_failure();
+    assert!(
+        log.contains(&format!("connect to host 127.0.0.1 port {}", sshd.port()))
+            && log.contains("bind 192.0.2.1: Cannot assign requested address"),
+        "{log}"
+    );
+    assert_eq!(
+        sshd.log().matches("Connection from").count(),
+        before,
+        "no connection reached sshd:\n{}",
+        sshd.log()
+    );
+    // An IPv6 source for an IPv4 bastion.
+    let mut tunnel = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .forward_to(echo.port())
+        .option("BindAddress=::1")
+        .spawn();
+    let log = tunnel.expect_failure();
+    assert!(log.contains("BindAddress has no IPv4 address"), "{log}");
+}
