@@ -42,8 +42,8 @@ use crate::buffer::RecvBuffer;
 use crate::msg::{
     CANCEL_STREAMLOCAL_FORWARD, CANCEL_TCPIP_FORWARD, ChannelClose, ChannelData, ChannelEof,
     ChannelFailure, ChannelOpen, ChannelOpenConfirmation, ChannelOpenFailure, ConnectionMessage,
-    GlobalRequest, KEEPALIVE, Message, OpenFailureReason, OpenKind, RequestFailure,
-    STREAMLOCAL_FORWARD, TCPIP_FORWARD, TcpipEndpoints, WindowAdjust,
+    GlobalRequest, HOSTKEYS, HOSTKEYS_PROVE, KEEPALIVE, Message, OpenFailureReason, OpenKind,
+    RequestFailure, STREAMLOCAL_FORWARD, TCPIP_FORWARD, TcpipEndpoints, WindowAdjust,
 };
 use crate::window::{ReceiveWindow, Window};
 
@@ -157,6 +157,14 @@ pub enum Event {
         /// Its port (0 for a Unix socket).
         originator_port: u32,
     },
+    /// The server listed its host keys (`hostkeys-00@openssh.com`, sent once after the
+    /// login): each a public key blob, undecoded, in the server's order. Only the first
+    /// such request of a session becomes an event, with at most [`MAX_HOST_KEYS`] keys.
+    HostKeys(Vec<Vec<u8>>),
+    /// The answer to [`Connection::prove_host_keys`]: one signature blob per key asked
+    /// about, in the same order; `None` when the server refused, or its answer does not
+    /// hold one signature per key.
+    HostKeysProof(Option<Vec<Vec<u8>>>),
     /// The server sent a connection-range message number that RFC 4254 does not assign; RFC
     /// 4253 section 11.4 wants SSH_MSG_UNIMPLEMENTED (with the packet's sequence number, which
     /// only the transport knows) in reply. Nothing else happened.
@@ -382,6 +390,26 @@ impl ForwardListen {
 enum PendingReply {
     Keepalive,
     Forward(ForwardListen),
+    /// A `hostkeys-prove-00@openssh.com` about this many keys.
+    HostKeysProve(usize),
+}
+
+/// The most host keys a `hostkeys-00@openssh.com` request is read for; a server has a
+/// handful (OpenSSH's sshd at most one per key type).
+pub const MAX_HOST_KEYS: usize = 32;
+
+/// The strings of a request's or reply's data, at most `max` of them; `None` if the data is
+/// not a whole number of strings.
+fn strings(data: &[u8], max: usize) -> Option<Vec<Vec<u8>>> {
+    let mut r = ssh_transport::wire::Reader::new(data);
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        let s = r.string().ok()?;
+        if out.len() < max {
+            out.push(s.to_vec());
+        }
+    }
+    Some(out)
 }
 
 /// Sends the global request for a forward listening at `listen`, `port` standing for its
@@ -480,6 +508,8 @@ pub struct Connection {
     /// Global requests of ours the server still owes a reply, oldest first; a reply beyond
     /// these is a protocol error. Only the server's replies take them off.
     replies_due: VecDeque<PendingReply>,
+    /// Whether the server's host key list came already: only the first is acted on.
+    host_keys_seen: bool,
     /// Remote forwards the server granted: only these may open `forwarded-tcpip` channels.
     forwards: Vec<Forward>,
     /// Keepalives sent since the server last showed it is alive: what a keepalive policy
@@ -504,6 +534,7 @@ impl Connection {
             server_live: 0,
             events: VecDeque::new(),
             replies_due: VecDeque::new(),
+            host_keys_seen: false,
             forwards: Vec::new(),
             unanswered_keepalives: 0,
             growth: crate::window::WindowGrowth::default(),
@@ -936,6 +967,27 @@ impl Connection {
         self.unanswered_keepalives = self.unanswered_keepalives.saturating_add(1);
     }
 
+    /// Asks the server to prove it holds the private halves of `keys` (public key blobs it
+    /// listed in [`Event::HostKeys`]): `hostkeys-prove-00@openssh.com`, answered as
+    /// [`Event::HostKeysProof`], in order with the answers to keepalives and forwards.
+    pub fn prove_host_keys(&mut self, keys: &[Vec<u8>], sink: &mut dyn PayloadSink) {
+        if self.failed.is_some() || keys.is_empty() {
+            return;
+        }
+        let mut data = Vec::new();
+        for k in keys {
+            ssh_transport::wire::Writer::put_string(&mut data, k);
+        }
+        let msg = GlobalRequest {
+            name: HOSTKEYS_PROVE,
+            want_reply: true,
+            data: &data,
+        };
+        sink.send_with(&mut |buf| msg.encode(buf));
+        self.replies_due
+            .push_back(PendingReply::HostKeysProve(keys.len()));
+    }
+
     /// Asks the server to listen on `address:port` (RFC 4254 section 7.1; port 0: the server
     /// picks one) and to open a `forwarded-tcpip` channel for each connection it accepts
     /// there. The answer comes as [`Event::ForwardGranted`] or [`Event::ForwardRefused`], in
@@ -1303,6 +1355,18 @@ impl Connection {
                 // We never send channel requests, so there is nothing to match these with;
                 // like OpenSSH with no pending request, ignore them.
             }
+            Message::GlobalRequest(m) if m.name == HOSTKEYS && !self.host_keys_seen => {
+                // Never answered (OpenSSH's sshd asks for no reply); what is done with the
+                // keys is the client's own business.
+                self.host_keys_seen = true;
+                if m.want_reply {
+                    sink.send_with(&mut |buf| RequestFailure.encode(buf));
+                }
+                match strings(m.data, MAX_HOST_KEYS) {
+                    Some(keys) => self.events.push_back(Event::HostKeys(keys)),
+                    None => tracing::debug!("host key list that does not parse: ignored"),
+                }
+            }
             Message::GlobalRequest(m) => {
                 tracing::debug!(
                     request = %sanitize(m.name, false, 64),
@@ -1324,6 +1388,15 @@ impl Connection {
                         self.events.push_back(Event::KeepaliveReply);
                     }
                     PendingReply::Forward(listen) => self.forward_reply(&message, listen),
+                    PendingReply::HostKeysProve(asked) => {
+                        let proof = match &message {
+                            Message::RequestSuccess(m) => {
+                                strings(m.data, asked).filter(|sigs| sigs.len() == asked)
+                            }
+                            _ => None,
+                        };
+                        self.events.push_back(Event::HostKeysProof(proof));
+                    }
                 }
             }
             Message::ChannelOpen(m) => self.server_open(&m, sink)?,
@@ -1502,6 +1575,8 @@ impl Connection {
             | Event::ForwardGranted { .. }
             | Event::ForwardRefused { .. }
             | Event::ForwardedOpenRequest { .. }
+            | Event::HostKeys(_)
+            | Event::HostKeysProof(_)
             | Event::Unimplemented(_) => {}
         }
         Some(event)
@@ -1699,6 +1774,100 @@ mod tests {
         let mut out = u32::try_from(s.len()).unwrap_or(0).to_be_bytes().to_vec();
         out.extend_from_slice(s);
         out
+    }
+
+    fn host_keys_request(keys: &[&[u8]], want_reply: bool) -> Vec<u8> {
+        let data: Vec<u8> = keys.iter().flat_map(|k| ssh_string(k)).collect();
+        encode(&|out| {
+            GlobalRequest {
+                name: HOSTKEYS,
+                want_reply,
+                data: &data,
+            }
+            .encode(out)
+        })
+    }
+
+    // OpenSSH's PROTOCOL 2.5: the server's list of host keys becomes one event (never a
+    // reply, unless asked for one: then a failure, as for any request we do not serve);
+    // a second list, a list that does not parse, and keys past the bound are dropped.
+    #[test]
+    fn the_server_s_host_key_list_is_one_event() {
+        let mut conn = Connection::new(Config::default());
+        let mut sink: Vec<Vec<u8>> = Vec::new();
+        let req = host_keys_request(&[b"key one", b"key two"], false);
+        assert_eq!(conn.handle_payload(&req, &mut sink), Ok(()));
+        assert!(sink.is_empty(), "no reply: {sink:?}");
+        assert_eq!(
+            conn.poll_event(),
+            Some(Event::HostKeys(vec![
+                b"key one".to_vec(),
+                b"key two".to_vec()
+            ]))
+        );
+        let again = host_keys_request(&[b"key three"], true);
+        assert_eq!(conn.handle_payload(&again, &mut sink), Ok(()));
+        assert_eq!(conn.poll_event(), None, "only the first list counts");
+        assert_eq!(sink.len(), 1, "a request that wants a reply gets one");
+
+        let mut conn = Connection::new(Config::default());
+        let mut bad = host_keys_request(&[b"k"], false);
+        bad.extend_from_slice(&[0, 0, 0, 9, b'x']);
+        assert_eq!(conn.handle_payload(&bad, &mut sink), Ok(()));
+        assert_eq!(conn.poll_event(), None, "a list that does not parse");
+
+        let mut conn = Connection::new(Config::default());
+        let many: Vec<Vec<u8>> = (0..MAX_HOST_KEYS + 5).map(|i| vec![b'k'; i + 1]).collect();
+        let refs: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+        let req = host_keys_request(&refs, false);
+        assert_eq!(conn.handle_payload(&req, &mut sink), Ok(()));
+        match conn.poll_event() {
+            Some(Event::HostKeys(keys)) => assert_eq!(keys, many[..MAX_HOST_KEYS]),
+            other => panic!("expected HostKeys, got {other:?}"),
+        }
+    }
+
+    // The proof request lists the keys; its answer is matched in order with the other
+    // requests' and must hold exactly one signature per key.
+    #[test]
+    fn a_host_key_proof_is_asked_for_and_its_answer_matched_in_order() {
+        let mut conn = Connection::new(Config::default());
+        let mut sink: Vec<Vec<u8>> = Vec::new();
+        conn.prove_host_keys(&[], &mut sink);
+        assert!(sink.is_empty(), "nothing to ask about");
+        conn.send_keepalive(&mut sink);
+        conn.prove_host_keys(&[b"new a".to_vec(), b"new b".to_vec()], &mut sink);
+        let mut expected = ssh_string(b"new a");
+        expected.extend(ssh_string(b"new b"));
+        assert_eq!(
+            global_request(&sink[1]),
+            (b"hostkeys-prove-00@openssh.com".to_vec(), true, expected)
+        );
+        let sigs: Vec<u8> = [ssh_string(b"sig a"), ssh_string(b"sig b")].concat();
+        let reply = encode(&|out| crate::msg::RequestSuccess { data: &sigs }.encode(out));
+        assert_eq!(
+            conn.handle_payload(&[82], &mut sink),
+            Ok(()),
+            "the keepalive's"
+        );
+        assert_eq!(conn.handle_payload(&reply, &mut sink), Ok(()));
+        assert_eq!(conn.poll_event(), Some(Event::KeepaliveReply));
+        assert_eq!(
+            conn.poll_event(),
+            Some(Event::HostKeysProof(Some(vec![
+                b"sig a".to_vec(),
+                b"sig b".to_vec()
+            ])))
+        );
+        // Refused, or one signature short: no proof.
+        conn.prove_host_keys(&[b"k".to_vec()], &mut sink);
+        assert_eq!(conn.handle_payload(&[82], &mut sink), Ok(()));
+        assert_eq!(conn.poll_event(), Some(Event::HostKeysProof(None)));
+        conn.prove_host_keys(&[b"k".to_vec(), b"l".to_vec()], &mut sink);
+        let short = ssh_string(b"sig");
+        let reply = encode(&|out| crate::msg::RequestSuccess { data: &short }.encode(out));
+        assert_eq!(conn.handle_payload(&reply, &mut sink), Ok(()));
+        assert_eq!(conn.poll_event(), Some(Event::HostKeysProof(None)));
     }
 
     // OpenSSH's PROTOCOL 2.4: the request names the path alone; its reply carries nothing,

@@ -115,7 +115,8 @@ pub mod msg;
 pub mod window;
 
 pub use connection::{
-    ChannelId, Config, Connection, Event, ForwardListen, MAX_OUTGOING_DATA, MAX_SERVER_CHANNELS,
+    ChannelId, Config, Connection, Event, ForwardListen, MAX_HOST_KEYS, MAX_OUTGOING_DATA,
+    MAX_SERVER_CHANNELS,
 };
 pub use error::ConnectionError;
 pub use msg::{ExtendedDataType, Message, OpenFailureReason, decode};

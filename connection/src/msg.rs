@@ -51,6 +51,12 @@ pub const STREAMLOCAL_FORWARD: &[u8] = b"streamlocal-forward@openssh.com";
 pub const CANCEL_STREAMLOCAL_FORWARD: &[u8] = b"cancel-streamlocal-forward@openssh.com";
 /// OpenSSH's keepalive global request name.
 pub const KEEPALIVE: &[u8] = b"keepalive@openssh.com";
+/// The global request in which OpenSSH's sshd lists all its host keys after the login
+/// (OpenSSH's `PROTOCOL`, section 2.5).
+pub const HOSTKEYS: &[u8] = b"hostkeys-00@openssh.com";
+/// The global request that asks the server to prove it holds the private halves of host
+/// keys it listed.
+pub const HOSTKEYS_PROVE: &[u8] = b"hostkeys-prove-00@openssh.com";
 
 /// A message of the connection protocol with a fixed message number.
 pub trait ConnectionMessage<'a>: Sized {

@@ -133,6 +133,10 @@ pub struct Options {
     pub server_alive_count_max: u32,
     /// `ExitOnForwardFailure`.
     pub exit_on_forward_failure: bool,
+    /// `UpdateHostKeys`: learn the host keys the server lists after the login (see
+    /// [`crate::known_hosts::update`]). Default, as in ssh: on unless UserKnownHostsFile was
+    /// set.
+    pub update_host_keys: bool,
     /// `-b` / `BindAddress`: the local address (or a name for it) the connection to the
     /// server comes from; the system chooses when `None`.
     pub bind_address: Option<String>,
@@ -903,7 +907,9 @@ options:
   asks about host keys), Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms,
   PubkeyAcceptedAlgorithms, ConnectTimeout, ServerAliveInterval, ServerAliveCountMax,
   ExitOnForwardFailure, BatchMode, LocalForward (\"15432 db:5432\"), DynamicForward,
-  RemoteForward, PermitRemoteOpen, BindAddress,
+  RemoteForward, PermitRemoteOpen, BindAddress, UpdateHostKeys (yes: add the keys a bastion
+  lists and proves, drop those it no longer lists, in the first UserKnownHostsFile; the
+  default unless UserKnownHostsFile is set; ask is no, forwarder never asks),
   RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts,
   TCPKeepAlive, StreamLocalBindMask (octal, default 0177: a -L socket file is 0600),
   StreamLocalBindUnlink (yes: replace a stale socket at a -L path; never another file).
@@ -1131,6 +1137,7 @@ struct Parsed {
     server_alive_count_max: Option<u32>,
     exit_on_forward_failure: Option<bool>,
     bind_address: Option<String>,
+    update_host_keys: Option<bool>,
     permit_remote_open: Option<crate::remote::PermitRemoteOpen>,
     batch_mode: Option<bool>,
     rekey_limit: Option<RekeyLimit>,

@@ -12,7 +12,7 @@ use ssh_transport::PreparedKex;
 use ssh_transport::hostkey::PublicKey;
 use ssh_transport::random::OsRandom;
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::cli::{self, BindTarget};
 use crate::config::{self, SessionSpec};
@@ -43,6 +43,12 @@ pub struct KnownHostsVerifier {
     record_file: Option<PathBuf>,
     hash: bool,
     accepted: &'static AcceptedKeys,
+    /// `UpdateHostKeys`, and the user's known_hosts files it edits the first of.
+    update_host_keys: bool,
+    user_files: Vec<PathBuf>,
+    /// Whether this attempt's host key was trusted as a plain key that the first user file
+    /// lists for the host (or now records): only then may the server's list change it.
+    trusted_from_first_file: std::sync::atomic::AtomicBool,
 }
 
 impl KnownHostsVerifier {
@@ -153,8 +159,14 @@ impl HostKeyVerifier for KnownHostsVerifier {
                 .recall(plain, scope, &self.host, self.port, key)
         });
         let new_host = matches!(status.plain(), HostKeyStatus::Unknown { .. });
+        let in_first_file = matches!(
+            &status,
+            HostKeyStatus::Known { file, .. } if Some(file) == self.user_files.first()
+        );
         match self.decide(status, key) {
             Decision::Trusted => {
+                self.trusted_from_first_file
+                    .store(in_first_file, std::sync::atomic::Ordering::Relaxed);
                 if new_host {
                     // Nowhere to record it: this process remembers it instead.
                     self.accepted
@@ -180,6 +192,10 @@ impl HostKeyVerifier for KnownHostsVerifier {
                 let line = known_hosts::entry_line(&self.host, self.port, key, self.hash, &salt);
                 match known_hosts::append(&file, &line) {
                     Ok(()) => {
+                        self.trusted_from_first_file.store(
+                            self.user_files.first() == Some(&file),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
                         let _ = self.accepted.accept(
                             scope,
                             &self.host,
@@ -203,6 +219,71 @@ impl HostKeyVerifier for KnownHostsVerifier {
                 Ok(())
             }
             Decision::Refused(e) => Err(e.to_string()),
+        }
+    }
+
+    fn plan_host_key_update(&self, offered: &[PublicKey]) -> Option<known_hosts::update::Plan> {
+        if !self.update_host_keys {
+            return None;
+        }
+        let name = known_hosts::lookup_name(&self.host, self.port);
+        if !self
+            .trusted_from_first_file
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            debug!(
+                host = %name,
+                "UpdateHostKeys: the host key was not trusted from the first UserKnownHostsFile; \
+                 not updating it"
+            );
+            return None;
+        }
+        match known_hosts::update::plan(&self.user_files, &self.host, self.port, offered) {
+            known_hosts::update::Outcome::Nothing => {
+                debug!(host = %name, "UpdateHostKeys: known_hosts lists the server's keys");
+                None
+            }
+            known_hosts::update::Outcome::Skip(why) => {
+                debug!(host = %name, "UpdateHostKeys: {why}; not updating known_hosts");
+                None
+            }
+            known_hosts::update::Outcome::Update(plan) => Some(plan),
+        }
+    }
+
+    fn apply_host_key_update(&self, plan: &known_hosts::update::Plan, proven: &[PublicKey]) {
+        let name = known_hosts::lookup_name(&self.host, self.port);
+        let Some(file) = self.user_files.first() else {
+            return;
+        };
+        match known_hosts::update::apply(plan, proven, self.hash) {
+            Ok(done) => {
+                for key in &done.added {
+                    info!(
+                        "learned new host key for {name}: {} {} (added to {})",
+                        key.key_type().name(),
+                        key.fingerprint(),
+                        file.display()
+                    );
+                }
+                if done.removed > 0 {
+                    info!(
+                        "removed {} host key line(s) of {name} from {}: the server no longer \
+                         offers {}",
+                        done.removed,
+                        file.display(),
+                        plan.stale
+                            .iter()
+                            .map(|k| format!("{} {}", k.key_type().name(), k.fingerprint()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+            }
+            Err(e) => warn!(
+                "could not update {} with the host keys of {name}: {e}",
+                file.display()
+            ),
         }
     }
 }
@@ -647,6 +728,9 @@ fn host_key_verifier(
         record_file: opts.known_hosts_record_file().map(Path::to_path_buf),
         hash: opts.hash_known_hosts,
         accepted,
+        update_host_keys: opts.update_host_keys,
+        user_files: opts.user_known_hosts_files.clone(),
+        trusted_from_first_file: std::sync::atomic::AtomicBool::new(false),
     })
 }
 

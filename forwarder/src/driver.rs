@@ -36,9 +36,10 @@ use ssh_transport::{KexWork, PreparedKex};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
+use crate::known_hosts;
 use crate::session::{Session, SessionError, SessionEvent};
 
 /// Unsent output above which channel writers wait.
@@ -70,6 +71,19 @@ pub trait HostKeyVerifier: Send + Sync {
     ) -> Result<(), String> {
         let _ = certificate;
         self.verify(key)
+    }
+
+    /// The server listed all its host keys after the login (OpenSSH's
+    /// `hostkeys-00@openssh.com`, certificates and unsupported types left out): what
+    /// `UpdateHostKeys` would change in known_hosts, if anything. By default nothing.
+    fn plan_host_key_update(&self, offered: &[PublicKey]) -> Option<known_hosts::update::Plan> {
+        let _ = offered;
+        None
+    }
+
+    /// Makes `plan`'s changes, `proven` being its new keys the server proved it holds.
+    fn apply_host_key_update(&self, plan: &known_hosts::update::Plan, proven: &[PublicKey]) {
+        let _ = (plan, proven);
     }
 }
 
@@ -237,6 +251,8 @@ struct State {
     /// The next key exchange's first message is being made ([`prepare_kex`]), or could not
     /// be (then it is made in line when the exchange runs, and not tried again).
     preparing_kex: bool,
+    /// A known_hosts update waiting for the server to prove its new host keys.
+    host_key_update: Option<known_hosts::update::Plan>,
 }
 
 /// Why a remote forward is not in place.
@@ -686,11 +702,86 @@ impl State {
                         o.keepalive_answered(rtt);
                     }
                 }
+                SessionEvent::Channel(ssh_connection::Event::HostKeys(blobs)) => {
+                    self.host_keys_offered(&blobs);
+                }
+                SessionEvent::Channel(ssh_connection::Event::HostKeysProof(proof)) => {
+                    self.host_keys_proven(proof);
+                }
                 SessionEvent::Channel(ev) => self.channel_event(ev),
             }
         }
         self.write_direct();
         Ok(())
+    }
+
+    /// The server's list of its host keys: the keys we could use (a type HostKeyAlgorithms
+    /// allows, no certificates) go to the verifier, and the new ones it wants added are
+    /// sent back to be proven.
+    fn host_keys_offered(&mut self, blobs: &[Vec<u8>]) {
+        let allowed = &self.session.transport().config().host_key_algorithms;
+        let mut offered: Vec<PublicKey> = Vec::new();
+        for blob in blobs {
+            let Ok(key) = PublicKey::from_blob(blob) else {
+                continue;
+            };
+            if !allowed
+                .iter()
+                .any(|a| !a.certificate && a.key_type() == key.key_type())
+            {
+                continue;
+            }
+            if offered.contains(&key) {
+                debug!("the server listed a host key twice: known_hosts not updated");
+                return;
+            }
+            offered.push(key);
+        }
+        if offered.is_empty() {
+            return;
+        }
+        let Some(plan) = self.verifier.plan_host_key_update(&offered) else {
+            return;
+        };
+        if plan.new.is_empty() {
+            self.verifier.apply_host_key_update(&plan, &[]);
+            return;
+        }
+        debug!(
+            keys = plan.new.len(),
+            "asking the server to prove it holds its new host keys"
+        );
+        let new: Vec<Vec<u8>> = plan.new.iter().map(|k| k.blob().to_vec()).collect();
+        self.session.prove_host_keys(&new);
+        self.host_key_update = Some(plan);
+    }
+
+    /// The server's answer to the proof request: every signature must verify before
+    /// anything is written.
+    fn host_keys_proven(&mut self, proof: Option<Vec<Vec<u8>>>) {
+        let Some(plan) = self.host_key_update.take() else {
+            return;
+        };
+        let t = self.session.transport();
+        let (Some(session_id), Some(negotiated)) = (t.session_id(), t.negotiated()) else {
+            return;
+        };
+        let checked = match proof {
+            Some(signatures) => known_hosts::update::verify_proofs(
+                session_id,
+                &plan.new,
+                &signatures,
+                negotiated.host_key.signature,
+            ),
+            None => Err("it refused".to_owned()),
+        };
+        match checked {
+            Ok(proven) => self.verifier.apply_host_key_update(&plan, &proven),
+            Err(why) => warn!(
+                "the server did not prove it holds its new host keys ({why}); known_hosts \
+                 not updated"
+            ),
+        }
     }
 
     /// Writes what the channels in `direct_due` received to their local sockets, each in
@@ -924,6 +1015,7 @@ where
             forwarded_waiter: None,
             preparing_kex: false,
             direct_due: Vec::new(),
+            host_key_update: None,
         }),
     });
     let driver = Driver {

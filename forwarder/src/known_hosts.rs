@@ -43,6 +43,7 @@ mod revoked;
 pub(crate) mod tests;
 #[cfg(test)]
 mod tests_cert;
+pub mod update;
 
 use core::fmt;
 use std::io::{self, Read as _, Seek as _, Write as _};
@@ -514,6 +515,7 @@ pub fn append(path: &Path, line: &str) -> io::Result<()> {
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(dir)?;
     }
+    let _guard = update::WRITE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let mut options = std::fs::OpenOptions::new();
     options.read(true).append(true).create(true);
     #[cfg(unix)]

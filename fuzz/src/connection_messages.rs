@@ -4,7 +4,8 @@
 //! reached with small inputs) over the defaults; `(setup >> 1) & 3` channels are opened
 //! first. Each operation is one byte and its arguments: a server payload (`u16` length and
 //! bytes) through `handle_payload`, or one of `consume`, `send_data` (or `send_data_from`),
-//! `send_eof`, `close`, `send_keepalive`, `open_direct_tcpip`, draining `poll_event`,
+//! `send_eof`, `close`, `send_keepalive` (with the high bit `prove_host_keys` of the keys the
+//! server listed), `open_direct_tcpip`, draining `poll_event`,
 //! `request_tcpip_forward` (of [`FORWARD_ADDRESS`]:[`FORWARD_PORT`], so that the server's
 //! `forwarded-tcpip` opens can be granted; with the high bit `request_streamlocal_forward` of
 //! [`FORWARD_PATH`]), `confirm_forwarded` or `refuse_forwarded`.
@@ -17,7 +18,9 @@
 //! decodes; errors are sticky. A channel the server opens is pending until we answer: nothing
 //! is sent for it until then, the server may send nothing on it, our answer is exactly one
 //! OPEN_CONFIRMATION (confirm) or OPEN_FAILURE (refuse, or close while pending, never a
-//! CLOSE), and only a pending channel can be answered.
+//! CLOSE), and only a pending channel can be answered. The server's host key list comes as
+//! one event at most, within its bound; each proof answer matches a proof asked for, with
+//! one signature per key.
 
 use std::collections::HashMap;
 
@@ -62,6 +65,10 @@ struct Harness {
     keepalives_sent: u32,
     forwards_requested: u32,
     forward_answers: u32,
+    /// The keys of the server's host key list, once it came; proofs asked for and answered.
+    host_keys: Option<Vec<Vec<u8>>>,
+    proofs_asked: Vec<usize>,
+    proofs_answered: usize,
     /// The server's numbers of the opens that became pending, in order, until their
     /// `ForwardedOpenRequest` is polled.
     pending_opens: std::collections::VecDeque<u32>,
@@ -87,6 +94,10 @@ pub struct Report {
     pub forwarded_confirmed: usize,
     /// Pending channels refused (by `refuse_forwarded` or `close`).
     pub forwarded_refused: usize,
+    /// Keys in the server's host key list.
+    pub host_keys: usize,
+    /// Proofs of host keys answered with signatures.
+    pub proofs: usize,
 }
 
 /// Fuzz entry point.
@@ -115,6 +126,9 @@ pub fn drive(data: &[u8]) -> Report {
         keepalives_sent: 0,
         forwards_requested: 0,
         forward_answers: 0,
+        host_keys: None,
+        proofs_asked: Vec::new(),
+        proofs_answered: 0,
         pending_opens: std::collections::VecDeque::new(),
         report: Report::default(),
     };
@@ -174,6 +188,15 @@ pub fn drive(data: &[u8]) -> Report {
                     m.done_sending = true;
                     m.local_closed = true;
                     m.received.clear();
+                }
+            }
+            5 if op & 0x80 != 0 => {
+                // Ask for the proof of the host keys listed so far (none: nothing is sent).
+                let keys = h.host_keys.clone().unwrap_or_default();
+                let before = h.sink.len();
+                h.conn.prove_host_keys(&keys, &mut h.sink);
+                if h.sink.len() > before {
+                    h.proofs_asked.push(keys.len());
                 }
             }
             5 => {
@@ -440,6 +463,25 @@ impl Harness {
                     assert!((80..=127).contains(&n.0), "Unimplemented({n:?})");
                     continue;
                 }
+                Event::HostKeys(keys) => {
+                    assert!(self.host_keys.is_none(), "a second host key list");
+                    assert!(keys.len() <= ssh_connection::MAX_HOST_KEYS);
+                    self.host_keys = Some(keys.clone());
+                    self.report.host_keys = keys.len();
+                    continue;
+                }
+                Event::HostKeysProof(proof) => {
+                    let asked = self.proofs_asked.get(self.proofs_answered).copied();
+                    self.proofs_answered += 1;
+                    let Some(asked) = asked else {
+                        panic!("{event:?} with no proof asked for");
+                    };
+                    if let Some(sigs) = proof {
+                        assert_eq!(sigs.len(), asked, "one signature per key asked about");
+                        self.report.proofs += 1;
+                    }
+                    continue;
+                }
                 Event::ForwardGranted { .. } | Event::ForwardRefused { .. } => {
                     self.forward_answers += 1;
                     assert!(
@@ -643,10 +685,35 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         }),
     );
     local.push(7);
+
+    // The server lists two host keys after the login; both are asked about and proven.
+    let strings = |items: &[&[u8]]| -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in items {
+            out.extend_from_slice(&u32::try_from(i.len()).unwrap_or(0).to_be_bytes());
+            out.extend_from_slice(i);
+        }
+        out
+    };
+    let mut host_keys = vec![0u8];
+    let list = strings(&[b"host key one", b"host key two"]);
+    server(
+        &mut host_keys,
+        &msg(ssh_connection::msg::GlobalRequest {
+            name: b"hostkeys-00@openssh.com",
+            want_reply: false,
+            data: &list,
+        }),
+    );
+    host_keys.extend_from_slice(&[7, 0x85]);
+    let sigs = strings(&[b"signature one", b"signature two"]);
+    server(&mut host_keys, &msg(RequestSuccess { data: &sigs }));
+    host_keys.push(7);
     vec![
         ("conn-forwarded".to_owned(), ops),
         ("conn-streamlocal".to_owned(), local),
         ("conn-forwarded-streamlocal".to_owned(), from_socket),
+        ("conn-host-keys".to_owned(), host_keys),
     ]
 }
 
@@ -663,6 +730,13 @@ mod tests {
         assert_eq!(r.forwarded_refused, 2, "{r:?}");
         assert_eq!(r.closed, 2, "the refused and the closed one: {r:?}");
         assert_eq!(r.data_accepted, 3, "{r:?}");
+    }
+
+    #[test]
+    fn host_keys_seed_lists_keys_and_proves_them() {
+        let r = report("conn-host-keys");
+        assert!(!r.failed, "{r:?}");
+        assert_eq!((r.host_keys, r.proofs), (2, 1), "{r:?}");
     }
 
     #[test]

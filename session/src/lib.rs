@@ -742,6 +742,12 @@ impl Session {
         self.conn.request_forward(listen, &mut self.transport);
     }
 
+    /// Asks the server to prove it holds the private halves of host keys it listed (public
+    /// key blobs); the answer comes as [`ssh_connection::Event::HostKeysProof`].
+    pub fn prove_host_keys(&mut self, keys: &[Vec<u8>]) {
+        self.conn.prove_host_keys(keys, &mut self.transport);
+    }
+
     /// Drops the remote forward `listen` names (for TCP, the port asked for or the allocated
     /// one): sends its cancel, and its channels are refused from now on. `false` when no such
     /// forward is in place.

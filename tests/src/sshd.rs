@@ -224,6 +224,23 @@ impl Sshd {
         self.restart();
     }
 
+    /// Stops sshd (and its sessions) and starts it again on the same port with only its host
+    /// keys of `kinds`: a bastion whose administrator retired the others (a key rotation's
+    /// last step). [`Sshd::known_hosts_path`] lists the keys kept.
+    pub fn restart_keeping_host_keys(&mut self, kinds: &[KeyKind]) {
+        self.stop();
+        let kept: Vec<HostKey> = self
+            .lab
+            .host_keys()
+            .iter()
+            .filter(|k| kinds.contains(&k.kind()))
+            .cloned()
+            .collect();
+        assert!(!kept.is_empty(), "sshd needs a host key");
+        self.lab.set_host_keys(kept);
+        self.relaunch("restart with fewer host keys");
+    }
+
     /// Stops sshd (the listener and every session: the clients see their connections
     /// drop) if it runs, generates new host keys of the same kinds, and starts it again on
     /// the same port with them, as a reinstalled or impersonated server would be. Returns

@@ -376,6 +376,11 @@ impl ClientTransport {
         self.session_id.as_deref()
     }
 
+    /// The configuration the client was made with (its algorithm lists).
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
     /// The algorithms of the most recent key exchange.
     pub fn negotiated(&self) -> Option<&Negotiated> {
         self.negotiated.as_ref()

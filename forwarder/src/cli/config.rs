@@ -13,7 +13,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      GlobalKnownHostsFile, StrictHostKeyChecking, Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, \
      PubkeyAcceptedAlgorithms, ConnectTimeout, \
      ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, BatchMode, LocalForward, \
-     RemoteForward, DynamicForward, PermitRemoteOpen, BindAddress, \
+     RemoteForward, DynamicForward, PermitRemoteOpen, BindAddress, UpdateHostKeys, \
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
@@ -81,7 +81,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "tag",
     "tunnel",
     "tunneldevice",
-    "updatehostkeys",
     "verifyhostkeydns",
     "visualhostkey",
     "xauthlocation",
@@ -251,6 +250,16 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
         "exitonforwardfailure" => {
             let f = flag(key, &args)?;
             set_first(&mut p.exit_on_forward_failure, f);
+        }
+        "updatehostkeys" => {
+            let v = one(key, &args)?;
+            let on = match v.to_ascii_lowercase().as_str() {
+                "yes" | "true" => true,
+                // forwarder never asks, so ask is no (as ssh's ask in BatchMode).
+                "no" | "false" | "ask" => false,
+                _ => return Err(bad_value(key, v, "yes, no or ask")),
+            };
+            set_first(&mut p.update_host_keys, on);
         }
         "bindaddress" => {
             let address = bind_address(key, one(key, &args)?)?;

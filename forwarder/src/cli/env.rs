@@ -140,6 +140,9 @@ pub(super) fn resolve(
         .iter()
         .map(|f| tokens.expand_path_and_variables(f))
         .collect::<Result<Vec<_>, _>>()?;
+    // As in ssh: on by default only for the default known_hosts files, which are the user's
+    // own; a file given is often one someone else keeps.
+    let update_host_keys = p.update_host_keys.unwrap_or(p.known_hosts_files.is_none());
     let user_known_hosts_files = p
         .known_hosts_files
         .unwrap_or_else(|| {
@@ -260,6 +263,7 @@ pub(super) fn resolve(
         server_alive_count_max: p.server_alive_count_max.unwrap_or(3),
         exit_on_forward_failure: p.exit_on_forward_failure.unwrap_or(false),
         bind_address: p.bind_address,
+        update_host_keys,
         permit_remote_open: p.permit_remote_open.unwrap_or_default(),
         batch_mode: p.batch_mode.unwrap_or(false),
         rekey_limit: p.rekey_limit,

@@ -13,7 +13,8 @@ pub(crate) fn ed(n: u8) -> PublicKey {
     PublicKey::ed25519(&[n; 32])
 }
 
-fn rsa(n: u8) -> PublicKey {
+/// A test key (also the known_hosts update's tests').
+pub(crate) fn rsa(n: u8) -> PublicKey {
     let mut blob = Vec::new();
     blob.put_str("ssh-rsa");
     blob.put_mpint(&[1, 0, 1]);
