@@ -137,6 +137,9 @@ pub struct Options {
     /// [`crate::known_hosts::update`]). Default, as in ssh: on unless UserKnownHostsFile was
     /// set.
     pub update_host_keys: bool,
+    /// `ConnectionAttempts`: how many times the TCP connection to the server is tried, a
+    /// second apart, before an attempt fails (1 unless set, as in ssh).
+    pub connection_attempts: u32,
     /// `-b` / `BindAddress`: the local address (or a name for it) the connection to the
     /// server comes from; the system chooses when `None`.
     pub bind_address: Option<String>,
@@ -907,7 +910,8 @@ options:
   asks about host keys), Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms,
   PubkeyAcceptedAlgorithms, ConnectTimeout, ServerAliveInterval, ServerAliveCountMax,
   ExitOnForwardFailure, BatchMode, LocalForward (\"15432 db:5432\"), DynamicForward,
-  RemoteForward, PermitRemoteOpen, BindAddress, UpdateHostKeys (yes: add the keys a bastion
+  RemoteForward, PermitRemoteOpen, BindAddress, ConnectionAttempts (TCP connects tried, a
+  second apart, before an attempt fails; 1), UpdateHostKeys (yes: add the keys a bastion
   lists and proves, drop those it no longer lists, in the first UserKnownHostsFile; the
   default unless UserKnownHostsFile is set; ask is no, forwarder never asks),
   RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts,
@@ -1138,6 +1142,7 @@ struct Parsed {
     exit_on_forward_failure: Option<bool>,
     bind_address: Option<String>,
     update_host_keys: Option<bool>,
+    connection_attempts: Option<u32>,
     permit_remote_open: Option<crate::remote::PermitRemoteOpen>,
     batch_mode: Option<bool>,
     rekey_limit: Option<RekeyLimit>,

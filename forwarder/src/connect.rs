@@ -931,7 +931,8 @@ impl SshConnector {
         let first = jumps.first().unwrap_or(destination);
         let kex = AbortOnDrop(self.prepare_kex_for(first));
         let bind = first.at.options.bind_address.as_deref();
-        let stream = connect(spec, first.at.host, first.at.port, bind).await?;
+        let attempts = first.at.options.connection_attempts;
+        let stream = connect(spec, first.at.host, first.at.port, bind, attempts).await?;
         debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "connected"
@@ -1228,7 +1229,11 @@ pub(crate) async fn tcp_connect(to: SocketAddr, from: &[IpAddr]) -> std::io::Res
     socket.connect(to).await
 }
 
-/// TCP to the bastion (from `bind`, `BindAddress`, if set), with ConnectTimeout,
+/// How long `ConnectionAttempts` waits between two tries, as ssh (one a second).
+const CONNECTION_ATTEMPT_PAUSE: Duration = Duration::from_secs(1);
+
+/// TCP to the bastion (from `bind`, `BindAddress`, if set), tried `attempts` times a second
+/// apart (`ConnectionAttempts`) while it fails, with ConnectTimeout for each try,
 /// TCP_NODELAY, quick ACKs ([`QuickAck`]) and (unless `TCPKeepAlive no`) TCP keepalive
 /// probes, which also keep NAT mappings alive on an idle tunnel.
 async fn connect(
@@ -1236,7 +1241,40 @@ async fn connect(
     host: &str,
     port: u16,
     bind: Option<&str>,
+    attempts: u32,
 ) -> Result<QuickAck, ConnectError> {
+    let mut tried = 1;
+    let stream = loop {
+        match connect_once(spec, host, port, bind).await {
+            Ok(s) => break s,
+            Err(e) if tried < attempts => {
+                debug!(error = ?e, tried, attempts, "connect failed; trying again (ConnectionAttempts)");
+                tried += 1;
+                tokio::time::sleep(CONNECTION_ATTEMPT_PAUSE).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    if spec.tcp_keep_alive {
+        let probes = socket2::TcpKeepalive::new()
+            .with_time(TCP_KEEPALIVE_IDLE)
+            .with_interval(TCP_KEEPALIVE_INTERVAL);
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&probes) {
+            debug!(error = %e, "could not turn on TCP keepalive");
+        }
+    }
+    Ok(QuickAck::new(stream))
+}
+
+/// One try of [`connect`]: the name resolved, each address tried in turn, within
+/// ConnectTimeout.
+async fn connect_once(
+    spec: &SessionSpec,
+    host: &str,
+    port: u16,
+    bind: Option<&str>,
+) -> Result<TcpStream, ConnectError> {
     let attempt = async {
         let from = match bind {
             Some(b) => bind_addresses(b)
@@ -1284,16 +1322,7 @@ async fn connect(
         })??,
         None => attempt.await?,
     };
-    let _ = stream.set_nodelay(true);
-    if spec.tcp_keep_alive {
-        let probes = socket2::TcpKeepalive::new()
-            .with_time(TCP_KEEPALIVE_IDLE)
-            .with_interval(TCP_KEEPALIVE_INTERVAL);
-        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&probes) {
-            debug!(error = %e, "could not turn on TCP keepalive");
-        }
-    }
-    Ok(QuickAck::new(stream))
+    Ok(stream)
 }
 
 /// Idle time before the first TCP keepalive probe (`TCPKeepAlive yes`).
@@ -1738,7 +1767,7 @@ mod tests {
         let spec = config::TunnelConfig::from_options(&options(&["127.0.0.1"]))
             .unwrap_or_else(|e| panic!("{e}"))
             .session;
-        match connect(&spec, "127.0.0.1", to.port(), Some("192.0.2.1")).await {
+        match connect(&spec, "127.0.0.1", to.port(), Some("192.0.2.1"), 1).await {
             Err(ConnectError::Network(m)) => assert!(
                 m.contains(&format!("port {}", to.port())) && m.contains("bind 192.0.2.1"),
                 "{m}"
@@ -1746,6 +1775,39 @@ mod tests {
             Err(e) => panic!("not a network error: {e:?}"),
             Ok(_) => panic!("connected from an address this machine does not have"),
         }
+    }
+
+    // ConnectionAttempts: a port nothing listens on yet is tried again a second later, until
+    // it listens or the tries run out.
+    #[tokio::test]
+    async fn connection_attempts_try_again_a_second_apart() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+            l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
+        };
+        let spec = config::TunnelConfig::from_options(&options(&["127.0.0.1"]))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .session;
+        assert!(matches!(
+            connect(&spec, "127.0.0.1", port, None, 1).await,
+            Err(ConnectError::Refused(_))
+        ));
+        // Listening from half a second on: the second or third try gets it.
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let _ = tokio::time::timeout(Duration::from_secs(10), l.accept()).await;
+        });
+        let connected = tokio::time::timeout(
+            Duration::from_secs(20),
+            connect(&spec, "127.0.0.1", port, None, 5),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("five tries took more than 20 s"));
+        assert!(connected.is_ok(), "{:?}", connected.err());
+        let _ = late.await;
     }
 
     // A port nothing listens on (sshd restarting) is told apart from other network
@@ -1761,9 +1823,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
             .session;
         // Listening: connected.
-        assert!(connect(&spec, "127.0.0.1", port, None).await.is_ok());
+        assert!(connect(&spec, "127.0.0.1", port, None, 1).await.is_ok());
         drop(listener);
-        match connect(&spec, "127.0.0.1", port, None).await {
+        match connect(&spec, "127.0.0.1", port, None, 1).await {
             Err(ConnectError::Refused(m)) => {
                 assert!(m.contains(&format!("port {port}")), "{m}");
                 assert!(m.contains("refused"), "{m}");

@@ -1,4 +1,6 @@
-//! `-b` / `BindAddress` against the real sshd: the source address a bastion sees, which is
+//! How the connection to the bastion is made, against the real sshd: `ConnectionAttempts`
+//! (a bastion that starts listening late is reached, as by ssh) and `-b` / `BindAddress`, the
+//! source address a bastion sees, which is
 //! what a customer's firewall allows. Loopback has all of 127.0.0.0/8, so the lab's sshd
 //! stands for a bastion that admits one platform address (`AllowUsers *@127.0.0.2`): refused
 //! from the default source, admitted from `-b 127.0.0.2` (and so with OpenSSH's `ssh -b`,
@@ -168,4 +170,36 @@ fn an_address_this_machine_does_not_have_is_a_clear_error() {
         .spawn();
     let log = tunnel.expect_failure();
     assert!(log.contains("BindAddress has no IPv4 address"), "{log}");
+}
+
+// ConnectionAttempts: sshd comes up about two seconds after the client starts; with ten
+// tries a second apart the first session is made, as ssh makes it; with the default single
+// try the client gives up at once, as ssh does.
+#[test]
+fn connection_attempts_reach_a_bastion_that_listens_late() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let mut sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    sshd.stop();
+    let mut fails = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .forward_to(echo.port())
+        .spawn();
+    let log = fails.expect_failure();
+    assert!(log.contains("Connection refused"), "{log}");
+    for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
+        sshd.stop();
+        let mut tunnel = TunnelBuilder::new(kind, &sshd, &key)
+            .forward_to(echo.port())
+            .option("ConnectionAttempts=10")
+            .spawn();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        assert!(
+            tunnel.exited().is_none(),
+            "{kind} gave up before its tries ran out:\n{}",
+            tunnel.log()
+        );
+        sshd.restart();
+        tunnel.wait_ready(std::time::Duration::from_secs(30));
+        assert_echo(tunnel.local_port(), kind.name(), &|| tunnel.log());
+    }
 }

@@ -13,7 +13,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      GlobalKnownHostsFile, StrictHostKeyChecking, Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, \
      PubkeyAcceptedAlgorithms, ConnectTimeout, \
      ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, BatchMode, LocalForward, \
-     RemoteForward, DynamicForward, PermitRemoteOpen, BindAddress, UpdateHostKeys, \
+     RemoteForward, DynamicForward, PermitRemoteOpen, BindAddress, UpdateHostKeys, ConnectionAttempts, \
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
@@ -35,7 +35,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "casignaturealgorithms",
     "channeltimeout",
     "clearallforwardings",
-    "connectionattempts",
     "controlmaster",
     "controlpath",
     "controlpersist",
@@ -250,6 +249,15 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
         "exitonforwardfailure" => {
             let f = flag(key, &args)?;
             set_first(&mut p.exit_on_forward_failure, f);
+        }
+        "connectionattempts" => {
+            let v = one(key, &args)?;
+            let n = v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n >= 1 && v.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| bad_value(key, v, "a whole number of tries, 1 or more"))?;
+            set_first(&mut p.connection_attempts, n);
         }
         "updatehostkeys" => {
             let v = one(key, &args)?;

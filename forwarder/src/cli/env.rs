@@ -264,6 +264,7 @@ pub(super) fn resolve(
         exit_on_forward_failure: p.exit_on_forward_failure.unwrap_or(false),
         bind_address: p.bind_address,
         update_host_keys,
+        connection_attempts: p.connection_attempts.unwrap_or(1),
         permit_remote_open: p.permit_remote_open.unwrap_or_default(),
         batch_mode: p.batch_mode.unwrap_or(false),
         rekey_limit: p.rekey_limit,

@@ -1726,3 +1726,16 @@ fn bind_address_is_taken_from_b_or_the_option_and_reaches_jump_hosts() {
     assert!(err(&["-b"]).contains("-b 203.0.113.7"));
     assert!(err(&["-B", "eth0", "h"]).contains("give its address with -b"));
 }
+
+#[test]
+fn connection_attempts_is_a_count_of_one_or_more() {
+    assert_eq!(run(&["h"]).connection_attempts, 1);
+    assert_eq!(
+        run(&["-o", "ConnectionAttempts=5", "h"]).connection_attempts,
+        5
+    );
+    for bad in ["0", "-1", "x", "+2"] {
+        let e = err(&["-o", &format!("ConnectionAttempts={bad}"), "h"]);
+        assert!(e.contains("1 or more"), "{bad}: {e}");
+    }
+}
