@@ -820,22 +820,15 @@ async fn run_stages(job: &Job, st: &mut Stages) {
     let from = match bind {
         Some(b) => match tokio::time::timeout(timeout, crate::connect::bind_addresses(b)).await {
             Ok(Ok(from)) => from,
-            Ok(Err(e)) => {
-                st.fail(2, Some(started.elapsed()), e.to_string(), bind_fix(b));
-                st.skip_rest(3..=6);
-                per_forward_rest(st);
-                return;
-            }
-            Err(_) => {
-                st.fail(
-                    2,
-                    Some(started.elapsed()),
-                    format!(
+            unusable => {
+                let detail = match unusable {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!(
                         "resolving BindAddress {b} took more than {} s",
                         timeout.as_secs()
                     ),
-                    bind_fix(b),
-                );
+                };
+                st.fail(2, Some(started.elapsed()), detail, bind_fix(b));
                 st.skip_rest(3..=6);
                 per_forward_rest(st);
                 return;

@@ -590,20 +590,28 @@ async fn connect(
             return;
         }
     };
+    carry(socket, &target, &session, stream, &observer).await;
+}
+
+/// Copies a connected channel and its local connection both ways until both end, counted by
+/// `observer`; in logs the connection is our end of it (or the socket's path).
+async fn carry(
+    socket: LocalStream,
+    target: &Destination,
+    session: &SessionHandle,
+    stream: crate::driver::ChannelStream,
+    observer: &Arc<dyn TrafficObserver>,
+) {
     socket.set_nodelay();
-    // Who the connection is, in logs: our end of it.
-    let peer = match (&socket, &target) {
-        (LocalStream::Tcp(s), _) => Peer::Tcp(
+    let peer = match &socket {
+        LocalStream::Tcp(s) => Peer::Tcp(
             s.local_addr()
                 .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         ),
-        (LocalStream::Unix(_), _) => {
-            Peer::Unix(Arc::from(std::path::Path::new(&target.to_string())))
-        }
+        LocalStream::Unix(_) => Peer::Unix(Arc::from(std::path::Path::new(&target.to_string()))),
     };
     observer.opened();
-    let socket = Arc::new(socket);
-    let _ = crate::tunnel::forward(socket, peer, &session, stream, &observer).await;
+    let _ = crate::tunnel::forward(Arc::new(socket), peer, session, stream, observer).await;
     observer.closed();
 }
 

@@ -531,7 +531,7 @@ async fn read_more(socket: &LocalStream, buf: &mut Vec<u8>, n: usize) -> io::Res
 }
 
 /// Writes all of `bytes` to the socket.
-async fn write_all(socket: &LocalStream, mut bytes: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_all(socket: &LocalStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         std::future::poll_fn(|cx| socket.poll_write_ready(cx)).await?;
         match socket.try_write(bytes) {

@@ -231,15 +231,17 @@ pub struct Applied {
 pub fn apply(plan: &Plan, proven: &[PublicKey], hash: bool) -> io::Result<Applied> {
     let _guard = WRITE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let bytes = crate::files::read_bounded(&plan.file, MAX_FILE_SIZE)?;
-    let text = String::from_utf8_lossy(&bytes);
     let name = lookup_name(&plan.host, plan.port);
-    let mut out = String::with_capacity(text.len() + 256);
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len() + 256);
     let mut applied = Applied::default();
     let mut listed: Vec<Vec<u8>> = Vec::new();
-    let body = text.strip_suffix('\n').unwrap_or(&text);
-    let lines = (!text.is_empty()).then(|| body.split('\n'));
+    // Line by line as bytes: every line kept is written back as it was, even one that is not
+    // UTF-8 or not a known_hosts line at all.
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let lines = (!bytes.is_empty()).then(|| body.split(|b| *b == b'\n'));
     for line in lines.into_iter().flatten() {
-        if let Ok(Some((parsed, _))) = parse_line(line)
+        if let Ok(text) = std::str::from_utf8(line)
+            && let Ok(Some((parsed, _))) = parse_line(text)
             && parsed.marker == Marker::None
             && parsed.hosts.matches(&name)
         {
@@ -249,8 +251,8 @@ pub fn apply(plan: &Plan, proven: &[PublicKey], hash: bool) -> io::Result<Applie
             }
             listed.push(parsed.blob);
         }
-        out.push_str(line);
-        out.push('\n');
+        out.extend_from_slice(line);
+        out.push(b'\n');
     }
     for key in proven {
         if listed.iter().any(|b| b == key.blob()) {
@@ -258,15 +260,15 @@ pub fn apply(plan: &Plan, proven: &[PublicKey], hash: bool) -> io::Result<Applie
         }
         let mut salt = [0u8; 20];
         ssh_transport::random::SecureRandom::fill(&mut ssh_transport::random::OsRandom, &mut salt);
-        out.push_str(&entry_line(&plan.host, plan.port, key, hash, &salt));
-        out.push('\n');
+        out.extend_from_slice(entry_line(&plan.host, plan.port, key, hash, &salt).as_bytes());
+        out.push(b'\n');
         listed.push(key.blob().to_vec());
         applied.added.push(key.clone());
     }
     if applied.added.is_empty() && applied.removed == 0 {
         return Ok(applied);
     }
-    replace(&plan.file, out.as_bytes())?;
+    replace(&plan.file, &out)?;
     Ok(applied)
 }
 

@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use crate::driver::{ForwardedChannel, SessionHandle};
-use crate::local::{LocalStream, Peer};
+use crate::local::LocalStream;
 use crate::socks::{self, Failure, Request, Step};
 use crate::tunnel::TrafficObserver;
 
@@ -335,33 +335,15 @@ pub(super) async fn serve(
     {
         return;
     }
-    // Who the connection is, in logs: our end of it.
-    let peer = Peer::Tcp(
-        socket
-            .local_addr()
-            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-    );
     let socket = LocalStream::Tcp(socket);
-    socket.set_nodelay();
-    if !early.is_empty() && write_early(&socket, &early).await.is_err() {
+    if !early.is_empty() && crate::tunnel::write_all(&socket, &early).await.is_err() {
         return;
     }
-    observer.opened();
-    let _ = crate::tunnel::forward(Arc::new(socket), peer, &session, stream, &observer).await;
-    observer.closed();
-}
-
-/// Writes what the client sent after its request to the target, before the copy starts.
-async fn write_early(socket: &LocalStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        std::future::poll_fn(|cx| socket.poll_write_ready(cx)).await?;
-        match socket.try_write(bytes) {
-            Ok(k) => bytes = bytes.get(k..).unwrap_or_default(),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    let named = crate::tunnel::Destination::Tcp(crate::tunnel::Target {
+        host: request.host,
+        port: request.port,
+    });
+    super::carry(socket, &named, &session, stream, &observer).await;
 }
 
 #[cfg(test)]

@@ -200,6 +200,38 @@ fn lines_written_after_the_plan_are_kept() {
     assert_eq!(read(&path), format!("{}\n", line("new.example", &ed(8))));
 }
 
+// Lines that are not known_hosts lines, or not UTF-8 at all, are written back byte for byte
+// around the edit; a garbage line for the host is neither a reason to stop nor removed.
+#[test]
+fn hostile_lines_survive_a_rewrite_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("known_hosts");
+    let mut text: Vec<u8> = b"# caf\xe9 (Latin-1)\r\n".to_vec();
+    text.extend_from_slice(format!("{}\n", line("bastion.example", &ed(1))).as_bytes());
+    text.extend_from_slice(b"bastion.example ssh-ed25519 !!!notbase64\n\0\xff\xfe\n\n");
+    text.extend_from_slice(b"@weird-marker bastion.example x y");
+    std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+    let p = update(plan(
+        std::slice::from_ref(&path),
+        "bastion.example",
+        22,
+        &[ecdsa(2)],
+    ));
+    assert_eq!(
+        (p.new.clone(), p.stale.clone()),
+        (vec![ecdsa(2)], vec![ed(1)])
+    );
+    apply(&p, &p.new, false).unwrap_or_else(|e| panic!("{e}"));
+    let mut expected: Vec<u8> = b"# caf\xe9 (Latin-1)\r\n".to_vec();
+    expected.extend_from_slice(b"bastion.example ssh-ed25519 !!!notbase64\n\0\xff\xfe\n\n");
+    expected.extend_from_slice(b"@weird-marker bastion.example x y\n");
+    expected.extend_from_slice(format!("{}\n", line("bastion.example", &ecdsa(2))).as_bytes());
+    assert_eq!(
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{e}")),
+        expected
+    );
+}
+
 fn signature_blob(algorithm: &str, sig: &[u8]) -> Vec<u8> {
     let mut blob = Vec::new();
     blob.put_str(algorithm);
