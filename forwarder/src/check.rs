@@ -520,6 +520,8 @@ enum HostKeySeen {
 /// A verifier that decides as a tunnel's does, records what it saw, and writes nothing.
 struct RecordingVerifier {
     known: KnownHosts,
+    /// `KnownHostsCommand`, run with the presented key before it is judged.
+    command: Option<crate::connect::CommandCheck>,
     /// The RevokedHostKeys files, consulted first, as the tunnel's verifier does.
     revoked: known_hosts::RevokedHostKeys,
     host: String,
@@ -537,6 +539,27 @@ struct RecordingVerifier {
 impl HostKeyVerifier for RecordingVerifier {
     fn verify(&self, key: &PublicKey) -> Result<(), String> {
         self.verify_presented(key, None)
+    }
+
+    fn verify_later(
+        self: Arc<Self>,
+        key: &PublicKey,
+        certificate: Option<&ssh_transport::cert::Certificate>,
+    ) -> Option<driver::VerdictFuture> {
+        self.command.as_ref()?;
+        let key = key.clone();
+        let certificate = certificate.cloned();
+        Some(Box::pin(async move {
+            if let Some(check) = &self.command
+                && let Err(why) = check.run(&self.known, &key, certificate.as_ref()).await
+            {
+                return driver::Verdict::Unchecked(why);
+            }
+            match self.verify_presented(&key, certificate.as_ref()) {
+                Ok(()) => driver::Verdict::Trusted,
+                Err(why) => driver::Verdict::Refused(why),
+            }
+        }))
     }
 
     fn verify_presented(
@@ -557,8 +580,12 @@ impl HostKeyVerifier for RecordingVerifier {
             return Err(why);
         }
         let mut described = format!("{} {}", key.key_type().name(), key.fingerprint());
+        let known = match &self.command {
+            Some(c) => c.known(&self.known),
+            None => &self.known,
+        };
         let status = crate::connect::look_up(
-            &self.known,
+            known,
             &self.host,
             self.port,
             &self.principal,
@@ -1045,8 +1072,20 @@ where
     };
     // Under HostKeyAlias when one is set, as the tunnel looks it up.
     let (key_host, key_port) = crate::connect::known_hosts_name(opts, hop.at.host, hop.at.port);
+    let order = match crate::connect::order_lines(opts, key_host, key_port).await {
+        Ok(order) => order,
+        Err(why) => {
+            for s in [3, 4] {
+                st.skip(s, "not run: KnownHostsCommand failed (stage 5)");
+            }
+            st.fail(5, None, why, KNOWN_HOSTS_COMMAND_FIX.to_owned());
+            st.skip_rest([6]);
+            return None;
+        }
+    };
+    let for_order = crate::connect::known_for_order(&known, order.as_deref());
     let (transport, known_types) =
-        crate::connect::host_key_order(hop.at.transport, &known, opts, key_host, key_port);
+        crate::connect::host_key_order(hop.at.transport, &for_order, opts, key_host, key_port);
     // The guessed first key exchange message the tunnel sends to a bastion it has seen, so
     // that a pass covers that path too; and what this run learns is kept for the tunnel.
     let transport = crate::kex_memory::prepare(
@@ -1079,6 +1118,7 @@ where
         }
     };
     let verifier = Arc::new(RecordingVerifier {
+        command: crate::connect::CommandCheck::new(opts, key_host, key_port),
         known,
         revoked,
         host: key_host.to_owned(),
@@ -1149,6 +1189,11 @@ where
     None
 }
 
+/// What to do when `KnownHostsCommand` fails.
+const KNOWN_HOSTS_COMMAND_FIX: &str = "platform: fix KnownHostsCommand: run it by hand with the \
+     arguments shown; it must exit 0 and print known_hosts lines (`host keytype base64`) for the \
+     host, or nothing when it has none (then the key is unknown)";
+
 /// Reports stages 3 to 6 from how far the handshake got; returns whether it got through.
 #[allow(clippy::too_many_arguments)]
 fn report_handshake(
@@ -1216,9 +1261,11 @@ fn report_handshake(
     // 4. Key exchange. A host key refusal happens inside it, but is stage 5.
     let host_key_error = matches!(
         &err,
-        Some(SessionError::Transport(
-            T::HostKey(_) | T::HostKeyRejected(_) | T::HostKeyChangedInRekey { .. }
-        ))
+        Some(
+            SessionError::Transport(
+                T::HostKey(_) | T::HostKeyRejected(_) | T::HostKeyChangedInRekey { .. }
+            ) | SessionError::HostKeyUnchecked(_)
+        )
     );
     if log.kex_time.is_none() && !host_key_error {
         let e = err.as_ref().map_or_else(
@@ -1268,6 +1315,16 @@ fn report_handshake(
     }
 
     // 5. Host key.
+    if let Some(SessionError::HostKeyUnchecked(why)) = &err {
+        st.fail(
+            5,
+            host_key_took,
+            why.clone(),
+            KNOWN_HOSTS_COMMAND_FIX.to_owned(),
+        );
+        st.skip_rest([6]);
+        return false;
+    }
     match (&seen, host_key_error) {
         (Some(HostKeySeen::Known { key, file, line }), false) => st.pass(
             5,

@@ -109,6 +109,10 @@ pub struct Options {
     /// under every StrictHostKeyChecking, and a file that cannot be read refuses every
     /// connection. Empty (the default) for none.
     pub revoked_host_keys: Vec<PathBuf>,
+    /// `KnownHostsCommand`: a program whose output is read as known_hosts lines after the
+    /// files, run before each key exchange and again with the key the server presented.
+    /// `None` (the default) for none.
+    pub known_hosts_command: Option<crate::known_hosts::command::KnownHostsCommand>,
     /// What to do with unknown and changed host keys.
     pub strict_host_key_checking: StrictHostKeyChecking,
     /// `HostKeyAlias`, lowercased: the name the host key is looked up and recorded under in
@@ -1116,6 +1120,8 @@ struct Parsed {
     proxy_command_set: bool,
     /// `RevokedHostKeys`: files as written (empty for `none`).
     revoked_host_keys: Option<Vec<String>>,
+    /// `KnownHostsCommand`: its words as written (`None` for `none`).
+    known_hosts_command: Option<Option<Vec<String>>>,
     stdio_forward: Option<Destination>,
     flag_log_level: Option<LogLevel>,
     seen_v: bool,

@@ -33,6 +33,8 @@ use crate::userauth;
 #[derive(Debug)]
 pub struct KnownHostsVerifier {
     known: KnownHosts,
+    /// `KnownHostsCommand`, run with the presented key before it is judged.
+    command: Option<CommandCheck>,
     /// The RevokedHostKeys files, consulted before `known` under every policy.
     revoked: RevokedHostKeys,
     host: String,
@@ -51,7 +53,121 @@ pub struct KnownHostsVerifier {
     trusted_from_first_file: std::sync::atomic::AtomicBool,
 }
 
+/// A `KnownHostsCommand` for one attempt's host key: what it runs with, and the hosts it
+/// adds to the files' once it has run.
+#[derive(Debug)]
+pub(crate) struct CommandCheck {
+    command: known_hosts::command::KnownHostsCommand,
+    /// `%H`: the name known_hosts is searched for.
+    lookup_name: String,
+    /// How long a run may take: the handshake's limit.
+    limit: Duration,
+    /// The files' hosts and the command's, once it ran with the key.
+    known: std::sync::OnceLock<KnownHosts>,
+}
+
+impl CommandCheck {
+    /// The check for `opts`' command, if it has one.
+    pub(crate) fn new(opts: &cli::Options, key_name: &str, key_port: u16) -> Option<Self> {
+        Some(Self {
+            command: opts.known_hosts_command.clone()?,
+            lookup_name: known_hosts::lookup_name(key_name, key_port),
+            limit: command_limit(opts),
+            known: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Runs the command with the presented key and keeps `files`' hosts with its lines,
+    /// for [`Self::known`].
+    pub(crate) async fn run(
+        &self,
+        files: &KnownHosts,
+        key: &PublicKey,
+        certificate: Option<&ssh_transport::cert::Certificate>,
+    ) -> Result<(), String> {
+        use known_hosts::command::{Invocation, PresentedKey, origin};
+        let presented = PresentedKey { key, certificate };
+        let text = self
+            .command
+            .run(
+                &self.lookup_name,
+                Invocation::Hostname,
+                Some(presented),
+                self.limit,
+            )
+            .await?;
+        let mut known = files.clone();
+        for w in known.add(&text, &origin(Invocation::Hostname)) {
+            warn!("{w}");
+        }
+        let _ = self.known.set(known);
+        Ok(())
+    }
+
+    /// The hosts the key is judged against: the files' and the command's once it ran.
+    pub(crate) fn known<'a>(&'a self, files: &'a KnownHosts) -> &'a KnownHosts {
+        self.known.get().unwrap_or(files)
+    }
+}
+
+/// How long a `KnownHostsCommand` run may take: the handshake's limit.
+fn command_limit(opts: &cli::Options) -> Duration {
+    opts.connect_timeout
+        .unwrap_or(config::DEFAULT_HANDSHAKE_TIMEOUT)
+}
+
+/// The lines `opts`' `KnownHostsCommand` gives for `key_name`/`key_port` before the key
+/// exchange (`%I` ORDER, no key), to choose which host key types to ask for; `None` without
+/// one. Its failure fails the attempt, which a tunnel tries again.
+pub(crate) async fn order_lines(
+    opts: &cli::Options,
+    key_name: &str,
+    key_port: u16,
+) -> Result<Option<String>, String> {
+    let Some(command) = &opts.known_hosts_command else {
+        return Ok(None);
+    };
+    let name = known_hosts::lookup_name(key_name, key_port);
+    command
+        .run(
+            &name,
+            known_hosts::command::Invocation::Order,
+            None,
+            command_limit(opts),
+        )
+        .await
+        .map(Some)
+}
+
+/// `files`' hosts, with `order`'s lines (a `KnownHostsCommand`'s for ORDER) when there are
+/// some: what the host key types to ask for are chosen from.
+pub(crate) fn known_for_order<'a>(
+    files: &'a KnownHosts,
+    order: Option<&str>,
+) -> std::borrow::Cow<'a, KnownHosts> {
+    match order {
+        None => std::borrow::Cow::Borrowed(files),
+        Some(text) => {
+            let mut known = files.clone();
+            // Its bad lines are reported when it runs to check the key.
+            let _ = known.add(
+                text,
+                &known_hosts::command::origin(known_hosts::command::Invocation::Order),
+            );
+            std::borrow::Cow::Owned(known)
+        }
+    }
+}
+
 impl KnownHostsVerifier {
+    /// What the key is judged against: the files, and the command's lines once it ran.
+    fn known(&self) -> &KnownHosts {
+        match &self.command {
+            Some(c) => c.known(&self.known),
+            None => &self.known,
+        }
+    }
+
     /// Refuses `key` because `accepted` were trusted for the host before.
     fn changed_since_accepted(&self, key: &PublicKey, accepted: Vec<AcceptedKey>) -> String {
         let status = HostKeyStatus::ChangedSinceAccepted { accepted };
@@ -147,7 +263,7 @@ impl HostKeyVerifier for KnownHostsVerifier {
         }
         let scope = self.record_file.as_deref();
         let status = look_up(
-            &self.known,
+            self.known(),
             &self.host,
             self.port,
             &self.principal,
@@ -220,6 +336,27 @@ impl HostKeyVerifier for KnownHostsVerifier {
             }
             Decision::Refused(e) => Err(e.to_string()),
         }
+    }
+
+    fn verify_later(
+        self: Arc<Self>,
+        key: &PublicKey,
+        certificate: Option<&ssh_transport::cert::Certificate>,
+    ) -> Option<driver::VerdictFuture> {
+        self.command.as_ref()?;
+        let key = key.clone();
+        let certificate = certificate.cloned();
+        Some(Box::pin(async move {
+            if let Some(check) = &self.command
+                && let Err(why) = check.run(&self.known, &key, certificate.as_ref()).await
+            {
+                return driver::Verdict::Unchecked(why);
+            }
+            match self.verify_presented(&key, certificate.as_ref()) {
+                Ok(()) => driver::Verdict::Trusted,
+                Err(why) => driver::Verdict::Refused(why),
+            }
+        }))
     }
 
     fn plan_host_key_update(&self, offered: &[PublicKey]) -> Option<known_hosts::update::Plan> {
@@ -720,6 +857,7 @@ fn host_key_verifier(
     }
     Ok(KnownHostsVerifier {
         known,
+        command: CommandCheck::new(opts, key_name, key_port),
         revoked,
         host: key_name.to_owned(),
         port: key_port,
@@ -809,6 +947,7 @@ impl SshConnector {
         stream: S,
         hop: &Hop<'_>,
         prepared: Option<PreparedKex>,
+        order: Option<String>,
     ) -> Result<(crate::driver::SessionHandle, driver::Driver<S>), ConnectError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -817,8 +956,9 @@ impl SshConnector {
         let opts = hop.at.options;
         let (key_name, key_port) = hop.known_hosts_name();
         let verifier = host_key_verifier(opts, key_name, key_port, AcceptedKeys::process())?;
+        let for_order = known_for_order(&verifier.known, order.as_deref());
         let (transport, known_types) =
-            host_key_order(hop.at.transport, &verifier.known, opts, key_name, key_port);
+            host_key_order(hop.at.transport, &for_order, opts, key_name, key_port);
         let transport = kex_memory::prepare(
             transport,
             key_name,
@@ -932,14 +1072,19 @@ impl SshConnector {
         let kex = AbortOnDrop(self.prepare_kex_for(first));
         let bind = first.at.options.bind_address.as_deref();
         let attempts = first.at.options.connection_attempts;
-        let stream = connect(spec, first.at.host, first.at.port, bind, attempts).await?;
+        // A KnownHostsCommand's ORDER run, while the connection is made.
+        let (stream, order) = tokio::join!(
+            connect(spec, first.at.host, first.at.port, bind, attempts),
+            Self::order_for(first)
+        );
+        let (stream, order) = (stream?, order?);
         debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "connected"
         );
         let prepared = self.kex_ready(first, kex).await;
         let Some((outermost, inner_jumps)) = jumps.split_first() else {
-            let (handle, driver) = self.start_hop(stream, destination, prepared)?;
+            let (handle, driver) = self.start_hop(stream, destination, prepared, order)?;
             return Ok(Connected {
                 handle,
                 driver: Box::pin(driver),
@@ -948,7 +1093,7 @@ impl SshConnector {
         // Jump hosts: each hop's driver runs in a task of its own, aborted with the chain;
         // each session after the first runs over a direct-tcpip channel of the one before.
         let mut chain = JumpChain::default();
-        let (handle, driver) = self.start_hop(stream, outermost, prepared)?;
+        let (handle, driver) = self.start_hop(stream, outermost, prepared, order)?;
         chain.push(outermost, handle, tokio::spawn(driver));
         self.hop_up(&chain).await?;
         // A channel from a jump host to the next is the TCP connect of that hop.
@@ -958,20 +1103,34 @@ impl SshConnector {
             .unwrap_or(config::DEFAULT_HANDSHAKE_TIMEOUT);
         for hop in inner_jumps {
             let kex = AbortOnDrop(self.prepare_kex_for(hop));
-            let channel = chain.open_next(hop, open_limit).await?;
+            let (channel, order) =
+                tokio::join!(chain.open_next(hop, open_limit), Self::order_for(hop));
+            let (channel, order) = (channel?, order?);
             let prepared = self.kex_ready(hop, kex).await;
-            let (handle, driver) = self.start_hop(channel, hop, prepared)?;
+            let (handle, driver) = self.start_hop(channel, hop, prepared, order)?;
             chain.push(hop, handle, tokio::spawn(driver));
             self.hop_up(&chain).await?;
         }
         let kex = AbortOnDrop(self.prepare_kex_for(destination));
-        let channel = chain.open_next(destination, open_limit).await?;
+        let (channel, order) = tokio::join!(
+            chain.open_next(destination, open_limit),
+            Self::order_for(destination)
+        );
+        let (channel, order) = (channel?, order?);
         let prepared = self.kex_ready(destination, kex).await;
-        let (handle, driver) = self.start_hop(channel, destination, prepared)?;
+        let (handle, driver) = self.start_hop(channel, destination, prepared, order)?;
         Ok(Connected {
             handle,
             driver: Box::pin(chain.run_with(driver)),
         })
+    }
+
+    /// The hop's `KnownHostsCommand` lines for choosing host key types ([`order_lines`]).
+    async fn order_for(hop: &Hop<'_>) -> Result<Option<String>, ConnectError> {
+        let (key_name, key_port) = hop.known_hosts_name();
+        order_lines(hop.at.options, key_name, key_port)
+            .await
+            .map_err(ConnectError::Network)
     }
 
     /// Waits until the chain's innermost hop has authenticated; its failure names the hop.

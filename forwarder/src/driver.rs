@@ -73,6 +73,18 @@ pub trait HostKeyVerifier: Send + Sync {
         self.verify(key)
     }
 
+    /// A check that needs work before it can answer (a `KnownHostsCommand` told of the key):
+    /// a future the driver runs in a task of its own while the session waits, ending with
+    /// the verdict. `None`, the default: [`Self::verify_presented`] answers at once.
+    fn verify_later(
+        self: Arc<Self>,
+        key: &PublicKey,
+        certificate: Option<&ssh_transport::cert::Certificate>,
+    ) -> Option<VerdictFuture> {
+        let _ = (key, certificate);
+        None
+    }
+
     /// The server listed all its host keys after the login (OpenSSH's
     /// `hostkeys-00@openssh.com`, certificates and unsupported types left out): what
     /// `UpdateHostKeys` would change in known_hosts, if anything. By default nothing.
@@ -85,6 +97,21 @@ pub trait HostKeyVerifier: Send + Sync {
     fn apply_host_key_update(&self, plan: &known_hosts::update::Plan, proven: &[PublicKey]) {
         let _ = (plan, proven);
     }
+}
+
+/// What [`HostKeyVerifier::verify_later`] ends with.
+pub type VerdictFuture = Pin<Box<dyn Future<Output = Verdict> + Send>>;
+
+/// A host key check's outcome, reached later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The key is trusted.
+    Trusted,
+    /// The key is refused, with the message the user should read; never retried.
+    Refused(String),
+    /// The check could not be made (a `KnownHostsCommand` failed): the session ends, and a
+    /// tunnel tries again later.
+    Unchecked(String),
 }
 
 /// What an [`AuthHelper`] answer is: the value, or why there is none (which the
@@ -253,6 +280,8 @@ struct State {
     preparing_kex: bool,
     /// A known_hosts update waiting for the server to prove its new host keys.
     host_key_update: Option<known_hosts::update::Plan>,
+    /// The host key check to run in a task of its own ([`HostKeyVerifier::verify_later`]).
+    host_key_check: Option<VerdictFuture>,
 }
 
 /// Why a remote forward is not in place.
@@ -587,6 +616,15 @@ impl State {
                         .as_ref()
                         .map_or(key.key_type().name(), |c| c.type_name());
                     self.log.host_key = Some(format!("{key_type} {}", key.fingerprint()));
+                    if let Some(check) = self
+                        .verifier
+                        .clone()
+                        .verify_later(&key, certificate.as_ref())
+                    {
+                        // The transport waits for the verdict; the driver goes on meanwhile.
+                        self.host_key_check = Some(check);
+                        continue;
+                    }
                     match self.verifier.verify_presented(&key, certificate.as_ref()) {
                         Ok(()) => self.session.accept_host_key(),
                         Err(why) => self.session.reject_host_key(why),
@@ -1016,6 +1054,7 @@ where
             preparing_kex: false,
             direct_due: Vec::new(),
             host_key_update: None,
+            host_key_check: None,
         }),
     });
     let driver = Driver {
@@ -1742,6 +1781,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         for request in st.auth_requests.drain(..) {
             spawn_auth_answer(self.shared.clone(), self.auth.clone(), request);
         }
+        if let Some(check) = st.host_key_check.take() {
+            spawn_host_key_check(self.shared.clone(), check);
+        }
         if let Some(work) = st.session.take_kex_work() {
             spawn_kex_work(self.shared.clone(), work);
         }
@@ -1807,6 +1849,27 @@ fn spawn_auth_answer(shared: Arc<Shared>, helper: Arc<dyn AuthHelper>, request: 
             }
             _ => {}
         }
+    });
+}
+
+/// Runs a host key check in a task of its own and hands its verdict to the session, waking
+/// the driver to go on (or to end, when the check could not be made).
+fn spawn_host_key_check(shared: Arc<Shared>, check: VerdictFuture) {
+    tokio::spawn(async move {
+        let verdict = check.await;
+        let mut st = shared.lock();
+        match verdict {
+            Verdict::Trusted => st.session.accept_host_key(),
+            Verdict::Refused(why) => st.session.reject_host_key(why),
+            Verdict::Unchecked(why) => {
+                if st.error.is_none() {
+                    let e = SessionError::HostKeyUnchecked(why);
+                    st.fail_all(&e);
+                    st.error = Some(e);
+                }
+            }
+        }
+        st.wake_driver();
     });
 }
 

@@ -36,6 +36,7 @@
 
 mod accepted;
 mod certificate;
+pub mod command;
 mod pattern;
 mod report;
 mod revoked;
@@ -245,6 +246,14 @@ impl KnownHosts {
             known.absorb(&String::from_utf8_lossy(&bytes), path, &mut warnings);
         }
         Ok((known, warnings))
+    }
+
+    /// Adds lines read from somewhere other than a file (a `KnownHostsCommand`'s output),
+    /// after those read so far; `origin` names them in messages.
+    pub fn add(&mut self, text: &str, origin: &Path) -> Vec<Warning> {
+        let mut warnings = Vec::new();
+        self.absorb(text, origin, &mut warnings);
+        warnings
     }
 
     /// How many usable lines were read (markers included).

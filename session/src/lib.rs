@@ -143,6 +143,9 @@ pub enum SessionError {
         /// How many keepalives went unanswered.
         missed: u32,
     },
+    /// The server's host key could not be checked (a `KnownHostsCommand` failed): not the
+    /// server's fault, and not a verdict on its key, so a tunnel tries again later.
+    HostKeyUnchecked(String),
     /// After the key exchange, the server sent nothing for this long while the login waited
     /// for its answer (the handshake limit, `ConnectTimeout`).
     LoginTimeout(Duration),
@@ -156,6 +159,9 @@ impl fmt::Display for SessionError {
             Self::Connection(e) => e.fmt(f),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
             Self::Ended => f.write_str("the session ended"),
+            Self::HostKeyUnchecked(why) => {
+                write!(f, "the server's host key could not be checked: {why}")
+            }
             Self::ServerNotResponding { missed } => write!(
                 f,
                 "the server did not answer {missed} keepalives in a row (ServerAliveInterval): \
@@ -181,6 +187,7 @@ impl SessionError {
             Self::Connection(e) => e.disconnect_reason(),
             Self::Protocol(_) => Some(DisconnectReason::PROTOCOL_ERROR),
             Self::Ended => None,
+            Self::HostKeyUnchecked(_) => Some(DisconnectReason::HOST_KEY_NOT_VERIFIABLE),
             Self::ServerNotResponding { .. } | Self::LoginTimeout(_) => {
                 Some(DisconnectReason::CONNECTION_LOST)
             }

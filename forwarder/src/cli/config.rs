@@ -18,7 +18,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
      PreferredAuthentications, TCPKeepAlive, ProxyJump, HostKeyAlias, IgnoreUnknown, \
-     RevokedHostKeys, ProxyCommand none, StreamLocalBindMask, StreamLocalBindUnlink, \
+     RevokedHostKeys, KnownHostsCommand, ProxyCommand none, StreamLocalBindMask, StreamLocalBindUnlink, \
      and forwarder's own PasswordFile, PasswordEnv, PassphraseFile, PassphraseEnv, Reconnect, \
      ReconnectBackoffMax, SessionWaitTimeout and KexGuessFile";
 
@@ -59,7 +59,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "include",
     "ipqos",
     "kbdinteractivedevices",
-    "knownhostscommand",
     "localcommand",
     "logverbose",
     "match",
@@ -153,6 +152,26 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
                 &mut p.revoked_host_keys,
                 if none { Vec::new() } else { args },
             );
+        }
+        "knownhostscommand" => {
+            // As ssh: the program must be an absolute path (it is not looked up in $PATH); its
+            // arguments' tokens are checked when the options are resolved.
+            let command = if let [word] = args.as_slice()
+                && word.eq_ignore_ascii_case("none")
+            {
+                None
+            } else {
+                let program = args.first().map_or("", String::as_str);
+                if !program.starts_with('/') {
+                    return Err(bad_value(
+                        key,
+                        value.trim_end_matches(is_blank),
+                        "none, or a program given by its absolute path, then its arguments",
+                    ));
+                }
+                Some(args)
+            };
+            set_first(&mut p.known_hosts_command, command);
         }
         "hostkeyalias" => {
             let alias = one(key, &args)?;

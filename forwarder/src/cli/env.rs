@@ -3,6 +3,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use crate::known_hosts::command::{KnownHostsCommand, Piece};
+
 use super::{
     CliError, DEFAULT_RECONNECT_BACKOFF_MAX, DEFAULT_SERVER_ALIVE_INTERVAL,
     DEFAULT_SESSION_WAIT_TIMEOUT, Destination, ForwardSpec, IdentityAgent, Listen, Options, Parsed,
@@ -173,6 +175,18 @@ pub(super) fn resolve(
         .iter()
         .map(|f| tokens.expand_path_and_variables(f))
         .collect::<Result<Vec<_>, _>>()?;
+    // ssh expands `%` tokens and `${VAR}` in the arguments, not in the program.
+    let known_hosts_command = match p.known_hosts_command.flatten() {
+        None => None,
+        Some(words) => {
+            let mut words = words.iter();
+            let program = PathBuf::from(words.next().map_or("", String::as_str));
+            let args = words
+                .map(|w| tokens.expand_command_argument(w))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(KnownHostsCommand { program, args })
+        }
+    };
     // ssh expands `~`, `%` tokens and `${VAR}` in a forward's socket paths, both sides
     // (OpenSSH 8.4 and later).
     let local_forwards = p
@@ -249,6 +263,7 @@ pub(super) fn resolve(
         user_known_hosts_files,
         global_known_hosts_files,
         revoked_host_keys,
+        known_hosts_command,
         strict_host_key_checking: p.strict.unwrap_or(StrictHostKeyChecking::Yes),
         host_key_alias: p.host_key_alias,
         ciphers: p.flag_ciphers.or(p.ciphers),
@@ -471,6 +486,46 @@ impl Tokens<'_> {
     }
 
     fn expand(&self, raw: &str, with_variables: bool) -> Result<PathBuf, CliError> {
+        let (prefix, rest) = self.split_home(raw)?;
+        let mut out = prefix;
+        self.expand_into(&mut out, rest, raw, with_variables, None)?;
+        Ok(PathBuf::from(out))
+    }
+
+    /// One of `KnownHostsCommand`'s arguments: `${NAME}` and the connection's tokens replaced
+    /// now (no `~`, as ssh), and `%H`, `%I`, `%t`, `%f` and `%K`, which are only known when it
+    /// runs, kept as pieces.
+    fn expand_command_argument(&self, raw: &str) -> Result<Vec<Piece>, CliError> {
+        let mut pieces = Vec::new();
+        let mut text = String::new();
+        let mut runtime = Vec::new();
+        self.expand_into(&mut text, raw, raw, true, Some(&mut runtime))?;
+        // `expand_into` left a NUL where each runtime token was; no argument can hold one.
+        let mut runtime = runtime.into_iter();
+        for (i, part) in text.split('\0').enumerate() {
+            if i > 0
+                && let Some(piece) = runtime.next()
+            {
+                pieces.push(piece);
+            }
+            if !part.is_empty() {
+                pieces.push(Piece::Text(part.to_owned()));
+            }
+        }
+        Ok(pieces)
+    }
+
+    /// Appends `rest` to `out` with its tokens replaced (and `${NAME}` when
+    /// `with_variables`). With `runtime`, a token only known when a command runs is left as a
+    /// NUL and its piece pushed there. `raw` is the whole value, for errors.
+    fn expand_into(
+        &self,
+        out: &mut String,
+        rest: &str,
+        raw: &str,
+        with_variables: bool,
+        mut runtime: Option<&mut Vec<Piece>>,
+    ) -> Result<(), CliError> {
         let bad = |why: String| CliError::BadPath {
             path: raw.to_owned(),
             why,
@@ -484,7 +539,9 @@ impl Tokens<'_> {
                     path: raw.to_owned(),
                 })
         };
-        let (mut out, rest) = self.split_home(raw)?;
+        if rest.contains('\0') {
+            return Err(bad("it contains a NUL character".into()));
+        }
         let mut chars = rest.chars();
         while let Some(c) = chars.next() {
             if c == '$'
@@ -524,16 +581,28 @@ impl Tokens<'_> {
                 Some('k') => out.push_str(self.key_alias),
                 Some('j') => out.push_str(self.jump_host),
                 Some('C') => out.push_str(&self.connection_hash()),
+                Some(c)
+                    if let Some(pieces) = runtime.as_deref_mut()
+                        && let Some(piece) = Piece::runtime_token(c) =>
+                {
+                    pieces.push(piece);
+                    out.push('\0');
+                }
                 other => {
                     let token = other.map(|c| format!("%{c}")).unwrap_or_else(|| "%".into());
                     return Err(bad(format!(
                         "unknown token '{token}'; known tokens are %%, %C, %d, %h, %i, %j, %k, \
-                         %L, %l, %n, %p, %r, %u"
+                         %L, %l, %n, %p, %r, %u{}",
+                        if runtime.is_some() {
+                            ", and %H, %I, %t, %f, %K"
+                        } else {
+                            ""
+                        }
                     )));
                 }
             }
         }
-        Ok(PathBuf::from(out))
+        Ok(())
     }
 }
 

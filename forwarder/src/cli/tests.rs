@@ -1739,3 +1739,79 @@ fn connection_attempts_is_a_count_of_one_or_more() {
         assert!(e.contains("1 or more"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn known_hosts_command_takes_an_absolute_program_and_arguments_with_tokens() {
+    use crate::known_hosts::command::{KnownHostsCommand, Piece};
+    let text = |t: &str| Piece::Text(t.to_owned());
+    assert!(run(&["h"]).known_hosts_command.is_none(), "none by default");
+    // The connection's tokens are replaced now; %H %I %t %f %K when it runs; %% is a %.
+    let o = run(&[
+        "-o",
+        "KnownHostsCommand=/usr/local/bin/hostkeys --host=%H --for %I %t:%f \"key %K\" %h:%p %r 100%%",
+        "-l",
+        "dbuser",
+        "-p",
+        "2222",
+        "bastion.example",
+    ]);
+    assert_eq!(
+        o.known_hosts_command,
+        Some(KnownHostsCommand {
+            program: PathBuf::from("/usr/local/bin/hostkeys"),
+            args: vec![
+                vec![text("--host="), Piece::LookupName],
+                vec![text("--for")],
+                vec![Piece::Invocation],
+                vec![Piece::KeyType, text(":"), Piece::Fingerprint],
+                vec![text("key "), Piece::Key],
+                vec![text("bastion.example:2222")],
+                vec![text("dbuser")],
+                vec![text("100%")],
+            ],
+        })
+    );
+    // From ssh_config, the first obtained wins, and none turns it off.
+    let o = config_ok(
+        &["h"],
+        "Host h\n    KnownHostsCommand /first %H\n    KnownHostsCommand /second\n",
+    );
+    assert_eq!(
+        o.known_hosts_command.map(|c| c.program),
+        Some(PathBuf::from("/first"))
+    );
+    let o = config_ok(&["h"], "KnownHostsCommand none\nKnownHostsCommand /x\n");
+    assert!(o.known_hosts_command.is_none());
+    // As ssh: the program is not looked up in $PATH, nor is ~ expanded there.
+    for relative in ["lookup %H", "~/bin/lookup", "./lookup"] {
+        let e = err(&["-o", &format!("KnownHostsCommand={relative}"), "h"]);
+        assert!(e.contains("absolute path"), "{relative}: {e}");
+    }
+    // A token that means nothing is an error naming it, and the runtime ones.
+    let e = err(&["-o", "KnownHostsCommand=/x %Q", "h"]);
+    assert!(
+        e.contains("unknown token '%Q'") && e.contains("%H, %I, %t, %f, %K"),
+        "{e}"
+    );
+    // Runtime tokens mean nothing in paths.
+    let e = err(&["-o", "UserKnownHostsFile=/kh/%H", "h"]);
+    assert!(e.contains("unknown token '%H'") && !e.contains("%K"), "{e}");
+}
+
+#[test]
+fn known_hosts_command_arguments_take_environment_variables() {
+    let o = with_variables(
+        &["-o", "KnownHostsCommand=/bin/lookup ${VAULT_PATH}/%H", "h"],
+        "",
+        &[("VAULT_PATH", "secret/bastions")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    use crate::known_hosts::command::Piece;
+    assert_eq!(
+        o.known_hosts_command.map(|c| c.args),
+        Some(vec![vec![
+            Piece::Text("secret/bastions/".into()),
+            Piece::LookupName
+        ]])
+    );
+}
