@@ -908,6 +908,7 @@ options:
 -o settings (keys are case-insensitive, the first value given wins, as in ssh):
   Port, User, HostName, IdentityFile, UserKnownHostsFile (space-separated list, or none),
   GlobalKnownHostsFile (the same), RevokedHostKeys (the same: KRLs or public key lists),
+  KnownHostsCommand (a program printing known_hosts lines, see below),
   ProxyJump (as -J), HostKeyAlias (the name to look the host key up under in known_hosts),
   IgnoreUnknown (keywords to skip without a word),
   StrictHostKeyChecking (yes, accept-new, no; ask is treated as yes since forwarder never
@@ -966,6 +967,10 @@ RevokedHostKeys files (key revocation lists made by ssh-keygen -k, or lists of p
 one per line) are read on every connection, before known_hosts: a host key they list, or a
 host certificate whose serial, key id, key or CA key they revoke, is refused under every
 StrictHostKeyChecking, and a file that is missing or cannot be read refuses the connection.
+KnownHostsCommand (an absolute path, then arguments) prints known_hosts lines read after
+the files; it runs before the key exchange (%I is ORDER) and with the server's key (%I is
+HOSTNAME; %H the name looked up, %t %f %K the key's type, fingerprint and base64, NONE
+before), must exit 0 within ConnectTimeout, and its failure fails the attempt.
 
 ~/.ssh/config (or the -F file) is read as ssh reads it, after the command line, whose values
 win: Host and Match blocks (Match all, host, originalhost, user, localuser, also written

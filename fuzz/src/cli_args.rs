@@ -72,6 +72,17 @@ pub fn run(data: &[u8]) {
     if *permit == forwarder::remote::PermitRemoteOpen::None {
         assert!(!permit.allows("127.0.0.1", 22), "none allowed a target");
     }
+    // KnownHostsCommand runs an absolute program, with one argument per word, none of
+    // which can hold a NUL (where a runtime token was cut out).
+    if let Some(command) = &options.known_hosts_command {
+        use forwarder::known_hosts::command::Invocation;
+        assert!(command.program.is_absolute(), "{command:?}");
+        for invocation in [Invocation::Order, Invocation::Hostname] {
+            let argv = command.argv("[h]:2", invocation, None);
+            assert_eq!(argv.len(), command.args.len());
+            assert!(argv.iter().all(|a| !a.contains('\0')), "{argv:?}");
+        }
+    }
     // The algorithm lists (OpenSSH's + - ^ and wildcard syntax) and RekeyLimit are resolved
     // after parsing: an error is fine, an empty list is not.
     if let Ok(tunnel) = forwarder::config::TunnelConfig::from_options(&options) {

@@ -1095,6 +1095,15 @@ fn cli() -> Vec<(String, Vec<u8>)> {
             ],
         ),
         (
+            "known-hosts-command",
+            &[
+                "-oKnownHostsCommand=/usr/local/bin/hostkeys \"%H %I\" %t:%f %K %d/%h:%p 5%%",
+                "-J",
+                "jump",
+                "bastion",
+            ],
+        ),
+        (
             "remote-dynamic",
             &[
                 "-R",

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod asyncssh;
+pub mod check;
 pub mod client;
 pub mod dropbear;
 pub mod fleet;

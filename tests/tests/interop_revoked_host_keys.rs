@@ -10,11 +10,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use ssh_interop_tests::check::check_stage;
 use ssh_interop_tests::keys::ssh_keygen;
-use ssh_interop_tests::process::{run_bounded, run_ok};
+use ssh_interop_tests::process::run_ok;
 use ssh_interop_tests::{
     CertAuthority, ClientKind, EchoServer, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip,
-    forwarder_binary,
 };
 
 /// How long ssh-keygen may take to write a KRL.
@@ -73,37 +73,11 @@ fn forwarder(sshd: &Sshd, key: &UserKey, known_hosts: &Path, echo: &EchoServer) 
 /// `forwarder check --json` of the tunnel, with `revoked` as RevokedHostKeys: stage 5's
 /// report.
 fn check_stage5(sshd: &Sshd, key: &UserKey, known_hosts: &Path, revoked: &Path) -> Value {
-    let cache = tempfile::tempdir().expect("temp dir");
-    let mut cmd = Command::new(forwarder_binary());
-    cmd.arg("check")
-        .arg("--json")
-        .arg("-p")
-        .arg(sshd.port().to_string())
-        .arg("-i")
-        .arg(key.private_key_path())
-        .args(["-o", "GlobalKnownHostsFile=none", "-o", "BatchMode=yes"])
-        .args(["-o", "IdentityAgent=none", "-o", "StrictHostKeyChecking=no"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .arg("-o")
-        .arg(format!("RevokedHostKeys={}", revoked.display()))
-        .args(["-L", "0:127.0.0.1:9"])
-        .arg(format!("{}@127.0.0.1", sshd.user()))
-        .env("XDG_CACHE_HOME", cache.path());
-    let out = run_bounded(&mut cmd, Duration::from_secs(90), "forwarder check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_ne!(out.status.code(), Some(0), "check passed:\n{stdout}");
-    let doc: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "--json output does not parse ({e}):\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    doc["stages"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["stage"] == 5))
-        .cloned()
-        .unwrap_or_else(|| panic!("no stage 5 in {doc:#}"))
+    let options = [
+        "StrictHostKeyChecking=no".to_owned(),
+        format!("RevokedHostKeys={}", revoked.display()),
+    ];
+    check_stage(sshd, key, known_hosts, &options, 5)
 }
 
 #[test]
