@@ -45,6 +45,8 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     if args.first().is_some_and(|a| a == "check") {
         return crate::check::run(&args[1..]);
     }
+    #[cfg(unix)]
+    let command_line = args.clone();
     let opts = match cli::parse_args(args) {
         Ok(Command::Help) => {
             print!("{}", cli::usage());
@@ -78,6 +80,17 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    #[cfg(unix)]
+    if opts.fork_after_authentication && !crate::background::is_background() {
+        if opts.stdio_forward.is_some() {
+            eprintln!(
+                "forwarder: -f cannot be used with -W: its standard input and output are the forward"
+            );
+            return EXIT_FAILURE;
+        }
+        // The same command line, in the background; warnings are its to print.
+        return crate::background::run(&command_line);
+    }
     init_logging(&opts);
     for w in &opts.warnings {
         eprintln!("forwarder: warning: {w}");
@@ -210,14 +223,39 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
     let remote_specs = opts.remote_forwards.iter();
     let remote_specs = remote_specs.map(crate::remote::RemoteSpec::from_forward);
     let (remote_stop, remote_stopped) = tokio::sync::watch::channel(false);
+    let (remote_up, remote_granted) = tokio::sync::oneshot::channel();
     let mut remote = tokio::spawn(crate::remote::serve(
         sessions.clone(),
         remote_specs.collect(),
         tunnel_config.exit_on_forward_failure,
         remote_connect_limit,
         opts.permit_remote_open.clone(),
+        remote_up,
         remote_stopped,
     ));
+    // -f: the background process lets the foreground one go once logged in, as ssh does; with
+    // ExitOnForwardFailure, once every -R is granted too, so that a refused one is still an
+    // exit status the script sees.
+    #[cfg(unix)]
+    if crate::background::is_background() {
+        if tunnel_config.exit_on_forward_failure {
+            tokio::select! {
+                // Dropped unsent when serving ended: the arm below has its error.
+                Ok(()) = remote_granted => {}
+                Ok(Err(msg)) = &mut remote => {
+                    tunnel.close();
+                    supervisor.shutdown(Duration::from_secs(2)).await;
+                    return Err(Fatal(msg));
+                }
+                _ = shutdown_signal() => {
+                    tunnel.close();
+                    supervisor.shutdown(Duration::from_secs(2)).await;
+                    return Err(Fatal("interrupted while the remote forwards were requested".into()));
+                }
+            }
+        }
+        crate::background::ready();
+    }
     let outcome = tokio::select! {
         o = supervisor.finished() => o,
         Ok(Err(msg)) = &mut remote => {

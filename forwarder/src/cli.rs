@@ -113,6 +113,9 @@ pub struct Options {
     /// files, run before each key exchange and again with the key the server presented.
     /// `None` (the default) for none.
     pub known_hosts_command: Option<crate::known_hosts::command::KnownHostsCommand>,
+    /// `-f` / `ForkAfterAuthentication`: go to the background once the tunnel is up (logged
+    /// in, and with ExitOnForwardFailure every `-R` granted), as `ssh -f`.
+    pub fork_after_authentication: bool,
     /// What to do with unknown and changed host keys.
     pub strict_host_key_checking: StrictHostKeyChecking,
     /// `HostKeyAlias`, lowercased: the name the host key is looked up and recorded under in
@@ -891,6 +894,10 @@ options:
   -o Key=Value   an ssh_config setting; see below
   -F file        read this ssh_config file instead of ~/.ssh/config; -F none reads none
   -N             accepted for ssh compatibility: forwarder never runs commands
+  -f             go to the background once the tunnel is up (logged in; with
+                 ExitOnForwardFailure, every -R granted), exiting 0, as ssh -f: a
+                 first connection that fails is the exit status. Also
+                 -o ForkAfterAuthentication=yes.
   -v             more logging; repeat for more (-vvv)
   -q             log nothing but fatal errors
   -C             compress the session
@@ -1125,6 +1132,8 @@ struct Parsed {
     proxy_command_set: bool,
     /// `RevokedHostKeys`: files as written (empty for `none`).
     revoked_host_keys: Option<Vec<String>>,
+    /// `-f` / `ForkAfterAuthentication`.
+    fork_after_authentication: Option<bool>,
     /// `KnownHostsCommand`: its words as written (`None` for `none`).
     known_hosts_command: Option<Option<Vec<String>>>,
     stdio_forward: Option<Destination>,
@@ -1305,6 +1314,8 @@ impl Parsed {
                 // Things forwarder never does anyway: run a command, read stdin, allocate a
                 // terminal, forward X11 or the agent, delegate GSSAPI credentials.
                 'N' | 'n' | 'T' | 'x' | 'a' | 'k' => {}
+                // As in ssh, -f wins over ForkAfterAuthentication from any source.
+                'f' => self.fork_after_authentication = Some(true),
                 'v' => {
                     self.flag_log_level = Some(match self.flag_log_level {
                         Some(level) if self.seen_v => level.more_verbose(),
@@ -1461,7 +1472,6 @@ fn example_for(letter: char) -> &'static str {
 /// Why an ssh option letter that forwarder does not take is left out.
 fn unsupported_reason(letter: char) -> Option<&'static str> {
     Some(match letter {
-        'f' => "forwarder stays in the foreground; run it under a service manager instead",
         't' => "forwarder never allocates a terminal",
         's' => "subsystems are not supported: forwarder never runs anything on the server",
         'A' => "agent forwarding is not supported",

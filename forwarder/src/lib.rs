@@ -43,6 +43,8 @@ pub mod admin;
 pub mod agent;
 pub mod algorithms;
 pub mod app;
+#[cfg(unix)]
+pub mod background;
 pub mod check;
 pub mod cli;
 pub mod config;

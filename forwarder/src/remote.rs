@@ -644,26 +644,44 @@ pub fn connect_limit(config: &crate::config::TunnelConfig) -> Duration {
 
 /// Serves `forwards` (the command line's `-R`) over every session of `sessions` until `stop`
 /// turns true, which cancels them; each connect to a target waits at most `connect_limit`,
-/// and a dynamic forward's connections go only where `permit_open` allows. Returns an error message (for exit status 255) when `exit_on_failure` is set and the
-/// server refuses a forward.
+/// and a dynamic forward's connections go only where `permit_open` allows; `up` is told once
+/// the server has granted every forward (at once when there are none). Returns an error
+/// message (for exit status 255) when `exit_on_failure` is set and the server refuses a
+/// forward.
 pub async fn serve(
     sessions: SupervisorHandle,
     forwards: Vec<RemoteSpec>,
     exit_on_failure: bool,
     connect_limit: Duration,
     permit_open: PermitRemoteOpen,
+    up: tokio::sync::oneshot::Sender<()>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     if forwards.is_empty() {
+        let _ = up.send(());
         stopped(&mut stop).await;
         return Ok(());
     }
+    // `up` is told once every forward has been granted.
+    let waiting: std::collections::HashSet<String> =
+        forwards.iter().map(|f| format!("{f:?}")).collect();
+    let up = std::sync::Mutex::new((waiting, Some(up)));
     let (router, routing) = Router::spawn(sessions.clone());
     let ctx = ForwardContext {
         sessions,
         router,
         observer: Arc::new(NoObserver),
-        report: Arc::new(|spec: &RemoteSpec, state: &ForwardState| {
+        report: Arc::new(move |spec: &RemoteSpec, state: &ForwardState| {
+            if let ForwardState::Listening(_) = state
+                && let Ok(mut up) = up.lock()
+            {
+                up.0.remove(&format!("{spec:?}"));
+                if up.0.is_empty()
+                    && let Some(tell) = up.1.take()
+                {
+                    let _ = tell.send(());
+                }
+            }
             // As ssh prints it, on every session.
             if let ForwardState::Listening(port) = state
                 && spec.server_picks_port()

@@ -12,7 +12,8 @@ use super::{
 pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, UserKnownHostsFile, \
      GlobalKnownHostsFile, StrictHostKeyChecking, Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms, \
      PubkeyAcceptedAlgorithms, ConnectTimeout, \
-     ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, BatchMode, LocalForward, \
+     ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, ForkAfterAuthentication, \
+     BatchMode, LocalForward, \
      RemoteForward, DynamicForward, PermitRemoteOpen, BindAddress, UpdateHostKeys, ConnectionAttempts, \
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
@@ -42,7 +43,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "enablesshkeysign",
     "escapechar",
     "fingerprinthash",
-    "forkafterauthentication",
     "forwardagent",
     "forwardx11",
     "forwardx11timeout",
@@ -264,6 +264,10 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
                 .filter(|n| i32::try_from(*n).is_ok())
                 .ok_or_else(|| bad_value(key, v, "a whole number such as 3"))?;
             set_first(&mut p.server_alive_count_max, count);
+        }
+        "forkafterauthentication" => {
+            let f = flag(key, &args)?;
+            set_first(&mut p.fork_after_authentication, f);
         }
         "exitonforwardfailure" => {
             let f = flag(key, &args)?;

@@ -264,6 +264,7 @@ pub(super) fn resolve(
         global_known_hosts_files,
         revoked_host_keys,
         known_hosts_command,
+        fork_after_authentication: p.fork_after_authentication.unwrap_or(false),
         strict_host_key_checking: p.strict.unwrap_or(StrictHostKeyChecking::Yes),
         host_key_alias: p.host_key_alias,
         ciphers: p.flag_ciphers.or(p.ciphers),

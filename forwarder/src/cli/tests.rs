@@ -450,7 +450,7 @@ fn unknown_and_unsupported_options_are_named() {
     );
     assert!(err(&["-Nvé", "h"]).contains("unknown option -é"));
     for (flag, needle) in [
-        ("-f", "foreground"),
+        ("-B", "give its address with -b"),
         ("-t", "terminal"),
         ("-A", "agent forwarding"),
     ] {
@@ -1814,4 +1814,19 @@ fn known_hosts_command_arguments_take_environment_variables() {
             Piece::LookupName
         ]])
     );
+}
+
+#[test]
+fn f_and_fork_after_authentication_go_to_the_background_and_f_wins() {
+    assert!(!run(&["h"]).fork_after_authentication);
+    assert!(run(&["-f", "-N", "h"]).fork_after_authentication);
+    assert!(run(&["-fNL", "1:h:2", "h"]).fork_after_authentication);
+    assert!(run(&["-o", "ForkAfterAuthentication=yes", "h"]).fork_after_authentication);
+    // As in ssh, -f sets it whatever -o or the file say.
+    assert!(run(&["-o", "ForkAfterAuthentication=no", "-f", "h"]).fork_after_authentication);
+    assert!(config_ok(&["-f", "h"], "ForkAfterAuthentication no\n").fork_after_authentication);
+    assert!(
+        config_ok(&["h"], "Host h\n    ForkAfterAuthentication yes\n").fork_after_authentication
+    );
+    assert!(err(&["-o", "ForkAfterAuthentication=maybe", "h"]).contains("ForkAfterAuthentication"));
 }

@@ -172,6 +172,8 @@ impl KnownHostsCommand {
         let fail = |why: String| format!("KnownHostsCommand {shown} failed: {why}");
         let mut child = tokio::process::Command::new(&self.program)
             .args(&argv)
+            // Not the background half of a `-f` of its own.
+            .env_remove(crate::background::READY_ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,179 @@
+//! `-f` against the real sshd, with OpenSSH's `ssh -f -N -L` as the reference: the command
+//! returns 0 once the tunnel is up and the tunnel goes on in the background, out of the
+//! terminal's session; a first connection that fails is the command's exit status; and with
+//! ExitOnForwardFailure the command returns only once every `-R` is granted, or 255 when
+//! one is refused.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+use ssh_interop_tests::process::{signal, wait_bounded};
+use ssh_interop_tests::{
+    ClientKind, EchoServer, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip, free_port,
+    port_listening,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Runs `client` with `-f` and waits (bounded) for the foreground command to return: its
+/// exit status and what it wrote to stderr (a file, since the background process keeps it).
+fn run_with_f(client: &TunnelBuilder, dir: &Path) -> (Option<i32>, String) {
+    let client = client.clone().arg("-f");
+    let log = dir.join(format!("{}.stderr", client.kind().name()));
+    let mut child = Command::new(client.kind().program())
+        .args(client.args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("create the log"))
+        .spawn()
+        .expect("start the client");
+    let status = wait_bounded(&mut child, WAIT).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!(
+            "{} -f did not return within {WAIT:?}:\n{}",
+            client.kind().name(),
+            fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    (status.code(), fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// The processes whose command line has an argument containing `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    c.split(|&b| b == 0)
+                        .any(|a| String::from_utf8_lossy(a).contains(needle))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// The session id of `pid` (proc(5) stat field 6).
+fn session_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Stops the background processes whose command line holds `needle`, and waits (bounded)
+/// until they are gone.
+fn stop_background(needle: &str) {
+    for pid in processes_with(needle) {
+        signal(pid, Signal::TERM);
+    }
+    let deadline = Instant::now() + WAIT;
+    while !processes_with(needle).is_empty() {
+        assert!(Instant::now() < deadline, "background processes remain");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_command_returns_once_the_tunnel_is_up_and_the_tunnel_stays() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder().authorize(&key).start();
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
+        let client = TunnelBuilder::new(kind, &sshd, &key).forward_to(echo.port());
+        let port = client.forwards()[0].local_port;
+        let needle = format!("127.0.0.1:{port}:");
+        let (status, log) = run_with_f(&client, dir.path());
+        assert_eq!(status, Some(0), "{}: {log}", kind.name());
+        // Up when the command returns: no wait.
+        let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let back = echo_round_trip(port, &sent)
+            .unwrap_or_else(|e| panic!("{}: the echo failed: {e}\n{log}", kind.name()));
+        assert!(
+            back == sent,
+            "{}: the echo came back different",
+            kind.name()
+        );
+        let pids = processes_with(&needle);
+        assert_eq!(pids.len(), 1, "{}: {pids:?}", kind.name());
+        if kind == ClientKind::Forwarder {
+            // Out of the terminal's session, as ssh's daemon(3) puts it.
+            assert_eq!(session_of(pids[0]), Some(pids[0]), "not a session leader");
+            assert_ne!(session_of(pids[0]), session_of(std::process::id()));
+        }
+        stop_background(&needle);
+    }
+}
+
+#[test]
+fn a_first_connection_that_fails_is_the_command_s_exit_status() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder().authorize(&key).start();
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let empty = dir.path().join("known_hosts_empty");
+    fs::write(&empty, "").expect("write known_hosts");
+    for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
+        let client = TunnelBuilder::new(kind, &sshd, &key)
+            .known_hosts(&empty)
+            .forward_to(echo.port());
+        let needle = format!("127.0.0.1:{}:", client.forwards()[0].local_port);
+        let (status, log) = run_with_f(&client, dir.path());
+        assert_eq!(status, Some(255), "{}: {log}", kind.name());
+        assert!(
+            log.contains("Host key verification failed") || log.contains("is not known"),
+            "{}: {log}",
+            kind.name()
+        );
+        assert!(processes_with(&needle).is_empty(), "{}", kind.name());
+    }
+    assert_eq!(echo.connections(), 0);
+}
+
+#[test]
+fn with_exit_on_forward_failure_the_command_waits_for_every_remote_forward() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder().authorize(&key).start();
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
+        // Granted: listening on the bastion by the time the command returns.
+        let remote = free_port();
+        let client = TunnelBuilder::new(kind, &sshd, &key)
+            .arg("-R")
+            .arg(&format!("127.0.0.1:{remote}:127.0.0.1:{}", echo.port()));
+        let needle = format!("127.0.0.1:{remote}:127.0.0.1:");
+        let (status, log) = run_with_f(&client, dir.path());
+        assert_eq!(status, Some(0), "{}: {log}", kind.name());
+        assert!(port_listening(remote), "{}: not granted yet", kind.name());
+        let back = echo_round_trip(remote, b"through -R")
+            .unwrap_or_else(|e| panic!("{}: {e}\n{log}", kind.name()));
+        assert_eq!(back, b"through -R");
+        stop_background(&needle);
+
+        // Refused (the port is taken on the bastion): the script sees 255.
+        let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("address").port();
+        let client = TunnelBuilder::new(kind, &sshd, &key)
+            .arg("-R")
+            .arg(&format!("127.0.0.1:{port}:127.0.0.1:{}", echo.port()));
+        let needle = format!("127.0.0.1:{port}:127.0.0.1:");
+        let (status, log) = run_with_f(&client, dir.path());
+        assert_eq!(status, Some(255), "{}: {log}", kind.name());
+        assert!(
+            log.contains(&format!(
+                "remote port forwarding failed for listen port {port}"
+            )),
+            "{}: {log}",
+            kind.name()
+        );
+        assert!(processes_with(&needle).is_empty(), "{}", kind.name());
+    }
+}
