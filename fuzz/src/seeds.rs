@@ -1098,6 +1098,8 @@ fn cli() -> Vec<(String, Vec<u8>)> {
             "known-hosts-command",
             &[
                 "-oKnownHostsCommand=/usr/local/bin/hostkeys \"%H %I\" %t:%f %K %d/%h:%p 5%%",
+                "-fN",
+                "-oForkAfterAuthentication=no",
                 "-J",
                 "jump",
                 "bastion",
