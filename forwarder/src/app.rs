@@ -81,6 +81,10 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
         }
     };
     #[cfg(unix)]
+    if let Some(path) = &opts.log_file {
+        log_to_file(path);
+    }
+    #[cfg(unix)]
     if opts.fork_after_authentication && !crate::background::is_background() {
         if opts.stdio_forward.is_some() {
             eprintln!(
@@ -144,6 +148,26 @@ fn run_serve(args: &[std::ffi::OsString]) -> i32 {
             eprintln!("forwarder: {e}");
             crate::fleet::EXIT_USAGE
         }
+    }
+}
+
+/// `-E`: standard error becomes `path`, opened for appending (created 0600), so that the log
+/// and every error go there, as ssh does. A file that cannot be opened is said on standard
+/// error, which stays, as in ssh.
+#[cfg(unix)]
+fn log_to_file(path: &std::path::Path) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let opened = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|file| rustix::stdio::dup2_stderr(&file).map_err(std::io::Error::from));
+    if let Err(e) = opened {
+        eprintln!(
+            "forwarder: cannot log to {} (-E): {e}; logging to standard error",
+            path.display()
+        );
     }
 }
 

@@ -113,6 +113,8 @@ pub struct Options {
     /// files, run before each key exchange and again with the key the server presented.
     /// `None` (the default) for none.
     pub known_hosts_command: Option<crate::known_hosts::command::KnownHostsCommand>,
+    /// `-E`: where the log and every error go instead of standard error, appended to.
+    pub log_file: Option<PathBuf>,
     /// `-f` / `ForkAfterAuthentication`: go to the background once the tunnel is up (logged
     /// in, and with ExitOnForwardFailure every `-R` granted), as `ssh -f`.
     pub fork_after_authentication: bool,
@@ -900,6 +902,7 @@ options:
                  -o ForkAfterAuthentication=yes.
   -v             more logging; repeat for more (-vvv)
   -q             log nothing but fatal errors
+  -E file        append the log, and every error, to file instead of standard error
   -C             compress the session
   -g             listen on every interface when -L has no bind address
   -4, -6         use IPv4 or IPv6 only
@@ -1134,6 +1137,8 @@ struct Parsed {
     revoked_host_keys: Option<Vec<String>>,
     /// `-f` / `ForkAfterAuthentication`.
     fork_after_authentication: Option<bool>,
+    /// `-E`: the log file.
+    log_file: Option<String>,
     /// `KnownHostsCommand`: its words as written (`None` for `none`).
     known_hosts_command: Option<Option<Vec<String>>>,
     stdio_forward: Option<Destination>,
@@ -1340,7 +1345,7 @@ impl Parsed {
                 'V' => return Ok(Some(Scanned::Version)),
                 'h' => return Ok(Some(Scanned::Help)),
                 'p' | 'l' | 'i' | 'L' | 'D' | 'R' | 'o' | 'c' | 'm' | 'Q' | 'J' | 'W' | 'F'
-                | 'b' => {
+                | 'b' | 'E' => {
                     let attached = cluster.get(at + letter.len_utf8()..).unwrap_or_default();
                     let value = if attached.is_empty() {
                         rest.next()
@@ -1383,6 +1388,8 @@ impl Parsed {
                 let port = parse_port(value, "-p")?;
                 set_first(&mut self.port, port);
             }
+            // As in ssh, the last -E wins, and the path is taken as given.
+            'E' => self.log_file = Some(value.to_owned()),
             'b' => {
                 let address = config::bind_address("-b", value)?;
                 set_first(&mut self.bind_address, address);
@@ -1454,6 +1461,7 @@ fn example_for(letter: char) -> &'static str {
     match letter {
         'p' => "-p 2222",
         'b' => "-b 203.0.113.7",
+        'E' => "-E /var/log/forwarder.log",
         'l' => "-l alice",
         'i' => "-i ~/.ssh/id_ed25519",
         'L' => "-L 15432:db.internal:5432",
@@ -1478,7 +1486,6 @@ fn unsupported_reason(letter: char) -> Option<&'static str> {
         'X' | 'Y' => "X11 forwarding is not supported",
         'G' => "printing the configuration is not supported",
         'M' | 'S' | 'O' => "connection sharing (ControlMaster) is not supported",
-        'E' => "logging to a file is not supported; redirect standard error instead",
         'y' => "logging to syslog is not supported; redirect standard error instead",
         'B' => "choosing the source interface by name is not supported; give its address with -b",
         'e' => "escape characters need a terminal, which forwarder never has",

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -112,14 +112,21 @@ fn the_command_returns_once_the_tunnel_is_up_and_the_tunnel_stays() {
     }
 }
 
-#[test]
-fn a_first_connection_that_fails_is_the_command_s_exit_status() {
+/// A user key, an sshd that lets it in, an echo server, a temp dir, and in it a known_hosts
+/// file that lists nothing.
+fn lab_with_an_empty_known_hosts() -> (UserKey, Sshd, EchoServer, tempfile::TempDir, PathBuf) {
     let key = UserKey::generate(KeyKind::Ed25519);
     let sshd = Sshd::builder().authorize(&key).start();
     let echo = EchoServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let empty = dir.path().join("known_hosts_empty");
     fs::write(&empty, "").expect("write known_hosts");
+    (key, sshd, echo, dir, empty)
+}
+
+#[test]
+fn a_first_connection_that_fails_is_the_command_s_exit_status() {
+    let (key, sshd, echo, dir, empty) = lab_with_an_empty_known_hosts();
     for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
         let client = TunnelBuilder::new(kind, &sshd, &key)
             .known_hosts(&empty)
@@ -176,4 +183,53 @@ fn with_exit_on_forward_failure_the_command_waits_for_every_remote_forward() {
         );
         assert!(processes_with(&needle).is_empty(), "{}", kind.name());
     }
+}
+
+#[test]
+fn with_e_the_log_and_every_error_go_to_the_file() {
+    let (key, sshd, echo, dir, empty) = lab_with_an_empty_known_hosts();
+    for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
+        // An unknown host key: the error is in the file, nothing on stderr.
+        let log_file = dir.path().join(format!("{}-refused.log", kind.name()));
+        let client = TunnelBuilder::new(kind, &sshd, &key)
+            .known_hosts(&empty)
+            .forward_to(echo.port())
+            .arg("-E")
+            .arg(&log_file.display().to_string());
+        let out = ssh_interop_tests::process::run_bounded(
+            Command::new(kind.program()).args(client.args()),
+            WAIT,
+            "a client with -E",
+        );
+        assert_eq!(out.status.code(), Some(255), "{}", kind.name());
+        assert!(out.stderr.is_empty(), "{}: {out:?}", kind.name());
+        let logged = fs::read_to_string(&log_file).unwrap_or_default();
+        assert!(
+            logged.contains("Host key verification failed") || logged.contains("is not known"),
+            "{}: {logged}",
+            kind.name()
+        );
+    }
+    // With -f, the background process's log goes there too; the file is only ours.
+    let log_file = dir.path().join("forwarder-f.log");
+    let client = TunnelBuilder::new(ClientKind::Forwarder, &sshd, &key)
+        .forward_to(echo.port())
+        .verbose()
+        .arg("-E")
+        .arg(&log_file.display().to_string());
+    let needle = format!("127.0.0.1:{}:", client.forwards()[0].local_port);
+    let (status, stderr) = run_with_f(&client, dir.path());
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+    let logged = fs::read_to_string(&log_file).unwrap_or_default();
+    assert!(logged.contains("session up"), "{logged}");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = fs::metadata(&log_file)
+            .expect("the log")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    stop_background(&needle);
 }

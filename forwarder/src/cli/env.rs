@@ -265,6 +265,7 @@ pub(super) fn resolve(
         revoked_host_keys,
         known_hosts_command,
         fork_after_authentication: p.fork_after_authentication.unwrap_or(false),
+        log_file: p.log_file.map(PathBuf::from),
         strict_host_key_checking: p.strict.unwrap_or(StrictHostKeyChecking::Yes),
         host_key_alias: p.host_key_alias,
         ciphers: p.flag_ciphers.or(p.ciphers),

@@ -1830,3 +1830,13 @@ fn f_and_fork_after_authentication_go_to_the_background_and_f_wins() {
     );
     assert!(err(&["-o", "ForkAfterAuthentication=maybe", "h"]).contains("ForkAfterAuthentication"));
 }
+
+#[test]
+fn e_names_the_log_file_and_the_last_one_wins() {
+    assert_eq!(run(&["h"]).log_file, None);
+    assert_eq!(
+        run(&["-E", "/var/log/a.log", "-E/var/log/b.log", "h"]).log_file,
+        Some(PathBuf::from("/var/log/b.log"))
+    );
+    assert!(err(&["h", "-E"]).contains("-E /var/log/forwarder.log"));
+}
