@@ -80,6 +80,18 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    if opts.print_config {
+        return match cli::show::config_text(&opts) {
+            Ok(text) => {
+                print!("{text}");
+                0
+            }
+            Err(e) => {
+                eprintln!("forwarder: {e}");
+                EXIT_FAILURE
+            }
+        };
+    }
     #[cfg(unix)]
     if let Some(path) = &opts.log_file {
         log_to_file(path);

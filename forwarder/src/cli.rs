@@ -35,6 +35,7 @@ mod env;
 mod forward;
 mod jump;
 pub mod keygen;
+pub mod show;
 mod ssh_config;
 #[cfg(test)]
 mod tests;
@@ -113,6 +114,8 @@ pub struct Options {
     /// files, run before each key exchange and again with the key the server presented.
     /// `None` (the default) for none.
     pub known_hosts_command: Option<crate::known_hosts::command::KnownHostsCommand>,
+    /// `-G`: print the settings ([`show::config_text`]) and exit instead of connecting.
+    pub print_config: bool,
     /// `-E`: where the log and every error go instead of standard error, appended to.
     pub log_file: Option<PathBuf>,
     /// `-f` / `ForkAfterAuthentication`: go to the background once the tunnel is up (logged
@@ -903,6 +906,8 @@ options:
   -v             more logging; repeat for more (-vvv)
   -q             log nothing but fatal errors
   -E file        append the log, and every error, to file instead of standard error
+  -G             print the settings for the destination (after ssh_config's Host and
+                 Match blocks and the defaults) as ssh -G does, and exit
   -C             compress the session
   -g             listen on every interface when -L has no bind address
   -4, -6         use IPv4 or IPv6 only
@@ -1139,6 +1144,8 @@ struct Parsed {
     fork_after_authentication: Option<bool>,
     /// `-E`: the log file.
     log_file: Option<String>,
+    /// `-G`.
+    print_config: bool,
     /// `KnownHostsCommand`: its words as written (`None` for `none`).
     known_hosts_command: Option<Option<Vec<String>>>,
     stdio_forward: Option<Destination>,
@@ -1319,6 +1326,7 @@ impl Parsed {
                 // Things forwarder never does anyway: run a command, read stdin, allocate a
                 // terminal, forward X11 or the agent, delegate GSSAPI credentials.
                 'N' | 'n' | 'T' | 'x' | 'a' | 'k' => {}
+                'G' => self.print_config = true,
                 // As in ssh, -f wins over ForkAfterAuthentication from any source.
                 'f' => self.fork_after_authentication = Some(true),
                 'v' => {
@@ -1484,7 +1492,6 @@ fn unsupported_reason(letter: char) -> Option<&'static str> {
         's' => "subsystems are not supported: forwarder never runs anything on the server",
         'A' => "agent forwarding is not supported",
         'X' | 'Y' => "X11 forwarding is not supported",
-        'G' => "printing the configuration is not supported",
         'M' | 'S' | 'O' => "connection sharing (ControlMaster) is not supported",
         'y' => "logging to syslog is not supported; redirect standard error instead",
         'B' => "choosing the source interface by name is not supported; give its address with -b",

@@ -72,6 +72,14 @@ pub fn run(data: &[u8]) {
     if *permit == forwarder::remote::PermitRemoteOpen::None {
         assert!(!permit.allows("127.0.0.1", 22), "none allowed a target");
     }
+    // -G prints every resolved setting, the destination first.
+    if let Ok(text) = forwarder::cli::show::config_text(&options) {
+        assert!(text.starts_with("host "), "{text}");
+        assert!(
+            text.contains(&format!("\nport {}\n", options.port)),
+            "{text}"
+        );
+    }
     // KnownHostsCommand runs an absolute program, with one argument per word, none of
     // which can hold a NUL (where a runtime token was cut out).
     if let Some(command) = &options.known_hosts_command {

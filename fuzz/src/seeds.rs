@@ -1098,7 +1098,9 @@ fn cli() -> Vec<(String, Vec<u8>)> {
             "known-hosts-command",
             &[
                 "-oKnownHostsCommand=/usr/local/bin/hostkeys \"%H %I\" %t:%f %K %d/%h:%p 5%%",
-                "-fN",
+                "-fNG",
+                "-E",
+                "/tmp/forwarder.log",
                 "-oForkAfterAuthentication=no",
                 "-J",
                 "jump",

@@ -266,6 +266,7 @@ pub(super) fn resolve(
         known_hosts_command,
         fork_after_authentication: p.fork_after_authentication.unwrap_or(false),
         log_file: p.log_file.map(PathBuf::from),
+        print_config: p.print_config,
         strict_host_key_checking: p.strict.unwrap_or(StrictHostKeyChecking::Yes),
         host_key_alias: p.host_key_alias,
         ciphers: p.flag_ciphers.or(p.ciphers),

@@ -1840,3 +1840,38 @@ fn e_names_the_log_file_and_the_last_one_wins() {
     );
     assert!(err(&["h", "-E"]).contains("-E /var/log/forwarder.log"));
 }
+
+#[test]
+fn g_prints_the_resolved_settings_in_ssh_s_form() {
+    assert!(!run(&["h"]).print_config);
+    let o = run(&[
+        "-G",
+        "-p",
+        "2222",
+        "-L",
+        "127.0.0.1:15432:db:5432",
+        "-D",
+        "1080",
+        "-o",
+        "StreamLocalBindMask=0077",
+        "-o",
+        "RekeyLimit=1G 1h",
+        "-o",
+        "KnownHostsCommand=/bin/keys %H 100%%",
+        "alice@bastion",
+    ]);
+    assert!(o.print_config);
+    let text = super::show::config_text(&o).unwrap_or_else(|e| panic!("{e}"));
+    for line in [
+        "host bastion\nuser alice\nhostname bastion\nport 2222\n",
+        "\nlocalforward [127.0.0.1]:15432 [db]:5432\n",
+        "\ndynamicforward 1080\n",
+        "\nstreamlocalbindmask 077\n",
+        "\nrekeylimit 1073741824 3600\n",
+        "\nknownhostscommand /bin/keys %H 100%%\n",
+        "\nstricthostkeychecking true\n",
+        "\nserveraliveinterval 15\n",
+    ] {
+        assert!(text.contains(line), "{line:?} not in\n{text}");
+    }
+}
