@@ -178,8 +178,11 @@ impl KnownHostsCommand {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // A group of its own, so that what it starts goes with it when it fails.
+            .process_group(0)
             .spawn()
             .map_err(|e| fail(format!("cannot run it: {e}")))?;
+        let mut group = KillGroup(child.id());
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(fail("no pipe to read it from".into()));
         };
@@ -216,7 +219,10 @@ impl KnownHostsCommand {
                 )));
             }
         };
-        if !status.success() {
+        if status.success() {
+            // As ssh, what a command that succeeded left running is its own business.
+            group.0 = None;
+        } else {
             let said = last_line(&err);
             let how = match status.code() {
                 Some(code) => format!("exit status {code}"),
@@ -229,6 +235,23 @@ impl KnownHostsCommand {
             }));
         }
         String::from_utf8(out).map_err(|_| fail("its output is not UTF-8 text".into()))
+    }
+}
+
+/// Kills a command's process group when dropped, unless disarmed (`None`): a command that
+/// timed out, printed too much or failed takes what it started with it.
+struct KillGroup(Option<u32>);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(pid) = self
+            .0
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
     }
 }
 

@@ -145,11 +145,33 @@ fn a_program_that_cannot_run_is_an_error() {
     );
 }
 
+/// Whether `pid` has ended (gone, or a zombie nobody reaped yet).
+fn ended(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            stat.rfind(')')
+                .and_then(|i| stat.get(i + 1..))
+                .and_then(|rest| rest.split_whitespace().next())
+                == Some("Z")
+        }
+    }
+}
+
 #[test]
-fn a_command_that_does_not_finish_is_stopped_at_the_limit() {
+fn a_command_that_does_not_finish_is_stopped_at_the_limit_with_what_it_started() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    // It would print a line after 30 s; the limit is 0.3 s.
-    let program = script(&dir, "lookup", "sleep 30\necho 'bastion ssh-ed25519 AAAA'");
+    let pid_file = dir.path().join("helper.pid");
+    // It starts a helper that holds its stdout, then would print a line after 30 s; the limit
+    // is 0.3 s.
+    let program = script(
+        &dir,
+        "lookup",
+        &format!(
+            "sleep 30 &\necho $! > {}\nsleep 30\necho 'bastion ssh-ed25519 AAAA'",
+            pid_file.display()
+        ),
+    );
     let started = Instant::now();
     let err = runtime()
         .block_on(command(program, vec![]).run(
@@ -162,6 +184,15 @@ fn a_command_that_does_not_finish_is_stopped_at_the_limit() {
         .unwrap_or_default();
     assert!(err.ends_with("it did not finish within 0.3 s"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
+    // The helper went with it.
+    let helper = std::fs::read_to_string(&pid_file).unwrap_or_default();
+    let helper = helper.trim();
+    assert!(!helper.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ended(helper) {
+        assert!(Instant::now() < deadline, "the helper {helper} still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
