@@ -546,20 +546,12 @@ impl HostKeyVerifier for RecordingVerifier {
         key: &PublicKey,
         certificate: Option<&ssh_transport::cert::Certificate>,
     ) -> Option<driver::VerdictFuture> {
-        self.command.as_ref()?;
-        let key = key.clone();
-        let certificate = certificate.cloned();
-        Some(Box::pin(async move {
-            if let Some(check) = &self.command
-                && let Err(why) = check.run(&self.known, &key, certificate.as_ref()).await
-            {
-                return driver::Verdict::Unchecked(why);
-            }
-            match self.verify_presented(&key, certificate.as_ref()) {
-                Ok(()) => driver::Verdict::Trusted,
-                Err(why) => driver::Verdict::Refused(why),
-            }
-        }))
+        crate::connect::verify_with_command(
+            self,
+            |v| Some((v.command.as_ref()?, &v.known)),
+            key,
+            certificate,
+        )
     }
 
     fn verify_presented(

@@ -110,6 +110,31 @@ impl CommandCheck {
     }
 }
 
+/// [`HostKeyVerifier::verify_later`] for a verifier with a `KnownHostsCommand` (`parts` gives
+/// it and the files' hosts; `None` when there is none): the command runs with the key, then
+/// `verifier` judges the key against the files and the command's lines.
+pub(crate) fn verify_with_command<V: HostKeyVerifier + 'static>(
+    verifier: Arc<V>,
+    parts: fn(&V) -> Option<(&CommandCheck, &KnownHosts)>,
+    key: &PublicKey,
+    certificate: Option<&ssh_transport::cert::Certificate>,
+) -> Option<driver::VerdictFuture> {
+    parts(&verifier)?;
+    let key = key.clone();
+    let certificate = certificate.cloned();
+    Some(Box::pin(async move {
+        if let Some((check, files)) = parts(&verifier)
+            && let Err(why) = check.run(files, &key, certificate.as_ref()).await
+        {
+            return driver::Verdict::Unchecked(why);
+        }
+        match verifier.verify_presented(&key, certificate.as_ref()) {
+            Ok(()) => driver::Verdict::Trusted,
+            Err(why) => driver::Verdict::Refused(why),
+        }
+    }))
+}
+
 /// How long a `KnownHostsCommand` run may take: the handshake's limit.
 fn command_limit(opts: &cli::Options) -> Duration {
     opts.connect_timeout
@@ -343,20 +368,12 @@ impl HostKeyVerifier for KnownHostsVerifier {
         key: &PublicKey,
         certificate: Option<&ssh_transport::cert::Certificate>,
     ) -> Option<driver::VerdictFuture> {
-        self.command.as_ref()?;
-        let key = key.clone();
-        let certificate = certificate.cloned();
-        Some(Box::pin(async move {
-            if let Some(check) = &self.command
-                && let Err(why) = check.run(&self.known, &key, certificate.as_ref()).await
-            {
-                return driver::Verdict::Unchecked(why);
-            }
-            match self.verify_presented(&key, certificate.as_ref()) {
-                Ok(()) => driver::Verdict::Trusted,
-                Err(why) => driver::Verdict::Refused(why),
-            }
-        }))
+        verify_with_command(
+            self,
+            |v| Some((v.command.as_ref()?, &v.known)),
+            key,
+            certificate,
+        )
     }
 
     fn plan_host_key_update(&self, offered: &[PublicKey]) -> Option<known_hosts::update::Plan> {

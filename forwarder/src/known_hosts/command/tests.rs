@@ -28,6 +28,15 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Runs `program` (no arguments) for ORDER within `limit`; its error, or nothing when it
+/// succeeded.
+fn run_failing(program: PathBuf, limit: Duration) -> String {
+    runtime()
+        .block_on(command(program, vec![]).run("h", Invocation::Order, None, limit))
+        .err()
+        .unwrap_or_default()
+}
+
 #[test]
 fn the_runtime_tokens_are_filled_in_for_each_run() {
     let c = command(
@@ -116,29 +125,16 @@ fn a_failing_command_is_an_error_that_names_it_and_quotes_its_stderr() {
 fn a_command_killed_by_a_signal_is_an_error() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let program = script(&dir, "lookup", "kill -9 $$");
-    let err = runtime()
-        .block_on(command(program, vec![]).run(
-            "h",
-            Invocation::Order,
-            None,
-            Duration::from_secs(10),
-        ))
-        .err()
-        .unwrap_or_default();
+    let err = run_failing(program, Duration::from_secs(10));
     assert!(err.ends_with("failed: killed by a signal"), "{err}");
 }
 
 #[test]
 fn a_program_that_cannot_run_is_an_error() {
-    let err = runtime()
-        .block_on(command(PathBuf::from("/nonexistent/lookup"), vec![]).run(
-            "h",
-            Invocation::Order,
-            None,
-            Duration::from_secs(10),
-        ))
-        .err()
-        .unwrap_or_default();
+    let err = run_failing(
+        PathBuf::from("/nonexistent/lookup"),
+        Duration::from_secs(10),
+    );
     assert!(
         err.starts_with("KnownHostsCommand /nonexistent/lookup failed: cannot run it:"),
         "{err}"
@@ -173,15 +169,7 @@ fn a_command_that_does_not_finish_is_stopped_at_the_limit_with_what_it_started()
         ),
     );
     let started = Instant::now();
-    let err = runtime()
-        .block_on(command(program, vec![]).run(
-            "h",
-            Invocation::Order,
-            None,
-            Duration::from_millis(300),
-        ))
-        .err()
-        .unwrap_or_default();
+    let err = run_failing(program, Duration::from_millis(300));
     assert!(err.ends_with("it did not finish within 0.3 s"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
     // The helper went with it.
@@ -205,15 +193,7 @@ fn too_much_output_is_an_error_not_a_truncation() {
         "head -c 2097152 /dev/zero | tr '\\0' 'a'\nsleep 30",
     );
     let started = Instant::now();
-    let err = runtime()
-        .block_on(command(program, vec![]).run(
-            "h",
-            Invocation::Order,
-            None,
-            Duration::from_secs(20),
-        ))
-        .err()
-        .unwrap_or_default();
+    let err = run_failing(program, Duration::from_secs(20));
     assert!(err.ends_with("it printed more than 1024 KiB"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(15));
 }
@@ -222,15 +202,7 @@ fn too_much_output_is_an_error_not_a_truncation() {
 fn output_that_is_not_text_is_an_error() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let program = script(&dir, "lookup", "printf 'bastion ssh-ed25519 \\377\\n'");
-    let err = runtime()
-        .block_on(command(program, vec![]).run(
-            "h",
-            Invocation::Order,
-            None,
-            Duration::from_secs(10),
-        ))
-        .err()
-        .unwrap_or_default();
+    let err = run_failing(program, Duration::from_secs(10));
     assert!(err.ends_with("its output is not UTF-8 text"), "{err}");
 }
 
@@ -243,15 +215,7 @@ fn a_talkative_stderr_neither_blocks_the_command_nor_fills_memory() {
         "lookup",
         "head -c 1048576 /dev/zero | tr '\\0' 'x' >&2\necho >&2\necho 'the last word' >&2\nexit 1",
     );
-    let err = runtime()
-        .block_on(command(program, vec![]).run(
-            "h",
-            Invocation::Order,
-            None,
-            Duration::from_secs(20),
-        ))
-        .err()
-        .unwrap_or_default();
+    let err = run_failing(program, Duration::from_secs(20));
     assert!(err.ends_with("exit status 1: the last word"), "{err}");
 }
 
