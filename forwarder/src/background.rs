@@ -7,8 +7,8 @@
 //!    Unix socket in a private directory ──> READY_ENV names it
 //!    spawn, stdin /dev/null ──────────────> binds listeners, connects, logs in (prompts work:
 //!                                           it still has the terminal), -R granted when
-//!                                           ExitOnForwardFailure; then says "ready" on the
-//!                                           socket and leaves the terminal's session (setsid)
+//!                                           ExitOnForwardFailure; then leaves the terminal's
+//!                                           session (setsid) and says "ready" on the socket
 //!    "ready": exit 0
 //!    it exits first: exit with its status (its error is on the shared stderr)
 //! ```
@@ -110,19 +110,21 @@ impl Drop for PrivateDir {
     }
 }
 
-/// In the background process, once the tunnel is up: tells the foreground process, which then
-/// exits 0, and leaves the terminal's session so that closing the terminal does not end the
-/// tunnel. Does nothing in a process that is not the background half of `-f`.
+/// In the background process, once the tunnel is up: leaves the terminal's session, so that
+/// closing the terminal does not end the tunnel, and then tells the foreground process, which
+/// exits 0. In that order: when the foreground process leads the terminal's session (`exec`
+/// from a login shell, `setsid -c`), its exit hangs up every process still in the session.
+/// Does nothing in a process that is not the background half of `-f`.
 pub fn ready() {
     let Some(socket) = std::env::var_os(READY_ENV) else {
         return;
     };
-    if let Err(e) = tell(Path::new(&socket)) {
-        tracing::warn!(error = %e, "could not tell the foreground process (-f) that the tunnel is up");
-    }
     #[cfg(unix)]
     if let Err(e) = rustix::process::setsid() {
         tracing::debug!(error = %e, "setsid failed; staying in the terminal's session");
+    }
+    if let Err(e) = tell(Path::new(&socket)) {
+        tracing::warn!(error = %e, "could not tell the foreground process (-f) that the tunnel is up");
     }
 }
 

@@ -278,6 +278,44 @@ pub fn signal(pid: u32, sig: Signal) {
     }
 }
 
+/// The processes whose command line has an argument containing `needle`.
+pub fn processes_with(needle: &str) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    c.split(|&b| b == 0)
+                        .any(|a| String::from_utf8_lossy(a).contains(needle))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// The session id of `pid` (proc(5) stat field 6).
+pub fn session_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Stops the background processes whose command line holds `needle`, and waits (bounded)
+/// until they are gone, failing after `within`.
+pub fn stop_background(needle: &str, within: Duration) {
+    for pid in processes_with(needle) {
+        signal(pid, Signal::TERM);
+    }
+    let deadline = Instant::now() + within;
+    while !processes_with(needle).is_empty() {
+        assert!(Instant::now() < deadline, "background processes remain");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// SIGKILLs `pid` and all its descendants. The tree is collected first and the root killed
 /// first, so a server cannot fork a new child in between (sshd forks one per connection and
 /// those escape into their own sessions, so a process-group kill would miss them).

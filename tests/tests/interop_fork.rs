@@ -8,10 +8,9 @@ use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rustix::process::Signal;
-use ssh_interop_tests::process::{signal, wait_bounded};
+use ssh_interop_tests::process::{processes_with, session_of, stop_background, wait_bounded};
 use ssh_interop_tests::{
     ClientKind, EchoServer, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip, free_port,
     port_listening,
@@ -42,44 +41,6 @@ fn run_with_f(client: &TunnelBuilder, dir: &Path) -> (Option<i32>, String) {
     (status.code(), fs::read_to_string(&log).unwrap_or_default())
 }
 
-/// The processes whose command line has an argument containing `needle`.
-fn processes_with(needle: &str) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    c.split(|&b| b == 0)
-                        .any(|a| String::from_utf8_lossy(a).contains(needle))
-                })
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-/// The session id of `pid` (proc(5) stat field 6).
-fn session_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(3)?.parse().ok()
-}
-
-/// Stops the background processes whose command line holds `needle`, and waits (bounded)
-/// until they are gone.
-fn stop_background(needle: &str) {
-    for pid in processes_with(needle) {
-        signal(pid, Signal::TERM);
-    }
-    let deadline = Instant::now() + WAIT;
-    while !processes_with(needle).is_empty() {
-        assert!(Instant::now() < deadline, "background processes remain");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn the_command_returns_once_the_tunnel_is_up_and_the_tunnel_stays() {
     let key = UserKey::generate(KeyKind::Ed25519);
@@ -108,7 +69,7 @@ fn the_command_returns_once_the_tunnel_is_up_and_the_tunnel_stays() {
             assert_eq!(session_of(pids[0]), Some(pids[0]), "not a session leader");
             assert_ne!(session_of(pids[0]), session_of(std::process::id()));
         }
-        stop_background(&needle);
+        stop_background(&needle, WAIT);
     }
 }
 
@@ -163,7 +124,7 @@ fn with_exit_on_forward_failure_the_command_waits_for_every_remote_forward() {
         let back = echo_round_trip(remote, b"through -R")
             .unwrap_or_else(|e| panic!("{}: {e}\n{log}", kind.name()));
         assert_eq!(back, b"through -R");
-        stop_background(&needle);
+        stop_background(&needle, WAIT);
 
         // Refused (the port is taken on the bastion): the script sees 255.
         let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -231,5 +192,5 @@ fn with_e_the_log_and_every_error_go_to_the_file() {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    stop_background(&needle);
+    stop_background(&needle, WAIT);
 }

@@ -11,7 +11,9 @@
 //! What must hold: Ctrl-C at the prompt ends the program as Ctrl-C does (killed by SIGINT)
 //! and the terminal has its echo back; so does SIGTERM or SIGHUP sent from outside while the
 //! prompt waits (killed by that signal); a passphrase edited with the terminal's erase and
-//! kill keys is read as edited, and echo is back once it is.
+//! kill keys is read as edited, and echo is back once it is; with `-f`, the passphrase is
+//! typed before the tunnel goes to the background, in a session of its own (`ssh -f` first),
+//! which it has entered before the command returns.
 
 use std::fs::File;
 use std::io::{Read as _, Write as _};
@@ -23,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
 use rustix::termios::{LocalModes, tcgetattr};
-use ssh_interop_tests::process::{require_program, wait_bounded};
+use ssh_interop_tests::process::{
+    processes_with, require_program, session_of, stop_background, wait_bounded,
+};
 use ssh_interop_tests::{
     ClientKind, EchoServer, KeyFormat, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip,
     forwarder_binary,
@@ -60,12 +64,12 @@ impl Terminal {
     /// thread that collects what it writes (it ends when the program's last descriptor of the
     /// terminal closes).
     fn spawn(&self, args: &[String], cache: &Path) -> Child {
-        self.spawn_via(&[], args, cache)
+        self.spawn_via(&[], &forwarder_binary(), args, cache)
     }
 
-    /// As [`Terminal::spawn`], through `wrapper` (a command that ends by running the program
-    /// and arguments after it).
-    fn spawn_via(&self, wrapper: &[&str], args: &[String], cache: &Path) -> Child {
+    /// As [`Terminal::spawn`], for `program`, through `wrapper` (a command that ends by
+    /// running the program and arguments after it).
+    fn spawn_via(&self, wrapper: &[&str], program: &Path, args: &[String], cache: &Path) -> Child {
         let setsid = require_program(
             "setsid",
             &["/usr/bin", "/bin"],
@@ -81,7 +85,7 @@ impl Terminal {
         let child = Command::new(setsid)
             .arg("-c")
             .args(wrapper)
-            .arg(forwarder_binary())
+            .arg(program)
             .args(args)
             .stdin(open_slave())
             .stdout(open_slave())
@@ -116,7 +120,7 @@ impl Terminal {
         while !done(self) {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
-                    "the forwarder exited ({status}) before {what}; it wrote:\n{}",
+                    "the client exited ({status}) before {what}; it wrote:\n{}",
                     self.output()
                 );
             }
@@ -190,7 +194,7 @@ fn at_the_prompt(wrapper: &[&str]) -> (Terminal, Child, tempfile::TempDir) {
         .option("BatchMode=no")
         .args();
     let terminal = Terminal::open();
-    let mut child = terminal.spawn_via(wrapper, &args, dir.path());
+    let mut child = terminal.spawn_via(wrapper, &forwarder_binary(), &args, dir.path());
     terminal.wait_for(PROMPT, &mut child);
     terminal.wait_for_echo_off(&mut child);
     (terminal, child, dir)
@@ -322,4 +326,81 @@ fn terminal_prompt_passphrase_edited_with_erase_and_kill_unlocks_the_key() {
         "{output}"
     );
     assert_terminal_restored(&terminal);
+}
+
+/// `kind -f` with a key that must be unlocked first, started on a terminal through `wrapper`:
+/// the passphrase is typed on the terminal, the command (the wrapper, which ends with the
+/// client's status) returns 0 once the tunnel is up, the terminal has its echo back, and one
+/// process in a session of its own carries the tunnel.
+fn passphrase_typed_then_f(kind: ClientKind, wrapper: &[&str]) {
+    let (key, dir, alone) = key_without_public_half();
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let builder = TunnelBuilder::new(kind, &sshd, &key)
+        .identity(&alone)
+        .option("BatchMode=no")
+        .forward_to(echo.port())
+        .arg("-f");
+    let local_port = builder.forwards()[0].local_port;
+    let needle = format!("127.0.0.1:{local_port}:");
+    let terminal = Terminal::open();
+    let mut child = terminal.spawn_via(wrapper, &kind.program(), &builder.args(), dir.path());
+    terminal.wait_for(PROMPT, &mut child);
+    terminal.wait_for_echo_off(&mut child);
+    terminal.type_keys(format!("{PASSPHRASE}\r").as_bytes());
+    let status = wait_bounded(&mut child, WAIT);
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{}: -f should return 0 once the tunnel is up ({status:?}); it wrote:\n{}",
+        kind.name(),
+        terminal.output()
+    );
+    assert_terminal_restored(&terminal);
+    // The command has ended, and with it the terminal's session: the tunnel is still up.
+    let pids = processes_with(&needle);
+    let reply = echo_round_trip(local_port, b"typed, then in the background");
+    stop_background(&needle, WAIT);
+    assert_eq!(
+        pids.len(),
+        1,
+        "{}: one background process should carry the tunnel: {pids:?}; it wrote:\n{}",
+        kind.name(),
+        terminal.output()
+    );
+    assert_eq!(
+        reply.unwrap_or_else(|e| panic!(
+            "{}: echo through the background tunnel: {e}; it wrote:\n{}",
+            kind.name(),
+            terminal.output()
+        )),
+        b"typed, then in the background"
+    );
+    assert_eq!(session_of(pids[0]), Some(pids[0]), "{}", kind.name());
+    assert!(
+        !terminal.output().contains(PASSPHRASE),
+        "{}",
+        terminal.output()
+    );
+}
+
+// As a person runs it: a shell leads the terminal's session and lives on after the command
+// (the wrapper's pause stands for it). `ssh -f` first.
+#[test]
+fn terminal_prompt_passphrase_typed_then_f_goes_to_the_background() {
+    let shell = ["sh", "-c", "\"$@\"; status=$?; sleep 1; exit $status", "sh"];
+    for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
+        passphrase_typed_then_f(kind, &shell);
+    }
+}
+
+// The command itself leads the terminal's session (`exec` from a login shell, `setsid -c`):
+// its exit hangs up every process still in that session, so the background process must have
+// left it before the command returns. `ssh -f` loses its tunnel here in most runs (its
+// daemon(3) child is hung up before it calls setsid), so it is not the reference.
+#[test]
+fn terminal_prompt_passphrase_typed_then_f_outlives_a_command_that_led_the_session() {
+    passphrase_typed_then_f(ClientKind::Forwarder, &[]);
 }
