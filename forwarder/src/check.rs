@@ -833,27 +833,25 @@ async fn run_stages(job: &Job, st: &mut Stages) {
     let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
     st.pass(1, Some(took), format!("{host} -> {}", list.join(", ")));
 
-    // 2. TCP connect, from BindAddress if set.
+    // 2. TCP connect, from BindAddress or BindInterface if set.
     let started = Instant::now();
-    let bind = first.at.options.bind_address.as_deref();
-    let from = match bind {
-        Some(b) => match tokio::time::timeout(timeout, crate::connect::bind_addresses(b)).await {
-            Ok(Ok(from)) => from,
-            unusable => {
-                let detail = match unusable {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => format!(
-                        "resolving BindAddress {b} took more than {} s",
-                        timeout.as_secs()
-                    ),
-                };
-                st.fail(2, Some(started.elapsed()), detail, bind_fix(b));
-                st.skip_rest(3..=6);
-                per_forward_rest(st);
-                return;
-            }
-        },
-        None => Vec::new(),
+    let options = first.at.options;
+    let from = match tokio::time::timeout(timeout, crate::connect::Origin::of(options)).await {
+        Ok(Ok(from)) => from,
+        unusable => {
+            let detail = match unusable {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!(
+                    "resolving BindAddress {} took more than {} s",
+                    options.bind_address.as_deref().unwrap_or_default(),
+                    timeout.as_secs()
+                ),
+            };
+            st.fail(2, Some(started.elapsed()), detail, origin_fix(options));
+            st.skip_rest(3..=6);
+            per_forward_rest(st);
+            return;
+        }
     };
     let mut stream = None;
     let mut errors = Vec::new();
@@ -888,8 +886,8 @@ async fn run_stages(job: &Job, st: &mut Stages) {
             e.as_ref()
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::AddrNotAvailable)
         });
-        let fix = if let (true, Some(b)) = (unbound, bind) {
-            bind_fix(b)
+        let fix = if unbound && from.is_set() {
+            origin_fix(options)
         } else if refused {
             format!(
                 "nothing listens on port {port} at {host}: platform: check the port (-p); \
@@ -909,8 +907,11 @@ async fn run_stages(job: &Job, st: &mut Stages) {
         return;
     };
     let _ = stream.set_nodelay(true);
-    let detail = match (bind, stream.local_addr()) {
-        (Some(_), Ok(local)) => format!("{addr} from {}", local.ip()),
+    let detail = match (from.is_set(), stream.local_addr()) {
+        (true, Ok(local)) => match (&options.bind_address, &options.bind_interface) {
+            (None, Some(interface)) => format!("{addr} from {} ({interface})", local.ip()),
+            _ => format!("{addr} from {}", local.ip()),
+        },
         _ => addr.to_string(),
     };
     st.pass(2, Some(took), detail);
@@ -1940,13 +1941,23 @@ async fn connect_and_probe(
     })
 }
 
-/// What to do when the connection cannot come from `BindAddress` `b`.
-fn bind_fix(b: &str) -> String {
-    format!(
-        "platform: BindAddress (-b) {b} must be an address of this machine (ip addr shows \
-         them), of the bastion's address family; it is the source address the bastion's \
-         firewall sees, so give the one the customer allowed"
-    )
+/// What to do when the connection cannot come from where `BindAddress` or `BindInterface`
+/// says.
+fn origin_fix(options: &cli::Options) -> String {
+    match (&options.bind_address, &options.bind_interface) {
+        (None, Some(i)) => format!(
+            "platform: BindInterface (-B) {i} must name an interface of this machine that is \
+             up and has an address of the bastion's family (ip addr shows them); its address \
+             is the source the bastion's firewall sees, so name the interface whose address \
+             the customer allowed, or give that address with -b"
+        ),
+        (b, _) => format!(
+            "platform: BindAddress (-b) {} must be an address of this machine (ip addr shows \
+             them), of the bastion's address family; it is the source address the bastion's \
+             firewall sees, so give the one the customer allowed",
+            b.as_deref().unwrap_or_default()
+        ),
+    }
 }
 
 /// What to do when the bastion refused to listen for a remote forward.

@@ -155,6 +155,10 @@ pub struct Options {
     /// `-b` / `BindAddress`: the local address (or a name for it) the connection to the
     /// server comes from; the system chooses when `None`.
     pub bind_address: Option<String>,
+    /// `-B` / `BindInterface`: the local interface whose address the connection to the server
+    /// comes from (one that is not loopback or link-local first, as ssh chooses), when
+    /// `bind_address` is not set.
+    pub bind_interface: Option<String>,
     /// `PermitRemoteOpen`: where a dynamic remote forward's (`-R port`) connections may go.
     pub permit_remote_open: crate::remote::PermitRemoteOpen,
     /// `BatchMode`: never ask for a password, passphrase or answer on the terminal.
@@ -914,6 +918,9 @@ options:
   -b address     connect to the server from this local address (or a name for one), the
                  source a bastion's firewall sees; with -J, the connection to the first
                  jump host. Also -o BindAddress.
+  -B interface   connect to the server from this interface's address (one that is not
+                 loopback or link-local first, as ssh chooses); -b wins over it. Also
+                 -o BindInterface.
   -c ciphers     cipher list (as Ciphers)
   -m macs        MAC list (as MACs)
   -Q kind        list the algorithms supported of a kind, one per line, like ssh -Q
@@ -930,7 +937,7 @@ options:
   asks about host keys), Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms,
   PubkeyAcceptedAlgorithms, ConnectTimeout, ServerAliveInterval, ServerAliveCountMax,
   ExitOnForwardFailure, BatchMode, LocalForward (\"15432 db:5432\"), DynamicForward,
-  RemoteForward, PermitRemoteOpen, BindAddress, ConnectionAttempts (TCP connects tried, a
+  RemoteForward, PermitRemoteOpen, BindAddress, BindInterface, ConnectionAttempts (TCP connects tried, a
   second apart, before an attempt fails; 1), UpdateHostKeys (yes: add the keys a bastion
   lists and proves, drop those it no longer lists, in the first UserKnownHostsFile; the
   default unless UserKnownHostsFile is set; ask is no, forwarder never asks),
@@ -1173,6 +1180,7 @@ struct Parsed {
     server_alive_count_max: Option<u32>,
     exit_on_forward_failure: Option<bool>,
     bind_address: Option<String>,
+    bind_interface: Option<String>,
     update_host_keys: Option<bool>,
     connection_attempts: Option<u32>,
     permit_remote_open: Option<crate::remote::PermitRemoteOpen>,
@@ -1353,7 +1361,7 @@ impl Parsed {
                 'V' => return Ok(Some(Scanned::Version)),
                 'h' => return Ok(Some(Scanned::Help)),
                 'p' | 'l' | 'i' | 'L' | 'D' | 'R' | 'o' | 'c' | 'm' | 'Q' | 'J' | 'W' | 'F'
-                | 'b' | 'E' => {
+                | 'b' | 'B' | 'E' => {
                     let attached = cluster.get(at + letter.len_utf8()..).unwrap_or_default();
                     let value = if attached.is_empty() {
                         rest.next()
@@ -1401,6 +1409,10 @@ impl Parsed {
             'b' => {
                 let address = config::bind_address("-b", value)?;
                 set_first(&mut self.bind_address, address);
+            }
+            'B' => {
+                let interface = config::bind_interface("-B", value)?;
+                set_first(&mut self.bind_interface, interface);
             }
             'l' => {
                 let user = check_user(value, "-l")?;
@@ -1469,6 +1481,7 @@ fn example_for(letter: char) -> &'static str {
     match letter {
         'p' => "-p 2222",
         'b' => "-b 203.0.113.7",
+        'B' => "-B eth1",
         'E' => "-E /var/log/forwarder.log",
         'l' => "-l alice",
         'i' => "-i ~/.ssh/id_ed25519",
@@ -1494,7 +1507,6 @@ fn unsupported_reason(letter: char) -> Option<&'static str> {
         'X' | 'Y' => "X11 forwarding is not supported",
         'M' | 'S' | 'O' => "connection sharing (ControlMaster) is not supported",
         'y' => "logging to syslog is not supported; redirect standard error instead",
-        'B' => "choosing the source interface by name is not supported; give its address with -b",
         'e' => "escape characters need a terminal, which forwarder never has",
         'I' => "PKCS#11 tokens are not supported; use a key file with -i",
         'K' => "GSSAPI authentication is not supported; use a key file with -i",

@@ -1087,11 +1087,16 @@ impl SshConnector {
         };
         let first = jumps.first().unwrap_or(destination);
         let kex = AbortOnDrop(self.prepare_kex_for(first));
-        let bind = first.at.options.bind_address.as_deref();
         let attempts = first.at.options.connection_attempts;
         // A KnownHostsCommand's ORDER run, while the connection is made.
         let (stream, order) = tokio::join!(
-            connect(spec, first.at.host, first.at.port, bind, attempts),
+            connect(
+                spec,
+                first.at.host,
+                first.at.port,
+                first.at.options,
+                attempts
+            ),
             Self::order_for(first)
         );
         let (stream, order) = (stream?, order?);
@@ -1361,11 +1366,57 @@ impl Connector for SshConnector {
     }
 }
 
+/// Where the connection to the first hop comes from: the local addresses `BindAddress` (`-b`)
+/// or, when it is not set, `BindInterface` (`-B`) gives, in order of preference; none when
+/// neither is set (the system chooses).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Origin {
+    /// The setting, as messages name it (`BindAddress 127.0.0.2`, `BindInterface eth1`).
+    setting: Option<String>,
+    /// Port 0; an IPv6 link-local address keeps its interface's scope.
+    addresses: Vec<SocketAddr>,
+}
+
+impl Origin {
+    /// The origin `options` set. `BindAddress` wins over `BindInterface`, as in ssh.
+    pub(crate) async fn of(options: &cli::Options) -> std::io::Result<Self> {
+        let (setting, addresses) = match (&options.bind_address, &options.bind_interface) {
+            (Some(address), _) => (
+                format!("BindAddress {address}"),
+                bind_addresses(address).await?,
+            ),
+            (None, Some(interface)) => (
+                format!("BindInterface {interface}"),
+                interface_addresses(interface)?,
+            ),
+            (None, None) => return Ok(Self::default()),
+        };
+        Ok(Self {
+            setting: Some(setting),
+            addresses,
+        })
+    }
+
+    /// The origin of a connection from these addresses (tests).
+    #[cfg(test)]
+    fn addresses(setting: &str, addresses: &[IpAddr]) -> Self {
+        Self {
+            setting: Some(setting.to_owned()),
+            addresses: addresses.iter().map(|ip| SocketAddr::new(*ip, 0)).collect(),
+        }
+    }
+
+    /// Whether a setting chose the origin.
+    pub(crate) fn is_set(&self) -> bool {
+        self.setting.is_some()
+    }
+}
+
 /// The local addresses `BindAddress` (`-b`) names: the address itself, or what the name
 /// resolves to.
-pub(crate) async fn bind_addresses(bind: &str) -> std::io::Result<Vec<IpAddr>> {
+async fn bind_addresses(bind: &str) -> std::io::Result<Vec<SocketAddr>> {
     if let Ok(ip) = bind.parse::<IpAddr>() {
-        return Ok(vec![ip]);
+        return Ok(vec![SocketAddr::new(ip, 0)]);
     }
     let resolved = tokio::net::lookup_host((bind, 0)).await.map_err(|e| {
         std::io::Error::new(
@@ -1373,23 +1424,90 @@ pub(crate) async fn bind_addresses(bind: &str) -> std::io::Result<Vec<IpAddr>> {
             format!("could not resolve BindAddress {bind}: {e}"),
         )
     })?;
-    Ok(resolved.map(|a| a.ip()).collect())
+    Ok(resolved.collect())
 }
 
-/// A TCP connection to `to`, from the first of `from` of its family when `from` is not
-/// empty (`BindAddress`: the source address a bastion's firewall allows), else from
-/// wherever the system chooses.
-pub(crate) async fn tcp_connect(to: SocketAddr, from: &[IpAddr]) -> std::io::Result<TcpStream> {
-    if from.is_empty() {
-        return TcpStream::connect(to).await;
+/// The addresses of interface `name` (`BindInterface`, `-B`), in ssh's order of preference:
+/// those that are neither loopback nor link-local first. An interface that does not exist, is
+/// down or has no address is an error that says which.
+#[cfg(unix)]
+fn interface_addresses(name: &str) -> std::io::Result<Vec<SocketAddr>> {
+    use nix::net::if_::InterfaceFlags;
+    let mut names = std::collections::BTreeSet::new();
+    let (mut exists, mut up) = (false, false);
+    let mut found = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)? {
+        if ifa.interface_name != name {
+            names.insert(ifa.interface_name);
+            continue;
+        }
+        exists = true;
+        if !ifa.flags.contains(InterfaceFlags::IFF_UP) {
+            continue;
+        }
+        up = true;
+        let Some(address) = ifa.address else { continue };
+        if let Some(v4) = address.as_sockaddr_in() {
+            found.push(SocketAddr::V4(std::net::SocketAddrV4::new(v4.ip(), 0)));
+        } else if let Some(v6) = address.as_sockaddr_in6() {
+            let v6 = std::net::SocketAddrV6::from(*v6);
+            found.push(SocketAddr::V6(std::net::SocketAddrV6::new(
+                *v6.ip(),
+                0,
+                0,
+                v6.scope_id(),
+            )));
+        }
     }
-    let Some(ip) = from.iter().find(|ip| ip.is_ipv4() == to.is_ipv4()) else {
+    if found.is_empty() {
+        let why = if up {
+            "has no address".to_owned()
+        } else if exists {
+            "is down".to_owned()
+        } else {
+            let names: Vec<String> = names.into_iter().collect();
+            format!("does not exist (this machine has {})", names.join(", "))
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("BindInterface {name} {why}"),
+        ));
+    }
+    Ok(prefer_routable(found))
+}
+
+#[cfg(not(unix))]
+fn interface_addresses(name: &str) -> std::io::Result<Vec<SocketAddr>> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!("BindInterface {name}: not supported on this system; give an address with -b"),
+    ))
+}
+
+/// `addresses` with those neither loopback nor link-local first, each group in its order.
+fn prefer_routable(mut addresses: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let local = |a: &SocketAddr| match a.ip() {
+        IpAddr::V4(ip) => ip.is_loopback(),
+        IpAddr::V6(ip) => ip.is_loopback() || ip.is_unicast_link_local(),
+    };
+    addresses.sort_by_key(local);
+    addresses
+}
+
+/// A TCP connection to `to`, from the first address of `from` of its family when `from` is
+/// set (`BindAddress`, `BindInterface`: the source address a bastion's firewall allows),
+/// else from wherever the system chooses.
+pub(crate) async fn tcp_connect(to: SocketAddr, from: &Origin) -> std::io::Result<TcpStream> {
+    let Some(setting) = &from.setting else {
+        return TcpStream::connect(to).await;
+    };
+    let Some(local) = from.addresses.iter().find(|a| a.is_ipv4() == to.is_ipv4()) else {
         let family = if to.is_ipv4() { "IPv4" } else { "IPv6" };
-        let list: Vec<String> = from.iter().map(ToString::to_string).collect();
+        let list: Vec<String> = from.addresses.iter().map(|a| a.ip().to_string()).collect();
         return Err(std::io::Error::new(
             std::io::ErrorKind::AddrNotAvailable,
             format!(
-                "BindAddress has no {family} address for {to} (it is {})",
+                "{setting} has no {family} address for {to} (it has {})",
                 list.join(", ")
             ),
         ));
@@ -1400,28 +1518,28 @@ pub(crate) async fn tcp_connect(to: SocketAddr, from: &[IpAddr]) -> std::io::Res
         tokio::net::TcpSocket::new_v6()?
     };
     socket
-        .bind(SocketAddr::new(*ip, 0))
-        .map_err(|e| std::io::Error::new(e.kind(), format!("bind {ip}: {e}")))?;
+        .bind(*local)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("bind {}: {e}", local.ip())))?;
     socket.connect(to).await
 }
 
 /// How long `ConnectionAttempts` waits between two tries, as ssh (one a second).
 const CONNECTION_ATTEMPT_PAUSE: Duration = Duration::from_secs(1);
 
-/// TCP to the bastion (from `bind`, `BindAddress`, if set), tried `attempts` times a second
-/// apart (`ConnectionAttempts`) while it fails, with ConnectTimeout for each try,
+/// TCP to the bastion (from the [`Origin`] `options` set, if any), tried `attempts` times a
+/// second apart (`ConnectionAttempts`) while it fails, with ConnectTimeout for each try,
 /// TCP_NODELAY, quick ACKs ([`QuickAck`]) and (unless `TCPKeepAlive no`) TCP keepalive
 /// probes, which also keep NAT mappings alive on an idle tunnel.
 async fn connect(
     spec: &SessionSpec,
     host: &str,
     port: u16,
-    bind: Option<&str>,
+    options: &cli::Options,
     attempts: u32,
 ) -> Result<QuickAck, ConnectError> {
     let mut tried = 1;
     let stream = loop {
-        match connect_once(spec, host, port, bind).await {
+        match connect_once(spec, host, port, options).await {
             Ok(s) => break s,
             Err(e) if tried < attempts => {
                 debug!(error = ?e, tried, attempts, "connect failed; trying again (ConnectionAttempts)");
@@ -1449,15 +1567,12 @@ async fn connect_once(
     spec: &SessionSpec,
     host: &str,
     port: u16,
-    bind: Option<&str>,
+    options: &cli::Options,
 ) -> Result<TcpStream, ConnectError> {
     let attempt = async {
-        let from = match bind {
-            Some(b) => bind_addresses(b)
-                .await
-                .map_err(|e| ConnectError::Network(e.to_string()))?,
-            None => Vec::new(),
-        };
+        let from = Origin::of(options)
+            .await
+            .map_err(|e| ConnectError::Network(e.to_string()))?;
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
             .map_err(|e| ConnectError::Network(format!("could not resolve hostname {host}: {e}")))?
@@ -1910,10 +2025,13 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let to = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        let from = bind_addresses("127.0.0.2")
+        let from = Origin::of(&options(&["-b", "127.0.0.2", "h"]))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(from, [IpAddr::from([127, 0, 0, 2])]);
+        assert_eq!(
+            from,
+            Origin::addresses("BindAddress 127.0.0.2", &[IpAddr::from([127, 0, 0, 2])])
+        );
         let _client = tcp_connect(to, &from)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1923,17 +2041,22 @@ mod tests {
         let named = bind_addresses("localhost")
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(named.iter().any(IpAddr::is_loopback), "{named:?}");
+        assert!(named.iter().any(|a| a.ip().is_loopback()), "{named:?}");
         // No address of the target's family.
-        let v6 = [IpAddr::from(std::net::Ipv6Addr::LOCALHOST)];
+        let v6 = Origin::addresses("BindAddress ::1", &[std::net::Ipv6Addr::LOCALHOST.into()]);
         let e = tcp_connect(to, &v6)
             .await
             .err()
             .unwrap_or_else(|| panic!("connected"));
         assert_eq!(e.kind(), std::io::ErrorKind::AddrNotAvailable);
-        assert!(e.to_string().contains("no IPv4 address"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("BindAddress ::1 has no IPv4 address"),
+            "{e}"
+        );
         // Not an address of this machine (TEST-NET-1).
-        let e = tcp_connect(to, &[IpAddr::from([192, 0, 2, 1])])
+        let elsewhere = Origin::addresses("BindAddress 192.0.2.1", &[[192, 0, 2, 1].into()]);
+        let e = tcp_connect(to, &elsewhere)
             .await
             .err()
             .unwrap_or_else(|| panic!("bound to an address this machine does not have"));
@@ -1943,7 +2066,8 @@ mod tests {
         let spec = config::TunnelConfig::from_options(&options(&["127.0.0.1"]))
             .unwrap_or_else(|e| panic!("{e}"))
             .session;
-        match connect(&spec, "127.0.0.1", to.port(), Some("192.0.2.1"), 1).await {
+        let bound = options(&["-b", "192.0.2.1", "127.0.0.1"]);
+        match connect(&spec, "127.0.0.1", to.port(), &bound, 1).await {
             Err(ConnectError::Network(m)) => assert!(
                 m.contains(&format!("port {}", to.port())) && m.contains("bind 192.0.2.1"),
                 "{m}"
@@ -1951,6 +2075,80 @@ mod tests {
             Err(e) => panic!("not a network error: {e:?}"),
             Ok(_) => panic!("connected from an address this machine does not have"),
         }
+    }
+
+    // BindInterface: the loopback interface's address is the source (loopback is used when
+    // the interface has nothing else, as ssh does); BindAddress wins over it; an interface
+    // that does not exist is an error that names the ones that do.
+    #[tokio::test]
+    async fn a_bind_interface_is_the_source_of_the_connection_or_an_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.2:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let to = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let from = Origin::of(&options(&["-B", "lo", "h"]))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Loopback's own address, read from the kernel's list of interfaces.
+        let loopback = interface_addresses("lo").unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            loopback.contains(&SocketAddr::from(([127, 0, 0, 1], 0))),
+            "{loopback:?}"
+        );
+        assert_eq!(
+            from,
+            Origin {
+                setting: Some("BindInterface lo".into()),
+                addresses: loopback
+            }
+        );
+        let _client = tcp_connect(to, &from)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (_, peer) = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(peer.ip(), IpAddr::from([127, 0, 0, 1]));
+        let both = Origin::of(&options(&["-B", "lo", "-b", "127.0.0.3", "h"]))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            both,
+            Origin::addresses("BindAddress 127.0.0.3", &[[127, 0, 0, 3].into()])
+        );
+        let e = Origin::of(&options(&["-B", "nosuch0", "h"]))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("an interface that does not exist"));
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrNotAvailable);
+        let e = e.to_string();
+        assert!(
+            e.starts_with("BindInterface nosuch0 does not exist (this machine has ")
+                && e.contains("lo"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_interface_s_routable_addresses_come_before_loopback_and_link_local_ones() {
+        let a = |s: &str| SocketAddr::new(s.parse().unwrap_or_else(|e| panic!("{s}: {e}")), 0);
+        let sorted = prefer_routable(vec![
+            a("127.0.0.1"),
+            a("fe80::1"),
+            a("::1"),
+            a("192.0.2.7"),
+            a("2001:db8::7"),
+            a("198.51.100.7"),
+        ]);
+        assert_eq!(
+            sorted,
+            [
+                a("192.0.2.7"),
+                a("2001:db8::7"),
+                a("198.51.100.7"),
+                a("127.0.0.1"),
+                a("fe80::1"),
+                a("::1"),
+            ]
+        );
     }
 
     // ConnectionAttempts: a port nothing listens on yet is tried again a second later, until
@@ -1961,11 +2159,12 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
             l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
         };
-        let spec = config::TunnelConfig::from_options(&options(&["127.0.0.1"]))
+        let unbound = options(&["127.0.0.1"]);
+        let spec = config::TunnelConfig::from_options(&unbound)
             .unwrap_or_else(|e| panic!("{e}"))
             .session;
         assert!(matches!(
-            connect(&spec, "127.0.0.1", port, None, 1).await,
+            connect(&spec, "127.0.0.1", port, &unbound, 1).await,
             Err(ConnectError::Refused(_))
         ));
         // Listening from half a second on: the second or third try gets it.
@@ -1978,7 +2177,7 @@ mod tests {
         });
         let connected = tokio::time::timeout(
             Duration::from_secs(20),
-            connect(&spec, "127.0.0.1", port, None, 5),
+            connect(&spec, "127.0.0.1", port, &unbound, 5),
         )
         .await
         .unwrap_or_else(|_| panic!("five tries took more than 20 s"));
@@ -1995,13 +2194,14 @@ mod tests {
             .local_addr()
             .unwrap_or_else(|e| panic!("{e}"))
             .port();
-        let spec = config::TunnelConfig::from_options(&options(&["127.0.0.1"]))
+        let unbound = options(&["127.0.0.1"]);
+        let spec = config::TunnelConfig::from_options(&unbound)
             .unwrap_or_else(|e| panic!("{e}"))
             .session;
         // Listening: connected.
-        assert!(connect(&spec, "127.0.0.1", port, None, 1).await.is_ok());
+        assert!(connect(&spec, "127.0.0.1", port, &unbound, 1).await.is_ok());
         drop(listener);
-        match connect(&spec, "127.0.0.1", port, None, 1).await {
+        match connect(&spec, "127.0.0.1", port, &unbound, 1).await {
             Err(ConnectError::Refused(m)) => {
                 assert!(m.contains(&format!("port {port}")), "{m}");
                 assert!(m.contains("refused"), "{m}");

@@ -1087,6 +1087,8 @@ fn cli() -> Vec<(String, Vec<u8>)> {
                 "-b",
                 "203.0.113.7",
                 "-oBindAddress=egress.example",
+                "-B",
+                "eth1",
                 "-J",
                 "jump",
                 "-L",

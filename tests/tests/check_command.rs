@@ -155,6 +155,12 @@ impl<'a> CheckArgs<'a> {
         self
     }
 
+    /// `-B interface`.
+    fn bind_interface(mut self, interface: &str) -> Self {
+        self.forwards.push(["-B".to_owned(), interface.to_owned()]);
+        self
+    }
+
     /// `-R spec`.
     fn remote(mut self, spec: &str) -> Self {
         self.forwards.push(["-R".to_owned(), spec.to_owned()]);
@@ -1672,4 +1678,45 @@ fn check_connects_from_the_bind_address_and_names_a_wrong_one() {
             .contains("BindAddress (-b) 192.0.2.1 must be an address of this machine"),
         "{doc:#}"
     );
+}
+
+// `-B`: stage 2 connects from the interface's address and names both; an interface this
+// machine does not have fails stage 2 with its fix, before any connection.
+#[test]
+fn check_connects_from_the_bind_interface_and_names_a_missing_one() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::builder()
+        .config("AllowUsers *@127.0.0.1")
+        .authorize(&key)
+        .start();
+    let echo = EchoServer::start();
+    let args = || {
+        CheckArgs::new(
+            sshd.port(),
+            &key,
+            sshd.user(),
+            KnownHosts::File(sshd.known_hosts_path()),
+        )
+        .local(&format!("127.0.0.1:{}", echo.port()))
+    };
+    let doc = expect_pass(&args().probe(Some("tcp")).bind_interface("lo").run());
+    assert!(
+        text(&stage(&doc, 2)["detail"]).ends_with(" from 127.0.0.1 (lo)"),
+        "{doc:#}"
+    );
+
+    let before = sshd.log().matches("Connection from").count();
+    let run = args().bind_interface("nosuch0").run();
+    let doc = run.json();
+    assert_ne!(run.code, 0, "{doc:#}");
+    assert_eq!(stage(&doc, 2)["ok"], false, "{doc:#}");
+    assert!(
+        text(&stage(&doc, 2)["detail"]).starts_with("BindInterface nosuch0 does not exist"),
+        "{doc:#}"
+    );
+    assert!(
+        text(&stage(&doc, 2)["fix"]).contains("BindInterface (-B) nosuch0 must name an interface"),
+        "{doc:#}"
+    );
+    assert_eq!(sshd.log().matches("Connection from").count(), before);
 }

@@ -7,7 +7,8 @@
 //! run on the same lab as the reference), from `forwarder serve` with the option in its
 //! file, and through a jump host, where the first connection (to the jump host) is the one
 //! bound. An address this machine does not have is a clear error, not a connection from
-//! elsewhere.
+//! elsewhere. `-B` / `BindInterface` connects from the named interface's address (loopback's
+//! here), beside `ssh -B`; `-b` wins over it, and a missing interface is a clear error.
 
 use std::fs;
 use std::path::PathBuf;
@@ -169,7 +170,96 @@ fn an_address_this_machine_does_not_have_is_a_clear_error() {
         .option("BindAddress=::1")
         .spawn();
     let log = tunnel.expect_failure();
-    assert!(log.contains("BindAddress has no IPv4 address"), "{log}");
+    assert!(log.contains("BindAddress ::1 has no IPv4 address"), "{log}");
+}
+
+// `-B` / `BindInterface`: the connection comes from the interface's address. The lab's
+// interface is loopback, whose one IPv4 address is 127.0.0.1, so a bastion that admits only
+// 127.0.0.2 refuses `-B lo` (ssh's and ours alike), admits it when `-b 127.0.0.2` is given
+// too (BindAddress wins), and a bastion that admits only 127.0.0.1 admits `-B lo` and
+// `-o BindInterface=lo`.
+#[test]
+fn bind_interface_connects_from_the_interface_s_address_and_bind_address_wins() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let only_2 = allowlisting_sshd(&key);
+    let only_1 = Sshd::builder()
+        .config("AllowUsers *@127.0.0.1")
+        .authorize(&key)
+        .start();
+    let echo = EchoServer::start();
+    for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
+        let mut refused = TunnelBuilder::new(kind, &only_2, &key)
+            .forward_to(echo.port())
+            .option("BatchMode=yes")
+            .arg("-B")
+            .arg("lo")
+            .spawn();
+        refused.expect_failure();
+        let tunnel = TunnelBuilder::new(kind, &only_2, &key)
+            .forward_to(echo.port())
+            .arg("-B")
+            .arg("lo")
+            .arg("-b")
+            .arg(ALLOWED)
+            .start();
+        assert_echo(tunnel.local_port(), kind.name(), &|| tunnel.log());
+        let tunnel = TunnelBuilder::new(kind, &only_1, &key)
+            .forward_to(echo.port())
+            .arg("-B")
+            .arg("lo")
+            .start();
+        assert_echo(tunnel.local_port(), kind.name(), &|| tunnel.log());
+    }
+    let tunnel = TunnelBuilder::new(ClientKind::Forwarder, &only_1, &key)
+        .forward_to(echo.port())
+        .option("BindInterface=lo")
+        .start();
+    assert_echo(tunnel.local_port(), "-o BindInterface", &|| tunnel.log());
+    let refusals = only_2
+        .log()
+        .matches("not allowed because not listed in AllowUsers")
+        .count();
+    assert_eq!(refusals, 2, "{}", only_2.log());
+    assert_eq!(
+        only_2
+            .log()
+            .matches(&format!("Connection from {ALLOWED} port"))
+            .count(),
+        2,
+        "{}",
+        only_2.log()
+    );
+}
+
+// An interface this machine does not have: ssh and forwarder both exit 255 without
+// connecting; forwarder names the interfaces there are.
+#[test]
+fn an_interface_this_machine_does_not_have_is_a_clear_error() {
+    let key = UserKey::generate(KeyKind::Ed25519);
+    let sshd = Sshd::start(&key);
+    let echo = EchoServer::start();
+    let before = sshd.log().matches("Connection from").count();
+    for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
+        let mut tunnel = TunnelBuilder::new(kind, &sshd, &key)
+            .forward_to(echo.port())
+            .arg("-B")
+            .arg("nosuch0")
+            .spawn();
+        let log = tunnel.expect_failure();
+        if kind == ClientKind::Forwarder {
+            assert!(
+                log.contains("BindInterface nosuch0 does not exist (this machine has ")
+                    && log.contains("lo"),
+                "{log}"
+            );
+        }
+    }
+    assert_eq!(
+        sshd.log().matches("Connection from").count(),
+        before,
+        "no connection reached sshd:\n{}",
+        sshd.log()
+    );
 }
 
 // ConnectionAttempts: sshd comes up about two seconds after the client starts; with ten

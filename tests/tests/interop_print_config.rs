@@ -37,6 +37,7 @@ const COMPARED: &[&str] = &[
     "serveraliveinterval",
     "loglevel",
     "bindaddress",
+    "bindinterface",
     "hostkeyalias",
     "identityagent",
     "preferredauthentications",
@@ -118,6 +119,7 @@ Host *
     DynamicForward 1080
     RemoteForward 8022 localhost:22
     BindAddress 127.0.0.1
+    BindInterface lo
     LogLevel VERBOSE
     KbdInteractiveAuthentication no
     PasswordAuthentication no

@@ -14,7 +14,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      PubkeyAcceptedAlgorithms, ConnectTimeout, \
      ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, ForkAfterAuthentication, \
      BatchMode, LocalForward, \
-     RemoteForward, DynamicForward, PermitRemoteOpen, BindAddress, UpdateHostKeys, ConnectionAttempts, \
+     RemoteForward, DynamicForward, PermitRemoteOpen, BindAddress, BindInterface, UpdateHostKeys, ConnectionAttempts, \
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
@@ -27,7 +27,6 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
 /// unsupported key gets a different message from a misspelt one.
 const OPENSSH_KEYS: &[&str] = &[
     "addkeystoagent",
-    "bindinterface",
     "canonicaldomains",
     "canonicalizefallbacklocal",
     "canonicalizehostname",
@@ -296,6 +295,10 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
             let address = bind_address(key, one(key, &args)?)?;
             set_first(&mut p.bind_address, address);
         }
+        "bindinterface" => {
+            let interface = bind_interface(key, one(key, &args)?)?;
+            set_first(&mut p.bind_interface, interface);
+        }
         "permitremoteopen" => {
             let permit = crate::remote::PermitRemoteOpen::parse(&args).map_err(|why| {
                 CliError::BadPermitRemoteOpen {
@@ -512,6 +515,23 @@ pub(super) fn bind_address(key: &str, v: &str) -> Result<String, CliError> {
             key,
             v,
             "a local address (203.0.113.7, 2001:db8::7) or a name for one",
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+/// A `BindInterface` (`-B`): an interface's name, as `ip link` shows it (at most 15 bytes on
+/// Linux, no spaces or slashes).
+pub(super) fn bind_interface(key: &str, v: &str) -> Result<String, CliError> {
+    if v.is_empty()
+        || v.len() > 15
+        || v.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
+        return Err(bad_value(
+            key,
+            v,
+            "an interface's name (eth1, ens5), at most 15 bytes",
         ));
     }
     Ok(v.to_owned())

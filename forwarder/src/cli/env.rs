@@ -281,6 +281,7 @@ pub(super) fn resolve(
         server_alive_count_max: p.server_alive_count_max.unwrap_or(3),
         exit_on_forward_failure: p.exit_on_forward_failure.unwrap_or(false),
         bind_address: p.bind_address,
+        bind_interface: p.bind_interface,
         update_host_keys,
         connection_attempts: p.connection_attempts.unwrap_or(1),
         permit_remote_open: p.permit_remote_open.unwrap_or_default(),

@@ -37,7 +37,7 @@ const DESTINATION_KEYS: [&str; 8] = [
 /// own ssh_config block does not set it.
 pub(super) fn inherited(letter: char, value: &str) -> bool {
     match letter {
-        'i' | 'c' | 'm' | 'b' => true,
+        'i' | 'c' | 'm' | 'b' | 'B' => true,
         'o' => super::config::split_key_value(value)
             .is_some_and(|(key, _)| !DESTINATION_KEYS.contains(&key.to_ascii_lowercase().as_str())),
         _ => false,

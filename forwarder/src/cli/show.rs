@@ -109,6 +109,9 @@ pub fn config_text(opts: &Options) -> Result<String, String> {
     if let Some(address) = &opts.bind_address {
         line("bindaddress", address);
     }
+    if let Some(interface) = &opts.bind_interface {
+        line("bindinterface", interface);
+    }
     if let Some(alias) = &opts.host_key_alias {
         line("hostkeyalias", alias);
     }
