@@ -92,6 +92,18 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
             }
         };
     }
+    if let Some(command) = opts.control_command {
+        #[cfg(unix)]
+        return crate::control::run_command(opts.control_path.as_deref(), command);
+        #[cfg(not(unix))]
+        {
+            eprintln!(
+                "forwarder: -O {}: control sockets need Unix",
+                command.word()
+            );
+            return EXIT_FAILURE;
+        }
+    }
     #[cfg(unix)]
     if let Some(path) = &opts.log_file {
         log_to_file(path);
@@ -255,6 +267,23 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
             return Err(Fatal("interrupted during authentication".into()));
         }
     }
+    // -M: the control socket, once logged in (and before -f lets the foreground go), as ssh.
+    let terminate = std::sync::Arc::new(tokio::sync::Notify::new());
+    #[cfg(unix)]
+    let _control = match crate::control::start(
+        opts.control_master,
+        opts.control_path.as_deref(),
+        terminate.clone(),
+    )
+    .await
+    {
+        Ok(control) => control,
+        Err(e) => {
+            tunnel.close();
+            supervisor.shutdown(Duration::from_secs(2)).await;
+            return Err(Fatal(e.to_string()));
+        }
+    };
     // -R: requested again on every session the supervisor brings up.
     let remote_specs = opts.remote_forwards.iter();
     let remote_specs = remote_specs.map(crate::remote::RemoteSpec::from_forward);
@@ -299,8 +328,8 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
             supervisor.shutdown(Duration::from_secs(2)).await;
             return Err(Fatal(msg));
         }
-        _ = shutdown_signal() => {
-            debug!("signal received, disconnecting");
+        () = stop_requested(&terminate) => {
+            debug!("stop requested, disconnecting");
             tunnel.close();
             // The remote forwards are cancelled before the DISCONNECT.
             let _ = remote_stop.send(true);
@@ -315,6 +344,14 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
     match outcome {
         Outcome::Stopped => Ok(()),
         Outcome::Failed(msg) => Err(Fatal(msg)),
+    }
+}
+
+/// SIGINT, SIGTERM, or `-O exit` on the control socket.
+async fn stop_requested(terminate: &tokio::sync::Notify) {
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = terminate.notified() => {}
     }
 }
 

@@ -121,6 +121,14 @@ pub struct Options {
     /// `-f` / `ForkAfterAuthentication`: go to the background once the tunnel is up (logged
     /// in, and with ExitOnForwardFailure every `-R` granted), as `ssh -f`.
     pub fork_after_authentication: bool,
+    /// `-M` / `ControlMaster`: whether this command serves a control socket at
+    /// `control_path` once the tunnel is up.
+    pub control_master: ControlMaster,
+    /// `-S` / `ControlPath`, expanded (`~`, `%` tokens, `${VAR}`); `None` for `none` or unset.
+    pub control_path: Option<PathBuf>,
+    /// `-O`: send this request to the master at `control_path` and exit, instead of
+    /// connecting.
+    pub control_command: Option<crate::mux::ControlCommand>,
     /// What to do with unknown and changed host keys.
     pub strict_host_key_checking: StrictHostKeyChecking,
     /// `HostKeyAlias`, lowercased: the name the host key is looked up and recorded under in
@@ -907,6 +915,14 @@ options:
                  ExitOnForwardFailure, every -R granted), exiting 0, as ssh -f: a
                  first connection that fails is the exit status. Also
                  -o ForkAfterAuthentication=yes.
+  -M             serve a control socket at -S once the tunnel is up (ControlMaster yes;
+                 ControlMaster auto serves one unless a master already answers there), for
+                 -O from forwarder or ssh; removed when the tunnel ends
+  -S path        the control socket's path (ControlPath; ~, % tokens, ${VAR}; none)
+  -O command     ask the master at -S and exit: check (is it running, its pid), exit (stop
+                 the tunnel, as SIGTERM does), stop (remove the socket; the tunnel goes on).
+                 Speaks OpenSSH's control protocol: ssh -S path -O exit host stops a
+                 forwarder master, and forwarder -O an ssh master.
   -v             more logging; repeat for more (-vvv)
   -q             log nothing but fatal errors
   -E file        append the log, and every error, to file instead of standard error
@@ -937,7 +953,8 @@ options:
   asks about host keys), Ciphers, MACs, KexAlgorithms, HostKeyAlgorithms,
   PubkeyAcceptedAlgorithms, ConnectTimeout, ServerAliveInterval, ServerAliveCountMax,
   ExitOnForwardFailure, BatchMode, LocalForward (\"15432 db:5432\"), DynamicForward,
-  RemoteForward, PermitRemoteOpen, BindAddress, BindInterface, ConnectionAttempts (TCP connects tried, a
+  RemoteForward, PermitRemoteOpen, BindAddress, BindInterface, ControlMaster (yes, no,
+  auto), ControlPath, ConnectionAttempts (TCP connects tried, a
   second apart, before an attempt fails; 1), UpdateHostKeys (yes: add the keys a bastion
   lists and proves, drop those it no longer lists, in the first UserKnownHostsFile; the
   default unless UserKnownHostsFile is set; ask is no, forwarder never asks),
@@ -1149,6 +1166,12 @@ struct Parsed {
     revoked_host_keys: Option<Vec<String>>,
     /// `-f` / `ForkAfterAuthentication`.
     fork_after_authentication: Option<bool>,
+    /// `-M` / `ControlMaster`.
+    control_master: Option<ControlMaster>,
+    /// `-S` / `ControlPath`, as written (`None` inside for `none`).
+    control_path: Option<Option<String>>,
+    /// `-O`.
+    control_command: Option<crate::mux::ControlCommand>,
     /// `-E`: the log file.
     log_file: Option<String>,
     /// `-G`.
@@ -1337,6 +1360,18 @@ impl Parsed {
                 'G' => self.print_config = true,
                 // As in ssh, -f wins over ForkAfterAuthentication from any source.
                 'f' => self.fork_after_authentication = Some(true),
+                // As in ssh, -M wins over ControlMaster from any source; ssh's -MM (ask, a
+                // confirmation per control client) needs ssh-askpass, which forwarder has not.
+                'M' => {
+                    if self.control_master == Some(ControlMaster::Yes) {
+                        return Err(CliError::UnsupportedOption {
+                            option: "-MM".into(),
+                            why: "ControlMaster ask confirms each control client with \
+                                  ssh-askpass, which forwarder does not run; give -M",
+                        });
+                    }
+                    self.control_master = Some(ControlMaster::Yes);
+                }
                 'v' => {
                     self.flag_log_level = Some(match self.flag_log_level {
                         Some(level) if self.seen_v => level.more_verbose(),
@@ -1361,7 +1396,7 @@ impl Parsed {
                 'V' => return Ok(Some(Scanned::Version)),
                 'h' => return Ok(Some(Scanned::Help)),
                 'p' | 'l' | 'i' | 'L' | 'D' | 'R' | 'o' | 'c' | 'm' | 'Q' | 'J' | 'W' | 'F'
-                | 'b' | 'B' | 'E' => {
+                | 'b' | 'B' | 'E' | 'S' | 'O' => {
                     let attached = cluster.get(at + letter.len_utf8()..).unwrap_or_default();
                     let value = if attached.is_empty() {
                         rest.next()
@@ -1413,6 +1448,25 @@ impl Parsed {
             'B' => {
                 let interface = config::bind_interface("-B", value)?;
                 set_first(&mut self.bind_interface, interface);
+            }
+            // As in ssh, the last -S wins over the others and over ControlPath.
+            'S' => self.control_path = Some(config::control_path("-S", value)?),
+            'O' => {
+                let command = crate::mux::ControlCommand::parse(value).map_err(|expected| {
+                    CliError::BadValue {
+                        key: "-O".into(),
+                        value: value.to_owned(),
+                        expected,
+                    }
+                })?;
+                if self.control_command.is_some() {
+                    return Err(CliError::BadValue {
+                        key: "-O".into(),
+                        value: value.to_owned(),
+                        expected: "a single -O",
+                    });
+                }
+                self.control_command = Some(command);
             }
             'l' => {
                 let user = check_user(value, "-l")?;
@@ -1482,6 +1536,8 @@ fn example_for(letter: char) -> &'static str {
         'p' => "-p 2222",
         'b' => "-b 203.0.113.7",
         'B' => "-B eth1",
+        'S' => "-S ~/.ssh/cm-%C",
+        'O' => "-O exit",
         'E' => "-E /var/log/forwarder.log",
         'l' => "-l alice",
         'i' => "-i ~/.ssh/id_ed25519",
@@ -1514,4 +1570,19 @@ fn unsupported_reason(letter: char) -> Option<&'static str> {
         'w' => "tunnel devices are not supported",
         _ => return None,
     })
+}
+
+/// `ControlMaster`: whether a command serves a control socket (`-O check`, `-O exit`, `-O
+/// stop` from ssh or forwarder) at `ControlPath` once its tunnel is up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ControlMaster {
+    /// `no` (the default): none.
+    #[default]
+    No,
+    /// `yes` (`-M`): serve one; a socket already at the path is left alone, with a warning,
+    /// and the tunnel runs without.
+    Yes,
+    /// `auto`: serve one unless a master already answers at the path (ssh would then share
+    /// its connection; forwarder connects on its own and leaves that master its socket).
+    Auto,
 }

@@ -49,6 +49,8 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod connect;
+#[cfg(unix)]
+pub mod control;
 pub mod dial;
 pub mod driver;
 pub mod files;
@@ -58,6 +60,7 @@ pub mod keygen;
 pub mod known_hosts;
 pub mod local;
 pub mod metrics;
+pub mod mux;
 pub mod notice;
 pub mod probe;
 pub mod prompt;

@@ -28,6 +28,7 @@ pub mod kex_guess_file;
 pub mod kex_replies;
 pub mod known_hosts;
 pub mod krl;
+pub mod mux_messages;
 pub mod probe_replies;
 pub mod seeds;
 pub mod socks_handshake;
@@ -58,4 +59,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("ssh_config", ssh_config::run),
     ("kex_guess_file", kex_guess_file::run),
     ("socks_handshake", socks_handshake::run),
+    ("mux_messages", mux_messages::run),
 ];

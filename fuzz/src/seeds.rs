@@ -104,6 +104,9 @@ pub fn all() -> Vec<Seed> {
     for (name, data) in crate::socks_handshake::seeds() {
         add("socks_handshake", &name, data);
     }
+    for (name, data) in crate::mux_messages::seeds() {
+        add("mux_messages", &name, data);
+    }
     out
 }
 

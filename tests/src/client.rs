@@ -420,6 +420,34 @@ impl TunnelBuilder {
         s
     }
 
+    /// Runs the client with `-f` and waits (30 s at most) for the foreground command to
+    /// return: its exit status and what it wrote to stderr (a file in `dir`, since the
+    /// background process keeps it).
+    pub fn run_with_f(&self, dir: &Path) -> (Option<i32>, String) {
+        const WAIT: Duration = Duration::from_secs(30);
+        let client = self.clone().arg("-f");
+        let log = dir.join(format!("{}.stderr", client.kind().name()));
+        let mut child = Command::new(client.kind().program())
+            .args(client.args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create the log"))
+            .spawn()
+            .expect("start the client");
+        let status = process::wait_bounded(&mut child, WAIT).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!(
+                "{} -f did not return within {WAIT:?}:\n{}",
+                client.kind().name(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        (
+            status.code(),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+        )
+    }
+
     /// The arguments after the program name.
     pub fn args(&self) -> Vec<String> {
         if self.fleet {

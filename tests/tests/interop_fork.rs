@@ -6,40 +6,17 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
-use ssh_interop_tests::process::{processes_with, session_of, stop_background, wait_bounded};
+use ssh_interop_tests::process::{processes_with, session_of, stop_background};
 use ssh_interop_tests::{
     ClientKind, EchoServer, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip, free_port,
     port_listening,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Runs `client` with `-f` and waits (bounded) for the foreground command to return: its
-/// exit status and what it wrote to stderr (a file, since the background process keeps it).
-fn run_with_f(client: &TunnelBuilder, dir: &Path) -> (Option<i32>, String) {
-    let client = client.clone().arg("-f");
-    let log = dir.join(format!("{}.stderr", client.kind().name()));
-    let mut child = Command::new(client.kind().program())
-        .args(client.args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).expect("create the log"))
-        .spawn()
-        .expect("start the client");
-    let status = wait_bounded(&mut child, WAIT).unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!(
-            "{} -f did not return within {WAIT:?}:\n{}",
-            client.kind().name(),
-            fs::read_to_string(&log).unwrap_or_default()
-        )
-    });
-    (status.code(), fs::read_to_string(&log).unwrap_or_default())
-}
 
 #[test]
 fn the_command_returns_once_the_tunnel_is_up_and_the_tunnel_stays() {
@@ -51,7 +28,7 @@ fn the_command_returns_once_the_tunnel_is_up_and_the_tunnel_stays() {
         let client = TunnelBuilder::new(kind, &sshd, &key).forward_to(echo.port());
         let port = client.forwards()[0].local_port;
         let needle = format!("127.0.0.1:{port}:");
-        let (status, log) = run_with_f(&client, dir.path());
+        let (status, log) = client.run_with_f(dir.path());
         assert_eq!(status, Some(0), "{}: {log}", kind.name());
         // Up when the command returns: no wait.
         let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -93,7 +70,7 @@ fn a_first_connection_that_fails_is_the_command_s_exit_status() {
             .known_hosts(&empty)
             .forward_to(echo.port());
         let needle = format!("127.0.0.1:{}:", client.forwards()[0].local_port);
-        let (status, log) = run_with_f(&client, dir.path());
+        let (status, log) = client.run_with_f(dir.path());
         assert_eq!(status, Some(255), "{}: {log}", kind.name());
         assert!(
             log.contains("Host key verification failed") || log.contains("is not known"),
@@ -118,7 +95,7 @@ fn with_exit_on_forward_failure_the_command_waits_for_every_remote_forward() {
             .arg("-R")
             .arg(&format!("127.0.0.1:{remote}:127.0.0.1:{}", echo.port()));
         let needle = format!("127.0.0.1:{remote}:127.0.0.1:");
-        let (status, log) = run_with_f(&client, dir.path());
+        let (status, log) = client.run_with_f(dir.path());
         assert_eq!(status, Some(0), "{}: {log}", kind.name());
         assert!(port_listening(remote), "{}: not granted yet", kind.name());
         let back = echo_round_trip(remote, b"through -R")
@@ -133,7 +110,7 @@ fn with_exit_on_forward_failure_the_command_waits_for_every_remote_forward() {
             .arg("-R")
             .arg(&format!("127.0.0.1:{port}:127.0.0.1:{}", echo.port()));
         let needle = format!("127.0.0.1:{port}:127.0.0.1:");
-        let (status, log) = run_with_f(&client, dir.path());
+        let (status, log) = client.run_with_f(dir.path());
         assert_eq!(status, Some(255), "{}: {log}", kind.name());
         assert!(
             log.contains(&format!(
@@ -179,7 +156,7 @@ fn with_e_the_log_and_every_error_go_to_the_file() {
         .arg("-E")
         .arg(&log_file.display().to_string());
     let needle = format!("127.0.0.1:{}:", client.forwards()[0].local_port);
-    let (status, stderr) = run_with_f(&client, dir.path());
+    let (status, stderr) = client.run_with_f(dir.path());
     assert_eq!(status, Some(0), "{stderr}");
     assert_eq!(stderr, "");
     let logged = fs::read_to_string(&log_file).unwrap_or_default();

@@ -38,6 +38,8 @@ const COMPARED: &[&str] = &[
     "loglevel",
     "bindaddress",
     "bindinterface",
+    "controlmaster",
+    "controlpath",
     "hostkeyalias",
     "identityagent",
     "preferredauthentications",
@@ -120,6 +122,8 @@ Host *
     RemoteForward 8022 localhost:22
     BindAddress 127.0.0.1
     BindInterface lo
+    ControlMaster auto
+    ControlPath /tmp/cm-%C
     LogLevel VERBOSE
     KbdInteractiveAuthentication no
     PasswordAuthentication no

@@ -14,7 +14,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      PubkeyAcceptedAlgorithms, ConnectTimeout, \
      ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, ForkAfterAuthentication, \
      BatchMode, LocalForward, \
-     RemoteForward, DynamicForward, PermitRemoteOpen, BindAddress, BindInterface, UpdateHostKeys, ConnectionAttempts, \
+     RemoteForward, DynamicForward, PermitRemoteOpen, BindAddress, BindInterface, ControlMaster, ControlPath, UpdateHostKeys, ConnectionAttempts, \
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
@@ -35,8 +35,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "casignaturealgorithms",
     "channeltimeout",
     "clearallforwardings",
-    "controlmaster",
-    "controlpath",
     "controlpersist",
     "enableescapecommandline",
     "enablesshkeysign",
@@ -295,6 +293,28 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
             let address = bind_address(key, one(key, &args)?)?;
             set_first(&mut p.bind_address, address);
         }
+        "controlmaster" => {
+            let v = one(key, &args)?;
+            let master = match v.to_ascii_lowercase().as_str() {
+                "yes" | "true" => super::ControlMaster::Yes,
+                "no" | "false" => super::ControlMaster::No,
+                "auto" => super::ControlMaster::Auto,
+                "ask" | "autoask" => {
+                    return Err(bad_value(
+                        key,
+                        v,
+                        "yes, no or auto (ask and autoask confirm each control client with \
+                         ssh-askpass, which forwarder does not run)",
+                    ));
+                }
+                _ => return Err(bad_value(key, v, "yes, no or auto")),
+            };
+            set_first(&mut p.control_master, master);
+        }
+        "controlpath" => {
+            let path = control_path(key, one(key, &args)?)?;
+            set_first(&mut p.control_path, path);
+        }
         "bindinterface" => {
             let interface = bind_interface(key, one(key, &args)?)?;
             set_first(&mut p.bind_interface, interface);
@@ -518,6 +538,21 @@ pub(super) fn bind_address(key: &str, v: &str) -> Result<String, CliError> {
         ));
     }
     Ok(v.to_owned())
+}
+
+/// A `ControlPath` (`-S`): a path (expanded later), or `None` for `none`.
+pub(super) fn control_path(key: &str, v: &str) -> Result<Option<String>, CliError> {
+    if v.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    if v.is_empty() || v.chars().any(char::is_control) {
+        return Err(bad_value(
+            key,
+            v,
+            "a path for the control socket (~/.ssh/cm-%C) or none",
+        ));
+    }
+    Ok(Some(v.to_owned()))
 }
 
 /// A `BindInterface` (`-B`): an interface's name, as `ip link` shows it (at most 15 bytes on

@@ -227,6 +227,13 @@ pub(super) fn resolve(
         }
         Some(v) => IdentityAgent::Path(tokens.expand_path_and_variables(v)?),
     };
+    // ssh expands `~`, `%` tokens and `${VAR}` in ControlPath.
+    let control_path = p
+        .control_path
+        .clone()
+        .flatten()
+        .map(|v| tokens.expand_path_and_variables(&v))
+        .transpose()?;
     let password_file = p
         .password_file
         .as_deref()
@@ -265,6 +272,9 @@ pub(super) fn resolve(
         revoked_host_keys,
         known_hosts_command,
         fork_after_authentication: p.fork_after_authentication.unwrap_or(false),
+        control_master: p.control_master.unwrap_or_default(),
+        control_path,
+        control_command: p.control_command,
         log_file: p.log_file.map(PathBuf::from),
         print_config: p.print_config,
         strict_host_key_checking: p.strict.unwrap_or(StrictHostKeyChecking::Yes),

@@ -72,6 +72,14 @@ pub fn config_text(opts: &Options) -> Result<String, String> {
         &yes_no(opts.fork_after_authentication),
     );
     line(
+        "controlmaster",
+        &match opts.control_master {
+            super::ControlMaster::No => "false",
+            super::ControlMaster::Yes => "true",
+            super::ControlMaster::Auto => "auto",
+        },
+    );
+    line(
         "streamlocalbindunlink",
         &yes_no(opts.stream_local_bind_unlink),
     );
@@ -111,6 +119,9 @@ pub fn config_text(opts: &Options) -> Result<String, String> {
     }
     if let Some(interface) = &opts.bind_interface {
         line("bindinterface", interface);
+    }
+    if let Some(path) = &opts.control_path {
+        line("controlpath", &path.display());
     }
     if let Some(alias) = &opts.host_key_alias {
         line("hostkeyalias", alias);

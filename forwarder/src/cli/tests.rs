@@ -660,9 +660,9 @@ fn unknown_and_unsupported_keys() {
         e.starts_with("unknown -o option 'Bogus'; forwarder takes Port, User"),
         "{e}"
     );
-    let e = err(&["-o", "ControlMaster=auto", "h"]);
+    let e = err(&["-o", "ControlPersist=10m", "h"]);
     assert!(
-        e.starts_with("-o ControlMaster is an OpenSSH option that forwarder does not support"),
+        e.starts_with("-o ControlPersist is an OpenSSH option that forwarder does not support"),
         "{e}"
     );
     let o = run(&[
@@ -1898,4 +1898,59 @@ fn g_prints_the_resolved_settings_in_ssh_s_form() {
     ] {
         assert!(text.contains(line), "{line:?} not in\n{text}");
     }
+}
+
+#[test]
+fn control_master_path_and_command_are_read_as_ssh_reads_them() {
+    let o = run(&["h"]);
+    assert_eq!(o.control_master, ControlMaster::No);
+    assert_eq!(o.control_path, None);
+    assert_eq!(o.control_command, None);
+    // -M wins over ControlMaster; -S is expanded as ssh expands ControlPath.
+    let o = run(&[
+        "-M",
+        "-o",
+        "ControlMaster=no",
+        "-S",
+        "/run/cm-%r@%h:%p",
+        "-p",
+        "2222",
+        "-l",
+        "u",
+        "db",
+    ]);
+    assert_eq!(o.control_master, ControlMaster::Yes);
+    assert_eq!(o.control_path, Some(PathBuf::from("/run/cm-u@db:2222")));
+    let o = run(&[
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        "ControlPath=/run/a",
+        "-S",
+        "/run/b",
+        "h",
+    ]);
+    assert_eq!(o.control_master, ControlMaster::Auto);
+    assert_eq!(o.control_path, Some(PathBuf::from("/run/b")));
+    let o = config_ok(
+        &["db"],
+        "Host db\n    ControlMaster yes\n    ControlPath none\n",
+    );
+    assert_eq!(o.control_master, ControlMaster::Yes);
+    assert_eq!(o.control_path, None);
+    let o = run(&["-S", "/run/cm", "-O", "exit", "h"]);
+    assert_eq!(o.control_command, Some(crate::mux::ControlCommand::Exit));
+    assert_eq!(
+        run(&["-Ocheck", "h"]).control_command,
+        Some(crate::mux::ControlCommand::Check)
+    );
+    // What forwarder does not do, said so.
+    assert!(err(&["-MM", "h"]).contains("ssh-askpass"));
+    assert!(err(&["-o", "ControlMaster=autoask", "h"]).contains("ssh-askpass"));
+    assert!(err(&["-o", "ControlMaster=maybe", "h"]).contains("yes, no or auto"));
+    assert!(err(&["-O", "forward", "h"]).contains("check, exit and stop"));
+    assert!(err(&["-O", "bogus", "h"]).contains("check, exit or stop"));
+    assert!(err(&["-O", "exit", "-O", "check", "h"]).contains("a single -O"));
+    assert!(err(&["-S"]).contains("-S ~/.ssh/cm-%C"));
+    assert!(err(&["-S", "/run/%z", "h"]).contains("%z"));
 }

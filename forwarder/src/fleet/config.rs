@@ -1231,6 +1231,26 @@ fn resolve(
         Ok(_) => return Err((None, "not a tunnel".into())),
         Err(e) => return Err((option_offset(&e.to_string(), &options), e.to_string())),
     };
+    // What belongs to one command, not to a daemon: the fleet has its admin endpoint.
+    for (set, key) in [
+        (
+            opts.control_master != cli::ControlMaster::No,
+            "ControlMaster",
+        ),
+        (opts.control_path.is_some(), "ControlPath"),
+        (opts.fork_after_authentication, "ForkAfterAuthentication"),
+    ] {
+        if set {
+            return Err((
+                option_offset(key, &options),
+                format!(
+                    "{key} is for a single forwarder command; `forwarder serve` runs in the \
+                     foreground under its service manager and is asked through its admin \
+                     endpoint"
+                ),
+            ));
+        }
+    }
     let mut config =
         TunnelConfig::from_options(&opts).map_err(|e| (option_offset(&e.0, &options), e.0))?;
     // Many sessions share each thread of the fleet.

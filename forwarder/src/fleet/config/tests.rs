@@ -360,6 +360,18 @@ fn bad_files_name_the_line_and_the_key() {
             "needs `probe_password_file`",
         ),
         (
+            &format!("{base}options = {{ ControlMaster = \"auto\" }}\n"),
+            "tunnels.toml:6: tunnel \"a\": ControlMaster is for a single forwarder command",
+        ),
+        (
+            &format!("{base}options = {{ ControlPath = \"/run/cm\" }}\n"),
+            "ControlPath is for a single forwarder command",
+        ),
+        (
+            &format!("{base}options = {{ ForkAfterAuthentication = \"yes\" }}\n"),
+            "ForkAfterAuthentication is for a single forwarder command",
+        ),
+        (
             &format!("{base}share_session = \"yes\"\n"),
             "tunnels.toml:6: invalid type",
         ),

@@ -1,0 +1,300 @@
+//! The control socket (`ControlMaster`, `ControlPath`; `-M`, `-S`, `-O`), so that a script
+//! that started `forwarder -M -S ~/.ssh/cm-%C -f -N -L ...` can ask whether the tunnel runs
+//! and stop it with `ssh -S ~/.ssh/cm-%C -O exit host` (or `forwarder -S ... -O exit host`),
+//! as it would an ssh master. The protocol is [`crate::mux`]'s; this is its IO.
+//!
+//! ```text
+//!  forwarder -M -S path ...: first session up ──> socket at path, mode 0600
+//!      each connection from this user (or root): hello, then check / exit / stop
+//!      exit ──> the tunnel stops as on SIGTERM      stop ──> socket removed, no more
+//!  forwarder -S path -O check|exit|stop host ──> one request, the answer on stderr
+//! ```
+//!
+//! The socket is made as ssh makes it: bound under a random name beside the path, then
+//! linked into place, so that a client never meets a socket that does not listen yet and a
+//! socket already there is never replaced. It is removed when the tunnel ends.
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::cli::ControlMaster;
+use crate::mux::{self, ControlCommand, Effect, Framer};
+
+/// How long a control connection may stay silent before it is closed.
+const IDLE: Duration = Duration::from_secs(60);
+/// Control connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 16;
+/// How long `-O` waits for the master.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A control socket being served; removed (if it is still ours) when dropped.
+#[derive(Debug)]
+pub struct Control {
+    path: PathBuf,
+    /// The socket's device and inode, to tell it from one put there later.
+    identity: (u64, u64),
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.task.abort();
+        remove_if_ours(&self.path, self.identity);
+    }
+}
+
+fn identity_of(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+fn remove_if_ours(path: &Path, identity: (u64, u64)) {
+    if identity_of(path) == Some(identity) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Serves a control socket at `path` as `master` says, once the first session is up.
+/// `terminate` is notified on `-O exit`. `None` when there is none to serve: `no`, a socket
+/// already at the path (a warning, as ssh gives, and the tunnel runs without), or with `auto`
+/// a master that answers there.
+pub async fn start(
+    master: ControlMaster,
+    path: Option<&Path>,
+    terminate: Arc<Notify>,
+) -> std::io::Result<Option<Control>> {
+    let Some(path) = path else {
+        if master != ControlMaster::No {
+            debug!("ControlMaster without a ControlPath: no control socket");
+        }
+        return Ok(None);
+    };
+    match master {
+        ControlMaster::No => return Ok(None),
+        ControlMaster::Yes => {}
+        ControlMaster::Auto => {
+            // ssh would share a live master's connection; forwarder leaves it alone. A
+            // socket nobody answers on is a stale one, and goes.
+            match UnixStream::connect(path).await {
+                Ok(_) => {
+                    info!(
+                        path = %path.display(),
+                        "a master already answers at the ControlPath: this tunnel connects on \
+                         its own and serves no control socket"
+                    );
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    debug!(path = %path.display(), "removing a stale control socket");
+                    let _ = std::fs::remove_file(path);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    let listener = match bind_in_place(path)? {
+        Some(l) => l,
+        None => {
+            crate::notice::warning(format!(
+                "ControlSocket {} already exists, disabling multiplexing",
+                path.display()
+            ));
+            return Ok(None);
+        }
+    };
+    let identity = identity_of(path).unwrap_or_default();
+    let task = tokio::spawn(serve(listener, path.to_path_buf(), identity, terminate));
+    debug!(path = %path.display(), "control socket listening");
+    Ok(Some(Control {
+        path: path.to_path_buf(),
+        identity,
+        task,
+    }))
+}
+
+/// Binds a socket under a random name beside `path`, mode 0600, and links it into place.
+/// `None` when something is already at `path`.
+fn bind_in_place(path: &Path) -> std::io::Result<Option<UnixListener>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut random = [0u8; 8];
+    ssh_transport::random::SecureRandom::fill(&mut ssh_transport::random::OsRandom, &mut random);
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".{:016x}", u64::from_le_bytes(random)));
+    let temp = PathBuf::from(temp);
+    let context = |what: &str, e: std::io::Error| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot {what} the control socket {}: {e}", path.display()),
+        )
+    };
+    let listener =
+        std::os::unix::net::UnixListener::bind(&temp).map_err(|e| context("create", e))?;
+    let placed = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::hard_link(&temp, path));
+    let _ = std::fs::remove_file(&temp);
+    match placed {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(context("place", e)),
+    }
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| UnixListener::from_std(listener))
+        .map(Some)
+        .map_err(|e| context("serve", e))
+}
+
+async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    identity: (u64, u64),
+    terminate: Arc<Notify>,
+) {
+    let stop = Arc::new(Notify::new());
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let uid = rustix::process::getuid();
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = stop.notified() => {
+                remove_if_ours(&path, identity);
+                info!(path = %path.display(), "control socket removed (-O stop)");
+                return;
+            }
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: try again shortly.
+                debug!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // As ssh: only this user, or root.
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == uid.as_raw() || cred.uid() == 0 => {}
+            Ok(cred) => {
+                warn!(
+                    peer_uid = cred.uid(),
+                    "control connection from another user refused"
+                );
+                continue;
+            }
+            Err(e) => {
+                warn!(error = %e, "control connection refused: its user is unknown");
+                continue;
+            }
+        }
+        let (terminate, stop) = (terminate.clone(), stop.clone());
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, &terminate, &stop).await {
+                debug!(error = %e, "control connection ended");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// One control connection: the master's hello, then each request answered in turn.
+async fn connection(
+    mut stream: UnixStream,
+    terminate: &Notify,
+    stop: &Notify,
+) -> Result<(), String> {
+    let mut master = mux::Master::new(std::process::id());
+    let mut out = Vec::new();
+    mux::hello(&mut out);
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut framer = Framer::default();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match tokio::time::timeout(IDLE, stream.read(&mut buf)).await {
+            Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("silent for {} s", IDLE.as_secs())),
+        };
+        framer.push(&buf[..n]);
+        while let Some(body) = framer.next_message().map_err(|e| e.to_string())? {
+            out.clear();
+            let effect = master.handle(&body, &mut out).map_err(|e| e.to_string())?;
+            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+            match effect {
+                Effect::None => {}
+                Effect::Terminate => {
+                    info!("stopping: asked on the control socket (-O exit)");
+                    terminate.notify_one();
+                }
+                Effect::StopListening => stop.notify_one(),
+            }
+        }
+    }
+}
+
+/// `-O command`: sends it to the master at `path` and prints the answer on stderr, as ssh
+/// does. The exit status: 0 when done, 255 otherwise.
+pub fn run_command(path: Option<&Path>, command: ControlCommand) -> i32 {
+    let Some(path) = path else {
+        eprintln!("forwarder: no ControlPath specified for \"-O\" command (give -S path)");
+        return crate::app::EXIT_FAILURE;
+    };
+    match ask(path, command) {
+        Ok(Ok(said)) => {
+            eprintln!("{said}");
+            0
+        }
+        Ok(Err(refused)) => {
+            eprintln!("forwarder: {refused}");
+            crate::app::EXIT_FAILURE
+        }
+        Err(e) => {
+            eprintln!("forwarder: {e}");
+            crate::app::EXIT_FAILURE
+        }
+    }
+}
+
+/// One request to the master: its answer (`Ok`) or refusal (`Err`), or why there was none.
+fn ask(path: &Path, command: ControlCommand) -> Result<Result<String, String>, String> {
+    let mut stream = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| format!("Control socket connect({}): {e}", path.display()))?;
+    let io = |e: std::io::Error| format!("control socket {}: {e}", path.display());
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
+    let mut client = mux::Client::new(command);
+    let mut out = Vec::new();
+    client.start(&mut out);
+    stream.write_all(&out).map_err(io)?;
+    let mut framer = Framer::default();
+    let mut buf = [0u8; 4096];
+    loop {
+        while let Some(body) = framer.next_message().map_err(|e| e.to_string())? {
+            if let Some(outcome) = client.handle(&body).map_err(|e| e.to_string())? {
+                return Ok(outcome);
+            }
+        }
+        let n = stream.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            if let Some(said) = client.outcome_at_close() {
+                return Ok(Ok(said));
+            }
+            return Err(format!(
+                "control socket {}: the master closed the connection without an answer",
+                path.display()
+            ));
+        }
+        framer.push(&buf[..n]);
+    }
+}

@@ -1,0 +1,231 @@
+//! The control socket (`-M`, `-S`, `ControlMaster`, `-O`) against the real sshd, with
+//! OpenSSH's `ssh` on both sides of it: `ssh -O` checks and stops a forwarder master, and
+//! `forwarder -O` checks and stops an ssh master, so the two speak one protocol. A script's
+//! `-M -S path -f -N -L ...` then `-O exit` works with either client.
+//!
+//! What must hold: the socket is there, a socket of mode 0600, when `-f` returns; `-O check`
+//! names the background process's pid; `-O exit` ends it and its socket goes; `-O stop`
+//! removes the socket and the tunnel goes on (an `ssh -N` master ends too once no
+//! connection is open: forwarder keeps the tunnel, which `-O exit` ends); with nothing listening `-O check` exits 255; a
+//! file already at the path is left alone and the tunnel runs without a socket (as ssh
+//! does); `ControlMaster auto` leaves a live master's socket alone and replaces a stale one.
+
+use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ssh_interop_tests::process::{processes_with, run_bounded, stop_background};
+use ssh_interop_tests::{
+    ClientKind, EchoServer, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `kind -F none -S path -O command host`: its exit status and stderr.
+fn control(kind: ClientKind, path: &Path, command: &str) -> (Option<i32>, String) {
+    let mut cmd = Command::new(kind.program());
+    cmd.args(["-F", "none", "-S"])
+        .arg(path)
+        .args(["-O", command, "127.0.0.1"]);
+    let out = run_bounded(&mut cmd, WAIT, &format!("{} -O {command}", kind.name()));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits (bounded) until `done`.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "not {what} within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn assert_echo(port: u16, what: &str) {
+    let sent: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let back = echo_round_trip(port, &sent).unwrap_or_else(|e| panic!("{what}: echo: {e}"));
+    assert!(back == sent, "{what}: the echo came back different");
+}
+
+/// An sshd, an echo server behind it, and a directory for the control socket (`cm`).
+struct Lab {
+    key: UserKey,
+    sshd: Sshd,
+    echo: EchoServer,
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let key = UserKey::generate(KeyKind::Ed25519);
+        let sshd = Sshd::start(&key);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("cm");
+        Lab {
+            key,
+            sshd,
+            echo: EchoServer::start(),
+            dir,
+            path,
+        }
+    }
+
+    /// A tunnel through the lab's sshd to its echo server.
+    fn tunnel(&self, kind: ClientKind) -> TunnelBuilder {
+        TunnelBuilder::new(kind, &self.sshd, &self.key).forward_to(self.echo.port())
+    }
+
+    /// `kind -M -S cm -f -N -L ...` started, returned 0: its background pid, the needle that
+    /// finds it, and its local port.
+    fn master(&self, kind: ClientKind) -> (u32, String, u16) {
+        let client = self
+            .tunnel(kind)
+            .arg("-M")
+            .arg("-S")
+            .arg(self.path.to_str().expect("a UTF-8 path"));
+        let port = client.forwards()[0].local_port;
+        let needle = format!("127.0.0.1:{port}:");
+        let (status, log) = client.run_with_f(self.dir.path());
+        assert_eq!(status, Some(0), "{}: {log}", kind.name());
+        let pids = processes_with(&needle);
+        assert_eq!(pids.len(), 1, "{}: {pids:?}", kind.name());
+        (pids[0], needle, port)
+    }
+
+    /// `kind -O command` succeeds, saying `said`.
+    fn expect(&self, kind: ClientKind, command: &str, said: &str) {
+        let (code, got) = control(kind, &self.path, command);
+        assert_eq!(code, Some(0), "{} -O {command}: {got}", kind.name());
+        assert!(got.contains(said), "{} -O {command}: {got}", kind.name());
+    }
+}
+
+#[test]
+fn ssh_and_forwarder_check_a_forwarder_master_and_ssh_stops_it() {
+    let lab = Lab::new();
+    let (pid, needle, port) = lab.master(ClientKind::Forwarder);
+    // There when -f returns: a socket only its user may use.
+    let meta = std::fs::symlink_metadata(&lab.path).expect("the control socket");
+    assert!(meta.file_type().is_socket(), "{meta:?}");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
+        lab.expect(kind, "check", &format!("Master running (pid={pid})"));
+    }
+    assert_echo(port, "through the master");
+    lab.expect(ClientKind::OpenSsh, "exit", "Exit request sent.");
+    wait_until("the master gone", || processes_with(&needle).is_empty());
+    assert!(!lab.path.exists(), "the socket outlived its master");
+    for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
+        let (code, said) = control(kind, &lab.path, "check");
+        assert_eq!(code, Some(255), "{}: {said}", kind.name());
+    }
+    let (_, said) = control(ClientKind::Forwarder, &lab.path, "check");
+    assert!(said.contains("Control socket connect("), "{said}");
+}
+
+#[test]
+fn forwarder_checks_stops_and_ends_an_ssh_master() {
+    let lab = Lab::new();
+    let (pid, needle, port) = lab.master(ClientKind::OpenSsh);
+    lab.expect(
+        ClientKind::Forwarder,
+        "check",
+        &format!("Master running (pid={pid})"),
+    );
+    assert_echo(port, "through ssh's master");
+    // -O stop: the socket goes. An `ssh -N` master then also ends once no connection is
+    // open (its session counts as closed); forwarder's goes on (the next test).
+    lab.expect(
+        ClientKind::Forwarder,
+        "stop",
+        "Stop listening request sent.",
+    );
+    wait_until("ssh's socket removed", || !lab.path.exists());
+    wait_until("the stopped ssh -N master gone", || {
+        processes_with(&needle).is_empty()
+    });
+    // And -O exit, on a second ssh master.
+    let (_, needle, _) = lab.master(ClientKind::OpenSsh);
+    lab.expect(ClientKind::Forwarder, "exit", "Exit request sent.");
+    wait_until("the ssh master gone", || processes_with(&needle).is_empty());
+}
+
+#[test]
+fn stop_keeps_the_tunnel_and_a_path_in_use_is_left_alone() {
+    let lab = Lab::new();
+    let (_, needle, port) = lab.master(ClientKind::Forwarder);
+    lab.expect(ClientKind::OpenSsh, "stop", "Stop listening request sent.");
+    wait_until("the socket removed", || !lab.path.exists());
+    assert_echo(port, "after -O stop");
+    assert_eq!(processes_with(&needle).len(), 1, "-O stop ended the tunnel");
+    stop_background(&needle, WAIT);
+
+    // A file already at the path: a warning, the tunnel runs, the file stays as it was.
+    std::fs::write(&lab.path, "not a socket").expect("write a file at the path");
+    let client = lab
+        .tunnel(ClientKind::Forwarder)
+        .arg("-M")
+        .arg("-S")
+        .arg(lab.path.to_str().expect("a UTF-8 path"));
+    let (status, log) = client.run_with_f(lab.dir.path());
+    assert_eq!(status, Some(0), "{log}");
+    assert!(
+        log.contains(&format!(
+            "ControlSocket {} already exists, disabling multiplexing",
+            lab.path.display()
+        )),
+        "{log}"
+    );
+    let port = client.forwards()[0].local_port;
+    assert_echo(port, "without a control socket");
+    assert_eq!(
+        std::fs::read_to_string(&lab.path).ok().as_deref(),
+        Some("not a socket")
+    );
+    stop_background(&format!("127.0.0.1:{port}:"), WAIT);
+}
+
+#[test]
+fn control_master_auto_leaves_a_live_master_alone_and_replaces_a_stale_socket() {
+    let lab = Lab::new();
+    // Started with auto: its background pid and needle.
+    let auto = || {
+        let client = lab
+            .tunnel(ClientKind::Forwarder)
+            .option("ControlMaster=auto")
+            .option(&format!("ControlPath={}", lab.path.display()));
+        let (status, log) = client.run_with_f(lab.dir.path());
+        assert_eq!(status, Some(0), "{log}");
+        let port = client.forwards()[0].local_port;
+        let needle = format!("127.0.0.1:{port}:");
+        (processes_with(&needle)[0], needle, port)
+    };
+    let (first_pid, first_needle, _) = auto();
+    // A second with auto: the first keeps the socket; the second's tunnel works all the same.
+    let (_, second_needle, second_port) = auto();
+    assert_echo(second_port, "beside a live master");
+    lab.expect(
+        ClientKind::Forwarder,
+        "check",
+        &format!("Master running (pid={first_pid})"),
+    );
+    stop_background(&second_needle, WAIT);
+    // The first killed outright: its socket stays behind, and the next auto replaces it.
+    ssh_interop_tests::process::signal(first_pid, rustix::process::Signal::KILL);
+    wait_until("the first master gone", || {
+        processes_with(&first_needle).is_empty()
+    });
+    assert!(lab.path.exists(), "a killed master's socket stays behind");
+    let (third_pid, third_needle, _) = auto();
+    lab.expect(
+        ClientKind::OpenSsh,
+        "check",
+        &format!("Master running (pid={third_pid})"),
+    );
+    stop_background(&third_needle, WAIT);
+    assert!(!lab.path.exists(), "the socket outlived its master");
+}
