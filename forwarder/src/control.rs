@@ -56,6 +56,11 @@ fn identity_of(path: &Path) -> Option<(u64, u64)> {
     Some((m.dev(), m.ino()))
 }
 
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt as _;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
 fn remove_if_ours(path: &Path, identity: (u64, u64)) {
     if identity_of(path) == Some(identity) {
         let _ = std::fs::remove_file(path);
@@ -82,7 +87,8 @@ pub async fn start(
         ControlMaster::Yes => {}
         ControlMaster::Auto => {
             // ssh would share a live master's connection; forwarder leaves it alone. A
-            // socket nobody answers on is a stale one, and goes.
+            // socket nobody answers on is a stale one, and goes (ssh removes whatever refuses
+            // the connection; a file that is not a socket stays here).
             match UnixStream::connect(path).await {
                 Ok(_) => {
                     info!(
@@ -92,7 +98,7 @@ pub async fn start(
                     );
                     return Ok(None);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && is_socket(path) => {
                     debug!(path = %path.display(), "removing a stale control socket");
                     let _ = std::fs::remove_file(path);
                 }

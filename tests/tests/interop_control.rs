@@ -164,29 +164,33 @@ fn stop_keeps_the_tunnel_and_a_path_in_use_is_left_alone() {
     assert_eq!(processes_with(&needle).len(), 1, "-O stop ended the tunnel");
     stop_background(&needle, WAIT);
 
-    // A file already at the path: a warning, the tunnel runs, the file stays as it was.
+    // A file already at the path: a warning, the tunnel runs, the file stays as it was;
+    // with `auto` too (ssh would remove it, since it refuses connections).
     std::fs::write(&lab.path, "not a socket").expect("write a file at the path");
-    let client = lab
-        .tunnel(ClientKind::Forwarder)
-        .arg("-M")
-        .arg("-S")
-        .arg(lab.path.to_str().expect("a UTF-8 path"));
-    let (status, log) = client.run_with_f(lab.dir.path());
-    assert_eq!(status, Some(0), "{log}");
-    assert!(
-        log.contains(&format!(
-            "ControlSocket {} already exists, disabling multiplexing",
-            lab.path.display()
-        )),
-        "{log}"
-    );
-    let port = client.forwards()[0].local_port;
-    assert_echo(port, "without a control socket");
-    assert_eq!(
-        std::fs::read_to_string(&lab.path).ok().as_deref(),
-        Some("not a socket")
-    );
-    stop_background(&format!("127.0.0.1:{port}:"), WAIT);
+    for master in ["-oControlMaster=yes", "-oControlMaster=auto"] {
+        let client = lab
+            .tunnel(ClientKind::Forwarder)
+            .arg(master)
+            .arg("-S")
+            .arg(lab.path.to_str().expect("a UTF-8 path"));
+        let (status, log) = client.run_with_f(lab.dir.path());
+        assert_eq!(status, Some(0), "{master}: {log}");
+        assert!(
+            log.contains(&format!(
+                "ControlSocket {} already exists, disabling multiplexing",
+                lab.path.display()
+            )),
+            "{master}: {log}"
+        );
+        let port = client.forwards()[0].local_port;
+        assert_echo(port, "without a control socket");
+        assert_eq!(
+            std::fs::read_to_string(&lab.path).ok().as_deref(),
+            Some("not a socket"),
+            "{master}"
+        );
+        stop_background(&format!("127.0.0.1:{port}:"), WAIT);
+    }
 }
 
 #[test]
