@@ -8,7 +8,8 @@
 //! removes the socket and the tunnel goes on (an `ssh -N` master ends too once no
 //! connection is open: forwarder keeps the tunnel, which `-O exit` ends); with nothing listening `-O check` exits 255; a
 //! file already at the path is left alone and the tunnel runs without a socket (as ssh
-//! does); `ControlMaster auto` leaves a live master's socket alone and replaces a stale one.
+//! does); `ControlMaster auto` leaves a live master's socket alone and replaces a stale one;
+//! another user is refused even when the socket's mode would let them in.
 
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::Path;
@@ -232,4 +233,49 @@ fn control_master_auto_leaves_a_live_master_alone_and_replaces_a_stale_socket() 
     );
     stop_background(&third_needle, WAIT);
     assert!(!lab.path.exists(), "the socket outlived its master");
+}
+
+// Only the master's user, or root, may use its socket: with the socket opened to everyone
+// (a careless chmod), `ssh -O check` run as another user (nobody) is still refused and the
+// master says why, while this user's check still works. Needs root, to run as nobody.
+#[test]
+fn another_user_is_refused_even_when_the_socket_is_open_to_all() {
+    assert!(
+        ssh_interop_tests::process::is_root(),
+        "this test runs a control client as another user, which needs root; run it as root \
+         (the CI lab does) or through scripts/test"
+    );
+    let lab = Lab::new();
+    let (pid, needle, _) = lab.master(ClientKind::Forwarder);
+    for (path, mode) in [(lab.dir.path(), 0o711), (lab.path.as_path(), 0o666)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .expect("open the socket to everyone");
+    }
+    let setpriv = ssh_interop_tests::process::require_program(
+        "setpriv",
+        &["/usr/bin", "/bin"],
+        "install util-linux (apt-get install util-linux)",
+    );
+    let mut as_nobody = Command::new(setpriv);
+    as_nobody
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(ClientKind::OpenSsh.program())
+        .args(["-F", "none", "-S"])
+        .arg(&lab.path)
+        .args(["-O", "check", "127.0.0.1"]);
+    let out = run_bounded(&mut as_nobody, WAIT, "ssh -O check as nobody");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{said}");
+    assert!(!said.contains("Master running"), "{said}");
+    let log_path = lab.dir.path().join("forwarder.stderr");
+    wait_until("the master's word on the refusal", || {
+        std::fs::read_to_string(&log_path)
+            .is_ok_and(|log| log.contains("control connection from another user refused"))
+    });
+    lab.expect(
+        ClientKind::OpenSsh,
+        "check",
+        &format!("Master running (pid={pid})"),
+    );
+    stop_background(&needle, WAIT);
 }
