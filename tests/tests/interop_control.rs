@@ -279,3 +279,43 @@ fn another_user_is_refused_even_when_the_socket_is_open_to_all() {
     );
     stop_background(&needle, WAIT);
 }
+
+// `ssh -S path host command` asks the master for a session, which forwarder's does not open:
+// ssh prints the reason, then connects on its own and runs the command, as it does whenever
+// a master refuses. The master goes on.
+#[test]
+fn ssh_asking_a_forwarder_master_for_a_session_is_told_why_and_connects_on_its_own() {
+    let lab = Lab::new();
+    let (pid, needle, port) = lab.master(ClientKind::Forwarder);
+    let mut ssh = Command::new(ClientKind::OpenSsh.program());
+    ssh.args(["-F", "none", "-S"])
+        .arg(&lab.path)
+        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o"])
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            lab.sshd.known_hosts_path().display()
+        ))
+        .arg("-i")
+        .arg(lab.key.private_key_path())
+        .args(["-p", &lab.sshd.port().to_string()])
+        .arg(format!("{}@127.0.0.1", lab.sshd.user()))
+        .arg("echo ran-on-its-own");
+    let out = run_bounded(&mut ssh, WAIT, "ssh -S path host command");
+    let (said, printed) = (
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+    );
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("forwarder's control socket opens no sessions"),
+        "{said}"
+    );
+    assert_eq!(printed.trim(), "ran-on-its-own", "{said}");
+    assert_echo(port, "the master after refusing a session");
+    lab.expect(
+        ClientKind::Forwarder,
+        "check",
+        &format!("Master running (pid={pid})"),
+    );
+    stop_background(&needle, WAIT);
+}
