@@ -1284,6 +1284,24 @@ remote = "/run/mysqld/mysqld.sock"
 "#,
         ),
         (
+            "socket-tokens",
+            r#"[defaults]
+bastion = "ops@b.example"
+known_hosts = "/k"
+
+[[tunnel]]
+name = "tokens"
+local = "/run/fwd/%u-%%.sock"
+remote = "/run/mysqld/mysql%d.sock"
+
+[[tunnel]]
+name = "back"
+kind = "remote"
+bastion_listen = "/run/app/%r.sock"
+target = "/srv%d/app.sock"
+"#,
+        ),
+        (
             "socks",
             r#"[defaults]
 bastion = "ops@b.example"

@@ -1202,6 +1202,15 @@ fn resolve(
                 ),
             ));
         }
+        if matches!(key.as_str(), "remoteforward" | "dynamicforward") {
+            return Err((
+                Some(v.span().start),
+                format!(
+                    "options: `{k}`: a tunnel is one forward, set by its own keys (local and \
+                     remote, bastion_listen and target, or socks); add a [[tunnel]] for another"
+                ),
+            ));
+        }
         let value = v.get_ref().text();
         if k.is_empty() || k.contains(['=', ' ']) || value.contains('\n') {
             return Err((Some(v.span().start), format!("options: bad setting `{k}`")));
@@ -1260,11 +1269,24 @@ fn resolve(
         (Way::Remote { .. }, Some(f)) => TunnelKind::Remote(RemoteSpec::from_forward(f)),
         (Way::Remote { .. }, None) => return Err((None, "not a remote forward".into())),
     };
+    // Socket paths are expanded as `-L` and `-R` expand them (`~`, `%` tokens, `${VAR}`): the
+    // tunnel's own record of them is the expanded one, so that its probe, its status and the
+    // checks between tunnels see the paths it forwards to and listens on.
+    let parsed = opts.local_forwards.first().or(opts.remote_forwards.first());
+    let local = match parsed.map(|f| &f.listen) {
+        Some(cli::Listen::Path(path)) => path.to_string_lossy().into_owned(),
+        _ => listen.get_ref().clone(),
+    };
+    let remote = match (&kind, parsed) {
+        (TunnelKind::Remote(spec), _) => spec.target.clone(),
+        (TunnelKind::Local, Some(f)) if matches!(remote, Destination::Unix(_)) => f.to.clone(),
+        _ => remote,
+    };
     Ok(TunnelEntry {
         name,
         line: 0,
         kind,
-        local: listen.get_ref().clone(),
+        local,
         remote,
         probe,
         probe_login,

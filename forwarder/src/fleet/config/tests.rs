@@ -1021,3 +1021,79 @@ fn a_socks_tunnel_and_a_local_one_cannot_take_the_same_port() {
     ));
     assert!(e.contains("tunnel \"b\": key `local`"), "{e}");
 }
+
+// Socket paths are expanded as `-L` and `-R` expand them, and the tunnel's record of them
+// (what it probes, shows and compares) is the expanded path it forwards to and listens on.
+#[test]
+fn socket_paths_are_expanded_once_and_recorded_expanded() {
+    let c = parse_ok(
+        "[defaults]\nbastion = \"ops@b.example\"\n\n[[tunnel]]\nname = \"l\"\n\
+         local = \"/run/fwd/%u.sock\"\nremote = \"/run/mysqld/mysql%d.sock\"\n\n\
+         [[tunnel]]\nname = \"r\"\nkind = \"remote\"\nbastion_listen = \"/run/app/%u.sock\"\n\
+         target = \"/srv%d/app.sock\"\n",
+    );
+    let l = &c.tunnels[0];
+    assert_eq!(
+        l.remote,
+        Destination::Unix("/run/mysqld/mysql/home/tester.sock".into())
+    );
+    assert_eq!(l.config.forwards[0].to, l.remote);
+    assert_eq!(l.local, "/run/fwd/tester.sock");
+    assert_eq!(
+        l.config.forwards[0].listen,
+        cli::Listen::Path("/run/fwd/tester.sock".into())
+    );
+    let r = &c.tunnels[1];
+    let TunnelKind::Remote(spec) = &r.kind else {
+        panic!("a remote tunnel: {r:?}");
+    };
+    assert_eq!(
+        r.remote,
+        Destination::Unix("/srv/home/tester/app.sock".into())
+    );
+    assert_eq!(spec.target, r.remote);
+    assert_eq!(spec.listen, ForwardListen::unix("/run/app/tester.sock"));
+    assert_eq!(r.local, "/run/app/tester.sock");
+    // `%%` is a literal percent sign; an unknown token is refused with its key.
+    let c = parse_ok(
+        "[[tunnel]]\nname = \"p\"\nbastion = \"b\"\nlocal = \"/run/a%%b.sock\"\n\
+         remote = \"db:5432\"\n",
+    );
+    assert_eq!(c.tunnels[0].local, "/run/a%b.sock");
+    let e = parse_err(
+        "[[tunnel]]\nname = \"p\"\nbastion = \"b\"\nlocal = \"127.0.0.1:1\"\n\
+         remote = \"/run/%z.sock\"\n",
+    );
+    assert!(e.contains("%z"), "{e}");
+}
+
+// Two tunnels whose paths differ as written but are one path once expanded clash.
+#[test]
+fn expanded_socket_paths_clash() {
+    let e = parse_err(
+        "[defaults]\nbastion = \"b\"\n\n[[tunnel]]\nname = \"a\"\nlocal = \"/run/tester.sock\"\n\
+         remote = \"db:5432\"\n\n[[tunnel]]\nname = \"b\"\nlocal = \"/run/%u.sock\"\n\
+         remote = \"db:5433\"\n",
+    );
+    assert!(
+        e.contains("key `local`") && e.contains("/run/tester.sock"),
+        "{e}"
+    );
+}
+
+// A tunnel is one forward: `options` cannot add another.
+#[test]
+fn options_cannot_add_forwards() {
+    for (key, value) in [
+        ("RemoteForward", "\"8022 127.0.0.1:22\""),
+        ("DynamicForward", "1080"),
+        ("LocalForward", "\"1 db:1\""),
+    ] {
+        let e = parse_err(&format!(
+            "[[tunnel]]\nname = \"a\"\nbastion = \"b\"\nlocal = \"127.0.0.1:15432\"\n\
+             remote = \"db:5432\"\noptions = {{ {key} = {value} }}\n"
+        ));
+        assert!(e.contains(&format!("options: `{key}`")), "{e}");
+        assert!(e.starts_with("tunnels.toml:6:"), "{e}");
+    }
+}
