@@ -9,8 +9,8 @@ use crate::algorithms;
 use crate::cli::{self, Command, Options};
 use crate::config::TunnelConfig;
 use crate::connect::{self, SshConnector};
+use crate::forwards::LocalForwards;
 use crate::supervisor::{BastionGate, Outcome, WaitError};
-use crate::tunnel::Tunnel;
 
 /// Exit status for every failure, as `ssh` uses.
 pub const EXIT_FAILURE: i32 = 255;
@@ -94,7 +94,11 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     }
     if let Some(command) = opts.control_command {
         #[cfg(unix)]
-        return crate::control::run_command(opts.control_path.as_deref(), command);
+        return crate::control::run_command(
+            opts.control_path.as_deref(),
+            command,
+            control_forwards(&opts),
+        );
         #[cfg(not(unix))]
         {
             eprintln!(
@@ -217,10 +221,10 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
     for (fwd, bound) in connect::bind_forwards(&tunnel_config).await {
         match bound {
             Ok(ls) => {
-                for l in ls {
+                for l in &ls {
                     debug!(listen = %l.label(), forward = %fwd, "listening");
-                    listeners.push((l, fwd.clone()));
                 }
+                listeners.push((fwd, ls));
             }
             Err(e) => {
                 let msg = format!("cannot listen for {} {fwd}: {e}", fwd.flag());
@@ -233,18 +237,14 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
     }
 
     let remote_connect_limit = crate::remote::connect_limit(&tunnel_config);
+    // How forwards added on the control socket bind.
+    let forward_config = std::sync::Arc::new(tunnel_config.clone());
     let mut supervisor =
         SshConnector::supervise(tunnel_config.session, true, BastionGate::new()).await;
     let sessions = supervisor.handle();
-    let mut tunnel = Tunnel::new();
-    for (listener, fwd) in listeners {
-        let target = fwd.to.clone();
-        tunnel.listen(
-            listener,
-            sessions.clone(),
-            target,
-            tunnel_config.session_wait_timeout,
-        );
+    let forwards = std::sync::Arc::new(LocalForwards::new(sessions.clone(), forward_config));
+    for (fwd, bound) in listeners {
+        forwards.serve(fwd, bound).await;
     }
 
     // The first session fails fast, as ssh does, so a mistake is seen at once.
@@ -274,12 +274,13 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
         opts.control_master,
         opts.control_path.as_deref(),
         terminate.clone(),
+        forwards.clone(),
     )
     .await
     {
         Ok(control) => control,
         Err(e) => {
-            tunnel.close();
+            forwards.close().await;
             supervisor.shutdown(Duration::from_secs(2)).await;
             return Err(Fatal(e.to_string()));
         }
@@ -308,12 +309,12 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
                 // Dropped unsent when serving ended: the arm below has its error.
                 Ok(()) = remote_granted => {}
                 Ok(Err(msg)) = &mut remote => {
-                    tunnel.close();
+                    forwards.close().await;
                     supervisor.shutdown(Duration::from_secs(2)).await;
                     return Err(Fatal(msg));
                 }
                 _ = shutdown_signal() => {
-                    tunnel.close();
+                    forwards.close().await;
                     supervisor.shutdown(Duration::from_secs(2)).await;
                     return Err(Fatal("interrupted while the remote forwards were requested".into()));
                 }
@@ -324,13 +325,13 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
     let outcome = tokio::select! {
         o = supervisor.finished() => o,
         Ok(Err(msg)) = &mut remote => {
-            tunnel.close();
+            forwards.close().await;
             supervisor.shutdown(Duration::from_secs(2)).await;
             return Err(Fatal(msg));
         }
         () = stop_requested(&terminate) => {
             debug!("stop requested, disconnecting");
-            tunnel.close();
+            forwards.close().await;
             // The remote forwards are cancelled before the DISCONNECT.
             let _ = remote_stop.send(true);
             if !remote.is_finished() {
@@ -340,11 +341,26 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
             return Ok(());
         }
     };
-    tunnel.close();
+    forwards.close().await;
     match outcome {
         Outcome::Stopped => Ok(()),
         Outcome::Failed(msg) => Err(Fatal(msg)),
     }
+}
+
+/// The forwards `-O forward` and `-O cancel` send: `-L` and `-D`, then `-R`, as ssh sends
+/// them.
+fn control_forwards(opts: &Options) -> Vec<crate::mux::ForwardRequest> {
+    use crate::mux::{ForwardRequest, ForwardWay};
+    let local = opts.local_forwards.iter().map(|f| ForwardRequest {
+        way: ForwardWay::Local,
+        spec: f.clone(),
+    });
+    let remote = opts.remote_forwards.iter().map(|f| ForwardRequest {
+        way: ForwardWay::Remote,
+        spec: f.clone(),
+    });
+    local.chain(remote).collect()
 }
 
 /// SIGINT, SIGTERM, or `-O exit` on the control socket.

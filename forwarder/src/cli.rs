@@ -920,7 +920,9 @@ options:
                  -O from forwarder or ssh; removed when the tunnel ends
   -S path        the control socket's path (ControlPath; ~, % tokens, ${VAR}; none)
   -O command     ask the master at -S and exit: check (is it running, its pid), exit (stop
-                 the tunnel, as SIGTERM does), stop (remove the socket; the tunnel goes on).
+                 the tunnel, as SIGTERM does), stop (remove the socket; the tunnel goes on),
+                 forward or cancel (add or cancel this command line's -L, -D and -R; a
+                 forwarder master adds -L and -D; an -R on port 0 prints the port picked).
                  Speaks OpenSSH's control protocol: ssh -S path -O exit host stops a
                  forwarder master, and forwarder -O an ssh master.
   -v             more logging; repeat for more (-vvv)
@@ -1573,7 +1575,8 @@ fn unsupported_reason(letter: char) -> Option<&'static str> {
 }
 
 /// `ControlMaster`: whether a command serves a control socket (`-O check`, `-O exit`, `-O
-/// stop` from ssh or forwarder) at `ControlPath` once its tunnel is up.
+/// stop`, `-O forward`, `-O cancel` from ssh or forwarder) at `ControlPath` once its tunnel
+/// is up.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ControlMaster {
     /// `no` (the default): none.

@@ -449,23 +449,31 @@ pub async fn bind_forwards(
 ) -> Vec<(cli::ForwardSpec, std::io::Result<Vec<Listener>>)> {
     let mut out = Vec::new();
     for fwd in &cfg.forwards {
-        let bound = match &fwd.listen {
-            cli::Listen::Port { bind_address, port } => {
-                let target = BindTarget::of(bind_address.as_deref(), cfg.gateway_ports);
-                bind(&target, *port, cfg.session.address_family)
-                    .await
-                    .map(|v| v.into_iter().map(Listener::Tcp).collect())
-            }
-            cli::Listen::Path(path) => crate::local::listen_unix(
-                path,
-                cfg.stream_local_bind_mask,
-                cfg.stream_local_bind_unlink,
-            )
-            .map(|l| vec![l]),
-        };
-        out.push((fwd.clone(), bound));
+        out.push((fwd.clone(), bind_forward(fwd, cfg).await));
     }
     out
+}
+
+/// The listeners of one local forward, as `cfg` says to bind them (`GatewayPorts`,
+/// `AddressFamily`, `StreamLocalBindMask`, `StreamLocalBindUnlink`).
+pub async fn bind_forward(
+    fwd: &cli::ForwardSpec,
+    cfg: &crate::config::TunnelConfig,
+) -> std::io::Result<Vec<Listener>> {
+    match &fwd.listen {
+        cli::Listen::Port { bind_address, port } => {
+            let target = BindTarget::of(bind_address.as_deref(), cfg.gateway_ports);
+            bind(&target, *port, cfg.session.address_family)
+                .await
+                .map(|v| v.into_iter().map(Listener::Tcp).collect())
+        }
+        cli::Listen::Path(path) => crate::local::listen_unix(
+            path,
+            cfg.stream_local_bind_mask,
+            cfg.stream_local_bind_unlink,
+        )
+        .map(|l| vec![l]),
+    }
 }
 
 /// Binds the listeners for one forward. Loopback means 127.0.0.1 and, where the system has

@@ -5,9 +5,12 @@
 //!
 //! ```text
 //!  forwarder -M -S path ...: first session up ──> socket at path, mode 0600
-//!      each connection from this user (or root): hello, then check / exit / stop
+//!      each connection from this user (or root): hello, then check / exit / stop /
+//!      forward / cancel
 //!      exit ──> the tunnel stops as on SIGTERM      stop ──> socket removed, no more
+//!      forward -L / -D ──> bound and served          cancel ──> its listeners close
 //!  forwarder -S path -O check|exit|stop host ──> one request, the answer on stderr
+//!  forwarder -S path -O forward|cancel -L ... host ──> one request per forward
 //! ```
 //!
 //! The socket is made as ssh makes it: bound under a random name beside the path, then
@@ -25,7 +28,8 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::cli::ControlMaster;
-use crate::mux::{self, ControlCommand, Effect, Framer};
+use crate::forwards::LocalForwards;
+use crate::mux::{self, ControlCommand, Effect, ForwardRequest, ForwardWay, Framer};
 
 /// How long a control connection may stay silent before it is closed.
 const IDLE: Duration = Duration::from_secs(60);
@@ -68,13 +72,14 @@ fn remove_if_ours(path: &Path, identity: (u64, u64)) {
 }
 
 /// Serves a control socket at `path` as `master` says, once the first session is up.
-/// `terminate` is notified on `-O exit`. `None` when there is none to serve: `no`, a socket
+/// `terminate` is notified on `-O exit`; `-O forward` and `-O cancel` change `forwards`. `None` when there is none to serve: `no`, a socket
 /// already at the path (a warning, as ssh gives, and the tunnel runs without), or with `auto`
 /// a master that answers there.
 pub async fn start(
     master: ControlMaster,
     path: Option<&Path>,
     terminate: Arc<Notify>,
+    forwards: Arc<LocalForwards>,
 ) -> std::io::Result<Option<Control>> {
     let Some(path) = path else {
         if master != ControlMaster::No {
@@ -117,7 +122,13 @@ pub async fn start(
         }
     };
     let identity = identity_of(path).unwrap_or_default();
-    let task = tokio::spawn(serve(listener, path.to_path_buf(), identity, terminate));
+    let task = tokio::spawn(serve(
+        listener,
+        path.to_path_buf(),
+        identity,
+        terminate,
+        forwards,
+    ));
     debug!(path = %path.display(), "control socket listening");
     Ok(Some(Control {
         path: path.to_path_buf(),
@@ -163,6 +174,7 @@ async fn serve(
     path: PathBuf,
     identity: (u64, u64),
     terminate: Arc<Notify>,
+    forwards: Arc<LocalForwards>,
 ) {
     let stop = Arc::new(Notify::new());
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -203,9 +215,9 @@ async fn serve(
                 continue;
             }
         }
-        let (terminate, stop) = (terminate.clone(), stop.clone());
+        let (terminate, stop, forwards) = (terminate.clone(), stop.clone(), forwards.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, &terminate, &stop).await {
+            if let Err(e) = connection(stream, &terminate, &stop, &forwards).await {
                 debug!(error = %e, "control connection ended");
             }
             drop(slot);
@@ -218,6 +230,7 @@ async fn connection(
     mut stream: UnixStream,
     terminate: &Notify,
     stop: &Notify,
+    forwards: &LocalForwards,
 ) -> Result<(), String> {
     let mut master = mux::Master::new(std::process::id());
     let mut out = Vec::new();
@@ -236,9 +249,24 @@ async fn connection(
         while let Some(body) = framer.next_message().map_err(|e| e.to_string())? {
             out.clear();
             let effect = master.handle(&body, &mut out).map_err(|e| e.to_string())?;
+            if let Effect::Forward { id, open, request } = &effect {
+                // Answered once done; the next request waits, as ssh's master makes it wait.
+                let done = forward(forwards, *open, request).await;
+                if let Err(e) = &done {
+                    warn!(
+                        "-O {} {request}: {e}",
+                        if *open { "forward" } else { "cancel" }
+                    );
+                }
+                mux::forward_reply(
+                    *id,
+                    done.as_ref().map(|()| None).map_err(String::as_str),
+                    &mut out,
+                );
+            }
             stream.write_all(&out).await.map_err(|e| e.to_string())?;
             match effect {
-                Effect::None => {}
+                Effect::None | Effect::Forward { .. } => {}
                 Effect::Terminate => {
                     info!("stopping: asked on the control socket (-O exit)");
                     terminate.notify_one();
@@ -249,13 +277,41 @@ async fn connection(
     }
 }
 
+/// What `-O forward` (`open`) or `-O cancel` does to the master's forwards.
+async fn forward(
+    forwards: &LocalForwards,
+    open: bool,
+    request: &ForwardRequest,
+) -> Result<(), String> {
+    if request.way == ForwardWay::Remote {
+        return Err(
+            "forwarder's control socket adds and cancels -L and -D forwards; give -R when the \
+             tunnel starts"
+                .to_owned(),
+        );
+    }
+    if open {
+        forwards.open(request.spec.clone()).await
+    } else {
+        forwards.cancel(&request.spec).await
+    }
+}
+
 /// `-O command`: sends it to the master at `path` and prints the answer on stderr, as ssh
-/// does. The exit status: 0 when done, 255 otherwise.
-pub fn run_command(path: Option<&Path>, command: ControlCommand) -> i32 {
+/// does; `-O forward` and `-O cancel` send `forwards`, one request each. The exit status: 0
+/// when done, 255 otherwise.
+pub fn run_command(
+    path: Option<&Path>,
+    command: ControlCommand,
+    forwards: Vec<ForwardRequest>,
+) -> i32 {
     let Some(path) = path else {
         eprintln!("forwarder: no ControlPath specified for \"-O\" command (give -S path)");
         return crate::app::EXIT_FAILURE;
     };
+    if matches!(command, ControlCommand::Forward | ControlCommand::Cancel) {
+        return run_forwards(path, command == ControlCommand::Forward, forwards);
+    }
     match ask(path, command) {
         Ok(Ok(said)) => {
             eprintln!("{said}");
@@ -274,12 +330,67 @@ pub fn run_command(path: Option<&Path>, command: ControlCommand) -> i32 {
 
 /// One request to the master: its answer (`Ok`) or refusal (`Err`), or why there was none.
 fn ask(path: &Path, command: ControlCommand) -> Result<Result<String, String>, String> {
+    converse(path, mux::Client::new(command))
+}
+
+/// A control client's side of one connection, to [`converse`].
+trait Conversation {
+    /// What it comes to.
+    type Outcome;
+    /// Its first bytes.
+    fn start(&self, out: &mut Vec<u8>);
+    /// One body from the master; what to send next goes to `out`.
+    fn handle(
+        &mut self,
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Self::Outcome>, mux::MuxError>;
+    /// The outcome when the master closes the connection first, if that is one.
+    fn at_close(&self) -> Option<Self::Outcome>;
+}
+
+impl Conversation for mux::Client {
+    type Outcome = Result<String, String>;
+    fn start(&self, out: &mut Vec<u8>) {
+        mux::Client::start(self, out);
+    }
+    fn handle(
+        &mut self,
+        body: &[u8],
+        _: &mut Vec<u8>,
+    ) -> Result<Option<Self::Outcome>, mux::MuxError> {
+        mux::Client::handle(self, body)
+    }
+    fn at_close(&self) -> Option<Self::Outcome> {
+        self.outcome_at_close().map(Ok)
+    }
+}
+
+impl Conversation for mux::ForwardClient {
+    type Outcome = mux::ForwardOutcome;
+    fn start(&self, out: &mut Vec<u8>) {
+        mux::ForwardClient::start(self, out);
+    }
+    fn handle(
+        &mut self,
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Self::Outcome>, mux::MuxError> {
+        mux::ForwardClient::handle(self, body, out)
+    }
+    fn at_close(&self) -> Option<Self::Outcome> {
+        None
+    }
+}
+
+/// Connects to the master at `path` and holds `client`'s side of the conversation, each
+/// read and write bounded by [`CLIENT_TIMEOUT`].
+fn converse<C: Conversation>(path: &Path, mut client: C) -> Result<C::Outcome, String> {
     let mut stream = std::os::unix::net::UnixStream::connect(path)
         .map_err(|e| format!("Control socket connect({}): {e}", path.display()))?;
     let io = |e: std::io::Error| format!("control socket {}: {e}", path.display());
     stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
-    let mut client = mux::Client::new(command);
     let mut out = Vec::new();
     client.start(&mut out);
     stream.write_all(&out).map_err(io)?;
@@ -287,20 +398,51 @@ fn ask(path: &Path, command: ControlCommand) -> Result<Result<String, String>, S
     let mut buf = [0u8; 4096];
     loop {
         while let Some(body) = framer.next_message().map_err(|e| e.to_string())? {
-            if let Some(outcome) = client.handle(&body).map_err(|e| e.to_string())? {
+            out.clear();
+            let outcome = client.handle(&body, &mut out).map_err(|e| e.to_string())?;
+            stream.write_all(&out).map_err(io)?;
+            if let Some(outcome) = outcome {
                 return Ok(outcome);
             }
         }
         let n = stream.read(&mut buf).map_err(io)?;
         if n == 0 {
-            if let Some(said) = client.outcome_at_close() {
-                return Ok(Ok(said));
-            }
-            return Err(format!(
-                "control socket {}: the master closed the connection without an answer",
-                path.display()
-            ));
+            return client.at_close().ok_or_else(|| {
+                format!(
+                    "control socket {}: the master closed the connection without an answer",
+                    path.display()
+                )
+            });
         }
         framer.push(&buf[..n]);
+    }
+}
+
+/// `-O forward` (`open`) or `-O cancel`: each port the server picked for a `-R` on port 0 on
+/// standard output, as ssh prints them; each refusal on stderr.
+fn run_forwards(path: &Path, open: bool, forwards: Vec<ForwardRequest>) -> i32 {
+    let word = if open { "forward" } else { "cancel" };
+    if forwards.is_empty() {
+        eprintln!("forwarder: -O {word} needs the forwards to {word}: -L, -R or -D");
+        return crate::app::EXIT_FAILURE;
+    }
+    match converse(path, mux::ForwardClient::new(open, forwards)) {
+        Ok(outcome) => {
+            for port in &outcome.ports {
+                println!("{port}");
+            }
+            for refused in &outcome.refused {
+                eprintln!("forwarder: {refused}");
+            }
+            if outcome.refused.is_empty() {
+                0
+            } else {
+                crate::app::EXIT_FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("forwarder: {e}");
+            crate::app::EXIT_FAILURE
+        }
     }
 }

@@ -55,6 +55,7 @@ pub mod dial;
 pub mod driver;
 pub mod files;
 pub mod fleet;
+pub mod forwards;
 pub mod kex_memory;
 pub mod keygen;
 pub mod known_hosts;

@@ -7,8 +7,11 @@
 //!    ── ALIVE_CHECK id ───────────────────>     ── ALIVE id pid
 //!    ── TERMINATE id ─────────────────────>     ── OK id, then the tunnel stops as on SIGTERM
 //!    ── STOP_LISTENING id ────────────────>     ── OK id, then the socket is removed
-//!    ── anything else (a session, -W, a
-//!       forward, proxy mode) ─────────────>     ── FAILURE id "..."
+//!    ── OPEN_FWD / CLOSE_FWD id type
+//!       listen port connect port ─────────>     ── OK id (or REMOTE_PORT id port, or
+//!                                                  FAILURE id "..."), once done
+//!    ── anything else (a session, -W,
+//!       proxy mode) ──────────────────────>     ── FAILURE id "..."
 //! ```
 //!
 //! Each message is a `uint32` length, then its body: a `uint32` type, the request id (all
@@ -18,6 +21,9 @@
 use std::fmt;
 
 use ssh_transport::wire::{Reader, Writer as _};
+
+use crate::cli::{ForwardSpec, Listen};
+use crate::tunnel::{Destination, Target};
 
 /// The protocol version both sides speak.
 pub const VERSION: u32 = 4;
@@ -53,7 +59,22 @@ pub mod kind {
     pub const FAILURE: u32 = 0x8000_0003;
     /// The answer to an alive check.
     pub const ALIVE: u32 = 0x8000_0005;
+    /// The port the server picked for a remote forward asked on port 0.
+    pub const REMOTE_PORT: u32 = 0x8000_0007;
 }
+
+/// Forward types in `OPEN_FWD` and `CLOSE_FWD`.
+pub mod forward_type {
+    /// `-L`.
+    pub const LOCAL: u32 = 1;
+    /// `-R`.
+    pub const REMOTE: u32 = 2;
+    /// `-D`.
+    pub const DYNAMIC: u32 = 3;
+}
+
+/// The port that says its address is a Unix socket's path (OpenSSH's `PORT_STREAMLOCAL`, -2).
+pub const PORT_STREAMLOCAL: u32 = 0xffff_fffe;
 
 /// Why a control connection ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,8 +173,142 @@ fn read_hello(r: &mut Reader<'_>) -> Result<(), MuxError> {
     Ok(())
 }
 
+/// Which way a forward asked on the control socket goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ForwardWay {
+    /// `-L` or `-D`: we listen (a `-D`'s destination is [`Destination::Socks`]).
+    Local,
+    /// `-R`: the server listens, we connect.
+    Remote,
+}
+
+/// A forward to add (`-O forward`) or cancel (`-O cancel`), as the command line has it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ForwardRequest {
+    /// Which way.
+    pub way: ForwardWay,
+    /// Where it listens and where it goes.
+    pub spec: ForwardSpec,
+}
+
+impl ForwardRequest {
+    /// The command-line flag: `-L`, `-D` or `-R`.
+    pub fn flag(&self) -> &'static str {
+        match (self.way, &self.spec.to) {
+            (ForwardWay::Local, Destination::Socks) => "-D",
+            (ForwardWay::Local, _) => "-L",
+            (ForwardWay::Remote, _) => "-R",
+        }
+    }
+
+    /// Its fields after the request id, as ssh sends them: the type, the listening address
+    /// (empty for the default, `*` for all, or a socket's path) and port
+    /// ([`PORT_STREAMLOCAL`] for a path), then the same for where it goes (empty and 0 for a
+    /// `-D`).
+    fn encode(&self, out: &mut Vec<u8>) {
+        let ftype = match (self.way, &self.spec.to) {
+            (ForwardWay::Local, Destination::Socks) => forward_type::DYNAMIC,
+            (ForwardWay::Local, _) => forward_type::LOCAL,
+            (ForwardWay::Remote, _) => forward_type::REMOTE,
+        };
+        out.put_u32(ftype);
+        match &self.spec.listen {
+            Listen::Port { bind_address, port } => {
+                out.put_str(bind_address.as_deref().unwrap_or(""));
+                out.put_u32(u32::from(*port));
+            }
+            Listen::Path(path) => {
+                out.put_string(path.as_os_str().as_encoded_bytes());
+                out.put_u32(PORT_STREAMLOCAL);
+            }
+        }
+        match &self.spec.to {
+            Destination::Tcp(t) => {
+                out.put_str(&t.host);
+                out.put_u32(u32::from(t.port));
+            }
+            Destination::Unix(path) => {
+                out.put_str(path);
+                out.put_u32(PORT_STREAMLOCAL);
+            }
+            Destination::Socks => {
+                out.put_str("");
+                out.put_u32(0);
+            }
+        }
+    }
+
+    /// Reads the fields [`Self::encode`] writes. A port that is neither 0-65535 nor
+    /// [`PORT_STREAMLOCAL`] is malformed (the connection ends, as ssh ends it); a request
+    /// that parses but cannot be a forward is `Ok(Err(reason))`, refused with that reason.
+    fn decode(r: &mut Reader<'_>) -> Result<Result<Self, &'static str>, MuxError> {
+        let malformed = |_| MuxError::Malformed("a forward cut short");
+        let ftype = r.u32().map_err(malformed)?;
+        let listen = r.string().map_err(malformed)?;
+        let lport = r.u32().map_err(malformed)?;
+        let connect = r.string().map_err(malformed)?;
+        let cport = r.u32().map_err(malformed)?;
+        let port = |p: u32| -> Result<Option<u16>, MuxError> {
+            if p == PORT_STREAMLOCAL {
+                Ok(None)
+            } else {
+                u16::try_from(p)
+                    .map(Some)
+                    .map_err(|_| MuxError::Malformed("a forward's port out of range"))
+            }
+        };
+        let (lport, cport) = (port(lport)?, port(cport)?);
+        const INVALID: &str = "Invalid forwarding request";
+        let text = |b: &[u8]| -> Result<String, &'static str> {
+            match std::str::from_utf8(b) {
+                Ok(t) if !t.contains('\0') => Ok(t.to_owned()),
+                _ => Err(INVALID),
+            }
+        };
+        let inner = || -> Result<Self, &'static str> {
+            let way = match ftype {
+                forward_type::LOCAL | forward_type::DYNAMIC => ForwardWay::Local,
+                forward_type::REMOTE => ForwardWay::Remote,
+                _ => return Err(INVALID),
+            };
+            let listen_text = text(listen)?;
+            let listen = match lport {
+                None if listen_text.is_empty() => return Err(INVALID),
+                None => Listen::Path(listen_text.into()),
+                Some(port) => Listen::Port {
+                    bind_address: (!listen_text.is_empty()).then_some(listen_text),
+                    port,
+                },
+            };
+            let connect_text = text(connect)?;
+            let to = match (ftype, cport) {
+                (forward_type::DYNAMIC, _) => Destination::Socks,
+                (_, None) if !connect_text.is_empty() => Destination::Unix(connect_text),
+                (_, Some(port)) if port != 0 && !connect_text.is_empty() => {
+                    Destination::Tcp(Target {
+                        host: connect_text,
+                        port,
+                    })
+                }
+                _ => return Err(INVALID),
+            };
+            Ok(Self {
+                way,
+                spec: ForwardSpec { listen, to },
+            })
+        };
+        Ok(inner())
+    }
+}
+
+impl fmt::Display for ForwardRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.flag(), self.spec)
+    }
+}
+
 /// What the master does after a request, besides the reply it wrote.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
     /// Nothing more.
     None,
@@ -161,6 +316,39 @@ pub enum Effect {
     Terminate,
     /// Remove the control socket and accept no more control connections (`-O stop`).
     StopListening,
+    /// Add (`open`) or cancel a forward, then answer request `id` with [`forward_reply`]:
+    /// no reply was written yet, and the next request waits for this one.
+    Forward {
+        /// The request's id.
+        id: u32,
+        /// Add it (`-O forward`), or cancel it (`-O cancel`).
+        open: bool,
+        /// The forward.
+        request: ForwardRequest,
+    },
+}
+
+/// The master's answer to a forward request: `Ok(None)` done, `Ok(Some(port))` a remote
+/// forward listening on the port the server picked, `Err(reason)` not done.
+pub fn forward_reply(id: u32, outcome: Result<Option<u16>, &str>, out: &mut Vec<u8>) {
+    let mut reply = Vec::with_capacity(16);
+    match outcome {
+        Ok(None) => {
+            reply.put_u32(kind::OK);
+            reply.put_u32(id);
+        }
+        Ok(Some(port)) => {
+            reply.put_u32(kind::REMOTE_PORT);
+            reply.put_u32(id);
+            reply.put_u32(u32::from(port));
+        }
+        Err(reason) => {
+            reply.put_u32(kind::FAILURE);
+            reply.put_u32(id);
+            reply.put_str(reason);
+        }
+    }
+    frame(out, &reply);
 }
 
 /// One control connection, on the master's side.
@@ -212,6 +400,19 @@ impl Master {
                 reply.put_u32(id);
                 Effect::StopListening
             }
+            kind::OPEN_FWD | kind::CLOSE_FWD => match ForwardRequest::decode(&mut r)? {
+                Ok(request) => {
+                    return Ok(Effect::Forward {
+                        id,
+                        open: t == kind::OPEN_FWD,
+                        request,
+                    });
+                }
+                Err(reason) => {
+                    forward_reply(id, Err(reason), out);
+                    return Ok(Effect::None);
+                }
+            },
             other => {
                 reply.put_u32(kind::FAILURE);
                 reply.put_u32(id);
@@ -233,10 +434,6 @@ fn refusal(t: u32) -> &'static str {
         kind::NEW_STDIO_FWD => {
             "forwarder's control socket does not carry -W; run forwarder -W on its own"
         }
-        kind::OPEN_FWD | kind::CLOSE_FWD => {
-            "forwarder's control socket does not add or cancel forwards; give them when the \
-             tunnel starts"
-        }
         kind::PROXY => "forwarder's control socket has no proxy mode",
         _ => "unsupported request",
     }
@@ -251,6 +448,10 @@ pub enum ControlCommand {
     Exit,
     /// `-O stop`: the master stops taking control connections.
     Stop,
+    /// `-O forward`: the master adds the command line's `-L`, `-R` and `-D` forwards.
+    Forward,
+    /// `-O cancel`: the master cancels them.
+    Cancel,
 }
 
 impl ControlCommand {
@@ -260,10 +461,10 @@ impl ControlCommand {
             "check" => Ok(Self::Check),
             "exit" => Ok(Self::Exit),
             "stop" => Ok(Self::Stop),
-            "forward" | "cancel" | "proxy" => {
-                Err("forwarder sends check, exit and stop; forwards are given when a tunnel starts")
-            }
-            _ => Err("check, exit or stop"),
+            "forward" => Ok(Self::Forward),
+            "cancel" => Ok(Self::Cancel),
+            "proxy" => Err("check, exit, stop, forward or cancel (forwarder has no proxy mode)"),
+            _ => Err("check, exit, stop, forward or cancel"),
         }
     }
 
@@ -273,8 +474,32 @@ impl ControlCommand {
             Self::Check => "check",
             Self::Exit => "exit",
             Self::Stop => "stop",
+            Self::Forward => "forward",
+            Self::Cancel => "cancel",
         }
     }
+}
+
+/// A body from the master, on a client's side: `None` for its hello (which must come first,
+/// and once), else the reply's type, its request id, and the rest.
+fn from_master<'a>(
+    body: &'a [u8],
+    hello: &mut bool,
+) -> Result<Option<(u32, u32, Reader<'a>)>, MuxError> {
+    let mut r = Reader::new(body);
+    let t = r
+        .u32()
+        .map_err(|_| MuxError::Malformed("no message type"))?;
+    if !*hello {
+        if t != kind::HELLO {
+            return Err(MuxError::OutOfOrder(t));
+        }
+        read_hello(&mut r)?;
+        *hello = true;
+        return Ok(None);
+    }
+    let id = r.u32().map_err(|_| MuxError::Malformed("no request id"))?;
+    Ok(Some((t, id, r)))
 }
 
 /// One control connection, on the client's side: the hello, then one request.
@@ -304,6 +529,8 @@ impl Client {
             ControlCommand::Check => kind::ALIVE_CHECK,
             ControlCommand::Exit => kind::TERMINATE,
             ControlCommand::Stop => kind::STOP_LISTENING,
+            // Sent by a [`ForwardClient`]; asked of this one, the master says it is alive.
+            ControlCommand::Forward | ControlCommand::Cancel => kind::ALIVE_CHECK,
         });
         body.put_u32(REQUEST_ID);
         frame(out, &body);
@@ -325,19 +552,9 @@ impl Client {
     /// Handles one body from the master: `None` after its hello, then the outcome: what to
     /// print (`Ok`) or the master's refusal (`Err` of the reason), as ssh words them.
     pub fn handle(&mut self, body: &[u8]) -> Result<Option<Result<String, String>>, MuxError> {
-        let mut r = Reader::new(body);
-        let t = r
-            .u32()
-            .map_err(|_| MuxError::Malformed("no message type"))?;
-        if !self.hello {
-            if t != kind::HELLO {
-                return Err(MuxError::OutOfOrder(t));
-            }
-            read_hello(&mut r)?;
-            self.hello = true;
+        let Some((t, id, mut r)) = from_master(body, &mut self.hello)? else {
             return Ok(None);
-        }
-        let id = r.u32().map_err(|_| MuxError::Malformed("no request id"))?;
+        };
         if id != REQUEST_ID {
             return Err(MuxError::Malformed("a reply to another request"));
         }
@@ -364,6 +581,118 @@ impl Client {
             (_, other) => return Err(MuxError::Unexpected(other)),
         };
         Ok(Some(outcome))
+    }
+}
+
+/// What `-O forward` or `-O cancel` came to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForwardOutcome {
+    /// For standard output: the port the server picked for each `-R` asked on port 0 (as ssh
+    /// prints it for `-O forward`).
+    pub ports: Vec<u16>,
+    /// The forwards the master did not add or cancel, with its reason.
+    pub refused: Vec<String>,
+}
+
+/// One control connection for `-O forward` or `-O cancel`, on the client's side: the hello,
+/// then one request per forward, each sent once the one before is answered (as ssh sends
+/// them), ids from 1.
+#[derive(Debug)]
+pub struct ForwardClient {
+    open: bool,
+    requests: Vec<ForwardRequest>,
+    /// How many have been answered.
+    answered: usize,
+    hello: bool,
+    outcome: ForwardOutcome,
+}
+
+impl ForwardClient {
+    /// A client that asks the master to add (`open`) or cancel each of `requests`.
+    pub fn new(open: bool, requests: Vec<ForwardRequest>) -> Self {
+        Self {
+            open,
+            requests,
+            answered: 0,
+            hello: false,
+            outcome: ForwardOutcome::default(),
+        }
+    }
+
+    /// The hello and the first request, framed.
+    pub fn start(&self, out: &mut Vec<u8>) {
+        hello(out);
+        self.request(0, out);
+    }
+
+    fn request(&self, i: usize, out: &mut Vec<u8>) {
+        let Some(request) = self.requests.get(i) else {
+            return;
+        };
+        let mut body = Vec::with_capacity(64);
+        body.put_u32(if self.open {
+            kind::OPEN_FWD
+        } else {
+            kind::CLOSE_FWD
+        });
+        body.put_u32(Self::id(i));
+        request.encode(&mut body);
+        frame(out, &body);
+    }
+
+    fn id(i: usize) -> u32 {
+        u32::try_from(i).map_or(u32::MAX, |i| i.saturating_add(REQUEST_ID))
+    }
+
+    /// Whether every request has been answered (at once when there are none).
+    pub fn done(&self) -> bool {
+        self.answered >= self.requests.len()
+    }
+
+    /// Handles one body from the master, appending the next request to `out`; the outcome
+    /// once every request is answered.
+    pub fn handle(
+        &mut self,
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Option<ForwardOutcome>, MuxError> {
+        let Some((t, id, mut r)) = from_master(body, &mut self.hello)? else {
+            return Ok(self.done().then(|| self.outcome.clone()));
+        };
+        let Some(request) = self.requests.get(self.answered) else {
+            return Err(MuxError::Unexpected(t));
+        };
+        if id != Self::id(self.answered) {
+            return Err(MuxError::Malformed("a reply to another request"));
+        }
+        match t {
+            kind::OK => {}
+            kind::REMOTE_PORT if self.open && request.way == ForwardWay::Remote => {
+                let port = r.u32().map_err(|_| MuxError::Malformed("no port"))?;
+                let port = u16::try_from(port)
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or(MuxError::Malformed("an allocated port out of range"))?;
+                self.outcome.ports.push(port);
+            }
+            kind::PERMISSION_DENIED | kind::FAILURE => {
+                let reason = r.string().map_err(|_| MuxError::Malformed("no reason"))?;
+                self.outcome.refused.push(format!(
+                    "the master's answer to -O {} {request}: the request {}: {}",
+                    if self.open { "forward" } else { "cancel" },
+                    if t == kind::FAILURE {
+                        "failed"
+                    } else {
+                        "was refused"
+                    },
+                    ssh_transport::text::sanitize(reason, false, 512)
+                ));
+            }
+            other => return Err(MuxError::Unexpected(other)),
+        }
+        self.answered += 1;
+        self.request(self.answered, out);
+        Ok(self.done().then(|| self.outcome.clone()))
     }
 }
 

@@ -3,17 +3,25 @@
 //! pieces.
 //!
 //! Input: one byte that chooses the side (even: the master; odd: a client, whose command is
-//! the byte's next bits), one control byte that chooses the piece sizes ([`chunks`]), then
-//! the peer's bytes.
+//! the byte's next bits: check, exit, stop, or `-O forward` / `-O cancel` of three forwards),
+//! one control byte that chooses the piece sizes ([`chunks`]), then the peer's bytes.
 //!
 //! Beside no panic: the framer never holds a whole message it has not returned, nor a length
 //! over `MAX_MESSAGE` it has not refused; every reply the master writes is one whole frame
 //! that answers the request's id with OK, ALIVE (with this pid) or FAILURE (with a reason),
-//! and the effects follow from the request's type (TERMINATE and STOP_LISTENING only);
-//! nothing is answered before the hello; errors are final; a client gives at most one
-//! outcome; and what happens is the same as when the whole input arrives at once.
+//! and the effects follow from the request's type (TERMINATE and STOP_LISTENING only); a
+//! forward request is not answered until done, and the forward it names crosses the wire
+//! again unchanged; nothing is answered before the hello; errors are final; a client gives
+//! at most one outcome, a forward client no more ports and refusals than it asked, and
+//! sends one request per answer; and what happens is the same as when the whole input
+//! arrives at once.
 
-use forwarder::mux::{self, ControlCommand, Effect, Framer, MAX_MESSAGE, kind};
+use forwarder::cli::{ForwardSpec, Listen};
+use forwarder::mux::{
+    self, ControlCommand, Effect, ForwardClient, ForwardOutcome, ForwardRequest, ForwardWay,
+    Framer, MAX_MESSAGE, kind,
+};
+use forwarder::tunnel::{Destination, Target};
 use ssh_transport::wire::{Reader, Writer as _};
 
 use crate::input::{Input, chunks};
@@ -25,13 +33,67 @@ const PID: u32 = 31337;
 enum Happened {
     Replied(Vec<u8>, Effect),
     Outcome(Result<String, String>),
+    Forwarded(ForwardOutcome),
     Failed(mux::MuxError),
+}
+
+/// The forwards a forward client asks for: one of each way.
+fn forwards() -> Vec<ForwardRequest> {
+    let tcp = |host: &str, port| Destination::Tcp(Target {
+        host: host.to_owned(),
+        port,
+    });
+    vec![
+        ForwardRequest {
+            way: ForwardWay::Local,
+            spec: ForwardSpec {
+                listen: Listen::Port {
+                    bind_address: None,
+                    port: 5433,
+                },
+                to: tcp("db", 5432),
+            },
+        },
+        ForwardRequest {
+            way: ForwardWay::Local,
+            spec: ForwardSpec {
+                listen: Listen::Path("/tmp/s.sock".into()),
+                to: Destination::Socks,
+            },
+        },
+        ForwardRequest {
+            way: ForwardWay::Remote,
+            spec: ForwardSpec {
+                listen: Listen::Port {
+                    bind_address: Some("*".into()),
+                    port: 0,
+                },
+                to: Destination::Unix("/run/app.sock".into()),
+            },
+        },
+    ]
+}
+
+/// The other side of a client.
+enum Side {
+    Master,
+    Client(mux::Client),
+    Forward(ForwardClient, usize),
 }
 
 fn drive(pieces: &[&[u8]], client: Option<ControlCommand>) -> Vec<Happened> {
     let mut framer = Framer::default();
     let mut master = mux::Master::new(PID);
-    let mut side = client.map(mux::Client::new);
+    let mut side = match client {
+        None => Side::Master,
+        Some(c @ (ControlCommand::Forward | ControlCommand::Cancel)) => {
+            let f = ForwardClient::new(c == ControlCommand::Forward, forwards());
+            let mut out = Vec::new();
+            f.start(&mut out);
+            Side::Forward(f, count(&out))
+        }
+        Some(c) => Side::Client(mux::Client::new(c)),
+    };
     let mut greeted = false;
     let mut happened = Vec::new();
     for piece in pieces {
@@ -55,11 +117,11 @@ fn drive(pieces: &[&[u8]], client: Option<ControlCommand>) -> Vec<Happened> {
             };
             assert!(body.len() <= MAX_MESSAGE);
             match &mut side {
-                None => {
+                Side::Master => {
                     let mut out = Vec::new();
                     match master.handle(&body, &mut out) {
                         Ok(effect) => {
-                            check_reply(&body, &out, effect, greeted);
+                            check_reply(&body, &out, &effect, greeted);
                             greeted = true;
                             happened.push(Happened::Replied(out, effect));
                         }
@@ -70,7 +132,7 @@ fn drive(pieces: &[&[u8]], client: Option<ControlCommand>) -> Vec<Happened> {
                         }
                     }
                 }
-                Some(c) => match c.handle(&body) {
+                Side::Client(c) => match c.handle(&body) {
                     Ok(None) => {}
                     Ok(Some(outcome)) => {
                         happened.push(Happened::Outcome(outcome));
@@ -81,23 +143,91 @@ fn drive(pieces: &[&[u8]], client: Option<ControlCommand>) -> Vec<Happened> {
                         return happened;
                     }
                 },
+                Side::Forward(c, sent) => {
+                    let mut out = Vec::new();
+                    let got = c.handle(&body, &mut out);
+                    *sent += count(&out);
+                    // The hello and one request at first, then one more per answer.
+                    assert!(*sent <= 1 + forwards().len(), "more requests than forwards");
+                    match got {
+                        Ok(None) => assert!(!c.done(), "done without an outcome"),
+                        Ok(Some(outcome)) => {
+                            assert!(out.is_empty(), "a request after the last answer");
+                            assert_eq!(*sent, 1 + forwards().len(), "a forward never asked");
+                            assert!(
+                                outcome.ports.len() + outcome.refused.len() <= forwards().len()
+                                    && outcome.ports.len() <= 1
+                                    && outcome.ports.iter().all(|p| *p != 0),
+                                "{outcome:?}"
+                            );
+                            happened.push(Happened::Forwarded(outcome));
+                            return happened;
+                        }
+                        Err(e) => {
+                            assert!(out.is_empty(), "a request beside an error");
+                            happened.push(Happened::Failed(e));
+                            return happened;
+                        }
+                    }
+                }
             }
         }
     }
     happened
 }
 
+/// How many whole frames `out` holds (all of it).
+fn count(out: &[u8]) -> usize {
+    let mut framer = Framer::default();
+    framer.push(out);
+    let mut n = 0;
+    while let Ok(Some(_)) = framer.next_message() {
+        n += 1;
+    }
+    assert_eq!(framer.pending(), 0, "half a frame written");
+    n
+}
+
 /// The master's reply to `body` (the first accepted message is the hello, answered with
 /// nothing).
-fn check_reply(body: &[u8], out: &[u8], effect: Effect, greeted: bool) {
+fn check_reply(body: &[u8], out: &[u8], effect: &Effect, greeted: bool) {
     let mut r = Reader::new(body);
     let t = r.u32().unwrap_or(0);
     if !greeted {
         assert_eq!(t, kind::HELLO, "a request accepted before the hello");
-        assert!(out.is_empty() && effect == Effect::None);
+        assert!(out.is_empty() && *effect == Effect::None);
         return;
     }
     let id = r.u32().unwrap_or_else(|_| panic!("a request without an id accepted"));
+    if let Effect::Forward { id: fid, open, request } = effect {
+        assert!(out.is_empty(), "a forward answered before it was done");
+        assert_eq!(*fid, id, "the forward of another request");
+        assert_eq!(*open, t == kind::OPEN_FWD, "0x{t:08x} read as a forward");
+        assert!(t == kind::OPEN_FWD || t == kind::CLOSE_FWD);
+        // Sent again, the same forward arrives.
+        let mut again = Vec::new();
+        ForwardClient::new(*open, vec![request.clone()]).start(&mut again);
+        let mut framer = Framer::default();
+        framer.push(&again);
+        let mut m = mux::Master::new(PID);
+        let mut sink = Vec::new();
+        while let Ok(Some(b)) = framer.next_message() {
+            let e = m.handle(&b, &mut sink).unwrap_or_else(|e| panic!("{e}"));
+            if e != Effect::None {
+                assert_eq!(
+                    e,
+                    Effect::Forward {
+                        id: 1,
+                        open: *open,
+                        request: request.clone()
+                    },
+                    "the forward changed on the wire"
+                );
+            }
+        }
+        assert!(sink.is_empty());
+        return;
+    }
     let mut framer = Framer::default();
     framer.push(out);
     let reply = framer
@@ -108,7 +238,7 @@ fn check_reply(body: &[u8], out: &[u8], effect: Effect, greeted: bool) {
     let mut r = Reader::new(&reply);
     let rt = r.u32().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.u32(), Ok(id), "the reply answers another id");
-    match (t, rt, effect) {
+    match (t, rt, effect.clone()) {
         (kind::ALIVE_CHECK, kind::ALIVE, Effect::None) => assert_eq!(r.u32(), Ok(PID)),
         (kind::TERMINATE, kind::OK, Effect::Terminate)
         | (kind::STOP_LISTENING, kind::OK, Effect::StopListening) => {}
@@ -125,10 +255,12 @@ pub fn run(data: &[u8]) {
     let (Some(side), Some(control)) = (input.byte(), input.byte()) else {
         return;
     };
-    let client = (side & 1 == 1).then(|| match (side >> 1) % 3 {
+    let client = (side & 1 == 1).then(|| match (side >> 1) % 5 {
         0 => ControlCommand::Check,
         1 => ControlCommand::Exit,
-        _ => ControlCommand::Stop,
+        2 => ControlCommand::Stop,
+        3 => ControlCommand::Forward,
+        _ => ControlCommand::Cancel,
     });
     let stream = input.rest();
     let pieces = chunks(stream, control);
@@ -169,13 +301,54 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             frame(&[kind::NEW_SESSION, 4], &[b"", b"\x00\x00\x00\x00"]),
         ),
         master(
-            "master-forward-refused",
+            "master-forward-cut-short",
             frame(&[kind::OPEN_FWD, 5, 1], &[b"127.0.0.1"]),
         ),
+        master("master-forwards", {
+            let mut all = Vec::new();
+            for (t, id, ftype, listen, lport, to, cport) in [
+                (kind::OPEN_FWD, 6, 1, &b""[..], 5433, &b"db"[..], 5432),
+                (kind::OPEN_FWD, 7, 3, b"127.0.0.1", 1080, b"", 0),
+                (kind::OPEN_FWD, 8, 2, b"/run/x.sock", mux::PORT_STREAMLOCAL, b"127.0.0.1", 80),
+                (kind::CLOSE_FWD, 9, 1, b"*", 5433, b"/run/pg.sock", mux::PORT_STREAMLOCAL),
+                (kind::OPEN_FWD, 10, 1, b"", 5433, b"db", 0),
+            ] {
+                let mut body = Vec::new();
+                body.put_u32(t);
+                body.put_u32(id);
+                body.put_u32(ftype);
+                body.put_string(listen);
+                body.put_u32(lport);
+                body.put_string(to);
+                body.put_u32(cport);
+                all.put_string(&body);
+            }
+            all
+        }),
         master("master-hello-extension", frame(&[kind::HELLO, mux::VERSION], &[b"x", b"y"])),
         ("master-too-long".to_owned(), vec![0, 0, 0xff, 0xff, 0xff, 0xff]),
         client("client-check", 0, frame(&[kind::ALIVE, 1, 4242], &[])),
         client("client-exit", 1, frame(&[kind::OK, 1], &[])),
         client("client-stop-refused", 2, frame(&[kind::FAILURE, 1], &[b"no"])),
+        client(
+            "client-forward",
+            3,
+            [
+                frame(&[kind::OK, 1], &[]),
+                frame(&[kind::FAILURE, 2], &[b"cannot listen"]),
+                frame(&[kind::REMOTE_PORT, 3, 40000], &[]),
+            ]
+            .concat(),
+        ),
+        client(
+            "client-cancel",
+            4,
+            [
+                frame(&[kind::OK, 1], &[]),
+                frame(&[kind::OK, 2], &[]),
+                frame(&[kind::FAILURE, 3], &[b"port not forwarded"]),
+            ]
+            .concat(),
+        ),
     ]
 }

@@ -9,14 +9,19 @@
 //! connection is open: forwarder keeps the tunnel, which `-O exit` ends); with nothing listening `-O check` exits 255; a
 //! file already at the path is left alone and the tunnel runs without a socket (as ssh
 //! does); `ControlMaster auto` leaves a live master's socket alone and replaces a stale one;
-//! another user is refused even when the socket's mode would let them in.
+//! another user is refused even when the socket's mode would let them in; `-O forward` adds
+//! `-L` and `-D` forwards to a forwarder master (and all three kinds to an ssh master, asked
+//! by forwarder), and `-O cancel` closes them while their connections carry on.
 
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ssh_interop_tests::net::free_port;
 use ssh_interop_tests::process::{processes_with, run_bounded, stop_background};
+use ssh_interop_tests::servers::{echo_round_trip_stream, echo_round_trip_unix};
+use ssh_interop_tests::socks::{SocksForm, socks_connect};
 use ssh_interop_tests::{
     ClientKind, EchoServer, KeyKind, Sshd, TunnelBuilder, UserKey, echo_round_trip,
 };
@@ -34,6 +39,33 @@ fn control(kind: ClientKind, path: &Path, command: &str) -> (Option<i32>, String
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `kind -F none -S path -O command ARGS 127.0.0.1`: its exit status, stdout and stderr.
+fn control_with(
+    kind: ClientKind,
+    path: &Path,
+    command: &str,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(kind.program());
+    cmd.args(["-F", "none", "-S"])
+        .arg(path)
+        .args(["-O", command])
+        .args(args)
+        .arg("127.0.0.1");
+    let what = format!("{} -O {command} {}", kind.name(), args.join(" "));
+    let out = run_bounded(&mut cmd, WAIT, &what);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Whether something accepts connections on loopback `port`.
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 /// Waits (bounded) until `done`.
@@ -318,4 +350,164 @@ fn ssh_asking_a_forwarder_master_for_a_session_is_told_why_and_connects_on_its_o
         &format!("Master running (pid={pid})"),
     );
     stop_background(&needle, WAIT);
+}
+
+// `-O forward` and `-O cancel` on a forwarder master, from ssh and from forwarder: a `-L` to
+// a port and one to a Unix socket, and a `-D`, added and then cancelled; asking for one that
+// is there already is done; a connection accepted before a cancel carries on while new ones
+// are refused; the forward the master started with can be cancelled too; a port in use and
+// a forward that is not there are refused with the reason; `-R` is refused (forwarder's
+// master adds local forwards only).
+#[test]
+fn ssh_and_forwarder_add_and_cancel_forwards_on_a_forwarder_master() {
+    let lab = Lab::new();
+    let (pid, needle, first_port) = lab.master(ClientKind::Forwarder);
+    let echo = lab.echo.port();
+    let ok = |kind: ClientKind, command: &str, args: &[&str]| {
+        let (code, out, err) = control_with(kind, &lab.path, command, args);
+        assert_eq!(
+            code,
+            Some(0),
+            "{} -O {command} {args:?}: {err}",
+            kind.name()
+        );
+        (out, err)
+    };
+
+    // -L to a port, from ssh; the same again, from forwarder, is done already.
+    let port = free_port();
+    let spec = format!("{port}:127.0.0.1:{echo}");
+    ok(ClientKind::OpenSsh, "forward", &["-L", &spec]);
+    assert_echo(port, "a -L added by ssh -O forward");
+    ok(ClientKind::Forwarder, "forward", &["-L", &spec]);
+    assert_echo(port, "after asking for it twice");
+
+    // A connection open across the cancel carries on; new ones are refused.
+    let open = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect before cancel");
+    open.set_read_timeout(Some(WAIT)).expect("timeout");
+    ok(ClientKind::Forwarder, "cancel", &["-L", &spec]);
+    assert!(!listening(port), "a cancelled -L still listens");
+    let back = echo_round_trip_stream(open, b"still here").expect("the open connection");
+    assert_eq!(back, b"still here");
+    // Not there any more: forwarder says so and exits 255; ssh says so too (and exits 0).
+    let (code, _, err) = control_with(ClientKind::Forwarder, &lab.path, "cancel", &["-L", &spec]);
+    assert_eq!(code, Some(255), "{err}");
+    assert!(err.contains("port not forwarded"), "{err}");
+    let (_, _, err) = control_with(ClientKind::OpenSsh, &lab.path, "cancel", &["-L", &spec]);
+    assert!(err.contains("port not forwarded"), "{err}");
+
+    // -D, from forwarder, then cancelled from ssh.
+    let socks = free_port();
+    ok(
+        ClientKind::Forwarder,
+        "forward",
+        &["-D", &socks.to_string()],
+    );
+    let stream = socks_connect(socks, SocksForm::V5Address, "127.0.0.1", echo)
+        .unwrap_or_else(|e| panic!("through the added -D: {e:?}"));
+    let sent: Vec<u8> = (0..50_000u32).map(|i| (i % 241) as u8).collect();
+    let back = echo_round_trip_stream(stream, &sent).expect("echo through the added -D");
+    assert!(
+        back == sent,
+        "the echo through the added -D came back different"
+    );
+    ok(ClientKind::OpenSsh, "cancel", &["-D", &socks.to_string()]);
+    assert!(!listening(socks), "a cancelled -D still listens");
+
+    // -L from a Unix socket here: served, then its file goes with the cancel.
+    let sock = lab.dir.path().join("pg.sock");
+    let spec_unix = format!("{}:127.0.0.1:{echo}", sock.display());
+    ok(ClientKind::OpenSsh, "forward", &["-L", &spec_unix]);
+    let back = echo_round_trip_unix(&sock, b"over a socket").expect("echo through the socket");
+    assert_eq!(back, b"over a socket");
+    ok(ClientKind::Forwarder, "cancel", &["-L", &spec_unix]);
+    assert!(!sock.exists(), "a cancelled socket forward left its file");
+
+    // A port in use: refused with the reason, and nothing else changes.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = taken.local_addr().expect("addr").port();
+    let (code, _, err) = control_with(
+        ClientKind::Forwarder,
+        &lab.path,
+        "forward",
+        &["-L", &format!("127.0.0.1:{busy}:127.0.0.1:{echo}")],
+    );
+    assert_eq!(code, Some(255), "{err}");
+    assert!(
+        err.contains("cannot listen") && err.contains("in use"),
+        "{err}"
+    );
+    let (code, _, err) = control_with(ClientKind::OpenSsh, &lab.path, "forward", &["-L", &spec]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_echo(port, "added again after its cancel");
+
+    // -R: refused with the reason, by ssh's client too.
+    for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
+        let (code, _, err) = control_with(
+            kind,
+            &lab.path,
+            "forward",
+            &["-R", &format!("0:127.0.0.1:{echo}")],
+        );
+        assert_eq!(code, Some(255), "{}: {err}", kind.name());
+        assert!(
+            err.contains("give -R when the tunnel starts"),
+            "{}: {err}",
+            kind.name()
+        );
+    }
+
+    // The forward the master started with, cancelled like any other.
+    assert_echo(first_port, "the first forward");
+    ok(
+        ClientKind::OpenSsh,
+        "cancel",
+        &["-L", &format!("127.0.0.1:{first_port}:127.0.0.1:{echo}")],
+    );
+    assert!(!listening(first_port), "the first forward still listens");
+    assert_echo(port, "the added forward after the first went");
+    lab.expect(
+        ClientKind::OpenSsh,
+        "check",
+        &format!("Master running (pid={pid})"),
+    );
+    stop_background(&needle, WAIT);
+}
+
+// forwarder's `-O forward` and `-O cancel` against an ssh master: a `-L`, and an `-R` on a
+// port the server picks, which forwarder prints on standard output as ssh does.
+#[test]
+fn forwarder_adds_and_cancels_forwards_on_an_ssh_master() {
+    let lab = Lab::new();
+    let (_, needle, _) = lab.master(ClientKind::OpenSsh);
+    let echo = lab.echo.port();
+    let ok = |command: &str, args: &[&str]| {
+        let (code, out, err) = control_with(ClientKind::Forwarder, &lab.path, command, args);
+        assert_eq!(code, Some(0), "-O {command} {args:?}: {err}");
+        out
+    };
+    let port = free_port();
+    let spec = format!("{port}:127.0.0.1:{echo}");
+    assert_eq!(ok("forward", &["-L", &spec]), "");
+    assert_echo(port, "a -L added to ssh's master");
+
+    let remote = format!("0:127.0.0.1:{echo}");
+    let printed = ok("forward", &["-R", &remote]);
+    let picked: u16 = printed
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("the picked port, on stdout: {printed:?}: {e}"));
+    assert_ne!(picked, 0);
+    // The bastion is this machine: sshd listens on the picked port, and connections there
+    // come back through ssh's master to the echo server.
+    assert_echo(picked, "an -R added to ssh's master");
+
+    ok("cancel", &["-L", &spec]);
+    wait_until("the cancelled -L closed", || !listening(port));
+    ok("cancel", &["-R", &remote]);
+    wait_until("the cancelled -R closed on the bastion", || {
+        !listening(picked)
+    });
+    lab.expect(ClientKind::Forwarder, "exit", "Exit request sent.");
+    wait_until("the ssh master gone", || processes_with(&needle).is_empty());
 }

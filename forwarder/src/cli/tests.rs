@@ -1948,8 +1948,15 @@ fn control_master_path_and_command_are_read_as_ssh_reads_them() {
     assert!(err(&["-MM", "h"]).contains("ssh-askpass"));
     assert!(err(&["-o", "ControlMaster=autoask", "h"]).contains("ssh-askpass"));
     assert!(err(&["-o", "ControlMaster=maybe", "h"]).contains("yes, no or auto"));
-    assert!(err(&["-O", "forward", "h"]).contains("check, exit and stop"));
-    assert!(err(&["-O", "bogus", "h"]).contains("check, exit or stop"));
+    let o = run(&["-S", "/run/cm", "-O", "forward", "-L", "5433:db:5432", "h"]);
+    assert_eq!(o.control_command, Some(crate::mux::ControlCommand::Forward));
+    assert_eq!(o.local_forwards.len(), 1);
+    assert_eq!(
+        run(&["-O", "cancel", "-D", "1080", "h"]).control_command,
+        Some(crate::mux::ControlCommand::Cancel)
+    );
+    assert!(err(&["-O", "proxy", "h"]).contains("no proxy mode"));
+    assert!(err(&["-O", "bogus", "h"]).contains("check, exit, stop, forward or cancel"));
     assert!(err(&["-O", "exit", "-O", "check", "h"]).contains("a single -O"));
     assert!(err(&["-S"]).contains("-S ~/.ssh/cm-%C"));
     assert!(err(&["-S", "/run/%z", "h"]).contains("%z"));

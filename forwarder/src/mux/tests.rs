@@ -64,8 +64,6 @@ fn the_master_answers_check_exit_and_stop_and_refuses_the_rest() {
     for (t, needle) in [
         (kind::NEW_SESSION, "opens no sessions"),
         (kind::NEW_STDIO_FWD, "-W"),
-        (kind::OPEN_FWD, "add or cancel forwards"),
-        (kind::CLOSE_FWD, "add or cancel forwards"),
         (kind::PROXY, "proxy"),
         (0x1000_0042, "unsupported request"),
     ] {
@@ -246,10 +244,16 @@ fn control_commands_parse_as_ssh_spells_them() {
     assert_eq!(ControlCommand::parse("check"), Ok(ControlCommand::Check));
     assert_eq!(ControlCommand::parse("exit"), Ok(ControlCommand::Exit));
     assert_eq!(ControlCommand::parse("stop"), Ok(ControlCommand::Stop));
-    for other in ["forward", "cancel", "proxy"] {
-        assert!(ControlCommand::parse(other).is_err_and(|e| e.contains("check, exit and stop")));
-    }
-    assert_eq!(ControlCommand::parse("Exit"), Err("check, exit or stop"));
+    assert_eq!(
+        ControlCommand::parse("forward"),
+        Ok(ControlCommand::Forward)
+    );
+    assert_eq!(ControlCommand::parse("cancel"), Ok(ControlCommand::Cancel));
+    assert!(ControlCommand::parse("proxy").is_err_and(|e| e.contains("no proxy mode")));
+    assert_eq!(
+        ControlCommand::parse("Exit"),
+        Err("check, exit, stop, forward or cancel")
+    );
 }
 
 #[test]
@@ -269,4 +273,349 @@ fn a_master_that_closes_after_an_exit_request_has_done_it() {
     let mut check = Client::new(ControlCommand::Check);
     assert_eq!(check.handle(&body(&[kind::HELLO, VERSION], &[])), Ok(None));
     assert_eq!(check.outcome_at_close(), None);
+}
+
+/// The forwards of a command line, as `-O forward` sends them.
+fn requests(args: &[&str]) -> Vec<ForwardRequest> {
+    let env = crate::cli::Environment {
+        home: Some("/home/tester".into()),
+        user: Some("tester".into()),
+        cache_home: None,
+    };
+    let mut all: Vec<&str> = args.to_vec();
+    all.push("h");
+    let Ok(crate::cli::Command::Run(o)) = crate::cli::parse_args_with_env(all, &env) else {
+        panic!("{args:?}");
+    };
+    let local = o.local_forwards.into_iter().map(|spec| ForwardRequest {
+        way: ForwardWay::Local,
+        spec,
+    });
+    let remote = o.remote_forwards.into_iter().map(|spec| ForwardRequest {
+        way: ForwardWay::Remote,
+        spec,
+    });
+    local.chain(remote).collect()
+}
+
+/// A forward request's body, as ssh's `mux_client_forward` writes it.
+fn forward_body(
+    t: u32,
+    id: u32,
+    ftype: u32,
+    listen: &str,
+    lport: u32,
+    to: &str,
+    cport: u32,
+) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.put_u32(t);
+    b.put_u32(id);
+    b.put_u32(ftype);
+    b.put_str(listen);
+    b.put_u32(lport);
+    b.put_str(to);
+    b.put_u32(cport);
+    b
+}
+
+// Every form of -L, -D and -R the command line takes reaches the master as the same forward,
+// and goes on the wire as ssh writes it (checked against ssh's own encoding for a few).
+#[test]
+fn forwards_cross_the_control_socket_unchanged_and_as_ssh_writes_them() {
+    let forms: &[&[&str]] = &[
+        &["-L", "5433:db:5432"],
+        &["-L", "127.0.0.1:5433:db:5432"],
+        &["-L", ":5433:db:5432"],
+        &["-L", "*:5433:[2001:db8::1]:5432"],
+        &["-L", "/tmp/pg.sock:db:5432"],
+        &["-L", "5433:/run/postgresql/.s.PGSQL.5432"],
+        &["-L", "/tmp/a.sock:/run/b.sock"],
+        &["-D", "1080"],
+        &["-D", "[::1]:1080"],
+        &["-R", "8022:127.0.0.1:22"],
+        &["-R", "0:localhost:80"],
+        &["-R", "/run/app.sock:127.0.0.1:8080"],
+    ];
+    for form in forms {
+        let sent = requests(form);
+        assert_eq!(sent.len(), 1, "{form:?}");
+        let mut client = ForwardClient::new(true, sent.clone());
+        let mut wire = Vec::new();
+        client.start(&mut wire);
+        let msgs = bodies(&wire);
+        assert_eq!(msgs.len(), 2, "the hello and one request: {form:?}");
+        let mut m = greeted();
+        let mut out = Vec::new();
+        assert_eq!(
+            m.handle(&msgs[1], &mut out),
+            Ok(Effect::Forward {
+                id: 1,
+                open: true,
+                request: sent[0].clone()
+            }),
+            "{form:?}"
+        );
+        assert!(out.is_empty(), "answered only once done: {form:?}");
+        // The master's OK ends the client.
+        forward_reply(1, Ok(None), &mut out);
+        let mut next = Vec::new();
+        let reply = bodies(&out);
+        assert_eq!(
+            client.handle(&body(&[kind::HELLO, VERSION], &[]), &mut next),
+            Ok(None)
+        );
+        assert_eq!(
+            client.handle(&reply[0], &mut next),
+            Ok(Some(ForwardOutcome::default()))
+        );
+        assert!(next.is_empty());
+    }
+    // As ssh writes them: no bind address is empty, an empty one is "*", a path has port -2,
+    // a -D goes nowhere.
+    let wire = |args: &[&str]| {
+        let mut w = Vec::new();
+        ForwardClient::new(true, requests(args)).start(&mut w);
+        bodies(&w).remove(1)
+    };
+    assert_eq!(
+        wire(&["-L", "5433:db:5432"]),
+        forward_body(kind::OPEN_FWD, 1, forward_type::LOCAL, "", 5433, "db", 5432)
+    );
+    assert_eq!(
+        wire(&["-L", ":5433:/run/pg.sock"]),
+        forward_body(
+            kind::OPEN_FWD,
+            1,
+            forward_type::LOCAL,
+            "*",
+            5433,
+            "/run/pg.sock",
+            PORT_STREAMLOCAL
+        )
+    );
+    assert_eq!(
+        wire(&["-D", "localhost:1080"]),
+        forward_body(
+            kind::OPEN_FWD,
+            1,
+            forward_type::DYNAMIC,
+            "localhost",
+            1080,
+            "",
+            0
+        )
+    );
+    assert_eq!(
+        wire(&["-R", "/run/x.sock:127.0.0.1:80"]),
+        forward_body(
+            kind::OPEN_FWD,
+            1,
+            forward_type::REMOTE,
+            "/run/x.sock",
+            PORT_STREAMLOCAL,
+            "127.0.0.1",
+            80
+        )
+    );
+}
+
+#[test]
+fn a_master_refuses_a_forward_that_cannot_be_one_and_ends_on_a_malformed_one() {
+    let invalid = [
+        // An unknown type.
+        forward_body(kind::OPEN_FWD, 3, 9, "", 5433, "db", 5432),
+        // A local forward to port 0, or to nowhere.
+        forward_body(kind::OPEN_FWD, 3, forward_type::LOCAL, "", 5433, "db", 0),
+        forward_body(kind::OPEN_FWD, 3, forward_type::LOCAL, "", 5433, "", 5432),
+        // A remote forward to nowhere (ssh 9.2's master refuses it too).
+        forward_body(kind::CLOSE_FWD, 3, forward_type::REMOTE, "", 8022, "", 0),
+        // A socket path that is empty, or not text.
+        forward_body(
+            kind::OPEN_FWD,
+            3,
+            forward_type::LOCAL,
+            "",
+            PORT_STREAMLOCAL,
+            "db",
+            5432,
+        ),
+        forward_body(
+            kind::OPEN_FWD,
+            3,
+            forward_type::LOCAL,
+            "a\0b",
+            PORT_STREAMLOCAL,
+            "db",
+            1,
+        ),
+    ];
+    for b in invalid {
+        let mut out = Vec::new();
+        assert_eq!(greeted().handle(&b, &mut out), Ok(Effect::None));
+        assert_eq!(
+            bodies(&out),
+            [body(&[kind::FAILURE, 3], &[b"Invalid forwarding request"])]
+        );
+    }
+    // A port out of range, or a request cut short: the connection ends, as ssh ends it.
+    let mut out = Vec::new();
+    for b in [
+        forward_body(
+            kind::OPEN_FWD,
+            3,
+            forward_type::LOCAL,
+            "",
+            70000,
+            "db",
+            5432,
+        ),
+        forward_body(
+            kind::OPEN_FWD,
+            3,
+            forward_type::LOCAL,
+            "",
+            5433,
+            "db",
+            65536,
+        ),
+        body(&[kind::OPEN_FWD, 3, forward_type::LOCAL], &[b""]),
+    ] {
+        assert!(matches!(
+            greeted().handle(&b, &mut out),
+            Err(MuxError::Malformed(_))
+        ));
+    }
+    assert!(out.is_empty());
+    // A cancel is read as a forward is.
+    assert_eq!(
+        greeted().handle(
+            &forward_body(
+                kind::CLOSE_FWD,
+                4,
+                forward_type::DYNAMIC,
+                "",
+                1080,
+                "ignored",
+                7
+            ),
+            &mut out
+        ),
+        Ok(Effect::Forward {
+            id: 4,
+            open: false,
+            request: requests(&["-D", "1080"]).remove(0)
+        })
+    );
+}
+
+// The client sends each forward once the one before is answered, collects the ports the
+// server picked and the refusals, and ends on a reply it did not ask for.
+#[test]
+fn a_forward_client_asks_one_at_a_time_and_reports_ports_and_refusals() {
+    let sent = requests(&["-L", "5433:db:5432", "-D", "1080", "-R", "0:localhost:80"]);
+    assert_eq!(sent.len(), 3);
+    let mut c = ForwardClient::new(true, sent.clone());
+    let mut out = Vec::new();
+    c.start(&mut out);
+    assert_eq!(
+        bodies(&out).len(),
+        2,
+        "the hello and the first request only"
+    );
+    out.clear();
+    assert_eq!(
+        c.handle(&body(&[kind::HELLO, VERSION], &[]), &mut out),
+        Ok(None)
+    );
+    assert!(out.is_empty());
+    assert_eq!(c.handle(&body(&[kind::OK, 1], &[]), &mut out), Ok(None));
+    let second = bodies(&out);
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        greeted().handle(&second[0], &mut Vec::new()),
+        Ok(Effect::Forward {
+            id: 2,
+            open: true,
+            request: sent[1].clone()
+        })
+    );
+    out.clear();
+    assert_eq!(
+        c.handle(
+            &body(&[kind::FAILURE, 2], &[b"cannot listen\x1b[2J"]),
+            &mut out
+        ),
+        Ok(None)
+    );
+    out.clear();
+    let done = c.handle(&body(&[kind::REMOTE_PORT, 3, 40123], &[]), &mut out);
+    let Ok(Some(outcome)) = done else {
+        panic!("{done:?}")
+    };
+    assert!(out.is_empty());
+    assert_eq!(outcome.ports, [40123]);
+    assert_eq!(outcome.refused.len(), 1);
+    assert!(
+        outcome.refused[0]
+            .contains("-O forward -D 1080: the request failed: cannot listen\\x1b[2J"),
+        "{:?}",
+        outcome.refused
+    );
+    // A picked port for a local forward, a reply to another id, one more reply than asked.
+    let greeted_client = |open, args: &[&str]| {
+        let mut c = ForwardClient::new(open, requests(args));
+        assert_eq!(
+            c.handle(&body(&[kind::HELLO, VERSION], &[]), &mut Vec::new()),
+            Ok(None)
+        );
+        c
+    };
+    assert_eq!(
+        greeted_client(true, &["-L", "1:db:1"])
+            .handle(&body(&[kind::REMOTE_PORT, 1, 5], &[]), &mut out),
+        Err(MuxError::Unexpected(kind::REMOTE_PORT))
+    );
+    assert_eq!(
+        greeted_client(false, &["-R", "0:db:1"])
+            .handle(&body(&[kind::REMOTE_PORT, 1, 5], &[]), &mut out),
+        Err(MuxError::Unexpected(kind::REMOTE_PORT)),
+        "no port for a cancel"
+    );
+    assert!(matches!(
+        greeted_client(true, &["-L", "1:db:1"]).handle(&body(&[kind::OK, 2], &[]), &mut out),
+        Err(MuxError::Malformed(_))
+    ));
+    let mut c = greeted_client(true, &["-L", "1:db:1"]);
+    assert!(matches!(
+        c.handle(&body(&[kind::OK, 1], &[]), &mut out),
+        Ok(Some(_))
+    ));
+    assert_eq!(
+        c.handle(&body(&[kind::OK, 2], &[]), &mut out),
+        Err(MuxError::Unexpected(kind::OK))
+    );
+    // Nothing to ask: done once greeted.
+    let mut none = ForwardClient::new(false, Vec::new());
+    assert!(none.done());
+    assert_eq!(
+        none.handle(&body(&[kind::HELLO, VERSION], &[]), &mut out),
+        Ok(Some(ForwardOutcome::default()))
+    );
+}
+
+#[test]
+fn a_master_answers_a_forward_once_done() {
+    let mut out = Vec::new();
+    forward_reply(5, Ok(None), &mut out);
+    forward_reply(6, Ok(Some(40000)), &mut out);
+    forward_reply(7, Err("port not forwarded"), &mut out);
+    assert_eq!(
+        bodies(&out),
+        [
+            body(&[kind::OK, 5], &[]),
+            body(&[kind::REMOTE_PORT, 6, 40000], &[]),
+            body(&[kind::FAILURE, 7], &[b"port not forwarded"]),
+        ]
+    );
 }
