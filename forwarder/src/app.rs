@@ -9,7 +9,7 @@ use crate::algorithms;
 use crate::cli::{self, Command, Options};
 use crate::config::TunnelConfig;
 use crate::connect::{self, SshConnector};
-use crate::forwards::LocalForwards;
+use crate::forwards::Forwards;
 use crate::supervisor::{BastionGate, Outcome, WaitError};
 
 /// Exit status for every failure, as `ssh` uses.
@@ -242,7 +242,13 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
     let mut supervisor =
         SshConnector::supervise(tunnel_config.session, true, BastionGate::new()).await;
     let sessions = supervisor.handle();
-    let forwards = std::sync::Arc::new(LocalForwards::new(sessions.clone(), forward_config));
+    // -R added and cancelled on the control socket (-O forward, -O cancel).
+    let (remote_changes, remote_changes_rx) = tokio::sync::mpsc::channel(16);
+    let forwards = std::sync::Arc::new(Forwards::new(
+        sessions.clone(),
+        forward_config,
+        remote_changes,
+    ));
     for (fwd, bound) in listeners {
         forwards.serve(fwd, bound).await;
     }
@@ -298,6 +304,7 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
         opts.permit_remote_open.clone(),
         remote_up,
         remote_stopped,
+        remote_changes_rx,
     ));
     // -f: the background process lets the foreground one go once logged in, as ssh does; with
     // ExitOnForwardFailure, once every -R is granted too, so that a refused one is still an

@@ -921,8 +921,8 @@ options:
   -S path        the control socket's path (ControlPath; ~, % tokens, ${VAR}; none)
   -O command     ask the master at -S and exit: check (is it running, its pid), exit (stop
                  the tunnel, as SIGTERM does), stop (remove the socket; the tunnel goes on),
-                 forward or cancel (add or cancel this command line's -L, -D and -R; a
-                 forwarder master adds -L and -D; an -R on port 0 prints the port picked).
+                 forward or cancel (add or cancel this command line's -L, -D and -R; an -R
+                 on port 0 prints the port the server picked).
                  Speaks OpenSSH's control protocol: ssh -S path -O exit host stops a
                  forwarder master, and forwarder -O an ssh master.
   -v             more logging; repeat for more (-vvv)

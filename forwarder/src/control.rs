@@ -9,6 +9,8 @@
 //!      forward / cancel
 //!      exit ──> the tunnel stops as on SIGTERM      stop ──> socket removed, no more
 //!      forward -L / -D ──> bound and served          cancel ──> its listeners close
+//!      forward -R ──> asked of the server, answered   cancel -R ──> the server told to stop
+//!                     with its answer
 //!  forwarder -S path -O check|exit|stop host ──> one request, the answer on stderr
 //!  forwarder -S path -O forward|cancel -L ... host ──> one request per forward
 //! ```
@@ -28,7 +30,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::cli::ControlMaster;
-use crate::forwards::LocalForwards;
+use crate::forwards::Forwards;
 use crate::mux::{self, ControlCommand, Effect, ForwardRequest, ForwardWay, Framer};
 
 /// How long a control connection may stay silent before it is closed.
@@ -37,6 +39,9 @@ const IDLE: Duration = Duration::from_secs(60);
 const MAX_CONNECTIONS: usize = 16;
 /// How long `-O` waits for the master.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `-O forward` and `-O cancel` wait for each answer: a master may wait for its
+/// server's answer to an `-R` (forwarder's, up to [`crate::forwards::REMOTE_ANSWER`]).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// A control socket being served; removed (if it is still ours) when dropped.
 #[derive(Debug)]
@@ -79,7 +84,7 @@ pub async fn start(
     master: ControlMaster,
     path: Option<&Path>,
     terminate: Arc<Notify>,
-    forwards: Arc<LocalForwards>,
+    forwards: Arc<Forwards>,
 ) -> std::io::Result<Option<Control>> {
     let Some(path) = path else {
         if master != ControlMaster::No {
@@ -174,7 +179,7 @@ async fn serve(
     path: PathBuf,
     identity: (u64, u64),
     terminate: Arc<Notify>,
-    forwards: Arc<LocalForwards>,
+    forwards: Arc<Forwards>,
 ) {
     let stop = Arc::new(Notify::new());
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -230,7 +235,7 @@ async fn connection(
     mut stream: UnixStream,
     terminate: &Notify,
     stop: &Notify,
-    forwards: &LocalForwards,
+    forwards: &Forwards,
 ) -> Result<(), String> {
     let mut master = mux::Master::new(std::process::id());
     let mut out = Vec::new();
@@ -260,7 +265,7 @@ async fn connection(
                 }
                 mux::forward_reply(
                     *id,
-                    done.as_ref().map(|()| None).map_err(String::as_str),
+                    done.as_ref().copied().map_err(String::as_str),
                     &mut out,
                 );
             }
@@ -277,23 +282,18 @@ async fn connection(
     }
 }
 
-/// What `-O forward` (`open`) or `-O cancel` does to the master's forwards.
+/// What `-O forward` (`open`) or `-O cancel` does to the master's forwards: for an `-R` on
+/// port 0 added, the port the server picked.
 async fn forward(
-    forwards: &LocalForwards,
+    forwards: &Forwards,
     open: bool,
     request: &ForwardRequest,
-) -> Result<(), String> {
-    if request.way == ForwardWay::Remote {
-        return Err(
-            "forwarder's control socket adds and cancels -L and -D forwards; give -R when the \
-             tunnel starts"
-                .to_owned(),
-        );
-    }
-    if open {
-        forwards.open(request.spec.clone()).await
-    } else {
-        forwards.cancel(&request.spec).await
+) -> Result<Option<u16>, String> {
+    match (request.way, open) {
+        (ForwardWay::Local, true) => forwards.open(request.spec.clone()).await.map(|()| None),
+        (ForwardWay::Local, false) => forwards.cancel(&request.spec).await.map(|()| None),
+        (ForwardWay::Remote, true) => forwards.open_remote(&request.spec).await,
+        (ForwardWay::Remote, false) => forwards.cancel_remote(&request.spec).await.map(|()| None),
     }
 }
 
@@ -347,6 +347,10 @@ trait Conversation {
     ) -> Result<Option<Self::Outcome>, mux::MuxError>;
     /// The outcome when the master closes the connection first, if that is one.
     fn at_close(&self) -> Option<Self::Outcome>;
+    /// How long each read and write may take.
+    fn timeout(&self) -> Duration {
+        CLIENT_TIMEOUT
+    }
 }
 
 impl Conversation for mux::Client {
@@ -381,16 +385,23 @@ impl Conversation for mux::ForwardClient {
     fn at_close(&self) -> Option<Self::Outcome> {
         None
     }
+    fn timeout(&self) -> Duration {
+        FORWARD_TIMEOUT
+    }
 }
 
 /// Connects to the master at `path` and holds `client`'s side of the conversation, each
-/// read and write bounded by [`CLIENT_TIMEOUT`].
+/// read and write bounded by its [`Conversation::timeout`].
 fn converse<C: Conversation>(path: &Path, mut client: C) -> Result<C::Outcome, String> {
     let mut stream = std::os::unix::net::UnixStream::connect(path)
         .map_err(|e| format!("Control socket connect({}): {e}", path.display()))?;
     let io = |e: std::io::Error| format!("control socket {}: {e}", path.display());
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
+    stream
+        .set_read_timeout(Some(client.timeout()))
+        .map_err(io)?;
+    stream
+        .set_write_timeout(Some(client.timeout()))
+        .map_err(io)?;
     let mut out = Vec::new();
     client.start(&mut out);
     stream.write_all(&out).map_err(io)?;

@@ -642,12 +642,49 @@ pub fn connect_limit(config: &crate::config::TunnelConfig) -> Duration {
         .unwrap_or(crate::config::DEFAULT_HANDSHAKE_TIMEOUT)
 }
 
+/// A change to the remote forwards of [`serve`], asked on the control socket (`-O forward
+/// -R`, `-O cancel -R`).
+#[derive(Debug)]
+pub enum RemoteChange {
+    /// Add this forward. Answered with the port the server listens on (0 for a Unix socket)
+    /// once it first does, or with the server's refusal, which ends it (ssh's master forgets
+    /// a forward its server refused); once granted, it is asked again on every new session
+    /// as a `-R` given at the start is. A forward already served is answered as it stands.
+    Add(
+        RemoteSpec,
+        tokio::sync::oneshot::Sender<Result<u32, String>>,
+    ),
+    /// Cancel this forward (one given at the start too): answered once the server has been
+    /// told to stop listening, or with why not.
+    Cancel(RemoteSpec, tokio::sync::oneshot::Sender<Result<(), String>>),
+}
+
+/// Remote forwards one command serves at once; more asked on the control socket are refused.
+pub const MAX_FORWARDS: usize = 256;
+
+/// One forward [`serve`] runs.
+struct Served {
+    id: u64,
+    spec: RemoteSpec,
+    /// Stops it (cancels it on the server).
+    stop: watch::Sender<bool>,
+    /// The port the server last said it listens on.
+    port: Option<u32>,
+    /// Added on the control socket and not yet answered: a refusal ends it.
+    first_answer_pending: bool,
+    /// Waiting for the server's answer.
+    answers: Vec<tokio::sync::oneshot::Sender<Result<u32, String>>>,
+    /// Waiting for it to end.
+    ended: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
+}
+
 /// Serves `forwards` (the command line's `-R`) over every session of `sessions` until `stop`
 /// turns true, which cancels them; each connect to a target waits at most `connect_limit`,
 /// and a dynamic forward's connections go only where `permit_open` allows; `up` is told once
-/// the server has granted every forward (at once when there are none). Returns an error
-/// message (for exit status 255) when `exit_on_failure` is set and the server refuses a
-/// forward.
+/// the server has granted every forward (at once when there are none); `changes` adds and
+/// cancels forwards on the way. Returns an error message (for exit status 255) when
+/// `exit_on_failure` is set and the server refuses a forward given at the start.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     sessions: SupervisorHandle,
     forwards: Vec<RemoteSpec>,
@@ -656,61 +693,192 @@ pub async fn serve(
     permit_open: PermitRemoteOpen,
     up: tokio::sync::oneshot::Sender<()>,
     mut stop: watch::Receiver<bool>,
+    mut changes: mpsc::Receiver<RemoteChange>,
 ) -> Result<(), String> {
-    if forwards.is_empty() {
-        let _ = up.send(());
-        stopped(&mut stop).await;
-        return Ok(());
-    }
-    // `up` is told once every forward has been granted.
+    // `up` is told once every forward given at the start has been granted.
     let waiting: std::collections::HashSet<String> =
         forwards.iter().map(|f| format!("{f:?}")).collect();
-    let up = std::sync::Mutex::new((waiting, Some(up)));
-    let (router, routing) = Router::spawn(sessions.clone());
-    let ctx = ForwardContext {
-        sessions,
-        router,
-        observer: Arc::new(NoObserver),
-        report: Arc::new(move |spec: &RemoteSpec, state: &ForwardState| {
-            if let ForwardState::Listening(_) = state
-                && let Ok(mut up) = up.lock()
-            {
-                up.0.remove(&format!("{spec:?}"));
-                if up.0.is_empty()
-                    && let Some(tell) = up.1.take()
+    let up = if waiting.is_empty() {
+        let _ = up.send(());
+        None
+    } else {
+        Some(up)
+    };
+    let up = Arc::new(Mutex::new((waiting, up)));
+    // Each forward's state, by its id, for the answers to the control socket.
+    let (events_tx, mut events) = mpsc::unbounded_channel::<(u64, ForwardState)>();
+    let permit_open = Arc::new(permit_open);
+    let released: Arc<tokio::sync::Notify> = Arc::default();
+    // The router is spawned with the first forward.
+    let mut routing: Option<(Router, JoinHandle<()>)> = None;
+    let mut running: JoinSet<(u64, Result<(), String>)> = JoinSet::new();
+    let mut served: Vec<Served> = Vec::new();
+    let mut next_id = 0u64;
+    let mut start = |spec: RemoteSpec,
+                     at_start: bool,
+                     running: &mut JoinSet<(u64, Result<(), String>)>,
+                     served: &mut Vec<Served>|
+     -> u64 {
+        let router = routing
+            .get_or_insert_with(|| Router::spawn(sessions.clone()))
+            .0
+            .clone();
+        let id = next_id;
+        next_id += 1;
+        let events = events_tx.clone();
+        let up = up.clone();
+        let ctx = ForwardContext {
+            sessions: sessions.clone(),
+            router,
+            observer: Arc::new(NoObserver),
+            report: Arc::new(move |spec: &RemoteSpec, state: &ForwardState| {
+                let _ = events.send((id, state.clone()));
+                if !at_start {
+                    return;
+                }
+                if let ForwardState::Listening(_) = state
+                    && let Ok(mut up) = up.lock()
                 {
-                    let _ = tell.send(());
+                    up.0.remove(&format!("{spec:?}"));
+                    if up.0.is_empty()
+                        && let Some(tell) = up.1.take()
+                    {
+                        let _ = tell.send(());
+                    }
+                }
+                // As ssh prints it, on every session.
+                if let ForwardState::Listening(port) = state
+                    && spec.server_picks_port()
+                    && tracing::enabled!(tracing::Level::INFO)
+                {
+                    eprintln!(
+                        "Allocated port {port} for remote forward to {}",
+                        spec.target
+                    );
+                }
+            }),
+            exit_on_failure: exit_on_failure && at_start,
+            drain: Duration::ZERO,
+            connect_limit,
+            permit_open: permit_open.clone(),
+            released: released.clone(),
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task_spec = spec.clone();
+        running.spawn(async move { (id, run_forward(ctx, task_spec, stop_rx).await) });
+        served.push(Served {
+            id,
+            spec,
+            stop: stop_tx,
+            port: None,
+            first_answer_pending: !at_start,
+            answers: Vec::new(),
+            ended: Vec::new(),
+        });
+        id
+    };
+    for f in forwards {
+        start(f, true, &mut running, &mut served);
+    }
+    let result = loop {
+        tokio::select! {
+            Some(joined) = running.join_next(), if !running.is_empty() => {
+                let Ok((id, r)) = joined else { continue };
+                let Some(i) = served.iter().position(|s| s.id == id) else { continue };
+                let s = served.remove(i);
+                // Only a forward given at the start with ExitOnForwardFailure ends with an
+                // error: the command's exit status.
+                if let Err(msg) = r {
+                    break Err(msg);
+                }
+                for e in s.ended {
+                    let _ = e.send(Ok(()));
+                }
+                for a in s.answers {
+                    let _ = a.send(Err("the forward ended".to_owned()));
                 }
             }
-            // As ssh prints it, on every session.
-            if let ForwardState::Listening(port) = state
-                && spec.server_picks_port()
-                && tracing::enabled!(tracing::Level::INFO)
-            {
-                eprintln!(
-                    "Allocated port {port} for remote forward to {}",
-                    spec.target
-                );
+            Some((id, state)) = events.recv() => {
+                let Some(s) = served.iter_mut().find(|s| s.id == id) else { continue };
+                match state {
+                    ForwardState::Listening(port) => {
+                        s.port = Some(port);
+                        s.first_answer_pending = false;
+                        for a in s.answers.drain(..) {
+                            let _ = a.send(Ok(port));
+                        }
+                    }
+                    ForwardState::Refused(msg) => {
+                        s.port = None;
+                        for a in s.answers.drain(..) {
+                            let _ = a.send(Err(msg.clone()));
+                        }
+                        if s.first_answer_pending {
+                            info!("{msg}: the forward asked on the control socket is dropped");
+                            let _ = s.stop.send(true);
+                        }
+                    }
+                    ForwardState::Requesting => s.port = None,
+                }
             }
-        }),
-        exit_on_failure,
-        drain: Duration::ZERO,
-        connect_limit,
-        permit_open: Arc::new(permit_open),
-        released: Arc::default(),
-    };
-    let mut running = JoinSet::new();
-    for f in forwards {
-        running.spawn(run_forward(ctx.clone(), f, stop.clone()));
-    }
-    let mut result = Ok(());
-    while let Some(r) = running.join_next().await {
-        if let Ok(Err(msg)) = r {
-            result = Err(msg);
-            break;
+            Some(change) = changes.recv() => match change {
+                RemoteChange::Add(spec, answer) => {
+                    let full = served.len() >= MAX_FORWARDS;
+                    let live = served.iter_mut().find(|s| s.spec == spec && !*s.stop.borrow());
+                    match live {
+                        Some(s) => match s.port {
+                            Some(port) => {
+                                let _ = answer.send(Ok(port));
+                            }
+                            None => s.answers.push(answer),
+                        },
+                        None if full => {
+                            let _ = answer.send(Err(format!(
+                                "{MAX_FORWARDS} remote forwards are served already"
+                            )));
+                        }
+                        None => {
+                            info!("-R {} added on the control socket", spec.label());
+                            let id = start(spec, false, &mut running, &mut served);
+                            if let Some(s) = served.iter_mut().find(|s| s.id == id) {
+                                s.answers.push(answer);
+                            }
+                        }
+                    }
+                }
+                RemoteChange::Cancel(spec, done) => {
+                    match served.iter_mut().find(|s| s.spec == spec && !*s.stop.borrow()) {
+                        Some(s) => {
+                            info!("-R {} cancelled on the control socket", spec.label());
+                            let _ = s.stop.send(true);
+                            s.ended.push(done);
+                        }
+                        None => {
+                            let _ = done.send(Err("port not forwarded".to_owned()));
+                        }
+                    }
+                }
+            },
+            () = stopped(&mut stop) => {
+                for s in &served {
+                    let _ = s.stop.send(true);
+                }
+                while let Some(joined) = running.join_next().await {
+                    if let Ok((id, _)) = joined
+                        && let Some(i) = served.iter().position(|s| s.id == id)
+                    {
+                        for e in served.remove(i).ended {
+                            let _ = e.send(Ok(()));
+                        }
+                    }
+                }
+                break Ok(());
+            }
         }
+    };
+    if let Some((_, task)) = routing {
+        task.abort();
     }
-    routing.abort();
     result
 }
 

@@ -10,8 +10,8 @@
 //! file already at the path is left alone and the tunnel runs without a socket (as ssh
 //! does); `ControlMaster auto` leaves a live master's socket alone and replaces a stale one;
 //! another user is refused even when the socket's mode would let them in; `-O forward` adds
-//! `-L` and `-D` forwards to a forwarder master (and all three kinds to an ssh master, asked
-//! by forwarder), and `-O cancel` closes them while their connections carry on.
+//! `-L`, `-D` and `-R` forwards to a forwarder master or an ssh master, and `-O cancel`
+//! closes them while their connections carry on.
 
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::Path;
@@ -356,8 +356,9 @@ fn ssh_asking_a_forwarder_master_for_a_session_is_told_why_and_connects_on_its_o
 // a port and one to a Unix socket, and a `-D`, added and then cancelled; asking for one that
 // is there already is done; a connection accepted before a cancel carries on while new ones
 // are refused; the forward the master started with can be cancelled too; a port in use and
-// a forward that is not there are refused with the reason; `-R` is refused (forwarder's
-// master adds local forwards only).
+// a forward that is not there are refused with the reason. And `-R`, on a port the server
+// picks (printed, as ssh prints it) and on a fixed one, added and cancelled; one the server
+// refuses is refused to the client with the server's reason.
 #[test]
 fn ssh_and_forwarder_add_and_cancel_forwards_on_a_forwarder_master() {
     let lab = Lab::new();
@@ -441,21 +442,55 @@ fn ssh_and_forwarder_add_and_cancel_forwards_on_a_forwarder_master() {
     assert_eq!(code, Some(0), "{err}");
     assert_echo(port, "added again after its cancel");
 
-    // -R: refused with the reason, by ssh's client too.
+    // -R on a port the server picks, from ssh: it prints the port, which the bastion (this
+    // machine) listens on, and connections there come back to the echo server. Asked again
+    // from forwarder: the same port. Cancelled: the bastion stops listening.
+    let remote = format!("0:127.0.0.1:{echo}");
+    let (printed, _) = ok(ClientKind::OpenSsh, "forward", &["-R", &remote]);
+    let picked: u16 = printed
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("ssh's picked port: {printed:?}: {e}"));
+    assert_echo(picked, "an -R added by ssh -O forward");
+    let (again, _) = ok(ClientKind::Forwarder, "forward", &["-R", &remote]);
+    assert_eq!(again.trim(), picked.to_string(), "asked again");
+    ok(ClientKind::Forwarder, "cancel", &["-R", &remote]);
+    assert!(
+        !listening(picked),
+        "a cancelled -R still listens on the bastion"
+    );
+    // A fixed port, from forwarder, cancelled from ssh.
+    let fixed = free_port();
+    let fixed_spec = format!("127.0.0.1:{fixed}:127.0.0.1:{echo}");
+    let (printed, _) = ok(ClientKind::Forwarder, "forward", &["-R", &fixed_spec]);
+    assert_eq!(printed, "", "a fixed port is not printed");
+    assert_echo(fixed, "a fixed -R added by forwarder -O forward");
+    ok(ClientKind::OpenSsh, "cancel", &["-R", &fixed_spec]);
+    assert!(!listening(fixed), "a cancelled fixed -R still listens");
+    // A port taken on the bastion: the server's refusal, to both clients; the master goes on
+    // and forgets it (a cancel finds nothing).
+    let taken_there = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let there = taken_there.local_addr().expect("addr").port();
+    let refused = format!("127.0.0.1:{there}:127.0.0.1:{echo}");
     for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
-        let (code, _, err) = control_with(
-            kind,
-            &lab.path,
-            "forward",
-            &["-R", &format!("0:127.0.0.1:{echo}")],
-        );
+        let (code, _, err) = control_with(kind, &lab.path, "forward", &["-R", &refused]);
         assert_eq!(code, Some(255), "{}: {err}", kind.name());
         assert!(
-            err.contains("give -R when the tunnel starts"),
+            err.contains(&format!(
+                "remote port forwarding failed for listen port {there}"
+            )),
             "{}: {err}",
             kind.name()
         );
     }
+    let (code, _, err) = control_with(
+        ClientKind::Forwarder,
+        &lab.path,
+        "cancel",
+        &["-R", &refused],
+    );
+    assert_eq!(code, Some(255), "{err}");
+    assert!(err.contains("port not forwarded"), "{err}");
 
     // The forward the master started with, cancelled like any other.
     assert_echo(first_port, "the first forward");
@@ -510,4 +545,45 @@ fn forwarder_adds_and_cancels_forwards_on_an_ssh_master() {
     });
     lab.expect(ClientKind::Forwarder, "exit", "Exit request sent.");
     wait_until("the ssh master gone", || processes_with(&needle).is_empty());
+}
+
+// An `-R` added on the control socket outlives the session it was granted on: when the
+// bastion drops the session, the master asks for it again on the next one, as for a `-R`
+// given at the start; a cancel after that stops it there.
+#[test]
+fn an_added_remote_forward_is_asked_again_after_the_session_drops() {
+    let lab = Lab::new();
+    let client = lab
+        .tunnel(ClientKind::Forwarder)
+        .arg("-M")
+        .arg("-S")
+        .arg(lab.path.to_str().expect("a UTF-8 path"))
+        .option("ServerAliveInterval=1")
+        .option("ServerAliveCountMax=2")
+        .option("ReconnectBackoffMax=2s");
+    let (status, log) = client.run_with_f(lab.dir.path());
+    assert_eq!(status, Some(0), "{log}");
+    let needle = format!("127.0.0.1:{}:", client.forwards()[0].local_port);
+    let echo = lab.echo.port();
+    let fixed = free_port();
+    let spec = format!("127.0.0.1:{fixed}:127.0.0.1:{echo}");
+    let (code, _, err) = control_with(ClientKind::OpenSsh, &lab.path, "forward", &["-R", &spec]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_echo(fixed, "the added -R");
+
+    let dropped = lab.sshd.session_pids();
+    assert!(lab.sshd.kill_sessions() >= 1, "no session to drop");
+    // Once the dropped session's processes are gone, whatever listens on the port is the
+    // next session's.
+    wait_until("the dropped session gone", || {
+        let now = lab.sshd.session_pids();
+        dropped.iter().all(|p| !now.contains(p))
+    });
+    wait_until("the added -R back on the next session", || listening(fixed));
+    assert_echo(fixed, "the added -R after the reconnect");
+
+    let (code, _, err) = control_with(ClientKind::Forwarder, &lab.path, "cancel", &["-R", &spec]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!listening(fixed), "the cancelled -R still listens");
+    stop_background(&needle, WAIT);
 }
