@@ -30,15 +30,8 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// `kind -F none -S path -O command host`: its exit status and stderr.
 fn control(kind: ClientKind, path: &Path, command: &str) -> (Option<i32>, String) {
-    let mut cmd = Command::new(kind.program());
-    cmd.args(["-F", "none", "-S"])
-        .arg(path)
-        .args(["-O", command, "127.0.0.1"]);
-    let out = run_bounded(&mut cmd, WAIT, &format!("{} -O {command}", kind.name()));
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, _, err) = control_with(kind, path, command, &[]);
+    (code, err)
 }
 
 /// `kind -F none -S path -O command ARGS 127.0.0.1`: its exit status, stdout and stderr.
@@ -127,6 +120,18 @@ impl Lab {
         let pids = processes_with(&needle);
         assert_eq!(pids.len(), 1, "{}: {pids:?}", kind.name());
         (pids[0], needle, port)
+    }
+
+    /// `kind -O command ARGS` succeeds: what it printed on standard output.
+    fn ok(&self, kind: ClientKind, command: &str, args: &[&str]) -> String {
+        let (code, out, err) = control_with(kind, &self.path, command, args);
+        assert_eq!(
+            code,
+            Some(0),
+            "{} -O {command} {args:?}: {err}",
+            kind.name()
+        );
+        out
     }
 
     /// `kind -O command` succeeds, saying `said`.
@@ -364,29 +369,19 @@ fn ssh_and_forwarder_add_and_cancel_forwards_on_a_forwarder_master() {
     let lab = Lab::new();
     let (pid, needle, first_port) = lab.master(ClientKind::Forwarder);
     let echo = lab.echo.port();
-    let ok = |kind: ClientKind, command: &str, args: &[&str]| {
-        let (code, out, err) = control_with(kind, &lab.path, command, args);
-        assert_eq!(
-            code,
-            Some(0),
-            "{} -O {command} {args:?}: {err}",
-            kind.name()
-        );
-        (out, err)
-    };
 
     // -L to a port, from ssh; the same again, from forwarder, is done already.
     let port = free_port();
     let spec = format!("{port}:127.0.0.1:{echo}");
-    ok(ClientKind::OpenSsh, "forward", &["-L", &spec]);
+    lab.ok(ClientKind::OpenSsh, "forward", &["-L", &spec]);
     assert_echo(port, "a -L added by ssh -O forward");
-    ok(ClientKind::Forwarder, "forward", &["-L", &spec]);
+    lab.ok(ClientKind::Forwarder, "forward", &["-L", &spec]);
     assert_echo(port, "after asking for it twice");
 
     // A connection open across the cancel carries on; new ones are refused.
     let open = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect before cancel");
     open.set_read_timeout(Some(WAIT)).expect("timeout");
-    ok(ClientKind::Forwarder, "cancel", &["-L", &spec]);
+    lab.ok(ClientKind::Forwarder, "cancel", &["-L", &spec]);
     assert!(!listening(port), "a cancelled -L still listens");
     let back = echo_round_trip_stream(open, b"still here").expect("the open connection");
     assert_eq!(back, b"still here");
@@ -399,7 +394,7 @@ fn ssh_and_forwarder_add_and_cancel_forwards_on_a_forwarder_master() {
 
     // -D, from forwarder, then cancelled from ssh.
     let socks = free_port();
-    ok(
+    lab.ok(
         ClientKind::Forwarder,
         "forward",
         &["-D", &socks.to_string()],
@@ -412,16 +407,16 @@ fn ssh_and_forwarder_add_and_cancel_forwards_on_a_forwarder_master() {
         back == sent,
         "the echo through the added -D came back different"
     );
-    ok(ClientKind::OpenSsh, "cancel", &["-D", &socks.to_string()]);
+    lab.ok(ClientKind::OpenSsh, "cancel", &["-D", &socks.to_string()]);
     assert!(!listening(socks), "a cancelled -D still listens");
 
     // -L from a Unix socket here: served, then its file goes with the cancel.
     let sock = lab.dir.path().join("pg.sock");
     let spec_unix = format!("{}:127.0.0.1:{echo}", sock.display());
-    ok(ClientKind::OpenSsh, "forward", &["-L", &spec_unix]);
+    lab.ok(ClientKind::OpenSsh, "forward", &["-L", &spec_unix]);
     let back = echo_round_trip_unix(&sock, b"over a socket").expect("echo through the socket");
     assert_eq!(back, b"over a socket");
-    ok(ClientKind::Forwarder, "cancel", &["-L", &spec_unix]);
+    lab.ok(ClientKind::Forwarder, "cancel", &["-L", &spec_unix]);
     assert!(!sock.exists(), "a cancelled socket forward left its file");
 
     // A port in use: refused with the reason, and nothing else changes.
@@ -438,23 +433,22 @@ fn ssh_and_forwarder_add_and_cancel_forwards_on_a_forwarder_master() {
         err.contains("cannot listen") && err.contains("in use"),
         "{err}"
     );
-    let (code, _, err) = control_with(ClientKind::OpenSsh, &lab.path, "forward", &["-L", &spec]);
-    assert_eq!(code, Some(0), "{err}");
+    lab.ok(ClientKind::OpenSsh, "forward", &["-L", &spec]);
     assert_echo(port, "added again after its cancel");
 
     // -R on a port the server picks, from ssh: it prints the port, which the bastion (this
     // machine) listens on, and connections there come back to the echo server. Asked again
     // from forwarder: the same port. Cancelled: the bastion stops listening.
     let remote = format!("0:127.0.0.1:{echo}");
-    let (printed, _) = ok(ClientKind::OpenSsh, "forward", &["-R", &remote]);
+    let printed = lab.ok(ClientKind::OpenSsh, "forward", &["-R", &remote]);
     let picked: u16 = printed
         .trim()
         .parse()
         .unwrap_or_else(|e| panic!("ssh's picked port: {printed:?}: {e}"));
     assert_echo(picked, "an -R added by ssh -O forward");
-    let (again, _) = ok(ClientKind::Forwarder, "forward", &["-R", &remote]);
+    let again = lab.ok(ClientKind::Forwarder, "forward", &["-R", &remote]);
     assert_eq!(again.trim(), picked.to_string(), "asked again");
-    ok(ClientKind::Forwarder, "cancel", &["-R", &remote]);
+    lab.ok(ClientKind::Forwarder, "cancel", &["-R", &remote]);
     assert!(
         !listening(picked),
         "a cancelled -R still listens on the bastion"
@@ -462,10 +456,10 @@ fn ssh_and_forwarder_add_and_cancel_forwards_on_a_forwarder_master() {
     // A fixed port, from forwarder, cancelled from ssh.
     let fixed = free_port();
     let fixed_spec = format!("127.0.0.1:{fixed}:127.0.0.1:{echo}");
-    let (printed, _) = ok(ClientKind::Forwarder, "forward", &["-R", &fixed_spec]);
+    let printed = lab.ok(ClientKind::Forwarder, "forward", &["-R", &fixed_spec]);
     assert_eq!(printed, "", "a fixed port is not printed");
     assert_echo(fixed, "a fixed -R added by forwarder -O forward");
-    ok(ClientKind::OpenSsh, "cancel", &["-R", &fixed_spec]);
+    lab.ok(ClientKind::OpenSsh, "cancel", &["-R", &fixed_spec]);
     assert!(!listening(fixed), "a cancelled fixed -R still listens");
     // A port taken on the bastion: the server's refusal, to both clients; the master goes on
     // and forgets it (a cancel finds nothing).
@@ -494,7 +488,7 @@ fn ssh_and_forwarder_add_and_cancel_forwards_on_a_forwarder_master() {
 
     // The forward the master started with, cancelled like any other.
     assert_echo(first_port, "the first forward");
-    ok(
+    lab.ok(
         ClientKind::OpenSsh,
         "cancel",
         &["-L", &format!("127.0.0.1:{first_port}:127.0.0.1:{echo}")],
@@ -516,18 +510,13 @@ fn forwarder_adds_and_cancels_forwards_on_an_ssh_master() {
     let lab = Lab::new();
     let (_, needle, _) = lab.master(ClientKind::OpenSsh);
     let echo = lab.echo.port();
-    let ok = |command: &str, args: &[&str]| {
-        let (code, out, err) = control_with(ClientKind::Forwarder, &lab.path, command, args);
-        assert_eq!(code, Some(0), "-O {command} {args:?}: {err}");
-        out
-    };
     let port = free_port();
     let spec = format!("{port}:127.0.0.1:{echo}");
-    assert_eq!(ok("forward", &["-L", &spec]), "");
+    assert_eq!(lab.ok(ClientKind::Forwarder, "forward", &["-L", &spec]), "");
     assert_echo(port, "a -L added to ssh's master");
 
     let remote = format!("0:127.0.0.1:{echo}");
-    let printed = ok("forward", &["-R", &remote]);
+    let printed = lab.ok(ClientKind::Forwarder, "forward", &["-R", &remote]);
     let picked: u16 = printed
         .trim()
         .parse()
@@ -537,9 +526,9 @@ fn forwarder_adds_and_cancels_forwards_on_an_ssh_master() {
     // come back through ssh's master to the echo server.
     assert_echo(picked, "an -R added to ssh's master");
 
-    ok("cancel", &["-L", &spec]);
+    lab.ok(ClientKind::Forwarder, "cancel", &["-L", &spec]);
     wait_until("the cancelled -L closed", || !listening(port));
-    ok("cancel", &["-R", &remote]);
+    lab.ok(ClientKind::Forwarder, "cancel", &["-R", &remote]);
     wait_until("the cancelled -R closed on the bastion", || {
         !listening(picked)
     });
@@ -567,8 +556,7 @@ fn an_added_remote_forward_is_asked_again_after_the_session_drops() {
     let echo = lab.echo.port();
     let fixed = free_port();
     let spec = format!("127.0.0.1:{fixed}:127.0.0.1:{echo}");
-    let (code, _, err) = control_with(ClientKind::OpenSsh, &lab.path, "forward", &["-R", &spec]);
-    assert_eq!(code, Some(0), "{err}");
+    lab.ok(ClientKind::OpenSsh, "forward", &["-R", &spec]);
     assert_echo(fixed, "the added -R");
 
     let dropped = lab.sshd.session_pids();
@@ -582,8 +570,7 @@ fn an_added_remote_forward_is_asked_again_after_the_session_drops() {
     wait_until("the added -R back on the next session", || listening(fixed));
     assert_echo(fixed, "the added -R after the reconnect");
 
-    let (code, _, err) = control_with(ClientKind::Forwarder, &lab.path, "cancel", &["-R", &spec]);
-    assert_eq!(code, Some(0), "{err}");
+    lab.ok(ClientKind::Forwarder, "cancel", &["-R", &spec]);
     assert!(!listening(fixed), "the cancelled -R still listens");
     stop_background(&needle, WAIT);
 }
