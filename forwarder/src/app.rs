@@ -130,6 +130,15 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     for n in &opts.notes {
         tracing::debug!("{n}");
     }
+    // -W with a ControlPath: through the master there, if one answers, as ssh does.
+    #[cfg(unix)]
+    if let (Some(target), Some(path)) = (&opts.stdio_forward, opts.control_path.as_deref())
+        && opts.control_master != cli::ControlMaster::Yes
+        && opts.local_forwards.is_empty()
+        && let Some(status) = crate::control::stdio_through_master(path, target)
+    {
+        return status;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

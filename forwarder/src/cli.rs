@@ -907,7 +907,9 @@ options:
                  of listening (no -L), for use as another tool's ProxyCommand:
                  ssh -o ProxyCommand='forwarder -W %h:%p bastion' db-host. Ends when the
                  connection closes; logs go to standard error only. -W /path goes to a
-                 Unix socket on the server instead.
+                 Unix socket on the server instead. With -S path (or ControlPath) and a
+                 master answering there (forwarder's or ssh's), it goes through the
+                 master's session instead of logging in again, as ssh -W does.
   -o Key=Value   an ssh_config setting; see below
   -F file        read this ssh_config file instead of ~/.ssh/config; -F none reads none
   -N             accepted for ssh compatibility: forwarder never runs commands
@@ -917,7 +919,7 @@ options:
                  -o ForkAfterAuthentication=yes.
   -M             serve a control socket at -S once the tunnel is up (ControlMaster yes;
                  ControlMaster auto serves one unless a master already answers there), for
-                 -O from forwarder or ssh; removed when the tunnel ends
+                 -O and -W from forwarder or ssh; removed when the tunnel ends
   -S path        the control socket's path (ControlPath; ~, % tokens, ${VAR}; none)
   -O command     ask the master at -S and exit: check (is it running, its pid), exit (stop
                  the tunnel, as SIGTERM does), stop (remove the socket; the tunnel goes on),

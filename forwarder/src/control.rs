@@ -11,15 +11,22 @@
 //!      forward -L / -D ──> bound and served          cancel ──> its listeners close
 //!      forward -R ──> asked of the server, answered   cancel -R ──> the server told to stop
 //!                     with its answer
+//!      -W host:port + the client's stdin and stdout ──> a channel, answered once open; the
+//!                     connection closed when the forwarding ends
 //!  forwarder -S path -O check|exit|stop host ──> one request, the answer on stderr
 //!  forwarder -S path -O forward|cancel -L ... host ──> one request per forward
+//!  forwarder -S path -W host:port host ──> stdin and stdout passed to the master, which
+//!                     forwards them; exits when it closes the connection (no master there:
+//!                     connects on its own)
 //! ```
 //!
 //! The socket is made as ssh makes it: bound under a random name beside the path, then
 //! linked into place, so that a client never meets a socket that does not listen yet and a
 //! socket already there is never replaced. It is removed when the tunnel ends.
 
+use std::collections::VecDeque;
 use std::io::{Read as _, Write as _};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -183,6 +190,7 @@ async fn serve(
 ) {
     let stop = Arc::new(Notify::new());
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let stdio_slots = Arc::new(tokio::sync::Semaphore::new(MAX_STDIO));
     let uid = rustix::process::getuid();
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -221,36 +229,61 @@ async fn serve(
             }
         }
         let (terminate, stop, forwards) = (terminate.clone(), stop.clone(), forwards.clone());
+        let stdio_slots = stdio_slots.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, &terminate, &stop, &forwards).await {
+            let served = Served {
+                terminate: &terminate,
+                stop: &stop,
+                forwards: &forwards,
+                stdio_slots,
+            };
+            if let Err(e) = connection(stream, slot, served).await {
                 debug!(error = %e, "control connection ended");
             }
-            drop(slot);
         });
     }
 }
 
-/// One control connection: the master's hello, then each request answered in turn.
+/// Descriptors a control connection may have sent and not yet used (a `-W` client sends
+/// two); more end the connection.
+const MAX_FDS: usize = 8;
+
+/// `-W` forwards through the master at once (each holds its control connection open for
+/// as long as it lasts; they do not count against [`MAX_CONNECTIONS`]).
+const MAX_STDIO: usize = 256;
+
+/// What a control connection acts on.
+struct Served<'a> {
+    terminate: &'a Notify,
+    stop: &'a Notify,
+    forwards: &'a Forwards,
+    stdio_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// One control connection, holding `slot` of [`MAX_CONNECTIONS`]: the master's hello, then
+/// each request answered in turn. A `-W` request ends that: the connection then stands for
+/// the forwarding (holding one of [`MAX_STDIO`] instead), closed when it ends.
 async fn connection(
     mut stream: UnixStream,
-    terminate: &Notify,
-    stop: &Notify,
-    forwards: &Forwards,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    served: Served<'_>,
 ) -> Result<(), String> {
+    let Served {
+        terminate,
+        stop,
+        forwards,
+        stdio_slots,
+    } = served;
     let mut master = mux::Master::new(std::process::id());
     let mut out = Vec::new();
     mux::hello(&mut out);
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
     let mut framer = Framer::default();
-    let mut buf = [0u8; 4096];
+    let mut fds = VecDeque::new();
     loop {
-        let n = match tokio::time::timeout(IDLE, stream.read(&mut buf)).await {
-            Ok(Ok(0)) => return Ok(()),
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err(format!("silent for {} s", IDLE.as_secs())),
-        };
-        framer.push(&buf[..n]);
+        if !read_more(&stream, &mut framer, &mut fds).await? {
+            return Ok(());
+        }
         while let Some(body) = framer.next_message().map_err(|e| e.to_string())? {
             out.clear();
             let effect = master.handle(&body, &mut out).map_err(|e| e.to_string())?;
@@ -277,8 +310,225 @@ async fn connection(
                     terminate.notify_one();
                 }
                 Effect::StopListening => stop.notify_one(),
+                Effect::StdioForward { id, target } => {
+                    // The two bytes that carry the client's standard input and output.
+                    while !framer.skip(mux::STDIO_FDS) {
+                        if !read_more(&stream, &mut framer, &mut fds).await? {
+                            return Ok(());
+                        }
+                    }
+                    let ends = (fds.pop_front(), fds.pop_front());
+                    let (Some(input), Some(output)) = ends else {
+                        out.clear();
+                        mux::stdio_reply(id, Err("did not receive file descriptors"), &mut out);
+                        let _ = stream.write_all(&out).await;
+                        return Err("a -W request without its descriptors".into());
+                    };
+                    drop(slot);
+                    let Ok(_stdio_slot) = stdio_slots.try_acquire_owned() else {
+                        out.clear();
+                        let full = format!("{MAX_STDIO} -W forwards run through this master");
+                        mux::stdio_reply(id, Err(&full), &mut out);
+                        let _ = stream.write_all(&out).await;
+                        return Err(full);
+                    };
+                    return match target {
+                        Ok(target) => {
+                            stdio_forward(stream, id, &target, input, output, forwards).await
+                        }
+                        Err(reason) => {
+                            out.clear();
+                            mux::stdio_reply(id, Err(reason), &mut out);
+                            let _ = stream.write_all(&out).await;
+                            Err(reason.to_owned())
+                        }
+                    };
+                }
             }
         }
+    }
+}
+
+/// Reads what the client sent into `framer`, and the descriptors that came with it into
+/// `fds`; false at its end. Bounded by [`IDLE`].
+async fn read_more(
+    stream: &UnixStream,
+    framer: &mut Framer,
+    fds: &mut VecDeque<OwnedFd>,
+) -> Result<bool, String> {
+    let mut buf = [0u8; 4096];
+    let n = match tokio::time::timeout(IDLE, receive(stream, &mut buf, fds)).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("silent for {} s", IDLE.as_secs())),
+    };
+    if fds.len() > MAX_FDS {
+        return Err(format!("{} descriptors sent unasked", fds.len()));
+    }
+    framer.push(&buf[..n]);
+    Ok(n > 0)
+}
+
+/// One read from a control connection, with the descriptors it carried (`SCM_RIGHTS`, at
+/// most four per read; the kernel closes any beyond). Every read takes them: a plain read
+/// would let the kernel drop them.
+async fn receive(
+    stream: &UnixStream,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+) -> std::io::Result<usize> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    loop {
+        stream.readable().await?;
+        let read = stream.try_io(tokio::io::Interest::READABLE, || {
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let got = rustix::net::recvmsg(
+                stream,
+                &mut [std::io::IoSliceMut::new(buf)],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            )?;
+            let mut passed = Vec::new();
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(rights) = message {
+                    passed.extend(rights);
+                }
+            }
+            Ok((got.bytes, passed))
+        });
+        match read {
+            Ok((n, passed)) => {
+                fds.extend(passed);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `-W` through this master: a channel to `target` on the current session, then the
+/// client's standard input (`input`) to it and it to the client's standard output
+/// (`output`), until it ends or the client goes away. The client is answered once the
+/// channel is open (or with why not); the connection is closed when the forwarding ends,
+/// which is the client's signal to exit, as with ssh's master.
+async fn stdio_forward(
+    mut stream: UnixStream,
+    id: u32,
+    target: &crate::tunnel::Destination,
+    input: OwnedFd,
+    output: OwnedFd,
+    forwards: &Forwards,
+) -> Result<(), String> {
+    let mut out = Vec::new();
+    let opened = async {
+        let ends = StdioEnds::new(input, output)
+            .map_err(|e| format!("cannot use the client's standard input and output: {e}"))?;
+        let session = forwards.session().await?;
+        let channel = crate::tunnel::open_channel(&session, target, &crate::local::Peer::OURSELVES)
+            .await
+            .map_err(|e| format!("Session open refused by peer: {e}"))?;
+        Ok::<_, String>((ends, session, channel))
+    };
+    let (mut ends, session, channel) = match opened.await {
+        Ok(opened) => opened,
+        Err(reason) => {
+            warn!("-W {target} through the control socket: {reason}");
+            mux::stdio_reply(id, Err(&reason), &mut out);
+            let _ = stream.write_all(&out).await;
+            return Err(reason);
+        }
+    };
+    mux::stdio_reply(id, Ok(channel.id().0), &mut out);
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    info!("-W {target} through the control socket: forwarding");
+    let server_closed = channel.server_closed();
+    let copy = crate::stdio::copy_both(
+        &mut ends.input,
+        &mut ends.output,
+        &channel,
+        &channel,
+        server_closed,
+    );
+    // The client only waits; its going away (its end of file) ends the forwarding.
+    let client_gone = async {
+        let mut buf = [0u8; 64];
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    let result = tokio::select! {
+        r = copy => r.map_err(|e| e.to_string()),
+        () = client_gone => Err("the control client went away".to_owned()),
+        e = session.ended() => Err(format!("the SSH session ended ({e})")),
+    };
+    drop(channel);
+    ends.restore();
+    debug!("-W {target} through the control socket: done");
+    result
+}
+
+/// A `-W` client's standard input and output, made non-blocking for the master's event
+/// loop, with what their flags were, put back by [`StdioEnds::restore`] (the client's
+/// terminal or pipe is shared with it and what it runs after).
+struct StdioEnds {
+    input: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    output: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+    /// Duplicates, to put the flags back through.
+    flags: Vec<(OwnedFd, rustix::fs::OFlags)>,
+}
+
+impl StdioEnds {
+    fn new(input: OwnedFd, output: OwnedFd) -> std::io::Result<Self> {
+        use tokio::net::unix::pipe;
+        let mut flags = Vec::with_capacity(2);
+        for fd in [&input, &output] {
+            flags.push((rustix::io::dup(fd)?, rustix::fs::fcntl_getfl(fd)?));
+        }
+        // A pipe, socket or terminal is polled; a file (or /dev/null) cannot be, and is
+        // read and written as a file.
+        let input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if pollable(&input) {
+            rustix::io::ioctl_fionbio(&input, true)?;
+            Box::new(pipe::Receiver::from_owned_fd_unchecked(input)?)
+        } else {
+            Box::new(tokio::fs::File::from_std(std::fs::File::from(input)))
+        };
+        let output: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if pollable(&output) {
+            rustix::io::ioctl_fionbio(&output, true)?;
+            Box::new(pipe::Sender::from_owned_fd_unchecked(output)?)
+        } else {
+            Box::new(tokio::fs::File::from_std(std::fs::File::from(output)))
+        };
+        Ok(Self {
+            input,
+            output,
+            flags,
+        })
+    }
+
+    fn restore(self) {
+        let Self {
+            input,
+            output,
+            flags,
+        } = self;
+        drop((input, output));
+        for (fd, was) in flags {
+            let _ = rustix::fs::fcntl_setfl(&fd, was);
+        }
+    }
+}
+
+/// Whether `fd` is a pipe, socket or character device other than `/dev/null`'s kind
+/// (a terminal): what epoll can wait on.
+fn pollable(fd: &OwnedFd) -> bool {
+    use rustix::fs::FileType;
+    let Ok(stat) = rustix::fs::fstat(fd) else {
+        return false;
+    };
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::Fifo | FileType::Socket => true,
+        FileType::CharacterDevice => rustix::termios::isatty(fd),
+        _ => false,
     }
 }
 
@@ -456,4 +706,129 @@ fn run_forwards(path: &Path, open: bool, forwards: Vec<ForwardRequest>) -> i32 {
             crate::app::EXIT_FAILURE
         }
     }
+}
+
+/// How long `-W` through a master waits for the channel to open: the master may wait for
+/// its session to come back (`SessionWaitTimeout`, a minute by default) before opening it.
+const STDIO_OPEN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `-W` through the master at `path`, as ssh's client does when a ControlPath is set:
+/// standard input and output are passed to the master, which forwards them over its
+/// session, and this waits until it is done. `None` when no master answers there (or the
+/// greeting fails): the caller then connects on its own, as ssh does. Otherwise the exit
+/// status: 0 once the master is done, 255 when it refused (its reason on stderr).
+pub fn stdio_through_master(path: &Path, target: &crate::tunnel::Destination) -> Option<i32> {
+    let mut stream = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(stream) => stream,
+        Err(e) => {
+            debug!(path = %path.display(), error = %e, "no master on the control socket");
+            return None;
+        }
+    };
+    let mut client = mux::StdioClient::new(target.clone());
+    let mut framer = Framer::default();
+    let greeted = (|| {
+        stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+        stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+        let mut out = Vec::new();
+        mux::hello(&mut out);
+        stream.write_all(&out)?;
+        while !client.greeted() {
+            let body = next_body(&mut stream, &mut framer)?;
+            client.handle(&body).map_err(std::io::Error::other)?;
+        }
+        Ok::<_, std::io::Error>(())
+    })();
+    if let Err(e) = greeted {
+        debug!(path = %path.display(), error = %e, "the master's greeting failed");
+        return None;
+    }
+    let failed = |e: std::io::Error| {
+        eprintln!("forwarder: control socket {}: {e}", path.display());
+        Some(crate::app::EXIT_FAILURE)
+    };
+    let mut out = Vec::new();
+    client.request(&mut out);
+    if let Err(e) = stream.write_all(&out).and_then(|()| send_stdio(&stream)) {
+        return failed(e);
+    }
+    let answered = (|| {
+        stream.set_read_timeout(Some(STDIO_OPEN_TIMEOUT))?;
+        loop {
+            let body = next_body(&mut stream, &mut framer)?;
+            if let Some(outcome) = client.handle(&body).map_err(std::io::Error::other)? {
+                return Ok::<_, std::io::Error>(outcome);
+            }
+        }
+    })();
+    match answered {
+        Ok(mux::StdioOutcome::Opened) => {}
+        Ok(mux::StdioOutcome::Refused(reason)) => {
+            eprintln!("forwarder: {reason}");
+            return Some(crate::app::EXIT_FAILURE);
+        }
+        Err(e) => return failed(e),
+    }
+    debug!(path = %path.display(), "stdio forwarding through the master");
+    // The master forwards; it closes the connection when done.
+    if let Err(e) = stream.set_read_timeout(None) {
+        return failed(e);
+    }
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(0),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(0),
+            Err(e) => return failed(e),
+        }
+    }
+}
+
+/// The next message body from the master (blocking, bounded by the stream's timeout).
+fn next_body(
+    stream: &mut std::os::unix::net::UnixStream,
+    framer: &mut Framer,
+) -> std::io::Result<Vec<u8>> {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(body) = framer.next_message().map_err(std::io::Error::other)? {
+            return Ok(body);
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the master closed the connection without an answer",
+            ));
+        }
+        framer.push(&buf[..n]);
+    }
+}
+
+/// Passes standard input and output to the master, each carried by one byte, as ssh's
+/// client passes them.
+fn send_stdio(stream: &std::os::unix::net::UnixStream) -> std::io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::os::fd::AsFd as _;
+    let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+    for fd in [stdin.as_fd(), stdout.as_fd()] {
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let fds = [fd];
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        let sent = rustix::net::sendmsg(
+            stream,
+            &[std::io::IoSlice::new(&[0])],
+            &mut control,
+            SendFlags::empty(),
+        )?;
+        if sent != 1 {
+            return Err(std::io::Error::other(
+                "could not pass standard input and output",
+            ));
+        }
+    }
+    Ok(())
 }

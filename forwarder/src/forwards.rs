@@ -56,6 +56,15 @@ impl Forwards {
         }
     }
 
+    /// The session connections go through, waited for as long as a connection would wait
+    /// (`-W` through the control socket).
+    pub async fn session(&self) -> Result<crate::driver::SessionHandle, String> {
+        self.sessions
+            .session(self.config.session_wait_timeout)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Serves `listeners`, already bound for `spec`.
     pub async fn serve(&self, spec: ForwardSpec, listeners: Vec<Listener>) {
         let tunnel = self.tunnel(&spec, listeners);

@@ -10,7 +10,11 @@
 //!    ── OPEN_FWD / CLOSE_FWD id type
 //!       listen port connect port ─────────>     ── OK id (or REMOTE_PORT id port, or
 //!                                                  FAILURE id "..."), once done
-//!    ── anything else (a session, -W,
+//!    ── NEW_STDIO_FWD id host port, then
+//!       two bytes carrying stdin and stdout ─>  ── SESSION_OPENED id once the channel is
+//!                                                  open (or FAILURE id "..."); the master
+//!                                                  closes the connection when it ends
+//!    ── anything else (a session,
 //!       proxy mode) ──────────────────────>     ── FAILURE id "..."
 //! ```
 //!
@@ -59,6 +63,8 @@ pub mod kind {
     pub const FAILURE: u32 = 0x8000_0003;
     /// The answer to an alive check.
     pub const ALIVE: u32 = 0x8000_0005;
+    /// A session (or `-W`) is open through the master.
+    pub const SESSION_OPENED: u32 = 0x8000_0006;
     /// The port the server picked for a remote forward asked on port 0.
     pub const REMOTE_PORT: u32 = 0x8000_0007;
 }
@@ -136,6 +142,16 @@ impl Framer {
         let body = self.buf[4..4 + len].to_vec();
         self.buf.drain(..4 + len);
         Ok(Some(body))
+    }
+
+    /// Takes `n` bytes that are not a message (those carrying descriptors after a `-W`
+    /// request); false, taking none, until that many have arrived.
+    pub fn skip(&mut self, n: usize) -> bool {
+        if self.buf.len() < n {
+            return false;
+        }
+        self.buf.drain(..n);
+        true
     }
 
     /// Bytes held that are not yet a whole message.
@@ -222,20 +238,7 @@ impl ForwardRequest {
                 out.put_u32(PORT_STREAMLOCAL);
             }
         }
-        match &self.spec.to {
-            Destination::Tcp(t) => {
-                out.put_str(&t.host);
-                out.put_u32(u32::from(t.port));
-            }
-            Destination::Unix(path) => {
-                out.put_str(path);
-                out.put_u32(PORT_STREAMLOCAL);
-            }
-            Destination::Socks => {
-                out.put_str("");
-                out.put_u32(0);
-            }
-        }
+        put_destination(&self.spec.to, out);
     }
 
     /// Reads the fields [`Self::encode`] writes. A port that is neither 0-65535 nor
@@ -326,6 +329,89 @@ pub enum Effect {
         /// The forward.
         request: ForwardRequest,
     },
+    /// `-W` through the master: the client's standard input and output follow the request
+    /// (one byte each, carrying the descriptor: [`STDIO_FDS`]), whether or not it can be
+    /// done; open a channel to `target` and answer `id` with [`stdio_reply`] (or refuse it
+    /// with the reason). No reply was written yet. Once open, the connection carries
+    /// nothing else, and the master closes it when the forwarding ends.
+    StdioForward {
+        /// The request's id.
+        id: u32,
+        /// Where to, or why that cannot be a destination.
+        target: Result<Destination, &'static str>,
+    },
+}
+
+/// How many descriptors (each carried by one byte) follow a `NEW_STDIO_FWD` request.
+pub const STDIO_FDS: usize = 2;
+
+/// The master's answer to a `-W` request: `Ok(session)` open, `Err(reason)` not.
+pub fn stdio_reply(id: u32, outcome: Result<u32, &str>, out: &mut Vec<u8>) {
+    let mut reply = Vec::with_capacity(16);
+    match outcome {
+        Ok(session) => {
+            reply.put_u32(kind::SESSION_OPENED);
+            reply.put_u32(id);
+            reply.put_u32(session);
+        }
+        Err(reason) => {
+            reply.put_u32(kind::FAILURE);
+            reply.put_u32(id);
+            reply.put_str(reason);
+        }
+    }
+    frame(out, &reply);
+}
+
+/// The fields of a `NEW_STDIO_FWD` after its id, as ssh's `mux_client_request_stdio_fwd`
+/// writes them: a reserved string, then the host (or a socket's path) and the port
+/// ([`PORT_STREAMLOCAL`] for a path).
+fn encode_stdio(target: &Destination, out: &mut Vec<u8>) {
+    out.put_str("");
+    put_destination(target, out);
+}
+
+/// Where a forward goes, as ssh writes it: the host and port, a socket's path and
+/// [`PORT_STREAMLOCAL`], or (a `-D`) nothing and 0.
+fn put_destination(target: &Destination, out: &mut Vec<u8>) {
+    match target {
+        Destination::Tcp(t) => {
+            out.put_str(&t.host);
+            out.put_u32(u32::from(t.port));
+        }
+        Destination::Unix(path) => {
+            out.put_str(path);
+            out.put_u32(PORT_STREAMLOCAL);
+        }
+        Destination::Socks => {
+            out.put_str("");
+            out.put_u32(0);
+        }
+    }
+}
+
+/// Reads [`encode_stdio`]'s fields: a message cut short is malformed; a destination that
+/// cannot be one is `Ok(Err(reason))`.
+fn decode_stdio(r: &mut Reader<'_>) -> Result<Result<Destination, &'static str>, MuxError> {
+    let malformed = |_| MuxError::Malformed("a stdio forward cut short");
+    r.string().map_err(malformed)?;
+    let host = r.string().map_err(malformed)?;
+    let port = r.u32().map_err(malformed)?;
+    const INVALID: &str = "Invalid stdio forwarding request";
+    let Some(host) = std::str::from_utf8(host)
+        .ok()
+        .filter(|h| !h.is_empty() && !h.contains('\0'))
+    else {
+        return Ok(Err(INVALID));
+    };
+    Ok(match port {
+        PORT_STREAMLOCAL => Ok(Destination::Unix(host.to_owned())),
+        1..=65535 => Ok(Destination::Tcp(Target {
+            host: host.to_owned(),
+            port: u16::try_from(port).unwrap_or_default(),
+        })),
+        _ => Err(INVALID),
+    })
 }
 
 /// The master's answer to a forward request: `Ok(None)` done, `Ok(Some(port))` a remote
@@ -400,6 +486,10 @@ impl Master {
                 reply.put_u32(id);
                 Effect::StopListening
             }
+            kind::NEW_STDIO_FWD => {
+                let target = decode_stdio(&mut r)?;
+                return Ok(Effect::StdioForward { id, target });
+            }
             kind::OPEN_FWD | kind::CLOSE_FWD => match ForwardRequest::decode(&mut r)? {
                 Ok(request) => {
                     return Ok(Effect::Forward {
@@ -430,9 +520,6 @@ fn refusal(t: u32) -> &'static str {
     match t {
         kind::NEW_SESSION => {
             "forwarder's control socket opens no sessions (it only forwards); connect without -S"
-        }
-        kind::NEW_STDIO_FWD => {
-            "forwarder's control socket does not carry -W; run forwarder -W on its own"
         }
         kind::PROXY => "forwarder's control socket has no proxy mode",
         _ => "unsupported request",
@@ -693,6 +780,76 @@ impl ForwardClient {
         self.answered += 1;
         self.request(self.answered, out);
         Ok(self.done().then(|| self.outcome.clone()))
+    }
+}
+
+/// What `-W` through a master came to, on the client's side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StdioOutcome {
+    /// The channel is open: the master forwards standard input and output, and closes the
+    /// connection when it is done.
+    Opened,
+    /// The master's refusal, as ssh words it.
+    Refused(String),
+}
+
+/// One control connection for `-W` through a master, on the client's side, as ssh's client
+/// holds it: the hello ([`hello`]) and the master's; then the request
+/// ([`StdioClient::request`]), after which the caller sends standard input and output
+/// ([`STDIO_FDS`] bytes, each carrying one); then the master's answer.
+#[derive(Debug)]
+pub struct StdioClient {
+    target: Destination,
+    hello: bool,
+}
+
+impl StdioClient {
+    /// A client that asks for a forward to `target`.
+    pub fn new(target: Destination) -> Self {
+        Self {
+            target,
+            hello: false,
+        }
+    }
+
+    /// Whether the master's hello has come: the request may go.
+    pub fn greeted(&self) -> bool {
+        self.hello
+    }
+
+    /// The request, framed.
+    pub fn request(&self, out: &mut Vec<u8>) {
+        let mut body = Vec::with_capacity(64);
+        body.put_u32(kind::NEW_STDIO_FWD);
+        body.put_u32(REQUEST_ID);
+        encode_stdio(&self.target, &mut body);
+        frame(out, &body);
+    }
+
+    /// Handles one body from the master: `None` after its hello, then the outcome.
+    pub fn handle(&mut self, body: &[u8]) -> Result<Option<StdioOutcome>, MuxError> {
+        let Some((t, id, mut r)) = from_master(body, &mut self.hello)? else {
+            return Ok(None);
+        };
+        if id != REQUEST_ID {
+            return Err(MuxError::Malformed("a reply to another request"));
+        }
+        match t {
+            kind::SESSION_OPENED => {
+                r.u32().map_err(|_| MuxError::Malformed("no session id"))?;
+                Ok(Some(StdioOutcome::Opened))
+            }
+            kind::PERMISSION_DENIED | kind::FAILURE => {
+                let reason = r.string().map_err(|_| MuxError::Malformed("no reason"))?;
+                let reason = ssh_transport::text::sanitize(reason, false, 512);
+                Ok(Some(StdioOutcome::Refused(if t == kind::FAILURE {
+                    format!("Stdio forwarding request failed: {reason}")
+                } else {
+                    format!("Master refused stdio forwarding request: {reason}")
+                })))
+            }
+            other => Err(MuxError::Unexpected(other)),
+        }
     }
 }
 

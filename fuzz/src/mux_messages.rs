@@ -3,7 +3,8 @@
 //! pieces.
 //!
 //! Input: one byte that chooses the side (even: the master; odd: a client, whose command is
-//! the byte's next bits: check, exit, stop, or `-O forward` / `-O cancel` of three forwards),
+//! the byte's next bits: check, exit, stop, `-O forward` / `-O cancel` of three forwards, or
+//! `-W` through the master),
 //! one control byte that chooses the piece sizes ([`chunks`]), then the peer's bytes.
 //!
 //! Beside no panic: the framer never holds a whole message it has not returned, nor a length
@@ -11,7 +12,9 @@
 //! that answers the request's id with OK, ALIVE (with this pid) or FAILURE (with a reason),
 //! and the effects follow from the request's type (TERMINATE and STOP_LISTENING only); a
 //! forward request is not answered until done, and the forward it names crosses the wire
-//! again unchanged; nothing is answered before the hello; errors are final; a client gives
+//! again unchanged; a `-W` request is not answered until open, the destination it names
+//! crosses the wire again unchanged, and the two bytes carrying descriptors after it are
+//! taken (the connection then carries nothing else); nothing is answered before the hello; errors are final; a client gives
 //! at most one outcome, a forward client no more ports and refusals than it asked, and
 //! sends one request per answer; and what happens is the same as when the whole input
 //! arrives at once.
@@ -19,7 +22,7 @@
 use forwarder::cli::{ForwardSpec, Listen};
 use forwarder::mux::{
     self, ControlCommand, Effect, ForwardClient, ForwardOutcome, ForwardRequest, ForwardWay,
-    Framer, MAX_MESSAGE, kind,
+    Framer, MAX_MESSAGE, StdioClient, StdioOutcome, kind,
 };
 use forwarder::tunnel::{Destination, Target};
 use ssh_transport::wire::{Reader, Writer as _};
@@ -34,7 +37,17 @@ enum Happened {
     Replied(Vec<u8>, Effect),
     Outcome(Result<String, String>),
     Forwarded(ForwardOutcome),
+    Stdio(StdioOutcome),
+    /// The bytes that carry a `-W` client's descriptors were taken.
+    DescriptorsTaken,
     Failed(mux::MuxError),
+}
+
+/// What a client asks: an `-O` command, or `-W`.
+#[derive(Clone, Copy, Debug)]
+enum Asks {
+    Command(ControlCommand),
+    Stdio,
 }
 
 /// The forwards a forward client asks for: one of each way.
@@ -79,26 +92,43 @@ enum Side {
     Master,
     Client(mux::Client),
     Forward(ForwardClient, usize),
+    Stdio(StdioClient),
 }
 
-fn drive(pieces: &[&[u8]], client: Option<ControlCommand>) -> Vec<Happened> {
+fn stdio_target() -> Destination {
+    Destination::Tcp(Target {
+        host: "db".to_owned(),
+        port: 5432,
+    })
+}
+
+fn drive(pieces: &[&[u8]], client: Option<Asks>) -> Vec<Happened> {
     let mut framer = Framer::default();
     let mut master = mux::Master::new(PID);
     let mut side = match client {
         None => Side::Master,
-        Some(c @ (ControlCommand::Forward | ControlCommand::Cancel)) => {
+        Some(Asks::Command(c @ (ControlCommand::Forward | ControlCommand::Cancel))) => {
             let f = ForwardClient::new(c == ControlCommand::Forward, forwards());
             let mut out = Vec::new();
             f.start(&mut out);
             Side::Forward(f, count(&out))
         }
-        Some(c) => Side::Client(mux::Client::new(c)),
+        Some(Asks::Command(c)) => Side::Client(mux::Client::new(c)),
+        Some(Asks::Stdio) => Side::Stdio(StdioClient::new(stdio_target())),
     };
     let mut greeted = false;
+    let mut taking_descriptors = false;
     let mut happened = Vec::new();
     for piece in pieces {
         framer.push(piece);
         loop {
+            if taking_descriptors {
+                if framer.skip(mux::STDIO_FDS) {
+                    happened.push(Happened::DescriptorsTaken);
+                    return happened;
+                }
+                break;
+            }
             let body = match framer.next_message() {
                 Ok(Some(body)) => body,
                 Ok(None) => {
@@ -123,6 +153,7 @@ fn drive(pieces: &[&[u8]], client: Option<ControlCommand>) -> Vec<Happened> {
                         Ok(effect) => {
                             check_reply(&body, &out, &effect, greeted);
                             greeted = true;
+                            taking_descriptors = matches!(effect, Effect::StdioForward { .. });
                             happened.push(Happened::Replied(out, effect));
                         }
                         Err(e) => {
@@ -136,6 +167,24 @@ fn drive(pieces: &[&[u8]], client: Option<ControlCommand>) -> Vec<Happened> {
                     Ok(None) => {}
                     Ok(Some(outcome)) => {
                         happened.push(Happened::Outcome(outcome));
+                        return happened;
+                    }
+                    Err(e) => {
+                        happened.push(Happened::Failed(e));
+                        return happened;
+                    }
+                },
+                Side::Stdio(c) => match c.handle(&body) {
+                    Ok(None) => assert!(c.greeted(), "past the hello without it"),
+                    Ok(Some(outcome)) => {
+                        if let StdioOutcome::Refused(why) = &outcome {
+                            assert!(
+                                why.starts_with("Stdio forwarding request failed: ")
+                                    || why.starts_with("Master refused stdio forwarding request: "),
+                                "{why}"
+                            );
+                        }
+                        happened.push(Happened::Stdio(outcome));
                         return happened;
                     }
                     Err(e) => {
@@ -228,6 +277,38 @@ fn check_reply(body: &[u8], out: &[u8], effect: &Effect, greeted: bool) {
         assert!(sink.is_empty());
         return;
     }
+    if let Effect::StdioForward { id: sid, target } = effect {
+        assert!(out.is_empty(), "-W answered before the channel was open");
+        assert_eq!(*sid, id, "the -W of another request");
+        assert_eq!(t, kind::NEW_STDIO_FWD, "0x{t:08x} read as -W");
+        if let Ok(target) = target {
+            // Sent again, the same destination arrives.
+            let mut again = Vec::new();
+            StdioClient::new(target.clone()).request(&mut again);
+            let mut framer = Framer::default();
+            framer.push(&again);
+            let b = framer.next_message().unwrap_or_else(|e| panic!("{e}"));
+            let b = b.unwrap_or_else(|| panic!("no whole request"));
+            let mut m = mux::Master::new(PID);
+            let mut sink = Vec::new();
+            let mut h = Vec::new();
+            mux::hello(&mut h);
+            let mut hf = Framer::default();
+            hf.push(&h);
+            let hb = hf.next_message().ok().flatten().unwrap_or_default();
+            assert_eq!(m.handle(&hb, &mut sink), Ok(Effect::None));
+            assert_eq!(
+                m.handle(&b, &mut sink),
+                Ok(Effect::StdioForward {
+                    id: 1,
+                    target: Ok(target.clone())
+                }),
+                "the destination changed on the wire"
+            );
+            assert!(sink.is_empty());
+        }
+        return;
+    }
     let mut framer = Framer::default();
     framer.push(out);
     let reply = framer
@@ -255,12 +336,13 @@ pub fn run(data: &[u8]) {
     let (Some(side), Some(control)) = (input.byte(), input.byte()) else {
         return;
     };
-    let client = (side & 1 == 1).then(|| match (side >> 1) % 5 {
-        0 => ControlCommand::Check,
-        1 => ControlCommand::Exit,
-        2 => ControlCommand::Stop,
-        3 => ControlCommand::Forward,
-        _ => ControlCommand::Cancel,
+    let client = (side & 1 == 1).then(|| match (side >> 1) % 6 {
+        0 => Asks::Command(ControlCommand::Check),
+        1 => Asks::Command(ControlCommand::Exit),
+        2 => Asks::Command(ControlCommand::Stop),
+        3 => Asks::Command(ControlCommand::Forward),
+        4 => Asks::Command(ControlCommand::Cancel),
+        _ => Asks::Stdio,
     });
     let stream = input.rest();
     let pieces = chunks(stream, control);
@@ -327,6 +409,36 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         }),
         master("master-hello-extension", frame(&[kind::HELLO, mux::VERSION], &[b"x", b"y"])),
         ("master-too-long".to_owned(), vec![0, 0, 0xff, 0xff, 0xff, 0xff]),
+        master("master-stdio", {
+            let mut body = Vec::new();
+            body.put_u32(kind::NEW_STDIO_FWD);
+            body.put_u32(11);
+            body.put_string(b"");
+            body.put_string(b"db.internal");
+            body.put_u32(5432);
+            let mut all = Vec::new();
+            all.put_string(&body);
+            all.extend_from_slice(&[0, 0]);
+            all
+        }),
+        master("master-stdio-socket", {
+            let mut body = Vec::new();
+            body.put_u32(kind::NEW_STDIO_FWD);
+            body.put_u32(12);
+            body.put_string(b"");
+            body.put_string(b"/run/postgresql/.s.PGSQL.5432");
+            body.put_u32(mux::PORT_STREAMLOCAL);
+            let mut all = Vec::new();
+            all.put_string(&body);
+            all.push(0);
+            all
+        }),
+        client("client-stdio-opened", 5, frame(&[kind::SESSION_OPENED, 1, 3], &[])),
+        client(
+            "client-stdio-refused",
+            5,
+            frame(&[kind::FAILURE, 1], &[b"Session open refused by peer"]),
+        ),
         client("client-check", 0, frame(&[kind::ALIVE, 1, 4242], &[])),
         client("client-exit", 1, frame(&[kind::OK, 1], &[])),
         client("client-stop-refused", 2, frame(&[kind::FAILURE, 1], &[b"no"])),

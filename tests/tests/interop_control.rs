@@ -134,6 +134,42 @@ impl Lab {
         out
     }
 
+    /// `ssh` logging in to the lab's sshd with its key and running `command`, with `extra`
+    /// options before the destination.
+    fn ssh_login(&self, extra: &[&str], command: &str) -> Command {
+        let mut ssh = Command::new(ClientKind::OpenSsh.program());
+        ssh.args([
+            "-F",
+            "none",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args(extra)
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            self.sshd.known_hosts_path().display()
+        ))
+        .arg("-i")
+        .arg(self.key.private_key_path())
+        .args(["-p", &self.sshd.port().to_string()])
+        .arg(format!("{}@127.0.0.1", self.sshd.user()))
+        .arg(command);
+        ssh
+    }
+
+    /// The master `pid` (found by `needle`) still answers `-O check`; then it is stopped.
+    fn still_answers_then_stop(&self, pid: u32, needle: &str) {
+        self.expect(
+            ClientKind::OpenSsh,
+            "check",
+            &format!("Master running (pid={pid})"),
+        );
+        stop_background(needle, WAIT);
+    }
+
     /// `kind -O command` succeeds, saying `said`.
     fn expect(&self, kind: ClientKind, command: &str, said: &str) {
         let (code, got) = control(kind, &self.path, command);
@@ -309,12 +345,7 @@ fn another_user_is_refused_even_when_the_socket_is_open_to_all() {
         std::fs::read_to_string(&log_path)
             .is_ok_and(|log| log.contains("control connection from another user refused"))
     });
-    lab.expect(
-        ClientKind::OpenSsh,
-        "check",
-        &format!("Master running (pid={pid})"),
-    );
-    stop_background(&needle, WAIT);
+    lab.still_answers_then_stop(pid, &needle);
 }
 
 // `ssh -S path host command` asks the master for a session, which forwarder's does not open:
@@ -324,19 +355,8 @@ fn another_user_is_refused_even_when_the_socket_is_open_to_all() {
 fn ssh_asking_a_forwarder_master_for_a_session_is_told_why_and_connects_on_its_own() {
     let lab = Lab::new();
     let (pid, needle, port) = lab.master(ClientKind::Forwarder);
-    let mut ssh = Command::new(ClientKind::OpenSsh.program());
-    ssh.args(["-F", "none", "-S"])
-        .arg(&lab.path)
-        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o"])
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            lab.sshd.known_hosts_path().display()
-        ))
-        .arg("-i")
-        .arg(lab.key.private_key_path())
-        .args(["-p", &lab.sshd.port().to_string()])
-        .arg(format!("{}@127.0.0.1", lab.sshd.user()))
-        .arg("echo ran-on-its-own");
+    let path = lab.path.display().to_string();
+    let mut ssh = lab.ssh_login(&["-S", &path], "echo ran-on-its-own");
     let out = run_bounded(&mut ssh, WAIT, "ssh -S path host command");
     let (said, printed) = (
         String::from_utf8_lossy(&out.stderr),
@@ -572,5 +592,254 @@ fn an_added_remote_forward_is_asked_again_after_the_session_drops() {
 
     lab.ok(ClientKind::Forwarder, "cancel", &["-R", &spec]);
     assert!(!listening(fixed), "the cancelled -R still listens");
+    stop_background(&needle, WAIT);
+}
+
+/// `kind -F none -S path -W target 127.0.0.1` with `input` on its standard input (then its
+/// end): the exit status, standard output and standard error. Nothing to log in with: only
+/// a master can carry it.
+fn stdio_through(
+    kind: ClientKind,
+    path: &Path,
+    target: &str,
+    input: Vec<u8>,
+) -> (Option<i32>, Vec<u8>, String) {
+    use std::io::{Read as _, Write as _};
+    use std::process::Stdio;
+    let mut child = Command::new(kind.program())
+        .args(["-F", "none", "-o", "BatchMode=yes", "-S"])
+        .arg(path)
+        .args(["-W", target, "127.0.0.1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let reader = |mut from: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let _ = from.read_to_end(&mut got);
+            let _ = tx.send(got);
+        });
+        rx
+    };
+    let out = reader(Box::new(child.stdout.take().expect("stdout")));
+    let err = reader(Box::new(child.stderr.take().expect("stderr")));
+    let (out, err) = match (out.recv_timeout(WAIT), err.recv_timeout(WAIT)) {
+        (Ok(out), Ok(err)) => (out, String::from_utf8_lossy(&err).into_owned()),
+        _ => {
+            let _ = child.kill();
+            panic!(
+                "{} -W {target}: no end of output within {WAIT:?}",
+                kind.name()
+            );
+        }
+    };
+    let _ = writer.join();
+    let status = ssh_interop_tests::process::wait_bounded(&mut child, WAIT);
+    if status.is_none() {
+        let _ = child.kill();
+        panic!(
+            "{} -W {target}: did not exit within {WAIT:?}: {err}",
+            kind.name()
+        );
+    }
+    (status.and_then(|s| s.code()), out, err)
+}
+
+/// How many logins sshd has accepted.
+fn logins(sshd: &Sshd) -> usize {
+    sshd.log().matches("Accepted publickey").count()
+}
+
+// `-W` through a forwarder master, from ssh and from forwarder: the client passes its
+// standard input and output to the master, which forwards them over its own session, so
+// nothing logs in again (the clients here have no key); both directions arrive whole. A
+// target the bastion cannot reach is refused with the reason, and the master goes on. And
+// the use it is for: a `ProxyCommand` that reaches the next host through the master's
+// session (here the same sshd, reached again through itself).
+#[test]
+fn ssh_and_forwarder_forward_stdio_through_a_forwarder_master() {
+    let lab = Lab::new();
+    let (pid, needle, port) = lab.master(ClientKind::Forwarder);
+    let before = logins(&lab.sshd);
+    let target = format!("127.0.0.1:{}", lab.echo.port());
+    for (n, kind) in [ClientKind::OpenSsh, ClientKind::Forwarder]
+        .into_iter()
+        .enumerate()
+    {
+        let sent: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(7).wrapping_add(n as u32) % 253) as u8)
+            .collect();
+        let (code, out, err) = stdio_through(kind, &lab.path, &target, sent.clone());
+        assert_eq!(code, Some(0), "{}: {err}", kind.name());
+        assert_eq!(out.len(), sent.len(), "{}: {err}", kind.name());
+        assert!(out == sent, "{}: the echo came back different", kind.name());
+    }
+    // To a Unix socket on the bastion (the message carries its path with port -2).
+    let sock = lab.dir.path().join("echo.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind the socket");
+    let serving = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.set_read_timeout(Some(WAIT));
+            let mut r = s.try_clone().expect("clone");
+            let _ = std::io::copy(&mut r, &mut s);
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+    });
+    let sent = b"to a socket on the bastion".repeat(1000);
+    let (code, out, err) = stdio_through(
+        ClientKind::Forwarder,
+        &lab.path,
+        sock.to_str().expect("a UTF-8 path"),
+        sent.clone(),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out == sent, "the socket's echo came back different");
+    serving.join().expect("the socket's echo server");
+    assert_eq!(logins(&lab.sshd), before, "-W went through the master");
+
+    let dead = free_port();
+    for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
+        let (code, out, err) =
+            stdio_through(kind, &lab.path, &format!("127.0.0.1:{dead}"), b"x".to_vec());
+        assert_eq!(code, Some(255), "{}: {err}", kind.name());
+        assert!(out.is_empty(), "{}", kind.name());
+        assert!(
+            err.contains("Stdio forwarding request failed: Session open refused by peer")
+                && err.contains("Connection refused"),
+            "{}: {err}",
+            kind.name()
+        );
+    }
+
+    // ssh logs in to the bastion's sshd through the master's session.
+    let proxy = format!(
+        "ProxyCommand={} -F none -S {} -W %h:%p %h",
+        ClientKind::Forwarder.program().display(),
+        lab.path.display()
+    );
+    let mut ssh = lab.ssh_login(&["-o", &proxy], "echo through-the-master");
+    let out = run_bounded(&mut ssh, WAIT, "ssh with forwarder -S -W as ProxyCommand");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "through-the-master",
+        "{said}"
+    );
+    assert_eq!(logins(&lab.sshd), before + 1, "one login: ssh's own");
+
+    assert_echo(port, "the master after the -W forwards");
+    lab.still_answers_then_stop(pid, &needle);
+}
+
+// forwarder's `-W` through an ssh master, and without a master at the path: then it
+// connects on its own (here it has no key, so it fails to log in, as ssh would).
+#[test]
+fn forwarder_forwards_stdio_through_an_ssh_master() {
+    let lab = Lab::new();
+    let (_, needle, _) = lab.master(ClientKind::OpenSsh);
+    let before = logins(&lab.sshd);
+    let target = format!("127.0.0.1:{}", lab.echo.port());
+    let sent: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
+    let (code, out, err) = stdio_through(ClientKind::Forwarder, &lab.path, &target, sent.clone());
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out == sent,
+        "the echo came back different ({} bytes)",
+        out.len()
+    );
+    assert_eq!(logins(&lab.sshd), before, "-W went through ssh's master");
+    lab.expect(ClientKind::Forwarder, "exit", "Exit request sent.");
+    wait_until("the ssh master gone", || processes_with(&needle).is_empty());
+
+    let (code, out, err) = stdio_through(ClientKind::Forwarder, &lab.path, &target, b"x".to_vec());
+    assert_eq!(code, Some(255), "{err}");
+    assert!(out.is_empty());
+    assert!(!err.contains("Stdio forwarding"), "{err}");
+}
+
+// Each `-W` holds its control connection open for as long as it lasts; more of them at once
+// than the master serves control connections (16) all run, and `-O check` is still answered
+// while they do.
+#[test]
+fn many_stdio_forwards_at_once_leave_the_control_socket_answering() {
+    use std::io::{Read as _, Write as _};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    const CLIENTS: usize = 24;
+    let lab = Lab::new();
+    let (pid, needle, _) = lab.master(ClientKind::Forwarder);
+    let target = format!("127.0.0.1:{}", lab.echo.port());
+    let (echoed_tx, echoed) = mpsc::channel();
+    let (done_tx, done) = mpsc::channel();
+    let mut finish = Vec::new();
+    let mut children = Vec::new();
+    for n in 0..CLIENTS {
+        let mut child = Command::new(ClientKind::Forwarder.program())
+            .args(["-F", "none", "-o", "BatchMode=yes", "-S"])
+            .arg(&lab.path)
+            .args(["-W", &target, "127.0.0.1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start forwarder -W");
+        let (mut stdin, mut stdout) = (
+            child.stdin.take().expect("stdin"),
+            child.stdout.take().expect("stdout"),
+        );
+        children.push(child);
+        let (finish_tx, finish_rx) = mpsc::channel::<()>();
+        finish.push(finish_tx);
+        let (echoed_tx, done_tx) = (echoed_tx.clone(), done_tx.clone());
+        std::thread::spawn(move || {
+            let first = format!("first line of client {n}\n");
+            let mut back = vec![0u8; first.len()];
+            let ok = stdin.write_all(first.as_bytes()).is_ok()
+                && stdout.read_exact(&mut back).is_ok()
+                && back == first.as_bytes();
+            let _ = echoed_tx.send((n, ok));
+            let _ = finish_rx.recv();
+            let last = format!("last line of client {n}\n");
+            let _ = stdin.write_all(last.as_bytes());
+            drop(stdin);
+            let mut rest = Vec::new();
+            let _ = stdout.read_to_end(&mut rest);
+            let _ = done_tx.send((n, rest == last.as_bytes()));
+        });
+    }
+    let deadline = Instant::now() + WAIT;
+    for _ in 0..CLIENTS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (n, ok) = echoed
+            .recv_timeout(left)
+            .expect("every -W echoes its first line in time");
+        assert!(ok, "client {n}: its first line did not come back");
+    }
+    // All of them open at once, and the socket still answers.
+    lab.expect(
+        ClientKind::OpenSsh,
+        "check",
+        &format!("Master running (pid={pid})"),
+    );
+    for f in &finish {
+        let _ = f.send(());
+    }
+    for _ in 0..CLIENTS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (n, ok) = done.recv_timeout(left).expect("every -W ends in time");
+        assert!(ok, "client {n}: its last line did not come back");
+    }
+    for (n, child) in children.iter_mut().enumerate() {
+        let status = ssh_interop_tests::process::wait_bounded(child, WAIT);
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "client {n}");
+    }
     stop_background(&needle, WAIT);
 }

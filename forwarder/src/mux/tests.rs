@@ -59,11 +59,10 @@ fn the_master_answers_check_exit_and_stop_and_refuses_the_rest() {
         Ok(Effect::Terminate)
     );
     assert_eq!(bodies(&out), [body(&[kind::OK, 9], &[])]);
-    // A session, -W, a forward, proxy mode, something unknown: a failure with a reason, and
-    // the connection goes on.
+    // A session, proxy mode, something unknown: a failure with a reason, and the connection
+    // goes on.
     for (t, needle) in [
         (kind::NEW_SESSION, "opens no sessions"),
-        (kind::NEW_STDIO_FWD, "-W"),
         (kind::PROXY, "proxy"),
         (0x1000_0042, "unsupported request"),
     ] {
@@ -618,4 +617,166 @@ fn a_master_answers_a_forward_once_done() {
             body(&[kind::FAILURE, 7], &[b"port not forwarded"]),
         ]
     );
+}
+
+/// A `NEW_STDIO_FWD` body as ssh's `mux_client_request_stdio_fwd` writes it.
+fn stdio_request(id: u32, host: &[u8], port: u32) -> Vec<u8> {
+    let mut b = body(&[kind::NEW_STDIO_FWD, id], &[b"", host]);
+    b.put_u32(port);
+    b
+}
+
+#[test]
+fn a_stdio_forward_is_read_as_ssh_writes_it_and_answered_once_open() {
+    let mut m = greeted();
+    let mut out = Vec::new();
+    let tcp = Destination::Tcp(Target {
+        host: "db.internal".into(),
+        port: 5432,
+    });
+    assert_eq!(
+        m.handle(&stdio_request(3, b"db.internal", 5432), &mut out),
+        Ok(Effect::StdioForward {
+            id: 3,
+            target: Ok(tcp.clone())
+        })
+    );
+    assert!(out.is_empty(), "answered only once the channel is open");
+    // A socket's path: port -2.
+    assert_eq!(
+        m.handle(
+            &stdio_request(4, b"/run/postgresql/.s.PGSQL.5432", PORT_STREAMLOCAL),
+            &mut out
+        ),
+        Ok(Effect::StdioForward {
+            id: 4,
+            target: Ok(Destination::Unix("/run/postgresql/.s.PGSQL.5432".into()))
+        })
+    );
+    // No host, port 0 or out of range, a NUL, not UTF-8: refused with a reason (the client
+    // still sends its descriptors, so the effect says to take them).
+    for (host, port) in [
+        (&b""[..], 22),
+        (b"db", 0),
+        (b"db", 65536),
+        (b"d\0b", 22),
+        (b"\xff", 22),
+    ] {
+        assert_eq!(
+            m.handle(&stdio_request(5, host, port), &mut out),
+            Ok(Effect::StdioForward {
+                id: 5,
+                target: Err("Invalid stdio forwarding request")
+            }),
+            "{host:?} {port}"
+        );
+    }
+    // Cut short: the connection ends.
+    let mut short = body(&[kind::NEW_STDIO_FWD, 6], &[b"", b"db"]);
+    short.truncate(short.len() - 1);
+    assert!(matches!(
+        m.handle(&short, &mut out),
+        Err(MuxError::Malformed(_))
+    ));
+    assert!(out.is_empty());
+
+    // The answers, as ssh's client reads them.
+    stdio_reply(3, Ok(17), &mut out);
+    stdio_reply(4, Err("Session open refused by peer"), &mut out);
+    assert_eq!(
+        bodies(&out),
+        [
+            body(&[kind::SESSION_OPENED, 3, 17], &[]),
+            body(&[kind::FAILURE, 4], &[b"Session open refused by peer"]),
+        ]
+    );
+}
+
+#[test]
+fn the_stdio_client_sends_what_the_master_reads_and_takes_its_answer() {
+    let mut framer = Framer::default();
+    for (target, id) in [
+        (
+            Destination::Tcp(Target {
+                host: "10.0.0.5".into(),
+                port: 3306,
+            }),
+            1,
+        ),
+        (Destination::Unix("/tmp/db.sock".into()), 1),
+    ] {
+        let client = StdioClient::new(target.clone());
+        let mut out = Vec::new();
+        client.request(&mut out);
+        // ssh's encoding, byte for byte.
+        let expected = match &target {
+            Destination::Tcp(t) => stdio_request(id, t.host.as_bytes(), u32::from(t.port)),
+            Destination::Unix(p) => stdio_request(id, p.as_bytes(), PORT_STREAMLOCAL),
+            Destination::Socks => unreachable!(),
+        };
+        assert_eq!(bodies(&out), [expected]);
+        framer.push(&out);
+        let body = framer.next_message().unwrap().unwrap();
+        assert_eq!(
+            greeted().handle(&body, &mut Vec::new()),
+            Ok(Effect::StdioForward {
+                id,
+                target: Ok(target)
+            })
+        );
+    }
+
+    let mut master_hello = Vec::new();
+    hello(&mut master_hello);
+    let hello_body = &bodies(&master_hello)[0];
+    let answer = |reply: Vec<u8>| {
+        let mut c = StdioClient::new(Destination::Unix("/s".into()));
+        assert!(!c.greeted());
+        assert_eq!(c.handle(hello_body), Ok(None));
+        assert!(c.greeted());
+        c.handle(&reply)
+    };
+    assert_eq!(
+        answer(body(&[kind::SESSION_OPENED, 1, 9], &[])),
+        Ok(Some(StdioOutcome::Opened))
+    );
+    assert_eq!(
+        answer(body(&[kind::FAILURE, 1], &[b"no\x1b[2J way"])),
+        Ok(Some(StdioOutcome::Refused(
+            "Stdio forwarding request failed: no\\x1b[2J way".into()
+        )))
+    );
+    assert_eq!(
+        answer(body(&[kind::PERMISSION_DENIED, 1], &[b"Permission denied"])),
+        Ok(Some(StdioOutcome::Refused(
+            "Master refused stdio forwarding request: Permission denied".into()
+        )))
+    );
+    // Another id, another kind of reply, a reply cut short, a reply before the hello.
+    assert!(answer(body(&[kind::SESSION_OPENED, 2, 9], &[])).is_err());
+    assert_eq!(
+        answer(body(&[kind::OK, 1], &[])),
+        Err(MuxError::Unexpected(kind::OK))
+    );
+    assert!(answer(body(&[kind::SESSION_OPENED, 1], &[])).is_err());
+    let mut c = StdioClient::new(Destination::Unix("/s".into()));
+    assert_eq!(
+        c.handle(&body(&[kind::SESSION_OPENED, 1, 9], &[])),
+        Err(MuxError::OutOfOrder(kind::SESSION_OPENED))
+    );
+}
+
+#[test]
+fn the_framer_hands_over_the_bytes_that_carry_descriptors() {
+    let mut framer = Framer::default();
+    let mut bytes = Vec::new();
+    frame(&mut bytes, &stdio_request(1, b"db", 5432));
+    bytes.push(0);
+    framer.push(&bytes);
+    assert!(framer.next_message().unwrap().is_some());
+    assert!(!framer.skip(STDIO_FDS), "one of the two bytes so far");
+    assert_eq!(framer.pending(), 1);
+    framer.push(&[0]);
+    assert!(framer.skip(STDIO_FDS));
+    assert_eq!(framer.pending(), 0);
 }
