@@ -843,3 +843,63 @@ fn many_stdio_forwards_at_once_leave_the_control_socket_answering() {
     }
     stop_background(&needle, WAIT);
 }
+
+/// How many descriptors process `pid` holds.
+fn descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+// A `-W` client that is killed while forwarding: the master ends that forwarding (the
+// channel, the client's standard input and output, the control connection), holding no
+// more descriptors than before it, and goes on.
+#[test]
+fn a_killed_stdio_client_leaves_nothing_behind_in_the_master() {
+    use std::io::{Read as _, Write as _};
+    use std::process::Stdio;
+    let lab = Lab::new();
+    let (pid, needle, port) = lab.master(ClientKind::Forwarder);
+    let before = descriptors(pid);
+    assert!(before > 0, "the master's descriptors");
+    for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
+        let mut child = Command::new(kind.program())
+            .args(["-F", "none", "-o", "BatchMode=yes", "-S"])
+            .arg(&lab.path)
+            .args(["-W", &format!("127.0.0.1:{}", lab.echo.port()), "127.0.0.1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the -W client");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut back = [0u8; 6];
+            let ok = stdin.write_all(b"hello\n").is_ok()
+                && stdout.read_exact(&mut back).is_ok()
+                && &back == b"hello\n";
+            let _ = tx.send(ok);
+            // Holds its end of both pipes until the client is gone.
+            let _ = stdout.read_to_end(&mut Vec::new());
+            drop(stdin);
+        });
+        assert_eq!(
+            rx.recv_timeout(WAIT),
+            Ok(true),
+            "{}: the echo through the master",
+            kind.name()
+        );
+        assert!(
+            descriptors(pid) >= before + 3,
+            "{}: the forwarding holds the client's ends and the connection",
+            kind.name()
+        );
+        let _ = child.kill();
+        let _ = ssh_interop_tests::process::wait_bounded(&mut child, WAIT);
+        wait_until("the master back to its descriptors", || {
+            descriptors(pid) <= before
+        });
+    }
+    assert_echo(port, "the master after the killed clients");
+    lab.still_answers_then_stop(pid, &needle);
+}
