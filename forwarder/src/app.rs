@@ -47,7 +47,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     }
     #[cfg(unix)]
     let command_line = args.clone();
-    let opts = match cli::parse_args(args) {
+    let mut opts = match cli::parse_args(args) {
         Ok(Command::Help) => {
             print!("{}", cli::usage());
             return 0;
@@ -112,6 +112,11 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     if let Some(path) = &opts.log_file {
         log_to_file(path);
     }
+    // A master started for -W (ControlPersist): the same command line, without the -W.
+    #[cfg(unix)]
+    if crate::background::is_persist_master() {
+        opts.stdio_forward = None;
+    }
     #[cfg(unix)]
     if opts.fork_after_authentication && !crate::background::is_background() {
         if opts.stdio_forward.is_some() {
@@ -133,9 +138,8 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     // -W with a ControlPath: through the master there, if one answers, as ssh does.
     #[cfg(unix)]
     if let (Some(target), Some(path)) = (&opts.stdio_forward, opts.control_path.as_deref())
-        && opts.control_master != cli::ControlMaster::Yes
         && opts.local_forwards.is_empty()
-        && let Some(status) = crate::control::stdio_through_master(path, target)
+        && let Some(status) = stdio_through_master(&opts, path, target, &command_line)
     {
         return status;
     }
@@ -166,6 +170,33 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
             EXIT_FAILURE
         }
     }
+}
+
+/// `-W` through the master at `path`: one that answers there (unless `ControlMaster yes`),
+/// else, with `ControlPersist`, one started in the background for it. `None` when there is
+/// none: this command then connects on its own.
+#[cfg(unix)]
+fn stdio_through_master(
+    opts: &Options,
+    path: &std::path::Path,
+    target: &crate::tunnel::Destination,
+    command_line: &[std::ffi::OsString],
+) -> Option<i32> {
+    if opts.control_master != cli::ControlMaster::Yes
+        && let Some(status) = crate::control::stdio_through_master(path, target)
+    {
+        return Some(status);
+    }
+    if opts.control_master == cli::ControlMaster::No
+        || opts.control_persist == cli::ControlPersist::No
+    {
+        return None;
+    }
+    debug!(path = %path.display(), "starting a master in the background (ControlPersist)");
+    let started = crate::background::run_master(command_line);
+    // Started, or not because another master took the path first: either way, through the
+    // master there. Its failure (its error already on stderr) is this command's otherwise.
+    crate::control::stdio_through_master(path, target).or(Some(started).filter(|s| *s != 0))
 }
 
 /// `forwarder serve ...`.
@@ -290,9 +321,22 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
         opts.control_path.as_deref(),
         terminate.clone(),
         forwards.clone(),
+        if crate::background::is_persist_master() {
+            opts.control_persist
+        } else {
+            cli::ControlPersist::No
+        },
     )
     .await
     {
+        // A master started for -W is there for its socket alone.
+        Ok(None) if crate::background::is_persist_master() => {
+            forwards.close().await;
+            supervisor.shutdown(Duration::from_secs(2)).await;
+            return Err(Fatal(
+                "no control socket to serve (another master is at the ControlPath)".into(),
+            ));
+        }
         Ok(control) => control,
         Err(e) => {
             forwards.close().await;
@@ -337,6 +381,9 @@ async fn run_async(opts: Options) -> Result<(), Fatal> {
             }
         }
         crate::background::ready();
+        if crate::background::is_persist_master() && opts.log_file.is_none() {
+            crate::background::let_go_of_stderr();
+        }
     }
     let outcome = tokio::select! {
         o = supervisor.finished() => o,

@@ -27,6 +27,10 @@ use std::time::Duration;
 /// to say "ready" on.
 pub const READY_ENV: &str = "FORWARDER_FORK_READY";
 
+/// The variable that tells the background process it is a master started for `-W` with
+/// `ControlPersist` (see [`run_master`]).
+pub const MASTER_ENV: &str = "FORWARDER_PERSIST_MASTER";
+
 /// What the background process says once it is up.
 const READY: &[u8] = b"ready\n";
 
@@ -43,7 +47,7 @@ pub fn is_background() -> bool {
 /// Waits as long as the background process takes: it has its own limits (ConnectTimeout, a
 /// prompt the user answers).
 pub fn run(args: &[OsString]) -> i32 {
-    match launch(args) {
+    match launch(args, false) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("forwarder: cannot go to the background (-f): {e}");
@@ -52,16 +56,49 @@ pub fn run(args: &[OsString]) -> i32 {
     }
 }
 
-fn launch(args: &[OsString]) -> std::io::Result<i32> {
+/// For `-W` with `ControlPersist` and no master at the `ControlPath`: runs this program again
+/// with `args`, in the background, as a master for this `-W` and later ones (it forwards
+/// nothing of its own and serves the control socket), and waits until it is up, as [`run`]
+/// does. Its standard output is not this one's (that carries the `-W` data, whose reader
+/// must see it end when this process does), and it lets go of standard error once up.
+pub fn run_master(args: &[OsString]) -> i32 {
+    match launch(args, true) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("forwarder: cannot start a master in the background (ControlPersist): {e}");
+            crate::app::EXIT_FAILURE
+        }
+    }
+}
+
+/// Whether this process is a master started by [`run_master`].
+pub fn is_persist_master() -> bool {
+    is_background() && std::env::var_os(MASTER_ENV).is_some()
+}
+
+/// In a master started by [`run_master`], once up: standard error goes to `/dev/null`, as
+/// ssh's persisting master lets go of it, so that the program that ran the first `-W` (a
+/// terminal, ssh's ProxyCommand) is not written to later. A log file (`-E`) stays.
+pub fn let_go_of_stderr() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = rustix::stdio::dup2_stderr(&null);
+    }
+}
+
+fn launch(args: &[OsString], master: bool) -> std::io::Result<i32> {
     let dir = PrivateDir::new()?;
     let socket = dir.0.join("ready");
     let listener = std::os::unix::net::UnixListener::bind(&socket)?;
     listener.set_nonblocking(true)?;
-    let mut child = std::process::Command::new(std::env::current_exe()?)
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command
         .args(args)
         .env(READY_ENV, &socket)
-        .stdin(Stdio::null())
-        .spawn()?;
+        .stdin(Stdio::null());
+    if master {
+        command.env(MASTER_ENV, "1").stdout(Stdio::null());
+    }
+    let mut child = command.spawn()?;
     loop {
         match listener.accept() {
             Ok((mut stream, _)) => {

@@ -126,6 +126,8 @@ pub struct Options {
     pub control_master: ControlMaster,
     /// `-S` / `ControlPath`, expanded (`~`, `%` tokens, `${VAR}`); `None` for `none` or unset.
     pub control_path: Option<PathBuf>,
+    /// `ControlPersist`: how long a master started for `-W` stays.
+    pub control_persist: ControlPersist,
     /// `-O`: send this request to the master at `control_path` and exit, instead of
     /// connecting.
     pub control_command: Option<crate::mux::ControlCommand>,
@@ -958,7 +960,9 @@ options:
   PubkeyAcceptedAlgorithms, ConnectTimeout, ServerAliveInterval, ServerAliveCountMax,
   ExitOnForwardFailure, BatchMode, LocalForward (\"15432 db:5432\"), DynamicForward,
   RemoteForward, PermitRemoteOpen, BindAddress, BindInterface, ControlMaster (yes, no,
-  auto), ControlPath, ConnectionAttempts (TCP connects tried, a
+  auto), ControlPath, ControlPersist (yes, no or a time: with -W and ControlMaster auto or
+  yes, a master is started in the background when none answers, and stays until stopped or
+  idle that long), ConnectionAttempts (TCP connects tried, a
   second apart, before an attempt fails; 1), UpdateHostKeys (yes: add the keys a bastion
   lists and proves, drop those it no longer lists, in the first UserKnownHostsFile; the
   default unless UserKnownHostsFile is set; ask is no, forwarder never asks),
@@ -1172,6 +1176,8 @@ struct Parsed {
     fork_after_authentication: Option<bool>,
     /// `-M` / `ControlMaster`.
     control_master: Option<ControlMaster>,
+    /// `ControlPersist`.
+    control_persist: Option<ControlPersist>,
     /// `-S` / `ControlPath`, as written (`None` inside for `none`).
     control_path: Option<Option<String>>,
     /// `-O`.
@@ -1576,9 +1582,22 @@ fn unsupported_reason(letter: char) -> Option<&'static str> {
     })
 }
 
-/// `ControlMaster`: whether a command serves a control socket (`-O check`, `-O exit`, `-O
-/// stop`, `-O forward`, `-O cancel` from ssh or forwarder) at `ControlPath` once its tunnel
-/// is up.
+/// `ControlPersist`: with `-W` and `ControlMaster` `auto` or `yes`, when no master answers
+/// at `ControlPath`, a master is started in the background for this `-W` and later ones, and
+/// stays as this says; as ssh's `ControlPersist` does for its own master.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ControlPersist {
+    /// `no` (the default).
+    #[default]
+    No,
+    /// `yes` or `0`: until stopped (`-O exit`).
+    Forever,
+    /// A time: until it has had no control client for that long.
+    Idle(std::time::Duration),
+}
+
+/// `-M` / `ControlMaster`: whether this command serves a control socket (`-O check`, `exit`,
+/// `stop`, `-O forward`, `-O cancel`, `-W` from ssh or forwarder) at `ControlPath`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ControlMaster {
     /// `no` (the default): none.

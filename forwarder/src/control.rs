@@ -36,7 +36,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::cli::ControlMaster;
+use crate::cli::{ControlMaster, ControlPersist};
 use crate::forwards::Forwards;
 use crate::mux::{self, ControlCommand, Effect, ForwardRequest, ForwardWay, Framer};
 
@@ -84,7 +84,8 @@ fn remove_if_ours(path: &Path, identity: (u64, u64)) {
 }
 
 /// Serves a control socket at `path` as `master` says, once the first session is up.
-/// `terminate` is notified on `-O exit`; `-O forward` and `-O cancel` change `forwards`. `None` when there is none to serve: `no`, a socket
+/// `terminate` is notified on `-O exit`, and, with `persist` a time, once no control client
+/// has been connected for that long; `-O forward` and `-O cancel` change `forwards`. `None` when there is none to serve: `no`, a socket
 /// already at the path (a warning, as ssh gives, and the tunnel runs without), or with `auto`
 /// a master that answers there.
 pub async fn start(
@@ -92,6 +93,7 @@ pub async fn start(
     path: Option<&Path>,
     terminate: Arc<Notify>,
     forwards: Arc<Forwards>,
+    persist: ControlPersist,
 ) -> std::io::Result<Option<Control>> {
     let Some(path) = path else {
         if master != ControlMaster::No {
@@ -140,6 +142,7 @@ pub async fn start(
         identity,
         terminate,
         forwards,
+        persist,
     ));
     debug!(path = %path.display(), "control socket listening");
     Ok(Some(Control {
@@ -187,8 +190,19 @@ async fn serve(
     identity: (u64, u64),
     terminate: Arc<Notify>,
     forwards: Arc<Forwards>,
+    persist: ControlPersist,
 ) {
     let stop = Arc::new(Notify::new());
+    // ControlPersist: how long without a control client before the master stops.
+    let idle_limit = match persist {
+        ControlPersist::Idle(limit) => Some(limit),
+        ControlPersist::No | ControlPersist::Forever => None,
+    };
+    let mut tick = tokio::time::interval(idle_limit.map_or(Duration::from_secs(1), |l| {
+        (l / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }));
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut idle_since = tokio::time::Instant::now();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let stdio_slots = Arc::new(tokio::sync::Semaphore::new(MAX_STDIO));
     let uid = rustix::process::getuid();
@@ -203,7 +217,25 @@ async fn serve(
                 info!(path = %path.display(), "control socket removed (-O stop)");
                 return;
             }
+            _ = tick.tick(), if idle_limit.is_some() => {
+                let now = tokio::time::Instant::now();
+                if active.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                    idle_since = now;
+                } else if let Some(limit) = idle_limit
+                    && now.duration_since(idle_since) >= limit
+                {
+                    info!(
+                        "stopping: no control client for {} s (ControlPersist)",
+                        limit.as_secs()
+                    );
+                    remove_if_ours(&path, identity);
+                    terminate.notify_one();
+                    return;
+                }
+                continue;
+            }
         };
+        idle_since = tokio::time::Instant::now();
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -230,7 +262,9 @@ async fn serve(
         }
         let (terminate, stop, forwards) = (terminate.clone(), stop.clone(), forwards.clone());
         let stdio_slots = stdio_slots.clone();
+        let active = Active::enter(&active);
         tokio::spawn(async move {
+            let _active = active;
             let served = Served {
                 terminate: &terminate,
                 stop: &stop,
@@ -241,6 +275,22 @@ async fn serve(
                 debug!(error = %e, "control connection ended");
             }
         });
+    }
+}
+
+/// One control connection counted while it lasts, for `ControlPersist`.
+struct Active(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Active {
+    fn enter(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

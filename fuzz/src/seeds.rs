@@ -1113,6 +1113,19 @@ fn cli() -> Vec<(String, Vec<u8>)> {
             ],
         ),
         (
+            "control-persist-stdio",
+            &[
+                "-oControlMaster=auto",
+                "-S",
+                "~/.ssh/cm-%C",
+                "-oControlPersist=1h30m",
+                "-W",
+                "%h:%p",
+                "-oControlPersist=yes",
+                "bastion",
+            ],
+        ),
+        (
             "remote-dynamic",
             &[
                 "-R",

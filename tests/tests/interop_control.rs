@@ -903,3 +903,52 @@ fn a_killed_stdio_client_leaves_nothing_behind_in_the_master() {
     assert_echo(port, "the master after the killed clients");
     lab.still_answers_then_stop(pid, &needle);
 }
+
+// `ControlMaster auto` with `ControlPersist`, the ssh_config a user keeps for a bastion: the
+// first `forwarder -W` (here ssh's ProxyCommand) finds no master, starts one in the
+// background (one login) and goes through it; the next goes through the same master (no
+// login of its own). With a time, the master stops once no client has come for that long,
+// and its socket goes.
+#[test]
+fn control_persist_starts_a_master_for_stdio_that_later_ones_share() {
+    let lab = Lab::new();
+    let path = lab.path.display().to_string();
+    let proxy = format!(
+        "ProxyCommand={} -F none -o ControlMaster=auto -o ControlPath={path} \
+         -o ControlPersist=2 -o BatchMode=yes -o IdentitiesOnly=yes -i {} \
+         -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -p %p -W %h:%p {}@%h",
+        ClientKind::Forwarder.program().display(),
+        lab.key.private_key_path().display(),
+        lab.sshd.known_hosts_path().display(),
+        lab.sshd.user(),
+    );
+    let before = logins(&lab.sshd);
+    for (n, word) in ["first", "second"].into_iter().enumerate() {
+        let mut ssh = lab.ssh_login(&["-o", &proxy], &format!("echo {word}"));
+        ssh.env("XDG_CACHE_HOME", lab.dir.path())
+            .env_remove("SSH_AUTH_SOCK");
+        let out = run_bounded(
+            &mut ssh,
+            WAIT,
+            "ssh through forwarder -W with ControlPersist",
+        );
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{word}: {said}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), word, "{said}");
+        // The master's login once, then ssh's own each time.
+        assert_eq!(logins(&lab.sshd), before + n + 2, "{word}: {said}");
+    }
+    let masters = processes_with(&path);
+    assert_eq!(
+        masters.len(),
+        1,
+        "one master in the background: {masters:?}"
+    );
+    lab.expect(
+        ClientKind::Forwarder,
+        "check",
+        &format!("Master running (pid={})", masters[0]),
+    );
+    wait_until("the idle master gone", || processes_with(&path).is_empty());
+    assert!(!lab.path.exists(), "the socket outlived its master");
+}

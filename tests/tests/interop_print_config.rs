@@ -40,6 +40,7 @@ const COMPARED: &[&str] = &[
     "bindinterface",
     "controlmaster",
     "controlpath",
+    "controlpersist",
     "hostkeyalias",
     "identityagent",
     "preferredauthentications",
@@ -85,6 +86,7 @@ Host db-*.prod !db-legacy.prod
     KexAlgorithms curve25519-sha256
     ConnectTimeout 7
     RekeyLimit 1G 1h
+    ControlPersist 10m
 
 Host db-legacy.prod
     User legacy
@@ -124,6 +126,7 @@ Host *
     BindInterface lo
     ControlMaster auto
     ControlPath /tmp/cm-%C
+    ControlPersist yes
     LogLevel VERBOSE
     KbdInteractiveAuthentication no
     PasswordAuthentication no

@@ -14,7 +14,7 @@ pub(super) const SUPPORTED_KEYS: &str = "Port, User, HostName, IdentityFile, Use
      PubkeyAcceptedAlgorithms, ConnectTimeout, \
      ServerAliveInterval, ServerAliveCountMax, ExitOnForwardFailure, ForkAfterAuthentication, \
      BatchMode, LocalForward, \
-     RemoteForward, DynamicForward, PermitRemoteOpen, BindAddress, BindInterface, ControlMaster, ControlPath, UpdateHostKeys, ConnectionAttempts, \
+     RemoteForward, DynamicForward, PermitRemoteOpen, BindAddress, BindInterface, ControlMaster, ControlPath, ControlPersist, UpdateHostKeys, ConnectionAttempts, \
      RekeyLimit, LogLevel, Compression, GatewayPorts, AddressFamily, HashKnownHosts, \
      IdentityAgent, IdentitiesOnly, CertificateFile, PubkeyAuthentication, \
      PasswordAuthentication, KbdInteractiveAuthentication, NumberOfPasswordPrompts, \
@@ -35,7 +35,6 @@ const OPENSSH_KEYS: &[&str] = &[
     "casignaturealgorithms",
     "channeltimeout",
     "clearallforwardings",
-    "controlpersist",
     "enableescapecommandline",
     "enablesshkeysign",
     "escapechar",
@@ -310,6 +309,19 @@ pub(super) fn apply(p: &mut Parsed, raw: &str) -> Result<(), CliError> {
                 _ => return Err(bad_value(key, v, "yes, no or auto")),
             };
             set_first(&mut p.control_master, master);
+        }
+        "controlpersist" => {
+            let v = one(key, &args)?;
+            let persist = match v.to_ascii_lowercase().as_str() {
+                "no" | "false" => super::ControlPersist::No,
+                "yes" | "true" => super::ControlPersist::Forever,
+                _ => match parse_time(v) {
+                    Some(0) => super::ControlPersist::Forever,
+                    Some(s) => super::ControlPersist::Idle(Duration::from_secs(s)),
+                    None => return Err(bad_value(key, v, "yes, no or a time (600, 10m)")),
+                },
+            };
+            set_first(&mut p.control_persist, persist);
         }
         "controlpath" => {
             let path = control_path(key, one(key, &args)?)?;

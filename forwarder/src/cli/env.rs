@@ -273,6 +273,7 @@ pub(super) fn resolve(
         known_hosts_command,
         fork_after_authentication: p.fork_after_authentication.unwrap_or(false),
         control_master: p.control_master.unwrap_or_default(),
+        control_persist: p.control_persist.unwrap_or_default(),
         control_path,
         control_command: p.control_command,
         log_file: p.log_file.map(PathBuf::from),

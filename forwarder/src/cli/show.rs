@@ -123,6 +123,14 @@ pub fn config_text(opts: &Options) -> Result<String, String> {
     if let Some(path) = &opts.control_path {
         line("controlpath", &path.display());
     }
+    line(
+        "controlpersist",
+        &match opts.control_persist {
+            super::ControlPersist::No => "no".to_owned(),
+            super::ControlPersist::Forever => "yes".to_owned(),
+            super::ControlPersist::Idle(d) => d.as_secs().to_string(),
+        },
+    );
     if let Some(alias) = &opts.host_key_alias {
         line("hostkeyalias", alias);
     }

@@ -660,9 +660,9 @@ fn unknown_and_unsupported_keys() {
         e.starts_with("unknown -o option 'Bogus'; forwarder takes Port, User"),
         "{e}"
     );
-    let e = err(&["-o", "ControlPersist=10m", "h"]);
+    let e = err(&["-o", "ForwardAgent=yes", "h"]);
     assert!(
-        e.starts_with("-o ControlPersist is an OpenSSH option that forwarder does not support"),
+        e.starts_with("-o ForwardAgent is an OpenSSH option that forwarder does not support"),
         "{e}"
     );
     let o = run(&[
@@ -1960,4 +1960,32 @@ fn control_master_path_and_command_are_read_as_ssh_reads_them() {
     assert!(err(&["-O", "exit", "-O", "check", "h"]).contains("a single -O"));
     assert!(err(&["-S"]).contains("-S ~/.ssh/cm-%C"));
     assert!(err(&["-S", "/run/%z", "h"]).contains("%z"));
+}
+
+#[test]
+fn control_persist_reads_as_ssh_reads_it() {
+    assert_eq!(run(&["h"]).control_persist, ControlPersist::No);
+    for (value, expected) in [
+        ("no", ControlPersist::No),
+        ("false", ControlPersist::No),
+        ("yes", ControlPersist::Forever),
+        ("true", ControlPersist::Forever),
+        ("0", ControlPersist::Forever),
+        ("600", ControlPersist::Idle(Duration::from_secs(600))),
+        ("10m", ControlPersist::Idle(Duration::from_secs(600))),
+        ("1h30m", ControlPersist::Idle(Duration::from_secs(5400))),
+    ] {
+        let o = run(&["-o", &format!("ControlPersist={value}"), "h"]);
+        assert_eq!(o.control_persist, expected, "{value}");
+    }
+    // The first value wins, as in ssh_config.
+    let o = run(&["-o", "ControlPersist=5", "-o", "ControlPersist=no", "h"]);
+    assert_eq!(
+        o.control_persist,
+        ControlPersist::Idle(Duration::from_secs(5))
+    );
+    for bad in ["sometimes", "10x", "-1", ""] {
+        let e = err(&["-o", &format!("ControlPersist={bad}"), "h"]);
+        assert!(e.contains("ControlPersist"), "{bad}: {e}");
+    }
 }
