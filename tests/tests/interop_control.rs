@@ -858,13 +858,18 @@ fn a_killed_stdio_client_leaves_nothing_behind_in_the_master() {
     use std::process::Stdio;
     let lab = Lab::new();
     let (pid, needle, port) = lab.master(ClientKind::Forwarder);
+    // Counted after one -W has come and gone, so that whatever the first one opens for good
+    // is in the count.
+    let target = format!("127.0.0.1:{}", lab.echo.port());
+    let (code, _, err) = stdio_through(ClientKind::Forwarder, &lab.path, &target, b"x".to_vec());
+    assert_eq!(code, Some(0), "{err}");
     let before = descriptors(pid);
     assert!(before > 0, "the master's descriptors");
     for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
         let mut child = Command::new(kind.program())
             .args(["-F", "none", "-o", "BatchMode=yes", "-S"])
             .arg(&lab.path)
-            .args(["-W", &format!("127.0.0.1:{}", lab.echo.port()), "127.0.0.1"])
+            .args(["-W", &target, "127.0.0.1"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
