@@ -192,6 +192,14 @@ fn stdio_through_master(
     {
         return None;
     }
+    if opts.control_master == cli::ControlMaster::Yes && std::fs::symlink_metadata(path).is_ok() {
+        // As ssh with `yes`: whatever is there is left alone, and this connects on its own.
+        crate::notice::warning(format!(
+            "ControlSocket {} already exists, disabling multiplexing",
+            path.display()
+        ));
+        return None;
+    }
     debug!(path = %path.display(), "starting a master in the background (ControlPersist)");
     let started = crate::background::run_master(command_line);
     // Started, or not because another master took the path first: either way, through the

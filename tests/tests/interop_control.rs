@@ -956,4 +956,35 @@ fn control_persist_starts_a_master_for_stdio_that_later_ones_share() {
     );
     wait_until("the idle master gone", || processes_with(&path).is_empty());
     assert!(!lab.path.exists(), "the socket outlived its master");
+
+    // With `ControlMaster yes` and a file already at the path, as ssh: left alone, with
+    // ssh's warning, and this -W connects on its own; no master is started.
+    std::fs::write(&lab.path, b"not a socket").expect("a file at the path");
+    let proxy = proxy.replace("ControlMaster=auto", "ControlMaster=yes");
+    let before = logins(&lab.sshd);
+    let mut ssh = lab.ssh_login(&["-o", &proxy], "echo on-its-own");
+    ssh.env("XDG_CACHE_HOME", lab.dir.path())
+        .env_remove("SSH_AUTH_SOCK");
+    let out = run_bounded(
+        &mut ssh,
+        WAIT,
+        "ssh through forwarder -W, a file at the path",
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "on-its-own");
+    assert!(
+        said.contains("already exists, disabling multiplexing"),
+        "{said}"
+    );
+    assert_eq!(
+        logins(&lab.sshd),
+        before + 2,
+        "forwarder's own login and ssh's"
+    );
+    assert!(processes_with(&path).is_empty(), "no master started");
+    assert_eq!(
+        std::fs::read(&lab.path).ok(),
+        Some(b"not a socket".to_vec())
+    );
 }
