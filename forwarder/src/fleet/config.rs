@@ -1247,6 +1247,10 @@ fn resolve(
             "ControlMaster",
         ),
         (opts.control_path.is_some(), "ControlPath"),
+        (
+            opts.control_persist != cli::ControlPersist::No,
+            "ControlPersist",
+        ),
         (opts.fork_after_authentication, "ForkAfterAuthentication"),
     ] {
         if set {

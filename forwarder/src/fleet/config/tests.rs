@@ -368,6 +368,10 @@ fn bad_files_name_the_line_and_the_key() {
             "ControlPath is for a single forwarder command",
         ),
         (
+            &format!("{base}options = {{ ControlPersist = \"10m\" }}\n"),
+            "ControlPersist is for a single forwarder command",
+        ),
+        (
             &format!("{base}options = {{ ForkAfterAuthentication = \"yes\" }}\n"),
             "ForkAfterAuthentication is for a single forwarder command",
         ),
