@@ -248,9 +248,24 @@ fn log_to_file(path: &std::path::Path) {
 }
 
 fn init_logging(opts: &Options) {
+    // -W is another program's ProxyCommand, whose stderr that program shows: at the default
+    // level it says nothing but warnings and errors, as ssh -W does (so does a master a -W
+    // starts, until it lets go of stderr). VERBOSE, -v or a log file (-E) has the rest.
+    #[cfg(unix)]
+    let behind = crate::background::is_persist_master();
+    #[cfg(not(unix))]
+    let behind = false;
+    let level = if (opts.stdio_forward.is_some() || behind)
+        && opts.log_level == cli::LogLevel::Info
+        && opts.log_file.is_none()
+    {
+        tracing::level_filters::LevelFilter::WARN
+    } else {
+        opts.log_level.tracing_filter()
+    };
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_max_level(opts.log_level.tracing_filter())
+        .with_max_level(level)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_timer(tracing_subscriber::fmt::time::uptime())

@@ -911,7 +911,8 @@ options:
                  connection closes; logs go to standard error only. -W /path goes to a
                  Unix socket on the server instead. With -S path (or ControlPath) and a
                  master answering there (forwarder's or ssh's), it goes through the
-                 master's session instead of logging in again, as ssh -W does.
+                 master's session instead of logging in again, as ssh -W does. Logs only
+                 warnings and errors unless -v, LogLevel VERBOSE or -E.
   -o Key=Value   an ssh_config setting; see below
   -F file        read this ssh_config file instead of ~/.ssh/config; -F none reads none
   -N             accepted for ssh compatibility: forwarder never runs commands

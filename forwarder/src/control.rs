@@ -492,7 +492,7 @@ async fn stdio_forward(
     };
     mux::stdio_reply(id, Ok(channel.id().0), &mut out);
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
-    info!("-W {target} through the control socket: forwarding");
+    debug!("-W {target} through the control socket: forwarding");
     let server_closed = channel.server_closed();
     let copy = crate::stdio::copy_both(
         &mut ends.input,

@@ -940,6 +940,9 @@ fn control_persist_starts_a_master_for_stdio_that_later_ones_share() {
         let said = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{word}: {said}");
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), word, "{said}");
+        // A ProxyCommand's stderr is the user's: nothing but warnings and errors there, from
+        // the -W or from the master it started, as from ssh -W.
+        assert!(!said.contains("session up"), "{word}: {said}");
         // The master's login once, then ssh's own each time.
         assert_eq!(logins(&lab.sshd), before + n + 2, "{word}: {said}");
     }
@@ -977,6 +980,7 @@ fn control_persist_starts_a_master_for_stdio_that_later_ones_share() {
         said.contains("already exists, disabling multiplexing"),
         "{said}"
     );
+    assert!(!said.contains("session up"), "{said}");
     assert_eq!(
         logins(&lab.sshd),
         before + 2,
