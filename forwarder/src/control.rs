@@ -512,27 +512,41 @@ async fn stdio_forward(
         e = session.ended() => Err(format!("the SSH session ended ({e})")),
     };
     drop(channel);
-    ends.restore();
+    drop(ends);
     debug!("-W {target} through the control socket: done");
     result
 }
 
 /// A `-W` client's standard input and output, made non-blocking for the master's event
-/// loop, with what their flags were, put back by [`StdioEnds::restore`] (the client's
-/// terminal or pipe is shared with it and what it runs after).
+/// loop. What their flags were is put back when this is dropped, however the forwarding
+/// ended (the client's terminal or pipe is shared with it and what it runs after).
 struct StdioEnds {
     input: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
     output: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
-    /// Duplicates, to put the flags back through.
-    flags: Vec<(OwnedFd, rustix::fs::OFlags)>,
+    /// Dropped last, once both ends are closed.
+    _flags: FlagsBack,
+}
+
+/// Descriptors' flags as they were, put back when dropped: duplicates to set them through
+/// (the flags belong to what the descriptors share).
+struct FlagsBack(Vec<(OwnedFd, rustix::fs::OFlags)>);
+
+impl Drop for FlagsBack {
+    fn drop(&mut self) {
+        for (fd, was) in &self.0 {
+            let _ = rustix::fs::fcntl_setfl(fd, *was);
+        }
+    }
 }
 
 impl StdioEnds {
     fn new(input: OwnedFd, output: OwnedFd) -> std::io::Result<Self> {
         use tokio::net::unix::pipe;
-        let mut flags = Vec::with_capacity(2);
+        let mut flags = FlagsBack(Vec::with_capacity(2));
         for fd in [&input, &output] {
-            flags.push((rustix::io::dup(fd)?, rustix::fs::fcntl_getfl(fd)?));
+            flags
+                .0
+                .push((rustix::io::dup(fd)?, rustix::fs::fcntl_getfl(fd)?));
         }
         // A pipe, socket or terminal is polled; a file (or /dev/null) cannot be, and is
         // read and written as a file.
@@ -551,20 +565,8 @@ impl StdioEnds {
         Ok(Self {
             input,
             output,
-            flags,
+            _flags: flags,
         })
-    }
-
-    fn restore(self) {
-        let Self {
-            input,
-            output,
-            flags,
-        } = self;
-        drop((input, output));
-        for (fd, was) in flags {
-            let _ = rustix::fs::fcntl_setfl(&fd, was);
-        }
     }
 }
 

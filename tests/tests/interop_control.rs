@@ -992,3 +992,52 @@ fn control_persist_starts_a_master_for_stdio_that_later_ones_share() {
         Some(b"not a socket".to_vec())
     );
 }
+
+/// Whether the open file behind `fd` (of this process) is in non-blocking mode.
+fn non_blocking(fd: &impl std::os::fd::AsRawFd) -> bool {
+    let info =
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).expect("fdinfo");
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .expect("the flags in fdinfo");
+    flags & 0o4000 != 0
+}
+
+// The master makes a -W client's standard input non-blocking while it forwards; the pipe is
+// the client's and its caller's, so its mode is put back whether the forwarding was done or
+// refused.
+#[test]
+fn a_stdio_clients_pipe_is_left_blocking_done_or_refused() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let lab = Lab::new();
+    let (_, needle, _) = lab.master(ClientKind::Forwarder);
+    let dead = free_port();
+    for (target, code) in [
+        (format!("127.0.0.1:{}", lab.echo.port()), 0),
+        (format!("127.0.0.1:{dead}"), 255),
+    ] {
+        let (reader, mut writer) = std::io::pipe().expect("a pipe");
+        let mut child = Command::new(ClientKind::Forwarder.program())
+            .args(["-F", "none", "-o", "BatchMode=yes", "-S"])
+            .arg(&lab.path)
+            .args(["-W", &target, "127.0.0.1"])
+            .stdin(Stdio::from(reader.try_clone().expect("clone the reader")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start forwarder -W");
+        assert!(!non_blocking(&reader), "the pipe starts blocking");
+        let _ = writer.write_all(b"x");
+        drop(writer);
+        let status = ssh_interop_tests::process::wait_bounded(&mut child, WAIT);
+        assert_eq!(status.and_then(|s| s.code()), Some(code), "-W {target}");
+        assert!(
+            !non_blocking(&reader),
+            "-W {target}: the pipe left non-blocking"
+        );
+    }
+    stop_background(&needle, WAIT);
+}
