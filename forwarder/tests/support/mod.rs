@@ -874,6 +874,15 @@ impl Future for ServerTask {
                 Poll::Pending => {}
             }
             if let Err(e) = this.process() {
+                // What was queued before the failure goes out first, as a real server's
+                // version line and KEXINIT (sent on connecting) would have: the client may
+                // have written before this task was first polled.
+                while !this.t.output().is_empty() {
+                    match Pin::new(&mut this.io).poll_write(cx, this.t.output()) {
+                        Poll::Ready(Ok(n)) if n > 0 => this.t.consume_output(n),
+                        _ => break,
+                    }
+                }
                 return this.end(e);
             }
             while !this.t.output().is_empty() {
