@@ -262,12 +262,7 @@ impl ForwardRequest {
         };
         let (lport, cport) = (port(lport)?, port(cport)?);
         const INVALID: &str = "Invalid forwarding request";
-        let text = |b: &[u8]| -> Result<String, &'static str> {
-            match std::str::from_utf8(b) {
-                Ok(t) if !t.contains('\0') => Ok(t.to_owned()),
-                _ => Err(INVALID),
-            }
-        };
+        let text = |b: &[u8]| wire_text(b).map(str::to_owned).ok_or(INVALID);
         let inner = || -> Result<Self, &'static str> {
             let way = match ftype {
                 forward_type::LOCAL | forward_type::DYNAMIC => ForwardWay::Local,
@@ -345,6 +340,11 @@ pub enum Effect {
 /// How many descriptors (each carried by one byte) follow a `NEW_STDIO_FWD` request.
 pub const STDIO_FDS: usize = 2;
 
+/// A host or path from a request: UTF-8 without NUL, else none.
+fn wire_text(b: &[u8]) -> Option<&str> {
+    std::str::from_utf8(b).ok().filter(|t| !t.contains('\0'))
+}
+
 /// The master's answer to a `-W` request: `Ok(session)` open, `Err(reason)` not.
 pub fn stdio_reply(id: u32, outcome: Result<u32, &str>, out: &mut Vec<u8>) {
     let mut reply = Vec::with_capacity(16);
@@ -398,10 +398,7 @@ fn decode_stdio(r: &mut Reader<'_>) -> Result<Result<Destination, &'static str>,
     let host = r.string().map_err(malformed)?;
     let port = r.u32().map_err(malformed)?;
     const INVALID: &str = "Invalid stdio forwarding request";
-    let Some(host) = std::str::from_utf8(host)
-        .ok()
-        .filter(|h| !h.is_empty() && !h.contains('\0'))
-    else {
+    let Some(host) = wire_text(host).filter(|h| !h.is_empty()) else {
         return Ok(Err(INVALID));
     };
     Ok(match port {

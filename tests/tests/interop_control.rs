@@ -595,6 +595,16 @@ fn an_added_remote_forward_is_asked_again_after_the_session_drops() {
     stop_background(&needle, WAIT);
 }
 
+/// `kind -F none -o BatchMode=yes -S path -W target 127.0.0.1`: nothing to log in with, so
+/// only a master can carry it.
+fn stdio_command(kind: ClientKind, path: &Path, target: &str) -> Command {
+    let mut cmd = Command::new(kind.program());
+    cmd.args(["-F", "none", "-o", "BatchMode=yes", "-S"])
+        .arg(path)
+        .args(["-W", target, "127.0.0.1"]);
+    cmd
+}
+
 /// `kind -F none -S path -W target 127.0.0.1` with `input` on its standard input (then its
 /// end): the exit status, standard output and standard error. Nothing to log in with: only
 /// a master can carry it.
@@ -606,10 +616,7 @@ fn stdio_through(
 ) -> (Option<i32>, Vec<u8>, String) {
     use std::io::{Read as _, Write as _};
     use std::process::Stdio;
-    let mut child = Command::new(kind.program())
-        .args(["-F", "none", "-o", "BatchMode=yes", "-S"])
-        .arg(path)
-        .args(["-W", target, "127.0.0.1"])
+    let mut child = stdio_command(kind, path, target)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -782,10 +789,7 @@ fn many_stdio_forwards_at_once_leave_the_control_socket_answering() {
     let mut finish = Vec::new();
     let mut children = Vec::new();
     for n in 0..CLIENTS {
-        let mut child = Command::new(ClientKind::Forwarder.program())
-            .args(["-F", "none", "-o", "BatchMode=yes", "-S"])
-            .arg(&lab.path)
-            .args(["-W", &target, "127.0.0.1"])
+        let mut child = stdio_command(ClientKind::Forwarder, &lab.path, &target)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -866,10 +870,7 @@ fn a_killed_stdio_client_leaves_nothing_behind_in_the_master() {
     let before = descriptors(pid);
     assert!(before > 0, "the master's descriptors");
     for kind in [ClientKind::OpenSsh, ClientKind::Forwarder] {
-        let mut child = Command::new(kind.program())
-            .args(["-F", "none", "-o", "BatchMode=yes", "-S"])
-            .arg(&lab.path)
-            .args(["-W", &target, "127.0.0.1"])
+        let mut child = stdio_command(kind, &lab.path, &target)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -927,16 +928,16 @@ fn control_persist_starts_a_master_for_stdio_that_later_ones_share() {
         lab.sshd.known_hosts_path().display(),
         lab.sshd.user(),
     );
-    let before = logins(&lab.sshd);
-    for (n, word) in ["first", "second"].into_iter().enumerate() {
-        let mut ssh = lab.ssh_login(&["-o", &proxy], &format!("echo {word}"));
+    // ssh with `proxy` as its ProxyCommand, running `command`.
+    let through = |proxy: &str, command: &str| {
+        let mut ssh = lab.ssh_login(&["-o", proxy], command);
         ssh.env("XDG_CACHE_HOME", lab.dir.path())
             .env_remove("SSH_AUTH_SOCK");
-        let out = run_bounded(
-            &mut ssh,
-            WAIT,
-            "ssh through forwarder -W with ControlPersist",
-        );
+        run_bounded(&mut ssh, WAIT, &format!("ssh -o {proxy} {command}"))
+    };
+    let before = logins(&lab.sshd);
+    for (n, word) in ["first", "second"].into_iter().enumerate() {
+        let out = through(&proxy, &format!("echo {word}"));
         let said = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{word}: {said}");
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), word, "{said}");
@@ -965,14 +966,7 @@ fn control_persist_starts_a_master_for_stdio_that_later_ones_share() {
     std::fs::write(&lab.path, b"not a socket").expect("a file at the path");
     let proxy = proxy.replace("ControlMaster=auto", "ControlMaster=yes");
     let before = logins(&lab.sshd);
-    let mut ssh = lab.ssh_login(&["-o", &proxy], "echo on-its-own");
-    ssh.env("XDG_CACHE_HOME", lab.dir.path())
-        .env_remove("SSH_AUTH_SOCK");
-    let out = run_bounded(
-        &mut ssh,
-        WAIT,
-        "ssh through forwarder -W, a file at the path",
-    );
+    let out = through(&proxy, "echo on-its-own");
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{said}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "on-its-own");
@@ -1020,10 +1014,7 @@ fn a_stdio_clients_pipe_is_left_blocking_done_or_refused() {
         (format!("127.0.0.1:{dead}"), 255),
     ] {
         let (reader, mut writer) = std::io::pipe().expect("a pipe");
-        let mut child = Command::new(ClientKind::Forwarder.program())
-            .args(["-F", "none", "-o", "BatchMode=yes", "-S"])
-            .arg(&lab.path)
-            .args(["-W", &target, "127.0.0.1"])
+        let mut child = stdio_command(ClientKind::Forwarder, &lab.path, &target)
             .stdin(Stdio::from(reader.try_clone().expect("clone the reader")))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
